@@ -1,0 +1,179 @@
+// Typed face of the native addon (native/addon, node-addon-api over libbpf). Everything
+// the agent does with the kernel goes through here; the C++ side throws BpfError-shaped
+// Errors: message "<op> <object>: <strerror> (errno N)[: libbpf message]".
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+export interface BpfErrorFields {
+  op: string;       // e.g. "attach", "open", "map_lookup_batch"
+  object: string;   // file path, map/program name or interface
+  errno: number;    // positive errno
+  code: string;     // symbolic errno, e.g. "ENOENT"
+  libbpfMessage?: string;
+}
+export type BpfError = Error & BpfErrorFields;
+
+export function isBpfError(err: unknown): err is BpfError {
+  return err instanceof Error && typeof (err as Partial<BpfErrorFields>).errno === "number"
+    && typeof (err as Partial<BpfErrorFields>).op === "string";
+}
+
+export interface OpenOptions {
+  /** Values for `const volatile` globals in .rodata, set before load. */
+  rodata?: Record<string, Buffer>;
+  /** max_entries overrides, by map name, set before load. */
+  maxEntries?: Record<string, number>;
+}
+
+export type AttachMode = "tcx" | "clsact";
+export type AttachDirection = "ingress" | "egress";
+
+export interface AttachOptions {
+  /** Interface name (resolved inside `netns`) or ifindex. */
+  iface: string | number;
+  direction: AttachDirection;
+  /** Path of a network namespace file (/proc/PID/ns/net, /run/netns/X); default: the caller's. */
+  netns?: string;
+  /** "tcx" needs kernel >= 6.6; "auto" tries tcx then falls back to clsact. Default "auto". */
+  mode?: AttachMode | "auto";
+}
+
+export interface Link {
+  readonly mode: AttachMode;
+  readonly ifindex: number;
+  readonly direction: AttachDirection;
+  /** Kernel link id (tcx) or 0 (clsact). */
+  readonly id: number;
+  /** Idempotent. For tcx closes the link fd; for clsact removes the filter. */
+  detach(): void;
+  pin(path: string): void;
+}
+
+export type MapType = "hash" | "percpu_hash" | "array" | "percpu_array" | "ringbuf" | "lpm_trie"
+  | "array_of_maps" | "hash_of_maps" | "lru_hash" | string;
+
+export interface DrainResult {
+  /** count * keySize bytes, entries back to back. */
+  keys: Buffer;
+  /** count * valueSize bytes (percpu maps: count * nCpus * roundUp(valueSize, 8)). */
+  values: Buffer;
+  count: number;
+}
+
+export interface BpfMap {
+  readonly name: string;
+  readonly type: MapType;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly fd: number;
+  /** For percpu maps the value is nCpus * roundUp(valueSize, 8) bytes. */
+  lookup(key: Buffer): Buffer | null;
+  /** flags: 0 = BPF_ANY, 1 = BPF_NOEXIST, 2 = BPF_EXIST. */
+  update(key: Buffer, value: Buffer, flags?: number): void;
+  /** Returns false when the key was absent. */
+  delete(key: Buffer): boolean;
+  /** Batch lookup-and-delete of every entry (BPF_MAP_LOOKUP_AND_DELETE_BATCH). */
+  drain(batchSize?: number): DrainResult;
+  /** Batch lookup of every entry without deleting. */
+  dump(batchSize?: number): DrainResult;
+  pin(path: string): void;
+  unpin(path: string): void;
+}
+
+export interface BpfProgram {
+  readonly name: string;
+  readonly fd: number;
+  readonly id: number;
+  readonly type: string;
+  attachTc(opts: AttachOptions): Link;
+}
+
+export interface BpfObject {
+  readonly path: string;
+  map(name: string): BpfMap;
+  program(name: string): BpfProgram;
+  maps(): string[];
+  programs(): string[];
+  /** Waits until every program that may have read a map value before this call has
+   * finished (an RCU grace period, via an update of a map-in-map: synchronize_rcu). */
+  synchronize(outerMapName: string): void;
+  /** Detaches every link made from this object and closes every fd. Idempotent. */
+  close(): void;
+}
+
+export interface RingBufferOptions {
+  /** Upper bound on records consumed per event-loop turn (default 4096). */
+  maxPerBatch?: number;
+}
+
+/** One callback per batch: `records` holds `count` records, each as a u32 LE length
+ * followed by the record bytes, padded to 8 bytes. */
+export type RingBatchHandler = (records: Buffer, count: number) => void;
+
+export interface RingBuffer {
+  /** Stops polling and frees the ring; idempotent. */
+  close(): void;
+}
+
+export interface LinkInfo {
+  ifindex: number;
+  name: string;
+  kind: string;        // IFLA_INFO_KIND: "veth", "bridge", "" …
+  up: boolean;
+  mac: string;         // "aa:bb:…"
+  /** IFLA_LINK_NETNSID: the peer lives in another netns when >= 0; -1 if absent. */
+  linkNetnsId: number;
+  /** IFLA_LINK: peer's ifindex (in the peer's netns), 0 if unknown. */
+  peerIfindex: number;
+}
+
+export interface LinkEvent { type: "new" | "del"; ifindex: number; name: string }
+
+export interface LinkWatcher { close(): void }
+
+/** A raw IP socket (SOCK_RAW) for protocols the kernel has no sockets for here (SCTP). */
+export interface RawSocket {
+  /** Sends `payload` as the L4 part of one IP packet to `dst`. */
+  send(dst: string, payload: Buffer): void;
+  close(): void;
+}
+export interface RawPacket { src: string; payload: Buffer }
+
+export interface NativeAddon {
+  /** SOCK_RAW for `protocol` (e.g. 132 = SCTP); `onPacket` receives each packet's L4 part
+   * (IPv4: the IP header stripped) on the event loop. Needs CAP_NET_RAW. */
+  rawSocket(family: 4 | 6, protocol: number, onPacket?: (packets: RawPacket[]) => void): RawSocket;
+  openObject(path: string, opts?: OpenOptions): BpfObject;
+  ringBuffer(map: BpfMap, onBatch: RingBatchHandler, opts?: RingBufferOptions): RingBuffer;
+  /** RTM_GETLINK dump in the given netns (default: the caller's). */
+  listLinks(netns?: string): LinkInfo[];
+  /** RTMGRP_LINK subscription on the event loop; one callback per netlink datagram batch. */
+  watchLinks(onEvents: (events: LinkEvent[]) => void, netns?: string): LinkWatcher;
+  /** Number of possible CPUs (libbpf_num_possible_cpus), for percpu values. */
+  possibleCpus(): number;
+  /** Loaded program and link counts in the kernel (for leak checks). */
+  kernelObjectCounts(): { programs: number; links: number; maps: number };
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** Repository root, from either native/ (vitest on sources) or dist/native/ (built). */
+export const repoRoot = path.basename(path.dirname(here)) === "dist"
+  ? path.resolve(here, "..", "..") : path.resolve(here, "..");
+
+export const addonPath = path.join(repoRoot, "native", "addon", "build", "Release", "bulkhead.node");
+export const bpfObjectDir = path.join(repoRoot, "native", "build");
+
+let loaded: NativeAddon | undefined;
+export function native(): NativeAddon {
+  if (!loaded) {
+    const require = createRequire(import.meta.url);
+    try {
+      loaded = require(addonPath) as NativeAddon;
+    } catch (err) {
+      throw new Error(`cannot load the native addon at ${addonPath} (run "npm run build"): ${(err as Error).message}`);
+    }
+  }
+  return loaded;
+}
