@@ -67,7 +67,7 @@ enum bh_counter {
 
 /* Slots of the `flow_state` array. */
 enum bh_state {
-	BH_STATE_ACTIVE_MAP = 0, /* which of flow_maps[0..1] the program writes */
+	BH_STATE_ACTIVE_MAP = 0, /* 0: the program writes flows_0, else flows_1 */
 	BH_STATE_MAX = 1,
 };
 
