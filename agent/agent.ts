@@ -1,0 +1,201 @@
+// The node agent, a pipeline of small stages:
+//   interfaces (netlink) → attacher → kernel flow maps → drain loop → queue → exporter
+// with every loss counted by cause and served on /metrics.
+import type http from "node:http";
+import type { Logger } from "pino";
+import { native, type RingBuffer } from "../native/index.js";
+import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import type { AgentConfig } from "./config.js";
+import { Datapath, type Counters } from "./datapath.js";
+import { Attacher } from "./attacher.js";
+import { InterfaceWatcher } from "./interfaces.js";
+import { Registry, serveMetrics } from "./metrics.js";
+import { BoundedQueue } from "./queue.js";
+import { decodeFlowRecord, systemClock, EVENT, EVENT_TYPE } from "./records.js";
+import { FileExporter, type Exporter } from "./export/file.js";
+
+const EXPORT_BATCH = 4096;
+
+export class Agent {
+  readonly metrics = new Registry();
+  private readonly m = {
+    records: this.metrics.counter("bulkhead_agent_flow_records_total", "Flow records produced by draining the kernel flow maps"),
+    packets: this.metrics.counter("bulkhead_agent_packets_total", "Packets counted in flow records"),
+    bytes: this.metrics.counter("bulkhead_agent_bytes_total", "L3 bytes counted in flow records"),
+    datapathPackets: this.metrics.counter("bulkhead_agent_datapath_packets_total", "Packets the capture programs ran on"),
+    unparsed: this.metrics.counter("bulkhead_agent_unparsed_packets_total", "Packets seen but not aggregated into a flow, by reason"),
+    lostPackets: this.metrics.counter("bulkhead_agent_lost_packets_total", "Packets lost to flow accounting, by cause"),
+    lostBytes: this.metrics.counter("bulkhead_agent_lost_bytes_total", "L3 bytes lost to flow accounting, by cause"),
+    lostEvents: this.metrics.counter("bulkhead_agent_lost_events_total", "Ring-buffer events lost, by cause"),
+    lostRecords: this.metrics.counter("bulkhead_agent_lost_records_total", "Flow records lost before export, by cause"),
+    exported: this.metrics.counter("bulkhead_agent_exported_records_total", "Flow records written by an exporter"),
+    newFlows: this.metrics.counter("bulkhead_agent_new_flow_events_total", "New-flow events read from the ring buffer"),
+    attachErrors: this.metrics.counter("bulkhead_agent_attach_errors_total", "Failed attachments, by errno"),
+    attaches: this.metrics.counter("bulkhead_agent_attaches_total", "Interfaces attached"),
+    detaches: this.metrics.counter("bulkhead_agent_detaches_total", "Interfaces detached"),
+    watched: this.metrics.gauge("bulkhead_agent_interfaces_watched", "Pod interfaces with capture attached"),
+    queued: this.metrics.gauge("bulkhead_agent_export_queue_records", "Flow records waiting for export"),
+    drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
+  };
+
+  private datapath: Datapath | undefined;
+  private attacher: Attacher | undefined;
+  private watcher: InterfaceWatcher | undefined;
+  private ring: RingBuffer | undefined;
+  private server: http.Server | undefined;
+  private drainTimer: NodeJS.Timeout | undefined;
+  private readonly queue: BoundedQueue<FlowRecord>;
+  private readonly exporter: Exporter | undefined;
+  private pumping: Promise<void> | undefined;
+  private sequence = 0n;
+  private lastCounters: Counters | undefined;
+  private lastDrainOk = true;
+
+  constructor(readonly config: AgentConfig, private readonly log: Logger) {
+    this.queue = new BoundedQueue<FlowRecord>(config.exportQueueRecords,
+      (n) => this.m.lostRecords.inc({ cause: "export_queue_full" }, n));
+    this.exporter = config.exportFile ? new FileExporter(config.exportFile) : undefined;
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    this.datapath = new Datapath({ objectPath: c.bpfObject, flowMapSize: c.flowMapSize });
+    const datapath = this.datapath;
+    this.ring = native().ringBuffer(datapath.object.map("events"), (records, count) => this.onEvents(records, count));
+    this.attacher = new Attacher(
+      { attach: (ifindex) => datapath.attach(ifindex, c.attachMode) },
+      {
+        attached: (iface, links) => {
+          this.m.attaches.inc();
+          this.log.info({ iface: iface.name, ifindex: iface.ifindex, mode: links[0]?.mode }, "attached");
+        },
+        detached: (iface) => {
+          this.m.detaches.inc();
+          this.log.info({ iface: iface.name, ifindex: iface.ifindex }, "detached");
+        },
+        failed: (iface, cause, err) => {
+          this.m.attachErrors.inc({ cause });
+          this.log.warn({ iface: iface.name, ifindex: iface.ifindex, cause, err: err.message }, "attach failed");
+        },
+      },
+    );
+    const attacher = this.attacher;
+    this.watcher = new InterfaceWatcher(
+      (ifaces) => {
+        attacher.reconcile(ifaces);
+        this.m.watched.set({}, attacher.count);
+      },
+      (err) => this.log.error({ err: err.message }, "interface scan failed"),
+      c.resyncIntervalMs,
+    );
+    this.watcher.start();
+    this.drainTimer = setInterval(() => this.drainOnce(), c.drainIntervalMs);
+    if (c.metricsAddr) this.server = await serveMetrics(this.metrics, this, c.metricsAddr);
+    this.log.info({ node: c.node, object: c.bpfObject, interfaces: attacher.count,
+      metrics: c.metricsAddr, export: c.exportFile }, "agent started");
+  }
+
+  healthy(): { ok: boolean; detail: string } {
+    const ok = this.datapath !== undefined && this.lastDrainOk;
+    return { ok, detail: ok ? `ok: ${this.attacher?.count ?? 0} interfaces` : "drain failing" };
+  }
+
+  private onEvents(records: Buffer, count: number): void {
+    let newFlows = 0;
+    for (let off = 0, i = 0; i < count && off + 4 <= records.length; i++) {
+      const len = records.readUInt32LE(off);
+      if (len >= EVENT.size && records.readUInt32LE(off + 4 + EVENT.type) === EVENT_TYPE.newFlow) newFlows++;
+      off += 4 + Math.ceil(len / 8) * 8;
+    }
+    this.m.newFlows.inc({}, newFlows);
+  }
+
+  /** One drain: every flow entry since the previous drain becomes one record. */
+  drainOnce(): FlowRecord[] {
+    const datapath = this.datapath;
+    const attacher = this.attacher;
+    if (!datapath || !attacher) return [];
+    const t0 = process.hrtime.bigint();
+    let records: FlowRecord[] = [];
+    try {
+      const drained = datapath.drain();
+      const ctx = {
+        node: this.config.node,
+        interfaceName: (ifindex: number) => attacher.interfaceName(ifindex),
+        clock: systemClock,
+        nextSequence: () => ++this.sequence,
+      };
+      records = new Array<FlowRecord>(drained.count);
+      let packets = 0n, bytes = 0n;
+      for (let i = 0; i < drained.count; i++) {
+        const r = decodeFlowRecord(drained.keys, drained.values, i, ctx);
+        records[i] = r;
+        packets += r.packets;
+        bytes += r.bytes;
+      }
+      attacher.forgetGone();
+      this.m.records.inc({}, drained.count);
+      this.m.packets.inc({}, packets);
+      this.m.bytes.inc({}, bytes);
+      this.readCounters(datapath);
+      this.lastDrainOk = true;
+    } catch (err) {
+      this.lastDrainOk = false;
+      this.log.error({ err: (err as Error).message }, "drain failed");
+    }
+    this.m.drainSeconds.set({}, Number(process.hrtime.bigint() - t0) / 1e9);
+    if (this.exporter && records.length) {
+      this.queue.pushAll(records);
+      this.pump();
+    }
+    this.m.queued.set({}, this.queue.length);
+    return records;
+  }
+
+  private readCounters(datapath: Datapath): void {
+    const now = datapath.counters();
+    const prev = this.lastCounters;
+    const delta = (k: keyof Counters) => now[k] - (prev ? prev[k] : 0n);
+    this.m.datapathPackets.inc({}, delta("packets"));
+    this.m.unparsed.inc({ reason: "not_ip" }, delta("notIp"));
+    this.m.unparsed.inc({ reason: "truncated" }, delta("truncated"));
+    this.m.lostPackets.inc({ cause: "map_full" }, delta("mapFullPackets"));
+    this.m.lostBytes.inc({ cause: "map_full" }, delta("mapFullBytes"));
+    this.m.lostEvents.inc({ cause: "ring_full" }, delta("ringFull"));
+    this.lastCounters = now;
+  }
+
+  private pump(): void {
+    if (this.pumping || !this.exporter) return;
+    const exporter = this.exporter;
+    this.pumping = (async () => {
+      while (this.queue.length > 0) {
+        const batch = this.queue.take(EXPORT_BATCH);
+        try {
+          await exporter.write(batch);
+          this.m.exported.inc({}, batch.length);
+        } catch (err) {
+          this.m.lostRecords.inc({ cause: "export_error" }, batch.length);
+          this.log.error({ err: (err as Error).message, records: batch.length }, "export failed; records dropped");
+        }
+      }
+      this.m.queued.set({}, this.queue.length);
+    })().finally(() => { this.pumping = undefined; });
+  }
+
+  /** Final drain and flush, then releases every link, map and socket. */
+  async stop(): Promise<void> {
+    if (this.drainTimer) clearInterval(this.drainTimer);
+    this.watcher?.stop();
+    // Detach first: the drain after it (with its grace period) then holds every packet.
+    this.attacher?.detachAll();
+    this.drainOnce();
+    while (this.pumping) await this.pumping;
+    this.ring?.close();
+    this.datapath?.close();
+    await this.exporter?.close();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.datapath = undefined;
+    this.log.info({ records: this.m.records.get(), exported: this.m.exported.get() }, "agent stopped");
+  }
+}

@@ -1,0 +1,107 @@
+// The agent's configuration: one schema that parses, validates and documents every flag.
+import { parseArgs } from "node:util";
+import os from "node:os";
+import path from "node:path";
+import { bpfObjectDir } from "../native/index.js";
+
+export interface AgentConfig {
+  /** Node name put on every record. */
+  node: string;
+  /** Path of endpoint.bpf.o. */
+  bpfObject: string;
+  /** Drain interval of the in-kernel flow map, milliseconds. */
+  drainIntervalMs: number;
+  /** max_entries of each of the two flow maps (each holds one drain interval of flows). */
+  flowMapSize: number;
+  /** How programs are attached: tcx (kernel >= 6.6), legacy clsact, or auto. */
+  attachMode: "auto" | "tcx" | "clsact";
+  /** JSON-lines export file, or undefined for none. */
+  exportFile: string | undefined;
+  /** Records the export queue holds before it drops the oldest (counted). */
+  exportQueueRecords: number;
+  /** host:port of the /metrics and /healthz server, or undefined for none. */
+  metricsAddr: { host: string; port: number } | undefined;
+  /** Resync of the interface list even without netlink events, milliseconds. */
+  resyncIntervalMs: number;
+  logLevel: "trace" | "debug" | "info" | "warn" | "error";
+}
+
+export const agentUsage = `usage: bulkhead agent [flags]
+
+Attaches flow capture to the host side of every pod veth on this node, drains the
+in-kernel flow map on an interval and exports flow records.
+
+  --node NAME               node name on every record (default: hostname)
+  --bpf-object PATH         endpoint.bpf.o (default: native/build/endpoint.bpf.o)
+  --drain-interval MS       flow map drain interval (default 1000)
+  --flow-map-size N         entries per flow map, two maps (default 65536)
+  --attach-mode MODE        auto | tcx | clsact (default auto: tcx, else clsact)
+  --export-file PATH        append records as JSON lines (proto3 JSON mapping)
+  --export-queue N          records buffered for export before the oldest drop (default 600000)
+  --metrics-addr HOST:PORT  serve /metrics and /healthz (default 0.0.0.0:9964; "off" for none)
+  --resync-interval MS      full interface rescan besides netlink events (default 5000)
+  --log-level LEVEL         trace | debug | info | warn | error (default info)
+`;
+
+export class ConfigError extends Error {}
+
+function positiveInt(flag: string, raw: string | undefined, fallback: number, max = 2 ** 31 - 1): number {
+  if (raw === undefined) return fallback;
+  if (!/^[0-9]+$/.test(raw)) throw new ConfigError(`--${flag}: "${raw}" is not a whole number`);
+  const n = Number(raw);
+  if (n < 1 || n > max) throw new ConfigError(`--${flag}: ${n} is out of range 1..${max}`);
+  return n;
+}
+
+export function parseHostPort(flag: string, raw: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]*)):([0-9]{1,5})$/.exec(raw);
+  if (!m) throw new ConfigError(`--${flag}: "${raw}" is not HOST:PORT`);
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) throw new ConfigError(`--${flag}: port ${port} is out of range 1..65535`);
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+function oneOf<T extends string>(flag: string, raw: string | undefined, allowed: readonly T[], fallback: T): T {
+  if (raw === undefined) return fallback;
+  if ((allowed as readonly string[]).includes(raw)) return raw as T;
+  throw new ConfigError(`--${flag}: "${raw}" is not one of ${allowed.join(", ")}`);
+}
+
+export function parseAgentArgs(argv: string[]): AgentConfig {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        node: { type: "string" },
+        "bpf-object": { type: "string" },
+        "drain-interval": { type: "string" },
+        "flow-map-size": { type: "string" },
+        "attach-mode": { type: "string" },
+        "export-file": { type: "string" },
+        "export-queue": { type: "string" },
+        "metrics-addr": { type: "string" },
+        "resync-interval": { type: "string" },
+        "log-level": { type: "string" },
+      },
+    });
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const v = parsed.values;
+  const metrics = v["metrics-addr"] ?? "0.0.0.0:9964";
+  return {
+    node: v.node ?? os.hostname(),
+    bpfObject: path.resolve(v["bpf-object"] ?? path.join(bpfObjectDir, "endpoint.bpf.o")),
+    drainIntervalMs: positiveInt("drain-interval", v["drain-interval"], 1000, 3_600_000),
+    flowMapSize: positiveInt("flow-map-size", v["flow-map-size"], 65536, 16_777_216),
+    attachMode: oneOf("attach-mode", v["attach-mode"], ["auto", "tcx", "clsact"] as const, "auto"),
+    exportFile: v["export-file"] === undefined ? undefined : path.resolve(v["export-file"]),
+    exportQueueRecords: positiveInt("export-queue", v["export-queue"], 600_000),
+    metricsAddr: metrics === "off" ? undefined : parseHostPort("metrics-addr", metrics),
+    resyncIntervalMs: positiveInt("resync-interval", v["resync-interval"], 5000, 3_600_000),
+    logLevel: oneOf("log-level", v["log-level"], ["trace", "debug", "info", "warn", "error"] as const, "info"),
+  };
+}

@@ -1,0 +1,83 @@
+// The agent's handle on endpoint.bpf.o: load, attach per interface, and the exact drain
+// protocol (flip the active flow map, wait out in-flight programs, drain the idle map).
+import { native, type BpfObject, type Link, type AttachOptions } from "../native/index.js";
+import { COUNTER, FLOW_KEY, FLOW_VALUE } from "./records.js";
+
+export interface DrainedFlows {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
+
+export type Counters = Record<keyof typeof COUNTER, bigint>;
+
+export interface DatapathOptions {
+  objectPath: string;
+  flowMapSize: number;
+  emitNewFlowEvents?: boolean;
+}
+
+const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
+
+export class Datapath {
+  readonly object: BpfObject;
+  private active = 0;
+
+  constructor(opts: DatapathOptions) {
+    this.object = native().openObject(opts.objectPath, {
+      rodata: { emit_new_flow_events: u32(opts.emitNewFlowEvents === false ? 0 : 1) },
+      maxEntries: { flows_0: opts.flowMapSize, flows_1: opts.flowMapSize },
+    });
+    try {
+      const keySize = this.object.map("flows_0").keySize;
+      const valueSize = this.object.map("flows_0").valueSize;
+      if (keySize !== FLOW_KEY.size || valueSize !== FLOW_VALUE.size) {
+        throw new Error(`${opts.objectPath}: flow map key/value sizes ${keySize}/${valueSize} differ from `
+          + `the agent's ${FLOW_KEY.size}/${FLOW_VALUE.size}: object and agent are from different builds`);
+      }
+      this.object.map("flow_state").update(u32(0), u32(0));
+    } catch (err) {
+      this.object.close();
+      throw err;
+    }
+  }
+
+  /** Attaches both directions; on a failure of the second, the first is detached. */
+  attach(iface: AttachOptions["iface"], mode: AttachOptions["mode"], netns?: string): Link[] {
+    const ingress = this.object.program("from_pod").attachTc({ iface, direction: "ingress", mode, netns });
+    try {
+      const egress = this.object.program("to_pod").attachTc({ iface, direction: "egress", mode, netns });
+      return [ingress, egress];
+    } catch (err) {
+      ingress.detach();
+      throw err;
+    }
+  }
+
+  /** Every entry counted since the previous drain, each exactly once. */
+  drain(): DrainedFlows {
+    const idle = this.active;
+    this.active = 1 - idle;
+    this.object.map("flow_state").update(u32(0), u32(this.active));
+    // After this returns no program still writes into the map it read before the flip.
+    this.object.synchronize("sync_outer");
+    return this.object.map(`flows_${idle}`).drain();
+  }
+
+  /** Cumulative datapath counters summed over CPUs. */
+  counters(): Counters {
+    const map = this.object.map("counters");
+    const out = {} as Counters;
+    for (const [name, index] of Object.entries(COUNTER) as [keyof typeof COUNTER, number][]) {
+      const perCpu = map.lookup(u32(index));
+      let sum = 0n;
+      if (perCpu) for (let off = 0; off + 8 <= perCpu.length; off += 8) sum += perCpu.readBigUInt64LE(off);
+      out[name] = sum;
+    }
+    return out;
+  }
+
+  close(): void {
+    this.object.close();
+  }
+}

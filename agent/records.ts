@@ -1,0 +1,141 @@
+// Decodes the kernel's flow map entries (native/bpf/endpoint.h) into FlowRecords
+// (proto/bulkhead/v1/flow.proto). The offsets below mirror endpoint.h;
+// test/layout.test.ts checks them against the compiled object's BTF.
+import {
+  FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, TcpFlags,
+} from "../proto/gen/bulkhead/v1/flow.js";
+
+export const FLOW_KEY = {
+  size: 44, src: 0, dst: 16, sport: 32, dport: 34, ifindex: 36, proto: 40, family: 41, point: 42,
+} as const;
+export const FLOW_VALUE = {
+  size: 40, packets: 0, bytes: 8, firstSeen: 16, lastSeen: 24, tcpFlags: 32,
+} as const;
+export const EVENT = { size: 64, type: 0, ts: 8, key: 16 } as const;
+export const POINT = { fromPod: 1, toPod: 2 } as const;
+export const EVENT_TYPE = { newFlow: 1 } as const;
+
+/** Indices of the per-CPU `counters` array (enum bh_counter). */
+export const COUNTER = {
+  packets: 0, notIp: 1, truncated: 2, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5,
+} as const;
+export const COUNTER_COUNT = 6;
+
+export const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
+  1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP",
+};
+
+export function formatIPv4(buf: Buffer, off: number): string {
+  return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
+}
+
+/** RFC 5952 text form: lower case, longest run of two or more zero groups as "::". */
+export function formatIPv6(buf: Buffer, off: number): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(off + 2 * i));
+  let bestStart = -1, bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  if (bestStart < 0) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
+}
+
+export function tcpFlagsFromByte(b: number): TcpFlags {
+  return {
+    fin: (b & 0x01) !== 0, syn: (b & 0x02) !== 0, rst: (b & 0x04) !== 0, psh: (b & 0x08) !== 0,
+    ack: (b & 0x10) !== 0, urg: (b & 0x20) !== 0, ece: (b & 0x40) !== 0, cwr: (b & 0x80) !== 0,
+  };
+}
+
+export interface FlowKey {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  ifindex: number;
+  proto: number;
+  family: 4 | 6;
+  point: number;
+}
+
+export function decodeKey(buf: Buffer, off: number): FlowKey {
+  const family = buf[off + FLOW_KEY.family] === 6 ? 6 : 4;
+  const fmt = family === 6 ? formatIPv6 : formatIPv4;
+  return {
+    src: fmt(buf, off + FLOW_KEY.src),
+    dst: fmt(buf, off + FLOW_KEY.dst),
+    sport: buf.readUInt16LE(off + FLOW_KEY.sport),
+    dport: buf.readUInt16LE(off + FLOW_KEY.dport),
+    ifindex: buf.readUInt32LE(off + FLOW_KEY.ifindex),
+    proto: buf[off + FLOW_KEY.proto] ?? 0,
+    family,
+    point: buf[off + FLOW_KEY.point] ?? 0,
+  };
+}
+
+/** Converts bpf_ktime_get_ns() (CLOCK_MONOTONIC) to wall-clock nanoseconds. */
+export interface Clock { monoToWallNs(mono: bigint): bigint }
+
+export const systemClock: Clock = {
+  monoToWallNs(mono) {
+    // process.hrtime reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
+    const offset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+    return mono + offset;
+  },
+};
+
+function timestamp(wallNs: bigint) {
+  return { seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) };
+}
+
+export interface RecordContext {
+  node: string;
+  interfaceName(ifindex: number): string;
+  clock: Clock;
+  nextSequence(): bigint;
+}
+
+/** Builds the FlowRecord of entry `i` of a drained batch. */
+export function decodeFlowRecord(keys: Buffer, values: Buffer, i: number, ctx: RecordContext): FlowRecord {
+  const k = decodeKey(keys, i * FLOW_KEY.size);
+  const v = i * FLOW_VALUE.size;
+  const isIcmp = k.proto === 1 || k.proto === 58;
+  const fromPod = k.point === POINT.fromPod;
+  return {
+    startTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + FLOW_VALUE.firstSeen))),
+    endTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + FLOW_VALUE.lastSeen))),
+    node: ctx.node,
+    point: fromPod ? ObservationPoint.OBSERVATION_POINT_FROM_POD
+      : k.point === POINT.toPod ? ObservationPoint.OBSERVATION_POINT_TO_POD
+      : ObservationPoint.OBSERVATION_POINT_UNSPECIFIED,
+    reporter: fromPod ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
+    interface: ctx.interfaceName(k.ifindex),
+    ifindex: k.ifindex,
+    ip: {
+      source: k.src,
+      destination: k.dst,
+      version: k.family === 6 ? IpVersion.IP_VERSION_IPV6 : IpVersion.IP_VERSION_IPV4,
+    },
+    l4: {
+      protocol: k.proto,
+      protocolName: PROTOCOL_NAMES[k.proto] ?? String(k.proto),
+      sourcePort: isIcmp ? 0 : k.sport,
+      destinationPort: isIcmp ? 0 : k.dport,
+      tcpFlags: k.proto === 6 ? tcpFlagsFromByte(values.readUInt32LE(v + FLOW_VALUE.tcpFlags)) : undefined,
+      icmpType: isIcmp ? k.sport : 0,
+      icmpCode: isIcmp ? k.dport : 0,
+    },
+    packets: values.readBigUInt64LE(v + FLOW_VALUE.packets),
+    bytes: values.readBigUInt64LE(v + FLOW_VALUE.bytes),
+    source: undefined,
+    destination: undefined,
+    verdict: Verdict.VERDICT_FORWARDED,
+    sequence: ctx.nextSequence(),
+  };
+}

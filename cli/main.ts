@@ -1,0 +1,80 @@
+// The `bulkhead` command: one entry point, one handler per subcommand.
+import pino from "pino";
+import { parseAgentArgs, agentUsage, ConfigError } from "../agent/config.js";
+import { Agent } from "../agent/agent.js";
+
+const usage = `usage: bulkhead <command> [flags]
+
+commands:
+  agent     run the node agent (flow capture on every pod veth of this node)
+  lab       build and drive the lab cluster datapath (lab up|down|status|exec|pod …)
+  probe     send or serve test traffic inside a lab pod (udp, tcp, sctp)
+  flows     print flow records from JSON-lines export files (flows tail DIR|FILE…)
+  help      this text; "bulkhead <command> --help" for a command's flags
+`;
+
+async function runAgent(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(agentUsage);
+    return 0;
+  }
+  const config = parseAgentArgs(argv);
+  const log = pino({ level: config.logLevel, base: { node: config.node } });
+  const agent = new Agent(config, log);
+  try {
+    await agent.start();
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, "agent failed to start");
+    await agent.stop().catch(() => undefined);
+    return 1;
+  }
+  return await new Promise<number>((resolve) => {
+    const shutdown = (signal: string) => {
+      log.info({ signal }, "stopping");
+      agent.stop().then(() => resolve(0), (err: Error) => {
+        log.error({ err: err.message }, "stop failed");
+        resolve(1);
+      });
+    };
+    process.once("SIGTERM", () => shutdown("SIGTERM"));
+    process.once("SIGINT", () => shutdown("SIGINT"));
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "agent":
+      return runAgent(rest);
+    case "lab": {
+      const { runLab } = await import("../lab/cli.js");
+      return runLab(rest);
+    }
+    case "probe": {
+      const { runProbe } = await import("../lab/probe.js");
+      return runProbe(rest);
+    }
+    case "flows": {
+      const { runFlows } = await import("./flows.js");
+      return runFlows(rest);
+    }
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(usage);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`bulkhead: unknown command "${command}"\n\n${usage}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    const msg = err instanceof ConfigError ? err.message : (err as Error).stack ?? String(err);
+    process.stderr.write(`bulkhead: ${msg}\n`);
+    process.exitCode = err instanceof ConfigError ? 2 : 1;
+  },
+);

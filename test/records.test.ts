@@ -1,0 +1,81 @@
+// Decoding of drained flow map entries into FlowRecords, and their JSON export form.
+import { describe, expect, it } from "vitest";
+import { decodeFlowRecord, formatIPv6, FLOW_KEY, FLOW_VALUE, type Clock } from "../agent/records.js";
+import { toJsonLine } from "../agent/export/file.js";
+import { BoundedQueue } from "../agent/queue.js";
+
+const fixedClock: Clock = { monoToWallNs: (mono) => mono + 1_700_000_000_000_000_000n };
+
+function entry(opts: { family: 4 | 6; src: number[]; dst: number[]; sport: number; dport: number; proto: number;
+  point: number; packets: bigint; bytes: bigint; flags?: number }): { key: Buffer; value: Buffer } {
+  const key = Buffer.alloc(FLOW_KEY.size);
+  Buffer.from(opts.src).copy(key, FLOW_KEY.src);
+  Buffer.from(opts.dst).copy(key, FLOW_KEY.dst);
+  key.writeUInt16LE(opts.sport, FLOW_KEY.sport);
+  key.writeUInt16LE(opts.dport, FLOW_KEY.dport);
+  key.writeUInt32LE(7, FLOW_KEY.ifindex);
+  key[FLOW_KEY.proto] = opts.proto;
+  key[FLOW_KEY.family] = opts.family;
+  key[FLOW_KEY.point] = opts.point;
+  const value = Buffer.alloc(FLOW_VALUE.size);
+  value.writeBigUInt64LE(opts.packets, FLOW_VALUE.packets);
+  value.writeBigUInt64LE(opts.bytes, FLOW_VALUE.bytes);
+  value.writeBigUInt64LE(1_000_000_123n, FLOW_VALUE.firstSeen);
+  value.writeBigUInt64LE(2_000_000_456n, FLOW_VALUE.lastSeen);
+  value.writeUInt32LE(opts.flags ?? 0, FLOW_VALUE.tcpFlags);
+  return { key, value };
+}
+
+const ctx = () => {
+  let seq = 0n;
+  return { node: "node1", interfaceName: (i: number) => (i === 7 ? "lxc0123456789a" : ""), clock: fixedClock, nextSequence: () => ++seq };
+};
+
+describe("flow records", () => {
+  it("decode an IPv4 TCP entry with its flags, point and exact counters", () => {
+    const { key, value } = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80,
+      proto: 6, point: 1, packets: 2n ** 60n, bytes: 123n, flags: 0x13 });
+    const r = decodeFlowRecord(key, value, 0, ctx());
+    expect(r.ip).toEqual({ source: "10.244.1.5", destination: "10.96.0.10", version: 1 });
+    expect(r.l4?.sourcePort).toBe(43210);
+    expect(r.l4?.tcpFlags).toMatchObject({ syn: true, ack: true, fin: true, rst: false, psh: false });
+    expect(r.packets).toBe(2n ** 60n);
+    expect(r.interface).toBe("lxc0123456789a");
+    expect(r.startTime).toEqual({ seconds: 1_700_000_001n, nanos: 123 });
+    const json = JSON.parse(toJsonLine(r)) as Record<string, unknown>;
+    // proto3 JSON mapping: 64-bit integers are strings, enums are names.
+    expect(json.packets).toBe("1152921504606846976");
+    expect(json.point).toBe("OBSERVATION_POINT_FROM_POD");
+    expect(json.reporter).toBe("REPORTER_SIDE_SOURCE");
+    expect(json.startTime).toBe("2023-11-14T22:13:21.000Z");
+  });
+
+  it("decode ICMPv6 type and code from the port slots, not as ports", () => {
+    const v6 = (last: number) => [0xfd, 0, 0, 0, 0x2, 0x44, 0, 1, 0, 0, 0, 0, 0, 0, 0, last];
+    const { key, value } = entry({ family: 6, src: v6(5), dst: v6(6), sport: 128, dport: 0, proto: 58,
+      point: 2, packets: 3n, bytes: 312n });
+    const r = decodeFlowRecord(key, value, 0, ctx());
+    expect(r.ip?.source).toBe("fd00:0:244:1::5");
+    expect(r.l4).toMatchObject({ protocolName: "ICMPv6", icmpType: 128, icmpCode: 0, sourcePort: 0, destinationPort: 0 });
+    expect(r.l4?.tcpFlags).toBeUndefined();
+    expect(r.reporter).toBe(2);
+  });
+
+  it("format IPv6 per RFC 5952", () => {
+    const b = (groups: number[]) => { const x = Buffer.alloc(16); groups.forEach((g, i) => x.writeUInt16BE(g, 2 * i)); return x; };
+    expect(formatIPv6(b([0xfe80, 0, 0, 0, 0, 0, 0, 1]), 0)).toBe("fe80::1");
+    expect(formatIPv6(b([0x2001, 0xdb8, 0, 0, 1, 0, 0, 1]), 0)).toBe("2001:db8::1:0:0:1");
+    expect(formatIPv6(b([0x2001, 0xdb8, 0, 1, 1, 1, 1, 1]), 0)).toBe("2001:db8:0:1:1:1:1:1");
+    expect(formatIPv6(b([0, 0, 0, 0, 0, 0, 0, 0]), 0)).toBe("::");
+  });
+
+  it("a full export queue drops the oldest records and counts them", () => {
+    const dropped: number[] = [];
+    const q = new BoundedQueue<number>(3, (n) => dropped.push(n));
+    q.pushAll([1, 2]);
+    q.pushAll([3, 4, 5]);
+    expect(q.take(10)).toEqual([3, 4, 5]);
+    expect(dropped).toEqual([2]);
+    expect(q.dropped).toBe(2);
+  });
+});
