@@ -1,6 +1,6 @@
 // Typed face of the native addon (native/addon, node-addon-api over libbpf). Everything
 // the agent does with the kernel goes through here; the C++ side throws BpfError-shaped
-// Errors: message "<op> <object>: <strerror> (errno N)[: libbpf message]".
+// Errors: message "<op> <object>: <strerror> (errno N) [note] [libbpf: <libbpf line>]".
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -9,8 +9,13 @@ export interface BpfErrorFields {
   op: string;       // e.g. "attach", "open", "map_lookup_batch"
   object: string;   // file path, map/program name or interface
   errno: number;    // positive errno
-  code: string;     // symbolic errno, e.g. "ENOENT"
+  code: string;     // symbolic errno, e.g. "ENOENT"; libbpf's own codes as "LIBBPF_ERRNO__FORMAT"
+  /** What libbpf said about it (for a verifier rejection: the verifier's verdict line). */
   libbpfMessage?: string;
+  /** Everything libbpf logged during the operation (e.g. the whole verifier log). */
+  libbpfLog?: string;
+  /** drain()/dump() only: the entries read (and, for drain, deleted) before the failure. */
+  partial?: DrainResult;
 }
 export type BpfError = Error & BpfErrorFields;
 
@@ -45,8 +50,14 @@ export interface Link {
   readonly direction: AttachDirection;
   /** Kernel link id (tcx) or 0 (clsact). */
   readonly id: number;
-  /** Idempotent. For tcx closes the link fd; for clsact removes the filter. */
+  /** False after detach() or the owning BpfObject's close(). */
+  readonly attached: boolean;
+  /** Idempotent; never throws when the interface (or its netns) is gone. For tcx closes
+   * the link fd (a pinned link is detached and its pin removed too); for clsact removes
+   * the filter. A no-op after the owning BpfObject's close(), which already detached it. */
   detach(): void;
+  /** tcx only (a clsact filter throws EOPNOTSUPP). A pinned link outlives the process;
+   * remove it later with removePinnedLink(). */
   pin(path: string): void;
 }
 
@@ -82,12 +93,24 @@ export interface BpfMap {
   unpin(path: string): void;
 }
 
+export interface TestRunResult {
+  /** The program's return code (tc: -1 = TC_ACT_UNSPEC/TCX_NEXT). */
+  retval: number;
+  /** Average run time per repetition. */
+  durationNs: number;
+  /** The packet after the program ran. */
+  data: Buffer;
+}
+
 export interface BpfProgram {
   readonly name: string;
   readonly fd: number;
   readonly id: number;
   readonly type: string;
   attachTc(opts: AttachOptions): Link;
+  /** BPF_PROG_TEST_RUN: runs the program `repeat` times (default 1) on `packet` (a whole
+   * Ethernet frame for tc programs) without attaching it. */
+  testRun(packet: Buffer, repeat?: number): TestRunResult;
 }
 
 export interface BpfObject {
@@ -97,7 +120,9 @@ export interface BpfObject {
   maps(): string[];
   programs(): string[];
   /** Waits until every program that may have read a map value before this call has
-   * finished (an RCU grace period, via an update of a map-in-map: synchronize_rcu). */
+   * finished (an RCU grace period, via an update of a map-in-map: synchronize_rcu).
+   * Rewrites the first populated slot of `outerMapName` with the map it already holds, so
+   * programs see no change; ENOENT if no slot is populated, EINVAL if not a map-in-map. */
   synchronize(outerMapName: string): void;
   /** Detaches every link made from this object and closes every fd. Idempotent. */
   close(): void;
@@ -109,8 +134,21 @@ export interface RingBufferOptions {
 }
 
 /** One callback per batch: `records` holds `count` records, each as a u32 LE length
- * followed by the record bytes, padded to 8 bytes. */
+ * followed by the record bytes, padded with zeros so that the next length starts at a
+ * multiple of 8 (entry size = roundUp(4 + length, 8)). Use ringRecords() to split. */
 export type RingBatchHandler = (records: Buffer, count: number) => void;
+
+/** Splits a ring buffer batch into its records (views into `records`, not copies). */
+export function* ringRecords(records: Buffer, count: number): Generator<Buffer> {
+  let off = 0;
+  for (let i = 0; i < count; i++) {
+    if (off + 4 > records.length) throw new Error(`ring batch truncated at record ${i} of ${count}`);
+    const len = records.readUInt32LE(off);
+    if (off + 4 + len > records.length) throw new Error(`ring record ${i} overruns its batch`);
+    yield records.subarray(off + 4, off + 4 + len);
+    off += (4 + len + 7) & ~7;
+  }
+}
 
 export interface RingBuffer {
   /** Stops polling and frees the ring; idempotent. */
@@ -129,7 +167,12 @@ export interface LinkInfo {
   peerIfindex: number;
 }
 
-export interface LinkEvent { type: "new" | "del"; ifindex: number; name: string }
+/** "new" is sent for a created link and for every change of one (flags, name, …); "del"
+ * when it is gone. "resync": the kernel dropped messages (socket overrun), so the
+ * listener must call listLinks() and reconcile; it carries no link. */
+export type LinkEvent =
+  | ({ type: "new" | "del" } & LinkInfo)
+  | { type: "resync"; ifindex: 0; name: "" };
 
 export interface LinkWatcher { close(): void }
 
@@ -142,9 +185,11 @@ export interface RawSocket {
 export interface RawPacket { src: string; payload: Buffer }
 
 export interface NativeAddon {
-  /** SOCK_RAW for `protocol` (e.g. 132 = SCTP); `onPacket` receives each packet's L4 part
-   * (IPv4: the IP header stripped) on the event loop. Needs CAP_NET_RAW. */
-  rawSocket(family: 4 | 6, protocol: number, onPacket?: (packets: RawPacket[]) => void): RawSocket;
+  /** SOCK_RAW for `protocol` (e.g. 132 = SCTP), made inside `netns` when given (it stays
+   * there); `onPacket` receives each packet's L4 part (IPv4: the IP header stripped) on
+   * the event loop, in batches. Needs CAP_NET_RAW. Without `onPacket` it only sends. */
+  rawSocket(family: 4 | 6, protocol: number, onPacket?: (packets: RawPacket[]) => void,
+    netns?: string): RawSocket;
   openObject(path: string, opts?: OpenOptions): BpfObject;
   ringBuffer(map: BpfMap, onBatch: RingBatchHandler, opts?: RingBufferOptions): RingBuffer;
   /** RTM_GETLINK dump in the given netns (default: the caller's). */
@@ -155,6 +200,16 @@ export interface NativeAddon {
   possibleCpus(): number;
   /** Loaded program and link counts in the kernel (for leak checks). */
   kernelObjectCounts(): { programs: number; links: number; maps: number };
+  /** The ids behind kernelObjectCounts(): a leak check that other processes cannot disturb
+   * asserts that its own ids (Link.id, BpfProgram.id) are gone. */
+  kernelObjectIds(): { programs: number[]; links: number[]; maps: number[] };
+  /** Removes bulkhead's clsact filters (fixed handle/priority, both directions) that a
+   * crashed process may have left on `iface`; returns how many there were. Other
+   * filters and the clsact qdisc stay. Throws ENODEV if the interface does not exist. */
+  cleanupClsact(iface: string, netns?: string): number;
+  /** Detaches the tcx link pinned at `path` (bpffs) and removes the pin; false when
+   * nothing is pinned there. */
+  removePinnedLink(path: string): boolean;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

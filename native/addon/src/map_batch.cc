@@ -1,0 +1,58 @@
+#include "map_batch.h"
+
+#include <bpf/bpf.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "errors.h"
+
+namespace bulkhead {
+
+BatchResult ReadBatches(const BatchSpec& spec) {
+  BatchResult out;
+  // The position token is a bucket index (u32) for hash maps and a key for arrays.
+  const size_t tokenSize = std::max<size_t>(spec.keySize, 8);
+  std::vector<uint8_t> inToken(tokenSize), outToken(tokenSize);
+  bool first = true;
+  uint32_t batch = std::max<uint32_t>(spec.batchSize, 1);
+  std::vector<uint8_t> keys, values;
+  auto opts = LibbpfOpts<bpf_map_batch_opts>();
+
+  for (;;) {
+    keys.resize(static_cast<size_t>(batch) * spec.keySize);
+    values.resize(static_cast<size_t>(batch) * spec.valueBytes);
+    uint32_t count = batch;
+    void* in = first ? nullptr : inToken.data();
+    int r = spec.andDelete
+                ? bpf_map_lookup_and_delete_batch(spec.fd, in, outToken.data(), keys.data(),
+                                                  values.data(), &count, &opts)
+                : bpf_map_lookup_batch(spec.fd, in, outToken.data(), keys.data(), values.data(),
+                                       &count, &opts);
+    int err = r < 0 ? PositiveErrno(r) : 0;
+    if (err == ENOSPC && count == 0) {
+      if (batch >= (1u << 24)) {
+        out.err = ENOSPC;
+        return out;
+      }
+      batch *= 2;
+      continue;
+    }
+    if (err != 0 && err != ENOENT) count = 0;  // nothing reliable came back
+    if (count > 0) {
+      out.keys.insert(out.keys.end(), keys.begin(), keys.begin() + size_t(count) * spec.keySize);
+      out.values.insert(out.values.end(), values.begin(),
+                        values.begin() + size_t(count) * spec.valueBytes);
+      out.count += count;
+    }
+    if (err == ENOENT) return out;
+    if (err != 0) {
+      out.err = err;
+      return out;
+    }
+    inToken.swap(outToken);
+    first = false;
+  }
+}
+
+}  // namespace bulkhead

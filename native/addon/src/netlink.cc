@@ -1,0 +1,174 @@
+#include "netlink.h"
+
+#include <linux/if.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "addon.h"
+#include "errors.h"
+#include "netns.h"
+
+namespace bulkhead {
+namespace {
+
+std::string FormatMac(const uint8_t* p, size_t n) {
+  std::string s;
+  char byte[4];
+  for (size_t i = 0; i < n; i++) {
+    std::snprintf(byte, sizeof(byte), i == 0 ? "%02x" : ":%02x", p[i]);
+    s += byte;
+  }
+  return s;
+}
+
+std::string AttrString(const struct rtattr* a) {
+  const char* p = static_cast<const char*>(RTA_DATA(a));
+  size_t n = RTA_PAYLOAD(a);
+  return std::string(p, strnlen(p, n));
+}
+
+int32_t AttrS32(const struct rtattr* a) {
+  int32_t v = 0;
+  if (RTA_PAYLOAD(a) >= sizeof(v)) std::memcpy(&v, RTA_DATA(a), sizeof(v));
+  return v;
+}
+
+void ParseLinkInfo(const struct rtattr* nest, LinkRecord& r) {
+  int len = static_cast<int>(RTA_PAYLOAD(nest));
+  for (auto* a = static_cast<const struct rtattr*>(RTA_DATA(nest)); RTA_OK(a, len);
+       a = RTA_NEXT(a, len)) {
+    if (a->rta_type == IFLA_INFO_KIND) r.kind = AttrString(a);
+  }
+}
+
+LinkRecord ParseLink(const struct nlmsghdr* h) {
+  LinkRecord r;
+  r.msgType = h->nlmsg_type;
+  auto* ifi = static_cast<const struct ifinfomsg*>(NLMSG_DATA(h));
+  r.ifindex = ifi->ifi_index;
+  r.up = (ifi->ifi_flags & IFF_UP) != 0;
+  int len = static_cast<int>(h->nlmsg_len) - static_cast<int>(NLMSG_LENGTH(sizeof(*ifi)));
+  for (auto* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+    switch (a->rta_type) {
+      case IFLA_IFNAME: r.name = AttrString(a); break;
+      case IFLA_LINKINFO: ParseLinkInfo(a, r); break;
+      case IFLA_LINK_NETNSID: r.linkNetnsId = AttrS32(a); break;
+      case IFLA_LINK: r.peerIfindex = AttrS32(a); break;
+      case IFLA_ADDRESS:
+        r.mac = FormatMac(static_cast<const uint8_t*>(RTA_DATA(a)), RTA_PAYLOAD(a));
+        break;
+      default: break;
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+bool ParseLinkMessages(const uint8_t* data, size_t len, std::vector<LinkRecord>& out, int* err) {
+  int remaining = static_cast<int>(len);
+  for (auto* h = reinterpret_cast<const struct nlmsghdr*>(data); NLMSG_OK(h, remaining);
+       h = NLMSG_NEXT(h, remaining)) {
+    if (h->nlmsg_type == NLMSG_DONE) return false;
+    if (h->nlmsg_type == NLMSG_ERROR) {
+      auto* e = static_cast<const struct nlmsgerr*>(NLMSG_DATA(h));
+      if (e->error != 0) *err = -e->error;
+      return false;
+    }
+    if ((h->nlmsg_type == RTM_NEWLINK || h->nlmsg_type == RTM_DELLINK) &&
+        h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct ifinfomsg)))
+      out.push_back(ParseLink(h));
+  }
+  return true;
+}
+
+int OpenRouteSocket(Napi::Env env, const std::string& netns, const std::string& op,
+                    uint32_t groups, bool nonBlocking) {
+  const std::string object = DescribeInNetns("rtnetlink", netns);
+  int fd;
+  {
+    NetnsScope ns;
+    ns.EnterPath(env, netns, op, object);
+    fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0),
+                NETLINK_ROUTE);
+    if (fd < 0) ThrowBpfError(env, op, object, errno);
+  }
+  struct sockaddr_nl addr;
+  std::memset(&addr, 0, sizeof(addr));
+  addr.nl_family = AF_NETLINK;
+  addr.nl_groups = groups;
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowBpfError(env, op, object, err, {"bind"});
+  }
+  return fd;
+}
+
+Napi::Object LinkRecordToJs(Napi::Env env, const LinkRecord& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ifindex", r.ifindex);
+  o.Set("name", r.name);
+  o.Set("kind", r.kind);
+  o.Set("up", r.up);
+  o.Set("mac", r.mac);
+  o.Set("linkNetnsId", r.linkNetnsId);
+  o.Set("peerIfindex", r.peerIfindex);
+  return o;
+}
+
+Napi::Value ListLinks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string netns = info.Length() > 0 && info[0].IsString()
+                          ? std::string(info[0].As<Napi::String>()) : "";
+  const std::string object = DescribeInNetns("rtnetlink", netns);
+  int fd = OpenRouteSocket(env, netns, "list_links", 0, false);
+
+  struct {
+    struct nlmsghdr h;
+    struct ifinfomsg ifi;
+  } req;
+  std::memset(&req, 0, sizeof(req));
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(req.ifi));
+  req.h.nlmsg_type = RTM_GETLINK;
+  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.h.nlmsg_seq = 1;
+  req.ifi.ifi_family = AF_UNSPEC;
+  if (send(fd, &req, req.h.nlmsg_len, 0) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowBpfError(env, "list_links", object, err, {"send RTM_GETLINK"});
+  }
+
+  std::vector<LinkRecord> links;
+  std::vector<uint8_t> buf(64 * 1024);
+  int err = 0;
+  for (bool more = true; more;) {
+    // Peek the size first: a datagram larger than the buffer would be cut silently.
+    ssize_t n = recv(fd, buf.data(), 0, MSG_PEEK | MSG_TRUNC);
+    if (n > static_cast<ssize_t>(buf.size())) buf.resize(static_cast<size_t>(n));
+    if (n >= 0) n = recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    more = ParseLinkMessages(buf.data(), static_cast<size_t>(n), links, &err);
+  }
+  close(fd);
+  if (err != 0) ThrowBpfError(env, "list_links", object, err);
+
+  Napi::Array out = Napi::Array::New(env, links.size());
+  for (size_t i = 0; i < links.size(); i++) out.Set(static_cast<uint32_t>(i), LinkRecordToJs(env, links[i]));
+  return out;
+}
+
+}  // namespace bulkhead

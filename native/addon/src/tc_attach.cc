@@ -1,0 +1,227 @@
+#include "tc_attach.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "errors.h"
+#include "netns.h"
+
+namespace bulkhead {
+namespace {
+
+// Not named in libbpf 1.1's uapi copy.
+constexpr int kBpfTcxIngress = 46;
+constexpr int kBpfTcxEgress = 47;
+constexpr int kEnotsupp = 524;
+
+bool IsBpfLinkFd(int fd) {
+  char target[64] = {0};
+  std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = readlink(proc.c_str(), target, sizeof(target) - 1);
+  // The kernel names a new link "bpf_link" but one reopened from a pin "bpf-link".
+  return n > 0 && (std::strcmp(target, "anon_inode:bpf_link") == 0 ||
+                   std::strcmp(target, "anon_inode:bpf-link") == 0);
+}
+
+bool OnBpffs(const std::string& path) {
+  std::string dir = path.substr(0, path.find_last_of('/') + 1);
+  struct statfs fs;
+  return statfs(dir.empty() ? "." : dir.c_str(), &fs) == 0 && fs.f_type == BPF_FS_MAGIC;
+}
+
+// The link id pinned at `path`, 0 if none (or not a link).
+uint32_t PinnedLinkId(const std::string& path) {
+  if (!OnBpffs(path)) return 0;
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return 0;
+  uint32_t id = 0;
+  if (IsBpfLinkFd(fd)) {
+    struct bpf_link_info info;
+    std::memset(&info, 0, sizeof(info));
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) id = info.id;
+  }
+  close(fd);
+  return id;
+}
+
+bool Gone(int err) { return err == ENOENT || err == ENODEV || err == EINVAL; }
+
+int TcDetach(int ifindex, Direction direction) {
+  auto hook = LibbpfOpts<bpf_tc_hook>();
+  hook.ifindex = ifindex;
+  hook.attach_point = direction == Direction::kIngress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+  auto opts = LibbpfOpts<bpf_tc_opts>();
+  opts.handle = kClsactHandle;
+  opts.priority = kClsactPriority;
+  int r = bpf_tc_detach(&hook, &opts);
+  return r < 0 ? -r : 0;
+}
+
+int ResolveIfindex(Napi::Env env, const AttachRequest& req, const std::string& op,
+                   const std::string& object) {
+  if (req.ifaceName.empty()) return req.ifindex;
+  unsigned idx = if_nametoindex(req.ifaceName.c_str());
+  if (idx == 0) ThrowBpfError(env, op, object, errno == 0 ? ENODEV : errno, {"no such interface"});
+  return static_cast<int>(idx);
+}
+
+}  // namespace
+
+const char* DirectionName(Direction d) { return d == Direction::kIngress ? "ingress" : "egress"; }
+
+int LinkState::DetachClsact() {
+  NetnsScope ns;
+  int err = ns.EnterFd(netnsFd);
+  if (err == 0) err = TcDetach(ifindex, direction);
+  if (err != 0 && !Gone(err)) return err;
+  close(netnsFd);
+  netnsFd = -1;
+  return 0;
+}
+
+int LinkState::Detach() {
+  if (mode == AttachMode::kClsact) return netnsFd >= 0 ? DetachClsact() : 0;
+  if (fd < 0) return 0;
+  if (!pinPath.empty()) {
+    // A pin keeps the link alive past our fd: detach it explicitly, then drop the pin
+    // if it is still ours.
+    bpf_link_detach(fd);
+    if (PinnedLinkId(pinPath) == id) unlink(pinPath.c_str());
+    pinPath.clear();
+  }
+  close(fd);
+  fd = -1;
+  return 0;
+}
+
+void LinkState::Release() {
+  if (mode == AttachMode::kClsact) {
+    if (netnsFd >= 0 && DetachClsact() != 0) {
+      close(netnsFd);
+      netnsFd = -1;
+    }
+    return;
+  }
+  if (fd >= 0) close(fd);
+  fd = -1;
+}
+
+int LinkState::Pin(const std::string& path) {
+  if (mode != AttachMode::kTcx) return EOPNOTSUPP;
+  if (fd < 0) return EBADF;
+  libbpf_log::Clear();
+  int r = bpf_obj_pin(fd, path.c_str());
+  if (r < 0) return PositiveErrno(r);
+  pinPath = path;
+  return 0;
+}
+
+std::shared_ptr<LinkState> AttachTc(Napi::Env env, int progFd, const AttachRequest& req) {
+  const std::string label = req.ifaceName.empty() ? "ifindex " + std::to_string(req.ifindex)
+                                                  : req.ifaceName;
+  const std::string object = DescribeInNetns(label, req.netns);
+  NetnsScope ns;
+  ns.EnterPath(env, req.netns, "attach", object);
+  int ifindex = ResolveIfindex(env, req, "attach", object);
+
+  if (req.mode != "clsact") {
+    libbpf_log::Clear();
+    int type = req.direction == Direction::kIngress ? kBpfTcxIngress : kBpfTcxEgress;
+    int fd = bpf_link_create(progFd, ifindex, static_cast<enum bpf_attach_type>(type), nullptr);
+    if (fd >= 0) {
+      auto link = std::make_shared<LinkState>(AttachMode::kTcx, req.direction, ifindex, object);
+      link->fd = fd;
+      struct bpf_link_info info;
+      std::memset(&info, 0, sizeof(info));
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) link->id = info.id;
+      return link;
+    }
+    int err = PositiveErrno(fd);
+    bool noTcx = err == EINVAL || err == EOPNOTSUPP || err == kEnotsupp;
+    if (req.mode == "tcx" || !noTcx)
+      ThrowBpfError(env, "attach", object, err,
+                    {std::string("tcx ") + DirectionName(req.direction), true});
+  }
+
+  libbpf_log::Clear();
+  auto hook = LibbpfOpts<bpf_tc_hook>();
+  hook.ifindex = ifindex;
+  hook.attach_point = req.direction == Direction::kIngress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+  int r = bpf_tc_hook_create(&hook);
+  if (r < 0 && r != -EEXIST)
+    ThrowBpfError(env, "attach", object, -r, {"creating the clsact qdisc", true});
+  auto opts = LibbpfOpts<bpf_tc_opts>();
+  opts.prog_fd = progFd;
+  opts.handle = kClsactHandle;
+  opts.priority = kClsactPriority;
+  r = bpf_tc_attach(&hook, &opts);
+  if (r < 0) {
+    ThrowBpfError(env, "attach", object, -r,
+                  {r == -EEXIST ? std::string("a bulkhead clsact filter is already on ") +
+                                      DirectionName(req.direction) + "; run cleanupClsact"
+                                : std::string("clsact ") + DirectionName(req.direction),
+                   true});
+  }
+  auto link = std::make_shared<LinkState>(AttachMode::kClsact, req.direction, ifindex, object);
+  // Still inside the target netns: this fd lets detach() find the filter later even if
+  // the netns path is gone by then.
+  link->netnsFd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (link->netnsFd < 0) {
+    int err = errno;
+    TcDetach(ifindex, req.direction);
+    ThrowBpfError(env, "attach", object, err, {"cannot keep a handle on the netns"});
+  }
+  return link;
+}
+
+int CleanupClsact(Napi::Env env, const std::string& iface, const std::string& netns) {
+  const std::string object = DescribeInNetns(iface, netns);
+  NetnsScope ns;
+  ns.EnterPath(env, netns, "cleanup_clsact", object);
+  AttachRequest req;
+  req.ifaceName = iface;
+  int ifindex = ResolveIfindex(env, req, "cleanup_clsact", object);
+  int removed = 0;
+  for (Direction d : {Direction::kIngress, Direction::kEgress}) {
+    libbpf_log::Clear();
+    int err = TcDetach(ifindex, d);
+    if (err == 0) {
+      removed++;
+    } else if (!Gone(err)) {
+      ThrowBpfError(env, "cleanup_clsact", object, err, {DirectionName(d), true});
+    }
+  }
+  return removed;
+}
+
+bool RemovePinnedLink(Napi::Env env, const std::string& path) {
+  if (!OnBpffs(path)) ThrowBpfError(env, "remove_pinned_link", path, EINVAL, {"not on a bpf filesystem"});
+  libbpf_log::Clear();
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    int err = PositiveErrno(fd);
+    if (err == ENOENT) return false;
+    ThrowBpfError(env, "remove_pinned_link", path, err, {"", true});
+  }
+  if (!IsBpfLinkFd(fd)) {
+    close(fd);
+    ThrowBpfError(env, "remove_pinned_link", path, EINVAL, {"the pinned object is not a link"});
+  }
+  bpf_link_detach(fd);  // fails when the interface is gone: then it is detached already
+  close(fd);
+  if (unlink(path.c_str()) != 0 && errno != ENOENT)
+    ThrowBpfError(env, "remove_pinned_link", path, errno);
+  return true;
+}
+
+}  // namespace bulkhead

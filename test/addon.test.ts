@@ -1,0 +1,605 @@
+// The native addon against the real kernel: a small BPF object compiled here, two network
+// namespaces (bhaddon-a-PID, bhaddon-b-PID) joined by a veth, 10.198.0.0/24 and
+// fd00:198::/64 only. Everything made here is removed in afterAll, also on failure.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {
+  addonPath, isBpfError, native, repoRoot, ringRecords,
+  type BpfError, type BpfObject, type LinkEvent, type RawPacket,
+} from "../native/index.js";
+
+const addon = native();
+const fixtureSource = path.join(repoRoot, "test", "fixtures", "addon_fixture.bpf.c");
+const NS_A = `bhaddon-a-${process.pid}`;
+const NS_B = `bhaddon-b-${process.pid}`;
+const nsA = `/run/netns/${NS_A}`;
+const nsB = `/run/netns/${NS_B}`;
+const pinDir = "/sys/fs/bpf";
+const pinPrefix = `bhaddon-${process.pid}-`;
+
+let workDir = "";
+let objectPath = "";
+const opened: BpfObject[] = [];
+
+function run(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+const ip = (...args: string[]): string => run("ip", args);
+
+function removeOwnNamespaces(): void {
+  for (const ns of [NS_A, NS_B]) spawnSync("ip", ["netns", "del", ns], { stdio: "ignore" });
+  for (const f of fs.existsSync(pinDir) ? fs.readdirSync(pinDir) : []) {
+    if (f.startsWith(pinPrefix)) fs.rmSync(path.join(pinDir, f), { force: true });
+  }
+}
+
+// Namespaces of an earlier run of this file whose process is gone (a crash skips afterAll).
+function removeStaleNamespaces(): void {
+  for (const line of run("ip", ["netns", "list"]).split("\n")) {
+    const m = /^(bhaddon-[ab]-(\d+))\b/.exec(line);
+    if (m?.[1] && m[2] && !fs.existsSync(`/proc/${m[2]}`)) {
+      spawnSync("ip", ["netns", "del", m[1]], { stdio: "ignore" });
+    }
+  }
+}
+
+function openFixture(rodataKey = 0, maxEntries?: Record<string, number>): BpfObject {
+  const rodata = { count_key: u32(rodataKey) };
+  const obj = addon.openObject(objectPath, { rodata, ...(maxEntries ? { maxEntries } : {}) });
+  opened.push(obj);
+  return obj;
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+function u64(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+}
+function countOf(obj: BpfObject, key: number): number {
+  const v = obj.map("counts").lookup(u32(key));
+  return v ? Number(v.readBigUInt64LE(0)) : 0;
+}
+// An Ethernet frame carrying nothing useful: enough for BPF_PROG_TEST_RUN on a tc program.
+function frame(): Buffer {
+  const f = Buffer.alloc(64);
+  f.writeUInt16BE(0x0800, 12);
+  return f;
+}
+
+function catchError(fn: () => unknown): BpfError {
+  try {
+    fn();
+  } catch (err) {
+    if (isBpfError(err)) return err;
+    throw err;
+  }
+  throw new Error("expected a BpfError, nothing was thrown");
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const linkIds = (): Set<number> => new Set(addon.kernelObjectIds().links);
+const progIds = (): Set<number> => new Set(addon.kernelObjectIds().programs);
+// What each open fd is, sorted and counted by kind ("anon_inode:bpf-map", "socket", …).
+function fdTargets(): Record<string, number> {
+  const kinds: Record<string, number> = {};
+  for (const fd of fs.readdirSync("/proc/self/fd")) {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${fd}`).replace(/\[\d+\]$/, "");
+    } catch {
+      continue; // the directory fd readdirSync itself used
+    }
+    kinds[target] = (kinds[target] ?? 0) + 1;
+  }
+  return kinds;
+}
+const ping = (ns: string, dst: string): string => run("ip", ["netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", dst]);
+const tcFilters = (ns: string, dev: string, dir: "ingress" | "egress"): string =>
+  run("ip", ["netns", "exec", ns, "tc", "filter", "show", "dev", dev, dir]);
+
+// Runs a script in a child node process that loads the addon (for crash behaviour).
+function child(script: string): string {
+  const res = spawnSync(process.execPath, ["-e", `const addon = require(${JSON.stringify(addonPath)});\n${script}`], {
+    encoding: "utf8", timeout: 20_000,
+  });
+  if (res.error) throw res.error;
+  return `${res.stdout}`;
+}
+
+beforeAll(() => {
+  removeStaleNamespaces();
+  removeOwnNamespaces();
+  workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhaddon-"));
+  objectPath = path.join(workDir, "addon_fixture.bpf.o");
+  run("clang", ["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu",
+    "-c", fixtureSource, "-o", objectPath]);
+  try {
+    ip("netns", "add", NS_A);
+    ip("netns", "add", NS_B);
+    ip("link", "add", "bha0", "netns", NS_A, "type", "veth", "peer", "name", "bhb0", "netns", NS_B);
+    for (const [ns, dev, v4, v6] of [[NS_A, "bha0", "10.198.0.1/24", "fd00:198::1/64"],
+      [NS_B, "bhb0", "10.198.0.2/24", "fd00:198::2/64"]] as const) {
+      ip("-n", ns, "addr", "add", v4, "dev", dev);
+      ip("-n", ns, "addr", "add", v6, "dev", dev, "nodad");
+      ip("-n", ns, "link", "set", dev, "up");
+      ip("-n", ns, "link", "set", "lo", "up");
+    }
+  } catch (err) {
+    removeOwnNamespaces();
+    throw err;
+  }
+});
+
+afterAll(() => {
+  for (const obj of opened) obj.close();
+  removeOwnNamespaces();
+  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+  expect(run("ip", ["netns", "list"])).not.toMatch(new RegExp(`bhaddon-[ab]-${process.pid}\\b`));
+});
+// A last resort if the worker dies between the hooks.
+process.once("exit", removeOwnNamespaces);
+
+describe("openObject", () => {
+  it("throws op open, ENOENT for a missing file", () => {
+    const err = catchError(() => addon.openObject(path.join(workDir, "missing.o")));
+    expect(err).toMatchObject({ op: "open", object: path.join(workDir, "missing.o"), errno: 2, code: "ENOENT" });
+    expect(err.message).toMatch(/^open .*missing\.o: No such file or directory \(errno 2\)/);
+  });
+
+  it("throws op open with libbpf's message for a corrupt file", () => {
+    const bad = path.join(workDir, "corrupt.o");
+    fs.writeFileSync(bad, "this is not an ELF object");
+    const err = catchError(() => addon.openObject(bad));
+    expect(err.op).toBe("open");
+    expect(err.errno).toBeGreaterThan(0);
+    expect(err.code).toBe("LIBBPF_ERRNO__FORMAT");
+    expect(err.libbpfMessage).toMatch(/ELF/);
+    expect(err.message).toContain("[libbpf: ");
+  });
+
+  it("rejects an unknown rodata variable and a value of the wrong size", () => {
+    expect(catchError(() => addon.openObject(objectPath, { rodata: { nope: u32(1) } })))
+      .toMatchObject({ op: "rodata", object: "nope", code: "ENOENT" });
+    expect(catchError(() => addon.openObject(objectPath, { rodata: { count_key: Buffer.alloc(2) } })))
+      .toMatchObject({ op: "rodata", object: "count_key", code: "EINVAL" });
+  });
+
+  it("makes a rodata value set before load visible to the program", () => {
+    const obj = openFixture(7);
+    const res = obj.program("count_packets").testRun(frame(), 3);
+    expect(res.retval).toBe(-1);
+    expect(countOf(obj, 7)).toBe(3);
+    expect(obj.map("counts").dump().count).toBe(1);
+  });
+
+  it("applies maxEntries overrides before load", () => {
+    const obj = openFixture(0, { counts: 8192 });
+    const counts = obj.map("counts");
+    expect(counts.maxEntries).toBe(8192);
+    for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i)); // the compiled size is 1024
+    expect(counts.dump().count).toBe(5000);
+    expect(openFixture().map("counts").maxEntries).toBe(1024);
+  });
+
+  it("lists maps and programs and describes a program", () => {
+    const obj = openFixture();
+    expect(obj.maps()).toEqual(expect.arrayContaining(["counts", "runs", "events", "outer", "inner"]));
+    expect(obj.programs()).toEqual(["count_packets"]);
+    const prog = obj.program("count_packets");
+    expect(prog).toMatchObject({ name: "count_packets", type: "sched_cls" });
+    expect(progIds().has(prog.id)).toBe(true);
+    expect(catchError(() => obj.map("nope"))).toMatchObject({ op: "map", code: "ENOENT" });
+  });
+});
+
+describe("BpfMap", () => {
+  it("updates, looks up and deletes single entries", () => {
+    const counts = openFixture().map("counts");
+    expect(counts).toMatchObject({ type: "hash", keySize: 4, valueSize: 8 });
+    expect(counts.lookup(u32(1))).toBeNull();
+    counts.update(u32(1), u64(42));
+    expect(counts.lookup(u32(1))?.readBigUInt64LE(0)).toBe(42n);
+    expect(catchError(() => counts.update(u32(1), u64(43), 1))).toMatchObject({ op: "map_update", code: "EEXIST" });
+    expect(catchError(() => counts.update(u32(2), u64(43), 2))).toMatchObject({ code: "ENOENT" });
+    expect(catchError(() => counts.update(u32(1), u32(43)))).toMatchObject({ code: "EINVAL" });
+    expect(catchError(() => counts.lookup(Buffer.alloc(2)))).toMatchObject({ code: "EINVAL" });
+    expect(counts.delete(u32(1))).toBe(true);
+    expect(counts.delete(u32(1))).toBe(false);
+  });
+
+  it.each([1, 64, 4096])("drain (batch %i) returns 5000 entries exactly once and empties the map", (batch) => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i * 3));
+    const res = counts.drain(batch);
+    expect(res.count).toBe(5000);
+    expect(res.keys.length).toBe(5000 * 4);
+    expect(res.values.length).toBe(5000 * 8);
+    const seen = new Set<number>();
+    for (let i = 0; i < res.count; i++) {
+      const k = res.keys.readUInt32LE(i * 4);
+      expect(res.values.readBigUInt64LE(i * 8)).toBe(BigInt(k * 3));
+      seen.add(k);
+    }
+    expect(seen.size).toBe(5000);
+    expect(counts.dump().count).toBe(0);
+    expect(counts.drain().count).toBe(0);
+  });
+
+  it("dump reads every entry and leaves them in place", () => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    for (let i = 0; i < 3000; i++) counts.update(u32(i), u64(i));
+    expect(counts.dump(100).count).toBe(3000);
+    expect(counts.dump().count).toBe(3000);
+  });
+
+  it("sizes percpu values as possibleCpus * roundUp(valueSize, 8)", () => {
+    const obj = openFixture();
+    const runs = obj.map("runs");
+    const cpus = addon.possibleCpus();
+    expect(runs).toMatchObject({ type: "percpu_array", valueSize: 4 });
+    expect(runs.lookup(u32(0))?.length).toBe(cpus * 8);
+    obj.program("count_packets").testRun(frame(), 5);
+    const v = runs.lookup(u32(0));
+    let total = 0;
+    for (let c = 0; c < cpus; c++) total += v?.readUInt32LE(c * 8) ?? 0;
+    expect(total).toBe(5);
+    expect(runs.dump().values.length).toBe(4 * cpus * 8);
+    runs.update(u32(1), Buffer.alloc(cpus * 8, 1));
+    expect(catchError(() => runs.update(u32(1), Buffer.alloc(4)))).toMatchObject({ code: "EINVAL" });
+  });
+
+  it("pins and unpins, and refuses to unlink a file that is not its pin", () => {
+    const obj = openFixture();
+    const pin = path.join(pinDir, `${pinPrefix}counts`);
+    obj.map("counts").pin(pin);
+    try {
+      expect(fs.existsSync(pin)).toBe(true);
+      expect(catchError(() => obj.map("runs").unpin(pin))).toMatchObject({ op: "map_unpin", code: "EINVAL" });
+      const plain = path.join(workDir, "not-a-pin");
+      fs.writeFileSync(plain, "x");
+      expect(catchError(() => obj.map("counts").unpin(plain))).toMatchObject({ code: "EINVAL" });
+      expect(fs.existsSync(plain)).toBe(true);
+      obj.map("counts").unpin(pin);
+      expect(fs.existsSync(pin)).toBe(false);
+    } finally {
+      fs.rmSync(pin, { force: true });
+    }
+  });
+
+  it("reads the statically initialized inner map of an array of maps", () => {
+    const outer = openFixture().map("outer");
+    expect(outer.type).toBe("array_of_maps");
+    expect(outer.lookup(u32(0))?.readUInt32LE(0)).toBeGreaterThan(0);
+    expect(outer.lookup(u32(1))).toBeNull();
+  });
+});
+
+describe("synchronize", () => {
+  it("returns after a map-in-map update that leaves the outer map as it was", () => {
+    const obj = openFixture();
+    const before = obj.map("outer").lookup(u32(0));
+    expect(obj.synchronize("outer")).toBeUndefined();
+    expect(obj.map("outer").lookup(u32(0))).toEqual(before);
+    expect(catchError(() => obj.synchronize("counts"))).toMatchObject({ op: "synchronize", code: "EINVAL" });
+  });
+});
+
+describe("attachTc", () => {
+  it("attaches tcx on ingress and egress in a netns and counts packets both ways", () => {
+    const ingress = openFixture(1);
+    const egress = openFixture(2);
+    const links = [
+      ingress.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "tcx" }),
+      egress.program("count_packets").attachTc({ iface: "bha0", direction: "egress", netns: nsA }),
+    ];
+    try {
+      for (const l of links) expect(l).toMatchObject({ mode: "tcx", attached: true });
+      expect(links[0]?.id).toBeGreaterThan(0);
+      expect(links[1]?.direction).toBe("egress");
+      const ids = linkIds();
+      for (const l of links) expect(ids.has(l.id)).toBe(true);
+      ping(NS_B, "10.198.0.1");
+      expect(countOf(ingress, 1)).toBeGreaterThanOrEqual(2); // echo requests arrive
+      expect(countOf(egress, 2)).toBeGreaterThanOrEqual(2); // echo replies leave
+    } finally {
+      for (const l of links) l.detach();
+    }
+    const after = linkIds();
+    for (const l of links) expect(after.has(l.id)).toBe(false);
+    expect(() => links[0]?.detach()).not.toThrow();
+  });
+
+  it("attaches a clsact filter that tc lists, and detach removes it", () => {
+    const obj = openFixture(3);
+    const link = obj.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "clsact" });
+    try {
+      expect(link).toMatchObject({ mode: "clsact", id: 0 });
+      expect(tcFilters(NS_A, "bha0", "ingress")).toMatch(/pref 2844 .*handle 0xb1c/s);
+      ping(NS_B, "10.198.0.1");
+      expect(countOf(obj, 3)).toBeGreaterThanOrEqual(2);
+      expect(catchError(() => link.pin(path.join(pinDir, `${pinPrefix}clsact`)))).toMatchObject({ code: "EOPNOTSUPP" });
+    } finally {
+      link.detach();
+    }
+    expect(tcFilters(NS_A, "bha0", "ingress")).not.toContain("0xb1c");
+    link.detach();
+  });
+
+  it("cleanupClsact removes the filters a killed process left behind", () => {
+    child(`
+      const obj = addon.openObject(${JSON.stringify(objectPath)});
+      for (const direction of ["ingress", "egress"])
+        obj.program("count_packets").attachTc({ iface: "bha0", direction, netns: ${JSON.stringify(nsA)}, mode: "clsact" });
+      process.kill(process.pid, "SIGKILL");`);
+    expect(tcFilters(NS_A, "bha0", "ingress")).toContain("0xb1c");
+    expect(tcFilters(NS_A, "bha0", "egress")).toContain("0xb1c");
+    const obj = openFixture();
+    expect(catchError(() => obj.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "clsact" })))
+      .toMatchObject({ op: "attach", code: "EEXIST" });
+    expect(addon.cleanupClsact("bha0", nsA)).toBe(2);
+    expect(tcFilters(NS_A, "bha0", "ingress")).not.toContain("0xb1c");
+    expect(tcFilters(NS_A, "bha0", "egress")).not.toContain("0xb1c");
+    expect(addon.cleanupClsact("bha0", nsA)).toBe(0);
+    expect(catchError(() => addon.cleanupClsact("bhnope0", nsA))).toMatchObject({ code: "ENODEV" });
+  });
+
+  it("a tcx link dies with its process unless pinned; removePinnedLink removes a pinned one", async () => {
+    const pin = path.join(pinDir, `${pinPrefix}link`);
+    try {
+      const out = child(`
+        const obj = addon.openObject(${JSON.stringify(objectPath)});
+        const prog = obj.program("count_packets");
+        const a = prog.attachTc({ iface: "bha0", direction: "ingress", netns: ${JSON.stringify(nsA)}, mode: "tcx" });
+        const b = prog.attachTc({ iface: "bha0", direction: "egress", netns: ${JSON.stringify(nsA)}, mode: "tcx" });
+        b.pin(${JSON.stringify(pin)});
+        console.log(JSON.stringify([a.id, b.id]));
+        process.kill(process.pid, "SIGKILL");`);
+      const [unpinned, pinned] = JSON.parse(out.trim()) as [number, number];
+      const ids = linkIds();
+      expect(ids.has(unpinned)).toBe(false);
+      expect(ids.has(pinned)).toBe(true);
+      expect(addon.removePinnedLink(pin)).toBe(true);
+      // The pin's reference is dropped when bpffs frees the inode, after an RCU grace period.
+      await waitFor(() => !linkIds().has(pinned), 5000, "the pinned link to be freed");
+      expect(fs.existsSync(pin)).toBe(false);
+      expect(addon.removePinnedLink(pin)).toBe(false);
+    } finally {
+      fs.rmSync(pin, { force: true });
+    }
+  });
+
+  it("detach() of a pinned tcx link detaches it and removes its pin", async () => {
+    const pin = path.join(pinDir, `${pinPrefix}detach`);
+    try {
+      const link = openFixture().program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "tcx" });
+      link.pin(pin);
+      expect(fs.existsSync(pin)).toBe(true);
+      link.detach();
+      expect(fs.existsSync(pin)).toBe(false);
+      await waitFor(() => !linkIds().has(link.id), 5000, "the pinned link to be freed");
+    } finally {
+      fs.rmSync(pin, { force: true });
+    }
+  });
+
+  it("throws op attach with ENODEV for a missing interface, naming it and the netns", () => {
+    const prog = openFixture().program("count_packets");
+    const err = catchError(() => prog.attachTc({ iface: "bhnope0", direction: "ingress", netns: nsA }));
+    expect(err).toMatchObject({ op: "attach", object: `bhnope0 (netns ${nsA})`, code: "ENODEV" });
+    expect(catchError(() => prog.attachTc({ iface: 999999, direction: "egress", netns: nsA })))
+      .toMatchObject({ op: "attach", code: "ENODEV" });
+  });
+
+  it("throws ENOENT for a netns path that does not exist", () => {
+    const prog = openFixture().program("count_packets");
+    const err = catchError(() => prog.attachTc({ iface: "bha0", direction: "ingress", netns: "/run/netns/bhaddon-none" }));
+    expect(err).toMatchObject({ op: "attach", code: "ENOENT" });
+    expect(err.message).toContain("/run/netns/bhaddon-none");
+  });
+
+  it("detach() works after the interface was deleted, for tcx and clsact", () => {
+    ip("-n", NS_A, "link", "add", "bhd0", "type", "veth", "peer", "name", "bhd1");
+    const obj = openFixture();
+    const prog = obj.program("count_packets");
+    const before = addon.kernelObjectCounts().links;
+    const tcx = prog.attachTc({ iface: "bhd0", direction: "ingress", netns: nsA, mode: "tcx" });
+    const clsact = prog.attachTc({ iface: "bhd0", direction: "egress", netns: nsA, mode: "clsact" });
+    ip("-n", NS_A, "link", "del", "bhd0");
+    expect(linkIds().has(tcx.id)).toBe(true); // the kernel detached it, our fd keeps it
+    expect(() => tcx.detach()).not.toThrow();
+    expect(() => clsact.detach()).not.toThrow();
+    expect(addon.kernelObjectCounts().links).toBe(before);
+    expect(linkIds().has(tcx.id)).toBe(false);
+  });
+});
+
+describe("BpfObject.close", () => {
+  it("detaches every link, invalidates its maps and programs, and is idempotent", async () => {
+    const obj = openFixture();
+    const prog = obj.program("count_packets");
+    const progId = prog.id;
+    const counts = obj.map("counts");
+    const before = addon.kernelObjectCounts().links;
+    const links = (["ingress", "egress"] as const).map((direction) =>
+      prog.attachTc({ iface: "bha0", direction, netns: nsA, mode: "tcx" }));
+    expect(addon.kernelObjectCounts().links).toBe(before + 2);
+    obj.close();
+    expect(addon.kernelObjectCounts().links).toBe(before);
+    const ids = linkIds();
+    for (const l of links) {
+      expect(ids.has(l.id)).toBe(false);
+      expect(l.attached).toBe(false);
+      expect(() => l.detach()).not.toThrow();
+      const err = catchError(() => l.pin(path.join(pinDir, `${pinPrefix}closed`)));
+      expect(err).toMatchObject({ code: "EBADF" });
+      expect(err.message).toMatch(/BpfObject was closed/);
+    }
+    const err = catchError(() => counts.lookup(u32(0)));
+    expect(err).toMatchObject({ op: "map_lookup", object: "counts", code: "EBADF" });
+    expect(err.message).toContain("was closed");
+    expect(counts.fd).toBe(-1);
+    expect(catchError(() => prog.attachTc({ iface: "bha0", direction: "ingress", netns: nsA }))).toMatchObject({ code: "EBADF" });
+    expect(catchError(() => obj.map("counts"))).toMatchObject({ code: "EBADF" });
+    expect(() => obj.close()).not.toThrow();
+    await waitFor(() => !progIds().has(progId), 5000, "the program to be freed");
+  });
+});
+
+describe("ringBuffer", () => {
+  it("delivers N events exactly once, in order, in batches of at most maxPerBatch", async () => {
+    const obj = openFixture();
+    const batches: number[] = [];
+    const seqs: number[] = [];
+    const ring = addon.ringBuffer(obj.map("events"), (records, count) => {
+      batches.push(count);
+      for (const r of ringRecords(records, count)) {
+        expect(r.length).toBe(8);
+        seqs.push(r.readUInt32LE(0));
+      }
+    }, { maxPerBatch: 100 });
+    try {
+      const n = 5000;
+      obj.program("count_packets").testRun(frame(), n); // all events are queued before we read
+      await waitFor(() => seqs.length >= n, 5000, `${n} events`);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(seqs.length).toBe(n);
+      expect(seqs).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+      expect(Math.max(...batches)).toBeLessThanOrEqual(100);
+      expect(batches.length).toBeGreaterThanOrEqual(n / 100);
+    } finally {
+      ring.close();
+    }
+    const total = seqs.length;
+    obj.program("count_packets").testRun(frame(), 10);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(seqs.length).toBe(total);
+    expect(() => ring.close()).not.toThrow();
+  });
+
+  it("rejects a map that is not a ring buffer", () => {
+    const obj = openFixture();
+    expect(catchError(() => addon.ringBuffer(obj.map("counts"), () => undefined))).toMatchObject({ op: "ring_buffer", code: "EINVAL" });
+  });
+
+  it("does not keep the process alive after close()", () => {
+    const res = spawnSync(process.execPath, ["-e", `
+      const addon = require(${JSON.stringify(addonPath)});
+      const obj = addon.openObject(${JSON.stringify(objectPath)});
+      const ring = addon.ringBuffer(obj.map("events"), () => {});
+      const w = addon.watchLinks(() => {});
+      setTimeout(() => { ring.close(); w.close(); console.log("closed"); }, 50);`], { encoding: "utf8", timeout: 10_000 });
+    expect(res.error).toBeUndefined();
+    expect(res.status).toBe(0);
+    expect(res.stdout).toContain("closed");
+  });
+});
+
+describe("links (rtnetlink)", () => {
+  it("listLinks finds the veth whose peer lives in another netns", () => {
+    const a = addon.listLinks(nsA);
+    const b = addon.listLinks(nsB);
+    const veth = a.find((l) => l.name === "bha0");
+    const peer = b.find((l) => l.name === "bhb0");
+    expect(veth).toMatchObject({ kind: "veth", up: true });
+    expect(veth?.linkNetnsId).toBeGreaterThanOrEqual(0);
+    expect(veth?.peerIfindex).toBe(peer?.ifindex);
+    expect(veth?.mac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+    expect(a.find((l) => l.name === "lo")).toMatchObject({ ifindex: 1, kind: "", linkNetnsId: -1 });
+    expect(catchError(() => addon.listLinks("/run/netns/bhaddon-none"))).toMatchObject({ code: "ENOENT" });
+  });
+
+  it("watchLinks reports a new and a deleted veth within 1 s", async () => {
+    const events: LinkEvent[] = [];
+    const watcher = addon.watchLinks((batch) => events.push(...batch), nsA);
+    const has = (type: string, name: string) => (): boolean => events.some((e) => e.type === type && e.name === name);
+    try {
+      ip("-n", NS_A, "link", "add", "bhw0", "type", "veth", "peer", "name", "bhw1");
+      await waitFor(has("new", "bhw0"), 1000, "new bhw0");
+      await waitFor(has("new", "bhw1"), 1000, "new bhw1");
+      ip("-n", NS_A, "link", "del", "bhw0");
+      await waitFor(has("del", "bhw0"), 1000, "del bhw0");
+      await waitFor(has("del", "bhw1"), 1000, "del bhw1");
+      expect(events.find((e) => e.type === "new" && e.name === "bhw0")).toMatchObject({ kind: "veth" });
+    } finally {
+      watcher.close();
+      spawnSync("ip", ["-n", NS_A, "link", "del", "bhw0"], { stdio: "ignore" });
+    }
+  });
+});
+
+describe("rawSocket", () => {
+  // An SCTP common header (ports, verification tag, checksum) and a few bytes.
+  const sctp = Buffer.from("0b0b0c0c000000010000000001020304", "hex");
+
+  it.each([[4, "10.198.0.2", "10.198.0.1"], [6, "fd00:198::2", "fd00:198::1"]] as const)(
+    "carries an SCTP-protocol packet between netns (IPv%i)", async (family, dst, src) => {
+      const received: RawPacket[] = [];
+      const listener = addon.rawSocket(family, 132, (packets) => received.push(...packets), nsB);
+      const sender = addon.rawSocket(family, 132, undefined, nsA);
+      try {
+        const got = (): boolean => received.some((p) => p.payload.equals(sctp));
+        // The first IPv6 packet may wait on neighbour discovery: resend until seen.
+        const end = Date.now() + 3000;
+        while (!got() && Date.now() < end) {
+          sender.send(dst, sctp);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(got()).toBe(true);
+        expect(received.find((p) => p.payload.equals(sctp))?.src).toBe(src);
+      } finally {
+        listener.close();
+        sender.close();
+      }
+      expect(catchError(() => sender.send(dst, sctp))).toMatchObject({ code: "EBADF" });
+    });
+});
+
+describe("leaks and kernel counts", () => {
+  it("keeps the fd count stable over many open/attach/ring/close cycles", async () => {
+    const cycle = (): void => {
+      const obj = addon.openObject(objectPath);
+      obj.map("counts").update(u32(1), u64(1));
+      obj.map("counts").drain();
+      obj.synchronize("outer");
+      obj.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA });
+      addon.ringBuffer(obj.map("events"), () => undefined).close();
+      addon.watchLinks(() => undefined, nsA).close();
+      addon.rawSocket(4, 132, () => undefined, nsB).close();
+      addon.listLinks(nsA);
+      obj.close();
+    };
+    const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 30)); // libuv closes poll handles on a later turn
+    cycle();
+    await settle();
+    const before = fdTargets();
+    for (let i = 0; i < 30; i++) cycle();
+    await settle();
+    expect(fdTargets()).toEqual(before);
+  });
+
+  it("possibleCpus matches /sys and kernelObjectCounts sees our program", () => {
+    const possible = fs.readFileSync("/sys/devices/system/cpu/possible", "utf8").trim();
+    const last = Number(possible.split(/[-,]/).pop());
+    expect(addon.possibleCpus()).toBe(last + 1);
+    const counts = addon.kernelObjectCounts();
+    expect(counts.programs).toBeGreaterThan(0);
+    const obj = openFixture();
+    expect(progIds().has(obj.program("count_packets").id)).toBe(true);
+    expect(addon.kernelObjectIds().maps.length).toBeGreaterThan(0);
+  });
+});
