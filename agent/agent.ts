@@ -10,11 +10,11 @@ import { Datapath, type Counters } from "./datapath.js";
 import { Attacher } from "./attacher.js";
 import { InterfaceWatcher } from "./interfaces.js";
 import { Registry, serveMetrics } from "./metrics.js";
-import { BoundedQueue } from "./queue.js";
 import { decodeFlowRecord, systemClock, EVENT, EVENT_TYPE } from "./records.js";
-import { FileExporter, type Exporter } from "./export/file.js";
-
-const EXPORT_BATCH = 4096;
+import { FileSink } from "./export/file.js";
+import { ControlPlaneSink } from "./export/controlplane.js";
+import type { RecordSink } from "./export/sink.js";
+import { LocalEndpoints } from "./endpoints.js";
 
 export class Agent {
   readonly metrics = new Registry();
@@ -34,7 +34,8 @@ export class Agent {
     attaches: this.metrics.counter("bulkhead_agent_attaches_total", "Interfaces attached"),
     detaches: this.metrics.counter("bulkhead_agent_detaches_total", "Interfaces detached"),
     watched: this.metrics.gauge("bulkhead_agent_interfaces_watched", "Pod interfaces with capture attached"),
-    queued: this.metrics.gauge("bulkhead_agent_export_queue_records", "Flow records waiting for export"),
+    queued: this.metrics.gauge("bulkhead_agent_export_pending_records", "Flow records waiting for export, by sink"),
+    connected: this.metrics.gauge("bulkhead_agent_controlplane_connected", "1 while the control plane stream is up"),
     drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
   };
 
@@ -44,17 +45,34 @@ export class Agent {
   private ring: RingBuffer | undefined;
   private server: http.Server | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
-  private readonly queue: BoundedQueue<FlowRecord>;
-  private readonly exporter: Exporter | undefined;
-  private pumping: Promise<void> | undefined;
+  private readonly sinks: RecordSink[] = [];
+  private controlplane: ControlPlaneSink | undefined;
+  private readonly endpoints = new LocalEndpoints();
   private sequence = 0n;
   private lastCounters: Counters | undefined;
   private lastDrainOk = true;
 
   constructor(readonly config: AgentConfig, private readonly log: Logger) {
-    this.queue = new BoundedQueue<FlowRecord>(config.exportQueueRecords,
-      (n) => this.m.lostRecords.inc({ cause: "export_queue_full" }, n));
-    this.exporter = config.exportFile ? new FileExporter(config.exportFile) : undefined;
+    if (config.exportFile) {
+      const file = config.exportFile;
+      this.sinks.push(new FileSink(file, config.exportQueueRecords, {
+        written: (n) => this.m.exported.inc({ sink: "file" }, n),
+        lost: (cause, n) => this.m.lostRecords.inc({ cause }, n),
+        failed: (err, records) => this.log.error({ err: err.message, records }, "export failed; records dropped"),
+      }));
+    }
+    if (config.controlplane) {
+      this.controlplane = new ControlPlaneSink({
+        address: config.controlplane,
+        node: config.node,
+        capabilities: ["ipv6", config.attachMode === "clsact" ? "clsact" : "tcx"],
+        bufferRecords: config.bufferRecords,
+        log: this.log,
+        onEndpoints: (eps) => this.endpoints.replace(eps),
+        onBufferDrop: (n) => this.m.lostRecords.inc({ cause: "buffer_full" }, n),
+      });
+      this.sinks.push(this.controlplane);
+    }
   }
 
   async start(): Promise<void> {
@@ -90,8 +108,9 @@ export class Agent {
     );
     this.watcher.start();
     this.drainTimer = setInterval(() => this.drainOnce(), c.drainIntervalMs);
+    this.controlplane?.start();
     if (c.metricsAddr) this.server = await serveMetrics(this.metrics, this, c.metricsAddr);
-    this.log.info({ node: c.node, object: c.bpfObject, interfaces: attacher.count,
+    this.log.info({ object: c.bpfObject, interfaces: attacher.count,
       metrics: c.metricsAddr, export: c.exportFile }, "agent started");
   }
 
@@ -129,6 +148,7 @@ export class Agent {
       let packets = 0n, bytes = 0n;
       for (let i = 0; i < drained.count; i++) {
         const r = decodeFlowRecord(drained.keys, drained.values, i, ctx);
+        this.endpoints.nameLocalEnd(r);
         records[i] = r;
         packets += r.packets;
         bytes += r.bytes;
@@ -144,12 +164,29 @@ export class Agent {
       this.log.error({ err: (err as Error).message }, "drain failed");
     }
     this.m.drainSeconds.set({}, Number(process.hrtime.bigint() - t0) / 1e9);
-    if (this.exporter && records.length) {
-      this.queue.pushAll(records);
-      this.pump();
-    }
-    this.m.queued.set({}, this.queue.length);
+    if (records.length) for (const sink of this.sinks) sink.push(records);
+    for (const sink of this.sinks) this.m.queued.set({ sink: sink.name }, sink.pending);
+    this.m.connected.set({}, this.controlplane?.connected ? 1 : 0);
+    this.controlplane?.sendStats(this.stats());
     return records;
+  }
+
+  /** Cumulative losses by cause and unit, as the control plane's status shows them. */
+  private stats() {
+    const loss = (cause: string, unit: string, value: number | bigint) => ({ cause, unit, count: BigInt(value) });
+    return {
+      losses: [
+        loss("map_full", "packets", this.m.lostPackets.get({ cause: "map_full" })),
+        loss("map_full", "bytes", this.m.lostBytes.get({ cause: "map_full" })),
+        loss("ring_full", "events", this.m.lostEvents.get({ cause: "ring_full" })),
+        loss("export_queue_full", "records", this.m.lostRecords.get({ cause: "export_queue_full" })),
+        loss("export_error", "records", this.m.lostRecords.get({ cause: "export_error" })),
+        loss("buffer_full", "records", this.m.lostRecords.get({ cause: "buffer_full" })),
+      ],
+      recordsProduced: BigInt(this.m.records.get()),
+      recordsBuffered: BigInt(this.controlplane?.pending ?? 0),
+      interfacesWatched: this.attacher?.count ?? 0,
+    };
   }
 
   private readCounters(datapath: Datapath): void {
@@ -165,24 +202,6 @@ export class Agent {
     this.lastCounters = now;
   }
 
-  private pump(): void {
-    if (this.pumping || !this.exporter) return;
-    const exporter = this.exporter;
-    this.pumping = (async () => {
-      while (this.queue.length > 0) {
-        const batch = this.queue.take(EXPORT_BATCH);
-        try {
-          await exporter.write(batch);
-          this.m.exported.inc({}, batch.length);
-        } catch (err) {
-          this.m.lostRecords.inc({ cause: "export_error" }, batch.length);
-          this.log.error({ err: (err as Error).message, records: batch.length }, "export failed; records dropped");
-        }
-      }
-      this.m.queued.set({}, this.queue.length);
-    })().finally(() => { this.pumping = undefined; });
-  }
-
   /** Final drain and flush, then releases every link, map and socket. */
   async stop(): Promise<void> {
     if (this.drainTimer) clearInterval(this.drainTimer);
@@ -190,12 +209,12 @@ export class Agent {
     // Detach first: the drain after it (with its grace period) then holds every packet.
     this.attacher?.detachAll();
     this.drainOnce();
-    while (this.pumping) await this.pumping;
+    await Promise.all(this.sinks.map((sink) => sink.close(5000)));
     this.ring?.close();
     this.datapath?.close();
-    await this.exporter?.close();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.datapath = undefined;
-    this.log.info({ records: this.m.records.get(), exported: this.m.exported.get() }, "agent stopped");
+    this.log.info({ records: this.m.records.get(), exportedToFile: this.m.exported.get({ sink: "file" }),
+      sentToControlPlane: this.controlplane?.sentRecords ?? 0n }, "agent stopped");
   }
 }

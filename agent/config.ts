@@ -19,6 +19,10 @@ export interface AgentConfig {
   exportFile: string | undefined;
   /** Records the export queue holds before it drops the oldest (counted). */
   exportQueueRecords: number;
+  /** gRPC address of the control plane (host:port or unix:///path), or undefined for none. */
+  controlplane: string | undefined;
+  /** Records buffered for the control plane while it is unreachable. */
+  bufferRecords: number;
   /** host:port of the /metrics and /healthz server, or undefined for none. */
   metricsAddr: { host: string; port: number } | undefined;
   /** Resync of the interface list even without netlink events, milliseconds. */
@@ -38,6 +42,8 @@ in-kernel flow map on an interval and exports flow records.
   --attach-mode MODE        auto | tcx | clsact (default auto: tcx, else clsact)
   --export-file PATH        append records as JSON lines (proto3 JSON mapping)
   --export-queue N          records buffered for export before the oldest drop (default 600000)
+  --controlplane ADDR       stream records to the control plane (HOST:PORT or unix:///PATH)
+  --buffer N                records held while the control plane is away (default 1200000)
   --metrics-addr HOST:PORT  serve /metrics and /healthz (default 0.0.0.0:9964; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
   --log-level LEVEL         trace | debug | info | warn | error (default info)
@@ -59,6 +65,16 @@ export function parseHostPort(flag: string, raw: string): { host: string; port: 
   const port = Number(m[3]);
   if (port < 1 || port > 65535) throw new ConfigError(`--${flag}: port ${port} is out of range 1..65535`);
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+function parseControlPlaneAddr(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  if (raw.startsWith("unix://")) {
+    if (raw.length <= "unix://".length) throw new ConfigError(`--controlplane: "${raw}" names no socket path`);
+    return raw;
+  }
+  parseHostPort("controlplane", raw);
+  return raw;
 }
 
 function oneOf<T extends string>(flag: string, raw: string | undefined, allowed: readonly T[], fallback: T): T {
@@ -83,6 +99,8 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
         "export-file": { type: "string" },
         "export-queue": { type: "string" },
         "metrics-addr": { type: "string" },
+        controlplane: { type: "string" },
+        buffer: { type: "string" },
         "resync-interval": { type: "string" },
         "log-level": { type: "string" },
       },
@@ -100,6 +118,8 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     attachMode: oneOf("attach-mode", v["attach-mode"], ["auto", "tcx", "clsact"] as const, "auto"),
     exportFile: v["export-file"] === undefined ? undefined : path.resolve(v["export-file"]),
     exportQueueRecords: positiveInt("export-queue", v["export-queue"], 600_000),
+    controlplane: parseControlPlaneAddr(v.controlplane),
+    bufferRecords: positiveInt("buffer", v.buffer, 1_200_000, 100_000_000),
     metricsAddr: metrics === "off" ? undefined : parseHostPort("metrics-addr", metrics),
     resyncIntervalMs: positiveInt("resync-interval", v["resync-interval"], 5000, 3_600_000),
     logLevel: oneOf("log-level", v["log-level"], ["trace", "debug", "info", "warn", "error"] as const, "info"),

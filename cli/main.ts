@@ -6,11 +6,15 @@ import { Agent } from "../agent/agent.js";
 const usage = `usage: bulkhead <command> [flags]
 
 commands:
-  agent     run the node agent (flow capture on every pod veth of this node)
-  lab       build and drive the lab cluster datapath (lab up|down|status|exec|pod …)
-  probe     send or serve test traffic inside a lab pod (udp, tcp, sctp)
-  flows     print flow records from JSON-lines export files (flows tail DIR|FILE…)
-  help      this text; "bulkhead <command> --help" for a command's flags
+  agent         run the node agent (flow capture on every pod veth of this node)
+  controlplane  run the control plane (ingest, enrichment, Observer API)
+  observe       flows from the control plane, filtered (like hubble observe)
+  map           the flow map of a namespace (-n NS | -A) as a table, JSON or dot
+  status        agents, record rates and every loss counter
+  lab           build and drive the lab cluster datapath (lab up|down|status|exec|pod …)
+  probe         send or serve test traffic inside a lab pod (udp, tcp, sctp)
+  flows         print flow records from JSON-lines export files (flows tail DIR|FILE…)
+  help          this text; "bulkhead <command> --help" for a command's flags
 `;
 
 async function runAgent(argv: string[]): Promise<number> {
@@ -49,6 +53,22 @@ async function main(argv: string[]): Promise<number> {
     case "lab": {
       const { runLab } = await import("../lab/cli.js");
       return runLab(rest);
+    }
+    case "observe": {
+      const { runObserve } = await import("./observe.js");
+      return runObserve(rest);
+    }
+    case "map": {
+      const { runMap } = await import("./map.js");
+      return runMap(rest);
+    }
+    case "status": {
+      const { runStatus } = await import("./map.js");
+      return runStatus(rest);
+    }
+    case "controlplane": {
+      const { runControlPlane } = await import("../controlplane/main.js");
+      return runControlPlane(rest);
     }
     case "probe": {
       const { runProbe } = await import("../lab/probe.js");

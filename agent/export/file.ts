@@ -3,23 +3,55 @@
 // file is reopened on the next batch, so a fixed disk or path resumes the export.
 import fs from "node:fs/promises";
 import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { BoundedQueue } from "../queue.js";
+import type { RecordSink } from "./sink.js";
 
-export interface Exporter {
-  readonly name: string;
-  /** Resolves when the batch is written; rejects with an Error naming what failed. */
-  write(records: readonly FlowRecord[]): Promise<void>;
-  close(): Promise<void>;
+const WRITE_BATCH = 4096;
+
+export interface FileSinkEvents {
+  written(n: number): void;
+  lost(cause: "export_queue_full" | "export_error", n: number): void;
+  failed(err: Error, records: number): void;
 }
 
 export function toJsonLine(record: FlowRecord): string {
   return JSON.stringify(FlowRecord.toJSON(record));
 }
 
-export class FileExporter implements Exporter {
+export class FileSink implements RecordSink {
   readonly name = "file";
   private handle: fs.FileHandle | undefined;
+  private readonly queue: BoundedQueue<FlowRecord>;
+  private pumping: Promise<void> | undefined;
 
-  constructor(readonly path: string) {}
+  constructor(readonly path: string, capacity: number, private readonly events: FileSinkEvents) {
+    this.queue = new BoundedQueue<FlowRecord>(capacity, (n) => events.lost("export_queue_full", n));
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  push(records: readonly FlowRecord[]): void {
+    this.queue.pushAll(records);
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = (async () => {
+      while (this.queue.length > 0) {
+        const batch = this.queue.take(WRITE_BATCH);
+        try {
+          await this.write(batch);
+          this.events.written(batch.length);
+        } catch (err) {
+          this.events.lost("export_error", batch.length);
+          this.events.failed(err as Error, batch.length);
+        }
+      }
+    })().finally(() => { this.pumping = undefined; });
+  }
 
   async write(records: readonly FlowRecord[]): Promise<void> {
     if (records.length === 0) return;
@@ -35,6 +67,7 @@ export class FileExporter implements Exporter {
   }
 
   async close(): Promise<void> {
+    while (this.pumping) await this.pumping;
     await this.handle?.close();
     this.handle = undefined;
   }

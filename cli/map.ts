@@ -1,0 +1,134 @@
+// `bulkhead map` and `bulkhead status`: the flow map of a namespace and the health of the
+// pipeline, from the control plane.
+import { parseArgs } from "node:util";
+import type * as grpc from "@grpc/grpc-js";
+import {
+  GetFlowMapResponse, GetStatusResponse, GetNodesResponse, MapNodeKind, type MapNode,
+} from "../proto/gen/bulkhead/v1/observer.js";
+import { ConfigError } from "../agent/config.js";
+import { describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { parseDurationMs } from "./duration.js";
+import { formatTable } from "./observe.js";
+
+export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|dot] [--window 5m] [--server ADDR]
+
+The flow map: who talks to whom, as workloads, Services, other namespaces' workloads,
+hosts and world peers, with protocol/port, flows, packets, bytes and verdicts.
+`;
+
+function unary<Res>(start: (cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown): Promise<Res> {
+  return new Promise((resolve, reject) => start((err, res) => (err || res === undefined ? reject(err) : resolve(res))));
+}
+
+function nodeLabel(n: MapNode | undefined, id: string): string {
+  if (!n) return id;
+  switch (n.kind) {
+    case MapNodeKind.MAP_NODE_KIND_WORKLOAD: return `${n.namespace}/${n.name}`;
+    case MapNodeKind.MAP_NODE_KIND_SERVICE: return `${n.namespace}/${n.name} (svc)`;
+    case MapNodeKind.MAP_NODE_KIND_HOST: return `host:${n.name}`;
+    case MapNodeKind.MAP_NODE_KIND_WORLD: return `world:${n.name}`;
+    default: return id;
+  }
+}
+
+export function mapToDot(map: GetFlowMapResponse): string {
+  const q = (s: string) => JSON.stringify(s);
+  const lines = ["digraph bulkhead {", "  rankdir=LR;", "  node [shape=box, fontname=\"Helvetica\"];"];
+  for (const n of map.nodes) {
+    const shape = n.kind === MapNodeKind.MAP_NODE_KIND_SERVICE ? "ellipse"
+      : n.kind === MapNodeKind.MAP_NODE_KIND_WORLD ? "diamond" : "box";
+    lines.push(`  ${q(n.id)} [label=${q(nodeLabel(n, n.id))}, shape=${shape}];`);
+  }
+  for (const e of map.edges) {
+    const color = e.dropped > 0n ? "red" : e.audit > 0n ? "orange" : "black";
+    lines.push(`  ${q(e.source)} -> ${q(e.destination)} [label=${q(`${e.protocol}/${e.port} ${e.packets} pkts`)}, color=${color}];`);
+  }
+  lines.push("}");
+  return lines.join("\n") + "\n";
+}
+
+export function mapToTable(map: GetFlowMapResponse): string {
+  const byId = new Map(map.nodes.map((n) => [n.id, n]));
+  const rows = [["SOURCE", "DESTINATION", "PROTO/PORT", "FLOWS", "PACKETS", "BYTES", "FORWARDED", "DROPPED", "AUDIT"]];
+  for (const e of map.edges) {
+    rows.push([nodeLabel(byId.get(e.source), e.source), nodeLabel(byId.get(e.destination), e.destination),
+      `${e.protocol}/${e.port}`, String(e.flows), String(e.packets), String(e.bytes),
+      String(e.forwarded), String(e.dropped), String(e.audit)]);
+  }
+  return formatTable(rows);
+}
+
+export async function runMap(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) { process.stdout.write(mapUsage); return 0; }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: {
+      namespace: { type: "string", short: "n" }, "all-namespaces": { type: "boolean", short: "A" },
+      output: { type: "string", short: "o" }, window: { type: "string" }, server: { type: "string" },
+    } });
+  } catch (err) {
+    throw new ConfigError(`map: ${(err as Error).message}`);
+  }
+  const v = parsed.values;
+  if (!v.namespace && !v["all-namespaces"]) throw new ConfigError("map: give -n NAMESPACE or -A");
+  const output = v.output ?? "table";
+  if (!["table", "json", "dot"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table, json or dot`);
+  const windowMs = v.window ? parseDurationMs("--window", v.window) : 5 * 60_000;
+  const address = serverAddress(v.server);
+  const client = observerClient(address);
+  try {
+    const request = {
+      namespace: v["all-namespaces"] ? "" : v.namespace ?? "",
+      window: { seconds: BigInt(Math.floor(windowMs / 1000)), nanos: (windowMs % 1000) * 1e6 },
+    };
+    const map = await unary<GetFlowMapResponse>((cb) => client.getFlowMap(request, cb));
+    if (output === "json") process.stdout.write(JSON.stringify(GetFlowMapResponse.toJSON(map), null, 2) + "\n");
+    else if (output === "dot") process.stdout.write(mapToDot(map));
+    else process.stdout.write(mapToTable(map));
+    return 0;
+  } catch (err) {
+    process.stderr.write(`bulkhead map: ${describeGrpcError(address, err as grpc.ServiceError)}\n`);
+    return 1;
+  } finally {
+    client.close();
+  }
+}
+
+export async function runStatus(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { output: { type: "string", short: "o" }, server: { type: "string" } } });
+  } catch (err) {
+    throw new ConfigError(`status: ${(err as Error).message}`);
+  }
+  const output = parsed.values.output ?? "table";
+  if (!["table", "json"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table or json`);
+  const address = serverAddress(parsed.values.server);
+  const client = observerClient(address);
+  try {
+    const status = await unary<GetStatusResponse>((cb) => client.getStatus({}, cb));
+    const nodes = await unary<GetNodesResponse>((cb) => client.getNodes({}, cb));
+    if (output === "json") {
+      process.stdout.write(JSON.stringify({ status: GetStatusResponse.toJSON(status), nodes: GetNodesResponse.toJSON(nodes) }, null, 2) + "\n");
+      return 0;
+    }
+    const lines = [
+      `Agents: ${status.agentsConnected}/${status.agentsKnown} connected`,
+      `Flows: ${status.recordsTotal} records received, ${status.recordsPerSecond.toFixed(1)}/s; ${status.flowsStored}/${status.storeCapacity} stored`,
+      "",
+    ];
+    process.stdout.write(lines.join("\n"));
+    process.stdout.write(formatTable([["NODE", "CONNECTED", "VERSION", "RECORDS", "CAPABILITIES"],
+      ...nodes.nodes.map((n) => [n.name, n.connected ? "yes" : "no", n.version, String(n.records), n.capabilities.join(",")])]));
+    const losses = status.losses.filter((l) => l.count > 0n);
+    process.stdout.write(losses.length === 0 ? "\nLosses: none\n"
+      : "\n" + formatTable([["NODE", "CAUSE", "UNIT", "LOST"], ...losses.map((l) => [l.node, l.cause, l.unit, String(l.count)])]));
+    for (const e of status.metadataErrors) process.stdout.write(`metadata error: ${e}\n`);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`bulkhead status: ${describeGrpcError(address, err as grpc.ServiceError)}\n`);
+    return 1;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,203 @@
+// `bulkhead observe`: flows from the control plane, filtered like `hubble observe`.
+import { parseArgs } from "node:util";
+import type * as grpc from "@grpc/grpc-js";
+import {
+  FlowRecord, ObservationPoint, Verdict, verdictFromJSON, verdictToJSON, type Endpoint,
+} from "../proto/gen/bulkhead/v1/flow.js";
+import {
+  FlowFilter, TrafficDirection, type GetFlowsResponse, GetFlowsRequest,
+} from "../proto/gen/bulkhead/v1/observer.js";
+import { ConfigError } from "../agent/config.js";
+import { describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { parseSince } from "./duration.js";
+
+export const observeUsage = `usage: bulkhead observe [flags]
+
+Flows from the control plane. Flags of different kinds must all match (AND); a flag
+given twice matches either value (OR). Without -n, every namespace.
+
+  -n, --namespace NS       an end in NS            -A, --all-namespaces  every namespace
+      --pod [NS/]POD       either end is the pod (a trailing * matches a prefix)
+      --from-pod [NS/]POD  the source is the pod   --to-pod [NS/]POD   the destination is the pod
+  -l, --label SELECTOR     an end matches (kubectl syntax: app=web,tier!=db)
+      --from-label S, --to-label S
+      --workload [NS/]NAME --from-workload, --to-workload
+      --service [NS/]SVC   an end is the Service   --to-service [NS/]SVC
+      --ip IP|CIDR         --from-ip, --to-ip
+      --verdict V          FORWARDED | DROPPED | AUDIT
+      --protocol P         TCP | UDP | SCTP | ICMPv4 | ICMPv6
+      --port N             either port           --to-port N
+      --node NAME          observed on the node
+      --direction D        ingress (entering a pod) | egress (leaving a pod)
+      --since D|TIME       e.g. 5m or 2026-11-28T16:00:00Z     --until D|TIME
+      --last N             the N newest matching flows
+  -f, --follow             keep streaming new flows
+  -o, --output FMT         compact (default) | json (one FlowRecord per line, proto3 JSON) | table
+      --server ADDR        control plane (default: the lab's, else 127.0.0.1:4245)
+`;
+
+const multi = { type: "string", multiple: true } as const;
+
+export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined } {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        namespace: { ...multi, short: "n" }, "all-namespaces": { type: "boolean", short: "A" },
+        pod: multi, "from-pod": multi, "to-pod": multi,
+        label: { ...multi, short: "l" }, "from-label": multi, "to-label": multi,
+        workload: multi, "from-workload": multi, "to-workload": multi,
+        service: multi, "from-service": multi, "to-service": multi,
+        ip: multi, "from-ip": multi, "to-ip": multi,
+        verdict: multi, protocol: multi, port: multi, "to-port": multi, "from-port": multi,
+        node: multi, direction: multi,
+        since: { type: "string" }, until: { type: "string" }, last: { type: "string" },
+        follow: { type: "boolean", short: "f" }, output: { type: "string", short: "o" }, server: { type: "string" },
+      },
+    });
+  } catch (err) {
+    throw new ConfigError(`observe: ${(err as Error).message}`);
+  }
+  const v = parsed.values;
+  if (parsed.positionals.length) throw new ConfigError(`observe: unexpected argument "${parsed.positionals[0]}"`);
+  const output = v.output ?? "compact";
+  if (!["compact", "json", "table"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not compact, json or table`);
+  const namespaces: string[] = v["all-namespaces"] ? [] : v.namespace ?? [];
+  // A bare pod, workload or service name with exactly one -n names an object in it.
+  const scoped = (names: string[] | undefined) => (names ?? []).map((p) =>
+    (p.includes("/") || namespaces.length !== 1 ? p : `${namespaces[0]}/${p}`));
+  const ports = (flag: string, raw: string[] | undefined) => (raw ?? []).map((p) => {
+    if (!/^[0-9]+$/.test(p) || Number(p) > 65535) throw new ConfigError(`--${flag}: "${p}" is not a port number`);
+    return Number(p);
+  });
+  const verdicts = (v.verdict ?? []).map((x) => {
+    const verdict = verdictFromJSON(`VERDICT_${x.toUpperCase()}`);
+    if (verdict === Verdict.UNRECOGNIZED) throw new ConfigError(`--verdict: "${x}" is not FORWARDED, DROPPED or AUDIT`);
+    return verdict;
+  });
+  const directions = (v.direction ?? []).map((d) => {
+    if (d.toLowerCase() === "ingress") return TrafficDirection.TRAFFIC_DIRECTION_INGRESS;
+    if (d.toLowerCase() === "egress") return TrafficDirection.TRAFFIC_DIRECTION_EGRESS;
+    throw new ConfigError(`--direction: "${d}" is not ingress or egress`);
+  });
+  const protocols = (v.protocol ?? []).map((p) => {
+    const known = ["TCP", "UDP", "SCTP", "ICMPV4", "ICMPV6", "ICMP"];
+    if (!known.includes(p.toUpperCase())) throw new ConfigError(`--protocol: "${p}" is not one of TCP, UDP, SCTP, ICMPv4, ICMPv6`);
+    return p.toUpperCase() === "ICMP" ? "ICMPv4" : p;
+  });
+  const filter: FlowFilter = FlowFilter.fromPartial({
+    namespace: namespaces,
+    pod: scoped(v.pod), sourcePod: scoped(v["from-pod"]), destinationPod: scoped(v["to-pod"]),
+    label: v.label ?? [], sourceLabel: v["from-label"] ?? [], destinationLabel: v["to-label"] ?? [],
+    workload: scoped(v.workload), sourceWorkload: scoped(v["from-workload"]), destinationWorkload: scoped(v["to-workload"]),
+    service: scoped(v.service), sourceService: scoped(v["from-service"]), destinationService: scoped(v["to-service"]),
+    ip: v.ip ?? [], sourceIp: v["from-ip"] ?? [], destinationIp: v["to-ip"] ?? [],
+    port: ports("port", v.port), sourcePort: ports("from-port", v["from-port"]), destinationPort: ports("to-port", v["to-port"]),
+    protocol: protocols, verdict: verdicts, node: v.node ?? [], direction: directions,
+  });
+  const empty = JSON.stringify(FlowFilter.toJSON(filter)) === "{}";
+  let last = 0n;
+  if (v.last !== undefined) {
+    if (!/^[0-9]+$/.test(v.last)) throw new ConfigError(`--last: "${v.last}" is not a whole number`);
+    last = BigInt(v.last);
+  }
+  const toTs = (d: Date) => ({ seconds: BigInt(Math.floor(d.getTime() / 1000)), nanos: (d.getTime() % 1000) * 1e6 });
+  const request = GetFlowsRequest.fromPartial({
+    allow: empty ? [] : [filter],
+    since: v.since ? toTs(parseSince("--since", v.since)) : undefined,
+    until: v.until ? toTs(parseSince("--until", v.until)) : undefined,
+    last,
+    follow: v.follow ?? false,
+  });
+  return { request, output, server: v.server };
+}
+
+export function endpointName(e: Endpoint | undefined, ip: string): string {
+  if (!e) return ip;
+  if (e.podName) return `${e.namespace}/${e.podName}`;
+  if (e.service) return `${e.service} (svc)`;
+  if (e.node) return `host:${e.node}`;
+  if (e.world) return `world:${ip}`;
+  return ip;
+}
+
+function time(r: FlowRecord): string {
+  const t = r.endTime ?? r.startTime;
+  if (!t) return "--:--:--.---";
+  return new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6)).toISOString().replace("T", " ").slice(0, 23);
+}
+
+function withPort(name: string, port: number | undefined): string {
+  return port ? `${name}:${port}` : name;
+}
+
+function flags(r: FlowRecord): string {
+  const l4 = r.l4;
+  if (!l4) return "";
+  if (l4.tcpFlags) return Object.entries(l4.tcpFlags).filter(([, on]) => on).map(([f]) => f.toUpperCase()).join(",");
+  if (l4.protocol === 1 || l4.protocol === 58) return `type ${l4.icmpType} code ${l4.icmpCode}`;
+  return "";
+}
+
+export function compact(r: FlowRecord): string {
+  const src = withPort(endpointName(r.source, r.ip?.source ?? "?"), r.l4?.sourcePort);
+  const dst = withPort(endpointName(r.destination, r.ip?.destination ?? "?"), r.l4?.destinationPort);
+  const point = r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? "from-pod" : "to-pod";
+  const verdict = verdictToJSON(r.verdict).replace("VERDICT_", "");
+  const f = flags(r);
+  return `${time(r)} [${r.node} ${point}] ${src} -> ${dst} ${r.l4?.protocolName ?? "?"}${f ? ` ${f}` : ""} `
+    + `${verdict} ${r.packets} pkts ${r.bytes} B`;
+}
+
+const TABLE_HEADER = ["TIME", "NODE", "POINT", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "PACKETS", "BYTES"];
+
+function tableRow(r: FlowRecord): string[] {
+  return [
+    time(r), r.node, r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? "from-pod" : "to-pod",
+    withPort(endpointName(r.source, r.ip?.source ?? "?"), r.l4?.sourcePort),
+    withPort(endpointName(r.destination, r.ip?.destination ?? "?"), r.l4?.destinationPort),
+    r.l4?.protocolName ?? "?", verdictToJSON(r.verdict).replace("VERDICT_", ""), String(r.packets), String(r.bytes),
+  ];
+}
+
+export function formatTable(rows: string[][]): string {
+  const widths = rows.reduce((w, row) => row.map((c, i) => Math.max(w[i] ?? 0, c.length)), [] as number[]);
+  return rows.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  ")).join("\n") + "\n";
+}
+
+export async function runObserve(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(observeUsage);
+    return 0;
+  }
+  const { request, output, server } = buildRequest(argv);
+  const address = serverAddress(server);
+  const client = observerClient(address);
+  const rows: string[][] = [TABLE_HEADER];
+  return await new Promise<number>((resolve) => {
+    const call = client.getFlows(request);
+    call.on("data", (res: GetFlowsResponse) => {
+      const r = res.flow;
+      if (!r) return;
+      if (output === "json") process.stdout.write(JSON.stringify(FlowRecord.toJSON(r)) + "\n");
+      else if (output === "table" && !request.follow) rows.push(tableRow(r));
+      else if (output === "table") process.stdout.write(formatTable([tableRow(r)]));
+      else process.stdout.write(compact(r) + "\n");
+    });
+    call.on("error", (err: grpc.ServiceError) => {
+      if (err.code === 1 /* CANCELLED by our own signal handler */) { resolve(0); return; }
+      process.stderr.write(`bulkhead observe: ${describeGrpcError(address, err)}\n`);
+      resolve(1);
+    });
+    call.on("end", () => {
+      if (output === "table" && !request.follow) process.stdout.write(formatTable(rows));
+      client.close();
+      resolve(0);
+    });
+    const stop = () => call.cancel();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+}

@@ -1,0 +1,181 @@
+// AgentService.Connect: one stream per agent. Validates the hello and every batch,
+// applies each (instance, batch id) exactly once, acknowledges it, keeps each node's
+// status and loss counters, and sends the node its configuration and local endpoints.
+import * as grpc from "@grpc/grpc-js";
+import net from "node:net";
+import type { Logger } from "pino";
+import type {
+  AgentServiceServer, ConnectRequest, ConnectResponse, LocalEndpoint, AgentStats,
+} from "../proto/gen/bulkhead/v1/agent.js";
+import { ObservationPoint, IpVersion, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+
+export const SUPPORTED_PROTOCOL_VERSION = 1;
+
+export interface AgentSession {
+  node: string;
+  instanceId: string;
+  version: string;
+  capabilities: string[];
+  connected: boolean;
+  lastSeenMs: number;
+  records: bigint;
+  /** Undefined until the instance's first batch: after a control-plane restart the
+   * agent resumes at whatever batch it had in flight. */
+  lastBatchId: bigint | undefined;
+  stats: AgentStats | undefined;
+  stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse> | undefined;
+}
+
+export interface AgentHub {
+  /** Enriches and stores records that passed validation. */
+  ingest(node: string, records: FlowRecord[]): void;
+  localEndpoints(node: string): LocalEndpoint[];
+  drainIntervalMs: number;
+}
+
+export class AgentStreamError extends Error {
+  constructor(readonly code: grpc.status, message: string) {
+    super(message);
+  }
+}
+
+/** Checks what the control plane relies on; protobuf decoding has checked the rest. */
+export function validateRecord(r: FlowRecord, node: string, where: string): void {
+  const fail = (what: string) => { throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, `${where}: ${what}`); };
+  if (r.node !== node) fail(`record for node "${r.node}" on the stream of node "${node}"`);
+  if (r.point !== ObservationPoint.OBSERVATION_POINT_FROM_POD && r.point !== ObservationPoint.OBSERVATION_POINT_TO_POD) {
+    fail(`observation point ${r.point} is not FROM_POD or TO_POD`);
+  }
+  const ip = r.ip;
+  if (!ip) return fail("no ip");
+  const family = ip.version === IpVersion.IP_VERSION_IPV4 ? 4 : ip.version === IpVersion.IP_VERSION_IPV6 ? 6 : 0;
+  if (family === 0) fail(`ip version ${ip.version} is not IPv4 or IPv6`);
+  if (net.isIP(ip.source) !== family || net.isIP(ip.destination) !== family) {
+    fail(`addresses "${ip.source}" → "${ip.destination}" are not IPv${family}`);
+  }
+  if (!r.l4) fail("no l4");
+  if (!r.startTime || !r.endTime) fail("no start or end time");
+}
+
+export class AgentRegistry {
+  readonly sessions = new Map<string, AgentSession>();
+  /** Records from streams refused for bad content; the node's data is dropped, counted here. */
+  rejectedBatches = 0;
+
+  constructor(private readonly hub: AgentHub, private readonly log: Logger) {}
+
+  get connected(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.connected) n++;
+    return n;
+  }
+
+  readonly service: AgentServiceServer = {
+    connect: (stream) => this.serve(stream),
+  };
+
+  /** Pushes a node's local endpoints to its agent (after metadata changes). */
+  pushEndpoints(node?: string): void {
+    for (const s of this.sessions.values()) {
+      if (!s.connected || !s.stream || (node !== undefined && s.node !== node)) continue;
+      s.stream.write({ kind: { $case: "endpoints", value: { endpoints: this.hub.localEndpoints(s.node) } } });
+    }
+  }
+
+  private serve(stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>): void {
+    let session: AgentSession | undefined;
+    const peer = stream.getPeer();
+    const close = (err: AgentStreamError) => {
+      this.log.warn({ peer, node: session?.node, code: grpc.status[err.code], err: err.message }, "agent stream refused");
+      if (session) session.connected = false;
+      stream.emit("error", { code: err.code, details: err.message } as grpc.ServiceError);
+      stream.end();
+    };
+    stream.on("data", (msg: ConnectRequest) => {
+      try {
+        if (!session) {
+          session = this.hello(msg, stream);
+          return;
+        }
+        this.onMessage(session, msg);
+      } catch (err) {
+        if (err instanceof AgentStreamError) close(err);
+        else close(new AgentStreamError(grpc.status.INTERNAL, (err as Error).message));
+      }
+    });
+    const gone = (reason: string) => {
+      if (session && session.stream === stream) {
+        session.connected = false;
+        session.stream = undefined;
+        this.log.info({ node: session.node, reason }, "agent disconnected");
+      }
+    };
+    stream.on("error", (err: Error) => gone(err.message));
+    stream.on("end", () => { gone("stream ended"); stream.end(); });
+    stream.on("cancelled", () => gone("cancelled"));
+  }
+
+  private hello(msg: ConnectRequest, stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>): AgentSession {
+    if (msg.kind?.$case !== "hello") {
+      throw new AgentStreamError(grpc.status.FAILED_PRECONDITION, `the first message must be a hello, got ${msg.kind?.$case ?? "an empty message"}`);
+    }
+    const h = msg.kind.value;
+    if (h.protocolVersion !== SUPPORTED_PROTOCOL_VERSION) {
+      throw new AgentStreamError(grpc.status.FAILED_PRECONDITION,
+        `agent protocol version ${h.protocolVersion} is not supported: this control plane speaks version ${SUPPORTED_PROTOCOL_VERSION}`);
+    }
+    if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(h.node)) {
+      throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, `hello: node name "${h.node}" is not a valid Kubernetes node name`);
+    }
+    if (!h.instanceId) throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, "hello: no instance id");
+    const prev = this.sessions.get(h.node);
+    const sameInstance = prev?.instanceId === h.instanceId;
+    if (prev?.connected && prev.stream && prev.stream !== stream) {
+      // A new stream from the node replaces the old one (a reconnect that raced the old stream's end).
+      prev.stream.end();
+    }
+    const session: AgentSession = {
+      node: h.node, instanceId: h.instanceId, version: h.version, capabilities: h.capabilities,
+      connected: true, lastSeenMs: Date.now(),
+      records: prev?.records ?? 0n,
+      lastBatchId: sameInstance && prev ? prev.lastBatchId : undefined,
+      stats: prev?.stats, stream,
+    };
+    this.sessions.set(h.node, session);
+    this.log.info({ node: h.node, version: h.version, instance: h.instanceId, peer: stream.getPeer() }, "agent connected");
+    stream.write({ kind: { $case: "config", value: { node: h.node, drainIntervalMs: this.hub.drainIntervalMs } } });
+    stream.write({ kind: { $case: "endpoints", value: { endpoints: this.hub.localEndpoints(h.node) } } });
+    return session;
+  }
+
+  private onMessage(s: AgentSession, msg: ConnectRequest): void {
+    s.lastSeenMs = Date.now();
+    const kind = msg.kind;
+    if (!kind) throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, "empty message");
+    switch (kind.$case) {
+      case "hello":
+        throw new AgentStreamError(grpc.status.FAILED_PRECONDITION, "a second hello on one stream");
+      case "stats":
+        s.stats = kind.value;
+        return;
+      case "flows": {
+        const batch = kind.value;
+        if (s.lastBatchId !== undefined && batch.batchId <= s.lastBatchId) {
+          // Already applied before a reconnect: acknowledge again, apply never twice.
+          s.stream?.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
+          return;
+        }
+        if (s.lastBatchId !== undefined && batch.batchId !== s.lastBatchId + 1n) {
+          throw new AgentStreamError(grpc.status.INVALID_ARGUMENT,
+            `batch ${batch.batchId} out of order: expected ${s.lastBatchId + 1n}`);
+        }
+        batch.records.forEach((r, i) => validateRecord(r, s.node, `batch ${batch.batchId} record ${i}`));
+        this.hub.ingest(s.node, batch.records);
+        s.lastBatchId = batch.batchId;
+        s.records += BigInt(batch.records.length);
+        s.stream?.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
+        return;
+      }
+    }
+  }
+}

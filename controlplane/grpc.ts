@@ -1,0 +1,54 @@
+// The control plane's gRPC server: AgentService, ObserverService, standard health
+// checking (grpc.health.v1) and server reflection, so grpcurl and grpc_health_probe work.
+import path from "node:path";
+import fs from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { AgentServiceService, type AgentServiceServer } from "../proto/gen/bulkhead/v1/agent.js";
+import { ObserverServiceService, type ObserverServiceServer } from "../proto/gen/bulkhead/v1/observer.js";
+import { repoRoot } from "../native/index.js";
+
+/** Refuses any single message above this; the agent batches far below it. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+export interface GrpcServices {
+  agent: AgentServiceServer;
+  observer: ObserverServiceServer;
+}
+
+export function createGrpcServer(services: GrpcServices): grpc.Server {
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  server.addService(AgentServiceService, services.agent);
+  server.addService(ObserverServiceService, services.observer);
+  const health = new HealthImplementation({
+    "": "SERVING", "bulkhead.v1.AgentService": "SERVING", "bulkhead.v1.ObserverService": "SERVING",
+  });
+  health.addToServer(server);
+  const protoDir = path.join(repoRoot, "proto");
+  const definition = protoLoader.loadSync(["bulkhead/v1/agent.proto", "bulkhead/v1/observer.proto"], {
+    includeDirs: [protoDir],
+  });
+  new ReflectionService(definition).addToServer(server);
+  return server;
+}
+
+/** Binds "host:port" or "unix:///path" (a stale socket file from a crashed run is removed). */
+export function bind(server: grpc.Server, address: string, credentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
+  if (address.startsWith("unix://")) {
+    const file = address.slice("unix://".length);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.rmSync(file, { force: true });
+  }
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, credentials, (err, port) => {
+      if (err) reject(new Error(`gRPC listen on ${address}: ${err.message}`));
+      else resolve(port);
+    });
+  });
+}

@@ -1,0 +1,127 @@
+// IP addresses and CIDRs as Kubernetes objects carry them. Every address is kept in one
+// canonical text form (IPv4 dotted decimal; IPv6 per RFC 5952: lowercase, no leading
+// zeros, the longest run of two or more zero groups compressed) because the agent formats
+// flow addresses the same way, so an address from a flow and one from a Pod compare as
+// plain strings on the enrichment hot path.
+
+export type IpFamily = 4 | 6;
+
+export interface ParsedIp {
+  /** Canonical text form. */
+  text: string;
+  family: IpFamily;
+  /** 4 or 16 bytes, network order. */
+  bytes: Uint8Array;
+}
+
+export interface ParsedCidr {
+  /** Canonical "address/prefix"; the address keeps any host bits it was written with. */
+  text: string;
+  address: ParsedIp;
+  prefix: number;
+}
+
+/** The address, or undefined when `text` is not an IPv4 or IPv6 address. */
+export function parseIp(text: string): ParsedIp | undefined {
+  if (text.includes(":")) return parseIPv6(text);
+  const bytes = parseIPv4Bytes(text);
+  if (!bytes) return undefined;
+  return { text: bytes.join("."), family: 4, bytes };
+}
+
+/** The canonical form of `text`, or undefined when it is not an address. */
+export function canonicalIp(text: string): string | undefined {
+  return parseIp(text)?.text;
+}
+
+export function parseCidr(text: string): ParsedCidr | undefined {
+  const slash = text.indexOf("/");
+  if (slash < 0) return undefined;
+  const address = parseIp(text.slice(0, slash));
+  const prefixText = text.slice(slash + 1);
+  if (!address || !/^[0-9]{1,3}$/.test(prefixText)) return undefined;
+  const prefix = Number(prefixText);
+  if (prefix > address.bytes.length * 8) return undefined;
+  return { text: `${address.text}/${prefix}`, address, prefix };
+}
+
+/** True when every address of `inner` lies in `outer` (same family, longer or equal prefix). */
+export function cidrContains(outer: ParsedCidr, inner: ParsedCidr): boolean {
+  if (outer.address.family !== inner.address.family || inner.prefix < outer.prefix) return false;
+  return prefixEqual(outer.address.bytes, inner.address.bytes, outer.prefix);
+}
+
+function prefixEqual(a: Uint8Array, b: Uint8Array, bits: number): boolean {
+  const whole = bits >> 3;
+  for (let i = 0; i < whole; i++) if (a[i] !== b[i]) return false;
+  const rest = bits & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return ((a[whole] ?? 0) & mask) === ((b[whole] ?? 0) & mask);
+}
+
+function parseIPv4Bytes(text: string): Uint8Array | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4) return undefined;
+  const bytes = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const part = parts[i] ?? "";
+    // Leading zeros are read as decimal, as Kubernetes does for legacy objects.
+    if (!/^[0-9]{1,3}$/.test(part)) return undefined;
+    const value = Number(part);
+    if (value > 255) return undefined;
+    bytes[i] = value;
+  }
+  return bytes;
+}
+
+function parseIPv6(text: string): ParsedIp | undefined {
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const head = groupsOf(halves[0] ?? "", halves.length === 1);
+  const tail = halves.length === 2 ? groupsOf(halves[1] ?? "", true) : [];
+  if (!head || !tail) return undefined;
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
+  const groups = [...head, ...new Array<number>(halves.length === 2 ? missing : 0).fill(0), ...tail];
+  const bytes = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    bytes[2 * i] = g >> 8;
+    bytes[2 * i + 1] = g & 0xff;
+  });
+  return { text: formatIPv6Groups(groups), family: 6, bytes };
+}
+
+/** Hex groups of one side of "::"; the last side may end in a dotted IPv4 address. */
+function groupsOf(side: string, mayEndInIPv4: boolean): number[] | undefined {
+  if (side === "") return [];
+  const parts = side.split(":");
+  const groups: number[] = [];
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i] ?? "";
+    if (i === parts.length - 1 && mayEndInIPv4 && part.includes(".")) {
+      const v4 = parseIPv4Bytes(part);
+      if (!v4) return undefined;
+      groups.push(((v4[0] ?? 0) << 8) | (v4[1] ?? 0), ((v4[2] ?? 0) << 8) | (v4[3] ?? 0));
+      continue;
+    }
+    if (!/^[0-9a-fA-F]{1,4}$/.test(part)) return undefined;
+    groups.push(parseInt(part, 16));
+  }
+  return groups;
+}
+
+function formatIPv6Groups(groups: number[]): string {
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  if (bestStart < 0) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
+}

@@ -1,0 +1,465 @@
+// The recent-flows history behind GetFlows: a fixed-capacity ring of FlowRecords.
+//
+// Memory is the constraint (1M records in well under 600 MiB): a FlowRecord as decoded
+// holds ~10 small objects (timestamps, Layer3, Layer4, TCP flags, three bigints), about
+// 600 bytes a record. The ring therefore stores each record in columns (typed arrays for
+// numbers, arrays of references for strings and Endpoints), about 150 bytes a record,
+// and rebuilds FlowRecord objects only for the records a query returns. Endpoints are
+// kept by reference, never copied: the enricher shares one Endpoint per pod, and the
+// non-pod ones (world, Service, host) are de-duplicated here by address.
+//
+// Predicates run over a reusable view of a stored row (StoredFlowView), so a scan of the
+// whole ring allocates nothing per record. That is why FlowPredicate must not keep the
+// record it is given.
+//
+// Eviction by capacity is the expected steady state, not a loss: `evicted` counts it.
+
+import type { Endpoint, FlowRecord, Layer3, Layer4, TcpFlags } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
+import type { FlowPredicate } from "./filter.js";
+
+export const DEFAULT_HISTORY_CAPACITY = 1_000_000;
+
+export interface FlowHistoryOptions {
+  /** Records kept; the oldest are evicted beyond it. Default 1,000,000. */
+  capacity?: number;
+  /**
+   * Called when a subscriber's callback throws; that subscriber is removed either way.
+   * Without it, append() rethrows the first such error after every subscriber has run.
+   */
+  onSubscriberError?: (error: unknown) => void;
+}
+
+export interface HistoryQuery {
+  /** Default: every record. */
+  predicate?: FlowPredicate;
+  /** Records whose [startTime, endTime] overlaps [since, until]; either bound may be left out. */
+  since?: Timestamp;
+  until?: Timestamp;
+  /** Only the N newest matching records (by endTime); 0 or undefined: all. */
+  last?: number;
+}
+
+// Column layout. Strings and Endpoints are references; everything else is numeric.
+const STR = 5; // node, interface, layer3 source, layer3 destination, protocol name
+const S_NODE = 0, S_IFACE = 1, S_IP_SRC = 2, S_IP_DST = 3, S_PROTO = 4;
+const EP = 2; // source, destination
+const U32 = 8; // start nanos, end nanos, ifindex, protocol, source port, destination port, icmp type, icmp code
+const U_START_NS = 0, U_END_NS = 1, U_IFINDEX = 2, U_PROTO = 3, U_SPORT = 4, U_DPORT = 5, U_ICMP_TYPE = 6, U_ICMP_CODE = 7;
+const I32 = 4; // point, reporter, verdict, ip version: enums, kept exactly even when unrecognised
+const I_POINT = 0, I_REPORTER = 1, I_VERDICT = 2, I_IP_VERSION = 3;
+const U8 = 2; // which optional messages are present, TCP flags
+const B_PRESENT = 0, B_TCP_FLAGS = 1;
+const F64 = 2; // start seconds, end seconds (exact below 2^53)
+const F_START_S = 0, F_END_S = 1;
+const U64 = 3; // packets, bytes, sequence
+const L_PACKETS = 0, L_BYTES = 1, L_SEQUENCE = 2;
+
+const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
+
+const TCP_FLAG_BITS: readonly (keyof TcpFlags)[] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
+
+function packTcpFlags(flags: TcpFlags): number {
+  let bits = 0;
+  for (let i = 0; i < TCP_FLAG_BITS.length; i++) if (flags[TCP_FLAG_BITS[i]!]) bits |= 1 << i;
+  return bits;
+}
+
+function unpackTcpFlags(bits: number): TcpFlags {
+  return {
+    fin: (bits & 1) !== 0, syn: (bits & 2) !== 0, rst: (bits & 4) !== 0, psh: (bits & 8) !== 0,
+    ack: (bits & 16) !== 0, urg: (bits & 32) !== 0, ece: (bits & 64) !== 0, cwr: (bits & 128) !== 0,
+  };
+}
+
+/**
+ * Strings that repeat across records (node, interface and protocol names) decoded
+ * afresh for every record; keeping one copy saves ~40 bytes each. Bounded: when full it
+ * starts over, which costs only some sharing.
+ */
+class StringInterner {
+  private readonly strings = new Map<string, string>();
+  constructor(private readonly limit: number) {}
+
+  intern(s: string): string {
+    const known = this.strings.get(s);
+    if (known !== undefined) return known;
+    if (this.strings.size >= this.limit) this.strings.clear();
+    this.strings.set(s, s);
+    return s;
+  }
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  for (const key of keys) if (!Object.hasOwn(b, key) || a[key] !== b[key]) return false;
+  return true;
+}
+
+function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  return a.ip === b.ip && a.namespace === b.namespace && a.podName === b.podName && a.podUid === b.podUid
+    && a.workloadKind === b.workloadKind && a.workloadName === b.workloadName && a.node === b.node
+    && a.service === b.service && a.world === b.world && sameLabels(a.labels, b.labels);
+}
+
+/**
+ * One shared object per distinct non-pod Endpoint (world address, Service, host), which
+ * an enricher may well build afresh for each record. Pod Endpoints are shared upstream.
+ */
+class EndpointInterner {
+  private readonly endpoints = new Map<string, Endpoint>();
+  constructor(private readonly limit: number) {}
+
+  intern(endpoint: Endpoint): Endpoint {
+    if (endpoint.podName !== "") return endpoint;
+    const known = this.endpoints.get(endpoint.ip);
+    if (known === endpoint) return known;
+    if (known !== undefined && sameEndpoint(known, endpoint)) return known;
+    if (known === undefined && this.endpoints.size >= this.limit) this.endpoints.clear();
+    this.endpoints.set(endpoint.ip, endpoint);
+    return endpoint;
+  }
+}
+
+class Columns {
+  readonly strings: string[] = [];
+  readonly endpoints: (Endpoint | undefined)[] = [];
+  readonly u32: Uint32Array;
+  readonly i32: Int32Array;
+  readonly u8: Uint8Array;
+  readonly f64: Float64Array;
+  readonly u64: BigUint64Array;
+
+  constructor(readonly capacity: number) {
+    // Typed arrays are zero-filled lazily by the OS: memory grows with use, not capacity.
+    this.u32 = new Uint32Array(capacity * U32);
+    this.i32 = new Int32Array(capacity * I32);
+    this.u8 = new Uint8Array(capacity * U8);
+    this.f64 = new Float64Array(capacity * F64);
+    this.u64 = new BigUint64Array(capacity * U64);
+  }
+
+  /** End time of a slot (or its start when it has no end), compared as (seconds, nanos). */
+  endSeconds(slot: number): number { return this.f64[slot * F64 + F_END_S]!; }
+  endNanos(slot: number): number { return this.u32[slot * U32 + U_END_NS]!; }
+}
+
+/** A stored row seen as a FlowRecord, without building one. Valid until `slot` changes. */
+class StoredFlowView implements FlowRecord {
+  slot = 0;
+  private readonly l3 = new StoredLayer3View(this);
+  private readonly l4View = new StoredLayer4View(this);
+  constructor(readonly columns: Columns) {}
+
+  private present(bit: number): boolean { return (this.columns.u8[this.slot * U8 + B_PRESENT]! & bit) !== 0; }
+  get startTime(): Timestamp | undefined {
+    return this.present(HAS_START) ? timestampOf(this.columns, this.slot, F_START_S, U_START_NS) : undefined;
+  }
+  get endTime(): Timestamp | undefined {
+    return this.present(HAS_END) ? timestampOf(this.columns, this.slot, F_END_S, U_END_NS) : undefined;
+  }
+  get node(): string { return this.columns.strings[this.slot * STR + S_NODE]!; }
+  get point(): number { return this.columns.i32[this.slot * I32 + I_POINT]!; }
+  get reporter(): number { return this.columns.i32[this.slot * I32 + I_REPORTER]!; }
+  get interface(): string { return this.columns.strings[this.slot * STR + S_IFACE]!; }
+  get ifindex(): number { return this.columns.u32[this.slot * U32 + U_IFINDEX]!; }
+  get ip(): Layer3 | undefined { return this.present(HAS_IP) ? this.l3 : undefined; }
+  get l4(): Layer4 | undefined { return this.present(HAS_L4) ? this.l4View : undefined; }
+  get packets(): bigint { return this.columns.u64[this.slot * U64 + L_PACKETS]!; }
+  get bytes(): bigint { return this.columns.u64[this.slot * U64 + L_BYTES]!; }
+  get source(): Endpoint | undefined { return this.columns.endpoints[this.slot * EP]; }
+  get destination(): Endpoint | undefined { return this.columns.endpoints[this.slot * EP + 1]; }
+  get verdict(): number { return this.columns.i32[this.slot * I32 + I_VERDICT]!; }
+  get sequence(): bigint { return this.columns.u64[this.slot * U64 + L_SEQUENCE]!; }
+}
+
+class StoredLayer3View implements Layer3 {
+  constructor(private readonly row: StoredFlowView) {}
+  get source(): string { return this.row.columns.strings[this.row.slot * STR + S_IP_SRC]!; }
+  get destination(): string { return this.row.columns.strings[this.row.slot * STR + S_IP_DST]!; }
+  get version(): number { return this.row.columns.i32[this.row.slot * I32 + I_IP_VERSION]!; }
+}
+
+class StoredLayer4View implements Layer4 {
+  constructor(private readonly row: StoredFlowView) {}
+  private u32(field: number): number { return this.row.columns.u32[this.row.slot * U32 + field]!; }
+  get protocol(): number { return this.u32(U_PROTO); }
+  get protocolName(): string { return this.row.columns.strings[this.row.slot * STR + S_PROTO]!; }
+  get sourcePort(): number { return this.u32(U_SPORT); }
+  get destinationPort(): number { return this.u32(U_DPORT); }
+  get tcpFlags(): TcpFlags | undefined {
+    const u8 = this.row.columns.u8;
+    const base = this.row.slot * U8;
+    return (u8[base + B_PRESENT]! & HAS_TCP_FLAGS) !== 0 ? unpackTcpFlags(u8[base + B_TCP_FLAGS]!) : undefined;
+  }
+  get icmpType(): number { return this.u32(U_ICMP_TYPE); }
+  get icmpCode(): number { return this.u32(U_ICMP_CODE); }
+}
+
+function timestampOf(c: Columns, slot: number, secondsField: number, nanosField: number): Timestamp {
+  return { seconds: BigInt(c.f64[slot * F64 + secondsField]!), nanos: c.u32[slot * U32 + nanosField]! };
+}
+
+function secondsOf(t: Timestamp): number {
+  return Number(t.seconds);
+}
+
+interface Subscriber {
+  predicate: FlowPredicate;
+  onRecords: (records: FlowRecord[]) => void;
+}
+
+export class FlowHistory {
+  private readonly columns: Columns;
+  private readonly view: StoredFlowView;
+  private readonly names = new StringInterner(65_536);
+  private readonly nonPodEndpoints = new EndpointInterner(65_536);
+  private readonly subscribers = new Set<Subscriber>();
+  private readonly onSubscriberError: ((error: unknown) => void) | undefined;
+  private appendedTotal = 0;
+  private count = 0;
+  // How far (seconds) a record's end time has trailed the newest end time seen when it
+  // was appended. Lets a "last N" scan stop early although arrival order is only roughly
+  // time order (agents drain on their own timers).
+  private newestEnd = -Infinity;
+  private maxLateness = 0;
+
+  constructor(options: FlowHistoryOptions = {}) {
+    const capacity = options.capacity ?? DEFAULT_HISTORY_CAPACITY;
+    if (!Number.isSafeInteger(capacity) || capacity < 1) {
+      throw new Error(`flow history capacity must be a positive integer, got ${capacity}`);
+    }
+    this.columns = new Columns(capacity);
+    this.view = new StoredFlowView(this.columns);
+    this.onSubscriberError = options.onSubscriberError;
+  }
+
+  get capacity(): number { return this.columns.capacity; }
+  /** Records held now. */
+  get size(): number { return this.count; }
+  /** Records ever appended. */
+  get appended(): number { return this.appendedTotal; }
+  /** Records pushed out by newer ones because the history was full (expected, not a loss). */
+  get evicted(): number { return this.appendedTotal - this.count; }
+
+  append(records: readonly FlowRecord[]): void {
+    for (const record of records) this.store(record);
+    if (this.subscribers.size > 0) this.notify(records);
+  }
+
+  /**
+   * Matching records in time order (endTime, then arrival). Builds every result at once;
+   * for large answers prefer iterate().
+   */
+  query(query: HistoryQuery = {}): FlowRecord[] {
+    return [...this.iterate(query)];
+  }
+
+  /**
+   * Like query(), but builds each record only when it is reached, so a caller streaming
+   * a large answer holds one at a time. The set of matches is fixed when called; records
+   * evicted before they are reached are skipped.
+   */
+  *iterate(query: HistoryQuery = {}): Generator<FlowRecord, void, undefined> {
+    const matches = this.select(query);
+    for (const absolute of matches) {
+      if (absolute < this.appendedTotal - this.count) continue; // evicted meanwhile
+      yield this.materialize(absolute % this.columns.capacity);
+    }
+  }
+
+  /** Calls onRecords with each appended batch's matching records; returns the unsubscribe. */
+  subscribe(predicate: FlowPredicate, onRecords: (records: FlowRecord[]) => void): () => void {
+    const subscriber: Subscriber = { predicate, onRecords };
+    this.subscribers.add(subscriber);
+    return () => { this.subscribers.delete(subscriber); };
+  }
+
+  private store(record: FlowRecord): void {
+    const c = this.columns;
+    const slot = this.appendedTotal % c.capacity;
+    const first = slot * STR >= c.strings.length; // the first pass fills the arrays by push
+
+    const source = record.source === undefined ? undefined : this.nonPodEndpoints.intern(record.source);
+    const destination = record.destination === undefined ? undefined : this.nonPodEndpoints.intern(record.destination);
+    const ip = record.ip;
+    const l4 = record.l4;
+    // The Layer3 addresses nearly always equal the Endpoints' addresses; keep those
+    // shared strings rather than this record's copies.
+    const ipSource = ip === undefined ? "" : source !== undefined && source.ip === ip.source ? source.ip : ip.source;
+    const ipDestination = ip === undefined ? ""
+      : destination !== undefined && destination.ip === ip.destination ? destination.ip : ip.destination;
+    const node = this.names.intern(record.node);
+    const iface = this.names.intern(record.interface);
+    const protocolName = l4 === undefined ? "" : this.names.intern(l4.protocolName);
+    if (first) {
+      c.strings.push(node, iface, ipSource, ipDestination, protocolName);
+      c.endpoints.push(source, destination);
+    } else {
+      const s = slot * STR;
+      c.strings[s + S_NODE] = node;
+      c.strings[s + S_IFACE] = iface;
+      c.strings[s + S_IP_SRC] = ipSource;
+      c.strings[s + S_IP_DST] = ipDestination;
+      c.strings[s + S_PROTO] = protocolName;
+      c.endpoints[slot * EP] = source;
+      c.endpoints[slot * EP + 1] = destination;
+    }
+
+    // A missing start or end takes the other's value for ordering and time filters; the
+    // presence bits restore undefined on the way out.
+    const start = record.startTime ?? record.endTime;
+    const end = record.endTime ?? record.startTime;
+    const startSeconds = start === undefined ? 0 : secondsOf(start);
+    const endSeconds = end === undefined ? 0 : secondsOf(end);
+    const f = slot * F64;
+    c.f64[f + F_START_S] = startSeconds;
+    c.f64[f + F_END_S] = endSeconds;
+
+    const u = slot * U32;
+    c.u32[u + U_START_NS] = start?.nanos ?? 0;
+    c.u32[u + U_END_NS] = end?.nanos ?? 0;
+    c.u32[u + U_IFINDEX] = record.ifindex;
+    c.u32[u + U_PROTO] = l4?.protocol ?? 0;
+    c.u32[u + U_SPORT] = l4?.sourcePort ?? 0;
+    c.u32[u + U_DPORT] = l4?.destinationPort ?? 0;
+    c.u32[u + U_ICMP_TYPE] = l4?.icmpType ?? 0;
+    c.u32[u + U_ICMP_CODE] = l4?.icmpCode ?? 0;
+
+    const i = slot * I32;
+    c.i32[i + I_POINT] = record.point;
+    c.i32[i + I_REPORTER] = record.reporter;
+    c.i32[i + I_VERDICT] = record.verdict;
+    c.i32[i + I_IP_VERSION] = ip?.version ?? 0;
+
+    const b = slot * U8;
+    const tcpFlags = l4?.tcpFlags;
+    c.u8[b + B_PRESENT] = (record.startTime !== undefined ? HAS_START : 0) | (record.endTime !== undefined ? HAS_END : 0)
+      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (tcpFlags !== undefined ? HAS_TCP_FLAGS : 0);
+    c.u8[b + B_TCP_FLAGS] = tcpFlags === undefined ? 0 : packTcpFlags(tcpFlags);
+
+    const l = slot * U64;
+    c.u64[l + L_PACKETS] = record.packets;
+    c.u64[l + L_BYTES] = record.bytes;
+    c.u64[l + L_SEQUENCE] = record.sequence;
+
+    const endTime = endSeconds + (end?.nanos ?? 0) / 1e9;
+    if (endTime > this.newestEnd) this.newestEnd = endTime;
+    else if (this.newestEnd - endTime > this.maxLateness) this.maxLateness = this.newestEnd - endTime;
+
+    this.appendedTotal++;
+    if (this.count < c.capacity) this.count++;
+  }
+
+  private notify(records: readonly FlowRecord[]): void {
+    let unreported: { error: unknown } | undefined;
+    for (const subscriber of [...this.subscribers]) {
+      try {
+        const matching = records.filter(subscriber.predicate);
+        if (matching.length > 0) subscriber.onRecords(matching);
+      } catch (error) {
+        this.subscribers.delete(subscriber);
+        if (this.onSubscriberError !== undefined) this.onSubscriberError(error);
+        else unreported ??= { error };
+      }
+    }
+    if (unreported !== undefined) throw unreported.error;
+  }
+
+  /** Absolute indices (append order numbers) of the matches, in time order. */
+  private select(query: HistoryQuery): number[] {
+    const { predicate, since, until } = query;
+    const last = query.last ?? 0;
+    if (!Number.isSafeInteger(last) || last < 0) {
+      throw new Error(`"last" must be a non-negative integer, got ${last}`);
+    }
+    const c = this.columns;
+    const view = this.view;
+    const capacity = c.capacity;
+    const sinceS = since === undefined ? -Infinity : secondsOf(since);
+    const sinceN = since?.nanos ?? 0;
+    const untilS = until === undefined ? Infinity : secondsOf(until);
+    const untilN = until?.nanos ?? 0;
+    const oldest = this.appendedTotal - this.count;
+
+    const matches = (slot: number): boolean => {
+      if (since !== undefined) {
+        const s = c.f64[slot * F64 + F_END_S]!;
+        if (s < sinceS || (s === sinceS && c.u32[slot * U32 + U_END_NS]! < sinceN)) return false;
+      }
+      if (until !== undefined) {
+        const s = c.f64[slot * F64 + F_START_S]!;
+        if (s > untilS || (s === untilS && c.u32[slot * U32 + U_START_NS]! > untilN)) return false;
+      }
+      if (predicate === undefined) return true;
+      view.slot = slot;
+      return predicate(view);
+    };
+
+    const found: number[] = [];
+    if (last === 0) {
+      for (let a = oldest; a < this.appendedTotal; a++) if (matches(a % capacity)) found.push(a);
+    } else {
+      // Newest first until no older record can still be among the N newest: everything
+      // appended before `a` ends no later than a's end plus the worst lateness seen.
+      let oldestOfFirstN = Infinity;
+      const margin = 1e-3; // seconds; absorbs float rounding of (seconds + nanos)
+      for (let a = this.appendedTotal - 1; a >= oldest; a--) {
+        const slot = a % capacity;
+        const endTime = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
+        if (found.length >= last && oldestOfFirstN > endTime + this.maxLateness + margin) break;
+        if (!matches(slot)) continue;
+        found.push(a);
+        if (found.length <= last && endTime < oldestOfFirstN) oldestOfFirstN = endTime;
+      }
+      found.reverse();
+    }
+
+    const before = (a: number, b: number): number => {
+      const sa = a % capacity, sb = b % capacity;
+      return c.endSeconds(sa) - c.endSeconds(sb) || c.endNanos(sa) - c.endNanos(sb) || a - b;
+    };
+    let sorted = true;
+    for (let k = 1; k < found.length; k++) {
+      if (before(found[k - 1]!, found[k]!) > 0) { sorted = false; break; }
+    }
+    if (!sorted) found.sort(before);
+    return last > 0 && found.length > last ? found.slice(found.length - last) : found;
+  }
+
+  private materialize(slot: number): FlowRecord {
+    const c = this.columns;
+    const present = c.u8[slot * U8 + B_PRESENT]!;
+    const s = slot * STR, u = slot * U32, i = slot * I32, l = slot * U64;
+    return {
+      startTime: (present & HAS_START) !== 0 ? timestampOf(c, slot, F_START_S, U_START_NS) : undefined,
+      endTime: (present & HAS_END) !== 0 ? timestampOf(c, slot, F_END_S, U_END_NS) : undefined,
+      node: c.strings[s + S_NODE]!,
+      point: c.i32[i + I_POINT]!,
+      reporter: c.i32[i + I_REPORTER]!,
+      interface: c.strings[s + S_IFACE]!,
+      ifindex: c.u32[u + U_IFINDEX]!,
+      ip: (present & HAS_IP) !== 0
+        ? { source: c.strings[s + S_IP_SRC]!, destination: c.strings[s + S_IP_DST]!, version: c.i32[i + I_IP_VERSION]! }
+        : undefined,
+      l4: (present & HAS_L4) !== 0
+        ? {
+          protocol: c.u32[u + U_PROTO]!,
+          protocolName: c.strings[s + S_PROTO]!,
+          sourcePort: c.u32[u + U_SPORT]!,
+          destinationPort: c.u32[u + U_DPORT]!,
+          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? unpackTcpFlags(c.u8[slot * U8 + B_TCP_FLAGS]!) : undefined,
+          icmpType: c.u32[u + U_ICMP_TYPE]!,
+          icmpCode: c.u32[u + U_ICMP_CODE]!,
+        }
+        : undefined,
+      packets: c.u64[l + L_PACKETS]!,
+      bytes: c.u64[l + L_BYTES]!,
+      source: c.endpoints[slot * EP],
+      destination: c.endpoints[slot * EP + 1],
+      verdict: c.i32[i + I_VERDICT]!,
+      sequence: c.u64[l + L_SEQUENCE]!,
+    };
+  }
+}
