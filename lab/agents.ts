@@ -1,0 +1,114 @@
+// One bulkhead agent per lab node, run inside the node netns as a DaemonSet pod with
+// hostNetwork would run on a real node. The command line comes from `agentCommand` alone, so
+// it can change in one place; `lab up` waits for each agent's /healthz.
+import { spawn } from "node:child_process";
+import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
+import { mkdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { netnsExecArgv, run } from "./netns.js";
+import { LOGS_DIR, type LabAgent, type LabNode } from "./state.js";
+
+export const AGENT_METRICS_PORT = 9964;
+export const AGENT_HEALTH_TIMEOUT_MS = 20_000;
+
+export interface AgentCommandContext {
+  node: string;
+  netns: string;
+  repoRoot: string;
+  /** BPF pin folder that `lab down` removes (the agent's, if it takes one as a flag). */
+  pinDir: string;
+  exportFile?: string;
+}
+
+export type AgentCommand = (ctx: AgentCommandContext) => string[];
+
+/** The agent command line for one node (the one place to change it). */
+export const agentCommand: AgentCommand = (ctx) => [
+  ...netnsExecArgv(ctx.netns, [
+    process.execPath,
+    path.join(ctx.repoRoot, "dist", "cli", "main.js"),
+    "agent",
+    "--node", ctx.node,
+    "--metrics-addr", `0.0.0.0:${AGENT_METRICS_PORT}`,
+    ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
+  ]),
+];
+
+/** The repository root: the nearest folder above this file with bulkhead's package.json. */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, "package.json");
+    if (existsSync(pkg) && /"name"\s*:\s*"bulkhead"/.test(readFileSync(pkg, "utf8"))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`cannot find bulkhead's package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+}
+
+export interface StartAgentsOptions {
+  stateDir: string;
+  pinDir: string;
+  exportDir?: string;
+  command?: AgentCommand;
+  timeoutMs?: number;
+}
+
+/** Starts every node's agent (detached, logging to `<stateDir>/logs/agent-<node>.log`) and waits for /healthz. */
+export async function startAgents(nodes: readonly LabNode[], opts: StartAgentsOptions): Promise<LabAgent[]> {
+  const logs = path.join(opts.stateDir, LOGS_DIR);
+  await mkdir(logs, { recursive: true });
+  if (opts.exportDir !== undefined) await mkdir(opts.exportDir, { recursive: true });
+  const command = opts.command ?? agentCommand;
+  const root = repoRoot();
+  const started = nodes.map((node) => {
+    const agent: LabAgent = { node: node.name, pid: 0, log: path.join(logs, `agent-${node.name}.log`) };
+    if (opts.exportDir !== undefined) agent.exportFile = path.join(opts.exportDir, `${node.name}.jsonl`);
+    const ctx: AgentCommandContext = { node: node.name, netns: node.netns, repoRoot: root, pinDir: opts.pinDir };
+    if (agent.exportFile !== undefined) ctx.exportFile = agent.exportFile;
+    const argv = command(ctx);
+    const [cmd, ...args] = argv;
+    if (cmd === undefined) throw new Error(`agent command for node ${node.name} is empty`);
+    const fd = openSync(agent.log, "a");
+    let exited: string | undefined;
+    try {
+      const child = spawn(cmd, args, { detached: true, stdio: ["ignore", fd, fd] });
+      child.on("error", (err) => { exited = err.message; });
+      child.on("exit", (code, signal) => { exited = signal ? `killed by ${signal}` : `exited with code ${code}`; });
+      child.unref();
+      agent.pid = child.pid ?? 0;
+    } finally {
+      closeSync(fd);
+    }
+    return { agent, node, argv, exited: () => exited };
+  });
+  await Promise.all(started.map(async ({ agent, node, argv, exited }) => {
+    const deadline = Date.now() + (opts.timeoutMs ?? AGENT_HEALTH_TIMEOUT_MS);
+    for (;;) {
+      const reason = exited();
+      if (reason !== undefined || agent.pid === 0) {
+        throw new Error(`agent on node ${node.name} ${reason ?? "did not start"} (command: ${argv.join(" ")})${await logTail(agent.log)}`);
+      }
+      if (await healthy(node)) return;
+      if (Date.now() > deadline) {
+        throw new Error(`agent on node ${node.name} (pid ${agent.pid}) not healthy after ${(opts.timeoutMs ?? AGENT_HEALTH_TIMEOUT_MS) / 1000} s: `
+          + `http://127.0.0.1:${AGENT_METRICS_PORT}/healthz in netns ${node.netns} did not answer${await logTail(agent.log)}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }));
+  return started.map((s) => s.agent);
+}
+
+async function healthy(node: LabNode): Promise<boolean> {
+  const url = `http://127.0.0.1:${AGENT_METRICS_PORT}/healthz`;
+  const result = await run(netnsExecArgv(node.netns, ["curl", "-sf", "--max-time", "1", url]), { allowFail: true });
+  return result.code === 0;
+}
+
+async function logTail(file: string, lines = 20): Promise<string> {
+  const text = await readFile(file, "utf8").catch(() => "");
+  const tail = text.trimEnd().split("\n").slice(-lines).join("\n");
+  return tail ? `\n--- last lines of ${file} ---\n${tail}` : `\n(${file} is empty)`;
+}

@@ -1,0 +1,243 @@
+// `bulkhead lab …`: the command-line face of lab.ts. runLab takes the arguments after "lab"
+// and returns the exit code: 0 done, 1 failed, 2 usage error (the message names the flag).
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { constants } from "node:os";
+import { Lab, down, up, type LabStatus, type PodInput, type UpOptions } from "./lab.js";
+import { FieldError } from "./fields.js";
+import { MAX_NODES, PROTOCOLS, type Protocol } from "./topology.js";
+import { DEFAULT_STATE_DIR, LabNotUpError } from "./state.js";
+
+export interface LabIO {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+}
+
+const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
+
+  up [--nodes N] [--topology FILE] [--export-dir DIR] [--no-agents]
+                              build the lab (removes a previous one first)
+  down                        remove every lab netns, agent, pin and the state
+  status [-o table|json]      nodes, pods, services
+  exec NS/POD -- CMD...       run CMD in the pod's network namespace
+  pod add NS/NAME [--node N] [--label k=v]... [--port [name:]port[/TCP|UDP|SCTP]]...
+  pod delete NS/NAME
+  pod label NS/NAME k=v... [k-]...
+
+The state dir defaults to $BULKHEAD_LAB_STATE_DIR or ${DEFAULT_STATE_DIR}.
+`;
+
+class UsageError extends Error {}
+
+export async function runLab(argv: readonly string[], io: LabIO = process): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "up": return await cmdUp(rest, io);
+      case "down": return await cmdDown(rest, io);
+      case "status": return await cmdStatus(rest, io);
+      case "exec": return await cmdExec(rest);
+      case "pod": return await cmdPod(rest, io);
+      case undefined: case "help": case "-h": case "--help":
+        io.stdout.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr.write(`bulkhead lab: ${err.message}\n(bulkhead lab help: usage)\n`);
+      return 2;
+    }
+    if (err instanceof FieldError) {
+      io.stderr.write(`bulkhead lab: ${err.message}\n`);
+      return 2;
+    }
+    io.stderr.write(`bulkhead lab ${command ?? ""}: ${err instanceof LabNotUpError ? err.message : (err as Error).message}\n`);
+    return 1;
+  }
+}
+
+const STATE_DIR_OPTION = { "state-dir": { type: "string" } } as const;
+
+function parse<T extends NonNullable<ParseArgsConfig["options"]>>(args: readonly string[], options: T, command: string) {
+  try {
+    return parseArgs({ args: [...args], options: { ...STATE_DIR_OPTION, ...options }, allowPositionals: true, strict: true });
+  } catch (err) {
+    // node:util names the flag: "Unknown option '--foo'", "Option '--nodes <value>' argument missing".
+    throw new UsageError(`${command}: ${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}`);
+  }
+}
+
+function stateDirOf(values: { "state-dir"?: string | boolean | (string | boolean)[] | undefined }): string {
+  const v = values["state-dir"];
+  if (v !== undefined && typeof v !== "string") throw new UsageError("--state-dir: expected a directory");
+  if (v === "") throw new UsageError("--state-dir: expected a directory, got an empty string");
+  return v ?? process.env.BULKHEAD_LAB_STATE_DIR ?? DEFAULT_STATE_DIR;
+}
+
+function noPositionals(positionals: string[], command: string): void {
+  if (positionals.length > 0) throw new UsageError(`${command}: unexpected argument ${JSON.stringify(positionals[0])}`);
+}
+
+async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, {
+    nodes: { type: "string" },
+    topology: { type: "string" },
+    "export-dir": { type: "string" },
+    "no-agents": { type: "boolean" },
+  }, "up");
+  noPositionals(positionals, "up");
+  const opts: UpOptions = {
+    stateDir: stateDirOf(values),
+    startAgents: values["no-agents"] !== true,
+    removeLeftoverPins: true,
+    log: (line) => io.stderr.write(`${line}\n`),
+  };
+  if (values.nodes !== undefined) {
+    if (!/^\d+$/.test(values.nodes) || Number(values.nodes) < 1 || Number(values.nodes) > MAX_NODES) {
+      throw new UsageError(`--nodes: expected an integer 1-${MAX_NODES}, got ${JSON.stringify(values.nodes)}`);
+    }
+    opts.nodes = Number(values.nodes);
+  }
+  if (values.topology !== undefined) opts.topology = values.topology;
+  if (values["export-dir"] !== undefined) opts.exportDir = values["export-dir"];
+  const lab = await up(opts);
+  writeTable(io, await lab.status());
+  return 0;
+}
+
+async function cmdDown(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, {}, "down");
+  noPositionals(positionals, "down");
+  const report = await down(stateDirOf(values), { removePins: true, log: (line) => io.stderr.write(`${line}\n`) });
+  io.stdout.write(`lab down: removed ${report.netns.length} netns, stopped ${report.stoppedPids.length} processes${report.pinsRemoved ? ", removed BPF pins" : ""}\n`);
+  return 0;
+}
+
+async function cmdStatus(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, { output: { type: "string", short: "o" } }, "status");
+  noPositionals(positionals, "status");
+  const format = values.output ?? "table";
+  if (format !== "table" && format !== "json") throw new UsageError(`-o/--output: expected table or json, got ${JSON.stringify(format)}`);
+  const status = await new Lab(stateDirOf(values)).status();
+  if (format === "json") io.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+  else writeTable(io, status);
+  return status.problems.length === 0 ? 0 : 1;
+}
+
+async function cmdExec(args: readonly string[]): Promise<number> {
+  const dash = args.indexOf("--");
+  if (dash < 0) throw new UsageError("exec: expected NS/POD -- CMD...");
+  const { values, positionals } = parse(args.slice(0, dash), {}, "exec");
+  const command = args.slice(dash + 1);
+  if (positionals.length !== 1) throw new UsageError("exec: expected exactly one NS/POD before --");
+  if (command.length === 0) throw new UsageError("exec: expected a command after --");
+  const child = await new Lab(stateDirOf(values)).spawn(positionals[0] ?? "", command, { stdio: "inherit" });
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      resolve(code ?? 128 + (signal ? (constants.signals as Record<string, number>)[signal] ?? 0 : 0));
+    });
+  });
+}
+
+async function cmdPod(args: readonly string[], io: LabIO): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case "add": {
+      const { values, positionals } = parse(rest, {
+        node: { type: "string" },
+        label: { type: "string", multiple: true },
+        port: { type: "string", multiple: true },
+      }, "pod add");
+      const [namespace, name] = podArg(positionals, "pod add");
+      const input: PodInput = { namespace, name, labels: Object.fromEntries((values.label ?? []).map((l) => labelArg(l, "--label"))) };
+      if (values.node !== undefined) input.node = values.node;
+      if (values.port) input.ports = values.port.map(portArg);
+      const pod = await new Lab(stateDirOf(values)).addPod(input);
+      io.stdout.write(`pod ${pod.namespace}/${pod.name} on ${pod.node}: ${pod.ip} ${pod.ipv6} (netns ${pod.netns}, host veth ${pod.hostIface})\n`);
+      return 0;
+    }
+    case "delete": {
+      const { values, positionals } = parse(rest, {}, "pod delete");
+      const [namespace, name] = podArg(positionals, "pod delete");
+      await new Lab(stateDirOf(values)).deletePod(namespace, name);
+      io.stdout.write(`pod ${namespace}/${name} deleted\n`);
+      return 0;
+    }
+    case "label": {
+      const { values, positionals } = parse(rest, {}, "pod label");
+      const [target, ...changes] = positionals;
+      const [namespace, name] = podArg(target === undefined ? [] : [target], "pod label");
+      if (changes.length === 0) throw new UsageError("pod label: expected k=v or k- after NS/NAME");
+      const patch: Record<string, string | null> = {};
+      for (const change of changes) {
+        if (/^[^=]+-$/.test(change)) patch[change.slice(0, -1)] = null;
+        else {
+          const [k, v] = labelArg(change, "pod label");
+          patch[k] = v;
+        }
+      }
+      const pod = await new Lab(stateDirOf(values)).patchPodLabels(namespace, name, patch);
+      io.stdout.write(`pod ${namespace}/${name} labels: ${formatLabels(pod.labels)}\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`pod: expected add, delete or label, got ${JSON.stringify(sub ?? "")}`);
+  }
+}
+
+function podArg(positionals: string[], command: string): [string, string] {
+  const [ref, extra] = positionals;
+  if (ref === undefined || extra !== undefined) throw new UsageError(`${command}: expected exactly one NS/NAME`);
+  const m = /^([^/]+)\/([^/]+)$/.exec(ref);
+  if (!m) throw new UsageError(`${command}: expected NS/NAME, got ${JSON.stringify(ref)}`);
+  return [m[1] ?? "", m[2] ?? ""];
+}
+
+function labelArg(text: string, flag: string): [string, string] {
+  const eq = text.indexOf("=");
+  if (eq <= 0) throw new UsageError(`${flag}: expected key=value, got ${JSON.stringify(text)}`);
+  return [text.slice(0, eq), text.slice(eq + 1)];
+}
+
+/** `[name:]port[/PROTOCOL]`, e.g. `http:8080`, `53/UDP`, `serve-80-tcp:80/TCP`. */
+function portArg(text: string): NonNullable<PodInput["ports"]>[number] {
+  const m = /^(?:([a-z0-9-]+):)?(\d{1,5})(?:\/([A-Za-z]+))?$/.exec(text);
+  const proto = m?.[3]?.toUpperCase();
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535 || (proto !== undefined && !(PROTOCOLS as readonly string[]).includes(proto))) {
+    throw new UsageError(`--port: expected [name:]port[/TCP|UDP|SCTP] with port 1-65535, got ${JSON.stringify(text)}`);
+  }
+  const port: NonNullable<PodInput["ports"]>[number] = { port: Number(m[2]), protocol: (proto ?? "TCP") as Protocol };
+  if (m[1] !== undefined) port.name = m[1];
+  return port;
+}
+
+function formatLabels(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "<none>";
+}
+
+function writeTable(io: LabIO, status: LabStatus): void {
+  const table = (rows: string[][]): string => {
+    const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+    return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  ")).join("\n");
+  };
+  const out: string[] = [];
+  out.push(table([["NODE", "IP", "IPV6", "POD CIDRS", "NETNS", "AGENT"], ...status.nodes.map((n) => {
+    const agent = status.agents.find((a) => a.node === n.name);
+    return [n.name, n.ip, n.ipv6, `${n.podCIDR},${n.podCIDRv6}`, n.netns, agent ? `pid ${agent.pid} ${agent.running ? "running" : "NOT RUNNING"}` : "-"];
+  })]));
+  out.push("");
+  out.push(table([["NAMESPACE", "POD", "NODE", "IP", "IPV6", "HOST VETH", "LABELS"], ...status.pods.map((p) =>
+    [p.namespace, p.name, p.node, p.ip, p.ipv6, p.hostIface, formatLabels(p.labels)])]));
+  out.push("");
+  out.push(table([["NAMESPACE", "SERVICE", "CLUSTER-IP", "PORTS", "ENDPOINTS"], ...status.services.map((s) => [
+    s.namespace, s.name, s.clusterIP,
+    s.ports.map((p) => `${p.port}/${p.protocol}→${p.targetPort}`).join(","),
+    [...new Set(s.endpoints.flat())].join(",") || "<none>",
+  ])]));
+  out.push("");
+  out.push(`manifests: ${status.manifestsDir}`);
+  for (const problem of status.problems) out.push(`PROBLEM: ${problem}`);
+  io.stdout.write(`${out.join("\n")}\n`);
+}

@@ -1,0 +1,574 @@
+// The lab's programmatic API, used by tests and by `bulkhead lab …`. Every call reads and
+// writes `<stateDir>/state.json` under the state dir's lock, so separate processes can work
+// on the same lab. A change is applied to the datapath first, then to the Service rules,
+// the manifests and the state file.
+import { randomUUID } from "node:crypto";
+import { spawn as spawnChild, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { readdir, rm, rmdir } from "node:fs/promises";
+import path from "node:path";
+import {
+  allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, podAddresses, podHost,
+  podNetnsName, UNDERLAY_NETNS,
+} from "./addressing.js";
+import { startAgents, type AgentCommand } from "./agents.js";
+import {
+  BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
+} from "./datapath.js";
+import { resolveService } from "./endpoints.js";
+import { FieldReader } from "./fields.js";
+import { manifestsDir, writeManifests } from "./manifests.js";
+import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";
+import { applyServiceRules } from "./services.js";
+import {
+  DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, readState, requireState, withLock, writeState,
+  type LabPod, type LabService, type LabState,
+} from "./state.js";
+import {
+  defaultTopology, loadTopology, parseTopology, readNamespaceSpec, readPodSpec, readServiceSpec,
+  type Protocol, type ServiceSpec, type Topology,
+} from "./topology.js";
+import { expandTopology, type PlannedPod } from "./workloads.js";
+
+export interface UpOptions {
+  /** node1..nodeN, replacing the topology's nodes. */
+  nodes?: number;
+  /** A topology file (YAML or JSON) or a topology object; default: DEFAULT_TOPOLOGY. */
+  topology?: string | Topology;
+  /** Where agents write `<node>.jsonl` flow exports. */
+  exportDir?: string;
+  stateDir?: string;
+  /** Default true. Tests pass false and run without agents. */
+  startAgents?: boolean;
+  /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests. */
+  agentCommand?: AgentCommand;
+  agentTimeoutMs?: number;
+  /** Remove the BPF pin folder when a crashed lab is cleaned up (the CLI does). */
+  removeLeftoverPins?: boolean;
+  /** The agents' BPF pin folder, removed by `down`; default /sys/fs/bpf/bulkhead. */
+  pinDir?: string;
+  /** Progress and warnings, one line each. */
+  log?: (line: string) => void;
+}
+
+export interface DownOptions {
+  /** Remove the agents' BPF pin folder. Default: only if the lab being removed started agents. */
+  removePins?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface PodInput {
+  namespace: string;
+  name: string;
+  node?: string;
+  labels?: Record<string, string>;
+  ports?: { name?: string; port: number; protocol?: Protocol }[];
+}
+
+export interface ServiceInput {
+  namespace: string;
+  name: string;
+  selector: Record<string, string>;
+  ports: { name?: string; port: number; targetPort?: number | string; protocol?: Protocol }[];
+  clusterIP?: string;
+}
+
+export interface NodeStatus {
+  name: string;
+  ip: string;
+  ipv6: string;
+  podCIDR: string;
+  podCIDRv6: string;
+  netns: string;
+}
+
+export interface PodStatus {
+  namespace: string;
+  name: string;
+  ip: string;
+  ipv6: string;
+  node: string;
+  labels: Record<string, string>;
+  uid: string;
+  netns: string;
+  hostIface: string;
+  ports: { name?: string; port: number; protocol: Protocol }[];
+  owner?: { kind: string; name: string };
+}
+
+export interface ServiceStatus {
+  namespace: string;
+  name: string;
+  clusterIP: string;
+  ports: { name?: string; port: number; protocol: Protocol; targetPort: number | string }[];
+  selector: Record<string, string>;
+  /** Backends as `podIP:port`, per Service port in `ports` order. */
+  endpoints: string[][];
+}
+
+export interface AgentStatus {
+  node: string;
+  pid: number;
+  running: boolean;
+  log: string;
+  exportFile?: string;
+}
+
+export interface LabStatus {
+  stateDir: string;
+  manifestsDir: string;
+  nodes: NodeStatus[];
+  namespaces: { name: string; labels: Record<string, string> }[];
+  pods: PodStatus[];
+  services: ServiceStatus[];
+  agents: AgentStatus[];
+  /** Empty when every netns the state names exists and the underlay belongs to this state dir. */
+  problems: string[];
+}
+
+/** "namespace/name" or an object. */
+export type PodRef = string | { namespace: string; name: string };
+
+export interface ExecOptions {
+  input?: string;
+  timeoutMs?: number;
+}
+
+export async function up(opts: UpOptions = {}): Promise<Lab> {
+  const stateDir = path.resolve(opts.stateDir ?? DEFAULT_STATE_DIR);
+  const log = opts.log ?? (() => {});
+  const topology = await resolveTopology(opts);
+  const withAgents = opts.startAgents ?? true;
+  await withLock(stateDir, async () => {
+    await removeLeftovers(stateDir, opts.removeLeftoverPins, log);
+    const state = planState(stateDir, topology, withAgents, path.resolve(opts.pinDir ?? BPF_PIN_DIR), opts.exportDir);
+    try {
+      await createUnderlay(stateDir);
+      await createNodes(state.nodes);
+      await createPods(state.pods, state.nodes);
+      await commit(state, { forceRules: true });
+      log(`lab up: ${state.nodes.length} nodes, ${state.pods.length} pods, ${state.services.length} services (state ${stateDir})`);
+      if (withAgents) {
+        const agentOpts: Parameters<typeof startAgents>[1] = { stateDir, pinDir: state.pinDir };
+        if (state.exportDir !== undefined) agentOpts.exportDir = state.exportDir;
+        if (opts.agentCommand) agentOpts.command = opts.agentCommand;
+        if (opts.agentTimeoutMs !== undefined) agentOpts.timeoutMs = opts.agentTimeoutMs;
+        state.agents = await startAgents(state.nodes, agentOpts);
+        await writeState(state);
+        log(`lab up: agents running (${state.agents.map((a) => `${a.node} pid ${a.pid}`).join(", ")})`);
+      }
+    } catch (err) {
+      // Leave nothing half-built behind.
+      await cleanup(stateDir, { removePins: withAgents, log }, state.pinDir).catch((e: Error) => log(`lab up: cleanup after failure: ${e.message}`));
+      throw err;
+    }
+  });
+  return new Lab(stateDir);
+}
+
+/** Removes the lab: agents, every lab netns, BPF pins (see DownOptions), the state dir's contents. Idempotent. */
+export async function down(stateDir: string = DEFAULT_STATE_DIR, opts: DownOptions = {}): Promise<TeardownReport> {
+  const dir = path.resolve(stateDir);
+  const report = await withLock(dir, () => cleanup(dir, opts));
+  await rmdir(dir).catch(() => { /* not empty: someone else's files, or a new lab */ });
+  return report;
+}
+
+export async function status(stateDir: string = DEFAULT_STATE_DIR): Promise<LabStatus> {
+  return new Lab(stateDir).status();
+}
+
+export function openLab(stateDir: string = DEFAULT_STATE_DIR): Lab {
+  return new Lab(stateDir);
+}
+
+export class Lab {
+  readonly stateDir: string;
+
+  constructor(stateDir: string = DEFAULT_STATE_DIR) {
+    this.stateDir = path.resolve(stateDir);
+  }
+
+  async status(): Promise<LabStatus> {
+    const state = await requireState(this.stateDir);
+    const present = new Set(await listNetns());
+    const problems: string[] = [];
+    for (const item of [{ netns: UNDERLAY_NETNS, what: "underlay" }, ...state.nodes.map((n) => ({ netns: n.netns, what: `node ${n.name}` })),
+      ...state.pods.map((p) => ({ netns: p.netns, what: `pod ${p.namespace}/${p.name}` }))]) {
+      if (!present.has(item.netns)) problems.push(`${item.what}: netns ${item.netns} is missing`);
+    }
+    if (present.has(UNDERLAY_NETNS)) {
+      const owner = await underlayOwner();
+      if (owner !== undefined && owner !== this.stateDir) problems.push(`the lab's netns belong to another state dir (${owner}); this state is stale`);
+    }
+    const agents = await Promise.all(state.agents.map(async (a) => {
+      const s: AgentStatus = { node: a.node, pid: a.pid, running: await running(a.pid), log: a.log };
+      if (a.exportFile !== undefined) s.exportFile = a.exportFile;
+      return s;
+    }));
+    return {
+      stateDir: this.stateDir,
+      manifestsDir: manifestsDir(this.stateDir),
+      nodes: state.nodes.map((n) => ({ name: n.name, ip: n.ip, ipv6: n.ipv6, podCIDR: n.podCIDR, podCIDRv6: n.podCIDRv6, netns: n.netns })),
+      namespaces: state.namespaces.map((ns) => ({ name: ns.name, labels: { ...ns.labels, "kubernetes.io/metadata.name": ns.name } })),
+      pods: state.pods.map(podStatus),
+      services: state.services.map((svc) => serviceStatus(svc, state.pods)),
+      agents,
+      problems,
+    };
+  }
+
+  async addPod(input: PodInput): Promise<PodStatus> {
+    const spec = readPodSpec(new FieldReader("addPod"), input, "pod");
+    return this.mutate(async (state) => {
+      requireNamespace(state, spec.namespace);
+      if (state.pods.some((p) => p.namespace === spec.namespace && p.name === spec.name)) {
+        throw new Error(`pod ${spec.namespace}/${spec.name} already exists`);
+      }
+      if (spec.node !== undefined) requireNode(state, spec.node);
+      const taken = new Set(await listNetns());
+      const pod = placePod(state, { ...spec, container: spec.name }, new Date().toISOString(), taken);
+      try {
+        await createPods([pod], state.nodes);
+      } catch (err) {
+        await deletePodDatapath(pod, state.nodes).catch(() => {});
+        throw err;
+      }
+      state.pods.push(pod);
+      await commit(state);
+      return podStatus(pod);
+    });
+  }
+
+  async deletePod(namespace: string, name: string): Promise<void> {
+    await this.mutate(async (state) => {
+      const pod = findPod(state, namespace, name);
+      await deletePodDatapath(pod, state.nodes);
+      state.pods = state.pods.filter((p) => p !== pod);
+      await commit(state);
+    });
+  }
+
+  /** Replaces the pod's labels. */
+  async setPodLabels(namespace: string, name: string, labels: Record<string, string>): Promise<PodStatus> {
+    const checked = new FieldReader("setPodLabels").labels(labels, "labels");
+    return this.mutate(async (state) => {
+      const pod = findPod(state, namespace, name);
+      pod.labels = checked;
+      await commit(state);
+      return podStatus(pod);
+    });
+  }
+
+  /** Adds or overwrites labels; a null value removes that label (kubectl label k-). */
+  async patchPodLabels(namespace: string, name: string, patch: Record<string, string | null>): Promise<PodStatus> {
+    const { set, remove } = splitPatch(patch, "patchPodLabels");
+    return this.mutate(async (state) => {
+      const pod = findPod(state, namespace, name);
+      pod.labels = applyPatch(pod.labels, set, remove);
+      await commit(state);
+      return podStatus(pod);
+    });
+  }
+
+  async addNamespace(name: string, labels: Record<string, string> = {}): Promise<void> {
+    const spec = readNamespaceSpec(new FieldReader("addNamespace"), { name, labels }, "namespace");
+    await this.mutate(async (state) => {
+      if (state.namespaces.some((ns) => ns.name === spec.name)) throw new Error(`namespace ${spec.name} already exists`);
+      state.namespaces.push({ ...spec, uid: randomUUID(), creationTimestamp: new Date().toISOString() });
+      await commit(state);
+    });
+  }
+
+  /** Replaces the namespace's labels (kubernetes.io/metadata.name always stays). */
+  async setNamespaceLabels(name: string, labels: Record<string, string>): Promise<void> {
+    const checked = new FieldReader("setNamespaceLabels").labels(labels, "labels");
+    await this.mutate(async (state) => {
+      requireNamespace(state, name).labels = withoutNameLabel(checked);
+      await commit(state);
+    });
+  }
+
+  async patchNamespaceLabels(name: string, patch: Record<string, string | null>): Promise<void> {
+    const { set, remove } = splitPatch(patch, "patchNamespaceLabels");
+    await this.mutate(async (state) => {
+      const ns = requireNamespace(state, name);
+      ns.labels = withoutNameLabel(applyPatch(ns.labels, set, remove));
+      await commit(state);
+    });
+  }
+
+  async addService(input: ServiceInput): Promise<ServiceStatus> {
+    const spec = readServiceSpec(new FieldReader("addService"), input, "service");
+    return this.mutate(async (state) => {
+      requireNamespace(state, spec.namespace);
+      if (state.services.some((s) => s.namespace === spec.namespace && s.name === spec.name)) {
+        throw new Error(`service ${spec.namespace}/${spec.name} already exists`);
+      }
+      const svc = makeService(state, spec, new Date().toISOString());
+      state.services.push(svc);
+      await commit(state);
+      return serviceStatus(svc, state.pods);
+    });
+  }
+
+  async deleteService(namespace: string, name: string): Promise<void> {
+    await this.mutate(async (state) => {
+      const svc = state.services.find((s) => s.namespace === namespace && s.name === name);
+      if (!svc) throw new Error(`service ${namespace}/${name} not found`);
+      state.services = state.services.filter((s) => s !== svc);
+      await commit(state);
+    });
+  }
+
+  /** Runs `argv` in the pod's netns and collects its output; a non-zero exit is a result, not an error. */
+  async exec(target: PodRef, argv: readonly string[], opts: ExecOptions = {}): Promise<RunResult> {
+    const pod = findPod(await requireState(this.stateDir), ...splitRef(target));
+    return run(netnsExecArgv(pod.netns, argv), { ...opts, allowFail: true });
+  }
+
+  /** Starts `argv` in the pod's netns (e.g. a server a test talks to); the caller owns the child. */
+  async spawn(target: PodRef, argv: readonly string[], opts: SpawnOptions = {}): Promise<ChildProcess> {
+    const pod = findPod(await requireState(this.stateDir), ...splitRef(target));
+    const [cmd, ...args] = netnsExecArgv(pod.netns, argv);
+    return spawnChild(cmd ?? "ip", args, opts);
+  }
+
+  async nodeExec(node: string, argv: readonly string[], opts: ExecOptions = {}): Promise<RunResult> {
+    const n = requireNode(await requireState(this.stateDir), node);
+    return run(netnsExecArgv(n.netns, argv), { ...opts, allowFail: true });
+  }
+
+  async nodeSpawn(node: string, argv: readonly string[], opts: SpawnOptions = {}): Promise<ChildProcess> {
+    const n = requireNode(await requireState(this.stateDir), node);
+    const [cmd, ...args] = netnsExecArgv(n.netns, argv);
+    return spawnChild(cmd ?? "ip", args, opts);
+  }
+
+  down(opts: DownOptions = {}): Promise<TeardownReport> {
+    return down(this.stateDir, opts);
+  }
+
+  private mutate<T>(fn: (state: LabState) => Promise<T>): Promise<T> {
+    return withLock(this.stateDir, async () => fn(await requireState(this.stateDir)));
+  }
+}
+
+// ---- building state ---------------------------------------------------------------------------
+
+async function resolveTopology(opts: UpOptions): Promise<Topology> {
+  const parseOpts = opts.nodes !== undefined ? { nodes: opts.nodes } : {};
+  if (typeof opts.topology === "string") return loadTopology(opts.topology, parseOpts);
+  // An object goes through the same checks as a file.
+  if (opts.topology) return parseTopology(JSON.stringify(topologyDocument(opts.topology)), "topology", parseOpts);
+  return defaultTopology(parseOpts);
+}
+
+function topologyDocument(t: Topology): unknown {
+  return { nodes: t.nodes, namespaces: t.namespaces, pods: t.pods, workloads: t.workloads, services: t.services };
+}
+
+function planState(stateDir: string, topology: Topology, agentsEnabled: boolean, pinDir: string, exportDir: string | undefined): LabState {
+  const now = new Date().toISOString();
+  const state: LabState = {
+    version: 1,
+    stateDir,
+    createdAt: now,
+    nodes: topology.nodes.map((name, i) => ({
+      name, index: i + 1, ...nodeAddresses(i + 1), netns: nodeNetns(name), uid: randomUUID(), creationTimestamp: now,
+    })),
+    namespaces: topology.namespaces.map((ns) => ({ ...ns, uid: randomUUID(), creationTimestamp: now })),
+    workloads: [],
+    pods: [],
+    services: [],
+    agents: [],
+    agentsEnabled,
+    pinDir,
+    nextNode: 0,
+    rulesDigest: "",
+  };
+  if (exportDir !== undefined) state.exportDir = path.resolve(exportDir);
+  const expanded = expandTopology(topology, randomUUID, now);
+  state.workloads = expanded.workloads;
+  const taken = new Set<string>();
+  for (const plan of expanded.pods) state.pods.push(placePod(state, plan, now, taken));
+  for (const spec of topology.services) state.services.push(makeService(state, spec, now));
+  return state;
+}
+
+/** Picks the node (given, or round-robin), the lowest free IP on it, and the pod's netns and veth names. */
+function placePod(state: LabState, plan: PlannedPod, now: string, takenNetns: Set<string>): LabPod {
+  let node = state.nodes.find((n) => n.name === plan.node);
+  if (!node) {
+    node = state.nodes[state.nextNode % state.nodes.length];
+    state.nextNode++;
+  }
+  if (!node) throw new Error("the lab has no nodes");
+  const used = new Set(state.pods.filter((p) => p.node === node.name).map((p) => podHost(p.ip)));
+  const host = allocatePodHost(used, node.name);
+  for (const p of state.pods) takenNetns.add(p.netns);
+  const netns = podNetnsName(plan.namespace, plan.name, takenNetns);
+  takenNetns.add(netns);
+  const pod: LabPod = {
+    namespace: plan.namespace,
+    name: plan.name,
+    uid: randomUUID(),
+    node: node.name,
+    ...podAddresses(node.index, host),
+    netns,
+    hostIface: hostIfaceName(plan.namespace, plan.name),
+    labels: plan.labels,
+    ports: plan.ports,
+    container: plan.container,
+    creationTimestamp: now,
+  };
+  if (plan.owner) pod.owner = plan.owner;
+  return pod;
+}
+
+function makeService(state: LabState, spec: ServiceSpec, now: string): LabService {
+  const used = new Set(state.services.map((s) => s.clusterIP));
+  if (spec.clusterIP !== undefined && used.has(spec.clusterIP)) {
+    throw new Error(`service ${spec.namespace}/${spec.name}: clusterIP ${spec.clusterIP} is already in use`);
+  }
+  return {
+    namespace: spec.namespace,
+    name: spec.name,
+    uid: randomUUID(),
+    clusterIP: spec.clusterIP ?? allocateClusterIP(used),
+    selector: spec.selector,
+    ports: spec.ports,
+    creationTimestamp: now,
+  };
+}
+
+/** Service rules, manifests, state file: the state is saved even if the rules fail. */
+async function commit(state: LabState, opts: { forceRules?: boolean } = {}): Promise<void> {
+  let failure: unknown;
+  try {
+    await applyServiceRules(state, { force: opts.forceRules ?? false });
+  } catch (err) {
+    failure = err;
+  }
+  await writeManifests(state);
+  await writeState(state);
+  if (failure !== undefined) throw failure;
+}
+
+// ---- teardown ---------------------------------------------------------------------------------
+
+async function removeLeftovers(stateDir: string, removePins: boolean | undefined, log: (line: string) => void): Promise<void> {
+  let previous: LabState | undefined;
+  let unreadable = false;
+  try {
+    previous = await readState(stateDir);
+  } catch {
+    unreadable = true;
+  }
+  const leftovers = (await listNetns()).filter((n) => isLabNetns(n, previous?.nodes.map((x) => x.name) ?? []));
+  if (!previous && !unreadable && leftovers.length === 0) return;
+  const owner = leftovers.includes(UNDERLAY_NETNS) ? await underlayOwner() : undefined;
+  log(`lab up: removing a previous lab first (${leftovers.length} netns${owner && owner !== stateDir ? `, state dir ${owner}` : ""})`);
+  const opts: DownOptions = { log };
+  if (removePins !== undefined) opts.removePins = removePins;
+  await cleanup(stateDir, opts);
+}
+
+/** `pinDir`: the pin folder when the state does not name one (it is not written yet, or lost). */
+async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR): Promise<TeardownReport> {
+  let previous: LabState | undefined;
+  try {
+    previous = await readState(stateDir);
+  } catch (err) {
+    opts.log?.(`lab down: ignoring unreadable state (${(err as Error).message})`);
+  }
+  const removePins = opts.removePins ?? previous?.agentsEnabled ?? false;
+  const teardownOpts: { pinDir?: string } = {};
+  if (removePins) teardownOpts.pinDir = previous?.pinDir ?? pinDir;
+  const report = await teardown(previous?.nodes.map((n) => n.name) ?? [], teardownOpts);
+  const entries = await readdir(stateDir).catch(() => [] as string[]);
+  for (const entry of entries) {
+    if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR) {
+      await rm(path.join(stateDir, entry), { recursive: true, force: true });
+    }
+  }
+  return report;
+}
+
+// ---- lookups and views ------------------------------------------------------------------------
+
+function splitRef(ref: PodRef): [string, string] {
+  if (typeof ref !== "string") return [ref.namespace, ref.name];
+  const slash = ref.indexOf("/");
+  if (slash <= 0 || slash === ref.length - 1) throw new Error(`expected a pod as NAMESPACE/NAME, got ${JSON.stringify(ref)}`);
+  return [ref.slice(0, slash), ref.slice(slash + 1)];
+}
+
+function findPod(state: LabState, namespace: string, name: string): LabPod {
+  const pod = state.pods.find((p) => p.namespace === namespace && p.name === name);
+  if (!pod) {
+    const inNs = state.pods.filter((p) => p.namespace === namespace).map((p) => p.name);
+    throw new Error(`pod ${namespace}/${name} not found (pods in ${namespace}: ${inNs.join(", ") || "none"})`);
+  }
+  return pod;
+}
+
+function requireNamespace(state: LabState, name: string) {
+  const ns = state.namespaces.find((n) => n.name === name);
+  if (!ns) throw new Error(`namespace ${name} not found (namespaces: ${state.namespaces.map((n) => n.name).join(", ")}); add it first`);
+  return ns;
+}
+
+function requireNode(state: LabState, name: string) {
+  const node = state.nodes.find((n) => n.name === name);
+  if (!node) throw new Error(`node ${name} not found (nodes: ${state.nodes.map((n) => n.name).join(", ")})`);
+  return node;
+}
+
+function splitPatch(patch: Record<string, string | null>, source: string): { set: Record<string, string>; remove: string[] } {
+  const set: Record<string, string> = {};
+  const remove: string[] = [];
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) remove.push(k);
+    else set[k] = v;
+  }
+  return { set: new FieldReader(source).labels(set, "labels"), remove };
+}
+
+function applyPatch(labels: Record<string, string>, set: Record<string, string>, remove: readonly string[]): Record<string, string> {
+  const out = { ...labels, ...set };
+  for (const k of remove) delete out[k];
+  return out;
+}
+
+function withoutNameLabel(labels: Record<string, string>): Record<string, string> {
+  const { ["kubernetes.io/metadata.name"]: _name, ...rest } = labels;
+  return rest;
+}
+
+function podStatus(pod: LabPod): PodStatus {
+  const s: PodStatus = {
+    namespace: pod.namespace,
+    name: pod.name,
+    ip: pod.ip,
+    ipv6: pod.ipv6,
+    node: pod.node,
+    labels: pod.labels,
+    uid: pod.uid,
+    netns: pod.netns,
+    hostIface: pod.hostIface,
+    ports: pod.ports,
+  };
+  if (pod.owner) s.owner = { kind: pod.owner.kind, name: pod.owner.name };
+  return s;
+}
+
+function serviceStatus(svc: LabService, pods: readonly LabPod[]): ServiceStatus {
+  return {
+    namespace: svc.namespace,
+    name: svc.name,
+    clusterIP: svc.clusterIP,
+    ports: svc.ports,
+    selector: svc.selector,
+    endpoints: resolveService(svc, pods).map((r) => r.backends.map((b) => `${b.pod.ip}:${b.port}`)),
+  };
+}

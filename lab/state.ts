@@ -1,0 +1,383 @@
+// The lab's runtime state: `<stateDir>/state.json`, shared by every process that works on
+// the same lab (`bulkhead lab up` in one shell, `lab status` in another, a test in a third).
+// Writes go to a temp file and are renamed into place; mutations hold `<stateDir>/lock`.
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { FieldReader, join } from "./fields.js";
+import { PROTOCOLS, WORKLOAD_KINDS, type ContainerPort, type Protocol, type ServicePort, type WorkloadKind } from "./topology.js";
+
+export const DEFAULT_STATE_DIR = "/run/bulkhead/lab";
+export const STATE_FILE = "state.json";
+export const LOCK_FILE = "lock";
+export const MANIFESTS_DIR = "manifests";
+export const LOGS_DIR = "logs";
+
+export interface LabNode {
+  name: string;
+  /** 1-based; fixes the node's addresses (see addressing.ts). */
+  index: number;
+  ip: string;
+  ipv6: string;
+  podCIDR: string;
+  podCIDRv6: string;
+  netns: string;
+  uid: string;
+  creationTimestamp: string;
+}
+
+export interface LabNamespace {
+  name: string;
+  labels: Record<string, string>;
+  uid: string;
+  creationTimestamp: string;
+}
+
+export interface OwnerRef {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+}
+
+export interface LabWorkload {
+  kind: WorkloadKind;
+  namespace: string;
+  name: string;
+  uid: string;
+  labels: Record<string, string>;
+  replicas: number;
+  ports: ContainerPort[];
+  /** pod-template-hash (Deployment) or controller-revision-hash suffix (others). */
+  templateHash: string;
+  creationTimestamp: string;
+  /** The ReplicaSet of a Deployment. */
+  replicaSet?: { name: string; uid: string };
+}
+
+export interface LabPod {
+  namespace: string;
+  name: string;
+  uid: string;
+  node: string;
+  ip: string;
+  ipv6: string;
+  netns: string;
+  /** Host-side veth in the node netns. */
+  hostIface: string;
+  labels: Record<string, string>;
+  ports: ContainerPort[];
+  container: string;
+  owner?: OwnerRef;
+  creationTimestamp: string;
+}
+
+export interface LabService {
+  namespace: string;
+  name: string;
+  uid: string;
+  clusterIP: string;
+  selector: Record<string, string>;
+  ports: ServicePort[];
+  creationTimestamp: string;
+}
+
+export interface LabAgent {
+  node: string;
+  pid: number;
+  log: string;
+  exportFile?: string;
+}
+
+export interface LabState {
+  version: 1;
+  stateDir: string;
+  createdAt: string;
+  nodes: LabNode[];
+  namespaces: LabNamespace[];
+  workloads: LabWorkload[];
+  pods: LabPod[];
+  services: LabService[];
+  agents: LabAgent[];
+  /** Whether `up` started agents (then `down` also removes their BPF pins). */
+  agentsEnabled: boolean;
+  /** Where the agents pin BPF objects (/sys/fs/bpf/bulkhead unless a test says otherwise). */
+  pinDir: string;
+  /** Round-robin position for pods added without a node. */
+  nextNode: number;
+  /** Digest of the nftables ruleset last applied to every node; unchanged rules are not reapplied. */
+  rulesDigest: string;
+  exportDir?: string;
+}
+
+export class LabNotUpError extends Error {
+  constructor(readonly stateDir: string) {
+    super(`no lab is up in ${stateDir} (no ${STATE_FILE}); run \`bulkhead lab up\` first`);
+    this.name = "LabNotUpError";
+  }
+}
+
+export function statePath(stateDir: string): string {
+  return path.join(stateDir, STATE_FILE);
+}
+
+/** The state, or undefined when there is no state file. A corrupt file is an error. */
+export async function readState(stateDir: string): Promise<LabState | undefined> {
+  let text: string;
+  try {
+    text = await readFile(statePath(stateDir), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${statePath(stateDir)}: not JSON (${(err as Error).message}); run \`bulkhead lab down\` to clear it`);
+  }
+  return parseState(doc, statePath(stateDir));
+}
+
+export async function requireState(stateDir: string): Promise<LabState> {
+  const state = await readState(stateDir);
+  if (!state) throw new LabNotUpError(stateDir);
+  return state;
+}
+
+export async function writeState(state: LabState): Promise<void> {
+  await writeFileAtomic(statePath(state.stateDir), `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** Readers (a manifest watcher, another `lab status`) never see half a file. */
+export async function writeFileAtomic(file: string, content: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, content);
+  await rename(tmp, file);
+}
+
+// ---- lock ---------------------------------------------------------------------------------
+
+const inProcess = new Map<string, Promise<void>>();
+
+/**
+ * Runs `fn` holding the state dir's lock: a promise chain serialises callers in this
+ * process, a lock file (O_EXCL, holding our pid) other processes. A lock whose pid is dead
+ * was left by a crash and is taken over.
+ */
+export async function withLock<T>(stateDir: string, fn: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const key = path.resolve(stateDir);
+  const previous = inProcess.get(key) ?? Promise.resolve();
+  let release!: () => void;
+  const mine = new Promise<void>((resolve) => { release = resolve; });
+  const chained = previous.then(() => mine);
+  inProcess.set(key, chained);
+  await previous;
+  try {
+    await acquireFileLock(key, timeoutMs);
+    try {
+      return await fn();
+    } finally {
+      await rm(path.join(key, LOCK_FILE), { force: true });
+    }
+  } finally {
+    release();
+    if (inProcess.get(key) === chained) inProcess.delete(key);
+  }
+}
+
+async function acquireFileLock(stateDir: string, timeoutMs: number): Promise<void> {
+  await mkdir(stateDir, { recursive: true });
+  const lock = path.join(stateDir, LOCK_FILE);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const handle = await open(lock, "wx");
+      await handle.writeFile(`${process.pid}\n`);
+      await handle.close();
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const holder = Number((await readFile(lock, "utf8").catch(() => "")).trim());
+    if (Number.isInteger(holder) && holder > 0 && !processAlive(holder)) {
+      await rm(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`lab state ${stateDir} is locked by pid ${holder || "?"} (${lock}); wait for it or remove the lock if that process is gone`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+// ---- parsing --------------------------------------------------------------------------------
+
+export function parseState(doc: unknown, source: string): LabState {
+  const r = new FieldReader(source);
+  const m = r.map(doc, "", ["version", "stateDir", "createdAt", "nodes", "namespaces", "workloads", "pods",
+    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir"]);
+  if (m.version !== 1) r.fail("version", `unsupported state version ${JSON.stringify(m.version)}; run \`bulkhead lab down\``);
+  const state: LabState = {
+    version: 1,
+    stateDir: r.string(m.stateDir, "stateDir"),
+    createdAt: r.string(m.createdAt, "createdAt"),
+    nodes: r.list(m.nodes, "nodes").map((v, i) => readNode(r, v, join("nodes", i))),
+    namespaces: r.list(m.namespaces, "namespaces").map((v, i) => readNamespace(r, v, join("namespaces", i))),
+    workloads: r.list(m.workloads, "workloads").map((v, i) => readWorkload(r, v, join("workloads", i))),
+    pods: r.list(m.pods, "pods").map((v, i) => readPod(r, v, join("pods", i))),
+    services: r.list(m.services, "services").map((v, i) => readService(r, v, join("services", i))),
+    agents: r.list(m.agents, "agents").map((v, i) => readAgent(r, v, join("agents", i))),
+    agentsEnabled: r.boolean(m.agentsEnabled, "agentsEnabled"),
+    pinDir: r.string(m.pinDir, "pinDir"),
+    nextNode: r.int(m.nextNode, "nextNode", 0, Number.MAX_SAFE_INTEGER),
+    rulesDigest: r.string(m.rulesDigest, "rulesDigest"),
+  };
+  const exportDir = r.optionalString(m.exportDir, "exportDir");
+  if (exportDir !== undefined) state.exportDir = exportDir;
+  return state;
+}
+
+function stringMap(r: FieldReader, value: unknown, field: string): Record<string, string> {
+  const m = r.map(value, field, Object.keys(value ?? {}));
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m)) out[k] = r.string(v, join(field, k));
+  return out;
+}
+
+function readNode(r: FieldReader, value: unknown, f: string): LabNode {
+  const m = r.map(value, f, ["name", "index", "ip", "ipv6", "podCIDR", "podCIDRv6", "netns", "uid", "creationTimestamp"]);
+  return {
+    name: r.string(m.name, join(f, "name")),
+    index: r.int(m.index, join(f, "index"), 1, 254),
+    ip: r.string(m.ip, join(f, "ip")),
+    ipv6: r.string(m.ipv6, join(f, "ipv6")),
+    podCIDR: r.string(m.podCIDR, join(f, "podCIDR")),
+    podCIDRv6: r.string(m.podCIDRv6, join(f, "podCIDRv6")),
+    netns: r.string(m.netns, join(f, "netns")),
+    uid: r.string(m.uid, join(f, "uid")),
+    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+  };
+}
+
+function readNamespace(r: FieldReader, value: unknown, f: string): LabNamespace {
+  const m = r.map(value, f, ["name", "labels", "uid", "creationTimestamp"]);
+  return {
+    name: r.string(m.name, join(f, "name")),
+    labels: stringMap(r, m.labels, join(f, "labels")),
+    uid: r.string(m.uid, join(f, "uid")),
+    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+  };
+}
+
+function readPorts(r: FieldReader, value: unknown, f: string): ContainerPort[] {
+  return r.list(value, f).map((v, i) => {
+    const pf = join(f, i);
+    const m = r.map(v, pf, ["name", "port", "protocol"]);
+    const port: ContainerPort = { port: r.int(m.port, join(pf, "port"), 1, 65535), protocol: readProtocol(r, m.protocol, join(pf, "protocol")) };
+    const name = r.optionalString(m.name, join(pf, "name"));
+    if (name !== undefined) port.name = name;
+    return port;
+  });
+}
+
+function readProtocol(r: FieldReader, value: unknown, f: string): Protocol {
+  return r.oneOf(value, f, PROTOCOLS);
+}
+
+function readOwner(r: FieldReader, value: unknown, f: string): OwnerRef {
+  const m = r.map(value, f, ["apiVersion", "kind", "name", "uid"]);
+  return {
+    apiVersion: r.string(m.apiVersion, join(f, "apiVersion")),
+    kind: r.string(m.kind, join(f, "kind")),
+    name: r.string(m.name, join(f, "name")),
+    uid: r.string(m.uid, join(f, "uid")),
+  };
+}
+
+function readWorkload(r: FieldReader, value: unknown, f: string): LabWorkload {
+  const m = r.map(value, f, ["kind", "namespace", "name", "uid", "labels", "replicas", "ports", "templateHash",
+    "creationTimestamp", "replicaSet"]);
+  const w: LabWorkload = {
+    kind: r.oneOf(m.kind, join(f, "kind"), WORKLOAD_KINDS),
+    namespace: r.string(m.namespace, join(f, "namespace")),
+    name: r.string(m.name, join(f, "name")),
+    uid: r.string(m.uid, join(f, "uid")),
+    labels: stringMap(r, m.labels, join(f, "labels")),
+    replicas: r.int(m.replicas, join(f, "replicas"), 0, 100_000),
+    ports: readPorts(r, m.ports, join(f, "ports")),
+    templateHash: r.string(m.templateHash, join(f, "templateHash")),
+    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+  };
+  if (m.replicaSet !== undefined) {
+    const rf = join(f, "replicaSet");
+    const rs = r.map(m.replicaSet, rf, ["name", "uid"]);
+    w.replicaSet = { name: r.string(rs.name, join(rf, "name")), uid: r.string(rs.uid, join(rf, "uid")) };
+  }
+  return w;
+}
+
+function readPod(r: FieldReader, value: unknown, f: string): LabPod {
+  const m = r.map(value, f, ["namespace", "name", "uid", "node", "ip", "ipv6", "netns", "hostIface", "labels", "ports",
+    "container", "owner", "creationTimestamp"]);
+  const pod: LabPod = {
+    namespace: r.string(m.namespace, join(f, "namespace")),
+    name: r.string(m.name, join(f, "name")),
+    uid: r.string(m.uid, join(f, "uid")),
+    node: r.string(m.node, join(f, "node")),
+    ip: r.string(m.ip, join(f, "ip")),
+    ipv6: r.string(m.ipv6, join(f, "ipv6")),
+    netns: r.string(m.netns, join(f, "netns")),
+    hostIface: r.string(m.hostIface, join(f, "hostIface")),
+    labels: stringMap(r, m.labels, join(f, "labels")),
+    ports: readPorts(r, m.ports, join(f, "ports")),
+    container: r.string(m.container, join(f, "container")),
+    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+  };
+  if (m.owner !== undefined) pod.owner = readOwner(r, m.owner, join(f, "owner"));
+  return pod;
+}
+
+function readService(r: FieldReader, value: unknown, f: string): LabService {
+  const m = r.map(value, f, ["namespace", "name", "uid", "clusterIP", "selector", "ports", "creationTimestamp"]);
+  return {
+    namespace: r.string(m.namespace, join(f, "namespace")),
+    name: r.string(m.name, join(f, "name")),
+    uid: r.string(m.uid, join(f, "uid")),
+    clusterIP: r.string(m.clusterIP, join(f, "clusterIP")),
+    selector: stringMap(r, m.selector, join(f, "selector")),
+    ports: r.list(m.ports, join(f, "ports")).map((v, i) => {
+      const pf = join(join(f, "ports"), i);
+      const pm = r.map(v, pf, ["name", "port", "targetPort", "protocol"]);
+      const port: ServicePort = {
+        port: r.int(pm.port, join(pf, "port"), 1, 65535),
+        targetPort: typeof pm.targetPort === "string" ? pm.targetPort : r.int(pm.targetPort, join(pf, "targetPort"), 1, 65535),
+        protocol: readProtocol(r, pm.protocol, join(pf, "protocol")),
+      };
+      const name = r.optionalString(pm.name, join(pf, "name"));
+      if (name !== undefined) port.name = name;
+      return port;
+    }),
+    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+  };
+}
+
+function readAgent(r: FieldReader, value: unknown, f: string): LabAgent {
+  const m = r.map(value, f, ["node", "pid", "log", "exportFile"]);
+  const agent: LabAgent = {
+    node: r.string(m.node, join(f, "node")),
+    pid: r.int(m.pid, join(f, "pid"), 1, 2 ** 31),
+    log: r.string(m.log, join(f, "log")),
+  };
+  const exportFile = r.optionalString(m.exportFile, join(f, "exportFile"));
+  if (exportFile !== undefined) agent.exportFile = exportFile;
+  return agent;
+}

@@ -1,0 +1,301 @@
+// The lab topology: which nodes, namespaces, pods, workloads and Services to build. Read
+// from a YAML or JSON file (JSON is YAML) and checked field by field; cross references
+// (a pod's namespace and node, a Service's named targetPort) are checked here too, so a
+// topology that parses can be built.
+import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
+import { SERVICE_CIDR } from "./addressing.js";
+import { FieldReader, join } from "./fields.js";
+import { expandTopology } from "./workloads.js";
+
+export const PROTOCOLS = ["TCP", "UDP", "SCTP"] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+export const WORKLOAD_KINDS = ["Deployment", "StatefulSet", "DaemonSet"] as const;
+export type WorkloadKind = (typeof WORKLOAD_KINDS)[number];
+
+export const MAX_NODES = 100;
+export const MAX_REPLICAS = 100;
+
+export interface ContainerPort {
+  name?: string;
+  port: number;
+  protocol: Protocol;
+}
+
+export interface NamespaceSpec {
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface PodSpec {
+  namespace: string;
+  name: string;
+  /** Absent: the lab places the pod round-robin over the nodes. */
+  node?: string;
+  labels: Record<string, string>;
+  ports: ContainerPort[];
+}
+
+export interface WorkloadSpec {
+  namespace: string;
+  name: string;
+  kind: WorkloadKind;
+  /** DaemonSets run one pod per node and ignore this. */
+  replicas: number;
+  /** Selector and pod template labels at once. */
+  labels: Record<string, string>;
+  ports: ContainerPort[];
+  /** Pin every replica to one node (not for DaemonSets). */
+  node?: string;
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  /** A number, or the name of a container port resolved per backend pod. */
+  targetPort: number | string;
+  protocol: Protocol;
+}
+
+export interface ServiceSpec {
+  namespace: string;
+  name: string;
+  selector: Record<string, string>;
+  ports: ServicePort[];
+  /** Absent: allocated from 10.96.0.0/16. */
+  clusterIP?: string;
+}
+
+export interface Topology {
+  nodes: string[];
+  namespaces: NamespaceSpec[];
+  pods: PodSpec[];
+  workloads: WorkloadSpec[];
+  services: ServiceSpec[];
+}
+
+/** Seven pods in two namespaces over two nodes; Services with numeric and named targetPorts. */
+export const DEFAULT_TOPOLOGY = `# bulkhead lab default topology
+nodes: 2
+namespaces:
+  - name: shop
+    labels: {team: shop, env: lab}
+  - name: monitoring
+    labels: {team: platform}
+workloads:
+  - {namespace: shop, name: frontend, kind: Deployment, replicas: 2, labels: {app: frontend, tier: web}, ports: [{name: http, port: 8080}]}
+  - {namespace: shop, name: cart, kind: Deployment, replicas: 1, labels: {app: cart, tier: backend}, ports: [{name: http, port: 8080}]}
+  - {namespace: shop, name: catalog, kind: Deployment, replicas: 2, labels: {app: catalog, tier: backend}, ports: [{name: grpc, port: 9000}]}
+  - {namespace: shop, name: redis, kind: StatefulSet, replicas: 1, labels: {app: redis, tier: data}, ports: [{name: redis, port: 6379}]}
+  - {namespace: monitoring, name: prometheus, kind: StatefulSet, replicas: 1, labels: {app: prometheus}, ports: [{name: web, port: 9090}]}
+services:
+  - {namespace: shop, name: frontend, selector: {app: frontend}, ports: [{name: http, port: 80, targetPort: http}]}
+  - {namespace: shop, name: cart, selector: {app: cart}, ports: [{name: http, port: 8080, targetPort: 8080}]}
+  - {namespace: shop, name: catalog, selector: {app: catalog}, ports: [{name: grpc, port: 9000, targetPort: grpc}]}
+  - {namespace: shop, name: redis, selector: {app: redis}, ports: [{name: redis, port: 6379, targetPort: 6379}]}
+  - {namespace: monitoring, name: prometheus, selector: {app: prometheus}, ports: [{name: web, port: 9090, targetPort: web}]}
+`;
+
+export interface ParseOptions {
+  /** Replaces the topology's `nodes` with node1..nodeN (the CLI's --nodes). */
+  nodes?: number;
+}
+
+export async function loadTopology(file: string, opts: ParseOptions = {}): Promise<Topology> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new Error(`topology ${file}: cannot read: ${(err as Error).message}`);
+  }
+  return parseTopology(text, file, opts);
+}
+
+export function defaultTopology(opts: ParseOptions = {}): Topology {
+  return parseTopology(DEFAULT_TOPOLOGY, "default topology", opts);
+}
+
+export function parseTopology(text: string, source: string, opts: ParseOptions = {}): Topology {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { prettyErrors: true });
+  } catch (err) {
+    throw new Error(`${source}: not valid YAML or JSON: ${(err as Error).message}`);
+  }
+  const r = new FieldReader(source);
+  const top = r.map(doc ?? {}, "", ["nodes", "namespaces", "pods", "workloads", "services"]);
+
+  const nodes = opts.nodes !== undefined ? nodeNames(r.int(opts.nodes, "--nodes", 1, MAX_NODES))
+    : top.nodes === undefined ? nodeNames(2) : readNodes(r, top.nodes);
+
+  const namespaces = r.optionalList(top.namespaces, "namespaces")
+    .map((v, i) => readNamespaceSpec(r, v, join("namespaces", i)));
+  unique(r, namespaces, "namespaces", (ns) => ns.name, "namespace");
+  if (!namespaces.some((ns) => ns.name === "default")) namespaces.unshift({ name: "default", labels: {} });
+
+  const pods = r.optionalList(top.pods, "pods").map((v, i) => readPodSpec(r, v, join("pods", i)));
+  const workloads = r.optionalList(top.workloads, "workloads")
+    .map((v, i) => readWorkloadSpec(r, v, join("workloads", i)));
+  const services = r.optionalList(top.services, "services")
+    .map((v, i) => readServiceSpec(r, v, join("services", i)));
+
+  const nsNames = new Set(namespaces.map((ns) => ns.name));
+  const checkRefs = (kind: string, items: { namespace: string; node?: string }[]) => items.forEach((item, i) => {
+    if (!nsNames.has(item.namespace)) {
+      r.fail(join(join(kind, i), "namespace"), `namespace "${item.namespace}" is not in namespaces (declared: ${[...nsNames].join(", ")})`);
+    }
+    if (item.node !== undefined && !nodes.includes(item.node)) {
+      r.fail(join(join(kind, i), "node"), `node "${item.node}" is not in nodes (${nodes.join(", ")})`);
+    }
+  });
+  checkRefs("pods", pods);
+  checkRefs("workloads", workloads);
+  checkRefs("services", services);
+  unique(r, pods, "pods", (p) => `${p.namespace}/${p.name}`, "pod");
+  unique(r, workloads, "workloads", (w) => `${w.namespace}/${w.name}`, "workload");
+  unique(r, services, "services", (s) => `${s.namespace}/${s.name}`, "service");
+  unique(r, services, "services", (s) => s.clusterIP, "clusterIP");
+  const topology = { nodes, namespaces, pods, workloads, services };
+  expandTopology(topology, () => "", "", source); // generated pod names must not collide
+  return topology;
+}
+
+export function nodeNames(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `node${i + 1}`);
+}
+
+function readNodes(r: FieldReader, value: unknown): string[] {
+  if (typeof value === "number") return nodeNames(r.int(value, "nodes", 1, MAX_NODES));
+  const list = r.list(value, "nodes");
+  if (list.length < 1 || list.length > MAX_NODES) r.fail("nodes", `expected 1-${MAX_NODES} node names, got ${list.length}`);
+  const names = list.map((v, i) => readNodeName(r, v, join("nodes", i)));
+  unique(r, names.map((name) => ({ name })), "nodes", (n) => n.name, "node");
+  return names;
+}
+
+/** Node netns are `bh-<node>`, so names that would collide with the lab's own netns are refused. */
+export function readNodeName(r: FieldReader, value: unknown, field: string): string {
+  const name = r.dnsLabel(value, field, 40);
+  if (name === "underlay" || name.startsWith("pod-")) {
+    r.fail(field, `node name "${name}" is reserved (the lab's netns are bh-underlay and bh-pod-*)`);
+  }
+  return name;
+}
+
+export function readNamespaceSpec(r: FieldReader, value: unknown, field: string): NamespaceSpec {
+  const m = r.map(value, field, ["name", "labels"]);
+  return { name: r.dnsLabel(m.name, join(field, "name")), labels: r.labels(m.labels, join(field, "labels")) };
+}
+
+export function readPodSpec(r: FieldReader, value: unknown, field: string): PodSpec {
+  const m = r.map(value, field, ["namespace", "name", "node", "labels", "ports"]);
+  const spec: PodSpec = {
+    namespace: r.dnsLabel(m.namespace, join(field, "namespace")),
+    name: r.dnsLabel(m.name, join(field, "name")),
+    labels: r.labels(m.labels, join(field, "labels")),
+    ports: readContainerPorts(r, m.ports, join(field, "ports")),
+  };
+  if (m.node !== undefined) spec.node = readNodeName(r, m.node, join(field, "node"));
+  return spec;
+}
+
+function readWorkloadSpec(r: FieldReader, value: unknown, field: string): WorkloadSpec {
+  const m = r.map(value, field, ["namespace", "name", "kind", "replicas", "labels", "ports", "node"]);
+  const kind = r.oneOf(m.kind, join(field, "kind"), WORKLOAD_KINDS);
+  // Generated pod names must stay DNS labels: Deployment pods add 17 characters, StatefulSet
+  // pods up to 3, DaemonSet pods 6.
+  const maxName = kind === "Deployment" ? 46 : kind === "StatefulSet" ? 60 : 57;
+  const spec: WorkloadSpec = {
+    namespace: r.dnsLabel(m.namespace, join(field, "namespace")),
+    name: r.dnsLabel(m.name, join(field, "name"), maxName),
+    kind,
+    replicas: 1,
+    labels: r.labels(m.labels, join(field, "labels")),
+    ports: readContainerPorts(r, m.ports, join(field, "ports")),
+  };
+  if (Object.keys(spec.labels).length === 0) r.fail(join(field, "labels"), "a workload needs at least one label (it is its selector)");
+  if (kind === "DaemonSet") {
+    if (m.replicas !== undefined) r.fail(join(field, "replicas"), "a DaemonSet runs one pod per node; remove replicas");
+    if (m.node !== undefined) r.fail(join(field, "node"), "a DaemonSet runs on every node; remove node");
+  } else if (m.replicas !== undefined) {
+    spec.replicas = r.int(m.replicas, join(field, "replicas"), 0, MAX_REPLICAS);
+  }
+  if (m.node !== undefined) spec.node = readNodeName(r, m.node, join(field, "node"));
+  return spec;
+}
+
+function readContainerPorts(r: FieldReader, value: unknown, field: string): ContainerPort[] {
+  const ports = r.optionalList(value, field).map((v, i) => {
+    const f = join(field, i);
+    const m = r.map(v, f, ["name", "port", "containerPort", "protocol"]);
+    if (m.port !== undefined && m.containerPort !== undefined) r.fail(f, "give port or containerPort, not both");
+    const port: ContainerPort = {
+      port: r.int(m.port ?? m.containerPort, join(f, m.port !== undefined ? "port" : "containerPort"), 1, 65535),
+      protocol: m.protocol === undefined ? "TCP" : r.oneOf(m.protocol, join(f, "protocol"), PROTOCOLS),
+    };
+    if (m.name !== undefined) port.name = r.portName(m.name, join(f, "name"));
+    return port;
+  });
+  unique(r, ports, field, (p) => p.name, "port name");
+  unique(r, ports, field, (p) => `${p.port}/${p.protocol}`, "port");
+  return ports;
+}
+
+export function readServiceSpec(r: FieldReader, value: unknown, field: string): ServiceSpec {
+  const m = r.map(value, field, ["namespace", "name", "selector", "ports", "clusterIP"]);
+  const spec: ServiceSpec = {
+    namespace: r.dnsLabel(m.namespace, join(field, "namespace")),
+    name: r.serviceName(m.name, join(field, "name")),
+    selector: r.labels(m.selector, join(field, "selector")),
+    ports: [],
+  };
+  if (Object.keys(spec.selector).length === 0) {
+    r.fail(join(field, "selector"), "expected at least one label (a Service without a selector has no endpoints in the lab)");
+  }
+  const portsField = join(field, "ports");
+  const list = r.list(m.ports, portsField);
+  if (list.length === 0) r.fail(portsField, "a Service needs at least one port");
+  spec.ports = list.map((v, i) => {
+    const f = join(portsField, i);
+    const pm = r.map(v, f, ["name", "port", "targetPort", "protocol"]);
+    const port: ServicePort = {
+      port: r.int(pm.port, join(f, "port"), 1, 65535),
+      targetPort: 0,
+      protocol: pm.protocol === undefined ? "TCP" : r.oneOf(pm.protocol, join(f, "protocol"), PROTOCOLS),
+    };
+    port.targetPort = pm.targetPort === undefined ? port.port
+      : typeof pm.targetPort === "string" ? r.portName(pm.targetPort, join(f, "targetPort"))
+      : r.int(pm.targetPort, join(f, "targetPort"), 1, 65535);
+    if (pm.name !== undefined) port.name = r.portName(pm.name, join(f, "name"));
+    else if (list.length > 1) r.fail(join(f, "name"), "every port of a multi-port Service needs a name");
+    return port;
+  });
+  unique(r, spec.ports, portsField, (p) => `${p.port}/${p.protocol}`, "port");
+  unique(r, spec.ports, portsField, (p) => p.name, "port name");
+  if (m.clusterIP !== undefined) spec.clusterIP = readClusterIP(r, m.clusterIP, join(field, "clusterIP"));
+  return spec;
+}
+
+function readClusterIP(r: FieldReader, value: unknown, field: string): string {
+  const text = r.string(value, field);
+  const m = /^10\.96\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  const a = Number(m?.[1]);
+  const b = Number(m?.[2]);
+  if (!m || a > 255 || b > 255 || (a === 0 && b === 0) || (a === 255 && b === 255)) {
+    r.fail(field, `expected an address in ${SERVICE_CIDR} (not its first or last), got ${JSON.stringify(text)}`);
+  }
+  return text;
+}
+
+/** `key` returning undefined leaves an item out (e.g. unnamed ports). */
+function unique<T>(r: FieldReader, items: T[], field: string, key: (item: T) => string | undefined, what: string): void {
+  const seen = new Map<string, number>();
+  items.forEach((item, i) => {
+    const k = key(item);
+    if (k === undefined) return;
+    const first = seen.get(k);
+    if (first !== undefined) r.fail(join(field, i), `duplicate ${what} "${k}" (also at ${join(field, first)})`);
+    seen.set(k, i);
+  });
+}
