@@ -9,7 +9,8 @@ import { ConfigError } from "../agent/config.js";
 
 const usage = `usage: bulkhead probe <kind> [flags]
 
-  udp-send  --to IP --port N [--count K] [--size P] [--sport N]   K datagrams of P payload bytes
+  udp-send  --to IP --port N [--count K] [--size P] [--sport N] [--rate PPS]
+                                                                  K datagrams of P payload bytes
   udp-serve --port N [--echo]                                     count (and echo) datagrams
   tcp-serve --port N                                              accept, echo, close
   tcp-connect --to IP --port N [--size P] [--timeout MS]           one connection: send, read echo, close
@@ -45,10 +46,20 @@ async function udpSend(v: Record<string, unknown>): Promise<void> {
     sock.bind(intFlag(v, "sport", 0), () => resolve());
   });
   const payload = Buffer.alloc(size, 0x61);
-  for (let i = 0; i < count; i++) {
+  const rate = intFlag(v, "rate", 0);
+  const start = performance.now();
+  let stop = false;
+  process.once("SIGTERM", () => { stop = true; });
+  let sent = 0;
+  for (; sent < count && !stop; sent++) {
+    if (rate > 0) {
+      const due = start + (sent * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    }
     await new Promise<void>((resolve, reject) => sock.send(payload, port, to, (err) => (err ? reject(err) : resolve())));
   }
-  out({ kind: "udp-send", to, port, sport: sock.address().port, count, size });
+  out({ kind: "udp-send", to, port, sport: sock.address().port, count: sent, size });
   sock.close();
 }
 
@@ -178,7 +189,7 @@ export async function runProbe(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: rest,
       options: {
-        to: { type: "string" }, port: { type: "string" }, sport: { type: "string" },
+        to: { type: "string" }, port: { type: "string" }, sport: { type: "string" }, rate: { type: "string" },
         count: { type: "string" }, size: { type: "string" }, timeout: { type: "string" },
         echo: { type: "boolean" },
       },
