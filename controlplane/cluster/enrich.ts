@@ -4,12 +4,13 @@
 //
 // This runs once per record at the full ingest rate, so the common case allocates
 // nothing: the answer for an address is cached together with the time span over which it
-// holds (between lease edges) and the ClusterState generation it was computed at, and
-// the Endpoint objects it hands out are shared, frozen objects (one per pod and address;
+// holds (between lease edges) and the version of that address's history it was computed
+// from (so metadata churn elsewhere in the cluster does not empty the cache), and the
+// Endpoint objects it hands out are shared, frozen objects (one per pod and address;
 // see PodRecord.endpointFor). Consumers must treat record.source and record.destination
 // as read-only; copy an Endpoint before changing it.
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
-import type { ClusterState } from "./state.js";
+import type { ChangeCounter, ClusterState } from "./state.js";
 
 export interface EnricherOptions {
   /** Addresses whose answer is cached; default 65,536. The cache is emptied when full. */
@@ -19,7 +20,9 @@ export interface EnricherOptions {
 /** A cached answer for one address; times as (seconds, nanoseconds) pairs of numbers. */
 interface CachedAnswer {
   endpoint: Endpoint;
-  generation: number;
+  /** The answer stands while counter.version === version. */
+  counter: ChangeCounter;
+  version: number;
   fromSeconds: number;
   fromNanos: number;
   toSeconds: number;
@@ -81,7 +84,7 @@ export class Enricher {
 
   private resolve(ip: string, seconds: number, nanos: number): Endpoint {
     const cached = this.byAddress.get(ip);
-    if (cached !== undefined && cached.generation === this.state.generation
+    if (cached !== undefined && cached.counter.version === cached.version
       && (seconds > cached.fromSeconds || (seconds === cached.fromSeconds && nanos >= cached.fromNanos))
       && (seconds < cached.toSeconds || (seconds === cached.toSeconds && nanos < cached.toNanos))) {
       return cached.endpoint;
@@ -94,11 +97,12 @@ export class Enricher {
     let answer = cached;
     if (answer === undefined) {
       if (this.byAddress.size >= this.cacheSize) this.byAddress.clear();
-      answer = { endpoint: span.endpoint, generation: 0, fromSeconds: 0, fromNanos: 0, toSeconds: 0, toNanos: 0 };
+      answer = { endpoint: span.endpoint, counter: this.state.unknownAddresses, version: 0, fromSeconds: 0, fromNanos: 0, toSeconds: 0, toNanos: 0 };
       this.byAddress.set(ip, answer);
     }
     answer.endpoint = span.endpoint;
-    answer.generation = this.state.generation;
+    answer.counter = span.address ?? this.state.unknownAddresses;
+    answer.version = answer.counter.version;
     if (span.fromNs === undefined) {
       answer.fromSeconds = -Infinity;
       answer.fromNanos = 0;

@@ -58,13 +58,23 @@ export interface IpLease {
   readonly toNs: bigint | undefined;
 }
 
-/** An answer of resolveSpan(): `endpoint` holds for every time in [fromNs, toNs). */
+/** A change counter: it moves whenever an answer it stands for may have changed. */
+export interface ChangeCounter {
+  readonly version: number;
+}
+
+/**
+ * An answer of resolveSpan(): `endpoint` holds for every time in [fromNs, toNs) until
+ * `address.version` moves (or, when `address` is undefined because the address has no
+ * lease history, until ClusterState.unknownAddresses.version moves).
+ */
 export interface ResolvedSpan {
   endpoint: Endpoint;
   /** Undefined: since forever. */
   fromNs: bigint | undefined;
-  /** Undefined: until the state changes. */
+  /** Undefined: for all later times. */
   toNs: bigint | undefined;
+  address: ChangeCounter | undefined;
 }
 
 const DEFAULT_RETENTION_NS = 3_600_000_000_000n;
@@ -76,6 +86,8 @@ class PodRecord {
   /** Whether the pod has had an address before (a new one then is an IP change). */
   hadAddress = false;
   readonly openLeases = new Map<string, Lease>();
+  /** Every address the pod ever leased: their answers change when the pod's metadata does. */
+  readonly leasedAddresses = new Set<string>();
   private endpoints = new Map<string, Endpoint>();
 
   constructor(
@@ -130,6 +142,12 @@ class Lease implements IpLease {
   get podUid(): string { return this.record.pod.metadata.uid; }
   get namespace(): string { return this.record.pod.metadata.namespace; }
   get name(): string { return this.record.pod.metadata.name; }
+}
+
+/** The lease history of one pod IP, with a counter that moves on every change to its answers. */
+class AddressHistory implements ChangeCounter {
+  leases: Lease[] = [];
+  version = 0;
 }
 
 function frozenEndpoint(fields: Partial<Endpoint> & { ip: string }): Endpoint {
@@ -191,8 +209,9 @@ function holdsAddresses(pod: Pod): boolean {
 }
 
 export class ClusterState implements MetadataSink {
-  /** Changes whenever anything that resolve() reads changes; caches compare it. */
+  /** Moves on every change to the model. */
   generation = 0;
+  private readonly unknown = { version: 0 };
 
   private readonly retentionNs: bigint;
   private applyCount = 0;
@@ -207,7 +226,7 @@ export class ClusterState implements MetadataSink {
   /** Live pods by "namespace/Kind/name" of their controller reference. */
   private readonly podsByController = new Map<string, Set<PodRecord>>();
   private deletedPods: PodRecord[] = [];
-  private readonly leasesByIp = new Map<string, Lease[]>();
+  private readonly addresses = new Map<string, AddressHistory>();
   private closedLeases: Lease[] = [];
 
   private readonly servicesByKey = new Map<string, Service>();
@@ -223,6 +242,15 @@ export class ClusterState implements MetadataSink {
 
   constructor(options: ClusterStateOptions = {}) {
     this.retentionNs = options.leaseRetentionNs ?? DEFAULT_RETENTION_NS;
+  }
+
+  /**
+   * Moves whenever the answer for an address without lease history may change: such an
+   * address gets one, or a Service or node address changes. Per-address caches of those
+   * answers compare it; answers for leased addresses compare ResolvedSpan.address.
+   */
+  get unknownAddresses(): ChangeCounter {
+    return this.unknown;
   }
 
   apply(events: ObjectEvent[], observedAtNs: bigint): void {
@@ -303,7 +331,7 @@ export class ClusterState implements MetadataSink {
 
   /** Every lease of `ip` still remembered, oldest first. */
   leases(ip: string): IpLease[] {
-    return [...(this.leasesByIp.get(canonicalIp(ip) ?? ip) ?? [])].sort((a, b) => (a.fromNs < b.fromNs ? -1 : a.fromNs > b.fromNs ? 1 : 0));
+    return [...(this.addresses.get(canonicalIp(ip) ?? ip)?.leases ?? [])].sort((a, b) => (a.fromNs < b.fromNs ? -1 : a.fromNs > b.fromNs ? 1 : 0));
   }
 
   /**
@@ -376,8 +404,8 @@ export class ClusterState implements MetadataSink {
 
   /** resolve(), plus the time span around `atNs` over which the answer stays the same. */
   resolveSpan(ip: string, atNs: bigint): ResolvedSpan {
-    const leases = this.leasesByIp.get(ip);
-    if (leases === undefined && !this.servicesByIp.has(ip) && !this.nodesByIp.has(ip)) {
+    const address = this.addresses.get(ip);
+    if (address === undefined && !this.servicesByIp.has(ip) && !this.nodesByIp.has(ip)) {
       // Flow addresses are canonical already; anything else is tried once in canonical form.
       const canonical = canonicalIp(ip);
       if (canonical !== undefined && canonical !== ip) return this.resolveSpan(canonical, atNs);
@@ -385,7 +413,7 @@ export class ClusterState implements MetadataSink {
     let best: Lease | undefined;
     let fromNs: bigint | undefined;
     let toNs: bigint | undefined;
-    for (const lease of leases ?? []) {
+    for (const lease of address?.leases ?? []) {
       // The answer can only change where some lease starts or ends.
       for (const edge of [lease.fromNs, lease.toNs]) {
         if (edge === undefined) continue;
@@ -401,7 +429,7 @@ export class ClusterState implements MetadataSink {
       }
     }
     const endpoint = best !== undefined ? best.record.endpointFor(ip) : this.addressEndpoint(ip);
-    return { endpoint, fromNs, toNs };
+    return { endpoint, fromNs, toNs, address };
   }
 
   /** The Endpoint of a pod by uid (live, or deleted within the retention) for one address. */
@@ -414,7 +442,7 @@ export class ClusterState implements MetadataSink {
     return {
       pods: this.podsByKey.size,
       deletedPods: this.podsById.size - this.podsByKey.size,
-      leasedAddresses: this.leasesByIp.size,
+      leasedAddresses: this.addresses.size,
       services: this.servicesByKey.size,
       nodes: this.nodesByName.size,
     };
@@ -435,7 +463,7 @@ export class ClusterState implements MetadataSink {
         this.removeService(nsName(namespace, name));
         this.servicesByKey.set(nsName(namespace, name), object);
         for (const ip of object.spec.clusterIPs) this.servicesByIp.set(ip, object);
-        this.addressEndpoints = new Map();
+        this.fixedAddressesChanged(object.spec.clusterIPs);
         return;
       case "EndpointSlice":
         this.removeSlice(nsName(namespace, name));
@@ -449,7 +477,7 @@ export class ClusterState implements MetadataSink {
         for (const type of ["ExternalIP", "InternalIP"]) {
           for (const a of object.status.addresses) if (a.type === type) this.nodesByIp.set(a.address, object);
         }
-        this.addressEndpoints = new Map();
+        this.fixedAddressesChanged(object.status.addresses.map((a) => a.address));
         return;
       case "NetworkPolicy":
         this.policiesByKey.set(nsName(namespace, name), object);
@@ -470,14 +498,12 @@ export class ClusterState implements MetadataSink {
         return;
       case "Service":
         this.removeService(nsName(namespace, name));
-        this.addressEndpoints = new Map();
         return;
       case "EndpointSlice":
         this.removeSlice(nsName(namespace, name));
         return;
       case "Node":
         this.removeNode(name);
-        this.addressEndpoints = new Map();
         return;
       case "NetworkPolicy":
         this.policiesByKey.delete(nsName(namespace, name));
@@ -495,6 +521,7 @@ export class ClusterState implements MetadataSink {
     if (!old) return;
     this.servicesByKey.delete(key);
     for (const ip of old.spec.clusterIPs) if (this.servicesByIp.get(ip) === old) this.servicesByIp.delete(ip);
+    this.fixedAddressesChanged(old.spec.clusterIPs);
   }
 
   private removeSlice(key: string): void {
@@ -509,6 +536,25 @@ export class ClusterState implements MetadataSink {
     if (!old) return;
     this.nodesByName.delete(name);
     for (const a of old.status.addresses) if (this.nodesByIp.get(a.address) === old) this.nodesByIp.delete(a.address);
+    this.fixedAddressesChanged(old.status.addresses.map((a) => a.address));
+  }
+
+  /** Service or node addresses changed: answers that fall back to them may differ now. */
+  private fixedAddressesChanged(ips: readonly string[]): void {
+    this.addressEndpoints = new Map();
+    this.unknown.version++;
+    for (const ip of ips) this.touchAddress(ip);
+  }
+
+  private touchAddress(ip: string): void {
+    const address = this.addresses.get(ip);
+    if (address !== undefined) address.version++;
+  }
+
+  /** What the pod's Endpoints show changed: drop them and invalidate answers naming it. */
+  private podMetadataChanged(record: PodRecord): void {
+    record.forgetEndpoints();
+    for (const ip of record.leasedAddresses) this.touchAddress(ip);
   }
 
   private upsertWorkload(object: WorkloadObject): void {
@@ -524,7 +570,7 @@ export class ClusterState implements MetadataSink {
       const workload = this.workloadOf(record.pod);
       if (workload.kind === record.workload.kind && workload.name === record.workload.name) continue;
       record.workload = workload;
-      record.forgetEndpoints();
+      this.podMetadataChanged(record);
     }
   }
 
@@ -547,7 +593,7 @@ export class ClusterState implements MetadataSink {
       if (old.spec.nodeName !== pod.spec.nodeName || !sameLabels(old.metadata.labels, pod.metadata.labels)
         || workload.kind !== record.workload.kind || workload.name !== record.workload.name) {
         record.workload = workload;
-        record.forgetEndpoints();
+        this.podMetadataChanged(record);
       }
     }
     this.indexPod(record);
@@ -602,15 +648,20 @@ export class ClusterState implements MetadataSink {
   private openLease(record: PodRecord, ip: string, observedAtNs: bigint): void {
     const created = record.pod.metadata.creationTimestampNs;
     let fromNs = !record.hadAddress && created !== undefined && created <= observedAtNs ? created : observedAtNs;
-    let leases = this.leasesByIp.get(ip);
-    if (leases === undefined) this.leasesByIp.set(ip, (leases = []));
-    for (const other of leases) {
+    let address = this.addresses.get(ip);
+    if (address === undefined) {
+      this.addresses.set(ip, (address = new AddressHistory()));
+      this.unknown.version++;
+    }
+    for (const other of address.leases) {
       if (other.toNs !== undefined && other.closedInApply < this.applyCount && other.toNs > fromNs) fromNs = other.toNs;
     }
     if (fromNs > observedAtNs) fromNs = observedAtNs;
     const lease = new Lease(ip, record, fromNs);
-    leases.push(lease);
+    address.leases.push(lease);
+    address.version++;
     record.openLeases.set(ip, lease);
+    record.leasedAddresses.add(ip);
   }
 
   private closeLease(lease: Lease, endNs: bigint): void {
@@ -618,6 +669,7 @@ export class ClusterState implements MetadataSink {
     lease.closedInApply = this.applyCount;
     lease.record.openLeases.delete(lease.ip);
     this.closedLeases.push(lease);
+    this.touchAddress(lease.ip);
   }
 
   private addressEndpoint(ip: string): Endpoint {
@@ -655,9 +707,14 @@ export class ClusterState implements MetadataSink {
     const touched = new Set<string>();
     for (const lease of expired) touched.add(lease.ip);
     for (const ip of touched) {
-      const remaining = (this.leasesByIp.get(ip) ?? []).filter((l) => !expired.has(l));
-      if (remaining.length === 0) this.leasesByIp.delete(ip);
-      else this.leasesByIp.set(ip, remaining);
+      const address = this.addresses.get(ip);
+      if (address === undefined) continue;
+      address.leases = address.leases.filter((l) => !expired.has(l));
+      address.version++;
+      if (address.leases.length === 0) {
+        this.addresses.delete(ip);
+        this.unknown.version++;
+      }
     }
     const stillDeleted: PodRecord[] = [];
     for (const record of this.deletedPods) {

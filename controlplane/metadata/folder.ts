@@ -73,7 +73,7 @@ export class FolderSource implements MetadataSource {
   private readonly files = new Map<string, FileState>();
   private emitted = new Map<string, Emitted>();
   private folderError: string | undefined;
-  private sinkError: string | undefined;
+  private internalError: string | undefined;
   private duplicateErrors: MetadataError[] = [];
   private currentErrors: MetadataError[] = [];
 
@@ -128,7 +128,11 @@ export class FolderSource implements MetadataSource {
       this.scanAgain = true;
       return;
     }
-    void this.scan(false);
+    this.scan(false).catch((err: unknown) => {
+      // Every expected failure is caught below; this is a bug, kept visible rather than fatal.
+      this.internalError = `folder scan failed: ${err instanceof Error ? err.message : String(err)}`;
+      this.publishErrors();
+    });
   }
 
   private scan(initial: boolean): Promise<void> {
@@ -152,7 +156,6 @@ export class FolderSource implements MetadataSource {
     let folderError: string | undefined;
     try {
       names = (await readdir(this.dir)).filter(isManifestFile).sort();
-      await this.ensureWatcher();
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== "ENOENT") {
@@ -164,6 +167,7 @@ export class FolderSource implements MetadataSource {
       folderError = `folder ${this.dir} does not exist`;
       this.closeWatcher();
     }
+    if (folderError === undefined) await this.ensureWatcher();
     const present = new Set(names);
     for (const name of [...this.files.keys()]) {
       if (!present.has(name)) {
@@ -276,10 +280,10 @@ export class FolderSource implements MetadataSource {
     }
     try {
       sink.apply(events, this.now());
-      this.sinkError = undefined;
+      this.internalError = undefined;
     } catch (err) {
       // A sink that throws has a bug; keep watching and make it visible.
-      this.sinkError = `the metadata sink rejected ${events.length} change(s): ${(err as Error).message}`;
+      this.internalError = `the metadata sink rejected ${events.length} change(s): ${(err as Error).message}`;
     }
   }
 
@@ -291,7 +295,7 @@ export class FolderSource implements MetadataSource {
   private publishErrors(): void {
     const errors: MetadataError[] = [];
     if (this.folderError !== undefined) errors.push({ source: this.name, message: this.folderError });
-    if (this.sinkError !== undefined) errors.push({ source: this.name, message: this.sinkError });
+    if (this.internalError !== undefined) errors.push({ source: this.name, message: this.internalError });
     const perFile = [...this.files.entries()].sort(([a], [b]) => a.localeCompare(b)).flatMap(([, s]) => s.errors);
     errors.push(...perFile, ...this.duplicateErrors);
     errors.sort((a, b) => (a.file ?? "").localeCompare(b.file ?? "") || (a.document ?? -1) - (b.document ?? -1));
@@ -301,12 +305,12 @@ export class FolderSource implements MetadataSource {
   }
 
   private async ensureWatcher(): Promise<void> {
-    const dirIno = (await stat(this.dir, { bigint: true })).ino;
-    // A folder removed and created again is a new inode; the old watcher sees nothing.
-    if (this.watcher && this.watchedDirIno === dirIno) return;
-    this.closeWatcher();
-    if (this.stopped) return;
     try {
+      const dirIno = (await stat(this.dir, { bigint: true })).ino;
+      // A folder removed and created again is a new inode; the old watcher sees nothing.
+      if (this.watcher && this.watchedDirIno === dirIno) return;
+      this.closeWatcher();
+      if (this.stopped) return;
       const watcher = watch(this.dir, { persistent: true }, () => this.onWatchEvent());
       watcher.on("error", () => this.closeWatcher());
       this.watcher = watcher;
