@@ -19,6 +19,8 @@ export interface AgentCommandContext {
   /** BPF pin folder that `lab down` removes (the agent's, if it takes one as a flag). */
   pinDir: string;
   exportFile?: string;
+  /** The control plane's agent address (unix:///…), when the lab runs one. */
+  controlplane?: string;
 }
 
 export type AgentCommand = (ctx: AgentCommandContext) => string[];
@@ -32,6 +34,7 @@ export const agentCommand: AgentCommand = (ctx) => [
     "--node", ctx.node,
     "--metrics-addr", `0.0.0.0:${AGENT_METRICS_PORT}`,
     ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
+    ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
   ]),
 ];
 
@@ -51,6 +54,7 @@ export interface StartAgentsOptions {
   stateDir: string;
   pinDir: string;
   exportDir?: string;
+  controlplane?: string;
   command?: AgentCommand;
   timeoutMs?: number;
 }
@@ -67,6 +71,7 @@ export async function startAgents(nodes: readonly LabNode[], opts: StartAgentsOp
     if (opts.exportDir !== undefined) agent.exportFile = path.join(opts.exportDir, `${node.name}.jsonl`);
     const ctx: AgentCommandContext = { node: node.name, netns: node.netns, repoRoot: root, pinDir: opts.pinDir };
     if (agent.exportFile !== undefined) ctx.exportFile = agent.exportFile;
+    if (opts.controlplane !== undefined) ctx.controlplane = opts.controlplane;
     const argv = command(ctx);
     const [cmd, ...args] = argv;
     if (cmd === undefined) throw new Error(`agent command for node ${node.name} is empty`);

@@ -10,7 +10,8 @@ import {
   allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, podAddresses, podHost,
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
-import { startAgents, type AgentCommand } from "./agents.js";
+import { repoRoot, startAgents, type AgentCommand } from "./agents.js";
+import { startControlPlane, stopControlPlane } from "./controlplane.js";
 import {
   BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
 } from "./datapath.js";
@@ -39,6 +40,8 @@ export interface UpOptions {
   stateDir?: string;
   /** Default true. Tests pass false and run without agents. */
   startAgents?: boolean;
+  /** Start the control plane (default: with the agents); its Observer API listens here (default 127.0.0.1:4245). */
+  controlplane?: boolean | { observer: string };
   /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests. */
   agentCommand?: AgentCommand;
   agentTimeoutMs?: number;
@@ -121,6 +124,7 @@ export interface LabStatus {
   pods: PodStatus[];
   services: ServiceStatus[];
   agents: AgentStatus[];
+  controlplane?: { pid: number; observer: string; agents: string; log: string };
   /** Empty when every netns the state names exists and the underlay belongs to this state dir. */
   problems: string[];
 }
@@ -147,8 +151,16 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
       await createPods(state.pods, state.nodes);
       await commit(state, { forceRules: true });
       log(`lab up: ${state.nodes.length} nodes, ${state.pods.length} pods, ${state.services.length} services (state ${stateDir})`);
+      const withControlPlane = opts.controlplane ?? withAgents;
+      if (withControlPlane) {
+        const observer = typeof withControlPlane === "object" ? withControlPlane.observer : undefined;
+        state.controlplane = await startControlPlane(stateDir, repoRoot(), observer);
+        await writeState(state);
+        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`);
+      }
       if (withAgents) {
         const agentOpts: Parameters<typeof startAgents>[1] = { stateDir, pinDir: state.pinDir };
+        if (state.controlplane) agentOpts.controlplane = state.controlplane.agents;
         if (state.exportDir !== undefined) agentOpts.exportDir = state.exportDir;
         if (opts.agentCommand) agentOpts.command = opts.agentCommand;
         if (opts.agentTimeoutMs !== undefined) agentOpts.timeoutMs = opts.agentTimeoutMs;
@@ -213,6 +225,7 @@ export class Lab {
       pods: state.pods.map(podStatus),
       services: state.services.map((svc) => serviceStatus(svc, state.pods)),
       agents,
+      ...(state.controlplane ? { controlplane: { pid: state.controlplane.pid, observer: state.controlplane.observer, agents: state.controlplane.agents, log: state.controlplane.log } } : {}),
       problems,
     };
   }
@@ -485,6 +498,8 @@ async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR
   const teardownOpts: { pinDir?: string } = {};
   if (removePins) teardownOpts.pinDir = previous?.pinDir ?? pinDir;
   const report = await teardown(previous?.nodes.map((n) => n.name) ?? [], teardownOpts);
+  const cp = await stopControlPlane(stateDir);
+  if (cp !== undefined) report.stoppedPids.push(cp);
   const entries = await readdir(stateDir).catch(() => [] as string[]);
   for (const entry of entries) {
     if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR) {

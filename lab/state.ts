@@ -107,6 +107,8 @@ export interface LabState {
   /** Digest of the nftables ruleset last applied to every node; unchanged rules are not reapplied. */
   rulesDigest: string;
   exportDir?: string;
+  /** The control plane `up` started, if any. */
+  controlplane?: { pid: number; observer: string; agents: string; log: string };
 }
 
 export class LabNotUpError extends Error {
@@ -224,7 +226,7 @@ export function processAlive(pid: number): boolean {
 export function parseState(doc: unknown, source: string): LabState {
   const r = new FieldReader(source);
   const m = r.map(doc, "", ["version", "stateDir", "createdAt", "nodes", "namespaces", "workloads", "pods",
-    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir"]);
+    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane"]);
   if (m.version !== 1) r.fail("version", `unsupported state version ${JSON.stringify(m.version)}; run \`bulkhead lab down\``);
   const state: LabState = {
     version: 1,
@@ -243,6 +245,15 @@ export function parseState(doc: unknown, source: string): LabState {
   };
   const exportDir = r.optionalString(m.exportDir, "exportDir");
   if (exportDir !== undefined) state.exportDir = exportDir;
+  if (m.controlplane !== undefined) {
+    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log"]);
+    state.controlplane = {
+      pid: r.int(c.pid, "controlplane.pid", 1, 2 ** 31),
+      observer: r.string(c.observer, "controlplane.observer"),
+      agents: r.string(c.agents, "controlplane.agents"),
+      log: r.string(c.log, "controlplane.log"),
+    };
+  }
   return state;
 }
 

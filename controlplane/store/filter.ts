@@ -30,7 +30,7 @@
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { TrafficDirection, type FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
-import { LabelSelectorError, parseLabelSelector } from "./selector.js";
+import { LabelSelectorError, parseLabelSelector, type LabelSelector } from "./selector.js";
 
 /**
  * True when a record passes. The record may be a transient view of stored data (see
@@ -259,11 +259,12 @@ function workloadTest(field: string, value: string): EndpointTest {
   } else {
     throw new FlowFilterError(field, value, `expected "namespace/name", "name", "Kind/name" or "namespace/Kind/name"`);
   }
+  // Same answer as endpointWorkload(), without an object per record.
   return (endpoint) => {
-    const workload = endpointWorkload(endpoint);
-    return workload !== undefined && workload.name === name
-      && (namespace === undefined || endpoint.namespace === namespace)
-      && (kind === undefined || workload.kind.toLowerCase() === kind);
+    const owned = endpoint.workloadName !== "";
+    if ((owned ? endpoint.workloadName : endpoint.podName) !== name) return false;
+    if (namespace !== undefined && endpoint.namespace !== namespace) return false;
+    return kind === undefined || (owned && endpoint.workloadKind !== "" ? endpoint.workloadKind : "Pod").toLowerCase() === kind;
   };
 }
 
@@ -278,7 +279,7 @@ function serviceTest(field: string, value: string): EndpointTest {
 }
 
 function labelTest(field: string, value: string): EndpointTest {
-  let selector;
+  let selector: LabelSelector;
   try {
     selector = parseLabelSelector(value);
   } catch (error) {

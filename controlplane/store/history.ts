@@ -261,12 +261,15 @@ export class FlowHistory {
    * a large answer holds one at a time. The set of matches is fixed when called; records
    * evicted before they are reached are skipped.
    */
-  *iterate(query: HistoryQuery = {}): Generator<FlowRecord, void, undefined> {
+  iterate(query: HistoryQuery = {}): Generator<FlowRecord, void, undefined> {
     const matches = this.select(query);
-    for (const absolute of matches) {
-      if (absolute < this.appendedTotal - this.count) continue; // evicted meanwhile
-      yield this.materialize(absolute % this.columns.capacity);
-    }
+    const history = this;
+    return (function* () {
+      for (const absolute of matches) {
+        if (absolute < history.appendedTotal - history.count) continue; // evicted meanwhile
+        yield history.materialize(absolute % history.columns.capacity);
+      }
+    })();
   }
 
   /** Calls onRecords with each appended batch's matching records; returns the unsubscribe. */

@@ -1,0 +1,203 @@
+// Flow store: memory of 1M records in FlowHistory, GetFlows-like query time, append rate,
+// and the flow map's ingest rate. Run after `npm run build:ts` as `node dist/bench/store.js`
+// (pass a number to change the record count).
+//
+// Method: 20 namespaces x 25 pods (5 Deployments of 5 pods each), 10 nodes, one Service
+// per Deployment, 200 world addresses; one shared, frozen Endpoint per pod, Service,
+// node and world address, as the enricher hands out. Records come in batches of 1,000
+// built like decoded agent records (fresh timestamps, Layer3 with fresh address strings,
+// Layer4 with TCP flags, bigints): 40 % pod -> pod seen at FROM_POD and 40 % its TO_POD
+// twin, 10 % pod -> Service at FROM_POD, 5 % world -> pod, 5 % pod -> world; verdicts
+// 90 % FORWARDED, 7 % DROPPED, 3 % AUDIT; 70 % TCP, 30 % UDP. Record times span the last
+// 50 minutes. Only append() is timed for the append rate (building records is not).
+// RSS is read after a full GC once the history is full. The query is namespace "ns-3" and
+// verdict DROPPED over the whole history, returning every match as FlowRecords; the
+// median of 5 runs is reported. The flow map part runs afterwards on a fresh FlowMapStore.
+import v8 from "node:v8";
+import vm from "node:vm";
+import { IpVersion, ObservationPoint, ReporterSide, Verdict, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { FlowHistory } from "../controlplane/store/history.js";
+import { compileRequest } from "../controlplane/store/filter.js";
+import { FlowMapStore } from "../controlplane/store/flowmap.js";
+
+const RECORDS = Number(process.argv[2] ?? 1_000_000);
+const NAMESPACES = 20;
+const PODS_PER_NAMESPACE = 25;
+const WORKLOADS_PER_NAMESPACE = 5;
+const NODES = 10;
+const WORLD = 200;
+const BATCH = 1_000;
+const RUNS = 5;
+const SPAN_MS = 50 * 60_000;
+
+v8.setFlagsFromString("--expose-gc");
+const gc = vm.runInNewContext("gc") as () => void;
+
+/** Deterministic PRNG (mulberry32), so every run sees the same records. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function endpoint(fields: Partial<Endpoint>): Endpoint {
+  return Object.freeze({
+    ip: "", namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "",
+    node: "", service: "", world: false, ...fields,
+  });
+}
+
+const pods: Endpoint[] = [];
+const services: Endpoint[] = [];
+for (let n = 0; n < NAMESPACES; n++) {
+  for (let w = 0; w < WORKLOADS_PER_NAMESPACE; w++) {
+    services.push(endpoint({ ip: `10.96.${n}.${w + 1}`, namespace: `ns-${n}`, service: `ns-${n}/svc-${w}` }));
+    for (let p = 0; p < PODS_PER_NAMESPACE / WORKLOADS_PER_NAMESPACE; p++) {
+      const i = pods.length;
+      pods.push(endpoint({
+        ip: `10.${(i >> 8) + 1}.${i & 255}.${(n % 200) + 1}`, namespace: `ns-${n}`, podName: `app-${w}-${p}`,
+        podUid: `uid-${i}`, labels: Object.freeze({ app: `app-${w}`, team: `t${n}` }), workloadKind: "Deployment",
+        workloadName: `app-${w}`, node: `node-${i % NODES}`,
+      }));
+    }
+  }
+}
+const worlds = Array.from({ length: WORLD }, (_, i) => endpoint({ ip: `203.0.${i >> 8}.${i & 255}`, world: true }));
+
+const rand = random(42);
+const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+const now = Date.now();
+let sequence = 0n;
+let produced = 0;
+
+/** A copy of a string that is not the same object, as decoding a message yields. */
+const fresh = (s: string) => (" " + s).slice(1);
+
+function makeRecord(src: Endpoint, dst: Endpoint, point: ObservationPoint, endMs: number): FlowRecord {
+  const tcp = rand() < 0.7;
+  const v = rand();
+  const seconds = Math.floor(endMs / 1000);
+  const nanos = (endMs - seconds * 1000) * 1_000_000;
+  const observed = point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? src : dst;
+  return {
+    startTime: { seconds: BigInt(seconds - 1), nanos },
+    endTime: { seconds: BigInt(seconds), nanos },
+    node: fresh(observed.node || "node-0"),
+    point,
+    reporter: point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
+    interface: fresh(`lxc${observed.podUid}`),
+    ifindex: 100 + (produced % 500),
+    ip: { source: fresh(src.ip), destination: fresh(dst.ip), version: IpVersion.IP_VERSION_IPV4 },
+    l4: {
+      protocol: tcp ? 6 : 17,
+      protocolName: fresh(tcp ? "TCP" : "UDP"),
+      sourcePort: 32768 + Math.floor(rand() * 28000),
+      destinationPort: tcp ? 8080 : 53,
+      tcpFlags: tcp ? { fin: false, syn: rand() < 0.1, rst: false, psh: true, ack: true, urg: false, ece: false, cwr: false } : undefined,
+      icmpType: 0,
+      icmpCode: 0,
+    },
+    packets: BigInt(1 + Math.floor(rand() * 100)),
+    bytes: BigInt(100 + Math.floor(rand() * 100_000)),
+    source: src,
+    destination: dst,
+    verdict: v < 0.9 ? Verdict.VERDICT_FORWARDED : v < 0.97 ? Verdict.VERDICT_DROPPED : Verdict.VERDICT_AUDIT,
+    sequence: sequence++,
+  };
+}
+
+function batch(size: number): FlowRecord[] {
+  const out: FlowRecord[] = [];
+  while (out.length < size) {
+    const endMs = now - SPAN_MS + Math.floor((produced / RECORDS) * SPAN_MS);
+    const kind = rand();
+    if (kind < 0.4) {
+      const src = pick(pods), dst = pick(pods);
+      out.push(makeRecord(src, dst, ObservationPoint.OBSERVATION_POINT_FROM_POD, endMs));
+      out.push(makeRecord(src, dst, ObservationPoint.OBSERVATION_POINT_TO_POD, endMs));
+      produced += 2;
+    } else if (kind < 0.5) {
+      out.push(makeRecord(pick(pods), pick(services), ObservationPoint.OBSERVATION_POINT_FROM_POD, endMs));
+      produced++;
+    } else if (kind < 0.55) {
+      out.push(makeRecord(pick(worlds), pick(pods), ObservationPoint.OBSERVATION_POINT_TO_POD, endMs));
+      produced++;
+    } else {
+      out.push(makeRecord(pick(pods), pick(worlds), ObservationPoint.OBSERVATION_POINT_FROM_POD, endMs));
+      produced++;
+    }
+  }
+  return out;
+}
+
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(0)} MiB`;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+function memory(label: string): void {
+  gc();
+  const m = process.memoryUsage();
+  console.log(`${label}: rss ${mib(m.rss)}, heap used ${mib(m.heapUsed)}, array buffers ${mib(m.arrayBuffers)}`);
+}
+
+memory("baseline");
+const history = new FlowHistory({ capacity: RECORDS });
+let appendNs = 0n;
+while (history.appended < RECORDS) {
+  const records = batch(Math.min(BATCH, RECORDS - history.appended));
+  const t = process.hrtime.bigint();
+  history.append(records);
+  appendNs += process.hrtime.bigint() - t;
+}
+console.log(`history: ${history.size} records (capacity ${history.capacity}), append ${(RECORDS / (Number(appendNs) / 1e9) / 1e6).toFixed(2)} M records/s`);
+memory("after filling");
+
+const predicate = compileRequest([{ namespace: ["ns-3"], verdict: [Verdict.VERDICT_DROPPED] }], []);
+const times: number[] = [];
+let found = 0;
+for (let run = 0; run < RUNS; run++) {
+  const t = process.hrtime.bigint();
+  const result = history.query({ predicate });
+  times.push(Number(process.hrtime.bigint() - t) / 1e6);
+  found = result.length;
+}
+console.log(`query namespace=ns-3 verdict=DROPPED over ${history.size}: ${found} matches, median ${median(times).toFixed(1)} ms (runs: ${times.map((x) => x.toFixed(1)).join(", ")})`);
+
+const lastTimes: number[] = [];
+for (let run = 0; run < RUNS; run++) {
+  const t = process.hrtime.bigint();
+  history.query({ predicate, last: 100 });
+  lastTimes.push(Number(process.hrtime.bigint() - t) / 1e6);
+}
+console.log(`query same filter, last 100: median ${median(lastTimes).toFixed(2)} ms`);
+memory("after queries");
+
+// The flow map on the same kind of records, in a fresh store (the history stays alive).
+const map = new FlowMapStore();
+produced = 0;
+let mapNs = 0n;
+let mapped = 0;
+while (mapped < RECORDS) {
+  const records = batch(Math.min(BATCH, RECORDS - mapped));
+  const t = process.hrtime.bigint();
+  map.add(records);
+  mapNs += process.hrtime.bigint() - t;
+  mapped += records.length;
+}
+const stats = map.stats;
+console.log(`flow map: add ${(mapped / (Number(mapNs) / 1e9) / 1e6).toFixed(2)} M records/s; ${stats.edges} edges, ${stats.nodes} nodes, counted ${stats.counted}, duplicates ${stats.duplicates}, verdict-only ${stats.verdictOnly}`);
+for (const [label, query] of [["all, 1 h", { windowMs: 3_600_000 }], ["ns-3, 5 min", { namespace: "ns-3", windowMs: 300_000 }]] as const) {
+  const mapTimes: number[] = [];
+  let edges = 0;
+  for (let run = 0; run < RUNS; run++) {
+    const t = process.hrtime.bigint();
+    edges = map.getMap(query).edges.length;
+    mapTimes.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  console.log(`getMap ${label}: ${edges} edges, median ${median(mapTimes).toFixed(1)} ms`);
+}
+memory("with flow map");

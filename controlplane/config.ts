@@ -1,0 +1,62 @@
+// The control plane's configuration: one schema that parses, validates and documents every flag.
+import { parseArgs } from "node:util";
+import path from "node:path";
+import { ConfigError, parseHostPort } from "../agent/config.js";
+
+export interface ControlPlaneConfig {
+  /** Folder of Kubernetes YAML watched as the metadata source. */
+  manifests: string;
+  /** gRPC listen addresses (host:port or unix:///path), agents and clients alike. */
+  listen: string[];
+  storeCapacity: number;
+  drainIntervalMs: number;
+  logLevel: "trace" | "debug" | "info" | "warn" | "error";
+}
+
+export const controlPlaneUsage = `usage: bulkhead controlplane --manifests DIR [flags]
+
+Receives agents' flow records, maps both ends onto pods, Services, workloads, namespaces
+and nodes, keeps recent history and live flow maps, and serves the Observer API.
+
+  --manifests DIR       folder of Kubernetes YAML to watch (Namespace, Pod, Service, EndpointSlice, Node, …)
+  --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4245)
+  --store-capacity N    flow records kept in memory (default 1000000)
+  --drain-interval MS   drain interval the control plane gives agents (default 1000)
+  --log-level LEVEL     trace | debug | info | warn | error (default info)
+`;
+
+export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: {
+      manifests: { type: "string" }, listen: { type: "string", multiple: true },
+      "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
+    } });
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (!v.manifests) throw new ConfigError("--manifests: required (the folder of Kubernetes YAML to watch)");
+  const listen = v.listen ?? ["127.0.0.1:4245"];
+  for (const addr of listen) {
+    if (addr.startsWith("unix://")) {
+      if (addr.length <= 7) throw new ConfigError(`--listen: "${addr}" names no socket path`);
+    } else {
+      parseHostPort("listen", addr);
+    }
+  }
+  const int = (flag: string, raw: string | undefined, fallback: number, max: number) => {
+    if (raw === undefined) return fallback;
+    if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > max) throw new ConfigError(`--${flag}: "${raw}" is not a whole number in 1..${max}`);
+    return Number(raw);
+  };
+  const level = v["log-level"] ?? "info";
+  if (!["trace", "debug", "info", "warn", "error"].includes(level)) throw new ConfigError(`--log-level: "${level}" is not trace, debug, info, warn or error`);
+  return {
+    manifests: path.resolve(v.manifests),
+    listen,
+    storeCapacity: int("store-capacity", v["store-capacity"], 1_000_000, 100_000_000),
+    drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
+    logLevel: level as ControlPlaneConfig["logLevel"],
+  };
+}

@@ -1,0 +1,611 @@
+// Live flow maps: which workloads, Services, hosts and outside addresses talk to which,
+// over sliding windows up to an hour, per namespace.
+//
+// COUNTING RULE: every packet counts once.
+//  1. The same packets are usually observed twice: leaving the sender's veth (FROM_POD)
+//     and entering the receiver's (TO_POD), on one node or two. A record adds to the
+//     volume (flows, packets, bytes) only at its counting observation: FROM_POD always
+//     counts; TO_POD counts only when the sender is not a pod and not a Service address,
+//     i.e. the packets came from outside or from a host and have no FROM_POD record.
+//     (A Service address as sender appears on replies at the client's TO_POD after
+//     reverse NAT; the backend pod's FROM_POD record already counted those packets.)
+//     The rule looks at one record only, so it holds whatever order records arrive in.
+//  2. Verdicts: enforcement may happen at either end, so DROPPED and AUDIT records count
+//     towards `dropped` / `audit` at both observations. Per edge and time bucket the two
+//     observations of the same packets are merged with max(), not added: dropped =
+//     max(dropped at the counting point, dropped at the other point), same for audit.
+//     `forwarded` = packets - dropped - audit (never below 0). The three are packets.
+//  3. Edges point from the connection's client to its server, and `port` is the server
+//     port, so a request and its replies are one edge and one flow. Which end is the
+//     client: the end sending to a Service address; for TCP a record with SYN and no ACK;
+//     ICMP echo/timestamp/info replies are replies; otherwise the lower port is the
+//     server's (clients use ephemeral ports, 32768 and up). The port heuristic can be
+//     wrong (a server on 50051 and a client on 40000); that only turns the edge around,
+//     it never counts twice, because rule 1 picks one observation per packet without
+//     looking at orientation. Records do not say which end opened the connection; if the
+//     agent ever reports conntrack's direction, use it here instead.
+//  4. Service traffic: the ClusterIP is visible only at the client's veth. Requests count
+//     on client -> service:<ns>/<name> (the client's FROM_POD, port = Service port).
+//     Replies leave the backend pod addressed to the client and count on client ->
+//     backend workload (port = target port). Together the two edges show who called the
+//     Service and which workload answered. The backend's TO_POD record of a request (sender
+//     = client pod) does not count, but if it is DROPPED or AUDIT it marks client ->
+//     backend workload: NetworkPolicy judges the packet after DNAT.
+//  5. `flows` = distinct 5-tuples (client ip, server ip, protocol, client port, server
+//     port) among counted records whose last bucket lies in the window, tracked per edge
+//     by a 30-bit hash (collisions may merge a few tuples on huge edges).
+//
+// Time: records go into buckets by end time. Fine buckets (5 s, kept 5 min) serve windows
+// up to 5 min; coarse buckets (1 min, kept 1 h) serve longer ones. A window covers the
+// buckets that overlap [now - window, now], so `since` is the first bucket's start.
+// Records older than the retention are counted in stats.late and otherwise ignored.
+//
+// Map node ids: "workload:<ns>/<Kind>/<name>" (a pod without owner is Kind Pod, name =
+// pod), "service:<ns>/<name>", "world:<ip>", "host:<node>", and "unknown:<ip>" for an
+// address the enricher could not resolve (treated as outside for rule 1).
+
+import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { ObservationPoint, Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
+import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
+import { endpointWorkload } from "./filter.js";
+
+export interface FlowMapOptions {
+  /** Wall clock in milliseconds; injectable for tests. */
+  now?: () => number;
+  /** Default 5 s. */
+  fineBucketMs?: number;
+  /** Longest window served from fine buckets; default 5 min. */
+  fineWindowMs?: number;
+  /** Default 1 min; a multiple of fineBucketMs. */
+  coarseBucketMs?: number;
+  /** Longest window; default 1 h. */
+  retentionMs?: number;
+  /** Distinct 5-tuples tracked for `flows` across all edges; default 1,000,000. */
+  maxTrackedFlows?: number;
+  /** Edge removals remembered for changesSince(); default 10,000. */
+  maxRemovalLog?: number;
+}
+
+export interface FlowMapQuery {
+  /** Only this namespace's workloads and Services, and every peer that talks to them. Empty: all. */
+  namespace?: string;
+  /** Default 5 minutes; at most the retention. */
+  windowMs?: number;
+}
+
+export interface EdgeKey {
+  source: string;
+  destination: string;
+  protocol: string;
+  port: number;
+}
+
+export interface FlowMapChanges {
+  /** Pass this to the next changesSince(). */
+  version: number;
+  /**
+   * True when the changes since the given version are no longer known (too old, or from
+   * another process): nodes and edges then hold the whole map, to replace the client's.
+   */
+  resync: boolean;
+  /** Edges that received records since the version, with their totals over the window. */
+  edges: MapEdge[];
+  /** The ends of those edges. */
+  nodes: MapNode[];
+  /** Edges whose last bucket expired since the version. */
+  removed: EdgeKey[];
+}
+
+export interface FlowMapStats {
+  /** Records given to add(). */
+  records: number;
+  /** Records that added volume (rule 1). */
+  counted: number;
+  /** Records at the other observation that added only a DROPPED/AUDIT verdict. */
+  verdictOnly: number;
+  /** Forwarded records at the other observation: the same packets as a counted record. */
+  duplicates: number;
+  /** Records whose end time was older than the retention when they arrived. */
+  late: number;
+  /** Records without a start or end time. */
+  untimed: number;
+  /** 5-tuples not tracked for `flows` because maxTrackedFlows was reached. */
+  untrackedFlows: number;
+  edges: number;
+  nodes: number;
+}
+
+// Per-bucket counters of an edge, flat in a number[] per tier (unboxed doubles, ~72 bytes
+// a bucket): only buckets with traffic take room, and a busy edge keeps ~130 of them.
+const B_BUCKET = 0, B_PACKETS = 1, B_BYTES = 2, B_DROP_COUNTED = 3, B_AUDIT_COUNTED = 4,
+  B_DROP_OTHER = 5, B_AUDIT_OTHER = 6, B_FIRST_MS = 7, B_LAST_MS = 8, STRIDE = 9;
+
+interface MapNodeState {
+  id: string;
+  kind: MapNodeKind;
+  namespace: string;
+  name: string;
+  workloadKind: string;
+  /** Pod (uid, or name) -> last fine bucket it was seen in. */
+  pods: Map<string, number>;
+  edges: number;
+}
+
+interface EdgeState {
+  key: string;
+  source: MapNodeState;
+  destination: MapNodeState;
+  protocol: string;
+  port: number;
+  fine: number[];
+  coarse: number[];
+  /** 5-tuple hash -> last fine bucket it was counted in. */
+  flows: Map<number, number>;
+  version: number;
+}
+
+type NodeIdentity = Omit<MapNodeState, "pods" | "edges">;
+
+/** The buckets a window covers: tier, first bucket in it, and where it starts. */
+interface Window {
+  fine: boolean;
+  firstBucket: number;
+  sinceMs: number;
+  /** The first fine bucket at or after sinceMs, for per-flow and per-pod last-seen marks. */
+  firstFine: number;
+}
+
+interface Removal {
+  version: number;
+  key: EdgeKey;
+  namespaces: [string, string];
+}
+
+const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" };
+// Echo reply, timestamp reply, information reply, address mask reply.
+const ICMP4_REPLY_TYPES = new Set([0, 14, 16, 18]);
+const ICMP6_ECHO_REPLY = 129;
+
+function msOf(t: Timestamp): number {
+  return Number(t.seconds) * 1000 + t.nanos / 1e6;
+}
+
+function timestampOf(ms: number): Timestamp {
+  const seconds = Math.floor(ms / 1000);
+  const nanos = Math.min(999_999_999, Math.round((ms - seconds * 1000) * 1e6));
+  return { seconds: BigInt(seconds), nanos };
+}
+
+function isPod(endpoint: Endpoint | undefined): boolean {
+  return endpoint !== undefined && endpoint.podName !== "";
+}
+
+function isServiceAddress(endpoint: Endpoint | undefined): boolean {
+  return endpoint !== undefined && endpoint.podName === "" && endpoint.service !== "";
+}
+
+/** Rule 1: whether this observation carries the packets' volume. */
+export function isCountingObservation(record: FlowRecord): boolean {
+  if (record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD) return true;
+  if (record.point !== ObservationPoint.OBSERVATION_POINT_TO_POD) return false;
+  return !isPod(record.source) && !isServiceAddress(record.source);
+}
+
+/** Rule 3: whether the record's packets travel from the connection's server to its client. */
+export function isReply(record: FlowRecord): boolean {
+  if (isServiceAddress(record.destination)) return false;
+  if (isServiceAddress(record.source)) return true;
+  const l4 = record.l4;
+  if (l4 === undefined) return false;
+  if (l4.protocol === 1) return ICMP4_REPLY_TYPES.has(l4.icmpType);
+  if (l4.protocol === 58) return l4.icmpType === ICMP6_ECHO_REPLY;
+  if (l4.protocol === 6 && l4.tcpFlags !== undefined && l4.tcpFlags.syn && !l4.tcpFlags.ack) return false;
+  // Clients take ephemeral ports (32768 and up on Linux), above nearly every server port.
+  const s = l4.sourcePort, d = l4.destinationPort;
+  if (s === 0 || d === 0) return false;
+  return s < d;
+}
+
+function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity {
+  if (endpoint !== undefined) {
+    const workload = endpointWorkload(endpoint);
+    if (workload !== undefined) {
+      return {
+        id: `workload:${endpoint.namespace}/${workload.kind}/${workload.name}`, kind: MapNodeKind.MAP_NODE_KIND_WORKLOAD,
+        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind,
+      };
+    }
+    if (endpoint.service !== "") {
+      const slash = endpoint.service.indexOf("/");
+      const namespace = slash === -1 ? endpoint.namespace : endpoint.service.slice(0, slash);
+      const name = endpoint.service.slice(slash + 1);
+      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "" };
+    }
+    const ip = endpoint.ip || address;
+    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "" };
+    if (endpoint.node !== "") {
+      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "" };
+    }
+  }
+  const ip = endpoint?.ip || address;
+  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "" };
+}
+
+/** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
+function tupleHash(clientIp: string, serverIp: string, protocol: number, clientPort: number, serverPort: number): number {
+  let h = 0x811c9dc5;
+  const mix = (s: string) => {
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+    h = Math.imul(h ^ 0xff, 0x01000193); // separator, so ("1.2", "3") differs from ("1", "23")
+  };
+  mix(clientIp);
+  mix(serverIp);
+  h = Math.imul(h ^ protocol, 0x01000193);
+  h = Math.imul(h ^ clientPort, 0x01000193);
+  h = Math.imul(h ^ serverPort, 0x01000193);
+  return (h ^ (h >>> 30)) & 0x3fffffff;
+}
+
+/** Adds to the bucket `bucket` of a tier, creating it in order if needed. */
+function addToBucket(entries: number[], bucket: number, packets: number, bytes: number,
+  dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): void {
+  let k = entries.length - STRIDE;
+  while (k >= 0 && entries[k + B_BUCKET]! > bucket) k -= STRIDE;
+  if (k < 0 || entries[k + B_BUCKET] !== bucket) {
+    k += STRIDE;
+    const fresh = [bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs];
+    if (k === entries.length) entries.push(...fresh);
+    else entries.splice(k, 0, ...fresh); // a late record: rare
+  }
+  entries[k + B_PACKETS]! += packets;
+  entries[k + B_BYTES]! += bytes;
+  entries[k + dropField]! += drop;
+  entries[k + auditField]! += audit;
+  if (firstMs < entries[k + B_FIRST_MS]!) entries[k + B_FIRST_MS] = firstMs;
+  if (lastMs > entries[k + B_LAST_MS]!) entries[k + B_LAST_MS] = lastMs;
+}
+
+/** Drops buckets before `firstBucket`; returns whether any remain. */
+function expireBuckets(entries: number[], firstBucket: number): boolean {
+  let k = 0;
+  while (k < entries.length && entries[k + B_BUCKET]! < firstBucket) k += STRIDE;
+  if (k > 0) entries.splice(0, k);
+  return entries.length > 0;
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`flow map option ${name} must be a positive integer, got ${value}`);
+  return value;
+}
+
+export class FlowMapStore {
+  private readonly now: () => number;
+  private readonly fineBucketMs: number;
+  private readonly fineWindowMs: number;
+  private readonly coarseBucketMs: number;
+  private readonly retentionMs: number;
+  private readonly maxTrackedFlows: number;
+  private readonly maxRemovalLog: number;
+
+  private readonly edges = new Map<string, EdgeState>();
+  private readonly nodes = new Map<string, MapNodeState>();
+  // Shared Endpoint objects (one per pod) resolve to their map node once.
+  private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
+  private readonly listeners = new Set<(version: number) => void>();
+  private readonly removals: Removal[] = [];
+  private removalsForgottenUpTo = 0;
+  private currentVersion = 0;
+  private trackedFlows = 0;
+  private lastFineMaintenance = -Infinity;
+  private lastCoarseMaintenance = -Infinity;
+  private readonly counters = { records: 0, counted: 0, verdictOnly: 0, duplicates: 0, late: 0, untimed: 0, untrackedFlows: 0 };
+
+  constructor(options: FlowMapOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.fineBucketMs = positive("fineBucketMs", options.fineBucketMs ?? 5_000);
+    this.fineWindowMs = positive("fineWindowMs", options.fineWindowMs ?? 5 * 60_000);
+    this.coarseBucketMs = positive("coarseBucketMs", options.coarseBucketMs ?? 60_000);
+    this.retentionMs = positive("retentionMs", options.retentionMs ?? 60 * 60_000);
+    this.maxTrackedFlows = positive("maxTrackedFlows", options.maxTrackedFlows ?? 1_000_000);
+    this.maxRemovalLog = positive("maxRemovalLog", options.maxRemovalLog ?? 10_000);
+    if (this.coarseBucketMs % this.fineBucketMs !== 0) {
+      throw new Error(`flow map coarseBucketMs (${this.coarseBucketMs}) must be a multiple of fineBucketMs (${this.fineBucketMs})`);
+    }
+    if (this.fineWindowMs > this.retentionMs) {
+      throw new Error(`flow map fineWindowMs (${this.fineWindowMs}) must not exceed retentionMs (${this.retentionMs})`);
+    }
+  }
+
+  /** Increases whenever an edge gains records or expires. */
+  get version(): number { return this.currentVersion; }
+
+  get stats(): FlowMapStats {
+    return { ...this.counters, edges: this.edges.size, nodes: this.nodes.size };
+  }
+
+  /** Calls `listener(version)` after every change; returns the unsubscribe. */
+  onChange(listener: (version: number) => void): () => void {
+    this.listeners.add(listener);
+    return () => { this.listeners.delete(listener); };
+  }
+
+  add(records: readonly FlowRecord[]): void {
+    const now = this.now();
+    this.maintain(now);
+    const version = this.currentVersion + 1;
+    let changed = false;
+    const oldestCoarse = Math.floor((now - this.retentionMs) / this.coarseBucketMs);
+    const oldestFine = Math.floor((now - this.fineWindowMs) / this.fineBucketMs);
+    for (const record of records) {
+      this.counters.records++;
+      const time = record.endTime ?? record.startTime;
+      if (time === undefined) { this.counters.untimed++; continue; }
+      const lastMs = msOf(time);
+      const coarse = Math.floor(lastMs / this.coarseBucketMs);
+      if (coarse < oldestCoarse) { this.counters.late++; continue; }
+
+      const counted = isCountingObservation(record);
+      const verdict = record.verdict;
+      const dropped = verdict === Verdict.VERDICT_DROPPED;
+      const audited = verdict === Verdict.VERDICT_AUDIT;
+      if (!counted && !dropped && !audited) { this.counters.duplicates++; continue; }
+      if (counted) this.counters.counted++;
+      else this.counters.verdictOnly++;
+
+      const reply = isReply(record);
+      const clientEndpoint = reply ? record.destination : record.source;
+      const serverEndpoint = reply ? record.source : record.destination;
+      const clientIp = (reply ? record.ip?.destination : record.ip?.source) ?? "";
+      const serverIp = (reply ? record.ip?.source : record.ip?.destination) ?? "";
+      const l4 = record.l4;
+      const protocolNumber = l4?.protocol ?? 0;
+      const protocol = l4 === undefined ? "" : l4.protocolName || (PROTOCOL_NAMES[protocolNumber] ?? String(protocolNumber));
+      const clientPort = l4 === undefined ? 0 : reply ? l4.destinationPort : l4.sourcePort;
+      const serverPort = l4 === undefined ? 0 : reply ? l4.sourcePort : l4.destinationPort;
+
+      const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort);
+      const packets = Number(record.packets);
+      const bytes = counted ? Number(record.bytes) : 0;
+      const volume = counted ? packets : 0;
+      const firstMs = record.startTime === undefined ? lastMs : msOf(record.startTime);
+      const dropField = counted ? B_DROP_COUNTED : B_DROP_OTHER;
+      const auditField = counted ? B_AUDIT_COUNTED : B_AUDIT_OTHER;
+      const drop = dropped ? packets : 0;
+      const audit = audited ? packets : 0;
+      const fine = Math.floor(lastMs / this.fineBucketMs);
+      if (fine >= oldestFine) addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+      addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+
+      if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, protocolNumber, clientPort, serverPort), fine);
+      this.seePod(edge.source, clientEndpoint, fine);
+      this.seePod(edge.destination, serverEndpoint, fine);
+      edge.version = version;
+      changed = true;
+    }
+    if (changed) this.publish(version);
+  }
+
+  getMap(query: FlowMapQuery = {}): GetFlowMapResponse {
+    const now = this.now();
+    this.maintain(now);
+    const window = this.window(now, query.windowMs);
+    const namespace = query.namespace ?? "";
+    const { edges, nodes } = this.collect(window, namespace, -Infinity);
+    return {
+      nodes,
+      edges,
+      since: timestampOf(window.sinceMs),
+      until: timestampOf(now),
+    };
+  }
+
+  /**
+   * What changed since `version` (from `version` or a previous call), for streaming a map.
+   * Totals also change as buckets slide out of a window without any new record; a client
+   * showing totals should also refresh them on a timer (getMap).
+   */
+  changesSince(version: number, query: FlowMapQuery = {}): FlowMapChanges {
+    const now = this.now();
+    this.maintain(now);
+    if (!Number.isSafeInteger(version) || version < this.removalsForgottenUpTo || version > this.currentVersion) {
+      const map = this.getMap(query);
+      return { version: this.currentVersion, resync: true, edges: map.edges, nodes: map.nodes, removed: [] };
+    }
+    const window = this.window(now, query.windowMs);
+    const namespace = query.namespace ?? "";
+    const { edges, nodes } = this.collect(window, namespace, version);
+    const removed = this.removals
+      .filter((r) => r.version > version && (namespace === "" || r.namespaces.includes(namespace)))
+      .map((r) => r.key);
+    return { version: this.currentVersion, resync: false, edges, nodes, removed };
+  }
+
+  /** Edges of the namespace changed after `afterVersion`, with totals over the window, in key order. */
+  private collect(window: Window, namespace: string, afterVersion: number): { edges: MapEdge[]; nodes: MapNode[] } {
+    const selected: EdgeState[] = [];
+    for (const edge of this.edges.values()) {
+      if (edge.version > afterVersion && this.inNamespace(edge, namespace)) selected.push(edge);
+    }
+    // Keys order by source id, destination id, protocol, then port as text: stable for diffs.
+    selected.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const edges: MapEdge[] = [];
+    const nodes = new Map<string, MapNodeState>();
+    for (const edge of selected) {
+      const summary = this.summarize(edge, window);
+      if (summary === undefined) continue;
+      edges.push(summary);
+      nodes.set(edge.source.id, edge.source);
+      nodes.set(edge.destination.id, edge.destination);
+    }
+    return { edges, nodes: this.mapNodes(nodes, window) };
+  }
+
+  private window(now: number, windowMs = 5 * 60_000): Window {
+    if (!Number.isFinite(windowMs) || windowMs <= 0 || windowMs > this.retentionMs) {
+      throw new Error(`flow map window must be more than 0 and at most ${this.retentionMs} ms, got ${windowMs} ms`);
+    }
+    const fine = windowMs <= this.fineWindowMs;
+    const bucketMs = fine ? this.fineBucketMs : this.coarseBucketMs;
+    const firstBucket = Math.floor((now - windowMs) / bucketMs);
+    const sinceMs = firstBucket * bucketMs;
+    return { fine, firstBucket, sinceMs, firstFine: Math.floor(sinceMs / this.fineBucketMs) };
+  }
+
+  private inNamespace(edge: EdgeState, namespace: string): boolean {
+    return namespace === "" || edge.source.namespace === namespace || edge.destination.namespace === namespace;
+  }
+
+  private summarize(edge: EdgeState, window: Window): MapEdge | undefined {
+    const entries = window.fine ? edge.fine : edge.coarse;
+    let packets = 0, bytes = 0, dropped = 0, audit = 0, firstMs = Infinity, lastMs = -Infinity;
+    let k = entries.length - STRIDE;
+    if (k < 0 || entries[k + B_BUCKET]! < window.firstBucket) return undefined;
+    for (; k >= 0 && entries[k + B_BUCKET]! >= window.firstBucket; k -= STRIDE) {
+      packets += entries[k + B_PACKETS]!;
+      bytes += entries[k + B_BYTES]!;
+      dropped += Math.max(entries[k + B_DROP_COUNTED]!, entries[k + B_DROP_OTHER]!);
+      audit += Math.max(entries[k + B_AUDIT_COUNTED]!, entries[k + B_AUDIT_OTHER]!);
+      firstMs = Math.min(firstMs, entries[k + B_FIRST_MS]!);
+      lastMs = Math.max(lastMs, entries[k + B_LAST_MS]!);
+    }
+    let flows = 0;
+    for (const last of edge.flows.values()) if (last >= window.firstFine) flows++;
+    return {
+      source: edge.source.id,
+      destination: edge.destination.id,
+      protocol: edge.protocol,
+      port: edge.port,
+      flows: BigInt(flows),
+      packets: BigInt(packets),
+      bytes: BigInt(bytes),
+      forwarded: BigInt(Math.max(0, packets - dropped - audit)),
+      dropped: BigInt(dropped),
+      audit: BigInt(audit),
+      firstSeen: timestampOf(firstMs),
+      lastSeen: timestampOf(lastMs),
+    };
+  }
+
+  private mapNodes(nodes: Map<string, MapNodeState>, window: Window): MapNode[] {
+    const out: MapNode[] = [];
+    for (const node of nodes.values()) {
+      let pods = 0;
+      for (const last of node.pods.values()) if (last >= window.firstFine) pods++;
+      out.push({ id: node.id, kind: node.kind, namespace: node.namespace, name: node.name, workloadKind: node.workloadKind, pods });
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  private identity(endpoint: Endpoint | undefined, address: string): NodeIdentity {
+    if (endpoint === undefined) return identify(undefined, address);
+    let identity = this.identities.get(endpoint);
+    if (identity === undefined) {
+      identity = identify(endpoint, address);
+      // An endpoint without an address borrows the record's; such an identity is per record.
+      if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
+        || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
+        this.identities.set(endpoint, identity);
+      }
+    }
+    return identity;
+  }
+
+  private nodeFor(identity: NodeIdentity): MapNodeState {
+    let node = this.nodes.get(identity.id);
+    if (node === undefined) {
+      node = { ...identity, pods: new Map(), edges: 0 };
+      this.nodes.set(identity.id, node);
+    }
+    return node;
+  }
+
+  private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number): EdgeState {
+    const key = `${client.id}\u0000${server.id}\u0000${protocol}\u0000${port}`;
+    let edge = this.edges.get(key);
+    if (edge === undefined) {
+      const source = this.nodeFor(client);
+      const destination = this.nodeFor(server);
+      source.edges++;
+      destination.edges++;
+      edge = { key, source, destination, protocol, port, fine: [], coarse: [], flows: new Map(), version: 0 };
+      this.edges.set(key, edge);
+    }
+    return edge;
+  }
+
+  private trackFlow(edge: EdgeState, hash: number, fine: number): void {
+    const last = edge.flows.get(hash);
+    if (last !== undefined) {
+      if (fine > last) edge.flows.set(hash, fine);
+      return;
+    }
+    if (this.trackedFlows >= this.maxTrackedFlows) { this.counters.untrackedFlows++; return; }
+    edge.flows.set(hash, fine);
+    this.trackedFlows++;
+  }
+
+  private seePod(node: MapNodeState, endpoint: Endpoint | undefined, fine: number): void {
+    if (node.kind !== MapNodeKind.MAP_NODE_KIND_WORKLOAD || endpoint === undefined || endpoint.podName === "") return;
+    const key = endpoint.podUid || `${endpoint.namespace}/${endpoint.podName}`;
+    const last = node.pods.get(key);
+    if (last === undefined || fine > last) node.pods.set(key, fine);
+  }
+
+  /** Expires buckets (each fine bucket), and flows and pods (each coarse bucket). */
+  private maintain(now: number): void {
+    const fineNow = Math.floor(now / this.fineBucketMs);
+    if (fineNow === this.lastFineMaintenance) return;
+    this.lastFineMaintenance = fineNow;
+    const coarseNow = Math.floor(now / this.coarseBucketMs);
+    const sweepFlows = coarseNow !== this.lastCoarseMaintenance;
+    this.lastCoarseMaintenance = coarseNow;
+
+    const oldestFine = Math.floor((now - this.fineWindowMs) / this.fineBucketMs);
+    const oldestCoarse = Math.floor((now - this.retentionMs) / this.coarseBucketMs);
+    const oldestFineInRetention = oldestCoarse * (this.coarseBucketMs / this.fineBucketMs);
+    const version = this.currentVersion + 1;
+    let removedAny = false;
+    for (const edge of this.edges.values()) {
+      expireBuckets(edge.fine, oldestFine);
+      if (!expireBuckets(edge.coarse, oldestCoarse)) {
+        this.removeEdge(edge, version);
+        removedAny = true;
+        continue;
+      }
+      if (sweepFlows) {
+        for (const [hash, last] of edge.flows) {
+          if (last < oldestFineInRetention) { edge.flows.delete(hash); this.trackedFlows--; }
+        }
+      }
+    }
+    if (sweepFlows) {
+      for (const node of this.nodes.values()) {
+        for (const [pod, last] of node.pods) if (last < oldestFineInRetention) node.pods.delete(pod);
+      }
+    }
+    if (removedAny) this.publish(version);
+  }
+
+  private removeEdge(edge: EdgeState, version: number): void {
+    this.edges.delete(edge.key);
+    this.trackedFlows -= edge.flows.size;
+    for (const node of [edge.source, edge.destination]) {
+      if (--node.edges === 0) this.nodes.delete(node.id);
+    }
+    this.removals.push({
+      version,
+      key: { source: edge.source.id, destination: edge.destination.id, protocol: edge.protocol, port: edge.port },
+      namespaces: [edge.source.namespace, edge.destination.namespace],
+    });
+    if (this.removals.length > this.maxRemovalLog) {
+      const forgotten = this.removals.splice(0, this.removals.length - this.maxRemovalLog);
+      this.removalsForgottenUpTo = forgotten[forgotten.length - 1]?.version ?? this.removalsForgottenUpTo;
+    }
+  }
+
+  private publish(version: number): void {
+    this.currentVersion = version;
+    for (const listener of [...this.listeners]) listener(version);
+  }
+}

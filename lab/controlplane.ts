@@ -1,0 +1,102 @@
+// The lab's control plane: one process in the machine's own namespace, watching the lab's
+// manifests. Agents reach it over a unix socket in the state dir (a socket file is
+// visible from every network namespace); the CLI over 127.0.0.1. A pid file lets `down`
+// stop it even when state.json is gone.
+import { spawn } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
+import { LOGS_DIR, MANIFESTS_DIR } from "./state.js";
+
+export const DEFAULT_OBSERVER_ADDRESS = "127.0.0.1:4245";
+export const CONTROLPLANE_PID_FILE = "controlplane.pid";
+export const CONTROLPLANE_SOCKET = "controlplane.sock";
+const READY_TIMEOUT_MS = 20_000;
+
+export interface LabControlPlane {
+  pid: number;
+  /** Address for the CLI and the UI. */
+  observer: string;
+  /** Address agents stream to. */
+  agents: string;
+  log: string;
+}
+
+export function agentAddress(stateDir: string): string {
+  return `unix://${path.join(stateDir, CONTROLPLANE_SOCKET)}`;
+}
+
+function ready(address: string, timeoutMs: number): Promise<void> {
+  const client = new ObserverServiceClient(address, grpc.credentials.createInsecure());
+  return new Promise<void>((resolve, reject) => {
+    client.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err) => {
+      client.close();
+      if (err) reject(err); else resolve();
+    });
+  });
+}
+
+export async function startControlPlane(stateDir: string, repoRoot: string, observer = DEFAULT_OBSERVER_ADDRESS): Promise<LabControlPlane> {
+  const logs = path.join(stateDir, LOGS_DIR);
+  await mkdir(logs, { recursive: true });
+  const cp: LabControlPlane = { pid: 0, observer, agents: agentAddress(stateDir), log: path.join(logs, "controlplane.log") };
+  const argv = [path.join(repoRoot, "dist", "cli", "main.js"), "controlplane",
+    "--manifests", path.join(stateDir, MANIFESTS_DIR), "--listen", observer, "--listen", cp.agents];
+  const fd = openSync(cp.log, "a");
+  let exited: string | undefined;
+  try {
+    const child = spawn(process.execPath, argv, { detached: true, stdio: ["ignore", fd, fd] });
+    child.on("exit", (code, signal) => { exited = signal ? `killed by ${signal}` : `exited with code ${code}`; });
+    child.unref();
+    cp.pid = child.pid ?? 0;
+  } finally {
+    closeSync(fd);
+  }
+  await writeFile(path.join(stateDir, CONTROLPLANE_PID_FILE), `${cp.pid}\n`);
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exited !== undefined) throw new Error(`control plane ${exited}${tail(cp.log)}`);
+    try {
+      await ready(observer, 1000);
+      return cp;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`control plane not answering on ${observer} after ${READY_TIMEOUT_MS / 1000} s: ${(err as Error).message}${tail(cp.log)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+function tail(file: string): string {
+  try {
+    return "\n" + readFileSync(file, "utf8").trimEnd().split("\n").slice(-15).join("\n");
+  } catch {
+    return "";
+  }
+}
+
+function isControlPlane(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("controlplane");
+  } catch {
+    return false;
+  }
+}
+
+/** Stops the control plane the pid file names (SIGTERM, then SIGKILL after 5 s); idempotent. */
+export async function stopControlPlane(stateDir: string): Promise<number | undefined> {
+  const pidFile = path.join(stateDir, CONTROLPLANE_PID_FILE);
+  const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
+  let stopped: number | undefined;
+  if (pid > 0 && isControlPlane(pid)) {
+    process.kill(pid, "SIGTERM");
+    const deadline = Date.now() + 5000;
+    while (isControlPlane(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (isControlPlane(pid)) process.kill(pid, "SIGKILL");
+    stopped = pid;
+  }
+  await rm(pidFile, { force: true });
+  await rm(path.join(stateDir, CONTROLPLANE_SOCKET), { force: true });
+  return stopped;
+}

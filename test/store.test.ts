@@ -1,0 +1,741 @@
+// The flow store: label selectors, flow filters, the recent-flows history and the live
+// flow map, over synthetic enriched FlowRecords.
+import { describe, expect, it } from "vitest";
+import {
+  IpVersion, ObservationPoint, ReporterSide, Verdict, type Endpoint, type FlowRecord,
+} from "../proto/gen/bulkhead/v1/flow.js";
+import { MapNodeKind, TrafficDirection, type FlowFilter, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
+import { LabelSelectorError, parseLabelSelector } from "../controlplane/store/selector.js";
+import { FlowFilterError, compileFilter, compileRequest } from "../controlplane/store/filter.js";
+import { FlowHistory } from "../controlplane/store/history.js";
+import { FlowMapStore } from "../controlplane/store/flowmap.js";
+
+// ---------------------------------------------------------------------------------------
+// Synthetic enriched endpoints and records
+
+function pod(namespace: string, podName: string, ip: string, node: string, labels: Record<string, string>,
+  workloadKind = "Deployment", workloadName = podName.replace(/-[0-9]+$/, "")): Endpoint {
+  return { ip, namespace, podName, podUid: `uid-${namespace}-${podName}`, labels, workloadKind, workloadName, node, service: "", world: false };
+}
+function service(namespace: string, name: string, ip: string): Endpoint {
+  return { ip, namespace, podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node: "", service: `${namespace}/${name}`, world: false };
+}
+function world(ip: string): Endpoint {
+  return { ip, namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node: "", service: "", world: true };
+}
+function host(node: string, ip: string): Endpoint {
+  return { ip, namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node, service: "", world: false };
+}
+
+const web1 = pod("shop", "web-1", "10.0.1.5", "node-a", { app: "web", tier: "front" });
+const web2 = pod("shop", "web-2", "10.0.1.6", "node-a", { app: "web", tier: "front", canary: "true" });
+const cart1 = pod("shop", "cart-1", "10.0.2.7", "node-b", { app: "cart" });
+const db1 = pod("db", "postgres-0", "10.0.3.9", "node-b", { app: "postgres" }, "StatefulSet", "postgres");
+const debug = pod("shop", "debug", "10.0.1.99", "node-a", { run: "debug" }, "", "");
+const other1 = pod("other", "x-1", "10.0.9.1", "node-c", { app: "x" });
+const other2 = pod("other", "y-1", "10.0.9.2", "node-c", { app: "y" });
+const cartSvc = service("shop", "cart", "10.96.0.10");
+const internet = world("203.0.113.9");
+const nodeA = host("node-a", "192.168.0.10");
+const v6a = pod("shop", "v6-1", "fd00::5", "node-a", { app: "v6" });
+const v6b = pod("db", "v6db-1", "fd00:0:0:1::7", "node-b", { app: "v6db" });
+
+const T0 = 1_700_000_070_000; // ms; 30 s into a minute
+const FROM = ObservationPoint.OBSERVATION_POINT_FROM_POD;
+const TO = ObservationPoint.OBSERVATION_POINT_TO_POD;
+
+interface RecordSpec {
+  src: Endpoint;
+  dst: Endpoint;
+  point: ObservationPoint;
+  node?: string;
+  sport?: number;
+  dport?: number;
+  proto?: number;
+  packets?: number;
+  bytes?: number;
+  verdict?: Verdict;
+  /** Milliseconds; start defaults to end - 500. */
+  endMs?: number;
+  startMs?: number;
+  sequence?: number;
+  flags?: { syn?: boolean; ack?: boolean };
+  icmpType?: number;
+}
+
+const protocolNames: Record<number, string> = { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" };
+
+function ts(ms: number) {
+  const seconds = Math.floor(ms / 1000);
+  return { seconds: BigInt(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
+}
+
+function record(spec: RecordSpec): FlowRecord {
+  const proto = spec.proto ?? 6;
+  const endMs = spec.endMs ?? T0;
+  const observed = spec.point === FROM ? spec.src : spec.dst;
+  const icmp = proto === 1 || proto === 58;
+  return {
+    startTime: ts(spec.startMs ?? endMs - 500),
+    endTime: ts(endMs),
+    node: spec.node ?? observed.node,
+    point: spec.point,
+    reporter: spec.point === FROM ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
+    interface: `veth-${observed.podName}`,
+    ifindex: 7,
+    ip: {
+      source: spec.src.ip, destination: spec.dst.ip,
+      version: spec.src.ip.includes(":") ? IpVersion.IP_VERSION_IPV6 : IpVersion.IP_VERSION_IPV4,
+    },
+    l4: {
+      protocol: proto,
+      protocolName: protocolNames[proto] ?? String(proto),
+      sourcePort: icmp ? 0 : spec.sport ?? 40000,
+      destinationPort: icmp ? 0 : spec.dport ?? 8080,
+      tcpFlags: proto === 6
+        ? { fin: false, syn: spec.flags?.syn ?? false, rst: false, psh: true, ack: spec.flags?.ack ?? true, urg: false, ece: false, cwr: false }
+        : undefined,
+      icmpType: spec.icmpType ?? 0,
+      icmpCode: 0,
+    },
+    packets: BigInt(spec.packets ?? 10),
+    bytes: BigInt(spec.bytes ?? 1000),
+    source: spec.src,
+    destination: spec.dst,
+    verdict: spec.verdict ?? Verdict.VERDICT_FORWARDED,
+    sequence: BigInt(spec.sequence ?? 0),
+  };
+}
+
+const emptyFilter = (): FlowFilter => ({
+  namespace: [], sourceNamespace: [], destinationNamespace: [], pod: [], sourcePod: [], destinationPod: [],
+  label: [], sourceLabel: [], destinationLabel: [], workload: [], sourceWorkload: [], destinationWorkload: [],
+  service: [], sourceService: [], destinationService: [], ip: [], sourceIp: [], destinationIp: [],
+  port: [], sourcePort: [], destinationPort: [], protocol: [], verdict: [], node: [], direction: [],
+});
+const filter = (fields: Partial<FlowFilter>): FlowFilter => ({ ...emptyFilter(), ...fields });
+const matches = (fields: Partial<FlowFilter>, r: FlowRecord) => compileFilter(filter(fields))(r);
+
+// ---------------------------------------------------------------------------------------
+
+describe("label selectors", () => {
+  const sel = (s: string) => parseLabelSelector(s);
+
+  it("= and == require the label with that value", () => {
+    for (const s of ["app=web", "app==web", " app = web "]) {
+      expect(sel(s).matches({ app: "web" })).toBe(true);
+      expect(sel(s).matches({ app: "api" })).toBe(false);
+      expect(sel(s).matches({})).toBe(false);
+    }
+  });
+
+  it("!= matches another value or a missing label", () => {
+    const s = sel("tier!=db");
+    expect(s.matches({ tier: "front" })).toBe(true);
+    expect(s.matches({})).toBe(true);
+    expect(s.matches({ tier: "db" })).toBe(false);
+  });
+
+  it("in requires one of the values; notin allows none of them or a missing label", () => {
+    const inSel = sel("env in (prod, staging)");
+    expect(inSel.matches({ env: "prod" })).toBe(true);
+    expect(inSel.matches({ env: "staging" })).toBe(true);
+    expect(inSel.matches({ env: "dev" })).toBe(false);
+    expect(inSel.matches({})).toBe(false);
+    const notin = sel("env notin (dev)");
+    expect(notin.matches({ env: "prod" })).toBe(true);
+    expect(notin.matches({})).toBe(true);
+    expect(notin.matches({ env: "dev" })).toBe(false);
+  });
+
+  it("a bare key requires the label, !key its absence, whatever the value", () => {
+    expect(sel("canary").matches({ canary: "" })).toBe(true);
+    expect(sel("canary").matches({ app: "web" })).toBe(false);
+    expect(sel("!canary").matches({ app: "web" })).toBe(true);
+    expect(sel("!canary").matches({ canary: "false" })).toBe(false);
+  });
+
+  it("all requirements must hold, and the canonical form is kubectl syntax", () => {
+    const s = sel("app=web, tier!=db,env in (a,b),!canary,app.kubernetes.io/name");
+    expect(s.toString()).toBe("app=web,tier!=db,env in (a,b),!canary,app.kubernetes.io/name");
+    expect(s.requirements.map((r) => r.operator)).toEqual(["=", "!=", "in", "!exists", "exists"]);
+    const labels = { app: "web", tier: "front", env: "b", "app.kubernetes.io/name": "shop" };
+    expect(s.matches(labels)).toBe(true);
+    expect(s.matches({ ...labels, canary: "x" })).toBe(false);
+    expect(s.matches({ ...labels, env: "c" })).toBe(false);
+  });
+
+  it("an empty value is a value, and the empty selector matches everything", () => {
+    expect(sel("k=").matches({ k: "" })).toBe(true);
+    expect(sel("k=").matches({ k: "v" })).toBe(false);
+    expect(sel("").matches({})).toBe(true);
+    expect(sel("   ").requirements).toEqual([]);
+  });
+
+  it("does not mistake inherited object properties for labels", () => {
+    expect(sel("constructor").matches({})).toBe(false);
+    expect(sel("toString!=x").matches({})).toBe(true);
+  });
+
+  it.each([
+    ["app=web,", /empty requirement after ","/],
+    [",app=web", /empty requirement before ","/],
+    ["tier!", /expected an operator .* after key "tier", found "!"/],
+    ["env in (a", /missing "\)" to close the set of values for "env in"/],
+    ["env in ()", /the set of values for "env in" is empty/],
+    ["env in a", /expected "\(" after "in" for key "env", found "a"/],
+    ["env notin (a b)", /expected "," or "\)" in the set for "env notin", found "b"/],
+    ["=web", /expected a label key, found "="/],
+    ["app web", /expected an operator .* after key "app", found "web"/],
+    ["app=web tier=db", /expected "," between requirements, found "tier"/],
+    ["x>1", /operator ">" is not supported/],
+    ["-app=x", /key "-app" is not a valid label name/],
+    ["app=-x", /value "-x" of key "app" is not a valid label value/],
+    ["Example.com/app=x", /key "Example.com\/app" has an invalid prefix "Example.com"/],
+    [`app=${"v".repeat(64)}`, /is not a valid label value/],
+  ])("rejects %j naming the bad part", (text, message) => {
+    let error: unknown;
+    try { parseLabelSelector(text); } catch (e) { error = e; }
+    expect(error).toBeInstanceOf(LabelSelectorError);
+    expect((error as Error).message).toMatch(message);
+    expect((error as Error).message).toContain(`label selector "${text}"`);
+  });
+
+  it("reports where the bad part is", () => {
+    try {
+      parseLabelSelector("app=web,tier!");
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(LabelSelectorError);
+      expect((e as LabelSelectorError).position).toBe(12);
+    }
+  });
+});
+
+describe("flow filters", () => {
+  const webToCart = record({ src: web1, dst: cart1, point: FROM, sport: 40001, dport: 8080 });
+  const webToDb = record({ src: web1, dst: db1, point: TO, sport: 40002, dport: 5432, verdict: Verdict.VERDICT_DROPPED });
+  const webToSvc = record({ src: web1, dst: cartSvc, point: FROM, sport: 40003, dport: 80 });
+  const worldToWeb2 = record({ src: internet, dst: web2, point: TO, sport: 51000, dport: 443 });
+  const v6 = record({ src: v6a, dst: v6b, point: FROM, proto: 17, sport: 5353, dport: 53 });
+  const ping = record({ src: debug, dst: nodeA, point: FROM, proto: 1, icmpType: 8 });
+
+  it("an empty filter matches everything", () => {
+    for (const r of [webToCart, webToDb, worldToWeb2, v6, ping]) expect(matches({}, r)).toBe(true);
+  });
+
+  it("namespace matches either end; source_/destination_ only their end", () => {
+    expect(matches({ namespace: ["db"] }, webToDb)).toBe(true);
+    expect(matches({ namespace: ["shop"] }, webToDb)).toBe(true);
+    expect(matches({ namespace: ["other"] }, webToDb)).toBe(false);
+    expect(matches({ sourceNamespace: ["db"] }, webToDb)).toBe(false);
+    expect(matches({ destinationNamespace: ["db"] }, webToDb)).toBe(true);
+    expect(matches({ sourceNamespace: ["shop"], destinationNamespace: ["shop"] }, webToDb)).toBe(false);
+    // A Service address belongs to its Service's namespace.
+    expect(matches({ destinationNamespace: ["shop"] }, webToSvc)).toBe(true);
+  });
+
+  it("values of a field are ORed; fields are ANDed", () => {
+    expect(matches({ namespace: ["other", "db"] }, webToDb)).toBe(true);
+    expect(matches({ namespace: ["db"], verdict: [Verdict.VERDICT_FORWARDED] }, webToDb)).toBe(false);
+    expect(matches({ namespace: ["db"], verdict: [Verdict.VERDICT_FORWARDED, Verdict.VERDICT_DROPPED] }, webToDb)).toBe(true);
+  });
+
+  it("pod: ns/name, name, and a trailing * for a prefix; only pod ends match", () => {
+    expect(matches({ pod: ["shop/web-1"] }, webToCart)).toBe(true);
+    expect(matches({ pod: ["cart-1"] }, webToCart)).toBe(true);
+    expect(matches({ pod: ["web"] }, webToCart)).toBe(false);
+    expect(matches({ pod: ["web*"] }, webToCart)).toBe(true);
+    expect(matches({ sourcePod: ["shop/we*"] }, webToCart)).toBe(true);
+    expect(matches({ destinationPod: ["shop/we*"] }, webToCart)).toBe(false);
+    expect(matches({ pod: ["other/web-1"] }, webToCart)).toBe(false);
+    expect(matches({ pod: ["db/*"] }, webToDb)).toBe(true);
+    expect(matches({ destinationPod: ["*"] }, webToSvc)).toBe(false);
+  });
+
+  it("label: a selector over pod labels; ends that are not pods never match", () => {
+    expect(matches({ label: ["app=cart"] }, webToCart)).toBe(true);
+    expect(matches({ sourceLabel: ["app=cart"] }, webToCart)).toBe(false);
+    expect(matches({ sourceLabel: ["app=web,tier in (front)"] }, webToCart)).toBe(true);
+    expect(matches({ label: ["!canary"] }, worldToWeb2)).toBe(false);
+    expect(matches({ label: ["!canary"] }, webToCart)).toBe(true);
+    expect(matches({ destinationLabel: ["canary"] }, worldToWeb2)).toBe(true);
+  });
+
+  it("workload: ns/name, name, Kind/name, ns/Kind/name; an ownerless pod is Pod/<name>", () => {
+    expect(matches({ workload: ["shop/web"] }, webToCart)).toBe(true);
+    expect(matches({ workload: ["web"] }, webToCart)).toBe(true);
+    expect(matches({ workload: ["Deployment/web"] }, webToCart)).toBe(true);
+    expect(matches({ workload: ["DEPLOYMENT/web"] }, webToCart)).toBe(true);
+    expect(matches({ workload: ["StatefulSet/web"] }, webToCart)).toBe(false);
+    expect(matches({ destinationWorkload: ["db/StatefulSet/postgres"] }, webToDb)).toBe(true);
+    expect(matches({ sourceWorkload: ["db/StatefulSet/postgres"] }, webToDb)).toBe(false);
+    // Lower-case first part is a namespace, and there is no namespace "deployment".
+    expect(matches({ workload: ["deployment/web"] }, webToCart)).toBe(false);
+    expect(matches({ workload: ["Pod/debug"] }, ping)).toBe(true);
+  });
+
+  it("service: ns/name or name, on the ClusterIP end", () => {
+    expect(matches({ service: ["shop/cart"] }, webToSvc)).toBe(true);
+    expect(matches({ destinationService: ["cart"] }, webToSvc)).toBe(true);
+    expect(matches({ sourceService: ["cart"] }, webToSvc)).toBe(false);
+    expect(matches({ service: ["other/cart"] }, webToSvc)).toBe(false);
+    expect(matches({ service: ["cart"] }, webToCart)).toBe(false);
+  });
+
+  it("ip: addresses and CIDRs, IPv4 and IPv6", () => {
+    expect(matches({ ip: ["10.0.2.7"] }, webToCart)).toBe(true);
+    expect(matches({ ip: ["10.0.2.8"] }, webToCart)).toBe(false);
+    expect(matches({ sourceIp: ["10.0.1.0/24"] }, webToCart)).toBe(true);
+    expect(matches({ destinationIp: ["10.0.1.0/24"] }, webToCart)).toBe(false);
+    expect(matches({ ip: ["0.0.0.0/0"] }, webToCart)).toBe(true);
+    expect(matches({ ip: ["10.0.2.4/31"] }, webToCart)).toBe(false);
+    expect(matches({ ip: ["10.0.2.6/31"] }, webToCart)).toBe(true);
+    expect(matches({ ip: ["10.0.2.6/32"] }, webToCart)).toBe(false);
+    expect(matches({ ip: ["10.0.2.4/30"] }, webToCart)).toBe(true);
+    expect(matches({ ip: ["10.0.2.5/30"] }, webToCart)).toBe(true); // host bits are ignored
+    expect(matches({ sourceIp: ["fd00::/64"] }, v6)).toBe(true);
+    expect(matches({ destinationIp: ["fd00::/64"] }, v6)).toBe(false);
+    expect(matches({ destinationIp: ["fd00:0:0:1::/64"] }, v6)).toBe(true);
+    expect(matches({ sourceIp: ["fd00:0:0:0:0:0:0:5"] }, v6)).toBe(true);
+    expect(matches({ ip: ["::/0"] }, webToCart)).toBe(false);
+    expect(matches({ ip: ["0.0.0.0/0"] }, v6)).toBe(false);
+    expect(matches({ ip: ["::ffff:10.0.2.7"] }, webToCart)).toBe(false);
+  });
+
+  it("port, protocol (any case or a number), verdict, node and direction", () => {
+    expect(matches({ port: [8080] }, webToCart)).toBe(true);
+    expect(matches({ port: [40001] }, webToCart)).toBe(true);
+    expect(matches({ sourcePort: [8080] }, webToCart)).toBe(false);
+    expect(matches({ destinationPort: [8080, 9090] }, webToCart)).toBe(true);
+    expect(matches({ protocol: ["tcp"] }, webToCart)).toBe(true);
+    expect(matches({ protocol: ["UDP"] }, webToCart)).toBe(false);
+    expect(matches({ protocol: ["udp"] }, v6)).toBe(true);
+    expect(matches({ protocol: ["icmpv4"] }, ping)).toBe(true);
+    expect(matches({ protocol: ["ICMPv6"] }, ping)).toBe(false);
+    expect(matches({ protocol: ["6"] }, webToCart)).toBe(true);
+    expect(matches({ verdict: [Verdict.VERDICT_DROPPED] }, webToDb)).toBe(true);
+    expect(matches({ verdict: [Verdict.VERDICT_DROPPED] }, webToCart)).toBe(false);
+    expect(matches({ node: ["node-a"] }, webToCart)).toBe(true);
+    expect(matches({ node: ["node-b"] }, webToCart)).toBe(false);
+    expect(matches({ direction: [TrafficDirection.TRAFFIC_DIRECTION_EGRESS] }, webToCart)).toBe(true);
+    expect(matches({ direction: [TrafficDirection.TRAFFIC_DIRECTION_INGRESS] }, webToCart)).toBe(false);
+    expect(matches({ direction: [TrafficDirection.TRAFFIC_DIRECTION_INGRESS] }, webToDb)).toBe(true);
+  });
+
+  it("works on records without Layer4", () => {
+    const bare: FlowRecord = { ...webToCart, l4: undefined };
+    expect(matches({ port: [8080] }, bare)).toBe(false);
+    expect(matches({ protocol: ["tcp"] }, bare)).toBe(false);
+    expect(matches({ namespace: ["shop"] }, bare)).toBe(true);
+  });
+
+  it("a request passes records matching any allow filter and no deny filter", () => {
+    const all = [webToCart, webToDb, webToSvc, worldToWeb2, v6, ping];
+    const pass = (allow: Partial<FlowFilter>[], deny: Partial<FlowFilter>[]) =>
+      all.filter(compileRequest(allow.map(filter), deny.map(filter)));
+    expect(pass([], [])).toEqual(all);
+    expect(pass([{ namespace: ["db"] }, { protocol: ["icmpv4"] }], [])).toEqual([webToDb, v6, ping]);
+    expect(pass([], [{ verdict: [Verdict.VERDICT_FORWARDED] }])).toEqual([webToDb]);
+    expect(pass([{ namespace: ["shop"] }], [{ destinationNamespace: ["db"] }, { destinationService: ["cart"] }]))
+      .toEqual([webToCart, worldToWeb2, ping]);
+    expect(pass([], [{}])).toEqual([]);
+  });
+
+  it.each<[string, Partial<FlowFilter>, RegExp]>([
+    ["a CIDR prefix beyond 32", { sourceIp: ["10.0.0.0/33"] }, /source_ip "10.0.0.0\/33": prefix length "33" must be a number from 0 to 32/],
+    ["a CIDR prefix beyond 128", { ip: ["fd00::/129"] }, /ip "fd00::\/129": prefix length "129" must be a number from 0 to 128/],
+    ["an empty prefix length", { destinationIp: ["10.0.0.0/"] }, /destination_ip "10.0.0.0\/"/],
+    ["an address out of range", { ip: ["10.0.0.256"] }, /ip "10.0.0.256": "10.0.0.256" is not an IPv4 or IPv6 address/],
+    ["a malformed IPv6 address", { ip: ["fd00:::1"] }, /ip "fd00:::1"/],
+    ["a bad label selector", { destinationLabel: ["app in (web"] }, /destination_label "app in \(web": label selector .*missing "\)"/],
+    ["a pod with two slashes", { pod: ["a/b/c"] }, /pod "a\/b\/c": expected "namespace\/name" or "name"/],
+    ["a * inside a pod name", { sourcePod: ["we*b"] }, /source_pod "we\*b": "\*" is only allowed at the end/],
+    ["a workload whose middle part is no Kind", { workload: ["ns/deployment/web"] }, /workload "ns\/deployment\/web": the middle part "deployment" must be a Kind/],
+    ["a service with an empty name", { service: ["shop/"] }, /service "shop\/"/],
+    ["an unknown protocol", { protocol: ["tcpx"] }, /protocol "tcpx": unknown protocol/],
+    ["a port beyond 65535", { destinationPort: [70000] }, /destination_port "70000": a port must be an integer from 0 to 65535/],
+    ["an unknown verdict", { verdict: [9 as Verdict] }, /verdict "9"/],
+    ["an unspecified direction", { direction: [TrafficDirection.TRAFFIC_DIRECTION_UNSPECIFIED] }, /direction "0"/],
+    ["an empty namespace", { namespace: [""] }, /namespace "": an empty value matches nothing/],
+  ])("rejects %s, naming the field and value", (_what, fields, message) => {
+    let error: unknown;
+    try { compileFilter(filter(fields)); } catch (e) { error = e; }
+    expect(error).toBeInstanceOf(FlowFilterError);
+    expect((error as Error).message).toMatch(message);
+  });
+
+  it("locates a bad filter within a request", () => {
+    try {
+      compileRequest([filter({}), filter({ sourceIp: ["10.0.0.0/33"] })], []);
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(FlowFilterError);
+      const error = e as FlowFilterError;
+      expect(error.message).toMatch(/^invalid flow filter allow\[1\]: source_ip "10.0.0.0\/33": /);
+      expect([error.field, error.value, error.where]).toEqual(["source_ip", "10.0.0.0/33", "allow[1]"]);
+    }
+    expect(() => compileRequest([], [filter({ port: [-1] })])).toThrow(/deny\[0\]: port "-1"/);
+  });
+});
+
+describe("flow history", () => {
+  const numbered = (n: number, endMs = T0 + n * 1000, spec: Partial<RecordSpec> = {}) =>
+    record({ src: web1, dst: cart1, point: FROM, sequence: n, endMs, ...spec });
+  const sequences = (records: FlowRecord[]) => records.map((r) => Number(r.sequence));
+
+  it("evicts the oldest records beyond its capacity and counts them", () => {
+    const history = new FlowHistory({ capacity: 3 });
+    history.append([1, 2].map((n) => numbered(n)));
+    expect([history.size, history.evicted, history.capacity]).toEqual([2, 0, 3]);
+    history.append([3, 4, 5].map((n) => numbered(n)));
+    expect([history.size, history.evicted, history.appended]).toEqual([3, 2, 5]);
+    expect(sequences(history.query())).toEqual([3, 4, 5]);
+    history.append([numbered(6)]);
+    expect(sequences(history.query())).toEqual([4, 5, 6]);
+  });
+
+  it("gives back records equal to those appended, sharing their Endpoint objects", () => {
+    const history = new FlowHistory({ capacity: 10 });
+    const tcp = numbered(1);
+    const udp6 = record({ src: v6a, dst: v6b, point: TO, proto: 17, sport: 5353, dport: 53, sequence: 2, endMs: T0 + 2000, packets: 3, bytes: 2 ** 40, verdict: Verdict.VERDICT_AUDIT });
+    const bare: FlowRecord = { ...numbered(3), startTime: undefined, ip: undefined, l4: undefined, source: undefined };
+    const odd: FlowRecord = { ...numbered(4), verdict: Verdict.UNRECOGNIZED, point: 7 as ObservationPoint, packets: 2n ** 63n };
+    history.append([tcp, udp6, bare, odd]);
+    const out = history.query();
+    expect(out).toEqual([tcp, udp6, bare, odd]);
+    expect(out[0]!.source).toBe(web1);
+    expect(out[1]!.destination).toBe(v6b);
+  });
+
+  it("shares one Endpoint per non-pod address even when records bring copies", () => {
+    const history = new FlowHistory({ capacity: 10 });
+    history.append([
+      record({ src: { ...internet }, dst: web1, point: TO, sequence: 1 }),
+      record({ src: { ...internet }, dst: web1, point: TO, sequence: 2 }),
+    ]);
+    const [a, b] = history.query();
+    expect(a!.source).toEqual(internet);
+    expect(a!.source).toBe(b!.source);
+  });
+
+  it("returns records in time order although they arrived out of order", () => {
+    const history = new FlowHistory({ capacity: 10 });
+    history.append([10, 30, 20, 40, 25].map((s) => numbered(s, T0 + s * 1000)));
+    expect(sequences(history.query())).toEqual([10, 20, 25, 30, 40]);
+  });
+
+  it("last N returns the N newest matching records, in time order", () => {
+    const history = new FlowHistory({ capacity: 100 });
+    history.append([10, 30, 20, 40, 25, 5].map((s) => numbered(s, T0 + s * 1000)));
+    expect(sequences(history.query({ last: 2 }))).toEqual([30, 40]);
+    expect(sequences(history.query({ last: 3 }))).toEqual([25, 30, 40]);
+    expect(sequences(history.query({ last: 10 }))).toEqual([5, 10, 20, 25, 30, 40]);
+    const odd = (r: FlowRecord) => r.sequence % 2n === 1n;
+    history.append([numbered(7, T0 + 7000), numbered(9, T0 + 9000), numbered(50, T0 + 50_000)]);
+    expect(sequences(history.query({ last: 2, predicate: odd }))).toEqual([9, 25]);
+  });
+
+  it("since/until select records whose time span overlaps the range", () => {
+    const history = new FlowHistory({ capacity: 10 });
+    // Record n spans [T0 + n s - 500 ms, T0 + n s].
+    history.append([1, 2, 3, 4].map((n) => numbered(n)));
+    expect(sequences(history.query({ since: ts(T0 + 2000) }))).toEqual([2, 3, 4]);
+    expect(sequences(history.query({ since: ts(T0 + 2001) }))).toEqual([3, 4]);
+    expect(sequences(history.query({ until: ts(T0 + 2500) }))).toEqual([1, 2, 3]);
+    expect(sequences(history.query({ until: ts(T0 + 2499) }))).toEqual([1, 2]);
+    expect(sequences(history.query({ until: ts(T0 + 2400) }))).toEqual([1, 2]);
+    expect(sequences(history.query({ until: ts(T0 + 1499) }))).toEqual([1]);
+    expect(sequences(history.query({ since: ts(T0 + 1800), until: ts(T0 + 2600), last: 1 }))).toEqual([3]);
+  });
+
+  it("runs predicates over stored records", () => {
+    const history = new FlowHistory({ capacity: 10 });
+    history.append([
+      numbered(1),
+      record({ src: web1, dst: db1, point: TO, sequence: 2, verdict: Verdict.VERDICT_DROPPED }),
+      record({ src: other1, dst: other2, point: FROM, sequence: 3, verdict: Verdict.VERDICT_DROPPED }),
+    ]);
+    const predicate = compileRequest([filter({ namespace: ["shop"], verdict: [Verdict.VERDICT_DROPPED] })], []);
+    expect(sequences(history.query({ predicate }))).toEqual([2]);
+    expect(sequences(history.query({ predicate: compileFilter(filter({ sourceIp: ["10.0.9.0/24"], destinationPort: [8080] })) }))).toEqual([3]);
+  });
+
+  it("iterate() skips records evicted before they are reached", () => {
+    const history = new FlowHistory({ capacity: 4 });
+    history.append([1, 2, 3, 4].map((n) => numbered(n)));
+    const it = history.iterate();
+    expect(Number(it.next().value?.sequence)).toBe(1);
+    history.append([numbered(5), numbered(6)]);
+    expect([...it].map((r) => Number(r.sequence))).toEqual([3, 4]);
+  });
+
+  it("subscribers get new matching records until they unsubscribe", () => {
+    const history = new FlowHistory({ capacity: 10 });
+    history.append([numbered(1, T0, { verdict: Verdict.VERDICT_DROPPED })]);
+    const got: number[][] = [];
+    const unsubscribe = history.subscribe((r) => r.verdict === Verdict.VERDICT_DROPPED, (rs) => got.push(sequences(rs)));
+    history.append([numbered(2), numbered(3, T0, { verdict: Verdict.VERDICT_DROPPED }), numbered(4, T0, { verdict: Verdict.VERDICT_DROPPED })]);
+    history.append([numbered(5)]);
+    unsubscribe();
+    history.append([numbered(6, T0, { verdict: Verdict.VERDICT_DROPPED })]);
+    expect(got).toEqual([[3, 4]]);
+  });
+
+  it("a throwing subscriber is removed and reported; the others still get records", () => {
+    const errors: unknown[] = [];
+    const history = new FlowHistory({ capacity: 10, onSubscriberError: (e) => errors.push(e) });
+    let calls = 0;
+    history.subscribe(() => true, () => { calls++; throw new Error("client went away"); });
+    const got: number[] = [];
+    history.subscribe(() => true, (rs) => got.push(...sequences(rs)));
+    history.append([numbered(1)]);
+    history.append([numbered(2)]);
+    expect([calls, got, errors.map((e) => (e as Error).message)]).toEqual([1, [1, 2], ["client went away"]]);
+  });
+
+  it("refuses a capacity that is not a positive integer", () => {
+    expect(() => new FlowHistory({ capacity: 0 })).toThrow(/capacity must be a positive integer, got 0/);
+    expect(() => new FlowHistory({ capacity: 1.5 })).toThrow(/got 1.5/);
+  });
+});
+
+describe("flow map", () => {
+  function store(startMs = T0) {
+    const clock = { now: startMs };
+    const map = new FlowMapStore({ now: () => clock.now });
+    return { map, clock };
+  }
+  const edge = (e: MapEdge) => ({
+    source: e.source, destination: e.destination, protocol: e.protocol, port: e.port,
+    flows: Number(e.flows), packets: Number(e.packets), bytes: Number(e.bytes),
+    forwarded: Number(e.forwarded), dropped: Number(e.dropped), audit: Number(e.audit),
+  });
+  const WEB = "workload:shop/Deployment/web";
+  const CART = "workload:shop/Deployment/cart";
+  const PG = "workload:db/StatefulSet/postgres";
+
+  it("counts a flow observed at both points on one node once", () => {
+    const { map } = store();
+    const local = pod("shop", "cart-2", "10.0.1.8", "node-a", { app: "cart" }, "Deployment", "cart");
+    map.add([
+      record({ src: web1, dst: local, point: FROM, packets: 10, bytes: 1000 }),
+      record({ src: web1, dst: local, point: TO, packets: 10, bytes: 1000 }),
+    ]);
+    expect(map.getMap({ windowMs: 60_000 }).edges.map(edge)).toEqual([
+      { source: WEB, destination: CART, protocol: "TCP", port: 8080, flows: 1, packets: 10, bytes: 1000, forwarded: 10, dropped: 0, audit: 0 },
+    ]);
+    expect(map.stats).toMatchObject({ records: 2, counted: 1, duplicates: 1, verdictOnly: 0 });
+  });
+
+  it("counts a flow observed on two nodes once, whatever order the records arrive in", () => {
+    for (const order of [[0, 1], [1, 0]]) {
+      const { map } = store();
+      const seen = [
+        record({ src: web1, dst: cart1, point: FROM, node: "node-a", packets: 10, bytes: 1000 }),
+        record({ src: web1, dst: cart1, point: TO, node: "node-b", packets: 10, bytes: 1000 }),
+      ];
+      map.add(order.map((i) => seen[i]!));
+      const edges = map.getMap().edges.map(edge);
+      expect(edges).toEqual([
+        { source: WEB, destination: CART, protocol: "TCP", port: 8080, flows: 1, packets: 10, bytes: 1000, forwarded: 10, dropped: 0, audit: 0 },
+      ]);
+    }
+  });
+
+  it("puts replies on the request's edge: one edge, one flow, both directions' packets", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: cart1, point: FROM, sport: 40000, dport: 8080, packets: 10, bytes: 1000 }),
+      record({ src: web1, dst: cart1, point: TO, sport: 40000, dport: 8080, packets: 10, bytes: 1000 }),
+      record({ src: cart1, dst: web1, point: FROM, sport: 8080, dport: 40000, packets: 8, bytes: 9000 }),
+      record({ src: cart1, dst: web1, point: TO, sport: 8080, dport: 40000, packets: 8, bytes: 9000 }),
+      // A second connection on another client port.
+      record({ src: web1, dst: cart1, point: FROM, sport: 40001, dport: 8080, packets: 2, bytes: 100 }),
+    ]);
+    expect(map.getMap().edges.map(edge)).toEqual([
+      { source: WEB, destination: CART, protocol: "TCP", port: 8080, flows: 2, packets: 20, bytes: 10100, forwarded: 20, dropped: 0, audit: 0 },
+    ]);
+  });
+
+  it("Service traffic: requests on client -> service, replies on client -> backend, counted once", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: cartSvc, point: FROM, sport: 40000, dport: 80, packets: 10, bytes: 1000 }),
+      record({ src: web1, dst: cart1, point: TO, sport: 40000, dport: 8080, packets: 10, bytes: 1000 }),
+      record({ src: cart1, dst: web1, point: FROM, sport: 8080, dport: 40000, packets: 8, bytes: 9000 }),
+      record({ src: cartSvc, dst: web1, point: TO, sport: 80, dport: 40000, packets: 8, bytes: 9000 }),
+    ]);
+    const response = map.getMap();
+    expect(response.edges.map(edge)).toEqual([
+      { source: WEB, destination: "service:shop/cart", protocol: "TCP", port: 80, flows: 1, packets: 10, bytes: 1000, forwarded: 10, dropped: 0, audit: 0 },
+      { source: WEB, destination: CART, protocol: "TCP", port: 8080, flows: 1, packets: 8, bytes: 9000, forwarded: 8, dropped: 0, audit: 0 },
+    ]);
+    expect(response.nodes.find((n) => n.id === "service:shop/cart")).toEqual({
+      id: "service:shop/cart", kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace: "shop", name: "cart", workloadKind: "", pods: 0,
+    });
+  });
+
+  it("world and host peers are nodes of their own, counted at the pod they enter", () => {
+    const { map } = store();
+    map.add([
+      record({ src: internet, dst: web1, point: TO, sport: 51000, dport: 443, packets: 5, bytes: 500 }),
+      record({ src: web1, dst: internet, point: FROM, sport: 443, dport: 51000, packets: 4, bytes: 4000 }),
+      record({ src: nodeA, dst: web1, point: TO, sport: 45000, dport: 8080, packets: 3, bytes: 300 }),
+      record({ src: web1, dst: nodeA, point: FROM, sport: 8080, dport: 45000, packets: 3, bytes: 200 }),
+    ]);
+    const response = map.getMap();
+    expect(response.edges.map(edge)).toEqual([
+      { source: "host:node-a", destination: WEB, protocol: "TCP", port: 8080, flows: 1, packets: 6, bytes: 500, forwarded: 6, dropped: 0, audit: 0 },
+      { source: "world:203.0.113.9", destination: WEB, protocol: "TCP", port: 443, flows: 1, packets: 9, bytes: 4500, forwarded: 9, dropped: 0, audit: 0 },
+    ]);
+    expect(response.nodes.map((n) => [n.id, n.kind, n.name])).toEqual([
+      ["host:node-a", MapNodeKind.MAP_NODE_KIND_HOST, "node-a"],
+      ["workload:shop/Deployment/web", MapNodeKind.MAP_NODE_KIND_WORKLOAD, "web"],
+      ["world:203.0.113.9", MapNodeKind.MAP_NODE_KIND_WORLD, "203.0.113.9"],
+    ]);
+  });
+
+  it("a DROPPED record at TO_POD marks the edge although FROM_POD saw the packets forwarded", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: db1, point: FROM, dport: 5432, packets: 10, bytes: 600 }),
+      record({ src: web1, dst: db1, point: TO, dport: 5432, packets: 4, bytes: 240, verdict: Verdict.VERDICT_DROPPED }),
+      record({ src: web1, dst: db1, point: TO, dport: 5432, packets: 6, bytes: 360 }),
+    ]);
+    expect(map.getMap().edges.map(edge)).toEqual([
+      { source: WEB, destination: PG, protocol: "TCP", port: 5432, flows: 1, packets: 10, bytes: 600, forwarded: 6, dropped: 4, audit: 0 },
+    ]);
+    expect(map.stats).toMatchObject({ counted: 1, verdictOnly: 1, duplicates: 1 });
+  });
+
+  it("a verdict reported at both points counts once (the larger of the two)", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: db1, point: FROM, dport: 5432, packets: 10, verdict: Verdict.VERDICT_AUDIT }),
+      record({ src: web1, dst: db1, point: TO, dport: 5432, packets: 6, verdict: Verdict.VERDICT_AUDIT }),
+      record({ src: web1, dst: db1, point: TO, dport: 5432, packets: 4 }),
+    ]);
+    expect(map.getMap().edges.map(edge)[0]).toMatchObject({ packets: 10, forwarded: 0, dropped: 0, audit: 10 });
+    map.add([
+      record({ src: web1, dst: db1, point: FROM, sport: 40009, dport: 5432, packets: 10, verdict: Verdict.VERDICT_DROPPED }),
+      record({ src: web1, dst: db1, point: TO, sport: 40009, dport: 5432, packets: 3, verdict: Verdict.VERDICT_DROPPED }),
+    ]);
+    expect(map.getMap().edges.map(edge)[0]).toMatchObject({ packets: 20, forwarded: 0, dropped: 10, audit: 10, flows: 2 });
+  });
+
+  it("orients by port when nothing else tells: the lower port is the server's", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: cart1, point: FROM, sport: 50051, dport: 40000, packets: 2 }),
+      record({ src: cart1, dst: web1, point: FROM, sport: 40000, dport: 50051, packets: 3 }),
+      // A lone SYN names the client whatever the ports.
+      record({ src: db1, dst: web1, point: FROM, sport: 8080, dport: 9000, packets: 1, flags: { syn: true, ack: false } }),
+    ]);
+    expect(map.getMap().edges.map((e) => `${e.source}>${e.destination}:${e.port}=${Number(e.packets)}`)).toEqual([
+      `${PG}>${WEB}:9000=1`,
+      `${WEB}>${CART}:40000=5`,
+    ]);
+  });
+
+  it("a Service request dropped at the backend shows on client -> backend, with no volume", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: cartSvc, point: FROM, dport: 80, packets: 3, bytes: 180, flags: { syn: true, ack: false } }),
+      record({ src: web1, dst: cart1, point: TO, dport: 8080, packets: 3, bytes: 180, flags: { syn: true, ack: false }, verdict: Verdict.VERDICT_DROPPED }),
+    ]);
+    expect(map.getMap().edges.map(edge)).toEqual([
+      { source: WEB, destination: "service:shop/cart", protocol: "TCP", port: 80, flows: 1, packets: 3, bytes: 180, forwarded: 3, dropped: 0, audit: 0 },
+      { source: WEB, destination: CART, protocol: "TCP", port: 8080, flows: 0, packets: 0, bytes: 0, forwarded: 0, dropped: 3, audit: 0 },
+    ]);
+  });
+
+  it("flows counts the distinct connections seen in the window", () => {
+    const { map } = store();
+    map.add([record({ src: web1, dst: cart1, point: FROM, sport: 40001, endMs: T0 - 3 * 60_000 })]);
+    map.add([record({ src: web1, dst: cart1, point: FROM, sport: 40002, endMs: T0 - 1_000 })]);
+    map.add([record({ src: web1, dst: cart1, point: FROM, sport: 40002, endMs: T0 - 2 * 60_000 })]);
+    const flows = (windowMs: number) => map.getMap({ windowMs }).edges.map((e) => Number(e.flows));
+    expect(flows(60_000)).toEqual([1]);
+    expect(flows(5 * 60_000)).toEqual([2]);
+  });
+
+  it("a reply from a Service address stays on client -> service whatever its ports", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: cartSvc, point: FROM, sport: 40000, dport: 50051, packets: 5 }),
+      record({ src: cartSvc, dst: web1, point: TO, sport: 50051, dport: 40000, packets: 4, verdict: Verdict.VERDICT_AUDIT }),
+    ]);
+    expect(map.getMap().edges.map(edge)).toEqual([
+      { source: WEB, destination: "service:shop/cart", protocol: "TCP", port: 50051, flows: 1, packets: 5, bytes: 1000, forwarded: 1, dropped: 0, audit: 4 },
+    ]);
+  });
+
+  it("windows leave out buckets older than the window; retention drops them", () => {
+    const { map, clock } = store();
+    map.add([record({ src: web1, dst: cart1, point: FROM, endMs: T0 - 2 * 60_000, packets: 7 })]);
+    map.add([record({ src: web1, dst: db1, point: FROM, dport: 5432, endMs: T0 - 20 * 60_000, packets: 9 })]);
+    map.add([record({ src: other1, dst: other2, point: FROM, endMs: T0 - 61 * 60_000 })]);
+    expect(map.stats.late).toBe(1);
+    const ids = (windowMs: number) => map.getMap({ windowMs }).edges.map((e) => `${e.destination}:${Number(e.packets)}`);
+    expect(ids(60_000)).toEqual([]);
+    expect(ids(5 * 60_000)).toEqual([`${CART}:7`]);
+    expect(ids(60 * 60_000)).toEqual([`${PG}:9`, `${CART}:7`]);
+    const five = map.getMap({ windowMs: 5 * 60_000 });
+    // T0 is on a 5 s boundary, so the window starts exactly 5 min back.
+    expect(five.since).toEqual(ts(T0 - 5 * 60_000));
+    expect(five.until).toEqual(ts(T0));
+    clock.now = T0 + 59 * 60_000; // the newest record is now 61 min old
+    expect(ids(60 * 60_000)).toEqual([]);
+    expect(map.stats.edges).toBe(0);
+    expect(() => map.getMap({ windowMs: 61 * 60_000 })).toThrow(/window must be more than 0 and at most 3600000 ms/);
+  });
+
+  it("a namespace's map holds its workloads and Services and every peer that talks to them", () => {
+    const { map } = store();
+    map.add([
+      record({ src: web1, dst: db1, point: FROM, dport: 5432 }),
+      record({ src: other1, dst: other2, point: FROM }),
+      record({ src: internet, dst: db1, point: TO, sport: 50000, dport: 5432 }),
+    ]);
+    const db = map.getMap({ namespace: "db" });
+    expect(db.edges.map((e) => `${e.source}>${e.destination}`)).toEqual([`${WEB}>${PG}`, `world:203.0.113.9>${PG}`]);
+    expect(db.nodes.map((n) => n.id)).toEqual([PG, WEB, "world:203.0.113.9"]);
+    expect(map.getMap({ namespace: "other" }).edges.map((e) => e.source)).toEqual(["workload:other/Deployment/x"]);
+    expect(map.getMap().edges.length).toBe(3);
+  });
+
+  it("counts the pods of a workload seen in the window", () => {
+    const { map, clock } = store();
+    map.add([record({ src: web2, dst: cart1, point: FROM, endMs: T0 - 3 * 60_000 })]);
+    map.add([record({ src: web1, dst: cart1, point: FROM })]);
+    const pods = (windowMs: number) => map.getMap({ windowMs }).nodes.find((n) => n.id === WEB)?.pods;
+    expect(pods(5 * 60_000)).toBe(2);
+    expect(pods(60_000)).toBe(1);
+    clock.now = T0 + 10_000;
+    expect(pods(60_000)).toBe(1);
+  });
+
+  it("versions and changesSince() report what changed for streaming clients", () => {
+    const { map, clock } = store();
+    const seen: number[] = [];
+    map.onChange((v) => seen.push(v));
+    map.add([record({ src: web1, dst: cart1, point: FROM })]);
+    const v1 = map.version;
+    map.add([record({ src: web1, dst: db1, point: FROM, dport: 5432 })]);
+    const changes = map.changesSince(v1, { windowMs: 60 * 60_000 });
+    expect(changes.resync).toBe(false);
+    expect(changes.version).toBe(map.version);
+    expect(changes.edges.map((e) => e.destination)).toEqual([PG]);
+    expect(changes.nodes.map((n) => n.id)).toEqual([PG, WEB]);
+    // Forwarded duplicates change nothing.
+    map.add([record({ src: web1, dst: db1, point: TO, dport: 5432 })]);
+    expect(map.changesSince(map.version).edges).toEqual([]);
+    const before = map.version;
+    clock.now = T0 + 62 * 60_000;
+    const later = map.changesSince(before, { windowMs: 60 * 60_000 });
+    expect(later.removed.map((k) => k.destination).sort()).toEqual([PG, CART]);
+    expect(seen).toEqual([1, 2, 3]);
+    expect(map.changesSince(999).resync).toBe(true);
+  });
+});
