@@ -3,7 +3,7 @@
 // with every loss counted by cause and served on /metrics.
 import type http from "node:http";
 import type { Logger } from "pino";
-import { native, type RingBuffer } from "../native/index.js";
+import { native, ringRecords, type RingBuffer } from "../native/index.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { AgentConfig } from "./config.js";
 import { Datapath, type Counters } from "./datapath.js";
@@ -81,7 +81,7 @@ export class Agent {
     const datapath = this.datapath;
     this.ring = native().ringBuffer(datapath.object.map("events"), (records, count) => this.onEvents(records, count));
     this.attacher = new Attacher(
-      { attach: (ifindex) => datapath.attach(ifindex, c.attachMode) },
+      { attach: (ifindex, name) => datapath.attach(ifindex, c.attachMode, undefined, name) },
       {
         attached: (iface, links) => {
           this.m.attaches.inc();
@@ -121,10 +121,8 @@ export class Agent {
 
   private onEvents(records: Buffer, count: number): void {
     let newFlows = 0;
-    for (let off = 0, i = 0; i < count && off + 4 <= records.length; i++) {
-      const len = records.readUInt32LE(off);
-      if (len >= EVENT.size && records.readUInt32LE(off + 4 + EVENT.type) === EVENT_TYPE.newFlow) newFlows++;
-      off += 4 + Math.ceil(len / 8) * 8;
+    for (const r of ringRecords(records, count)) {
+      if (r.length >= EVENT.size && r.readUInt32LE(EVENT.type) === EVENT_TYPE.newFlow) newFlows++;
     }
     this.m.newFlows.inc({}, newFlows);
   }

@@ -42,14 +42,17 @@ export class Datapath {
     }
   }
 
-  /** Attaches both directions; on a failure of the second, the first is detached. */
-  attach(iface: AttachOptions["iface"], mode: AttachOptions["mode"], netns?: string): Link[] {
-    const ingress = this.object.program("from_pod").attachTc({ iface, direction: "ingress", mode, netns });
+  /** Attaches both directions; on a failure of the second, the first is detached.
+   * `name` only labels errors (an ifindex alone tells a reader little). */
+  attach(iface: AttachOptions["iface"], mode: AttachOptions["mode"], netns?: string, name?: string): Link[] {
+    let ingress: Link | undefined;
     try {
+      ingress = this.object.program("from_pod").attachTc({ iface, direction: "ingress", mode, netns });
       const egress = this.object.program("to_pod").attachTc({ iface, direction: "egress", mode, netns });
       return [ingress, egress];
     } catch (err) {
-      ingress.detach();
+      ingress?.detach();
+      if (name !== undefined && err instanceof Error) err.message = `${name}: ${err.message}`;
       throw err;
     }
   }

@@ -1,0 +1,375 @@
+// The node agent on the real kernel: loss accounting with a full flow map, start-up
+// failures, an interface that vanishes mid-attach, an unwritable export file, pod churn
+// and bad flags. Every namespace is bhagt-<pid>-…, 10.195.0.0/16, IPv4 only; each
+// describe tears its own down in afterAll, also on failure. Needs dist/ (npx tsc -p .)
+// and native/build/endpoint.bpf.o.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { bpfObjectDir, native, type Link } from "../native/index.js";
+import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
+import { Attacher } from "../agent/attacher.js";
+import { Datapath } from "../agent/datapath.js";
+import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
+import { decodeFlowRecord, systemClock } from "../agent/records.js";
+import {
+  cliPath, metric, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Metrics, type Pod,
+} from "./harness/netns.js";
+
+const workDir = mkdtempSync(path.join(os.tmpdir(), "bhagt-test-"));
+afterAll(() => rmSync(workDir, { recursive: true, force: true }));
+
+const UDP = 17;
+const IPV4_UDP_HEADERS = 28;
+
+/** The export file, parsed line by line as proto3 JSON FlowRecords. */
+function readRecords(file: string): FlowRecord[] {
+  if (!existsSync(file)) return [];
+  const text = readFileSync(file, "utf8");
+  return text.split("\n").filter((l) => l.trim()).map((l) => FlowRecord.fromJSON(JSON.parse(l)));
+}
+
+const fromPod = (records: FlowRecord[], pod: Pod) => records.filter((r) =>
+  r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD && r.ip?.source === pod.ip);
+const sum = (records: FlowRecord[], f: (r: FlowRecord) => bigint) => records.reduce((a, r) => a + f(r), 0n);
+
+/** `probe udp-send` from a pod: `count` datagrams of `size` bytes, one flow. */
+async function udpSend(node: TestNode, pod: Pod, port: number, count: number, size: number, to = NODE_IP): Promise<void> {
+  const r = await node.exec([process.execPath, cliPath, "probe", "udp-send", "--to", to, "--port", String(port),
+    "--count", String(count), "--size", String(size)], pod.netns);
+  expect(JSON.parse(r.stdout), `probe udp-send from ${pod.netns}`).toMatchObject({ count });
+}
+
+// One socket per flow, so `flows` distinct source ports; `perFlow` datagrams each.
+const MANY_FLOWS_JS = `const dgram = require("dgram");
+const [to, port, flows, perFlow, size, firstSport] = process.argv.slice(1);
+(async () => {
+  const payload = Buffer.alloc(Number(size), 0x61);
+  const socks = [];
+  for (let i = 0; i < Number(flows); i++) {
+    const s = dgram.createSocket("udp4");
+    await new Promise((res, rej) => { s.once("error", rej); s.bind(Number(firstSport) + i, () => res()); });
+    socks.push(s);
+  }
+  let sent = 0;
+  for (let k = 0; k < Number(perFlow); k++) for (const s of socks) {
+    await new Promise((res, rej) => s.send(payload, Number(port), to, (e) => (e ? rej(e) : res())));
+    sent++;
+  }
+  for (const s of socks) s.close();
+  console.log(JSON.stringify({ sent }));
+})().catch((e) => { console.error(e); process.exit(1); });`;
+
+describe("loss accounting with a flow map too small for the traffic", () => {
+  const FLOWS = 300, PER_FLOW = 2, SIZE = 100, PORT = 7000, FIRST_SPORT = 20000, FLOW_MAP_SIZE = 32;
+  const SENT = FLOWS * PER_FLOW;
+  const exportFile = path.join(workDir, "loss.jsonl");
+  let node: TestNode;
+  let pod: Pod;
+  let m: Metrics;
+  let records: FlowRecord[];
+  let exitCode: number | null;
+
+  beforeAll(async () => {
+    node = await TestNode.create(1);
+    pod = node.pods[0]!;
+    await node.udpServer(PORT);
+    const agent = node.startAgent(["--flow-map-size", String(FLOW_MAP_SIZE), "--drain-interval", "1000", "--export-file", exportFile]);
+    await agent.ready();
+    // Paused, the agent neither drains nor reads events while the pod sends: all the
+    // traffic falls into one drain interval, and the new-flow events of every flow the
+    // map takes wait in the ring buffer to be read as one batch.
+    agent.pause();
+    try {
+      const r = await node.exec([process.execPath, "-e", MANY_FLOWS_JS, NODE_IP, String(PORT), String(FLOWS),
+        String(PER_FLOW), String(SIZE), String(FIRST_SPORT)], pod.netns);
+      expect(JSON.parse(r.stdout)).toEqual({ sent: SENT });
+    } finally {
+      agent.resume();
+    }
+    // Two full drain intervals without traffic: every packet is drained and every
+    // datapath counter read, so these metrics are final (the stop drains nothing new).
+    await sleep(2500);
+    m = await node.metrics();
+    exitCode = await agent.stop();
+    records = readRecords(exportFile);
+  });
+  afterAll(async () => { await node?.teardown(); });
+
+  it("exports or counts as lost every packet sent: records + lost{map_full} == sent, in packets and bytes", () => {
+    expect(exitCode).toBe(0);
+    const mine = fromPod(records, pod);
+    for (const r of mine) {
+      expect(r.l4?.protocol).toBe(UDP);
+      expect(r.ip?.destination).toBe(NODE_IP);
+      expect(r.l4?.destinationPort).toBe(PORT);
+      expect(r.l4?.sourcePort).toBeGreaterThanOrEqual(FIRST_SPORT);
+      expect(r.l4?.sourcePort).toBeLessThan(FIRST_SPORT + FLOWS);
+    }
+    const perFlow = new Map<number, bigint>();
+    for (const r of mine) perFlow.set(r.l4?.sourcePort ?? 0, (perFlow.get(r.l4?.sourcePort ?? 0) ?? 0n) + r.packets);
+    for (const [sport, n] of perFlow) expect(n, `packets of flow from port ${sport}`).toBeLessThanOrEqual(BigInt(PER_FLOW));
+
+    expect(mine.length, "flows counted in one drain interval").toBeLessThanOrEqual(FLOW_MAP_SIZE);
+
+    const counted = Number(sum(mine, (r) => r.packets));
+    const countedBytes = Number(sum(mine, (r) => r.bytes));
+    const lost = metric(m, "bulkhead_agent_lost_packets_total", { cause: "map_full" });
+    const lostBytes = metric(m, "bulkhead_agent_lost_bytes_total", { cause: "map_full" });
+    expect(lost, "a 32-entry map cannot hold 300 flows: some packets must be lost").toBeGreaterThan(0);
+    expect(counted).toBeGreaterThan(0);
+    expect(counted + lost).toBe(SENT);
+    expect(countedBytes + lostBytes).toBe(SENT * (SIZE + IPV4_UDP_HEADERS));
+    // Nothing else was sent, so the export file holds exactly what /metrics counted.
+    expect(Number(sum(records, (r) => r.packets))).toBe(metric(m, "bulkhead_agent_packets_total"));
+  });
+
+  it("keeps the datapath invariant: packets seen == counted + lost + unparsed", () => {
+    const seen = metric(m, "bulkhead_agent_datapath_packets_total");
+    expect(seen).toBeGreaterThanOrEqual(SENT);
+    expect(seen).toBe(metric(m, "bulkhead_agent_packets_total")
+      + metric(m, "bulkhead_agent_lost_packets_total", { cause: "map_full" })
+      + metric(m, "bulkhead_agent_unparsed_packets_total", { reason: "not_ip" })
+      + metric(m, "bulkhead_agent_unparsed_packets_total", { reason: "truncated" }));
+  });
+
+  it("counts one new-flow event per flow entry created (ring-buffer records are split right)", () => {
+    // Every successful insert into a flow map emits one event (or counts ring_full), and
+    // every entry inserted is drained as one record.
+    const events = metric(m, "bulkhead_agent_new_flow_events_total")
+      + metric(m, "bulkhead_agent_lost_events_total", { cause: "ring_full" });
+    expect(metric(m, "bulkhead_agent_flow_records_total")).toBeGreaterThan(1);
+    expect(events, "new-flow events (read + ring_full) per flow record drained")
+      .toBe(metric(m, "bulkhead_agent_flow_records_total"));
+  });
+});
+
+describe("start-up failures", () => {
+  let node: TestNode;
+  beforeAll(async () => { node = await TestNode.create(0); });
+  afterAll(async () => { await node?.teardown(); });
+
+  /** Runs the agent until it exits; returns its exit code and the error of its fatal log line. */
+  async function failedStart(bpfObject: string): Promise<{ code: number | null; fatal: string }> {
+    const agent = node.startAgent(["--bpf-object", bpfObject]);
+    const { code } = await withTimeout(agent.proc.exited, 15_000, "agent exit");
+    const line = agent.logs().find((l) => l.msg === "agent failed to start");
+    expect(line, `a fatal "agent failed to start" line in: ${agent.proc.output()}`).toBeDefined();
+    return { code, fatal: String(line?.err) };
+  }
+
+  it("exits 1 naming the path when the BPF object does not exist", async () => {
+    const missing = "/nonexistent/endpoint.bpf.o";
+    const { code, fatal } = await failedStart(missing);
+    expect(code).toBe(1);
+    expect(fatal).toContain(missing);
+    expect(fatal).toMatch(/No such file or directory/);
+    expect(fatal).toMatch(/errno 2\b|ENOENT/);
+  });
+
+  it("exits 1 with libbpf's verdict when the BPF object is garbage", async () => {
+    const garbage = path.join(workDir, "garbage.bpf.o");
+    writeFileSync(garbage, Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 131 + 7) & 0xff)));
+    const { code, fatal } = await failedStart(garbage);
+    expect(code).toBe(1);
+    expect(fatal).toContain(garbage);
+    expect(fatal).toMatch(/BPF object format invalid/);
+    expect(fatal).toMatch(/libbpf: .*not a proper ELF object/);
+  });
+
+  it("exits 1 with libbpf's verdict when the BPF object is a truncated ELF file", async () => {
+    const truncated = path.join(workDir, "truncated.bpf.o");
+    writeFileSync(truncated, readFileSync(path.join(bpfObjectDir, "endpoint.bpf.o")).subarray(0, 2048));
+    const { code, fatal } = await failedStart(truncated);
+    expect(code).toBe(1);
+    expect(fatal).toContain(truncated);
+    expect(fatal).toMatch(/libbpf: /);
+  });
+});
+
+describe("an interface that vanishes between the scan and the attach", () => {
+  let node: TestNode;
+  let datapath: Datapath | undefined;
+
+  beforeAll(async () => { node = await TestNode.create(2); });
+  afterAll(async () => {
+    datapath?.close();
+    await node?.teardown();
+  });
+
+  it("fails that one with ENODEV, attaches the others, counts their traffic and releases links of deleted ones", async () => {
+    // A real ifindex that no longer exists: a veth created and deleted again.
+    await node.exec(["ip", "link", "add", "vethgone0", "type", "veth", "peer", "name", "vethgone1"]);
+    const goneIfindex = await node.ifindex("vethgone0");
+    await node.exec(["ip", "link", "del", "vethgone0"]);
+
+    const dp = new Datapath({ objectPath: path.join(bpfObjectDir, "endpoint.bpf.o"), flowMapSize: 1024 });
+    datapath = dp;
+    const attached = new Map<number, Link[]>();
+    const failed: { iface: PodInterface; cause: string; err: Error }[] = [];
+    const detached: PodInterface[] = [];
+    const attacher = new Attacher({ attach: (ifindex) => dp.attach(ifindex, "auto", node.netnsPath) }, {
+      attached: (iface, links) => attached.set(iface.ifindex, links),
+      detached: (iface) => detached.push(iface),
+      failed: (iface, cause, err) => failed.push({ iface, cause, err }),
+    });
+
+    const present = listPodInterfaces(node.netnsPath);
+    expect(present.map((i) => i.ifindex).sort()).toEqual(node.pods.map((p) => p.ifindex).sort());
+    attacher.reconcile([...present, { ifindex: goneIfindex, name: "vethgone0" }]);
+
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.iface).toEqual({ ifindex: goneIfindex, name: "vethgone0" });
+    expect(failed[0]!.cause).toBe("ENODEV");
+    expect(failed[0]!.err.message).toContain(`ifindex ${goneIfindex}`);
+    expect(attacher.count).toBe(2);
+    expect([...attached.keys()].sort()).toEqual(node.pods.map((p) => p.ifindex).sort());
+
+    const server = await node.udpServer(7100);
+    const sent = [3, 5];
+    for (const [i, pod] of node.pods.entries()) await udpSend(node, pod, 7100, sent[i]!, 200);
+    let seq = 0n;
+    const drained = dp.drain();
+    const records = Array.from({ length: drained.count }, (_, i) => decodeFlowRecord(drained.keys, drained.values, i,
+      { node: "test", interfaceName: (ifx) => attacher.interfaceName(ifx), clock: systemClock, nextSequence: () => ++seq }));
+    for (const [i, pod] of node.pods.entries()) {
+      const mine = fromPod(records, pod);
+      expect(mine, `records from ${pod.ip}`).toHaveLength(1);
+      expect(mine[0]!.interface).toBe(pod.hostIf);
+      expect(mine[0]!.packets).toBe(BigInt(sent[i]!));
+      expect(mine[0]!.bytes).toBe(BigInt(sent[i]! * (200 + IPV4_UDP_HEADERS)));
+    }
+    await server.stop();
+
+    // Deleting an interface leaves its tcx links in the kernel until their fds close;
+    // the next reconcile must close them.
+    const gonePod = node.pods[0]!;
+    const goneLinks = attached.get(gonePod.ifindex)!.map((l) => l.id);
+    expect(goneLinks).toHaveLength(2);
+    await node.removePod(gonePod);
+    const linksBefore = new Set(native().kernelObjectIds().links);
+    for (const id of goneLinks) expect(linksBefore.has(id), `link ${id} before the reconcile`).toBe(true);
+    attacher.reconcile(listPodInterfaces(node.netnsPath));
+    const linksAfter = new Set(native().kernelObjectIds().links);
+    expect(detached.map((d) => d.ifindex)).toEqual([gonePod.ifindex]);
+    expect(attacher.count).toBe(1);
+    for (const id of goneLinks) expect(linksAfter.has(id), `link ${id} after the reconcile`).toBe(false);
+
+    const kept = [...attached.get(node.pods[0]!.ifindex)!].map((l) => l.id);
+    dp.close();
+    datapath = undefined;
+    const afterClose = new Set(native().kernelObjectIds().links);
+    for (const id of kept) expect(afterClose.has(id), `link ${id} after close`).toBe(false);
+  });
+});
+
+describe("an export file that cannot be written", () => {
+  const exportFile = "/proc/version/x.jsonl"; // ENOTDIR
+  let node: TestNode;
+  let agent: AgentProcess;
+
+  beforeAll(async () => { node = await TestNode.create(1); });
+  afterAll(async () => { await node?.teardown(); });
+
+  it("keeps counting traffic, counts the lost records, stays healthy and says why", async () => {
+    await node.udpServer(7200);
+    agent = node.startAgent(["--drain-interval", "200", "--export-file", exportFile]);
+    await agent.ready();
+    const before = metric(await node.metrics(), "bulkhead_agent_packets_total");
+    await udpSend(node, node.pods[0]!, 7200, 7, 64);
+    const { value: m } = await poll(() => node.metrics(), (v) => metric(v, "bulkhead_agent_lost_records_total", { cause: "export_error" }) > 0,
+      5000, "lost_records_total{cause=export_error} > 0");
+    await sleep(500); // later drains must not count these packets again
+    const after = await node.metrics();
+    expect(metric(after, "bulkhead_agent_packets_total") - before).toBe(7);
+    expect(metric(m, "bulkhead_agent_lost_records_total", { cause: "export_error" })).toBeGreaterThan(0);
+    expect(metric(after, "bulkhead_agent_exported_records_total", { sink: "file" })).toBe(0);
+
+    const health = await node.http("/healthz");
+    expect(health.status).toBe(200);
+    const failure = agent.logs().find((l) => l.msg === "export failed; records dropped");
+    expect(failure, agent.proc.output()).toBeDefined();
+    expect(String(failure!.err)).toContain(exportFile);
+    expect(String(failure!.err)).toContain("ENOTDIR");
+    expect(agent.running).toBe(true);
+    expect(await agent.stop()).toBe(0);
+  });
+});
+
+describe("pod churn while the agent runs", () => {
+  const exportFile = path.join(workDir, "churn.jsonl");
+  let node: TestNode;
+
+  beforeAll(async () => { node = await TestNode.create(1); });
+  afterAll(async () => { await node?.teardown(); });
+
+  it("attaches a new pod veth and detaches a deleted one within 1 s, and releases every link on stop", async () => {
+    const watched = async () => metric(await node.metrics(), "bulkhead_agent_interfaces_watched");
+    await node.udpServer(7300);
+    // A long resync: only netlink events can make the agent notice within 1 s.
+    const agent = node.startAgent(["--drain-interval", "200", "--resync-interval", "600000", "--export-file", exportFile]);
+    await agent.ready();
+    expect(await watched()).toBe(1);
+    const agentLinks = new Set(agent.links().map((l) => l.id));
+    expect(agentLinks.size).toBe(2);
+
+    const pod = await node.addPod();
+    const up = await poll(watched, (n) => n === 2, 5000, "interfaces_watched == 2");
+    expect(up.at - pod.createdAt, "ms from veth creation to interfaces_watched == 2").toBeLessThan(1000);
+    const newLinks = agent.links().filter((l) => l.ifindex === pod.ifindex);
+    expect(newLinks.map((l) => l.direction).sort()).toEqual(["egress", "ingress"]);
+    for (const l of newLinks) agentLinks.add(l.id);
+
+    await sleep(pod.createdAt + 1000 - Date.now());
+    const before = metric(await node.metrics(), "bulkhead_agent_packets_total");
+    await udpSend(node, pod, 7300, 9, 300);
+    await poll(async () => metric(await node.metrics(), "bulkhead_agent_packets_total"), (n) => n >= before + 9, 5000, "9 more packets");
+    await sleep(400);
+    expect(metric(await node.metrics(), "bulkhead_agent_packets_total") - before).toBe(9);
+
+    const removedAt = Date.now();
+    await node.removePod(pod);
+    const down = await poll(watched, (n) => n === 1, 5000, "interfaces_watched == 1");
+    expect(down.at - removedAt, "ms from veth deletion to interfaces_watched == 1").toBeLessThan(1000);
+    expect(agent.links().filter((l) => l.ifindex === pod.ifindex)).toEqual([]);
+    const kernelLinks = new Set(native().kernelObjectIds().links);
+    for (const l of newLinks) expect(kernelLinks.has(l.id), `link ${l.id} of the deleted veth`).toBe(false);
+
+    expect(await agent.stop()).toBe(0);
+    const left = new Set(native().kernelObjectIds().links);
+    expect([...agentLinks].filter((id) => left.has(id)), "the agent's links after it stopped").toEqual([]);
+
+    const mine = fromPod(readRecords(exportFile), pod);
+    expect(sum(mine, (r) => r.packets)).toBe(9n);
+    expect(sum(mine, (r) => r.bytes)).toBe(BigInt(9 * (300 + IPV4_UDP_HEADERS)));
+    expect(new Set(mine.map((r) => r.interface))).toEqual(new Set([pod.hostIf]));
+  });
+});
+
+describe("bad flags", () => {
+  let node: TestNode;
+  beforeAll(async () => { node = await TestNode.create(0); });
+  afterAll(async () => { await node?.teardown(); });
+
+  it.each([
+    [["--drain-interval", "abc"], /--drain-interval: "abc" is not a whole number/],
+    [["--attach-mode", "foo"], /--attach-mode: "foo" is not one of auto, tcx, clsact/],
+  ])("agent %j exits 2 naming the flag", async (args, message) => {
+    // Inside the test node, so that a flag wrongly accepted cannot attach anywhere else.
+    const r = await node.exec([process.execPath, cliPath, "agent", ...args, "--metrics-addr", "off"], node.netns, { allowFail: true, timeoutMs: 15_000 });
+    expect(r.code, r.stdout + r.stderr).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stdout, "nothing started").toBe("");
+  });
+});
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms); });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
