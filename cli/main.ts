@@ -90,6 +90,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that went away (`bulkhead observe | head`) ends the command quietly.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
+
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (err: unknown) => {

@@ -4,7 +4,8 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { constants } from "node:os";
 import { Lab, down, up, type LabStatus, type PodInput, type UpOptions } from "./lab.js";
 import { FieldError } from "./fields.js";
-import { MAX_NODES, PROTOCOLS, type Protocol } from "./topology.js";
+import { MAX_NODES, PROTOCOLS, defaultTopology, loadTopology, type Protocol } from "./topology.js";
+import { startTraffic } from "./traffic.js";
 import { DEFAULT_STATE_DIR, LabNotUpError } from "./state.js";
 
 export interface LabIO {
@@ -22,6 +23,7 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
   pod add NS/NAME [--node N] [--label k=v]... [--port [name:]port[/TCP|UDP|SCTP]]...
   pod delete NS/NAME
   pod label NS/NAME k=v... [k-]...
+  traffic [--topology FILE]   run the topology's traffic section until Ctrl-C
 
 The state dir defaults to $BULKHEAD_LAB_STATE_DIR or ${DEFAULT_STATE_DIR}.
 `;
@@ -37,6 +39,7 @@ export async function runLab(argv: readonly string[], io: LabIO = process): Prom
       case "status": return await cmdStatus(rest, io);
       case "exec": return await cmdExec(rest);
       case "pod": return await cmdPod(rest, io);
+      case "traffic": return await cmdTraffic(rest, io);
       case undefined: case "help": case "-h": case "--help":
         io.stdout.write(USAGE);
         return command === undefined ? 2 : 0;
@@ -77,6 +80,21 @@ function stateDirOf(values: { "state-dir"?: string | boolean | (string | boolean
 
 function noPositionals(positionals: string[], command: string): void {
   if (positionals.length > 0) throw new UsageError(`${command}: unexpected argument ${JSON.stringify(positionals[0])}`);
+}
+
+async function cmdTraffic(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, { topology: { type: "string" } }, "traffic");
+  noPositionals(positionals, "traffic");
+  const topology = values.topology !== undefined ? await loadTopology(values.topology) : defaultTopology();
+  if (topology.traffic.length === 0) throw new UsageError("traffic: the topology has no traffic section");
+  const running = await startTraffic(new Lab(stateDirOf(values)), topology.traffic);
+  io.stderr.write(`lab traffic: ${running.servers} pods serving, ${running.talkers} pods talking (Ctrl-C stops)\n`);
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", () => resolve());
+    process.once("SIGTERM", () => resolve());
+  });
+  await running.stop();
+  return 0;
 }
 
 async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {

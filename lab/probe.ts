@@ -16,6 +16,8 @@ const usage = `usage: bulkhead probe <kind> [flags]
   tcp-connect --to IP --port N [--size P] [--timeout MS]           one connection: send, read echo, close
   sctp-send --to IP --port N [--sport N]                          one SCTP packet over a raw socket
   sctp-listen --port N                                            print SCTP packets for port N
+  serve --listen PORT/PROTO …                                     echo on every listed port (TCP, UDP)
+  talk --plan JSON                                                requests on timers: [{to, port, protocol, everyMs, size}]
 `;
 
 const family = (ip: string): 4 | 6 => (net.isIPv6(ip) ? 6 : 4);
@@ -175,6 +177,82 @@ async function sctpListen(v: Record<string, unknown>): Promise<void> {
   out({ kind: "sctp-listen", port, received });
 }
 
+async function serve(listen: string[]): Promise<void> {
+  const closers: (() => void)[] = [];
+  for (const spec of listen) {
+    const m = /^([0-9]{1,5})\/(TCP|UDP|SCTP)$/i.exec(spec);
+    if (!m) throw new ConfigError(`probe serve: --listen "${spec}" is not PORT/TCP or PORT/UDP`);
+    const port = Number(m[1]);
+    const proto = (m[2] ?? "").toUpperCase();
+    if (proto === "TCP") {
+      const server = net.createServer({ allowHalfOpen: true }, (conn) => {
+        conn.on("data", (d) => conn.write(d));
+        conn.on("end", () => conn.end());
+        conn.on("error", () => conn.destroy());
+      });
+      await new Promise<void>((resolve) => server.listen({ port, host: "::", ipv6Only: false }, () => resolve()));
+      closers.push(() => server.close());
+    } else if (proto === "UDP") {
+      const sock = dgram.createSocket({ type: "udp6", ipv6Only: false });
+      sock.on("message", (msg, rinfo) => sock.send(msg, rinfo.port, rinfo.address));
+      await new Promise<void>((resolve) => sock.bind(port, "::", () => resolve()));
+      closers.push(() => sock.close());
+    }
+  }
+  out({ kind: "serve", listening: listen });
+  await untilSignal();
+  for (const close of closers) close();
+}
+
+interface TalkEntry { to: string; port: number; protocol: string; everyMs: number; size: number }
+
+function parsePlan(raw: unknown): TalkEntry[] {
+  if (typeof raw !== "string") throw new ConfigError("probe talk: --plan is required");
+  let plan: unknown;
+  try { plan = JSON.parse(raw); } catch (err) { throw new ConfigError(`probe talk: --plan is not JSON: ${(err as Error).message}`); }
+  if (!Array.isArray(plan)) throw new ConfigError("probe talk: --plan must be a JSON list");
+  return plan.map((e: unknown, i) => {
+    const x = e as Partial<Record<keyof TalkEntry, unknown>>;
+    if (typeof x !== "object" || x === null || typeof x.to !== "string" || !net.isIP(x.to)
+      || typeof x.port !== "number" || typeof x.protocol !== "string" || typeof x.everyMs !== "number" || typeof x.size !== "number") {
+      throw new ConfigError(`probe talk: --plan[${i}] needs to (an IP), port, protocol, everyMs and size`);
+    }
+    return { to: x.to, port: x.port, protocol: x.protocol, everyMs: x.everyMs, size: x.size };
+  });
+}
+
+/** One request: a TCP connection that sends and reads its echo, or one UDP datagram. */
+function request(e: TalkEntry): void {
+  const payload = Buffer.alloc(e.size, 0x63);
+  if (e.protocol === "TCP") {
+    const conn = net.connect({ host: e.to, port: e.port });
+    const timer = setTimeout(() => conn.destroy(), 2000);
+    let echoed = 0;
+    conn.on("connect", () => conn.write(payload));
+    conn.on("data", (d) => { echoed += d.length; if (echoed >= e.size) conn.end(); });
+    conn.on("close", () => clearTimeout(timer));
+    conn.on("error", () => conn.destroy());
+  } else if (e.protocol === "UDP") {
+    const sock = dgram.createSocket(family(e.to) === 6 ? "udp6" : "udp4");
+    const timer = setTimeout(() => sock.close(), 2000);
+    sock.on("message", () => { clearTimeout(timer); sock.close(); });
+    sock.on("error", () => { clearTimeout(timer); sock.close(); });
+    sock.send(payload, e.port, e.to);
+  }
+}
+
+async function talk(v: Record<string, unknown>): Promise<void> {
+  const plan = parsePlan(v.plan);
+  // Spread the first requests so that many talkers do not start in step.
+  const timers = plan.map((e) => setTimeout(() => {
+    request(e);
+    timers.push(setInterval(() => request(e), e.everyMs));
+  }, Math.random() * e.everyMs));
+  out({ kind: "talk", entries: plan.length });
+  await untilSignal();
+  for (const t of timers) clearTimeout(t);
+}
+
 function untilSignal(): Promise<void> {
   return new Promise((resolve) => {
     process.once("SIGTERM", () => resolve());
@@ -191,7 +269,7 @@ export async function runProbe(argv: string[]): Promise<number> {
       options: {
         to: { type: "string" }, port: { type: "string" }, sport: { type: "string" }, rate: { type: "string" },
         count: { type: "string" }, size: { type: "string" }, timeout: { type: "string" },
-        echo: { type: "boolean" },
+        echo: { type: "boolean" }, listen: { type: "string", multiple: true }, plan: { type: "string" },
       },
     });
   } catch (err) {
@@ -205,6 +283,8 @@ export async function runProbe(argv: string[]): Promise<number> {
     case "tcp-connect": await tcpConnect(v); break;
     case "sctp-send": await sctpSend(v); break;
     case "sctp-listen": await sctpListen(v); break;
+    case "serve": await serve((v.listen as string[] | undefined) ?? []); break;
+    case "talk": await talk(v); break;
     default:
       process.stderr.write(usage);
       return kind === "--help" ? 0 : 2;

@@ -7,6 +7,7 @@ import { parse as parseYaml } from "yaml";
 import { SERVICE_CIDR } from "./addressing.js";
 import { FieldReader, join } from "./fields.js";
 import { expandTopology } from "./workloads.js";
+import { readTrafficSpec, type TrafficSpec } from "./traffic.js";
 
 export const PROTOCOLS = ["TCP", "UDP", "SCTP"] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
@@ -73,6 +74,8 @@ export interface Topology {
   pods: PodSpec[];
   workloads: WorkloadSpec[];
   services: ServiceSpec[];
+  /** Who talks to which Service, for `lab traffic` (and the demo). */
+  traffic: TrafficSpec[];
 }
 
 /** Seven pods in two namespaces over two nodes; Services with numeric and named targetPorts. */
@@ -95,6 +98,14 @@ services:
   - {namespace: shop, name: catalog, selector: {app: catalog}, ports: [{name: grpc, port: 9000, targetPort: grpc}]}
   - {namespace: shop, name: redis, selector: {app: redis}, ports: [{name: redis, port: 6379, targetPort: 6379}]}
   - {namespace: monitoring, name: prometheus, selector: {app: prometheus}, ports: [{name: web, port: 9090, targetPort: web}]}
+traffic:
+  - {from: {namespace: shop, labels: {app: frontend}}, to: shop/cart, everyMs: 1000, size: 200}
+  - {from: {namespace: shop, labels: {app: frontend}}, to: shop/catalog, everyMs: 700, size: 120}
+  - {from: {namespace: shop, labels: {app: cart}}, to: shop/redis, everyMs: 500, size: 64}
+  - {from: {namespace: shop, labels: {app: catalog}}, to: shop/redis, everyMs: 2000, size: 64}
+  - {from: {namespace: monitoring, labels: {app: prometheus}}, to: shop/frontend, everyMs: 5000, size: 32}
+  - {from: {namespace: monitoring, labels: {app: prometheus}}, to: shop/cart, everyMs: 5000, size: 32}
+  - {from: {namespace: monitoring, labels: {app: prometheus}}, to: shop/catalog, everyMs: 5000, size: 32}
 `;
 
 export interface ParseOptions {
@@ -124,7 +135,7 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
     throw new Error(`${source}: not valid YAML or JSON: ${(err as Error).message}`);
   }
   const r = new FieldReader(source);
-  const top = r.map(doc ?? {}, "", ["nodes", "namespaces", "pods", "workloads", "services"]);
+  const top = r.map(doc ?? {}, "", ["nodes", "namespaces", "pods", "workloads", "services", "traffic"]);
 
   const nodes = opts.nodes !== undefined ? nodeNames(r.int(opts.nodes, "--nodes", 1, MAX_NODES))
     : top.nodes === undefined ? nodeNames(2) : readNodes(r, top.nodes);
@@ -156,7 +167,8 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
   unique(r, workloads, "workloads", (w) => `${w.namespace}/${w.name}`, "workload");
   unique(r, services, "services", (s) => `${s.namespace}/${s.name}`, "service");
   unique(r, services, "services", (s) => s.clusterIP, "clusterIP");
-  const topology = { nodes, namespaces, pods, workloads, services };
+  const traffic = r.optionalList(top.traffic, "traffic").map((v, i) => readTrafficSpec(r, v, join("traffic", i)));
+  const topology = { nodes, namespaces, pods, workloads, services, traffic };
   expandTopology(topology, () => "", "", source); // generated pod names must not collide
   return topology;
 }
