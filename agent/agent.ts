@@ -30,6 +30,7 @@ export class Agent {
     lostRecords: this.metrics.counter("bulkhead_agent_lost_records_total", "Flow records lost before export, by cause"),
     exported: this.metrics.counter("bulkhead_agent_exported_records_total", "Flow records written by an exporter"),
     newFlows: this.metrics.counter("bulkhead_agent_new_flow_events_total", "New-flow events read from the ring buffer"),
+    untracked: this.metrics.counter("bulkhead_agent_untracked_connections_total", "Packets whose connection could not be tracked: conntrack map full"),
     attachErrors: this.metrics.counter("bulkhead_agent_attach_errors_total", "Failed attachments, by errno"),
     attaches: this.metrics.counter("bulkhead_agent_attaches_total", "Interfaces attached"),
     detaches: this.metrics.counter("bulkhead_agent_detaches_total", "Interfaces detached"),
@@ -184,6 +185,7 @@ export class Agent {
       recordsProduced: BigInt(this.m.records.get()),
       recordsBuffered: BigInt(this.controlplane?.pending ?? 0),
       interfacesWatched: this.attacher?.count ?? 0,
+      policyVersion: 0n,
     };
   }
 
@@ -197,6 +199,7 @@ export class Agent {
     this.m.lostPackets.inc({ cause: "map_full" }, delta("mapFullPackets"));
     this.m.lostBytes.inc({ cause: "map_full" }, delta("mapFullBytes"));
     this.m.lostEvents.inc({ cause: "ring_full" }, delta("ringFull"));
+    this.m.untracked.inc({}, delta("ctFull"));
     this.lastCounters = now;
   }
 

@@ -2,11 +2,11 @@
 // (proto/bulkhead/v1/flow.proto). The offsets below mirror endpoint.h;
 // test/layout.test.ts checks them against the compiled object's BTF.
 import {
-  FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, TcpFlags,
+  FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, TcpFlags,
 } from "../proto/gen/bulkhead/v1/flow.js";
 
 export const FLOW_KEY = {
-  size: 44, src: 0, dst: 16, sport: 32, dport: 34, ifindex: 36, proto: 40, family: 41, point: 42,
+  size: 48, src: 0, dst: 16, sport: 32, dport: 34, ifindex: 36, proto: 40, family: 41, point: 42, verdict: 43, reason: 44,
 } as const;
 export const FLOW_VALUE = {
   size: 40, packets: 0, bytes: 8, firstSeen: 16, lastSeen: 24, tcpFlags: 32,
@@ -17,9 +17,9 @@ export const EVENT_TYPE = { newFlow: 1 } as const;
 
 /** Indices of the per-CPU `counters` array (enum bh_counter). */
 export const COUNTER = {
-  packets: 0, notIp: 1, truncated: 2, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5,
+  packets: 0, notIp: 1, truncated: 2, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
 } as const;
-export const COUNTER_COUNT = 6;
+export const COUNTER_COUNT = 7;
 
 export const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
   1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP",
@@ -53,6 +53,11 @@ export function tcpFlagsFromByte(b: number): TcpFlags {
   };
 }
 
+/** enum bh_verdict → Verdict, enum bh_reason → VerdictReason. */
+const VERDICTS = [Verdict.VERDICT_FORWARDED, Verdict.VERDICT_DROPPED, Verdict.VERDICT_AUDIT] as const;
+const REASONS = [VerdictReason.VERDICT_REASON_UNSPECIFIED, VerdictReason.VERDICT_REASON_POLICY,
+  VerdictReason.VERDICT_REASON_ESTABLISHED, VerdictReason.VERDICT_REASON_SPOOFED] as const;
+
 export interface FlowKey {
   src: string;
   dst: string;
@@ -62,6 +67,8 @@ export interface FlowKey {
   proto: number;
   family: 4 | 6;
   point: number;
+  verdict: Verdict;
+  reason: VerdictReason;
 }
 
 export function decodeKey(buf: Buffer, off: number): FlowKey {
@@ -76,6 +83,8 @@ export function decodeKey(buf: Buffer, off: number): FlowKey {
     proto: buf[off + FLOW_KEY.proto] ?? 0,
     family,
     point: buf[off + FLOW_KEY.point] ?? 0,
+    verdict: VERDICTS[buf[off + FLOW_KEY.verdict] ?? 0] ?? Verdict.UNRECOGNIZED,
+    reason: REASONS[buf[off + FLOW_KEY.reason] ?? 0] ?? VerdictReason.UNRECOGNIZED,
   };
 }
 
@@ -135,7 +144,9 @@ export function decodeFlowRecord(keys: Buffer, values: Buffer, i: number, ctx: R
     bytes: values.readBigUInt64LE(v + FLOW_VALUE.bytes),
     source: undefined,
     destination: undefined,
-    verdict: Verdict.VERDICT_FORWARDED,
+    verdict: k.verdict,
+    verdictReason: k.reason,
+    attribution: undefined,
     sequence: ctx.nextSequence(),
   };
 }

@@ -164,6 +164,8 @@ function buildRecords(rand: () => number, cluster: ReturnType<typeof buildCluste
       source: fromPod ? agentLocal : undefined,
       destination: fromPod ? undefined : agentLocal,
       verdict: 1,
+      verdictReason: 0,
+      attribution: undefined,
       sequence: BigInt(i),
     };
     pool.push({ record, source: record.source, destination: record.destination });

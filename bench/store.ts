@@ -107,6 +107,8 @@ function makeRecord(src: Endpoint, dst: Endpoint, point: ObservationPoint, endMs
     source: src,
     destination: dst,
     verdict: v < 0.9 ? Verdict.VERDICT_FORWARDED : v < 0.97 ? Verdict.VERDICT_DROPPED : Verdict.VERDICT_AUDIT,
+    verdictReason: 0,
+    attribution: undefined,
     sequence: sequence++,
   };
 }

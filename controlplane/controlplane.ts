@@ -119,6 +119,7 @@ export class ControlPlane {
           name, connected: s?.connected ?? false, version: s?.version ?? "",
           lastSeen: seen === undefined ? undefined : { seconds: BigInt(Math.floor(seen / 1000)), nanos: (seen % 1000) * 1e6 },
           records: s?.records ?? 0n, capabilities: s?.capabilities ?? [],
+          policyVersion: s?.stats?.policyVersion ?? 0n, policyVersionLatest: 0n,
         };
       }),
     };

@@ -93,6 +93,8 @@ function record(source: string, destination: string, startNs: bigint, local?: Pa
     source: local ? { ...empty, ...local } : undefined,
     destination: undefined,
     verdict: 1,
+    verdictReason: 0,
+    attribution: undefined,
     sequence: 1n,
   };
 }

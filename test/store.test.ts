@@ -103,6 +103,8 @@ function record(spec: RecordSpec): FlowRecord {
     source: spec.src,
     destination: spec.dst,
     verdict: spec.verdict ?? Verdict.VERDICT_FORWARDED,
+    verdictReason: 0,
+    attribution: undefined,
     sequence: BigInt(spec.sequence ?? 0),
   };
 }

@@ -14,7 +14,7 @@
 //
 // Eviction by capacity is the expected steady state, not a loss: `evicted` counts it.
 
-import type { Endpoint, FlowRecord, Layer3, Layer4, TcpFlags } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { Endpoint, FlowRecord, Layer3, Layer4, PolicyAttribution, TcpFlags } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import type { FlowPredicate } from "./filter.js";
 
@@ -46,8 +46,8 @@ const S_NODE = 0, S_IFACE = 1, S_IP_SRC = 2, S_IP_DST = 3, S_PROTO = 4;
 const EP = 2; // source, destination
 const U32 = 8; // start nanos, end nanos, ifindex, protocol, source port, destination port, icmp type, icmp code
 const U_START_NS = 0, U_END_NS = 1, U_IFINDEX = 2, U_PROTO = 3, U_SPORT = 4, U_DPORT = 5, U_ICMP_TYPE = 6, U_ICMP_CODE = 7;
-const I32 = 4; // point, reporter, verdict, ip version: enums, kept exactly even when unrecognised
-const I_POINT = 0, I_REPORTER = 1, I_VERDICT = 2, I_IP_VERSION = 3;
+const I32 = 5; // point, reporter, verdict, ip version, verdict reason: enums, kept exactly even when unrecognised
+const I_POINT = 0, I_REPORTER = 1, I_VERDICT = 2, I_IP_VERSION = 3, I_REASON = 4;
 const U8 = 2; // which optional messages are present, TCP flags
 const B_PRESENT = 0, B_TCP_FLAGS = 1;
 const F64 = 2; // start seconds, end seconds (exact below 2^53)
@@ -125,6 +125,8 @@ class EndpointInterner {
 class Columns {
   readonly strings: string[] = [];
   readonly endpoints: (Endpoint | undefined)[] = [];
+  /** By reference: the enricher shares one attribution per (policy version, identities, port). */
+  readonly attributions: (PolicyAttribution | undefined)[] = [];
   readonly u32: Uint32Array;
   readonly i32: Int32Array;
   readonly u8: Uint8Array;
@@ -171,6 +173,8 @@ class StoredFlowView implements FlowRecord {
   get source(): Endpoint | undefined { return this.columns.endpoints[this.slot * EP]; }
   get destination(): Endpoint | undefined { return this.columns.endpoints[this.slot * EP + 1]; }
   get verdict(): number { return this.columns.i32[this.slot * I32 + I_VERDICT]!; }
+  get verdictReason(): number { return this.columns.i32[this.slot * I32 + I_REASON]!; }
+  get attribution(): PolicyAttribution | undefined { return this.columns.attributions[this.slot]; }
   get sequence(): bigint { return this.columns.u64[this.slot * U64 + L_SEQUENCE]!; }
 }
 
@@ -299,6 +303,7 @@ export class FlowHistory {
     if (first) {
       c.strings.push(node, iface, ipSource, ipDestination, protocolName);
       c.endpoints.push(source, destination);
+      c.attributions.push(record.attribution);
     } else {
       const s = slot * STR;
       c.strings[s + S_NODE] = node;
@@ -308,6 +313,7 @@ export class FlowHistory {
       c.strings[s + S_PROTO] = protocolName;
       c.endpoints[slot * EP] = source;
       c.endpoints[slot * EP + 1] = destination;
+      c.attributions[slot] = record.attribution;
     }
 
     // A missing start or end takes the other's value for ordering and time filters; the
@@ -335,6 +341,7 @@ export class FlowHistory {
     c.i32[i + I_REPORTER] = record.reporter;
     c.i32[i + I_VERDICT] = record.verdict;
     c.i32[i + I_IP_VERSION] = ip?.version ?? 0;
+    c.i32[i + I_REASON] = record.verdictReason;
 
     const b = slot * U8;
     const tcpFlags = l4?.tcpFlags;
@@ -462,6 +469,8 @@ export class FlowHistory {
       source: c.endpoints[slot * EP],
       destination: c.endpoints[slot * EP + 1],
       verdict: c.i32[i + I_VERDICT]!,
+      verdictReason: c.i32[i + I_REASON]!,
+      attribution: c.attributions[slot],
       sequence: c.u64[l + L_SEQUENCE]!,
     };
   }

@@ -27,7 +27,9 @@ struct bh_flow_key {
 	__u8 proto;     /* IPPROTO_* */
 	__u8 family;    /* 4 or 6 */
 	__u8 point;     /* enum bh_point */
-	__u8 pad;
+	__u8 verdict;   /* enum bh_verdict: forwarded and dropped packets aggregate apart */
+	__u8 reason;    /* enum bh_reason */
+	__u8 pad[3];
 };
 
 /* bytes counts L3 bytes: the IPv4 total length, or the IPv6 payload length plus its
@@ -39,6 +41,19 @@ struct bh_flow_value {
 	__u64 last_seen_ns;
 	__u32 tcp_flags; /* OR of every TCP flag byte seen (FIN=0x01 … CWR=0x80) */
 	__u32 pad;
+};
+
+enum bh_verdict {
+	BH_VERDICT_FORWARDED = 0,
+	BH_VERDICT_DROPPED = 1,
+	BH_VERDICT_AUDIT = 2, /* forwarded; enforce mode would have dropped it */
+};
+
+enum bh_reason {
+	BH_REASON_NONE = 0,        /* observe mode: nothing judged */
+	BH_REASON_POLICY = 1,      /* judged by policy (allowed or denied) */
+	BH_REASON_ESTABLISHED = 2, /* part of, or a reply to, a connection already seen */
+	BH_REASON_SPOOFED = 3,     /* source address is not the pod's own */
 };
 
 enum bh_event_type {
@@ -62,13 +77,109 @@ enum bh_counter {
 	BH_C_MAP_FULL_PACKETS = 3, /* new flow, flow map full: packets lost to aggregation */
 	BH_C_MAP_FULL_BYTES = 4,
 	BH_C_RING_FULL = 5,        /* new-flow event dropped: ring buffer full */
-	BH_C_MAX = 6,
+	BH_C_CT_FULL = 6,          /* connection not tracked: conntrack map full */
+	BH_C_MAX = 7,
 };
 
 /* Slots of the `flow_state` array. */
 enum bh_state {
-	BH_STATE_ACTIVE_MAP = 0, /* 0: the program writes flows_0, else flows_1 */
-	BH_STATE_MAX = 1,
+	BH_STATE_ACTIVE_MAP = 0,    /* 0: the program writes flows_0, else flows_1 */
+	BH_STATE_ACTIVE_POLICY = 1, /* 0: the program reads the *_0 policy maps, else *_1 */
+	BH_STATE_POLICY_VERSION = 2,/* version of the active policy set (low 32 bits) */
+	BH_STATE_MAX = 3,
+};
+
+/* ---- segmentation -------------------------------------------------------------------
+ * Policy is per identity (see proto/bulkhead/v1/policy.proto). Three maps form one
+ * policy set, written whole into the inactive set and switched with BH_STATE_ACTIVE_POLICY
+ * (then an RCU grace period), so packets never see a half-applied policy:
+ *   ip_identity_N   LPM_TRIE  bh_ip_key → bh_ip_value      address → identity
+ *   identities_N    HASH      __u32 id → bh_identity_value   mode, isolation
+ *   policy_N        LPM_TRIE  bh_policy_key → bh_policy_value allowed (subject, peer, dir, proto, port)
+ * and, node-local, written entry by entry:
+ *   endpoints       HASH      __u32 ifindex → bh_endpoint_value (the pod behind each veth)
+ *   conntrack       LRU_HASH  bh_ct_key → bh_ct_value
+ */
+
+enum bh_mode {
+	BH_MODE_OBSERVE = 0, /* also: identity unknown (no policy yet) */
+	BH_MODE_AUDIT = 1,
+	BH_MODE_ENFORCE = 2,
+};
+
+enum bh_identity_flags {
+	BH_ID_INGRESS_ISOLATED = 1,
+	BH_ID_EGRESS_ISOLATED = 2,
+	BH_ID_ENDPOINT = 4, /* a pod judged at its own veth (to_pod): egress to it is deferred there */
+	BH_ID_SERVICE = 8,  /* a ClusterIP: judged after DNAT at the backend's to_pod */
+};
+
+/* Reserved identities. */
+#define BH_IDENTITY_ANY 0
+#define BH_IDENTITY_HOST 1
+#define BH_IDENTITY_WORLD 2
+
+/* IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d), prefixlen 96 + the v4 length. */
+struct bh_ip_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct bh_ip_value {
+	__u32 identity;
+};
+
+struct bh_identity_value {
+	__u8 mode;  /* enum bh_mode */
+	__u8 flags; /* enum bh_identity_flags */
+	__u16 pad;
+};
+
+enum bh_direction {
+	BH_DIR_INGRESS = 1,
+	BH_DIR_EGRESS = 2,
+};
+
+/* LPM key, fields in prefix order. Any peer is peer 0 (a second lookup); any protocol is a
+ * prefix ending after `direction` (72 bits); any port, after `proto` (80 bits); a port
+ * range is covered by prefixes into `port`, which is big-endian for that reason. */
+struct bh_policy_key {
+	__u32 prefixlen;
+	__u32 subject;
+	__u32 peer;
+	__u8 direction; /* enum bh_direction */
+	__u8 proto;
+	__u16 port;     /* network byte order */
+} __attribute__((packed));
+
+struct bh_policy_value {
+	__u32 flags; /* reserved */
+};
+
+struct bh_endpoint_value {
+	__u32 identity;
+	__u8 has_ip4;
+	__u8 has_ip6;
+	__u16 pad;
+	__u8 ip4[4];
+	__u8 ip6[16];
+};
+
+/* A connection in its original direction; a reply matches the reversed key. */
+struct bh_ct_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+struct bh_ct_value {
+	__u64 last_seen_ns;
+	__u8 verdict; /* enum bh_verdict given to the connection's first packet */
+	__u8 pad[7];
 };
 
 #endif
