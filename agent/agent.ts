@@ -1,16 +1,18 @@
 // The node agent, a pipeline of small stages:
 //   interfaces (netlink) → attacher → kernel flow maps → drain loop → queue → exporter
-// with every loss counted by cause and served on /metrics.
+// with every loss counted by cause and served on /metrics; policy snapshots from the
+// control plane and the pods behind the veths (host routes) go into the policy maps.
 import type http from "node:http";
 import type { Logger } from "pino";
 import { native, ringRecords, type RingBuffer } from "../native/index.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import type { PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
 import type { AgentConfig } from "./config.js";
 import { Datapath, type Counters } from "./datapath.js";
 import { Attacher } from "./attacher.js";
-import { InterfaceWatcher } from "./interfaces.js";
+import { InterfaceWatcher, type PodInterface } from "./interfaces.js";
 import { Registry, serveMetrics } from "./metrics.js";
-import { decodeFlowRecord, systemClock, EVENT, EVENT_TYPE } from "./records.js";
+import { decodeFlowRecord, clockNow, EVENT, EVENT_TYPE } from "./records.js";
 import { FileSink } from "./export/file.js";
 import { ControlPlaneSink } from "./export/controlplane.js";
 import type { RecordSink } from "./export/sink.js";
@@ -38,6 +40,9 @@ export class Agent {
     queued: this.metrics.gauge("bulkhead_agent_export_pending_records", "Flow records waiting for export, by sink"),
     connected: this.metrics.gauge("bulkhead_agent_controlplane_connected", "1 while the control plane stream is up"),
     drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
+    policyErrors: this.metrics.counter("bulkhead_agent_policy_errors_total", "Policy snapshots or endpoint updates not applied, by stage"),
+    policyVersion: this.metrics.gauge("bulkhead_agent_policy_version", "The policy snapshot version the datapath enforces (0: none)"),
+    endpoints: this.metrics.gauge("bulkhead_agent_policy_endpoints", "Pod veths with a known endpoint (identity, addresses)"),
   };
 
   private datapath: Datapath | undefined;
@@ -52,6 +57,7 @@ export class Agent {
   private sequence = 0n;
   private lastCounters: Counters | undefined;
   private lastDrainOk = true;
+  private podInterfaces: PodInterface[] = [];
 
   constructor(readonly config: AgentConfig, private readonly log: Logger) {
     if (config.exportFile) {
@@ -70,6 +76,7 @@ export class Agent {
         bufferRecords: config.bufferRecords,
         log: this.log,
         onEndpoints: (eps) => this.endpoints.replace(eps),
+        onPolicy: (snapshot) => this.applyPolicy(snapshot),
         onBufferDrop: (n) => this.m.lostRecords.inc({ cause: "buffer_full" }, n),
       });
       this.sinks.push(this.controlplane);
@@ -103,6 +110,8 @@ export class Agent {
       (ifaces) => {
         attacher.reconcile(ifaces);
         this.m.watched.set({}, attacher.count);
+        this.podInterfaces = ifaces;
+        this.updateEndpoints();
       },
       (err) => this.log.error({ err: err.message }, "interface scan failed"),
       c.resyncIntervalMs,
@@ -128,6 +137,47 @@ export class Agent {
     this.m.newFlows.inc({}, newFlows);
   }
 
+  /** Enforces `snapshot`; never throws: a snapshot that cannot be applied is logged and
+   * counted, and the previous policy stays in force. */
+  applyPolicy(snapshot: PolicySnapshot): void {
+    const policy = this.datapath?.policy;
+    if (!policy) {
+      this.m.policyErrors.inc({ stage: "apply" });
+      this.log.error({ version: String(snapshot.version) }, "policy snapshot received before the datapath loaded; not applied");
+      return;
+    }
+    const t0 = process.hrtime.bigint();
+    try {
+      const r = policy.apply(snapshot);
+      this.m.policyVersion.set({}, r.version);
+      this.log.info({ version: String(r.version), identities: r.identities, ipIdentities: r.ipIdentities,
+        policyEntries: r.policyEntries, written: r.written, deleted: r.deleted,
+        ms: Number(process.hrtime.bigint() - t0) / 1e6 }, "policy applied");
+    } catch (err) {
+      this.m.policyErrors.inc({ stage: "apply" });
+      this.log.error({ version: String(snapshot.version), err: (err as Error).message, keeping: String(policy.version) },
+        "policy snapshot rejected; the previous policy stays in force");
+      return;
+    }
+    // Identities may have changed: the endpoints take the new ones.
+    this.updateEndpoints();
+  }
+
+  /** Which pod is behind each watched veth, from its host routes. */
+  private updateEndpoints(): void {
+    const policy = this.datapath?.policy;
+    if (!policy) return;
+    try {
+      const ifindexes = this.podInterfaces.map((i) => i.ifindex);
+      const changed = policy.reconcileEndpoints(ifindexes, native().listRoutes());
+      if (changed.set || changed.deleted) this.log.debug(changed, "endpoints updated");
+      this.m.endpoints.set({}, policy.endpoints().size);
+    } catch (err) {
+      this.m.policyErrors.inc({ stage: "endpoints" });
+      this.log.error({ err: (err as Error).message }, "updating endpoints failed; retried on the next interface scan");
+    }
+  }
+
   /** One drain: every flow entry since the previous drain becomes one record. */
   drainOnce(): FlowRecord[] {
     const datapath = this.datapath;
@@ -136,11 +186,13 @@ export class Agent {
     const t0 = process.hrtime.bigint();
     let records: FlowRecord[] = [];
     try {
+      // Events are submitted without waking us (one wakeup per new flow costs more than the flow).
+      this.ring?.consume();
       const drained = datapath.drain();
       const ctx = {
         node: this.config.node,
         interfaceName: (ifindex: number) => attacher.interfaceName(ifindex),
-        clock: systemClock,
+        clock: clockNow(),
         nextSequence: () => ++this.sequence,
       };
       records = new Array<FlowRecord>(drained.count);
@@ -185,7 +237,7 @@ export class Agent {
       recordsProduced: BigInt(this.m.records.get()),
       recordsBuffered: BigInt(this.controlplane?.pending ?? 0),
       interfacesWatched: this.attacher?.count ?? 0,
-      policyVersion: 0n,
+      policyVersion: this.datapath?.policy.version ?? 0n,
     };
   }
 

@@ -1,7 +1,9 @@
-// The agent's handle on endpoint.bpf.o: load, attach per interface, and the exact drain
-// protocol (flip the active flow map, wait out in-flight programs, drain the idle map).
+// The agent's handle on endpoint.bpf.o: load, attach per interface, the exact drain
+// protocol (flip the active flow map, wait out in-flight programs, drain the idle map),
+// and the policy maps (./policy.ts) the same programs enforce.
 import { native, type BpfObject, type Link, type AttachOptions } from "../native/index.js";
 import { COUNTER, FLOW_KEY, FLOW_VALUE } from "./records.js";
+import { PolicyApplier } from "./policy.js";
 
 export interface DrainedFlows {
   keys: Buffer;
@@ -21,6 +23,7 @@ const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); retu
 
 export class Datapath {
   readonly object: BpfObject;
+  readonly policy: PolicyApplier;
   private active = 0;
 
   constructor(opts: DatapathOptions) {
@@ -36,6 +39,7 @@ export class Datapath {
           + `the agent's ${FLOW_KEY.size}/${FLOW_VALUE.size}: object and agent are from different builds`);
       }
       this.object.map("flow_state").update(u32(0), u32(0));
+      this.policy = new PolicyApplier(this.object);
     } catch (err) {
       this.object.close();
       throw err;

@@ -91,13 +91,12 @@ export function decodeKey(buf: Buffer, off: number): FlowKey {
 /** Converts bpf_ktime_get_ns() (CLOCK_MONOTONIC) to wall-clock nanoseconds. */
 export interface Clock { monoToWallNs(mono: bigint): bigint }
 
-export const systemClock: Clock = {
-  monoToWallNs(mono) {
-    // process.hrtime reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
-    const offset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-    return mono + offset;
-  },
-};
+/** The offset between the clocks now; one reading serves a whole drain. */
+export function clockNow(): Clock {
+  // process.hrtime reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
+  const offset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  return { monoToWallNs: (mono) => mono + offset };
+}
 
 function timestamp(wallNs: bigint) {
   return { seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) };

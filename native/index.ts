@@ -151,6 +151,9 @@ export function* ringRecords(records: Buffer, count: number): Generator<Buffer> 
 }
 
 export interface RingBuffer {
+  /** Reads every record now (for producers that submit without waking the reader),
+   * delivering them to the batch callback; returns how many. */
+  consume(): number;
   /** Stops polling and frees the ring; idempotent. */
   close(): void;
 }
@@ -176,6 +179,22 @@ export type LinkEvent =
 
 export interface LinkWatcher { close(): void }
 
+/** One route of an RTM_GETROUTE dump. */
+export interface RouteInfo {
+  family: 4 | 6;
+  /** Destination prefix address ("0.0.0.0" / "::" for a default route). */
+  dst: string;
+  prefixLen: number;
+  /** RTA_OIF: the outgoing interface's ifindex, 0 if absent (e.g. multipath). */
+  oif: number;
+  /** Routing table id: 254 = main, 255 = local. */
+  table: number;
+  /** rtm_type: "unicast", "local", "broadcast", "multicast", "blackhole", … */
+  type: string;
+}
+
+export const ROUTE_TABLE_MAIN = 254;
+
 /** A raw IP socket (SOCK_RAW) for protocols the kernel has no sockets for here (SCTP). */
 export interface RawSocket {
   /** Sends `payload` as the L4 part of one IP packet to `dst`. */
@@ -194,6 +213,9 @@ export interface NativeAddon {
   ringBuffer(map: BpfMap, onBatch: RingBatchHandler, opts?: RingBufferOptions): RingBuffer;
   /** RTM_GETLINK dump in the given netns (default: the caller's). */
   listLinks(netns?: string): LinkInfo[];
+  /** RTM_GETROUTE dump of every table, IPv4 and IPv6, in the given netns (default: the
+   * caller's). */
+  listRoutes(netns?: string): RouteInfo[];
   /** RTMGRP_LINK subscription on the event loop; one callback per netlink datagram batch. */
   watchLinks(onEvents: (events: LinkEvent[]) => void, netns?: string): LinkWatcher;
   /** Number of possible CPUs (libbpf_num_possible_cpus), for percpu values. */

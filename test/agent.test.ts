@@ -12,7 +12,7 @@ import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { Attacher } from "../agent/attacher.js";
 import { Datapath } from "../agent/datapath.js";
 import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
-import { decodeFlowRecord, systemClock } from "../agent/records.js";
+import { decodeFlowRecord, clockNow } from "../agent/records.js";
 import {
   cliPath, metric, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Metrics, type Pod,
 } from "./harness/netns.js";
@@ -232,7 +232,7 @@ describe("an interface that vanishes between the scan and the attach", () => {
     let seq = 0n;
     const drained = dp.drain();
     const records = Array.from({ length: drained.count }, (_, i) => decodeFlowRecord(drained.keys, drained.values, i,
-      { node: "test", interfaceName: (ifx) => attacher.interfaceName(ifx), clock: systemClock, nextSequence: () => ++seq }));
+      { node: "test", interfaceName: (ifx) => attacher.interfaceName(ifx), clock: clockNow(), nextSequence: () => ++seq }));
     for (const [i, pod] of node.pods.entries()) {
       const mine = fromPod(records, pod);
       expect(mine, `records from ${pod.ip}`).toHaveLength(1);

@@ -9,6 +9,7 @@ import {
   AgentServiceClient, type ConnectRequest, type ConnectResponse, type LocalEndpoint, type AgentStats,
 } from "../../proto/gen/bulkhead/v1/agent.js";
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { BoundedQueue } from "../queue.js";
 import type { RecordSink } from "./sink.js";
 
@@ -25,6 +26,8 @@ export interface ControlPlaneSinkOptions {
   maxInFlight?: number;
   log: Logger;
   onEndpoints(endpoints: LocalEndpoint[]): void;
+  /** A new policy snapshot to enforce; errors are the callee's to handle and count. */
+  onPolicy?(snapshot: PolicySnapshot): void;
   onBufferDrop(n: number): void;
   credentials?: grpc.ChannelCredentials;
 }
@@ -100,6 +103,13 @@ export class ControlPlaneSink implements RecordSink {
       }
     } else if (kind.$case === "endpoints") {
       this.opts.onEndpoints(kind.value.endpoints);
+    } else if (kind.$case === "policy") {
+      try {
+        this.opts.onPolicy?.(kind.value);
+      } catch (err) {
+        // A failed apply must never take the stream down with it.
+        this.opts.log.error({ version: String(kind.value.version), err: (err as Error).message }, "policy snapshot not applied");
+      }
     } else if (kind.$case === "ack") {
       const id = kind.value.batchId;
       while (this.inFlight.length && (this.inFlight[0]?.id ?? id + 1n) <= id) {

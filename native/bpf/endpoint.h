@@ -165,7 +165,9 @@ struct bh_endpoint_value {
 	__u8 ip6[16];
 };
 
-/* A connection in its original direction; a reply matches the reversed key. */
+/* A connection, keyed the same from both directions: the lower (address, port) end is
+ * src, so one lookup finds the entry for a packet and for its reply alike; the entry's
+ * BH_CT_STARTED_BY_DST says which end opened it (which direction is the reply). */
 struct bh_ct_key {
 	__u8 src[16];
 	__u8 dst[16];
@@ -176,10 +178,23 @@ struct bh_ct_key {
 	__u16 pad;
 };
 
+enum bh_ct_flags {
+	/* Made by from_pod for a peer judged at its own to_pod: nothing judged it here yet.
+	 * A to_pod that meets it as the original direction judges it (same-node traffic). */
+	BH_CT_DEFERRED = 1,
+	/* Neither end was judged (observe mode): its packets carry reason NONE. */
+	BH_CT_UNJUDGED = 2,
+	/* A TCP FIN or RST was seen: the entry expires soon. */
+	BH_CT_CLOSING = 4,
+	/* The connection's first packet came from the key's dst end (see bh_ct_key). */
+	BH_CT_STARTED_BY_DST = 8,
+};
+
 struct bh_ct_value {
 	__u64 last_seen_ns;
 	__u8 verdict; /* enum bh_verdict given to the connection's first packet */
-	__u8 pad[7];
+	__u8 flags;   /* enum bh_ct_flags */
+	__u8 pad[6];
 };
 
 #endif

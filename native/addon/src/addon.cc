@@ -61,6 +61,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openObject", Napi::Function::New(env, OpenObject, "openObject"));
   exports.Set("ringBuffer", Napi::Function::New(env, NewRingBuffer, "ringBuffer"));
   exports.Set("listLinks", Napi::Function::New(env, ListLinks, "listLinks"));
+  exports.Set("listRoutes", Napi::Function::New(env, ListRoutes, "listRoutes"));
   exports.Set("watchLinks", Napi::Function::New(env, WatchLinks, "watchLinks"));
   exports.Set("rawSocket", Napi::Function::New(env, NewRawSocket, "rawSocket"));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus, "possibleCpus"));

@@ -4,6 +4,7 @@
 #include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -124,30 +125,33 @@ Napi::Object LinkRecordToJs(Napi::Env env, const LinkRecord& r) {
   return o;
 }
 
-Napi::Value ListLinks(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string netns = info.Length() > 0 && info[0].IsString()
-                          ? std::string(info[0].As<Napi::String>()) : "";
+namespace {
+
+// Sends one NLM_F_DUMP request (`payload` follows the header) and hands every datagram of
+// the answer to `parse`, which returns false at NLMSG_DONE and sets *err on NLMSG_ERROR.
+// Throws a BpfError with `op` on any failure.
+template <typename Payload, typename Parse>
+void Dump(Napi::Env env, const std::string& netns, const std::string& op, uint16_t type,
+          const Payload& payload, const char* what, Parse parse) {
   const std::string object = DescribeInNetns("rtnetlink", netns);
-  int fd = OpenRouteSocket(env, netns, "list_links", 0, false);
+  int fd = OpenRouteSocket(env, netns, op, 0, false);
 
   struct {
     struct nlmsghdr h;
-    struct ifinfomsg ifi;
+    Payload p;
   } req;
   std::memset(&req, 0, sizeof(req));
-  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(req.ifi));
-  req.h.nlmsg_type = RTM_GETLINK;
+  req.h.nlmsg_len = NLMSG_LENGTH(sizeof(req.p));
+  req.h.nlmsg_type = type;
   req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   req.h.nlmsg_seq = 1;
-  req.ifi.ifi_family = AF_UNSPEC;
+  req.p = payload;
   if (send(fd, &req, req.h.nlmsg_len, 0) < 0) {
     int err = errno;
     close(fd);
-    ThrowBpfError(env, "list_links", object, err, {"send RTM_GETLINK"});
+    ThrowBpfError(env, op, object, err, {std::string("send ") + what});
   }
 
-  std::vector<LinkRecord> links;
   std::vector<uint8_t> buf(64 * 1024);
   int err = 0;
   for (bool more = true; more;) {
@@ -161,13 +165,123 @@ Napi::Value ListLinks(const Napi::CallbackInfo& info) {
       break;
     }
     if (n == 0) break;
-    more = ParseLinkMessages(buf.data(), static_cast<size_t>(n), links, &err);
+    more = parse(buf.data(), static_cast<size_t>(n), &err);
   }
   close(fd);
-  if (err != 0) ThrowBpfError(env, "list_links", object, err);
+  if (err != 0) ThrowBpfError(env, op, object, err);
+}
+
+struct RouteRecord {
+  int family = 0;  // 4 or 6
+  std::string dst;
+  int prefixLen = 0;
+  int oif = 0;
+  uint32_t table = 0;
+  uint8_t type = 0;  // RTN_*
+};
+
+const char* RouteTypeName(uint8_t type) {
+  switch (type) {
+    case RTN_UNICAST: return "unicast";
+    case RTN_LOCAL: return "local";
+    case RTN_BROADCAST: return "broadcast";
+    case RTN_ANYCAST: return "anycast";
+    case RTN_MULTICAST: return "multicast";
+    case RTN_BLACKHOLE: return "blackhole";
+    case RTN_UNREACHABLE: return "unreachable";
+    case RTN_PROHIBIT: return "prohibit";
+    case RTN_THROW: return "throw";
+    default: return "other";
+  }
+}
+
+RouteRecord ParseRoute(const struct nlmsghdr* h) {
+  RouteRecord r;
+  auto* rtm = static_cast<const struct rtmsg*>(NLMSG_DATA(h));
+  r.family = rtm->rtm_family == AF_INET6 ? 6 : 4;
+  r.prefixLen = rtm->rtm_dst_len;
+  r.table = rtm->rtm_table;
+  r.type = rtm->rtm_type;
+  // A route without RTA_DST is the default route of its family.
+  uint8_t addr[16] = {};
+  int len = static_cast<int>(h->nlmsg_len) - static_cast<int>(NLMSG_LENGTH(sizeof(*rtm)));
+  for (auto* a = RTM_RTA(rtm); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+    switch (a->rta_type) {
+      case RTA_DST:
+        if (RTA_PAYLOAD(a) <= sizeof(addr)) std::memcpy(addr, RTA_DATA(a), RTA_PAYLOAD(a));
+        break;
+      case RTA_OIF: r.oif = AttrS32(a); break;
+      case RTA_TABLE: r.table = static_cast<uint32_t>(AttrS32(a)); break;
+      default: break;
+    }
+  }
+  char text[INET6_ADDRSTRLEN];
+  if (inet_ntop(r.family == 6 ? AF_INET6 : AF_INET, addr, text, sizeof(text))) r.dst = text;
+  return r;
+}
+
+bool ParseRouteMessages(const uint8_t* data, size_t len, std::vector<RouteRecord>& out, int* err) {
+  int remaining = static_cast<int>(len);
+  for (auto* h = reinterpret_cast<const struct nlmsghdr*>(data); NLMSG_OK(h, remaining);
+       h = NLMSG_NEXT(h, remaining)) {
+    if (h->nlmsg_type == NLMSG_DONE) return false;
+    if (h->nlmsg_type == NLMSG_ERROR) {
+      auto* e = static_cast<const struct nlmsgerr*>(NLMSG_DATA(h));
+      if (e->error != 0) *err = -e->error;
+      return false;
+    }
+    if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) continue;
+    auto* rtm = static_cast<const struct rtmsg*>(NLMSG_DATA(h));
+    if (rtm->rtm_family == AF_INET || rtm->rtm_family == AF_INET6) out.push_back(ParseRoute(h));
+  }
+  return true;
+}
+
+}  // namespace
+
+Napi::Value ListLinks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string netns = info.Length() > 0 && info[0].IsString()
+                          ? std::string(info[0].As<Napi::String>()) : "";
+  struct ifinfomsg ifi;
+  std::memset(&ifi, 0, sizeof(ifi));
+  ifi.ifi_family = AF_UNSPEC;
+  std::vector<LinkRecord> links;
+  Dump(env, netns, "list_links", RTM_GETLINK, ifi, "RTM_GETLINK",
+       [&links](const uint8_t* data, size_t len, int* err) {
+         return ParseLinkMessages(data, len, links, err);
+       });
 
   Napi::Array out = Napi::Array::New(env, links.size());
   for (size_t i = 0; i < links.size(); i++) out.Set(static_cast<uint32_t>(i), LinkRecordToJs(env, links[i]));
+  return out;
+}
+
+Napi::Value ListRoutes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string netns = info.Length() > 0 && info[0].IsString()
+                          ? std::string(info[0].As<Napi::String>()) : "";
+  struct rtmsg rtm;
+  std::memset(&rtm, 0, sizeof(rtm));
+  rtm.rtm_family = AF_UNSPEC;  // both families, every table
+  std::vector<RouteRecord> routes;
+  Dump(env, netns, "list_routes", RTM_GETROUTE, rtm, "RTM_GETROUTE",
+       [&routes](const uint8_t* data, size_t len, int* err) {
+         return ParseRouteMessages(data, len, routes, err);
+       });
+
+  Napi::Array out = Napi::Array::New(env, routes.size());
+  for (size_t i = 0; i < routes.size(); i++) {
+    const RouteRecord& r = routes[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("family", r.family);
+    o.Set("dst", r.dst);
+    o.Set("prefixLen", r.prefixLen);
+    o.Set("oif", r.oif);
+    o.Set("table", r.table);
+    o.Set("type", RouteTypeName(r.type));
+    out.Set(static_cast<uint32_t>(i), o);
+  }
   return out;
 }
 

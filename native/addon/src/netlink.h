@@ -1,5 +1,5 @@
-// rtnetlink link messages: the RTM_GETLINK dump (listLinks) and the parser shared with
-// the link watcher.
+// rtnetlink: the RTM_GETLINK dump (listLinks) and its parser shared with the link
+// watcher, and the RTM_GETROUTE dump (listRoutes).
 #pragma once
 
 #include <napi.h>
@@ -35,5 +35,8 @@ Napi::Object LinkRecordToJs(Napi::Env env, const LinkRecord& r);
 
 // listLinks(netns?) → LinkInfo[]
 Napi::Value ListLinks(const Napi::CallbackInfo& info);
+
+// listRoutes(netns?) → RouteInfo[]
+Napi::Value ListRoutes(const Napi::CallbackInfo& info);
 
 }  // namespace bulkhead

@@ -39,7 +39,8 @@ Napi::Value NewRingBuffer(const Napi::CallbackInfo& info) {
 }
 
 Napi::Function RingBufferWrap::Define(Napi::Env env) {
-  return DefineClass(env, "RingBuffer", {InstanceMethod<&RingBufferWrap::Close>("close")});
+  return DefineClass(env, "RingBuffer", {InstanceMethod<&RingBufferWrap::Close>("close"),
+                                         InstanceMethod<&RingBufferWrap::Consume>("consume")});
 }
 
 RingBufferWrap::RingBufferWrap(const Napi::CallbackInfo& info) : ObjectWrap(info) {
@@ -107,6 +108,18 @@ void RingBufferWrap::Stop() {
   watch_.Stop();  // frees the ring once libuv has closed the handle
   rb_ = nullptr;
   Unref();
+}
+
+// Reads what producers submitted without a wakeup (BPF_RB_NO_WAKEUP), in bounded batches,
+// each delivered to the batch callback as on a wakeup.
+Napi::Value RingBufferWrap::Consume(const Napi::CallbackInfo& info) {
+  uint32_t total = 0;
+  while (open_) {
+    OnReadable();
+    total += count_;
+    if (count_ < maxPerBatch_) break;
+  }
+  return Napi::Number::New(info.Env(), total);
 }
 
 Napi::Value RingBufferWrap::Close(const Napi::CallbackInfo& info) {

@@ -20,6 +20,7 @@ class RingBufferWrap : public Napi::ObjectWrap<RingBufferWrap> {
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Consume(const Napi::CallbackInfo& info);
   void OnReadable();
   void Stop();
   static int OnSample(void* ctx, void* data, size_t size);
