@@ -159,7 +159,8 @@ export function compilePolicy(s: PolicySnapshot): CompiledPolicy {
     const value = Buffer.alloc(IDENTITY_VALUE.size);
     value[IDENTITY_VALUE.mode] = mode ?? MODE.observe;
     value[IDENTITY_VALUE.flags] = (id.ingressIsolated ? IDENTITY_FLAG.ingressIsolated : 0)
-      | (id.egressIsolated ? IDENTITY_FLAG.egressIsolated : 0) | (id.endpoint ? IDENTITY_FLAG.endpoint : 0);
+      | (id.egressIsolated ? IDENTITY_FLAG.egressIsolated : 0) | (id.endpoint ? IDENTITY_FLAG.endpoint : 0)
+      | (id.service ? IDENTITY_FLAG.service : 0);
     out.identities.set(key.toString("hex"), value);
   });
 

@@ -8,6 +8,7 @@ import type {
   AgentServiceServer, ConnectRequest, ConnectResponse, LocalEndpoint, AgentStats,
 } from "../proto/gen/bulkhead/v1/agent.js";
 import { ObservationPoint, IpVersion, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import type { PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
 
 export const SUPPORTED_PROTOCOL_VERSION = 1;
 
@@ -30,6 +31,7 @@ export interface AgentHub {
   /** Enriches and stores records that passed validation. */
   ingest(node: string, records: FlowRecord[]): void;
   localEndpoints(node: string): LocalEndpoint[];
+  policy(): PolicySnapshot;
   drainIntervalMs: number;
 }
 
@@ -79,6 +81,13 @@ export class AgentRegistry {
     for (const s of this.sessions.values()) {
       if (!s.connected || !s.stream || (node !== undefined && s.node !== node)) continue;
       s.stream.write({ kind: { $case: "endpoints", value: { endpoints: this.hub.localEndpoints(s.node) } } });
+    }
+  }
+
+  /** Sends a new policy snapshot to every connected agent. */
+  pushPolicy(snapshot: PolicySnapshot): void {
+    for (const s of this.sessions.values()) {
+      if (s.connected && s.stream) s.stream.write({ kind: { $case: "policy", value: snapshot } });
     }
   }
 
@@ -145,6 +154,7 @@ export class AgentRegistry {
     this.log.info({ node: h.node, version: h.version, instance: h.instanceId, peer: stream.getPeer() }, "agent connected");
     stream.write({ kind: { $case: "config", value: { node: h.node, drainIntervalMs: this.hub.drainIntervalMs } } });
     stream.write({ kind: { $case: "endpoints", value: { endpoints: this.hub.localEndpoints(h.node) } } });
+    stream.write({ kind: { $case: "policy", value: this.hub.policy() } });
     return session;
   }
 

@@ -10,6 +10,7 @@ export interface ControlPlaneConfig {
   listen: string[];
   storeCapacity: number;
   drainIntervalMs: number;
+  defaultMode: "observe" | "audit" | "enforce";
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
 }
 
@@ -22,8 +23,15 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
   --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4245)
   --store-capacity N    flow records kept in memory (default 1000000)
   --drain-interval MS   drain interval the control plane gives agents (default 1000)
+  --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
   --log-level LEVEL     trace | debug | info | warn | error (default info)
 `;
+
+function oneOfModes(raw: string | undefined): ControlPlaneConfig["defaultMode"] {
+  if (raw === undefined) return "observe";
+  if (raw === "observe" || raw === "audit" || raw === "enforce") return raw;
+  throw new ConfigError(`--default-mode: "${raw}" is not observe, audit or enforce`);
+}
 
 export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
   let parsed;
@@ -31,6 +39,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
     parsed = parseArgs({ args: argv, options: {
       manifests: { type: "string" }, listen: { type: "string", multiple: true },
       "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
+      "default-mode": { type: "string" },
     } });
   } catch (err) {
     throw new ConfigError((err as Error).message);
@@ -57,6 +66,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
     listen,
     storeCapacity: int("store-capacity", v["store-capacity"], 1_000_000, 100_000_000),
     drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
+    defaultMode: oneOfModes(v["default-mode"]),
     logLevel: level as ControlPlaneConfig["logLevel"],
   };
 }

@@ -10,6 +10,16 @@ import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
 import { FlowHistory } from "./store/history.js";
 import { FlowMapStore } from "./store/flowmap.js";
 import { AgentRegistry } from "./agents.js";
+import { PolicyCompiler } from "./policy/compile.js";
+import { clusterOf, type PolicyModeName } from "./policy/model.js";
+import { ObservationPoint, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
+import { PolicyMode, type Identity, type PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
+
+/** Reserved identity 3: every Service ClusterIP (see policy.proto). */
+const SERVICE_IDENTITY: Identity = {
+  id: 3, namespace: "", labels: { "bulkhead.io/reserved": "service" }, mode: PolicyMode.POLICY_MODE_OBSERVE,
+  ingressIsolated: false, egressIsolated: false, endpoint: false, service: true,
+};
 import { observerService } from "./observer.js";
 import { bind, createGrpcServer } from "./grpc.js";
 
@@ -17,6 +27,8 @@ export interface ControlPlaneOptions {
   source: MetadataSource;
   storeCapacity: number;
   drainIntervalMs: number;
+  /** Mode of namespaces without a bulkhead.io/mode annotation. */
+  defaultMode?: PolicyModeName;
   log: Logger;
 }
 
@@ -55,15 +67,22 @@ export class ControlPlane {
   private recordsTotal = 0n;
   private readonly rate = new Rate();
   private pushTimer: NodeJS.Timeout | undefined;
+  readonly policy: PolicyCompiler;
+  private policyProblems = "";
+  /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
+  private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
+  private shipVersion = 0n;
 
   constructor(private readonly opts: ControlPlaneOptions) {
     this.history = new FlowHistory({
       capacity: opts.storeCapacity,
       onSubscriberError: (err) => opts.log.warn({ err: (err as Error).message }, "a follow stream failed"),
     });
+    this.policy = new PolicyCompiler({ defaultMode: opts.defaultMode ?? "observe" });
     this.agents = new AgentRegistry({
       ingest: (node, records) => this.ingest(node, records),
       localEndpoints: (node) => this.state.localEndpoints(node),
+      policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
       drainIntervalMs: opts.drainIntervalMs,
     }, opts.log);
   }
@@ -73,22 +92,64 @@ export class ControlPlane {
     await this.opts.source.start({
       apply: (events: ObjectEvent[], observedAtNs: bigint) => {
         this.state.apply(events, observedAtNs);
-        // Pods moved or changed: tell agents their local endpoints, at most every 100 ms.
+        // Recompile at once (policy propagation is measured from here); endpoints may wait.
+        this.recompile();
         this.pushTimer ??= setTimeout(() => { this.pushTimer = undefined; this.agents.pushEndpoints(); }, 100);
       },
     });
+    this.recompile();
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this) });
     for (const addr of listen) await bind(this.server, addr);
     log.info({ listen, source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
   }
 
+  /** Compiles NetworkPolicy into a new snapshot and ships it when anything agents load changed. */
+  private recompile(): void {
+    const compiled = this.policy.compile(clusterOf(this.state));
+    const problems = this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}`).join("\n");
+    if (problems !== this.policyProblems) {
+      for (const p of this.policy.errors()) {
+        this.opts.log.error({ object: p.object, field: p.field, err: p.message, keptPrevious: p.keptPrevious }, "invalid policy ignored");
+      }
+      this.policyProblems = problems;
+    }
+    // Traffic to a ClusterIP is judged after DNAT at the backend: agents must know the
+    // addresses, so a Service change ships a new version too.
+    const clusterIPs = this.state.services().flatMap((s) => s.spec.clusterIPs).sort().join(",");
+    if (this.shipped?.compilerVersion === compiled.version && this.shipped.clusterIPs === clusterIPs) return;
+    const snapshot: PolicySnapshot = {
+      ...compiled,
+      version: ++this.shipVersion,
+      identities: [...compiled.identities, SERVICE_IDENTITY],
+      ipIdentities: [...compiled.ipIdentities, ...(clusterIPs ? clusterIPs.split(",") : [])
+        .map((ip) => ({ cidr: ip.includes(":") ? `${ip}/128` : `${ip}/32`, identity: SERVICE_IDENTITY.id }))],
+    };
+    this.shipped = { compilerVersion: compiled.version, clusterIPs, snapshot };
+    const stats = this.policy.stats();
+    this.opts.log.info({ version: snapshot.version, identities: stats.identities, rules: stats.rules }, "policy compiled");
+    this.agents.pushPolicy(snapshot);
+  }
+
   ingest(_node: string, records: FlowRecord[]): void {
-    for (const r of records) this.enricher.enrich(r);
+    for (const r of records) {
+      this.enricher.enrich(r);
+      this.attribute(r);
+    }
     this.history.append(records);
     this.flowMap.add(records);
     this.recordsTotal += BigInt(records.length);
     this.rate.add(records.length);
+  }
+
+  /** Which policies decided the flow; at a client's veth toward a ClusterIP the backend is
+   * not known yet, so that record is attributed at the backend's veth instead. */
+  private attribute(r: FlowRecord): void {
+    if (r.verdictReason === 0 && r.verdict === Verdict.VERDICT_FORWARDED) return; // observe: nothing judged
+    if (r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD && r.destination?.service) return;
+    const ip = r.ip, l4 = r.l4;
+    if (!ip || !l4) return;
+    r.attribution = this.policy.attribution(ip.source, ip.destination, l4.protocol, l4.destinationPort);
   }
 
   status(): GetStatusResponse {
@@ -104,8 +165,11 @@ export class ControlPlane {
       flowsStored: BigInt(this.history.size),
       storeCapacity: BigInt(this.history.capacity),
       losses,
-      metadataErrors: this.opts.source.errors().map((e) =>
-        `${e.file ?? e.source}${e.document !== undefined ? ` document ${e.document}` : ""}: ${e.message}`),
+      metadataErrors: [
+        ...this.opts.source.errors().map((e) =>
+          `${e.file ?? e.source}${e.document !== undefined ? ` document ${e.document}` : ""}: ${e.message}`),
+        ...this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}${p.keptPrevious ? " (previous version kept)" : " (ignored)"}`),
+      ],
     };
   }
 
@@ -119,7 +183,7 @@ export class ControlPlane {
           name, connected: s?.connected ?? false, version: s?.version ?? "",
           lastSeen: seen === undefined ? undefined : { seconds: BigInt(Math.floor(seen / 1000)), nanos: (seen % 1000) * 1e6 },
           records: s?.records ?? 0n, capabilities: s?.capabilities ?? [],
-          policyVersion: s?.stats?.policyVersion ?? 0n, policyVersionLatest: 0n,
+          policyVersion: s?.stats?.policyVersion ?? 0n, policyVersionLatest: this.shipVersion,
         };
       }),
     };

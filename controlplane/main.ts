@@ -18,7 +18,8 @@ export async function runControlPlane(argv: string[]): Promise<number> {
       if (errors.length === 0) log.info("metadata errors cleared");
     },
   });
-  const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs, log });
+  const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
+    defaultMode: config.defaultMode, log });
   try {
     await cp.start(config.listen);
   } catch (err) {

@@ -24,6 +24,8 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
   pod delete NS/NAME
   pod label NS/NAME k=v... [k-]...
   traffic [--topology FILE]   run the topology's traffic section until Ctrl-C
+  conformance --cases FILE [--case ID] [--json] [--engine datapath|model|snapshot]
+                              NetworkPolicy reachability cases on the real datapath (or the models)
 
 The state dir defaults to $BULKHEAD_LAB_STATE_DIR or ${DEFAULT_STATE_DIR}.
 `;
@@ -40,6 +42,10 @@ export async function runLab(argv: readonly string[], io: LabIO = process): Prom
       case "exec": return await cmdExec(rest);
       case "pod": return await cmdPod(rest, io);
       case "traffic": return await cmdTraffic(rest, io);
+      case "conformance": {
+        const { runConformanceCli } = await import("../controlplane/policy/cli.js");
+        return await runConformanceCli(rest, io);
+      }
       case undefined: case "help": case "-h": case "--help":
         io.stdout.write(USAGE);
         return command === undefined ? 2 : 0;

@@ -1,0 +1,182 @@
+// Policy compile cost: 5,000 pods in 500 namespaces on 50 nodes, 1,000 NetworkPolicies.
+// Run after `npm run build:ts` as `node dist/bench/policy-compile.js`.
+//
+// Method: the cluster is built through the same parser the control plane uses. Each
+// namespace runs 5 Deployments × 2 pods (labels app, tier, pod-template-hash, version;
+// container ports http 8080, metrics 9090, and grpc 9000 on api pods) and has two
+// policies: one isolating every pod for ingress (same namespace, the monitoring namespace
+// on the named port "metrics", the ingress namespace on "http"; every 10th namespace also
+// admits its team's /24 except one /28 by ipBlock), and one for the api tier with egress
+// to the db tier on 5432, to the team's namespaces, and to the world on 443 except
+// private ranges. Figures are medians of 5 runs:
+// - full: a new PolicyCompiler compiles the whole cluster;
+// - pod label change: one pod's `version` label changes (a new identity), compile;
+// - policy update: one policy's port changes, compile;
+// - ipBlock update: one policy gains an ipBlock no other policy has (every address is
+//   re-signed against the ipBlocks: the worst single change), compile.
+// Each change is reverted (not timed) before the next run. RSS is read after the runs.
+// The first full compile of the process (cold: nothing JIT-compiled yet, as at control
+// plane start) is reported on its own; the medians are over 5 runs after it. The load
+// average is printed with the figures: on a shared machine it explains most of the spread.
+import { availableParallelism, loadavg } from "node:os";
+import { parseKubeObject, type KubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
+import { PolicyCompiler } from "../controlplane/policy/compile.js";
+import type { PolicyCluster } from "../controlplane/policy/model.js";
+
+const NAMESPACES = 500;
+const PODS_PER_NAMESPACE = 10;
+const NODES = 50;
+const RUNS = 5;
+const TIERS = ["web", "api", "db", "cache", "worker"];
+
+function parse<T extends KubeObject>(doc: Record<string, unknown>): T {
+  const object = parseKubeObject(doc);
+  if (!object) throw new Error(`bench: not a kept kind: ${JSON.stringify(doc)}`);
+  return object as T;
+}
+
+function namespaceName(i: number): string {
+  return i === 0 ? "monitoring" : i === 1 ? "ingress" : `team-${i}`;
+}
+
+function buildCluster(): PolicyCluster & { pods: Pod[]; policies: NetworkPolicy[] } {
+  const namespaces: Namespace[] = [];
+  const pods: Pod[] = [];
+  const policies: NetworkPolicy[] = [];
+  const nodes: Node[] = Array.from({ length: NODES }, (_, n) => parse<Node>({
+    apiVersion: "v1", kind: "Node", metadata: { name: `node-${n}` }, status: { addresses: [{ type: "InternalIP", address: `172.18.0.${n + 2}` }] },
+  }));
+  let podIndex = 0;
+  for (let i = 0; i < NAMESPACES; i++) {
+    const ns = namespaceName(i);
+    const team = `t${i % 25}`;
+    const role = i === 0 ? "monitoring" : i === 1 ? "ingress" : "app";
+    namespaces.push(parse<Namespace>({
+      apiVersion: "v1", kind: "Namespace",
+      metadata: { name: ns, labels: { "kubernetes.io/metadata.name": ns, team, role, env: ["prod", "dev", "staging"][i % 3] } },
+    }));
+    for (let p = 0; p < PODS_PER_NAMESPACE; p++) {
+      const deployment = Math.floor(p / 2);
+      const tier = TIERS[deployment] ?? "web";
+      const ports = [{ name: "http", containerPort: 8080 }, { name: "metrics", containerPort: 9090 }];
+      if (tier === "api") ports.push({ name: "grpc", containerPort: 9000 });
+      const ip = `10.244.${podIndex >> 8}.${podIndex & 255}`;
+      pods.push(parse<Pod>({
+        apiVersion: "v1", kind: "Pod",
+        metadata: { name: `app-${deployment}-${p}`, namespace: ns, labels: { app: `app-${deployment}`, tier, "pod-template-hash": `h${i}x${deployment}`, version: "v1" } },
+        spec: { nodeName: `node-${podIndex % NODES}`, containers: [{ name: "main", ports }] },
+        status: { phase: "Running", podIP: ip, podIPs: [{ ip }] },
+      }));
+      podIndex++;
+    }
+    policies.push(namespacePolicy(i, ns));
+    policies.push(apiPolicy(i, ns, team, 5432));
+  }
+  return { namespaces, pods, nodes, policies };
+}
+
+function namespacePolicy(i: number, ns: string, extraBlock?: string): NetworkPolicy {
+  const ingress: unknown[] = [
+    { from: [{ podSelector: {} }] },
+    { from: [{ namespaceSelector: { matchLabels: { role: "monitoring" } } }], ports: [{ port: "metrics" }] },
+    { from: [{ namespaceSelector: { matchLabels: { role: "ingress" } } }], ports: [{ port: "http" }] },
+  ];
+  if (i % 10 === 0) {
+    const net = (i * 7) % 20;
+    ingress.push({ from: [{ ipBlock: { cidr: `10.244.${net}.0/24`, except: [`10.244.${net}.0/28`] } }], ports: [{ port: 8080 }] });
+  }
+  if (extraBlock !== undefined) ingress.push({ from: [{ ipBlock: { cidr: extraBlock } }] });
+  return parse<NetworkPolicy>({
+    apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
+    metadata: { name: "default", namespace: ns },
+    spec: { podSelector: {}, policyTypes: ["Ingress"], ingress },
+  });
+}
+
+function apiPolicy(_i: number, ns: string, team: string, dbPort: number): NetworkPolicy {
+  return parse<NetworkPolicy>({
+    apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
+    metadata: { name: "api", namespace: ns },
+    spec: {
+      podSelector: { matchLabels: { tier: "api" } },
+      policyTypes: ["Ingress", "Egress"],
+      ingress: [{ from: [{ podSelector: { matchLabels: { tier: "web" } } }], ports: [{ port: "http" }, { port: "grpc" }] }],
+      egress: [
+        { to: [{ podSelector: { matchLabels: { tier: "db" } } }], ports: [{ port: dbPort }] },
+        { to: [{ namespaceSelector: { matchLabels: { team } }, podSelector: { matchExpressions: [{ key: "tier", operator: "In", values: ["api", "cache"] }] } }] },
+        { to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"] } }], ports: [{ port: 443 }] },
+      ],
+    },
+  });
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+function timed(f: () => void): number {
+  const t0 = process.hrtime.bigint();
+  f();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+function main(): void {
+  const cluster = buildCluster();
+  const full: number[] = [];
+  let compiler = new PolicyCompiler({ defaultMode: "enforce" });
+  const cold = timed(() => compiler.compile(cluster));
+  for (let run = 0; run < RUNS; run++) {
+    compiler = new PolicyCompiler({ defaultMode: "enforce" });
+    full.push(timed(() => compiler.compile(cluster)));
+  }
+  const stats = compiler.stats();
+
+  const labelChange: number[] = [];
+  const policyUpdate: number[] = [];
+  const blockUpdate: number[] = [];
+  let recomputedLabel = 0;
+  let recomputedPolicy = 0;
+  let recomputedBlock = 0;
+  for (let run = 0; run < RUNS; run++) {
+    // One pod's label.
+    const podIndex = 1234 + run * 17;
+    const original = cluster.pods[podIndex] as Pod;
+    const relabelled: Pod = { ...original, metadata: { ...original.metadata, labels: { ...original.metadata.labels, version: `v${run + 2}` } } };
+    const pods = [...cluster.pods];
+    pods[podIndex] = relabelled;
+    labelChange.push(timed(() => compiler.compile({ ...cluster, pods })));
+    recomputedLabel = compiler.stats().recomputedSubjects;
+    compiler.compile(cluster);
+
+    // One policy's port.
+    const policyIndex = 2 * (100 + run * 37) + 1;
+    const old = cluster.policies[policyIndex] as NetworkPolicy;
+    const policies = [...cluster.policies];
+    policies[policyIndex] = apiPolicy(0, old.metadata.namespace, String(cluster.namespaces.find((n) => n.metadata.name === old.metadata.namespace)?.metadata.labels.team), 6000 + run);
+    policyUpdate.push(timed(() => compiler.compile({ ...cluster, policies })));
+    recomputedPolicy = compiler.stats().recomputedSubjects;
+    compiler.compile(cluster);
+
+    // One policy gains a new ipBlock.
+    const nsIndex = 200 + run;
+    const withBlock = [...cluster.policies];
+    withBlock[2 * nsIndex] = namespacePolicy(nsIndex, namespaceName(nsIndex), `10.244.${run + 3}.128/25`);
+    blockUpdate.push(timed(() => compiler.compile({ ...cluster, policies: withBlock })));
+    recomputedBlock = compiler.stats().recomputedSubjects;
+    compiler.compile(cluster);
+  }
+  const memory = process.memoryUsage();
+  const mib = (n: number) => (n / 1024 / 1024).toFixed(0);
+  console.log(`policy compile: ${cluster.pods.length} pods, ${cluster.namespaces.length} namespaces, ${cluster.nodes.length} nodes, ${cluster.policies.length} policies`);
+  console.log(`snapshot: ${stats.identities} identities, ${stats.ipIdentities} ip_identities, ${stats.rules} rules`);
+  console.log(`load average: ${loadavg().map((l) => l.toFixed(1)).join(" ")} on ${availableParallelism()} CPUs`);
+  console.log(`first compile (cold):  ${cold.toFixed(1)} ms`);
+  console.log(`full compile:          median ${median(full).toFixed(1)} ms  (runs: ${full.map((t) => t.toFixed(0)).join(", ")})`);
+  console.log(`pod label change:      median ${median(labelChange).toFixed(1)} ms  (runs: ${labelChange.map((t) => t.toFixed(1)).join(", ")}; ${recomputedLabel} identities' rules recomputed)`);
+  console.log(`policy update:         median ${median(policyUpdate).toFixed(1)} ms  (runs: ${policyUpdate.map((t) => t.toFixed(1)).join(", ")}; ${recomputedPolicy} recomputed)`);
+  console.log(`new ipBlock (worst):   median ${median(blockUpdate).toFixed(1)} ms  (runs: ${blockUpdate.map((t) => t.toFixed(1)).join(", ")}; ${recomputedBlock} recomputed)`);
+  console.log(`memory: rss ${mib(memory.rss)} MiB, heap used ${mib(memory.heapUsed)} MiB`);
+}
+
+main();

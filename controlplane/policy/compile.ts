@@ -1,0 +1,1186 @@
+// Compiles the policy model (model.ts) into the PolicySnapshot agents load into kernel
+// maps (native/bpf/endpoint.h, segmentation): identities, address → identity by longest
+// prefix, and per-identity rules.
+//
+// Identity rule: every address that policy cannot tell apart shares an identity. A pod
+// address is told apart by its namespace, the namespace's labels, the pod's labels, the
+// pod's container ports whose names some policy uses, and the set of ipBlocks (cidr minus
+// excepts) that contain the address. Node addresses are the host (1) or, when ipBlocks
+// contain them, a host identity per ipBlock set; every ipBlock cidr and except is an
+// address range whose identity is its ipBlock set (world, 2, when none). Ids are stable:
+// the same signature gets the same id for as long as this compiler has seen it recently.
+//
+// Incremental: each compile diffs its input against the previous one. Policies are
+// validated once per object (PolicySet); pods are re-signed only when they, their
+// namespace's labels, or the set of used port names and ipBlocks change; a new identity
+// is matched against every policy once, a new policy against every identity once; and
+// only the identities whose rules may have changed (subjects of a changed policy, or of
+// a policy whose peers gained or lost an identity) get their rules recomputed.
+import { parseIp } from "../metadata/addresses.js";
+import type { Namespace, Pod, Protocol } from "../metadata/objects.js";
+import type { PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
+import {
+  PolicyDirection,
+  PolicyMode,
+  type Identity,
+  type IpIdentity,
+  type PolicyRule,
+  type PolicySnapshot,
+} from "../../proto/gen/bulkhead/v1/policy.js";
+import {
+  addressBit,
+  compareKeys,
+  hostPrefix,
+  isPolicyEndpoint,
+  namedPortsOf,
+  namespaceLabels,
+  namespaceMode,
+  parseIpPrefix,
+  podKey,
+  PolicyModel,
+  PolicySet,
+  PROTOCOL_NUMBERS,
+  protocolOf,
+  type IpBlockRange,
+  type IpPrefix,
+  type IpWords,
+  type Labels,
+  type NamedPortTarget,
+  type NormalizedPeer,
+  type NormalizedPolicy,
+  type NormalizedRule,
+  type PolicyCluster,
+  type PolicyModeName,
+  type PolicyProblem,
+} from "./model.js";
+
+export const IDENTITY_ANY = 0;
+export const IDENTITY_HOST = 1;
+export const IDENTITY_WORLD = 2;
+/** Service ClusterIPs (flag `service`): judged after DNAT, at the backend. */
+export const IDENTITY_SERVICE = 3;
+/** Allocated identities start here; below are reserved. */
+export const FIRST_IDENTITY = 256;
+
+export const RESERVED_LABEL = "bulkhead.io/reserved";
+export const IP_BLOCKS_LABEL = "bulkhead.io/ip-blocks";
+
+const MODE_OF: Record<PolicyModeName, PolicyMode> = {
+  observe: PolicyMode.POLICY_MODE_OBSERVE,
+  audit: PolicyMode.POLICY_MODE_AUDIT,
+  enforce: PolicyMode.POLICY_MODE_ENFORCE,
+};
+
+type Direction = "ingress" | "egress";
+const DIRECTION_OF: Record<Direction, PolicyDirection> = {
+  ingress: PolicyDirection.POLICY_DIRECTION_INGRESS,
+  egress: PolicyDirection.POLICY_DIRECTION_EGRESS,
+};
+
+// ---- prefix trie -------------------------------------------------------------------------
+
+interface TrieNode<T> {
+  zero?: TrieNode<T>;
+  one?: TrieNode<T>;
+  values?: T[];
+}
+
+/** A binary trie of prefixes (one per family) whose lookups visit every stored prefix on an address's path. */
+class PrefixTrie<T> {
+  private readonly roots: Record<4 | 6, TrieNode<T>> = { 4: {}, 6: {} };
+
+  add(prefix: IpPrefix, value: T): void {
+    let node = this.roots[prefix.family];
+    for (let bit = 0; bit < prefix.length; bit++) {
+      const next: TrieNode<T> | undefined = addressBit(prefix.words, bit) === 0 ? node.zero : node.one;
+      if (next) {
+        node = next;
+      } else {
+        const created: TrieNode<T> = {};
+        if (addressBit(prefix.words, bit) === 0) node.zero = created;
+        else node.one = created;
+        node = created;
+      }
+    }
+    (node.values ??= []).push(value);
+  }
+
+  /** Calls `visit` for the values of every stored prefix containing the first `length` bits of `address`, shortest first. */
+  walk(address: IpWords, length: number, visit: (values: readonly T[], prefixLength: number) => void): void {
+    let node: TrieNode<T> | undefined = this.roots[address.family];
+    for (let bit = 0; node; bit++) {
+      if (node.values) visit(node.values, bit);
+      if (bit >= length) break;
+      node = addressBit(address.words, bit) === 0 ? node.zero : node.one;
+    }
+  }
+}
+
+// ---- records -----------------------------------------------------------------------------
+
+type IdentityKind = "pod" | "host" | "range" | "service";
+
+interface IdentityRecord {
+  id: number;
+  key: string;
+  kind: IdentityKind;
+  namespace: string;
+  namespaceLabels: Labels;
+  podLabels: Labels;
+  /** Only the names some policy uses. */
+  namedPorts: ReadonlyMap<string, readonly NamedPortTarget[]>;
+  blocks: ReadonlySet<string>;
+  blocksText: string;
+  refs: number;
+  subjectOf: Set<PolicyRecord>;
+  peerOf: Set<PolicyRecord>;
+  ingressIsolated: boolean;
+  egressIsolated: boolean;
+  rules: PolicyRule[];
+  live: boolean;
+  /** The Identity message as last assembled, and the mode it was made with; dropped when the flags change. */
+  message: Identity | undefined;
+  messageMode: PolicyModeName | undefined;
+}
+
+interface PeerRecord {
+  spec: NormalizedPeer;
+  policy: PolicyRecord;
+  matched: Set<IdentityRecord>;
+}
+
+interface RuleRecord {
+  rule: NormalizedRule;
+  /** Undefined: every peer. */
+  peers: PeerRecord[] | undefined;
+}
+
+interface PolicyRecord {
+  policy: NormalizedPolicy;
+  subjects: Set<IdentityRecord>;
+  ingress: RuleRecord[] | undefined;
+  egress: RuleRecord[] | undefined;
+  /** Some egress rule allows a named port to every peer: it depends on every pod identity using the name. */
+  wildcardNamedEgress: Set<string>;
+}
+
+interface AddressEntry {
+  ip: string;
+  prefix: string;
+  identity: IdentityRecord;
+}
+
+interface PodRecordState {
+  pod: Pod;
+  stamp: string;
+  entries: AddressEntry[];
+  /** The compile that last saw the pod. */
+  seen: number;
+  /** Replaced by a newer state or deleted: an old pod object passed again must not find it. */
+  dead: boolean;
+}
+
+export interface PolicyCompilerOptions {
+  /** Mode of namespaces without a bulkhead.io/mode annotation; default observe. */
+  defaultMode?: PolicyModeName;
+  /** Traffic between a pod and any node address is always allowed (rules to/from host identities); default true. */
+  hostExempt?: boolean;
+  /** Compiles an unused identity's id is remembered for (so it comes back with the same id); default 256. */
+  idRetention?: number;
+}
+
+export interface CompileStats {
+  identities: number;
+  ipIdentities: number;
+  rules: number;
+  /** Identities whose rules were recomputed by the last compile. */
+  recomputedSubjects: number;
+  policies: number;
+  invalidPolicies: number;
+}
+
+function labelsKey(labels: Labels): string {
+  const keys = Object.keys(labels).sort();
+  let out = "";
+  for (const k of keys) out += `${k}=${labels[k]}\u0001`;
+  return out;
+}
+
+const protoNumber = (p: Protocol) => PROTOCOL_NUMBERS[p];
+
+/**
+ * Builds PolicySnapshots from cluster states, reusing the previous compile's work.
+ * One instance per cluster; compile() is synchronous and not reentrant.
+ */
+export class PolicyCompiler {
+  private readonly defaultMode: PolicyModeName;
+  private readonly hostExempt: boolean;
+  private readonly idRetention: number;
+  private readonly policySet = new PolicySet();
+
+  private compiles = 0;
+  private version = 0n;
+  private snapshot: PolicySnapshot = { version: 0n, identities: [], ipIdentities: [], rules: [] };
+  private cluster: PolicyCluster = { namespaces: [], pods: [], nodes: [], policies: [] };
+  private lastModel: PolicyModel | undefined;
+  private problems: PolicyProblem[] = [];
+  private lastStats: CompileStats = { identities: 0, ipIdentities: 0, rules: 0, recomputedSubjects: 0, policies: 0, invalidPolicies: 0 };
+
+  // stable ids
+  private readonly ids = new Map<string, { id: number; lastUsed: number }>();
+  private nextId = FIRST_IDENTITY;
+
+  // inputs as last seen
+  private readonly namespaceState = new Map<string, { object: Namespace; labels: Labels; labelsKey: string; mode: PolicyModeName; problem: PolicyProblem | undefined }>();
+  private readonly podState = new Map<string, PodRecordState>();
+  /** The same states by pod object: an unchanged pod is recognized without building its key. */
+  private podStateByObject = new WeakMap<Pod, PodRecordState>();
+  private nodeEntries = new Map<string, AddressEntry>();
+  private serviceEntries = new Map<string, AddressEntry>();
+  private rangeEntries = new Map<string, AddressEntry>();
+  /** Port names and ipBlocks the policies in force use, with how many uses: identities depend on them. */
+  private readonly nameUses = new Map<string, number>();
+  private readonly blockUses = new Map<string, { block: IpBlockRange; uses: number }>();
+  private blockTrie = new PrefixTrie<{ block: string; except: boolean }>();
+  /** Moves when the used names or ipBlocks change: every address must be signed again. */
+  private globalVersion = 0;
+
+  // identities and policies
+  private readonly identities = new Map<string, IdentityRecord>();
+  private readonly identitiesByNamespace = new Map<string, Set<IdentityRecord>>();
+  private readonly identitiesByBlock = new Map<string, Set<IdentityRecord>>();
+  private readonly podIdentitiesByPortName = new Map<string, Set<IdentityRecord>>();
+  private readonly hostIdentities = new Set<IdentityRecord>();
+  private readonly policies = new Map<string, PolicyRecord>();
+  private readonly policiesByNamespace = new Map<string, Set<PolicyRecord>>();
+  private readonly sameNamespacePeers = new Map<string, Set<PeerRecord>>();
+  private readonly namespaceSelectorPeers = new Set<PeerRecord>();
+  private readonly blockPeers = new Map<string, Set<PeerRecord>>();
+  private readonly wildcardNamedPolicies = new Set<PolicyRecord>();
+  /** Namespaces each namespaceSelector (by key) matches; emptied when namespace labels change. */
+  private namespaceMatches = new Map<string, string[]>();
+
+  // per compile
+  private dirty = new Set<IdentityRecord>();
+  private released = new Set<IdentityRecord>();
+  private changed = false;
+  private hostsChanged = false;
+  private addressesChanged = false;
+  private identitySetChanged = false;
+  /** Some identity's message (mode or isolation) changed since the last snapshot. */
+  private messagesChanged = false;
+  private sortedIdentities: IdentityRecord[] = [];
+
+  // attribution
+  private attributionCache = new Map<string, PolicyAttribution>();
+
+  constructor(options: PolicyCompilerOptions = {}) {
+    this.defaultMode = options.defaultMode ?? "observe";
+    this.hostExempt = options.hostExempt ?? true;
+    this.idRetention = options.idRetention ?? 256;
+  }
+
+  /** Problems of the last compile: invalid policies (ignored, or kept at their last valid version) and bad mode annotations. */
+  errors(): PolicyProblem[] {
+    return [...this.problems];
+  }
+
+  stats(): CompileStats {
+    return { ...this.lastStats };
+  }
+
+  /** The last snapshot compiled. */
+  current(): PolicySnapshot {
+    return this.snapshot;
+  }
+
+  /** The policy model of the last compiled cluster (built on first use after each compile). */
+  model(): PolicyModel {
+    this.lastModel ??= new PolicyModel(this.cluster, { defaultMode: this.defaultMode, hostExempt: this.hostExempt, policySet: this.policySet });
+    return this.lastModel;
+  }
+
+  /**
+   * The snapshot of `cluster`. Returns the previous snapshot object (same version) when
+   * nothing the agents load changed.
+   */
+  compile(cluster: PolicyCluster): PolicySnapshot {
+    this.compiles++;
+    this.changed = false;
+    this.hostsChanged = false;
+    this.addressesChanged = false;
+    this.identitySetChanged = false;
+    this.dirty = new Set();
+    this.released = new Set();
+    this.cluster = cluster;
+    this.lastModel = undefined;
+
+    // 1. Policies: validate, and find which ones changed (an update is a removal and an addition).
+    const { inForce, problems } = this.policySet.update(cluster.policies);
+    const removed: PolicyRecord[] = [];
+    const added: NormalizedPolicy[] = [];
+    const next = new Map<string, NormalizedPolicy>();
+    for (const p of inForce) {
+      next.set(p.key, p);
+      const record = this.policies.get(p.key);
+      if (record === undefined || (record.policy !== p && record.policy.contentKey !== p.contentKey)) added.push(p);
+    }
+    for (const [key, record] of this.policies) {
+      const now = next.get(key);
+      if (now === undefined || (now !== record.policy && now.contentKey !== record.policy.contentKey)) removed.push(record);
+    }
+
+    // 2. What identities depend on: the port names and ipBlocks the policies use.
+    let globalChanged = false;
+    for (const record of removed) if (this.countUses(record.policy, -1)) globalChanged = true;
+    for (const p of added) if (this.countUses(p, 1)) globalChanged = true;
+    if (globalChanged) {
+      this.globalVersion++;
+      this.blockTrie = new PrefixTrie();
+      for (const { block } of this.blockUses.values()) {
+        this.blockTrie.add(block.cidr, { block: block.key, except: false });
+        for (const e of block.except) this.blockTrie.add(e, { block: block.key, except: true });
+      }
+    }
+    for (const record of removed) this.removePolicy(record);
+
+    // 3. Namespaces.
+    const modeProblems: PolicyProblem[] = [];
+    const nsChanged = new Set<string>();
+    const seenNs = new Set<string>();
+    for (const ns of cluster.namespaces) {
+      const name = ns.metadata.name;
+      seenNs.add(name);
+      const old = this.namespaceState.get(name);
+      if (old && old.object === ns) {
+        if (old.problem) modeProblems.push(old.problem);
+        continue;
+      }
+      const { mode, problem } = namespaceMode(ns, this.defaultMode);
+      if (problem) modeProblems.push(problem);
+      const labels = namespaceLabels(name, ns);
+      const key = labelsKey(labels);
+      if (!old || old.labelsKey !== key) nsChanged.add(name);
+      if (!old || old.mode !== mode) {
+        this.changed = true;
+        this.messagesChanged = true;
+      }
+      this.namespaceState.set(name, { object: ns, labels, labelsKey: key, mode, problem });
+    }
+    if (seenNs.size !== this.namespaceState.size) {
+      for (const name of [...this.namespaceState.keys()]) {
+        if (seenNs.has(name)) continue;
+        this.namespaceState.delete(name);
+        nsChanged.add(name);
+        this.changed = true;
+      }
+    }
+    this.problems = [...problems, ...modeProblems];
+    if (nsChanged.size > 0) this.namespaceMatches = new Map();
+
+    // 4. Addresses → identities.
+    const resign = globalChanged || nsChanged.size > 0;
+    for (const pod of cluster.pods) {
+      const same = this.podStateByObject.get(pod);
+      if (same !== undefined && !same.dead && same.pod === pod && same.seen !== this.compiles && (!resign || (!globalChanged && !nsChanged.has(pod.metadata.namespace)))) {
+        same.seen = this.compiles;
+        continue;
+      }
+      const key = podKey(pod);
+      this.updatePod(key, pod, this.podState.get(key));
+    }
+    for (const [key, old] of this.podState) {
+      if (old.seen === this.compiles) continue;
+      for (const e of old.entries) this.release(e.identity);
+      old.dead = true;
+      this.podState.delete(key);
+      this.addressesChanged = true;
+    }
+    this.updateNodes(cluster, globalChanged);
+    this.updateServices(cluster);
+    if (globalChanged) this.updateRanges();
+    for (const identity of this.released) if (identity.refs === 0) this.removeIdentity(identity);
+
+    // 5. New and changed policies.
+    for (const p of added) this.addPolicy(p);
+
+    // 6. Rules of the identities that may have changed.
+    if (this.hostsChanged && this.hostExempt) {
+      for (const identity of this.identities.values()) if (identity.kind === "pod" && identity.subjectOf.size > 0) this.dirty.add(identity);
+    }
+    let recomputed = 0;
+    let rulesChanged = false;
+    for (const identity of this.dirty) {
+      if (!identity.live || identity.kind !== "pod") continue;
+      if (this.computeRules(identity)) rulesChanged = true;
+      recomputed++;
+    }
+    if (rulesChanged || this.messagesChanged || this.addressesChanged || this.identitySetChanged) this.changed = true;
+
+    // 7. The snapshot.
+    if (this.compiles % 64 === 0) this.pruneIds();
+    if (this.changed || this.compiles === 1) {
+      this.version++;
+      this.snapshot = this.assemble(rulesChanged);
+    }
+    // Attribution names policies: a change that allows nothing new can still rename the answer.
+    if (this.changed || added.length > 0 || removed.length > 0 || nsChanged.size > 0) this.attributionCache = new Map();
+    this.lastStats = {
+      identities: this.snapshot.identities.length,
+      ipIdentities: this.snapshot.ipIdentities.length,
+      rules: this.snapshot.rules.length,
+      recomputedSubjects: recomputed,
+      policies: inForce.length,
+      invalidPolicies: new Set(problems.map((p) => p.policy)).size,
+    };
+    return this.snapshot;
+  }
+
+  /** Adds (delta 1) or removes (-1) a policy's uses of port names and ipBlocks; true when the set of used ones changed. */
+  private countUses(policy: NormalizedPolicy, delta: 1 | -1): boolean {
+    let changed = false;
+    for (const rules of [policy.ingress, policy.egress]) {
+      for (const rule of rules ?? []) {
+        for (const port of rule.ports ?? []) {
+          if (port.kind !== "named") continue;
+          const uses = (this.nameUses.get(port.name) ?? 0) + delta;
+          if (uses === 0 || (uses === 1 && delta === 1)) changed = true;
+          if (uses === 0) this.nameUses.delete(port.name);
+          else this.nameUses.set(port.name, uses);
+        }
+        for (const peer of rule.peers ?? []) {
+          if (peer.kind !== "ipBlock") continue;
+          const entry = this.blockUses.get(peer.block.key) ?? { block: peer.block, uses: 0 };
+          entry.uses += delta;
+          if (entry.uses === 0 || (entry.uses === 1 && delta === 1)) changed = true;
+          if (entry.uses === 0) this.blockUses.delete(peer.block.key);
+          else this.blockUses.set(peer.block.key, entry);
+        }
+      }
+    }
+    return changed;
+  }
+
+  /**
+   * Which policies decided a flow between two addresses, from the model; cached per
+   * (source identity, destination identity, protocol, port) until the next change.
+   */
+  attribution(srcIp: string, dstIp: string, protocol: Protocol | number, port: number): PolicyAttribution {
+    const index = indexOf(this.snapshot);
+    const s = index.lookup(srcIp);
+    const d = index.lookup(dstIp);
+    const src = s.ip;
+    const dst = d.ip;
+    // A connection to itself is exempt whatever the identities, so it is not cached by them.
+    const key = src === dst ? undefined : `${s.identity}/${d.identity}/${String(protocol)}/${port}`;
+    const cached = key === undefined ? undefined : this.attributionCache.get(key);
+    if (cached) return cached;
+    const verdict = this.model().evaluate({ src: { ip: src }, dst: { ip: dst }, protocol, port });
+    const out: PolicyAttribution = {
+      policyVersion: this.snapshot.version,
+      egressIsolated: verdict.egress.isolated,
+      egressAllowedBy: verdict.egress.allowedBy,
+      egressIsolatedBy: verdict.egress.isolatedBy,
+      ingressIsolated: verdict.ingress.isolated,
+      ingressAllowedBy: verdict.ingress.allowedBy,
+      ingressIsolatedBy: verdict.ingress.isolatedBy,
+    };
+    if (key !== undefined) {
+      if (this.attributionCache.size >= 100_000) this.attributionCache = new Map();
+      this.attributionCache.set(key, out);
+    }
+    return out;
+  }
+
+  // ---- addresses ---------------------------------------------------------------------------
+
+  private updatePod(key: string, pod: Pod, old: PodRecordState | undefined): void {
+    const ns = pod.metadata.namespace;
+    const nsState = this.namespaceState.get(ns);
+    const nsLabels = nsState?.labels ?? namespaceLabels(ns, undefined);
+    const nsKey = nsState?.labelsKey ?? labelsKey(nsLabels);
+    const ips = isPolicyEndpoint(pod) ? pod.status.podIPs : [];
+    const allPorts = namedPortsOf(pod);
+    const namedPorts = new Map<string, NamedPortTarget[]>();
+    for (const name of [...allPorts.keys()].sort()) if (this.nameUses.has(name)) namedPorts.set(name, allPorts.get(name) ?? []);
+    const portsKey = [...namedPorts].map(([n, ts]) => `${n}:${ts.map((t) => `${t.protocol}/${t.port}`).sort().join("+")}`).join(",");
+    const base = `pod\u0000${ns}\u0000${nsKey}\u0000${labelsKey(pod.metadata.labels)}\u0000${portsKey}\u0000`;
+    const stamp = `${this.globalVersion}\u0000${base}${ips.join(",")}`;
+    if (old && old.stamp === stamp) {
+      old.pod = pod;
+      old.seen = this.compiles;
+      this.podStateByObject.set(pod, old);
+      return;
+    }
+    const entries: AddressEntry[] = [];
+    for (const ip of ips) {
+      const prefix = hostPrefix(ip);
+      if (!prefix) continue;
+      const { set, text } = this.blocksOf(prefix);
+      const identity = this.acquire(`${base}${text}`, () => ({
+        kind: "pod",
+        namespace: ns,
+        namespaceLabels: nsLabels,
+        podLabels: pod.metadata.labels,
+        namedPorts,
+        blocks: set,
+        blocksText: text,
+      }));
+      entries.push({ ip: prefix.text.slice(0, prefix.text.indexOf("/")), prefix: prefix.text, identity });
+    }
+    if (old) {
+      for (const e of old.entries) this.release(e.identity);
+      old.dead = true;
+    }
+    const state: PodRecordState = { pod, stamp, entries, seen: this.compiles, dead: false };
+    this.podState.set(key, state);
+    this.podStateByObject.set(pod, state);
+    this.addressesChanged = true;
+  }
+
+  private updateNodes(cluster: PolicyCluster, globalChanged: boolean): void {
+    const ips = new Set<string>();
+    for (const node of cluster.nodes) {
+      for (const a of node.status.addresses) if (a.type === "InternalIP" || a.type === "ExternalIP") ips.add(a.address);
+    }
+    const next = new Map<string, AddressEntry>();
+    for (const ip of ips) {
+      const old = this.nodeEntries.get(ip);
+      if (old && !globalChanged) {
+        next.set(ip, old);
+        continue;
+      }
+      const prefix = hostPrefix(ip);
+      if (!prefix) continue;
+      const { set, text } = this.blocksOf(prefix);
+      const identity = this.acquire(`host\u0000${text}`, () => hostOrRange("host", set, text));
+      next.set(ip, { ip, prefix: prefix.text, identity });
+      if (old) this.release(old.identity);
+      this.addressesChanged = true;
+    }
+    for (const [ip, old] of this.nodeEntries) {
+      if (!next.has(ip)) {
+        this.release(old.identity);
+        this.addressesChanged = true;
+      }
+    }
+    this.nodeEntries = next;
+  }
+
+  /** Service ClusterIPs share the reserved identity 3, flagged `service`: the datapath judges their traffic after DNAT. */
+  private updateServices(cluster: PolicyCluster): void {
+    const ips = new Set<string>();
+    for (const service of cluster.services ?? []) for (const ip of service.spec.clusterIPs) ips.add(ip);
+    const next = new Map<string, AddressEntry>();
+    for (const ip of ips) {
+      const old = this.serviceEntries.get(ip);
+      if (old) {
+        next.set(ip, old);
+        continue;
+      }
+      const prefix = hostPrefix(ip);
+      if (!prefix) continue;
+      next.set(ip, { ip, prefix: prefix.text, identity: this.acquire("service\u0000", () => hostOrRange("service", new Set(), "")) });
+      this.addressesChanged = true;
+    }
+    for (const [ip, old] of this.serviceEntries) {
+      if (next.has(ip)) continue;
+      this.release(old.identity);
+      this.addressesChanged = true;
+    }
+    this.serviceEntries = next;
+  }
+
+  private updateRanges(): void {
+    const prefixes = new Map<string, IpPrefix>();
+    for (const text of ["0.0.0.0/0", "::/0"]) {
+      const p = parseIpPrefix(text);
+      if (p) prefixes.set(p.text, p);
+    }
+    for (const { block } of this.blockUses.values()) {
+      prefixes.set(block.cidr.text, block.cidr);
+      for (const e of block.except) prefixes.set(e.text, e);
+    }
+    const next = new Map<string, AddressEntry>();
+    for (const [text, prefix] of prefixes) {
+      const { set, text: blocksText } = this.blocksOf(prefix);
+      const identity = this.acquire(`range\u0000${blocksText}`, () => hostOrRange("range", set, blocksText));
+      next.set(text, { ip: "", prefix: text, identity });
+    }
+    for (const old of this.rangeEntries.values()) this.release(old.identity);
+    this.rangeEntries = next;
+    this.addressesChanged = true;
+  }
+
+  /** The ipBlocks containing every address of `prefix` (for a host prefix: the address). */
+  private blocksOf(prefix: IpPrefix): { set: Set<string>; text: string } {
+    const inside = new Set<string>();
+    const excluded = new Set<string>();
+    this.blockTrie.walk(prefix, prefix.length, (values) => {
+      for (const v of values) (v.except ? excluded : inside).add(v.block);
+    });
+    for (const b of excluded) inside.delete(b);
+    const sorted = [...inside].sort();
+    return { set: new Set(sorted), text: sorted.join("\u0001") };
+  }
+
+  // ---- identities ----------------------------------------------------------------------------
+
+  private acquire(key: string, make: () => Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode">): IdentityRecord {
+    let identity = this.identities.get(key);
+    if (!identity) {
+      identity = {
+        ...make(),
+        id: this.idFor(key),
+        key,
+        refs: 0,
+        subjectOf: new Set(),
+        peerOf: new Set(),
+        ingressIsolated: false,
+        egressIsolated: false,
+        rules: [],
+        live: true,
+        message: undefined,
+        messageMode: undefined,
+      };
+      this.identities.set(key, identity);
+      this.addIdentity(identity);
+    }
+    identity.refs++;
+    return identity;
+  }
+
+  private release(identity: IdentityRecord): void {
+    identity.refs--;
+    if (identity.refs === 0) this.released.add(identity);
+  }
+
+  private idFor(key: string): number {
+    if (key === "host\u0000") return IDENTITY_HOST;
+    if (key === "range\u0000") return IDENTITY_WORLD;
+    if (key === "service\u0000") return IDENTITY_SERVICE;
+    const known = this.ids.get(key);
+    if (known) {
+      known.lastUsed = this.compiles;
+      return known.id;
+    }
+    const id = this.nextId++;
+    this.ids.set(key, { id, lastUsed: this.compiles });
+    return id;
+  }
+
+  private pruneIds(): void {
+    for (const [key, entry] of this.ids) {
+      if (this.identities.has(key)) entry.lastUsed = this.compiles;
+      else if (this.compiles - entry.lastUsed > this.idRetention) this.ids.delete(key);
+    }
+  }
+
+  private addIdentity(identity: IdentityRecord): void {
+    this.identitySetChanged = true;
+    for (const b of identity.blocks) addTo(this.identitiesByBlock, b, identity);
+    if (identity.kind === "host") {
+      this.hostIdentities.add(identity);
+      this.hostsChanged = true;
+    }
+    if (identity.kind === "pod") {
+      // A namespace with its first identity may match cached namespaceSelectors.
+      if (!this.identitiesByNamespace.has(identity.namespace)) this.namespaceMatches = new Map();
+      addTo(this.identitiesByNamespace, identity.namespace, identity);
+      for (const name of identity.namedPorts.keys()) addTo(this.podIdentitiesByPortName, name, identity);
+      for (const policy of this.policiesByNamespace.get(identity.namespace) ?? []) {
+        if (policy.policy.podSelector.matches(identity.podLabels)) this.linkSubject(policy, identity);
+      }
+      for (const peer of this.sameNamespacePeers.get(identity.namespace) ?? []) this.tryPeer(peer, identity);
+      for (const peer of this.namespaceSelectorPeers) this.tryPeer(peer, identity);
+      if (identity.namedPorts.size > 0) {
+        for (const policy of this.wildcardNamedPolicies) {
+          if ([...policy.wildcardNamedEgress].some((n) => identity.namedPorts.has(n))) for (const s of policy.subjects) this.dirty.add(s);
+        }
+      }
+    }
+    for (const b of identity.blocks) for (const peer of this.blockPeers.get(b) ?? []) this.tryPeer(peer, identity);
+  }
+
+  private removeIdentity(identity: IdentityRecord): void {
+    this.identitySetChanged = true;
+    identity.live = false;
+    this.identities.delete(identity.key);
+    const known = this.ids.get(identity.key);
+    if (known) known.lastUsed = this.compiles;
+    for (const b of identity.blocks) removeFrom(this.identitiesByBlock, b, identity);
+    if (identity.kind === "host") {
+      this.hostIdentities.delete(identity);
+      this.hostsChanged = true;
+    }
+    if (identity.kind === "pod") {
+      removeFrom(this.identitiesByNamespace, identity.namespace, identity);
+      for (const name of identity.namedPorts.keys()) {
+        removeFrom(this.podIdentitiesByPortName, name, identity);
+        for (const policy of this.wildcardNamedPolicies) if (policy.wildcardNamedEgress.has(name)) for (const s of policy.subjects) this.dirty.add(s);
+      }
+    }
+    for (const policy of identity.subjectOf) policy.subjects.delete(identity);
+    for (const policy of identity.peerOf) {
+      for (const rule of [...(policy.ingress ?? []), ...(policy.egress ?? [])]) for (const peer of rule.peers ?? []) peer.matched.delete(identity);
+      for (const s of policy.subjects) this.dirty.add(s);
+    }
+    this.dirty.delete(identity);
+  }
+
+  // ---- policies ------------------------------------------------------------------------------
+
+  private addPolicy(policy: NormalizedPolicy): void {
+    const record: PolicyRecord = { policy, subjects: new Set(), ingress: undefined, egress: undefined, wildcardNamedEgress: new Set() };
+    const rules = (list: readonly NormalizedRule[] | undefined): RuleRecord[] | undefined =>
+      list?.map((rule) => ({ rule, peers: rule.peers?.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
+    record.ingress = rules(policy.ingress);
+    record.egress = rules(policy.egress);
+    for (const rule of policy.egress ?? []) {
+      if (rule.peers !== undefined) continue;
+      for (const port of rule.ports ?? []) if (port.kind === "named") record.wildcardNamedEgress.add(port.name);
+    }
+    this.policies.set(policy.key, record);
+    addTo(this.policiesByNamespace, policy.namespace, record);
+    if (record.wildcardNamedEgress.size > 0) this.wildcardNamedPolicies.add(record);
+
+    for (const identity of this.identitiesByNamespace.get(policy.namespace) ?? []) {
+      if (policy.podSelector.matches(identity.podLabels)) this.linkSubject(record, identity);
+    }
+    for (const rule of [...(record.ingress ?? []), ...(record.egress ?? [])]) {
+      for (const peer of rule.peers ?? []) {
+        const spec = peer.spec;
+        if (spec.kind === "ipBlock") {
+          addTo(this.blockPeers, spec.block.key, peer);
+          for (const identity of this.identitiesByBlock.get(spec.block.key) ?? []) this.linkPeer(peer, identity);
+        } else if (spec.namespaceSelector === undefined) {
+          addTo(this.sameNamespacePeers, policy.namespace, peer);
+          for (const identity of this.identitiesByNamespace.get(policy.namespace) ?? []) this.tryPeer(peer, identity);
+        } else {
+          this.namespaceSelectorPeers.add(peer);
+          const selector = spec.namespaceSelector;
+          let namespaces = this.namespaceMatches.get(selector.key);
+          if (namespaces === undefined) {
+            namespaces = [];
+            for (const ns of this.identitiesByNamespace.keys()) {
+              if (selector.matches(this.namespaceState.get(ns)?.labels ?? namespaceLabels(ns, undefined))) namespaces.push(ns);
+            }
+            this.namespaceMatches.set(selector.key, namespaces);
+          }
+          for (const ns of namespaces) for (const identity of this.identitiesByNamespace.get(ns) ?? []) this.tryPeer(peer, identity);
+        }
+      }
+    }
+    for (const s of record.subjects) this.dirty.add(s);
+  }
+
+  private removePolicy(record: PolicyRecord): void {
+    const policy = record.policy;
+    this.policies.delete(policy.key);
+    removeFrom(this.policiesByNamespace, policy.namespace, record);
+    this.wildcardNamedPolicies.delete(record);
+    for (const identity of record.subjects) {
+      identity.subjectOf.delete(record);
+      this.dirty.add(identity);
+    }
+    for (const rule of [...(record.ingress ?? []), ...(record.egress ?? [])]) {
+      for (const peer of rule.peers ?? []) {
+        const spec = peer.spec;
+        if (spec.kind === "ipBlock") removeFrom(this.blockPeers, spec.block.key, peer);
+        else if (spec.namespaceSelector === undefined) removeFrom(this.sameNamespacePeers, policy.namespace, peer);
+        else this.namespaceSelectorPeers.delete(peer);
+        for (const identity of peer.matched) identity.peerOf.delete(record);
+      }
+    }
+  }
+
+  private linkSubject(policy: PolicyRecord, identity: IdentityRecord): void {
+    policy.subjects.add(identity);
+    identity.subjectOf.add(policy);
+    this.dirty.add(identity);
+  }
+
+  private tryPeer(peer: PeerRecord, identity: IdentityRecord): void {
+    const spec = peer.spec;
+    if (spec.kind === "ipBlock") {
+      if (identity.blocks.has(spec.block.key)) this.linkPeer(peer, identity);
+      return;
+    }
+    if (identity.kind !== "pod") return;
+    if (spec.namespaceSelector === undefined ? identity.namespace !== peer.policy.policy.namespace : !spec.namespaceSelector.matches(identity.namespaceLabels)) return;
+    if (spec.podSelector.matches(identity.podLabels)) this.linkPeer(peer, identity);
+  }
+
+  private linkPeer(peer: PeerRecord, identity: IdentityRecord): void {
+    if (peer.matched.has(identity)) return;
+    peer.matched.add(identity);
+    identity.peerOf.add(peer.policy);
+    for (const s of peer.policy.subjects) this.dirty.add(s);
+  }
+
+  // ---- rules ---------------------------------------------------------------------------------
+
+  /** Recomputes the subject's isolation and rules; true when either changed. */
+  private computeRules(subject: IdentityRecord): boolean {
+    const out: PolicyRule[] = [];
+    const before = { ingress: subject.ingressIsolated, egress: subject.egressIsolated, rules: subject.rules };
+    for (const direction of ["ingress", "egress"] as const) {
+      const acc = new RuleAccumulator();
+      let isolated = false;
+      for (const policy of subject.subjectOf) {
+        const rules = policy[direction];
+        if (rules === undefined) continue;
+        isolated = true;
+        for (const { rule, peers } of rules) this.addRule(acc, direction, subject, rule, peers);
+      }
+      if (isolated && this.hostExempt) for (const host of this.hostIdentities) acc.add(host.id, 0, 0, 65535);
+      if ((direction === "ingress" ? subject.ingressIsolated : subject.egressIsolated) !== isolated) {
+        subject.message = undefined;
+        this.messagesChanged = true;
+      }
+      if (direction === "ingress") subject.ingressIsolated = isolated;
+      else subject.egressIsolated = isolated;
+      if (isolated) acc.emit(subject.id, DIRECTION_OF[direction], out);
+    }
+    subject.rules = out;
+    return before.ingress !== subject.ingressIsolated || before.egress !== subject.egressIsolated || !sameRules(before.rules, out);
+  }
+
+  private addRule(acc: RuleAccumulator, direction: Direction, subject: IdentityRecord, rule: NormalizedRule, peers: PeerRecord[] | undefined): void {
+    const peerIds: number[] = [];
+    if (peers === undefined) peerIds.push(IDENTITY_ANY);
+    else for (const peer of peers) for (const identity of peer.matched) peerIds.push(identity.id);
+    if (rule.ports === undefined) {
+      for (const id of peerIds) acc.add(id, 0, 0, 65535);
+      return;
+    }
+    for (const port of rule.ports) {
+      const proto = protoNumber(port.protocol);
+      switch (port.kind) {
+        case "all":
+          for (const id of peerIds) acc.add(id, proto, 0, 65535);
+          break;
+        case "range":
+          for (const id of peerIds) acc.add(id, proto, port.from, port.to);
+          break;
+        case "named":
+          if (direction === "ingress") {
+            // Resolved on the destination: the subject itself.
+            for (const t of subject.namedPorts.get(port.name) ?? []) {
+              if (t.protocol === port.protocol) for (const id of peerIds) acc.add(id, proto, t.port, t.port);
+            }
+          } else {
+            // Resolved on the destination: each peer pod; a peer that is not a pod never matches.
+            const candidates = peers === undefined
+              ? this.podIdentitiesByPortName.get(port.name) ?? new Set<IdentityRecord>()
+              : peers.flatMap((p) => [...p.matched]);
+            for (const peer of candidates) {
+              if (peer.kind !== "pod") continue;
+              for (const t of peer.namedPorts.get(port.name) ?? []) if (t.protocol === port.protocol) acc.add(peer.id, proto, t.port, t.port);
+            }
+          }
+          break;
+      }
+    }
+  }
+
+  // ---- output --------------------------------------------------------------------------------
+
+  /** The snapshot from the records; parts whose inputs did not change are reused from the previous one. */
+  private assemble(rulesChanged: boolean): PolicySnapshot {
+    const previous = this.snapshot;
+    if (this.identitySetChanged || this.sortedIdentities.length === 0) {
+      this.sortedIdentities = [...this.identities.values()].sort((a, b) => a.id - b.id);
+    }
+    let identities = previous.identities;
+    if (this.identitySetChanged || this.messagesChanged || this.compiles === 1) {
+      identities = [];
+      let hasHost = false;
+      let hasWorld = false;
+      for (const r of this.sortedIdentities) {
+        if (r.id === IDENTITY_HOST) hasHost = true;
+        if (r.id === IDENTITY_WORLD) hasWorld = true;
+        identities.push(this.messageOf(r));
+      }
+      if (!hasHost) identities.push(reservedIdentity(IDENTITY_HOST, "host"));
+      if (!hasWorld) identities.push(reservedIdentity(IDENTITY_WORLD, "world"));
+      if (!hasHost || !hasWorld) identities.sort((a, b) => a.id - b.id);
+    }
+    this.messagesChanged = false;
+
+    let rules = previous.rules;
+    if (rulesChanged || this.identitySetChanged || this.compiles === 1) {
+      let total = 0;
+      for (const r of this.sortedIdentities) total += r.rules.length;
+      rules = new Array<PolicyRule>(total);
+      let i = 0;
+      for (const r of this.sortedIdentities) for (const rule of r.rules) rules[i++] = rule;
+    }
+
+    let ipIdentities = previous.ipIdentities;
+    if (this.addressesChanged || this.identitySetChanged || this.compiles === 1) {
+      const byPrefix = new Map<string, number>();
+      for (const e of this.rangeEntries.values()) byPrefix.set(e.prefix, e.identity.id);
+      for (const e of this.nodeEntries.values()) byPrefix.set(e.prefix, e.identity.id);
+      for (const e of this.serviceEntries.values()) byPrefix.set(e.prefix, e.identity.id);
+      // Pods win over nodes and ranges on the same prefix; of two pods claiming one address, the first by name.
+      const claimedBy = new Map<string, string>();
+      for (const [key, state] of this.podState) {
+        for (const e of state.entries) {
+          const claim = claimedBy.get(e.prefix);
+          if (claim !== undefined && claim < key) continue;
+          claimedBy.set(e.prefix, key);
+          byPrefix.set(e.prefix, e.identity.id);
+        }
+      }
+      ipIdentities = [];
+      for (const [cidr, identity] of byPrefix) ipIdentities.push({ cidr, identity });
+      ipIdentities.sort((a, b) => (a.cidr < b.cidr ? -1 : a.cidr > b.cidr ? 1 : 0));
+    }
+    return { version: this.version, identities, ipIdentities, rules };
+  }
+
+  private messageOf(r: IdentityRecord): Identity {
+    if (r.kind !== "pod") {
+      if (!r.message) {
+        r.message = reservedIdentity(r.id, r.kind === "range" ? "world" : r.kind);
+        if (r.kind === "service") r.message.service = true;
+        if (r.blocksText !== "") r.message.labels[IP_BLOCKS_LABEL] = [...r.blocks].join(";");
+      }
+      return r.message;
+    }
+    const mode = this.namespaceState.get(r.namespace)?.mode ?? this.defaultMode;
+    if (!r.message || r.messageMode !== mode) {
+      r.message = {
+        id: r.id, namespace: r.namespace, labels: { ...r.podLabels }, mode: MODE_OF[mode],
+        ingressIsolated: r.ingressIsolated, egressIsolated: r.egressIsolated, endpoint: true, service: false,
+      };
+      r.messageMode = mode;
+    }
+    return r.message;
+  }
+}
+
+function reservedIdentity(id: number, name: string): Identity {
+  return {
+    id, namespace: "", labels: { [RESERVED_LABEL]: name }, mode: PolicyMode.POLICY_MODE_OBSERVE,
+    ingressIsolated: false, egressIsolated: false, endpoint: false, service: false,
+  };
+}
+
+function sameRules(a: readonly PolicyRule[], b: readonly PolicyRule[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as PolicyRule;
+    const y = b[i] as PolicyRule;
+    if (x.subject !== y.subject || x.direction !== y.direction || x.peer !== y.peer || x.protocol !== y.protocol || x.port !== y.port || x.endPort !== y.endPort) return false;
+  }
+  return true;
+}
+
+function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, text: string): Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode"> {
+  return { kind, namespace: "", namespaceLabels: {}, podLabels: {}, namedPorts: new Map(), blocks, blocksText: text };
+}
+
+function addTo<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
+  let set = index.get(key);
+  if (!set) index.set(key, (set = new Set()));
+  set.add(value);
+}
+
+function removeFrom<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
+  const set = index.get(key);
+  if (!set) return;
+  set.delete(value);
+  if (set.size === 0) index.delete(key);
+}
+
+/**
+ * The allowed (peer, protocol, port range) of one subject and direction, reduced before
+ * output: ranges merged, any protocol / any port absorbing the rest, and entries for a
+ * specific peer dropped when the any-peer entries already cover them.
+ */
+class RuleAccumulator {
+  /** peer → protocol (0 = any) → port ranges; [0, 65535] = any port. */
+  private readonly byPeer = new Map<number, Map<number, [number, number][]>>();
+
+  add(peer: number, protocol: number, from: number, to: number): void {
+    let protos = this.byPeer.get(peer);
+    if (!protos) this.byPeer.set(peer, (protos = new Map()));
+    let ranges = protos.get(protocol);
+    if (!ranges) protos.set(protocol, (ranges = []));
+    ranges.push([from, to]);
+  }
+
+  emit(subject: number, direction: PolicyDirection, out: PolicyRule[]): void {
+    const anyPeer = this.byPeer.get(IDENTITY_ANY);
+    const anyMerged = new Map<number, [number, number][]>();
+    if (anyPeer) for (const [proto, ranges] of anyPeer) anyMerged.set(proto, merge(ranges));
+    if (anyMerged.has(0)) {
+      out.push({ subject, direction, peer: IDENTITY_ANY, protocol: 0, port: 0, endPort: 0 });
+      return;
+    }
+    for (const peer of [...this.byPeer.keys()].sort((a, b) => a - b)) {
+      const protos = this.byPeer.get(peer);
+      if (!protos) continue;
+      if (protos.has(0)) {
+        out.push({ subject, direction, peer, protocol: 0, port: 0, endPort: 0 });
+        continue;
+      }
+      for (const proto of [...protos.keys()].sort((a, b) => a - b)) {
+        const merged = peer === IDENTITY_ANY ? anyMerged.get(proto) ?? [] : merge(protos.get(proto) ?? []);
+        const cover = peer === IDENTITY_ANY ? undefined : anyMerged.get(proto);
+        for (const [from, to] of merged) {
+          if (cover?.some(([cf, ct]) => cf <= from && to <= ct)) continue;
+          const any = from === 0 && to === 65535;
+          out.push({ subject, direction, peer, protocol: proto, port: any ? 0 : from, endPort: any || from === to ? 0 : to });
+        }
+      }
+    }
+  }
+}
+
+function merge(ranges: [number, number][]): [number, number][] {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const out: [number, number][] = [];
+  for (const [from, to] of sorted) {
+    const last = out[out.length - 1];
+    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
+    else out.push([from, to]);
+  }
+  return out;
+}
+
+// ---- the kernel's view, in TypeScript ------------------------------------------------------
+
+interface LpmNode {
+  zero?: LpmNode;
+  one?: LpmNode;
+  identity?: number;
+}
+
+interface RuleEntry {
+  protocol: number;
+  port: number;
+  endPort: number;
+}
+
+class SnapshotIndex {
+  private readonly roots: Record<4 | 6, LpmNode> = { 4: {}, 6: {} };
+  readonly identities = new Map<number, Identity>();
+  /** (subject, direction) → peer → allowed entries. */
+  private readonly rules = new Map<number, Map<number, RuleEntry[]>>();
+  /** Address text → canonical text and identity; bounded, as flow addresses are not. */
+  private addresses = new Map<string, { ip: string; identity: number }>();
+
+  constructor(snapshot: PolicySnapshot) {
+    for (const identity of snapshot.identities) this.identities.set(identity.id, identity);
+    for (const entry of snapshot.ipIdentities) {
+      const prefix = parseIpPrefix(entry.cidr);
+      if (!prefix) throw new Error(`policy snapshot ${snapshot.version}: ip_identities: bad CIDR ${JSON.stringify(entry.cidr)}`);
+      let node = this.roots[prefix.family];
+      for (let bit = 0; bit < prefix.length; bit++) {
+        if (addressBit(prefix.words, bit) === 0) node = node.zero ??= {};
+        else node = node.one ??= {};
+      }
+      node.identity = entry.identity;
+    }
+    for (const r of snapshot.rules) {
+      const key = r.subject * 4 + r.direction;
+      let byPeer = this.rules.get(key);
+      if (!byPeer) this.rules.set(key, (byPeer = new Map()));
+      let list = byPeer.get(r.peer);
+      if (!list) byPeer.set(r.peer, (list = []));
+      list.push({ protocol: r.protocol, port: r.port, endPort: r.endPort });
+    }
+  }
+
+  /** The canonical address and its identity by longest-prefix match; an address no entry covers (or not an address) is world. */
+  lookup(ip: string): { ip: string; identity: number } {
+    const cached = this.addresses.get(ip);
+    if (cached) return cached;
+    const parsed = parseIp(ip);
+    let found = IDENTITY_WORLD;
+    if (parsed) {
+      const words = toWords(parsed.bytes);
+      const bits = parsed.family === 4 ? 32 : 128;
+      let node: LpmNode | undefined = this.roots[parsed.family];
+      for (let bit = 0; node; bit++) {
+        if (node.identity !== undefined) found = node.identity;
+        if (bit >= bits) break;
+        node = addressBit(words, bit) === 0 ? node.zero : node.one;
+      }
+    }
+    const out = { ip: parsed?.text ?? ip, identity: found };
+    if (this.addresses.size >= 65_536) this.addresses = new Map();
+    this.addresses.set(ip, out);
+    return out;
+  }
+
+  identityOf(ip: string): number {
+    return this.lookup(ip).identity;
+  }
+
+  hasRule(subject: number, direction: PolicyDirection, peer: number, protocol: number, port: number): boolean {
+    const byPeer = this.rules.get(subject * 4 + direction);
+    if (!byPeer) return false;
+    return matchesEntry(byPeer.get(peer), protocol, port) || (peer !== IDENTITY_ANY && matchesEntry(byPeer.get(IDENTITY_ANY), protocol, port));
+  }
+}
+
+function matchesEntry(entries: RuleEntry[] | undefined, protocol: number, port: number): boolean {
+  if (!entries) return false;
+  for (const r of entries) {
+    if (r.protocol === 0) return true;
+    if (r.protocol !== protocol) continue;
+    if (r.port === 0) return true;
+    if (port >= r.port && port <= (r.endPort === 0 ? r.port : r.endPort)) return true;
+  }
+  return false;
+}
+
+function toWords(bytes: Uint8Array): Uint32Array {
+  const words = new Uint32Array(bytes.length / 4);
+  for (let i = 0; i < words.length; i++) {
+    words[i] = (((bytes[4 * i] ?? 0) << 24) | ((bytes[4 * i + 1] ?? 0) << 16) | ((bytes[4 * i + 2] ?? 0) << 8) | (bytes[4 * i + 3] ?? 0)) >>> 0;
+  }
+  return words;
+}
+
+const indexes = new WeakMap<PolicySnapshot, SnapshotIndex>();
+
+function indexOf(snapshot: PolicySnapshot): SnapshotIndex {
+  let index = indexes.get(snapshot);
+  if (!index) indexes.set(snapshot, (index = new SnapshotIndex(snapshot)));
+  return index;
+}
+
+/** The identity the kernel would give an address (longest-prefix match over ip_identities). */
+export function snapshotIdentityOf(snapshot: PolicySnapshot, ip: string): number {
+  return indexOf(snapshot).identityOf(ip);
+}
+
+/**
+ * What the datapath decides for a new connection from `srcIp` to `dstIp` (after DNAT),
+ * as policy (the identity's mode is not applied: this is the enforce verdict):
+ * identities by longest-prefix match; if the source's identity is egress-isolated, an
+ * egress rule (subject = source, peer = destination or 0, protocol or 0, port in range or
+ * 0) must exist; if the destination's is ingress-isolated, an ingress rule likewise.
+ * An address talking to itself is always allowed. A Service ClusterIP is not a
+ * destination here: pass the backend's address (the datapath judges after DNAT).
+ */
+export function snapshotAllows(snapshot: PolicySnapshot, srcIp: string, dstIp: string, protocol: Protocol | number, port: number): boolean {
+  const index = indexOf(snapshot);
+  const src = index.lookup(srcIp);
+  const dst = index.lookup(dstIp);
+  if (src.ip === dst.ip) return true;
+  const proto = typeof protocol === "number" ? protocol : protoNumber(protocol);
+  const s = src.identity;
+  const d = dst.identity;
+  if (index.identities.get(d)?.service) throw new Error(`snapshotAllows: ${dst.ip} is a Service ClusterIP; judge the connection to the backend's address (after DNAT)`);
+  if (index.identities.get(s)?.egressIsolated && !index.hasRule(s, PolicyDirection.POLICY_DIRECTION_EGRESS, d, proto, port)) return false;
+  if (index.identities.get(d)?.ingressIsolated && !index.hasRule(d, PolicyDirection.POLICY_DIRECTION_INGRESS, s, proto, port)) return false;
+  return true;
+}
+
+export { protocolOf };

@@ -1,0 +1,746 @@
+// The NetworkPolicy model: which connections networking.k8s.io/v1 NetworkPolicy allows,
+// evaluated pod by pod, straight from the policies. It is the reference the compiled
+// snapshot (compile.ts) is proved against, the "model engine" of the conformance runner,
+// and the source of flow attribution (which policies isolate and allow each side).
+//
+// Semantics, as Kubernetes defines them:
+// - A policy selects pods of its own namespace (podSelector; {} = all). A pod selected by
+//   some policy whose policyTypes include Ingress (Egress) is isolated for ingress
+//   (egress); then only what some rule of those policies allows may enter (leave).
+//   policyTypes defaults to Ingress, plus Egress when egress rules exist.
+// - A connection is allowed only if the source's egress AND the destination's ingress
+//   allow it; policies are a union (no order, no deny rules).
+// - A rule's peers: podSelector alone = pods of the policy's namespace; namespaceSelector
+//   alone = every pod of matching namespaces; both = matching pods of matching
+//   namespaces; ipBlock = addresses in cidr but in no except (pod addresses too, judged
+//   after Service DNAT). No peers = every peer, inside or outside the cluster. No rules =
+//   nothing allowed.
+// - A rule's ports: none = every port and protocol; else each entry is a protocol (TCP by
+//   default) with all ports, one port, a range port..endPort, or a named port, resolved on
+//   the destination pod's container ports (the selected pod for ingress, the peer pod for
+//   egress); a named port never matches a destination that is not a pod.
+// - Exemptions Kubernetes states: a pod cannot block traffic to itself, and traffic
+//   between a pod and its node is always allowed. Identities do not carry a node, so the
+//   second is widened to every node address (hostExempt, on by default; see README).
+// - Invalid policies are reported by errors() and ignored; when a policy becomes invalid,
+//   the last valid version of it seen by the same PolicySet stays in force (as when the
+//   API server rejects an update).
+import { canonicalIp, parseCidr, parseIp } from "../metadata/addresses.js";
+import type {
+  IPBlock,
+  LabelSelector,
+  Namespace,
+  NetworkPolicy,
+  NetworkPolicyPeer,
+  NetworkPolicyPort,
+  Node,
+  Pod,
+  Protocol,
+  Service,
+} from "../metadata/objects.js";
+import { describeValue, fieldPath } from "../metadata/reader.js";
+import type { ClusterState } from "../cluster/state.js";
+import { compileLabelSelector, labelSelectorProblems, type Labels, type SelectorMatcher } from "./selector.js";
+
+export type { Labels } from "./selector.js";
+
+export const NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name";
+export const MODE_ANNOTATION = "bulkhead.io/mode";
+
+export type PolicyModeName = "observe" | "audit" | "enforce";
+export const POLICY_MODES: readonly PolicyModeName[] = ["observe", "audit", "enforce"];
+
+export const PROTOCOL_NUMBERS: Readonly<Record<Protocol, number>> = { TCP: 6, UDP: 17, SCTP: 132 };
+
+/** "TCP" | "UDP" | "SCTP" from a name or an IANA number; undefined for any other protocol. */
+export function protocolOf(protocol: Protocol | number): Protocol | undefined {
+  if (typeof protocol === "string") return protocol;
+  return protocol === 6 ? "TCP" : protocol === 17 ? "UDP" : protocol === 132 ? "SCTP" : undefined;
+}
+
+// ---- addresses and prefixes ------------------------------------------------------------
+
+/** An address as 32-bit words in network order: one for IPv4, four for IPv6. */
+export interface IpWords {
+  family: 4 | 6;
+  words: Uint32Array;
+}
+
+/** A CIDR with its host bits cleared. `text` is canonical ("10.0.0.0/8", "fd00::/8"). */
+export interface IpPrefix extends IpWords {
+  length: number;
+  text: string;
+}
+
+function wordsOf(bytes: Uint8Array): Uint32Array {
+  const words = new Uint32Array(bytes.length / 4);
+  for (let i = 0; i < words.length; i++) {
+    words[i] = (((bytes[4 * i] ?? 0) << 24) | ((bytes[4 * i + 1] ?? 0) << 16) | ((bytes[4 * i + 2] ?? 0) << 8) | (bytes[4 * i + 3] ?? 0)) >>> 0;
+  }
+  return words;
+}
+
+function wordMask(length: number, i: number): number {
+  const bits = Math.max(0, Math.min(32, length - 32 * i));
+  return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+}
+
+function formatWords(family: 4 | 6, words: Uint32Array): string {
+  if (family === 4) {
+    const w = words[0] ?? 0;
+    return `${w >>> 24}.${(w >>> 16) & 0xff}.${(w >>> 8) & 0xff}.${w & 0xff}`;
+  }
+  const groups: string[] = [];
+  for (const w of words) groups.push((w >>> 16).toString(16), (w & 0xffff).toString(16));
+  return canonicalIp(groups.join(":")) ?? groups.join(":");
+}
+
+export function ipWords(ip: string): IpWords | undefined {
+  const parsed = parseIp(ip);
+  return parsed ? { family: parsed.family, words: wordsOf(parsed.bytes) } : undefined;
+}
+
+/** The prefix of a CIDR, host bits cleared (as Kubernetes reads 10.0.0.1/8 as 10.0.0.0/8). */
+export function parseIpPrefix(text: string): IpPrefix | undefined {
+  const cidr = parseCidr(text);
+  if (!cidr) return undefined;
+  const words = wordsOf(cidr.address.bytes);
+  for (let i = 0; i < words.length; i++) words[i] = ((words[i] ?? 0) & wordMask(cidr.prefix, i)) >>> 0;
+  return { family: cidr.address.family, words, length: cidr.prefix, text: `${formatWords(cidr.address.family, words)}/${cidr.prefix}` };
+}
+
+/** The host prefix (/32 or /128) of an address. */
+export function hostPrefix(ip: string): IpPrefix | undefined {
+  const parsed = parseIp(ip);
+  if (!parsed) return undefined;
+  const length = parsed.family === 4 ? 32 : 128;
+  return { family: parsed.family, words: wordsOf(parsed.bytes), length, text: `${parsed.text}/${length}` };
+}
+
+/** True when `address` (or every address of a prefix at least as long) lies in `prefix`. */
+export function prefixContains(prefix: IpPrefix, address: IpWords & { length?: number }): boolean {
+  if (prefix.family !== address.family) return false;
+  if (address.length !== undefined && address.length < prefix.length) return false;
+  for (let i = 0; i < prefix.words.length; i++) {
+    const mask = wordMask(prefix.length, i);
+    if (mask === 0) break;
+    if ((((address.words[i] ?? 0) & mask) >>> 0) !== prefix.words[i]) return false;
+  }
+  return true;
+}
+
+/** The bit of an address at position `bit` (0 = most significant). */
+export function addressBit(words: Uint32Array, bit: number): 0 | 1 {
+  return (((words[bit >>> 5] ?? 0) >>> (31 - (bit & 31))) & 1) as 0 | 1;
+}
+
+/** An ipBlock: addresses in `cidr` but in none of `except`. */
+export class IpBlockRange {
+  /** Canonical text; equal for equal blocks written differently. */
+  readonly key: string;
+
+  constructor(readonly cidr: IpPrefix, readonly except: readonly IpPrefix[]) {
+    const texts = [...new Set(except.map((e) => e.text))].sort();
+    this.key = texts.length === 0 ? cidr.text : `${cidr.text} except ${texts.join(",")}`;
+  }
+
+  contains(address: IpWords): boolean {
+    if (!prefixContains(this.cidr, address)) return false;
+    for (const e of this.except) if (prefixContains(e, address)) return false;
+    return true;
+  }
+}
+
+// ---- normalized policies ---------------------------------------------------------------
+
+export type NormalizedPeer =
+  | {
+      kind: "pods";
+      podSelector: SelectorMatcher;
+      /** Undefined: only pods of the policy's own namespace. */
+      namespaceSelector: SelectorMatcher | undefined;
+    }
+  | { kind: "ipBlock"; block: IpBlockRange };
+
+export type NormalizedPort =
+  | { kind: "all"; protocol: Protocol }
+  | { kind: "range"; protocol: Protocol; from: number; to: number }
+  | { kind: "named"; protocol: Protocol; name: string };
+
+export interface NormalizedRule {
+  /** Undefined: every peer (the rule has no from/to). */
+  peers: readonly NormalizedPeer[] | undefined;
+  /** Undefined: every port of every protocol (the rule has no ports). */
+  ports: readonly NormalizedPort[] | undefined;
+}
+
+/** A valid policy, ready to evaluate. */
+export interface NormalizedPolicy {
+  /** "namespace/name", as attribution names it. */
+  readonly key: string;
+  readonly namespace: string;
+  readonly name: string;
+  /** Equal for policies with equal namespace, name and spec. */
+  readonly contentKey: string;
+  readonly podSelector: SelectorMatcher;
+  /** Undefined when policyTypes has no Ingress; an empty list denies all ingress. */
+  readonly ingress: readonly NormalizedRule[] | undefined;
+  readonly egress: readonly NormalizedRule[] | undefined;
+  readonly source: NetworkPolicy;
+}
+
+/** A problem with an object the policy engine reads: an invalid policy, or a bad mode annotation. */
+export interface PolicyProblem {
+  /** "NetworkPolicy x/deny-all" or "Namespace x". */
+  object: string;
+  /** The policy key ("x/deny-all"), or "" for a namespace problem. */
+  policy: string;
+  field: string;
+  message: string;
+  /** For a policy: an earlier valid version of it stays in force. */
+  keptPrevious: boolean;
+  /** One line naming object, field and problem. */
+  text: string;
+}
+
+function problem(object: string, policy: string, field: string, message: string, keptPrevious = false): PolicyProblem {
+  const where = field === "" ? object : `${object}: ${field}`;
+  return { object, policy, field, message, keptPrevious, text: `${where}: ${message}${keptPrevious ? " (its previous valid version stays in force)" : " (ignored)"}` };
+}
+
+const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+function isPortName(value: string): boolean {
+  return PORT_NAME.test(value) && value.length <= 15 && /[a-z]/.test(value) && !value.includes("--");
+}
+
+function isPort(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= 65535;
+}
+
+const PROTOCOL_NAMES: readonly string[] = ["TCP", "UDP", "SCTP"];
+
+/** Validates and normalizes one policy; the problems name each bad field. */
+export function normalizePolicy(policy: NetworkPolicy): { policy: NormalizedPolicy } | { problems: PolicyProblem[] } {
+  const namespace = policy.metadata?.namespace ?? "";
+  const name = policy.metadata?.name ?? "";
+  const key = `${namespace}/${name}`;
+  const object = `NetworkPolicy ${key}`;
+  const problems: PolicyProblem[] = [];
+  const fail = (field: string, message: string) => problems.push(problem(object, key, field, message));
+  if (typeof namespace !== "string" || namespace === "") fail("metadata.namespace", "missing");
+  if (typeof name !== "string" || name === "") fail("metadata.name", "missing");
+  const spec: Partial<NetworkPolicy["spec"]> = policy.spec ?? {};
+
+  const selector = (value: LabelSelector | undefined, field: string): SelectorMatcher | undefined => {
+    if (value === undefined) return undefined;
+    const found = labelSelectorProblems(value, field);
+    for (const p of found) fail(p.field, p.message);
+    return found.length === 0 ? compileLabelSelector(value, field) : undefined;
+  };
+
+  const podSelector = spec.podSelector === undefined
+    ? (fail("spec.podSelector", "missing; use {} to select every pod in the namespace"), undefined)
+    : selector(spec.podSelector, "spec.podSelector");
+
+  const list = <T>(value: readonly T[] | undefined, field: string): readonly T[] => {
+    if (value === undefined || value === null) return [];
+    if (!Array.isArray(value)) {
+      fail(field, `expected a list, got ${describeValue(value)}`);
+      return [];
+    }
+    return value;
+  };
+
+  const readPeer = (peer: NetworkPolicyPeer, field: string): NormalizedPeer | undefined => {
+    if (typeof peer !== "object" || peer === null) {
+      fail(field, `expected a peer map, got ${describeValue(peer)}`);
+      return undefined;
+    }
+    const block: IPBlock | undefined = peer.ipBlock ?? undefined;
+    const hasSelectors = (peer.podSelector ?? undefined) !== undefined || (peer.namespaceSelector ?? undefined) !== undefined;
+    if (block !== undefined) {
+      if (hasSelectors) {
+        fail(field, "ipBlock cannot be combined with podSelector or namespaceSelector");
+        return undefined;
+      }
+      const bf = fieldPath(field, "ipBlock");
+      const cidr = typeof block.cidr === "string" ? parseIpPrefix(block.cidr) : undefined;
+      if (!cidr) {
+        fail(fieldPath(bf, "cidr"), `expected a CIDR such as 10.0.0.0/8 or fd00::/8, got ${describeValue(block.cidr)}`);
+        return undefined;
+      }
+      const except: IpPrefix[] = [];
+      list(block.except, fieldPath(bf, "except")).forEach((text, i) => {
+        const ef = fieldPath(fieldPath(bf, "except"), i);
+        const e = typeof text === "string" ? parseIpPrefix(text) : undefined;
+        if (!e) fail(ef, `expected a CIDR, got ${describeValue(text)}`);
+        else if (e.family !== cidr.family || e.length <= cidr.length || !prefixContains(cidr, e)) {
+          fail(ef, `${e.text} must be a strict subset of cidr ${cidr.text}`);
+        } else except.push(e);
+      });
+      return { kind: "ipBlock", block: new IpBlockRange(cidr, except) };
+    }
+    if (!hasSelectors) {
+      fail(field, "expected podSelector, namespaceSelector or ipBlock");
+      return undefined;
+    }
+    const pods = selector(peer.podSelector ?? { matchLabels: {}, matchExpressions: [] }, fieldPath(field, "podSelector"));
+    const namespaces = peer.namespaceSelector === undefined || peer.namespaceSelector === null
+      ? undefined : selector(peer.namespaceSelector, fieldPath(field, "namespaceSelector"));
+    if (!pods || (peer.namespaceSelector && !namespaces)) return undefined;
+    return { kind: "pods", podSelector: pods, namespaceSelector: namespaces };
+  };
+
+  const readPort = (port: NetworkPolicyPort, field: string): NormalizedPort | undefined => {
+    if (typeof port !== "object" || port === null) {
+      fail(field, `expected a port map, got ${describeValue(port)}`);
+      return undefined;
+    }
+    const protocol = port.protocol ?? "TCP";
+    if (!PROTOCOL_NAMES.includes(protocol)) {
+      fail(fieldPath(field, "protocol"), `expected one of TCP, UDP, SCTP, got ${describeValue(protocol)}`);
+      return undefined;
+    }
+    const value = port.port ?? undefined;
+    const endPort = port.endPort ?? undefined;
+    if (typeof value === "string") {
+      if (!isPortName(value)) {
+        fail(fieldPath(field, "port"), `invalid port name ${describeValue(value)}: lowercase letters, digits and "-", at most 15, at least one letter`);
+        return undefined;
+      }
+      if (endPort !== undefined) {
+        fail(fieldPath(field, "endPort"), `cannot be used with the named port ${JSON.stringify(value)}: a range needs a numeric port`);
+        return undefined;
+      }
+      return { kind: "named", protocol, name: value };
+    }
+    if (value === undefined) {
+      if (endPort !== undefined) {
+        fail(fieldPath(field, "endPort"), "needs port: a range starts at a numeric port");
+        return undefined;
+      }
+      return { kind: "all", protocol };
+    }
+    if (!isPort(value)) {
+      fail(fieldPath(field, "port"), `expected a port number 1-65535 or a port name, got ${describeValue(value)}`);
+      return undefined;
+    }
+    if (endPort !== undefined) {
+      if (!isPort(endPort)) {
+        fail(fieldPath(field, "endPort"), `expected an integer 1-65535, got ${describeValue(endPort)}`);
+        return undefined;
+      }
+      if (endPort < value) {
+        fail(fieldPath(field, "endPort"), `must be at least port ${value}, got ${endPort}`);
+        return undefined;
+      }
+    }
+    return { kind: "range", protocol, from: value, to: endPort ?? value };
+  };
+
+  const readRules = (rules: readonly { from?: NetworkPolicyPeer[]; to?: NetworkPolicyPeer[]; ports?: NetworkPolicyPort[] }[], field: string, peerField: "from" | "to"): NormalizedRule[] =>
+    rules.map((rule, i) => {
+      const f = fieldPath(field, i);
+      if (typeof rule !== "object" || rule === null) {
+        fail(f, `expected a rule map, got ${describeValue(rule)}`);
+        return { peers: [], ports: [] };
+      }
+      const peerList = list(rule[peerField], fieldPath(f, peerField));
+      const portList = list(rule.ports, fieldPath(f, "ports"));
+      const peers = peerList.map((p, j) => readPeer(p, fieldPath(fieldPath(f, peerField), j))).filter((p): p is NormalizedPeer => p !== undefined);
+      const ports = portList.map((p, j) => readPort(p, fieldPath(fieldPath(f, "ports"), j))).filter((p): p is NormalizedPort => p !== undefined);
+      return { peers: peerList.length === 0 ? undefined : peers, ports: portList.length === 0 ? undefined : ports };
+    });
+
+  const ingressRules = readRules(list(spec.ingress, "spec.ingress"), "spec.ingress", "from");
+  const egressRules = readRules(list(spec.egress, "spec.egress"), "spec.egress", "to");
+  let types = list(spec.policyTypes, "spec.policyTypes");
+  types.forEach((t, i) => {
+    if (t !== "Ingress" && t !== "Egress") fail(fieldPath("spec.policyTypes", i), `expected Ingress or Egress, got ${describeValue(t)}`);
+  });
+  if (new Set(types).size !== types.length) fail("spec.policyTypes", "lists a type twice");
+  // The API server's defaulting: Ingress always; Egress when the spec has egress rules.
+  if (types.length === 0) types = egressRules.length > 0 ? ["Ingress", "Egress"] : ["Ingress"];
+
+  if (problems.length > 0 || !podSelector) return { problems };
+  return {
+    policy: {
+      key,
+      namespace,
+      name,
+      contentKey: JSON.stringify([namespace, name, spec]),
+      podSelector,
+      ingress: types.includes("Ingress") ? ingressRules : undefined,
+      egress: types.includes("Egress") ? egressRules : undefined,
+      source: policy,
+    },
+  };
+}
+
+type NormalizeResult = { policy: NormalizedPolicy } | { problems: PolicyProblem[] };
+
+/**
+ * The policies in force, kept across updates: each policy object is validated once
+ * (cached by object and by content), and a policy that turns invalid keeps its last
+ * valid version in force until it is deleted or fixed.
+ */
+export class PolicySet {
+  private byObject = new WeakMap<NetworkPolicy, NormalizeResult>();
+  private byContent = new Map<string, NormalizeResult>();
+  private lastValid = new Map<string, NormalizedPolicy>();
+  private current: { inForce: NormalizedPolicy[]; problems: PolicyProblem[] } = { inForce: [], problems: [] };
+  private lastInput: readonly NetworkPolicy[] = [];
+
+  update(policies: readonly NetworkPolicy[]): { inForce: NormalizedPolicy[]; problems: PolicyProblem[] } {
+    // The same objects as last time (a cluster where no policy changed): the same answer.
+    if (policies.length === this.lastInput.length && policies.every((p, i) => p === this.lastInput[i])) return this.current;
+    this.lastInput = [...policies];
+    const byKey = new Map<string, NetworkPolicy>();
+    for (const p of policies) byKey.set(`${p.metadata?.namespace ?? ""}/${p.metadata?.name ?? ""}`, p);
+    const byContent = new Map<string, NormalizeResult>();
+    const lastValid = new Map<string, NormalizedPolicy>();
+    const inForce: NormalizedPolicy[] = [];
+    const problems: PolicyProblem[] = [];
+    for (const [key, object] of [...byKey].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+      let result = this.byObject.get(object);
+      if (result === undefined) {
+        const content = JSON.stringify([object.metadata?.namespace, object.metadata?.name, object.spec]);
+        result = this.byContent.get(content) ?? byContent.get(content) ?? normalizePolicy(object);
+        byContent.set(content, result);
+        this.byObject.set(object, result);
+      } else if ("policy" in result) {
+        byContent.set(result.policy.contentKey, result);
+      }
+      if ("policy" in result) {
+        inForce.push(result.policy);
+        lastValid.set(key, result.policy);
+        continue;
+      }
+      const previous = this.lastValid.get(key);
+      if (previous) {
+        inForce.push(previous);
+        lastValid.set(key, previous);
+      }
+      for (const p of result.problems) problems.push(previous ? { ...p, keptPrevious: true, text: p.text.replace(/ \(ignored\)$/, " (its previous valid version stays in force)") } : p);
+    }
+    this.byContent = byContent;
+    this.lastValid = lastValid;
+    this.current = { inForce, problems };
+    return this.current;
+  }
+
+  /** The result of the last update(). */
+  get inForce(): readonly NormalizedPolicy[] {
+    return this.current.inForce;
+  }
+
+  get problems(): readonly PolicyProblem[] {
+    return this.current.problems;
+  }
+}
+
+// ---- the cluster as policy sees it -------------------------------------------------------
+
+/** What the policy engine reads from the cluster. */
+export interface PolicyCluster {
+  namespaces: readonly Namespace[];
+  pods: readonly Pod[];
+  nodes: readonly Node[];
+  policies: readonly NetworkPolicy[];
+  /**
+   * Only their ClusterIPs matter, and only to the compiled snapshot: they get a service
+   * identity so the datapath judges such traffic after DNAT. Policy itself never sees a
+   * ClusterIP (it is judged on the backend's address).
+   */
+  services?: readonly Service[];
+}
+
+/** The cluster as policy reads it (without services: pass `services` to have the compiler map ClusterIPs). */
+export function clusterOf(state: ClusterState): PolicyCluster {
+  return { namespaces: state.namespaces(), pods: state.pods(), nodes: state.nodes(), policies: state.networkPolicies() };
+}
+
+/** A namespace's labels as selectors see them: kubernetes.io/metadata.name is always set, as the API server does. */
+export function namespaceLabels(name: string, namespace: Namespace | undefined): Labels {
+  const labels = namespace?.metadata.labels ?? {};
+  if (labels[NAMESPACE_NAME_LABEL] === name) return labels;
+  return { ...labels, [NAMESPACE_NAME_LABEL]: name };
+}
+
+/** The namespace's mode from its bulkhead.io/mode annotation, or `fallback`; `problem` when the annotation is not a mode. */
+export function namespaceMode(namespace: Namespace | undefined, fallback: PolicyModeName): { mode: PolicyModeName; problem?: PolicyProblem } {
+  const value = namespace?.metadata.annotations[MODE_ANNOTATION];
+  if (value === undefined || value === "") return { mode: fallback };
+  if ((POLICY_MODES as readonly string[]).includes(value)) return { mode: value as PolicyModeName };
+  const name = namespace?.metadata.name ?? "";
+  return {
+    mode: fallback,
+    problem: {
+      object: `Namespace ${name}`,
+      policy: "",
+      field: `metadata.annotations.${MODE_ANNOTATION}`,
+      message: `expected one of ${POLICY_MODES.join(", ")}, got ${describeValue(value)}`,
+      keptPrevious: false,
+      text: `Namespace ${name}: metadata.annotations.${MODE_ANNOTATION}: expected one of ${POLICY_MODES.join(", ")}, got ${describeValue(value)} (using ${fallback})`,
+    },
+  };
+}
+
+export interface NamedPortTarget {
+  protocol: Protocol;
+  port: number;
+}
+
+/** Container ports by name (a name may appear in several containers). */
+export function namedPortsOf(pod: Pod): Map<string, NamedPortTarget[]> {
+  const out = new Map<string, NamedPortTarget[]>();
+  for (const c of pod.spec.containers) {
+    for (const p of c.ports) {
+      if (p.name === "") continue;
+      let list = out.get(p.name);
+      if (!list) out.set(p.name, (list = []));
+      if (!list.some((t) => t.protocol === p.protocol && t.port === p.containerPort)) list.push({ protocol: p.protocol, port: p.containerPort });
+    }
+  }
+  return out;
+}
+
+/** Whether a pod takes part in pod-to-pod policy: it has its own addresses (not hostNetwork, not finished). */
+export function isPolicyEndpoint(pod: Pod): boolean {
+  return !pod.spec.hostNetwork && pod.status.phase !== "Succeeded" && pod.status.phase !== "Failed";
+}
+
+export interface PodEndpoint {
+  namespace: string;
+  name: string;
+  /** "namespace/name". */
+  key: string;
+  labels: Labels;
+  namespaceLabels: Labels;
+  ips: readonly string[];
+  node: string;
+  namedPorts: ReadonlyMap<string, readonly NamedPortTarget[]>;
+}
+
+/** An end of a connection: a pod (by "namespace/name", optionally which of its addresses) or an address. */
+export type Peer = { pod: string; ip?: string } | { ip: string };
+
+export type ResolvedPeer =
+  | { kind: "pod"; pod: PodEndpoint; ip: string | undefined }
+  | { kind: "host"; node: string; ip: string | undefined }
+  | { kind: "world"; ip: string };
+
+export interface EvaluateQuery {
+  src: Peer;
+  dst: Peer;
+  /** A name, or an IANA protocol number (numbers other than 6, 17, 132 match only rules without ports). */
+  protocol: Protocol | number;
+  port: number;
+}
+
+export interface SideVerdict {
+  /** Some policy selects this end for this direction. */
+  isolated: boolean;
+  allowed: boolean;
+  /** Policies ("namespace/name") with a rule that allows the connection. */
+  allowedBy: string[];
+  /** Policies that select this end for this direction. */
+  isolatedBy: string[];
+  /** Allowed whatever the policies say: traffic to itself, or between a pod and a node. */
+  exemption?: "self" | "host";
+}
+
+export interface Verdict {
+  allowed: boolean;
+  /** The source's egress policies. */
+  egress: SideVerdict;
+  /** The destination's ingress policies. */
+  ingress: SideVerdict;
+  src: ResolvedPeer;
+  dst: ResolvedPeer;
+}
+
+export interface PolicyModelOptions {
+  /** Mode of namespaces without a bulkhead.io/mode annotation; default observe. */
+  defaultMode?: PolicyModeName;
+  /** Traffic between a pod and any node address is always allowed; default true. */
+  hostExempt?: boolean;
+  /** Share one PolicySet across builds so that a policy turning invalid keeps its last valid version. */
+  policySet?: PolicySet;
+}
+
+const NOT_ISOLATED: Readonly<SideVerdict> = Object.freeze({ isolated: false, allowed: true, allowedBy: [], isolatedBy: [] });
+
+/** The policy model of one cluster state; build a new one when the cluster changes. */
+export class PolicyModel {
+  readonly defaultMode: PolicyModeName;
+  readonly hostExempt: boolean;
+  private readonly namespaces = new Map<string, { labels: Labels; mode: PolicyModeName }>();
+  private readonly pods = new Map<string, PodEndpoint>();
+  private readonly hostNetworkPods = new Map<string, Pod>();
+  private readonly podByIp = new Map<string, PodEndpoint>();
+  private readonly nodeByIp = new Map<string, string>();
+  private readonly policiesByNamespace = new Map<string, NormalizedPolicy[]>();
+  private readonly problems: PolicyProblem[] = [];
+  private readonly inForce: readonly NormalizedPolicy[];
+
+  constructor(cluster: PolicyCluster, options: PolicyModelOptions = {}) {
+    this.defaultMode = options.defaultMode ?? "observe";
+    this.hostExempt = options.hostExempt ?? true;
+    for (const ns of cluster.namespaces) {
+      const { mode, problem: bad } = namespaceMode(ns, this.defaultMode);
+      if (bad) this.problems.push(bad);
+      this.namespaces.set(ns.metadata.name, { labels: namespaceLabels(ns.metadata.name, ns), mode });
+    }
+    const sorted = [...cluster.pods].sort((a, b) => compareKeys(podKey(a), podKey(b)));
+    for (const pod of sorted) {
+      const key = podKey(pod);
+      if (!isPolicyEndpoint(pod)) {
+        if (pod.spec.hostNetwork) this.hostNetworkPods.set(key, pod);
+        continue;
+      }
+      const endpoint: PodEndpoint = {
+        namespace: pod.metadata.namespace,
+        name: pod.metadata.name,
+        key,
+        labels: pod.metadata.labels,
+        namespaceLabels: this.namespaceLabelsOf(pod.metadata.namespace),
+        ips: pod.status.podIPs,
+        node: pod.spec.nodeName,
+        namedPorts: namedPortsOf(pod),
+      };
+      this.pods.set(key, endpoint);
+      for (const ip of pod.status.podIPs) if (!this.podByIp.has(ip)) this.podByIp.set(ip, endpoint);
+    }
+    for (const node of cluster.nodes) {
+      for (const a of node.status.addresses) {
+        if ((a.type === "InternalIP" || a.type === "ExternalIP") && !this.nodeByIp.has(a.address)) this.nodeByIp.set(a.address, node.metadata.name);
+      }
+    }
+    const set = options.policySet ?? new PolicySet();
+    const { inForce, problems } = set.update(cluster.policies);
+    this.inForce = inForce;
+    this.problems.push(...problems);
+    for (const p of inForce) {
+      let list = this.policiesByNamespace.get(p.namespace);
+      if (!list) this.policiesByNamespace.set(p.namespace, (list = []));
+      list.push(p);
+    }
+  }
+
+  /** Invalid policies (ignored, or replaced by their last valid version) and bad mode annotations. */
+  errors(): PolicyProblem[] {
+    return [...this.problems];
+  }
+
+  /** The valid policies in force, sorted by key. */
+  policies(): readonly NormalizedPolicy[] {
+    return this.inForce;
+  }
+
+  modeOf(namespace: string): PolicyModeName {
+    return this.namespaces.get(namespace)?.mode ?? this.defaultMode;
+  }
+
+  namespaceLabelsOf(namespace: string): Labels {
+    return this.namespaces.get(namespace)?.labels ?? { [NAMESPACE_NAME_LABEL]: namespace };
+  }
+
+  pod(key: string): PodEndpoint | undefined {
+    return this.pods.get(key);
+  }
+
+  /** What an end of a connection is: a pod, a node address (host), or any other address (world). */
+  resolve(peer: Peer): ResolvedPeer {
+    if ("pod" in peer) {
+      const pod = this.pods.get(peer.pod);
+      if (pod) {
+        const ip = peer.ip === undefined ? pod.ips[0] : canonicalIp(peer.ip) ?? peer.ip;
+        if (ip !== undefined && !pod.ips.includes(ip)) throw new Error(`pod ${peer.pod} does not have the address ${ip} (it has ${pod.ips.join(", ") || "none"})`);
+        return { kind: "pod", pod, ip };
+      }
+      const hostPod = this.hostNetworkPods.get(peer.pod);
+      if (hostPod) return { kind: "host", node: hostPod.spec.nodeName, ip: peer.ip ?? (hostPod.status.podIP || undefined) };
+      throw new Error(`unknown pod ${peer.pod} (or it has finished)`);
+    }
+    const ip = canonicalIp(peer.ip);
+    if (ip === undefined) throw new Error(`not an IP address: ${JSON.stringify(peer.ip)}`);
+    const pod = this.podByIp.get(ip);
+    if (pod) return { kind: "pod", pod, ip };
+    const node = this.nodeByIp.get(ip);
+    if (node !== undefined) return { kind: "host", node, ip };
+    return { kind: "world", ip };
+  }
+
+  evaluate(query: EvaluateQuery): Verdict {
+    const src = this.resolve(query.src);
+    const dst = this.resolve(query.dst);
+    const protocol = protocolOf(query.protocol);
+    const dstPod = dst.kind === "pod" ? dst.pod : undefined;
+    const egress = src.kind === "pod" ? this.side("egress", src.pod, dst, protocol, query.port, dstPod) : NOT_ISOLATED;
+    const ingress = dst.kind === "pod" ? this.side("ingress", dst.pod, src, protocol, query.port, dstPod) : NOT_ISOLATED;
+    const verdict: Verdict = { allowed: false, egress: { ...egress }, ingress: { ...ingress }, src, dst };
+    if (src.kind === "pod" && dst.kind === "pod" && src.pod === dst.pod) {
+      for (const side of [verdict.egress, verdict.ingress]) if (!side.allowed) Object.assign(side, { allowed: true, exemption: "self" });
+    }
+    if (this.hostExempt) {
+      if (src.kind === "pod" && dst.kind === "host" && !verdict.egress.allowed) Object.assign(verdict.egress, { allowed: true, exemption: "host" });
+      if (dst.kind === "pod" && src.kind === "host" && !verdict.ingress.allowed) Object.assign(verdict.ingress, { allowed: true, exemption: "host" });
+    }
+    verdict.allowed = verdict.egress.allowed && verdict.ingress.allowed;
+    return verdict;
+  }
+
+  private side(direction: "ingress" | "egress", subject: PodEndpoint, peer: ResolvedPeer, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): SideVerdict {
+    const isolatedBy: string[] = [];
+    const allowedBy: string[] = [];
+    let peerWords: IpWords | undefined | null = null;
+    const peerAddress = (): IpWords | undefined => {
+      if (peerWords === null) peerWords = peer.ip === undefined ? undefined : ipWords(peer.ip);
+      return peerWords;
+    };
+    for (const policy of this.policiesByNamespace.get(subject.namespace) ?? []) {
+      const rules = policy[direction];
+      if (rules === undefined || !policy.podSelector.matches(subject.labels)) continue;
+      isolatedBy.push(policy.key);
+      const allows = rules.some((rule) =>
+        (rule.peers === undefined || rule.peers.some((p) => peerMatches(p, peer, policy.namespace, peerAddress)))
+        && (rule.ports === undefined || rule.ports.some((p) => portMatches(p, protocol, port, dstPod))));
+      if (allows) allowedBy.push(policy.key);
+    }
+    if (isolatedBy.length === 0) return NOT_ISOLATED;
+    return { isolated: true, allowed: allowedBy.length > 0, allowedBy, isolatedBy };
+  }
+}
+
+function peerMatches(spec: NormalizedPeer, peer: ResolvedPeer, policyNamespace: string, address: () => IpWords | undefined): boolean {
+  if (spec.kind === "ipBlock") {
+    const words = address();
+    return words !== undefined && spec.block.contains(words);
+  }
+  if (peer.kind !== "pod") return false;
+  const pod = peer.pod;
+  if (spec.namespaceSelector === undefined ? pod.namespace !== policyNamespace : !spec.namespaceSelector.matches(pod.namespaceLabels)) return false;
+  return spec.podSelector.matches(pod.labels);
+}
+
+function portMatches(spec: NormalizedPort, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): boolean {
+  if (protocol === undefined || spec.protocol !== protocol) return false;
+  switch (spec.kind) {
+    case "all":
+      return true;
+    case "range":
+      return port >= spec.from && port <= spec.to;
+    case "named":
+      return dstPod?.namedPorts.get(spec.name)?.some((t) => t.protocol === protocol && t.port === port) ?? false;
+  }
+}
+
+export function podKey(pod: Pod): string {
+  return `${pod.metadata.namespace}/${pod.metadata.name}`;
+}
+
+export function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
