@@ -161,6 +161,8 @@ export class Agent {
     }
     // Identities may have changed: the endpoints take the new ones.
     this.updateEndpoints();
+    // Say at once which version is enforced: status and propagation waits read it.
+    this.controlplane?.sendStats(this.stats());
   }
 
   /** Which pod is behind each watched veth, from its host routes. */

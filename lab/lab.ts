@@ -25,7 +25,7 @@ import {
   type LabPod, type LabService, type LabState,
 } from "./state.js";
 import {
-  defaultTopology, loadTopology, parseTopology, readNamespaceSpec, readPodSpec, readServiceSpec,
+  defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
   type Protocol, type ServiceSpec, type Topology,
 } from "./topology.js";
 import { expandTopology, type PlannedPod } from "./workloads.js";
@@ -283,8 +283,8 @@ export class Lab {
     });
   }
 
-  async addNamespace(name: string, labels: Record<string, string> = {}): Promise<void> {
-    const spec = readNamespaceSpec(new FieldReader("addNamespace"), { name, labels }, "namespace");
+  async addNamespace(name: string, labels: Record<string, string> = {}, annotations?: Record<string, string>): Promise<void> {
+    const spec = readNamespaceSpec(new FieldReader("addNamespace"), { name, labels, ...(annotations ? { annotations } : {}) }, "namespace");
     await this.mutate(async (state) => {
       if (state.namespaces.some((ns) => ns.name === spec.name)) throw new Error(`namespace ${spec.name} already exists`);
       state.namespaces.push({ ...spec, uid: randomUUID(), creationTimestamp: new Date().toISOString() });
@@ -306,6 +306,15 @@ export class Lab {
     await this.mutate(async (state) => {
       const ns = requireNamespace(state, name);
       ns.labels = withoutNameLabel(applyPatch(ns.labels, set, remove));
+      await commit(state);
+    });
+  }
+
+  /** Replaces the namespace's annotations (e.g. `bulkhead.io/mode`). */
+  async setNamespaceAnnotations(name: string, annotations: Record<string, string>): Promise<void> {
+    const checked = readAnnotations(new FieldReader("setNamespaceAnnotations"), annotations, "annotations");
+    await this.mutate(async (state) => {
+      requireNamespace(state, name).annotations = checked;
       await commit(state);
     });
   }

@@ -37,6 +37,7 @@ export function renderManifests(state: LabState): Map<string, string> {
         uid: ns.uid,
         creationTimestamp: ns.creationTimestamp,
         labels: { ...ns.labels, "kubernetes.io/metadata.name": ns.name },
+        ...(ns.annotations && Object.keys(ns.annotations).length > 0 ? { annotations: ns.annotations } : {}),
       },
       spec: { finalizers: ["kubernetes"] },
       status: { phase: "Active" },

@@ -18,6 +18,7 @@ const usage = `usage: bulkhead probe <kind> [flags]
   sctp-listen --port N                                            print SCTP packets for port N
   serve --listen PORT/PROTO …                                     echo on every listed port (TCP, UDP)
   talk --plan JSON                                                requests on timers: [{to, port, protocol, everyMs, size}]
+  prober --socket PATH --listen PORT/PROTO …                      the conformance prober (lab/prober.ts)
 `;
 
 const family = (ip: string): 4 | 6 => (net.isIPv6(ip) ? 6 : 4);
@@ -143,7 +144,7 @@ const CRC32C_TABLE = (() => {
   return t;
 })();
 
-function crc32c(buf: Buffer): number {
+export function crc32c(buf: Buffer): number {
   let c = 0xffffffff;
   for (const b of buf) c = (CRC32C_TABLE[(c ^ b) & 0xff] ?? 0) ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
@@ -270,6 +271,7 @@ export async function runProbe(argv: string[]): Promise<number> {
         to: { type: "string" }, port: { type: "string" }, sport: { type: "string" }, rate: { type: "string" },
         count: { type: "string" }, size: { type: "string" }, timeout: { type: "string" },
         echo: { type: "boolean" }, listen: { type: "string", multiple: true }, plan: { type: "string" },
+        socket: { type: "string" },
       },
     });
   } catch (err) {
@@ -285,6 +287,7 @@ export async function runProbe(argv: string[]): Promise<number> {
     case "sctp-listen": await sctpListen(v); break;
     case "serve": await serve((v.listen as string[] | undefined) ?? []); break;
     case "talk": await talk(v); break;
+    case "prober": await (await import("./prober.js")).runProber(v.socket, v.listen); break;
     default:
       process.stderr.write(usage);
       return kind === "--help" ? 0 : 2;

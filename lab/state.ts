@@ -28,6 +28,7 @@ export interface LabNode {
 export interface LabNamespace {
   name: string;
   labels: Record<string, string>;
+  annotations?: Record<string, string>;
   uid: string;
   creationTimestamp: string;
 }
@@ -280,13 +281,15 @@ function readNode(r: FieldReader, value: unknown, f: string): LabNode {
 }
 
 function readNamespace(r: FieldReader, value: unknown, f: string): LabNamespace {
-  const m = r.map(value, f, ["name", "labels", "uid", "creationTimestamp"]);
-  return {
+  const m = r.map(value, f, ["name", "labels", "annotations", "uid", "creationTimestamp"]);
+  const ns: LabNamespace = {
     name: r.string(m.name, join(f, "name")),
     labels: stringMap(r, m.labels, join(f, "labels")),
     uid: r.string(m.uid, join(f, "uid")),
     creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
   };
+  if (m.annotations !== undefined) ns.annotations = stringMap(r, m.annotations, join(f, "annotations"));
+  return ns;
 }
 
 function readPorts(r: FieldReader, value: unknown, f: string): ContainerPort[] {

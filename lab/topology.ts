@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import { SERVICE_CIDR } from "./addressing.js";
-import { FieldReader, join } from "./fields.js";
+import { checkLabelKey, FieldReader, join } from "./fields.js";
 import { expandTopology } from "./workloads.js";
 import { readTrafficSpec, type TrafficSpec } from "./traffic.js";
 
@@ -27,6 +27,8 @@ export interface ContainerPort {
 export interface NamespaceSpec {
   name: string;
   labels: Record<string, string>;
+  /** e.g. `bulkhead.io/mode: enforce`; absent when there are none. */
+  annotations?: Record<string, string>;
 }
 
 export interface PodSpec {
@@ -196,8 +198,21 @@ export function readNodeName(r: FieldReader, value: unknown, field: string): str
 }
 
 export function readNamespaceSpec(r: FieldReader, value: unknown, field: string): NamespaceSpec {
-  const m = r.map(value, field, ["name", "labels"]);
-  return { name: r.dnsLabel(m.name, join(field, "name")), labels: r.labels(m.labels, join(field, "labels")) };
+  const m = r.map(value, field, ["name", "labels", "annotations"]);
+  const spec: NamespaceSpec = { name: r.dnsLabel(m.name, join(field, "name")), labels: r.labels(m.labels, join(field, "labels")) };
+  if (m.annotations !== undefined) spec.annotations = readAnnotations(r, m.annotations, join(field, "annotations"));
+  return spec;
+}
+
+/** Kubernetes annotations: keys as label keys, any string values. */
+export function readAnnotations(r: FieldReader, value: unknown, field: string): Record<string, string> {
+  const m = r.map(value, field, Object.keys(value ?? {}));
+  const out: Record<string, string> = {};
+  for (const [key, raw] of Object.entries(m)) {
+    checkLabelKey(key, (detail) => r.fail(join(field, key), detail));
+    out[key] = r.string(raw, join(field, key));
+  }
+  return out;
 }
 
 export function readPodSpec(r: FieldReader, value: unknown, field: string): PodSpec {

@@ -1,0 +1,433 @@
+// The DATAPATH conformance engine: runs NetworkPolicy conformance cases (format:
+// /work/shared/conformance/README.md; runner: controlplane/policy/conformance.ts) on the
+// real lab — agents, control plane, eBPF — instead of on a model. For a case the lab holds
+// the model's namespaces (x, y, z) and pods (a, b, c; spread over the nodes so that some
+// pairs cross nodes), one Service `s-<ns>-<pod>` per pod and one prober per pod (prober.ts).
+// Policies go into the manifests folder as files (netpol-files.ts) and labels change through
+// the lab API; each change waits until every node enforces the policy version compiled from
+// it (enforcement.ts). Probes dial the destination's ClusterIP: policy is judged after DNAT.
+// teardown() removes the lab and the next setup() builds a fresh one, so no case inherits
+// connections, conntrack entries or identities from another.
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, openSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import path from "node:path";
+import {
+  MODEL_NAMESPACES, type ConformanceEngine, type ConformanceModel, type ModelPlacement, type ResolvedAction,
+} from "../controlplane/policy/conformance.js";
+import type { PolicyCluster } from "../controlplane/policy/model.js";
+import { repoRoot } from "./agents.js";
+import { DEFAULT_ENFORCEMENT_TIMEOUT_MS, EnforcementWatch } from "./enforcement.js";
+import { up, type Lab } from "./lab.js";
+import { manifestsDir } from "./manifests.js";
+import { syncPolicies } from "./netpol-files.js";
+import { ProberClient } from "./prober.js";
+import { LOGS_DIR } from "./state.js";
+import type { Protocol } from "./topology.js";
+
+export const MODE_ANNOTATION = "bulkhead.io/mode";
+export const DEFAULT_OBSERVER = "127.0.0.1:42460";
+export const DEFAULT_STATE_DIR = "/run/bulkhead/conformance";
+const NAME_LABEL = "kubernetes.io/metadata.name";
+const PROBERS_DIR = "probers";
+
+export type NamespaceMode = "enforce" | "audit" | "observe";
+
+export interface DatapathEngineOptions {
+  /** Default /run/bulkhead/conformance. */
+  stateDir?: string;
+  /** The control plane's Observer API; default 127.0.0.1:42460. */
+  observer?: string;
+  /** 2 or more, so that some pairs cross nodes; default 2. */
+  nodes?: number;
+  /** The model namespaces' bulkhead.io/mode; default enforce. */
+  mode?: NamespaceMode;
+  log?: (line: string) => void;
+  /** The agents' BPF pin folder (removed by `down`). */
+  pinDir?: string;
+  /** TCP and UDP probe timeout; default 1000 ms. */
+  probeTimeoutMs?: number;
+  /** How long an SCTP packet may take to reach the destination's listener; default 500 ms. */
+  sctpWaitMs?: number;
+  /** Per change; default 10 s. */
+  enforcementTimeoutMs?: number;
+  /**
+   * Wait for every node to enforce each change (default true). false only for a control
+   * plane that compiles no policy: then nothing tells when a change is in force.
+   */
+  awaitEnforcement?: boolean;
+}
+
+/** A model pod in the lab. */
+export interface LabModelPod {
+  namespace: string;
+  name: string;
+  /** "xa", as pairs name it. */
+  key: string;
+  node: string;
+  ip: string;
+  ipv6: string;
+  service: string;
+  clusterIP: string;
+}
+
+/** `serve-<port>-<tcp|udp|sctp>`, the container port name cases refer to. */
+export function servePortName(port: number, protocol: Protocol): string {
+  const name = `serve-${port}-${protocol.toLowerCase()}`;
+  if (name.length > 15) throw new Error(`port ${port}/${protocol}: its name ${name} is longer than the 15 characters Kubernetes allows`);
+  return name;
+}
+
+/** Pod i of namespaces × pods goes to node (i mod N)+1: with 2 nodes x/a, x/c, y/b, z/a, z/c share node1. */
+export function placement(namespaces: readonly string[], pods: readonly string[], nodes: number): { namespace: string; name: string; node: string }[] {
+  return namespaces.flatMap((namespace) => pods.map((name) => ({ namespace, name })))
+    .map((p, i) => ({ ...p, node: `node${(i % nodes) + 1}` }));
+}
+
+/** The labels a case starts from, as the runner's model cluster has them. */
+export const defaultNamespaceLabels = (ns: string): Record<string, string> => ({ ns });
+export const defaultPodLabels = (pod: string): Record<string, string> => ({ pod });
+
+interface Served {
+  port: number;
+  protocol: Protocol;
+}
+
+const servedKey = (s: Served) => `${s.port}/${s.protocol}`;
+
+interface RunningProber {
+  pod: LabModelPod;
+  child: ChildProcess;
+  client: ProberClient;
+}
+
+/** The engine with its lab up (nodes, namespaces x/y/z, control plane, agents; every node enforcing); pods come with setup(). */
+export async function createDatapathEngine(opts: DatapathEngineOptions = {}): Promise<DatapathEngine> {
+  const engine = new DatapathEngine(opts);
+  await engine.start();
+  try {
+    await engine.waitEnforced(undefined);
+  } catch (err) {
+    await engine.teardown().catch(() => {});
+    throw err;
+  }
+  return engine;
+}
+
+export class DatapathEngine implements ConformanceEngine {
+  readonly name = "datapath";
+  readonly stateDir: string;
+  readonly observer: string;
+  readonly nodes: number;
+  private modeNow: NamespaceMode;
+  private running: { lab: Lab; watch: EnforcementWatch } | undefined;
+  private served: Served[] = [];
+  private pods: LabModelPod[] = [];
+  private probers: RunningProber[] = [];
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: DatapathEngineOptions = {}) {
+    this.nodes = opts.nodes ?? 2;
+    if (this.nodes < 2) throw new Error(`conformance needs at least 2 lab nodes (pairs must cross nodes), got ${this.nodes}`);
+    this.stateDir = path.resolve(opts.stateDir ?? DEFAULT_STATE_DIR);
+    this.observer = opts.observer ?? DEFAULT_OBSERVER;
+    this.modeNow = opts.mode ?? "enforce";
+    this.log = opts.log ?? (() => {});
+  }
+
+  get lab(): Lab {
+    if (!this.running) throw new Error("the conformance lab is down (setup() or start() brings it up)");
+    return this.running.lab;
+  }
+
+  get watch(): EnforcementWatch {
+    if (!this.running) throw new Error("the conformance lab is down (setup() or start() brings it up)");
+    return this.running.watch;
+  }
+
+  get manifests(): string {
+    return manifestsDir(this.stateDir);
+  }
+
+  get mode(): NamespaceMode {
+    return this.modeNow;
+  }
+
+  /** The model pods as they are now. */
+  get modelPods(): LabModelPod[] {
+    return this.pods.map((p) => ({ ...p }));
+  }
+
+  /** Brings the lab up without pods (removing any other lab on this machine) unless it is up; agents may still be connecting. */
+  async start(): Promise<void> {
+    if (!this.running) await this.bringUp(MODEL_NAMESPACES, [], []);
+  }
+
+  /**
+   * The model's pods and Services, no policies, default labels, every pair connecting. A lab
+   * whose pods already serve every (port, protocol) of the model is reset; otherwise a fresh
+   * lab comes up, its pods serving the model's ports and those they served before (extra
+   * ports change no verdict on the model's own).
+   */
+  async setup(model: ConformanceModel): Promise<ModelPlacement> {
+    const wanted = model.protocols.flatMap((protocol) => model.ports.map((port) => ({ port, protocol })));
+    for (const s of wanted) servePortName(s.port, s.protocol);
+    const have = new Set(this.served.map(servedKey));
+    const samePods = this.pods.length === model.namespaces.length * model.pods.length
+      && model.namespaces.every((ns) => model.pods.every((pod) => this.pods.some((p) => p.namespace === ns && p.name === pod)));
+    if (this.running && samePods && wanted.every((s) => have.has(servedKey(s)))) {
+      await this.reset();
+    } else {
+      const union = new Map([...(samePods ? this.served : []), ...wanted].map((s) => [servedKey(s), s]));
+      await this.bringUp(model.namespaces, model.pods, [...union.values()]);
+      await this.checkBaseline();
+    }
+    const nodes = (await this.lab.status()).nodes;
+    return {
+      pods: this.pods.map((p) => ({ namespace: p.namespace, name: p.name, node: p.node, ips: [p.ip, p.ipv6] })),
+      nodes: nodes.map((n) => ({ name: n.name, ips: [n.ip, n.ipv6] })),
+    };
+  }
+
+  /**
+   * Makes the lab match `cluster` (the runner's model after the step's actions): the policy
+   * files, namespace and pod labels; then waits until every node enforces it.
+   */
+  async apply(actions: readonly ResolvedAction[], cluster: PolicyCluster): Promise<void> {
+    const before = await this.versionBeforeChange();
+    let changed = await syncPolicies(this.manifests, cluster.policies);
+    const status = await this.lab.status();
+    for (const ns of cluster.namespaces) {
+      const current = status.namespaces.find((n) => n.name === ns.metadata.name);
+      if (!current) throw new Error(`namespace ${ns.metadata.name} is not in the conformance lab (it has ${status.namespaces.map((n) => n.name).join(", ")})`);
+      const want = withoutNameLabel(ns.metadata.labels);
+      if (sameLabels(withoutNameLabel(current.labels), want)) continue;
+      await this.lab.setNamespaceLabels(ns.metadata.name, want);
+      changed = true;
+    }
+    for (const pod of cluster.pods) {
+      const { namespace, name, labels } = pod.metadata;
+      const current = status.pods.find((p) => p.namespace === namespace && p.name === name);
+      if (!current) throw new Error(`pod ${namespace}/${name} is not in the conformance lab`);
+      if (sameLabels(current.labels, labels)) continue;
+      if (labels.pod !== name) {
+        // As upstream's, the pod's Service selects pod=<name>: without it the probe has no backend.
+        this.log(`warning: pod ${namespace}/${name} loses pod=${name}; its Service s-${namespace}-${name} then has no backend`);
+      }
+      await this.lab.setPodLabels(namespace, name, { ...labels });
+      changed = true;
+    }
+    this.log(`apply: ${actions.map((a) => a.do).join(", ") || "nothing"}${changed ? "" : " (no change)"}`);
+    await this.waitEnforced(changed ? before : undefined);
+  }
+
+  async probe(port: number, protocol: Protocol): Promise<Set<string>> {
+    if (!this.served.some((s) => s.port === port && s.protocol === protocol)) {
+      throw new Error(`probe ${port}/${protocol}: the pods do not serve it (setup() with a model that has it first)`);
+    }
+    const denied = new Set<string>();
+    const failures: string[] = [];
+    await Promise.all(this.probers.flatMap((from) => this.probers.filter((to) => to !== from).map(async (to) => {
+      const result = await this.probeOnce(from, to, port, protocol, this.opts.probeTimeoutMs ?? 1000);
+      if (result.ok) return;
+      const pair = `${from.pod.key}>${to.pod.key}`;
+      denied.add(pair);
+      failures.push(`${pair} (${result.detail})`);
+    })));
+    const pairs = this.probers.length * (this.probers.length - 1);
+    this.log(`probe ${port}/${protocol}: ${denied.size} of ${pairs} failed${failures.length ? `: ${failures.sort().join(", ")}` : ""}`);
+    return denied;
+  }
+
+  /** One probe of one pair ("ya", "xa"), e.g. to time a change. */
+  async probePair(from: string, to: string, port: number, protocol: Protocol, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+    const src = this.probers.find((p) => p.pod.key === from);
+    const dst = this.probers.find((p) => p.pod.key === to);
+    if (!src || !dst) throw new Error(`probe ${from}>${to}: no such pod (pods: ${this.probers.map((p) => p.pod.key).join(", ")})`);
+    return this.probeOnce(src, dst, port, protocol, timeoutMs);
+  }
+
+  /** Sets the model namespaces' bulkhead.io/mode; when the lab is up, waits until it is enforced. */
+  async setMode(mode: NamespaceMode): Promise<void> {
+    if (mode === this.modeNow) return;
+    this.modeNow = mode;
+    if (!this.running) return;
+    const before = await this.versionBeforeChange();
+    for (const ns of (await this.lab.status()).namespaces.filter((n) => n.name !== "default")) {
+      await this.lab.setNamespaceAnnotations(ns.name, { [MODE_ANNOTATION]: mode });
+    }
+    await this.waitEnforced(before);
+  }
+
+  /** Stops the probers and removes the lab (the next setup() builds a new one). */
+  async teardown(): Promise<void> {
+    const running = this.running;
+    this.running = undefined;
+    await this.stopProbers();
+    this.pods = [];
+    this.served = [];
+    await rm(path.join(this.stateDir, PROBERS_DIR), { recursive: true, force: true });
+    if (!running) return;
+    running.watch.close();
+    await running.lab.down();
+  }
+
+  /** Waits for enforcement of a change made after `before` was read (undefined: convergence only). */
+  async waitEnforced(before: bigint | undefined): Promise<void> {
+    if (this.opts.awaitEnforcement === false) return;
+    const timeoutMs = this.opts.enforcementTimeoutMs ?? DEFAULT_ENFORCEMENT_TIMEOUT_MS;
+    await this.watch.waitEnforced(before === undefined ? { timeoutMs } : { after: before, timeoutMs });
+  }
+
+  private async versionBeforeChange(): Promise<bigint | undefined> {
+    return this.opts.awaitEnforcement === false ? undefined : this.watch.latest();
+  }
+
+  /** TCP/UDP: the echo came back. SCTP: the destination's listener got the packet. */
+  private async probeOnce(from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+    const bytes = randomBytes(8);
+    bytes[0] = (bytes[0] ?? 0) | 0x80; // an SCTP INIT's initiate tag (the first 4 bytes) must not be zero
+    const token = bytes.toString("hex");
+    const sent = await from.client.probe({ to: to.pod.clusterIP, port, protocol, token, timeoutMs });
+    if (protocol !== "SCTP" || !sent.ok) return sent;
+    const arrival = await to.client.received(token, this.opts.sctpWaitMs ?? 500);
+    return { ok: arrival.received, detail: arrival.received ? `received from ${arrival.from ?? "?"}` : "not received" };
+  }
+
+  // ---- pods, Services, probers ------------------------------------------------------------
+
+  /** Back to no policies and default labels; waits until that is enforced. */
+  private async reset(): Promise<void> {
+    const before = await this.versionBeforeChange();
+    let changed = await syncPolicies(this.manifests, []);
+    const status = await this.lab.status();
+    for (const ns of new Set(this.pods.map((p) => p.namespace))) {
+      const current = withoutNameLabel(status.namespaces.find((n) => n.name === ns)?.labels ?? {});
+      if (sameLabels(current, defaultNamespaceLabels(ns))) continue;
+      await this.lab.setNamespaceLabels(ns, defaultNamespaceLabels(ns));
+      changed = true;
+    }
+    for (const pod of this.pods) {
+      const current = status.pods.find((p) => p.namespace === pod.namespace && p.name === pod.name)?.labels ?? {};
+      if (sameLabels(current, defaultPodLabels(pod.name))) continue;
+      await this.lab.setPodLabels(pod.namespace, pod.name, defaultPodLabels(pod.name));
+      changed = true;
+    }
+    await this.waitEnforced(changed ? before : undefined);
+  }
+
+  /**
+   * A fresh lab holding the pods and their Services from the start (one `up` builds them all
+   * at once, far faster than adding them one by one), then one prober per pod.
+   */
+  private async bringUp(namespaces: readonly string[], podNames: readonly string[], served: Served[]): Promise<void> {
+    await this.stopProbers();
+    this.running?.watch.close();
+    this.running = undefined;
+    this.pods = [];
+    this.served = served;
+    if (podNames.length > 0) this.log(`conformance: a lab whose pods serve ${served.map(servedKey).join(", ")}`);
+    const ports = served.map((s) => ({ name: servePortName(s.port, s.protocol), port: s.port, protocol: s.protocol }));
+    const places = placement(namespaces, podNames, this.nodes);
+    const lab = await up({
+      stateDir: this.stateDir,
+      topology: {
+        nodes: Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`),
+        namespaces: namespaces.map((ns) => ({ name: ns, labels: defaultNamespaceLabels(ns), annotations: { [MODE_ANNOTATION]: this.modeNow } })),
+        pods: places.map((p) => ({ ...p, labels: defaultPodLabels(p.name), ports })),
+        services: places.map((p) => ({
+          namespace: p.namespace, name: `s-${p.namespace}-${p.name}`, selector: defaultPodLabels(p.name),
+          ports: ports.map((port) => ({ name: port.name, port: port.port, targetPort: port.name, protocol: port.protocol })),
+        })),
+        workloads: [], traffic: [],
+      },
+      controlplane: { observer: this.observer },
+      ...(this.opts.pinDir !== undefined ? { pinDir: this.opts.pinDir } : {}),
+      ...(this.opts.log ? { log: this.opts.log } : {}),
+    });
+    this.running = { lab, watch: new EnforcementWatch(this.observer, Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`)) };
+    if (places.length === 0) return;
+    const status = await lab.status();
+    this.pods = places.map((place) => {
+      const pod = status.pods.find((p) => p.namespace === place.namespace && p.name === place.name);
+      const service = `s-${place.namespace}-${place.name}`;
+      const svc = status.services.find((x) => x.namespace === place.namespace && x.name === service);
+      if (!pod || !svc) throw new Error(`the lab came up without pod ${place.namespace}/${place.name} or its Service ${service}`);
+      return { namespace: pod.namespace, name: pod.name, key: `${pod.namespace}${pod.name}`, node: pod.node, ip: pod.ip, ipv6: pod.ipv6, service, clusterIP: svc.clusterIP };
+    });
+    const listen = served.flatMap((x) => ["--listen", servedKey(x)]);
+    const started = await Promise.allSettled(this.pods.map((pod) => this.startProber(pod, listen)));
+    this.probers = started.flatMap((x) => (x.status === "fulfilled" ? [x.value] : []));
+    const failed = started.flatMap((x) => (x.status === "rejected" ? [(x.reason as Error).message] : []));
+    if (failed.length > 0) throw new Error(`${failed.join("; ")} (logs: ${path.join(this.stateDir, LOGS_DIR)}/prober-*.log)`);
+    // The control plane compiled the manifests before it answered: convergence is enough.
+    await this.waitEnforced(undefined);
+  }
+
+  /** With no policy every pair must connect; retried for a while (agents attach to new veths). */
+  private async checkBaseline(): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    for (const s of this.served) {
+      for (;;) {
+        const failed = await this.probe(s.port, s.protocol);
+        if (failed.size === 0) break;
+        if (Date.now() > deadline) {
+          throw new Error(`with no policies, ${failed.size} pairs still fail on ${servedKey(s)}: ${[...failed].sort().join(", ")} `
+            + `(prober logs: ${path.join(this.stateDir, LOGS_DIR)}/prober-*.log)`);
+        }
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+  }
+
+  /** `bulkhead probe prober` in the pod's netns; resolves once its control socket answers. */
+  private async startProber(pod: LabModelPod, listen: readonly string[]): Promise<RunningProber> {
+    const sockets = path.join(this.stateDir, PROBERS_DIR);
+    const logs = path.join(this.stateDir, LOGS_DIR);
+    await mkdir(sockets, { recursive: true });
+    await mkdir(logs, { recursive: true });
+    const socket = path.join(sockets, `${pod.namespace}-${pod.name}.sock`);
+    const main = path.join(repoRoot(), "dist", "cli", "main.js");
+    const fd = openSync(path.join(logs, `prober-${pod.namespace}-${pod.name}.log`), "a");
+    let child: ChildProcess;
+    try {
+      child = await this.lab.spawn(pod, [process.execPath, main, "probe", "prober", "--socket", socket, ...listen], { stdio: ["ignore", fd, fd] });
+    } finally {
+      closeSync(fd);
+    }
+    let exited: string | undefined;
+    child.on("exit", (code, signal) => { exited = signal ? `was killed by ${signal}` : `exited with code ${code}`; });
+    child.on("error", (err) => { exited = `failed to start: ${err.message}`; });
+    try {
+      return { pod, child, client: await ProberClient.connect(pod.key, socket, 20_000, () => exited) };
+    } catch (err) {
+      child.kill("SIGKILL");
+      throw err;
+    }
+  }
+
+  private async stopProbers(): Promise<void> {
+    const running = this.probers;
+    this.probers = [];
+    await Promise.all(running.map(async ({ child, client }) => {
+      client.close();
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+      await exited;
+      clearTimeout(timer);
+    }));
+  }
+}
+
+function withoutNameLabel(labels: Record<string, string>): Record<string, string> {
+  const { [NAME_LABEL]: _name, ...rest } = labels;
+  return rest;
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => b[k] === a[k]);
+}
