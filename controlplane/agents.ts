@@ -36,8 +36,11 @@ export interface AgentHub {
 }
 
 export class AgentStreamError extends Error {
-  constructor(readonly code: grpc.status, message: string) {
+  /** The node a refused hello named, for the log line (there is no session yet). */
+  node: string | undefined;
+  constructor(readonly code: grpc.status, message: string, node?: string) {
     super(message);
+    this.node = node;
   }
 }
 
@@ -84,6 +87,18 @@ export class AgentRegistry {
     }
   }
 
+  /** Ends every agent stream (UNAVAILABLE: agents reconnect with backoff and re-send). */
+  close(): void {
+    for (const s of this.sessions.values()) {
+      const stream = s.stream;
+      if (!stream) continue;
+      s.connected = false;
+      s.stream = undefined;
+      stream.emit("error", { code: grpc.status.UNAVAILABLE, details: "control plane shutting down" } as grpc.ServiceError);
+      stream.end();
+    }
+  }
+
   /** Sends a new policy snapshot to every connected agent. */
   pushPolicy(snapshot: PolicySnapshot): void {
     for (const s of this.sessions.values()) {
@@ -95,7 +110,7 @@ export class AgentRegistry {
     let session: AgentSession | undefined;
     const peer = stream.getPeer();
     const close = (err: AgentStreamError) => {
-      this.log.warn({ peer, node: session?.node, code: grpc.status[err.code], err: err.message }, "agent stream refused");
+      this.log.warn({ peer, node: session?.node ?? err.node, code: grpc.status[err.code], err: err.message }, "agent stream refused");
       if (session) session.connected = false;
       stream.emit("error", { code: err.code, details: err.message } as grpc.ServiceError);
       stream.end();
@@ -131,7 +146,7 @@ export class AgentRegistry {
     const h = msg.kind.value;
     if (h.protocolVersion !== SUPPORTED_PROTOCOL_VERSION) {
       throw new AgentStreamError(grpc.status.FAILED_PRECONDITION,
-        `agent protocol version ${h.protocolVersion} is not supported: this control plane speaks version ${SUPPORTED_PROTOCOL_VERSION}`);
+        `agent protocol version ${h.protocolVersion} is not supported: this control plane speaks version ${SUPPORTED_PROTOCOL_VERSION}`, h.node);
     }
     if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(h.node)) {
       throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, `hello: node name "${h.node}" is not a valid Kubernetes node name`);

@@ -192,8 +192,14 @@ export class ControlPlane {
   async stop(): Promise<void> {
     if (this.pushTimer) clearTimeout(this.pushTimer);
     await this.opts.source.stop();
+    // Agent streams never end on their own: end them, then give other calls a moment.
+    this.agents.close();
     const server = this.server;
-    if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-    this.server?.forceShutdown();
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
+        server.tryShutdown(() => { clearTimeout(timer); resolve(); });
+      });
+    }
   }
 }
