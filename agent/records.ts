@@ -4,6 +4,7 @@
 import {
   FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, TcpFlags,
 } from "../proto/gen/bulkhead/v1/flow.js";
+import { formatIPv6Groups } from "../controlplane/metadata/addresses.js";
 
 export const FLOW_KEY = {
   size: 48, src: 0, dst: 16, sport: 32, dport: 34, ifindex: 36, proto: 40, family: 41, point: 42, verdict: 43, reason: 44,
@@ -29,21 +30,10 @@ export function formatIPv4(buf: Buffer, off: number): string {
   return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
 }
 
-/** RFC 5952 text form: lower case, longest run of two or more zero groups as "::". */
 export function formatIPv6(buf: Buffer, off: number): string {
   const groups: number[] = [];
   for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(off + 2 * i));
-  let bestStart = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) { bestStart = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
-  if (bestStart < 0) return hex(groups);
-  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
+  return formatIPv6Groups(groups);
 }
 
 export function tcpFlagsFromByte(b: number): TcpFlags {

@@ -15,6 +15,7 @@ import { ClusterState } from "../controlplane/cluster/state.js";
 import { parseKubeObject, type KubeObject } from "../controlplane/metadata/objects.js";
 import type { ObjectEvent } from "../controlplane/metadata/source.js";
 import { ObservationPoint, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { seededRandom } from "../test/harness/seeded-random.js";
 
 const PODS = 5_000;
 const NAMESPACES = 50;
@@ -27,17 +28,7 @@ const RUNS = 5;
 const CHURN_EVERY = 100_000;
 const SECOND = 1_000_000_000n;
 
-/** Deterministic PRNG (mulberry32) so every run of the script sees the same cluster and records. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = seededRandom;
 
 function parse(doc: Record<string, unknown>): KubeObject {
   const object = parseKubeObject(doc);

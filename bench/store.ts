@@ -19,6 +19,7 @@ import { IpVersion, ObservationPoint, ReporterSide, Verdict, type Endpoint, type
 import { FlowHistory } from "../controlplane/store/history.js";
 import { compileRequest } from "../controlplane/store/filter.js";
 import { FlowMapStore } from "../controlplane/store/flowmap.js";
+import { seededRandom } from "../test/harness/seeded-random.js";
 
 const RECORDS = Number(process.argv[2] ?? 1_000_000);
 const NAMESPACES = 20;
@@ -33,17 +34,7 @@ const SPAN_MS = 50 * 60_000;
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
 
-/** Deterministic PRNG (mulberry32), so every run sees the same records. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = seededRandom;
 
 function endpoint(fields: Partial<Endpoint>): Endpoint {
   return Object.freeze({

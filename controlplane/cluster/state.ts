@@ -36,6 +36,7 @@ import {
   type WorkloadObject,
 } from "../metadata/objects.js";
 import type { MetadataSink, ObjectEvent } from "../metadata/source.js";
+import { addTo, removeFrom } from "../index-sets.js";
 
 export interface ClusterStateOptions {
   /** How long closed leases and deleted pods are kept; default 1 h. */
@@ -170,18 +171,7 @@ function nsName(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
-function addTo<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
-  let set = index.get(key);
-  if (!set) index.set(key, (set = new Set()));
-  set.add(value);
-}
 
-function removeFrom<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
-  const set = index.get(key);
-  if (!set) return;
-  set.delete(value);
-  if (set.size === 0) index.delete(key);
-}
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
   const keys = Object.keys(a);

@@ -111,7 +111,9 @@ function groupsOf(side: string, mayEndInIPv4: boolean): number[] | undefined {
   return groups;
 }
 
-function formatIPv6Groups(groups: number[]): string {
+/** RFC 5952 text form of eight 16-bit groups: lower case, the longest run of two or more
+ * zero groups as "::". The agent formats kernel addresses with it too, so text forms match. */
+export function formatIPv6Groups(groups: number[]): string {
   let bestStart = -1;
   let bestLen = 1;
   for (let i = 0; i < 8;) {

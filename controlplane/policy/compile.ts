@@ -53,6 +53,7 @@ import {
   type PolicyModeName,
   type PolicyProblem,
 } from "./model.js";
+import { addTo, removeFrom } from "../index-sets.js";
 
 export const IDENTITY_ANY = 0;
 export const IDENTITY_HOST = 1;
@@ -982,18 +983,7 @@ function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, te
   return { kind, namespace: "", namespaceLabels: {}, podLabels: {}, namedPorts: new Map(), blocks, blocksText: text };
 }
 
-function addTo<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
-  let set = index.get(key);
-  if (!set) index.set(key, (set = new Set()));
-  set.add(value);
-}
 
-function removeFrom<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
-  const set = index.get(key);
-  if (!set) return;
-  set.delete(value);
-  if (set.size === 0) index.delete(key);
-}
 
 /**
  * The allowed (peer, protocol, port range) of one subject and direction, reduced before
