@@ -118,8 +118,10 @@ export async function runStatus(argv: string[]): Promise<number> {
       "",
     ];
     process.stdout.write(lines.join("\n"));
-    process.stdout.write(formatTable([["NODE", "CONNECTED", "VERSION", "RECORDS", "CAPABILITIES"],
-      ...nodes.nodes.map((n) => [n.name, n.connected ? "yes" : "no", n.version, String(n.records), n.capabilities.join(",")])]));
+    process.stdout.write(formatTable([["NODE", "CONNECTED", "VERSION", "RECORDS", "POLICY", "CAPABILITIES"],
+      ...nodes.nodes.map((n) => [n.name, n.connected ? "yes" : "no", n.version, String(n.records),
+        n.policyVersion === n.policyVersionLatest ? `v${n.policyVersion}` : `v${n.policyVersion} (latest v${n.policyVersionLatest})`,
+        n.capabilities.join(",")])]));
     const losses = status.losses.filter((l) => l.count > 0n);
     process.stdout.write(losses.length === 0 ? "\nLosses: none\n"
       : "\n" + formatTable([["NODE", "CAUSE", "UNIT", "LOST"], ...losses.map((l) => [l.node, l.cause, l.unit, String(l.count)])]));
