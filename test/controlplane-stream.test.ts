@@ -1,0 +1,699 @@
+// The control plane over real gRPC: a ControlPlane in this process on a unix socket, fed by
+// raw AgentService streams and by the agent's own ControlPlaneSink, queried through the
+// ObserverService, health checking and server reflection. Every refusal must end only the
+// offending stream: the other agent's next batch is still acknowledged and stored.
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { service as healthService } from "grpc-health-check";
+import pino from "pino";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { ControlPlane } from "../controlplane/controlplane.js";
+import { FolderSource } from "../controlplane/metadata/folder.js";
+import { MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
+import { ControlPlaneSink } from "../agent/export/controlplane.js";
+import {
+  AgentServiceClient, ConnectRequest, ConnectResponse, type AgentHello,
+} from "../proto/gen/bulkhead/v1/agent.js";
+import {
+  FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict,
+} from "../proto/gen/bulkhead/v1/flow.js";
+import {
+  FlowFilter, ObserverServiceClient, type GetFlowMapRequest, type GetFlowMapResponse, type GetFlowsRequest, type GetStatusResponse,
+} from "../proto/gen/bulkhead/v1/observer.js";
+
+const require = createRequire(import.meta.url);
+
+// ---------------------------------------------------------------------------------------
+// The cluster: namespace shop, nodes node1 and node2, web-1 on node1 and db-0 on node2.
+
+const WEB_IP = "10.0.1.5";
+const DB_IP = "10.0.2.7";
+
+const MANIFESTS = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: node1 }
+status: { addresses: [{ type: InternalIP, address: 192.168.0.11 }] }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: node2 }
+status: { addresses: [{ type: InternalIP, address: 192.168.0.12 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: shop
+  uid: uid-web-1
+  labels: { app: web }
+  creationTimestamp: "2024-01-01T00:00:00Z"
+spec: { nodeName: node1 }
+status: { phase: Running, podIP: ${WEB_IP} }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-0
+  namespace: shop
+  uid: uid-db-0
+  labels: { app: db }
+  creationTimestamp: "2024-01-01T00:00:00Z"
+spec: { nodeName: node2 }
+status: { phase: Running, podIP: ${DB_IP} }
+`;
+
+// ---------------------------------------------------------------------------------------
+// Records, logs, the control plane
+
+let sequence = 0n;
+
+/** A valid record as node's agent would send it: web-1 → db-0:5432 over TCP, seen leaving web-1. */
+function record(node: string, overrides: Partial<FlowRecord> = {}): FlowRecord {
+  const nowMs = Date.now();
+  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+  return FlowRecord.fromPartial({
+    startTime: ts(nowMs - 500), endTime: ts(nowMs), node,
+    point: ObservationPoint.OBSERVATION_POINT_FROM_POD, reporter: ReporterSide.REPORTER_SIDE_SOURCE,
+    interface: "lxc-web-1", ifindex: 7,
+    ip: { source: WEB_IP, destination: DB_IP, version: IpVersion.IP_VERSION_IPV4 },
+    l4: {
+      protocol: 6, protocolName: "TCP", sourcePort: 40_000, destinationPort: 5432,
+      tcpFlags: { fin: false, syn: true, rst: false, psh: false, ack: true, urg: false, ece: false, cwr: false },
+      icmpType: 0, icmpCode: 0,
+    },
+    packets: 3n, bytes: 180n, source: undefined, destination: undefined,
+    verdict: Verdict.VERDICT_FORWARDED, sequence: ++sequence,
+    ...overrides,
+  });
+}
+
+function records(node: string, n: number): FlowRecord[] {
+  return Array.from({ length: n }, () => record(node));
+}
+
+/** Captured pino output, one parsed JSON object per line. */
+class LogCapture {
+  readonly lines: Record<string, unknown>[] = [];
+  readonly stream = new Writable({
+    write: (chunk: Buffer, _enc, done) => {
+      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) this.lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  readonly log = pino({ level: "debug" }, this.stream);
+
+  find(match: (line: Record<string, unknown>) => boolean): Record<string, unknown> | undefined {
+    return this.lines.find(match);
+  }
+}
+
+let tmp: string;
+let manifests: string;
+let address: string;
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-cp-stream-"));
+  manifests = path.join(tmp, "manifests");
+  fs.mkdirSync(manifests);
+  fs.writeFileSync(path.join(manifests, "cluster.yaml"), MANIFESTS);
+  address = `unix://${path.join(tmp, "cp.sock")}`;
+});
+
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+async function startControlPlane(logs = new LogCapture()): Promise<{ cp: ControlPlane; logs: LogCapture }> {
+  const cp = new ControlPlane({
+    source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: logs.log,
+  });
+  await cp.start([address]);
+  return { cp, logs };
+}
+
+/** Stops a control plane, failing (rather than hanging the suite) when stop() does not finish. */
+async function stopControlPlane(cp: ControlPlane): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(
+      "ControlPlane.stop() did not return within 5 s: with an agent connected, server.tryShutdown() waits for the agent "
+      + "streams, which never end on their own, unless stop() ends them first (AgentRegistry.close())")), 5000);
+  });
+  try {
+    await Promise.race([cp.stop(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor<T>(read: () => T | Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000, what = "condition"): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await read();
+    if (done(v)) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value: ${String(v)}`);
+    await sleep(25);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+
+interface CallStatus { code: grpc.status; details: string }
+
+/** Every raw stream a test opened, cancelled after the test so that the control plane can stop. */
+const openAgents: RawAgent[] = [];
+
+/** An agent's stream without the ControlPlaneSink's logic, to send exactly what a test needs. */
+class RawAgent {
+  readonly call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
+  readonly responses: ConnectResponse[] = [];
+  readonly status: Promise<CallStatus>;
+  private final: CallStatus | undefined;
+
+  /** `hello: null` opens the stream without one. */
+  constructor(readonly client: AgentServiceClient, readonly node: string, hello: Partial<AgentHello> | null = {}, instanceId = `instance-${node}-${Math.random()}`) {
+    this.call = client.connect();
+    openAgents.push(this);
+    this.call.on("data", (m: ConnectResponse) => this.responses.push(m));
+    this.call.on("error", () => undefined); // the status below carries it
+    this.status = new Promise((resolve) => this.call.on("status", (s: grpc.StatusObject) => {
+      this.final = { code: s.code, details: s.details };
+      resolve(this.final);
+    }));
+    if (hello !== null) {
+      this.call.write({ kind: { $case: "hello", value: {
+        node, version: "0.1.0-test", protocolVersion: 1, capabilities: ["tcx"], instanceId, ...hello,
+      } } });
+    }
+  }
+
+  send(batchId: bigint, batch: FlowRecord[]): void {
+    this.call.write({ kind: { $case: "flows", value: { batchId, records: batch } } });
+  }
+
+  acks(): bigint[] {
+    return this.responses.flatMap((m) => (m.kind?.$case === "ack" ? [m.kind.value.batchId] : []));
+  }
+
+  async acked(batchId: bigint, timeoutMs = 10_000): Promise<void> {
+    await waitFor(() => this.acks().includes(batchId) || this.final !== undefined, (v) => v, timeoutMs, `ack of batch ${batchId} on ${this.node}`);
+    if (!this.acks().includes(batchId)) throw new Error(`${this.node}: stream ended (${JSON.stringify(this.final)}) before batch ${batchId} was acked`);
+  }
+
+  /** Sends a batch and waits for its ack. */
+  async deliver(batchId: bigint, batch: FlowRecord[]): Promise<void> {
+    this.send(batchId, batch);
+    await this.acked(batchId);
+  }
+
+  close(): void {
+    this.call.end();
+  }
+}
+
+class Observer {
+  readonly client: ObserverServiceClient;
+  constructor(address: string) {
+    this.client = new ObserverServiceClient(address, grpc.credentials.createInsecure());
+  }
+
+  status(): Promise<GetStatusResponse> {
+    return new Promise((resolve, reject) => this.client.getStatus({}, (err, res) => (err ? reject(err) : resolve(res))));
+  }
+
+  flows(req: Partial<GetFlowsRequest> = {}): Promise<FlowRecord[]> {
+    return new Promise((resolve, reject) => {
+      const out: FlowRecord[] = [];
+      const call = this.client.getFlows({ allow: [], deny: [], last: 0n, follow: false, ...req });
+      call.on("data", (m: { flow?: FlowRecord }) => { if (m.flow) out.push(m.flow); });
+      call.on("error", reject);
+      call.on("end", () => resolve(out));
+    });
+  }
+
+  flowMap(req: Partial<GetFlowMapRequest>): Promise<GetFlowMapResponse> {
+    return new Promise((resolve, reject) => this.client.getFlowMap({ namespace: "", ...req }, (err, res) => (err ? reject(err) : resolve(res))));
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** A unix-socket proxy that delays every byte from client to server by `delayMs`, in order. */
+async function delayingProxy(target: string, listenPath: string, delayMs: number): Promise<{ path: string; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target);
+    sockets.add(client).add(upstream);
+    client.on("data", (chunk) => setTimeout(() => upstream.write(chunk), delayMs));
+    upstream.pipe(client);
+    const end = () => { client.destroy(); upstream.destroy(); };
+    client.on("close", end).on("error", end);
+    upstream.on("close", end).on("error", end);
+  });
+  await new Promise<void>((resolve) => server.listen(listenPath, resolve));
+  return {
+    path: listenPath,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+async function rejection(p: Promise<unknown>): Promise<grpc.ServiceError> {
+  try {
+    await p;
+  } catch (err) {
+    return err as grpc.ServiceError;
+  }
+  throw new Error("expected the call to fail");
+}
+
+const statusName = (code: grpc.status) => grpc.status[code];
+
+// ---------------------------------------------------------------------------------------
+
+describe("control plane over gRPC, one control plane per test", () => {
+  let cp: ControlPlane;
+  let logs: LogCapture;
+  let agents: AgentServiceClient;
+  let observer: Observer;
+
+  beforeEach(async () => {
+    ({ cp, logs } = await startControlPlane());
+    agents = new AgentServiceClient(address, grpc.credentials.createInsecure());
+    observer = new Observer(address);
+  });
+
+  afterEach(async () => {
+    // Streams first: ControlPlane.stop() waits for them (see the restart tests below).
+    for (const a of openAgents.splice(0)) a.call.cancel();
+    agents.close();
+    observer.close();
+    await stopControlPlane(cp);
+  });
+
+  it("enriches, stores and counts a well-behaved agent's batches, and sends it its configuration", async () => {
+    const agent = new RawAgent(agents, "node1");
+    await agent.deliver(1n, records("node1", 3));
+    await agent.deliver(2n, records("node1", 2));
+
+    const config = agent.responses.find((m) => m.kind?.$case === "config");
+    expect(config?.kind).toEqual({ $case: "config", value: { node: "node1", drainIntervalMs: 1000 } });
+    const endpoints = agent.responses.find((m) => m.kind?.$case === "endpoints");
+    expect(endpoints?.kind?.$case === "endpoints" && endpoints.kind.value.endpoints.map((e) => `${e.namespace}/${e.podName} ${e.ips.join(",")}`))
+      .toEqual([`shop/web-1 ${WEB_IP}`]);
+
+    const flows = await observer.flows();
+    expect(flows).toHaveLength(5);
+    for (const f of flows) {
+      expect(f.node).toBe("node1");
+      expect(f.source).toMatchObject({ ip: WEB_IP, namespace: "shop", podName: "web-1", podUid: "uid-web-1", node: "node1", labels: { app: "web" } });
+      expect(f.destination).toMatchObject({ ip: DB_IP, namespace: "shop", podName: "db-0", node: "node2", labels: { app: "db" } });
+    }
+    const byLabel = await observer.flows({ allow: [FlowFilter.fromPartial({ sourceLabel: ["app=web"], destinationPort: [5432] })] });
+    expect(byLabel).toHaveLength(5);
+
+    const status = await observer.status();
+    expect(status.agentsConnected).toBe(1);
+    expect(status.recordsTotal).toBe(5n);
+    expect(status.flowsStored).toBe(5n);
+    agent.close();
+    expect(await agent.status).toEqual({ code: grpc.status.OK, details: "OK" });
+    await waitFor(() => observer.status(), (s) => s.agentsConnected === 0, 5000, "the closed agent to count as disconnected");
+  });
+
+  it("refuses an unknown protocol version with FAILED_PRECONDITION naming both versions, logs the node, and keeps the other agent streaming", async () => {
+    const good = new RawAgent(agents, "node1");
+    await good.deliver(1n, records("node1", 10));
+
+    const bad = new RawAgent(agents, "node2", { protocolVersion: 2 });
+    const status = await bad.status;
+    expect(statusName(status.code)).toBe("FAILED_PRECONDITION");
+    expect(status.details).toMatch(/version 2\b.*version 1\b/);
+
+    const refused = logs.find((l) => l.msg === "agent stream refused");
+    expect(refused, "a log line for the refused stream").toBeDefined();
+    // A refused hello has no session yet: the node must come from the hello itself.
+    expect(refused, "the \"agent stream refused\" line names the refused node").toMatchObject({ node: "node2", code: "FAILED_PRECONDITION" });
+
+    await good.deliver(2n, records("node1", 10));
+    const s = await observer.status();
+    expect(s.recordsTotal).toBe(20n);
+    expect(s.agentsConnected).toBe(1);
+    expect(await observer.flows()).toHaveLength(20);
+  });
+
+  it("refuses a stream whose first message is not a hello with FAILED_PRECONDITION", async () => {
+    const agent = new RawAgent(agents, "node1", null);
+    agent.send(1n, records("node1", 1));
+    const status = await agent.status;
+    expect(statusName(status.code)).toBe("FAILED_PRECONDITION");
+    expect(status.details).toContain("the first message must be a hello, got flows");
+    expect((await observer.status()).recordsTotal).toBe(0n);
+  });
+
+  it("processes nothing a refused stream sends after the refusal", async () => {
+    const agent = new RawAgent(agents, "node1", null);
+    // All in one write burst: a batch before the hello (refused), then a hello and a good batch.
+    agent.send(1n, records("node1", 1));
+    agent.call.write({ kind: { $case: "hello", value: { node: "node1", version: "0.1.0-test", protocolVersion: 1, capabilities: [], instanceId: "late-hello" } } });
+    agent.send(1n, records("node1", 3));
+    const status = await agent.status;
+    expect(statusName(status.code)).toBe("FAILED_PRECONDITION");
+    await sleep(200);
+    const s = await observer.status();
+    expect({ recordsTotal: s.recordsTotal, agentsConnected: s.agentsConnected, agentsKnown: s.agentsKnown })
+      .toEqual({ recordsTotal: 0n, agentsConnected: 0, agentsKnown: 0 });
+  });
+
+  it("refuses a batch with a record for another node with INVALID_ARGUMENT naming batch and record, stores none of it, and keeps the other agent streaming", async () => {
+    const good = new RawAgent(agents, "node2");
+    const bad = new RawAgent(agents, "node1");
+    await bad.deliver(1n, records("node1", 4));
+    await good.deliver(1n, records("node2", 4));
+
+    bad.send(2n, [record("node1"), record("node1"), record("node2"), record("node1")]);
+    const status = await bad.status;
+    expect(statusName(status.code)).toBe("INVALID_ARGUMENT");
+    expect(status.details).toBe('batch 2 record 2: record for node "node2" on the stream of node "node1"');
+    expect(logs.find((l) => l.msg === "agent stream refused")).toMatchObject({ node: "node1", code: "INVALID_ARGUMENT" });
+
+    await good.deliver(2n, records("node2", 4));
+    const s = await observer.status();
+    expect(s.recordsTotal).toBe(12n);
+    expect(s.agentsConnected).toBe(1);
+    const flows = await observer.flows();
+    expect(flows.filter((f) => f.node === "node1")).toHaveLength(4);
+    expect(flows.filter((f) => f.node === "node2")).toHaveLength(8);
+  });
+
+  it("ends a stream that sends bytes that are not a ConnectRequest with an error status, and keeps the other agent streaming", async () => {
+    const good = new RawAgent(agents, "node2");
+    await good.deliver(1n, records("node2", 4));
+
+    // The same method, with the request serializer replaced so that raw bytes go on the wire.
+    const raw = new grpc.Client(address, grpc.credentials.createInsecure());
+    const call = raw.makeBidiStreamRequest<Buffer, ConnectResponse>(
+      "/bulkhead.v1.AgentService/Connect", (b: Buffer) => b, (b: Buffer) => ConnectResponse.decode(b));
+    const received: ConnectResponse[] = [];
+    call.on("data", (m: ConnectResponse) => received.push(m));
+    call.on("error", () => undefined);
+    const status = new Promise<CallStatus>((resolve) => call.on("status", (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details })));
+    call.write(Buffer.from(ConnectRequest.encode({ kind: { $case: "hello", value: {
+      node: "node1", version: "0.1.0-test", protocolVersion: 1, capabilities: [], instanceId: "garbage-sender",
+    } } }).finish()));
+    await waitFor(() => received.length, (n) => n >= 2, 5000, "config and endpoints for the raw stream");
+    // Field 2 (flows), length-delimited, claims 100 bytes and carries 3.
+    call.write(Buffer.from([0x12, 0x64, 0x08, 0x01, 0x12]));
+    const final = await status;
+    raw.close();
+    expect(final.code, `status ${statusName(final.code)} "${final.details}"`).not.toBe(grpc.status.OK);
+    // grpc-js decodes requests before our handler sees them and ends the call itself.
+    expect(statusName(final.code)).toBe("INTERNAL");
+    expect(final.details).toContain("Error deserializing request");
+
+    await good.deliver(2n, records("node2", 4));
+    expect((await observer.status()).recordsTotal).toBe(8n);
+    expect(await observer.flows()).toHaveLength(8);
+
+    // grpc-js ends the call before our handler sees a message; the handler hears only that
+    // the call went away, so the log names the node but not the cause.
+    const gone = await waitFor(() => logs.find((l) => l.msg === "agent disconnected" && l.node === "node1"), (l) => l !== undefined, 5000, "a log line for node1's stream");
+    expect(gone).toMatchObject({ node: "node1", reason: "cancelled" });
+    expect((await observer.status()).agentsConnected).toBe(1);
+  });
+
+  it("ends a stream that sends a message over 16 MiB with RESOURCE_EXHAUSTED, keeps the other agent streaming and keeps serving GetStatus", async () => {
+    const good = new RawAgent(agents, "node2");
+    await good.deliver(1n, records("node2", 4));
+
+    // The client's own limit is left at grpc-js's default (unlimited send), so the server decides.
+    const big = new RawAgent(agents, "node1");
+    await big.deliver(1n, records("node1", 1));
+    big.send(2n, [record("node1", { interface: "x".repeat(MAX_MESSAGE_BYTES + 1024) })]);
+    const status = await big.status;
+    expect(statusName(status.code), status.details).toBe("RESOURCE_EXHAUSTED");
+
+    await good.deliver(2n, records("node2", 4));
+    const s = await observer.status();
+    expect(s.recordsTotal).toBe(9n);
+    expect(await observer.flows()).toHaveLength(9);
+    const gone = await waitFor(() => logs.find((l) => l.msg === "agent disconnected" && l.node === "node1"), (l) => l !== undefined, 5000, "a log line for node1's stream");
+    expect(gone).toMatchObject({ node: "node1", reason: "cancelled" });
+    expect((await observer.status()).agentsConnected).toBe(1);
+  });
+
+  it("acknowledges a batch re-sent after a reconnect again but applies it once", async () => {
+    const first = new RawAgent(agents, "node1", {}, "instance-a");
+    await first.deliver(1n, records("node1", 5));
+    const batch2 = records("node1", 5);
+    await first.deliver(2n, batch2);
+    first.close();
+    await first.status;
+    await waitFor(() => observer.status(), (s) => s.agentsConnected === 0, 5000, "the first stream to end");
+
+    const again = new RawAgent(agents, "node1", {}, "instance-a");
+    await again.deliver(2n, batch2);
+    expect(again.acks()).toEqual([2n]);
+    let s = await observer.status();
+    expect(s.recordsTotal).toBe(10n);
+    expect(s.agentsConnected).toBe(1);
+    expect(await observer.flows()).toHaveLength(10);
+
+    await again.deliver(3n, records("node1", 5));
+    s = await observer.status();
+    expect(s.recordsTotal).toBe(15n);
+    expect(await observer.flows()).toHaveLength(15);
+
+    // A new agent process (new instance id) counts from 1 again and is applied.
+    again.close();
+    await again.status;
+    const restarted = new RawAgent(agents, "node1", {}, "instance-b");
+    await restarted.deliver(1n, records("node1", 5));
+    expect((await observer.status()).recordsTotal).toBe(20n);
+  });
+
+  it("drops what a replaced stream still delivers, so a batch re-sent on the replacement is applied once", async () => {
+    // The agent's first stream looks dead to the agent (say, a keepalive timeout on a slow
+    // path), so it reconnects and re-sends its unacknowledged batch 2, while the old
+    // stream's copy of batch 2 is still on its way: the old path delays agent → control
+    // plane bytes by 300 ms.
+    const proxy = await delayingProxy(address.slice("unix://".length), path.join(tmp, "slow.sock"), 300);
+    const slow = new AgentServiceClient(`unix://${proxy.path}`, grpc.credentials.createInsecure());
+    try {
+      const old = new RawAgent(slow, "node1", {}, "instance-r");
+      await old.deliver(1n, records("node1", 5));
+      const batch2 = records("node1", 5);
+      old.send(2n, batch2);
+      const replacement = new RawAgent(agents, "node1", {}, "instance-r");
+      await replacement.deliver(2n, batch2);
+      await sleep(600); // the old copy arrives meanwhile
+      await replacement.deliver(3n, records("node1", 5));
+      const s = await observer.status();
+      expect(s.recordsTotal, "a batch that reached a replaced stream after the reconnect was applied through the old "
+        + "stream's AgentSession, whose lastBatchId the replacement does not see, and then again on the replacement "
+        + "(controlplane/agents.ts serve()/hello())").toBe(15n);
+      expect(await observer.flows()).toHaveLength(15);
+    } finally {
+      slow.close();
+      await proxy.close();
+    }
+  });
+
+  it("rejects bad filters and flow-map requests with INVALID_ARGUMENT naming the field", async () => {
+    const cidr = await rejection(observer.flows({ allow: [FlowFilter.fromPartial({ ip: ["10.0.0.0/33"] })] }));
+    expect(statusName(cidr.code)).toBe("INVALID_ARGUMENT");
+    expect(cidr.details).toContain('ip "10.0.0.0/33"');
+    expect(cidr.details).toContain("allow[0]");
+
+    const label = await rejection(observer.flows({ deny: [FlowFilter.fromPartial({ sourceLabel: ["app in (web"] })] }));
+    expect(statusName(label.code)).toBe("INVALID_ARGUMENT");
+    expect(label.details).toMatch(/source_?label/i);
+    expect(label.details).toContain("app in (web");
+
+    const ns = await rejection(observer.flowMap({ namespace: "Not_Valid" }));
+    expect(statusName(ns.code)).toBe("INVALID_ARGUMENT");
+    expect(ns.details).toContain('namespace "Not_Valid"');
+
+    const window = await rejection(observer.flowMap({ window: { seconds: 7200n, nanos: 0 } }));
+    expect(statusName(window.code)).toBe("INVALID_ARGUMENT");
+    expect(window.details).toContain("window");
+
+    // And the good ones pass.
+    await expect(observer.flowMap({ namespace: "shop", window: { seconds: 3600n, nanos: 0 } })).resolves.toMatchObject({ edges: [] });
+  });
+
+  it("answers the standard health check with SERVING and lists bulkhead.v1.ObserverService through server reflection", async () => {
+    const client = new grpc.Client(address, grpc.credentials.createInsecure());
+    try {
+      const check = healthService.Check!;
+      for (const service of ["", "bulkhead.v1.ObserverService", "bulkhead.v1.AgentService"]) {
+        const res = await new Promise<{ status: string }>((resolve, reject) => {
+          client.makeUnaryRequest(check.path, check.requestSerialize, check.responseDeserialize as (b: Buffer) => { status: string },
+            { service }, (err, value) => (err || !value ? reject(err) : resolve(value)));
+        });
+        expect(res.status, `health of "${service}"`).toBe("SERVING");
+      }
+      const unknown = await new Promise<grpc.ServiceError | null>((resolve) => {
+        client.makeUnaryRequest(check.path, check.requestSerialize, check.responseDeserialize, { service: "no.such.Service" }, (err) => resolve(err));
+      });
+      expect(unknown?.code).toBe(grpc.status.NOT_FOUND);
+
+      const reflectionProto = path.join(path.dirname(require.resolve("@grpc/reflection/package.json")), "build/proto/grpc/reflection/v1/reflection.proto");
+      const definition = protoLoader.loadSync(reflectionProto, { oneofs: true });
+      const method = (definition["grpc.reflection.v1.ServerReflection"] as protoLoader.ServiceDefinition).ServerReflectionInfo!;
+      const call = client.makeBidiStreamRequest(method.path, method.requestSerialize, method.responseDeserialize as (b: Buffer) => ReflectionResponse);
+      const response = new Promise<ReflectionResponse>((resolve, reject) => {
+        call.on("data", (m: ReflectionResponse) => resolve(m));
+        call.on("error", reject);
+      });
+      call.write({ listServices: "" });
+      const services = (await response).listServicesResponse?.service.map((s) => s.name) ?? [];
+      call.end();
+      expect(services).toEqual(expect.arrayContaining(["bulkhead.v1.ObserverService", "bulkhead.v1.AgentService"]));
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe("the agent's ControlPlaneSink across control plane restarts", () => {
+  const logs = new LogCapture();
+  let cp: ControlPlane | undefined;
+  let sink: ControlPlaneSink | undefined;
+  let observer: Observer | undefined;
+
+  afterEach(async () => {
+    await sink?.close(1000);
+    observer?.close();
+    if (cp) await stopControlPlane(cp);
+    sink = undefined; observer = undefined; cp = undefined;
+  });
+
+  const newSink = (bufferRecords: number, drops: number[]) => new ControlPlaneSink({
+    address, node: "node1", capabilities: ["tcx"], bufferRecords, batchRecords: 100,
+    log: logs.log, onEndpoints: () => undefined, onBufferDrop: (n) => drops.push(n),
+  });
+
+  /** Records numbered by sequence, so that loss and duplicates show. */
+  const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => record("node1", { sequence: BigInt(from + i) }));
+  const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => BigInt(from + i));
+  const sequences = (flows: FlowRecord[]) => flows.map((f) => f.sequence).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+
+  it("ControlPlane.stop() returns while an agent is connected, and the agent reconnects to its successor", async () => {
+    ({ cp } = await startControlPlane(logs));
+    const drops: number[] = [];
+    sink = newSink(1000, drops);
+    sink.start();
+    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    const plane = cp;
+    cp = undefined;
+    await stopControlPlane(plane).catch(async (err: Error) => {
+      // Let a stuck stop() finish so that the socket is free for the next test.
+      await sink?.close(0);
+      sink = undefined;
+      throw err;
+    });
+    await waitFor(() => sink!.connected, (c) => !c, 10_000, "the sink to notice");
+    ({ cp } = await startControlPlane(logs));
+    await waitFor(() => sink!.connected, (c) => c, 15_000, "the sink to reconnect");
+    expect(cp.agents.connected).toBe(1);
+  });
+
+  it("delivers records pushed while the control plane is down exactly once when it is back, and reports exactly the overflow", async () => {
+    const drops: number[] = [];
+    ({ cp } = await startControlPlane(logs));
+    observer = new Observer(address);
+    sink = newSink(1000, drops);
+    sink.start();
+    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+
+    sink.push(numbered(0, 250));
+    await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "250 records acknowledged");
+    expect(sequences(await observer.flows())).toEqual(range(0, 250));
+
+    // Down: 600 records fit the 1,000-record buffer.
+    await stopControlPlane(cp);
+    cp = undefined;
+    await waitFor(() => sink!.connected, (c) => !c, 10_000, "the sink to notice");
+    for (let i = 0; i < 3; i++) sink.push(numbered(250 + i * 200, 200));
+    expect(sink.pending).toBe(600);
+    expect(drops).toEqual([]);
+
+    ({ cp } = await startControlPlane(logs));
+    await waitFor(() => sink!.pending, (n) => n === 0, 20_000, "the buffer to drain into the new control plane");
+    await sleep(300); // room for a duplicate to arrive, if any would
+    expect(sequences(await observer.flows())).toEqual(range(250, 600));
+    expect((await observer.status()).recordsTotal).toBe(600n);
+
+    // Down again: 1,500 records into a 1,000-record buffer drop exactly the 500 oldest.
+    await stopControlPlane(cp);
+    cp = undefined;
+    await waitFor(() => sink!.connected, (c) => !c, 10_000, "the sink to notice");
+    for (let i = 0; i < 3; i++) sink.push(numbered(850 + i * 500, 500));
+    expect(drops).toEqual([500]);
+    expect(sink.pending).toBe(1000);
+
+    ({ cp } = await startControlPlane(logs));
+    await waitFor(() => sink!.pending, (n) => n === 0, 20_000, "the buffer to drain into the third control plane");
+    await sleep(300);
+    expect(sequences(await observer.flows())).toEqual(range(1350, 1000));
+    expect((await observer.status()).recordsTotal).toBe(1000n);
+    expect(drops).toEqual([500]);
+  });
+
+  it("re-sends batches that were in flight when the control plane went away; the new control plane stores each record once", async () => {
+    const drops: number[] = [];
+    ({ cp } = await startControlPlane(logs));
+    sink = newSink(100_000, drops);
+    sink.start();
+    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+
+    // Eight batches of 100 go on the wire at once (the rest wait in the buffer), and the
+    // control plane ends the agent streams in the same tick, before it has acknowledged
+    // any, as its stop() does.
+    const first = cp;
+    cp = undefined;
+    sink.push(numbered(0, 2000));
+    first.agents.close();
+    await stopControlPlane(first);
+    const storedByFirst = [...first.history.iterate({})].map((f) => f.sequence);
+    expect(sink.pending + storedByFirst.length).toBeGreaterThanOrEqual(2000);
+
+    const mark = logs.lines.length;
+    ({ cp } = await startControlPlane(logs));
+    observer = new Observer(address);
+    await waitFor(() => sink!.pending, (n) => n === 0, 20_000, "everything acknowledged by the new control plane");
+    const reconnect = logs.lines.slice(mark).find((l) => l.msg === "connected to control plane");
+    expect(reconnect?.resend, "batches re-sent on reconnect").toBe(8);
+    await sleep(300); // room for a duplicate to arrive, if any would
+    const storedBySecond = sequences(await observer.flows());
+    // A batch the first control plane applied but could not acknowledge is applied again by
+    // the second (its store started empty); within one control plane, never twice.
+    expect(new Set(storedBySecond).size).toBe(storedBySecond.length);
+    expect(sequences([...storedByFirst, ...storedBySecond].filter((q, i, all) => all.indexOf(q) === i).map((sequence) => ({ sequence }) as FlowRecord)))
+      .toEqual(range(0, 2000));
+    expect(storedBySecond.length, `first stored ${storedByFirst.length}`).toBeGreaterThan(0);
+    expect(drops).toEqual([]);
+  });
+});
+
+interface ReflectionResponse { listServicesResponse?: { service: { name: string }[] } }
+
