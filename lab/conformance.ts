@@ -14,9 +14,10 @@ import { closeSync, openSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import {
-  MODEL_NAMESPACES, type ConformanceEngine, type ConformanceModel, type ModelPlacement, type ResolvedAction,
+  MODEL_NAMESPACES, ModelCluster, type ConformanceEngine, type ConformanceModel, type ModelPlacement, type ResolvedAction,
 } from "../controlplane/policy/conformance.js";
 import type { PolicyCluster } from "../controlplane/policy/model.js";
+import { PolicyCompiler } from "../controlplane/policy/compile.js";
 import { repoRoot } from "./agents.js";
 import { DEFAULT_ENFORCEMENT_TIMEOUT_MS, EnforcementWatch } from "./enforcement.js";
 import { up, type Lab } from "./lab.js";
@@ -121,6 +122,10 @@ export class DatapathEngine implements ConformanceEngine {
   readonly observer: string;
   readonly nodes: number;
   private modeNow: NamespaceMode;
+  /** Compiles each step as the control plane will, to know whether a new version is coming:
+   * a step that changes nothing agents load (a policy selecting no pod) gets none. */
+  private predictor = new PolicyCompiler();
+  private predicted = 0n;
   private running: { lab: Lab; watch: EnforcementWatch } | undefined;
   private served: Served[] = [];
   private pods: LabModelPod[] = [];
@@ -184,10 +189,13 @@ export class DatapathEngine implements ConformanceEngine {
       await this.checkBaseline();
     }
     const nodes = (await this.lab.status()).nodes;
-    return {
+    const placement: ModelPlacement = {
       pods: this.pods.map((p) => ({ namespace: p.namespace, name: p.name, node: p.node, ips: [p.ip, p.ipv6] })),
       nodes: nodes.map((n) => ({ name: n.name, ips: [n.ip, n.ipv6] })),
     };
+    this.predictor = new PolicyCompiler();
+    this.predicted = this.predictor.compile(new ModelCluster(model, placement).objects()).version;
+    return placement;
   }
 
   /**
@@ -219,7 +227,15 @@ export class DatapathEngine implements ConformanceEngine {
       changed = true;
     }
     this.log(`apply: ${actions.map((a) => a.do).join(", ") || "nothing"}${changed ? "" : " (no change)"}`);
-    await this.waitEnforced(changed ? before : undefined);
+    const predicted = this.predictor.compile(cluster).version;
+    const newVersion = changed && predicted !== this.predicted;
+    this.predicted = predicted;
+    if (changed && !newVersion && this.opts.awaitEnforcement !== false) {
+      // No new version will come: give the control plane time to read the files, then
+      // wait until every node enforces the newest one.
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    await this.waitEnforced(newVersion ? before : undefined);
   }
 
   async probe(port: number, protocol: Protocol): Promise<Set<string>> {

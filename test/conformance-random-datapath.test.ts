@@ -1,0 +1,104 @@
+// Random NetworkPolicy conformance cases (test/harness/random-policy.ts: policies and label
+// changes over the 3×3 model, expected verdicts computed by the ModelEngine) run on the
+// compiled snapshot and then on the real datapath (a fresh lab per case): both must agree
+// with the model on every pair of every probe. A failure names the seed; rerun the same
+// cases with CONFORMANCE_RANDOM_SEED=<seed>, and the failed cases are written to a cases
+// file for `bulkhead lab conformance --cases FILE`.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  describeCase, parseConformanceCases, runConformance, SnapshotEngine, type ConformanceReport,
+} from "../controlplane/policy/conformance.js";
+import { repoRoot } from "../lab/agents.js";
+import { DatapathEngine } from "../lab/conformance.js";
+import { randomCaseDocuments } from "./harness/random-policy.js";
+
+/** Distinct from the other suites' lab control planes. */
+const OBSERVER = "127.0.0.1:42470";
+const SEED = Number(process.env.CONFORMANCE_RANDOM_SEED ?? 20250611);
+/** At least 20. */
+const COUNT = Math.max(20, Number(process.env.CONFORMANCE_RANDOM_CASES ?? 20));
+
+const documents = await randomCaseDocuments(SEED, COUNT);
+const cases = parseConformanceCases(documents);
+
+/** The failed cases' reports and documents, and where the documents were written. */
+function failureMessage(report: ConformanceReport, logs: Map<string, string[]>): string {
+  const failed = report.cases.filter((c) => !c.passed);
+  const file = path.join(os.tmpdir(), `bulkhead-random-conformance-${SEED}-${report.engine}.json`);
+  const docs = documents.filter((d) => failed.some((c) => c.id === d.id));
+  fs.writeFileSync(file, `${JSON.stringify(docs, null, 2)}\n`);
+  const lines = [
+    `${report.engine}: ${report.failed} of ${report.cases.length} random cases disagree with the model, seed ${SEED} (rerun with CONFORMANCE_RANDOM_SEED=${SEED}); `
+      + `the failed cases are in ${file} (bulkhead lab conformance --cases ${file})`,
+  ];
+  for (const c of failed) {
+    lines.push(...describeCase(c), `  case: ${JSON.stringify(documents.find((d) => d.id === c.id))}`);
+    const log = logs.get(c.id);
+    if (log && log.length > 0) lines.push("  engine log:", ...log.map((l) => `    ${l}`));
+  }
+  return lines.join("\n");
+}
+
+describe(`random NetworkPolicy conformance, ${COUNT} cases (seed ${SEED})`, () => {
+  it(`the generator wrote ${COUNT} cases of 1–3 steps with 1–2 probes each, some on SCTP (seed ${SEED})`, () => {
+    expect(cases).toHaveLength(COUNT);
+    for (const c of cases) {
+      expect(c.steps.length).toBeGreaterThanOrEqual(1);
+      expect(c.steps.length).toBeLessThanOrEqual(3);
+      for (const step of c.steps) expect(step.probes.length === 1 || step.probes.length === 2, c.id).toBe(true);
+    }
+    expect(cases.filter((c) => c.model.protocols.includes("SCTP")).length).toBeGreaterThanOrEqual(2);
+    // Not all trivial: some probes deny some pairs and allow others.
+    expect(cases.flatMap((c) => c.steps.flatMap((s) => s.probes)).filter((p) => p.denied.size > 0 && p.denied.size < 72).length).toBeGreaterThan(COUNT);
+  });
+
+  it(`the compiled snapshot agrees with the model on every case (seed ${SEED})`, async () => {
+    const report = await runConformance(cases, new SnapshotEngine());
+    if (report.failed > 0) expect.fail(failureMessage(report, new Map()));
+    expect(report.passed).toBe(COUNT);
+  });
+
+  describe("on the enforcing datapath", () => {
+    let dir: string;
+    let engine: DatapathEngine;
+    let current: string[] = [];
+
+    beforeAll(() => {
+      if (!fs.existsSync(path.join(repoRoot(), "dist", "cli", "main.js"))) throw new Error("dist/ is missing: run npx tsc -p . first");
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-conf-random-"));
+      // The lab comes up with each case's setup() and goes with its teardown().
+      engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: path.join(dir, "pins"), observer: OBSERVER, mode: "enforce",
+        log: (line) => current.push(line) });
+    });
+
+    afterAll(async () => {
+      await engine?.teardown();
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it(`the datapath agrees with the model on all ${COUNT} random cases (seed ${SEED})`, async () => {
+      // The engine's log, per case: the runner logs a case's PASS/FAIL line when it is done.
+      const logs = new Map<string, string[]>();
+      const started = Date.now();
+      let caseStarted = started;
+      const times: string[] = [];
+      const report = await runConformance(cases, engine, {
+        log: (line) => {
+          const done = /^(PASS|FAIL) (\S+)/.exec(line);
+          if (!done?.[2]) return;
+          logs.set(done[2], current);
+          current = [];
+          times.push(`${done[2]} ${done[1]} ${((Date.now() - caseStarted) / 1000).toFixed(1)} s`);
+          caseStarted = Date.now();
+        },
+      });
+      console.log(`random conformance (seed ${SEED}) on the datapath: ${report.passed} passed, ${report.failed} failed in ${((Date.now() - started) / 1000).toFixed(0)} s\n  ${times.join("\n  ")}`);
+      // Built only on a failure: it writes the failed cases to a file.
+      if (report.failed > 0) expect.fail(failureMessage(report, logs));
+      expect(report.passed).toBe(COUNT);
+    }, COUNT * 30_000);
+  });
+});
