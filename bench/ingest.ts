@@ -42,6 +42,7 @@ import {
 import {
   GetFlowsRequest, ObserverServiceClient, type GetStatusResponse, type ObserverServiceServer,
 } from "../proto/gen/bulkhead/v1/observer.js";
+import { seededRandom } from "../test/harness/seeded-random.js";
 
 // ---------------------------------------------------------------------------------------
 // The synthetic cluster, the same in every process (deterministic)
@@ -61,17 +62,7 @@ const NODE_RECORDS_PER_SECOND = 10_000;
 /** Long-lived connections per node; a quarter of records are on one-off connections instead. */
 const CONNECTIONS_PER_NODE = 10_000;
 
-/** Deterministic PRNG (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = seededRandom;
 
 interface PlanPod { name: string; namespace: string; uid: string; ip: string; node: string; deployment: number }
 interface ClusterPlan { pods: PlanPod[]; podIps: string[]; serviceIps: string[]; nodeIps: string[]; worldIps: string[] }

@@ -14,22 +14,14 @@ import { parseIp } from "../controlplane/metadata/addresses.js";
 import { parseKubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
 import { PolicyCompiler, snapshotAllows } from "../controlplane/policy/compile.js";
 import { PolicyModel, PolicySet, type Peer } from "../controlplane/policy/model.js";
+import { seededRandom } from "./harness/seeded-random.js";
 
 const SEED = Number(process.env.POLICY_RANDOM_SEED ?? 20240501);
 /** 1,000 by default; fewer with POLICY_RANDOM_SEQUENCES for a quick run. */
 const SEQUENCES = Number(process.env.POLICY_RANDOM_SEQUENCES ?? 1_000);
 const STEPS = 10;
 
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = seededRandom;
 
 type Json = Record<string, unknown>;
 

@@ -14,6 +14,7 @@ import {
   type ConformanceCase, type ResolvedAction,
 } from "../../controlplane/policy/conformance.js";
 import type { Protocol } from "../../controlplane/metadata/objects.js";
+import { seededRandom } from "./seeded-random.js";
 
 type Json = Record<string, unknown>;
 type Rand = () => number;
@@ -32,17 +33,8 @@ export interface RandomCaseOptions {
   redrawDull?: number;
 }
 
-/** mulberry32: small, fast, and the same numbers everywhere for a seed. */
-export function random(seed: number): Rand {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (./seeded-random.ts): the same numbers everywhere for a seed. */
+export const random: (seed: number) => Rand = seededRandom;
 
 function pick<T>(rand: Rand, list: readonly T[]): T {
   if (list.length === 0) throw new Error("pick from an empty list");
