@@ -64,8 +64,6 @@ export function validateRecord(r: FlowRecord, node: string, where: string): void
 
 export class AgentRegistry {
   readonly sessions = new Map<string, AgentSession>();
-  /** Records from streams refused for bad content; the node's data is dropped, counted here. */
-  rejectedBatches = 0;
 
   constructor(private readonly hub: AgentHub, private readonly log: Logger) {}
 

@@ -73,7 +73,12 @@ LinkRecord ParseLink(const struct nlmsghdr* h) {
 
 }  // namespace
 
-bool ParseLinkMessages(const uint8_t* data, size_t len, std::vector<LinkRecord>& out, int* err) {
+namespace {
+
+// Walks one datagram of netlink messages, handing each data message to `visit`. Returns
+// false at the end of a dump (NLMSG_DONE) or on NLMSG_ERROR (then *err is set if nonzero).
+template <typename Visit>
+bool WalkMessages(const uint8_t* data, size_t len, int* err, Visit visit) {
   int remaining = static_cast<int>(len);
   for (auto* h = reinterpret_cast<const struct nlmsghdr*>(data); NLMSG_OK(h, remaining);
        h = NLMSG_NEXT(h, remaining)) {
@@ -83,11 +88,19 @@ bool ParseLinkMessages(const uint8_t* data, size_t len, std::vector<LinkRecord>&
       if (e->error != 0) *err = -e->error;
       return false;
     }
+    visit(h);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool ParseLinkMessages(const uint8_t* data, size_t len, std::vector<LinkRecord>& out, int* err) {
+  return WalkMessages(data, len, err, [&](const struct nlmsghdr* h) {
     if ((h->nlmsg_type == RTM_NEWLINK || h->nlmsg_type == RTM_DELLINK) &&
         h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct ifinfomsg)))
       out.push_back(ParseLink(h));
-  }
-  return true;
+  });
 }
 
 int OpenRouteSocket(Napi::Env env, const std::string& netns, const std::string& op,
@@ -221,20 +234,11 @@ RouteRecord ParseRoute(const struct nlmsghdr* h) {
 }
 
 bool ParseRouteMessages(const uint8_t* data, size_t len, std::vector<RouteRecord>& out, int* err) {
-  int remaining = static_cast<int>(len);
-  for (auto* h = reinterpret_cast<const struct nlmsghdr*>(data); NLMSG_OK(h, remaining);
-       h = NLMSG_NEXT(h, remaining)) {
-    if (h->nlmsg_type == NLMSG_DONE) return false;
-    if (h->nlmsg_type == NLMSG_ERROR) {
-      auto* e = static_cast<const struct nlmsgerr*>(NLMSG_DATA(h));
-      if (e->error != 0) *err = -e->error;
-      return false;
-    }
-    if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) continue;
+  return WalkMessages(data, len, err, [&](const struct nlmsghdr* h) {
+    if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) return;
     auto* rtm = static_cast<const struct rtmsg*>(NLMSG_DATA(h));
     if (rtm->rtm_family == AF_INET || rtm->rtm_family == AF_INET6) out.push_back(ParseRoute(h));
-  }
-  return true;
+  });
 }
 
 }  // namespace
