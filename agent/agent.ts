@@ -78,6 +78,10 @@ export class Agent {
         onEndpoints: (eps) => this.endpoints.replace(eps),
         onPolicy: (snapshot) => this.applyPolicy(snapshot),
         onBufferDrop: (n) => this.m.lostRecords.inc({ cause: "buffer_full" }, n),
+        onRefused: (n, reason) => {
+          this.m.lostRecords.inc({ cause: "refused" }, n);
+          this.log.error({ records: n, reason }, "control plane refused batches as invalid; dropped, not re-sent");
+        },
       });
       this.sinks.push(this.controlplane);
     }
@@ -235,6 +239,7 @@ export class Agent {
         loss("export_queue_full", "records", this.m.lostRecords.get({ cause: "export_queue_full" })),
         loss("export_error", "records", this.m.lostRecords.get({ cause: "export_error" })),
         loss("buffer_full", "records", this.m.lostRecords.get({ cause: "buffer_full" })),
+        loss("refused", "records", this.m.lostRecords.get({ cause: "refused" })),
       ],
       recordsProduced: BigInt(this.m.records.get()),
       recordsBuffered: BigInt(this.controlplane?.pending ?? 0),

@@ -587,9 +587,10 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     sink = undefined; observer = undefined; cp = undefined;
   });
 
-  const newSink = (bufferRecords: number, drops: number[]) => new ControlPlaneSink({
+  const newSink = (bufferRecords: number, drops: number[], refused: number[] = []) => new ControlPlaneSink({
     address, node: "node1", capabilities: ["tcx"], bufferRecords, batchRecords: 100,
     log: logs.log, onEndpoints: () => undefined, onBufferDrop: (n) => drops.push(n),
+    onRefused: (n) => refused.push(n),
   });
 
   /** Records numbered by sequence, so that loss and duplicates show. */
@@ -657,6 +658,27 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(sequences(await observer.flows())).toEqual(range(1350, 1000));
     expect((await observer.status()).recordsTotal).toBe(1000n);
     expect(drops).toEqual([500]);
+  });
+
+  it("drops a batch the control plane refuses as invalid, counts exactly its records, and keeps delivering what follows", async () => {
+    const drops: number[] = [];
+    const refused: number[] = [];
+    ({ cp } = await startControlPlane(logs));
+    observer = new Observer(address);
+    sink = newSink(10_000, drops, refused);
+    sink.start();
+    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    // 40 records, one of them claiming another node: the whole batch is refused.
+    const bad = numbered(0, 40);
+    bad[7] = record("node2", { sequence: 7n });
+    sink.push(bad);
+    await waitFor(() => refused.length, (n) => n > 0, 10_000, "the refusal");
+    expect(refused).toEqual([40]);
+    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to reconnect");
+    sink.push(numbered(100, 30));
+    await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "the good records acknowledged");
+    expect(sequences(await observer.flows())).toEqual(range(100, 30));
+    expect(drops).toEqual([]);
   });
 
   it("re-sends batches that were in flight when the control plane went away; the new control plane stores each record once", async () => {

@@ -29,6 +29,8 @@ export interface ControlPlaneSinkOptions {
   /** A new policy snapshot to enforce; errors are the callee's to handle and count. */
   onPolicy?(snapshot: PolicySnapshot): void;
   onBufferDrop(n: number): void;
+  /** Records in batches the control plane refused as invalid: re-sending them would fail forever. */
+  onRefused(n: number, reason: string): void;
   credentials?: grpc.ChannelCredentials;
 }
 
@@ -123,6 +125,10 @@ export class ControlPlaneSink implements RecordSink {
   private onDisconnect(call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>, err: grpc.ServiceError | undefined): void {
     if (call !== this.call) return;
     this.call = undefined;
+    if (err?.code === grpc.status.INVALID_ARGUMENT && this.inFlight.length > 0) {
+      const refused = this.inFlight.splice(0).reduce((n, b) => n + b.records.length, 0);
+      this.opts.onRefused(refused, err.details);
+    }
     const wasConnected = this.connected;
     this.connected = false;
     if (this.stopped) return;
