@@ -8,6 +8,8 @@ export interface ControlPlaneConfig {
   manifests: string;
   /** gRPC listen addresses (host:port or unix:///path), agents and clients alike. */
   listen: string[];
+  /** HTTP address of the web UI and its JSON API (HOST:PORT); none when absent. */
+  uiListen?: string;
   storeCapacity: number;
   drainIntervalMs: number;
   defaultMode: "observe" | "audit" | "enforce";
@@ -21,6 +23,7 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
 
   --manifests DIR       folder of Kubernetes YAML to watch (Namespace, Pod, Service, EndpointSlice, Node, …)
   --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4245)
+  --ui-listen HOST:PORT web UI and its JSON API over HTTP (default: none)
   --store-capacity N    flow records kept in memory (default 1000000)
   --drain-interval MS   drain interval the control plane gives agents (default 1000)
   --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
@@ -37,7 +40,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: {
-      manifests: { type: "string" }, listen: { type: "string", multiple: true },
+      manifests: { type: "string" }, listen: { type: "string", multiple: true }, "ui-listen": { type: "string" },
       "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
       "default-mode": { type: "string" },
     } });
@@ -54,6 +57,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
       parseHostPort("listen", addr);
     }
   }
+  if (v["ui-listen"] !== undefined) parseHostPort("ui-listen", v["ui-listen"]);
   const int = (flag: string, raw: string | undefined, fallback: number, max: number) => {
     if (raw === undefined) return fallback;
     if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > max) throw new ConfigError(`--${flag}: "${raw}" is not a whole number in 1..${max}`);
@@ -64,6 +68,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
   return {
     manifests: path.resolve(v.manifests),
     listen,
+    ...(v["ui-listen"] !== undefined ? { uiListen: v["ui-listen"] } : {}),
     storeCapacity: int("store-capacity", v["store-capacity"], 1_000_000, 100_000_000),
     drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
     defaultMode: oneOfModes(v["default-mode"]),
