@@ -306,9 +306,12 @@ async function controlPlaneRole(dir: string, socket: string, capacity: number): 
   // Loaded here only, so that client processes stay small.
   const { ControlPlane } = await import("../controlplane/controlplane.js");
   const { FolderSource } = await import("../controlplane/metadata/folder.js");
+  const { AccessControl } = await import("../controlplane/access/control.js");
   const { pino } = await import("pino");
   const cp = new ControlPlane({
     source: new FolderSource({ dir }), storeCapacity: capacity, drainIntervalMs: 1000, log: pino({ level: "warn" }),
+    // The benchmark's own clients carry no token.
+    access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
   await cp.start([`unix://${socket}`]);
   process.on("message", (m) => {

@@ -15,6 +15,9 @@ commands:
   probe         send or serve test traffic inside a lab pod (udp, tcp, sctp)
   flows         print flow records from JSON-lines export files (flows tail DIR|FILE…)
   help          this text; "bulkhead <command> --help" for a command's flags
+
+observe, map and status send a bearer token when given one: --token-file FILE, --token TOKEN,
+or $BULKHEAD_TOKEN; $BULKHEAD_SERVER names the control plane.
 `;
 
 async function runAgent(argv: string[]): Promise<number> {

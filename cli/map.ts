@@ -6,15 +6,24 @@ import {
   GetFlowMapResponse, GetStatusResponse, GetNodesResponse, MapNodeKind, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../agent/config.js";
-import { describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { bearerToken, connectionOptions, connectionUsage, describeGrpcError, observerClient, serverAddress } from "./client.js";
 import { parseDurationMs } from "./duration.js";
 import { formatTable } from "./observe.js";
 
-export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|dot] [--window 5m] [--server ADDR]
+export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|dot] [--window 5m] [--server ADDR] [--token-file FILE]
 
 The flow map: who talks to whom, as workloads, Services, other namespaces' workloads,
-hosts and world peers, with protocol/port, flows, packets, bytes and verdicts.
-`;
+hosts and world peers, with protocol/port, flows, packets, bytes and verdicts. With a
+token scoped to namespaces, -A shows only edges with an end in them.
+
+${connectionUsage}`;
+
+export const statusUsage = `usage: bulkhead status [-o table|json] [--server ADDR] [--token-file FILE]
+
+Agents, record rates and every loss counter: cluster-wide, so a token scoped to
+namespaces is refused.
+
+${connectionUsage}`;
 
 function unary<Res>(start: (cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown): Promise<Res> {
   return new Promise((resolve, reject) => start((err, res) => (err || res === undefined ? reject(err) : resolve(res))));
@@ -64,7 +73,7 @@ export async function runMap(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: {
       namespace: { type: "string", short: "n" }, "all-namespaces": { type: "boolean", short: "A" },
-      output: { type: "string", short: "o" }, window: { type: "string" }, server: { type: "string" },
+      output: { type: "string", short: "o" }, window: { type: "string" }, ...connectionOptions,
     } });
   } catch (err) {
     throw new ConfigError(`map: ${(err as Error).message}`);
@@ -75,7 +84,7 @@ export async function runMap(argv: string[]): Promise<number> {
   if (!["table", "json", "dot"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table, json or dot`);
   const windowMs = v.window ? parseDurationMs("--window", v.window) : 5 * 60_000;
   const address = serverAddress(v.server);
-  const client = observerClient(address);
+  const client = observerClient(address, bearerToken(v));
   try {
     const request = {
       namespace: v["all-namespaces"] ? "" : v.namespace ?? "",
@@ -95,16 +104,17 @@ export async function runMap(argv: string[]): Promise<number> {
 }
 
 export async function runStatus(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) { process.stdout.write(statusUsage); return 0; }
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { output: { type: "string", short: "o" }, server: { type: "string" } } });
+    parsed = parseArgs({ args: argv, options: { output: { type: "string", short: "o" }, ...connectionOptions } });
   } catch (err) {
     throw new ConfigError(`status: ${(err as Error).message}`);
   }
   const output = parsed.values.output ?? "table";
   if (!["table", "json"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table or json`);
   const address = serverAddress(parsed.values.server);
-  const client = observerClient(address);
+  const client = observerClient(address, bearerToken(parsed.values));
   try {
     const status = await unary<GetStatusResponse>((cb) => client.getStatus({}, cb));
     const nodes = await unary<GetNodesResponse>((cb) => client.getNodes({}, cb));

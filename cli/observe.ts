@@ -8,7 +8,7 @@ import {
   FlowFilter, TrafficDirection, type GetFlowsResponse, GetFlowsRequest,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../agent/config.js";
-import { describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { bearerToken, connectionOptions, connectionUsage, describeGrpcError, observerClient, serverAddress } from "./client.js";
 import { parseSince } from "./duration.js";
 
 export const observeUsage = `usage: bulkhead observe [flags]
@@ -33,12 +33,14 @@ given twice matches either value (OR). Without -n, every namespace.
       --last N             the N newest matching flows
   -f, --follow             keep streaming new flows
   -o, --output FMT         compact (default) | json (one FlowRecord per line, proto3 JSON) | table
-      --server ADDR        control plane (default: the lab's, else 127.0.0.1:4245)
+${connectionUsage}
+A token scoped to namespaces sees only flows with an end in them; -n naming another
+namespace is refused.
 `;
 
 const multi = { type: "string", multiple: true } as const;
 
-export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined } {
+export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined; token: string | undefined } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -54,7 +56,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
         verdict: multi, protocol: multi, port: multi, "to-port": multi, "from-port": multi,
         node: multi, direction: multi,
         since: { type: "string" }, until: { type: "string" }, last: { type: "string" },
-        follow: { type: "boolean", short: "f" }, output: { type: "string", short: "o" }, server: { type: "string" },
+        follow: { type: "boolean", short: "f" }, output: { type: "string", short: "o" }, ...connectionOptions,
       },
     });
   } catch (err) {
@@ -111,7 +113,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
     last,
     follow: v.follow ?? false,
   });
-  return { request, output, server: v.server };
+  return { request, output, server: v.server, token: bearerToken(v) };
 }
 
 export function endpointName(e: Endpoint | undefined, ip: string): string {
@@ -172,9 +174,9 @@ export async function runObserve(argv: string[]): Promise<number> {
     process.stdout.write(observeUsage);
     return 0;
   }
-  const { request, output, server } = buildRequest(argv);
+  const { request, output, server, token } = buildRequest(argv);
   const address = serverAddress(server);
-  const client = observerClient(address);
+  const client = observerClient(address, token);
   const rows: string[][] = [TABLE_HEADER];
   return await new Promise<number>((resolve) => {
     const call = client.getFlows(request);

@@ -10,13 +10,17 @@ export interface ControlPlaneConfig {
   listen: string[];
   /** HTTP address of the web UI and its JSON API (HOST:PORT); none when absent. */
   uiListen?: string;
+  /** Token file (controlplane/access/tokens.ts): bearer tokens scoped to namespaces. */
+  tokens?: string;
+  /** Requests without a token see everything (the lab); a bad token is refused regardless. */
+  allowUnauthenticated: boolean;
   storeCapacity: number;
   drainIntervalMs: number;
   defaultMode: "observe" | "audit" | "enforce";
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
 }
 
-export const controlPlaneUsage = `usage: bulkhead controlplane --manifests DIR [flags]
+export const controlPlaneUsage = `usage: bulkhead controlplane --manifests DIR (--tokens FILE | --allow-unauthenticated) [flags]
 
 Receives agents' flow records, maps both ends onto pods, Services, workloads, namespaces
 and nodes, keeps recent history and live flow maps, and serves the Observer API.
@@ -24,6 +28,11 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
   --manifests DIR       folder of Kubernetes YAML to watch (Namespace, Pod, Service, EndpointSlice, Node, …)
   --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4245)
   --ui-listen HOST:PORT web UI and its JSON API over HTTP (default: none)
+  --tokens FILE         bearer tokens scoped to namespaces, for the Observer API, CLI and UI (YAML; reloaded
+                        when it changes); a request without a valid token is refused
+  --allow-unauthenticated
+                        a request without a token sees every namespace (for the lab); with --tokens, tokens
+                        still apply, and a wrong token is still refused. One of the two is required.
   --store-capacity N    flow records kept in memory (default 1000000)
   --drain-interval MS   drain interval the control plane gives agents (default 1000)
   --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
@@ -42,7 +51,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
     parsed = parseArgs({ args: argv, options: {
       manifests: { type: "string" }, listen: { type: "string", multiple: true }, "ui-listen": { type: "string" },
       "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
-      "default-mode": { type: "string" },
+      "default-mode": { type: "string" }, tokens: { type: "string" }, "allow-unauthenticated": { type: "boolean" },
     } });
   } catch (err) {
     throw new ConfigError((err as Error).message);
@@ -58,6 +67,13 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
     }
   }
   if (v["ui-listen"] !== undefined) parseHostPort("ui-listen", v["ui-listen"]);
+  if (v.tokens === "") throw new ConfigError("--tokens: names no file");
+  const allowUnauthenticated = v["allow-unauthenticated"] ?? false;
+  // Safe by default: nobody gets an open Observer API without asking for it.
+  if (v.tokens === undefined && !allowUnauthenticated) {
+    throw new ConfigError("choose who may read flows: --tokens FILE (bearer tokens scoped to namespaces) "
+      + "or --allow-unauthenticated (anyone who reaches the API sees every namespace; meant for the lab)");
+  }
   const int = (flag: string, raw: string | undefined, fallback: number, max: number) => {
     if (raw === undefined) return fallback;
     if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > max) throw new ConfigError(`--${flag}: "${raw}" is not a whole number in 1..${max}`);
@@ -69,6 +85,8 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
     manifests: path.resolve(v.manifests),
     listen,
     ...(v["ui-listen"] !== undefined ? { uiListen: v["ui-listen"] } : {}),
+    ...(v.tokens !== undefined ? { tokens: path.resolve(v.tokens) } : {}),
+    allowUnauthenticated,
     storeCapacity: int("store-capacity", v["store-capacity"], 1_000_000, 100_000_000),
     drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
     defaultMode: oneOfModes(v["default-mode"]),

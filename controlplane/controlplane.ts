@@ -21,6 +21,7 @@ const SERVICE_IDENTITY: Identity = {
   ingressIsolated: false, egressIsolated: false, endpoint: false, service: true,
 };
 import { observerService } from "./observer.js";
+import type { AccessControl } from "./access/control.js";
 import { bind, createGrpcServer } from "./grpc.js";
 
 export interface ControlPlaneOptions {
@@ -29,6 +30,8 @@ export interface ControlPlaneOptions {
   drainIntervalMs: number;
   /** Mode of namespaces without a bulkhead.io/mode annotation. */
   defaultMode?: PolicyModeName;
+  /** Who may read what through the Observer API; required, so that no caller gets an open API by omission. */
+  access: AccessControl;
   log: Logger;
 }
 
@@ -64,6 +67,8 @@ export class ControlPlane {
   readonly flowMap = new FlowMapStore();
   readonly agents: AgentRegistry;
   private server: grpc.Server | undefined;
+  /** Bound gRPC addresses as listened on ("127.0.0.1:0" becomes the port the kernel chose). */
+  private bound: string[] = [];
   private recordsTotal = 0n;
   private readonly rate = new Rate();
   private pushTimer: NodeJS.Timeout | undefined;
@@ -102,9 +107,12 @@ export class ControlPlane {
     });
     this.recompile();
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
-    this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this) });
-    for (const addr of listen) await bind(this.server, addr);
-    log.info({ listen, source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
+    this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this, this.opts.access, log) });
+    for (const addr of listen) {
+      const port = await bind(this.server, addr);
+      this.bound.push(addr.startsWith("unix://") ? addr : addr.replace(/:[0-9]+$/, `:${port}`));
+    }
+    log.info({ listen: this.bound, source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
   }
 
   /** Compiles NetworkPolicy into a new snapshot and ships it when anything agents load changed. */
@@ -162,6 +170,11 @@ export class ControlPlane {
       this.attributions.set(key, a);
     }
     r.attribution = a;
+  }
+
+  /** The addresses start() bound, with real port numbers. */
+  get listening(): readonly string[] {
+    return this.bound;
   }
 
   status(): GetStatusResponse {

@@ -3,6 +3,9 @@ import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
 import { FolderSource } from "./metadata/folder.js";
+import { AccessControl } from "./access/control.js";
+import { TokenFileError } from "./access/tokens.js";
+import { ConfigError } from "../agent/config.js";
 
 export async function runControlPlane(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
@@ -11,6 +14,17 @@ export async function runControlPlane(argv: string[]): Promise<number> {
   }
   const config = parseControlPlaneArgs(argv);
   const log = pino({ level: config.logLevel, base: { component: "controlplane" } });
+  let access: AccessControl;
+  try {
+    access = config.tokens !== undefined
+      ? AccessControl.fromTokenFile(config.tokens, { allowUnauthenticated: config.allowUnauthenticated })
+      : new AccessControl({ tokens: [], allowUnauthenticated: true });
+  } catch (err) {
+    // A bad token file is a bad flag value: exit 2 with the file, entry and field.
+    if (err instanceof TokenFileError) throw new ConfigError(`--tokens: ${err.message}`);
+    throw err;
+  }
+  if (config.tokens !== undefined) access.watch(config.tokens, log);
   const source = new FolderSource({
     dir: config.manifests,
     onErrorsChanged: (errors) => {
@@ -19,17 +33,20 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     },
   });
   const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
-    defaultMode: config.defaultMode, log });
+    defaultMode: config.defaultMode, access, log });
   try {
     await cp.start(config.listen);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, "control plane failed to start");
     await cp.stop().catch(() => undefined);
+    access.close();
     return 1;
   }
+  log.info({ tokens: access.tokenCount, allowUnauthenticated: config.allowUnauthenticated }, "observer access");
   return await new Promise<number>((resolve) => {
     const shutdown = (signal: string) => {
       log.info({ signal }, "stopping");
+      access.close();
       cp.stop().then(() => resolve(0), () => resolve(1));
     };
     process.once("SIGTERM", () => shutdown("SIGTERM"));

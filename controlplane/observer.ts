@@ -1,83 +1,171 @@
 // ObserverService: GetFlows (history then, with follow, live), GetFlowMap, GetStatus and
 // GetNodes over the control plane's stores. Bad requests get INVALID_ARGUMENT naming the
 // field; nothing a client sends can change stored data.
+//
+// Every call first authenticates its `authorization: Bearer <token>` metadata (access/):
+// UNAUTHENTICATED for a missing (unless allowed), malformed or unknown token;
+// PERMISSION_DENIED naming what lies outside the token's scope. A namespace-scoped token
+// gets only flows with an end in its namespaces, maps cut to edges with such an end, and
+// no cluster-wide status or node list. Tokens are never logged; the subject (entry name) is.
 import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
 import type {
   ObserverServiceServer, GetFlowsRequest, GetFlowsResponse, GetStatusResponse, GetNodesResponse,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { compileRequest, FlowFilterError } from "./store/filter.js";
+import { isNamespaceName } from "./metadata/objects.js";
 import type { ControlPlane } from "./controlplane.js";
+import type { AccessControl } from "./access/control.js";
+import {
+  AccessError, flowInScope, requireCluster, requireFlowFilters, requireNamespace, restrictFlowMap, type Scope,
+} from "./access/scope.js";
 
 const MAX_WINDOW_MS = 60 * 60 * 1000;
-const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+function serviceError(code: grpc.status, message: string): grpc.ServiceError {
+  return Object.assign(new Error(message), { code, details: message, metadata: new grpc.Metadata() });
+}
 
 function invalid(message: string): grpc.ServiceError {
-  return Object.assign(new Error(message), { code: grpc.status.INVALID_ARGUMENT, details: message, metadata: new grpc.Metadata() });
+  return serviceError(grpc.status.INVALID_ARGUMENT, message);
+}
+
+function refusal(err: AccessError): grpc.ServiceError {
+  return serviceError(err.status === 401 ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED, err.message);
 }
 
 function timestampMs(ts: { seconds: bigint; nanos: number } | undefined): number | undefined {
   return ts === undefined ? undefined : Number(ts.seconds) * 1000 + ts.nanos / 1e6;
 }
 
-export function observerService(cp: ControlPlane): ObserverServiceServer {
+/** The call's one authorization value, as text; several are refused rather than guessed between. */
+function authorizationOf(metadata: grpc.Metadata): string | AccessError | undefined {
+  const values = metadata.get("authorization");
+  if (values.length > 1) return new AccessError(401, `${values.length} authorization values; send one`);
+  const value = values[0];
+  if (value === undefined) return undefined;
+  return typeof value === "string" ? value : value.toString("latin1");
+}
+
+export function observerService(cp: ControlPlane, access: AccessControl, log: Logger): ObserverServiceServer {
+  /** The caller's scope; or undefined after refusing the call (logged by subject or reason, never by token). */
+  const authorize = (method: string, metadata: grpc.Metadata, refuse: (err: grpc.ServiceError) => void): Scope | undefined => {
+    const authorization = authorizationOf(metadata);
+    const result = authorization instanceof AccessError ? authorization : access.authenticate(authorization);
+    if (result instanceof AccessError) {
+      log.info({ method, reason: result.message }, "observer call refused: not authenticated");
+      refuse(refusal(result));
+      return undefined;
+    }
+    log.debug({ method, subject: result.subject }, "observer call");
+    return result;
+  };
+  const deny = (method: string, scope: Scope, err: AccessError, refuse: (err: grpc.ServiceError) => void) => {
+    log.info({ method, subject: scope.subject, reason: err.message }, "observer call refused: outside the token's scope");
+    refuse(refusal(err));
+  };
+
   return {
     getFlows(call: grpc.ServerWritableStream<GetFlowsRequest, GetFlowsResponse>) {
+      const fail = (err: grpc.ServiceError) => call.emit("error", err);
+      const authorization = authorizationOf(call.metadata);
+      let scope = authorize("GetFlows", call.metadata, fail);
+      if (scope === undefined) return;
       const req = call.request;
       let predicate;
       try {
         predicate = compileRequest(req.allow, req.deny);
       } catch (err) {
         const msg = err instanceof FlowFilterError ? err.message : `bad filter: ${(err as Error).message}`;
-        call.emit("error", invalid(msg));
+        fail(invalid(msg));
         return;
       }
+      const outside = requireFlowFilters(scope, req.allow);
+      if (outside) { deny("GetFlows", scope, outside, fail); return; }
       const since = timestampMs(req.since), until = timestampMs(req.until);
       if (since !== undefined && until !== undefined && since > until) {
-        call.emit("error", invalid("since is after until"));
+        fail(invalid("since is after until"));
         return;
       }
       if (req.last > BigInt(cp.history.capacity)) {
-        call.emit("error", invalid(`last ${req.last} exceeds the store capacity ${cp.history.capacity}`));
+        fail(invalid(`last ${req.last} exceeds the store capacity ${cp.history.capacity}`));
         return;
       }
-      for (const flow of cp.history.iterate({ predicate, since: req.since, until: req.until, last: Number(req.last) })) {
+      // The scope is part of the predicate, so `last N` counts only flows the caller may see.
+      const requested = predicate;
+      const visible = (flow: Parameters<typeof requested>[0]) => scope !== undefined && flowInScope(scope, flow) && requested(flow);
+      for (const flow of cp.history.iterate({ predicate: visible, since: req.since, until: req.until, last: Number(req.last) })) {
         call.write({ flow });
       }
       if (!req.follow) {
         call.end();
         return;
       }
-      const unsubscribe = cp.history.subscribe(predicate, (records) => {
+      let generation = access.generation;
+      let ended = false;
+      const unsubscribe = cp.history.subscribe(visible, (records) => {
+        if (ended) return;
+        // Tokens were reloaded: a revoked token's stream ends; a changed scope applies from here on.
+        if (access.generation !== generation) {
+          generation = access.generation;
+          const again = authorization instanceof AccessError ? authorization : access.authenticate(authorization);
+          if (again instanceof AccessError) {
+            ended = true;
+            unsubscribe();
+            log.info({ method: "GetFlows", subject: scope?.subject, reason: again.message }, "follow stream ended: token no longer valid");
+            fail(refusal(again));
+            return;
+          }
+          scope = again;
+        }
         for (const flow of records) {
+          // The subscription filtered with the scope the batch was matched against; check again after a reload.
+          if (scope === undefined || !flowInScope(scope, flow)) continue;
           if (until !== undefined && (timestampMs(flow.startTime) ?? 0) > until) continue;
           call.write({ flow });
         }
       });
-      const stop = () => unsubscribe();
+      const stop = () => { ended = true; unsubscribe(); };
       call.on("cancelled", stop);
       call.on("close", stop);
       call.on("error", stop);
     },
 
     getFlowMap(call, callback) {
+      const scope = authorize("GetFlowMap", call.metadata, (err) => callback(err));
+      if (scope === undefined) return;
       const { namespace, window } = call.request;
-      if (namespace !== "" && !NAMESPACE_RE.test(namespace)) {
+      if (namespace !== "" && !isNamespaceName(namespace)) {
         callback(invalid(`namespace "${namespace}" is not a valid namespace name`));
         return;
+      }
+      if (namespace !== "") {
+        const outside = requireNamespace(scope, namespace);
+        if (outside) { deny("GetFlowMap", scope, outside, (err) => callback(err)); return; }
       }
       const windowMs = window ? Number(window.seconds) * 1000 + window.nanos / 1e6 : 5 * 60_000;
       if (!(windowMs > 0) || windowMs > MAX_WINDOW_MS) {
         callback(invalid(`window ${windowMs} ms is outside (0, 1h]`));
         return;
       }
-      callback(null, cp.flowMap.getMap({ namespace: namespace || undefined, windowMs }));
+      callback(null, restrictFlowMap(scope, cp.flowMap.getMap({ namespace: namespace || undefined, windowMs })));
     },
 
-    getStatus(_call, callback) {
+    // Status and nodes describe the whole cluster (every node's losses, metadata errors
+    // naming other namespaces' objects): cluster-wide tokens only.
+    getStatus(call, callback) {
+      const scope = authorize("GetStatus", call.metadata, (err) => callback(err));
+      if (scope === undefined) return;
+      const outside = requireCluster(scope, "the control plane's status");
+      if (outside) { deny("GetStatus", scope, outside, (err) => callback(err)); return; }
       callback(null, cp.status());
     },
 
-    getNodes(_call, callback) {
+    getNodes(call, callback) {
+      const scope = authorize("GetNodes", call.metadata, (err) => callback(err));
+      if (scope === undefined) return;
+      const outside = requireCluster(scope, "the node list");
+      if (outside) { deny("GetNodes", scope, outside, (err) => callback(err)); return; }
       callback(null, cp.nodes());
     },
   };

@@ -15,6 +15,7 @@ import pino from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
+import { AccessControl } from "../controlplane/access/control.js";
 import { MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
 import {
@@ -137,6 +138,8 @@ afterAll(() => {
 async function startControlPlane(logs = new LogCapture()): Promise<{ cp: ControlPlane; logs: LogCapture }> {
   const cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: logs.log,
+    // Access control has its own test (access.test.ts); these clients carry no token.
+    access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
   await cp.start([address]);
   return { cp, logs };

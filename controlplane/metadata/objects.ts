@@ -237,6 +237,11 @@ const KIND_API: Record<KubeKind, { group: string; versions: readonly string[] }>
 
 const CLUSTER_SCOPED: ReadonlySet<KubeKind> = new Set(["Namespace", "Node"]);
 
+/** A Kubernetes namespace name: a lower-case RFC 1123 label of at most 63 characters. */
+export function isNamespaceName(text: string): boolean {
+  return text.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(text);
+}
+
 /** Identity of an object: kind, namespace ("" when cluster-scoped) and name. */
 export function objectKey(object: KubeObject): string {
   return `${object.kind}/${object.metadata.namespace}/${object.metadata.name}`;
@@ -304,7 +309,7 @@ export function parseKubeObject(doc: unknown): KubeObject | undefined {
   if (!clusterScoped) {
     namespace = r.optionalString(metaMap.namespace, "metadata.namespace") ?? "default";
     if (namespace === "") namespace = "default";
-    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(namespace) || namespace.length > 63) {
+    if (!isNamespaceName(namespace)) {
       r.fail("metadata.namespace", `invalid namespace name ${describeValue(namespace)}`);
     }
     r.object = `${kind} ${namespace}/${name}`;

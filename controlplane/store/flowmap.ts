@@ -232,6 +232,15 @@ function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity
   return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "" };
 }
 
+/** The namespace a map node id names (identify() above writes the ids); "" for host, world and unknown ends. */
+export function namespaceOfMapNodeId(id: string): string {
+  const colon = id.indexOf(":");
+  const kind = id.slice(0, colon);
+  if (kind !== "workload" && kind !== "service") return "";
+  const slash = id.indexOf("/", colon);
+  return slash === -1 ? "" : id.slice(colon + 1, slash);
+}
+
 /** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
 function tupleHash(clientIp: string, serverIp: string, protocol: number, clientPort: number, serverPort: number): number {
   let h = 0x811c9dc5;

@@ -1,0 +1,88 @@
+// What one caller may see, and the one rule every surface (gRPC Observer API, HTTP JSON
+// API, web UI) applies with it: a namespace-scoped caller sees a flow, or a flow-map edge,
+// only when at least one of its ends is in one of its namespaces; cluster-wide data
+// (status, nodes, agents) needs a cluster-wide scope.
+import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { FlowFilter, MapEdge, MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
+import { namespaceOfMapNodeId, type EdgeKey } from "../store/flowmap.js";
+
+export type Scope =
+  | { readonly kind: "cluster"; readonly subject: string }
+  | { readonly kind: "namespaces"; readonly subject: string; readonly namespaces: ReadonlySet<string> };
+
+/** Subject of requests without a token where the operator allowed them. */
+export const UNAUTHENTICATED_SUBJECT = "unauthenticated";
+
+/** A refused request: 401 = no usable credentials (missing, malformed, unknown token); 403 = outside the scope. */
+export class AccessError extends Error {
+  constructor(readonly status: 401 | 403, message: string) {
+    super(message);
+    this.name = "AccessError";
+  }
+}
+
+/** "every namespace" or "namespaces a, b": for messages and logs. */
+export function describeScope(scope: Scope): string {
+  if (scope.kind === "cluster") return "every namespace";
+  const list = [...scope.namespaces].sort();
+  return `${list.length === 1 ? "namespace" : "namespaces"} ${list.join(", ")}`;
+}
+
+export function namespaceReadable(scope: Scope, namespace: string): boolean {
+  return scope.kind === "cluster" || scope.namespaces.has(namespace);
+}
+
+/** Undefined when the scope reads the namespace; else the 403 that names it. */
+export function requireNamespace(scope: Scope, namespace: string): AccessError | undefined {
+  if (namespaceReadable(scope, namespace)) return undefined;
+  return new AccessError(403, `the token's scope does not include namespace ${namespace} (it reads ${describeScope(scope)})`);
+}
+
+/** Undefined for a cluster-wide scope; else the 403 that says what needs one. `what`: "cluster status", "the node list". */
+export function requireCluster(scope: Scope, what: string): AccessError | undefined {
+  if (scope.kind === "cluster") return undefined;
+  return new AccessError(403, `the token's scope (${describeScope(scope)}) does not include ${what}, which is cluster-wide; it needs a token with namespaces ["*"]`);
+}
+
+/**
+ * Undefined when every namespace an allow filter names (namespace, source_namespace,
+ * destination_namespace) is in the scope; else the 403 naming the first that is not.
+ * Deny filters only take flows away, so they may name any namespace. Other fields (pods,
+ * workloads, addresses) need no check: the scope itself still applies to every flow.
+ */
+export function requireFlowFilters(scope: Scope, allow: readonly FlowFilter[]): AccessError | undefined {
+  if (scope.kind === "cluster") return undefined;
+  for (const f of allow) {
+    for (const ns of [...f.namespace, ...f.sourceNamespace, ...f.destinationNamespace]) {
+      const refused = requireNamespace(scope, ns);
+      if (refused) return refused;
+    }
+  }
+  return undefined;
+}
+
+/** True when an end of the enriched record is in the scope (a Service address counts in its Service's namespace). */
+export function flowInScope(scope: Scope, flow: FlowRecord): boolean {
+  if (scope.kind === "cluster") return true;
+  const source = flow.source?.namespace ?? "", destination = flow.destination?.namespace ?? "";
+  return (source !== "" && scope.namespaces.has(source)) || (destination !== "" && scope.namespaces.has(destination));
+}
+
+function edgeInScope(scope: Scope & { kind: "namespaces" }, source: string, destination: string): boolean {
+  const s = namespaceOfMapNodeId(source), d = namespaceOfMapNodeId(destination);
+  return (s !== "" && scope.namespaces.has(s)) || (d !== "" && scope.namespaces.has(d));
+}
+
+/**
+ * A flow map (GetFlowMapResponse, or FlowMapChanges) cut to the scope: the edges with an
+ * end in a scoped namespace, the nodes those edges join, and (for changes) only the
+ * removals of such edges. Other fields are kept. Returns the same object for a cluster-wide scope.
+ */
+export function restrictFlowMap<M extends { nodes: MapNode[]; edges: MapEdge[]; removed?: EdgeKey[] }>(scope: Scope, map: M): M {
+  if (scope.kind === "cluster") return map;
+  const edges = map.edges.filter((e) => edgeInScope(scope, e.source, e.destination));
+  const ends = new Set(edges.flatMap((e) => [e.source, e.destination]));
+  const restricted: M = { ...map, edges, nodes: map.nodes.filter((n) => ends.has(n.id)) };
+  if (map.removed !== undefined) restricted.removed = map.removed.filter((k) => edgeInScope(scope, k.source, k.destination));
+  return restricted;
+}
