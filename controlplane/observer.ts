@@ -101,31 +101,21 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
         call.end();
         return;
       }
-      let generation = access.generation;
-      let ended = false;
       const unsubscribe = cp.history.subscribe(visible, (records) => {
-        if (ended) return;
-        // Tokens were reloaded: a revoked token's stream ends; a changed scope applies from here on.
-        if (access.generation !== generation) {
-          generation = access.generation;
-          const again = authorization instanceof AccessError ? authorization : access.authenticate(authorization);
-          if (again instanceof AccessError) {
-            ended = true;
-            unsubscribe();
-            log.info({ method: "GetFlows", subject: scope?.subject, reason: again.message }, "follow stream ended: token no longer valid");
-            fail(refusal(again));
-            return;
-          }
-          scope = again;
-        }
         for (const flow of records) {
-          // The subscription filtered with the scope the batch was matched against; check again after a reload.
-          if (scope === undefined || !flowInScope(scope, flow)) continue;
           if (until !== undefined && (timestampMs(flow.startTime) ?? 0) > until) continue;
           call.write({ flow });
         }
       });
-      const stop = () => { ended = true; unsubscribe(); };
+      // Tokens were reloaded: a revoked token's stream ends now; a changed scope applies from the next batch.
+      const stopWatchingTokens = access.onChange(() => {
+        const again = authorization instanceof AccessError ? authorization : access.authenticate(authorization);
+        if (!(again instanceof AccessError)) { scope = again; return; }
+        stop();
+        log.info({ method: "GetFlows", subject: scope?.subject, reason: again.message }, "follow stream ended: token no longer valid");
+        fail(refusal(again));
+      });
+      const stop = () => { unsubscribe(); stopWatchingTokens(); };
       call.on("cancelled", stop);
       call.on("close", stop);
       call.on("error", stop);

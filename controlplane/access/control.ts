@@ -22,7 +22,7 @@ const BEARER = /^bearer +(\S+) *$/i;
 
 export class AccessControl {
   private entries: readonly TokenEntry[];
-  private generationCount = 0;
+  private readonly listeners = new Set<() => void>();
   private watching: { file: string; listener: (curr: fs.Stats, prev: fs.Stats) => void } | undefined;
   readonly allowUnauthenticated: boolean;
 
@@ -34,11 +34,6 @@ export class AccessControl {
   /** Loads the token file (throws TokenFileError naming file, entry and field). */
   static fromTokenFile(file: string, opts: { allowUnauthenticated: boolean }): AccessControl {
     return new AccessControl({ tokens: loadTokenFile(file), allowUnauthenticated: opts.allowUnauthenticated });
-  }
-
-  /** Increases whenever the tokens change: a long-lived stream re-authenticates when it moved. */
-  get generation(): number {
-    return this.generationCount;
   }
 
   get tokenCount(): number {
@@ -67,7 +62,13 @@ export class AccessControl {
 
   replaceTokens(tokens: readonly TokenEntry[]): void {
     this.entries = tokens;
-    this.generationCount++;
+    for (const listener of [...this.listeners]) listener();
+  }
+
+  /** Calls `listener` after every change of tokens, so that a long-lived stream re-authenticates; returns the unsubscribe. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => { this.listeners.delete(listener); };
   }
 
   /**
