@@ -332,6 +332,11 @@ describe("Observer API with tokens (unauthenticated access not allowed)", () => 
     expect(r).toEqual({ code: "PERMISSION_DENIED", details: "the token's scope does not include namespace other (it reads namespace shop)" });
     const allowed = await flows(client(SHOP_TOKEN), { allow: [FlowFilter.fromPartial({ namespace: ["shop"] })] });
     expect(allowed.map(keyOf).sort()).toEqual(SHOP_HISTORY);
+    const fromOther = await refusal(flows(client(SHOP_TOKEN), { allow: [FlowFilter.fromPartial({ sourceNamespace: ["other"] })] }));
+    expect(fromOther.code).toBe("PERMISSION_DENIED");
+    // From other into shop: every match has its destination in shop, so the question is within the scope.
+    const intoShop = await flows(client(SHOP_TOKEN), { allow: [FlowFilter.fromPartial({ sourceNamespace: ["other"], destinationNamespace: ["shop"] })] });
+    expect(intoShop.map(keyOf)).toEqual([keyOf(HISTORY.otherToShopService)]);
   });
 
   it("GetFlows follow: new flows between other namespaces never reach a shop token", async () => {

@@ -45,15 +45,24 @@ export function requireCluster(scope: Scope, what: string): AccessError | undefi
 }
 
 /**
- * Undefined when every namespace an allow filter names (namespace, source_namespace,
- * destination_namespace) is in the scope; else the 403 naming the first that is not.
+ * Undefined when the allow filters ask only for what the scope may read; else the 403
+ * naming the first namespace outside it. `namespace` ("an end in X") must name scoped
+ * namespaces only: asking for another namespace's flows is refused rather than answered
+ * in part. A source_namespace outside the scope is fine when the same filter pins the
+ * destination to scoped namespaces (flows from other into shop), and the reverse.
  * Deny filters only take flows away, so they may name any namespace. Other fields (pods,
- * workloads, addresses) need no check: the scope itself still applies to every flow.
+ * workloads, addresses) need no check: the scope still applies to every flow.
  */
 export function requireFlowFilters(scope: Scope, allow: readonly FlowFilter[]): AccessError | undefined {
   if (scope.kind === "cluster") return undefined;
+  const allReadable = (list: readonly string[]) => list.length > 0 && list.every((ns) => scope.namespaces.has(ns));
   for (const f of allow) {
-    for (const ns of [...f.namespace, ...f.sourceNamespace, ...f.destinationNamespace]) {
+    const named = [
+      ...f.namespace,
+      ...(allReadable(f.destinationNamespace) ? [] : f.sourceNamespace),
+      ...(allReadable(f.sourceNamespace) ? [] : f.destinationNamespace),
+    ];
+    for (const ns of named) {
       const refused = requireNamespace(scope, ns);
       if (refused) return refused;
     }
