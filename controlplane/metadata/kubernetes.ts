@@ -164,6 +164,11 @@ export class KubernetesSource implements MetadataSource {
     return this.currentErrors.map((e) => ({ ...e }));
   }
 
+  /** The resourceVersion each resource's watch continues from, by plural resource name. */
+  resourceVersions(): Record<string, string> {
+    return Object.fromEntries(this.informers.map((ri) => [ri.resource.resource, ri.informer.latestResourceVersion()]));
+  }
+
   private makeInformer(ri: ResourceInformer): ListWatch<KubernetesObject> {
     const watch = new BookmarkingWatch(this.kc, {
       connected: () => this.recovered(ri, false),
@@ -355,7 +360,7 @@ export class KubernetesSource implements MetadataSource {
     if (this.internalError !== undefined) errors.push({ source: this.name, message: this.internalError });
     for (const ri of this.informers) {
       if (ri.failures >= this.reportAfter && ri.lastFailure !== undefined) {
-        const state = ri.listed ? "" : "; not listed yet, so the control plane has not started";
+        const state = ri.listed ? "" : "; not listed yet, so the source has not started";
         errors.push({ source: this.name, message: `${ri.resource.resource} (${ri.path}): ${ri.lastFailure}; retrying with backoff${state}` });
       }
     }
