@@ -2,10 +2,15 @@
 import { parseArgs } from "node:util";
 import path from "node:path";
 import { ConfigError, parseHostPort } from "../agent/config.js";
+import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernetes-client.js";
+
+/** Where cluster metadata comes from. */
+export type MetadataSourceConfig =
+  | { kind: "folder"; manifests: string }
+  | { kind: "kubernetes"; connection: KubeConnection };
 
 export interface ControlPlaneConfig {
-  /** Folder of Kubernetes YAML watched as the metadata source. */
-  manifests: string;
+  source: MetadataSourceConfig;
   /** gRPC listen addresses (host:port or unix:///path), agents and clients alike. */
   listen: string[];
   /** HTTP address of the web UI and its JSON API (HOST:PORT); none when absent. */
@@ -21,11 +26,15 @@ export interface ControlPlaneConfig {
 }
 
 export const controlPlaneUsage = `usage: bulkhead controlplane --manifests DIR (--tokens FILE | --allow-unauthenticated) [flags]
+       bulkhead controlplane --source kubernetes [--kubeconfig PATH] (--tokens FILE | --allow-unauthenticated) [flags]
 
 Receives agents' flow records, maps both ends onto pods, Services, workloads, namespaces
 and nodes, keeps recent history and live flow maps, and serves the Observer API.
 
-  --manifests DIR       folder of Kubernetes YAML to watch (Namespace, Pod, Service, EndpointSlice, Node, …)
+  --source KIND         where cluster metadata comes from: folder (default) | kubernetes
+  --manifests DIR       folder source: folder of Kubernetes YAML to watch (Namespace, Pod, Service, EndpointSlice, Node, …)
+  --kubeconfig PATH     kubernetes source: kubeconfig to use (default: the pod's service account when
+                        KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, else ~/.kube/config)
   --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4245)
   --ui-listen HOST:PORT web UI and its JSON API over HTTP (default: none)
   --tokens FILE         bearer tokens scoped to namespaces, for the Observer API, CLI and UI (YAML; reloaded
@@ -45,11 +54,31 @@ function oneOfModes(raw: string | undefined): ControlPlaneConfig["defaultMode"] 
   throw new ConfigError(`--default-mode: "${raw}" is not observe, audit or enforce`);
 }
 
-export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
+function parseSource(values: { source?: string; manifests?: string; kubeconfig?: string }, env: NodeJS.ProcessEnv): MetadataSourceConfig {
+  const kind = values.source ?? "folder";
+  if (kind === "folder") {
+    if (values.kubeconfig !== undefined) {
+      throw new ConfigError(`--kubeconfig: only for --source kubernetes (the folder source reads --manifests), got --kubeconfig ${values.kubeconfig}`);
+    }
+    if (!values.manifests) throw new ConfigError("--manifests: required with --source folder (the folder of Kubernetes YAML to watch); or use --source kubernetes");
+    return { kind, manifests: path.resolve(values.manifests) };
+  }
+  if (kind === "kubernetes") {
+    if (values.manifests !== undefined) {
+      throw new ConfigError(`--manifests: not used by --source kubernetes (it reads the Kubernetes API), got --manifests ${values.manifests}; drop one of them`);
+    }
+    if (values.kubeconfig === "") throw new ConfigError("--kubeconfig: empty path");
+    return { kind, connection: values.kubeconfig !== undefined
+      ? { kind: "kubeconfig", path: path.resolve(values.kubeconfig) } : defaultKubeConnection(env) };
+  }
+  throw new ConfigError(`--source: "${kind}" is not folder or kubernetes`);
+}
+
+export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ControlPlaneConfig {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: {
-      manifests: { type: "string" }, listen: { type: "string", multiple: true }, "ui-listen": { type: "string" },
+      source: { type: "string" }, manifests: { type: "string" }, kubeconfig: { type: "string" }, listen: { type: "string", multiple: true }, "ui-listen": { type: "string" },
       "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
       "default-mode": { type: "string" }, tokens: { type: "string" }, "allow-unauthenticated": { type: "boolean" },
     } });
@@ -57,7 +86,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
     throw new ConfigError((err as Error).message);
   }
   const v = parsed.values;
-  if (!v.manifests) throw new ConfigError("--manifests: required (the folder of Kubernetes YAML to watch)");
+  const source = parseSource(v, env);
   const listen = v.listen ?? ["127.0.0.1:4245"];
   for (const addr of listen) {
     if (addr.startsWith("unix://")) {
@@ -82,7 +111,7 @@ export function parseControlPlaneArgs(argv: string[]): ControlPlaneConfig {
   const level = v["log-level"] ?? "info";
   if (!["trace", "debug", "info", "warn", "error"].includes(level)) throw new ConfigError(`--log-level: "${level}" is not trace, debug, info, warn or error`);
   return {
-    manifests: path.resolve(v.manifests),
+    source,
     listen,
     ...(v["ui-listen"] !== undefined ? { uiListen: v["ui-listen"] } : {}),
     ...(v.tokens !== undefined ? { tokens: path.resolve(v.tokens) } : {}),

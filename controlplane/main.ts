@@ -2,10 +2,13 @@
 import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
+import { ConfigError } from "../agent/config.js";
 import { FolderSource } from "./metadata/folder.js";
 import { AccessControl } from "./access/control.js";
 import { TokenFileError } from "./access/tokens.js";
-import { ConfigError } from "../agent/config.js";
+import { KubernetesSource } from "./metadata/kubernetes.js";
+import { apiServerOf, describeKubeConnection, loadKubeConfig } from "./metadata/kubernetes-client.js";
+import type { MetadataError, MetadataSource } from "./metadata/source.js";
 
 export async function runControlPlane(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
@@ -25,13 +28,24 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     throw err;
   }
   if (config.tokens !== undefined) access.watch(config.tokens, log);
-  const source = new FolderSource({
-    dir: config.manifests,
-    onErrorsChanged: (errors) => {
-      for (const e of errors) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error; last good state kept");
-      if (errors.length === 0) log.info("metadata errors cleared");
-    },
-  });
+  const onErrorsChanged = (errors: MetadataError[]): void => {
+    for (const e of errors) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error; last good state kept");
+    if (errors.length === 0) log.info("metadata errors cleared");
+  };
+  let source: MetadataSource;
+  if (config.source.kind === "folder") {
+    source = new FolderSource({ dir: config.source.manifests, onErrorsChanged });
+  } else {
+    let kubeConfig;
+    try {
+      kubeConfig = loadKubeConfig(config.source.connection);
+    } catch (err) {
+      throw new ConfigError(`--source kubernetes: ${(err as Error).message}`);
+    }
+    log.info({ credentials: describeKubeConnection(config.source.connection), server: apiServerOf(kubeConfig) },
+      "watching the Kubernetes API; the control plane serves once every resource has been listed");
+    source = new KubernetesSource({ kubeConfig, onErrorsChanged });
+  }
   const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
     defaultMode: config.defaultMode, access, log });
   try {

@@ -11,7 +11,7 @@ import { watch, type FSWatcher } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { parseAllDocuments } from "yaml";
-import { objectKey, objectName, parseDocument, type KubeKind, type KubeObject } from "./objects.js";
+import { KIND_APPLY_ORDER, objectFingerprint, objectKey, objectName, parseDocument, type KubeObject } from "./objects.js";
 import type { MetadataError, MetadataSink, MetadataSource, ObjectEvent } from "./source.js";
 
 export interface FolderSourceOptions {
@@ -51,11 +51,6 @@ const MANIFEST_EXTENSIONS = [".yaml", ".yml", ".json"];
 /** fs.watch fires several events per write; one scan covers them all. */
 const WATCH_DEBOUNCE_MS = 20;
 
-/** Apply order: what others refer to first (namespaces, nodes, owners), deletes in reverse. */
-const KIND_ORDER: Record<KubeKind, number> = {
-  Namespace: 0, Node: 1, CronJob: 2, Job: 3, Deployment: 4, ReplicaSet: 5, StatefulSet: 6, DaemonSet: 7,
-  Pod: 8, Service: 9, EndpointSlice: 10, NetworkPolicy: 11,
-};
 
 /** Hidden files (editor swap files, a ConfigMap volume's ..data) and temp files are not manifests. */
 export function isManifestFile(name: string): boolean {
@@ -269,8 +264,8 @@ export class FolderSource implements MetadataSource {
     }
     this.emitted = new Map([...desired].map(([key, d]) => [key, { object: d.object, fingerprint: d.fingerprint, file: d.file }]));
     if (deletes.length === 0 && upserts.length === 0) return;
-    deletes.sort((a, b) => KIND_ORDER[b.object.kind] - KIND_ORDER[a.object.kind]);
-    upserts.sort((a, b) => KIND_ORDER[a.object.kind] - KIND_ORDER[b.object.kind]);
+    deletes.sort((a, b) => KIND_APPLY_ORDER[b.object.kind] - KIND_APPLY_ORDER[a.object.kind]);
+    upserts.sort((a, b) => KIND_APPLY_ORDER[a.object.kind] - KIND_APPLY_ORDER[b.object.kind]);
     const events = [...deletes, ...upserts];
     const sink = this.sink;
     if (!sink) return;
@@ -384,13 +379,8 @@ export function parseManifestText(
         errors.push({ source, file, document: index, message: `${objectName(object)} is defined twice in this file (also document ${other.document})` });
         continue;
       }
-      objects.set(key, { object, fingerprint: fingerprintOf(object), document: index });
+      objects.set(key, { object, fingerprint: objectFingerprint(object), document: index });
     }
   }
   return { objects, errors };
-}
-
-/** Of the parsed object, so that edits to fields the control plane ignores emit nothing. */
-function fingerprintOf(object: KubeObject): string {
-  return JSON.stringify(object, (_key, value: unknown) => (typeof value === "bigint" ? value.toString() : value));
 }

@@ -29,5 +29,5 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = [
   { kind: "CronJob", group: "batch", version: "v1", resource: "cronjobs", namespaced: true },
 ];
 
-/** The verbs the source uses on every watched resource. */
-export const WATCH_VERBS: readonly string[] = ["get", "list", "watch"];
+/** The verbs the source uses on every watched resource (informers list, then watch; never get). */
+export const WATCH_VERBS: readonly string[] = ["list", "watch"];

@@ -242,6 +242,15 @@ export function isNamespaceName(text: string): boolean {
   return text.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(text);
 }
 
+/**
+ * The order in which a batch applies upserts: what others refer to first (namespaces,
+ * nodes, owners); deletes go in reverse. Every source sorts its batches by it.
+ */
+export const KIND_APPLY_ORDER: Readonly<Record<KubeKind, number>> = {
+  Namespace: 0, Node: 1, CronJob: 2, Job: 3, Deployment: 4, ReplicaSet: 5, StatefulSet: 6, DaemonSet: 7,
+  Pod: 8, Service: 9, EndpointSlice: 10, NetworkPolicy: 11,
+};
+
 /** Identity of an object: kind, namespace ("" when cluster-scoped) and name. */
 export function objectKey(object: KubeObject): string {
   return `${object.kind}/${object.metadata.namespace}/${object.metadata.name}`;
@@ -251,6 +260,11 @@ export function objectKey(object: KubeObject): string {
 export function objectName(object: KubeObject): string {
   const { namespace, name } = object.metadata;
   return namespace === "" ? `${object.kind} ${name}` : `${object.kind} ${namespace}/${name}`;
+}
+
+/** Equal for equal parsed objects, so that edits to fields the control plane ignores emit nothing. */
+export function objectFingerprint(object: KubeObject): string {
+  return JSON.stringify(object, (_key, value: unknown) => (typeof value === "bigint" ? value.toString() : value));
 }
 
 function isKnownKind(kind: string): kind is KubeKind {
