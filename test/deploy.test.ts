@@ -570,19 +570,20 @@ describe("deploy/images/build.sh and the runtime tree", () => {
 
     /** Runs the runtime tree's agent as uid 0 holding only `caps` (as a container with
      * drop ALL + add would), sends pings from the pod, and returns its log and records. */
-    async function runAgent(caps: string[], name: string): Promise<{ log: string; records: string }> {
+    async function runAgent(caps: string[], name: string, extraArgs: string[] = []): Promise<{ log: string; records: string }> {
       const set = ["-all", ...caps.map((c) => `+${c.toLowerCase()}`)].join(",");
       const exportFile = path.join(work, `${name}.jsonl`);
       writeFileSync(exportFile, "");
       const proc = new Spawned(spawn("ip", ["netns", "exec", netnsNode, "setpriv", "--bounding-set", set, "--inh-caps", set,
         process.execPath, path.join(out, "dist", "cli", "main.js"), "agent", "--node", NODE, "--metrics-addr", "off",
-        "--drain-interval", "200", "--export-file", exportFile], { cwd: os.tmpdir(), stdio: ["ignore", "pipe", "pipe"] }), `agent (${name})`);
+        "--drain-interval", "200", "--export-file", exportFile, ...extraArgs], { cwd: os.tmpdir(), stdio: ["ignore", "pipe", "pipe"] }), `agent (${name})`);
       spawned.push(proc);
       try {
         await proc.waitForLine((l) => l.includes('"agent started"') || l.includes('"agent failed to start"'), 30_000);
         execFileSync("ip", ["netns", "exec", netnsPod, "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.198.0.1"], { stdio: "ignore" });
         await poll(async () => readFileSync(exportFile, "utf8") + proc.lines.join("\n"),
-          (t) => t.includes("10.198.0.2") || t.includes('"drain failed"') || !proc.running, 20_000, `a record or a drain failure (${name})`);
+          (t) => t.includes("10.198.0.2") || t.includes('"drain failed"') || t.includes('"attach failed"') || !proc.running, 20_000,
+          `a record, or a drain or attach failure (${name})`);
       } finally {
         if (proc.running) await proc.stop();
       }
@@ -605,9 +606,14 @@ describe("deploy/images/build.sh and the runtime tree", () => {
       expect(records).not.toContain("10.198.0.2");
     });
 
-    it("without NET_ADMIN it cannot load its tc programs", async () => {
-      const { log } = await runAgent(AGENT_CAPABILITIES.filter((c) => c !== "NET_ADMIN"), "no-net-admin");
-      expect(log).toMatch(/Operation not permitted.*"msg":"agent failed to start"/);
+    // tcx attach accepts SYS_ADMIN in NET_ADMIN's place; the clsact fallback (kernels
+    // before 6.6) creates a qdisc over rtnetlink, which wants NET_ADMIN itself.
+    it("attaches with clsact too, which without NET_ADMIN fails", async () => {
+      const withIt = await runAgent(AGENT_CAPABILITIES, "clsact", ["--attach-mode", "clsact"]);
+      expect(withIt.log).toMatch(/"mode":"clsact","msg":"attached"/);
+      expect(withIt.records).toContain('"10.198.0.2"');
+      const without = await runAgent(AGENT_CAPABILITIES.filter((c) => c !== "NET_ADMIN"), "clsact-no-net-admin", ["--attach-mode", "clsact"]);
+      expect(without.log).toMatch(/"cause":"EPERM".*creating the clsact qdisc.*"msg":"attach failed"/);
     });
   });
 });
