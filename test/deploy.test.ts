@@ -549,7 +549,7 @@ describe("deploy/images/build.sh and the runtime tree", () => {
     mkdirSync(manifests);
     const sock = path.join(work, "cp.sock");
     const proc = new Spawned(spawn(process.execPath, [path.join(cpRoot, "dist", "cli", "main.js"), "controlplane", "--manifests", manifests,
-      "--listen", `unix://${sock}`], { cwd: os.tmpdir(), stdio: ["ignore", "pipe", "pipe"] }), "control plane from the image tree");
+      "--listen", `unix://${sock}`, "--allow-unauthenticated"], { cwd: os.tmpdir(), stdio: ["ignore", "pipe", "pipe"] }), "control plane from the image tree");
     spawned.push(proc);
     await poll(async () => existsSync(sock), (v) => v || !proc.running, 30_000, "the control plane's socket");
     expect(proc.running, proc.output()).toBe(true);
