@@ -22,6 +22,7 @@ const SERVICE_IDENTITY: Identity = {
 };
 import { observerService } from "./observer.js";
 import { bind, createGrpcServer } from "./grpc.js";
+import { UiServer, type UiServerOptions } from "./ui/server.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -30,6 +31,12 @@ export interface ControlPlaneOptions {
   /** Mode of namespaces without a bulkhead.io/mode annotation. */
   defaultMode?: PolicyModeName;
   log: Logger;
+  /** Serve the web UI and its JSON API here (port 0: any free port). */
+  uiListen?: { host: string; port: number };
+  /** Options of the UI server (static folder, access scope, stream timing). */
+  ui?: Omit<UiServerOptions, "log">;
+  /** Wall clock of the flow maps, in ms; injectable for tests. Default Date.now. */
+  now?: () => number;
 }
 
 /** Records received per second over the last ten seconds. */
@@ -61,7 +68,9 @@ export class ControlPlane {
   readonly state = new ClusterState();
   readonly enricher = new Enricher(this.state);
   readonly history: FlowHistory;
-  readonly flowMap = new FlowMapStore();
+  readonly flowMap: FlowMapStore;
+  readonly now: () => number;
+  private uiServer: UiServer | undefined;
   readonly agents: AgentRegistry;
   private server: grpc.Server | undefined;
   private recordsTotal = 0n;
@@ -77,6 +86,8 @@ export class ControlPlane {
   private shipVersion = 0n;
 
   constructor(private readonly opts: ControlPlaneOptions) {
+    this.now = opts.now ?? Date.now;
+    this.flowMap = new FlowMapStore({ now: this.now });
     this.history = new FlowHistory({
       capacity: opts.storeCapacity,
       onSubscriberError: (err) => opts.log.warn({ err: (err as Error).message }, "a follow stream failed"),
@@ -104,6 +115,11 @@ export class ControlPlane {
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this) });
     for (const addr of listen) await bind(this.server, addr);
+    if (this.opts.uiListen) {
+      this.uiServer = new UiServer(this, { ...this.opts.ui, log });
+      const url = await this.uiServer.listen(this.opts.uiListen.host, this.opts.uiListen.port);
+      log.info({ url }, `web UI at ${url}`);
+    }
     log.info({ listen, source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
   }
 
@@ -201,8 +217,14 @@ export class ControlPlane {
     };
   }
 
+  /** The web UI server, when uiListen was given and start() has run. */
+  get ui(): UiServer | undefined {
+    return this.uiServer;
+  }
+
   async stop(): Promise<void> {
     if (this.pushTimer) clearTimeout(this.pushTimer);
+    await this.uiServer?.close();
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.
     this.agents.close();

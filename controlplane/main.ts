@@ -3,6 +3,7 @@ import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
 import { FolderSource } from "./metadata/folder.js";
+import { parseHostPort } from "../agent/config.js";
 
 export async function runControlPlane(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
@@ -19,7 +20,8 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     },
   });
   const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
-    defaultMode: config.defaultMode, log });
+    defaultMode: config.defaultMode, log,
+    ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}) });
   try {
     await cp.start(config.listen);
   } catch (err) {
