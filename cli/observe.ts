@@ -2,11 +2,10 @@
 import { parseArgs } from "node:util";
 import type * as grpc from "@grpc/grpc-js";
 import {
-  FlowRecord, ObservationPoint, Verdict, verdictFromJSON, verdictToJSON, type Endpoint,
+  FlowRecord, ObservationPoint, verdictToJSON, type Endpoint,
 } from "../proto/gen/bulkhead/v1/flow.js";
-import {
-  FlowFilter, TrafficDirection, type GetFlowsResponse, GetFlowsRequest,
-} from "../proto/gen/bulkhead/v1/observer.js";
+import { type FlowFilter, type GetFlowsResponse, GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
+import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter } from "../controlplane/store/filter-names.js";
 import { ConfigError } from "../agent/config.js";
 import { bearerToken, connectionOptions, connectionUsage, describeGrpcError, observerClient, serverAddress } from "./client.js";
 import { parseSince } from "./duration.js";
@@ -47,14 +46,9 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
       args: argv,
       allowPositionals: true,
       options: {
+        ...Object.fromEntries(FILTER_NAMES.map((name) => [name, multi])),
         namespace: { ...multi, short: "n" }, "all-namespaces": { type: "boolean", short: "A" },
-        pod: multi, "from-pod": multi, "to-pod": multi,
-        label: { ...multi, short: "l" }, "from-label": multi, "to-label": multi,
-        workload: multi, "from-workload": multi, "to-workload": multi,
-        service: multi, "from-service": multi, "to-service": multi,
-        ip: multi, "from-ip": multi, "to-ip": multi,
-        verdict: multi, protocol: multi, port: multi, "to-port": multi, "from-port": multi,
-        node: multi, direction: multi,
+        label: { ...multi, short: "l" },
         since: { type: "string" }, until: { type: "string" }, last: { type: "string" },
         follow: { type: "boolean", short: "f" }, output: { type: "string", short: "o" }, ...connectionOptions,
       },
@@ -66,40 +60,21 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
   if (parsed.positionals.length) throw new ConfigError(`observe: unexpected argument "${parsed.positionals[0]}"`);
   const output = v.output ?? "compact";
   if (!["compact", "json", "table"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not compact, json or table`);
-  const namespaces: string[] = v["all-namespaces"] ? [] : v.namespace ?? [];
-  // A bare pod, workload or service name with exactly one -n names an object in it.
-  const scoped = (names: string[] | undefined) => (names ?? []).map((p) =>
-    (p.includes("/") || namespaces.length !== 1 ? p : `${namespaces[0]}/${p}`));
-  const ports = (flag: string, raw: string[] | undefined) => (raw ?? []).map((p) => {
-    if (!/^[0-9]+$/.test(p) || Number(p) > 65535) throw new ConfigError(`--${flag}: "${p}" is not a port number`);
-    return Number(p);
-  });
-  const verdicts = (v.verdict ?? []).map((x) => {
-    const verdict = verdictFromJSON(`VERDICT_${x.toUpperCase()}`);
-    if (verdict === Verdict.UNRECOGNIZED) throw new ConfigError(`--verdict: "${x}" is not FORWARDED, DROPPED or AUDIT`);
-    return verdict;
-  });
-  const directions = (v.direction ?? []).map((d) => {
-    if (d.toLowerCase() === "ingress") return TrafficDirection.TRAFFIC_DIRECTION_INGRESS;
-    if (d.toLowerCase() === "egress") return TrafficDirection.TRAFFIC_DIRECTION_EGRESS;
-    throw new ConfigError(`--direction: "${d}" is not ingress or egress`);
-  });
-  const protocols = (v.protocol ?? []).map((p) => {
-    const known = ["TCP", "UDP", "SCTP", "ICMPV4", "ICMPV6", "ICMP"];
-    if (!known.includes(p.toUpperCase())) throw new ConfigError(`--protocol: "${p}" is not one of TCP, UDP, SCTP, ICMPv4, ICMPv6`);
-    return p.toUpperCase() === "ICMP" ? "ICMPv4" : p;
-  });
-  const filter: FlowFilter = FlowFilter.fromPartial({
-    namespace: namespaces,
-    pod: scoped(v.pod), sourcePod: scoped(v["from-pod"]), destinationPod: scoped(v["to-pod"]),
-    label: v.label ?? [], sourceLabel: v["from-label"] ?? [], destinationLabel: v["to-label"] ?? [],
-    workload: scoped(v.workload), sourceWorkload: scoped(v["from-workload"]), destinationWorkload: scoped(v["to-workload"]),
-    service: scoped(v.service), sourceService: scoped(v["from-service"]), destinationService: scoped(v["to-service"]),
-    ip: v.ip ?? [], sourceIp: v["from-ip"] ?? [], destinationIp: v["to-ip"] ?? [],
-    port: ports("port", v.port), sourcePort: ports("from-port", v["from-port"]), destinationPort: ports("to-port", v["to-port"]),
-    protocol: protocols, verdict: verdicts, node: v.node ?? [], direction: directions,
-  });
-  const empty = JSON.stringify(FlowFilter.toJSON(filter)) === "{}";
+  // -A wins over -n: every namespace.
+  const pairs: [string, string][] = [];
+  for (const name of FILTER_NAMES) {
+    if (name === "namespace" && v["all-namespaces"]) continue;
+    const values: unknown = (v as Record<string, unknown>)[name];
+    if (Array.isArray(values)) for (const value of values) pairs.push([name, String(value)]);
+  }
+  let filter: FlowFilter;
+  try {
+    filter = flowFilterOf(pairs);
+  } catch (err) {
+    if (err instanceof FilterNameError) throw new ConfigError(`--${err.message}`);
+    throw err;
+  }
+  const empty = isEmptyFilter(filter);
   let last = 0n;
   if (v.last !== undefined) {
     if (!/^[0-9]+$/.test(v.last)) throw new ConfigError(`--last: "${v.last}" is not a whole number`);

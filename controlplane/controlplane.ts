@@ -23,6 +23,7 @@ const SERVICE_IDENTITY: Identity = {
 import { observerService } from "./observer.js";
 import type { AccessControl } from "./access/control.js";
 import { bind, createGrpcServer } from "./grpc.js";
+import { UiServer, type UiServerOptions } from "./ui/server.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -33,6 +34,12 @@ export interface ControlPlaneOptions {
   /** Who may read what through the Observer API; required, so that no caller gets an open API by omission. */
   access: AccessControl;
   log: Logger;
+  /** Serve the web UI and its JSON API here (port 0: any free port). */
+  uiListen?: { host: string; port: number };
+  /** Options of the UI server (static folder, access scope, stream timing). */
+  ui?: Omit<UiServerOptions, "log">;
+  /** Wall clock of the flow maps, in ms; injectable for tests. Default Date.now. */
+  now?: () => number;
 }
 
 /** Records received per second over the last ten seconds. */
@@ -64,7 +71,9 @@ export class ControlPlane {
   readonly state = new ClusterState();
   readonly enricher = new Enricher(this.state);
   readonly history: FlowHistory;
-  readonly flowMap = new FlowMapStore();
+  readonly flowMap: FlowMapStore;
+  readonly now: () => number;
+  private uiServer: UiServer | undefined;
   readonly agents: AgentRegistry;
   private server: grpc.Server | undefined;
   /** Bound gRPC addresses as listened on ("127.0.0.1:0" becomes the port the kernel chose). */
@@ -82,6 +91,8 @@ export class ControlPlane {
   private shipVersion = 0n;
 
   constructor(private readonly opts: ControlPlaneOptions) {
+    this.now = opts.now ?? Date.now;
+    this.flowMap = new FlowMapStore({ now: this.now });
     this.history = new FlowHistory({
       capacity: opts.storeCapacity,
       onSubscriberError: (err) => opts.log.warn({ err: (err as Error).message }, "a follow stream failed"),
@@ -111,6 +122,11 @@ export class ControlPlane {
     for (const addr of listen) {
       const port = await bind(this.server, addr);
       this.bound.push(addr.startsWith("unix://") ? addr : addr.replace(/:[0-9]+$/, `:${port}`));
+    }
+    if (this.opts.uiListen) {
+      this.uiServer = new UiServer(this, { ...this.opts.ui, log });
+      const url = await this.uiServer.listen(this.opts.uiListen.host, this.opts.uiListen.port);
+      log.info({ url }, `web UI at ${url}`);
     }
     log.info({ listen: this.bound, source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
   }
@@ -173,6 +189,11 @@ export class ControlPlane {
   }
 
   /** The addresses start() bound, with real port numbers. */
+  /** Bearer tokens and their scopes: the Observer API's and the UI's. */
+  get access(): AccessControl {
+    return this.opts.access;
+  }
+
   get listening(): readonly string[] {
     return this.bound;
   }
@@ -214,8 +235,14 @@ export class ControlPlane {
     };
   }
 
+  /** The web UI server, when uiListen was given and start() has run. */
+  get ui(): UiServer | undefined {
+    return this.uiServer;
+  }
+
   async stop(): Promise<void> {
     if (this.pushTimer) clearTimeout(this.pushTimer);
+    await this.uiServer?.close();
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.
     this.agents.close();

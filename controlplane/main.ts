@@ -2,7 +2,7 @@
 import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError, parseHostPort } from "../agent/config.js";
 import { FolderSource } from "./metadata/folder.js";
 import { AccessControl } from "./access/control.js";
 import { TokenFileError } from "./access/tokens.js";
@@ -47,7 +47,8 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     source = new KubernetesSource({ kubeConfig, onErrorsChanged });
   }
   const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
-    defaultMode: config.defaultMode, access, log });
+    defaultMode: config.defaultMode, access, log,
+    ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}) });
   try {
     await cp.start(config.listen);
   } catch (err) {

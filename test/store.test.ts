@@ -8,7 +8,7 @@ import { MapNodeKind, TrafficDirection, type FlowFilter, type MapEdge } from "..
 import { LabelSelectorError, parseLabelSelector } from "../controlplane/store/selector.js";
 import { FlowFilterError, compileFilter, compileRequest } from "../controlplane/store/filter.js";
 import { FlowHistory } from "../controlplane/store/history.js";
-import { FlowMapStore } from "../controlplane/store/flowmap.js";
+import { FlowMapStore, edgeOfRecord } from "../controlplane/store/flowmap.js";
 
 // ---------------------------------------------------------------------------------------
 // Synthetic enriched endpoints and records
@@ -739,5 +739,45 @@ describe("flow map", () => {
     expect(later.removed.map((k) => k.destination).sort()).toEqual([PG, CART]);
     expect(seen).toEqual([1, 2, 3]);
     expect(map.changesSince(999).resync).toBe(true);
+  });
+
+  it("counts onChange subscribers until they unsubscribe", () => {
+    const { map } = store();
+    const first = map.onChange(() => undefined);
+    const second = map.onChange(() => undefined);
+    expect(map.subscribers).toBe(2);
+    first();
+    first();
+    expect(map.subscribers).toBe(1);
+    second();
+    expect(map.subscribers).toBe(0);
+  });
+
+  it("windowStart() is getMap's since: an edge is in the window exactly when its last_seen is not before it", () => {
+    const { map, clock } = store();
+    map.add([record({ src: web1, dst: cart1, point: FROM, endMs: T0 })]);
+    for (const offset of [0, 30_000, 64_000, 66_000, 200_000]) {
+      clock.now = T0 + offset;
+      const response = map.getMap({ windowMs: 60_000 });
+      const start = map.windowStart(60_000);
+      expect(start).toBe(Number(response.since!.seconds) * 1000 + response.since!.nanos / 1e6);
+      expect(response.edges.length === 1).toBe(T0 >= start);
+    }
+    expect(() => map.windowStart(0)).toThrow(/window/);
+  });
+
+  it("edgeOfRecord() names the edge add() puts the record on, replies and Service requests included", () => {
+    const { map } = store();
+    const specs: RecordSpec[] = [
+      { src: web1, dst: cart1, point: FROM, sport: 40000, dport: 8080 },
+      { src: cart1, dst: web1, point: TO, sport: 8080, dport: 40000 },
+      { src: web1, dst: cartSvc, point: FROM, sport: 40001, dport: 80 },
+      { src: internet, dst: web1, point: TO, sport: 51000, dport: 443 },
+    ];
+    for (const spec of specs) map.add([record(spec)]);
+    const keys = map.getMap().edges.map((e) => `${e.source} ${e.destination} ${e.protocol} ${e.port}`).sort();
+    const named = specs.map((spec) => edgeOfRecord(record(spec))).map((e) => `${e.source} ${e.destination} ${e.protocol} ${e.port}`);
+    expect([...new Set(named)].sort()).toEqual(keys);
+    expect(named[0]).toBe(named[1]);
   });
 });

@@ -72,14 +72,18 @@ export function requireFlowFilters(scope: Scope, allow: readonly FlowFilter[]): 
 
 /** True when an end of the enriched record is in the scope (a Service address counts in its Service's namespace). */
 export function flowInScope(scope: Scope, flow: FlowRecord): boolean {
-  if (scope.kind === "cluster") return true;
-  const source = flow.source?.namespace ?? "", destination = flow.destination?.namespace ?? "";
-  return (source !== "" && scope.namespaces.has(source)) || (destination !== "" && scope.namespaces.has(destination));
+  return endsInScope(scope, flow.source?.namespace ?? "", flow.destination?.namespace ?? "");
 }
 
-function edgeInScope(scope: Scope & { kind: "namespaces" }, source: string, destination: string): boolean {
-  const s = namespaceOfMapNodeId(source), d = namespaceOfMapNodeId(destination);
-  return (s !== "" && scope.namespaces.has(s)) || (d !== "" && scope.namespaces.has(d));
+/** The one rule: visible when either end's namespace ("" for none: outside, host) is readable. */
+export function endsInScope(scope: Scope, sourceNamespace: string, destinationNamespace: string): boolean {
+  if (scope.kind === "cluster") return true;
+  return (sourceNamespace !== "" && scope.namespaces.has(sourceNamespace))
+    || (destinationNamespace !== "" && scope.namespaces.has(destinationNamespace));
+}
+
+function edgeInScope(scope: Scope, source: string, destination: string): boolean {
+  return endsInScope(scope, namespaceOfMapNodeId(source), namespaceOfMapNodeId(destination));
 }
 
 /**

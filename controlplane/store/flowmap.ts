@@ -207,6 +207,37 @@ export function isReply(record: FlowRecord): boolean {
   return s < d;
 }
 
+/** A record's ends as client and server (rule 3), with the edge's protocol name and server port. */
+function orient(record: FlowRecord): {
+  clientEndpoint: Endpoint | undefined; serverEndpoint: Endpoint | undefined; clientIp: string; serverIp: string;
+  protocolNumber: number; protocol: string; clientPort: number; serverPort: number;
+} {
+  const reply = isReply(record);
+  const l4 = record.l4;
+  const protocolNumber = l4?.protocol ?? 0;
+  return {
+    clientEndpoint: reply ? record.destination : record.source,
+    serverEndpoint: reply ? record.source : record.destination,
+    clientIp: (reply ? record.ip?.destination : record.ip?.source) ?? "",
+    serverIp: (reply ? record.ip?.source : record.ip?.destination) ?? "",
+    protocolNumber,
+    protocol: l4 === undefined ? "" : l4.protocolName || (PROTOCOL_NAMES[protocolNumber] ?? String(protocolNumber)),
+    clientPort: l4 === undefined ? 0 : reply ? l4.destinationPort : l4.sourcePort,
+    serverPort: l4 === undefined ? 0 : reply ? l4.sourcePort : l4.destinationPort,
+  };
+}
+
+/** The map edge a record adds to (whether or not it carries volume): its ends' map node ids, protocol and server port. */
+export function edgeOfRecord(record: FlowRecord): EdgeKey {
+  const o = orient(record);
+  return {
+    source: identify(o.clientEndpoint, o.clientIp).id,
+    destination: identify(o.serverEndpoint, o.serverIp).id,
+    protocol: o.protocol,
+    port: o.serverPort,
+  };
+}
+
 function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity {
   if (endpoint !== undefined) {
     const workload = endpointWorkload(endpoint);
@@ -333,6 +364,18 @@ export class FlowMapStore {
     return { ...this.counters, edges: this.edges.size, nodes: this.nodes.size };
   }
 
+  /** Listeners registered with onChange() and not yet unsubscribed. */
+  get subscribers(): number { return this.listeners.size; }
+
+  /**
+   * Where a window of `windowMs` starts now (the `since` getMap would report): an edge is
+   * in that window exactly when its last_seen is at or after this instant, so a client can
+   * drop edges that fall out of its window without fetching the map again.
+   */
+  windowStart(windowMs?: number): number {
+    return this.window(this.now(), windowMs).sinceMs;
+  }
+
   /** Calls `listener(version)` after every change; returns the unsubscribe. */
   onChange(listener: (version: number) => void): () => void {
     this.listeners.add(listener);
@@ -362,16 +405,7 @@ export class FlowMapStore {
       if (counted) this.counters.counted++;
       else this.counters.verdictOnly++;
 
-      const reply = isReply(record);
-      const clientEndpoint = reply ? record.destination : record.source;
-      const serverEndpoint = reply ? record.source : record.destination;
-      const clientIp = (reply ? record.ip?.destination : record.ip?.source) ?? "";
-      const serverIp = (reply ? record.ip?.source : record.ip?.destination) ?? "";
-      const l4 = record.l4;
-      const protocolNumber = l4?.protocol ?? 0;
-      const protocol = l4 === undefined ? "" : l4.protocolName || (PROTOCOL_NAMES[protocolNumber] ?? String(protocolNumber));
-      const clientPort = l4 === undefined ? 0 : reply ? l4.destinationPort : l4.sourcePort;
-      const serverPort = l4 === undefined ? 0 : reply ? l4.sourcePort : l4.destinationPort;
+      const { clientEndpoint, serverEndpoint, clientIp, serverIp, protocolNumber, protocol, clientPort, serverPort } = orient(record);
 
       const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort);
       const packets = Number(record.packets);

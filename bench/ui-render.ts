@@ -1,0 +1,205 @@
+// Render and update cost of the web UI's map: 500 workloads and 2,000 edges in one
+// namespace, in Debian's Chromium (headless, software rendering).
+//
+// Method. A ControlPlane runs in this process on generated manifests (500 pods in namespace
+// `bench`, each its own workload; 20 pods in `peer` for cross-namespace edges) with its UI
+// server on 127.0.0.1:0 serving dist/ui (run `npm run build:ui` first). Synthetic FROM_POD
+// records are fed through cp.ingest: first one per edge (2,000 edges; 5 % dropped, 5 %
+// audit), then, while frames are measured, records touching 200 edges per second (20 every
+// 100 ms). Each run opens a fresh page on ?namespace=bench and measures:
+//   - first render: navigation start → all 2,000 edges drawn (after fcose);
+//   - frame intervals (requestAnimationFrame) over 8 s while updates stream;
+//   - frame intervals over a scripted pan and zoom (mouse drags and wheel, 4 s) while updates stream.
+// Reference, same run: the page with ?reference=whole-map answers every stream notification
+// by fetching /api/v1/map and redrawing the whole map (what a whole-map poll costs), with
+// positions kept and no relayout (generous to it). Runs alternate delta / reference;
+// figures are medians over runs. Prints; asserts nothing.
+//
+// Usage: npm run build:ts && npm run build:ui && node dist/bench/ui-render.js [--runs N] [--screenshot FILE]
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pino from "pino";
+import { AccessControl } from "../controlplane/access/index.js";
+import { ControlPlane } from "../controlplane/controlplane.js";
+import { FolderSource } from "../controlplane/metadata/folder.js";
+import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
+import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { launchChromium } from "../test/harness/browser.js";
+import { seededRandom } from "../test/harness/seeded-random.js";
+
+const WORKLOADS = 500, PEERS = 20, EDGES = 2000;
+const EDGES_PER_SECOND = 200, TICK_MS = 100;
+const STREAM_MS = 8000, PANZOOM_MS = 4000;
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i === -1 ? undefined : process.argv[i + 1];
+}
+const RUNS = Number(arg("runs") ?? 3);
+const SCREENSHOT = arg("screenshot");
+
+const ipOf = (ns: "bench" | "peer", i: number) => (ns === "bench" ? `10.60.${Math.floor(i / 250)}.${(i % 250) + 2}` : `10.61.0.${i + 2}`);
+
+function manifests(): string {
+  const docs = [
+    "apiVersion: v1\nkind: Namespace\nmetadata: { name: bench, annotations: { bulkhead.io/mode: audit } }",
+    "apiVersion: v1\nkind: Namespace\nmetadata: { name: peer }",
+    "apiVersion: v1\nkind: Node\nmetadata: { name: node1 }\nstatus: { addresses: [{ type: InternalIP, address: 192.168.77.1 }] }",
+  ];
+  const pod = (ns: "bench" | "peer", i: number) => `apiVersion: v1\nkind: Pod\nmetadata: { name: ${ns === "bench" ? "w" : "p"}${i}-0, namespace: ${ns}, uid: uid-${ns}-${i}, labels: { app: ${ns}-${i} }, creationTimestamp: "2024-01-01T00:00:00Z" }\nspec: { nodeName: node1 }\nstatus: { phase: Running, podIP: ${ipOf(ns, i)} }`;
+  for (let i = 0; i < WORKLOADS; i++) docs.push(pod("bench", i));
+  for (let i = 0; i < PEERS; i++) docs.push(pod("peer", i));
+  return docs.join("\n---\n") + "\n";
+}
+
+interface EdgeSpec { src: string; dst: string; port: number; verdict: Verdict }
+
+function edges(): EdgeSpec[] {
+  const random = seededRandom(5);
+  const out: EdgeSpec[] = [];
+  const seen = new Set<string>();
+  while (out.length < EDGES) {
+    const a = Math.floor(random() * WORKLOADS);
+    const cross = random() < 0.05;
+    const src = ipOf("bench", a);
+    const dst = cross ? ipOf("peer", Math.floor(random() * PEERS)) : ipOf("bench", Math.floor(random() * WORKLOADS));
+    const port = 8000 + Math.floor(random() * 3);
+    const key = `${src}>${dst}:${port}`;
+    if (src === dst || seen.has(key)) continue;
+    seen.add(key);
+    const r = random();
+    out.push({ src, dst, port, verdict: r < 0.05 ? Verdict.VERDICT_DROPPED : r < 0.1 ? Verdict.VERDICT_AUDIT : Verdict.VERDICT_FORWARDED });
+  }
+  return out;
+}
+
+let sequence = 0n;
+function record(e: EdgeSpec): FlowRecord {
+  const now = Date.now();
+  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 });
+  return FlowRecord.fromPartial({
+    startTime: ts(now - 200), endTime: ts(now), node: "node1", point: ObservationPoint.OBSERVATION_POINT_FROM_POD,
+    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: "veth", ifindex: 3,
+    ip: { source: e.src, destination: e.dst, version: IpVersion.IP_VERSION_IPV4 },
+    l4: { protocol: 6, protocolName: "TCP", sourcePort: 40_000 + Number(sequence % 20_000n), destinationPort: e.port },
+    packets: 3n, bytes: 300n, verdict: e.verdict,
+    verdictReason: e.verdict === Verdict.VERDICT_FORWARDED ? VerdictReason.VERDICT_REASON_UNSPECIFIED : VerdictReason.VERDICT_REASON_POLICY,
+    sequence: ++sequence,
+  });
+}
+
+interface FrameStats { frames: number; p50: number; p99: number; max: number; long: number }
+interface RunResult { firstRenderMs: number; stream: FrameStats; panzoom: FrameStats; deltas: number }
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+// Runs in the page: rAF intervals for `ms` milliseconds.
+const MEASURE_FRAMES = `(ms) => new Promise((resolve) => {
+  const gaps = []; let last = performance.now(); const end = last + ms;
+  const tick = (t) => { gaps.push(t - last); last = t; if (t < end) requestAnimationFrame(tick); else {
+    gaps.sort((a, b) => a - b); const q = (p) => gaps[Math.min(gaps.length - 1, Math.floor(p * gaps.length))];
+    resolve({ frames: gaps.length, p50: q(0.5), p99: q(0.99), max: gaps[gaps.length - 1], long: gaps.filter((g) => g > 50).length });
+  } };
+  requestAnimationFrame(tick);
+})`;
+
+async function main(): Promise<void> {
+  if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) {
+    process.stderr.write(`ui-render: ${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui\n`);
+    process.exit(2);
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bhbench-ui-"));
+  fs.mkdirSync(path.join(tmp, "manifests"));
+  fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), manifests());
+  const cp = new ControlPlane({
+    source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 1_000_000, drainIntervalMs: 1000,
+    log: pino({ level: "warn" }), uiListen: { host: "127.0.0.1", port: 0 },
+    access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
+  });
+  const launched = await launchChromium();
+  let feeder: NodeJS.Timeout | undefined;
+  try {
+    await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
+    const specs = edges();
+    cp.ingest("node1", specs.map(record));
+    const mapEdges = cp.flowMap.getMap({ namespace: "bench" }).edges.length;
+    process.stdout.write(`ui-render: ${WORKLOADS} workloads (+${PEERS} peers), ${mapEdges} edges in namespace bench; `
+      + `updates: ${EDGES_PER_SECOND} edges/s; ${RUNS} runs per mode; UI ${cp.ui!.url}\n`);
+    let cursor = 0;
+    const perTick = Math.round(EDGES_PER_SECOND * TICK_MS / 1000);
+    const startFeeding = () => {
+      feeder = setInterval(() => {
+        const batch: FlowRecord[] = [];
+        for (let i = 0; i < perTick; i++) batch.push(record(specs[(cursor++) % specs.length]!));
+        cp.ingest("node1", batch);
+      }, TICK_MS);
+    };
+    const stopFeeding = () => { if (feeder) clearInterval(feeder); feeder = undefined; };
+
+    const results: Record<"delta" | "reference", RunResult[]> = { delta: [], reference: [] };
+    for (let run = 0; run < RUNS; run++) {
+      for (const mode of (run % 2 === 0 ? ["delta", "reference"] : ["reference", "delta"]) as ("delta" | "reference")[]) {
+        const page = await launched.context.newPage();
+        const url = `${cp.ui!.url}?namespace=bench&window=5m${mode === "reference" ? "&reference=whole-map" : ""}`;
+        await page.goto(url);
+        await page.waitForFunction(`window.bulkheadMap && window.bulkheadMap.edges().length >= ${mapEdges}`, undefined, { timeout: 120_000, polling: 50 });
+        const firstRenderMs = await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(performance.now())))") as number;
+        if (SCREENSHOT && run === 0 && mode === "delta") await page.screenshot({ path: SCREENSHOT });
+        startFeeding();
+        await new Promise((r) => setTimeout(r, 1000)); // the first deltas arrive
+        const deltasBefore = await page.evaluate("window.bulkheadMap.deltas") as number;
+        const stream = await page.evaluate(`(${MEASURE_FRAMES})(${STREAM_MS})`) as FrameStats;
+        const deltas = (await page.evaluate("window.bulkheadMap.deltas") as number) - deltasBefore;
+        const box = (await page.locator("#map").boundingBox())!;
+        const cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+        const measuring = page.evaluate(`(${MEASURE_FRAMES})(${PANZOOM_MS})`) as Promise<FrameStats>;
+        const until = Date.now() + PANZOOM_MS - 200;
+        for (let i = 0; Date.now() < until; i++) {
+          await page.mouse.move(cx, cy);
+          await page.mouse.down();
+          for (let s = 1; s <= 8; s++) await page.mouse.move(cx + (i % 2 ? -1 : 1) * s * 15, cy + s * 6);
+          await page.mouse.up();
+          await page.mouse.wheel(0, i % 2 ? 240 : -240);
+        }
+        const panzoom = await measuring;
+        stopFeeding();
+        await page.close();
+        results[mode].push({ firstRenderMs, stream, panzoom, deltas });
+        process.stdout.write(`  run ${run + 1} ${mode.padEnd(9)} first render ${firstRenderMs.toFixed(0)} ms; streaming: p50 ${stream.p50.toFixed(1)} p99 ${stream.p99.toFixed(1)} max ${stream.max.toFixed(0)} ms, ${stream.long} long of ${stream.frames}, ${deltas} updates applied; pan/zoom: p50 ${panzoom.p50.toFixed(1)} p99 ${panzoom.p99.toFixed(1)} max ${panzoom.max.toFixed(0)} ms, ${panzoom.long} long of ${panzoom.frames}\n`);
+      }
+    }
+    const row = (label: string, pick: (r: RunResult) => number) => {
+      const d = median(results.delta.map(pick)), r = median(results.reference.map(pick));
+      process.stdout.write(`  ${label.padEnd(34)} ${d.toFixed(1).padStart(9)} ${r.toFixed(1).padStart(11)} ${(r / d).toFixed(2).padStart(7)}\n`);
+      return { d, r };
+    };
+    process.stdout.write(`\nmedians over ${RUNS} runs              deltas   whole map   ratio (whole/delta)\n`);
+    const first = row("first render (ms)", (x) => x.firstRenderMs);
+    const p50 = row("streaming frame p50 (ms)", (x) => x.stream.p50);
+    const p99 = row("streaming frame p99 (ms)", (x) => x.stream.p99);
+    row("streaming frame max (ms)", (x) => x.stream.max);
+    const long = row("streaming long frames (>50 ms)", (x) => x.stream.long);
+    row("pan/zoom frame p50 (ms)", (x) => x.panzoom.p50);
+    const pzp99 = row("pan/zoom frame p99 (ms)", (x) => x.panzoom.p99);
+    row("pan/zoom frame max (ms)", (x) => x.panzoom.max);
+    row("pan/zoom long frames (>50 ms)", (x) => x.panzoom.long);
+    row("updates applied (8 s)", (x) => x.deltas);
+    process.stdout.write(`SUMMARY first_render_ms=${first.d.toFixed(0)} stream_p50_ms=${p50.d.toFixed(1)} stream_p99_ms=${p99.d.toFixed(1)} `
+      + `stream_long=${long.d} panzoom_p99_ms=${pzp99.d.toFixed(1)} reference_stream_p99_ms=${p99.r.toFixed(1)} ratio_p99=${(p99.r / p99.d).toFixed(2)}\n`);
+  } finally {
+    if (feeder) clearInterval(feeder);
+    await launched.close();
+    await cp.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`ui-render: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,176 @@
+// What the details pane shows for a map node or edge: the NetworkPolicies that select it
+// (through the policy model's own selectors) and the policies that decided its flows in
+// the window (from each record's attribution, as the datapath judged it).
+import type { ClusterState } from "../cluster/state.js";
+import type { Pod } from "../metadata/objects.js";
+import type { PolicyModel } from "../policy/model.js";
+import type { FlowHistory } from "../store/history.js";
+import { compileFilter, type FlowPredicate } from "../store/filter.js";
+import { edgeOfRecord, type EdgeKey } from "../store/flowmap.js";
+import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
+import { ApiError, badParameter } from "./params.js";
+
+export type Direction = "ingress" | "egress";
+
+export interface SelectingPolicy {
+  namespace: string;
+  name: string;
+  direction: Direction;
+  mode: string;
+  /** The map node whose pods it selects. */
+  selects: string;
+}
+
+export interface DecidingPolicy {
+  namespace: string;
+  name: string;
+  direction: Direction;
+  mode: string;
+  /** allowed: a rule of it allowed the flows; denied: it isolated that side and no policy allowed them. */
+  decision: "allowed" | "denied";
+  /** Flow records it decided in the window. */
+  records: number;
+}
+
+/** A map node id taken apart: "workload:<ns>/<Kind>/<name>", "service:<ns>/<name>", "world:<ip>", "host:<node>", "unknown:<ip>". */
+export type ParsedNode =
+  | { kind: "workload"; id: string; namespace: string; workloadKind: string; name: string }
+  | { kind: "service"; id: string; namespace: string; name: string }
+  | { kind: "world" | "unknown"; id: string; ip: string }
+  | { kind: "host"; id: string; node: string };
+
+export function parseNodeId(parameter: string, id: string): ParsedNode {
+  const colon = id.indexOf(":");
+  const kind = colon === -1 ? "" : id.slice(0, colon);
+  const rest = id.slice(colon + 1);
+  const parts = rest.split("/");
+  const bad = (problem: string) => badParameter(parameter, id, problem);
+  switch (kind) {
+    case "workload":
+      if (parts.length !== 3 || parts.some((p) => p === "")) throw bad(`is not a map node id: expected workload:<namespace>/<Kind>/<name>`);
+      return { kind, id, namespace: parts[0]!, workloadKind: parts[1]!, name: parts[2]! };
+    case "service":
+      if (parts.length !== 2 || parts.some((p) => p === "")) throw bad(`is not a map node id: expected service:<namespace>/<name>`);
+      return { kind, id, namespace: parts[0]!, name: parts[1]! };
+    case "world":
+    case "unknown":
+      if (rest === "") throw bad(`is not a map node id: expected ${kind}:<address>`);
+      return { kind, id, ip: rest };
+    case "host":
+      if (rest === "") throw bad("is not a map node id: expected host:<node>");
+      return { kind, id, node: rest };
+    default:
+      throw bad("is not a map node id (workload:, service:, world:, host: or unknown:)");
+  }
+}
+
+/** "<source>,<destination>,<protocol>,<port>", as map-json's edgeId writes it. */
+export function parseEdgeId(parameter: string, text: string): { key: EdgeKey; source: ParsedNode; destination: ParsedNode } {
+  const parts = text.split(",");
+  if (parts.length !== 4) throw badParameter(parameter, text, "is not an edge: expected <source>,<destination>,<protocol>,<port>");
+  const [source, destination, protocol, port] = parts as [string, string, string, string];
+  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) throw badParameter(parameter, text, `has port ${JSON.stringify(port)}, not a number 0-65535`);
+  return {
+    key: { source, destination, protocol, port: Number(port) },
+    source: parseNodeId(parameter, source),
+    destination: parseNodeId(parameter, destination),
+  };
+}
+
+/** The node's namespace ("" for peers outside every namespace). */
+export function nodeNamespace(node: ParsedNode): string {
+  return node.kind === "workload" || node.kind === "service" ? node.namespace : "";
+}
+
+/** Live pods behind a node: a workload's pods, or the pods a Service selects. */
+function podsOf(state: ClusterState, node: ParsedNode): Pod[] {
+  if (node.kind === "workload") {
+    return state.pods().filter((p) => {
+      if (p.metadata.namespace !== node.namespace) return false;
+      const w = state.workloadOf(p);
+      return w.kind === node.workloadKind && w.name === node.name;
+    });
+  }
+  if (node.kind === "service") {
+    const service = state.service(node.namespace, node.name);
+    return service === undefined ? [] : state.podsSelectedBy(node.namespace, service.spec.selector);
+  }
+  return [];
+}
+
+/** Policies whose podSelector selects a pod of the node, for the given directions (policyTypes). */
+export function selectingPolicies(state: ClusterState, model: PolicyModel, node: ParsedNode, directions: readonly Direction[]): SelectingPolicy[] {
+  const pods = podsOf(state, node);
+  if (pods.length === 0) return [];
+  const out: SelectingPolicy[] = [];
+  for (const policy of model.policies()) {
+    if (policy.namespace !== nodeNamespace(node)) continue;
+    if (!pods.some((p) => policy.podSelector.matches(p.metadata.labels))) continue;
+    for (const direction of directions) {
+      if (policy[direction] === undefined) continue;
+      out.push({ namespace: policy.namespace, name: policy.name, direction, mode: model.modeOf(policy.namespace), selects: node.id });
+    }
+  }
+  return out;
+}
+
+/** A cheap filter the store runs over its columns before the exact edge test. */
+function prefilter(node: ParsedNode): FlowPredicate {
+  switch (node.kind) {
+    case "workload": return compileFilter(FlowFilter.fromPartial({ workload: [`${node.namespace}/${node.workloadKind}/${node.name}`] }));
+    case "service": return compileFilter(FlowFilter.fromPartial({ service: [`${node.namespace}/${node.name}`] }));
+    case "host": return () => true;
+    default: return compileFilter(FlowFilter.fromPartial({ ip: [node.ip] }));
+  }
+}
+
+const POLICY_KEY = /^([^/]+)\/(.+)$/;
+
+/**
+ * Records of the node (an end of their edge) or of the edge since `sinceMs`, the policies
+ * that decided them, and how many there were.
+ */
+export function decidingPolicies(history: FlowHistory, model: PolicyModel, target: { node: ParsedNode } | { edge: EdgeKey; source: ParsedNode },
+  sinceMs: number, visible: (r: FlowRecord) => boolean): { decidedBy: DecidingPolicy[]; records: number } {
+  const anchor = "node" in target ? target.node : target.source;
+  const cheap = prefilter(anchor);
+  const matches = "node" in target
+    ? (r: FlowRecord) => { const e = edgeOfRecord(r); return e.source === target.node.id || e.destination === target.node.id; }
+    : (r: FlowRecord) => {
+      const e = edgeOfRecord(r);
+      return e.source === target.edge.source && e.destination === target.edge.destination
+        && e.protocol === target.edge.protocol && e.port === target.edge.port;
+    };
+  const counts = new Map<string, DecidingPolicy>();
+  const count = (key: string, direction: Direction, decision: DecidingPolicy["decision"]) => {
+    const id = `${key}|${direction}|${decision}`;
+    const known = counts.get(id);
+    if (known) { known.records++; return; }
+    const m = POLICY_KEY.exec(key);
+    const namespace = m?.[1] ?? "", name = m?.[2] ?? key;
+    counts.set(id, { namespace, name, direction, mode: model.modeOf(namespace), decision, records: 1 });
+  };
+  let records = 0;
+  const since = { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 };
+  for (const r of history.iterate({ predicate: (x) => cheap(x) && visible(x), since })) {
+    if (!matches(r)) continue;
+    records++;
+    const a = r.attribution;
+    if (a === undefined) continue;
+    for (const [direction, isolated, allowedBy, isolatedBy] of [
+      ["egress", a.egressIsolated, a.egressAllowedBy, a.egressIsolatedBy],
+      ["ingress", a.ingressIsolated, a.ingressAllowedBy, a.ingressIsolatedBy],
+    ] as const) {
+      if (allowedBy.length > 0) for (const key of allowedBy) count(key, direction, "allowed");
+      else if (isolated) for (const key of isolatedBy) count(key, direction, "denied");
+    }
+  }
+  const decidedBy = [...counts.values()].sort((x, y) =>
+    `${x.namespace}/${x.name}/${x.direction}/${x.decision}`.localeCompare(`${y.namespace}/${y.name}/${y.direction}/${y.decision}`));
+  return { decidedBy, records };
+}
+
+export function notFound(what: string, id: string, window: string): ApiError {
+  return new ApiError(404, `${what} ${JSON.stringify(id)} is not on the map (no traffic in the last ${window})`);
+}

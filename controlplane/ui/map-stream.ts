@@ -1,0 +1,131 @@
+// One client's live map over server-sent events: a `snapshot` first, then `delta`s built
+// from FlowMapStore.onChange + changesSince, at most one per `coalesceMs`, so a busy
+// cluster costs a client a few small messages a second, never the whole map. Edges that
+// go idle for longer than the client's window are removed by this session's own timer
+// (FlowMapStore reports an edge as removed only when it leaves the store's retention).
+import type { ServerResponse } from "node:http";
+import type { FlowMapStore } from "../store/flowmap.js";
+import { edgeId, mapJson, scopedGraph, type MapDeltaJson } from "./map-json.js";
+import type { AccessScope } from "./scope.js";
+import type { Window } from "./params.js";
+
+export interface MapStreamOptions {
+  /** Shortest time between two deltas; default 500 ms. */
+  coalesceMs?: number;
+  /** How often idle edges are checked against the window; default 1 s. */
+  expiryCheckMs?: number;
+  /** Default 15 s. */
+  heartbeatMs?: number;
+  /** A client this far behind (bytes queued) is disconnected; it reconnects to a fresh snapshot. Default 8 MiB. */
+  maxQueuedBytes?: number;
+}
+
+export class MapStream {
+  /** Edge id -> last_seen (ms) as the client has it. */
+  private readonly sent = new Map<string, number>();
+  private version = 0;
+  private unsubscribe: (() => void) | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private lastFlush = 0;
+  private closed = false;
+  private readonly coalesceMs: number;
+  private readonly maxQueuedBytes: number;
+
+  constructor(
+    private readonly response: ServerResponse,
+    private readonly flowMap: FlowMapStore,
+    private readonly namespace: string,
+    private readonly window: Window,
+    private readonly scope: AccessScope,
+    private readonly options: MapStreamOptions = {},
+    private readonly onClose: () => void = () => undefined,
+  ) {
+    this.coalesceMs = options.coalesceMs ?? 500;
+    this.maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
+  }
+
+  start(): void {
+    this.response.writeHead(200, {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-store",
+      "x-accel-buffering": "no",
+    });
+    this.response.on("close", () => this.close());
+    this.snapshot();
+    this.unsubscribe = this.flowMap.onChange(() => this.schedule());
+    this.timers.push(setInterval(() => this.expire(), this.options.expiryCheckMs ?? 1000));
+    this.timers.push(setInterval(() => this.send("heartbeat", { version: this.version, time: Date.now() }), this.options.heartbeatMs ?? 15_000));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.unsubscribe?.();
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    for (const t of this.timers) clearInterval(t);
+    if (!this.response.writableEnded) this.response.end();
+    this.onClose();
+  }
+
+  private snapshot(): void {
+    const map = this.flowMap.getMap({ namespace: this.namespace || undefined, windowMs: this.window.ms });
+    this.version = this.flowMap.version;
+    const json = mapJson(map, this.version, this.namespace, this.window.name, this.scope);
+    this.sent.clear();
+    for (const e of json.edges) this.sent.set(e.id, e.lastSeen);
+    this.send("snapshot", json);
+  }
+
+  private schedule(): void {
+    if (this.closed || this.flushTimer) return;
+    const wait = Math.max(0, this.lastFlush + this.coalesceMs - Date.now());
+    this.flushTimer = setTimeout(() => { this.flushTimer = undefined; this.flush(); }, wait);
+  }
+
+  private flush(): void {
+    if (this.closed) return;
+    this.lastFlush = Date.now();
+    const changes = this.flowMap.changesSince(this.version, { namespace: this.namespace || undefined, windowMs: this.window.ms });
+    if (changes.resync) {
+      this.snapshot();
+      return;
+    }
+    this.version = changes.version;
+    const { nodes, edges } = scopedGraph(this.scope, changes.nodes, changes.edges);
+    const removed: string[] = [];
+    for (const key of changes.removed) {
+      const id = edgeId(key);
+      if (this.sent.delete(id)) removed.push(id);
+    }
+    for (const e of edges) this.sent.set(e.id, e.lastSeen);
+    removed.push(...this.idle());
+    if (edges.length === 0 && removed.length === 0) return;
+    this.send("delta", { version: this.version, edges, nodes, removed } satisfies MapDeltaJson);
+  }
+
+  /** Edges whose last_seen fell before the window's start: gone from the client's window. */
+  private idle(): string[] {
+    const start = this.flowMap.windowStart(this.window.ms);
+    const out: string[] = [];
+    for (const [id, lastSeen] of this.sent) {
+      if (lastSeen < start) { this.sent.delete(id); out.push(id); }
+    }
+    return out;
+  }
+
+  private expire(): void {
+    if (this.closed || this.flushTimer) return; // a pending flush checks idle edges too
+    const removed = this.idle();
+    if (removed.length > 0) this.send("delta", { version: this.version, edges: [], nodes: [], removed } satisfies MapDeltaJson);
+  }
+
+  private send(event: string, data: unknown): void {
+    if (this.closed) return;
+    if (this.response.writableLength > this.maxQueuedBytes) {
+      this.close();
+      return;
+    }
+    this.response.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  }
+}

@@ -1,0 +1,326 @@
+// The web UI's HTTP server: the built UI (dist/ui) as static files, /healthz, and the JSON
+// API under /api/v1/ (namespaces, map, map/stream, flows, details). Every request gets one
+// access scope (scope.ts) that every endpoint honours. A bad request is answered alone: no
+// error of one client reaches another's stream or the stores.
+import fs from "node:fs";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Logger } from "pino";
+import type { ClusterState } from "../cluster/state.js";
+import type { PolicyCompiler } from "../policy/compile.js";
+import type { AccessControl } from "../access/index.js";
+import type { FlowHistory } from "../store/history.js";
+import type { FlowMapStore } from "../store/flowmap.js";
+import { compileRequest, FlowFilterError, type FlowPredicate } from "../store/filter.js";
+import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter, isFilterName } from "../store/filter-names.js";
+import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { ApiError, badParameter, NAMESPACE_RE, Query, type Window } from "./params.js";
+import { type AccessScope, requestScope, scopeAllows, scopeAllowsEnds } from "./scope.js";
+import { edgeJson, mapJson, nodeJson } from "./map-json.js";
+import { MapStream, type MapStreamOptions } from "./map-stream.js";
+import { decidingPolicies, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type ParsedNode } from "./details.js";
+
+/** What the UI reads: the control plane's stores (ControlPlane satisfies it). */
+export interface UiSources {
+  readonly state: ClusterState;
+  readonly history: FlowHistory;
+  readonly flowMap: FlowMapStore;
+  readonly policy: PolicyCompiler;
+  /** Bearer tokens and their scopes, shared with the Observer API. */
+  readonly access: AccessControl;
+  /** The clock the flow map uses. */
+  now(): number;
+}
+
+export interface UiServerOptions {
+  log: Logger;
+  /** The built UI; default dist/ui of this installation. */
+  staticDir?: string;
+  stream?: MapStreamOptions;
+}
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** dist/controlplane/ui → dist/ui; from the sources (tests run them) → dist/ui as well. */
+export const DEFAULT_STATIC_DIR = path.basename(path.resolve(HERE, "../..")) === "dist"
+  ? path.resolve(HERE, "../../ui")
+  : path.resolve(HERE, "../../dist/ui");
+
+const CONTENT_TYPES: Readonly<Record<string, string>> = {
+  ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8", ".json": "application/json; charset=utf-8", ".map": "application/json; charset=utf-8",
+  ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".woff2": "font/woff2", ".txt": "text/plain; charset=utf-8",
+};
+
+const MAX_FLOWS = 10_000;
+
+type Route = (query: URLSearchParams, scope: AccessScope, response: ServerResponse) => void;
+
+export class UiServer {
+  private readonly server: http.Server;
+  private readonly streams = new Set<MapStream>();
+  private readonly staticDir: string;
+  private readonly scopeOf: (request: IncomingMessage) => AccessScope;
+  private readonly routes: ReadonlyMap<string, Route>;
+
+  constructor(private readonly sources: UiSources, private readonly options: UiServerOptions) {
+    this.staticDir = path.resolve(options.staticDir ?? DEFAULT_STATIC_DIR);
+    this.scopeOf = (request) => requestScope(sources.access, request);
+    this.routes = new Map<string, Route>([
+      ["namespaces", (q, s, res) => this.namespaces(q, s, res)],
+      ["map", (q, s, res) => this.map(q, s, res)],
+      ["map/stream", (q, s, res) => this.mapStream(q, s, res)],
+      ["flows", (q, s, res) => this.flows(q, s, res)],
+      ["details", (q, s, res) => this.details(q, s, res)],
+    ]);
+    this.server = http.createServer((req, res) => this.handle(req, res));
+    // Streams stay open for hours; only idle keep-alive sockets time out.
+    this.server.requestTimeout = 0;
+  }
+
+  /** Listens; returns the URL ("http://HOST:PORT/"). */
+  async listen(host: string, port: number): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      const fail = (err: Error) => reject(new Error(`web UI: cannot listen on ${host}:${port}: ${err.message}`));
+      this.server.once("error", fail);
+      this.server.listen(port, host, () => { this.server.off("error", fail); resolve(); });
+    });
+    return this.url;
+  }
+
+  get url(): string {
+    const a = this.server.address() as AddressInfo;
+    const host = a.family === "IPv6" ? `[${a.address}]` : a.address;
+    return `http://${host}:${a.port}/`;
+  }
+
+  /** Open map streams (for tests and status). */
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
+  async close(): Promise<void> {
+    for (const s of [...this.streams]) s.close();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  // ---- dispatch ----------------------------------------------------------------------------
+
+  private handle(request: IncomingMessage, response: ServerResponse): void {
+    let url: URL;
+    try {
+      url = new URL(request.url ?? "/", "http://ui.invalid");
+    } catch {
+      this.error(response, new ApiError(400, `bad request target ${JSON.stringify(request.url)}`));
+      return;
+    }
+    try {
+      const method = request.method ?? "GET";
+      if (url.pathname === "/healthz") {
+        this.requireRead(method);
+        response.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end("ok\n");
+        return;
+      }
+      if (url.pathname.startsWith("/api/")) {
+        const name = url.pathname.startsWith("/api/v1/") ? url.pathname.slice("/api/v1/".length) : undefined;
+        const route = name === undefined ? undefined : this.routes.get(name);
+        if (route === undefined) throw new ApiError(404, `no API endpoint ${url.pathname} (endpoints: ${[...this.routes.keys()].map((k) => `/api/v1/${k}`).join(", ")})`);
+        this.requireRead(method);
+        route(url.searchParams, this.scopeOf(request), response);
+        return;
+      }
+      this.requireRead(method);
+      this.serveStatic(request.url ?? "/", url.pathname, method, response);
+    } catch (err) {
+      if (err instanceof ApiError) {
+        if (err.status === 405) response.setHeader("allow", "GET, HEAD");
+        this.error(response, err);
+        return;
+      }
+      this.options.log.error({ err: (err as Error).message, url: request.url }, "web UI request failed");
+      this.error(response, new ApiError(500, `internal error: ${(err as Error).message}`));
+    }
+  }
+
+  private requireRead(method: string): void {
+    if (method !== "GET" && method !== "HEAD") throw new ApiError(405, `method ${method} is not allowed (GET or HEAD)`);
+  }
+
+  private error(response: ServerResponse, err: ApiError): void {
+    if (response.headersSent) { response.end(); return; }
+    this.json(response, { error: err.message }, err.status);
+  }
+
+  private json(response: ServerResponse, body: unknown, status = 200): void {
+    const text = JSON.stringify(body);
+    response.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" });
+    response.end(text);
+  }
+
+  // ---- endpoints -----------------------------------------------------------------------------
+
+  private namespaces(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+    const query = Query.parse(params, ["window"]);
+    const window = query.window();
+    const model = this.sources.policy.model();
+    const inCluster = new Set(this.sources.state.namespaces().map((n) => n.metadata.name));
+    const onMap = new Set<string>();
+    for (const n of this.sources.flowMap.getMap({ windowMs: window.ms }).nodes) if (n.namespace !== "") onMap.add(n.namespace);
+    const names = [...new Set([...inCluster, ...onMap])].filter((n) => scopeAllows(scope, n)).sort();
+    this.json(response, {
+      namespaces: names.map((name) => ({ name, mode: model.modeOf(name), inCluster: inCluster.has(name), onMap: onMap.has(name) })),
+    });
+  }
+
+  private mapQuery(params: URLSearchParams, scope: AccessScope): { namespace: string; window: Window } {
+    const query = Query.parse(params, ["namespace", "window"]);
+    const namespace = query.namespace();
+    const window = query.window();
+    if (namespace !== "" && !scopeAllows(scope, namespace)) throw new ApiError(403, `namespace ${JSON.stringify(namespace)} is outside this request's access scope`);
+    return { namespace, window };
+  }
+
+  private map(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+    const { namespace, window } = this.mapQuery(params, scope);
+    const map = this.sources.flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms });
+    this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope));
+  }
+
+  private mapStream(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+    const { namespace, window } = this.mapQuery(params, scope);
+    const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, this.options.stream,
+      () => this.streams.delete(stream));
+    this.streams.add(stream);
+    stream.start();
+  }
+
+  /** The flows endpoint: observe's filter names, plus limit and window. */
+  private flows(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+    const query = Query.parse(params, [...FILTER_NAMES, "limit", "window"], isFilterName);
+    const limit = query.limit(500, MAX_FLOWS);
+    const window = query.window();
+    const pairs = query.entries().filter(([name]) => isFilterName(name));
+    for (const [name, value] of pairs) {
+      if (name === "namespace" && !NAMESPACE_RE.test(value)) throw badParameter(name, value, "is not a namespace name");
+      if (name === "namespace" && !scopeAllows(scope, value)) throw new ApiError(403, `namespace ${JSON.stringify(value)} is outside this request's access scope`);
+    }
+    let predicate: FlowPredicate;
+    try {
+      const filter = flowFilterOf(pairs);
+      predicate = compileRequest(isEmptyFilter(filter) ? [] : [filter], []);
+    } catch (err) {
+      if (err instanceof FilterNameError) throw badParameter(err.parameter, err.value, err.problem);
+      if (err instanceof FlowFilterError) throw badParameter(parameterOfField(err.field), err.value, err.problem);
+      throw err;
+    }
+    const visible = this.visibleFlows(scope);
+    const sinceMs = this.sources.now() - window.ms;
+    const flows = this.sources.history.query({
+      predicate: visible === undefined ? predicate : (r) => predicate(r) && visible(r),
+      since: { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 },
+      last: limit,
+    });
+    this.json(response, { window: window.name, limit, flows: flows.map((f) => FlowRecord.toJSON(f)) });
+  }
+
+  /** Undefined when every flow is visible. */
+  private visibleFlows(scope: AccessScope): FlowPredicate | undefined {
+    if (scope.kind === "cluster") return undefined;
+    return (r) => scopeAllowsEnds(scope, r.source?.namespace ?? "", r.destination?.namespace ?? "");
+  }
+
+  private details(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+    const query = Query.parse(params, ["node", "edge", "window"]);
+    const window = query.window();
+    const nodeText = query.get("node"), edgeText = query.get("edge");
+    if ((nodeText === undefined) === (edgeText === undefined)) {
+      throw new ApiError(400, "details takes exactly one of the parameters node and edge");
+    }
+    const { state, history, flowMap, policy } = this.sources;
+    const model = policy.model();
+    const sinceMs = flowMap.windowStart(window.ms);
+    const visible = this.visibleFlows(scope) ?? (() => true);
+    const mapOf = (namespace: string) => flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms });
+    if (nodeText !== undefined) {
+      const node = parseNodeId("node", nodeText);
+      this.requireVisible(scope, node);
+      const map = mapOf(nodeNamespace(node));
+      const found = map.nodes.find((n) => n.id === node.id);
+      if (found === undefined) throw notFound("node", node.id, window.name);
+      const selectedBy = selectingPolicies(state, model, node, ["ingress", "egress"]);
+      const { decidedBy, records } = decidingPolicies(history, model, { node }, sinceMs, visible);
+      const edges = map.edges.filter((e) => e.source === node.id || e.destination === node.id);
+      this.json(response, {
+        window: window.name, node: nodeJson(found), edges: edges.length, records,
+        packets: edges.reduce((sum, e) => sum + Number(e.packets), 0), bytes: edges.reduce((sum, e) => sum + Number(e.bytes), 0),
+        selectedBy, decidedBy,
+      });
+      return;
+    }
+    const { key, source, destination } = parseEdgeId("edge", edgeText!);
+    if (!scopeAllowsEnds(scope, nodeNamespace(source), nodeNamespace(destination))) {
+      throw new ApiError(403, `edge ${JSON.stringify(edgeText)} has no end in this request's access scope`);
+    }
+    const map = mapOf(nodeNamespace(source) || nodeNamespace(destination));
+    const found = map.edges.find((e) => e.source === key.source && e.destination === key.destination && e.protocol === key.protocol && e.port === key.port);
+    if (found === undefined) throw notFound("edge", edgeText!, window.name);
+    const selectedBy = [
+      ...selectingPolicies(state, model, source, ["egress"]),
+      ...selectingPolicies(state, model, destination, ["ingress"]),
+    ];
+    const { decidedBy, records } = decidingPolicies(history, model, { edge: key, source }, sinceMs, visible);
+    this.json(response, { window: window.name, edge: edgeJson(found), records, selectedBy, decidedBy });
+  }
+
+  private requireVisible(scope: AccessScope, node: ParsedNode): void {
+    const namespace = nodeNamespace(node);
+    if (namespace !== "" && !scopeAllows(scope, namespace)) {
+      throw new ApiError(403, `node ${JSON.stringify(node.id)} is in namespace ${JSON.stringify(namespace)}, outside this request's access scope`);
+    }
+  }
+
+  // ---- static files --------------------------------------------------------------------------
+
+  private serveStatic(rawTarget: string, pathname: string, method: string, response: ServerResponse): void {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(pathname);
+    } catch {
+      throw new ApiError(400, `path ${JSON.stringify(rawTarget)} is not valid percent-encoding`);
+    }
+    const file = path.resolve(this.staticDir, `.${decoded}`);
+    if (decoded.includes("\0") || (file !== this.staticDir && !file.startsWith(this.staticDir + path.sep))) {
+      throw new ApiError(403, `path ${JSON.stringify(rawTarget)} leaves the UI folder`);
+    }
+    const index = path.join(this.staticDir, "index.html");
+    let target = file;
+    let stat = statOf(target);
+    if (stat?.isDirectory()) { target = path.join(target, "index.html"); stat = statOf(target); }
+    // Client-side routes (no file extension) get the app; a missing asset is a 404.
+    if (stat === undefined && path.extname(decoded) === "") { target = index; stat = statOf(target); }
+    if (stat === undefined || !stat.isFile()) {
+      if (!fs.existsSync(index)) throw new ApiError(503, `the web UI is not built (${index} is missing): run npm run build:ui`);
+      throw new ApiError(404, `no file ${JSON.stringify(decoded)}`);
+    }
+    const type = CONTENT_TYPES[path.extname(target).toLowerCase()] ?? "application/octet-stream";
+    // Vite names assets by content hash: they never change; index.html must be re-read.
+    const cache = target.includes(`${path.sep}assets${path.sep}`) ? "public, max-age=31536000, immutable" : "no-cache";
+    response.writeHead(200, { "content-type": type, "content-length": stat.size, "cache-control": cache, "x-content-type-options": "nosniff" });
+    if (method === "HEAD") { response.end(); return; }
+    fs.createReadStream(target).on("error", () => response.destroy()).pipe(response);
+  }
+}
+
+function statOf(file: string): fs.Stats | undefined {
+  try { return fs.statSync(file); } catch { return undefined; }
+}
+
+/** compileFilter names fields by their proto names ("source_ip"); the API's parameters are observe's ("from-ip"). */
+function parameterOfField(field: string): string {
+  return field.replace(/^source_/, "from-").replace(/^destination_/, "to-");
+}
+

@@ -1,0 +1,456 @@
+// The web UI's HTTP server over real HTTP: a ControlPlane in this process (manifests in a
+// temp folder, records fed through ingest, a clock the test moves) with its UI server on
+// 127.0.0.1:0. Proves the JSON API (map, stream, flows, details, namespaces), parameter
+// validation, the access-scope hook, static files, and that a closed stream leaves nothing behind.
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ControlPlane } from "../controlplane/controlplane.js";
+import { FolderSource } from "../controlplane/metadata/folder.js";
+import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
+import { flowFilterOf, FilterNameError } from "../controlplane/store/filter-names.js";
+import { buildRequest } from "../cli/observe.js";
+import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { GetFlowsRequest, ObserverServiceClient, type GetFlowsResponse } from "../proto/gen/bulkhead/v1/observer.js";
+
+const OTHER_TOKEN = "other-team-token-7f3a9c2e5b1d4f60";
+const TOKENS = `
+tokens:
+  - name: other-team
+    token: ${OTHER_TOKEN}
+    namespaces: [other]
+`;
+
+const WEB_IP = "10.0.1.5", DB_IP = "10.0.2.7", X_IP = "10.0.9.1";
+const WEB = "workload:shop/Pod/web-1";
+const DB = "workload:shop/StatefulSet/db";
+const X = "workload:other/Pod/x-1";
+
+const MANIFESTS = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, annotations: { bulkhead.io/mode: audit } }
+---
+apiVersion: v1
+kind: Namespace
+metadata: { name: other }
+---
+apiVersion: v1
+kind: Node
+metadata: { name: node1 }
+status: { addresses: [{ type: InternalIP, address: 192.168.0.11 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: web-1, namespace: shop, uid: uid-web-1, labels: { app: web }, creationTimestamp: "2024-01-01T00:00:00Z" }
+spec: { nodeName: node1 }
+status: { phase: Running, podIP: ${WEB_IP} }
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: db, namespace: shop, uid: uid-sts-db }
+spec: { selector: { matchLabels: { app: db } } }
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-0
+  namespace: shop
+  uid: uid-db-0
+  labels: { app: db }
+  creationTimestamp: "2024-01-01T00:00:00Z"
+  ownerReferences: [{ apiVersion: apps/v1, kind: StatefulSet, name: db, uid: uid-sts-db, controller: true }]
+spec: { nodeName: node1 }
+status: { phase: Running, podIP: ${DB_IP} }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: x-1, namespace: other, uid: uid-x-1, labels: { app: x }, creationTimestamp: "2024-01-01T00:00:00Z" }
+spec: { nodeName: node1 }
+status: { phase: Running, podIP: ${X_IP} }
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: db-ingress, namespace: shop }
+spec:
+  podSelector: { matchLabels: { app: db } }
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{ podSelector: { matchLabels: { app: web } } }]
+    ports: [{ protocol: TCP, port: 5432 }]
+`;
+
+const clock = { now: Date.now() };
+let sequence = 0n;
+
+/** A record as an agent sends it (ends unresolved: the control plane enriches them). */
+function record(src: string, dst: string, dport: number, verdict = Verdict.VERDICT_FORWARDED, point = ObservationPoint.OBSERVATION_POINT_FROM_POD): FlowRecord {
+  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+  return FlowRecord.fromPartial({
+    startTime: ts(clock.now - 500), endTime: ts(clock.now), node: "node1", point,
+    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: "veth", ifindex: 7,
+    ip: { source: src, destination: dst, version: IpVersion.IP_VERSION_IPV4 },
+    l4: { protocol: 6, protocolName: "TCP", sourcePort: 40_000, destinationPort: dport, icmpType: 0, icmpCode: 0 },
+    packets: 4n, bytes: 400n, verdict, verdictReason: VerdictReason.VERDICT_REASON_POLICY, sequence: ++sequence,
+  });
+}
+
+let tmp: string;
+let cp: ControlPlane;
+let base: string;
+let grpcAddress: string;
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ui-api-"));
+  const manifests = path.join(tmp, "manifests");
+  fs.mkdirSync(manifests);
+  fs.writeFileSync(path.join(manifests, "cluster.yaml"), MANIFESTS);
+  const staticDir = path.join(tmp, "ui");
+  fs.mkdirSync(path.join(staticDir, "assets"), { recursive: true });
+  fs.writeFileSync(path.join(staticDir, "index.html"), "<!doctype html><title>bulkhead</title>");
+  fs.writeFileSync(path.join(staticDir, "assets", "app-1234.js"), "console.log('app');");
+  fs.writeFileSync(path.join(tmp, "secret.txt"), "SECRET-OUTSIDE-THE-UI");
+  grpcAddress = `unix://${path.join(tmp, "cp.sock")}`;
+  // Requests without a token see everything (as in the lab); OTHER_TOKEN sees namespace "other" only.
+  const access = new AccessControl({ tokens: parseTokenFile(TOKENS, "tokens.yaml"), allowUnauthenticated: true });
+  cp = new ControlPlane({
+    source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: pino({ level: "silent" }), access,
+    now: () => clock.now, uiListen: { host: "127.0.0.1", port: 0 },
+    ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 } },
+  });
+  await cp.start([grpcAddress]);
+  base = cp.ui!.url.replace(/\/$/, "");
+  cp.ingest("node1", [
+    record(WEB_IP, DB_IP, 5432),
+    record(WEB_IP, DB_IP, 6379, Verdict.VERDICT_AUDIT),
+    record(X_IP, WEB_IP, 8080),
+  ]);
+});
+
+afterAll(async () => {
+  await cp?.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+async function get(pathAndQuery: string, init: RequestInit = {}): Promise<{ status: number; body: any; type: string; text: string }> {
+  const res = await fetch(`${base}${pathAndQuery}`, init);
+  const text = await res.text();
+  let body: unknown;
+  try { body = JSON.parse(text); } catch { body = undefined; }
+  return { status: res.status, body, type: res.headers.get("content-type") ?? "", text };
+}
+
+/** A GET with the path sent exactly as written (fetch would normalize "..") */
+function rawGet(rawPath: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(base);
+    const req = http.request({ host: url.hostname, port: url.port, path: rawPath, method: "GET" }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/** Reads server-sent events from a fetch body. */
+class EventReader {
+  private readonly events: { event: string; data: any }[] = [];
+  private buffer = "";
+  private readonly done: Promise<void>;
+  private waiters: (() => void)[] = [];
+  readonly abort = new AbortController();
+
+  constructor(readonly response: Response) {
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    this.done = (async () => {
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          this.buffer += decoder.decode(value, { stream: true });
+          for (let end = this.buffer.indexOf("\n\n"); end !== -1; end = this.buffer.indexOf("\n\n")) {
+            const block = this.buffer.slice(0, end);
+            this.buffer = this.buffer.slice(end + 2);
+            const event = /^event: (.*)$/m.exec(block)?.[1] ?? "message";
+            const data = /^data: (.*)$/m.exec(block)?.[1];
+            this.events.push({ event, data: data === undefined ? undefined : JSON.parse(data) });
+            for (const w of this.waiters.splice(0)) w();
+          }
+        }
+      } catch { /* aborted */ }
+    })();
+  }
+
+  static async open(query: string, controller = new AbortController()): Promise<EventReader> {
+    const res = await fetch(`${base}/api/v1/map/stream?${query}`, { signal: controller.signal });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const reader = new EventReader(res);
+    (reader as { abort: AbortController }).abort = controller;
+    return reader;
+  }
+
+  /** The next event (other than heartbeats), waiting up to 5 s. */
+  async next(): Promise<{ event: string; data: any }> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const i = this.events.findIndex((e) => e.event !== "heartbeat");
+      if (i !== -1) return this.events.splice(0, i + 1).pop()!;
+      if (Date.now() > deadline) throw new Error("no event within 5 s");
+      await new Promise<void>((resolve) => { this.waiters.push(resolve); setTimeout(resolve, 100); });
+    }
+  }
+
+  close(): void {
+    this.abort.abort();
+  }
+}
+
+const edgeIdOf = (source: string, destination: string, port: number) => `${source},${destination},TCP,${port}`;
+
+describe("UI JSON API", () => {
+  it("GET /healthz answers 200; unknown paths 404; other methods 405", async () => {
+    const health = await get("/healthz");
+    expect(health.status).toBe(200);
+    const missing = await get("/api/v1/nothing");
+    expect(missing.status).toBe(404);
+    expect(missing.body.error).toMatch(/\/api\/v1\/nothing/);
+    expect((await get("/api/v2/map")).status).toBe(404);
+    const post = await get("/api/v1/map", { method: "POST" });
+    expect(post.status).toBe(405);
+    expect(post.body.error).toMatch(/POST/);
+    expect((await get("/healthz", { method: "DELETE" })).status).toBe(405);
+  });
+
+  it("namespaces lists cluster namespaces with their policy mode", async () => {
+    const { status, body } = await get("/api/v1/namespaces");
+    expect(status).toBe(200);
+    expect(body.namespaces).toEqual([
+      { name: "other", mode: "observe", inCluster: true, onMap: true },
+      { name: "shop", mode: "audit", inCluster: true, onMap: true },
+    ]);
+  });
+
+  it("map gives a namespace's nodes and edges with totals, verdict state and version", async () => {
+    const { status, body } = await get("/api/v1/map?namespace=shop&window=5m");
+    expect(status).toBe(200);
+    expect(body.version).toBe(cp.flowMap.version);
+    expect(body.window).toBe("5m");
+    expect(body.nodes.map((n: any) => [n.id, n.kind, n.pods]).sort()).toEqual([[X, "workload", 1], [WEB, "workload", 1], [DB, "workload", 1]]);
+    const byId = new Map(body.edges.map((e: any) => [e.id, e]));
+    expect(byId.get(edgeIdOf(WEB, DB, 5432))).toMatchObject({ source: WEB, destination: DB, protocol: "TCP", port: 5432, packets: 4, bytes: 400, flows: 1, verdict: "forwarded" });
+    expect(byId.get(edgeIdOf(WEB, DB, 6379))).toMatchObject({ audit: 4, verdict: "audit" });
+    expect(byId.get(edgeIdOf(X, WEB, 8080))).toMatchObject({ verdict: "forwarded" });
+    const other = await get("/api/v1/map?namespace=other&window=1h");
+    expect(other.body.edges.map((e: any) => e.id)).toEqual([edgeIdOf(X, WEB, 8080)]);
+  });
+
+  it("the stream sends a snapshot, then a delta holding only the edge that changed", async () => {
+    const stream = await EventReader.open("namespace=shop&window=5m");
+    try {
+      const snapshot = await stream.next();
+      expect(snapshot.event).toBe("snapshot");
+      expect(snapshot.data.edges).toHaveLength(3);
+      cp.ingest("node1", [record(WEB_IP, DB_IP, 5432, Verdict.VERDICT_DROPPED)]);
+      const delta = await stream.next();
+      expect(delta.event).toBe("delta");
+      expect(delta.data.edges.map((e: any) => e.id)).toEqual([edgeIdOf(WEB, DB, 5432)]);
+      expect(delta.data.edges[0]).toMatchObject({ packets: 8, dropped: 4, verdict: "dropped" });
+      expect(delta.data.nodes.map((n: any) => n.id).sort()).toEqual([WEB, DB]);
+      expect(delta.data.removed).toEqual([]);
+      expect(delta.data.version).toBe(cp.flowMap.version);
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("an edge idle for longer than the window leaves the stream (delta.removed) and the map", async () => {
+    const stream = await EventReader.open("namespace=other&window=1m");
+    const saved = clock.now;
+    try {
+      expect((await stream.next()).data.edges.map((e: any) => e.id)).toEqual([edgeIdOf(X, WEB, 8080)]);
+      clock.now += 2 * 60_000; // the records are now two minutes old
+      const delta = await stream.next();
+      expect(delta.event).toBe("delta");
+      expect(delta.data.removed).toEqual([edgeIdOf(X, WEB, 8080)]);
+      expect((await get("/api/v1/map?namespace=other&window=1m")).body.edges).toEqual([]);
+      expect((await get("/api/v1/map?namespace=other&window=5m")).body.edges).toHaveLength(1);
+    } finally {
+      stream.close();
+      clock.now = saved;
+    }
+  });
+
+  async function settled(subscribers: number, streams: number): Promise<void> {
+    const deadline = Date.now() + 5000;
+    while ((cp.flowMap.subscribers !== subscribers || cp.ui!.streamCount !== streams) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  it("closing a stream removes its flow map listener and session", async () => {
+    await settled(0, 0); // earlier tests' streams
+    const baseline = cp.flowMap.subscribers;
+    expect(baseline).toBe(0);
+    const streams = await Promise.all([EventReader.open("window=1m"), EventReader.open("namespace=shop")]);
+    for (const s of streams) await s.next();
+    expect(cp.flowMap.subscribers).toBe(baseline + 2);
+    expect(cp.ui!.streamCount).toBe(2);
+    for (const s of streams) s.close();
+    await settled(baseline, 0);
+    expect(cp.flowMap.subscribers).toBe(baseline);
+    expect(cp.ui!.streamCount).toBe(0);
+  });
+
+  it("flows returns the same flows as GetFlows for the same observe filter", async () => {
+    const client = new ObserverServiceClient(grpcAddress, grpc.credentials.createInsecure());
+    try {
+      const argv = ["-n", "shop", "--from-pod", "web-1", "--verdict", "forwarded", "--verdict", "audit"];
+      const { request } = buildRequest(argv);
+      const viaGrpc = await new Promise<FlowRecord[]>((resolve, reject) => {
+        const out: FlowRecord[] = [];
+        const call = client.getFlows(GetFlowsRequest.fromPartial(request));
+        call.on("data", (r: GetFlowsResponse) => { if (r.flow) out.push(r.flow); });
+        call.on("error", reject);
+        call.on("end", () => resolve(out));
+      });
+      const { status, body } = await get("/api/v1/flows?namespace=shop&from-pod=web-1&verdict=forwarded&verdict=audit&window=1h");
+      expect(status).toBe(200);
+      expect(viaGrpc.length).toBe(2);
+      expect(body.flows).toEqual(viaGrpc.map((f) => FlowRecord.toJSON(f)));
+      const limited = await get("/api/v1/flows?limit=1&window=1h");
+      expect(limited.body.flows).toHaveLength(1);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("details: the policies selecting a workload and those that decided its flows", async () => {
+    const node = await get(`/api/v1/details?node=${encodeURIComponent(DB)}&window=1h`);
+    expect(node.status).toBe(200);
+    expect(node.body.selectedBy).toEqual([{ namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", selects: DB }]);
+    expect(node.body.decidedBy).toEqual([
+      { namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", decision: "allowed", records: 2 },
+      { namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", decision: "denied", records: 1 },
+    ]);
+    const web = await get(`/api/v1/details?node=${encodeURIComponent(WEB)}`);
+    expect(web.body.selectedBy).toEqual([]);
+
+    const edge = await get(`/api/v1/details?edge=${encodeURIComponent(edgeIdOf(WEB, DB, 6379))}&window=1h`);
+    expect(edge.status).toBe(200);
+    expect(edge.body.edge).toMatchObject({ id: edgeIdOf(WEB, DB, 6379), verdict: "audit" });
+    expect(edge.body.selectedBy).toEqual([{ namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", selects: DB }]);
+    expect(edge.body.decidedBy).toEqual([{ namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", decision: "denied", records: 1 }]);
+  });
+
+  it("bad parameters get 400 naming the parameter and value; unknown nodes 404", async () => {
+    const cases: [string, RegExp][] = [
+      ["/api/v1/namespaces?color=red", /unknown parameter "color"/],
+      ["/api/v1/map?window=2m", /parameter window: "2m" is not one of 1m, 5m, 1h/],
+      ["/api/v1/map?namespace=Bad_NS", /parameter namespace: "Bad_NS"/],
+      ["/api/v1/map?namespace=", /parameter namespace: ""/],
+      ["/api/v1/map?namespace=a&namespace=b", /parameter namespace: "b" is given more than once/],
+      ["/api/v1/map?nmespace=shop", /unknown parameter "nmespace"/],
+      ["/api/v1/map/stream?window=10s", /parameter window: "10s"/],
+      ["/api/v1/map/stream?foo=1", /unknown parameter "foo"/],
+      ["/api/v1/flows?limit=0", /parameter limit: "0"/],
+      ["/api/v1/flows?limit=ten", /parameter limit: "ten"/],
+      ["/api/v1/flows?port=http", /parameter port: "http" is not a port number/],
+      ["/api/v1/flows?verdict=maybe", /parameter verdict: "maybe"/],
+      ["/api/v1/flows?from-ip=300.1.1.1", /parameter from-ip: "300.1.1.1"/],
+      ["/api/v1/flows?label=a%3D%3D%3Db", /parameter label: "a===b"/],
+      ["/api/v1/flows?pods=web", /unknown parameter "pods"/],
+      ["/api/v1/flows?namespace=NO", /parameter namespace: "NO"/],
+      ["/api/v1/details?node=bogus", /parameter node: "bogus" is not a map node id/],
+      ["/api/v1/details?edge=a,b", /parameter edge: "a,b" is not an edge/],
+      ["/api/v1/details?edge=workload:shop/Pod/web-1,workload:shop/StatefulSet/db,TCP,99999", /parameter edge: .* port "99999"/],
+      ["/api/v1/details", /exactly one of the parameters node and edge/],
+      [`/api/v1/details?node=${encodeURIComponent(WEB)}&edge=x`, /exactly one/],
+      [`/api/v1/details?node=${encodeURIComponent(WEB)}&window=1d`, /parameter window: "1d"/],
+    ];
+    for (const [url, message] of cases) {
+      const { status, body } = await get(url);
+      expect([url, status]).toEqual([url, 400]);
+      expect(body.error, url).toMatch(message);
+    }
+    const gone = await get(`/api/v1/details?node=${encodeURIComponent("workload:shop/Deployment/nothing")}`);
+    expect(gone.status).toBe(404);
+    expect(gone.body.error).toMatch(/workload:shop\/Deployment\/nothing/);
+    const noEdge = await get(`/api/v1/details?edge=${encodeURIComponent(edgeIdOf(WEB, DB, 1))}`);
+    expect(noEdge.status).toBe(404);
+    // Other clients are undisturbed: the map still answers.
+    expect((await get("/api/v1/map")).status).toBe(200);
+  });
+
+  it("serves the built UI with content types, falls back to index.html, and refuses to leave its folder", async () => {
+    const index = await get("/");
+    expect(index.status).toBe(200);
+    expect(index.type).toMatch(/^text\/html/);
+    const asset = await get("/assets/app-1234.js");
+    expect(asset.type).toMatch(/^text\/javascript/);
+    expect(asset.text).toBe("console.log('app');");
+    const route = await get("/namespaces/shop");
+    expect(route.text).toMatch(/<title>bulkhead/);
+    expect((await get("/assets/missing.js")).status).toBe(404);
+    for (const raw of ["/..%2fsecret.txt", "/assets/..%2F..%2Fsecret.txt", "/%2e%2e/secret.txt", "/../secret.txt", "/assets/../../secret.txt"]) {
+      const r = await rawGet(raw);
+      expect(r.text, raw).not.toMatch(/SECRET/);
+      expect([403, 404, 200]).toContain(r.status);
+    }
+    expect((await rawGet("/..%2fsecret.txt")).status).toBe(403);
+    expect((await rawGet("/%E0%A4%A")).status).toBe(400);
+  });
+});
+
+describe("access scope (bearer tokens, the same as the Observer API's)", () => {
+  const sget = async (p: string, token = OTHER_TOKEN) => {
+    const res = await fetch(`${base}${p}`, { headers: { authorization: `Bearer ${token}` } });
+    return { status: res.status, body: await res.json() as any };
+  };
+
+  it("an unknown token is refused with 401 on every endpoint, even though requests without one are allowed", async () => {
+    for (const p of ["/api/v1/namespaces", "/api/v1/map", "/api/v1/map/stream", "/api/v1/flows", `/api/v1/details?node=${encodeURIComponent(DB)}`]) {
+      const r = await sget(p, "not-a-known-token-0123456789");
+      expect([p, r.status]).toEqual([p, 401]);
+      expect(typeof r.body.error).toBe("string");
+    }
+  });
+
+  it("every endpoint honours the scope: 403 outside it, and only flows with an end inside", async () => {
+    expect((await sget("/api/v1/namespaces")).body.namespaces.map((n: any) => n.name)).toEqual(["other"]);
+    for (const p of ["/api/v1/map?namespace=shop", "/api/v1/map/stream?namespace=shop", "/api/v1/flows?namespace=shop",
+      `/api/v1/details?node=${encodeURIComponent(DB)}`, `/api/v1/details?edge=${encodeURIComponent(edgeIdOf(WEB, DB, 5432))}`]) {
+      const r = await sget(p);
+      expect([p, r.status]).toEqual([p, 403]);
+      expect(r.body.error).toMatch(/access scope/);
+    }
+    const all = await sget("/api/v1/map?window=1h");
+    expect(all.body.edges.map((e: any) => e.id)).toEqual([edgeIdOf(X, WEB, 8080)]);
+    expect(all.body.nodes.map((n: any) => n.id).sort()).toEqual([X, WEB]);
+    const flows = await sget("/api/v1/flows?window=1h");
+    expect(flows.body.flows.length).toBeGreaterThan(0);
+    for (const f of flows.body.flows) expect([f.source?.namespace, f.destination?.namespace]).toContain("other");
+  });
+});
+
+describe("one filter mapping for observe flags and flows parameters", () => {
+  it("the same names give the same FlowFilter, and the same values are refused", () => {
+    const fromCli = buildRequest(["-n", "shop", "--from-pod", "web-1", "--to-port", "5432", "--verdict", "dropped",
+      "--protocol", "icmp", "--direction", "ingress", "-l", "app=web", "--to-workload", "db"]).request.allow[0];
+    const fromUrl = flowFilterOf(new URLSearchParams(
+      "namespace=shop&from-pod=web-1&to-port=5432&verdict=dropped&protocol=icmp&direction=ingress&label=app%3Dweb&to-workload=db"));
+    expect(fromUrl).toEqual(fromCli);
+    expect(fromUrl.sourcePod).toEqual(["shop/web-1"]);
+    expect(fromUrl.protocol).toEqual(["ICMPv4"]);
+    for (const [flag, value] of [["port", "x"], ["verdict", "maybe"], ["protocol", "GRE"], ["direction", "up"]] as const) {
+      expect(() => buildRequest([`--${flag}`, value])).toThrow(`--${flag}: "${value}"`);
+      expect(() => flowFilterOf([[flag, value]])).toThrow(FilterNameError);
+    }
+    expect(() => flowFilterOf([["colour", "red"]])).toThrow(/colour: "red" is not a filter/);
+  });
+});

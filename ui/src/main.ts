@@ -1,0 +1,518 @@
+// The page: controls, the live map (graph.ts), its accessible mirror tables, the details
+// pane and the flow table. The map comes from one event stream per (namespace, window):
+// a snapshot, then deltas; on a dropped connection it reconnects and starts from a new snapshot.
+import "./style.css";
+import { apiJson, ApiRequestError, onUnauthorized, readEvents, setAuthorization } from "./api.js";
+import { MapView, type Selection } from "./graph.js";
+import type { DecidingPolicy, MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson, SelectingPolicy } from "./types.js";
+
+const $ = <T extends HTMLElement>(id: string): T => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`the page has no #${id}`);
+  return el as T;
+};
+
+const namespaceSelect = $<HTMLSelectElement>("namespace");
+const windowSelect = $<HTMLSelectElement>("window");
+const connection = $("connection");
+const statusLine = $("status");
+const nodeRows = $("node-rows");
+const edgeRows = $("edge-rows");
+const detailsBody = $("details-body");
+const filterInput = $<HTMLInputElement>("filter");
+const filterError = $("filter-error");
+const flowRows = $("flow-rows");
+const flowsSummary = $("flows-summary");
+
+const params = new URLSearchParams(location.search);
+/** Benchmark reference: on every change, fetch and redraw the whole map, as a poller would. */
+const wholeMapReference = params.get("reference") === "whole-map";
+
+const view = new MapView($("map"));
+let renderedVersion = 0;
+let deltasApplied = 0;
+
+// ---- connection ------------------------------------------------------------------------------
+
+type ConnectionState = "connecting" | "live" | "reconnecting";
+
+function setConnection(state: ConnectionState, detail = ""): void {
+  connection.dataset.state = state;
+  connection.textContent = state === "live" ? "live" : state === "connecting" ? "connecting…" : `reconnecting…${detail ? ` (${detail})` : ""}`;
+}
+
+let streamAbort: AbortController | undefined;
+let streamGeneration = 0;
+
+/** (Re)opens the map stream for the current namespace and window; reconnects with backoff until replaced. */
+function openStream(): void {
+  streamAbort?.abort();
+  const abort = new AbortController();
+  streamAbort = abort;
+  const generation = ++streamGeneration;
+  const query = mapQuery();
+  let backoffMs = 500;
+  let watchdog: number | undefined;
+  const touch = () => {
+    window.clearTimeout(watchdog);
+    // Heartbeats come every 15 s: silence for 45 s means a dead connection.
+    watchdog = window.setTimeout(() => abort.abort(), 45_000);
+  };
+  const run = async (): Promise<void> => {
+    setConnection("connecting");
+    while (generation === streamGeneration) {
+      const attempt = new AbortController();
+      abort.signal.addEventListener("abort", () => attempt.abort(), { once: true });
+      try {
+        touch();
+        await readEvents("map/stream", query, attempt.signal, (e) => {
+          touch();
+          backoffMs = 500;
+          if (e.event === "snapshot") { setConnection("live"); onSnapshot(e.data as MapJson); }
+          else if (e.event === "delta") onDelta(e.data as MapDeltaJson);
+        });
+        if (generation !== streamGeneration) return;
+        setConnection("reconnecting", "the server closed the stream");
+      } catch (err) {
+        if (generation !== streamGeneration) return;
+        if (err instanceof ApiRequestError && err.status >= 400 && err.status < 500) {
+          setConnection("reconnecting", err.message);
+          announce(`Map unavailable: ${err.message}`);
+        } else {
+          setConnection("reconnecting", (err as Error).message);
+        }
+      } finally {
+        window.clearTimeout(watchdog);
+      }
+      await new Promise((r) => setTimeout(r, backoffMs));
+      backoffMs = Math.min(backoffMs * 2, 10_000);
+    }
+  };
+  void run();
+}
+
+function mapQuery(): URLSearchParams {
+  const q = new URLSearchParams({ window: windowSelect.value });
+  if (namespaceSelect.value !== "") q.set("namespace", namespaceSelect.value);
+  return q;
+}
+
+function onSnapshot(map: MapJson): void {
+  view.snapshot(map);
+  renderedVersion = map.version;
+  scheduleMirror(true);
+  announce(`Map of ${map.namespace || "all namespaces"}, last ${map.window}: ${map.nodes.length} nodes, ${map.edges.length} edges.`);
+  refreshFlowsSoon();
+}
+
+let referenceBusy = false;
+
+function onDelta(delta: MapDeltaJson): void {
+  if (wholeMapReference) {
+    // The reference path: the same notification, answered by redrawing the whole map.
+    if (referenceBusy) return;
+    referenceBusy = true;
+    apiJson<MapJson>("map", mapQuery())
+      .then((map) => { view.snapshot(map, false); renderedVersion = map.version; deltasApplied++; scheduleMirror(true); })
+      .catch(() => undefined)
+      .finally(() => { referenceBusy = false; });
+    return;
+  }
+  const changed = view.apply(delta);
+  renderedVersion = delta.version;
+  deltasApplied++;
+  scheduleMirror(false, delta);
+  if (changed > 0) announceQuietly(`${view.nodes.size} nodes, ${view.edges.size} edges; ${delta.edges.length} updated, ${delta.removed.length} removed.`);
+  refreshFlowsSoon();
+}
+
+// ---- status line -----------------------------------------------------------------------------
+
+function announce(text: string): void {
+  statusLine.textContent = text;
+}
+
+let lastQuietAnnouncement = 0;
+/** Live updates are announced at most every 10 s, so a screen reader is not flooded. */
+function announceQuietly(text: string): void {
+  if (Date.now() - lastQuietAnnouncement < 10_000) return;
+  lastQuietAnnouncement = Date.now();
+  announce(text);
+}
+
+// ---- the accessible mirror: node and edge tables, updated by key ------------------------------
+
+const nodeRowById = new Map<string, HTMLTableRowElement>();
+const edgeRowById = new Map<string, HTMLTableRowElement>();
+const pendingNodes = new Set<string>();
+const pendingEdges = new Set<string>();
+const pendingRemovals = new Set<string>();
+let mirrorTimer: number | undefined;
+let mirrorRebuild = false;
+
+function scheduleMirror(rebuild: boolean, delta?: MapDeltaJson): void {
+  if (rebuild) mirrorRebuild = true;
+  if (delta) {
+    for (const n of delta.nodes) pendingNodes.add(n.id);
+    for (const e of delta.edges) pendingEdges.add(e.id);
+    for (const id of delta.removed) pendingRemovals.add(id);
+  }
+  // Tables trail the graph by at most 500 ms: DOM work is batched.
+  mirrorTimer ??= window.setTimeout(renderMirror, mirrorRebuild ? 0 : 500);
+}
+
+function renderMirror(): void {
+  mirrorTimer = undefined;
+  if (mirrorRebuild) {
+    mirrorRebuild = false;
+    nodeRows.replaceChildren();
+    edgeRows.replaceChildren();
+    nodeRowById.clear();
+    edgeRowById.clear();
+    for (const id of [...view.nodes.keys()].sort()) pendingNodes.add(id);
+    for (const id of [...view.edges.keys()].sort()) pendingEdges.add(id);
+  }
+  for (const id of pendingRemovals) { edgeRowById.get(id)?.remove(); edgeRowById.delete(id); }
+  for (const [id, row] of nodeRowById) if (!view.nodes.has(id)) { row.remove(); nodeRowById.delete(id); }
+  for (const id of pendingNodes) {
+    const n = view.nodes.get(id);
+    if (n) upsertRow(nodeRows, nodeRowById, id, nodeCells(n), { "data-testid": "node-row", "data-node-id": n.id, "data-kind": n.kind });
+  }
+  for (const id of pendingEdges) {
+    const e = view.edges.get(id);
+    if (e) {
+      upsertRow(edgeRows, edgeRowById, id, edgeCells(e), {
+        "data-testid": "edge-row", "data-edge-id": e.id, "data-source": e.source, "data-destination": e.destination, "data-verdict": e.verdict,
+      });
+    }
+  }
+  pendingNodes.clear();
+  pendingEdges.clear();
+  pendingRemovals.clear();
+}
+
+function describeNode(id: string): string {
+  const n = view.nodes.get(id);
+  if (!n) return id;
+  if (n.kind === "workload") return `${n.namespace}/${n.name} (${n.workloadKind})`;
+  if (n.kind === "service") return `Service ${n.namespace}/${n.name}`;
+  if (n.kind === "host") return `host ${n.name}`;
+  return `${n.kind} ${n.name}`;
+}
+
+const VERDICT_TEXT = { forwarded: "forwarded", dropped: "dropped", audit: "audit (would drop)" } as const;
+
+function nodeCells(n: MapNodeJson): (string | HTMLElement)[] {
+  return [selectButton(n.id, `${describeNode(n.id)}`), n.kind, n.namespace || "—", n.kind === "workload" ? String(n.pods) : "—"];
+}
+
+function edgeCells(e: MapEdgeJson): (string | HTMLElement)[] {
+  const text = `${describeNode(e.source)} → ${describeNode(e.destination)}, ${e.protocol}/${e.port}, ${VERDICT_TEXT[e.verdict]}`;
+  return [selectButton(e.id, text), VERDICT_TEXT[e.verdict], String(e.flows), String(e.packets), String(e.bytes), timeOf(e.lastSeen)];
+}
+
+function selectButton(id: string, text: string): HTMLButtonElement {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "link";
+  b.textContent = text;
+  b.dataset.select = id;
+  return b;
+}
+
+function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id: string, cells: (string | HTMLElement)[], attributes: Record<string, string>): void {
+  let row = rows.get(id);
+  if (!row) {
+    row = document.createElement("tr");
+    rows.set(id, row);
+    body.append(row);
+  }
+  for (const [k, v] of Object.entries(attributes)) row.setAttribute(k, v);
+  row.replaceChildren(...cells.map((c, i) => {
+    const cell = document.createElement(i === 0 ? "th" : "td");
+    if (i === 0) cell.setAttribute("scope", "row");
+    cell.append(c);
+    return cell;
+  }));
+}
+
+// Activating a row's button selects the element as a click on the map does.
+for (const table of [nodeRows, edgeRows]) {
+  table.addEventListener("click", (event) => {
+    const id = (event.target as HTMLElement).closest<HTMLElement>("[data-select]")?.dataset.select;
+    if (id !== undefined && !view.select(id)) announce(`${id} is no longer on the map.`);
+  });
+}
+
+// ---- selection: details pane and table filter -------------------------------------------------
+
+view.setOnSelect((selection) => {
+  if (!selection) return;
+  filterInput.value = filterFor(selection);
+  void refreshFlows();
+  void showDetails(selection);
+});
+
+/** The observe filter that shows a node's or an edge's flows. */
+function filterFor(selection: NonNullable<Selection>): string {
+  const endFilter = (id: string, side: "" | "from-" | "to-"): string => {
+    const n = view.nodes.get(id);
+    if (!n) return "";
+    switch (n.kind) {
+      case "workload": return `${side}workload=${n.namespace}/${n.workloadKind}/${n.name}`;
+      case "service": return `${side}service=${n.namespace}/${n.name}`;
+      case "host": return `node=${n.name}`;
+      default: return `${side}ip=${n.name}`;
+    }
+  };
+  if (selection.kind === "node") return endFilter(selection.node.id, "");
+  const e = selection.edge;
+  const parts = [endFilter(e.source, "from-"), endFilter(e.destination, "to-")];
+  if (e.protocol !== "") parts.push(`protocol=${e.protocol}`);
+  if (e.port !== 0) parts.push(`to-port=${e.port}`);
+  return parts.filter((p) => p !== "").join(" ");
+}
+
+let detailsAbort: AbortController | undefined;
+
+async function showDetails(selection: NonNullable<Selection>): Promise<void> {
+  detailsAbort?.abort();
+  const abort = new AbortController();
+  detailsAbort = abort;
+  const q = new URLSearchParams({ window: windowSelect.value });
+  if (selection.kind === "node") q.set("node", selection.node.id);
+  else q.set("edge", selection.edge.id);
+  const heading = selection.kind === "node" ? describeNode(selection.node.id)
+    : `${describeNode(selection.edge.source)} → ${describeNode(selection.edge.destination)} ${selection.edge.protocol}/${selection.edge.port}`;
+  detailsBody.replaceChildren(paragraph(`${heading}: loading…`));
+  try {
+    const d = await apiJson<{ records: number; edge?: MapEdgeJson; node?: MapNodeJson; packets?: number; bytes?: number; edges?: number;
+      selectedBy: SelectingPolicy[]; decidedBy: DecidingPolicy[] }>("details", q, abort.signal);
+    const parts: HTMLElement[] = [heading3(heading)];
+    const facts: [string, string][] = [];
+    if (d.edge) {
+      facts.push(["Verdict", VERDICT_TEXT[d.edge.verdict]], ["Flows", String(d.edge.flows)], ["Packets", String(d.edge.packets)],
+        ["Forwarded / dropped / audit", `${d.edge.forwarded} / ${d.edge.dropped} / ${d.edge.audit}`],
+        ["Bytes", String(d.edge.bytes)], ["First seen", timeOf(d.edge.firstSeen)], ["Last seen", timeOf(d.edge.lastSeen)]);
+    }
+    if (d.node) {
+      facts.push(["Kind", d.node.workloadKind || d.node.kind], ["Namespace", d.node.namespace || "—"], ["Pods seen", String(d.node.pods)],
+        ["Edges", String(d.edges ?? 0)], ["Packets", String(d.packets ?? 0)], ["Bytes", String(d.bytes ?? 0)]);
+    }
+    facts.push(["Flow records in window", String(d.records)]);
+    const dl = document.createElement("dl");
+    for (const [k, v] of facts) { const dt = document.createElement("dt"); dt.textContent = k; const dd = document.createElement("dd"); dd.textContent = v; dl.append(dt, dd); }
+    parts.push(dl, heading3("Policies selecting it"), policyList("selected-by", d.selectedBy.map((p) => `${p.namespace}/${p.name} — ${p.direction}, ${p.mode} mode`)),
+      heading3("Policies that decided its flows"),
+      policyList("decided-by", d.decidedBy.map((p) => `${p.namespace}/${p.name} — ${p.direction} ${p.decision} ${p.records} record${p.records === 1 ? "" : "s"}, ${p.mode} mode`)));
+    detailsBody.replaceChildren(...parts);
+  } catch (err) {
+    if (abort.signal.aborted) return;
+    detailsBody.replaceChildren(paragraph(`${heading}: ${(err as Error).message}`));
+  }
+}
+
+function heading3(text: string): HTMLElement {
+  const h = document.createElement("h3");
+  h.textContent = text;
+  return h;
+}
+
+function paragraph(text: string): HTMLElement {
+  const p = document.createElement("p");
+  p.textContent = text;
+  return p;
+}
+
+function policyList(testid: string, items: string[]): HTMLElement {
+  const ul = document.createElement("ul");
+  ul.dataset.testid = testid;
+  if (items.length === 0) ul.append(Object.assign(document.createElement("li"), { textContent: "none" }));
+  for (const text of items) ul.append(Object.assign(document.createElement("li"), { textContent: text }));
+  return ul;
+}
+
+// ---- flow table -------------------------------------------------------------------------------
+
+/** "from-pod=shop/web-1 verdict=DROPPED" → query pairs (the names are observe's). */
+function filterPairs(text: string): [string, string][] {
+  const pairs: [string, string][] = [];
+  for (const token of text.trim().split(/\s+/).filter((t) => t !== "")) {
+    const bare = token.replace(/^--/, "");
+    const eq = bare.indexOf("=");
+    if (eq <= 0) throw new Error(`"${token}" is not name=value`);
+    pairs.push([bare.slice(0, eq), bare.slice(eq + 1)]);
+  }
+  return pairs;
+}
+
+let flowsAbort: AbortController | undefined;
+let flowsTimer: number | undefined;
+
+function refreshFlowsSoon(): void {
+  // New traffic refreshes the table at most every 2 s.
+  flowsTimer ??= window.setTimeout(() => { flowsTimer = undefined; void refreshFlows(); }, 2000);
+}
+
+async function refreshFlows(): Promise<void> {
+  flowsAbort?.abort();
+  const abort = new AbortController();
+  flowsAbort = abort;
+  let pairs: [string, string][];
+  try {
+    pairs = filterPairs(filterInput.value);
+  } catch (err) {
+    filterError.textContent = (err as Error).message;
+    return;
+  }
+  const q = new URLSearchParams(pairs);
+  if (namespaceSelect.value !== "" && !pairs.some(([k]) => k === "namespace")) q.append("namespace", namespaceSelect.value);
+  q.set("window", windowSelect.value);
+  q.set("limit", "200");
+  try {
+    const body = await apiJson<{ flows: FlowJson[] }>("flows", q, abort.signal);
+    filterError.textContent = "";
+    flowRows.replaceChildren(...body.flows.slice().reverse().map(flowRow));
+    flowsSummary.textContent = `${body.flows.length} most recent flow records${pairs.length ? ` matching ${filterInput.value.trim()}` : ""}.`;
+    flowRows.closest("table")?.setAttribute("data-filter", filterInput.value.trim());
+  } catch (err) {
+    if (abort.signal.aborted) return;
+    filterError.textContent = (err as Error).message;
+  }
+}
+
+/** The proto3 JSON of a FlowRecord, as far as the table reads it. */
+interface FlowJson {
+  endTime?: string;
+  node?: string;
+  ip?: { source?: string; destination?: string };
+  l4?: { protocolName?: string; sourcePort?: number; destinationPort?: number };
+  packets?: string;
+  bytes?: string;
+  verdict?: string;
+  source?: { namespace?: string; podName?: string; service?: string; node?: string };
+  destination?: { namespace?: string; podName?: string; service?: string; node?: string };
+}
+
+function endName(e: FlowJson["source"], ip: string | undefined, port: number | undefined): string {
+  const name = e?.podName ? `${e.namespace}/${e.podName}` : e?.service ? `svc ${e.service}` : e?.node ? `host ${e.node}` : ip ?? "?";
+  return port ? `${name}:${port}` : name;
+}
+
+function flowRow(f: FlowJson): HTMLTableRowElement {
+  const tr = document.createElement("tr");
+  tr.dataset.testid = "flow-row";
+  const verdict = (f.verdict ?? "VERDICT_UNSPECIFIED").replace("VERDICT_", "");
+  tr.dataset.verdict = verdict.toLowerCase();
+  const cells = [
+    f.endTime ? new Date(f.endTime).toLocaleTimeString() : "",
+    endName(f.source, f.ip?.source, f.l4?.sourcePort), endName(f.destination, f.ip?.destination, f.l4?.destinationPort),
+    f.l4?.protocolName ?? "", verdict, f.packets ?? "0", f.bytes ?? "0", f.node ?? "",
+  ];
+  tr.append(...cells.map((c) => Object.assign(document.createElement("td"), { textContent: c })));
+  return tr;
+}
+
+$("filter-form").addEventListener("submit", (e) => { e.preventDefault(); void refreshFlows(); });
+$("clear-filter").addEventListener("click", () => {
+  filterInput.value = "";
+  view.cy.elements().unselect();
+  detailsBody.replaceChildren(paragraph("Select a node or an edge on the map or in the tables."));
+  void refreshFlows();
+  filterInput.focus();
+});
+
+function timeOf(ms: number): string {
+  return ms ? new Date(ms).toLocaleTimeString() : "—";
+}
+
+// ---- controls ---------------------------------------------------------------------------------
+
+async function loadNamespaces(): Promise<void> {
+  try {
+    const body = await apiJson<{ namespaces: { name: string; mode: string }[] }>("namespaces", new URLSearchParams({ window: "1h" }));
+    const selected = namespaceSelect.value;
+    const options = [new Option("All namespaces", "")];
+    for (const ns of body.namespaces) {
+      const o = new Option(`${ns.name} (${ns.mode})`, ns.name);
+      o.dataset.mode = ns.mode;
+      options.push(o);
+    }
+    namespaceSelect.replaceChildren(...options);
+    namespaceSelect.value = selected;
+  } catch (err) {
+    announce(`Namespaces unavailable: ${(err as Error).message}`);
+  }
+}
+
+function applyControls(): void {
+  const q = new URLSearchParams(location.search);
+  if (namespaceSelect.value) q.set("namespace", namespaceSelect.value); else q.delete("namespace");
+  q.set("window", windowSelect.value);
+  history.replaceState(null, "", `?${q.toString()}`);
+  openStream();
+  void refreshFlows();
+}
+
+namespaceSelect.addEventListener("change", applyControls);
+windowSelect.addEventListener("change", applyControls);
+namespaceSelect.addEventListener("focus", () => void loadNamespaces());
+$("relayout").addEventListener("click", () => view.layout());
+
+// Access: a control plane with --tokens answers 401 without a known bearer token. The token
+// lives in this tab's sessionStorage only, and goes out through apiFetch's one header.
+const TOKEN_KEY = "bulkhead.token";
+const tokenInput = $<HTMLInputElement>("token");
+function useToken(token: string): void {
+  if (token === "") sessionStorage.removeItem(TOKEN_KEY); else sessionStorage.setItem(TOKEN_KEY, token);
+  setAuthorization(token === "" ? undefined : `Bearer ${token}`);
+}
+useToken(sessionStorage.getItem(TOKEN_KEY) ?? "");
+onUnauthorized((message) => {
+  announce(`Access refused: ${message}. Enter a bearer token.`);
+  tokenInput.setAttribute("aria-invalid", "true");
+});
+$("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  useToken(tokenInput.value.trim());
+  tokenInput.value = "";
+  tokenInput.removeAttribute("aria-invalid");
+  void loadNamespaces().then(() => applyControls());
+});
+
+// Test and benchmark hooks: read-only views of what is drawn.
+declare global {
+  interface Window {
+    bulkheadMap: {
+      readonly version: number;
+      readonly deltas: number;
+      nodes(): MapNodeJson[];
+      edges(): MapEdgeJson[];
+      select(id: string): boolean;
+      cy: MapView["cy"];
+    };
+  }
+}
+window.bulkheadMap = {
+  get version() { return renderedVersion; },
+  get deltas() { return deltasApplied; },
+  nodes: () => [...view.nodes.values()],
+  edges: () => [...view.edges.values()],
+  select: (id) => view.select(id),
+  cy: view.cy,
+};
+
+void (async () => {
+  const initialNamespace = params.get("namespace") ?? "";
+  const initialWindow = params.get("window");
+  if (initialWindow && [...windowSelect.options].some((o) => o.value === initialWindow)) windowSelect.value = initialWindow;
+  await loadNamespaces();
+  if (initialNamespace) {
+    if (![...namespaceSelect.options].some((o) => o.value === initialNamespace)) namespaceSelect.append(new Option(initialNamespace, initialNamespace));
+    namespaceSelect.value = initialNamespace;
+  }
+  openStream();
+  void refreshFlows();
+})();
+
+
