@@ -522,11 +522,11 @@ describe("deploy/images/build.sh and the runtime tree", () => {
   });
 
   it("holds the CLI, the eBPF object, the addon and production dependencies only", () => {
-    for (const f of ["dist/cli/main.js", "native/build/endpoint.bpf.o", "native/addon/build/Release/bulkhead.node", "proto/bulkhead/v1/agent.proto",
+    for (const f of ["dist/cli/main.js", "dist/ui/index.html", "native/build/endpoint.bpf.o", "native/addon/build/Release/bulkhead.node", "proto/bulkhead/v1/agent.proto",
       "node_modules/@grpc/grpc-js/package.json", "node_modules/pino/package.json"]) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
-    for (const dev of ["typescript", "vitest", "ts-proto", "node-gyp", "@bufbuild/buf", "kubernetes-models"]) {
+    for (const dev of ["typescript", "vitest", "ts-proto", "node-gyp", "@bufbuild/buf", "kubernetes-models", "vite", "cytoscape", "playwright-core"]) {
       expect(existsSync(path.join(out, "node_modules", dev)), dev).toBe(false);
     }
     expect(existsSync(path.join(out, "dist", "test"))).toBe(false);
@@ -545,6 +545,7 @@ describe("deploy/images/build.sh and the runtime tree", () => {
       for (const from of parts) cpSync(from.replace(/^\/out/, out), dest.endsWith("/") ? path.join(dest, path.basename(from)) : dest, { recursive: true });
     }
     expect(existsSync(path.join(cpRoot, "native"))).toBe(false);
+    expect(existsSync(path.join(cpRoot, "dist", "ui", "index.html")), "the web UI in the control-plane image").toBe(true);
     const manifests = path.join(work, "manifests");
     mkdirSync(manifests);
     const sock = path.join(work, "cp.sock");

@@ -32,6 +32,7 @@ nodedir=$(node -p 'require("node:path").resolve(process.execPath, "..", "..")')
 [ -f "$nodedir/include/node/node_api.h" ] || die "no Node headers under $nodedir/include/node (node_api.h)"
 npx node-gyp rebuild --silent --nodedir="$nodedir" --directory native/addon
 npm run --silent build:ts
+npm run --silent build:ui
 
 rm -rf "$out"
 mkdir -p "$out/native/build" "$out/native/addon/build/Release" "$out/proto"
