@@ -6,11 +6,11 @@ import {
   GetFlowMapResponse, GetStatusResponse, GetNodesResponse, MapNodeKind, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../agent/config.js";
-import { describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { connectObserver, describeGrpcError } from "./client.js";
 import { parseDurationMs } from "./duration.js";
 import { formatTable } from "./observe.js";
 
-export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|dot] [--window 5m] [--server ADDR]
+export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|dot] [--window 5m] [--server ADDR] [--tls-ca FILE]
 
 The flow map: who talks to whom, as workloads, Services, other namespaces' workloads,
 hosts and world peers, with protocol/port, flows, packets, bytes and verdicts.
@@ -65,6 +65,7 @@ export async function runMap(argv: string[]): Promise<number> {
     parsed = parseArgs({ args: argv, options: {
       namespace: { type: "string", short: "n" }, "all-namespaces": { type: "boolean", short: "A" },
       output: { type: "string", short: "o" }, window: { type: "string" }, server: { type: "string" },
+      "tls-ca": { type: "string" },
     } });
   } catch (err) {
     throw new ConfigError(`map: ${(err as Error).message}`);
@@ -74,8 +75,7 @@ export async function runMap(argv: string[]): Promise<number> {
   const output = v.output ?? "table";
   if (!["table", "json", "dot"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table, json or dot`);
   const windowMs = v.window ? parseDurationMs("--window", v.window) : 5 * 60_000;
-  const address = serverAddress(v.server);
-  const client = observerClient(address);
+  const { address, client } = connectObserver({ server: v.server, tlsCa: v["tls-ca"] });
   try {
     const request = {
       namespace: v["all-namespaces"] ? "" : v.namespace ?? "",
@@ -97,14 +97,13 @@ export async function runMap(argv: string[]): Promise<number> {
 export async function runStatus(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { output: { type: "string", short: "o" }, server: { type: "string" } } });
+    parsed = parseArgs({ args: argv, options: { output: { type: "string", short: "o" }, server: { type: "string" }, "tls-ca": { type: "string" } } });
   } catch (err) {
     throw new ConfigError(`status: ${(err as Error).message}`);
   }
   const output = parsed.values.output ?? "table";
   if (!["table", "json"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table or json`);
-  const address = serverAddress(parsed.values.server);
-  const client = observerClient(address);
+  const { address, client } = connectObserver({ server: parsed.values.server, tlsCa: parsed.values["tls-ca"] });
   try {
     const status = await unary<GetStatusResponse>((cb) => client.getStatus({}, cb));
     const nodes = await unary<GetNodesResponse>((cb) => client.getNodes({}, cb));

@@ -8,7 +8,7 @@ import {
   FlowFilter, TrafficDirection, type GetFlowsResponse, GetFlowsRequest,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../agent/config.js";
-import { describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { connectObserver, describeGrpcError } from "./client.js";
 import { parseSince } from "./duration.js";
 
 export const observeUsage = `usage: bulkhead observe [flags]
@@ -34,11 +34,12 @@ given twice matches either value (OR). Without -n, every namespace.
   -f, --follow             keep streaming new flows
   -o, --output FMT         compact (default) | json (one FlowRecord per line, proto3 JSON) | table
       --server ADDR        control plane (default: the lab's, else 127.0.0.1:4245)
+      --tls-ca FILE        CA of a control plane serving TLS (default: $BULKHEAD_TLS_CA, else the lab's for the lab's)
 `;
 
 const multi = { type: "string", multiple: true } as const;
 
-export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined } {
+export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined; tlsCa: string | undefined } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -55,6 +56,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
         node: multi, direction: multi,
         since: { type: "string" }, until: { type: "string" }, last: { type: "string" },
         follow: { type: "boolean", short: "f" }, output: { type: "string", short: "o" }, server: { type: "string" },
+        "tls-ca": { type: "string" },
       },
     });
   } catch (err) {
@@ -111,7 +113,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
     last,
     follow: v.follow ?? false,
   });
-  return { request, output, server: v.server };
+  return { request, output, server: v.server, tlsCa: v["tls-ca"] };
 }
 
 export function endpointName(e: Endpoint | undefined, ip: string): string {
@@ -172,9 +174,8 @@ export async function runObserve(argv: string[]): Promise<number> {
     process.stdout.write(observeUsage);
     return 0;
   }
-  const { request, output, server } = buildRequest(argv);
-  const address = serverAddress(server);
-  const client = observerClient(address);
+  const { request, output, server, tlsCa } = buildRequest(argv);
+  const { address, client } = connectObserver({ server, tlsCa });
   const rows: string[][] = [TABLE_HEADER];
   return await new Promise<number>((resolve) => {
     const call = client.getFlows(request);

@@ -22,6 +22,8 @@ const SERVICE_IDENTITY: Identity = {
 };
 import { observerService } from "./observer.js";
 import { bind, createGrpcServer } from "./grpc.js";
+import type { TlsMaterial } from "../tls/material.js";
+import { TlsListeners } from "../tls/listener.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -29,6 +31,8 @@ export interface ControlPlaneOptions {
   drainIntervalMs: number;
   /** Mode of namespaces without a bulkhead.io/mode annotation. */
   defaultMode?: PolicyModeName;
+  /** Serve every listener over TLS; agents must then present a node certificate chained to `tls.ca`. */
+  tls?: TlsMaterial;
   log: Logger;
 }
 
@@ -64,6 +68,7 @@ export class ControlPlane {
   readonly flowMap = new FlowMapStore();
   readonly agents: AgentRegistry;
   private server: grpc.Server | undefined;
+  private tlsListeners: TlsListeners | undefined;
   private recordsTotal = 0n;
   private readonly rate = new Rate();
   private pushTimer: NodeJS.Timeout | undefined;
@@ -87,10 +92,12 @@ export class ControlPlane {
       localEndpoints: (node) => this.state.localEndpoints(node),
       policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
       drainIntervalMs: opts.drainIntervalMs,
+      requireClientCertificate: opts.tls !== undefined,
     }, opts.log);
   }
 
-  async start(listen: string[]): Promise<void> {
+  /** Starts serving; resolves to the port bound for each listen address (1 for a unix socket). */
+  async start(listen: string[]): Promise<number[]> {
     const log = this.opts.log;
     await this.opts.source.start({
       apply: (events: ObjectEvent[], observedAtNs: bigint) => {
@@ -103,8 +110,17 @@ export class ControlPlane {
     this.recompile();
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this) });
-    for (const addr of listen) await bind(this.server, addr);
-    log.info({ listen, source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
+    const ports: number[] = [];
+    if (this.opts.tls) {
+      const listeners = new TlsListeners(this.server, this.opts.tls, log);
+      this.tlsListeners = listeners;
+      for (const addr of listen) ports.push(await listeners.listen(addr));
+    } else {
+      for (const addr of listen) ports.push(await bind(this.server, addr));
+    }
+    log.info({ listen, tls: this.opts.tls ? { cert: this.opts.tls.certFile, clientCa: this.opts.tls.caFile } : false,
+      source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
+    return ports;
   }
 
   /** Compiles NetworkPolicy into a new snapshot and ships it when anything agents load changed. */
@@ -206,6 +222,7 @@ export class ControlPlane {
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.
     this.agents.close();
+    this.tlsListeners?.close(false);
     const server = this.server;
     if (server) {
       await new Promise<void>((resolve) => {
@@ -213,5 +230,6 @@ export class ControlPlane {
         server.tryShutdown(() => { clearTimeout(timer); resolve(); });
       });
     }
+    this.tlsListeners?.close(true);
   }
 }

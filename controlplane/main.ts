@@ -19,7 +19,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     },
   });
   const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
-    defaultMode: config.defaultMode, log });
+    defaultMode: config.defaultMode, log, ...(config.tls ? { tls: config.tls } : {}) });
   try {
     await cp.start(config.listen);
   } catch (err) {

@@ -362,9 +362,9 @@ export class DatapathEngine implements ConformanceEngine {
       ...(this.opts.pinDir !== undefined ? { pinDir: this.opts.pinDir } : {}),
       ...(this.opts.log ? { log: this.opts.log } : {}),
     });
-    this.running = { lab, watch: new EnforcementWatch(this.observer, Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`)) };
-    if (places.length === 0) return;
     const status = await lab.status();
+    this.running = { lab, watch: new EnforcementWatch(this.observer, Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`), status.controlplane?.ca) };
+    if (places.length === 0) return;
     this.pods = places.map((place) => {
       const pod = status.pods.find((p) => p.namespace === place.namespace && p.name === place.name);
       const service = `s-${place.namespace}-${place.name}`;
