@@ -16,7 +16,6 @@ import tls from "node:tls";
 import type { X509Certificate } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { parseHostPort } from "../agent/config.js";
 import type { TlsMaterial } from "./material.js";
 import { describeName } from "./node-identity.js";
 
@@ -91,8 +90,10 @@ export class TlsListeners {
       if (address.startsWith("unix://")) {
         server.listen(prepareUnixSocket(address), resolve);
       } else {
-        const { host, port } = parseHostPort("listen", address);
-        server.listen({ host, port }, resolve);
+        // Port 0 (any free port) is allowed here: tests use it; --listen flags are checked before.
+        const m = /^(?:\[([^\]]+)\]|([^:]*)):([0-9]{1,5})$/.exec(address);
+        if (!m) throw new Error(`TLS listen on ${address}: not HOST:PORT or unix:///PATH`);
+        server.listen({ host: m[1] ?? (m[2] || "0.0.0.0"), port: Number(m[3]) }, resolve);
       }
     });
     const bound = server.address();
