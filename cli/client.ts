@@ -4,7 +4,7 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
 import { loadCa } from "../tls/material.js";
-import { channelCredentials, channelOptions } from "../tls/client.js";
+import { tlsChannel } from "../tls/client.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:4245";
 export const LAB_STATE_FILE = "/run/bulkhead/lab/state.json";
@@ -49,7 +49,8 @@ export function serverCaFile(address: string, flag: string | undefined): { flag:
 /** An Observer API client: TLS verified against `caFile` when given, else plaintext. */
 export function observerClient(address: string, caFile?: { flag: string; file: string }): ObserverServiceClient {
   if (!caFile) return new ObserverServiceClient(address, grpc.credentials.createInsecure());
-  return new ObserverServiceClient(address, channelCredentials(loadCa(caFile.flag, caFile.file)), channelOptions(address));
+  const tls = tlsChannel(address, loadCa(caFile.flag, caFile.file));
+  return new ObserverServiceClient(address, tls.credentials, tls.options);
 }
 
 /** The Observer API client the CLI's flags (--server, --tls-ca) ask for. */

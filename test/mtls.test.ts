@@ -22,7 +22,7 @@ import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict } from "
 import { ObserverServiceClient, type GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { createCa, issueNodeCertificate, validityFor, type IssuedPair } from "../tls/issue.js";
 import { loadTlsMaterial } from "../tls/material.js";
-import { channelCredentials, channelOptions } from "../tls/client.js";
+import { tlsChannel } from "../tls/client.js";
 import { CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, nodeCertFile, nodeKeyFile, writeCertificates } from "../tls/certs-command.js";
 import { LogCapture } from "./harness/log-capture.js";
 
@@ -108,7 +108,8 @@ class TlsAgent {
   final: CallStatus | undefined;
 
   constructor(address: string, helloNode: string, identity: { cert: Buffer; key: Buffer } | undefined, ca = read(CA_CERT)) {
-    this.client = new AgentServiceClient(address, channelCredentials(ca, identity), channelOptions(address));
+    const tls = tlsChannel(address, ca, identity);
+    this.client = new AgentServiceClient(address, tls.credentials, tls.options);
     this.call = this.client.connect();
     this.call.on("data", (m: ConnectResponse) => this.responses.push(m));
     this.call.on("error", () => undefined); // the status carries it
@@ -199,7 +200,8 @@ describe("mutual TLS on AgentService.Connect", () => {
     expect(grpc.status[status.code]).toBe("UNAUTHENTICATED");
     expect(status.details).toMatch(/^no client certificate/);
     expect(refusalLog(/^no client certificate/)).toMatchObject({ code: "UNAUTHENTICATED" });
-    const observer = new ObserverServiceClient(tcp, channelCredentials(read(CA_CERT)), channelOptions(tcp));
+    const tls = tlsChannel(tcp, read(CA_CERT));
+    const observer = new ObserverServiceClient(tcp, tls.credentials, tls.options);
     const res = await new Promise<GetStatusResponse>((resolve, reject) => observer.getStatus({}, (err, r) => (err || !r ? reject(err) : resolve(r))));
     observer.close();
     expect(res.agentsConnected).toBeGreaterThanOrEqual(1);
@@ -257,6 +259,15 @@ describe("mutual TLS on AgentService.Connect", () => {
     plain.close();
     expect(err?.code).toBeDefined();
     expect(err.code).not.toBe(grpc.status.OK);
+    await goodStillStreams();
+  });
+
+  it("an agent that does not trust the control plane's certificate does not connect", async () => {
+    const a = agent(tcp, "node1", nodePair("node1"), Buffer.from(otherCa.certPem));
+    const status = await a.status;
+    expect(grpc.status[status.code]).toBe("UNAVAILABLE");
+    expect(status.details).toMatch(/certificate/i);
+    expect(cp.agents.sessions.get("node1")?.connected ?? false).toBe(false);
     await goodStillStreams();
   });
 

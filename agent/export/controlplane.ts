@@ -12,7 +12,7 @@ import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { BoundedQueue } from "../queue.js";
 import type { RecordSink } from "./sink.js";
-import { channelCredentials, channelOptions } from "../../tls/client.js";
+import { tlsChannel } from "../../tls/client.js";
 
 export const PROTOCOL_VERSION = 1;
 export const AGENT_VERSION = "0.1.0";
@@ -59,9 +59,9 @@ export class ControlPlaneSink implements RecordSink {
 
   constructor(private readonly opts: ControlPlaneSinkOptions) {
     this.buffer = new BoundedQueue<FlowRecord>(opts.bufferRecords, opts.onBufferDrop);
-    const tls = opts.tls;
-    this.client = new AgentServiceClient(opts.address, tls ? channelCredentials(tls.ca, tls) : grpc.credentials.createInsecure(), {
-      ...(tls ? channelOptions(opts.address) : {}),
+    const tls = opts.tls ? tlsChannel(opts.address, opts.tls.ca, opts.tls) : undefined;
+    this.client = new AgentServiceClient(opts.address, tls?.credentials ?? grpc.credentials.createInsecure(), {
+      ...tls?.options,
       "grpc.max_send_message_length": 16 * 1024 * 1024,
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
