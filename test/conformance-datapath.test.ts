@@ -23,7 +23,7 @@ import { policyFileName, policyFiles } from "../lab/netpol-files.js";
 import { parseRequest, sctpInitPacket, sctpInitToken } from "../lab/prober.js";
 import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import {
-  FlowFilter, GetFlowsRequest, ObserverServiceClient, ObserverServiceService,
+  FlowFilter, GetFlowsRequest, ObserverServiceService,
   type GetFlowsResponse, type GetStatusResponse, type NodeStatus, type ObserverServiceServer,
 } from "../proto/gen/bulkhead/v1/observer.js";
 
