@@ -75,6 +75,7 @@ export class Agent {
         capabilities: ["ipv6", config.attachMode === "clsact" ? "clsact" : "tcx"],
         bufferRecords: config.bufferRecords,
         log: this.log,
+        ...(config.tls ? { tls: config.tls } : {}),
         onEndpoints: (eps) => this.endpoints.replace(eps),
         onPolicy: (snapshot) => this.applyPolicy(snapshot),
         onBufferDrop: (n) => this.m.lostRecords.inc({ cause: "buffer_full" }, n),

@@ -3,6 +3,9 @@ import { parseArgs } from "node:util";
 import os from "node:os";
 import path from "node:path";
 import { bpfObjectDir } from "../native/index.js";
+import { X509Certificate } from "node:crypto";
+import { loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
+import { nodesInSubjectAltName } from "../tls/node-identity.js";
 
 export interface AgentConfig {
   /** Node name put on every record. */
@@ -28,6 +31,8 @@ export interface AgentConfig {
   /** Resync of the interface list even without netlink events, milliseconds. */
   resyncIntervalMs: number;
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
+  /** Mutual TLS to the control plane: this node's certificate and key, and the CA of the control plane's certificate. */
+  tls: TlsMaterial | undefined;
 }
 
 export const agentUsage = `usage: bulkhead agent [flags]
@@ -47,6 +52,11 @@ in-kernel flow map on an interval and exports flow records.
   --metrics-addr HOST:PORT  serve /metrics and /healthz (default 0.0.0.0:9964; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
   --log-level LEVEL         trace | debug | info | warn | error (default info)
+
+Mutual TLS with the control plane (all three or none; files from "bulkhead certs"):
+  --tls-cert FILE           this node's certificate (PEM), e.g. node-NAME.crt; it must name --node
+  --tls-key FILE            its private key (PEM), e.g. node-NAME.key
+  --tls-ca FILE             CA that the control plane's certificate must chain to, e.g. ca.crt
 `;
 
 export class ConfigError extends Error {}
@@ -103,6 +113,9 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
         buffer: { type: "string" },
         "resync-interval": { type: "string" },
         "log-level": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-ca": { type: "string" },
       },
     });
   } catch (err) {
@@ -110,8 +123,17 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   }
   const v = parsed.values;
   const metrics = v["metrics-addr"] ?? "0.0.0.0:9964";
+  const tls = loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-ca"] }, "tls-ca");
+  if (tls && v.controlplane === undefined) throw new ConfigError("--tls-cert, --tls-key, --tls-ca: only used with --controlplane ADDR");
+  const node = v.node ?? os.hostname();
+  if (tls) {
+    const named = nodesInSubjectAltName(new X509Certificate(tls.cert).subjectAltName);
+    if (named.length !== 1 || named[0] !== node) {
+      throw new ConfigError(`--tls-cert: "${tls.certFile}" is the certificate of ${named.length ? `node ${named.join(", ")}` : "no node"}, not of node "${node}" (--node)`);
+    }
+  }
   return {
-    node: v.node ?? os.hostname(),
+    node,
     bpfObject: path.resolve(v["bpf-object"] ?? path.join(bpfObjectDir, "endpoint.bpf.o")),
     drainIntervalMs: positiveInt("drain-interval", v["drain-interval"], 1000, 3_600_000),
     flowMapSize: positiveInt("flow-map-size", v["flow-map-size"], 65536, 16_777_216),
@@ -123,5 +145,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     metricsAddr: metrics === "off" ? undefined : parseHostPort("metrics-addr", metrics),
     resyncIntervalMs: positiveInt("resync-interval", v["resync-interval"], 5000, 3_600_000),
     logLevel: oneOf("log-level", v["log-level"], ["trace", "debug", "info", "warn", "error"] as const, "info"),
+    tls,
   };
 }

@@ -1,9 +1,12 @@
 // How the CLI finds and talks to the control plane's Observer API, and with which token.
 import fs from "node:fs";
+import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../agent/config.js";
 import { isWellFormedToken } from "../controlplane/access/tokens.js";
+import { loadCa } from "../tls/material.js";
+import { tlsChannel } from "../tls/client.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:4245";
 export const LAB_STATE_FILE = "/run/bulkhead/lab/state.json";
@@ -13,23 +16,41 @@ export const connectionOptions = {
   server: { type: "string" },
   token: { type: "string" },
   "token-file": { type: "string" },
+  "tls-ca": { type: "string" },
 } as const;
 
 export const connectionUsage = `      --server ADDR        control plane (default: $BULKHEAD_SERVER, else the lab's, else 127.0.0.1:4245)
       --token TOKEN        bearer token (visible in the process list: prefer --token-file or $BULKHEAD_TOKEN)
       --token-file FILE    file holding the bearer token (surrounding whitespace ignored)
                            without either: $BULKHEAD_TOKEN, else no token
+      --tls-ca FILE        CA of a control plane serving TLS (default: $BULKHEAD_TLS_CA, else the lab's for the lab's)
 `;
+
+/** The lab's state.json: in $BULKHEAD_LAB_STATE_DIR as for `bulkhead lab`, else the default. */
+function labStateFile(): string {
+  const dir = process.env.BULKHEAD_LAB_STATE_DIR;
+  return dir ? path.join(dir, "state.json") : LAB_STATE_FILE;
+}
+
+/** The running lab's control plane as state.json records it, if there is one. */
+function labControlPlane(): { observer?: string; ca?: string } {
+  try {
+    const state = JSON.parse(fs.readFileSync(labStateFile(), "utf8")) as { controlplane?: { observer?: unknown; ca?: unknown } };
+    const cp = state.controlplane;
+    return {
+      ...(typeof cp?.observer === "string" ? { observer: cp.observer } : {}),
+      ...(typeof cp?.ca === "string" ? { ca: cp.ca } : {}),
+    };
+  } catch {
+    return {}; // no lab running here
+  }
+}
 
 /** --server, else $BULKHEAD_SERVER, else the running lab's control plane, else the default. */
 export function serverAddress(flag: string | undefined): string {
   if (flag) return flag;
   if (process.env.BULKHEAD_SERVER) return process.env.BULKHEAD_SERVER;
-  try {
-    const state = JSON.parse(fs.readFileSync(LAB_STATE_FILE, "utf8")) as { controlplane?: { observer?: unknown } };
-    if (typeof state.controlplane?.observer === "string") return state.controlplane.observer;
-  } catch { /* no lab running here */ }
-  return DEFAULT_SERVER;
+  return labControlPlane().observer ?? DEFAULT_SERVER;
 }
 
 /** --token, else --token-file, else $BULKHEAD_TOKEN, else none. Errors never show the token. */
@@ -55,9 +76,20 @@ export function bearerToken(flags: { token?: string | undefined; "token-file"?: 
   return token;
 }
 
-export function observerClient(address: string, token?: string): ObserverServiceClient {
-  // The token goes as call metadata on every call: grpc-js will not attach call credentials
-  // to an insecure channel, and the Observer API reads the same `authorization` value either way.
+/** The CA that verifies the server, as a file: --tls-ca, else $BULKHEAD_TLS_CA, else the lab's
+ * when `address` is the lab's control plane; undefined: plaintext. */
+export function serverCaFile(address: string, flag: string | undefined): { flag: string; file: string } | undefined {
+  if (flag) return { flag: "tls-ca", file: flag };
+  if (process.env.BULKHEAD_TLS_CA) return { flag: "tls-ca (from $BULKHEAD_TLS_CA)", file: process.env.BULKHEAD_TLS_CA };
+  const lab = labControlPlane();
+  if (lab.ca !== undefined && lab.observer === address) return { flag: `tls-ca (the lab's, from ${labStateFile()})`, file: lab.ca };
+  return undefined;
+}
+
+/** An Observer API client: TLS verified against `caFile` when given, else plaintext; the
+ * bearer token, if any, goes as call metadata on every call (grpc-js attaches call
+ * credentials to TLS channels only, and the Observer API reads the same header either way). */
+export function observerClient(address: string, caFile?: { flag: string; file: string }, token?: string): ObserverServiceClient {
   const interceptors: grpc.Interceptor[] = token === undefined ? [] : [(options, nextCall) =>
     new grpc.InterceptingCall(nextCall(options), {
       start(metadata, listener, next) {
@@ -65,12 +97,21 @@ export function observerClient(address: string, token?: string): ObserverService
         next(metadata, listener);
       },
     })];
-  return new ObserverServiceClient(address, grpc.credentials.createInsecure(), { interceptors });
+  if (!caFile) return new ObserverServiceClient(address, grpc.credentials.createInsecure(), { interceptors });
+  const tls = tlsChannel(address, loadCa(caFile.flag, caFile.file));
+  return new ObserverServiceClient(address, tls.credentials, { ...tls.options, interceptors });
+}
+
+/** The Observer API client the CLI's flags (--server, --tls-ca, --token…) ask for. */
+export function connectObserver(flags: { server?: string | undefined; tlsCa?: string | undefined; token?: string | undefined }): { address: string; client: ObserverServiceClient } {
+  const address = serverAddress(flags.server);
+  return { address, client: observerClient(address, serverCaFile(address, flags.tlsCa), flags.token) };
 }
 
 export function describeGrpcError(address: string, err: grpc.ServiceError): string {
   if (err.code === grpc.status.UNAVAILABLE) {
-    return `cannot reach the control plane at ${address} (${err.details}); is it running? (bulkhead lab up, or --server ADDR)`;
+    return `cannot reach the control plane at ${address} (${err.details}); is it running? (bulkhead lab up, or --server ADDR;`
+      + " a control plane with TLS needs --tls-ca FILE or $BULKHEAD_TLS_CA)";
   }
   if (err.code === grpc.status.UNAUTHENTICATED) {
     return `not authenticated by the control plane at ${address}: ${err.details} (give a token: --token-file FILE, $BULKHEAD_TOKEN or --token)`;

@@ -11,6 +11,7 @@ commands:
   observe       flows from the control plane, filtered (like hubble observe)
   map           the flow map of a namespace (-n NS | -A) as a table, JSON or dot
   status        agents, record rates and every loss counter
+  certs         create the CA and certificates of mutual TLS between agents and the control plane
   lab           build and drive the lab cluster datapath (lab up|down|status|exec|pod …)
   probe         send or serve test traffic inside a lab pod (udp, tcp, sctp)
   flows         print flow records from JSON-lines export files (flows tail DIR|FILE…)
@@ -72,6 +73,10 @@ async function main(argv: string[]): Promise<number> {
     case "controlplane": {
       const { runControlPlane } = await import("../controlplane/main.js");
       return runControlPlane(rest);
+    }
+    case "certs": {
+      const { runCerts } = await import("../tls/certs-command.js");
+      return runCerts(rest);
     }
     case "probe": {
       const { runProbe } = await import("../lab/probe.js");

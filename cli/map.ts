@@ -6,7 +6,7 @@ import {
   GetFlowMapResponse, GetStatusResponse, GetNodesResponse, MapNodeKind, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../agent/config.js";
-import { bearerToken, connectionOptions, connectionUsage, describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseDurationMs } from "./duration.js";
 import { formatTable } from "./observe.js";
 
@@ -83,8 +83,7 @@ export async function runMap(argv: string[]): Promise<number> {
   const output = v.output ?? "table";
   if (!["table", "json", "dot"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table, json or dot`);
   const windowMs = v.window ? parseDurationMs("--window", v.window) : 5 * 60_000;
-  const address = serverAddress(v.server);
-  const client = observerClient(address, bearerToken(v));
+  const { address, client } = connectObserver({ server: v.server, tlsCa: v["tls-ca"], token: bearerToken(v) });
   try {
     const request = {
       namespace: v["all-namespaces"] ? "" : v.namespace ?? "",
@@ -113,8 +112,7 @@ export async function runStatus(argv: string[]): Promise<number> {
   }
   const output = parsed.values.output ?? "table";
   if (!["table", "json"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table or json`);
-  const address = serverAddress(parsed.values.server);
-  const client = observerClient(address, bearerToken(parsed.values));
+  const { address, client } = connectObserver({ server: parsed.values.server, tlsCa: parsed.values["tls-ca"], token: bearerToken(parsed.values) });
   try {
     const status = await unary<GetStatusResponse>((cb) => client.getStatus({}, cb));
     const nodes = await unary<GetNodesResponse>((cb) => client.getNodes({}, cb));

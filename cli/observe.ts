@@ -7,7 +7,7 @@ import {
 import { type FlowFilter, type GetFlowsResponse, GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter } from "../controlplane/store/filter-names.js";
 import { ConfigError } from "../agent/config.js";
-import { bearerToken, connectionOptions, connectionUsage, describeGrpcError, observerClient, serverAddress } from "./client.js";
+import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseSince } from "./duration.js";
 
 export const observeUsage = `usage: bulkhead observe [flags]
@@ -39,7 +39,7 @@ namespace is refused.
 
 const multi = { type: "string", multiple: true } as const;
 
-export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined; token: string | undefined } {
+export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined; tlsCa: string | undefined; token: string | undefined } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -88,7 +88,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
     last,
     follow: v.follow ?? false,
   });
-  return { request, output, server: v.server, token: bearerToken(v) };
+  return { request, output, server: v.server, tlsCa: v["tls-ca"], token: bearerToken(v) };
 }
 
 export function endpointName(e: Endpoint | undefined, ip: string): string {
@@ -149,9 +149,8 @@ export async function runObserve(argv: string[]): Promise<number> {
     process.stdout.write(observeUsage);
     return 0;
   }
-  const { request, output, server, token } = buildRequest(argv);
-  const address = serverAddress(server);
-  const client = observerClient(address, token);
+  const { request, output, server, tlsCa, token } = buildRequest(argv);
+  const { address, client } = connectObserver({ server, tlsCa, token });
   const rows: string[][] = [TABLE_HEADER];
   return await new Promise<number>((resolve) => {
     const call = client.getFlows(request);

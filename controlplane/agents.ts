@@ -9,6 +9,7 @@ import type {
 } from "../proto/gen/bulkhead/v1/agent.js";
 import { ObservationPoint, IpVersion, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
+import { describeName, isNodeName, nodeOfCertificate } from "../tls/node-identity.js";
 
 export const SUPPORTED_PROTOCOL_VERSION = 1;
 
@@ -33,6 +34,8 @@ export interface AgentHub {
   localEndpoints(node: string): LocalEndpoint[];
   policy(): PolicySnapshot;
   drainIntervalMs: number;
+  /** With mutual TLS: a stream needs a verified node certificate, and its hello must name that node. */
+  requireClientCertificate?: boolean;
 }
 
 export class AgentStreamError extends Error {
@@ -104,19 +107,37 @@ export class AgentRegistry {
     }
   }
 
+  /** The node the stream's verified client certificate names (mutual TLS), or why there is none. */
+  private certifiedNode(stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>): { node: string; subject: string } {
+    // getAuthContext() carries a peer certificate only when the TLS layer verified it
+    // against the client CA; connections with a certificate that failed never get here.
+    const cert = stream.getAuthContext().sslPeerCertificate;
+    if (!cert) {
+      throw new AgentStreamError(grpc.status.UNAUTHENTICATED,
+        "no client certificate: agents must present a node certificate issued by the control plane's CA (agent flags --tls-cert, --tls-key, --tls-ca)");
+    }
+    const identity = nodeOfCertificate(cert);
+    if ("error" in identity) throw new AgentStreamError(grpc.status.PERMISSION_DENIED, identity.error);
+    return { node: identity.node, subject: describeName(cert.subject as unknown as Record<string, string>) };
+  }
+
   private serve(stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>): void {
     let session: AgentSession | undefined;
+    let refused = false;
+    let certified: { node: string; subject: string } | undefined;
     const peer = stream.getPeer();
     const close = (err: AgentStreamError) => {
+      refused = true;
       this.log.warn({ peer, node: session?.node ?? err.node, code: grpc.status[err.code], err: err.message }, "agent stream refused");
       if (session) session.connected = false;
       stream.emit("error", { code: err.code, details: err.message } as grpc.ServiceError);
       stream.end();
     };
     stream.on("data", (msg: ConnectRequest) => {
+      if (refused) return;
       try {
         if (!session) {
-          session = this.hello(msg, stream);
+          session = this.hello(msg, stream, certified);
           return;
         }
         this.onMessage(session, msg);
@@ -135,9 +156,18 @@ export class AgentRegistry {
     stream.on("error", (err: Error) => gone(err.message));
     stream.on("end", () => { gone("stream ended"); stream.end(); });
     stream.on("cancelled", () => gone("cancelled"));
+    if (this.hub.requireClientCertificate) {
+      // Checked once the handlers above are in place: a refusal emits "error" on the stream.
+      try {
+        certified = this.certifiedNode(stream);
+      } catch (err) {
+        close(err as AgentStreamError);
+      }
+    }
   }
 
-  private hello(msg: ConnectRequest, stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>): AgentSession {
+  private hello(msg: ConnectRequest, stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>,
+    certified: { node: string; subject: string } | undefined): AgentSession {
     if (msg.kind?.$case !== "hello") {
       throw new AgentStreamError(grpc.status.FAILED_PRECONDITION, `the first message must be a hello, got ${msg.kind?.$case ?? "an empty message"}`);
     }
@@ -146,8 +176,12 @@ export class AgentRegistry {
       throw new AgentStreamError(grpc.status.FAILED_PRECONDITION,
         `agent protocol version ${h.protocolVersion} is not supported: this control plane speaks version ${SUPPORTED_PROTOCOL_VERSION}`, h.node);
     }
-    if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(h.node)) {
+    if (!isNodeName(h.node)) {
       throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, `hello: node name "${h.node}" is not a valid Kubernetes node name`);
+    }
+    if (certified && h.node !== certified.node) {
+      throw new AgentStreamError(grpc.status.PERMISSION_DENIED,
+        `hello claims node "${h.node}", but the client certificate "${certified.subject}" is for node "${certified.node}"`, h.node);
     }
     if (!h.instanceId) throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, "hello: no instance id");
     const prev = this.sessions.get(h.node);
@@ -164,7 +198,8 @@ export class AgentRegistry {
       stats: prev?.stats, stream,
     };
     this.sessions.set(h.node, session);
-    this.log.info({ node: h.node, version: h.version, instance: h.instanceId, peer: stream.getPeer() }, "agent connected");
+    this.log.info({ node: h.node, version: h.version, instance: h.instanceId, peer: stream.getPeer(),
+      certificate: certified?.subject }, "agent connected");
     stream.write({ kind: { $case: "config", value: { node: h.node, drainIntervalMs: this.hub.drainIntervalMs } } });
     stream.write({ kind: { $case: "endpoints", value: { endpoints: this.hub.localEndpoints(h.node) } } });
     stream.write({ kind: { $case: "policy", value: this.hub.policy() } });

@@ -8,6 +8,7 @@ import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernete
 export type MetadataSourceConfig =
   | { kind: "folder"; manifests: string }
   | { kind: "kubernetes"; connection: KubeConnection };
+import { loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
 
 export interface ControlPlaneConfig {
   source: MetadataSourceConfig;
@@ -23,6 +24,8 @@ export interface ControlPlaneConfig {
   drainIntervalMs: number;
   defaultMode: "observe" | "audit" | "enforce";
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
+  /** Every listener serves TLS and agents must show a node certificate; none: plaintext, agents unauthenticated. */
+  tls: TlsMaterial | undefined;
 }
 
 export const controlPlaneUsage = `usage: bulkhead controlplane --manifests DIR (--tokens FILE | --allow-unauthenticated) [flags]
@@ -46,6 +49,15 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
   --drain-interval MS   drain interval the control plane gives agents (default 1000)
   --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
   --log-level LEVEL     trace | debug | info | warn | error (default info)
+
+Mutual TLS with agents (all three or none; files from "bulkhead certs"):
+  --tls-cert FILE       the control plane's server certificate (PEM), e.g. controlplane.crt
+  --tls-key FILE        its private key (PEM), e.g. controlplane.key
+  --tls-client-ca FILE  CA that agents' node certificates must chain to, e.g. ca.crt
+                        With these, every --listen address serves TLS; AgentService.Connect
+                        refuses agents without a valid node certificate and hellos or records
+                        for another node than the certificate names. Clients of the Observer
+                        API need no certificate, only the CA to verify the server.
 `;
 
 function oneOfModes(raw: string | undefined): ControlPlaneConfig["defaultMode"] {
@@ -81,6 +93,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
       source: { type: "string" }, manifests: { type: "string" }, kubeconfig: { type: "string" }, listen: { type: "string", multiple: true }, "ui-listen": { type: "string" },
       "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
       "default-mode": { type: "string" }, tokens: { type: "string" }, "allow-unauthenticated": { type: "boolean" },
+      "tls-cert": { type: "string" }, "tls-key": { type: "string" }, "tls-client-ca": { type: "string" },
     } });
   } catch (err) {
     throw new ConfigError((err as Error).message);
@@ -120,5 +133,6 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
     defaultMode: oneOfModes(v["default-mode"]),
     logLevel: level as ControlPlaneConfig["logLevel"],
+    tls: loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-client-ca"] }, "tls-client-ca"),
   };
 }

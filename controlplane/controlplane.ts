@@ -24,6 +24,8 @@ import { observerService } from "./observer.js";
 import type { AccessControl } from "./access/control.js";
 import { bind, createGrpcServer } from "./grpc.js";
 import { UiServer, type UiServerOptions } from "./ui/server.js";
+import type { TlsMaterial } from "../tls/material.js";
+import { TlsListeners } from "../tls/listener.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -33,6 +35,8 @@ export interface ControlPlaneOptions {
   defaultMode?: PolicyModeName;
   /** Who may read what through the Observer API; required, so that no caller gets an open API by omission. */
   access: AccessControl;
+  /** Serve every listener over TLS; agents must then present a node certificate chained to `tls.ca`. */
+  tls?: TlsMaterial;
   log: Logger;
   /** Serve the web UI and its JSON API here (port 0: any free port). */
   uiListen?: { host: string; port: number };
@@ -78,6 +82,7 @@ export class ControlPlane {
   private server: grpc.Server | undefined;
   /** Bound gRPC addresses as listened on ("127.0.0.1:0" becomes the port the kernel chose). */
   private bound: string[] = [];
+  private tlsListeners: TlsListeners | undefined;
   private recordsTotal = 0n;
   private readonly rate = new Rate();
   private pushTimer: NodeJS.Timeout | undefined;
@@ -103,10 +108,12 @@ export class ControlPlane {
       localEndpoints: (node) => this.state.localEndpoints(node),
       policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
       drainIntervalMs: opts.drainIntervalMs,
+      requireClientCertificate: opts.tls !== undefined,
     }, opts.log);
   }
 
-  async start(listen: string[]): Promise<void> {
+  /** Starts serving; resolves to the port bound for each listen address (1 for a unix socket). */
+  async start(listen: string[]): Promise<number[]> {
     const log = this.opts.log;
     await this.opts.source.start({
       apply: (events: ObjectEvent[], observedAtNs: bigint) => {
@@ -119,16 +126,23 @@ export class ControlPlane {
     this.recompile();
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this, this.opts.access, log) });
-    for (const addr of listen) {
-      const port = await bind(this.server, addr);
-      this.bound.push(addr.startsWith("unix://") ? addr : addr.replace(/:[0-9]+$/, `:${port}`));
+    const ports: number[] = [];
+    if (this.opts.tls) {
+      const listeners = new TlsListeners(this.server, this.opts.tls, log);
+      this.tlsListeners = listeners;
+      for (const addr of listen) ports.push(await listeners.listen(addr));
+    } else {
+      for (const addr of listen) ports.push(await bind(this.server, addr));
     }
+    this.bound = listen.map((addr, i) => addr.startsWith("unix://") ? addr : addr.replace(/:[0-9]+$/, `:${ports[i]}`));
     if (this.opts.uiListen) {
       this.uiServer = new UiServer(this, { ...this.opts.ui, log });
       const url = await this.uiServer.listen(this.opts.uiListen.host, this.opts.uiListen.port);
       log.info({ url }, `web UI at ${url}`);
     }
-    log.info({ listen: this.bound, source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
+    log.info({ listen: this.bound, tls: this.opts.tls ? { cert: this.opts.tls.certFile, clientCa: this.opts.tls.caFile } : false,
+      source: this.opts.source.name, pods: this.state.pods().length }, "control plane started");
+    return ports;
   }
 
   /** Compiles NetworkPolicy into a new snapshot and ships it when anything agents load changed. */
@@ -246,6 +260,7 @@ export class ControlPlane {
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.
     this.agents.close();
+    this.tlsListeners?.close(false);
     const server = this.server;
     if (server) {
       await new Promise<void>((resolve) => {
@@ -253,5 +268,6 @@ export class ControlPlane {
         server.tryShutdown(() => { clearTimeout(timer); resolve(); });
       });
     }
+    this.tlsListeners?.close(true);
   }
 }

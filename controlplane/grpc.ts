@@ -1,7 +1,6 @@
 // The control plane's gRPC server: AgentService, ObserverService, standard health
 // checking (grpc.health.v1) and server reflection, so grpcurl and grpc_health_probe work.
 import path from "node:path";
-import fs from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
@@ -9,6 +8,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { AgentServiceService, type AgentServiceServer } from "../proto/gen/bulkhead/v1/agent.js";
 import { ObserverServiceService, type ObserverServiceServer } from "../proto/gen/bulkhead/v1/observer.js";
 import { repoRoot } from "../native/index.js";
+import { prepareUnixSocket } from "../tls/listener.js";
 
 /** Refuses any single message above this; the agent batches far below it. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -38,13 +38,9 @@ export function createGrpcServer(services: GrpcServices): grpc.Server {
   return server;
 }
 
-/** Binds "host:port" or "unix:///path" (a stale socket file from a crashed run is removed). */
+/** Binds "host:port" or "unix:///path" without TLS (a stale socket file from a crashed run is removed). */
 export function bind(server: grpc.Server, address: string, credentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
-  if (address.startsWith("unix://")) {
-    const file = address.slice("unix://".length);
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.rmSync(file, { force: true });
-  }
+  if (address.startsWith("unix://")) prepareUnixSocket(address);
   return new Promise((resolve, reject) => {
     server.bindAsync(address, credentials, (err, port) => {
       if (err) reject(new Error(`gRPC listen on ${address}: ${err.message}`));

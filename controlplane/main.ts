@@ -47,7 +47,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     source = new KubernetesSource({ kubeConfig, onErrorsChanged });
   }
   const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
-    defaultMode: config.defaultMode, access, log,
+    defaultMode: config.defaultMode, access, log, ...(config.tls ? { tls: config.tls } : {}),
     ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}) });
   try {
     await cp.start(config.listen);

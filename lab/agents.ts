@@ -8,6 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR, type LabAgent, type LabNode } from "./state.js";
+import { CA_CERT, nodeCertFile, nodeKeyFile } from "../tls/certs-command.js";
 
 export const AGENT_METRICS_PORT = 9964;
 export const AGENT_HEALTH_TIMEOUT_MS = 20_000;
@@ -21,6 +22,8 @@ export interface AgentCommandContext {
   exportFile?: string;
   /** The control plane's agent address (unix:///…), when the lab runs one. */
   controlplane?: string;
+  /** The node's certificate, its key and the CA, when the control plane serves mutual TLS. */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 export type AgentCommand = (ctx: AgentCommandContext) => string[];
@@ -35,6 +38,7 @@ export const agentCommand: AgentCommand = (ctx) => [
     "--metrics-addr", `0.0.0.0:${AGENT_METRICS_PORT}`,
     ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
     ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
+    ...(ctx.tls !== undefined ? ["--tls-cert", ctx.tls.cert, "--tls-key", ctx.tls.key, "--tls-ca", ctx.tls.ca] : []),
   ]),
 ];
 
@@ -55,6 +59,8 @@ export interface StartAgentsOptions {
   pinDir: string;
   exportDir?: string;
   controlplane?: string;
+  /** Folder of `bulkhead certs` output: agents then use mutual TLS with their node's certificate. */
+  tlsDir?: string;
   command?: AgentCommand;
   timeoutMs?: number;
 }
@@ -72,6 +78,10 @@ export async function startAgents(nodes: readonly LabNode[], opts: StartAgentsOp
     const ctx: AgentCommandContext = { node: node.name, netns: node.netns, repoRoot: root, pinDir: opts.pinDir };
     if (agent.exportFile !== undefined) ctx.exportFile = agent.exportFile;
     if (opts.controlplane !== undefined) ctx.controlplane = opts.controlplane;
+    if (opts.tlsDir !== undefined) {
+      ctx.tls = { cert: path.join(opts.tlsDir, nodeCertFile(node.name)), key: path.join(opts.tlsDir, nodeKeyFile(node.name)),
+        ca: path.join(opts.tlsDir, CA_CERT) };
+    }
     const argv = command(ctx);
     const [cmd, ...args] = argv;
     if (cmd === undefined) throw new Error(`agent command for node ${node.name} is empty`);

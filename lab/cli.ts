@@ -15,8 +15,10 @@ export interface LabIO {
 
 const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
 
-  up [--nodes N] [--topology FILE] [--export-dir DIR] [--no-agents]
-                              build the lab (removes a previous one first)
+  up [--nodes N] [--topology FILE] [--export-dir DIR] [--no-agents] [--insecure]
+                              build the lab (removes a previous one first); agents and
+                              control plane use mutual TLS (certificates in <state dir>/tls/)
+                              unless --insecure
   down                        remove every lab netns, agent, pin and the state
   status [-o table|json]      nodes, pods, services
   exec NS/POD -- CMD...       run CMD in the pod's network namespace
@@ -109,11 +111,13 @@ async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
     topology: { type: "string" },
     "export-dir": { type: "string" },
     "no-agents": { type: "boolean" },
+    insecure: { type: "boolean" },
   }, "up");
   noPositionals(positionals, "up");
   const opts: UpOptions = {
     stateDir: stateDirOf(values),
     startAgents: values["no-agents"] !== true,
+    insecure: values.insecure === true,
     removeLeftoverPins: true,
     log: (line) => io.stderr.write(`${line}\n`),
   };

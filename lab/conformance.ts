@@ -20,6 +20,8 @@ import type { PolicyCluster } from "../controlplane/policy/model.js";
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
 import { repoRoot } from "./agents.js";
 import { DEFAULT_ENFORCEMENT_TIMEOUT_MS, EnforcementWatch } from "./enforcement.js";
+import { labObserverClient } from "./controlplane.js";
+import type { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
 import { up, type Lab } from "./lab.js";
 import { manifestsDir } from "./manifests.js";
 import { syncPolicies } from "./netpol-files.js";
@@ -126,7 +128,7 @@ export class DatapathEngine implements ConformanceEngine {
    * a step that changes nothing agents load (a policy selecting no pod) gets none. */
   private predictor = new PolicyCompiler();
   private predicted = 0n;
-  private running: { lab: Lab; watch: EnforcementWatch } | undefined;
+  private running: { lab: Lab; watch: EnforcementWatch; ca: string | undefined } | undefined;
   private served: Served[] = [];
   private pods: LabModelPod[] = [];
   private probers: RunningProber[] = [];
@@ -149,6 +151,12 @@ export class DatapathEngine implements ConformanceEngine {
   get watch(): EnforcementWatch {
     if (!this.running) throw new Error("the conformance lab is down (setup() or start() brings it up)");
     return this.running.watch;
+  }
+
+  /** A client of the lab control plane's Observer API (verifying its TLS certificate when it has one). */
+  observerClient(): ObserverServiceClient {
+    if (!this.running) throw new Error("the conformance lab is down (setup() or start() brings it up)");
+    return labObserverClient({ observer: this.observer, ca: this.running.ca });
   }
 
   get manifests(): string {
@@ -362,9 +370,10 @@ export class DatapathEngine implements ConformanceEngine {
       ...(this.opts.pinDir !== undefined ? { pinDir: this.opts.pinDir } : {}),
       ...(this.opts.log ? { log: this.opts.log } : {}),
     });
-    this.running = { lab, watch: new EnforcementWatch(this.observer, Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`)) };
-    if (places.length === 0) return;
     const status = await lab.status();
+    const ca = status.controlplane?.ca;
+    this.running = { lab, watch: new EnforcementWatch(this.observer, Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`), ca), ca };
+    if (places.length === 0) return;
     this.pods = places.map((place) => {
       const pod = status.pods.find((p) => p.namespace === place.namespace && p.name === place.name);
       const service = `s-${place.namespace}-${place.name}`;

@@ -1,35 +1,48 @@
 // The lab's control plane: one process in the machine's own namespace, watching the lab's
 // manifests. Agents reach it over a unix socket in the state dir (a socket file is
 // visible from every network namespace); the CLI over 127.0.0.1. A pid file lets `down`
-// stop it even when state.json is gone.
+// stop it even when state.json is gone. By default both speak TLS with certificates from
+// `bulkhead certs` in <stateDir>/tls/, and agents show their node's certificate.
 import { spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
-import { LOGS_DIR, MANIFESTS_DIR } from "./state.js";
+import { observerClient } from "../cli/client.js";
+import { CA_CERT, SERVER_CERT, SERVER_KEY, writeCertificates } from "../tls/certs-command.js";
+import { LOGS_DIR, MANIFESTS_DIR, type LabControlPlane } from "./state.js";
 
 export const DEFAULT_OBSERVER_ADDRESS = "127.0.0.1:4245";
 export const CONTROLPLANE_PID_FILE = "controlplane.pid";
 export const CONTROLPLANE_SOCKET = "controlplane.sock";
 const READY_TIMEOUT_MS = 20_000;
 
-export interface LabControlPlane {
-  pid: number;
-  /** Address for the CLI and the UI. */
-  observer: string;
-  /** Address agents stream to. */
-  agents: string;
-  log: string;
+export const TLS_DIR = "tls";
+/** Days the lab's certificates are valid: a lab lives for hours, but a forgotten one should not break overnight. */
+const LAB_CERT_DAYS = 30;
+
+export function labTlsDir(stateDir: string): string {
+  return path.join(stateDir, TLS_DIR);
+}
+
+/** CA, server certificate and one node certificate per lab node, in <stateDir>/tls/. */
+export async function issueLabCertificates(stateDir: string, nodes: string[]): Promise<void> {
+  await writeCertificates({ out: labTlsDir(stateDir), nodes, hosts: [], days: LAB_CERT_DAYS });
+}
+
+/** A client of the lab control plane's Observer API (TLS verified with the lab's CA when it has one). */
+export function labObserverClient(cp: { observer: string; ca?: string | undefined }): ObserverServiceClient {
+  return cp.ca === undefined ? new ObserverServiceClient(cp.observer, grpc.credentials.createInsecure())
+    : observerClient(cp.observer, { flag: "the lab's CA", file: cp.ca });
 }
 
 export function agentAddress(stateDir: string): string {
   return `unix://${path.join(stateDir, CONTROLPLANE_SOCKET)}`;
 }
 
-function ready(address: string, timeoutMs: number): Promise<void> {
-  const client = new ObserverServiceClient(address, grpc.credentials.createInsecure());
+function ready(cp: LabControlPlane, timeoutMs: number): Promise<void> {
+  const client = labObserverClient(cp);
   return new Promise<void>((resolve, reject) => {
     client.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err) => {
       client.close();
@@ -38,12 +51,17 @@ function ready(address: string, timeoutMs: number): Promise<void> {
   });
 }
 
-export async function startControlPlane(stateDir: string, repoRoot: string, observer = DEFAULT_OBSERVER_ADDRESS): Promise<LabControlPlane> {
+/** Starts the control plane; `secure` (default) serves mutual TLS with the certificates
+ * issueLabCertificates() left in <stateDir>/tls/. */
+export async function startControlPlane(stateDir: string, repoRoot: string, observer = DEFAULT_OBSERVER_ADDRESS, secure = true): Promise<LabControlPlane> {
   const logs = path.join(stateDir, LOGS_DIR);
   await mkdir(logs, { recursive: true });
   const cp: LabControlPlane = { pid: 0, observer, agents: agentAddress(stateDir), log: path.join(logs, "controlplane.log") };
+  const tls = labTlsDir(stateDir);
+  if (secure) cp.ca = path.join(tls, CA_CERT);
   const argv = [path.join(repoRoot, "dist", "cli", "main.js"), "controlplane",
     "--manifests", path.join(stateDir, MANIFESTS_DIR), "--listen", observer, "--listen", cp.agents,
+    ...(secure ? ["--tls-cert", path.join(tls, SERVER_CERT), "--tls-key", path.join(tls, SERVER_KEY), "--tls-client-ca", path.join(tls, CA_CERT)] : []),
     // The lab is one machine's sandbox, its Observer API on loopback: no tokens, by choice.
     "--allow-unauthenticated"];
   const fd = openSync(cp.log, "a");
@@ -61,7 +79,7 @@ export async function startControlPlane(stateDir: string, repoRoot: string, obse
   for (;;) {
     if (exited !== undefined) throw new Error(`control plane ${exited}${tail(cp.log)}`);
     try {
-      await ready(observer, 1000);
+      await ready(cp, 1000);
       return cp;
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`control plane not answering on ${observer} after ${READY_TIMEOUT_MS / 1000} s: ${(err as Error).message}${tail(cp.log)}`);

@@ -5,7 +5,8 @@
 // and every lab node enforces it; it must then stay put for a short settle time, because
 // the control plane may have compiled while only some of a change's files were written.
 import * as grpc from "@grpc/grpc-js";
-import { ObserverServiceClient, type NodeStatus } from "../proto/gen/bulkhead/v1/observer.js";
+import type { ObserverServiceClient, NodeStatus } from "../proto/gen/bulkhead/v1/observer.js";
+import { labObserverClient } from "./controlplane.js";
 
 export interface WaitOptions {
   /** The newest version before the change; undefined when nothing changed (convergence only). */
@@ -22,8 +23,9 @@ const POLL_MS = 25;
 export class EnforcementWatch {
   private readonly client: ObserverServiceClient;
 
-  constructor(readonly observer: string, readonly nodes: readonly string[]) {
-    this.client = new ObserverServiceClient(observer, grpc.credentials.createInsecure());
+  /** `ca`: the CA file of a control plane serving TLS (the lab's default). */
+  constructor(readonly observer: string, readonly nodes: readonly string[], ca?: string) {
+    this.client = labObserverClient({ observer, ca });
   }
 
   nodeStatus(): Promise<NodeStatus[]> {

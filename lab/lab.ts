@@ -11,7 +11,7 @@ import {
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
 import { repoRoot, startAgents, type AgentCommand } from "./agents.js";
-import { startControlPlane, stopControlPlane } from "./controlplane.js";
+import { issueLabCertificates, labTlsDir, startControlPlane, stopControlPlane } from "./controlplane.js";
 import {
   BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
 } from "./datapath.js";
@@ -22,7 +22,7 @@ import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.
 import { applyServiceRules } from "./services.js";
 import {
   DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, readState, requireState, withLock, writeState,
-  type LabPod, type LabService, type LabState,
+  type LabControlPlane, type LabPod, type LabService, type LabState,
 } from "./state.js";
 import {
   defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
@@ -42,6 +42,9 @@ export interface UpOptions {
   startAgents?: boolean;
   /** Start the control plane (default: with the agents); its Observer API listens here (default 127.0.0.1:4245). */
   controlplane?: boolean | { observer: string };
+  /** Plaintext between agents and control plane, and for the Observer API; default: mutual TLS with
+   * certificates from `bulkhead certs` in `<stateDir>/tls/`. */
+  insecure?: boolean;
   /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests. */
   agentCommand?: AgentCommand;
   agentTimeoutMs?: number;
@@ -124,7 +127,7 @@ export interface LabStatus {
   pods: PodStatus[];
   services: ServiceStatus[];
   agents: AgentStatus[];
-  controlplane?: { pid: number; observer: string; agents: string; log: string };
+  controlplane?: LabControlPlane;
   /** Empty when every netns the state names exists and the underlay belongs to this state dir. */
   problems: string[];
 }
@@ -154,13 +157,17 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
       const withControlPlane = opts.controlplane ?? withAgents;
       if (withControlPlane) {
         const observer = typeof withControlPlane === "object" ? withControlPlane.observer : undefined;
-        state.controlplane = await startControlPlane(stateDir, repoRoot(), observer);
+        const secure = opts.insecure !== true;
+        if (secure) await issueLabCertificates(stateDir, state.nodes.map((n) => n.name));
+        state.controlplane = await startControlPlane(stateDir, repoRoot(), observer, secure);
         await writeState(state);
-        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`);
+        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`
+          + (secure ? ` (TLS; CA ${state.controlplane.ca ?? ""})` : " (plaintext)"));
       }
       if (withAgents) {
         const agentOpts: Parameters<typeof startAgents>[1] = { stateDir, pinDir: state.pinDir };
         if (state.controlplane) agentOpts.controlplane = state.controlplane.agents;
+        if (state.controlplane?.ca !== undefined) agentOpts.tlsDir = labTlsDir(stateDir);
         if (state.exportDir !== undefined) agentOpts.exportDir = state.exportDir;
         if (opts.agentCommand) agentOpts.command = opts.agentCommand;
         if (opts.agentTimeoutMs !== undefined) agentOpts.timeoutMs = opts.agentTimeoutMs;
@@ -225,7 +232,7 @@ export class Lab {
       pods: state.pods.map(podStatus),
       services: state.services.map((svc) => serviceStatus(svc, state.pods)),
       agents,
-      ...(state.controlplane ? { controlplane: { pid: state.controlplane.pid, observer: state.controlplane.observer, agents: state.controlplane.agents, log: state.controlplane.log } } : {}),
+      ...(state.controlplane ? { controlplane: { ...state.controlplane } } : {}),
       problems,
     };
   }

@@ -89,6 +89,18 @@ export interface LabAgent {
   exportFile?: string;
 }
 
+/** The lab's control plane process and how to reach it. */
+export interface LabControlPlane {
+  pid: number;
+  /** Address for the CLI and the UI. */
+  observer: string;
+  /** Address agents stream to. */
+  agents: string;
+  log: string;
+  /** The CA of the control plane's certificate when it serves mutual TLS (the default); absent: plaintext. */
+  ca?: string;
+}
+
 export interface LabState {
   version: 1;
   stateDir: string;
@@ -109,7 +121,7 @@ export interface LabState {
   rulesDigest: string;
   exportDir?: string;
   /** The control plane `up` started, if any. */
-  controlplane?: { pid: number; observer: string; agents: string; log: string };
+  controlplane?: LabControlPlane;
 }
 
 export class LabNotUpError extends Error {
@@ -247,13 +259,15 @@ export function parseState(doc: unknown, source: string): LabState {
   const exportDir = r.optionalString(m.exportDir, "exportDir");
   if (exportDir !== undefined) state.exportDir = exportDir;
   if (m.controlplane !== undefined) {
-    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log"]);
+    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log", "ca"]);
     state.controlplane = {
       pid: r.int(c.pid, "controlplane.pid", 1, 2 ** 31),
       observer: r.string(c.observer, "controlplane.observer"),
       agents: r.string(c.agents, "controlplane.agents"),
       log: r.string(c.log, "controlplane.log"),
     };
+    const ca = r.optionalString(c.ca, "controlplane.ca");
+    if (ca !== undefined) state.controlplane.ca = ca;
   }
   return state;
 }

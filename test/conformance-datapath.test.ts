@@ -23,7 +23,7 @@ import { policyFileName, policyFiles } from "../lab/netpol-files.js";
 import { parseRequest, sctpInitPacket, sctpInitToken } from "../lab/prober.js";
 import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import {
-  FlowFilter, GetFlowsRequest, ObserverServiceClient, ObserverServiceService,
+  FlowFilter, GetFlowsRequest, ObserverServiceService,
   type GetFlowsResponse, type GetStatusResponse, type NodeStatus, type ObserverServiceServer,
 } from "../proto/gen/bulkhead/v1/observer.js";
 
@@ -230,7 +230,7 @@ describe("conformance engine plumbing (observe mode: nothing is denied)", () => 
     expect(await policyFiles(engine.manifests)).toEqual([policyFileName("x", "cidrs"), policyFileName("z", "second")]);
     await sleep(1200); // the control plane rescans its folder every 500 ms
     const status = await new Promise<GetStatusResponse>((resolve, reject) => {
-      const client = new ObserverServiceClient(engine.observer, grpc.credentials.createInsecure());
+      const client = engine.observerClient();
       client.getStatus({}, (err, res) => { client.close(); if (err || !res) reject(err ?? new Error("no status")); else resolve(res); });
     });
     expect(status.metadataErrors).toEqual([]);
@@ -295,8 +295,8 @@ function pairOf(r: FlowRecord): string | undefined {
   return to === undefined ? undefined : `${src.namespace}${src.podName}>${to}`;
 }
 
-function flows(observer: string, request: GetFlowsRequest): Promise<FlowRecord[]> {
-  const client = new ObserverServiceClient(observer, grpc.credentials.createInsecure());
+function flows(engine: DatapathEngine, request: GetFlowsRequest): Promise<FlowRecord[]> {
+  const client = engine.observerClient();
   return new Promise((resolve, reject) => {
     const out: FlowRecord[] = [];
     const call = client.getFlows(request);
@@ -307,12 +307,12 @@ function flows(observer: string, request: GetFlowsRequest): Promise<FlowRecord[]
 }
 
 /** Pairs with AUDIT flows to `port`/TCP since `since`, once `want` are all there (or 20 s passed) and one more drain. */
-async function auditedPairs(observer: string, since: Date, port: number, want: readonly string[]): Promise<string[]> {
+async function auditedPairs(engine: DatapathEngine, since: Date, port: number, want: readonly string[]): Promise<string[]> {
   const request = GetFlowsRequest.fromPartial({
     allow: [FlowFilter.fromPartial({ verdict: [Verdict.VERDICT_AUDIT], protocol: ["TCP"], destinationPort: [port] })],
     since: { seconds: BigInt(Math.floor(since.getTime() / 1000)), nanos: (since.getTime() % 1000) * 1e6 },
   });
-  const pairs = async () => new Set((await flows(observer, request)).map(pairOf).filter((p): p is string => p !== undefined));
+  const pairs = async () => new Set((await flows(engine, request)).map(pairOf).filter((p): p is string => p !== undefined));
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     const seen = await pairs();
@@ -424,7 +424,7 @@ describe("NetworkPolicy on the enforcing datapath", () => {
       expect([...(await engine.probe(probe.port, probe.protocol))]).toEqual([]);
       const expected = [...probe.denied].sort();
       expect(expected.length).toBeGreaterThan(0);
-      expect(await auditedPairs(engine.observer, since, probe.port, expected)).toEqual(expected);
+      expect(await auditedPairs(engine, since, probe.port, expected)).toEqual(expected);
     } finally {
       await engine.teardown();
       await engine.setMode("enforce");

@@ -7,17 +7,16 @@ import { createRequire } from "node:module";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { service as healthService } from "grpc-health-check";
-import pino from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
+import { LogCapture } from "./harness/log-capture.js";
 import {
   AgentServiceClient, ConnectRequest, ConnectResponse, type AgentHello,
 } from "../proto/gen/bulkhead/v1/agent.js";
@@ -101,22 +100,6 @@ function record(node: string, overrides: Partial<FlowRecord> = {}): FlowRecord {
 
 function records(node: string, n: number): FlowRecord[] {
   return Array.from({ length: n }, () => record(node));
-}
-
-/** Captured pino output, one parsed JSON object per line. */
-class LogCapture {
-  readonly lines: Record<string, unknown>[] = [];
-  readonly stream = new Writable({
-    write: (chunk: Buffer, _enc, done) => {
-      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) this.lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  readonly log = pino({ level: "debug" }, this.stream);
-
-  find(match: (line: Record<string, unknown>) => boolean): Record<string, unknown> | undefined {
-    return this.lines.find(match);
-  }
 }
 
 let tmp: string;

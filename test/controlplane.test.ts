@@ -30,7 +30,9 @@ services:
 
 let dir: string;
 let lab: Lab;
-const cli = (args: string[]) => run(process.execPath, [path.resolve("dist/cli/main.js"), ...args, "--server", OBSERVER],
+/** The lab's CA: its control plane serves mutual TLS by default. */
+let ca: string;
+const cli = (args: string[]) => run(process.execPath, [path.resolve("dist/cli/main.js"), ...args, "--server", OBSERVER, "--tls-ca", ca],
   { maxBuffer: 64 * 1024 * 1024 });
 const probe = (args: string[]) => [process.execPath, path.resolve("dist/cli/main.js"), "probe", ...args];
 
@@ -73,11 +75,27 @@ describe("control plane on the lab", () => {
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
     lab = await up({ stateDir: path.join(dir, "state"), topology: path.join(dir, "topology.yaml"),
       pinDir: path.join(dir, "pins"), controlplane: { observer: OBSERVER } });
+    ca = (await lab.status()).controlplane?.ca ?? "(the lab recorded no CA)";
   });
 
   afterAll(async () => {
     await lab?.down();
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("runs mutual TLS by default: agents connect with their node certificates, a plaintext client gets nothing", async () => {
+    const status = JSON.parse((await cli(["status", "-o", "json"])).stdout) as { status: { agentsConnected?: number } };
+    expect(status.status.agentsConnected).toBe(2);
+    const cp = (await lab.status()).controlplane;
+    expect(cp?.ca).toBe(path.join(dir, "state", "tls", "ca.crt"));
+    const log = fs.readFileSync(cp?.log ?? "", "utf8").split("\n").filter((l) => l.includes('"agent connected"'))
+      .map((l) => JSON.parse(l) as { node: string; certificate?: string });
+    expect(new Set(log.map((l) => `${l.node} ${l.certificate}`))).toEqual(new Set(["node1 CN=node1", "node2 CN=node2"]));
+    const plain = await run(process.execPath, [path.resolve("dist/cli/main.js"), "status", "--server", OBSERVER],
+      { env: { ...process.env, BULKHEAD_TLS_CA: "", BULKHEAD_LAB_STATE_DIR: path.join(dir, "no-lab") } })
+      .then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(plain?.code).toBe(1);
+    expect(plain?.stderr).toMatch(/cannot reach the control plane|UNAVAILABLE/);
   });
 
   it("maps a cross-node flow through a Service ClusterIP onto pods, workloads, the Service and nodes, with exact counts", async () => {

@@ -12,6 +12,7 @@ import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { BoundedQueue } from "../queue.js";
 import type { RecordSink } from "./sink.js";
+import { tlsChannel } from "../../tls/client.js";
 
 export const PROTOCOL_VERSION = 1;
 export const AGENT_VERSION = "0.1.0";
@@ -31,8 +32,14 @@ export interface ControlPlaneSinkOptions {
   onBufferDrop(n: number): void;
   /** Records in batches the control plane refused as invalid: re-sending them would fail forever. */
   onRefused(n: number, reason: string): void;
-  credentials?: grpc.ChannelCredentials;
+  /** Mutual TLS: this node's certificate and key, and the CA of the control plane's certificate. */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
 }
+
+/** A refusal of who this agent is: retrying soon cannot help, so it backs off longer and says so every time. */
+const REFUSED_CODES = new Set([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED]);
+const MAX_RETRY_MS = 5000;
+const MAX_RETRY_REFUSED_MS = 30_000;
 
 interface Batch { id: bigint; records: FlowRecord[] }
 
@@ -52,7 +59,9 @@ export class ControlPlaneSink implements RecordSink {
 
   constructor(private readonly opts: ControlPlaneSinkOptions) {
     this.buffer = new BoundedQueue<FlowRecord>(opts.bufferRecords, opts.onBufferDrop);
-    this.client = new AgentServiceClient(opts.address, opts.credentials ?? grpc.credentials.createInsecure(), {
+    const tls = opts.tls ? tlsChannel(opts.address, opts.tls.ca, opts.tls) : undefined;
+    this.client = new AgentServiceClient(opts.address, tls?.credentials ?? grpc.credentials.createInsecure(), {
+      ...tls?.options,
       "grpc.max_send_message_length": 16 * 1024 * 1024,
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
@@ -132,12 +141,18 @@ export class ControlPlaneSink implements RecordSink {
     const wasConnected = this.connected;
     this.connected = false;
     if (this.stopped) return;
-    const delay = Math.min(5000, 100 * 2 ** Math.min(this.attempt, 6));
+    const refused = err !== undefined && REFUSED_CODES.has(err.code);
+    const delay = Math.min(refused ? MAX_RETRY_REFUSED_MS : MAX_RETRY_MS, 100 * 2 ** Math.min(this.attempt, 9));
     const jittered = Math.round(delay / 2 + Math.random() * delay / 2);
     this.attempt++;
-    const level = wasConnected || this.attempt === 1 ? "warn" : "debug";
-    this.opts.log[level]({ address: this.opts.address, code: err?.code, err: err?.details ?? "stream ended",
-      retryMs: jittered, buffered: this.pending }, "control plane stream lost; reconnecting");
+    if (refused) {
+      this.opts.log.error({ address: this.opts.address, code: grpc.status[err.code], err: err.details,
+        retryMs: jittered, buffered: this.pending }, "control plane refused this agent; retrying");
+    } else {
+      const level = wasConnected || this.attempt === 1 ? "warn" : "debug";
+      this.opts.log[level]({ address: this.opts.address, code: err?.code, err: err?.details ?? "stream ended",
+        retryMs: jittered, buffered: this.pending }, "control plane stream lost; reconnecting");
+    }
     this.reconnectTimer = setTimeout(() => this.connect(), jittered);
   }
 
