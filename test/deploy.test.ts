@@ -372,23 +372,56 @@ function expandedArgs(objects: KubeObject[], workload: KubeObject): string[] {
   }));
 }
 
+// The Secrets deploy/README.md tells the operator to create, as the files a pod would see:
+// certificates from the real `bulkhead certs`, and a token file. A Secret volume's mount path
+// in the args is rewritten to its folder here, so the parsers read real files (they load
+// and check certificates and tokens at startup).
+let secretsDir = "";
+beforeAll(() => {
+  secretsDir = mkdtempSync(path.join(os.tmpdir(), "bh-deploy-secrets-"));
+  const certs = path.join(secretsDir, "certs");
+  execFileSync(process.execPath, [path.join(repoRoot, "dist", "cli", "main.js"), "certs", "--out", certs, "--node", NODE,
+    "--host", "bulkhead-controlplane.bulkhead.svc"], { stdio: "pipe" });
+  for (const secret of ["bulkhead-controlplane-tls", "bulkhead-agent-tls"]) cpSync(certs, path.join(secretsDir, secret), { recursive: true });
+  mkdirSync(path.join(secretsDir, "bulkhead-tokens"));
+  writeFileSync(path.join(secretsDir, "bulkhead-tokens", "tokens.yaml"),
+    "tokens:\n  - name: ops\n    sha256: " + "ab".repeat(32) + "\n    namespaces: [\"*\"]\n");
+});
+afterAll(() => { if (secretsDir) rmSync(secretsDir, { recursive: true, force: true }); });
+
+function mountedArgs(workload: KubeObject, args: string[]): string[] {
+  const spec = podSpec(workload);
+  const mounts = (spec.containers[0]!.volumeMounts ?? []).flatMap((m) => {
+    const secret = (spec.volumes ?? []).find((v) => v.name === m.name)?.secret?.secretName;
+    return secret === undefined ? [] : [{ from: m.mountPath.replace(/\/?$/, "/"), to: path.join(secretsDir, secret) + "/" }];
+  });
+  return args.map((a) => mounts.reduce((arg, m) => arg.replace(`=${m.from}`, `=${m.to}`), a));
+}
+
 describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (overlay) => {
   it("the agent's args parse, name the node, reach the control plane's Service and serve the probed port", () => {
     const objects = objectsOf(overlay);
-    const config = parseAgentArgs(expandedArgs(objects, one(objects, "DaemonSet", "bulkhead-agent")));
+    const agent = one(objects, "DaemonSet", "bulkhead-agent");
+    const config = parseAgentArgs(mountedArgs(agent, expandedArgs(objects, agent)));
     expect(config.node).toBe(NODE);
     const svc = one(objects, "Service", "bulkhead-controlplane");
     const grpcPort = (field(svc, "spec.ports") as { name: string; port: number }[]).find((p) => p.name === "grpc")?.port;
     expect(config.controlplane).toBe(`${svc.metadata.name}.${svc.metadata.namespace}.svc:${grpcPort}`);
     expect(config.metricsAddr?.port).toBe(9964);
+    // Production's agent proves its node with the certificate `bulkhead certs` made for it.
+    expect(config.tls !== undefined).toBe(overlay === "production");
   });
 
   it("the control plane's args parse and listen on the ports the Service and probes use", () => {
     const objects = objectsOf(overlay);
-    const config = parseControlPlaneArgs(expandedArgs(objects, one(objects, "Deployment", "bulkhead-controlplane")));
+    const cp = one(objects, "Deployment", "bulkhead-controlplane");
+    const config = parseControlPlaneArgs(mountedArgs(cp, expandedArgs(objects, cp)));
     expect(config.listen).toEqual(["0.0.0.0:4245"]);
     expect(config.uiListen).toBe("0.0.0.0:4246");
     expect(config.defaultMode).toBe("observe");
+    expect(config.tls !== undefined).toBe(overlay === "production");
+    expect(config.tokens !== undefined).toBe(overlay === "production");
+    expect(config.allowUnauthenticated).toBe(overlay === "dev");
   });
 });
 
