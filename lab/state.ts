@@ -108,8 +108,12 @@ export interface LabState {
   /** Digest of the nftables ruleset last applied to every node; unchanged rules are not reapplied. */
   rulesDigest: string;
   exportDir?: string;
-  /** The control plane `up` started, if any. */
-  controlplane?: { pid: number; observer: string; agents: string; log: string };
+  /** The control plane `up` started, if any; `ui` is the web UI's URL. */
+  controlplane?: { pid: number; observer: string; agents: string; log: string; ui?: string };
+  /** The topology file `up` built from (`lab traffic` reads its traffic section). */
+  topologyFile?: string;
+  /** Pod application processes `up --traffic` started (they stop with the pods' netns). */
+  traffic?: { pids: number[] };
 }
 
 export class LabNotUpError extends Error {
@@ -227,7 +231,7 @@ export function processAlive(pid: number): boolean {
 export function parseState(doc: unknown, source: string): LabState {
   const r = new FieldReader(source);
   const m = r.map(doc, "", ["version", "stateDir", "createdAt", "nodes", "namespaces", "workloads", "pods",
-    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane"]);
+    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane", "topologyFile", "traffic"]);
   if (m.version !== 1) r.fail("version", `unsupported state version ${JSON.stringify(m.version)}; run \`bulkhead lab down\``);
   const state: LabState = {
     version: 1,
@@ -247,13 +251,21 @@ export function parseState(doc: unknown, source: string): LabState {
   const exportDir = r.optionalString(m.exportDir, "exportDir");
   if (exportDir !== undefined) state.exportDir = exportDir;
   if (m.controlplane !== undefined) {
-    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log"]);
+    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log", "ui"]);
     state.controlplane = {
       pid: r.int(c.pid, "controlplane.pid", 1, 2 ** 31),
       observer: r.string(c.observer, "controlplane.observer"),
       agents: r.string(c.agents, "controlplane.agents"),
       log: r.string(c.log, "controlplane.log"),
     };
+    const ui = r.optionalString(c.ui, "controlplane.ui");
+    if (ui !== undefined) state.controlplane.ui = ui;
+  }
+  const topologyFile = r.optionalString(m.topologyFile, "topologyFile");
+  if (topologyFile !== undefined) state.topologyFile = topologyFile;
+  if (m.traffic !== undefined) {
+    const t = r.map(m.traffic, "traffic", ["pids"]);
+    state.traffic = { pids: r.list(t.pids, "traffic.pids").map((v, i) => r.int(v, join("traffic.pids", i), 1, 2 ** 31)) };
   }
   return state;
 }
