@@ -11,8 +11,12 @@ import { loadTopology } from "./topology.js";
 
 export const DEMO_TOPOLOGY_FILE = path.join(repoRoot(), "lab", "topologies", "demo.yaml");
 
-/** What the flow map shows on an edge once traffic has run. */
-export type EdgeVerdict = "forwarded" | "dropped" | "audit";
+/**
+ * What the flow map shows on an edge once traffic has run: its packets forwarded, dropped,
+ * or marked AUDIT; "sent" for requests to a Service whose verdict the backend gives (on the
+ * client → backend edge), so they leave the client unjudged.
+ */
+export type EdgeVerdict = "forwarded" | "dropped" | "audit" | "sent";
 
 /** A flow-map edge by the map's ids (controlplane/store/flowmap.ts): client → server, server port. */
 export interface DemoEdge {
@@ -69,8 +73,12 @@ export const DEMO_EDGES: readonly DemoEdge[] = [
   })),
   { source: W.prometheus, destination: W.coredns, protocol: "TCP", port: 9153, verdict: "audit",
     why: "kube-system audits, and kube-system/kube-dns-from-cluster allows only 53/UDP" },
+  { source: W.debug, destination: service("shop", "datastore"), protocol: "TCP", port: 6379, verdict: "sent",
+    why: "debug's SYNs to the ClusterIP; the datastore's veth drops them" },
   { source: W.debug, destination: W.datastore, protocol: "TCP", port: 6379, verdict: "dropped",
     why: "shop enforces default-deny-ingress; no policy lets debug reach the datastore" },
+  { source: W.debug, destination: service("shop", "payments"), protocol: "TCP", port: 80, verdict: "sent",
+    why: "debug's SYNs to the ClusterIP; payments' veth drops them" },
   { source: W.debug, destination: W.payments, protocol: "TCP", port: 8080, verdict: "dropped",
     why: "shop enforces default-deny-ingress; no policy lets debug reach payments" },
 ];
