@@ -218,7 +218,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         log(`lab up: traffic running: ${running.pods} pods serving, ${running.talkers} of them talking`);
         if (state.controlplane && withAgents) {
           await waitFor(state.controlplane.observer, "first flows seen", (s) => s.recordsTotal > 0n,
-            (s) => `${s.recordsTotal} records`, log);
+            (s) => (s.recordsTotal > 0n ? `${s.recordsTotal} records` : ""), log);
         }
       }
     } catch (err) {
@@ -447,7 +447,7 @@ function topologyDocument(t: TopologyInput): unknown {
 
 const STARTUP_WAIT_MS = 30_000;
 
-/** Polls the control plane's status until `done`, logging progress when it changes; fails after STARTUP_WAIT_MS. */
+/** Polls the control plane's status until `done`, logging `show` when it changes (not when ""); fails after STARTUP_WAIT_MS. */
 async function waitFor(observer: string, what: string, done: (s: GetStatusResponse) => boolean,
   show: (s: GetStatusResponse) => string, log: (line: string) => void): Promise<void> {
   const deadline = Date.now() + STARTUP_WAIT_MS;
@@ -461,7 +461,7 @@ async function waitFor(observer: string, what: string, done: (s: GetStatusRespon
     }
     if (status) {
       const now = show(status);
-      if (now !== shown) log(`lab up: ${what}: ${now}`);
+      if (now !== shown && now !== "") log(`lab up: ${what}: ${now}`);
       shown = now;
       if (done(status)) return;
       if (Date.now() > deadline) throw new Error(`lab up: ${what}: still ${now} after ${STARTUP_WAIT_MS / 1000} s (logs in the state dir's logs/)`);
