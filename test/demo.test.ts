@@ -18,6 +18,7 @@ import { allowDemoEdge, DEMO_DENIABLE_EDGE, DEMO_EDGES, DEMO_TOPOLOGY_FILE, deny
 import { EnforcementWatch } from "../lab/enforcement.js";
 import { listNetns } from "../lab/netns.js";
 import { processAlive } from "../lab/state.js";
+import { parseListenPort, parsePlan } from "../lab/pod-app.js";
 import { parseTopology } from "../lab/topology.js";
 import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { GetFlowMapResponse, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
@@ -70,6 +71,19 @@ describe("the UI address", () => {
     const b = capture();
     expect(await runLab(["up", "--ui", UI, "--no-agents"], b.io)).toBe(2);
     expect(b.err()).toContain("--ui: the UI is the control plane's");
+  });
+});
+
+describe("the pod application's flags", () => {
+  it("reads a plan and refuses a bad entry, naming the index, the field and the entry", () => {
+    expect(parsePlan('[{"to":"10.96.0.11","port":80,"protocol":"TCP","everyMs":1000,"size":64,"http":"/products"}]'))
+      .toEqual([{ to: "10.96.0.11", port: 80, protocol: "TCP", everyMs: 1000, size: 64, http: "/products" }]);
+    expect(() => parsePlan('[{"to":"cart","port":80,"protocol":"TCP","everyMs":1000,"size":64}]')).toThrow('--plan[0]: to must be an IP address, got {"to":"cart"');
+    expect(() => parsePlan('[{"to":"10.0.0.1","port":53,"protocol":"UDP","everyMs":1000,"size":64,"http":"/"}]')).toThrow("--plan[0]: http needs protocol TCP");
+    expect(() => parsePlan('[{"to":"10.0.0.1","port":53,"protocol":"UDP","everyMs":10,"size":64}]')).toThrow("--plan[0]: everyMs must be an integer 50-3600000");
+    expect(() => parsePlan("{")).toThrow("--plan is not JSON");
+    expect(parseListenPort("53/udp")).toEqual({ port: 53, protocol: "UDP" });
+    expect(() => parseListenPort("9/SCTP")).toThrow('--listen "9/SCTP" is not PORT/TCP or PORT/UDP');
   });
 });
 
