@@ -54,7 +54,7 @@ export interface UpOptions {
   controlplane?: boolean | { observer?: string; ui?: string | false };
   /** Start the topology's traffic section in the pods (pod-app.ts), detached: it runs until `down`. */
   traffic?: boolean;
-  /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests. */
+  /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests; `up` then does not wait for it to connect. */
   agentCommand?: AgentCommand;
   agentTimeoutMs?: number;
   /** Remove the BPF pin folder when a crashed lab is cleaned up (the CLI does). */
@@ -196,7 +196,8 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         state.agents = await startAgents(state.nodes, agentOpts);
         await writeState(state);
         log(`lab up: agents running (${state.agents.map((a) => `${a.node} pid ${a.pid}`).join(", ")})`);
-        if (state.controlplane) {
+        // A stand-in agent (agentCommand) need not speak to the control plane.
+        if (state.controlplane && opts.agentCommand === undefined) {
           await waitFor(state.controlplane.observer, "agents connected", (s) => s.agentsConnected >= state.nodes.length,
             (s) => `${s.agentsConnected}/${state.nodes.length}`, log);
           // Traffic starts only once every node enforces the topology's policies, so no
@@ -216,7 +217,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         state.traffic = { pids: running.pids };
         await writeState(state);
         log(`lab up: traffic running: ${running.pods} pods serving, ${running.talkers} of them talking`);
-        if (state.controlplane && withAgents) {
+        if (state.controlplane && withAgents && opts.agentCommand === undefined) {
           await waitFor(state.controlplane.observer, "first flows seen", (s) => s.recordsTotal > 0n,
             (s) => (s.recordsTotal > 0n ? `${s.recordsTotal} records` : ""), log);
         }
