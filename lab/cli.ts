@@ -6,7 +6,8 @@ import { Lab, down, up, type LabStatus, type PodInput, type UpOptions } from "./
 import { FieldError } from "./fields.js";
 import { MAX_NODES, PROTOCOLS, defaultTopology, loadTopology, type Protocol } from "./topology.js";
 import { startTraffic } from "./traffic.js";
-import { DEFAULT_STATE_DIR, LabNotUpError } from "./state.js";
+import { DEFAULT_STATE_DIR, LabNotUpError, requireState } from "./state.js";
+import { DEFAULT_UI_ADDRESS, uiUrl } from "./controlplane.js";
 
 export interface LabIO {
   stdout: { write(text: string): unknown };
@@ -15,17 +16,19 @@ export interface LabIO {
 
 const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
 
-  up [--nodes N] [--topology FILE] [--export-dir DIR] [--no-agents] [--insecure]
-                              build the lab (removes a previous one first); agents and
-                              control plane use mutual TLS (certificates in <state dir>/tls/)
-                              unless --insecure
+  up [--nodes N] [--topology FILE] [--export-dir DIR] [--no-agents] [--ui HOST:PORT | --no-ui] [--traffic] [--insecure]
+                              build the lab (removes a previous one first); its control plane
+                              serves the web UI on --ui (default ${DEFAULT_UI_ADDRESS}, loopback);
+                              --traffic runs the topology's traffic section until \`lab down\`;
+                              agents and control plane use mutual TLS (certificates in
+                              <state dir>/tls/) unless --insecure
   down                        remove every lab netns, agent, pin and the state
   status [-o table|json]      nodes, pods, services
   exec NS/POD -- CMD...       run CMD in the pod's network namespace
   pod add NS/NAME [--node N] [--label k=v]... [--port [name:]port[/TCP|UDP|SCTP]]...
   pod delete NS/NAME
   pod label NS/NAME k=v... [k-]...
-  traffic [--topology FILE]   run the topology's traffic section until Ctrl-C
+  traffic [--topology FILE]   run the traffic section (default: of the lab's topology) until Ctrl-C
   conformance --cases FILE [--case ID] [--json] [--engine datapath|model|snapshot]
                               NetworkPolicy reachability cases on the real datapath (or the models)
 
@@ -93,10 +96,12 @@ function noPositionals(positionals: string[], command: string): void {
 async function cmdTraffic(args: readonly string[], io: LabIO): Promise<number> {
   const { values, positionals } = parse(args, { topology: { type: "string" } }, "traffic");
   noPositionals(positionals, "traffic");
-  const topology = values.topology !== undefined ? await loadTopology(values.topology) : defaultTopology();
-  if (topology.traffic.length === 0) throw new UsageError("traffic: the topology has no traffic section");
-  const running = await startTraffic(new Lab(stateDirOf(values)), topology.traffic);
-  io.stderr.write(`lab traffic: ${running.servers} pods serving, ${running.talkers} pods talking (Ctrl-C stops)\n`);
+  const stateDir = stateDirOf(values);
+  const file = values.topology ?? (await requireState(stateDir)).topologyFile;
+  const topology = file !== undefined ? await loadTopology(file) : defaultTopology();
+  if (topology.traffic.length === 0) throw new UsageError(`traffic: the topology (${file ?? "default"}) has no traffic section`);
+  const running = await startTraffic(new Lab(stateDir), topology.traffic);
+  io.stderr.write(`lab traffic: ${running.pods} pods running, ${running.talkers} of them talking (Ctrl-C stops)\n`);
   await new Promise<void>((resolve) => {
     process.once("SIGINT", () => resolve());
     process.once("SIGTERM", () => resolve());
@@ -112,6 +117,9 @@ async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
     "export-dir": { type: "string" },
     "no-agents": { type: "boolean" },
     insecure: { type: "boolean" },
+    ui: { type: "string" },
+    "no-ui": { type: "boolean" },
+    traffic: { type: "boolean" },
   }, "up");
   noPositionals(positionals, "up");
   const opts: UpOptions = {
@@ -129,6 +137,19 @@ async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
   }
   if (values.topology !== undefined) opts.topology = values.topology;
   if (values["export-dir"] !== undefined) opts.exportDir = values["export-dir"];
+  if (values.ui !== undefined && values["no-ui"]) throw new UsageError("--ui and --no-ui: give one of them");
+  if (values.ui !== undefined) {
+    try {
+      uiUrl(values.ui);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
+  if (values.ui !== undefined || values["no-ui"]) {
+    if (values["no-agents"]) throw new UsageError(`${values.ui !== undefined ? "--ui" : "--no-ui"}: the UI is the control plane's, which --no-agents leaves out`);
+    opts.controlplane = { ui: values["no-ui"] ? false : values.ui ?? DEFAULT_UI_ADDRESS };
+  }
+  if (values.traffic) opts.traffic = true;
   const lab = await up(opts);
   writeTable(io, await lab.status());
   return 0;
@@ -266,6 +287,9 @@ function writeTable(io: LabIO, status: LabStatus): void {
   ])]));
   out.push("");
   out.push(`manifests: ${status.manifestsDir}`);
+  if (status.controlplane) out.push(`control plane: pid ${status.controlplane.pid}, Observer API ${status.controlplane.observer}`);
+  if (status.traffic) out.push(`traffic: ${status.traffic.running}/${status.traffic.processes} pod processes running`);
+  if (status.ui !== undefined) out.push(`ui: ${status.ui}`);
   for (const problem of status.problems) out.push(`PROBLEM: ${problem}`);
   io.stdout.write(`${out.join("\n")}\n`);
 }

@@ -8,12 +8,15 @@ import { closeSync, openSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
+import net from "node:net";
+import { ObserverServiceClient, type GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { observerClient } from "../cli/client.js";
 import { CA_CERT, SERVER_CERT, SERVER_KEY, writeCertificates } from "../tls/certs-command.js";
 import { LOGS_DIR, MANIFESTS_DIR, type LabControlPlane } from "./state.js";
 
 export const DEFAULT_OBSERVER_ADDRESS = "127.0.0.1:4245";
+/** The web UI's address: loopback, so only this machine (or an SSH port forward) reaches it. */
+export const DEFAULT_UI_ADDRESS = "127.0.0.1:4246";
 export const CONTROLPLANE_PID_FILE = "controlplane.pid";
 export const CONTROLPLANE_SOCKET = "controlplane.sock";
 const READY_TIMEOUT_MS = 20_000;
@@ -37,32 +40,64 @@ export function labObserverClient(cp: { observer: string; ca?: string | undefine
     : observerClient(cp.observer, { flag: "the lab's CA", file: cp.ca });
 }
 
-export function agentAddress(stateDir: string): string {
-  return `unix://${path.join(stateDir, CONTROLPLANE_SOCKET)}`;
+/**
+ * Checks a UI listen address (HOST:PORT, HOST an IPv4 address, [IPv6] or localhost) and
+ * returns the URL a browser opens. Port 0 is refused: the URL must be known before the
+ * control plane starts.
+ */
+export function uiUrl(address: string): string {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(address);
+  const host = m?.[1] ?? m?.[2] ?? "";
+  const port = Number(m?.[3]);
+  const hostOk = m?.[1] !== undefined ? net.isIPv6(host) : host === "localhost" || net.isIPv4(host);
+  if (!m || !hostOk || port < 1 || port > 65535) {
+    throw new Error(`--ui: expected HOST:PORT with HOST an IPv4 address, [IPv6 address] or localhost and PORT 1-65535 (e.g. ${DEFAULT_UI_ADDRESS}), got ${JSON.stringify(address)}`);
+  }
+  return `http://${m[1] !== undefined ? `[${host}]` : host}:${port}/`;
 }
 
-function ready(cp: LabControlPlane, timeoutMs: number): Promise<void> {
+/** The control plane's GetStatus (agents connected, records received), within `timeoutMs`. */
+export function controlPlaneStatus(cp: { observer: string; ca?: string | undefined }, timeoutMs: number): Promise<GetStatusResponse> {
+  const address = cp.observer;
   const client = labObserverClient(cp);
-  return new Promise<void>((resolve, reject) => {
-    client.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err) => {
+  return new Promise((resolve, reject) => {
+    client.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       client.close();
-      if (err) reject(err); else resolve();
+      if (err || !res) reject(err ?? new Error(`GetStatus on ${address}: no answer`)); else resolve(res);
     });
   });
 }
 
-/** Starts the control plane; `secure` (default) serves mutual TLS with the certificates
- * issueLabCertificates() left in <stateDir>/tls/. */
-export async function startControlPlane(stateDir: string, repoRoot: string, observer = DEFAULT_OBSERVER_ADDRESS, secure = true): Promise<LabControlPlane> {
+export function agentAddress(stateDir: string): string {
+  return `unix://${path.join(stateDir, CONTROLPLANE_SOCKET)}`;
+}
+
+export interface ControlPlaneOptions {
+  /** The Observer API's gRPC address; default DEFAULT_OBSERVER_ADDRESS. */
+  observer?: string;
+  /** The web UI's HOST:PORT (checked by uiUrl); none when absent. */
+  ui?: string;
+  /** Serve mutual TLS with the certificates issueLabCertificates() left in <stateDir>/tls/; default true. */
+  secure?: boolean;
+}
+
+/** `options` as a string: the Observer address alone. */
+export async function startControlPlane(stateDir: string, repoRoot: string, options: string | ControlPlaneOptions = {}): Promise<LabControlPlane> {
+  const opts = typeof options === "string" ? { observer: options } : options;
+  const observer = opts.observer ?? DEFAULT_OBSERVER_ADDRESS;
+  const ui = opts.ui !== undefined ? uiUrl(opts.ui) : undefined;
+  const secure = opts.secure ?? true;
   const logs = path.join(stateDir, LOGS_DIR);
   await mkdir(logs, { recursive: true });
   const cp: LabControlPlane = { pid: 0, observer, agents: agentAddress(stateDir), log: path.join(logs, "controlplane.log") };
+  if (ui !== undefined) cp.ui = ui;
   const tls = labTlsDir(stateDir);
   if (secure) cp.ca = path.join(tls, CA_CERT);
   const argv = [path.join(repoRoot, "dist", "cli", "main.js"), "controlplane",
     "--manifests", path.join(stateDir, MANIFESTS_DIR), "--listen", observer, "--listen", cp.agents,
+    ...(opts.ui !== undefined ? ["--ui-listen", opts.ui] : []),
     ...(secure ? ["--tls-cert", path.join(tls, SERVER_CERT), "--tls-key", path.join(tls, SERVER_KEY), "--tls-client-ca", path.join(tls, CA_CERT)] : []),
-    // The lab is one machine's sandbox, its Observer API on loopback: no tokens, by choice.
+    // The lab is one machine's sandbox, its Observer API and UI on loopback: no tokens, by choice.
     "--allow-unauthenticated"];
   const fd = openSync(cp.log, "a");
   let exited: string | undefined;
@@ -79,7 +114,7 @@ export async function startControlPlane(stateDir: string, repoRoot: string, obse
   for (;;) {
     if (exited !== undefined) throw new Error(`control plane ${exited}${tail(cp.log)}`);
     try {
-      await ready(cp, 1000);
+      await controlPlaneStatus(cp, 1000);
       return cp;
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`control plane not answering on ${observer} after ${READY_TIMEOUT_MS / 1000} s: ${(err as Error).message}${tail(cp.log)}`);

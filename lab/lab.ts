@@ -11,13 +11,17 @@ import {
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
 import { repoRoot, startAgents, type AgentCommand } from "./agents.js";
-import { issueLabCertificates, labTlsDir, startControlPlane, stopControlPlane } from "./controlplane.js";
+import {
+  controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, startControlPlane, stopControlPlane, uiUrl, type ControlPlaneOptions,
+} from "./controlplane.js";
 import {
   BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
 } from "./datapath.js";
 import { resolveService } from "./endpoints.js";
+import { EnforcementWatch } from "./enforcement.js";
 import { FieldReader } from "./fields.js";
 import { manifestsDir, writeManifests } from "./manifests.js";
+import { policyManifest, writePolicy } from "./netpol-files.js";
 import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";
 import { applyServiceRules } from "./services.js";
 import {
@@ -28,24 +32,32 @@ import {
   defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
   type Protocol, type ServiceSpec, type Topology,
 } from "./topology.js";
+import { startTraffic, trafficDocument } from "./traffic.js";
 import { expandTopology, type PlannedPod } from "./workloads.js";
+import type { GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 
 export interface UpOptions {
   /** node1..nodeN, replacing the topology's nodes. */
   nodes?: number;
   /** A topology file (YAML or JSON) or a topology object; default: DEFAULT_TOPOLOGY. */
-  topology?: string | Topology;
+  topology?: string | TopologyInput;
   /** Where agents write `<node>.jsonl` flow exports. */
   exportDir?: string;
   stateDir?: string;
   /** Default true. Tests pass false and run without agents. */
   startAgents?: boolean;
-  /** Start the control plane (default: with the agents); its Observer API listens here (default 127.0.0.1:4245). */
-  controlplane?: boolean | { observer: string };
+  /**
+   * Start the control plane (default: with the agents). Its Observer API listens on
+   * `observer` (default 127.0.0.1:4245), its web UI on `ui` (default DEFAULT_UI_ADDRESS,
+   * 127.0.0.1:4246; false: none).
+   */
+  controlplane?: boolean | { observer?: string; ui?: string | false };
   /** Plaintext between agents and control plane, and for the Observer API; default: mutual TLS with
    * certificates from `bulkhead certs` in `<stateDir>/tls/`. */
   insecure?: boolean;
-  /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests. */
+  /** Start the topology's traffic section in the pods (pod-app.ts), detached: it runs until `down`. */
+  traffic?: boolean;
+  /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests; `up` then does not wait for it to connect. */
   agentCommand?: AgentCommand;
   agentTimeoutMs?: number;
   /** Remove the BPF pin folder when a crashed lab is cleaned up (the CLI does). */
@@ -119,7 +131,12 @@ export interface AgentStatus {
   exportFile?: string;
 }
 
+/** A topology object; traffic and policies may be left out. */
+export type TopologyInput = Omit<Topology, "traffic" | "policies"> & Partial<Pick<Topology, "traffic" | "policies">>;
+
 export interface LabStatus {
+  /** The web UI's URL, when the lab's control plane serves it. */
+  ui?: string;
   stateDir: string;
   manifestsDir: string;
   nodes: NodeStatus[];
@@ -128,6 +145,8 @@ export interface LabStatus {
   services: ServiceStatus[];
   agents: AgentStatus[];
   controlplane?: LabControlPlane;
+  /** Pod application processes started by `up` with traffic, and how many still run. */
+  traffic?: { processes: number; running: number };
   /** Empty when every netns the state names exists and the underlay belongs to this state dir. */
   problems: string[];
 }
@@ -145,24 +164,35 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
   const log = opts.log ?? (() => {});
   const topology = await resolveTopology(opts);
   const withAgents = opts.startAgents ?? true;
+  const uiOption = typeof opts.controlplane === "object" ? opts.controlplane.ui : undefined;
+  if (typeof uiOption === "string") uiUrl(uiOption); // a bad address fails before anything is built
   await withLock(stateDir, async () => {
     await removeLeftovers(stateDir, opts.removeLeftoverPins, log);
     const state = planState(stateDir, topology, withAgents, path.resolve(opts.pinDir ?? BPF_PIN_DIR), opts.exportDir);
+    if (typeof opts.topology === "string") state.topologyFile = path.resolve(opts.topology);
     try {
       await createUnderlay(stateDir);
       await createNodes(state.nodes);
+      log(`lab up: ${state.nodes.length} nodes (${state.nodes.map((n) => n.name).join(", ")})`);
       await createPods(state.pods, state.nodes);
+      log(`lab up: ${state.pods.length} pods in ${new Set(state.pods.map((p) => p.namespace)).size} namespaces`);
       await commit(state, { forceRules: true });
-      log(`lab up: ${state.nodes.length} nodes, ${state.pods.length} pods, ${state.services.length} services (state ${stateDir})`);
+      for (const policy of topology.policies) await writePolicy(manifestsDir(stateDir), policy);
+      log(`lab up: ${state.services.length} services, ${topology.policies.length} network policies (state ${stateDir})`);
       const withControlPlane = opts.controlplane ?? withAgents;
       if (withControlPlane) {
-        const observer = typeof withControlPlane === "object" ? withControlPlane.observer : undefined;
+        const cpOpts: ControlPlaneOptions = {};
+        const ui = typeof withControlPlane === "object" ? withControlPlane.ui : undefined;
+        if (ui !== false) cpOpts.ui = ui ?? DEFAULT_UI_ADDRESS;
+        if (typeof withControlPlane === "object" && withControlPlane.observer !== undefined) cpOpts.observer = withControlPlane.observer;
         const secure = opts.insecure !== true;
+        cpOpts.secure = secure;
         if (secure) await issueLabCertificates(stateDir, state.nodes.map((n) => n.name));
-        state.controlplane = await startControlPlane(stateDir, repoRoot(), observer, secure);
+        state.controlplane = await startControlPlane(stateDir, repoRoot(), cpOpts);
         await writeState(state);
         log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`
-          + (secure ? ` (TLS; CA ${state.controlplane.ca ?? ""})` : " (plaintext)"));
+          + (secure ? ` (TLS; CA ${state.controlplane.ca ?? ""})` : " (plaintext)")
+          + `${state.controlplane.ui !== undefined ? `, UI on ${state.controlplane.ui}` : ""}`);
       }
       if (withAgents) {
         const agentOpts: Parameters<typeof startAgents>[1] = { stateDir, pinDir: state.pinDir };
@@ -174,6 +204,31 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         state.agents = await startAgents(state.nodes, agentOpts);
         await writeState(state);
         log(`lab up: agents running (${state.agents.map((a) => `${a.node} pid ${a.pid}`).join(", ")})`);
+        // A stand-in agent (agentCommand) need not speak to the control plane.
+        if (state.controlplane && opts.agentCommand === undefined) {
+          await waitFor(state.controlplane, "agents connected", (s) => s.agentsConnected >= state.nodes.length,
+            (s) => `${s.agentsConnected}/${state.nodes.length}`, log);
+          // Traffic starts only once every node enforces the topology's policies, so no
+          // early packet gets a verdict from before them.
+          const watch = new EnforcementWatch(state.controlplane.observer, state.nodes.map((n) => n.name));
+          try {
+            const version = await watch.waitEnforced();
+            log(`lab up: policy version ${version} enforced on every node`);
+          } finally {
+            watch.close();
+          }
+        }
+      }
+      if (opts.traffic) {
+        if (topology.traffic.length === 0) throw new Error("lab up: traffic was asked for, but the topology has no traffic section");
+        const running = await startTraffic(new Lab(stateDir), topology.traffic, { detachedLogDir: path.join(stateDir, LOGS_DIR) });
+        state.traffic = { pids: running.pids };
+        await writeState(state);
+        log(`lab up: traffic running: ${running.pods} pods serving, ${running.talkers} of them talking`);
+        if (state.controlplane && withAgents && opts.agentCommand === undefined) {
+          await waitFor(state.controlplane, "first flows seen", (s) => s.recordsTotal > 0n,
+            (s) => (s.recordsTotal > 0n ? `${s.recordsTotal} records` : ""), log);
+        }
       }
     } catch (err) {
       // Leave nothing half-built behind.
@@ -225,6 +280,7 @@ export class Lab {
       return s;
     }));
     return {
+      ...(state.controlplane?.ui !== undefined ? { ui: state.controlplane.ui } : {}),
       stateDir: this.stateDir,
       manifestsDir: manifestsDir(this.stateDir),
       nodes: state.nodes.map((n) => ({ name: n.name, ip: n.ip, ipv6: n.ipv6, podCIDR: n.podCIDR, podCIDRv6: n.podCIDRv6, netns: n.netns })),
@@ -233,6 +289,7 @@ export class Lab {
       services: state.services.map((svc) => serviceStatus(svc, state.pods)),
       agents,
       ...(state.controlplane ? { controlplane: { ...state.controlplane } } : {}),
+      ...(state.traffic ? { traffic: { processes: state.traffic.pids.length, running: (await Promise.all(state.traffic.pids.map(running))).filter(Boolean).length } } : {}),
       problems,
     };
   }
@@ -392,8 +449,34 @@ async function resolveTopology(opts: UpOptions): Promise<Topology> {
   return defaultTopology(parseOpts);
 }
 
-function topologyDocument(t: Topology): unknown {
-  return { nodes: t.nodes, namespaces: t.namespaces, pods: t.pods, workloads: t.workloads, services: t.services };
+function topologyDocument(t: TopologyInput): unknown {
+  return { nodes: t.nodes, namespaces: t.namespaces, pods: t.pods, workloads: t.workloads, services: t.services,
+    traffic: (t.traffic ?? []).map(trafficDocument), policies: (t.policies ?? []).map(policyManifest) };
+}
+
+const STARTUP_WAIT_MS = 30_000;
+
+/** Polls the control plane's status until `done`, logging `show` when it changes (not when ""); fails after STARTUP_WAIT_MS. */
+async function waitFor(cp: LabControlPlane, what: string, done: (s: GetStatusResponse) => boolean,
+  show: (s: GetStatusResponse) => string, log: (line: string) => void): Promise<void> {
+  const deadline = Date.now() + STARTUP_WAIT_MS;
+  let shown = "";
+  for (;;) {
+    let status: GetStatusResponse | undefined;
+    try {
+      status = await controlPlaneStatus(cp, 2000);
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`lab up: waiting for ${what}: the control plane on ${cp.observer} does not answer: ${(err as Error).message}`);
+    }
+    if (status) {
+      const now = show(status);
+      if (now !== shown && now !== "") log(`lab up: ${what}: ${now}`);
+      shown = now;
+      if (done(status)) return;
+      if (Date.now() > deadline) throw new Error(`lab up: ${what}: still ${now} after ${STARTUP_WAIT_MS / 1000} s (logs in the state dir's logs/)`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 function planState(stateDir: string, topology: Topology, agentsEnabled: boolean, pinDir: string, exportDir: string | undefined): LabState {

@@ -18,14 +18,19 @@ export function policyFileName(namespace: string, name: string): string {
   return `netpol-${namespace}.${name}.yaml`;
 }
 
-/** The manifest of a parsed policy: only name and namespace of its metadata, the whole spec. */
-export function policyDocument(policy: NetworkPolicy): string {
-  return stringify({
+/** The manifest object of a parsed policy: only name and namespace of its metadata, the whole spec. */
+export function policyManifest(policy: NetworkPolicy): Record<string, unknown> {
+  return {
     apiVersion: "networking.k8s.io/v1",
     kind: "NetworkPolicy",
     metadata: { name: policy.metadata.name, namespace: policy.metadata.namespace },
     spec: policy.spec,
-  }, { lineWidth: 0, aliasDuplicateObjects: false });
+  };
+}
+
+/** The manifest of a parsed policy as YAML. */
+export function policyDocument(policy: NetworkPolicy): string {
+  return stringify(policyManifest(policy), { lineWidth: 0, aliasDuplicateObjects: false });
 }
 
 /** Creates or replaces the policy's file; false when the file already said exactly this. */

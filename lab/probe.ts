@@ -6,6 +6,7 @@ import net from "node:net";
 import { parseArgs } from "node:util";
 import { native } from "../native/index.js";
 import { ConfigError } from "../agent/config.js";
+import { parseListenPort, parsePlan, startPodApp } from "./pod-app.js";
 
 const usage = `usage: bulkhead probe <kind> [flags]
 
@@ -16,8 +17,9 @@ const usage = `usage: bulkhead probe <kind> [flags]
   tcp-connect --to IP --port N [--size P] [--timeout MS]           one connection: send, read echo, close
   sctp-send --to IP --port N [--sport N]                          one SCTP packet over a raw socket
   sctp-listen --port N                                            print SCTP packets for port N
-  serve --listen PORT/PROTO …                                     echo on every listed port (TCP, UDP)
-  talk --plan JSON                                                requests on timers: [{to, port, protocol, everyMs, size}]
+  serve --listen PORT/PROTO … [--name NS/POD]                     serve every listed port: HTTP or echo on TCP, echo on UDP
+  talk --plan JSON                                                requests on timers: [{to, port, protocol, everyMs, size, http?}]
+  app --listen PORT/PROTO … --plan JSON [--name NS/POD]           serve and talk in one process (lab/pod-app.ts)
   prober --socket PATH --listen PORT/PROTO …                      the conformance prober (lab/prober.ts)
 `;
 
@@ -178,80 +180,23 @@ async function sctpListen(v: Record<string, unknown>): Promise<void> {
   out({ kind: "sctp-listen", port, received });
 }
 
-async function serve(listen: string[]): Promise<void> {
-  const closers: (() => void)[] = [];
-  for (const spec of listen) {
-    const m = /^([0-9]{1,5})\/(TCP|UDP|SCTP)$/i.exec(spec);
-    if (!m) throw new ConfigError(`probe serve: --listen "${spec}" is not PORT/TCP or PORT/UDP`);
-    const port = Number(m[1]);
-    const proto = (m[2] ?? "").toUpperCase();
-    if (proto === "TCP") {
-      const server = net.createServer({ allowHalfOpen: true }, (conn) => {
-        conn.on("data", (d) => conn.write(d));
-        conn.on("end", () => conn.end());
-        conn.on("error", () => conn.destroy());
-      });
-      await new Promise<void>((resolve) => server.listen({ port, host: "::", ipv6Only: false }, () => resolve()));
-      closers.push(() => server.close());
-    } else if (proto === "UDP") {
-      const sock = dgram.createSocket({ type: "udp6", ipv6Only: false });
-      sock.on("message", (msg, rinfo) => sock.send(msg, rinfo.port, rinfo.address));
-      await new Promise<void>((resolve) => sock.bind(port, "::", () => resolve()));
-      closers.push(() => sock.close());
-    }
+/** `serve`, `talk` and `app`: the pod application of lab/pod-app.ts, serving, talking or both. */
+async function podApp(v: Record<string, unknown>, serves: boolean, talks: boolean): Promise<void> {
+  const listen = serves ? ((v.listen as string[] | undefined) ?? []) : [];
+  if (!serves && v.listen !== undefined) throw new ConfigError("probe talk: --listen is for serve and app");
+  if (!talks && v.plan !== undefined) throw new ConfigError("probe serve: --plan is for talk and app");
+  if (talks && typeof v.plan !== "string") throw new ConfigError("probe: --plan JSON is required");
+  let app;
+  try {
+    app = await startPodApp(typeof v.name === "string" ? v.name : "pod", listen.map(parseListenPort),
+      talks ? parsePlan(v.plan as string) : []);
+  } catch (err) {
+    throw new ConfigError(`probe: ${(err as Error).message}`);
   }
-  out({ kind: "serve", listening: listen });
+  out({ kind: "app", listening: listen, talking: app.counters().length });
   await untilSignal();
-  for (const close of closers) close();
-}
-
-interface TalkEntry { to: string; port: number; protocol: string; everyMs: number; size: number }
-
-function parsePlan(raw: unknown): TalkEntry[] {
-  if (typeof raw !== "string") throw new ConfigError("probe talk: --plan is required");
-  let plan: unknown;
-  try { plan = JSON.parse(raw); } catch (err) { throw new ConfigError(`probe talk: --plan is not JSON: ${(err as Error).message}`); }
-  if (!Array.isArray(plan)) throw new ConfigError("probe talk: --plan must be a JSON list");
-  return plan.map((e: unknown, i) => {
-    const x = e as Partial<Record<keyof TalkEntry, unknown>>;
-    if (typeof x !== "object" || x === null || typeof x.to !== "string" || !net.isIP(x.to)
-      || typeof x.port !== "number" || typeof x.protocol !== "string" || typeof x.everyMs !== "number" || typeof x.size !== "number") {
-      throw new ConfigError(`probe talk: --plan[${i}] needs to (an IP), port, protocol, everyMs and size`);
-    }
-    return { to: x.to, port: x.port, protocol: x.protocol, everyMs: x.everyMs, size: x.size };
-  });
-}
-
-/** One request: a TCP connection that sends and reads its echo, or one UDP datagram. */
-function request(e: TalkEntry): void {
-  const payload = Buffer.alloc(e.size, 0x63);
-  if (e.protocol === "TCP") {
-    const conn = net.connect({ host: e.to, port: e.port });
-    const timer = setTimeout(() => conn.destroy(), 2000);
-    let echoed = 0;
-    conn.on("connect", () => conn.write(payload));
-    conn.on("data", (d) => { echoed += d.length; if (echoed >= e.size) conn.end(); });
-    conn.on("close", () => clearTimeout(timer));
-    conn.on("error", () => conn.destroy());
-  } else if (e.protocol === "UDP") {
-    const sock = dgram.createSocket(family(e.to) === 6 ? "udp6" : "udp4");
-    const timer = setTimeout(() => sock.close(), 2000);
-    sock.on("message", () => { clearTimeout(timer); sock.close(); });
-    sock.on("error", () => { clearTimeout(timer); sock.close(); });
-    sock.send(payload, e.port, e.to);
-  }
-}
-
-async function talk(v: Record<string, unknown>): Promise<void> {
-  const plan = parsePlan(v.plan);
-  // Spread the first requests so that many talkers do not start in step.
-  const timers = plan.map((e) => setTimeout(() => {
-    request(e);
-    timers.push(setInterval(() => request(e), e.everyMs));
-  }, Math.random() * e.everyMs));
-  out({ kind: "talk", entries: plan.length });
-  await untilSignal();
-  for (const t of timers) clearTimeout(t);
+  out({ kind: "app", served: app.served(), talked: app.counters() });
+  await app.close();
 }
 
 function untilSignal(): Promise<void> {
@@ -271,7 +216,7 @@ export async function runProbe(argv: string[]): Promise<number> {
         to: { type: "string" }, port: { type: "string" }, sport: { type: "string" }, rate: { type: "string" },
         count: { type: "string" }, size: { type: "string" }, timeout: { type: "string" },
         echo: { type: "boolean" }, listen: { type: "string", multiple: true }, plan: { type: "string" },
-        socket: { type: "string" },
+        socket: { type: "string" }, name: { type: "string" },
       },
     });
   } catch (err) {
@@ -285,8 +230,9 @@ export async function runProbe(argv: string[]): Promise<number> {
     case "tcp-connect": await tcpConnect(v); break;
     case "sctp-send": await sctpSend(v); break;
     case "sctp-listen": await sctpListen(v); break;
-    case "serve": await serve((v.listen as string[] | undefined) ?? []); break;
-    case "talk": await talk(v); break;
+    case "serve": await podApp(v, true, false); break;
+    case "talk": await podApp(v, false, true); break;
+    case "app": await podApp(v, true, true); break;
     case "prober": await (await import("./prober.js")).runProber(v.socket, v.listen); break;
     default:
       process.stderr.write(usage);

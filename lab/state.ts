@@ -98,7 +98,8 @@ export interface LabControlPlane {
   agents: string;
   log: string;
   /** The CA of the control plane's certificate when it serves mutual TLS (the default); absent: plaintext. */
-  ca?: string;
+  ca?: string;  /** The web UI's URL (the control plane's --ui-listen), when it serves one. */
+  ui?: string;
 }
 
 export interface LabState {
@@ -122,6 +123,10 @@ export interface LabState {
   exportDir?: string;
   /** The control plane `up` started, if any. */
   controlplane?: LabControlPlane;
+  /** The topology file `up` built from (`lab traffic` reads its traffic section). */
+  topologyFile?: string;
+  /** Pod application processes `up --traffic` started (they stop with the pods' netns). */
+  traffic?: { pids: number[] };
 }
 
 export class LabNotUpError extends Error {
@@ -239,7 +244,7 @@ export function processAlive(pid: number): boolean {
 export function parseState(doc: unknown, source: string): LabState {
   const r = new FieldReader(source);
   const m = r.map(doc, "", ["version", "stateDir", "createdAt", "nodes", "namespaces", "workloads", "pods",
-    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane"]);
+    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane", "topologyFile", "traffic"]);
   if (m.version !== 1) r.fail("version", `unsupported state version ${JSON.stringify(m.version)}; run \`bulkhead lab down\``);
   const state: LabState = {
     version: 1,
@@ -259,7 +264,7 @@ export function parseState(doc: unknown, source: string): LabState {
   const exportDir = r.optionalString(m.exportDir, "exportDir");
   if (exportDir !== undefined) state.exportDir = exportDir;
   if (m.controlplane !== undefined) {
-    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log", "ca"]);
+    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log", "ca", "ui"]);
     state.controlplane = {
       pid: r.int(c.pid, "controlplane.pid", 1, 2 ** 31),
       observer: r.string(c.observer, "controlplane.observer"),
@@ -268,6 +273,14 @@ export function parseState(doc: unknown, source: string): LabState {
     };
     const ca = r.optionalString(c.ca, "controlplane.ca");
     if (ca !== undefined) state.controlplane.ca = ca;
+    const ui = r.optionalString(c.ui, "controlplane.ui");
+    if (ui !== undefined) state.controlplane.ui = ui;
+  }
+  const topologyFile = r.optionalString(m.topologyFile, "topologyFile");
+  if (topologyFile !== undefined) state.topologyFile = topologyFile;
+  if (m.traffic !== undefined) {
+    const t = r.map(m.traffic, "traffic", ["pids"]);
+    state.traffic = { pids: r.list(t.pids, "traffic.pids").map((v, i) => r.int(v, join("traffic.pids", i), 1, 2 ** 31)) };
   }
   return state;
 }

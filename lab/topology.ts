@@ -8,6 +8,8 @@ import { SERVICE_CIDR } from "./addressing.js";
 import { checkLabelKey, FieldReader, join } from "./fields.js";
 import { expandTopology } from "./workloads.js";
 import { readTrafficSpec, type TrafficSpec } from "./traffic.js";
+import { parseKubeObject, type NetworkPolicy } from "../controlplane/metadata/objects.js";
+import { policyFileName } from "./netpol-files.js";
 
 export const PROTOCOLS = ["TCP", "UDP", "SCTP"] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
@@ -78,6 +80,8 @@ export interface Topology {
   services: ServiceSpec[];
   /** Who talks to which Service, for `lab traffic` (and the demo). */
   traffic: TrafficSpec[];
+  /** NetworkPolicies `up` writes into the manifests folder (netpol-files.ts). */
+  policies: NetworkPolicy[];
 }
 
 /** Seven pods in two namespaces over two nodes; Services with numeric and named targetPorts. */
@@ -137,7 +141,7 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
     throw new Error(`${source}: not valid YAML or JSON: ${(err as Error).message}`);
   }
   const r = new FieldReader(source);
-  const top = r.map(doc ?? {}, "", ["nodes", "namespaces", "pods", "workloads", "services", "traffic"]);
+  const top = r.map(doc ?? {}, "", ["nodes", "namespaces", "pods", "workloads", "services", "traffic", "policies"]);
 
   const nodes = opts.nodes !== undefined ? nodeNames(r.int(opts.nodes, "--nodes", 1, MAX_NODES))
     : top.nodes === undefined ? nodeNames(2) : readNodes(r, top.nodes);
@@ -170,9 +174,29 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
   unique(r, services, "services", (s) => `${s.namespace}/${s.name}`, "service");
   unique(r, services, "services", (s) => s.clusterIP, "clusterIP");
   const traffic = r.optionalList(top.traffic, "traffic").map((v, i) => readTrafficSpec(r, v, join("traffic", i)));
-  const topology = { nodes, namespaces, pods, workloads, services, traffic };
+  const policies = r.optionalList(top.policies, "policies").map((v, i) => readPolicy(r, v, join("policies", i)));
+  checkRefs("policies", policies.map((p) => ({ namespace: p.metadata.namespace })));
+  unique(r, policies, "policies", (p) => `${p.metadata.namespace}/${p.metadata.name}`, "policy");
+  const topology = { nodes, namespaces, pods, workloads, services, traffic, policies };
   expandTopology(topology, () => "", "", source); // generated pod names must not collide
   return topology;
+}
+
+/** A NetworkPolicy as `kubectl apply` takes it (apiVersion, kind, metadata, spec). */
+function readPolicy(r: FieldReader, value: unknown, field: string): NetworkPolicy {
+  let parsed;
+  try {
+    parsed = parseKubeObject(value);
+  } catch (err) {
+    return r.fail(field, (err as Error).message);
+  }
+  if (parsed?.kind !== "NetworkPolicy") r.fail(field, "expected a NetworkPolicy (apiVersion: networking.k8s.io/v1, kind: NetworkPolicy)");
+  try {
+    policyFileName(parsed.metadata.namespace, parsed.metadata.name);
+  } catch (err) {
+    r.fail(join(field, "metadata"), (err as Error).message);
+  }
+  return parsed;
 }
 
 export function nodeNames(count: number): string[] {

@@ -1,88 +1,177 @@
 // Background traffic for the lab: the `traffic` section of a topology says which pods talk
-// to which Services and how often. Every pod serves its container ports (one process per
-// pod, echoing), and every pod with conversations runs one talker process with its plan,
-// so a busy lab costs a few processes, not one per request.
+// to which Services (or straight to which pods, as a Prometheus scrapes pod IPs), how, and
+// how often. Every pod with ports or conversations runs one pod application process
+// (pod-app.ts: serves its container ports, sends its planned requests), so a busy lab costs
+// one process per pod, not one per request. The processes live in the pods' netns, so
+// `lab down` stops them with everything else there.
 import type { ChildProcess } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { FieldReader, join } from "./fields.js";
-import type { Lab, PodStatus } from "./lab.js";
+import type { Lab, LabStatus, PodStatus } from "./lab.js";
 import { repoRoot } from "./agents.js";
+import type { ListenPort, TalkPlanEntry } from "./pod-app.js";
+
+export type TrafficTarget =
+  /** A Service, by its ClusterIP. */
+  | { kind: "service"; namespace: string; service: string }
+  /** Pods by their own IPs, in `namespace` (absent: every namespace) with these labels. */
+  | { kind: "pods"; namespace?: string; labels: Record<string, string> };
 
 export interface TrafficSpec {
-  /** Source pods: those in `namespace` whose labels include `labels`. */
+  /** Source pods: those in `namespace` whose labels include `labels` (none: every pod there). */
   from: { namespace: string; labels: Record<string, string> };
-  /** A Service, "namespace/name". */
-  to: { namespace: string; service: string };
-  /** Service port; default its first. */
-  port?: number;
+  to: TrafficTarget;
+  /**
+   * Service port (number; default its first), or for pods the container port, by number or
+   * name; pods without it are not targets.
+   */
+  port?: number | string;
   everyMs: number;
-  /** Payload bytes per request. */
+  /** Payload bytes per TCP/UDP request. */
   size: number;
+  /** An HTTP GET of this path instead of a raw TCP request. */
+  http?: string;
 }
 
 export function readTrafficSpec(r: FieldReader, value: unknown, field: string): TrafficSpec {
-  const m = r.map(value, field, ["from", "to", "port", "everyMs", "size"]);
-  const from = r.map(m.from, join(field, "from"), ["namespace", "labels"]);
-  const to = r.string(m.to, join(field, "to"));
-  const slash = to.indexOf("/");
-  if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME, got "${to}"`);
+  const m = r.map(value, field, ["from", "to", "toPods", "port", "everyMs", "size", "http"]);
+  const fromField = join(field, "from");
+  const from = r.map(m.from, fromField, ["namespace", "labels"]);
+  let to: TrafficTarget;
+  if ((m.to === undefined) === (m.toPods === undefined)) r.fail(field, "give exactly one of to (a Service NAMESPACE/NAME) and toPods");
+  if (m.to !== undefined) {
+    const text = r.string(m.to, join(field, "to"));
+    const slash = text.indexOf("/");
+    if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME, got "${text}"`);
+    to = { kind: "service", namespace: r.dnsLabel(text.slice(0, slash), join(field, "to")), service: r.serviceName(text.slice(slash + 1), join(field, "to")) };
+  } else {
+    const pf = join(field, "toPods");
+    const pods = r.map(m.toPods, pf, ["namespace", "labels"]);
+    to = { kind: "pods", labels: r.labels(pods.labels, join(pf, "labels")) };
+    if (pods.namespace !== undefined) to.namespace = r.dnsLabel(pods.namespace, join(pf, "namespace"));
+    if (m.port === undefined) r.fail(join(field, "port"), "toPods needs the container port to reach (a number or a port name)");
+  }
   const spec: TrafficSpec = {
-    from: { namespace: r.dnsLabel(from.namespace, join(join(field, "from"), "namespace")),
-      labels: r.labels(from.labels, join(join(field, "from"), "labels")) },
-    to: { namespace: r.dnsLabel(to.slice(0, slash), join(field, "to")), service: r.serviceName(to.slice(slash + 1), join(field, "to")) },
+    from: { namespace: r.dnsLabel(from.namespace, join(fromField, "namespace")), labels: r.labels(from.labels, join(fromField, "labels")) },
+    to,
     everyMs: m.everyMs === undefined ? 1000 : r.int(m.everyMs, join(field, "everyMs"), 50, 3_600_000),
     size: m.size === undefined ? 64 : r.int(m.size, join(field, "size"), 1, 60_000),
   };
-  if (m.port !== undefined) spec.port = r.int(m.port, join(field, "port"), 1, 65535);
+  if (m.port !== undefined) {
+    spec.port = typeof m.port === "string" && to.kind === "pods" ? r.portName(m.port, join(field, "port")) : r.int(m.port, join(field, "port"), 1, 65535);
+  }
+  if (m.http !== undefined) {
+    const p = r.string(m.http, join(field, "http"));
+    if (!/^\/[\x21-\x7e]*$/.test(p)) r.fail(join(field, "http"), `expected a URL path starting with / (no spaces), got ${JSON.stringify(p)}`);
+    spec.http = p;
+  }
   return spec;
 }
 
-export interface TalkPlanEntry { to: string; port: number; protocol: "TCP" | "UDP" | "SCTP"; everyMs: number; size: number }
+/** The topology-file form of a spec (readTrafficSpec reads it back). */
+export function trafficDocument(spec: TrafficSpec): Record<string, unknown> {
+  const doc: Record<string, unknown> = { from: spec.from };
+  if (spec.to.kind === "service") doc.to = `${spec.to.namespace}/${spec.to.service}`;
+  else doc.toPods = { labels: spec.to.labels, ...(spec.to.namespace !== undefined ? { namespace: spec.to.namespace } : {}) };
+  if (spec.port !== undefined) doc.port = spec.port;
+  doc.everyMs = spec.everyMs;
+  doc.size = spec.size;
+  if (spec.http !== undefined) doc.http = spec.http;
+  return doc;
+}
 
-/** Resolves specs against the running lab: which pod talks to which ClusterIP:port. */
-export function planTraffic(specs: readonly TrafficSpec[], status: Awaited<ReturnType<Lab["status"]>>): Map<PodStatus, TalkPlanEntry[]> {
+const matches = (labels: Record<string, string>, want: Record<string, string>) => Object.entries(want).every(([k, v]) => labels[k] === v);
+
+/** Resolves specs against the running lab: which pod sends what to which address and port. */
+export function planTraffic(specs: readonly TrafficSpec[], status: LabStatus): Map<PodStatus, TalkPlanEntry[]> {
   const plans = new Map<PodStatus, TalkPlanEntry[]>();
   specs.forEach((spec, i) => {
-    const svc = status.services.find((s) => s.namespace === spec.to.namespace && s.name === spec.to.service);
-    if (!svc) throw new Error(`traffic[${i}]: no Service ${spec.to.namespace}/${spec.to.service} in the lab`);
-    const port = spec.port === undefined ? svc.ports[0] : svc.ports.find((p) => p.port === spec.port);
-    if (!port) throw new Error(`traffic[${i}]: Service ${svc.namespace}/${svc.name} has no port ${spec.port ?? ""}`);
-    const sources = status.pods.filter((p) => p.namespace === spec.from.namespace
-      && Object.entries(spec.from.labels).every(([k, v]) => p.labels[k] === v));
+    const sources = status.pods.filter((p) => p.namespace === spec.from.namespace && matches(p.labels, spec.from.labels));
     if (sources.length === 0) throw new Error(`traffic[${i}]: no pod in ${spec.from.namespace} has labels ${JSON.stringify(spec.from.labels)}`);
+    const targets = resolveTargets(spec, status, i);
     for (const pod of sources) {
       const list = plans.get(pod) ?? [];
-      list.push({ to: svc.clusterIP, port: port.port, protocol: port.protocol, everyMs: spec.everyMs, size: spec.size });
+      for (const t of targets) {
+        if (t.ip === pod.ip) continue; // a pod talking to itself never crosses its veth
+        if (spec.http !== undefined && t.protocol !== "TCP") throw new Error(`traffic[${i}]: http needs a TCP port, ${t.ip}:${t.port} is ${t.protocol}`);
+        const entry: TalkPlanEntry = { to: t.ip, port: t.port, protocol: t.protocol, everyMs: spec.everyMs, size: spec.size };
+        if (spec.http !== undefined) entry.http = spec.http;
+        list.push(entry);
+      }
       plans.set(pod, list);
     }
   });
   return plans;
 }
 
+function resolveTargets(spec: TrafficSpec, status: LabStatus, i: number): { ip: string; port: number; protocol: "TCP" | "UDP" }[] {
+  const usable = (protocol: string, where: string): "TCP" | "UDP" => {
+    if (protocol === "TCP" || protocol === "UDP") return protocol;
+    throw new Error(`traffic[${i}]: ${where} is ${protocol}; lab traffic speaks TCP and UDP`);
+  };
+  const to = spec.to;
+  if (to.kind === "service") {
+    const svc = status.services.find((s) => s.namespace === to.namespace && s.name === to.service);
+    if (!svc) throw new Error(`traffic[${i}]: no Service ${to.namespace}/${to.service} in the lab`);
+    const port = spec.port === undefined ? svc.ports[0] : svc.ports.find((p) => p.port === spec.port);
+    if (!port) throw new Error(`traffic[${i}]: Service ${svc.namespace}/${svc.name} has no port ${spec.port ?? ""}`);
+    return [{ ip: svc.clusterIP, port: port.port, protocol: usable(port.protocol, `Service ${svc.namespace}/${svc.name} port ${port.port}`) }];
+  }
+  const targets = status.pods.flatMap((p) => {
+    if ((to.namespace !== undefined && p.namespace !== to.namespace) || !matches(p.labels, to.labels)) return [];
+    const port = p.ports.find((x) => (typeof spec.port === "string" ? x.name === spec.port : x.port === spec.port));
+    return port ? [{ ip: p.ip, port: port.port, protocol: usable(port.protocol, `pod ${p.namespace}/${p.name} port ${port.port}`) }] : [];
+  });
+  if (targets.length === 0) throw new Error(`traffic[${i}]: no pod${to.namespace !== undefined ? ` in ${to.namespace}` : ""} with labels ${JSON.stringify(to.labels)} has port ${spec.port}`);
+  return targets;
+}
+
 export interface RunningTraffic {
+  /** Pods running the pod application. */
+  readonly pods: number;
+  /** Of those, pods sending requests. */
   readonly talkers: number;
-  readonly servers: number;
+  readonly pids: number[];
+  /** Stops the processes (attached mode); detached ones stop with `lab down`. */
   stop(): Promise<void>;
 }
 
-export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[]): Promise<RunningTraffic> {
+export interface TrafficOptions {
+  /** Detach the processes, logging to `<logDir>/app-<netns>.log`, so they outlive the caller. */
+  detachedLogDir?: string;
+}
+
+export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts: TrafficOptions = {}): Promise<RunningTraffic> {
   const status = await lab.status();
   const plans = planTraffic(specs, status);
   const main = path.join(repoRoot(), "dist", "cli", "main.js");
+  if (opts.detachedLogDir !== undefined) await mkdir(opts.detachedLogDir, { recursive: true });
   const children: ChildProcess[] = [];
-  let servers = 0;
   for (const pod of status.pods) {
-    if (pod.ports.length === 0) continue;
-    const listen = pod.ports.flatMap((p) => ["--listen", `${p.port}/${p.protocol}`]);
-    children.push(await lab.spawn(pod, [process.execPath, main, "probe", "serve", ...listen], { stdio: "ignore" }));
-    servers++;
-  }
-  for (const [pod, plan] of plans) {
-    children.push(await lab.spawn(pod, [process.execPath, main, "probe", "talk", "--plan", JSON.stringify(plan)], { stdio: "ignore" }));
+    const listen: ListenPort[] = pod.ports.flatMap((p) => (p.protocol === "SCTP" ? [] : [{ port: p.port, protocol: p.protocol }]));
+    const plan = plans.get(pod) ?? [];
+    if (listen.length === 0 && plan.length === 0) continue;
+    const argv = [process.execPath, main, "probe", "app", "--name", `${pod.namespace}/${pod.name}`,
+      ...listen.flatMap((l) => ["--listen", `${l.port}/${l.protocol}`]), "--plan", JSON.stringify(plan)];
+    if (opts.detachedLogDir === undefined) {
+      children.push(await lab.spawn(pod, argv, { stdio: "ignore" }));
+      continue;
+    }
+    const fd = openSync(path.join(opts.detachedLogDir, `app-${pod.netns}.log`), "a");
+    try {
+      const child = await lab.spawn(pod, argv, { detached: true, stdio: ["ignore", fd, fd] });
+      child.unref();
+      children.push(child);
+    } finally {
+      closeSync(fd);
+    }
   }
   return {
-    talkers: plans.size,
-    servers,
+    pods: children.length,
+    talkers: [...plans.values()].filter((p) => p.length > 0).length,
+    pids: children.flatMap((c) => (c.pid === undefined ? [] : [c.pid])),
     async stop() {
       await Promise.all(children.map((c) => new Promise<void>((resolve) => {
         if (c.exitCode !== null || c.signalCode !== null) { resolve(); return; }
