@@ -210,7 +210,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
             (s) => `${s.agentsConnected}/${state.nodes.length}`, log);
           // Traffic starts only once every node enforces the topology's policies, so no
           // early packet gets a verdict from before them.
-          const watch = new EnforcementWatch(state.controlplane.observer, state.nodes.map((n) => n.name));
+          const watch = new EnforcementWatch(state.controlplane.observer, state.nodes.map((n) => n.name), state.controlplane.ca);
           try {
             const version = await watch.waitEnforced();
             log(`lab up: policy version ${version} enforced on every node`);

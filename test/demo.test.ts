@@ -112,7 +112,9 @@ describe("the demo lab", () => {
   let dir: string;
   let stateDir: string;
   let lab: Lab | undefined;
-  const cli = async (args: string[]) => (await run(process.execPath, [CLI, ...args], { maxBuffer: 64 * 1024 * 1024 })).stdout;
+  // The CLI finds this lab's control plane CA (mutual TLS by default) through its state dir.
+  const cli = async (args: string[]) => (await run(process.execPath, [CLI, ...args],
+    { maxBuffer: 64 * 1024 * 1024, env: { ...process.env, BULKHEAD_LAB_STATE_DIR: stateDir } })).stdout;
 
   async function mapEdges(): Promise<MapEdge[]> {
     return GetFlowMapResponse.fromJSON(JSON.parse(await cli(["map", "-A", "-o", "json", "--server", OBSERVER]))).edges;
@@ -148,6 +150,11 @@ describe("the demo lab", () => {
     const status = JSON.parse(await cli(["lab", "status", "-o", "json", "--state-dir", stateDir])) as { ui?: unknown; controlplane?: { ui?: unknown } };
     expect(status.ui).toBe(`http://${UI}/`);
     expect(status.controlplane?.ui).toBe(`http://${UI}/`);
+    // ... and the control plane serves the UI there: the page, and the shop's live map.
+    const page = await fetch(`http://${UI}/`);
+    expect([page.status, await page.text()]).toEqual([200, expect.stringContaining("<title>bulkhead")]);
+    const map = await (await fetch(`http://${UI}/api/v1/map?namespace=shop&window=1m`)).json() as { edges: { source: string }[] };
+    expect(map.edges.some((e) => e.source === "workload:shop/Deployment/frontend")).toBe(true);
     expect(await cli(["lab", "status", "--state-dir", stateDir])).toContain(`ui: http://${UI}/`);
     // The control plane was told to serve it there.
     const cp = (await lab?.status())?.controlplane;
@@ -192,7 +199,7 @@ describe("the demo lab", () => {
 
   it("turns the deniable edge dropped when its policy goes, back when it returns, and AUDIT when shop audits", async () => {
     if (!lab) throw new Error("no lab");
-    const watch = new EnforcementWatch(OBSERVER, ["node1", "node2"]);
+    const watch = new EnforcementWatch(OBSERVER, ["node1", "node2"], path.join(stateDir, "tls", "ca.crt"));
     const { source, destination } = DEMO_DENIABLE_EDGE.edge;
     const workloadOf = (id: string) => { const [ns, , name] = id.slice("workload:".length).split("/"); return `${ns}/${name}`; };
     const verdicts = async (since: string): Promise<Set<Verdict>> => {
