@@ -17,6 +17,7 @@ import { AccessControl } from "../controlplane/access/control.js";
 import { MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
 import { LogCapture } from "./harness/log-capture.js";
+import { sleep, waitFor } from "./harness/wait.js";
 import {
   AgentServiceClient, ConnectRequest, ConnectResponse, type AgentHello,
 } from "../proto/gen/bulkhead/v1/agent.js";
@@ -143,17 +144,6 @@ async function stopControlPlane(cp: ControlPlane): Promise<void> {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(read: () => T | Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000, what = "condition"): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value: ${String(v)}`);
-    await sleep(25);
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // Clients

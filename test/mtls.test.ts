@@ -26,6 +26,7 @@ import { loadTlsMaterial } from "../tls/material.js";
 import { tlsChannel } from "../tls/client.js";
 import { CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, nodeCertFile, nodeKeyFile, writeCertificates } from "../tls/certs-command.js";
 import { LogCapture } from "./harness/log-capture.js";
+import { sleep, waitFor } from "./harness/wait.js";
 
 const run = promisify(execFile);
 const cliPath = path.resolve("dist/cli/main.js");
@@ -72,17 +73,6 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(read: () => T | Promise<T>, done: (v: T) => boolean, timeoutMs = 10_000, what = "condition"): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value: ${String(v)}`);
-    await sleep(25);
-  }
-}
 
 let sequence = 0n;
 function record(node: string): FlowRecord {
