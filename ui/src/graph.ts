@@ -130,21 +130,21 @@ export class MapView {
       const parents = new Set<string>();
       const added: ElementDefinition[] = [];
       for (const n of delta.nodes) {
-        const known = this.nodes.has(n.id);
+        const before = this.nodes.get(n.id);
         this.nodes.set(n.id, n);
-        if (known) {
-          this.cy.getElementById(n.id).data("label", nodeLabel(n));
+        if (before) {
+          // Touching an element's data restyles and redraws it: only when its text changes.
+          if (nodeLabel(before) !== nodeLabel(n)) this.cy.getElementById(n.id).data("label", nodeLabel(n));
         } else {
           added.push(this.nodeDefinition(n, parents, added));
         }
       }
       for (const e of delta.edges) {
-        const known = this.edges.has(e.id);
+        const before = this.edges.get(e.id);
         this.edges.set(e.id, e);
-        if (known) {
-          const el = this.cy.getElementById(e.id);
-          el.data(this.edgeDefinition(e).data);
-          el.classes(e.verdict);
+        if (before) {
+          // The id fixes ends, protocol and port (the label): only the verdict can restyle it.
+          if (before.verdict !== e.verdict) this.cy.getElementById(e.id).data("verdict", e.verdict).classes(e.verdict);
         } else {
           added.push(this.edgeDefinition(e));
         }
