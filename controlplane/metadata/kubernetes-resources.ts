@@ -1,5 +1,5 @@
 // The Kubernetes resources the control plane reads: the Kubernetes API source watches
-// exactly these, and deploy/'s ClusterRole grants get/list/watch on exactly these (a test
+// exactly these, and deploy/'s ClusterRole grants list and watch on exactly these (a test
 // compares the two). One entry per kind that metadata/objects.ts parses.
 import type { KubeKind } from "./objects.js";
 
