@@ -8,7 +8,7 @@ import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernete
 export type MetadataSourceConfig =
   | { kind: "folder"; manifests: string }
   | { kind: "kubernetes"; connection: KubeConnection };
-import { loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
+import { loadCertificateAndKey, loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
 
 export interface ControlPlaneConfig {
   source: MetadataSourceConfig;
@@ -16,6 +16,8 @@ export interface ControlPlaneConfig {
   listen: string[];
   /** HTTP address of the web UI and its JSON API (HOST:PORT); none when absent. */
   uiListen?: string;
+  /** Serve the UI over HTTPS with this certificate and key; none: plain HTTP. */
+  uiTls?: { cert: Buffer; key: Buffer; certFile: string };
   /** Token file (controlplane/access/tokens.ts): bearer tokens scoped to namespaces. */
   tokens?: string;
   /** Requests without a token see everything (the lab); a bad token is refused regardless. */
@@ -40,6 +42,8 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
                         KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, else ~/.kube/config)
   --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4245)
   --ui-listen HOST:PORT web UI and its JSON API over HTTP (default: none)
+  --ui-tls-cert FILE    serve the UI over HTTPS with this certificate (PEM; e.g. controlplane.crt) …
+  --ui-tls-key FILE     … and its key; both or neither, and only with --ui-listen
   --tokens FILE         bearer tokens scoped to namespaces, for the Observer API, CLI and UI (YAML; reloaded
                         when it changes); a request without a valid token is refused
   --allow-unauthenticated
@@ -91,6 +95,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
   try {
     parsed = parseArgs({ args: argv, options: {
       source: { type: "string" }, manifests: { type: "string" }, kubeconfig: { type: "string" }, listen: { type: "string", multiple: true }, "ui-listen": { type: "string" },
+      "ui-tls-cert": { type: "string" }, "ui-tls-key": { type: "string" },
       "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
       "default-mode": { type: "string" }, tokens: { type: "string" }, "allow-unauthenticated": { type: "boolean" },
       "tls-cert": { type: "string" }, "tls-key": { type: "string" }, "tls-client-ca": { type: "string" },
@@ -109,6 +114,14 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     }
   }
   if (v["ui-listen"] !== undefined) parseHostPort("ui-listen", v["ui-listen"]);
+  let uiTls: ControlPlaneConfig["uiTls"];
+  if (v["ui-tls-cert"] !== undefined || v["ui-tls-key"] !== undefined) {
+    if (v["ui-tls-cert"] === undefined || v["ui-tls-key"] === undefined) {
+      throw new ConfigError(`--${v["ui-tls-cert"] === undefined ? "ui-tls-cert" : "ui-tls-key"}: required with --${v["ui-tls-cert"] === undefined ? "ui-tls-key" : "ui-tls-cert"} (HTTPS needs a certificate and its key)`);
+    }
+    if (v["ui-listen"] === undefined) throw new ConfigError("--ui-tls-cert: only with --ui-listen (there is no UI to serve over HTTPS)");
+    uiTls = loadCertificateAndKey("ui-tls", v["ui-tls-cert"], v["ui-tls-key"]);
+  }
   if (v.tokens === "") throw new ConfigError("--tokens: names no file");
   const allowUnauthenticated = v["allow-unauthenticated"] ?? false;
   // Safe by default: nobody gets an open Observer API without asking for it.
@@ -127,6 +140,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     source,
     listen,
     ...(v["ui-listen"] !== undefined ? { uiListen: v["ui-listen"] } : {}),
+    ...(uiTls !== undefined ? { uiTls } : {}),
     ...(v.tokens !== undefined ? { tokens: path.resolve(v.tokens) } : {}),
     allowUnauthenticated,
     storeCapacity: int("store-capacity", v["store-capacity"], 1_000_000, 100_000_000),

@@ -48,7 +48,8 @@ export async function runControlPlane(argv: string[]): Promise<number> {
   }
   const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
     defaultMode: config.defaultMode, access, log, ...(config.tls ? { tls: config.tls } : {}),
-    ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}) });
+    ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}),
+    ...(config.uiTls !== undefined ? { ui: { tls: config.uiTls } } : {}) });
   try {
     await cp.start(config.listen);
   } catch (err) {

@@ -79,8 +79,8 @@ interface Container {
   args?: string[];
   env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string }; configMapKeyRef?: { name: string; key: string } } }[];
   ports?: { name?: string; containerPort: number }[];
-  livenessProbe?: { httpGet?: { path: string; port: string | number } };
-  readinessProbe?: { httpGet?: { path: string; port: string | number } };
+  livenessProbe?: { httpGet?: { path: string; port: string | number; scheme?: string } };
+  readinessProbe?: { httpGet?: { path: string; port: string | number; scheme?: string } };
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
   securityContext?: {
     privileged?: boolean; runAsUser?: number; runAsNonRoot?: boolean; readOnlyRootFilesystem?: boolean;
@@ -420,6 +420,7 @@ describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (ov
     expect(config.uiListen).toBe("0.0.0.0:4246");
     expect(config.defaultMode).toBe("observe");
     expect(config.tls !== undefined).toBe(overlay === "production");
+    expect(config.uiTls !== undefined).toBe(overlay === "production");
     expect(config.tokens !== undefined).toBe(overlay === "production");
     expect(config.allowUnauthenticated).toBe(overlay === "dev");
   });
@@ -432,7 +433,11 @@ describe("the overlays' auth", () => {
     const cp = argsOf("production", "Deployment", "bulkhead-controlplane");
     expect(cp).not.toContain("--allow-unauthenticated");
     expect(cp).toEqual(expect.arrayContaining(["--tls-cert=/etc/bulkhead/tls/controlplane.crt", "--tls-key=/etc/bulkhead/tls/controlplane.key",
-      "--tls-client-ca=/etc/bulkhead/tls/ca.crt", "--tokens=/etc/bulkhead/tokens/tokens.yaml"]));
+      "--tls-client-ca=/etc/bulkhead/tls/ca.crt", "--tokens=/etc/bulkhead/tokens/tokens.yaml",
+      "--ui-tls-cert=/etc/bulkhead/tls/controlplane.crt", "--ui-tls-key=/etc/bulkhead/tls/controlplane.key"]));
+    // Tokens never cross the network in clear: the UI is HTTPS, and its probes speak it.
+    const container = podSpec(one(objectsOf("production"), "Deployment", "bulkhead-controlplane")).containers[0]!;
+    expect([container.livenessProbe?.httpGet?.scheme, container.readinessProbe?.httpGet?.scheme]).toEqual(["HTTPS", "HTTPS"]);
     expect(argsOf("production", "DaemonSet", "bulkhead-agent")).toEqual(expect.arrayContaining(["--tls-cert=/etc/bulkhead/tls/node-$(NODE_NAME).crt",
       "--tls-key=/etc/bulkhead/tls/node-$(NODE_NAME).key", "--tls-ca=/etc/bulkhead/tls/ca.crt"]));
     const secrets = (o: KubeObject) => (podSpec(o).volumes ?? []).flatMap((v) => (v.secret ? [v.secret.secretName] : [])).sort();

@@ -26,6 +26,9 @@ import { loadTlsMaterial } from "../tls/material.js";
 import { tlsChannel } from "../tls/client.js";
 import { CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, nodeCertFile, nodeKeyFile, writeCertificates } from "../tls/certs-command.js";
 import { LogCapture } from "./harness/log-capture.js";
+import { UiServer } from "../controlplane/ui/server.js";
+import http from "node:http";
+import https from "node:https";
 import { sleep, waitFor } from "./harness/wait.js";
 
 const run = promisify(execFile);
@@ -408,6 +411,18 @@ describe("TLS flags", () => {
       .toMatch(new RegExp(`^--tls-cert: "${f(SERVER_KEY)}" is not a PEM certificate`));
   });
 
+  it("control plane: --ui-tls-cert and --ui-tls-key together, with --ui-listen, and a key that fits", () => {
+    const ui = ["--ui-listen", "127.0.0.1:4246"];
+    expect(cpArgs(...ui).uiTls).toBeUndefined();
+    expect(cpArgs(...ui, "--ui-tls-cert", f(SERVER_CERT), "--ui-tls-key", f(SERVER_KEY)).uiTls?.certFile).toBe(f(SERVER_CERT));
+    expect(configError(() => cpArgs(...ui, "--ui-tls-cert", f(SERVER_CERT))))
+      .toBe("--ui-tls-key: required with --ui-tls-cert (HTTPS needs a certificate and its key)");
+    expect(configError(() => cpArgs("--ui-tls-cert", f(SERVER_CERT), "--ui-tls-key", f(SERVER_KEY))))
+      .toBe("--ui-tls-cert: only with --ui-listen (there is no UI to serve over HTTPS)");
+    expect(configError(() => cpArgs(...ui, "--ui-tls-cert", f(SERVER_CERT), "--ui-tls-key", f(nodeKeyFile("node1")))))
+      .toBe(`--ui-tls-key: "${f(nodeKeyFile("node1"))}" is not the key of the certificate "${f(SERVER_CERT)}"`);
+  });
+
   it("agent: all three or none, only with --controlplane, and the certificate must be the node's", () => {
     expect(agentArgs().tls).toBeUndefined();
     expect(agentArgs("--tls-cert", f(nodeCertFile("node1")), "--tls-key", f(nodeKeyFile("node1")), "--tls-ca", f(CA_CERT)).tls).toBeDefined();
@@ -417,5 +432,33 @@ describe("TLS flags", () => {
       .toBe("--tls-cert, --tls-key, --tls-ca: only used with --controlplane ADDR");
     expect(configError(() => agentArgs("--tls-cert", f(nodeCertFile("node2")), "--tls-key", f(nodeKeyFile("node2")), "--tls-ca", f(CA_CERT))))
       .toBe(`--tls-cert: "${f(nodeCertFile("node2"))}" is the certificate of node node2, not of node "node1" (--node)`);
+  });
+});
+
+describe("the web UI over HTTPS", () => {
+  it("serves its page, API and health over TLS with the control plane's certificate, and nothing in clear", async () => {
+    const log = new LogCapture().log;
+    const cp = new ControlPlane({ source: new FolderSource({ dir: tmp }), storeCapacity: 1000, drainIntervalMs: 1000, log,
+      access: new AccessControl({ tokens: [], allowUnauthenticated: true }) });
+    const ui = new UiServer(cp, { log, tls: { cert: read(SERVER_CERT), key: read(SERVER_KEY) } });
+    const url = await ui.listen("127.0.0.1", 0);
+    try {
+      expect(url).toMatch(/^https:\/\/127\.0\.0\.1:[0-9]+\/$/);
+      const get = (path: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+        https.get(new URL(path, url), { ca: read(CA_CERT) }, (res) => {
+          let body = "";
+          res.on("data", (d: Buffer) => { body += d.toString(); });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        }).on("error", reject);
+      });
+      expect(await get("/healthz")).toEqual({ status: 200, body: "ok\n" });
+      expect((await get("/api/v1/namespaces")).status).toBe(200);
+      const clear = await new Promise<string>((resolve) => {
+        http.get(url.replace("https:", "http:") + "healthz", (res) => resolve(`answered ${res.statusCode}`)).on("error", (err) => resolve(err.message));
+      });
+      expect(clear).not.toMatch(/^answered 200/);
+    } finally {
+      await ui.close();
+    }
   });
 });

@@ -41,19 +41,27 @@ export function loadTlsMaterial(values: { cert?: string; key?: string; ca?: stri
   if (missing.length > 0) {
     throw new ConfigError(`${missing.join(", ")}: required with ${given.map((g) => `--${g}`).join(", ")} (TLS needs a certificate, its key and a CA, or none of them)`);
   }
-  const certFile = path.resolve(values.cert ?? ""), keyFile = path.resolve(values.key ?? ""), caFile = path.resolve(values.ca ?? "");
-  const cert = readFlagFile("tls-cert", certFile), key = readFlagFile("tls-key", keyFile), ca = readFlagFile(caFlag, caFile);
-  const own = certificate("tls-cert", certFile, cert);
+  const caFile = path.resolve(values.ca ?? "");
+  const { cert, key, certFile } = loadCertificateAndKey("tls", values.cert ?? "", values.key ?? "");
+  const ca = readFlagFile(caFlag, caFile);
+  const caCertificate = certificate(caFlag, caFile, ca);
+  if (!caCertificate.ca) throw new ConfigError(`--${caFlag}: "${caFile}" is not a CA certificate (no basicConstraints CA:TRUE)`);
+  return { cert, key, ca, caCertificate, certFile, caFile };
+}
+
+/** `--<prefix>-cert` and `--<prefix>-key`: a PEM certificate and the private key that belongs to it. */
+export function loadCertificateAndKey(prefix: string, certPath: string, keyPath: string): { cert: Buffer; key: Buffer; certFile: string } {
+  const certFile = path.resolve(certPath), keyFile = path.resolve(keyPath);
+  const cert = readFlagFile(`${prefix}-cert`, certFile), key = readFlagFile(`${prefix}-key`, keyFile);
+  const own = certificate(`${prefix}-cert`, certFile, cert);
   let keyObject: KeyObject;
   try {
     keyObject = createPrivateKey(key);
   } catch (err) {
-    throw new ConfigError(`--tls-key: "${keyFile}" is not a PEM private key (${(err as Error).message})`);
+    throw new ConfigError(`--${prefix}-key: "${keyFile}" is not a PEM private key (${(err as Error).message})`);
   }
-  if (!own.checkPrivateKey(keyObject)) throw new ConfigError(`--tls-key: "${keyFile}" is not the key of the certificate "${certFile}"`);
-  const caCertificate = certificate(caFlag, caFile, ca);
-  if (!caCertificate.ca) throw new ConfigError(`--${caFlag}: "${caFile}" is not a CA certificate (no basicConstraints CA:TRUE)`);
-  return { cert, key, ca, caCertificate, certFile, caFile };
+  if (!own.checkPrivateKey(keyObject)) throw new ConfigError(`--${prefix}-key: "${keyFile}" is not the key of the certificate "${certFile}"`);
+  return { cert, key, certFile };
 }
 
 /** Only the CA (a client that verifies a server but shows no certificate of its own). */

@@ -4,6 +4,7 @@
 // error of one client reaches another's stream or the stores.
 import fs from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,6 +40,8 @@ export interface UiServerOptions {
   /** The built UI; default dist/ui of this installation. */
   staticDir?: string;
   stream?: MapStreamOptions;
+  /** Serve HTTPS with this certificate and key (bearer tokens must not cross a network in clear). */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -74,7 +77,8 @@ export class UiServer {
       ["flows", (q, s, res) => this.flows(q, s, res)],
       ["details", (q, s, res) => this.details(q, s, res)],
     ]);
-    this.server = http.createServer((req, res) => this.handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.handle(req, res);
+    this.server = options.tls ? https.createServer({ cert: options.tls.cert, key: options.tls.key }, handler) : http.createServer(handler);
     // Streams stay open for hours; only idle keep-alive sockets time out.
     this.server.requestTimeout = 0;
   }
@@ -92,7 +96,7 @@ export class UiServer {
   get url(): string {
     const a = this.server.address() as AddressInfo;
     const host = a.family === "IPv6" ? `[${a.address}]` : a.address;
-    return `http://${host}:${a.port}/`;
+    return `${this.options.tls ? "https" : "http"}://${host}:${a.port}/`;
   }
 
   /** Open map streams (for tests and status). */
