@@ -283,7 +283,7 @@ describe("RBAC", () => {
 // ---------------------------------------------------------------------------------------
 
 /** The capabilities the agent's container adds, in the order the manifest lists them. */
-const AGENT_CAPABILITIES = ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"];
+const AGENT_CAPABILITIES = ["BPF", "NET_ADMIN", "PERFMON"];
 
 describe.each(OVERLAYS)("%s: the agent DaemonSet", (overlay) => {
   const agent = () => podSpec(one(objectsOf(overlay), "DaemonSet", "bulkhead-agent"));
@@ -342,7 +342,9 @@ describe.each(OVERLAYS)("%s: the control plane Deployment", (overlay) => {
     expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } });
     expect(c.securityContext?.capabilities?.add).toBeUndefined();
     expect(c.ports?.find((p) => p.name === "ui")?.containerPort).toBe(4246);
-    for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe?.httpGet).toEqual({ path: "/healthz", port: "ui" });
+    // HTTPS where the UI serves TLS (production), else HTTP.
+    const scheme = overlay === "production" ? { scheme: "HTTPS" } : {};
+    for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe?.httpGet).toEqual({ path: "/healthz", port: "ui", ...scheme });
   });
 });
 
@@ -638,21 +640,25 @@ describe("deploy/images/build.sh and the runtime tree", () => {
       expect(records).toContain('"10.198.0.2"');
     });
 
-    it("without SYS_ADMIN it loads and attaches but no drain succeeds (BPF_MAP_GET_FD_BY_ID)", async () => {
-      const { log, records } = await runAgent(AGENT_CAPABILITIES.filter((c) => c !== "SYS_ADMIN"), "no-sys-admin");
-      expect(log).toContain('"attached"');
-      expect(log).toMatch(/synchronize sync_outer.*"msg":"drain failed"/);
+    it("without PERFMON the verifier refuses its programs, so PERFMON is needed", async () => {
+      const { log, records } = await runAgent(AGENT_CAPABILITIES.filter((c) => c !== "PERFMON"), "no-perfmon");
+      expect(log).not.toContain('"attached"');
+      expect(log).toMatch(/load .*endpoint\.bpf\.o: Permission denied \(errno 13\).*"agent failed to start"/);
       expect(records).not.toContain("10.198.0.2");
     });
 
-    // tcx attach accepts SYS_ADMIN in NET_ADMIN's place; the clsact fallback (kernels
-    // before 6.6) creates a qdisc over rtnetlink, which wants NET_ADMIN itself.
-    it("attaches with clsact too, which without NET_ADMIN fails", async () => {
+    // The clsact fallback (kernels before 6.6) creates a qdisc over rtnetlink.
+    it("attaches with clsact too (kernels before 6.6)", async () => {
       const withIt = await runAgent(AGENT_CAPABILITIES, "clsact", ["--attach-mode", "clsact"]);
       expect(withIt.log).toMatch(/"mode":"clsact","msg":"attached"/);
       expect(withIt.records).toContain('"10.198.0.2"');
-      const without = await runAgent(AGENT_CAPABILITIES.filter((c) => c !== "NET_ADMIN"), "clsact-no-net-admin", ["--attach-mode", "clsact"]);
-      expect(without.log).toMatch(/"cause":"EPERM".*creating the clsact qdisc.*"msg":"attach failed"/);
+    });
+
+    // Without SYS_ADMIN, the kernel wants NET_ADMIN to load tc (sched_cls) programs at all.
+    it("without NET_ADMIN its tc programs are refused at load, so NET_ADMIN is needed", async () => {
+      const without = await runAgent(AGENT_CAPABILITIES.filter((c) => c !== "NET_ADMIN"), "no-net-admin");
+      expect(without.log).toMatch(/load .*endpoint\.bpf\.o: Operation not permitted \(errno 1\).*"agent failed to start"/);
+      expect(without.records).not.toContain("10.198.0.2");
     });
   });
 });

@@ -99,6 +99,21 @@ Napi::Value BpfObjectWrap::Programs(const Napi::CallbackInfo& info) {
   return names;
 }
 
+// The fd of this object's map with kernel id `id`, or -1. Re-inserting an inner map the
+// object owns needs no BPF_MAP_GET_FD_BY_ID, which the kernel allows only with
+// CAP_SYS_ADMIN: the agent then runs with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN alone.
+static int OwnMapFd(struct bpf_object* obj, uint32_t id) {
+  struct bpf_map* m;
+  bpf_object__for_each_map(m, obj) {
+    int fd = bpf_map__fd(m);
+    if (fd < 0) continue;
+    struct bpf_map_info mapInfo = {};
+    uint32_t len = sizeof(mapInfo);
+    if (bpf_obj_get_info_by_fd(fd, &mapInfo, &len) == 0 && mapInfo.id == id) return fd;
+  }
+  return -1;
+}
+
 // The kernel runs synchronize_rcu() after every successful update of a map-in-map, so
 // rewriting one populated slot with the map it already holds waits for a grace period
 // without changing what any program sees.
@@ -120,14 +135,15 @@ Napi::Value BpfObjectWrap::Synchronize(const Napi::CallbackInfo& info) {
     prev = key.data();
     uint32_t innerId = 0;
     if (bpf_map_lookup_elem(fd, key.data(), &innerId) != 0) continue;  // empty array slot
-    int innerFd = bpf_map_get_fd_by_id(innerId);
+    int ownFd = OwnMapFd(state_->obj, innerId);
+    int innerFd = ownFd >= 0 ? ownFd : bpf_map_get_fd_by_id(innerId);
     if (innerFd < 0) continue;  // replaced meanwhile
     // Arrays of maps accept only BPF_ANY; for a hash, BPF_EXIST never re-creates a key
     // deleted meanwhile.
     int r = bpf_map_update_elem(fd, key.data(), &innerFd,
                                 type == BPF_MAP_TYPE_HASH_OF_MAPS ? BPF_EXIST : BPF_ANY);
     int err = r < 0 ? PositiveErrno(r) : 0;
-    close(innerFd);
+    if (ownFd < 0) close(innerFd);
     if (r == 0) return env.Undefined();
     if (err != ENOENT) ThrowBpfError(env, "synchronize", name, err);
   }
