@@ -135,15 +135,26 @@ describe("the web UI in Chromium, on the demo lab", () => {
     expect(decided.filter((d) => d.includes(" denied "))).toEqual([]);
     await shot("02-catalog-selected");
 
-    // The canvas: a real mouse click where cytoscape drew the cart node.
+    // The canvas: a real mouse click where cytoscape drew a node. The layout is random and
+    // may draw nodes over each other: click the shop backend farthest from any other node.
     const box = await page.locator("[data-testid=map-canvas]").boundingBox();
-    const at = await page.evaluate((id) => window.bulkheadMap.cy.getElementById(id).renderedPosition(), DEMO_WORKLOADS.cart);
     if (!box) throw new Error("the map canvas has no box");
-    await page.mouse.click(box.x + at.x, box.y + at.y);
-    const cartFlows = await flowEnds("workload=shop/Deployment/cart");
-    expect(cartFlows.filter((ends) => !ends.some((e) => e.startsWith("shop/cart-")))).toEqual([]);
-    expect(await page.evaluate(() => window.bulkheadMap.cy.$(":selected").map((e) => e.id()))).toEqual([DEMO_WORKLOADS.cart]);
-    await shot("03-cart-clicked-on-canvas");
+    const target = await page.evaluate((ids) => {
+      const cy = window.bulkheadMap.cy;
+      const others = cy.nodes().filter((n) => !n.isParent());
+      const clearance = (id: string) => {
+        const p = cy.getElementById(id).renderedPosition();
+        return Math.min(...others.filter((n) => n.id() !== id).map((n) => Math.hypot(n.renderedPosition().x - p.x, n.renderedPosition().y - p.y)));
+      };
+      const id = ids.map((i) => ({ i, c: clearance(i) })).sort((a, b) => b.c - a.c)[0]!.i;
+      return { id, at: cy.getElementById(id).renderedPosition() };
+    }, [DEMO_WORKLOADS.cart, DEMO_WORKLOADS.payments, DEMO_WORKLOADS.datastore]);
+    await page.mouse.click(box.x + target.at.x, box.y + target.at.y);
+    const [, ns, kind, name] = /^workload:([^/]+)\/([^/]+)\/(.+)$/.exec(target.id)!;
+    const clickedFlows = await flowEnds(`workload=${ns}/${kind}/${name}`);
+    expect(clickedFlows.filter((ends) => !ends.some((e) => e.startsWith(`${ns}/${name}-`)))).toEqual([]);
+    expect(await page.evaluate(() => window.bulkheadMap.cy.$(":selected").map((e) => e.id()))).toEqual([target.id]);
+    await shot("03-node-clicked-on-canvas");
 
     await page.getByTestId("clear-filter").click();
     await page.locator("[data-testid=flow-table][data-filter=\"\"]").waitFor({ timeout: 10_000 });
@@ -170,8 +181,8 @@ describe("the web UI in Chromium, on the demo lab", () => {
     expect(aria).toContain('table "Flows"');
     expect(aria).toMatch(/button "shop\/frontend \(Deployment\) → shop\/catalog \(Deployment\), TCP\/8080, forwarded"/);
 
-    await page.locator("body").focus();
-    await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+    // A click on the heading sets where sequential (Tab) navigation starts: the controls follow it.
+    await page.locator("h1").click();
     const focused = () => page.evaluate(() => {
       const el = document.activeElement;
       return { testid: el?.getAttribute("data-testid") ?? "", select: el?.getAttribute("data-select") ?? "", row: el?.closest("tr")?.getAttribute("data-testid") ?? "" };
@@ -210,6 +221,8 @@ describe("the web UI in Chromium, on the demo lab", () => {
       const auditMs = await untilRowVerdict(edge, "audit", 30_000);
       process.stdout.write(`policy removed while shop audits → edge row AUDIT in the browser after ${auditMs} ms\n`);
       expect(await page.evaluate((id) => window.bulkheadMap.cy.getElementById(id).classes(), edgeId(edge))).toEqual(["audit"]);
+      // The namespace select names shop's mode, refreshed with the live updates (an annotation changes no edge).
+      await expect.poll(() => page.locator("[data-testid=namespace-select] option[value=shop]").textContent(), { timeout: 15_000 }).toBe("shop (audit)");
       await shot("06-edge-audit");
 
       await lab.setNamespaceAnnotations(SHOP, { "bulkhead.io/mode": "enforce" });
