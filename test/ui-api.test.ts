@@ -348,6 +348,21 @@ describe("UI JSON API", () => {
     expect(edge.body.decidedBy).toEqual([{ namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", decision: "denied", records: 1 }]);
   });
 
+  it("details: replies forwarded as ESTABLISHED are not counted as decided (a reply's own attribution would name db's isolating policy as denying it)", async () => {
+    // db connected to web:8080; web's reply to db's ephemeral port, seen leaving web and entering db.
+    const reply = (point: ObservationPoint) => {
+      const r = record(WEB_IP, DB_IP, 41_000, Verdict.VERDICT_FORWARDED, point);
+      r.l4!.sourcePort = 8080;
+      r.verdictReason = VerdictReason.VERDICT_REASON_ESTABLISHED;
+      return r;
+    };
+    cp.ingest("node1", [reply(ObservationPoint.OBSERVATION_POINT_FROM_POD), reply(ObservationPoint.OBSERVATION_POINT_TO_POD)]);
+    const edge = await get(`/api/v1/details?edge=${encodeURIComponent(`${DB},${WEB},TCP,8080`)}&window=1h`);
+    expect(edge.status).toBe(200);
+    expect(edge.body.records).toBe(2);
+    expect(edge.body.decidedBy).toEqual([]);
+  });
+
   it("bad parameters get 400 naming the parameter and value; unknown nodes 404", async () => {
     const cases: [string, RegExp][] = [
       ["/api/v1/namespaces?color=red", /unknown parameter "color"/],

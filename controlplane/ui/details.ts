@@ -7,7 +7,7 @@ import type { PolicyModel } from "../policy/model.js";
 import type { FlowHistory } from "../store/history.js";
 import { compileFilter, type FlowPredicate } from "../store/filter.js";
 import { edgeOfRecord, type EdgeKey } from "../store/flowmap.js";
-import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { VerdictReason, type FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
 import { ApiError, badParameter } from "./params.js";
 
@@ -27,7 +27,8 @@ export interface DecidingPolicy {
   name: string;
   direction: Direction;
   mode: string;
-  /** allowed: a rule of it allowed the flows; denied: it isolated that side and no policy allowed them. */
+  /** allowed: a rule of it allowed the flows; denied: it isolated that side and no policy allowed them.
+   * Only records the datapath judged by policy count (not ESTABLISHED ones). */
   decision: "allowed" | "denied";
   /** Flow records it decided in the window. */
   records: number;
@@ -156,6 +157,12 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
   for (const r of history.iterate({ predicate: (x) => cheap(x) && visible(x), since })) {
     if (!matches(r)) continue;
     records++;
+    // Only packets a policy judged were decided by one. An ESTABLISHED record (a reply, or a
+    // later packet of a connection already allowed) carries the attribution of its own
+    // 5-tuple, which for a reply names the policies isolating the client's side as if the
+    // reply were a new connection: counting it would list them as having denied flows that
+    // were forwarded.
+    if (r.verdictReason !== VerdictReason.VERDICT_REASON_POLICY) continue;
     const a = r.attribution;
     if (a === undefined) continue;
     for (const [direction, isolated, allowedBy, isolatedBy] of [

@@ -122,6 +122,7 @@ function onDelta(delta: MapDeltaJson): void {
   renderedVersion = delta.version;
   deltasApplied++;
   scheduleMirror(false, delta);
+  refreshNamespacesSoon();
   if (changed > 0) announceQuietly(`${view.nodes.size} nodes, ${view.edges.size} edges; ${delta.edges.length} updated, ${delta.removed.length} removed.`);
   refreshFlowsSoon();
 }
@@ -428,7 +429,17 @@ function timeOf(ms: number): string {
 
 // ---- controls ---------------------------------------------------------------------------------
 
+let namespacesLoadedAt = 0;
+
+/** Namespace modes change without a map change (an annotation): the options are refreshed
+ * with the live updates, at most every 10 s, and not while the user is in the select. */
+function refreshNamespacesSoon(): void {
+  if (Date.now() - namespacesLoadedAt < 10_000 || document.activeElement === namespaceSelect) return;
+  void loadNamespaces();
+}
+
 async function loadNamespaces(): Promise<void> {
+  namespacesLoadedAt = Date.now();
   try {
     const body = await apiJson<{ namespaces: { name: string; mode: string }[] }>("namespaces", new URLSearchParams({ window: "1h" }));
     const selected = namespaceSelect.value;
@@ -438,6 +449,8 @@ async function loadNamespaces(): Promise<void> {
       o.dataset.mode = ns.mode;
       options.push(o);
     }
+    // A namespace asked for by URL but not listed (unknown, or outside the token's scope) stays selected.
+    if (selected !== "" && !options.some((o) => o.value === selected)) options.push(new Option(selected, selected));
     namespaceSelect.replaceChildren(...options);
     namespaceSelect.value = selected;
   } catch (err) {
