@@ -21,12 +21,15 @@ function nodeLabel(n: MapNodeJson): string {
 
 const parentId = (namespace: string) => `namespace:${namespace}`;
 
+const BIG_MAP_EDGES = 500;
+
 export class MapView {
   readonly cy: Core;
   private namespace = "";
   private onSelect: (s: Selection) => void = () => undefined;
   readonly nodes = new Map<string, MapNodeJson>();
   readonly edges = new Map<string, MapEdgeJson>();
+  private edgeStyle: "bezier" | "straight" = "bezier";
 
   constructor(container: HTMLElement) {
     this.cy = cytoscape({
@@ -120,6 +123,7 @@ export class MapView {
       this.cy.elements().remove();
       this.cy.add(elements);
     });
+    this.fitEdgeStyleToSize();
     if (layout && missing) this.layout();
   }
 
@@ -170,7 +174,17 @@ export class MapView {
         });
       }
     });
+    if (changed > 0) this.fitEdgeStyleToSize();
     return changed;
+  }
+
+  /** Bezier edges keep parallel edges (two ports between the same pair) apart, but cost
+   * most of a redraw on big maps: past BIG_MAP_EDGES edges they are drawn straight. */
+  private fitEdgeStyleToSize(): void {
+    const style = this.edges.size > BIG_MAP_EDGES ? "straight" : "bezier";
+    if (this.edgeStyle === style) return;
+    this.edgeStyle = style;
+    this.cy.style().selector("edge").style("curve-style", style).update();
   }
 
   /** A new node goes next to a neighbour already placed (or the centre), so nothing else moves. */
