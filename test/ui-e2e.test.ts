@@ -136,11 +136,13 @@ describe("the web UI in Chromium, on the demo lab", () => {
     await shot("02-catalog-selected");
 
     // The canvas: a real mouse click where cytoscape drew a node. The layout is random and
-    // may draw nodes over each other: click the shop backend farthest from any other node.
+    // may draw nodes over each other: click the shop backend farthest from any other node,
+    // after fitting the graph to the canvas (a node placed later may lie outside the view).
     const box = await page.locator("[data-testid=map-canvas]").boundingBox();
     if (!box) throw new Error("the map canvas has no box");
     const target = await page.evaluate((ids) => {
       const cy = window.bulkheadMap.cy;
+      cy.fit(undefined, 40);
       const others = cy.nodes().filter((n) => !n.isParent());
       const clearance = (id: string) => {
         const p = cy.getElementById(id).renderedPosition();
