@@ -12,7 +12,8 @@ import {
 } from "./addressing.js";
 import { repoRoot, startAgents, type AgentCommand } from "./agents.js";
 import {
-  controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, startControlPlane, stopControlPlane, uiUrl, type ControlPlaneOptions,
+  controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, startControlPlane, stopControlPlane, TLS_DIR, uiUrl,
+  type ControlPlaneOptions,
 } from "./controlplane.js";
 import {
   BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
@@ -601,7 +602,8 @@ async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR
   if (cp !== undefined) report.stoppedPids.push(cp);
   const entries = await readdir(stateDir).catch(() => [] as string[]);
   for (const entry of entries) {
-    if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR) {
+    // The certificates go too: a lab's CA key must not outlive the lab.
+    if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR || entry === TLS_DIR) {
       await rm(path.join(stateDir, entry), { recursive: true, force: true });
     }
   }

@@ -268,5 +268,6 @@ describe("the demo lab", () => {
     const left = new Set(links().map((l) => l.id));
     expect(agentLinks.filter((id) => left.has(id))).toEqual([]);
     expect(fs.existsSync(path.join(stateDir, "state.json"))).toBe(false);
+    expect(fs.existsSync(path.join(stateDir, "tls")), "the lab's certificates and CA key").toBe(false);
   });
 });
