@@ -228,7 +228,16 @@ function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id
     rows.set(id, row);
     body.append(row);
   }
-  for (const [k, v] of Object.entries(attributes)) row.setAttribute(k, v);
+  for (const [k, v] of Object.entries(attributes)) if (row.getAttribute(k) !== v) row.setAttribute(k, v);
+  if (row.cells.length === cells.length) {
+    // A known row: touch only the cells whose text changed (counters, verdict, last seen),
+    // so an update of thousands of rows re-lays out only what moved.
+    cells.forEach((c, i) => {
+      const cell = row.cells[i]!;
+      if (cell.textContent !== (typeof c === "string" ? c : c.textContent)) cell.replaceChildren(c);
+    });
+    return;
+  }
   row.replaceChildren(...cells.map((c, i) => {
     const cell = document.createElement(i === 0 ? "th" : "td");
     if (i === 0) cell.setAttribute("scope", "row");
