@@ -5,7 +5,7 @@
 import type { EdgeKey } from "../store/flowmap.js";
 import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
 import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
-import { type AccessScope, scopeAllowsEnds } from "./scope.js";
+import { restrictFlowMap, type Scope } from "../access/index.js";
 
 export type NodeKindName = "workload" | "service" | "world" | "host" | "unknown";
 /** dropped: some packets were dropped; audit: none dropped, some would have been; else forwarded. */
@@ -94,16 +94,8 @@ export function edgeJson(edge: MapEdge): MapEdgeJson {
   };
 }
 
-/** The edges a scope may see (an end in a visible namespace) and only the nodes they touch. */
-export function scopedGraph(scope: AccessScope, nodes: readonly MapNode[], edges: readonly MapEdge[]): { nodes: MapNodeJson[]; edges: MapEdgeJson[] } {
-  const byId = new Map(nodes.map((n) => [n.id, n]));
-  const namespaceOf = (id: string) => byId.get(id)?.namespace ?? "";
-  const visible = scope.kind === "cluster" ? edges : edges.filter((e) => scopeAllowsEnds(scope, namespaceOf(e.source), namespaceOf(e.destination)));
-  const used = new Set<string>();
-  for (const e of visible) { used.add(e.source); used.add(e.destination); }
-  return { nodes: nodes.filter((n) => used.has(n.id)).map(nodeJson), edges: visible.map(edgeJson) };
-}
-
-export function mapJson(map: GetFlowMapResponse, version: number, namespace: string, window: string, scope: AccessScope): MapJson {
-  return { version, namespace, window, since: msOf(map.since), until: msOf(map.until), ...scopedGraph(scope, map.nodes, map.edges) };
+/** The map as the scope may see it (restrictFlowMap: edges with an end in a readable namespace, and their ends). */
+export function mapJson(map: GetFlowMapResponse, version: number, namespace: string, window: string, scope: Scope): MapJson {
+  const visible = restrictFlowMap(scope, map);
+  return { version, namespace, window, since: msOf(map.since), until: msOf(map.until), nodes: visible.nodes.map(nodeJson), edges: visible.edges.map(edgeJson) };
 }

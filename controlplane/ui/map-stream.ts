@@ -5,8 +5,8 @@
 // (FlowMapStore reports an edge as removed only when it leaves the store's retention).
 import type { ServerResponse } from "node:http";
 import type { FlowMapStore } from "../store/flowmap.js";
-import { edgeId, mapJson, scopedGraph, type MapDeltaJson } from "./map-json.js";
-import type { AccessScope } from "./scope.js";
+import { edgeId, edgeJson, mapJson, nodeJson, type MapDeltaJson } from "./map-json.js";
+import { restrictFlowMap, type Scope } from "../access/index.js";
 import type { Window } from "./params.js";
 
 export interface MapStreamOptions {
@@ -37,7 +37,7 @@ export class MapStream {
     private readonly flowMap: FlowMapStore,
     private readonly namespace: string,
     private readonly window: Window,
-    private readonly scope: AccessScope,
+    private readonly scope: Scope,
     private readonly options: MapStreamOptions = {},
     private readonly onClose: () => void = () => undefined,
   ) {
@@ -92,7 +92,8 @@ export class MapStream {
       return;
     }
     this.version = changes.version;
-    const { nodes, edges } = scopedGraph(this.scope, changes.nodes, changes.edges);
+    const visible = restrictFlowMap(this.scope, changes);
+    const nodes = visible.nodes.map(nodeJson), edges = visible.edges.map(edgeJson);
     const removed: string[] = [];
     for (const key of changes.removed) {
       const id = edgeId(key);

@@ -11,14 +11,14 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { ClusterState } from "../cluster/state.js";
 import type { PolicyCompiler } from "../policy/compile.js";
-import type { AccessControl } from "../access/index.js";
+import { endsInScope, flowInScope, namespaceReadable, type AccessControl, type Scope } from "../access/index.js";
 import type { FlowHistory } from "../store/history.js";
 import type { FlowMapStore } from "../store/flowmap.js";
 import { compileRequest, FlowFilterError, type FlowPredicate } from "../store/filter.js";
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter, isFilterName } from "../store/filter-names.js";
 import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ApiError, badParameter, NAMESPACE_RE, Query, type Window } from "./params.js";
-import { type AccessScope, requestScope, scopeAllows, scopeAllowsEnds } from "./scope.js";
+import { requestScope } from "./scope.js";
 import { edgeJson, mapJson, nodeJson } from "./map-json.js";
 import { MapStream, type MapStreamOptions } from "./map-stream.js";
 import { decidingPolicies, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type ParsedNode } from "./details.js";
@@ -58,13 +58,13 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
 
 const MAX_FLOWS = 10_000;
 
-type Route = (query: URLSearchParams, scope: AccessScope, response: ServerResponse) => void;
+type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse) => void;
 
 export class UiServer {
   private readonly server: http.Server;
   private readonly streams = new Set<MapStream>();
   private readonly staticDir: string;
-  private readonly scopeOf: (request: IncomingMessage) => AccessScope;
+  private readonly scopeOf: (request: IncomingMessage) => Scope;
   private readonly routes: ReadonlyMap<string, Route>;
 
   constructor(private readonly sources: UiSources, private readonly options: UiServerOptions) {
@@ -167,34 +167,34 @@ export class UiServer {
 
   // ---- endpoints -----------------------------------------------------------------------------
 
-  private namespaces(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+  private namespaces(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const query = Query.parse(params, ["window"]);
     const window = query.window();
     const model = this.sources.policy.model();
     const inCluster = new Set(this.sources.state.namespaces().map((n) => n.metadata.name));
     const onMap = new Set<string>();
     for (const n of this.sources.flowMap.getMap({ windowMs: window.ms }).nodes) if (n.namespace !== "") onMap.add(n.namespace);
-    const names = [...new Set([...inCluster, ...onMap])].filter((n) => scopeAllows(scope, n)).sort();
+    const names = [...new Set([...inCluster, ...onMap])].filter((n) => namespaceReadable(scope, n)).sort();
     this.json(response, {
       namespaces: names.map((name) => ({ name, mode: model.modeOf(name), inCluster: inCluster.has(name), onMap: onMap.has(name) })),
     });
   }
 
-  private mapQuery(params: URLSearchParams, scope: AccessScope): { namespace: string; window: Window } {
+  private mapQuery(params: URLSearchParams, scope: Scope): { namespace: string; window: Window } {
     const query = Query.parse(params, ["namespace", "window"]);
     const namespace = query.namespace();
     const window = query.window();
-    if (namespace !== "" && !scopeAllows(scope, namespace)) throw new ApiError(403, `namespace ${JSON.stringify(namespace)} is outside this request's access scope`);
+    if (namespace !== "" && !namespaceReadable(scope, namespace)) throw new ApiError(403, `namespace ${JSON.stringify(namespace)} is outside this request's access scope`);
     return { namespace, window };
   }
 
-  private map(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+  private map(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const { namespace, window } = this.mapQuery(params, scope);
     const map = this.sources.flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms });
     this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope));
   }
 
-  private mapStream(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+  private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const { namespace, window } = this.mapQuery(params, scope);
     const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, this.options.stream,
       () => this.streams.delete(stream));
@@ -203,14 +203,14 @@ export class UiServer {
   }
 
   /** The flows endpoint: observe's filter names, plus limit and window. */
-  private flows(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+  private flows(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const query = Query.parse(params, [...FILTER_NAMES, "limit", "window"], isFilterName);
     const limit = query.limit(500, MAX_FLOWS);
     const window = query.window();
     const pairs = query.entries().filter(([name]) => isFilterName(name));
     for (const [name, value] of pairs) {
       if (name === "namespace" && !NAMESPACE_RE.test(value)) throw badParameter(name, value, "is not a namespace name");
-      if (name === "namespace" && !scopeAllows(scope, value)) throw new ApiError(403, `namespace ${JSON.stringify(value)} is outside this request's access scope`);
+      if (name === "namespace" && !namespaceReadable(scope, value)) throw new ApiError(403, `namespace ${JSON.stringify(value)} is outside this request's access scope`);
     }
     let predicate: FlowPredicate;
     try {
@@ -232,12 +232,12 @@ export class UiServer {
   }
 
   /** Undefined when every flow is visible. */
-  private visibleFlows(scope: AccessScope): FlowPredicate | undefined {
+  private visibleFlows(scope: Scope): FlowPredicate | undefined {
     if (scope.kind === "cluster") return undefined;
-    return (r) => scopeAllowsEnds(scope, r.source?.namespace ?? "", r.destination?.namespace ?? "");
+    return (r) => flowInScope(scope, r);
   }
 
-  private details(params: URLSearchParams, scope: AccessScope, response: ServerResponse): void {
+  private details(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const query = Query.parse(params, ["node", "edge", "window"]);
     const window = query.window();
     const nodeText = query.get("node"), edgeText = query.get("edge");
@@ -266,7 +266,7 @@ export class UiServer {
       return;
     }
     const { key, source, destination } = parseEdgeId("edge", edgeText!);
-    if (!scopeAllowsEnds(scope, nodeNamespace(source), nodeNamespace(destination))) {
+    if (!endsInScope(scope, nodeNamespace(source), nodeNamespace(destination))) {
       throw new ApiError(403, `edge ${JSON.stringify(edgeText)} has no end in this request's access scope`);
     }
     const map = mapOf(nodeNamespace(source) || nodeNamespace(destination));
@@ -280,9 +280,9 @@ export class UiServer {
     this.json(response, { window: window.name, edge: edgeJson(found), records, selectedBy, decidedBy });
   }
 
-  private requireVisible(scope: AccessScope, node: ParsedNode): void {
+  private requireVisible(scope: Scope, node: ParsedNode): void {
     const namespace = nodeNamespace(node);
-    if (namespace !== "" && !scopeAllows(scope, namespace)) {
+    if (namespace !== "" && !namespaceReadable(scope, namespace)) {
       throw new ApiError(403, `node ${JSON.stringify(node.id)} is in namespace ${JSON.stringify(namespace)}, outside this request's access scope`);
     }
   }
