@@ -451,6 +451,16 @@ describe("access scope (bearer tokens, the same as the Observer API's)", () => {
     expect(flows.body.flows.length).toBeGreaterThan(0);
     for (const f of flows.body.flows) expect([f.source?.namespace, f.destination?.namespace]).toContain("other");
   });
+
+  it("a node outside every namespace (world) shows only edges the token may read: none here, so 404", async () => {
+    const WORLD = "world:198.51.100.7";
+    cp.ingest("node1", [record(WEB_IP, "198.51.100.7", 443)]);
+    const path = `/api/v1/details?node=${encodeURIComponent(WORLD)}&window=1h`;
+    const open = await (await fetch(`${base}${path}`)).json() as any;
+    expect([open.node?.id, open.edges]).toEqual([WORLD, 1]);
+    const scoped = await sget(path);
+    expect([scoped.status, scoped.body.edges, scoped.body.packets]).toEqual([404, undefined, undefined]);
+  });
 });
 
 describe("one filter mapping for observe flags and flows parameters", () => {

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { ClusterState } from "../cluster/state.js";
 import type { PolicyCompiler } from "../policy/compile.js";
-import { endsInScope, flowInScope, namespaceReadable, type AccessControl, type Scope } from "../access/index.js";
+import { endsInScope, flowInScope, namespaceReadable, restrictFlowMap, type AccessControl, type Scope } from "../access/index.js";
 import type { FlowHistory } from "../store/history.js";
 import type { FlowMapStore } from "../store/flowmap.js";
 import { compileRequest, FlowFilterError, type FlowPredicate } from "../store/filter.js";
@@ -248,7 +248,9 @@ export class UiServer {
     const model = policy.model();
     const sinceMs = flowMap.windowStart(window.ms);
     const visible = this.visibleFlows(scope) ?? (() => true);
-    const mapOf = (namespace: string) => flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms });
+    // Cut to the scope first: a world or host node has no namespace of its own, and its
+    // edges into namespaces the token cannot read must not count (or even reveal it).
+    const mapOf = (namespace: string) => restrictFlowMap(scope, flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms }));
     if (nodeText !== undefined) {
       const node = parseNodeId("node", nodeText);
       this.requireVisible(scope, node);
