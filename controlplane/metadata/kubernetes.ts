@@ -233,8 +233,11 @@ export class KubernetesSource implements MetadataSource {
       // Items of a list carry no kind or apiVersion; the parser needs both.
       items.push({ ...o, kind: (o.kind as string | undefined) ?? ri.resource.kind, apiVersion: (o.apiVersion as string | undefined) ?? apiVersionOf(ri.resource) });
     });
-    if (malformed.length > 0) this.malformed.set(ri.path, malformed.join("; "));
-    else this.malformed.delete(ri.path);
+    const message = malformed.length > 0 ? malformed.join("; ") : undefined;
+    if (this.malformed.get(ri.path) !== message) {
+      if (message === undefined) this.malformed.delete(ri.path); else this.malformed.set(ri.path, message);
+      this.publishErrors();
+    }
     if (!ri.listed) {
       ri.listed = true;
       // The informer hands the items to its callbacks in the microtasks after this returns.
