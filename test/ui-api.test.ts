@@ -101,6 +101,7 @@ function record(src: string, dst: string, dport: number, verdict = Verdict.VERDI
 
 let tmp: string;
 let cp: ControlPlane;
+let access: AccessControl;
 let base: string;
 let grpcAddress: string;
 
@@ -116,7 +117,7 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(tmp, "secret.txt"), "SECRET-OUTSIDE-THE-UI");
   grpcAddress = `unix://${path.join(tmp, "cp.sock")}`;
   // Requests without a token see everything (as in the lab); OTHER_TOKEN sees namespace "other" only.
-  const access = new AccessControl({ tokens: parseTokenFile(TOKENS, "tokens.yaml"), allowUnauthenticated: true });
+  access = new AccessControl({ tokens: parseTokenFile(TOKENS, "tokens.yaml"), allowUnauthenticated: true });
   cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: pino({ level: "silent" }), access,
     now: () => clock.now, uiListen: { host: "127.0.0.1", port: 0 },
@@ -188,8 +189,8 @@ class EventReader {
     })();
   }
 
-  static async open(query: string, controller = new AbortController()): Promise<EventReader> {
-    const res = await fetch(`${base}/api/v1/map/stream?${query}`, { signal: controller.signal });
+  static async open(query: string, controller = new AbortController(), headers: Record<string, string> = {}): Promise<EventReader> {
+    const res = await fetch(`${base}/api/v1/map/stream?${query}`, { signal: controller.signal, headers });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
     const reader = new EventReader(res);
@@ -450,6 +451,25 @@ describe("access scope (bearer tokens, the same as the Observer API's)", () => {
     const flows = await sget("/api/v1/flows?window=1h");
     expect(flows.body.flows.length).toBeGreaterThan(0);
     for (const f of flows.body.flows) expect([f.source?.namespace, f.destination?.namespace]).toContain("other");
+  });
+
+  it("a token revoked by a reload of the token file ends its open map stream at once", async () => {
+    const waitFor = async (streams: number) => {
+      const deadline = Date.now() + 5000;
+      while (cp.ui!.streamCount !== streams && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      return cp.ui!.streamCount;
+    };
+    expect(await waitFor(0)).toBe(0);
+    const stream = await EventReader.open("window=1h", new AbortController(), { authorization: `Bearer ${OTHER_TOKEN}` });
+    expect((await stream.next()).event).toBe("snapshot");
+    expect(cp.ui!.streamCount).toBe(1);
+    try {
+      access.replaceTokens([]);
+      expect(await waitFor(0)).toBe(0);
+    } finally {
+      access.replaceTokens(parseTokenFile(TOKENS, "tokens.yaml"));
+      stream.close();
+    }
   });
 
   it("a node outside every namespace (world) shows only edges the token may read: none here, so 404", async () => {

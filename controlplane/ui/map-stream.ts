@@ -37,7 +37,7 @@ export class MapStream {
     private readonly flowMap: FlowMapStore,
     private readonly namespace: string,
     private readonly window: Window,
-    private readonly scope: Scope,
+    private scope: Scope,
     private readonly options: MapStreamOptions = {},
     private readonly onClose: () => void = () => undefined,
   ) {
@@ -56,6 +56,13 @@ export class MapStream {
     this.unsubscribe = this.flowMap.onChange(() => this.schedule());
     this.timers.push(setInterval(() => this.expire(), this.options.expiryCheckMs ?? 1000));
     this.timers.push(setInterval(() => this.send("heartbeat", { version: this.version, time: Date.now() }), this.options.heartbeatMs ?? 15_000));
+  }
+
+  /** The token's scope changed (its file was reloaded): start again from a snapshot cut to the new one. */
+  rescope(scope: Scope): void {
+    if (this.closed) return;
+    this.scope = scope;
+    this.snapshot();
   }
 
   close(): void {

@@ -58,7 +58,7 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
 
 const MAX_FLOWS = 10_000;
 
-type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse) => void;
+type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage) => void;
 
 export class UiServer {
   private readonly server: http.Server;
@@ -73,7 +73,7 @@ export class UiServer {
     this.routes = new Map<string, Route>([
       ["namespaces", (q, s, res) => this.namespaces(q, s, res)],
       ["map", (q, s, res) => this.map(q, s, res)],
-      ["map/stream", (q, s, res) => this.mapStream(q, s, res)],
+      ["map/stream", (q, s, res, req) => this.mapStream(q, s, res, req)],
       ["flows", (q, s, res) => this.flows(q, s, res)],
       ["details", (q, s, res) => this.details(q, s, res)],
     ]);
@@ -134,7 +134,7 @@ export class UiServer {
         const route = name === undefined ? undefined : this.routes.get(name);
         if (route === undefined) throw new ApiError(404, `no API endpoint ${url.pathname} (endpoints: ${[...this.routes.keys()].map((k) => `/api/v1/${k}`).join(", ")})`);
         this.requireRead(method);
-        route(url.searchParams, this.scopeOf(request), response);
+        route(url.searchParams, this.scopeOf(request), response, request);
         return;
       }
       this.requireRead(method);
@@ -194,10 +194,24 @@ export class UiServer {
     this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope));
   }
 
-  private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
+  private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
     const { namespace, window } = this.mapQuery(params, scope);
+    // Tokens reloaded (as the Observer API's follow streams do): a revoked token's stream, or
+    // one whose namespace left its scope, ends now; a changed scope starts a new snapshot.
+    const stopWatchingTokens = this.sources.access.onChange(() => {
+      let again: Scope;
+      try {
+        again = requestScope(this.sources.access, request);
+        if (namespace !== "" && !namespaceReadable(again, namespace)) throw new ApiError(403, `namespace ${namespace} left the token's scope`);
+      } catch (err) {
+        this.options.log.info({ subject: scope.subject, reason: (err as Error).message }, "map stream ended: token no longer valid for it");
+        stream.close();
+        return;
+      }
+      stream.rescope(again);
+    });
     const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, this.options.stream,
-      () => this.streams.delete(stream));
+      () => { stopWatchingTokens(); this.streams.delete(stream); });
     this.streams.add(stream);
     stream.start();
   }
