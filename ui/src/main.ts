@@ -53,16 +53,19 @@ function openStream(): void {
   const query = mapQuery();
   let backoffMs = 500;
   let watchdog: number | undefined;
+  let attempt = new AbortController();
+  // Replacing the stream (new namespace or window) ends the attempt under way.
+  abort.signal.addEventListener("abort", () => attempt.abort(), { once: true });
   const touch = () => {
     window.clearTimeout(watchdog);
-    // Heartbeats come every 15 s: silence for 45 s means a dead connection.
-    watchdog = window.setTimeout(() => abort.abort(), 45_000);
+    // Heartbeats come every 15 s: silence for 45 s means a dead connection, so this attempt
+    // ends and the loop reconnects (aborting `abort` would end the loop's later attempts too).
+    watchdog = window.setTimeout(() => attempt.abort(), 45_000);
   };
   const run = async (): Promise<void> => {
     setConnection("connecting");
     while (generation === streamGeneration) {
-      const attempt = new AbortController();
-      abort.signal.addEventListener("abort", () => attempt.abort(), { once: true });
+      attempt = new AbortController();
       try {
         touch();
         await readEvents("map/stream", query, attempt.signal, (e) => {
