@@ -18,6 +18,8 @@ export interface MapStreamOptions {
   heartbeatMs?: number;
   /** A client this far behind (bytes queued) is disconnected; it reconnects to a fresh snapshot. Default 8 MiB. */
   maxQueuedBytes?: number;
+  /** Told when a client is disconnected for being maxQueuedBytes behind, so it is logged and counted. */
+  onCutOff?: (queuedBytes: number) => void;
 }
 
 export class MapStream {
@@ -131,6 +133,7 @@ export class MapStream {
   private send(event: string, data: unknown): void {
     if (this.closed) return;
     if (this.response.writableLength > this.maxQueuedBytes) {
+      this.options.onCutOff?.(this.response.writableLength);
       this.close();
       return;
     }

@@ -63,6 +63,7 @@ type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse, re
 export class UiServer {
   private readonly server: http.Server;
   private readonly streams = new Set<MapStream>();
+  private cutOff = 0;
   private readonly staticDir: string;
   private readonly scopeOf: (request: IncomingMessage) => Scope;
   private readonly routes: ReadonlyMap<string, Route>;
@@ -97,6 +98,11 @@ export class UiServer {
     const a = this.server.address() as AddressInfo;
     const host = a.family === "IPv6" ? `[${a.address}]` : a.address;
     return `${this.options.tls ? "https" : "http"}://${host}:${a.port}/`;
+  }
+
+  /** Map stream clients disconnected for lagging maxQueuedBytes behind, since start. */
+  get streamsCutOff(): number {
+    return this.cutOff;
   }
 
   /** Open map streams (for tests and status). */
@@ -210,7 +216,12 @@ export class UiServer {
       }
       stream.rescope(again);
     });
-    const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, this.options.stream,
+    const onCutOff = (queuedBytes: number) => {
+      this.cutOff++;
+      this.options.log.warn({ subject: scope.subject, namespace, queuedBytes, cutOffTotal: this.cutOff },
+        "map stream client too far behind: disconnected (it reconnects to a fresh snapshot)");
+    };
+    const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, { ...this.options.stream, onCutOff },
       () => { stopWatchingTokens(); this.streams.delete(stream); });
     this.streams.add(stream);
     stream.start();
