@@ -34,16 +34,26 @@ function labStateFile(): string {
 
 /** The running lab's control plane as state.json records it, if there is one. */
 function labControlPlane(): { observer?: string; ca?: string } {
+  const file = labStateFile();
+  let text: string;
   try {
-    const state = JSON.parse(fs.readFileSync(labStateFile(), "utf8")) as { controlplane?: { observer?: unknown; ca?: unknown } };
-    const cp = state.controlplane;
-    return {
-      ...(typeof cp?.observer === "string" ? { observer: cp.observer } : {}),
-      ...(typeof cp?.ca === "string" ? { ca: cp.ca } : {}),
-    };
-  } catch {
-    return {}; // no lab running here
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return {}; // no lab running here
+    throw new ConfigError(`cannot read the lab's state ${file}: ${(err as Error).message} (or give --server)`);
   }
+  let state: { controlplane?: { observer?: unknown; ca?: unknown } };
+  try {
+    state = JSON.parse(text) as typeof state;
+  } catch (err) {
+    // A broken state file must not send the CLI to a default address in plaintext unnoticed.
+    throw new ConfigError(`the lab's state ${file} is not JSON: ${(err as Error).message} (bulkhead lab down, or give --server)`);
+  }
+  const cp = state.controlplane;
+  return {
+    ...(typeof cp?.observer === "string" ? { observer: cp.observer } : {}),
+    ...(typeof cp?.ca === "string" ? { ca: cp.ca } : {}),
+  };
 }
 
 /** --server, else $BULKHEAD_SERVER, else the running lab's control plane, else the default. */

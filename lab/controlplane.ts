@@ -9,7 +9,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import net from "node:net";
-import { ObserverServiceClient, type GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
+import type { ObserverServiceClient, GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { observerClient } from "../cli/client.js";
 import { CA_CERT, SERVER_CERT, SERVER_KEY, writeCertificates } from "../tls/certs-command.js";
 import { LOGS_DIR, MANIFESTS_DIR, type LabControlPlane } from "./state.js";
@@ -36,8 +36,7 @@ export async function issueLabCertificates(stateDir: string, nodes: string[]): P
 
 /** A client of the lab control plane's Observer API (TLS verified with the lab's CA when it has one). */
 export function labObserverClient(cp: { observer: string; ca?: string | undefined }): ObserverServiceClient {
-  return cp.ca === undefined ? new ObserverServiceClient(cp.observer, grpc.credentials.createInsecure())
-    : observerClient(cp.observer, { flag: "the lab's CA", file: cp.ca });
+  return observerClient(cp.observer, cp.ca === undefined ? undefined : { flag: "the lab's CA", file: cp.ca });
 }
 
 /**

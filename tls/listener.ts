@@ -86,14 +86,21 @@ export class TlsListeners {
     });
     this.servers.push(server);
     await new Promise<void>((resolve, reject) => {
-      server.once("error", (err) => reject(new Error(`TLS listen on ${address}: ${err.message}`)));
+      const fail = (err: Error) => reject(new Error(`TLS listen on ${address}: ${err.message}`));
+      server.once("error", fail);
+      const listening = () => {
+        server.off("error", fail);
+        // Errors after listening (e.g. EMFILE on accept) are logged, not lost on a settled promise.
+        server.on("error", (err) => this.log.error({ address, err: err.message }, "TLS listener error"));
+        resolve();
+      };
       if (address.startsWith("unix://")) {
-        server.listen(prepareUnixSocket(address), resolve);
+        server.listen(prepareUnixSocket(address), listening);
       } else {
         // Port 0 (any free port) is allowed here: tests use it; --listen flags are checked before.
         const m = /^(?:\[([^\]]+)\]|([^:]*)):([0-9]{1,5})$/.exec(address);
         if (!m) throw new Error(`TLS listen on ${address}: not HOST:PORT or unix:///PATH`);
-        server.listen({ host: m[1] ?? (m[2] || "0.0.0.0"), port: Number(m[3]) }, resolve);
+        server.listen({ host: m[1] ?? (m[2] || "0.0.0.0"), port: Number(m[3]) }, listening);
       }
     });
     const bound = server.address();

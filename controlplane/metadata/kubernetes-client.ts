@@ -275,11 +275,7 @@ export class BookmarkingWatch extends Watch {
       this.observer.progressed();
       callback(phase, object, watchObj);
     };
-    let failed = false;
-    const controller = await super.watch(urlPath, params, onEvent, (err: unknown) => {
-      if (err) failed = true;
-      doneOnce(err);
-    });
+    const controller = await super.watch(urlPath, params, onEvent, (err: unknown) => doneOnce(err));
     if (!this.observer.active()) {
       // Stopped while connecting: the informer's stop() could not reach this request yet.
       controller.abort();
@@ -287,7 +283,7 @@ export class BookmarkingWatch extends Watch {
       return controller;
     }
     // The parent answers a non-200 status through done() before it returns.
-    if (!failed && !ended) this.observer.connected();
+    if (!ended) this.observer.connected();
     return controller;
   }
 }
