@@ -1,6 +1,7 @@
 // Query parameters of the UI's JSON API, parsed at the edge: every endpoint names the
 // parameters it takes, and anything else (an unknown name, a repeat, a bad value) is a 400
 // whose message names the parameter and the value.
+import { isNamespaceName } from "../metadata/objects.js";
 
 /** An API answer other than 200: status and a message for {"error": …}. */
 export class ApiError extends Error {
@@ -13,7 +14,6 @@ export class ApiError extends Error {
 export const badParameter = (name: string, value: string, problem: string): ApiError =>
   new ApiError(400, `parameter ${name}: ${JSON.stringify(value)} ${problem}`);
 
-export const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** The time windows the map, the flows and the details offer. */
 export const WINDOWS: Readonly<Record<string, number>> = { "1m": 60_000, "5m": 5 * 60_000, "1h": 60 * 60_000 };
@@ -52,7 +52,7 @@ export class Query {
   namespace(): string {
     const value = this.get("namespace");
     if (value === undefined) return "";
-    if (!NAMESPACE_RE.test(value)) {
+    if (!isNamespaceName(value)) {
       throw badParameter("namespace", value, "is not a namespace name (leave the parameter out for all namespaces)");
     }
     return value;

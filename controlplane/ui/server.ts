@@ -17,7 +17,8 @@ import type { FlowMapStore } from "../store/flowmap.js";
 import { compileRequest, FlowFilterError, type FlowPredicate } from "../store/filter.js";
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter, isFilterName } from "../store/filter-names.js";
 import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
-import { ApiError, badParameter, NAMESPACE_RE, Query, type Window } from "./params.js";
+import { ApiError, badParameter, Query, type Window } from "./params.js";
+import { isNamespaceName } from "../metadata/objects.js";
 import { requestScope } from "./scope.js";
 import { edgeJson, mapJson, nodeJson } from "./map-json.js";
 import { MapStream, type MapStreamOptions } from "./map-stream.js";
@@ -31,8 +32,6 @@ export interface UiSources {
   readonly policy: PolicyCompiler;
   /** Bearer tokens and their scopes, shared with the Observer API. */
   readonly access: AccessControl;
-  /** The clock the flow map uses. */
-  now(): number;
 }
 
 export interface UiServerOptions {
@@ -234,7 +233,7 @@ export class UiServer {
     const window = query.window();
     const pairs = query.entries().filter(([name]) => isFilterName(name));
     for (const [name, value] of pairs) {
-      if (name === "namespace" && !NAMESPACE_RE.test(value)) throw badParameter(name, value, "is not a namespace name");
+      if (name === "namespace" && !isNamespaceName(value)) throw badParameter(name, value, "is not a namespace name");
       if (name === "namespace" && !namespaceReadable(scope, value)) throw new ApiError(403, `namespace ${JSON.stringify(value)} is outside this request's access scope`);
     }
     let predicate: FlowPredicate;
@@ -247,7 +246,8 @@ export class UiServer {
       throw err;
     }
     const visible = this.visibleFlows(scope);
-    const sinceMs = this.sources.now() - window.ms;
+    // The same span as the map and the details pane (bucket-aligned), so the table matches them.
+    const sinceMs = this.sources.flowMap.windowStart(window.ms);
     const flows = this.sources.history.query({
       predicate: visible === undefined ? predicate : (r) => predicate(r) && visible(r),
       since: { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 },
