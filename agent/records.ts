@@ -2,7 +2,7 @@
 // (proto/bulkhead/v1/flow.proto). The offsets below mirror endpoint.h;
 // test/layout.test.ts checks them against the compiled object's BTF.
 import {
-  FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, TcpFlags,
+  type FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, type TcpFlags,
 } from "../proto/gen/bulkhead/v1/flow.js";
 import { formatIPv6Groups } from "../controlplane/metadata/addresses.js";
 

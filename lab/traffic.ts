@@ -8,7 +8,7 @@ import type { ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { FieldReader, join } from "./fields.js";
+import { type FieldReader, join } from "./fields.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
 import { repoRoot } from "./agents.js";
 import type { ListenPort, TalkPlanEntry } from "./pod-app.js";

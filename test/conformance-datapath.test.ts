@@ -21,7 +21,7 @@ import { createDatapathEngine, DatapathEngine, MODE_ANNOTATION, type LabModelPod
 import { EnforcementWatch } from "../lab/enforcement.js";
 import { policyFileName, policyFiles } from "../lab/netpol-files.js";
 import { parseRequest, sctpInitPacket, sctpInitToken } from "../lab/prober.js";
-import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
+import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import {
   FlowFilter, GetFlowsRequest, ObserverServiceService,
   type GetFlowsResponse, type GetStatusResponse, type NodeStatus, type ObserverServiceServer,

@@ -214,7 +214,7 @@ function rule(subject: number, direction: "ingress" | "egress", peer: number, pr
 
 function identity(id: number, mode: PolicyMode, iso: { ingress?: boolean; egress?: boolean } = {}, endpoint = true): Identity {
   return { id, namespace: endpoint ? "shop" : "", labels: {}, mode, ingressIsolated: iso.ingress ?? false,
-    egressIsolated: iso.egress ?? false, endpoint };
+    egressIsolated: iso.egress ?? false, endpoint, service: false };
 }
 
 /** Pods a, b, c in `mode`, world 0.0.0.0/0 and ::/0, host = the node's address. */

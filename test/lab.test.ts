@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChildProcess } from "node:child_process";
 import { isLabNetns } from "../lab/addressing.js";
 import { runLab } from "../lab/cli.js";
-import { down, Lab, up, type LabStatus, type PodStatus } from "../lab/lab.js";
+import { down, type Lab, up, type LabStatus, type PodStatus } from "../lab/lab.js";
 import { netnsExecArgv, running } from "../lab/netns.js";
 import { parseTopology } from "../lab/topology.js";
 import { expandTopology } from "../lab/workloads.js";

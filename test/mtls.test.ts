@@ -29,7 +29,7 @@ import { LogCapture } from "./harness/log-capture.js";
 import { UiServer } from "../controlplane/ui/server.js";
 import http from "node:http";
 import https from "node:https";
-import { sleep, waitFor } from "./harness/wait.js";
+import { waitFor } from "./harness/wait.js";
 
 const run = promisify(execFile);
 const cliPath = path.resolve("dist/cli/main.js");

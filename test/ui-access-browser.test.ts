@@ -31,7 +31,7 @@ tokens:
 const SHOTS = path.resolve("test-results", "ui-e2e");
 
 const WEB_IP = "10.0.1.5", DB_IP = "10.0.2.7", X_IP = "10.0.9.1", Y_IP = "10.0.9.2";
-const WEB = "workload:shop/Pod/web-1", DB = "workload:shop/Pod/db-0", X = "workload:other/Pod/x-1", Y = "workload:other/Pod/y-1";
+const WEB = "workload:shop/Pod/web-1", DB = "workload:shop/Pod/db-0", X = "workload:other/Pod/x-1";
 
 const pod = (ns: string, name: string, ip: string) =>
   `apiVersion: v1\nkind: Pod\nmetadata: { name: ${name}, namespace: ${ns}, uid: uid-${name}, labels: { app: ${name} }, creationTimestamp: "2024-01-01T00:00:00Z" }\nspec: { nodeName: node1 }\nstatus: { phase: Running, podIP: ${ip} }`;
@@ -133,7 +133,7 @@ describe("tokens through the web UI, in Chromium", () => {
     expect(await edgeRows()).toHaveLength(2);
     await expect.poll(flowRowText, { timeout: 5000 }).toHaveLength(2);
     // The namespace select offers only what the token may read.
-    expect(await page.$$eval("[data-testid=namespace-select] option", (os) => os.map((o) => (o as { value: string }).value))).toEqual(["", "shop"]);
+    expect(await page.$$eval("[data-testid=namespace-select] option", (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(["", "shop"]);
     await shot("access-02-shop-token");
   });
 

@@ -143,10 +143,10 @@ describe("the web UI in Chromium, on the demo lab", () => {
     const target = await page.evaluate((ids) => {
       const cy = window.bulkheadMap.cy;
       cy.fit(undefined, 40);
-      const others = cy.nodes().filter((n) => !n.isParent());
+      const leaves = cy.nodes().filter((n) => !n.isParent()).nodes().map((n) => ({ id: n.id(), at: n.renderedPosition() }));
       const clearance = (id: string) => {
         const p = cy.getElementById(id).renderedPosition();
-        return Math.min(...others.filter((n) => n.id() !== id).map((n) => Math.hypot(n.renderedPosition().x - p.x, n.renderedPosition().y - p.y)));
+        return Math.min(...leaves.filter((n) => n.id !== id).map((n) => Math.hypot(n.at.x - p.x, n.at.y - p.y)));
       };
       const id = ids.map((i) => ({ i, c: clearance(i) })).sort((a, b) => b.c - a.c)[0]!.i;
       return { id, at: cy.getElementById(id).renderedPosition() };

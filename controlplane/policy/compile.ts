@@ -23,13 +23,11 @@ import {
   PolicyDirection,
   PolicyMode,
   type Identity,
-  type IpIdentity,
   type PolicyRule,
   type PolicySnapshot,
 } from "../../proto/gen/bulkhead/v1/policy.js";
 import {
   addressBit,
-  compareKeys,
   hostPrefix,
   isPolicyEndpoint,
   namedPortsOf,

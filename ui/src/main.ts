@@ -505,19 +505,7 @@ $("token-form").addEventListener("submit", (e) => {
   void loadNamespaces().then(() => applyControls());
 });
 
-// Test and benchmark hooks: read-only views of what is drawn.
-declare global {
-  interface Window {
-    bulkheadMap: {
-      readonly version: number;
-      readonly deltas: number;
-      nodes(): MapNodeJson[];
-      edges(): MapEdgeJson[];
-      select(id: string): boolean;
-      cy: MapView["cy"];
-    };
-  }
-}
+// Test and benchmark hooks (./hooks.ts).
 window.bulkheadMap = {
   get version() { return renderedVersion; },
   get deltas() { return deltasApplied; },
