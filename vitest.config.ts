@@ -1,12 +1,27 @@
 import { defineConfig } from "vitest/config";
 
-// Tests touch the kernel (eBPF programs, network namespaces): one file at a time.
+// Two projects (test/README.md says which file proves what):
+//  - unit: no kernel objects, no network namespaces, only 127.0.0.1:0 listeners and temp
+//    folders of their own, so files run in parallel;
+//  - kernel: eBPF programs, network namespaces, the lab, Chromium: one file at a time,
+//    after the unit project (they share the machine's bpffs, netns names and CPU).
+// A new test file is a kernel test unless it is listed here.
+const UNIT = [
+  "access", "cluster", "conformance-model", "controlplane-stream", "kubernetes-source", "layout",
+  "metadata", "mtls", "policy", "policy-random", "records", "store", "ui-api",
+].map((name) => `test/${name}.test.ts`);
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    fileParallelism: false,
     pool: "forks",
+    projects: [
+      { extends: true, test: { name: "unit", include: UNIT, sequence: { groupOrder: 0 } } },
+      {
+        extends: true,
+        test: { name: "kernel", include: ["test/**/*.test.ts"], exclude: UNIT, fileParallelism: false, sequence: { groupOrder: 1 } },
+      },
+    ],
   },
 });
