@@ -6,7 +6,7 @@
 // half-written policy, and after apply() returns none is judged by the previous one.
 // The layouts below mirror native/bpf/endpoint.h; test/enforce.test.ts checks them
 // against the compiled object's BTF.
-import net from "node:net";
+import { parseCidr, parseIp } from "../addresses/ip.js";
 import { isBpfError, ROUTE_TABLE_MAIN, type BpfObject, type RouteInfo } from "../native/index.js";
 import {
   PolicyDirection, PolicyMode, type PolicyRule, type PolicySnapshot,
@@ -48,54 +48,35 @@ export class PolicyError extends Error {
 
 // ---- addresses ---------------------------------------------------------------------
 
-/** 16 bytes; IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d), as bh_ip_key stores it. */
-export function parseAddress(text: string): { bytes: Buffer; family: 4 | 6 } | undefined {
-  if (net.isIPv4(text)) {
-    const bytes = Buffer.alloc(16);
-    bytes[10] = 0xff;
-    bytes[11] = 0xff;
-    text.split(".").forEach((p, i) => { bytes[12 + i] = Number(p); });
-    return { bytes, family: 4 };
-  }
-  if (!net.isIPv6(text) || text.includes("%")) return undefined;
-  let groups: string[];
-  let tail: number[] = [];
-  let s = text;
-  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
-  if (dotted?.[1]) {
-    tail = dotted[1].split(".").map(Number);
-    s = s.slice(0, -dotted[1].length) + "0:0";
-  }
-  const halves = s.split("::");
-  if (halves.length === 2) {
-    const head = halves[0] ? halves[0].split(":") : [];
-    const rest = halves[1] ? halves[1].split(":") : [];
-    groups = [...head, ...Array<string>(8 - head.length - rest.length).fill("0"), ...rest];
-  } else {
-    groups = s.split(":");
-  }
-  if (groups.length !== 8) return undefined;
-  const bytes = Buffer.alloc(16);
-  groups.forEach((g, i) => bytes.writeUInt16BE(parseInt(g, 16), 2 * i));
-  if (tail.length === 4) tail.forEach((b, i) => { bytes[12 + i] = b; });
-  return { bytes, family: 6 };
+/** An address in the kernel's form: 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d),
+ * as bh_ip_key stores it. */
+export function kernelAddress(text: string): { bytes: Buffer; family: 4 | 6 } | undefined {
+  const ip = parseIp(text);
+  return ip && { bytes: mapped(ip.family, ip.bytes), family: ip.family };
 }
 
 /** "a.b.c.d/n" or "x::/n" → the LPM key's prefix length (IPv4: 96 + n) and its address
  * with the host bits cleared. */
-export function parseCidr(text: string): { bytes: Buffer; prefixLen: number; family: 4 | 6 } | undefined {
-  const slash = text.indexOf("/");
-  if (slash < 0) return undefined;
-  const addr = parseAddress(text.slice(0, slash));
-  const lenText = text.slice(slash + 1);
-  if (!addr || !/^\d{1,3}$/.test(lenText)) return undefined;
-  const len = Number(lenText);
-  const max = addr.family === 4 ? 32 : 128;
-  if (len > max) return undefined;
-  const prefixLen = addr.family === 4 ? 96 + len : len;
-  const bytes = Buffer.from(addr.bytes);
+export function kernelPrefix(text: string): { bytes: Buffer; prefixLen: number; family: 4 | 6 } | undefined {
+  const cidr = parseCidr(text);
+  if (!cidr) return undefined;
+  const { family } = cidr.address;
+  const prefixLen = family === 4 ? 96 + cidr.prefix : cidr.prefix;
+  const bytes = mapped(family, cidr.address.bytes);
   for (let bit = prefixLen; bit < 128; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  return { bytes, prefixLen, family: addr.family };
+  return { bytes, prefixLen, family };
+}
+
+function mapped(family: 4 | 6, address: Uint8Array): Buffer {
+  const bytes = Buffer.alloc(16);
+  if (family === 4) {
+    bytes[10] = 0xff;
+    bytes[11] = 0xff;
+    bytes.set(address, 12);
+  } else {
+    bytes.set(address);
+  }
+  return bytes;
 }
 
 // ---- compilation -------------------------------------------------------------------
@@ -167,7 +148,7 @@ export function compilePolicy(s: PolicySnapshot): CompiledPolicy {
   const cidrOwner = new Map<string, string>();
   s.ipIdentities.forEach((e, i) => {
     const entry = `ip_identities[${i}] (${JSON.stringify(e.cidr)} → ${e.identity})`;
-    const cidr = parseCidr(e.cidr);
+    const cidr = kernelPrefix(e.cidr);
     if (!cidr) fail(entry, "not a CIDR (a.b.c.d/n or an IPv6 prefix/n)");
     if (!isU32(e.identity)) fail(entry, "identity must be a u32");
     const { bytes, prefixLen } = cidr!;
@@ -230,13 +211,13 @@ export function endpointValue(ep: EndpointAddresses): Buffer {
   if (!isU32(ep.identity)) throw new Error(`endpoint identity ${ep.identity} is not a u32`);
   value.writeUInt32LE(ep.identity, ENDPOINT_VALUE.identity);
   if (ep.ip4 !== undefined) {
-    const a = parseAddress(ep.ip4);
+    const a = kernelAddress(ep.ip4);
     if (a?.family !== 4) throw new Error(`endpoint ip4 ${JSON.stringify(ep.ip4)} is not an IPv4 address`);
     value[ENDPOINT_VALUE.hasIp4] = 1;
     a.bytes.copy(value, ENDPOINT_VALUE.ip4, 12, 16);
   }
   if (ep.ip6 !== undefined) {
-    const a = parseAddress(ep.ip6);
+    const a = kernelAddress(ep.ip6);
     if (a?.family !== 6) throw new Error(`endpoint ip6 ${JSON.stringify(ep.ip6)} is not an IPv6 address`);
     value[ENDPOINT_VALUE.hasIp6] = 1;
     a.bytes.copy(value, ENDPOINT_VALUE.ip6);
@@ -330,7 +311,7 @@ export class PolicyApplier {
 
   /** The identity the applied policy gives a host address (exact /32 or /128 entry). */
   identityOf(address: string): number | undefined {
-    const a = parseAddress(address);
+    const a = kernelAddress(address);
     return a ? this.current?.hosts.get(a.bytes.toString("hex")) : undefined;
   }
 

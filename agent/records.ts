@@ -4,7 +4,7 @@
 import {
   type FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, type TcpFlags,
 } from "../proto/gen/bulkhead/v1/flow.js";
-import { formatIPv6Groups } from "../controlplane/metadata/addresses.js";
+import { formatIPv6Groups } from "../addresses/ip.js";
 
 export const FLOW_KEY = {
   size: 48, src: 0, dst: 16, sport: 32, dport: 34, ifindex: 36, proto: 40, family: 41, point: 42, verdict: 43, reason: 44,

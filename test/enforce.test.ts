@@ -23,7 +23,7 @@ import { Datapath } from "../agent/datapath.js";
 import { decodeKey, FLOW_KEY, FLOW_VALUE, type FlowKey } from "../agent/records.js";
 import {
   compilePolicy, CT_KEY, CT_VALUE, endpointsFromRoutes, ENDPOINT_VALUE, IDENTITY_VALUE, IP_KEY, IP_VALUE,
-  parseCidr, POLICY_KEY, POLICY_PREFIX, PolicyError, portPrefixes, STATE, type PolicyApplier,
+  kernelPrefix, POLICY_KEY, POLICY_PREFIX, PolicyError, portPrefixes, STATE, type PolicyApplier,
 } from "../agent/policy.js";
 import {
   AgentServiceService, type AgentStats, type ConnectRequest, type ConnectResponse,
@@ -352,14 +352,14 @@ describe("snapshot compilation", () => {
   });
 
   it("stores IPv4 prefixes IPv4-mapped with 96 + length, host bits cleared", () => {
-    const v4 = parseCidr("10.193.7.9/24");
+    const v4 = kernelPrefix("10.193.7.9/24");
     expect(v4?.prefixLen).toBe(120);
     expect(v4?.bytes.toString("hex")).toBe("00000000000000000000ffff0ac10700");
-    expect(parseCidr("fd00:193::1:2/128")?.bytes.toString("hex")).toBe("fd000193000000000000000000010002");
-    expect(parseCidr("::ffff:1.2.3.4/128")?.bytes.toString("hex")).toBe("00000000000000000000ffff01020304");
-    expect(parseCidr("::/0")?.prefixLen).toBe(0);
+    expect(kernelPrefix("fd00:193::1:2/128")?.bytes.toString("hex")).toBe("fd000193000000000000000000010002");
+    expect(kernelPrefix("::ffff:1.2.3.4/128")?.bytes.toString("hex")).toBe("00000000000000000000ffff01020304");
+    expect(kernelPrefix("::/0")?.prefixLen).toBe(0);
     for (const bad of ["10.193.1.300/32", "10.0.0.0/33", "10.0.0.0", "fd00::/129", "nonsense/8", "fe80::1%eth0/64"]) {
-      expect(parseCidr(bad), bad).toBeUndefined();
+      expect(kernelPrefix(bad), bad).toBeUndefined();
     }
   });
 

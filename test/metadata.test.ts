@@ -5,7 +5,7 @@ import { mkdtemp, rename, rm, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { canonicalIp, parseCidr } from "../controlplane/metadata/addresses.js";
+import { canonicalIp, parseCidr } from "../addresses/ip.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { objectKey, parseDocument, parseKubeObject, type KubeObject, type Pod } from "../controlplane/metadata/objects.js";
 import type { MetadataSink, ObjectEvent } from "../controlplane/metadata/source.js";

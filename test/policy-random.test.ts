@@ -10,7 +10,7 @@
 // A failure prints the seed: rerun with POLICY_RANDOM_SEED=<seed> to get the same states
 // (POLICY_RANDOM_SEQUENCES=<n> runs fewer sequences).
 import { describe, expect, it } from "vitest";
-import { parseIp } from "../controlplane/metadata/addresses.js";
+import { parseIp } from "../addresses/ip.js";
 import { parseKubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
 import { PolicyCompiler, snapshotAllows } from "../controlplane/policy/compile.js";
 import { PolicyModel, PolicySet, type Peer } from "../controlplane/policy/model.js";

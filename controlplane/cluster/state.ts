@@ -21,7 +21,7 @@
 // hostNetwork pods hold no lease: their address is their node's.
 import type { LocalEndpoint } from "../../proto/gen/bulkhead/v1/agent.js";
 import type { Endpoint } from "../../proto/gen/bulkhead/v1/flow.js";
-import { canonicalIp } from "../metadata/addresses.js";
+import { canonicalIp } from "../../addresses/ip.js";
 import {
   WORKLOAD_KINDS,
   type EndpointSlice,

@@ -4,7 +4,8 @@
 // syntax), with Kubernetes' defaults applied (protocol TCP, targetPort = port, ...), so
 // the rest of the control plane never sees a half-valid object. Addresses are canonical
 // (see addresses.ts); timestamps are wall-clock nanoseconds.
-import { cidrContains, type ParsedCidr } from "./addresses.js";
+import type { ParsedCidr } from "../../addresses/ip.js";
+import { cidrContains } from "../../addresses/prefix.js";
 import { describeValue, fieldPath, isQualifiedName, ObjectError, ObjectReader } from "./reader.js";
 
 export { ObjectError } from "./reader.js";

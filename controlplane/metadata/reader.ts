@@ -6,7 +6,7 @@
 // Unlike the lab's topology reader, unknown fields are not errors: objects from the
 // Kubernetes API carry many fields this control plane does not need. A null field counts
 // as absent, as it does when the API server decodes JSON.
-import { parseCidr, parseIp, type IpFamily, type ParsedCidr } from "./addresses.js";
+import { parseCidr, parseIp, type IpFamily, type ParsedCidr } from "../../addresses/ip.js";
 
 export class ObjectError extends Error {
   constructor(

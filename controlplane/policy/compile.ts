@@ -16,7 +16,8 @@
 // is matched against every policy once, a new policy against every identity once; and
 // only the identities whose rules may have changed (subjects of a changed policy, or of
 // a policy whose peers gained or lost an identity) get their rules recomputed.
-import { parseIp } from "../metadata/addresses.js";
+import { parseIp } from "../../addresses/ip.js";
+import { addressBit, hostPrefix, parseIpPrefix, type IpPrefix, type IpWords } from "../../addresses/prefix.js";
 import type { Namespace, Pod, Protocol } from "../metadata/objects.js";
 import type { PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
 import {
@@ -27,21 +28,16 @@ import {
   type PolicySnapshot,
 } from "../../proto/gen/bulkhead/v1/policy.js";
 import {
-  addressBit,
-  hostPrefix,
   isPolicyEndpoint,
   namedPortsOf,
   namespaceLabels,
   namespaceMode,
-  parseIpPrefix,
   podKey,
   PolicyModel,
   PolicySet,
   PROTOCOL_NUMBERS,
   protocolOf,
   type IpBlockRange,
-  type IpPrefix,
-  type IpWords,
   type Labels,
   type NamedPortTarget,
   type NormalizedPeer,

@@ -9,7 +9,7 @@
 // All three must agree with the cases, and so with each other.
 import { readFile } from "node:fs/promises";
 import { parseKubeObject, ObjectError, type NetworkPolicy, type Protocol } from "../metadata/objects.js";
-import { parseIp } from "../metadata/addresses.js";
+import { parseIp } from "../../addresses/ip.js";
 import { describeValue, fieldPath, ObjectReader } from "../metadata/reader.js";
 import { PolicyCompiler, snapshotAllows } from "./compile.js";
 import { NAMESPACE_NAME_LABEL, PolicyModel, PolicySet, type PolicyCluster } from "./model.js";

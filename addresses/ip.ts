@@ -1,8 +1,9 @@
-// IP addresses and CIDRs as Kubernetes objects carry them. Every address is kept in one
-// canonical text form (IPv4 dotted decimal; IPv6 per RFC 5952: lowercase, no leading
-// zeros, the longest run of two or more zero groups compressed) because the agent formats
-// flow addresses the same way, so an address from a flow and one from a Pod compare as
-// plain strings on the enrichment hot path.
+// IP addresses and CIDRs, parsed once for every part of bulkhead (agent, control plane,
+// lab, CLI): ./prefix.ts does the maths on prefixes. Every address is kept in one canonical
+// text form (IPv4 dotted decimal; IPv6 per RFC 5952: lowercase, no leading zeros, the
+// longest run of two or more zero groups compressed) because the agent formats flow
+// addresses the same way, so an address from a flow and one from a Pod compare as plain
+// strings on the enrichment hot path.
 
 export type IpFamily = 4 | 6;
 
@@ -43,21 +44,6 @@ export function parseCidr(text: string): ParsedCidr | undefined {
   const prefix = Number(prefixText);
   if (prefix > address.bytes.length * 8) return undefined;
   return { text: `${address.text}/${prefix}`, address, prefix };
-}
-
-/** True when every address of `inner` lies in `outer` (same family, longer or equal prefix). */
-export function cidrContains(outer: ParsedCidr, inner: ParsedCidr): boolean {
-  if (outer.address.family !== inner.address.family || inner.prefix < outer.prefix) return false;
-  return prefixEqual(outer.address.bytes, inner.address.bytes, outer.prefix);
-}
-
-function prefixEqual(a: Uint8Array, b: Uint8Array, bits: number): boolean {
-  const whole = bits >> 3;
-  for (let i = 0; i < whole; i++) if (a[i] !== b[i]) return false;
-  const rest = bits & 7;
-  if (rest === 0) return true;
-  const mask = (0xff << (8 - rest)) & 0xff;
-  return ((a[whole] ?? 0) & mask) === ((b[whole] ?? 0) & mask);
 }
 
 function parseIPv4Bytes(text: string): Uint8Array | undefined {
