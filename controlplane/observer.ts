@@ -13,7 +13,7 @@ import type {
   ObserverServiceServer, GetFlowsRequest, GetFlowsResponse, GetStatusResponse, GetNodesResponse,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { compileRequest, FlowFilterError } from "./store/filter.js";
-import { isNamespaceName } from "./metadata/objects.js";
+import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
 import type { AccessControl } from "./access/control.js";
 import {

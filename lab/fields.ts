@@ -1,6 +1,9 @@
 // Typed readers for untrusted documents (topology files, state.json, CLI input). Every
 // failure names the source and the field path, e.g. `topo.yaml: pods[2].ports[0].port:
 // expected an integer 1-65535, got "http"`, so a user can fix the input without reading code.
+import {
+  isDns1035Label, isDnsLabel, isDnsSubdomain, isLabelName, isLabelValue, isPortName,
+} from "../kubernetes/names.js";
 
 export class FieldError extends Error {
   constructor(readonly source: string, readonly field: string, readonly detail: string) {
@@ -17,12 +20,6 @@ export function describe(value: unknown): string {
   const text = JSON.stringify(value);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS1035_LABEL = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 /** Reads fields of one document; `source` is the file name (or "state", "--flag"). */
 export class FieldReader {
@@ -86,7 +83,7 @@ export class FieldReader {
   /** A DNS-1123 label (Namespace, Node and Pod names in the lab). */
   dnsLabel(value: unknown, field: string, maxLength = 63): string {
     const text = this.string(value, field);
-    if (text.length > maxLength || !DNS_LABEL.test(text)) {
+    if (text.length > maxLength || !isDnsLabel(text)) {
       this.fail(field, `expected a DNS label (lowercase letters, digits and '-', at most ${maxLength} characters), got ${describe(value)}`);
     }
     return text;
@@ -95,7 +92,7 @@ export class FieldReader {
   /** A DNS-1035 label (Service names: must start with a letter). */
   serviceName(value: unknown, field: string): string {
     const text = this.string(value, field);
-    if (text.length > 63 || !DNS1035_LABEL.test(text)) {
+    if (!isDns1035Label(text)) {
       this.fail(field, `expected a DNS-1035 label (starts with a letter; lowercase letters, digits and '-'; at most 63 characters), got ${describe(value)}`);
     }
     return text;
@@ -104,7 +101,7 @@ export class FieldReader {
   /** An IANA service name, as Kubernetes requires for container and Service port names. */
   portName(value: unknown, field: string): string {
     const text = this.string(value, field);
-    if (text.length > 15 || !PORT_NAME.test(text) || !/[a-z]/.test(text) || text.includes("--")) {
+    if (!isPortName(text)) {
       this.fail(field, `expected a port name (at most 15 lowercase letters, digits and '-', with a letter, no '--'), got ${describe(value)}`);
     }
     return text;
@@ -121,7 +118,7 @@ export class FieldReader {
       const keyField = join(field, key);
       checkLabelKey(key, (detail) => this.fail(keyField, detail));
       const text = this.string(raw, keyField);
-      if (text !== "" && (text.length > 63 || !LABEL_NAME.test(text))) {
+      if (!isLabelValue(text)) {
         this.fail(keyField, `invalid label value ${describe(text)} (at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric)`);
       }
       out[key] = text;
@@ -134,10 +131,10 @@ export function checkLabelKey(key: string, fail: (detail: string) => never): voi
   const slash = key.indexOf("/");
   const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
   const name = slash >= 0 ? key.slice(slash + 1) : key;
-  if (prefix !== undefined && (prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) {
+  if (prefix !== undefined && !isDnsSubdomain(prefix)) {
     fail(`invalid label key prefix ${describe(prefix)} (expected a DNS subdomain)`);
   }
-  if (name.length === 0 || name.length > 63 || !LABEL_NAME.test(name)) {
+  if (!isLabelName(name)) {
     fail(`invalid label key ${describe(key)} (name part: at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric)`);
   }
 }

@@ -7,14 +7,13 @@ import path from "node:path";
 import { stringify } from "yaml";
 import type { NetworkPolicy } from "../controlplane/metadata/objects.js";
 import { writeFileAtomic } from "./state.js";
+import { isDnsSubdomain, isNamespaceName } from "../kubernetes/names.js";
 
 const POLICY_FILE = /^netpol-[a-z0-9-]+\..+\.yaml$/;
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 
 export function policyFileName(namespace: string, name: string): string {
-  if (namespace.length > 63 || !DNS_LABEL.test(namespace)) throw new Error(`policy namespace ${JSON.stringify(namespace)} is not a DNS label`);
-  if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) throw new Error(`policy name ${JSON.stringify(name)} is not a DNS subdomain`);
+  if (!isNamespaceName(namespace)) throw new Error(`policy namespace ${JSON.stringify(namespace)} is not a DNS label`);
+  if (!isDnsSubdomain(name)) throw new Error(`policy name ${JSON.stringify(name)} is not a DNS subdomain`);
   return `netpol-${namespace}.${name}.yaml`;
 }
 

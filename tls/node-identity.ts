@@ -2,14 +2,13 @@
 // subject CN (what people read) and as a URI SAN `bulkhead://node/<name>` (what the
 // control plane trusts, since a SAN of this scheme is never put on any other certificate).
 import type { PeerCertificate } from "node:tls";
+import { isDnsSubdomain } from "../kubernetes/names.js";
 
 export const NODE_URI_PREFIX = "bulkhead://node/";
 
 /** A Kubernetes node name (a DNS subdomain, as the API server requires). */
-const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-
 export function isNodeName(name: string): boolean {
-  return NODE_NAME.test(name);
+  return isDnsSubdomain(name);
 }
 
 export function nodeUri(node: string): string {

@@ -12,7 +12,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import YAML from "yaml";
-import { isNamespaceName } from "../metadata/objects.js";
+import { isNamespaceName } from "../../kubernetes/names.js";
 
 /** What a token may read: every namespace (plus cluster-wide data), or these namespaces only. */
 export type Grant = { readonly kind: "cluster" } | { readonly kind: "namespaces"; readonly namespaces: ReadonlySet<string> };

@@ -6,7 +6,8 @@
 // (see addresses.ts); timestamps are wall-clock nanoseconds.
 import type { ParsedCidr } from "../../addresses/ip.js";
 import { cidrContains } from "../../addresses/prefix.js";
-import { describeValue, fieldPath, isQualifiedName, ObjectError, ObjectReader } from "./reader.js";
+import { describeValue, fieldPath, ObjectError, ObjectReader } from "./reader.js";
+import { isNamespaceName, isQualifiedName } from "../../kubernetes/names.js";
 
 export { ObjectError } from "./reader.js";
 
@@ -238,10 +239,6 @@ const KIND_API: Record<KubeKind, { group: string; versions: readonly string[] }>
 
 const CLUSTER_SCOPED: ReadonlySet<KubeKind> = new Set(["Namespace", "Node"]);
 
-/** A Kubernetes namespace name: a lower-case RFC 1123 label of at most 63 characters. */
-export function isNamespaceName(text: string): boolean {
-  return text.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(text);
-}
 
 /**
  * The order in which a batch applies upserts: what others refer to first (namespaces,

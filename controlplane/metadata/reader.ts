@@ -7,6 +7,7 @@
 // Kubernetes API carry many fields this control plane does not need. A null field counts
 // as absent, as it does when the API server decodes JSON.
 import { parseCidr, parseIp, type IpFamily, type ParsedCidr } from "../../addresses/ip.js";
+import { isLabelValue, isPortName, isQualifiedName } from "../../kubernetes/names.js";
 
 export class ObjectError extends Error {
   constructor(
@@ -36,9 +37,6 @@ export function fieldPath(parent: string, child: string | number): string {
   return parent === "" ? child : `${parent}.${child}`;
 }
 
-const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const IANA_SERVICE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$/;
 
 export class ObjectReader {
@@ -107,8 +105,7 @@ export class ObjectReader {
   /** A number, or a named port (IANA service name: at most 15 characters, at least one letter). */
   intOrPortName(value: unknown, field: string): number | string {
     if (typeof value === "number") return this.port(value, field);
-    if (typeof value === "string" && IANA_SERVICE_NAME.test(value) && value.length <= 15
-      && /[a-z]/.test(value) && !value.includes("--")) {
+    if (typeof value === "string" && isPortName(value)) {
       return value;
     }
     return this.fail(field, `expected a port number 1-65535 or a port name (lowercase letters, digits and "-", at most 15, at least one letter), got ${describeValue(value)}`);
@@ -176,7 +173,7 @@ export class ObjectReader {
         this.fail(f, "invalid label key: expected [prefix/]name, name at most 63 characters of letters, digits, \"-\", \"_\", \".\", starting and ending with a letter or digit");
       }
       const text = this.string(v, f);
-      if (text !== "" && (text.length > 63 || !LABEL_NAME.test(text))) {
+      if (!isLabelValue(text)) {
         this.fail(f, `invalid label value ${describeValue(text)}: at most 63 characters of letters, digits, "-", "_", ".", starting and ending with a letter or digit`);
       }
       out[key] = text;
@@ -194,13 +191,3 @@ export class ObjectReader {
   }
 }
 
-/** A label key or selector key: an optional DNS-subdomain prefix and "/", then a name. */
-export function isQualifiedName(key: string): boolean {
-  const slash = key.indexOf("/");
-  const name = slash < 0 ? key : key.slice(slash + 1);
-  if (slash >= 0) {
-    const prefix = key.slice(0, slash);
-    if (prefix === "" || prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix)) return false;
-  }
-  return name.length > 0 && name.length <= 63 && LABEL_NAME.test(name);
-}

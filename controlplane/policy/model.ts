@@ -42,6 +42,7 @@ import type {
 import { describeValue, fieldPath } from "../metadata/reader.js";
 import type { ClusterState } from "../cluster/state.js";
 import { compileLabelSelector, labelSelectorProblems, type Labels, type SelectorMatcher } from "./selector.js";
+import { isPortName } from "../../kubernetes/names.js";
 
 export type { Labels } from "./selector.js";
 
@@ -133,11 +134,6 @@ function problem(object: string, policy: string, field: string, message: string,
   return { object, policy, field, message, keptPrevious, text: `${where}: ${message}${keptPrevious ? " (its previous valid version stays in force)" : " (ignored)"}` };
 }
 
-const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-function isPortName(value: string): boolean {
-  return PORT_NAME.test(value) && value.length <= 15 && /[a-z]/.test(value) && !value.includes("--");
-}
 
 function isPort(value: unknown): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= 65535;

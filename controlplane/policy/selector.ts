@@ -11,7 +11,8 @@
 // code (tests, conformance cases, a future API source) are checked here again, so that a
 // bad operator can never silently match nothing.
 import type { LabelSelector, SelectorOperator } from "../metadata/objects.js";
-import { describeValue, fieldPath, isQualifiedName } from "../metadata/reader.js";
+import { describeValue, fieldPath } from "../metadata/reader.js";
+import { isLabelValue as isLabelValueText, isQualifiedName } from "../../kubernetes/names.js";
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -22,10 +23,8 @@ export interface SelectorProblem {
 }
 
 const OPERATORS: readonly SelectorOperator[] = ["In", "NotIn", "Exists", "DoesNotExist"];
-const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
-
 function isLabelValue(value: unknown): value is string {
-  return typeof value === "string" && value.length <= 63 && LABEL_VALUE.test(value);
+  return typeof value === "string" && isLabelValueText(value);
 }
 
 function isPlainMap(value: unknown): value is Record<string, unknown> {

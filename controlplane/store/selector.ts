@@ -7,6 +7,7 @@
 //
 // Requirements are separated by commas and must all hold. An empty selector matches
 // every label set, as in Kubernetes.
+import { isDnsSubdomain, isLabelName, isLabelValue } from "../../kubernetes/names.js";
 
 export type LabelOperator = "=" | "!=" | "in" | "notin" | "exists" | "!exists";
 
@@ -75,29 +76,24 @@ function tokenize(selector: string): Token[] {
   return tokens;
 }
 
-// Kubernetes qualified names: an optional DNS-subdomain prefix and "/", then a name of at
-// most 63 characters. Values have the name's shape, or are empty.
-const NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 function keyProblem(key: string): string | undefined {
   const slash = key.indexOf("/");
   const name = slash === -1 ? key : key.slice(slash + 1);
   if (slash !== -1) {
     const prefix = key.slice(0, slash);
-    if (prefix.length === 0 || prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix)) {
+    if (!isDnsSubdomain(prefix)) {
       return `key "${key}" has an invalid prefix "${prefix}" (must be a lowercase DNS subdomain of at most 253 characters)`;
     }
   }
-  if (name.length === 0 || name.length > 63 || !NAME.test(name)) {
+  if (!isLabelName(name)) {
     return `key "${key}" is not a valid label name (1-63 characters: letters, digits, '-', '_', '.', starting and ending with a letter or digit)`;
   }
   return undefined;
 }
 
 function valueProblem(key: string, value: string): string | undefined {
-  if (value === "") return undefined;
-  if (value.length > 63 || !NAME.test(value)) {
+  if (!isLabelValue(value)) {
     return `value "${value}" of key "${key}" is not a valid label value (at most 63 characters: letters, digits, '-', '_', '.', starting and ending with a letter or digit)`;
   }
   return undefined;

@@ -1,7 +1,7 @@
 // Query parameters of the UI's JSON API, parsed at the edge: every endpoint names the
 // parameters it takes, and anything else (an unknown name, a repeat, a bad value) is a 400
 // whose message names the parameter and the value.
-import { isNamespaceName } from "../metadata/objects.js";
+import { isNamespaceName } from "../../kubernetes/names.js";
 
 /** An API answer other than 200: status and a message for {"error": …}. */
 export class ApiError extends Error {

@@ -18,7 +18,7 @@ import { compileRequest, FlowFilterError, type FlowPredicate } from "../store/fi
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter, isFilterName } from "../store/filter-names.js";
 import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ApiError, badParameter, Query, type Window } from "./params.js";
-import { isNamespaceName } from "../metadata/objects.js";
+import { isNamespaceName } from "../../kubernetes/names.js";
 import { requestScope } from "./scope.js";
 import { edgeJson, mapJson, nodeJson } from "./map-json.js";
 import { MapStream, type MapStreamOptions } from "./map-stream.js";
