@@ -13,8 +13,11 @@
 import type { LabelSelector, SelectorOperator } from "../metadata/objects.js";
 import { describeValue, fieldPath } from "../metadata/reader.js";
 import { isLabelValue as isLabelValueText, isQualifiedName } from "../../kubernetes/names.js";
+import { SelectorMatcher, type Labels, type LabelRequirement } from "../../kubernetes/labels.js";
 
-export type Labels = Readonly<Record<string, string>>;
+export { SelectorMatcher };
+
+export type { Labels } from "../../kubernetes/labels.js";
 
 /** One thing wrong with a selector: the field path (e.g. "spec.podSelector.matchExpressions[0].operator") and what. */
 export interface SelectorProblem {
@@ -88,53 +91,6 @@ export function labelSelectorProblems(selector: LabelSelector, field: string): S
   return problems;
 }
 
-type Requirement =
-  | { readonly key: string; readonly op: "In" | "NotIn"; readonly values: ReadonlySet<string> }
-  | { readonly key: string; readonly op: "Exists" | "DoesNotExist" };
-
-const hasOwn = (labels: Labels, key: string) => Object.prototype.hasOwnProperty.call(labels, key);
-
-/** A validated selector, ready to match label sets. */
-export class SelectorMatcher {
-  /** Canonical text: equal for selectors that are written differently but match the same. */
-  readonly key: string;
-  /** The empty selector: every label set matches. */
-  readonly matchesEverything: boolean;
-  private readonly requirements: readonly Requirement[];
-
-  constructor(requirements: Requirement[]) {
-    const sorted = [...requirements].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.op < b.op ? -1 : a.op > b.op ? 1 : 0));
-    this.requirements = sorted;
-    this.matchesEverything = sorted.length === 0;
-    this.key = sorted.map((r) => ("values" in r ? `${r.key} ${r.op} (${[...r.values].sort().join(",")})` : `${r.key} ${r.op}`)).join("; ");
-  }
-
-  matches(labels: Labels): boolean {
-    for (const r of this.requirements) {
-      const present = hasOwn(labels, r.key);
-      switch (r.op) {
-        case "In":
-          if (!present || !r.values.has(labels[r.key] as string)) return false;
-          break;
-        case "NotIn":
-          if (present && r.values.has(labels[r.key] as string)) return false;
-          break;
-        case "Exists":
-          if (!present) return false;
-          break;
-        case "DoesNotExist":
-          if (present) return false;
-          break;
-      }
-    }
-    return true;
-  }
-
-  toString(): string {
-    return this.key === "" ? "{}" : this.key;
-  }
-}
-
 /** Thrown by compileLabelSelector for an invalid selector; `problems` name every bad field. */
 export class LabelSelectorObjectError extends Error {
   constructor(readonly problems: SelectorProblem[]) {
@@ -147,7 +103,7 @@ export class LabelSelectorObjectError extends Error {
 export function compileLabelSelector(selector: LabelSelector, field = "selector"): SelectorMatcher {
   const problems = labelSelectorProblems(selector, field);
   if (problems.length > 0) throw new LabelSelectorObjectError(problems);
-  const requirements: Requirement[] = [];
+  const requirements: LabelRequirement[] = [];
   for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
     requirements.push({ key, op: "In", values: new Set([value]) });
   }

@@ -8,6 +8,9 @@
 // Requirements are separated by commas and must all hold. An empty selector matches
 // every label set, as in Kubernetes.
 import { isDnsSubdomain, isLabelName, isLabelValue } from "../../kubernetes/names.js";
+import { SelectorMatcher, type Labels, type LabelRequirement as MatcherRequirement } from "../../kubernetes/labels.js";
+
+export type { Labels };
 
 export type LabelOperator = "=" | "!=" | "in" | "notin" | "exists" | "!exists";
 
@@ -17,8 +20,6 @@ export interface LabelRequirement {
   /** One value for "=" and "!=", one or more for "in" and "notin", none otherwise. */
   readonly values: readonly string[];
 }
-
-export type Labels = Readonly<Record<string, string>>;
 
 export interface LabelSelector {
   readonly requirements: readonly LabelRequirement[];
@@ -211,32 +212,15 @@ class Parser {
   }
 }
 
-type Test = (labels: Labels) => boolean;
-
-function requirementTest(r: LabelRequirement): Test {
-  const { key } = r;
+/** The matcher's form of a kubectl requirement ("=" is In one value, "!=" NotIn one value). */
+function matcherRequirement(r: LabelRequirement): MatcherRequirement {
   switch (r.operator) {
-    case "exists":
-      return (labels) => Object.hasOwn(labels, key);
-    case "!exists":
-      return (labels) => !Object.hasOwn(labels, key);
-    case "=": {
-      const value = r.values[0] ?? "";
-      return (labels) => Object.hasOwn(labels, key) && labels[key] === value;
-    }
-    case "!=": {
-      const value = r.values[0] ?? "";
-      // As in Kubernetes, a missing label is "not equal".
-      return (labels) => !Object.hasOwn(labels, key) || labels[key] !== value;
-    }
-    case "in": {
-      const values = new Set(r.values);
-      return (labels) => Object.hasOwn(labels, key) && values.has(labels[key] ?? "");
-    }
-    case "notin": {
-      const values = new Set(r.values);
-      return (labels) => !Object.hasOwn(labels, key) || !values.has(labels[key] ?? "");
-    }
+    case "exists": return { key: r.key, op: "Exists" };
+    case "!exists": return { key: r.key, op: "DoesNotExist" };
+    case "=":
+    case "in": return { key: r.key, op: "In", values: new Set(r.values) };
+    case "!=":
+    case "notin": return { key: r.key, op: "NotIn", values: new Set(r.values) };
   }
 }
 
@@ -254,14 +238,11 @@ function formatRequirement(r: LabelRequirement): string {
 /** Parses a selector such as "app=web,env in (a,b),!canary"; throws LabelSelectorError. */
 export function parseLabelSelector(selector: string): LabelSelector {
   const requirements = new Parser(selector, tokenize(selector)).parse();
-  const tests = requirements.map(requirementTest);
+  const matcher = new SelectorMatcher(requirements.map(matcherRequirement));
   const text = requirements.map(formatRequirement).join(",");
   return {
     requirements,
-    matches(labels: Labels): boolean {
-      for (const test of tests) if (!test(labels)) return false;
-      return true;
-    },
+    matches: (labels: Labels) => matcher.matches(labels),
     toString: () => text,
   };
 }
