@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import os from "node:os";
 import path from "node:path";
 import { bpfObjectDir } from "../native/index.js";
+import { ConfigError, parseHostPort } from "../config/flags.js";
 import { X509Certificate } from "node:crypto";
 import { loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
 import { nodesInSubjectAltName } from "../tls/node-identity.js";
@@ -59,22 +60,12 @@ Mutual TLS with the control plane (all three or none; files from "bulkhead certs
   --tls-ca FILE             CA that the control plane's certificate must chain to, e.g. ca.crt
 `;
 
-export class ConfigError extends Error {}
-
 function positiveInt(flag: string, raw: string | undefined, fallback: number, max = 2 ** 31 - 1): number {
   if (raw === undefined) return fallback;
   if (!/^[0-9]+$/.test(raw)) throw new ConfigError(`--${flag}: "${raw}" is not a whole number`);
   const n = Number(raw);
   if (n < 1 || n > max) throw new ConfigError(`--${flag}: ${n} is out of range 1..${max}`);
   return n;
-}
-
-export function parseHostPort(flag: string, raw: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]*)):([0-9]{1,5})$/.exec(raw);
-  if (!m) throw new ConfigError(`--${flag}: "${raw}" is not HOST:PORT`);
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) throw new ConfigError(`--${flag}: port ${port} is out of range 1..65535`);
-  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
 function parseControlPlaneAddr(raw: string | undefined): string | undefined {

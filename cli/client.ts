@@ -3,7 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 import { isWellFormedToken } from "../controlplane/access/tokens.js";
 import { loadCa } from "../tls/material.js";
 import { tlsChannel } from "../tls/client.js";

@@ -1,5 +1,5 @@
 // Durations and times as users type them: "30s", "5m", "1h30m", or an RFC 3339 time.
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 

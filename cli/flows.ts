@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 
 const usage = `usage: bulkhead flows tail [--no-follow] PATH…
 

@@ -1,6 +1,7 @@
 // The `bulkhead` command: one entry point, one handler per subcommand.
 import pino from "pino";
-import { parseAgentArgs, agentUsage, ConfigError } from "../agent/config.js";
+import { parseAgentArgs, agentUsage } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 import { Agent } from "../agent/agent.js";
 
 const usage = `usage: bulkhead <command> [flags]

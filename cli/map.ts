@@ -5,7 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import {
   GetFlowMapResponse, GetStatusResponse, GetNodesResponse, MapNodeKind, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseDurationMs } from "./duration.js";
 import { formatTable } from "./observe.js";

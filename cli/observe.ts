@@ -6,7 +6,7 @@ import {
 } from "../proto/gen/bulkhead/v1/flow.js";
 import { type FlowFilter, type GetFlowsResponse, GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter } from "../controlplane/store/filter-names.js";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseSince } from "./duration.js";
 

@@ -1,7 +1,7 @@
 // The control plane's configuration: one schema that parses, validates and documents every flag.
 import { parseArgs } from "node:util";
 import path from "node:path";
-import { ConfigError, parseHostPort } from "../agent/config.js";
+import { ConfigError, parseHostPort } from "../config/flags.js";
 import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernetes-client.js";
 
 /** Where cluster metadata comes from. */

@@ -2,7 +2,7 @@
 import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
-import { ConfigError, parseHostPort } from "../agent/config.js";
+import { ConfigError, parseHostPort } from "../config/flags.js";
 import { FolderSource } from "./metadata/folder.js";
 import { AccessControl } from "./access/control.js";
 import { TokenFileError } from "./access/tokens.js";

@@ -5,7 +5,7 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { native } from "../native/index.js";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 import { parseListenPort, parsePlan, startPodApp } from "./pod-app.js";
 
 const usage = `usage: bulkhead probe <kind> [flags]

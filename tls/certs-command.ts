@@ -8,7 +8,7 @@ import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 import {
   createCa, issueNodeCertificate, issueServerCertificate, serverNames, validityFor, type IssuedPair,
 } from "./issue.js";

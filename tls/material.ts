@@ -3,7 +3,7 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { ConfigError } from "../agent/config.js";
+import { ConfigError } from "../config/flags.js";
 
 /** An own certificate with its key, and the CA that peers' certificates must chain to. */
 export interface TlsMaterial {
