@@ -10,7 +10,7 @@ import { mkdtempSync, openSync, closeSync, readFileSync, readdirSync, readlinkSy
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { repoRoot } from "../native/index.js";
+import { repoRoot } from "../config/install.js";
 import { run, ipBatch, type RunResult } from "../lab/netns.js";
 
 export const NETNS_PREFIX = "bhbench-";

@@ -7,7 +7,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { AgentServiceService, type AgentServiceServer } from "../proto/gen/bulkhead/v1/agent.js";
 import { ObserverServiceService, type ObserverServiceServer } from "../proto/gen/bulkhead/v1/observer.js";
-import { repoRoot } from "../native/index.js";
+import { repoRoot } from "../config/install.js";
 import { prepareUnixSocket } from "../tls/listener.js";
 
 /** Refuses any single message above this; the agent batches far below it. */

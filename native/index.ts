@@ -2,8 +2,8 @@
 // the agent does with the kernel goes through here; the C++ side throws BpfError-shaped
 // Errors: message "<op> <object>: <strerror> (errno N) [note] [libbpf: <libbpf line>]".
 import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
 import path from "node:path";
+import { repoRoot } from "../config/install.js";
 
 export interface BpfErrorFields {
   op: string;       // e.g. "attach", "open", "map_lookup_batch"
@@ -234,10 +234,6 @@ export interface NativeAddon {
   removePinnedLink(path: string): boolean;
 }
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-/** Repository root, from either native/ (vitest on sources) or dist/native/ (built). */
-export const repoRoot = path.basename(path.dirname(here)) === "dist"
-  ? path.resolve(here, "..", "..") : path.resolve(here, "..");
 
 export const addonPath = path.join(repoRoot, "native", "addon", "build", "Release", "bulkhead.node");
 export const bpfObjectDir = path.join(repoRoot, "native", "build");

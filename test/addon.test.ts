@@ -7,9 +7,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
-  addonPath, isBpfError, native, repoRoot, ringRecords,
+  addonPath, isBpfError, native, ringRecords,
   type BpfError, type BpfObject, type LinkEvent, type RawPacket,
 } from "../native/index.js";
+import { repoRoot } from "../config/install.js";
 
 const addon = native();
 const fixtureSource = path.join(repoRoot, "test", "fixtures", "addon_fixture.bpf.c");

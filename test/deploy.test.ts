@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import ts from "typescript";
 import { parseAllDocuments } from "yaml";
-import { repoRoot } from "../native/index.js";
+import { repoRoot } from "../config/install.js";
 import { parseAgentArgs } from "../agent/config.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { WATCHED_RESOURCES, WATCH_VERBS } from "../controlplane/metadata/kubernetes-resources.js";

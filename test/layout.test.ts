@@ -6,7 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { COUNTER, COUNTER_COUNT, EVENT, EVENT_TYPE, FLOW_KEY, FLOW_VALUE, POINT } from "../agent/records.js";
-import { bpfObjectDir, repoRoot } from "../native/index.js";
+import { bpfObjectDir } from "../native/index.js";
+import { repoRoot } from "../config/install.js";
 
 interface BtfMember { name: string; bits_offset: number }
 interface BtfType { kind: string; name?: string; size?: number; members?: BtfMember[] }

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
-import { repoRoot } from "../../native/index.js";
+import { repoRoot } from "../../config/install.js";
 import { ipBatch, netnsExecArgv, run, setSysctls, type RunResult } from "../../lab/netns.js";
 
 export const NETNS_PREFIX = "bhagt-";
