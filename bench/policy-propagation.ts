@@ -5,7 +5,7 @@
 // It brings up (and removes) the conformance lab: do not run it beside another lab test.
 // Method and last results: bench/README-policy-propagation.md.
 //
-// Method: the conformance lab (lab/conformance.ts) in enforce mode, pods serving 80/TCP. One
+// Method: the conformance lab (lab/conformance/datapath.ts) in enforce mode, pods serving 80/TCP. One
 // pair that crosses nodes is probed through the destination's Service. Each change either
 // writes a default-deny-ingress policy for the destination pod or removes it, so the probe
 // flips allowed → denied → allowed …. From the moment the file is renamed into place, a
@@ -18,8 +18,8 @@ import { rm } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { parseKubeObject, type NetworkPolicy } from "../controlplane/metadata/objects.js";
-import { MODEL_NAMESPACES, MODEL_PODS } from "../controlplane/policy/conformance.js";
-import { createDatapathEngine, type DatapathEngine, type LabModelPod } from "../lab/conformance.js";
+import { MODEL_NAMESPACES, MODEL_PODS } from "../lab/conformance/cases.js";
+import { createDatapathEngine, type DatapathEngine, type LabModelPod } from "../lab/conformance/datapath.js";
 import { policyFileName, writePolicy } from "../lab/netpol-files.js";
 
 const RUN_TO_END = 20;

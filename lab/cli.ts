@@ -48,7 +48,7 @@ export async function runLab(argv: readonly string[], io: LabIO = process): Prom
       case "pod": return await cmdPod(rest, io);
       case "traffic": return await cmdTraffic(rest, io);
       case "conformance": {
-        const { runConformanceCli } = await import("../controlplane/policy/cli.js");
+        const { runConformanceCli } = await import("./conformance/cli.js");
         return await runConformanceCli(rest, io);
       }
       case undefined: case "help": case "-h": case "--help":

@@ -14,10 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   describeCase, MODEL_NAMESPACES, MODEL_PODS, ModelCluster, parseConformanceCases, runConformance,
   type ConformanceCase, type ConformanceModel, type ModelPlacement,
-} from "../controlplane/policy/conformance.js";
+} from "../lab/conformance/cases.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 import { repoRoot } from "../lab/agents.js";
-import { createDatapathEngine, DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance.js";
+import { createDatapathEngine, DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance/datapath.js";
 import { EnforcementWatch } from "../lab/enforcement.js";
 import { policyFileName, policyFiles } from "../lab/netpol-files.js";
 import { parseRequest, sctpInitPacket, sctpInitToken } from "../lab/prober.js";

@@ -11,8 +11,8 @@ import {
   SnapshotEngine,
   type ConformanceCase,
   type ConformanceReport,
-} from "../controlplane/policy/conformance.js";
-import { runConformanceCli } from "../controlplane/policy/cli.js";
+} from "../lab/conformance/cases.js";
+import { runConformanceCli } from "../lab/conformance/cli.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const casesFile = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
@@ -68,8 +68,8 @@ import {
   substitute,
   type ConformanceEngine,
   type ConformanceModel,
-} from "../controlplane/policy/conformance.js";
-import { loadDatapathEngine } from "../controlplane/policy/cli.js";
+} from "../lab/conformance/cases.js";
+import { loadDatapathEngine } from "../lab/conformance/cli.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 
 const denyIntoX = [

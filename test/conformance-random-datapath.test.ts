@@ -10,9 +10,9 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   describeCase, parseConformanceCases, runConformance, SnapshotEngine, type ConformanceReport,
-} from "../controlplane/policy/conformance.js";
+} from "../lab/conformance/cases.js";
 import { repoRoot } from "../lab/agents.js";
-import { DatapathEngine } from "../lab/conformance.js";
+import { DatapathEngine } from "../lab/conformance/datapath.js";
 import { randomCaseDocuments } from "./harness/random-policy.js";
 
 /** Distinct from the other suites' lab control planes. */

@@ -12,7 +12,7 @@
 import {
   MODEL_NAMESPACES, MODEL_PODS, ModelCluster, ModelEngine, parseConformanceCases,
   type ConformanceCase, type ResolvedAction,
-} from "../../controlplane/policy/conformance.js";
+} from "../../lab/conformance/cases.js";
 import type { Protocol } from "../../controlplane/metadata/objects.js";
 import { seededRandom } from "./seeded-random.js";
 

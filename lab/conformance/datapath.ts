@@ -15,19 +15,19 @@ import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import {
   MODEL_NAMESPACES, ModelCluster, type ConformanceEngine, type ConformanceModel, type ModelPlacement, type ResolvedAction,
-} from "../controlplane/policy/conformance.js";
-import type { PolicyCluster } from "../controlplane/policy/model.js";
-import { PolicyCompiler } from "../controlplane/policy/compile.js";
-import { repoRoot } from "./agents.js";
-import { DEFAULT_ENFORCEMENT_TIMEOUT_MS, EnforcementWatch } from "./enforcement.js";
-import { labObserverClient } from "./controlplane.js";
-import type { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
-import { up, type Lab } from "./lab.js";
-import { manifestsDir } from "./manifests.js";
-import { syncPolicies } from "./netpol-files.js";
-import { ProberClient } from "./prober.js";
-import { LOGS_DIR } from "./state.js";
-import type { Protocol } from "./topology.js";
+} from "./cases.js";
+import type { PolicyCluster } from "../../controlplane/policy/model.js";
+import { PolicyCompiler } from "../../controlplane/policy/compile.js";
+import { repoRoot } from "../agents.js";
+import { DEFAULT_ENFORCEMENT_TIMEOUT_MS, EnforcementWatch } from "../enforcement.js";
+import { labObserverClient } from "../controlplane.js";
+import type { ObserverServiceClient } from "../../proto/gen/bulkhead/v1/observer.js";
+import { up, type Lab } from "../lab.js";
+import { manifestsDir } from "../manifests.js";
+import { syncPolicies } from "../netpol-files.js";
+import { ProberClient } from "../prober.js";
+import { LOGS_DIR } from "../state.js";
+import type { Protocol } from "../topology.js";
 
 export const MODE_ANNOTATION = "bulkhead.io/mode";
 export const DEFAULT_OBSERVER = "127.0.0.1:42460";

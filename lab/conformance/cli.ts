@@ -13,7 +13,7 @@ import {
   SnapshotEngine,
   summaryLine,
   type ConformanceEngine,
-} from "./conformance.js";
+} from "./cases.js";
 
 export interface ConformanceIO {
   stdout: { write(text: string): unknown };
@@ -23,8 +23,8 @@ export interface ConformanceIO {
 export const ENGINES = ["model", "snapshot", "datapath"] as const;
 export type EngineName = (typeof ENGINES)[number];
 
-/** The datapath engine lives in the lab; loaded only when asked for, so the control plane builds without it. */
-const DATAPATH_MODULE = "../../lab/conformance.js";
+/** The datapath engine (./datapath.ts); loaded only when asked for: it brings the whole lab. */
+const DATAPATH_MODULE = "./datapath.js";
 
 const USAGE = `usage: bulkhead lab conformance --cases FILE [--case ID] [--json] [--engine model|snapshot|datapath]
 
@@ -113,12 +113,12 @@ export async function loadDatapathEngine(log: (line: string) => void, specifier:
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (code === "ERR_MODULE_NOT_FOUND" || /Cannot find module|Failed to load url|does not exist/i.test((err as Error).message)) {
-      throw new Error("the datapath engine is not available: lab/conformance.ts (createDatapathEngine) is missing from this build; use --engine model or --engine snapshot, or build the lab");
+      throw new Error("the datapath engine is not available: lab/conformance/datapath.ts (createDatapathEngine) is missing from this build; use --engine model or --engine snapshot, or build the lab");
     }
-    throw new Error(`loading the datapath engine (lab/conformance.ts): ${(err as Error).message}`);
+    throw new Error(`loading the datapath engine (lab/conformance/datapath.ts): ${(err as Error).message}`);
   }
   const factory = (module as { createDatapathEngine?: unknown }).createDatapathEngine;
-  if (typeof factory !== "function") throw new Error("lab/conformance.ts does not export createDatapathEngine(opts): Promise<ConformanceEngine>");
+  if (typeof factory !== "function") throw new Error("lab/conformance/datapath.ts does not export createDatapathEngine(opts): Promise<ConformanceEngine>");
   const engine: unknown = await (factory as (opts: { log: (line: string) => void }) => Promise<unknown>)({ log });
   const e = engine as Partial<ConformanceEngine> | null;
   if (e === null || typeof e !== "object" || typeof e.setup !== "function" || typeof e.apply !== "function" || typeof e.probe !== "function" || typeof e.teardown !== "function") {

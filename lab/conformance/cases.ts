@@ -8,11 +8,11 @@
 // - "datapath": real packets in the lab (lab/conformance.ts, another engine on the same interface).
 // All three must agree with the cases, and so with each other.
 import { readFile } from "node:fs/promises";
-import { parseKubeObject, ObjectError, type NetworkPolicy, type Protocol } from "../metadata/objects.js";
+import { parseKubeObject, ObjectError, type NetworkPolicy, type Protocol } from "../../controlplane/metadata/objects.js";
 import { parseIp } from "../../addresses/ip.js";
-import { describeValue, fieldPath, ObjectReader } from "../metadata/reader.js";
-import { PolicyCompiler, snapshotAllows } from "./compile.js";
-import { NAMESPACE_NAME_LABEL, PolicyModel, PolicySet, type PolicyCluster } from "./model.js";
+import { describeValue, fieldPath, ObjectReader } from "../../controlplane/metadata/reader.js";
+import { PolicyCompiler, snapshotAllows } from "../../controlplane/policy/compile.js";
+import { NAMESPACE_NAME_LABEL, PolicyModel, PolicySet, type PolicyCluster } from "../../controlplane/policy/model.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 
 export const MODEL_NAMESPACES: readonly string[] = ["x", "y", "z"];
