@@ -15,7 +15,8 @@ export interface IpPrefix extends IpWords {
   text: string;
 }
 
-function wordsOf(bytes: Uint8Array): Uint32Array {
+/** 4 or 16 bytes in network order as 32-bit words. */
+export function wordsOf(bytes: Uint8Array): Uint32Array {
   const words = new Uint32Array(bytes.length / 4);
   for (let i = 0; i < words.length; i++) {
     words[i] = (((bytes[4 * i] ?? 0) << 24) | ((bytes[4 * i + 1] ?? 0) << 16) | ((bytes[4 * i + 2] ?? 0) << 8) | (bytes[4 * i + 3] ?? 0)) >>> 0;

@@ -12,7 +12,8 @@
 import { describe, expect, it } from "vitest";
 import { parseIp } from "../addresses/ip.js";
 import { parseKubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
-import { PolicyCompiler, snapshotAllows } from "../controlplane/policy/compile.js";
+import { PolicyCompiler } from "../controlplane/policy/compile.js";
+import { snapshotAllows } from "../controlplane/policy/kernel-view.js";
 import { PolicyModel, PolicySet, type Peer } from "../controlplane/policy/model.js";
 import { seededRandom } from "./harness/seeded-random.js";
 

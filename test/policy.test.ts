@@ -3,15 +3,9 @@
 // Also: label selector objects, invalid policies, modes, identities, attribution.
 import { describe, expect, it } from "vitest";
 import { parseKubeObject, type Namespace, type NetworkPolicy, type Node, type Pod, type Protocol, type Service } from "../controlplane/metadata/objects.js";
-import {
-  FIRST_IDENTITY,
-  IDENTITY_HOST,
-  IDENTITY_SERVICE,
-  IDENTITY_WORLD,
-  PolicyCompiler,
-  snapshotAllows,
-  snapshotIdentityOf,
-} from "../controlplane/policy/compile.js";
+import { PolicyCompiler } from "../controlplane/policy/compile.js";
+import { FIRST_IDENTITY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD } from "../controlplane/policy/identities.js";
+import { snapshotAllows, snapshotIdentityOf } from "../controlplane/policy/kernel-view.js";
 import { PolicyModel, type Peer, type PolicyCluster, type PolicyModelOptions, type Verdict } from "../controlplane/policy/model.js";
 import { compileLabelSelector, labelSelectorProblems } from "../controlplane/policy/selector.js";
 import { PolicyDirection, PolicyMode } from "../proto/gen/bulkhead/v1/policy.js";

@@ -16,8 +16,7 @@
 // is matched against every policy once, a new policy against every identity once; and
 // only the identities whose rules may have changed (subjects of a changed policy, or of
 // a policy whose peers gained or lost an identity) get their rules recomputed.
-import { parseIp } from "../../addresses/ip.js";
-import { addressBit, hostPrefix, parseIpPrefix, type IpPrefix, type IpWords } from "../../addresses/prefix.js";
+import { hostPrefix, parseIpPrefix, type IpPrefix } from "../../addresses/prefix.js";
 import type { Namespace, Pod, Protocol } from "../metadata/objects.js";
 import type { PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
 import {
@@ -48,17 +47,12 @@ import {
   type PolicyProblem,
 } from "./model.js";
 import { addTo, removeFrom } from "../index-sets.js";
-
-export const IDENTITY_ANY = 0;
-export const IDENTITY_HOST = 1;
-export const IDENTITY_WORLD = 2;
-/** Service ClusterIPs (flag `service`): judged after DNAT, at the backend. */
-export const IDENTITY_SERVICE = 3;
-/** Allocated identities start here; below are reserved. */
-export const FIRST_IDENTITY = 256;
-
-export const RESERVED_LABEL = "bulkhead.io/reserved";
-export const IP_BLOCKS_LABEL = "bulkhead.io/ip-blocks";
+import {
+  FIRST_IDENTITY, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD, IP_BLOCKS_LABEL, reservedIdentity,
+} from "./identities.js";
+import { snapshotIndex } from "./kernel-view.js";
+import { PrefixTrie } from "./prefix-trie.js";
+import { RuleAccumulator, sameRules } from "./rules.js";
 
 const MODE_OF: Record<PolicyModeName, PolicyMode> = {
   observe: PolicyMode.POLICY_MODE_OBSERVE,
@@ -71,45 +65,6 @@ const DIRECTION_OF: Record<Direction, PolicyDirection> = {
   ingress: PolicyDirection.POLICY_DIRECTION_INGRESS,
   egress: PolicyDirection.POLICY_DIRECTION_EGRESS,
 };
-
-// ---- prefix trie -------------------------------------------------------------------------
-
-interface TrieNode<T> {
-  zero?: TrieNode<T>;
-  one?: TrieNode<T>;
-  values?: T[];
-}
-
-/** A binary trie of prefixes (one per family) whose lookups visit every stored prefix on an address's path. */
-class PrefixTrie<T> {
-  private readonly roots: Record<4 | 6, TrieNode<T>> = { 4: {}, 6: {} };
-
-  add(prefix: IpPrefix, value: T): void {
-    let node = this.roots[prefix.family];
-    for (let bit = 0; bit < prefix.length; bit++) {
-      const next: TrieNode<T> | undefined = addressBit(prefix.words, bit) === 0 ? node.zero : node.one;
-      if (next) {
-        node = next;
-      } else {
-        const created: TrieNode<T> = {};
-        if (addressBit(prefix.words, bit) === 0) node.zero = created;
-        else node.one = created;
-        node = created;
-      }
-    }
-    (node.values ??= []).push(value);
-  }
-
-  /** Calls `visit` for the values of every stored prefix containing the first `length` bits of `address`, shortest first. */
-  walk(address: IpWords, length: number, visit: (values: readonly T[], prefixLength: number) => void): void {
-    let node: TrieNode<T> | undefined = this.roots[address.family];
-    for (let bit = 0; node; bit++) {
-      if (node.values) visit(node.values, bit);
-      if (bit >= length) break;
-      node = addressBit(address.words, bit) === 0 ? node.zero : node.one;
-    }
-  }
-}
 
 // ---- records -----------------------------------------------------------------------------
 
@@ -461,7 +416,7 @@ export class PolicyCompiler {
    * (source identity, destination identity, protocol, port) until the next change.
    */
   attribution(srcIp: string, dstIp: string, protocol: Protocol | number, port: number): PolicyAttribution {
-    const index = indexOf(this.snapshot);
+    const index = snapshotIndex(this.snapshot);
     const s = index.lookup(srcIp);
     const d = index.lookup(dstIp);
     const src = s.ip;
@@ -956,215 +911,10 @@ export class PolicyCompiler {
   }
 }
 
-function reservedIdentity(id: number, name: string): Identity {
-  return {
-    id, namespace: "", labels: { [RESERVED_LABEL]: name }, mode: PolicyMode.POLICY_MODE_OBSERVE,
-    ingressIsolated: false, egressIsolated: false, endpoint: false, service: false,
-  };
-}
-
-function sameRules(a: readonly PolicyRule[], b: readonly PolicyRule[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] as PolicyRule;
-    const y = b[i] as PolicyRule;
-    if (x.subject !== y.subject || x.direction !== y.direction || x.peer !== y.peer || x.protocol !== y.protocol || x.port !== y.port || x.endPort !== y.endPort) return false;
-  }
-  return true;
-}
-
 function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, text: string): Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode"> {
   return { kind, namespace: "", namespaceLabels: {}, podLabels: {}, namedPorts: new Map(), blocks, blocksText: text };
 }
 
 
-
-/**
- * The allowed (peer, protocol, port range) of one subject and direction, reduced before
- * output: ranges merged, any protocol / any port absorbing the rest, and entries for a
- * specific peer dropped when the any-peer entries already cover them.
- */
-class RuleAccumulator {
-  /** peer → protocol (0 = any) → port ranges; [0, 65535] = any port. */
-  private readonly byPeer = new Map<number, Map<number, [number, number][]>>();
-
-  add(peer: number, protocol: number, from: number, to: number): void {
-    let protos = this.byPeer.get(peer);
-    if (!protos) this.byPeer.set(peer, (protos = new Map()));
-    let ranges = protos.get(protocol);
-    if (!ranges) protos.set(protocol, (ranges = []));
-    ranges.push([from, to]);
-  }
-
-  emit(subject: number, direction: PolicyDirection, out: PolicyRule[]): void {
-    const anyPeer = this.byPeer.get(IDENTITY_ANY);
-    const anyMerged = new Map<number, [number, number][]>();
-    if (anyPeer) for (const [proto, ranges] of anyPeer) anyMerged.set(proto, merge(ranges));
-    if (anyMerged.has(0)) {
-      out.push({ subject, direction, peer: IDENTITY_ANY, protocol: 0, port: 0, endPort: 0 });
-      return;
-    }
-    for (const peer of [...this.byPeer.keys()].sort((a, b) => a - b)) {
-      const protos = this.byPeer.get(peer);
-      if (!protos) continue;
-      if (protos.has(0)) {
-        out.push({ subject, direction, peer, protocol: 0, port: 0, endPort: 0 });
-        continue;
-      }
-      for (const proto of [...protos.keys()].sort((a, b) => a - b)) {
-        const merged = peer === IDENTITY_ANY ? anyMerged.get(proto) ?? [] : merge(protos.get(proto) ?? []);
-        const cover = peer === IDENTITY_ANY ? undefined : anyMerged.get(proto);
-        for (const [from, to] of merged) {
-          if (cover?.some(([cf, ct]) => cf <= from && to <= ct)) continue;
-          const any = from === 0 && to === 65535;
-          out.push({ subject, direction, peer, protocol: proto, port: any ? 0 : from, endPort: any || from === to ? 0 : to });
-        }
-      }
-    }
-  }
-}
-
-function merge(ranges: [number, number][]): [number, number][] {
-  const sorted = [...ranges].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  const out: [number, number][] = [];
-  for (const [from, to] of sorted) {
-    const last = out[out.length - 1];
-    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
-    else out.push([from, to]);
-  }
-  return out;
-}
-
-// ---- the kernel's view, in TypeScript ------------------------------------------------------
-
-interface LpmNode {
-  zero?: LpmNode;
-  one?: LpmNode;
-  identity?: number;
-}
-
-interface RuleEntry {
-  protocol: number;
-  port: number;
-  endPort: number;
-}
-
-class SnapshotIndex {
-  private readonly roots: Record<4 | 6, LpmNode> = { 4: {}, 6: {} };
-  readonly identities = new Map<number, Identity>();
-  /** (subject, direction) → peer → allowed entries. */
-  private readonly rules = new Map<number, Map<number, RuleEntry[]>>();
-  /** Address text → canonical text and identity; bounded, as flow addresses are not. */
-  private addresses = new Map<string, { ip: string; identity: number }>();
-
-  constructor(snapshot: PolicySnapshot) {
-    for (const identity of snapshot.identities) this.identities.set(identity.id, identity);
-    for (const entry of snapshot.ipIdentities) {
-      const prefix = parseIpPrefix(entry.cidr);
-      if (!prefix) throw new Error(`policy snapshot ${snapshot.version}: ip_identities: bad CIDR ${JSON.stringify(entry.cidr)}`);
-      let node = this.roots[prefix.family];
-      for (let bit = 0; bit < prefix.length; bit++) {
-        if (addressBit(prefix.words, bit) === 0) node = node.zero ??= {};
-        else node = node.one ??= {};
-      }
-      node.identity = entry.identity;
-    }
-    for (const r of snapshot.rules) {
-      const key = r.subject * 4 + r.direction;
-      let byPeer = this.rules.get(key);
-      if (!byPeer) this.rules.set(key, (byPeer = new Map()));
-      let list = byPeer.get(r.peer);
-      if (!list) byPeer.set(r.peer, (list = []));
-      list.push({ protocol: r.protocol, port: r.port, endPort: r.endPort });
-    }
-  }
-
-  /** The canonical address and its identity by longest-prefix match; an address no entry covers (or not an address) is world. */
-  lookup(ip: string): { ip: string; identity: number } {
-    const cached = this.addresses.get(ip);
-    if (cached) return cached;
-    const parsed = parseIp(ip);
-    let found = IDENTITY_WORLD;
-    if (parsed) {
-      const words = toWords(parsed.bytes);
-      const bits = parsed.family === 4 ? 32 : 128;
-      let node: LpmNode | undefined = this.roots[parsed.family];
-      for (let bit = 0; node; bit++) {
-        if (node.identity !== undefined) found = node.identity;
-        if (bit >= bits) break;
-        node = addressBit(words, bit) === 0 ? node.zero : node.one;
-      }
-    }
-    const out = { ip: parsed?.text ?? ip, identity: found };
-    if (this.addresses.size >= 65_536) this.addresses = new Map();
-    this.addresses.set(ip, out);
-    return out;
-  }
-
-  identityOf(ip: string): number {
-    return this.lookup(ip).identity;
-  }
-
-  hasRule(subject: number, direction: PolicyDirection, peer: number, protocol: number, port: number): boolean {
-    const byPeer = this.rules.get(subject * 4 + direction);
-    if (!byPeer) return false;
-    return matchesEntry(byPeer.get(peer), protocol, port) || (peer !== IDENTITY_ANY && matchesEntry(byPeer.get(IDENTITY_ANY), protocol, port));
-  }
-}
-
-function matchesEntry(entries: RuleEntry[] | undefined, protocol: number, port: number): boolean {
-  if (!entries) return false;
-  for (const r of entries) {
-    if (r.protocol === 0) return true;
-    if (r.protocol !== protocol) continue;
-    if (r.port === 0) return true;
-    if (port >= r.port && port <= (r.endPort === 0 ? r.port : r.endPort)) return true;
-  }
-  return false;
-}
-
-function toWords(bytes: Uint8Array): Uint32Array {
-  const words = new Uint32Array(bytes.length / 4);
-  for (let i = 0; i < words.length; i++) {
-    words[i] = (((bytes[4 * i] ?? 0) << 24) | ((bytes[4 * i + 1] ?? 0) << 16) | ((bytes[4 * i + 2] ?? 0) << 8) | (bytes[4 * i + 3] ?? 0)) >>> 0;
-  }
-  return words;
-}
-
-const indexes = new WeakMap<PolicySnapshot, SnapshotIndex>();
-
-function indexOf(snapshot: PolicySnapshot): SnapshotIndex {
-  let index = indexes.get(snapshot);
-  if (!index) indexes.set(snapshot, (index = new SnapshotIndex(snapshot)));
-  return index;
-}
-
-/** The identity the kernel would give an address (longest-prefix match over ip_identities). */
-export function snapshotIdentityOf(snapshot: PolicySnapshot, ip: string): number {
-  return indexOf(snapshot).identityOf(ip);
-}
-
-/**
- * What the datapath decides for a new connection from `srcIp` to `dstIp` (after DNAT),
- * as policy (the identity's mode is not applied: this is the enforce verdict):
- * identities by longest-prefix match; if the source's identity is egress-isolated, an
- * egress rule (subject = source, peer = destination or 0, protocol or 0, port in range or
- * 0) must exist; if the destination's is ingress-isolated, an ingress rule likewise.
- * An address talking to itself is always allowed. A Service ClusterIP is not a
- * destination here: pass the backend's address (the datapath judges after DNAT).
- */
-export function snapshotAllows(snapshot: PolicySnapshot, srcIp: string, dstIp: string, protocol: Protocol | number, port: number): boolean {
-  const index = indexOf(snapshot);
-  const src = index.lookup(srcIp);
-  const dst = index.lookup(dstIp);
-  if (src.ip === dst.ip) return true;
-  const proto = typeof protocol === "number" ? protocol : protoNumber(protocol);
-  const s = src.identity;
-  const d = dst.identity;
-  if (index.identities.get(d)?.service) throw new Error(`snapshotAllows: ${dst.ip} is a Service ClusterIP; judge the connection to the backend's address (after DNAT)`);
-  if (index.identities.get(s)?.egressIsolated && !index.hasRule(s, PolicyDirection.POLICY_DIRECTION_EGRESS, d, proto, port)) return false;
-  if (index.identities.get(d)?.ingressIsolated && !index.hasRule(d, PolicyDirection.POLICY_DIRECTION_INGRESS, s, proto, port)) return false;
-  return true;
-}
 
 export { protocolOf };

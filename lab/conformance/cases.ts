@@ -11,7 +11,8 @@ import { readFile } from "node:fs/promises";
 import { parseKubeObject, ObjectError, type NetworkPolicy, type Protocol } from "../../controlplane/metadata/objects.js";
 import { parseIp } from "../../addresses/ip.js";
 import { describeValue, fieldPath, ObjectReader } from "../../controlplane/metadata/reader.js";
-import { PolicyCompiler, snapshotAllows } from "../../controlplane/policy/compile.js";
+import { PolicyCompiler } from "../../controlplane/policy/compile.js";
+import { snapshotAllows } from "../../controlplane/policy/kernel-view.js";
 import { NAMESPACE_NAME_LABEL, PolicyModel, PolicySet, type PolicyCluster } from "../../controlplane/policy/model.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 
