@@ -1,15 +1,14 @@
 // How the CLI finds and talks to the control plane's Observer API, and with which token.
 import fs from "node:fs";
-import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../config/flags.js";
 import { isWellFormedToken } from "../controlplane/access/tokens.js";
 import { loadCa } from "../tls/material.js";
 import { tlsChannel } from "../tls/client.js";
+import { DEFAULT_STATE_DIR, parseState, statePath, type LabState } from "../lab/state.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:4245";
-export const LAB_STATE_FILE = "/run/bulkhead/lab/state.json";
 
 /** parseArgs options every command that calls the Observer API takes. */
 export const connectionOptions = {
@@ -28,11 +27,11 @@ export const connectionUsage = `      --server ADDR        control plane (defaul
 
 /** The lab's state.json: in $BULKHEAD_LAB_STATE_DIR as for `bulkhead lab`, else the default. */
 function labStateFile(): string {
-  const dir = process.env.BULKHEAD_LAB_STATE_DIR;
-  return dir ? path.join(dir, "state.json") : LAB_STATE_FILE;
+  return statePath(process.env.BULKHEAD_LAB_STATE_DIR || DEFAULT_STATE_DIR);
 }
 
-/** The running lab's control plane as state.json records it, if there is one. */
+/** The running lab's control plane as state.json records it (read by the lab's own
+ * parser), if there is one. */
 function labControlPlane(): { observer?: string; ca?: string } {
   const file = labStateFile();
   let text: string;
@@ -42,17 +41,17 @@ function labControlPlane(): { observer?: string; ca?: string } {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return {}; // no lab running here
     throw new ConfigError(`cannot read the lab's state ${file}: ${(err as Error).message} (or give --server)`);
   }
-  let state: { controlplane?: { observer?: unknown; ca?: unknown } };
+  let state: LabState;
   try {
-    state = JSON.parse(text) as typeof state;
+    state = parseState(JSON.parse(text), file);
   } catch (err) {
     // A broken state file must not send the CLI to a default address in plaintext unnoticed.
-    throw new ConfigError(`the lab's state ${file} is not JSON: ${(err as Error).message} (bulkhead lab down, or give --server)`);
+    throw new ConfigError(`the lab's state ${file} is unreadable: ${(err as Error).message} (bulkhead lab down, or give --server)`);
   }
   const cp = state.controlplane;
   return {
-    ...(typeof cp?.observer === "string" ? { observer: cp.observer } : {}),
-    ...(typeof cp?.ca === "string" ? { ca: cp.ca } : {}),
+    ...(cp?.observer !== undefined ? { observer: cp.observer } : {}),
+    ...(cp?.ca !== undefined ? { ca: cp.ca } : {}),
   };
 }
 
