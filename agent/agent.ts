@@ -206,10 +206,15 @@ export class Agent {
         nextSequence: () => ++this.sequence,
       };
       records = new Array<FlowRecord>(drained.count);
+      // The pod behind a veth, for records whose source address is forged (SPOOFED).
+      const podAddress = (ifindex: number) => {
+        const e = datapath.policy.endpoints().get(ifindex);
+        return e?.ip4 ?? e?.ip6;
+      };
       let packets = 0n, bytes = 0n;
       for (let i = 0; i < drained.count; i++) {
         const r = decodeFlowRecord(drained.keys, drained.values, i, ctx);
-        this.endpoints.nameLocalEnd(r);
+        this.endpoints.nameLocalEnd(r, podAddress);
         records[i] = r;
         packets += r.packets;
         bytes += r.bytes;

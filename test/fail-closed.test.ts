@@ -21,7 +21,15 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
-import { decodeKey, FLOW_KEY, FLOW_VALUE, type FlowKey, type UnjudgedCause, type UnjudgedVerdict } from "../agent/records.js";
+import {
+  clockNow, decodeFlowRecord, decodeKey, FLOW_KEY, FLOW_VALUE, type FlowKey, type UnjudgedCause, type UnjudgedVerdict,
+} from "../agent/records.js";
+import { LocalEndpoints } from "../agent/endpoints.js";
+import { Enricher } from "../controlplane/cluster/enrich.js";
+import { ClusterState } from "../controlplane/cluster/state.js";
+import { parseKubeObject } from "../controlplane/metadata/objects.js";
+import { FlowMapStore } from "../controlplane/store/flowmap.js";
+import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { type PolicyApplier } from "../agent/policy.js";
 import { Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import {
@@ -122,7 +130,9 @@ function spawnIn(netns: string, argv: readonly string[]): Spawned {
 
 // ---- traffic -----------------------------------------------------------------------
 
-// UDP servers, dual stack: every datagram is reported ({udp, from, len}) and echoed.
+// UDP servers, dual stack: every datagram is reported ({udp, from, len}) and echoed,
+// except on QUIET_PORT (a reply to a forged source would be traffic of its own).
+const QUIET_PORT = 55;
 const SERVER_JS = `const dgram = require("dgram");
 const ports = JSON.parse(process.argv[1]);
 let pending = ports.length;
@@ -130,7 +140,7 @@ for (const port of ports) {
   const s = dgram.createSocket({ type: "udp6", ipv6Only: false });
   s.on("message", (m, r) => {
     console.log(JSON.stringify({ udp: port, from: r.address.replace(/^::ffff:/, ""), len: m.length }));
-    s.send(m, r.port, r.address, () => {});
+    if (port !== ${QUIET_PORT}) s.send(m, r.port, r.address, () => {});
   });
   s.bind(port, "::", () => { if (--pending === 0) console.log(JSON.stringify({ ready: true })); });
 }`;
@@ -211,6 +221,8 @@ def frames_of(o):
         frames = [eth(0x0800, ip4(tcp, proto=6))]
     elif c == "udp_short":   # 4 bytes of UDP header
         frames = [eth(0x0800, ip4(udp(data)[:4]))]
+    elif c == "udp":         # a valid datagram (for a forged source address)
+        frames = [eth(0x0800, ip4(udp(data)))]
     elif c == "frags":       # fragments of one datagram, in the order asked
         d = udp(b"f" * 3000)
         parts = {1: (0, d[0:1480], 0x2000), 2: (185, d[1480:2960], 0x2000), 3: (370, d[2960:], 0)}
@@ -367,8 +379,8 @@ describe("fail closed and fragments on the real kernel", () => {
 
   beforeAll(async () => {
     await buildTopology();
-    serverB = spawnIn(B.netns, [process.execPath, "-e", SERVER_JS, JSON.stringify([53, 54])]);
-    serverWorld = spawnIn(WORLD_NS, [process.execPath, "-e", SERVER_JS, JSON.stringify([53, 54])]);
+    serverB = spawnIn(B.netns, [process.execPath, "-e", SERVER_JS, JSON.stringify([53, 54, QUIET_PORT])]);
+    serverWorld = spawnIn(WORLD_NS, [process.execPath, "-e", SERVER_JS, JSON.stringify([53, 54, QUIET_PORT])]);
     await serverB.waitForLine((l) => l.includes('"ready":true'), 10_000);
     await serverWorld.waitForLine((l) => l.includes('"ready":true'), 10_000);
     const macs = [...CLASSES.map((_, i) => classMac(i)), FRAG_MAC];
@@ -549,6 +561,63 @@ describe("fail closed and fragments on the real kernel", () => {
       await poll(async () => unjudged("forwarded", "fragment") - counted, (n) => n >= 2n, 5_000, "2 fragments passed");
       expect(((await witnessed(NODE_NS)).get(FRAG_MAC) ?? 0) - seen).toBe(2);
       expect(drainRecords(datapath).filter((r) => r.ifindex === A.ifindex && r.dport === 53 && r.proto === UDP), "no flow").toEqual([]);
+    });
+  });
+
+  describe("spoofed packets", () => {
+    /** Pods a and b in namespace shop, c in namespace other, all on node-1, as the control plane knows them. */
+    function cluster(): ClusterState {
+      const state = new ClusterState();
+      const nowNs = BigInt(Date.now()) * 1_000_000n;
+      const created = new Date(Date.now() - 60_000).toISOString();
+      state.apply(pods.map((p) => {
+        const object = parseKubeObject({
+          apiVersion: "v1", kind: "Pod",
+          metadata: { name: p.name, namespace: p === pods[2] ? "other" : "shop", uid: `uid-${p.name}`, labels: {}, creationTimestamp: created },
+          spec: { nodeName: "node-1", containers: [{ name: "main" }] },
+          status: { phase: "Running", podIP: p.ip, podIPs: [{ ip: p.ip }, { ip: p.ip6 }] },
+        });
+        if (!object) throw new Error(`pod ${p.name} did not parse`);
+        return { type: "upsert" as const, object };
+      }), nowNs - 30n * 1_000_000_000n);
+      return state;
+    }
+
+    it("in observe mode, a pod forging another namespace's pod address plants no edge on that namespace's map", async () => {
+      const C = pods[2] as Pod;
+      enact(PolicyMode.POLICY_MODE_OBSERVE, {}, []);
+      await craft({ netns: A.netns, iface: "eth0", dstMac: A.hostMac, srcMac: A.mac, cls: "udp", src4: C.ip, src6: A.ip6,
+        dst4: B.ip, dst6: B.ip6, sport: 42000, dport: QUIET_PORT, count: 3 });
+      await poll(async () => arrivals(serverB, C.ip, QUIET_PORT).length, (n) => n >= 3, 5_000, "3 forged datagrams at b (observe)");
+
+      // The agent's path (agent/agent.ts drainOnce) and the control plane's (enrich, flow map).
+      const state = cluster();
+      const locals = new LocalEndpoints();
+      locals.replace(state.localEndpoints("node-1"));
+      const enricher = new Enricher(state);
+      let seq = 0n;
+      const ctx = { node: "node-1", interfaceName: (i: number) => `if${i}`, clock: clockNow(), nextSequence: () => ++seq };
+      const podAddress = (ifindex: number) => policy.endpoints().get(ifindex)?.ip4;
+      const d = datapath.drain();
+      const records: FlowRecord[] = [];
+      for (let i = 0; i < d.count; i++) {
+        const r = decodeFlowRecord(d.keys, d.values, i, ctx);
+        locals.nameLocalEnd(r, podAddress);
+        records.push(enricher.enrich(r));
+      }
+      const forged = records.filter((r) => r.ip?.source === C.ip && r.l4?.sourcePort === 42000);
+      const sent = forged.find((r) => r.ifindex === A.ifindex);
+      expect(sent?.verdictReason, "the record at a's from_pod").toBe(VerdictReason.VERDICT_REASON_SPOOFED);
+      expect(sent?.packets).toBe(3n);
+      expect({ pod: sent?.source?.podName, namespace: sent?.source?.namespace }, "named after the sender").toEqual({ pod: "a", namespace: "shop" });
+      expect(sent?.source?.ip, "under a's own address; the forged one stays in ip.source").toBe(A.ip);
+
+      const maps = new FlowMapStore();
+      maps.add(records);
+      const edgesOf = (namespace: string) => maps.getMap({ namespace }).edges
+        .filter((e) => e.port === QUIET_PORT && e.protocol === "UDP").map((e) => `${e.source} -> ${e.destination}`);
+      expect(edgesOf("other"), "edges on c's namespace map").toEqual([]);
+      expect(edgesOf("shop")).toEqual(["workload:shop/Pod/a -> workload:shop/Pod/b"]);
     });
   });
 });
