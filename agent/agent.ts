@@ -12,7 +12,7 @@ import { Datapath, type Counters } from "./datapath.js";
 import { Attacher } from "./attacher.js";
 import { InterfaceWatcher, type PodInterface } from "./interfaces.js";
 import { Registry, serveMetrics } from "./metrics.js";
-import { decodeFlowRecord, clockNow, EVENT, EVENT_TYPE } from "./records.js";
+import { decodeFlowRecord, clockNow, EVENT, EVENT_TYPE, UNJUDGED_CAUSES, UNJUDGED_VERDICTS } from "./records.js";
 import { FileSink } from "./export/file.js";
 import { ControlPlaneSink } from "./export/controlplane.js";
 import type { RecordSink } from "./export/sink.js";
@@ -33,6 +33,8 @@ export class Agent {
     exported: this.metrics.counter("bulkhead_agent_exported_records_total", "Flow records written by an exporter"),
     newFlows: this.metrics.counter("bulkhead_agent_new_flow_events_total", "New-flow events read from the ring buffer"),
     untracked: this.metrics.counter("bulkhead_agent_untracked_connections_total", "Packets whose connection could not be tracked: conntrack map full"),
+    unjudged: this.metrics.counter("bulkhead_agent_unjudged_packets_total",
+      "Frames the datapath could not judge (no flow record), by cause and by verdict (dropped in enforce)"),
     attachErrors: this.metrics.counter("bulkhead_agent_attach_errors_total", "Failed attachments, by errno"),
     attaches: this.metrics.counter("bulkhead_agent_attaches_total", "Interfaces attached"),
     detaches: this.metrics.counter("bulkhead_agent_detaches_total", "Interfaces detached"),
@@ -56,6 +58,7 @@ export class Agent {
   private readonly endpoints = new LocalEndpoints();
   private sequence = 0n;
   private lastCounters: Counters | undefined;
+  private lastUnjudged = new Map<string, bigint>();
   private lastDrainOk = true;
   private podInterfaces: PodInterface[] = [];
 
@@ -203,10 +206,15 @@ export class Agent {
         nextSequence: () => ++this.sequence,
       };
       records = new Array<FlowRecord>(drained.count);
+      // The pod behind a veth, for records whose source address is forged (SPOOFED).
+      const podAddress = (ifindex: number) => {
+        const e = datapath.policy.endpoints().get(ifindex);
+        return e?.ip4 ?? e?.ip6;
+      };
       let packets = 0n, bytes = 0n;
       for (let i = 0; i < drained.count; i++) {
         const r = decodeFlowRecord(drained.keys, drained.values, i, ctx);
-        this.endpoints.nameLocalEnd(r);
+        this.endpoints.nameLocalEnd(r, podAddress);
         records[i] = r;
         packets += r.packets;
         bytes += r.bytes;
@@ -242,6 +250,8 @@ export class Agent {
         loss("buffer_full", "records", this.m.lostRecords.get({ cause: "buffer_full" })),
         loss("refused", "records", this.m.lostRecords.get({ cause: "refused" })),
       ],
+      unjudged: UNJUDGED_VERDICTS.flatMap((verdict) => UNJUDGED_CAUSES.map((cause) =>
+        ({ cause, verdict, packets: BigInt(this.m.unjudged.get({ cause, verdict })) }))).filter((u) => u.packets > 0n),
       recordsProduced: BigInt(this.m.records.get()),
       recordsBuffered: BigInt(this.controlplane?.pending ?? 0),
       interfacesWatched: this.attacher?.count ?? 0,
@@ -255,12 +265,16 @@ export class Agent {
     const delta = (k: keyof Counters) => now[k] - (prev ? prev[k] : 0n);
     this.m.datapathPackets.inc({}, delta("packets"));
     this.m.unparsed.inc({ reason: "not_ip" }, delta("notIp"));
-    this.m.unparsed.inc({ reason: "truncated" }, delta("truncated"));
     this.m.lostPackets.inc({ cause: "map_full" }, delta("mapFullPackets"));
     this.m.lostBytes.inc({ cause: "map_full" }, delta("mapFullBytes"));
     this.m.lostEvents.inc({ cause: "ring_full" }, delta("ringFull"));
     this.m.untracked.inc({}, delta("ctFull"));
     this.lastCounters = now;
+    for (const u of datapath.unjudged()) {
+      const key = `${u.verdict}/${u.cause}`;
+      this.m.unjudged.inc({ cause: u.cause, verdict: u.verdict }, u.packets - (this.lastUnjudged.get(key) ?? 0n));
+      this.lastUnjudged.set(key, u.packets);
+    }
   }
 
   /** Final drain and flush, then releases every link, map and socket. */

@@ -2,7 +2,9 @@
 // protocol (flip the active flow map, wait out in-flight programs, drain the idle map),
 // and the policy maps (./policy.ts) the same programs enforce.
 import { native, type BpfObject, type Link, type AttachOptions } from "../native/index.js";
-import { COUNTER, FLOW_KEY, FLOW_VALUE } from "./records.js";
+import {
+  COUNTER, FLOW_KEY, FLOW_VALUE, UNJUDGED_CAUSES, UNJUDGED_VERDICTS, unjudgedCounter, type UnjudgedCause, type UnjudgedVerdict,
+} from "./records.js";
 import { PolicyApplier } from "./policy.js";
 
 export interface DrainedFlows {
@@ -12,6 +14,7 @@ export interface DrainedFlows {
 }
 
 export type Counters = Record<keyof typeof COUNTER, bigint>;
+export type UnjudgedCounts = { verdict: UnjudgedVerdict; cause: UnjudgedCause; packets: bigint }[];
 
 export interface DatapathOptions {
   objectPath: string;
@@ -80,6 +83,21 @@ export class Datapath {
       let sum = 0n;
       if (perCpu) for (let off = 0; off + 8 <= perCpu.length; off += 8) sum += perCpu.readBigUInt64LE(off);
       out[name] = sum;
+    }
+    return out;
+  }
+
+  /** Cumulative frames the programs could not judge, by verdict and cause, summed over CPUs. */
+  unjudged(): UnjudgedCounts {
+    const map = this.object.map("counters");
+    const out: UnjudgedCounts = [];
+    for (const verdict of UNJUDGED_VERDICTS) {
+      for (const cause of UNJUDGED_CAUSES) {
+        const perCpu = map.lookup(u32(unjudgedCounter(verdict, cause)));
+        let packets = 0n;
+        if (perCpu) for (let off = 0; off + 8 <= perCpu.length; off += 8) packets += perCpu.readBigUInt64LE(off);
+        out.push({ verdict, cause, packets });
+      }
     }
     return out;
   }

@@ -18,9 +18,24 @@ export const EVENT_TYPE = { newFlow: 1 } as const;
 
 /** Indices of the per-CPU `counters` array (enum bh_counter). */
 export const COUNTER = {
-  packets: 0, notIp: 1, truncated: 2, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
+  packets: 0, notIp: 1, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
 } as const;
-export const COUNTER_COUNT = 7;
+/** BH_C_UNJUDGED: the first of the unjudged-frame counters (unjudgedCounter). */
+export const UNJUDGED_BASE = 7;
+
+/** Why a frame could not be judged (enum bh_unjudged, in order): the `cause` label. */
+export const UNJUDGED_CAUSES = ["l2", "vlan", "ethertype", "ipv4", "ipv6", "ipv6_ext", "l4", "fragment"] as const;
+export type UnjudgedCause = (typeof UNJUDGED_CAUSES)[number];
+/** What an unjudged frame got, by enum bh_verdict value: the `verdict` label. */
+export const UNJUDGED_VERDICTS = ["forwarded", "dropped", "audit"] as const;
+export type UnjudgedVerdict = (typeof UNJUDGED_VERDICTS)[number];
+
+/** The counter index of unjudged frames with this verdict and cause. */
+export function unjudgedCounter(verdict: UnjudgedVerdict, cause: UnjudgedCause): number {
+  return UNJUDGED_BASE + UNJUDGED_VERDICTS.indexOf(verdict) * UNJUDGED_CAUSES.length + UNJUDGED_CAUSES.indexOf(cause);
+}
+
+export const COUNTER_COUNT = UNJUDGED_BASE + UNJUDGED_VERDICTS.length * UNJUDGED_CAUSES.length;
 
 export const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
   1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP",

@@ -133,6 +133,11 @@ export async function runStatus(argv: string[]): Promise<number> {
     const losses = status.losses.filter((l) => l.count > 0n);
     process.stdout.write(losses.length === 0 ? "\nLosses: none\n"
       : "\n" + formatTable([["NODE", "CAUSE", "UNIT", "LOST"], ...losses.map((l) => [l.node, l.cause, l.unit, String(l.count)])]));
+    // Not losses: frames the datapath could not judge, dropped in enforce (native/bpf/README.md).
+    const unjudged = status.unjudged.filter((u) => u.packets > 0n);
+    process.stdout.write(unjudged.length === 0 ? "Unjudged frames: none\n"
+      : "\nUnjudged frames:\n" + formatTable([["NODE", "CAUSE", "VERDICT", "PACKETS"],
+        ...unjudged.map((u) => [u.node, u.cause, u.verdict, String(u.packets)])]));
     for (const e of status.metadataErrors) process.stdout.write(`metadata error: ${e}\n`);
     return 0;
   } catch (err) {

@@ -3,7 +3,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
-import type { GetNodesResponse, GetStatusResponse, NodeLoss } from "../proto/gen/bulkhead/v1/observer.js";
+import type { GetNodesResponse, GetStatusResponse, NodeLoss, NodeUnjudged } from "../proto/gen/bulkhead/v1/observer.js";
 import { ClusterState } from "./cluster/state.js";
 import { Enricher } from "./cluster/enrich.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
@@ -214,8 +214,10 @@ export class ControlPlane {
 
   status(): GetStatusResponse {
     const losses: NodeLoss[] = [];
+    const unjudged: NodeUnjudged[] = [];
     for (const s of this.agents.sessions.values()) {
       for (const l of s.stats?.losses ?? []) losses.push({ node: s.node, cause: l.cause, unit: l.unit, count: l.count });
+      for (const u of s.stats?.unjudged ?? []) unjudged.push({ node: s.node, cause: u.cause, verdict: u.verdict, packets: u.packets });
     }
     return {
       agentsConnected: this.agents.connected,
@@ -225,6 +227,7 @@ export class ControlPlane {
       flowsStored: BigInt(this.history.size),
       storeCapacity: BigInt(this.history.capacity),
       losses,
+      unjudged,
       metadataErrors: [
         ...this.opts.source.errors().map((e) =>
           `${e.file ?? e.source}${e.document !== undefined ? ` document ${e.document}` : ""}: ${e.message}`),

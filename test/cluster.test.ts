@@ -6,7 +6,7 @@ import { Enricher } from "../controlplane/cluster/enrich.js";
 import { ClusterState } from "../controlplane/cluster/state.js";
 import { parseKubeObject, type KubeObject, type Pod } from "../controlplane/metadata/objects.js";
 import type { ObjectEvent } from "../controlplane/metadata/source.js";
-import { ObservationPoint, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { ObservationPoint, VerdictReason, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 
 const SECOND = 1_000_000_000n;
 /** 2024-05-01T12:00:00Z in ns. */
@@ -286,6 +286,24 @@ describe("Enricher", () => {
       labels: { app: "cart", "pod-template-hash": "7d9f8b6c5d" }, workloadKind: "Deployment", workloadName: "cart", node: "node-1",
     });
     expect(r.destination).toMatchObject({ ip: "10.244.2.7", podName: "db-0", workloadKind: "StatefulSet", workloadName: "db", node: "node-2" });
+  });
+
+  it("names a SPOOFED record's source after the sending pod the agent named, never after the forged address's owner", () => {
+    const state = new ClusterState();
+    const enricher = new Enricher(state);
+    state.apply(upsert(node1, service, cart, db), at(0));
+    // cart forges db's address; the agent named the sender by its veth (cart, own address).
+    const named = record("10.244.2.7", "10.244.1.9", at(5), { podUid: "uid-cart", ip: "10.244.1.5" });
+    named.verdictReason = VerdictReason.VERDICT_REASON_SPOOFED;
+    enricher.enrich(named);
+    expect(named.source).toMatchObject({ ip: "10.244.1.5", podName: "cart-7d9f8b6c5d-x2x4z", namespace: "shop" });
+    expect(named.ip?.source, "the forged address stays in the record").toBe("10.244.2.7");
+    // Not named (the agent did not know the pod): left unresolved rather than db's.
+    const unnamed = record("10.244.2.7", "10.244.1.9", at(5));
+    unnamed.verdictReason = VerdictReason.VERDICT_REASON_SPOOFED;
+    expect(enricher.enrich(unnamed).source).toBeUndefined();
+    // The same record without SPOOFED is db's, as before.
+    expect(enricher.enrich(record("10.244.2.7", "10.244.1.9", at(5))).source).toMatchObject({ podName: "db-0" });
   });
 
   it("completes the destination for records observed entering the pod, and names Service, node and world ends", () => {

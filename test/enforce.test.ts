@@ -763,4 +763,23 @@ describe("the agent applies policy snapshots from the control plane stream", () 
     expect((await probe(C, "tcp", B.ip, 80)).ok).toBe(true);
     expect(agent.running).toBe(true);
   }, 60_000);
+
+  it("counts frames it cannot judge by cause and verdict, in /metrics and in its stats to the control plane", async () => {
+    send(snapshot(4, PolicyMode.POLICY_MODE_ENFORCE, {}, []));
+    await reported(4n);
+    // Five IPv4 frames behind three priority tags (more than the parser follows) from a's
+    // netns to b: unjudged, dropped (a is in enforce). test/fail-closed.test.ts has every class.
+    const mac = (await run(["ip", "-n", NODE_NS, "-j", "link", "show", "dev", A.hostIf])).stdout;
+    const dst = (JSON.parse(mac) as { address: string }[])[0]?.address ?? "";
+    const py = `import socket
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+f = bytes.fromhex("${dst.replace(/:/g, "")}02fc00000001" + "8100000081000000810000000800") + bytes(40)
+for _ in range(5): s.send(f)`;
+    await run(netnsExecArgv(A.netns, ["python3", "-c", py]));
+    const series = { cause: "vlan", verdict: "dropped" };
+    await poll(async () => metric(await metrics(), "bulkhead_agent_unjudged_packets_total", series), (n) => n === 5, 10_000,
+      "5 unjudged vlan frames on /metrics");
+    await poll(async () => stats.at(-1)?.unjudged.find((u) => u.cause === "vlan" && u.verdict === "dropped")?.packets,
+      (n) => n === 5n, 10_000, "5 unjudged vlan frames in the agent's stats");
+  });
 });

@@ -5,7 +5,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { COUNTER, COUNTER_COUNT, EVENT, EVENT_TYPE, FLOW_KEY, FLOW_VALUE, POINT } from "../agent/records.js";
+import {
+  COUNTER, COUNTER_COUNT, EVENT, EVENT_TYPE, FLOW_KEY, FLOW_VALUE, POINT, UNJUDGED_BASE, UNJUDGED_CAUSES, UNJUDGED_VERDICTS,
+  unjudgedCounter,
+} from "../agent/records.js";
 import { bpfObjectDir } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
 
@@ -52,8 +55,12 @@ int main(void) {
   printf("{\\"eventSize\\":%zu,\\"eventType\\":%zu,\\"eventTs\\":%zu,\\"eventKey\\":%zu,", sizeof(struct bh_event),
     offsetof(struct bh_event, type), offsetof(struct bh_event, ts_ns), offsetof(struct bh_event, key));
   printf("\\"newFlow\\":%d,\\"fromPod\\":%d,\\"toPod\\":%d,", BH_EVENT_NEW_FLOW, BH_POINT_FROM_POD, BH_POINT_TO_POD);
-  printf("\\"counters\\":[%d,%d,%d,%d,%d,%d,%d],\\"max\\":%d}", BH_C_PACKETS, BH_C_NOT_IP, BH_C_TRUNCATED,
+  printf("\\"counters\\":[%d,%d,%d,%d,%d,%d],\\"max\\":%d,", BH_C_PACKETS, BH_C_NOT_IP,
     BH_C_MAP_FULL_PACKETS, BH_C_MAP_FULL_BYTES, BH_C_RING_FULL, BH_C_CT_FULL, BH_C_MAX);
+  printf("\\"unjudgedBase\\":%d,\\"causes\\":[%d,%d,%d,%d,%d,%d,%d,%d],\\"causeCount\\":%d,", BH_C_UNJUDGED,
+    BH_U_L2, BH_U_VLAN, BH_U_ETHERTYPE, BH_U_IPV4, BH_U_IPV6, BH_U_IPV6_EXT, BH_U_L4, BH_U_FRAGMENT, BH_U_MAX);
+  printf("\\"verdicts\\":[%d,%d,%d],", BH_VERDICT_FORWARDED, BH_VERDICT_DROPPED, BH_VERDICT_AUDIT);
+  printf("\\"droppedFragment\\":%d}", BH_C_UNJUDGED + BH_VERDICT_DROPPED * BH_U_MAX + BH_U_FRAGMENT);
   return 0;
 }
 `);
@@ -63,9 +70,13 @@ int main(void) {
       expect(c).toEqual({
         eventSize: EVENT.size, eventType: EVENT.type, eventTs: EVENT.ts, eventKey: EVENT.key,
         newFlow: EVENT_TYPE.newFlow, fromPod: POINT.fromPod, toPod: POINT.toPod,
-        counters: [COUNTER.packets, COUNTER.notIp, COUNTER.truncated, COUNTER.mapFullPackets,
+        counters: [COUNTER.packets, COUNTER.notIp, COUNTER.mapFullPackets,
           COUNTER.mapFullBytes, COUNTER.ringFull, COUNTER.ctFull],
         max: COUNTER_COUNT,
+        // enum bh_unjudged in the order of UNJUDGED_CAUSES; enum bh_verdict in that of UNJUDGED_VERDICTS.
+        unjudgedBase: UNJUDGED_BASE, causes: UNJUDGED_CAUSES.map((_, i) => i), causeCount: UNJUDGED_CAUSES.length,
+        verdicts: [UNJUDGED_VERDICTS.indexOf("forwarded"), UNJUDGED_VERDICTS.indexOf("dropped"), UNJUDGED_VERDICTS.indexOf("audit")],
+        droppedFragment: unjudgedCounter("dropped", "fragment"),
       });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -9,7 +9,7 @@
 // Endpoint objects it hands out are shared, frozen objects (one per pod and address;
 // see PodRecord.endpointFor). Consumers must treat record.source and record.destination
 // as read-only; copy an Endpoint before changing it.
-import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { ObservationPoint, VerdictReason, type Endpoint, type FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { ChangeCounter, ClusterState } from "./state.js";
 
 export interface EnricherOptions {
@@ -60,9 +60,22 @@ export class Enricher {
       nanos = (ms % 1000) * 1_000_000;
     }
     const l3 = record.ip;
-    record.source = this.endpointOf(record.source, l3 === undefined ? "" : l3.source, seconds, nanos);
+    record.source = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD
+      && record.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED
+      ? this.spoofedSource(record.source)
+      : this.endpointOf(record.source, l3 === undefined ? "" : l3.source, seconds, nanos);
     record.destination = this.endpointOf(record.destination, l3 === undefined ? "" : l3.destination, seconds, nanos);
     return record;
+  }
+
+  /**
+   * The sender of a packet with a forged source address: the pod the agent named by the
+   * interface it came from (under the pod's own address), never the owner of the forged
+   * address. Unnamed, it stays unresolved (an "unknown" end with no address).
+   */
+  private spoofedSource(given: Endpoint | undefined): Endpoint | undefined {
+    if (given === undefined || given.podUid === "") return undefined;
+    return this.state.podEndpoint(given.podUid, given.ip) ?? given;
   }
 
   private endpointOf(given: Endpoint | undefined, ip: string, seconds: number, nanos: number): Endpoint | undefined {

@@ -1,8 +1,9 @@
 /* The endpoint programs, attached on the host side of every pod's veth: from_pod on
  * TCX ingress (packets leaving the pod), to_pod on TCX egress (packets entering it).
  * Every IP packet is counted into a flow with its verdict and reason; a packet is dropped
- * only when its pod's identity is in enforce mode and policy (or anti-spoofing) denies it.
- * Everything else continues unchanged to the next program (TCX_NEXT).
+ * only when its pod's identity is in enforce mode and policy (or anti-spoofing) denies it,
+ * or when it is a frame the programs cannot judge (fail closed: lib/parse.h, counted by
+ * cause, no flow). Everything else continues unchanged to the next program (TCX_NEXT).
  *
  * Who judges what: a connection to a pod or a Service is judged at the destination's
  * to_pod, after any DNAT in the node (the destination's ingress and the source pod's
@@ -20,30 +21,33 @@
 #include "lib/identity.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
+#include "lib/fragment.h"
 
 /* Not in the 6.1 uapi headers; equal to TC_ACT_UNSPEC so legacy clsact works too. */
 #ifndef TCX_NEXT
 #define TCX_NEXT -1
 #endif
 
-/* Parses and counts; 0 when the packet is not an IP packet we can judge (it passes). */
+/* Parses and counts ARP (which passes); the result is bh_parse's. A later fragment
+ * whose first fragment was not seen here comes back as BH_PARSE_UNJUDGED; one whose first
+ * was seen comes back with the first's ports, verdict and reason in pkt->key. */
 static __always_inline int bh_parse_counted(struct __sk_buff *skb, struct bh_packet *pkt,
 					    __u8 point)
 {
 	int ret = bh_parse(skb, pkt);
 
 	bh_counter_add(BH_C_PACKETS, pkt->packets);
-	if (ret == BH_PARSE_NOT_IP) {
+	if (ret == BH_PARSE_NOT_IP)
 		bh_counter_add(BH_C_NOT_IP, pkt->packets);
-		return 0;
-	}
-	if (ret != BH_PARSE_OK) {
-		bh_counter_add(BH_C_TRUNCATED, pkt->packets);
-		return 0;
-	}
+	if (ret != BH_PARSE_OK)
+		return ret;
 	pkt->key.ifindex = skb->ifindex;
 	pkt->key.point = point;
-	return 1;
+	if (pkt->frag == BH_FRAG_LATER && !bh_frag_follow(pkt)) {
+		pkt->cause = BH_U_FRAGMENT;
+		return BH_PARSE_UNJUDGED;
+	}
+	return BH_PARSE_OK;
 }
 
 static __always_inline void bh_judged(struct bh_packet *pkt, __u8 verdict, __u8 reason)
@@ -73,6 +77,17 @@ static __always_inline __u8 bh_spoof_verdict(const struct bh_endpoint_value *ep)
 		: bh_identity(&identities_0, ep->identity);
 
 	return bh_policy_verdict(self.mode);
+}
+
+/* A frame the programs cannot judge: what the mode of the pod behind the veth says for a
+ * denied packet (no endpoint: observed), counted by cause and verdict; no flow record. */
+static __always_inline int bh_unjudged(const struct bh_packet *pkt,
+				       const struct bh_endpoint_value *ep)
+{
+	__u8 verdict = ep ? bh_spoof_verdict(ep) : BH_VERDICT_FORWARDED;
+
+	bh_counter_add(BH_C_UNJUDGED + verdict * BH_U_MAX + (pkt->cause % BH_U_MAX), pkt->packets);
+	return verdict == BH_VERDICT_DROPPED ? TC_ACT_SHOT : TCX_NEXT;
 }
 
 /* First packet of a connection leaving pod `ep`. */
@@ -207,12 +222,18 @@ int from_pod(struct __sk_buff *skb)
 {
 	struct bh_packet pkt;
 	struct bh_endpoint_value *ep;
+	int ret = bh_parse_counted(skb, &pkt, BH_POINT_FROM_POD);
 
-	if (!bh_parse_counted(skb, &pkt, BH_POINT_FROM_POD))
+	if (ret == BH_PARSE_NOT_IP)
 		return TCX_NEXT;
 	ep = bh_endpoint(skb->ifindex);
-	if (ep)
+	if (ret != BH_PARSE_OK)
+		return bh_unjudged(&pkt, ep);
+	/* A later fragment already has its first fragment's verdict. */
+	if (ep && pkt.frag != BH_FRAG_LATER)
 		bh_from_pod_judge(&pkt, ep);
+	if (pkt.frag == BH_FRAG_FIRST)
+		bh_frag_remember(&pkt);
 	return bh_finish(&pkt);
 }
 
@@ -221,12 +242,17 @@ int to_pod(struct __sk_buff *skb)
 {
 	struct bh_packet pkt;
 	struct bh_endpoint_value *ep;
+	int ret = bh_parse_counted(skb, &pkt, BH_POINT_TO_POD);
 
-	if (!bh_parse_counted(skb, &pkt, BH_POINT_TO_POD))
+	if (ret == BH_PARSE_NOT_IP)
 		return TCX_NEXT;
 	ep = bh_endpoint(skb->ifindex);
-	if (ep)
+	if (ret != BH_PARSE_OK)
+		return bh_unjudged(&pkt, ep);
+	if (ep && pkt.frag != BH_FRAG_LATER)
 		bh_to_pod_judge(&pkt, ep);
+	if (pkt.frag == BH_FRAG_FIRST)
+		bh_frag_remember(&pkt);
 	return bh_finish(&pkt);
 }
 

@@ -68,17 +68,34 @@ struct bh_event {
 	struct bh_flow_key key;
 };
 
+/* Why a frame could not be judged (native/bpf/README.md, "Fail closed"). Such a frame
+ * gets the verdict of its pod's own mode (dropped in enforce) and no flow record. */
+enum bh_unjudged {
+	BH_U_L2 = 0,       /* Ethernet or VLAN header cut short */
+	BH_U_VLAN = 1,     /* more VLAN tags than the parser follows (BH_VLAN_MAX_TAGS) */
+	BH_U_ETHERTYPE = 2,/* not IPv4, IPv6 or ARP */
+	BH_U_IPV4 = 3,     /* IPv4 header cut short or inconsistent (version, ihl, tot_len) */
+	BH_U_IPV6 = 4,     /* IPv6 header or extension header cut short, payload beyond the frame */
+	BH_U_IPV6_EXT = 5, /* extension chain longer than the parser follows */
+	BH_U_L4 = 6,       /* TCP/UDP/SCTP/ICMP header cut short, or TCP data offset < 5 */
+	BH_U_FRAGMENT = 7, /* a later fragment whose first fragment was not seen (lib/fragment.h) */
+	BH_U_MAX = 8,
+};
+
 /* Indices into the per-CPU `counters` array. Every way a packet can go uncounted has
  * its own index, so that sent = counted + lost holds exactly. */
 enum bh_counter {
 	BH_C_PACKETS = 0,          /* packets the program ran on */
-	BH_C_NOT_IP = 1,           /* not IPv4/IPv6: no flow, not a loss */
-	BH_C_TRUNCATED = 2,        /* IP packet too short to parse: counted here, no flow */
+	BH_C_NOT_IP = 1,           /* ARP: passes unjudged, no flow, not a loss */
+	BH_C_UNUSED_2 = 2,         /* was TRUNCATED: now by cause in BH_C_UNJUDGED */
 	BH_C_MAP_FULL_PACKETS = 3, /* new flow, flow map full: packets lost to aggregation */
 	BH_C_MAP_FULL_BYTES = 4,
 	BH_C_RING_FULL = 5,        /* new-flow event dropped: ring buffer full */
 	BH_C_CT_FULL = 6,          /* connection not tracked: conntrack map full */
-	BH_C_MAX = 7,
+	/* Frames not judged, no flow: BH_C_UNJUDGED + verdict * BH_U_MAX + cause, with the
+	 * verdict they got (enum bh_verdict) and their cause (enum bh_unjudged). */
+	BH_C_UNJUDGED = 7,
+	BH_C_MAX = BH_C_UNJUDGED + 3 * BH_U_MAX,
 };
 
 /* Slots of the `flow_state` array. */
