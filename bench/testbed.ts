@@ -285,6 +285,7 @@ export class Metrics {
 
 export class AgentProcess {
   static readonly METRICS = "127.0.0.1:9964";
+  private static started = 0;
 
   private constructor(readonly child: ChildProcess, readonly node: Node, readonly logPath: string) {}
 
@@ -292,8 +293,11 @@ export class AgentProcess {
    * every pod veth of the node. Its log (pino JSON) goes to `logPath`. */
   static async start(node: Node, flags: readonly string[], logPath: string): Promise<AgentProcess> {
     const fd = openSync(logPath, "a");
+    // The agent's datapath outlives it (pinned): one folder per agent, removed at teardown.
+    const bpfDir = `/sys/fs/bpf/bhbench-${process.pid}-${++AgentProcess.started}`;
+    onCleanup(`rm ${bpfDir}`, () => rmSync(bpfDir, { recursive: true, force: true }));
     const child = node.spawn(node.netns, [process.execPath, CLI_MAIN, "agent", "--node", node.name,
-      "--metrics-addr", AgentProcess.METRICS, ...flags], "agent", fd);
+      "--metrics-addr", AgentProcess.METRICS, "--bpf-dir", bpfDir, ...flags], "agent", fd);
     closeSync(fd);
     const agent = new AgentProcess(child, node, logPath);
     const deadline = Date.now() + 20_000;

@@ -2,6 +2,7 @@
 import pino from "pino";
 import { parseAgentArgs, agentUsage, ConfigError } from "../agent/config.js";
 import { Agent } from "../agent/agent.js";
+import { PinDir } from "../agent/pins.js";
 
 const usage = `usage: bulkhead <command> [flags]
 
@@ -27,6 +28,11 @@ async function runAgent(argv: string[]): Promise<number> {
     return 0;
   }
   const config = parseAgentArgs(argv);
+  if (config.uninstall) {
+    const removed = new PinDir(config.bpfDir).uninstall();
+    process.stdout.write(`${JSON.stringify({ uninstalled: config.bpfDir, ...removed })}\n`);
+    return 0;
+  }
   const log = pino({ level: config.logLevel, base: { node: config.node } });
   const agent = new Agent(config, log);
   try {

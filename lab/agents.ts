@@ -36,6 +36,7 @@ export const agentCommand: AgentCommand = (ctx) => [
     "agent",
     "--node", ctx.node,
     "--metrics-addr", `0.0.0.0:${AGENT_METRICS_PORT}`,
+    "--bpf-dir", path.join(ctx.pinDir, ctx.node),
     ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
     ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
     ...(ctx.tls !== undefined ? ["--tls-cert", ctx.tls.cert, "--tls-key", ctx.tls.key, "--tls-ca", ctx.tls.ca] : []),

@@ -165,8 +165,9 @@ export interface PinnedMap {
   delete(key: Buffer): boolean;
   drain(): DrainResult;
   dump(): DrainResult;
-  /** As BpfObject.synchronize() on this (map-in-map) map. */
-  synchronize(): void;
+  /** As BpfObject.synchronize() on this (map-in-map) map. `innerPin`: where the inner
+   * map is pinned (without it the inner map is opened by id, which needs CAP_SYS_ADMIN). */
+  synchronize(innerPin?: string): void;
   close(): void;
 }
 

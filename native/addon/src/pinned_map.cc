@@ -155,13 +155,14 @@ Napi::Value PinnedMapWrap::Drain(const Napi::CallbackInfo& info) { return Batch(
 Napi::Value PinnedMapWrap::Dump(const Napi::CallbackInfo& info) { return Batch(info, false); }
 
 // As BpfObject.synchronize(): rewriting a populated slot of a map-in-map with the map it
-// holds returns only after an RCU grace period. The inner map is found by id (root only:
-// BPF_MAP_GET_FD_BY_ID needs CAP_SYS_ADMIN).
+// holds returns only after an RCU grace period. The inner map comes from its own pin when
+// one is named (BPF_MAP_GET_FD_BY_ID, the fallback, needs CAP_SYS_ADMIN).
 Napi::Value PinnedMapWrap::Synchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdFor(env, "synchronize");
   if (type_ != BPF_MAP_TYPE_ARRAY_OF_MAPS && type_ != BPF_MAP_TYPE_HASH_OF_MAPS)
     ThrowBpfError(env, "synchronize", path_, EINVAL, {"needs an array_of_maps or hash_of_maps"});
+  std::string innerPath = info.Length() > 0 && info[0].IsString() ? std::string(info[0].As<Napi::String>()) : "";
   std::vector<uint8_t> key(keySize_), next(keySize_);
   const void* prev = nullptr;
   for (uint32_t seen = 0; seen <= maxEntries_; seen++) {
@@ -170,7 +171,18 @@ Napi::Value PinnedMapWrap::Synchronize(const Napi::CallbackInfo& info) {
     prev = key.data();
     uint32_t innerId = 0;
     if (bpf_map_lookup_elem(fd, key.data(), &innerId) != 0) continue;
-    int innerFd = bpf_map_get_fd_by_id(innerId);
+    int innerFd = -1;
+    if (!innerPath.empty()) {
+      innerFd = bpf_obj_get(innerPath.c_str());
+      struct bpf_map_info inner;
+      std::memset(&inner, 0, sizeof(inner));
+      uint32_t len = sizeof(inner);
+      if (innerFd >= 0 && (bpf_obj_get_info_by_fd(innerFd, &inner, &len) != 0 || inner.id != innerId)) {
+        close(innerFd);
+        innerFd = -1;
+      }
+    }
+    if (innerFd < 0) innerFd = bpf_map_get_fd_by_id(innerId);
     if (innerFd < 0) continue;
     int r = bpf_map_update_elem(fd, key.data(), &innerFd,
                                 type_ == BPF_MAP_TYPE_HASH_OF_MAPS ? BPF_EXIST : BPF_ANY);
