@@ -15,6 +15,10 @@ export interface LinkPin {
   direction: AttachDirection;
 }
 
+const BPF_FS_MAGIC = 0xcafe4a11;
+/** Prefix of a pin being made before it is renamed into place ("-" is in no map name,
+ * and bpffs refuses names with a dot). */
+const STAGED = "new-";
 const LINK_PIN = /^if(\d+)-(ingress|egress)$/;
 
 /** Internal maps (".rodata": per-load constants, "<obj>.bss" …) hold no state worth keeping
@@ -36,13 +40,17 @@ export class PinDir {
     if (!fs.existsSync(parent)) {
       throw new Error(`--bpf-dir ${this.dir}: ${parent} does not exist (mount bpffs: mount -t bpf bpf /sys/fs/bpf)`);
     }
+    if (fs.statfsSync(parent).type !== BPF_FS_MAGIC) {
+      throw new Error(`--bpf-dir ${this.dir}: ${parent} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf; `
+        + "inside `ip netns exec`, /sys is remounted without it: enter the netns with nsenter --net=… instead)");
+    }
     fs.mkdirSync(this.maps, { recursive: true });
     fs.mkdirSync(this.links, { recursive: true });
   }
 
   /** Names of the maps pinned now. */
   pinnedMaps(): string[] {
-    return fs.existsSync(this.maps) ? fs.readdirSync(this.maps).filter((n) => !n.endsWith(".new")) : [];
+    return fs.existsSync(this.maps) ? fs.readdirSync(this.maps).filter((n) => !n.startsWith(STAGED)) : [];
   }
 
   linkPath(ifindex: number, direction: AttachDirection): string {
@@ -66,7 +74,7 @@ export class PinDir {
     const names = object.maps().filter(isStateMap);
     for (const name of names) {
       const final = path.join(this.maps, name);
-      const staged = `${final}.new`;
+      const staged = path.join(this.maps, `${STAGED}${name}`);
       fs.rmSync(staged, { force: true });
       object.map(name).pin(staged);
       fs.renameSync(staged, final);

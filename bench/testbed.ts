@@ -139,8 +139,11 @@ export class Node {
   }
 
   /** Starts argv inside `netns`; killed at teardown if still running. */
-  spawn(netns: string, argv: readonly string[], what: string, stdio: "pipe" | number = "pipe"): ChildProcess {
-    const child = spawn("ip", ["netns", "exec", netns, ...argv],
+  spawn(netns: string, argv: readonly string[], what: string, stdio: "pipe" | number = "pipe", mounts: "netns" | "host" = "netns"): ChildProcess {
+    // "host": nsenter keeps this mount namespace, with /sys/fs/bpf (which `ip netns exec`
+    // hides by remounting /sys): what an agent that pins its datapath needs.
+    const [cmd, ...args] = mounts === "host" ? ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv] : ["ip", "netns", "exec", netns, ...argv];
+    const child = spawn(cmd ?? "false", args,
       { stdio: ["ignore", stdio, stdio === "pipe" ? "pipe" : stdio] });
     track(child, what);
     return child;
@@ -297,7 +300,7 @@ export class AgentProcess {
     const bpfDir = `/sys/fs/bpf/bhbench-${process.pid}-${++AgentProcess.started}`;
     onCleanup(`rm ${bpfDir}`, () => rmSync(bpfDir, { recursive: true, force: true }));
     const child = node.spawn(node.netns, [process.execPath, CLI_MAIN, "agent", "--node", node.name,
-      "--metrics-addr", AgentProcess.METRICS, "--bpf-dir", bpfDir, ...flags], "agent", fd);
+      "--metrics-addr", AgentProcess.METRICS, "--bpf-dir", bpfDir, ...flags], "agent", fd, "host");
     closeSync(fd);
     const agent = new AgentProcess(child, node, logPath);
     const deadline = Date.now() + 20_000;

@@ -30,7 +30,10 @@ export type AgentCommand = (ctx: AgentCommandContext) => string[];
 
 /** The agent command line for one node (the one place to change it). */
 export const agentCommand: AgentCommand = (ctx) => [
-  ...netnsExecArgv(ctx.netns, [
+  // nsenter, not `ip netns exec`: that one also remounts /sys, hiding /sys/fs/bpf, where
+  // the agent pins its datapath (--bpf-dir).
+  "nsenter", `--net=/run/netns/${ctx.netns}`, "--",
+  ...([
     process.execPath,
     path.join(ctx.repoRoot, "dist", "cli", "main.js"),
     "agent",

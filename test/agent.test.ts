@@ -14,8 +14,9 @@ import { Datapath } from "../agent/datapath.js";
 import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
 import { decodeFlowRecord, clockNow } from "../agent/records.js";
 import {
-  cliPath, metric, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Metrics, type Pod,
+  agentNetnsArgv, cliPath, metric, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Metrics, type Pod,
 } from "./harness/netns.js";
+import { run } from "../lab/netns.js";
 
 const workDir = mkdtempSync(path.join(os.tmpdir(), "bhagt-test-"));
 afterAll(() => rmSync(workDir, { recursive: true, force: true }));
@@ -341,7 +342,7 @@ describe("pod churn while the agent runs", () => {
     const kept = new Set(native().kernelObjectIds().links);
     const stillThere = [...agentLinks].filter((id) => !newLinks.some((l) => l.id === id));
     expect(stillThere.filter((id) => !kept.has(id)), "the live pod's links after the agent stopped").toEqual([]);
-    const un = await node.exec([process.execPath, cliPath, "agent", "--uninstall", "--bpf-dir", node.bpfDir]);
+    const un = await run(agentNetnsArgv(node.netns, [process.execPath, cliPath, "agent", "--uninstall", "--bpf-dir", node.bpfDir]));
     expect(JSON.parse(un.stdout)).toMatchObject({ links: 2 });
     const left = new Set(native().kernelObjectIds().links);
     expect([...agentLinks].filter((id) => left.has(id)), "the agent's links after --uninstall").toEqual([]);

@@ -616,7 +616,8 @@ describe("deploy/images/build.sh and the runtime tree", () => {
       const set = ["-all", ...caps.map((c) => `+${c.toLowerCase()}`)].join(",");
       const exportFile = path.join(work, `${name}.jsonl`);
       writeFileSync(exportFile, "");
-      const proc = new Spawned(spawn("ip", ["netns", "exec", netnsNode, "setpriv", "--bounding-set", set, "--inh-caps", set,
+      // nsenter, not `ip netns exec`, which remounts /sys without /sys/fs/bpf (the pins).
+      const proc = new Spawned(spawn("nsenter", [`--net=/run/netns/${netnsNode}`, "--", "setpriv", "--bounding-set", set, "--inh-caps", set,
         process.execPath, path.join(out, "dist", "cli", "main.js"), "agent", "--node", NODE, "--metrics-addr", "off",
         "--drain-interval", "200", "--export-file", exportFile, "--bpf-dir", bpfDir(name), ...extraArgs],
         { cwd: os.tmpdir(), stdio: ["ignore", "pipe", "pipe"] }), `agent (${name})`);

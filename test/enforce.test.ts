@@ -33,7 +33,7 @@ import {
   PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { cliPath, metric, parseMetrics, poll, sleep, Spawned } from "./harness/netns.js";
+import { agentNetnsArgv, cliPath, metric, parseMetrics, poll, sleep, Spawned } from "./harness/netns.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -112,8 +112,9 @@ async function teardownTopology(): Promise<void> {
   }
 }
 
-function spawnIn(netns: string, argv: readonly string[]): Spawned {
-  const child = spawn("ip", netnsExecArgv(netns, argv).slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+function spawnIn(netns: string, argv: readonly string[], how = netnsExecArgv): Spawned {
+  const [cmd, ...args] = how(netns, argv);
+  const child = spawn(cmd ?? "false", args, { stdio: ["pipe", "pipe", "pipe"] });
   const s = new Spawned(child, `${argv.slice(0, 3).join(" ")} in ${netns}`);
   children.add(s);
   void s.exited.then(() => children.delete(s));
@@ -722,7 +723,7 @@ describe("the agent applies policy snapshots from the control plane stream", () 
     if (!fs.existsSync(cliPath)) throw new Error(`${cliPath} is missing: run "npx tsc -p ." first`);
     agent = spawnIn(NODE_NS, [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", METRICS,
       "--controlplane", `unix://${socket}`, "--drain-interval", "200", "--resync-interval", "500", "--attach-mode", "tcx",
-      "--bpf-dir", BPF_DIR]);
+      "--bpf-dir", BPF_DIR], agentNetnsArgv);
     await poll(async () => stats.length, (n) => n > 0, 15_000, `the agent's first stats (${agent.output()})`);
   }, 60_000);
 

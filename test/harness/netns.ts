@@ -109,10 +109,15 @@ export class TestNode {
 
   /** Starts argv inside `netns`; teardown() kills it if it still runs. */
   spawn(argv: readonly string[], netns = this.netns): Spawned {
-    const child = spawn("ip", netnsExecArgv(netns, argv).slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    return this.spawnArgv(netnsExecArgv(netns, argv), `${argv.join(" ")} in ${netns}`);
+  }
+
+  private spawnArgv(full: readonly string[], what: string): Spawned {
+    const [cmd, ...args] = full;
+    const child = spawn(cmd ?? "false", args, { stdio: ["ignore", "pipe", "pipe"] });
     this.children.add(child);
     child.once("exit", () => this.children.delete(child));
-    return new Spawned(child, `${argv.join(" ")} in ${netns}`);
+    return new Spawned(child, what);
   }
 
   /** `bulkhead probe udp-serve` in `netns`: a listener, so datagrams draw no ICMP errors. */
@@ -128,7 +133,7 @@ export class TestNode {
     if (!existsSync(cliPath)) throw new Error(`${cliPath} is missing: run "npx tsc -p ." first`);
     const argv = [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", `127.0.0.1:${METRICS_PORT}`,
       ...(args.includes("--bpf-dir") ? [] : ["--bpf-dir", this.bpfDir]), ...args];
-    return new AgentProcess(this, this.spawn(argv));
+    return new AgentProcess(this, this.spawnArgv(agentNetnsArgv(this.netns, argv), `agent in ${this.netns}`));
   }
 
   /** GET http://127.0.0.1:19964{urlPath} from inside the node namespace. */
@@ -281,6 +286,12 @@ export class AgentProcess {
   stop(): Promise<number | null> {
     return this.proc.stop();
   }
+}
+
+/** argv run in `netns` the way an agent must be: in its network namespace only.
+ * `ip netns exec` also remounts /sys, without /sys/fs/bpf, where the agent pins. */
+export function agentNetnsArgv(netns: string, argv: readonly string[]): string[] {
+  return ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv];
 }
 
 /** Prometheus text format → value by series key, e.g. `x_total{cause="map_full"}`. */
