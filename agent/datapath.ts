@@ -173,8 +173,13 @@ export class Datapath {
     const result: CommitResult = { links: new Map(), conntrackCopied: 0, unreadableFlows: 0 };
     if (!retiring) return result;
     const conntrack = this.object.map("conntrack");
+    // Entries are copied only when their layout is the same (the map may have grown or
+    // shrunk): an entry of another layout would be misread, so those connections are
+    // judged anew instead.
+    const ct = this.object.adoption.maps["conntrack"] ?? "absent";
+    const copyConntrack = ct === "same" || ct.startsWith("max_entries ");
     // Before the swap, so the new programs find the connections at once...
-    result.conntrackCopied += retiring.copyConntrack(conntrack);
+    if (copyConntrack) result.conntrackCopied += retiring.copyConntrack(conntrack);
     for (const [ifindex, pins] of this.deferred) {
       const links: Link[] = [];
       for (const pin of pins) {
@@ -192,7 +197,7 @@ export class Datapath {
     this.deferred.clear();
     retiring.synchronize();
     // ...and after it, for those the old programs made in between.
-    result.conntrackCopied += retiring.copyConntrack(conntrack);
+    if (copyConntrack) result.conntrackCopied += retiring.copyConntrack(conntrack);
     const { flows, unreadable } = retiring.drainAll();
     if (flows.count) this.retiredFlows.push(flows);
     result.unreadableFlows = unreadable;
