@@ -34,14 +34,12 @@ export class PinDir {
     this.links = path.join(dir, "links");
   }
 
-  /** Creates the folders; the parent must be on a bpf filesystem. */
+  /** Creates the folders (and missing parents), which must be on a bpf filesystem. */
   ensure(): void {
-    const parent = path.dirname(path.resolve(this.dir));
-    if (!fs.existsSync(parent)) {
-      throw new Error(`--bpf-dir ${this.dir}: ${parent} does not exist (mount bpffs: mount -t bpf bpf /sys/fs/bpf)`);
-    }
-    if (fs.statfsSync(parent).type !== BPF_FS_MAGIC) {
-      throw new Error(`--bpf-dir ${this.dir}: ${parent} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf; `
+    let existing = path.resolve(this.dir);
+    while (!fs.existsSync(existing) && path.dirname(existing) !== existing) existing = path.dirname(existing);
+    if (fs.statfsSync(existing).type !== BPF_FS_MAGIC) {
+      throw new Error(`--bpf-dir ${this.dir}: ${existing} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf; `
         + "inside `ip netns exec`, /sys is remounted without it: enter the netns with nsenter --net=… instead)");
     }
     fs.mkdirSync(this.maps, { recursive: true });
