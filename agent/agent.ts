@@ -45,6 +45,7 @@ export class Agent {
     policyErrors: this.metrics.counter("bulkhead_agent_policy_errors_total", "Policy snapshots or endpoint updates not applied, by stage"),
     policyVersion: this.metrics.gauge("bulkhead_agent_policy_version", "The policy snapshot version the datapath enforces (0: none)"),
     endpoints: this.metrics.gauge("bulkhead_agent_policy_endpoints", "Pod veths with a known endpoint (identity, addresses)"),
+    replacing: this.metrics.gauge("bulkhead_agent_datapath_replacing", "1 while an earlier agent's programs and maps (another map layout) enforce, until the first policy snapshot"),
   };
 
   private datapath: Datapath | undefined;
@@ -93,8 +94,15 @@ export class Agent {
 
   async start(): Promise<void> {
     const c = this.config;
-    this.datapath = new Datapath({ objectPath: c.bpfObject, flowMapSize: c.flowMapSize });
+    this.datapath = new Datapath({ objectPath: c.bpfObject, flowMapSize: c.flowMapSize, bpfDir: c.bpfDir });
     const datapath = this.datapath;
+    const differs = Object.entries(datapath.object.adoption.maps).filter(([, v]) => v !== "same" && v !== "absent");
+    this.log.info({ start: datapath.start, bpfDir: c.bpfDir, ...(differs.length ? { changed: Object.fromEntries(differs) } : {}),
+      policyVersion: String(datapath.policy.version), endpoints: datapath.policy.endpoints().size },
+      datapath.start === "adopted" ? "adopted the pinned datapath"
+        : datapath.start === "replacing" ? "map layout changed: the pinned datapath enforces until the first policy snapshot"
+          : "new datapath");
+    this.m.replacing.set({}, datapath.replacing ? 1 : 0);
     this.ring = native().ringBuffer(datapath.object.map("events"), (records, count) => this.onEvents(records, count));
     this.attacher = new Attacher(
       { attach: (ifindex, name) => datapath.attach(ifindex, c.attachMode, undefined, name) },
@@ -117,6 +125,9 @@ export class Agent {
     this.watcher = new InterfaceWatcher(
       (ifaces) => {
         attacher.reconcile(ifaces);
+        for (const pin of datapath.removeStaleLinkPins(ifaces.map((i) => i.ifindex))) {
+          this.log.info({ ifindex: pin.ifindex, direction: pin.direction }, "removed the pinned link of a gone interface");
+        }
         this.m.watched.set({}, attacher.count);
         this.podInterfaces = ifaces;
         this.updateEndpoints();
@@ -125,6 +136,8 @@ export class Agent {
       c.resyncIntervalMs,
     );
     this.watcher.start();
+    // Without a control plane no snapshot will come: the new programs take over now.
+    if (datapath.replacing && !this.controlplane) this.commitDatapath();
     this.drainTimer = setInterval(() => this.drainOnce(), c.drainIntervalMs);
     this.controlplane?.start();
     if (c.metricsAddr) this.server = await serveMetrics(this.metrics, this, c.metricsAddr);
@@ -169,8 +182,27 @@ export class Agent {
     }
     // Identities may have changed: the endpoints take the new ones.
     this.updateEndpoints();
+    // A changed layout: the new maps now hold endpoints and policy; the programs swap.
+    if (this.datapath?.replacing) this.commitDatapath();
     // Say at once which version is enforced: status and propagation waits read it.
     this.controlplane?.sendStats(this.stats());
+  }
+
+  /** Swaps this agent's programs into the links the old ones held (see Datapath.commit). */
+  private commitDatapath(): void {
+    const datapath = this.datapath;
+    if (!datapath) return;
+    try {
+      const r = datapath.commit();
+      for (const [ifindex, links] of r.links) this.attacher?.addLinks(ifindex, links);
+      if (r.unreadableFlows) this.m.lostRecords.inc({ cause: "layout_changed" }, r.unreadableFlows);
+      this.m.replacing.set({}, 0);
+      this.log.info({ interfaces: r.links.size, conntrackCopied: r.conntrackCopied, unreadableFlows: r.unreadableFlows },
+        "new programs and maps in place of the old");
+    } catch (err) {
+      this.m.policyErrors.inc({ stage: "commit" });
+      this.log.error({ err: (err as Error).message }, "swapping in the new datapath failed; retried with the next snapshot");
+    }
   }
 
   /** Which pod is behind each watched veth, from its host routes. */
@@ -277,16 +309,16 @@ export class Agent {
     }
   }
 
-  /** Final drain and flush, then releases every link, map and socket. */
+  /** Final drain and flush, then closes every fd. The pinned datapath stays and keeps
+   * enforcing (an upgrade is a stop and a start); packets counted after the final drain
+   * wait in the pinned flow maps for the next agent. `--uninstall` removes it. */
   async stop(): Promise<void> {
     if (this.drainTimer) clearInterval(this.drainTimer);
     this.watcher?.stop();
-    // Detach first: the drain after it (with its grace period) then holds every packet.
-    this.attacher?.detachAll();
     this.drainOnce();
     await Promise.all(this.sinks.map((sink) => sink.close(5000)));
     this.ring?.close();
-    this.datapath?.close();
+    this.datapath?.release();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.datapath = undefined;
     this.log.info({ records: this.m.records.get(), exportedToFile: this.m.exported.get({ sink: "file" }),

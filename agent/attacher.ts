@@ -48,6 +48,13 @@ export class Attacher {
     }
   }
 
+  /** Links that began to run our programs later than the attach (the old programs held
+   * the interface until a commit). */
+  addLinks(ifindex: number, links: Link[]): void {
+    const a = this.attached.get(ifindex);
+    if (a) a.links.push(...links);
+  }
+
   private detach(a: Attached): void {
     for (const link of a.links) {
       try { link.detach(); } catch { /* the interface is gone: its links already are */ }

@@ -13,6 +13,10 @@ export interface AgentConfig {
   node: string;
   /** Path of endpoint.bpf.o. */
   bpfObject: string;
+  /** bpffs folder where the datapath is pinned, so that it outlives the agent. */
+  bpfDir: string;
+  /** `--uninstall`: detach and remove everything under bpfDir, then exit. */
+  uninstall: boolean;
   /** Drain interval of the in-kernel flow map, milliseconds. */
   drainIntervalMs: number;
   /** max_entries of each of the two flow maps (each holds one drain interval of flows). */
@@ -43,6 +47,10 @@ in-kernel flow map on an interval and exports flow records.
 
   --node NAME               node name on every record (default: hostname)
   --bpf-object PATH         endpoint.bpf.o (default: native/build/endpoint.bpf.o)
+  --bpf-dir DIR             bpffs folder of this agent's pinned maps and links, which keep
+                            enforcing while no agent runs and which the next agent adopts
+                            (default /sys/fs/bpf/bulkhead; one folder per agent)
+  --uninstall               detach every pinned link, remove the folder (--bpf-dir) and exit
   --drain-interval MS       flow map drain interval (default 1000)
   --flow-map-size N         entries per flow map, two maps (default 65536)
   --attach-mode MODE        auto | tcx | clsact (default auto: tcx, else clsact)
@@ -59,6 +67,8 @@ Mutual TLS with the control plane (all three or none; files from "bulkhead certs
   --tls-key FILE            its private key (PEM), e.g. node-NAME.key
   --tls-ca FILE             CA that the control plane's certificate must chain to, e.g. ca.crt
 `;
+
+export const DEFAULT_BPF_DIR = "/sys/fs/bpf/bulkhead";
 
 function positiveInt(flag: string, raw: string | undefined, fallback: number, max = 2 ** 31 - 1): number {
   if (raw === undefined) return fallback;
@@ -94,6 +104,8 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
       options: {
         node: { type: "string" },
         "bpf-object": { type: "string" },
+        "bpf-dir": { type: "string" },
+        uninstall: { type: "boolean" },
         "drain-interval": { type: "string" },
         "flow-map-size": { type: "string" },
         "attach-mode": { type: "string" },
@@ -126,6 +138,8 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   return {
     node,
     bpfObject: path.resolve(v["bpf-object"] ?? path.join(bpfObjectDir, "endpoint.bpf.o")),
+    bpfDir: path.resolve(v["bpf-dir"] ?? DEFAULT_BPF_DIR),
+    uninstall: v.uninstall ?? false,
     drainIntervalMs: positiveInt("drain-interval", v["drain-interval"], 1000, 3_600_000),
     flowMapSize: positiveInt("flow-map-size", v["flow-map-size"], 65536, 16_777_216),
     attachMode: oneOf("attach-mode", v["attach-mode"], ["auto", "tcx", "clsact"] as const, "auto"),

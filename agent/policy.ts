@@ -225,6 +225,28 @@ export function endpointValue(ep: EndpointAddresses): Buffer {
   return value;
 }
 
+export function decodeEndpointValue(v: Buffer): EndpointAddresses {
+  const out: EndpointAddresses = { identity: v.readUInt32LE(ENDPOINT_VALUE.identity) };
+  if (v[ENDPOINT_VALUE.hasIp4]) out.ip4 = [...v.subarray(ENDPOINT_VALUE.ip4, ENDPOINT_VALUE.ip4 + 4)].join(".");
+  if (v[ENDPOINT_VALUE.hasIp6]) out.ip6 = formatIp6(v.subarray(ENDPOINT_VALUE.ip6, ENDPOINT_VALUE.ip6 + 16));
+  return out;
+}
+
+/** RFC 5952 text of 16 bytes: lowercase, the longest run of two or more zero groups as "::". */
+export function formatIp6(b: Buffer): string {
+  const g = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i));
+  let best = -1, bestLen = 1;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j === i ? i + 1 : j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (best < 0) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+}
+
 /** The pod behind each pod veth, from the host routes (/32, /128 in the main table) whose
  * interface it is, with the identity the policy gives that address. Veths without host
  * routes are left out: nothing says which pod they hold. A pod with several addresses of
@@ -279,7 +301,11 @@ export class PolicyApplier {
   private readonly endpointValues = new Map<number, string>();
   private readonly endpointAddresses = new Map<number, EndpointAddresses>();
 
-  constructor(private readonly object: BpfObject) {
+  /** `adopt`: the maps come from an earlier agent (pinned): learn what both halves and
+   * the endpoints hold instead of assuming them empty, and take the active half as the
+   * policy in force (its version, and the identities it gives pod addresses) until the
+   * next snapshot. */
+  constructor(private readonly object: BpfObject, opts: { adopt?: boolean } = {}) {
     const empty = (): SetContents => ({ ipIdentity: new Map(), identities: new Map(), policy: new Map() });
     this.contents = [empty(), empty()];
     const expect = (name: string, key: number, value: number) => {
@@ -297,6 +323,44 @@ export class PolicyApplier {
     expect("endpoints", 4, ENDPOINT_VALUE.size);
     expect("conntrack", CT_KEY.size, CT_VALUE.size);
     this.active = object.map("flow_state").lookup(u32(STATE.activePolicy))?.readUInt32LE(0) ? 1 : 0;
+    if (opts.adopt) this.learn();
+  }
+
+  private learn(): void {
+    const read = (name: string): Map<string, string> => {
+      const map = this.object.map(name);
+      const d = map.dump();
+      const out = new Map<string, string>();
+      for (let i = 0; i < d.count; i++) {
+        out.set(d.keys.subarray(i * map.keySize, (i + 1) * map.keySize).toString("hex"),
+          d.values.subarray(i * map.valueSize, (i + 1) * map.valueSize).toString("hex"));
+      }
+      return out;
+    };
+    for (const set of [0, 1] as const) {
+      this.contents[set] = {
+        identities: read(MAPS.identities(set)), ipIdentity: read(MAPS.ipIdentity(set)), policy: read(MAPS.policy(set)),
+      };
+    }
+    const version = BigInt(this.kernelVersion());
+    if (version !== 0n) {
+      const inForce = this.active === 0 ? this.contents[0] : this.contents[1];
+      const buffers = (m: Map<string, string>) => new Map([...m].map(([k, v]) => [k, Buffer.from(v, "hex")]));
+      const hosts = new Map<string, number>();
+      for (const [key, value] of inForce.ipIdentity) {
+        const k = Buffer.from(key, "hex");
+        if (k.readUInt32LE(IP_KEY.prefixlen) === 128) {
+          hosts.set(k.subarray(IP_KEY.addr, IP_KEY.addr + 16).toString("hex"), Buffer.from(value, "hex").readUInt32LE(IP_VALUE.identity));
+        }
+      }
+      this.current = { version, identities: buffers(inForce.identities), ipIdentities: buffers(inForce.ipIdentity),
+        policy: buffers(inForce.policy), hosts };
+    }
+    for (const [key, value] of read("endpoints")) {
+      const ifindex = Buffer.from(key, "hex").readUInt32LE(0);
+      this.endpointValues.set(ifindex, value);
+      this.endpointAddresses.set(ifindex, decodeEndpointValue(Buffer.from(value, "hex")));
+    }
   }
 
   /** The version applied last (0n: none yet). */

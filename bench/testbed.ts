@@ -139,8 +139,11 @@ export class Node {
   }
 
   /** Starts argv inside `netns`; killed at teardown if still running. */
-  spawn(netns: string, argv: readonly string[], what: string, stdio: "pipe" | number = "pipe"): ChildProcess {
-    const child = spawn("ip", ["netns", "exec", netns, ...argv],
+  spawn(netns: string, argv: readonly string[], what: string, stdio: "pipe" | number = "pipe", mounts: "netns" | "host" = "netns"): ChildProcess {
+    // "host": nsenter keeps this mount namespace, with /sys/fs/bpf (which `ip netns exec`
+    // hides by remounting /sys): what an agent that pins its datapath needs.
+    const [cmd, ...args] = mounts === "host" ? ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv] : ["ip", "netns", "exec", netns, ...argv];
+    const child = spawn(cmd ?? "false", args,
       { stdio: ["ignore", stdio, stdio === "pipe" ? "pipe" : stdio] });
     track(child, what);
     return child;
@@ -285,6 +288,7 @@ export class Metrics {
 
 export class AgentProcess {
   static readonly METRICS = "127.0.0.1:9964";
+  private static started = 0;
 
   private constructor(readonly child: ChildProcess, readonly node: Node, readonly logPath: string) {}
 
@@ -292,8 +296,11 @@ export class AgentProcess {
    * every pod veth of the node. Its log (pino JSON) goes to `logPath`. */
   static async start(node: Node, flags: readonly string[], logPath: string): Promise<AgentProcess> {
     const fd = openSync(logPath, "a");
+    // The agent's datapath outlives it (pinned): one folder per agent, removed at teardown.
+    const bpfDir = `/sys/fs/bpf/bhbench-${process.pid}-${++AgentProcess.started}`;
+    onCleanup(`rm ${bpfDir}`, () => rmSync(bpfDir, { recursive: true, force: true }));
     const child = node.spawn(node.netns, [process.execPath, CLI_MAIN, "agent", "--node", node.name,
-      "--metrics-addr", AgentProcess.METRICS, ...flags], "agent", fd);
+      "--metrics-addr", AgentProcess.METRICS, "--bpf-dir", bpfDir, ...flags], "agent", fd, "host");
     closeSync(fd);
     const agent = new AgentProcess(child, node, logPath);
     const deadline = Date.now() + 20_000;

@@ -3,6 +3,7 @@ import pino from "pino";
 import { parseAgentArgs, agentUsage } from "../agent/config.js";
 import { ConfigError } from "../config/flags.js";
 import { Agent } from "../agent/agent.js";
+import { PinDir } from "../agent/pins.js";
 
 const usage = `usage: bulkhead <command> [flags]
 
@@ -28,6 +29,11 @@ async function runAgent(argv: string[]): Promise<number> {
     return 0;
   }
   const config = parseAgentArgs(argv);
+  if (config.uninstall) {
+    const removed = new PinDir(config.bpfDir).uninstall();
+    process.stdout.write(`${JSON.stringify({ uninstalled: config.bpfDir, ...removed })}\n`);
+    return 0;
+  }
   const log = pino({ level: config.logLevel, base: { node: config.node } });
   const agent = new Agent(config, log);
   try {

@@ -30,16 +30,18 @@ export type AgentCommand = (ctx: AgentCommandContext) => string[];
 
 /** The agent command line for one node (the one place to change it). */
 export const agentCommand: AgentCommand = (ctx) => [
-  ...netnsExecArgv(ctx.netns, [
-    process.execPath,
-    path.join(ctx.repoRoot, "dist", "cli", "main.js"),
-    "agent",
-    "--node", ctx.node,
-    "--metrics-addr", `0.0.0.0:${AGENT_METRICS_PORT}`,
-    ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
-    ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
-    ...(ctx.tls !== undefined ? ["--tls-cert", ctx.tls.cert, "--tls-key", ctx.tls.key, "--tls-ca", ctx.tls.ca] : []),
-  ]),
+  // nsenter, not `ip netns exec`: that one also remounts /sys, hiding /sys/fs/bpf, where
+  // the agent pins its datapath (--bpf-dir).
+  "nsenter", `--net=/run/netns/${ctx.netns}`, "--",
+  process.execPath,
+  path.join(ctx.repoRoot, "dist", "cli", "main.js"),
+  "agent",
+  "--node", ctx.node,
+  "--metrics-addr", `0.0.0.0:${AGENT_METRICS_PORT}`,
+  "--bpf-dir", path.join(ctx.pinDir, ctx.node),
+  ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
+  ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
+  ...(ctx.tls !== undefined ? ["--tls-cert", ctx.tls.cert, "--tls-key", ctx.tls.key, "--tls-ca", ctx.tls.ca] : []),
 ];
 
 /** The repository root: the nearest folder above this file with bulkhead's package.json. */

@@ -29,6 +29,20 @@ export interface OpenOptions {
   rodata?: Record<string, Buffer>;
   /** max_entries overrides, by map name, set before load. */
   maxEntries?: Record<string, number>;
+  /** A bpffs folder of maps pinned by an earlier load (`<dir>/<map name>`). Every map of
+   * the object (internal ones such as .rodata aside) is compared with its pin (type,
+   * key/value size, max_entries, flags, map_extra, key/value BTF layout); only when every
+   * one is pinned and the same are the pinned maps reused, all of them. `adoption` says
+   * what was found. Nothing is pinned by this: pin() the maps afterwards. */
+  reuseMapsFrom?: string;
+}
+
+/** What openObject({ reuseMapsFrom }) found. */
+export interface MapAdoption {
+  /** True when the object uses the pinned maps (all of them). */
+  reused: boolean;
+  /** Per map: "same", "absent", or what differs (e.g. "max_entries 262144 pinned vs 1024"). */
+  maps: Record<string, string>;
 }
 
 export type AttachMode = "tcx" | "clsact";
@@ -108,6 +122,11 @@ export interface BpfProgram {
   readonly id: number;
   readonly type: string;
   attachTc(opts: AttachOptions): Link;
+  /** Puts this program into the tcx link pinned at `path` (BPF_LINK_UPDATE: no moment
+   * without a program) and returns it, owned by this object like an attachTc() link.
+   * Throws ENOENT (nothing pinned), ENOLINK (defunct link: its interface is gone), EINVAL
+   * (not a tcx link). */
+  adoptLink(path: string): Link;
   /** BPF_PROG_TEST_RUN: runs the program `repeat` times (default 1) on `packet` (a whole
    * Ethernet frame for tc programs) without attaching it. */
   testRun(packet: Buffer, repeat?: number): TestRunResult;
@@ -126,6 +145,39 @@ export interface BpfObject {
   synchronize(outerMapName: string): void;
   /** Detaches every link made from this object and closes every fd. Idempotent. */
   close(): void;
+  /** What process exit does: closes every fd; pinned links (with the programs and maps
+   * they hold) stay attached, unpinned ones go. Idempotent. */
+  release(): void;
+  /** What openObject({ reuseMapsFrom }) found; { reused: false, maps: {} } without it. */
+  readonly adoption: MapAdoption;
+}
+
+/** A map opened from its bpffs pin, without an object (an earlier load's). */
+export interface PinnedMap {
+  readonly path: string;
+  readonly type: MapType;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly id: number;
+  lookup(key: Buffer): Buffer | null;
+  update(key: Buffer, value: Buffer, flags?: number): void;
+  delete(key: Buffer): boolean;
+  drain(): DrainResult;
+  dump(): DrainResult;
+  /** As BpfObject.synchronize() on this (map-in-map) map. `innerPin`: where the inner
+   * map is pinned (without it the inner map is opened by id, which needs CAP_SYS_ADMIN). */
+  synchronize(innerPin?: string): void;
+  close(): void;
+}
+
+/** A tcx link pinned on bpffs, as the kernel describes it. */
+export interface PinnedLinkInfo {
+  id: number;
+  programId: number;
+  /** 0 when the link is defunct: its interface was deleted. */
+  ifindex: number;
+  direction: AttachDirection;
 }
 
 export interface RingBufferOptions {
@@ -232,6 +284,10 @@ export interface NativeAddon {
   /** Detaches the tcx link pinned at `path` (bpffs) and removes the pin; false when
    * nothing is pinned there. */
   removePinnedLink(path: string): boolean;
+  /** The tcx link pinned at `path`, or null when nothing is pinned there. */
+  pinnedLink(path: string): PinnedLinkInfo | null;
+  /** Opens the map pinned at `path` (ENOENT: nothing there; EINVAL: not a map). */
+  openPinnedMap(path: string): PinnedMap;
 }
 
 

@@ -33,7 +33,7 @@ const ip = (...args: string[]): string => run("ip", args);
 function removeOwnNamespaces(): void {
   for (const ns of [NS_A, NS_B]) spawnSync("ip", ["netns", "del", ns], { stdio: "ignore" });
   for (const f of fs.existsSync(pinDir) ? fs.readdirSync(pinDir) : []) {
-    if (f.startsWith(pinPrefix)) fs.rmSync(path.join(pinDir, f), { force: true });
+    if (f.startsWith(pinPrefix)) fs.rmSync(path.join(pinDir, f), { recursive: true, force: true });
   }
 }
 
@@ -426,6 +426,74 @@ describe("attachTc", () => {
     expect(() => clsact.detach()).not.toThrow();
     expect(addon.kernelObjectCounts().links).toBe(before);
     expect(linkIds().has(tcx.id)).toBe(false);
+  });
+});
+
+describe("adopting pinned maps and links", () => {
+  // Three variants of one map: the same, a value struct with its two members swapped
+  // (same size: only the BTF layout differs), and another max_entries.
+  const source = (value: string, maxEntries: number) => `#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct val { ${value} };
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, ${maxEntries}); __type(key, __u32); __type(value, struct val); } m SEC(".maps");
+SEC("tc") int prog(struct __sk_buff *skb) { __u32 k = 0; struct val *v = bpf_map_lookup_elem(&m, &k); return v ? -1 : -1; }
+char LICENSE[] SEC("license") = "GPL";`;
+  const dir = path.join(pinDir, `${pinPrefix}adopt`);
+  const objects: Record<"same" | "swapped" | "bigger", string> = { same: "", swapped: "", bigger: "" };
+
+  beforeAll(() => {
+    const variants = { same: ["__u32 a; __u32 b;", 64], swapped: ["__u32 b; __u32 a;", 64], bigger: ["__u32 a; __u32 b;", 128] } as const;
+    for (const [name, [value, max]] of Object.entries(variants) as [keyof typeof objects, readonly [string, number]][]) {
+      const src = path.join(workDir, `adopt_${name}.bpf.c`);
+      fs.writeFileSync(src, source(value, max));
+      objects[name] = path.join(workDir, `adopt_${name}.bpf.o`);
+      run("clang", ["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu", "-c", src, "-o", objects[name]]);
+    }
+    fs.mkdirSync(dir, { recursive: true });
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it("reuses a pinned map only when definition and BTF layout are the same, and says what differs", () => {
+    const first = addon.openObject(objects.same, { reuseMapsFrom: dir });
+    opened.push(first);
+    expect(first.adoption).toEqual({ reused: false, maps: { m: "absent" } });
+    first.map("m").pin(path.join(dir, "m"));
+    first.map("m").update(u32(1), Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]));
+
+    const again = addon.openObject(objects.same, { reuseMapsFrom: dir });
+    opened.push(again);
+    expect(again.adoption).toEqual({ reused: true, maps: { m: "same" } });
+    expect(again.map("m").lookup(u32(1))).toEqual(Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]));
+
+    const swapped = addon.openObject(objects.swapped, { reuseMapsFrom: dir });
+    opened.push(swapped);
+    expect(swapped.adoption.reused).toBe(false);
+    expect(swapped.adoption.maps.m).toBe("value layout: value: member 0 is a pinned vs b");
+    expect(swapped.map("m").lookup(u32(1))).toBeNull();
+
+    const bigger = addon.openObject(objects.bigger, { reuseMapsFrom: dir });
+    opened.push(bigger);
+    expect(bigger.adoption).toEqual({ reused: false, maps: { m: "max_entries 64 pinned vs 128" } });
+  });
+
+  it("swaps a program into a pinned tcx link (same link, new program) and sees a defunct one", () => {
+    const a = addon.openObject(objects.same);
+    const b = addon.openObject(objects.same);
+    opened.push(a, b);
+    const pin = path.join(dir, "link");
+    const link = a.program("prog").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "tcx" });
+    link.pin(pin);
+    const oldProgram = a.program("prog").id;
+    a.release(); // as process exit: the pinned link stays
+    expect(addon.pinnedLink(pin)).toMatchObject({ id: link.id, programId: oldProgram, direction: "ingress" });
+    const adopted = b.program("prog").adoptLink(pin);
+    expect(adopted.id).toBe(link.id);
+    expect(addon.pinnedLink(pin)?.programId).toBe(b.program("prog").id);
+    expect(catchError(() => b.program("prog").adoptLink(path.join(dir, "none")))).toMatchObject({ code: "ENOENT" });
+    b.release();
+    expect(addon.removePinnedLink(pin)).toBe(true);
+    expect(addon.pinnedLink(pin)).toBeNull();
+    expect(linkIds().has(link.id)).toBe(false);
   });
 });
 

@@ -14,8 +14,9 @@ import { Datapath } from "../agent/datapath.js";
 import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
 import { decodeFlowRecord, clockNow } from "../agent/records.js";
 import {
-  cliPath, metric, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Metrics, type Pod,
+  agentNetnsArgv, cliPath, metric, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Metrics, type Pod,
 } from "./harness/netns.js";
+import { run } from "../lab/netns.js";
 
 const workDir = mkdtempSync(path.join(os.tmpdir(), "bhagt-test-"));
 afterAll(() => rmSync(workDir, { recursive: true, force: true }));
@@ -306,7 +307,7 @@ describe("pod churn while the agent runs", () => {
   beforeAll(async () => { node = await TestNode.create(1); });
   afterAll(async () => { await node?.teardown(); });
 
-  it("attaches a new pod veth and detaches a deleted one within 1 s, and releases every link on stop", async () => {
+  it("attaches a new pod veth and detaches a deleted one within 1 s; stop leaves the links, --uninstall removes them", async () => {
     const watched = async () => metric(await node.metrics(), "bulkhead_agent_interfaces_watched");
     await node.udpServer(7300);
     // A long resync: only netlink events can make the agent notice within 1 s.
@@ -339,8 +340,14 @@ describe("pod churn while the agent runs", () => {
     for (const l of newLinks) expect(kernelLinks.has(l.id), `link ${l.id} of the deleted veth`).toBe(false);
 
     expect(await agent.stop()).toBe(0);
+    // A stopped agent leaves its (pinned) links enforcing; --uninstall removes them.
+    const kept = new Set(native().kernelObjectIds().links);
+    const stillThere = [...agentLinks].filter((id) => !newLinks.some((l) => l.id === id));
+    expect(stillThere.filter((id) => !kept.has(id)), "the live pod's links after the agent stopped").toEqual([]);
+    const un = await run(agentNetnsArgv(node.netns, [process.execPath, cliPath, "agent", "--uninstall", "--bpf-dir", node.bpfDir]));
+    expect(JSON.parse(un.stdout)).toMatchObject({ links: 2 });
     const left = new Set(native().kernelObjectIds().links);
-    expect([...agentLinks].filter((id) => left.has(id)), "the agent's links after it stopped").toEqual([]);
+    expect([...agentLinks].filter((id) => left.has(id)), "the agent's links after --uninstall").toEqual([]);
 
     const mine = fromPod(readRecords(exportFile), pod);
     expect(sum(mine, (r) => r.packets)).toBe(9n);

@@ -9,6 +9,8 @@ import { up, type Lab, type LabStatus, type PodStatus } from "../lab/lab.js";
 import { native } from "../native/index.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { observations, readExports, sleep, waitFor } from "./harness/flows.js";
+// Agents pin their datapath under it (bpffs); lab down removes it.
+const PIN_DIR = `/sys/fs/bpf/bh-capture-${process.pid}`;
 
 const TOPOLOGY = `
 nodes: 2
@@ -52,7 +54,7 @@ describe("flow capture on a two-node lab", () => {
     exportDir = path.join(dir, "flows");
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
     lab = await up({ stateDir: path.join(dir, "state"), exportDir, topology: path.join(dir, "topology.yaml"),
-      pinDir: path.join(dir, "pins") });
+      pinDir: PIN_DIR });
     status = await lab.status();
     client = pod("client");
     server = pod("server");
@@ -188,7 +190,7 @@ describe("flow capture on a two-node lab", () => {
       (n) => n.links === baseline.links && n.programs === baseline.programs, 5000);
     expect(counts.links).toBe(baseline.links);
     expect(counts.programs).toBe(baseline.programs);
-    expect(fs.existsSync(path.join(dir, "pins"))).toBe(false);
+    expect(fs.existsSync(PIN_DIR)).toBe(false);
     expect(execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })).not.toContain(`--export-file ${exportDir}`);
   });
 });

@@ -26,6 +26,8 @@ import {
   FlowFilter, GetFlowsRequest, ObserverServiceService,
   type GetFlowsResponse, type GetStatusResponse, type NodeStatus, type ObserverServiceServer,
 } from "../proto/gen/bulkhead/v1/observer.js";
+// Agents pin their datapath under it (bpffs); lab down removes it.
+const PIN_DIR = `/sys/fs/bpf/bh-conformance-datapath-${process.pid}`;
 
 /** Distinct from the other suites' lab control planes. */
 const OBSERVER = "127.0.0.1:42460";
@@ -172,7 +174,7 @@ describe("conformance engine plumbing (observe mode: nothing is denied)", () => 
     dir = tempDir("bh-conf-");
     // awaitEnforcement false: this block must not depend on the policy compiler.
     engine = await createDatapathEngine({
-      stateDir: path.join(dir, "state"), pinDir: path.join(dir, "pins"), observer: OBSERVER, mode: "observe", awaitEnforcement: false,
+      stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "observe", awaitEnforcement: false,
     });
     scenario = new Scenario(engine, [80, 81], ["TCP", "UDP", "SCTP"]);
     placement = await scenario.setup();
@@ -392,7 +394,7 @@ describe("NetworkPolicy on the enforcing datapath", () => {
   beforeAll(() => {
     dir = tempDir("bh-conf-");
     // The lab comes up with each case's setup() and goes with its teardown().
-    engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: path.join(dir, "pins"), observer: OBSERVER, mode: "enforce",
+    engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce",
       log: (line) => log.push(line) });
   });
 

@@ -14,6 +14,8 @@ import {
 import { repoRoot } from "../lab/agents.js";
 import { DatapathEngine } from "../lab/conformance/datapath.js";
 import { randomCaseDocuments } from "./harness/random-policy.js";
+// Agents pin their datapath under it (bpffs); lab down removes it.
+const PIN_DIR = `/sys/fs/bpf/bh-conformance-random-datapath-${process.pid}`;
 
 /** Distinct from the other suites' lab control planes. */
 const OBSERVER = "127.0.0.1:42470";
@@ -70,7 +72,7 @@ describe(`random NetworkPolicy conformance, ${COUNT} cases (seed ${SEED})`, () =
       if (!fs.existsSync(path.join(repoRoot(), "dist", "cli", "main.js"))) throw new Error("dist/ is missing: run npx tsc -p . first");
       dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-conf-random-"));
       // The lab comes up with each case's setup() and goes with its teardown().
-      engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: path.join(dir, "pins"), observer: OBSERVER, mode: "enforce",
+      engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce",
         log: (line) => current.push(line) });
     });
 

@@ -12,6 +12,8 @@ import { startControlPlane } from "../lab/controlplane.js";
 import { repoRoot } from "../lab/agents.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { sleep } from "./harness/flows.js";
+// Agents pin their datapath under it (bpffs); lab down removes it.
+const PIN_DIR = `/sys/fs/bpf/bh-controlplane-${process.pid}`;
 
 const run = promisify(execFile);
 const OBSERVER = "127.0.0.1:42450";
@@ -74,7 +76,7 @@ describe("control plane on the lab", () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-cp-"));
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
     lab = await up({ stateDir: path.join(dir, "state"), topology: path.join(dir, "topology.yaml"),
-      pinDir: path.join(dir, "pins"), controlplane: { observer: OBSERVER } });
+      pinDir: PIN_DIR, controlplane: { observer: OBSERVER } });
     ca = (await lab.status()).controlplane?.ca ?? "(the lab recorded no CA)";
   });
 

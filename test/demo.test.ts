@@ -23,6 +23,8 @@ import { parseTopology } from "../lab/topology.js";
 import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { GetFlowMapResponse, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
 import { sleep } from "./harness/flows.js";
+// Agents pin their datapath under it (bpffs); lab down removes it.
+const PIN_DIR = `/sys/fs/bpf/bh-demo-${process.pid}`;
 
 vi.setConfig({ testTimeout: 90_000, hookTimeout: 120_000 });
 
@@ -138,7 +140,7 @@ describe("the demo lab", () => {
     if (!fs.existsSync(CLI)) throw new Error("dist/ is missing: run npm run build first");
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-demo-"));
     stateDir = path.join(dir, "state");
-    lab = await upDemo({ stateDir, pinDir: path.join(dir, "pins"), controlplane: { observer: OBSERVER, ui: UI } });
+    lab = await upDemo({ stateDir, pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: UI } });
   });
 
   afterAll(async () => {

@@ -541,6 +541,7 @@ describe("deploy/images/build.sh and the runtime tree", () => {
   const out = path.join(work, "out");
   const netnsNode = `bhdep-${process.pid}-node`;
   const netnsPod = `bhdep-${process.pid}-pod`;
+  const bpfDir = (name: string) => `/sys/fs/bpf/bhdep-${process.pid}-${name}`;
   const spawned: Spawned[] = [];
 
   beforeAll(() => {
@@ -615,9 +616,11 @@ describe("deploy/images/build.sh and the runtime tree", () => {
       const set = ["-all", ...caps.map((c) => `+${c.toLowerCase()}`)].join(",");
       const exportFile = path.join(work, `${name}.jsonl`);
       writeFileSync(exportFile, "");
-      const proc = new Spawned(spawn("ip", ["netns", "exec", netnsNode, "setpriv", "--bounding-set", set, "--inh-caps", set,
+      // nsenter, not `ip netns exec`, which remounts /sys without /sys/fs/bpf (the pins).
+      const proc = new Spawned(spawn("nsenter", [`--net=/run/netns/${netnsNode}`, "--", "setpriv", "--bounding-set", set, "--inh-caps", set,
         process.execPath, path.join(out, "dist", "cli", "main.js"), "agent", "--node", NODE, "--metrics-addr", "off",
-        "--drain-interval", "200", "--export-file", exportFile, ...extraArgs], { cwd: os.tmpdir(), stdio: ["ignore", "pipe", "pipe"] }), `agent (${name})`);
+        "--drain-interval", "200", "--export-file", exportFile, "--bpf-dir", bpfDir(name), ...extraArgs],
+        { cwd: os.tmpdir(), stdio: ["ignore", "pipe", "pipe"] }), `agent (${name})`);
       spawned.push(proc);
       try {
         await proc.waitForLine((l) => l.includes('"agent started"') || l.includes('"agent failed to start"'), 30_000);
@@ -627,6 +630,8 @@ describe("deploy/images/build.sh and the runtime tree", () => {
           `a record, or a drain or attach failure (${name})`);
       } finally {
         if (proc.running) await proc.stop();
+        // A stopped agent leaves its pinned datapath: removed here, as --uninstall would.
+        rmSync(bpfDir(name), { recursive: true, force: true });
       }
       return { log: proc.lines.join("\n") + proc.stderr, records: readFileSync(exportFile, "utf8") };
     }

@@ -33,7 +33,7 @@ import {
   PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { cliPath, metric, parseMetrics, poll, sleep, Spawned } from "./harness/netns.js";
+import { agentNetnsArgv, cliPath, metric, parseMetrics, poll, sleep, Spawned } from "./harness/netns.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -41,6 +41,7 @@ const OBJECT = path.join(bpfObjectDir, "endpoint.bpf.o");
 const PREFIX = `bhpol-${process.pid}`;
 const NODE_NS = `${PREFIX}-node`;
 const WORLD_NS = `${PREFIX}-world`;
+const BPF_DIR = `/sys/fs/bpf/${PREFIX}`;
 const NODE_IP = "10.193.0.1";
 const WORLD_IP = "10.193.255.2";
 const TCP = 6, UDP = 17, ICMP = 1;
@@ -111,8 +112,9 @@ async function teardownTopology(): Promise<void> {
   }
 }
 
-function spawnIn(netns: string, argv: readonly string[]): Spawned {
-  const child = spawn("ip", netnsExecArgv(netns, argv).slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+function spawnIn(netns: string, argv: readonly string[], how = netnsExecArgv): Spawned {
+  const [cmd, ...args] = how(netns, argv);
+  const child = spawn(cmd ?? "false", args, { stdio: ["pipe", "pipe", "pipe"] });
   const s = new Spawned(child, `${argv.slice(0, 3).join(" ")} in ${netns}`);
   children.add(s);
   void s.exited.then(() => children.delete(s));
@@ -720,7 +722,8 @@ describe("the agent applies policy snapshots from the control plane stream", () 
       (err) => (err ? reject(err) : resolve())));
     if (!fs.existsSync(cliPath)) throw new Error(`${cliPath} is missing: run "npx tsc -p ." first`);
     agent = spawnIn(NODE_NS, [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", METRICS,
-      "--controlplane", `unix://${socket}`, "--drain-interval", "200", "--resync-interval", "500", "--attach-mode", "tcx"]);
+      "--controlplane", `unix://${socket}`, "--drain-interval", "200", "--resync-interval", "500", "--attach-mode", "tcx",
+      "--bpf-dir", BPF_DIR], agentNetnsArgv);
     await poll(async () => stats.length, (n) => n > 0, 15_000, `the agent's first stats (${agent.output()})`);
   }, 60_000);
 
@@ -733,6 +736,8 @@ describe("the agent applies policy snapshots from the control plane stream", () 
     server?.forceShutdown();
     for (const s of servers) s.child.kill("SIGKILL");
     await teardownTopology();
+    // The stopped agent left its datapath pinned (as it must); the test removes it.
+    fs.rmSync(BPF_DIR, { recursive: true, force: true });
     fs.rmSync(workDir, { recursive: true, force: true });
   }, 60_000);
 

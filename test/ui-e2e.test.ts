@@ -15,6 +15,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Lab } from "../lab/lab.js";
 import { allowDemoEdge, DEMO_DENIABLE_EDGE, DEMO_EDGES, DEMO_WORKLOADS, denyDemoEdge, upDemo, type DemoEdge } from "../lab/demo.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
+// Agents pin their datapath under it (bpffs); lab down removes it.
+const PIN_DIR = `/sys/fs/bpf/bh-ui-e2e-${process.pid}`;
 
 vi.setConfig({ testTimeout: 45_000, hookTimeout: 120_000 });
 
@@ -69,7 +71,7 @@ describe("the web UI in Chromium, on the demo lab", () => {
     fs.mkdirSync(SHOTS, { recursive: true });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-ui-e2e-"));
     try {
-      lab = await upDemo({ stateDir: path.join(dir, "state"), pinDir: path.join(dir, "pins"), controlplane: { observer: OBSERVER, ui: UI } });
+      lab = await upDemo({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: UI } });
       browser = await launchChromium({ viewport: { width: 1500, height: 1000 } });
       page = await browser.context.newPage();
       page.on("pageerror", (err) => pageErrors.push(err.message));

@@ -18,7 +18,9 @@
         "src/netlink.cc",
         "src/link_watcher.cc",
         "src/raw_socket.cc",
-        "src/kernel_objects.cc"
+        "src/kernel_objects.cc",
+        "src/map_compat.cc",
+        "src/pinned_map.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -2,16 +2,19 @@
 // namespace and N "pod" namespaces, each joined to the node by a veth the way a
 // point-to-point CNI leaves it (host end `veth<hex>` in the node, pod end eth0, /32
 // routes). Everything lives in namespaces named `bhagt-<pid>-…`, addresses in
-// 10.195.0.0/16, IPv4 only, no route out of 10.195.0.0/16. `teardown()` stops every
-// process started here, then deletes the namespaces.
+// 10.195.0.0/16, IPv4 only, no route out of 10.195.0.0/16. Agents pin their datapath under
+// /sys/fs/bpf/bhagt-<pid>-<n> (one folder per node). `teardown()` stops every process
+// started here, deletes the namespaces, then the pins.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import path from "node:path";
 import { repoRoot } from "../../config/install.js";
 import { ipBatch, netnsExecArgv, run, setSysctls, type RunResult } from "../../lab/netns.js";
+import { PinDir } from "../../agent/pins.js";
 
 export const NETNS_PREFIX = "bhagt-";
+export const BPFFS = "/sys/fs/bpf";
 /** The node's own address (on lo); pod i gets 10.195.0.(i + 1). */
 export const NODE_IP = "10.195.0.1";
 export const METRICS_PORT = 19964;
@@ -39,8 +42,12 @@ export class TestNode {
   private podCount = 0;
   private readonly children = new Set<ChildProcess>();
 
+  /** The agents' --bpf-dir on this node. */
+  readonly bpfDir: string;
+
   private constructor(readonly id: string) {
     this.netns = `${id}-node`;
+    this.bpfDir = path.join(BPFFS, id);
   }
 
   /** A node namespace with `pods` pods. */
@@ -102,10 +109,15 @@ export class TestNode {
 
   /** Starts argv inside `netns`; teardown() kills it if it still runs. */
   spawn(argv: readonly string[], netns = this.netns): Spawned {
-    const child = spawn("ip", netnsExecArgv(netns, argv).slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    return this.spawnArgv(netnsExecArgv(netns, argv), `${argv.join(" ")} in ${netns}`);
+  }
+
+  private spawnArgv(full: readonly string[], what: string): Spawned {
+    const [cmd, ...args] = full;
+    const child = spawn(cmd ?? "false", args, { stdio: ["ignore", "pipe", "pipe"] });
     this.children.add(child);
     child.once("exit", () => this.children.delete(child));
-    return new Spawned(child, `${argv.join(" ")} in ${netns}`);
+    return new Spawned(child, what);
   }
 
   /** `bulkhead probe udp-serve` in `netns`: a listener, so datagrams draw no ICMP errors. */
@@ -115,11 +127,13 @@ export class TestNode {
     return server;
   }
 
-  /** `bulkhead agent --node test --metrics-addr 127.0.0.1:19964 …args` in the node namespace. */
+  /** `bulkhead agent --node test --metrics-addr 127.0.0.1:19964 --bpf-dir <node's> …args`
+   * in the node namespace. */
   startAgent(args: readonly string[]): AgentProcess {
     if (!existsSync(cliPath)) throw new Error(`${cliPath} is missing: run "npx tsc -p ." first`);
-    const argv = [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", `127.0.0.1:${METRICS_PORT}`, ...args];
-    return new AgentProcess(this, this.spawn(argv));
+    const argv = [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", `127.0.0.1:${METRICS_PORT}`,
+      ...(args.includes("--bpf-dir") ? [] : ["--bpf-dir", this.bpfDir]), ...args];
+    return new AgentProcess(this, this.spawnArgv(agentNetnsArgv(this.netns, argv), `agent in ${this.netns}`));
   }
 
   /** GET http://127.0.0.1:19964{urlPath} from inside the node namespace. */
@@ -136,13 +150,15 @@ export class TestNode {
     return parseMetrics(r.body);
   }
 
-  /** Stops every process started here that still runs (SIGTERM, SIGKILL after 3 s), then deletes the namespaces. */
+  /** Stops every process started here that still runs (SIGTERM, SIGKILL after 3 s), then
+   * deletes the namespaces and the agents' pins (which a stopped agent leaves in place). */
   async teardown(): Promise<void> {
     await Promise.all([...this.children].reverse().map((c) => stopChild(c, 3000)));
     const all = [...this.pods.map((p) => p.netns), this.netns];
     for (let n = 1; n <= this.podCount; n++) all.push(`${this.id}-p${n}`);
     for (const ns of new Set(all)) await run(["ip", "netns", "del", ns], { allowFail: true });
     this.pods.length = 0;
+    new PinDir(this.bpfDir).uninstall();
   }
 }
 
@@ -272,6 +288,12 @@ export class AgentProcess {
   }
 }
 
+/** argv run in `netns` the way an agent must be: in its network namespace only.
+ * `ip netns exec` also remounts /sys, without /sys/fs/bpf, where the agent pins. */
+export function agentNetnsArgv(netns: string, argv: readonly string[]): string[] {
+  return ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv];
+}
+
 /** Prometheus text format → value by series key, e.g. `x_total{cause="map_full"}`. */
 export type Metrics = Map<string, number>;
 
@@ -332,13 +354,19 @@ async function stopChild(child: ChildProcess, graceMs: number): Promise<boolean>
   return true;
 }
 
-// Namespaces of an earlier run whose process is gone (a crash skips teardown).
+// Namespaces and pins of an earlier run whose process is gone (a crash skips teardown).
 async function removeStaleNamespaces(): Promise<void> {
   const names = existsSync("/run/netns") ? readdirSync("/run/netns") : [];
   for (const name of names) {
     const m = /^bhagt-(\d+)-/.exec(name);
     if (m?.[1] && Number(m[1]) !== process.pid && !existsSync(`/proc/${m[1]}`)) {
       await run(["ip", "netns", "del", name], { allowFail: true });
+    }
+  }
+  for (const name of existsSync(BPFFS) ? readdirSync(BPFFS) : []) {
+    const m = /^bhagt-(\d+)-/.exec(name);
+    if (m?.[1] && Number(m[1]) !== process.pid && !existsSync(`/proc/${m[1]}`)) {
+      rmSync(path.join(BPFFS, name), { recursive: true, force: true });
     }
   }
 }

@@ -9,6 +9,7 @@
 #include "map.h"
 #include "netlink.h"
 #include "object.h"
+#include "pinned_map.h"
 #include "program.h"
 #include "raw_socket.h"
 #include "ringbuf.h"
@@ -56,6 +57,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->ringBuffer = Napi::Persistent(RingBufferWrap::Define(env));
   data->linkWatcher = Napi::Persistent(LinkWatcherWrap::Define(env));
   data->rawSocket = Napi::Persistent(RawSocketWrap::Define(env));
+  data->pinnedMap = Napi::Persistent(PinnedMapWrap::Define(env));
   env.SetInstanceData(data);
 
   exports.Set("openObject", Napi::Function::New(env, OpenObject, "openObject"));
@@ -69,6 +71,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernelObjectIds", Napi::Function::New(env, KernelObjectIds, "kernelObjectIds"));
   exports.Set("cleanupClsact", Napi::Function::New(env, CleanupClsactJs, "cleanupClsact"));
   exports.Set("removePinnedLink", Napi::Function::New(env, RemovePinnedLinkJs, "removePinnedLink"));
+  exports.Set("pinnedLink", Napi::Function::New(env, PinnedLinkJs, "pinnedLink"));
+  exports.Set("openPinnedMap", Napi::Function::New(env, OpenPinnedMap, "openPinnedMap"));
   return exports;
 }
 

@@ -14,6 +14,7 @@ struct AddonData {
   Napi::FunctionReference ringBuffer;
   Napi::FunctionReference linkWatcher;
   Napi::FunctionReference rawSocket;
+  Napi::FunctionReference pinnedMap;
 };
 
 AddonData& Data(Napi::Env env);

@@ -87,4 +87,19 @@ Napi::Value RemovePinnedLinkJs(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), RemovePinnedLink(info.Env(), path));
 }
 
+Napi::Value PinnedLinkJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "pin path");
+  PinnedTcxInfo p;
+  int err = ReadPinnedTcx(path, &p);
+  if (err == ENOENT) return env.Null();
+  if (err != 0) ThrowBpfError(env, "pinned_link", path, err, {err == EINVAL ? "not a tcx link on a bpf filesystem" : ""});
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", p.id);
+  o.Set("programId", p.progId);
+  o.Set("ifindex", p.ifindex);
+  o.Set("direction", DirectionName(p.direction));
+  return o;
+}
+
 }  // namespace bulkhead

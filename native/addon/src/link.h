@@ -33,5 +33,7 @@ Napi::Object NewLink(Napi::Env env, const std::shared_ptr<LinkState>& link, Napi
 Napi::Value CleanupClsactJs(const Napi::CallbackInfo& info);
 // removePinnedLink(path) → false when nothing was pinned there.
 Napi::Value RemovePinnedLinkJs(const Napi::CallbackInfo& info);
+// pinnedLink(path) → { id, programId, ifindex, direction } or null when nothing is pinned.
+Napi::Value PinnedLinkJs(const Napi::CallbackInfo& info);
 
 }  // namespace bulkhead

@@ -8,6 +8,39 @@
 #include "errors.h"
 
 namespace bulkhead {
+namespace {
+
+// For maps without batch operations (LPM tries): get_next_key, then lookup (and delete)
+// per key. Not atomic per entry the way a batch is; only dumps of maps user space writes
+// take this path.
+BatchResult ReadByKeys(const BatchSpec& spec) {
+  BatchResult out;
+  std::vector<uint8_t> key(spec.keySize), next(spec.keySize), value(spec.valueBytes);
+  const void* prev = nullptr;
+  for (;;) {
+    int r = bpf_map_get_next_key(spec.fd, prev, next.data());
+    if (r < 0) {
+      int err = PositiveErrno(r);
+      if (err != ENOENT) out.err = err;
+      return out;
+    }
+    key.swap(next);
+    prev = key.data();
+    r = bpf_map_lookup_elem(spec.fd, key.data(), value.data());
+    if (r < 0) {
+      int err = PositiveErrno(r);
+      if (err == ENOENT) continue;  // deleted meanwhile
+      out.err = err;
+      return out;
+    }
+    if (spec.andDelete) bpf_map_delete_elem(spec.fd, key.data());
+    out.keys.insert(out.keys.end(), key.begin(), key.end());
+    out.values.insert(out.values.end(), value.begin(), value.end());
+    out.count++;
+  }
+}
+
+}  // namespace
 
 BatchResult ReadBatches(const BatchSpec& spec) {
   BatchResult out;
@@ -30,6 +63,7 @@ BatchResult ReadBatches(const BatchSpec& spec) {
                 : bpf_map_lookup_batch(spec.fd, in, outToken.data(), keys.data(), values.data(),
                                        &count, &opts);
     int err = r < 0 ? PositiveErrno(r) : 0;
+    if (first && (err == EINVAL || err == EOPNOTSUPP || err == 524)) return ReadByKeys(spec);
     if (err == ENOSPC && count == 0) {
       if (batch >= (1u << 24)) {
         out.err = ENOSPC;

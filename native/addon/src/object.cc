@@ -50,6 +50,8 @@ Napi::Function BpfObjectWrap::Define(Napi::Env env) {
                          InstanceMethod<&BpfObjectWrap::Programs>("programs"),
                          InstanceMethod<&BpfObjectWrap::Synchronize>("synchronize"),
                          InstanceMethod<&BpfObjectWrap::Close>("close"),
+                         InstanceMethod<&BpfObjectWrap::Release>("release"),
+                         InstanceAccessor<&BpfObjectWrap::Adoption>("adoption"),
                      });
 }
 
@@ -154,6 +156,23 @@ Napi::Value BpfObjectWrap::Synchronize(const Napi::CallbackInfo& info) {
 Napi::Value BpfObjectWrap::Close(const Napi::CallbackInfo& info) {
   state_->Close(true);
   return info.Env().Undefined();
+}
+
+// What process exit does: every fd closed; pinned links (and the programs and maps they
+// hold) stay attached, unpinned ones go.
+Napi::Value BpfObjectWrap::Release(const Napi::CallbackInfo& info) {
+  state_->Close(false);
+  return info.Env().Undefined();
+}
+
+Napi::Value BpfObjectWrap::Adoption(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("reused", Napi::Boolean::New(env, state_->mapsReused));
+  Napi::Object maps = Napi::Object::New(env);
+  for (const auto& [name, status] : state_->pinnedMaps) maps.Set(name, status);
+  out.Set("maps", maps);
+  return out;
 }
 
 }  // namespace bulkhead

@@ -19,6 +19,10 @@ struct ObjectState {
   std::string path;
   struct bpf_object* obj = nullptr;
   std::vector<std::shared_ptr<LinkState>> links;
+  // openObject({reuseMapsFrom}): whether the pinned maps were reused, and per map
+  // "same", "absent" or what differs.
+  bool mapsReused = false;
+  std::vector<std::pair<std::string, std::string>> pinnedMaps;
 
   ~ObjectState() { Close(false); }
   bool open() const { return obj != nullptr; }
@@ -46,6 +50,8 @@ class BpfObjectWrap : public Napi::ObjectWrap<BpfObjectWrap> {
   Napi::Value Programs(const Napi::CallbackInfo& info);
   Napi::Value Synchronize(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
+  Napi::Value Adoption(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ObjectState> state_;
 };

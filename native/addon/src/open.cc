@@ -1,12 +1,17 @@
-// openObject(): open → rodata values and max_entries overrides → load.
+// openObject(): open → rodata values and max_entries overrides → adoption of pinned maps
+// → load.
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "addon.h"
 #include "errors.h"
+#include "map_compat.h"
 #include "object.h"
 
 namespace bulkhead {
@@ -80,6 +85,45 @@ void ApplyMaxEntries(Napi::Env env, struct bpf_object* obj, Napi::Object values)
   }
 }
 
+// Compares every map of the object (internal ones aside: .rodata is a per-load constant,
+// not state) with `<dir>/<name>`, and reuses the pinned maps only when all of them are
+// there and the same: programs of one load then see one consistent set of maps, never a
+// mix of an old map and a new one that expect different things of each other.
+void AdoptPinnedMaps(struct bpf_object* obj, const std::string& dir, ObjectState& state) {
+  struct Found {
+    struct bpf_map* map;
+    int fd;
+  };
+  std::vector<Found> found;
+  bool all = true;
+  struct bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    if (bpf_map__is_internal(map)) continue;
+    const std::string name = bpf_map__name(map);
+    int fd = bpf_obj_get((dir + "/" + name).c_str());
+    if (fd < 0) {
+      state.pinnedMaps.push_back({name, "absent"});
+      all = false;
+      continue;
+    }
+    std::string diff = MapDifference(obj, map, fd);
+    state.pinnedMaps.push_back({name, diff.empty() ? "same" : diff});
+    if (!diff.empty()) all = false;
+    found.push_back({map, fd});
+  }
+  for (auto& f : found) {
+    if (all && bpf_map__reuse_fd(f.map, f.fd) != 0) all = false;  // dups fd on success
+    close(f.fd);
+  }
+  if (!all) {
+    // A partial reuse must not survive: reopening is simpler than undoing reuse_fd, and
+    // the caller only gets here before anything was created.
+    state.mapsReused = false;
+    return;
+  }
+  state.mapsReused = true;
+}
+
 }  // namespace
 
 Napi::Value OpenObject(const Napi::CallbackInfo& info) {
@@ -99,6 +143,22 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
     ApplyRodata(env, obj, path, opts.Get("rodata").As<Napi::Object>());
   if (opts.Has("maxEntries") && opts.Get("maxEntries").IsObject())
     ApplyMaxEntries(env, obj, opts.Get("maxEntries").As<Napi::Object>());
+
+  if (opts.Has("reuseMapsFrom") && opts.Get("reuseMapsFrom").IsString()) {
+    AdoptPinnedMaps(obj, opts.Get("reuseMapsFrom").As<Napi::String>(), *state);
+    if (!state->mapsReused && !state->pinnedMaps.empty()) {
+      // reuse_fd may have been applied to some maps before one failed: start again clean.
+      bpf_object__close(obj);
+      state->obj = nullptr;
+      obj = bpf_object__open_file(path.c_str(), nullptr);
+      if (obj == nullptr) ThrowLibbpfError(env, "open", path, PositiveErrno(0));
+      state->obj = obj;
+      if (opts.Has("rodata") && opts.Get("rodata").IsObject())
+        ApplyRodata(env, obj, path, opts.Get("rodata").As<Napi::Object>());
+      if (opts.Has("maxEntries") && opts.Get("maxEntries").IsObject())
+        ApplyMaxEntries(env, obj, opts.Get("maxEntries").As<Napi::Object>());
+    }
+  }
 
   libbpf_log::Clear();
   int r = bpf_object__load(obj);

@@ -61,6 +61,7 @@ Napi::Function BpfProgramWrap::Define(Napi::Env env) {
                          InstanceAccessor<&BpfProgramWrap::Type>("type"),
                          InstanceMethod<&BpfProgramWrap::AttachTc>("attachTc"),
                          InstanceMethod<&BpfProgramWrap::TestRun>("testRun"),
+                         InstanceMethod<&BpfProgramWrap::AdoptLink>("adoptLink"),
                      });
 }
 
@@ -101,6 +102,17 @@ Napi::Value BpfProgramWrap::AttachTc(const Napi::CallbackInfo& info) {
   AttachRequest req = ParseAttachOptions(env, info.Length() > 0 ? info[0] : env.Undefined());
   int fd = FdFor(env, "attach");
   std::shared_ptr<LinkState> link = bulkhead::AttachTc(env, fd, req);
+  owner_->Adopt(link);
+  return NewLink(env, link, ownerJs_.Value());
+}
+
+// Swaps this program into the tcx link pinned at `path`; the Link belongs to this
+// object from then on (close() detaches and unpins it, release() leaves it).
+Napi::Value BpfProgramWrap::AdoptLink(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "pin path");
+  int fd = FdFor(env, "adopt_link");
+  std::shared_ptr<LinkState> link = AdoptPinnedTcx(env, fd, path);
   owner_->Adopt(link);
   return NewLink(env, link, ownerJs_.Value());
 }

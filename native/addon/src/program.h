@@ -23,6 +23,7 @@ class BpfProgramWrap : public Napi::ObjectWrap<BpfProgramWrap> {
   Napi::Value Type(const Napi::CallbackInfo& info);
   Napi::Value AttachTc(const Napi::CallbackInfo& info);
   Napi::Value TestRun(const Napi::CallbackInfo& info);
+  Napi::Value AdoptLink(const Napi::CallbackInfo& info);
 
   int FdFor(Napi::Env env, const std::string& op) const;
 

@@ -224,4 +224,68 @@ bool RemovePinnedLink(Napi::Env env, const std::string& path) {
   return true;
 }
 
+namespace {
+
+// Not in libbpf 1.1's uapi copy: BPF_LINK_TYPE_TCX, and bpf_link_info.tcx, which sits
+// where .netns does (first u32 the ifindex, then the attach type).
+constexpr uint32_t kBpfLinkTypeTcx = 11;
+
+int OpenPinnedTcx(const std::string& path, PinnedTcxInfo* out) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return -PositiveErrno(fd);
+  if (!IsBpfLinkFd(fd)) {
+    close(fd);
+    return -EINVAL;
+  }
+  struct bpf_link_info info;
+  std::memset(&info, 0, sizeof(info));
+  uint32_t len = sizeof(info);
+  int r = bpf_obj_get_info_by_fd(fd, &info, &len);
+  if (r < 0 || info.type != kBpfLinkTypeTcx) {
+    int err = r < 0 ? PositiveErrno(r) : EINVAL;
+    close(fd);
+    return -err;
+  }
+  out->id = info.id;
+  out->progId = info.prog_id;
+  out->ifindex = static_cast<int>(info.netns.netns_ino);
+  out->direction = static_cast<int>(info.netns.attach_type) == kBpfTcxEgress ? Direction::kEgress
+                                                                               : Direction::kIngress;
+  return fd;
+}
+
+}  // namespace
+
+int ReadPinnedTcx(const std::string& path, PinnedTcxInfo* out) {
+  if (!OnBpffs(path)) return EINVAL;
+  int fd = OpenPinnedTcx(path, out);
+  if (fd < 0) return -fd;
+  close(fd);
+  return 0;
+}
+
+std::shared_ptr<LinkState> AdoptPinnedTcx(Napi::Env env, int progFd, const std::string& path) {
+  if (!OnBpffs(path)) ThrowBpfError(env, "adopt_link", path, EINVAL, {"not on a bpf filesystem"});
+  PinnedTcxInfo pinned;
+  libbpf_log::Clear();
+  int fd = OpenPinnedTcx(path, &pinned);
+  if (fd < 0) ThrowBpfError(env, "adopt_link", path, -fd, {-fd == EINVAL ? "the pin holds no tcx link" : ""});
+  if (pinned.ifindex == 0) {
+    close(fd);
+    ThrowBpfError(env, "adopt_link", path, ENOLINK, {"the link is defunct: its interface is gone"});
+  }
+  int r = bpf_link_update(fd, progFd, nullptr);
+  if (r < 0) {
+    int err = PositiveErrno(r);
+    close(fd);
+    ThrowBpfError(env, "adopt_link", path, err, {"BPF_LINK_UPDATE", true});
+  }
+  auto link = std::make_shared<LinkState>(AttachMode::kTcx, pinned.direction, pinned.ifindex,
+                                          "ifindex " + std::to_string(pinned.ifindex) + " (pinned at " + path + ")");
+  link->fd = fd;
+  link->id = pinned.id;
+  link->pinPath = path;
+  return link;
+}
+
 }  // namespace bulkhead

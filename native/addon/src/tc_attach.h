@@ -73,6 +73,23 @@ int CleanupClsact(Napi::Env env, const std::string& iface, const std::string& ne
 // at `path`.
 bool RemovePinnedLink(Napi::Env env, const std::string& path);
 
+// A tcx link pinned by an earlier process, as the kernel describes it.
+struct PinnedTcxInfo {
+  uint32_t id = 0;
+  uint32_t progId = 0;
+  int ifindex = 0;  // 0: defunct, its interface is gone
+  Direction direction = Direction::kIngress;
+};
+
+// 0 and `out` filled, ENOENT when nothing is pinned at `path`, EINVAL when the pin is not
+// a tcx link, or another errno.
+int ReadPinnedTcx(const std::string& path, PinnedTcxInfo* out);
+
+// Puts `progFd` into the tcx link pinned at `path` (BPF_LINK_UPDATE: the interface never
+// runs without a program) and returns it as a LinkState that owns a fd of it and knows its
+// pin. Throws ENOENT (nothing pinned), ENOLINK (defunct: the interface is gone), EINVAL.
+std::shared_ptr<LinkState> AdoptPinnedTcx(Napi::Env env, int progFd, const std::string& path);
+
 const char* DirectionName(Direction d);
 
 }  // namespace bulkhead

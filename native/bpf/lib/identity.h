@@ -14,7 +14,11 @@
 
 #define BH_IP_IDENTITY_MAX_ENTRIES 65536
 #define BH_IDENTITIES_MAX_ENTRIES 65536
+/* Overridable (-D) so that test/restart.test.ts can build an object with another map
+ * layout (make -C native/bpf layout-variant). */
+#ifndef BH_ENDPOINTS_MAX_ENTRIES
 #define BH_ENDPOINTS_MAX_ENTRIES 4096
+#endif
 
 /* LPM tries must be created with BPF_F_NO_PREALLOC. */
 struct bh_ip_identity_map {
