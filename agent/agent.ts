@@ -33,6 +33,8 @@ export class Agent {
     exported: this.metrics.counter("bulkhead_agent_exported_records_total", "Flow records written by an exporter"),
     newFlows: this.metrics.counter("bulkhead_agent_new_flow_events_total", "New-flow events read from the ring buffer"),
     untracked: this.metrics.counter("bulkhead_agent_untracked_connections_total", "Packets whose connection could not be tracked: conntrack map full"),
+    conntrack: this.metrics.counter("bulkhead_agent_conntrack_events_total",
+      "Conntrack events, by event: created (unconfirmed entry), confirmed (peer answered), lost (TCP packet of an evicted or expired entry), rejudged (after a policy change), icmp_related (ICMP error given its connection's verdict)"),
     attachErrors: this.metrics.counter("bulkhead_agent_attach_errors_total", "Failed attachments, by errno"),
     attaches: this.metrics.counter("bulkhead_agent_attaches_total", "Interfaces attached"),
     detaches: this.metrics.counter("bulkhead_agent_detaches_total", "Interfaces detached"),
@@ -241,6 +243,10 @@ export class Agent {
         loss("export_error", "records", this.m.lostRecords.get({ cause: "export_error" })),
         loss("buffer_full", "records", this.m.lostRecords.get({ cause: "buffer_full" })),
         loss("refused", "records", this.m.lostRecords.get({ cause: "refused" })),
+        // Connections conntrack could not keep: an insert refused, or a TCP packet whose
+        // entry was evicted or had expired (judged again as new).
+        loss("conntrack_full", "connections", this.m.untracked.get()),
+        loss("conntrack_lost", "packets", this.m.conntrack.get({ event: "lost" })),
       ],
       recordsProduced: BigInt(this.m.records.get()),
       recordsBuffered: BigInt(this.controlplane?.pending ?? 0),
@@ -260,6 +266,11 @@ export class Agent {
     this.m.lostBytes.inc({ cause: "map_full" }, delta("mapFullBytes"));
     this.m.lostEvents.inc({ cause: "ring_full" }, delta("ringFull"));
     this.m.untracked.inc({}, delta("ctFull"));
+    this.m.conntrack.inc({ event: "created" }, delta("ctCreated"));
+    this.m.conntrack.inc({ event: "confirmed" }, delta("ctConfirmed"));
+    this.m.conntrack.inc({ event: "lost" }, delta("ctLost"));
+    this.m.conntrack.inc({ event: "rejudged" }, delta("ctRejudged"));
+    this.m.conntrack.inc({ event: "icmp_related" }, delta("icmpRelated"));
     this.lastCounters = now;
   }
 

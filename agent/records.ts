@@ -19,8 +19,9 @@ export const EVENT_TYPE = { newFlow: 1 } as const;
 /** Indices of the per-CPU `counters` array (enum bh_counter). */
 export const COUNTER = {
   packets: 0, notIp: 1, truncated: 2, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
+  ctCreated: 7, ctConfirmed: 8, ctLost: 9, ctRejudged: 10, icmpRelated: 11,
 } as const;
-export const COUNTER_COUNT = 7;
+export const COUNTER_COUNT = 12;
 
 export const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
   1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP",

@@ -187,7 +187,7 @@ async function main(): Promise<number> {
     links = order.map((p) => p.attachTc({ iface: pod.hostVeth, direction: "ingress", netns: node.netnsPath, mode: "tcx" }));
   };
   onCleanup("detach", detach);
-  const emptyConntrack = () => { datapath.object.map("conntrack").drain(); };
+  const emptyConntrack = () => { datapath.object.map("conntrack").drain(); datapath.object.map("conntrack_new").drain(); };
   const emptyReference = () => { reference.map("ref_flows").drain(); };
 
   console.log(`enforce-cost: from_pod (prog id ${fromPod.id}) vs reference (prog id ${ref.id}), both TCX ingress on ${pod.hostVeth} (ifindex ${veth.ifindex})`);

@@ -322,7 +322,8 @@ describe("policy map layouts: agent/policy.ts against the object's BTF", () => {
       proto: CT_KEY.proto, family: CT_KEY.family });
     const v = btfStruct("bh_ct_value");
     expect(v.size).toBe(CT_VALUE.size);
-    expect(v.offsets).toMatchObject({ last_seen_ns: CT_VALUE.lastSeen, verdict: CT_VALUE.verdict, flags: CT_VALUE.flags });
+    expect(v.offsets).toMatchObject({ last_seen_ns: CT_VALUE.lastSeen, verdict: CT_VALUE.verdict, flags: CT_VALUE.flags,
+      policy_version: CT_VALUE.policyVersion });
   });
 });
 
@@ -407,6 +408,7 @@ describe("enforcement on the real kernel", () => {
     policy.apply(s);
     policy.reconcileEndpoints(pods.map((p) => p.ifindex), native().listRoutes(`/run/netns/${NODE_NS}`));
     datapath.object.map("conntrack").drain();
+    datapath.object.map("conntrack_new").drain();
     drainRecords(datapath);
     return s;
   }
@@ -441,6 +443,7 @@ describe("enforcement on the real kernel", () => {
   describe("observe", () => {
     it("without any snapshot: everything passes and nothing is judged (reason NONE)", async () => {
       datapath.object.map("conntrack").drain();
+      datapath.object.map("conntrack_new").drain();
       drainRecords(datapath);
       const r = await Promise.all([probe(A, "tcp", B.ip, 80), probe(C, "tcp", B.ip, 81), probe(C, "udp", A.ip, 53)]);
       expect(r.map((x) => x.ok)).toEqual([true, true, true]);

@@ -37,6 +37,7 @@ struct bh_packet {
 	__u64 packets;   /* wire packets: the GSO segment count, at least 1 */
 	__u64 bytes;     /* L3 bytes of those wire packets */
 	__u32 tcp_flags; /* TCP flag byte, 0 for other protocols */
+	__u32 l4_off;    /* L4 header offset in the frame, 0 when there is none (lib/icmp.h) */
 };
 
 /* Where the L3 parse left the L4 header. */
@@ -233,6 +234,7 @@ static __always_inline int bh_parse(struct __sk_buff *skb, struct bh_packet *pkt
 		if (ret < 0)
 			return BH_PARSE_TRUNCATED;
 		l4_len = ret;
+		pkt->l4_off = l3.off;
 	}
 
 	gso_size = skb->gso_size;
