@@ -109,8 +109,12 @@ static __always_inline void bh_ct_set_verdict(struct bh_ct_value *v, __u8 verdic
 
 /* A tracked connection met after a policy change (a mode switch included): its original
  * direction is judged again under the active policy, as its first packet would be now.
- * 0 when that policy drops it. */
-static __always_inline int bh_ct_rejudge(const struct bh_ct_tuple *t, struct bh_ct_value *v,
+ * A connection that policy drops keeps its entry with verdict DROPPED, so that its packets
+ * in either direction keep being dropped: without the entry, the first packet of whichever
+ * end spoke next would be judged as a new connection from that end (a server's packet as
+ * a connection from the server), which policy may allow. The entry expires with its idle
+ * lifetime, or is let through again by a later policy that allows it. */
+static __always_inline void bh_ct_rejudge(const struct bh_ct_tuple *t, struct bh_ct_value *v,
 					 __u32 version, struct bh_policy_set set)
 {
 	int by_dst = (v->flags & BH_CT_STARTED_BY_DST) != 0;
@@ -125,29 +129,27 @@ static __always_inline int bh_ct_rejudge(const struct bh_ct_tuple *t, struct bh_
 					   t->key.proto, port, &judged);
 
 	bh_counter_add(BH_C_CT_REJUDGED, 1);
-	if (verdict == BH_VERDICT_DROPPED)
-		return 0;
 	bh_ct_set_verdict(v, verdict, judged, version);
-	return 1;
 }
 
 /* A packet of a tracked connection: the entry's verdict (after judging the connection
- * again if the policy changed since), reason ESTABLISHED. `progress`: the packet is part
- * of the connection (not an ICMP error about it), so it can confirm it. A connection
- * deferred to its destination's to_pod is not judged here. */
+ * again if the policy changed since), reason ESTABLISHED, or POLICY for a connection a
+ * policy change denied. `progress`: the packet is part of the connection (not an ICMP
+ * error about it), so it can confirm it. A connection deferred to its destination's
+ * to_pod is not judged here. */
 static __always_inline void bh_tracked(struct bh_packet *pkt, const struct bh_ct_tuple *ct,
 				       struct bh_ct_value *v, int confirmed, __u32 version,
 				       int progress)
 {
 	if (v->policy_version != version && !(v->flags & BH_CT_DEFERRED)) {
-		int allowed = bh_policy_active() ? bh_ct_rejudge(ct, v, version, BH_POLICY_SET(1))
-						 : bh_ct_rejudge(ct, v, version, BH_POLICY_SET(0));
-
-		if (!allowed) {
-			bh_ct_delete(ct);
-			bh_judged(pkt, BH_VERDICT_DROPPED, BH_REASON_POLICY);
-			return;
-		}
+		if (bh_policy_active())
+			bh_ct_rejudge(ct, v, version, BH_POLICY_SET(1));
+		else
+			bh_ct_rejudge(ct, v, version, BH_POLICY_SET(0));
+	}
+	if (v->verdict == BH_VERDICT_DROPPED) {
+		bh_judged(pkt, BH_VERDICT_DROPPED, BH_REASON_POLICY);
+		return;
 	}
 	bh_judged(pkt, v->verdict, bh_ct_reason(v));
 	if (progress)
