@@ -134,13 +134,17 @@ static __always_inline void bh_ct_touch(struct bh_ct_value *v, const struct bh_p
 
 /* The live entry of the packet's connection, refreshed; NULL when absent or expired.
  * *confirmed says which table it is in. The confirmed table is looked up first: that is
- * where an established connection's packets find their entry, in one lookup. */
+ * where an established connection's packets find their entry, in one lookup. A TCP SYN
+ * without ACK opens a connection (or repeats an opening): only the unconfirmed table can
+ * hold it, so it skips the confirmed one (a lookup that would miss). */
 static __always_inline struct bh_ct_value *bh_ct_lookup(const struct bh_ct_tuple *t,
 							const struct bh_packet *pkt, __u64 now,
 							int *confirmed)
 {
-	struct bh_ct_value *v = bpf_map_lookup_elem(&conntrack, &t->key);
+	struct bh_ct_value *v = 0;
 
+	if (t->key.proto != IPPROTO_TCP || (pkt->tcp_flags & (BH_TCP_SYN | BH_TCP_ACK)) != BH_TCP_SYN)
+		v = bpf_map_lookup_elem(&conntrack, &t->key);
 	if (v && bh_ct_live(v, t->key.proto, 1, now)) {
 		*confirmed = 1;
 		bh_ct_touch(v, pkt, now);
