@@ -132,6 +132,18 @@ static __always_inline void bh_ct_rejudge(const struct bh_ct_tuple *t, struct bh
 	bh_ct_set_verdict(v, verdict, judged, version);
 }
 
+/* Cold paths are subprograms (__noinline): each is in the object once, out of the way of
+ * the established packet's path, instead of inlined at every call site and once per
+ * policy half. */
+static __noinline void bh_ct_rejudge_active(const struct bh_ct_tuple *t, struct bh_ct_value *v,
+					    __u32 version)
+{
+	if (bh_policy_active())
+		bh_ct_rejudge(t, v, version, BH_POLICY_SET(1));
+	else
+		bh_ct_rejudge(t, v, version, BH_POLICY_SET(0));
+}
+
 /* A packet of a tracked connection: the entry's verdict (after judging the connection
  * again if the policy changed since), reason ESTABLISHED, or POLICY for a connection a
  * policy change denied. `progress`: the packet is part of the connection (not an ICMP
@@ -141,12 +153,8 @@ static __always_inline void bh_tracked(struct bh_packet *pkt, const struct bh_ct
 				       struct bh_ct_value *v, int confirmed, __u32 version,
 				       int progress)
 {
-	if (v->policy_version != version && !(v->flags & BH_CT_DEFERRED)) {
-		if (bh_policy_active())
-			bh_ct_rejudge(ct, v, version, BH_POLICY_SET(1));
-		else
-			bh_ct_rejudge(ct, v, version, BH_POLICY_SET(0));
-	}
+	if (v->policy_version != version && !(v->flags & BH_CT_DEFERRED))
+		bh_ct_rejudge_active(ct, v, version);
 	if (v->verdict == BH_VERDICT_DROPPED) {
 		bh_judged(pkt, BH_VERDICT_DROPPED, BH_REASON_POLICY);
 		return;
@@ -159,8 +167,8 @@ static __always_inline void bh_tracked(struct bh_packet *pkt, const struct bh_ct
 /* An ICMP error that quotes a packet of a tracked connection: judged and recorded as a
  * packet of that connection in the error's direction (lib/icmp.h). 0 when it quotes
  * nothing tracked: it is then judged as ICMP traffic of its own, as any packet is. */
-static __always_inline int bh_icmp_related(struct __sk_buff *skb, struct bh_packet *pkt,
-					   __u64 now, __u32 version)
+static __noinline int bh_icmp_related(struct __sk_buff *skb, struct bh_packet *pkt,
+				       __u64 now, __u32 version)
 {
 	struct bh_flow_key inner, related;
 	struct bh_ct_value *v;
@@ -280,6 +288,44 @@ static __always_inline void bh_to_pod_deferred_reply(struct bh_packet *pkt,
 	bh_ct_progress(ct, v, confirmed, pkt);
 }
 
+static __noinline void bh_from_pod_new_active(struct bh_packet *pkt,
+					      const struct bh_endpoint_value *ep,
+					      const struct bh_ct_tuple *ct, __u64 now, __u32 version)
+{
+	if (bh_policy_active())
+		bh_from_pod_new(pkt, ep, ct, now, version, BH_POLICY_SET(1));
+	else
+		bh_from_pod_new(pkt, ep, ct, now, version, BH_POLICY_SET(0));
+}
+
+/* (At most five arguments: the clock is read again.) */
+static __noinline void bh_to_pod_new_active(struct bh_packet *pkt,
+					    const struct bh_endpoint_value *ep,
+					    const struct bh_ct_tuple *ct, int deferred, __u32 version)
+{
+	__u64 now = bh_ct_now();
+
+	if (bh_policy_active())
+		bh_to_pod_new(pkt, ep, ct, deferred, now, version, BH_POLICY_SET(1));
+	else
+		bh_to_pod_new(pkt, ep, ct, deferred, now, version, BH_POLICY_SET(0));
+}
+
+/* (At most five arguments: the version is read again; a newer one only costs a second
+ * judgement later.) */
+static __noinline void bh_to_pod_deferred_reply_active(struct bh_packet *pkt,
+						       const struct bh_endpoint_value *ep,
+						       const struct bh_ct_tuple *ct,
+						       struct bh_ct_value *v, int confirmed)
+{
+	__u32 version = bh_policy_version();
+
+	if (bh_policy_active())
+		bh_to_pod_deferred_reply(pkt, ep, ct, v, confirmed, version, BH_POLICY_SET(1));
+	else
+		bh_to_pod_deferred_reply(pkt, ep, ct, v, confirmed, version, BH_POLICY_SET(0));
+}
+
 /* The verdict of a packet leaving pod `ep`, into pkt->key. */
 static __always_inline void bh_from_pod_judge(struct __sk_buff *skb, struct bh_packet *pkt,
 					      const struct bh_endpoint_value *ep)
@@ -309,10 +355,7 @@ static __always_inline void bh_from_pod_judge(struct __sk_buff *skb, struct bh_p
 		return;
 	}
 	bh_count_lost(pkt);
-	if (bh_policy_active())
-		bh_from_pod_new(pkt, ep, &ct, now, version, BH_POLICY_SET(1));
-	else
-		bh_from_pod_new(pkt, ep, &ct, now, version, BH_POLICY_SET(0));
+	bh_from_pod_new_active(pkt, ep, &ct, now, version);
 }
 
 /* The verdict of a packet entering pod `ep`, into pkt->key. */
@@ -340,19 +383,13 @@ static __always_inline void bh_to_pod_judge(struct __sk_buff *skb, struct bh_pac
 		return;
 	}
 	if (v && !bh_ct_is_original(v, &ct)) {
-		if (bh_policy_active())
-			bh_to_pod_deferred_reply(pkt, ep, &ct, v, confirmed, version, BH_POLICY_SET(1));
-		else
-			bh_to_pod_deferred_reply(pkt, ep, &ct, v, confirmed, version, BH_POLICY_SET(0));
+		bh_to_pod_deferred_reply_active(pkt, ep, &ct, v, confirmed);
 		return;
 	}
 	if (!v)
 		bh_count_lost(pkt);
 	/* New, or opened by a pod on this node whose from_pod deferred it to here. */
-	if (bh_policy_active())
-		bh_to_pod_new(pkt, ep, &ct, v != 0, now, version, BH_POLICY_SET(1));
-	else
-		bh_to_pod_new(pkt, ep, &ct, v != 0, now, version, BH_POLICY_SET(0));
+	bh_to_pod_new_active(pkt, ep, &ct, v != 0, version);
 }
 
 /* Packets of interfaces without a known endpoint are only observed (FORWARDED, NONE:
