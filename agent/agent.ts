@@ -35,6 +35,8 @@ export class Agent {
     untracked: this.metrics.counter("bulkhead_agent_untracked_connections_total", "Packets whose connection could not be tracked: conntrack map full"),
     unjudged: this.metrics.counter("bulkhead_agent_unjudged_packets_total",
       "Frames the datapath could not judge (no flow record), by cause and by verdict (dropped in enforce)"),
+    conntrack: this.metrics.counter("bulkhead_agent_conntrack_events_total",
+      "Conntrack events, by event: created (unconfirmed entry), confirmed (peer answered), lost (TCP packet of an evicted or expired entry), rejudged (after a policy change), icmp_related (ICMP error given its connection's verdict)"),
     attachErrors: this.metrics.counter("bulkhead_agent_attach_errors_total", "Failed attachments, by errno"),
     attaches: this.metrics.counter("bulkhead_agent_attaches_total", "Interfaces attached"),
     detaches: this.metrics.counter("bulkhead_agent_detaches_total", "Interfaces detached"),
@@ -281,6 +283,10 @@ export class Agent {
         loss("export_error", "records", this.m.lostRecords.get({ cause: "export_error" })),
         loss("buffer_full", "records", this.m.lostRecords.get({ cause: "buffer_full" })),
         loss("refused", "records", this.m.lostRecords.get({ cause: "refused" })),
+        // Connections conntrack could not track: an insert refused. (Packets of evicted or
+        // expired entries are in /metrics, conntrack_events_total{event="lost"}: a TCP
+        // packet the agent started too late for counts there too, so it is no loss.)
+        loss("conntrack_full", "connections", this.m.untracked.get()),
       ],
       unjudged: UNJUDGED_VERDICTS.flatMap((verdict) => UNJUDGED_CAUSES.map((cause) =>
         ({ cause, verdict, packets: BigInt(this.m.unjudged.get({ cause, verdict })) }))).filter((u) => u.packets > 0n),
@@ -301,6 +307,11 @@ export class Agent {
     this.m.lostBytes.inc({ cause: "map_full" }, delta("mapFullBytes"));
     this.m.lostEvents.inc({ cause: "ring_full" }, delta("ringFull"));
     this.m.untracked.inc({}, delta("ctFull"));
+    this.m.conntrack.inc({ event: "created" }, delta("ctCreated"));
+    this.m.conntrack.inc({ event: "confirmed" }, delta("ctConfirmed"));
+    this.m.conntrack.inc({ event: "lost" }, delta("ctLost"));
+    this.m.conntrack.inc({ event: "rejudged" }, delta("ctRejudged"));
+    this.m.conntrack.inc({ event: "icmp_related" }, delta("icmpRelated"));
     this.lastCounters = now;
     for (const u of datapath.unjudged()) {
       const key = `${u.verdict}/${u.cause}`;

@@ -19,7 +19,7 @@ export const POLICY_KEY = { size: 16, prefixlen: 0, subject: 4, peer: 8, directi
 export const POLICY_VALUE = { size: 4 } as const;
 export const ENDPOINT_VALUE = { size: 28, identity: 0, hasIp4: 4, hasIp6: 5, ip4: 8, ip6: 12 } as const;
 export const CT_KEY = { size: 40, src: 0, dst: 16, sport: 32, dport: 34, proto: 36, family: 37 } as const;
-export const CT_VALUE = { size: 16, lastSeen: 0, verdict: 8, flags: 9 } as const;
+export const CT_VALUE = { size: 16, lastSeen: 0, verdict: 8, flags: 9, policyVersion: 12 } as const;
 
 /** enum bh_mode */
 export const MODE = { observe: 0, audit: 1, enforce: 2 } as const;
@@ -322,6 +322,7 @@ export class PolicyApplier {
     }
     expect("endpoints", 4, ENDPOINT_VALUE.size);
     expect("conntrack", CT_KEY.size, CT_VALUE.size);
+    expect("conntrack_new", CT_KEY.size, CT_VALUE.size);
     this.active = object.map("flow_state").lookup(u32(STATE.activePolicy))?.readUInt32LE(0) ? 1 : 0;
     if (opts.adopt) this.learn();
   }

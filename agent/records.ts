@@ -19,9 +19,10 @@ export const EVENT_TYPE = { newFlow: 1 } as const;
 /** Indices of the per-CPU `counters` array (enum bh_counter). */
 export const COUNTER = {
   packets: 0, notIp: 1, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
+  ctCreated: 7, ctConfirmed: 8, ctLost: 9, ctRejudged: 10, icmpRelated: 11,
 } as const;
 /** BH_C_UNJUDGED: the first of the unjudged-frame counters (unjudgedCounter). */
-export const UNJUDGED_BASE = 7;
+export const UNJUDGED_BASE = 12;
 
 /** Why a frame could not be judged (enum bh_unjudged, in order): the `cause` label. */
 export const UNJUDGED_CAUSES = ["l2", "vlan", "ethertype", "ipv4", "ipv6", "ipv6_ext", "l4", "fragment"] as const;

@@ -8,8 +8,13 @@
 //
 // Phases, 5 rounds each: observe (endpoint known, no policy), enforce with every packet
 // of an established connection (conntrack hit), enforce with every packet a new connection
-// (conntrack miss: identity and policy lookups, conntrack insert, and a new flow), and a
-// diagnostic: new connections whose flows are already counted (the judging alone).
+// (conntrack miss: identity and policy lookups, conntrack insert, and a new flow), and two
+// diagnostics: established but unanswered connections (the flood's target never answers:
+// such a connection stays in the unconfirmed table, found by a second lookup), and new
+// connections whose flows are already counted (the judging alone). In the steady phases
+// the warmed-up connections are moved to the confirmed table as their peer's first reply
+// would move them (lib/conntrack.h), since a connection carrying traffic both ways is
+// confirmed.
 // Every flood is allowed by the policy; the flow records prove which path was taken.
 //
 // Run as root after `npx tsc -p .`:  node dist/bench/enforce-cost.js
@@ -18,6 +23,7 @@ import path from "node:path";
 import { bpfObjectDir, native, type BpfProgram, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
 import { decodeKey, FLOW_KEY, FLOW_VALUE, POINT } from "../agent/records.js";
+import { CT_KEY, CT_VALUE } from "../agent/policy.js";
 import {
   PolicyDirection, PolicyMode, type Identity, type IpIdentity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
@@ -33,6 +39,7 @@ const STEADY_PACKETS = 1_000_000;
 const TARGET_RATIO = 2;
 const DPORT = 9;
 const UDP = 17, TCP = 6;
+const CT_REPLIED = 16; // BH_CT_REPLIED (native/bpf/endpoint.h)
 
 /** Identities of the snapshot: reserved ones, the flooding pod, the flood's target range,
  * and the unrelated ones that make the tries realistic. */
@@ -107,6 +114,9 @@ interface Phase {
   /** Emptied before every round: nothing (a warm-up pass fills every map first), the
    * conntrack only (flow entries stay), or conntrack, flow maps and the reference map. */
   fresh: "nothing" | "conntrack" | "all";
+  /** After the warm-up, the connections are moved to the confirmed table, as the peer's
+   * first reply would; otherwise they stay unconfirmed (nobody answers the flood). */
+  answered?: boolean;
   count: number;
   /** The flow-record label (verdict/reason) every measured packet must carry. */
   expect: string;
@@ -116,10 +126,14 @@ interface Phase {
 
 const n = (x: number) => x.toLocaleString("en-US");
 const PHASES: Phase[] = [
-  { name: "observe", policy: "none", fresh: "nothing", count: STEADY_PACKETS, expect: "FORWARDED/NONE",
-    note: `endpoint known, no policy (observe); ${n(FLOWS)} flows already in the flow and conntrack maps, ${n(STEADY_PACKETS)} packets cycling over them` },
+  { name: "observe", policy: "none", fresh: "nothing", count: STEADY_PACKETS, expect: "FORWARDED/NONE", answered: true,
+    note: `endpoint known, no policy (observe); ${n(FLOWS)} flows already in the flow map and (confirmed) in conntrack, ${n(STEADY_PACKETS)} packets cycling over them` },
   { name: "enforce, established", policy: "enforce", fresh: "nothing", count: STEADY_PACKETS, expect: "FORWARDED/ESTABLISHED",
-    note: `enforce; ${n(FLOWS)} allowed connections already in conntrack (and their flows in the flow map), ${n(STEADY_PACKETS)} packets cycling over them` },
+    answered: true,
+    note: `enforce; ${n(FLOWS)} allowed connections already confirmed in conntrack (and their flows in the flow map), ${n(STEADY_PACKETS)} packets cycling over them` },
+  { name: "enforce, established, unanswered", policy: "enforce", fresh: "nothing", count: STEADY_PACKETS,
+    expect: "FORWARDED/ESTABLISHED", diagnostic: true,
+    note: `diagnostic, not judged: as the previous phase, but the ${n(FLOWS)} connections stay unconfirmed (one-way UDP): a confirmed-table miss, then the hit` },
   { name: "enforce, new connections", policy: "enforce", fresh: "all", count: FLOWS, expect: "FORWARDED/POLICY",
     note: `enforce; conntrack, flow maps and reference map emptied before each round; ${n(FLOWS)} packets, each the first of its connection and of its flow` },
   { name: "enforce, new connections, flows counted", policy: "enforce", fresh: "conntrack", count: FLOWS, expect: "FORWARDED/POLICY",
@@ -187,8 +201,19 @@ async function main(): Promise<number> {
     links = order.map((p) => p.attachTc({ iface: pod.hostVeth, direction: "ingress", netns: node.netnsPath, mode: "tcx" }));
   };
   onCleanup("detach", detach);
-  const emptyConntrack = () => { datapath.object.map("conntrack").drain(); };
+  const emptyConntrack = () => { datapath.object.map("conntrack").drain(); datapath.object.map("conntrack_new").drain(); };
   const emptyReference = () => { reference.map("ref_flows").drain(); };
+  /** Moves every unconfirmed connection to the confirmed table, marked answered. */
+  const confirmAll = () => {
+    const d = datapath.object.map("conntrack_new").drain();
+    const confirmed = datapath.object.map("conntrack");
+    for (let i = 0; i < d.count; i++) {
+      const value = Buffer.from(d.values.subarray(i * CT_VALUE.size, (i + 1) * CT_VALUE.size));
+      value[CT_VALUE.flags] = (value[CT_VALUE.flags] ?? 0) | CT_REPLIED;
+      confirmed.update(d.keys.subarray(i * CT_KEY.size, (i + 1) * CT_KEY.size), value);
+    }
+    return d.count;
+  };
 
   console.log(`enforce-cost: from_pod (prog id ${fromPod.id}) vs reference (prog id ${ref.id}), both TCX ingress on ${pod.hostVeth} (ifindex ${veth.ifindex})`);
   console.log(`endpoint: ifindex ${veth.ifindex} → identity ${ID.pod}, ${pod.ip}`);
@@ -228,6 +253,10 @@ async function main(): Promise<number> {
         tally(datapath, got);
         const second = await flood(node, pod.netns, bin, { ...opts, count: FLOWS });
         add(phase.expect, second.sent);
+      }
+      if (phase.answered) {
+        const moved = confirmAll();
+        if (moved !== FLOWS) console.log(`note: ${moved} connections confirmed, ${FLOWS} expected`);
       }
     }
     console.log(`== ${phase.name}: ${phase.note}`);
@@ -273,7 +302,7 @@ async function main(): Promise<number> {
   ring.consume();
   const c = datapath.counters();
   console.log(`endpoint counters: packets ${c.packets}, map_full packets ${c.mapFullPackets}, ct_full ${c.ctFull}, `
-    + `ring_full events ${c.ringFull}; new-flow events read ${n(events)}`);
+    + `ct_created ${c.ctCreated}, ct_lost ${c.ctLost}, ring_full events ${c.ringFull}; new-flow events read ${n(events)}`);
 
   const summary = results.filter(({ phase }) => !phase.diagnostic).map(({ phase, rounds }) =>
     `${phase.name} ${fmt(median(rounds.map((x) => x.endpointNs)))}/${fmt(median(rounds.map((x) => x.referenceNs)))} ns`

@@ -2,7 +2,12 @@
  *
  *   flood send --src A --dst B --dport P [--sport-base S] [--flows F] [--count N]
  *              [--duration SEC] [--rate PPS] [--size BYTES] [--threads T] [--batch K]
+ *              [--dports D] [--syn 1]
  *   flood sink --port P
+ *
+ * --dports D: packet k goes to port P + (k / F) mod D, so F * D distinct connections.
+ * --syn 1: TCP SYNs (20-byte header, no payload, valid checksum) instead of UDP; the
+ * conntrack test (test/conntrack.test.ts) floods with them.
  *
  * send: IPv4/UDP packets built by hand on a raw socket (IPPROTO_RAW, so IP_HDRINCL), so
  * that one socket can vary the source port: packet k of the run belongs to flow k mod F,
@@ -20,6 +25,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <netinet/tcp.h>
 #include <netinet/udp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -46,7 +52,7 @@ static void on_signal(int sig)
 
 struct config {
 	struct in_addr src, dst;
-	unsigned dport, sport_base, flows, size, threads, batch;
+	unsigned dport, sport_base, flows, size, threads, batch, dports, syn;
 	unsigned long long count;  /* 0: no limit */
 	double duration;           /* 0: no limit */
 	double rate;               /* packets/s over all threads; 0: as fast as possible */
@@ -78,11 +84,27 @@ static void sleep_until(double t)
 		;
 }
 
+/* The TCP checksum over the IPv4 pseudo-header and a 20-byte header without payload. */
+static uint16_t tcp_checksum(const struct iphdr *ip, const struct tcphdr *tcp)
+{
+	uint32_t sum = 0;
+	const uint16_t *p = (const uint16_t *)tcp;
+
+	sum += (ip->saddr >> 16) + (ip->saddr & 0xffff) + (ip->daddr >> 16) + (ip->daddr & 0xffff);
+	sum += htons(IPPROTO_TCP) + htons(sizeof(*tcp));
+	for (unsigned i = 0; i < sizeof(*tcp) / 2; i++)
+		sum += p[i];
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
 static void *send_loop(void *arg)
 {
 	struct worker *w = arg;
 	const struct config *c = w->cfg;
-	size_t len = sizeof(struct iphdr) + sizeof(struct udphdr) + c->size;
+	size_t len = c->syn ? sizeof(struct iphdr) + sizeof(struct tcphdr)
+			    : sizeof(struct iphdr) + sizeof(struct udphdr) + c->size;
 	unsigned char (*bufs)[sizeof(struct iphdr) + sizeof(struct udphdr) + MAX_PAYLOAD];
 	struct iovec iov[MAX_BATCH];
 	struct mmsghdr msgs[MAX_BATCH];
@@ -107,12 +129,21 @@ static void *send_loop(void *arg)
 		ip->version = 4;
 		ip->ihl = 5;
 		ip->ttl = 64;
-		ip->protocol = IPPROTO_UDP;
+		ip->protocol = c->syn ? IPPROTO_TCP : IPPROTO_UDP;
 		ip->saddr = c->src.s_addr;
 		ip->daddr = c->dst.s_addr;
-		udp->dest = htons(c->dport);
-		udp->len = htons(sizeof(*udp) + c->size);
-		udp->check = 0; /* "no checksum", valid for UDP over IPv4 */
+		if (c->syn) {
+			struct tcphdr *tcp = (struct tcphdr *)(ip + 1);
+
+			tcp->seq = htonl(0x5eed0000u + i);
+			tcp->doff = 5;
+			tcp->syn = 1;
+			tcp->window = htons(64240);
+		} else {
+			udp->dest = htons(c->dport);
+			udp->len = htons(sizeof(*udp) + c->size);
+			udp->check = 0; /* "no checksum", valid for UDP over IPv4 */
+		}
 		iov[i].iov_base = bufs[i];
 		iov[i].iov_len = len;
 		msgs[i].msg_hdr.msg_iov = &iov[i];
@@ -132,9 +163,23 @@ static void *send_loop(void *arg)
 		if (c->duration > 0 && now_s() - start >= c->duration)
 			break;
 		for (unsigned i = 0; i < n; i++, k += c->threads) {
-			struct udphdr *udp = (struct udphdr *)((struct iphdr *)bufs[i] + 1);
+			struct iphdr *ip = (struct iphdr *)bufs[i];
+			uint16_t sport = htons((uint16_t)(c->sport_base + k % c->flows));
+			uint16_t dport = htons((uint16_t)(c->dport + (k / c->flows) % c->dports));
 
-			udp->source = htons((uint16_t)(c->sport_base + k % c->flows));
+			if (c->syn) {
+				struct tcphdr *tcp = (struct tcphdr *)(ip + 1);
+
+				tcp->source = sport;
+				tcp->dest = dport;
+				tcp->check = 0;
+				tcp->check = tcp_checksum(ip, tcp);
+			} else {
+				struct udphdr *udp = (struct udphdr *)(ip + 1);
+
+				udp->source = sport;
+				udp->dest = dport;
+			}
 		}
 		while (done < n && !stopping) {
 			int r = sendmmsg(fd, msgs + done, n - done, 0);
@@ -186,6 +231,7 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: flood send --src A --dst B --dport P [--sport-base S] [--flows F] [--count N]\n"
 		"                  [--duration SEC] [--rate PPS] [--size BYTES] [--threads T] [--batch K]\n"
+		"                  [--dports D] [--syn 1]\n"
 		"       flood sink --port P\n");
 	return 2;
 }
@@ -222,7 +268,7 @@ static int run_sink(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	struct config c = { .flows = 1, .size = 18, .threads = 1, .batch = 64, .sport_base = 10000 };
+	struct config c = { .flows = 1, .size = 18, .threads = 1, .batch = 64, .sport_base = 10000, .dports = 1 };
 	struct worker w[MAX_THREADS];
 	struct sigaction sa = { .sa_handler = on_signal };
 	unsigned long long v, sent = 0, enobufs = 0;
@@ -268,6 +314,12 @@ int main(int argc, char **argv)
 		} else if (strcmp(f, "--threads") == 0) {
 			if (parse_u(f, a, MAX_THREADS, &v)) return 2;
 			c.threads = (unsigned)v;
+		} else if (strcmp(f, "--dports") == 0) {
+			if (parse_u(f, a, 65535, &v)) return 2;
+			c.dports = (unsigned)v;
+		} else if (strcmp(f, "--syn") == 0) {
+			if (parse_u(f, a, 1, &v)) return 2;
+			c.syn = (unsigned)v;
 		} else if (strcmp(f, "--batch") == 0) {
 			if (parse_u(f, a, MAX_BATCH, &v)) return 2;
 			c.batch = (unsigned)v;
@@ -275,8 +327,8 @@ int main(int argc, char **argv)
 			return usage();
 		}
 	}
-	if (!have_src || !have_dst || !c.dport || !c.flows || !c.threads || !c.batch
-	    || c.sport_base + c.flows - 1 > 65535) {
+	if (!have_src || !have_dst || !c.dport || !c.flows || !c.threads || !c.batch || !c.dports
+	    || c.sport_base + c.flows - 1 > 65535 || c.dport + c.dports - 1 > 65535) {
 		fprintf(stderr, "flood send: --src and --dst (IPv4), --dport, and flows, threads, batch >= 1 "
 			"with sport-base + flows - 1 <= 65535 are required\n");
 		return 2;

@@ -18,6 +18,7 @@ import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { identity, rule } from "./harness/snapshot.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
 import { decodeKey, FLOW_KEY, FLOW_VALUE, type FlowKey } from "../agent/records.js";
@@ -30,7 +31,7 @@ import {
 } from "../proto/gen/bulkhead/v1/agent.js";
 import { Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import {
-  PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
+  PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
 import { agentNetnsArgv, cliPath, metric, parseMetrics, poll, sleep, Spawned } from "./harness/netns.js";
@@ -207,18 +208,6 @@ async function ping(from: Pod, host: string, count = 2): Promise<boolean> {
 
 type Isolation = Partial<Record<"a" | "b" | "c", { ingress?: boolean; egress?: boolean }>>;
 
-function rule(subject: number, direction: "ingress" | "egress", peer: number, protocol = 0, port = 0, endPort = 0): PolicyRule {
-  return {
-    subject, peer, protocol, port, endPort,
-    direction: direction === "ingress" ? PolicyDirection.POLICY_DIRECTION_INGRESS : PolicyDirection.POLICY_DIRECTION_EGRESS,
-  };
-}
-
-function identity(id: number, mode: PolicyMode, iso: { ingress?: boolean; egress?: boolean } = {}, endpoint = true): Identity {
-  return { id, namespace: endpoint ? "shop" : "", labels: {}, mode, ingressIsolated: iso.ingress ?? false,
-    egressIsolated: iso.egress ?? false, endpoint, service: false };
-}
-
 /** Pods a, b, c in `mode`, world 0.0.0.0/0 and ::/0, host = the node's address. */
 function snapshot(version: number, mode: PolicyMode, isolated: Isolation, rules: PolicyRule[],
   opts: { aIdentity?: number; extraIdentities?: Identity[] } = {}): PolicySnapshot {
@@ -324,7 +313,8 @@ describe("policy map layouts: agent/policy.ts against the object's BTF", () => {
       proto: CT_KEY.proto, family: CT_KEY.family });
     const v = btfStruct("bh_ct_value");
     expect(v.size).toBe(CT_VALUE.size);
-    expect(v.offsets).toMatchObject({ last_seen_ns: CT_VALUE.lastSeen, verdict: CT_VALUE.verdict, flags: CT_VALUE.flags });
+    expect(v.offsets).toMatchObject({ last_seen_ns: CT_VALUE.lastSeen, verdict: CT_VALUE.verdict, flags: CT_VALUE.flags,
+      policy_version: CT_VALUE.policyVersion });
   });
 });
 
@@ -409,6 +399,7 @@ describe("enforcement on the real kernel", () => {
     policy.apply(s);
     policy.reconcileEndpoints(pods.map((p) => p.ifindex), native().listRoutes(`/run/netns/${NODE_NS}`));
     datapath.object.map("conntrack").drain();
+    datapath.object.map("conntrack_new").drain();
     drainRecords(datapath);
     return s;
   }
@@ -443,6 +434,7 @@ describe("enforcement on the real kernel", () => {
   describe("observe", () => {
     it("without any snapshot: everything passes and nothing is judged (reason NONE)", async () => {
       datapath.object.map("conntrack").drain();
+      datapath.object.map("conntrack_new").drain();
       drainRecords(datapath);
       const r = await Promise.all([probe(A, "tcp", B.ip, 80), probe(C, "tcp", B.ip, 81), probe(C, "udp", A.ip, 53)]);
       expect(r.map((x) => x.ok)).toEqual([true, true, true]);

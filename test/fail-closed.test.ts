@@ -19,6 +19,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { identity, rule } from "./harness/snapshot.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
 import {
@@ -33,7 +34,7 @@ import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { type PolicyApplier } from "../agent/policy.js";
 import { Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import {
-  PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
+  PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
 import { poll, sleep, Spawned } from "./harness/netns.js";
@@ -289,16 +290,6 @@ async function witnessed(netns: string): Promise<Map<string, number>> {
 }
 
 // ---- snapshots and records ---------------------------------------------------------
-
-function rule(subject: number, direction: "ingress" | "egress", peer: number, protocol = 0, port = 0): PolicyRule {
-  return { subject, peer, protocol, port, endPort: 0,
-    direction: direction === "ingress" ? PolicyDirection.POLICY_DIRECTION_INGRESS : PolicyDirection.POLICY_DIRECTION_EGRESS };
-}
-
-function identity(id: number, mode: PolicyMode, iso: { ingress?: boolean; egress?: boolean } = {}, endpoint = true): Identity {
-  return { id, namespace: endpoint ? "shop" : "", labels: {}, mode, ingressIsolated: iso.ingress ?? false,
-    egressIsolated: iso.egress ?? false, endpoint, service: false };
-}
 
 type Isolation = Partial<Record<"a" | "b" | "c", { ingress?: boolean; egress?: boolean }>>;
 

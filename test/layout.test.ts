@@ -55,8 +55,9 @@ int main(void) {
   printf("{\\"eventSize\\":%zu,\\"eventType\\":%zu,\\"eventTs\\":%zu,\\"eventKey\\":%zu,", sizeof(struct bh_event),
     offsetof(struct bh_event, type), offsetof(struct bh_event, ts_ns), offsetof(struct bh_event, key));
   printf("\\"newFlow\\":%d,\\"fromPod\\":%d,\\"toPod\\":%d,", BH_EVENT_NEW_FLOW, BH_POINT_FROM_POD, BH_POINT_TO_POD);
-  printf("\\"counters\\":[%d,%d,%d,%d,%d,%d],\\"max\\":%d,", BH_C_PACKETS, BH_C_NOT_IP,
-    BH_C_MAP_FULL_PACKETS, BH_C_MAP_FULL_BYTES, BH_C_RING_FULL, BH_C_CT_FULL, BH_C_MAX);
+  printf("\\"counters\\":[%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d],\\"max\\":%d,", BH_C_PACKETS, BH_C_NOT_IP,
+    BH_C_MAP_FULL_PACKETS, BH_C_MAP_FULL_BYTES, BH_C_RING_FULL, BH_C_CT_FULL, BH_C_CT_CREATED, BH_C_CT_CONFIRMED,
+    BH_C_CT_LOST, BH_C_CT_REJUDGED, BH_C_ICMP_RELATED, BH_C_MAX);
   printf("\\"unjudgedBase\\":%d,\\"causes\\":[%d,%d,%d,%d,%d,%d,%d,%d],\\"causeCount\\":%d,", BH_C_UNJUDGED,
     BH_U_L2, BH_U_VLAN, BH_U_ETHERTYPE, BH_U_IPV4, BH_U_IPV6, BH_U_IPV6_EXT, BH_U_L4, BH_U_FRAGMENT, BH_U_MAX);
   printf("\\"verdicts\\":[%d,%d,%d],", BH_VERDICT_FORWARDED, BH_VERDICT_DROPPED, BH_VERDICT_AUDIT);
@@ -71,7 +72,8 @@ int main(void) {
         eventSize: EVENT.size, eventType: EVENT.type, eventTs: EVENT.ts, eventKey: EVENT.key,
         newFlow: EVENT_TYPE.newFlow, fromPod: POINT.fromPod, toPod: POINT.toPod,
         counters: [COUNTER.packets, COUNTER.notIp, COUNTER.mapFullPackets,
-          COUNTER.mapFullBytes, COUNTER.ringFull, COUNTER.ctFull],
+          COUNTER.mapFullBytes, COUNTER.ringFull, COUNTER.ctFull, COUNTER.ctCreated, COUNTER.ctConfirmed,
+          COUNTER.ctLost, COUNTER.ctRejudged, COUNTER.icmpRelated],
         max: COUNTER_COUNT,
         // enum bh_unjudged in the order of UNJUDGED_CAUSES; enum bh_verdict in that of UNJUDGED_VERDICTS.
         unjudgedBase: UNJUDGED_BASE, causes: UNJUDGED_CAUSES.map((_, i) => i), causeCount: UNJUDGED_CAUSES.length,

@@ -91,10 +91,20 @@ enum bh_counter {
 	BH_C_MAP_FULL_PACKETS = 3, /* new flow, flow map full: packets lost to aggregation */
 	BH_C_MAP_FULL_BYTES = 4,
 	BH_C_RING_FULL = 5,        /* new-flow event dropped: ring buffer full */
-	BH_C_CT_FULL = 6,          /* connection not tracked: conntrack map full */
+	BH_C_CT_FULL = 6,          /* connection not tracked: a conntrack insert refused */
+	/* Conntrack (lib/conntrack.h): every connection opens in the unconfirmed table and
+	 * moves to the confirmed one when its peer answers, so a flood of unanswered
+	 * openings churns only the unconfirmed table. */
+	BH_C_CT_CREATED = 7,       /* connections entered in the unconfirmed table */
+	BH_C_CT_CONFIRMED = 8,     /* connections moved to the confirmed table (peer answered) */
+	/* A TCP packet without SYN or RST that matched no entry: its connection was evicted or
+	 * expired (or began before the programs ran); it is judged as new. */
+	BH_C_CT_LOST = 9,
+	BH_C_CT_REJUDGED = 10,     /* tracked connections judged again after a policy change */
+	BH_C_ICMP_RELATED = 11,    /* ICMP errors given the verdict of the connection they quote */
 	/* Frames not judged, no flow: BH_C_UNJUDGED + verdict * BH_U_MAX + cause, with the
 	 * verdict they got (enum bh_verdict) and their cause (enum bh_unjudged). */
-	BH_C_UNJUDGED = 7,
+	BH_C_UNJUDGED = 12,
 	BH_C_MAX = BH_C_UNJUDGED + 3 * BH_U_MAX,
 };
 
@@ -115,7 +125,8 @@ enum bh_state {
  *   policy_N        LPM_TRIE  bh_policy_key → bh_policy_value allowed (subject, peer, dir, proto, port)
  * and, node-local, written entry by entry:
  *   endpoints       HASH      __u32 ifindex → bh_endpoint_value (the pod behind each veth)
- *   conntrack       LRU_HASH  bh_ct_key → bh_ct_value
+ *   conntrack_new   LRU_HASH  bh_ct_key → bh_ct_value      unconfirmed connections
+ *   conntrack       LRU_HASH  bh_ct_key → bh_ct_value      confirmed (the peer answered)
  */
 
 enum bh_mode {
@@ -205,13 +216,18 @@ enum bh_ct_flags {
 	BH_CT_CLOSING = 4,
 	/* The connection's first packet came from the key's dst end (see bh_ct_key). */
 	BH_CT_STARTED_BY_DST = 8,
+	/* The peer answered (a reply-direction packet that is not a TCP RST was seen). */
+	BH_CT_REPLIED = 16,
 };
 
 struct bh_ct_value {
 	__u64 last_seen_ns;
-	__u8 verdict; /* enum bh_verdict given to the connection's first packet */
+	__u8 verdict; /* enum bh_verdict of the connection under policy_version */
 	__u8 flags;   /* enum bh_ct_flags */
-	__u8 pad[6];
+	__u16 pad;
+	/* flow_state[BH_STATE_POLICY_VERSION] when the connection was judged: a packet that
+	 * finds another version active judges the connection again (once per change). */
+	__u32 policy_version;
 };
 
 #endif

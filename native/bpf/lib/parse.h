@@ -60,6 +60,7 @@ struct bh_packet {
 	__u8 frag;       /* enum bh_frag */
 	__u8 frag_proto; /* IPv6: the fragment header's next header (the reassembly key has none) */
 	__u8 cause;      /* enum bh_unjudged, on BH_PARSE_UNJUDGED */
+	__u32 l4_off;    /* L4 header offset in the frame, 0 when there is none (lib/icmp.h) */
 };
 
 /* Where the L3 parse left the L4 header. */
@@ -348,6 +349,7 @@ static __always_inline int bh_parse(struct __sk_buff *skb, struct bh_packet *pkt
 		if (ret < 0)
 			return bh_unjudgeable(pkt, BH_U_L4);
 		l4_len = ret;
+		pkt->l4_off = l3.off;
 	}
 
 	gso_size = skb->gso_size;
