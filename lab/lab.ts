@@ -10,10 +10,10 @@ import {
   allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, podAddresses, podHost,
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
-import { repoRoot, startAgents, type AgentCommand } from "./agents.js";
+import { agentSpecs, repoRoot, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
 import {
-  controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, startControlPlane, stopControlPlane, TLS_DIR, uiUrl,
-  type ControlPlaneOptions,
+  controlPlaneSpec, controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, stopControlPlane, TLS_DIR, uiUrl,
+  waitControlPlaneReady, type ControlPlaneOptions,
 } from "./controlplane.js";
 import {
   BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
@@ -26,9 +26,10 @@ import { policyManifest, writePolicy } from "./netpol-files.js";
 import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";
 import { applyServiceRules } from "./services.js";
 import {
-  DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, readState, requireState, withLock, writeState,
-  type LabControlPlane, type LabPod, type LabService, type LabState,
+  CONTROLPLANE_PID_FILE, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, SUPERVISION_FILE, readState, readSupervision, requireState,
+  withLock, writeState, type LabControlPlane, type LabPod, type LabService, type LabState, type Supervision,
 } from "./state.js";
+import { agentProcess, CONTROLPLANE_PROCESS, startSupervisor, stopSupervisor } from "./supervisor.js";
 import {
   defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
   type Protocol, type ServiceSpec, type Topology,
@@ -126,10 +127,29 @@ export interface ServiceStatus {
 
 export interface AgentStatus {
   node: string;
+  /** The live pid, as the supervisor last started it. */
   pid: number;
   running: boolean;
+  /** Starts by the supervisor after the first. */
+  restarts: number;
   log: string;
   exportFile?: string;
+}
+
+export interface ControlPlaneStatus extends Omit<LabControlPlane, "argv"> {
+  running: boolean;
+  restarts: number;
+}
+
+/** What `lab restart` restarts: one node's agent, or the control plane. */
+export type RestartTarget = { kind: "agent"; node: string } | { kind: "controlplane" };
+
+export interface RestartResult {
+  /** "agent/node1" or "controlplane". */
+  name: string;
+  oldPid: number;
+  newPid: number;
+  restarts: number;
 }
 
 /** A topology object; traffic and policies may be left out. */
@@ -145,7 +165,9 @@ export interface LabStatus {
   pods: PodStatus[];
   services: ServiceStatus[];
   agents: AgentStatus[];
-  controlplane?: LabControlPlane;
+  controlplane?: ControlPlaneStatus;
+  /** The process that restarts the agents and the control plane (supervisor.ts). */
+  supervisor?: { pid: number; running: boolean };
   /** Pod application processes started by `up` with traffic, and how many still run. */
   traffic?: { processes: number; running: number };
   /** Empty when every netns the state names exists and the underlay belongs to this state dir. */
@@ -189,20 +211,36 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         const secure = opts.insecure !== true;
         cpOpts.secure = secure;
         if (secure) await issueLabCertificates(stateDir, state.nodes.map((n) => n.name));
-        state.controlplane = await startControlPlane(stateDir, repoRoot(), cpOpts);
-        await writeState(state);
-        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`
-          + (secure ? ` (TLS; CA ${state.controlplane.ca ?? ""})` : " (plaintext)")
-          + `${state.controlplane.ui !== undefined ? `, UI on ${state.controlplane.ui}` : ""}`);
+        state.controlplane = controlPlaneSpec(stateDir, repoRoot(), cpOpts);
       }
       if (withAgents) {
-        const agentOpts: Parameters<typeof startAgents>[1] = { stateDir, pinDir: state.pinDir };
+        const agentOpts: AgentSpecOptions = { stateDir, pinDir: state.pinDir };
         if (state.controlplane) agentOpts.controlplane = state.controlplane.agents;
         if (state.controlplane?.ca !== undefined) agentOpts.tlsDir = labTlsDir(stateDir);
         if (state.exportDir !== undefined) agentOpts.exportDir = state.exportDir;
         if (opts.agentCommand) agentOpts.command = opts.agentCommand;
-        if (opts.agentTimeoutMs !== undefined) agentOpts.timeoutMs = opts.agentTimeoutMs;
-        state.agents = await startAgents(state.nodes, agentOpts);
+        state.agents = await agentSpecs(state.nodes, agentOpts);
+      }
+      if (state.controlplane || state.agents.length > 0) {
+        // One supervisor runs them all and starts again whatever exits (supervisor.ts).
+        await writeState(state);
+        state.supervisor = await startSupervisor(stateDir, repoRoot());
+        await writeState(state);
+        log(`lab up: supervisor pid ${state.supervisor.pid} (log ${state.supervisor.log})`);
+      }
+      if (state.controlplane) {
+        state.controlplane.pid = await waitControlPlaneReady(stateDir, state.controlplane, { failOnExit: true });
+        await writeState(state);
+        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`
+          + (state.controlplane.ca !== undefined ? ` (TLS; CA ${state.controlplane.ca})` : " (plaintext)")
+          + `${state.controlplane.ui !== undefined ? `, UI on ${state.controlplane.ui}` : ""}`);
+      }
+      if (withAgents) {
+        const timeoutMs = opts.agentTimeoutMs;
+        await Promise.all(state.agents.map(async (agent) => {
+          const node = requireNode(state, agent.node);
+          agent.pid = await waitAgentHealthy(stateDir, node, agent, { failOnExit: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+        }));
         await writeState(state);
         log(`lab up: agents running (${state.agents.map((a) => `${a.node} pid ${a.pid}`).join(", ")})`);
         // A stand-in agent (agentCommand) need not speak to the control plane.
@@ -275,11 +313,29 @@ export class Lab {
       const owner = await underlayOwner();
       if (owner !== undefined && owner !== this.stateDir) problems.push(`the lab's netns belong to another state dir (${owner}); this state is stale`);
     }
+    const supervision = await readSupervision(this.stateDir).catch((err: Error) => {
+      problems.push(err.message);
+      return undefined;
+    });
+    const live = (name: string, first: number) => {
+      const p = supervision?.processes.find((x) => x.name === name);
+      return { pid: p !== undefined && p.pid > 0 ? p.pid : first, restarts: p?.restarts ?? 0 };
+    };
     const agents = await Promise.all(state.agents.map(async (a) => {
-      const s: AgentStatus = { node: a.node, pid: a.pid, running: await running(a.pid), log: a.log };
+      const { pid, restarts } = live(agentProcess(a.node), a.pid);
+      const s: AgentStatus = { node: a.node, pid, running: pid > 0 && await running(pid), restarts, log: a.log };
       if (a.exportFile !== undefined) s.exportFile = a.exportFile;
       return s;
     }));
+    let controlplane: ControlPlaneStatus | undefined;
+    if (state.controlplane) {
+      const { argv: _argv, ...cp } = state.controlplane;
+      const { pid, restarts } = live(CONTROLPLANE_PROCESS, cp.pid);
+      controlplane = { ...cp, pid, running: pid > 0 && await running(pid), restarts };
+    }
+    if (state.supervisor && !(await running(state.supervisor.pid))) {
+      problems.push(`the supervisor (pid ${state.supervisor.pid}) is not running: nothing restarts an agent or the control plane that exits`);
+    }
     return {
       ...(state.controlplane?.ui !== undefined ? { ui: state.controlplane.ui } : {}),
       stateDir: this.stateDir,
@@ -289,7 +345,8 @@ export class Lab {
       pods: state.pods.map(podStatus),
       services: state.services.map((svc) => serviceStatus(svc, state.pods)),
       agents,
-      ...(state.controlplane ? { controlplane: { ...state.controlplane } } : {}),
+      ...(controlplane ? { controlplane } : {}),
+      ...(state.supervisor ? { supervisor: { pid: state.supervisor.pid, running: await running(state.supervisor.pid) } } : {}),
       ...(state.traffic ? { traffic: { processes: state.traffic.pids.length, running: (await Promise.all(state.traffic.pids.map(running))).filter(Boolean).length } } : {}),
       problems,
     };
@@ -429,6 +486,30 @@ export class Lab {
     const n = requireNode(await requireState(this.stateDir), node);
     const [cmd, ...args] = netnsExecArgv(n.netns, argv);
     return spawnChild(cmd ?? "ip", args, opts);
+  }
+
+  /**
+   * Restarts an agent or the control plane the way a pod is restarted: SIGTERM (SIGKILL with
+   * `kill`) to the process, which the supervisor then starts again; resolves when the new
+   * process serves (/healthz, GetStatus).
+   */
+  async restart(target: RestartTarget, opts: { kill?: boolean } = {}): Promise<RestartResult> {
+    const state = await requireState(this.stateDir);
+    const name = target.kind === "agent" ? agentProcess(requireNode(state, target.node).name) : CONTROLPLANE_PROCESS;
+    if (target.kind === "controlplane" && !state.controlplane) throw new Error("lab restart: this lab runs no control plane (up --no-agents)");
+    const agent = target.kind === "agent" ? state.agents.find((a) => a.node === target.node) : undefined;
+    if (target.kind === "agent" && !agent) throw new Error(`lab restart: this lab runs no agent on node ${target.node} (up --no-agents)`);
+    const supervision: Supervision | undefined = await readSupervision(this.stateDir);
+    const current = supervision?.processes.find((p) => p.name === name);
+    if (!supervision || !current || !state.supervisor || !(await running(state.supervisor.pid))) {
+      throw new Error(`lab restart ${name}: the lab's supervisor is not running, so nothing would start it again; \`lab up\` anew`);
+    }
+    if (current.pid > 0 && await running(current.pid)) process.kill(current.pid, opts.kill ? "SIGKILL" : "SIGTERM");
+    const newPid = agent
+      ? await waitAgentHealthy(this.stateDir, requireNode(state, agent.node), agent, { notPid: current.pid })
+      : await waitControlPlaneReady(this.stateDir, state.controlplane as LabControlPlane, { notPid: current.pid });
+    const after = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === name);
+    return { name, oldPid: current.pid, newPid, restarts: after?.restarts ?? current.restarts + 1 };
   }
 
   down(opts: DownOptions = {}): Promise<TeardownReport> {
@@ -594,16 +675,20 @@ async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR
   } catch (err) {
     opts.log?.(`lab down: ignoring unreadable state (${(err as Error).message})`);
   }
+  // First, so nothing is started again while the rest goes.
+  const supervisors = await stopSupervisor(stateDir);
   const removePins = opts.removePins ?? previous?.agentsEnabled ?? false;
   const teardownOpts: { pinDir?: string } = {};
   if (removePins) teardownOpts.pinDir = previous?.pinDir ?? pinDir;
   const report = await teardown(previous?.nodes.map((n) => n.name) ?? [], teardownOpts);
+  report.stoppedPids.unshift(...supervisors);
   const cp = await stopControlPlane(stateDir);
   if (cp !== undefined) report.stoppedPids.push(cp);
   const entries = await readdir(stateDir).catch(() => [] as string[]);
   for (const entry of entries) {
     // The certificates go too: a lab's CA key must not outlive the lab.
-    if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR || entry === TLS_DIR) {
+    if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR || entry === TLS_DIR
+      || entry === SUPERVISION_FILE || entry.startsWith(`${SUPERVISION_FILE}.tmp-`) || entry === CONTROLPLANE_PID_FILE) {
       await rm(path.join(stateDir, entry), { recursive: true, force: true });
     }
   }
