@@ -7,7 +7,7 @@ import { spawn as spawnChild, type ChildProcess, type SpawnOptions } from "node:
 import { readdir, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
 import {
-  allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, podAddresses, podHost,
+  allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, OUTSIDE, OUTSIDE_NETNS, podAddresses, podHost,
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
 import { agentSpecs, repoRoot, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
@@ -16,7 +16,7 @@ import {
   waitControlPlaneReady, type ControlPlaneOptions,
 } from "./controlplane.js";
 import {
-  BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
+  BPF_PIN_DIR, createNodes, createOutside, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
 } from "./datapath.js";
 import { resolveService } from "./endpoints.js";
 import { EnforcementWatch } from "./enforcement.js";
@@ -27,14 +27,14 @@ import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.
 import { applyServiceRules } from "./services.js";
 import {
   CONTROLPLANE_PID_FILE, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, SUPERVISION_FILE, readState, readSupervision, requireState,
-  withLock, writeState, type LabControlPlane, type LabPod, type LabService, type LabState, type Supervision,
+  withLock, writeState, type LabControlPlane, type LabOutside, type LabPod, type LabService, type LabState, type Supervision,
 } from "./state.js";
 import { agentProcess, CONTROLPLANE_PROCESS, startSupervisor, stopSupervisor } from "./supervisor.js";
 import {
   defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
   type Protocol, type ServiceSpec, type Topology,
 } from "./topology.js";
-import { startTraffic, trafficDocument } from "./traffic.js";
+import { startOutsideApp, startTraffic, trafficDocument } from "./traffic.js";
 import { expandTopology, type PlannedPod } from "./workloads.js";
 import type { GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 
@@ -155,6 +155,16 @@ export interface RestartResult {
 /** A topology object; traffic and policies may be left out. */
 export type TopologyInput = Omit<Topology, "traffic" | "policies"> & Partial<Pick<Topology, "traffic" | "policies">>;
 
+export interface OutsideStatus {
+  netns: string;
+  ip: string;
+  ipv6: string;
+  /** What its application serves (topology `outside.ports`). */
+  ports: { name?: string; port: number; protocol: Protocol }[];
+  /** Its application, when it runs one. */
+  app?: { pid: number; running: boolean; log: string };
+}
+
 export interface LabStatus {
   /** The web UI's URL, when the lab's control plane serves it. */
   ui?: string;
@@ -168,6 +178,8 @@ export interface LabStatus {
   controlplane?: ControlPlaneStatus;
   /** The process that restarts the agents and the control plane (supervisor.ts). */
   supervisor?: { pid: number; running: boolean };
+  /** The outside host: the world to the cluster, a traffic target (`to: outside`). */
+  outside?: OutsideStatus;
   /** Pod application processes started by `up` with traffic, and how many still run. */
   traffic?: { processes: number; running: number };
   /** Empty when every netns the state names exists and the underlay belongs to this state dir. */
@@ -198,6 +210,12 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
       await createNodes(state.nodes);
       log(`lab up: ${state.nodes.length} nodes (${state.nodes.map((n) => n.name).join(", ")})`);
       await createPods(state.pods, state.nodes);
+      await createOutside(state.nodes);
+      if (state.outside && state.outside.ports.length > 0) {
+        Object.assign(state.outside, await startOutsideApp(stateDir, state.outside.ports));
+      }
+      log(`lab up: outside host ${OUTSIDE.ip} ${OUTSIDE.ipv6} (netns ${OUTSIDE_NETNS})${state.outside?.pid !== undefined
+        ? `, serving ${state.outside.ports.map((p) => `${p.port}/${p.protocol}`).join(", ")} (pid ${state.outside.pid})` : ""}`);
       log(`lab up: ${state.pods.length} pods in ${new Set(state.pods.map((p) => p.namespace)).size} namespaces`);
       await commit(state, { forceRules: true });
       for (const policy of topology.policies) await writePolicy(manifestsDir(stateDir), policy);
@@ -306,6 +324,7 @@ export class Lab {
     const present = new Set(await listNetns());
     const problems: string[] = [];
     for (const item of [{ netns: UNDERLAY_NETNS, what: "underlay" }, ...state.nodes.map((n) => ({ netns: n.netns, what: `node ${n.name}` })),
+      ...(state.outside ? [{ netns: state.outside.netns, what: "outside host" }] : []),
       ...state.pods.map((p) => ({ netns: p.netns, what: `pod ${p.namespace}/${p.name}` }))]) {
       if (!present.has(item.netns)) problems.push(`${item.what}: netns ${item.netns} is missing`);
     }
@@ -346,6 +365,7 @@ export class Lab {
       services: state.services.map((svc) => serviceStatus(svc, state.pods)),
       agents,
       ...(controlplane ? { controlplane } : {}),
+      ...(state.outside ? { outside: await outsideStatus(state.outside) } : {}),
       ...(state.supervisor ? { supervisor: { pid: state.supervisor.pid, running: await running(state.supervisor.pid) } } : {}),
       ...(state.traffic ? { traffic: { processes: state.traffic.pids.length, running: (await Promise.all(state.traffic.pids.map(running))).filter(Boolean).length } } : {}),
       problems,
@@ -477,6 +497,19 @@ export class Lab {
     return spawnChild(cmd ?? "ip", args, opts);
   }
 
+  /** Runs `argv` on the outside host (netns bh-outside); a non-zero exit is a result. */
+  async outsideExec(argv: readonly string[], opts: ExecOptions = {}): Promise<RunResult> {
+    const state = await requireState(this.stateDir);
+    return run(netnsExecArgv(state.outside?.netns ?? OUTSIDE_NETNS, argv), { ...opts, allowFail: true });
+  }
+
+  /** Starts `argv` on the outside host (e.g. a server a test talks to); the caller owns the child. */
+  async outsideSpawn(argv: readonly string[], opts: SpawnOptions = {}): Promise<ChildProcess> {
+    const state = await requireState(this.stateDir);
+    const [cmd, ...args] = netnsExecArgv(state.outside?.netns ?? OUTSIDE_NETNS, argv);
+    return spawnChild(cmd ?? "ip", args, opts);
+  }
+
   async nodeExec(node: string, argv: readonly string[], opts: ExecOptions = {}): Promise<RunResult> {
     const n = requireNode(await requireState(this.stateDir), node);
     return run(netnsExecArgv(n.netns, argv), { ...opts, allowFail: true });
@@ -533,6 +566,7 @@ async function resolveTopology(opts: UpOptions): Promise<Topology> {
 
 function topologyDocument(t: TopologyInput): unknown {
   return { nodes: t.nodes, namespaces: t.namespaces, pods: t.pods, workloads: t.workloads, services: t.services,
+    ...(t.outside !== undefined ? { outside: t.outside } : {}),
     traffic: (t.traffic ?? []).map(trafficDocument), policies: (t.policies ?? []).map(policyManifest) };
 }
 
@@ -581,6 +615,7 @@ function planState(stateDir: string, topology: Topology, agentsEnabled: boolean,
     rulesDigest: "",
   };
   if (exportDir !== undefined) state.exportDir = path.resolve(exportDir);
+  state.outside = { netns: OUTSIDE_NETNS, ip: OUTSIDE.ip, ipv6: OUTSIDE.ipv6, ports: topology.outside?.ports ?? [] };
   const expanded = expandTopology(topology, randomUUID, now);
   state.workloads = expanded.workloads;
   const taken = new Set<string>();
@@ -744,6 +779,12 @@ function applyPatch(labels: Record<string, string>, set: Record<string, string>,
 function withoutNameLabel(labels: Record<string, string>): Record<string, string> {
   const { ["kubernetes.io/metadata.name"]: _name, ...rest } = labels;
   return rest;
+}
+
+async function outsideStatus(o: LabOutside): Promise<OutsideStatus> {
+  const s: OutsideStatus = { netns: o.netns, ip: o.ip, ipv6: o.ipv6, ports: o.ports };
+  if (o.pid !== undefined) s.app = { pid: o.pid, running: await running(o.pid), log: o.log ?? "" };
+  return s;
 }
 
 function podStatus(pod: LabPod): PodStatus {

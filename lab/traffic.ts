@@ -4,20 +4,26 @@
 // (pod-app.ts: serves its container ports, sends its planned requests), so a busy lab costs
 // one process per pod, not one per request. The processes live in the pods' netns, so
 // `lab down` stops them with everything else there.
-import type { ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { FieldReader, join } from "./fields.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
 import { repoRoot } from "./agents.js";
+import { OUTSIDE_NETNS } from "./addressing.js";
+import { netnsExecArgv, run } from "./netns.js";
+import { LOGS_DIR } from "./state.js";
+import type { ContainerPort } from "./topology.js";
 import type { ListenPort, TalkPlanEntry } from "./pod-app.js";
 
 export type TrafficTarget =
   /** A Service, by its ClusterIP. */
   | { kind: "service"; namespace: string; service: string }
   /** Pods by their own IPs, in `namespace` (absent: every namespace) with these labels. */
-  | { kind: "pods"; namespace?: string; labels: Record<string, string> };
+  | { kind: "pods"; namespace?: string; labels: Record<string, string> }
+  /** The lab's outside host (`to: outside`), on a port of the topology's `outside.ports`. */
+  | { kind: "outside" };
 
 export interface TrafficSpec {
   /** Source pods: those in `namespace` whose labels include `labels` (none: every pod there). */
@@ -35,16 +41,21 @@ export interface TrafficSpec {
   http?: string;
 }
 
+/** `to: outside`: the lab's outside host. */
+export const OUTSIDE_TARGET = "outside";
+
 export function readTrafficSpec(r: FieldReader, value: unknown, field: string): TrafficSpec {
   const m = r.map(value, field, ["from", "to", "toPods", "port", "everyMs", "size", "http"]);
   const fromField = join(field, "from");
   const from = r.map(m.from, fromField, ["namespace", "labels"]);
   let to: TrafficTarget;
-  if ((m.to === undefined) === (m.toPods === undefined)) r.fail(field, "give exactly one of to (a Service NAMESPACE/NAME) and toPods");
-  if (m.to !== undefined) {
+  if ((m.to === undefined) === (m.toPods === undefined)) r.fail(field, "give exactly one of to (a Service NAMESPACE/NAME, or outside) and toPods");
+  if (m.to === OUTSIDE_TARGET) {
+    to = { kind: "outside" };
+  } else if (m.to !== undefined) {
     const text = r.string(m.to, join(field, "to"));
     const slash = text.indexOf("/");
-    if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME, got "${text}"`);
+    if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME or "${OUTSIDE_TARGET}" (the outside host), got "${text}"`);
     to = { kind: "service", namespace: r.dnsLabel(text.slice(0, slash), join(field, "to")), service: r.serviceName(text.slice(slash + 1), join(field, "to")) };
   } else {
     const pf = join(field, "toPods");
@@ -74,6 +85,7 @@ export function readTrafficSpec(r: FieldReader, value: unknown, field: string): 
 export function trafficDocument(spec: TrafficSpec): Record<string, unknown> {
   const doc: Record<string, unknown> = { from: spec.from };
   if (spec.to.kind === "service") doc.to = `${spec.to.namespace}/${spec.to.service}`;
+  else if (spec.to.kind === "outside") doc.to = OUTSIDE_TARGET;
   else doc.toPods = { labels: spec.to.labels, ...(spec.to.namespace !== undefined ? { namespace: spec.to.namespace } : {}) };
   if (spec.port !== undefined) doc.port = spec.port;
   doc.everyMs = spec.everyMs;
@@ -119,6 +131,12 @@ function resolveTargets(spec: TrafficSpec, status: LabStatus, i: number): { ip: 
     if (!port) throw new Error(`traffic[${i}]: Service ${svc.namespace}/${svc.name} has no port ${spec.port ?? ""}`);
     return [{ ip: svc.clusterIP, port: port.port, protocol: usable(port.protocol, `Service ${svc.namespace}/${svc.name} port ${port.port}`) }];
   }
+  if (to.kind === "outside") {
+    const outside = status.outside;
+    const port = spec.port === undefined ? outside?.ports[0] : outside?.ports.find((p) => p.port === spec.port);
+    if (!outside || !port) throw new Error(`traffic[${i}]: the lab's outside host serves no port ${spec.port ?? ""} (topology outside.ports)`);
+    return [{ ip: outside.ip, port: port.port, protocol: usable(port.protocol, `the outside host's port ${port.port}`) }];
+  }
   const targets = status.pods.flatMap((p) => {
     if ((to.namespace !== undefined && p.namespace !== to.namespace) || !matches(p.labels, to.labels)) return [];
     const port = p.ports.find((x) => (typeof spec.port === "string" ? x.name === spec.port : x.port === spec.port));
@@ -141,6 +159,37 @@ export interface RunningTraffic {
 export interface TrafficOptions {
   /** Detach the processes, logging to `<logDir>/app-<netns>.log`, so they outlive the caller. */
   detachedLogDir?: string;
+}
+
+/**
+ * Starts the pod application on the outside host, serving `ports`, detached (it stops with
+ * the netns on `down`); logs to `<stateDir>/logs/app-bh-outside.log`.
+ */
+export async function startOutsideApp(stateDir: string, ports: readonly ContainerPort[]): Promise<{ pid: number; log: string }> {
+  const logs = path.join(stateDir, LOGS_DIR);
+  await mkdir(logs, { recursive: true });
+  const log = path.join(logs, `app-${OUTSIDE_NETNS}.log`);
+  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, path.join(repoRoot(), "dist", "cli", "main.js"), "probe", "app", "--name", "outside",
+    ...ports.flatMap((p) => ["--listen", `${p.port}/${p.protocol}`]), "--plan", "[]"]);
+  const fd = openSync(log, "a");
+  let pid: number | undefined;
+  try {
+    const child = spawn(argv[0] ?? "ip", argv.slice(1), { detached: true, stdio: ["ignore", fd, fd] });
+    child.unref();
+    pid = child.pid;
+  } finally {
+    closeSync(fd);
+  }
+  if (pid === undefined) throw new Error(`the outside host's application did not start (${argv.join(" ")})`);
+  // Serving once every port is bound (TCP listening, UDP bound): traffic may target it at once.
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = await run(netnsExecArgv(OUTSIDE_NETNS, ["ss", "-Hln", "-tu"]), { allowFail: true });
+    const bound = new Set([...r.stdout.matchAll(/:(\d+)\s/g)].map((x) => Number(x[1])));
+    if (ports.every((p) => bound.has(p.port))) return { pid, log };
+    if (Date.now() > deadline) throw new Error(`the outside host's application (pid ${pid}) does not serve ${ports.map((p) => `${p.port}/${p.protocol}`).join(", ")} after 10 s; see ${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts: TrafficOptions = {}): Promise<RunningTraffic> {
