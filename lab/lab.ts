@@ -716,7 +716,7 @@ async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR
   const teardownOpts: { pinDir?: string } = {};
   if (removePins) teardownOpts.pinDir = previous?.pinDir ?? pinDir;
   const report = await teardown(previous?.nodes.map((n) => n.name) ?? [], teardownOpts);
-  report.stoppedPids.unshift(...supervisors);
+  report.stoppedPids = [...new Set([...supervisors, ...report.stoppedPids])];
   const cp = await stopControlPlane(stateDir);
   if (cp !== undefined) report.stoppedPids.push(cp);
   const entries = await readdir(stateDir).catch(() => [] as string[]);

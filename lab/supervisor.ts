@@ -8,11 +8,12 @@
 // with a delay doubling from FIRST_BACKOFF_MS to MAX_BACKOFF_MS. Every exit and restart is a
 // line in <stateDir>/logs/supervisor.log and in the child's own log.
 //
-// On SIGTERM it stops restarting and exits, leaving the children running: `lab down` stops
-// it first, so nothing restarts during teardown, and then stops everything in the lab's
-// netns and the control plane as it always has. If the supervisor is killed, the children
+// On SIGTERM it stops restarting, stops its children (SIGTERM, SIGKILL after CHILD_STOP_MS;
+// it reaps them, so none is left a zombie) and exits: `lab down` stops it first, so nothing
+// restarts during teardown, and then stops whatever else runs in the lab's netns and the
+// control plane by its pid file, as it always has. If the supervisor is killed, the children
 // run on unsupervised and `down` (or the next `up`) still removes them.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, closeSync, openSync } from "node:fs";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -23,7 +24,10 @@ export const STABLE_RUN_MS = 10_000;
 export const FIRST_BACKOFF_MS = 250;
 export const MAX_BACKOFF_MS = 30_000;
 export const SUPERVISOR_LOG = "supervisor.log";
-const STOP_GRACE_MS = 3000;
+/** Agents get this long to stop on SIGTERM (as datapath.ts's STOP_GRACE_MS) before SIGKILL. */
+export const CHILD_STOP_MS = 5000;
+/** stopSupervisor's wait before SIGKILL: the supervisor's own stop of its children, and a margin. */
+const STOP_GRACE_MS = CHILD_STOP_MS + 3000;
 
 export const CONTROLPLANE_PROCESS = "controlplane";
 export const agentProcess = (node: string): string => `agent/${node}`;
@@ -70,9 +74,15 @@ export async function supervisorPids(stateDir: string): Promise<number[]> {
   return found;
 }
 
-/** Stops every supervisor of this state dir (SIGTERM, SIGKILL after 3 s); returns their pids. */
+/**
+ * Stops every supervisor of this state dir and so its children (SIGTERM, SIGKILL after 8 s);
+ * returns the supervisors' pids and those of the children that ran.
+ */
 export async function stopSupervisor(stateDir: string): Promise<number[]> {
   const pids = await supervisorPids(stateDir);
+  const supervision = pids.length > 0 ? await readSupervision(stateDir).catch(() => undefined) : undefined;
+  const children = (await Promise.all((supervision?.processes ?? []).map(async (p) => (p.pid > 0 && (await running(p.pid)) ? p.pid : 0))))
+    .filter((pid) => pid > 0);
   for (const pid of pids) signal(pid, "SIGTERM");
   const deadline = Date.now() + STOP_GRACE_MS;
   let left = pids;
@@ -82,7 +92,7 @@ export async function stopSupervisor(stateDir: string): Promise<number[]> {
   }
   const still = new Set(await supervisorPids(stateDir));
   for (const pid of left) if (still.has(pid)) signal(pid, "SIGKILL");
-  return pids;
+  return [...pids, ...children];
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
@@ -100,6 +110,8 @@ interface Child {
   /** The control plane's pid goes to controlplane.pid too, which `down` reads without state. */
   pidFile?: string;
   status: SupervisedProcess;
+  /** The running process, until its exit event (then reaped). */
+  process?: ChildProcess;
   shortRuns: number;
   startedAtMs: number;
 }
@@ -151,7 +163,11 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
       // Detached: its own process group, so signals meant for the supervisor's group miss it.
       const child = spawn(cmd ?? "", args, { detached: true, stdio: ["ignore", fd, fd] });
       child.on("error", (err) => exited(c, `failed to start: ${err.message}`));
-      child.on("exit", (code, sig) => exited(c, sig ? `killed by ${sig}` : `exited with code ${code}`));
+      child.on("exit", (code, sig) => {
+        if (c.process === child) delete c.process;
+        exited(c, sig ? `killed by ${sig}` : `exited with code ${code}`);
+      });
+      c.process = child;
       c.status = { ...c.status, pid: child.pid ?? 0, startedAt: new Date().toISOString(), ...(restart ? { restarts: c.status.restarts + 1 } : {}) };
       c.startedAtMs = Date.now();
       if (c.pidFile !== undefined && child.pid !== undefined) void writeFile(c.pidFile, `${child.pid}\n`).catch(() => {});
@@ -188,14 +204,24 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
       if (stopping) return;
       stopping = true;
       for (const t of timers) clearTimeout(t);
-      log(`${new Date().toISOString()} lab supervise: ${sig}: no more restarts; leaving ${children.map((c) => `${c.name} pid ${c.status.pid}`).join(", ")} to \`lab down\``);
-      resolve();
+      log(`${new Date().toISOString()} lab supervise: ${sig}: no more restarts; stopping ${children.map((c) => `${c.name} pid ${c.status.pid}`).join(", ")}`);
+      void stopChildren(children.flatMap((c) => (c.process ? [c.process] : []))).then(resolve);
     };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
   });
   clearInterval(keepAlive);
   await writes;
+}
+
+/** SIGTERM to each, SIGKILL to those left after CHILD_STOP_MS; resolves when all have exited (and were reaped). */
+async function stopChildren(procs: readonly ChildProcess[]): Promise<void> {
+  await Promise.all(procs.map((p) => new Promise<void>((resolve) => {
+    if (p.exitCode !== null || p.signalCode !== null) { resolve(); return; }
+    const timer = setTimeout(() => p.kill("SIGKILL"), CHILD_STOP_MS);
+    p.once("exit", () => { clearTimeout(timer); resolve(); });
+    p.kill("SIGTERM");
+  })));
 }
 
 export interface WaitStartedOptions {
