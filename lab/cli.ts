@@ -30,6 +30,10 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
   restart agent [NODE] | controlplane [--kill]
                               stop one (SIGTERM, or SIGKILL with --kill; every agent when no
                               NODE) and wait until the supervisor has it up again (healthz)
+  stop agent [NODE] | controlplane [--kill]
+                              scale to zero: the supervisor holds it down, then it is stopped
+  start agent [NODE] | controlplane
+                              undo stop: started again, returns when it serves
   exec NS/POD -- CMD...       run CMD in the pod's network namespace
   pod add NS/NAME [--node N] [--label k=v]... [--port [name:]port[/TCP|UDP|SCTP]]...
   pod delete NS/NAME
@@ -54,6 +58,8 @@ export async function runLab(argv: readonly string[], io: LabIO = process): Prom
       case "down": return await cmdDown(rest, io);
       case "status": return await cmdStatus(rest, io);
       case "restart": return await cmdRestart(rest, io);
+      case "stop": return await cmdStop(rest, io);
+      case "start": return await cmdStart(rest, io);
       case "supervise": return await cmdSupervise(rest);
       case "exec": return await cmdExec(rest);
       case "pod": return await cmdPod(rest, io);
@@ -185,21 +191,46 @@ async function cmdStatus(args: readonly string[], io: LabIO): Promise<number> {
   return status.problems.length === 0 ? 0 : 1;
 }
 
-async function cmdRestart(args: readonly string[], io: LabIO): Promise<number> {
-  const { values, positionals } = parse(args, { kill: { type: "boolean" } }, "restart");
+/** `agent [NODE]` (every agent when no NODE) or `controlplane`, for restart, stop and start. */
+async function supervisedTargets(lab: Lab, positionals: string[], command: string): Promise<RestartTarget[]> {
   const [kind, node, extra] = positionals;
-  if (kind !== "agent" && kind !== "controlplane") throw new UsageError(`restart: expected agent [NODE] or controlplane, got ${JSON.stringify(kind ?? "")}`);
+  if (kind !== "agent" && kind !== "controlplane") throw new UsageError(`${command}: expected agent [NODE] or controlplane, got ${JSON.stringify(kind ?? "")}`);
   if (extra !== undefined || (kind === "controlplane" && node !== undefined)) {
-    throw new UsageError(`restart: unexpected argument ${JSON.stringify(extra ?? node)}`);
+    throw new UsageError(`${command}: unexpected argument ${JSON.stringify(extra ?? node)}`);
   }
-  const lab = new Lab(stateDirOf(values));
   const targets: RestartTarget[] = kind === "controlplane" ? [{ kind }]
     : node !== undefined ? [{ kind, node }] : (await lab.status()).agents.map((a) => ({ kind, node: a.node }));
-  if (targets.length === 0) throw new Error("restart: this lab runs no agents (up --no-agents)");
+  if (targets.length === 0) throw new Error(`${command}: this lab runs no agents (up --no-agents)`);
+  return targets;
+}
+
+async function cmdRestart(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, { kill: { type: "boolean" } }, "restart");
+  const lab = new Lab(stateDirOf(values));
   // One at a time, as a rolling update would: never every node without an agent at once.
-  for (const target of targets) {
+  for (const target of await supervisedTargets(lab, positionals, "restart")) {
     const r = await lab.restart(target, { kill: values.kill === true });
     io.stdout.write(`${r.name}: pid ${r.oldPid} ${values.kill ? "killed" : "stopped"}, pid ${r.newPid} up (${r.restarts} restarts)\n`);
+  }
+  return 0;
+}
+
+async function cmdStop(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, { kill: { type: "boolean" } }, "stop");
+  const lab = new Lab(stateDirOf(values));
+  for (const target of await supervisedTargets(lab, positionals, "stop")) {
+    const r = await lab.stop(target, { kill: values.kill === true });
+    io.stdout.write(`${r.name}: pid ${r.pid} ${values.kill ? "killed" : "stopped"}; held down until \`lab start\`\n`);
+  }
+  return 0;
+}
+
+async function cmdStart(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, {}, "start");
+  const lab = new Lab(stateDirOf(values));
+  for (const target of await supervisedTargets(lab, positionals, "start")) {
+    const r = await lab.start(target);
+    io.stdout.write(`${r.name}: pid ${r.newPid} up (${r.restarts} restarts)\n`);
   }
   return 0;
 }

@@ -16,7 +16,8 @@ import {
   waitControlPlaneReady, type ControlPlaneOptions,
 } from "./controlplane.js";
 import {
-  BPF_PIN_DIR, createNodes, createOutside, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
+  BPF_PIN_DIR, createNodes, createOutside, createPods, createUnderlay, deletePodDatapath, STOP_GRACE_MS, teardown, underlayOwner,
+  type TeardownReport,
 } from "./datapath.js";
 import { resolveService } from "./endpoints.js";
 import { EnforcementWatch } from "./enforcement.js";
@@ -132,6 +133,8 @@ export interface AgentStatus {
   running: boolean;
   /** Starts by the supervisor after the first. */
   restarts: number;
+  /** Held down by `lab stop`. */
+  held?: boolean;
   log: string;
   exportFile?: string;
 }
@@ -139,6 +142,8 @@ export interface AgentStatus {
 export interface ControlPlaneStatus extends Omit<LabControlPlane, "argv"> {
   running: boolean;
   restarts: number;
+  /** Held down by `lab stop`. */
+  held?: boolean;
 }
 
 /** What `lab restart` restarts: one node's agent, or the control plane. */
@@ -338,19 +343,19 @@ export class Lab {
     });
     const live = (name: string, first: number) => {
       const p = supervision?.processes.find((x) => x.name === name);
-      return { pid: p !== undefined && p.pid > 0 ? p.pid : first, restarts: p?.restarts ?? 0 };
+      return { pid: p !== undefined && p.pid > 0 ? p.pid : first, restarts: p?.restarts ?? 0, ...(p?.held ? { held: true } : {}) };
     };
     const agents = await Promise.all(state.agents.map(async (a) => {
-      const { pid, restarts } = live(agentProcess(a.node), a.pid);
-      const s: AgentStatus = { node: a.node, pid, running: pid > 0 && await running(pid), restarts, log: a.log };
+      const { pid, restarts, held } = live(agentProcess(a.node), a.pid);
+      const s: AgentStatus = { node: a.node, pid, running: pid > 0 && await running(pid), restarts, ...(held ? { held } : {}), log: a.log };
       if (a.exportFile !== undefined) s.exportFile = a.exportFile;
       return s;
     }));
     let controlplane: ControlPlaneStatus | undefined;
     if (state.controlplane) {
       const { argv: _argv, ...cp } = state.controlplane;
-      const { pid, restarts } = live(CONTROLPLANE_PROCESS, cp.pid);
-      controlplane = { ...cp, pid, running: pid > 0 && await running(pid), restarts };
+      const { pid, restarts, held } = live(CONTROLPLANE_PROCESS, cp.pid);
+      controlplane = { ...cp, pid, running: pid > 0 && await running(pid), restarts, ...(held ? { held } : {}) };
     }
     if (state.supervisor && !(await running(state.supervisor.pid))) {
       problems.push(`the supervisor (pid ${state.supervisor.pid}) is not running: nothing restarts an agent or the control plane that exits`);
@@ -527,22 +532,74 @@ export class Lab {
    * process serves (/healthz, GetStatus).
    */
   async restart(target: RestartTarget, opts: { kill?: boolean } = {}): Promise<RestartResult> {
+    const t = await this.supervised(target, "restart");
+    if (t.current.held) throw new Error(`lab restart ${t.name}: it is held down by \`lab stop\`; \`lab start\` it`);
+    if (t.current.pid > 0 && await running(t.current.pid)) process.kill(t.current.pid, opts.kill ? "SIGKILL" : "SIGTERM");
+    const newPid = await t.waitReady(t.current.pid);
+    const after = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === t.name);
+    return { name: t.name, oldPid: t.current.pid, newPid, restarts: after?.restarts ?? t.current.restarts + 1 };
+  }
+
+  /**
+   * Scales an agent or the control plane to zero: the supervisor holds it (does not start it
+   * again), then it gets SIGTERM (SIGKILL with `kill`); resolves once it has exited. For
+   * tests of what goes on while it is down; `start` undoes it.
+   */
+  async stop(target: RestartTarget, opts: { kill?: boolean } = {}): Promise<{ name: string; pid: number }> {
+    const t = await this.supervised(target, "stop");
+    await this.setHeld(t.name, true, t.supervisorPid);
+    if (t.current.pid > 0 && await running(t.current.pid)) process.kill(t.current.pid, opts.kill ? "SIGKILL" : "SIGTERM");
+    const deadline = Date.now() + STOP_GRACE_MS + 2000;
+    while (t.current.pid > 0 && await running(t.current.pid)) {
+      if (Date.now() > deadline) throw new Error(`lab stop ${t.name}: pid ${t.current.pid} still runs ${(STOP_GRACE_MS + 2000) / 1000} s after ${opts.kill ? "SIGKILL" : "SIGTERM"}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return { name: t.name, pid: t.current.pid };
+  }
+
+  /** Undoes `stop`: the supervisor starts it again; resolves when it serves. */
+  async start(target: RestartTarget): Promise<RestartResult> {
+    const t = await this.supervised(target, "start");
+    await this.setHeld(t.name, false, t.supervisorPid);
+    const newPid = await t.waitReady(t.current.pid);
+    const after = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === t.name);
+    return { name: t.name, oldPid: t.current.pid, newPid, restarts: after?.restarts ?? t.current.restarts };
+  }
+
+  /** Writes the hold into state.json, signals the supervisor, and waits until its record shows it. */
+  private async setHeld(name: string, held: boolean, supervisorPid: number): Promise<void> {
+    await this.mutate(async (state) => {
+      const set = new Set(state.held ?? []);
+      if (held) set.add(name); else set.delete(name);
+      if (set.size > 0) state.held = [...set].sort(); else delete state.held;
+      await writeState(state);
+    });
+    process.kill(supervisorPid, "SIGHUP");
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const p = (await readSupervision(this.stateDir))?.processes.find((x) => x.name === name);
+      if ((p?.held ?? false) === held) return;
+      if (Date.now() > deadline) throw new Error(`lab ${held ? "stop" : "start"} ${name}: the supervisor (pid ${supervisorPid}) did not take the change within 5 s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** The supervised process a target names, its supervisor, and how to wait until a new one serves. */
+  private async supervised(target: RestartTarget, verb: string) {
     const state = await requireState(this.stateDir);
     const name = target.kind === "agent" ? agentProcess(requireNode(state, target.node).name) : CONTROLPLANE_PROCESS;
-    if (target.kind === "controlplane" && !state.controlplane) throw new Error("lab restart: this lab runs no control plane (up --no-agents)");
+    const cp = state.controlplane;
+    if (target.kind === "controlplane" && !cp) throw new Error(`lab ${verb}: this lab runs no control plane (up --no-agents)`);
     const agent = target.kind === "agent" ? state.agents.find((a) => a.node === target.node) : undefined;
-    if (target.kind === "agent" && !agent) throw new Error(`lab restart: this lab runs no agent on node ${target.node} (up --no-agents)`);
-    const supervision: Supervision | undefined = await readSupervision(this.stateDir);
-    const current = supervision?.processes.find((p) => p.name === name);
-    if (!supervision || !current || !state.supervisor || !(await running(state.supervisor.pid))) {
-      throw new Error(`lab restart ${name}: the lab's supervisor is not running, so nothing would start it again; \`lab up\` anew`);
+    if (target.kind === "agent" && !agent) throw new Error(`lab ${verb}: this lab runs no agent on node ${target.node} (up --no-agents)`);
+    const current = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === name);
+    if (!current || !state.supervisor || !(await running(state.supervisor.pid))) {
+      throw new Error(`lab ${verb} ${name}: the lab's supervisor is not running, so nothing would start it again; \`lab up\` anew`);
     }
-    if (current.pid > 0 && await running(current.pid)) process.kill(current.pid, opts.kill ? "SIGKILL" : "SIGTERM");
-    const newPid = agent
-      ? await waitAgentHealthy(this.stateDir, requireNode(state, agent.node), agent, { notPid: current.pid })
-      : await waitControlPlaneReady(this.stateDir, state.controlplane as LabControlPlane, { notPid: current.pid });
-    const after = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === name);
-    return { name, oldPid: current.pid, newPid, restarts: after?.restarts ?? current.restarts + 1 };
+    const waitReady = (notPid: number): Promise<number> => agent
+      ? waitAgentHealthy(this.stateDir, requireNode(state, agent.node), agent, { notPid })
+      : waitControlPlaneReady(this.stateDir, cp as LabControlPlane, { notPid });
+    return { name, current, supervisorPid: state.supervisor.pid, waitReady };
   }
 
   down(opts: DownOptions = {}): Promise<TeardownReport> {

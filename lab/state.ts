@@ -140,6 +140,8 @@ export interface LabState {
   traffic?: { pids: number[] };
   /** The process that runs and restarts the control plane and agents (supervisor.ts). */
   supervisor?: { pid: number; log: string };
+  /** Supervised processes held down by `lab stop` (not started again until `lab start`). */
+  held?: string[];
   /** The outside host (datapath.ts): a netns with documentation-range addresses, the world to pods. */
   outside?: LabOutside;
 }
@@ -166,6 +168,8 @@ export interface SupervisedProcess {
   startedAt: string;
   /** How the previous run ended ("killed by SIGKILL", "exited with code 3"), once one has. */
   lastExit?: string;
+  /** Held down by `lab stop`: not started again until `lab start`. */
+  held?: boolean;
 }
 
 export interface Supervision {
@@ -291,7 +295,7 @@ export function parseState(doc: unknown, source: string): LabState {
   const r = new FieldReader(source);
   const m = r.map(doc, "", ["version", "stateDir", "createdAt", "nodes", "namespaces", "workloads", "pods",
     "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane", "topologyFile", "traffic",
-    "supervisor", "outside"]);
+    "supervisor", "held", "outside"]);
   if (m.version !== 1) r.fail("version", `unsupported state version ${JSON.stringify(m.version)}; run \`bulkhead lab down\``);
   const state: LabState = {
     version: 1,
@@ -328,6 +332,7 @@ export function parseState(doc: unknown, source: string): LabState {
     const s = r.map(m.supervisor, "supervisor", ["pid", "log"]);
     state.supervisor = { pid: r.int(s.pid, "supervisor.pid", 1, 2 ** 31), log: r.string(s.log, "supervisor.log") };
   }
+  if (m.held !== undefined) state.held = r.list(m.held, "held").map((v, i) => r.string(v, join("held", i)));
   if (m.outside !== undefined) {
     const o = r.map(m.outside, "outside", ["netns", "ip", "ipv6", "ports", "pid", "log"]);
     state.outside = { netns: r.string(o.netns, "outside.netns"), ip: r.string(o.ip, "outside.ip"), ipv6: r.string(o.ipv6, "outside.ipv6"),
@@ -526,7 +531,7 @@ export async function readSupervision(stateDir: string): Promise<Supervision | u
     updatedAt: r.string(m.updatedAt, "updatedAt"),
     processes: r.list(m.processes, "processes").map((v, i) => {
       const f = join("processes", i);
-      const p = r.map(v, f, ["name", "pid", "restarts", "startedAt", "lastExit"]);
+      const p = r.map(v, f, ["name", "pid", "restarts", "startedAt", "lastExit", "held"]);
       const proc: SupervisedProcess = {
         name: r.string(p.name, join(f, "name")),
         pid: r.int(p.pid, join(f, "pid"), 0, 2 ** 31),
@@ -535,6 +540,7 @@ export async function readSupervision(stateDir: string): Promise<Supervision | u
       };
       const lastExit = r.optionalString(p.lastExit, join(f, "lastExit"));
       if (lastExit !== undefined) proc.lastExit = lastExit;
+      if (p.held !== undefined) proc.held = r.boolean(p.held, join(f, "held"));
       return proc;
     }),
   };

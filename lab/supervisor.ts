@@ -112,6 +112,8 @@ interface Child {
   status: SupervisedProcess;
   /** The running process, until its exit event (then reaped). */
   process?: ChildProcess;
+  /** A restart waiting out its backoff. */
+  timer?: NodeJS.Timeout;
   shortRuns: number;
   startedAtMs: number;
 }
@@ -137,7 +139,6 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
   for (const c of children) c.status.restarts = previous?.processes.find((p) => p.name === c.name)?.restarts ?? 0;
 
   let stopping = false;
-  const timers = new Set<NodeJS.Timeout>();
   let writes = Promise.resolve();
   const record = (): Promise<void> => {
     const snapshot: Supervision = { pid: process.pid, updatedAt: new Date().toISOString(), processes: children.map((c) => ({ ...c.status })) };
@@ -155,7 +156,7 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
   };
 
   const start = (c: Child, restart: boolean): void => {
-    if (stopping) return;
+    if (stopping || c.status.held) return;
     const [cmd, ...args] = c.argv;
     let fd: number | undefined;
     try {
@@ -184,26 +185,57 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
   const exited = (c: Child, how: string): void => {
     if (stopping) return;
     const ran = Date.now() - c.startedAtMs;
+    if (c.status.held) {
+      c.status = { ...c.status, lastExit: how };
+      note(c, `${c.name} (pid ${c.status.pid}) ${how} after ${(ran / 1000).toFixed(1)} s; held, so not started again`);
+      void record();
+      return;
+    }
     // After a stable run at once; a crash loop backs off.
     c.shortRuns = ran >= STABLE_RUN_MS ? 0 : c.shortRuns + 1;
     const delay = restartDelay(c.shortRuns);
     c.status = { ...c.status, lastExit: how };
     note(c, `${c.name} (pid ${c.status.pid}) ${how} after ${(ran / 1000).toFixed(1)} s; starting it again in ${delay} ms`);
     void record();
-    const timer = setTimeout(() => { timers.delete(timer); start(c, true); }, delay);
-    timers.add(timer);
+    c.timer = setTimeout(() => { delete c.timer; start(c, true); }, delay);
   };
+
+  // `lab stop` and `lab start` (Lab.stop/start) change state.json's `held` and send SIGHUP:
+  // a held process is not started again (scaled to zero); a released one starts now.
+  const applyHolds = (held: ReadonlySet<string>): void => {
+    for (const c of children) {
+      if (held.has(c.name) && !c.status.held) {
+        c.status = { ...c.status, held: true };
+        if (c.timer) clearTimeout(c.timer);
+        delete c.timer;
+        note(c, `${c.name} held: not started again until \`lab start\``);
+      } else if (!held.has(c.name) && c.status.held) {
+        const { held: _held, ...rest } = c.status;
+        c.status = rest;
+        note(c, `${c.name} released`);
+        if (!c.process && !c.timer) start(c, true);
+      }
+    }
+    void record();
+  };
+  const reread = (): void => {
+    void requireState(stateDir).then((s) => applyHolds(new Set(s.held ?? [])))
+      .catch((err: Error) => log(`${new Date().toISOString()} lab supervise: SIGHUP: reading the state: ${err.message}`));
+  };
+  process.on("SIGHUP", reread);
 
   // Signal listeners hold no handle; this keeps the loop alive while no child or timer does.
   const keepAlive = setInterval(() => {}, 60_000);
   log(`${now} lab supervise: pid ${process.pid} supervising ${children.map((c) => c.name).join(", ")} (state ${stateDir})`);
+  for (const c of children) if (state.held?.includes(c.name)) c.status.held = true;
   for (const c of children) start(c, false);
   await record();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       if (stopping) return;
       stopping = true;
-      for (const t of timers) clearTimeout(t);
+      for (const c of children) if (c.timer) clearTimeout(c.timer);
+      process.off("SIGHUP", reread);
       log(`${new Date().toISOString()} lab supervise: ${sig}: no more restarts; stopping ${children.map((c) => `${c.name} pid ${c.status.pid}`).join(", ")}`);
       void stopChildren(children.flatMap((c) => (c.process ? [c.process] : []))).then(resolve);
     };

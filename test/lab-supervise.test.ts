@@ -277,6 +277,29 @@ describe("supervision", () => {
     expect(await runLab(["restart", "pods", "--state-dir", stateDir], io)).toBe(2);
   });
 
+  it("`lab stop agent NODE --kill` holds it down (scaled to zero) until `lab start`", async () => {
+    let out = "";
+    const io = { stdout: { write: (t: string) => { out += t; } }, stderr: { write: (t: string) => { out += t; } } };
+    const before = (await cliStatus()).agents.find((a) => a.node === "node2");
+    expect(await runLab(["stop", "agent", "node2", "--kill", "--state-dir", stateDir], io), out).toBe(0);
+    expect(out).toContain(`agent/node2: pid ${before?.pid} killed; held down until \`lab start\``);
+    // stop returned after the process exited, and the supervisor held it before the kill.
+    const held = (await lab.status()).agents.find((a) => a.node === "node2");
+    expect(held).toMatchObject({ pid: before?.pid, running: false, held: true, restarts: before?.restarts });
+    // The supervisor logs the exit once it has reaped the process, a moment after stop returns.
+    await expect.poll(() => readFileSync(path.join(stateDir, "logs", "supervisor.log"), "utf8"), { timeout: 5000, interval: 50 })
+      .toMatch(new RegExp(`agent/node2 \\(pid ${before?.pid}\\) killed by SIGKILL after [\\d.]+ s; held, so not started again`));
+    expect(await runLab(["restart", "agent", "node2", "--state-dir", stateDir], io)).toBe(1);
+    expect(out).toContain("held down by `lab stop`");
+    out = "";
+    expect(await runLab(["start", "agent", "node2", "--state-dir", stateDir], io), out).toBe(0);
+    const started = (await cliStatus()).agents.find((a) => a.node === "node2");
+    expect(started).toMatchObject({ running: true, restarts: (before?.restarts ?? 0) + 1 });
+    expect(started?.held).toBeUndefined();
+    expect((await lab.nodeExec("node2", ["curl", "-sf", "http://127.0.0.1:9964/healthz"])).code).toBe(0);
+    expect(await agentsConnected(2)).toBe(2);
+  });
+
   it("a second `up` removes the first lab's supervisor; down after the supervisor was killed leaves no process or netns", async () => {
     const first = await cliStatus();
     const firstPids = [first.supervisor?.pid ?? 0, first.controlplane?.pid ?? 0, ...first.agents.map((a) => a.pid)];
