@@ -30,7 +30,7 @@ import {
   CONTROLPLANE_PID_FILE, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, SUPERVISION_FILE, readState, readSupervision, requireState,
   withLock, writeState, type LabControlPlane, type LabOutside, type LabPod, type LabService, type LabState, type Supervision,
 } from "./state.js";
-import { agentProcess, CONTROLPLANE_PROCESS, startSupervisor, stopSupervisor } from "./supervisor.js";
+import { agentProcess, CONTROLPLANE_PROCESS, startSupervisor, stopSupervisor, supervisorPids } from "./supervisor.js";
 import {
   defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
   type Protocol, type ServiceSpec, type Topology,
@@ -751,9 +751,11 @@ async function removeLeftovers(stateDir: string, removePins: boolean | undefined
     unreadable = true;
   }
   const leftovers = (await listNetns()).filter((n) => isLabNetns(n, previous?.nodes.map((x) => x.name) ?? []));
-  if (!previous && !unreadable && leftovers.length === 0) return;
+  const supervisors = await supervisorPids(stateDir);
+  if (!previous && !unreadable && leftovers.length === 0 && supervisors.length === 0) return;
   const owner = leftovers.includes(UNDERLAY_NETNS) ? await underlayOwner() : undefined;
-  log(`lab up: removing a previous lab first (${leftovers.length} netns${owner && owner !== stateDir ? `, state dir ${owner}` : ""})`);
+  log(`lab up: removing a previous lab first (${leftovers.length} netns${supervisors.length > 0 ? `, supervisor pid ${supervisors.join(", ")}` : ""}`
+    + `${owner && owner !== stateDir ? `, state dir ${owner}` : ""})`);
   const opts: DownOptions = { log };
   if (removePins !== undefined) opts.removePins = removePins;
   await cleanup(stateDir, opts);
