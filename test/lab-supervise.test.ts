@@ -16,12 +16,12 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { isLabNetns, OUTSIDE, OUTSIDE_NETNS } from "../lab/addressing.js";
 import { runLab } from "../lab/cli.js";
 import { controlPlaneStatus, labObserverClient } from "../lab/controlplane.js";
-import { down, Lab, up, type LabStatus } from "../lab/lab.js";
+import { down, type Lab, up, type LabStatus } from "../lab/lab.js";
 import { running } from "../lab/netns.js";
 import { readState } from "../lab/state.js";
 import { MAX_BACKOFF_MS, restartDelay, supervisorPids } from "../lab/supervisor.js";
 import { parseTopology } from "../lab/topology.js";
-import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
+import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { sleep } from "./harness/flows.js";
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 180_000 });
