@@ -6,7 +6,9 @@
 // `lab down` stops them with everything else there.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { FieldReader, join } from "./fields.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
@@ -182,12 +184,19 @@ export async function startOutsideApp(stateDir: string, ports: readonly Containe
   }
   if (pid === undefined) throw new Error(`the outside host's application did not start (${argv.join(" ")})`);
   // Serving once every port is bound (TCP listening, UDP bound): traffic may target it at once.
-  const deadline = Date.now() + 10_000;
+  await waitListening(OUTSIDE_NETNS, ports, `the outside host's application (pid ${pid}; see ${log})`);
+  return { pid, log };
+}
+
+/** Waits (≤ 30 s: a dozen node processes start at once on a small machine) until every port is bound in the netns: TCP listening, UDP bound (ss). */
+async function waitListening(netns: string, ports: readonly { port: number }[], what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
   for (;;) {
-    const r = await run(netnsExecArgv(OUTSIDE_NETNS, ["ss", "-Hln", "-tu"]), { allowFail: true });
+    const r = await run(netnsExecArgv(netns, ["ss", "-Hln", "-tu"]), { allowFail: true });
     const bound = new Set([...r.stdout.matchAll(/:(\d+)\s/g)].map((x) => Number(x[1])));
-    if (ports.every((p) => bound.has(p.port))) return { pid, log };
-    if (Date.now() > deadline) throw new Error(`the outside host's application (pid ${pid}) does not serve ${ports.map((p) => `${p.port}/${p.protocol}`).join(", ")} after 10 s; see ${log}`);
+    const missing = ports.filter((p) => !bound.has(p.port));
+    if (missing.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`${what}: not serving ${missing.map((p) => p.port).join(", ")} in netns ${netns} after 30 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -198,12 +207,18 @@ export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts
   const main = path.join(repoRoot(), "dist", "cli", "main.js");
   if (opts.detachedLogDir !== undefined) await mkdir(opts.detachedLogDir, { recursive: true });
   const children: ChildProcess[] = [];
+  // Readiness: pods talk once every pod serves, as a Service sends to ready pods only (a
+  // request before its server bound would draw a port unreachable, an edge of its own).
+  const gateDir = opts.detachedLogDir ?? await mkdtemp(path.join(tmpdir(), "bh-traffic-"));
+  const gate = path.join(gateDir, `traffic-ready-${randomUUID()}`);
+  const serving: { netns: string; ports: ListenPort[]; name: string }[] = [];
   for (const pod of status.pods) {
     const listen: ListenPort[] = pod.ports.flatMap((p) => (p.protocol === "SCTP" ? [] : [{ port: p.port, protocol: p.protocol }]));
     const plan = plans.get(pod) ?? [];
     if (listen.length === 0 && plan.length === 0) continue;
     const argv = [process.execPath, main, "probe", "app", "--name", `${pod.namespace}/${pod.name}`,
-      ...listen.flatMap((l) => ["--listen", `${l.port}/${l.protocol}`]), "--plan", JSON.stringify(plan)];
+      ...listen.flatMap((l) => ["--listen", `${l.port}/${l.protocol}`]), "--plan", JSON.stringify(plan), "--talk-after", gate];
+    if (listen.length > 0) serving.push({ netns: pod.netns, ports: listen, name: `${pod.namespace}/${pod.name}` });
     if (opts.detachedLogDir === undefined) {
       children.push(await lab.spawn(pod, argv, { stdio: "ignore" }));
       continue;
@@ -217,6 +232,13 @@ export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts
       closeSync(fd);
     }
   }
+  try {
+    await Promise.all(serving.map((p) => waitListening(p.netns, p.ports, `pod ${p.name}'s application`)));
+  } catch (err) {
+    for (const c of children) c.kill("SIGTERM");
+    throw err;
+  }
+  await writeFile(gate, "");
   return {
     pods: children.length,
     talkers: [...plans.values()].filter((p) => p.length > 0).length,
@@ -227,6 +249,7 @@ export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts
         c.once("exit", () => resolve());
         c.kill("SIGTERM");
       })));
+      if (opts.detachedLogDir === undefined) await rm(gateDir, { recursive: true, force: true });
     },
   };
 }
