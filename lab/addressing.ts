@@ -6,6 +6,10 @@
 //                 and the IPv6 address repeats the IPv4 host number: 10.244.1.7 ↔ fd00:244:0:1::7
 //   ClusterIPs    10.96.0.0/16, lowest free from 10.96.0.10 (IPv4 only)
 //   gateway       pods route via 169.254.1.1 (proxy ARP) and fe80::1 (on every host veth)
+//   outside host  bh-outside netns: 198.51.100.10/24 and 2001:db8:100::10/64 (documentation
+//                 ranges, RFC 5737 and RFC 3849), on the underlay as 172.30.0.250 and
+//                 fd00:30::250; nodes route the two ranges to it, it routes the pod CIDRs
+//                 back to the nodes, and nothing else
 //
 // Every address is private to the lab's namespaces: nothing here is routed to or from the
 // root namespace.
@@ -22,6 +26,18 @@ export const POD_GATEWAY_V6 = "fe80::1";
 /** The MAC of every host-side pod veth, as Calico does: the pod's gateway is "the host". */
 export const HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee";
 export const SERVICE_CIDR = "10.96.0.0/16";
+/** A host outside the cluster (the world, to the control plane), reached from pods through their node. */
+export const OUTSIDE_NETNS = "bh-outside";
+export const OUTSIDE = {
+  ip: "198.51.100.10",
+  ipv6: "2001:db8:100::10",
+  cidr: "198.51.100.0/24",
+  cidrV6: "2001:db8:100::/64",
+  /** Its address on the underlay, the nodes' next hop to it (above every node's 172.30.0.(10+i)). */
+  underlayIp: "172.30.0.250",
+  underlayIpv6: "fd00:30::250",
+  linkLocal: "fe80::250",
+} as const;
 const FIRST_POD_HOST = 2;
 const LAST_POD_HOST = 254;
 
@@ -89,7 +105,7 @@ export function podNetnsName(namespace: string, name: string, taken: ReadonlySet
 
 /** Is `name` one of the lab's netns (never the bhaddon-/bhbpf- netns of other test suites)? */
 export function isLabNetns(name: string, nodes: readonly string[]): boolean {
-  return name === UNDERLAY_NETNS || name.startsWith(POD_NETNS_PREFIX) || /^bh-node[0-9]+$/.test(name)
+  return name === UNDERLAY_NETNS || name === OUTSIDE_NETNS || name.startsWith(POD_NETNS_PREFIX) || /^bh-node[0-9]+$/.test(name)
     || nodes.some((node) => nodeNetns(node) === name);
 }
 

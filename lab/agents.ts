@@ -1,13 +1,14 @@
 // One bulkhead agent per lab node, run inside the node netns as a DaemonSet pod with
-// hostNetwork would run on a real node. The command line comes from `agentCommand` alone, so
-// it can change in one place; `lab up` waits for each agent's /healthz.
-import { spawn } from "node:child_process";
-import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
+// hostNetwork would run on a real node, by the lab's supervisor (supervisor.ts), which
+// starts it again when it exits. The command line comes from `agentCommand` alone, so it can
+// change in one place; `lab up` and `lab restart` wait for each agent's /healthz.
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR, type LabAgent, type LabNode } from "./state.js";
+import { agentProcess, waitStarted } from "./supervisor.js";
 import { CA_CERT, nodeCertFile, nodeKeyFile } from "../tls/certs-command.js";
 
 export const AGENT_METRICS_PORT = 9964;
@@ -56,7 +57,7 @@ export function repoRoot(): string {
   }
 }
 
-export interface StartAgentsOptions {
+export interface AgentSpecOptions {
   stateDir: string;
   pinDir: string;
   exportDir?: string;
@@ -64,17 +65,19 @@ export interface StartAgentsOptions {
   /** Folder of `bulkhead certs` output: agents then use mutual TLS with their node's certificate. */
   tlsDir?: string;
   command?: AgentCommand;
-  timeoutMs?: number;
 }
 
-/** Starts every node's agent (detached, logging to `<stateDir>/logs/agent-<node>.log`) and waits for /healthz. */
-export async function startAgents(nodes: readonly LabNode[], opts: StartAgentsOptions): Promise<LabAgent[]> {
+/**
+ * Every node's agent as the supervisor runs it (command line from `command`, default
+ * agentCommand; log `<stateDir>/logs/agent-<node>.log`); pid 0 until it has started.
+ */
+export async function agentSpecs(nodes: readonly LabNode[], opts: AgentSpecOptions): Promise<LabAgent[]> {
   const logs = path.join(opts.stateDir, LOGS_DIR);
   await mkdir(logs, { recursive: true });
   if (opts.exportDir !== undefined) await mkdir(opts.exportDir, { recursive: true });
   const command = opts.command ?? agentCommand;
   const root = repoRoot();
-  const started = nodes.map((node) => {
+  return nodes.map((node) => {
     const agent: LabAgent = { node: node.name, pid: 0, log: path.join(logs, `agent-${node.name}.log`) };
     if (opts.exportDir !== undefined) agent.exportFile = path.join(opts.exportDir, `${node.name}.jsonl`);
     const ctx: AgentCommandContext = { node: node.name, netns: node.netns, repoRoot: root, pinDir: opts.pinDir };
@@ -85,40 +88,32 @@ export async function startAgents(nodes: readonly LabNode[], opts: StartAgentsOp
         ca: path.join(opts.tlsDir, CA_CERT) };
     }
     const argv = command(ctx);
-    const [cmd, ...args] = argv;
-    if (cmd === undefined) throw new Error(`agent command for node ${node.name} is empty`);
-    const fd = openSync(agent.log, "a");
-    let exited: string | undefined;
-    try {
-      const child = spawn(cmd, args, { detached: true, stdio: ["ignore", fd, fd] });
-      child.on("error", (err) => { exited = err.message; });
-      child.on("exit", (code, signal) => { exited = signal ? `killed by ${signal}` : `exited with code ${code}`; });
-      child.unref();
-      agent.pid = child.pid ?? 0;
-    } finally {
-      closeSync(fd);
-    }
-    return { agent, node, argv, exited: () => exited };
+    if (argv.length === 0) throw new Error(`agent command for node ${node.name} is empty`);
+    agent.argv = argv;
+    return agent;
   });
-  await Promise.all(started.map(async ({ agent, node, argv, exited }) => {
-    const deadline = Date.now() + (opts.timeoutMs ?? AGENT_HEALTH_TIMEOUT_MS);
-    for (;;) {
-      const reason = exited();
-      if (reason !== undefined || agent.pid === 0) {
-        throw new Error(`agent on node ${node.name} ${reason ?? "did not start"} (command: ${argv.join(" ")})${await logTail(agent.log)}`);
-      }
-      if (await healthy(node)) return;
-      if (Date.now() > deadline) {
-        throw new Error(`agent on node ${node.name} (pid ${agent.pid}) not healthy after ${(opts.timeoutMs ?? AGENT_HEALTH_TIMEOUT_MS) / 1000} s: `
-          + `http://127.0.0.1:${AGENT_METRICS_PORT}/healthz in netns ${node.netns} did not answer${await logTail(agent.log)}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }));
-  return started.map((s) => s.agent);
 }
 
-async function healthy(node: LabNode): Promise<boolean> {
+/**
+ * Waits until the supervisor runs the node's agent (a pid other than `notPid`) and its
+ * /healthz answers; returns the pid. `failOnExit`: an exit is a failure (`up`).
+ */
+export async function waitAgentHealthy(stateDir: string, node: LabNode, agent: LabAgent,
+  opts: { notPid?: number; failOnExit?: boolean; timeoutMs?: number } = {}): Promise<number> {
+  const timeoutMs = opts.timeoutMs ?? AGENT_HEALTH_TIMEOUT_MS;
+  try {
+    return await waitStarted(stateDir, agentProcess(node.name), {
+      ...(opts.notPid !== undefined ? { notPid: opts.notPid } : {}),
+      ...(opts.failOnExit !== undefined ? { failOnExit: opts.failOnExit } : {}),
+      what: `agent on node ${node.name}`, timeoutMs, ready: () => healthy(node),
+    });
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (http://127.0.0.1:${AGENT_METRICS_PORT}/healthz in netns ${node.netns}; `
+      + `command: ${(agent.argv ?? []).join(" ")})${await logTail(agent.log)}`);
+  }
+}
+
+export async function healthy(node: LabNode): Promise<boolean> {
   const url = `http://127.0.0.1:${AGENT_METRICS_PORT}/healthz`;
   const result = await run(netnsExecArgv(node.netns, ["curl", "-sf", "--max-time", "1", url]), { allowFail: true });
   return result.code === 0;

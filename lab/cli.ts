@@ -2,7 +2,9 @@
 // and returns the exit code: 0 done, 1 failed, 2 usage error (the message names the flag).
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { constants } from "node:os";
-import { Lab, down, up, type LabStatus, type PodInput, type UpOptions } from "./lab.js";
+import path from "node:path";
+import { Lab, down, up, type LabStatus, type PodInput, type RestartTarget, type UpOptions } from "./lab.js";
+import { supervise } from "./supervisor.js";
 import { FieldError } from "./fields.js";
 import { MAX_NODES, PROTOCOLS, defaultTopology, loadTopology, type Protocol } from "./topology.js";
 import { startTraffic } from "./traffic.js";
@@ -23,7 +25,15 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
                               agents and control plane use mutual TLS (certificates in
                               <state dir>/tls/) unless --insecure
   down                        remove every lab netns, agent, pin and the state
-  status [-o table|json]      nodes, pods, services
+  status [-o table|json]      nodes, pods, services; agents and control plane with pid,
+                              running and restarts
+  restart agent [NODE] | controlplane [--kill]
+                              stop one (SIGTERM, or SIGKILL with --kill; every agent when no
+                              NODE) and wait until the supervisor has it up again (healthz)
+  stop agent [NODE] | controlplane [--kill]
+                              scale to zero: the supervisor holds it down, then it is stopped
+  start agent [NODE] | controlplane
+                              undo stop: started again, returns when it serves
   exec NS/POD -- CMD...       run CMD in the pod's network namespace
   pod add NS/NAME [--node N] [--label k=v]... [--port [name:]port[/TCP|UDP|SCTP]]...
   pod delete NS/NAME
@@ -31,6 +41,9 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
   traffic [--topology FILE]   run the traffic section (default: of the lab's topology) until Ctrl-C
   conformance --cases FILE [--case ID] [--json] [--engine datapath|model|snapshot]
                               NetworkPolicy reachability cases on the real datapath (or the models)
+
+\`up\` starts a supervisor (\`lab supervise\`, log in <state dir>/logs/supervisor.log) that
+starts the control plane and the agents again when they exit; \`down\` stops it first.
 
 The state dir defaults to $BULKHEAD_LAB_STATE_DIR or ${DEFAULT_STATE_DIR}.
 `;
@@ -44,6 +57,10 @@ export async function runLab(argv: readonly string[], io: LabIO = process): Prom
       case "up": return await cmdUp(rest, io);
       case "down": return await cmdDown(rest, io);
       case "status": return await cmdStatus(rest, io);
+      case "restart": return await cmdRestart(rest, io);
+      case "stop": return await cmdStop(rest, io);
+      case "start": return await cmdStart(rest, io);
+      case "supervise": return await cmdSupervise(rest);
       case "exec": return await cmdExec(rest);
       case "pod": return await cmdPod(rest, io);
       case "traffic": return await cmdTraffic(rest, io);
@@ -174,6 +191,59 @@ async function cmdStatus(args: readonly string[], io: LabIO): Promise<number> {
   return status.problems.length === 0 ? 0 : 1;
 }
 
+/** `agent [NODE]` (every agent when no NODE) or `controlplane`, for restart, stop and start. */
+async function supervisedTargets(lab: Lab, positionals: string[], command: string): Promise<RestartTarget[]> {
+  const [kind, node, extra] = positionals;
+  if (kind !== "agent" && kind !== "controlplane") throw new UsageError(`${command}: expected agent [NODE] or controlplane, got ${JSON.stringify(kind ?? "")}`);
+  if (extra !== undefined || (kind === "controlplane" && node !== undefined)) {
+    throw new UsageError(`${command}: unexpected argument ${JSON.stringify(extra ?? node)}`);
+  }
+  const targets: RestartTarget[] = kind === "controlplane" ? [{ kind }]
+    : node !== undefined ? [{ kind, node }] : (await lab.status()).agents.map((a) => ({ kind, node: a.node }));
+  if (targets.length === 0) throw new Error(`${command}: this lab runs no agents (up --no-agents)`);
+  return targets;
+}
+
+async function cmdRestart(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, { kill: { type: "boolean" } }, "restart");
+  const lab = new Lab(stateDirOf(values));
+  // One at a time, as a rolling update would: never every node without an agent at once.
+  for (const target of await supervisedTargets(lab, positionals, "restart")) {
+    const r = await lab.restart(target, { kill: values.kill === true });
+    io.stdout.write(`${r.name}: pid ${r.oldPid} ${values.kill ? "killed" : "stopped"}, pid ${r.newPid} up (${r.restarts} restarts)\n`);
+  }
+  return 0;
+}
+
+async function cmdStop(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, { kill: { type: "boolean" } }, "stop");
+  const lab = new Lab(stateDirOf(values));
+  for (const target of await supervisedTargets(lab, positionals, "stop")) {
+    const r = await lab.stop(target, { kill: values.kill === true });
+    io.stdout.write(`${r.name}: pid ${r.pid} ${values.kill ? "killed" : "stopped"}; held down until \`lab start\`\n`);
+  }
+  return 0;
+}
+
+async function cmdStart(args: readonly string[], io: LabIO): Promise<number> {
+  const { values, positionals } = parse(args, {}, "start");
+  const lab = new Lab(stateDirOf(values));
+  for (const target of await supervisedTargets(lab, positionals, "start")) {
+    const r = await lab.start(target);
+    io.stdout.write(`${r.name}: pid ${r.newPid} up (${r.restarts} restarts)\n`);
+  }
+  return 0;
+}
+
+/** The supervisor process `up` starts (supervisor.ts); runs until SIGTERM. */
+async function cmdSupervise(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parse(args, {}, "supervise");
+  noPositionals(positionals, "supervise");
+  await supervise(path.resolve(stateDirOf(values)));
+  // Its children are detached but still referenced; the supervisor leaves them running.
+  process.exit(0);
+}
+
 async function cmdExec(args: readonly string[]): Promise<number> {
   const dash = args.indexOf("--");
   if (dash < 0) throw new UsageError("exec: expected NS/POD -- CMD...");
@@ -274,7 +344,8 @@ function writeTable(io: LabIO, status: LabStatus): void {
   const out: string[] = [];
   out.push(table([["NODE", "IP", "IPV6", "POD CIDRS", "NETNS", "AGENT"], ...status.nodes.map((n) => {
     const agent = status.agents.find((a) => a.node === n.name);
-    return [n.name, n.ip, n.ipv6, `${n.podCIDR},${n.podCIDRv6}`, n.netns, agent ? `pid ${agent.pid} ${agent.running ? "running" : "NOT RUNNING"}` : "-"];
+    return [n.name, n.ip, n.ipv6, `${n.podCIDR},${n.podCIDRv6}`, n.netns,
+      agent ? `pid ${agent.pid} ${agent.running ? "running" : "NOT RUNNING"}, ${agent.restarts} restarts` : "-"];
   })]));
   out.push("");
   out.push(table([["NAMESPACE", "POD", "NODE", "IP", "IPV6", "HOST VETH", "LABELS"], ...status.pods.map((p) =>
@@ -287,7 +358,11 @@ function writeTable(io: LabIO, status: LabStatus): void {
   ])]));
   out.push("");
   out.push(`manifests: ${status.manifestsDir}`);
-  if (status.controlplane) out.push(`control plane: pid ${status.controlplane.pid}, Observer API ${status.controlplane.observer}`);
+  if (status.controlplane) {
+    out.push(`control plane: pid ${status.controlplane.pid} ${status.controlplane.running ? "running" : "NOT RUNNING"}, `
+      + `${status.controlplane.restarts} restarts, Observer API ${status.controlplane.observer}`);
+  }
+  if (status.supervisor) out.push(`supervisor: pid ${status.supervisor.pid} ${status.supervisor.running ? "running" : "NOT RUNNING"}`);
   if (status.traffic) out.push(`traffic: ${status.traffic.running}/${status.traffic.processes} pod processes running`);
   if (status.ui !== undefined) out.push(`ui: ${status.ui}`);
   for (const problem of status.problems) out.push(`PROBLEM: ${problem}`);

@@ -1,23 +1,25 @@
 // The lab's control plane: one process in the machine's own namespace, watching the lab's
-// manifests. Agents reach it over a unix socket in the state dir (a socket file is
-// visible from every network namespace); the CLI over 127.0.0.1. A pid file lets `down`
-// stop it even when state.json is gone. By default both speak TLS with certificates from
+// manifests, run (and restarted) by the lab's supervisor. Agents reach it over a unix socket
+// in the state dir (a socket file is visible from every network namespace); the CLI over
+// 127.0.0.1. A pid file, rewritten by the supervisor at each start, lets `down` stop it
+// even when state.json is gone. By default both speak TLS with certificates from
 // `bulkhead certs` in <stateDir>/tls/, and agents show their node's certificate.
-import { spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import net from "node:net";
 import type { ObserverServiceClient, GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { observerClient } from "../cli/client.js";
 import { CA_CERT, SERVER_CERT, SERVER_KEY, writeCertificates } from "../tls/certs-command.js";
-import { LOGS_DIR, MANIFESTS_DIR, type LabControlPlane } from "./state.js";
+import { CONTROLPLANE_PID_FILE, LOGS_DIR, MANIFESTS_DIR, type LabControlPlane } from "./state.js";
+
+export { CONTROLPLANE_PID_FILE };
+import { CONTROLPLANE_PROCESS, waitStarted } from "./supervisor.js";
 
 export const DEFAULT_OBSERVER_ADDRESS = "127.0.0.1:4245";
 /** The web UI's address: loopback, so only this machine (or an SSH port forward) reaches it. */
 export const DEFAULT_UI_ADDRESS = "127.0.0.1:4246";
-export const CONTROLPLANE_PID_FILE = "controlplane.pid";
 export const CONTROLPLANE_SOCKET = "controlplane.sock";
 const READY_TIMEOUT_MS = 20_000;
 
@@ -80,45 +82,47 @@ export interface ControlPlaneOptions {
   secure?: boolean;
 }
 
-/** `options` as a string: the Observer address alone. */
-export async function startControlPlane(stateDir: string, repoRoot: string, options: string | ControlPlaneOptions = {}): Promise<LabControlPlane> {
+/**
+ * The control plane's command line and addresses (`options` as a string: the Observer
+ * address alone); the lab's supervisor runs it (supervisor.ts) and `up` waits with
+ * waitControlPlaneReady.
+ */
+export function controlPlaneSpec(stateDir: string, repoRoot: string, options: string | ControlPlaneOptions = {}): LabControlPlane {
   const opts = typeof options === "string" ? { observer: options } : options;
   const observer = opts.observer ?? DEFAULT_OBSERVER_ADDRESS;
   const ui = opts.ui !== undefined ? uiUrl(opts.ui) : undefined;
   const secure = opts.secure ?? true;
-  const logs = path.join(stateDir, LOGS_DIR);
-  await mkdir(logs, { recursive: true });
-  const cp: LabControlPlane = { pid: 0, observer, agents: agentAddress(stateDir), log: path.join(logs, "controlplane.log") };
+  const cp: LabControlPlane = { pid: 0, observer, agents: agentAddress(stateDir), log: path.join(stateDir, LOGS_DIR, "controlplane.log") };
   if (ui !== undefined) cp.ui = ui;
   const tls = labTlsDir(stateDir);
   if (secure) cp.ca = path.join(tls, CA_CERT);
-  const argv = [path.join(repoRoot, "dist", "cli", "main.js"), "controlplane",
+  cp.argv = [process.execPath, path.join(repoRoot, "dist", "cli", "main.js"), "controlplane",
     "--manifests", path.join(stateDir, MANIFESTS_DIR), "--listen", observer, "--listen", cp.agents,
     ...(opts.ui !== undefined ? ["--ui-listen", opts.ui] : []),
     ...(secure ? ["--tls-cert", path.join(tls, SERVER_CERT), "--tls-key", path.join(tls, SERVER_KEY), "--tls-client-ca", path.join(tls, CA_CERT)] : []),
     // The lab is one machine's sandbox, its Observer API and UI on loopback: no tokens, by choice.
     "--allow-unauthenticated"];
-  const fd = openSync(cp.log, "a");
-  let exited: string | undefined;
+  return cp;
+}
+
+/** Whether the control plane answers GetStatus within a second. */
+export async function controlPlaneReady(cp: { observer: string; ca?: string | undefined }): Promise<boolean> {
   try {
-    const child = spawn(process.execPath, argv, { detached: true, stdio: ["ignore", fd, fd] });
-    child.on("exit", (code, signal) => { exited = signal ? `killed by ${signal}` : `exited with code ${code}`; });
-    child.unref();
-    cp.pid = child.pid ?? 0;
-  } finally {
-    closeSync(fd);
+    await controlPlaneStatus(cp, 1000);
+    return true;
+  } catch {
+    return false;
   }
-  await writeFile(path.join(stateDir, CONTROLPLANE_PID_FILE), `${cp.pid}\n`);
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (exited !== undefined) throw new Error(`control plane ${exited}${tail(cp.log)}`);
-    try {
-      await controlPlaneStatus(cp, 1000);
-      return cp;
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`control plane not answering on ${observer} after ${READY_TIMEOUT_MS / 1000} s: ${(err as Error).message}${tail(cp.log)}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+}
+
+/** Waits until the supervisor runs the control plane (a pid other than `notPid`) and it answers; returns its pid. */
+export async function waitControlPlaneReady(stateDir: string, cp: LabControlPlane, opts: { notPid?: number; failOnExit?: boolean } = {}): Promise<number> {
+  try {
+    return await waitStarted(stateDir, CONTROLPLANE_PROCESS, {
+      ...opts, what: "control plane", timeoutMs: READY_TIMEOUT_MS, ready: () => controlPlaneReady(cp),
+    });
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (Observer API ${cp.observer})${tail(cp.log)}`);
   }
 }
 

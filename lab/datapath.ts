@@ -3,11 +3,13 @@
 //   bh-<node>     eth0 on the underlay, routes to the other nodes' pod CIDRs, forwarding on,
 //                 lab0 (an ifb: swallows what only a route claims), one lxc* veth per pod
 //   bh-pod-…      lo and eth0 only; default routes via 169.254.1.1 / fe80::1
+//   bh-outside    eth0 on the underlay with 198.51.100.10 and 2001:db8:100::10 (the world to
+//                 pods); routes to the pod CIDRs via their nodes, no default route
 // Nothing here touches the root namespace beyond creating the netns names in /run/netns.
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import {
-  HOST_VETH_MAC, NODE_SINK_IFACE, POD_GATEWAY_V4, POD_GATEWAY_V6, SERVICE_CIDR, UNDERLAY_BRIDGE, UNDERLAY_NETNS,
+  HOST_VETH_MAC, NODE_SINK_IFACE, OUTSIDE, OUTSIDE_NETNS, POD_GATEWAY_V4, POD_GATEWAY_V6, SERVICE_CIDR, UNDERLAY_BRIDGE, UNDERLAY_NETNS,
   isLabNetns, podHost,
 } from "./addressing.js";
 import { ipBatch, listNetns, netnsExecArgv, run, setSysctls, stopProcessesIn, underlayPeers } from "./netns.js";
@@ -77,6 +79,34 @@ export async function createNodes(nodes: readonly LabNode[]): Promise<void> {
       "net.ipv4.conf.default.proxy_arp": 1,
     });
   }));
+}
+
+/**
+ * The outside host: its own netns on the underlay (a macvlan, as the nodes' eth0), its
+ * documentation-range addresses, routes to each node's pod CIDRs via that node, and in
+ * every node a route to the outside ranges via it. Pods reach it through their node as
+ * they would reach the internet through a node's uplink (no masquerade: it sees pod IPs,
+ * as with native routing). No route anywhere else, here or in the nodes.
+ */
+export async function createOutside(nodes: readonly LabNode[]): Promise<void> {
+  await ipBatch(undefined, [`netns add ${OUTSIDE_NETNS}`]);
+  await ipBatch(UNDERLAY_NETNS, [`link add link ${UNDERLAY_BRIDGE} name eth0 netns ${OUTSIDE_NETNS} type macvlan mode bridge`]);
+  await ipBatch(OUTSIDE_NETNS, [
+    "link set lo up",
+    // Fixed link-local without DAD, as on the nodes: no tentative address to delay the first packets.
+    "link set eth0 addrgenmode none",
+    `address add ${OUTSIDE.linkLocal}/64 dev eth0 nodad`,
+    `address add ${OUTSIDE.underlayIp}/24 dev eth0`,
+    `address add ${OUTSIDE.underlayIpv6}/64 dev eth0 nodad`,
+    `address add ${OUTSIDE.ip}/24 dev eth0`,
+    `address add ${OUTSIDE.ipv6}/64 dev eth0 nodad`,
+    "link set eth0 up",
+    ...nodes.flatMap((n) => [`route add ${n.podCIDR} via ${n.ip} dev eth0`, `route add ${n.podCIDRv6} via ${n.ipv6} dev eth0`]),
+  ]);
+  await Promise.all(nodes.map((n) => ipBatch(n.netns, [
+    `route add ${OUTSIDE.cidr} via ${OUTSIDE.underlayIp} dev eth0`,
+    `route add ${OUTSIDE.cidrV6} via ${OUTSIDE.underlayIpv6} dev eth0`,
+  ])));
 }
 
 /** Creates pods' netns and veths: a few `ip -batch` runs, not a command per setting. */

@@ -3,6 +3,7 @@
 // which verdict, and one legitimate edge a test can deny and allow again.
 import path from "node:path";
 import { rm } from "node:fs/promises";
+import { OUTSIDE } from "./addressing.js";
 import { repoRoot } from "./agents.js";
 import { up, type Lab, type UpOptions } from "./lab.js";
 import { manifestsDir } from "./manifests.js";
@@ -31,6 +32,8 @@ export interface DemoEdge {
 
 const workload = (ns: string, kind: string, name: string) => `workload:${ns}/${kind}/${name}`;
 const service = (ns: string, name: string) => `service:${ns}/${name}`;
+/** The lab's outside host as the map names it: any address outside the cluster is world. */
+export const DEMO_OUTSIDE = `world:${OUTSIDE.ip}`;
 
 export const DEMO_WORKLOADS = {
   loadgen: workload("loadgen", "Deployment", "loadgen"),
@@ -81,6 +84,8 @@ export const DEMO_EDGES: readonly DemoEdge[] = [
     why: "debug's SYNs to the ClusterIP; payments' veth drops them" },
   { source: W.debug, destination: W.payments, protocol: "TCP", port: 8080, verdict: "dropped",
     why: "shop enforces default-deny-ingress; no policy lets debug reach payments" },
+  { source: W.payments, destination: DEMO_OUTSIDE, protocol: "TCP", port: 443, verdict: "forwarded",
+    why: "TCP request/echo to the payment provider (the lab's outside host); shop isolates ingress only" },
 ];
 
 /**

@@ -7,16 +7,17 @@ import { spawn as spawnChild, type ChildProcess, type SpawnOptions } from "node:
 import { readdir, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
 import {
-  allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, podAddresses, podHost,
+  allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, OUTSIDE, OUTSIDE_NETNS, podAddresses, podHost,
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
-import { repoRoot, startAgents, type AgentCommand } from "./agents.js";
+import { agentSpecs, repoRoot, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
 import {
-  controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, startControlPlane, stopControlPlane, TLS_DIR, uiUrl,
-  type ControlPlaneOptions,
+  controlPlaneSpec, controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, stopControlPlane, TLS_DIR, uiUrl,
+  waitControlPlaneReady, type ControlPlaneOptions,
 } from "./controlplane.js";
 import {
-  BPF_PIN_DIR, createNodes, createPods, createUnderlay, deletePodDatapath, teardown, underlayOwner, type TeardownReport,
+  BPF_PIN_DIR, createNodes, createOutside, createPods, createUnderlay, deletePodDatapath, STOP_GRACE_MS, teardown, underlayOwner,
+  type TeardownReport,
 } from "./datapath.js";
 import { resolveService } from "./endpoints.js";
 import { EnforcementWatch } from "./enforcement.js";
@@ -26,14 +27,15 @@ import { policyManifest, writePolicy } from "./netpol-files.js";
 import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";
 import { applyServiceRules } from "./services.js";
 import {
-  DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, readState, requireState, withLock, writeState,
-  type LabControlPlane, type LabPod, type LabService, type LabState,
+  CONTROLPLANE_PID_FILE, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, SUPERVISION_FILE, readState, readSupervision, requireState,
+  withLock, writeState, type LabControlPlane, type LabOutside, type LabPod, type LabService, type LabState,
 } from "./state.js";
+import { agentProcess, CONTROLPLANE_PROCESS, startSupervisor, stopSupervisor, supervisorPids } from "./supervisor.js";
 import {
   defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
   type Protocol, type ServiceSpec, type Topology,
 } from "./topology.js";
-import { startTraffic, trafficDocument } from "./traffic.js";
+import { startOutsideApp, startTraffic, trafficDocument } from "./traffic.js";
 import { expandTopology, type PlannedPod } from "./workloads.js";
 import type { GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 
@@ -126,14 +128,47 @@ export interface ServiceStatus {
 
 export interface AgentStatus {
   node: string;
+  /** The live pid, as the supervisor last started it. */
   pid: number;
   running: boolean;
+  /** Starts by the supervisor after the first. */
+  restarts: number;
+  /** Held down by `lab stop`. */
+  held?: boolean;
   log: string;
   exportFile?: string;
 }
 
+export interface ControlPlaneStatus extends Omit<LabControlPlane, "argv"> {
+  running: boolean;
+  restarts: number;
+  /** Held down by `lab stop`. */
+  held?: boolean;
+}
+
+/** What `lab restart` restarts: one node's agent, or the control plane. */
+export type RestartTarget = { kind: "agent"; node: string } | { kind: "controlplane" };
+
+export interface RestartResult {
+  /** "agent/node1" or "controlplane". */
+  name: string;
+  oldPid: number;
+  newPid: number;
+  restarts: number;
+}
+
 /** A topology object; traffic and policies may be left out. */
 export type TopologyInput = Omit<Topology, "traffic" | "policies"> & Partial<Pick<Topology, "traffic" | "policies">>;
+
+export interface OutsideStatus {
+  netns: string;
+  ip: string;
+  ipv6: string;
+  /** What its application serves (topology `outside.ports`). */
+  ports: { name?: string; port: number; protocol: Protocol }[];
+  /** Its application, when it runs one. */
+  app?: { pid: number; running: boolean; log: string };
+}
 
 export interface LabStatus {
   /** The web UI's URL, when the lab's control plane serves it. */
@@ -145,7 +180,11 @@ export interface LabStatus {
   pods: PodStatus[];
   services: ServiceStatus[];
   agents: AgentStatus[];
-  controlplane?: LabControlPlane;
+  controlplane?: ControlPlaneStatus;
+  /** The process that restarts the agents and the control plane (supervisor.ts). */
+  supervisor?: { pid: number; running: boolean };
+  /** The outside host: the world to the cluster, a traffic target (`to: outside`). */
+  outside?: OutsideStatus;
   /** Pod application processes started by `up` with traffic, and how many still run. */
   traffic?: { processes: number; running: number };
   /** Empty when every netns the state names exists and the underlay belongs to this state dir. */
@@ -176,6 +215,12 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
       await createNodes(state.nodes);
       log(`lab up: ${state.nodes.length} nodes (${state.nodes.map((n) => n.name).join(", ")})`);
       await createPods(state.pods, state.nodes);
+      await createOutside(state.nodes);
+      if (state.outside && state.outside.ports.length > 0) {
+        Object.assign(state.outside, await startOutsideApp(stateDir, state.outside.ports));
+      }
+      log(`lab up: outside host ${OUTSIDE.ip} ${OUTSIDE.ipv6} (netns ${OUTSIDE_NETNS})${state.outside?.pid !== undefined
+        ? `, serving ${state.outside.ports.map((p) => `${p.port}/${p.protocol}`).join(", ")} (pid ${state.outside.pid})` : ""}`);
       log(`lab up: ${state.pods.length} pods in ${new Set(state.pods.map((p) => p.namespace)).size} namespaces`);
       await commit(state, { forceRules: true });
       for (const policy of topology.policies) await writePolicy(manifestsDir(stateDir), policy);
@@ -189,20 +234,36 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         const secure = opts.insecure !== true;
         cpOpts.secure = secure;
         if (secure) await issueLabCertificates(stateDir, state.nodes.map((n) => n.name));
-        state.controlplane = await startControlPlane(stateDir, repoRoot(), cpOpts);
-        await writeState(state);
-        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`
-          + (secure ? ` (TLS; CA ${state.controlplane.ca ?? ""})` : " (plaintext)")
-          + `${state.controlplane.ui !== undefined ? `, UI on ${state.controlplane.ui}` : ""}`);
+        state.controlplane = controlPlaneSpec(stateDir, repoRoot(), cpOpts);
       }
       if (withAgents) {
-        const agentOpts: Parameters<typeof startAgents>[1] = { stateDir, pinDir: state.pinDir };
+        const agentOpts: AgentSpecOptions = { stateDir, pinDir: state.pinDir };
         if (state.controlplane) agentOpts.controlplane = state.controlplane.agents;
         if (state.controlplane?.ca !== undefined) agentOpts.tlsDir = labTlsDir(stateDir);
         if (state.exportDir !== undefined) agentOpts.exportDir = state.exportDir;
         if (opts.agentCommand) agentOpts.command = opts.agentCommand;
-        if (opts.agentTimeoutMs !== undefined) agentOpts.timeoutMs = opts.agentTimeoutMs;
-        state.agents = await startAgents(state.nodes, agentOpts);
+        state.agents = await agentSpecs(state.nodes, agentOpts);
+      }
+      if (state.controlplane || state.agents.length > 0) {
+        // One supervisor runs them all and starts again whatever exits (supervisor.ts).
+        await writeState(state);
+        state.supervisor = await startSupervisor(stateDir, repoRoot());
+        await writeState(state);
+        log(`lab up: supervisor pid ${state.supervisor.pid} (log ${state.supervisor.log})`);
+      }
+      if (state.controlplane) {
+        state.controlplane.pid = await waitControlPlaneReady(stateDir, state.controlplane, { failOnExit: true });
+        await writeState(state);
+        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`
+          + (state.controlplane.ca !== undefined ? ` (TLS; CA ${state.controlplane.ca})` : " (plaintext)")
+          + `${state.controlplane.ui !== undefined ? `, UI on ${state.controlplane.ui}` : ""}`);
+      }
+      if (withAgents) {
+        const timeoutMs = opts.agentTimeoutMs;
+        await Promise.all(state.agents.map(async (agent) => {
+          const node = requireNode(state, agent.node);
+          agent.pid = await waitAgentHealthy(stateDir, node, agent, { failOnExit: true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+        }));
         await writeState(state);
         log(`lab up: agents running (${state.agents.map((a) => `${a.node} pid ${a.pid}`).join(", ")})`);
         // A stand-in agent (agentCommand) need not speak to the control plane.
@@ -268,6 +329,7 @@ export class Lab {
     const present = new Set(await listNetns());
     const problems: string[] = [];
     for (const item of [{ netns: UNDERLAY_NETNS, what: "underlay" }, ...state.nodes.map((n) => ({ netns: n.netns, what: `node ${n.name}` })),
+      ...(state.outside ? [{ netns: state.outside.netns, what: "outside host" }] : []),
       ...state.pods.map((p) => ({ netns: p.netns, what: `pod ${p.namespace}/${p.name}` }))]) {
       if (!present.has(item.netns)) problems.push(`${item.what}: netns ${item.netns} is missing`);
     }
@@ -275,11 +337,29 @@ export class Lab {
       const owner = await underlayOwner();
       if (owner !== undefined && owner !== this.stateDir) problems.push(`the lab's netns belong to another state dir (${owner}); this state is stale`);
     }
+    const supervision = await readSupervision(this.stateDir).catch((err: Error) => {
+      problems.push(err.message);
+      return undefined;
+    });
+    const live = (name: string, first: number) => {
+      const p = supervision?.processes.find((x) => x.name === name);
+      return { pid: p !== undefined && p.pid > 0 ? p.pid : first, restarts: p?.restarts ?? 0, ...(p?.held ? { held: true } : {}) };
+    };
     const agents = await Promise.all(state.agents.map(async (a) => {
-      const s: AgentStatus = { node: a.node, pid: a.pid, running: await running(a.pid), log: a.log };
+      const { pid, restarts, held } = live(agentProcess(a.node), a.pid);
+      const s: AgentStatus = { node: a.node, pid, running: pid > 0 && await running(pid), restarts, ...(held ? { held } : {}), log: a.log };
       if (a.exportFile !== undefined) s.exportFile = a.exportFile;
       return s;
     }));
+    let controlplane: ControlPlaneStatus | undefined;
+    if (state.controlplane) {
+      const { argv: _argv, ...cp } = state.controlplane;
+      const { pid, restarts, held } = live(CONTROLPLANE_PROCESS, cp.pid);
+      controlplane = { ...cp, pid, running: pid > 0 && await running(pid), restarts, ...(held ? { held } : {}) };
+    }
+    if (state.supervisor && !(await running(state.supervisor.pid))) {
+      problems.push(`the supervisor (pid ${state.supervisor.pid}) is not running: nothing restarts an agent or the control plane that exits`);
+    }
     return {
       ...(state.controlplane?.ui !== undefined ? { ui: state.controlplane.ui } : {}),
       stateDir: this.stateDir,
@@ -289,7 +369,9 @@ export class Lab {
       pods: state.pods.map(podStatus),
       services: state.services.map((svc) => serviceStatus(svc, state.pods)),
       agents,
-      ...(state.controlplane ? { controlplane: { ...state.controlplane } } : {}),
+      ...(controlplane ? { controlplane } : {}),
+      ...(state.outside ? { outside: await outsideStatus(state.outside) } : {}),
+      ...(state.supervisor ? { supervisor: { pid: state.supervisor.pid, running: await running(state.supervisor.pid) } } : {}),
       ...(state.traffic ? { traffic: { processes: state.traffic.pids.length, running: (await Promise.all(state.traffic.pids.map(running))).filter(Boolean).length } } : {}),
       problems,
     };
@@ -420,6 +502,19 @@ export class Lab {
     return spawnChild(cmd ?? "ip", args, opts);
   }
 
+  /** Runs `argv` on the outside host (netns bh-outside); a non-zero exit is a result. */
+  async outsideExec(argv: readonly string[], opts: ExecOptions = {}): Promise<RunResult> {
+    const state = await requireState(this.stateDir);
+    return run(netnsExecArgv(state.outside?.netns ?? OUTSIDE_NETNS, argv), { ...opts, allowFail: true });
+  }
+
+  /** Starts `argv` on the outside host (e.g. a server a test talks to); the caller owns the child. */
+  async outsideSpawn(argv: readonly string[], opts: SpawnOptions = {}): Promise<ChildProcess> {
+    const state = await requireState(this.stateDir);
+    const [cmd, ...args] = netnsExecArgv(state.outside?.netns ?? OUTSIDE_NETNS, argv);
+    return spawnChild(cmd ?? "ip", args, opts);
+  }
+
   async nodeExec(node: string, argv: readonly string[], opts: ExecOptions = {}): Promise<RunResult> {
     const n = requireNode(await requireState(this.stateDir), node);
     return run(netnsExecArgv(n.netns, argv), { ...opts, allowFail: true });
@@ -429,6 +524,82 @@ export class Lab {
     const n = requireNode(await requireState(this.stateDir), node);
     const [cmd, ...args] = netnsExecArgv(n.netns, argv);
     return spawnChild(cmd ?? "ip", args, opts);
+  }
+
+  /**
+   * Restarts an agent or the control plane the way a pod is restarted: SIGTERM (SIGKILL with
+   * `kill`) to the process, which the supervisor then starts again; resolves when the new
+   * process serves (/healthz, GetStatus).
+   */
+  async restart(target: RestartTarget, opts: { kill?: boolean } = {}): Promise<RestartResult> {
+    const t = await this.supervised(target, "restart");
+    if (t.current.held) throw new Error(`lab restart ${t.name}: it is held down by \`lab stop\`; \`lab start\` it`);
+    if (t.current.pid > 0 && await running(t.current.pid)) process.kill(t.current.pid, opts.kill ? "SIGKILL" : "SIGTERM");
+    const newPid = await t.waitReady(t.current.pid);
+    const after = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === t.name);
+    return { name: t.name, oldPid: t.current.pid, newPid, restarts: after?.restarts ?? t.current.restarts + 1 };
+  }
+
+  /**
+   * Scales an agent or the control plane to zero: the supervisor holds it (does not start it
+   * again), then it gets SIGTERM (SIGKILL with `kill`); resolves once it has exited. For
+   * tests of what goes on while it is down; `start` undoes it.
+   */
+  async stop(target: RestartTarget, opts: { kill?: boolean } = {}): Promise<{ name: string; pid: number }> {
+    const t = await this.supervised(target, "stop");
+    await this.setHeld(t.name, true, t.supervisorPid);
+    if (t.current.pid > 0 && await running(t.current.pid)) process.kill(t.current.pid, opts.kill ? "SIGKILL" : "SIGTERM");
+    const deadline = Date.now() + STOP_GRACE_MS + 2000;
+    while (t.current.pid > 0 && await running(t.current.pid)) {
+      if (Date.now() > deadline) throw new Error(`lab stop ${t.name}: pid ${t.current.pid} still runs ${(STOP_GRACE_MS + 2000) / 1000} s after ${opts.kill ? "SIGKILL" : "SIGTERM"}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return { name: t.name, pid: t.current.pid };
+  }
+
+  /** Undoes `stop`: the supervisor starts it again; resolves when it serves. */
+  async start(target: RestartTarget): Promise<RestartResult> {
+    const t = await this.supervised(target, "start");
+    await this.setHeld(t.name, false, t.supervisorPid);
+    const newPid = await t.waitReady(t.current.pid);
+    const after = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === t.name);
+    return { name: t.name, oldPid: t.current.pid, newPid, restarts: after?.restarts ?? t.current.restarts };
+  }
+
+  /** Writes the hold into state.json, signals the supervisor, and waits until its record shows it. */
+  private async setHeld(name: string, held: boolean, supervisorPid: number): Promise<void> {
+    await this.mutate(async (state) => {
+      const set = new Set(state.held ?? []);
+      if (held) set.add(name); else set.delete(name);
+      if (set.size > 0) state.held = [...set].sort(); else delete state.held;
+      await writeState(state);
+    });
+    process.kill(supervisorPid, "SIGHUP");
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const p = (await readSupervision(this.stateDir))?.processes.find((x) => x.name === name);
+      if ((p?.held ?? false) === held) return;
+      if (Date.now() > deadline) throw new Error(`lab ${held ? "stop" : "start"} ${name}: the supervisor (pid ${supervisorPid}) did not take the change within 5 s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** The supervised process a target names, its supervisor, and how to wait until a new one serves. */
+  private async supervised(target: RestartTarget, verb: string) {
+    const state = await requireState(this.stateDir);
+    const name = target.kind === "agent" ? agentProcess(requireNode(state, target.node).name) : CONTROLPLANE_PROCESS;
+    const cp = state.controlplane;
+    if (target.kind === "controlplane" && !cp) throw new Error(`lab ${verb}: this lab runs no control plane (up --no-agents)`);
+    const agent = target.kind === "agent" ? state.agents.find((a) => a.node === target.node) : undefined;
+    if (target.kind === "agent" && !agent) throw new Error(`lab ${verb}: this lab runs no agent on node ${target.node} (up --no-agents)`);
+    const current = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === name);
+    if (!current || !state.supervisor || !(await running(state.supervisor.pid))) {
+      throw new Error(`lab ${verb} ${name}: the lab's supervisor is not running, so nothing would start it again; \`lab up\` anew`);
+    }
+    const waitReady = (notPid: number): Promise<number> => agent
+      ? waitAgentHealthy(this.stateDir, requireNode(state, agent.node), agent, { notPid })
+      : waitControlPlaneReady(this.stateDir, cp as LabControlPlane, { notPid });
+    return { name, current, supervisorPid: state.supervisor.pid, waitReady };
   }
 
   down(opts: DownOptions = {}): Promise<TeardownReport> {
@@ -452,6 +623,7 @@ async function resolveTopology(opts: UpOptions): Promise<Topology> {
 
 function topologyDocument(t: TopologyInput): unknown {
   return { nodes: t.nodes, namespaces: t.namespaces, pods: t.pods, workloads: t.workloads, services: t.services,
+    ...(t.outside !== undefined ? { outside: t.outside } : {}),
     traffic: (t.traffic ?? []).map(trafficDocument), policies: (t.policies ?? []).map(policyManifest) };
 }
 
@@ -500,6 +672,7 @@ function planState(stateDir: string, topology: Topology, agentsEnabled: boolean,
     rulesDigest: "",
   };
   if (exportDir !== undefined) state.exportDir = path.resolve(exportDir);
+  state.outside = { netns: OUTSIDE_NETNS, ip: OUTSIDE.ip, ipv6: OUTSIDE.ipv6, ports: topology.outside?.ports ?? [] };
   const expanded = expandTopology(topology, randomUUID, now);
   state.workloads = expanded.workloads;
   const taken = new Set<string>();
@@ -578,9 +751,11 @@ async function removeLeftovers(stateDir: string, removePins: boolean | undefined
     unreadable = true;
   }
   const leftovers = (await listNetns()).filter((n) => isLabNetns(n, previous?.nodes.map((x) => x.name) ?? []));
-  if (!previous && !unreadable && leftovers.length === 0) return;
+  const supervisors = await supervisorPids(stateDir);
+  if (!previous && !unreadable && leftovers.length === 0 && supervisors.length === 0) return;
   const owner = leftovers.includes(UNDERLAY_NETNS) ? await underlayOwner() : undefined;
-  log(`lab up: removing a previous lab first (${leftovers.length} netns${owner && owner !== stateDir ? `, state dir ${owner}` : ""})`);
+  log(`lab up: removing a previous lab first (${leftovers.length} netns${supervisors.length > 0 ? `, supervisor pid ${supervisors.join(", ")}` : ""}`
+    + `${owner && owner !== stateDir ? `, state dir ${owner}` : ""})`);
   const opts: DownOptions = { log };
   if (removePins !== undefined) opts.removePins = removePins;
   await cleanup(stateDir, opts);
@@ -594,16 +769,20 @@ async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR
   } catch (err) {
     opts.log?.(`lab down: ignoring unreadable state (${(err as Error).message})`);
   }
+  // First, so nothing is started again while the rest goes.
+  const supervisors = await stopSupervisor(stateDir);
   const removePins = opts.removePins ?? previous?.agentsEnabled ?? false;
   const teardownOpts: { pinDir?: string } = {};
   if (removePins) teardownOpts.pinDir = previous?.pinDir ?? pinDir;
   const report = await teardown(previous?.nodes.map((n) => n.name) ?? [], teardownOpts);
+  report.stoppedPids = [...new Set([...supervisors, ...report.stoppedPids])];
   const cp = await stopControlPlane(stateDir);
   if (cp !== undefined) report.stoppedPids.push(cp);
   const entries = await readdir(stateDir).catch(() => [] as string[]);
   for (const entry of entries) {
     // The certificates go too: a lab's CA key must not outlive the lab.
-    if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR || entry === TLS_DIR) {
+    if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR || entry === TLS_DIR
+      || entry === SUPERVISION_FILE || entry.startsWith(`${SUPERVISION_FILE}.tmp-`) || entry === CONTROLPLANE_PID_FILE) {
       await rm(path.join(stateDir, entry), { recursive: true, force: true });
     }
   }
@@ -659,6 +838,12 @@ function applyPatch(labels: Record<string, string>, set: Record<string, string>,
 function withoutNameLabel(labels: Record<string, string>): Record<string, string> {
   const { ["kubernetes.io/metadata.name"]: _name, ...rest } = labels;
   return rest;
+}
+
+async function outsideStatus(o: LabOutside): Promise<OutsideStatus> {
+  const s: OutsideStatus = { netns: o.netns, ip: o.ip, ipv6: o.ipv6, ports: o.ports };
+  if (o.pid !== undefined) s.app = { pid: o.pid, running: await running(o.pid), log: o.log ?? "" };
+  return s;
 }
 
 function podStatus(pod: LabPod): PodStatus {

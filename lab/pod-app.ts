@@ -45,7 +45,12 @@ export interface PodApp {
 }
 
 /** `name`: how the app introduces itself in HTTP answers, e.g. "shop/cart-7d9f8b6c5d-x2x4z". */
-export async function startPodApp(name: string, listen: readonly ListenPort[], plan: readonly TalkPlanEntry[]): Promise<PodApp> {
+/**
+ * `talkAfter`: requests start only once it resolves (a readiness gate: lab traffic starts
+ * when every pod serves, as a Service sends only to ready pods); absent: at once.
+ */
+export async function startPodApp(name: string, listen: readonly ListenPort[], plan: readonly TalkPlanEntry[],
+  talkAfter: Promise<void> = Promise.resolve()): Promise<PodApp> {
   const served = { http: 0, tcp: 0, udp: 0 };
   const talked: Counters[] = plan.map(() => ({ sent: 0, answered: 0, failed: 0 }));
   const closers: (() => Promise<void>)[] = [];
@@ -102,7 +107,9 @@ export async function startPodApp(name: string, listen: readonly ListenPort[], p
   }
 
   const timers: NodeJS.Timeout[] = [];
-  plan.forEach((entry, i) => {
+  let closed = false;
+  void talkAfter.then(() => { if (!closed) talk(); });
+  const talk = () => plan.forEach((entry, i) => {
     const counters = talked[i] as Counters;
     const once = () => {
       counters.sent++;
@@ -119,6 +126,7 @@ export async function startPodApp(name: string, listen: readonly ListenPort[], p
     counters: () => talked.map((c) => ({ ...c })),
     served: () => ({ ...served }),
     async close() {
+      closed = true;
       for (const t of timers) clearTimeout(t);
       web.closeAllConnections();
       await Promise.all(closers.map((close) => close()));

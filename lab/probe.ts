@@ -6,6 +6,7 @@ import net from "node:net";
 import { parseArgs } from "node:util";
 import { native } from "../native/index.js";
 import { ConfigError } from "../config/flags.js";
+import { existsSync } from "node:fs";
 import { parseListenPort, parsePlan, startPodApp } from "./pod-app.js";
 
 const usage = `usage: bulkhead probe <kind> [flags]
@@ -19,7 +20,9 @@ const usage = `usage: bulkhead probe <kind> [flags]
   sctp-listen --port N                                            print SCTP packets for port N
   serve --listen PORT/PROTO … [--name NS/POD]                     serve every listed port: HTTP or echo on TCP, echo on UDP
   talk --plan JSON                                                requests on timers: [{to, port, protocol, everyMs, size, http?}]
-  app --listen PORT/PROTO … --plan JSON [--name NS/POD]           serve and talk in one process (lab/pod-app.ts)
+  app --listen PORT/PROTO … --plan JSON [--name NS/POD] [--talk-after FILE]
+                                                                  serve and talk in one process (lab/pod-app.ts);
+                                                                  talk only once FILE exists
   prober --socket PATH --listen PORT/PROTO …                      the conformance prober (lab/prober.ts)
 `;
 
@@ -188,8 +191,9 @@ async function podApp(v: Record<string, unknown>, serves: boolean, talks: boolea
   if (talks && typeof v.plan !== "string") throw new ConfigError("probe: --plan JSON is required");
   let app;
   try {
+    const gate = v["talk-after"];
     app = await startPodApp(typeof v.name === "string" ? v.name : "pod", listen.map(parseListenPort),
-      talks ? parsePlan(v.plan as string) : []);
+      talks ? parsePlan(v.plan as string) : [], typeof gate === "string" ? fileExists(gate) : undefined);
   } catch (err) {
     throw new ConfigError(`probe: ${(err as Error).message}`);
   }
@@ -197,6 +201,14 @@ async function podApp(v: Record<string, unknown>, serves: boolean, talks: boolea
   await untilSignal();
   out({ kind: "app", served: app.served(), talked: app.counters() });
   await app.close();
+}
+
+/** Resolves once `file` exists (polled every 50 ms). */
+function fileExists(file: string): Promise<void> {
+  return new Promise((resolve) => {
+    const check = () => (existsSync(file) ? resolve() : void setTimeout(check, 50));
+    check();
+  });
 }
 
 function untilSignal(): Promise<void> {
@@ -216,7 +228,7 @@ export async function runProbe(argv: string[]): Promise<number> {
         to: { type: "string" }, port: { type: "string" }, sport: { type: "string" }, rate: { type: "string" },
         count: { type: "string" }, size: { type: "string" }, timeout: { type: "string" },
         echo: { type: "boolean" }, listen: { type: "string", multiple: true }, plan: { type: "string" },
-        socket: { type: "string" }, name: { type: "string" },
+        socket: { type: "string" }, name: { type: "string" }, "talk-after": { type: "string" },
       },
     });
   } catch (err) {

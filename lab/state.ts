@@ -11,6 +11,10 @@ export const STATE_FILE = "state.json";
 export const LOCK_FILE = "lock";
 export const MANIFESTS_DIR = "manifests";
 export const LOGS_DIR = "logs";
+/** The control plane's pid, rewritten by the supervisor at each start, so `down` finds it without state.json. */
+export const CONTROLPLANE_PID_FILE = "controlplane.pid";
+/** Written by the lab's supervisor alone (supervisor.ts): the live pid and restarts of each process it runs. */
+export const SUPERVISION_FILE = "supervisor.json";
 
 export interface LabNode {
   name: string;
@@ -84,21 +88,28 @@ export interface LabService {
 
 export interface LabAgent {
   node: string;
+  /** The first pid the supervisor started (0 until then); the live one is in supervisor.json. */
   pid: number;
   log: string;
   exportFile?: string;
+  /** The command line the supervisor runs (agentCommand's output). */
+  argv?: string[];
 }
 
 /** The lab's control plane process and how to reach it. */
 export interface LabControlPlane {
+  /** The first pid the supervisor started (0 until then); the live one is in supervisor.json. */
   pid: number;
+  /** The command line the supervisor runs. */
+  argv?: string[];
   /** Address for the CLI and the UI. */
   observer: string;
   /** Address agents stream to. */
   agents: string;
   log: string;
   /** The CA of the control plane's certificate when it serves mutual TLS (the default); absent: plaintext. */
-  ca?: string;  /** The web UI's URL (the control plane's --ui-listen), when it serves one. */
+  ca?: string;
+  /** The web UI's URL (the control plane's --ui-listen), when it serves one. */
   ui?: string;
 }
 
@@ -127,6 +138,45 @@ export interface LabState {
   topologyFile?: string;
   /** Pod application processes `up --traffic` started (they stop with the pods' netns). */
   traffic?: { pids: number[] };
+  /** The process that runs and restarts the control plane and agents (supervisor.ts). */
+  supervisor?: { pid: number; log: string };
+  /** Supervised processes held down by `lab stop` (not started again until `lab start`). */
+  held?: string[];
+  /** The outside host (datapath.ts): a netns with documentation-range addresses, the world to pods. */
+  outside?: LabOutside;
+}
+
+export interface LabOutside {
+  netns: string;
+  ip: string;
+  ipv6: string;
+  /** Ports its application serves (topology `outside.ports`); none: no application runs. */
+  ports: ContainerPort[];
+  /** The pid of its application, when it runs one. */
+  pid?: number;
+  log?: string;
+}
+
+/** One supervised process as the supervisor last saw it. */
+export interface SupervisedProcess {
+  /** "controlplane" or "agent/<node>". */
+  name: string;
+  /** The pid of the latest start (0 while waiting to restart after a failed spawn). */
+  pid: number;
+  /** Starts after the first. */
+  restarts: number;
+  startedAt: string;
+  /** How the previous run ended ("killed by SIGKILL", "exited with code 3"), once one has. */
+  lastExit?: string;
+  /** Held down by `lab stop`: not started again until `lab start`. */
+  held?: boolean;
+}
+
+export interface Supervision {
+  /** The supervisor's pid. */
+  pid: number;
+  updatedAt: string;
+  processes: SupervisedProcess[];
 }
 
 export class LabNotUpError extends Error {
@@ -244,7 +294,8 @@ export function processAlive(pid: number): boolean {
 export function parseState(doc: unknown, source: string): LabState {
   const r = new FieldReader(source);
   const m = r.map(doc, "", ["version", "stateDir", "createdAt", "nodes", "namespaces", "workloads", "pods",
-    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane", "topologyFile", "traffic"]);
+    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane", "topologyFile", "traffic",
+    "supervisor", "held", "outside"]);
   if (m.version !== 1) r.fail("version", `unsupported state version ${JSON.stringify(m.version)}; run \`bulkhead lab down\``);
   const state: LabState = {
     version: 1,
@@ -264,9 +315,9 @@ export function parseState(doc: unknown, source: string): LabState {
   const exportDir = r.optionalString(m.exportDir, "exportDir");
   if (exportDir !== undefined) state.exportDir = exportDir;
   if (m.controlplane !== undefined) {
-    const c = r.map(m.controlplane, "controlplane", ["pid", "observer", "agents", "log", "ca", "ui"]);
+    const c = r.map(m.controlplane, "controlplane", ["pid", "argv", "observer", "agents", "log", "ca", "ui"]);
     state.controlplane = {
-      pid: r.int(c.pid, "controlplane.pid", 1, 2 ** 31),
+      pid: r.int(c.pid, "controlplane.pid", 0, 2 ** 31),
       observer: r.string(c.observer, "controlplane.observer"),
       agents: r.string(c.agents, "controlplane.agents"),
       log: r.string(c.log, "controlplane.log"),
@@ -275,6 +326,20 @@ export function parseState(doc: unknown, source: string): LabState {
     if (ca !== undefined) state.controlplane.ca = ca;
     const ui = r.optionalString(c.ui, "controlplane.ui");
     if (ui !== undefined) state.controlplane.ui = ui;
+    if (c.argv !== undefined) state.controlplane.argv = readArgv(r, c.argv, "controlplane.argv");
+  }
+  if (m.supervisor !== undefined) {
+    const s = r.map(m.supervisor, "supervisor", ["pid", "log"]);
+    state.supervisor = { pid: r.int(s.pid, "supervisor.pid", 1, 2 ** 31), log: r.string(s.log, "supervisor.log") };
+  }
+  if (m.held !== undefined) state.held = r.list(m.held, "held").map((v, i) => r.string(v, join("held", i)));
+  if (m.outside !== undefined) {
+    const o = r.map(m.outside, "outside", ["netns", "ip", "ipv6", "ports", "pid", "log"]);
+    state.outside = { netns: r.string(o.netns, "outside.netns"), ip: r.string(o.ip, "outside.ip"), ipv6: r.string(o.ipv6, "outside.ipv6"),
+      ports: readPorts(r, o.ports, "outside.ports") };
+    if (o.pid !== undefined) state.outside.pid = r.int(o.pid, "outside.pid", 1, 2 ** 31);
+    const log = r.optionalString(o.log, "outside.log");
+    if (log !== undefined) state.outside.log = log;
   }
   const topologyFile = r.optionalString(m.topologyFile, "topologyFile");
   if (topologyFile !== undefined) state.topologyFile = topologyFile;
@@ -412,13 +477,71 @@ function readService(r: FieldReader, value: unknown, f: string): LabService {
 }
 
 function readAgent(r: FieldReader, value: unknown, f: string): LabAgent {
-  const m = r.map(value, f, ["node", "pid", "log", "exportFile"]);
+  const m = r.map(value, f, ["node", "pid", "log", "exportFile", "argv"]);
   const agent: LabAgent = {
     node: r.string(m.node, join(f, "node")),
-    pid: r.int(m.pid, join(f, "pid"), 1, 2 ** 31),
+    pid: r.int(m.pid, join(f, "pid"), 0, 2 ** 31),
     log: r.string(m.log, join(f, "log")),
   };
   const exportFile = r.optionalString(m.exportFile, join(f, "exportFile"));
   if (exportFile !== undefined) agent.exportFile = exportFile;
+  if (m.argv !== undefined) agent.argv = readArgv(r, m.argv, join(f, "argv"));
   return agent;
+}
+
+function readArgv(r: FieldReader, value: unknown, f: string): string[] {
+  const argv = r.list(value, f).map((v, i) => r.string(v, join(f, i)));
+  if (argv.length === 0) r.fail(f, "empty command line");
+  return argv;
+}
+
+// ---- supervision ------------------------------------------------------------------------------
+// supervisor.json has one writer, the supervisor, which renames a whole file into place: it
+// needs no lock (and must not wait for one: `up` holds the lock while it waits for the
+// supervisor's first starts, and a restart must not wait behind a long mutation).
+
+export function supervisionPath(stateDir: string): string {
+  return path.join(stateDir, SUPERVISION_FILE);
+}
+
+export async function writeSupervision(stateDir: string, s: Supervision): Promise<void> {
+  await writeFileAtomic(supervisionPath(stateDir), `${JSON.stringify(s, null, 2)}\n`);
+}
+
+/** What the supervisor last wrote, or undefined when it has written nothing (yet). */
+export async function readSupervision(stateDir: string): Promise<Supervision | undefined> {
+  const file = supervisionPath(stateDir);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  const r = new FieldReader(file);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file}: not JSON (${(err as Error).message})`);
+  }
+  const m = r.map(doc, "", ["pid", "updatedAt", "processes"]);
+  return {
+    pid: r.int(m.pid, "pid", 1, 2 ** 31),
+    updatedAt: r.string(m.updatedAt, "updatedAt"),
+    processes: r.list(m.processes, "processes").map((v, i) => {
+      const f = join("processes", i);
+      const p = r.map(v, f, ["name", "pid", "restarts", "startedAt", "lastExit", "held"]);
+      const proc: SupervisedProcess = {
+        name: r.string(p.name, join(f, "name")),
+        pid: r.int(p.pid, join(f, "pid"), 0, 2 ** 31),
+        restarts: r.int(p.restarts, join(f, "restarts"), 0, Number.MAX_SAFE_INTEGER),
+        startedAt: r.string(p.startedAt, join(f, "startedAt")),
+      };
+      const lastExit = r.optionalString(p.lastExit, join(f, "lastExit"));
+      if (lastExit !== undefined) proc.lastExit = lastExit;
+      if (p.held !== undefined) proc.held = r.boolean(p.held, join(f, "held"));
+      return proc;
+    }),
+  };
 }

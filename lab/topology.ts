@@ -72,12 +72,19 @@ export interface ServiceSpec {
   clusterIP?: string;
 }
 
+/** The lab's outside host: the pod application serves these ports there (TCP and UDP). */
+export interface OutsideSpec {
+  ports: ContainerPort[];
+}
+
 export interface Topology {
   nodes: string[];
   namespaces: NamespaceSpec[];
   pods: PodSpec[];
   workloads: WorkloadSpec[];
   services: ServiceSpec[];
+  /** What the outside host (198.51.100.10, the world to the cluster) serves; absent: nothing. */
+  outside?: OutsideSpec;
   /** Who talks to which Service, for `lab traffic` (and the demo). */
   traffic: TrafficSpec[];
   /** NetworkPolicies `up` writes into the manifests folder (netpol-files.ts). */
@@ -141,7 +148,7 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
     throw new Error(`${source}: not valid YAML or JSON: ${(err as Error).message}`);
   }
   const r = new FieldReader(source);
-  const top = r.map(doc ?? {}, "", ["nodes", "namespaces", "pods", "workloads", "services", "traffic", "policies"]);
+  const top = r.map(doc ?? {}, "", ["nodes", "namespaces", "pods", "workloads", "services", "outside", "traffic", "policies"]);
 
   const nodes = opts.nodes !== undefined ? nodeNames(r.int(opts.nodes, "--nodes", 1, MAX_NODES))
     : top.nodes === undefined ? nodeNames(2) : readNodes(r, top.nodes);
@@ -173,13 +180,32 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
   unique(r, workloads, "workloads", (w) => `${w.namespace}/${w.name}`, "workload");
   unique(r, services, "services", (s) => `${s.namespace}/${s.name}`, "service");
   unique(r, services, "services", (s) => s.clusterIP, "clusterIP");
+  const outside = top.outside === undefined ? undefined : readOutside(r, top.outside, "outside");
   const traffic = r.optionalList(top.traffic, "traffic").map((v, i) => readTrafficSpec(r, v, join("traffic", i)));
+  traffic.forEach((t, i) => {
+    if (t.to.kind !== "outside") return;
+    const ports = outside?.ports ?? [];
+    if (ports.length === 0) r.fail(join(join("traffic", i), "to"), "the outside host serves no ports: give them in outside.ports");
+    if (t.port !== undefined && !ports.some((p) => p.port === t.port)) {
+      r.fail(join(join("traffic", i), "port"), `the outside host serves no port ${t.port} (outside.ports: ${ports.map((p) => `${p.port}/${p.protocol}`).join(", ")})`);
+    }
+  });
   const policies = r.optionalList(top.policies, "policies").map((v, i) => readPolicy(r, v, join("policies", i)));
   checkRefs("policies", policies.map((p) => ({ namespace: p.metadata.namespace })));
   unique(r, policies, "policies", (p) => `${p.metadata.namespace}/${p.metadata.name}`, "policy");
-  const topology = { nodes, namespaces, pods, workloads, services, traffic, policies };
+  const topology: Topology = { nodes, namespaces, pods, workloads, services, traffic, policies };
+  if (outside !== undefined) topology.outside = outside;
   expandTopology(topology, () => "", "", source); // generated pod names must not collide
   return topology;
+}
+
+function readOutside(r: FieldReader, value: unknown, field: string): OutsideSpec {
+  const m = r.map(value, field, ["ports"]);
+  const ports = readContainerPorts(r, m.ports ?? [], join(field, "ports"));
+  ports.forEach((p, i) => {
+    if (p.protocol === "SCTP") r.fail(join(join(join(field, "ports"), i), "protocol"), "the outside host's application serves TCP and UDP");
+  });
+  return { ports };
 }
 
 /** A NetworkPolicy as `kubectl apply` takes it (apiVersion, kind, metadata, spec). */

@@ -4,20 +4,28 @@
 // (pod-app.ts: serves its container ports, sends its planned requests), so a busy lab costs
 // one process per pod, not one per request. The processes live in the pods' netns, so
 // `lab down` stops them with everything else there.
-import type { ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { type FieldReader, join } from "./fields.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
 import { repoRoot } from "./agents.js";
+import { OUTSIDE_NETNS } from "./addressing.js";
+import { netnsExecArgv, run } from "./netns.js";
+import { LOGS_DIR } from "./state.js";
+import type { ContainerPort } from "./topology.js";
 import type { ListenPort, TalkPlanEntry } from "./pod-app.js";
 
 export type TrafficTarget =
   /** A Service, by its ClusterIP. */
   | { kind: "service"; namespace: string; service: string }
   /** Pods by their own IPs, in `namespace` (absent: every namespace) with these labels. */
-  | { kind: "pods"; namespace?: string; labels: Record<string, string> };
+  | { kind: "pods"; namespace?: string; labels: Record<string, string> }
+  /** The lab's outside host (`to: outside`), on a port of the topology's `outside.ports`. */
+  | { kind: "outside" };
 
 export interface TrafficSpec {
   /** Source pods: those in `namespace` whose labels include `labels` (none: every pod there). */
@@ -35,16 +43,21 @@ export interface TrafficSpec {
   http?: string;
 }
 
+/** `to: outside`: the lab's outside host. */
+export const OUTSIDE_TARGET = "outside";
+
 export function readTrafficSpec(r: FieldReader, value: unknown, field: string): TrafficSpec {
   const m = r.map(value, field, ["from", "to", "toPods", "port", "everyMs", "size", "http"]);
   const fromField = join(field, "from");
   const from = r.map(m.from, fromField, ["namespace", "labels"]);
   let to: TrafficTarget;
-  if ((m.to === undefined) === (m.toPods === undefined)) r.fail(field, "give exactly one of to (a Service NAMESPACE/NAME) and toPods");
-  if (m.to !== undefined) {
+  if ((m.to === undefined) === (m.toPods === undefined)) r.fail(field, "give exactly one of to (a Service NAMESPACE/NAME, or outside) and toPods");
+  if (m.to === OUTSIDE_TARGET) {
+    to = { kind: "outside" };
+  } else if (m.to !== undefined) {
     const text = r.string(m.to, join(field, "to"));
     const slash = text.indexOf("/");
-    if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME, got "${text}"`);
+    if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME or "${OUTSIDE_TARGET}" (the outside host), got "${text}"`);
     to = { kind: "service", namespace: r.dnsLabel(text.slice(0, slash), join(field, "to")), service: r.serviceName(text.slice(slash + 1), join(field, "to")) };
   } else {
     const pf = join(field, "toPods");
@@ -74,6 +87,7 @@ export function readTrafficSpec(r: FieldReader, value: unknown, field: string): 
 export function trafficDocument(spec: TrafficSpec): Record<string, unknown> {
   const doc: Record<string, unknown> = { from: spec.from };
   if (spec.to.kind === "service") doc.to = `${spec.to.namespace}/${spec.to.service}`;
+  else if (spec.to.kind === "outside") doc.to = OUTSIDE_TARGET;
   else doc.toPods = { labels: spec.to.labels, ...(spec.to.namespace !== undefined ? { namespace: spec.to.namespace } : {}) };
   if (spec.port !== undefined) doc.port = spec.port;
   doc.everyMs = spec.everyMs;
@@ -119,6 +133,12 @@ function resolveTargets(spec: TrafficSpec, status: LabStatus, i: number): { ip: 
     if (!port) throw new Error(`traffic[${i}]: Service ${svc.namespace}/${svc.name} has no port ${spec.port ?? ""}`);
     return [{ ip: svc.clusterIP, port: port.port, protocol: usable(port.protocol, `Service ${svc.namespace}/${svc.name} port ${port.port}`) }];
   }
+  if (to.kind === "outside") {
+    const outside = status.outside;
+    const port = spec.port === undefined ? outside?.ports[0] : outside?.ports.find((p) => p.port === spec.port);
+    if (!outside || !port) throw new Error(`traffic[${i}]: the lab's outside host serves no port ${spec.port ?? ""} (topology outside.ports)`);
+    return [{ ip: outside.ip, port: port.port, protocol: usable(port.protocol, `the outside host's port ${port.port}`) }];
+  }
   const targets = status.pods.flatMap((p) => {
     if ((to.namespace !== undefined && p.namespace !== to.namespace) || !matches(p.labels, to.labels)) return [];
     const port = p.ports.find((x) => (typeof spec.port === "string" ? x.name === spec.port : x.port === spec.port));
@@ -143,18 +163,62 @@ export interface TrafficOptions {
   detachedLogDir?: string;
 }
 
+/**
+ * Starts the pod application on the outside host, serving `ports`, detached (it stops with
+ * the netns on `down`); logs to `<stateDir>/logs/app-bh-outside.log`.
+ */
+export async function startOutsideApp(stateDir: string, ports: readonly ContainerPort[]): Promise<{ pid: number; log: string }> {
+  const logs = path.join(stateDir, LOGS_DIR);
+  await mkdir(logs, { recursive: true });
+  const log = path.join(logs, `app-${OUTSIDE_NETNS}.log`);
+  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, path.join(repoRoot(), "dist", "cli", "main.js"), "probe", "app", "--name", "outside",
+    ...ports.flatMap((p) => ["--listen", `${p.port}/${p.protocol}`]), "--plan", "[]"]);
+  const fd = openSync(log, "a");
+  let pid: number | undefined;
+  try {
+    const child = spawn(argv[0] ?? "ip", argv.slice(1), { detached: true, stdio: ["ignore", fd, fd] });
+    child.unref();
+    pid = child.pid;
+  } finally {
+    closeSync(fd);
+  }
+  if (pid === undefined) throw new Error(`the outside host's application did not start (${argv.join(" ")})`);
+  // Serving once every port is bound (TCP listening, UDP bound): traffic may target it at once.
+  await waitListening(OUTSIDE_NETNS, ports, `the outside host's application (pid ${pid}; see ${log})`);
+  return { pid, log };
+}
+
+/** Waits (≤ 30 s: a dozen node processes start at once on a small machine) until every port is bound in the netns: TCP listening, UDP bound (ss). */
+async function waitListening(netns: string, ports: readonly { port: number }[], what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const r = await run(netnsExecArgv(netns, ["ss", "-Hln", "-tu"]), { allowFail: true });
+    const bound = new Set([...r.stdout.matchAll(/:(\d+)\s/g)].map((x) => Number(x[1])));
+    const missing = ports.filter((p) => !bound.has(p.port));
+    if (missing.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`${what}: not serving ${missing.map((p) => p.port).join(", ")} in netns ${netns} after 30 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts: TrafficOptions = {}): Promise<RunningTraffic> {
   const status = await lab.status();
   const plans = planTraffic(specs, status);
   const main = path.join(repoRoot(), "dist", "cli", "main.js");
   if (opts.detachedLogDir !== undefined) await mkdir(opts.detachedLogDir, { recursive: true });
   const children: ChildProcess[] = [];
+  // Readiness: pods talk once every pod serves, as a Service sends to ready pods only (a
+  // request before its server bound would draw a port unreachable, an edge of its own).
+  const gateDir = opts.detachedLogDir ?? await mkdtemp(path.join(tmpdir(), "bh-traffic-"));
+  const gate = path.join(gateDir, `traffic-ready-${randomUUID()}`);
+  const serving: { netns: string; ports: ListenPort[]; name: string }[] = [];
   for (const pod of status.pods) {
     const listen: ListenPort[] = pod.ports.flatMap((p) => (p.protocol === "SCTP" ? [] : [{ port: p.port, protocol: p.protocol }]));
     const plan = plans.get(pod) ?? [];
     if (listen.length === 0 && plan.length === 0) continue;
     const argv = [process.execPath, main, "probe", "app", "--name", `${pod.namespace}/${pod.name}`,
-      ...listen.flatMap((l) => ["--listen", `${l.port}/${l.protocol}`]), "--plan", JSON.stringify(plan)];
+      ...listen.flatMap((l) => ["--listen", `${l.port}/${l.protocol}`]), "--plan", JSON.stringify(plan), "--talk-after", gate];
+    if (listen.length > 0) serving.push({ netns: pod.netns, ports: listen, name: `${pod.namespace}/${pod.name}` });
     if (opts.detachedLogDir === undefined) {
       children.push(await lab.spawn(pod, argv, { stdio: "ignore" }));
       continue;
@@ -168,6 +232,13 @@ export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts
       closeSync(fd);
     }
   }
+  try {
+    await Promise.all(serving.map((p) => waitListening(p.netns, p.ports, `pod ${p.name}'s application`)));
+  } catch (err) {
+    for (const c of children) c.kill("SIGTERM");
+    throw err;
+  }
+  await writeFile(gate, "");
   return {
     pods: children.length,
     talkers: [...plans.values()].filter((p) => p.length > 0).length,
@@ -178,6 +249,7 @@ export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts
         c.once("exit", () => resolve());
         c.kill("SIGTERM");
       })));
+      if (opts.detachedLogDir === undefined) await rm(gateDir, { recursive: true, force: true });
     },
   };
 }

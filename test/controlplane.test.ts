@@ -8,8 +8,6 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { up, type Lab, type PodStatus } from "../lab/lab.js";
-import { startControlPlane } from "../lab/controlplane.js";
-import { repoRoot } from "../lab/agents.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { sleep } from "./harness/flows.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
@@ -201,17 +199,15 @@ describe("control plane on the lab", () => {
   it("loses nothing when the control plane is killed for 20 s under steady traffic and restarted", async () => {
     const frontend = await podOf("frontend");
     const db = await podOf("db");
-    const status = await lab.status();
-    const cp = status.controlplane;
-    if (!cp) throw new Error("the lab runs no control plane");
-    process.kill(cp.pid, "SIGKILL");
+    // The lab's supervisor would start it again at once: hold it down (scale to zero), then SIGKILL.
+    await lab.stop({ kind: "controlplane" }, { kill: true });
     // Steady traffic for the whole outage and a while after: 50 datagrams a second.
     const steady = await lab.spawn(frontend, probe(["udp-send", "--to", db.ip, "--port", "5000", "--sport", "43006",
       "--count", "100000", "--rate", "50"]));
     let out = "";
     steady.stdout?.on("data", (d: Buffer) => { out += d.toString(); });
     await sleep(20_000);
-    await startControlPlane(status.stateDir, repoRoot(), OBSERVER);
+    await lab.start({ kind: "controlplane" });
     await sleep(3000); // agents reconnect (backoff ≤ 5 s) and send what they buffered
     steady.kill("SIGTERM");
     await new Promise((r) => steady.once("exit", r));

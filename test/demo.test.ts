@@ -250,7 +250,8 @@ describe("the demo lab", () => {
     if (!lab) throw new Error("no lab");
     const status = await lab.status();
     const state = JSON.parse(fs.readFileSync(path.join(stateDir, "state.json"), "utf8")) as { traffic?: { pids: number[] } };
-    const pids = [...status.agents.map((a) => a.pid), status.controlplane?.pid ?? 0, ...(state.traffic?.pids ?? [])];
+    const pids = [...status.agents.map((a) => a.pid), status.controlplane?.pid ?? 0, status.supervisor?.pid ?? 0,
+      status.outside?.app?.pid ?? 0, ...(state.traffic?.pids ?? [])];
     expect(state.traffic?.pids.length).toBe(10);
     expect(pids.every((pid) => pid > 0 && processAlive(pid))).toBe(true);
     // The agents' TCX links are owned by their file descriptors; fdinfo names each link's id.
@@ -265,7 +266,7 @@ describe("the demo lab", () => {
     lab = undefined;
     expect((await listNetns()).filter((n) => n.startsWith("bh-"))).toEqual([]);
     expect(pids.filter((pid) => processAlive(pid))).toEqual([]);
-    const apps = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(`${CLI} probe`) || l.includes(`${CLI} agent`));
+    const apps = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(`${CLI} probe`) || l.includes(`${CLI} agent`) || l.includes(`${CLI} lab supervise`));
     expect(apps).toEqual([]);
     const left = new Set(links().map((l) => l.id));
     expect(agentLinks.filter((id) => left.has(id))).toEqual([]);

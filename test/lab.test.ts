@@ -344,6 +344,38 @@ describe("agents", () => {
     for (const pid of pids) expect(await running(pid)).toBe(false);
   });
 
+  it("backs off an agent in a crash loop, logs each restart, and runs it again once it can start", async () => {
+    const trigger = path.join(root, "crash");
+    // Serves /healthz like FAKE_AGENT, but exits at once while the trigger file exists.
+    const crashy = `if (require("fs").existsSync(process.argv[2])) { console.error("crashing on purpose"); process.exit(1); }
+      require("http").createServer((q, s) => { s.end("ok"); }).listen(9964, "0.0.0.0");`;
+    const l = await up({
+      stateDir: agentDir,
+      pinDir: path.join(root, "pins"),
+      nodes: 1,
+      controlplane: false,
+      agentCommand: (ctx) => netnsExecArgv(ctx.netns, [process.execPath, "-e", crashy, ctx.node, trigger]),
+    });
+    const first = (await l.status()).agents[0];
+    writeFileSync(trigger, "");
+    process.kill(first?.pid ?? 0, "SIGKILL");
+    // Four starts after the kill: delays 250, 500, 1000 ms (runs < 10 s are a crash loop), ≈ 2 s.
+    const log = path.join(agentDir, "logs", "supervisor.log");
+    await expect.poll(async () => (await l.status()).agents[0]?.restarts, { timeout: 15_000, interval: 100 }).toBeGreaterThanOrEqual(4);
+    rmSync(trigger);
+    const text = readFileSync(log, "utf8");
+    expect(text).toMatch(/agent\/node1 \(pid \d+\) killed by SIGKILL after [\d.]+ s; starting it again in 250 ms/);
+    expect(text).toMatch(/exited with code 1 after [\d.]+ s; starting it again in 500 ms[\s\S]*exited with code 1 after [\d.]+ s; starting it again in 1000 ms/);
+    expect(readFileSync(first?.log ?? "", "utf8")).toContain("crashing on purpose");
+    // The next start (after ≤ 2 s, then 4 s) finds no trigger and stays up.
+    await expect.poll(async () => {
+      const a = (await l.status()).agents[0];
+      return a?.running === true && (await l.nodeExec("node1", ["curl", "-sf", "http://127.0.0.1:9964/healthz"])).code === 0;
+    }, { timeout: 15_000, interval: 200 }).toBe(true);
+    await down(agentDir);
+    expect(labNetns()).toEqual([]);
+  });
+
   it("fails with the node's name and log tail when an agent dies, leaving nothing behind", async () => {
     await expect(up({
       stateDir: agentDir,
