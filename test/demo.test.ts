@@ -199,6 +199,30 @@ describe("the demo lab", () => {
     expect(metrics.stdout).toMatch(new RegExp(`^lab_requests_served_total\\{pod="shop/${cart.name}",kind="http"\\} [1-9]`, "m"));
   });
 
+  it("keeps enforcing while every agent is killed (-9) and held down, and the agents started again carry on", async () => {
+    if (!lab) throw new Error("no lab");
+    const status = await lab.status();
+    const debug = status.pods.find((p) => p.namespace === "shop" && p.name.startsWith("debug"));
+    const cart = status.pods.find((p) => p.namespace === "shop" && p.name.startsWith("cart-"));
+    const datastore = status.services.find((s) => s.namespace === "shop" && s.name === "datastore");
+    if (!debug || !cart || !datastore) throw new Error("demo pods or Services missing");
+    // A TCP connect to the datastore's ClusterIP; a dropped SYN shows as the 3 s timeout.
+    const connects = async (pod: typeof debug) =>
+      (await lab!.exec(pod, ["timeout", "3", "bash", "-c", `exec 3<>/dev/tcp/${datastore.clusterIP}/6379`])).code === 0;
+    expect(await connects(debug)).toBe(false);
+    const nodes = [...new Set(status.pods.map((p) => p.node))];
+    for (const node of nodes) await lab.stop({ kind: "agent", node }, { kill: true });
+    try {
+      // No bulkhead agent runs on any node now: only the pinned datapath judges.
+      for (let i = 0; i < 3; i++) expect(await connects(debug), `debug → datastore, attempt ${i + 1} with no agent`).toBe(false);
+      expect(await connects(cart)).toBe(true);
+    } finally {
+      for (const node of nodes) await lab.start({ kind: "agent", node });
+    }
+    expect(await connects(debug)).toBe(false);
+    expect(await connects(cart)).toBe(true);
+  });
+
   it("turns the deniable edge dropped when its policy goes, back when it returns, and AUDIT when shop audits", async () => {
     if (!lab) throw new Error("no lab");
     const watch = new EnforcementWatch(OBSERVER, ["node1", "node2"], path.join(stateDir, "tls", "ca.crt"));
