@@ -20,14 +20,13 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { identity, rule } from "./harness/snapshot.js";
+import { drainRecords, type Rec } from "./harness/drained.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
 import { Datapath, type Counters } from "../agent/datapath.js";
-import { decodeKey, FLOW_KEY, FLOW_VALUE, type FlowKey } from "../agent/records.js";
 import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
 import { sleep, Spawned } from "./harness/netns.js";
 
@@ -195,27 +194,6 @@ function snapshot(version: number, mode: PolicyMode, isolated: Isolation, rules:
     ],
     rules,
   };
-}
-
-interface Rec extends FlowKey { packets: bigint; label: string }
-
-const VERDICT_NAME: Partial<Record<Verdict, string>> = {
-  [Verdict.VERDICT_FORWARDED]: "FORWARDED", [Verdict.VERDICT_DROPPED]: "DROPPED", [Verdict.VERDICT_AUDIT]: "AUDIT",
-};
-const REASON_NAME: Partial<Record<VerdictReason, string>> = {
-  [VerdictReason.VERDICT_REASON_UNSPECIFIED]: "NONE", [VerdictReason.VERDICT_REASON_POLICY]: "POLICY",
-  [VerdictReason.VERDICT_REASON_ESTABLISHED]: "ESTABLISHED", [VerdictReason.VERDICT_REASON_SPOOFED]: "SPOOFED",
-};
-
-function drainRecords(datapath: Datapath): Rec[] {
-  const d = datapath.drain();
-  const out: Rec[] = [];
-  for (let i = 0; i < d.count; i++) {
-    const k = decodeKey(d.keys, i * FLOW_KEY.size);
-    out.push({ ...k, packets: d.values.readBigUInt64LE(i * FLOW_VALUE.size + FLOW_VALUE.packets),
-      label: `${VERDICT_NAME[k.verdict] ?? k.verdict}/${REASON_NAME[k.reason] ?? k.reason}` });
-  }
-  return out;
 }
 
 interface Match { at: Pod; point: "from_pod" | "to_pod"; src?: string; dst?: string; sport?: number; dport?: number; proto?: number }

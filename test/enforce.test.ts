@@ -19,9 +19,9 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { identity, rule } from "./harness/snapshot.js";
+import { drainRecords, type Rec } from "./harness/drained.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
-import { decodeKey, FLOW_KEY, FLOW_VALUE, type FlowKey } from "../agent/records.js";
 import {
   compilePolicy, CT_KEY, CT_VALUE, endpointsFromRoutes, ENDPOINT_VALUE, IDENTITY_VALUE, IP_KEY, IP_VALUE,
   kernelPrefix, POLICY_KEY, POLICY_PREFIX, PolicyError, portPrefixes, STATE, type PolicyApplier,
@@ -29,7 +29,6 @@ import {
 import {
   AgentServiceService, type AgentStats, type ConnectRequest, type ConnectResponse,
 } from "../proto/gen/bulkhead/v1/agent.js";
-import { Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import {
   PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
@@ -230,27 +229,6 @@ function snapshot(version: number, mode: PolicyMode, isolated: Isolation, rules:
 }
 
 // ---- flow records ------------------------------------------------------------------
-
-interface Rec extends FlowKey { packets: bigint; label: string }
-
-const VERDICT_NAME: Partial<Record<Verdict, string>> = {
-  [Verdict.VERDICT_FORWARDED]: "FORWARDED", [Verdict.VERDICT_DROPPED]: "DROPPED", [Verdict.VERDICT_AUDIT]: "AUDIT",
-};
-const REASON_NAME: Partial<Record<VerdictReason, string>> = {
-  [VerdictReason.VERDICT_REASON_UNSPECIFIED]: "NONE", [VerdictReason.VERDICT_REASON_POLICY]: "POLICY",
-  [VerdictReason.VERDICT_REASON_ESTABLISHED]: "ESTABLISHED", [VerdictReason.VERDICT_REASON_SPOOFED]: "SPOOFED",
-};
-
-function drainRecords(datapath: Datapath): Rec[] {
-  const d = datapath.drain();
-  const out: Rec[] = [];
-  for (let i = 0; i < d.count; i++) {
-    const k = decodeKey(d.keys, i * FLOW_KEY.size);
-    out.push({ ...k, packets: d.values.readBigUInt64LE(i * FLOW_VALUE.size + FLOW_VALUE.packets),
-      label: `${VERDICT_NAME[k.verdict] ?? k.verdict}/${REASON_NAME[k.reason] ?? k.reason}` });
-  }
-  return out;
-}
 
 interface Match { at: Pod; point: "from_pod" | "to_pod"; src?: string; dst?: string; sport?: number; dport?: number; proto?: number }
 

@@ -20,10 +20,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { identity, rule } from "./harness/snapshot.js";
+import { drainRecords, type Rec } from "./harness/drained.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
 import {
-  clockNow, decodeFlowRecord, decodeKey, FLOW_KEY, FLOW_VALUE, type FlowKey, type UnjudgedCause, type UnjudgedVerdict,
+  clockNow, decodeFlowRecord, type FlowKey, type UnjudgedCause, type UnjudgedVerdict,
 } from "../agent/records.js";
 import { LocalEndpoints } from "../agent/endpoints.js";
 import { Enricher } from "../controlplane/cluster/enrich.js";
@@ -32,7 +33,7 @@ import { parseKubeObject } from "../controlplane/metadata/objects.js";
 import { FlowMapStore } from "../controlplane/store/flowmap.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { type PolicyApplier } from "../agent/policy.js";
-import { Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
@@ -308,26 +309,6 @@ function snapshot(version: number, mode: PolicyMode, isolated: Isolation, rules:
     ],
     rules,
   };
-}
-
-interface Rec extends FlowKey { packets: bigint; label: string }
-const VERDICT_NAME: Partial<Record<Verdict, string>> = {
-  [Verdict.VERDICT_FORWARDED]: "FORWARDED", [Verdict.VERDICT_DROPPED]: "DROPPED", [Verdict.VERDICT_AUDIT]: "AUDIT",
-};
-const REASON_NAME: Partial<Record<VerdictReason, string>> = {
-  [VerdictReason.VERDICT_REASON_UNSPECIFIED]: "NONE", [VerdictReason.VERDICT_REASON_POLICY]: "POLICY",
-  [VerdictReason.VERDICT_REASON_ESTABLISHED]: "ESTABLISHED", [VerdictReason.VERDICT_REASON_SPOOFED]: "SPOOFED",
-};
-
-function drainRecords(datapath: Datapath): Rec[] {
-  const d = datapath.drain();
-  const out: Rec[] = [];
-  for (let i = 0; i < d.count; i++) {
-    const k = decodeKey(d.keys, i * FLOW_KEY.size);
-    out.push({ ...k, packets: d.values.readBigUInt64LE(i * FLOW_VALUE.size + FLOW_VALUE.packets),
-      label: `${VERDICT_NAME[k.verdict] ?? k.verdict}/${REASON_NAME[k.reason] ?? k.reason}` });
-  }
-  return out;
 }
 
 /** Packets per verdict/reason label of the records at a pod's veth that match. */
