@@ -163,15 +163,17 @@ Napi::Value BpfMapWrap::Batch(const Napi::CallbackInfo& info, bool andDelete) {
                        : std::min(kDefaultBatch, std::max<uint32_t>(maxEntries_, 1));
   if (spec.batchSize == 0) throw Napi::RangeError::New(env, "batchSize must be at least 1");
   spec.andDelete = andDelete;
-  BatchResult res = ReadBatches(spec);
+  return BatchToJs(env, ReadBatches(spec), op, name_);
+}
 
+Napi::Value BatchToJs(Napi::Env env, const BatchResult& res, const std::string& op, const std::string& object) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, res.keys.data(), res.keys.size()));
   out.Set("values", Napi::Buffer<uint8_t>::Copy(env, res.values.data(), res.values.size()));
   out.Set("count", res.count);
   if (res.err != 0) {
     // Entries already deleted must not vanish with the exception.
-    Napi::Error e = MakeBpfError(env, op, name_, res.err,
+    Napi::Error e = MakeBpfError(env, op, object, res.err,
                                  {res.count > 0 ? "entries read before the failure are in .partial" : ""});
     e.Value().Set("partial", out);
     throw e;

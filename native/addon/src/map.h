@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "map_batch.h"
 #include "object.h"
 
 namespace bulkhead {
@@ -54,5 +55,10 @@ Napi::Object NewBpfMap(Napi::Env env, const std::shared_ptr<ObjectState>& owner,
                        Napi::Object ownerJs, struct bpf_map* map);
 
 bool IsPercpu(enum bpf_map_type type);
+
+// A batch read as JavaScript ({keys, values, count}); on a failure part-way, throws a
+// BpfError naming `op` and `object` that carries what was read (drained entries are gone
+// from the kernel) as .partial.
+Napi::Value BatchToJs(Napi::Env env, const BatchResult& res, const std::string& op, const std::string& object);
 
 }  // namespace bulkhead

@@ -137,18 +137,7 @@ Napi::Value PinnedMapWrap::Batch(const Napi::CallbackInfo& info, bool andDelete)
   spec.valueBytes = valueBytes_;
   spec.batchSize = std::min<uint32_t>(4096, std::max<uint32_t>(maxEntries_, 1));
   spec.andDelete = andDelete;
-  BatchResult res = ReadBatches(spec);
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, res.keys.data(), res.keys.size()));
-  out.Set("values", Napi::Buffer<uint8_t>::Copy(env, res.values.data(), res.values.size()));
-  out.Set("count", res.count);
-  if (res.err != 0) {
-    Napi::Error e = MakeBpfError(env, op, path_, res.err,
-                                 {res.count > 0 ? "entries read before the failure are in .partial" : ""});
-    e.Value().Set("partial", out);
-    throw e;
-  }
-  return out;
+  return BatchToJs(env, ReadBatches(spec), op, path_);
 }
 
 Napi::Value PinnedMapWrap::Drain(const Napi::CallbackInfo& info) { return Batch(info, true); }
