@@ -28,7 +28,7 @@ import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { sleep, Spawned } from "./harness/netns.js";
+import { sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -57,20 +57,10 @@ const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhct-test-"));
 
 // ---- topology ----------------------------------------------------------------------
 
-async function removeStaleNamespaces(): Promise<void> {
-  const names = fs.existsSync("/run/netns") ? fs.readdirSync("/run/netns") : [];
-  for (const name of names) {
-    const m = /^bhct-(\d+)-/.exec(name);
-    if (m?.[1] && (Number(m[1]) === process.pid || !fs.existsSync(`/proc/${m[1]}`))) {
-      await run(["ip", "netns", "del", name], { allowFail: true });
-    }
-  }
-}
-
 const NO_DAD = { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 };
 
 async function buildTopology(): Promise<void> {
-  await removeStaleNamespaces();
+  await removeStaleNetns("bhct");
   for (const n of [N1, N2]) {
     await run(["ip", "netns", "add", n.netns]);
     await setSysctls(n.netns, { ...NO_DAD, "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1 });

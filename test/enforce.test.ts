@@ -33,7 +33,7 @@ import {
   PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { agentNetnsArgv, cliPath, metric, parseMetrics, poll, sleep, Spawned } from "./harness/netns.js";
+import { agentNetnsArgv, cliPath, metric, parseMetrics, poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -62,20 +62,10 @@ const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhpol-test-"));
 
 // ---- topology ----------------------------------------------------------------------
 
-async function removeStaleNamespaces(): Promise<void> {
-  const names = fs.existsSync("/run/netns") ? fs.readdirSync("/run/netns") : [];
-  for (const name of names) {
-    const m = /^bhpol-(\d+)-/.exec(name);
-    if (m?.[1] && (Number(m[1]) === process.pid || !fs.existsSync(`/proc/${m[1]}`))) {
-      await run(["ip", "netns", "del", name], { allowFail: true });
-    }
-  }
-}
-
 const NO_DAD = { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 };
 
 async function buildTopology(): Promise<void> {
-  await removeStaleNamespaces();
+  await removeStaleNetns("bhpol");
   await run(["ip", "netns", "add", NODE_NS]);
   await setSysctls(NODE_NS, {
     ...NO_DAD, "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1,

@@ -16,7 +16,6 @@
 //   world  198.51.100.2/24, 2001:db8::2/64
 // Every namespace and nft table goes with its namespace in afterAll, also on failure.
 import { spawn } from "node:child_process";
-import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { identity, rule } from "./harness/snapshot.js";
@@ -38,7 +37,7 @@ import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { poll, sleep, Spawned } from "./harness/netns.js";
+import { poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -63,16 +62,6 @@ const children = new Set<Spawned>();
 
 // ---- topology ----------------------------------------------------------------------
 
-async function removeStaleNamespaces(): Promise<void> {
-  const names = fs.existsSync("/run/netns") ? fs.readdirSync("/run/netns") : [];
-  for (const name of names) {
-    const m = /^bhfc-(\d+)-/.exec(name);
-    if (m?.[1] && (Number(m[1]) === process.pid || !fs.existsSync(`/proc/${m[1]}`))) {
-      await run(["ip", "netns", "del", name], { allowFail: true });
-    }
-  }
-}
-
 async function macOf(netns: string, dev: string): Promise<string> {
   const out = JSON.parse((await run(["ip", "-n", netns, "-j", "link", "show", "dev", dev])).stdout) as { address: string; ifindex: number }[];
   return out[0]?.address ?? "";
@@ -81,7 +70,7 @@ async function macOf(netns: string, dev: string): Promise<string> {
 const NO_DAD = { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 };
 
 async function buildTopology(): Promise<void> {
-  await removeStaleNamespaces();
+  await removeStaleNetns("bhfc");
   await run(["ip", "netns", "add", NODE_NS]);
   await setSysctls(NODE_NS, {
     ...NO_DAD, "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1,

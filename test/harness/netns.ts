@@ -354,6 +354,18 @@ async function stopChild(child: ChildProcess, graceMs: number): Promise<boolean>
   return true;
 }
 
+/** Deletes the namespaces `<prefix>-<pid>-…` of this process (a retried set-up) or of a
+ * process that is gone (a crashed run skips its teardown). */
+export async function removeStaleNetns(prefix: string): Promise<void> {
+  const names = existsSync("/run/netns") ? readdirSync("/run/netns") : [];
+  for (const name of names) {
+    const m = new RegExp(`^${prefix}-(\\d+)-`).exec(name);
+    if (m?.[1] && (Number(m[1]) === process.pid || !existsSync(`/proc/${m[1]}`))) {
+      await run(["ip", "netns", "del", name], { allowFail: true });
+    }
+  }
+}
+
 // Namespaces and pins of an earlier run whose process is gone (a crash skips teardown).
 async function removeStaleNamespaces(): Promise<void> {
   const names = existsSync("/run/netns") ? readdirSync("/run/netns") : [];
