@@ -391,11 +391,13 @@ describe("NetworkPolicy on the enforcing datapath", () => {
   let engine: DatapathEngine;
   const log: string[] = [];
 
-  beforeAll(() => {
+  beforeAll(async () => {
     dir = tempDir("bh-conf-");
-    // The lab comes up with each case's setup() and goes with its teardown().
+    // One lab for the whole block, its pods serving every case's ports (and the last two
+    // tests' 80/TCP); each case's setup() resets it to no policies and default labels.
     engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce",
       log: (line) => log.push(line) });
+    await engine.prepare(cases.map((c) => c.model));
   });
 
   afterAll(async () => {
@@ -406,7 +408,7 @@ describe("NetworkPolicy on the enforcing datapath", () => {
   for (const c of cases) {
     it(`conformance ${c.id}: ${c.name}`, async () => {
       log.length = 0;
-      const report = await runConformance([c], engine);
+      const report = await runConformance([c], engine, { leaveUp: true });
       const result = report.cases[0];
       expect(result?.passed, [...(result ? describeCase(result) : []), "engine log:", ...log].join("\n")).toBe(true);
     }, 120_000);
@@ -428,7 +430,6 @@ describe("NetworkPolicy on the enforcing datapath", () => {
       expect(expected.length).toBeGreaterThan(0);
       expect(await auditedPairs(engine, since, probe.port, expected)).toEqual(expected);
     } finally {
-      await engine.teardown();
       await engine.setMode("enforce");
     }
   }, 120_000);
@@ -475,7 +476,6 @@ describe("NetworkPolicy on the enforcing datapath", () => {
       expect(s.sent - s.echoed).toBeLessThan(64 * 1024);
     } finally {
       await stream?.stop();
-      await engine.teardown();
     }
   }, 120_000);
 });

@@ -1,6 +1,6 @@
 // Random NetworkPolicy conformance cases (test/harness/random-policy.ts: policies and label
 // changes over the 3×3 model, expected verdicts computed by the ModelEngine) run on the
-// compiled snapshot and then on the real datapath (a fresh lab per case): both must agree
+// compiled snapshot and then on the real datapath (one lab, reset before each case): both must agree
 // with the model on every pair of every probe. A failure names the seed; rerun the same
 // cases with CONFORMANCE_RANDOM_SEED=<seed>, and the failed cases are written to a cases
 // file for `bulkhead lab conformance --cases FILE`.
@@ -71,7 +71,7 @@ describe(`random NetworkPolicy conformance, ${COUNT} cases (seed ${SEED})`, () =
     beforeAll(() => {
       if (!fs.existsSync(path.join(repoRoot(), "dist", "cli", "main.js"))) throw new Error("dist/ is missing: run npx tsc -p . first");
       dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-conf-random-"));
-      // The lab comes up with each case's setup() and goes with its teardown().
+      // runConformance brings the lab up once for all cases (prepare) and removes it at the end.
       engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce",
         log: (line) => current.push(line) });
     });

@@ -70,14 +70,19 @@ export type ResolvedAction =
   | { do: "add_pod_labels" | "set_pod_labels"; namespace: string; pod: string; labels: Record<string, string> };
 
 /**
- * A way to run cases. The runner calls setup once per case, then for each step apply
- * (the step's actions and the whole resulting cluster: namespaces and pods with their
- * current labels, nodes, policies) and probe once per probe, and teardown at the end
- * (also after a failure).
+ * A way to run cases. The runner calls prepare once with every model it will run, then per
+ * case setup, and for each step apply (the step's actions and the whole resulting cluster:
+ * namespaces and pods with their current labels, nodes, policies) and probe once per probe;
+ * teardown once after the last case (also after a failure).
  */
 export interface ConformanceEngine {
   readonly name: string;
-  /** Builds the model's namespaces, pods (serving model.ports × protocols) and Services; says where the pods are. */
+  /** Optional: build once what every case of the run needs (e.g. pods serving every case's ports). */
+  prepare?(models: readonly ConformanceModel[]): Promise<void>;
+  /**
+   * The model's namespaces, pods (serving model.ports × protocols) and Services, with no
+   * policies and default labels, whatever the case before left; says where the pods are.
+   */
   setup(model: ConformanceModel): Promise<ModelPlacement>;
   apply(actions: readonly ResolvedAction[], cluster: PolicyCluster): Promise<void>;
   /** Every ordered pair of distinct pods whose connection failed, as "xa>xb". */
@@ -471,6 +476,8 @@ export interface RunOptions {
   caseId?: string;
   /** Progress, one line per case and per failed probe. */
   log?: (line: string) => void;
+  /** Leave the engine set up after the last case: the caller runs more and tears down itself. */
+  leaveUp?: boolean;
 }
 
 export async function runConformance(cases: readonly ConformanceCase[], engine: ConformanceEngine, options: RunOptions = {}): Promise<ConformanceReport> {
@@ -478,21 +485,24 @@ export async function runConformance(cases: readonly ConformanceCase[], engine: 
   const selected = options.caseId === undefined ? cases : cases.filter((c) => c.id === options.caseId);
   if (selected.length === 0) throw new Error(`no case ${JSON.stringify(options.caseId)} in the cases file (it has ${cases.map((c) => c.id).join(", ")})`);
   const report: ConformanceReport = { engine: engine.name, passed: 0, failed: 0, cases: [] };
-  for (const c of selected) {
-    const result = await runCase(c, engine, log);
-    report.cases.push(result);
-    if (result.passed) report.passed++;
-    else report.failed++;
+  try {
+    await engine.prepare?.(selected.map((c) => c.model));
+    for (const c of selected) {
+      const result = await runCase(c, engine, log);
+      report.cases.push(result);
+      if (result.passed) report.passed++;
+      else report.failed++;
+    }
+  } finally {
+    if (options.leaveUp !== true) await engine.teardown();
   }
   return report;
 }
 
 async function runCase(c: ConformanceCase, engine: ConformanceEngine, log: (line: string) => void): Promise<CaseReport> {
   const report: CaseReport = { id: c.id, name: c.name, source: c.source, passed: true, steps: [] };
-  let setUp = false;
   try {
     const placement = await engine.setup(c.model);
-    setUp = true;
     const cluster = new ModelCluster(c.model, placement);
     for (const [si, step] of c.steps.entries()) {
       const stepReport: StepReport = { step: si + 1, rejected: [], probes: [] };
@@ -519,15 +529,6 @@ async function runCase(c: ConformanceCase, engine: ConformanceEngine, log: (line
   } catch (err) {
     report.passed = false;
     report.error = (err as Error).message;
-  } finally {
-    if (setUp) {
-      try {
-        await engine.teardown();
-      } catch (err) {
-        report.passed = false;
-        report.error = `${report.error === undefined ? "" : `${report.error}; `}teardown: ${(err as Error).message}`;
-      }
-    }
   }
   for (const line of describeCase(report)) log(line);
   return report;

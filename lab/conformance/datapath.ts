@@ -6,8 +6,14 @@
 // Policies go into the manifests folder as files (netpol-files.ts) and labels change through
 // the lab API; each change waits until every node enforces the policy version compiled from
 // it (enforcement.ts). Probes dial the destination's ClusterIP: policy is judged after DNAT.
-// teardown() removes the lab and the next setup() builds a fresh one, so no case inherits
-// connections, conntrack entries or identities from another.
+//
+// One lab serves a whole run: prepare() brings it up with pods serving every case's ports,
+// and each case's setup() resets it to no policies and default labels (waiting until every
+// node enforces that) instead of rebuilding it, which took most of a case's time. A case
+// may find conntrack entries of the probes before it; every case changes the policy version,
+// so the datapath judges those again at their next packet (native/bpf/README.md, "policy
+// changes"), and probes use fresh source ports anyway. A lab whose probers died is rebuilt.
+// teardown() removes the lab.
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
@@ -98,6 +104,7 @@ interface Served {
 }
 
 const servedKey = (s: Served) => `${s.port}/${s.protocol}`;
+const served = (model: ConformanceModel): Served[] => model.protocols.flatMap((protocol) => model.ports.map((port) => ({ port, protocol })));
 
 interface RunningProber {
   pod: LabModelPod;
@@ -178,20 +185,50 @@ export class DatapathEngine implements ConformanceEngine {
   }
 
   /**
+   * A lab whose pods serve every (port, protocol) of every model of the run (extra ports
+   * change no verdict on a model's own), so that each case's setup() only resets it.
+   */
+  async prepare(models: readonly ConformanceModel[]): Promise<void> {
+    const first = models[0];
+    if (!first) return;
+    const samePods = (m: ConformanceModel) => m.namespaces.join() === first.namespaces.join() && m.pods.join() === first.pods.join();
+    // Cases over other pods get a lab of their own at their setup().
+    const wanted = models.filter(samePods).flatMap(served);
+    for (const s of wanted) servePortName(s.port, s.protocol);
+    if (this.serves(first, wanted)) return;
+    await this.bringUp(first.namespaces, first.pods, [...new Map(wanted.map((s) => [servedKey(s), s])).values()]);
+    await this.checkBaseline();
+  }
+
+  /** The lab is up with the model's pods, each serving every one of `wanted` through a live prober. */
+  private serves(model: ConformanceModel, wanted: readonly Served[]): boolean {
+    const have = new Set(this.served.map(servedKey));
+    return this.running !== undefined && this.hasPods(model) && this.probersAlive() && wanted.every((s) => have.has(servedKey(s)));
+  }
+
+  private hasPods(model: ConformanceModel): boolean {
+    return this.pods.length === model.namespaces.length * model.pods.length
+      && model.namespaces.every((ns) => model.pods.every((pod) => this.pods.some((p) => p.namespace === ns && p.name === pod)));
+  }
+
+  private probersAlive(): boolean {
+    return this.probers.length === this.pods.length && this.probers.every((p) => p.child.exitCode === null && p.child.signalCode === null);
+  }
+
+  /**
    * The model's pods and Services, no policies, default labels, every pair connecting. A lab
-   * whose pods already serve every (port, protocol) of the model is reset; otherwise a fresh
-   * lab comes up, its pods serving the model's ports and those they served before (extra
-   * ports change no verdict on the model's own).
+   * whose pods already serve every (port, protocol) of the model, with every prober alive,
+   * is reset; otherwise a fresh lab comes up, its pods serving the model's ports and those
+   * they served before.
    */
   async setup(model: ConformanceModel): Promise<ModelPlacement> {
-    const wanted = model.protocols.flatMap((protocol) => model.ports.map((port) => ({ port, protocol })));
+    const wanted = served(model);
     for (const s of wanted) servePortName(s.port, s.protocol);
-    const have = new Set(this.served.map(servedKey));
-    const samePods = this.pods.length === model.namespaces.length * model.pods.length
-      && model.namespaces.every((ns) => model.pods.every((pod) => this.pods.some((p) => p.namespace === ns && p.name === pod)));
-    if (this.running && samePods && wanted.every((s) => have.has(servedKey(s)))) {
+    const samePods = this.hasPods(model);
+    if (this.serves(model, wanted)) {
       await this.reset();
     } else {
+      if (this.running && samePods && !this.probersAlive()) this.log("conformance: a prober exited; building a fresh lab");
       const union = new Map([...(samePods ? this.served : []), ...wanted].map((s) => [servedKey(s), s]));
       await this.bringUp(model.namespaces, model.pods, [...union.values()]);
       await this.checkBaseline();
