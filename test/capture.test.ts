@@ -40,10 +40,21 @@ function pod(name: string): PodStatus {
 
 /** Waits until the summed observations stop changing and have reached `want` packets at `points` places. */
 async function settled(match: (r: FlowRecord) => boolean, wantPackets: bigint, points: number) {
-  await waitFor(() => observations(readExports(exportDir), match), (o) => o.size >= points
-    && [...o.values()].every((x) => x.packets >= wantPackets), 6000);
+  const [only] = await settledAll([{ match, wantPackets, points }]);
+  if (!only) throw new Error("unreachable");
+  return only;
+}
+
+/** settled() for several flows at once: one wait for all, then one more drain for all. */
+async function settledAll(specs: readonly { match: (r: FlowRecord) => boolean; wantPackets: bigint; points: number }[]) {
+  const read = () => {
+    const records = readExports(exportDir);
+    return specs.map((s) => observations(records, s.match));
+  };
+  await waitFor(read, (all) => all.every((o, i) => o.size >= (specs[i]?.points ?? 0)
+    && [...o.values()].every((x) => x.packets >= (specs[i]?.wantPackets ?? 0n))), 6000);
   await sleep(DRAIN_MS + 300); // one more drain: nothing more may arrive
-  return observations(readExports(exportDir), match);
+  return read();
 }
 
 describe("flow capture on a two-node lab", () => {
@@ -169,10 +180,13 @@ describe("flow capture on a two-node lab", () => {
     }
     const sent = BigInt((JSON.parse(steadyOut) as { count: number }).count);
     // Pod IPs are reused wave after wave, so each pod's traffic is told apart by its source port.
-    for (const c of churned) {
-      const obs = await settled((r) => r.ip?.source === c.ip && r.l4?.protocol === 17 && r.l4.sourcePort === c.sport, 5n, 2);
-      expect(obs.get(`${c.node}/from-pod`)?.packets, `from-pod packets of churned pod ${c.ip}`).toBe(5n);
-      expect(obs.get(`${server.node}/to-pod`)?.packets, `to-pod packets from churned pod ${c.ip}`).toBe(5n);
+    const churnedObs = await settledAll(churned.map((c) => ({
+      match: (r: FlowRecord) => r.ip?.source === c.ip && r.l4?.protocol === 17 && r.l4.sourcePort === c.sport, wantPackets: 5n, points: 2,
+    })));
+    for (const [i, c] of churned.entries()) {
+      const obs = churnedObs[i];
+      expect(obs?.get(`${c.node}/from-pod`)?.packets, `from-pod packets of churned pod ${c.ip}`).toBe(5n);
+      expect(obs?.get(`${server.node}/to-pod`)?.packets, `to-pod packets from churned pod ${c.ip}`).toBe(5n);
     }
     const steadyObs = await settled((r) => r.l4?.sourcePort === 41003 && r.ip?.source === client.ip, sent, 2);
     for (const o of steadyObs.values()) expect(o.packets).toBe(sent);

@@ -30,7 +30,7 @@ make -s -C native/bpf
 # layout (package.json's build:addon), /usr/local in the official node images.
 nodedir=$(node -p 'require("node:path").resolve(process.execPath, "..", "..")')
 [ -f "$nodedir/include/node/node_api.h" ] || die "no Node headers under $nodedir/include/node (node_api.h)"
-npx node-gyp rebuild --silent --nodedir="$nodedir" --directory native/addon
+npx node-gyp rebuild --silent --jobs max --nodedir="$nodedir" --directory native/addon
 npm run --silent build:ts
 npm run --silent build:ui
 
