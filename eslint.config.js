@@ -3,7 +3,7 @@
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "dist/", "proto/gen/", "native/addon/build/", "test-results/", "**/*.js", "**/*.mjs"] },
+  { ignores: ["node_modules/", "dist/", "proto/gen/", "native/gen/", "native/addon/build/", "test-results/", "**/*.js", "**/*.mjs"] },
   {
     files: ["**/*.ts"],
     plugins: { "@typescript-eslint": tseslint.plugin },

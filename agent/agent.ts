@@ -12,7 +12,8 @@ import { Datapath, type Counters } from "./datapath.js";
 import { Attacher } from "./attacher.js";
 import { InterfaceWatcher, type PodInterface } from "./interfaces.js";
 import { Registry, serveMetrics } from "./metrics.js";
-import { decodeFlowRecord, clockNow, EVENT, EVENT_TYPE, UNJUDGED_CAUSES, UNJUDGED_VERDICTS } from "./records.js";
+import { decodeFlowRecord, clockNow, UNJUDGED_CAUSES, UNJUDGED_VERDICTS } from "./records.js";
+import { BH_EVENT_NEW_FLOW, bh_event } from "../native/gen/abi.js";
 import { FileSink } from "./export/file.js";
 import { ControlPlaneSink } from "./export/controlplane.js";
 import type { RecordSink } from "./export/sink.js";
@@ -155,7 +156,7 @@ export class Agent {
   private onEvents(records: Buffer, count: number): void {
     let newFlows = 0;
     for (const r of ringRecords(records, count)) {
-      if (r.length >= EVENT.size && r.readUInt32LE(EVENT.type) === EVENT_TYPE.newFlow) newFlows++;
+      if (r.length >= bh_event.size && r.readUInt32LE(bh_event.type) === BH_EVENT_NEW_FLOW) newFlows++;
     }
     this.m.newFlows.inc({}, newFlows);
   }

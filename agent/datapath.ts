@@ -16,8 +16,9 @@ import {
   isBpfError, native, type AttachDirection, type AttachOptions, type BpfObject, type DrainResult, type Link,
 } from "../native/index.js";
 import {
-  COUNTER, FLOW_KEY, FLOW_VALUE, UNJUDGED_CAUSES, UNJUDGED_VERDICTS, unjudgedCounter, type UnjudgedCause, type UnjudgedVerdict,
+  COUNTER, UNJUDGED_CAUSES, UNJUDGED_VERDICTS, unjudgedCounter, type UnjudgedCause, type UnjudgedVerdict,
 } from "./records.js";
+import { BH_STATE_ACTIVE_MAP, bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { PolicyApplier } from "./policy.js";
 import { PinDir, type LinkPin } from "./pins.js";
 import { concatDrains, RetiringDatapath, sumCounters, type CounterTotals } from "./retiring.js";
@@ -81,18 +82,18 @@ export class Datapath {
     try {
       const keySize = this.object.map("flows_0").keySize;
       const valueSize = this.object.map("flows_0").valueSize;
-      if (keySize !== FLOW_KEY.size || valueSize !== FLOW_VALUE.size) {
+      if (keySize !== bh_flow_key.size || valueSize !== bh_flow_value.size) {
         throw new Error(`${opts.objectPath}: flow map key/value sizes ${keySize}/${valueSize} differ from `
-          + `the agent's ${FLOW_KEY.size}/${FLOW_VALUE.size}: object and agent are from different builds`);
+          + `the agent's ${bh_flow_key.size}/${bh_flow_value.size}: object and agent are from different builds`);
       }
       if (this.object.adoption.reused) {
         // The programs enforcing now keep counting into the half they use: no reset.
         this.started = "adopted";
-        this.active = this.object.map("flow_state").lookup(u32(0))?.readUInt32LE(0) ? 1 : 0;
+        this.active = this.object.map("flow_state").lookup(u32(BH_STATE_ACTIVE_MAP))?.readUInt32LE(0) ? 1 : 0;
         this.policy = new PolicyApplier(this.object, { adopt: true });
         this.pins?.pinMaps(this.object); // drops pins of maps this object no longer has
       } else {
-        this.object.map("flow_state").update(u32(0), u32(0));
+        this.object.map("flow_state").update(u32(BH_STATE_ACTIVE_MAP), u32(0));
         this.policy = new PolicyApplier(this.object);
         if (this.pins && this.pins.pinnedMaps().length > 0) {
           this.started = "replacing";
@@ -218,7 +219,7 @@ export class Datapath {
   drain(): DrainedFlows {
     const idle = this.active;
     this.active = 1 - idle;
-    this.object.map("flow_state").update(u32(0), u32(this.active));
+    this.object.map("flow_state").update(u32(BH_STATE_ACTIVE_MAP), u32(this.active));
     // After this returns no program still writes into the map it read before the flip.
     this.object.synchronize("sync_outer");
     const parts = [...this.retiredFlows];

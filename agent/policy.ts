@@ -4,33 +4,19 @@
 // kernel sees any of it, written into the inactive half of the double-buffered set, and
 // switched to with one flip plus an RCU grace period: no packet is ever judged by a
 // half-written policy, and after apply() returns none is judged by the previous one.
-// The layouts below mirror native/bpf/endpoint.h; test/enforce.test.ts checks them
-// against the compiled object's BTF.
+// Layouts and values come from native/gen/abi.ts, generated from native/bpf/endpoint.h's
+// BTF.
 import { parseCidr, parseIp } from "../addresses/ip.js";
 import { isBpfError, ROUTE_TABLE_MAIN, type BpfObject, type RouteInfo } from "../native/index.js";
 import {
   PolicyDirection, PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-
-export const IP_KEY = { size: 20, prefixlen: 0, addr: 4 } as const;
-export const IP_VALUE = { size: 4, identity: 0 } as const;
-export const IDENTITY_VALUE = { size: 4, mode: 0, flags: 1 } as const;
-export const POLICY_KEY = { size: 16, prefixlen: 0, subject: 4, peer: 8, direction: 12, proto: 13, port: 14 } as const;
-export const POLICY_VALUE = { size: 4 } as const;
-export const ENDPOINT_VALUE = { size: 28, identity: 0, hasIp4: 4, hasIp6: 5, ip4: 8, ip6: 12 } as const;
-export const CT_KEY = { size: 40, src: 0, dst: 16, sport: 32, dport: 34, proto: 36, family: 37 } as const;
-export const CT_VALUE = { size: 16, lastSeen: 0, verdict: 8, flags: 9, policyVersion: 12 } as const;
-
-/** enum bh_mode */
-export const MODE = { observe: 0, audit: 1, enforce: 2 } as const;
-/** enum bh_identity_flags */
-export const IDENTITY_FLAG = { ingressIsolated: 1, egressIsolated: 2, endpoint: 4, service: 8 } as const;
-/** enum bh_direction */
-export const DIRECTION = { ingress: 1, egress: 2 } as const;
-/** Slots of flow_state (enum bh_state). */
-export const STATE = { activeMap: 0, activePolicy: 1, policyVersion: 2 } as const;
-/** bh_policy_key prefix lengths: data bits after subject+peer+direction, +proto, +port. */
-export const POLICY_PREFIX = { anyProtocol: 72, anyPort: 80, full: 96 } as const;
+import {
+  BH_DIR_EGRESS, BH_DIR_INGRESS, BH_ID_EGRESS_ISOLATED, BH_ID_ENDPOINT, BH_ID_INGRESS_ISOLATED, BH_ID_SERVICE,
+  BH_MODE_AUDIT, BH_MODE_ENFORCE, BH_MODE_OBSERVE, BH_POLICY_PREFIX_ANY_PORT, BH_POLICY_PREFIX_ANY_PROTO,
+  BH_STATE_ACTIVE_POLICY, BH_STATE_POLICY_VERSION, bh_ct_key, bh_ct_value, bh_endpoint_value, bh_identity_value,
+  bh_ip_key, bh_ip_value, bh_policy_key, bh_policy_value,
+} from "../native/gen/abi.js";
 
 const MAPS = {
   ipIdentity: (set: number) => `ip_identity_${set}`,
@@ -107,10 +93,10 @@ export interface CompiledPolicy {
 }
 
 const MODES: Partial<Record<PolicyMode, number>> = {
-  [PolicyMode.POLICY_MODE_UNSPECIFIED]: MODE.observe,
-  [PolicyMode.POLICY_MODE_OBSERVE]: MODE.observe,
-  [PolicyMode.POLICY_MODE_AUDIT]: MODE.audit,
-  [PolicyMode.POLICY_MODE_ENFORCE]: MODE.enforce,
+  [PolicyMode.POLICY_MODE_UNSPECIFIED]: BH_MODE_OBSERVE,
+  [PolicyMode.POLICY_MODE_OBSERVE]: BH_MODE_OBSERVE,
+  [PolicyMode.POLICY_MODE_AUDIT]: BH_MODE_AUDIT,
+  [PolicyMode.POLICY_MODE_ENFORCE]: BH_MODE_ENFORCE,
 };
 
 const isU32 = (n: number) => Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
@@ -137,11 +123,11 @@ export function compilePolicy(s: PolicySnapshot): CompiledPolicy {
     const key = Buffer.alloc(4);
     key.writeUInt32LE(id.id);
     if (out.identities.has(key.toString("hex"))) fail(entry, "identity listed twice");
-    const value = Buffer.alloc(IDENTITY_VALUE.size);
-    value[IDENTITY_VALUE.mode] = mode ?? MODE.observe;
-    value[IDENTITY_VALUE.flags] = (id.ingressIsolated ? IDENTITY_FLAG.ingressIsolated : 0)
-      | (id.egressIsolated ? IDENTITY_FLAG.egressIsolated : 0) | (id.endpoint ? IDENTITY_FLAG.endpoint : 0)
-      | (id.service ? IDENTITY_FLAG.service : 0);
+    const value = Buffer.alloc(bh_identity_value.size);
+    value[bh_identity_value.mode] = mode ?? BH_MODE_OBSERVE;
+    value[bh_identity_value.flags] = (id.ingressIsolated ? BH_ID_INGRESS_ISOLATED : 0)
+      | (id.egressIsolated ? BH_ID_EGRESS_ISOLATED : 0) | (id.endpoint ? BH_ID_ENDPOINT : 0)
+      | (id.service ? BH_ID_SERVICE : 0);
     out.identities.set(key.toString("hex"), value);
   });
 
@@ -152,12 +138,12 @@ export function compilePolicy(s: PolicySnapshot): CompiledPolicy {
     if (!cidr) fail(entry, "not a CIDR (a.b.c.d/n or an IPv6 prefix/n)");
     if (!isU32(e.identity)) fail(entry, "identity must be a u32");
     const { bytes, prefixLen } = cidr!;
-    const key = Buffer.alloc(IP_KEY.size);
-    key.writeUInt32LE(prefixLen, IP_KEY.prefixlen);
-    bytes.copy(key, IP_KEY.addr);
+    const key = Buffer.alloc(bh_ip_key.size);
+    key.writeUInt32LE(prefixLen, bh_ip_key.prefixlen);
+    bytes.copy(key, bh_ip_key.addr);
     const hex = key.toString("hex");
-    const value = Buffer.alloc(IP_VALUE.size);
-    value.writeUInt32LE(e.identity, IP_VALUE.identity);
+    const value = Buffer.alloc(bh_ip_value.size);
+    value.writeUInt32LE(e.identity, bh_ip_value.identity);
     const earlier = out.ipIdentities.get(hex);
     if (earlier && !earlier.equals(value)) {
       fail(entry, `the same prefix is already mapped to identity ${earlier.readUInt32LE(0)} by ${cidrOwner.get(hex)}`);
@@ -171,8 +157,8 @@ export function compilePolicy(s: PolicySnapshot): CompiledPolicy {
     const entry = ruleText(r, i);
     if (!isU32(r.subject) || r.subject === 0) fail(entry, "subject must be an identity (1..2^32-1)");
     if (!isU32(r.peer)) fail(entry, "peer must be a u32 (0: any)");
-    const direction = r.direction === PolicyDirection.POLICY_DIRECTION_INGRESS ? DIRECTION.ingress
-      : r.direction === PolicyDirection.POLICY_DIRECTION_EGRESS ? DIRECTION.egress
+    const direction = r.direction === PolicyDirection.POLICY_DIRECTION_INGRESS ? BH_DIR_INGRESS
+      : r.direction === PolicyDirection.POLICY_DIRECTION_EGRESS ? BH_DIR_EGRESS
       : fail(entry, "direction must be ingress or egress");
     if (!Number.isInteger(r.protocol) || r.protocol < 0 || r.protocol > 255) fail(entry, "protocol must be 0..255");
     if (!Number.isInteger(r.port) || r.port < 0 || r.port > 65535) fail(entry, "port must be 0..65535");
@@ -181,18 +167,18 @@ export function compilePolicy(s: PolicySnapshot): CompiledPolicy {
     if (r.port === 0 && r.endPort) fail(entry, "end_port needs a port");
     if (r.endPort && r.endPort < r.port) fail(entry, "end_port is below port");
 
-    const prefixes = r.protocol === 0 ? [{ prefixLen: POLICY_PREFIX.anyProtocol, port: 0 }]
-      : r.port === 0 ? [{ prefixLen: POLICY_PREFIX.anyPort, port: 0 }]
-      : portPrefixes(r.port, r.endPort || r.port).map((p) => ({ prefixLen: POLICY_PREFIX.anyPort + p.bits, port: p.port }));
+    const prefixes = r.protocol === 0 ? [{ prefixLen: BH_POLICY_PREFIX_ANY_PROTO, port: 0 }]
+      : r.port === 0 ? [{ prefixLen: BH_POLICY_PREFIX_ANY_PORT, port: 0 }]
+      : portPrefixes(r.port, r.endPort || r.port).map((p) => ({ prefixLen: BH_POLICY_PREFIX_ANY_PORT + p.bits, port: p.port }));
     for (const p of prefixes) {
-      const key = Buffer.alloc(POLICY_KEY.size);
-      key.writeUInt32LE(p.prefixLen, POLICY_KEY.prefixlen);
-      key.writeUInt32LE(r.subject, POLICY_KEY.subject);
-      key.writeUInt32LE(r.peer, POLICY_KEY.peer);
-      key[POLICY_KEY.direction] = direction;
-      key[POLICY_KEY.proto] = p.prefixLen > POLICY_PREFIX.anyProtocol ? r.protocol : 0;
-      key.writeUInt16BE(p.port, POLICY_KEY.port);
-      out.policy.set(key.toString("hex"), Buffer.alloc(POLICY_VALUE.size));
+      const key = Buffer.alloc(bh_policy_key.size);
+      key.writeUInt32LE(p.prefixLen, bh_policy_key.prefixlen);
+      key.writeUInt32LE(r.subject, bh_policy_key.subject);
+      key.writeUInt32LE(r.peer, bh_policy_key.peer);
+      key[bh_policy_key.direction] = direction;
+      key[bh_policy_key.proto] = p.prefixLen > BH_POLICY_PREFIX_ANY_PROTO ? r.protocol : 0;
+      key.writeUInt16BE(p.port, bh_policy_key.port);
+      out.policy.set(key.toString("hex"), Buffer.alloc(bh_policy_value.size));
     }
   });
   return out;
@@ -207,28 +193,28 @@ export interface EndpointAddresses {
 }
 
 export function endpointValue(ep: EndpointAddresses): Buffer {
-  const value = Buffer.alloc(ENDPOINT_VALUE.size);
+  const value = Buffer.alloc(bh_endpoint_value.size);
   if (!isU32(ep.identity)) throw new Error(`endpoint identity ${ep.identity} is not a u32`);
-  value.writeUInt32LE(ep.identity, ENDPOINT_VALUE.identity);
+  value.writeUInt32LE(ep.identity, bh_endpoint_value.identity);
   if (ep.ip4 !== undefined) {
     const a = kernelAddress(ep.ip4);
     if (a?.family !== 4) throw new Error(`endpoint ip4 ${JSON.stringify(ep.ip4)} is not an IPv4 address`);
-    value[ENDPOINT_VALUE.hasIp4] = 1;
-    a.bytes.copy(value, ENDPOINT_VALUE.ip4, 12, 16);
+    value[bh_endpoint_value.has_ip4] = 1;
+    a.bytes.copy(value, bh_endpoint_value.ip4, 12, 16);
   }
   if (ep.ip6 !== undefined) {
     const a = kernelAddress(ep.ip6);
     if (a?.family !== 6) throw new Error(`endpoint ip6 ${JSON.stringify(ep.ip6)} is not an IPv6 address`);
-    value[ENDPOINT_VALUE.hasIp6] = 1;
-    a.bytes.copy(value, ENDPOINT_VALUE.ip6);
+    value[bh_endpoint_value.has_ip6] = 1;
+    a.bytes.copy(value, bh_endpoint_value.ip6);
   }
   return value;
 }
 
 export function decodeEndpointValue(v: Buffer): EndpointAddresses {
-  const out: EndpointAddresses = { identity: v.readUInt32LE(ENDPOINT_VALUE.identity) };
-  if (v[ENDPOINT_VALUE.hasIp4]) out.ip4 = [...v.subarray(ENDPOINT_VALUE.ip4, ENDPOINT_VALUE.ip4 + 4)].join(".");
-  if (v[ENDPOINT_VALUE.hasIp6]) out.ip6 = formatIp6(v.subarray(ENDPOINT_VALUE.ip6, ENDPOINT_VALUE.ip6 + 16));
+  const out: EndpointAddresses = { identity: v.readUInt32LE(bh_endpoint_value.identity) };
+  if (v[bh_endpoint_value.has_ip4]) out.ip4 = [...v.subarray(bh_endpoint_value.ip4, bh_endpoint_value.ip4 + 4)].join(".");
+  if (v[bh_endpoint_value.has_ip6]) out.ip6 = formatIp6(v.subarray(bh_endpoint_value.ip6, bh_endpoint_value.ip6 + 16));
   return out;
 }
 
@@ -316,14 +302,14 @@ export class PolicyApplier {
       }
     };
     for (const set of [0, 1]) {
-      expect(MAPS.ipIdentity(set), IP_KEY.size, IP_VALUE.size);
-      expect(MAPS.identities(set), 4, IDENTITY_VALUE.size);
-      expect(MAPS.policy(set), POLICY_KEY.size, POLICY_VALUE.size);
+      expect(MAPS.ipIdentity(set), bh_ip_key.size, bh_ip_value.size);
+      expect(MAPS.identities(set), 4, bh_identity_value.size);
+      expect(MAPS.policy(set), bh_policy_key.size, bh_policy_value.size);
     }
-    expect("endpoints", 4, ENDPOINT_VALUE.size);
-    expect("conntrack", CT_KEY.size, CT_VALUE.size);
-    expect("conntrack_new", CT_KEY.size, CT_VALUE.size);
-    this.active = object.map("flow_state").lookup(u32(STATE.activePolicy))?.readUInt32LE(0) ? 1 : 0;
+    expect("endpoints", 4, bh_endpoint_value.size);
+    expect("conntrack", bh_ct_key.size, bh_ct_value.size);
+    expect("conntrack_new", bh_ct_key.size, bh_ct_value.size);
+    this.active = object.map("flow_state").lookup(u32(BH_STATE_ACTIVE_POLICY))?.readUInt32LE(0) ? 1 : 0;
     if (opts.adopt) this.learn();
   }
 
@@ -350,8 +336,8 @@ export class PolicyApplier {
       const hosts = new Map<string, number>();
       for (const [key, value] of inForce.ipIdentity) {
         const k = Buffer.from(key, "hex");
-        if (k.readUInt32LE(IP_KEY.prefixlen) === 128) {
-          hosts.set(k.subarray(IP_KEY.addr, IP_KEY.addr + 16).toString("hex"), Buffer.from(value, "hex").readUInt32LE(IP_VALUE.identity));
+        if (k.readUInt32LE(bh_ip_key.prefixlen) === 128) {
+          hosts.set(k.subarray(bh_ip_key.addr, bh_ip_key.addr + 16).toString("hex"), Buffer.from(value, "hex").readUInt32LE(bh_ip_value.identity));
         }
       }
       this.current = { version, identities: buffers(inForce.identities), ipIdentities: buffers(inForce.ipIdentity),
@@ -371,7 +357,7 @@ export class PolicyApplier {
 
   /** The active policy version as the kernel holds it (low 32 bits). */
   kernelVersion(): number {
-    return this.object.map("flow_state").lookup(u32(STATE.policyVersion))?.readUInt32LE(0) ?? 0;
+    return this.object.map("flow_state").lookup(u32(BH_STATE_POLICY_VERSION))?.readUInt32LE(0) ?? 0;
   }
 
   /** The identity the applied policy gives a host address (exact /32 or /128 entry). */
@@ -418,8 +404,8 @@ export class PolicyApplier {
     sync("policy", MAPS.policy(target), compiled.policy);
 
     const state = this.object.map("flow_state");
-    state.update(u32(STATE.activePolicy), u32(target));
-    state.update(u32(STATE.policyVersion), u32(Number(snapshot.version & 0xffffffffn)));
+    state.update(u32(BH_STATE_ACTIVE_POLICY), u32(target));
+    state.update(u32(BH_STATE_POLICY_VERSION), u32(Number(snapshot.version & 0xffffffffn)));
     // Every program that read the old index has finished once this returns.
     this.object.synchronize("sync_outer");
     this.active = target;

@@ -1,42 +1,45 @@
 // Decodes the kernel's flow map entries (native/bpf/endpoint.h) into FlowRecords
-// (proto/bulkhead/v1/flow.proto). The offsets below mirror endpoint.h;
-// test/layout.test.ts checks them against the compiled object's BTF.
+// (proto/bulkhead/v1/flow.proto). Offsets and enum values come from native/gen/abi.ts,
+// generated from the compiled object's BTF; this file only names them for the agent.
 import {
   type FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, type TcpFlags,
 } from "../proto/gen/bulkhead/v1/flow.js";
 import { formatIPv6Groups } from "../addresses/ip.js";
+import {
+  BH_C_CT_CONFIRMED, BH_C_CT_CREATED, BH_C_CT_FULL, BH_C_CT_LOST, BH_C_CT_REJUDGED, BH_C_ICMP_RELATED, BH_C_MAP_FULL_BYTES,
+  BH_C_MAP_FULL_PACKETS, BH_C_MAX, BH_C_NOT_IP, BH_C_PACKETS, BH_C_RING_FULL, BH_C_UNJUDGED, BH_POINT_FROM_POD, BH_POINT_TO_POD,
+  BH_REASON_ESTABLISHED, BH_REASON_NONE, BH_REASON_POLICY, BH_REASON_SPOOFED, BH_U_ETHERTYPE, BH_U_FRAGMENT, BH_U_IPV4,
+  BH_U_IPV6, BH_U_IPV6_EXT, BH_U_L2, BH_U_L4, BH_U_MAX, BH_U_VLAN, BH_VERDICT_AUDIT, BH_VERDICT_DROPPED,
+  BH_VERDICT_FORWARDED, bh_flow_key, bh_flow_value,
+} from "../native/gen/abi.js";
 
-export const FLOW_KEY = {
-  size: 48, src: 0, dst: 16, sport: 32, dport: 34, ifindex: 36, proto: 40, family: 41, point: 42, verdict: 43, reason: 44,
-} as const;
-export const FLOW_VALUE = {
-  size: 40, packets: 0, bytes: 8, firstSeen: 16, lastSeen: 24, tcpFlags: 32,
-} as const;
-export const EVENT = { size: 64, type: 0, ts: 8, key: 16 } as const;
-export const POINT = { fromPod: 1, toPod: 2 } as const;
-export const EVENT_TYPE = { newFlow: 1 } as const;
-
-/** Indices of the per-CPU `counters` array (enum bh_counter). */
+/** The per-CPU `counters` the agent reports (enum bh_counter), by report name. */
 export const COUNTER = {
-  packets: 0, notIp: 1, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
-  ctCreated: 7, ctConfirmed: 8, ctLost: 9, ctRejudged: 10, icmpRelated: 11,
+  packets: BH_C_PACKETS, notIp: BH_C_NOT_IP, mapFullPackets: BH_C_MAP_FULL_PACKETS, mapFullBytes: BH_C_MAP_FULL_BYTES,
+  ringFull: BH_C_RING_FULL, ctFull: BH_C_CT_FULL, ctCreated: BH_C_CT_CREATED, ctConfirmed: BH_C_CT_CONFIRMED,
+  ctLost: BH_C_CT_LOST, ctRejudged: BH_C_CT_REJUDGED, icmpRelated: BH_C_ICMP_RELATED,
 } as const;
-/** BH_C_UNJUDGED: the first of the unjudged-frame counters (unjudgedCounter). */
-export const UNJUDGED_BASE = 12;
 
-/** Why a frame could not be judged (enum bh_unjudged, in order): the `cause` label. */
-export const UNJUDGED_CAUSES = ["l2", "vlan", "ethertype", "ipv4", "ipv6", "ipv6_ext", "l4", "fragment"] as const;
-export type UnjudgedCause = (typeof UNJUDGED_CAUSES)[number];
-/** What an unjudged frame got, by enum bh_verdict value: the `verdict` label. */
-export const UNJUDGED_VERDICTS = ["forwarded", "dropped", "audit"] as const;
-export type UnjudgedVerdict = (typeof UNJUDGED_VERDICTS)[number];
+/** Why a frame could not be judged (enum bh_unjudged): the `cause` label, in enum order. */
+const UNJUDGED_CAUSE = {
+  l2: BH_U_L2, vlan: BH_U_VLAN, ethertype: BH_U_ETHERTYPE, ipv4: BH_U_IPV4, ipv6: BH_U_IPV6, ipv6_ext: BH_U_IPV6_EXT,
+  l4: BH_U_L4, fragment: BH_U_FRAGMENT,
+} as const;
+export type UnjudgedCause = keyof typeof UNJUDGED_CAUSE;
+export const UNJUDGED_CAUSES = Object.keys(UNJUDGED_CAUSE) as readonly UnjudgedCause[];
+/** What an unjudged frame got (enum bh_verdict): the `verdict` label. */
+const UNJUDGED_VERDICT = { forwarded: BH_VERDICT_FORWARDED, dropped: BH_VERDICT_DROPPED, audit: BH_VERDICT_AUDIT } as const;
+export type UnjudgedVerdict = keyof typeof UNJUDGED_VERDICT;
+export const UNJUDGED_VERDICTS = Object.keys(UNJUDGED_VERDICT) as readonly UnjudgedVerdict[];
 
-/** The counter index of unjudged frames with this verdict and cause. */
+/** The counter index of unjudged frames with this verdict and cause (BH_C_UNJUDGED +
+ * verdict * BH_U_MAX + cause, as endpoint.h lays them out). */
 export function unjudgedCounter(verdict: UnjudgedVerdict, cause: UnjudgedCause): number {
-  return UNJUDGED_BASE + UNJUDGED_VERDICTS.indexOf(verdict) * UNJUDGED_CAUSES.length + UNJUDGED_CAUSES.indexOf(cause);
+  return BH_C_UNJUDGED + UNJUDGED_VERDICT[verdict] * BH_U_MAX + UNJUDGED_CAUSE[cause];
 }
 
-export const COUNTER_COUNT = UNJUDGED_BASE + UNJUDGED_VERDICTS.length * UNJUDGED_CAUSES.length;
+/** Entries of the `counters` array. */
+export const COUNTER_COUNT = BH_C_MAX;
 
 export const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
   1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP",
@@ -60,9 +63,14 @@ export function tcpFlagsFromByte(b: number): TcpFlags {
 }
 
 /** enum bh_verdict → Verdict, enum bh_reason → VerdictReason. */
-const VERDICTS = [Verdict.VERDICT_FORWARDED, Verdict.VERDICT_DROPPED, Verdict.VERDICT_AUDIT] as const;
-const REASONS = [VerdictReason.VERDICT_REASON_UNSPECIFIED, VerdictReason.VERDICT_REASON_POLICY,
-  VerdictReason.VERDICT_REASON_ESTABLISHED, VerdictReason.VERDICT_REASON_SPOOFED] as const;
+const VERDICTS = new Map<number, Verdict>([
+  [BH_VERDICT_FORWARDED, Verdict.VERDICT_FORWARDED], [BH_VERDICT_DROPPED, Verdict.VERDICT_DROPPED],
+  [BH_VERDICT_AUDIT, Verdict.VERDICT_AUDIT],
+]);
+const REASONS = new Map<number, VerdictReason>([
+  [BH_REASON_NONE, VerdictReason.VERDICT_REASON_UNSPECIFIED], [BH_REASON_POLICY, VerdictReason.VERDICT_REASON_POLICY],
+  [BH_REASON_ESTABLISHED, VerdictReason.VERDICT_REASON_ESTABLISHED], [BH_REASON_SPOOFED, VerdictReason.VERDICT_REASON_SPOOFED],
+]);
 
 export interface FlowKey {
   src: string;
@@ -78,19 +86,19 @@ export interface FlowKey {
 }
 
 export function decodeKey(buf: Buffer, off: number): FlowKey {
-  const family = buf[off + FLOW_KEY.family] === 6 ? 6 : 4;
+  const family = buf[off + bh_flow_key.family] === 6 ? 6 : 4;
   const fmt = family === 6 ? formatIPv6 : formatIPv4;
   return {
-    src: fmt(buf, off + FLOW_KEY.src),
-    dst: fmt(buf, off + FLOW_KEY.dst),
-    sport: buf.readUInt16LE(off + FLOW_KEY.sport),
-    dport: buf.readUInt16LE(off + FLOW_KEY.dport),
-    ifindex: buf.readUInt32LE(off + FLOW_KEY.ifindex),
-    proto: buf[off + FLOW_KEY.proto] ?? 0,
+    src: fmt(buf, off + bh_flow_key.src),
+    dst: fmt(buf, off + bh_flow_key.dst),
+    sport: buf.readUInt16LE(off + bh_flow_key.sport),
+    dport: buf.readUInt16LE(off + bh_flow_key.dport),
+    ifindex: buf.readUInt32LE(off + bh_flow_key.ifindex),
+    proto: buf[off + bh_flow_key.proto] ?? 0,
     family,
-    point: buf[off + FLOW_KEY.point] ?? 0,
-    verdict: VERDICTS[buf[off + FLOW_KEY.verdict] ?? 0] ?? Verdict.UNRECOGNIZED,
-    reason: REASONS[buf[off + FLOW_KEY.reason] ?? 0] ?? VerdictReason.UNRECOGNIZED,
+    point: buf[off + bh_flow_key.point] ?? 0,
+    verdict: VERDICTS.get(buf[off + bh_flow_key.verdict] ?? 0) ?? Verdict.UNRECOGNIZED,
+    reason: REASONS.get(buf[off + bh_flow_key.reason] ?? 0) ?? VerdictReason.UNRECOGNIZED,
   };
 }
 
@@ -117,16 +125,16 @@ export interface RecordContext {
 
 /** Builds the FlowRecord of entry `i` of a drained batch. */
 export function decodeFlowRecord(keys: Buffer, values: Buffer, i: number, ctx: RecordContext): FlowRecord {
-  const k = decodeKey(keys, i * FLOW_KEY.size);
-  const v = i * FLOW_VALUE.size;
+  const k = decodeKey(keys, i * bh_flow_key.size);
+  const v = i * bh_flow_value.size;
   const isIcmp = k.proto === 1 || k.proto === 58;
-  const fromPod = k.point === POINT.fromPod;
+  const fromPod = k.point === BH_POINT_FROM_POD;
   return {
-    startTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + FLOW_VALUE.firstSeen))),
-    endTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + FLOW_VALUE.lastSeen))),
+    startTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + bh_flow_value.first_seen_ns))),
+    endTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + bh_flow_value.last_seen_ns))),
     node: ctx.node,
     point: fromPod ? ObservationPoint.OBSERVATION_POINT_FROM_POD
-      : k.point === POINT.toPod ? ObservationPoint.OBSERVATION_POINT_TO_POD
+      : k.point === BH_POINT_TO_POD ? ObservationPoint.OBSERVATION_POINT_TO_POD
       : ObservationPoint.OBSERVATION_POINT_UNSPECIFIED,
     reporter: fromPod ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
     interface: ctx.interfaceName(k.ifindex),
@@ -141,12 +149,12 @@ export function decodeFlowRecord(keys: Buffer, values: Buffer, i: number, ctx: R
       protocolName: PROTOCOL_NAMES[k.proto] ?? String(k.proto),
       sourcePort: isIcmp ? 0 : k.sport,
       destinationPort: isIcmp ? 0 : k.dport,
-      tcpFlags: k.proto === 6 ? tcpFlagsFromByte(values.readUInt32LE(v + FLOW_VALUE.tcpFlags)) : undefined,
+      tcpFlags: k.proto === 6 ? tcpFlagsFromByte(values.readUInt32LE(v + bh_flow_value.tcp_flags)) : undefined,
       icmpType: isIcmp ? k.sport : 0,
       icmpCode: isIcmp ? k.dport : 0,
     },
-    packets: values.readBigUInt64LE(v + FLOW_VALUE.packets),
-    bytes: values.readBigUInt64LE(v + FLOW_VALUE.bytes),
+    packets: values.readBigUInt64LE(v + bh_flow_value.packets),
+    bytes: values.readBigUInt64LE(v + bh_flow_value.bytes),
     source: undefined,
     destination: undefined,
     verdict: k.verdict,

@@ -7,7 +7,8 @@
 // and no established connection is judged anew.
 import path from "node:path";
 import { isBpfError, native, type BpfMap, type DrainResult, type PinnedMap } from "../native/index.js";
-import { COUNTER, FLOW_KEY, FLOW_VALUE } from "./records.js";
+import { COUNTER } from "./records.js";
+import { BH_STATE_ACTIVE_MAP, bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import type { PinDir } from "./pins.js";
 
 const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
@@ -52,7 +53,7 @@ export class RetiringDatapath {
     }
     const f0 = this.maps.get("flows_0"), f1 = this.maps.get("flows_1");
     this.flowsReadable = !!f0 && !!f1 && this.maps.has("flow_state") && this.maps.has("sync_outer")
-      && [f0, f1].every((m) => m.keySize === FLOW_KEY.size && m.valueSize === FLOW_VALUE.size);
+      && [f0, f1].every((m) => m.keySize === bh_flow_key.size && m.valueSize === bh_flow_value.size);
   }
 
   /** Entries of the old flow maps since the last call: the same exact drain protocol as
@@ -60,8 +61,8 @@ export class RetiringDatapath {
   drain(): DrainResult {
     if (!this.flowsReadable) return { keys: Buffer.alloc(0), values: Buffer.alloc(0), count: 0 };
     const state = this.maps.get("flow_state")!;
-    const active = state.lookup(u32(0))?.readUInt32LE(0) ? 1 : 0;
-    state.update(u32(0), u32(1 - active));
+    const active = state.lookup(u32(BH_STATE_ACTIVE_MAP))?.readUInt32LE(0) ? 1 : 0;
+    state.update(u32(BH_STATE_ACTIVE_MAP), u32(1 - active));
     this.maps.get("sync_outer")!.synchronize(this.innerPin);
     return this.maps.get(`flows_${active}`)!.drain();
   }

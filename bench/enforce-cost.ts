@@ -22,8 +22,8 @@ import { loadavg } from "node:os";
 import path from "node:path";
 import { bpfObjectDir, native, type BpfProgram, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
-import { decodeKey, FLOW_KEY, FLOW_VALUE, POINT } from "../agent/records.js";
-import { CT_KEY, CT_VALUE } from "../agent/policy.js";
+import { decodeKey } from "../agent/records.js";
+import { BH_CT_REPLIED, BH_POINT_FROM_POD, bh_ct_key, bh_ct_value, bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import {
   PolicyDirection, PolicyMode, type Identity, type IpIdentity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
@@ -39,7 +39,6 @@ const STEADY_PACKETS = 1_000_000;
 const TARGET_RATIO = 2;
 const DPORT = 9;
 const UDP = 17, TCP = 6;
-const CT_REPLIED = 16; // BH_CT_REPLIED (native/bpf/endpoint.h)
 
 /** Identities of the snapshot: reserved ones, the flooding pod, the flood's target range,
  * and the unrelated ones that make the tries realistic. */
@@ -155,10 +154,10 @@ const REASON_NAME: Partial<Record<VerdictReason, string>> = {
 function tally(datapath: Datapath, into: Map<string, number>): void {
   const d = datapath.drain();
   for (let i = 0; i < d.count; i++) {
-    const k = decodeKey(d.keys, i * FLOW_KEY.size);
-    if (k.point !== POINT.fromPod) continue;
+    const k = decodeKey(d.keys, i * bh_flow_key.size);
+    if (k.point !== BH_POINT_FROM_POD) continue;
     const label = `${VERDICT_NAME[k.verdict] ?? k.verdict}/${REASON_NAME[k.reason] ?? k.reason}`;
-    const packets = Number(d.values.readBigUInt64LE(i * FLOW_VALUE.size + FLOW_VALUE.packets));
+    const packets = Number(d.values.readBigUInt64LE(i * bh_flow_value.size + bh_flow_value.packets));
     into.set(label, (into.get(label) ?? 0) + packets);
   }
 }
@@ -208,9 +207,9 @@ async function main(): Promise<number> {
     const d = datapath.object.map("conntrack_new").drain();
     const confirmed = datapath.object.map("conntrack");
     for (let i = 0; i < d.count; i++) {
-      const value = Buffer.from(d.values.subarray(i * CT_VALUE.size, (i + 1) * CT_VALUE.size));
-      value[CT_VALUE.flags] = (value[CT_VALUE.flags] ?? 0) | CT_REPLIED;
-      confirmed.update(d.keys.subarray(i * CT_KEY.size, (i + 1) * CT_KEY.size), value);
+      const value = Buffer.from(d.values.subarray(i * bh_ct_value.size, (i + 1) * bh_ct_value.size));
+      value[bh_ct_value.flags] = (value[bh_ct_value.flags] ?? 0) | BH_CT_REPLIED;
+      confirmed.update(d.keys.subarray(i * bh_ct_key.size, (i + 1) * bh_ct_key.size), value);
     }
     return d.count;
   };

@@ -12,7 +12,7 @@
 //   world  10.193.255.2/24, 10.193.0.0/16 via the node
 // Every namespace is deleted in afterAll, also on failure; namespaces of a crashed earlier
 // run (its pid gone) are deleted before the topology is built.
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -23,9 +23,11 @@ import { drainRecords, type Rec } from "./harness/drained.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
 import {
-  compilePolicy, CT_KEY, CT_VALUE, endpointsFromRoutes, ENDPOINT_VALUE, IDENTITY_VALUE, IP_KEY, IP_VALUE,
-  kernelPrefix, POLICY_KEY, POLICY_PREFIX, PolicyError, portPrefixes, STATE, type PolicyApplier,
+  compilePolicy, endpointsFromRoutes, kernelPrefix, PolicyError, portPrefixes, type PolicyApplier,
 } from "../agent/policy.js";
+import {
+  BH_POLICY_PREFIX_ANY_PORT, BH_POLICY_PREFIX_ANY_PROTO, BH_POLICY_PREFIX_FULL, BH_STATE_POLICY_VERSION, bh_policy_key,
+} from "../native/gen/abi.js";
 import {
   AgentServiceService, type AgentStats, type ConnectRequest, type ConnectResponse,
 } from "../proto/gen/bulkhead/v1/agent.js";
@@ -236,53 +238,11 @@ function labels(recs: Rec[], m: Match): string[] {
 
 // ---- layout ------------------------------------------------------------------------
 
-interface BtfMember { name: string; bits_offset: number }
-interface BtfType { kind: string; name?: string; size?: number; members?: BtfMember[] }
-
-let btfTypes: BtfType[] | undefined;
-function btfStruct(name: string): { size: number; offsets: Record<string, number> } {
-  btfTypes ??= (JSON.parse(execFileSync("bpftool", ["-j", "btf", "dump", "file", OBJECT, "format", "raw"],
-    { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })) as { types: BtfType[] }).types;
-  const t = btfTypes.find((x) => x.kind === "STRUCT" && x.name === name);
-  if (!t?.members || t.size === undefined) throw new Error(`${OBJECT} has no BTF for struct ${name}`);
-  return { size: t.size, offsets: Object.fromEntries(t.members.map((m) => [m.name, m.bits_offset / 8])) };
-}
-
-describe("policy map layouts: agent/policy.ts against the object's BTF", () => {
-  it("bh_ip_key, bh_ip_value, bh_identity_value", () => {
-    const k = btfStruct("bh_ip_key");
-    expect(k.size).toBe(IP_KEY.size);
-    expect(k.offsets).toMatchObject({ prefixlen: IP_KEY.prefixlen, addr: IP_KEY.addr });
-    expect(btfStruct("bh_ip_value")).toEqual({ size: IP_VALUE.size, offsets: { identity: IP_VALUE.identity } });
-    const v = btfStruct("bh_identity_value");
-    expect(v.size).toBe(IDENTITY_VALUE.size);
-    expect(v.offsets).toMatchObject({ mode: IDENTITY_VALUE.mode, flags: IDENTITY_VALUE.flags });
-  });
-
-  it("bh_policy_key (packed: the LPM data is subject, peer, direction, proto, port)", () => {
-    const k = btfStruct("bh_policy_key");
-    expect(k.size).toBe(POLICY_KEY.size);
-    expect(k.offsets).toEqual({ prefixlen: POLICY_KEY.prefixlen, subject: POLICY_KEY.subject, peer: POLICY_KEY.peer,
-      direction: POLICY_KEY.direction, proto: POLICY_KEY.proto, port: POLICY_KEY.port });
-    // The prefix lengths count data bits after prefixlen: any protocol ends after direction.
-    expect(POLICY_PREFIX.anyProtocol).toBe((POLICY_KEY.proto - POLICY_KEY.subject) * 8);
-    expect(POLICY_PREFIX.anyPort).toBe((POLICY_KEY.port - POLICY_KEY.subject) * 8);
-    expect(POLICY_PREFIX.full).toBe((POLICY_KEY.size - POLICY_KEY.subject) * 8);
-  });
-
-  it("bh_endpoint_value, bh_ct_key, bh_ct_value", () => {
-    const e = btfStruct("bh_endpoint_value");
-    expect(e.size).toBe(ENDPOINT_VALUE.size);
-    expect(e.offsets).toMatchObject({ identity: ENDPOINT_VALUE.identity, has_ip4: ENDPOINT_VALUE.hasIp4,
-      has_ip6: ENDPOINT_VALUE.hasIp6, ip4: ENDPOINT_VALUE.ip4, ip6: ENDPOINT_VALUE.ip6 });
-    const k = btfStruct("bh_ct_key");
-    expect(k.size).toBe(CT_KEY.size);
-    expect(k.offsets).toMatchObject({ src: CT_KEY.src, dst: CT_KEY.dst, sport: CT_KEY.sport, dport: CT_KEY.dport,
-      proto: CT_KEY.proto, family: CT_KEY.family });
-    const v = btfStruct("bh_ct_value");
-    expect(v.size).toBe(CT_VALUE.size);
-    expect(v.offsets).toMatchObject({ last_seen_ns: CT_VALUE.lastSeen, verdict: CT_VALUE.verdict, flags: CT_VALUE.flags,
-      policy_version: CT_VALUE.policyVersion });
+describe("policy key prefix lengths (enum bh_policy_prefix) against bh_policy_key", () => {
+  it("count the LPM data bits after prefixlen: any protocol ends after direction, any port after proto", () => {
+    expect(BH_POLICY_PREFIX_ANY_PROTO).toBe((bh_policy_key.proto - bh_policy_key.subject) * 8);
+    expect(BH_POLICY_PREFIX_ANY_PORT).toBe((bh_policy_key.port - bh_policy_key.subject) * 8);
+    expect(BH_POLICY_PREFIX_FULL).toBe((bh_policy_key.size - bh_policy_key.subject) * 8);
   });
 });
 
@@ -620,7 +580,7 @@ describe("enforcement on the real kernel", () => {
       expect(summary.streamed).toBeGreaterThan(1_000_000);
       expect(policy.version).toBe(last.version);
       expect(policy.kernelVersion()).toBe(Number(last.version));
-      const state = datapath.object.map("flow_state").lookup(Buffer.from([STATE.policyVersion, 0, 0, 0]));
+      const state = datapath.object.map("flow_state").lookup(Buffer.from([BH_STATE_POLICY_VERSION, 0, 0, 0]));
       expect(state?.readUInt32LE(0)).toBe(version);
       const recs = drainRecords(datapath);
       expect(recs.filter((x) => x.label.startsWith("DROPPED"))).toEqual([]);

@@ -1,6 +1,7 @@
 // Decoding of drained flow map entries into FlowRecords, and their JSON export form.
 import { describe, expect, it } from "vitest";
-import { decodeFlowRecord, formatIPv6, FLOW_KEY, FLOW_VALUE, type Clock } from "../agent/records.js";
+import { decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
+import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { toJsonLine } from "../agent/export/file.js";
 import { BoundedQueue } from "../agent/queue.js";
 
@@ -8,21 +9,21 @@ const fixedClock: Clock = { monoToWallNs: (mono) => mono + 1_700_000_000_000_000
 
 function entry(opts: { family: 4 | 6; src: number[]; dst: number[]; sport: number; dport: number; proto: number;
   point: number; packets: bigint; bytes: bigint; flags?: number }): { key: Buffer; value: Buffer } {
-  const key = Buffer.alloc(FLOW_KEY.size);
-  Buffer.from(opts.src).copy(key, FLOW_KEY.src);
-  Buffer.from(opts.dst).copy(key, FLOW_KEY.dst);
-  key.writeUInt16LE(opts.sport, FLOW_KEY.sport);
-  key.writeUInt16LE(opts.dport, FLOW_KEY.dport);
-  key.writeUInt32LE(7, FLOW_KEY.ifindex);
-  key[FLOW_KEY.proto] = opts.proto;
-  key[FLOW_KEY.family] = opts.family;
-  key[FLOW_KEY.point] = opts.point;
-  const value = Buffer.alloc(FLOW_VALUE.size);
-  value.writeBigUInt64LE(opts.packets, FLOW_VALUE.packets);
-  value.writeBigUInt64LE(opts.bytes, FLOW_VALUE.bytes);
-  value.writeBigUInt64LE(1_000_000_123n, FLOW_VALUE.firstSeen);
-  value.writeBigUInt64LE(2_000_000_456n, FLOW_VALUE.lastSeen);
-  value.writeUInt32LE(opts.flags ?? 0, FLOW_VALUE.tcpFlags);
+  const key = Buffer.alloc(bh_flow_key.size);
+  Buffer.from(opts.src).copy(key, bh_flow_key.src);
+  Buffer.from(opts.dst).copy(key, bh_flow_key.dst);
+  key.writeUInt16LE(opts.sport, bh_flow_key.sport);
+  key.writeUInt16LE(opts.dport, bh_flow_key.dport);
+  key.writeUInt32LE(7, bh_flow_key.ifindex);
+  key[bh_flow_key.proto] = opts.proto;
+  key[bh_flow_key.family] = opts.family;
+  key[bh_flow_key.point] = opts.point;
+  const value = Buffer.alloc(bh_flow_value.size);
+  value.writeBigUInt64LE(opts.packets, bh_flow_value.packets);
+  value.writeBigUInt64LE(opts.bytes, bh_flow_value.bytes);
+  value.writeBigUInt64LE(1_000_000_123n, bh_flow_value.first_seen_ns);
+  value.writeBigUInt64LE(2_000_000_456n, bh_flow_value.last_seen_ns);
+  value.writeUInt32LE(opts.flags ?? 0, bh_flow_value.tcp_flags);
   return { key, value };
 }
 

@@ -3,9 +3,9 @@
 // tests and the conformance runner prove compile(model) ≡ model without a kernel.
 import { parseIp } from "../../addresses/ip.js";
 import { addressBit, parseIpPrefix, wordsOf } from "../../addresses/prefix.js";
+import { BH_IDENTITY_ANY, BH_IDENTITY_WORLD } from "../../native/gen/abi.js";
 import { PolicyDirection, type Identity, type PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import type { Protocol } from "../metadata/objects.js";
-import { IDENTITY_ANY, IDENTITY_WORLD } from "./identities.js";
 import { PROTOCOL_NUMBERS } from "./model.js";
 
 interface LpmNode {
@@ -55,7 +55,7 @@ export class SnapshotIndex {
     const cached = this.addresses.get(ip);
     if (cached) return cached;
     const parsed = parseIp(ip);
-    let found = IDENTITY_WORLD;
+    let found = BH_IDENTITY_WORLD;
     if (parsed) {
       const words = wordsOf(parsed.bytes);
       const bits = parsed.family === 4 ? 32 : 128;
@@ -79,7 +79,7 @@ export class SnapshotIndex {
   hasRule(subject: number, direction: PolicyDirection, peer: number, protocol: number, port: number): boolean {
     const byPeer = this.rules.get(subject * 4 + direction);
     if (!byPeer) return false;
-    return matchesEntry(byPeer.get(peer), protocol, port) || (peer !== IDENTITY_ANY && matchesEntry(byPeer.get(IDENTITY_ANY), protocol, port));
+    return matchesEntry(byPeer.get(peer), protocol, port) || (peer !== BH_IDENTITY_ANY && matchesEntry(byPeer.get(BH_IDENTITY_ANY), protocol, port));
   }
 }
 

@@ -4,7 +4,7 @@
 #   dist/ (without tests and benchmarks), proto/bulkhead/ (read for gRPC reflection),
 #   native/build/endpoint.bpf.o, native/addon/build/Release/bulkhead.node
 # The Dockerfile's build stage runs exactly this; test/deploy.test.ts runs it on a copy of
-# the repository. Needs node >= 20 with its headers, clang, make, g++, libbpf-dev.
+# the repository. Needs node >= 20 with its headers, clang, bpftool, make, g++, libbpf-dev.
 #
 # usage: deploy/images/build.sh OUT [--offline]   (--offline: npm from its cache only)
 set -euo pipefail

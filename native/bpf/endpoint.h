@@ -1,6 +1,8 @@
-/* Structs shared by endpoint.bpf.c and user space: flow keys and values, ring-buffer
- * events and counter indices. The TypeScript decoder (agent/records.ts) reads the same
- * layout; test/layout.test.ts checks it against this object's BTF. */
+/* Structs and enums shared by endpoint.bpf.c and user space: flow keys and values,
+ * ring-buffer events, counter indices, the policy maps' keys and values. TypeScript never
+ * copies them: native/bpf/gen-abi.mjs generates native/gen/abi.ts from the BTF of
+ * abi.bpf.c (which names every type listed here that user space reads or writes), so
+ * constants user space needs are enums here, never #defines (BTF has no macros). */
 #ifndef BULKHEAD_ENDPOINT_H
 #define BULKHEAD_ENDPOINT_H
 
@@ -142,10 +144,12 @@ enum bh_identity_flags {
 	BH_ID_SERVICE = 8,  /* a ClusterIP: judged after DNAT at the backend's to_pod */
 };
 
-/* Reserved identities. */
-#define BH_IDENTITY_ANY 0
-#define BH_IDENTITY_HOST 1
-#define BH_IDENTITY_WORLD 2
+/* Reserved identities (an enum, not #defines, so that BTF carries them to TypeScript). */
+enum bh_identity_reserved {
+	BH_IDENTITY_ANY = 0,   /* as a rule's peer: any peer */
+	BH_IDENTITY_HOST = 1,
+	BH_IDENTITY_WORLD = 2, /* an address no ip_identity prefix covers */
+};
 
 /* IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d), prefixlen 96 + the v4 length. */
 struct bh_ip_key {
@@ -179,6 +183,14 @@ struct bh_policy_key {
 	__u8 proto;
 	__u16 port;     /* network byte order */
 } __attribute__((packed));
+
+/* bh_policy_key prefix lengths: data bits (after prefixlen) up to and including
+ * direction, proto, port. */
+enum bh_policy_prefix {
+	BH_POLICY_PREFIX_ANY_PROTO = 72,
+	BH_POLICY_PREFIX_ANY_PORT = 80,
+	BH_POLICY_PREFIX_FULL = 96,
+};
 
 struct bh_policy_value {
 	__u32 flags; /* reserved */

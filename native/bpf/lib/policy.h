@@ -17,8 +17,6 @@
 #include "identity.h"
 
 #define BH_POLICY_MAX_ENTRIES 262144
-/* Data bits of bh_policy_key: subject, peer, direction (72), proto (80), port (96). */
-#define BH_POLICY_PREFIX_FULL 96
 
 struct bh_policy_map {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
