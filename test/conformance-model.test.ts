@@ -116,11 +116,12 @@ describe("conformance runner", () => {
     expect((await runConformance(cases, new ModelEngine())).passed).toBe(1);
   });
 
-  it("an engine that throws fails its case with the error, tears down, and the run goes on", async () => {
+  it("an engine that throws fails its case with the error, the run goes on (the next case set up anew) and tears down once", async () => {
     let teardowns = 0;
+    let setups = 0;
     const engine: ConformanceEngine = {
       name: "broken",
-      setup: (model) => new ModelEngine().setup(model),
+      setup: (model) => { setups++; return new ModelEngine().setup(model); },
       apply: async () => { throw new Error("lab exploded"); },
       probe: async () => new Set(),
       teardown: async () => { teardowns++; },
@@ -128,7 +129,8 @@ describe("conformance runner", () => {
     const report = await runConformance(parseConformanceCases([oneCase(), oneCase({ id: "t-2" })]), engine);
     expect(report).toMatchObject({ passed: 0, failed: 2 });
     expect(report.cases[0]?.error).toBe("lab exploded");
-    expect(teardowns).toBe(2);
+    expect(setups).toBe(2);
+    expect(teardowns).toBe(1);
   });
 
   it("resolves CIDR placeholders against the engine's pod addresses", () => {
