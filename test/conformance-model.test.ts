@@ -133,6 +133,24 @@ describe("conformance runner", () => {
     expect(teardowns).toBe(1);
   });
 
+  it("prepares an engine once with every case's model; leaveUp leaves it set up for the caller", async () => {
+    const calls: string[] = [];
+    const model = new ModelEngine();
+    const engine: ConformanceEngine = {
+      name: "recording",
+      prepare: async (models) => { calls.push(`prepare ${models.map((m) => m.ports.join("+")).join(",")}`); },
+      setup: (m) => { calls.push("setup"); return model.setup(m); },
+      apply: (actions, cluster) => model.apply(actions, cluster),
+      probe: (port, protocol) => model.probe(port, protocol),
+      teardown: async () => { calls.push("teardown"); },
+    };
+    const cases = parseConformanceCases([oneCase(), oneCase({ id: "t-2", model: { ports: [81], protocols: ["TCP"] }, steps: [{ do: [], probes: [{ port: 81, protocol: "TCP", denied: [] }] }] })]);
+    expect(await runConformance(cases, engine, { leaveUp: true })).toMatchObject({ passed: 2, failed: 0 });
+    expect(calls).toEqual(["prepare 80,81", "setup", "setup"]);
+    await runConformance(cases, engine, { caseId: "t-2" });
+    expect(calls.slice(3)).toEqual(["prepare 81", "setup", "teardown"]);
+  });
+
   it("resolves CIDR placeholders against the engine's pod addresses", () => {
     const pods = new Map([["y/b", { ips: ["10.244.1.14", "fd00::14"] }], ["x/b", { ips: ["fd00:10::5"] }]]);
     expect(substitute({ cidr: "<podIP:y/b>/32" }, pods)).toEqual({ cidr: "10.244.1.14/32" });
