@@ -138,6 +138,11 @@ export async function runStatus(argv: string[]): Promise<number> {
     process.stdout.write(unjudged.length === 0 ? "Unjudged frames: none\n"
       : "\nUnjudged frames:\n" + formatTable([["NODE", "CAUSE", "VERDICT", "PACKETS"],
         ...unjudged.map((u) => [u.node, u.cause, u.verdict, String(u.packets)])]));
+    // Records an agent sent naming a pod it may not (GetStatusResponse.refused).
+    const refused = status.refused.filter((r) => r.records > 0n);
+    if (refused.length > 0) {
+      process.stdout.write("\nRefused records:\n" + formatTable([["NODE", "CAUSE", "RECORDS"], ...refused.map((r) => [r.node, r.cause, String(r.records)])]));
+    }
     for (const e of status.metadataErrors) process.stdout.write(`metadata error: ${e}\n`);
     return 0;
   } catch (err) {

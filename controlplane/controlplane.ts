@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { GetNodesResponse, GetStatusResponse, NodeLoss, NodeUnjudged } from "../proto/gen/bulkhead/v1/observer.js";
 import { ClusterState } from "./cluster/state.js";
-import { Enricher } from "./cluster/enrich.js";
+import { Enricher, type LocalEndProblem } from "./cluster/enrich.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
 import { FlowHistory } from "./store/history.js";
 import { FlowMapStore } from "./store/flowmap.js";
@@ -84,6 +84,8 @@ export class ControlPlane {
   private bound: string[] = [];
   private tlsListeners: TlsListeners | undefined;
   private recordsTotal = 0n;
+  /** Records refused or renamed (localEndProblem), by "node\0cause". */
+  private readonly refused = new Map<string, bigint>();
   private readonly rate = new Rate();
   private pushTimer: NodeJS.Timeout | undefined;
   readonly policy: PolicyCompiler;
@@ -174,15 +176,37 @@ export class ControlPlane {
     this.agents.pushPolicy(snapshot);
   }
 
-  ingest(_node: string, records: FlowRecord[]): void {
-    for (const r of records) {
+  /** A batch an agent sent (validated: every record is of `node`). */
+  ingest(node: string, records: FlowRecord[]): void {
+    let kept = records;
+    for (const [i, r] of records.entries()) {
+      const problem = this.enricher.localEndProblem(r);
+      if (problem !== undefined) {
+        this.countRefused(node, problem);
+        if (problem !== "unknown_pod") {
+          // Copied only when a batch has a record to refuse.
+          if (kept === records) kept = records.slice(0, i);
+          continue;
+        }
+      }
+      if (kept !== records) kept.push(r);
+    }
+    for (const r of kept) {
       this.enricher.enrich(r);
       this.attribute(r);
     }
-    this.history.append(records);
-    this.flowMap.add(records);
+    this.history.append(kept);
+    this.flowMap.add(kept);
     this.recordsTotal += BigInt(records.length);
     this.rate.add(records.length);
+  }
+
+  private countRefused(node: string, cause: LocalEndProblem): void {
+    const key = `${node}\u0000${cause}`;
+    const n = (this.refused.get(key) ?? 0n) + 1n;
+    this.refused.set(key, n);
+    // One line per node and cause, then every power of two: a lying agent cannot flood the log.
+    if ((n & (n - 1n)) === 0n) this.opts.log.warn({ node, cause, records: Number(n) }, "records refused: the agent named a pod it may not");
   }
 
   /** Which policies decided the flow; at a client's veth toward a ClusterIP the backend is
@@ -228,6 +252,10 @@ export class ControlPlane {
       storeCapacity: BigInt(this.history.capacity),
       losses,
       unjudged,
+      refused: [...this.refused].map(([key, records]) => {
+        const [node = "", cause = ""] = key.split("\u0000");
+        return { node, cause, records };
+      }),
       metadataErrors: [
         ...this.opts.source.errors().map((e) =>
           `${e.file ?? e.source}${e.document !== undefined ? ` document ${e.document}` : ""}: ${e.message}`),

@@ -338,10 +338,52 @@ describe("Enricher", () => {
     expect(dst("10.244.1.30", at(10))).toMatchObject({ workloadKind: "Deployment", workloadName: "web" });
   });
 
-  it("keeps the agent's naming of a pod the control plane does not know yet", () => {
+  it("names a pod the control plane does not know from its address, never after the agent's naming", () => {
     const enricher = new Enricher(new ClusterState());
-    const r = enricher.enrich(record("10.244.3.3", "1.1.1.1", at(5), { podUid: "uid-new", namespace: "shop", podName: "new-0" }));
-    expect(r.source).toMatchObject({ ip: "10.244.3.3", podUid: "uid-new", namespace: "shop", podName: "new-0" });
+    const r = record("10.244.3.3", "1.1.1.1", at(5), { podUid: "uid-new", namespace: "payments", podName: "new-0" });
+    expect(enricher.localEndProblem(r)).toBe("unknown_pod");
+    expect(enricher.enrich(r).source).toMatchObject({ ip: "10.244.3.3", podUid: "", namespace: "", podName: "" });
+  });
+
+  describe("an agent is trusted only for pods of its own node", () => {
+    function enricher(): Enricher {
+      const state = new ClusterState();
+      state.apply(upsert(node1, service, cart, db,
+        pod({ name: "new-0", uid: "uid-new", labels: { app: "new" } })), at(0));
+      return new Enricher(state);
+    }
+
+    it("accepts node-1's agent naming cart (node-1) under its address, and a new pod with no address yet", () => {
+      const e = enricher();
+      expect(e.localEndProblem(record("10.244.1.5", "10.244.2.7", at(5), { podUid: "uid-cart" }))).toBeUndefined();
+      expect(e.localEndProblem(record("10.244.1.5", "10.244.2.7", at(5)))).toBeUndefined();
+      const fresh = record("10.244.1.77", "10.244.2.7", at(5), { podUid: "uid-new" });
+      expect(e.localEndProblem(fresh)).toBeUndefined();
+      expect(e.enrich(fresh).source).toMatchObject({ ip: "10.244.1.77", podName: "new-0", labels: { app: "new" } });
+    });
+
+    it("refuses node-1's agent naming db (node-2) as the sender, by uid or by its address", () => {
+      const e = enricher();
+      const byUid = record("10.244.2.7", "10.244.1.5", at(5), { podUid: "uid-db", namespace: "shop", podName: "db-0" });
+      expect(e.localEndProblem(byUid)).toBe("foreign_pod");
+      expect(e.localEndProblem(record("10.244.2.7", "10.244.1.5", at(5)))).toBe("foreign_address");
+      const toPod = record("10.244.1.5", "10.244.2.7", at(5));
+      toPod.point = ObservationPoint.OBSERVATION_POINT_TO_POD;
+      expect(e.localEndProblem(toPod), "entering db's veth on node-1").toBe("foreign_address");
+    });
+
+    it("refuses node-1's agent naming cart under an address cart never had", () => {
+      const r = record("10.244.2.7", "10.244.1.9", at(5), { podUid: "uid-cart" });
+      expect(enricher().localEndProblem(r)).toBe("foreign_address");
+    });
+
+    it("names the far end from its address whatever the agent wrote there", () => {
+      const e = enricher();
+      const r = record("10.244.1.5", "1.1.1.1", at(5), { podUid: "uid-cart" });
+      r.destination = { ip: "1.1.1.1", namespace: "shop", podName: "db-0", podUid: "uid-db", labels: { app: "db" }, workloadKind: "", workloadName: "", node: "node-2", service: "", world: false };
+      expect(e.localEndProblem(r)).toBeUndefined();
+      expect(e.enrich(r).destination).toMatchObject({ ip: "1.1.1.1", world: true, podUid: "", namespace: "" });
+    });
   });
 
   it("shares one frozen Endpoint per pod and address, and replaces it when the pod's labels change", () => {

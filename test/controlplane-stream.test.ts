@@ -79,15 +79,20 @@ status: { phase: Running, podIP: ${DB_IP} }
 
 let sequence = 0n;
 
-/** A valid record as node's agent would send it: web-1 → db-0:5432 over TCP, seen leaving web-1. */
+/**
+ * A valid record as node's agent would send it, seen leaving its node's pod: web-1 →
+ * db-0:5432 over TCP on node1, db-0 → web-1:5432 on node2 (an agent may name only its own
+ * node's pods).
+ */
 function record(node: string, overrides: Partial<FlowRecord> = {}): FlowRecord {
+  const [from, to] = node === "node2" ? [DB_IP, WEB_IP] : [WEB_IP, DB_IP];
   const nowMs = Date.now();
   const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
   return FlowRecord.fromPartial({
     startTime: ts(nowMs - 500), endTime: ts(nowMs), node,
     point: ObservationPoint.OBSERVATION_POINT_FROM_POD, reporter: ReporterSide.REPORTER_SIDE_SOURCE,
     interface: "lxc-web-1", ifindex: 7,
-    ip: { source: WEB_IP, destination: DB_IP, version: IpVersion.IP_VERSION_IPV4 },
+    ip: { source: from, destination: to, version: IpVersion.IP_VERSION_IPV4 },
     l4: {
       protocol: 6, protocolName: "TCP", sourcePort: 40_000, destinationPort: 5432,
       tcpFlags: { fin: false, syn: true, rst: false, psh: false, ack: true, urg: false, ece: false, cwr: false },
@@ -283,6 +288,37 @@ describe("control plane over gRPC, one control plane per test", () => {
     agents.close();
     observer.close();
     await stopControlPlane(cp);
+  });
+
+  it("refuses and counts records in which an agent names another node's pod; the victim's flows stay unchanged, the rest is stored", async () => {
+    const liar = new RawAgent(agents, "node1");
+    const honest = new RawAgent(agents, "node2");
+    await honest.deliver(1n, records("node2", 2));
+    const dbEnd = { ip: DB_IP, namespace: "shop", podName: "db-0", podUid: "uid-db-0", labels: { app: "db" }, workloadKind: "", workloadName: "", node: "node2", service: "", world: false };
+    await liar.deliver(1n, [
+      record("node1"),
+      // db-0 runs on node2: leaving it by name, by address, and entering it, all seen on node1.
+      record("node1", { ip: { source: DB_IP, destination: WEB_IP, version: IpVersion.IP_VERSION_IPV4 }, source: dbEnd }),
+      record("node1", { ip: { source: DB_IP, destination: "10.0.1.99", version: IpVersion.IP_VERSION_IPV4 } }),
+      record("node1", { point: ObservationPoint.OBSERVATION_POINT_TO_POD, ip: { source: WEB_IP, destination: DB_IP, version: IpVersion.IP_VERSION_IPV4 }, destination: dbEnd }),
+      // web-1 under an address it never had; and a pod the control plane does not know (kept, named from its address).
+      record("node1", { ip: { source: "10.0.1.66", destination: DB_IP, version: IpVersion.IP_VERSION_IPV4 }, source: { ...dbEnd, ip: "10.0.1.66", podUid: "uid-web-1" } }),
+      record("node1", { ip: { source: "10.0.1.67", destination: DB_IP, version: IpVersion.IP_VERSION_IPV4 }, source: { ...dbEnd, ip: "10.0.1.67", podUid: "uid-gone", namespace: "payments" } }),
+    ]);
+    await liar.deliver(2n, records("node1", 1));
+
+    const flows = await observer.flows();
+    expect(flows.filter((f) => f.node === "node1").map((f) => `${f.source?.podName || f.source?.ip}>${f.destination?.podName}`).sort())
+      .toEqual(["10.0.1.67>db-0", "web-1>db-0", "web-1>db-0"]);
+    expect(flows.filter((f) => f.source?.namespace === "payments")).toEqual([]);
+    // db-0's own flows are the two node2 sent.
+    expect(flows.filter((f) => f.source?.podName === "db-0" || (f.destination?.podName === "db-0" && f.point === ObservationPoint.OBSERVATION_POINT_TO_POD))
+      .map((f) => f.node)).toEqual(["node2", "node2"]);
+    const status = await observer.status();
+    expect(status.refused.map((r) => `${r.node} ${r.cause} ${r.records}`).sort())
+      .toEqual(["node1 foreign_address 2", "node1 foreign_pod 2", "node1 unknown_pod 1"]);
+    expect(status.recordsTotal).toBe(9n);
+    expect(status.flowsStored).toBe(5n);
   });
 
   it("enriches, stores and counts a well-behaved agent's batches, and sends it its configuration", async () => {

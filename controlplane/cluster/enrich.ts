@@ -9,8 +9,19 @@
 // Endpoint objects it hands out are shared, frozen objects (one per pod and address;
 // see PodRecord.endpointFor). Consumers must treat record.source and record.destination
 // as read-only; copy an Endpoint before changing it.
+//
+// An agent is trusted only for its own node: the one end it observes itself (the source
+// of a from-pod record, the destination of a to-pod record) may carry its naming of a
+// local pod (podUid, from the control plane's own list of that node's pods), which is
+// honoured once ClusterState.podClaim accepts it; every other end, and a claim the control
+// plane cannot check, is named from its address. A record whose local end is a pod of
+// another node is refused (localEndProblem), so that an agent with a valid certificate
+// cannot put flows on another node's pods.
 import { ObservationPoint, VerdictReason, type Endpoint, type FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
-import type { ChangeCounter, ClusterState } from "./state.js";
+import type { ChangeCounter, ClusterState, PodClaim } from "./state.js";
+
+/** What is wrong with the local end an agent named; "unknown_pod" is named from its address instead, the others are refused. */
+export type LocalEndProblem = Exclude<PodClaim, "ok">;
 
 export interface EnricherOptions {
   /** Addresses whose answer is cached; default 65,536. The cache is emptied when full. */
@@ -40,59 +51,83 @@ export class Enricher {
   }
 
   /**
-   * Fills record.source and record.destination in place and returns the record. An end
-   * that already carries a podUid (the agent names its local pod by interface) is
-   * completed from that pod, even one deleted within the lease retention; every other end
-   * is resolved from its address at the record's startTime (endTime, or now, if absent).
+   * Why the control plane must not take this record from the agent of record.node, or
+   * undefined: its local end names a pod of another node ("foreign_pod"), or an address
+   * that pod never had, or its address belonged to another node's pod at the record's time
+   * ("foreign_address"). "unknown_pod": a pod the control plane does not know (any more);
+   * enrich() names that end from its address.
+   */
+  localEndProblem(record: FlowRecord): LocalEndProblem | undefined {
+    const fromPod = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
+    const given = fromPod ? record.source : record.destination;
+    if (given !== undefined && given.podUid !== "") {
+      const claim = this.state.podClaim(given.podUid, this.claimedAddress(record, given), record.node);
+      return claim === "ok" ? undefined : claim;
+    }
+    // An unnamed SPOOFED sender stays unresolved: its address is forged.
+    if (fromPod && record.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) return undefined;
+    const ip = fromPod ? record.ip?.source : record.ip?.destination;
+    if (ip === undefined || ip === "") return undefined;
+    const [seconds, nanos] = recordTime(record);
+    const resolved = this.resolve(ip, seconds, nanos);
+    return resolved.podUid !== "" && resolved.node !== record.node ? "foreign_address" : undefined;
+  }
+
+  /**
+   * Fills record.source and record.destination in place and returns the record. The local
+   * end, when the agent named its pod and the claim holds (localEndProblem), is completed
+   * from that pod, even one deleted within the lease retention; every other end is
+   * resolved from its address at the record's startTime (endTime, or now, if absent).
    */
   enrich(record: FlowRecord): FlowRecord {
-    const time = record.startTime ?? record.endTime;
-    let seconds: number;
-    let nanos: number;
-    if (time !== undefined) {
-      // Seconds since 1970 fit a double exactly; comparing (seconds, nanos) pairs avoids
-      // bigint arithmetic per record.
-      seconds = Number(time.seconds);
-      nanos = time.nanos;
-    } else {
-      const ms = Date.now();
-      seconds = Math.floor(ms / 1000);
-      nanos = (ms % 1000) * 1_000_000;
+    const [seconds, nanos] = recordTime(record);
+    const source = record.ip?.source ?? "";
+    const destination = record.ip?.destination ?? "";
+    const fromPod = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
+    if (fromPod && record.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) {
+      record.source = this.spoofedSource(record);
+      record.destination = this.endpointOf(undefined, destination, seconds, nanos);
+      return record;
     }
-    const l3 = record.ip;
-    record.source = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD
-      && record.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED
-      ? this.spoofedSource(record.source)
-      : this.endpointOf(record.source, l3 === undefined ? "" : l3.source, seconds, nanos);
-    record.destination = this.endpointOf(record.destination, l3 === undefined ? "" : l3.destination, seconds, nanos);
+    const local = this.claimed(record, fromPod ? record.source : record.destination);
+    record.source = this.endpointOf(fromPod ? local : undefined, source, seconds, nanos);
+    record.destination = this.endpointOf(fromPod ? undefined : local, destination, seconds, nanos);
     return record;
   }
 
   /**
    * The sender of a packet with a forged source address: the pod the agent named by the
    * interface it came from (under the pod's own address), never the owner of the forged
-   * address. Unnamed, it stays unresolved (an "unknown" end with no address).
+   * address. Unnamed, or a claim that does not hold, it stays unresolved (an "unknown" end
+   * with no address).
    */
-  private spoofedSource(given: Endpoint | undefined): Endpoint | undefined {
-    if (given === undefined || given.podUid === "") return undefined;
-    return this.state.podEndpoint(given.podUid, given.ip) ?? given;
+  private spoofedSource(record: FlowRecord): Endpoint | undefined {
+    const claimed = this.claimed(record, record.source);
+    return claimed === undefined ? undefined : this.state.podEndpoint(claimed.podUid, claimed.ip);
   }
 
-  private endpointOf(given: Endpoint | undefined, ip: string, seconds: number, nanos: number): Endpoint | undefined {
-    if (given !== undefined && given.podUid !== "") {
-      const known = this.state.podEndpoint(given.podUid, ip !== "" ? ip : given.ip);
+  /** The agent's naming of its local end, when it names a pod podClaim accepts. */
+  private claimed(record: FlowRecord, given: Endpoint | undefined): Endpoint | undefined {
+    if (given === undefined || given.podUid === "") return undefined;
+    return this.state.podClaim(given.podUid, this.claimedAddress(record, given), record.node) === "ok" ? given : undefined;
+  }
+
+  /** The address the local end is shown under: the record's, except for a SPOOFED sender (its own). */
+  private claimedAddress(record: FlowRecord, given: Endpoint): string {
+    const fromPod = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
+    if (fromPod && record.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) return given.ip;
+    const ip = fromPod ? record.ip?.source : record.ip?.destination;
+    return ip !== undefined && ip !== "" ? ip : given.ip;
+  }
+
+  /** `claimed`: the agent's accepted naming of this end; otherwise the end is named from its address. */
+  private endpointOf(claimed: Endpoint | undefined, ip: string, seconds: number, nanos: number): Endpoint | undefined {
+    if (claimed !== undefined) {
+      const known = this.state.podEndpoint(claimed.podUid, ip !== "" ? ip : claimed.ip);
       if (known !== undefined) return known;
-      // A pod the agent knows before the control plane does: keep the agent's naming.
-      if (given.ip === "") given.ip = ip;
-      return given;
     }
-    if (ip === "") return given;
-    const resolved = this.resolve(ip, seconds, nanos);
-    if (resolved.world && given !== undefined && given.podName !== "") {
-      if (given.ip === "") given.ip = ip;
-      return given;
-    }
-    return resolved;
+    if (ip === "") return undefined;
+    return this.resolve(ip, seconds, nanos);
   }
 
   private resolve(ip: string, seconds: number, nanos: number): Endpoint {
@@ -132,6 +167,16 @@ export class Enricher {
     }
     return span.endpoint;
   }
+}
+
+/** The record's startTime (endTime, or now, if absent) as (seconds, nanoseconds) numbers. */
+function recordTime(record: FlowRecord): [number, number] {
+  const time = record.startTime ?? record.endTime;
+  // Seconds since 1970 fit a double exactly; comparing (seconds, nanos) pairs avoids
+  // bigint arithmetic per record.
+  if (time !== undefined) return [Number(time.seconds), time.nanos];
+  const ms = Date.now();
+  return [Math.floor(ms / 1000), (ms % 1000) * 1_000_000];
 }
 
 function floorSeconds(ns: bigint): bigint {

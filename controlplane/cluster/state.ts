@@ -64,6 +64,9 @@ export interface ChangeCounter {
   readonly version: number;
 }
 
+/** podClaim()'s answer: "ok", or what is wrong with an agent's naming of a pod. */
+export type PodClaim = "ok" | "unknown_pod" | "foreign_pod" | "foreign_address";
+
 /**
  * An answer of resolveSpan(): `endpoint` holds for every time in [fromNs, toNs) until
  * `address.version` moves (or, when `address` is undefined because the address has no
@@ -420,6 +423,21 @@ export class ClusterState implements MetadataSink {
     }
     const endpoint = best !== undefined ? best.record.endpointFor(ip) : this.addressEndpoint(ip);
     return { endpoint, fromNs, toNs, address };
+  }
+
+  /**
+   * Whether the agent of `node` may name pod `uid` (live, or deleted within the retention)
+   * under `ip`: the pod runs on that node and `ip` is an address it has leased. A pod with
+   * no address yet is accepted: an agent may see a new pod's first packets before the
+   * control plane sees its address. Not checked: that no other pod of the node held `ip` at
+   * the record's time, since the control plane learns of deletions late and IPs are reused.
+   */
+  podClaim(uid: string, ip: string, node: string): PodClaim {
+    const record = this.podsById.get(uid);
+    if (record === undefined) return "unknown_pod";
+    if (record.pod.spec.nodeName !== node) return "foreign_pod";
+    if (ip === "" || record.leasedAddresses.size === 0) return "ok";
+    return record.leasedAddresses.has(canonicalIp(ip) ?? ip) ? "ok" : "foreign_address";
   }
 
   /** The Endpoint of a pod by uid (live, or deleted within the retention) for one address. */
