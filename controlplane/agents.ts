@@ -31,6 +31,8 @@ export interface AgentSession {
 export interface AgentHub {
   /** Enriches and stores records that passed validation. */
   ingest(node: string, records: FlowRecord[]): void;
+  /** Counts records of a batch refused as invalid (GetStatus.refused, cause "invalid_record"). */
+  refusedBatch(node: string, records: number): void;
   localEndpoints(node: string): LocalEndpoint[];
   policy(): PolicySnapshot;
   drainIntervalMs: number;
@@ -206,6 +208,12 @@ export class AgentRegistry {
     return session;
   }
 
+  /** Tells the agent which batch is refused and where to go on (BatchRefused), and returns the error that ends the stream. */
+  private refuse(s: AgentSession, batchId: bigint, nextBatchId: bigint, reason: string): AgentStreamError {
+    s.stream?.write({ kind: { $case: "refused", value: { batchId, nextBatchId, reason } } });
+    return new AgentStreamError(grpc.status.INVALID_ARGUMENT, reason);
+  }
+
   private onMessage(s: AgentSession, msg: ConnectRequest): void {
     s.lastSeenMs = Date.now();
     const kind = msg.kind;
@@ -224,10 +232,16 @@ export class AgentRegistry {
           return;
         }
         if (s.lastBatchId !== undefined && batch.batchId !== s.lastBatchId + 1n) {
-          throw new AgentStreamError(grpc.status.INVALID_ARGUMENT,
-            `batch ${batch.batchId} out of order: expected ${s.lastBatchId + 1n}`);
+          throw this.refuse(s, 0n, s.lastBatchId + 1n, `batch ${batch.batchId} out of order: expected ${s.lastBatchId + 1n}`);
         }
-        batch.records.forEach((r, i) => validateRecord(r, s.node, `batch ${batch.batchId} record ${i}`));
+        try {
+          batch.records.forEach((r, i) => validateRecord(r, s.node, `batch ${batch.batchId} record ${i}`));
+        } catch (err) {
+          // The batch is consumed, refused: the agent goes on with the next id.
+          s.lastBatchId = batch.batchId;
+          this.hub.refusedBatch(s.node, batch.records.length);
+          throw this.refuse(s, batch.batchId, batch.batchId + 1n, (err as Error).message);
+        }
         this.hub.ingest(s.node, batch.records);
         s.lastBatchId = batch.batchId;
         s.records += BigInt(batch.records.length);

@@ -107,6 +107,7 @@ export class ControlPlane {
     this.policy = new PolicyCompiler({ defaultMode: opts.defaultMode ?? "observe" });
     this.agents = new AgentRegistry({
       ingest: (node, records) => this.ingest(node, records),
+      refusedBatch: (node, records) => this.refusedBatch(node, records),
       localEndpoints: (node) => this.state.localEndpoints(node),
       policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
       drainIntervalMs: opts.drainIntervalMs,
@@ -199,6 +200,11 @@ export class ControlPlane {
     this.flowMap.add(kept);
     this.recordsTotal += BigInt(records.length);
     this.rate.add(records.length);
+  }
+
+  refusedBatch(node: string, records: number): void {
+    const key = `${node}\u0000invalid_record`;
+    this.refused.set(key, (this.refused.get(key) ?? 0n) + BigInt(records));
   }
 
   private countRefused(node: string, cause: LocalEndProblem): void {

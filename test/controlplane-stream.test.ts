@@ -693,6 +693,28 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(drops).toEqual([]);
   });
 
+  it("after a refused batch between good ones in flight, drops only that batch, delivers the others, and goes on (no wedge)", async () => {
+    const drops: number[] = [];
+    const refused: number[] = [];
+    ({ cp } = await startControlPlane(logs));
+    observer = new Observer(address);
+    sink = newSink(10_000, drops, refused);
+    sink.start();
+    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    // Five batches of 100 on the wire at once; the second holds a record claiming another node.
+    const records = numbered(0, 500);
+    records[150] = record("node2", { sequence: 150n });
+    sink.push(records);
+    await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "every batch acknowledged or refused");
+    expect(refused).toEqual([100]);
+    sink.push(numbered(1000, 30));
+    await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "the later records acknowledged");
+    expect(sequences(await observer.flows())).toEqual([...range(0, 100), ...range(200, 300), ...range(1000, 30)]);
+    const status = await observer.status();
+    expect(status.refused.map((r) => `${r.node} ${r.cause} ${r.records}`)).toEqual(["node1 invalid_record 100"]);
+    expect(drops).toEqual([]);
+  });
+
   it("re-sends batches that were in flight when the control plane went away; the new control plane stores each record once", async () => {
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));

@@ -51,6 +51,8 @@ export class ControlPlaneSink implements RecordSink {
   private readonly client: AgentServiceClient;
   private call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
   private nextBatchId = 1n;
+  /** The control plane said which batch it refused and where to go on (BatchRefused) on this stream. */
+  private resynced = false;
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -121,6 +123,16 @@ export class ControlPlaneSink implements RecordSink {
         // A failed apply must never take the stream down with it.
         this.opts.log.error({ version: String(kind.value.version), err: (err as Error).message }, "policy snapshot not applied");
       }
+    } else if (kind.$case === "refused") {
+      // The stream ends next (INVALID_ARGUMENT): drop only the refused batch and renumber
+      // the rest from where the control plane goes on; they are re-sent on reconnect.
+      const { batchId, nextBatchId, reason } = kind.value;
+      const i = this.inFlight.findIndex((b) => b.id === batchId);
+      if (batchId !== 0n && i >= 0) this.opts.onRefused(this.inFlight.splice(i, 1)[0]?.records.length ?? 0, reason);
+      let id = nextBatchId;
+      for (const b of this.inFlight) b.id = id++;
+      this.nextBatchId = id;
+      this.resynced = true;
     } else if (kind.$case === "ack") {
       const id = kind.value.batchId;
       while (this.inFlight.length && (this.inFlight[0]?.id ?? id + 1n) <= id) {
@@ -134,10 +146,12 @@ export class ControlPlaneSink implements RecordSink {
   private onDisconnect(call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>, err: grpc.ServiceError | undefined): void {
     if (call !== this.call) return;
     this.call = undefined;
-    if (err?.code === grpc.status.INVALID_ARGUMENT && this.inFlight.length > 0) {
+    if (err?.code === grpc.status.INVALID_ARGUMENT && this.inFlight.length > 0 && !this.resynced) {
+      // A refusal without BatchRefused: which batch was bad is unknown, and re-sending them all could fail forever.
       const refused = this.inFlight.splice(0).reduce((n, b) => n + b.records.length, 0);
       this.opts.onRefused(refused, err.details);
     }
+    this.resynced = false;
     const wasConnected = this.connected;
     this.connected = false;
     if (this.stopped) return;
