@@ -21,6 +21,12 @@ import {
 } from "./access/scope.js";
 
 const MAX_WINDOW_MS = 60 * 60 * 1000;
+/**
+ * A follow stream with `until` ends this long after `until`: records of flows that started
+ * by then reach the control plane up to a drain interval (1 s by default) and an export
+ * batch later. What comes later still is in the history, for a query without follow.
+ */
+export const FOLLOW_UNTIL_GRACE_MS = 5000;
 
 function serviceError(code: grpc.status, message: string): grpc.ServiceError {
   return Object.assign(new Error(message), { code, details: message, metadata: new grpc.Metadata() });
@@ -115,7 +121,10 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
         log.info({ method: "GetFlows", subject: scope?.subject, reason: again.message }, "follow stream ended: token no longer valid");
         fail(refusal(again));
       });
-      const stop = () => { unsubscribe(); stopWatchingTokens(); };
+      // Until has passed (plus the grace for late records): nothing more can match.
+      const ending = until === undefined ? undefined
+        : setTimeout(() => { stop(); call.end(); }, Math.max(0, until + FOLLOW_UNTIL_GRACE_MS - Date.now()));
+      const stop = () => { unsubscribe(); stopWatchingTokens(); clearTimeout(ending); };
       call.on("cancelled", stop);
       call.on("close", stop);
       call.on("error", stop);

@@ -321,6 +321,18 @@ describe("control plane over gRPC, one control plane per test", () => {
     expect(status.flowsStored).toBe(5n);
   });
 
+  it("ends a follow stream once its until has passed (plus the grace for late records), with what started by then", async () => {
+    const agent = new RawAgent(agents, "node1");
+    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+    const now = Date.now();
+    await agent.deliver(1n, [record("node1", { startTime: ts(now - 1000) }), record("node1", { startTime: ts(now + 60_000), endTime: ts(now + 61_000) })]);
+    // Both resolve only when the control plane ends the stream: the test times out otherwise.
+    const past = await observer.flows({ follow: true, until: ts(now - 10_000) });
+    expect(past).toEqual([]);
+    const soon = await observer.flows({ follow: true, until: ts(now + 200) });
+    expect(soon.map((f) => f.startTime)).toEqual([ts(now - 1000)]);
+  }, 20_000);
+
   it("enriches, stores and counts a well-behaved agent's batches, and sends it its configuration", async () => {
     const agent = new RawAgent(agents, "node1");
     await agent.deliver(1n, records("node1", 3));
