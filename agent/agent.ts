@@ -328,7 +328,11 @@ export class Agent {
     if (this.drainTimer) clearInterval(this.drainTimer);
     this.watcher?.stop();
     this.drainOnce();
-    await Promise.all(this.sinks.map((sink) => sink.close(5000)));
+    const unsent = await Promise.all(this.sinks.map((sink) => sink.close(5000)));
+    for (const [i, n] of unsent.entries()) {
+      // Counted, never silent: the control plane was away or slow past the 5 s.
+      if (n > 0) this.log.error({ sink: this.sinks[i]?.name, records: n }, "records not delivered at shutdown");
+    }
     this.ring?.close();
     this.datapath?.release();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));

@@ -705,6 +705,22 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(drops).toEqual([]);
   });
 
+  it("says how many records it gives up when closed with the control plane away (none once they are acknowledged)", async () => {
+    const drops: number[] = [];
+    sink = newSink(10_000, drops);
+    sink.start();
+    sink.push(numbered(0, 25));
+    expect(await sink.close(100)).toBe(25);
+    ({ cp } = await startControlPlane(logs));
+    observer = new Observer(address);
+    sink = newSink(10_000, drops);
+    sink.start();
+    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    sink.push(numbered(100, 25));
+    expect(await sink.close(10_000)).toBe(0);
+    expect(sequences(await observer.flows())).toEqual(range(100, 25));
+  });
+
   it("after a refused batch between good ones in flight, drops only that batch, delivers the others, and goes on (no wedge)", async () => {
     const drops: number[] = [];
     const refused: number[] = [];

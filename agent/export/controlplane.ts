@@ -183,16 +183,18 @@ export class ControlPlaneSink implements RecordSink {
     this.call?.write({ kind: { $case: "flows", value: { batchId: batch.id, records: batch.records } } });
   }
 
-  /** Waits up to `timeoutMs` for every buffered record to be acknowledged. */
-  async close(timeoutMs: number): Promise<void> {
+  /** Waits up to `timeoutMs` for every buffered record to be acknowledged; resolves to those that were not. */
+  async close(timeoutMs: number): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     while (this.pending > 0 && this.connected && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
+    const unsent = this.pending;
     this.stopped = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.call?.end();
     this.call?.cancel();
     this.client.close();
+    return unsent;
   }
 }

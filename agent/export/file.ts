@@ -66,9 +66,10 @@ export class FileSink implements RecordSink {
     }
   }
 
-  async close(): Promise<void> {
+  async close(): Promise<number> {
     while (this.pumping) await this.pumping;
     await this.handle?.close();
     this.handle = undefined;
+    return this.pending;
   }
 }

@@ -7,6 +7,6 @@ export interface RecordSink {
   push(records: readonly FlowRecord[]): void;
   /** Records accepted but not yet written or acknowledged. */
   readonly pending: number;
-  /** Flushes what it can within `timeoutMs`, then releases everything. */
-  close(timeoutMs: number): Promise<void>;
+  /** Flushes what it can within `timeoutMs`, then releases everything; resolves to the records it gave up (never delivered). */
+  close(timeoutMs: number): Promise<number>;
 }
