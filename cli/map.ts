@@ -143,6 +143,12 @@ export async function runStatus(argv: string[]): Promise<number> {
     if (refused.length > 0) {
       process.stdout.write("\nRefused records:\n" + formatTable([["NODE", "CAUSE", "RECORDS"], ...refused.map((r) => [r.node, r.cause, String(r.records)])]));
     }
+    // Agents' clocks against the control plane's (records moved past 1 s of skew).
+    const skewed = status.clocks.filter((c) => c.recordsCorrected > 0n || c.skewMs > 1000n || c.skewMs < -1000n);
+    if (skewed.length > 0) {
+      process.stdout.write("\nClock skew:\n" + formatTable([["NODE", "SKEW MS", "RECORDS CORRECTED"],
+        ...skewed.map((c) => [c.node, String(c.skewMs), String(c.recordsCorrected)])]));
+    }
     for (const e of status.metadataErrors) process.stdout.write(`metadata error: ${e}\n`);
     return 0;
   } catch (err) {

@@ -29,8 +29,8 @@ export interface AgentSession {
 }
 
 export interface AgentHub {
-  /** Enriches and stores records that passed validation. */
-  ingest(node: string, records: FlowRecord[]): void;
+  /** Enriches and stores records that passed validation; `clockSkewMs`: the agent's clock minus ours when it sent them, if it said. */
+  ingest(node: string, records: FlowRecord[], clockSkewMs?: number): void;
   /** Counts records of a batch refused as invalid (GetStatus.refused, cause "invalid_record"). */
   refusedBatch(node: string, records: number): void;
   localEndpoints(node: string): LocalEndpoint[];
@@ -242,7 +242,8 @@ export class AgentRegistry {
           this.hub.refusedBatch(s.node, batch.records.length);
           throw this.refuse(s, batch.batchId, batch.batchId + 1n, (err as Error).message);
         }
-        this.hub.ingest(s.node, batch.records);
+        const sentAt = batch.sentAt;
+        this.hub.ingest(s.node, batch.records, sentAt === undefined ? undefined : Number(sentAt.seconds) * 1000 + sentAt.nanos / 1e6 - Date.now());
         s.lastBatchId = batch.batchId;
         s.records += BigInt(batch.records.length);
         s.stream?.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });

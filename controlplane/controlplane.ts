@@ -3,6 +3,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import type { GetNodesResponse, GetStatusResponse, NodeLoss, NodeUnjudged } from "../proto/gen/bulkhead/v1/observer.js";
 import { ClusterState } from "./cluster/state.js";
 import { Enricher, type LocalEndProblem } from "./cluster/enrich.js";
@@ -84,6 +85,8 @@ export class ControlPlane {
   private bound: string[] = [];
   private tlsListeners: TlsListeners | undefined;
   private recordsTotal = 0n;
+  /** Each agent's clock skew from its latest batch, and the records moved by it. */
+  private readonly clocks = new Map<string, { skewMs: number; corrected: bigint }>();
   /** Records refused or renamed (localEndProblem), by "node\0cause". */
   private readonly refused = new Map<string, bigint>();
   private readonly rate = new Rate();
@@ -106,7 +109,7 @@ export class ControlPlane {
     });
     this.policy = new PolicyCompiler({ defaultMode: opts.defaultMode ?? "observe" });
     this.agents = new AgentRegistry({
-      ingest: (node, records) => this.ingest(node, records),
+      ingest: (node, records, clockSkewMs) => this.ingest(node, records, clockSkewMs),
       refusedBatch: (node, records) => this.refusedBatch(node, records),
       localEndpoints: (node) => this.state.localEndpoints(node),
       policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
@@ -177,8 +180,9 @@ export class ControlPlane {
     this.agents.pushPolicy(snapshot);
   }
 
-  /** A batch an agent sent (validated: every record is of `node`). */
-  ingest(node: string, records: FlowRecord[]): void {
+  /** A batch an agent sent (validated: every record is of `node`), `clockSkewMs` its clock minus ours when it sent it. */
+  ingest(node: string, records: FlowRecord[], clockSkewMs?: number): void {
+    if (clockSkewMs !== undefined) this.correctClock(node, records, clockSkewMs);
     let kept = records;
     for (const [i, r] of records.entries()) {
       const problem = this.enricher.localEndProblem(r);
@@ -200,6 +204,24 @@ export class ControlPlane {
     this.flowMap.add(kept);
     this.recordsTotal += BigInt(records.length);
     this.rate.add(records.length);
+  }
+
+  /**
+   * Agents' clocks are not trusted: a record dated in the future pins its edge in every
+   * window, one an hour behind never shows. Past CLOCK_TOLERANCE_MS the batch's times move
+   * by the skew the agent's send time shows (network delay included, milliseconds here).
+   */
+  private correctClock(node: string, records: FlowRecord[], skewMs: number): void {
+    const clock = this.clocks.get(node) ?? { skewMs: 0, corrected: 0n };
+    clock.skewMs = Math.round(skewMs);
+    this.clocks.set(node, clock);
+    if (Math.abs(skewMs) <= CLOCK_TOLERANCE_MS) return;
+    const shiftNs = BigInt(Math.round(skewMs)) * 1_000_000n;
+    for (const r of records) {
+      r.startTime = shiftTimestamp(r.startTime, shiftNs);
+      r.endTime = shiftTimestamp(r.endTime, shiftNs);
+    }
+    clock.corrected += BigInt(records.length);
   }
 
   refusedBatch(node: string, records: number): void {
@@ -258,6 +280,7 @@ export class ControlPlane {
       storeCapacity: BigInt(this.history.capacity),
       losses,
       unjudged,
+      clocks: [...this.clocks].map(([node, c]) => ({ node, skewMs: BigInt(c.skewMs), recordsCorrected: c.corrected })),
       refused: [...this.refused].map(([key, records]) => {
         const [node = "", cause = ""] = key.split("\u0000");
         return { node, cause, records };
@@ -307,4 +330,15 @@ export class ControlPlane {
     }
     this.tlsListeners?.close(true);
   }
+}
+
+/** An agent clock this far from ours (ms) is taken as it is: below it, skew is mostly network delay. */
+export const CLOCK_TOLERANCE_MS = 1000;
+
+/** `ts` moved back by `shiftNs` (the agent's clock ahead by that much). */
+function shiftTimestamp(ts: Timestamp | undefined, shiftNs: bigint): Timestamp | undefined {
+  if (ts === undefined) return undefined;
+  const ns = ts.seconds * 1_000_000_000n + BigInt(ts.nanos) - shiftNs;
+  const seconds = ns >= 0n ? ns / 1_000_000_000n : (ns - 999_999_999n) / 1_000_000_000n;
+  return { seconds, nanos: Number(ns - seconds * 1_000_000_000n) };
 }

@@ -182,8 +182,10 @@ class RawAgent {
     }
   }
 
-  send(batchId: bigint, batch: FlowRecord[]): void {
-    this.call.write({ kind: { $case: "flows", value: { batchId, records: batch } } });
+  /** `sentAtMs`: the agent's clock when it sends (FlowBatch.sent_at); none, as an older agent. */
+  send(batchId: bigint, batch: FlowRecord[], sentAtMs?: number): void {
+    const sentAt = sentAtMs === undefined ? undefined : { seconds: BigInt(Math.floor(sentAtMs / 1000)), nanos: (sentAtMs % 1000) * 1_000_000 };
+    this.call.write({ kind: { $case: "flows", value: { batchId, records: batch, sentAt } } });
   }
 
   acks(): bigint[] {
@@ -319,6 +321,33 @@ describe("control plane over gRPC, one control plane per test", () => {
       .toEqual(["node1 foreign_address 2", "node1 foreign_pod 2", "node1 unknown_pod 1"]);
     expect(status.recordsTotal).toBe(9n);
     expect(status.flowsStored).toBe(5n);
+  });
+
+  it("moves the times of nodes whose clocks are 2 h ahead and behind by their skew, and reports each node's skew", async () => {
+    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+    const HOURS_2 = 2 * 3600 * 1000;
+    const now = Date.now();
+    const ahead = new RawAgent(agents, "node1");
+    const behind = new RawAgent(agents, "node2");
+    ahead.send(1n, [record("node1", { startTime: ts(now + HOURS_2 - 500), endTime: ts(now + HOURS_2) })], now + HOURS_2);
+    behind.send(1n, [record("node2", { startTime: ts(now - HOURS_2 - 500), endTime: ts(now - HOURS_2) })], now - HOURS_2);
+    await ahead.acked(1n);
+    await behind.acked(1n);
+    const flows = await observer.flows();
+    expect(flows).toHaveLength(2);
+    for (const f of flows) {
+      const end = Number(f.endTime?.seconds ?? 0n) * 1000;
+      // Within the network delay and this test's own pace of the control plane's clock.
+      expect(Math.abs(end - now), `${f.node}'s record end, ms from now`).toBeLessThan(5000);
+    }
+    const clocks = (await observer.status()).clocks;
+    const skew = (node: string) => Number(clocks.find((c) => c.node === node)?.skewMs ?? 0n);
+    expect(Math.abs(skew("node1") - HOURS_2)).toBeLessThan(5000);
+    expect(Math.abs(skew("node2") + HOURS_2)).toBeLessThan(5000);
+    expect(clocks.map((c) => c.recordsCorrected)).toEqual([1n, 1n]);
+    // A batch without sent_at (an older agent) is taken as dated.
+    await ahead.deliver(2n, [record("node1")]);
+    expect((await observer.status()).clocks.find((c) => c.node === "node1")?.recordsCorrected).toBe(1n);
   });
 
   it("ends a follow stream once its until has passed (plus the grace for late records), with what started by then", async () => {

@@ -180,7 +180,9 @@ export class ControlPlaneSink implements RecordSink {
   }
 
   private writeBatch(batch: Batch): void {
-    this.call?.write({ kind: { $case: "flows", value: { batchId: batch.id, records: batch.records } } });
+    const ms = Date.now();
+    const sentAt = { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
+    this.call?.write({ kind: { $case: "flows", value: { batchId: batch.id, records: batch.records, sentAt } } });
   }
 
   /** Waits up to `timeoutMs` for every buffered record to be acknowledged; resolves to those that were not. */
