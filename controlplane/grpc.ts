@@ -8,10 +8,10 @@ import { HealthImplementation } from "grpc-health-check";
 import { AgentServiceService, type AgentServiceServer } from "../proto/gen/bulkhead/v1/agent.js";
 import { ObserverServiceService, type ObserverServiceServer } from "../proto/gen/bulkhead/v1/observer.js";
 import { repoRoot } from "../config/install.js";
+import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../config/wire.js";
 import { prepareUnixSocket } from "../tls/listener.js";
 
-/** Refuses any single message above this; the agent batches far below it. */
-export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+export { MAX_MESSAGE_BYTES } from "../config/wire.js";
 
 export interface GrpcServices {
   agent: AgentServiceServer;
@@ -21,7 +21,8 @@ export interface GrpcServices {
 export function createGrpcServer(services: GrpcServices): grpc.Server {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    // Policy snapshots are the big messages this server sends.
+    "grpc.max_send_message_length": MAX_POLICY_MESSAGE_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
   });
   server.addService(AgentServiceService, services.agent);

@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
-import { MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
+import { bind, createGrpcServer, MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
 import { LogCapture } from "./harness/log-capture.js";
 import { sleep, waitFor } from "./harness/wait.js";
@@ -732,6 +732,38 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "the good records acknowledged");
     expect(sequences(await observer.flows())).toEqual(range(100, 30));
     expect(drops).toEqual([]);
+  });
+
+  it("receives a policy snapshot above grpc's default 4 MiB message limit, from the control plane's own server settings", async () => {
+    // 400,000 address identities: 7.5 MB encoded, as a cluster of some 10k pods with rich policies gets.
+    const snapshot = { version: 9n, identities: [], rules: [],
+      ipIdentities: Array.from({ length: 400_000 }, (_, i) => ({ cidr: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, identity: 256 + (i % 5000) })) };
+    const unimplemented = (_call: unknown, cb: (err: grpc.ServiceError) => void) => cb({ code: grpc.status.UNIMPLEMENTED } as grpc.ServiceError);
+    const server = createGrpcServer({
+      agent: {
+        connect: (stream) => {
+          stream.write({ kind: { $case: "config", value: { node: "node1", drainIntervalMs: 1000 } } });
+          stream.write({ kind: { $case: "policy", value: snapshot } });
+        },
+      },
+      observer: { getFlows: (call) => call.end(), getFlowMap: unimplemented, getStatus: unimplemented, getNodes: unimplemented },
+    });
+    await bind(server, address);
+    const received: bigint[] = [];
+    try {
+      sink = new ControlPlaneSink({
+        address, node: "node1", capabilities: ["tcx"], bufferRecords: 10, log: logs.log, onEndpoints: () => undefined,
+        onBufferDrop: () => undefined, onRefused: () => undefined,
+        onPolicy: (p) => { received.push(p.version); expect(p.ipIdentities).toHaveLength(400_000); },
+      });
+      sink.start();
+      await waitFor(() => received.length, (n) => n > 0, 20_000, "the snapshot at the agent");
+      expect(received).toEqual([9n]);
+    } finally {
+      await sink?.close(0);
+      sink = undefined;
+      server.forceShutdown();
+    }
   });
 
   it("says how many records it gives up when closed with the control plane away (none once they are acknowledged)", async () => {

@@ -13,6 +13,7 @@ import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { BoundedQueue } from "../queue.js";
 import type { RecordSink } from "./sink.js";
 import { tlsChannel } from "../../tls/client.js";
+import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../../config/wire.js";
 
 export const PROTOCOL_VERSION = 1;
 export const AGENT_VERSION = "0.1.0";
@@ -64,7 +65,9 @@ export class ControlPlaneSink implements RecordSink {
     const tls = opts.tls ? tlsChannel(opts.address, opts.tls.ca, opts.tls) : undefined;
     this.client = new AgentServiceClient(opts.address, tls?.credentials ?? grpc.credentials.createInsecure(), {
       ...tls?.options,
-      "grpc.max_send_message_length": 16 * 1024 * 1024,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+      // Policy snapshots arrive as one message; grpc's default (4 MiB) cut off large clusters.
+      "grpc.max_receive_message_length": MAX_POLICY_MESSAGE_BYTES,
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
     });
