@@ -49,6 +49,9 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
   --allow-unauthenticated
                         a request without a token sees every namespace (for the lab); with --tokens, tokens
                         still apply, and a wrong token is still refused. One of the two is required.
+  --allow-plaintext-tokens
+                        with --tokens, serve a non-loopback address without TLS all the same (tokens
+                        then cross the network in clear); refused otherwise
   --store-capacity N    flow records kept in memory (default 1000000)
   --drain-interval MS   drain interval the control plane gives agents (default 1000)
   --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
@@ -99,6 +102,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
       "store-capacity": { type: "string" }, "drain-interval": { type: "string" }, "log-level": { type: "string" },
       "default-mode": { type: "string" }, tokens: { type: "string" }, "allow-unauthenticated": { type: "boolean" },
       "tls-cert": { type: "string" }, "tls-key": { type: "string" }, "tls-client-ca": { type: "string" },
+      "allow-plaintext-tokens": { type: "boolean" },
     } });
   } catch (err) {
     throw new ConfigError((err as Error).message);
@@ -134,6 +138,17 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > max) throw new ConfigError(`--${flag}: "${raw}" is not a whole number in 1..${max}`);
     return Number(raw);
   };
+  const tls = loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-client-ca"] }, "tls-client-ca");
+  if (v.tokens !== undefined && v["allow-plaintext-tokens"] !== true) {
+    const clear = [
+      ...(tls === undefined ? listen.filter((a) => !isLoopback(a)).map((a) => `--listen ${a}`) : []),
+      ...(v["ui-listen"] !== undefined && uiTls === undefined && !isLoopback(v["ui-listen"]) ? [`--ui-listen ${v["ui-listen"]}`] : []),
+    ];
+    if (clear.length > 0) {
+      throw new ConfigError(`--tokens: bearer tokens would cross the network in clear on ${clear.join(" and ")}; serve TLS there `
+        + "(--tls-cert/--tls-key/--tls-client-ca, --ui-tls-cert/--ui-tls-key), listen on loopback or a unix socket, or accept it with --allow-plaintext-tokens");
+    }
+  }
   const level = v["log-level"] ?? "info";
   if (!["trace", "debug", "info", "warn", "error"].includes(level)) throw new ConfigError(`--log-level: "${level}" is not trace, debug, info, warn or error`);
   return {
@@ -147,6 +162,13 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
     defaultMode: oneOfModes(v["default-mode"]),
     logLevel: level as ControlPlaneConfig["logLevel"],
-    tls: loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-client-ca"] }, "tls-client-ca"),
+    tls,
   };
+}
+
+/** A unix socket, or a TCP address on the loopback interface: nothing crosses the network. */
+function isLoopback(address: string): boolean {
+  if (address.startsWith("unix://")) return true;
+  const { host } = parseHostPort("listen", address);
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
 }

@@ -397,6 +397,20 @@ describe("TLS flags", () => {
     throw new Error("expected a ConfigError");
   };
 
+  it("control plane: refuses --tokens that would cross the network in clear, unless told to, naming the address", () => {
+    const tokens = path.join(tmp, "tokens.yaml");
+    fs.writeFileSync(tokens, "tokens: []\n");
+    const tlsFlags = ["--tls-cert", f(SERVER_CERT), "--tls-key", f(SERVER_KEY), "--tls-client-ca", f(CA_CERT)];
+    expect(configError(() => cpArgs("--tokens", tokens, "--listen", "0.0.0.0:4245", "--listen", "unix:///tmp/x.sock")))
+      .toMatch(/^--tokens: bearer tokens would cross the network in clear on --listen 0\.0\.0\.0:4245; serve TLS there/);
+    expect(configError(() => cpArgs("--tokens", tokens, ...tlsFlags, "--listen", "0.0.0.0:4245", "--ui-listen", "[::]:4246")))
+      .toMatch(/in clear on --ui-listen \[::\]:4246;/);
+    // Loopback and unix sockets, TLS, or the explicit flag: accepted.
+    expect(cpArgs("--tokens", tokens, "--listen", "127.0.0.1:4245", "--listen", "unix:///tmp/x.sock", "--ui-listen", "[::1]:4246").tokens).toBe(tokens);
+    expect(cpArgs("--tokens", tokens, ...tlsFlags, "--listen", "0.0.0.0:4245").tokens).toBe(tokens);
+    expect(cpArgs("--tokens", tokens, "--listen", "0.0.0.0:4245", "--allow-plaintext-tokens").tokens).toBe(tokens);
+  });
+
   it("control plane: all three or none, each file readable and right", () => {
     expect(cpArgs().tls).toBeUndefined();
     expect(cpArgs("--tls-cert", f(SERVER_CERT), "--tls-key", f(SERVER_KEY), "--tls-client-ca", f(CA_CERT)).tls?.certFile).toBe(f(SERVER_CERT));
