@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { type FieldReader, join } from "./fields.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
-import { repoRoot } from "./agents.js";
+import { repoRoot } from "../config/install.js";
 import { OUTSIDE_NETNS } from "./addressing.js";
 import { netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR } from "./state.js";
@@ -171,7 +171,7 @@ export async function startOutsideApp(stateDir: string, ports: readonly Containe
   const logs = path.join(stateDir, LOGS_DIR);
   await mkdir(logs, { recursive: true });
   const log = path.join(logs, `app-${OUTSIDE_NETNS}.log`);
-  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, path.join(repoRoot(), "dist", "cli", "main.js"), "probe", "app", "--name", "outside",
+  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, path.join(repoRoot, "dist", "cli", "main.js"), "probe", "app", "--name", "outside",
     ...ports.flatMap((p) => ["--listen", `${p.port}/${p.protocol}`]), "--plan", "[]"]);
   const fd = openSync(log, "a");
   let pid: number | undefined;
@@ -204,7 +204,7 @@ async function waitListening(netns: string, ports: readonly { port: number }[], 
 export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts: TrafficOptions = {}): Promise<RunningTraffic> {
   const status = await lab.status();
   const plans = planTraffic(specs, status);
-  const main = path.join(repoRoot(), "dist", "cli", "main.js");
+  const main = path.join(repoRoot, "dist", "cli", "main.js");
   if (opts.detachedLogDir !== undefined) await mkdir(opts.detachedLogDir, { recursive: true });
   const children: ChildProcess[] = [];
   // Readiness: pods talk once every pod serves, as a Service sends to ready pods only (a

@@ -2,7 +2,6 @@
 // the compiled snapshot judged as the kernel will, and the two engines agree pair by pair.
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   loadConformanceCases,
@@ -13,8 +12,8 @@ import {
   type ConformanceReport,
 } from "../lab/conformance/cases.js";
 import { runConformanceCli } from "../lab/conformance/cli.js";
+import { repoRoot } from "../config/install.js";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const casesFile = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
 
 let cases: ConformanceCase[] = [];
