@@ -22,7 +22,7 @@ import {
 } from "./datapath.js";
 import { resolveService } from "./endpoints.js";
 import { EnforcementWatch } from "./enforcement.js";
-import { FieldReader } from "./fields.js";
+import { FieldReader } from "../fields/reader.js";
 import { manifestsDir, writeManifests } from "./manifests.js";
 import { policyManifest, writePolicy } from "./netpol-files.js";
 import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";

@@ -10,7 +10,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { randomUUID } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { type FieldReader, join } from "./fields.js";
+import { type FieldReader, fieldPath } from "../fields/reader.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
 import { repoRoot } from "../config/install.js";
 import { OUTSIDE_NETNS } from "./addressing.js";
@@ -48,36 +48,36 @@ export const OUTSIDE_TARGET = "outside";
 
 export function readTrafficSpec(r: FieldReader, value: unknown, field: string): TrafficSpec {
   const m = r.map(value, field, ["from", "to", "toPods", "port", "everyMs", "size", "http"]);
-  const fromField = join(field, "from");
+  const fromField = fieldPath(field, "from");
   const from = r.map(m.from, fromField, ["namespace", "labels"]);
   let to: TrafficTarget;
   if ((m.to === undefined) === (m.toPods === undefined)) r.fail(field, "give exactly one of to (a Service NAMESPACE/NAME, or outside) and toPods");
   if (m.to === OUTSIDE_TARGET) {
     to = { kind: "outside" };
   } else if (m.to !== undefined) {
-    const text = r.string(m.to, join(field, "to"));
+    const text = r.string(m.to, fieldPath(field, "to"));
     const slash = text.indexOf("/");
-    if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME or "${OUTSIDE_TARGET}" (the outside host), got "${text}"`);
-    to = { kind: "service", namespace: r.dnsLabel(text.slice(0, slash), join(field, "to")), service: r.serviceName(text.slice(slash + 1), join(field, "to")) };
+    if (slash <= 0) r.fail(fieldPath(field, "to"), `expected a Service as NAMESPACE/NAME or "${OUTSIDE_TARGET}" (the outside host), got "${text}"`);
+    to = { kind: "service", namespace: r.dnsLabel(text.slice(0, slash), fieldPath(field, "to")), service: r.serviceName(text.slice(slash + 1), fieldPath(field, "to")) };
   } else {
-    const pf = join(field, "toPods");
+    const pf = fieldPath(field, "toPods");
     const pods = r.map(m.toPods, pf, ["namespace", "labels"]);
-    to = { kind: "pods", labels: r.labels(pods.labels, join(pf, "labels")) };
-    if (pods.namespace !== undefined) to.namespace = r.dnsLabel(pods.namespace, join(pf, "namespace"));
-    if (m.port === undefined) r.fail(join(field, "port"), "toPods needs the container port to reach (a number or a port name)");
+    to = { kind: "pods", labels: r.labels(pods.labels, fieldPath(pf, "labels")) };
+    if (pods.namespace !== undefined) to.namespace = r.dnsLabel(pods.namespace, fieldPath(pf, "namespace"));
+    if (m.port === undefined) r.fail(fieldPath(field, "port"), "toPods needs the container port to reach (a number or a port name)");
   }
   const spec: TrafficSpec = {
-    from: { namespace: r.dnsLabel(from.namespace, join(fromField, "namespace")), labels: r.labels(from.labels, join(fromField, "labels")) },
+    from: { namespace: r.dnsLabel(from.namespace, fieldPath(fromField, "namespace")), labels: r.labels(from.labels, fieldPath(fromField, "labels")) },
     to,
-    everyMs: m.everyMs === undefined ? 1000 : r.int(m.everyMs, join(field, "everyMs"), 50, 3_600_000),
-    size: m.size === undefined ? 64 : r.int(m.size, join(field, "size"), 1, 60_000),
+    everyMs: m.everyMs === undefined ? 1000 : r.int(m.everyMs, fieldPath(field, "everyMs"), 50, 3_600_000),
+    size: m.size === undefined ? 64 : r.int(m.size, fieldPath(field, "size"), 1, 60_000),
   };
   if (m.port !== undefined) {
-    spec.port = typeof m.port === "string" && to.kind === "pods" ? r.portName(m.port, join(field, "port")) : r.int(m.port, join(field, "port"), 1, 65535);
+    spec.port = typeof m.port === "string" && to.kind === "pods" ? r.portName(m.port, fieldPath(field, "port")) : r.int(m.port, fieldPath(field, "port"), 1, 65535);
   }
   if (m.http !== undefined) {
-    const p = r.string(m.http, join(field, "http"));
-    if (!/^\/[\x21-\x7e]*$/.test(p)) r.fail(join(field, "http"), `expected a URL path starting with / (no spaces), got ${JSON.stringify(p)}`);
+    const p = r.string(m.http, fieldPath(field, "http"));
+    if (!/^\/[\x21-\x7e]*$/.test(p)) r.fail(fieldPath(field, "http"), `expected a URL path starting with / (no spaces), got ${JSON.stringify(p)}`);
     spec.http = p;
   }
   return spec;

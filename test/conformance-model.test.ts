@@ -62,13 +62,13 @@ describe("conformance cases", () => {
 // ---- the runner, the case format and the CLI ------------------------------------------------
 
 import {
-  CaseFileError,
   parseConformanceCases,
   substitute,
   type ConformanceEngine,
   type ConformanceModel,
 } from "../lab/conformance/cases.js";
 import { loadDatapathEngine } from "../lab/conformance/cli.js";
+import { FieldError } from "../fields/reader.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 
 const denyIntoX = [
@@ -186,7 +186,7 @@ describe("conformance runner", () => {
       } catch (err) {
         error = err;
       }
-      expect(error).toBeInstanceOf(CaseFileError);
+      expect(error).toBeInstanceOf(FieldError);
       expect((error as Error).message).toMatch(message);
     });
   }
