@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { type FieldReader, fieldPath } from "../fields/reader.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
-import { repoRoot } from "../config/install.js";
+import { cliMain } from "../config/install.js";
 import { OUTSIDE_NETNS } from "./addressing.js";
 import { netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR } from "./state.js";
@@ -171,7 +171,7 @@ export async function startOutsideApp(stateDir: string, ports: readonly Containe
   const logs = path.join(stateDir, LOGS_DIR);
   await mkdir(logs, { recursive: true });
   const log = path.join(logs, `app-${OUTSIDE_NETNS}.log`);
-  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, path.join(repoRoot, "dist", "cli", "main.js"), "probe", "app", "--name", "outside",
+  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, cliMain, "probe", "app", "--name", "outside",
     ...ports.flatMap((p) => ["--listen", `${p.port}/${p.protocol}`]), "--plan", "[]"]);
   const fd = openSync(log, "a");
   let pid: number | undefined;
@@ -204,7 +204,6 @@ async function waitListening(netns: string, ports: readonly { port: number }[], 
 export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts: TrafficOptions = {}): Promise<RunningTraffic> {
   const status = await lab.status();
   const plans = planTraffic(specs, status);
-  const main = path.join(repoRoot, "dist", "cli", "main.js");
   if (opts.detachedLogDir !== undefined) await mkdir(opts.detachedLogDir, { recursive: true });
   const children: ChildProcess[] = [];
   // Readiness: pods talk once every pod serves, as a Service sends to ready pods only (a
@@ -216,7 +215,7 @@ export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts
     const listen: ListenPort[] = pod.ports.flatMap((p) => (p.protocol === "SCTP" ? [] : [{ port: p.port, protocol: p.protocol }]));
     const plan = plans.get(pod) ?? [];
     if (listen.length === 0 && plan.length === 0) continue;
-    const argv = [process.execPath, main, "probe", "app", "--name", `${pod.namespace}/${pod.name}`,
+    const argv = [process.execPath, cliMain, "probe", "app", "--name", `${pod.namespace}/${pod.name}`,
       ...listen.flatMap((l) => ["--listen", `${l.port}/${l.protocol}`]), "--plan", JSON.stringify(plan), "--talk-after", gate];
     if (listen.length > 0) serving.push({ netns: pod.netns, ports: listen, name: `${pod.namespace}/${pod.name}` });
     if (opts.detachedLogDir === undefined) {

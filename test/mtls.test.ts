@@ -32,9 +32,9 @@ import { UiServer } from "../controlplane/ui/server.js";
 import http from "node:http";
 import https from "node:https";
 import { waitFor } from "./harness/wait.js";
+import { cliMain } from "../config/install.js";
 
 const run = promisify(execFile);
-const cliPath = path.resolve("dist/cli/main.js");
 
 const MANIFESTS = `
 apiVersion: v1
@@ -367,7 +367,7 @@ describe("bulkhead certs", () => {
   });
 
   it("exits 2 with a message naming the bad flag and value", async () => {
-    if (!fs.existsSync(cliPath)) throw new Error("dist/ is missing: run npm run build first");
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
     const cases: [string[], RegExp][] = [
       [["--node", "a"], /--out: required/],
       [["--out", path.join(tmp, "x")], /--node: at least one/],
@@ -377,12 +377,12 @@ describe("bulkhead certs", () => {
       [["--out", path.join(tmp, "x"), "--node", "a", "--bogus"], /Unknown option '--bogus'/],
     ];
     for (const [args, message] of cases) {
-      const err = await run(process.execPath, [cliPath, "certs", ...args]).then(() => undefined, (e: { code: number; stderr: string }) => e);
+      const err = await run(process.execPath, [cliMain, "certs", ...args]).then(() => undefined, (e: { code: number; stderr: string }) => e);
       expect(err?.code, args.join(" ")).toBe(2);
       expect(err?.stderr).toMatch(message);
     }
     expect(fs.existsSync(path.join(tmp, "x"))).toBe(false);
-    const ok = await run(process.execPath, [cliPath, "certs", "--out", path.join(tmp, "cli"), "--node", "n1"]);
+    const ok = await run(process.execPath, [cliMain, "certs", "--out", path.join(tmp, "cli"), "--node", "n1"]);
     expect(ok.stdout).toContain(path.join(tmp, "cli", "node-n1.crt: created"));
   });
 });
