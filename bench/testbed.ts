@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { cliMain, repoRoot } from "../config/install.js";
 import { metric, parseMetrics, type Metrics } from "../lab/prometheus.js";
-import { run, ipBatch, type RunResult } from "../lab/netns.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, type RunResult } from "../lab/netns.js";
 
 export const NETNS_PREFIX = "bhbench-";
 /** Pods of a node get 10.194.1.2, .3, …; every host-side veth carries the gateway. */
@@ -134,14 +134,13 @@ export class Node {
 
   /** Runs argv inside `netns` (the node's or a pod's). */
   exec(netns: string, argv: readonly string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
-    return run(["ip", "netns", "exec", netns, ...argv], opts);
+    return run(netnsExecArgv(netns, argv), opts);
   }
 
   /** Starts argv inside `netns`; killed at teardown if still running. */
   spawn(netns: string, argv: readonly string[], what: string, stdio: "pipe" | number = "pipe", mounts: "netns" | "host" = "netns"): ChildProcess {
-    // "host": nsenter keeps this mount namespace, with /sys/fs/bpf (which `ip netns exec`
-    // hides by remounting /sys): what an agent that pins its datapath needs.
-    const [cmd, ...args] = mounts === "host" ? ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv] : ["ip", "netns", "exec", netns, ...argv];
+    // "host": this mount namespace, with /sys/fs/bpf: what an agent that pins its datapath needs.
+    const [cmd, ...args] = mounts === "host" ? netnsEnterArgv(netns, argv) : netnsExecArgv(netns, argv);
     const child = spawn(cmd ?? "false", args,
       { stdio: ["ignore", stdio, stdio === "pipe" ? "pipe" : stdio] });
     track(child, what);
@@ -164,7 +163,7 @@ export class Node {
 }
 
 async function sysctl(netns: string, settings: readonly string[]): Promise<void> {
-  await run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", ...settings]);
+  await run(netnsExecArgv(netns, ["sysctl", "-q", "-w", ...settings]));
 }
 
 /** Deletes our own namespaces (bhbench-* only), killing what still runs inside them. */

@@ -5,7 +5,7 @@
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { repoRoot } from "../config/install.js";
-import { netnsExecArgv, run } from "./netns.js";
+import { netnsEnterArgv, netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR, type LabAgent, type LabNode } from "./state.js";
 import { agentProcess, waitStarted } from "./supervisor.js";
 import { CA_CERT, nodeCertFile, nodeKeyFile } from "../tls/certs-command.js";
@@ -29,10 +29,7 @@ export interface AgentCommandContext {
 export type AgentCommand = (ctx: AgentCommandContext) => string[];
 
 /** The agent command line for one node (the one place to change it). */
-export const agentCommand: AgentCommand = (ctx) => [
-  // nsenter, not `ip netns exec`: that one also remounts /sys, hiding /sys/fs/bpf, where
-  // the agent pins its datapath (--bpf-dir).
-  "nsenter", `--net=/run/netns/${ctx.netns}`, "--",
+export const agentCommand: AgentCommand = (ctx) => netnsEnterArgv(ctx.netns, [
   process.execPath,
   path.join(ctx.repoRoot, "dist", "cli", "main.js"),
   "agent",
@@ -42,7 +39,7 @@ export const agentCommand: AgentCommand = (ctx) => [
   ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
   ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
   ...(ctx.tls !== undefined ? ["--tls-cert", ctx.tls.cert, "--tls-key", ctx.tls.key, "--tls-ca", ctx.tls.ca] : []),
-];
+]);
 
 export interface AgentSpecOptions {
   stateDir: string;

@@ -14,9 +14,9 @@ import { Datapath } from "../agent/datapath.js";
 import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
 import { decodeFlowRecord, clockNow } from "../agent/records.js";
 import {
-  agentNetnsArgv, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Pod,
+  NODE_IP, poll, sleep, TestNode, type AgentProcess, type Pod,
 } from "./harness/netns.js";
-import { run } from "../lab/netns.js";
+import { netnsEnterArgv, run } from "../lab/netns.js";
 import { metric, type Metrics } from "../lab/prometheus.js";
 import { cliMain } from "../config/install.js";
 
@@ -346,7 +346,7 @@ describe("pod churn while the agent runs", () => {
     const kept = new Set(native().kernelObjectIds().links);
     const stillThere = [...agentLinks].filter((id) => !newLinks.some((l) => l.id === id));
     expect(stillThere.filter((id) => !kept.has(id)), "the live pod's links after the agent stopped").toEqual([]);
-    const un = await run(agentNetnsArgv(node.netns, [process.execPath, cliMain, "agent", "--uninstall", "--bpf-dir", node.bpfDir]));
+    const un = await run(netnsEnterArgv(node.netns, [process.execPath, cliMain, "agent", "--uninstall", "--bpf-dir", node.bpfDir]));
     expect(JSON.parse(un.stdout)).toMatchObject({ links: 2 });
     const left = new Set(native().kernelObjectIds().links);
     expect([...agentLinks].filter((id) => left.has(id)), "the agent's links after --uninstall").toEqual([]);

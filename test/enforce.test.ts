@@ -32,8 +32,8 @@ import {
 import {
   PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { agentNetnsArgv, poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
+import { poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
 import { cliMain } from "../config/install.js";
 
@@ -685,7 +685,7 @@ describe("the agent applies policy snapshots from the control plane stream", () 
     if (!fs.existsSync(cliMain)) throw new Error(`${cliMain} is missing: run "npx tsc -p ." first`);
     agent = spawnIn(NODE_NS, [process.execPath, cliMain, "agent", "--node", "test", "--metrics-addr", METRICS,
       "--controlplane", `unix://${socket}`, "--drain-interval", "200", "--resync-interval", "500", "--attach-mode", "tcx",
-      "--bpf-dir", BPF_DIR], agentNetnsArgv);
+      "--bpf-dir", BPF_DIR], netnsEnterArgv);
     await poll(async () => stats.length, (n) => n > 0, 15_000, `the agent's first stats (${agent.output()})`);
   }, 60_000);
 

@@ -26,8 +26,8 @@ import { FlowRecord, ObservationPoint, Verdict } from "../proto/gen/bulkhead/v1/
 import {
   PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { agentNetnsArgv, poll, sleep, Spawned } from "./harness/netns.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
+import { poll, sleep, Spawned } from "./harness/netns.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
@@ -171,7 +171,7 @@ describe("hitless agent restarts", () => {
     exports.push(file);
     const a = spawnIn(NODE_NS, [process.execPath, cliMain, "agent", "--node", "test", "--metrics-addr", METRICS,
       "--controlplane", `unix://${socket}`, "--bpf-dir", BPF_DIR, "--bpf-object", object, "--attach-mode", "tcx",
-      "--drain-interval", String(drainMs), "--resync-interval", "500", "--export-file", file], agentNetnsArgv);
+      "--drain-interval", String(drainMs), "--resync-interval", "500", "--export-file", file], netnsEnterArgv);
     // The version gauge is set once the snapshot is applied, after the interfaces were
     // attached (or adopted) by the first scan at start.
     await poll(async () => (a.running ? metric(await metrics().catch(() => new Map()), "bulkhead_agent_policy_version") : -1),
@@ -307,7 +307,7 @@ describe("hitless agent restarts", () => {
     const pinned = fs.readdirSync(path.join(BPF_DIR, "links")).map((n) => native().pinnedLink(path.join(BPF_DIR, "links", n)));
     expect(pinned.map((l) => l?.ifindex).sort(), "one link per pod veth and direction").toEqual(
       pods.flatMap((p) => [p.ifindex, p.ifindex]).sort());
-    const un = await run(agentNetnsArgv(NODE_NS, [process.execPath, cliMain, "agent", "--uninstall", "--bpf-dir", BPF_DIR]));
+    const un = await run(netnsEnterArgv(NODE_NS, [process.execPath, cliMain, "agent", "--uninstall", "--bpf-dir", BPF_DIR]));
     expect(JSON.parse(un.stdout)).toMatchObject({ links: 2 * pods.length });
     expect(fs.existsSync(BPF_DIR)).toBe(false);
     const left = native().kernelObjectIds();

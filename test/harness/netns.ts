@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import path from "node:path";
 import { cliMain } from "../../config/install.js";
-import { ipBatch, netnsExecArgv, run, setSysctls, type RunResult } from "../../lab/netns.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls, type RunResult } from "../../lab/netns.js";
 import { PinDir } from "../../agent/pins.js";
 import { parseMetrics, type Metrics } from "../../lab/prometheus.js";
 
@@ -133,7 +133,7 @@ export class TestNode {
     if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: run "npx tsc -p ." first`);
     const argv = [process.execPath, cliMain, "agent", "--node", "test", "--metrics-addr", `127.0.0.1:${METRICS_PORT}`,
       ...(args.includes("--bpf-dir") ? [] : ["--bpf-dir", this.bpfDir]), ...args];
-    return new AgentProcess(this, this.spawnArgv(agentNetnsArgv(this.netns, argv), `agent in ${this.netns}`));
+    return new AgentProcess(this, this.spawnArgv(netnsEnterArgv(this.netns, argv), `agent in ${this.netns}`));
   }
 
   /** GET http://127.0.0.1:19964{urlPath} from inside the node namespace. */
@@ -286,12 +286,6 @@ export class AgentProcess {
   stop(): Promise<number | null> {
     return this.proc.stop();
   }
-}
-
-/** argv run in `netns` the way an agent must be: in its network namespace only.
- * `ip netns exec` also remounts /sys, without /sys/fs/bpf, where the agent pins. */
-export function agentNetnsArgv(netns: string, argv: readonly string[]): string[] {
-  return ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv];
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
