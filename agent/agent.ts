@@ -16,6 +16,8 @@ import { decodeFlowRecord, clockNow, UNJUDGED_CAUSES, UNJUDGED_VERDICTS } from "
 import { BH_EVENT_NEW_FLOW, bh_event } from "../native/gen/abi.js";
 import { FileSink } from "./export/file.js";
 import { ControlPlaneSink } from "./export/controlplane.js";
+import { ControlPlaneConnection } from "./controlplane/connection.js";
+import { receivePolicy } from "./controlplane/policy-stream.js";
 import type { RecordSink } from "./export/sink.js";
 import { LocalEndpoints } from "./endpoints.js";
 
@@ -58,6 +60,7 @@ export class Agent {
   private server: http.Server | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
   private readonly sinks: RecordSink[] = [];
+  private connection: ControlPlaneConnection | undefined;
   private controlplane: ControlPlaneSink | undefined;
   private readonly endpoints = new LocalEndpoints();
   private sequence = 0n;
@@ -76,15 +79,19 @@ export class Agent {
       }));
     }
     if (config.controlplane) {
-      this.controlplane = new ControlPlaneSink({
+      this.connection = new ControlPlaneConnection({
         address: config.controlplane,
         node: config.node,
         capabilities: ["ipv6", config.attachMode === "clsact" ? "clsact" : "tcx"],
-        bufferRecords: config.bufferRecords,
         log: this.log,
         ...(config.tls ? { tls: config.tls } : {}),
+      });
+      receivePolicy(this.connection, {
         onEndpoints: (eps) => this.endpoints.replace(eps),
         onPolicy: (snapshot) => this.applyPolicy(snapshot),
+      }, this.log);
+      this.controlplane = new ControlPlaneSink(this.connection, {
+        bufferRecords: config.bufferRecords,
         onBufferDrop: (n) => this.m.lostRecords.inc({ cause: "buffer_full" }, n),
         onRefused: (n, reason) => {
           this.m.lostRecords.inc({ cause: "refused" }, n);
@@ -140,9 +147,9 @@ export class Agent {
     );
     this.watcher.start();
     // Without a control plane no snapshot will come: the new programs take over now.
-    if (datapath.replacing && !this.controlplane) this.commitDatapath();
+    if (datapath.replacing && !this.connection) this.commitDatapath();
     this.drainTimer = setInterval(() => this.drainOnce(), c.drainIntervalMs);
-    this.controlplane?.start();
+    this.connection?.start();
     if (c.metricsAddr) this.server = await serveMetrics(this.metrics, this, c.metricsAddr);
     this.log.info({ object: c.bpfObject, interfaces: attacher.count,
       metrics: c.metricsAddr, export: c.exportFile }, "agent started");
@@ -188,7 +195,7 @@ export class Agent {
     // A changed layout: the new maps now hold endpoints and policy; the programs swap.
     if (this.datapath?.replacing) this.commitDatapath();
     // Say at once which version is enforced: status and propagation waits read it.
-    this.controlplane?.sendStats(this.stats());
+    this.connection?.sendStats(this.stats());
   }
 
   /** Swaps this agent's programs into the links the old ones held (see Datapath.commit). */
@@ -267,8 +274,8 @@ export class Agent {
     this.m.drainSeconds.set({}, Number(process.hrtime.bigint() - t0) / 1e9);
     if (records.length) for (const sink of this.sinks) sink.push(records);
     for (const sink of this.sinks) this.m.queued.set({ sink: sink.name }, sink.pending);
-    this.m.connected.set({}, this.controlplane?.connected ? 1 : 0);
-    this.controlplane?.sendStats(this.stats());
+    this.m.connected.set({}, this.connection?.connected ? 1 : 0);
+    this.connection?.sendStats(this.stats());
     return records;
   }
 
@@ -333,6 +340,7 @@ export class Agent {
       // Counted, never silent: the control plane was away or slow past the 5 s.
       if (n > 0) this.log.error({ sink: this.sinks[i]?.name, records: n }, "records not delivered at shutdown");
     }
+    this.connection?.close();
     this.ring?.close();
     this.datapath?.release();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));

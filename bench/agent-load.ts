@@ -9,8 +9,9 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import {
   AgentProcess, Node, buildFlood, cleanupNow, cpuTimes, flood, fmt, requireRoot, rssKiB, sleep,
-  startSink, tempDir, type Metrics,
+  startSink, tempDir,
 } from "./testbed.js";
+import { metric, metricSum, type Metrics } from "../lab/prometheus.js";
 
 const FLOWS = 50_000;
 const RATE = 200_000;
@@ -28,7 +29,9 @@ const VARIANTS: Variant[] = [
   { name: "JSON-lines export (--export-file /dev/null)", flags: () => ["--export-file", "/dev/null"], judged: false },
 ];
 
-const delta = (m0: Metrics, m1: Metrics, name: string, labels?: string) => m1.get(name, labels) - m0.get(name, labels);
+/** A series' growth between two reads; without labels, the whole family's. */
+const delta = (m0: Metrics, m1: Metrics, name: string, labels?: Record<string, string>) =>
+  labels ? metric(m1, name, labels) - metric(m0, name, labels) : metricSum(m1, name) - metricSum(m0, name);
 
 async function main(): Promise<number> {
   requireRoot("agent-load");
@@ -68,14 +71,14 @@ async function main(): Promise<number> {
       maxRss = Math.max(maxRss, rssKiB(agent.pid));
 
       const counted = delta(m0, m1, "bulkhead_agent_packets_total");
-      const lostMapFull = delta(m0, m1, "bulkhead_agent_lost_packets_total", 'cause="map_full"');
-      const ringFull = delta(m0, m1, "bulkhead_agent_lost_events_total", 'cause="ring_full"');
+      const lostMapFull = delta(m0, m1, "bulkhead_agent_lost_packets_total", { cause: "map_full" });
+      const ringFull = delta(m0, m1, "bulkhead_agent_lost_events_total", { cause: "ring_full" });
       const lostRecords = delta(m0, m1, "bulkhead_agent_lost_records_total");
       const seen = delta(m0, m1, "bulkhead_agent_datapath_packets_total");
       const records = delta(m0, m1, "bulkhead_agent_flow_records_total");
       const newFlowEvents = delta(m0, m1, "bulkhead_agent_new_flow_events_total");
       const exported = delta(m0, m1, "bulkhead_agent_exported_records_total");
-      const drainS = m1.get("bulkhead_agent_drain_duration_seconds");
+      const drainS = metric(m1, "bulkhead_agent_drain_duration_seconds");
       const rssMiB = maxRss / 1024;
       const rssOk = rssMiB <= TARGET_RSS_MIB, cpuOk = cpuPct <= TARGET_CPU_PCT, rateOk = sent.pps >= RATE * 0.99;
       if (variant.judged) allMet &&= rssOk && cpuOk && rateOk;

@@ -20,6 +20,7 @@ import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import {
   AgentProcess, Node, buildFlood, cleanupNow, flood, requireRoot, sleep, startSink, tempDir, type Pod,
 } from "./testbed.js";
+import { metric, metricSum } from "../lab/prometheus.js";
 
 const FLOWS = 20_000;
 const PASSES = 10;
@@ -80,7 +81,7 @@ async function main(): Promise<number> {
     let sent;
     try {
       const m0 = await agent.metrics();
-      if (m0.get("bulkhead_agent_datapath_packets_total") !== 0) throw new Error("packets before the flood: the namespaces are not quiet");
+      if (metric(m0, "bulkhead_agent_datapath_packets_total") !== 0) throw new Error("packets before the flood: the namespaces are not quiet");
       sent = await flood(node, a.netns, bin, { src: a.ip, dst: b.ip, dport: DPORT, sportBase: SPORT_BASE,
         flows: FLOWS, count: FLOWS * PASSES, rate: RATE });
     } catch (err) {
@@ -94,12 +95,12 @@ async function main(): Promise<number> {
     const code = await agent.stop();
     if (code !== 0) throw new Error(`agent exited ${code}; log ${agent.logPath}\n${agent.logTail()}`);
 
-    const lost = m2.get("bulkhead_agent_lost_packets_total", 'cause="map_full"');
-    const stable = lost === m1.get("bulkhead_agent_lost_packets_total", 'cause="map_full"')
-      && m2.get("bulkhead_agent_datapath_packets_total") === m1.get("bulkhead_agent_datapath_packets_total");
-    const seen = m2.get("bulkhead_agent_datapath_packets_total");
-    const unparsed = m2.get("bulkhead_agent_unparsed_packets_total");
-    const lostRecords = m2.get("bulkhead_agent_lost_records_total");
+    const lost = metric(m2, "bulkhead_agent_lost_packets_total", { cause: "map_full" });
+    const stable = lost === metric(m1, "bulkhead_agent_lost_packets_total", { cause: "map_full" })
+      && metric(m2, "bulkhead_agent_datapath_packets_total") === metric(m1, "bulkhead_agent_datapath_packets_total");
+    const seen = metric(m2, "bulkhead_agent_datapath_packets_total");
+    const unparsed = metricSum(m2, "bulkhead_agent_unparsed_packets_total");
+    const lostRecords = metricSum(m2, "bulkhead_agent_lost_records_total");
     const counted = countRecords(file, a, b);
     const expected = 2n * BigInt(sent.sent);
     const total = counted.fromPod + counted.toPod + BigInt(lost);

@@ -9,9 +9,9 @@ import { spawn, spawnSync, execFileSync, type ChildProcess } from "node:child_pr
 import { mkdtempSync, openSync, closeSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { repoRoot } from "../config/install.js";
-import { run, ipBatch, type RunResult } from "../lab/netns.js";
+import { cliMain, repoRoot } from "../config/install.js";
+import { metric, parseMetrics, type Metrics } from "../lab/prometheus.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, type RunResult } from "../lab/netns.js";
 
 export const NETNS_PREFIX = "bhbench-";
 /** Pods of a node get 10.194.1.2, .3, …; every host-side veth carries the gateway. */
@@ -21,7 +21,6 @@ export const GATEWAY = `${POD_SUBNET}.1`;
 export const BLACKHOLE_CIDR = "10.194.200.0/24";
 export const BLACKHOLE_IP = "10.194.200.1";
 
-export const CLI_MAIN = fileURLToPath(new URL("../cli/main.js", import.meta.url));
 const FLOOD_SOURCE = path.join(repoRoot, "bench", "flood.c");
 
 // ---------------------------------------------------------------------------------------
@@ -135,14 +134,13 @@ export class Node {
 
   /** Runs argv inside `netns` (the node's or a pod's). */
   exec(netns: string, argv: readonly string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
-    return run(["ip", "netns", "exec", netns, ...argv], opts);
+    return run(netnsExecArgv(netns, argv), opts);
   }
 
   /** Starts argv inside `netns`; killed at teardown if still running. */
   spawn(netns: string, argv: readonly string[], what: string, stdio: "pipe" | number = "pipe", mounts: "netns" | "host" = "netns"): ChildProcess {
-    // "host": nsenter keeps this mount namespace, with /sys/fs/bpf (which `ip netns exec`
-    // hides by remounting /sys): what an agent that pins its datapath needs.
-    const [cmd, ...args] = mounts === "host" ? ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv] : ["ip", "netns", "exec", netns, ...argv];
+    // "host": this mount namespace, with /sys/fs/bpf: what an agent that pins its datapath needs.
+    const [cmd, ...args] = mounts === "host" ? netnsEnterArgv(netns, argv) : netnsExecArgv(netns, argv);
     const child = spawn(cmd ?? "false", args,
       { stdio: ["ignore", stdio, stdio === "pipe" ? "pipe" : stdio] });
     track(child, what);
@@ -165,7 +163,7 @@ export class Node {
 }
 
 async function sysctl(netns: string, settings: readonly string[]): Promise<void> {
-  await run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", ...settings]);
+  await run(netnsExecArgv(netns, ["sysctl", "-q", "-w", ...settings]));
 }
 
 /** Deletes our own namespaces (bhbench-* only), killing what still runs inside them. */
@@ -263,29 +261,6 @@ export function collect(child: ChildProcess): Promise<{ code: number; stdout: st
 // ---------------------------------------------------------------------------------------
 // The agent, as a subprocess in the node's namespace
 
-export class Metrics {
-  constructor(private readonly series: Map<string, number>) {}
-
-  static parse(text: string): Metrics {
-    const series = new Map<string, number>();
-    for (const line of text.split("\n")) {
-      if (!line || line.startsWith("#")) continue;
-      const sp = line.lastIndexOf(" ");
-      series.set(line.slice(0, sp), Number(line.slice(sp + 1)));
-    }
-    return new Metrics(series);
-  }
-
-  /** The series `name{labels}` (labels as rendered, e.g. 'cause="map_full"'), or the sum
-   * of every series of `name` when no labels are given. 0 when absent. */
-  get(name: string, labels?: string): number {
-    if (labels !== undefined) return this.series.get(`${name}{${labels}}`) ?? 0;
-    let sum = 0;
-    for (const [k, v] of this.series) if (k === name || k.startsWith(`${name}{`)) sum += v;
-    return sum;
-  }
-}
-
 export class AgentProcess {
   static readonly METRICS = "127.0.0.1:9964";
   private static started = 0;
@@ -299,7 +274,7 @@ export class AgentProcess {
     // The agent's datapath outlives it (pinned): one folder per agent, removed at teardown.
     const bpfDir = `/sys/fs/bpf/bhbench-${process.pid}-${++AgentProcess.started}`;
     onCleanup(`rm ${bpfDir}`, () => rmSync(bpfDir, { recursive: true, force: true }));
-    const child = node.spawn(node.netns, [process.execPath, CLI_MAIN, "agent", "--node", node.name,
+    const child = node.spawn(node.netns, [process.execPath, cliMain, "agent", "--node", node.name,
       "--metrics-addr", AgentProcess.METRICS, "--bpf-dir", bpfDir, ...flags], "agent", fd, "host");
     closeSync(fd);
     const agent = new AgentProcess(child, node, logPath);
@@ -309,7 +284,7 @@ export class AgentProcess {
         throw new Error(`agent exited (${child.exitCode ?? child.signalCode}) while starting; log: ${logPath}\n${agent.logTail()}`);
       }
       const m = await agent.metrics().catch(() => undefined);
-      if (m && m.get("bulkhead_agent_interfaces_watched") >= node.pods.length) return agent;
+      if (m && metric(m, "bulkhead_agent_interfaces_watched") >= node.pods.length) return agent;
       if (Date.now() > deadline) throw new Error(`agent did not attach to ${node.pods.length} interfaces in 20 s; log: ${logPath}\n${agent.logTail()}`);
       await sleep(200);
     }
@@ -323,7 +298,7 @@ export class AgentProcess {
   async metrics(): Promise<Metrics> {
     const r = await this.node.exec(this.node.netns,
       ["curl", "-sS", "--max-time", "5", `http://${AgentProcess.METRICS}/metrics`]);
-    return Metrics.parse(r.stdout);
+    return parseMetrics(r.stdout);
   }
 
   /** SIGTERM (the agent detaches, drains once more and flushes), then waits for the exit. */

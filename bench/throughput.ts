@@ -9,6 +9,7 @@ import {
   AgentProcess, Node, cleanupNow, collect, cpuSeconds, enableBpfStats, fmt, median, progStats, programsOf,
   requireRoot, sleep, tempDir,
 } from "./testbed.js";
+import { metric } from "../lab/prometheus.js";
 
 const SECONDS = 5;
 const TARGET_RATIO = 0.97;
@@ -59,7 +60,7 @@ async function main(): Promise<number> {
         const m = await agent.metrics();
         const code = await agent.stop();
         if (code !== 0) throw new Error(`agent exited ${code}; log: ${agent.logPath}\n${agent.logTail()}`);
-        const packets = m.get("bulkhead_agent_datapath_packets_total");
+        const packets = metric(m, "bulkhead_agent_datapath_packets_total");
         if (packets === 0) throw new Error("the agent's programs saw no packet: capture was not attached");
         run = { mode, ...r, agentCpuPct: cpuPct, agentPackets: packets };
       } else {

@@ -26,7 +26,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
-import { repoRoot } from "../lab/agents.js";
+import { cliMain } from "../config/install.js";
 import { upDemo } from "../lab/demo.js";
 import type { Lab } from "../lab/lab.js";
 import { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
@@ -119,7 +119,7 @@ async function main(): Promise<void> {
     const byPort = new Map<number, Trial>();
 
     // The reference: the gRPC follow stream, as `bulkhead observe -f` prints it.
-    follower = spawn(process.execPath, [path.join(repoRoot(), "dist", "cli", "main.js"), "observe", "-f", "-o", "json", "--server", OBSERVER,
+    follower = spawn(process.execPath, [cliMain, "observe", "-f", "-o", "json", "--server", OBSERVER,
       "--protocol", "UDP", "--from-workload", "loadgen/loadgen"], { env: { ...process.env, BULKHEAD_LAB_STATE_DIR: stateDir }, stdio: ["ignore", "pipe", "inherit"] });
     readline.createInterface({ input: follower.stdout! }).on("line", (line) => {
       const now = Date.now();

@@ -15,3 +15,6 @@ function findRepoRoot(): string {
 }
 
 export const repoRoot = findRepoRoot();
+
+/** The built CLI (`npm run build:ts`), which the lab, the tests and the benchmarks start as subprocesses. */
+export const cliMain = path.join(repoRoot, "dist", "cli", "main.js");

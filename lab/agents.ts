@@ -2,11 +2,10 @@
 // hostNetwork would run on a real node, by the lab's supervisor (supervisor.ts), which
 // starts it again when it exits. The command line comes from `agentCommand` alone, so it can
 // change in one place; `lab up` and `lab restart` wait for each agent's /healthz.
-import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { netnsExecArgv, run } from "./netns.js";
+import { repoRoot } from "../config/install.js";
+import { netnsEnterArgv, netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR, type LabAgent, type LabNode } from "./state.js";
 import { agentProcess, waitStarted } from "./supervisor.js";
 import { CA_CERT, nodeCertFile, nodeKeyFile } from "../tls/certs-command.js";
@@ -30,10 +29,7 @@ export interface AgentCommandContext {
 export type AgentCommand = (ctx: AgentCommandContext) => string[];
 
 /** The agent command line for one node (the one place to change it). */
-export const agentCommand: AgentCommand = (ctx) => [
-  // nsenter, not `ip netns exec`: that one also remounts /sys, hiding /sys/fs/bpf, where
-  // the agent pins its datapath (--bpf-dir).
-  "nsenter", `--net=/run/netns/${ctx.netns}`, "--",
+export const agentCommand: AgentCommand = (ctx) => netnsEnterArgv(ctx.netns, [
   process.execPath,
   path.join(ctx.repoRoot, "dist", "cli", "main.js"),
   "agent",
@@ -43,19 +39,7 @@ export const agentCommand: AgentCommand = (ctx) => [
   ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
   ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
   ...(ctx.tls !== undefined ? ["--tls-cert", ctx.tls.cert, "--tls-key", ctx.tls.key, "--tls-ca", ctx.tls.ca] : []),
-];
-
-/** The repository root: the nearest folder above this file with bulkhead's package.json. */
-export function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, "package.json");
-    if (existsSync(pkg) && /"name"\s*:\s*"bulkhead"/.test(readFileSync(pkg, "utf8"))) return dir;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`cannot find bulkhead's package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
-}
+]);
 
 export interface AgentSpecOptions {
   stateDir: string;
@@ -76,11 +60,10 @@ export async function agentSpecs(nodes: readonly LabNode[], opts: AgentSpecOptio
   await mkdir(logs, { recursive: true });
   if (opts.exportDir !== undefined) await mkdir(opts.exportDir, { recursive: true });
   const command = opts.command ?? agentCommand;
-  const root = repoRoot();
   return nodes.map((node) => {
     const agent: LabAgent = { node: node.name, pid: 0, log: path.join(logs, `agent-${node.name}.log`) };
     if (opts.exportDir !== undefined) agent.exportFile = path.join(opts.exportDir, `${node.name}.jsonl`);
-    const ctx: AgentCommandContext = { node: node.name, netns: node.netns, repoRoot: root, pinDir: opts.pinDir };
+    const ctx: AgentCommandContext = { node: node.name, netns: node.netns, repoRoot, pinDir: opts.pinDir };
     if (agent.exportFile !== undefined) ctx.exportFile = agent.exportFile;
     if (opts.controlplane !== undefined) ctx.controlplane = opts.controlplane;
     if (opts.tlsDir !== undefined) {

@@ -5,7 +5,7 @@ import { constants } from "node:os";
 import path from "node:path";
 import { Lab, down, up, type LabStatus, type PodInput, type RestartTarget, type UpOptions } from "./lab.js";
 import { supervise } from "./supervisor.js";
-import { FieldError } from "./fields.js";
+import { FieldError } from "../fields/reader.js";
 import { MAX_NODES, PROTOCOLS, defaultTopology, loadTopology, type Protocol } from "./topology.js";
 import { startTraffic } from "./traffic.js";
 import { DEFAULT_STATE_DIR, LabNotUpError, requireState } from "./state.js";

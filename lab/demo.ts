@@ -4,13 +4,13 @@
 import path from "node:path";
 import { rm } from "node:fs/promises";
 import { OUTSIDE } from "./addressing.js";
-import { repoRoot } from "./agents.js";
+import { repoRoot } from "../config/install.js";
 import { up, type Lab, type UpOptions } from "./lab.js";
 import { manifestsDir } from "./manifests.js";
 import { policyFileName, writePolicy } from "./netpol-files.js";
 import { loadTopology } from "./topology.js";
 
-export const DEMO_TOPOLOGY_FILE = path.join(repoRoot(), "lab", "topologies", "demo.yaml");
+export const DEMO_TOPOLOGY_FILE = path.join(repoRoot, "lab", "topologies", "demo.yaml");
 
 /**
  * What the flow map shows on an edge once traffic has run: its packets forwarded, dropped,

@@ -10,7 +10,8 @@ import {
   allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, OUTSIDE, OUTSIDE_NETNS, podAddresses, podHost,
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
-import { agentSpecs, repoRoot, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
+import { agentSpecs, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
+import { repoRoot } from "../config/install.js";
 import {
   controlPlaneSpec, controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, stopControlPlane, TLS_DIR, uiUrl,
   waitControlPlaneReady, type ControlPlaneOptions,
@@ -21,7 +22,7 @@ import {
 } from "./datapath.js";
 import { resolveService } from "./endpoints.js";
 import { EnforcementWatch } from "./enforcement.js";
-import { FieldReader } from "./fields.js";
+import { FieldReader } from "../fields/reader.js";
 import { manifestsDir, writeManifests } from "./manifests.js";
 import { policyManifest, writePolicy } from "./netpol-files.js";
 import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";
@@ -234,7 +235,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         const secure = opts.insecure !== true;
         cpOpts.secure = secure;
         if (secure) await issueLabCertificates(stateDir, state.nodes.map((n) => n.name));
-        state.controlplane = controlPlaneSpec(stateDir, repoRoot(), cpOpts);
+        state.controlplane = controlPlaneSpec(stateDir, repoRoot, cpOpts);
       }
       if (withAgents) {
         const agentOpts: AgentSpecOptions = { stateDir, pinDir: state.pinDir };
@@ -247,7 +248,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
       if (state.controlplane || state.agents.length > 0) {
         // One supervisor runs them all and starts again whatever exits (supervisor.ts).
         await writeState(state);
-        state.supervisor = await startSupervisor(stateDir, repoRoot());
+        state.supervisor = await startSupervisor(stateDir, repoRoot);
         await writeState(state);
         log(`lab up: supervisor pid ${state.supervisor.pid} (log ${state.supervisor.log})`);
       }

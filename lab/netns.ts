@@ -79,6 +79,14 @@ export function netnsExecArgv(netns: string, argv: readonly string[]): string[] 
   return ["ip", "netns", "exec", netns, ...argv];
 }
 
+/**
+ * `nsenter --net=… argv...`: the network namespace only, in this mount namespace. An agent
+ * must be started so: `ip netns exec` remounts /sys without /sys/fs/bpf, where it pins.
+ */
+export function netnsEnterArgv(netns: string, argv: readonly string[]): string[] {
+  return ["nsenter", `--net=${NETNS_DIR}/${netns}`, "--", ...argv];
+}
+
 export async function setSysctls(netns: string, values: Record<string, string | number>): Promise<void> {
   const args = Object.entries(values).map(([k, v]) => `${k}=${v}`);
   await run(netnsExecArgv(netns, ["sysctl", "-q", "-w", ...args])).catch((err: Error) => {

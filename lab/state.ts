@@ -3,7 +3,7 @@
 // Writes go to a temp file and are renamed into place; mutations hold `<stateDir>/lock`.
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { FieldReader, join } from "./fields.js";
+import { FieldReader, fieldPath } from "../fields/reader.js";
 import { PROTOCOLS, WORKLOAD_KINDS, type ContainerPort, type Protocol, type ServicePort, type WorkloadKind } from "./topology.js";
 
 export const DEFAULT_STATE_DIR = "/run/bulkhead/lab";
@@ -301,12 +301,12 @@ export function parseState(doc: unknown, source: string): LabState {
     version: 1,
     stateDir: r.string(m.stateDir, "stateDir"),
     createdAt: r.string(m.createdAt, "createdAt"),
-    nodes: r.list(m.nodes, "nodes").map((v, i) => readNode(r, v, join("nodes", i))),
-    namespaces: r.list(m.namespaces, "namespaces").map((v, i) => readNamespace(r, v, join("namespaces", i))),
-    workloads: r.list(m.workloads, "workloads").map((v, i) => readWorkload(r, v, join("workloads", i))),
-    pods: r.list(m.pods, "pods").map((v, i) => readPod(r, v, join("pods", i))),
-    services: r.list(m.services, "services").map((v, i) => readService(r, v, join("services", i))),
-    agents: r.list(m.agents, "agents").map((v, i) => readAgent(r, v, join("agents", i))),
+    nodes: r.list(m.nodes, "nodes").map((v, i) => readNode(r, v, fieldPath("nodes", i))),
+    namespaces: r.list(m.namespaces, "namespaces").map((v, i) => readNamespace(r, v, fieldPath("namespaces", i))),
+    workloads: r.list(m.workloads, "workloads").map((v, i) => readWorkload(r, v, fieldPath("workloads", i))),
+    pods: r.list(m.pods, "pods").map((v, i) => readPod(r, v, fieldPath("pods", i))),
+    services: r.list(m.services, "services").map((v, i) => readService(r, v, fieldPath("services", i))),
+    agents: r.list(m.agents, "agents").map((v, i) => readAgent(r, v, fieldPath("agents", i))),
     agentsEnabled: r.boolean(m.agentsEnabled, "agentsEnabled"),
     pinDir: r.string(m.pinDir, "pinDir"),
     nextNode: r.int(m.nextNode, "nextNode", 0, Number.MAX_SAFE_INTEGER),
@@ -332,7 +332,7 @@ export function parseState(doc: unknown, source: string): LabState {
     const s = r.map(m.supervisor, "supervisor", ["pid", "log"]);
     state.supervisor = { pid: r.int(s.pid, "supervisor.pid", 1, 2 ** 31), log: r.string(s.log, "supervisor.log") };
   }
-  if (m.held !== undefined) state.held = r.list(m.held, "held").map((v, i) => r.string(v, join("held", i)));
+  if (m.held !== undefined) state.held = r.list(m.held, "held").map((v, i) => r.string(v, fieldPath("held", i)));
   if (m.outside !== undefined) {
     const o = r.map(m.outside, "outside", ["netns", "ip", "ipv6", "ports", "pid", "log"]);
     state.outside = { netns: r.string(o.netns, "outside.netns"), ip: r.string(o.ip, "outside.ip"), ipv6: r.string(o.ipv6, "outside.ipv6"),
@@ -345,51 +345,44 @@ export function parseState(doc: unknown, source: string): LabState {
   if (topologyFile !== undefined) state.topologyFile = topologyFile;
   if (m.traffic !== undefined) {
     const t = r.map(m.traffic, "traffic", ["pids"]);
-    state.traffic = { pids: r.list(t.pids, "traffic.pids").map((v, i) => r.int(v, join("traffic.pids", i), 1, 2 ** 31)) };
+    state.traffic = { pids: r.list(t.pids, "traffic.pids").map((v, i) => r.int(v, fieldPath("traffic.pids", i), 1, 2 ** 31)) };
   }
   return state;
-}
-
-function stringMap(r: FieldReader, value: unknown, field: string): Record<string, string> {
-  const m = r.map(value, field, Object.keys(value ?? {}));
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(m)) out[k] = r.string(v, join(field, k));
-  return out;
 }
 
 function readNode(r: FieldReader, value: unknown, f: string): LabNode {
   const m = r.map(value, f, ["name", "index", "ip", "ipv6", "podCIDR", "podCIDRv6", "netns", "uid", "creationTimestamp"]);
   return {
-    name: r.string(m.name, join(f, "name")),
-    index: r.int(m.index, join(f, "index"), 1, 254),
-    ip: r.string(m.ip, join(f, "ip")),
-    ipv6: r.string(m.ipv6, join(f, "ipv6")),
-    podCIDR: r.string(m.podCIDR, join(f, "podCIDR")),
-    podCIDRv6: r.string(m.podCIDRv6, join(f, "podCIDRv6")),
-    netns: r.string(m.netns, join(f, "netns")),
-    uid: r.string(m.uid, join(f, "uid")),
-    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+    name: r.string(m.name, fieldPath(f, "name")),
+    index: r.int(m.index, fieldPath(f, "index"), 1, 254),
+    ip: r.string(m.ip, fieldPath(f, "ip")),
+    ipv6: r.string(m.ipv6, fieldPath(f, "ipv6")),
+    podCIDR: r.string(m.podCIDR, fieldPath(f, "podCIDR")),
+    podCIDRv6: r.string(m.podCIDRv6, fieldPath(f, "podCIDRv6")),
+    netns: r.string(m.netns, fieldPath(f, "netns")),
+    uid: r.string(m.uid, fieldPath(f, "uid")),
+    creationTimestamp: r.string(m.creationTimestamp, fieldPath(f, "creationTimestamp")),
   };
 }
 
 function readNamespace(r: FieldReader, value: unknown, f: string): LabNamespace {
   const m = r.map(value, f, ["name", "labels", "annotations", "uid", "creationTimestamp"]);
   const ns: LabNamespace = {
-    name: r.string(m.name, join(f, "name")),
-    labels: stringMap(r, m.labels, join(f, "labels")),
-    uid: r.string(m.uid, join(f, "uid")),
-    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+    name: r.string(m.name, fieldPath(f, "name")),
+    labels: r.stringMap(m.labels, fieldPath(f, "labels")),
+    uid: r.string(m.uid, fieldPath(f, "uid")),
+    creationTimestamp: r.string(m.creationTimestamp, fieldPath(f, "creationTimestamp")),
   };
-  if (m.annotations !== undefined) ns.annotations = stringMap(r, m.annotations, join(f, "annotations"));
+  if (m.annotations !== undefined) ns.annotations = r.stringMap(m.annotations, fieldPath(f, "annotations"));
   return ns;
 }
 
 function readPorts(r: FieldReader, value: unknown, f: string): ContainerPort[] {
   return r.list(value, f).map((v, i) => {
-    const pf = join(f, i);
+    const pf = fieldPath(f, i);
     const m = r.map(v, pf, ["name", "port", "protocol"]);
-    const port: ContainerPort = { port: r.int(m.port, join(pf, "port"), 1, 65535), protocol: readProtocol(r, m.protocol, join(pf, "protocol")) };
-    const name = r.optionalString(m.name, join(pf, "name"));
+    const port: ContainerPort = { port: r.int(m.port, fieldPath(pf, "port"), 1, 65535), protocol: readProtocol(r, m.protocol, fieldPath(pf, "protocol")) };
+    const name = r.optionalString(m.name, fieldPath(pf, "name"));
     if (name !== undefined) port.name = name;
     return port;
   });
@@ -402,10 +395,10 @@ function readProtocol(r: FieldReader, value: unknown, f: string): Protocol {
 function readOwner(r: FieldReader, value: unknown, f: string): OwnerRef {
   const m = r.map(value, f, ["apiVersion", "kind", "name", "uid"]);
   return {
-    apiVersion: r.string(m.apiVersion, join(f, "apiVersion")),
-    kind: r.string(m.kind, join(f, "kind")),
-    name: r.string(m.name, join(f, "name")),
-    uid: r.string(m.uid, join(f, "uid")),
+    apiVersion: r.string(m.apiVersion, fieldPath(f, "apiVersion")),
+    kind: r.string(m.kind, fieldPath(f, "kind")),
+    name: r.string(m.name, fieldPath(f, "name")),
+    uid: r.string(m.uid, fieldPath(f, "uid")),
   };
 }
 
@@ -413,20 +406,20 @@ function readWorkload(r: FieldReader, value: unknown, f: string): LabWorkload {
   const m = r.map(value, f, ["kind", "namespace", "name", "uid", "labels", "replicas", "ports", "templateHash",
     "creationTimestamp", "replicaSet"]);
   const w: LabWorkload = {
-    kind: r.oneOf(m.kind, join(f, "kind"), WORKLOAD_KINDS),
-    namespace: r.string(m.namespace, join(f, "namespace")),
-    name: r.string(m.name, join(f, "name")),
-    uid: r.string(m.uid, join(f, "uid")),
-    labels: stringMap(r, m.labels, join(f, "labels")),
-    replicas: r.int(m.replicas, join(f, "replicas"), 0, 100_000),
-    ports: readPorts(r, m.ports, join(f, "ports")),
-    templateHash: r.string(m.templateHash, join(f, "templateHash")),
-    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+    kind: r.oneOf(m.kind, fieldPath(f, "kind"), WORKLOAD_KINDS),
+    namespace: r.string(m.namespace, fieldPath(f, "namespace")),
+    name: r.string(m.name, fieldPath(f, "name")),
+    uid: r.string(m.uid, fieldPath(f, "uid")),
+    labels: r.stringMap(m.labels, fieldPath(f, "labels")),
+    replicas: r.int(m.replicas, fieldPath(f, "replicas"), 0, 100_000),
+    ports: readPorts(r, m.ports, fieldPath(f, "ports")),
+    templateHash: r.string(m.templateHash, fieldPath(f, "templateHash")),
+    creationTimestamp: r.string(m.creationTimestamp, fieldPath(f, "creationTimestamp")),
   };
   if (m.replicaSet !== undefined) {
-    const rf = join(f, "replicaSet");
+    const rf = fieldPath(f, "replicaSet");
     const rs = r.map(m.replicaSet, rf, ["name", "uid"]);
-    w.replicaSet = { name: r.string(rs.name, join(rf, "name")), uid: r.string(rs.uid, join(rf, "uid")) };
+    w.replicaSet = { name: r.string(rs.name, fieldPath(rf, "name")), uid: r.string(rs.uid, fieldPath(rf, "uid")) };
   }
   return w;
 }
@@ -435,62 +428,62 @@ function readPod(r: FieldReader, value: unknown, f: string): LabPod {
   const m = r.map(value, f, ["namespace", "name", "uid", "node", "ip", "ipv6", "netns", "hostIface", "labels", "ports",
     "container", "owner", "creationTimestamp"]);
   const pod: LabPod = {
-    namespace: r.string(m.namespace, join(f, "namespace")),
-    name: r.string(m.name, join(f, "name")),
-    uid: r.string(m.uid, join(f, "uid")),
-    node: r.string(m.node, join(f, "node")),
-    ip: r.string(m.ip, join(f, "ip")),
-    ipv6: r.string(m.ipv6, join(f, "ipv6")),
-    netns: r.string(m.netns, join(f, "netns")),
-    hostIface: r.string(m.hostIface, join(f, "hostIface")),
-    labels: stringMap(r, m.labels, join(f, "labels")),
-    ports: readPorts(r, m.ports, join(f, "ports")),
-    container: r.string(m.container, join(f, "container")),
-    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+    namespace: r.string(m.namespace, fieldPath(f, "namespace")),
+    name: r.string(m.name, fieldPath(f, "name")),
+    uid: r.string(m.uid, fieldPath(f, "uid")),
+    node: r.string(m.node, fieldPath(f, "node")),
+    ip: r.string(m.ip, fieldPath(f, "ip")),
+    ipv6: r.string(m.ipv6, fieldPath(f, "ipv6")),
+    netns: r.string(m.netns, fieldPath(f, "netns")),
+    hostIface: r.string(m.hostIface, fieldPath(f, "hostIface")),
+    labels: r.stringMap(m.labels, fieldPath(f, "labels")),
+    ports: readPorts(r, m.ports, fieldPath(f, "ports")),
+    container: r.string(m.container, fieldPath(f, "container")),
+    creationTimestamp: r.string(m.creationTimestamp, fieldPath(f, "creationTimestamp")),
   };
-  if (m.owner !== undefined) pod.owner = readOwner(r, m.owner, join(f, "owner"));
+  if (m.owner !== undefined) pod.owner = readOwner(r, m.owner, fieldPath(f, "owner"));
   return pod;
 }
 
 function readService(r: FieldReader, value: unknown, f: string): LabService {
   const m = r.map(value, f, ["namespace", "name", "uid", "clusterIP", "selector", "ports", "creationTimestamp"]);
   return {
-    namespace: r.string(m.namespace, join(f, "namespace")),
-    name: r.string(m.name, join(f, "name")),
-    uid: r.string(m.uid, join(f, "uid")),
-    clusterIP: r.string(m.clusterIP, join(f, "clusterIP")),
-    selector: stringMap(r, m.selector, join(f, "selector")),
-    ports: r.list(m.ports, join(f, "ports")).map((v, i) => {
-      const pf = join(join(f, "ports"), i);
+    namespace: r.string(m.namespace, fieldPath(f, "namespace")),
+    name: r.string(m.name, fieldPath(f, "name")),
+    uid: r.string(m.uid, fieldPath(f, "uid")),
+    clusterIP: r.string(m.clusterIP, fieldPath(f, "clusterIP")),
+    selector: r.stringMap(m.selector, fieldPath(f, "selector")),
+    ports: r.list(m.ports, fieldPath(f, "ports")).map((v, i) => {
+      const pf = fieldPath(fieldPath(f, "ports"), i);
       const pm = r.map(v, pf, ["name", "port", "targetPort", "protocol"]);
       const port: ServicePort = {
-        port: r.int(pm.port, join(pf, "port"), 1, 65535),
-        targetPort: typeof pm.targetPort === "string" ? pm.targetPort : r.int(pm.targetPort, join(pf, "targetPort"), 1, 65535),
-        protocol: readProtocol(r, pm.protocol, join(pf, "protocol")),
+        port: r.int(pm.port, fieldPath(pf, "port"), 1, 65535),
+        targetPort: typeof pm.targetPort === "string" ? pm.targetPort : r.int(pm.targetPort, fieldPath(pf, "targetPort"), 1, 65535),
+        protocol: readProtocol(r, pm.protocol, fieldPath(pf, "protocol")),
       };
-      const name = r.optionalString(pm.name, join(pf, "name"));
+      const name = r.optionalString(pm.name, fieldPath(pf, "name"));
       if (name !== undefined) port.name = name;
       return port;
     }),
-    creationTimestamp: r.string(m.creationTimestamp, join(f, "creationTimestamp")),
+    creationTimestamp: r.string(m.creationTimestamp, fieldPath(f, "creationTimestamp")),
   };
 }
 
 function readAgent(r: FieldReader, value: unknown, f: string): LabAgent {
   const m = r.map(value, f, ["node", "pid", "log", "exportFile", "argv"]);
   const agent: LabAgent = {
-    node: r.string(m.node, join(f, "node")),
-    pid: r.int(m.pid, join(f, "pid"), 0, 2 ** 31),
-    log: r.string(m.log, join(f, "log")),
+    node: r.string(m.node, fieldPath(f, "node")),
+    pid: r.int(m.pid, fieldPath(f, "pid"), 0, 2 ** 31),
+    log: r.string(m.log, fieldPath(f, "log")),
   };
-  const exportFile = r.optionalString(m.exportFile, join(f, "exportFile"));
+  const exportFile = r.optionalString(m.exportFile, fieldPath(f, "exportFile"));
   if (exportFile !== undefined) agent.exportFile = exportFile;
-  if (m.argv !== undefined) agent.argv = readArgv(r, m.argv, join(f, "argv"));
+  if (m.argv !== undefined) agent.argv = readArgv(r, m.argv, fieldPath(f, "argv"));
   return agent;
 }
 
 function readArgv(r: FieldReader, value: unknown, f: string): string[] {
-  const argv = r.list(value, f).map((v, i) => r.string(v, join(f, i)));
+  const argv = r.list(value, f).map((v, i) => r.string(v, fieldPath(f, i)));
   if (argv.length === 0) r.fail(f, "empty command line");
   return argv;
 }
@@ -530,17 +523,17 @@ export async function readSupervision(stateDir: string): Promise<Supervision | u
     pid: r.int(m.pid, "pid", 1, 2 ** 31),
     updatedAt: r.string(m.updatedAt, "updatedAt"),
     processes: r.list(m.processes, "processes").map((v, i) => {
-      const f = join("processes", i);
+      const f = fieldPath("processes", i);
       const p = r.map(v, f, ["name", "pid", "restarts", "startedAt", "lastExit", "held"]);
       const proc: SupervisedProcess = {
-        name: r.string(p.name, join(f, "name")),
-        pid: r.int(p.pid, join(f, "pid"), 0, 2 ** 31),
-        restarts: r.int(p.restarts, join(f, "restarts"), 0, Number.MAX_SAFE_INTEGER),
-        startedAt: r.string(p.startedAt, join(f, "startedAt")),
+        name: r.string(p.name, fieldPath(f, "name")),
+        pid: r.int(p.pid, fieldPath(f, "pid"), 0, 2 ** 31),
+        restarts: r.int(p.restarts, fieldPath(f, "restarts"), 0, Number.MAX_SAFE_INTEGER),
+        startedAt: r.string(p.startedAt, fieldPath(f, "startedAt")),
       };
-      const lastExit = r.optionalString(p.lastExit, join(f, "lastExit"));
+      const lastExit = r.optionalString(p.lastExit, fieldPath(f, "lastExit"));
       if (lastExit !== undefined) proc.lastExit = lastExit;
-      if (p.held !== undefined) proc.held = r.boolean(p.held, join(f, "held"));
+      if (p.held !== undefined) proc.held = r.boolean(p.held, fieldPath(f, "held"));
       return proc;
     }),
   };

@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import { SERVICE_CIDR } from "./addressing.js";
-import { checkLabelKey, FieldReader, join } from "./fields.js";
+import { FieldReader, fieldPath } from "../fields/reader.js";
 import { expandTopology } from "./workloads.js";
 import { readTrafficSpec, type TrafficSpec } from "./traffic.js";
 import { parseKubeObject, type NetworkPolicy } from "../controlplane/metadata/objects.js";
@@ -154,23 +154,23 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
     : top.nodes === undefined ? nodeNames(2) : readNodes(r, top.nodes);
 
   const namespaces = r.optionalList(top.namespaces, "namespaces")
-    .map((v, i) => readNamespaceSpec(r, v, join("namespaces", i)));
+    .map((v, i) => readNamespaceSpec(r, v, fieldPath("namespaces", i)));
   unique(r, namespaces, "namespaces", (ns) => ns.name, "namespace");
   if (!namespaces.some((ns) => ns.name === "default")) namespaces.unshift({ name: "default", labels: {} });
 
-  const pods = r.optionalList(top.pods, "pods").map((v, i) => readPodSpec(r, v, join("pods", i)));
+  const pods = r.optionalList(top.pods, "pods").map((v, i) => readPodSpec(r, v, fieldPath("pods", i)));
   const workloads = r.optionalList(top.workloads, "workloads")
-    .map((v, i) => readWorkloadSpec(r, v, join("workloads", i)));
+    .map((v, i) => readWorkloadSpec(r, v, fieldPath("workloads", i)));
   const services = r.optionalList(top.services, "services")
-    .map((v, i) => readServiceSpec(r, v, join("services", i)));
+    .map((v, i) => readServiceSpec(r, v, fieldPath("services", i)));
 
   const nsNames = new Set(namespaces.map((ns) => ns.name));
   const checkRefs = (kind: string, items: { namespace: string; node?: string }[]) => items.forEach((item, i) => {
     if (!nsNames.has(item.namespace)) {
-      r.fail(join(join(kind, i), "namespace"), `namespace "${item.namespace}" is not in namespaces (declared: ${[...nsNames].join(", ")})`);
+      r.fail(fieldPath(fieldPath(kind, i), "namespace"), `namespace "${item.namespace}" is not in namespaces (declared: ${[...nsNames].join(", ")})`);
     }
     if (item.node !== undefined && !nodes.includes(item.node)) {
-      r.fail(join(join(kind, i), "node"), `node "${item.node}" is not in nodes (${nodes.join(", ")})`);
+      r.fail(fieldPath(fieldPath(kind, i), "node"), `node "${item.node}" is not in nodes (${nodes.join(", ")})`);
     }
   });
   checkRefs("pods", pods);
@@ -181,16 +181,16 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
   unique(r, services, "services", (s) => `${s.namespace}/${s.name}`, "service");
   unique(r, services, "services", (s) => s.clusterIP, "clusterIP");
   const outside = top.outside === undefined ? undefined : readOutside(r, top.outside, "outside");
-  const traffic = r.optionalList(top.traffic, "traffic").map((v, i) => readTrafficSpec(r, v, join("traffic", i)));
+  const traffic = r.optionalList(top.traffic, "traffic").map((v, i) => readTrafficSpec(r, v, fieldPath("traffic", i)));
   traffic.forEach((t, i) => {
     if (t.to.kind !== "outside") return;
     const ports = outside?.ports ?? [];
-    if (ports.length === 0) r.fail(join(join("traffic", i), "to"), "the outside host serves no ports: give them in outside.ports");
+    if (ports.length === 0) r.fail(fieldPath(fieldPath("traffic", i), "to"), "the outside host serves no ports: give them in outside.ports");
     if (t.port !== undefined && !ports.some((p) => p.port === t.port)) {
-      r.fail(join(join("traffic", i), "port"), `the outside host serves no port ${t.port} (outside.ports: ${ports.map((p) => `${p.port}/${p.protocol}`).join(", ")})`);
+      r.fail(fieldPath(fieldPath("traffic", i), "port"), `the outside host serves no port ${t.port} (outside.ports: ${ports.map((p) => `${p.port}/${p.protocol}`).join(", ")})`);
     }
   });
-  const policies = r.optionalList(top.policies, "policies").map((v, i) => readPolicy(r, v, join("policies", i)));
+  const policies = r.optionalList(top.policies, "policies").map((v, i) => readPolicy(r, v, fieldPath("policies", i)));
   checkRefs("policies", policies.map((p) => ({ namespace: p.metadata.namespace })));
   unique(r, policies, "policies", (p) => `${p.metadata.namespace}/${p.metadata.name}`, "policy");
   const topology: Topology = { nodes, namespaces, pods, workloads, services, traffic, policies };
@@ -201,9 +201,9 @@ export function parseTopology(text: string, source: string, opts: ParseOptions =
 
 function readOutside(r: FieldReader, value: unknown, field: string): OutsideSpec {
   const m = r.map(value, field, ["ports"]);
-  const ports = readContainerPorts(r, m.ports ?? [], join(field, "ports"));
+  const ports = readContainerPorts(r, m.ports ?? [], fieldPath(field, "ports"));
   ports.forEach((p, i) => {
-    if (p.protocol === "SCTP") r.fail(join(join(join(field, "ports"), i), "protocol"), "the outside host's application serves TCP and UDP");
+    if (p.protocol === "SCTP") r.fail(fieldPath(fieldPath(fieldPath(field, "ports"), i), "protocol"), "the outside host's application serves TCP and UDP");
   });
   return { ports };
 }
@@ -220,7 +220,7 @@ function readPolicy(r: FieldReader, value: unknown, field: string): NetworkPolic
   try {
     policyFileName(parsed.metadata.namespace, parsed.metadata.name);
   } catch (err) {
-    r.fail(join(field, "metadata"), (err as Error).message);
+    r.fail(fieldPath(field, "metadata"), (err as Error).message);
   }
   return parsed;
 }
@@ -233,7 +233,7 @@ function readNodes(r: FieldReader, value: unknown): string[] {
   if (typeof value === "number") return nodeNames(r.int(value, "nodes", 1, MAX_NODES));
   const list = r.list(value, "nodes");
   if (list.length < 1 || list.length > MAX_NODES) r.fail("nodes", `expected 1-${MAX_NODES} node names, got ${list.length}`);
-  const names = list.map((v, i) => readNodeName(r, v, join("nodes", i)));
+  const names = list.map((v, i) => readNodeName(r, v, fieldPath("nodes", i)));
   unique(r, names.map((name) => ({ name })), "nodes", (n) => n.name, "node");
   return names;
 }
@@ -249,18 +249,18 @@ export function readNodeName(r: FieldReader, value: unknown, field: string): str
 
 export function readNamespaceSpec(r: FieldReader, value: unknown, field: string): NamespaceSpec {
   const m = r.map(value, field, ["name", "labels", "annotations"]);
-  const spec: NamespaceSpec = { name: r.dnsLabel(m.name, join(field, "name")), labels: r.labels(m.labels, join(field, "labels")) };
-  if (m.annotations !== undefined) spec.annotations = readAnnotations(r, m.annotations, join(field, "annotations"));
+  const spec: NamespaceSpec = { name: r.dnsLabel(m.name, fieldPath(field, "name")), labels: r.labels(m.labels, fieldPath(field, "labels")) };
+  if (m.annotations !== undefined) spec.annotations = readAnnotations(r, m.annotations, fieldPath(field, "annotations"));
   return spec;
 }
 
 /** Kubernetes annotations: keys as label keys, any string values. */
 export function readAnnotations(r: FieldReader, value: unknown, field: string): Record<string, string> {
-  const m = r.map(value, field, Object.keys(value ?? {}));
+  const m = r.map(value, field);
   const out: Record<string, string> = {};
   for (const [key, raw] of Object.entries(m)) {
-    checkLabelKey(key, (detail) => r.fail(join(field, key), detail));
-    out[key] = r.string(raw, join(field, key));
+    r.labelKey(key, fieldPath(field, key));
+    out[key] = r.string(raw, fieldPath(field, key));
   }
   return out;
 }
@@ -268,50 +268,50 @@ export function readAnnotations(r: FieldReader, value: unknown, field: string): 
 export function readPodSpec(r: FieldReader, value: unknown, field: string): PodSpec {
   const m = r.map(value, field, ["namespace", "name", "node", "labels", "ports"]);
   const spec: PodSpec = {
-    namespace: r.dnsLabel(m.namespace, join(field, "namespace")),
-    name: r.dnsLabel(m.name, join(field, "name")),
-    labels: r.labels(m.labels, join(field, "labels")),
-    ports: readContainerPorts(r, m.ports, join(field, "ports")),
+    namespace: r.dnsLabel(m.namespace, fieldPath(field, "namespace")),
+    name: r.dnsLabel(m.name, fieldPath(field, "name")),
+    labels: r.labels(m.labels, fieldPath(field, "labels")),
+    ports: readContainerPorts(r, m.ports, fieldPath(field, "ports")),
   };
-  if (m.node !== undefined) spec.node = readNodeName(r, m.node, join(field, "node"));
+  if (m.node !== undefined) spec.node = readNodeName(r, m.node, fieldPath(field, "node"));
   return spec;
 }
 
 function readWorkloadSpec(r: FieldReader, value: unknown, field: string): WorkloadSpec {
   const m = r.map(value, field, ["namespace", "name", "kind", "replicas", "labels", "ports", "node"]);
-  const kind = r.oneOf(m.kind, join(field, "kind"), WORKLOAD_KINDS);
+  const kind = r.oneOf(m.kind, fieldPath(field, "kind"), WORKLOAD_KINDS);
   // Generated pod names must stay DNS labels: Deployment pods add 17 characters, StatefulSet
   // pods up to 3, DaemonSet pods 6.
   const maxName = kind === "Deployment" ? 46 : kind === "StatefulSet" ? 60 : 57;
   const spec: WorkloadSpec = {
-    namespace: r.dnsLabel(m.namespace, join(field, "namespace")),
-    name: r.dnsLabel(m.name, join(field, "name"), maxName),
+    namespace: r.dnsLabel(m.namespace, fieldPath(field, "namespace")),
+    name: r.dnsLabel(m.name, fieldPath(field, "name"), maxName),
     kind,
     replicas: 1,
-    labels: r.labels(m.labels, join(field, "labels")),
-    ports: readContainerPorts(r, m.ports, join(field, "ports")),
+    labels: r.labels(m.labels, fieldPath(field, "labels")),
+    ports: readContainerPorts(r, m.ports, fieldPath(field, "ports")),
   };
-  if (Object.keys(spec.labels).length === 0) r.fail(join(field, "labels"), "a workload needs at least one label (it is its selector)");
+  if (Object.keys(spec.labels).length === 0) r.fail(fieldPath(field, "labels"), "a workload needs at least one label (it is its selector)");
   if (kind === "DaemonSet") {
-    if (m.replicas !== undefined) r.fail(join(field, "replicas"), "a DaemonSet runs one pod per node; remove replicas");
-    if (m.node !== undefined) r.fail(join(field, "node"), "a DaemonSet runs on every node; remove node");
+    if (m.replicas !== undefined) r.fail(fieldPath(field, "replicas"), "a DaemonSet runs one pod per node; remove replicas");
+    if (m.node !== undefined) r.fail(fieldPath(field, "node"), "a DaemonSet runs on every node; remove node");
   } else if (m.replicas !== undefined) {
-    spec.replicas = r.int(m.replicas, join(field, "replicas"), 0, MAX_REPLICAS);
+    spec.replicas = r.int(m.replicas, fieldPath(field, "replicas"), 0, MAX_REPLICAS);
   }
-  if (m.node !== undefined) spec.node = readNodeName(r, m.node, join(field, "node"));
+  if (m.node !== undefined) spec.node = readNodeName(r, m.node, fieldPath(field, "node"));
   return spec;
 }
 
 function readContainerPorts(r: FieldReader, value: unknown, field: string): ContainerPort[] {
   const ports = r.optionalList(value, field).map((v, i) => {
-    const f = join(field, i);
+    const f = fieldPath(field, i);
     const m = r.map(v, f, ["name", "port", "containerPort", "protocol"]);
     if (m.port !== undefined && m.containerPort !== undefined) r.fail(f, "give port or containerPort, not both");
     const port: ContainerPort = {
-      port: r.int(m.port ?? m.containerPort, join(f, m.port !== undefined ? "port" : "containerPort"), 1, 65535),
-      protocol: m.protocol === undefined ? "TCP" : r.oneOf(m.protocol, join(f, "protocol"), PROTOCOLS),
+      port: r.int(m.port ?? m.containerPort, fieldPath(f, m.port !== undefined ? "port" : "containerPort"), 1, 65535),
+      protocol: m.protocol === undefined ? "TCP" : r.oneOf(m.protocol, fieldPath(f, "protocol"), PROTOCOLS),
     };
-    if (m.name !== undefined) port.name = r.portName(m.name, join(f, "name"));
+    if (m.name !== undefined) port.name = r.portName(m.name, fieldPath(f, "name"));
     return port;
   });
   unique(r, ports, field, (p) => p.name, "port name");
@@ -322,35 +322,35 @@ function readContainerPorts(r: FieldReader, value: unknown, field: string): Cont
 export function readServiceSpec(r: FieldReader, value: unknown, field: string): ServiceSpec {
   const m = r.map(value, field, ["namespace", "name", "selector", "ports", "clusterIP"]);
   const spec: ServiceSpec = {
-    namespace: r.dnsLabel(m.namespace, join(field, "namespace")),
-    name: r.serviceName(m.name, join(field, "name")),
-    selector: r.labels(m.selector, join(field, "selector")),
+    namespace: r.dnsLabel(m.namespace, fieldPath(field, "namespace")),
+    name: r.serviceName(m.name, fieldPath(field, "name")),
+    selector: r.labels(m.selector, fieldPath(field, "selector")),
     ports: [],
   };
   if (Object.keys(spec.selector).length === 0) {
-    r.fail(join(field, "selector"), "expected at least one label (a Service without a selector has no endpoints in the lab)");
+    r.fail(fieldPath(field, "selector"), "expected at least one label (a Service without a selector has no endpoints in the lab)");
   }
-  const portsField = join(field, "ports");
+  const portsField = fieldPath(field, "ports");
   const list = r.list(m.ports, portsField);
   if (list.length === 0) r.fail(portsField, "a Service needs at least one port");
   spec.ports = list.map((v, i) => {
-    const f = join(portsField, i);
+    const f = fieldPath(portsField, i);
     const pm = r.map(v, f, ["name", "port", "targetPort", "protocol"]);
     const port: ServicePort = {
-      port: r.int(pm.port, join(f, "port"), 1, 65535),
+      port: r.int(pm.port, fieldPath(f, "port"), 1, 65535),
       targetPort: 0,
-      protocol: pm.protocol === undefined ? "TCP" : r.oneOf(pm.protocol, join(f, "protocol"), PROTOCOLS),
+      protocol: pm.protocol === undefined ? "TCP" : r.oneOf(pm.protocol, fieldPath(f, "protocol"), PROTOCOLS),
     };
     port.targetPort = pm.targetPort === undefined ? port.port
-      : typeof pm.targetPort === "string" ? r.portName(pm.targetPort, join(f, "targetPort"))
-      : r.int(pm.targetPort, join(f, "targetPort"), 1, 65535);
-    if (pm.name !== undefined) port.name = r.portName(pm.name, join(f, "name"));
-    else if (list.length > 1) r.fail(join(f, "name"), "every port of a multi-port Service needs a name");
+      : typeof pm.targetPort === "string" ? r.portName(pm.targetPort, fieldPath(f, "targetPort"))
+      : r.int(pm.targetPort, fieldPath(f, "targetPort"), 1, 65535);
+    if (pm.name !== undefined) port.name = r.portName(pm.name, fieldPath(f, "name"));
+    else if (list.length > 1) r.fail(fieldPath(f, "name"), "every port of a multi-port Service needs a name");
     return port;
   });
   unique(r, spec.ports, portsField, (p) => `${p.port}/${p.protocol}`, "port");
   unique(r, spec.ports, portsField, (p) => p.name, "port name");
-  if (m.clusterIP !== undefined) spec.clusterIP = readClusterIP(r, m.clusterIP, join(field, "clusterIP"));
+  if (m.clusterIP !== undefined) spec.clusterIP = readClusterIP(r, m.clusterIP, fieldPath(field, "clusterIP"));
   return spec;
 }
 
@@ -372,7 +372,7 @@ function unique<T>(r: FieldReader, items: T[], field: string, key: (item: T) => 
     const k = key(item);
     if (k === undefined) return;
     const first = seen.get(k);
-    if (first !== undefined) r.fail(join(field, i), `duplicate ${what} "${k}" (also at ${join(field, first)})`);
+    if (first !== undefined) r.fail(fieldPath(field, i), `duplicate ${what} "${k}" (also at ${fieldPath(field, first)})`);
     seen.set(k, i);
   });
 }

@@ -10,9 +10,9 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { randomUUID } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { type FieldReader, join } from "./fields.js";
+import { type FieldReader, fieldPath } from "../fields/reader.js";
 import type { Lab, LabStatus, PodStatus } from "./lab.js";
-import { repoRoot } from "./agents.js";
+import { cliMain } from "../config/install.js";
 import { OUTSIDE_NETNS } from "./addressing.js";
 import { netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR } from "./state.js";
@@ -48,36 +48,36 @@ export const OUTSIDE_TARGET = "outside";
 
 export function readTrafficSpec(r: FieldReader, value: unknown, field: string): TrafficSpec {
   const m = r.map(value, field, ["from", "to", "toPods", "port", "everyMs", "size", "http"]);
-  const fromField = join(field, "from");
+  const fromField = fieldPath(field, "from");
   const from = r.map(m.from, fromField, ["namespace", "labels"]);
   let to: TrafficTarget;
   if ((m.to === undefined) === (m.toPods === undefined)) r.fail(field, "give exactly one of to (a Service NAMESPACE/NAME, or outside) and toPods");
   if (m.to === OUTSIDE_TARGET) {
     to = { kind: "outside" };
   } else if (m.to !== undefined) {
-    const text = r.string(m.to, join(field, "to"));
+    const text = r.string(m.to, fieldPath(field, "to"));
     const slash = text.indexOf("/");
-    if (slash <= 0) r.fail(join(field, "to"), `expected a Service as NAMESPACE/NAME or "${OUTSIDE_TARGET}" (the outside host), got "${text}"`);
-    to = { kind: "service", namespace: r.dnsLabel(text.slice(0, slash), join(field, "to")), service: r.serviceName(text.slice(slash + 1), join(field, "to")) };
+    if (slash <= 0) r.fail(fieldPath(field, "to"), `expected a Service as NAMESPACE/NAME or "${OUTSIDE_TARGET}" (the outside host), got "${text}"`);
+    to = { kind: "service", namespace: r.dnsLabel(text.slice(0, slash), fieldPath(field, "to")), service: r.serviceName(text.slice(slash + 1), fieldPath(field, "to")) };
   } else {
-    const pf = join(field, "toPods");
+    const pf = fieldPath(field, "toPods");
     const pods = r.map(m.toPods, pf, ["namespace", "labels"]);
-    to = { kind: "pods", labels: r.labels(pods.labels, join(pf, "labels")) };
-    if (pods.namespace !== undefined) to.namespace = r.dnsLabel(pods.namespace, join(pf, "namespace"));
-    if (m.port === undefined) r.fail(join(field, "port"), "toPods needs the container port to reach (a number or a port name)");
+    to = { kind: "pods", labels: r.labels(pods.labels, fieldPath(pf, "labels")) };
+    if (pods.namespace !== undefined) to.namespace = r.dnsLabel(pods.namespace, fieldPath(pf, "namespace"));
+    if (m.port === undefined) r.fail(fieldPath(field, "port"), "toPods needs the container port to reach (a number or a port name)");
   }
   const spec: TrafficSpec = {
-    from: { namespace: r.dnsLabel(from.namespace, join(fromField, "namespace")), labels: r.labels(from.labels, join(fromField, "labels")) },
+    from: { namespace: r.dnsLabel(from.namespace, fieldPath(fromField, "namespace")), labels: r.labels(from.labels, fieldPath(fromField, "labels")) },
     to,
-    everyMs: m.everyMs === undefined ? 1000 : r.int(m.everyMs, join(field, "everyMs"), 50, 3_600_000),
-    size: m.size === undefined ? 64 : r.int(m.size, join(field, "size"), 1, 60_000),
+    everyMs: m.everyMs === undefined ? 1000 : r.int(m.everyMs, fieldPath(field, "everyMs"), 50, 3_600_000),
+    size: m.size === undefined ? 64 : r.int(m.size, fieldPath(field, "size"), 1, 60_000),
   };
   if (m.port !== undefined) {
-    spec.port = typeof m.port === "string" && to.kind === "pods" ? r.portName(m.port, join(field, "port")) : r.int(m.port, join(field, "port"), 1, 65535);
+    spec.port = typeof m.port === "string" && to.kind === "pods" ? r.portName(m.port, fieldPath(field, "port")) : r.int(m.port, fieldPath(field, "port"), 1, 65535);
   }
   if (m.http !== undefined) {
-    const p = r.string(m.http, join(field, "http"));
-    if (!/^\/[\x21-\x7e]*$/.test(p)) r.fail(join(field, "http"), `expected a URL path starting with / (no spaces), got ${JSON.stringify(p)}`);
+    const p = r.string(m.http, fieldPath(field, "http"));
+    if (!/^\/[\x21-\x7e]*$/.test(p)) r.fail(fieldPath(field, "http"), `expected a URL path starting with / (no spaces), got ${JSON.stringify(p)}`);
     spec.http = p;
   }
   return spec;
@@ -171,7 +171,7 @@ export async function startOutsideApp(stateDir: string, ports: readonly Containe
   const logs = path.join(stateDir, LOGS_DIR);
   await mkdir(logs, { recursive: true });
   const log = path.join(logs, `app-${OUTSIDE_NETNS}.log`);
-  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, path.join(repoRoot(), "dist", "cli", "main.js"), "probe", "app", "--name", "outside",
+  const argv = netnsExecArgv(OUTSIDE_NETNS, [process.execPath, cliMain, "probe", "app", "--name", "outside",
     ...ports.flatMap((p) => ["--listen", `${p.port}/${p.protocol}`]), "--plan", "[]"]);
   const fd = openSync(log, "a");
   let pid: number | undefined;
@@ -204,7 +204,6 @@ async function waitListening(netns: string, ports: readonly { port: number }[], 
 export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts: TrafficOptions = {}): Promise<RunningTraffic> {
   const status = await lab.status();
   const plans = planTraffic(specs, status);
-  const main = path.join(repoRoot(), "dist", "cli", "main.js");
   if (opts.detachedLogDir !== undefined) await mkdir(opts.detachedLogDir, { recursive: true });
   const children: ChildProcess[] = [];
   // Readiness: pods talk once every pod serves, as a Service sends to ready pods only (a
@@ -216,7 +215,7 @@ export async function startTraffic(lab: Lab, specs: readonly TrafficSpec[], opts
     const listen: ListenPort[] = pod.ports.flatMap((p) => (p.protocol === "SCTP" ? [] : [{ port: p.port, protocol: p.protocol }]));
     const plan = plans.get(pod) ?? [];
     if (listen.length === 0 && plan.length === 0) continue;
-    const argv = [process.execPath, main, "probe", "app", "--name", `${pod.namespace}/${pod.name}`,
+    const argv = [process.execPath, cliMain, "probe", "app", "--name", `${pod.namespace}/${pod.name}`,
       ...listen.flatMap((l) => ["--listen", `${l.port}/${l.protocol}`]), "--plan", JSON.stringify(plan), "--talk-after", gate];
     if (listen.length > 0) serving.push({ netns: pod.netns, ports: listen, name: `${pod.namespace}/${pod.name}` });
     if (opts.detachedLogDir === undefined) {

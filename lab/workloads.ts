@@ -5,7 +5,7 @@
 //   DaemonSet   <name>-<5 chars>, one per node
 // Names are derived from hashes, not random, so the same topology gives the same names.
 import { digest } from "./addressing.js";
-import { FieldError } from "./fields.js";
+import { FieldError } from "../fields/reader.js";
 import type { LabWorkload, OwnerRef } from "./state.js";
 import type { PodSpec, Topology, WorkloadSpec } from "./topology.js";
 

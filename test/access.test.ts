@@ -21,8 +21,8 @@ import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict } from "
 import {
   FlowFilter, GetFlowMapResponse, ObserverServiceClient, type GetFlowsRequest, type GetNodesResponse, type GetStatusResponse, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
+import { cliMain } from "../config/install.js";
 
-const CLI = path.resolve("dist/cli/main.js");
 
 // ---------------------------------------------------------------------------------------
 // The cluster: shop/web-1, other/api-1, third/db-1, and Service shop/frontend.
@@ -166,7 +166,7 @@ interface Run { code: number | null; stdout: string; stderr: string }
 function run(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<Run> {
   return new Promise((resolve, reject) => {
     // Only what the test gives: never an inherited BULKHEAD_TOKEN or BULKHEAD_SERVER.
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? "", ...env } });
+    const child = spawn(process.execPath, [cliMain, ...args], { env: { PATH: process.env.PATH ?? "", ...env } });
     let stdout = "", stderr = "";
     child.stdout.on("data", (d: Buffer) => { stdout += d.toString(); });
     child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
@@ -183,7 +183,7 @@ let tmp: string;
 let manifests: string;
 
 beforeAll(() => {
-  if (!fs.existsSync(CLI)) throw new Error("dist/ is missing: run npm run build first");
+  if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-access-"));
   manifests = path.join(tmp, "manifests");
   fs.mkdirSync(manifests);
@@ -563,7 +563,7 @@ describe("bulkhead controlplane flags", () => {
     fs.writeFileSync(file, TOKEN_FILE);
     // The CLI's --listen takes no port 0: a socket of this test's own avoids guessing a free port.
     const addr = `unix://${path.join(tmp, "process-cp.sock")}`;
-    const child = spawn(process.execPath, [CLI, "controlplane", "--manifests", manifests, "--listen", addr, "--tokens", file],
+    const child = spawn(process.execPath, [cliMain, "controlplane", "--manifests", manifests, "--listen", addr, "--tokens", file],
       { env: { PATH: process.env.PATH ?? "" } });
     const closed = new Promise((r) => child.once("close", r));
     let out = "";

@@ -14,9 +14,11 @@ import { Datapath } from "../agent/datapath.js";
 import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
 import { decodeFlowRecord, clockNow } from "../agent/records.js";
 import {
-  agentNetnsArgv, cliPath, metric, NODE_IP, poll, sleep, TestNode, type AgentProcess, type Metrics, type Pod,
+  NODE_IP, poll, sleep, TestNode, type AgentProcess, type Pod,
 } from "./harness/netns.js";
-import { run } from "../lab/netns.js";
+import { netnsEnterArgv, run } from "../lab/netns.js";
+import { metric, type Metrics } from "../lab/prometheus.js";
+import { cliMain } from "../config/install.js";
 
 const workDir = mkdtempSync(path.join(os.tmpdir(), "bhagt-test-"));
 afterAll(() => rmSync(workDir, { recursive: true, force: true }));
@@ -37,7 +39,7 @@ const sum = (records: FlowRecord[], f: (r: FlowRecord) => bigint) => records.red
 
 /** `probe udp-send` from a pod: `count` datagrams of `size` bytes, one flow. */
 async function udpSend(node: TestNode, pod: Pod, port: number, count: number, size: number, to = NODE_IP): Promise<void> {
-  const r = await node.exec([process.execPath, cliPath, "probe", "udp-send", "--to", to, "--port", String(port),
+  const r = await node.exec([process.execPath, cliMain, "probe", "udp-send", "--to", to, "--port", String(port),
     "--count", String(count), "--size", String(size)], pod.netns);
   expect(JSON.parse(r.stdout), `probe udp-send from ${pod.netns}`).toMatchObject({ count });
 }
@@ -344,7 +346,7 @@ describe("pod churn while the agent runs", () => {
     const kept = new Set(native().kernelObjectIds().links);
     const stillThere = [...agentLinks].filter((id) => !newLinks.some((l) => l.id === id));
     expect(stillThere.filter((id) => !kept.has(id)), "the live pod's links after the agent stopped").toEqual([]);
-    const un = await run(agentNetnsArgv(node.netns, [process.execPath, cliPath, "agent", "--uninstall", "--bpf-dir", node.bpfDir]));
+    const un = await run(netnsEnterArgv(node.netns, [process.execPath, cliMain, "agent", "--uninstall", "--bpf-dir", node.bpfDir]));
     expect(JSON.parse(un.stdout)).toMatchObject({ links: 2 });
     const left = new Set(native().kernelObjectIds().links);
     expect([...agentLinks].filter((id) => left.has(id)), "the agent's links after --uninstall").toEqual([]);
@@ -366,7 +368,7 @@ describe("bad flags", () => {
     [["--attach-mode", "foo"], /--attach-mode: "foo" is not one of auto, tcx, clsact/],
   ])("agent %j exits 2 naming the flag", async (args, message) => {
     // Inside the test node, so that a flag wrongly accepted cannot attach anywhere else.
-    const r = await node.exec([process.execPath, cliPath, "agent", ...args, "--metrics-addr", "off"], node.netns, { allowFail: true, timeoutMs: 15_000 });
+    const r = await node.exec([process.execPath, cliMain, "agent", ...args, "--metrics-addr", "off"], node.netns, { allowFail: true, timeoutMs: 15_000 });
     expect(r.code, r.stdout + r.stderr).toBe(2);
     expect(r.stderr).toMatch(message);
     expect(r.stdout, "nothing started").toBe("");

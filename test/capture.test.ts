@@ -9,6 +9,7 @@ import { up, type Lab, type LabStatus, type PodStatus } from "../lab/lab.js";
 import { native } from "../native/index.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { observations, readExports, sleep, waitFor } from "./harness/flows.js";
+import { cliMain } from "../config/install.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-capture-${process.pid}`;
 
@@ -30,7 +31,7 @@ let status: LabStatus;
 let client: PodStatus;
 let server: PodStatus;
 let baseline: { programs: number; links: number };
-const probe = (args: string[]) => [process.execPath, path.resolve("dist/cli/main.js"), "probe", ...args];
+const probe = (args: string[]) => [process.execPath, cliMain, "probe", ...args];
 
 function pod(name: string): PodStatus {
   const p = status.pods.find((x) => x.name === name);
@@ -59,7 +60,7 @@ async function settledAll(specs: readonly { match: (r: FlowRecord) => boolean; w
 
 describe("flow capture on a two-node lab", () => {
   beforeAll(async () => {
-    if (!fs.existsSync("dist/cli/main.js")) throw new Error("dist/ is missing: run npm run build first");
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
     baseline = native().kernelObjectCounts();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-capture-"));
     exportDir = path.join(dir, "flows");

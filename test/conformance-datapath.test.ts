@@ -16,7 +16,7 @@ import {
   type ConformanceCase, type ConformanceModel, type ModelPlacement,
 } from "../lab/conformance/cases.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
-import { repoRoot } from "../lab/agents.js";
+import { cliMain, repoRoot } from "../config/install.js";
 import { createDatapathEngine, DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance/datapath.js";
 import { EnforcementWatch } from "../lab/enforcement.js";
 import { policyFileName, policyFiles } from "../lab/netpol-files.js";
@@ -170,7 +170,7 @@ describe("conformance engine plumbing (observe mode: nothing is denied)", () => 
   let placement: ModelPlacement;
 
   beforeAll(async () => {
-    if (!fs.existsSync(path.join(repoRoot(), "dist", "cli", "main.js"))) throw new Error("dist/ is missing: run npx tsc -p . first");
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npx tsc -p . first");
     dir = tempDir("bh-conf-");
     // awaitEnforcement false: this block must not depend on the policy compiler.
     engine = await createDatapathEngine({
@@ -277,7 +277,7 @@ describe("conformance engine plumbing (observe mode: nothing is denied)", () => 
 
 // ---- conformance, audit and churn on the enforcing datapath --------------------------------------
 
-const CASES_FILE = path.join(repoRoot(), "..", "shared", "conformance", "netpol-cases.json");
+const CASES_FILE = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
 
 function loadCases(): ConformanceCase[] {
   if (!fs.existsSync(CASES_FILE)) {

@@ -2,7 +2,6 @@
 // the compiled snapshot judged as the kernel will, and the two engines agree pair by pair.
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   loadConformanceCases,
@@ -13,8 +12,8 @@ import {
   type ConformanceReport,
 } from "../lab/conformance/cases.js";
 import { runConformanceCli } from "../lab/conformance/cli.js";
+import { repoRoot } from "../config/install.js";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const casesFile = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
 
 let cases: ConformanceCase[] = [];
@@ -63,13 +62,13 @@ describe("conformance cases", () => {
 // ---- the runner, the case format and the CLI ------------------------------------------------
 
 import {
-  CaseFileError,
   parseConformanceCases,
   substitute,
   type ConformanceEngine,
   type ConformanceModel,
 } from "../lab/conformance/cases.js";
 import { loadDatapathEngine } from "../lab/conformance/cli.js";
+import { FieldError } from "../fields/reader.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 
 const denyIntoX = [
@@ -207,7 +206,7 @@ describe("conformance runner", () => {
       } catch (err) {
         error = err;
       }
-      expect(error).toBeInstanceOf(CaseFileError);
+      expect(error).toBeInstanceOf(FieldError);
       expect((error as Error).message).toMatch(message);
     });
   }

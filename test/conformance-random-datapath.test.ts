@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   describeCase, parseConformanceCases, runConformance, SnapshotEngine, type ConformanceReport,
 } from "../lab/conformance/cases.js";
-import { repoRoot } from "../lab/agents.js";
+import { cliMain } from "../config/install.js";
 import { DatapathEngine } from "../lab/conformance/datapath.js";
 import { randomCaseDocuments } from "./harness/random-policy.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
@@ -69,7 +69,7 @@ describe(`random NetworkPolicy conformance, ${COUNT} cases (seed ${SEED})`, () =
     let current: string[] = [];
 
     beforeAll(() => {
-      if (!fs.existsSync(path.join(repoRoot(), "dist", "cli", "main.js"))) throw new Error("dist/ is missing: run npx tsc -p . first");
+      if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npx tsc -p . first");
       dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-conf-random-"));
       // runConformance brings the lab up once for all cases (prepare) and removes it at the end.
       engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce",

@@ -16,6 +16,7 @@ import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { bind, createGrpcServer, MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
+import { ControlPlaneConnection } from "../agent/controlplane/connection.js";
 import { LogCapture } from "./harness/log-capture.js";
 import { sleep, waitFor } from "./harness/wait.js";
 import {
@@ -630,21 +631,27 @@ describe("control plane over gRPC, one control plane per test", () => {
 describe("the agent's ControlPlaneSink across control plane restarts", () => {
   const logs = new LogCapture();
   let cp: ControlPlane | undefined;
+  let connection: ControlPlaneConnection | undefined;
   let sink: ControlPlaneSink | undefined;
   let observer: Observer | undefined;
 
   afterEach(async () => {
     await sink?.close(1000);
+    connection?.close();
     observer?.close();
     if (cp) await stopControlPlane(cp);
-    sink = undefined; observer = undefined; cp = undefined;
+    connection = undefined; sink = undefined; observer = undefined; cp = undefined;
   });
 
-  const newSink = (bufferRecords: number, drops: number[], refused: number[] = []) => new ControlPlaneSink({
-    address, node: "node1", capabilities: ["tcx"], bufferRecords, batchRecords: 100,
-    log: logs.log, onEndpoints: () => undefined, onBufferDrop: (n) => drops.push(n),
-    onRefused: (n) => refused.push(n),
-  });
+  /** The agent's stream (in `connection`) and its record sink, started. */
+  const newSink = (bufferRecords: number, drops: number[], refused: number[] = []) => {
+    connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log: logs.log });
+    const created = new ControlPlaneSink(connection, {
+      bufferRecords, batchRecords: 100, onBufferDrop: (n) => drops.push(n), onRefused: (n) => refused.push(n),
+    });
+    connection.start();
+    return created;
+  };
 
   /** Records numbered by sequence, so that loss and duplicates show. */
   const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => record("node1", { sequence: BigInt(from + i) }));
@@ -655,19 +662,19 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     ({ cp } = await startControlPlane(logs));
     const drops: number[] = [];
     sink = newSink(1000, drops);
-    sink.start();
-    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     const plane = cp;
     cp = undefined;
     await stopControlPlane(plane).catch(async (err: Error) => {
       // Let a stuck stop() finish so that the socket is free for the next test.
       await sink?.close(0);
-      sink = undefined;
+      connection?.close();
+      sink = undefined; connection = undefined;
       throw err;
     });
-    await waitFor(() => sink!.connected, (c) => !c, 10_000, "the sink to notice");
+    await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
     ({ cp } = await startControlPlane(logs));
-    await waitFor(() => sink!.connected, (c) => c, 15_000, "the sink to reconnect");
+    await waitFor(() => connection!.connected, (c) => c, 15_000, "the sink to reconnect");
     expect(cp.agents.connected).toBe(1);
   });
 
@@ -676,8 +683,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
     sink = newSink(1000, drops);
-    sink.start();
-    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
 
     sink.push(numbered(0, 250));
     await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "250 records acknowledged");
@@ -686,7 +692,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     // Down: 600 records fit the 1,000-record buffer.
     await stopControlPlane(cp);
     cp = undefined;
-    await waitFor(() => sink!.connected, (c) => !c, 10_000, "the sink to notice");
+    await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
     for (let i = 0; i < 3; i++) sink.push(numbered(250 + i * 200, 200));
     expect(sink.pending).toBe(600);
     expect(drops).toEqual([]);
@@ -700,7 +706,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     // Down again: 1,500 records into a 1,000-record buffer drop exactly the 500 oldest.
     await stopControlPlane(cp);
     cp = undefined;
-    await waitFor(() => sink!.connected, (c) => !c, 10_000, "the sink to notice");
+    await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
     for (let i = 0; i < 3; i++) sink.push(numbered(850 + i * 500, 500));
     expect(drops).toEqual([500]);
     expect(sink.pending).toBe(1000);
@@ -719,15 +725,14 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
     sink = newSink(10_000, drops, refused);
-    sink.start();
-    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     // 40 records, one of them claiming another node: the whole batch is refused.
     const bad = numbered(0, 40);
     bad[7] = record("node2", { sequence: 7n });
     sink.push(bad);
     await waitFor(() => refused.length, (n) => n > 0, 10_000, "the refusal");
     expect(refused).toEqual([40]);
-    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to reconnect");
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to reconnect");
     sink.push(numbered(100, 30));
     await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "the good records acknowledged");
     expect(sequences(await observer.flows())).toEqual(range(100, 30));
@@ -751,17 +756,14 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     await bind(server, address);
     const received: bigint[] = [];
     try {
-      sink = new ControlPlaneSink({
-        address, node: "node1", capabilities: ["tcx"], bufferRecords: 10, log: logs.log, onEndpoints: () => undefined,
-        onBufferDrop: () => undefined, onRefused: () => undefined,
-        onPolicy: (p) => { received.push(p.version); expect(p.ipIdentities).toHaveLength(400_000); },
-      });
-      sink.start();
+      connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log: logs.log });
+      connection.on("policy", (p) => { received.push(p.version); expect(p.ipIdentities).toHaveLength(400_000); });
+      connection.start();
       await waitFor(() => received.length, (n) => n > 0, 20_000, "the snapshot at the agent");
       expect(received).toEqual([9n]);
     } finally {
-      await sink?.close(0);
-      sink = undefined;
+      connection?.close();
+      connection = undefined;
       server.forceShutdown();
     }
   });
@@ -769,14 +771,13 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
   it("says how many records it gives up when closed with the control plane away (none once they are acknowledged)", async () => {
     const drops: number[] = [];
     sink = newSink(10_000, drops);
-    sink.start();
     sink.push(numbered(0, 25));
     expect(await sink.close(100)).toBe(25);
+    connection?.close();
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
     sink = newSink(10_000, drops);
-    sink.start();
-    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     sink.push(numbered(100, 25));
     expect(await sink.close(10_000)).toBe(0);
     expect(sequences(await observer.flows())).toEqual(range(100, 25));
@@ -788,8 +789,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
     sink = newSink(10_000, drops, refused);
-    sink.start();
-    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     // Five batches of 100 on the wire at once; the second holds a record claiming another node.
     const records = numbered(0, 500);
     records[150] = record("node2", { sequence: 150n });
@@ -808,8 +808,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));
     sink = newSink(100_000, drops);
-    sink.start();
-    await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
 
     // Eight batches of 100 go on the wire at once (the rest wait in the buffer), and the
     // control plane ends the agent streams in the same tick, before it has acknowledged

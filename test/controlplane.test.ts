@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { up, type Lab, type PodStatus } from "../lab/lab.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { sleep } from "./harness/flows.js";
+import { cliMain } from "../config/install.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-controlplane-${process.pid}`;
 
@@ -32,9 +33,9 @@ let dir: string;
 let lab: Lab;
 /** The lab's CA: its control plane serves mutual TLS by default. */
 let ca: string;
-const cli = (args: string[]) => run(process.execPath, [path.resolve("dist/cli/main.js"), ...args, "--server", OBSERVER, "--tls-ca", ca],
+const cli = (args: string[]) => run(process.execPath, [cliMain, ...args, "--server", OBSERVER, "--tls-ca", ca],
   { maxBuffer: 64 * 1024 * 1024 });
-const probe = (args: string[]) => [process.execPath, path.resolve("dist/cli/main.js"), "probe", ...args];
+const probe = (args: string[]) => [process.execPath, cliMain, "probe", ...args];
 
 async function observe(args: string[]): Promise<FlowRecord[]> {
   const { stdout } = await cli(["observe", "-o", "json", ...args]);
@@ -70,7 +71,7 @@ async function settled(args: string[], want: bigint): Promise<FlowRecord[]> {
 
 describe("control plane on the lab", () => {
   beforeAll(async () => {
-    if (!fs.existsSync("dist/cli/main.js")) throw new Error("dist/ is missing: run npm run build first");
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-cp-"));
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
     lab = await up({ stateDir: path.join(dir, "state"), topology: path.join(dir, "topology.yaml"),
@@ -91,7 +92,7 @@ describe("control plane on the lab", () => {
     const log = fs.readFileSync(cp?.log ?? "", "utf8").split("\n").filter((l) => l.includes('"agent connected"'))
       .map((l) => JSON.parse(l) as { node: string; certificate?: string });
     expect(new Set(log.map((l) => `${l.node} ${l.certificate}`))).toEqual(new Set(["node1 CN=node1", "node2 CN=node2"]));
-    const plain = await run(process.execPath, [path.resolve("dist/cli/main.js"), "status", "--server", OBSERVER],
+    const plain = await run(process.execPath, [cliMain, "status", "--server", OBSERVER],
       { env: { ...process.env, BULKHEAD_TLS_CA: "", BULKHEAD_LAB_STATE_DIR: path.join(dir, "no-lab") } })
       .then(() => undefined, (e: { code: number; stderr: string }) => e);
     expect(plain?.code).toBe(1);

@@ -23,13 +23,13 @@ import { parseTopology } from "../lab/topology.js";
 import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { GetFlowMapResponse, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
 import { sleep } from "./harness/flows.js";
+import { cliMain } from "../config/install.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-demo-${process.pid}`;
 
 vi.setConfig({ testTimeout: 90_000, hookTimeout: 120_000 });
 
 const run = promisify(execFile);
-const CLI = path.resolve("dist/cli/main.js");
 const OBSERVER = "127.0.0.1:42470";
 const UI = "127.0.0.1:42471";
 
@@ -115,7 +115,7 @@ describe("the demo lab", () => {
   let stateDir: string;
   let lab: Lab | undefined;
   // The CLI finds this lab's control plane CA (mutual TLS by default) through its state dir.
-  const cli = async (args: string[]) => (await run(process.execPath, [CLI, ...args],
+  const cli = async (args: string[]) => (await run(process.execPath, [cliMain, ...args],
     { maxBuffer: 64 * 1024 * 1024, env: { ...process.env, BULKHEAD_LAB_STATE_DIR: stateDir } })).stdout;
 
   async function mapEdges(): Promise<MapEdge[]> {
@@ -137,7 +137,7 @@ describe("the demo lab", () => {
   }
 
   beforeAll(async () => {
-    if (!fs.existsSync(CLI)) throw new Error("dist/ is missing: run npm run build first");
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-demo-"));
     stateDir = path.join(dir, "state");
     lab = await upDemo({ stateDir, pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: UI } });
@@ -291,7 +291,7 @@ describe("the demo lab", () => {
     lab = undefined;
     expect((await listNetns()).filter((n) => n.startsWith("bh-"))).toEqual([]);
     expect(pids.filter((pid) => processAlive(pid))).toEqual([]);
-    const apps = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(`${CLI} probe`) || l.includes(`${CLI} agent`) || l.includes(`${CLI} lab supervise`));
+    const apps = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(`${cliMain} probe`) || l.includes(`${cliMain} agent`) || l.includes(`${cliMain} lab supervise`));
     expect(apps).toEqual([]);
     const left = new Set(links().map((l) => l.id));
     expect(agentLinks.filter((id) => left.has(id))).toEqual([]);

@@ -34,8 +34,10 @@ import {
 import {
   PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { agentNetnsArgv, cliPath, metric, parseMetrics, poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
+import { poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
+import { metric, parseMetrics } from "../lab/prometheus.js";
+import { cliMain } from "../config/install.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -640,10 +642,10 @@ describe("the agent applies policy snapshots from the control plane stream", () 
     });
     await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(),
       (err) => (err ? reject(err) : resolve())));
-    if (!fs.existsSync(cliPath)) throw new Error(`${cliPath} is missing: run "npx tsc -p ." first`);
-    agent = spawnIn(NODE_NS, [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", METRICS,
+    if (!fs.existsSync(cliMain)) throw new Error(`${cliMain} is missing: run "npx tsc -p ." first`);
+    agent = spawnIn(NODE_NS, [process.execPath, cliMain, "agent", "--node", "test", "--metrics-addr", METRICS,
       "--controlplane", `unix://${socket}`, "--drain-interval", "200", "--resync-interval", "500", "--attach-mode", "tcx",
-      "--bpf-dir", BPF_DIR], agentNetnsArgv);
+      "--bpf-dir", BPF_DIR], netnsEnterArgv);
     await poll(async () => stats.length, (n) => n > 0, 15_000, `the agent's first stats (${agent.output()})`);
   }, 60_000);
 

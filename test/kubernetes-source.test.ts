@@ -18,6 +18,7 @@ import { WATCHED_RESOURCES } from "../controlplane/metadata/kubernetes-resources
 import { parseKubeObject, type KubeObject } from "../controlplane/metadata/objects.js";
 import type { MetadataSink, ObjectEvent } from "../controlplane/metadata/source.js";
 import { FakeKubeApiServer } from "./harness/kube-apiserver.js";
+import { cliMain } from "../config/install.js";
 
 const run = promisify(execFile);
 type Json = Record<string, unknown>;
@@ -383,7 +384,6 @@ describe("KubernetesSource", () => {
 });
 
 describe("bulkhead controlplane --source kubernetes", () => {
-  const cli = path.resolve("dist/cli/main.js");
 
   it("rejects bad flag combinations with messages naming the flags", () => {
     const parse = (args: string[]) => () => parseControlPlaneArgs(args, {});
@@ -401,10 +401,10 @@ describe("bulkhead controlplane --source kubernetes", () => {
   });
 
   it("starts against the fake API server and reports no metadata errors; exits 2 on bad flags", async () => {
-    if (!fs.existsSync(cli)) throw new Error("dist/ is missing: run npm run build first");
-    const bad = await run(process.execPath, [cli, "controlplane", "--source", "kubernetes", "--manifests", "/tmp"]).catch((e: { code: number; stderr: string }) => e);
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
+    const bad = await run(process.execPath, [cliMain, "controlplane", "--source", "kubernetes", "--manifests", "/tmp"]).catch((e: { code: number; stderr: string }) => e);
     expect(bad).toMatchObject({ code: 2, stderr: expect.stringContaining("--manifests: not used by --source kubernetes") });
-    const missing = await run(process.execPath, [cli, "controlplane", "--source", "kubernetes", "--kubeconfig", "/nonexistent/kubeconfig", "--allow-unauthenticated"])
+    const missing = await run(process.execPath, [cliMain, "controlplane", "--source", "kubernetes", "--kubeconfig", "/nonexistent/kubeconfig", "--allow-unauthenticated"])
       .catch((e: { code: number; stderr: string }) => e);
     expect(missing).toMatchObject({ code: 2, stderr: expect.stringContaining("kubeconfig /nonexistent/kubeconfig: no such file") });
 
@@ -412,7 +412,7 @@ describe("bulkhead controlplane --source kubernetes", () => {
     tmp.push(dir);
     const socket = `unix://${path.join(dir, "observer.sock")}`;
     const { spawn } = await import("node:child_process");
-    const child = spawn(process.execPath, [cli, "controlplane", "--source", "kubernetes", "--kubeconfig", server.kubeconfigPath, "--listen", socket, "--allow-unauthenticated"],
+    const child = spawn(process.execPath, [cliMain, "controlplane", "--source", "kubernetes", "--kubeconfig", server.kubeconfigPath, "--listen", socket, "--allow-unauthenticated"],
       { stdio: ["ignore", "pipe", "pipe"] });
     let log = "";
     child.stdout.on("data", (d: Buffer) => { log += d.toString(); });
@@ -420,13 +420,13 @@ describe("bulkhead controlplane --source kubernetes", () => {
     try {
       await waitFor(() => log.includes("control plane started"), () => `the control plane to start; log:\n${log}`);
       expect(log).toMatch(/"pods":2/);
-      const status = await run(process.execPath, [cli, "status", "--server", socket, "-o", "json"]);
+      const status = await run(process.execPath, [cliMain, "status", "--server", socket, "-o", "json"]);
       const parsed = JSON.parse(status.stdout) as { status: { metadataErrors?: string[] } };
       expect(parsed.status.metadataErrors ?? []).toEqual([]);
       // An invalid object shows up in status, named.
       server.create(pod("broken", "10.0.1.40", { status: { phase: "Running", podIP: "300.1.1.1" } }));
       await waitFor(() => log.includes("Pod shop/broken"), () => `the error in the log:\n${log}`);
-      const after = JSON.parse((await run(process.execPath, [cli, "status", "--server", socket, "-o", "json"])).stdout) as { status: { metadataErrors?: string[] } };
+      const after = JSON.parse((await run(process.execPath, [cliMain, "status", "--server", socket, "-o", "json"])).stdout) as { status: { metadataErrors?: string[] } };
       expect(after.status.metadataErrors).toEqual([expect.stringContaining("Pod shop/broken: status.podIP")]);
     } finally {
       child.kill("SIGTERM");

@@ -19,6 +19,7 @@ import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { parseAgentArgs } from "../agent/config.js";
 import { ConfigError } from "../config/flags.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
+import { ControlPlaneConnection } from "../agent/controlplane/connection.js";
 import { AgentServiceClient, type ConnectRequest, type ConnectResponse } from "../proto/gen/bulkhead/v1/agent.js";
 import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { ObserverServiceClient, type GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
@@ -31,9 +32,9 @@ import { UiServer } from "../controlplane/ui/server.js";
 import http from "node:http";
 import https from "node:https";
 import { waitFor } from "./harness/wait.js";
+import { cliMain } from "../config/install.js";
 
 const run = promisify(execFile);
-const cliPath = path.resolve("dist/cli/main.js");
 
 const MANIFESTS = `
 apiVersion: v1
@@ -268,30 +269,33 @@ describe("mutual TLS on AgentService.Connect", () => {
 
   describe("the agent's ControlPlaneSink", () => {
     let sink: ControlPlaneSink | undefined;
+    let connection: ControlPlaneConnection | undefined;
     afterEach(async () => {
       await sink?.close(500);
+      connection?.close();
       sink = undefined;
+      connection = undefined;
     });
-    const newSink = (address: string, identity: { cert: Buffer; key: Buffer }, log = logs.log) => new ControlPlaneSink({
-      address, node: "node1", capabilities: ["tcx"], bufferRecords: 1000, batchRecords: 10, log,
-      onEndpoints: () => undefined, onBufferDrop: () => undefined, onRefused: () => undefined,
-      tls: { ...identity, ca: read(CA_CERT) },
-    });
+    /** The agent's stream and its record sink; started. */
+    const newSink = (address: string, identity: { cert: Buffer; key: Buffer }, log = logs.log) => {
+      connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log, tls: { ...identity, ca: read(CA_CERT) } });
+      sink = new ControlPlaneSink(connection, { bufferRecords: 1000, batchRecords: 10, onBufferDrop: () => undefined, onRefused: () => undefined });
+      connection.start();
+      return { connection, sink };
+    };
 
     it("streams over mutual TLS on the unix socket (server name checked as localhost)", async () => {
-      sink = newSink(unix, nodePair("node1"));
-      sink.start();
-      await waitFor(() => sink!.connected, (c) => c, 10_000, "the sink to connect");
+      const agent = newSink(unix, nodePair("node1"));
+      await waitFor(() => agent.connection.connected, (c) => c, 10_000, "the sink to connect");
       const before = cp.history.size;
-      sink.push([record("node1"), record("node1")]);
-      await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "records acknowledged");
+      agent.sink.push([record("node1"), record("node1")]);
+      await waitFor(() => agent.sink.pending, (n) => n === 0, 10_000, "records acknowledged");
       expect(cp.history.size).toBe(before + 2);
     });
 
     it("logs a refusal as an error naming the cause and retries after a growing delay", async () => {
       const agentLogs = new LogCapture();
-      sink = newSink(tcp, pem(foreignNode1), agentLogs.log);
-      sink.start();
+      const agent = newSink(tcp, pem(foreignNode1), agentLogs.log);
       const refusals = () => agentLogs.lines.filter((l) => l.msg === "control plane refused this agent; retrying");
       await waitFor(() => refusals().length, (n) => n >= 3, 15_000, "three refusals");
       for (const l of refusals()) {
@@ -301,7 +305,7 @@ describe("mutual TLS on AgentService.Connect", () => {
       // Backoff: each nominal delay doubles (jitter keeps it within [delay/2, delay]).
       const delays = refusals().map((l) => Number(l.retryMs));
       expect(delays[2]).toBeGreaterThan(delays[0] ?? Infinity);
-      expect(sink.connected).toBe(false);
+      expect(agent.connection.connected).toBe(false);
       await goodStillStreams();
     });
   });
@@ -363,7 +367,7 @@ describe("bulkhead certs", () => {
   });
 
   it("exits 2 with a message naming the bad flag and value", async () => {
-    if (!fs.existsSync(cliPath)) throw new Error("dist/ is missing: run npm run build first");
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
     const cases: [string[], RegExp][] = [
       [["--node", "a"], /--out: required/],
       [["--out", path.join(tmp, "x")], /--node: at least one/],
@@ -373,12 +377,12 @@ describe("bulkhead certs", () => {
       [["--out", path.join(tmp, "x"), "--node", "a", "--bogus"], /Unknown option '--bogus'/],
     ];
     for (const [args, message] of cases) {
-      const err = await run(process.execPath, [cliPath, "certs", ...args]).then(() => undefined, (e: { code: number; stderr: string }) => e);
+      const err = await run(process.execPath, [cliMain, "certs", ...args]).then(() => undefined, (e: { code: number; stderr: string }) => e);
       expect(err?.code, args.join(" ")).toBe(2);
       expect(err?.stderr).toMatch(message);
     }
     expect(fs.existsSync(path.join(tmp, "x"))).toBe(false);
-    const ok = await run(process.execPath, [cliPath, "certs", "--out", path.join(tmp, "cli"), "--node", "n1"]);
+    const ok = await run(process.execPath, [cliMain, "certs", "--out", path.join(tmp, "cli"), "--node", "n1"]);
     expect(ok.stdout).toContain(path.join(tmp, "cli", "node-n1.crt: created"));
   });
 });

@@ -165,7 +165,7 @@ describe("label selector objects", () => {
       ],
     } as never, "spec.podSelector");
     expect(problems.map((p) => p.field)).toEqual([
-      "spec.podSelector.matchLabels.bad key!",
+      'spec.podSelector.matchLabels["bad key!"]', // a key that is not an identifier is quoted
       "spec.podSelector.matchLabels.ok",
       "spec.podSelector.matchExpressions[0].operator",
       "spec.podSelector.matchExpressions[1].values",

@@ -20,14 +20,15 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { bpfObjectDir, native } from "../native/index.js";
-import { repoRoot } from "../config/install.js";
+import { cliMain, repoRoot } from "../config/install.js";
 import { AgentServiceService, type ConnectRequest, type ConnectResponse } from "../proto/gen/bulkhead/v1/agent.js";
 import { FlowRecord, ObservationPoint, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import {
   PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { agentNetnsArgv, cliPath, metric, parseMetrics, poll, sleep, Spawned } from "./harness/netns.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
+import { poll, sleep, Spawned } from "./harness/netns.js";
+import { metric, parseMetrics } from "../lab/prometheus.js";
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
@@ -168,9 +169,9 @@ describe("hitless agent restarts", () => {
   async function startAgent(object: string, drainMs: number): Promise<Spawned> {
     const file = path.join(workDir, `agent-${exports.length + 1}.jsonl`);
     exports.push(file);
-    const a = spawnIn(NODE_NS, [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", METRICS,
+    const a = spawnIn(NODE_NS, [process.execPath, cliMain, "agent", "--node", "test", "--metrics-addr", METRICS,
       "--controlplane", `unix://${socket}`, "--bpf-dir", BPF_DIR, "--bpf-object", object, "--attach-mode", "tcx",
-      "--drain-interval", String(drainMs), "--resync-interval", "500", "--export-file", file], agentNetnsArgv);
+      "--drain-interval", String(drainMs), "--resync-interval", "500", "--export-file", file], netnsEnterArgv);
     // The version gauge is set once the snapshot is applied, after the interfaces were
     // attached (or adopted) by the first scan at start.
     await poll(async () => (a.running ? metric(await metrics().catch(() => new Map()), "bulkhead_agent_policy_version") : -1),
@@ -224,7 +225,7 @@ describe("hitless agent restarts", () => {
     const prober = spawnIn(C.netns, [process.execPath, "-e", PROBER_JS, S.ip]);
     // Exactly COUNT datagrams a → s:53 from one source port, paced over every phase below.
     const COUNT = 1500;
-    const udp = spawnIn(A.netns, [process.execPath, cliPath, "probe", "udp-send", "--to", S.ip, "--port", "53",
+    const udp = spawnIn(A.netns, [process.execPath, cliMain, "probe", "udp-send", "--to", S.ip, "--port", "53",
       "--sport", "41053", "--count", String(COUNT), "--rate", "100"]);
     await poll(async () => received(srv), (b) => b > 0, 10_000, "the stream's first bytes at s");
 
@@ -306,7 +307,7 @@ describe("hitless agent restarts", () => {
     const pinned = fs.readdirSync(path.join(BPF_DIR, "links")).map((n) => native().pinnedLink(path.join(BPF_DIR, "links", n)));
     expect(pinned.map((l) => l?.ifindex).sort(), "one link per pod veth and direction").toEqual(
       pods.flatMap((p) => [p.ifindex, p.ifindex]).sort());
-    const un = await run(agentNetnsArgv(NODE_NS, [process.execPath, cliPath, "agent", "--uninstall", "--bpf-dir", BPF_DIR]));
+    const un = await run(netnsEnterArgv(NODE_NS, [process.execPath, cliMain, "agent", "--uninstall", "--bpf-dir", BPF_DIR]));
     expect(JSON.parse(un.stdout)).toMatchObject({ links: 2 * pods.length });
     expect(fs.existsSync(BPF_DIR)).toBe(false);
     const left = native().kernelObjectIds();

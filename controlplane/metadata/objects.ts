@@ -6,10 +6,11 @@
 // (see addresses.ts); timestamps are wall-clock nanoseconds.
 import type { ParsedCidr } from "../../addresses/ip.js";
 import { cidrContains } from "../../addresses/prefix.js";
-import { describeValue, fieldPath, ObjectError, ObjectReader } from "./reader.js";
-import { isNamespaceName, isQualifiedName } from "../../kubernetes/names.js";
+import { describeValue, fieldPath, FieldError, FieldReader } from "../../fields/reader.js";
+import { isNamespaceName } from "../../kubernetes/names.js";
 
-export { ObjectError } from "./reader.js";
+/** Objects from the API server or manifests: unknown fields ignored, null as absent. */
+const KUBERNETES = { nullIsAbsent: true } as const;
 
 export type Protocol = "TCP" | "UDP" | "SCTP";
 export const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
@@ -271,10 +272,10 @@ function isKnownKind(kind: string): kind is KubeKind {
 
 /**
  * The objects in one document: none for a kind this control plane does not use, the items
- * of a `kind: List`, or the one object. Throws ObjectError naming the object and field.
+ * of a `kind: List`, or the one object. Throws FieldError naming the object and field.
  */
 export function parseDocument(doc: unknown): KubeObject[] {
-  const r = new ObjectReader("document");
+  const r = new FieldReader("document", KUBERNETES);
   const top = r.map(doc, "");
   const kind = r.nonEmptyString(top.kind, "kind");
   r.nonEmptyString(top.apiVersion, "apiVersion");
@@ -283,15 +284,15 @@ export function parseDocument(doc: unknown): KubeObject[] {
     return object ? [object] : [];
   }
   const out: KubeObject[] = [];
-  r.list(top.items, "items").forEach((item, i) => {
+  r.optionalList(top.items, "items").forEach((item, i) => {
     let object: KubeObject | undefined;
     try {
-      const ir = new ObjectReader(`List item ${i}`);
+      const ir = new FieldReader(`List item ${i}`, KUBERNETES);
       const itemKind = ir.nonEmptyString(ir.map(item, "").kind, "kind");
       if (itemKind === "List") ir.fail("kind", "a List cannot contain a List");
       object = parseKubeObject(item);
     } catch (err) {
-      if (err instanceof ObjectError) throw new ObjectError(`items[${i}]: ${err.object}`, err.field, err.detail);
+      if (err instanceof FieldError) throw new FieldError(`items[${i}]: ${err.source}`, err.field, err.detail);
       throw err;
     }
     if (object) out.push(object);
@@ -301,7 +302,7 @@ export function parseDocument(doc: unknown): KubeObject[] {
 
 /** One object, or undefined for a kind (or API group) this control plane does not use. */
 export function parseKubeObject(doc: unknown): KubeObject | undefined {
-  const r = new ObjectReader("document");
+  const r = new FieldReader("document", KUBERNETES);
   const top = r.map(doc, "");
   const kind = r.nonEmptyString(top.kind, "kind");
   const apiVersion = r.nonEmptyString(top.apiVersion, "apiVersion");
@@ -315,7 +316,7 @@ export function parseKubeObject(doc: unknown): KubeObject | undefined {
   const metaMap = r.optionalMap(top.metadata, "metadata") ?? {};
   const name = r.nonEmptyString(metaMap.name, "metadata.name");
   if (name.includes("/") || name.length > 253) r.fail("metadata.name", `invalid name ${describeValue(name)}`);
-  r.object = `${kind} ${name}`;
+  r.source = `${kind} ${name}`;
   const clusterScoped = CLUSTER_SCOPED.has(kind);
   let namespace = "";
   if (!clusterScoped) {
@@ -324,7 +325,7 @@ export function parseKubeObject(doc: unknown): KubeObject | undefined {
     if (!isNamespaceName(namespace)) {
       r.fail("metadata.namespace", `invalid namespace name ${describeValue(namespace)}`);
     }
-    r.object = `${kind} ${namespace}/${name}`;
+    r.source = `${kind} ${namespace}/${name}`;
   }
   if (!api.versions.includes(version)) {
     r.fail("apiVersion", `${apiVersion} is not supported for ${kind} (expected ${api.versions.map((v) => api.group === "" ? v : `${api.group}/${v}`).join(" or ")})`);
@@ -353,14 +354,14 @@ export function parseKubeObject(doc: unknown): KubeObject | undefined {
   }
 }
 
-function readMetadata(r: ObjectReader, m: Record<string, unknown>, name: string, namespace: string): ObjectMeta {
+function readMetadata(r: FieldReader, m: Record<string, unknown>, name: string, namespace: string): ObjectMeta {
   const meta: ObjectMeta = {
     name,
     namespace,
     uid: r.optionalString(m.uid, "metadata.uid") ?? "",
     labels: r.labels(m.labels, "metadata.labels"),
     annotations: r.annotations(m.annotations, "metadata.annotations"),
-    ownerReferences: r.list(m.ownerReferences, "metadata.ownerReferences").map((v, i) => {
+    ownerReferences: r.optionalList(m.ownerReferences, "metadata.ownerReferences").map((v, i) => {
       const f = fieldPath("metadata.ownerReferences", i);
       const o = r.map(v, f);
       return {
@@ -382,15 +383,15 @@ function readMetadata(r: ObjectReader, m: Record<string, unknown>, name: string,
   return meta;
 }
 
-function readPod(r: ObjectReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): Pod {
+function readPod(r: FieldReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): Pod {
   const spec = r.optionalMap(top.spec, "spec") ?? {};
   const status = r.optionalMap(top.status, "status") ?? {};
-  const containers = r.list(spec.containers, "spec.containers").map((v, i): Container => {
+  const containers = r.optionalList(spec.containers, "spec.containers").map((v, i): Container => {
     const f = fieldPath("spec.containers", i);
     const c = r.map(v, f);
     return {
       name: r.optionalString(c.name, fieldPath(f, "name")) ?? "",
-      ports: r.list(c.ports, fieldPath(f, "ports")).map((pv, j): ContainerPort => {
+      ports: r.optionalList(c.ports, fieldPath(f, "ports")).map((pv, j): ContainerPort => {
         const pf = fieldPath(fieldPath(f, "ports"), j);
         const p = r.map(pv, pf);
         const name = r.optionalString(p.name, fieldPath(pf, "name")) ?? "";
@@ -405,7 +406,7 @@ function readPod(r: ObjectReader, top: Record<string, unknown>, apiVersion: stri
   });
   const podIP = status.podIP === undefined || status.podIP === null || status.podIP === ""
     ? "" : r.ip(status.podIP, "status.podIP");
-  const podIPs = r.list(status.podIPs, "status.podIPs").map((v, i) => {
+  const podIPs = r.optionalList(status.podIPs, "status.podIPs").map((v, i) => {
     const f = fieldPath("status.podIPs", i);
     return r.ip(r.map(v, f).ip, fieldPath(f, "ip"));
   });
@@ -435,13 +436,13 @@ function readPod(r: ObjectReader, top: Record<string, unknown>, apiVersion: stri
 
 const SERVICE_TYPES: readonly ServiceType[] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
 
-function readService(r: ObjectReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): Service {
+function readService(r: FieldReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): Service {
   const spec = r.optionalMap(top.spec, "spec") ?? {};
   const type = r.oneOf(spec.type, "spec.type", SERVICE_TYPES, "ClusterIP");
   const clusterIPText = r.optionalString(spec.clusterIP, "spec.clusterIP") ?? "";
   const headless = clusterIPText === "None";
   const clusterIP = headless || clusterIPText === "" ? "" : r.ip(clusterIPText, "spec.clusterIP");
-  const listed = r.list(spec.clusterIPs, "spec.clusterIPs").map((v, i) => r.string(v, fieldPath("spec.clusterIPs", i)));
+  const listed = r.optionalList(spec.clusterIPs, "spec.clusterIPs").map((v, i) => r.string(v, fieldPath("spec.clusterIPs", i)));
   let clusterIPs: string[];
   if (headless) {
     if (listed.some((ip) => ip !== "None")) r.fail("spec.clusterIPs", "a headless Service (clusterIP: None) cannot have ClusterIPs");
@@ -453,7 +454,7 @@ function readService(r: ObjectReader, top: Record<string, unknown>, apiVersion: 
       r.fail("spec.clusterIPs", `the first entry must equal spec.clusterIP ${clusterIP}, got ${describeValue(clusterIPs[0])}`);
     }
   }
-  const ports = r.list(spec.ports, "spec.ports").map((v, i): ServicePort => {
+  const ports = r.optionalList(spec.ports, "spec.ports").map((v, i): ServicePort => {
     const f = fieldPath("spec.ports", i);
     const p = r.map(v, f);
     const port = r.port(p.port, fieldPath(f, "port"));
@@ -477,13 +478,13 @@ function readService(r: ObjectReader, top: Record<string, unknown>, apiVersion: 
 
 const ADDRESS_TYPES: readonly EndpointAddressType[] = ["IPv4", "IPv6", "FQDN"];
 
-function readEndpointSlice(r: ObjectReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): EndpointSlice {
+function readEndpointSlice(r: FieldReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): EndpointSlice {
   const addressType = r.oneOf(top.addressType, "addressType", ADDRESS_TYPES);
   const family = addressType === "IPv4" ? 4 : addressType === "IPv6" ? 6 : undefined;
-  const endpoints = r.list(top.endpoints, "endpoints").map((v, i): SliceEndpoint => {
+  const endpoints = r.optionalList(top.endpoints, "endpoints").map((v, i): SliceEndpoint => {
     const f = fieldPath("endpoints", i);
     const e = r.map(v, f);
-    const addresses = r.list(e.addresses, fieldPath(f, "addresses")).map((a, j) => {
+    const addresses = r.optionalList(e.addresses, fieldPath(f, "addresses")).map((a, j) => {
       const af = fieldPath(fieldPath(f, "addresses"), j);
       return family === undefined ? r.nonEmptyString(a, af) : r.ip(a, af, family);
     });
@@ -511,7 +512,7 @@ function readEndpointSlice(r: ObjectReader, top: Record<string, unknown>, apiVer
     }
     return endpoint;
   });
-  const ports = r.list(top.ports, "ports").map((v, i): EndpointPort => {
+  const ports = r.optionalList(top.ports, "ports").map((v, i): EndpointPort => {
     const f = fieldPath("ports", i);
     const p = r.map(v, f);
     const out: EndpointPort = {
@@ -535,13 +536,13 @@ function readEndpointSlice(r: ObjectReader, top: Record<string, unknown>, apiVer
   };
 }
 
-function readNode(r: ObjectReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): Node {
+function readNode(r: FieldReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): Node {
   const spec = r.optionalMap(top.spec, "spec") ?? {};
   const status = r.optionalMap(top.status, "status") ?? {};
   const podCIDR = r.optionalString(spec.podCIDR, "spec.podCIDR");
-  let podCIDRs = r.list(spec.podCIDRs, "spec.podCIDRs").map((v, i) => r.cidr(v, fieldPath("spec.podCIDRs", i)).text);
+  let podCIDRs = r.optionalList(spec.podCIDRs, "spec.podCIDRs").map((v, i) => r.cidr(v, fieldPath("spec.podCIDRs", i)).text);
   if (podCIDRs.length === 0 && podCIDR !== undefined && podCIDR !== "") podCIDRs = [r.cidr(podCIDR, "spec.podCIDR").text];
-  const addresses = r.list(status.addresses, "status.addresses").map((v, i): NodeAddress => {
+  const addresses = r.optionalList(status.addresses, "status.addresses").map((v, i): NodeAddress => {
     const f = fieldPath("status.addresses", i);
     const a = r.map(v, f);
     const type = r.nonEmptyString(a.type, fieldPath(f, "type"));
@@ -554,45 +555,45 @@ function readNode(r: ObjectReader, top: Record<string, unknown>, apiVersion: str
 const POLICY_TYPES: readonly PolicyType[] = ["Ingress", "Egress"];
 const OPERATORS: readonly SelectorOperator[] = ["In", "NotIn", "Exists", "DoesNotExist"];
 
-function readNetworkPolicy(r: ObjectReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): NetworkPolicy {
+function readNetworkPolicy(r: FieldReader, top: Record<string, unknown>, apiVersion: string, metadata: ObjectMeta): NetworkPolicy {
   const spec = r.optionalMap(top.spec, "spec") ?? {};
   if (spec.podSelector === undefined || spec.podSelector === null) {
     r.fail("spec.podSelector", "missing; use {} to select every pod in the namespace");
   }
   const podSelector = readSelector(r, spec.podSelector, "spec.podSelector");
-  const ingress = r.list(spec.ingress, "spec.ingress").map((v, i): NetworkPolicyIngressRule => {
+  const ingress = r.optionalList(spec.ingress, "spec.ingress").map((v, i): NetworkPolicyIngressRule => {
     const f = fieldPath("spec.ingress", i);
     const rule = r.optionalMap(v, f) ?? {};
     return {
-      from: r.list(rule.from, fieldPath(f, "from")).map((p, j) => readPeer(r, p, fieldPath(fieldPath(f, "from"), j))),
-      ports: r.list(rule.ports, fieldPath(f, "ports")).map((p, j) => readPolicyPort(r, p, fieldPath(fieldPath(f, "ports"), j))),
+      from: r.optionalList(rule.from, fieldPath(f, "from")).map((p, j) => readPeer(r, p, fieldPath(fieldPath(f, "from"), j))),
+      ports: r.optionalList(rule.ports, fieldPath(f, "ports")).map((p, j) => readPolicyPort(r, p, fieldPath(fieldPath(f, "ports"), j))),
     };
   });
-  const egress = r.list(spec.egress, "spec.egress").map((v, i): NetworkPolicyEgressRule => {
+  const egress = r.optionalList(spec.egress, "spec.egress").map((v, i): NetworkPolicyEgressRule => {
     const f = fieldPath("spec.egress", i);
     const rule = r.optionalMap(v, f) ?? {};
     return {
-      to: r.list(rule.to, fieldPath(f, "to")).map((p, j) => readPeer(r, p, fieldPath(fieldPath(f, "to"), j))),
-      ports: r.list(rule.ports, fieldPath(f, "ports")).map((p, j) => readPolicyPort(r, p, fieldPath(fieldPath(f, "ports"), j))),
+      to: r.optionalList(rule.to, fieldPath(f, "to")).map((p, j) => readPeer(r, p, fieldPath(fieldPath(f, "to"), j))),
+      ports: r.optionalList(rule.ports, fieldPath(f, "ports")).map((p, j) => readPolicyPort(r, p, fieldPath(fieldPath(f, "ports"), j))),
     };
   });
-  let policyTypes = r.list(spec.policyTypes, "spec.policyTypes").map((v, i) => r.oneOf(v, fieldPath("spec.policyTypes", i), POLICY_TYPES));
+  let policyTypes = r.optionalList(spec.policyTypes, "spec.policyTypes").map((v, i) => r.oneOf(v, fieldPath("spec.policyTypes", i), POLICY_TYPES));
   if (new Set(policyTypes).size !== policyTypes.length) r.fail("spec.policyTypes", "lists a type twice");
   if (policyTypes.length === 0) policyTypes = egress.length > 0 ? ["Ingress", "Egress"] : ["Ingress"];
   return { kind: "NetworkPolicy", apiVersion, metadata, spec: { podSelector, policyTypes, ingress, egress } };
 }
 
-function readSelector(r: ObjectReader, value: unknown, field: string): LabelSelector {
+function readSelector(r: FieldReader, value: unknown, field: string): LabelSelector {
   const m = r.optionalMap(value, field) ?? {};
   return {
     matchLabels: r.labels(m.matchLabels, fieldPath(field, "matchLabels")),
-    matchExpressions: r.list(m.matchExpressions, fieldPath(field, "matchExpressions")).map((v, i) => {
+    matchExpressions: r.optionalList(m.matchExpressions, fieldPath(field, "matchExpressions")).map((v, i) => {
       const f = fieldPath(fieldPath(field, "matchExpressions"), i);
       const e = r.map(v, f);
       const key = r.nonEmptyString(e.key, fieldPath(f, "key"));
-      if (!isQualifiedName(key)) r.fail(fieldPath(f, "key"), `invalid label key ${describeValue(key)}`);
+      r.labelKey(key, fieldPath(f, "key"));
       const operator = r.oneOf(e.operator, fieldPath(f, "operator"), OPERATORS);
-      const values = r.list(e.values, fieldPath(f, "values")).map((s, j) => r.string(s, fieldPath(fieldPath(f, "values"), j)));
+      const values = r.optionalList(e.values, fieldPath(f, "values")).map((s, j) => r.string(s, fieldPath(fieldPath(f, "values"), j)));
       if ((operator === "In" || operator === "NotIn") && values.length === 0) {
         r.fail(fieldPath(f, "values"), `operator ${operator} needs at least one value`);
       }
@@ -604,7 +605,7 @@ function readSelector(r: ObjectReader, value: unknown, field: string): LabelSele
   };
 }
 
-function readPeer(r: ObjectReader, value: unknown, field: string): NetworkPolicyPeer {
+function readPeer(r: FieldReader, value: unknown, field: string): NetworkPolicyPeer {
   const m = r.map(value, field);
   const peer: NetworkPolicyPeer = {};
   if (m.podSelector !== undefined && m.podSelector !== null) peer.podSelector = readSelector(r, m.podSelector, fieldPath(field, "podSelector"));
@@ -616,7 +617,7 @@ function readPeer(r: ObjectReader, value: unknown, field: string): NetworkPolicy
     if (peer.podSelector || peer.namespaceSelector) r.fail(field, "ipBlock cannot be combined with podSelector or namespaceSelector");
     const bf = fieldPath(field, "ipBlock");
     const cidr = r.cidr(block.cidr, fieldPath(bf, "cidr"));
-    const except = r.list(block.except, fieldPath(bf, "except")).map((v, i) => {
+    const except = r.optionalList(block.except, fieldPath(bf, "except")).map((v, i) => {
       const ef = fieldPath(fieldPath(bf, "except"), i);
       const inner: ParsedCidr = r.cidr(v, ef);
       if (!cidrContains(cidr, inner) || inner.prefix === cidr.prefix) {
@@ -632,7 +633,7 @@ function readPeer(r: ObjectReader, value: unknown, field: string): NetworkPolicy
   return peer;
 }
 
-function readPolicyPort(r: ObjectReader, value: unknown, field: string): NetworkPolicyPort {
+function readPolicyPort(r: FieldReader, value: unknown, field: string): NetworkPolicyPort {
   const m = r.map(value, field);
   const out: NetworkPolicyPort = { protocol: r.oneOf(m.protocol, fieldPath(field, "protocol"), PROTOCOLS, "TCP") };
   if (m.port !== undefined && m.port !== null) out.port = r.intOrPortName(m.port, fieldPath(field, "port"));

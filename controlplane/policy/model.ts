@@ -39,7 +39,7 @@ import type {
   Protocol,
   Service,
 } from "../metadata/objects.js";
-import { describeValue, fieldPath } from "../metadata/reader.js";
+import { describeValue, fieldPath } from "../../fields/reader.js";
 import type { ClusterState } from "../cluster/state.js";
 import { compileLabelSelector, labelSelectorProblems, type Labels, type SelectorMatcher } from "./selector.js";
 import { isPortName } from "../../kubernetes/names.js";

@@ -11,7 +11,7 @@
 // code (tests, conformance cases, a future API source) are checked here again, so that a
 // bad operator can never silently match nothing.
 import type { LabelSelector, SelectorOperator } from "../metadata/objects.js";
-import { describeValue, fieldPath } from "../metadata/reader.js";
+import { describeValue, fieldPath } from "../../fields/reader.js";
 import { isLabelValue as isLabelValueText, isQualifiedName } from "../../kubernetes/names.js";
 import { SelectorMatcher, type Labels, type LabelRequirement } from "../../kubernetes/labels.js";
 

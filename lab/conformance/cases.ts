@@ -8,9 +8,9 @@
 // - "datapath": real packets in the lab (lab/conformance.ts, another engine on the same interface).
 // All three must agree with the cases, and so with each other.
 import { readFile } from "node:fs/promises";
-import { parseKubeObject, ObjectError, type NetworkPolicy, type Protocol } from "../../controlplane/metadata/objects.js";
+import { parseKubeObject, type NetworkPolicy, type Protocol } from "../../controlplane/metadata/objects.js";
 import { parseIp } from "../../addresses/ip.js";
-import { describeValue, fieldPath, ObjectReader } from "../../controlplane/metadata/reader.js";
+import { describeValue, fieldPath, FieldError, FieldReader } from "../../fields/reader.js";
 import { PolicyCompiler } from "../../controlplane/policy/compile.js";
 import { snapshotAllows } from "../../controlplane/policy/kernel-view.js";
 import { NAMESPACE_NAME_LABEL, PolicyModel, PolicySet, type PolicyCluster } from "../../controlplane/policy/model.js";
@@ -92,14 +92,6 @@ export interface ConformanceEngine {
 
 // ---- parsing -------------------------------------------------------------------------------
 
-/** A cases file that does not parse; names the case and the field. */
-export class CaseFileError extends Error {
-  constructor(readonly caseId: string, readonly field: string, readonly detail: string) {
-    super(`${caseId}${field === "" ? "" : `: ${field}`}: ${detail}`);
-    this.name = "CaseFileError";
-  }
-}
-
 /** "xa>xb" for a connection from pod a in x to pod b in x. */
 export function pairName(src: { namespace: string; name: string }, dst: { namespace: string; name: string }): string {
   return `${src.namespace}${src.name}>${dst.namespace}${dst.name}`;
@@ -121,13 +113,13 @@ function containerPortName(port: number, protocol: Protocol): string {
   return `serve-${port}-${protocol.toLowerCase()}`;
 }
 
-/** Parses a cases document (the JSON list of cases). Throws CaseFileError naming case and field. */
+/** Parses a cases document (the JSON list of cases). Throws FieldError naming case (its source) and field. */
 export function parseConformanceCases(doc: unknown): ConformanceCase[] {
-  if (!Array.isArray(doc)) throw new CaseFileError("cases file", "", `expected a list of cases, got ${describeValue(doc)}`);
+  if (!Array.isArray(doc)) throw new FieldError("cases file", "", `expected a list of cases, got ${describeValue(doc)}`);
   const seen = new Set<string>();
   return doc.map((raw, i) => {
     const c = parseCase(raw, i);
-    if (seen.has(c.id)) throw new CaseFileError(c.id, "id", "another case has the same id");
+    if (seen.has(c.id)) throw new FieldError(c.id, "id", "another case has the same id");
     seen.add(c.id);
     return c;
   });
@@ -150,30 +142,21 @@ export async function loadConformanceCases(file: string): Promise<ConformanceCas
 }
 
 function parseCase(raw: unknown, index: number): ConformanceCase {
-  let id = `case [${index}]`;
-  const fail = (field: string, detail: string): never => {
-    throw new CaseFileError(id, field, detail);
-  };
-  const r = new ObjectReader(id);
-  const read = <T>(f: () => T): T => {
-    try {
-      return f();
-    } catch (err) {
-      if (err instanceof ObjectError) fail(err.field, err.detail);
-      throw err;
-    }
-  };
-  const c = read(() => r.map(raw, ""));
-  id = read(() => r.nonEmptyString(c.id, "id"));
-  r.object = id;
-  const name = read(() => r.optionalString(c.name, "name")) ?? "";
-  const source = read(() => r.optionalString(c.source, "source")) ?? "";
-  const notes = read(() => r.optionalString(c.notes, "notes"));
+  // Errors name the case by its id once it is read. Null reads as absent, as in the
+  // Kubernetes objects the cases hold.
+  const r = new FieldReader(`case [${index}]`, { nullIsAbsent: true });
+  const fail = (field: string, detail: string): never => r.fail(field, detail);
+  const c = r.map(raw, "");
+  const id = r.nonEmptyString(c.id, "id");
+  r.source = id;
+  const name = r.optionalString(c.name, "name") ?? "";
+  const source = r.optionalString(c.source, "source") ?? "";
+  const notes = r.optionalString(c.notes, "notes");
 
-  const m = read(() => r.map(c.model, "model"));
-  const ports = read(() => r.list(m.ports, "model.ports").map((p, i) => r.port(p, fieldPath("model.ports", i))));
+  const m = r.map(c.model, "model");
+  const ports = r.optionalList(m.ports, "model.ports").map((p, i) => r.port(p, fieldPath("model.ports", i)));
   if (ports.length === 0) fail("model.ports", "expected at least one port");
-  const protocols = read(() => r.list(m.protocols, "model.protocols").map((p, i) => r.oneOf(p, fieldPath("model.protocols", i), PROTOCOL_LIST)));
+  const protocols = r.optionalList(m.protocols, "model.protocols").map((p, i) => r.oneOf(p, fieldPath("model.protocols", i), PROTOCOL_LIST));
   if (protocols.length === 0) fail("model.protocols", "expected at least one protocol");
   for (const port of ports) {
     for (const protocol of protocols) {
@@ -185,21 +168,21 @@ function parseCase(raw: unknown, index: number): ConformanceCase {
   const model: ConformanceModel = { namespaces: MODEL_NAMESPACES, pods: MODEL_PODS, ports: [...new Set(ports)], protocols: [...new Set(protocols)] };
   const pairs = new Set(modelPairs(model).map((p) => p.name));
 
-  const steps = read(() => r.list(c.steps, "steps")).map((rawStep, si): ConformanceStep => {
+  const steps = r.optionalList(c.steps, "steps").map((rawStep, si): ConformanceStep => {
     const sf = fieldPath("steps", si);
-    const step = read(() => r.map(rawStep, sf));
-    const actions = read(() => r.list(step.do, fieldPath(sf, "do"))).map((a, ai) => parseAction(r, read, fail, a, fieldPath(fieldPath(sf, "do"), ai), model));
-    const probes = read(() => r.list(step.probes, fieldPath(sf, "probes"))).map((rawProbe, pi): CaseProbe => {
+    const step = r.map(rawStep, sf);
+    const actions = r.optionalList(step.do, fieldPath(sf, "do")).map((a, ai) => parseAction(r, fail, a, fieldPath(fieldPath(sf, "do"), ai), model));
+    const probes = r.optionalList(step.probes, fieldPath(sf, "probes")).map((rawProbe, pi): CaseProbe => {
       const pf = fieldPath(fieldPath(sf, "probes"), pi);
-      const p = read(() => r.map(rawProbe, pf));
-      const port = read(() => r.port(p.port, fieldPath(pf, "port")));
-      const protocol = read(() => r.oneOf(p.protocol, fieldPath(pf, "protocol"), PROTOCOL_LIST, "TCP"));
+      const p = r.map(rawProbe, pf);
+      const port = r.port(p.port, fieldPath(pf, "port"));
+      const protocol = r.oneOf(p.protocol, fieldPath(pf, "protocol"), PROTOCOL_LIST, "TCP");
       if (!model.ports.includes(port)) fail(fieldPath(pf, "port"), `${port} is not one of model.ports (${model.ports.join(", ")}): no pod serves it`);
       if (!model.protocols.includes(protocol)) fail(fieldPath(pf, "protocol"), `${protocol} is not one of model.protocols (${model.protocols.join(", ")})`);
       const denied = new Set<string>();
-      read(() => r.list(p.denied, fieldPath(pf, "denied"))).forEach((d, di) => {
+      r.optionalList(p.denied, fieldPath(pf, "denied")).forEach((d, di) => {
         const df = fieldPath(fieldPath(pf, "denied"), di);
-        const pair = read(() => r.string(d, df));
+        const pair = r.string(d, df);
         if (!pairs.has(pair)) fail(df, `${describeValue(pair)} is not a pair "<ns><pod>><ns><pod>" of two different model pods (e.g. "xa>yb")`);
         denied.add(pair);
       });
@@ -214,14 +197,13 @@ function parseCase(raw: unknown, index: number): ConformanceCase {
 }
 
 function parseAction(
-  r: ObjectReader,
-  read: <T>(f: () => T) => T,
+  r: FieldReader,
   fail: (field: string, detail: string) => never,
   raw: unknown,
   field: string,
   model: ConformanceModel,
 ): CaseAction {
-  const a = read(() => r.map(raw, field));
+  const a = r.map(raw, field);
   const keys = Object.keys(a);
   const kind = keys[0];
   if (keys.length !== 1 || kind === undefined || !(ACTIONS as readonly string[]).includes(kind)) {
@@ -232,12 +214,12 @@ function parseAction(
   switch (kind) {
     case "create":
     case "update": {
-      const policy = read(() => r.map(value, f));
+      const policy = r.map(value, f);
       for (const key of Object.keys(policy)) {
         if (!POLICY_KEYS.has(key)) fail(fieldPath(f, key), `unknown field; a policy is name, namespace and the NetworkPolicy spec fields (podSelector, policyTypes, ingress, egress)`);
       }
-      const name = read(() => r.nonEmptyString(policy.name, fieldPath(f, "name")));
-      const namespace = read(() => r.nonEmptyString(policy.namespace, fieldPath(f, "namespace")));
+      const name = r.nonEmptyString(policy.name, fieldPath(f, "name"));
+      const namespace = r.nonEmptyString(policy.namespace, fieldPath(f, "namespace"));
       if (!model.namespaces.includes(namespace)) fail(fieldPath(f, "namespace"), `${describeValue(namespace)} is not a model namespace (${model.namespaces.join(", ")})`);
       // Check the policy now, with placeholders standing for some address, so that a
       // mistake in the file shows before anything is built.
@@ -256,7 +238,7 @@ function parseAction(
       try {
         policyObject(substitute(policy, dummy), namespace, name);
       } catch (err) {
-        if (err instanceof ObjectError) fail(f, `${err.field === "" ? "" : `${err.field}: `}${err.detail}`);
+        if (err instanceof FieldError) fail(f, `${err.field === "" ? "" : `${err.field}: `}${err.detail}`);
         throw err;
       }
       return { do: kind, policy, namespace, name, field };
@@ -266,21 +248,21 @@ function parseAction(
       return { do: kind, field };
     case "add_ns_labels":
     case "set_ns_labels": {
-      const m = read(() => r.map(value, f));
-      const namespace = read(() => r.nonEmptyString(m.ns, fieldPath(f, "ns")));
+      const m = r.map(value, f);
+      const namespace = r.nonEmptyString(m.ns, fieldPath(f, "ns"));
       if (!model.namespaces.includes(namespace)) fail(fieldPath(f, "ns"), `${describeValue(namespace)} is not a model namespace`);
-      const labels = read(() => r.labels(m.labels, fieldPath(f, "labels")));
+      const labels = r.labels(m.labels, fieldPath(f, "labels"));
       return { do: kind, namespace, labels, field };
     }
     case "add_pod_labels":
     case "set_pod_labels": {
-      const m = read(() => r.map(value, f));
-      const ref = read(() => r.nonEmptyString(m.pod, fieldPath(f, "pod")));
+      const m = r.map(value, f);
+      const ref = r.nonEmptyString(m.pod, fieldPath(f, "pod"));
       const [namespace, pod, extra] = ref.split("/");
       if (extra !== undefined || namespace === undefined || pod === undefined || !model.namespaces.includes(namespace) || !model.pods.includes(pod)) {
         fail(fieldPath(f, "pod"), `expected "<ns>/<pod>" naming a model pod (e.g. "x/b"), got ${describeValue(ref)}`);
       }
-      const labels = read(() => r.labels(m.labels, fieldPath(f, "labels")));
+      const labels = r.labels(m.labels, fieldPath(f, "labels"));
       return { do: kind, namespace, pod, labels, field };
     }
     default:

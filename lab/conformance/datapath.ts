@@ -24,7 +24,7 @@ import {
 } from "./cases.js";
 import type { PolicyCluster } from "../../controlplane/policy/model.js";
 import { PolicyCompiler } from "../../controlplane/policy/compile.js";
-import { repoRoot } from "../agents.js";
+import { cliMain } from "../../config/install.js";
 import { DEFAULT_ENFORCEMENT_TIMEOUT_MS, EnforcementWatch } from "../enforcement.js";
 import { labObserverClient } from "../controlplane.js";
 import type { ObserverServiceClient } from "../../proto/gen/bulkhead/v1/observer.js";
@@ -450,11 +450,10 @@ export class DatapathEngine implements ConformanceEngine {
     await mkdir(sockets, { recursive: true });
     await mkdir(logs, { recursive: true });
     const socket = path.join(sockets, `${pod.namespace}-${pod.name}.sock`);
-    const main = path.join(repoRoot(), "dist", "cli", "main.js");
     const fd = openSync(path.join(logs, `prober-${pod.namespace}-${pod.name}.log`), "a");
     let child: ChildProcess;
     try {
-      child = await this.lab.spawn(pod, [process.execPath, main, "probe", "prober", "--socket", socket, ...listen], { stdio: ["ignore", fd, fd] });
+      child = await this.lab.spawn(pod, [process.execPath, cliMain, "probe", "prober", "--socket", socket, ...listen], { stdio: ["ignore", fd, fd] });
     } finally {
       closeSync(fd);
     }

@@ -9,16 +9,16 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import path from "node:path";
-import { repoRoot } from "../../config/install.js";
-import { ipBatch, netnsExecArgv, run, setSysctls, type RunResult } from "../../lab/netns.js";
+import { cliMain } from "../../config/install.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls, type RunResult } from "../../lab/netns.js";
 import { PinDir } from "../../agent/pins.js";
+import { parseMetrics, type Metrics } from "../../lab/prometheus.js";
 
 export const NETNS_PREFIX = "bhagt-";
 export const BPFFS = "/sys/fs/bpf";
 /** The node's own address (on lo); pod i gets 10.195.0.(i + 1). */
 export const NODE_IP = "10.195.0.1";
 export const METRICS_PORT = 19964;
-export const cliPath = path.join(repoRoot, "dist", "cli", "main.js");
 
 const IPV4_ONLY = { "net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1 };
 
@@ -122,7 +122,7 @@ export class TestNode {
 
   /** `bulkhead probe udp-serve` in `netns`: a listener, so datagrams draw no ICMP errors. */
   async udpServer(port: number, netns = this.netns): Promise<Spawned> {
-    const server = this.spawn([process.execPath, cliPath, "probe", "udp-serve", "--port", String(port)], netns);
+    const server = this.spawn([process.execPath, cliMain, "probe", "udp-serve", "--port", String(port)], netns);
     await server.waitForLine((l) => l.includes('"listening":true'), 10_000);
     return server;
   }
@@ -130,10 +130,10 @@ export class TestNode {
   /** `bulkhead agent --node test --metrics-addr 127.0.0.1:19964 --bpf-dir <node's> …args`
    * in the node namespace. */
   startAgent(args: readonly string[]): AgentProcess {
-    if (!existsSync(cliPath)) throw new Error(`${cliPath} is missing: run "npx tsc -p ." first`);
-    const argv = [process.execPath, cliPath, "agent", "--node", "test", "--metrics-addr", `127.0.0.1:${METRICS_PORT}`,
+    if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: run "npx tsc -p ." first`);
+    const argv = [process.execPath, cliMain, "agent", "--node", "test", "--metrics-addr", `127.0.0.1:${METRICS_PORT}`,
       ...(args.includes("--bpf-dir") ? [] : ["--bpf-dir", this.bpfDir]), ...args];
-    return new AgentProcess(this, this.spawnArgv(agentNetnsArgv(this.netns, argv), `agent in ${this.netns}`));
+    return new AgentProcess(this, this.spawnArgv(netnsEnterArgv(this.netns, argv), `agent in ${this.netns}`));
   }
 
   /** GET http://127.0.0.1:19964{urlPath} from inside the node namespace. */
@@ -286,44 +286,6 @@ export class AgentProcess {
   stop(): Promise<number | null> {
     return this.proc.stop();
   }
-}
-
-/** argv run in `netns` the way an agent must be: in its network namespace only.
- * `ip netns exec` also remounts /sys, without /sys/fs/bpf, where the agent pins. */
-export function agentNetnsArgv(netns: string, argv: readonly string[]): string[] {
-  return ["nsenter", `--net=/run/netns/${netns}`, "--", ...argv];
-}
-
-/** Prometheus text format → value by series key, e.g. `x_total{cause="map_full"}`. */
-export type Metrics = Map<string, number>;
-
-export function parseMetrics(text: string): Metrics {
-  const out: Metrics = new Map();
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$/.exec(line);
-    if (!m?.[1] || !m[3]) throw new Error(`not a Prometheus sample line: ${line}`);
-    out.set(seriesKey(m[1], parseLabels(m[2] ?? "")), Number(m[3]));
-  }
-  return out;
-}
-
-function parseLabels(raw: string): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const m of raw.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
-    if (m[1]) labels[m[1]] = (m[2] ?? "").replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
-  }
-  return labels;
-}
-
-function seriesKey(name: string, labels: Record<string, string>): string {
-  const parts = Object.keys(labels).sort().map((k) => `${k}="${labels[k]}"`);
-  return parts.length ? `${name}{${parts.join(",")}}` : name;
-}
-
-/** The value of one series; 0 when absent (a counter never incremented is not rendered). */
-export function metric(m: Metrics, name: string, labels: Record<string, string> = {}): number {
-  return m.get(seriesKey(name, labels)) ?? 0;
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

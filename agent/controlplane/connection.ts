@@ -1,0 +1,170 @@
+// The agent's one AgentService.Connect stream to the control plane: a hello naming the
+// node, then records and stats up, and configuration, endpoints, policy snapshots and
+// acknowledgements down. It reconnects with jittered exponential backoff (a refusal of the
+// agent's identity backs off longer and is logged as an error every time) and hands each
+// message to whoever listens for its kind: the record sink (export/controlplane.ts) and the
+// policy stream (policy-stream.ts).
+import crypto from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import {
+  AgentServiceClient, type AgentStats, type BatchRefused, type ConnectRequest, type ConnectResponse, type LocalEndpoint,
+} from "../../proto/gen/bulkhead/v1/agent.js";
+import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../../config/wire.js";
+import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
+import { tlsChannel } from "../../tls/client.js";
+
+export const PROTOCOL_VERSION = 1;
+export const AGENT_VERSION = "0.1.0";
+
+export interface ConnectionOptions {
+  address: string;
+  node: string;
+  capabilities: string[];
+  log: Logger;
+  /** Mutual TLS: this node's certificate and key, and the CA of the control plane's certificate. */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+}
+
+/** What a listener hears; each is called in the order the listeners were added. */
+export interface ConnectionEvents {
+  /** The control plane answered the hello (its config arrived): the stream is up, again after a reconnect. */
+  connected: () => void;
+  /** The stream ended (`err` undefined: it ended cleanly); heard before the reconnect is scheduled. */
+  disconnected: (err: grpc.ServiceError | undefined) => void;
+  /** Every batch up to and including `batchId` is stored. */
+  ack: (batchId: bigint) => void;
+  /** A batch refused (the stream ends next) and the id the control plane applies next. */
+  refused: (refusal: BatchRefused) => void;
+  endpoints: (endpoints: LocalEndpoint[]) => void;
+  policy: (snapshot: PolicySnapshot) => void;
+}
+
+/** A refusal of who this agent is: retrying soon cannot help, so it backs off longer and says so every time. */
+const REFUSED_CODES = new Set([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED]);
+const MAX_RETRY_MS = 5000;
+const MAX_RETRY_REFUSED_MS = 30_000;
+
+/** What the sender has waiting, for the logs: batches unacknowledged (re-sent first on a reconnect) and records buffered. */
+export interface Backlog { inFlight: number; buffered: number }
+
+type Listeners = { [K in keyof ConnectionEvents]: ConnectionEvents[K][] };
+
+export class ControlPlaneConnection {
+  readonly instanceId = crypto.randomUUID();
+  private readonly client: AgentServiceClient;
+  private readonly listeners: Listeners = { connected: [], disconnected: [], ack: [], refused: [], endpoints: [], policy: [] };
+  private call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private backlog: () => Backlog = () => ({ inFlight: 0, buffered: 0 });
+  connected = false;
+
+  constructor(private readonly opts: ConnectionOptions) {
+    const tls = opts.tls ? tlsChannel(opts.address, opts.tls.ca, opts.tls) : undefined;
+    this.client = new AgentServiceClient(opts.address, tls?.credentials ?? grpc.credentials.createInsecure(), {
+      ...tls?.options,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+      // Policy snapshots arrive as one message; grpc's default (4 MiB) cut off large clusters.
+      "grpc.max_receive_message_length": MAX_POLICY_MESSAGE_BYTES,
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+    });
+  }
+
+  get address(): string {
+    return this.opts.address;
+  }
+
+  on<K extends keyof ConnectionEvents>(event: K, listener: ConnectionEvents[K]): void {
+    this.listeners[event].push(listener);
+  }
+
+  /** What waits to be sent (the record sink's), shown in the connection's logs. */
+  reportBacklog(backlog: () => Backlog): void {
+    this.backlog = backlog;
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  /** Writes on the current stream; false (nothing written) while there is none. */
+  write(request: ConnectRequest): boolean {
+    if (!this.call) return false;
+    this.call.write(request);
+    return true;
+  }
+
+  sendStats(stats: AgentStats): void {
+    if (this.connected) this.write({ kind: { $case: "stats", value: stats } });
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const call = this.client.connect();
+    this.call = call;
+    call.write({
+      kind: { $case: "hello", value: {
+        node: this.opts.node, version: AGENT_VERSION, protocolVersion: PROTOCOL_VERSION,
+        capabilities: this.opts.capabilities, instanceId: this.instanceId,
+      } },
+    });
+    call.on("data", (msg: ConnectResponse) => this.onMessage(msg));
+    call.on("error", (err: grpc.ServiceError) => this.onDisconnect(call, err));
+    call.on("end", () => this.onDisconnect(call, undefined));
+  }
+
+  private onMessage(msg: ConnectResponse): void {
+    const kind = msg.kind;
+    if (!kind) return;
+    if (kind.$case === "config") {
+      if (!this.connected) {
+        this.connected = true;
+        this.attempt = 0;
+        this.opts.log.info({ address: this.opts.address, resend: this.backlog().inFlight }, "connected to control plane");
+        for (const l of this.listeners.connected) l();
+      }
+    } else if (kind.$case === "endpoints") {
+      for (const l of this.listeners.endpoints) l(kind.value.endpoints);
+    } else if (kind.$case === "policy") {
+      for (const l of this.listeners.policy) l(kind.value);
+    } else if (kind.$case === "ack") {
+      for (const l of this.listeners.ack) l(kind.value.batchId);
+    } else if (kind.$case === "refused") {
+      for (const l of this.listeners.refused) l(kind.value);
+    }
+  }
+
+  private onDisconnect(call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>, err: grpc.ServiceError | undefined): void {
+    if (call !== this.call) return;
+    this.call = undefined;
+    for (const l of this.listeners.disconnected) l(err);
+    const wasConnected = this.connected;
+    this.connected = false;
+    if (this.stopped) return;
+    const refused = err !== undefined && REFUSED_CODES.has(err.code);
+    const delay = Math.min(refused ? MAX_RETRY_REFUSED_MS : MAX_RETRY_MS, 100 * 2 ** Math.min(this.attempt, 9));
+    const jittered = Math.round(delay / 2 + Math.random() * delay / 2);
+    this.attempt++;
+    if (refused) {
+      this.opts.log.error({ address: this.opts.address, code: grpc.status[err.code], err: err.details,
+        retryMs: jittered, buffered: this.backlog().buffered }, "control plane refused this agent; retrying");
+    } else {
+      const level = wasConnected || this.attempt === 1 ? "warn" : "debug";
+      this.opts.log[level]({ address: this.opts.address, code: err?.code, err: err?.details ?? "stream ended",
+        retryMs: jittered, buffered: this.backlog().buffered }, "control plane stream lost; reconnecting");
+    }
+    this.reconnectTimer = setTimeout(() => this.connect(), jittered);
+  }
+
+  /** Ends the stream and stops reconnecting. */
+  close(): void {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.call?.end();
+    this.call?.cancel();
+    this.client.close();
+  }
+}
