@@ -291,6 +291,8 @@ export class Agent {
         loss("export_error", "records", this.m.lostRecords.get({ cause: "export_error" })),
         loss("buffer_full", "records", this.m.lostRecords.get({ cause: "buffer_full" })),
         loss("refused", "records", this.m.lostRecords.get({ cause: "refused" })),
+        // Flows an upgrade's old maps held in a layout this agent cannot read.
+        loss("layout_changed", "records", this.m.lostRecords.get({ cause: "layout_changed" })),
         // Connections conntrack could not track: an insert refused. (Packets of evicted or
         // expired entries are in /metrics, conntrack_events_total{event="lost"}: a TCP
         // packet the agent started too late for counts there too, so it is no loss.)

@@ -271,6 +271,14 @@ export class ControlPlane {
       for (const l of s.stats?.losses ?? []) losses.push({ node: s.node, cause: l.cause, unit: l.unit, count: l.count });
       for (const u of s.stats?.unjudged ?? []) unjudged.push({ node: s.node, cause: u.cause, verdict: u.verdict, packets: u.packets });
     }
+    // The control plane's own: records older than the flow map's retention when they came,
+    // 5-tuples past its flow-tracking bound, and UI map streams cut for lagging behind.
+    const map = this.flowMap.stats;
+    losses.push(
+      { node: "controlplane", cause: "late_records", unit: "records", count: BigInt(map.late) },
+      { node: "controlplane", cause: "untracked_flows", unit: "flows", count: BigInt(map.untrackedFlows) },
+      { node: "controlplane", cause: "ui_streams_cut", unit: "streams", count: BigInt(this.uiServer?.streamsCutOff ?? 0) },
+    );
     return {
       agentsConnected: this.agents.connected,
       agentsKnown: this.agents.sessions.size,

@@ -351,6 +351,15 @@ describe("control plane over gRPC, one control plane per test", () => {
     expect((await observer.status()).clocks.find((c) => c.node === "node1")?.recordsCorrected).toBe(1n);
   });
 
+  it("reports the control plane's own losses in GetStatus: a record older than the map's retention counts as late", async () => {
+    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+    const agent = new RawAgent(agents, "node1");
+    const old = Date.now() - 2 * 3600 * 1000;
+    await agent.deliver(1n, [record("node1", { startTime: ts(old - 500), endTime: ts(old) }), record("node1")]);
+    const own = (await observer.status()).losses.filter((l) => l.node === "controlplane").map((l) => `${l.cause} ${l.unit} ${l.count}`);
+    expect(own).toEqual(["late_records records 1", "untracked_flows flows 0", "ui_streams_cut streams 0"]);
+  });
+
   it("ends a follow stream once its until has passed (plus the grace for late records), with what started by then", async () => {
     const agent = new RawAgent(agents, "node1");
     const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
