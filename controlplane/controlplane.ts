@@ -159,7 +159,8 @@ export class ControlPlane {
     const problems = this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}`).join("\n");
     if (problems !== this.policyProblems) {
       for (const p of this.policy.errors()) {
-        this.opts.log.error({ object: p.object, field: p.field, err: p.message, keptPrevious: p.keptPrevious }, "invalid policy ignored");
+        this.opts.log.error({ object: p.object, field: p.field, err: p.message, keptPrevious: p.keptPrevious, isolating: p.isolating === true },
+          p.keptPrevious ? "invalid policy: its previous version stays in force" : p.isolating ? "invalid policy: its pods are isolated until it is fixed" : "invalid policy ignored");
       }
       this.policyProblems = problems;
     }
@@ -296,7 +297,7 @@ export class ControlPlane {
       metadataErrors: [
         ...this.opts.source.errors().map((e) =>
           `${e.file ?? e.source}${e.document !== undefined ? ` document ${e.document}` : ""}: ${e.message}`),
-        ...this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}${p.keptPrevious ? " (previous version kept)" : " (ignored)"}`),
+        ...this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}${p.keptPrevious ? " (previous version kept)" : p.isolating ? " (its pods isolated until fixed)" : " (ignored)"}`),
       ],
     };
   }

@@ -556,7 +556,7 @@ describe("invalid policies", () => {
   ];
 
   for (const [what, spec, field, message] of invalid) {
-    it(`${what}: reported with policy and field, ignored, others still in force`, () => {
+    it(`${what}: reported with policy and field, failing closed (x's pods isolated, admitting nothing), others still in force`, () => {
       const c = base([rawPolicy("x/bad", spec), np("y/deny", { policyTypes: ["Ingress"] })]);
       const model = new PolicyModel(c, { defaultMode: "enforce" });
       const errors = model.errors();
@@ -564,13 +564,22 @@ describe("invalid policies", () => {
       expect(errors[0]).toMatchObject({ object: "NetworkPolicy x/bad", policy: "x/bad", field, keptPrevious: false });
       expect(errors[0]?.message).toMatch(message);
       expect(errors[0]?.text).toContain(`NetworkPolicy x/bad: ${field}: `);
-      expect(model.evaluate({ src: { pod: "z/a" }, dst: { pod: "x/a" }, protocol: "TCP", port: 80 }).ingress.isolated).toBe(false);
-      expect(allowed(c, "z/a", "x/a")).toBe(true);
+      expect(errors[0]?.text).toMatch(/until it is fixed, the pods it selects are isolated, admitting nothing\)$/);
+      // x/bad selects every pod of x (its own selector, or all of x when that is what is
+      // invalid) in the directions it names (Egress only in one case).
+      const egressOnly = JSON.stringify(spec.policyTypes) === JSON.stringify(["Egress"]);
+      const [src, dst] = egressOnly ? ["x/a", "z/a"] : ["z/a", "x/a"];
+      const verdict = model.evaluate({ src: { pod: src }, dst: { pod: dst }, protocol: "TCP", port: 80 });
+      expect((egressOnly ? verdict.egress : verdict.ingress).isolatedBy).toEqual(["x/bad"]);
+      expect(allowed(c, src, dst)).toBe(false);
+      // Policy types it cannot read: both directions.
+      expect(allowed(c, egressOnly ? "z/a" : "x/a", egressOnly ? "x/a" : "z/a"), "the other direction").toBe(what !== "bad policy type");
       expect(allowed(c, "z/a", "y/a")).toBe(false);
+      expect(allowed(c, "z/a", "z/b")).toBe(true);
       const compiler = new PolicyCompiler();
       compiler.compile(c);
       expect(compiler.errors().map((e) => e.field)).toEqual([field]);
-      expect(compiler.stats()).toMatchObject({ policies: 1, invalidPolicies: 1 });
+      expect(compiler.stats()).toMatchObject({ policies: 2, invalidPolicies: 1 });
     });
   }
 
@@ -586,9 +595,11 @@ describe("invalid policies", () => {
     expect(snapshotAllows(second, IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(false);
     const deleted = compiler.compile(base([]));
     expect(snapshotAllows(deleted, IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(true);
+    // Invalid from its first version: it fails closed.
     compiler.compile(broken);
     expect(compiler.errors()[0]?.keptPrevious).toBe(false);
-    expect(snapshotAllows(compiler.current(), IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(true);
+    expect(snapshotAllows(compiler.current(), IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(false);
+    expect(snapshotAllows(compiler.current(), IP["x/a"] ?? "", IP["y/a"] ?? "", "TCP", 80)).toBe(true);
   });
 });
 

@@ -125,6 +125,8 @@ export interface PolicyProblem {
   message: string;
   /** For a policy: an earlier valid version of it stays in force. */
   keptPrevious: boolean;
+  /** For a policy with no valid version: it fails closed, isolating the pods it selects with nothing admitted. */
+  isolating?: boolean;
   /** One line naming object, field and problem. */
   text: string;
 }
@@ -142,7 +144,11 @@ function isPort(value: unknown): value is number {
 const PROTOCOL_NAMES: readonly string[] = ["TCP", "UDP", "SCTP"];
 
 /** Validates and normalizes one policy; the problems name each bad field. */
-export function normalizePolicy(policy: NetworkPolicy): { policy: NormalizedPolicy } | { problems: PolicyProblem[] } {
+/**
+ * A policy as the engines read it, or what is wrong with it and, for a policy that names
+ * its namespace and name, the `lockdown` that stands in for it (PolicySet).
+ */
+export function normalizePolicy(policy: NetworkPolicy): NormalizeResult {
   const namespace = policy.metadata?.namespace ?? "";
   const name = policy.metadata?.name ?? "";
   const key = `${namespace}/${name}`;
@@ -284,7 +290,22 @@ export function normalizePolicy(policy: NetworkPolicy): { policy: NormalizedPoli
   // The API server's defaulting: Ingress always; Egress when the spec has egress rules.
   if (types.length === 0) types = egressRules.length > 0 ? ["Ingress", "Egress"] : ["Ingress"];
 
-  if (problems.length > 0 || !podSelector) return { problems };
+  if (problems.length > 0 || !podSelector) {
+    if (typeof namespace !== "string" || namespace === "" || typeof name !== "string" || name === "") return { problems };
+    // Fail closed: what the author meant to isolate stays isolated, with nothing admitted
+    // (the pods its selector picks, or all of its namespace when that is what is invalid;
+    // the directions it names, or both).
+    const directions = types.every((t) => t === "Ingress" || t === "Egress") ? types : ["Ingress", "Egress"];
+    const lockdown: NormalizedPolicy = {
+      key, namespace, name,
+      contentKey: JSON.stringify(["invalid", namespace, name, spec]),
+      podSelector: podSelector ?? compileLabelSelector({ matchLabels: {}, matchExpressions: [] }, "spec.podSelector"),
+      ingress: directions.includes("Ingress") ? [] : undefined,
+      egress: directions.includes("Egress") ? [] : undefined,
+      source: policy,
+    };
+    return { problems, lockdown };
+  }
   return {
     policy: {
       key,
@@ -299,12 +320,16 @@ export function normalizePolicy(policy: NetworkPolicy): { policy: NormalizedPoli
   };
 }
 
-type NormalizeResult = { policy: NormalizedPolicy } | { problems: PolicyProblem[] };
+type NormalizeResult = { policy: NormalizedPolicy } | { problems: PolicyProblem[]; lockdown?: NormalizedPolicy };
 
 /**
  * The policies in force, kept across updates: each policy object is validated once
  * (cached by object and by content), and a policy that turns invalid keeps its last
- * valid version in force until it is deleted or fixed.
+ * valid version in force until it is deleted or fixed. One invalid from its first version
+ * fails closed: until fixed, the pods it selects (all of its namespace when its selector is
+ * what is invalid) are isolated in its directions (both when those are invalid) with
+ * nothing admitted. Kubernetes validates policies at admission, so in a cluster this is a
+ * policy bulkhead cannot read; with the folder source, any bad file.
  */
 export class PolicySet {
   private byObject = new WeakMap<NetworkPolicy, NormalizeResult>();
@@ -342,8 +367,13 @@ export class PolicySet {
       if (previous) {
         inForce.push(previous);
         lastValid.set(key, previous);
+      } else if (result.lockdown) {
+        inForce.push(result.lockdown);
       }
-      for (const p of result.problems) problems.push(previous ? { ...p, keptPrevious: true, text: p.text.replace(/ \(ignored\)$/, " (its previous valid version stays in force)") } : p);
+      for (const p of result.problems) {
+        problems.push(previous ? { ...p, keptPrevious: true, text: p.text.replace(/ \(ignored\)$/, " (its previous valid version stays in force)") }
+          : result.lockdown ? { ...p, isolating: true, text: p.text.replace(/ \(ignored\)$/, " (until it is fixed, the pods it selects are isolated, admitting nothing)") } : p);
+      }
     }
     this.byContent = byContent;
     this.lastValid = lastValid;
