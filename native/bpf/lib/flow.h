@@ -80,9 +80,13 @@ static __always_inline void bh_counter_add(__u32 index, __u64 n)
 		*c += n;
 }
 
+/* What one event takes in the ring: the record and its 8-byte header, 8-byte aligned. */
+#define BH_EVENT_SLOT ((sizeof(struct bh_event) + 8 + 7) & ~7UL)
+
 static __always_inline void bh_emit_new_flow(const struct bh_flow_key *key, __u64 now)
 {
 	struct bh_event *e;
+	__u64 avail;
 
 	if (!emit_new_flow_events)
 		return;
@@ -96,8 +100,13 @@ static __always_inline void bh_emit_new_flow(const struct bh_flow_key *key, __u6
 	e->ts_ns = now;
 	__builtin_memcpy(&e->key, key, sizeof(*key));
 	/* A wakeup per event costs more than the flow (an IPI, a VM exit here): the agent
-	 * reads the ring on its drain tick, and is woken only when a quarter fills up. */
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= BH_EVENTS_BYTES / 4
+	 * reads the ring on its drain tick, and is woken once when the unread data crosses a
+	 * quarter of the ring (this record took it across). Waking on every event above the
+	 * quarter, as before, cost an IPI per new flow whenever flows came faster than the
+	 * agent read them (enforce-cost, new connections). A wakeup missed in a race between
+	 * CPUs only delays the read to the next tick; a full ring counts RING_FULL. */
+	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, avail >= BH_EVENTS_BYTES / 4 && avail < BH_EVENTS_BYTES / 4 + BH_EVENT_SLOT
 			   ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
