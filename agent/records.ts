@@ -18,7 +18,7 @@ export const EVENT_TYPE = { newFlow: 1 } as const;
 
 /** Indices of the per-CPU `counters` array (enum bh_counter). */
 export const COUNTER = {
-  packets: 0, notIp: 1, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
+  packets: 0, notIp: 1, newFlows: 2, mapFullPackets: 3, mapFullBytes: 4, ringFull: 5, ctFull: 6,
   ctCreated: 7, ctConfirmed: 8, ctLost: 9, ctRejudged: 10, icmpRelated: 11,
 } as const;
 /** BH_C_UNJUDGED: the first of the unjudged-frame counters (unjudgedCounter). */

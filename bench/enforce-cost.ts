@@ -21,6 +21,8 @@
 //   [--object FILE]   another endpoint.bpf.o (e.g. an older build, for a before/after pair)
 //   [--phases a,b,c]  only these phases (by letter: a b b' c c'), for experiments
 //   [--rounds N]      rounds per phase (default 5)
+//   [--events]        load it with new-flow events on (what the agent did before it counted
+//                     new flows instead; use it with --object for an older build)
 import { loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -39,6 +41,7 @@ import {
 
 const args = parseArgs({ options: {
   object: { type: "string" }, phases: { type: "string" }, rounds: { type: "string", default: "5" },
+  events: { type: "boolean", default: false },
 } }).values;
 const ROUNDS = Number(args.rounds);
 const FLOWS = 50_000;
@@ -184,12 +187,13 @@ async function main(): Promise<number> {
   enableBpfStats();
 
   const addon = native();
-  // As the agent loads it: 65536 entries per flow map, new-flow events on.
-  const datapath = new Datapath({ objectPath: args.object ?? path.join(bpfObjectDir, "endpoint.bpf.o"), flowMapSize: 65536 });
+  // As the agent loads it: 65536 entries per flow map, no new-flow events (--events: on).
+  const datapath = new Datapath({ objectPath: args.object ?? path.join(bpfObjectDir, "endpoint.bpf.o"), flowMapSize: 65536,
+    emitNewFlowEvents: args.events });
   onCleanup("close endpoint.bpf.o", () => datapath.close());
   const reference = addon.openObject(path.join(bpfObjectDir, "reference.bpf.o"));
   onCleanup("close reference.bpf.o", () => reference.close());
-  // Consume new-flow events as the agent does (woken past a fill level, read at every drain).
+  // Consume new-flow events (if on) as the agent does (woken past a fill level, read at every drain).
   let events = 0;
   const ring = addon.ringBuffer(datapath.object.map("events"), (_records, count) => { events += count; });
   onCleanup("close ring buffer", () => ring.close());
@@ -223,6 +227,7 @@ async function main(): Promise<number> {
     return d.count;
   };
 
+  console.log(`new-flow events ${args.events ? "on" : "off"} (the agent: off)`);
   console.log(`enforce-cost: from_pod (prog id ${fromPod.id}) vs reference (prog id ${ref.id}), both TCX ingress on ${pod.hostVeth} (ifindex ${veth.ifindex})`);
   console.log(`endpoint: ifindex ${veth.ifindex} → identity ${ID.pod}, ${pod.ip}`);
   console.log(`flood: raw-socket UDP ${pod.ip} -> ${BLACKHOLE_IP}:${DPORT} (blackholed in the node), 18-byte payload, sendmmsg x64, 1 thread, source ports over ${n(FLOWS)} flows`);

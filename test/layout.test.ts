@@ -55,8 +55,8 @@ int main(void) {
   printf("{\\"eventSize\\":%zu,\\"eventType\\":%zu,\\"eventTs\\":%zu,\\"eventKey\\":%zu,", sizeof(struct bh_event),
     offsetof(struct bh_event, type), offsetof(struct bh_event, ts_ns), offsetof(struct bh_event, key));
   printf("\\"newFlow\\":%d,\\"fromPod\\":%d,\\"toPod\\":%d,", BH_EVENT_NEW_FLOW, BH_POINT_FROM_POD, BH_POINT_TO_POD);
-  printf("\\"counters\\":[%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d],\\"max\\":%d,", BH_C_PACKETS, BH_C_NOT_IP,
-    BH_C_MAP_FULL_PACKETS, BH_C_MAP_FULL_BYTES, BH_C_RING_FULL, BH_C_CT_FULL, BH_C_CT_CREATED, BH_C_CT_CONFIRMED,
+  printf("\\"counters\\":[%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d],\\"max\\":%d,", BH_C_PACKETS, BH_C_NOT_IP,
+    BH_C_NEW_FLOWS, BH_C_MAP_FULL_PACKETS, BH_C_MAP_FULL_BYTES, BH_C_RING_FULL, BH_C_CT_FULL, BH_C_CT_CREATED, BH_C_CT_CONFIRMED,
     BH_C_CT_LOST, BH_C_CT_REJUDGED, BH_C_ICMP_RELATED, BH_C_MAX);
   printf("\\"unjudgedBase\\":%d,\\"causes\\":[%d,%d,%d,%d,%d,%d,%d,%d],\\"causeCount\\":%d,", BH_C_UNJUDGED,
     BH_U_L2, BH_U_VLAN, BH_U_ETHERTYPE, BH_U_IPV4, BH_U_IPV6, BH_U_IPV6_EXT, BH_U_L4, BH_U_FRAGMENT, BH_U_MAX);
@@ -71,7 +71,7 @@ int main(void) {
       expect(c).toEqual({
         eventSize: EVENT.size, eventType: EVENT.type, eventTs: EVENT.ts, eventKey: EVENT.key,
         newFlow: EVENT_TYPE.newFlow, fromPod: POINT.fromPod, toPod: POINT.toPod,
-        counters: [COUNTER.packets, COUNTER.notIp, COUNTER.mapFullPackets,
+        counters: [COUNTER.packets, COUNTER.notIp, COUNTER.newFlows, COUNTER.mapFullPackets,
           COUNTER.mapFullBytes, COUNTER.ringFull, COUNTER.ctFull, COUNTER.ctCreated, COUNTER.ctConfirmed,
           COUNTER.ctLost, COUNTER.ctRejudged, COUNTER.icmpRelated],
         max: COUNTER_COUNT,
