@@ -34,7 +34,8 @@ export class Agent {
     lostEvents: this.metrics.counter("bulkhead_agent_lost_events_total", "Ring-buffer events lost, by cause"),
     lostRecords: this.metrics.counter("bulkhead_agent_lost_records_total", "Flow records lost before export, by cause"),
     exported: this.metrics.counter("bulkhead_agent_exported_records_total", "Flow records written by an exporter"),
-    newFlows: this.metrics.counter("bulkhead_agent_new_flow_events_total", "New-flow events read from the ring buffer"),
+    newFlows: this.metrics.counter("bulkhead_agent_new_flows_total", "Flow entries the datapath created (one per record drained, map_full aside)"),
+    newFlowEvents: this.metrics.counter("bulkhead_agent_new_flow_events_total", "New-flow events read from the ring buffer (none unless the datapath is loaded with events on)"),
     untracked: this.metrics.counter("bulkhead_agent_untracked_connections_total", "Packets whose connection could not be tracked: conntrack map full"),
     unjudged: this.metrics.counter("bulkhead_agent_unjudged_packets_total",
       "Frames the datapath could not judge (no flow record), by cause and by verdict (dropped in enforce)"),
@@ -165,7 +166,7 @@ export class Agent {
     for (const r of ringRecords(records, count)) {
       if (r.length >= bh_event.size && r.readUInt32LE(bh_event.type) === BH_EVENT_NEW_FLOW) newFlows++;
     }
-    this.m.newFlows.inc({}, newFlows);
+    this.m.newFlowEvents.inc({}, newFlows);
   }
 
   /** Enforces `snapshot`; never throws: a snapshot that cannot be applied is logged and
@@ -313,6 +314,7 @@ export class Agent {
     const delta = (k: keyof Counters) => now[k] - (prev ? prev[k] : 0n);
     this.m.datapathPackets.inc({}, delta("packets"));
     this.m.unparsed.inc({ reason: "not_ip" }, delta("notIp"));
+    this.m.newFlows.inc({}, delta("newFlows"));
     this.m.lostPackets.inc({ cause: "map_full" }, delta("mapFullPackets"));
     this.m.lostBytes.inc({ cause: "map_full" }, delta("mapFullBytes"));
     this.m.lostEvents.inc({ cause: "ring_full" }, delta("ringFull"));

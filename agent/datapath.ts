@@ -35,6 +35,8 @@ export type UnjudgedCounts = { verdict: UnjudgedVerdict; cause: UnjudgedCause; p
 export interface DatapathOptions {
   objectPath: string;
   flowMapSize: number;
+  /** An event per new flow in the `events` ring buffer; off by default (counters.newFlows
+   * counts new flows, and each event cost about half a reference packet: bench/README.md). */
   emitNewFlowEvents?: boolean;
   /** bpffs folder to pin into and adopt from (./pins.ts); none: nothing pinned, and
    * close() detaches everything. */
@@ -75,7 +77,7 @@ export class Datapath {
     this.pins = opts.bpfDir !== undefined ? new PinDir(opts.bpfDir) : undefined;
     this.pins?.ensure();
     this.object = native().openObject(opts.objectPath, {
-      rodata: { emit_new_flow_events: u32(opts.emitNewFlowEvents === false ? 0 : 1) },
+      rodata: { emit_new_flow_events: u32(opts.emitNewFlowEvents === true ? 1 : 0) },
       maxEntries: { flows_0: opts.flowMapSize, flows_1: opts.flowMapSize },
       ...(this.pins ? { reuseMapsFrom: this.pins.maps } : {}),
     });

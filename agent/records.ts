@@ -7,7 +7,7 @@ import {
 import { formatIPv6Groups } from "../addresses/ip.js";
 import {
   BH_C_CT_CONFIRMED, BH_C_CT_CREATED, BH_C_CT_FULL, BH_C_CT_LOST, BH_C_CT_REJUDGED, BH_C_ICMP_RELATED, BH_C_MAP_FULL_BYTES,
-  BH_C_MAP_FULL_PACKETS, BH_C_MAX, BH_C_NOT_IP, BH_C_PACKETS, BH_C_RING_FULL, BH_C_UNJUDGED, BH_POINT_FROM_POD, BH_POINT_TO_POD,
+  BH_C_MAP_FULL_PACKETS, BH_C_MAX, BH_C_NEW_FLOWS, BH_C_NOT_IP, BH_C_PACKETS, BH_C_RING_FULL, BH_C_UNJUDGED, BH_POINT_FROM_POD, BH_POINT_TO_POD,
   BH_REASON_ESTABLISHED, BH_REASON_NONE, BH_REASON_POLICY, BH_REASON_SPOOFED, BH_U_ETHERTYPE, BH_U_FRAGMENT, BH_U_IPV4,
   BH_U_IPV6, BH_U_IPV6_EXT, BH_U_L2, BH_U_L4, BH_U_MAX, BH_U_VLAN, BH_VERDICT_AUDIT, BH_VERDICT_DROPPED,
   BH_VERDICT_FORWARDED, bh_flow_key, bh_flow_value,
@@ -15,7 +15,7 @@ import {
 
 /** The per-CPU `counters` the agent reports (enum bh_counter), by report name. */
 export const COUNTER = {
-  packets: BH_C_PACKETS, notIp: BH_C_NOT_IP, mapFullPackets: BH_C_MAP_FULL_PACKETS, mapFullBytes: BH_C_MAP_FULL_BYTES,
+  packets: BH_C_PACKETS, notIp: BH_C_NOT_IP, newFlows: BH_C_NEW_FLOWS, mapFullPackets: BH_C_MAP_FULL_PACKETS, mapFullBytes: BH_C_MAP_FULL_BYTES,
   ringFull: BH_C_RING_FULL, ctFull: BH_C_CT_FULL, ctCreated: BH_C_CT_CREATED, ctConfirmed: BH_C_CT_CONFIRMED,
   ctLost: BH_C_CT_LOST, ctRejudged: BH_C_CT_REJUDGED, icmpRelated: BH_C_ICMP_RELATED,
 } as const;

@@ -76,7 +76,7 @@ async function main(): Promise<number> {
       const lostRecords = delta(m0, m1, "bulkhead_agent_lost_records_total");
       const seen = delta(m0, m1, "bulkhead_agent_datapath_packets_total");
       const records = delta(m0, m1, "bulkhead_agent_flow_records_total");
-      const newFlowEvents = delta(m0, m1, "bulkhead_agent_new_flow_events_total");
+      const newFlowEvents = delta(m0, m1, "bulkhead_agent_new_flows_total");
       const exported = delta(m0, m1, "bulkhead_agent_exported_records_total");
       const drainS = metric(m1, "bulkhead_agent_drain_duration_seconds");
       const rssMiB = maxRss / 1024;
@@ -90,7 +90,7 @@ async function main(): Promise<number> {
       console.log(`counted in records  ${counted.toLocaleString("en-US")} packets = ${fmt((100 * counted) / (2 * sent.sent), 2)} % of 2 x sent,`
         + ` ${fmt(counted / 2 / sent.seconds / 1000)}k flow-packets/s per point`);
       console.log(`loss counters       map_full ${lostMapFull} packets, ring_full ${ringFull} events, records lost before export ${lostRecords}`);
-      console.log(`records             ${records.toLocaleString("en-US")} (${fmt(records / sent.seconds / 1000)}k/s), new-flow events ${newFlowEvents.toLocaleString("en-US")},`
+      console.log(`records             ${records.toLocaleString("en-US")} (${fmt(records / sent.seconds / 1000)}k/s), new flows ${newFlowEvents.toLocaleString("en-US")},`
         + ` exported ${exported.toLocaleString("en-US")}, last drain ${fmt(drainS * 1000)} ms`);
       console.log(`agent RSS           max ${fmt(rssMiB)} MiB (idle before the flood ${fmt(idleRss / 1024)} MiB)   target <= ${TARGET_RSS_MIB} MiB: ${rssOk ? "met" : "MISSED"}`);
       console.log(`agent CPU           ${fmt(cpuPct)} % of one core over the flood (user ${fmt(userPct)} %, system ${fmt(systemPct)} %)`

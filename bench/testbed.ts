@@ -268,12 +268,15 @@ export class AgentProcess {
   private constructor(readonly child: ChildProcess, readonly node: Node, readonly logPath: string) {}
 
   /** Starts `bulkhead agent` in the node's namespace and waits until it has attached to
-   * every pod veth of the node. Its log (pino JSON) goes to `logPath`. */
-  static async start(node: Node, flags: readonly string[], logPath: string): Promise<AgentProcess> {
+   * every pod veth of the node. Its log (pino JSON) goes to `logPath`. `bpfDir`: the pin
+   * folder to use (an earlier agent's, to adopt its datapath), by default a fresh one. */
+  static async start(node: Node, flags: readonly string[], logPath: string, bpfDir?: string): Promise<AgentProcess> {
     const fd = openSync(logPath, "a");
-    // The agent's datapath outlives it (pinned): one folder per agent, removed at teardown.
-    const bpfDir = `/sys/fs/bpf/bhbench-${process.pid}-${++AgentProcess.started}`;
-    onCleanup(`rm ${bpfDir}`, () => rmSync(bpfDir, { recursive: true, force: true }));
+    // The agent's datapath outlives it (pinned): one folder per agent unless told, removed
+    // at teardown.
+    if (bpfDir === undefined) {
+      bpfDir = AgentProcess.pinDir();
+    }
     const child = node.spawn(node.netns, [process.execPath, cliMain, "agent", "--node", node.name,
       "--metrics-addr", AgentProcess.METRICS, "--bpf-dir", bpfDir, ...flags], "agent", fd, "host");
     closeSync(fd);
@@ -288,6 +291,13 @@ export class AgentProcess {
       if (Date.now() > deadline) throw new Error(`agent did not attach to ${node.pods.length} interfaces in 20 s; log: ${logPath}\n${agent.logTail()}`);
       await sleep(200);
     }
+  }
+
+  /** A fresh pin folder under /sys/fs/bpf, removed (with whatever is pinned in it) at teardown. */
+  static pinDir(): string {
+    const dir = `/sys/fs/bpf/bhbench-${process.pid}-${++AgentProcess.started}`;
+    onCleanup(`rm ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+    return dir;
   }
 
   get pid(): number {

@@ -127,7 +127,7 @@ describe("the agent's names for counters (agent/records.ts)", () => {
   it("name every bh_counter index but the unjudged block, and the unjudged block exactly", () => {
     const named = new Set<number>(Object.values(COUNTER));
     const unnamed = Object.entries(abi.bh_counter).filter(([, v]) => !named.has(v)).map(([k]) => k);
-    expect(unnamed).toEqual(["BH_C_UNUSED_2", "BH_C_UNJUDGED", "BH_C_MAX"]);
+    expect(unnamed).toEqual(["BH_C_UNJUDGED", "BH_C_MAX"]);
     const unjudged = UNJUDGED_VERDICTS.flatMap((v) => UNJUDGED_CAUSES.map((c) => unjudgedCounter(v, c))).sort((a, b) => a - b);
     const block = Array.from({ length: abi.BH_C_MAX - abi.BH_C_UNJUDGED }, (_, i) => abi.BH_C_UNJUDGED + i);
     expect(unjudged).toEqual(block);

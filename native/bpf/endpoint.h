@@ -62,7 +62,8 @@ enum bh_event_type {
 	BH_EVENT_NEW_FLOW = 1,
 };
 
-/* Ring-buffer record: rare events only, never one per packet. */
+/* Ring-buffer record, one per flow entry created, only when emit_new_flow_events is set
+ * at load (lib/flow.h; the agent leaves it off and counts BH_C_NEW_FLOWS instead). */
 struct bh_event {
 	__u32 type; /* enum bh_event_type */
 	__u32 pad;
@@ -89,7 +90,9 @@ enum bh_unjudged {
 enum bh_counter {
 	BH_C_PACKETS = 0,          /* packets the program ran on */
 	BH_C_NOT_IP = 1,           /* ARP: passes unjudged, no flow, not a loss */
-	BH_C_UNUSED_2 = 2,         /* was TRUNCATED: now by cause in BH_C_UNJUDGED */
+	/* Flow entries created (one per record the agent drains, map_full aside). Index 2 was
+	 * TRUNCATED once (now by cause in BH_C_UNJUDGED), before any datapath was pinned. */
+	BH_C_NEW_FLOWS = 2,
 	BH_C_MAP_FULL_PACKETS = 3, /* new flow, flow map full: packets lost to aggregation */
 	BH_C_MAP_FULL_BYTES = 4,
 	BH_C_RING_FULL = 5,        /* new-flow event dropped: ring buffer full */
