@@ -58,7 +58,8 @@ in-kernel flow map on an interval and exports flow records.
   --export-queue N          records buffered for export before the oldest drop (default 600000)
   --controlplane ADDR       stream records to the control plane (HOST:PORT or unix:///PATH)
   --buffer N                records held while the control plane is away (default 1200000)
-  --metrics-addr HOST:PORT  serve /metrics and /healthz (default 0.0.0.0:9964; "off" for none)
+  --metrics-addr HOST:PORT  serve /metrics and /healthz (default 127.0.0.1:9964: in the host network
+                            every interface would expose them; the DaemonSet binds the node's IP; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
   --log-level LEVEL         trace | debug | info | warn | error (default info)
 
@@ -125,7 +126,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     throw new ConfigError((err as Error).message);
   }
   const v = parsed.values;
-  const metrics = v["metrics-addr"] ?? "0.0.0.0:9964";
+  const metrics = v["metrics-addr"] ?? "127.0.0.1:9964";
   const tls = loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-ca"] }, "tls-ca");
   if (tls && v.controlplane === undefined) throw new ConfigError("--tls-cert, --tls-key, --tls-ca: only used with --controlplane ADDR");
   const node = v.node ?? os.hostname();

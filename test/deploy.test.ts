@@ -353,6 +353,8 @@ describe.each(OVERLAYS)("%s: the control plane Deployment", (overlay) => {
 // spec.nodeName as "node-a" and configMapKeyRef read from the rendered ConfigMap.
 
 const NODE = "node-a";
+/** The node's address as the downward API gives it (status.hostIP). */
+const NODE_IP = "192.0.2.21";
 
 function expandedArgs(objects: KubeObject[], workload: KubeObject): string[] {
   const c = podSpec(workload).containers[0]!;
@@ -360,6 +362,7 @@ function expandedArgs(objects: KubeObject[], workload: KubeObject): string[] {
   for (const e of c.env ?? []) {
     if (e.value !== undefined) env.set(e.name, e.value);
     else if (e.valueFrom?.fieldRef?.fieldPath === "spec.nodeName") env.set(e.name, NODE);
+    else if (e.valueFrom?.fieldRef?.fieldPath === "status.hostIP") env.set(e.name, NODE_IP);
     else if (e.valueFrom?.configMapKeyRef) {
       const ref = e.valueFrom.configMapKeyRef;
       const value = (one(objects, "ConfigMap", ref.name).data as Record<string, string> | undefined)?.[ref.key];
@@ -409,7 +412,8 @@ describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (ov
     const svc = one(objects, "Service", "bulkhead-controlplane");
     const grpcPort = (field(svc, "spec.ports") as { name: string; port: number }[]).find((p) => p.name === "grpc")?.port;
     expect(config.controlplane).toBe(`${svc.metadata.name}.${svc.metadata.namespace}.svc:${grpcPort}`);
-    expect(config.metricsAddr?.port).toBe(9964);
+    // On the node's address only: the agent runs in the host network.
+    expect(config.metricsAddr).toEqual({ host: NODE_IP, port: 9964 });
     // Production's agent proves its node with the certificate `bulkhead certs` made for it.
     expect(config.tls !== undefined).toBe(overlay === "production");
   });

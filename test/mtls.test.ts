@@ -401,6 +401,12 @@ describe("TLS flags", () => {
     throw new Error("expected a ConfigError");
   };
 
+  it("agent: /metrics on loopback unless told (in the host network every interface would expose it)", () => {
+    expect(agentArgs().metricsAddr).toEqual({ host: "127.0.0.1", port: 9964 });
+    expect(agentArgs("--metrics-addr", "192.0.2.21:9964").metricsAddr).toEqual({ host: "192.0.2.21", port: 9964 });
+    expect(agentArgs("--metrics-addr", "off").metricsAddr).toBeUndefined();
+  });
+
   it("control plane: refuses --tokens that would cross the network in clear, unless told to, naming the address", () => {
     const tokens = path.join(tmp, "tokens.yaml");
     fs.writeFileSync(tokens, "tokens: []\n");
