@@ -110,7 +110,7 @@ export class ControlPlane {
     this.policy = new PolicyCompiler({ defaultMode: opts.defaultMode ?? "observe" });
     this.agents = new AgentRegistry({
       ingest: (node, records, clockSkewMs) => this.ingest(node, records, clockSkewMs),
-      refusedBatch: (node, records) => this.refusedBatch(node, records),
+      refusedBatch: (node, records) => this.countRefused(node, "invalid_record", records),
       localEndpoints: (node) => this.state.localEndpoints(node),
       policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
       drainIntervalMs: opts.drainIntervalMs,
@@ -186,20 +186,15 @@ export class ControlPlane {
     if (clockSkewMs !== undefined) this.correctClock(node, records, clockSkewMs);
     let kept = records;
     for (const [i, r] of records.entries()) {
-      const problem = this.enricher.localEndProblem(r);
-      if (problem !== undefined) {
-        this.countRefused(node, problem);
-        if (problem !== "unknown_pod") {
-          // Copied only when a batch has a record to refuse.
-          if (kept === records) kept = records.slice(0, i);
-          continue;
-        }
+      const problem = this.enricher.admit(r);
+      if (problem !== undefined) this.countRefused(node, problem, 1);
+      if (problem === "foreign_pod" || problem === "foreign_address") {
+        // Copied only when a batch has a record to refuse.
+        if (kept === records) kept = records.slice(0, i);
+        continue;
       }
-      if (kept !== records) kept.push(r);
-    }
-    for (const r of kept) {
-      this.enricher.enrich(r);
       this.attribute(r);
+      if (kept !== records) kept.push(r);
     }
     this.history.append(kept);
     this.flowMap.add(kept);
@@ -225,17 +220,15 @@ export class ControlPlane {
     clock.corrected += BigInt(records.length);
   }
 
-  refusedBatch(node: string, records: number): void {
-    const key = `${node}\u0000invalid_record`;
-    this.refused.set(key, (this.refused.get(key) ?? 0n) + BigInt(records));
-  }
-
-  private countRefused(node: string, cause: LocalEndProblem): void {
+  /** Counts records refused (or renamed, unknown_pod) by node and cause; logs the first of each and then every doubling, so a lying agent cannot flood the log. */
+  private countRefused(node: string, cause: LocalEndProblem | "invalid_record", records: number): void {
     const key = `${node}\u0000${cause}`;
-    const n = (this.refused.get(key) ?? 0n) + 1n;
+    const before = this.refused.get(key) ?? 0n;
+    const n = before + BigInt(records);
     this.refused.set(key, n);
-    // One line per node and cause, then every power of two: a lying agent cannot flood the log.
-    if ((n & (n - 1n)) === 0n) this.opts.log.warn({ node, cause, records: Number(n) }, "records refused: the agent named a pod it may not");
+    if (before === 0n || n.toString(2).length > before.toString(2).length) {
+      this.opts.log.warn({ node, cause, records: Number(n) }, "records refused or renamed: the agent sent what it may not");
+    }
   }
 
   /** Which policies decided the flow; at a client's veth toward a ClusterIP the backend is

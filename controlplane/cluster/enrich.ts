@@ -80,36 +80,38 @@ export class Enricher {
    * resolved from its address at the record's startTime (endTime, or now, if absent).
    */
   enrich(record: FlowRecord): FlowRecord {
-    const [seconds, nanos] = recordTime(record);
-    const source = record.ip?.source ?? "";
-    const destination = record.ip?.destination ?? "";
-    const fromPod = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
-    if (fromPod && record.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) {
-      record.source = this.spoofedSource(record);
-      record.destination = this.endpointOf(undefined, destination, seconds, nanos);
-      return record;
-    }
-    const local = this.claimed(record, fromPod ? record.source : record.destination);
-    record.source = this.endpointOf(fromPod ? local : undefined, source, seconds, nanos);
-    record.destination = this.endpointOf(fromPod ? undefined : local, destination, seconds, nanos);
+    this.name(record, this.localEndProblem(record) === undefined);
     return record;
   }
 
   /**
-   * The sender of a packet with a forged source address: the pod the agent named by the
-   * interface it came from (under the pod's own address), never the owner of the forged
-   * address. Unnamed, or a claim that does not hold, it stays unresolved (an "unknown" end
-   * with no address).
+   * What ingest does per record: checks the local end (localEndProblem) once and, unless
+   * the record is refused, names both ends (enrich). Returns the problem, if any.
    */
-  private spoofedSource(record: FlowRecord): Endpoint | undefined {
-    const claimed = this.claimed(record, record.source);
-    return claimed === undefined ? undefined : this.state.podEndpoint(claimed.podUid, claimed.ip);
+  admit(record: FlowRecord): LocalEndProblem | undefined {
+    const problem = this.localEndProblem(record);
+    if (problem !== "foreign_pod" && problem !== "foreign_address") this.name(record, problem === undefined);
+    return problem;
   }
 
-  /** The agent's naming of its local end, when it names a pod podClaim accepts. */
-  private claimed(record: FlowRecord, given: Endpoint | undefined): Endpoint | undefined {
-    if (given === undefined || given.podUid === "") return undefined;
-    return this.state.podClaim(given.podUid, this.claimedAddress(record, given), record.node) === "ok" ? given : undefined;
+  /** enrich(), given whether the agent's naming of the local end holds (`trusted`). */
+  private name(record: FlowRecord, trusted: boolean): void {
+    const [seconds, nanos] = recordTime(record);
+    const source = record.ip?.source ?? "";
+    const destination = record.ip?.destination ?? "";
+    const fromPod = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
+    const given = fromPod ? record.source : record.destination;
+    const local = trusted && given !== undefined && given.podUid !== "" ? given : undefined;
+    if (fromPod && record.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) {
+      // The sender of a forged source address: the pod the agent named by the interface it
+      // came from (under the pod's own address), never the owner of the forged address.
+      // Unnamed, or a claim that does not hold, it stays unresolved.
+      record.source = local === undefined ? undefined : this.state.podEndpoint(local.podUid, local.ip);
+      record.destination = this.endpointOf(undefined, destination, seconds, nanos);
+      return;
+    }
+    record.source = this.endpointOf(fromPod ? local : undefined, source, seconds, nanos);
+    record.destination = this.endpointOf(fromPod ? undefined : local, destination, seconds, nanos);
   }
 
   /** The address the local end is shown under: the record's, except for a SPOOFED sender (its own). */
