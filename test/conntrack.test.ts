@@ -19,7 +19,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { identity, rule } from "./harness/snapshot.js";
+import { HOST_ID, podsSnapshot, rule, WORLD_ID } from "./harness/snapshot.js";
 import { drainRecords, type Rec } from "./harness/drained.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
@@ -36,7 +36,7 @@ const OBJECT = path.join(bpfObjectDir, "endpoint.bpf.o");
 const PREFIX = `bhct-${process.pid}`;
 const TCP = 6, UDP = 17, ICMP = 1, ICMPV6 = 58;
 
-const ID = { host: 1, world: 2, a: 10, b: 11, c: 12, d: 13 } as const;
+const ID = { host: HOST_ID, world: WORLD_ID, a: 10, b: 11, c: 12, d: 13 } as const;
 
 interface NodeNs { name: "n1" | "n2"; netns: string; ip: string; datapath?: Datapath; links: Link[] }
 const N1: NodeNs = { name: "n1", netns: `${PREFIX}-n1`, ip: "10.196.0.1", links: [] };
@@ -170,20 +170,7 @@ type Isolation = Partial<Record<Pod["name"], { ingress?: boolean; egress?: boole
 
 /** Pods a–d in `mode`, world 0.0.0.0/0 and ::/0, host = the nodes' addresses. */
 function snapshot(version: number, mode: PolicyMode, isolated: Isolation, rules: PolicyRule[]): PolicySnapshot {
-  return {
-    version: BigInt(version),
-    identities: [
-      ...pods.map((p) => identity(p.id, mode, isolated[p.name])),
-      identity(ID.world, PolicyMode.POLICY_MODE_OBSERVE, {}, false),
-      identity(ID.host, PolicyMode.POLICY_MODE_OBSERVE, {}, false),
-    ],
-    ipIdentities: [
-      ...pods.flatMap((p) => [{ cidr: `${p.ip}/32`, identity: p.id }, { cidr: `${p.ip6}/128`, identity: p.id }]),
-      { cidr: "0.0.0.0/0", identity: ID.world }, { cidr: "::/0", identity: ID.world },
-      { cidr: `${N1.ip}/32`, identity: ID.host }, { cidr: `${N2.ip}/32`, identity: ID.host },
-    ],
-    rules,
-  };
+  return podsSnapshot(version, mode, pods, isolated, [N1.ip, N2.ip], rules);
 }
 
 interface Match { at: Pod; point: "from_pod" | "to_pod"; src?: string; dst?: string; sport?: number; dport?: number; proto?: number }

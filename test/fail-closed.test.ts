@@ -18,7 +18,7 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { identity, rule } from "./harness/snapshot.js";
+import { HOST_ID, podsSnapshot, rule, WORLD_ID } from "./harness/snapshot.js";
 import { drainRecords, type Rec } from "./harness/drained.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
@@ -49,7 +49,7 @@ const NODE_IP = "10.195.0.1";
 const WORLD_IP = "198.51.100.2";
 const WORLD_IP6 = "2001:db8::2";
 const UDP = 17;
-const ID = { host: 1, world: 2, a: 10, b: 11, c: 12 } as const;
+const ID = { host: HOST_ID, world: WORLD_ID, a: 10, b: 11, c: 12 } as const;
 
 interface Pod { name: "a" | "b" | "c"; netns: string; ip: string; ip6: string; hostIf: string; ifindex: number; id: number; mac: string; hostMac: string }
 
@@ -284,20 +284,7 @@ async function witnessed(netns: string): Promise<Map<string, number>> {
 type Isolation = Partial<Record<"a" | "b" | "c", { ingress?: boolean; egress?: boolean }>>;
 
 function snapshot(version: number, mode: PolicyMode, isolated: Isolation, rules: PolicyRule[]): PolicySnapshot {
-  return {
-    version: BigInt(version),
-    identities: [
-      ...pods.map((p) => identity(p.id, mode, isolated[p.name])),
-      identity(ID.world, PolicyMode.POLICY_MODE_OBSERVE, {}, false),
-      identity(ID.host, PolicyMode.POLICY_MODE_OBSERVE, {}, false),
-    ],
-    ipIdentities: [
-      ...pods.flatMap((p) => [{ cidr: `${p.ip}/32`, identity: p.id }, { cidr: `${p.ip6}/128`, identity: p.id }]),
-      { cidr: "0.0.0.0/0", identity: ID.world }, { cidr: "::/0", identity: ID.world },
-      { cidr: `${NODE_IP}/32`, identity: ID.host },
-    ],
-    rules,
-  };
+  return podsSnapshot(version, mode, pods, isolated, [NODE_IP], rules);
 }
 
 /** Packets per verdict/reason label of the records at a pod's veth that match. */
