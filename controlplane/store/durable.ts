@@ -1,0 +1,83 @@
+// The durable flow store behind the in-memory window (issue 12): what the control plane
+// needs from an engine that keeps history across restarts and, for ClickHouse, across
+// control-plane replicas. The in-memory FlowHistory stays as the hot window for live maps
+// and follow streams; a FlowStore holds everything older, up to its retention.
+//
+// Exactly once. A batch is named by (agent instance, batch id), ids counting from 1 per
+// instance. `append` stores every row with that name in one atomic write, so after a crash
+// the store itself says which batches are in (`lastBatchId`); the agent re-sends what was
+// not acknowledged and the control plane skips ids at or below it. A batch is acknowledged
+// to its agent only after `append` resolved.
+
+import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
+import type { FlowPredicate } from "./filter.js";
+
+/** One agent batch, enriched and admitted, with the name that makes storing it idempotent. */
+export interface StoredBatch {
+  /** The node whose agent sent it. */
+  node: string;
+  /** AgentHello.instance_id: random per agent process. */
+  instanceId: string;
+  /** FlowBatch.batch_id: from 1, one more per batch of the instance. */
+  batchId: bigint;
+  records: readonly FlowRecord[];
+}
+
+export interface StoreQuery {
+  /** Milliseconds since the epoch; records whose [start, end] overlaps [sinceMs, untilMs]. */
+  sinceMs?: number;
+  untilMs?: number;
+  /**
+   * The request's filters (GetFlowsRequest.allow / deny), for the engine to narrow what it
+   * reads. A store may push down any part it can express exactly or as a superset; the
+   * exact answer is `predicate`, which the store applies to every row it returns.
+   */
+  allow: readonly FlowFilter[];
+  deny: readonly FlowFilter[];
+  /** The exact test (request filters and the caller's access scope). */
+  predicate: FlowPredicate;
+  /** Only the N newest matching records by end time; 0 or undefined: all. */
+  last?: number;
+}
+
+export interface StoreStatus {
+  /** "memory", "duckdb", "clickhouse". */
+  kind: string;
+  /** A file path or a URL without credentials. */
+  location: string;
+  /** Records held now. */
+  records: bigint;
+  /** Bytes on disk (or in the server) now. */
+  bytes: bigint;
+  /** Records and time partitions dropped by retention since the store was created. */
+  retentionDroppedRecords: bigint;
+  retentionDroppedPartitions: bigint;
+  /** The last write or read error, "" when the last write succeeded. */
+  error: string;
+}
+
+export interface FlowStore {
+  readonly status: () => StoreStatus;
+  /** The highest batch id stored for an agent instance, or undefined when none is. */
+  lastBatchId(instanceId: string): Promise<bigint | undefined>;
+  /**
+   * Stores the batches, each atomically (all its rows or none). Resolves once they are
+   * durable: only then may they be acknowledged. Rejects (and acknowledges nothing) when
+   * the engine cannot take them: unreachable, disk full.
+   */
+  append(batches: readonly StoredBatch[]): Promise<void>;
+  /** Matching records in end-time order, in chunks. */
+  query(query: StoreQuery): AsyncIterable<readonly FlowRecord[]>;
+  /** Drops the oldest time partitions beyond the retention; returns what it dropped. */
+  enforceRetention(): Promise<{ records: bigint; partitions: bigint }>;
+  close(): Promise<void>;
+}
+
+/** Storage options from the command line (`--data-dir`, `--store`, `--retention`, `--retention-size`). */
+export interface StoreOptions {
+  /** Records older than this are dropped (by whole day partitions); undefined: kept. */
+  retentionMs?: number;
+  /** Oldest partitions are dropped while the store is larger; undefined: no bound. */
+  retentionBytes?: bigint;
+}
