@@ -15,18 +15,13 @@
 // median of 5 runs is reported. The flow map part runs afterwards on a fresh FlowMapStore.
 import v8 from "node:v8";
 import vm from "node:vm";
-import { IpVersion, ObservationPoint, ReporterSide, Verdict, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { FlowHistory } from "../controlplane/store/history.js";
 import { compileRequest } from "../controlplane/store/filter.js";
 import { FlowMapStore } from "../controlplane/store/flowmap.js";
-import { seededRandom } from "../test/harness/seeded-random.js";
+import { SyntheticFlows } from "./synthetic-flows.js";
 
 const RECORDS = Number(process.argv[2] ?? 1_000_000);
-const NAMESPACES = 20;
-const PODS_PER_NAMESPACE = 25;
-const WORKLOADS_PER_NAMESPACE = 5;
-const NODES = 10;
-const WORLD = 200;
 const BATCH = 1_000;
 const RUNS = 5;
 const SPAN_MS = 50 * 60_000;
@@ -34,99 +29,8 @@ const SPAN_MS = 50 * 60_000;
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
 
-const random = seededRandom;
-
-function endpoint(fields: Partial<Endpoint>): Endpoint {
-  return Object.freeze({
-    ip: "", namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "",
-    node: "", service: "", world: false, ...fields,
-  });
-}
-
-const pods: Endpoint[] = [];
-const services: Endpoint[] = [];
-for (let n = 0; n < NAMESPACES; n++) {
-  for (let w = 0; w < WORKLOADS_PER_NAMESPACE; w++) {
-    services.push(endpoint({ ip: `10.96.${n}.${w + 1}`, namespace: `ns-${n}`, service: `ns-${n}/svc-${w}` }));
-    for (let p = 0; p < PODS_PER_NAMESPACE / WORKLOADS_PER_NAMESPACE; p++) {
-      const i = pods.length;
-      pods.push(endpoint({
-        ip: `10.${(i >> 8) + 1}.${i & 255}.${(n % 200) + 1}`, namespace: `ns-${n}`, podName: `app-${w}-${p}`,
-        podUid: `uid-${i}`, labels: Object.freeze({ app: `app-${w}`, team: `t${n}` }), workloadKind: "Deployment",
-        workloadName: `app-${w}`, node: `node-${i % NODES}`,
-      }));
-    }
-  }
-}
-const worlds = Array.from({ length: WORLD }, (_, i) => endpoint({ ip: `203.0.${i >> 8}.${i & 255}`, world: true }));
-
-const rand = random(42);
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
-const now = Date.now();
-let sequence = 0n;
-let produced = 0;
-
-/** A copy of a string that is not the same object, as decoding a message yields. */
-const fresh = (s: string) => (" " + s).slice(1);
-
-function makeRecord(src: Endpoint, dst: Endpoint, point: ObservationPoint, endMs: number): FlowRecord {
-  const tcp = rand() < 0.7;
-  const v = rand();
-  const seconds = Math.floor(endMs / 1000);
-  const nanos = (endMs - seconds * 1000) * 1_000_000;
-  const observed = point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? src : dst;
-  return {
-    startTime: { seconds: BigInt(seconds - 1), nanos },
-    endTime: { seconds: BigInt(seconds), nanos },
-    node: fresh(observed.node || "node-0"),
-    point,
-    reporter: point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
-    interface: fresh(`lxc${observed.podUid}`),
-    ifindex: 100 + (produced % 500),
-    ip: { source: fresh(src.ip), destination: fresh(dst.ip), version: IpVersion.IP_VERSION_IPV4 },
-    l4: {
-      protocol: tcp ? 6 : 17,
-      protocolName: fresh(tcp ? "TCP" : "UDP"),
-      sourcePort: 32768 + Math.floor(rand() * 28000),
-      destinationPort: tcp ? 8080 : 53,
-      tcpFlags: tcp ? { fin: false, syn: rand() < 0.1, rst: false, psh: true, ack: true, urg: false, ece: false, cwr: false } : undefined,
-      icmpType: 0,
-      icmpCode: 0,
-    },
-    packets: BigInt(1 + Math.floor(rand() * 100)),
-    bytes: BigInt(100 + Math.floor(rand() * 100_000)),
-    source: src,
-    destination: dst,
-    verdict: v < 0.9 ? Verdict.VERDICT_FORWARDED : v < 0.97 ? Verdict.VERDICT_DROPPED : Verdict.VERDICT_AUDIT,
-    verdictReason: 0,
-    attribution: undefined,
-    sequence: sequence++,
-  };
-}
-
-function batch(size: number): FlowRecord[] {
-  const out: FlowRecord[] = [];
-  while (out.length < size) {
-    const endMs = now - SPAN_MS + Math.floor((produced / RECORDS) * SPAN_MS);
-    const kind = rand();
-    if (kind < 0.4) {
-      const src = pick(pods), dst = pick(pods);
-      out.push(makeRecord(src, dst, ObservationPoint.OBSERVATION_POINT_FROM_POD, endMs));
-      out.push(makeRecord(src, dst, ObservationPoint.OBSERVATION_POINT_TO_POD, endMs));
-      produced += 2;
-    } else if (kind < 0.5) {
-      out.push(makeRecord(pick(pods), pick(services), ObservationPoint.OBSERVATION_POINT_FROM_POD, endMs));
-      produced++;
-    } else if (kind < 0.55) {
-      out.push(makeRecord(pick(worlds), pick(pods), ObservationPoint.OBSERVATION_POINT_TO_POD, endMs));
-      produced++;
-    } else {
-      out.push(makeRecord(pick(pods), pick(worlds), ObservationPoint.OBSERVATION_POINT_FROM_POD, endMs));
-      produced++;
-    }
-  }
-  return out;
-}
+const flows = new SyntheticFlows({ records: RECORDS, spanMs: SPAN_MS });
+const batch = (size: number) => flows.batch(size);
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(0)} MiB`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -171,7 +75,7 @@ memory("after queries");
 
 // The flow map on the same kind of records, in a fresh store (the history stays alive).
 const map = new FlowMapStore();
-produced = 0;
+flows.rewind();
 let mapNs = 0n;
 let mapped = 0;
 while (mapped < RECORDS) {

@@ -102,6 +102,13 @@ export async function runMap(argv: string[]): Promise<number> {
   }
 }
 
+function formatBytes(n: bigint): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = Number(n), u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
+
 export async function runStatus(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) { process.stdout.write(statusUsage); return 0; }
   let parsed;
@@ -120,9 +127,15 @@ export async function runStatus(argv: string[]): Promise<number> {
       process.stdout.write(JSON.stringify({ status: GetStatusResponse.toJSON(status), nodes: GetNodesResponse.toJSON(nodes) }, null, 2) + "\n");
       return 0;
     }
+    const store = status.store;
     const lines = [
       `Agents: ${status.agentsConnected}/${status.agentsKnown} connected`,
-      `Flows: ${status.recordsTotal} records received, ${status.recordsPerSecond.toFixed(1)}/s; ${status.flowsStored}/${status.storeCapacity} stored`,
+      `Flows: ${status.recordsTotal} records received, ${status.recordsPerSecond.toFixed(1)}/s; ${status.flowsStored}/${status.storeCapacity} in memory`,
+      ...(store === undefined ? [] : [
+        `Store: ${store.kind}${store.location ? ` ${store.location}` : " (lost on restart)"}: ${store.records} records, ${formatBytes(store.bytes)}; `
+          + `retention dropped ${store.retentionDroppedRecords} records, ${store.retentionDroppedPartitions} partitions`,
+        ...(store.error ? [`Store error: ${store.error} (batches are not acknowledged; agents buffer them)`] : []),
+      ]),
       "",
     ];
     process.stdout.write(lines.join("\n"));

@@ -28,7 +28,9 @@ given twice matches either value (OR). Without -n, every namespace.
       --port N             either port           --to-port N
       --node NAME          observed on the node
       --direction D        ingress (entering a pod) | egress (leaving a pod)
-      --since D|TIME       e.g. 5m or 2026-11-28T16:00:00Z     --until D|TIME
+      --since D|TIME       e.g. 5m, 7d or 2026-11-28T16:00:00Z     --until D|TIME
+      --from TIME, --to TIME  the same as --since and --until (beyond the last hour the
+                           control plane reads its durable store)
       --last N             the N newest matching flows
   -f, --follow             keep streaming new flows
   -o, --output FMT         compact (default) | json (one FlowRecord per line, proto3 JSON) | table
@@ -49,7 +51,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
         ...Object.fromEntries(FILTER_NAMES.map((name) => [name, multi])),
         namespace: { ...multi, short: "n" }, "all-namespaces": { type: "boolean", short: "A" },
         label: { ...multi, short: "l" },
-        since: { type: "string" }, until: { type: "string" }, last: { type: "string" },
+        since: { type: "string" }, until: { type: "string" }, from: { type: "string" }, to: { type: "string" }, last: { type: "string" },
         follow: { type: "boolean", short: "f" }, output: { type: "string", short: "o" }, ...connectionOptions,
       },
     });
@@ -81,10 +83,14 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
     last = BigInt(v.last);
   }
   const toTs = (d: Date) => ({ seconds: BigInt(Math.floor(d.getTime() / 1000)), nanos: (d.getTime() % 1000) * 1e6 });
+  if (v.since !== undefined && v.from !== undefined) throw new ConfigError("--from: the same as --since; give one of them");
+  if (v.until !== undefined && v.to !== undefined) throw new ConfigError("--to: the same as --until; give one of them");
+  const since = v.since !== undefined ? ["--since", v.since] as const : v.from !== undefined ? ["--from", v.from] as const : undefined;
+  const until = v.until !== undefined ? ["--until", v.until] as const : v.to !== undefined ? ["--to", v.to] as const : undefined;
   const request = GetFlowsRequest.fromPartial({
     allow: empty ? [] : [filter],
-    since: v.since ? toTs(parseSince("--since", v.since)) : undefined,
-    until: v.until ? toTs(parseSince("--until", v.until)) : undefined,
+    since: since ? toTs(parseSince(since[0], since[1])) : undefined,
+    until: until ? toTs(parseSince(until[0], until[1])) : undefined,
     last,
     follow: v.follow ?? false,
   });

@@ -1,6 +1,14 @@
 // AgentService.Connect: one stream per agent. Validates the hello and every batch,
-// applies each (instance, batch id) exactly once, acknowledges it, keeps each node's
-// status and loss counters, and sends the node its configuration and local endpoints.
+// applies each (instance, batch id) exactly once, acknowledges it once it is durable,
+// keeps each node's status and loss counters, and sends the node its configuration and
+// local endpoints.
+//
+// Acknowledgement. A batch is accepted at once (validated, enriched, handed to the hub in
+// arrival order) and acknowledged when the hub's promise resolves: with a durable store,
+// once it is committed. Several batches of an agent are in flight together; acks go out
+// in batch order. When a batch cannot be stored the stream ends UNAVAILABLE: the agent
+// keeps every unacknowledged batch, reconnects and re-sends them, and the store's own
+// dedup (StoredBatch) skips what it already holds.
 import * as grpc from "@grpc/grpc-js";
 import net from "node:net";
 import type { Logger } from "pino";
@@ -21,16 +29,25 @@ export interface AgentSession {
   connected: boolean;
   lastSeenMs: number;
   records: bigint;
-  /** Undefined until the instance's first batch: after a control-plane restart the
-   * agent resumes at whatever batch it had in flight. */
+  /** The highest batch id accepted (in flight or acknowledged). Undefined until the
+   * instance's first batch when the store knows nothing of it: the agent resumes at
+   * whatever batch it had in flight. */
   lastBatchId: bigint | undefined;
+  /** Resolves after the last accepted batch's acknowledgement: acks go out in order. */
+  acked: Promise<void>;
   stats: AgentStats | undefined;
   stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse> | undefined;
 }
 
 export interface AgentHub {
-  /** Enriches and stores records that passed validation; `clockSkewMs`: the agent's clock minus ours when it sent them, if it said. */
-  ingest(node: string, records: FlowRecord[], clockSkewMs?: number): void;
+  /**
+   * Enriches and stores a batch whose records passed validation; `clockSkewMs`: the
+   * agent's clock minus ours when it sent it, if it said. Resolves once the batch may be
+   * acknowledged (durable); rejects when it may not.
+   */
+  ingest(batch: { node: string; instanceId: string; batchId: bigint; records: FlowRecord[] }, clockSkewMs?: number): Promise<void>;
+  /** The highest batch id of an agent instance already stored, e.g. before a control-plane restart. */
+  lastBatchId(instanceId: string): Promise<bigint | undefined>;
   /** Counts records of a batch refused as invalid (GetStatus.refused, cause "invalid_record"). */
   refusedBatch(node: string, records: number): void;
   localEndpoints(node: string): LocalEndpoint[];
@@ -135,18 +152,23 @@ export class AgentRegistry {
       stream.emit("error", { code: err.code, details: err.message } as grpc.ServiceError);
       stream.end();
     };
+    // Messages are handled one after another; only a hello waits (for the store's last
+    // batch id of the instance), and what arrives meanwhile waits behind it.
+    let handled = Promise.resolve();
     stream.on("data", (msg: ConnectRequest) => {
-      if (refused) return;
-      try {
-        if (!session) {
-          session = this.hello(msg, stream, certified);
-          return;
+      handled = handled.then(async () => {
+        if (refused) return;
+        try {
+          if (!session) {
+            session = await this.hello(msg, stream, certified);
+            return;
+          }
+          this.onMessage(session, msg, (err) => close(err));
+        } catch (err) {
+          if (err instanceof AgentStreamError) close(err);
+          else close(new AgentStreamError(grpc.status.INTERNAL, (err as Error).message));
         }
-        this.onMessage(session, msg);
-      } catch (err) {
-        if (err instanceof AgentStreamError) close(err);
-        else close(new AgentStreamError(grpc.status.INTERNAL, (err as Error).message));
-      }
+      });
     });
     const gone = (reason: string) => {
       if (session && session.stream === stream) {
@@ -168,8 +190,8 @@ export class AgentRegistry {
     }
   }
 
-  private hello(msg: ConnectRequest, stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>,
-    certified: { node: string; subject: string } | undefined): AgentSession {
+  private async hello(msg: ConnectRequest, stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>,
+    certified: { node: string; subject: string } | undefined): Promise<AgentSession> {
     if (msg.kind?.$case !== "hello") {
       throw new AgentStreamError(grpc.status.FAILED_PRECONDITION, `the first message must be a hello, got ${msg.kind?.$case ?? "an empty message"}`);
     }
@@ -186,6 +208,12 @@ export class AgentRegistry {
         `hello claims node "${h.node}", but the client certificate "${certified.subject}" is for node "${certified.node}"`, h.node);
     }
     if (!h.instanceId) throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, "hello: no instance id");
+    let stored: bigint | undefined;
+    try {
+      stored = await this.hub.lastBatchId(h.instanceId);
+    } catch (err) {
+      throw new AgentStreamError(grpc.status.UNAVAILABLE, `flow store: ${(err as Error).message}`, h.node);
+    }
     const prev = this.sessions.get(h.node);
     const sameInstance = prev?.instanceId === h.instanceId;
     if (prev?.connected && prev.stream && prev.stream !== stream) {
@@ -196,7 +224,10 @@ export class AgentRegistry {
       node: h.node, instanceId: h.instanceId, version: h.version, capabilities: h.capabilities,
       connected: true, lastSeenMs: Date.now(),
       records: prev?.records ?? 0n,
-      lastBatchId: sameInstance && prev ? prev.lastBatchId : undefined,
+      // The store's view, else this process's: batches still in flight on an old stream
+      // are re-sent, and the store skips those it committed meanwhile.
+      lastBatchId: stored ?? (sameInstance && prev ? prev.lastBatchId : undefined),
+      acked: Promise.resolve(),
       stats: prev?.stats, stream,
     };
     this.sessions.set(h.node, session);
@@ -214,7 +245,7 @@ export class AgentRegistry {
     return new AgentStreamError(grpc.status.INVALID_ARGUMENT, reason);
   }
 
-  private onMessage(s: AgentSession, msg: ConnectRequest): void {
+  private onMessage(s: AgentSession, msg: ConnectRequest, fail: (err: AgentStreamError) => void): void {
     s.lastSeenMs = Date.now();
     const kind = msg.kind;
     if (!kind) throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, "empty message");
@@ -226,9 +257,14 @@ export class AgentRegistry {
         return;
       case "flows": {
         const batch = kind.value;
+        const stream = s.stream;
+        const ack = () => {
+          if (s.stream === stream && s.connected) stream?.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
+        };
         if (s.lastBatchId !== undefined && batch.batchId <= s.lastBatchId) {
-          // Already applied before a reconnect: acknowledge again, apply never twice.
-          s.stream?.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
+          // Already applied (before a reconnect, or in flight): acknowledge again once
+          // everything before it is acknowledged, apply never twice.
+          s.acked = s.acked.then(ack);
           return;
         }
         if (s.lastBatchId !== undefined && batch.batchId !== s.lastBatchId + 1n) {
@@ -237,16 +273,30 @@ export class AgentRegistry {
         try {
           batch.records.forEach((r, i) => validateRecord(r, s.node, `batch ${batch.batchId} record ${i}`));
         } catch (err) {
-          // The batch is consumed, refused: the agent goes on with the next id.
+          // The batch is consumed, refused: the agent goes on with the next id. Stored
+          // empty, so that the store's instance sequence has no gap.
           s.lastBatchId = batch.batchId;
           this.hub.refusedBatch(s.node, batch.records.length);
+          this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId: batch.batchId, records: [] }).catch(() => undefined);
           throw this.refuse(s, batch.batchId, batch.batchId + 1n, (err as Error).message);
         }
         const sentAt = batch.sentAt;
-        this.hub.ingest(s.node, batch.records, sentAt === undefined ? undefined : Number(sentAt.seconds) * 1000 + sentAt.nanos / 1e6 - Date.now());
+        const durable = this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId: batch.batchId, records: batch.records },
+          sentAt === undefined ? undefined : Number(sentAt.seconds) * 1000 + sentAt.nanos / 1e6 - Date.now());
         s.lastBatchId = batch.batchId;
-        s.records += BigInt(batch.records.length);
-        s.stream?.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
+        const previous = s.acked;
+        s.acked = durable.then(() => previous).then(() => {
+          s.records += BigInt(batch.records.length);
+          ack();
+        }, (err: Error) => {
+          // Not acknowledged: the agent keeps it and what follows, and re-sends them after
+          // reconnecting; the store holds nothing past its last committed batch.
+          if (s.stream === stream) {
+            this.log.error({ node: s.node, batch: Number(batch.batchId), err: err.message }, "batch not stored; not acknowledged");
+            fail(new AgentStreamError(grpc.status.UNAVAILABLE, `flow store: ${err.message}; batch ${batch.batchId} not acknowledged, re-send it`));
+          }
+          // The chain stays rejected-free: later batches fail on their own.
+        });
         return;
       }
     }

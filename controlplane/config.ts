@@ -1,7 +1,8 @@
 // The control plane's configuration: one schema that parses, validates and documents every flag.
 import { parseArgs } from "node:util";
 import path from "node:path";
-import { ConfigError, parseHostPort } from "../config/flags.js";
+import { ConfigError, parseByteSize, parseHostPort } from "../config/flags.js";
+import { parseDurationMs } from "../cli/duration.js";
 import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernetes-client.js";
 
 /** Where cluster metadata comes from. */
@@ -23,6 +24,8 @@ export interface ControlPlaneConfig {
   /** Requests without a token see everything (the lab); a bad token is refused regardless. */
   allowUnauthenticated: boolean;
   storeCapacity: number;
+  /** Where the history lives beyond the in-memory window (see controlPlaneUsage). */
+  store: { kind: "memory" } | { kind: "duckdb"; dataDir: string; retentionMs?: number; retentionBytes?: bigint };
   drainIntervalMs: number;
   defaultMode: "observe" | "audit" | "enforce";
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
@@ -52,7 +55,15 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
   --allow-plaintext-tokens
                         with --tokens, serve a non-loopback address without TLS all the same (tokens
                         then cross the network in clear); refused otherwise
-  --store-capacity N    flow records kept in memory (default 1000000)
+  --data-dir DIR        keep the flow history durably in DIR/flows.duckdb (embedded DuckDB): batches
+                        are acknowledged to agents once committed, and a restart serves the whole
+                        history. The lab passes its state dir; the Deployment a volume.
+  --store KIND          duckdb (the default with --data-dir) | memory (the default without: the
+                        history is only the in-memory window and is lost on restart)
+  --retention D         duckdb: drop whole UTC days of history older than D, e.g. 7d (default: keep)
+  --retention-size S    duckdb: drop the oldest days while the file is larger than S, e.g. 20GiB
+  --store-capacity N    flow records kept in memory, the hot window for live maps, follow streams
+                        and recent queries (default 1000000)
   --drain-interval MS   drain interval the control plane gives agents (default 1000)
   --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
   --log-level LEVEL     trace | debug | info | warn | error (default info)
@@ -103,6 +114,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
       "default-mode": { type: "string" }, tokens: { type: "string" }, "allow-unauthenticated": { type: "boolean" },
       "tls-cert": { type: "string" }, "tls-key": { type: "string" }, "tls-client-ca": { type: "string" },
       "allow-plaintext-tokens": { type: "boolean" },
+      "data-dir": { type: "string" }, store: { type: "string" }, retention: { type: "string" }, "retention-size": { type: "string" },
     } });
   } catch (err) {
     throw new ConfigError((err as Error).message);
@@ -149,6 +161,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
         + "(--tls-cert/--tls-key/--tls-client-ca, --ui-tls-cert/--ui-tls-key), listen on loopback or a unix socket, or accept it with --allow-plaintext-tokens");
     }
   }
+  const store = parseStore(v);
   const level = v["log-level"] ?? "info";
   if (!["trace", "debug", "info", "warn", "error"].includes(level)) throw new ConfigError(`--log-level: "${level}" is not trace, debug, info, warn or error`);
   return {
@@ -159,10 +172,37 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     ...(v.tokens !== undefined ? { tokens: path.resolve(v.tokens) } : {}),
     allowUnauthenticated,
     storeCapacity: int("store-capacity", v["store-capacity"], 1_000_000, 100_000_000),
+    store,
     drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
     defaultMode: oneOfModes(v["default-mode"]),
     logLevel: level as ControlPlaneConfig["logLevel"],
     tls,
+  };
+}
+
+/**
+ * Durable when given a place: --data-dir selects the embedded store. Without one the
+ * history is memory only (a default directory would have two control planes on one
+ * machine, tests and the lab's replicas, fight over one file, and write where nobody
+ * chose); `bulkhead status` then says the history is lost on restart.
+ */
+function parseStore(v: { "data-dir"?: string; store?: string; retention?: string; "retention-size"?: string }): ControlPlaneConfig["store"] {
+  const kind = v.store ?? (v["data-dir"] !== undefined ? "duckdb" : "memory");
+  if (kind === "memory") {
+    const extra = v["data-dir"] !== undefined ? "--data-dir" : v.retention !== undefined ? "--retention" : v["retention-size"] !== undefined ? "--retention-size" : undefined;
+    if (extra !== undefined) throw new ConfigError(`${extra}: not used by --store memory (the in-memory window keeps --store-capacity records); drop one of them`);
+    return { kind };
+  }
+  if (kind !== "duckdb") throw new ConfigError(`--store: "${kind}" is not duckdb or memory`);
+  if (v["data-dir"] === undefined || v["data-dir"] === "") throw new ConfigError("--store duckdb: needs --data-dir DIR (where the flows.duckdb file lives)");
+  const retentionMs = v.retention === undefined ? undefined : parseDurationMs("--retention", v.retention);
+  if (retentionMs !== undefined && retentionMs < 86_400_000) {
+    throw new ConfigError(`--retention: "${v.retention}" is under a day; history is dropped by whole UTC days, so keep at least 1d`);
+  }
+  return {
+    kind, dataDir: path.resolve(v["data-dir"]),
+    ...(retentionMs !== undefined ? { retentionMs } : {}),
+    ...(v["retention-size"] !== undefined ? { retentionBytes: parseByteSize("retention-size", v["retention-size"]) } : {}),
   };
 }
 

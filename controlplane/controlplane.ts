@@ -9,6 +9,10 @@ import { ClusterState } from "./cluster/state.js";
 import { Enricher, type LocalEndProblem } from "./cluster/enrich.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
 import { FlowHistory } from "./store/history.js";
+import type { FlowStore, StoreStatus, StoredBatch } from "./store/durable.js";
+import { flowMapFromStore } from "./store/stored-map.js";
+import type { FlowPredicate } from "./store/filter.js";
+import type { FlowFilter, GetFlowMapResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { FlowMapStore } from "./store/flowmap.js";
 import { AgentRegistry } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
@@ -30,7 +34,16 @@ import { TlsListeners } from "../tls/listener.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
+  /** Records kept in memory: the hot window for live maps, follow streams and recent queries. */
   storeCapacity: number;
+  /**
+   * The durable history behind the hot window (opened and closed by the caller). With it,
+   * a batch is acknowledged only once stored, and queries beyond the hot window read it.
+   * Without it (`--store memory`, tests) the hot window is all there is.
+   */
+  store?: FlowStore;
+  /** How often retention runs on the store (ms); default 60 s. */
+  retentionIntervalMs?: number;
   drainIntervalMs: number;
   /** Mode of namespaces without a bulkhead.io/mode annotation. */
   defaultMode?: PolicyModeName;
@@ -91,6 +104,9 @@ export class ControlPlane {
   private readonly refused = new Map<string, bigint>();
   private readonly rate = new Rate();
   private pushTimer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+  /** Records that end after this (ms) reached this process, so the hot window may hold them. */
+  private readonly startedMs: number;
   readonly policy: PolicyCompiler;
   private policyProblems = "";
   /** Attributions by (addresses, protocol, port) since the last metadata change: the compiler's own
@@ -102,6 +118,7 @@ export class ControlPlane {
 
   constructor(private readonly opts: ControlPlaneOptions) {
     this.now = opts.now ?? Date.now;
+    this.startedMs = this.now();
     this.flowMap = new FlowMapStore({ now: this.now });
     this.history = new FlowHistory({
       capacity: opts.storeCapacity,
@@ -109,7 +126,8 @@ export class ControlPlane {
     });
     this.policy = new PolicyCompiler({ defaultMode: opts.defaultMode ?? "observe" });
     this.agents = new AgentRegistry({
-      ingest: (node, records, clockSkewMs) => this.ingest(node, records, clockSkewMs),
+      ingest: (batch, clockSkewMs) => this.ingestBatch(batch, clockSkewMs),
+      lastBatchId: async (instanceId) => await opts.store?.lastBatchId(instanceId),
       refusedBatch: (node, records) => this.countRefused(node, "invalid_record", records),
       localEndpoints: (node) => this.state.localEndpoints(node),
       policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
@@ -130,6 +148,12 @@ export class ControlPlane {
       },
     });
     this.recompile();
+    if (this.opts.store !== undefined) {
+      await this.enforceRetention();
+      const every = this.opts.retentionIntervalMs ?? 60_000;
+      const tick = () => { this.retentionTimer = setTimeout(() => { void this.enforceRetention().then(tick); }, every); };
+      tick();
+    }
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this, this.opts.access, log) });
     const ports: number[] = [];
@@ -181,8 +205,29 @@ export class ControlPlane {
     this.agents.pushPolicy(snapshot);
   }
 
-  /** A batch an agent sent (validated: every record is of `node`), `clockSkewMs` its clock minus ours when it sent it. */
+  /**
+   * A batch an agent sent (validated: every record is of `node`), `clockSkewMs` its clock
+   * minus ours when it sent it. Resolves once it is durable (with a store) and published to
+   * the hot window and maps; rejects when the store cannot take it: then it must not be
+   * acknowledged. A re-sent batch the store already holds resolves without publishing.
+   */
+  async ingestBatch(batch: StoredBatch & { records: FlowRecord[] }, clockSkewMs?: number): Promise<void> {
+    const kept = this.admit(batch.node, batch.records, clockSkewMs);
+    const store = this.opts.store;
+    if (store !== undefined) {
+      const [stored] = await store.append([{ ...batch, records: kept }]);
+      if (stored === false) return;
+    }
+    this.publish(kept, batch.records.length);
+  }
+
+  /** Records enriched and published at once, without the durable store (in-process callers: tests, benchmarks). */
   ingest(node: string, records: FlowRecord[], clockSkewMs?: number): void {
+    this.publish(this.admit(node, records, clockSkewMs), records.length);
+  }
+
+  /** Corrects clocks, refuses records the node may not send, attributes verdicts; returns what is kept. */
+  private admit(node: string, records: FlowRecord[], clockSkewMs: number | undefined): FlowRecord[] {
     if (clockSkewMs !== undefined) this.correctClock(node, records, clockSkewMs);
     let kept = records;
     for (const [i, r] of records.entries()) {
@@ -196,10 +241,76 @@ export class ControlPlane {
       this.attribute(r);
       if (kept !== records) kept.push(r);
     }
+    return kept;
+  }
+
+  private publish(kept: FlowRecord[], received: number): void {
     this.history.append(kept);
     this.flowMap.add(kept);
-    this.recordsTotal += BigInt(records.length);
-    this.rate.add(records.length);
+    this.recordsTotal += BigInt(received);
+    this.rate.add(received);
+  }
+
+  /** The durable store, when there is one. */
+  get store(): FlowStore | undefined {
+    return this.opts.store;
+  }
+
+  /**
+   * Every record that ends after this instant (ms) is in the hot window: it reached this
+   * process (agents' clocks are corrected beyond CLOCK_TOLERANCE_MS) and was not evicted.
+   * Older records may be only in the store.
+   */
+  get hotWindowStartMs(): number {
+    if (this.opts.store === undefined) return -Infinity;
+    return Math.max(this.startedMs + CLOCK_TOLERANCE_MS, this.history.completeAfterMs);
+  }
+
+  /**
+   * A GetFlows history in two parts: `hot`, the matches in memory (fixed when called, built
+   * as iterated), and before it `stored`, the older matches from the store, when the
+   * range reaches before the hot window. Iterate `stored` first.
+   */
+  flows(q: { predicate: FlowPredicate; allow: readonly FlowFilter[]; deny: readonly FlowFilter[];
+    since?: Timestamp; until?: Timestamp; last: number }): { hot: Iterable<FlowRecord>; stored: AsyncIterable<readonly FlowRecord[]> | undefined } {
+    const store = this.opts.store;
+    const hotStartMs = this.hotWindowStartMs;
+    const sinceMs = q.since === undefined ? undefined : Number(q.since.seconds) * 1000 + q.since.nanos / 1e6;
+    const untilMs = q.until === undefined ? undefined : Number(q.until.seconds) * 1000 + q.until.nanos / 1e6;
+    if (store === undefined || (sinceMs !== undefined && sinceMs >= hotStartMs)) {
+      return { hot: this.history.iterate({ predicate: q.predicate, since: q.since, until: q.until, last: q.last }), stored: undefined };
+    }
+    // The hot part: records ending at or after the hot window's start.
+    const hotSince = timestampOfMs(hotStartMs);
+    const hot = q.last > 0
+      ? this.history.query({ predicate: q.predicate, since: hotSince, until: q.until, last: q.last })
+      : this.history.iterate({ predicate: q.predicate, since: hotSince, until: q.until });
+    const missing = q.last > 0 ? q.last - (hot as FlowRecord[]).length : 0;
+    if (q.last > 0 && missing === 0) return { hot, stored: undefined };
+    const stored = store.query({
+      ...(sinceMs !== undefined ? { sinceMs } : {}), ...(untilMs !== undefined ? { untilMs } : {}), endBeforeMs: hotStartMs,
+      allow: q.allow, deny: q.deny, predicate: q.predicate, ...(missing > 0 ? { last: missing } : {}),
+    });
+    return { hot, stored };
+  }
+
+  /** A flow map over a window longer than the live maps keep, from the store. */
+  async storedFlowMap(query: { namespace?: string; windowMs: number }): Promise<GetFlowMapResponse> {
+    if (this.opts.store === undefined) throw new Error("no durable store: flow maps reach back 1 h");
+    return await flowMapFromStore(this.opts.store, { ...query, nowMs: this.now() });
+  }
+
+  private async enforceRetention(): Promise<void> {
+    const store = this.opts.store;
+    if (store === undefined) return;
+    try {
+      const dropped = await store.enforceRetention();
+      if (dropped.partitions > 0n) {
+        this.opts.log.info({ records: Number(dropped.records), partitions: Number(dropped.partitions) }, "flow store retention dropped the oldest partitions");
+      }
+    } catch (err) {
+      this.opts.log.error({ store: store.status().location, err: (err as Error).message }, "flow store retention failed");
+    }
   }
 
   /**
@@ -279,6 +390,7 @@ export class ControlPlane {
       recordsTotal: this.recordsTotal,
       recordsPerSecond: this.rate.perSecond(),
       flowsStored: BigInt(this.history.size),
+      store: this.storeStatus(),
       storeCapacity: BigInt(this.history.capacity),
       losses,
       unjudged,
@@ -292,6 +404,14 @@ export class ControlPlane {
           `${e.file ?? e.source}${e.document !== undefined ? ` document ${e.document}` : ""}: ${e.message}`),
         ...this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}${p.keptPrevious ? " (previous version kept)" : p.isolating ? " (its pods isolated until fixed)" : " (ignored)"}`),
       ],
+    };
+  }
+
+  /** The durable store's status, or the hot window's when there is none. */
+  storeStatus(): StoreStatus {
+    return this.opts.store?.status() ?? {
+      kind: "memory", location: "", records: BigInt(this.history.size), bytes: 0n,
+      retentionDroppedRecords: BigInt(this.history.evicted), retentionDroppedPartitions: 0n, error: "",
     };
   }
 
@@ -318,6 +438,8 @@ export class ControlPlane {
 
   async stop(): Promise<void> {
     if (this.pushTimer) clearTimeout(this.pushTimer);
+    if (this.retentionTimer) clearTimeout(this.retentionTimer);
+    this.retentionTimer = undefined;
     await this.uiServer?.close();
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.
@@ -336,6 +458,11 @@ export class ControlPlane {
 
 /** An agent clock this far from ours (ms) is taken as it is: below it, skew is mostly network delay. */
 export const CLOCK_TOLERANCE_MS = 1000;
+
+function timestampOfMs(ms: number): Timestamp {
+  const seconds = Math.floor(ms / 1000);
+  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
+}
 
 /** `ts` moved back by `shiftNs` (the agent's clock ahead by that much). */
 function shiftTimestamp(ts: Timestamp | undefined, shiftNs: bigint): Timestamp | undefined {

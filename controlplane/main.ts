@@ -2,6 +2,7 @@
 import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
+import { DuckDBFlowStore } from "./store/duckdb.js";
 import { ConfigError, parseHostPort } from "../config/flags.js";
 import { FolderSource } from "./metadata/folder.js";
 import { AccessControl } from "./access/control.js";
@@ -46,7 +47,25 @@ export async function runControlPlane(argv: string[]): Promise<number> {
       "watching the Kubernetes API; the control plane serves once every resource has been listed");
     source = new KubernetesSource({ kubeConfig, onErrorsChanged });
   }
-  const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, drainIntervalMs: config.drainIntervalMs,
+  let store: DuckDBFlowStore | undefined;
+  if (config.store.kind === "duckdb") {
+    const { dataDir, retentionMs, retentionBytes } = config.store;
+    try {
+      store = await DuckDBFlowStore.open(dataDir, {
+        ...(retentionMs !== undefined ? { retentionMs } : {}), ...(retentionBytes !== undefined ? { retentionBytes } : {}),
+      });
+    } catch (err) {
+      log.fatal({ err: (err as Error).message }, "flow store refused");
+      process.stderr.write(`bulkhead: ${(err as Error).message}\n`);
+      access.close();
+      return 1;
+    }
+    const s = store.status();
+    log.info({ store: s.location, records: Number(s.records), bytes: Number(s.bytes) }, "flow store opened");
+  } else {
+    log.warn("no --data-dir: the flow history is the in-memory window only, lost on restart");
+  }
+  const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, ...(store !== undefined ? { store } : {}), drainIntervalMs: config.drainIntervalMs,
     defaultMode: config.defaultMode, access, log, ...(config.tls ? { tls: config.tls } : {}),
     ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}),
     ...(config.uiTls !== undefined ? { ui: { tls: config.uiTls } } : {}) });
@@ -55,6 +74,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
   } catch (err) {
     log.fatal({ err: (err as Error).message }, "control plane failed to start");
     await cp.stop().catch(() => undefined);
+    await store?.close().catch(() => undefined);
     access.close();
     return 1;
   }
@@ -63,7 +83,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     const shutdown = (signal: string) => {
       log.info({ signal }, "stopping");
       access.close();
-      cp.stop().then(() => resolve(0), () => resolve(1));
+      cp.stop().then(() => store?.close()).then(() => resolve(0), () => resolve(1));
     };
     process.once("SIGTERM", () => shutdown("SIGTERM"));
     process.once("SIGINT", () => shutdown("SIGINT"));

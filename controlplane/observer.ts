@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import type {
   ObserverServiceServer, GetFlowsRequest, GetFlowsResponse, GetStatusResponse, GetNodesResponse,
 } from "../proto/gen/bulkhead/v1/observer.js";
+import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { compileRequest, FlowFilterError } from "./store/filter.js";
 import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
@@ -20,7 +21,9 @@ import {
   AccessError, flowInScope, requireCluster, requireFlowFilters, requireNamespace, restrictFlowMap, type Scope,
 } from "./access/scope.js";
 
+/** The live maps' longest window; longer ones are built from the durable store, up to a year. */
 const MAX_WINDOW_MS = 60 * 60 * 1000;
+const MAX_STORED_WINDOW_MS = 366 * 24 * MAX_WINDOW_MS;
 /**
  * A follow stream with `until` ends this long after `until`: records of flows that started
  * by then reach the control plane up to a drain interval (1 s by default) and an export
@@ -100,17 +103,36 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       // The scope is part of the predicate, so `last N` counts only flows the caller may see.
       const requested = predicate;
       const visible = (flow: Parameters<typeof requested>[0]) => scope !== undefined && flowInScope(scope, flow) && requested(flow);
-      for (const flow of cp.history.iterate({ predicate: visible, since: req.since, until: req.until, last: Number(req.last) })) {
-        call.write({ flow });
+      // Older than the hot window, the history comes from the durable store (awaited);
+      // live records meanwhile wait in `backlog`, so nothing is missed or sent twice.
+      const history = cp.flows({ predicate: visible, allow: req.allow, deny: req.deny, since: req.since, until: req.until, last: Number(req.last) });
+      let backlog: FlowRecord[] | undefined;
+      if (history.stored === undefined) {
+        for (const flow of history.hot) call.write({ flow });
+      } else {
+        backlog = [];
+        const stored = history.stored;
+        void (async () => {
+          for await (const chunk of stored) for (const flow of chunk) call.write({ flow });
+          for (const flow of history.hot) call.write({ flow });
+        })().then(() => {
+          for (const flow of backlog ?? []) call.write({ flow });
+          backlog = undefined;
+          if (!req.follow) call.end();
+        }, (err: Error) => {
+          log.error({ method: "GetFlows", err: err.message }, "flow store query failed");
+          fail(serviceError(grpc.status.UNAVAILABLE, `flow store: ${err.message}`));
+        });
       }
       if (!req.follow) {
-        call.end();
+        if (history.stored === undefined) call.end();
         return;
       }
       const unsubscribe = cp.history.subscribe(visible, (records) => {
         for (const flow of records) {
           if (until !== undefined && (timestampMs(flow.startTime) ?? 0) > until) continue;
-          call.write({ flow });
+          if (backlog !== undefined) backlog.push(flow);
+          else call.write({ flow });
         }
       });
       // Tokens were reloaded: a revoked token's stream ends now; a changed scope applies from the next batch.
@@ -143,11 +165,19 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
         if (outside) { deny("GetFlowMap", scope, outside, (err) => callback(err)); return; }
       }
       const windowMs = window ? Number(window.seconds) * 1000 + window.nanos / 1e6 : 5 * 60_000;
-      if (!(windowMs > 0) || windowMs > MAX_WINDOW_MS) {
-        callback(invalid(`window ${windowMs} ms is outside (0, 1h]`));
+      const maxMs = cp.store === undefined ? MAX_WINDOW_MS : MAX_STORED_WINDOW_MS;
+      if (!(windowMs > 0) || windowMs > maxMs) {
+        callback(invalid(`window ${windowMs} ms is outside (0, ${cp.store === undefined ? "1h] (no durable store: --store memory)" : "366d]"}`));
         return;
       }
-      callback(null, restrictFlowMap(scope, cp.flowMap.getMap({ namespace: namespace || undefined, windowMs })));
+      if (windowMs <= MAX_WINDOW_MS) {
+        callback(null, restrictFlowMap(scope, cp.flowMap.getMap({ namespace: namespace || undefined, windowMs })));
+        return;
+      }
+      // Beyond the live maps' hour: built from the store's records of the window.
+      cp.storedFlowMap({ ...(namespace !== "" ? { namespace } : {}), windowMs }).then(
+        (map) => callback(null, restrictFlowMap(scope, map)),
+        (err: Error) => callback(serviceError(grpc.status.UNAVAILABLE, `flow store: ${err.message}`)));
     },
 
     // Status and nodes describe the whole cluster (every node's losses, metadata errors

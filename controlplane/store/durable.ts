@@ -29,6 +29,11 @@ export interface StoreQuery {
   sinceMs?: number;
   untilMs?: number;
   /**
+   * Only records that end before this (ms): the part of a range older than the hot
+   * window, which serves the rest from memory (ControlPlane.flows).
+   */
+  endBeforeMs?: number;
+  /**
    * The request's filters (GetFlowsRequest.allow / deny), for the engine to narrow what it
    * reads. A store may push down any part it can express exactly or as a superset; the
    * exact answer is `predicate`, which the store applies to every row it returns.
@@ -64,9 +69,12 @@ export interface FlowStore {
   /**
    * Stores the batches, each atomically (all its rows or none). Resolves once they are
    * durable: only then may they be acknowledged. Rejects (and acknowledges nothing) when
-   * the engine cannot take them: unreachable, disk full.
+   * the engine cannot take them: unreachable, disk full, or a batch that does not follow
+   * its instance's last stored id (its predecessor failed: storing it would leave a gap
+   * that `lastBatchId` hides). Resolves to one flag per batch: true when stored now,
+   * false when it was stored before (a re-send: acknowledge it, publish it nowhere).
    */
-  append(batches: readonly StoredBatch[]): Promise<void>;
+  append(batches: readonly StoredBatch[]): Promise<boolean[]>;
   /** Matching records in end-time order, in chunks. */
   query(query: StoreQuery): AsyncIterable<readonly FlowRecord[]>;
   /** Drops the oldest time partitions beyond the retention; returns what it dropped. */

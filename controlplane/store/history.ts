@@ -228,6 +228,8 @@ export class FlowHistory {
   // time order (agents drain on their own timers).
   private newestEnd = -Infinity;
   private maxLateness = 0;
+  /** The newest end time (seconds) among evicted records: from just after it, nothing was evicted. */
+  private newestEvictedEnd = -Infinity;
 
   constructor(options: FlowHistoryOptions = {}) {
     const capacity = options.capacity ?? DEFAULT_HISTORY_CAPACITY;
@@ -246,6 +248,11 @@ export class FlowHistory {
   get appended(): number { return this.appendedTotal; }
   /** Records pushed out by newer ones because the history was full (expected, not a loss). */
   get evicted(): number { return this.appendedTotal - this.count; }
+  /**
+   * Every record appended that ends after this instant (ms) is still held: the ring is a
+   * complete window from here on. -Infinity while nothing was evicted.
+   */
+  get completeAfterMs(): number { return this.newestEvictedEnd * 1000; }
 
   append(records: readonly FlowRecord[]): void {
     for (const record of records) this.store(record);
@@ -287,6 +294,10 @@ export class FlowHistory {
     const c = this.columns;
     const slot = this.appendedTotal % c.capacity;
     const first = slot * STR >= c.strings.length; // the first pass fills the arrays by push
+    if (this.count === c.capacity) {
+      const evictedEnd = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
+      if (evictedEnd > this.newestEvictedEnd) this.newestEvictedEnd = evictedEnd;
+    }
 
     const source = record.source === undefined ? undefined : this.nonPodEndpoints.intern(record.source);
     const destination = record.destination === undefined ? undefined : this.nonPodEndpoints.intern(record.destination);

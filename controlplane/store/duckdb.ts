@@ -1,0 +1,631 @@
+// The embedded durable flow store: one DuckDB file under --data-dir (issue 12).
+//
+// Layout. Flow rows live in one table per UTC day of their end time (`flows_20261202`),
+// so retention drops whole tables (cheap, and the space is reused) and a time range reads
+// only its days. Rows are numbers only: strings that repeat (node, interface, addresses,
+// protocol names), Endpoints and policy attributions are dictionary ids into `strings`,
+// `endpoints` and `attributions`; the dictionaries are small, kept in memory whole and
+// written in the same transaction as the first row that uses an entry. Numbers go in
+// through DataChunks (the per-value appender is ~10x slower and grows memory to GBs).
+//
+// Exactly once. Each append names its batches (agent instance, batch id); `instances`
+// holds every instance's highest stored id, updated in the same transaction as the rows,
+// so after a kill -9 the file says which batches are in. A batch at or below that id is
+// a re-send: resolved as a duplicate, not stored. A batch that does not follow it (its
+// predecessor failed) is refused, so a failed batch never leaves a gap that a later
+// success would hide from the dedup rule.
+//
+// Group commit: appends that arrive within `commitDelayMs` share one transaction (one WAL
+// sync); transactions run one at a time in arrival order, so each agent's order holds.
+//
+// Versions: `bulkhead_schema` records the schema version. A file without it is refused
+// as foreign (never reset); a version above SCHEMA_VERSION is refused naming both.
+
+import fs from "node:fs";
+import path from "node:path";
+import {
+  DOUBLE, type DuckDBConnection, DuckDBDataChunk, DuckDBInstance, INTEGER, UBIGINT, UINTEGER, UTINYINT, type DuckDBType,
+} from "@duckdb/node-api";
+import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { FlowStore, StoreOptions, StoreQuery, StoreStatus, StoredBatch } from "./durable.js";
+import { whereClause } from "./duckdb-filter.js";
+
+export const SCHEMA_VERSION = 1;
+const DAY_S = 86_400;
+/** Rows per DataChunk: DuckDB's vector size. */
+const CHUNK_ROWS = 2048;
+
+const FLOW_COLUMNS: readonly [string, DuckDBType][] = [
+  ["start_s", DOUBLE], ["start_ns", UINTEGER], ["end_s", DOUBLE], ["end_ns", UINTEGER],
+  ["node", INTEGER], ["point", INTEGER], ["reporter", INTEGER], ["iface", INTEGER], ["ifindex", UINTEGER],
+  ["ip_version", INTEGER], ["ip_src", INTEGER], ["ip_dst", INTEGER],
+  ["proto", UINTEGER], ["proto_name", INTEGER], ["sport", UINTEGER], ["dport", UINTEGER],
+  ["icmp_type", UINTEGER], ["icmp_code", UINTEGER], ["present", UTINYINT], ["tcp_flags", UTINYINT],
+  ["packets", UBIGINT], ["bytes", UBIGINT], ["sequence", UBIGINT],
+  ["src_ep", INTEGER], ["dst_ep", INTEGER], ["verdict", INTEGER], ["reason", INTEGER], ["attribution", INTEGER],
+];
+const C = Object.fromEntries(FLOW_COLUMNS.map(([name], i) => [name, i])) as Record<string, number>;
+const COLUMN_LIST = FLOW_COLUMNS.map(([name]) => name).join(", ");
+const TYPES = FLOW_COLUMNS.map(([, type]) => type);
+
+// Presence bits: optional messages of a FlowRecord (0 ids stand for "none" elsewhere).
+const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
+const TCP_FLAGS = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"] as const;
+
+const SCHEMA_V1 = [
+  `CREATE TABLE bulkhead_schema (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp, product VARCHAR NOT NULL)`,
+  `CREATE TABLE strings (id INTEGER NOT NULL, s VARCHAR NOT NULL)`,
+  `CREATE TABLE endpoints (id INTEGER NOT NULL, ip VARCHAR NOT NULL, namespace VARCHAR NOT NULL, pod_name VARCHAR NOT NULL,
+     pod_uid VARCHAR NOT NULL, labels VARCHAR NOT NULL, workload_kind VARCHAR NOT NULL, workload_name VARCHAR NOT NULL,
+     node VARCHAR NOT NULL, service VARCHAR NOT NULL, world BOOLEAN NOT NULL)`,
+  `CREATE TABLE attributions (id INTEGER NOT NULL, json VARCHAR NOT NULL)`,
+  `CREATE TABLE instances (instance VARCHAR PRIMARY KEY, node VARCHAR NOT NULL, last_batch_id UBIGINT NOT NULL, updated_s DOUBLE NOT NULL)`,
+  `CREATE TABLE counters (name VARCHAR PRIMARY KEY, value UBIGINT NOT NULL)`,
+  `INSERT INTO counters VALUES ('retention_dropped_records', 0), ('retention_dropped_partitions', 0)`,
+];
+
+/** A store file that cannot be used as it is; the message names the file and what to do. */
+export class StoreFileError extends Error {
+  constructor(readonly file: string, message: string) {
+    super(`flow store ${file}: ${message}`);
+    this.name = "StoreFileError";
+  }
+}
+
+export interface DuckDBStoreOptions extends StoreOptions {
+  /** Appends arriving within this many ms share one transaction. Default 5. */
+  commitDelayMs?: number;
+  /** Wall clock (ms) for retention; injectable for tests. */
+  now?: () => number;
+}
+
+interface PendingAppend {
+  batches: readonly StoredBatch[];
+  resolve: (stored: boolean[]) => void;
+  reject: (err: Error) => void;
+}
+
+function dayOf(seconds: number): number {
+  return Math.floor(seconds / DAY_S);
+}
+
+function tableOf(day: number): string {
+  const d = new Date(day * DAY_S * 1000);
+  return `flows_${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, "0")}${String(d.getUTCDate()).padStart(2, "0")}`;
+}
+
+function dayOfTable(name: string): number | undefined {
+  const m = /^flows_([0-9]{4})([0-9]{2})([0-9]{2})$/.exec(name);
+  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) / 1000 / DAY_S : undefined;
+}
+
+function endpointKey(e: Endpoint): string {
+  const labels = Object.keys(e.labels).sort().map((k) => [k, e.labels[k]]);
+  return JSON.stringify([e.ip, e.namespace, e.podName, e.podUid, e.workloadKind, e.workloadName, e.node, e.service, e.world, labels]);
+}
+
+function attributionJson(a: PolicyAttribution): string {
+  return JSON.stringify({ ...a, policyVersion: a.policyVersion.toString() });
+}
+
+function attributionOf(json: string): PolicyAttribution {
+  const raw = JSON.parse(json) as Omit<PolicyAttribution, "policyVersion"> & { policyVersion: string };
+  return { ...raw, policyVersion: BigInt(raw.policyVersion) };
+}
+
+/** One dictionary: value ↔ id, with the entries not yet committed. */
+class Dictionary<T> {
+  private readonly ids = new Map<string, number>();
+  private readonly byObject = new WeakMap<object, number>();
+  readonly values: (T | undefined)[] = [undefined]; // id 0: none
+  unsaved: number[] = [];
+
+  constructor(private readonly keyOf: (value: T) => string) {}
+
+  /** Loads a committed entry. */
+  load(id: number, value: T): void {
+    this.values[id] = value;
+    this.ids.set(this.keyOf(value), id);
+  }
+
+  idOf(value: T | undefined): number {
+    if (value === undefined) return 0;
+    const isObject = typeof value === "object" && value !== null;
+    if (isObject) {
+      const known = this.byObject.get(value);
+      if (known !== undefined) return known;
+    }
+    const key = this.keyOf(value);
+    let id = this.ids.get(key);
+    if (id === undefined) {
+      id = this.values.length;
+      this.values.push(value);
+      this.ids.set(key, id);
+      this.unsaved.push(id);
+    }
+    if (isObject) this.byObject.set(value, id);
+    return id;
+  }
+}
+
+/** Reusable DataChunk columns for one day table. */
+class ChunkWriter {
+  rows = 0;
+  private chunk = DuckDBDataChunk.create(TYPES, CHUNK_ROWS);
+  private vectors = FLOW_COLUMNS.map((_, i) => this.chunk.getColumnVector(i));
+  readonly full: DuckDBDataChunk[] = [];
+
+  set(column: number, value: number | bigint): void {
+    this.vectors[column]!.setItem(this.rows, value as never);
+  }
+
+  endRow(): void {
+    if (++this.rows === CHUNK_ROWS) this.seal();
+  }
+
+  /** The chunks to append, the last one cut to its rows. */
+  finish(): DuckDBDataChunk[] {
+    if (this.rows > 0) this.seal();
+    return this.full;
+  }
+
+  private seal(): void {
+    for (const v of this.vectors) v.flush();
+    this.chunk.rowCount = this.rows;
+    this.full.push(this.chunk);
+    this.chunk = DuckDBDataChunk.create(TYPES, CHUNK_ROWS);
+    this.vectors = FLOW_COLUMNS.map((_, i) => this.chunk.getColumnVector(i));
+    this.rows = 0;
+  }
+}
+
+export class DuckDBFlowStore implements FlowStore {
+  private readonly strings = new Dictionary<string>((s) => s);
+  private readonly endpoints = new Dictionary<Endpoint>(endpointKey);
+  private readonly attributions = new Dictionary<PolicyAttribution>(attributionJson);
+  /** Highest stored batch id per instance (loaded on first use). */
+  private readonly committed = new Map<string, bigint | undefined>();
+  /** Rows per day table. */
+  private readonly days = new Map<number, bigint>();
+  private queue: PendingAppend[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private writing: Promise<void> | undefined;
+  private lastError = "";
+  private droppedRecords = 0n;
+  private droppedPartitions = 0n;
+  private bytesOnDisk = 0n;
+  private closed = false;
+
+  private constructor(
+    readonly file: string,
+    private readonly instance: DuckDBInstance,
+    private readonly writer: DuckDBConnection,
+    private readonly reader: DuckDBConnection,
+    private readonly options: DuckDBStoreOptions,
+  ) {}
+
+  /** Opens (or creates) `DIR/flows.duckdb`; refuses foreign, damaged and newer files. */
+  static async open(dataDir: string, options: DuckDBStoreOptions = {}): Promise<DuckDBFlowStore> {
+    fs.mkdirSync(dataDir, { recursive: true });
+    const file = path.join(path.resolve(dataDir), "flows.duckdb");
+    let instance: DuckDBInstance;
+    try {
+      instance = await DuckDBInstance.create(file);
+    } catch (err) {
+      throw new StoreFileError(file, `cannot be opened as a DuckDB database (${(err as Error).message.split("\n")[0]}); `
+        + "it is damaged or not a bulkhead store. It is never reset automatically: move it aside to start an empty store, or choose another --data-dir");
+    }
+    const writer = await instance.connect();
+    const reader = await instance.connect();
+    const store = new DuckDBFlowStore(file, instance, writer, reader, options);
+    try {
+      await store.migrate();
+      await store.load();
+    } catch (err) {
+      writer.closeSync();
+      reader.closeSync();
+      instance.closeSync();
+      throw err;
+    }
+    return store;
+  }
+
+  private async rows(sql: string, params: (string | number | bigint)[] = []): Promise<Record<string, unknown>[]> {
+    const result = await this.reader.runAndReadAll(sql, params);
+    return result.getRowObjects() as Record<string, unknown>[];
+  }
+
+  private async migrate(): Promise<void> {
+    const tables = (await this.rows("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"))
+      .map((r) => String(r.table_name));
+    if (tables.length === 0) {
+      await this.writer.run("BEGIN");
+      for (const sql of SCHEMA_V1) await this.writer.run(sql);
+      await this.writer.run("INSERT INTO bulkhead_schema (version, product) VALUES (?, 'bulkhead flow store')", [SCHEMA_VERSION]);
+      await this.writer.run("COMMIT");
+      return;
+    }
+    if (!tables.includes("bulkhead_schema")) {
+      throw new StoreFileError(this.file, `is a DuckDB database of something else (tables ${tables.slice(0, 5).join(", ")}${tables.length > 5 ? ", …" : ""}; `
+        + "no bulkhead_schema): not a bulkhead flow store. It is never reset automatically: choose another --data-dir");
+    }
+    const version = Number((await this.rows("SELECT max(version) AS v FROM bulkhead_schema"))[0]?.v ?? 0);
+    if (version > SCHEMA_VERSION) {
+      throw new StoreFileError(this.file, `schema version ${version} was written by a newer bulkhead; this one reads up to version ${SCHEMA_VERSION}. `
+        + "Run the newer bulkhead, or choose another --data-dir");
+    }
+    if (version < 1) throw new StoreFileError(this.file, `schema version ${version} is not a bulkhead store schema`);
+  }
+
+  private async load(): Promise<void> {
+    for (const r of await this.rows("SELECT id, s FROM strings")) this.strings.load(Number(r.id), String(r.s));
+    for (const r of await this.rows("SELECT * FROM endpoints")) {
+      this.endpoints.load(Number(r.id), {
+        ip: String(r.ip), namespace: String(r.namespace), podName: String(r.pod_name), podUid: String(r.pod_uid),
+        labels: JSON.parse(String(r.labels)) as Record<string, string>, workloadKind: String(r.workload_kind),
+        workloadName: String(r.workload_name), node: String(r.node), service: String(r.service), world: r.world === true,
+      });
+    }
+    for (const r of await this.rows("SELECT id, json FROM attributions")) this.attributions.load(Number(r.id), attributionOf(String(r.json)));
+    for (const r of await this.rows("SELECT name, value FROM counters")) {
+      if (r.name === "retention_dropped_records") this.droppedRecords = BigInt(r.value as bigint);
+      if (r.name === "retention_dropped_partitions") this.droppedPartitions = BigInt(r.value as bigint);
+    }
+    const tables = (await this.rows("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"))
+      .map((r) => String(r.table_name));
+    for (const t of tables) {
+      const day = dayOfTable(t);
+      if (day === undefined) continue;
+      const n = (await this.rows(`SELECT count(*) AS n FROM ${t}`))[0]?.n as bigint;
+      this.days.set(day, n);
+    }
+    await this.measure();
+  }
+
+  private async measure(): Promise<void> {
+    const r = (await this.rows("SELECT used_blocks * block_size AS used FROM pragma_database_size()"))[0];
+    let wal = 0;
+    try { wal = fs.statSync(`${this.file}.wal`).size; } catch { /* no WAL: all checkpointed */ }
+    this.bytesOnDisk = BigInt((r?.used as bigint | undefined) ?? 0n) + BigInt(wal);
+  }
+
+  status(): StoreStatus {
+    let records = 0n;
+    for (const n of this.days.values()) records += n;
+    return {
+      kind: "duckdb", location: this.file, records, bytes: this.bytesOnDisk,
+      retentionDroppedRecords: this.droppedRecords, retentionDroppedPartitions: this.droppedPartitions, error: this.lastError,
+    };
+  }
+
+  async lastBatchId(instanceId: string): Promise<bigint | undefined> {
+    if (this.committed.has(instanceId)) return this.committed.get(instanceId);
+    const r = (await this.rows("SELECT last_batch_id FROM instances WHERE instance = ?", [instanceId]))[0];
+    const id = r === undefined ? undefined : BigInt(r.last_batch_id as bigint);
+    // A transaction may have stored a batch of it meanwhile; that value is newer.
+    if (!this.committed.has(instanceId)) this.committed.set(instanceId, id);
+    return this.committed.get(instanceId);
+  }
+
+  /**
+   * Stores the batches (each all or nothing) and resolves once they are committed: for
+   * each batch, true when stored now, false when it was stored before (a re-send).
+   */
+  append(batches: readonly StoredBatch[]): Promise<boolean[]> {
+    if (this.closed) return Promise.reject(new Error(`flow store ${this.file} is closed`));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ batches, resolve, reject });
+      this.timer ??= setTimeout(() => { this.timer = undefined; void this.drain(); }, this.options.commitDelayMs ?? 5);
+    });
+  }
+
+  /** Runs queued appends as transactions, one at a time, until the queue is empty. */
+  private async drain(): Promise<void> {
+    if (this.writing) return;
+    const run = async () => {
+      while (this.queue.length > 0) {
+        const group = this.queue;
+        this.queue = [];
+        await this.commit(group);
+      }
+    };
+    this.writing = run().finally(() => { this.writing = undefined; });
+    await this.writing;
+  }
+
+  private async commit(group: PendingAppend[]): Promise<void> {
+    // Which batches to store: each instance's must follow its last stored id.
+    const next = new Map<string, bigint | undefined>();
+    const accepted: { pending: PendingAppend; stored: boolean[] }[] = [];
+    const toStore: StoredBatch[] = [];
+    for (const pending of group) {
+      const stored: boolean[] = [];
+      const mine: StoredBatch[] = [];
+      const claims = new Map<string, bigint>();
+      let refused: string | undefined;
+      for (const b of pending.batches) {
+        if (!next.has(b.instanceId)) next.set(b.instanceId, await this.lastBatchId(b.instanceId));
+        const last = claims.get(b.instanceId) ?? next.get(b.instanceId);
+        if (last !== undefined && b.batchId <= last) { stored.push(false); continue; }
+        if (last !== undefined && b.batchId !== last + 1n) {
+          refused = `batch ${b.batchId} of agent instance ${b.instanceId} does not follow batch ${last}, the last stored (an earlier batch failed); not stored`;
+          break;
+        }
+        claims.set(b.instanceId, b.batchId);
+        stored.push(true);
+        mine.push(b);
+      }
+      if (refused !== undefined) {
+        pending.reject(new Error(refused));
+        continue;
+      }
+      for (const [instance, id] of claims) next.set(instance, id);
+      accepted.push({ pending, stored });
+      toStore.push(...mine);
+    }
+    if (accepted.length === 0) return;
+    try {
+      if (toStore.length > 0) await this.write(toStore);
+      for (const b of toStore) this.committed.set(b.instanceId, b.batchId);
+      this.lastError = "";
+      for (const a of accepted) a.pending.resolve(a.stored);
+    } catch (err) {
+      this.lastError = `write failed: ${(err as Error).message}`;
+      const error = new Error(`flow store ${this.file}: ${this.lastError}`);
+      for (const a of accepted) a.pending.reject(error);
+    }
+  }
+
+  private async write(batches: readonly StoredBatch[]): Promise<void> {
+    const writers = new Map<number, ChunkWriter>();
+    const counts = new Map<number, bigint>();
+    for (const b of batches) {
+      for (const r of b.records) {
+        const end = r.endTime ?? r.startTime;
+        const day = dayOf(end === undefined ? 0 : Number(end.seconds));
+        let w = writers.get(day);
+        if (w === undefined) { w = new ChunkWriter(); writers.set(day, w); }
+        this.row(w, r);
+        counts.set(day, (counts.get(day) ?? 0n) + 1n);
+      }
+    }
+    for (const day of writers.keys()) {
+      if (!this.days.has(day)) {
+        await this.writer.run(`CREATE TABLE IF NOT EXISTS ${tableOf(day)} (${FLOW_COLUMNS.map(([n, t]) => `${n} ${t.toString()} NOT NULL`).join(", ")})`);
+        this.days.set(day, 0n);
+      }
+    }
+    const w = this.writer;
+    await w.run("BEGIN");
+    try {
+      await this.writeDictionaries();
+      for (const [day, chunks] of writers) {
+        const appender = await w.createAppender(tableOf(day));
+        for (const chunk of chunks.finish()) appender.appendDataChunk(chunk);
+        appender.flushSync();
+        appender.closeSync();
+      }
+      const last = new Map<string, StoredBatch>();
+      for (const b of batches) last.set(b.instanceId, b);
+      const nowS = (this.options.now ?? Date.now)() / 1000;
+      for (const b of last.values()) {
+        await w.run(`INSERT INTO instances VALUES (?, ?, ?, ?) ON CONFLICT (instance) DO UPDATE
+          SET last_batch_id = excluded.last_batch_id, node = excluded.node, updated_s = excluded.updated_s`,
+        [b.instanceId, b.node, b.batchId, nowS]);
+      }
+      await w.run("COMMIT");
+    } catch (err) {
+      await w.run("ROLLBACK").catch(() => undefined);
+      throw err;
+    }
+    for (const d of [this.strings, this.endpoints, this.attributions]) d.unsaved = [];
+    for (const [day, n] of counts) this.days.set(day, (this.days.get(day) ?? 0n) + n);
+  }
+
+  private async writeDictionaries(): Promise<void> {
+    const w = this.writer;
+    for (const id of this.strings.unsaved) await w.run("INSERT INTO strings VALUES (?, ?)", [id, this.strings.values[id]!]);
+    for (const id of this.endpoints.unsaved) {
+      const e = this.endpoints.values[id]!;
+      const labels: Record<string, string> = {};
+      for (const k of Object.keys(e.labels).sort()) labels[k] = e.labels[k]!;
+      await w.run("INSERT INTO endpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [id, e.ip, e.namespace, e.podName, e.podUid,
+        JSON.stringify(labels), e.workloadKind, e.workloadName, e.node, e.service, e.world]);
+    }
+    for (const id of this.attributions.unsaved) {
+      await w.run("INSERT INTO attributions VALUES (?, ?)", [id, attributionJson(this.attributions.values[id]!)]);
+    }
+  }
+
+  private row(w: ChunkWriter, r: FlowRecord): void {
+    const start = r.startTime ?? r.endTime;
+    const end = r.endTime ?? r.startTime;
+    const ip = r.ip, l4 = r.l4, flags = l4?.tcpFlags;
+    let tcp = 0;
+    if (flags !== undefined) for (let i = 0; i < TCP_FLAGS.length; i++) if (flags[TCP_FLAGS[i]!]) tcp |= 1 << i;
+    w.set(C.start_s!, start === undefined ? 0 : Number(start.seconds));
+    w.set(C.start_ns!, start?.nanos ?? 0);
+    w.set(C.end_s!, end === undefined ? 0 : Number(end.seconds));
+    w.set(C.end_ns!, end?.nanos ?? 0);
+    w.set(C.node!, this.strings.idOf(r.node));
+    w.set(C.point!, r.point);
+    w.set(C.reporter!, r.reporter);
+    w.set(C.iface!, this.strings.idOf(r.interface));
+    w.set(C.ifindex!, r.ifindex);
+    w.set(C.ip_version!, ip?.version ?? 0);
+    w.set(C.ip_src!, ip === undefined ? 0 : this.strings.idOf(ip.source));
+    w.set(C.ip_dst!, ip === undefined ? 0 : this.strings.idOf(ip.destination));
+    w.set(C.proto!, l4?.protocol ?? 0);
+    w.set(C.proto_name!, l4 === undefined ? 0 : this.strings.idOf(l4.protocolName));
+    w.set(C.sport!, l4?.sourcePort ?? 0);
+    w.set(C.dport!, l4?.destinationPort ?? 0);
+    w.set(C.icmp_type!, l4?.icmpType ?? 0);
+    w.set(C.icmp_code!, l4?.icmpCode ?? 0);
+    w.set(C.present!, (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
+      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (flags !== undefined ? HAS_TCP_FLAGS : 0));
+    w.set(C.tcp_flags!, tcp);
+    w.set(C.packets!, r.packets);
+    w.set(C.bytes!, r.bytes);
+    w.set(C.sequence!, r.sequence);
+    w.set(C.src_ep!, this.endpoints.idOf(r.source));
+    w.set(C.dst_ep!, this.endpoints.idOf(r.destination));
+    w.set(C.verdict!, r.verdict);
+    w.set(C.reason!, r.verdictReason);
+    w.set(C.attribution!, this.attributions.idOf(r.attribution));
+    w.endRow();
+  }
+
+  private record(vectors: { getItem(i: number): unknown }[], i: number): FlowRecord {
+    const n = (c: number) => vectors[c]!.getItem(i) as number;
+    const big = (c: number) => vectors[c]!.getItem(i) as bigint;
+    const str = (c: number) => this.strings.values[n(c)] ?? "";
+    const present = n(C.present!);
+    const tcp = n(C.tcp_flags!);
+    return {
+      startTime: (present & HAS_START) !== 0 ? { seconds: BigInt(n(C.start_s!)), nanos: n(C.start_ns!) } : undefined,
+      endTime: (present & HAS_END) !== 0 ? { seconds: BigInt(n(C.end_s!)), nanos: n(C.end_ns!) } : undefined,
+      node: str(C.node!),
+      point: n(C.point!),
+      reporter: n(C.reporter!),
+      interface: str(C.iface!),
+      ifindex: n(C.ifindex!),
+      ip: (present & HAS_IP) !== 0 ? { source: str(C.ip_src!), destination: str(C.ip_dst!), version: n(C.ip_version!) } : undefined,
+      l4: (present & HAS_L4) !== 0
+        ? {
+          protocol: n(C.proto!), protocolName: str(C.proto_name!), sourcePort: n(C.sport!), destinationPort: n(C.dport!),
+          tcpFlags: (present & HAS_TCP_FLAGS) !== 0
+            ? {
+              fin: (tcp & 1) !== 0, syn: (tcp & 2) !== 0, rst: (tcp & 4) !== 0, psh: (tcp & 8) !== 0,
+              ack: (tcp & 16) !== 0, urg: (tcp & 32) !== 0, ece: (tcp & 64) !== 0, cwr: (tcp & 128) !== 0,
+            }
+            : undefined,
+          icmpType: n(C.icmp_type!), icmpCode: n(C.icmp_code!),
+        }
+        : undefined,
+      packets: big(C.packets!),
+      bytes: big(C.bytes!),
+      source: this.endpoints.values[n(C.src_ep!)],
+      destination: this.endpoints.values[n(C.dst_ep!)],
+      verdict: n(C.verdict!),
+      verdictReason: n(C.reason!),
+      attribution: this.attributions.values[n(C.attribution!)],
+      sequence: big(C.sequence!),
+    };
+  }
+
+  /**
+   * The matching rows of one statement, in its order, built and tested chunk by chunk;
+   * `read.rows` counts the rows the engine returned, matching or not.
+   */
+  private async *select(sql: string, params: (string | number)[], query: StoreQuery, read = { rows: 0 }): AsyncGenerator<FlowRecord[]> {
+    const result = await this.reader.stream(sql, params);
+    for (;;) {
+      const chunk = await result.fetchChunk();
+      if (chunk === null || chunk.rowCount === 0) return;
+      read.rows += chunk.rowCount;
+      const vectors = FLOW_COLUMNS.map((_, c) => chunk.getColumnVector(c));
+      const out: FlowRecord[] = [];
+      for (let i = 0; i < chunk.rowCount; i++) {
+        const r = this.record(vectors, i);
+        if (this.exact(r, query)) out.push(r);
+      }
+      if (out.length > 0) yield out;
+    }
+  }
+
+  /** The exact time bounds (SQL compared whole seconds) and the request's predicate. */
+  private exact(r: FlowRecord, q: StoreQuery): boolean {
+    const endMs = msOf(r.endTime ?? r.startTime), startMs = msOf(r.startTime ?? r.endTime);
+    if (q.sinceMs !== undefined && endMs < q.sinceMs) return false;
+    if (q.untilMs !== undefined && startMs > q.untilMs) return false;
+    if (q.endBeforeMs !== undefined && endMs >= q.endBeforeMs) return false;
+    return q.predicate(r);
+  }
+
+  async *query(q: StoreQuery): AsyncGenerator<readonly FlowRecord[]> {
+    const where = whereClause(q.allow, {
+      ...(q.sinceMs !== undefined ? { sinceS: q.sinceMs / 1000 } : {}),
+      ...(q.untilMs !== undefined ? { untilS: q.untilMs / 1000 } : {}),
+      ...(q.endBeforeMs !== undefined ? { endBeforeS: q.endBeforeMs / 1000 } : {}),
+    });
+    // Rows sit in the table of their end day; a record lasts well under a day.
+    const days = [...this.days.keys()].sort((a, b) => a - b).filter((d) =>
+      (q.sinceMs === undefined || d >= dayOf(q.sinceMs / 1000))
+      && (q.untilMs === undefined || d <= dayOf(q.untilMs / 1000) + 1)
+      && (q.endBeforeMs === undefined || d <= dayOf(q.endBeforeMs / 1000)));
+    const last = q.last ?? 0;
+    if (last === 0) {
+      for (const day of days) {
+        yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE ${where.sql} ORDER BY end_s, end_ns, rowid`, where.params, q);
+      }
+      return;
+    }
+    // Newest first, day by day, in pages (a top-N in the engine, not a sort of the day),
+    // until `last` rows pass the exact test.
+    const found: FlowRecord[] = [];
+    for (const day of days.reverse()) {
+      for (let offset = 0, page = Math.max(last * 2, 1024); found.length < last; offset += page, page *= 2) {
+        const read = { rows: 0 };
+        const sql = `SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE ${where.sql}
+          ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page} OFFSET ${offset}`;
+        for await (const chunk of this.select(sql, where.params, q, read)) {
+          for (const r of chunk) if (found.length < last) found.push(r);
+        }
+        if (read.rows < page) break; // the day has no more rows
+      }
+      if (found.length >= last) break;
+    }
+    found.reverse();
+    if (found.length > 0) yield found;
+  }
+
+  async enforceRetention(): Promise<{ records: bigint; partitions: bigint }> {
+    const nowS = (this.options.now ?? Date.now)() / 1000;
+    let records = 0n, partitions = 0n;
+    const drop = async (day: number) => {
+      const n = this.days.get(day) ?? 0n;
+      await this.writer.run(`DROP TABLE IF EXISTS ${tableOf(day)}`);
+      this.days.delete(day);
+      records += n;
+      partitions++;
+    };
+    const { retentionMs, retentionBytes } = this.options;
+    if (retentionMs !== undefined) {
+      // A day goes once its newest possible record is older than the retention.
+      for (const day of [...this.days.keys()].sort((a, b) => a - b)) {
+        if ((day + 1) * DAY_S <= nowS - retentionMs / 1000) await drop(day);
+      }
+    }
+    if (partitions > 0) await this.writer.run("CHECKPOINT");
+    await this.measure();
+    if (retentionBytes !== undefined) {
+      // Oldest first while too large; the newest day stays (it is being written).
+      while (this.bytesOnDisk > retentionBytes && this.days.size > 1) {
+        await drop(Math.min(...this.days.keys()));
+        await this.writer.run("CHECKPOINT");
+        await this.measure();
+      }
+    }
+    if (partitions > 0) {
+      this.droppedRecords += records;
+      this.droppedPartitions += partitions;
+      await this.writer.run("UPDATE counters SET value = ? WHERE name = 'retention_dropped_records'", [this.droppedRecords]);
+      await this.writer.run("UPDATE counters SET value = ? WHERE name = 'retention_dropped_partitions'", [this.droppedPartitions]);
+    }
+    return { records, partitions };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    await this.drain();
+    this.writer.closeSync();
+    this.reader.closeSync();
+    this.instance.closeSync();
+  }
+}
+
+function msOf(t: { seconds: bigint; nanos: number } | undefined): number {
+  return t === undefined ? 0 : Number(t.seconds) * 1000 + t.nanos / 1e6;
+}

@@ -1,0 +1,242 @@
+// The embedded durable store (controlplane/store/duckdb.ts): what goes in comes out
+// exactly, a batch is stored once across re-sends and reopenings, a gap is refused,
+// retention drops the oldest days and counts them, filters reach the engine only as
+// parameters, and files that are not a store of this version are refused by name.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { DuckDBInstance } from "@duckdb/node-api";
+import {
+  IpVersion, ObservationPoint, ReporterSide, Verdict, type Endpoint, type FlowRecord,
+} from "../proto/gen/bulkhead/v1/flow.js";
+import { FlowFilter } from "../proto/gen/bulkhead/v1/observer.js";
+import { DuckDBFlowStore, SCHEMA_VERSION } from "../controlplane/store/duckdb.js";
+import type { StoreQuery } from "../controlplane/store/durable.js";
+import { compileRequest } from "../controlplane/store/filter.js";
+import { FlowHistory } from "../controlplane/store/history.js";
+import { seededRandom } from "./harness/seeded-random.js";
+
+const DAY_MS = 86_400_000;
+const T0 = Date.UTC(2026, 11, 2, 12, 0, 0);
+
+function endpoint(fields: Partial<Endpoint>): Endpoint {
+  return { ip: "", namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node: "", service: "", world: false, ...fields };
+}
+
+const PODS = [
+  endpoint({ ip: "10.0.1.5", namespace: "shop", podName: "web-1", podUid: "u1", labels: { app: "web" }, workloadKind: "Deployment", workloadName: "web", node: "node-a" }),
+  endpoint({ ip: "10.0.2.7", namespace: "shop", podName: "cart-1", podUid: "u2", labels: { app: "cart" }, workloadKind: "Deployment", workloadName: "cart", node: "node-b" }),
+  endpoint({ ip: "10.0.3.9", namespace: "db", podName: "postgres-0", podUid: "u3", labels: { app: "pg" }, workloadKind: "StatefulSet", workloadName: "postgres", node: "node-b" }),
+  // A namespace and pod name as an attacker would like them stored and matched.
+  endpoint({ ip: "10.0.4.1", namespace: "o'hara", podName: "x'); DROP TABLE strings; --", podUid: "u4", labels: { "a'b": "c\"d" }, node: "node-c" }),
+];
+const OUTSIDE = endpoint({ ip: "203.0.113.9", world: true });
+
+function record(i: number, endMs: number, rand: () => number): FlowRecord {
+  const src = PODS[Math.floor(rand() * PODS.length)]!;
+  const dst = rand() < 0.2 ? OUTSIDE : PODS[Math.floor(rand() * PODS.length)]!;
+  const tcp = rand() < 0.7;
+  const end = { seconds: BigInt(Math.floor(endMs / 1000)), nanos: (endMs % 1000) * 1_000_000 + (i % 1000) };
+  return {
+    startTime: { seconds: end.seconds - 1n, nanos: end.nanos }, endTime: end,
+    node: src.node || "node-a", point: rand() < 0.5 ? ObservationPoint.OBSERVATION_POINT_FROM_POD : ObservationPoint.OBSERVATION_POINT_TO_POD,
+    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: `lxc${i % 7}`, ifindex: 100 + (i % 7),
+    ip: { source: src.ip, destination: dst.ip, version: IpVersion.IP_VERSION_IPV4 },
+    l4: {
+      protocol: tcp ? 6 : 17, protocolName: tcp ? "TCP" : "UDP", sourcePort: 40000 + (i % 1000), destinationPort: tcp ? 8080 : 53,
+      tcpFlags: tcp ? { fin: false, syn: i % 3 === 0, rst: false, psh: true, ack: true, urg: false, ece: false, cwr: i % 5 === 0 } : undefined,
+      icmpType: 0, icmpCode: 0,
+    },
+    packets: BigInt(1 + i % 50), bytes: BigInt(100 + i), source: src, destination: dst,
+    verdict: [Verdict.VERDICT_FORWARDED, Verdict.VERDICT_DROPPED, Verdict.VERDICT_AUDIT][i % 3]!,
+    verdictReason: i % 4, sequence: BigInt(i),
+    attribution: i % 2 === 0 ? undefined : {
+      policyVersion: 7n, egressIsolated: true, egressAllowedBy: ["shop/allow-web"], egressIsolatedBy: [],
+      ingressIsolated: false, ingressAllowedBy: [], ingressIsolatedBy: ["db/deny"],
+    },
+  };
+}
+
+function records(n: number, startMs: number, stepMs: number, seed = 1): FlowRecord[] {
+  const rand = seededRandom(seed);
+  return Array.from({ length: n }, (_, i) => record(i, startMs + i * stepMs, rand));
+}
+
+const dirs: string[] = [];
+const open: DuckDBFlowStore[] = [];
+function tempDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-duck-"));
+  dirs.push(d);
+  return d;
+}
+async function openStore(dir: string, options: Parameters<typeof DuckDBFlowStore.open>[1] = {}): Promise<DuckDBFlowStore> {
+  const s = await DuckDBFlowStore.open(dir, { commitDelayMs: 1, ...options });
+  open.push(s);
+  return s;
+}
+async function all(store: DuckDBFlowStore, q: Partial<StoreQuery> = {}): Promise<FlowRecord[]> {
+  const out: FlowRecord[] = [];
+  for await (const chunk of store.query({ allow: [], deny: [], predicate: () => true, ...q })) out.push(...chunk);
+  return out;
+}
+
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+describe("DuckDB flow store", () => {
+  it("returns every record exactly as appended, in end-time order, after a reopen", async () => {
+    const dir = tempDir();
+    const input = records(3000, T0, 7);
+    const store = await openStore(dir);
+    expect(await store.append([{ node: "node-a", instanceId: "i1", batchId: 1n, records: input.slice(0, 1000) }])).toEqual([true]);
+    expect(await store.append([{ node: "node-a", instanceId: "i1", batchId: 2n, records: input.slice(1000) }])).toEqual([true]);
+    expect(await all(store)).toEqual(input);
+    await store.close();
+    open.pop();
+    const again = await openStore(dir);
+    expect(again.status()).toMatchObject({ kind: "duckdb", location: path.join(dir, "flows.duckdb"), records: 3000n, error: "" });
+    expect(await all(again)).toEqual(input);
+  });
+
+  it("stores a re-sent batch once, across a reopen, and refuses a batch after a gap", async () => {
+    const dir = tempDir();
+    const store = await openStore(dir);
+    const batch = (id: bigint, n = 10) => ({ node: "node-a", instanceId: "agent-1", batchId: id, records: records(n, T0 + Number(id) * 1000, 1) });
+    expect(await store.lastBatchId("agent-1")).toBeUndefined();
+    // Two appends in one group commit, then the second again while it may be in flight.
+    const [a, b, c] = await Promise.all([store.append([batch(1n)]), store.append([batch(2n)]), store.append([batch(2n)])]);
+    expect([a, b, c]).toEqual([[true], [true], [false]]);
+    expect(await store.lastBatchId("agent-1")).toBe(2n);
+    await expect(store.append([batch(4n)])).rejects.toThrow(/batch 4 of agent instance agent-1 does not follow batch 2/);
+    expect(store.status().records).toBe(20n);
+    await store.close();
+    open.pop();
+    const again = await openStore(dir);
+    expect(await again.lastBatchId("agent-1")).toBe(2n);
+    expect(await again.append([batch(2n)])).toEqual([false]);
+    expect(await again.append([batch(3n)])).toEqual([true]);
+    expect((await all(again)).length).toBe(30);
+  });
+
+  it("drops whole days beyond the retention age, oldest first, and counts them across a reopen", async () => {
+    const dir = tempDir();
+    let now = T0;
+    const store = await openStore(dir, { retentionMs: 2 * DAY_MS, now: () => now });
+    for (let d = 0; d < 4; d++) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(d + 1), records: records(100 + d, T0 - (3 - d) * DAY_MS, 1000) }]);
+    }
+    expect(store.status().records).toBe(100n + 101n + 102n + 103n);
+    // Now is noon: only the day of T0-3d has ended more than 2 days ago; the day of
+    // T0-2d still holds a record younger than that (its evening).
+    expect(await store.enforceRetention()).toEqual({ records: 100n, partitions: 1n });
+    expect(store.status()).toMatchObject({ records: 306n, retentionDroppedRecords: 100n, retentionDroppedPartitions: 1n });
+    expect((await all(store)).every((r) => Number(r.endTime!.seconds) * 1000 >= T0 - 2.5 * DAY_MS)).toBe(true);
+    now += DAY_MS;
+    expect(await store.enforceRetention()).toEqual({ records: 101n, partitions: 1n });
+    await store.close();
+    open.pop();
+    const again = await openStore(dir);
+    expect(again.status()).toMatchObject({ records: 205n, retentionDroppedRecords: 201n, retentionDroppedPartitions: 2n });
+  });
+
+  it("drops the oldest days while the store is larger than the retention size, never the newest", async () => {
+    const dir = tempDir();
+    const store = await openStore(dir, { retentionBytes: 1n });
+    for (let d = 0; d < 3; d++) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(d + 1), records: records(5000, T0 - (2 - d) * DAY_MS, 10, d) }]);
+    }
+    expect(await store.enforceRetention()).toEqual({ records: 10_000n, partitions: 2n });
+    const left = await all(store);
+    expect(left.length).toBe(5000);
+    expect(Math.min(...left.map((r) => Number(r.endTime!.seconds)))).toBeGreaterThanOrEqual(Math.floor(T0 / 1000) - 1);
+  });
+
+  it("answers filtered and `last` queries exactly as the in-memory history does", async () => {
+    const input = records(20_000, T0 - DAY_MS / 2, 3);
+    const store = await openStore(tempDir());
+    for (let i = 0; i < input.length; i += 1000) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(i / 1000 + 1), records: input.slice(i, i + 1000) }]);
+    }
+    const history = new FlowHistory({ capacity: input.length });
+    history.append(input);
+    const cases: { allow: Partial<FlowFilter>[]; deny?: Partial<FlowFilter>[]; last?: number; sinceMs?: number; untilMs?: number }[] = [
+      { allow: [{ namespace: ["shop"], verdict: [Verdict.VERDICT_DROPPED] }] },
+      { allow: [{ sourcePod: ["shop/web-*"] }, { destinationNamespace: ["db"], protocol: ["udp"] }] },
+      { allow: [{ pod: ["postgres-0"], port: [8080] }], deny: [{ verdict: [Verdict.VERDICT_AUDIT] }] },
+      { allow: [{ node: ["node-b"], direction: [1] }], last: 50 },
+      { allow: [{ label: ["app=web"] }], last: 7, sinceMs: T0 - DAY_MS / 2 + 20_000, untilMs: T0 - DAY_MS / 2 + 40_000 },
+      { allow: [], last: 100 },
+      { allow: [{ sourceIp: ["203.0.113.0/24"] }, { destinationIp: ["203.0.113.9"] }], sinceMs: T0 - DAY_MS / 2 + 30_000 },
+    ];
+    for (const c of cases) {
+      const allow = c.allow.map((f) => FlowFilter.fromPartial(f));
+      const deny = (c.deny ?? []).map((f) => FlowFilter.fromPartial(f));
+      const predicate = compileRequest(allow, deny);
+      const ts = (ms: number | undefined) => ms === undefined ? undefined : { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 };
+      const expected = history.query({ predicate, last: c.last ?? 0, since: ts(c.sinceMs), until: ts(c.untilMs) });
+      const got = await all(store, { allow, deny, predicate, ...(c.last ? { last: c.last } : {}),
+        ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) });
+      expect(got.length, JSON.stringify(c.allow)).toBeGreaterThan(0);
+      expect(got, JSON.stringify(c)).toEqual(expected);
+    }
+  });
+
+  it("takes filter values only as parameters: quotes and SQL in values match literally and change nothing", async () => {
+    const input = records(2000, T0, 5);
+    const store = await openStore(tempDir());
+    await store.append([{ node: "n", instanceId: "i", batchId: 1n, records: input }]);
+    const attacks = ["o'hara", "' OR 1=1 --", "x'); DROP TABLE strings; --", "shop' OR namespace <> '", "%", "*", "\\", "\u0000"];
+    for (const value of attacks) {
+      for (const filter of [{ namespace: [value] }, { pod: [value] }, { sourcePod: [`${value}/*`] }, { node: [value] }]) {
+        const allow = [FlowFilter.fromPartial(filter)];
+        const predicate = compileRequest(allow, []);
+        const got = await all(store, { allow, predicate });
+        expect(got, `${JSON.stringify(filter)}`).toEqual(input.filter(predicate));
+      }
+    }
+    // The hostile names themselves round-trip and are found by an exact filter.
+    const hostile = [FlowFilter.fromPartial({ pod: ["o'hara/x'); DROP TABLE strings; --"] })];
+    const found = await all(store, { allow: hostile, predicate: compileRequest(hostile, []) });
+    expect(found.length).toBeGreaterThan(0);
+    expect(found.length).toBe(input.filter(compileRequest(hostile, [])).length);
+    expect(store.status().records).toBe(2000n);
+  });
+
+  it("refuses a damaged file by name and leaves it as it was", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "flows.duckdb");
+    const garbage = Buffer.alloc(64 * 1024, 0x5a);
+    fs.writeFileSync(file, garbage);
+    await expect(DuckDBFlowStore.open(dir)).rejects.toThrow(new RegExp(`flow store ${file}: cannot be opened as a DuckDB database .*never reset automatically`));
+    expect(fs.readFileSync(file).equals(garbage)).toBe(true);
+  });
+
+  it("refuses a DuckDB file of something else by name", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "flows.duckdb");
+    const foreign = await DuckDBInstance.create(file);
+    const c = await foreign.connect();
+    await c.run("CREATE TABLE users (name VARCHAR)");
+    c.closeSync();
+    foreign.closeSync();
+    await expect(DuckDBFlowStore.open(dir)).rejects.toThrow(new RegExp(`flow store ${file}: is a DuckDB database of something else \\(tables users; no bulkhead_schema\\)`));
+  });
+
+  it("refuses a schema from a newer version, naming both versions", async () => {
+    const dir = tempDir();
+    const store = await openStore(dir);
+    await store.close();
+    open.pop();
+    const file = path.join(dir, "flows.duckdb");
+    const db = await DuckDBInstance.create(file);
+    const c = await db.connect();
+    await c.run("INSERT INTO bulkhead_schema (version, product) VALUES (?, 'bulkhead flow store')", [SCHEMA_VERSION + 1]);
+    c.closeSync();
+    db.closeSync();
+    await expect(DuckDBFlowStore.open(dir)).rejects.toThrow(
+      `flow store ${file}: schema version ${SCHEMA_VERSION + 1} was written by a newer bulkhead; this one reads up to version ${SCHEMA_VERSION}`);
+  });
+});
