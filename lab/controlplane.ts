@@ -12,7 +12,7 @@ import net from "node:net";
 import type { ObserverServiceClient, GetStatusResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { observerClient } from "../cli/client.js";
 import { CA_CERT, SERVER_CERT, SERVER_KEY, writeCertificates } from "../tls/certs-command.js";
-import { CONTROLPLANE_PID_FILE, LOGS_DIR, MANIFESTS_DIR, type LabControlPlane } from "./state.js";
+import { CONTROLPLANE_PID_FILE, LOGS_DIR, MANIFESTS_DIR, STORE_DIR, type LabControlPlane } from "./state.js";
 
 export { CONTROLPLANE_PID_FILE };
 import { CONTROLPLANE_PROCESS, waitStarted } from "./supervisor.js";
@@ -98,6 +98,8 @@ export function controlPlaneSpec(stateDir: string, repoRoot: string, options: st
   if (secure) cp.ca = path.join(tls, CA_CERT);
   cp.argv = [process.execPath, path.join(repoRoot, "dist", "cli", "main.js"), "controlplane",
     "--manifests", path.join(stateDir, MANIFESTS_DIR), "--listen", observer, "--listen", cp.agents,
+    // The history survives a control-plane restart (kill -9, `lab restart controlplane`).
+    "--data-dir", path.join(stateDir, STORE_DIR),
     ...(opts.ui !== undefined ? ["--ui-listen", opts.ui] : []),
     ...(secure ? ["--tls-cert", path.join(tls, SERVER_CERT), "--tls-key", path.join(tls, SERVER_KEY), "--tls-client-ca", path.join(tls, CA_CERT)] : []),
     // The lab is one machine's sandbox, its Observer API and UI on loopback: no tokens, by choice.

@@ -28,7 +28,7 @@ import { policyManifest, writePolicy } from "./netpol-files.js";
 import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";
 import { applyServiceRules } from "./services.js";
 import {
-  CONTROLPLANE_PID_FILE, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, SUPERVISION_FILE, readState, readSupervision, requireState,
+  CONTROLPLANE_PID_FILE, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, STORE_DIR, SUPERVISION_FILE, readState, readSupervision, requireState,
   withLock, writeState, type LabControlPlane, type LabOutside, type LabPod, type LabService, type LabState,
 } from "./state.js";
 import { agentProcess, CONTROLPLANE_PROCESS, startSupervisor, stopSupervisor, supervisorPids } from "./supervisor.js";
@@ -235,6 +235,8 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         const secure = opts.insecure !== true;
         cpOpts.secure = secure;
         if (secure) await issueLabCertificates(stateDir, state.nodes.map((n) => n.name));
+        // A new lab starts with an empty history, whatever a crashed one left.
+        await rm(path.join(stateDir, STORE_DIR), { recursive: true, force: true });
         state.controlplane = controlPlaneSpec(stateDir, repoRoot, cpOpts);
       }
       if (withAgents) {
@@ -783,7 +785,7 @@ async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR
   for (const entry of entries) {
     // The certificates go too: a lab's CA key must not outlive the lab.
     if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR || entry === TLS_DIR
-      || entry === SUPERVISION_FILE || entry.startsWith(`${SUPERVISION_FILE}.tmp-`) || entry === CONTROLPLANE_PID_FILE) {
+      || entry === SUPERVISION_FILE || entry.startsWith(`${SUPERVISION_FILE}.tmp-`) || entry === CONTROLPLANE_PID_FILE || entry === STORE_DIR) {
       await rm(path.join(stateDir, entry), { recursive: true, force: true });
     }
   }

@@ -11,6 +11,8 @@ export const STATE_FILE = "state.json";
 export const LOCK_FILE = "lock";
 export const MANIFESTS_DIR = "manifests";
 export const LOGS_DIR = "logs";
+/** The control plane's embedded flow store (--data-dir): fresh for each `up`, removed by `down`. */
+export const STORE_DIR = "store";
 /** The control plane's pid, rewritten by the supervisor at each start, so `down` finds it without state.json. */
 export const CONTROLPLANE_PID_FILE = "controlplane.pid";
 /** Written by the lab's supervisor alone (supervisor.ts): the live pid and restarts of each process it runs. */

@@ -15,8 +15,13 @@
 // predecessor failed) is refused, so a failed batch never leaves a gap that a later
 // success would hide from the dedup rule.
 //
-// Group commit: appends that arrive within `commitDelayMs` share one transaction (one WAL
-// sync); transactions run one at a time in arrival order, so each agent's order holds.
+// Group commit: appends share one transaction (one WAL sync) until GROUP_ROWS rows are
+// waiting or `commitDelayMs` has passed since the first; transactions run one at a time
+// in arrival order, so each agent's order holds. The file is attached with row groups of
+// GROUP_ROWS: a transaction of at least one row group is written straight into the file
+// (DuckDB's optimistic write, ~500k rows/s on one core) instead of through the WAL and a
+// later checkpoint (~130k rows/s), so under load the queue that builds up during one
+// commit becomes the next, large and fast, one.
 //
 // Versions: `bulkhead_schema` records the schema version. A file without it is refused
 // as foreign (never reset); a version above SCHEMA_VERSION is refused naming both.
@@ -34,6 +39,8 @@ export const SCHEMA_VERSION = 1;
 const DAY_S = 86_400;
 /** Rows per DataChunk: DuckDB's vector size. */
 const CHUNK_ROWS = 2048;
+/** Rows per row group, and the rows that start a commit without waiting (see above). */
+const GROUP_ROWS = 16_384;
 
 const FLOW_COLUMNS: readonly [string, DuckDBType][] = [
   ["start_s", DOUBLE], ["start_ns", UINTEGER], ["end_s", DOUBLE], ["end_ns", UINTEGER],
@@ -188,6 +195,7 @@ export class DuckDBFlowStore implements FlowStore {
   /** Rows per day table. */
   private readonly days = new Map<number, bigint>();
   private queue: PendingAppend[] = [];
+  private queuedRows = 0;
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> | undefined;
   private lastError = "";
@@ -208,15 +216,20 @@ export class DuckDBFlowStore implements FlowStore {
   static async open(dataDir: string, options: DuckDBStoreOptions = {}): Promise<DuckDBFlowStore> {
     fs.mkdirSync(dataDir, { recursive: true });
     const file = path.join(path.resolve(dataDir), "flows.duckdb");
-    let instance: DuckDBInstance;
+    // The file is attached (not the instance's own database) to set its row group size.
+    const instance = await DuckDBInstance.create(":memory:");
+    const writer = await instance.connect();
     try {
-      instance = await DuckDBInstance.create(file);
+      await writer.run(`ATTACH ${sqlString(file)} AS store (ROW_GROUP_SIZE ${GROUP_ROWS})`);
     } catch (err) {
+      writer.closeSync();
+      instance.closeSync();
       throw new StoreFileError(file, `cannot be opened as a DuckDB database (${(err as Error).message.split("\n")[0]}); `
         + "it is damaged or not a bulkhead store. It is never reset automatically: move it aside to start an empty store, or choose another --data-dir");
     }
-    const writer = await instance.connect();
+    await writer.run("USE store");
     const reader = await instance.connect();
+    await reader.run("USE store");
     const store = new DuckDBFlowStore(file, instance, writer, reader, options);
     try {
       await store.migrate();
@@ -236,7 +249,7 @@ export class DuckDBFlowStore implements FlowStore {
   }
 
   private async migrate(): Promise<void> {
-    const tables = (await this.rows("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"))
+    const tables = (await this.rows("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'store' AND table_schema = 'main'"))
       .map((r) => String(r.table_name));
     if (tables.length === 0) {
       await this.writer.run("BEGIN");
@@ -271,7 +284,7 @@ export class DuckDBFlowStore implements FlowStore {
       if (r.name === "retention_dropped_records") this.droppedRecords = BigInt(r.value as bigint);
       if (r.name === "retention_dropped_partitions") this.droppedPartitions = BigInt(r.value as bigint);
     }
-    const tables = (await this.rows("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"))
+    const tables = (await this.rows("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'store' AND table_schema = 'main'"))
       .map((r) => String(r.table_name));
     for (const t of tables) {
       const day = dayOfTable(t);
@@ -283,7 +296,7 @@ export class DuckDBFlowStore implements FlowStore {
   }
 
   private async measure(): Promise<void> {
-    const r = (await this.rows("SELECT used_blocks * block_size AS used FROM pragma_database_size()"))[0];
+    const r = (await this.rows("SELECT used_blocks * block_size AS used FROM pragma_database_size() WHERE database_name = 'store'"))[0];
     let wal = 0;
     try { wal = fs.statSync(`${this.file}.wal`).size; } catch { /* no WAL: all checkpointed */ }
     this.bytesOnDisk = BigInt((r?.used as bigint | undefined) ?? 0n) + BigInt(wal);
@@ -315,7 +328,13 @@ export class DuckDBFlowStore implements FlowStore {
     if (this.closed) return Promise.reject(new Error(`flow store ${this.file} is closed`));
     return new Promise((resolve, reject) => {
       this.queue.push({ batches, resolve, reject });
-      this.timer ??= setTimeout(() => { this.timer = undefined; void this.drain(); }, this.options.commitDelayMs ?? 5);
+      for (const b of batches) this.queuedRows += b.records.length;
+      if (this.queuedRows >= GROUP_ROWS) {
+        if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+        void this.drain();
+      } else {
+        this.timer ??= setTimeout(() => { this.timer = undefined; void this.drain(); }, this.options.commitDelayMs ?? 5);
+      }
     });
   }
 
@@ -326,6 +345,7 @@ export class DuckDBFlowStore implements FlowStore {
       while (this.queue.length > 0) {
         const group = this.queue;
         this.queue = [];
+        this.queuedRows = 0;
         await this.commit(group);
       }
     };
@@ -624,6 +644,11 @@ export class DuckDBFlowStore implements FlowStore {
     this.reader.closeSync();
     this.instance.closeSync();
   }
+}
+
+/** A string literal for the one statement that cannot take a parameter (ATTACH's path). */
+function sqlString(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
 }
 
 function msOf(t: { seconds: bigint; nanos: number } | undefined): number {
