@@ -293,7 +293,7 @@ export class AgentRegistry {
           // reconnecting; the store holds nothing past its last committed batch.
           if (s.stream === stream) {
             this.log.error({ node: s.node, batch: Number(batch.batchId), err: err.message }, "batch not stored; not acknowledged");
-            fail(new AgentStreamError(grpc.status.UNAVAILABLE, `flow store: ${err.message}; batch ${batch.batchId} not acknowledged, re-send it`));
+            fail(new AgentStreamError(grpc.status.UNAVAILABLE, `${err.message}; batch ${batch.batchId} not acknowledged, re-send it`));
           }
           // The chain stays rejected-free: later batches fail on their own.
         });

@@ -18,6 +18,8 @@ import { bind, createGrpcServer, MAX_MESSAGE_BYTES } from "../controlplane/grpc.
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
 import { ControlPlaneConnection } from "../agent/controlplane/connection.js";
 import { LogCapture } from "./harness/log-capture.js";
+import { DuckDBFlowStore } from "../controlplane/store/duckdb.js";
+import type { FlowStore, StoredBatch } from "../controlplane/store/durable.js";
 import { sleep, waitFor } from "./harness/wait.js";
 import {
   AgentServiceClient, ConnectRequest, ConnectResponse, type AgentHello,
@@ -125,9 +127,10 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function startControlPlane(logs = new LogCapture()): Promise<{ cp: ControlPlane; logs: LogCapture }> {
+async function startControlPlane(logs = new LogCapture(), store?: FlowStore): Promise<{ cp: ControlPlane; logs: LogCapture }> {
   const cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: logs.log,
+    ...(store !== undefined ? { store } : {}),
     // Access control has its own test (access.test.ts); these clients carry no token.
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
@@ -634,6 +637,106 @@ describe("control plane over gRPC, one control plane per test", () => {
     } finally {
       client.close();
     }
+  });
+});
+
+/** The embedded store, with a switch that makes appends fail as a full disk would. */
+class FailingStore implements FlowStore {
+  failing = false;
+  private failure = "";
+  constructor(readonly inner: DuckDBFlowStore) {}
+  status() { return { ...this.inner.status(), ...(this.failure ? { error: this.failure } : {}) }; }
+  lastBatchId(instanceId: string) { return this.inner.lastBatchId(instanceId); }
+  async append(batches: readonly StoredBatch[]): Promise<boolean[]> {
+    if (this.failing) {
+      this.failure = "write failed: No space left on device (injected)";
+      throw new Error(`flow store ${this.inner.file}: ${this.failure}`);
+    }
+    this.failure = "";
+    return await this.inner.append(batches);
+  }
+  query(q: Parameters<FlowStore["query"]>[0]) { return this.inner.query(q); }
+  enforceRetention() { return this.inner.enforceRetention(); }
+  close() { return this.inner.close(); }
+}
+
+describe("control plane over gRPC with the durable store", () => {
+  let agents: AgentServiceClient;
+  let observer: Observer;
+  let dataDir: string;
+  const running: ControlPlane[] = [];
+  const stores: FlowStore[] = [];
+
+  async function start(store: FlowStore): Promise<ControlPlane> {
+    stores.push(store);
+    const { cp } = await startControlPlane(new LogCapture(), store);
+    running.push(cp);
+    return cp;
+  }
+
+  beforeEach(() => {
+    dataDir = fs.mkdtempSync(path.join(tmp, "store-"));
+    agents = new AgentServiceClient(address, grpc.credentials.createInsecure());
+    observer = new Observer(address);
+  });
+
+  afterEach(async () => {
+    for (const a of openAgents.splice(0)) a.call.cancel();
+    agents.close();
+    observer.close();
+    for (const cp of running.splice(0)) await stopControlPlane(cp);
+    for (const s of stores.splice(0)) await s.close().catch(() => undefined);
+  });
+
+  it("acknowledges nothing while the store cannot write, names store and error in GetStatus, and stores a re-send once after", async () => {
+    const store = new FailingStore(await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 }));
+    await start(store);
+    const agent = new RawAgent(agents, "node1", {}, "instance-f");
+    await agent.deliver(1n, records("node1", 5));
+
+    store.failing = true;
+    const batch2 = records("node1", 5);
+    agent.send(2n, batch2);
+    const ended = await agent.status;
+    expect(ended.code).toBe(grpc.status.UNAVAILABLE);
+    expect(ended.details).toMatch(/^flow store .*flows\.duckdb: write failed: No space left on device \(injected\); batch 2 not acknowledged, re-send it$/);
+    expect(agent.acks()).toEqual([1n]);
+    const failing = await observer.status();
+    expect(failing.store).toMatchObject({ kind: "duckdb", location: path.join(dataDir, "flows.duckdb"), records: 5n,
+      error: "write failed: No space left on device (injected)" });
+
+    store.failing = false;
+    const again = new RawAgent(agents, "node1", {}, "instance-f");
+    await again.deliver(2n, batch2);
+    await again.deliver(3n, records("node1", 5));
+    expect(again.acks()).toEqual([2n, 3n]);
+    const s = await observer.status();
+    expect(s.store).toMatchObject({ records: 15n, error: "" });
+    expect(await observer.flows()).toHaveLength(15);
+  });
+
+  it("after a restart on the same file, takes the agent's last batch from the store: a re-sent batch is acknowledged and stored once", async () => {
+    const first = await start(await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 }));
+    const agent = new RawAgent(agents, "node1", {}, "instance-k");
+    await agent.deliver(1n, records("node1", 5));
+    const batch2 = records("node1", 5);
+    await agent.deliver(2n, batch2);
+    agent.call.cancel();
+    await stopControlPlane(first);
+    running.splice(running.indexOf(first), 1);
+    await stores.pop()!.close();
+
+    // The agent never saw ack 2 (say): it re-sends 2, then goes on with 3.
+    await start(await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 }));
+    const again = new RawAgent(agents, "node1", {}, "instance-k");
+    again.send(2n, batch2);
+    await again.deliver(3n, records("node1", 5));
+    expect(again.acks()).toEqual([2n, 3n]);
+    expect((await observer.status()).store).toMatchObject({ kind: "duckdb", records: 15n, error: "" });
+    // The whole history: batches 1 and 2 from the file, batch 3 from both (served once).
+    const all = await observer.flows();
+    expect(all).toHaveLength(15);
+    expect(await observer.flows({ last: 12n })).toEqual(all.slice(-12));
   });
 });
 
