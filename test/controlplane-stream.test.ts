@@ -737,6 +737,9 @@ describe("control plane over gRPC with the durable store", () => {
     const all = await observer.flows();
     expect(all).toHaveLength(15);
     expect(await observer.flows({ last: 12n })).toEqual(all.slice(-12));
+    // A map over 24 h is built from the store: every batch's packets on the one edge.
+    const day = await observer.flowMap({ namespace: "shop", window: { seconds: 86_400n, nanos: 0 } });
+    expect(day.edges.map((e) => e.packets)).toEqual([all.reduce((n, r) => n + r.packets, 0n)]);
   });
 });
 

@@ -16,6 +16,7 @@ import type { StoreQuery } from "../controlplane/store/durable.js";
 import { compileRequest } from "../controlplane/store/filter.js";
 import { FlowHistory } from "../controlplane/store/history.js";
 import { seededRandom } from "./harness/seeded-random.js";
+import { parseControlPlaneArgs } from "../controlplane/config.js";
 
 const DAY_MS = 86_400_000;
 const T0 = Date.UTC(2026, 11, 2, 12, 0, 0);
@@ -238,5 +239,26 @@ describe("DuckDB flow store", () => {
     db.closeSync();
     await expect(DuckDBFlowStore.open(dir)).rejects.toThrow(
       `flow store ${file}: schema version ${SCHEMA_VERSION + 1} was written by a newer bulkhead; this one reads up to version ${SCHEMA_VERSION}`);
+  });
+});
+
+describe("store flags of bulkhead controlplane", () => {
+  const args = (...extra: string[]) => parseControlPlaneArgs(["--manifests", "/m", "--allow-unauthenticated", ...extra], {});
+
+  it("keeps the history in DIR/flows.duckdb with --data-dir, in memory only without", () => {
+    expect(args().store).toEqual({ kind: "memory" });
+    expect(args("--data-dir", "/var/lib/bulkhead").store).toEqual({ kind: "duckdb", dataDir: "/var/lib/bulkhead" });
+    expect(args("--data-dir", "/d", "--retention", "7d", "--retention-size", "20GiB").store)
+      .toEqual({ kind: "duckdb", dataDir: "/d", retentionMs: 7 * DAY_MS, retentionBytes: 20n * 1024n ** 3n });
+    expect(args("--data-dir", "/d", "--retention-size", "500MB").store).toMatchObject({ retentionBytes: 500_000_000n });
+  });
+
+  it("refuses contradictions and values it cannot honour, naming the flag", () => {
+    expect(() => args("--store", "memory", "--data-dir", "/d")).toThrow("--data-dir: not used by --store memory");
+    expect(() => args("--store", "duckdb")).toThrow("--store duckdb: needs --data-dir DIR");
+    expect(() => args("--store", "sqlite", "--data-dir", "/d")).toThrow('--store: "sqlite" is not duckdb or memory');
+    expect(() => args("--data-dir", "/d", "--retention", "12h")).toThrow('--retention: "12h" is under a day');
+    expect(() => args("--data-dir", "/d", "--retention-size", "20 gigs")).toThrow('--retention-size: "20 gigs" is not a size');
+    expect(() => args("--retention", "7d")).toThrow("--retention: not used by --store memory");
   });
 });
