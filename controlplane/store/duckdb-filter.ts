@@ -3,10 +3,11 @@
 // exact answer: fields it cannot express (labels, workloads, Services, addresses) and deny
 // filters are left to the exact predicate the store applies to every row it returns.
 //
-// Every value a caller sent travels as a prepared-statement parameter (`?`); the SQL text
-// is built only from this file's literals, so no filter value can change the statement.
+// No value a caller sent reaches the engine: names (namespaces, pods, nodes) become the
+// dictionary ids that match them, and those and the numbers travel as prepared-statement
+// parameters (`?`); the SQL text is built only from this file's literals.
 
-import { type Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { Endpoint, Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { TrafficDirection, type FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
 import { protocolNumber } from "./filter.js";
 
@@ -15,62 +16,63 @@ export interface SqlCondition {
   params: (string | number)[];
 }
 
-/** The endpoint ids whose column `column` matches `where` (the endpoints dictionary). */
-function endpointIn(column: string, where: string): string {
-  return `${column} IN (SELECT id FROM endpoints WHERE ${where})`;
+/**
+ * The store's dictionaries, held whole in memory: filter values on endpoints and strings
+ * become the ids that match them, so the engine compares integers (a list of ids is ~10x
+ * faster in DuckDB than a subquery on the dictionary table) and never sees a value.
+ */
+export interface Dictionaries {
+  /** Ids of the endpoints for which `match` holds. */
+  endpointIds(match: (e: Endpoint) => boolean): number[];
+  /** Ids of these strings. */
+  stringIds(values: readonly string[]): number[];
 }
 
-/** `column` is one of the dictionary strings `values`. */
-function stringIn(column: string, values: readonly string[], params: (string | number)[]): string {
-  params.push(...values);
-  return `${column} IN (SELECT id FROM strings WHERE s IN (${values.map(() => "?").join(", ")}))`;
+function idsIn(column: string, ids: readonly number[], params: (string | number)[]): string {
+  if (ids.length === 0) return "FALSE";
+  params.push(...ids);
+  return `${column} IN (${ids.map(() => "?").join(", ")})`;
 }
 
-function numbersIn(column: string, values: readonly number[], params: (string | number)[]): string {
-  params.push(...values);
-  return `${column} IN (${values.map(() => "?").join(", ")})`;
-}
-
-/** Pod values ("ns/name", "name", "ns/*", "prefix*") as a condition on one end's endpoint id. */
-function podsOf(column: string, values: readonly string[], params: (string | number)[]): string {
-  const alternatives = values.map((value) => {
-    const slash = value.indexOf("/");
-    const namespace = slash >= 0 ? value.slice(0, slash) : undefined;
-    const name = slash >= 0 ? value.slice(slash + 1) : value;
-    const parts: string[] = ["pod_name <> ''"];
-    if (namespace !== undefined) { parts.push("namespace = ?"); params.push(namespace); }
-    if (name.endsWith("*")) { parts.push("starts_with(pod_name, ?)"); params.push(name.slice(0, -1)); }
-    else { parts.push("pod_name = ?"); params.push(name); }
-    return `(${parts.join(" AND ")})`;
-  });
-  return endpointIn(column, alternatives.join(" OR "));
-}
-
-function namespacesOf(column: string, values: readonly string[], params: (string | number)[]): string {
-  params.push(...values);
-  return endpointIn(column, `namespace IN (${values.map(() => "?").join(", ")})`);
+/** A pod value ("ns/name", "name", "ns/*", "prefix*") as a test on an endpoint. */
+function podMatcher(value: string): (e: Endpoint) => boolean {
+  const slash = value.indexOf("/");
+  const namespace = slash >= 0 ? value.slice(0, slash) : undefined;
+  const name = slash >= 0 ? value.slice(slash + 1) : value;
+  const prefix = name.endsWith("*") ? name.slice(0, -1) : undefined;
+  return (e) => e.podName !== "" && (namespace === undefined || e.namespace === namespace)
+    && (prefix !== undefined ? e.podName.startsWith(prefix) : e.podName === name);
 }
 
 /** One allow filter as an AND of the fields this file can express; undefined when it narrows nothing. */
-function filterCondition(f: Partial<FlowFilter>, params: (string | number)[]): string | undefined {
+function filterCondition(f: Partial<FlowFilter>, d: Dictionaries, params: (string | number)[]): string | undefined {
   const parts: string[] = [];
-  const either = (one: (column: string) => string) => `(${one("src_ep")} OR ${one("dst_ep")})`;
-  if (f.namespace?.length) parts.push(either((c) => namespacesOf(c, f.namespace!, params)));
-  if (f.sourceNamespace?.length) parts.push(namespacesOf("src_ep", f.sourceNamespace, params));
-  if (f.destinationNamespace?.length) parts.push(namespacesOf("dst_ep", f.destinationNamespace, params));
-  if (f.pod?.length) parts.push(either((c) => podsOf(c, f.pod!, params)));
-  if (f.sourcePod?.length) parts.push(podsOf("src_ep", f.sourcePod, params));
-  if (f.destinationPod?.length) parts.push(podsOf("dst_ep", f.destinationPod, params));
-  if (f.port?.length) parts.push(`(${numbersIn("sport", f.port, params)} OR ${numbersIn("dport", f.port, params)})`);
-  if (f.sourcePort?.length) parts.push(numbersIn("sport", f.sourcePort, params));
-  if (f.destinationPort?.length) parts.push(numbersIn("dport", f.destinationPort, params));
-  if (f.protocol?.length) parts.push(numbersIn("proto", f.protocol.map((p) => protocolNumber("protocol", p)), params));
-  if (f.verdict?.length) parts.push(numbersIn("verdict", f.verdict.map((v: Verdict) => v), params));
-  if (f.node?.length) parts.push(stringIn("node", f.node, params));
+  const ends = (match: (e: Endpoint) => boolean, columns: readonly string[]) => {
+    const ids = d.endpointIds(match);
+    const tests = columns.map((c) => idsIn(c, ids, params));
+    return tests.length === 1 ? tests[0]! : `(${tests.join(" OR ")})`;
+  };
+  const inNamespaces = (values: readonly string[]) => (e: Endpoint) => values.includes(e.namespace);
+  const inPods = (values: readonly string[]) => {
+    const matchers = values.map(podMatcher);
+    return (e: Endpoint) => matchers.some((m) => m(e));
+  };
+  if (f.namespace?.length) parts.push(ends(inNamespaces(f.namespace), ["src_ep", "dst_ep"]));
+  if (f.sourceNamespace?.length) parts.push(ends(inNamespaces(f.sourceNamespace), ["src_ep"]));
+  if (f.destinationNamespace?.length) parts.push(ends(inNamespaces(f.destinationNamespace), ["dst_ep"]));
+  if (f.pod?.length) parts.push(ends(inPods(f.pod), ["src_ep", "dst_ep"]));
+  if (f.sourcePod?.length) parts.push(ends(inPods(f.sourcePod), ["src_ep"]));
+  if (f.destinationPod?.length) parts.push(ends(inPods(f.destinationPod), ["dst_ep"]));
+  if (f.port?.length) parts.push(`(${idsIn("sport", f.port, params)} OR ${idsIn("dport", f.port, params)})`);
+  if (f.sourcePort?.length) parts.push(idsIn("sport", f.sourcePort, params));
+  if (f.destinationPort?.length) parts.push(idsIn("dport", f.destinationPort, params));
+  if (f.protocol?.length) parts.push(idsIn("proto", f.protocol.map((p) => protocolNumber("protocol", p)), params));
+  if (f.verdict?.length) parts.push(idsIn("verdict", f.verdict.map((v: Verdict) => v), params));
+  if (f.node?.length) parts.push(idsIn("node", d.stringIds(f.node), params));
   if (f.direction?.length) {
     // INGRESS = observed entering the pod (TO_POD = 2), EGRESS = leaving it (FROM_POD = 1).
-    parts.push(numbersIn("point", f.direction.map((d) => d === TrafficDirection.TRAFFIC_DIRECTION_INGRESS ? 2
-      : d === TrafficDirection.TRAFFIC_DIRECTION_EGRESS ? 1 : -1), params));
+    parts.push(idsIn("point", f.direction.map((dir) => dir === TrafficDirection.TRAFFIC_DIRECTION_INGRESS ? 2
+      : dir === TrafficDirection.TRAFFIC_DIRECTION_EGRESS ? 1 : -1), params));
   }
   return parts.length === 0 ? undefined : parts.join(" AND ");
 }
@@ -88,7 +90,7 @@ export interface TimeBounds {
  * The WHERE clause (without the keyword; "TRUE" when nothing narrows) for the allow
  * filters and time bounds. Time compares whole seconds, a superset of the exact bound.
  */
-export function whereClause(allow: readonly Partial<FlowFilter>[], time: TimeBounds): SqlCondition {
+export function whereClause(allow: readonly Partial<FlowFilter>[], time: TimeBounds, dictionaries: Dictionaries): SqlCondition {
   const params: (string | number)[] = [];
   const parts: string[] = [];
   if (time.sinceS !== undefined) { parts.push("end_s >= ?"); params.push(Math.floor(time.sinceS)); }
@@ -99,7 +101,7 @@ export function whereClause(allow: readonly Partial<FlowFilter>[], time: TimeBou
     const alternatives: SqlCondition[] = [];
     for (const f of allow) {
       const own: (string | number)[] = [];
-      const c = filterCondition(f, own);
+      const c = filterCondition(f, dictionaries, own);
       if (c === undefined) break;
       alternatives.push({ sql: `(${c})`, params: own });
     }

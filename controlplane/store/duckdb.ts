@@ -135,6 +135,16 @@ class Dictionary<T> {
     this.ids.set(this.keyOf(value), id);
   }
 
+  /** Ids of the entries for which `match` holds (every entry is in memory). */
+  idsWhere(match: (value: T) => boolean): number[] {
+    const ids: number[] = [];
+    for (let id = 1; id < this.values.length; id++) {
+      const v = this.values[id];
+      if (v !== undefined && match(v)) ids.push(id);
+    }
+    return ids;
+  }
+
   idOf(value: T | undefined): number {
     if (value === undefined) return 0;
     const isObject = typeof value === "object" && value !== null;
@@ -567,6 +577,9 @@ export class DuckDBFlowStore implements FlowStore {
       ...(q.sinceMs !== undefined ? { sinceS: q.sinceMs / 1000 } : {}),
       ...(q.untilMs !== undefined ? { untilS: q.untilMs / 1000 } : {}),
       ...(q.endBeforeMs !== undefined ? { endBeforeS: q.endBeforeMs / 1000 } : {}),
+    }, {
+      endpointIds: (match) => this.endpoints.idsWhere(match),
+      stringIds: (values) => values.flatMap((v) => this.strings.idsWhere((s) => s === v)),
     });
     // Rows sit in the table of their end day; a record lasts well under a day.
     const days = [...this.days.keys()].sort((a, b) => a - b).filter((d) =>
