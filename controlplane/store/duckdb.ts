@@ -165,15 +165,18 @@ class Dictionary<T> {
   }
 }
 
-/** Reusable DataChunk columns for one day table. */
+interface Settable { setItem(row: number, value: number | bigint): void }
+
+/** DataChunks being filled for one day table. */
 class ChunkWriter {
   rows = 0;
   private chunk = DuckDBDataChunk.create(TYPES, CHUNK_ROWS);
   private vectors = FLOW_COLUMNS.map((_, i) => this.chunk.getColumnVector(i));
   readonly full: DuckDBDataChunk[] = [];
 
-  set(column: number, value: number | bigint): void {
-    this.vectors[column]!.setItem(this.rows, value as never);
+  /** This chunk's column vectors, to set row `rows` of; each column has its own call site in `row()` (one vector type each). */
+  get columns(): readonly Settable[] {
+    return this.vectors as unknown as readonly Settable[];
   }
 
   endRow(): void {
@@ -471,37 +474,38 @@ export class DuckDBFlowStore implements FlowStore {
     const start = r.startTime ?? r.endTime;
     const end = r.endTime ?? r.startTime;
     const ip = r.ip, l4 = r.l4, flags = l4?.tcpFlags;
+    const v = w.columns, i = w.rows;
     let tcp = 0;
-    if (flags !== undefined) for (let i = 0; i < TCP_FLAGS.length; i++) if (flags[TCP_FLAGS[i]!]) tcp |= 1 << i;
-    w.set(C.start_s!, start === undefined ? 0 : Number(start.seconds));
-    w.set(C.start_ns!, start?.nanos ?? 0);
-    w.set(C.end_s!, end === undefined ? 0 : Number(end.seconds));
-    w.set(C.end_ns!, end?.nanos ?? 0);
-    w.set(C.node!, this.strings.idOf(r.node));
-    w.set(C.point!, r.point);
-    w.set(C.reporter!, r.reporter);
-    w.set(C.iface!, this.strings.idOf(r.interface));
-    w.set(C.ifindex!, r.ifindex);
-    w.set(C.ip_version!, ip?.version ?? 0);
-    w.set(C.ip_src!, ip === undefined ? 0 : this.strings.idOf(ip.source));
-    w.set(C.ip_dst!, ip === undefined ? 0 : this.strings.idOf(ip.destination));
-    w.set(C.proto!, l4?.protocol ?? 0);
-    w.set(C.proto_name!, l4 === undefined ? 0 : this.strings.idOf(l4.protocolName));
-    w.set(C.sport!, l4?.sourcePort ?? 0);
-    w.set(C.dport!, l4?.destinationPort ?? 0);
-    w.set(C.icmp_type!, l4?.icmpType ?? 0);
-    w.set(C.icmp_code!, l4?.icmpCode ?? 0);
-    w.set(C.present!, (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
+    if (flags !== undefined) for (let b = 0; b < TCP_FLAGS.length; b++) if (flags[TCP_FLAGS[b]!]) tcp |= 1 << b;
+    v[C.start_s!]!.setItem(i, start === undefined ? 0 : Number(start.seconds));
+    v[C.start_ns!]!.setItem(i, start?.nanos ?? 0);
+    v[C.end_s!]!.setItem(i, end === undefined ? 0 : Number(end.seconds));
+    v[C.end_ns!]!.setItem(i, end?.nanos ?? 0);
+    v[C.node!]!.setItem(i, this.strings.idOf(r.node));
+    v[C.point!]!.setItem(i, r.point);
+    v[C.reporter!]!.setItem(i, r.reporter);
+    v[C.iface!]!.setItem(i, this.strings.idOf(r.interface));
+    v[C.ifindex!]!.setItem(i, r.ifindex);
+    v[C.ip_version!]!.setItem(i, ip?.version ?? 0);
+    v[C.ip_src!]!.setItem(i, ip === undefined ? 0 : this.strings.idOf(ip.source));
+    v[C.ip_dst!]!.setItem(i, ip === undefined ? 0 : this.strings.idOf(ip.destination));
+    v[C.proto!]!.setItem(i, l4?.protocol ?? 0);
+    v[C.proto_name!]!.setItem(i, l4 === undefined ? 0 : this.strings.idOf(l4.protocolName));
+    v[C.sport!]!.setItem(i, l4?.sourcePort ?? 0);
+    v[C.dport!]!.setItem(i, l4?.destinationPort ?? 0);
+    v[C.icmp_type!]!.setItem(i, l4?.icmpType ?? 0);
+    v[C.icmp_code!]!.setItem(i, l4?.icmpCode ?? 0);
+    v[C.present!]!.setItem(i, (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
       | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (flags !== undefined ? HAS_TCP_FLAGS : 0));
-    w.set(C.tcp_flags!, tcp);
-    w.set(C.packets!, r.packets);
-    w.set(C.bytes!, r.bytes);
-    w.set(C.sequence!, r.sequence);
-    w.set(C.src_ep!, this.endpoints.idOf(r.source));
-    w.set(C.dst_ep!, this.endpoints.idOf(r.destination));
-    w.set(C.verdict!, r.verdict);
-    w.set(C.reason!, r.verdictReason);
-    w.set(C.attribution!, this.attributions.idOf(r.attribution));
+    v[C.tcp_flags!]!.setItem(i, tcp);
+    v[C.packets!]!.setItem(i, r.packets);
+    v[C.bytes!]!.setItem(i, r.bytes);
+    v[C.sequence!]!.setItem(i, r.sequence);
+    v[C.src_ep!]!.setItem(i, this.endpoints.idOf(r.source));
+    v[C.dst_ep!]!.setItem(i, this.endpoints.idOf(r.destination));
+    v[C.verdict!]!.setItem(i, r.verdict);
+    v[C.reason!]!.setItem(i, r.verdictReason);
+    v[C.attribution!]!.setItem(i, this.attributions.idOf(r.attribution));
     w.endRow();
   }
 
