@@ -215,6 +215,7 @@ export class DuckDBFlowStore implements FlowStore {
   private droppedRecords = 0n;
   private droppedPartitions = 0n;
   private bytesOnDisk = 0n;
+  private measuredAtMs = 0;
   private closed = false;
 
   private constructor(
@@ -308,7 +309,9 @@ export class DuckDBFlowStore implements FlowStore {
     await this.measure();
   }
 
+  /** Reads the file's used bytes (blocks in use plus WAL) for status and the size retention. */
   private async measure(): Promise<void> {
+    this.measuredAtMs = Date.now();
     const r = (await this.rows("SELECT used_blocks * block_size AS used FROM pragma_database_size() WHERE database_name = 'store'"))[0];
     let wal = 0;
     try { wal = fs.statSync(`${this.file}.wal`).size; } catch { /* no WAL: all checkpointed */ }
@@ -401,6 +404,8 @@ export class DuckDBFlowStore implements FlowStore {
       if (toStore.length > 0) await this.write(toStore);
       for (const b of toStore) this.committed.set(b.instanceId, b.batchId);
       this.lastError = "";
+      // Status shows the size at most a few seconds old (retention measures it itself).
+      if (Date.now() - this.measuredAtMs > 5000) await this.measure().catch(() => undefined);
       for (const a of accepted) a.pending.resolve(a.stored);
     } catch (err) {
       this.lastError = `write failed: ${(err as Error).message}`;
