@@ -16,6 +16,7 @@ commands:
   observe       flows from the control plane, filtered (like hubble observe)
   map           the flow map of a namespace (-n NS | -A) as a table, JSON or dot
   status        agents, record rates and every loss counter
+  policy        policy explain: why a connection is allowed or denied, rule by rule
   certs         create the CA and certificates of mutual TLS between agents and the control plane
   lab           build and drive the lab cluster datapath (lab up|down|status|exec|pod …)
   probe         send or serve test traffic inside a lab pod (udp, tcp, sctp)
@@ -109,6 +110,10 @@ async function main(argv: string[]): Promise<number> {
     case "controlplane": {
       const { runControlPlane } = await import("../controlplane/main.js");
       return runControlPlane(rest);
+    }
+    case "policy": {
+      const { runPolicy } = await import("./policy.js");
+      return runPolicy(rest);
     }
     case "certs": {
       const { runCerts } = await import("../tls/certs-command.js");
