@@ -152,7 +152,11 @@ describe("round trip", () => {
         endTime: ts(NOW - 1500),
       };
       const unknownEnums = fullRecord(2, { point: 7 as ObservationPoint, verdict: 9 as Verdict, verdictReason: 5 as VerdictReason, reporter: -3 as ReporterSide });
-      const records = [fullRecord(0), odd, unknownEnums, v6, bare, fullRecord(5, { l4: { ...fullRecord(5).l4!, tcpFlags: undefined } })];
+      // Frozen, shared Endpoints (as the enricher hands out) are encoded once and reused.
+      const shared = Object.freeze({ ...endpoint("shop", "web-2", "fd00::9", {}), labels: Object.freeze({ app: "web" }) });
+      const sharedV4 = Object.freeze({ ...endpoint("shop", "web-3", "10.0.1.9", {}), labels: Object.freeze({ a: "b", c: "" }) });
+      const records = [fullRecord(0, { source: shared, destination: sharedV4 }), odd, unknownEnums, v6, bare,
+        fullRecord(5, { l4: { ...fullRecord(5).l4!, tcpFlags: undefined }, source: sharedV4, destination: shared })];
       await store.append([batch("inst-a", 1, records.slice(0, 3)), batch("inst-a", 2, records.slice(3))]);
       expect(await all(store)).toEqual([...records].sort(byEnd));
       expect(await store.lastBatchId("inst-a")).toBe(2n);
@@ -188,11 +192,12 @@ describe("exactly once across replicas", () => {
       // both writes land.
       await Promise.all([a.append([batch("agent-1", 3, records(3))]), b.append([batch("agent-1", 3, records(3))])]);
       // A is killed between the rows and the marker of batch 4: rows without a marker.
-      const rows = new FlowRowEncoder(new RowWriter());
-      records(4).forEach((r, row) => rows.record(r, { instanceId: "agent-1", batchId: 4n, row, writeId: 12345n }));
+      const rows = new RowWriter();
+      const encoder = new FlowRowEncoder();
+      records(4).forEach((r, row) => encoder.record(rows, r, { instanceId: "agent-1", batchId: 4n, row, writeId: 12345n }));
       const client = sql(loc);
       const result = await client.exec({ query: `INSERT INTO ${loc.database}.flows (${FLOW_COLUMNS.map(([n]) => n).join(", ")}) FORMAT RowBinary`,
-        values: Readable.from([rows.out.take()]) });
+        values: Readable.from([rows.take()]) });
       result.stream.destroy();
       await client.close();
       expect(await scalar(loc, `SELECT count() FROM ${loc.database}.flows`)).toBe("25");

@@ -191,26 +191,31 @@ export interface RowOrigin {
   writeId: bigint;
 }
 
+/** How an address was stored: as text (not canonical), and whether it is IPv6. */
+interface AddressForm { raw: boolean; v6: boolean }
+
+/** Encodes rows; one per store, since it caches what repeats across batches. */
 export class FlowRowEncoder {
   private readonly addresses = new AddressCache();
-  constructor(readonly out: RowWriter) {}
+  /**
+   * The enricher shares one frozen Endpoint per pod (controlplane/cluster/state.ts): its
+   * columns are encoded once and copied after. Only frozen ones, which cannot change.
+   */
+  private readonly endpoints = new WeakMap<Endpoint, { bytes: Buffer; form: AddressForm }>();
 
-  private address(text: string | undefined, index: number, flags: { value: number }): string {
-    const w = this.out;
+  private address(w: RowWriter, text: string | undefined): AddressForm & { text: string } {
     const parsed = text === undefined ? undefined : this.addresses.get(text);
     if (parsed === undefined) {
       w.bytes(ZERO16);
-      if (text !== undefined) flags.value |= RAW_BIT(index);
-      return text ?? "";
+      return { raw: text !== undefined, v6: false, text: text ?? "" };
     }
     w.bytes(parsed.bytes);
-    if (parsed.v6) flags.value |= V6_BIT(index);
-    return "";
+    return { raw: false, v6: parsed.v6, text: "" };
   }
 
-  private endpoint(e: Endpoint | undefined, index: number, flags: { value: number }): void {
-    const w = this.out;
-    w.string(this.address(e?.ip, index, flags));
+  private writeEndpoint(w: RowWriter, e: Endpoint | undefined): AddressForm {
+    const ip = this.address(w, e?.ip);
+    w.string(ip.text);
     w.string(e?.namespace ?? "");
     w.string(e?.podName ?? "");
     w.string(e?.podUid ?? "");
@@ -222,11 +227,38 @@ export class FlowRowEncoder {
     w.string(e?.node ?? "");
     w.string(e?.service ?? "");
     w.u8(e?.world === true ? 1 : 0);
+    return ip;
+  }
+
+  private endpoint(w: RowWriter, e: Endpoint | undefined, index: number, flags: { value: number }): void {
+    let form: AddressForm;
+    if (e !== undefined && Object.isFrozen(e) && Object.isFrozen(e.labels)) {
+      let hit = this.endpoints.get(e);
+      if (hit === undefined) {
+        const start = w.length;
+        const written = this.writeEndpoint(w, e);
+        hit = { bytes: Buffer.from(w.take().subarray(start)), form: written };
+        this.endpoints.set(e, hit);
+      } else {
+        w.bytes(hit.bytes);
+      }
+      form = hit.form;
+    } else {
+      form = this.writeEndpoint(w, e);
+    }
+    if (form.raw) flags.value |= RAW_BIT(index);
+    if (form.v6) flags.value |= V6_BIT(index);
+  }
+
+  private packetAddress(w: RowWriter, text: string | undefined, index: number, flags: { value: number }): void {
+    const form = this.address(w, text);
+    w.string(form.text);
+    if (form.raw) flags.value |= RAW_BIT(index);
+    if (form.v6) flags.value |= V6_BIT(index);
   }
 
   /** Appends one row: the record's columns in FLOW_COLUMNS order, then its origin. */
-  record(r: FlowRecord, origin: RowOrigin): void {
-    const w = this.out;
+  record(w: RowWriter, r: FlowRecord, origin: RowOrigin): void {
     const endNs = r.endTime === undefined ? 0n : nanosOf(r.endTime);
     const endSeconds = r.endTime === undefined ? 0 : Number(r.endTime.seconds);
     w.u32(Math.min(Math.max(endSeconds, 0), 0xffffffff));
@@ -246,8 +278,8 @@ export class FlowRowEncoder {
     w.string(r.interface);
     w.u32(r.ifindex);
     w.i32(r.ip?.version ?? 0);
-    w.string(this.address(r.ip?.source, 0, flags));
-    w.string(this.address(r.ip?.destination, 1, flags));
+    this.packetAddress(w, r.ip?.source, 0, flags);
+    this.packetAddress(w, r.ip?.destination, 1, flags);
     const l4 = r.l4;
     w.u32(l4?.protocol ?? 0);
     w.string(l4?.protocolName ?? "");
@@ -263,8 +295,8 @@ export class FlowRowEncoder {
     w.i32(r.verdict);
     w.u64(r.sequence);
     w.i32(r.verdictReason);
-    this.endpoint(r.source, 2, flags);
-    this.endpoint(r.destination, 3, flags);
+    this.endpoint(w, r.source, 2, flags);
+    this.endpoint(w, r.destination, 3, flags);
     const a = r.attribution;
     w.u64(a?.policyVersion ?? 0n);
     w.u8(a?.egressIsolated === true ? 1 : 0);

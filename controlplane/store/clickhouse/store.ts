@@ -76,6 +76,7 @@ export class ClickHouseFlowStore implements FlowStore {
   readonly replicaId: string;
   private readonly client: ClickHouseClient;
   private readonly db: string;
+  private readonly encoder = new FlowRowEncoder();
   private readonly location: string;
   private schema: Promise<void> | undefined;
   private fatal: Error | undefined;
@@ -160,14 +161,14 @@ export class ClickHouseFlowStore implements FlowStore {
   async append(batches: readonly StoredBatch[]): Promise<void> {
     if (batches.length === 0) return;
     await this.ready();
-    const rows = new FlowRowEncoder(new RowWriter());
+    const rows = new RowWriter();
     const markers = new RowWriter();
     for (const batch of batches) {
       const writeId = randomBytes(8).readBigUInt64LE() >> 1n;
       let minStart: bigint | undefined;
       let maxEnd = 0n;
       batch.records.forEach((record, row) => {
-        rows.record(record, { instanceId: batch.instanceId, batchId: batch.batchId, row, writeId });
+        this.encoder.record(rows, record, { instanceId: batch.instanceId, batchId: batch.batchId, row, writeId });
         const start = record.startTime ? record.startTime.seconds * 1_000_000_000n + BigInt(record.startTime.nanos) : 0n;
         const end = record.endTime ? record.endTime.seconds * 1_000_000_000n + BigInt(record.endTime.nanos) : 0n;
         if (minStart === undefined || start < minStart) minStart = start;
@@ -185,7 +186,7 @@ export class ClickHouseFlowStore implements FlowStore {
       markers.u64(++this.seq);
     }
     try {
-      if (rows.out.length > 0) await this.insert(`INSERT INTO ${this.db}.flows (${COLUMN_LIST}) FORMAT RowBinary`, rows.out.take());
+      if (rows.length > 0) await this.insert(`INSERT INTO ${this.db}.flows (${COLUMN_LIST}) FORMAT RowBinary`, rows.take());
       await this.insert(`INSERT INTO ${this.db}.batches (instance_id, batch_id, write_id, node, records, min_start_ns, max_end_ns, replica, replica_seq) FORMAT RowBinary`,
         markers.take());
     } catch (error) {
