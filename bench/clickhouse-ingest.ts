@@ -1,14 +1,14 @@
 // ClickHouse store ingest: records/s into one clickhouse-server with 1 and 2 writers
 // (control-plane replicas), side by side with the in-memory FlowHistory append in the same
-// run. Run after `npm run build:ts` as `node dist/bench/clickhouse-ingest.js [RECORDS]`
-// (default 400,000 per phase). Starts its own clickhouse-server (lab/clickhouse.ts: HTTP
+// run. Run after `npm run build:ts` as `node dist/bench/clickhouse-ingest.js [RECORDS]
+// [--per-append N]` (default 400,000 records per phase, 10 batches per append). Starts its own clickhouse-server (lab/clickhouse.ts: HTTP
 // on 127.0.0.1, state in a temp dir) and stops it at the end or on error.
 //
 // Method: a pool of 20 batches x 1,000 enriched records (20 namespaces, 500 pods, 10
 // nodes; pod->pod at both observation points, pod->Service, world<->pod; fresh strings and
 // timestamps, as decoded agent records are) is built once and not timed. Each phase sends
 // RECORDS records as batches of 1,000 with unique (instance, batch id), 10 batches per
-// append() (one INSERT of rows and one of markers; the control plane groups what arrives
+// append() (--per-append) (one INSERT of rows and one of markers; the control plane groups what arrives
 // together). A writer is a child process with its own ClickHouseFlowStore (its own
 // replica id and HTTP connections), as a replica would be; the 2-writer phase runs two
 // children at once, each sending half, into the same database. The rate is records over
@@ -17,6 +17,7 @@
 // markers' records, and raw rows): both must equal what was sent. FlowHistory gets the
 // same batches, in the parent, timed around append() alone.
 import { fork } from "node:child_process";
+import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { IpVersion, ObservationPoint, ReporterSide, Verdict, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { FlowHistory } from "../controlplane/store/history.js";
@@ -28,7 +29,9 @@ import { seededRandom } from "../test/harness/seeded-random.js";
 
 const BATCH = 1_000;
 const POOL = 20;
-const PER_APPEND = Number(process.env.PER_APPEND ?? 10);
+/** Batches per append(), i.e. per INSERT: `--per-append N` (default 10). */
+const perAppendFlag = process.argv.indexOf("--per-append");
+const PER_APPEND = perAppendFlag > 0 ? Number(process.argv[perAppendFlag + 1]) : 10;
 
 function endpoint(fields: Partial<Endpoint>): Endpoint {
   return { ip: "", namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node: "", service: "", world: false, ...fields };
@@ -114,7 +117,7 @@ async function writer(url: string, credentials: string, records: number, instanc
 
 function runWriter(url: string, credentials: string, records: number, instance: string): Promise<WriterResult> {
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), ["--writer", url, credentials, String(records), instance], { stdio: "inherit" });
+    const child = fork(fileURLToPath(import.meta.url), ["--writer", url, credentials, String(records), instance, "--per-append", String(PER_APPEND)], { stdio: "inherit" });
     child.once("message", (m) => resolve(m as WriterResult));
     child.once("error", reject);
     child.once("exit", (code) => { if (code !== 0) reject(new Error(`writer ${instance} exited ${code}`)); });
@@ -122,7 +125,9 @@ function runWriter(url: string, credentials: string, records: number, instance: 
 }
 
 async function main(): Promise<void> {
-  const records = Math.ceil(Number(process.argv[2] ?? 400_000) / (2 * BATCH)) * 2 * BATCH;
+  if (!Number.isInteger(PER_APPEND) || PER_APPEND < 1) throw new Error("--per-append: expected a whole number of batches ≥ 1");
+  const first = process.argv[2];
+  const records = Math.ceil(Number(first !== undefined && /^[0-9]+$/.test(first) ? first : 400_000) / (2 * BATCH)) * 2 * BATCH;
   const pool = recordPool();
 
   const history = new FlowHistory({ capacity: records });
@@ -163,6 +168,7 @@ async function main(): Promise<void> {
       console.log(`clickhouse, ${writers} writer(s): ${records} records in ${end - start} ms = ${(rate / 1e3).toFixed(0)}k records/s; `
         + `writers' CPU ${cpu.toFixed(0)} ms (${(records / (cpu / 1000) / 1e3).toFixed(0)}k records per writer CPU-second); `
         + `stored rows ${status.records}, read back ${read}: ${exact ? "exact" : "MISMATCH"}; ${(Number(status.bytes) / records).toFixed(1)} bytes/record on disk`);
+      console.log(`  load average during the phase's end: ${os.loadavg().map((l) => l.toFixed(1)).join(", ")} (${os.cpus().length} CPUs)`);
       lines.push(`${writers} writer${writers > 1 ? "s" : ""} ${(rate / 1e3).toFixed(0)}k/s${exact ? "" : " (MISMATCH)"}`);
       if (!exact) process.exitCode = 1;
     }
