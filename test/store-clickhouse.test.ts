@@ -219,6 +219,23 @@ describe("exactly once across replicas", () => {
   });
 });
 
+describe("group commit", () => {
+  it("appends that arrive while a write is in flight go in one write; each resolves once stored", async () => {
+    const loc = location();
+    const store = await open(loc);
+    try {
+      const records = (agent: number) => Array.from({ length: 50 }, (_, i) => fullRecord(i, { sequence: BigInt(agent * 1000 + i) }));
+      await Promise.all(Array.from({ length: 20 }, (_, agent) => store.append([batch(`agent-${agent}`, 1, records(agent))])));
+      // The first write starts alone; the 19 that arrived meanwhile share the next.
+      expect(store.writes).toBe(2);
+      expect((await all(store)).length).toBe(20 * 50);
+      for (let agent = 0; agent < 20; agent++) expect(await store.lastBatchId(`agent-${agent}`)).toBe(1n);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe("tail: one replica sees the other's records", () => {
   it("hands over B's batches once, never A's own, never a batch A also wrote", async () => {
     const loc = location();
