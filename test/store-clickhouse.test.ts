@@ -16,6 +16,7 @@ import {
 } from "../proto/gen/bulkhead/v1/flow.js";
 import { TrafficDirection, type FlowFilter } from "../proto/gen/bulkhead/v1/observer.js";
 import { compileRequest } from "../controlplane/store/filter.js";
+import { FlowHistory } from "../controlplane/store/history.js";
 import type { StoredBatch } from "../controlplane/store/durable.js";
 import { parseClickHouseLocation, type ClickHouseLocation } from "../controlplane/store/clickhouse/location.js";
 import { sqlString, sqlUInt } from "../controlplane/store/clickhouse/sql.js";
@@ -174,6 +175,32 @@ describe("round trip", () => {
       const predicate = (r: FlowRecord) => r.verdict === Verdict.VERDICT_FORWARDED;
       const got = await all(store, { last: 150, predicate });
       expect(got).toEqual(records.filter(predicate).slice(-150));
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe("time ranges", () => {
+  it("since/until select what the in-memory history selects (records overlapping the range), with and without last N", async () => {
+    const store = await open(location());
+    try {
+      // Records 0.5 s to 3 s long, ending every 0.7 s over two minutes, with sub-millisecond ends.
+      const records = Array.from({ length: 170 }, (_, i) => {
+        const end = NOW - 120_000 + i * 700;
+        return fullRecord(i, { startTime: ts(end - 500 - (i % 6) * 500, i), endTime: ts(end, 999_999 - i), sequence: BigInt(i) });
+      });
+      await store.append([batch("t", 1, records.slice(0, 80)), batch("t", 2, records.slice(80))]);
+      const history = new FlowHistory();
+      history.append(records);
+      const msTs = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: Math.round((ms % 1000) * 1e6) });
+      for (const [since, until] of [[NOW - 100_000.5, NOW - 60_000], [NOW - 30_000, undefined], [undefined, NOW - 110_000], [NOW - 50_000, NOW - 50_000]]) {
+        for (const last of [undefined, 7]) {
+          const expected = history.query({ since: since === undefined ? undefined : msTs(since), until: until === undefined ? undefined : msTs(until), last });
+          const got = await all(store, { sinceMs: since, untilMs: until, last });
+          expect(got.map((r) => r.sequence), `since ${since} until ${until} last ${last}`).toEqual(expected.map((r) => r.sequence));
+        }
+      }
     } finally {
       await store.close();
     }
