@@ -1,17 +1,20 @@
 // ClickHouse store ingest: records/s into one clickhouse-server with 1 and 2 writers
 // (control-plane replicas), side by side with the in-memory FlowHistory append in the same
 // run. Run after `npm run build:ts` as `node dist/bench/clickhouse-ingest.js [RECORDS]
-// [--per-append N]` (default 400,000 records per phase, 10 batches per append). Starts its own clickhouse-server (lab/clickhouse.ts: HTTP
+// [--agents K] [--per-append N]` (default 400,000 records per phase, 10 agents, 1 batch per
+// append). Starts its own clickhouse-server (lab/clickhouse.ts: HTTP
 // on 127.0.0.1, state in a temp dir) and stops it at the end or on error.
 //
 // Method: a pool of 20 batches x 1,000 enriched records (20 namespaces, 500 pods, 10
 // nodes; pod->pod at both observation points, pod->Service, world<->pod; fresh strings and
 // timestamps, as decoded agent records are) is built once and not timed. Each phase sends
-// RECORDS records as batches of 1,000 with unique (instance, batch id), 10 batches per
-// append() (--per-append) (one INSERT of rows and one of markers; the control plane groups what arrives
-// together). A writer is a child process with its own ClickHouseFlowStore (its own
-// replica id and HTTP connections), as a replica would be; the 2-writer phase runs two
-// children at once, each sending half, into the same database. The rate is records over
+// RECORDS records as batches of 1,000 with unique (instance, batch id). A writer is a
+// child process with its own ClickHouseFlowStore (its own replica id and HTTP
+// connections), as a replica would be, fed by K agents (--agents) that each append N
+// batches (--per-append) and await it before the next, as an agent awaits its ack; the
+// store groups the appends that arrive while a write is in flight into one write (one
+// INSERT of rows, one of markers). The 2-writer phase runs two children at once, each
+// sending half, into the same database. The rate is records over
 // the wall time from the first append to the last one resolving; each writer's own CPU
 // time is reported too. The phase's rows are then counted in the store (winning
 // markers' records, and raw rows): both must equal what was sent. FlowHistory gets the
@@ -29,9 +32,17 @@ import { seededRandom } from "../test/harness/seeded-random.js";
 
 const BATCH = 1_000;
 const POOL = 20;
-/** Batches per append(), i.e. per INSERT: `--per-append N` (default 10). */
-const perAppendFlag = process.argv.indexOf("--per-append");
-const PER_APPEND = perAppendFlag > 0 ? Number(process.argv[perAppendFlag + 1]) : 10;
+/** A whole-number flag `--name N` of the command line, or its default. */
+function count(name: string, fallback: number): number {
+  const at = process.argv.indexOf(`--${name}`);
+  const value = at > 0 ? Number(process.argv[at + 1]) : fallback;
+  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name}: expected a whole number ≥ 1, got ${process.argv[at + 1]}`);
+  return value;
+}
+/** Batches per append() call (`--per-append`, default 1: one call per agent batch, as the control plane makes). */
+const PER_APPEND = count("per-append", 1);
+/** Agents per writer appending concurrently (`--agents`, default 10): the store groups what arrives together. */
+const AGENTS = count("agents", 10);
 
 function endpoint(fields: Partial<Endpoint>): Endpoint {
   return { ip: "", namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node: "", service: "", world: false, ...fields };
@@ -95,37 +106,41 @@ function recordPool(): FlowRecord[][] {
 interface WriterResult { records: number; startMs: number; endMs: number; cpuMs: number }
 
 /** A child: appends `records` records as one replica, then reports when it started and ended. */
-async function writer(url: string, credentials: string, records: number, instance: string): Promise<WriterResult> {
+async function writer(url: string, credentials: string, records: number, instance: string): Promise<WriterResult & { writes: number }> {
   const pool = recordPool();
   const store = await openClickHouseStore({ location: parseClickHouseLocation(url, credentials) });
   const cpu = process.cpuUsage();
   const startMs = Date.now();
-  let batchId = 0n;
-  for (let sent = 0; sent < records;) {
-    const group: StoredBatch[] = [];
-    for (let i = 0; i < PER_APPEND && sent < records; i++, sent += BATCH) {
-      batchId++;
-      group.push({ node: "node-0", instanceId: instance, batchId, records: pool[Number(batchId % BigInt(POOL))]! });
+  let sent = 0;
+  // AGENTS streams, each awaiting its append before the next, as an agent awaits its ack.
+  await Promise.all(Array.from({ length: AGENTS }, async (_, agent) => {
+    let batchId = 0n;
+    while (sent < records) {
+      const group: StoredBatch[] = [];
+      for (let i = 0; i < PER_APPEND && sent < records; i++, sent += BATCH) {
+        batchId++;
+        group.push({ node: `node-${agent}`, instanceId: `${instance}-agent-${agent}`, batchId, records: pool[Number(batchId % BigInt(POOL))]! });
+      }
+      await store.append(group);
     }
-    await store.append(group);
-  }
+  }));
   const endMs = Date.now();
   const used = process.cpuUsage(cpu);
+  const writes = store.writes;
   await store.close();
-  return { records, startMs, endMs, cpuMs: (used.user + used.system) / 1000 };
+  return { records, startMs, endMs, cpuMs: (used.user + used.system) / 1000, writes };
 }
 
-function runWriter(url: string, credentials: string, records: number, instance: string): Promise<WriterResult> {
+function runWriter(url: string, credentials: string, records: number, instance: string): Promise<WriterResult & { writes: number }> {
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), ["--writer", url, credentials, String(records), instance, "--per-append", String(PER_APPEND)], { stdio: "inherit" });
-    child.once("message", (m) => resolve(m as WriterResult));
+    const child = fork(fileURLToPath(import.meta.url), ["--writer", url, credentials, String(records), instance, "--per-append", String(PER_APPEND), "--agents", String(AGENTS)], { stdio: "inherit" });
+    child.once("message", (m) => resolve(m as WriterResult & { writes: number }));
     child.once("error", reject);
     child.once("exit", (code) => { if (code !== 0) reject(new Error(`writer ${instance} exited ${code}`)); });
   });
 }
 
 async function main(): Promise<void> {
-  if (!Number.isInteger(PER_APPEND) || PER_APPEND < 1) throw new Error("--per-append: expected a whole number of batches ≥ 1");
   const first = process.argv[2];
   const records = Math.ceil(Number(first !== undefined && /^[0-9]+$/.test(first) ? first : 400_000) / (2 * BATCH)) * 2 * BATCH;
   const pool = recordPool();
@@ -158,6 +173,7 @@ async function main(): Promise<void> {
       const end = Math.max(...results.map((r) => r.endMs));
       const rate = records / ((end - start) / 1000);
       const cpu = results.reduce((s, r) => s + r.cpuMs, 0);
+      const writes = results.reduce((s, r) => s + r.writes, 0);
       const store = await openClickHouseStore({ location: parseClickHouseLocation(url, server.credentialsFile) });
       await store.refreshStatus();
       const status = store.status();
@@ -165,7 +181,8 @@ async function main(): Promise<void> {
       for await (const chunk of store.query({ allow: [], deny: [], predicate: () => true })) read += chunk.length;
       await store.close();
       const exact = status.records === BigInt(records) && read === records;
-      console.log(`clickhouse, ${writers} writer(s): ${records} records in ${end - start} ms = ${(rate / 1e3).toFixed(0)}k records/s; `
+      console.log(`clickhouse, ${writers} writer(s): ${records} records in ${end - start} ms = ${(rate / 1e3).toFixed(0)}k records/s `
+        + `in ${writes} grouped writes (${(records / writes / 1e3).toFixed(1)}k rows each); `
         + `writers' CPU ${cpu.toFixed(0)} ms (${(records / (cpu / 1000) / 1e3).toFixed(0)}k records per writer CPU-second); `
         + `stored rows ${status.records}, read back ${read}: ${exact ? "exact" : "MISMATCH"}; ${(Number(status.bytes) / records).toFixed(1)} bytes/record on disk`);
       console.log(`  load average during the phase's end: ${os.loadavg().map((l) => l.toFixed(1)).join(", ")} (${os.cpus().length} CPUs)`);
@@ -175,7 +192,7 @@ async function main(): Promise<void> {
   } finally {
     await server.stop();
   }
-  console.log(`SUMMARY clickhouse-ingest (${records} records per phase, batches of ${BATCH}, ${PER_APPEND} per append): `
+  console.log(`SUMMARY clickhouse-ingest (${records} records per phase, batches of ${BATCH}, ${AGENTS} agents per writer, ${PER_APPEND} batch(es) per append): `
     + `memory ${(memoryRate / 1e3).toFixed(0)}k/s; clickhouse ${lines.join(", ")}`);
 }
 
