@@ -34,7 +34,7 @@ export const FLOW_COLUMNS: readonly [string, ColumnType][] = [
   ["policy_version", "UInt64"], ["egress_isolated", "UInt8"], ["egress_allowed_by", "Array(String)"], ["egress_isolated_by", "Array(String)"],
   ["ingress_isolated", "UInt8"], ["ingress_allowed_by", "Array(String)"], ["ingress_isolated_by", "Array(String)"],
   // Which batch, and which write of it (see store.ts: a batch written twice is read once).
-  ["instance_id", "String"], ["batch_id", "UInt64"], ["row", "UInt32"], ["write_id", "UInt64"],
+  ["instance_id", "String"], ["batch_id", "UInt64"], ["row_index", "UInt32"], ["write_id", "UInt64"],
 ];
 
 /** Bits of `present`: which optional messages the record had. */

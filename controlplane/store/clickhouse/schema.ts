@@ -4,7 +4,8 @@
 // than this build's is refused, naming both versions: an older control plane must not
 // write rows a newer schema reads differently.
 //
-// Tables (MergeTree; 18.16 has no TTL, so retention drops whole day partitions):
+// Column names avoid SQL keywords (row, table, partition) that newer servers may not take
+// unquoted. Tables (MergeTree; 18.16 has no TTL, so retention drops whole day partitions):
 // - flows:   one row per FlowRecord (rows.ts), partitioned by the record's end day, sorted
 //            by (hour, source namespace, destination namespace, end time): a time range
 //            reads its hours only, and a namespace is a key range within each hour, on
@@ -25,9 +26,9 @@ const MIGRATIONS: readonly ((db: string) => string[])[] = [
     `CREATE TABLE IF NOT EXISTS ${db}.batches (written DateTime('UTC') DEFAULT now(), instance_id String, batch_id UInt64,
        write_id UInt64, node String, records UInt32, min_start_ns UInt64, max_end_ns UInt64, replica String, replica_seq UInt64)
      ENGINE = MergeTree PARTITION BY toDate(written) ORDER BY (instance_id, batch_id)`,
-    `CREATE TABLE IF NOT EXISTS ${db}.retention_log (dropped DateTime('UTC') DEFAULT now(), table String, partition String,
+    `CREATE TABLE IF NOT EXISTS ${db}.retention_log (dropped DateTime('UTC') DEFAULT now(), table_name String, partition_id String,
        records UInt64, bytes UInt64, replica String)
-     ENGINE = MergeTree ORDER BY (table, partition)`,
+     ENGINE = MergeTree ORDER BY (table_name, partition_id)`,
   ],
 ];
 

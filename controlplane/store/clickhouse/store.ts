@@ -275,7 +275,7 @@ export class ClickHouseFlowStore implements FlowStore {
   async *query(query: StoreQuery): AsyncIterable<readonly FlowRecord[]> {
     await this.ready();
     const where = this.where(query);
-    const order = ["end_ns", "instance_id", "batch_id", "row"];
+    const order = ["end_ns", "instance_id", "batch_id", "row_index"];
     try {
       if (!query.last) {
         let out: FlowRecord[] = [];
@@ -297,7 +297,7 @@ export class ClickHouseFlowStore implements FlowStore {
       for (;;) {
         const keyset = after === undefined ? "" : ` AND (end_ns < ${sqlUInt(after.endNs)} OR (end_ns = ${sqlUInt(after.endNs)} AND `
           + `(instance_id < ${sqlString(after.origin.instanceId)} OR (instance_id = ${sqlString(after.origin.instanceId)} AND `
-          + `(batch_id < ${sqlUInt(after.origin.batchId)} OR (batch_id = ${sqlUInt(after.origin.batchId)} AND row < ${sqlUInt(after.origin.row)}))))))`;
+          + `(batch_id < ${sqlUInt(after.origin.batchId)} OR (batch_id = ${sqlUInt(after.origin.batchId)} AND row_index < ${sqlUInt(after.origin.row)}))))))`;
         let seen = 0;
         for await (const rows of this.select(`SELECT ${COLUMN_LIST} FROM ${this.db}.flows WHERE ${where}${keyset} `
           + `ORDER BY ${order.map((c) => `${c} DESC`).join(", ")} LIMIT ${sqlUInt(page)}`)) {
@@ -346,7 +346,7 @@ export class ClickHouseFlowStore implements FlowStore {
       }
       for (const p of drop) {
         await this.command(`ALTER TABLE ${this.db}.flows DROP PARTITION ${sqlString(p.partition)}`);
-        await this.command(`INSERT INTO ${this.db}.retention_log (table, partition, records, bytes, replica) VALUES ('flows', `
+        await this.command(`INSERT INTO ${this.db}.retention_log (table_name, partition_id, records, bytes, replica) VALUES ('flows', `
           + `${sqlString(p.partition)}, ${sqlUInt(BigInt(p.rows))}, ${sqlUInt(BigInt(p.bytes))}, ${sqlString(this.replicaId)})`);
         records += BigInt(p.rows);
         partitions++;
@@ -364,13 +364,17 @@ export class ClickHouseFlowStore implements FlowStore {
     return { records, partitions };
   }
 
-  /** Reads sizes and retention totals into status(); status() itself never waits. */
+  /**
+   * Reads sizes and retention totals into status(); status() itself never waits. `records`
+   * counts stored rows, so it includes the rare rows of a write that was never marked or
+   * was marked twice, until retention drops them.
+   */
   async refreshStatus(): Promise<void> {
     const [size] = await this.rows<{ records: string; bytes: string }>(`SELECT toString(sumIf(rows, table = 'flows')) AS records, `
       + `toString(sum(bytes_on_disk)) AS bytes FROM system.parts WHERE active AND database = ${sqlString(this.db)}`);
     // Two replicas may drop the same partition at once: each partition counts once.
     const [dropped] = await this.rows<{ records: string; partitions: string }>(`SELECT toString(sum(r)) AS records, `
-      + `toString(count()) AS partitions FROM (SELECT max(records) AS r FROM ${this.db}.retention_log GROUP BY table, partition)`);
+      + `toString(count()) AS partitions FROM (SELECT max(records) AS r FROM ${this.db}.retention_log GROUP BY table_name, partition_id)`);
     this.current.records = BigInt(size?.records ?? "0");
     this.current.bytes = BigInt(size?.bytes ?? "0");
     this.current.retentionDroppedRecords = BigInt(dropped?.records ?? "0");
@@ -433,7 +437,7 @@ export class ClickHouseFlowStore implements FlowStore {
           const byWrite = new Map<string, FlowRecord[]>(wanted.map((m) => [m.write, []]));
           for await (const rows of this.select(`SELECT ${COLUMN_LIST} FROM ${this.db}.flows WHERE end_time >= toDateTime(${sqlUInt(lo)}, 'UTC') `
             + `AND end_time <= toDateTime(${sqlUInt(hi)}, 'UTC') AND (instance_id, batch_id, write_id) IN (${writes.join(", ")}) `
-            + `ORDER BY instance_id, batch_id, row`)) {
+            + `ORDER BY instance_id, batch_id, row_index`)) {
             for (const { record, origin } of rows) byWrite.get(String(origin.writeId))?.push(record);
           }
           for (const m of wanted) {
