@@ -35,7 +35,8 @@ export interface ClickHouseServer {
   credentialsFile: string;
   username: string;
   password: string;
-  /** SIGTERM, SIGKILL after 10 s; removes the state dir when this module made it. */
+  /** SIGTERM, SIGKILL after 10 s; removes the state dir when this module made it. (If the
+   * starting process exits first, the server is killed with it.) */
   stop(): Promise<void>;
 }
 
@@ -139,7 +140,14 @@ export async function startClickHouse(options: ClickHouseOptions = {}): Promise<
   let spawnFailure: Error | undefined;
   child.once("error", (error) => { spawnFailure = error; });
   const httpUrl = `http://127.0.0.1:${port}`;
+  // A test runner or bench that exits without stop() (an uncaught error) takes the server along.
+  const killOnExit = () => {
+    child.kill("SIGKILL");
+    if (ownDir) rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", killOnExit);
   const stop = async () => {
+    process.off("exit", killOnExit);
     await stopChild(child, STOP_GRACE_MS);
     if (ownDir) rmSync(dir, { recursive: true, force: true });
   };
