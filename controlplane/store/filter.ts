@@ -296,7 +296,8 @@ const PROTOCOLS: Readonly<Record<string, number>> = {
   tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv4: 1, icmpv6: 58,
 };
 
-function protocolNumber(field: string, value: string): number {
+/** The IANA number of a protocol filter value; throws FlowFilterError naming `field`. */
+export function protocolNumber(field: string, value: string): number {
   const known = PROTOCOLS[value.toLowerCase()];
   if (known !== undefined) return known;
   if (/^[0-9]{1,3}$/.test(value) && Number(value) <= 255) return Number(value);
