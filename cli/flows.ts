@@ -81,9 +81,13 @@ function exportFiles(paths: string[]): string[] {
 
 export async function runFlows(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(usage);
+    return 0;
+  }
   if (sub !== "tail") {
     process.stderr.write(usage);
-    return sub === "--help" || sub === "-h" ? 0 : 2;
+    return 2;
   }
   let parsed;
   try {

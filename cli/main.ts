@@ -1,7 +1,10 @@
 // The `bulkhead` command: one entry point, one handler per subcommand.
+import { parseArgs } from "node:util";
 import pino from "pino";
 import { parseAgentArgs, agentUsage } from "../agent/config.js";
 import { ConfigError } from "../config/flags.js";
+import { VERSION } from "../config/version.js";
+import { PROTOCOL_VERSION } from "../agent/controlplane/connection.js";
 import { Agent } from "../agent/agent.js";
 import { PinDir } from "../agent/pins.js";
 
@@ -13,11 +16,13 @@ commands:
   observe       flows from the control plane, filtered (like hubble observe)
   map           the flow map of a namespace (-n NS | -A) as a table, JSON or dot
   status        agents, record rates and every loss counter
+  policy        policy explain: why a connection is allowed or denied, rule by rule
   certs         create the CA and certificates of mutual TLS between agents and the control plane
   lab           build and drive the lab cluster datapath (lab up|down|status|exec|pod …)
   probe         send or serve test traffic inside a lab pod (udp, tcp, sctp)
   flows         print flow records from JSON-lines export files (flows tail DIR|FILE…)
-  help          this text; "bulkhead <command> --help" for a command's flags
+  version       the version and the agent protocol version (also --version; -o json)
+  help          this text; "bulkhead help <command>" or "bulkhead <command> --help" for a command's flags
 
 observe, map and status send a bearer token when given one: --token-file FILE, --token TOKEN,
 or $BULKHEAD_TOKEN; $BULKHEAD_SERVER names the control plane.
@@ -56,6 +61,31 @@ async function runAgent(argv: string[]): Promise<number> {
   });
 }
 
+const versionUsage = `usage: bulkhead version [-o text|json]
+
+The version of this bulkhead (CLI, agent and control plane ship as one) and the wire
+protocol version its agent speaks to the control plane (a control plane refuses an agent
+of another protocol version).
+`;
+
+function runVersion(argv: string[]): number {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(versionUsage);
+    return 0;
+  }
+  let output: string;
+  try {
+    output = parseArgs({ args: argv, options: { output: { type: "string", short: "o", default: "text" } }, strict: true }).values.output;
+  } catch (err) {
+    throw new ConfigError(`version: ${(err as Error).message}`);
+  }
+  if (output !== "text" && output !== "json") throw new ConfigError(`version: -o: expected text or json, got "${output}"`);
+  process.stdout.write(output === "json"
+    ? `${JSON.stringify({ version: VERSION, protocolVersion: PROTOCOL_VERSION })}\n`
+    : `bulkhead ${VERSION} (agent protocol ${PROTOCOL_VERSION})\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -81,6 +111,10 @@ async function main(argv: string[]): Promise<number> {
       const { runControlPlane } = await import("../controlplane/main.js");
       return runControlPlane(rest);
     }
+    case "policy": {
+      const { runPolicy } = await import("./policy.js");
+      return runPolicy(rest);
+    }
     case "certs": {
       const { runCerts } = await import("../tls/certs-command.js");
       return runCerts(rest);
@@ -93,8 +127,15 @@ async function main(argv: string[]): Promise<number> {
       const { runFlows } = await import("./flows.js");
       return runFlows(rest);
     }
-    case undefined:
+    case "version":
+    case "--version":
+      return runVersion(rest);
     case "help":
+      // `bulkhead help observe` is `bulkhead observe --help`, as with kubectl and git.
+      if (rest.length > 0) return main([...rest, "--help"]);
+      process.stdout.write(usage);
+      return 0;
+    case undefined:
     case "--help":
     case "-h":
       process.stdout.write(usage);

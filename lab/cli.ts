@@ -50,8 +50,34 @@ The state dir defaults to $BULKHEAD_LAB_STATE_DIR or ${DEFAULT_STATE_DIR}.
 
 class UsageError extends Error {}
 
+/**
+ * One command's lines of USAGE ("pod" has three), as a usage text of its own; the whole
+ * USAGE for a command it does not list.
+ */
+function commandUsage(command: string): string {
+  const out: string[] = [];
+  let inside = false;
+  for (const line of USAGE.split("\n")) {
+    if (/^ {2}\S/.test(line)) inside = line.slice(2).split(" ")[0] === command;
+    else if (!/^ {3,}\S/.test(line)) inside = false;
+    if (inside) out.push(/^ {2}\S/.test(line) ? `  bulkhead lab ${line.slice(2)}` : `             ${line}`);
+  }
+  if (out.length === 0) return USAGE;
+  return `usage:\n${out.join("\n")}\n\n--state-dir DIR on every command; "bulkhead lab help" lists them all.\n`;
+}
+
+/** `--help` or `-h` among a command's own flags (for exec, before the "--" that starts CMD). */
+function asksForHelp(command: string, rest: readonly string[]): boolean {
+  const own = command === "exec" && rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+  return own.includes("--help") || own.includes("-h");
+}
+
 export async function runLab(argv: readonly string[], io: LabIO = process): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== undefined && command !== "conformance" && asksForHelp(command, rest)) {
+    io.stdout.write(commandUsage(command));
+    return 0;
+  }
   try {
     switch (command) {
       case "up": return await cmdUp(rest, io);

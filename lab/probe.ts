@@ -220,6 +220,10 @@ function untilSignal(): Promise<void> {
 
 export async function runProbe(argv: string[]): Promise<number> {
   const [kind, ...rest] = argv;
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(usage);
+    return 0;
+  }
   let parsed;
   try {
     parsed = parseArgs({
@@ -248,7 +252,7 @@ export async function runProbe(argv: string[]): Promise<number> {
     case "prober": await (await import("./prober.js")).runProber(v.socket, v.listen); break;
     default:
       process.stderr.write(usage);
-      return kind === "--help" ? 0 : 2;
+      return 2;
   }
   return typeof process.exitCode === "number" ? process.exitCode : 0;
 }

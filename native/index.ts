@@ -56,6 +56,13 @@ export interface AttachOptions {
   netns?: string;
   /** "tcx" needs kernel >= 6.6; "auto" tries tcx then falls back to clsact. Default "auto". */
   mode?: AttachMode | "auto";
+  /**
+   * Where in the interface's chain: "first" (the default, what the agent uses) goes ahead
+   * of every program already there, a CNI's included (tcx BPF_F_BEFORE; clsact priority
+   * 1); "last" behind them (tests put stand-in CNI programs there). A clsact filter of
+   * ours left at that place by a dead process is replaced.
+   */
+  position?: "first" | "last";
 }
 
 export interface Link {

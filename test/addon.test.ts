@@ -14,6 +14,7 @@ import { repoRoot } from "../config/install.js";
 
 const addon = native();
 const fixtureSource = path.join(repoRoot, "test", "fixtures", "addon_fixture.bpf.c");
+const cniSource = path.join(repoRoot, "test", "fixtures", "cni_standin.bpf.c");
 const NS_A = `bhaddon-a-${process.pid}`;
 const NS_B = `bhaddon-b-${process.pid}`;
 const nsA = `/run/netns/${NS_A}`;
@@ -23,6 +24,7 @@ const pinPrefix = `bhaddon-${process.pid}-`;
 
 let workDir = "";
 let objectPath = "";
+let cniObjectPath = "";
 const opened: BpfObject[] = [];
 
 function run(cmd: string, args: string[]): string {
@@ -129,6 +131,9 @@ beforeAll(() => {
   objectPath = path.join(workDir, "addon_fixture.bpf.o");
   run("clang", ["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu",
     "-c", fixtureSource, "-o", objectPath]);
+  cniObjectPath = path.join(workDir, "cni_standin.bpf.o");
+  run("clang", ["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu",
+    "-c", cniSource, "-o", cniObjectPath]);
   try {
     ip("netns", "add", NS_A);
     ip("netns", "add", NS_B);
@@ -330,7 +335,7 @@ describe("attachTc", () => {
     const link = obj.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "clsact" });
     try {
       expect(link).toMatchObject({ mode: "clsact", id: 0 });
-      expect(tcFilters(NS_A, "bha0", "ingress")).toMatch(/pref 2844 .*handle 0xb1c/s);
+      expect(tcFilters(NS_A, "bha0", "ingress")).toMatch(/pref 1 .*handle 0xb1c/s);
       ping(NS_B, "10.198.0.1");
       expect(countOf(obj, 3)).toBeGreaterThanOrEqual(2);
       expect(catchError(() => link.pin(path.join(pinDir, `${pinPrefix}clsact`)))).toMatchObject({ code: "EOPNOTSUPP" });
@@ -341,7 +346,7 @@ describe("attachTc", () => {
     link.detach();
   });
 
-  it("cleanupClsact removes the filters a killed process left behind", () => {
+  it("replaces in place the clsact filter a killed process left behind; cleanupClsact removes them", () => {
     child(`
       const obj = addon.openObject(${JSON.stringify(objectPath)});
       for (const direction of ["ingress", "egress"])
@@ -349,15 +354,41 @@ describe("attachTc", () => {
       process.kill(process.pid, "SIGKILL");`);
     expect(tcFilters(NS_A, "bha0", "ingress")).toContain("0xb1c");
     expect(tcFilters(NS_A, "bha0", "egress")).toContain("0xb1c");
-    const obj = openFixture();
-    expect(catchError(() => obj.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "clsact" })))
-      .toMatchObject({ op: "attach", code: "EEXIST" });
-    expect(addon.cleanupClsact("bha0", nsA)).toBe(2);
+    // The next agent's attach takes the stale filter's place: one filter, running the new program.
+    const obj = openFixture(7);
+    const link = obj.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode: "clsact" });
+    expect(tcFilters(NS_A, "bha0", "ingress").match(/handle 0xb1c/g)).toHaveLength(1);
+    ping(NS_B, "10.198.0.1");
+    expect(countOf(obj, 7)).toBeGreaterThanOrEqual(2);
+    link.detach();
+    expect(addon.cleanupClsact("bha0", nsA)).toBe(1); // the egress one
     expect(tcFilters(NS_A, "bha0", "ingress")).not.toContain("0xb1c");
     expect(tcFilters(NS_A, "bha0", "egress")).not.toContain("0xb1c");
     expect(addon.cleanupClsact("bha0", nsA)).toBe(0);
     expect(catchError(() => addon.cleanupClsact("bhnope0", nsA))).toMatchObject({ code: "ENODEV" });
   });
+
+  // A CNI's program that ends the chain (TCX_PASS) and was attached first must not hide
+  // packets from bulkhead: bulkhead's go first and pass the packet on (TCX_NEXT), so the
+  // CNI's still runs, after them.
+  for (const mode of ["tcx", "clsact"] as const) {
+    it(`${mode}: goes ahead of a program that ends the chain, which still runs after it`, () => {
+      const cni = addon.openObject(cniObjectPath);
+      opened.push(cni);
+      const cniLink = cni.program("cni_pass").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode, position: "last" });
+      const obj = openFixture(8);
+      const link = obj.program("count_packets").attachTc({ iface: "bha0", direction: "ingress", netns: nsA, mode });
+      try {
+        ping(NS_B, "10.198.0.1");
+        expect(countOf(obj, 8)).toBeGreaterThanOrEqual(2);
+        expect(cni.map("seen").lookup(u32(0))?.readBigUInt64LE(0)).toBeGreaterThanOrEqual(2n);
+      } finally {
+        link.detach();
+        cniLink.detach();
+      }
+      expect(tcFilters(NS_A, "bha0", "ingress")).not.toContain("0xb1c");
+    });
+  }
 
   it("a tcx link dies with its process unless pinned; removePinnedLink removes a pinned one", async () => {
     const pin = path.join(pinDir, `${pinPrefix}link`);

@@ -21,6 +21,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { HOST_ID, podsSnapshot, rule, WORLD_ID } from "./harness/snapshot.js";
 import { drainRecords, type Rec } from "./harness/drained.js";
+import { ECHO_SERVER_JS } from "./harness/echo-server.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
 import { Datapath, type Counters } from "../agent/datapath.js";
@@ -104,18 +105,6 @@ function spawnIn(netns: string, argv: readonly string[]): Spawned {
 }
 
 // ---- traffic -----------------------------------------------------------------------
-
-// Echo servers, dual stack (TCP and UDP).
-const SERVER_JS = `const net = require("net"), dgram = require("dgram");
-const { tcp, udp } = JSON.parse(process.argv[1]);
-let pending = tcp.length + udp.length;
-const ready = () => { if (--pending === 0) console.log(JSON.stringify({ ready: true })); };
-for (const port of tcp) net.createServer((s) => { s.on("error", () => {}); s.pipe(s); }).listen({ port, host: "::" }, ready);
-for (const port of udp) {
-  const s = dgram.createSocket({ type: "udp6", ipv6Only: false });
-  s.on("message", (m, r) => s.send(m, r.port, r.address, () => {}));
-  s.bind(port, "::", ready);
-}`;
 
 // A TCP server that keeps its connections and writes to all of them on a "push" line
 // from stdin: traffic that starts at the server's side.
@@ -215,7 +204,7 @@ describe("conntrack on the real kernel", () => {
   beforeAll(async () => {
     await buildTopology();
     for (const p of pods) {
-      const s = spawnIn(p.netns, [process.execPath, "-e", SERVER_JS, JSON.stringify({ tcp: [80, 8000, 8001], udp: [53] })]);
+      const s = spawnIn(p.netns, [process.execPath, "-e", ECHO_SERVER_JS, JSON.stringify({ tcp: [80, 8000, 8001], udp: [53] })]);
       await started(s, '"ready":true');
     }
     for (const n of [N1, N2]) {

@@ -20,10 +20,13 @@ import { parseAllDocuments } from "yaml";
 import { repoRoot } from "../config/install.js";
 import { parseAgentArgs } from "../agent/config.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
+import { parseClickHouseLocation, type ClickHouseLocation } from "../controlplane/store/clickhouse/location.js";
 import { WATCHED_RESOURCES, WATCH_VERBS } from "../controlplane/metadata/kubernetes-resources.js";
 import { poll, Spawned } from "./harness/netns.js";
 
-const OVERLAYS = ["production", "dev"] as const;
+const OVERLAYS = ["production", "dev", "scale-out"] as const;
+/** Overlays with TLS and tokens: production, and scale-out, which is built on it. */
+const secure = (overlay: string) => overlay !== "dev";
 const kustomizeDir = path.join(repoRoot, "deploy", "kustomize");
 const dockerfile = path.join(repoRoot, "deploy", "images", "Dockerfile");
 
@@ -77,7 +80,9 @@ interface Container {
   name: string;
   image: string;
   args?: string[];
-  env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string }; configMapKeyRef?: { name: string; key: string } } }[];
+  env?: { name: string; value?: string; valueFrom?: {
+    fieldRef?: { fieldPath: string }; configMapKeyRef?: { name: string; key: string }; secretKeyRef?: { name: string; key: string };
+  } }[];
   ports?: { name?: string; containerPort: number }[];
   livenessProbe?: { httpGet?: { path: string; port: string | number; scheme?: string } };
   readinessProbe?: { httpGet?: { path: string; port: string | number; scheme?: string } };
@@ -100,7 +105,8 @@ interface PodSpec {
   automountServiceAccountToken?: boolean;
   serviceAccountName?: string;
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; seccompProfile?: { type: string } };
-  volumes?: { name: string; hostPath?: { path: string; type?: string }; secret?: { secretName: string } }[];
+  volumes?: { name: string; hostPath?: { path: string; type?: string }; secret?: { secretName: string; items?: { key: string; path: string }[] };
+    persistentVolumeClaim?: { claimName: string } }[];
 }
 
 const podSpec = (o: KubeObject) => field(o, "spec.template.spec") as PodSpec;
@@ -173,14 +179,16 @@ beforeAll(() => {
 const objectsOf = (overlay: string) => rendered.get(overlay) ?? [];
 
 describe.each(OVERLAYS)("overlay %s", (overlay) => {
-  it("renders the namespace, both accounts, RBAC, the ConfigMap, both workloads, the Service and the NetworkPolicy", () => {
+  it("renders the namespace, both accounts, RBAC, the ConfigMap, both workloads, the Service, the NetworkPolicy and the store claim (or, scaled out, the disruption budget)", () => {
     const kinds = objectsOf(overlay).map((o) => `${o.kind}/${o.metadata.name.replace(/-[a-z0-9]{10}$/, "")}`).sort();
+    // The embedded store's claim, except where the replicas share ClickHouse (and drain one at a time).
+    const byOverlay = overlay === "scale-out" ? ["PodDisruptionBudget/bulkhead-controlplane"] : ["PersistentVolumeClaim/bulkhead-controlplane-data"];
     expect(kinds).toEqual([
       "ClusterRole/bulkhead-controlplane", "ClusterRoleBinding/bulkhead-controlplane", "ConfigMap/bulkhead-config",
       "DaemonSet/bulkhead-agent", "Deployment/bulkhead-controlplane", "Namespace/bulkhead",
       "NetworkPolicy/bulkhead-controlplane", "Service/bulkhead-controlplane",
-      "ServiceAccount/bulkhead-agent", "ServiceAccount/bulkhead-controlplane",
-    ]);
+      "ServiceAccount/bulkhead-agent", "ServiceAccount/bulkhead-controlplane", ...byOverlay,
+    ].sort());
     for (const o of objectsOf(overlay)) {
       if (!["Namespace", "ClusterRole", "ClusterRoleBinding"].includes(o.kind)) expect(o.metadata.namespace, o.kind).toBe("bulkhead");
     }
@@ -343,7 +351,7 @@ describe.each(OVERLAYS)("%s: the control plane Deployment", (overlay) => {
     expect(c.securityContext?.capabilities?.add).toBeUndefined();
     expect(c.ports?.find((p) => p.name === "ui")?.containerPort).toBe(4246);
     // HTTPS where the UI serves TLS (production), else HTTP.
-    const scheme = overlay === "production" ? { scheme: "HTTPS" } : {};
+    const scheme = secure(overlay) ? { scheme: "HTTPS" } : {};
     for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe?.httpGet).toEqual({ path: "/healthz", port: "ui", ...scheme });
   });
 });
@@ -368,6 +376,10 @@ function expandedArgs(objects: KubeObject[], workload: KubeObject): string[] {
       const value = (one(objects, "ConfigMap", ref.name).data as Record<string, string> | undefined)?.[ref.key];
       if (value === undefined) throw new Error(`${workload.metadata.name}: env ${e.name}: ConfigMap ${ref.name} has no key ${ref.key}`);
       env.set(e.name, value);
+    } else if (e.valueFrom?.secretKeyRef) {
+      // As the kubelet would: the key of the Secret the operator created (files in secretsDir).
+      const ref = e.valueFrom.secretKeyRef;
+      env.set(e.name, readFileSync(path.join(secretsDir, ref.name, ref.key), "utf8"));
     } else throw new Error(`${workload.metadata.name}: env ${e.name} has a source this test does not model`);
   }
   return (c.args ?? []).map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name: string) => {
@@ -382,6 +394,7 @@ function expandedArgs(objects: KubeObject[], workload: KubeObject): string[] {
 // in the args is rewritten to its folder here, so the parsers read real files (they load
 // and check certificates and tokens at startup).
 let secretsDir = "";
+const CLICKHOUSE_URL = "clickhouse://clickhouse.clickhouse.svc:8123/bulkhead";
 beforeAll(() => {
   secretsDir = mkdtempSync(path.join(os.tmpdir(), "bh-deploy-secrets-"));
   const certs = path.join(secretsDir, "certs");
@@ -391,6 +404,9 @@ beforeAll(() => {
   mkdirSync(path.join(secretsDir, "bulkhead-tokens"));
   writeFileSync(path.join(secretsDir, "bulkhead-tokens", "tokens.yaml"),
     "tokens:\n  - name: ops\n    sha256: " + "ab".repeat(32) + "\n    namespaces: [\"*\"]\n");
+  mkdirSync(path.join(secretsDir, "bulkhead-clickhouse"));
+  writeFileSync(path.join(secretsDir, "bulkhead-clickhouse", "url"), CLICKHOUSE_URL);
+  writeFileSync(path.join(secretsDir, "bulkhead-clickhouse", "credentials"), "bulkhead:s3cret\n");
 });
 afterAll(() => { if (secretsDir) rmSync(secretsDir, { recursive: true, force: true }); });
 
@@ -401,6 +417,18 @@ function mountedArgs(workload: KubeObject, args: string[]): string[] {
     return secret === undefined ? [] : [{ from: m.mountPath.replace(/\/?$/, "/"), to: path.join(secretsDir, secret) + "/" }];
   });
   return args.map((a) => mounts.reduce((arg, m) => arg.replace(`=${m.from}`, `=${m.to}`), a));
+}
+
+/**
+ * `--store clickhouse://…` and `--store-credentials`, parsed by the store's own parser
+ * (controlplane/store/clickhouse/location.ts), apart from the rest: parseControlPlaneArgs
+ * does not take a ClickHouse store yet (it is wired in after the embedded store's flags).
+ */
+function withoutClickHouse(args: string[]): { args: string[]; store?: ClickHouseLocation } {
+  const url = args.find((a) => a.startsWith("--store=clickhouse://"))?.slice("--store=".length);
+  const credentials = args.find((a) => a.startsWith("--store-credentials="))?.slice("--store-credentials=".length);
+  const rest = args.filter((a) => !a.startsWith("--store=clickhouse://") && !a.startsWith("--store-credentials="));
+  return url === undefined ? { args: rest } : { args: rest, store: parseClickHouseLocation(url, credentials) };
 }
 
 describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (overlay) => {
@@ -415,20 +443,57 @@ describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (ov
     // On the node's address only: the agent runs in the host network.
     expect(config.metricsAddr).toEqual({ host: NODE_IP, port: 9964 });
     // Production's agent proves its node with the certificate `bulkhead certs` made for it.
-    expect(config.tls !== undefined).toBe(overlay === "production");
+    expect(config.tls !== undefined).toBe(secure(overlay));
   });
 
   it("the control plane's args parse and listen on the ports the Service and probes use", () => {
     const objects = objectsOf(overlay);
     const cp = one(objects, "Deployment", "bulkhead-controlplane");
-    const config = parseControlPlaneArgs(mountedArgs(cp, expandedArgs(objects, cp)));
+    const config = parseControlPlaneArgs(withoutClickHouse(mountedArgs(cp, expandedArgs(objects, cp))).args);
     expect(config.listen).toEqual(["0.0.0.0:4245"]);
     expect(config.uiListen).toBe("0.0.0.0:4246");
     expect(config.defaultMode).toBe("observe");
-    expect(config.tls !== undefined).toBe(overlay === "production");
-    expect(config.uiTls !== undefined).toBe(overlay === "production");
-    expect(config.tokens !== undefined).toBe(overlay === "production");
+    expect(config.tls !== undefined).toBe(secure(overlay));
+    expect(config.uiTls !== undefined).toBe(secure(overlay));
+    expect(config.tokens !== undefined).toBe(secure(overlay));
     expect(config.allowUnauthenticated).toBe(overlay === "dev");
+  });
+});
+
+describe("the flow store", () => {
+  const deployment = (overlay: string) => one(objectsOf(overlay), "Deployment", "bulkhead-controlplane");
+
+  it.each(["production", "dev"])("%s: one replica, Recreate, the embedded store's claim (ReadWriteOnce) at /var/lib/bulkhead", (overlay) => {
+    const d = deployment(overlay);
+    expect(field(d, "spec.replicas")).toBe(1);
+    expect(field(d, "spec.strategy.type")).toBe("Recreate");
+    const spec = podSpec(d);
+    const mount = spec.containers[0]!.volumeMounts?.find((m) => m.mountPath === "/var/lib/bulkhead");
+    const claim = spec.volumes?.find((v) => v.name === mount?.name)?.persistentVolumeClaim?.claimName;
+    expect(claim).toBe("bulkhead-controlplane-data");
+    expect(mount?.readOnly).toBeUndefined();
+    const pvc = one(objectsOf(overlay), "PersistentVolumeClaim", "bulkhead-controlplane-data");
+    expect(field(pvc, "spec.accessModes")).toEqual(["ReadWriteOnce"]);
+    // The non-root user writes it through the pod's fsGroup.
+    expect((spec.securityContext as { fsGroup?: number } | undefined)?.fsGroup).toBe(65532);
+  });
+
+  it("scale-out: 3 stateless replicas rolled one at a time, ClickHouse URL and credentials from the Secret, none in the args", () => {
+    const objects = objectsOf("scale-out");
+    const d = deployment("scale-out");
+    expect(field(d, "spec.replicas")).toBe(3);
+    expect(field(d, "spec.strategy")).toEqual({ type: "RollingUpdate", rollingUpdate: { maxUnavailable: 1, maxSurge: 1 } });
+    expect(field(one(objects, "PodDisruptionBudget", "bulkhead-controlplane"), "spec.minAvailable")).toBe(2);
+    const spec = podSpec(d);
+    expect(spec.volumes?.filter((v) => v.persistentVolumeClaim)).toEqual([]);
+    expect(spec.containers[0]!.volumeMounts?.map((m) => m.mountPath)).not.toContain("/var/lib/bulkhead");
+    const args = spec.containers[0]!.args ?? [];
+    expect(args).toEqual(expect.arrayContaining(["--store=$(STORE_URL)", "--store-credentials=/etc/bulkhead/store/credentials"]));
+    expect(spec.containers[0]!.env?.find((e) => e.name === "STORE_URL")?.valueFrom?.secretKeyRef).toEqual({ name: "bulkhead-clickhouse", key: "url" });
+    const { store } = withoutClickHouse(mountedArgs(d, expandedArgs(objects, d)));
+    expect(store).toMatchObject({ location: CLICKHOUSE_URL, httpUrl: "http://clickhouse.clickhouse.svc:8123", database: "bulkhead", username: "bulkhead", password: "s3cret" });
+    const readme = readFileSync(path.join(repoRoot, "deploy", "README.md"), "utf8");
+    expect(readme).toContain("kubectl -n bulkhead create secret generic bulkhead-clickhouse");
   });
 });
 

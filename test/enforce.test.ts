@@ -20,6 +20,7 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { identity, rule } from "./harness/snapshot.js";
 import { drainRecords, type Rec } from "./harness/drained.js";
+import { ECHO_SERVER_JS } from "./harness/echo-server.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
 import {
@@ -119,21 +120,6 @@ function spawnIn(netns: string, argv: readonly string[], how = netnsExecArgv): S
 
 const TCP_PORTS = [80, 81, 7999, 8000, 8005, 8011, 8012, 9000];
 const UDP_PORTS = [53, 54];
-
-// Echo servers, dual stack; every UDP datagram is also reported on stdout.
-const SERVER_JS = `const net = require("net"), dgram = require("dgram");
-const { tcp, udp } = JSON.parse(process.argv[1]);
-let pending = tcp.length + udp.length;
-const ready = () => { if (--pending === 0) console.log(JSON.stringify({ ready: true })); };
-for (const port of tcp) net.createServer((s) => { s.on("error", () => {}); s.pipe(s); }).listen({ port, host: "::" }, ready);
-for (const port of udp) {
-  const s = dgram.createSocket({ type: "udp6", ipv6Only: false });
-  s.on("message", (m, r) => {
-    console.log(JSON.stringify({ udp: port, from: r.address.replace(/^::ffff:/, "") }));
-    s.send(m, r.port, r.address, () => {});
-  });
-  s.bind(port, "::", ready);
-}`;
 
 // One probe: a TCP connect + echo, or a UDP request + echo, within timeoutMs.
 const CLIENT_JS = `const net = require("net"), dgram = require("dgram");
@@ -337,7 +323,7 @@ describe("enforcement on the real kernel", () => {
   beforeAll(async () => {
     await buildTopology();
     for (const ns of [...pods.map((p) => p.netns), WORLD_NS]) {
-      const s = spawnIn(ns, [process.execPath, "-e", SERVER_JS, JSON.stringify({ tcp: TCP_PORTS, udp: UDP_PORTS })]);
+      const s = spawnIn(ns, [process.execPath, "-e", ECHO_SERVER_JS, JSON.stringify({ tcp: TCP_PORTS, udp: UDP_PORTS })]);
       await s.waitForLine((l) => l.includes('"ready":true'), 10_000);
       servers.push(s);
     }
@@ -623,7 +609,7 @@ describe("the agent applies policy snapshots from the control plane stream", () 
   beforeAll(async () => {
     await buildTopology();
     for (const ns of [B.netns, C.netns]) {
-      const s = spawnIn(ns, [process.execPath, "-e", SERVER_JS, JSON.stringify({ tcp: TCP_PORTS, udp: UDP_PORTS })]);
+      const s = spawnIn(ns, [process.execPath, "-e", ECHO_SERVER_JS, JSON.stringify({ tcp: TCP_PORTS, udp: UDP_PORTS })]);
       await s.waitForLine((l) => l.includes('"ready":true'), 10_000);
       servers.push(s);
     }

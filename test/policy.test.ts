@@ -238,6 +238,16 @@ describe("isolation", () => {
     expect(allowed(c, "x/a", "y/a")).toBe(false);
   });
 
+  it("names each rule that allows, by policy, direction and index", () => {
+    const c = base([np("x/two", { podSelector: { matchLabels: { pod: "a" } }, ingress: [
+      { from: [{ podSelector: { matchLabels: { pod: "c" } } }] },
+      { from: [{ podSelector: { matchLabels: { pod: "b" } } }] },
+      { from: [{ podSelector: {} }], ports: [{ port: 80 }] },
+    ] })]);
+    expect(judge(c, "x/b", "x/a").ingress.allowingRules).toEqual(["x/two ingress[1]", "x/two ingress[2]"]);
+    expect(judge(c, "y/b", "x/a").ingress.allowingRules).toEqual([]);
+  });
+
   it("policies are a union: each selecting policy can allow, all are named", () => {
     const c = base([
       np("x/from-b", { podSelector: { matchLabels: { pod: "a" } }, ingress: [{ from: [{ podSelector: { matchLabels: { pod: "b" } } }] }] }),
@@ -247,6 +257,7 @@ describe("isolation", () => {
     expect(v.allowed).toBe(true);
     expect(v.ingress.allowedBy).toEqual(["x/from-b"]);
     expect(v.ingress.isolatedBy).toEqual(["x/from-b", "x/from-c"]);
+    expect(v.ingress.allowingRules).toEqual(["x/from-b ingress[0]"]);
     expect(allowed(c, "x/c", "x/a")).toBe(true);
     expect(allowed(c, "y/b", "x/a")).toBe(false);
   });

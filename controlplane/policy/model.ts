@@ -496,6 +496,8 @@ export interface SideVerdict {
   allowed: boolean;
   /** Policies ("namespace/name") with a rule that allows the connection. */
   allowedBy: string[];
+  /** Those rules, as "namespace/name ingress[i]" (or egress[i]), i counting from 0. */
+  allowingRules: string[];
   /** Policies that select this end for this direction. */
   isolatedBy: string[];
   /** Allowed whatever the policies say: traffic to itself, or between a pod and a node. */
@@ -521,7 +523,7 @@ export interface PolicyModelOptions {
   policySet?: PolicySet;
 }
 
-const NOT_ISOLATED: Readonly<SideVerdict> = Object.freeze({ isolated: false, allowed: true, allowedBy: [], isolatedBy: [] });
+const NOT_ISOLATED: Readonly<SideVerdict> = Object.freeze({ isolated: false, allowed: true, allowedBy: [], allowingRules: [], isolatedBy: [] });
 
 /** The policy model of one cluster state; build a new one when the cluster changes. */
 export class PolicyModel {
@@ -646,6 +648,7 @@ export class PolicyModel {
   private side(direction: "ingress" | "egress", subject: PodEndpoint, peer: ResolvedPeer, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): SideVerdict {
     const isolatedBy: string[] = [];
     const allowedBy: string[] = [];
+    const allowingRules: string[] = [];
     let peerWords: IpWords | undefined | null = null;
     const peerAddress = (): IpWords | undefined => {
       if (peerWords === null) peerWords = peer.ip === undefined ? undefined : ipWords(peer.ip);
@@ -655,13 +658,18 @@ export class PolicyModel {
       const rules = policy[direction];
       if (rules === undefined || !policy.podSelector.matches(subject.labels)) continue;
       isolatedBy.push(policy.key);
-      const allows = rules.some((rule) =>
-        (rule.peers === undefined || rule.peers.some((p) => peerMatches(p, peer, policy.namespace, peerAddress)))
-        && (rule.ports === undefined || rule.ports.some((p) => portMatches(p, protocol, port, dstPod))));
+      let allows = false;
+      for (const [i, rule] of rules.entries()) {
+        if ((rule.peers === undefined || rule.peers.some((p) => peerMatches(p, peer, policy.namespace, peerAddress)))
+          && (rule.ports === undefined || rule.ports.some((p) => portMatches(p, protocol, port, dstPod)))) {
+          allows = true;
+          allowingRules.push(`${policy.key} ${direction}[${i}]`);
+        }
+      }
       if (allows) allowedBy.push(policy.key);
     }
     if (isolatedBy.length === 0) return NOT_ISOLATED;
-    return { isolated: true, allowed: allowedBy.length > 0, allowedBy, isolatedBy };
+    return { isolated: true, allowed: allowedBy.length > 0, allowedBy, allowingRules, isolatedBy };
   }
 }
 

@@ -77,6 +77,15 @@ export interface FlowStore {
   append(batches: readonly StoredBatch[]): Promise<boolean[]>;
   /** Matching records in end-time order, in chunks. */
   query(query: StoreQuery): AsyncIterable<readonly FlowRecord[]>;
+  /**
+   * Only stores shared by several control-plane replicas (ClickHouse): hands over, as they
+   * are stored, the records that *other* replicas append from now on, each batch once, so
+   * follow streams and live maps on any replica see every replica's records. The replica
+   * feeds them to its hot window as if its own agents had sent them (they are already
+   * stored: never append them again). Errors go to `onError`; it keeps trying. Returns a
+   * function that stops it.
+   */
+  tail?(onRecords: (records: readonly FlowRecord[]) => void, onError?: (error: Error) => void): () => void;
   /** Drops the oldest time partitions beyond the retention; returns what it dropped. */
   enforceRetention(): Promise<{ records: bigint; partitions: bigint }>;
   close(): Promise<void>;

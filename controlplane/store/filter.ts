@@ -296,7 +296,7 @@ const PROTOCOLS: Readonly<Record<string, number>> = {
   tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv4: 1, icmpv6: 58,
 };
 
-/** A protocol filter value (name or IANA number) as its number. */
+/** The IANA number of a protocol filter value; throws FlowFilterError naming `field`. */
 export function protocolNumber(field: string, value: string): number {
   const known = PROTOCOLS[value.toLowerCase()];
   if (known !== undefined) return known;

@@ -41,6 +41,10 @@ AttachRequest ParseAttachOptions(Napi::Env env, Napi::Value v) {
   if (o.Get("mode").IsString()) req.mode = o.Get("mode").As<Napi::String>();
   if (req.mode != "auto" && req.mode != "tcx" && req.mode != "clsact")
     throw Napi::TypeError::New(env, "attachTc: mode must be \"auto\", \"tcx\" or \"clsact\"");
+  std::string position = o.Get("position").IsString() ? o.Get("position").As<Napi::String>().Utf8Value() : "first";
+  if (position == "first") req.position = ChainPosition::kFirst;
+  else if (position == "last") req.position = ChainPosition::kLast;
+  else throw Napi::TypeError::New(env, "attachTc: position must be \"first\" or \"last\"");
   return req;
 }
 

@@ -6,6 +6,7 @@
 #include <linux/magic.h>
 #include <net/if.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,7 +21,33 @@ namespace {
 // Not named in libbpf 1.1's uapi copy.
 constexpr int kBpfTcxIngress = 46;
 constexpr int kBpfTcxEgress = 47;
+constexpr uint32_t kBpfFBefore = 1U << 3;
 constexpr int kEnotsupp = 524;
+
+// BPF_LINK_CREATE's attributes for a tcx link, laid out as the kernel's union bpf_attr
+// (link_create with its tcx member), which libbpf 1.1's bpf_link_create cannot fill.
+// A shorter attr is fine: the kernel zero-fills what the caller did not pass.
+struct TcxLinkCreate {
+  uint32_t prog_fd;
+  uint32_t target_ifindex;
+  uint32_t attach_type;
+  uint32_t flags;
+  uint32_t relative_fd;  // 0 with BPF_F_BEFORE: before every program, the head
+  uint32_t pad;
+  uint64_t expected_revision;  // 0: any
+};
+static_assert(sizeof(TcxLinkCreate) == 32, "link_create.tcx layout");
+
+int TcxLinkCreateAt(int progFd, int ifindex, int attachType, ChainPosition position) {
+  TcxLinkCreate attr;
+  std::memset(&attr, 0, sizeof(attr));
+  attr.prog_fd = static_cast<uint32_t>(progFd);
+  attr.target_ifindex = static_cast<uint32_t>(ifindex);
+  attr.attach_type = static_cast<uint32_t>(attachType);
+  attr.flags = position == ChainPosition::kFirst ? kBpfFBefore : 0;
+  int fd = static_cast<int>(syscall(__NR_bpf, BPF_LINK_CREATE, &attr, sizeof(attr)));
+  return fd < 0 ? -errno : fd;
+}
 
 bool IsBpfLinkFd(int fd) {
   char target[64] = {0};
@@ -55,13 +82,13 @@ uint32_t PinnedLinkId(const std::string& path) {
 
 bool Gone(int err) { return err == ENOENT || err == ENODEV || err == EINVAL; }
 
-int TcDetach(int ifindex, Direction direction) {
+int TcDetach(int ifindex, Direction direction, uint32_t priority) {
   auto hook = LibbpfOpts<bpf_tc_hook>();
   hook.ifindex = ifindex;
   hook.attach_point = direction == Direction::kIngress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
   auto opts = LibbpfOpts<bpf_tc_opts>();
   opts.handle = kClsactHandle;
-  opts.priority = kClsactPriority;
+  opts.priority = priority;
   int r = bpf_tc_detach(&hook, &opts);
   return r < 0 ? -r : 0;
 }
@@ -81,7 +108,7 @@ const char* DirectionName(Direction d) { return d == Direction::kIngress ? "ingr
 int LinkState::DetachClsact() {
   NetnsScope ns;
   int err = ns.EnterFd(netnsFd);
-  if (err == 0) err = TcDetach(ifindex, direction);
+  if (err == 0) err = TcDetach(ifindex, direction, priority);
   if (err != 0 && !Gone(err)) return err;
   close(netnsFd);
   netnsFd = -1;
@@ -136,7 +163,7 @@ std::shared_ptr<LinkState> AttachTc(Napi::Env env, int progFd, const AttachReque
   if (req.mode != "clsact") {
     libbpf_log::Clear();
     int type = req.direction == Direction::kIngress ? kBpfTcxIngress : kBpfTcxEgress;
-    int fd = bpf_link_create(progFd, ifindex, static_cast<enum bpf_attach_type>(type), nullptr);
+    int fd = TcxLinkCreateAt(progFd, ifindex, type, req.position);
     if (fd >= 0) {
       auto link = std::make_shared<LinkState>(AttachMode::kTcx, req.direction, ifindex, object);
       link->fd = fd;
@@ -163,22 +190,20 @@ std::shared_ptr<LinkState> AttachTc(Napi::Env env, int progFd, const AttachReque
   auto opts = LibbpfOpts<bpf_tc_opts>();
   opts.prog_fd = progFd;
   opts.handle = kClsactHandle;
-  opts.priority = kClsactPriority;
+  opts.priority = req.position == ChainPosition::kFirst ? kClsactPriority : kClsactLastPriority;
+  // A filter of ours already there was left by a process that died (a live agent's links
+  // are tcx or its own): replace it in place, so the interface is never without one.
+  opts.flags = BPF_TC_F_REPLACE;
   r = bpf_tc_attach(&hook, &opts);
-  if (r < 0) {
-    ThrowBpfError(env, "attach", object, -r,
-                  {r == -EEXIST ? std::string("a bulkhead clsact filter is already on ") +
-                                      DirectionName(req.direction) + "; run cleanupClsact"
-                                : std::string("clsact ") + DirectionName(req.direction),
-                   true});
-  }
+  if (r < 0) ThrowBpfError(env, "attach", object, -r, {std::string("clsact ") + DirectionName(req.direction), true});
   auto link = std::make_shared<LinkState>(AttachMode::kClsact, req.direction, ifindex, object);
+  link->priority = opts.priority;
   // Still inside the target netns: this fd lets detach() find the filter later even if
   // the netns path is gone by then.
   link->netnsFd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   if (link->netnsFd < 0) {
     int err = errno;
-    TcDetach(ifindex, req.direction);
+    TcDetach(ifindex, req.direction, link->priority);
     ThrowBpfError(env, "attach", object, err, {"cannot keep a handle on the netns"});
   }
   return link;
@@ -193,12 +218,14 @@ int CleanupClsact(Napi::Env env, const std::string& iface, const std::string& ne
   int ifindex = ResolveIfindex(env, req, "cleanup_clsact", object);
   int removed = 0;
   for (Direction d : {Direction::kIngress, Direction::kEgress}) {
-    libbpf_log::Clear();
-    int err = TcDetach(ifindex, d);
-    if (err == 0) {
-      removed++;
-    } else if (!Gone(err)) {
-      ThrowBpfError(env, "cleanup_clsact", object, err, {DirectionName(d), true});
+    for (uint32_t priority : {kClsactPriority, kClsactLastPriority}) {
+      libbpf_log::Clear();
+      int err = TcDetach(ifindex, d, priority);
+      if (err == 0) {
+        removed++;
+      } else if (!Gone(err)) {
+        ThrowBpfError(env, "cleanup_clsact", object, err, {DirectionName(d), true});
+      }
     }
   }
   return removed;

@@ -14,10 +14,19 @@ namespace bulkhead {
 enum class AttachMode { kTcx, kClsact };
 enum class Direction { kIngress, kEgress };
 
-// The mark of a bulkhead clsact filter, so a later start can find what a crashed process
-// left behind (cleanupClsact).
+// The mark of a bulkhead clsact filter, so a later start can find (and replace) what a
+// crashed process left behind. Priority 1 runs before any other filter: a CNI's filter
+// that ends processing (Cilium's, Calico's) must not keep bulkhead from seeing packets.
 constexpr uint32_t kClsactHandle = 0xb1c;
-constexpr uint32_t kClsactPriority = 0xb1c;
+constexpr uint32_t kClsactPriority = 1;
+// For position "last" (and what versions before 0.2 used for every filter).
+constexpr uint32_t kClsactLastPriority = 0xb1c;
+
+// Where a new tcx link goes in the interface's chain. bulkhead's programs go first and
+// pass every packet they do not drop on to the next program (TCX_NEXT), so a CNI's program
+// that ends the chain still runs, after them. kLast exists for tests that put stand-in
+// CNI programs behind.
+enum class ChainPosition { kFirst, kLast };
 
 struct AttachRequest {
   std::string ifaceName;  // empty: use ifindex
@@ -25,6 +34,7 @@ struct AttachRequest {
   Direction direction = Direction::kIngress;
   std::string netns;       // empty: the caller's
   std::string mode = "auto";  // "auto" | "tcx" | "clsact"
+  ChainPosition position = ChainPosition::kFirst;
 };
 
 // One attachment. Owned jointly by the JS Link and by the object whose program it runs
@@ -55,6 +65,7 @@ class LinkState {
   uint32_t id = 0;           // kernel link id (tcx)
   int fd = -1;               // tcx link fd
   int netnsFd = -1;          // clsact: the netns whose filter we own
+  uint32_t priority = kClsactPriority;  // clsact
   std::string pinPath;
   bool closedWithObject = false;
 

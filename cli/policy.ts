@@ -1,0 +1,101 @@
+// `bulkhead policy explain`: which policies select each end of a connection, which of their
+// rules allow it, and what the datapath does with it in each mode (`cilium policy trace`
+// for bulkhead). It reads the cluster from a manifests folder, as `controlplane
+// --manifests` does (for a live cluster: `kubectl get ns,pods,nodes,networkpolicies -A
+// -o yaml > DIR/cluster.yaml`), and judges with the policy model the datapath is proved
+// against (controlplane/policy/explain.ts).
+import { parseArgs } from "node:util";
+import { ConfigError } from "../config/flags.js";
+import { isIP } from "node:net";
+import { FolderSource } from "../controlplane/metadata/folder.js";
+import { ClusterState } from "../controlplane/cluster/state.js";
+import { clusterOf, POLICY_MODES, PolicyModel, type Peer, type PolicyModeName } from "../controlplane/policy/model.js";
+import { explain, formatExplanation } from "../controlplane/policy/explain.js";
+import type { Protocol } from "../controlplane/metadata/objects.js";
+
+export const policyUsage = `usage: bulkhead policy explain --manifests DIR --from NS/POD|IP --to NS/POD|IP --port N[/TCP|UDP|SCTP]
+                              [--default-mode observe|audit|enforce] [-o text|json]
+
+Why a connection is allowed or denied: the policies that select the source (egress) and
+the destination (ingress), the rules that allow it ("ns/policy ingress[0]"), exemptions,
+and what the datapath does with it: with the namespaces' modes as they are, and in each
+mode. Judged by the policy model the datapath is proved against.
+
+  --manifests DIR       the cluster: Namespaces, Pods, Nodes and NetworkPolicies as YAML or
+                        JSON files (what \`controlplane --manifests\` reads); for a live cluster,
+                        kubectl get ns,pods,nodes,networkpolicies -A -o yaml > DIR/cluster.yaml
+  --from, --to          a pod (NS/POD) or an address; a Service is judged at its backend pods
+  --port N[/PROTO]      destination port; protocol TCP (default), UDP or SCTP
+  --default-mode MODE   mode of namespaces without a bulkhead.io/mode annotation (default
+                        observe, as the control plane's)
+  -o text|json          output (default text)
+`;
+
+const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
+
+function end(flag: string, raw: string | undefined): Peer {
+  if (raw === undefined || raw === "") throw new ConfigError(`--${flag}: required (NS/POD or an IP address)`);
+  if (isIP(raw) !== 0) return { ip: raw };
+  const parts = raw.split("/");
+  if (parts.length !== 2 || parts[0] === "" || parts[1] === "") throw new ConfigError(`--${flag}: "${raw}" is neither NS/POD nor an IP address`);
+  return { pod: raw };
+}
+
+function portOf(raw: string | undefined): { port: number; protocol: Protocol } {
+  const m = /^([0-9]{1,5})(?:\/([A-Za-z]+))?$/.exec(raw ?? "");
+  const port = Number(m?.[1]);
+  const protocol = (m?.[2] ?? "TCP").toUpperCase() as Protocol;
+  if (!m || port < 1 || port > 65535) throw new ConfigError(`--port: "${raw ?? ""}" is not a port 1-65535, optionally /TCP, /UDP or /SCTP`);
+  if (!PROTOCOLS.includes(protocol)) throw new ConfigError(`--port: protocol "${m[2]}" is not TCP, UDP or SCTP`);
+  return { port, protocol };
+}
+
+export async function runPolicy(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (argv.includes("--help") || argv.includes("-h") || sub === undefined) {
+    (sub === undefined ? process.stderr : process.stdout).write(policyUsage);
+    return sub === undefined ? 2 : 0;
+  }
+  if (sub !== "explain") throw new ConfigError(`policy: unknown command "${sub}" (policy explain)`);
+  let v;
+  try {
+    v = parseArgs({
+      args: rest, strict: true,
+      options: {
+        manifests: { type: "string" }, from: { type: "string" }, to: { type: "string" }, port: { type: "string" },
+        "default-mode": { type: "string" }, output: { type: "string", short: "o" },
+      },
+    }).values;
+  } catch (err) {
+    throw new ConfigError(`policy explain: ${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}`);
+  }
+  if (v.manifests === undefined) throw new ConfigError("--manifests: required (a folder of Kubernetes manifests)");
+  const from = end("from", v.from);
+  const to = end("to", v.to);
+  const { port, protocol } = portOf(v.port);
+  const defaultMode = (v["default-mode"] ?? "observe") as PolicyModeName;
+  if (!POLICY_MODES.includes(defaultMode)) throw new ConfigError(`--default-mode: "${v["default-mode"]}" is not observe, audit or enforce`);
+  const output = v.output ?? "text";
+  if (output !== "text" && output !== "json") throw new ConfigError(`-o: expected text or json, got "${output}"`);
+
+  const state = new ClusterState();
+  const source = new FolderSource({ dir: v.manifests });
+  try {
+    await source.start(state);
+  } finally {
+    await source.stop();
+  }
+  // As the control plane does: a bad file is named and left out, the rest is judged.
+  for (const e of source.errors()) process.stderr.write(`bulkhead policy explain: ${e.file === undefined ? "" : `${e.file}: `}${e.message}\n`);
+  const model = new PolicyModel(clusterOf(state), { defaultMode });
+  for (const p of model.errors()) process.stderr.write(`bulkhead policy explain: ${p.object}: ${p.message}\n`);
+  let explanation;
+  try {
+    explanation = explain(model, { from, to, protocol, port });
+  } catch (err) {
+    process.stderr.write(`bulkhead policy explain: ${(err as Error).message} in ${v.manifests}\n`);
+    return 1;
+  }
+  process.stdout.write(output === "json" ? `${JSON.stringify(explanation, null, 2)}\n` : formatExplanation(explanation));
+  return 0;
+}
