@@ -122,6 +122,19 @@ describe("DuckDB flow store", () => {
     expect((await all(again)).length).toBe(30);
   });
 
+  it("rejects a batch it cannot write, stores none of its rows, says why in status, and takes the batch again after", async () => {
+    const store = await openStore(tempDir());
+    const good = records(100, T0, 10);
+    // A value no column can hold (ifindex is a uint32 on the wire) fails the write halfway through the rows.
+    const bad = good.map((r, i) => (i === 50 ? { ...r, ifindex: 2 ** 33 } : r));
+    await expect(store.append([{ node: "n", instanceId: "i", batchId: 1n, records: bad }])).rejects.toThrow(/flow store .*flows\.duckdb: write failed: .*range/);
+    expect(store.status()).toMatchObject({ records: 0n, error: expect.stringMatching(/^write failed: .*range/) as unknown });
+    expect(await store.lastBatchId("i")).toBeUndefined();
+    expect(await store.append([{ node: "n", instanceId: "i", batchId: 1n, records: good }])).toEqual([true]);
+    expect(store.status()).toMatchObject({ records: 100n, error: "" });
+    expect(await all(store)).toEqual(good);
+  });
+
   it("drops whole days beyond the retention age, oldest first, and counts them across a reopen", async () => {
     const dir = tempDir();
     let now = T0;
