@@ -524,6 +524,8 @@ describe("the CLI with tokens", () => {
     const ops = await run(["status", "--server", address], { BULKHEAD_TOKEN: OPS_TOKEN });
     expect(ops.code).toBe(0);
     expect(ops.stdout).toMatch(/^Agents: 0\/0 connected/);
+    // This control plane has no --data-dir: status says where the history is, and that it does not survive.
+    expect(ops.stdout).toMatch(/^Store: memory \(lost on restart\): \d+ records, 0 B; retention dropped \d+ records, 0 partitions$/m);
     const none = await run(["status", "--server", address]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain("not authenticated by the control plane");
