@@ -476,6 +476,9 @@ describe("the flow store", () => {
     expect(field(pvc, "spec.accessModes")).toEqual(["ReadWriteOnce"]);
     // The non-root user writes it through the pod's fsGroup.
     expect((spec.securityContext as { fsGroup?: number } | undefined)?.fsGroup).toBe(65532);
+    // And the control plane keeps its history there.
+    expect(parseControlPlaneArgs(withoutClickHouse(mountedArgs(d, expandedArgs(objectsOf(overlay), d))).args).store)
+      .toEqual({ kind: "duckdb", dataDir: "/var/lib/bulkhead" });
   });
 
   it("scale-out: 3 stateless replicas rolled one at a time, ClickHouse URL and credentials from the Secret, none in the args", () => {
@@ -488,6 +491,7 @@ describe("the flow store", () => {
     expect(spec.volumes?.filter((v) => v.persistentVolumeClaim)).toEqual([]);
     expect(spec.containers[0]!.volumeMounts?.map((m) => m.mountPath)).not.toContain("/var/lib/bulkhead");
     const args = spec.containers[0]!.args ?? [];
+    expect(args.filter((a) => a.startsWith("--data-dir"))).toEqual([]);
     expect(args).toEqual(expect.arrayContaining(["--store=$(STORE_URL)", "--store-credentials=/etc/bulkhead/store/credentials"]));
     expect(spec.containers[0]!.env?.find((e) => e.name === "STORE_URL")?.valueFrom?.secretKeyRef).toEqual({ name: "bulkhead-clickhouse", key: "url" });
     const { store } = withoutClickHouse(mountedArgs(d, expandedArgs(objects, d)));
