@@ -23,6 +23,7 @@ import { parseTopology } from "../lab/topology.js";
 import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { GetFlowMapResponse, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
 import { sleep } from "./harness/flows.js";
+import { waitFor } from "./harness/wait.js";
 import { cliMain } from "../config/install.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-demo-${process.pid}`;
@@ -155,8 +156,12 @@ describe("the demo lab", () => {
     // ... and the control plane serves the UI there: the page, and the shop's live map.
     const page = await fetch(`http://${UI}/`);
     expect([page.status, await page.text()]).toEqual([200, expect.stringContaining("<title>bulkhead")]);
-    const map = await (await fetch(`http://${UI}/api/v1/map?namespace=shop&window=1m`)).json() as { edges: { source: string }[] };
-    expect(map.edges.some((e) => e.source === "workload:shop/Deployment/frontend")).toBe(true);
+    // The shop's first edge appears once its traffic (the frontend calls every second) has
+    // been drained by an agent (every second) and streamed: seconds after `up`, which on a
+    // loaded machine may not have passed yet; 30 s bounds it.
+    const readMap = async () => (await (await fetch(`http://${UI}/api/v1/map?namespace=shop&window=1m`)).json()) as { edges: { source: string }[] };
+    await waitFor(readMap, (m) => m.edges.some((e) => e.source === "workload:shop/Deployment/frontend"), 30_000,
+      "an edge from shop's frontend in the UI's map");
     expect(await cli(["lab", "status", "--state-dir", stateDir])).toContain(`ui: http://${UI}/`);
     // The control plane was told to serve it there.
     const cp = (await lab?.status())?.controlplane;
