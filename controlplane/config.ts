@@ -4,6 +4,7 @@ import path from "node:path";
 import { ConfigError, parseByteSize, parseHostPort } from "../config/flags.js";
 import { parseDurationMs } from "../cli/duration.js";
 import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernetes-client.js";
+import { parseClickHouseLocation, type ClickHouseLocation } from "./store/clickhouse/location.js";
 
 /** Where cluster metadata comes from. */
 export type MetadataSourceConfig =
@@ -25,7 +26,9 @@ export interface ControlPlaneConfig {
   allowUnauthenticated: boolean;
   storeCapacity: number;
   /** Where the history lives beyond the in-memory window (see controlPlaneUsage). */
-  store: { kind: "memory" } | { kind: "duckdb"; dataDir: string; retentionMs?: number; retentionBytes?: bigint };
+  store: { kind: "memory" }
+    | { kind: "duckdb"; dataDir: string; retentionMs?: number; retentionBytes?: bigint }
+    | { kind: "clickhouse"; location: ClickHouseLocation; retentionMs?: number; retentionBytes?: bigint };
   drainIntervalMs: number;
   defaultMode: "observe" | "audit" | "enforce";
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
@@ -59,7 +62,12 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
                         are acknowledged to agents once committed, and a restart serves the whole
                         history. The lab passes its state dir; the Deployment a volume.
   --store KIND          duckdb (the default with --data-dir) | memory (the default without: the
-                        history is only the in-memory window and is lost on restart)
+                        history is only the in-memory window and is lost on restart) |
+                        clickhouse://HOST:PORT/DB (the server's HTTP port): a store that several
+                        control-plane replicas share; each replica's follow streams and live maps
+                        also see the others' records
+  --store-credentials FILE
+                        clickhouse: USER:PASSWORD on one line (e.g. a mounted Secret); never in the URL
   --retention D         duckdb: drop whole UTC days of history older than D, e.g. 7d (default: keep)
   --retention-size S    duckdb: drop the oldest days while the file is larger than S, e.g. 20GiB
   --store-capacity N    flow records kept in memory, the hot window for live maps, follow streams
@@ -115,6 +123,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
       "tls-cert": { type: "string" }, "tls-key": { type: "string" }, "tls-client-ca": { type: "string" },
       "allow-plaintext-tokens": { type: "boolean" },
       "data-dir": { type: "string" }, store: { type: "string" }, retention: { type: "string" }, "retention-size": { type: "string" },
+      "store-credentials": { type: "string" },
     } });
   } catch (err) {
     throw new ConfigError((err as Error).message);
@@ -186,21 +195,32 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
  * machine, tests and the lab's replicas, fight over one file, and write where nobody
  * chose); `bulkhead status` then says the history is lost on restart.
  */
-function parseStore(v: { "data-dir"?: string; store?: string; retention?: string; "retention-size"?: string }): ControlPlaneConfig["store"] {
+function parseStore(v: { "data-dir"?: string; store?: string; retention?: string; "retention-size"?: string; "store-credentials"?: string }): ControlPlaneConfig["store"] {
   const kind = v.store ?? (v["data-dir"] !== undefined ? "duckdb" : "memory");
+  if (v["store-credentials"] !== undefined && !kind.startsWith("clickhouse://")) {
+    throw new ConfigError("--store-credentials: only for --store clickhouse://HOST:PORT/DB");
+  }
+  if (kind.startsWith("clickhouse://")) {
+    if (v["data-dir"] !== undefined) throw new ConfigError("--data-dir: not used with a ClickHouse store (the history lives in the server); drop one of them");
+    return { kind: "clickhouse", location: parseClickHouseLocation(kind, v["store-credentials"]), ...retention(v) };
+  }
   if (kind === "memory") {
     const extra = v["data-dir"] !== undefined ? "--data-dir" : v.retention !== undefined ? "--retention" : v["retention-size"] !== undefined ? "--retention-size" : undefined;
     if (extra !== undefined) throw new ConfigError(`${extra}: not used by --store memory (the in-memory window keeps --store-capacity records); drop one of them`);
     return { kind };
   }
-  if (kind !== "duckdb") throw new ConfigError(`--store: "${kind}" is not duckdb or memory`);
+  if (kind !== "duckdb") throw new ConfigError(`--store: "${kind}" is not duckdb, memory or clickhouse://HOST:PORT/DB`);
   if (v["data-dir"] === undefined || v["data-dir"] === "") throw new ConfigError("--store duckdb: needs --data-dir DIR (where the flows.duckdb file lives)");
+  return { kind, dataDir: path.resolve(v["data-dir"]), ...retention(v) };
+}
+
+/** --retention and --retention-size, for either durable store (both drop whole UTC days). */
+function retention(v: { retention?: string; "retention-size"?: string }): { retentionMs?: number; retentionBytes?: bigint } {
   const retentionMs = v.retention === undefined ? undefined : parseDurationMs("--retention", v.retention);
   if (retentionMs !== undefined && retentionMs < 86_400_000) {
     throw new ConfigError(`--retention: "${v.retention}" is under a day; history is dropped by whole UTC days, so keep at least 1d`);
   }
   return {
-    kind, dataDir: path.resolve(v["data-dir"]),
     ...(retentionMs !== undefined ? { retentionMs } : {}),
     ...(v["retention-size"] !== undefined ? { retentionBytes: parseByteSize("retention-size", v["retention-size"]) } : {}),
   };

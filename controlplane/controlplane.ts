@@ -105,6 +105,8 @@ export class ControlPlane {
   private readonly rate = new Rate();
   private pushTimer: NodeJS.Timeout | undefined;
   private retentionTimer: NodeJS.Timeout | undefined;
+  /** Stops handing over other replicas' records (a shared store's tail). */
+  private stopTail: (() => void) | undefined;
   /** Records that end after this (ms) reached this process, so the hot window may hold them. */
   private readonly startedMs: number;
   readonly policy: PolicyCompiler;
@@ -153,6 +155,11 @@ export class ControlPlane {
       const every = this.opts.retentionIntervalMs ?? 60_000;
       const tick = () => { this.retentionTimer = setTimeout(() => { void this.enforceRetention().then(tick); }, every); };
       tick();
+      // A store shared by replicas (ClickHouse): the others' records join this replica's
+      // hot window and maps, so a follow stream or a live map shows every replica's agents.
+      this.stopTail = this.opts.store.tail?.(
+        (records) => { this.history.append(records); this.flowMap.add(records); },
+        (err) => log.warn({ err: err.message }, "reading other replicas' records from the store failed; retrying"));
     }
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this, this.opts.access, log) });
@@ -440,6 +447,8 @@ export class ControlPlane {
     if (this.pushTimer) clearTimeout(this.pushTimer);
     if (this.retentionTimer) clearTimeout(this.retentionTimer);
     this.retentionTimer = undefined;
+    this.stopTail?.();
+    this.stopTail = undefined;
     await this.uiServer?.close();
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.

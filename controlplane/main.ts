@@ -3,6 +3,8 @@ import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
 import { DuckDBFlowStore } from "./store/duckdb.js";
+import { openClickHouseStore } from "./store/clickhouse/store.js";
+import type { FlowStore } from "./store/durable.js";
 import { ConfigError, parseHostPort } from "../config/flags.js";
 import { FolderSource } from "./metadata/folder.js";
 import { AccessControl } from "./access/control.js";
@@ -47,13 +49,14 @@ export async function runControlPlane(argv: string[]): Promise<number> {
       "watching the Kubernetes API; the control plane serves once every resource has been listed");
     source = new KubernetesSource({ kubeConfig, onErrorsChanged });
   }
-  let store: DuckDBFlowStore | undefined;
-  if (config.store.kind === "duckdb") {
-    const { dataDir, retentionMs, retentionBytes } = config.store;
+  let store: FlowStore | undefined;
+  if (config.store.kind !== "memory") {
+    const { retentionMs, retentionBytes } = config.store;
+    const keep = { ...(retentionMs !== undefined ? { retentionMs } : {}), ...(retentionBytes !== undefined ? { retentionBytes } : {}) };
     try {
-      store = await DuckDBFlowStore.open(dataDir, {
-        ...(retentionMs !== undefined ? { retentionMs } : {}), ...(retentionBytes !== undefined ? { retentionBytes } : {}),
-      });
+      store = config.store.kind === "duckdb"
+        ? await DuckDBFlowStore.open(config.store.dataDir, keep)
+        : await openClickHouseStore({ location: config.store.location, ...keep });
     } catch (err) {
       log.fatal({ err: (err as Error).message }, "flow store refused");
       process.stderr.write(`bulkhead: ${(err as Error).message}\n`);
