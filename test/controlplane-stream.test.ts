@@ -7,6 +7,8 @@ import { createRequire } from "node:module";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import v8 from "node:v8";
+import vm from "node:vm";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { service as healthService } from "grpc-health-check";
@@ -16,6 +18,7 @@ import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { bind, createGrpcServer, MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
+import { costOf, encodeRecords } from "../agent/export/record-buffer.js";
 import { ControlPlaneConnection } from "../agent/controlplane/connection.js";
 import { LogCapture } from "./harness/log-capture.js";
 import { sleep, waitFor } from "./harness/wait.js";
@@ -30,6 +33,10 @@ import {
 } from "../proto/gen/bulkhead/v1/observer.js";
 
 const require = createRequire(import.meta.url);
+
+// A full collection before a heap reading, so that it counts what is held, not garbage.
+v8.setFlagsFromString("--expose-gc");
+const gc = vm.runInNewContext("gc") as () => void;
 
 // ---------------------------------------------------------------------------------------
 // The cluster: namespace shop, nodes node1 and node2, web-1 on node1 and db-0 on node2.
@@ -653,24 +660,31 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
   });
 
   /** The agent's stream (in `connection`) and its record sink, started. */
-  const newSink = (bufferRecords: number, drops: number[], refused: number[] = []) => {
+  const newSink = (bufferBytes: number, drops: number[], refused: number[] = []) => {
     connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log: logs.log });
     const created = new ControlPlaneSink(connection, {
-      bufferRecords, batchRecords: 100, onBufferDrop: (n) => drops.push(n), onRefused: (n) => refused.push(n),
+      bufferBytes, batchRecords: 100, onBufferDrop: (n) => drops.push(n), onRefused: (n) => refused.push(n),
     });
     connection.start();
     return created;
   };
 
-  /** Records numbered by sequence, so that loss and duplicates show. */
-  const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => record("node1", { sequence: BigInt(from + i) }));
+  /**
+   * Records numbered by sequence, so that loss and duplicates show. Their times are fixed
+   * to a non-zero fraction of a second, so that all with a sequence of 128..16383 encode to
+   * the same size and a byte bound holds a known number of them.
+   */
+  const at = { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 500_000_000 };
+  const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => record("node1", { sequence: BigInt(from + i), startTime: at, endTime: at }));
+  /** What `n` such records take in the buffer, in chunks of 100 (the sink's batchRecords here). */
+  const bytesOf = (n: number) => (n / 100) * costOf(encodeRecords(numbered(1000, 100)));
   const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => BigInt(from + i));
   const sequences = (flows: FlowRecord[]) => flows.map((f) => f.sequence).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
   it("ControlPlane.stop() returns while an agent is connected, and the agent reconnects to its successor", async () => {
     ({ cp } = await startControlPlane(logs));
     const drops: number[] = [];
-    sink = newSink(1000, drops);
+    sink = newSink(bytesOf(1000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     const plane = cp;
     cp = undefined;
@@ -691,14 +705,14 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
-    sink = newSink(1000, drops);
+    sink = newSink(bytesOf(1000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
 
     sink.push(numbered(0, 250));
     await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "250 records acknowledged");
     expect(sequences(await observer.flows())).toEqual(range(0, 250));
 
-    // Down: 600 records fit the 1,000-record buffer.
+    // Down: 600 records fit the buffer of 1,000 records' bytes.
     await stopControlPlane(cp);
     cp = undefined;
     await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
@@ -712,7 +726,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(sequences(await observer.flows())).toEqual(range(250, 600));
     expect((await observer.status()).recordsTotal).toBe(600n);
 
-    // Down again: 1,500 records into a 1,000-record buffer drop exactly the 500 oldest.
+    // Down again: 1,500 records into a buffer of 1,000 records' bytes drop exactly the 500 oldest.
     await stopControlPlane(cp);
     cp = undefined;
     await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
@@ -726,6 +740,39 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(sequences(await observer.flows())).toEqual(range(1350, 1000));
     expect((await observer.status()).recordsTotal).toBe(1000n);
     expect(drops).toEqual([500]);
+  });
+
+  it("holds an outage within its byte bound: 50,000 records produced past 4 MiB keep its bytes and the heap under it, the overflow is counted exactly, the newest arrive once", async () => {
+    const BOUND = 4 * 2 ** 20;
+    const drops: number[] = [];
+    ({ cp } = await startControlPlane(logs));
+    observer = new Observer(address);
+    sink = newSink(BOUND, drops);
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
+    await stopControlPlane(cp);
+    cp = undefined;
+    await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
+
+    // 50 drains of 1,000 records while the control plane is away (~11 MiB encoded, ~80 MiB as objects).
+    const heap = () => { gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
+    const before = heap();
+    for (let i = 0; i < 50; i++) sink.push(numbered(10_000 + i * 1000, 1000));
+    const grown = heap() - before;
+    const held = sink.pending;
+    const dropped = drops.reduce((a, b) => a + b, 0);
+    // The heap grows by what is held, not by what was produced (a little room for the reconnect attempts).
+    expect(grown, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`).toBeLessThan(BOUND + 2 ** 20);
+    expect(dropped + held).toBe(50_000);
+    expect(sink.heldBytes).toBeLessThanOrEqual(BOUND);
+    // It drops no more than it must: not even one more record would fit.
+    expect(BOUND - sink.heldBytes).toBeLessThan(bytesOf(100) / 100);
+
+    ({ cp } = await startControlPlane(logs));
+    await waitFor(() => sink!.pending, (n) => n === 0, 20_000, "the buffer to drain into the new control plane");
+    await sleep(300); // room for a duplicate to arrive, if any would
+    expect(sequences(await observer.flows())).toEqual(range(60_000 - held, held));
+    expect((await observer.status()).recordsTotal).toBe(BigInt(held));
+    expect(sink.heldBytes).toBe(0);
   });
 
   it("receives a policy snapshot above grpc's default 4 MiB message limit, from the control plane's own server settings", async () => {
@@ -759,13 +806,13 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
 
   it("says how many records it gives up when closed with the control plane away (none once they are acknowledged)", async () => {
     const drops: number[] = [];
-    sink = newSink(10_000, drops);
+    sink = newSink(bytesOf(10_000), drops);
     sink.push(numbered(0, 25));
     expect(await sink.close(100)).toBe(25);
     connection?.close();
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
-    sink = newSink(10_000, drops);
+    sink = newSink(bytesOf(10_000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     sink.push(numbered(100, 25));
     expect(await sink.close(10_000)).toBe(0);
@@ -777,7 +824,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     const refused: number[] = [];
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
-    sink = newSink(10_000, drops, refused);
+    sink = newSink(bytesOf(10_000), drops, refused);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     // Five batches of 100 on the wire at once; the second holds a record claiming another node.
     const records = numbered(0, 500);
@@ -796,7 +843,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
   it("re-sends batches that were in flight when the control plane went away; the new control plane stores each record once", async () => {
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));
-    sink = newSink(100_000, drops);
+    sink = newSink(bytesOf(100_000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
 
     // Eight batches of 100 go on the wire at once (the rest wait in the buffer), and the
