@@ -77,7 +77,8 @@ function withoutFirst(chunk: EncodedRecords, n: number): EncodedRecords {
  * silently.
  */
 export class RecordBuffer {
-  private chunks: EncodedRecords[] = [];
+  /** Slots before `head` are emptied at once, so that a dropped or taken chunk is freed before the next compaction. */
+  private chunks: (EncodedRecords | undefined)[] = [];
   private head = 0;
   /** Records held. */
   length = 0;
@@ -145,7 +146,7 @@ export class RecordBuffer {
   }
 
   private remove(c: EncodedRecords): void {
-    this.head++;
+    this.chunks[this.head++] = undefined;
     this.length -= c.ends.length;
     this.bytes -= costOf(c);
   }
