@@ -22,6 +22,7 @@ const SERVICE_IDENTITY: Identity = {
   ingressIsolated: false, egressIsolated: false, endpoint: false, service: true,
 };
 import { observerService } from "./observer.js";
+import { DEFAULT_FLOW_STREAM_LIMITS, type FlowStreamLimits } from "./flow-stream.js";
 import type { AccessControl } from "./access/control.js";
 import { bind, createGrpcServer } from "./grpc.js";
 import { UiServer, type UiServerOptions } from "./ui/server.js";
@@ -45,6 +46,8 @@ export interface ControlPlaneOptions {
   ui?: Omit<UiServerOptions, "log">;
   /** Wall clock of the flow maps, in ms; injectable for tests. Default Date.now. */
   now?: () => number;
+  /** How far a GetFlows client may fall behind before it is cut (flow-stream.ts). */
+  flowStreamLimits?: FlowStreamLimits;
 }
 
 /** Records received per second over the last ten seconds. */
@@ -99,9 +102,13 @@ export class ControlPlane {
   /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
   private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
   private shipVersion = 0n;
+  readonly flowStreamLimits: FlowStreamLimits;
+  /** GetFlows clients cut for reading too slowly. */
+  flowStreamsCut = 0;
 
   constructor(private readonly opts: ControlPlaneOptions) {
     this.now = opts.now ?? Date.now;
+    this.flowStreamLimits = opts.flowStreamLimits ?? DEFAULT_FLOW_STREAM_LIMITS;
     this.flowMap = new FlowMapStore({ now: this.now });
     this.history = new FlowHistory({
       capacity: opts.storeCapacity,
@@ -266,12 +273,14 @@ export class ControlPlane {
       for (const u of s.stats?.unjudged ?? []) unjudged.push({ node: s.node, cause: u.cause, verdict: u.verdict, packets: u.packets });
     }
     // The control plane's own: records older than the flow map's retention when they came,
-    // 5-tuples past its flow-tracking bound, and UI map streams cut for lagging behind.
+    // 5-tuples past its flow-tracking bound, and UI map streams and GetFlows clients cut
+    // for lagging behind.
     const map = this.flowMap.stats;
     losses.push(
       { node: "controlplane", cause: "late_records", unit: "records", count: BigInt(map.late) },
       { node: "controlplane", cause: "untracked_flows", unit: "flows", count: BigInt(map.untrackedFlows) },
       { node: "controlplane", cause: "ui_streams_cut", unit: "streams", count: BigInt(this.uiServer?.streamsCutOff ?? 0) },
+      { node: "controlplane", cause: "flow_streams_cut", unit: "streams", count: BigInt(this.flowStreamsCut) },
     );
     return {
       agentsConnected: this.agents.connected,

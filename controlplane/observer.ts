@@ -13,6 +13,7 @@ import type {
   ObserverServiceServer, GetFlowsRequest, GetFlowsResponse, GetStatusResponse, GetNodesResponse,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { compileRequest, FlowFilterError } from "./store/filter.js";
+import { FlowStream } from "./flow-stream.js";
 import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
 import type { AccessControl } from "./access/control.js";
@@ -100,19 +101,22 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       // The scope is part of the predicate, so `last N` counts only flows the caller may see.
       const requested = predicate;
       const visible = (flow: Parameters<typeof requested>[0]) => scope !== undefined && flowInScope(scope, flow) && requested(flow);
-      for (const flow of cp.history.iterate({ predicate: visible, since: req.since, until: req.until, last: Number(req.last) })) {
-        call.write({ flow });
-      }
+      // Written at the client's pace; one that stays behind is cut and counted (flow-stream.ts).
+      const stream = new FlowStream(call, cp.flowStreamLimits, (why) => {
+        cp.flowStreamsCut++;
+        log.warn({ method: "GetFlows", subject: scope?.subject, why, cutTotal: cp.flowStreamsCut }, "GetFlows client too far behind: cut off");
+      });
+      const history = cp.history.iterate({ predicate: visible, since: req.since, until: req.until, last: Number(req.last) });
       if (!req.follow) {
-        call.end();
+        stream.start(history, false);
+        call.on("close", () => stream.stop());
         return;
       }
+      // Subscribed in the same turn as the history query: no record falls between the two.
       const unsubscribe = cp.history.subscribe(visible, (records) => {
-        for (const flow of records) {
-          if (until !== undefined && (timestampMs(flow.startTime) ?? 0) > until) continue;
-          call.write({ flow });
-        }
+        stream.push(until === undefined ? records : records.filter((flow) => (timestampMs(flow.startTime) ?? 0) <= until));
       });
+      stream.start(history, true);
       // Tokens were reloaded: a revoked token's stream ends now; a changed scope applies from the next batch.
       const stopWatchingTokens = access.onChange(() => {
         const again = authorization instanceof AccessError ? authorization : access.authenticate(authorization);
@@ -123,8 +127,8 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       });
       // Until has passed (plus the grace for late records): nothing more can match.
       const ending = until === undefined ? undefined
-        : setTimeout(() => { stop(); call.end(); }, Math.max(0, until + FOLLOW_UNTIL_GRACE_MS - Date.now()));
-      const stop = () => { unsubscribe(); stopWatchingTokens(); clearTimeout(ending); };
+        : setTimeout(() => { unsubscribe(); stopWatchingTokens(); stream.finish(); }, Math.max(0, until + FOLLOW_UNTIL_GRACE_MS - Date.now()));
+      const stop = () => { stream.stop(); unsubscribe(); stopWatchingTokens(); clearTimeout(ending); };
       call.on("cancelled", stop);
       call.on("close", stop);
       call.on("error", stop);

@@ -13,7 +13,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { service as healthService } from "grpc-health-check";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ControlPlane } from "../controlplane/controlplane.js";
+import { ControlPlane, type ControlPlaneOptions } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { bind, createGrpcServer, MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
@@ -132,11 +132,12 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function startControlPlane(logs = new LogCapture()): Promise<{ cp: ControlPlane; logs: LogCapture }> {
+async function startControlPlane(logs = new LogCapture(), options: Partial<ControlPlaneOptions> = {}): Promise<{ cp: ControlPlane; logs: LogCapture }> {
   const cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: logs.log,
     // Access control has its own test (access.test.ts); these clients carry no token.
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
+    ...options,
   });
   await cp.start([address]);
   return { cp, logs };
@@ -364,7 +365,7 @@ describe("control plane over gRPC, one control plane per test", () => {
     const old = Date.now() - 2 * 3600 * 1000;
     await agent.deliver(1n, [record("node1", { startTime: ts(old - 500), endTime: ts(old) }), record("node1")]);
     const own = (await observer.status()).losses.filter((l) => l.node === "controlplane").map((l) => `${l.cause} ${l.unit} ${l.count}`);
-    expect(own).toEqual(["late_records records 1", "untracked_flows flows 0", "ui_streams_cut streams 0"]);
+    expect(own).toEqual(["late_records records 1", "untracked_flows flows 0", "ui_streams_cut streams 0", "flow_streams_cut streams 0"]);
   });
 
   it("ends a follow stream once its until has passed (plus the grace for late records), with what started by then", async () => {
@@ -644,6 +645,79 @@ describe("control plane over gRPC, one control plane per test", () => {
   });
 });
 
+describe("GetFlows clients that do not keep up", () => {
+  let cp: ControlPlane | undefined;
+  let agents: AgentServiceClient | undefined;
+  let observer: Observer | undefined;
+
+  afterEach(async () => {
+    for (const a of openAgents.splice(0)) a.call.cancel();
+    agents?.close();
+    observer?.close();
+    if (cp) await stopControlPlane(cp);
+    cp = undefined; agents = undefined; observer = undefined;
+  });
+
+  const ownLoss = async (cause: string) => (await observer!.status()).losses.find((l) => l.node === "controlplane" && l.cause === cause)?.count;
+
+  it("a follow client that reads nothing while 100,000 records arrive costs a bounded heap, is cut RESOURCE_EXHAUSTED and counted", async () => {
+    // A small store, so that the heap grows only by what is held for the client.
+    ({ cp } = await startControlPlane(new LogCapture(), { storeCapacity: 1000, flowStreamLimits: { maxQueuedRecords: 5000, maxStallMs: 60_000 } }));
+    agents = new AgentServiceClient(address, grpc.credentials.createInsecure());
+    observer = new Observer(address);
+    const agent = new RawAgent(agents, "node1");
+    await agent.deliver(1n, records("node1", 1000));
+
+    let received = 0;
+    let status: grpc.StatusObject | undefined;
+    const call = observer.client.getFlows({ allow: [], deny: [], last: 0n, follow: true });
+    call.on("data", () => { received++; });
+    call.on("error", () => undefined); // the status below carries it
+    call.on("status", (s: grpc.StatusObject) => { status = s; });
+    // The history comes after the subscription: once it is read, live records follow.
+    await waitFor(() => received, (n) => n === 1000, 10_000, "the 1,000 records of the history");
+    call.pause();
+
+    const heap = () => { gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
+    const before = heap();
+    for (let b = 2n; b < 102n; b++) await agent.deliver(b, records("node1", 1000));
+    const grown = heap() - before;
+    // 100,000 records as grpc-js would buffer them are ~60 MiB; at most 5,000 wait here, and none once cut.
+    expect(grown, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`).toBeLessThan(16 * 2 ** 20);
+    expect(await ownLoss("flow_streams_cut")).toBe(1n);
+
+    // Reading again, the client gets what it had been sent, then the reason it was cut.
+    call.resume();
+    await waitFor(() => status, (s) => s !== undefined, 10_000, "the cut stream's status");
+    expect(grpc.status[status!.code]).toBe("RESOURCE_EXHAUSTED");
+    expect(status!.details).toMatch(/read too slowly and was cut off \(\d+ live records waiting, over the bound of 5000\)/);
+    expect(received).toBeLessThan(1000 + 7000);
+  });
+
+  it("a history client that reads nothing is cut after the stall bound, and one that reads gets every record once", async () => {
+    ({ cp } = await startControlPlane(new LogCapture(), { flowStreamLimits: { maxQueuedRecords: 5000, maxStallMs: 1000 } }));
+    agents = new AgentServiceClient(address, grpc.credentials.createInsecure());
+    observer = new Observer(address);
+    const agent = new RawAgent(agents, "node1");
+    for (let b = 1n; b <= 20n; b++) await agent.deliver(b, records("node1", 1000));
+
+    const reader = await observer.flows();
+    expect(new Set(reader.map((f) => f.sequence)).size).toBe(20_000);
+
+    let status: grpc.StatusObject | undefined;
+    const call = observer.client.getFlows({ allow: [], deny: [], last: 0n, follow: false });
+    // A paused grpc-js call reads on regardless until it has a data listener.
+    call.on("data", () => undefined);
+    call.on("error", () => undefined);
+    call.on("status", (s: grpc.StatusObject) => { status = s; });
+    call.pause();
+    await waitFor(() => ownLoss("flow_streams_cut"), (n) => n === 1n, 10_000, "the stalled history client to be cut");
+    call.resume();
+    await waitFor(() => status, (s) => s !== undefined, 10_000, "its status");
+    expect(status!.details).toMatch(/no progress for 1000 ms/);
+  });
+});
+
 describe("the agent's ControlPlaneSink across control plane restarts", () => {
   const logs = new LogCapture();
   let cp: ControlPlane | undefined;
@@ -742,7 +816,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(drops).toEqual([500]);
   });
 
-  it("holds an outage within its byte bound: 50,000 records produced past 4 MiB keep its bytes and the heap under it, the overflow is counted exactly, the newest arrive once", async () => {
+  it("holds an outage within its byte bound: 100,000 records produced past 4 MiB keep its bytes and the heap under it, the overflow is counted exactly, the newest arrive once", async () => {
     const BOUND = 4 * 2 ** 20;
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));
@@ -753,16 +827,16 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     cp = undefined;
     await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
 
-    // 50 drains of 1,000 records while the control plane is away (~11 MiB encoded, ~80 MiB as objects).
+    // 100 drains of 1,000 records while the control plane is away (~23 MiB encoded, ~46 MiB as these objects).
     const heap = () => { gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
     const before = heap();
-    for (let i = 0; i < 50; i++) sink.push(numbered(10_000 + i * 1000, 1000));
+    for (let i = 0; i < 100; i++) sink.push(numbered(10_000 + i * 1000, 1000));
     const grown = heap() - before;
     const held = sink.pending;
     const dropped = drops.reduce((a, b) => a + b, 0);
-    // The heap grows by what is held, not by what was produced (a little room for the reconnect attempts).
-    expect(grown, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`).toBeLessThan(BOUND + 2 ** 20);
-    expect(dropped + held).toBe(50_000);
+    // The heap grows by what is held, not by what was produced (room for the reconnect attempts and the test's own garbage).
+    expect(grown, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`).toBeLessThan(BOUND + 4 * 2 ** 20);
+    expect(dropped + held).toBe(100_000);
     expect(sink.heldBytes).toBeLessThanOrEqual(BOUND);
     // It drops no more than it must: not even one more record would fit.
     expect(BOUND - sink.heldBytes).toBeLessThan(bytesOf(100) / 100);
@@ -770,7 +844,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     ({ cp } = await startControlPlane(logs));
     await waitFor(() => sink!.pending, (n) => n === 0, 20_000, "the buffer to drain into the new control plane");
     await sleep(300); // room for a duplicate to arrive, if any would
-    expect(sequences(await observer.flows())).toEqual(range(60_000 - held, held));
+    expect(sequences(await observer.flows())).toEqual(range(110_000 - held, held));
     expect((await observer.status()).recordsTotal).toBe(BigInt(held));
     expect(sink.heldBytes).toBe(0);
   });
