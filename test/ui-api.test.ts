@@ -121,7 +121,7 @@ beforeAll(async () => {
   cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: pino({ level: "silent" }), access,
     now: () => clock.now, uiListen: { host: "127.0.0.1", port: 0 },
-    ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 } },
+    ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 }, maxStreams: 6, maxStreamsPerToken: 4 },
   });
   await cp.start([grpcAddress]);
   base = cp.ui!.url.replace(/\/$/, "");
@@ -306,6 +306,32 @@ describe("UI JSON API", () => {
     await settled(baseline, 0);
     expect(cp.flowMap.subscribers).toBe(baseline);
     expect(cp.ui!.streamCount).toBe(0);
+  });
+
+  it("caps map streams per token and in total: 429 naming the cap reached, and room again once a stream closes", async () => {
+    await settled(0, 0); // earlier tests' streams
+    const other = { authorization: `Bearer ${OTHER_TOKEN}` };
+    // A refused stream answers at once; an accepted one would never end, hence the timeout.
+    const refusal = (query: string, headers: Record<string, string> = {}) => get(`/api/v1/map/stream?${query}`, { headers, signal: AbortSignal.timeout(3000) });
+    const open = await Promise.all([1, 2, 3, 4].map(() => EventReader.open("window=1m")));
+    try {
+      const fifth = await refusal("window=1m");
+      expect(fifth.status).toBe(429);
+      expect(fifth.body.error).toMatch(/^this token \(unauthenticated\) already has 4 map streams open, the most one token may hold; close another/);
+      // Another token still may, up to the total of 6.
+      open.push(...await Promise.all([1, 2].map(() => EventReader.open("namespace=other&window=1m", undefined, other))));
+      const seventh = await refusal("namespace=other&window=1m", other);
+      expect(seventh.status).toBe(429);
+      expect(seventh.body.error).toMatch(/^the control plane already serves 6 map streams, the most it holds at once/);
+      expect(cp.ui!.streamsRefused).toBe(2);
+      open.shift()!.close();
+      await settled(5, 5);
+      open.push(await EventReader.open("window=1m"));
+      expect(cp.ui!.streamCount).toBe(6);
+    } finally {
+      for (const s of open) s.close();
+      await settled(0, 0);
+    }
   });
 
   it("flows returns the same flows as GetFlows for the same observe filter", async () => {

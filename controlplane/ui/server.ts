@@ -41,7 +41,17 @@ export interface UiServerOptions {
   stream?: MapStreamOptions;
   /** Serve HTTPS with this certificate and key (bearer tokens must not cross a network in clear). */
   tls?: { cert: Buffer; key: Buffer };
+  /** Map streams open at once, all tokens together; more are refused with 429. Default 256. */
+  maxStreams?: number;
+  /** Map streams open at once with one token (requests without one count as one token); default 16. */
+  maxStreamsPerToken?: number;
+  /** Records the details pane examines, newest first (its counts then cover those); default 100,000. */
+  maxDetailRecords?: number;
 }
+
+/** Each open map stream costs a flow-map listener and a delta per flush: a browser tab holds one. */
+const DEFAULT_MAX_STREAMS = 256;
+const DEFAULT_MAX_STREAMS_PER_TOKEN = 16;
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/controlplane/ui → dist/ui; from the sources (tests run them) → dist/ui as well. */
@@ -62,7 +72,10 @@ type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse, re
 export class UiServer {
   private readonly server: http.Server;
   private readonly streams = new Set<MapStream>();
+  /** Open map streams by token subject. */
+  private readonly streamsBySubject = new Map<string, number>();
   private cutOff = 0;
+  private refused = 0;
   private readonly staticDir: string;
   private readonly scopeOf: (request: IncomingMessage) => Scope;
   private readonly routes: ReadonlyMap<string, Route>;
@@ -102,6 +115,11 @@ export class UiServer {
   /** Map stream clients disconnected for lagging maxQueuedBytes behind, since start. */
   get streamsCutOff(): number {
     return this.cutOff;
+  }
+
+  /** Map streams refused for a full cap (per token or in total), since start. */
+  get streamsRefused(): number {
+    return this.refused;
   }
 
   /** Open map streams (for tests and status). */
@@ -201,6 +219,18 @@ export class UiServer {
 
   private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
     const { namespace, window } = this.mapQuery(params, scope);
+    const subject = scope.subject;
+    const mine = this.streamsBySubject.get(subject) ?? 0;
+    const perToken = this.options.maxStreamsPerToken ?? DEFAULT_MAX_STREAMS_PER_TOKEN;
+    const total = this.options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    const full = mine >= perToken ? `this token (${subject}) already has ${mine} map streams open, the most one token may hold`
+      : this.streams.size >= total ? `the control plane already serves ${this.streams.size} map streams, the most it holds at once` : undefined;
+    if (full !== undefined) {
+      this.refused++;
+      this.options.log.warn({ subject, namespace, open: mine, total: this.streams.size, refusedTotal: this.refused }, "map stream refused: cap reached");
+      response.setHeader("retry-after", "30");
+      throw new ApiError(429, `${full}; close another tab or stream, or use /api/v1/map for a one-off map`);
+    }
     // Tokens reloaded (as the Observer API's follow streams do): a revoked token's stream, or
     // one whose namespace left its scope, ends now; a changed scope starts a new snapshot.
     const stopWatchingTokens = this.sources.access.onChange(() => {
@@ -221,8 +251,14 @@ export class UiServer {
         "map stream client too far behind: disconnected (it reconnects to a fresh snapshot)");
     };
     const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, { ...this.options.stream, onCutOff },
-      () => { stopWatchingTokens(); this.streams.delete(stream); });
+      () => {
+        stopWatchingTokens();
+        this.streams.delete(stream);
+        const left = (this.streamsBySubject.get(subject) ?? 1) - 1;
+        if (left > 0) this.streamsBySubject.set(subject, left); else this.streamsBySubject.delete(subject);
+      });
     this.streams.add(stream);
+    this.streamsBySubject.set(subject, mine + 1);
     stream.start();
   }
 
