@@ -121,7 +121,7 @@ beforeAll(async () => {
   cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: pino({ level: "silent" }), access,
     now: () => clock.now, uiListen: { host: "127.0.0.1", port: 0 },
-    ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 }, maxStreams: 6, maxStreamsPerToken: 4 },
+    ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 }, maxStreams: 6, maxStreamsPerToken: 4, maxDetailRecords: 50 },
   });
   await cp.start([grpcAddress]);
   base = cp.ui!.url.replace(/\/$/, "");
@@ -388,6 +388,17 @@ describe("UI JSON API", () => {
     expect(edge.status).toBe(200);
     expect(edge.body.records).toBe(2);
     expect(edge.body.decidedBy).toEqual([]);
+  });
+
+  it("details: a busy host's examine only its newest maxDetailRecords candidates, and say so", async () => {
+    // The kubelet on node1's own address probing web-1, 60 times.
+    cp.ingest("node1", Array.from({ length: 60 }, () => record("192.168.0.11", WEB_IP, 10250, Verdict.VERDICT_FORWARDED, ObservationPoint.OBSERVATION_POINT_TO_POD)));
+    const host = await get(`/api/v1/details?node=${encodeURIComponent("host:node1")}&window=1h`);
+    expect(host.status).toBe(200);
+    expect(host.body).toMatchObject({ edges: 1, records: 50, examined: 50, truncated: true });
+    const db = await get(`/api/v1/details?node=${encodeURIComponent(DB)}&window=1h`);
+    expect(db.body).toMatchObject({ truncated: false });
+    expect(db.body.examined).toBeLessThan(50);
   });
 
   it("bad parameters get 400 naming the parameter and value; unknown nodes 404", async () => {

@@ -52,6 +52,8 @@ export interface UiServerOptions {
 /** Each open map stream costs a flow-map listener and a delta per flush: a browser tab holds one. */
 const DEFAULT_MAX_STREAMS = 256;
 const DEFAULT_MAX_STREAMS_PER_TOKEN = 16;
+/** Bounds one details request however busy the node: a busy window holds millions of records. */
+const DEFAULT_MAX_DETAIL_RECORDS = 100_000;
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/controlplane/ui → dist/ui; from the sources (tests run them) → dist/ui as well. */
@@ -76,12 +78,14 @@ export class UiServer {
   private readonly streamsBySubject = new Map<string, number>();
   private cutOff = 0;
   private refused = 0;
+  private readonly maxDetailRecords: number;
   private readonly staticDir: string;
   private readonly scopeOf: (request: IncomingMessage) => Scope;
   private readonly routes: ReadonlyMap<string, Route>;
 
   constructor(private readonly sources: UiSources, private readonly options: UiServerOptions) {
     this.staticDir = path.resolve(options.staticDir ?? DEFAULT_STATIC_DIR);
+    this.maxDetailRecords = options.maxDetailRecords ?? DEFAULT_MAX_DETAIL_RECORDS;
     this.scopeOf = (request) => requestScope(sources.access, request);
     this.routes = new Map<string, Route>([
       ["namespaces", (q, s, res) => this.namespaces(q, s, res)],
@@ -319,10 +323,10 @@ export class UiServer {
       const found = map.nodes.find((n) => n.id === node.id);
       if (found === undefined) throw notFound("node", node.id, window.name);
       const selectedBy = selectingPolicies(state, model, node, ["ingress", "egress"]);
-      const { decidedBy, records } = decidingPolicies(history, model, { node }, sinceMs, visible);
+      const { decidedBy, records, examined, truncated } = decidingPolicies(history, model, { node }, sinceMs, visible, this.maxDetailRecords);
       const edges = map.edges.filter((e) => e.source === node.id || e.destination === node.id);
       this.json(response, {
-        window: window.name, node: nodeJson(found), edges: edges.length, records,
+        window: window.name, node: nodeJson(found), edges: edges.length, records, examined, truncated,
         packets: edges.reduce((sum, e) => sum + Number(e.packets), 0), bytes: edges.reduce((sum, e) => sum + Number(e.bytes), 0),
         selectedBy, decidedBy,
       });
@@ -339,8 +343,8 @@ export class UiServer {
       ...selectingPolicies(state, model, source, ["egress"]),
       ...selectingPolicies(state, model, destination, ["ingress"]),
     ];
-    const { decidedBy, records } = decidingPolicies(history, model, { edge: key, source }, sinceMs, visible);
-    this.json(response, { window: window.name, edge: edgeJson(found), records, selectedBy, decidedBy });
+    const { decidedBy, records, examined, truncated } = decidingPolicies(history, model, { edge: key, source }, sinceMs, visible, this.maxDetailRecords);
+    this.json(response, { window: window.name, edge: edgeJson(found), records, examined, truncated, selectedBy, decidedBy });
   }
 
   private requireVisible(scope: Scope, node: ParsedNode): void {
