@@ -23,6 +23,7 @@ const SERVICE_IDENTITY: Identity = {
 };
 import { observerService } from "./observer.js";
 import { DEFAULT_FLOW_STREAM_LIMITS, type FlowStreamLimits } from "./flow-stream.js";
+import { EventLoopLag, renderMetrics } from "./metrics.js";
 import type { AccessControl } from "./access/control.js";
 import { bind, createGrpcServer } from "./grpc.js";
 import { UiServer, type UiServerOptions } from "./ui/server.js";
@@ -105,6 +106,7 @@ export class ControlPlane {
   readonly flowStreamLimits: FlowStreamLimits;
   /** GetFlows clients cut for reading too slowly. */
   flowStreamsCut = 0;
+  private readonly lag = new EventLoopLag();
 
   constructor(private readonly opts: ControlPlaneOptions) {
     this.now = opts.now ?? Date.now;
@@ -128,6 +130,7 @@ export class ControlPlane {
   /** Starts serving; resolves to the port bound for each listen address (1 for a unix socket). */
   async start(listen: string[]): Promise<number[]> {
     const log = this.opts.log;
+    this.lag.start();
     await this.opts.source.start({
       apply: (events: ObjectEvent[], observedAtNs: bigint) => {
         this.state.apply(events, observedAtNs);
@@ -304,6 +307,13 @@ export class ControlPlane {
     };
   }
 
+  /** /metrics in the Prometheus text format (metrics.ts). */
+  metrics(): string {
+    return renderMetrics({
+      status: this.status(), lag: this.lag, mapStreams: this.uiServer?.streamCount ?? 0, mapStreamsRefused: this.uiServer?.streamsRefused ?? 0,
+    });
+  }
+
   nodes(): GetNodesResponse {
     const known = new Set<string>([...this.state.nodes().map((n) => n.metadata.name), ...this.agents.sessions.keys()]);
     return {
@@ -327,6 +337,7 @@ export class ControlPlane {
 
   async stop(): Promise<void> {
     if (this.pushTimer) clearTimeout(this.pushTimer);
+    this.lag.stop();
     await this.uiServer?.close();
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.

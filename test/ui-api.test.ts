@@ -10,6 +10,8 @@ import * as grpc from "@grpc/grpc-js";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
+import { EventLoopLag } from "../controlplane/metrics.js";
+import { waitFor } from "./harness/wait.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
 import { flowFilterOf, FilterNameError } from "../controlplane/store/filter-names.js";
@@ -228,6 +230,39 @@ describe("UI JSON API", () => {
     expect(post.status).toBe(405);
     expect(post.body.error).toMatch(/POST/);
     expect((await get("/healthz", { method: "DELETE" })).status).toBe(405);
+  });
+
+  it("GET /metrics gives event-loop lag by quantile, memory and the control plane's own losses, to cluster-wide readers only", async () => {
+    const { status, text, type } = await get("/metrics");
+    expect(status).toBe(200);
+    expect(type).toMatch(/^text\/plain; version=0\.0\.4/);
+    const value = (series: string) => {
+      const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+      return line === undefined ? undefined : Number(line.slice(series.length + 1));
+    };
+    for (const q of ["0.5", "0.99", "1"]) expect(value(`bulkhead_controlplane_event_loop_lag_seconds{quantile="${q}"}`)).toBeGreaterThanOrEqual(0);
+    expect(value("bulkhead_controlplane_resident_memory_bytes")).toBeGreaterThan(10 * 2 ** 20);
+    expect(value('bulkhead_controlplane_lost_total{cause="flow_streams_cut",unit="streams"}')).toBe(0);
+    expect(value("bulkhead_controlplane_records_total")).toBe(Number((await cp.status()).recordsTotal));
+    const scoped = await get("/metrics", { headers: { authorization: `Bearer ${OTHER_TOKEN}` } });
+    expect(scoped.status).toBe(403);
+  });
+
+  it("the event-loop lag shows a 150 ms block in its max, and a later window without one does not", async () => {
+    const lag = new EventLoopLag(300);
+    lag.start();
+    try {
+      await new Promise((r) => setTimeout(r, 50)); // its sampling timer runs from the next loop iteration on
+      const until = Date.now() + 150;
+      while (Date.now() < until) { /* the block */ }
+      const blocked = await waitFor(() => lag.quantiles(), (q) => q.max > 0.12, 3000, "the block in the lag's max");
+      // One long iteration among hundreds need not move the p99; the quantiles are ordered all the same.
+      expect(blocked.max).toBeGreaterThanOrEqual(blocked.p99);
+      expect(blocked.p99).toBeGreaterThanOrEqual(blocked.p50);
+      await waitFor(() => lag.quantiles(), (q) => q.max < 0.1, 3000, "a window without the block");
+    } finally {
+      lag.stop();
+    }
   });
 
   it("namespaces lists cluster namespaces with their policy mode", async () => {

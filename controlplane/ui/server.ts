@@ -1,4 +1,4 @@
-// The web UI's HTTP server: the built UI (dist/ui) as static files, /healthz, and the JSON
+// The web UI's HTTP server: the built UI (dist/ui) as static files, /healthz, /metrics, and the JSON
 // API under /api/v1/ (namespaces, map, map/stream, flows, details). Every request gets one
 // access scope (scope.ts) that every endpoint honours. A bad request is answered alone: no
 // error of one client reaches another's stream or the stores.
@@ -32,6 +32,8 @@ export interface UiSources {
   readonly policy: PolicyCompiler;
   /** Bearer tokens and their scopes, shared with the Observer API. */
   readonly access: AccessControl;
+  /** The control plane's /metrics text. */
+  metrics(): string;
 }
 
 export interface UiServerOptions {
@@ -154,6 +156,13 @@ export class UiServer {
       if (url.pathname === "/healthz") {
         this.requireRead(method);
         response.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end("ok\n");
+        return;
+      }
+      // Cluster-wide counts, as GetStatus: a cluster-wide token (or none, with --allow-unauthenticated).
+      if (url.pathname === "/metrics") {
+        this.requireRead(method);
+        if (this.scopeOf(request).kind !== "cluster") throw new ApiError(403, "/metrics describes the whole cluster: it needs a token without a namespace restriction");
+        response.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(this.sources.metrics());
         return;
       }
       if (url.pathname.startsWith("/api/")) {
