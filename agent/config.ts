@@ -58,8 +58,8 @@ in-kernel flow map on an interval and exports flow records.
   --export-queue N          records buffered for export before the oldest drop (default 600000)
   --controlplane ADDR       stream records to the control plane (HOST:PORT or unix:///PATH)
   --buffer-bytes SIZE       encoded records held while the control plane is away, e.g. 256Mi; past it
-                            the oldest are dropped and counted as buffer_full (default 256Mi: ~1M
-                            records of 170-290 bytes, within the DaemonSet's 1Gi limit beside the rest)
+                            the oldest are dropped and counted as buffer_full (default 128Mi: ~600k
+                            records of ~220 bytes, within the DaemonSet's 1Gi limit beside the rest)
   --metrics-addr HOST:PORT  serve /metrics and /healthz (default 127.0.0.1:9964: in the host network
                             every interface would expose them; the DaemonSet binds the node's IP; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
@@ -74,11 +74,13 @@ Mutual TLS with the control plane (all three or none; files from "bulkhead certs
 export const DEFAULT_BPF_DIR = "/sys/fs/bpf/bulkhead";
 
 /**
- * The outage buffer's default. The DaemonSet's limit is 1Gi; the agent itself peaks at
- * ~325-365 MiB draining 100k records/s (bench/README.md, agent-load), so 256 MiB of buffer
- * leaves ~400 MiB of headroom. Raise both together.
+ * The outage buffer's default: ~600k records of ~220 bytes (60 s at 10k records/s). The
+ * DaemonSet's limit is 1Gi; with the control plane away at 50k records/s the agent's sink
+ * peaked at 642 MiB RSS with 128 MiB held and 773 MiB with 256 MiB (bench/README.md,
+ * agent-outage: building the records costs more than holding them), so 128 MiB leaves room
+ * for a faster drain. Raise it together with the memory limit.
  */
-const DEFAULT_BUFFER = "256Mi";
+const DEFAULT_BUFFER = "128Mi";
 
 function positiveInt(flag: string, raw: string | undefined, fallback: number, max = 2 ** 31 - 1): number {
   if (raw === undefined) return fallback;
