@@ -269,7 +269,11 @@ export class Agent {
       this.m.packets.inc({}, packets);
       this.m.bytes.inc({}, bytes);
       this.readCounters(datapath);
-      this.lastDrainOk = true;
+      this.lastDrainOk = drained.failure === undefined;
+      if (drained.failure) {
+        this.log.error({ err: drained.failure.message, records: drained.count },
+          "drain failed midway: the entries it had taken are exported, the rest stays in the map for a later drain");
+      }
     } catch (err) {
       this.lastDrainOk = false;
       this.log.error({ err: (err as Error).message }, "drain failed");

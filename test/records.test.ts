@@ -8,6 +8,7 @@ import { BoundedQueue } from "../agent/queue.js";
 import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeBatchRequest, encodeRecords } from "../agent/export/record-buffer.js";
 import { ConnectRequest } from "../proto/gen/bulkhead/v1/agent.js";
 import { parseByteSize } from "../config/flags.js";
+import { drainKept } from "../agent/datapath.js";
 
 const fixedClock: Clock = { monoToWallNs: (mono) => mono + 1_700_000_000_000_000_000n };
 
@@ -127,5 +128,19 @@ describe("flow records", () => {
     expect(parseByteSize("buffer-bytes", "1048576", 1, 2 ** 40)).toBe(2 ** 20);
     expect(() => parseByteSize("buffer-bytes", "256MB", 1, 2 ** 40)).toThrow(/--buffer-bytes: "256MB" is not a size in bytes/);
     expect(() => parseByteSize("buffer-bytes", "1Ki", 2 ** 20, 2 ** 40)).toThrow(/out of range/);
+  });
+
+  it("a drain that fails midway keeps the entries the kernel already gave up, and says that it failed", () => {
+    const taken = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 3n, bytes: 180n });
+    const partial = { keys: taken.key, values: taken.value, count: 1 };
+    const err = Object.assign(new Error("map_lookup_batch flows_0: Bad address (errno 14)"),
+      { op: "map_lookup_batch", object: "flows_0", errno: 14, code: "EFAULT", partial });
+    const failures: Error[] = [];
+    const got = drainKept({ drain: () => { throw err; } }, failures);
+    expect(got.count).toBe(1);
+    expect(decodeFlowRecord(got.keys, got.values, 0, ctx()).packets).toBe(3n);
+    expect(failures).toEqual([err]);
+    // Nothing taken, nothing to keep: the error is thrown as before.
+    expect(() => drainKept({ drain: () => { throw new Error("map flows_0 is gone"); } }, [])).toThrow("map flows_0 is gone");
   });
 });
