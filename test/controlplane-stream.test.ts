@@ -368,6 +368,21 @@ describe("control plane over gRPC, one control plane per test", () => {
     expect(own).toEqual(["late_records records 1", "untracked_flows flows 0", "ui_streams_cut streams 0", "flow_streams_cut streams 0"]);
   });
 
+  it("forgets an agent's session an hour after it disconnected, at the next hello, and keeps a recent one", async () => {
+    const gone = new RawAgent(agents, "node2");
+    await gone.deliver(1n, records("node2", 1));
+    const recent = new RawAgent(agents, "node1", {}, "instance-recent");
+    await recent.deliver(1n, records("node1", 1));
+    gone.close();
+    recent.close();
+    await waitFor(() => cp.agents.connected, (n) => n === 0, 5000, "both streams to end");
+    cp.agents.sessions.get("node2")!.lastSeenMs -= 2 * 3600 * 1000; // as if it left two hours ago
+    const next = new RawAgent(agents, "node1");
+    await next.deliver(1n, records("node1", 1));
+    expect([...cp.agents.sessions.keys()]).toEqual(["node1"]);
+    expect((await observer.status()).agentsKnown).toBe(1);
+  });
+
   it("ends a follow stream once its until has passed (plus the grace for late records), with what started by then", async () => {
     const agent = new RawAgent(agents, "node1");
     const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
