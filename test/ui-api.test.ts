@@ -11,6 +11,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { EventLoopLag } from "../controlplane/metrics.js";
+import { decidingPolicies, parseNodeId } from "../controlplane/ui/details.js";
 import { waitFor } from "./harness/wait.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
@@ -434,6 +435,11 @@ describe("UI JSON API", () => {
     const db = await get(`/api/v1/details?node=${encodeURIComponent(DB)}&window=1h`);
     expect(db.body).toMatchObject({ truncated: false });
     expect(db.body.examined).toBeLessThan(50);
+  });
+
+  it("details: the flow map's overflow node (world:other) counts no record and does not fail", () => {
+    const other = decidingPolicies(cp.history, cp.policy.model(), { node: parseNodeId("node", "world:other") }, 0, () => true, 100);
+    expect(other).toMatchObject({ records: 0, examined: 0, truncated: false, decidedBy: [] });
   });
 
   it("bad parameters get 400 naming the parameter and value; unknown nodes 404", async () => {

@@ -123,7 +123,8 @@ function prefilter(node: ParsedNode): FlowPredicate {
     case "service": return compileFilter(FlowFilter.fromPartial({ service: [`${node.namespace}/${node.name}`] }));
     // A host end is named by its Endpoint's node; pods of that node pass too, and the exact edge test sorts them out.
     case "host": return (r) => r.source?.node === node.node || r.destination?.node === node.node;
-    default: return compileFilter(FlowFilter.fromPartial({ ip: [node.ip] }));
+    // "world:other" (the flow map's overflow, store/flowmap.ts rule 6) is no address: no record names it.
+    default: return node.ip === "other" ? () => false : compileFilter(FlowFilter.fromPartial({ ip: [node.ip] }));
   }
 }
 
