@@ -113,3 +113,22 @@ export function formatIPv6Groups(groups: number[]): string {
   if (bestStart < 0) return hex(groups);
   return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
 }
+
+/**
+ * The network of `text` as canonical "address/prefix" with host bits cleared, taking
+ * `v4Bits` of an IPv4 address and `v6Bits` of an IPv6 one (e.g. 24 and 48); undefined when
+ * `text` is not an address.
+ */
+export function networkOf(text: string, v4Bits: number, v6Bits: number): string | undefined {
+  const ip = parseIp(text);
+  if (!ip) return undefined;
+  const bits = ip.family === 4 ? v4Bits : v6Bits;
+  const bytes = ip.bytes.slice();
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    bytes[i] = (bytes[i] ?? 0) & ((0xff00 >> keep) & 0xff);
+  }
+  if (ip.family === 4) return `${bytes.join(".")}/${bits}`;
+  const groups = Array.from({ length: 8 }, (_, i) => ((bytes[2 * i] ?? 0) << 8) | (bytes[2 * i + 1] ?? 0));
+  return `${formatIPv6Groups(groups)}/${bits}`;
+}

@@ -11,7 +11,8 @@ import type { AgentConfig } from "./config.js";
 import { Datapath, type Counters } from "./datapath.js";
 import { Attacher } from "./attacher.js";
 import { InterfaceWatcher, type PodInterface } from "./interfaces.js";
-import { Registry, serveMetrics } from "./metrics.js";
+import { Registry } from "../metrics/registry.js";
+import { serveMetrics } from "./metrics.js";
 import { decodeFlowRecord, clockNow, UNJUDGED_CAUSES, UNJUDGED_VERDICTS } from "./records.js";
 import { BH_EVENT_NEW_FLOW, bh_event } from "../native/gen/abi.js";
 import { FileSink } from "./export/file.js";
@@ -47,6 +48,7 @@ export class Agent {
     watched: this.metrics.gauge("bulkhead_agent_interfaces_watched", "Pod interfaces with capture attached"),
     queued: this.metrics.gauge("bulkhead_agent_export_pending_records", "Flow records waiting for export, by sink"),
     connected: this.metrics.gauge("bulkhead_agent_controlplane_connected", "1 while the control plane stream is up"),
+    held: this.metrics.gauge("bulkhead_agent_controlplane_buffer_bytes", "Bytes of encoded records held for the control plane, buffered and in flight (at most --buffer-bytes)"),
     drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
     policyErrors: this.metrics.counter("bulkhead_agent_policy_errors_total", "Policy snapshots or endpoint updates not applied, by stage"),
     policyVersion: this.metrics.gauge("bulkhead_agent_policy_version", "The policy snapshot version the datapath enforces (0: none)"),
@@ -92,7 +94,7 @@ export class Agent {
         onPolicy: (snapshot) => this.applyPolicy(snapshot),
       }, this.log);
       this.controlplane = new ControlPlaneSink(this.connection, {
-        bufferRecords: config.bufferRecords,
+        bufferBytes: config.bufferBytes,
         onBufferDrop: (n) => this.m.lostRecords.inc({ cause: "buffer_full" }, n),
         onRefused: (n, reason) => {
           this.m.lostRecords.inc({ cause: "refused" }, n);
@@ -267,7 +269,11 @@ export class Agent {
       this.m.packets.inc({}, packets);
       this.m.bytes.inc({}, bytes);
       this.readCounters(datapath);
-      this.lastDrainOk = true;
+      this.lastDrainOk = drained.failure === undefined;
+      if (drained.failure) {
+        this.log.error({ err: drained.failure.message, records: drained.count },
+          "drain failed midway: the entries it had taken are exported, the rest stays in the map for a later drain");
+      }
     } catch (err) {
       this.lastDrainOk = false;
       this.log.error({ err: (err as Error).message }, "drain failed");
@@ -276,6 +282,7 @@ export class Agent {
     if (records.length) for (const sink of this.sinks) sink.push(records);
     for (const sink of this.sinks) this.m.queued.set({ sink: sink.name }, sink.pending);
     this.m.connected.set({}, this.connection?.connected ? 1 : 0);
+    if (this.controlplane) this.m.held.set({}, this.controlplane.heldBytes);
     this.connection?.sendStats(this.stats());
     return records;
   }

@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import os from "node:os";
 import path from "node:path";
 import { bpfObjectDir } from "../native/index.js";
-import { ConfigError, parseHostPort } from "../config/flags.js";
+import { ConfigError, parseByteSize, parseHostPort } from "../config/flags.js";
 import { X509Certificate } from "node:crypto";
 import { loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
 import { nodesInSubjectAltName } from "../tls/node-identity.js";
@@ -29,8 +29,8 @@ export interface AgentConfig {
   exportQueueRecords: number;
   /** gRPC address of the control plane (host:port or unix:///path), or undefined for none. */
   controlplane: string | undefined;
-  /** Records buffered for the control plane while it is unreachable. */
-  bufferRecords: number;
+  /** Bytes of encoded records held for the control plane while it is unreachable (buffered and in flight). */
+  bufferBytes: number;
   /** host:port of the /metrics and /healthz server, or undefined for none. */
   metricsAddr: { host: string; port: number } | undefined;
   /** Resync of the interface list even without netlink events, milliseconds. */
@@ -57,7 +57,9 @@ in-kernel flow map on an interval and exports flow records.
   --export-file PATH        append records as JSON lines (proto3 JSON mapping)
   --export-queue N          records buffered for export before the oldest drop (default 600000)
   --controlplane ADDR       stream records to the control plane (HOST:PORT or unix:///PATH)
-  --buffer N                records held while the control plane is away (default 1200000)
+  --buffer-bytes SIZE       encoded records held while the control plane is away, e.g. 256Mi; past it
+                            the oldest are dropped and counted as buffer_full (default 128Mi: ~600k
+                            records of ~220 bytes, within the DaemonSet's 1Gi limit beside the rest)
   --metrics-addr HOST:PORT  serve /metrics and /healthz (default 127.0.0.1:9964: in the host network
                             every interface would expose them; the DaemonSet binds the node's IP; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
@@ -70,6 +72,15 @@ Mutual TLS with the control plane (all three or none; files from "bulkhead certs
 `;
 
 export const DEFAULT_BPF_DIR = "/sys/fs/bpf/bulkhead";
+
+/**
+ * The outage buffer's default: ~600k records of ~220 bytes (60 s at 10k records/s). The
+ * DaemonSet's limit is 1Gi; with the control plane away at 50k records/s the agent's sink
+ * peaked at 642 MiB RSS with 128 MiB held and 773 MiB with 256 MiB (bench/README.md,
+ * agent-outage: building the records costs more than holding them), so 128 MiB leaves room
+ * for a faster drain. Raise it together with the memory limit.
+ */
+const DEFAULT_BUFFER = "128Mi";
 
 function positiveInt(flag: string, raw: string | undefined, fallback: number, max = 2 ** 31 - 1): number {
   if (raw === undefined) return fallback;
@@ -114,7 +125,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
         "export-queue": { type: "string" },
         "metrics-addr": { type: "string" },
         controlplane: { type: "string" },
-        buffer: { type: "string" },
+        "buffer-bytes": { type: "string" },
         "resync-interval": { type: "string" },
         "log-level": { type: "string" },
         "tls-cert": { type: "string" },
@@ -147,7 +158,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     exportFile: v["export-file"] === undefined ? undefined : path.resolve(v["export-file"]),
     exportQueueRecords: positiveInt("export-queue", v["export-queue"], 600_000),
     controlplane: parseControlPlaneAddr(v.controlplane),
-    bufferRecords: positiveInt("buffer", v.buffer, 1_200_000, 100_000_000),
+    bufferBytes: parseByteSize("buffer-bytes", v["buffer-bytes"] ?? DEFAULT_BUFFER, 2 ** 20, 64 * 2 ** 30),
     metricsAddr: metrics === "off" ? undefined : parseHostPort("metrics-addr", metrics),
     resyncIntervalMs: positiveInt("resync-interval", v["resync-interval"], 5000, 3_600_000),
     logLevel: oneOf("log-level", v["log-level"], ["trace", "debug", "info", "warn", "error"] as const, "info"),

@@ -27,6 +27,24 @@ export interface DrainedFlows {
   keys: Buffer;
   values: Buffer;
   count: number;
+  /** A map's drain failed midway: these entries are what it took before; the rest waits in the map for a later drain. */
+  failure?: Error;
+}
+
+/**
+ * Drains `map`. A batch lookup-and-delete that fails midway has already deleted what it
+ * read: that part comes back (the error goes to `failures`) instead of being lost
+ * uncounted; the entries it did not reach stay in the map, and the drain after next reads
+ * them (the flip makes it the idle map again). Any other error is thrown.
+ */
+export function drainKept(map: { drain(): DrainResult }, failures: Error[]): DrainResult {
+  try {
+    return map.drain();
+  } catch (err) {
+    if (!isBpfError(err) || err.partial === undefined) throw err;
+    failures.push(err);
+    return err.partial;
+  }
 }
 
 export type Counters = Record<keyof typeof COUNTER, bigint>;
@@ -226,9 +244,10 @@ export class Datapath {
     this.object.synchronize("sync_outer");
     const parts = [...this.retiredFlows];
     this.retiredFlows = [];
-    if (this.retiring) parts.push(this.retiring.drain());
-    parts.push(this.object.map(`flows_${idle}`).drain());
-    return concatDrains(parts);
+    const failures: Error[] = [];
+    if (this.retiring) parts.push(drainKept(this.retiring, failures));
+    parts.push(drainKept(this.object.map(`flows_${idle}`), failures));
+    return { ...concatDrains(parts), ...(failures[0] ? { failure: failures[0] } : {}) };
   }
 
   /** Cumulative datapath counters summed over CPUs (kernel-lifetime totals: a pinned

@@ -84,6 +84,9 @@ export function validateRecord(r: FlowRecord, node: string, where: string): void
   if (!r.startTime || !r.endTime) fail("no start or end time");
 }
 
+/** How long a disconnected agent's session (its counts, losses, last batch id) is kept. */
+export const SESSION_RETENTION_MS = 60 * 60 * 1000;
+
 export class AgentRegistry {
   readonly sessions = new Map<string, AgentSession>();
 
@@ -208,6 +211,7 @@ export class AgentRegistry {
         `hello claims node "${h.node}", but the client certificate "${certified.subject}" is for node "${certified.node}"`, h.node);
     }
     if (!h.instanceId) throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, "hello: no instance id");
+    this.forgetGone(Date.now());
     let stored: bigint | undefined;
     try {
       stored = await this.hub.lastBatchId(h.instanceId);
@@ -237,6 +241,20 @@ export class AgentRegistry {
     stream.write({ kind: { $case: "endpoints", value: { endpoints: this.hub.localEndpoints(h.node) } } });
     stream.write({ kind: { $case: "policy", value: this.hub.policy() } });
     return session;
+  }
+
+  /**
+   * Forgets sessions disconnected for longer than SESSION_RETENTION_MS (their node left, or
+   * was replaced under another name), so that node churn does not grow the registry, the
+   * status and the node list for ever. Checked at each hello: only a hello adds a session.
+   */
+  private forgetGone(nowMs: number): void {
+    for (const [node, s] of this.sessions) {
+      if (!s.connected && nowMs - s.lastSeenMs > SESSION_RETENTION_MS) {
+        this.sessions.delete(node);
+        this.log.info({ node, lastSeenMs: s.lastSeenMs }, "agent session forgotten: disconnected for over an hour");
+      }
+    }
   }
 
   /** Tells the agent which batch is refused and where to go on (BatchRefused), and returns the error that ends the stream. */

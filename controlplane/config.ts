@@ -222,7 +222,7 @@ function retention(v: { retention?: string; "retention-size"?: string }): { rete
   }
   return {
     ...(retentionMs !== undefined ? { retentionMs } : {}),
-    ...(v["retention-size"] !== undefined ? { retentionBytes: parseByteSize("retention-size", v["retention-size"]) } : {}),
+    ...(v["retention-size"] !== undefined ? { retentionBytes: BigInt(parseByteSize("retention-size", v["retention-size"])) } : {}),
   };
 }
 

@@ -26,6 +26,8 @@ const SERVICE_IDENTITY: Identity = {
   ingressIsolated: false, egressIsolated: false, endpoint: false, service: true,
 };
 import { observerService } from "./observer.js";
+import { DEFAULT_FLOW_STREAM_LIMITS, type FlowStreamLimits } from "./flow-stream.js";
+import { EventLoopLag, renderMetrics } from "./metrics.js";
 import type { AccessControl } from "./access/control.js";
 import { bind, createGrpcServer } from "./grpc.js";
 import { UiServer, type UiServerOptions } from "./ui/server.js";
@@ -58,6 +60,8 @@ export interface ControlPlaneOptions {
   ui?: Omit<UiServerOptions, "log">;
   /** Wall clock of the flow maps, in ms; injectable for tests. Default Date.now. */
   now?: () => number;
+  /** How far a GetFlows client may fall behind before it is cut (flow-stream.ts). */
+  flowStreamLimits?: FlowStreamLimits;
 }
 
 /** Records received per second over the last ten seconds. */
@@ -117,10 +121,15 @@ export class ControlPlane {
   /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
   private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
   private shipVersion = 0n;
+  readonly flowStreamLimits: FlowStreamLimits;
+  /** GetFlows clients cut for reading too slowly. */
+  flowStreamsCut = 0;
+  private readonly lag = new EventLoopLag();
 
   constructor(private readonly opts: ControlPlaneOptions) {
     this.now = opts.now ?? Date.now;
     this.startedMs = this.now();
+    this.flowStreamLimits = opts.flowStreamLimits ?? DEFAULT_FLOW_STREAM_LIMITS;
     this.flowMap = new FlowMapStore({ now: this.now });
     this.history = new FlowHistory({
       capacity: opts.storeCapacity,
@@ -141,6 +150,7 @@ export class ControlPlane {
   /** Starts serving; resolves to the port bound for each listen address (1 for a unix socket). */
   async start(listen: string[]): Promise<number[]> {
     const log = this.opts.log;
+    this.lag.start();
     await this.opts.source.start({
       apply: (events: ObjectEvent[], observedAtNs: bigint) => {
         this.state.apply(events, observedAtNs);
@@ -384,12 +394,14 @@ export class ControlPlane {
       for (const u of s.stats?.unjudged ?? []) unjudged.push({ node: s.node, cause: u.cause, verdict: u.verdict, packets: u.packets });
     }
     // The control plane's own: records older than the flow map's retention when they came,
-    // 5-tuples past its flow-tracking bound, and UI map streams cut for lagging behind.
+    // 5-tuples past its flow-tracking bound, and UI map streams and GetFlows clients cut
+    // for lagging behind.
     const map = this.flowMap.stats;
     losses.push(
       { node: "controlplane", cause: "late_records", unit: "records", count: BigInt(map.late) },
       { node: "controlplane", cause: "untracked_flows", unit: "flows", count: BigInt(map.untrackedFlows) },
       { node: "controlplane", cause: "ui_streams_cut", unit: "streams", count: BigInt(this.uiServer?.streamsCutOff ?? 0) },
+      { node: "controlplane", cause: "flow_streams_cut", unit: "streams", count: BigInt(this.flowStreamsCut) },
     );
     return {
       agentsConnected: this.agents.connected,
@@ -422,6 +434,13 @@ export class ControlPlane {
     };
   }
 
+  /** /metrics in the Prometheus text format (metrics.ts). */
+  metrics(): string {
+    return renderMetrics({
+      status: this.status(), lag: this.lag, mapStreams: this.uiServer?.streamCount ?? 0, mapStreamsRefused: this.uiServer?.streamsRefused ?? 0,
+    });
+  }
+
   nodes(): GetNodesResponse {
     const known = new Set<string>([...this.state.nodes().map((n) => n.metadata.name), ...this.agents.sessions.keys()]);
     return {
@@ -449,6 +468,7 @@ export class ControlPlane {
     this.retentionTimer = undefined;
     this.stopTail?.();
     this.stopTail = undefined;
+    this.lag.stop();
     await this.uiServer?.close();
     await this.opts.source.stop();
     // Agent streams never end on their own: end them, then give other calls a moment.

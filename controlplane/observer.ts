@@ -12,8 +12,8 @@ import type { Logger } from "pino";
 import type {
   ObserverServiceServer, GetFlowsRequest, GetFlowsResponse, GetStatusResponse, GetNodesResponse,
 } from "../proto/gen/bulkhead/v1/observer.js";
-import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { compileRequest, FlowFilterError } from "./store/filter.js";
+import { FlowStream } from "./flow-stream.js";
 import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
 import type { AccessControl } from "./access/control.js";
@@ -103,38 +103,24 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       // The scope is part of the predicate, so `last N` counts only flows the caller may see.
       const requested = predicate;
       const visible = (flow: Parameters<typeof requested>[0]) => scope !== undefined && flowInScope(scope, flow) && requested(flow);
-      // Older than the hot window, the history comes from the durable store (awaited);
-      // live records meanwhile wait in `backlog`, so nothing is missed or sent twice.
+      // Written at the client's pace; one that stays behind is cut and counted (flow-stream.ts).
+      const stream = new FlowStream(call, cp.flowStreamLimits, (why) => {
+        cp.flowStreamsCut++;
+        log.warn({ method: "GetFlows", subject: scope?.subject, why, cutTotal: cp.flowStreamsCut }, "GetFlows client too far behind: cut off");
+      }, (err) => log.error({ method: "GetFlows", err: err.message }, "flow store query failed"));
+      // Older than the hot window, the history comes from the durable store, first; live
+      // records meanwhile queue in the stream, so nothing is missed or sent twice.
       const history = cp.flows({ predicate: visible, allow: req.allow, deny: req.deny, since: req.since, until: req.until, last: Number(req.last) });
-      let backlog: FlowRecord[] | undefined;
-      if (history.stored === undefined) {
-        for (const flow of history.hot) call.write({ flow });
-      } else {
-        backlog = [];
-        const stored = history.stored;
-        void (async () => {
-          for await (const chunk of stored) for (const flow of chunk) call.write({ flow });
-          for (const flow of history.hot) call.write({ flow });
-        })().then(() => {
-          for (const flow of backlog ?? []) call.write({ flow });
-          backlog = undefined;
-          if (!req.follow) call.end();
-        }, (err: Error) => {
-          log.error({ method: "GetFlows", err: err.message }, "flow store query failed");
-          fail(serviceError(grpc.status.UNAVAILABLE, `flow store: ${err.message}`));
-        });
-      }
       if (!req.follow) {
-        if (history.stored === undefined) call.end();
+        stream.start(history.hot, false, history.stored);
+        call.on("close", () => stream.stop());
         return;
       }
+      // Subscribed in the same turn as the history query: no record falls between the two.
       const unsubscribe = cp.history.subscribe(visible, (records) => {
-        for (const flow of records) {
-          if (until !== undefined && (timestampMs(flow.startTime) ?? 0) > until) continue;
-          if (backlog !== undefined) backlog.push(flow);
-          else call.write({ flow });
-        }
+        stream.push(until === undefined ? records : records.filter((flow) => (timestampMs(flow.startTime) ?? 0) <= until));
       });
+      stream.start(history.hot, true, history.stored);
       // Tokens were reloaded: a revoked token's stream ends now; a changed scope applies from the next batch.
       const stopWatchingTokens = access.onChange(() => {
         const again = authorization instanceof AccessError ? authorization : access.authenticate(authorization);
@@ -145,8 +131,8 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       });
       // Until has passed (plus the grace for late records): nothing more can match.
       const ending = until === undefined ? undefined
-        : setTimeout(() => { stop(); call.end(); }, Math.max(0, until + FOLLOW_UNTIL_GRACE_MS - Date.now()));
-      const stop = () => { unsubscribe(); stopWatchingTokens(); clearTimeout(ending); };
+        : setTimeout(() => { unsubscribe(); stopWatchingTokens(); stream.finish(); }, Math.max(0, until + FOLLOW_UNTIL_GRACE_MS - Date.now()));
+      const stop = () => { stream.stop(); unsubscribe(); stopWatchingTokens(); clearTimeout(ending); };
       call.on("cancelled", stop);
       call.on("close", stop);
       call.on("error", stop);

@@ -7,15 +7,18 @@ import { createRequire } from "node:module";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import v8 from "node:v8";
+import vm from "node:vm";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { service as healthService } from "grpc-health-check";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ControlPlane } from "../controlplane/controlplane.js";
+import { ControlPlane, type ControlPlaneOptions } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { bind, createGrpcServer, MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
+import { costOf, encodeRecords } from "../agent/export/record-buffer.js";
 import { ControlPlaneConnection } from "../agent/controlplane/connection.js";
 import { LogCapture } from "./harness/log-capture.js";
 import { DuckDBFlowStore } from "../controlplane/store/duckdb.js";
@@ -32,6 +35,10 @@ import {
 } from "../proto/gen/bulkhead/v1/observer.js";
 
 const require = createRequire(import.meta.url);
+
+// A full collection before a heap reading, so that it counts what is held, not garbage.
+v8.setFlagsFromString("--expose-gc");
+const gc = vm.runInNewContext("gc") as () => void;
 
 // ---------------------------------------------------------------------------------------
 // The cluster: namespace shop, nodes node1 and node2, web-1 on node1 and db-0 on node2.
@@ -127,12 +134,12 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function startControlPlane(logs = new LogCapture(), store?: FlowStore): Promise<{ cp: ControlPlane; logs: LogCapture }> {
+async function startControlPlane(logs = new LogCapture(), options: Partial<ControlPlaneOptions> = {}): Promise<{ cp: ControlPlane; logs: LogCapture }> {
   const cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: logs.log,
-    ...(store !== undefined ? { store } : {}),
     // Access control has its own test (access.test.ts); these clients carry no token.
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
+    ...options,
   });
   await cp.start([address]);
   return { cp, logs };
@@ -360,7 +367,22 @@ describe("control plane over gRPC, one control plane per test", () => {
     const old = Date.now() - 2 * 3600 * 1000;
     await agent.deliver(1n, [record("node1", { startTime: ts(old - 500), endTime: ts(old) }), record("node1")]);
     const own = (await observer.status()).losses.filter((l) => l.node === "controlplane").map((l) => `${l.cause} ${l.unit} ${l.count}`);
-    expect(own).toEqual(["late_records records 1", "untracked_flows flows 0", "ui_streams_cut streams 0"]);
+    expect(own).toEqual(["late_records records 1", "untracked_flows flows 0", "ui_streams_cut streams 0", "flow_streams_cut streams 0"]);
+  });
+
+  it("forgets an agent's session an hour after it disconnected, at the next hello, and keeps a recent one", async () => {
+    const gone = new RawAgent(agents, "node2");
+    await gone.deliver(1n, records("node2", 1));
+    const recent = new RawAgent(agents, "node1", {}, "instance-recent");
+    await recent.deliver(1n, records("node1", 1));
+    gone.close();
+    recent.close();
+    await waitFor(() => cp.agents.connected, (n) => n === 0, 5000, "both streams to end");
+    cp.agents.sessions.get("node2")!.lastSeenMs -= 2 * 3600 * 1000; // as if it left two hours ago
+    const next = new RawAgent(agents, "node1");
+    await next.deliver(1n, records("node1", 1));
+    expect([...cp.agents.sessions.keys()]).toEqual(["node1"]);
+    expect((await observer.status()).agentsKnown).toBe(1);
   });
 
   it("ends a follow stream once its until has passed (plus the grace for late records), with what started by then", async () => {
@@ -669,7 +691,7 @@ describe("control plane over gRPC with the durable store", () => {
 
   async function start(store: FlowStore): Promise<ControlPlane> {
     stores.push(store);
-    const { cp } = await startControlPlane(new LogCapture(), store);
+    const { cp } = await startControlPlane(new LogCapture(), { store });
     running.push(cp);
     return cp;
   }
@@ -743,6 +765,80 @@ describe("control plane over gRPC with the durable store", () => {
   });
 });
 
+describe("GetFlows clients that do not keep up", () => {
+  let cp: ControlPlane | undefined;
+  let agents: AgentServiceClient | undefined;
+  let observer: Observer | undefined;
+
+  afterEach(async () => {
+    for (const a of openAgents.splice(0)) a.call.cancel();
+    agents?.close();
+    observer?.close();
+    if (cp) await stopControlPlane(cp);
+    cp = undefined; agents = undefined; observer = undefined;
+  });
+
+  const ownLoss = async (cause: string) => (await observer!.status()).losses.find((l) => l.node === "controlplane" && l.cause === cause)?.count;
+
+  it("a follow client that reads nothing while 100,000 records arrive costs a bounded heap, is cut RESOURCE_EXHAUSTED and counted", async () => {
+    // A small store, so that the heap grows only by what is held for the client.
+    ({ cp } = await startControlPlane(new LogCapture(), { storeCapacity: 1000, flowStreamLimits: { maxQueuedRecords: 5000, maxStallMs: 60_000 } }));
+    agents = new AgentServiceClient(address, grpc.credentials.createInsecure());
+    observer = new Observer(address);
+    const agent = new RawAgent(agents, "node1");
+    await agent.deliver(1n, records("node1", 1000));
+
+    let received = 0;
+    let status: grpc.StatusObject | undefined;
+    const call = observer.client.getFlows({ allow: [], deny: [], last: 0n, follow: true });
+    call.on("data", () => { received++; });
+    call.on("error", () => undefined); // the status below carries it
+    call.on("status", (s: grpc.StatusObject) => { status = s; });
+    // The history comes after the subscription: once it is read, live records follow.
+    await waitFor(() => received, (n) => n === 1000, 10_000, "the 1,000 records of the history");
+    call.pause();
+
+    // The V8 heap, where grpc-js would keep the unsent messages (array buffers, which other streams' Buffers share, are left out).
+    const heap = () => { gc(); return process.memoryUsage().heapUsed; };
+    const before = heap();
+    for (let b = 2n; b < 102n; b++) await agent.deliver(b, records("node1", 1000));
+    const grown = heap() - before;
+    // 100,000 records as grpc-js would buffer them are ~60 MiB; at most 5,000 wait here, and none once cut.
+    expect(grown, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`).toBeLessThan(16 * 2 ** 20);
+    expect(await ownLoss("flow_streams_cut")).toBe(1n);
+
+    // Reading again, the client gets what it had been sent, then the reason it was cut.
+    call.resume();
+    await waitFor(() => status, (s) => s !== undefined, 10_000, "the cut stream's status");
+    expect(grpc.status[status!.code]).toBe("RESOURCE_EXHAUSTED");
+    expect(status!.details).toMatch(/read too slowly and was cut off \(\d+ live records waiting, over the bound of 5000\)/);
+    expect(received).toBeLessThan(1000 + 7000);
+  });
+
+  it("a history client that reads nothing is cut after the stall bound, and one that reads gets every record once", async () => {
+    ({ cp } = await startControlPlane(new LogCapture(), { flowStreamLimits: { maxQueuedRecords: 5000, maxStallMs: 1000 } }));
+    agents = new AgentServiceClient(address, grpc.credentials.createInsecure());
+    observer = new Observer(address);
+    const agent = new RawAgent(agents, "node1");
+    for (let b = 1n; b <= 20n; b++) await agent.deliver(b, records("node1", 1000));
+
+    const reader = await observer.flows();
+    expect(new Set(reader.map((f) => f.sequence)).size).toBe(20_000);
+
+    let status: grpc.StatusObject | undefined;
+    const call = observer.client.getFlows({ allow: [], deny: [], last: 0n, follow: false });
+    // A paused grpc-js call reads on regardless until it has a data listener.
+    call.on("data", () => undefined);
+    call.on("error", () => undefined);
+    call.on("status", (s: grpc.StatusObject) => { status = s; });
+    call.pause();
+    await waitFor(() => ownLoss("flow_streams_cut"), (n) => n === 1n, 10_000, "the stalled history client to be cut");
+    call.resume();
+    await waitFor(() => status, (s) => s !== undefined, 10_000, "its status");
+    expect(status!.details).toMatch(/no progress for 1000 ms/);
+  });
+});
+
 describe("the agent's ControlPlaneSink across control plane restarts", () => {
   const logs = new LogCapture();
   let cp: ControlPlane | undefined;
@@ -759,24 +855,31 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
   });
 
   /** The agent's stream (in `connection`) and its record sink, started. */
-  const newSink = (bufferRecords: number, drops: number[], refused: number[] = []) => {
+  const newSink = (bufferBytes: number, drops: number[], refused: number[] = []) => {
     connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log: logs.log });
     const created = new ControlPlaneSink(connection, {
-      bufferRecords, batchRecords: 100, onBufferDrop: (n) => drops.push(n), onRefused: (n) => refused.push(n),
+      bufferBytes, batchRecords: 100, onBufferDrop: (n) => drops.push(n), onRefused: (n) => refused.push(n),
     });
     connection.start();
     return created;
   };
 
-  /** Records numbered by sequence, so that loss and duplicates show. */
-  const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => record("node1", { sequence: BigInt(from + i) }));
+  /**
+   * Records numbered by sequence, so that loss and duplicates show. Their times are fixed
+   * to a non-zero fraction of a second, so that all with a sequence of 128..16383 encode to
+   * the same size and a byte bound holds a known number of them.
+   */
+  const at = { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 500_000_000 };
+  const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => record("node1", { sequence: BigInt(from + i), startTime: at, endTime: at }));
+  /** What `n` such records take in the buffer, in chunks of 100 (the sink's batchRecords here). */
+  const bytesOf = (n: number) => (n / 100) * costOf(encodeRecords(numbered(1000, 100)));
   const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => BigInt(from + i));
   const sequences = (flows: FlowRecord[]) => flows.map((f) => f.sequence).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
   it("ControlPlane.stop() returns while an agent is connected, and the agent reconnects to its successor", async () => {
     ({ cp } = await startControlPlane(logs));
     const drops: number[] = [];
-    sink = newSink(1000, drops);
+    sink = newSink(bytesOf(1000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     const plane = cp;
     cp = undefined;
@@ -797,14 +900,14 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
-    sink = newSink(1000, drops);
+    sink = newSink(bytesOf(1000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
 
     sink.push(numbered(0, 250));
     await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "250 records acknowledged");
     expect(sequences(await observer.flows())).toEqual(range(0, 250));
 
-    // Down: 600 records fit the 1,000-record buffer.
+    // Down: 600 records fit the buffer of 1,000 records' bytes.
     await stopControlPlane(cp);
     cp = undefined;
     await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
@@ -818,7 +921,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(sequences(await observer.flows())).toEqual(range(250, 600));
     expect((await observer.status()).recordsTotal).toBe(600n);
 
-    // Down again: 1,500 records into a 1,000-record buffer drop exactly the 500 oldest.
+    // Down again: 1,500 records into a buffer of 1,000 records' bytes drop exactly the 500 oldest.
     await stopControlPlane(cp);
     cp = undefined;
     await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
@@ -832,6 +935,41 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(sequences(await observer.flows())).toEqual(range(1350, 1000));
     expect((await observer.status()).recordsTotal).toBe(1000n);
     expect(drops).toEqual([500]);
+  });
+
+  it("holds an outage within its byte bound: 100,000 records produced past 4 MiB are held in at most 4 MiB of bytes and none in the heap, the overflow is counted exactly, the newest arrive once", async () => {
+    const BOUND = 4 * 2 ** 20;
+    const drops: number[] = [];
+    ({ cp } = await startControlPlane(logs));
+    observer = new Observer(address);
+    sink = newSink(BOUND, drops);
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
+    await stopControlPlane(cp);
+    cp = undefined;
+    await waitFor(() => connection!.connected, (c) => !c, 10_000, "the sink to notice");
+
+    // 100 drains of 1,000 records while the control plane is away (~23 MiB encoded, ~46 MiB as these objects).
+    // The V8 heap: where the records would stay as objects. The encoded bytes live outside it,
+    // in array buffers, which heldBytes counts exactly (grpc's own buffers come and go there too).
+    const heap = () => { gc(); return process.memoryUsage().heapUsed; };
+    const before = heap();
+    for (let i = 0; i < 100; i++) sink.push(numbered(10_000 + i * 1000, 1000));
+    const grown = heap() - before;
+    const held = sink.pending;
+    const dropped = drops.reduce((a, b) => a + b, 0);
+    // The heap keeps no record (room for the chunks' small objects and the reconnect attempts).
+    expect(grown, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`).toBeLessThan(2 * 2 ** 20);
+    expect(dropped + held).toBe(100_000);
+    expect(sink.heldBytes).toBeLessThanOrEqual(BOUND);
+    // It drops no more than it must: not even one more record would fit.
+    expect(BOUND - sink.heldBytes).toBeLessThan(bytesOf(100) / 100);
+
+    ({ cp } = await startControlPlane(logs));
+    await waitFor(() => sink!.pending, (n) => n === 0, 20_000, "the buffer to drain into the new control plane");
+    await sleep(300); // room for a duplicate to arrive, if any would
+    expect(sequences(await observer.flows())).toEqual(range(110_000 - held, held));
+    expect((await observer.status()).recordsTotal).toBe(BigInt(held));
+    expect(sink.heldBytes).toBe(0);
   });
 
   it("receives a policy snapshot above grpc's default 4 MiB message limit, from the control plane's own server settings", async () => {
@@ -865,13 +1003,13 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
 
   it("says how many records it gives up when closed with the control plane away (none once they are acknowledged)", async () => {
     const drops: number[] = [];
-    sink = newSink(10_000, drops);
+    sink = newSink(bytesOf(10_000), drops);
     sink.push(numbered(0, 25));
     expect(await sink.close(100)).toBe(25);
     connection?.close();
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
-    sink = newSink(10_000, drops);
+    sink = newSink(bytesOf(10_000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     sink.push(numbered(100, 25));
     expect(await sink.close(10_000)).toBe(0);
@@ -883,7 +1021,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     const refused: number[] = [];
     ({ cp } = await startControlPlane(logs));
     observer = new Observer(address);
-    sink = newSink(10_000, drops, refused);
+    sink = newSink(bytesOf(10_000), drops, refused);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
     // Five batches of 100 on the wire at once; the second holds a record claiming another node.
     const records = numbered(0, 500);
@@ -902,7 +1040,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
   it("re-sends batches that were in flight when the control plane went away; the new control plane stores each record once", async () => {
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));
-    sink = newSink(100_000, drops);
+    sink = newSink(bytesOf(100_000), drops);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
 
     // Eight batches of 100 go on the wire at once (the rest wait in the buffer), and the

@@ -1,9 +1,14 @@
-// Decoding of drained flow map entries into FlowRecords, and their JSON export form.
+// Decoding of drained flow map entries into FlowRecords, their JSON export form, and their
+// wire encoding in the control-plane sink's outage buffer.
 import { describe, expect, it } from "vitest";
 import { decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
 import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { toJsonLine } from "../agent/export/file.js";
 import { BoundedQueue } from "../agent/queue.js";
+import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeBatchRequest, encodeRecords } from "../agent/export/record-buffer.js";
+import { ConnectRequest } from "../proto/gen/bulkhead/v1/agent.js";
+import { parseByteSize } from "../config/flags.js";
+import { drainKept } from "../agent/datapath.js";
 
 const fixedClock: Clock = { monoToWallNs: (mono) => mono + 1_700_000_000_000_000_000n };
 
@@ -78,5 +83,65 @@ describe("flow records", () => {
     expect(q.take(10)).toEqual([3, 4, 5]);
     expect(dropped).toEqual([2]);
     expect(q.dropped).toBe(2);
+  });
+
+  it("kept encoded for the control plane, decode to the same records in a ConnectRequest (tags right, none re-encoded)", () => {
+    const c = ctx();
+    const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 2n ** 60n, bytes: 123n, flags: 0x13 });
+    // Over 127 and 16383 bytes of records, so that the length prefixes take more than one byte.
+    const records = Array.from({ length: 200 }, () => decodeFlowRecord(v4.key, v4.value, 0, c));
+    records[3]!.interface = "x".repeat(300);
+    const encoded = encodeRecords(records);
+    expect(encoded.ends).toHaveLength(200);
+    expect(encoded.ends[199]).toBe(encoded.bytes.byteLength);
+    const sentAt = { seconds: 1_700_000_000n, nanos: 5 };
+    const decoded = ConnectRequest.decode(encodeBatchRequest(2n ** 40n, encoded.bytes, sentAt));
+    expect(decoded).toEqual({ kind: { $case: "flows", value: { batchId: 2n ** 40n, records, sentAt } } });
+  });
+
+  it("in the outage buffer, past its byte bound drop the fewest oldest records, counted, and leave the rest in order", () => {
+    const c = ctx();
+    const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 1n, bytes: 60n });
+    const make = (n: number) => Array.from({ length: n }, () => decodeFlowRecord(v4.key, v4.value, 0, c));
+    const one = costOf(encodeRecords(make(1))) - CHUNK_OVERHEAD_BYTES; // a record and its end offset
+    const dropped: number[] = [];
+    // Room for one chunk of 10 and 4 more records, beside 1,000 bytes held elsewhere (in flight).
+    const buffer = new RecordBuffer(1000 + CHUNK_OVERHEAD_BYTES * 2 + one * 14, 10, (n) => dropped.push(n));
+    buffer.pushAll(make(10), 1000);
+    buffer.pushAll(make(10), 1000);
+    expect(dropped).toEqual([6]);
+    expect(buffer.length).toBe(14);
+    expect(buffer.bytes + 1000).toBeLessThanOrEqual(buffer.capacityBytes);
+    // Whole chunks, oldest first: the 4 left of the first push (sequences 8..11; 1 went to
+    // `one`, 2..7 were dropped), then the second push (12..21), which would not fit beside them in a batch of 10.
+    const batches = [buffer.take(10), buffer.take(10)];
+    expect(buffer.take(10)).toBeUndefined();
+    expect(batches.map((b) => b?.records)).toEqual([4, 10]);
+    const seqs = batches.map((b) => ConnectRequest.decode(encodeBatchRequest(1n, b!.bytes, { seconds: 0n, nanos: 0 })))
+      .flatMap((r) => (r.kind?.$case === "flows" ? r.kind.value.records.map((f) => Number(f.sequence)) : []));
+    expect(seqs).toEqual(Array.from({ length: 14 }, (_, i) => 8 + i));
+    expect(buffer.bytes).toBe(0);
+  });
+
+  it("sizes in flags take Kubernetes' binary suffixes and refuse anything else, naming the flag", () => {
+    expect(parseByteSize("buffer-bytes", "256Mi", 1, 2 ** 40)).toBe(256 * 2 ** 20);
+    expect(parseByteSize("buffer-bytes", "1048576", 1, 2 ** 40)).toBe(2 ** 20);
+    expect(parseByteSize("buffer-bytes", "256MB", 1, 2 ** 40)).toBe(256e6);
+    expect(() => parseByteSize("buffer-bytes", "256 megs", 1, 2 ** 40)).toThrow(/--buffer-bytes: "256 megs" is not a size/);
+    expect(() => parseByteSize("buffer-bytes", "1Ki", 2 ** 20, 2 ** 40)).toThrow(/out of range/);
+  });
+
+  it("a drain that fails midway keeps the entries the kernel already gave up, and says that it failed", () => {
+    const taken = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 3n, bytes: 180n });
+    const partial = { keys: taken.key, values: taken.value, count: 1 };
+    const err = Object.assign(new Error("map_lookup_batch flows_0: Bad address (errno 14)"),
+      { op: "map_lookup_batch", object: "flows_0", errno: 14, code: "EFAULT", partial });
+    const failures: Error[] = [];
+    const got = drainKept({ drain: () => { throw err; } }, failures);
+    expect(got.count).toBe(1);
+    expect(decodeFlowRecord(got.keys, got.values, 0, ctx()).packets).toBe(3n);
+    expect(failures).toEqual([err]);
+    // Nothing taken, nothing to keep: the error is thrown as before.
+    expect(() => drainKept({ drain: () => { throw new Error("map flows_0 is gone"); } }, [])).toThrow("map flows_0 is gone");
   });
 });

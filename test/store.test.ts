@@ -781,3 +781,48 @@ describe("flow map", () => {
     expect(named[0]).toBe(named[1]);
   });
 });
+
+describe("flow map cardinality (rule 6)", () => {
+  const WEB = "workload:shop/Deployment/web";
+  const byId = (edges: MapEdge[]) => new Map(edges.map((e) => [`${e.destination} ${e.port}`, e]));
+  const total = (edges: MapEdge[], field: "packets" | "bytes") => edges.reduce((n, e) => n + Number(e[field]), 0);
+
+  it("20,000 distinct world peers of one pod: exact peers to half the namespace budget, then /24s, then one 'other' edge holding exactly the rest", () => {
+    const map = new FlowMapStore({ now: () => T0, maxEdgesPerNamespace: 100 });
+    // 198.0.0.0 upwards: 256 peers per /24, so 20,000 peers span 79 of them.
+    const peer = (i: number) => world(`198.51.${i >> 8}.${i & 255}`);
+    for (let i = 0; i < 20_000; i += 1000) {
+      map.add(Array.from({ length: 1000 }, (_, k) => record({ src: web1, dst: peer(i + k), point: FROM, dport: 443, packets: 10, bytes: 1000 })));
+    }
+    const edges = map.getMap({ namespace: "shop", windowMs: 60_000 }).edges;
+    // 50 exact peers (198.51.0.0-49), 50 /24s (198.51.0.0/24 ... 198.51.49.0/24), one edge to other.
+    expect(edges.length).toBe(101);
+    expect(edges.every((e) => e.source === WEB)).toBe(true);
+    const dest = byId(edges);
+    expect(dest.get("world:198.51.0.49 443")?.packets).toBe(10n);
+    expect(dest.get("world:198.51.0.0/24 443")?.packets).toBe(10n * (256n - 50n));
+    expect(dest.get("world:198.51.49.0/24 443")?.packets).toBe(10n * 256n);
+    expect(dest.get("world:198.51.50.0/24 443")).toBeUndefined();
+    expect(dest.get("world:other 0")).toMatchObject({ packets: 10n * (20_000n - 50n * 256n), bytes: 1000n * (20_000n - 50n * 256n) });
+    // Every packet once, and the distinct connections still counted on their edges.
+    expect(total(edges, "packets")).toBe(200_000);
+    expect(total(edges, "bytes")).toBe(20_000_000);
+    expect(edges.reduce((n, e) => n + Number(e.flows), 0)).toBe(20_000);
+    expect(map.stats).toMatchObject({ edges: 101, prefixRecords: 50 * 256 - 50, otherRecords: 20_000 - 50 * 256 });
+  });
+
+  it("a port scan of one address takes the same way (per-port edges by prefix, then other with port 0), and the store's own budget holds for every namespace", () => {
+    const map = new FlowMapStore({ now: () => T0, maxEdgesPerNamespace: 1000, maxEdges: 40 });
+    const target = world("2001:db8:1:2::9");
+    map.add(Array.from({ length: 500 }, (_, p) => record({ src: web1, dst: target, point: FROM, dport: 1 + p, packets: 1, bytes: 60 })));
+    map.add(Array.from({ length: 500 }, (_, p) => record({ src: other1, dst: target, point: FROM, dport: 1 + p, packets: 1, bytes: 60 })));
+    const edges = map.getMap({ windowMs: 60_000 }).edges;
+    expect(edges.map((e) => e.destination).filter((d, i, all) => all.indexOf(d) === i).sort())
+      .toEqual(["world:2001:db8:1:2::9", "world:2001:db8:1::/48", "world:other"]);
+    // 20 exact, 20 by prefix (the store's 40), then one edge to other per client.
+    expect(edges.length).toBe(42);
+    expect(edges.filter((e) => e.destination === "world:other").map((e) => [e.source, e.port, Number(e.packets)]))
+      .toEqual([["workload:other/Deployment/x", 0, 500], [WEB, 0, 460]]);
+    expect(total(edges, "packets")).toBe(1000);
+  });
+});

@@ -10,6 +10,9 @@ import * as grpc from "@grpc/grpc-js";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
+import { EventLoopLag } from "../controlplane/metrics.js";
+import { decidingPolicies, parseNodeId } from "../controlplane/ui/details.js";
+import { waitFor } from "./harness/wait.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
 import { flowFilterOf, FilterNameError } from "../controlplane/store/filter-names.js";
@@ -121,7 +124,7 @@ beforeAll(async () => {
   cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: pino({ level: "silent" }), access,
     now: () => clock.now, uiListen: { host: "127.0.0.1", port: 0 },
-    ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 } },
+    ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 }, maxStreams: 6, maxStreamsPerToken: 4, maxDetailRecords: 50 },
   });
   await cp.start([grpcAddress]);
   base = cp.ui!.url.replace(/\/$/, "");
@@ -230,6 +233,39 @@ describe("UI JSON API", () => {
     expect((await get("/healthz", { method: "DELETE" })).status).toBe(405);
   });
 
+  it("GET /metrics gives event-loop lag by quantile, memory and the control plane's own losses, to cluster-wide readers only", async () => {
+    const { status, text, type } = await get("/metrics");
+    expect(status).toBe(200);
+    expect(type).toMatch(/^text\/plain; version=0\.0\.4/);
+    const value = (series: string) => {
+      const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+      return line === undefined ? undefined : Number(line.slice(series.length + 1));
+    };
+    for (const q of ["0.5", "0.99", "1"]) expect(value(`bulkhead_controlplane_event_loop_lag_seconds{quantile="${q}"}`)).toBeGreaterThanOrEqual(0);
+    expect(value("bulkhead_controlplane_resident_memory_bytes")).toBeGreaterThan(10 * 2 ** 20);
+    expect(value('bulkhead_controlplane_lost_total{cause="flow_streams_cut",unit="streams"}')).toBe(0);
+    expect(value("bulkhead_controlplane_records_total")).toBe(Number((await cp.status()).recordsTotal));
+    const scoped = await get("/metrics", { headers: { authorization: `Bearer ${OTHER_TOKEN}` } });
+    expect(scoped.status).toBe(403);
+  });
+
+  it("the event-loop lag shows a 150 ms block in its max, and a later window without one does not", async () => {
+    const lag = new EventLoopLag(300);
+    lag.start();
+    try {
+      await new Promise((r) => setTimeout(r, 50)); // its sampling timer runs from the next loop iteration on
+      const until = Date.now() + 150;
+      while (Date.now() < until) { /* the block */ }
+      const blocked = await waitFor(() => lag.quantiles(), (q) => q.max > 0.12, 3000, "the block in the lag's max");
+      // One long iteration among hundreds need not move the p99; the quantiles are ordered all the same.
+      expect(blocked.max).toBeGreaterThanOrEqual(blocked.p99);
+      expect(blocked.p99).toBeGreaterThanOrEqual(blocked.p50);
+      await waitFor(() => lag.quantiles(), (q) => q.max < 0.1, 3000, "a window without the block");
+    } finally {
+      lag.stop();
+    }
+  });
+
   it("namespaces lists cluster namespaces with their policy mode", async () => {
     const { status, body } = await get("/api/v1/namespaces");
     expect(status).toBe(200);
@@ -308,6 +344,32 @@ describe("UI JSON API", () => {
     expect(cp.ui!.streamCount).toBe(0);
   });
 
+  it("caps map streams per token and in total: 429 naming the cap reached, and room again once a stream closes", async () => {
+    await settled(0, 0); // earlier tests' streams
+    const other = { authorization: `Bearer ${OTHER_TOKEN}` };
+    // A refused stream answers at once; an accepted one would never end, hence the timeout.
+    const refusal = (query: string, headers: Record<string, string> = {}) => get(`/api/v1/map/stream?${query}`, { headers, signal: AbortSignal.timeout(3000) });
+    const open = await Promise.all([1, 2, 3, 4].map(() => EventReader.open("window=1m")));
+    try {
+      const fifth = await refusal("window=1m");
+      expect(fifth.status).toBe(429);
+      expect(fifth.body.error).toMatch(/^this token \(unauthenticated\) already has 4 map streams open, the most one token may hold; close another/);
+      // Another token still may, up to the total of 6.
+      open.push(...await Promise.all([1, 2].map(() => EventReader.open("namespace=other&window=1m", undefined, other))));
+      const seventh = await refusal("namespace=other&window=1m", other);
+      expect(seventh.status).toBe(429);
+      expect(seventh.body.error).toMatch(/^the control plane already serves 6 map streams, the most it holds at once/);
+      expect(cp.ui!.streamsRefused).toBe(2);
+      open.shift()!.close();
+      await settled(5, 5);
+      open.push(await EventReader.open("window=1m"));
+      expect(cp.ui!.streamCount).toBe(6);
+    } finally {
+      for (const s of open) s.close();
+      await settled(0, 0);
+    }
+  });
+
   it("flows returns the same flows as GetFlows for the same observe filter", async () => {
     const client = new ObserverServiceClient(grpcAddress, grpc.credentials.createInsecure());
     try {
@@ -362,6 +424,22 @@ describe("UI JSON API", () => {
     expect(edge.status).toBe(200);
     expect(edge.body.records).toBe(2);
     expect(edge.body.decidedBy).toEqual([]);
+  });
+
+  it("details: a busy host's examine only its newest maxDetailRecords candidates, and say so", async () => {
+    // The kubelet on node1's own address probing web-1, 60 times.
+    cp.ingest("node1", Array.from({ length: 60 }, () => record("192.168.0.11", WEB_IP, 10250, Verdict.VERDICT_FORWARDED, ObservationPoint.OBSERVATION_POINT_TO_POD)));
+    const host = await get(`/api/v1/details?node=${encodeURIComponent("host:node1")}&window=1h`);
+    expect(host.status).toBe(200);
+    expect(host.body).toMatchObject({ edges: 1, records: 50, examined: 50, truncated: true });
+    const db = await get(`/api/v1/details?node=${encodeURIComponent(DB)}&window=1h`);
+    expect(db.body).toMatchObject({ truncated: false });
+    expect(db.body.examined).toBeLessThan(50);
+  });
+
+  it("details: the flow map's overflow node (world:other) counts no record and does not fail", () => {
+    const other = decidingPolicies(cp.history, cp.policy.model(), { node: parseNodeId("node", "world:other") }, 0, () => true, 100);
+    expect(other).toMatchObject({ records: 0, examined: 0, truncated: false, decidedBy: [] });
   });
 
   it("bad parameters get 400 naming the parameter and value; unknown nodes 404", async () => {

@@ -8,7 +8,7 @@ import crypto from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import {
-  AgentServiceClient, type AgentStats, type BatchRefused, type ConnectRequest, type ConnectResponse, type LocalEndpoint,
+  AgentServiceService, ConnectRequest, type AgentStats, type BatchRefused, type ConnectResponse, type LocalEndpoint,
 } from "../../proto/gen/bulkhead/v1/agent.js";
 import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../../config/wire.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
@@ -50,11 +50,21 @@ export interface Backlog { inFlight: number; buffered: number }
 
 type Listeners = { [K in keyof ConnectionEvents]: ConnectionEvents[K][] };
 
+/**
+ * What goes up the stream: a ConnectRequest, or one already encoded (the record sink keeps
+ * its batches as wire bytes, ../export/record-buffer.ts, and sends them as they are).
+ */
+export type Outgoing = ConnectRequest | Uint8Array;
+
+function serialize(m: Outgoing): Buffer {
+  return m instanceof Uint8Array ? Buffer.from(m.buffer, m.byteOffset, m.byteLength) : Buffer.from(ConnectRequest.encode(m).finish());
+}
+
 export class ControlPlaneConnection {
   readonly instanceId = crypto.randomUUID();
-  private readonly client: AgentServiceClient;
+  private readonly client: grpc.Client;
   private readonly listeners: Listeners = { connected: [], disconnected: [], ack: [], refused: [], endpoints: [], policy: [] };
-  private call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
+  private call: grpc.ClientDuplexStream<Outgoing, ConnectResponse> | undefined;
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -63,7 +73,7 @@ export class ControlPlaneConnection {
 
   constructor(private readonly opts: ConnectionOptions) {
     const tls = opts.tls ? tlsChannel(opts.address, opts.tls.ca, opts.tls) : undefined;
-    this.client = new AgentServiceClient(opts.address, tls?.credentials ?? grpc.credentials.createInsecure(), {
+    this.client = new grpc.Client(opts.address, tls?.credentials ?? grpc.credentials.createInsecure(), {
       ...tls?.options,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
       // Policy snapshots arrive as one message; grpc's default (4 MiB) cut off large clusters.
@@ -91,7 +101,7 @@ export class ControlPlaneConnection {
   }
 
   /** Writes on the current stream; false (nothing written) while there is none. */
-  write(request: ConnectRequest): boolean {
+  write(request: Outgoing): boolean {
     if (!this.call) return false;
     this.call.write(request);
     return true;
@@ -103,7 +113,8 @@ export class ControlPlaneConnection {
 
   private connect(): void {
     if (this.stopped) return;
-    const call = this.client.connect();
+    const { path: method, responseDeserialize } = AgentServiceService.connect;
+    const call = this.client.makeBidiStreamRequest(method, serialize, responseDeserialize);
     this.call = call;
     call.write({
       kind: { $case: "hello", value: {
@@ -137,7 +148,7 @@ export class ControlPlaneConnection {
     }
   }
 
-  private onDisconnect(call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>, err: grpc.ServiceError | undefined): void {
+  private onDisconnect(call: grpc.ClientDuplexStream<Outgoing, ConnectResponse>, err: grpc.ServiceError | undefined): void {
     if (call !== this.call) return;
     this.call = undefined;
     for (const l of this.listeners.disconnected) l(err);

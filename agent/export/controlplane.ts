@@ -1,17 +1,18 @@
 // Streams flow records to the control plane on the agent's stream (../controlplane/
-// connection.ts). Records wait in a bounded buffer (drop-oldest, counted) while the control
-// plane is away; batches stay in flight until acknowledged and are re-sent after a
-// reconnect, and the control plane applies each (instance, batch id) once, so an outage
-// loses nothing that fits the buffer.
+// connection.ts). Records wait, encoded, in a buffer bounded in bytes (record-buffer.ts;
+// drop-oldest, counted) while the control plane is away; batches stay in flight until
+// acknowledged and are re-sent after a reconnect, and the control plane applies each
+// (instance, batch id) once, so an outage loses nothing that fits the buffer.
 import * as grpc from "@grpc/grpc-js";
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
-import { BoundedQueue } from "../queue.js";
+import { CHUNK_OVERHEAD_BYTES, RecordBuffer, encodeBatchRequest } from "./record-buffer.js";
 import type { RecordSink } from "./sink.js";
 import type { ControlPlaneConnection } from "../controlplane/connection.js";
 
 export interface ControlPlaneSinkOptions {
-  /** Records buffered while disconnected (default 1,200,000: 120 s at 10k records/s). */
-  bufferRecords: number;
+  /** Bytes that records waiting for the control plane may take, buffered and in flight together (record-buffer.ts). */
+  bufferBytes: number;
+  /** Most records in one batch (default 2,000). */
   batchRecords?: number;
   maxInFlight?: number;
   onBufferDrop(n: number): void;
@@ -19,19 +20,23 @@ export interface ControlPlaneSinkOptions {
   onRefused(n: number, reason: string): void;
 }
 
-interface Batch { id: bigint; records: FlowRecord[] }
+/** `bytes`: the batch's `FlowBatch.records` entries, as sent. */
+interface Batch { id: bigint; records: number; bytes: Uint8Array }
+
+const batchCost = (b: Batch) => b.bytes.byteLength + CHUNK_OVERHEAD_BYTES;
 
 export class ControlPlaneSink implements RecordSink {
   readonly name = "controlplane";
-  private readonly buffer: BoundedQueue<FlowRecord>;
+  private readonly buffer: RecordBuffer;
   private readonly inFlight: Batch[] = [];
+  private inFlightBytes = 0;
   private nextBatchId = 1n;
   /** The control plane said which batch it refused and where to go on (BatchRefused) on this stream. */
   private resynced = false;
   sentRecords = 0n;
 
   constructor(private readonly connection: ControlPlaneConnection, private readonly opts: ControlPlaneSinkOptions) {
-    this.buffer = new BoundedQueue<FlowRecord>(opts.bufferRecords, opts.onBufferDrop);
+    this.buffer = new RecordBuffer(opts.bufferBytes, opts.batchRecords ?? 2000, opts.onBufferDrop);
     connection.reportBacklog(() => ({ inFlight: this.inFlight.length, buffered: this.pending }));
     connection.on("connected", () => {
       // Batches unacknowledged on the last stream go first, in their order.
@@ -41,7 +46,7 @@ export class ControlPlaneSink implements RecordSink {
     connection.on("ack", (id) => {
       while (this.inFlight.length && (this.inFlight[0]?.id ?? id + 1n) <= id) {
         const b = this.inFlight.shift();
-        if (b) this.sentRecords += BigInt(b.records.length);
+        if (b) this.settle(b);
       }
       this.flush();
     });
@@ -49,7 +54,8 @@ export class ControlPlaneSink implements RecordSink {
       // The stream ends next (INVALID_ARGUMENT): drop only the refused batch and renumber
       // the rest from where the control plane goes on; they are re-sent on reconnect.
       const i = this.inFlight.findIndex((b) => b.id === batchId);
-      if (batchId !== 0n && i >= 0) this.opts.onRefused(this.inFlight.splice(i, 1)[0]?.records.length ?? 0, reason);
+      const bad = batchId !== 0n && i >= 0 ? this.inFlight.splice(i, 1)[0] : undefined;
+      if (bad) this.opts.onRefused(this.settle(bad, false), reason);
       let id = nextBatchId;
       for (const b of this.inFlight) b.id = id++;
       this.nextBatchId = id;
@@ -58,7 +64,7 @@ export class ControlPlaneSink implements RecordSink {
     connection.on("disconnected", (err) => {
       if (err?.code === grpc.status.INVALID_ARGUMENT && this.inFlight.length > 0 && !this.resynced) {
         // A refusal without BatchRefused: which batch was bad is unknown, and re-sending them all could fail forever.
-        const refused = this.inFlight.splice(0).reduce((n, b) => n + b.records.length, 0);
+        const refused = this.inFlight.splice(0).reduce((n, b) => n + this.settle(b, false), 0);
         this.opts.onRefused(refused, err.details);
       }
       this.resynced = false;
@@ -66,19 +72,34 @@ export class ControlPlaneSink implements RecordSink {
   }
 
   get pending(): number {
-    return this.buffer.length + this.inFlight.reduce((n, b) => n + b.records.length, 0);
+    return this.buffer.length + this.inFlight.reduce((n, b) => n + b.records, 0);
+  }
+
+  /** Bytes held for the control plane, buffered and in flight; never above `bufferBytes`. */
+  get heldBytes(): number {
+    return this.buffer.bytes + this.inFlightBytes;
   }
 
   push(records: readonly FlowRecord[]): void {
-    this.buffer.pushAll(records);
+    this.buffer.pushAll(records, this.inFlightBytes);
     this.flush();
+  }
+
+  /** Forgets an in-flight batch (acknowledged, or refused when `sent` is false); resolves to its records. */
+  private settle(b: Batch, sent = true): number {
+    this.inFlightBytes -= batchCost(b);
+    if (sent) this.sentRecords += BigInt(b.records);
+    return b.records;
   }
 
   private flush(): void {
     const max = this.opts.maxInFlight ?? 8;
-    while (this.connection.connected && this.inFlight.length < max && this.buffer.length > 0) {
-      const batch: Batch = { id: this.nextBatchId++, records: this.buffer.take(this.opts.batchRecords ?? 2000) };
+    while (this.connection.connected && this.inFlight.length < max) {
+      const taken = this.buffer.take(this.opts.batchRecords ?? 2000);
+      if (!taken) break;
+      const batch: Batch = { id: this.nextBatchId++, ...taken };
       this.inFlight.push(batch);
+      this.inFlightBytes += batchCost(batch);
       this.writeBatch(batch);
     }
   }
@@ -86,7 +107,7 @@ export class ControlPlaneSink implements RecordSink {
   private writeBatch(batch: Batch): void {
     const ms = Date.now();
     const sentAt = { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
-    this.connection.write({ kind: { $case: "flows", value: { batchId: batch.id, records: batch.records, sentAt } } });
+    this.connection.write(encodeBatchRequest(batch.id, batch.bytes, sentAt));
   }
 
   /**

@@ -34,6 +34,16 @@
 //  5. `flows` = distinct 5-tuples (client ip, server ip, protocol, client port, server
 //     port) among counted records whose last bucket lies in the window, tracked per edge
 //     by a 30-bit hash (collisions may merge a few tuples on huge edges).
+//  6. CARDINALITY: a port scan, or a public service with many clients, would otherwise
+//     make one edge per outside address and port for an hour. Edges are budgeted per
+//     namespace (an edge counts towards each namespace of its ends; host and outside ends
+//     alone towards "") and in all. While a namespace and the store are below half their
+//     budget, an outside peer (world or unknown) is itself; from half, a NEW edge names
+//     its outside peer by prefix ("world:203.0.113.0/24", /48 for IPv6); past the budget, a
+//     new edge goes to "world:other" (or "unknown:other") with port 0. Edges that exist go
+//     on as they are. Volume is never dropped: every record still adds to exactly one edge,
+//     so totals stay exact and "other" holds exactly what did not fit (stats.prefixRecords,
+//     stats.otherRecords). In-cluster edges are bounded by workloads and ports, and kept.
 //
 // Time: records go into buckets by end time. Fine buckets (5 s, kept 5 min) serve windows
 // up to 5 min; coarse buckets (1 min, kept 1 h) serve longer ones. A window covers the
@@ -49,6 +59,7 @@ import { ObservationPoint, Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
 import { endpointWorkload } from "./filter.js";
+import { networkOf } from "../../addresses/ip.js";
 
 export interface FlowMapOptions {
   /** Wall clock in milliseconds; injectable for tests. */
@@ -65,6 +76,10 @@ export interface FlowMapOptions {
   maxTrackedFlows?: number;
   /** Edge removals remembered for changesSince(); default 10,000. */
   maxRemovalLog?: number;
+  /** Edges with an end in one namespace (rule 6); default 20,000. */
+  maxEdgesPerNamespace?: number;
+  /** Edges in all (rule 6); default 500,000. */
+  maxEdges?: number;
 }
 
 export interface FlowMapQuery {
@@ -112,6 +127,10 @@ export interface FlowMapStats {
   untimed: number;
   /** 5-tuples not tracked for `flows` because maxTrackedFlows was reached. */
   untrackedFlows: number;
+  /** Records added to an edge whose outside peer is a prefix (rule 6). */
+  prefixRecords: number;
+  /** Records added to an edge to "other" (rule 6). */
+  otherRecords: number;
   edges: number;
   nodes: number;
 }
@@ -143,7 +162,13 @@ interface EdgeState {
   /** 5-tuple hash -> last fine bucket it was counted in. */
   flows: Map<number, number>;
   version: number;
+  /** How its outside peer is named (rule 6); "exact" for in-cluster edges too. */
+  peer: PeerLevel;
+  /** Namespaces it counts towards (rule 6). */
+  namespaces: string[];
 }
+
+type PeerLevel = "exact" | "prefix" | "other";
 
 type NodeIdentity = Omit<MapNodeState, "pods" | "edges">;
 
@@ -272,6 +297,37 @@ export function namespaceOfMapNodeId(id: string): string {
   return slash === -1 ? "" : id.slice(colon + 1, slash);
 }
 
+function edgeKey(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number): string {
+  return `${client.id}\u0000${server.id}\u0000${protocol}\u0000${port}`;
+}
+
+/** World and unresolved addresses: the ends that can be aggregated (rule 6). */
+function isOutside(node: NodeIdentity): boolean {
+  return node.kind === MapNodeKind.MAP_NODE_KIND_WORLD || node.kind === MapNodeKind.MAP_NODE_KIND_UNSPECIFIED;
+}
+
+/** The namespaces an edge between these ends counts towards; "" when neither has one. */
+function namespacesOf(client: NodeIdentity, server: NodeIdentity): string[] {
+  const out = [client.namespace, server.namespace].filter((ns, i, all) => ns !== "" && all.indexOf(ns) === i);
+  return out.length > 0 ? out : [""];
+}
+
+const PREFIX_BITS_V4 = 24, PREFIX_BITS_V6 = 48;
+
+/** An outside end named by its /24 or /48 (the end itself when it is not outside); undefined for a name that is no address. */
+function prefixOf(node: NodeIdentity): NodeIdentity | undefined {
+  if (!isOutside(node)) return node;
+  const net = networkOf(node.name, PREFIX_BITS_V4, PREFIX_BITS_V6);
+  if (net === undefined) return undefined;
+  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net };
+}
+
+function otherOf(node: NodeIdentity): NodeIdentity {
+  if (!isOutside(node)) return node;
+  const kind = node.id.slice(0, node.id.indexOf(":"));
+  return { ...node, id: `${kind}:other`, name: "other" };
+}
+
 /** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
 function tupleHash(clientIp: string, serverIp: string, protocol: number, clientPort: number, serverPort: number): number {
   let h = 0x811c9dc5;
@@ -327,8 +383,12 @@ export class FlowMapStore {
   private readonly retentionMs: number;
   private readonly maxTrackedFlows: number;
   private readonly maxRemovalLog: number;
+  private readonly maxEdgesPerNamespace: number;
+  private readonly maxEdges: number;
 
   private readonly edges = new Map<string, EdgeState>();
+  /** Edges counting towards each namespace (rule 6). */
+  private readonly edgesByNamespace = new Map<string, number>();
   private readonly nodes = new Map<string, MapNodeState>();
   // Shared Endpoint objects (one per pod) resolve to their map node once.
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
@@ -339,7 +399,9 @@ export class FlowMapStore {
   private trackedFlows = 0;
   private lastFineMaintenance = -Infinity;
   private lastCoarseMaintenance = -Infinity;
-  private readonly counters = { records: 0, counted: 0, verdictOnly: 0, duplicates: 0, late: 0, untimed: 0, untrackedFlows: 0 };
+  private readonly counters = {
+    records: 0, counted: 0, verdictOnly: 0, duplicates: 0, late: 0, untimed: 0, untrackedFlows: 0, prefixRecords: 0, otherRecords: 0,
+  };
 
   constructor(options: FlowMapOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -349,6 +411,8 @@ export class FlowMapStore {
     this.retentionMs = positive("retentionMs", options.retentionMs ?? 60 * 60_000);
     this.maxTrackedFlows = positive("maxTrackedFlows", options.maxTrackedFlows ?? 1_000_000);
     this.maxRemovalLog = positive("maxRemovalLog", options.maxRemovalLog ?? 10_000);
+    this.maxEdgesPerNamespace = positive("maxEdgesPerNamespace", options.maxEdgesPerNamespace ?? 20_000);
+    this.maxEdges = positive("maxEdges", options.maxEdges ?? 500_000);
     if (this.coarseBucketMs % this.fineBucketMs !== 0) {
       throw new Error(`flow map coarseBucketMs (${this.coarseBucketMs}) must be a multiple of fineBucketMs (${this.fineBucketMs})`);
     }
@@ -408,6 +472,8 @@ export class FlowMapStore {
       const { clientEndpoint, serverEndpoint, clientIp, serverIp, protocolNumber, protocol, clientPort, serverPort } = orient(record);
 
       const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort);
+      if (edge.peer === "prefix") this.counters.prefixRecords++;
+      else if (edge.peer === "other") this.counters.otherRecords++;
       const packets = Number(record.packets);
       const bytes = counted ? Number(record.bytes) : 0;
       const volume = counted ? packets : 0;
@@ -563,17 +629,40 @@ export class FlowMapStore {
     return node;
   }
 
+  /** The edge a record adds to: the existing one, or a new one within the budget (rule 6). */
   private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number): EdgeState {
-    const key = `${client.id}\u0000${server.id}\u0000${protocol}\u0000${port}`;
-    let edge = this.edges.get(key);
-    if (edge === undefined) {
-      const source = this.nodeFor(client);
-      const destination = this.nodeFor(server);
-      source.edges++;
-      destination.edges++;
-      edge = { key, source, destination, protocol, port, fine: [], coarse: [], flows: new Map(), version: 0 };
-      this.edges.set(key, edge);
+    const exact = this.edges.get(edgeKey(client, server, protocol, port));
+    if (exact !== undefined) return exact;
+    const outside = isOutside(client) || isOutside(server);
+    const namespaces = namespacesOf(client, server);
+    const fill = outside ? this.fill(namespaces) : 0;
+    if (fill < 0.5) return this.newEdge(client, server, protocol, port, "exact", namespaces);
+    const byPrefix = [prefixOf(client), prefixOf(server)] as const;
+    if (byPrefix[0] !== undefined && byPrefix[1] !== undefined) {
+      const prefix = this.edges.get(edgeKey(byPrefix[0], byPrefix[1], protocol, port));
+      if (prefix !== undefined) return prefix;
+      if (fill < 1) return this.newEdge(byPrefix[0], byPrefix[1], protocol, port, "prefix", namespaces);
     }
+    const other = [otherOf(client), otherOf(server)] as const;
+    return this.edges.get(edgeKey(other[0], other[1], protocol, 0)) ?? this.newEdge(other[0], other[1], protocol, 0, "other", namespaces);
+  }
+
+  /** How full the fullest budget a new edge would count towards is: 1 = full. */
+  private fill(namespaces: readonly string[]): number {
+    let fill = this.edges.size / this.maxEdges;
+    for (const ns of namespaces) fill = Math.max(fill, (this.edgesByNamespace.get(ns) ?? 0) / this.maxEdgesPerNamespace);
+    return fill;
+  }
+
+  private newEdge(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number, peer: PeerLevel, namespaces: string[]): EdgeState {
+    const key = edgeKey(client, server, protocol, port);
+    const source = this.nodeFor(client);
+    const destination = this.nodeFor(server);
+    source.edges++;
+    destination.edges++;
+    const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flows: new Map(), version: 0, peer, namespaces };
+    this.edges.set(key, edge);
+    for (const ns of namespaces) this.edgesByNamespace.set(ns, (this.edgesByNamespace.get(ns) ?? 0) + 1);
     return edge;
   }
 
@@ -632,6 +721,10 @@ export class FlowMapStore {
 
   private removeEdge(edge: EdgeState, version: number): void {
     this.edges.delete(edge.key);
+    for (const ns of edge.namespaces) {
+      const left = (this.edgesByNamespace.get(ns) ?? 1) - 1;
+      if (left > 0) this.edgesByNamespace.set(ns, left); else this.edgesByNamespace.delete(ns);
+    }
     this.trackedFlows -= edge.flows.size;
     for (const node of [edge.source, edge.destination]) {
       if (--node.edges === 0) this.nodes.delete(node.id);

@@ -121,19 +121,33 @@ function prefilter(node: ParsedNode): FlowPredicate {
   switch (node.kind) {
     case "workload": return compileFilter(FlowFilter.fromPartial({ workload: [`${node.namespace}/${node.workloadKind}/${node.name}`] }));
     case "service": return compileFilter(FlowFilter.fromPartial({ service: [`${node.namespace}/${node.name}`] }));
-    case "host": return () => true;
-    default: return compileFilter(FlowFilter.fromPartial({ ip: [node.ip] }));
+    // A host end is named by its Endpoint's node; pods of that node pass too, and the exact edge test sorts them out.
+    case "host": return (r) => r.source?.node === node.node || r.destination?.node === node.node;
+    // "world:other" (the flow map's overflow, store/flowmap.ts rule 6) is no address: no record names it.
+    default: return node.ip === "other" ? () => false : compileFilter(FlowFilter.fromPartial({ ip: [node.ip] }));
   }
 }
 
 const POLICY_KEY = /^([^/]+)\/(.+)$/;
 
+/** What decidingPolicies found, and how much of the window it looked at. */
+export interface Decisions {
+  decidedBy: DecidingPolicy[];
+  /** Records of the node or edge among those examined. */
+  records: number;
+  /** Records examined (those passing the cheap filter, newest first), at most the limit. */
+  examined: number;
+  /** The limit was reached: older records of the window were not examined, so the counts cover only the newest. */
+  truncated: boolean;
+}
+
 /**
  * Records of the node (an end of their edge) or of the edge since `sinceMs`, the policies
- * that decided them, and how many there were.
+ * that decided them, and how many there were. At most `maxRecords` of the newest
+ * candidates are examined, so that one request's work is bounded however busy the node.
  */
 export function decidingPolicies(history: FlowHistory, model: PolicyModel, target: { node: ParsedNode } | { edge: EdgeKey; source: ParsedNode },
-  sinceMs: number, visible: (r: FlowRecord) => boolean): { decidedBy: DecidingPolicy[]; records: number } {
+  sinceMs: number, visible: (r: FlowRecord) => boolean, maxRecords: number): Decisions {
   const anchor = "node" in target ? target.node : target.source;
   const cheap = prefilter(anchor);
   const matches = "node" in target
@@ -154,7 +168,12 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
   };
   let records = 0;
   const since = { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 };
-  for (const r of history.iterate({ predicate: (x) => cheap(x) && visible(x), since })) {
+  // One more than the limit (oldest first), only to tell whether there was more.
+  const newest = history.iterate({ predicate: (x) => cheap(x) && visible(x), since, last: maxRecords + 1 });
+  const candidates = [...newest];
+  const truncated = candidates.length > maxRecords;
+  if (truncated) candidates.shift();
+  for (const r of candidates) {
     if (!matches(r)) continue;
     records++;
     // Only packets a policy judged were decided by one. An ESTABLISHED record (a reply, or a
@@ -175,7 +194,7 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
   }
   const decidedBy = [...counts.values()].sort((x, y) =>
     `${x.namespace}/${x.name}/${x.direction}/${x.decision}`.localeCompare(`${y.namespace}/${y.name}/${y.direction}/${y.decision}`));
-  return { decidedBy, records };
+  return { decidedBy, records, examined: candidates.length, truncated };
 }
 
 export function notFound(what: string, id: string, window: string): ApiError {

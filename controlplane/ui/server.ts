@@ -1,4 +1,4 @@
-// The web UI's HTTP server: the built UI (dist/ui) as static files, /healthz, and the JSON
+// The web UI's HTTP server: the built UI (dist/ui) as static files, /healthz, /metrics, and the JSON
 // API under /api/v1/ (namespaces, map, map/stream, flows, details). Every request gets one
 // access scope (scope.ts) that every endpoint honours. A bad request is answered alone: no
 // error of one client reaches another's stream or the stores.
@@ -32,6 +32,8 @@ export interface UiSources {
   readonly policy: PolicyCompiler;
   /** Bearer tokens and their scopes, shared with the Observer API. */
   readonly access: AccessControl;
+  /** The control plane's /metrics text. */
+  metrics(): string;
 }
 
 export interface UiServerOptions {
@@ -41,7 +43,19 @@ export interface UiServerOptions {
   stream?: MapStreamOptions;
   /** Serve HTTPS with this certificate and key (bearer tokens must not cross a network in clear). */
   tls?: { cert: Buffer; key: Buffer };
+  /** Map streams open at once, all tokens together; more are refused with 429. Default 256. */
+  maxStreams?: number;
+  /** Map streams open at once with one token (requests without one count as one token); default 16. */
+  maxStreamsPerToken?: number;
+  /** Records the details pane examines, newest first (its counts then cover those); default 100,000. */
+  maxDetailRecords?: number;
 }
+
+/** Each open map stream costs a flow-map listener and a delta per flush: a browser tab holds one. */
+const DEFAULT_MAX_STREAMS = 256;
+const DEFAULT_MAX_STREAMS_PER_TOKEN = 16;
+/** Bounds one details request however busy the node: a busy window holds millions of records. */
+const DEFAULT_MAX_DETAIL_RECORDS = 100_000;
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/controlplane/ui → dist/ui; from the sources (tests run them) → dist/ui as well. */
@@ -62,13 +76,18 @@ type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse, re
 export class UiServer {
   private readonly server: http.Server;
   private readonly streams = new Set<MapStream>();
+  /** Open map streams by token subject. */
+  private readonly streamsBySubject = new Map<string, number>();
   private cutOff = 0;
+  private refused = 0;
+  private readonly maxDetailRecords: number;
   private readonly staticDir: string;
   private readonly scopeOf: (request: IncomingMessage) => Scope;
   private readonly routes: ReadonlyMap<string, Route>;
 
   constructor(private readonly sources: UiSources, private readonly options: UiServerOptions) {
     this.staticDir = path.resolve(options.staticDir ?? DEFAULT_STATIC_DIR);
+    this.maxDetailRecords = options.maxDetailRecords ?? DEFAULT_MAX_DETAIL_RECORDS;
     this.scopeOf = (request) => requestScope(sources.access, request);
     this.routes = new Map<string, Route>([
       ["namespaces", (q, s, res) => this.namespaces(q, s, res)],
@@ -104,6 +123,11 @@ export class UiServer {
     return this.cutOff;
   }
 
+  /** Map streams refused for a full cap (per token or in total), since start. */
+  get streamsRefused(): number {
+    return this.refused;
+  }
+
   /** Open map streams (for tests and status). */
   get streamCount(): number {
     return this.streams.size;
@@ -132,6 +156,13 @@ export class UiServer {
       if (url.pathname === "/healthz") {
         this.requireRead(method);
         response.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end("ok\n");
+        return;
+      }
+      // Cluster-wide counts, as GetStatus: a cluster-wide token (or none, with --allow-unauthenticated).
+      if (url.pathname === "/metrics") {
+        this.requireRead(method);
+        if (this.scopeOf(request).kind !== "cluster") throw new ApiError(403, "/metrics describes the whole cluster: it needs a token without a namespace restriction");
+        response.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(this.sources.metrics());
         return;
       }
       if (url.pathname.startsWith("/api/")) {
@@ -201,6 +232,18 @@ export class UiServer {
 
   private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
     const { namespace, window } = this.mapQuery(params, scope);
+    const subject = scope.subject;
+    const mine = this.streamsBySubject.get(subject) ?? 0;
+    const perToken = this.options.maxStreamsPerToken ?? DEFAULT_MAX_STREAMS_PER_TOKEN;
+    const total = this.options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    const full = mine >= perToken ? `this token (${subject}) already has ${mine} map streams open, the most one token may hold`
+      : this.streams.size >= total ? `the control plane already serves ${this.streams.size} map streams, the most it holds at once` : undefined;
+    if (full !== undefined) {
+      this.refused++;
+      this.options.log.warn({ subject, namespace, open: mine, total: this.streams.size, refusedTotal: this.refused }, "map stream refused: cap reached");
+      response.setHeader("retry-after", "30");
+      throw new ApiError(429, `${full}; close another tab or stream, or use /api/v1/map for a one-off map`);
+    }
     // Tokens reloaded (as the Observer API's follow streams do): a revoked token's stream, or
     // one whose namespace left its scope, ends now; a changed scope starts a new snapshot.
     const stopWatchingTokens = this.sources.access.onChange(() => {
@@ -221,8 +264,14 @@ export class UiServer {
         "map stream client too far behind: disconnected (it reconnects to a fresh snapshot)");
     };
     const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, { ...this.options.stream, onCutOff },
-      () => { stopWatchingTokens(); this.streams.delete(stream); });
+      () => {
+        stopWatchingTokens();
+        this.streams.delete(stream);
+        const left = (this.streamsBySubject.get(subject) ?? 1) - 1;
+        if (left > 0) this.streamsBySubject.set(subject, left); else this.streamsBySubject.delete(subject);
+      });
     this.streams.add(stream);
+    this.streamsBySubject.set(subject, mine + 1);
     stream.start();
   }
 
@@ -283,10 +332,10 @@ export class UiServer {
       const found = map.nodes.find((n) => n.id === node.id);
       if (found === undefined) throw notFound("node", node.id, window.name);
       const selectedBy = selectingPolicies(state, model, node, ["ingress", "egress"]);
-      const { decidedBy, records } = decidingPolicies(history, model, { node }, sinceMs, visible);
+      const { decidedBy, records, examined, truncated } = decidingPolicies(history, model, { node }, sinceMs, visible, this.maxDetailRecords);
       const edges = map.edges.filter((e) => e.source === node.id || e.destination === node.id);
       this.json(response, {
-        window: window.name, node: nodeJson(found), edges: edges.length, records,
+        window: window.name, node: nodeJson(found), edges: edges.length, records, examined, truncated,
         packets: edges.reduce((sum, e) => sum + Number(e.packets), 0), bytes: edges.reduce((sum, e) => sum + Number(e.bytes), 0),
         selectedBy, decidedBy,
       });
@@ -303,8 +352,8 @@ export class UiServer {
       ...selectingPolicies(state, model, source, ["egress"]),
       ...selectingPolicies(state, model, destination, ["ingress"]),
     ];
-    const { decidedBy, records } = decidingPolicies(history, model, { edge: key, source }, sinceMs, visible);
-    this.json(response, { window: window.name, edge: edgeJson(found), records, selectedBy, decidedBy });
+    const { decidedBy, records, examined, truncated } = decidingPolicies(history, model, { edge: key, source }, sinceMs, visible, this.maxDetailRecords);
+    this.json(response, { window: window.name, edge: edgeJson(found), records, examined, truncated, selectedBy, decidedBy });
   }
 
   private requireVisible(scope: Scope, node: ParsedNode): void {
