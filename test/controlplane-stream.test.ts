@@ -22,6 +22,9 @@ import { costOf, encodeRecords } from "../agent/export/record-buffer.js";
 import { ControlPlaneConnection } from "../agent/controlplane/connection.js";
 import { LogCapture } from "./harness/log-capture.js";
 import { DuckDBFlowStore } from "../controlplane/store/duckdb.js";
+import { openClickHouseStore } from "../controlplane/store/clickhouse/store.js";
+import { parseClickHouseLocation } from "../controlplane/store/clickhouse/location.js";
+import { useClickHouse } from "./harness/clickhouse.js";
 import type { FlowStore, StoredBatch } from "../controlplane/store/durable.js";
 import { sleep, waitFor } from "./harness/wait.js";
 import {
@@ -134,14 +137,14 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function startControlPlane(logs = new LogCapture(), options: Partial<ControlPlaneOptions> = {}): Promise<{ cp: ControlPlane; logs: LogCapture }> {
+async function startControlPlane(logs = new LogCapture(), options: Partial<ControlPlaneOptions> = {}, listen = address): Promise<{ cp: ControlPlane; logs: LogCapture }> {
   const cp = new ControlPlane({
     source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: logs.log,
     // Access control has its own test (access.test.ts); these clients carry no token.
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
     ...options,
   });
-  await cp.start([address]);
+  await cp.start([listen]);
   return { cp, logs };
 }
 
@@ -836,6 +839,74 @@ describe("GetFlows clients that do not keep up", () => {
     call.resume();
     await waitFor(() => status, (s) => s !== undefined, 10_000, "its status");
     expect(status!.details).toMatch(/no progress for 1000 ms/);
+  });
+});
+
+describe("control-plane replicas sharing a ClickHouse store", () => {
+  const clickhouse = useClickHouse();
+  interface Replica { cp: ControlPlane; store: FlowStore; agents: AgentServiceClient; observer: Observer }
+  const replicas: Replica[] = [];
+
+  /** A replica on its own socket over database `db` of the test's server; its tail polls every 100 ms. */
+  async function replica(name: string, db: string): Promise<Replica> {
+    const server = clickhouse();
+    const store = await openClickHouseStore({ location: parseClickHouseLocation(server.storeUrl(db), server.credentialsFile), pollIntervalMs: 100 });
+    const at = `unix://${path.join(tmp, `replica-${name}.sock`)}`;
+    const { cp } = await startControlPlane(new LogCapture(), { store }, at);
+    const r = { cp, store, agents: new AgentServiceClient(at, grpc.credentials.createInsecure()), observer: new Observer(at) };
+    replicas.push(r);
+    return r;
+  }
+
+  async function stopReplica(r: Replica): Promise<void> {
+    replicas.splice(replicas.indexOf(r), 1);
+    r.agents.close();
+    r.observer.close();
+    await stopControlPlane(r.cp);
+    await r.store.close();
+  }
+
+  afterEach(async () => {
+    for (const a of openAgents.splice(0)) a.call.cancel();
+    for (const r of [...replicas]) await stopReplica(r);
+  });
+
+  it("an agent moves to the other replica when its replica goes: every record stored once, followed live and served by either", async () => {
+    const a = await replica("a", "twins");
+    const b = await replica("b", "twins");
+    const followed: FlowRecord[] = [];
+    const follow = b.observer.client.getFlows({ allow: [], deny: [], last: 0n, follow: true });
+    follow.on("data", (m: { flow?: FlowRecord }) => { if (m.flow) followed.push(m.flow); });
+    follow.on("error", () => undefined);
+
+    const agent = new RawAgent(a.agents, "node1", {}, "instance-move");
+    const sent = [records("node1", 5), records("node1", 5), records("node1", 5), records("node1", 5)];
+    await agent.deliver(1n, sent[0]!);
+    await agent.deliver(2n, sent[1]!);
+    // Replica a stores batch 3, but its ack never reaches the agent: a goes away.
+    agent.send(3n, sent[2]!);
+    await agent.acked(3n);
+    agent.call.cancel();
+    await stopReplica(a);
+
+    // The agent re-sends what it holds unacknowledged (say 2 and 3) to b, then goes on.
+    const moved = new RawAgent(b.agents, "node1", {}, "instance-move");
+    moved.send(2n, sent[1]!);
+    moved.send(3n, sent[2]!);
+    await moved.deliver(4n, sent[3]!);
+    expect(moved.acks()).toEqual([2n, 3n, 4n]);
+
+    const sequences = (rs: FlowRecord[]) => rs.map((r) => r.sequence).sort((x, y) => (x < y ? -1 : 1));
+    const want = sequences(sent.flat());
+    // b's follow stream saw a's records through the store's tail, and its own, each once.
+    await waitFor(() => followed.length, (n) => n >= 20, 10_000, "replica b's follow stream to show all 20 records (a's come through the tail, polled every 100 ms)");
+    expect(sequences(followed)).toEqual(want);
+    follow.cancel();
+    expect(sequences(await b.observer.flows())).toEqual(want);
+    // A replica started afterwards serves the same history, from the store.
+    const c = await replica("c", "twins");
+    expect(sequences(await c.observer.flows())).toEqual(want);
+    expect((await c.observer.status()).store).toMatchObject({ kind: "clickhouse", records: 20n, error: "" });
   });
 });
 

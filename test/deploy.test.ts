@@ -20,7 +20,6 @@ import { parseAllDocuments } from "yaml";
 import { repoRoot } from "../config/install.js";
 import { parseAgentArgs } from "../agent/config.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
-import { parseClickHouseLocation, type ClickHouseLocation } from "../controlplane/store/clickhouse/location.js";
 import { WATCHED_RESOURCES, WATCH_VERBS } from "../controlplane/metadata/kubernetes-resources.js";
 import { poll, Spawned } from "./harness/netns.js";
 
@@ -419,18 +418,6 @@ function mountedArgs(workload: KubeObject, args: string[]): string[] {
   return args.map((a) => mounts.reduce((arg, m) => arg.replace(`=${m.from}`, `=${m.to}`), a));
 }
 
-/**
- * `--store clickhouse://…` and `--store-credentials`, parsed by the store's own parser
- * (controlplane/store/clickhouse/location.ts), apart from the rest: parseControlPlaneArgs
- * does not take a ClickHouse store yet (it is wired in after the embedded store's flags).
- */
-function withoutClickHouse(args: string[]): { args: string[]; store?: ClickHouseLocation } {
-  const url = args.find((a) => a.startsWith("--store=clickhouse://"))?.slice("--store=".length);
-  const credentials = args.find((a) => a.startsWith("--store-credentials="))?.slice("--store-credentials=".length);
-  const rest = args.filter((a) => !a.startsWith("--store=clickhouse://") && !a.startsWith("--store-credentials="));
-  return url === undefined ? { args: rest } : { args: rest, store: parseClickHouseLocation(url, credentials) };
-}
-
 describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (overlay) => {
   it("the agent's args parse, name the node, reach the control plane's Service and serve the probed port", () => {
     const objects = objectsOf(overlay);
@@ -449,7 +436,7 @@ describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (ov
   it("the control plane's args parse and listen on the ports the Service and probes use", () => {
     const objects = objectsOf(overlay);
     const cp = one(objects, "Deployment", "bulkhead-controlplane");
-    const config = parseControlPlaneArgs(withoutClickHouse(mountedArgs(cp, expandedArgs(objects, cp))).args);
+    const config = parseControlPlaneArgs(mountedArgs(cp, expandedArgs(objects, cp)));
     expect(config.listen).toEqual(["0.0.0.0:4245"]);
     expect(config.uiListen).toBe("0.0.0.0:4246");
     expect(config.defaultMode).toBe("observe");
@@ -477,7 +464,7 @@ describe("the flow store", () => {
     // The non-root user writes it through the pod's fsGroup.
     expect((spec.securityContext as { fsGroup?: number } | undefined)?.fsGroup).toBe(65532);
     // And the control plane keeps its history there.
-    expect(parseControlPlaneArgs(withoutClickHouse(mountedArgs(d, expandedArgs(objectsOf(overlay), d))).args).store)
+    expect(parseControlPlaneArgs(mountedArgs(d, expandedArgs(objectsOf(overlay), d))).store)
       .toEqual({ kind: "duckdb", dataDir: "/var/lib/bulkhead" });
   });
 
@@ -494,8 +481,9 @@ describe("the flow store", () => {
     expect(args.filter((a) => a.startsWith("--data-dir"))).toEqual([]);
     expect(args).toEqual(expect.arrayContaining(["--store=$(STORE_URL)", "--store-credentials=/etc/bulkhead/store/credentials"]));
     expect(spec.containers[0]!.env?.find((e) => e.name === "STORE_URL")?.valueFrom?.secretKeyRef).toEqual({ name: "bulkhead-clickhouse", key: "url" });
-    const { store } = withoutClickHouse(mountedArgs(d, expandedArgs(objects, d)));
-    expect(store).toMatchObject({ location: CLICKHOUSE_URL, httpUrl: "http://clickhouse.clickhouse.svc:8123", database: "bulkhead", username: "bulkhead", password: "s3cret" });
+    const { store } = parseControlPlaneArgs(mountedArgs(d, expandedArgs(objects, d)));
+    expect(store).toMatchObject({ kind: "clickhouse",
+      location: { location: CLICKHOUSE_URL, httpUrl: "http://clickhouse.clickhouse.svc:8123", database: "bulkhead", username: "bulkhead", password: "s3cret" } });
     const readme = readFileSync(path.join(repoRoot, "deploy", "README.md"), "utf8");
     expect(readme).toContain("kubectl -n bulkhead create secret generic bulkhead-clickhouse");
   });

@@ -269,9 +269,26 @@ describe("store flags of bulkhead controlplane", () => {
   it("refuses contradictions and values it cannot honour, naming the flag", () => {
     expect(() => args("--store", "memory", "--data-dir", "/d")).toThrow("--data-dir: not used by --store memory");
     expect(() => args("--store", "duckdb")).toThrow("--store duckdb: needs --data-dir DIR");
-    expect(() => args("--store", "sqlite", "--data-dir", "/d")).toThrow('--store: "sqlite" is not duckdb or memory');
+    expect(() => args("--store", "sqlite", "--data-dir", "/d")).toThrow('--store: "sqlite" is not duckdb, memory or clickhouse://HOST:PORT/DB');
     expect(() => args("--data-dir", "/d", "--retention", "12h")).toThrow('--retention: "12h" is under a day');
     expect(() => args("--data-dir", "/d", "--retention-size", "20 gigs")).toThrow('--retention-size: "20 gigs" is not a size');
     expect(() => args("--retention", "7d")).toThrow("--retention: not used by --store memory");
+    expect(() => args("--data-dir", "/d", "--store-credentials", "/c")).toThrow("--store-credentials: only for --store clickhouse://HOST:PORT/DB");
+  });
+
+  it("takes a ClickHouse store by URL with credentials from a file, never with --data-dir", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bhflags-"));
+    try {
+      const credentials = path.join(dir, "credentials");
+      fs.writeFileSync(credentials, "bulkhead:pa:ss\n");
+      expect(args("--store", "clickhouse://127.0.0.1:8123/flows", "--store-credentials", credentials, "--retention", "7d").store).toMatchObject({
+        kind: "clickhouse", retentionMs: 7 * DAY_MS,
+        location: { httpUrl: "http://127.0.0.1:8123", database: "flows", username: "bulkhead", password: "pa:ss" },
+      });
+      expect(() => args("--store", "clickhouse://127.0.0.1:8123/flows", "--data-dir", "/d")).toThrow("--data-dir: not used with a ClickHouse store");
+      expect(() => args("--store", "clickhouse://u:p@127.0.0.1:8123/flows")).toThrow("the URL holds credentials");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
