@@ -31,8 +31,10 @@ given twice matches either value (OR). Without -n, every namespace.
       --since D|TIME       e.g. 5m, 7d or 2026-11-28T16:00:00Z     --until D|TIME
       --from TIME, --to TIME  the same as --since and --until (beyond the last hour the
                            control plane reads its durable store)
-      --last N             the N newest matching flows
-  -f, --follow             keep streaming new flows
+      --last N             the N newest matching flows (default 20 without a range, as hubble)
+      --all                every matching flow (in the range, else the whole history)
+  -f, --follow             keep streaming new flows; alone it starts from now, with --last,
+                           --since or --all it prints those first
   -o, --output FMT         compact (default) | json (one FlowRecord per line, proto3 JSON) | table
 ${connectionUsage}
 A token scoped to namespaces sees only flows with an end in them; -n naming another
@@ -40,6 +42,9 @@ namespace is refused.
 `;
 
 const multi = { type: "string", multiple: true } as const;
+
+/** What `observe` prints without --last, a range or --all (hubble's default). */
+export const DEFAULT_LAST = 20n;
 
 export function buildRequest(argv: string[]): { request: GetFlowsRequest; output: string; server: string | undefined; tlsCa: string | undefined; token: string | undefined } {
   let parsed;
@@ -52,7 +57,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
         namespace: { ...multi, short: "n" }, "all-namespaces": { type: "boolean", short: "A" },
         label: { ...multi, short: "l" },
         since: { type: "string" }, until: { type: "string" }, from: { type: "string" }, to: { type: "string" }, last: { type: "string" },
-        follow: { type: "boolean", short: "f" }, output: { type: "string", short: "o" }, ...connectionOptions,
+        follow: { type: "boolean", short: "f" }, all: { type: "boolean" }, output: { type: "string", short: "o" }, ...connectionOptions,
       },
     });
   } catch (err) {
@@ -87,9 +92,14 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
   if (v.until !== undefined && v.to !== undefined) throw new ConfigError("--to: the same as --until; give one of them");
   const since = v.since !== undefined ? ["--since", v.since] as const : v.from !== undefined ? ["--from", v.from] as const : undefined;
   const until = v.until !== undefined ? ["--until", v.until] as const : v.to !== undefined ? ["--to", v.to] as const : undefined;
+  if (v.all && v.last !== undefined) throw new ConfigError("--all: every matching flow, --last: the newest N; give one of them");
+  // Hubble's habits: without a range or a count, the newest 20, and a follow starts now.
+  const unbounded = v.last === undefined && since === undefined && until === undefined && !v.all;
+  if (unbounded && !v.follow) last = DEFAULT_LAST;
+  const sinceTime = since ? parseSince(since[0], since[1]) : unbounded && v.follow ? new Date() : undefined;
   const request = GetFlowsRequest.fromPartial({
     allow: empty ? [] : [filter],
-    since: since ? toTs(parseSince(since[0], since[1])) : undefined,
+    since: sinceTime ? toTs(sinceTime) : undefined,
     until: until ? toTs(parseSince(until[0], until[1])) : undefined,
     last,
     follow: v.follow ?? false,

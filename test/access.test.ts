@@ -195,7 +195,7 @@ afterAll(() => {
 });
 
 async function startControlPlane(access: AccessControl, logs: LogCapture): Promise<{ cp: ControlPlane; address: string }> {
-  const cp = new ControlPlane({ source: new FolderSource({ dir: manifests }), storeCapacity: 10_000, drainIntervalMs: 1000, access, log: logs.log });
+  const cp = new ControlPlane({ source: new FolderSource({ dir: manifests }), storeCapacity: 10_000, access, log: logs.log });
   await cp.start(["127.0.0.1:0"]);
   const address = cp.listening[0];
   if (address === undefined || address.endsWith(":0")) throw new Error(`control plane bound no port: ${String(address)}`);
@@ -483,16 +483,16 @@ describe("the CLI with tokens", () => {
   });
 
   it("observe: --token and $BULKHEAD_TOKEN see exactly shop's flows; --token-file too", async () => {
-    const byFlag = await run(["observe", "--server", address, "--token", SHOP_TOKEN, "-o", "json"]);
+    const byFlag = await run(["observe", "--server", address, "--token", SHOP_TOKEN, "-o", "json", "--all"]);
     expect(byFlag.stderr).toBe("");
     expect(byFlag.code).toBe(0);
     expect(jsonFlows(byFlag.stdout).map(keyOf).sort()).toEqual(SHOP_HISTORY);
-    const byEnv = await run(["observe", "--server", address, "-o", "json"], { BULKHEAD_TOKEN: SHOP_TOKEN });
+    const byEnv = await run(["observe", "--server", address, "-o", "json", "--all"], { BULKHEAD_TOKEN: SHOP_TOKEN });
     expect(byEnv.code).toBe(0);
     expect(jsonFlows(byEnv.stdout).map(keyOf).sort()).toEqual(SHOP_HISTORY);
     const file = path.join(tmp, "ops.token");
     fs.writeFileSync(file, `${OPS_TOKEN}\n`);
-    const byFile = await run(["observe", "--server", address, "--token-file", file, "-o", "json"], { BULKHEAD_TOKEN: SHOP_TOKEN });
+    const byFile = await run(["observe", "--server", address, "--token-file", file, "-o", "json", "--all"], { BULKHEAD_TOKEN: SHOP_TOKEN });
     expect(byFile.code).toBe(0);
     expect(jsonFlows(byFile.stdout).map(keyOf).sort()).toEqual(ALL_HISTORY);
   });

@@ -38,7 +38,7 @@ const cli = (args: string[]) => run(process.execPath, [cliMain, ...args, "--serv
 const probe = (args: string[]) => [process.execPath, cliMain, "probe", ...args];
 
 async function observe(args: string[]): Promise<FlowRecord[]> {
-  const { stdout } = await cli(["observe", "-o", "json", ...args]);
+  const { stdout } = await cli(["observe", "-o", "json", "--all", ...args]);
   return stdout.split("\n").filter((l) => l.trim()).map((l) => FlowRecord.fromJSON(JSON.parse(l)));
 }
 

@@ -16,7 +16,7 @@ import { waitFor } from "./harness/wait.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
 import { flowFilterOf, FilterNameError } from "../controlplane/store/filter-names.js";
-import { buildRequest } from "../cli/observe.js";
+import { buildRequest, DEFAULT_LAST } from "../cli/observe.js";
 import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import { GetFlowsRequest, ObserverServiceClient, type GetFlowsResponse } from "../proto/gen/bulkhead/v1/observer.js";
 
@@ -122,7 +122,7 @@ beforeAll(async () => {
   // Requests without a token see everything (as in the lab); OTHER_TOKEN sees namespace "other" only.
   access = new AccessControl({ tokens: parseTokenFile(TOKENS, "tokens.yaml"), allowUnauthenticated: true });
   cp = new ControlPlane({
-    source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: pino({ level: "silent" }), access,
+    source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, log: pino({ level: "silent" }), access,
     now: () => clock.now, uiListen: { host: "127.0.0.1", port: 0 },
     ui: { staticDir, stream: { coalesceMs: 50, expiryCheckMs: 50, heartbeatMs: 60_000 }, maxStreams: 6, maxStreamsPerToken: 4, maxDetailRecords: 50 },
   });
@@ -575,5 +575,25 @@ describe("one filter mapping for observe flags and flows parameters", () => {
       expect(() => flowFilterOf([[flag, value]])).toThrow(FilterNameError);
     }
     expect(() => flowFilterOf([["colour", "red"]])).toThrow(/colour: "red" is not a filter/);
+  });
+});
+
+describe("observe's defaults follow hubble's habits", () => {
+  const ms = (t: { seconds: bigint; nanos: number } | undefined) => (t === undefined ? undefined : Number(t.seconds) * 1000 + t.nanos / 1e6);
+
+  it("the newest 20 without a count or a range; -f alone starts now; --last, a range or --all say otherwise", () => {
+    expect(buildRequest([]).request).toMatchObject({ last: DEFAULT_LAST, since: undefined, follow: false });
+    const before = Date.now();
+    const follow = buildRequest(["-f"]).request;
+    expect(follow).toMatchObject({ last: 0n, follow: true });
+    expect(ms(follow.since)).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000);
+    expect(ms(follow.since)).toBeLessThanOrEqual(Date.now());
+    expect(buildRequest(["--last", "5", "-f"]).request).toMatchObject({ last: 5n, since: undefined, follow: true });
+    expect(buildRequest(["--all"]).request).toMatchObject({ last: 0n, since: undefined });
+    expect(buildRequest(["--all", "-f"]).request).toMatchObject({ last: 0n, since: undefined, follow: true });
+    const since = buildRequest(["--since", "1h"]).request;
+    expect(since.last).toBe(0n);
+    expect(ms(since.since)).toBeLessThan(Date.now() - 3_599_000);
+    expect(() => buildRequest(["--all", "--last", "3"])).toThrow("--all: every matching flow, --last: the newest N; give one of them");
   });
 });
