@@ -309,7 +309,7 @@ async function controlPlaneRole(dir: string, socket: string, capacity: number): 
   const { AccessControl } = await import("../controlplane/access/control.js");
   const { pino } = await import("pino");
   const cp = new ControlPlane({
-    source: new FolderSource({ dir }), storeCapacity: capacity, drainIntervalMs: 1000, log: pino({ level: "warn" }),
+    source: new FolderSource({ dir }), storeCapacity: capacity, log: pino({ level: "warn" }),
     // The benchmark's own clients carry no token.
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });

@@ -117,7 +117,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.join(tmp, "manifests"));
   fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), manifests());
   const cp = new ControlPlane({
-    source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 1_000_000, drainIntervalMs: 1000,
+    source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 1_000_000,
     log: pino({ level: "warn" }), uiListen: { host: "127.0.0.1", port: 0 },
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });

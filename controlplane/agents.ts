@@ -52,7 +52,6 @@ export interface AgentHub {
   refusedBatch(node: string, records: number): void;
   localEndpoints(node: string): LocalEndpoint[];
   policy(): PolicySnapshot;
-  drainIntervalMs: number;
   /** With mutual TLS: a stream needs a verified node certificate, and its hello must name that node. */
   requireClientCertificate?: boolean;
 }
@@ -237,7 +236,7 @@ export class AgentRegistry {
     this.sessions.set(h.node, session);
     this.log.info({ node: h.node, version: h.version, instance: h.instanceId, peer: stream.getPeer(),
       certificate: certified?.subject }, "agent connected");
-    stream.write({ kind: { $case: "config", value: { node: h.node, drainIntervalMs: this.hub.drainIntervalMs } } });
+    stream.write({ kind: { $case: "config", value: { node: h.node, drainIntervalMs: 0 } } });
     stream.write({ kind: { $case: "endpoints", value: { endpoints: this.hub.localEndpoints(h.node) } } });
     stream.write({ kind: { $case: "policy", value: this.hub.policy() } });
     return session;

@@ -29,7 +29,6 @@ export interface ControlPlaneConfig {
   store: { kind: "memory" }
     | { kind: "duckdb"; dataDir: string; retentionMs?: number; retentionBytes?: bigint }
     | { kind: "clickhouse"; location: ClickHouseLocation; retentionMs?: number; retentionBytes?: bigint };
-  drainIntervalMs: number;
   defaultMode: "observe" | "audit" | "enforce";
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
   /** Every listener serves TLS and agents must show a node certificate; none: plaintext, agents unauthenticated. */
@@ -72,7 +71,6 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
   --retention-size S    duckdb: drop the oldest days while the file is larger than S, e.g. 20GiB
   --store-capacity N    flow records kept in memory, the hot window for live maps, follow streams
                         and recent queries (default 1000000)
-  --drain-interval MS   drain interval the control plane gives agents (default 1000)
   --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
   --log-level LEVEL     trace | debug | info | warn | error (default info)
 
@@ -170,6 +168,9 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
         + "(--tls-cert/--tls-key/--tls-client-ca, --ui-tls-cert/--ui-tls-key), listen on loopback or a unix socket, or accept it with --allow-plaintext-tokens");
     }
   }
+  if (v["drain-interval"] !== undefined) {
+    throw new ConfigError("--drain-interval: set it on the agents (bulkhead agent --drain-interval MS); the control plane does not drain");
+  }
   const store = parseStore(v);
   const level = v["log-level"] ?? "info";
   if (!["trace", "debug", "info", "warn", "error"].includes(level)) throw new ConfigError(`--log-level: "${level}" is not trace, debug, info, warn or error`);
@@ -182,7 +183,6 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     allowUnauthenticated,
     storeCapacity: int("store-capacity", v["store-capacity"], 1_000_000, 100_000_000),
     store,
-    drainIntervalMs: int("drain-interval", v["drain-interval"], 1000, 3_600_000),
     defaultMode: oneOfModes(v["default-mode"]),
     logLevel: level as ControlPlaneConfig["logLevel"],
     tls,

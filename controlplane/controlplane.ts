@@ -46,7 +46,6 @@ export interface ControlPlaneOptions {
   store?: FlowStore;
   /** How often retention runs on the store (ms); default 60 s. */
   retentionIntervalMs?: number;
-  drainIntervalMs: number;
   /** Mode of namespaces without a bulkhead.io/mode annotation. */
   defaultMode?: PolicyModeName;
   /** Who may read what through the Observer API; required, so that no caller gets an open API by omission. */
@@ -142,7 +141,6 @@ export class ControlPlane {
       refusedBatch: (node, records) => this.countRefused(node, "invalid_record", records),
       localEndpoints: (node) => this.state.localEndpoints(node),
       policy: () => this.shipped?.snapshot ?? { version: 0n, identities: [], ipIdentities: [], rules: [] },
-      drainIntervalMs: opts.drainIntervalMs,
       requireClientCertificate: opts.tls !== undefined,
     }, opts.log);
   }

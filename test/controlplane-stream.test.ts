@@ -139,7 +139,7 @@ afterAll(() => {
 
 async function startControlPlane(logs = new LogCapture(), options: Partial<ControlPlaneOptions> = {}, listen = address): Promise<{ cp: ControlPlane; logs: LogCapture }> {
   const cp = new ControlPlane({
-    source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, drainIntervalMs: 1000, log: logs.log,
+    source: new FolderSource({ dir: manifests }), storeCapacity: 100_000, log: logs.log,
     // Access control has its own test (access.test.ts); these clients carry no token.
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
     ...options,
@@ -406,7 +406,8 @@ describe("control plane over gRPC, one control plane per test", () => {
     await agent.deliver(2n, records("node1", 2));
 
     const config = agent.responses.find((m) => m.kind?.$case === "config");
-    expect(config?.kind).toEqual({ $case: "config", value: { node: "node1", drainIntervalMs: 1000 } });
+    // The drain interval is the agent's own flag: the control plane sends none (0).
+    expect(config?.kind).toEqual({ $case: "config", value: { node: "node1", drainIntervalMs: 0 } });
     const endpoints = agent.responses.find((m) => m.kind?.$case === "endpoints");
     expect(endpoints?.kind?.$case === "endpoints" && endpoints.kind.value.endpoints.map((e) => `${e.namespace}/${e.podName} ${e.ips.join(",")}`))
       .toEqual([`shop/web-1 ${WEB_IP}`]);

@@ -163,7 +163,7 @@ describe("mutual TLS on AgentService.Connect", () => {
   beforeAll(async () => {
     logs = new LogCapture();
     const tls = loadTlsMaterial({ cert: path.join(certs, SERVER_CERT), key: path.join(certs, SERVER_KEY), ca: path.join(certs, CA_CERT) }, "tls-client-ca");
-    cp = new ControlPlane({ source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 10_000, drainIntervalMs: 1000,
+    cp = new ControlPlane({ source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 10_000,
       log: logs.log, access: new AccessControl({ tokens: [], allowUnauthenticated: true }), ...(tls ? { tls } : {}) });
     unix = `unix://${path.join(tmp, "cp.sock")}`;
     const [port] = await cp.start(["127.0.0.1:0", unix]);
@@ -463,7 +463,7 @@ describe("TLS flags", () => {
 describe("the web UI over HTTPS", () => {
   it("serves its page, API and health over TLS with the control plane's certificate, and nothing in clear", async () => {
     const log = new LogCapture().log;
-    const cp = new ControlPlane({ source: new FolderSource({ dir: tmp }), storeCapacity: 1000, drainIntervalMs: 1000, log,
+    const cp = new ControlPlane({ source: new FolderSource({ dir: tmp }), storeCapacity: 1000, log,
       access: new AccessControl({ tokens: [], allowUnauthenticated: true }) });
     const ui = new UiServer(cp, { log, tls: { cert: read(SERVER_CERT), key: read(SERVER_KEY) } });
     const url = await ui.listen("127.0.0.1", 0);

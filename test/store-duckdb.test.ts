@@ -274,6 +274,8 @@ describe("store flags of bulkhead controlplane", () => {
     expect(() => args("--data-dir", "/d", "--retention-size", "20 gigs")).toThrow('--retention-size: "20 gigs" is not a size');
     expect(() => args("--retention", "7d")).toThrow("--retention: not used by --store memory");
     expect(() => args("--data-dir", "/d", "--store-credentials", "/c")).toThrow("--store-credentials: only for --store clickhouse://HOST:PORT/DB");
+    // Not a store flag, but a flag the control plane once took and ignored: refused, saying where it belongs.
+    expect(() => args("--drain-interval", "500")).toThrow("--drain-interval: set it on the agents (bulkhead agent --drain-interval MS)");
   });
 
   it("takes a ClickHouse store by URL with credentials from a file, never with --data-dir", () => {

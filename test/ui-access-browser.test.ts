@@ -87,7 +87,7 @@ describe("tokens through the web UI, in Chromium", () => {
     fs.mkdirSync(path.join(tmp, "manifests"));
     fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), MANIFESTS);
     cp = new ControlPlane({
-      source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 10_000, drainIntervalMs: 1000,
+      source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 10_000,
       log: pino({ level: "silent" }), uiListen: { host: "127.0.0.1", port: 0 },
       access: new AccessControl({ tokens: parseTokenFile(TOKENS, "tokens.yaml"), allowUnauthenticated: false }),
     });
