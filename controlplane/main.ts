@@ -72,6 +72,14 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     defaultMode: config.defaultMode, access, log, ...(config.tls ? { tls: config.tls } : {}),
     ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}),
     ...(config.uiTls !== undefined ? { ui: { tls: config.uiTls } } : {}) });
+  // Signals count from here: a SIGTERM while starting (a pod deleted at once, a test that
+  // stops it as soon as the socket exists) stops it cleanly once started, instead of the
+  // default action killing it mid-start.
+  let early: string | undefined;
+  let onSignal: ((signal: string) => void) | undefined;
+  const signalled = (signal: string) => { if (onSignal) onSignal(signal); else early ??= signal; };
+  process.once("SIGTERM", () => signalled("SIGTERM"));
+  process.once("SIGINT", () => signalled("SIGINT"));
   try {
     await cp.start(config.listen);
   } catch (err) {
@@ -83,12 +91,11 @@ export async function runControlPlane(argv: string[]): Promise<number> {
   }
   log.info({ tokens: access.tokenCount, allowUnauthenticated: config.allowUnauthenticated }, "observer access");
   return await new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
+    onSignal = (signal: string) => {
       log.info({ signal }, "stopping");
       access.close();
       cp.stop().then(() => store?.close()).then(() => resolve(0), () => resolve(1));
     };
-    process.once("SIGTERM", () => shutdown("SIGTERM"));
-    process.once("SIGINT", () => shutdown("SIGINT"));
+    if (early !== undefined) onSignal(early);
   });
 }
