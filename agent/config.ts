@@ -60,7 +60,7 @@ in-kernel flow map on an interval and exports flow records.
   --buffer-bytes SIZE       encoded records held while the control plane is away, e.g. 256Mi; past it
                             the oldest are dropped and counted as buffer_full (default 128Mi: ~600k
                             records of ~220 bytes, within the DaemonSet's 1Gi limit beside the rest)
-  --metrics-addr HOST:PORT  serve /metrics and /healthz (default 127.0.0.1:9964: in the host network
+  --metrics-addr HOST:PORT  serve /metrics and /healthz (default 127.0.0.1:9387: in the host network
                             every interface would expose them; the DaemonSet binds the node's IP; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
   --log-level LEVEL         trace | debug | info | warn | error (default info)
@@ -137,7 +137,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     throw new ConfigError((err as Error).message);
   }
   const v = parsed.values;
-  const metrics = v["metrics-addr"] ?? "127.0.0.1:9964";
+  const metrics = v["metrics-addr"] ?? "127.0.0.1:9387";
   const tls = loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-ca"] }, "tls-ca");
   if (tls && v.controlplane === undefined) throw new ConfigError("--tls-cert, --tls-key, --tls-ca: only used with --controlplane ADDR");
   const node = v.node ?? os.hostname();

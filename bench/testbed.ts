@@ -262,7 +262,7 @@ export function collect(child: ChildProcess): Promise<{ code: number; stdout: st
 // The agent, as a subprocess in the node's namespace
 
 export class AgentProcess {
-  static readonly METRICS = "127.0.0.1:9964";
+  static readonly METRICS = "127.0.0.1:9387";
   private static started = 0;
 
   private constructor(readonly child: ChildProcess, readonly node: Node, readonly logPath: string) {}

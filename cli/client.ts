@@ -8,7 +8,7 @@ import { loadCa } from "../tls/material.js";
 import { tlsChannel } from "../tls/client.js";
 import { DEFAULT_STATE_DIR, parseState, statePath, type LabState } from "../lab/state.js";
 
-export const DEFAULT_SERVER = "127.0.0.1:4245";
+export const DEFAULT_SERVER = "127.0.0.1:4387";
 
 /** parseArgs options every command that calls the Observer API takes. */
 export const connectionOptions = {
@@ -18,7 +18,7 @@ export const connectionOptions = {
   "tls-ca": { type: "string" },
 } as const;
 
-export const connectionUsage = `      --server ADDR        control plane (default: $BULKHEAD_SERVER, else the lab's, else 127.0.0.1:4245)
+export const connectionUsage = `      --server ADDR        control plane (default: $BULKHEAD_SERVER, else the lab's, else 127.0.0.1:4387)
       --token TOKEN        bearer token (visible in the process list: prefer --token-file or $BULKHEAD_TOKEN)
       --token-file FILE    file holding the bearer token (surrounding whitespace ignored)
                            without either: $BULKHEAD_TOKEN, else no token

@@ -45,7 +45,7 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
   --manifests DIR       folder source: folder of Kubernetes YAML to watch (Namespace, Pod, Service, EndpointSlice, Node, …)
   --kubeconfig PATH     kubernetes source: kubeconfig to use (default: the pod's service account when
                         KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG, else ~/.kube/config)
-  --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4245)
+  --listen ADDR         gRPC address, repeatable: HOST:PORT or unix:///PATH (default 127.0.0.1:4387)
   --ui-listen HOST:PORT web UI and its JSON API over HTTP (default: none)
   --ui-tls-cert FILE    serve the UI over HTTPS with this certificate (PEM; e.g. controlplane.crt) …
   --ui-tls-key FILE     … and its key; both or neither, and only with --ui-listen
@@ -128,7 +128,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
   }
   const v = parsed.values;
   const source = parseSource(v, env);
-  const listen = v.listen ?? ["127.0.0.1:4245"];
+  const listen = v.listen ?? ["127.0.0.1:4387"];
   for (const addr of listen) {
     if (addr.startsWith("unix://")) {
       if (addr.length <= 7) throw new ConfigError(`--listen: "${addr}" names no socket path`);

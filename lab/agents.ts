@@ -10,7 +10,7 @@ import { LOGS_DIR, type LabAgent, type LabNode } from "./state.js";
 import { agentProcess, waitStarted } from "./supervisor.js";
 import { CA_CERT, nodeCertFile, nodeKeyFile } from "../tls/certs-command.js";
 
-export const AGENT_METRICS_PORT = 9964;
+export const AGENT_METRICS_PORT = 9387;
 export const AGENT_HEALTH_TIMEOUT_MS = 20_000;
 
 export interface AgentCommandContext {

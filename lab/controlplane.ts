@@ -17,9 +17,9 @@ import { CONTROLPLANE_PID_FILE, LOGS_DIR, MANIFESTS_DIR, STORE_DIR, type LabCont
 export { CONTROLPLANE_PID_FILE };
 import { CONTROLPLANE_PROCESS, waitStarted } from "./supervisor.js";
 
-export const DEFAULT_OBSERVER_ADDRESS = "127.0.0.1:4245";
+export const DEFAULT_OBSERVER_ADDRESS = "127.0.0.1:4387";
 /** The web UI's address: loopback, so only this machine (or an SSH port forward) reaches it. */
-export const DEFAULT_UI_ADDRESS = "127.0.0.1:4246";
+export const DEFAULT_UI_ADDRESS = "127.0.0.1:4388";
 export const CONTROLPLANE_SOCKET = "controlplane.sock";
 const READY_TIMEOUT_MS = 20_000;
 

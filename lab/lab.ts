@@ -52,8 +52,8 @@ export interface UpOptions {
   startAgents?: boolean;
   /**
    * Start the control plane (default: with the agents). Its Observer API listens on
-   * `observer` (default 127.0.0.1:4245), its web UI on `ui` (default DEFAULT_UI_ADDRESS,
-   * 127.0.0.1:4246; false: none).
+   * `observer` (default 127.0.0.1:4387), its web UI on `ui` (default DEFAULT_UI_ADDRESS,
+   * 127.0.0.1:4388; false: none).
    */
   controlplane?: boolean | { observer?: string; ui?: string | false };
   /** Plaintext between agents and control plane, and for the Observer API; default: mutual TLS with

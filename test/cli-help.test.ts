@@ -1,12 +1,18 @@
 // The CLI's help, as kubectl and hubble users expect it: every command and subcommand
 // answers --help on stdout with exit 0, `bulkhead help CMD` is `bulkhead CMD --help`, the
 // README's synopses name only flags the help texts list, and `bulkhead version` says which
-// bulkhead and which agent protocol. Runs the built CLI (dist/cli/main.js).
+// bulkhead and which agent protocol; default ports clear of the CNIs' (deploy/COMPATIBILITY.md).
+// Runs the built CLI (dist/cli/main.js).
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { cliMain, repoRoot } from "../config/install.js";
+import { parseAgentArgs } from "../agent/config.js";
+import { parseControlPlaneArgs } from "../controlplane/config.js";
+import { DEFAULT_SERVER } from "../cli/client.js";
+import { AGENT_METRICS_PORT } from "../lab/agents.js";
+import { DEFAULT_OBSERVER_ADDRESS, DEFAULT_UI_ADDRESS } from "../lab/controlplane.js";
 
 // ~60 CLI starts in all, four at a time: seconds on an idle machine, a minute on a busy one.
 vi.setConfig({ testTimeout: 180_000 });
@@ -117,5 +123,46 @@ describe("version", () => {
     const bad = await bulkhead("version", "-o", "yaml");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/-o: expected text or json, got "yaml"/);
+  });
+});
+
+describe("default ports", () => {
+  // deploy/COMPATIBILITY.md's "Ports" table: what other node software listens on by default.
+  const taken = (): Map<number, string> => {
+    const text = readFileSync(path.join(repoRoot, "deploy", "COMPATIBILITY.md"), "utf8");
+    const section = text.slice(text.indexOf("## Ports"), text.indexOf("## Kernels"));
+    const ports = new Map<number, string>();
+    for (const row of section.split("\n").filter((l) => /^\| [^-]/.test(l) && !l.startsWith("| software"))) {
+      const [software = "", list = ""] = row.split("|").slice(1).map((c) => c.trim());
+      for (const p of list.split(",")) ports.set(Number(p.trim()), software);
+    }
+    return ports;
+  };
+  const portOf = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1));
+
+  it("the table lists the ports of Kubernetes, Cilium, Calico and the other CNIs", () => {
+    const ports = taken();
+    for (const p of [10250, 4244, 4245, 9962, 9964, 179, 5473, 9099, 8472]) expect(ports.has(p), String(p)).toBe(true);
+    expect([...ports.keys()].every((p) => Number.isInteger(p) && p > 0 && p < 65536)).toBe(true);
+  });
+
+  it("no default of the agent, the control plane, the CLI or the manifests is one of them", () => {
+    const ports = taken();
+    const defaults = new Map<string, number>([
+      ["agent --metrics-addr", parseAgentArgs(["--node", "n1", "--controlplane", "127.0.0.1:1"]).metricsAddr?.port ?? 0],
+      ["controlplane --listen", portOf(parseControlPlaneArgs(["--manifests", repoRoot, "--allow-unauthenticated"]).listen[0] ?? "")],
+      ["CLI --server", portOf(DEFAULT_SERVER)],
+      ["lab observer", portOf(DEFAULT_OBSERVER_ADDRESS)],
+      ["lab UI", portOf(DEFAULT_UI_ADDRESS)],
+      ["lab agents' metrics", AGENT_METRICS_PORT],
+    ]);
+    const base = path.join(repoRoot, "deploy", "kustomize", "base");
+    for (const file of ["agent-daemonset.yaml", "controlplane-deployment.yaml", "controlplane-service.yaml"]) {
+      for (const m of readFileSync(path.join(base, file), "utf8").matchAll(/(?:containerPort|port|targetPort): (\d+)/g)) defaults.set(`${file} ${m[0]}`, Number(m[1]));
+    }
+    for (const [what, port] of defaults) {
+      expect(port, what).toBeGreaterThan(0);
+      expect(ports.get(port), `${what} (${port})`).toBeUndefined();
+    }
   });
 });

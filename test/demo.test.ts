@@ -45,7 +45,7 @@ function capture(): { io: { stdout: { write(t: string): boolean }; stderr: { wri
 
 describe("the UI address", () => {
   it("turns HOST:PORT into the URL a browser opens", () => {
-    expect(uiUrl("127.0.0.1:4246")).toBe("http://127.0.0.1:4246/");
+    expect(uiUrl("127.0.0.1:4388")).toBe("http://127.0.0.1:4388/");
     expect(uiUrl("[::1]:8080")).toBe("http://[::1]:8080/");
     expect(uiUrl("localhost:80")).toBe("http://localhost:80/");
   });

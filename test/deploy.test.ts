@@ -222,7 +222,7 @@ describe.each(OVERLAYS)("overlay %s", (overlay) => {
 describe("the validation is real", () => {
   it("rejects a container port given as a string", async () => {
     const ds = structuredClone(one(objectsOf("production"), "DaemonSet", "bulkhead-agent"));
-    (field(ds, "spec.template.spec.containers.0.ports.0") as { containerPort: unknown }).containerPort = "9964";
+    (field(ds, "spec.template.spec.containers.0.ports.0") as { containerPort: unknown }).containerPort = "9387";
     expect(await schemaErrors(ds)).toMatch(/containerPort must be integer/);
   });
 
@@ -330,7 +330,7 @@ describe.each(OVERLAYS)("%s: the agent DaemonSet", (overlay) => {
   it("probes /healthz on the metrics port the agent serves, with requests and limits", () => {
     const c = container();
     const metrics = c.ports?.find((p) => p.name === "metrics");
-    expect(metrics?.containerPort).toBe(9964);
+    expect(metrics?.containerPort).toBe(9387);
     for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe?.httpGet).toEqual({ path: "/healthz", port: "metrics" });
     expect(Object.keys(c.resources?.requests ?? {}).sort()).toEqual(["cpu", "memory"]);
     expect(Object.keys(c.resources?.limits ?? {}).sort()).toEqual(["cpu", "memory"]);
@@ -348,7 +348,7 @@ describe.each(OVERLAYS)("%s: the control plane Deployment", (overlay) => {
     expect((spec.volumes ?? []).filter((v) => v.hostPath)).toEqual([]);
     expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } });
     expect(c.securityContext?.capabilities?.add).toBeUndefined();
-    expect(c.ports?.find((p) => p.name === "ui")?.containerPort).toBe(4246);
+    expect(c.ports?.find((p) => p.name === "ui")?.containerPort).toBe(4388);
     // HTTPS where the UI serves TLS (production), else HTTP.
     const scheme = secure(overlay) ? { scheme: "HTTPS" } : {};
     for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe?.httpGet).toEqual({ path: "/healthz", port: "ui", ...scheme });
@@ -428,7 +428,7 @@ describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (ov
     const grpcPort = (field(svc, "spec.ports") as { name: string; port: number }[]).find((p) => p.name === "grpc")?.port;
     expect(config.controlplane).toBe(`${svc.metadata.name}.${svc.metadata.namespace}.svc:${grpcPort}`);
     // On the node's address only: the agent runs in the host network.
-    expect(config.metricsAddr).toEqual({ host: NODE_IP, port: 9964 });
+    expect(config.metricsAddr).toEqual({ host: NODE_IP, port: 9387 });
     // Production's agent proves its node with the certificate `bulkhead certs` made for it.
     expect(config.tls !== undefined).toBe(secure(overlay));
   });
@@ -437,8 +437,8 @@ describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (ov
     const objects = objectsOf(overlay);
     const cp = one(objects, "Deployment", "bulkhead-controlplane");
     const config = parseControlPlaneArgs(mountedArgs(cp, expandedArgs(objects, cp)));
-    expect(config.listen).toEqual(["0.0.0.0:4245"]);
-    expect(config.uiListen).toBe("0.0.0.0:4246");
+    expect(config.listen).toEqual(["0.0.0.0:4387"]);
+    expect(config.uiListen).toBe("0.0.0.0:4388");
     expect(config.defaultMode).toBe("observe");
     expect(config.tls !== undefined).toBe(secure(overlay));
     expect(config.uiTls !== undefined).toBe(secure(overlay));

@@ -260,7 +260,7 @@ describe("supervision", () => {
     const node2 = afterAgent.agents.find((a) => a.node === "node2");
     expect(node2).toMatchObject({ running: true, restarts: 1 });
     expect(node2?.pid).not.toBe(oldAgent);
-    expect((await lab.nodeExec("node2", ["curl", "-sf", "http://127.0.0.1:9964/healthz"])).code).toBe(0);
+    expect((await lab.nodeExec("node2", ["curl", "-sf", "http://127.0.0.1:9387/healthz"])).code).toBe(0);
 
     out = "";
     const oldCp = afterAgent.controlplane?.pid ?? 0;
@@ -296,7 +296,7 @@ describe("supervision", () => {
     const started = (await cliStatus()).agents.find((a) => a.node === "node2");
     expect(started).toMatchObject({ running: true, restarts: (before?.restarts ?? 0) + 1 });
     expect(started?.held).toBeUndefined();
-    expect((await lab.nodeExec("node2", ["curl", "-sf", "http://127.0.0.1:9964/healthz"])).code).toBe(0);
+    expect((await lab.nodeExec("node2", ["curl", "-sf", "http://127.0.0.1:9387/healthz"])).code).toBe(0);
     expect(await agentsConnected(2)).toBe(2);
   });
 

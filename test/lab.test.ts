@@ -319,7 +319,7 @@ describe("agents", () => {
   const agentDir = path.join(root, "agent-state");
   // A stand-in for the bulkhead agent: serves /healthz on the metrics port in the node netns.
   const FAKE_AGENT = `require("http").createServer((q, s) => { s.end(q.url === "/healthz" ? "ok" : "?"); })
-    .listen(9964, "0.0.0.0", () => console.log("fake agent for " + process.argv[1]));`;
+    .listen(9387, "0.0.0.0", () => console.log("fake agent for " + process.argv[1]));`;
 
   afterAll(async () => {
     await down(agentDir);
@@ -348,7 +348,7 @@ describe("agents", () => {
     const trigger = path.join(root, "crash");
     // Serves /healthz like FAKE_AGENT, but exits at once while the trigger file exists.
     const crashy = `if (require("fs").existsSync(process.argv[2])) { console.error("crashing on purpose"); process.exit(1); }
-      require("http").createServer((q, s) => { s.end("ok"); }).listen(9964, "0.0.0.0");`;
+      require("http").createServer((q, s) => { s.end("ok"); }).listen(9387, "0.0.0.0");`;
     const l = await up({
       stateDir: agentDir,
       pinDir: path.join(root, "pins"),
@@ -370,7 +370,7 @@ describe("agents", () => {
     // The next start (after ≤ 2 s, then 4 s) finds no trigger and stays up.
     await expect.poll(async () => {
       const a = (await l.status()).agents[0];
-      return a?.running === true && (await l.nodeExec("node1", ["curl", "-sf", "http://127.0.0.1:9964/healthz"])).code === 0;
+      return a?.running === true && (await l.nodeExec("node1", ["curl", "-sf", "http://127.0.0.1:9387/healthz"])).code === 0;
     }, { timeout: 15_000, interval: 200 }).toBe(true);
     await down(agentDir);
     expect(labNetns()).toEqual([]);

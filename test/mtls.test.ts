@@ -390,7 +390,7 @@ describe("bulkhead certs", () => {
 describe("TLS flags", () => {
   const f = (name: string) => path.join(certs, name);
   const cpArgs = (...extra: string[]) => parseControlPlaneArgs(["--manifests", tmp, "--allow-unauthenticated", ...extra]);
-  const agentArgs = (...extra: string[]) => parseAgentArgs(["--node", "node1", "--controlplane", "127.0.0.1:4245", ...extra]);
+  const agentArgs = (...extra: string[]) => parseAgentArgs(["--node", "node1", "--controlplane", "127.0.0.1:4387", ...extra]);
   const configError = (fn: () => unknown): string => {
     try {
       fn();
@@ -402,8 +402,8 @@ describe("TLS flags", () => {
   };
 
   it("agent: /metrics on loopback unless told (in the host network every interface would expose it)", () => {
-    expect(agentArgs().metricsAddr).toEqual({ host: "127.0.0.1", port: 9964 });
-    expect(agentArgs("--metrics-addr", "192.0.2.21:9964").metricsAddr).toEqual({ host: "192.0.2.21", port: 9964 });
+    expect(agentArgs().metricsAddr).toEqual({ host: "127.0.0.1", port: 9387 });
+    expect(agentArgs("--metrics-addr", "192.0.2.21:9387").metricsAddr).toEqual({ host: "192.0.2.21", port: 9387 });
     expect(agentArgs("--metrics-addr", "off").metricsAddr).toBeUndefined();
   });
 
@@ -411,14 +411,14 @@ describe("TLS flags", () => {
     const tokens = path.join(tmp, "tokens.yaml");
     fs.writeFileSync(tokens, "tokens: []\n");
     const tlsFlags = ["--tls-cert", f(SERVER_CERT), "--tls-key", f(SERVER_KEY), "--tls-client-ca", f(CA_CERT)];
-    expect(configError(() => cpArgs("--tokens", tokens, "--listen", "0.0.0.0:4245", "--listen", "unix:///tmp/x.sock")))
-      .toMatch(/^--tokens: bearer tokens would cross the network in clear on --listen 0\.0\.0\.0:4245; serve TLS there/);
-    expect(configError(() => cpArgs("--tokens", tokens, ...tlsFlags, "--listen", "0.0.0.0:4245", "--ui-listen", "[::]:4246")))
-      .toMatch(/in clear on --ui-listen \[::\]:4246;/);
+    expect(configError(() => cpArgs("--tokens", tokens, "--listen", "0.0.0.0:4387", "--listen", "unix:///tmp/x.sock")))
+      .toMatch(/^--tokens: bearer tokens would cross the network in clear on --listen 0\.0\.0\.0:4387; serve TLS there/);
+    expect(configError(() => cpArgs("--tokens", tokens, ...tlsFlags, "--listen", "0.0.0.0:4387", "--ui-listen", "[::]:4388")))
+      .toMatch(/in clear on --ui-listen \[::\]:4388;/);
     // Loopback and unix sockets, TLS, or the explicit flag: accepted.
-    expect(cpArgs("--tokens", tokens, "--listen", "127.0.0.1:4245", "--listen", "unix:///tmp/x.sock", "--ui-listen", "[::1]:4246").tokens).toBe(tokens);
-    expect(cpArgs("--tokens", tokens, ...tlsFlags, "--listen", "0.0.0.0:4245").tokens).toBe(tokens);
-    expect(cpArgs("--tokens", tokens, "--listen", "0.0.0.0:4245", "--allow-plaintext-tokens").tokens).toBe(tokens);
+    expect(cpArgs("--tokens", tokens, "--listen", "127.0.0.1:4387", "--listen", "unix:///tmp/x.sock", "--ui-listen", "[::1]:4388").tokens).toBe(tokens);
+    expect(cpArgs("--tokens", tokens, ...tlsFlags, "--listen", "0.0.0.0:4387").tokens).toBe(tokens);
+    expect(cpArgs("--tokens", tokens, "--listen", "0.0.0.0:4387", "--allow-plaintext-tokens").tokens).toBe(tokens);
   });
 
   it("control plane: all three or none, each file readable and right", () => {
@@ -437,7 +437,7 @@ describe("TLS flags", () => {
   });
 
   it("control plane: --ui-tls-cert and --ui-tls-key together, with --ui-listen, and a key that fits", () => {
-    const ui = ["--ui-listen", "127.0.0.1:4246"];
+    const ui = ["--ui-listen", "127.0.0.1:4388"];
     expect(cpArgs(...ui).uiTls).toBeUndefined();
     expect(cpArgs(...ui, "--ui-tls-cert", f(SERVER_CERT), "--ui-tls-key", f(SERVER_KEY)).uiTls?.certFile).toBe(f(SERVER_CERT));
     expect(configError(() => cpArgs(...ui, "--ui-tls-cert", f(SERVER_CERT))))
