@@ -14,7 +14,7 @@
 //          eth0 with routes to 10.196.0.0/16 via their node, fd00:196::/64 via fe80::1
 // Every namespace is deleted in afterAll, also on failure; namespaces of a crashed earlier
 // run (its pid gone) are deleted before the topology is built.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -28,8 +28,9 @@ import { Datapath, type Counters } from "../agent/datapath.js";
 import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
+import { ipBatch, netnsExecArgv, run } from "../lab/netns.js";
+import { sleep, type Spawned } from "./harness/netns.js";
+import { Testbed, type BedPod } from "./harness/testbed.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -43,7 +44,7 @@ interface NodeNs { name: "n1" | "n2"; netns: string; ip: string; datapath?: Data
 const N1: NodeNs = { name: "n1", netns: `${PREFIX}-n1`, ip: "10.196.0.1", links: [] };
 const N2: NodeNs = { name: "n2", netns: `${PREFIX}-n2`, ip: "10.196.0.2", links: [] };
 
-interface Pod { name: "a" | "b" | "c" | "d"; node: NodeNs; netns: string; ip: string; ip6: string; hostIf: string; ifindex: number; id: number }
+interface Pod extends BedPod { name: "a" | "b" | "c" | "d"; node: NodeNs; ip6: string; id: number }
 const pod = (name: Pod["name"], node: NodeNs, ip: string, ip6: string): Pod =>
   ({ name, node, netns: `${PREFIX}-${name}`, ip, ip6, hostIf: `veth-${name}`, ifindex: 0, id: ID[name] });
 const A = pod("a", N1, "10.196.1.1", "fd00:196::1:1");
@@ -53,55 +54,33 @@ const D = pod("d", N2, "10.196.2.1", "fd00:196::2:1");
 const pods = [A, B, C, D];
 const podsOf = (n: NodeNs) => pods.filter((p) => p.node === n);
 
-const children = new Set<Spawned>();
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhct-test-"));
 
 // ---- topology ----------------------------------------------------------------------
 
-const NO_DAD = { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 };
+
+let bed: Testbed<Pod> | undefined;
 
 async function buildTopology(): Promise<void> {
-  await removeStaleNetns("bhct");
-  for (const n of [N1, N2]) {
-    await run(["ip", "netns", "add", n.netns]);
-    await setSysctls(n.netns, { ...NO_DAD, "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1 });
-    await ipBatch(n.netns, ["link set lo up", `addr add ${n.ip}/32 dev lo`]);
-  }
+  bed = await Testbed.create({
+    prefix: PREFIX, ipv6: true, nodes: [N1, N2], pods, podRoutes: ["10.196.0.0/16"], podRoutes6: ["fd00:196::/64"],
+  });
+  // The nodes' underlay: one link, each node's pod /24 and address routed across it.
   await ipBatch(N1.netns, [`link add n1n2 type veth peer name n2n1 netns ${N2.netns}`, "link set n1n2 up",
-    "addr add 10.196.254.1/24 dev n1n2", "route add 10.196.2.0/24 via 10.196.254.2 dev n1n2"]);
+    "addr add 10.196.254.1/24 dev n1n2", "route add 10.196.2.0/24 via 10.196.254.2 dev n1n2",
+    "route add 10.196.0.2/32 via 10.196.254.2 dev n1n2"]);
   await ipBatch(N2.netns, ["link set n2n1 up", "addr add 10.196.254.2/24 dev n2n1",
     "route add 10.196.1.0/24 via 10.196.254.1 dev n2n1", "route add 10.196.0.1/32 via 10.196.254.1 dev n2n1"]);
-  await ipBatch(N1.netns, ["route add 10.196.0.2/32 via 10.196.254.2 dev n1n2"]);
-  for (const p of pods) {
-    await run(["ip", "netns", "add", p.netns]);
-    await setSysctls(p.netns, NO_DAD);
-    await ipBatch(p.node.netns, [`link add ${p.hostIf} type veth peer name eth0 netns ${p.netns}`,
-      `link set ${p.hostIf} up`, `addr add fe80::1/64 dev ${p.hostIf}`,
-      `route add ${p.ip}/32 dev ${p.hostIf} scope link`, `route add ${p.ip6}/128 dev ${p.hostIf}`]);
-    await ipBatch(p.netns, ["link set lo up", "link set eth0 up", `addr add ${p.ip}/32 dev eth0`,
-      `addr add ${p.ip6}/128 dev eth0 nodad`, `route add ${p.node.ip}/32 dev eth0 scope link`,
-      `route add 10.196.0.0/16 via ${p.node.ip} dev eth0`, "route add fd00:196::/64 via fe80::1 dev eth0"]);
-    const out = (await run(["ip", "-n", p.node.netns, "-o", "link", "show", "dev", p.hostIf])).stdout;
-    p.ifindex = Number(/^(\d+):/.exec(out)?.[1]);
-  }
 }
 
 async function teardownTopology(): Promise<void> {
-  await Promise.all([...children].map(async (c) => {
-    c.child.kill("SIGKILL");
-    await c.exited;
-  }));
-  for (const ns of [...pods.map((p) => p.netns), N1.netns, N2.netns]) {
-    await run(["ip", "netns", "del", ns], { allowFail: true });
-  }
+  await bed?.teardown();
+  bed = undefined;
 }
 
 function spawnIn(netns: string, argv: readonly string[]): Spawned {
-  const child = spawn("ip", netnsExecArgv(netns, argv).slice(1), { stdio: ["pipe", "pipe", "pipe"] });
-  const s = new Spawned(child, `${argv.slice(0, 3).join(" ")} in ${netns}`);
-  children.add(s);
-  void s.exited.then(() => children.delete(s));
-  return s;
+  if (!bed) throw new Error("no topology");
+  return bed.spawnIn(netns, argv);
 }
 
 // ---- traffic -----------------------------------------------------------------------

@@ -12,7 +12,6 @@
 //   world  10.193.255.2/24, 10.193.0.0/16 via the node
 // Every namespace is deleted in afterAll, also on failure; namespaces of a crashed earlier
 // run (its pid gone) are deleted before the topology is built.
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -35,8 +34,9 @@ import {
 import {
   PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
+import { ipBatch, netnsEnterArgv, netnsExecArgv, run } from "../lab/netns.js";
+import { poll, sleep, type Spawned } from "./harness/netns.js";
+import { Testbed, type BedPod, type TestbedSpec } from "./harness/testbed.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
 import { cliMain } from "../config/install.js";
 
@@ -54,7 +54,7 @@ const TCP = 6, UDP = 17, ICMP = 1;
 /** Identities of the hand-written snapshots. */
 const ID = { host: 1, world: 2, a: 10, b: 11, c: 12 } as const;
 
-interface Pod { name: "a" | "b" | "c"; netns: string; ip: string; ip6: string; hostIf: string; ifindex: number; id: number }
+interface Pod extends BedPod { name: "a" | "b" | "c"; ip6: string; id: number }
 
 const pods: Pod[] = (["a", "b", "c"] as const).map((name, i) => ({
   name, netns: `${PREFIX}-${name}`, ip: `10.193.1.${i + 1}`, ip6: `fd00:193::1:${i + 1}`,
@@ -62,58 +62,31 @@ const pods: Pod[] = (["a", "b", "c"] as const).map((name, i) => ({
 }));
 const [A, B, C] = pods as [Pod, Pod, Pod];
 
-const children = new Set<Spawned>();
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhpol-test-"));
 
 // ---- topology ----------------------------------------------------------------------
 
-const NO_DAD = { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 };
+const bedSpec: TestbedSpec<Pod> = {
+  prefix: PREFIX, ipv6: true, nodes: [{ name: "node", netns: NODE_NS, ip: NODE_IP }], pods,
+  podRoutes: ["10.193.0.0/16"], podRoutes6: ["fd00:193::/64"],
+  // The spoofing tests need the node to forward a source it has no route back to.
+  nodeSysctls: { "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0 },
+  outside: { netns: WORLD_NS, ip: WORLD_IP, gateway: "10.193.255.1", len: 24, routes: ["10.193.0.0/16"] },
+};
+let bed: Testbed<Pod> | undefined;
 
 async function buildTopology(): Promise<void> {
-  await removeStaleNetns("bhpol");
-  await run(["ip", "netns", "add", NODE_NS]);
-  await setSysctls(NODE_NS, {
-    ...NO_DAD, "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1,
-    // The spoofing tests need the node to forward a source it has no route back to.
-    "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0,
-  });
-  await ipBatch(NODE_NS, ["link set lo up", `addr add ${NODE_IP}/32 dev lo`]);
-  for (const p of pods) {
-    await run(["ip", "netns", "add", p.netns]);
-    await setSysctls(p.netns, NO_DAD);
-    await ipBatch(NODE_NS, [`link add ${p.hostIf} type veth peer name eth0 netns ${p.netns}`,
-      `link set ${p.hostIf} up`, `addr add fe80::1/64 dev ${p.hostIf}`,
-      `route add ${p.ip}/32 dev ${p.hostIf} scope link`, `route add ${p.ip6}/128 dev ${p.hostIf}`]);
-    await ipBatch(p.netns, ["link set lo up", "link set eth0 up", `addr add ${p.ip}/32 dev eth0`,
-      `addr add ${p.ip6}/128 dev eth0 nodad`, `route add ${NODE_IP}/32 dev eth0 scope link`,
-      `route add 10.193.0.0/16 via ${NODE_IP} dev eth0`, "route add fd00:193::/64 via fe80::1 dev eth0"]);
-    const out = (await run(["ip", "-n", NODE_NS, "-o", "link", "show", "dev", p.hostIf])).stdout;
-    p.ifindex = Number(/^(\d+):/.exec(out)?.[1]);
-  }
-  await run(["ip", "netns", "add", WORLD_NS]);
-  await ipBatch(NODE_NS, [`link add wld0 type veth peer name eth0 netns ${WORLD_NS}`, "link set wld0 up",
-    "addr add 10.193.255.1/24 dev wld0"]);
-  await ipBatch(WORLD_NS, ["link set lo up", "link set eth0 up", `addr add ${WORLD_IP}/24 dev eth0`,
-    "route add 10.193.0.0/16 via 10.193.255.1 dev eth0"]);
+  bed = await Testbed.create(bedSpec);
 }
 
 async function teardownTopology(): Promise<void> {
-  await Promise.all([...children].map(async (c) => {
-    c.child.kill("SIGKILL");
-    await c.exited;
-  }));
-  for (const ns of [...pods.map((p) => p.netns), WORLD_NS, NODE_NS]) {
-    await run(["ip", "netns", "del", ns], { allowFail: true });
-  }
+  await bed?.teardown();
+  bed = undefined;
 }
 
 function spawnIn(netns: string, argv: readonly string[], how = netnsExecArgv): Spawned {
-  const [cmd, ...args] = how(netns, argv);
-  const child = spawn(cmd ?? "false", args, { stdio: ["pipe", "pipe", "pipe"] });
-  const s = new Spawned(child, `${argv.slice(0, 3).join(" ")} in ${netns}`);
-  children.add(s);
-  void s.exited.then(() => children.delete(s));
-  return s;
+  if (!bed) throw new Error("no topology");
+  return bed.spawnIn(netns, argv, { how });
 }
 
 // ---- traffic -----------------------------------------------------------------------

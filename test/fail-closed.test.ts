@@ -15,7 +15,6 @@
 //          to 10.195.0.0/16, 198.51.100.0/24, fd00:195::/64 and 2001:db8::/64 via the node
 //   world  198.51.100.2/24, 2001:db8::2/64
 // Every namespace and nft table goes with its namespace in afterAll, also on failure.
-import { spawn } from "node:child_process";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { HOST_ID, podsSnapshot, rule, WORLD_ID } from "./harness/snapshot.js";
@@ -36,8 +35,9 @@ import { VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { poll, sleep, Spawned, removeStaleNetns } from "./harness/netns.js";
+import { netnsExecArgv, run } from "../lab/netns.js";
+import { poll, sleep, type Spawned } from "./harness/netns.js";
+import { Testbed, type BedPod, type TestbedSpec } from "./harness/testbed.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -51,72 +51,39 @@ const WORLD_IP6 = "2001:db8::2";
 const UDP = 17;
 const ID = { host: HOST_ID, world: WORLD_ID, a: 10, b: 11, c: 12 } as const;
 
-interface Pod { name: "a" | "b" | "c"; netns: string; ip: string; ip6: string; hostIf: string; ifindex: number; id: number; mac: string; hostMac: string }
+interface Pod extends BedPod { name: "a" | "b" | "c"; ip6: string; id: number; mac: string; hostMac: string }
 
 const pods: Pod[] = (["a", "b", "c"] as const).map((name, i) => ({
   name, netns: `${PREFIX}-${name}`, ip: `10.195.1.${i + 1}`, ip6: `fd00:195::1:${i + 1}`,
   hostIf: `veth-${name}`, ifindex: 0, id: ID[name], mac: "", hostMac: "",
 }));
 const [A, B] = pods as [Pod, Pod, Pod];
-const children = new Set<Spawned>();
 
 // ---- topology ----------------------------------------------------------------------
 
-async function macOf(netns: string, dev: string): Promise<string> {
-  const out = JSON.parse((await run(["ip", "-n", netns, "-j", "link", "show", "dev", dev])).stdout) as { address: string; ifindex: number }[];
-  return out[0]?.address ?? "";
-}
-
-const NO_DAD = { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 };
+const bedSpec: TestbedSpec<Pod> = {
+  prefix: PREFIX, ipv6: true, nodes: [{ name: "node", netns: NODE_NS, ip: NODE_IP }], pods,
+  podRoutes: ["10.195.0.0/16", "198.51.100.0/24"], podRoutes6: ["fd00:195::/64", "2001:db8::/64"],
+  nodeSysctls: { "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0 },
+  outside: {
+    netns: WORLD_NS, ip: WORLD_IP, gateway: "198.51.100.1", len: 24, routes: ["10.195.0.0/16"],
+    ip6: WORLD_IP6, gateway6: "2001:db8::1", len6: 64, routes6: ["fd00:195::/64"],
+  },
+};
+let bed: Testbed<Pod> | undefined;
 
 async function buildTopology(): Promise<void> {
-  await removeStaleNetns("bhfc");
-  await run(["ip", "netns", "add", NODE_NS]);
-  await setSysctls(NODE_NS, {
-    ...NO_DAD, "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1,
-    "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0,
-  });
-  await ipBatch(NODE_NS, ["link set lo up", `addr add ${NODE_IP}/32 dev lo`]);
-  for (const p of pods) {
-    await run(["ip", "netns", "add", p.netns]);
-    await setSysctls(p.netns, NO_DAD);
-    await ipBatch(NODE_NS, [`link add ${p.hostIf} type veth peer name eth0 netns ${p.netns}`,
-      `link set ${p.hostIf} up`, `addr add fe80::1/64 dev ${p.hostIf}`,
-      `route add ${p.ip}/32 dev ${p.hostIf} scope link`, `route add ${p.ip6}/128 dev ${p.hostIf}`]);
-    await ipBatch(p.netns, ["link set lo up", "link set eth0 up", `addr add ${p.ip}/32 dev eth0`,
-      `addr add ${p.ip6}/128 dev eth0 nodad`, `route add ${NODE_IP}/32 dev eth0 scope link`,
-      `route add 10.195.0.0/16 via ${NODE_IP} dev eth0`, `route add 198.51.100.0/24 via ${NODE_IP} dev eth0`,
-      "route add fd00:195::/64 via fe80::1 dev eth0", "route add 2001:db8::/64 via fe80::1 dev eth0"]);
-    const out = (await run(["ip", "-n", NODE_NS, "-o", "link", "show", "dev", p.hostIf])).stdout;
-    p.ifindex = Number(/^(\d+):/.exec(out)?.[1]);
-    p.mac = await macOf(p.netns, "eth0");
-    p.hostMac = await macOf(NODE_NS, p.hostIf);
-  }
-  await run(["ip", "netns", "add", WORLD_NS]);
-  await setSysctls(WORLD_NS, NO_DAD);
-  await ipBatch(NODE_NS, [`link add wld0 type veth peer name eth0 netns ${WORLD_NS}`, "link set wld0 up",
-    "addr add 198.51.100.1/24 dev wld0", "addr add 2001:db8::1/64 dev wld0 nodad"]);
-  await ipBatch(WORLD_NS, ["link set lo up", "link set eth0 up", `addr add ${WORLD_IP}/24 dev eth0`,
-    `addr add ${WORLD_IP6}/64 dev eth0 nodad`, "route add 10.195.0.0/16 via 198.51.100.1 dev eth0",
-    "route add fd00:195::/64 via 2001:db8::1 dev eth0"]);
+  bed = await Testbed.create(bedSpec);
 }
 
 async function teardownTopology(): Promise<void> {
-  await Promise.all([...children].map(async (c) => {
-    c.child.kill("SIGKILL");
-    await c.exited;
-  }));
-  for (const ns of [...pods.map((p) => p.netns), WORLD_NS, NODE_NS]) {
-    await run(["ip", "netns", "del", ns], { allowFail: true });
-  }
+  await bed?.teardown();
+  bed = undefined;
 }
 
 function spawnIn(netns: string, argv: readonly string[]): Spawned {
-  const child = spawn("ip", netnsExecArgv(netns, argv).slice(1), { stdio: ["pipe", "pipe", "pipe"] });
-  const s = new Spawned(child, `${argv.slice(0, 3).join(" ")} in ${netns}`);
-  children.add(s);
-  void s.exited.then(() => children.delete(s));
-  return s;
+  if (!bed) throw new Error("no topology");
+  return bed.spawnIn(netns, argv);
 }
 
 // ---- traffic -----------------------------------------------------------------------

@@ -13,7 +13,7 @@
 //         while no agent runs) and veth-d (one created meanwhile), both without policy
 // A stand-in control plane (gRPC on a unix socket) sends every agent that connects the
 // snapshot in force, as the real one does. Pins under /sys/fs/bpf/bhrst-<pid>.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -26,8 +26,9 @@ import { FlowRecord, ObservationPoint, Verdict } from "../proto/gen/bulkhead/v1/
 import {
   PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
-import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls } from "../lab/netns.js";
-import { poll, sleep, Spawned } from "./harness/netns.js";
+import { netnsEnterArgv, netnsExecArgv, run } from "../lab/netns.js";
+import { poll, sleep, type Spawned } from "./harness/netns.js";
+import { Testbed, type BedPod } from "./harness/testbed.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
@@ -42,7 +43,7 @@ const METRICS = "127.0.0.1:19975";
 const TCP = 6, UDP = 17;
 const ID = { host: 1, world: 2, s: 20, a: 21, c: 22 } as const;
 
-interface Pod { name: string; netns: string; ip: string; hostIf: string; ifindex: number; id: number }
+interface Pod extends BedPod { id: number }
 const pod = (name: string, i: number, id: number): Pod => ({
   name, netns: `${PREFIX}-${name}`, ip: `10.196.1.${i}`, hostIf: `veth-${name}`, ifindex: 0, id,
 });
@@ -51,15 +52,11 @@ const [S, A, C, E] = pods as [Pod, Pod, Pod, Pod];
 const D = pod("d", 4, 0);
 
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhrst-test-"));
-const children = new Set<Spawned>();
+let bed: Testbed<Pod> | undefined;
 
 function spawnIn(netns: string, argv: readonly string[], how = netnsExecArgv): Spawned {
-  const [cmd, ...args] = how(netns, argv);
-  const child = spawn(cmd ?? "false", args, { stdio: ["ignore", "pipe", "pipe"] });
-  const s = new Spawned(child, `${argv.slice(0, 3).join(" ")} in ${netns}`);
-  children.add(s);
-  void s.exited.then(() => children.delete(s));
-  return s;
+  if (!bed) throw new Error("no topology");
+  return bed.spawnIn(netns, argv, { how, stdin: "ignore" });
 }
 
 async function removeStale(): Promise<void> {
@@ -79,21 +76,7 @@ async function removeStale(): Promise<void> {
 
 async function buildTopology(): Promise<void> {
   await removeStale();
-  await run(["ip", "netns", "add", NODE_NS]);
-  await setSysctls(NODE_NS, { "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.disable_ipv6": 1 });
-  await ipBatch(NODE_NS, ["link set lo up", `addr add ${NODE_IP}/32 dev lo`]);
-  for (const p of pods) await addPod(p);
-}
-
-async function addPod(p: Pod): Promise<void> {
-  await run(["ip", "netns", "add", p.netns]);
-  await setSysctls(p.netns, { "net.ipv6.conf.all.disable_ipv6": 1 });
-  await ipBatch(NODE_NS, [`link add ${p.hostIf} type veth peer name eth0 netns ${p.netns}`,
-    `link set ${p.hostIf} up`, `route add ${p.ip}/32 dev ${p.hostIf} scope link`]);
-  await ipBatch(p.netns, ["link set lo up", "link set eth0 up", `addr add ${p.ip}/32 dev eth0`,
-    `route add ${NODE_IP}/32 dev eth0 scope link`, `route add 10.196.0.0/16 via ${NODE_IP} dev eth0`]);
-  const out = (await run(["ip", "-n", NODE_NS, "-o", "link", "show", "dev", p.hostIf])).stdout;
-  p.ifindex = Number(/^(\d+):/.exec(out)?.[1]);
+  bed = await Testbed.create({ prefix: PREFIX, ipv6: false, nodes: [{ name: "node", netns: NODE_NS, ip: NODE_IP }], pods, podRoutes: ["10.196.0.0/16"] });
 }
 
 // ---- traffic -----------------------------------------------------------------------
@@ -205,9 +188,8 @@ describe("hitless agent restarts", () => {
   });
 
   afterAll(async () => {
-    await Promise.all([...children].map(async (c) => { c.child.kill("SIGKILL"); await c.exited; }));
+    await bed?.teardown();
     server?.forceShutdown();
-    for (const ns of [...pods.map((p) => p.netns), D.netns, NODE_NS]) await run(["ip", "netns", "del", ns], { allowFail: true });
     fs.rmSync(BPF_DIR, { recursive: true, force: true });
     fs.rmSync(workDir, { recursive: true, force: true });
   });
@@ -243,7 +225,8 @@ describe("hitless agent restarts", () => {
     await run(["ip", "-n", NODE_NS, "link", "del", E.hostIf]);
     await run(["ip", "netns", "del", E.netns]);
     pods.splice(pods.indexOf(E), 1);
-    await addPod(D);
+    if (!bed) throw new Error("no topology");
+    await bed.addPod(D);
     pods.push(D);
     await sleep(Math.max(0, killedAt + 2000 - Date.now()));
     const gapEnd = Date.now();
