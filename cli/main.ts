@@ -7,6 +7,7 @@ import { VERSION } from "../config/version.js";
 import { PROTOCOL_VERSION } from "../agent/controlplane/connection.js";
 import { Agent } from "../agent/agent.js";
 import { PinDir } from "../agent/pins.js";
+import { StopSignals } from "../config/signals.js";
 
 const usage = `usage: bulkhead <command> [flags]
 
@@ -41,6 +42,7 @@ async function runAgent(argv: string[]): Promise<number> {
   }
   const log = pino({ level: config.logLevel, base: { node: config.node } });
   const agent = new Agent(config, log);
+  const signals = new StopSignals();
   try {
     await agent.start();
   } catch (err) {
@@ -48,17 +50,13 @@ async function runAgent(argv: string[]): Promise<number> {
     await agent.stop().catch(() => undefined);
     return 1;
   }
-  return await new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
-      log.info({ signal }, "stopping");
-      agent.stop().then(() => resolve(0), (err: Error) => {
-        log.error({ err: err.message }, "stop failed");
-        resolve(1);
-      });
-    };
-    process.once("SIGTERM", () => shutdown("SIGTERM"));
-    process.once("SIGINT", () => shutdown("SIGINT"));
-  });
+  return await new Promise<number>((resolve) => signals.onStop((signal) => {
+    log.info({ signal }, "stopping");
+    agent.stop().then(() => resolve(0), (err: Error) => {
+      log.error({ err: err.message }, "stop failed");
+      resolve(1);
+    });
+  }));
 }
 
 const versionUsage = `usage: bulkhead version [-o text|json]

@@ -12,6 +12,7 @@ import { TokenFileError } from "./access/tokens.js";
 import { KubernetesSource } from "./metadata/kubernetes.js";
 import { apiServerOf, describeKubeConnection, loadKubeConfig } from "./metadata/kubernetes-client.js";
 import type { MetadataError, MetadataSource } from "./metadata/source.js";
+import { StopSignals } from "../config/signals.js";
 
 export async function runControlPlane(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
@@ -72,14 +73,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     defaultMode: config.defaultMode, access, log, ...(config.tls ? { tls: config.tls } : {}),
     ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}),
     ...(config.uiTls !== undefined ? { ui: { tls: config.uiTls } } : {}) });
-  // Signals count from here: a SIGTERM while starting (a pod deleted at once, a test that
-  // stops it as soon as the socket exists) stops it cleanly once started, instead of the
-  // default action killing it mid-start.
-  let early: string | undefined;
-  let onSignal: ((signal: string) => void) | undefined;
-  const signalled = (signal: string) => { if (onSignal) onSignal(signal); else early ??= signal; };
-  process.once("SIGTERM", () => signalled("SIGTERM"));
-  process.once("SIGINT", () => signalled("SIGINT"));
+  const signals = new StopSignals();
   try {
     await cp.start(config.listen);
   } catch (err) {
@@ -90,12 +84,9 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     return 1;
   }
   log.info({ tokens: access.tokenCount, allowUnauthenticated: config.allowUnauthenticated }, "observer access");
-  return await new Promise<number>((resolve) => {
-    onSignal = (signal: string) => {
-      log.info({ signal }, "stopping");
-      access.close();
-      cp.stop().then(() => store?.close()).then(() => resolve(0), () => resolve(1));
-    };
-    if (early !== undefined) onSignal(early);
-  });
+  return await new Promise<number>((resolve) => signals.onStop((signal) => {
+    log.info({ signal }, "stopping");
+    access.close();
+    cp.stop().then(() => store?.close()).then(() => resolve(0), () => resolve(1));
+  }));
 }
