@@ -22,7 +22,8 @@ import { PolicyMode } from "../proto/gen/bulkhead/v1/policy.js";
 import { drainRecords, type Rec } from "./harness/drained.js";
 import { ECHO_SERVER_JS } from "./harness/echo-server.js";
 import { podsSnapshot, rule } from "./harness/snapshot.js";
-import { NODE_IP, TestNode, type Pod, type Spawned } from "./harness/netns.js";
+import { NODE_IP, TestNode, type Pod } from "./harness/netns.js";
+import type { Spawned } from "./harness/process.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 

@@ -29,7 +29,8 @@ import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run } from "../lab/netns.js";
-import { sleep, type Spawned } from "./harness/netns.js";
+import { sleep } from "./harness/netns.js";
+import type { Spawned } from "./harness/process.js";
 import { Testbed, type BedPod } from "./harness/testbed.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });

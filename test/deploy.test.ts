@@ -21,7 +21,8 @@ import { repoRoot } from "../config/install.js";
 import { parseAgentArgs } from "../agent/config.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { WATCHED_RESOURCES, WATCH_VERBS } from "../controlplane/metadata/kubernetes-resources.js";
-import { poll, Spawned } from "./harness/netns.js";
+import { poll } from "./harness/netns.js";
+import { Spawned } from "./harness/process.js";
 
 const OVERLAYS = ["production", "dev", "scale-out"] as const;
 /** Overlays with TLS and tokens: production, and scale-out, which is built on it. */

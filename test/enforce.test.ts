@@ -35,7 +35,8 @@ import {
   PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsEnterArgv, netnsExecArgv, run } from "../lab/netns.js";
-import { poll, sleep, type Spawned } from "./harness/netns.js";
+import { poll, sleep } from "./harness/netns.js";
+import type { Spawned } from "./harness/process.js";
 import { Testbed, type BedPod, type TestbedSpec } from "./harness/testbed.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
 import { cliMain } from "../config/install.js";

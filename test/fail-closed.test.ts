@@ -36,7 +36,8 @@ import {
   PolicyMode, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { netnsExecArgv, run } from "../lab/netns.js";
-import { poll, sleep, type Spawned } from "./harness/netns.js";
+import { poll, sleep } from "./harness/netns.js";
+import type { Spawned } from "./harness/process.js";
 import { Testbed, type BedPod, type TestbedSpec } from "./harness/testbed.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });

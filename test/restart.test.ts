@@ -27,7 +27,8 @@ import {
   PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { netnsEnterArgv, netnsExecArgv, run } from "../lab/netns.js";
-import { poll, sleep, type Spawned } from "./harness/netns.js";
+import { poll, sleep } from "./harness/netns.js";
+import type { Spawned } from "./harness/process.js";
 import { Testbed, type BedPod } from "./harness/testbed.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
 

@@ -4,15 +4,18 @@
 // routes). Everything lives in namespaces named `bhagt-<pid>-…`, addresses in
 // 10.195.0.0/16, IPv4 only, no route out of 10.195.0.0/16. Agents pin their datapath under
 // /sys/fs/bpf/bhagt-<pid>-<n> (one folder per node). `teardown()` stops every process
-// started here, deletes the namespaces, then the pins.
+// started here, deletes the namespaces, then the pins. The namespaces and veths are a
+// testbed.ts bed (IPv4 only, pods added and removed as the tests go).
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import path from "node:path";
 import { cliMain } from "../../config/install.js";
-import { ipBatch, netnsEnterArgv, netnsExecArgv, run, setSysctls, type RunResult } from "../../lab/netns.js";
+import { netnsEnterArgv, netnsExecArgv, run, type RunResult } from "../../lab/netns.js";
 import { PinDir } from "../../agent/pins.js";
 import { parseMetrics, type Metrics } from "../../lab/prometheus.js";
+import { Testbed, type BedPod } from "./testbed.js";
+import { Spawned, stopChild } from "./process.js";
 
 export const NETNS_PREFIX = "bhagt-";
 export const BPFFS = "/sys/fs/bpf";
@@ -20,17 +23,8 @@ export const BPFFS = "/sys/fs/bpf";
 export const NODE_IP = "10.195.0.1";
 export const METRICS_PORT = 19964;
 
-const IPV4_ONLY = { "net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1 };
 
-export interface Pod {
-  /** Network namespace of the pod. */
-  netns: string;
-  ip: string;
-  /** Host end of the veth, in the node namespace. */
-  hostIf: string;
-  /** Its ifindex in the node namespace. */
-  ifindex: number;
-  /** Date.now() just before the veth was created. */
+export interface Pod extends BedPod {
   createdAt: number;
 }
 
@@ -38,14 +32,13 @@ let nodes = 0;
 
 export class TestNode {
   readonly netns: string;
-  readonly pods: Pod[] = [];
   private podCount = 0;
   private readonly children = new Set<ChildProcess>();
 
   /** The agents' --bpf-dir on this node. */
   readonly bpfDir: string;
 
-  private constructor(readonly id: string) {
+  private constructor(readonly id: string, private readonly bed: Testbed<Pod>) {
     this.netns = `${id}-node`;
     this.bpfDir = path.join(BPFFS, id);
   }
@@ -53,17 +46,21 @@ export class TestNode {
   /** A node namespace with `pods` pods. */
   static async create(pods = 0): Promise<TestNode> {
     await removeStaleNamespaces();
-    const node = new TestNode(`${NETNS_PREFIX}${process.pid}-${++nodes}`);
+    const id = `${NETNS_PREFIX}${process.pid}-${++nodes}`;
+    const bed = await Testbed.create<Pod>({ prefix: id, ipv6: false, nodes: [{ name: "node", netns: `${id}-node`, ip: NODE_IP }], pods: [],
+      podRoutes: ["10.195.0.0/16"] });
+    const node = new TestNode(id, bed);
     try {
-      await run(["ip", "netns", "add", node.netns]);
-      await setSysctls(node.netns, { ...IPV4_ONLY, "net.ipv4.ip_forward": 1 });
-      await ipBatch(node.netns, ["link set lo up", `addr add ${NODE_IP}/32 dev lo`]);
       for (let i = 0; i < pods; i++) await node.addPod();
     } catch (err) {
       await node.teardown();
       throw err;
     }
     return node;
+  }
+
+  get pods(): Pod[] {
+    return this.bed.pods;
   }
 
   get netnsPath(): string {
@@ -73,26 +70,15 @@ export class TestNode {
   async addPod(): Promise<Pod> {
     const n = ++this.podCount;
     if (n > 250) throw new Error(`${this.netns}: at most 250 pods`);
-    const netns = `${this.id}-p${n}`;
-    const ip = `10.195.0.${n + 1}`;
-    const hostIf = `veth${randomBytes(4).toString("hex")}`;
-    await run(["ip", "netns", "add", netns]);
-    await setSysctls(netns, IPV4_ONLY);
-    const createdAt = Date.now();
-    await ipBatch(this.netns, [`link add ${hostIf} type veth peer name eth0 netns ${netns}`, `link set ${hostIf} up`,
-      `route add ${ip}/32 dev ${hostIf} scope link`]);
-    await ipBatch(netns, ["link set lo up", "link set eth0 up", `addr add ${ip}/32 dev eth0`,
-      `route add ${NODE_IP}/32 dev eth0 scope link`, `route add 10.195.0.0/16 via ${NODE_IP} dev eth0`]);
-    const pod = { netns, ip, hostIf, ifindex: await this.ifindex(hostIf), createdAt };
-    this.pods.push(pod);
+    const pod: Pod = { name: `p${n}`, netns: `${this.id}-p${n}`, ip: `10.195.0.${n + 1}`, hostIf: `veth${randomBytes(4).toString("hex")}`,
+      ifindex: 0, createdAt: Date.now() };
+    await this.bed.addPod(pod);
     return pod;
   }
 
   /** What a CNI DEL does: delete the host veth (its peer goes with it), then the netns. */
-  async removePod(pod: Pod): Promise<void> {
-    await ipBatch(this.netns, [`link del ${pod.hostIf}`]);
-    await run(["ip", "netns", "del", pod.netns]);
-    this.pods.splice(this.pods.indexOf(pod), 1);
+  removePod(pod: Pod): Promise<void> {
+    return this.bed.removePod(pod);
   }
 
   async ifindex(name: string): Promise<number> {
@@ -154,69 +140,8 @@ export class TestNode {
    * deletes the namespaces and the agents' pins (which a stopped agent leaves in place). */
   async teardown(): Promise<void> {
     await Promise.all([...this.children].reverse().map((c) => stopChild(c, 3000)));
-    const all = [...this.pods.map((p) => p.netns), this.netns];
-    for (let n = 1; n <= this.podCount; n++) all.push(`${this.id}-p${n}`);
-    for (const ns of new Set(all)) await run(["ip", "netns", "del", ns], { allowFail: true });
-    this.pods.length = 0;
+    await this.bed.teardown();
     new PinDir(this.bpfDir).uninstall();
-  }
-}
-
-/** A child process with its stdout split into lines. */
-export class Spawned {
-  readonly lines: string[] = [];
-  stderr = "";
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private partial = "";
-  private readonly waiters = new Set<() => void>();
-
-  constructor(readonly child: ChildProcess, readonly what: string) {
-    child.stdout?.on("data", (b: Buffer) => {
-      const parts = (this.partial + b.toString("utf8")).split("\n");
-      this.partial = parts.pop() ?? "";
-      this.lines.push(...parts);
-      for (const w of this.waiters) w();
-    });
-    child.stderr?.on("data", (b: Buffer) => { this.stderr += b.toString("utf8"); });
-    this.exited = new Promise((resolve) => child.once("exit", (code, signal) => {
-      if (this.partial) this.lines.push(this.partial);
-      this.partial = "";
-      resolve({ code, signal });
-      for (const w of this.waiters) w();
-    }));
-  }
-
-  get pid(): number {
-    return this.child.pid ?? 0;
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  waitForLine(match: (line: string) => boolean, timeoutMs: number): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const hit = this.lines.find(match);
-        if (hit !== undefined) done(() => resolve(hit));
-        else if (!this.running) done(() => reject(new Error(`${this.what} exited before the expected line: ${this.output()}`)));
-      };
-      const timer = setTimeout(() => done(() => reject(new Error(`${this.what}: no expected line within ${timeoutMs} ms: ${this.output()}`))), timeoutMs);
-      const done = (f: () => void) => { clearTimeout(timer); this.waiters.delete(check); f(); };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  /** SIGTERM, then the exit code (SIGKILL after `graceMs`, reported as an error). */
-  async stop(graceMs = 10_000): Promise<number | null> {
-    const killed = await stopChild(this.child, graceMs);
-    if (killed) throw new Error(`${this.what} ignored SIGTERM for ${graceMs} ms and was killed: ${this.output()}`);
-    return (await this.exited).code;
-  }
-
-  output(): string {
-    return `stdout: ${this.lines.join("\n")}${this.partial} stderr: ${this.stderr}`.slice(-4000);
   }
 }
 
@@ -299,32 +224,6 @@ export async function poll<T>(probe: () => Promise<T>, done: (v: T) => boolean, 
     if (done(value)) return { value, at };
     if (at > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${JSON.stringify(value)}`);
     await sleep(25);
-  }
-}
-
-/** One SIGTERM (a second one would meet Node's default handler), SIGKILL after `graceMs`;
- * true when it had to SIGKILL. */
-async function stopChild(child: ChildProcess, graceMs: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return false;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  child.kill("SIGCONT"); // a paused process acts on SIGTERM only once continued
-  const timer = sleep(graceMs).then(() => "timeout" as const);
-  if ((await Promise.race([exited, timer])) !== "timeout") return false;
-  child.kill("SIGKILL");
-  await exited;
-  return true;
-}
-
-/** Deletes the namespaces `<prefix>-<pid>-…` of this process (a retried set-up) or of a
- * process that is gone (a crashed run skips its teardown). */
-export async function removeStaleNetns(prefix: string): Promise<void> {
-  const names = existsSync("/run/netns") ? readdirSync("/run/netns") : [];
-  for (const name of names) {
-    const m = new RegExp(`^${prefix}-(\\d+)-`).exec(name);
-    if (m?.[1] && (Number(m[1]) === process.pid || !existsSync(`/proc/${m[1]}`))) {
-      await run(["ip", "netns", "del", name], { allowFail: true });
-    }
   }
 }
 

@@ -7,7 +7,8 @@
 // teardown() kills what spawnIn() started and deletes every namespace, whatever failed.
 import { spawn } from "node:child_process";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../../lab/netns.js";
-import { removeStaleNetns, Spawned } from "./netns.js";
+import { existsSync, readdirSync } from "node:fs";
+import { Spawned } from "./process.js";
 
 export interface BedNode { name: string; netns: string; ip: string }
 
@@ -23,6 +24,8 @@ export interface BedPod {
   /** Its node (default: the bed's first). */
   node?: BedNode;
   ifindex: number;
+  /** Date.now() just before its veth was created. */
+  createdAt?: number;
   mac?: string;
   hostMac?: string;
 }
@@ -103,6 +106,7 @@ export class Testbed<P extends BedPod> {
     await this.netnsAdd(p.netns);
     await setSysctls(p.netns, this.family);
     const v6 = this.spec.ipv6 && p.ip6 !== undefined;
+    p.createdAt = Date.now();
     await ipBatch(node.netns, [`link add ${p.hostIf} type veth peer name eth0 netns ${p.netns}`, `link set ${p.hostIf} up`,
       ...(v6 ? [`addr add fe80::1/64 dev ${p.hostIf}`] : []),
       `route add ${p.ip}/32 dev ${p.hostIf} scope link`, ...(v6 ? [`route add ${p.ip6}/128 dev ${p.hostIf}`] : [])]);
@@ -115,6 +119,14 @@ export class Testbed<P extends BedPod> {
     p.hostMac = link.address;
     p.mac = (await linkOf(p.netns, "eth0")).address;
     this.pods.push(p);
+  }
+
+  /** What a CNI DEL does: delete the host veth (its peer goes with it), then the netns. */
+  async removePod(p: P): Promise<void> {
+    await ipBatch(this.nodeOf(p).netns, [`link del ${p.hostIf}`]);
+    await run(["ip", "netns", "del", p.netns]);
+    this.namespaces.delete(p.netns);
+    this.pods.splice(this.pods.indexOf(p), 1);
   }
 
   private async addOutside(o: OutsideHost): Promise<void> {
@@ -164,4 +176,16 @@ async function linkOf(netns: string, dev: string): Promise<{ ifindex: number; ad
   const link = out[0];
   if (!link) throw new Error(`${netns}: no link ${dev}`);
   return link;
+}
+
+/** Deletes the namespaces `<prefix>-<pid>-…` of this process (a retried set-up) or of a
+ * process that is gone (a crashed run skips its teardown). */
+export async function removeStaleNetns(prefix: string): Promise<void> {
+  const names = existsSync("/run/netns") ? readdirSync("/run/netns") : [];
+  for (const name of names) {
+    const m = new RegExp(`^${prefix}-(\\d+)-`).exec(name);
+    if (m?.[1] && (Number(m[1]) === process.pid || !existsSync(`/proc/${m[1]}`))) {
+      await run(["ip", "netns", "del", name], { allowFail: true });
+    }
+  }
 }
