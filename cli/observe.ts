@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import type * as grpc from "@grpc/grpc-js";
 import {
-  FlowRecord, ObservationPoint, verdictToJSON, type Endpoint,
+  FlowRecord, ObservationPoint, Verdict, VerdictReason, verdictToJSON, type Endpoint,
 } from "../proto/gen/bulkhead/v1/flow.js";
 import { type FlowFilter, type GetFlowsResponse, GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter } from "../controlplane/store/filter-names.js";
@@ -134,24 +134,39 @@ function flags(r: FlowRecord): string {
   return "";
 }
 
+/** Why a flow was dropped, or would be in enforce mode (AUDIT): a forged source address,
+ * or policy, with the side that denied it and the policies isolating that side ("" for
+ * forwarded flows). Hubble's "Policy denied", naming what to look at. */
+export function denial(r: FlowRecord): string {
+  if (r.verdict !== Verdict.VERDICT_DROPPED && r.verdict !== Verdict.VERDICT_AUDIT) return "";
+  if (r.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) return "spoofed source address";
+  const a = r.attribution;
+  const sides: string[] = [];
+  if (a?.egressIsolated && a.egressAllowedBy.length === 0) sides.push(`egress isolated by ${a.egressIsolatedBy.join(", ") || "?"}`);
+  if (a?.ingressIsolated && a.ingressAllowedBy.length === 0) sides.push(`ingress isolated by ${a.ingressIsolatedBy.join(", ") || "?"}`);
+  const what = r.verdictReason === VerdictReason.VERDICT_REASON_ESTABLISHED ? "connection denied by policy" : "policy denied";
+  return sides.length > 0 ? `${what}: ${sides.join("; ")}, no rule allows` : what;
+}
+
 export function compact(r: FlowRecord): string {
   const src = withPort(endpointName(r.source, r.ip?.source ?? "?"), r.l4?.sourcePort);
   const dst = withPort(endpointName(r.destination, r.ip?.destination ?? "?"), r.l4?.destinationPort);
   const point = r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? "from-pod" : "to-pod";
   const verdict = verdictToJSON(r.verdict).replace("VERDICT_", "");
   const f = flags(r);
+  const why = denial(r);
   return `${time(r)} [${r.node} ${point}] ${src} -> ${dst} ${r.l4?.protocolName ?? "?"}${f ? ` ${f}` : ""} `
-    + `${verdict} ${r.packets} pkts ${r.bytes} B`;
+    + `${verdict}${why ? ` (${why})` : ""} ${r.packets} pkts ${r.bytes} B`;
 }
 
-const TABLE_HEADER = ["TIME", "NODE", "POINT", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "PACKETS", "BYTES"];
+const TABLE_HEADER = ["TIME", "NODE", "POINT", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "PACKETS", "BYTES", "DENIED"];
 
 function tableRow(r: FlowRecord): string[] {
   return [
     time(r), r.node, r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? "from-pod" : "to-pod",
     withPort(endpointName(r.source, r.ip?.source ?? "?"), r.l4?.sourcePort),
     withPort(endpointName(r.destination, r.ip?.destination ?? "?"), r.l4?.destinationPort),
-    r.l4?.protocolName ?? "?", verdictToJSON(r.verdict).replace("VERDICT_", ""), String(r.packets), String(r.bytes),
+    r.l4?.protocolName ?? "?", verdictToJSON(r.verdict).replace("VERDICT_", ""), String(r.packets), String(r.bytes), denial(r),
   ];
 }
 
