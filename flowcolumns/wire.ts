@@ -121,8 +121,11 @@ export function decodeColumns(buf: Uint8Array): DecodedColumns {
   const localEndpointNames: LocalEndpoint[] = [];
   const reader = new BinaryReader(buf);
   let reading: ColumnName | "batch" = "batch";
+  let after: ColumnName | undefined;
   try {
     while (reader.pos < reader.len) {
+      if (reading !== "batch") after = reading;
+      reading = "batch";
       const [no, type] = reader.tag();
       const name = NAME_OF.get(no);
       reading = name ?? "batch";
@@ -143,7 +146,7 @@ export function decodeColumns(buf: Uint8Array): DecodedColumns {
     }
   } catch (err) {
     if (err instanceof ColumnsError) throw err;
-    throw new ColumnsError(batchId, reading, `cut short or malformed (${(err as Error).message})`);
+    throw new ColumnsError(batchId, reading, `${reading === "batch" && after ? `the field after column ${after}: ` : ""}cut short or malformed (${(err as Error).message})`);
   }
   if (!rows) throw new ColumnsError(batchId, "rows", "the batch has no rows; an empty batch is never sent");
   const n = rows;
