@@ -4,7 +4,6 @@ import { describe, expect, it } from "vitest";
 import { decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
 import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { toJsonLine } from "../agent/export/file.js";
-import { BoundedQueue } from "../agent/queue.js";
 import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeRecords } from "../agent/export/record-buffer.js";
 import { ConnectRequest, FlowColumns } from "../proto/gen/bulkhead/v1/agent.js";
 import { ROW_BYTES, recordAt } from "../flowcolumns/columns.js";
@@ -76,16 +75,6 @@ describe("flow records", () => {
     expect(formatIPv6(b([0x2001, 0xdb8, 0, 0, 1, 0, 0, 1]), 0)).toBe("2001:db8::1:0:0:1");
     expect(formatIPv6(b([0x2001, 0xdb8, 0, 1, 1, 1, 1, 1]), 0)).toBe("2001:db8:0:1:1:1:1:1");
     expect(formatIPv6(b([0, 0, 0, 0, 0, 0, 0, 0]), 0)).toBe("::");
-  });
-
-  it("a full export queue drops the oldest records and counts them", () => {
-    const dropped: number[] = [];
-    const q = new BoundedQueue<number>(3, (n) => dropped.push(n));
-    q.pushAll([1, 2]);
-    q.pushAll([3, 4, 5]);
-    expect(q.take(10)).toEqual([3, 4, 5]);
-    expect(dropped).toEqual([2]);
-    expect(q.dropped).toBe(2);
   });
 
   it("kept as columns for the control plane, encode to a FlowColumns that any protobuf reader decodes to the same values, and the checked decoder to the same records", () => {
