@@ -198,13 +198,16 @@ export function decodeDrain(keys: Buffer, values: Buffer, count: number, ctx: Dr
     packets32[2 * i + 1] = values.readUInt32LE(v + V.packets + 4);
     bytes32[2 * i] = values.readUInt32LE(v + V.bytes);
     bytes32[2 * i + 1] = values.readUInt32LE(v + V.bytes + 4);
-    for (const [col, at] of [[start32, V.first_seen_ns], [end32, V.last_seen_ns]] as const) {
-      let lo = values.readUInt32LE(v + at) + offLo;
-      let hi = values.readUInt32LE(v + at + 4) + offHi;
-      if (lo >= TWO_32) { lo -= TWO_32; hi++; }
-      col[2 * i] = lo;
-      col[2 * i + 1] = hi;
-    }
+    let lo = values.readUInt32LE(v + V.first_seen_ns) + offLo;
+    let hi = values.readUInt32LE(v + V.first_seen_ns + 4) + offHi;
+    if (lo >= TWO_32) { lo -= TWO_32; hi++; }
+    start32[2 * i] = lo;
+    start32[2 * i + 1] = hi;
+    lo = values.readUInt32LE(v + V.last_seen_ns) + offLo;
+    hi = values.readUInt32LE(v + V.last_seen_ns + 4) + offHi;
+    if (lo >= TWO_32) { lo -= TWO_32; hi++; }
+    end32[2 * i] = lo;
+    end32[2 * i + 1] = hi;
     const ends = ctx.localEnds;
     if (ends) {
       const fromPod = point === ObservationPoint.OBSERVATION_POINT_FROM_POD;

@@ -1,7 +1,7 @@
 // Decoding of drained flow map entries (into columns, and the FlowRecord of a row), their
 // JSON export form, and their columns in the control-plane sink's outage buffer and on the wire.
 import { describe, expect, it } from "vitest";
-import { decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
+import { decodeDrain, decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
 import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { toJsonLine } from "../agent/export/file.js";
 import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeRecords } from "../agent/export/record-buffer.js";
@@ -75,6 +75,24 @@ describe("flow records", () => {
     expect(formatIPv6(b([0x2001, 0xdb8, 0, 0, 1, 0, 0, 1]), 0)).toBe("2001:db8::1:0:0:1");
     expect(formatIPv6(b([0x2001, 0xdb8, 0, 1, 1, 1, 1, 1]), 0)).toBe("2001:db8:0:1:1:1:1:1");
     expect(formatIPv6(b([0, 0, 0, 0, 0, 0, 0, 0]), 0)).toBe("::");
+  });
+
+  it("make kernel times wall clock with the drain's one offset, carries between the 32-bit halves included", () => {
+    const n = 64;
+    const keys = Buffer.alloc(n * bh_flow_key.size), values = Buffer.alloc(n * bh_flow_value.size);
+    const offset = 1_764_676_800_123_456_789n - 5_000_000_000n;
+    const mono: bigint[] = [];
+    for (let i = 0; i < n; i++) {
+      keys[i * bh_flow_key.size + bh_flow_key.family] = 4;
+      // Low halves near 2^32, so that adding the offset's low half carries.
+      const m = (BigInt(i) << 32n) + 0xffffffffn - BigInt(i * 7919) + 5_000_000_000n;
+      mono.push(m);
+      values.writeBigUInt64LE(m, i * bh_flow_value.size + bh_flow_value.first_seen_ns);
+      values.writeBigUInt64LE(m + 1n, i * bh_flow_value.size + bh_flow_value.last_seen_ns);
+    }
+    const c = decodeDrain(keys, values, n, { interfaceName: () => "", clockOffsetNs: offset, firstSequence: 1n });
+    expect([...c.startNs]).toEqual(mono.map((m) => m + offset));
+    expect([...c.endNs]).toEqual(mono.map((m) => m + 1n + offset));
   });
 
   it("kept as columns for the control plane, encode to a FlowColumns that any protobuf reader decodes to the same values, and the checked decoder to the same records", () => {
