@@ -48,7 +48,7 @@ export class Agent {
     watched: this.metrics.gauge("bulkhead_agent_interfaces_watched", "Pod interfaces with capture attached"),
     queued: this.metrics.gauge("bulkhead_agent_export_pending_records", "Flow records waiting for export, by sink"),
     connected: this.metrics.gauge("bulkhead_agent_controlplane_connected", "1 while the control plane stream is up"),
-    held: this.metrics.gauge("bulkhead_agent_controlplane_buffer_bytes", "Bytes of encoded records held for the control plane, buffered and in flight (at most --buffer-bytes)"),
+    held: this.metrics.gauge("bulkhead_agent_controlplane_buffer_bytes", "Bytes of records (columns; encoded batches in flight) held for the control plane, buffered and in flight (at most --buffer-bytes)"),
     drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
     policyErrors: this.metrics.counter("bulkhead_agent_policy_errors_total", "Policy snapshots or endpoint updates not applied, by stage"),
     policyVersion: this.metrics.gauge("bulkhead_agent_policy_version", "The policy snapshot version the datapath enforces (0: none)"),

@@ -29,7 +29,7 @@ export interface AgentConfig {
   exportBufferBytes: number;
   /** gRPC address of the control plane (host:port or unix:///path), or undefined for none. */
   controlplane: string | undefined;
-  /** Bytes of encoded records held for the control plane while it is unreachable (buffered and in flight). */
+  /** Bytes of record columns held for the control plane while it is unreachable (buffered and in flight). */
   bufferBytes: number;
   /** host:port of the /metrics and /healthz server, or undefined for none. */
   metricsAddr: { host: string; port: number } | undefined;
@@ -59,9 +59,9 @@ in-kernel flow map on an interval and exports flow records.
                             file, e.g. 64Mi; past it the oldest drop, counted as export_queue_full
                             (default 64Mi: ~740k records)
   --controlplane ADDR       stream records to the control plane (HOST:PORT or unix:///PATH)
-  --buffer-bytes SIZE       encoded records held while the control plane is away, e.g. 256Mi; past it
-                            the oldest are dropped and counted as buffer_full (default 128Mi: ~600k
-                            records of ~220 bytes, within the DaemonSet's 1Gi limit beside the rest)
+  --buffer-bytes SIZE       records held (as columns, ~90 bytes each) while the control plane is away,
+                            e.g. 256Mi; past it the oldest are dropped and counted as buffer_full
+                            (default 128Mi: ~1.4M records, within the DaemonSet's 1Gi limit beside the rest)
   --metrics-addr HOST:PORT  serve /metrics and /healthz (default 127.0.0.1:9964: in the host network
                             every interface would expose them; the DaemonSet binds the node's IP; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
@@ -76,7 +76,8 @@ Mutual TLS with the control plane (all three or none; files from "bulkhead certs
 export const DEFAULT_BPF_DIR = "/sys/fs/bpf/bulkhead";
 
 /**
- * The outage buffer's default: ~600k records of ~220 bytes (60 s at 10k records/s). The
+ * The outage buffer's default: ~1.4M records as columns of ~90 bytes (~600k as the encoded
+ * records of ~220 bytes it held before issue 11, 60 s at 10k records/s). The
  * DaemonSet's limit is 1Gi; with the control plane away at 50k records/s the agent's sink
  * peaked at 642 MiB RSS with 128 MiB held and 773 MiB with 256 MiB (bench/README.md,
  * agent-outage: building the records costs more than holding them), so 128 MiB leaves room
