@@ -5,7 +5,7 @@
 import type http from "node:http";
 import type { Logger } from "pino";
 import { native, ringRecords, type RingBuffer } from "../native/index.js";
-import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { sumColumn, type FlowColumns } from "../flowcolumns/columns.js";
 import type { PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
 import type { AgentConfig } from "./config.js";
 import { Datapath, type Counters } from "./datapath.js";
@@ -13,7 +13,7 @@ import { Attacher } from "./attacher.js";
 import { InterfaceWatcher, type PodInterface } from "./interfaces.js";
 import { Registry } from "../metrics/registry.js";
 import { serveMetrics } from "./metrics.js";
-import { decodeFlowRecord, clockNow, UNJUDGED_CAUSES, UNJUDGED_VERDICTS } from "./records.js";
+import { decodeDrain, clockOffsetNow, UNJUDGED_CAUSES, UNJUDGED_VERDICTS } from "./records.js";
 import { BH_EVENT_NEW_FLOW, bh_event } from "../native/gen/abi.js";
 import { FileSink } from "./export/file.js";
 import { ControlPlaneSink } from "./export/controlplane.js";
@@ -48,7 +48,7 @@ export class Agent {
     watched: this.metrics.gauge("bulkhead_agent_interfaces_watched", "Pod interfaces with capture attached"),
     queued: this.metrics.gauge("bulkhead_agent_export_pending_records", "Flow records waiting for export, by sink"),
     connected: this.metrics.gauge("bulkhead_agent_controlplane_connected", "1 while the control plane stream is up"),
-    held: this.metrics.gauge("bulkhead_agent_controlplane_buffer_bytes", "Bytes of encoded records held for the control plane, buffered and in flight (at most --buffer-bytes)"),
+    held: this.metrics.gauge("bulkhead_agent_controlplane_buffer_bytes", "Bytes of records (columns; encoded batches in flight) held for the control plane, buffered and in flight (at most --buffer-bytes)"),
     drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
     policyErrors: this.metrics.counter("bulkhead_agent_policy_errors_total", "Policy snapshots or endpoint updates not applied, by stage"),
     policyVersion: this.metrics.gauge("bulkhead_agent_policy_version", "The policy snapshot version the datapath enforces (0: none)"),
@@ -75,7 +75,7 @@ export class Agent {
   constructor(readonly config: AgentConfig, private readonly log: Logger) {
     if (config.exportFile) {
       const file = config.exportFile;
-      this.sinks.push(new FileSink(file, config.exportQueueRecords, {
+      this.sinks.push(new FileSink(file, config.node, config.exportBufferBytes, {
         written: (n) => this.m.exported.inc({ sink: "file" }, n),
         lost: (cause, n) => this.m.lostRecords.inc({ cause }, n),
         failed: (err, records) => this.log.error({ err: err.message, records }, "export failed; records dropped"),
@@ -233,37 +233,30 @@ export class Agent {
     }
   }
 
-  /** One drain: every flow entry since the previous drain becomes one record. */
-  drainOnce(): FlowRecord[] {
+  /** One drain: every flow entry since the previous drain becomes one row of columns. */
+  drainOnce(): FlowColumns | undefined {
     const datapath = this.datapath;
     const attacher = this.attacher;
-    if (!datapath || !attacher) return [];
+    if (!datapath || !attacher) return undefined;
     const t0 = process.hrtime.bigint();
-    let records: FlowRecord[] = [];
+    let columns: FlowColumns | undefined;
     try {
       // Events are submitted without waking us (one wakeup per new flow costs more than the flow).
       this.ring?.consume();
       const drained = datapath.drain();
-      const ctx = {
-        node: this.config.node,
+      columns = decodeDrain(drained.keys, drained.values, drained.count, {
         interfaceName: (ifindex: number) => attacher.interfaceName(ifindex),
-        clock: clockNow(),
-        nextSequence: () => ++this.sequence,
-      };
-      records = new Array<FlowRecord>(drained.count);
-      // The pod behind a veth, for records whose source address is forged (SPOOFED).
-      const podAddress = (ifindex: number) => {
-        const e = datapath.policy.endpoints().get(ifindex);
-        return e?.ip4 ?? e?.ip6;
-      };
-      let packets = 0n, bytes = 0n;
-      for (let i = 0; i < drained.count; i++) {
-        const r = decodeFlowRecord(drained.keys, drained.values, i, ctx);
-        this.endpoints.nameLocalEnd(r, podAddress);
-        records[i] = r;
-        packets += r.packets;
-        bytes += r.bytes;
-      }
+        clockOffsetNs: clockOffsetNow(),
+        firstSequence: this.sequence + 1n,
+        localEnds: this.endpoints,
+        // The pod behind a veth, for records whose source address is forged (SPOOFED).
+        podAddress: (ifindex: number) => {
+          const e = datapath.policy.endpoints().get(ifindex);
+          return e?.ip4 ?? e?.ip6;
+        },
+      });
+      this.sequence += BigInt(drained.count);
+      const packets = sumColumn(columns.packets), bytes = sumColumn(columns.bytes);
       attacher.forgetGone();
       this.m.records.inc({}, drained.count);
       this.m.packets.inc({}, packets);
@@ -279,12 +272,12 @@ export class Agent {
       this.log.error({ err: (err as Error).message }, "drain failed");
     }
     this.m.drainSeconds.set({}, Number(process.hrtime.bigint() - t0) / 1e9);
-    if (records.length) for (const sink of this.sinks) sink.push(records);
+    if (columns && columns.rows > 0) for (const sink of this.sinks) sink.push(columns);
     for (const sink of this.sinks) this.m.queued.set({ sink: sink.name }, sink.pending);
     this.m.connected.set({}, this.connection?.connected ? 1 : 0);
     if (this.controlplane) this.m.held.set({}, this.controlplane.heldBytes);
     this.connection?.sendStats(this.stats());
-    return records;
+    return columns;
   }
 
   /** Cumulative losses by cause and unit, as the control plane's status shows them. */

@@ -25,11 +25,11 @@ export interface AgentConfig {
   attachMode: "auto" | "tcx" | "clsact";
   /** JSON-lines export file, or undefined for none. */
   exportFile: string | undefined;
-  /** Records the export queue holds before it drops the oldest (counted). */
-  exportQueueRecords: number;
+  /** Bytes of drained columns the export file's queue holds before it drops the oldest records (counted). */
+  exportBufferBytes: number;
   /** gRPC address of the control plane (host:port or unix:///path), or undefined for none. */
   controlplane: string | undefined;
-  /** Bytes of encoded records held for the control plane while it is unreachable (buffered and in flight). */
+  /** Bytes of record columns held for the control plane while it is unreachable (buffered and in flight). */
   bufferBytes: number;
   /** host:port of the /metrics and /healthz server, or undefined for none. */
   metricsAddr: { host: string; port: number } | undefined;
@@ -55,11 +55,13 @@ in-kernel flow map on an interval and exports flow records.
   --flow-map-size N         entries per flow map, two maps (default 65536)
   --attach-mode MODE        auto | tcx | clsact (default auto: tcx, else clsact)
   --export-file PATH        append records as JSON lines (proto3 JSON mapping)
-  --export-queue N          records buffered for export before the oldest drop (default 600000)
+  --export-buffer-bytes SIZE  drained records (as columns, ~90 bytes each) waiting for the export
+                            file, e.g. 64Mi; past it the oldest drop, counted as export_queue_full
+                            (default 64Mi: ~740k records)
   --controlplane ADDR       stream records to the control plane (HOST:PORT or unix:///PATH)
-  --buffer-bytes SIZE       encoded records held while the control plane is away, e.g. 256Mi; past it
-                            the oldest are dropped and counted as buffer_full (default 128Mi: ~600k
-                            records of ~220 bytes, within the DaemonSet's 1Gi limit beside the rest)
+  --buffer-bytes SIZE       records held (as columns, ~90 bytes each) while the control plane is away,
+                            e.g. 256Mi; past it the oldest are dropped and counted as buffer_full
+                            (default 128Mi: ~1.4M records, within the DaemonSet's 1Gi limit beside the rest)
   --metrics-addr HOST:PORT  serve /metrics and /healthz (default 127.0.0.1:9387: in the host network
                             every interface would expose them; the DaemonSet binds the node's IP; "off" for none)
   --resync-interval MS      full interface rescan besides netlink events (default 5000)
@@ -74,13 +76,17 @@ Mutual TLS with the control plane (all three or none; files from "bulkhead certs
 export const DEFAULT_BPF_DIR = "/sys/fs/bpf/bulkhead";
 
 /**
- * The outage buffer's default: ~600k records of ~220 bytes (60 s at 10k records/s). The
+ * The outage buffer's default: ~1.4M records as columns of ~90 bytes (~600k as the encoded
+ * records of ~220 bytes it held before issue 11, 60 s at 10k records/s). The
  * DaemonSet's limit is 1Gi; with the control plane away at 50k records/s the agent's sink
  * peaked at 642 MiB RSS with 128 MiB held and 773 MiB with 256 MiB (bench/README.md,
  * agent-outage: building the records costs more than holding them), so 128 MiB leaves room
  * for a faster drain. Raise it together with the memory limit.
  */
 const DEFAULT_BUFFER = "128Mi";
+
+/** The export file's queue: ~740k records as columns (~90 bytes each), 7 s at 100k records/s. */
+const DEFAULT_EXPORT_BUFFER = "64Mi";
 
 function positiveInt(flag: string, raw: string | undefined, fallback: number, max = 2 ** 31 - 1): number {
   if (raw === undefined) return fallback;
@@ -123,6 +129,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
         "attach-mode": { type: "string" },
         "export-file": { type: "string" },
         "export-queue": { type: "string" },
+        "export-buffer-bytes": { type: "string" },
         "metrics-addr": { type: "string" },
         controlplane: { type: "string" },
         "buffer-bytes": { type: "string" },
@@ -137,6 +144,11 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     throw new ConfigError((err as Error).message);
   }
   const v = parsed.values;
+  if (v["export-queue"] !== undefined) {
+    throw new ConfigError(`--export-queue: removed; the export file's queue is bounded in bytes now: --export-buffer-bytes SIZE `
+      + `(e.g. 64Mi, the default; a record takes ~90 bytes, so --export-queue ${v["export-queue"]} is about `
+      + `--export-buffer-bytes ${Math.max(1, Math.ceil(Number(v["export-queue"]) * 90 / 2 ** 20)) || 1}Mi)`);
+  }
   const metrics = v["metrics-addr"] ?? "127.0.0.1:9387";
   const tls = loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-ca"] }, "tls-ca");
   if (tls && v.controlplane === undefined) throw new ConfigError("--tls-cert, --tls-key, --tls-ca: only used with --controlplane ADDR");
@@ -156,7 +168,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     flowMapSize: positiveInt("flow-map-size", v["flow-map-size"], 65536, 16_777_216),
     attachMode: oneOf("attach-mode", v["attach-mode"], ["auto", "tcx", "clsact"] as const, "auto"),
     exportFile: v["export-file"] === undefined ? undefined : path.resolve(v["export-file"]),
-    exportQueueRecords: positiveInt("export-queue", v["export-queue"], 600_000),
+    exportBufferBytes: parseByteSize("export-buffer-bytes", v["export-buffer-bytes"] ?? DEFAULT_EXPORT_BUFFER, 2 ** 20, 64 * 2 ** 30),
     controlplane: parseControlPlaneAddr(v.controlplane),
     bufferBytes: parseByteSize("buffer-bytes", v["buffer-bytes"] ?? DEFAULT_BUFFER, 2 ** 20, 64 * 2 ** 30),
     metricsAddr: metrics === "off" ? undefined : parseHostPort("metrics-addr", metrics),

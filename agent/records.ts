@@ -1,9 +1,9 @@
-// Decodes the kernel's flow map entries (native/bpf/endpoint.h) into FlowRecords
-// (proto/bulkhead/v1/flow.proto). Offsets and enum values come from native/gen/abi.ts,
+// Decodes the kernel's flow map entries (native/bpf/endpoint.h) into flow columns
+// (flowcolumns/columns.ts), one typed array per field. Offsets and enum values come from native/gen/abi.ts,
 // generated from the compiled object's BTF; this file only names them for the agent.
-import {
-  type FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, type TcpFlags,
-} from "../proto/gen/bulkhead/v1/flow.js";
+import { type FlowRecord, ObservationPoint, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import type { LocalEndpoint } from "../proto/gen/bulkhead/v1/agent.js";
+import { ADDRESS_WIDTH, allocColumns, recordAt, type FlowColumns } from "../flowcolumns/columns.js";
 import { formatIPv6Groups } from "../addresses/ip.js";
 import {
   BH_C_CT_CONFIRMED, BH_C_CT_CREATED, BH_C_CT_FULL, BH_C_CT_LOST, BH_C_CT_REJUDGED, BH_C_ICMP_RELATED, BH_C_MAP_FULL_BYTES,
@@ -41,9 +41,7 @@ export function unjudgedCounter(verdict: UnjudgedVerdict, cause: UnjudgedCause):
 /** Entries of the `counters` array. */
 export const COUNTER_COUNT = BH_C_MAX;
 
-export const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
-  1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP",
-};
+export { PROTOCOL_NAMES, tcpFlagsFromByte } from "../flowcolumns/columns.js";
 
 export function formatIPv4(buf: Buffer, off: number): string {
   return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
@@ -53,13 +51,6 @@ export function formatIPv6(buf: Buffer, off: number): string {
   const groups: number[] = [];
   for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(off + 2 * i));
   return formatIPv6Groups(groups);
-}
-
-export function tcpFlagsFromByte(b: number): TcpFlags {
-  return {
-    fin: (b & 0x01) !== 0, syn: (b & 0x02) !== 0, rst: (b & 0x04) !== 0, psh: (b & 0x08) !== 0,
-    ack: (b & 0x10) !== 0, urg: (b & 0x20) !== 0, ece: (b & 0x40) !== 0, cwr: (b & 0x80) !== 0,
-  };
 }
 
 /** enum bh_verdict → Verdict, enum bh_reason → VerdictReason. */
@@ -112,10 +103,6 @@ export function clockNow(): Clock {
   return { monoToWallNs: (mono) => mono + offset };
 }
 
-function timestamp(wallNs: bigint) {
-  return { seconds: wallNs / 1_000_000_000n, nanos: Number(wallNs % 1_000_000_000n) };
-}
-
 export interface RecordContext {
   node: string;
   interfaceName(ifindex: number): string;
@@ -123,43 +110,126 @@ export interface RecordContext {
   nextSequence(): bigint;
 }
 
-/** Builds the FlowRecord of entry `i` of a drained batch. */
+/** The pods behind this node's veths, for the column of local ends (endpoints.ts). */
+export interface LocalEndNames {
+  /** 1 + the index into `names` (0 for none) of the pod whose address is at `off` of `addr16`, an IPv4-mapped or IPv6 address. */
+  lookup(addr16: Uint8Array, off: number): number;
+  /** The same by address text (a pod's own address, for SPOOFED records). */
+  lookupText(ip: string): number;
+  readonly names: LocalEndpoint[];
+}
+
+export interface DrainContext {
+  interfaceName(ifindex: number): string;
+  /** Wall-clock ns minus CLOCK_MONOTONIC ns, read once for the drain. */
+  clockOffsetNs: bigint;
+  firstSequence: bigint;
+  localEnds?: LocalEndNames;
+  /** An address of the pod behind an interface, for records whose source is forged (SPOOFED). */
+  podAddress?(ifindex: number): string | undefined;
+}
+
+/** The offset between the clocks now: one reading serves a whole drain. */
+export function clockOffsetNow(): bigint {
+  // process.hrtime reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
+  return BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+}
+
+const VERDICT_OF = new Uint8Array(256).fill(Verdict.VERDICT_UNSPECIFIED);
+VERDICT_OF[BH_VERDICT_FORWARDED] = Verdict.VERDICT_FORWARDED;
+VERDICT_OF[BH_VERDICT_DROPPED] = Verdict.VERDICT_DROPPED;
+VERDICT_OF[BH_VERDICT_AUDIT] = Verdict.VERDICT_AUDIT;
+const REASON_OF = new Uint8Array(256).fill(VerdictReason.VERDICT_REASON_UNSPECIFIED);
+REASON_OF[BH_REASON_POLICY] = VerdictReason.VERDICT_REASON_POLICY;
+REASON_OF[BH_REASON_ESTABLISHED] = VerdictReason.VERDICT_REASON_ESTABLISHED;
+REASON_OF[BH_REASON_SPOOFED] = VerdictReason.VERDICT_REASON_SPOOFED;
+const POINT_OF = new Uint8Array(256).fill(ObservationPoint.OBSERVATION_POINT_UNSPECIFIED);
+POINT_OF[BH_POINT_FROM_POD] = ObservationPoint.OBSERVATION_POINT_FROM_POD;
+POINT_OF[BH_POINT_TO_POD] = ObservationPoint.OBSERVATION_POINT_TO_POD;
+
+const TWO_32 = 2 ** 32;
+
+/**
+ * Decodes `count` drained entries (keys and values as the kernel laid them out) straight
+ * into columns: no object per entry. Times become wall clock with the drain's one clock
+ * offset, added in 32-bit halves so that no BigInt is made per entry.
+ */
+export function decodeDrain(keys: Buffer, values: Buffer, count: number, ctx: DrainContext): FlowColumns {
+  const c = allocColumns(count);
+  c.firstSequence = ctx.firstSequence;
+  if (ctx.clockOffsetNs < 0n) throw new Error(`clock offset ${ctx.clockOffsetNs} ns: the wall clock is before the monotonic one`);
+  const offLo = Number(ctx.clockOffsetNs & 0xffffffffn), offHi = Number(ctx.clockOffsetNs >> 32n);
+  const start32 = new Uint32Array(c.startNs.buffer), end32 = new Uint32Array(c.endNs.buffer);
+  const packets32 = new Uint32Array(c.packets.buffer), bytes32 = new Uint32Array(c.bytes.buffer);
+  const ifaceIndex = new Map<number, number>();
+  const K = bh_flow_key, V = bh_flow_value, A = ADDRESS_WIDTH;
+  const src = c.sourceAddresses, dst = c.destinationAddresses;
+  for (let i = 0; i < count; i++) {
+    const k = i * K.size, v = i * V.size, a = i * A;
+    const family = keys[k + K.family] === 6 ? 6 : 4;
+    if (family === 6) {
+      keys.copy(src, a, k + K.src, k + K.src + 16);
+      keys.copy(dst, a, k + K.dst, k + K.dst + 16);
+    } else {
+      src[a + 10] = 0xff; src[a + 11] = 0xff; dst[a + 10] = 0xff; dst[a + 11] = 0xff;
+      keys.copy(src, a + 12, k + K.src, k + K.src + 4);
+      keys.copy(dst, a + 12, k + K.dst, k + K.dst + 4);
+    }
+    c.ipVersions[i] = family;
+    c.sourcePorts[i] = keys.readUInt16LE(k + K.sport);
+    c.destinationPorts[i] = keys.readUInt16LE(k + K.dport);
+    const ifindex = keys.readUInt32LE(k + K.ifindex);
+    c.ifindexes[i] = ifindex;
+    let iface = ifaceIndex.get(ifindex);
+    if (iface === undefined) {
+      iface = c.interfaceNames.push(ctx.interfaceName(ifindex)) - 1;
+      ifaceIndex.set(ifindex, iface);
+    }
+    c.interfaces[i] = iface;
+    const proto = keys[k + K.proto] ?? 0;
+    c.protocols[i] = proto;
+    const point = POINT_OF[keys[k + K.point] ?? 0] ?? 0;
+    c.points[i] = point;
+    c.verdicts[i] = VERDICT_OF[keys[k + K.verdict] ?? 0] ?? 0;
+    const reason = REASON_OF[keys[k + K.reason] ?? 0] ?? 0;
+    c.verdictReasons[i] = reason;
+    c.tcpFlags[i] = proto === 6 ? values[v + V.tcp_flags] ?? 0 : 0;
+    packets32[2 * i] = values.readUInt32LE(v + V.packets);
+    packets32[2 * i + 1] = values.readUInt32LE(v + V.packets + 4);
+    bytes32[2 * i] = values.readUInt32LE(v + V.bytes);
+    bytes32[2 * i + 1] = values.readUInt32LE(v + V.bytes + 4);
+    let lo = values.readUInt32LE(v + V.first_seen_ns) + offLo;
+    let hi = values.readUInt32LE(v + V.first_seen_ns + 4) + offHi;
+    if (lo >= TWO_32) { lo -= TWO_32; hi++; }
+    start32[2 * i] = lo;
+    start32[2 * i + 1] = hi;
+    lo = values.readUInt32LE(v + V.last_seen_ns) + offLo;
+    hi = values.readUInt32LE(v + V.last_seen_ns + 4) + offHi;
+    if (lo >= TWO_32) { lo -= TWO_32; hi++; }
+    end32[2 * i] = lo;
+    end32[2 * i + 1] = hi;
+    const ends = ctx.localEnds;
+    if (ends) {
+      const fromPod = point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
+      if (fromPod && reason === VerdictReason.VERDICT_REASON_SPOOFED) {
+        const own = ctx.podAddress?.(ifindex);
+        c.localEndpoints[i] = own === undefined ? 0 : ends.lookupText(own);
+      } else {
+        c.localEndpoints[i] = ends.lookup(fromPod ? src : dst, a);
+      }
+    }
+  }
+  if (ctx.localEnds) c.localEndpointNames = ctx.localEnds.names;
+  return c;
+}
+
+/** The FlowRecord of entry `i` of a drained batch (tools and tests; the agent keeps columns). */
 export function decodeFlowRecord(keys: Buffer, values: Buffer, i: number, ctx: RecordContext): FlowRecord {
-  const k = decodeKey(keys, i * bh_flow_key.size);
-  const v = i * bh_flow_value.size;
-  const isIcmp = k.proto === 1 || k.proto === 58;
-  const fromPod = k.point === BH_POINT_FROM_POD;
-  return {
-    startTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + bh_flow_value.first_seen_ns))),
-    endTime: timestamp(ctx.clock.monoToWallNs(values.readBigUInt64LE(v + bh_flow_value.last_seen_ns))),
-    node: ctx.node,
-    point: fromPod ? ObservationPoint.OBSERVATION_POINT_FROM_POD
-      : k.point === BH_POINT_TO_POD ? ObservationPoint.OBSERVATION_POINT_TO_POD
-      : ObservationPoint.OBSERVATION_POINT_UNSPECIFIED,
-    reporter: fromPod ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
-    interface: ctx.interfaceName(k.ifindex),
-    ifindex: k.ifindex,
-    ip: {
-      source: k.src,
-      destination: k.dst,
-      version: k.family === 6 ? IpVersion.IP_VERSION_IPV6 : IpVersion.IP_VERSION_IPV4,
-    },
-    l4: {
-      protocol: k.proto,
-      protocolName: PROTOCOL_NAMES[k.proto] ?? String(k.proto),
-      sourcePort: isIcmp ? 0 : k.sport,
-      destinationPort: isIcmp ? 0 : k.dport,
-      tcpFlags: k.proto === 6 ? tcpFlagsFromByte(values.readUInt32LE(v + bh_flow_value.tcp_flags)) : undefined,
-      icmpType: isIcmp ? k.sport : 0,
-      icmpCode: isIcmp ? k.dport : 0,
-    },
-    packets: values.readBigUInt64LE(v + bh_flow_value.packets),
-    bytes: values.readBigUInt64LE(v + bh_flow_value.bytes),
-    source: undefined,
-    destination: undefined,
-    verdict: k.verdict,
-    verdictReason: k.reason,
-    attribution: undefined,
-    sequence: ctx.nextSequence(),
-  };
+  const c = decodeDrain(keys.subarray(i * bh_flow_key.size, (i + 1) * bh_flow_key.size),
+    values.subarray(i * bh_flow_value.size, (i + 1) * bh_flow_value.size), 1, {
+      interfaceName: (ifindex) => ctx.interfaceName(ifindex),
+      clockOffsetNs: ctx.clock.monoToWallNs(0n),
+      firstSequence: ctx.nextSequence(),
+    });
+  return recordAt(c, 0, ctx.node);
 }

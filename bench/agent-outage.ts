@@ -25,7 +25,8 @@ import { ControlPlaneConnection } from "../agent/controlplane/connection.js";
 import { ControlPlaneSink } from "../agent/export/controlplane.js";
 import { bind, createGrpcServer } from "../controlplane/grpc.js";
 import { parseByteSize } from "../config/flags.js";
-import type { AgentServiceServer, ConnectRequest } from "../proto/gen/bulkhead/v1/agent.js";
+import type { AgentRequest, AgentServer } from "../controlplane/agent-columns.js";
+import { decodeColumns } from "../flowcolumns/wire.js";
 import type { ObserverServiceServer } from "../proto/gen/bulkhead/v1/observer.js";
 import { IpVersion, ObservationPoint, ReporterSide, Verdict, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 
@@ -99,9 +100,9 @@ try {
   // The control plane is back: decode, count sequences, acknowledge.
   const seen = new Uint8Array(produced + 1);
   let duplicates = 0, received = 0;
-  const agent: AgentServiceServer = {
+  const agent: AgentServer = {
     connect(stream) {
-      stream.on("data", (msg: ConnectRequest) => {
+      stream.on("data", (msg: AgentRequest) => {
         const kind = msg.kind;
         if (kind?.$case === "hello") stream.write({ kind: { $case: "config", value: { node: kind.value.node, drainIntervalMs: 1000 } } });
         else if (kind?.$case === "flows") {
@@ -111,6 +112,14 @@ try {
             received++;
           }
           stream.write({ kind: { $case: "ack", value: { batchId: kind.value.batchId } } });
+        } else if (kind?.$case === "columnBytes") {
+          const batch = decodeColumns(kind.value);
+          for (let i = 0; i < batch.columns.rows; i++) {
+            const q = Number(batch.columns.firstSequence) + i;
+            if (seen[q]) duplicates++; else seen[q] = 1;
+            received++;
+          }
+          stream.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
         }
       });
       stream.on("end", () => stream.end());

@@ -12,19 +12,25 @@
 import * as grpc from "@grpc/grpc-js";
 import net from "node:net";
 import type { Logger } from "pino";
-import type {
-  AgentServiceServer, ConnectRequest, ConnectResponse, LocalEndpoint, AgentStats,
-} from "../proto/gen/bulkhead/v1/agent.js";
+import type { ConnectResponse, LocalEndpoint, AgentStats } from "../proto/gen/bulkhead/v1/agent.js";
+import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
+import { ColumnsError, decodeColumns } from "../flowcolumns/wire.js";
+import { recordsOfColumns, type AgentRequest, type AgentServer } from "./agent-columns.js";
 import { ObservationPoint, IpVersion, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
 import { describeName, isNodeName, nodeOfCertificate } from "../tls/node-identity.js";
 
-export const SUPPORTED_PROTOCOL_VERSION = 1;
+/** The wire protocol versions this control plane speaks: 2 sends flows as FlowColumns, 1 as
+ * FlowBatch (agents of the previous release, accepted during a rolling upgrade). */
+export const SUPPORTED_PROTOCOL_VERSIONS = [1, 2] as const;
+export const SUPPORTED_PROTOCOL_VERSION = 2;
 
 export interface AgentSession {
   node: string;
   instanceId: string;
   version: string;
+  /** The hello's protocol_version: which kind of flow batch the stream carries. */
+  protocolVersion: number;
   capabilities: string[];
   connected: boolean;
   lastSeenMs: number;
@@ -36,7 +42,7 @@ export interface AgentSession {
   /** Resolves after the last accepted batch's acknowledgement: acks go out in order. */
   acked: Promise<void>;
   stats: AgentStats | undefined;
-  stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse> | undefined;
+  stream: grpc.ServerDuplexStream<AgentRequest, ConnectResponse> | undefined;
 }
 
 export interface AgentHub {
@@ -97,7 +103,7 @@ export class AgentRegistry {
     return n;
   }
 
-  readonly service: AgentServiceServer = {
+  readonly service: AgentServer = {
     connect: (stream) => this.serve(stream),
   };
 
@@ -129,7 +135,7 @@ export class AgentRegistry {
   }
 
   /** The node the stream's verified client certificate names (mutual TLS), or why there is none. */
-  private certifiedNode(stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>): { node: string; subject: string } {
+  private certifiedNode(stream: grpc.ServerDuplexStream<AgentRequest, ConnectResponse>): { node: string; subject: string } {
     // getAuthContext() carries a peer certificate only when the TLS layer verified it
     // against the client CA; connections with a certificate that failed never get here.
     const cert = stream.getAuthContext().sslPeerCertificate;
@@ -142,7 +148,7 @@ export class AgentRegistry {
     return { node: identity.node, subject: describeName(cert.subject as unknown as Record<string, string>) };
   }
 
-  private serve(stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>): void {
+  private serve(stream: grpc.ServerDuplexStream<AgentRequest, ConnectResponse>): void {
     let session: AgentSession | undefined;
     let refused = false;
     let certified: { node: string; subject: string } | undefined;
@@ -157,7 +163,7 @@ export class AgentRegistry {
     // Messages are handled one after another; only a hello waits (for the store's last
     // batch id of the instance), and what arrives meanwhile waits behind it.
     let handled = Promise.resolve();
-    stream.on("data", (msg: ConnectRequest) => {
+    stream.on("data", (msg: AgentRequest) => {
       handled = handled.then(async () => {
         if (refused) return;
         try {
@@ -192,15 +198,16 @@ export class AgentRegistry {
     }
   }
 
-  private async hello(msg: ConnectRequest, stream: grpc.ServerDuplexStream<ConnectRequest, ConnectResponse>,
+  private async hello(msg: AgentRequest, stream: grpc.ServerDuplexStream<AgentRequest, ConnectResponse>,
     certified: { node: string; subject: string } | undefined): Promise<AgentSession> {
     if (msg.kind?.$case !== "hello") {
-      throw new AgentStreamError(grpc.status.FAILED_PRECONDITION, `the first message must be a hello, got ${msg.kind?.$case ?? "an empty message"}`);
+      throw new AgentStreamError(grpc.status.FAILED_PRECONDITION, `the first message must be a hello, got ${msg.kind?.$case === "columnBytes" ? "columns" : msg.kind?.$case ?? "an empty message"}`);
     }
     const h = msg.kind.value;
-    if (h.protocolVersion !== SUPPORTED_PROTOCOL_VERSION) {
+    if (!(SUPPORTED_PROTOCOL_VERSIONS as readonly number[]).includes(h.protocolVersion)) {
       throw new AgentStreamError(grpc.status.FAILED_PRECONDITION,
-        `agent protocol version ${h.protocolVersion} is not supported: this control plane speaks version ${SUPPORTED_PROTOCOL_VERSION}`, h.node);
+        `agent protocol version ${h.protocolVersion} is not supported: this control plane speaks version ${SUPPORTED_PROTOCOL_VERSION}`
+        + ` (and version 1 of agents not yet upgraded); run an agent and control plane of the same release`, h.node);
     }
     if (!isNodeName(h.node)) {
       throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, `hello: node name "${h.node}" is not a valid Kubernetes node name`);
@@ -224,7 +231,7 @@ export class AgentRegistry {
       prev.stream.end();
     }
     const session: AgentSession = {
-      node: h.node, instanceId: h.instanceId, version: h.version, capabilities: h.capabilities,
+      node: h.node, instanceId: h.instanceId, version: h.version, protocolVersion: h.protocolVersion, capabilities: h.capabilities,
       connected: true, lastSeenMs: Date.now(),
       records: prev?.records ?? 0n,
       // The store's view, else this process's: batches still in flight on an old stream
@@ -262,7 +269,7 @@ export class AgentRegistry {
     return new AgentStreamError(grpc.status.INVALID_ARGUMENT, reason);
   }
 
-  private onMessage(s: AgentSession, msg: ConnectRequest, fail: (err: AgentStreamError) => void): void {
+  private onMessage(s: AgentSession, msg: AgentRequest, fail: (err: AgentStreamError) => void): void {
     s.lastSeenMs = Date.now();
     const kind = msg.kind;
     if (!kind) throw new AgentStreamError(grpc.status.INVALID_ARGUMENT, "empty message");
@@ -274,48 +281,91 @@ export class AgentRegistry {
         return;
       case "flows": {
         const batch = kind.value;
-        const stream = s.stream;
-        const ack = () => {
-          if (s.stream === stream && s.connected) stream?.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
-        };
-        if (s.lastBatchId !== undefined && batch.batchId <= s.lastBatchId) {
-          // Already applied (before a reconnect, or in flight): acknowledge again once
-          // everything before it is acknowledged, apply never twice.
-          s.acked = s.acked.then(ack);
-          return;
-        }
-        if (s.lastBatchId !== undefined && batch.batchId !== s.lastBatchId + 1n) {
-          throw this.refuse(s, 0n, s.lastBatchId + 1n, `batch ${batch.batchId} out of order: expected ${s.lastBatchId + 1n}`);
-        }
-        try {
-          batch.records.forEach((r, i) => validateRecord(r, s.node, `batch ${batch.batchId} record ${i}`));
-        } catch (err) {
-          // The batch is consumed, refused: the agent goes on with the next id. Stored
-          // empty, so that the store's instance sequence has no gap.
-          s.lastBatchId = batch.batchId;
-          this.hub.refusedBatch(s.node, batch.records.length);
-          this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId: batch.batchId, records: [] }).catch(() => undefined);
-          throw this.refuse(s, batch.batchId, batch.batchId + 1n, (err as Error).message);
-        }
-        const sentAt = batch.sentAt;
-        const durable = this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId: batch.batchId, records: batch.records },
-          sentAt === undefined ? undefined : Number(sentAt.seconds) * 1000 + sentAt.nanos / 1e6 - Date.now());
-        s.lastBatchId = batch.batchId;
-        const previous = s.acked;
-        s.acked = durable.then(() => previous).then(() => {
-          s.records += BigInt(batch.records.length);
-          ack();
-        }, (err: Error) => {
-          // Not acknowledged: the agent keeps it and what follows, and re-sends them after
-          // reconnecting; the store holds nothing past its last committed batch.
-          if (s.stream === stream) {
-            this.log.error({ node: s.node, batch: Number(batch.batchId), err: err.message }, "batch not stored; not acknowledged");
-            fail(new AgentStreamError(grpc.status.UNAVAILABLE, `${err.message}; batch ${batch.batchId} not acknowledged, re-send it`));
+        this.acceptBatch(s, batch.batchId, batch.sentAt, fail, batch.records.length, () => {
+          if (s.protocolVersion !== 1) {
+            throw new Error(`batch ${batch.batchId}: protocol version ${s.protocolVersion} sends flows as FlowColumns, not FlowBatch`);
           }
-          // The chain stays rejected-free: later batches fail on their own.
+          batch.records.forEach((r, i) => validateRecord(r, s.node, `batch ${batch.batchId} record ${i}`));
+          return batch.records;
         });
         return;
       }
+      case "columns":
+        // Never produced by decodeAgentRequest (it keeps FlowColumns as bytes).
+        throw new AgentStreamError(grpc.status.INTERNAL, "FlowColumns decoded outside the columnar decoder");
+      case "columnBytes": {
+        let decoded;
+        try {
+          if (s.protocolVersion < 2) throw new ColumnsError(0n, "batch", `protocol version ${s.protocolVersion} sends flows as FlowBatch, not FlowColumns`);
+          decoded = decodeColumns(kind.value);
+        } catch (err) {
+          if (!(err instanceof ColumnsError)) throw err;
+          const id = err.batchId;
+          // A batch id that could not be read, or is not the next one, names no batch to skip: the agent resends from the next.
+          const next = s.lastBatchId === undefined ? undefined : s.lastBatchId + 1n;
+          if (id === 0n || (next !== undefined && id !== next)) {
+            if (next !== undefined && id !== 0n && id < next) {
+              s.acked = s.acked.then(() => { if (s.connected) s.stream?.write({ kind: { $case: "ack", value: { batchId: id } } }); });
+              return;
+            }
+            throw this.refuse(s, 0n, next ?? 1n, err.message);
+          }
+          this.acceptBatch(s, id, undefined, fail, err.rows, () => { throw err; });
+          return;
+        }
+        const d = decoded;
+        this.acceptBatch(s, d.batchId, d.sentAt, fail, d.columns.rows, () => recordsOfColumns(d, s.node));
+        return;
+      }
     }
+  }
+
+  /**
+   * Applies batch `batchId` once: an id already applied is acknowledged again, one out of
+   * order refused; `records()` checks the content and throws to refuse the batch (counted,
+   * its id consumed so that the agent goes on with the next).
+   */
+  private acceptBatch(s: AgentSession, batchId: bigint, sentAt: Timestamp | undefined, fail: (err: AgentStreamError) => void,
+    claimed: number, records: () => FlowRecord[]): void {
+    const stream = s.stream;
+    const ack = () => {
+      if (s.stream === stream && s.connected) stream?.write({ kind: { $case: "ack", value: { batchId } } });
+    };
+    if (s.lastBatchId !== undefined && batchId <= s.lastBatchId) {
+      // Already applied (before a reconnect, or in flight): acknowledge again once
+      // everything before it is acknowledged, apply never twice.
+      s.acked = s.acked.then(ack);
+      return;
+    }
+    if (s.lastBatchId !== undefined && batchId !== s.lastBatchId + 1n) {
+      throw this.refuse(s, 0n, s.lastBatchId + 1n, `batch ${batchId} out of order: expected ${s.lastBatchId + 1n}`);
+    }
+    let valid: FlowRecord[];
+    try {
+      valid = records();
+    } catch (err) {
+      // The batch is consumed, refused: the agent goes on with the next id. Stored
+      // empty, so that the store's instance sequence has no gap.
+      s.lastBatchId = batchId;
+      this.hub.refusedBatch(s.node, claimed);
+      this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId, records: [] }).catch(() => undefined);
+      throw this.refuse(s, batchId, batchId + 1n, (err as Error).message);
+    }
+    const durable = this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId, records: valid },
+      sentAt === undefined ? undefined : Number(sentAt.seconds) * 1000 + sentAt.nanos / 1e6 - Date.now());
+    s.lastBatchId = batchId;
+    const previous = s.acked;
+    s.acked = durable.then(() => previous).then(() => {
+      s.records += BigInt(valid.length);
+      ack();
+    }, (err: Error) => {
+      // Not acknowledged: the agent keeps it and what follows, and re-sends them after
+      // reconnecting; the store holds nothing past its last committed batch.
+      if (s.stream === stream) {
+        this.log.error({ node: s.node, batch: Number(batchId), err: err.message }, "batch not stored; not acknowledged");
+        fail(new AgentStreamError(grpc.status.UNAVAILABLE, `${err.message}; batch ${batchId} not acknowledged, re-send it`));
+      }
+      // The chain stays rejected-free: later batches fail on their own.
+    });
   }
 }

@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import { AgentServiceService, type AgentServiceServer } from "../proto/gen/bulkhead/v1/agent.js";
+import { AgentServiceDefinition, type AgentServer } from "./agent-columns.js";
 import { ObserverServiceService, type ObserverServiceServer } from "../proto/gen/bulkhead/v1/observer.js";
 import { repoRoot } from "../config/install.js";
 import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../config/wire.js";
@@ -14,7 +14,7 @@ import { prepareUnixSocket } from "../tls/listener.js";
 export { MAX_MESSAGE_BYTES } from "../config/wire.js";
 
 export interface GrpcServices {
-  agent: AgentServiceServer;
+  agent: AgentServer;
   observer: ObserverServiceServer;
 }
 
@@ -25,7 +25,8 @@ export function createGrpcServer(services: GrpcServices): grpc.Server {
     "grpc.max_send_message_length": MAX_POLICY_MESSAGE_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
   });
-  server.addService(AgentServiceService, services.agent);
+  // Its deserializer keeps FlowColumns as bytes for the checked columnar decoder (agent-columns.ts).
+  server.addService(AgentServiceDefinition, services.agent);
   server.addService(ObserverServiceService, services.observer);
   const health = new HealthImplementation({
     "": "SERVING", "bulkhead.v1.AgentService": "SERVING", "bulkhead.v1.ObserverService": "SERVING",

@@ -116,10 +116,10 @@ describe("version", () => {
   it("prints package.json's version and the agent protocol version, as text or JSON", async () => {
     const { version } = JSON.parse(readFileSync(path.join(repoRoot, "package.json"), "utf8")) as { version: string };
     const text = await bulkhead("version");
-    expect(text).toMatchObject({ code: 0, stdout: `bulkhead ${version} (agent protocol 1)\n` });
+    expect(text).toMatchObject({ code: 0, stdout: `bulkhead ${version} (agent protocol 2)\n` });
     expect((await bulkhead("--version")).stdout).toBe(text.stdout);
     const json = await bulkhead("version", "-o", "json");
-    expect(JSON.parse(json.stdout)).toEqual({ version, protocolVersion: 1 });
+    expect(JSON.parse(json.stdout)).toEqual({ version, protocolVersion: 2 });
     const bad = await bulkhead("version", "-o", "yaml");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/-o: expected text or json, got "yaml"/);

@@ -28,8 +28,10 @@ import { useClickHouse } from "./harness/clickhouse.js";
 import type { FlowStore, StoredBatch } from "../controlplane/store/durable.js";
 import { sleep, waitFor } from "./harness/wait.js";
 import {
-  AgentServiceClient, ConnectRequest, ConnectResponse, type AgentHello,
+  AgentServiceClient, ConnectRequest, ConnectResponse, type AgentHello, type FlowColumns,
 } from "../proto/gen/bulkhead/v1/agent.js";
+import { columnsFromRecords } from "../flowcolumns/columns.js";
+import { encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
 import {
   FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict,
 } from "../proto/gen/bulkhead/v1/flow.js";
@@ -117,6 +119,13 @@ function record(node: string, overrides: Partial<FlowRecord> = {}): FlowRecord {
   });
 }
 
+/** The FlowColumns message (as ts-proto decodes it) of the agent's encoding of `batch`, to forge from. */
+function columnsMessage(batchId: bigint, batch: FlowRecord[]): FlowColumns {
+  const m = ConnectRequest.decode(encodeColumnsRequest(batchId, encodeColumnsBody(columnsFromRecords(batch)), { seconds: 1n, nanos: 0 }));
+  if (m.kind?.$case !== "columns") throw new Error("not a columns request");
+  return m.kind.value;
+}
+
 function records(node: string, n: number): FlowRecord[] {
   return Array.from({ length: n }, () => record(node));
 }
@@ -200,6 +209,12 @@ class RawAgent {
   send(batchId: bigint, batch: FlowRecord[], sentAtMs?: number): void {
     const sentAt = sentAtMs === undefined ? undefined : { seconds: BigInt(Math.floor(sentAtMs / 1000)), nanos: (sentAtMs % 1000) * 1_000_000 };
     this.call.write({ kind: { $case: "flows", value: { batchId, records: batch, sentAt } } });
+  }
+
+  /** The records as a FlowColumns batch, encoded as the agent of protocol version 2 encodes them. */
+  sendColumns(batchId: bigint, batch: FlowRecord[]): void {
+    const body = encodeColumnsBody(columnsFromRecords(batch));
+    this.call.write(ConnectRequest.decode(encodeColumnsRequest(batchId, body, { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 })));
   }
 
   acks(): bigint[] {
@@ -435,10 +450,10 @@ describe("control plane over gRPC, one control plane per test", () => {
     const good = new RawAgent(agents, "node1");
     await good.deliver(1n, records("node1", 10));
 
-    const bad = new RawAgent(agents, "node2", { protocolVersion: 2 });
+    const bad = new RawAgent(agents, "node2", { protocolVersion: 3 });
     const status = await bad.status;
     expect(statusName(status.code)).toBe("FAILED_PRECONDITION");
-    expect(status.details).toMatch(/version 2\b.*version 1\b/);
+    expect(status.details).toMatch(/version 3\b.*version 2\b/);
 
     const refused = logs.find((l) => l.msg === "agent stream refused");
     expect(refused, "a log line for the refused stream").toBeDefined();
@@ -450,6 +465,65 @@ describe("control plane over gRPC, one control plane per test", () => {
     expect(s.recordsTotal).toBe(20n);
     expect(s.agentsConnected).toBe(1);
     expect(await observer.flows()).toHaveLength(20);
+  });
+
+  it("takes a protocol-2 agent's FlowColumns batches as the records they carry (the agent's own encoding)", async () => {
+    const agent = new RawAgent(agents, "node1", { protocolVersion: 2 });
+    const sent = records("node1", 4);
+    agent.sendColumns(1n, sent);
+    await agent.acked(1n);
+    const flows = await observer.flows();
+    expect(flows.map((f) => f.sequence)).toEqual(sent.map((r) => r.sequence));
+    expect(flows[0]).toMatchObject({ node: "node1", ip: sent[0]!.ip, l4: sent[0]!.l4, packets: sent[0]!.packets, startTime: sent[0]!.startTime });
+    expect((await observer.status()).recordsTotal).toBe(4n);
+  });
+
+  it("refuses a forged FlowColumns batch with INVALID_ARGUMENT naming the batch and the column; the agent's next batch and another agent go on", async () => {
+    const other = new RawAgent(agents, "node2", { protocolVersion: 2 });
+    other.sendColumns(1n, records("node2", 2));
+    await other.acked(1n);
+    const instance = "forger";
+    const forger = new RawAgent(agents, "node1", { protocolVersion: 2 }, instance);
+    forger.sendColumns(1n, records("node1", 3));
+    await forger.acked(1n);
+    // Batch 2: its destination ports column one value short of the rows.
+    const bad = columnsMessage(2n, records("node1", 3));
+    forger.call.write({ kind: { $case: "columns", value: { ...bad, destinationPorts: bad.destinationPorts.slice(1) } } });
+    const status = await forger.status;
+    expect(statusName(status.code)).toBe("INVALID_ARGUMENT");
+    expect(status.details).toBe("flow batch 2: column destination_ports: 2 values, but the batch has 3 rows");
+    const refused = forger.responses.find((m) => m.kind?.$case === "refused");
+    expect(refused?.kind).toEqual({ $case: "refused", value: { batchId: 2n, nextBatchId: 3n, reason: status.details } });
+    // The same agent reconnects and goes on with batch 3; the other agent never noticed.
+    const again = new RawAgent(agents, "node1", { protocolVersion: 2 }, instance);
+    again.sendColumns(3n, records("node1", 2));
+    await again.acked(3n);
+    other.sendColumns(2n, records("node2", 2));
+    await other.acked(2n);
+    const s = await observer.status();
+    expect(s.recordsTotal).toBe(3n + 2n + 2n + 2n);
+    expect(s.refused.map((r) => `${r.node} ${r.cause} ${r.records}`)).toEqual(["node1 invalid_record 3"]);
+  });
+
+  it("refuses FlowColumns with IPv4 addresses 4 bytes wide, naming the column", async () => {
+    const agent = new RawAgent(agents, "node1", { protocolVersion: 2 });
+    const c = columnsMessage(1n, records("node1", 2));
+    const narrow = Buffer.alloc(8);
+    narrow.set(c.sourceAddresses.subarray(12, 16), 0);
+    narrow.set(c.sourceAddresses.subarray(28, 32), 4);
+    agent.call.write({ kind: { $case: "columns", value: { ...c, sourceAddresses: narrow } } });
+    const status = await agent.status;
+    expect(statusName(status.code)).toBe("INVALID_ARGUMENT");
+    expect(status.details).toBe("flow batch 1: column source_addresses: addresses of 4 bytes, want 16 (IPv6, IPv4 as ::ffff:a.b.c.d)");
+    expect((await observer.status()).recordsTotal).toBe(0n);
+  });
+
+  it("refuses a protocol-1 FlowBatch on a protocol-2 stream, naming the version", async () => {
+    const agent = new RawAgent(agents, "node1", { protocolVersion: 2 });
+    agent.send(1n, records("node1", 1));
+    const status = await agent.status;
+    expect(statusName(status.code)).toBe("INVALID_ARGUMENT");
+    expect(status.details).toBe("batch 1: protocol version 2 sends flows as FlowColumns, not FlowBatch");
   });
 
   it("refuses a stream whose first message is not a hello with FAILED_PRECONDITION", async () => {
@@ -1095,9 +1169,9 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     observer = new Observer(address);
     sink = newSink(bytesOf(10_000), drops, refused);
     await waitFor(() => connection!.connected, (c) => c, 10_000, "the sink to connect");
-    // Five batches of 100 on the wire at once; the second holds a record claiming another node.
+    // Five batches of 100 on the wire at once; the second holds a record with no observation point.
     const records = numbered(0, 500);
-    records[150] = record("node2", { sequence: 150n });
+    records[150] = record("node1", { sequence: 150n, point: ObservationPoint.OBSERVATION_POINT_UNSPECIFIED });
     sink.push(records);
     await waitFor(() => sink!.pending, (n) => n === 0, 10_000, "every batch acknowledged or refused");
     expect(refused).toEqual([100]);

@@ -1,12 +1,14 @@
-// Decoding of drained flow map entries into FlowRecords, their JSON export form, and their
-// wire encoding in the control-plane sink's outage buffer.
+// Decoding of drained flow map entries (into columns, and the FlowRecord of a row), their
+// JSON export form, and their columns in the control-plane sink's outage buffer and on the wire.
 import { describe, expect, it } from "vitest";
-import { decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
+import { decodeDrain, decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
 import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { toJsonLine } from "../agent/export/file.js";
-import { BoundedQueue } from "../agent/queue.js";
-import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeBatchRequest, encodeRecords } from "../agent/export/record-buffer.js";
-import { ConnectRequest } from "../proto/gen/bulkhead/v1/agent.js";
+import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeRecords } from "../agent/export/record-buffer.js";
+import { ConnectRequest, FlowColumns } from "../proto/gen/bulkhead/v1/agent.js";
+import { ROW_BYTES, recordAt } from "../flowcolumns/columns.js";
+import { decodeColumns, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
+import { decodeAgentRequest } from "../controlplane/agent-columns.js";
 import { parseByteSize } from "../config/flags.js";
 import { drainKept } from "../agent/datapath.js";
 
@@ -75,35 +77,58 @@ describe("flow records", () => {
     expect(formatIPv6(b([0, 0, 0, 0, 0, 0, 0, 0]), 0)).toBe("::");
   });
 
-  it("a full export queue drops the oldest records and counts them", () => {
-    const dropped: number[] = [];
-    const q = new BoundedQueue<number>(3, (n) => dropped.push(n));
-    q.pushAll([1, 2]);
-    q.pushAll([3, 4, 5]);
-    expect(q.take(10)).toEqual([3, 4, 5]);
-    expect(dropped).toEqual([2]);
-    expect(q.dropped).toBe(2);
+  it("make kernel times wall clock with the drain's one offset, carries between the 32-bit halves included", () => {
+    const n = 64;
+    const keys = Buffer.alloc(n * bh_flow_key.size), values = Buffer.alloc(n * bh_flow_value.size);
+    const offset = 1_764_676_800_123_456_789n - 5_000_000_000n;
+    const mono: bigint[] = [];
+    for (let i = 0; i < n; i++) {
+      keys[i * bh_flow_key.size + bh_flow_key.family] = 4;
+      // Low halves near 2^32, so that adding the offset's low half carries.
+      const m = (BigInt(i) << 32n) + 0xffffffffn - BigInt(i * 7919) + 5_000_000_000n;
+      mono.push(m);
+      values.writeBigUInt64LE(m, i * bh_flow_value.size + bh_flow_value.first_seen_ns);
+      values.writeBigUInt64LE(m + 1n, i * bh_flow_value.size + bh_flow_value.last_seen_ns);
+    }
+    const c = decodeDrain(keys, values, n, { interfaceName: () => "", clockOffsetNs: offset, firstSequence: 1n });
+    expect([...c.startNs]).toEqual(mono.map((m) => m + offset));
+    expect([...c.endNs]).toEqual(mono.map((m) => m + 1n + offset));
   });
 
-  it("kept encoded for the control plane, decode to the same records in a ConnectRequest (tags right, none re-encoded)", () => {
+  it("kept as columns for the control plane, encode to a FlowColumns that any protobuf reader decodes to the same values, and the checked decoder to the same records", () => {
     const c = ctx();
     const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 2n ** 60n, bytes: 123n, flags: 0x13 });
-    // Over 127 and 16383 bytes of records, so that the length prefixes take more than one byte.
+    // Over 127 and 16383 bytes, so that the length prefixes take more than one byte.
     const records = Array.from({ length: 200 }, () => decodeFlowRecord(v4.key, v4.value, 0, c));
     records[3]!.interface = "x".repeat(300);
-    const encoded = encodeRecords(records);
-    expect(encoded.ends).toHaveLength(200);
-    expect(encoded.ends[199]).toBe(encoded.bytes.byteLength);
+    const columns = encodeRecords(records);
     const sentAt = { seconds: 1_700_000_000n, nanos: 5 };
-    const decoded = ConnectRequest.decode(encodeBatchRequest(2n ** 40n, encoded.bytes, sentAt));
-    expect(decoded).toEqual({ kind: { $case: "flows", value: { batchId: 2n ** 40n, records, sentAt } } });
+    const request = encodeColumnsRequest(2n ** 40n, encodeColumnsBody(columns), sentAt);
+    const viaTsProto = ConnectRequest.decode(request);
+    expect(viaTsProto.kind?.$case).toBe("columns");
+    if (viaTsProto.kind?.$case !== "columns") return;
+    const m = viaTsProto.kind.value;
+    expect({ batchId: m.batchId, rows: m.rows, firstSequence: m.firstSequence, sentAt: m.sentAt }).toEqual({ batchId: 2n ** 40n, rows: 200, firstSequence: 1n, sentAt });
+    expect(m.packets).toEqual(records.map((r) => r.packets));
+    expect(m.interfaceNames).toEqual(["lxc0123456789a", "x".repeat(300)]);
+    expect(m.interfaces.slice(0, 5)).toEqual([0, 0, 0, 1, 0]);
+    expect([...m.sourceAddresses.subarray(0, 16)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 244, 1, 5]);
+    // The control plane's path (the bytes as the stream's deserializer keeps them), and ts-proto's re-encoding.
+    const raw = decodeAgentRequest(Buffer.from(request));
+    expect(raw.kind?.$case).toBe("columnBytes");
+    for (const bytes of [raw.kind?.$case === "columnBytes" ? raw.kind.value : new Uint8Array(0), FlowColumns.encode(m).finish()]) {
+      const decoded = decodeColumns(bytes);
+      expect(decoded.batchId).toBe(2n ** 40n);
+      expect(Array.from({ length: 200 }, (_, i) => recordAt(decoded.columns, i, "node1"))).toEqual(records);
+    }
   });
 
   it("in the outage buffer, past its byte bound drop the fewest oldest records, counted, and leave the rest in order", () => {
     const c = ctx();
     const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 1n, bytes: 60n });
-    const make = (n: number) => Array.from({ length: n }, () => decodeFlowRecord(v4.key, v4.value, 0, c));
-    const one = costOf(encodeRecords(make(1))) - CHUNK_OVERHEAD_BYTES; // a record and its end offset
+    const make = (n: number) => encodeRecords(Array.from({ length: n }, () => decodeFlowRecord(v4.key, v4.value, 0, c)));
+    const one = costOf(make(1)) - CHUNK_OVERHEAD_BYTES; // a record's columns
+    expect(one).toBe(ROW_BYTES);
     const dropped: number[] = [];
     // Room for one chunk of 10 and 4 more records, beside 1,000 bytes held elsewhere (in flight).
     const buffer = new RecordBuffer(1000 + CHUNK_OVERHEAD_BYTES * 2 + one * 14, 10, (n) => dropped.push(n));
@@ -112,13 +137,13 @@ describe("flow records", () => {
     expect(dropped).toEqual([6]);
     expect(buffer.length).toBe(14);
     expect(buffer.bytes + 1000).toBeLessThanOrEqual(buffer.capacityBytes);
-    // Whole chunks, oldest first: the 4 left of the first push (sequences 8..11; 1 went to
-    // `one`, 2..7 were dropped), then the second push (12..21), which would not fit beside them in a batch of 10.
-    const batches = [buffer.take(10), buffer.take(10)];
-    expect(buffer.take(10)).toBeUndefined();
+    // Whole chunks, oldest first, one batch each: the 4 left of the first push (sequences
+    // 8..11; 1 went to `one`, 2..7 were dropped), then the second push (12..21).
+    const batches = [buffer.take(), buffer.take()];
+    expect(buffer.take()).toBeUndefined();
     expect(batches.map((b) => b?.records)).toEqual([4, 10]);
-    const seqs = batches.map((b) => ConnectRequest.decode(encodeBatchRequest(1n, b!.bytes, { seconds: 0n, nanos: 0 })))
-      .flatMap((r) => (r.kind?.$case === "flows" ? r.kind.value.records.map((f) => Number(f.sequence)) : []));
+    const seqs = batches.map((b) => decodeColumns(FlowColumns.encode(FlowColumns.decode(b!.bytes)).finish()).columns)
+      .flatMap((cols) => Array.from({ length: cols.rows }, (_, i) => Number(cols.firstSequence) + i));
     expect(seqs).toEqual(Array.from({ length: 14 }, (_, i) => 8 + i));
     expect(buffer.bytes).toBe(0);
   });

@@ -14,7 +14,7 @@ import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../../config/wire.j
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { tlsChannel } from "../../tls/client.js";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const AGENT_VERSION = "0.1.0";
 
 export interface ConnectionOptions {

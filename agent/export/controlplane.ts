@@ -1,11 +1,13 @@
 // Streams flow records to the control plane on the agent's stream (../controlplane/
-// connection.ts). Records wait, encoded, in a buffer bounded in bytes (record-buffer.ts;
+// connection.ts), as FlowColumns batches (protocol version 2). Records wait, as columns, in a buffer bounded in bytes (record-buffer.ts;
 // drop-oldest, counted) while the control plane is away; batches stay in flight until
 // acknowledged and are re-sent after a reconnect, and the control plane applies each
 // (instance, batch id) once, so an outage loses nothing that fits the buffer.
 import * as grpc from "@grpc/grpc-js";
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
-import { CHUNK_OVERHEAD_BYTES, RecordBuffer, encodeBatchRequest } from "./record-buffer.js";
+import { columnsFromRecords, type FlowColumns } from "../../flowcolumns/columns.js";
+import { encodeColumnsRequest } from "../../flowcolumns/wire.js";
+import { CHUNK_OVERHEAD_BYTES, RecordBuffer } from "./record-buffer.js";
 import type { RecordSink } from "./sink.js";
 import type { ControlPlaneConnection } from "../controlplane/connection.js";
 
@@ -20,7 +22,7 @@ export interface ControlPlaneSinkOptions {
   onRefused(n: number, reason: string): void;
 }
 
-/** `bytes`: the batch's `FlowBatch.records` entries, as sent. */
+/** `bytes`: the batch's FlowColumns fields but batch_id and sent_at, as sent. */
 interface Batch { id: bigint; records: number; bytes: Uint8Array }
 
 const batchCost = (b: Batch) => b.bytes.byteLength + CHUNK_OVERHEAD_BYTES;
@@ -80,8 +82,17 @@ export class ControlPlaneSink implements RecordSink {
     return this.buffer.bytes + this.inFlightBytes;
   }
 
-  push(records: readonly FlowRecord[]): void {
-    this.buffer.pushAll(records, this.inFlightBytes);
+  /** FlowRecords (tools, tests) are turned into columns first, one chunk per run of consecutive sequences. */
+  push(batch: FlowColumns | readonly FlowRecord[]): void {
+    if (Array.isArray(batch)) {
+      const records = batch as readonly FlowRecord[];
+      for (let from = 0, to = 1; from < records.length; from = to++) {
+        while (to < records.length && records[to]?.sequence === (records[to - 1]?.sequence ?? 0n) + 1n) to++;
+        this.buffer.pushAll(columnsFromRecords(records.slice(from, to)), this.inFlightBytes);
+      }
+    } else if ((batch as FlowColumns).rows > 0) {
+      this.buffer.pushAll(batch as FlowColumns, this.inFlightBytes);
+    }
     this.flush();
   }
 
@@ -95,7 +106,7 @@ export class ControlPlaneSink implements RecordSink {
   private flush(): void {
     const max = this.opts.maxInFlight ?? 8;
     while (this.connection.connected && this.inFlight.length < max) {
-      const taken = this.buffer.take(this.opts.batchRecords ?? 2000);
+      const taken = this.buffer.take();
       if (!taken) break;
       const batch: Batch = { id: this.nextBatchId++, ...taken };
       this.inFlight.push(batch);
@@ -107,7 +118,7 @@ export class ControlPlaneSink implements RecordSink {
   private writeBatch(batch: Batch): void {
     const ms = Date.now();
     const sentAt = { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
-    this.connection.write(encodeBatchRequest(batch.id, batch.bytes, sentAt));
+    this.connection.write(encodeColumnsRequest(batch.id, batch.bytes, sentAt));
   }
 
   /**

@@ -1,12 +1,18 @@
 // Exports flow records as JSON lines in the proto3 JSON mapping (one FlowRecord a line),
-// e.g. for a SIEM. A write failure drops that batch (counted by the caller) and the
-// file is reopened on the next batch, so a fixed disk or path resumes the export.
+// e.g. for a SIEM, written straight from the drained columns (flowcolumns/json.ts): no
+// record object is built. Drains wait as columns in a queue bounded in bytes
+// (--export-buffer-bytes; past it the oldest records drop, counted as export_queue_full).
+// A write failure drops that chunk (counted by the caller) and the file is reopened on the
+// next one, so a fixed disk or path resumes the export.
 import fs from "node:fs/promises";
 import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
-import { BoundedQueue } from "../queue.js";
+import { jsonLines } from "../../flowcolumns/json.js";
+import type { FlowColumns } from "../../flowcolumns/columns.js";
+import { RecordBuffer } from "./record-buffer.js";
 import type { RecordSink } from "./sink.js";
 
-const WRITE_BATCH = 4096;
+/** Rows written per chunk (and per `write` call: ~300 bytes a line). */
+const WRITE_ROWS = 4096;
 
 export interface FileSinkEvents {
   written(n: number): void;
@@ -21,43 +27,49 @@ export function toJsonLine(record: FlowRecord): string {
 export class FileSink implements RecordSink {
   readonly name = "file";
   private handle: fs.FileHandle | undefined;
-  private readonly queue: BoundedQueue<FlowRecord>;
+  private readonly queue: RecordBuffer;
   private pumping: Promise<void> | undefined;
 
-  constructor(readonly path: string, capacity: number, private readonly events: FileSinkEvents) {
-    this.queue = new BoundedQueue<FlowRecord>(capacity, (n) => events.lost("export_queue_full", n));
+  constructor(readonly path: string, private readonly node: string, capacityBytes: number, private readonly events: FileSinkEvents) {
+    this.queue = new RecordBuffer(capacityBytes, WRITE_ROWS, (n) => events.lost("export_queue_full", n));
   }
 
   get pending(): number {
     return this.queue.length;
   }
 
-  push(records: readonly FlowRecord[]): void {
-    this.queue.pushAll(records);
+  /** Bytes of columns waiting to be written (at most --export-buffer-bytes). */
+  get heldBytes(): number {
+    return this.queue.bytes;
+  }
+
+  push(columns: FlowColumns): void {
+    if (columns.rows === 0) return;
+    this.queue.pushAll(columns, 0);
     this.pump();
   }
 
   private pump(): void {
     if (this.pumping) return;
     this.pumping = (async () => {
-      while (this.queue.length > 0) {
-        const batch = this.queue.take(WRITE_BATCH);
+      for (let chunk = this.queue.takeColumns(); chunk; chunk = this.queue.takeColumns()) {
         try {
-          await this.write(batch);
-          this.events.written(batch.length);
+          await this.write(chunk);
+          this.events.written(chunk.rows);
         } catch (err) {
-          this.events.lost("export_error", batch.length);
-          this.events.failed(err as Error, batch.length);
+          this.events.lost("export_error", chunk.rows);
+          this.events.failed(err as Error, chunk.rows);
         }
       }
     })().finally(() => { this.pumping = undefined; });
   }
 
-  async write(records: readonly FlowRecord[]): Promise<void> {
-    if (records.length === 0) return;
+  async write(columns: FlowColumns): Promise<void> {
     try {
       this.handle ??= await fs.open(this.path, "a");
-      await this.handle.write(records.map(toJsonLine).join("\n") + "\n");
+      const parts: string[] = [];
+      jsonLines(columns, this.node, (part) => parts.push(part));
+      for (const part of parts) await this.handle.write(part);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       await this.handle?.close().catch(() => undefined);

@@ -1,0 +1,249 @@
+// Flow records as columns: row i of every typed array is record i. The agent fills them
+// straight from the drained kernel map (agent/records.ts), holds them while the control
+// plane is away, writes JSON lines and the wire batch (proto FlowColumns, ./wire.ts) from
+// them; no object per record on that path. `recordAt` builds the Hubble-like FlowRecord of
+// one row, for readers that ask for records (the control plane's ingest for now, tools).
+import type { LocalEndpoint } from "../proto/gen/bulkhead/v1/agent.js";
+import {
+  IpVersion, ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type TcpFlags,
+} from "../proto/gen/bulkhead/v1/flow.js";
+import { formatIPv6Groups } from "../addresses/ip.js";
+
+/** Bytes of one address in the address columns: IPv6, IPv4 as ::ffff:a.b.c.d. */
+export const ADDRESS_WIDTH = 16;
+
+export interface FlowColumns {
+  rows: number;
+  /** Row i is record number firstSequence + i of its agent. */
+  firstSequence: bigint;
+  /** Wall clock, ns since the Unix epoch. */
+  startNs: BigUint64Array;
+  endNs: BigUint64Array;
+  packets: BigUint64Array;
+  bytes: BigUint64Array;
+  /** ADDRESS_WIDTH bytes per row. */
+  sourceAddresses: Uint8Array;
+  destinationAddresses: Uint8Array;
+  /** ICMP: type and code. */
+  sourcePorts: Uint32Array;
+  destinationPorts: Uint32Array;
+  ifindexes: Uint32Array;
+  /** Index into interfaceNames. */
+  interfaces: Uint32Array;
+  interfaceNames: string[];
+  protocols: Uint8Array;
+  /** 4 or 6. */
+  ipVersions: Uint8Array;
+  /** ObservationPoint, Verdict, VerdictReason values. */
+  points: Uint8Array;
+  verdicts: Uint8Array;
+  verdictReasons: Uint8Array;
+  tcpFlags: Uint8Array;
+  /** 0: no local end named; k: localEndpointNames[k-1] (its one address in `ips`). */
+  localEndpoints: Uint32Array;
+  localEndpointNames: LocalEndpoint[];
+}
+
+export function allocColumns(rows: number): FlowColumns {
+  return {
+    rows, firstSequence: 0n,
+    startNs: new BigUint64Array(rows), endNs: new BigUint64Array(rows),
+    packets: new BigUint64Array(rows), bytes: new BigUint64Array(rows),
+    sourceAddresses: new Uint8Array(rows * ADDRESS_WIDTH), destinationAddresses: new Uint8Array(rows * ADDRESS_WIDTH),
+    sourcePorts: new Uint32Array(rows), destinationPorts: new Uint32Array(rows), ifindexes: new Uint32Array(rows),
+    interfaces: new Uint32Array(rows), interfaceNames: [],
+    protocols: new Uint8Array(rows), ipVersions: new Uint8Array(rows), points: new Uint8Array(rows),
+    verdicts: new Uint8Array(rows), verdictReasons: new Uint8Array(rows), tcpFlags: new Uint8Array(rows),
+    localEndpoints: new Uint32Array(rows), localEndpointNames: [],
+  };
+}
+
+/** Rows [from, to) as columns of their own (copied, so that the rest can be freed); dictionaries are shared. */
+export function sliceColumns(c: FlowColumns, from: number, to: number): FlowColumns {
+  const a = ADDRESS_WIDTH;
+  return {
+    rows: to - from, firstSequence: c.firstSequence + BigInt(from),
+    startNs: c.startNs.slice(from, to), endNs: c.endNs.slice(from, to),
+    packets: c.packets.slice(from, to), bytes: c.bytes.slice(from, to),
+    sourceAddresses: c.sourceAddresses.slice(from * a, to * a), destinationAddresses: c.destinationAddresses.slice(from * a, to * a),
+    sourcePorts: c.sourcePorts.slice(from, to), destinationPorts: c.destinationPorts.slice(from, to),
+    ifindexes: c.ifindexes.slice(from, to), interfaces: c.interfaces.slice(from, to), interfaceNames: c.interfaceNames,
+    protocols: c.protocols.slice(from, to), ipVersions: c.ipVersions.slice(from, to), points: c.points.slice(from, to),
+    verdicts: c.verdicts.slice(from, to), verdictReasons: c.verdictReasons.slice(from, to), tcpFlags: c.tcpFlags.slice(from, to),
+    localEndpoints: c.localEndpoints.slice(from, to), localEndpointNames: c.localEndpointNames,
+  };
+}
+
+/** Bytes of column data per row (the typed arrays above). */
+export const ROW_BYTES = 4 * 8 + 2 * ADDRESS_WIDTH + 5 * 4 + 6;
+
+/** What the columns' rows hold in their typed arrays; dictionaries are counted by `dictionaryBytes`. */
+export function columnBytes(c: FlowColumns): number {
+  return c.rows * ROW_BYTES;
+}
+
+/** A bound on what the dictionaries take (strings as UTF-16 plus ~64 bytes an entry). */
+export function dictionaryBytes(c: FlowColumns): number {
+  let n = 0;
+  for (const s of c.interfaceNames) n += 64 + 2 * s.length;
+  for (const e of c.localEndpointNames) n += 4 * 64 + 2 * (e.namespace.length + e.podName.length + e.podUid.length + (e.ips[0]?.length ?? 0));
+  return n;
+}
+
+/** The sum of a u64 column, read in 32-bit halves (no BigInt per row). */
+export function sumColumn(col: BigUint64Array): bigint {
+  const h = new Uint32Array(col.buffer, col.byteOffset, col.length * 2);
+  let lo = 0, hi = 0;
+  for (let i = 0; i < h.length; i += 2) {
+    lo += h[i] ?? 0;
+    hi += h[i + 1] ?? 0;
+    if (lo >= 2 ** 52) { hi += Math.floor(lo / 2 ** 32); lo %= 2 ** 32; }
+  }
+  return BigInt(hi) * 2n ** 32n + BigInt(lo);
+}
+
+export const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
+  1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP",
+};
+
+export function tcpFlagsFromByte(b: number): TcpFlags {
+  return {
+    fin: (b & 0x01) !== 0, syn: (b & 0x02) !== 0, rst: (b & 0x04) !== 0, psh: (b & 0x08) !== 0,
+    ack: (b & 0x10) !== 0, urg: (b & 0x20) !== 0, ece: (b & 0x40) !== 0, cwr: (b & 0x80) !== 0,
+  };
+}
+
+/** The text form of the address at row `i` of an address column (IPv4 from its mapped form when `version` is 4). */
+export function formatAddress(col: Uint8Array, i: number, version: number): string {
+  const o = i * ADDRESS_WIDTH;
+  if (version === 4) return `${col[o + 12]}.${col[o + 13]}.${col[o + 14]}.${col[o + 15]}`;
+  const groups: number[] = [];
+  for (let g = 0; g < 8; g++) groups.push(((col[o + 2 * g] ?? 0) << 8) | (col[o + 2 * g + 1] ?? 0));
+  return formatIPv6Groups(groups);
+}
+
+/** Writes an address given as text into row `i` of an address column (IPv4 mapped); false if it is none. */
+export function writeAddress(col: Uint8Array, i: number, text: string): 4 | 6 | undefined {
+  const o = i * ADDRESS_WIDTH;
+  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    col.fill(0, o, o + 10);
+    col[o + 10] = 0xff; col[o + 11] = 0xff;
+    for (let b = 0; b < 4; b++) col[o + 12 + b] = Number(v4[b + 1]);
+    return 4;
+  }
+  if (!text.includes(":")) return undefined;
+  const [head = "", tail] = text.split("::");
+  const parse = (s: string) => (s === "" ? [] : s.split(":").map((g) => parseInt(g, 16)));
+  const h = parse(head), t = tail === undefined ? [] : parse(tail);
+  const groups = tail === undefined ? h : [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+  if (groups.length !== 8 || groups.some((g) => !(g >= 0 && g <= 0xffff))) return undefined;
+  for (let g = 0; g < 8; g++) { col[o + 2 * g] = (groups[g] ?? 0) >> 8; col[o + 2 * g + 1] = (groups[g] ?? 0) & 0xff; }
+  return 6;
+}
+
+function timestamp(ns: bigint) {
+  return { seconds: ns / 1_000_000_000n, nanos: Number(ns % 1_000_000_000n) };
+}
+
+/** The local end the agent named for row `i`, as an Endpoint. */
+export function localEndAt(c: FlowColumns, i: number): Endpoint | undefined {
+  const k = c.localEndpoints[i] ?? 0;
+  const ep = k === 0 ? undefined : c.localEndpointNames[k - 1];
+  if (!ep) return undefined;
+  return { ip: ep.ips[0] ?? "", namespace: ep.namespace, podName: ep.podName, podUid: ep.podUid, labels: {},
+    workloadKind: "", workloadName: "", node: "", service: "", world: false };
+}
+
+/** The FlowRecord of row `i`, as the agent of protocol version 1 sent it. */
+export function recordAt(c: FlowColumns, i: number, node: string): FlowRecord {
+  const proto = c.protocols[i] ?? 0;
+  const version = c.ipVersions[i] ?? 0;
+  const isIcmp = proto === 1 || proto === 58;
+  const point = c.points[i] ?? 0;
+  const fromPod = point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
+  const sport = c.sourcePorts[i] ?? 0, dport = c.destinationPorts[i] ?? 0;
+  const end = localEndAt(c, i);
+  return {
+    startTime: timestamp(c.startNs[i] ?? 0n),
+    endTime: timestamp(c.endNs[i] ?? 0n),
+    node,
+    point,
+    reporter: fromPod ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
+    interface: c.interfaceNames[c.interfaces[i] ?? 0] ?? "",
+    ifindex: c.ifindexes[i] ?? 0,
+    ip: {
+      source: formatAddress(c.sourceAddresses, i, version),
+      destination: formatAddress(c.destinationAddresses, i, version),
+      version: version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED,
+    },
+    l4: {
+      protocol: proto,
+      protocolName: PROTOCOL_NAMES[proto] ?? String(proto),
+      sourcePort: isIcmp ? 0 : sport,
+      destinationPort: isIcmp ? 0 : dport,
+      tcpFlags: proto === 6 ? tcpFlagsFromByte(c.tcpFlags[i] ?? 0) : undefined,
+      icmpType: isIcmp ? sport : 0,
+      icmpCode: isIcmp ? dport : 0,
+    },
+    packets: c.packets[i] ?? 0n,
+    bytes: c.bytes[i] ?? 0n,
+    source: fromPod ? end : undefined,
+    destination: fromPod ? undefined : end,
+    verdict: c.verdicts[i] ?? 0,
+    verdictReason: c.verdictReasons[i] ?? 0,
+    attribution: undefined,
+    sequence: c.firstSequence + BigInt(i),
+  };
+}
+
+/**
+ * FlowRecords as columns: for producers that hold records (tools, tests, the agent's
+ * version-1 callers). Sequences must be consecutive from the first; the node is the
+ * stream's, not the record's.
+ */
+export function columnsFromRecords(records: readonly FlowRecord[]): FlowColumns {
+  const c = allocColumns(records.length);
+  c.firstSequence = records[0]?.sequence ?? 0n;
+  const ifaces = new Map<string, number>();
+  const ends = new Map<string, number>();
+  const ns = (t: { seconds: bigint; nanos: number } | undefined) => (t ? t.seconds * 1_000_000_000n + BigInt(t.nanos) : 0n);
+  records.forEach((r, i) => {
+    if (r.sequence !== c.firstSequence + BigInt(i)) {
+      throw new Error(`record ${i}: sequence ${r.sequence} does not follow ${c.firstSequence + BigInt(i - 1)}: columns number rows consecutively`);
+    }
+    c.startNs[i] = ns(r.startTime);
+    c.endNs[i] = ns(r.endTime);
+    c.packets[i] = r.packets;
+    c.bytes[i] = r.bytes;
+    const v = r.ip?.version === IpVersion.IP_VERSION_IPV6 ? 6 : r.ip?.version === IpVersion.IP_VERSION_IPV4 ? 4 : 0;
+    c.ipVersions[i] = v;
+    writeAddress(c.sourceAddresses, i, r.ip?.source ?? "");
+    writeAddress(c.destinationAddresses, i, r.ip?.destination ?? "");
+    const l4 = r.l4;
+    const isIcmp = l4?.protocol === 1 || l4?.protocol === 58;
+    c.protocols[i] = l4?.protocol ?? 0;
+    c.sourcePorts[i] = (isIcmp ? l4?.icmpType : l4?.sourcePort) ?? 0;
+    c.destinationPorts[i] = (isIcmp ? l4?.icmpCode : l4?.destinationPort) ?? 0;
+    const f = l4?.tcpFlags;
+    c.tcpFlags[i] = f ? (+f.fin) | (+f.syn << 1) | (+f.rst << 2) | (+f.psh << 3) | (+f.ack << 4) | (+f.urg << 5) | (+f.ece << 6) | (+f.cwr << 7) : 0;
+    c.ifindexes[i] = r.ifindex;
+    let k = ifaces.get(r.interface);
+    if (k === undefined) { k = c.interfaceNames.push(r.interface) - 1; ifaces.set(r.interface, k); }
+    c.interfaces[i] = k;
+    c.points[i] = r.point;
+    c.verdicts[i] = r.verdict;
+    c.verdictReasons[i] = r.verdictReason;
+    const end = r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? r.source : r.destination;
+    if (end) {
+      const key = `${end.ip}/${end.namespace}/${end.podName}/${end.podUid}`;
+      let e = ends.get(key);
+      if (e === undefined) {
+        e = c.localEndpointNames.push({ namespace: end.namespace, podName: end.podName, podUid: end.podUid, ips: [end.ip] });
+        ends.set(key, e);
+      }
+      c.localEndpoints[i] = e;
+    }
+  });
+  return c;
+}
