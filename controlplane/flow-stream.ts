@@ -10,7 +10,11 @@
 //
 // With a durable store the answer starts with records older than the hot window, read
 // from the store a chunk at a time and only when the client has taken the previous one;
-// live records that arrive meanwhile queue (bounded as above).
+// live records that arrive meanwhile queue (bounded as above). A record stored after the
+// call began can be both live and in a stored chunk read later (a record that ends just
+// before the hot window, from this replica's agents or another replica's, through the
+// store's tail): while the stored part is read, live records are remembered and skipped
+// when a stored chunk holds them, so a client sees each record once.
 import * as grpc from "@grpc/grpc-js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { GetFlowsRequest, GetFlowsResponse } from "../proto/gen/bulkhead/v1/observer.js";
@@ -35,6 +39,8 @@ export class FlowStream {
   private chunk: readonly FlowRecord[] = [];
   private chunkAt = 0;
   private fetching = false;
+  /** While the stored part is read: the live records queued so far, by recordKey. */
+  private liveKeys: Set<string> | undefined;
   private history: Iterator<FlowRecord> | undefined;
   private queue: FlowRecord[] = [];
   private head = 0;
@@ -65,6 +71,7 @@ export class FlowStream {
    */
   start(history: Iterable<FlowRecord>, follow: boolean, stored?: AsyncIterable<readonly FlowRecord[]>): void {
     this.stored = stored?.[Symbol.asyncIterator]();
+    this.liveKeys = stored === undefined ? undefined : new Set();
     this.history = history[Symbol.iterator]();
     this.ending = !follow;
     this.pump();
@@ -85,6 +92,7 @@ export class FlowStream {
       return;
     }
     for (const r of records) this.queue.push(r);
+    if (this.liveKeys) for (const r of records) this.liveKeys.add(recordKey(r));
     this.pump();
   }
 
@@ -94,6 +102,7 @@ export class FlowStream {
     void this.stored?.return?.();
     this.stored = undefined;
     this.chunk = [];
+    this.liveKeys = undefined;
     this.history = undefined;
     this.queue = [];
     this.head = 0;
@@ -119,7 +128,10 @@ export class FlowStream {
   }
 
   private next(): FlowRecord | undefined | typeof WAITING_FOR_STORE {
-    if (this.chunkAt < this.chunk.length) return this.chunk[this.chunkAt++];
+    while (this.chunkAt < this.chunk.length) {
+      const r = this.chunk[this.chunkAt++];
+      if (r !== undefined && !this.liveKeys?.has(recordKey(r))) return r;
+    }
     if (this.stored) {
       this.fetch(this.stored);
       return WAITING_FOR_STORE;
@@ -145,7 +157,7 @@ export class FlowStream {
     stored.next().then((r) => {
       this.fetching = false;
       if (this.done) return;
-      if (r.done) this.stored = undefined;
+      if (r.done) { this.stored = undefined; this.liveKeys = undefined; }
       else { this.chunk = r.value; this.chunkAt = 0; }
       this.pump();
     }, (err: Error) => {
@@ -165,4 +177,9 @@ export class FlowStream {
     const message = `this client read too slowly and was cut off (${why}); read faster, narrow the filter, or query the history instead of following`;
     this.call.emit("error", Object.assign(new Error(message), { code: grpc.status.RESOURCE_EXHAUSTED, details: message, metadata: new grpc.Metadata() }));
   }
+}
+
+/** One record among all: its agent (node), the agent's record number, where and until when. */
+function recordKey(r: FlowRecord): string {
+  return `${r.node}/${r.sequence}/${r.point}/${r.endTime?.seconds ?? 0}/${r.endTime?.nanos ?? 0}`;
 }
