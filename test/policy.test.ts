@@ -668,7 +668,7 @@ describe("snapshot", () => {
     const rules = snapshot.rules.filter((r) => r.subject === xa && r.direction === PolicyDirection.POLICY_DIRECTION_INGRESS);
     const peers = ["y/a", "y/b", "y/c"].map((k) => snapshotIdentityOf(snapshot, IP[k] ?? ""));
     const hostRules = rules.filter((r) => r.peer === IDENTITY_HOST);
-    expect(hostRules).toEqual([{ subject: xa, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: IDENTITY_HOST, protocol: 0, port: 0, endPort: 0 }]);
+    expect(hostRules).toEqual([{ subject: xa, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: IDENTITY_HOST, protocol: 0, port: 0, endPort: 0, deny: false }]);
     const podRules = rules.filter((r) => r.peer !== IDENTITY_HOST);
     expect(podRules).toHaveLength(new Set(peers).size);
     for (const r of podRules) expect(r).toMatchObject({ protocol: 6, port: 80, endPort: 81 });
