@@ -39,7 +39,7 @@ const MAX_RULE_NAME = 100;
 export interface ClusterNetworkPolicy {
   apiVersion?: string;
   kind?: string;
-  metadata: { name: string; [key: string]: unknown };
+  metadata: { name: string };
   spec: unknown;
 }
 

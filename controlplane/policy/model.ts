@@ -412,7 +412,7 @@ export interface PolicyCluster {
 
 /** The cluster as policy reads it (without services: pass `services` to have the compiler map ClusterIPs). */
 export function clusterOf(state: ClusterState): PolicyCluster {
-  return { namespaces: state.namespaces(), pods: state.pods(), nodes: state.nodes(), policies: state.networkPolicies() };
+  return { namespaces: state.namespaces(), pods: state.pods(), nodes: state.nodes(), policies: state.networkPolicies(), clusterNetworkPolicies: state.clusterNetworkPolicies() };
 }
 
 /** A namespace's labels as selectors see them: kubernetes.io/metadata.name is always set, as the API server does. */
