@@ -22,6 +22,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { parseKubeObject, type KubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
 import type { PolicyCluster } from "../controlplane/policy/model.js";
+import { portPrefixes } from "../agent/policy.js";
 import { CNP_API_VERSION, CNP_KIND, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
 
 const NAMESPACES = 500;
@@ -137,6 +138,9 @@ function clusterPolicies(rangeEnd = 6999): ClusterNetworkPolicy[] {
   return out;
 }
 
+/** native/bpf/lib/policy.h BH_POLICY_MAX_ENTRIES. */
+const BH_POLICY_MAX_ENTRIES = 262_144;
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
@@ -221,6 +225,9 @@ function main(): void {
   console.log(`pod label change:      median ${median(labelChange).toFixed(1)} ms  (runs: ${labelChange.map((t) => t.toFixed(1)).join(", ")}; ${recomputedLabel} identities' rules recomputed)`);
   console.log(`policy update:         median ${median(policyUpdate).toFixed(1)} ms  (runs: ${policyUpdate.map((t) => t.toFixed(1)).join(", ")}; ${recomputedPolicy} recomputed)`);
   console.log(`new ipBlock (worst):   median ${median(blockUpdate).toFixed(1)} ms  (runs: ${blockUpdate.map((t) => t.toFixed(1)).join(", ")}; ${recomputedBlock} recomputed)`);
+  const kernelEntries = (rules: readonly { protocol: number; port: number; endPort: number }[]) =>
+    rules.reduce((n, r) => n + (r.protocol === 0 || r.port === 0 ? 1 : portPrefixes(r.port, r.endPort || r.port).length), 0);
+  console.log(`kernel policy entries (port ranges split into prefixes): ${kernelEntries(compiler.current().rules)} without ClusterNetworkPolicies, ${kernelEntries(cnpCompiler.current().rules)} with (map holds ${BH_POLICY_MAX_ENTRIES})`);
   console.log(`with ${cnpStats.clusterPolicies} ClusterNetworkPolicies: ${cnpStats.rules} rules, ${cnpStats.tieredSubjects} subject directions compiled as tiers`);
   console.log(`  full compile:        median ${median(cnpFull).toFixed(1)} ms  (runs: ${cnpFull.map((t) => t.toFixed(0)).join(", ")})`);
   console.log(`  one CNP change:      median ${median(cnpChange).toFixed(1)} ms  (runs: ${cnpChange.map((t) => t.toFixed(1)).join(", ")}; ${recomputedCnp} recomputed)`);

@@ -942,15 +942,32 @@ export class PolicyCompiler {
       npIsolated = true;
       for (const { rule, peers } of rules) np.push({ action: "allow", peers, ports: rule.ports });
     }
+    // A subject NetworkPolicy isolates never reaches its Baseline tier.
+    if (npIsolated) baseline.length = 0;
+    // Admin rules after one that decides for every peer and port are never reached.
+    const firstTotal = admin.findIndex((c) => c.peers === undefined && c.ports === undefined);
+    if (firstTotal >= 0) admin.length = firstTotal + 1;
     const all = [...admin, ...np, ...baseline];
-    const peers = new Set<IdentityRecord>();
-    for (const c of all) {
-      for (const p of c.peers ?? []) for (const identity of p.matched) peers.add(identity);
-      if (c.peers === undefined && direction === "egress") {
-        for (const port of c.ports ?? []) if (port.kind === "named") for (const identity of this.podIdentitiesByPortName.get(port.name) ?? []) peers.add(identity);
+    // Each peer a clause names, with the clauses it matches: peers matching the same clauses
+    // (and, when a named port is resolved on the peer, with the same named ports) decide alike.
+    const peers = new Map<IdentityRecord, number[]>();
+    let peerNamedPorts = false;
+    all.forEach((c, i) => {
+      for (const p of c.peers ?? []) {
+        for (const identity of p.matched) {
+          const list = peers.get(identity);
+          if (list === undefined) peers.set(identity, [i]);
+          else if (list[list.length - 1] !== i) list.push(i);
+        }
       }
-    }
-    if (this.hostExempt) for (const host of this.hostIdentities) peers.add(host);
+      if (direction === "egress" && c.ports?.some((port) => port.kind === "named")) {
+        peerNamedPorts = true;
+        if (c.peers === undefined) {
+          for (const port of c.ports) if (port.kind === "named") for (const identity of this.podIdentitiesByPortName.get(port.name) ?? []) if (!peers.has(identity)) peers.set(identity, []);
+        }
+      }
+    });
+    if (this.hostExempt) for (const host of this.hostIdentities) if (!peers.has(host)) peers.set(host, []);
 
     const segsOf = (clause: TierClause, peer: IdentityRecord | undefined): PortSeg[] | undefined => {
       if (clause.peers === undefined ? false : !clause.peers.some((p) => peer !== undefined && p.matched.has(peer))) {
@@ -1034,9 +1051,12 @@ export class PolicyCompiler {
     };
     const fallback = decisions(undefined);
     emit(IDENTITY_ANY, fallback);
-    for (const peer of [...peers].sort((x, y) => x.id - y.id)) {
+    const memo = new Map<string, ReturnType<typeof decisions>>();
+    for (const [peer, clauses] of [...peers].sort((x, y) => x[0].id - y[0].id)) {
       if (peer.id === IDENTITY_ANY) continue;
-      const d = decisions(peer);
+      const signature = `${peer.kind === "host" ? "h" : ""}${clauses.join(",")}${peerNamedPorts && peer.kind === "pod" ? `|${peer.id}` : ""}`;
+      let d = memo.get(signature);
+      if (d === undefined) memo.set(signature, (d = decisions(peer)));
       if (d.key !== fallback.key) emit(peer.id, d);
     }
   }
