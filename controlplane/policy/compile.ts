@@ -45,6 +45,7 @@ import {
   type PolicyCluster,
   type PolicyModeName,
   type PolicyProblem,
+  type SideVerdict,
 } from "./model.js";
 import { addTo, removeFrom } from "../index-sets.js";
 import { CnpSet, cnpSubjectMatches, compareCnps, type NormalizedCnp, type NormalizedCnpRule } from "./cnp.js";
@@ -499,6 +500,10 @@ export class PolicyCompiler {
       ingressIsolated: verdict.ingress.isolated,
       ingressAllowedBy: verdict.ingress.allowedBy,
       ingressIsolatedBy: verdict.ingress.isolatedBy,
+      egressDecidedBy: verdict.src.kind === "pod" ? verdict.egress.decidedBy ?? "" : "",
+      ingressDecidedBy: verdict.dst.kind === "pod" ? verdict.ingress.decidedBy ?? "" : "",
+      egressTierRules: tierRules(verdict.egress),
+      ingressTierRules: tierRules(verdict.ingress),
     };
     if (key !== undefined) {
       if (this.attributionCache.size >= 100_000) this.attributionCache = new Map();
@@ -1174,6 +1179,11 @@ export class PolicyCompiler {
     }
     return r.message;
   }
+}
+
+/** "<tier> <policy> <rule>: <action>" of the ClusterNetworkPolicy rules that matched first on a side. */
+function tierRules(side: SideVerdict): string[] {
+  return [side.admin, side.baseline].filter((m) => m !== undefined).map((m) => `${m.tier} ${m.policy} ${m.rule}: ${m.action}`);
 }
 
 function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, text: string): Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "cnpSubjectOf" | "tiered" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode"> {
