@@ -920,6 +920,20 @@ describe("ClusterNetworkPolicy", () => {
     expect(snapshotAllows(snapshot, IP["y/a"] ?? "", IP["z/a"] ?? "", "TCP", 80)).toBe(true);
   });
 
+  it("reports two policies of one tier at the same priority whose subjects hold a common pod, not those that share none", () => {
+    const compiler = new PolicyCompiler();
+    compiler.compile(withCnps(base(), [
+      cnp("b-deny", { tier: "Admin", priority: 7, subject: X, ingress: [{ action: "Deny", from: FROM_Y }] }),
+      cnp("a-accept", { tier: "Admin", priority: 7, subject: { pods: { podSelector: { matchLabels: { pod: "a" } } } }, ingress: [{ action: "Accept", from: FROM_Y }] }),
+      cnp("y-only", { tier: "Admin", priority: 7, subject: { namespaces: { matchLabels: { ns: "y" } } }, ingress: [{ action: "Accept", from: FROM_Y }] }),
+      cnp("baseline", { tier: "Baseline", priority: 7, subject: X, ingress: [{ action: "Accept", from: FROM_Y }] }),
+    ]));
+    expect(compiler.samePriorityOverlaps()).toEqual([
+      "ClusterNetworkPolicies a-accept and b-deny: both Admin priority 7 with subjects holding pods of namespace x; their order is implementation-defined (bulkhead evaluates a-accept first, by name)",
+      "ClusterNetworkPolicies a-accept and y-only: both Admin priority 7 with subjects holding pods of namespace y; their order is implementation-defined (bulkhead evaluates a-accept first, by name)",
+    ]);
+  });
+
   it("the agent writes a deny entry with BH_POLICY_DENY in its value, and refuses one key both allowed and denied", () => {
     const rule = (deny: boolean) => ({ subject: 300, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: 0, protocol: 6, port: 80, endPort: 0, deny });
     const snapshot = { version: 1n, identities: [], ipIdentities: [], rules: [rule(true)] };

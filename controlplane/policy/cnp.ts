@@ -372,19 +372,8 @@ export class CnpSet {
   }
 }
 
-/**
- * Pairs of policies of one tier at the same priority whose subjects and peers may overlap
- * (upstream leaves their order to the implementation; bulkhead takes them by name).
- */
-export function samePriorityOverlaps(policies: readonly NormalizedCnp[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < policies.length; i++) {
-    for (let j = i + 1; j < policies.length; j++) {
-      const a = policies[i] as NormalizedCnp;
-      const b = policies[j] as NormalizedCnp;
-      if (a.tier !== b.tier || a.priority !== b.priority) continue;
-      out.push(`${a.tier} priority ${a.priority}: ${a.name} and ${b.name} (evaluated in name order)`);
-    }
-  }
-  return out;
+/** How status names two policies of one tier at the same priority that hold a common pod. */
+export function overlapText(a: NormalizedCnp, b: NormalizedCnp, example: string): string {
+  const [first, second] = a.name < b.name ? [a, b] : [b, a];
+  return `ClusterNetworkPolicies ${first.name} and ${second.name}: both ${first.tier} priority ${first.priority} with subjects holding ${example}; their order is implementation-defined (bulkhead evaluates ${first.name} first, by name)`;
 }

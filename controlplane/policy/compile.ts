@@ -48,7 +48,7 @@ import {
   type SideVerdict,
 } from "./model.js";
 import { addTo, removeFrom } from "../index-sets.js";
-import { CnpSet, cnpSubjectMatches, compareCnps, type NormalizedCnp, type NormalizedCnpRule } from "./cnp.js";
+import { CnpSet, cnpSubjectMatches, compareCnps, overlapText, type NormalizedCnp, type NormalizedCnpRule } from "./cnp.js";
 import type { NormalizedPort } from "./model.js";
 import {
   FIRST_IDENTITY, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD, IP_BLOCKS_LABEL, reservedIdentity,
@@ -270,6 +270,28 @@ export class PolicyCompiler {
     this.defaultMode = options.defaultMode ?? "observe";
     this.hostExempt = options.hostExempt ?? true;
     this.idRetention = options.idRetention ?? 256;
+  }
+
+  /**
+   * Pairs of ClusterNetworkPolicies of one tier at the same priority whose subjects hold a
+   * common pod (upstream leaves their order to the implementation), one line each.
+   */
+  samePriorityOverlaps(): string[] {
+    const out = new Map<string, string>();
+    for (const identity of this.identities.values()) {
+      if (identity.cnpSubjectOf.size < 2) continue;
+      const list = [...identity.cnpSubjectOf].map((r) => r.cnp);
+      for (let i = 0; i < list.length; i++) {
+        for (let j = i + 1; j < list.length; j++) {
+          const a = list[i] as NormalizedCnp;
+          const b = list[j] as NormalizedCnp;
+          if (a.tier !== b.tier || a.priority !== b.priority) continue;
+          const key = a.name < b.name ? `${a.name}\u0000${b.name}` : `${b.name}\u0000${a.name}`;
+          if (!out.has(key)) out.set(key, overlapText(a, b, `pods of namespace ${identity.namespace}`));
+        }
+      }
+    }
+    return [...out.keys()].sort().map((k) => out.get(k) ?? "");
   }
 
   /** Problems of the last compile: invalid policies (ignored, or kept at their last valid version) and bad mode annotations. */
