@@ -13,7 +13,7 @@ import {
 } from "../proto/gen/bulkhead/v1/policy.js";
 import {
   BH_DIR_EGRESS, BH_DIR_INGRESS, BH_ID_EGRESS_ISOLATED, BH_ID_ENDPOINT, BH_ID_INGRESS_ISOLATED, BH_ID_SERVICE,
-  BH_MODE_AUDIT, BH_MODE_ENFORCE, BH_MODE_OBSERVE, BH_POLICY_PREFIX_ANY_PORT, BH_POLICY_PREFIX_ANY_PROTO,
+  BH_MODE_AUDIT, BH_MODE_ENFORCE, BH_MODE_OBSERVE, BH_POLICY_DENY, BH_POLICY_PREFIX_ANY_PORT, BH_POLICY_PREFIX_ANY_PROTO,
   BH_STATE_ACTIVE_POLICY, BH_STATE_POLICY_VERSION, bh_ct_key, bh_ct_value, bh_endpoint_value, bh_identity_value,
   bh_ip_key, bh_ip_value, bh_policy_key, bh_policy_value,
 } from "../native/gen/abi.js";
@@ -105,7 +105,7 @@ function ruleText(r: PolicyRule, i: number): string {
   const dir = r.direction === PolicyDirection.POLICY_DIRECTION_INGRESS ? "ingress"
     : r.direction === PolicyDirection.POLICY_DIRECTION_EGRESS ? "egress" : `direction ${r.direction}`;
   const ports = r.port ? ` port ${r.port}${r.endPort ? `-${r.endPort}` : ""}` : "";
-  return `rules[${i}] (subject ${r.subject} ${dir} peer ${r.peer} protocol ${r.protocol}${ports})`;
+  return `rules[${i}] (subject ${r.subject} ${dir} peer ${r.peer} protocol ${r.protocol}${ports}${r.deny ? " deny" : ""})`;
 }
 
 /** Checks and converts a whole snapshot; throws a PolicyError naming the first bad entry. */
@@ -178,7 +178,12 @@ export function compilePolicy(s: PolicySnapshot): CompiledPolicy {
       key[bh_policy_key.direction] = direction;
       key[bh_policy_key.proto] = p.prefixLen > BH_POLICY_PREFIX_ANY_PROTO ? r.protocol : 0;
       key.writeUInt16BE(p.port, bh_policy_key.port);
-      out.policy.set(key.toString("hex"), Buffer.alloc(bh_policy_value.size));
+      const value = Buffer.alloc(bh_policy_value.size);
+      value.writeUInt32LE(r.deny ? BH_POLICY_DENY : 0, bh_policy_value.flags);
+      const hex = key.toString("hex");
+      const earlier = out.policy.get(hex);
+      if (earlier && !earlier.equals(value)) fail(entry, "an entry for the same key says the opposite (allow and deny)");
+      out.policy.set(hex, value);
     }
   });
   return out;

@@ -64,7 +64,7 @@ function identity(id: number, mode: PolicyMode, o: Partial<Identity> = {}): Iden
 }
 
 function rule(subject: number, direction: "ingress" | "egress", peer: number, protocol: number, port = 0, endPort = 0): PolicyRule {
-  return { subject, peer, protocol, port, endPort,
+  return { subject, peer, protocol, port, endPort, deny: false,
     direction: direction === "ingress" ? PolicyDirection.POLICY_DIRECTION_INGRESS : PolicyDirection.POLICY_DIRECTION_EGRESS };
 }
 

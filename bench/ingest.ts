@@ -353,7 +353,7 @@ async function referenceRole(socket: string): Promise<void> {
     getStatus(_call, callback) {
       callback(null, {
         agentsConnected: connected, agentsKnown: connected, recordsTotal: records, recordsPerSecond: 0,
-        flowsStored: 0n, storeCapacity: 0n, losses: [], unjudged: [], refused: [], clocks: [], metadataErrors: [],
+        flowsStored: 0n, storeCapacity: 0n, losses: [], unjudged: [], refused: [], clocks: [], metadataErrors: [], policyWarnings: [],
       });
     },
   };

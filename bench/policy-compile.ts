@@ -1,4 +1,6 @@
-// Policy compile cost: 5,000 pods in 500 namespaces on 50 nodes, 1,000 NetworkPolicies.
+// Policy compile cost: 5,000 pods in 500 namespaces on 50 nodes, 1,000 NetworkPolicies,
+// then the same with 100 ClusterNetworkPolicies (clusterPolicies(): full compile and one
+// ClusterNetworkPolicy change, medians of 3).
 // Run after `npm run build:ts` as `node dist/bench/policy-compile.js`.
 //
 // Method: the cluster is built through the same parser the control plane uses. Each
@@ -22,6 +24,8 @@ import { availableParallelism, loadavg } from "node:os";
 import { parseKubeObject, type KubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
 import type { PolicyCluster } from "../controlplane/policy/model.js";
+import { portPrefixes } from "../agent/policy.js";
+import { CNP_API_VERSION, CNP_KIND, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
 
 const NAMESPACES = 500;
 const PODS_PER_NAMESPACE = 10;
@@ -110,6 +114,35 @@ function apiPolicy(_i: number, ns: string, team: string, dbPort: number): Networ
   });
 }
 
+/**
+ * 100 ClusterNetworkPolicies: three cluster-wide guardrails (Admin: deny the metadata
+ * address, accept monitoring on 9090; Baseline: prod namespaces deny ingress from other
+ * teams) and, per team (25), four Admin policies (deny ingress from the next team on a
+ * port range, pass the ingress namespace to NetworkPolicy, accept egress within the team,
+ * deny egress to the next team's cache pods), with priorities 100-199.
+ */
+function clusterPolicies(rangeEnd = 6999): ClusterNetworkPolicy[] {
+  const cnp = (name: string, spec: Record<string, unknown>): ClusterNetworkPolicy => ({ apiVersion: CNP_API_VERSION, kind: CNP_KIND, metadata: { name }, spec });
+  const everyNamespace = { namespaces: {} };
+  const out: ClusterNetworkPolicy[] = [
+    cnp("deny-metadata", { tier: "Admin", priority: 1, subject: everyNamespace, egress: [{ name: "metadata", action: "Deny", to: [{ networks: ["169.254.169.254/32"] }] }] }),
+    cnp("allow-monitoring", { tier: "Admin", priority: 2, subject: everyNamespace, ingress: [{ name: "scrape", action: "Accept", from: [{ namespaces: { matchLabels: { role: "monitoring" } } }], protocols: [{ tcp: { destinationPort: { number: 9090 } } }] }] }),
+    cnp("prod-baseline", { tier: "Baseline", priority: 1, subject: { namespaces: { matchLabels: { env: "prod" } } }, ingress: [{ name: "no-strangers", action: "Deny", from: [{ namespaces: { matchExpressions: [{ key: "role", operator: "In", values: ["app"] }] } }] }] }),
+  ];
+  for (let t = 0; t < 25 && out.length < 100; t++) {
+    const team = { namespaces: { matchLabels: { team: `t${t}` } } };
+    const next = `t${(t + 1) % 25}`;
+    out.push(cnp(`team-${t}-deny-next`, { tier: "Admin", priority: 100 + t * 4, subject: team, ingress: [{ name: "deny-next-team", action: "Deny", from: [{ namespaces: { matchLabels: { team: next } } }], protocols: [{ tcp: { destinationPort: { range: { start: 6000, end: t === 0 ? rangeEnd : 6999 } } } }] }] }));
+    out.push(cnp(`team-${t}-pass-ingress`, { tier: "Admin", priority: 101 + t * 4, subject: team, ingress: [{ name: "pass-ingress", action: "Pass", from: [{ namespaces: { matchLabels: { role: "ingress" } } }] }] }));
+    out.push(cnp(`team-${t}-own`, { tier: "Admin", priority: 102 + t * 4, subject: team, egress: [{ name: "own-team", action: "Accept", to: [{ namespaces: { matchLabels: { team: `t${t}` } } }] }] }));
+    if (out.length < 100) out.push(cnp(`team-${t}-no-next-cache`, { tier: "Admin", priority: 103 + t * 4, subject: team, egress: [{ name: "next-cache", action: "Deny", to: [{ pods: { namespaceSelector: { matchLabels: { team: next } }, podSelector: { matchLabels: { tier: "cache" } } } }] }] }));
+  }
+  return out;
+}
+
+/** native/bpf/lib/policy.h BH_POLICY_MAX_ENTRIES. */
+const BH_POLICY_MAX_ENTRIES = 262_144;
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
@@ -166,6 +199,24 @@ function main(): void {
     recomputedBlock = compiler.stats().recomputedSubjects;
     compiler.compile(cluster);
   }
+  // With 100 ClusterNetworkPolicies (3 runs: the machine is shared).
+  const withCnps = { ...cluster, clusterNetworkPolicies: clusterPolicies() };
+  const cnpFull: number[] = [];
+  const cnpChange: number[] = [];
+  let cnpCompiler = new PolicyCompiler({ defaultMode: "enforce" });
+  for (let run = 0; run < 3; run++) {
+    cnpCompiler = new PolicyCompiler({ defaultMode: "enforce" });
+    cnpFull.push(timed(() => cnpCompiler.compile(withCnps)));
+  }
+  const cnpStats = cnpCompiler.stats();
+  let recomputedCnp = 0;
+  for (let run = 0; run < 3; run++) {
+    // One team policy's port range.
+    const changed = { ...cluster, clusterNetworkPolicies: clusterPolicies(6100 + run) };
+    cnpChange.push(timed(() => cnpCompiler.compile(changed)));
+    recomputedCnp = cnpCompiler.stats().recomputedSubjects;
+    cnpCompiler.compile(withCnps);
+  }
   const memory = process.memoryUsage();
   const mib = (n: number) => (n / 1024 / 1024).toFixed(0);
   console.log(`policy compile: ${cluster.pods.length} pods, ${cluster.namespaces.length} namespaces, ${cluster.nodes.length} nodes, ${cluster.policies.length} policies`);
@@ -176,6 +227,13 @@ function main(): void {
   console.log(`pod label change:      median ${median(labelChange).toFixed(1)} ms  (runs: ${labelChange.map((t) => t.toFixed(1)).join(", ")}; ${recomputedLabel} identities' rules recomputed)`);
   console.log(`policy update:         median ${median(policyUpdate).toFixed(1)} ms  (runs: ${policyUpdate.map((t) => t.toFixed(1)).join(", ")}; ${recomputedPolicy} recomputed)`);
   console.log(`new ipBlock (worst):   median ${median(blockUpdate).toFixed(1)} ms  (runs: ${blockUpdate.map((t) => t.toFixed(1)).join(", ")}; ${recomputedBlock} recomputed)`);
+  const kernelEntries = (rules: readonly { protocol: number; port: number; endPort: number }[]) =>
+    rules.reduce((n, r) => n + (r.protocol === 0 || r.port === 0 ? 1 : portPrefixes(r.port, r.endPort || r.port).length), 0);
+  console.log(`kernel policy entries (port ranges split into prefixes): ${kernelEntries(compiler.current().rules)} without ClusterNetworkPolicies, ${kernelEntries(cnpCompiler.current().rules)} with (map holds ${BH_POLICY_MAX_ENTRIES})`);
+  console.log(`with ${cnpStats.clusterPolicies} ClusterNetworkPolicies: ${cnpStats.rules} rules, ${cnpStats.tieredSubjects} subject directions compiled as tiers`);
+  console.log(`  full compile:        median ${median(cnpFull).toFixed(1)} ms  (runs: ${cnpFull.map((t) => t.toFixed(0)).join(", ")})`);
+  console.log(`  one CNP change:      median ${median(cnpChange).toFixed(1)} ms  (runs: ${cnpChange.map((t) => t.toFixed(1)).join(", ")}; ${recomputedCnp} recomputed)`);
+  console.log(`SUMMARY policy-compile: with ${cnpStats.clusterPolicies} ClusterNetworkPolicies full compile median ${median(cnpFull).toFixed(0)} ms (target ≤ 1000), one CNP change median ${median(cnpChange).toFixed(1)} ms (target ≤ 50), ${cnpStats.rules} rules (${stats.rules} without); load average ${loadavg()[0]?.toFixed(1)}`);
   console.log(`memory: rss ${mib(memory.rss)} MiB, heap used ${mib(memory.heapUsed)} MiB`);
 }
 

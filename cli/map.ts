@@ -163,6 +163,7 @@ export async function runStatus(argv: string[]): Promise<number> {
         ...skewed.map((c) => [c.node, String(c.skewMs), String(c.recordsCorrected)])]));
     }
     for (const e of status.metadataErrors) process.stdout.write(`metadata error: ${e}\n`);
+    for (const w of status.policyWarnings) process.stdout.write(`policy warning: ${w}\n`);
     return 0;
   } catch (err) {
     process.stderr.write(`bulkhead status: ${describeGrpcError(address, err as grpc.ServiceError)}\n`);

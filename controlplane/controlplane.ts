@@ -421,6 +421,7 @@ export class ControlPlane {
           `${e.file ?? e.source}${e.document !== undefined ? ` document ${e.document}` : ""}: ${e.message}`),
         ...this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}${p.keptPrevious ? " (previous version kept)" : p.isolating ? " (its pods isolated until fixed)" : " (ignored)"}`),
       ],
+      policyWarnings: this.policy.samePriorityOverlaps(),
     };
   }
 

@@ -6,10 +6,42 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { stringify } from "yaml";
 import type { NetworkPolicy } from "../controlplane/metadata/objects.js";
+import { CNP_API_VERSION, CNP_KIND, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
 import { writeFileAtomic } from "./state.js";
 import { isDnsSubdomain, isNamespaceName } from "../kubernetes/names.js";
 
 const POLICY_FILE = /^netpol-[a-z0-9-]+\..+\.yaml$/;
+/** ClusterNetworkPolicies: `cnp-<name>.yaml` (cluster-scoped, no namespace). */
+const CNP_FILE = /^cnp-.+\.yaml$/;
+
+export function cnpFileName(name: string): string {
+  if (!isDnsSubdomain(name)) throw new Error(`ClusterNetworkPolicy name ${JSON.stringify(name)} is not a DNS subdomain`);
+  return `cnp-${name}.yaml`;
+}
+
+/** The manifest of a ClusterNetworkPolicy as YAML. */
+export function cnpDocument(policy: ClusterNetworkPolicy): string {
+  return stringify({ apiVersion: CNP_API_VERSION, kind: CNP_KIND, metadata: { name: policy.metadata.name }, spec: policy.spec }, { lineWidth: 0, aliasDuplicateObjects: false });
+}
+
+/** Makes the folder hold exactly `policies` as ClusterNetworkPolicy files; true when any file was written or removed. */
+export async function syncClusterPolicies(dir: string, policies: readonly ClusterNetworkPolicy[]): Promise<boolean> {
+  const wanted = new Set(policies.map((p) => cnpFileName(p.metadata.name)));
+  let changed = false;
+  for (const policy of policies) {
+    const file = path.join(dir, cnpFileName(policy.metadata.name));
+    const content = cnpDocument(policy);
+    if ((await readFile(file, "utf8").catch(() => undefined)) === content) continue;
+    await writeFileAtomic(file, content);
+    changed = true;
+  }
+  for (const name of (await readdir(dir).catch(() => [] as string[])).filter((n) => CNP_FILE.test(n))) {
+    if (wanted.has(name)) continue;
+    await rm(path.join(dir, name), { force: true });
+    changed = true;
+  }
+  return changed;
+}
 
 export function policyFileName(namespace: string, name: string): string {
   if (!isNamespaceName(namespace)) throw new Error(`policy namespace ${JSON.stringify(namespace)} is not a DNS label`);

@@ -19,7 +19,7 @@ import type { Protocol } from "../controlplane/metadata/objects.js";
 import { cliMain, repoRoot } from "../config/install.js";
 import { createDatapathEngine, DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance/datapath.js";
 import { EnforcementWatch } from "../lab/enforcement.js";
-import { policyFileName, policyFiles } from "../lab/netpol-files.js";
+import { cnpFileName, policyFileName, policyFiles } from "../lab/netpol-files.js";
 import { parseRequest, sctpInitPacket, sctpInitToken } from "../lab/prober.js";
 import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import {
@@ -240,6 +240,27 @@ describe("conformance engine plumbing (observe mode: nothing is denied)", () => 
     expect(await policyFiles(engine.manifests)).toEqual([]);
   });
 
+  it("writes each ClusterNetworkPolicy as a file the control plane reads; an invalid one is named in status", async () => {
+    await scenario.do([{ create_cnp: {
+      name: "guard", tier: "Admin", priority: 5, subject: { namespaces: { matchLabels: { ns: "x" } } },
+      egress: [{ name: "no-yb", action: "Deny", to: [{ networks: ["<podIP:y/b>/32"] }] }],
+    } }]);
+    const file = path.join(engine.manifests, cnpFileName("guard"));
+    const doc = firstDocument(file) as { apiVersion: string; kind: string; metadata: unknown; spec: { egress: { to: unknown[] }[] } };
+    expect(doc).toMatchObject({ apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name: "guard" } });
+    expect(doc.spec.egress[0]?.to).toEqual([{ networks: [`${pod(engine, "yb").ip}/32`] }]);
+    // Written by hand, as a user would: the CRD would refuse priority 5000.
+    fs.writeFileSync(path.join(engine.manifests, "cnp-broken.yaml"), "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: broken}\nspec: {tier: Admin, priority: 5000, subject: {namespaces: {}}}\n");
+    await sleep(1200); // the control plane rescans its folder every 500 ms
+    const status = await new Promise<GetStatusResponse>((resolve, reject) => {
+      const client = engine.observerClient();
+      client.getStatus({}, (err, res) => { client.close(); if (err || !res) reject(err ?? new Error("no status")); else resolve(res); });
+    });
+    expect(status.metadataErrors).toEqual(["ClusterNetworkPolicy broken: spec.priority: expected an integer 0-1000, got 5000 (ignored)"]);
+    await scenario.do([{ delete_all_cnps: true }]);
+    expect(fs.readdirSync(engine.manifests).filter((n) => n.startsWith("cnp-"))).toEqual([]);
+  });
+
   it("changes labels through the lab (kubernetes.io/metadata.name stays), and setup() restores the defaults", async () => {
     await scenario.do([
       { add_ns_labels: { ns: "y", labels: { team: "blue" } } },
@@ -277,13 +298,17 @@ describe("conformance engine plumbing (observe mode: nothing is denied)", () => 
 
 // ---- conformance, audit and churn on the enforcing datapath --------------------------------------
 
-const CASES_FILE = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
+/** NetworkPolicy cases, then ClusterNetworkPolicy cases (which mix both kinds). */
+const CASE_FILES = ["netpol-cases.json", "cnp-cases.json"];
 
 function loadCases(): ConformanceCase[] {
-  if (!fs.existsSync(CASES_FILE)) {
-    throw new Error(`the conformance cases file ${CASES_FILE} is missing (it is shared/conformance/netpol-cases.json beside the repository)`);
-  }
-  return parseConformanceCases(JSON.parse(fs.readFileSync(CASES_FILE, "utf8")));
+  return CASE_FILES.flatMap((name) => {
+    const file = path.join(repoRoot, "..", "shared", "conformance", name);
+    if (!fs.existsSync(file)) {
+      throw new Error(`the conformance cases file ${file} is missing (it is shared/conformance/${name} beside the repository)`);
+    }
+    return parseConformanceCases(JSON.parse(fs.readFileSync(file, "utf8")));
+  });
 }
 
 /** "xa>xb" of a flow's two ends: pods, or the model Service s-<ns>-<pod> for a destination seen before DNAT. */
@@ -385,7 +410,7 @@ class Stream {
   }
 }
 
-describe("NetworkPolicy on the enforcing datapath", () => {
+describe("NetworkPolicy and ClusterNetworkPolicy on the enforcing datapath", () => {
   const cases = loadCases();
   let dir: string;
   let engine: DatapathEngine;

@@ -1,5 +1,6 @@
-// Every case of shared/conformance/netpol-cases.json passes on the policy model and on
-// the compiled snapshot judged as the kernel will, and the two engines agree pair by pair.
+// Every case of shared/conformance/netpol-cases.json and cnp-cases.json (ClusterNetworkPolicy,
+// mixed with NetworkPolicy) passes on the policy model and on the compiled snapshot judged as
+// the kernel will, and the two engines agree pair by pair.
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -14,50 +15,60 @@ import {
 import { runConformanceCli } from "../lab/conformance/cli.js";
 import { repoRoot } from "../config/install.js";
 
-const casesFile = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
-
-let cases: ConformanceCase[] = [];
+const SHARED = path.join(repoRoot, "..", "shared", "conformance");
+/** NetworkPolicy cases, and ClusterNetworkPolicy cases (which mix both kinds). */
+const CASE_FILES = ["netpol-cases.json", "cnp-cases.json"] as const;
+const casesFile = path.join(SHARED, "netpol-cases.json");
+const loaded = new Map<string, ConformanceCase[]>();
 
 beforeAll(async () => {
-  if (!existsSync(casesFile)) {
-    throw new Error(`conformance cases not found at ${casesFile}: the shared/ folder must sit beside the repository (shared/conformance/netpol-cases.json)`);
+  for (const name of CASE_FILES) {
+    const file = path.join(SHARED, name);
+    if (!existsSync(file)) {
+      throw new Error(`conformance cases not found at ${file}: the shared/ folder must sit beside the repository (shared/conformance/${name})`);
+    }
+    loaded.set(name, await loadConformanceCases(file));
   }
-  cases = await loadConformanceCases(casesFile);
 });
 
 function failures(report: ConformanceReport): string {
   return report.cases.filter((c) => !c.passed).map((c) => JSON.stringify(c, null, 1)).join("\n");
 }
 
-describe("conformance cases", () => {
-  it("the file has cases", () => {
-    expect(cases.length).toBeGreaterThan(0);
-  });
+for (const name of CASE_FILES) {
+  describe(`conformance cases of ${name}`, () => {
+    const cases = () => loaded.get(name) ?? [];
 
-  it("every case passes on the model engine", async () => {
-    const report = await runConformance(cases, new ModelEngine());
-    expect(failures(report)).toBe("");
-    expect(report.passed).toBe(cases.length);
-  });
-
-  it("every case passes on the snapshot engine (compiled policy, kernel semantics)", async () => {
-    const report = await runConformance(cases, new SnapshotEngine());
-    expect(failures(report)).toBe("");
-    expect(report.passed).toBe(cases.length);
-  });
-
-  it("the CLI runs a single case on the snapshot engine and ends with the summary line", async () => {
-    let out = "";
-    let err = "";
-    const code = await runConformanceCli(["--cases", casesFile, "--engine", "snapshot", "--case", cases[0]?.id ?? ""], {
-      stdout: { write: (t: string) => (out += t) },
-      stderr: { write: (t: string) => (err += t) },
+    it("the file has cases", () => {
+      expect(cases().length).toBeGreaterThan(0);
     });
-    expect(err).toBe("");
-    expect(code).toBe(0);
-    expect(out.trimEnd().split("\n").at(-1)).toBe("1 passed, 0 failed");
+
+    it("every case passes on the model engine", async () => {
+      const report = await runConformance(cases(), new ModelEngine());
+      expect(failures(report)).toBe("");
+      expect(report.passed).toBe(cases().length);
+    });
+
+    it("every case passes on the snapshot engine (compiled policy, kernel semantics)", async () => {
+      const report = await runConformance(cases(), new SnapshotEngine());
+      expect(failures(report)).toBe("");
+      expect(report.passed).toBe(cases().length);
+    });
+
+    it("the CLI runs a single case on the snapshot engine and ends with the summary line", async () => {
+      let out = "";
+      let err = "";
+      const code = await runConformanceCli(["--cases", path.join(SHARED, name), "--engine", "snapshot", "--case", cases()[0]?.id ?? ""], {
+        stdout: { write: (t: string) => (out += t) },
+        stderr: { write: (t: string) => (err += t) },
+      });
+      expect(err).toBe("");
+      expect(code).toBe(0);
+      expect(out.trimEnd().split("\n").at(-1)).toBe("1 passed, 0 failed");
+    });
   });
-});
+}
+
 
 // ---- the runner, the case format and the CLI ------------------------------------------------
 
@@ -197,6 +208,9 @@ describe("conformance runner", () => {
     ["a pod reference that is not ns/pod", oneCase({ steps: [{ do: [{ add_pod_labels: { pod: "xb", labels: {} } }], probes: [] }] }), /^t-1: steps\[0\]\.do\[0\]\.add_pod_labels\.pod: expected "<ns>\/<pod>"/],
     ["an SCTP port name longer than Kubernetes allows", oneCase({ model: { ports: [10000], protocols: ["SCTP"] } }), /^t-1: model\.ports: .*serve-10000-sctp/],
     ["a missing id", oneCase({ id: undefined }), /^case \[0\]: id: /],
+    ["a ClusterNetworkPolicy with a bad priority", oneCase({ steps: [{ do: [{ create_cnp: { name: "c", tier: "Admin", priority: 1001, subject: { namespaces: {} } } }], probes: [] }] }), /^t-1: steps\[0\]\.do\[0\]\.create_cnp: spec\.priority: expected an integer 0-1000, got 1001/],
+    ["a ClusterNetworkPolicy with an unknown action", oneCase({ steps: [{ do: [{ create_cnp: { name: "c", tier: "Baseline", priority: 1, subject: { namespaces: {} }, ingress: [{ action: "Allow", from: [{ namespaces: {} }] }] } }], probes: [] }] }), /create_cnp: spec\.ingress\[0\]\.action: expected Accept, Deny or Pass/],
+    ["delete_cnp without a name", oneCase({ steps: [{ do: [{ delete_cnp: {} }], probes: [] }] }), /^t-1: steps\[0\]\.do\[0\]\.delete_cnp\.name: /],
   ];
   for (const [what, doc, message] of bad) {
     it(`a cases file with ${what} is refused, naming case and field`, () => {
@@ -220,8 +234,8 @@ describe("conformance runner", () => {
     });
     expect(code).toBe(0);
     const report = JSON.parse(out) as { engine: string; passed: number; failed: number; cases: unknown[] };
-    expect(report).toMatchObject({ engine: "model", passed: cases.length, failed: 0 });
-    expect(err).toBe(`${cases.length} passed, 0 failed\n`);
+    expect(report).toMatchObject({ engine: "model", passed: (loaded.get("netpol-cases.json") ?? []).length, failed: 0 });
+    expect(err).toBe(`${(loaded.get("netpol-cases.json") ?? []).length} passed, 0 failed\n`);
   });
 
   it("the CLI refuses bad usage with exit code 2, naming the flag", async () => {

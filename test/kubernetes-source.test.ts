@@ -225,6 +225,21 @@ describe("KubernetesSource", () => {
     }
   });
 
+  it("a cluster without the ClusterNetworkPolicy CRD (404) syncs with none and no error; once it is installed, they arrive", async () => {
+    server.fail("clusternetworkpolicies", 404);
+    const source = newSource();
+    const sink = new CountingSink();
+    await source.start(sink);
+    expect(source.errors()).toEqual([]);
+    expect(sink.state.clusterNetworkPolicies()).toEqual([]);
+    server.heal("clusternetworkpolicies");
+    server.create({ apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name: "guard" },
+      spec: { tier: "Admin", priority: 1, subject: { namespaces: {} }, egress: [{ action: "Deny", to: [{ networks: ["169.254.169.254/32"] }] }] } });
+    await waitFor(() => sink.state.clusterNetworkPolicies().length === 1, () => "the ClusterNetworkPolicy listed once the CRD answers");
+    expect(sink.state.clusterNetworkPolicies()[0]?.spec).toMatchObject({ tier: "Admin", priority: 1 });
+    expect(source.errors()).toEqual([]);
+  });
+
   it("applies creates, updates and deletes that arrive through the watch", async () => {
     const source = newSource();
     const sink = new CountingSink();

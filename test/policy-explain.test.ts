@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { cliMain, repoRoot } from "../config/install.js";
 import { generatePlacement, loadConformanceCases, ModelCluster, modelPairs, type ConformanceCase } from "../lab/conformance/cases.js";
-import { explain, type Explanation } from "../controlplane/policy/explain.js";
+import { explain, formatExplanation, type Explanation } from "../controlplane/policy/explain.js";
 import { PolicyModel, PolicySet, type PolicyCluster } from "../controlplane/policy/model.js";
 import { parseKubeObject } from "../controlplane/metadata/objects.js";
 
@@ -97,6 +97,21 @@ describe("policy explain on a cluster of its own", () => {
       egress: { subject: "web/front", mode: "observe", isolated: false },
       ingress: { subject: "shop/db", mode: "enforce", isolatedBy: ["shop/db-from-api"], allowingRules: ["shop/db-from-api ingress[0]"] },
     });
+  });
+
+  it("names the ClusterNetworkPolicy tier and rule that decided, and a Pass followed by the NetworkPolicy that decided", () => {
+    const cnp = (name: string, spec: Record<string, unknown>) => ({ apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name }, spec });
+    const c = { ...cluster(), clusterNetworkPolicies: [
+      cnp("guard", { tier: "Admin", priority: 3, subject: { namespaces: { matchLabels: { team: "shop" } } },
+        ingress: [{ name: "web-to-np", action: "Pass", from: [{ namespaces: { matchLabels: { team: "web" } } }] }] }),
+      cnp("web-default", { tier: "Baseline", priority: 1, subject: { namespaces: { matchLabels: { team: "web" } } },
+        egress: [{ name: "no-api", action: "Deny", to: [{ namespaces: { matchLabels: { team: "api" } } }] }] }),
+    ] };
+    const passed = formatExplanation(explain(new PolicyModel(c), { from: { pod: "web/front" }, to: { pod: "shop/db" }, protocol: "TCP", port: 80 }));
+    expect(passed).toContain("  Admin tier: ClusterNetworkPolicy guard (priority 3), rule web-to-np: Pass (skips the rest of the Admin tier)\n  isolated by shop/db-from-api\n  allowed by shop/db-from-api ingress[0]");
+    const baseline = explain(new PolicyModel(c), { from: { pod: "web/front" }, to: { pod: "api/server" }, protocol: "TCP", port: 80 });
+    expect(baseline).toMatchObject({ allowed: false, egress: { decidedBy: "Baseline", baseline: { policy: "web-default", rule: "no-api", action: "Deny" } } });
+    expect(formatExplanation(baseline)).toContain("  not isolated: no NetworkPolicy selects it for this direction\n  Baseline tier: ClusterNetworkPolicy web-default (priority 1), rule no-api: Deny (final)");
   });
 
   it("applies each denying side's namespace mode: the strongest wins, and says what each mode would do", () => {

@@ -1,7 +1,9 @@
-// Random NetworkPolicy states over the 3×3 model, judged three ways that must agree:
+// Random NetworkPolicy and ClusterNetworkPolicy states over the 3×3 model, judged three ways
+// that must agree:
 //   1. PolicyModel.evaluate (controlplane/policy/model.ts),
-//   2. a second evaluator written here straight from the NetworkPolicy API text: it reads
-//      the policy documents as written (no normalization, no caching, no identities),
+//   2. a second evaluator written here straight from the NetworkPolicy API text and the
+//      ClusterNetworkPolicy tiers (README of shared/conformance): it reads the policy
+//      documents as written (no normalization, no caching, no identities),
 //   3. the compiled PolicySnapshot judged by snapshotAllows, as the kernel will.
 // 1,000 sequences × 10 steps = 10,000 states; each step changes a policy or some labels,
 // and one PolicyCompiler and one PolicySet follow each sequence, so the incremental paths
@@ -15,6 +17,7 @@ import { parseKubeObject, type Namespace, type NetworkPolicy, type Node, type Po
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
 import { snapshotAllows } from "../controlplane/policy/kernel-view.js";
 import { PolicyModel, PolicySet, type Peer } from "../controlplane/policy/model.js";
+import { CnpSet, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
 import { seededRandom } from "./harness/seeded-random.js";
 
 const SEED = Number(process.env.POLICY_RANDOM_SEED ?? 20240501);
@@ -46,6 +49,8 @@ interface World {
   pods: SimplePod[];
   /** Policy documents as written: what the second evaluator reads. */
   policies: Map<string, { namespace: string; name: string; spec: Json }>;
+  /** ClusterNetworkPolicy specs as written, by name. */
+  cnps: Map<string, Json>;
 }
 
 function initialWorld(rand: () => number): World {
@@ -71,6 +76,7 @@ function initialWorld(rand: () => number): World {
     nsLabels: new Map(NAMESPACES.map((n) => [n, { "kubernetes.io/metadata.name": n, ns: n }])),
     pods,
     policies: new Map(),
+    cnps: new Map(),
   };
 }
 
@@ -81,7 +87,7 @@ function parsed<T>(doc: Json): T {
 }
 
 /** The world as Kubernetes objects, for the engine under test. */
-function objects(world: World): { namespaces: Namespace[]; pods: Pod[]; nodes: Node[]; policies: NetworkPolicy[] } {
+function objects(world: World): { namespaces: Namespace[]; pods: Pod[]; nodes: Node[]; policies: NetworkPolicy[]; clusterNetworkPolicies: ClusterNetworkPolicy[] } {
   return {
     namespaces: [...world.nsLabels].map(([name, labels]) => parsed<Namespace>({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels } })),
     pods: world.pods.map((p, i) => parsed<Pod>({
@@ -93,6 +99,7 @@ function objects(world: World): { namespaces: Namespace[]; pods: Pod[]; nodes: N
     })),
     nodes: NODE_IPS.map((ip, i) => parsed<Node>({ apiVersion: "v1", kind: "Node", metadata: { name: `node-${i + 1}` }, status: { addresses: [{ type: "InternalIP", address: ip }] } })),
     policies: [...world.policies.values()].map((p) => parsed<NetworkPolicy>({ apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name: p.name, namespace: p.namespace }, spec: p.spec })),
+    clusterNetworkPolicies: [...world.cnps].map(([name, spec]) => parsed<ClusterNetworkPolicy>({ apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name }, spec })),
   };
 }
 
@@ -208,7 +215,71 @@ function policySpec(rand: () => number, world: World): Json {
   return spec;
 }
 
+function cnpPeer(rand: () => number, world: World, direction: "ingress" | "egress"): Json {
+  const r = rand();
+  if (direction === "egress" && r < 0.25) {
+    const cidrs = Array.from({ length: 1 + Math.floor(rand() * 2) }, () => {
+      if (rand() < 0.5) {
+        const ip = pick(rand, pick(rand, world.pods).ips);
+        return `${ip}/${ip.includes(":") ? 128 : 32}`;
+      }
+      return pick(rand, CIDRS).cidr;
+    });
+    return { networks: cidrs };
+  }
+  if (r < 0.6) return { namespaces: selector(rand, NS_VOCAB) };
+  const pods: Json = { podSelector: selector(rand, POD_VOCAB) };
+  if (rand() < 0.7) pods.namespaceSelector = selector(rand, NS_VOCAB);
+  return { pods };
+}
+
+function cnpProtocol(rand: () => number): Json {
+  const r = rand();
+  if (r < 0.25) return { destinationNamedPort: pick(rand, ["serve-80-tcp", "serve-81-tcp", "serve-80-udp", "http", "metrics", "nope"]) };
+  const proto = pick(rand, ["tcp", "tcp", "udp", "sctp"]);
+  const k = rand();
+  if (k < 0.3) return { [proto]: {} };
+  if (k < 0.7) return { [proto]: { destinationPort: { number: pick(rand, [80, 81, 82]) } } };
+  const start = pick(rand, [80, 81]);
+  return { [proto]: { destinationPort: { range: { start, end: start + 1 + Math.floor(rand() * 2) } } } };
+}
+
+function cnpSpec(rand: () => number, world: World): Json {
+  const spec: Json = {
+    tier: rand() < 0.6 ? "Admin" : "Baseline",
+    // Few priorities: ties happen (evaluated in name order, as the model and compiler do).
+    priority: pick(rand, [0, 5, 5, 10, 1000]),
+    subject: rand() < 0.5 ? { namespaces: selector(rand, NS_VOCAB) }
+      : { pods: rand() < 0.7 ? { namespaceSelector: selector(rand, NS_VOCAB), podSelector: selector(rand, POD_VOCAB) } : { podSelector: selector(rand, POD_VOCAB) } },
+  };
+  for (const direction of ["ingress", "egress"] as const) {
+    if (rand() < 0.3) continue;
+    spec[direction] = Array.from({ length: 1 + Math.floor(rand() * 3) }, (_, i) => {
+      const rule: Json = { action: pick(rand, ["Accept", "Deny", "Pass"]), [direction === "ingress" ? "from" : "to"]: Array.from({ length: 1 + Math.floor(rand() * 2) }, () => cnpPeer(rand, world, direction)) };
+      if (rand() < 0.5) rule.name = `r${i}`;
+      if (rand() < 0.6) rule.protocols = Array.from({ length: 1 + Math.floor(rand() * 2) }, () => cnpProtocol(rand));
+      return rule;
+    });
+  }
+  return spec;
+}
+
 function mutate(rand: () => number, world: World, step: number): string {
+  if (rand() < 0.3) {
+    const c = rand();
+    if (c < 0.5 || world.cnps.size === 0) {
+      const name = `c${step}`;
+      world.cnps.set(name, cnpSpec(rand, world));
+      return `create cnp ${name}`;
+    }
+    const name = pick(rand, [...world.cnps.keys()]);
+    if (c < 0.85) {
+      world.cnps.set(name, cnpSpec(rand, world));
+      return `update cnp ${name}`;
+    }
+    world.cnps.delete(name);
+    return `delete cnp ${name}`;
+  }
   const r = rand();
   if (r < 0.35 || world.policies.size === 0) {
     const namespace = pick(rand, NAMESPACES);
@@ -340,14 +411,65 @@ function literalSide(world: World, direction: "Ingress" | "Egress", subject: Sim
   return side;
 }
 
+/**
+ * The tier that decides a side, read from the ClusterNetworkPolicy documents: the first
+ * matching rule of the tier's policies whose subject holds the pod, by ascending priority
+ * (then name), rules in written order. "Pass" and no match give undefined.
+ */
+function literalTier(world: World, tier: string, direction: "ingress" | "egress", subject: SimplePod, other: End, dst: End, protocol: string, portNumber: number): boolean | undefined {
+  const subjectNs = { ...world.nsLabels.get(subject.namespace), "kubernetes.io/metadata.name": subject.namespace };
+  const policies = [...world.cnps].filter(([, spec]) => spec.tier === tier)
+    .sort(([an, a], [bn, b]) => (a.priority as number) - (b.priority as number) || (an < bn ? -1 : an > bn ? 1 : 0));
+  for (const [, spec] of policies) {
+    const subj = spec.subject as { namespaces?: Json; pods?: { namespaceSelector?: Json; podSelector: Json } };
+    const holds = subj.namespaces !== undefined ? selects(subj.namespaces, subjectNs)
+      : selects(subj.pods?.namespaceSelector, subjectNs) && selects(subj.pods?.podSelector, subject.labels);
+    if (!holds) continue;
+    for (const rule of (spec[direction] ?? []) as Json[]) {
+      const peers = rule[direction === "ingress" ? "from" : "to"] as Json[];
+      const peerOk = peers.some((p) => {
+        if (p.networks !== undefined) return (p.networks as string[]).some((c) => inCidr(other.ip, c));
+        if (!other.pod) return false;
+        const nsLabels = { ...world.nsLabels.get(other.pod.namespace), "kubernetes.io/metadata.name": other.pod.namespace };
+        if (p.namespaces !== undefined) return selects(p.namespaces as Json, nsLabels);
+        const pods = p.pods as { namespaceSelector?: Json; podSelector: Json };
+        return selects(pods.namespaceSelector, nsLabels) && selects(pods.podSelector, other.pod.labels);
+      });
+      const protocols = rule.protocols as Json[] | undefined;
+      const portOk = protocols === undefined || protocols.some((q) => {
+        if (q.destinationNamedPort !== undefined) return dst.pod !== undefined && dst.pod.ports.some((c) => c.name === q.destinationNamedPort && c.protocol === protocol && c.port === portNumber);
+        const [name, body] = Object.entries(q)[0] as [string, { destinationPort?: { number?: number; range?: { start: number; end: number } } }];
+        if (name.toUpperCase() !== protocol) return false;
+        const dp = body.destinationPort;
+        if (dp === undefined) return true;
+        if (dp.number !== undefined) return portNumber === dp.number;
+        return dp.range !== undefined && portNumber >= dp.range.start && portNumber <= dp.range.end;
+      });
+      if (peerOk && portOk) {
+        if (rule.action === "Pass") return undefined;
+        return rule.action === "Accept";
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Admin, then NetworkPolicy when it isolates the pod, then Baseline, else allowed. */
+function tiered(world: World, direction: "ingress" | "egress", subject: SimplePod, other: End, dst: End, protocol: string, portNumber: number, np: SimpleSide): boolean {
+  const admin = literalTier(world, "Admin", direction, subject, other, dst, protocol, portNumber);
+  if (admin !== undefined) return admin;
+  if (np.isolated) return np.allowedBy.length > 0;
+  return literalTier(world, "Baseline", direction, subject, other, dst, protocol, portNumber) ?? true;
+}
+
 function literal(world: World, src: Peer, dst: Peer, protocol: string, portNumber: number): { allowed: boolean; egress: SimpleSide; ingress: SimpleSide } {
   const s = end(world, src);
   const d = end(world, dst);
   const none: SimpleSide = { isolated: false, allowedBy: [], isolatedBy: [] };
   const egress = s.pod ? literalSide(world, "Egress", s.pod, d, d, protocol, portNumber) : none;
   const ingress = d.pod ? literalSide(world, "Ingress", d.pod, s, d, protocol, portNumber) : none;
-  let egressOk = !egress.isolated || egress.allowedBy.length > 0;
-  let ingressOk = !ingress.isolated || ingress.allowedBy.length > 0;
+  let egressOk = s.pod ? tiered(world, "egress", s.pod, d, d, protocol, portNumber, egress) : true;
+  let ingressOk = d.pod ? tiered(world, "ingress", d.pod, s, d, protocol, portNumber, ingress) : true;
   // "A pod cannot block access to itself"; traffic with the node is always allowed (any node, see README).
   if (s.pod !== undefined && s.pod === d.pod) egressOk = ingressOk = true;
   if (s.pod && d.node) egressOk = true;
@@ -402,7 +524,7 @@ function sameVerdict(a: { allowed: boolean; egress: SimpleSide; ingress: SimpleS
   return a.allowed === b.allowed && sameSide(a.egress, b.egress) && sameSide(a.ingress, b.ingress);
 }
 
-describe("random policies: model = literal reading of the API = compiled snapshot", () => {
+describe("random NetworkPolicies and ClusterNetworkPolicies: model = literal reading of the API = compiled snapshot", () => {
   it(`${SEQUENCES * STEPS} states agree (seed ${SEED})`, () => {
     let checked = 0;
     for (let sequence = 0; sequence < SEQUENCES; sequence++) {
@@ -411,6 +533,7 @@ describe("random policies: model = literal reading of the API = compiled snapsho
       const world = initialWorld(rand);
       const compiler = new PolicyCompiler({ defaultMode: "enforce" });
       const policySet = new PolicySet();
+      const cnpSet = new CnpSet();
       const history: string[] = [];
       const earlier: ReturnType<typeof objects>[] = [];
       for (let step = 0; step < STEPS; step++) {
@@ -432,9 +555,9 @@ describe("random policies: model = literal reading of the API = compiled snapsho
         }
         const cluster = objects(world);
         earlier.push(cluster);
-        const model = new PolicyModel(cluster, { defaultMode: "enforce", policySet });
+        const model = new PolicyModel(cluster, { defaultMode: "enforce", policySet, cnpSet });
         const snapshot = compiler.compile(cluster);
-        const context = () => `seed ${seed} (rerun with POLICY_RANDOM_SEED=${seed}), step ${step}\nchanges: ${history.join("; ")}\npolicies: ${JSON.stringify([...world.policies.values()])}\nlabels: ${JSON.stringify(world.pods.map((p) => p.labels))} ${JSON.stringify([...world.nsLabels])}`;
+        const context = () => `seed ${seed} (rerun with POLICY_RANDOM_SEED=${seed}), step ${step}\nchanges: ${history.join("; ")}\npolicies: ${JSON.stringify([...world.policies.values()])}\ncnps: ${JSON.stringify([...world.cnps])}\nlabels: ${JSON.stringify(world.pods.map((p) => p.labels))} ${JSON.stringify([...world.nsLabels])}`;
         expect(model.errors(), context()).toEqual([]);
         for (const q of queries(rand, world)) {
           const protocol = q.protocol === "ICMP" ? 1 : (q.protocol as "TCP" | "UDP" | "SCTP");

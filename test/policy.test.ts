@@ -8,6 +8,9 @@ import { FIRST_IDENTITY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD } from 
 import { snapshotAllows, snapshotIdentityOf } from "../controlplane/policy/kernel-view.js";
 import { PolicyModel, type Peer, type PolicyCluster, type PolicyModelOptions, type Verdict } from "../controlplane/policy/model.js";
 import { compileLabelSelector, labelSelectorProblems } from "../controlplane/policy/selector.js";
+import { normalizeCnp, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
+import { compilePolicy } from "../agent/policy.js";
+import { BH_POLICY_DENY, bh_policy_value } from "../native/gen/abi.js";
 import { PolicyDirection, PolicyMode } from "../proto/gen/bulkhead/v1/policy.js";
 
 // ---- a small cluster --------------------------------------------------------------------
@@ -668,7 +671,7 @@ describe("snapshot", () => {
     const rules = snapshot.rules.filter((r) => r.subject === xa && r.direction === PolicyDirection.POLICY_DIRECTION_INGRESS);
     const peers = ["y/a", "y/b", "y/c"].map((k) => snapshotIdentityOf(snapshot, IP[k] ?? ""));
     const hostRules = rules.filter((r) => r.peer === IDENTITY_HOST);
-    expect(hostRules).toEqual([{ subject: xa, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: IDENTITY_HOST, protocol: 0, port: 0, endPort: 0 }]);
+    expect(hostRules).toEqual([{ subject: xa, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: IDENTITY_HOST, protocol: 0, port: 0, endPort: 0, deny: false }]);
     const podRules = rules.filter((r) => r.peer !== IDENTITY_HOST);
     expect(podRules).toHaveLength(new Set(peers).size);
     for (const r of podRules) expect(r).toMatchObject({ protocol: 6, port: 80, endPort: 81 });
@@ -791,6 +794,10 @@ describe("attribution", () => {
       ingressIsolated: true,
       ingressAllowedBy: ["x/allow-y"],
       ingressIsolatedBy: ["x/allow-y", "x/deny"],
+      egressDecidedBy: "NetworkPolicy",
+      ingressDecidedBy: "NetworkPolicy",
+      egressTierRules: [],
+      ingressTierRules: [],
     });
     const denied = compiler.attribution(IP["y/a"] ?? "", IP["x/b"] ?? "", "TCP", 81);
     expect(denied).toMatchObject({ egressAllowedBy: [], egressIsolatedBy: ["y/egress"], ingressAllowedBy: [], ingressIsolatedBy: ["x/deny"] });
@@ -811,5 +818,127 @@ describe("attribution", () => {
     compiler.compile(base([np("x/other", { policyTypes: ["Ingress"], ingress: [{ from: [{ namespaceSelector: {} }] }] })]));
     const third = compiler.attribution(IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80);
     expect(third).toMatchObject({ ingressAllowedBy: ["x/other"], policyVersion: first.policyVersion + 1n });
+  });
+});
+
+// ---- ClusterNetworkPolicy ------------------------------------------------------------------------------
+
+function cnp(name: string, spec: Record<string, unknown>): ClusterNetworkPolicy {
+  return { apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name }, spec };
+}
+
+function withCnps(cluster: PolicyCluster, cnps: ClusterNetworkPolicy[]): PolicyCluster {
+  return { ...cluster, clusterNetworkPolicies: cnps };
+}
+
+const X = { namespaces: { matchLabels: { ns: "x" } } };
+const FROM_Y = [{ namespaces: { matchLabels: { ns: "y" } } }];
+
+describe("ClusterNetworkPolicy", () => {
+  const invalid: [string, Record<string, unknown>, RegExp][] = [
+    ["a priority above 1000", { tier: "Admin", priority: 1001, subject: X }, /spec\.priority: expected an integer 0-1000, got 1001/],
+    ["an unknown tier", { tier: "Developer", priority: 1, subject: X }, /spec\.tier: expected Admin or Baseline/],
+    ["a subject with both kinds", { tier: "Admin", priority: 1, subject: { ...X, pods: { podSelector: {} } } }, /spec\.subject: expected exactly one of namespaces, pods, got namespaces and pods/],
+    ["an unknown action", { tier: "Admin", priority: 1, subject: X, ingress: [{ action: "Allow", from: FROM_Y }] }, /spec\.ingress\[0\]\.action: expected Accept, Deny or Pass/],
+    ["a rule without peers", { tier: "Admin", priority: 1, subject: X, ingress: [{ action: "Deny", from: [] }] }, /spec\.ingress\[0\]\.from: expected a list of 1-100 peers/],
+    ["networks in an ingress peer", { tier: "Admin", priority: 1, subject: X, ingress: [{ action: "Deny", from: [{ networks: ["10.0.0.0/8"] }] }] }, /spec\.ingress\[0\]\.from\[0\]\.networks: unknown field/],
+    ["a bad CIDR", { tier: "Admin", priority: 1, subject: X, egress: [{ action: "Deny", to: [{ networks: ["10.0.0.300/8"] }] }] }, /spec\.egress\[0\]\.to\[0\]\.networks\[0\]: expected a CIDR/],
+    ["an empty port range", { tier: "Admin", priority: 1, subject: X, ingress: [{ action: "Deny", from: FROM_Y, protocols: [{ tcp: { destinationPort: { range: { start: 81, end: 80 } } } }] }] }, /destinationPort\.range: start \(81\) must be less than end \(80\)/],
+    ["a protocol entry with two kinds", { tier: "Admin", priority: 1, subject: X, ingress: [{ action: "Deny", from: FROM_Y, protocols: [{ tcp: {}, udp: {} }] }] }, /protocols\[0\]: expected exactly one of tcp, udp, sctp, destinationNamedPort, got tcp and udp/],
+    ["two rules with one name", { tier: "Admin", priority: 1, subject: X, ingress: [{ name: "r", action: "Deny", from: FROM_Y }, { name: "r", action: "Pass", from: FROM_Y }] }, /spec\.ingress\[1\]\.name: another ingress rule is named "r"/],
+    ["a nodes peer (node addresses are exempt from policy)", { tier: "Admin", priority: 1, subject: X, egress: [{ action: "Deny", to: [{ nodes: {} }] }] }, /spec\.egress\[0\]\.to\[0\]\.nodes: nodes peers are not supported: bulkhead exempts traffic between pods and every node address/],
+    ["a domainNames peer", { tier: "Admin", priority: 1, subject: X, egress: [{ action: "Accept", to: [{ domainNames: ["example.com"] }] }] }, /spec\.egress\[0\]\.to\[0\]\.domainNames: domainNames peers are not supported/],
+  ];
+  for (const [what, spec, message] of invalid) {
+    it(`refuses ${what}, naming the field`, () => {
+      const result = normalizeCnp(cnp("c", spec));
+      expect(result.problems?.map((p) => p.text).join("\n")).toMatch(message);
+    });
+  }
+
+  it("an invalid update keeps the previous valid version in force (model and snapshot), and says so", () => {
+    const compiler = new PolicyCompiler({ defaultMode: "enforce" });
+    const deny = cnp("guard", { tier: "Admin", priority: 1, subject: X, ingress: [{ name: "no-y", action: "Deny", from: FROM_Y }] });
+    let snapshot = compiler.compile(withCnps(base(), [deny]));
+    expect(snapshotAllows(snapshot, IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(false);
+    snapshot = compiler.compile(withCnps(base(), [cnp("guard", { tier: "Admin", priority: 5000, subject: X, ingress: [] })]));
+    expect(compiler.errors().map((p) => p.text)).toEqual(["ClusterNetworkPolicy guard: spec.priority: expected an integer 0-1000, got 5000 (its previous valid version stays in force)"]);
+    expect(snapshotAllows(snapshot, IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(false);
+    expect(compiler.model().evaluate({ src: { pod: "y/a" }, dst: { pod: "x/a" }, protocol: "TCP", port: 80 }).allowed).toBe(false);
+    // Never valid: ignored (a ClusterNetworkPolicy isolates nothing by itself).
+    const fresh = new PolicyCompiler({ defaultMode: "enforce" });
+    expect(snapshotAllows(fresh.compile(withCnps(base(), [cnp("bad", { tier: "Admin", priority: -1, subject: X })])), IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(true);
+  });
+
+  it("says which tier, policy and rule decided each side, including a Pass followed by the NetworkPolicy that decided", () => {
+    const compiler = new PolicyCompiler({ defaultMode: "enforce" });
+    compiler.compile(withCnps(base([np("x/allow-y", { ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: "y" } } }] }] })]), [
+      cnp("pass-y", { tier: "Admin", priority: 5, subject: X, ingress: [{ name: "to-np", action: "Pass", from: FROM_Y }] }),
+      cnp("deny-z", { tier: "Admin", priority: 6, subject: X, ingress: [{ action: "Deny", from: [{ namespaces: { matchLabels: { ns: "z" } } }] }] }),
+      cnp("base", { tier: "Baseline", priority: 1, subject: { namespaces: { matchLabels: { ns: "y" } } }, egress: [{ name: "no-x", action: "Deny", to: [{ pods: { namespaceSelector: { matchLabels: { ns: "x" } }, podSelector: { matchLabels: { pod: "c" } } } }] }] }),
+    ]));
+    expect(compiler.attribution(IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toMatchObject({
+      ingressDecidedBy: "NetworkPolicy", ingressTierRules: ["Admin pass-y to-np: Pass"], ingressAllowedBy: ["x/allow-y"],
+      egressDecidedBy: "none", egressTierRules: [],
+    });
+    expect(compiler.attribution(IP["z/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toMatchObject({ ingressDecidedBy: "Admin", ingressTierRules: ["Admin deny-z ingress[0]: Deny"] });
+    expect(compiler.attribution(IP["y/a"] ?? "", IP["x/c"] ?? "", "TCP", 80)).toMatchObject({ egressDecidedBy: "Baseline", egressTierRules: ["Baseline base no-x: Deny"] });
+    expect(compiler.attribution(WORLD, IP["x/a"] ?? "", "TCP", 80)).toMatchObject({ egressDecidedBy: "", ingressDecidedBy: "NetworkPolicy" });
+  });
+
+  it("never blocks a pod's node nor the pod itself, as for NetworkPolicy (hostExempt)", () => {
+    const c = withCnps(base(), [cnp("deny-all", { tier: "Admin", priority: 1, subject: { namespaces: {} },
+      ingress: [{ action: "Deny", from: [{ namespaces: {} }] }], egress: [{ action: "Deny", to: [{ networks: ["0.0.0.0/0"] }] }] })]);
+    const compiler = new PolicyCompiler({ defaultMode: "enforce" });
+    const snapshot = compiler.compile(c);
+    const model = compiler.model();
+    for (const [src, dst, allowed] of [[NODE1, IP["x/a"], true], [IP["x/a"], NODE2, true], [IP["x/a"], IP["x/a"], true], [IP["x/a"], IP["y/a"], false], [IP["x/a"], WORLD, false]] as const) {
+      expect(snapshotAllows(snapshot, src ?? "", dst ?? "", "TCP", 80), `${src} > ${dst}`).toBe(allowed);
+      expect(model.evaluate({ src: { ip: src ?? "" }, dst: { ip: dst ?? "" }, protocol: "TCP", port: 80 }).allowed, `${src} > ${dst}`).toBe(allowed);
+    }
+  });
+
+  it("compiles a tiered subject into complete entries per peer: the kernel never falls back to peer 0 for a peer a rule names", () => {
+    const compiler = new PolicyCompiler({ defaultMode: "enforce" });
+    // Admin denies y on TCP 80 only; Baseline denies z. For y the entries must say "allow" for
+    // everything but TCP 80 themselves: y's lookup finds them and never reaches peer 0.
+    const snapshot = compiler.compile(withCnps(base(), [
+      cnp("admin", { tier: "Admin", priority: 1, subject: X, ingress: [{ action: "Deny", from: FROM_Y, protocols: [{ tcp: { destinationPort: { number: 80 } } }] }] }),
+      cnp("baseline", { tier: "Baseline", priority: 1, subject: X, ingress: [{ action: "Deny", from: [{ namespaces: { matchLabels: { ns: "z" } } }] }] }),
+    ]));
+    const xa = snapshotIdentityOf(snapshot, IP["x/a"] ?? "");
+    const ya = snapshotIdentityOf(snapshot, IP["y/a"] ?? "");
+    const entries = snapshot.rules.filter((r) => r.subject === xa && r.direction === PolicyDirection.POLICY_DIRECTION_INGRESS);
+    expect(entries.filter((r) => r.peer === ya)).toEqual([
+      { subject: xa, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: ya, protocol: 0, port: 0, endPort: 0, deny: false },
+      { subject: xa, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: ya, protocol: 6, port: 80, endPort: 0, deny: true },
+    ]);
+    expect(entries.filter((r) => r.peer === 0)).toEqual([{ subject: xa, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: 0, protocol: 0, port: 0, endPort: 0, deny: false }]);
+    expect(snapshotAllows(snapshot, IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80)).toBe(false);
+    expect(snapshotAllows(snapshot, IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 81)).toBe(true);
+    expect(snapshotAllows(snapshot, IP["z/a"] ?? "", IP["x/a"] ?? "", "UDP", 80)).toBe(false);
+    expect(snapshotAllows(snapshot, IP["y/a"] ?? "", IP["z/a"] ?? "", "TCP", 80)).toBe(true);
+  });
+
+  it("reports two policies of one tier at the same priority whose subjects hold a common pod, not those that share none", () => {
+    const compiler = new PolicyCompiler();
+    compiler.compile(withCnps(base(), [
+      cnp("b-deny", { tier: "Admin", priority: 7, subject: X, ingress: [{ action: "Deny", from: FROM_Y }] }),
+      cnp("a-accept", { tier: "Admin", priority: 7, subject: { pods: { podSelector: { matchLabels: { pod: "a" } } } }, ingress: [{ action: "Accept", from: FROM_Y }] }),
+      cnp("y-only", { tier: "Admin", priority: 7, subject: { namespaces: { matchLabels: { ns: "y" } } }, ingress: [{ action: "Accept", from: FROM_Y }] }),
+      cnp("baseline", { tier: "Baseline", priority: 7, subject: X, ingress: [{ action: "Accept", from: FROM_Y }] }),
+    ]));
+    expect(compiler.samePriorityOverlaps()).toEqual([
+      "ClusterNetworkPolicies a-accept and b-deny: both Admin priority 7 with subjects holding pods of namespace x; their order is implementation-defined (bulkhead evaluates a-accept first, by name)",
+      "ClusterNetworkPolicies a-accept and y-only: both Admin priority 7 with subjects holding pods of namespace y; their order is implementation-defined (bulkhead evaluates a-accept first, by name)",
+    ]);
+  });
+
+  it("the agent writes a deny entry with BH_POLICY_DENY in its value, and refuses one key both allowed and denied", () => {
+    const rule = (deny: boolean) => ({ subject: 300, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, peer: 0, protocol: 6, port: 80, endPort: 0, deny });
+    const snapshot = { version: 1n, identities: [], ipIdentities: [], rules: [rule(true)] };
+    const values = [...compilePolicy(snapshot).policy.values()];
+    expect(values.map((v) => v.readUInt32LE(bh_policy_value.flags))).toEqual([BH_POLICY_DENY]);
+    expect(() => compilePolicy({ ...snapshot, rules: [rule(true), rule(false)] })).toThrow(/the opposite \(allow and deny\)/);
   });
 });

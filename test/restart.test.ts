@@ -119,7 +119,7 @@ const identity = (id: number, mode: PolicyMode, ingressIsolated = false, endpoin
   id, namespace: endpoint ? "shop" : "", labels: {}, mode, ingressIsolated, egressIsolated: false, endpoint, service: false,
 });
 const rule = (protocol: number, port: number): PolicyRule => ({
-  subject: ID.s, peer: ID.a, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, protocol, port, endPort: 0,
+  subject: ID.s, peer: ID.a, direction: PolicyDirection.POLICY_DIRECTION_INGRESS, protocol, port, endPort: 0, deny: false,
 });
 const SNAPSHOT: PolicySnapshot = {
   version: 7n,

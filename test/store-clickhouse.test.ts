@@ -73,7 +73,7 @@ function fullRecord(i: number, fields: Partial<FlowRecord> = {}): FlowRecord {
     destination: { ...endpoint("shop", "cart-1", "10.0.2.7"), service: "shop/cart", world: false },
     verdict: Verdict.VERDICT_DROPPED, verdictReason: VerdictReason.VERDICT_REASON_POLICY,
     attribution: { policyVersion: 42n, egressIsolated: true, egressAllowedBy: ["shop/a", "shop/b"], egressIsolatedBy: ["shop/deny"],
-      ingressIsolated: false, ingressAllowedBy: [], ingressIsolatedBy: ["db/x"] },
+      ingressIsolated: false, ingressAllowedBy: [], ingressIsolatedBy: ["db/x"], egressDecidedBy: "", ingressDecidedBy: "", egressTierRules: [], ingressTierRules: [] },
     ...fields,
   };
 }

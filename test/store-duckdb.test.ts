@@ -55,6 +55,7 @@ function record(i: number, endMs: number, rand: () => number): FlowRecord {
     attribution: i % 2 === 0 ? undefined : {
       policyVersion: 7n, egressIsolated: true, egressAllowedBy: ["shop/allow-web"], egressIsolatedBy: [],
       ingressIsolated: false, ingressAllowedBy: [], ingressIsolatedBy: ["db/deny"],
+      egressDecidedBy: "Admin", ingressDecidedBy: "NetworkPolicy", egressTierRules: ["Admin guard to-db: Accept"], ingressTierRules: ["Admin guard from-web: Pass"],
     },
   };
 }

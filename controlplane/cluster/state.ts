@@ -27,6 +27,7 @@ import {
   type EndpointSlice,
   type KubeObject,
   type Namespace,
+  type ClusterNetworkPolicyObject,
   type NetworkPolicy,
   type Node,
   type OwnerReference,
@@ -229,6 +230,7 @@ export class ClusterState implements MetadataSink {
   private readonly nodesByName = new Map<string, Node>();
   private readonly nodesByIp = new Map<string, Node>();
   private readonly policiesByKey = new Map<string, NetworkPolicy>();
+  private readonly clusterPoliciesByName = new Map<string, ClusterNetworkPolicyObject>();
   private readonly workloadsByKey = new Map<string, WorkloadObject>();
   /** Endpoints of Service and node addresses; cleared when either changes. */
   private addressEndpoints = new Map<string, Endpoint>();
@@ -316,6 +318,11 @@ export class ClusterState implements MetadataSink {
   networkPolicies(namespace?: string): NetworkPolicy[] {
     const all = [...this.policiesByKey.values()];
     return namespace === undefined ? all : all.filter((p) => p.metadata.namespace === namespace);
+  }
+
+  /** ClusterNetworkPolicies as written (validated by the policy engine), by name. */
+  clusterNetworkPolicies(): ClusterNetworkPolicyObject[] {
+    return [...this.clusterPoliciesByName.values()].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
   }
 
   workloadObject(kind: WorkloadKind, namespace: string, name: string): WorkloadObject | undefined {
@@ -490,6 +497,9 @@ export class ClusterState implements MetadataSink {
       case "NetworkPolicy":
         this.policiesByKey.set(nsName(namespace, name), object);
         return;
+      case "ClusterNetworkPolicy":
+        this.clusterPoliciesByName.set(name, object);
+        return;
       default:
         if (isWorkloadObject(object)) this.upsertWorkload(object);
     }
@@ -515,6 +525,9 @@ export class ClusterState implements MetadataSink {
         return;
       case "NetworkPolicy":
         this.policiesByKey.delete(nsName(namespace, name));
+        return;
+      case "ClusterNetworkPolicy":
+        this.clusterPoliciesByName.delete(name);
         return;
       default:
         if (isWorkloadObject(object)) {

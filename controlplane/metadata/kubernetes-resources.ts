@@ -11,6 +11,11 @@ export interface WatchedResource {
   /** Plural resource name, as in the URL path and in RBAC rules. */
   resource: string;
   namespaced: boolean;
+  /**
+   * Served by a CustomResourceDefinition that may not be installed: a 404 means "none of
+   * them", not an error (the source counts it as listed and looks again with backoff).
+   */
+  optionalCrd?: boolean;
 }
 
 export const WATCHED_RESOURCES: readonly WatchedResource[] = [
@@ -20,6 +25,8 @@ export const WATCHED_RESOURCES: readonly WatchedResource[] = [
   { kind: "Service", group: "", version: "v1", resource: "services", namespaced: true },
   { kind: "EndpointSlice", group: "discovery.k8s.io", version: "v1", resource: "endpointslices", namespaced: true },
   { kind: "NetworkPolicy", group: "networking.k8s.io", version: "v1", resource: "networkpolicies", namespaced: true },
+  // sig-network's network-policy-api CRD (deploy/README.md); absent in many clusters.
+  { kind: "ClusterNetworkPolicy", group: "policy.networking.k8s.io", version: "v1alpha2", resource: "clusternetworkpolicies", namespaced: false, optionalCrd: true },
   // Owners, to name a pod's workload (Pod → ReplicaSet → Deployment, Pod → Job → CronJob).
   { kind: "ReplicaSet", group: "apps", version: "v1", resource: "replicasets", namespaced: true },
   { kind: "Deployment", group: "apps", version: "v1", resource: "deployments", namespaced: true },

@@ -70,6 +70,8 @@ class ResourceInformer {
   readonly path: string;
   readonly informer: ListWatch<KubernetesObject>;
   listed = false;
+  /** An optional CRD's resource answered 404 (not installed): no objects, no error. */
+  absent = false;
   /** Consecutive failures since the last list, watch event or accepted watch. */
   failures = 0;
   /** Retry number for the backoff; reset only by progress, not by an accepted connection. */
@@ -190,7 +192,7 @@ export class KubernetesSource implements MetadataSource {
     informer.on("delete", (raw) => this.onDelete(ri.resource, raw));
     informer.on("error", (err: unknown) => {
       if (this.stopped) return;
-      this.failed(ri, describeApiFailure(err).text);
+      if (!ri.absent) this.failed(ri, describeApiFailure(err).text);
       this.scheduleRestart(ri);
     });
     return informer;
@@ -220,7 +222,21 @@ export class KubernetesSource implements MetadataSource {
   private async list(ri: ResourceInformer): Promise<KubernetesListObject<KubernetesObject>> {
     if (this.stopped) throw new Error("stopped");
     ri.listAbort = new AbortController();
-    const listed = await listAll(this.kc, ri.resource, this.pageSize, ri.listAbort.signal);
+    let listed: Awaited<ReturnType<typeof listAll>>;
+    try {
+      listed = await listAll(this.kc, ri.resource, this.pageSize, ri.listAbort.signal);
+    } catch (err) {
+      if (ri.resource.optionalCrd === true && describeApiFailure(err).status === 404) {
+        // The CRD is not installed: there are none. Synced; the informer retries with backoff.
+        ri.absent = true;
+        if (!ri.listed) {
+          ri.listed = true;
+          setImmediate(() => this.checkListed());
+        }
+      }
+      throw err;
+    }
+    ri.absent = false;
     const items: KubernetesObject[] = [];
     const malformed: string[] = [];
     listed.items.forEach((item, i) => {

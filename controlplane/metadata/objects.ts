@@ -219,7 +219,16 @@ export const WORKLOAD_KINDS: readonly WorkloadKind[] = ["ReplicaSet", "Deploymen
 /** Controllers that own pods; only their metadata (owner chain) matters here. */
 export type WorkloadObject = ObjectBase<WorkloadKind>;
 
-export type KubeObject = Namespace | Pod | Service | EndpointSlice | Node | NetworkPolicy | WorkloadObject;
+/**
+ * A ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2, cluster-scoped). Its spec is
+ * kept as written: the policy engine validates it as the CRD does (controlplane/policy/cnp.ts)
+ * and names what is wrong in status, keeping the previous valid version.
+ */
+export interface ClusterNetworkPolicyObject extends ObjectBase<"ClusterNetworkPolicy"> {
+  spec: Record<string, unknown>;
+}
+
+export type KubeObject = Namespace | Pod | Service | EndpointSlice | Node | NetworkPolicy | ClusterNetworkPolicyObject | WorkloadObject;
 export type KubeKind = KubeObject["kind"];
 
 /** The API group/version each kind must come from; a kind from another group is someone else's. */
@@ -230,6 +239,7 @@ const KIND_API: Record<KubeKind, { group: string; versions: readonly string[] }>
   Node: { group: "", versions: ["v1"] },
   EndpointSlice: { group: "discovery.k8s.io", versions: ["v1"] },
   NetworkPolicy: { group: "networking.k8s.io", versions: ["v1"] },
+  ClusterNetworkPolicy: { group: "policy.networking.k8s.io", versions: ["v1alpha2"] },
   ReplicaSet: { group: "apps", versions: ["v1"] },
   Deployment: { group: "apps", versions: ["v1"] },
   StatefulSet: { group: "apps", versions: ["v1"] },
@@ -238,7 +248,7 @@ const KIND_API: Record<KubeKind, { group: string; versions: readonly string[] }>
   CronJob: { group: "batch", versions: ["v1"] },
 };
 
-const CLUSTER_SCOPED: ReadonlySet<KubeKind> = new Set(["Namespace", "Node"]);
+const CLUSTER_SCOPED: ReadonlySet<KubeKind> = new Set(["Namespace", "Node", "ClusterNetworkPolicy"]);
 
 
 /**
@@ -247,7 +257,7 @@ const CLUSTER_SCOPED: ReadonlySet<KubeKind> = new Set(["Namespace", "Node"]);
  */
 export const KIND_APPLY_ORDER: Readonly<Record<KubeKind, number>> = {
   Namespace: 0, Node: 1, CronJob: 2, Job: 3, Deployment: 4, ReplicaSet: 5, StatefulSet: 6, DaemonSet: 7,
-  Pod: 8, Service: 9, EndpointSlice: 10, NetworkPolicy: 11,
+  Pod: 8, Service: 9, EndpointSlice: 10, NetworkPolicy: 11, ClusterNetworkPolicy: 12,
 };
 
 /** Identity of an object: kind, namespace ("" when cluster-scoped) and name. */
@@ -344,6 +354,8 @@ export function parseKubeObject(doc: unknown): KubeObject | undefined {
       return readNode(r, top, apiVersion, metadata);
     case "NetworkPolicy":
       return readNetworkPolicy(r, top, apiVersion, metadata);
+    case "ClusterNetworkPolicy":
+      return { kind, apiVersion, metadata, spec: r.optionalMap(top.spec, "spec") ?? {} };
     case "ReplicaSet":
     case "Deployment":
     case "StatefulSet":

@@ -45,8 +45,11 @@ import {
   type PolicyCluster,
   type PolicyModeName,
   type PolicyProblem,
+  type SideVerdict,
 } from "./model.js";
 import { addTo, removeFrom } from "../index-sets.js";
+import { CnpSet, cnpSubjectMatches, compareCnps, overlapText, type NormalizedCnp, type NormalizedCnpRule } from "./cnp.js";
+import type { NormalizedPort } from "./model.js";
 import {
   FIRST_IDENTITY, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD, IP_BLOCKS_LABEL, reservedIdentity,
 } from "./identities.js";
@@ -83,9 +86,13 @@ interface IdentityRecord {
   blocksText: string;
   refs: number;
   subjectOf: Set<PolicyRecord>;
-  peerOf: Set<PolicyRecord>;
+  /** ClusterNetworkPolicies whose subject holds this identity. */
+  cnpSubjectOf: Set<CnpRecord>;
+  peerOf: Set<PolicyRecord | CnpRecord>;
   ingressIsolated: boolean;
   egressIsolated: boolean;
+  /** Directions (0-2) whose rules are compiled as tiers (a ClusterNetworkPolicy names this subject). */
+  tiered: number;
   rules: PolicyRule[];
   live: boolean;
   /** The Identity message as last assembled, and the mode it was made with; dropped when the flags change. */
@@ -95,7 +102,7 @@ interface IdentityRecord {
 
 interface PeerRecord {
   spec: NormalizedPeer;
-  policy: PolicyRecord;
+  policy: PolicyRecord | CnpRecord;
   matched: Set<IdentityRecord>;
 }
 
@@ -104,6 +111,35 @@ interface RuleRecord {
   /** Undefined: every peer. */
   peers: PeerRecord[] | undefined;
 }
+
+interface CnpRuleRecord {
+  rule: NormalizedCnpRule;
+  peers: PeerRecord[];
+}
+
+interface CnpRecord {
+  cnp: NormalizedCnp;
+  subjects: Set<IdentityRecord>;
+  ingress: CnpRuleRecord[];
+  egress: CnpRuleRecord[];
+}
+
+/** A port match of one rule for one (subject, peer): protocol 0 = every protocol and port. */
+interface PortSeg {
+  proto: number;
+  from: number;
+  to: number;
+}
+
+/** One step of a tier walk: a ClusterNetworkPolicy rule (Accept, Deny, Pass) or a NetworkPolicy rule (allows). */
+interface TierClause {
+  action: "Accept" | "Deny" | "Pass" | "allow";
+  /** Undefined: every peer (a NetworkPolicy rule without peers). */
+  peers: PeerRecord[] | undefined;
+  ports: readonly NormalizedPort[] | undefined;
+}
+
+const PORTED_PROTOCOLS = [6, 17, 132] as const;
 
 interface PolicyRecord {
   policy: NormalizedPolicy;
@@ -147,6 +183,10 @@ export interface CompileStats {
   recomputedSubjects: number;
   policies: number;
   invalidPolicies: number;
+  /** ClusterNetworkPolicies in force. */
+  clusterPolicies: number;
+  /** Subject directions compiled as tiers (complete allow/deny entries) because a ClusterNetworkPolicy names them. */
+  tieredSubjects: number;
 }
 
 function labelsKey(labels: Labels): string {
@@ -167,6 +207,8 @@ export class PolicyCompiler {
   private readonly hostExempt: boolean;
   private readonly idRetention: number;
   private readonly policySet = new PolicySet();
+  private readonly cnpSet = new CnpSet();
+  private readonly cnps = new Map<string, CnpRecord>();
 
   private compiles = 0;
   private version = 0n;
@@ -174,7 +216,7 @@ export class PolicyCompiler {
   private cluster: PolicyCluster = { namespaces: [], pods: [], nodes: [], policies: [] };
   private lastModel: PolicyModel | undefined;
   private problems: PolicyProblem[] = [];
-  private lastStats: CompileStats = { identities: 0, ipIdentities: 0, rules: 0, recomputedSubjects: 0, policies: 0, invalidPolicies: 0 };
+  private lastStats: CompileStats = { identities: 0, ipIdentities: 0, rules: 0, recomputedSubjects: 0, policies: 0, invalidPolicies: 0, clusterPolicies: 0, tieredSubjects: 0 };
 
   // stable ids
   private readonly ids = new Map<string, { id: number; lastUsed: number }>();
@@ -230,6 +272,28 @@ export class PolicyCompiler {
     this.idRetention = options.idRetention ?? 256;
   }
 
+  /**
+   * Pairs of ClusterNetworkPolicies of one tier at the same priority whose subjects hold a
+   * common pod (upstream leaves their order to the implementation), one line each.
+   */
+  samePriorityOverlaps(): string[] {
+    const out = new Map<string, string>();
+    for (const identity of this.identities.values()) {
+      if (identity.cnpSubjectOf.size < 2) continue;
+      const list = [...identity.cnpSubjectOf].map((r) => r.cnp);
+      for (let i = 0; i < list.length; i++) {
+        for (let j = i + 1; j < list.length; j++) {
+          const a = list[i] as NormalizedCnp;
+          const b = list[j] as NormalizedCnp;
+          if (a.tier !== b.tier || a.priority !== b.priority) continue;
+          const key = a.name < b.name ? `${a.name}\u0000${b.name}` : `${b.name}\u0000${a.name}`;
+          if (!out.has(key)) out.set(key, overlapText(a, b, `pods of namespace ${identity.namespace}`));
+        }
+      }
+    }
+    return [...out.keys()].sort().map((k) => out.get(k) ?? "");
+  }
+
   /** Problems of the last compile: invalid policies (ignored, or kept at their last valid version) and bad mode annotations. */
   errors(): PolicyProblem[] {
     return [...this.problems];
@@ -246,7 +310,7 @@ export class PolicyCompiler {
 
   /** The policy model of the last compiled cluster (built on first use after each compile). */
   model(): PolicyModel {
-    this.lastModel ??= new PolicyModel(this.cluster, { defaultMode: this.defaultMode, hostExempt: this.hostExempt, policySet: this.policySet });
+    this.lastModel ??= new PolicyModel(this.cluster, { defaultMode: this.defaultMode, hostExempt: this.hostExempt, policySet: this.policySet, cnpSet: this.cnpSet });
     return this.lastModel;
   }
 
@@ -280,10 +344,26 @@ export class PolicyCompiler {
       if (now === undefined || (now !== record.policy && now.contentKey !== record.policy.contentKey)) removed.push(record);
     }
 
+    const cnpResult = this.cnpSet.update(cluster.clusterNetworkPolicies ?? []);
+    const cnpRemoved: CnpRecord[] = [];
+    const cnpAdded: NormalizedCnp[] = [];
+    const cnpNext = new Map<string, NormalizedCnp>();
+    for (const c of cnpResult.inForce) {
+      cnpNext.set(c.name, c);
+      const record = this.cnps.get(c.name);
+      if (record === undefined || (record.cnp !== c && record.cnp.contentKey !== c.contentKey)) cnpAdded.push(c);
+    }
+    for (const [name, record] of this.cnps) {
+      const now = cnpNext.get(name);
+      if (now === undefined || (now !== record.cnp && now.contentKey !== record.cnp.contentKey)) cnpRemoved.push(record);
+    }
+
     // 2. What identities depend on: the port names and ipBlocks the policies use.
     let globalChanged = false;
     for (const record of removed) if (this.countUses(record.policy, -1)) globalChanged = true;
     for (const p of added) if (this.countUses(p, 1)) globalChanged = true;
+    for (const record of cnpRemoved) if (this.countRuleUses([...record.cnp.ingress, ...record.cnp.egress], -1)) globalChanged = true;
+    for (const c of cnpAdded) if (this.countRuleUses([...c.ingress, ...c.egress], 1)) globalChanged = true;
     if (globalChanged) {
       this.globalVersion++;
       this.blockTrie = new PrefixTrie();
@@ -293,6 +373,7 @@ export class PolicyCompiler {
       }
     }
     for (const record of removed) this.removePolicy(record);
+    for (const record of cnpRemoved) this.removeCnp(record);
 
     // 3. Namespaces.
     const modeProblems: PolicyProblem[] = [];
@@ -325,7 +406,7 @@ export class PolicyCompiler {
         this.changed = true;
       }
     }
-    this.problems = [...problems, ...modeProblems];
+    this.problems = [...problems, ...cnpResult.problems, ...modeProblems];
     if (nsChanged.size > 0) this.namespaceMatches = new Map();
 
     // 4. Addresses → identities.
@@ -353,10 +434,11 @@ export class PolicyCompiler {
 
     // 5. New and changed policies.
     for (const p of added) this.addPolicy(p);
+    for (const c of cnpAdded) this.addCnp(c);
 
     // 6. Rules of the identities that may have changed.
     if (this.hostsChanged && this.hostExempt) {
-      for (const identity of this.identities.values()) if (identity.kind === "pod" && identity.subjectOf.size > 0) this.dirty.add(identity);
+      for (const identity of this.identities.values()) if (identity.kind === "pod" && (identity.subjectOf.size > 0 || identity.cnpSubjectOf.size > 0)) this.dirty.add(identity);
     }
     let recomputed = 0;
     let rulesChanged = false;
@@ -374,23 +456,29 @@ export class PolicyCompiler {
       this.snapshot = this.assemble(rulesChanged);
     }
     // Attribution names policies: a change that allows nothing new can still rename the answer.
-    if (this.changed || added.length > 0 || removed.length > 0 || nsChanged.size > 0) this.attributionCache = new Map();
+    if (this.changed || added.length > 0 || removed.length > 0 || cnpAdded.length > 0 || cnpRemoved.length > 0 || nsChanged.size > 0) this.attributionCache = new Map();
     this.lastStats = {
       identities: this.snapshot.identities.length,
       ipIdentities: this.snapshot.ipIdentities.length,
       rules: this.snapshot.rules.length,
       recomputedSubjects: recomputed,
       policies: inForce.length,
-      invalidPolicies: new Set(problems.map((p) => p.policy)).size,
+      invalidPolicies: new Set([...problems, ...cnpResult.problems].map((p) => p.policy)).size,
+      clusterPolicies: cnpResult.inForce.length,
+      tieredSubjects: [...this.identities.values()].reduce((n, i) => n + i.tiered, 0),
     };
     return this.snapshot;
   }
 
   /** Adds (delta 1) or removes (-1) a policy's uses of port names and ipBlocks; true when the set of used ones changed. */
   private countUses(policy: NormalizedPolicy, delta: 1 | -1): boolean {
+    return this.countRuleUses([...(policy.ingress ?? []), ...(policy.egress ?? [])], delta);
+  }
+
+  private countRuleUses(rules: readonly { peers?: readonly NormalizedPeer[] | undefined; ports?: readonly NormalizedPort[] | undefined }[], delta: 1 | -1): boolean {
     let changed = false;
-    for (const rules of [policy.ingress, policy.egress]) {
-      for (const rule of rules ?? []) {
+    {
+      for (const rule of rules) {
         for (const port of rule.ports ?? []) {
           if (port.kind !== "named") continue;
           const uses = (this.nameUses.get(port.name) ?? 0) + delta;
@@ -434,6 +522,10 @@ export class PolicyCompiler {
       ingressIsolated: verdict.ingress.isolated,
       ingressAllowedBy: verdict.ingress.allowedBy,
       ingressIsolatedBy: verdict.ingress.isolatedBy,
+      egressDecidedBy: verdict.src.kind === "pod" ? verdict.egress.decidedBy ?? "" : "",
+      ingressDecidedBy: verdict.dst.kind === "pod" ? verdict.ingress.decidedBy ?? "" : "",
+      egressTierRules: tierRules(verdict.egress),
+      ingressTierRules: tierRules(verdict.ingress),
     };
     if (key !== undefined) {
       if (this.attributionCache.size >= 100_000) this.attributionCache = new Map();
@@ -576,7 +668,7 @@ export class PolicyCompiler {
 
   // ---- identities ----------------------------------------------------------------------------
 
-  private acquire(key: string, make: () => Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode">): IdentityRecord {
+  private acquire(key: string, make: () => Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "cnpSubjectOf" | "tiered" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode">): IdentityRecord {
     let identity = this.identities.get(key);
     if (!identity) {
       identity = {
@@ -585,9 +677,11 @@ export class PolicyCompiler {
         key,
         refs: 0,
         subjectOf: new Set(),
+        cnpSubjectOf: new Set(),
         peerOf: new Set(),
         ingressIsolated: false,
         egressIsolated: false,
+        tiered: 0,
         rules: [],
         live: true,
         message: undefined,
@@ -641,6 +735,9 @@ export class PolicyCompiler {
       for (const policy of this.policiesByNamespace.get(identity.namespace) ?? []) {
         if (policy.policy.podSelector.matches(identity.podLabels)) this.linkSubject(policy, identity);
       }
+      for (const record of this.cnps.values()) {
+        if (cnpSubjectMatches(record.cnp, identity.namespaceLabels, identity.podLabels)) this.linkCnpSubject(record, identity);
+      }
       for (const peer of this.sameNamespacePeers.get(identity.namespace) ?? []) this.tryPeer(peer, identity);
       for (const peer of this.namespaceSelectorPeers) this.tryPeer(peer, identity);
       if (identity.namedPorts.size > 0) {
@@ -671,6 +768,7 @@ export class PolicyCompiler {
       }
     }
     for (const policy of identity.subjectOf) policy.subjects.delete(identity);
+    for (const record of identity.cnpSubjectOf) record.subjects.delete(identity);
     for (const policy of identity.peerOf) {
       for (const rule of [...(policy.ingress ?? []), ...(policy.egress ?? [])]) for (const peer of rule.peers ?? []) peer.matched.delete(identity);
       for (const s of policy.subjects) this.dirty.add(s);
@@ -698,30 +796,68 @@ export class PolicyCompiler {
       if (policy.podSelector.matches(identity.podLabels)) this.linkSubject(record, identity);
     }
     for (const rule of [...(record.ingress ?? []), ...(record.egress ?? [])]) {
-      for (const peer of rule.peers ?? []) {
-        const spec = peer.spec;
-        if (spec.kind === "ipBlock") {
-          addTo(this.blockPeers, spec.block.key, peer);
-          for (const identity of this.identitiesByBlock.get(spec.block.key) ?? []) this.linkPeer(peer, identity);
-        } else if (spec.namespaceSelector === undefined) {
-          addTo(this.sameNamespacePeers, policy.namespace, peer);
-          for (const identity of this.identitiesByNamespace.get(policy.namespace) ?? []) this.tryPeer(peer, identity);
-        } else {
-          this.namespaceSelectorPeers.add(peer);
-          const selector = spec.namespaceSelector;
-          let namespaces = this.namespaceMatches.get(selector.key);
-          if (namespaces === undefined) {
-            namespaces = [];
-            for (const ns of this.identitiesByNamespace.keys()) {
-              if (selector.matches(this.namespaceState.get(ns)?.labels ?? namespaceLabels(ns, undefined))) namespaces.push(ns);
-            }
-            this.namespaceMatches.set(selector.key, namespaces);
-          }
-          for (const ns of namespaces) for (const identity of this.identitiesByNamespace.get(ns) ?? []) this.tryPeer(peer, identity);
-        }
-      }
+      for (const peer of rule.peers ?? []) this.attachPeer(peer, policy.namespace);
     }
     for (const s of record.subjects) this.dirty.add(s);
+  }
+
+  /** Indexes a peer and links the identities it matches now. */
+  private attachPeer(peer: PeerRecord, ownNamespace: string): void {
+    const spec = peer.spec;
+    if (spec.kind === "ipBlock") {
+      addTo(this.blockPeers, spec.block.key, peer);
+      for (const identity of this.identitiesByBlock.get(spec.block.key) ?? []) this.linkPeer(peer, identity);
+    } else if (spec.namespaceSelector === undefined) {
+      addTo(this.sameNamespacePeers, ownNamespace, peer);
+      for (const identity of this.identitiesByNamespace.get(ownNamespace) ?? []) this.tryPeer(peer, identity);
+    } else {
+      this.namespaceSelectorPeers.add(peer);
+      const selector = spec.namespaceSelector;
+      let namespaces = this.namespaceMatches.get(selector.key);
+      if (namespaces === undefined) {
+        namespaces = [];
+        for (const ns of this.identitiesByNamespace.keys()) {
+          if (selector.matches(this.namespaceState.get(ns)?.labels ?? namespaceLabels(ns, undefined))) namespaces.push(ns);
+        }
+        this.namespaceMatches.set(selector.key, namespaces);
+      }
+      for (const ns of namespaces) for (const identity of this.identitiesByNamespace.get(ns) ?? []) this.tryPeer(peer, identity);
+    }
+  }
+
+  private addCnp(cnp: NormalizedCnp): void {
+    const record: CnpRecord = { cnp, subjects: new Set(), ingress: [], egress: [] };
+    const rules = (list: readonly NormalizedCnpRule[]): CnpRuleRecord[] =>
+      list.map((rule) => ({ rule, peers: rule.peers.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
+    record.ingress = rules(cnp.ingress);
+    record.egress = rules(cnp.egress);
+    this.cnps.set(cnp.name, record);
+    for (const identities of this.identitiesByNamespace.values()) {
+      for (const identity of identities) if (cnpSubjectMatches(cnp, identity.namespaceLabels, identity.podLabels)) this.linkCnpSubject(record, identity);
+    }
+    for (const rule of [...record.ingress, ...record.egress]) for (const peer of rule.peers) this.attachPeer(peer, "");
+    for (const s of record.subjects) this.dirty.add(s);
+  }
+
+  private removeCnp(record: CnpRecord): void {
+    this.cnps.delete(record.cnp.name);
+    for (const identity of record.subjects) {
+      identity.cnpSubjectOf.delete(record);
+      this.dirty.add(identity);
+    }
+    for (const rule of [...record.ingress, ...record.egress]) {
+      for (const peer of rule.peers) {
+        if (peer.spec.kind === "ipBlock") removeFrom(this.blockPeers, peer.spec.block.key, peer);
+        else this.namespaceSelectorPeers.delete(peer);
+        for (const identity of peer.matched) identity.peerOf.delete(record);
+      }
+    }
+  }
+
+  private linkCnpSubject(record: CnpRecord, identity: IdentityRecord): void {
+    record.subjects.add(identity);
+    identity.cnpSubjectOf.add(record);
+    this.dirty.add(identity);
   }
 
   private removePolicy(record: PolicyRecord): void {
@@ -757,7 +893,8 @@ export class PolicyCompiler {
       return;
     }
     if (identity.kind !== "pod") return;
-    if (spec.namespaceSelector === undefined ? identity.namespace !== peer.policy.policy.namespace : !spec.namespaceSelector.matches(identity.namespaceLabels)) return;
+    const ownNamespace = "policy" in peer.policy ? peer.policy.policy.namespace : "";
+    if (spec.namespaceSelector === undefined ? identity.namespace !== ownNamespace : !spec.namespaceSelector.matches(identity.namespaceLabels)) return;
     if (spec.podSelector.matches(identity.podLabels)) this.linkPeer(peer, identity);
   }
 
@@ -774,7 +911,20 @@ export class PolicyCompiler {
   private computeRules(subject: IdentityRecord): boolean {
     const out: PolicyRule[] = [];
     const before = { ingress: subject.ingressIsolated, egress: subject.egressIsolated, rules: subject.rules };
+    subject.tiered = 0;
     for (const direction of ["ingress", "egress"] as const) {
+      if ([...subject.cnpSubjectOf].some((c) => c[direction].length > 0)) {
+        // Judged by tiers: complete allow/deny entries; the kernel looks them up.
+        subject.tiered++;
+        if ((direction === "ingress" ? subject.ingressIsolated : subject.egressIsolated) !== true) {
+          subject.message = undefined;
+          this.messagesChanged = true;
+        }
+        if (direction === "ingress") subject.ingressIsolated = true;
+        else subject.egressIsolated = true;
+        this.computeTiered(subject, direction, out);
+        continue;
+      }
       const acc = new RuleAccumulator();
       let isolated = false;
       for (const policy of subject.subjectOf) {
@@ -794,6 +944,148 @@ export class PolicyCompiler {
     }
     subject.rules = out;
     return before.ingress !== subject.ingressIsolated || before.egress !== subject.egressIsolated || !sameRules(before.rules, out);
+  }
+
+  /**
+   * The rules of a subject some ClusterNetworkPolicy names in this direction: every tier's
+   * decision precomputed per peer identity, protocol and port interval (Admin rules by
+   * priority and order, first match; Pass or no match → NetworkPolicy when it isolates the
+   * subject; then Baseline; else allowed). Each peer whose decisions differ from those of a
+   * peer no rule names gets complete entries (one for any protocol at least, so the
+   * kernel's fallback to peer 0 never applies to it); peer 0 gets the default.
+   */
+  private computeTiered(subject: IdentityRecord, direction: Direction, out: PolicyRule[]): void {
+    const tier = (name: "Admin" | "Baseline"): TierClause[] => {
+      const records = [...subject.cnpSubjectOf].filter((c) => c.cnp.tier === name).sort((a, b) => compareCnps(a.cnp, b.cnp));
+      return records.flatMap((c) => c[direction].map((r): TierClause => ({ action: r.rule.action, peers: r.peers, ports: r.rule.ports })));
+    };
+    const admin = tier("Admin");
+    const baseline = tier("Baseline");
+    let npIsolated = false;
+    const np: TierClause[] = [];
+    for (const policy of subject.subjectOf) {
+      const rules = policy[direction];
+      if (rules === undefined) continue;
+      npIsolated = true;
+      for (const { rule, peers } of rules) np.push({ action: "allow", peers, ports: rule.ports });
+    }
+    // A subject NetworkPolicy isolates never reaches its Baseline tier.
+    if (npIsolated) baseline.length = 0;
+    // Admin rules after one that decides for every peer and port are never reached.
+    const firstTotal = admin.findIndex((c) => c.peers === undefined && c.ports === undefined);
+    if (firstTotal >= 0) admin.length = firstTotal + 1;
+    const all = [...admin, ...np, ...baseline];
+    // Each peer a clause names, with the clauses it matches: peers matching the same clauses
+    // (and, when a named port is resolved on the peer, with the same named ports) decide alike.
+    const peers = new Map<IdentityRecord, number[]>();
+    let peerNamedPorts = false;
+    all.forEach((c, i) => {
+      for (const p of c.peers ?? []) {
+        for (const identity of p.matched) {
+          const list = peers.get(identity);
+          if (list === undefined) peers.set(identity, [i]);
+          else if (list[list.length - 1] !== i) list.push(i);
+        }
+      }
+      if (direction === "egress" && c.ports?.some((port) => port.kind === "named")) {
+        peerNamedPorts = true;
+        if (c.peers === undefined) {
+          for (const port of c.ports) if (port.kind === "named") for (const identity of this.podIdentitiesByPortName.get(port.name) ?? []) if (!peers.has(identity)) peers.set(identity, []);
+        }
+      }
+    });
+    if (this.hostExempt) for (const host of this.hostIdentities) if (!peers.has(host)) peers.set(host, []);
+
+    const segsOf = (clause: TierClause, peer: IdentityRecord | undefined): PortSeg[] | undefined => {
+      if (clause.peers === undefined ? false : !clause.peers.some((p) => peer !== undefined && p.matched.has(peer))) {
+        return undefined;
+      }
+      if (clause.ports === undefined) return [{ proto: 0, from: 0, to: 65535 }];
+      const segs: PortSeg[] = [];
+      for (const port of clause.ports) {
+        const proto = protoNumber(port.protocol);
+        if (port.kind === "all") segs.push({ proto, from: 1, to: 65535 });
+        else if (port.kind === "range") segs.push({ proto, from: port.from, to: port.to });
+        else {
+          // Resolved on the destination: the subject for ingress, the peer (a pod) for egress.
+          const on = direction === "ingress" ? subject : peer?.kind === "pod" ? peer : undefined;
+          for (const t of on?.namedPorts.get(port.name) ?? []) if (t.protocol === port.protocol) segs.push({ proto, from: t.port, to: t.port });
+        }
+      }
+      return segs.length === 0 ? undefined : segs;
+    };
+    const decisions = (peer: IdentityRecord | undefined): { key: string; other: boolean; protos: [number, [number, number, boolean][]][] } => {
+      if (peer !== undefined && peer.kind === "host" && this.hostExempt) {
+        return { key: "A", other: true, protos: PORTED_PROTOCOLS.map((p) => [p, [[1, 65535, true]]]) };
+      }
+      const matched = (list: TierClause[]) => list.map((c) => ({ action: c.action, segs: segsOf(c, peer) })).filter((c): c is { action: TierClause["action"]; segs: PortSeg[] } => c.segs !== undefined);
+      const a = matched(admin);
+      const n = matched(np);
+      const b = matched(baseline);
+      const covers = (segs: PortSeg[], proto: number, port: number) => segs.some((g) => g.proto === 0 || (g.proto === proto && port >= g.from && port <= g.to));
+      const judge = (proto: number, port: number): boolean => {
+        for (const c of a) {
+          if (!covers(c.segs, proto, port)) continue;
+          if (c.action === "Pass") break;
+          return c.action === "Accept";
+        }
+        if (npIsolated) return n.some((c) => covers(c.segs, proto, port));
+        for (const c of b) {
+          if (!covers(c.segs, proto, port)) continue;
+          if (c.action === "Pass") break;
+          return c.action === "Accept";
+        }
+        return true;
+      };
+      const other = judge(-1, 0);
+      let key = other ? "A" : "D";
+      const protos: [number, [number, number, boolean][]][] = [];
+      for (const proto of PORTED_PROTOCOLS) {
+        const cuts = new Set<number>([1]);
+        for (const c of [...a, ...n, ...b]) {
+          for (const g of c.segs) {
+            if (g.proto !== proto) continue;
+            cuts.add(g.from);
+            if (g.to < 65535) cuts.add(g.to + 1);
+          }
+        }
+        const starts = [...cuts].sort((x, y) => x - y);
+        const intervals: [number, number, boolean][] = [];
+        starts.forEach((from, i) => {
+          const to = (starts[i + 1] ?? 65536) - 1;
+          const allow = judge(proto, from);
+          const last = intervals[intervals.length - 1];
+          if (last && last[2] === allow) last[1] = to;
+          else intervals.push([from, to, allow]);
+        });
+        protos.push([proto, intervals]);
+        key += `|${proto}:${intervals.map(([f, t, al]) => `${f}-${t}${al ? "A" : "D"}`).join(",")}`;
+      }
+      return { key, other, protos };
+    };
+    const dir = DIRECTION_OF[direction];
+    const emit = (peerId: number, d: ReturnType<typeof decisions>) => {
+      out.push({ subject: subject.id, direction: dir, peer: peerId, protocol: 0, port: 0, endPort: 0, deny: !d.other });
+      for (const [proto, intervals] of d.protos) {
+        let allowed = 0;
+        for (const [f, t, al] of intervals) if (al) allowed += t - f + 1;
+        const base = allowed * 2 >= 65535;
+        if (base !== d.other) out.push({ subject: subject.id, direction: dir, peer: peerId, protocol: proto, port: 0, endPort: 0, deny: !base });
+        for (const [f, t, al] of intervals) {
+          if (al !== base) out.push({ subject: subject.id, direction: dir, peer: peerId, protocol: proto, port: f, endPort: f === t ? 0 : t, deny: !al });
+        }
+      }
+    };
+    const fallback = decisions(undefined);
+    emit(IDENTITY_ANY, fallback);
+    const memo = new Map<string, ReturnType<typeof decisions>>();
+    for (const [peer, clauses] of [...peers].sort((x, y) => x[0].id - y[0].id)) {
+      if (peer.id === IDENTITY_ANY) continue;
+      const signature = `${peer.kind === "host" ? "h" : ""}${clauses.join(",")}${peerNamedPorts && peer.kind === "pod" ? `|${peer.id}` : ""}`;
+      let d = memo.get(signature);
+      if (d === undefined) memo.set(signature, (d = decisions(peer)));
+      if (d.key !== fallback.key) emit(peer.id, d);
+    }
   }
 
   private addRule(acc: RuleAccumulator, direction: Direction, subject: IdentityRecord, rule: NormalizedRule, peers: PeerRecord[] | undefined): void {
@@ -911,7 +1203,12 @@ export class PolicyCompiler {
   }
 }
 
-function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, text: string): Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode"> {
+/** "<tier> <policy> <rule>: <action>" of the ClusterNetworkPolicy rules that matched first on a side. */
+function tierRules(side: SideVerdict): string[] {
+  return [side.admin, side.baseline].filter((m) => m !== undefined).map((m) => `${m.tier} ${m.policy} ${m.rule}: ${m.action}`);
+}
+
+function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, text: string): Omit<IdentityRecord, "id" | "key" | "refs" | "subjectOf" | "cnpSubjectOf" | "tiered" | "peerOf" | "ingressIsolated" | "egressIsolated" | "rules" | "live" | "message" | "messageMode"> {
   return { kind, namespace: "", namespaceLabels: {}, podLabels: {}, namedPorts: new Map(), blocks, blocksText: text };
 }
 

@@ -7,7 +7,7 @@
 // namespace enforces, marks it AUDIT when it audits, and only observes otherwise; the
 // outcome is the strongest of the two (DROPPED > AUDIT > FORWARDED).
 import type { Protocol } from "../metadata/objects.js";
-import type { Peer, PolicyModeName, ResolvedPeer, SideVerdict } from "./model.js";
+import type { Peer, PolicyModeName, ResolvedPeer, SideVerdict, TierRuleMatch } from "./model.js";
 import type { PolicyModel } from "./model.js";
 
 export type Outcome = "FORWARDED" | "AUDIT" | "DROPPED";
@@ -90,11 +90,21 @@ export function formatExplanation(e: Explanation): string {
   const lines = [`${e.from} → ${e.to} ${e.port}/${e.protocol}`];
   for (const [name, s] of [["egress of the source", e.egress], ["ingress of the destination", e.ingress]] as const) {
     lines.push("", `${name}${s.subject === "" ? "" : ` ${s.subject} (namespace mode ${s.mode})`}:`);
+    const tier = (m: TierRuleMatch) => `  ${m.tier} tier: ClusterNetworkPolicy ${m.policy} (priority ${m.priority}), rule ${m.rule}: ${m.action}`
+      + (m.action === "Pass" ? (m.tier === "Admin" ? " (skips the rest of the Admin tier)" : " (ends evaluation)") : " (final)");
     if (s.subject === "") lines.push("  not a pod: no policy applies");
-    else if (!s.isolated) lines.push("  not isolated: no NetworkPolicy selects it for this direction, so everything is allowed");
     else {
-      lines.push(`  isolated by ${s.isolatedBy.join(", ")}`);
-      lines.push(s.allowingRules.length > 0 ? `  allowed by ${s.allowingRules.join(", ")}` : "  no rule of those policies allows it");
+      if (s.admin) lines.push(tier(s.admin));
+      if (s.decidedBy === "Admin") {
+        // The Admin tier decided: NetworkPolicy and Baseline were not consulted.
+      } else if (!s.isolated) {
+        lines.push(s.baseline ? "  not isolated: no NetworkPolicy selects it for this direction"
+          : "  not isolated: no NetworkPolicy selects it for this direction, so everything is allowed");
+        if (s.baseline) lines.push(tier(s.baseline));
+      } else {
+        lines.push(`  isolated by ${s.isolatedBy.join(", ")}`);
+        lines.push(s.allowingRules.length > 0 ? `  allowed by ${s.allowingRules.join(", ")}` : "  no rule of those policies allows it");
+      }
     }
     if (s.exemption !== undefined) lines.push(`  allowed whatever the policies say: ${s.exemption === "self" ? "traffic of a pod to itself" : "traffic between a pod and a node"}`);
   }

@@ -18,6 +18,7 @@ interface RuleEntry {
   protocol: number;
   port: number;
   endPort: number;
+  deny: boolean;
 }
 
 export class SnapshotIndex {
@@ -46,7 +47,7 @@ export class SnapshotIndex {
       if (!byPeer) this.rules.set(key, (byPeer = new Map()));
       let list = byPeer.get(r.peer);
       if (!list) byPeer.set(r.peer, (list = []));
-      list.push({ protocol: r.protocol, port: r.port, endPort: r.endPort });
+      list.push({ protocol: r.protocol, port: r.port, endPort: r.endPort, deny: r.deny });
     }
   }
 
@@ -76,22 +77,48 @@ export class SnapshotIndex {
     return this.lookup(ip).identity;
   }
 
+  /**
+   * Whether the entries allow it, as the kernel's two lookups decide: the most specific
+   * entry for the peer, else the most specific for any peer (0); an entry allows unless it
+   * denies; no entry denies.
+   */
   hasRule(subject: number, direction: PolicyDirection, peer: number, protocol: number, port: number): boolean {
     const byPeer = this.rules.get(subject * 4 + direction);
     if (!byPeer) return false;
-    return matchesEntry(byPeer.get(peer), protocol, port) || (peer !== BH_IDENTITY_ANY && matchesEntry(byPeer.get(BH_IDENTITY_ANY), protocol, port));
+    const specific = mostSpecific(byPeer.get(peer), protocol, port);
+    if (specific) return !specific.deny;
+    if (peer === BH_IDENTITY_ANY) return false;
+    const any = mostSpecific(byPeer.get(BH_IDENTITY_ANY), protocol, port);
+    return any !== undefined && !any.deny;
   }
 }
 
-function matchesEntry(entries: RuleEntry[] | undefined, protocol: number, port: number): boolean {
-  if (!entries) return false;
+/**
+ * The entry a longest-prefix match picks: a port range over any port of the protocol, that
+ * over any protocol; among port ranges, the narrowest (ranges split into prefixes the way
+ * the agent writes them never overlap partially).
+ */
+function mostSpecific(entries: RuleEntry[] | undefined, protocol: number, port: number): RuleEntry | undefined {
+  if (!entries) return undefined;
+  let best: RuleEntry | undefined;
+  let bestRank = -1;
   for (const r of entries) {
-    if (r.protocol === 0) return true;
-    if (r.protocol !== protocol) continue;
-    if (r.port === 0) return true;
-    if (port >= r.port && port <= (r.endPort === 0 ? r.port : r.endPort)) return true;
+    let rank: number;
+    if (r.protocol === 0) rank = 0;
+    else if (r.protocol !== protocol) continue;
+    else if (r.port === 0) rank = 1;
+    else {
+      const end = r.endPort === 0 ? r.port : r.endPort;
+      if (port < r.port || port > end) continue;
+      rank = 2 + (65535 - (end - r.port));
+    }
+    // Equally specific entries (allow-only NetworkPolicy entries) agree; a deny wins a tie, as a compile bug must not open anything.
+    if (rank > bestRank || (rank === bestRank && r.deny)) {
+      best = r;
+      bestRank = rank;
+    }
   }
-  return false;
+  return best;
 }
 
 const indexes = new WeakMap<PolicySnapshot, SnapshotIndex>();

@@ -43,6 +43,7 @@ import { describeValue, fieldPath } from "../../fields/reader.js";
 import type { ClusterState } from "../cluster/state.js";
 import { compileLabelSelector, labelSelectorProblems, type Labels, type SelectorMatcher } from "./selector.js";
 import { isPortName } from "../../kubernetes/names.js";
+import { cnpRuleName, cnpSubjectMatches, CnpSet, type ClusterNetworkPolicy, type CnpAction, type CnpTier, type NormalizedCnp, type NormalizedCnpRule } from "./cnp.js";
 
 export type { Labels } from "./selector.js";
 
@@ -399,6 +400,8 @@ export interface PolicyCluster {
   pods: readonly Pod[];
   nodes: readonly Node[];
   policies: readonly NetworkPolicy[];
+  /** ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2, cnp.ts); none when absent. */
+  clusterNetworkPolicies?: readonly ClusterNetworkPolicy[];
   /**
    * Only their ClusterIPs matter, and only to the compiled snapshot: they get a service
    * identity so the datapath judges such traffic after DNAT. Policy itself never sees a
@@ -409,7 +412,7 @@ export interface PolicyCluster {
 
 /** The cluster as policy reads it (without services: pass `services` to have the compiler map ClusterIPs). */
 export function clusterOf(state: ClusterState): PolicyCluster {
-  return { namespaces: state.namespaces(), pods: state.pods(), nodes: state.nodes(), policies: state.networkPolicies() };
+  return { namespaces: state.namespaces(), pods: state.pods(), nodes: state.nodes(), policies: state.networkPolicies(), clusterNetworkPolicies: state.clusterNetworkPolicies() };
 }
 
 /** A namespace's labels as selectors see them: kubernetes.io/metadata.name is always set, as the API server does. */
@@ -490,8 +493,22 @@ export interface EvaluateQuery {
   port: number;
 }
 
+/** The ClusterNetworkPolicy rule that matched first in a tier. */
+export interface TierRuleMatch {
+  tier: CnpTier;
+  /** The ClusterNetworkPolicy's name. */
+  policy: string;
+  priority: number;
+  /** The rule's name, or "ingress[i]" / "egress[i]" when it has none. */
+  rule: string;
+  action: CnpAction;
+}
+
+/** Which tier decided a side: a ClusterNetworkPolicy tier, NetworkPolicy, or nothing (allowed by default). */
+export type DecidingTier = "Admin" | "NetworkPolicy" | "Baseline" | "none";
+
 export interface SideVerdict {
-  /** Some policy selects this end for this direction. */
+  /** Some NetworkPolicy selects this end for this direction. */
   isolated: boolean;
   allowed: boolean;
   /** Policies ("namespace/name") with a rule that allows the connection. */
@@ -502,6 +519,12 @@ export interface SideVerdict {
   isolatedBy: string[];
   /** Allowed whatever the policies say: traffic to itself, or between a pod and a node. */
   exemption?: "self" | "host";
+  /** The tier that decided (absent for an end that is not a pod: nothing judges it). */
+  decidedBy?: DecidingTier;
+  /** The Admin rule that matched first (Accept or Deny decided; Pass handed on to NetworkPolicy). */
+  admin?: TierRuleMatch;
+  /** The Baseline rule that matched first, when evaluation reached the Baseline tier. */
+  baseline?: TierRuleMatch;
 }
 
 export interface Verdict {
@@ -521,6 +544,8 @@ export interface PolicyModelOptions {
   hostExempt?: boolean;
   /** Share one PolicySet across builds so that a policy turning invalid keeps its last valid version. */
   policySet?: PolicySet;
+  /** Likewise for ClusterNetworkPolicies. */
+  cnpSet?: CnpSet;
 }
 
 const NOT_ISOLATED: Readonly<SideVerdict> = Object.freeze({ isolated: false, allowed: true, allowedBy: [], allowingRules: [], isolatedBy: [] });
@@ -537,6 +562,8 @@ export class PolicyModel {
   private readonly policiesByNamespace = new Map<string, NormalizedPolicy[]>();
   private readonly problems: PolicyProblem[] = [];
   private readonly inForce: readonly NormalizedPolicy[];
+  /** ClusterNetworkPolicies in force by tier, in evaluation order. */
+  private readonly tiers: Record<CnpTier, readonly NormalizedCnp[]>;
 
   constructor(cluster: PolicyCluster, options: PolicyModelOptions = {}) {
     this.defaultMode = options.defaultMode ?? "observe";
@@ -575,6 +602,9 @@ export class PolicyModel {
     const { inForce, problems } = set.update(cluster.policies);
     this.inForce = inForce;
     this.problems.push(...problems);
+    const cnps = (options.cnpSet ?? new CnpSet()).update(cluster.clusterNetworkPolicies ?? []);
+    this.problems.push(...cnps.problems);
+    this.tiers = { Admin: cnps.inForce.filter((c) => c.tier === "Admin"), Baseline: cnps.inForce.filter((c) => c.tier === "Baseline") };
     for (const p of inForce) {
       let list = this.policiesByNamespace.get(p.namespace);
       if (!list) this.policiesByNamespace.set(p.namespace, (list = []));
@@ -590,6 +620,11 @@ export class PolicyModel {
   /** The valid policies in force, sorted by key. */
   policies(): readonly NormalizedPolicy[] {
     return this.inForce;
+  }
+
+  /** The ClusterNetworkPolicies in force, Admin then Baseline, each in evaluation order. */
+  clusterPolicies(): readonly NormalizedCnp[] {
+    return [...this.tiers.Admin, ...this.tiers.Baseline];
   }
 
   modeOf(namespace: string): PolicyModeName {
@@ -645,7 +680,42 @@ export class PolicyModel {
     return verdict;
   }
 
+  /**
+   * One side, tier by tier: the Admin tier's first matching rule (Accept / Deny final, Pass
+   * skips the rest of the tier), then NetworkPolicy when it isolates the pod in this
+   * direction, then the Baseline tier likewise, else allowed.
+   */
   private side(direction: "ingress" | "egress", subject: PodEndpoint, peer: ResolvedPeer, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): SideVerdict {
+    const np = this.networkPolicySide(direction, subject, peer, protocol, port, dstPod);
+    if (this.tiers.Admin.length === 0 && this.tiers.Baseline.length === 0) return np.isolated ? { ...np, decidedBy: "NetworkPolicy" } : { ...np, decidedBy: "none" };
+    let peerWords: IpWords | undefined | null = null;
+    const peerAddress = (): IpWords | undefined => {
+      if (peerWords === null) peerWords = peer.ip === undefined ? undefined : ipWords(peer.ip);
+      return peerWords;
+    };
+    const firstMatch = (tier: CnpTier): TierRuleMatch | undefined => {
+      for (const cnp of this.tiers[tier]) {
+        if (!cnpSubjectMatches(cnp, subject.namespaceLabels, subject.labels)) continue;
+        for (const rule of cnp[direction]) {
+          if (cnpRuleMatches(rule, peer, protocol, port, dstPod, peerAddress)) {
+            return { tier, policy: cnp.name, priority: cnp.priority, rule: cnpRuleName(rule), action: rule.action };
+          }
+        }
+      }
+      return undefined;
+    };
+    const out: SideVerdict = { ...np };
+    const admin = firstMatch("Admin");
+    if (admin) out.admin = admin;
+    if (admin && admin.action !== "Pass") return { ...out, allowed: admin.action === "Accept", decidedBy: "Admin" };
+    if (np.isolated) return { ...out, decidedBy: "NetworkPolicy" };
+    const baseline = firstMatch("Baseline");
+    if (baseline) out.baseline = baseline;
+    if (baseline && baseline.action !== "Pass") return { ...out, allowed: baseline.action === "Accept", decidedBy: "Baseline" };
+    return { ...out, allowed: true, decidedBy: "none" };
+  }
+
+  private networkPolicySide(direction: "ingress" | "egress", subject: PodEndpoint, peer: ResolvedPeer, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): SideVerdict {
     const isolatedBy: string[] = [];
     const allowedBy: string[] = [];
     const allowingRules: string[] = [];
@@ -682,6 +752,12 @@ function peerMatches(spec: NormalizedPeer, peer: ResolvedPeer, policyNamespace: 
   const pod = peer.pod;
   if (spec.namespaceSelector === undefined ? pod.namespace !== policyNamespace : !spec.namespaceSelector.matches(pod.namespaceLabels)) return false;
   return spec.podSelector.matches(pod.labels);
+}
+
+function cnpRuleMatches(rule: NormalizedCnpRule, peer: ResolvedPeer, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined, address: () => IpWords | undefined): boolean {
+  // CNP pod peers always carry a namespaceSelector, so the policy namespace is never read.
+  return rule.peers.some((p) => peerMatches(p, peer, "", address))
+    && (rule.ports === undefined || rule.ports.some((p) => portMatches(p, protocol, port, dstPod)));
 }
 
 function portMatches(spec: NormalizedPort, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): boolean {

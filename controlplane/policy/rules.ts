@@ -24,14 +24,14 @@ export class RuleAccumulator {
     const anyMerged = new Map<number, [number, number][]>();
     if (anyPeer) for (const [proto, ranges] of anyPeer) anyMerged.set(proto, merge(ranges));
     if (anyMerged.has(0)) {
-      out.push({ subject, direction, peer: IDENTITY_ANY, protocol: 0, port: 0, endPort: 0 });
+      out.push({ subject, direction, peer: IDENTITY_ANY, protocol: 0, port: 0, endPort: 0, deny: false });
       return;
     }
     for (const peer of [...this.byPeer.keys()].sort((a, b) => a - b)) {
       const protos = this.byPeer.get(peer);
       if (!protos) continue;
       if (protos.has(0)) {
-        out.push({ subject, direction, peer, protocol: 0, port: 0, endPort: 0 });
+        out.push({ subject, direction, peer, protocol: 0, port: 0, endPort: 0, deny: false });
         continue;
       }
       for (const proto of [...protos.keys()].sort((a, b) => a - b)) {
@@ -40,7 +40,7 @@ export class RuleAccumulator {
         for (const [from, to] of merged) {
           if (cover?.some(([cf, ct]) => cf <= from && to <= ct)) continue;
           const any = from === 0 && to === 65535;
-          out.push({ subject, direction, peer, protocol: proto, port: any ? 0 : from, endPort: any || from === to ? 0 : to });
+          out.push({ subject, direction, peer, protocol: proto, port: any ? 0 : from, endPort: any || from === to ? 0 : to, deny: false });
         }
       }
     }
@@ -64,7 +64,7 @@ export function sameRules(a: readonly PolicyRule[], b: readonly PolicyRule[]): b
   for (let i = 0; i < a.length; i++) {
     const x = a[i] as PolicyRule;
     const y = b[i] as PolicyRule;
-    if (x.subject !== y.subject || x.direction !== y.direction || x.peer !== y.peer || x.protocol !== y.protocol || x.port !== y.port || x.endPort !== y.endPort) return false;
+    if (x.subject !== y.subject || x.direction !== y.direction || x.peer !== y.peer || x.protocol !== y.protocol || x.port !== y.port || x.endPort !== y.endPort || x.deny !== y.deny) return false;
   }
   return true;
 }

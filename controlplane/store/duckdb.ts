@@ -117,7 +117,13 @@ function attributionJson(a: PolicyAttribution): string {
 
 function attributionOf(json: string): PolicyAttribution {
   const raw = JSON.parse(json) as Omit<PolicyAttribution, "policyVersion"> & { policyVersion: string };
-  return { ...raw, policyVersion: BigInt(raw.policyVersion) };
+  // Rows written before the tier fields existed have none.
+  const old = raw as Partial<Omit<PolicyAttribution, "policyVersion">>;
+  return {
+    ...raw, policyVersion: BigInt(raw.policyVersion),
+    egressDecidedBy: old.egressDecidedBy ?? "", ingressDecidedBy: old.ingressDecidedBy ?? "",
+    egressTierRules: old.egressTierRules ?? [], ingressTierRules: old.ingressTierRules ?? [],
+  };
 }
 
 /** One dictionary: value ↔ id, with the entries not yet committed. */

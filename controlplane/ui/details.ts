@@ -184,11 +184,16 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
     if (r.verdictReason !== VerdictReason.VERDICT_REASON_POLICY) continue;
     const a = r.attribution;
     if (a === undefined) continue;
-    for (const [direction, isolated, allowedBy, isolatedBy] of [
-      ["egress", a.egressIsolated, a.egressAllowedBy, a.egressIsolatedBy],
-      ["ingress", a.ingressIsolated, a.ingressAllowedBy, a.ingressIsolatedBy],
+    for (const [direction, isolated, allowedBy, isolatedBy, decidedBy, tierRules] of [
+      ["egress", a.egressIsolated, a.egressAllowedBy, a.egressIsolatedBy, a.egressDecidedBy, a.egressTierRules],
+      ["ingress", a.ingressIsolated, a.ingressAllowedBy, a.ingressIsolatedBy, a.ingressDecidedBy, a.ingressTierRules],
     ] as const) {
-      if (allowedBy.length > 0) for (const key of allowedBy) count(key, direction, "allowed");
+      // A ClusterNetworkPolicy tier decided: "<tier> <policy> <rule>: <action>" names it (cluster-scoped: no namespace).
+      const tierRule = decidedBy === "Admin" || decidedBy === "Baseline" ? tierRules.find((t) => t.startsWith(`${decidedBy} `)) : undefined;
+      if (tierRule !== undefined) {
+        const [, policy = ""] = tierRule.split(" ");
+        count(`ClusterNetworkPolicy ${policy} (${decidedBy})`, direction, tierRule.endsWith(": Accept") ? "allowed" : "denied");
+      } else if (allowedBy.length > 0) for (const key of allowedBy) count(key, direction, "allowed");
       else if (isolated) for (const key of isolatedBy) count(key, direction, "denied");
     }
   }

@@ -13,6 +13,7 @@ import { parseIp } from "../../addresses/ip.js";
 import { describeValue, fieldPath, FieldError, FieldReader } from "../../fields/reader.js";
 import { PolicyCompiler } from "../../controlplane/policy/compile.js";
 import { snapshotAllows } from "../../controlplane/policy/kernel-view.js";
+import { CNP_API_VERSION, CNP_KIND, CnpSet, normalizeCnp, type ClusterNetworkPolicy } from "../../controlplane/policy/cnp.js";
 import { NAMESPACE_NAME_LABEL, PolicyModel, PolicySet, type PolicyCluster } from "../../controlplane/policy/model.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 
@@ -32,6 +33,9 @@ export interface ConformanceModel {
 export type CaseAction =
   | { do: "create" | "update"; policy: Record<string, unknown>; namespace: string; name: string; field: string }
   | { do: "delete_all_policies"; field: string }
+  | { do: "create_cnp" | "update_cnp"; policy: Record<string, unknown>; name: string; field: string }
+  | { do: "delete_cnp"; name: string; field: string }
+  | { do: "delete_all_cnps"; field: string }
   | { do: "add_ns_labels" | "set_ns_labels"; namespace: string; labels: Record<string, string>; field: string }
   | { do: "add_pod_labels" | "set_pod_labels"; namespace: string; pod: string; labels: Record<string, string>; field: string };
 
@@ -66,6 +70,9 @@ export interface ModelPlacement {
 export type ResolvedAction =
   | { do: "create" | "update"; policy: NetworkPolicy }
   | { do: "delete_all_policies" }
+  | { do: "create_cnp" | "update_cnp"; policy: ClusterNetworkPolicy }
+  | { do: "delete_cnp"; name: string }
+  | { do: "delete_all_cnps" }
   | { do: "add_ns_labels" | "set_ns_labels"; namespace: string; labels: Record<string, string> }
   | { do: "add_pod_labels" | "set_pod_labels"; namespace: string; pod: string; labels: Record<string, string> };
 
@@ -106,7 +113,7 @@ export function modelPairs(model: Pick<ConformanceModel, "namespaces" | "pods">)
 }
 
 const PLACEHOLDER = /<(podIP|slash4-net-of-podIP):([^<>/\s]+)\/([^<>/\s]+)>(\/[0-9]+)?/g;
-const ACTIONS = ["create", "update", "delete_all_policies", "add_ns_labels", "set_ns_labels", "add_pod_labels", "set_pod_labels"] as const;
+const ACTIONS = ["create", "update", "delete_all_policies", "create_cnp", "update_cnp", "delete_cnp", "delete_all_cnps", "add_ns_labels", "set_ns_labels", "add_pod_labels", "set_pod_labels"] as const;
 const POLICY_KEYS = new Set(["name", "namespace", "podSelector", "policyTypes", "ingress", "egress"]);
 
 function containerPortName(port: number, protocol: Protocol): string {
@@ -244,8 +251,33 @@ function parseAction(
       return { do: kind, policy, namespace, name, field };
     }
     case "delete_all_policies":
+    case "delete_all_cnps":
       if (value !== true) fail(f, `expected true, got ${describeValue(value)}`);
       return { do: kind, field };
+    case "create_cnp":
+    case "update_cnp": {
+      const policy = r.map(value, f);
+      const name = r.nonEmptyString(policy.name, fieldPath(f, "name"));
+      const bad = findInStrings(policy, (text) => {
+        for (const match of text.matchAll(PLACEHOLDER)) {
+          const ns = match[2] ?? "";
+          const pod = match[3] ?? "";
+          if (!model.namespaces.includes(ns) || !model.pods.includes(pod)) return `<${match[1] ?? ""}:${ns}/${pod}> names no model pod`;
+        }
+        return undefined;
+      });
+      if (bad !== undefined) fail(f, bad);
+      // Validate now (placeholders standing for some address), so a mistake shows before anything is built.
+      const dummy = new Map<string, { ips: string[] }>();
+      for (const ns of model.namespaces) for (const pod of model.pods) dummy.set(`${ns}/${pod}`, { ips: ["10.0.0.1"] });
+      const checked = normalizeCnp(cnpObject(substitute(policy, dummy), name));
+      if (checked.problems) fail(f, checked.problems.map((p) => `${p.field}: ${p.message}`).join("; "));
+      return { do: kind, policy, name, field };
+    }
+    case "delete_cnp": {
+      const m = r.map(value, f);
+      return { do: kind, name: r.nonEmptyString(m.name, fieldPath(f, "name")), field };
+    }
     case "add_ns_labels":
     case "set_ns_labels": {
       const m = r.map(value, f);
@@ -325,6 +357,12 @@ function policyObject(policy: unknown, namespace: string, name: string): Network
   return object;
 }
 
+/** The manifest of a case's ClusterNetworkPolicy: `name` plus the spec fields. */
+export function cnpObject(policy: unknown, name: string): ClusterNetworkPolicy {
+  const { name: _n, ...spec } = policy as Record<string, unknown>;
+  return { apiVersion: CNP_API_VERSION, kind: CNP_KIND, metadata: { name }, spec };
+}
+
 // ---- the model cluster ----------------------------------------------------------------------
 
 /** The model's pods on `nodes` nodes (alternating), with addresses inside 10.0.0.0/4: 10.244.<node>.<n>. */
@@ -347,6 +385,7 @@ export class ModelCluster {
   private readonly nsLabels = new Map<string, Record<string, string>>();
   private readonly podLabels = new Map<string, Record<string, string>>();
   private readonly policies = new Map<string, NetworkPolicy>();
+  private readonly cnps = new Map<string, ClusterNetworkPolicy>();
   private readonly placement: Map<string, { node: string; ips: string[] }>;
 
   constructor(readonly model: ConformanceModel, private readonly where: ModelPlacement) {
@@ -372,6 +411,18 @@ export class ModelCluster {
       }
       case "delete_all_policies":
         this.policies.clear();
+        return { do: action.do };
+      case "create_cnp":
+      case "update_cnp": {
+        const policy = cnpObject(substitute(action.policy, this.placement), action.name);
+        this.cnps.set(action.name, policy);
+        return { do: action.do, policy };
+      }
+      case "delete_cnp":
+        if (!this.cnps.delete(action.name)) throw new Error(`delete_cnp: no ClusterNetworkPolicy ${JSON.stringify(action.name)} (have: ${[...this.cnps.keys()].join(", ") || "none"})`);
+        return { do: action.do, name: action.name };
+      case "delete_all_cnps":
+        this.cnps.clear();
         return { do: action.do };
       case "add_ns_labels":
       case "set_ns_labels": {
@@ -413,7 +464,7 @@ export class ModelCluster {
     const nodes = this.where.nodes.map((n) => parse({
       apiVersion: "v1", kind: "Node", metadata: { name: n.name }, status: { addresses: n.ips.map((address) => ({ type: "InternalIP", address })) },
     }, "Node"));
-    return { namespaces, pods, nodes, policies: [...this.policies.values()] };
+    return { namespaces, pods, nodes, policies: [...this.policies.values()], clusterNetworkPolicies: [...this.cnps.values()] };
   }
 }
 
@@ -553,6 +604,7 @@ function probeTargets(cluster: PolicyCluster): ProbeTarget[] {
 export class ModelEngine implements ConformanceEngine {
   readonly name = "model";
   private policySet = new PolicySet();
+  private cnpSet = new CnpSet();
   private model: PolicyModel | undefined;
   private targets: ProbeTarget[] = [];
 
@@ -560,12 +612,13 @@ export class ModelEngine implements ConformanceEngine {
 
   async setup(model: ConformanceModel): Promise<ModelPlacement> {
     this.policySet = new PolicySet();
+    this.cnpSet = new CnpSet();
     this.model = undefined;
     return generatePlacement(model, this.options.nodes ?? 2);
   }
 
   async apply(_actions: readonly ResolvedAction[], cluster: PolicyCluster): Promise<void> {
-    this.model = new PolicyModel(cluster, { defaultMode: "enforce", hostExempt: this.options.hostExempt ?? true, policySet: this.policySet });
+    this.model = new PolicyModel(cluster, { defaultMode: "enforce", hostExempt: this.options.hostExempt ?? true, policySet: this.policySet, cnpSet: this.cnpSet });
     this.targets = probeTargets(cluster);
   }
 

@@ -30,7 +30,7 @@ import { labObserverClient } from "../controlplane.js";
 import type { ObserverServiceClient } from "../../proto/gen/bulkhead/v1/observer.js";
 import { up, type Lab } from "../lab.js";
 import { manifestsDir } from "../manifests.js";
-import { syncPolicies } from "../netpol-files.js";
+import { syncClusterPolicies, syncPolicies } from "../netpol-files.js";
 import { ProberClient } from "../prober.js";
 import { LOGS_DIR } from "../state.js";
 import type { Protocol } from "../topology.js";
@@ -250,6 +250,7 @@ export class DatapathEngine implements ConformanceEngine {
   async apply(actions: readonly ResolvedAction[], cluster: PolicyCluster): Promise<void> {
     const before = await this.versionBeforeChange();
     let changed = await syncPolicies(this.manifests, cluster.policies);
+    changed = (await syncClusterPolicies(this.manifests, cluster.clusterNetworkPolicies ?? [])) || changed;
     const status = await this.lab.status();
     for (const ns of cluster.namespaces) {
       const current = status.namespaces.find((n) => n.name === ns.metadata.name);
@@ -362,6 +363,7 @@ export class DatapathEngine implements ConformanceEngine {
   private async reset(): Promise<void> {
     const before = await this.versionBeforeChange();
     let changed = await syncPolicies(this.manifests, []);
+    changed = (await syncClusterPolicies(this.manifests, [])) || changed;
     const status = await this.lab.status();
     for (const ns of new Set(this.pods.map((p) => p.namespace))) {
       const current = withoutNameLabel(status.namespaces.find((n) => n.name === ns)?.labels ?? {});

@@ -35,6 +35,7 @@ struct bh_abi {
 	enum bh_identity_reserved identity_reserved;
 	enum bh_direction direction;
 	enum bh_policy_prefix policy_prefix;
+	enum bh_policy_flags policy_flags;
 	enum bh_ct_flags ct_flags;
 };
 

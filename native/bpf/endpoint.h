@@ -127,7 +127,7 @@ enum bh_state {
  * (then an RCU grace period), so packets never see a half-applied policy:
  *   ip_identity_N   LPM_TRIE  bh_ip_key → bh_ip_value      address → identity
  *   identities_N    HASH      __u32 id → bh_identity_value   mode, isolation
- *   policy_N        LPM_TRIE  bh_policy_key → bh_policy_value allowed (subject, peer, dir, proto, port)
+ *   policy_N        LPM_TRIE  bh_policy_key → bh_policy_value allowed or denied (subject, peer, dir, proto, port)
  * and, node-local, written entry by entry:
  *   endpoints       HASH      __u32 ifindex → bh_endpoint_value (the pod behind each veth)
  *   conntrack_new   LRU_HASH  bh_ct_key → bh_ct_value      unconfirmed connections
@@ -195,8 +195,16 @@ enum bh_policy_prefix {
 	BH_POLICY_PREFIX_FULL = 96,
 };
 
+enum bh_policy_flags {
+	/* The entry denies (ClusterNetworkPolicy tiers); without it, it allows. */
+	BH_POLICY_DENY = 1,
+};
+
+/* The most specific entry for the peer decides, then the most specific for peer 0; with
+ * none, the subject's isolation flag does. A subject with deny entries has complete entries
+ * (one for any protocol at least) for every peer it names and for peer 0. */
 struct bh_policy_value {
-	__u32 flags; /* reserved */
+	__u32 flags; /* enum bh_policy_flags */
 };
 
 struct bh_endpoint_value {

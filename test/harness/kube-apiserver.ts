@@ -44,6 +44,7 @@ const RESOURCE_TYPES: ResourceType[] = [
   { kind: "ConfigMap", group: "", version: "v1", plural: "configmaps", namespaced: true },
   { kind: "EndpointSlice", group: "discovery.k8s.io", version: "v1", plural: "endpointslices", namespaced: true },
   { kind: "NetworkPolicy", group: "networking.k8s.io", version: "v1", plural: "networkpolicies", namespaced: true },
+  { kind: "ClusterNetworkPolicy", group: "policy.networking.k8s.io", version: "v1alpha2", plural: "clusternetworkpolicies", namespaced: false },
   { kind: "ReplicaSet", group: "apps", version: "v1", plural: "replicasets", namespaced: true },
   { kind: "Deployment", group: "apps", version: "v1", plural: "deployments", namespaced: true },
   { kind: "StatefulSet", group: "apps", version: "v1", plural: "statefulsets", namespaced: true },

@@ -5,9 +5,9 @@ import {
   PolicyDirection, PolicyMode, type Identity, type PolicyRule, type PolicySnapshot,
 } from "../../proto/gen/bulkhead/v1/policy.js";
 
-export function rule(subject: number, direction: "ingress" | "egress", peer: number, protocol = 0, port = 0, endPort = 0): PolicyRule {
+export function rule(subject: number, direction: "ingress" | "egress", peer: number, protocol = 0, port = 0, endPort = 0, deny = false): PolicyRule {
   return {
-    subject, peer, protocol, port, endPort,
+    subject, peer, protocol, port, endPort, deny,
     direction: direction === "ingress" ? PolicyDirection.POLICY_DIRECTION_INGRESS : PolicyDirection.POLICY_DIRECTION_EGRESS,
   };
 }

@@ -370,6 +370,8 @@ export function decodeRecord(r: RowReader): { record: FlowRecord; origin: RowOri
   const attribution: PolicyAttribution = {
     policyVersion: r.u64(), egressIsolated: r.u8() === 1, egressAllowedBy: r.strings(), egressIsolatedBy: r.strings(),
     ingressIsolated: r.u8() === 1, ingressAllowedBy: r.strings(), ingressIsolatedBy: r.strings(),
+    // Not stored in ClickHouse yet (no columns for them): tiers show in live flows and the embedded store.
+    egressDecidedBy: "", ingressDecidedBy: "", egressTierRules: [], ingressTierRules: [],
   };
   const origin: RowOrigin = { instanceId: r.string(), batchId: r.u64(), row: r.u32(), writeId: r.u64() };
   const tcpFlags = Object.fromEntries(TCP_FLAGS.map((f, i) => [f, (tcpBits & (1 << i)) !== 0])) as Record<(typeof TCP_FLAGS)[number], boolean>;

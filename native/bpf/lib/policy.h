@@ -1,4 +1,4 @@
-/* Policy: the allowed (subject, peer, direction, protocol, port) entries, and the double-
+/* Policy: the allowed or denied (subject, peer, direction, protocol, port) entries, and the double-
  * buffered policy set they form with lib/identity.h's maps. User space writes a whole set
  * into the inactive half, flips flow_state[BH_STATE_ACTIVE_POLICY] and waits an RCU grace
  * period (sync_outer), so a packet sees one version from its first lookup to its last. */
@@ -68,9 +68,12 @@ static __always_inline int bh_policy_exempt(const struct bh_flow_key *key)
 	       key->sport == BH_ICMPV6_MLD2_REPORT;
 }
 
-/* Whether an entry allows it: for the specific peer, then for any peer (0). `port` is the
- * destination port in host order, 0 for protocols without ports (a rule with a port
- * never matches those: its prefix covers the port bits). */
+/* Whether the entries allow it: the most specific entry for the specific peer decides,
+ * else the most specific for any peer (0); an entry allows unless it carries
+ * BH_POLICY_DENY. No entry: denied (the caller looks up only isolated subjects). `port` is
+ * the destination port in host order, 0 for protocols without ports (a rule with a port
+ * never matches those: its prefix covers the port bits). Still two lookups at most: the
+ * control plane precomputed every tier's decision into the entries. */
 static __always_inline int bh_policy_allows(void *policy, __u32 subject, __u32 peer,
 					    __u8 direction, __u8 proto, __u16 port)
 {
@@ -82,13 +85,15 @@ static __always_inline int bh_policy_allows(void *policy, __u32 subject, __u32 p
 		.proto = proto,
 		.port = bpf_htons(port),
 	};
+	struct bh_policy_value *v = bpf_map_lookup_elem(policy, &key);
 
-	if (bpf_map_lookup_elem(policy, &key))
-		return 1;
+	if (v)
+		return !(v->flags & BH_POLICY_DENY);
 	if (peer == BH_IDENTITY_ANY)
 		return 0;
 	key.peer = BH_IDENTITY_ANY;
-	return bpf_map_lookup_elem(policy, &key) != 0;
+	v = bpf_map_lookup_elem(policy, &key);
+	return v && !(v->flags & BH_POLICY_DENY);
 }
 
 /* The verdict of a judged packet from the strictest mode among the sides that denied it
