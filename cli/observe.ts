@@ -142,10 +142,21 @@ export function denial(r: FlowRecord): string {
   if (r.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) return "spoofed source address";
   const a = r.attribution;
   const sides: string[] = [];
-  if (a?.egressIsolated && a.egressAllowedBy.length === 0) sides.push(`egress isolated by ${a.egressIsolatedBy.join(", ") || "?"}`);
-  if (a?.ingressIsolated && a.ingressAllowedBy.length === 0) sides.push(`ingress isolated by ${a.ingressIsolatedBy.join(", ") || "?"}`);
+  if (a) {
+    for (const [side, decidedBy, tierRules, isolated, allowedBy, isolatedBy] of [
+      ["egress", a.egressDecidedBy, a.egressTierRules, a.egressIsolated, a.egressAllowedBy, a.egressIsolatedBy],
+      ["ingress", a.ingressDecidedBy, a.ingressTierRules, a.ingressIsolated, a.ingressAllowedBy, a.ingressIsolatedBy],
+    ] as const) {
+      const deciding = tierRules.at(-1);
+      if ((decidedBy === "Admin" || decidedBy === "Baseline") && deciding?.endsWith(": Deny")) {
+        sides.push(`${side} denied by ${deciding.slice(0, -": Deny".length)}`);
+      } else if (isolated && allowedBy.length === 0) {
+        sides.push(`${side} isolated by ${isolatedBy.join(", ") || "?"}, no rule allows`);
+      }
+    }
+  }
   const what = r.verdictReason === VerdictReason.VERDICT_REASON_ESTABLISHED ? "connection denied by policy" : "policy denied";
-  return sides.length > 0 ? `${what}: ${sides.join("; ")}, no rule allows` : what;
+  return sides.length > 0 ? `${what}: ${sides.join("; ")}` : what;
 }
 
 export function compact(r: FlowRecord): string {
