@@ -13,6 +13,7 @@ import { clusterOf, POLICY_MODES, PolicyModel, type Peer, type PolicyModeName } 
 import { explain, formatExplanation } from "../controlplane/policy/explain.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 import { runWhatIf, whatIfUsage } from "./policy-whatif.js";
+import { runSuggest, suggestUsage } from "./policy-suggest.js";
 
 export const explainUsage = `usage: bulkhead policy explain --manifests DIR --from NS/POD|IP --to NS/POD|IP --port N[/TCP|UDP|SCTP]
                               [--default-mode observe|audit|enforce] [-o text|json]
@@ -52,20 +53,22 @@ function portOf(raw: string | undefined): { port: number; protocol: Protocol } {
 }
 
 export const policyUsage = `${explainUsage}
-${whatIfUsage}`;
+${whatIfUsage}
+${suggestUsage}`;
 
 export async function runPolicy(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub === undefined || ((argv.includes("--help") || argv.includes("-h")) && !["explain", "what-if"].includes(sub))) {
+  if (sub === undefined || ((argv.includes("--help") || argv.includes("-h")) && !["explain", "what-if", "suggest"].includes(sub))) {
     (sub === undefined ? process.stderr : process.stdout).write(policyUsage);
     return sub === undefined ? 2 : 0;
   }
   if (sub === "what-if") return runWhatIf(rest);
+  if (sub === "suggest") return runSuggest(rest);
   if (rest.includes("--help") || rest.includes("-h")) {
     process.stdout.write(explainUsage);
     return 0;
   }
-  if (sub !== "explain") throw new ConfigError(`policy: unknown command "${sub}" (policy explain, policy what-if)`);
+  if (sub !== "explain") throw new ConfigError(`policy: unknown command "${sub}" (policy explain, policy what-if, policy suggest)`);
   let v;
   try {
     v = parseArgs({

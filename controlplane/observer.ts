@@ -17,7 +17,7 @@ import { compileRequest, FlowFilterError } from "./store/filter.js";
 import { FlowStream } from "./flow-stream.js";
 import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
-import { policyWhatIf, PolicyRequestError } from "./policy-requests.js";
+import { policySuggestions, policyWhatIf, PolicyRequestError } from "./policy-requests.js";
 import type { AccessControl } from "./access/control.js";
 import {
   AccessError, flowInScope, requireCluster, requireFlowFilters, requireNamespace, restrictFlowMap, type Scope,
@@ -191,7 +191,11 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
     suggestPolicies(call, callback) {
       const scope = authorize("SuggestPolicies", call.metadata, (err) => callback(err));
       if (scope === undefined) return;
-      callback(serviceError(grpc.status.UNIMPLEMENTED, "SuggestPolicies: not yet"));
+      policySuggestions(cp, scope, call.request).then((response) => callback(null, response), (err: Error) => {
+        if (err instanceof PolicyRequestError && err.kind === "denied") deny("SuggestPolicies", scope, new AccessError(403, err.message), (e) => callback(e));
+        else if (err instanceof PolicyRequestError) callback(invalid(err.message));
+        else callback(serviceError(grpc.status.INTERNAL, `SuggestPolicies: ${err.message}`));
+      });
     },
 
     getNodes(call, callback) {

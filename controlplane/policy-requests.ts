@@ -7,7 +7,7 @@
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import type {
-  PolicyWhatIfRequest, PolicyWhatIfResponse, WhatIfSide,
+  PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse, WhatIfSide,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import { type AccessError, flowInScope, requireNamespace, type Scope } from "./access/scope.js";
@@ -15,6 +15,7 @@ import type { ControlPlane } from "./controlplane.js";
 import { applyDraft, DraftError, draftNamespaces, parseDrafts } from "./policy/draft.js";
 import { POLICY_MODES, type PolicyModeName } from "./policy/model.js";
 import { FlowReplay, type DecidingSide, type Outcome } from "./policy/whatif.js";
+import { PolicySuggester, policyManifest } from "./policy/suggest.js";
 import { isNamespaceName } from "../kubernetes/names.js";
 
 /** A request refused: `invalid` (INVALID_ARGUMENT) or `denied` (PERMISSION_DENIED). */
@@ -111,3 +112,22 @@ export async function policyWhatIf(cp: ControlPlane, scope: Scope, req: PolicyWh
   };
 }
 
+
+export async function policySuggestions(cp: ControlPlane, scope: Scope, req: SuggestPoliciesRequest): Promise<SuggestPoliciesResponse> {
+  checkNamespace(scope, req.namespace, true);
+  const { sinceMs, untilMs } = rangeOf(cp, req.since, req.until);
+  for (const [field, value, max] of [["min_prefix_v4", req.minPrefixV4, 32], ["min_prefix_v6", req.minPrefixV6, 128]] as const) {
+    if (value > max) throw new PolicyRequestError("invalid", `${field}: ${value} is not a prefix length 0-${max}`);
+  }
+  const suggester = new PolicySuggester({
+    namespace: req.namespace, cluster: { pods: cp.state.pods(), namespaces: cp.state.namespaces() },
+    minPrefixV4: req.minPrefixV4 || 24, minPrefixV6: req.minPrefixV6 || 64,
+  });
+  let records = 0;
+  await forEachFlow(cp, scope, req.namespace, sinceMs, untilMs, (r) => { records++; suggester.add(r); });
+  const result = suggester.suggest();
+  return {
+    policies: result.policies.map((p) => JSON.stringify(policyManifest(p))), records: BigInt(records), notes: result.notes,
+    since: timestampOf(sinceMs), until: timestampOf(untilMs),
+  };
+}

@@ -75,7 +75,7 @@ describe("help", () => {
   });
 
   it("subcommands of probe, flows and policy answer --help with exit 0", async () => {
-    for (const args of [["probe", "udp-send"], ["probe", "tcp-serve"], ["flows", "tail"], ["policy", "explain"], ["policy", "what-if"]]) {
+    for (const args of [["probe", "udp-send"], ["probe", "tcp-serve"], ["flows", "tail"], ["policy", "explain"], ["policy", "what-if"], ["policy", "suggest"]]) {
       const r = await bulkhead(...args, "--help");
       expect({ args, code: r.code, usage: r.stdout.startsWith("usage:") }).toEqual({ args, code: 0, usage: true });
     }

@@ -11,13 +11,14 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import pino from "pino";
+import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { parseTokenFile } from "../controlplane/access/tokens.js";
 import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
-import { ObserverServiceClient, type PolicyWhatIfRequest, type PolicyWhatIfResponse } from "../proto/gen/bulkhead/v1/observer.js";
+import { ObserverServiceClient, type PolicyWhatIfRequest, type PolicyWhatIfResponse, type SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { cliMain } from "../config/install.js";
 
 const IP = { web: "10.0.1.5", db: "10.0.1.6", api: "10.0.2.5", other: "10.0.3.5" };
@@ -196,6 +197,38 @@ describe("PolicyWhatIf over gRPC", () => {
     } finally {
       shop.close();
     }
+  });
+});
+
+describe("SuggestPolicies over gRPC and bulkhead policy suggest", () => {
+  const suggest = (client: ObserverServiceClient, namespace: string) => new Promise<SuggestPoliciesResponse>((resolve, reject) =>
+    client.suggestPolicies({ namespace, minPrefixV4: 0, minPrefixV6: 0 }, (err, res) => (err || !res ? reject(err) : resolve(res))));
+
+  it("suggests the namespace's policies from its recorded flows; a shop token may ask only for shop", async () => {
+    const shop = observer(address, SHOP_TOKEN);
+    try {
+      const r = await suggest(shop, "shop");
+      const policies = r.policies.map((p) => JSON.parse(p) as { metadata: { name: string }; spec: { ingress: unknown[] } });
+      expect(policies.map((p) => p.metadata.name).sort()).toEqual(["bulkhead-db-1", "bulkhead-default-deny", "bulkhead-web-1"]);
+      expect(policies.find((p) => p.metadata.name === "bulkhead-db-1")?.spec.ingress).toEqual([
+        { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "api" } }, podSelector: { matchLabels: { app: "api" } } }], ports: [{ protocol: "TCP", port: "pg" }] },
+        { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "shop" } }, podSelector: { matchLabels: { app: "web" } } }], ports: [{ protocol: "TCP", port: "pg" }] },
+      ]);
+      const denied = await refusal(suggest(shop, "api"));
+      expect(denied.code).toBe("PERMISSION_DENIED");
+      expect((await refusal(suggest(shop, ""))).code).toBe("INVALID_ARGUMENT");
+    } finally {
+      shop.close();
+    }
+  });
+
+  it("the CLI prints YAML documents that parse back into the policies", async () => {
+    const r = await run(["policy", "suggest", "-n", "shop", "--server", address], { BULKHEAD_TOKEN: SHOP_TOKEN });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^# bulkhead policy suggest -n shop: learned from 3 records/);
+    const docs = parseAllDocuments(r.stdout).map((d) => d.toJS() as { kind: string; metadata: { name: string; annotations?: Record<string, string> } });
+    expect(docs.map((d) => d.metadata.name).sort()).toEqual(["bulkhead-db-1", "bulkhead-default-deny", "bulkhead-web-1"]);
+    expect(docs.find((d) => d.metadata.name === "bulkhead-db-1")?.metadata.annotations?.["bulkhead.io/justification"]).toMatch(/"peer":"workload:shop\/Pod\/web-1","ports":\["TCP\/pg"\],"records":2,"packets":10/);
   });
 });
 

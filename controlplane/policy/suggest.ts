@@ -27,7 +27,7 @@
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { networkOf } from "../../addresses/ip.js";
-import { parseKubeObject, type Namespace, type NetworkPolicy, type Pod } from "../metadata/objects.js";
+import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod } from "../metadata/objects.js";
 import { endpointWorkload } from "../store/filter.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
 import { FlowReplay, isJudgedObservation } from "./whatif.js";
@@ -100,7 +100,9 @@ export class PolicySuggester {
   private readonly workloads = new Map<string, Workload>();
   private readonly ingress = new Map<string, Map<string, RuleAcc>>();
   private readonly egress = new Map<string, Map<string, RuleAcc>>();
-  private readonly learnedRecords: FlowRecord[] = [];
+  /** One record per distinct (source end, destination end, protocol, port) learned: what the check replays. */
+  private readonly learnedTuples = new Map<Endpoint, Map<Endpoint, Map<number, FlowRecord>>>();
+  private learnedCount = 0;
   private readonly todayPods = new Map<string, Pod>();
   private notLearned = 0;
   private portless = 0;
@@ -135,7 +137,15 @@ export class PolicySuggester {
       if (peer !== undefined) { this.addRule(this.ingress, this.workloadOf(d), peer, protocol, port, usage); learned = true; }
       else this.workloadOf(d);
     }
-    if (learned) this.learnedRecords.push(r);
+    if (learned) {
+      this.learnedCount++;
+      let byDst = this.learnedTuples.get(s);
+      if (byDst === undefined) this.learnedTuples.set(s, (byDst = new Map()));
+      let byPort = byDst.get(d);
+      if (byPort === undefined) byDst.set(d, (byPort = new Map()));
+      const key = l4.protocol * 0x10000 + l4.destinationPort;
+      if (!byPort.has(key)) byPort.set(key, r);
+    }
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -225,14 +235,14 @@ export class PolicySuggester {
     if (this.notLearned > 0) notes.push(`${this.notLearned} records dropped or audited by the policies in force were not learned from`);
     if (this.portless > 0) notes.push(`${this.portless} records of protocols without ports (ICMP) cannot be allowed by a port rule and were left out`);
     this.check(policies);
-    return { policies, notes, learned: this.learnedRecords.length };
+    return { policies, notes, learned: this.learnedCount };
   }
 
   /** The guarantee: the learned flows, replayed against the suggestion alone in enforce mode, are all forwarded. */
   private check(policies: NetworkPolicy[]): void {
     const cluster = { namespaces: this.options.cluster.namespaces ?? [], pods: this.options.cluster.pods };
     const replay = new FlowReplay(cluster, policies);
-    replay.addAll(this.learnedRecords);
+    for (const byDst of this.learnedTuples.values()) for (const byPort of byDst.values()) replay.addAll(byPort.values());
     const report = replay.report({ before: [], after: policies }, { mode: "enforce" });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {
@@ -249,4 +259,27 @@ export function suggestPolicies(records: Iterable<FlowRecord>, options: SuggestO
   const s = new PolicySuggester(options);
   s.addAll(records);
   return s.suggest();
+}
+
+/** A policy as a Kubernetes manifest (what `kubectl apply` takes): empty fields left out. */
+export function policyManifest(p: NetworkPolicy): Record<string, unknown> {
+  const selector = (s: LabelSelector) => ({
+    ...(Object.keys(s.matchLabels).length > 0 ? { matchLabels: s.matchLabels } : {}),
+    ...(s.matchExpressions.length > 0 ? { matchExpressions: s.matchExpressions } : {}),
+  });
+  const peer = (x: NetworkPolicyPeer) => x.ipBlock !== undefined
+    ? { ipBlock: { cidr: x.ipBlock.cidr, ...(x.ipBlock.except.length > 0 ? { except: x.ipBlock.except } : {}) } }
+    : { ...(x.namespaceSelector !== undefined ? { namespaceSelector: selector(x.namespaceSelector) } : {}), ...(x.podSelector !== undefined ? { podSelector: selector(x.podSelector) } : {}) };
+  const rule = (peers: NetworkPolicyPeer[], ports: NetworkPolicyPort[], field: "from" | "to") => ({
+    ...(peers.length > 0 ? { [field]: peers.map(peer) } : {}), ...(ports.length > 0 ? { ports } : {}),
+  });
+  const m = p.metadata;
+  return {
+    apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
+    metadata: { name: m.name, namespace: m.namespace, ...(Object.keys(m.annotations).length > 0 ? { annotations: m.annotations } : {}) },
+    spec: {
+      podSelector: selector(p.spec.podSelector), policyTypes: p.spec.policyTypes,
+      ingress: p.spec.ingress.map((r) => rule(r.from, r.ports, "from")), egress: p.spec.egress.map((r) => rule(r.to, r.ports, "to")),
+    },
+  };
 }
