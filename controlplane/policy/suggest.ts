@@ -78,6 +78,19 @@ interface Workload {
   name: string;
   /** Labels every recorded pod of it had (stable ones only), or undefined before the first. */
   labels: Record<string, string> | undefined;
+  /** Rules by peer id. */
+  ingress: Map<string, RuleAcc>;
+  egress: Map<string, RuleAcc>;
+}
+
+interface EndInfo {
+  /** Its workload, for a pod. */
+  workload: Workload | undefined;
+  /** How a rule names it; undefined for a host or a Service address. */
+  peer: PeerSpec | undefined;
+  peerId: string;
+  /** Port (protocol << 16 | port) → its container-port name, or the number. */
+  portNames: Map<number, number | string>;
 }
 
 type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: string };
@@ -85,7 +98,7 @@ type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: stri
 interface RuleAcc {
   peerId: string;
   peer: PeerSpec;
-  ports: Map<string, { protocol: string; port: number | string }>;
+  ports: Map<number, { protocol: string; port: number | string }>;
   usage: Usage;
 }
 
@@ -98,8 +111,7 @@ function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
 /** Collects the namespace's forwarded traffic; `suggest` turns it into policies. */
 export class PolicySuggester {
   private readonly workloads = new Map<string, Workload>();
-  private readonly ingress = new Map<string, Map<string, RuleAcc>>();
-  private readonly egress = new Map<string, Map<string, RuleAcc>>();
+  private readonly ends = new WeakMap<Endpoint, EndInfo>();
   /** One record per distinct (source end, destination end, protocol, port) learned: what the check replays. */
   private readonly learnedTuples = new Map<Endpoint, Map<Endpoint, Map<number, FlowRecord>>>();
   private learnedCount = 0;
@@ -125,17 +137,19 @@ export class PolicySuggester {
     if (r.verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return; }
     const protocol = PROTOCOLS[l4.protocol];
     if (protocol === undefined) { this.portless++; return; }
-    const usage = { records: 1, packets: Number(r.packets), firstMs: ms(r.startTime), lastMs: ms(r.endTime) };
-    const port = this.portName(d, protocol, l4.destinationPort);
+    const src = this.endOf(s, r.ip?.source ?? ""), dst = this.endOf(d, r.ip?.destination ?? "");
+    const portKey = l4.protocol * 0x10000 + l4.destinationPort;
+    let port = dst.portNames.get(portKey);
+    if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
+    const packets = Number(r.packets), firstMs = ms(r.startTime), lastMs = ms(r.endTime);
     let learned = false;
-    if (srcIn) {
-      const peer = this.peerOf(d, r.ip?.destination ?? "");
-      if (peer !== undefined) { this.addRule(this.egress, this.workloadOf(s), peer, protocol, port, usage); learned = true; }
+    if (srcIn && src.workload !== undefined && dst.peer !== undefined) {
+      this.addRule(src.workload.egress, dst, protocol, portKey, port, packets, firstMs, lastMs);
+      learned = true;
     }
-    if (dstIn) {
-      const peer = this.peerOf(s, r.ip?.source ?? "");
-      if (peer !== undefined) { this.addRule(this.ingress, this.workloadOf(d), peer, protocol, port, usage); learned = true; }
-      else this.workloadOf(d);
+    if (dstIn && dst.workload !== undefined && src.peer !== undefined) {
+      this.addRule(dst.workload.ingress, src, protocol, portKey, port, packets, firstMs, lastMs);
+      learned = true;
     }
     if (learned) {
       this.learnedCount++;
@@ -143,13 +157,30 @@ export class PolicySuggester {
       if (byDst === undefined) this.learnedTuples.set(s, (byDst = new Map()));
       let byPort = byDst.get(d);
       if (byPort === undefined) byDst.set(d, (byPort = new Map()));
-      const key = l4.protocol * 0x10000 + l4.destinationPort;
-      if (!byPort.has(key)) byPort.set(key, r);
+      if (!byPort.has(portKey)) byPort.set(portKey, r);
     }
   }
 
   addAll(records: Iterable<FlowRecord>): void {
     for (const r of records) this.add(r);
+  }
+
+  /** What an end is to the suggestion, once per Endpoint object (the enricher and the stores share them). */
+  private endOf(e: Endpoint, address: string): EndInfo {
+    let info = this.ends.get(e);
+    if (info !== undefined) return info;
+    const workload = e.podName !== "" ? this.workloadOf(e) : undefined;
+    let peer: PeerSpec | undefined;
+    if (workload !== undefined) peer = { kind: "pod", workload };
+    else if (e.world || (e.node === "" && e.service === "")) {
+      // Hosts need no rule (always allowed); Service addresses are judged at their backends.
+      const cidr = networkOf(e.ip || address, this.v4, this.v6);
+      if (cidr !== undefined) peer = { kind: "cidr", cidr };
+    }
+    const peerId = peer === undefined ? "" : peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
+    info = { workload, peer, peerId, portNames: new Map() };
+    this.ends.set(e, info);
+    return info;
   }
 
   /** The destination's container port name for this port, when today's pod of that name has one. */
@@ -163,33 +194,27 @@ export class PolicySuggester {
     const w = endpointWorkload(e) ?? { kind: "Pod", name: e.podName };
     const key = `${e.namespace}/${w.kind}/${w.name}`;
     let workload = this.workloads.get(key);
-    if (workload === undefined) this.workloads.set(key, (workload = { id: `${w.kind}/${w.name}`, namespace: e.namespace, name: w.name, labels: undefined }));
+    if (workload === undefined) {
+      this.workloads.set(key, (workload = { id: `${w.kind}/${w.name}`, namespace: e.namespace, name: w.name, labels: undefined, ingress: new Map(), egress: new Map() }));
+    }
     const stable = Object.fromEntries(Object.entries(e.labels).filter(([k]) => !UNSTABLE_LABELS.includes(k)));
     if (workload.labels === undefined) workload.labels = stable;
     else for (const [k, v] of Object.entries(workload.labels)) if (stable[k] !== v) delete workload.labels[k];
     return workload;
   }
 
-  /** A peer as a rule names it; undefined for a host (always allowed) or a Service address (judged at its backend). */
-  private peerOf(e: Endpoint, address: string): PeerSpec | undefined {
-    if (e.podName !== "") return { kind: "pod", workload: this.workloadOf(e) };
-    if (!e.world && e.node !== "" && e.service === "") return undefined;
-    if (e.service !== "") return undefined;
-    const cidr = networkOf(e.ip || address, this.v4, this.v6);
-    return cidr === undefined ? undefined : { kind: "cidr", cidr };
-  }
-
-  private addRule(rules: Map<string, Map<string, RuleAcc>>, subject: Workload, peer: PeerSpec, protocol: string, port: number | string, usage: Usage): void {
-    let bySubject = rules.get(subject.id);
-    if (bySubject === undefined) rules.set(subject.id, (bySubject = new Map()));
-    const peerId = peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
-    let acc = bySubject.get(peerId);
-    if (acc === undefined) bySubject.set(peerId, (acc = { peerId, peer, ports: new Map(), usage: { ...usage, records: 0, packets: 0 } }));
-    acc.ports.set(`${protocol}/${port}`, { protocol, port });
-    acc.usage.records += usage.records;
-    acc.usage.packets += usage.packets;
-    acc.usage.firstMs = Math.min(acc.usage.firstMs, usage.firstMs);
-    acc.usage.lastMs = Math.max(acc.usage.lastMs, usage.lastMs);
+  private addRule(rules: Map<string, RuleAcc>, peer: EndInfo, protocol: string, portKey: number, port: number | string,
+    packets: number, firstMs: number, lastMs: number): void {
+    let acc = rules.get(peer.peerId);
+    if (acc === undefined) {
+      rules.set(peer.peerId, (acc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs, lastMs } }));
+    }
+    if (!acc.ports.has(portKey)) acc.ports.set(portKey, { protocol, port });
+    const u = acc.usage;
+    u.records++;
+    u.packets += packets;
+    if (firstMs < u.firstMs) u.firstMs = firstMs;
+    if (lastMs > u.lastMs) u.lastMs = lastMs;
   }
 
   suggest(): Suggestion {
@@ -219,9 +244,9 @@ export class PolicySuggester {
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
           return { [direction === "ingress" ? "from" : "to"]: [peer], ports };
         });
-      const ingress = rulesOf(this.ingress.get(w.id), "ingress");
-      const egress = [...rulesOf(this.egress.get(w.id), "egress"), dnsRule];
-      for (const acc of [...(this.ingress.get(w.id)?.values() ?? []), ...(this.egress.get(w.id)?.values() ?? [])]) {
+      const ingress = rulesOf(w.ingress, "ingress");
+      const egress = [...rulesOf(w.egress, "egress"), dnsRule];
+      for (const acc of [...w.ingress.values(), ...w.egress.values()]) {
         if (acc.peer.kind === "pod" && Object.keys(acc.peer.workload.labels ?? {}).length === 0) {
           notes.push(`${ns}/${w.id}: peer ${acc.peerId} shares no stable label: the rule admits every pod of its namespace`);
         }

@@ -172,6 +172,7 @@ export class FlowReplay {
   private readonly today = new Map<string, Pod>();
   private readonly todayByLabels = new Map<string, Pod>();
   private withoutPorts = 0;
+  private readonly selectorKeys: ReadonlySet<string>;
   records = 0;
   replayed = 0;
 
@@ -183,6 +184,19 @@ export class FlowReplay {
       }
     }
     this.blocks = [...blocks.values()];
+    // Only the label keys some pod selector names can change a verdict: the rest (a
+    // pod-template-hash, a version) would split classes and multiply evaluations for nothing.
+    const keys = new Set<string>();
+    const note = (sel: { matchLabels?: Record<string, string>; matchExpressions?: { key: string }[] } | undefined) => {
+      for (const k of Object.keys(sel?.matchLabels ?? {})) keys.add(k);
+      for (const e of sel?.matchExpressions ?? []) keys.add(e.key);
+    };
+    for (const p of policies) {
+      note(p.spec?.podSelector);
+      for (const r of p.spec?.ingress ?? []) for (const peer of r.from ?? []) note(peer.podSelector);
+      for (const r of p.spec?.egress ?? []) for (const peer of r.to ?? []) note(peer.podSelector);
+    }
+    this.selectorKeys = keys;
     for (const pod of cluster.pods) {
       this.today.set(`${pod.metadata.namespace}/${pod.metadata.name}`, pod);
       const lk = `${pod.metadata.namespace}\u0001${labelsKey(pod.metadata.labels)}`;
@@ -236,7 +250,7 @@ export class FlowReplay {
     if (kind === "pod") {
       const source = this.portSource(e);
       const ports = source === undefined ? "-" : JSON.stringify(source.spec.containers.flatMap((c) => c.ports.filter((p) => p.name !== "")));
-      policyClass = `p\u0001${e.namespace}\u0001${labelsKey(e.labels)}\u0001${ports}\u0001${blocks}`;
+      policyClass = `p\u0001${e.namespace}\u0001${labelsKey(this.selectedLabels(e.labels))}\u0001${ports}\u0001${blocks}`;
     } else {
       policyClass = `${kind}\u0001${blocks}`;
     }
@@ -253,6 +267,13 @@ export class FlowReplay {
     }
     this.byObject.set(e, identity);
     return identity;
+  }
+
+  /** The labels some selector names; the only ones that can change a verdict. */
+  private selectedLabels(labels: Record<string, string>): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const k of Object.keys(labels)) if (this.selectorKeys.has(k)) out[k] = labels[k]!;
+    return out;
   }
 
   private *groups(): Iterable<Group> {
@@ -339,7 +360,7 @@ export class FlowReplay {
         }
         const name = `${e.podName}.replay-${i.classId}`;
         pods.push({
-          kind: "Pod", apiVersion: "v1", metadata: meta(name, e.namespace, e.labels),
+          kind: "Pod", apiVersion: "v1", metadata: meta(name, e.namespace, this.selectedLabels(e.labels)),
           spec: { nodeName: e.node, hostNetwork: false, containers: this.portSource(e)?.spec.containers ?? [] },
           status: { phase: "Running", podIP: i.ip, podIPs: [i.ip], hostIP: "" },
         });
