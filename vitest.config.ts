@@ -8,7 +8,7 @@ import { defineConfig } from "vitest/config";
 // A new test file is a kernel test unless it is listed here.
 const UNIT = [
   "access", "cli-help", "cluster", "conformance-model", "controlplane-stream", "kubernetes-source", "layout", "policy-explain",
-  "metadata", "mtls", "policy", "policy-random", "policy-suggest", "policy-whatif", "policy-whatif-rpc", "records", "store", "store-clickhouse", "store-duckdb", "ui-api",
+  "metadata", "mtls", "policy", "policy-random", "policy-suggest", "policy-whatif", "policy-whatif-cases", "policy-whatif-rpc", "records", "store", "store-clickhouse", "store-duckdb", "ui-api",
 ].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({

@@ -122,6 +122,8 @@ interface Group {
   dst: Identity;
   protocol: number;
   port: number;
+  /** Both ends are the same pod. */
+  self: boolean;
   records: number;
   packets: number;
   firstMs: number;
@@ -217,12 +219,14 @@ export class FlowReplay {
     if (ports === undefined) src.pairs.set(dst.id, (ports = new Map()));
     const protocol = l4.protocol & 0xff;
     const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
-    const key = protocol * 0x10000 + port;
+    // A pod talking to itself is always allowed: kept apart from two pods of one identity.
+    const self = s === d || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
+    const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
     const first = ms(r.startTime), last = ms(r.endTime);
     const packets = Number(r.packets);
     const g = ports.get(key);
     if (g === undefined) {
-      ports.set(key, { src, dst, protocol, port, records: 1, packets, firstMs: first, lastMs: last });
+      ports.set(key, { src, dst, protocol, port, self, records: 1, packets, firstMs: first, lastMs: last });
       return;
     }
     g.records++;
@@ -282,7 +286,7 @@ export class FlowReplay {
 
   /** Evaluates every distinct tuple before and after (once per pair of policy classes), and returns the edges that change. */
   report(policies: ReplayPolicies, options: ReplayOptions = {}): WhatIfReport {
-    const { objects, peerOf, notes } = this.replayCluster();
+    const { objects, peerOf, twinOf, notes } = this.replayCluster();
     const modelOptions = { defaultMode: options.defaultMode ?? "observe" };
     const before = new PolicyModel({ ...objects, policies: policies.before }, modelOptions);
     const after = new PolicyModel({ ...objects, policies: policies.after }, modelOptions);
@@ -295,11 +299,12 @@ export class FlowReplay {
       const pairKey = g.src.classId * 0x200000 + g.dst.classId;
       let byPort = judged.get(pairKey);
       if (byPort === undefined) judged.set(pairKey, (byPort = new Map()));
-      const portKey = g.protocol * 0x10000 + g.port;
+      const portKey = (g.self ? 0x1000000 : 0) + g.protocol * 0x10000 + g.port;
       let j = byPort.get(portKey);
       if (j === undefined) {
         evaluated++;
-        const from = peerOf(g.src), to = peerOf(g.dst);
+        // Two pods of one class: the destination is the class's twin, so that the model does not take them for one pod.
+        const from = peerOf(g.src), to = g.src.classId === g.dst.classId && !g.self && g.dst.kind === "pod" ? twinOf(g.dst) : peerOf(g.dst);
         const b = evaluate(before, from, to, g.protocol, g.port), a = evaluate(after, from, to, g.protocol, g.port);
         const ob = outcomeOf(before, b, options.mode), oa = outcomeOf(after, a, options.mode);
         j = ob === oa && b.allowed === a.allowed ? null : { b, a, ob, oa };
@@ -343,12 +348,15 @@ export class FlowReplay {
    * and address; named ports from today's pods), one node address per host class, today's
    * namespaces (plus bare ones for namespaces that are gone).
    */
-  private replayCluster(): { objects: { namespaces: Namespace[]; pods: Pod[]; nodes: Node[] }; peerOf: (i: Identity) => Peer; notes: string[] } {
+  private replayCluster(): {
+    objects: { namespaces: Namespace[]; pods: Pod[]; nodes: Node[] }; peerOf: (i: Identity) => Peer; twinOf: (i: Identity) => Peer; notes: string[];
+  } {
     const namespaces = new Map<string, Namespace>();
     for (const ns of this.cluster.namespaces) namespaces.set(ns.metadata.name, ns);
     const pods: Pod[] = [];
     const nodes: Node[] = [];
     const peers: Peer[] = [];
+    const twins: Peer[] = [];
     const goneNamespaces = new Set<string>();
     for (const i of this.identities) {
       if (peers[i.classId] !== undefined) continue;
@@ -359,12 +367,15 @@ export class FlowReplay {
           namespaces.set(e.namespace, { kind: "Namespace", apiVersion: "v1", metadata: meta(e.namespace, "", {}) });
         }
         const name = `${e.podName}.replay-${i.classId}`;
-        pods.push({
-          kind: "Pod", apiVersion: "v1", metadata: meta(name, e.namespace, this.selectedLabels(e.labels)),
-          spec: { nodeName: e.node, hostNetwork: false, containers: this.portSource(e)?.spec.containers ?? [] },
-          status: { phase: "Running", podIP: i.ip, podIPs: [i.ip], hostIP: "" },
-        });
+        for (const n of [name, `${name}.twin`]) {
+          pods.push({
+            kind: "Pod", apiVersion: "v1", metadata: meta(n, e.namespace, this.selectedLabels(e.labels)),
+            spec: { nodeName: e.node, hostNetwork: false, containers: this.portSource(e)?.spec.containers ?? [] },
+            status: { phase: "Running", podIP: i.ip, podIPs: [i.ip], hostIP: "" },
+          });
+        }
         peers[i.classId] = { pod: `${e.namespace}/${name}`, ip: i.ip };
+        twins[i.classId] = { pod: `${e.namespace}/${name}.twin`, ip: i.ip };
       } else {
         if (i.kind === "host") {
           nodes.push({ kind: "Node", apiVersion: "v1", metadata: meta(`replay-${i.classId}`, "", {}), spec: { podCIDRs: [] },
@@ -376,7 +387,7 @@ export class FlowReplay {
     const notes = ["namespace labels and modes are today's (records do not carry them); pod labels, addresses and namespaces are the recorded ones"];
     if (goneNamespaces.size > 0) notes.push(`namespaces that no longer exist are judged with no labels but their name: ${[...goneNamespaces].sort().join(", ")}`);
     if (this.withoutPorts > 0) notes.push(`${this.withoutPorts} recorded pod identities have no pod of the same name or labels today: named ports match nothing for them`);
-    return { objects: { namespaces: [...namespaces.values()], pods, nodes }, peerOf: (i) => peers[i.classId]!, notes };
+    return { objects: { namespaces: [...namespaces.values()], pods, nodes }, peerOf: (i) => peers[i.classId]!, twinOf: (i) => twins[i.classId]!, notes };
   }
 }
 
