@@ -7,8 +7,9 @@ import { defineConfig } from "vitest/config";
 //    after the unit project (they share the machine's bpffs, netns names and CPU).
 // A new test file is a kernel test unless it is listed here.
 const UNIT = [
-  "access", "cli-help", "cli-output", "cluster", "flowcolumns", "flow-stream", "conformance-model", "controlplane-stream", "kubernetes-source", "layout", "policy-explain",
-  "metadata", "mtls", "policy", "policy-random", "records", "store", "store-clickhouse", "store-duckdb", "ui-api",
+  "access", "cli-help", "cli-output", "cluster", "flowcolumns", "flow-stream", "conformance-model", "controlplane-stream", "kubernetes-source", "layout",
+  "metadata", "mtls", "policy", "policy-explain", "policy-random", "policy-suggest", "policy-whatif", "policy-whatif-cases", "policy-whatif-rpc", "records",
+  "store", "store-clickhouse", "store-duckdb", "ui-api",
 ].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({

@@ -350,6 +350,8 @@ async function referenceRole(socket: string): Promise<void> {
     getFlows(call) { call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "reference server" }); },
     getFlowMap: unimplemented,
     getNodes: unimplemented,
+    policyWhatIf: unimplemented,
+    suggestPolicies: unimplemented,
     getStatus(_call, callback) {
       callback(null, {
         agentsConnected: connected, agentsKnown: connected, recordsTotal: records, recordsPerSecond: 0,

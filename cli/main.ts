@@ -17,7 +17,9 @@ commands:
   observe       flows from the control plane, filtered (like hubble observe)
   map           the flow map of a namespace (-n NS | -A) as a table, JSON or dot
   status        agents, record rates and every loss counter
-  policy        policy explain: why a connection is allowed or denied, rule by rule
+  policy        policy explain: why a connection is allowed or denied, rule by rule;
+                policy what-if: what a draft would change for the recorded flows;
+                policy suggest: least-privilege policies from a namespace's recorded flows
   certs         create the CA and certificates of mutual TLS between agents and the control plane
   lab           build and drive the lab cluster datapath (lab up|down|status|exec|pod …)
   probe         send or serve test traffic inside a lab pod (udp, tcp, sctp)

@@ -1,4 +1,4 @@
-// `bulkhead policy explain`: which policies select each end of a connection, which of their
+// `bulkhead policy explain` (what-if: policy-whatif.ts): which policies select each end of a connection, which of their
 // rules allow it, and what the datapath does with it in each mode (`cilium policy trace`
 // for bulkhead). It reads the cluster from a manifests folder, as `controlplane
 // --manifests` does (for a live cluster: `kubectl get ns,pods,nodes,networkpolicies -A
@@ -12,8 +12,10 @@ import { ClusterState } from "../controlplane/cluster/state.js";
 import { clusterOf, POLICY_MODES, PolicyModel, type Peer, type PolicyModeName } from "../controlplane/policy/model.js";
 import { explain, formatExplanation } from "../controlplane/policy/explain.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
+import { runWhatIf, whatIfUsage } from "./policy-whatif.js";
+import { runSuggest, suggestUsage } from "./policy-suggest.js";
 
-export const policyUsage = `usage: bulkhead policy explain --manifests DIR --from NS/POD|IP --to NS/POD|IP --port N[/TCP|UDP|SCTP]
+export const explainUsage = `usage: bulkhead policy explain --manifests DIR --from NS/POD|IP --to NS/POD|IP --port N[/TCP|UDP|SCTP]
                               [--default-mode observe|audit|enforce] [-o text|json]
 
 Why a connection is allowed or denied: the policies that select the source (egress) and
@@ -50,13 +52,23 @@ function portOf(raw: string | undefined): { port: number; protocol: Protocol } {
   return { port, protocol };
 }
 
+export const policyUsage = `${explainUsage}
+${whatIfUsage}
+${suggestUsage}`;
+
 export async function runPolicy(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (argv.includes("--help") || argv.includes("-h") || sub === undefined) {
+  if (sub === undefined || ((argv.includes("--help") || argv.includes("-h")) && !["explain", "what-if", "suggest"].includes(sub))) {
     (sub === undefined ? process.stderr : process.stdout).write(policyUsage);
     return sub === undefined ? 2 : 0;
   }
-  if (sub !== "explain") throw new ConfigError(`policy: unknown command "${sub}" (policy explain)`);
+  if (sub === "what-if") return runWhatIf(rest);
+  if (sub === "suggest") return runSuggest(rest);
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(explainUsage);
+    return 0;
+  }
+  if (sub !== "explain") throw new ConfigError(`policy: unknown command "${sub}" (policy explain, policy what-if, policy suggest)`);
   let v;
   try {
     v = parseArgs({

@@ -113,6 +113,8 @@ export class ControlPlane {
   /** Records that end after this (ms) reached this process, so the hot window may hold them. */
   private readonly startedMs: number;
   readonly policy: PolicyCompiler;
+  /** Mode of namespaces without a bulkhead.io/mode annotation. */
+  readonly defaultMode: PolicyModeName;
   private policyProblems = "";
   /** Attributions by (addresses, protocol, port) since the last metadata change: the compiler's own
    * cache needs both addresses parsed and looked up, which cost a third of ingest. */
@@ -134,7 +136,8 @@ export class ControlPlane {
       capacity: opts.storeCapacity,
       onSubscriberError: (err) => opts.log.warn({ err: (err as Error).message }, "a follow stream failed"),
     });
-    this.policy = new PolicyCompiler({ defaultMode: opts.defaultMode ?? "observe" });
+    this.defaultMode = opts.defaultMode ?? "observe";
+    this.policy = new PolicyCompiler({ defaultMode: this.defaultMode });
     this.agents = new AgentRegistry({
       ingest: (batch, clockSkewMs) => this.ingestBatch(batch, clockSkewMs),
       lastBatchId: async (instanceId) => await opts.store?.lastBatchId(instanceId),

@@ -1,5 +1,6 @@
-// ObserverService: GetFlows (history then, with follow, live), GetFlowMap, GetStatus and
-// GetNodes over the control plane's stores. Bad requests get INVALID_ARGUMENT naming the
+// ObserverService: GetFlows (history then, with follow, live), GetFlowMap, GetStatus,
+// GetNodes, and the policy requests PolicyWhatIf and SuggestPolicies (policy-requests.ts)
+// over the control plane's stores. Bad requests get INVALID_ARGUMENT naming the
 // field; nothing a client sends can change stored data.
 //
 // Every call first authenticates its `authorization: Bearer <token>` metadata (access/):
@@ -16,6 +17,7 @@ import { compileRequest, FlowFilterError } from "./store/filter.js";
 import { FlowStream } from "./flow-stream.js";
 import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
+import { policySuggestions, policyWhatIf, PolicyRequestError } from "./policy-requests.js";
 import type { AccessControl } from "./access/control.js";
 import {
   AccessError, flowInScope, requireCluster, requireFlowFilters, requireNamespace, restrictFlowMap, type Scope,
@@ -174,6 +176,26 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       const outside = requireCluster(scope, "the control plane's status");
       if (outside) { deny("GetStatus", scope, outside, (err) => callback(err)); return; }
       callback(null, cp.status());
+    },
+
+    policyWhatIf(call, callback) {
+      const scope = authorize("PolicyWhatIf", call.metadata, (err) => callback(err));
+      if (scope === undefined) return;
+      policyWhatIf(cp, scope, call.request).then((response) => callback(null, response), (err: Error) => {
+        if (err instanceof PolicyRequestError && err.kind === "denied") deny("PolicyWhatIf", scope, new AccessError(403, err.message), (e) => callback(e));
+        else if (err instanceof PolicyRequestError) callback(invalid(err.message));
+        else callback(serviceError(grpc.status.UNAVAILABLE, `flow store: ${err.message}`));
+      });
+    },
+
+    suggestPolicies(call, callback) {
+      const scope = authorize("SuggestPolicies", call.metadata, (err) => callback(err));
+      if (scope === undefined) return;
+      policySuggestions(cp, scope, call.request).then((response) => callback(null, response), (err: Error) => {
+        if (err instanceof PolicyRequestError && err.kind === "denied") deny("SuggestPolicies", scope, new AccessError(403, err.message), (e) => callback(e));
+        else if (err instanceof PolicyRequestError) callback(invalid(err.message));
+        else callback(serviceError(grpc.status.INTERNAL, `SuggestPolicies: ${err.message}`));
+      });
     },
 
     getNodes(call, callback) {

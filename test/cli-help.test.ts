@@ -80,8 +80,8 @@ describe("help", () => {
     expect(exec.stderr).toMatch(/no lab is up/);
   });
 
-  it("subcommands of probe and flows answer --help with exit 0", async () => {
-    for (const args of [["probe", "udp-send"], ["probe", "tcp-serve"], ["flows", "tail"]]) {
+  it("subcommands of probe, flows and policy answer --help with exit 0", async () => {
+    for (const args of [["probe", "udp-send"], ["probe", "tcp-serve"], ["flows", "tail"], ["policy", "explain"], ["policy", "what-if"], ["policy", "suggest"]]) {
       const r = await bulkhead(...args, "--help");
       expect({ args, code: r.code, usage: r.stdout.startsWith("usage:") }).toEqual({ args, code: 0, usage: true });
     }

@@ -67,6 +67,8 @@ async function fakeObserver(nodes: () => NodeStatus[]): Promise<{ address: strin
     getNodes: (_call, cb) => cb(null, { nodes: nodes() }),
     getStatus: unimplemented,
     getFlowMap: unimplemented,
+    policyWhatIf: unimplemented,
+    suggestPolicies: unimplemented,
     getFlows: (call) => call.end(),
   };
   server.addService(ObserverServiceService, impl);

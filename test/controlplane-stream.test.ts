@@ -1130,7 +1130,8 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
           stream.write({ kind: { $case: "policy", value: snapshot } });
         },
       },
-      observer: { getFlows: (call) => call.end(), getFlowMap: unimplemented, getStatus: unimplemented, getNodes: unimplemented },
+      observer: { getFlows: (call) => call.end(), getFlowMap: unimplemented, getStatus: unimplemented, getNodes: unimplemented,
+        policyWhatIf: unimplemented, suggestPolicies: unimplemented },
     });
     await bind(server, address);
     const received: bigint[] = [];

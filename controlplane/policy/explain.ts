@@ -7,7 +7,7 @@
 // namespace enforces, marks it AUDIT when it audits, and only observes otherwise; the
 // outcome is the strongest of the two (DROPPED > AUDIT > FORWARDED).
 import type { Protocol } from "../metadata/objects.js";
-import type { Peer, PolicyModeName, ResolvedPeer, SideVerdict, TierRuleMatch } from "./model.js";
+import type { Peer, PolicyModeName, ResolvedPeer, SideVerdict, TierRuleMatch, Verdict } from "./model.js";
 import type { PolicyModel } from "./model.js";
 
 export type Outcome = "FORWARDED" | "AUDIT" | "DROPPED";
@@ -15,7 +15,8 @@ export type Outcome = "FORWARDED" | "AUDIT" | "DROPPED";
 export interface ExplainQuery {
   from: Peer;
   to: Peer;
-  protocol: Protocol;
+  /** A name, or an IANA number (what-if replays ICMP and others: only rules without ports match them). */
+  protocol: Protocol | number;
   port: number;
 }
 
@@ -29,7 +30,7 @@ export interface SideExplanation extends SideVerdict {
 export interface Explanation {
   from: string;
   to: string;
-  protocol: Protocol;
+  protocol: Protocol | number;
   port: number;
   egress: SideExplanation;
   ingress: SideExplanation;
@@ -50,6 +51,21 @@ function describe(end: ResolvedPeer): string {
     case "host": return `node ${end.node}${end.ip === undefined ? "" : ` (${end.ip})`}`;
     case "world": return `${end.ip} (outside the cluster)`;
   }
+}
+
+/**
+ * What the datapath does with a verdict: each denied side drops in enforce, marks AUDIT in
+ * audit, passes in observe, under its pod's namespace mode (`mode` for every namespace
+ * when given); host and outside ends are never judged. The strongest side wins.
+ */
+export function outcomeOf(model: PolicyModel, verdict: Verdict, mode?: PolicyModeName): Outcome {
+  let outcome: Outcome = "FORWARDED";
+  for (const [side, end] of [[verdict.egress, verdict.src], [verdict.ingress, verdict.dst]] as const) {
+    if (side.allowed || end.kind !== "pod") continue;
+    const o = OF_MODE[mode ?? model.modeOf(end.pod.namespace)];
+    if (RANK[o] > RANK[outcome]) outcome = o;
+  }
+  return outcome;
 }
 
 /** Throws, naming the end, when a pod is unknown or an address is not one. */

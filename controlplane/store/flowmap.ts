@@ -263,6 +263,11 @@ export function edgeOfRecord(record: FlowRecord): EdgeKey {
   };
 }
 
+/** The map node id of a record's end ("workload:ns/Kind/name", "service:ns/name", "world:ip", "host:node", "unknown:ip"). */
+export function mapNodeOf(endpoint: Endpoint | undefined, address: string): string {
+  return identify(endpoint, address).id;
+}
+
 function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity {
   if (endpoint !== undefined) {
     const workload = endpointWorkload(endpoint);

@@ -1,0 +1,310 @@
+// `bulkhead policy suggest`: least-privilege NetworkPolicies for a namespace from the flows
+// it was seen to need, each rule justified by those flows.
+//
+// What is learned: the judged observation of each connection (whatif.ts: TO_POD after
+// Service DNAT, so a Service is resolved to its backends and their target port; FROM_POD
+// to outside addresses) with an end in the namespace, and only what was FORWARDED (an
+// AUDIT or DROPPED record is traffic the policies in force already refuse; the count of
+// those left out is in the notes). Replies follow their connection and need no rule.
+//
+// What is suggested, per workload of the namespace seen in the history:
+// - podSelector: the labels every recorded pod of the workload had, without per-rollout
+//   labels (pod-template-hash, controller-revision-hash, …);
+// - ingress and egress rules, one per peer: a pod peer as namespaceSelector
+//   (kubernetes.io/metadata.name) + podSelector (its workload's stable labels); an outside
+//   peer as the ipBlock of its address cut to the minimum prefix (/24, /64 by default);
+//   ports as observed, by container-port name where the destination pod names it;
+// - egress to DNS (pods labelled k8s-app=kube-dns in any namespace, 53/UDP and TCP);
+// - annotations `bulkhead.io/justification`: per rule, the peer, ports, records, packets,
+//   first and last seen.
+// Plus `bulkhead-default-deny` isolating every pod of the namespace both ways (DNS egress
+// allowed), so that traffic never observed — from workloads never seen, too — is denied.
+// Host (node) peers need no rule: traffic between a pod and a node is always allowed.
+// Protocols without ports (ICMP) cannot be allowed by port and are left out (noted).
+//
+// Checked on every suggestion: the learned flows replayed against it in enforce mode
+// (FlowReplay) drop nothing; a violation is an error, never a silent suggestion.
+import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
+import { networkOf } from "../../addresses/ip.js";
+import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod } from "../metadata/objects.js";
+import { endpointWorkload } from "../store/filter.js";
+import { NAMESPACE_NAME_LABEL } from "./model.js";
+import { FlowReplay, isJudgedObservation } from "./whatif.js";
+
+export const JUSTIFICATION_ANNOTATION = "bulkhead.io/justification";
+
+/** Labels that change per rollout or per pod: never in a suggested selector. */
+export const UNSTABLE_LABELS: readonly string[] = [
+  "pod-template-hash", "controller-revision-hash", "pod-template-generation", "statefulset.kubernetes.io/pod-name",
+  "apps.kubernetes.io/pod-index", "controller-uid", "batch.kubernetes.io/controller-uid", "job-name", "batch.kubernetes.io/job-name",
+  "batch.kubernetes.io/job-completion-index",
+];
+
+export interface SuggestOptions {
+  namespace: string;
+  /** Today's pods: named container ports of destinations, and the replay check. */
+  cluster: { pods: readonly Pod[]; namespaces?: readonly Namespace[] };
+  /** Outside addresses become ipBlocks of this prefix length (IPv4, default 24; IPv6, default 64). */
+  minPrefixV4?: number;
+  minPrefixV6?: number;
+}
+
+export interface RuleJustification {
+  /** "ingress[0]" or "egress[1]". */
+  rule: string;
+  /** Map node id of the peer, or "dns". */
+  peer: string;
+  ports: string[];
+  records: number;
+  packets: number;
+  firstSeen: string;
+  lastSeen: string;
+}
+
+export interface Suggestion {
+  policies: NetworkPolicy[];
+  notes: string[];
+  /** Records learned from (judged, forwarded, with an end in the namespace). */
+  learned: number;
+}
+
+interface Usage { records: number; packets: number; firstMs: number; lastMs: number }
+
+interface Workload {
+  /** "Kind/name". */
+  id: string;
+  namespace: string;
+  name: string;
+  /** Labels every recorded pod of it had (stable ones only), or undefined before the first. */
+  labels: Record<string, string> | undefined;
+  /** Rules by peer id. */
+  ingress: Map<string, RuleAcc>;
+  egress: Map<string, RuleAcc>;
+}
+
+interface EndInfo {
+  /** Its workload, for a pod. */
+  workload: Workload | undefined;
+  /** How a rule names it; undefined for a host or a Service address. */
+  peer: PeerSpec | undefined;
+  peerId: string;
+  /** Port (protocol << 16 | port) → its container-port name, or the number. */
+  portNames: Map<number, number | string>;
+}
+
+type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: string };
+
+interface RuleAcc {
+  peerId: string;
+  peer: PeerSpec;
+  ports: Map<number, { protocol: string; port: number | string }>;
+  usage: Usage;
+}
+
+const PROTOCOLS: Record<number, string> = { 6: "TCP", 17: "UDP", 132: "SCTP" };
+
+function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
+  return ts === undefined ? 0 : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
+}
+
+/** Collects the namespace's forwarded traffic; `suggest` turns it into policies. */
+export class PolicySuggester {
+  private readonly workloads = new Map<string, Workload>();
+  private readonly ends = new WeakMap<Endpoint, EndInfo>();
+  /** One record per distinct (source end, destination end, protocol, port) learned: what the check replays. */
+  private readonly learnedTuples = new Map<Endpoint, Map<Endpoint, Map<number, FlowRecord>>>();
+  private learnedCount = 0;
+  private readonly todayPods = new Map<string, Pod>();
+  private notLearned = 0;
+  private portless = 0;
+  private readonly v4: number;
+  private readonly v6: number;
+
+  constructor(private readonly options: SuggestOptions) {
+    this.v4 = options.minPrefixV4 ?? 24;
+    this.v6 = options.minPrefixV6 ?? 64;
+    for (const p of options.cluster.pods) this.todayPods.set(`${p.metadata.namespace}/${p.metadata.name}`, p);
+  }
+
+  add(r: FlowRecord): void {
+    if (!isJudgedObservation(r)) return;
+    const s = r.source, d = r.destination, l4 = r.l4;
+    if (s === undefined || d === undefined || l4 === undefined) return;
+    const ns = this.options.namespace;
+    const srcIn = s.podName !== "" && s.namespace === ns, dstIn = d.podName !== "" && d.namespace === ns;
+    if (!srcIn && !dstIn) return;
+    if (r.verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return; }
+    const protocol = PROTOCOLS[l4.protocol];
+    if (protocol === undefined) { this.portless++; return; }
+    const src = this.endOf(s, r.ip?.source ?? ""), dst = this.endOf(d, r.ip?.destination ?? "");
+    const portKey = l4.protocol * 0x10000 + l4.destinationPort;
+    let port = dst.portNames.get(portKey);
+    if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
+    const packets = Number(r.packets), firstMs = ms(r.startTime), lastMs = ms(r.endTime);
+    let learned = false;
+    if (srcIn && src.workload !== undefined && dst.peer !== undefined) {
+      this.addRule(src.workload.egress, dst, protocol, portKey, port, packets, firstMs, lastMs);
+      learned = true;
+    }
+    if (dstIn && dst.workload !== undefined && src.peer !== undefined) {
+      this.addRule(dst.workload.ingress, src, protocol, portKey, port, packets, firstMs, lastMs);
+      learned = true;
+    }
+    if (learned) {
+      this.learnedCount++;
+      let byDst = this.learnedTuples.get(s);
+      if (byDst === undefined) this.learnedTuples.set(s, (byDst = new Map()));
+      let byPort = byDst.get(d);
+      if (byPort === undefined) byDst.set(d, (byPort = new Map()));
+      if (!byPort.has(portKey)) byPort.set(portKey, r);
+    }
+  }
+
+  addAll(records: Iterable<FlowRecord>): void {
+    for (const r of records) this.add(r);
+  }
+
+  /** What an end is to the suggestion, once per Endpoint object (the enricher and the stores share them). */
+  private endOf(e: Endpoint, address: string): EndInfo {
+    let info = this.ends.get(e);
+    if (info !== undefined) return info;
+    const workload = e.podName !== "" ? this.workloadOf(e) : undefined;
+    let peer: PeerSpec | undefined;
+    if (workload !== undefined) peer = { kind: "pod", workload };
+    else if (e.world || (e.node === "" && e.service === "")) {
+      // Hosts need no rule (always allowed); Service addresses are judged at their backends.
+      const cidr = networkOf(e.ip || address, this.v4, this.v6);
+      if (cidr !== undefined) peer = { kind: "cidr", cidr };
+    }
+    const peerId = peer === undefined ? "" : peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
+    info = { workload, peer, peerId, portNames: new Map() };
+    this.ends.set(e, info);
+    return info;
+  }
+
+  /** The destination's container port name for this port, when today's pod of that name has one. */
+  private portName(d: Endpoint, protocol: string, port: number): number | string {
+    const pod = d.podName === "" ? undefined : this.todayPods.get(`${d.namespace}/${d.podName}`);
+    for (const c of pod?.spec.containers ?? []) for (const p of c.ports) if (p.name !== "" && p.containerPort === port && p.protocol === protocol) return p.name;
+    return port;
+  }
+
+  private workloadOf(e: Endpoint): Workload {
+    const w = endpointWorkload(e) ?? { kind: "Pod", name: e.podName };
+    const key = `${e.namespace}/${w.kind}/${w.name}`;
+    let workload = this.workloads.get(key);
+    if (workload === undefined) {
+      this.workloads.set(key, (workload = { id: `${w.kind}/${w.name}`, namespace: e.namespace, name: w.name, labels: undefined, ingress: new Map(), egress: new Map() }));
+    }
+    const stable = Object.fromEntries(Object.entries(e.labels).filter(([k]) => !UNSTABLE_LABELS.includes(k)));
+    if (workload.labels === undefined) workload.labels = stable;
+    else for (const [k, v] of Object.entries(workload.labels)) if (stable[k] !== v) delete workload.labels[k];
+    return workload;
+  }
+
+  private addRule(rules: Map<string, RuleAcc>, peer: EndInfo, protocol: string, portKey: number, port: number | string,
+    packets: number, firstMs: number, lastMs: number): void {
+    let acc = rules.get(peer.peerId);
+    if (acc === undefined) {
+      rules.set(peer.peerId, (acc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs, lastMs } }));
+    }
+    if (!acc.ports.has(portKey)) acc.ports.set(portKey, { protocol, port });
+    const u = acc.usage;
+    u.records++;
+    u.packets += packets;
+    if (firstMs < u.firstMs) u.firstMs = firstMs;
+    if (lastMs > u.lastMs) u.lastMs = lastMs;
+  }
+
+  suggest(): Suggestion {
+    const ns = this.options.namespace;
+    const notes: string[] = [];
+    const policies: NetworkPolicy[] = [];
+    const dnsRule = { to: [{ namespaceSelector: {}, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } }], ports: [{ protocol: "UDP", port: 53 }, { protocol: "TCP", port: 53 }] };
+    policies.push(parse({
+      apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
+      metadata: { name: "bulkhead-default-deny", namespace: ns, annotations: { [JUSTIFICATION_ANNOTATION]: JSON.stringify([{ rule: "egress[0]", peer: "dns", ports: ["UDP/53", "TCP/53"], records: 0, packets: 0, firstSeen: "", lastSeen: "" }]) } },
+      spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
+    }));
+    const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => a.id.localeCompare(b.id));
+    for (const w of subjects) {
+      const labels = w.labels ?? {};
+      if (Object.keys(labels).length === 0) {
+        notes.push(`${ns}/${w.id}: its pods share no stable label, so no policy can select it alone; it keeps only the default deny (and DNS)`);
+        continue;
+      }
+      const justification: RuleJustification[] = [];
+      const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
+        [...(accs?.values() ?? [])].sort((a, b) => a.peerId.localeCompare(b.peerId)).map((acc, i) => {
+          const peer = acc.peer.kind === "cidr" ? { ipBlock: { cidr: acc.peer.cidr } }
+            : { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: acc.peer.workload.namespace } }, podSelector: { matchLabels: { ...acc.peer.workload.labels } } };
+          const ports = [...acc.ports.values()].sort((a, b) => `${a.protocol}/${a.port}`.localeCompare(`${b.protocol}/${b.port}`));
+          justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: ports.map((p) => `${p.protocol}/${p.port}`), records: acc.usage.records,
+            packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
+          return { [direction === "ingress" ? "from" : "to"]: [peer], ports };
+        });
+      const ingress = rulesOf(w.ingress, "ingress");
+      const egress = [...rulesOf(w.egress, "egress"), dnsRule];
+      for (const acc of [...w.ingress.values(), ...w.egress.values()]) {
+        if (acc.peer.kind === "pod" && Object.keys(acc.peer.workload.labels ?? {}).length === 0) {
+          notes.push(`${ns}/${w.id}: peer ${acc.peerId} shares no stable label: the rule admits every pod of its namespace`);
+        }
+      }
+      policies.push(parse({
+        apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
+        metadata: { name: `bulkhead-${w.name}`.slice(0, 253), namespace: ns, annotations: { [JUSTIFICATION_ANNOTATION]: JSON.stringify(justification) } },
+        spec: { podSelector: { matchLabels: labels }, policyTypes: ["Ingress", "Egress"], ingress, egress },
+      }));
+    }
+    if (this.notLearned > 0) notes.push(`${this.notLearned} records dropped or audited by the policies in force were not learned from`);
+    if (this.portless > 0) notes.push(`${this.portless} records of protocols without ports (ICMP) cannot be allowed by a port rule and were left out`);
+    this.check(policies);
+    return { policies, notes, learned: this.learnedCount };
+  }
+
+  /** The guarantee: the learned flows, replayed against the suggestion alone in enforce mode, are all forwarded. */
+  private check(policies: NetworkPolicy[]): void {
+    const cluster = { namespaces: this.options.cluster.namespaces ?? [], pods: this.options.cluster.pods };
+    const replay = new FlowReplay(cluster, policies);
+    for (const byDst of this.learnedTuples.values()) for (const byPort of byDst.values()) replay.addAll(byPort.values());
+    const report = replay.report({ before: [], after: policies }, { mode: "enforce" });
+    const broken = report.edges.filter((e) => e.after === "DROPPED");
+    if (broken.length > 0) {
+      throw new Error(`suggestion check failed: it would drop ${broken.length} observed edges, e.g. ${broken[0]!.source} → ${broken[0]!.destination} ${broken[0]!.protocol}/${broken[0]!.port}`);
+    }
+  }
+}
+
+function parse(doc: Record<string, unknown>): NetworkPolicy {
+  return parseKubeObject(doc) as NetworkPolicy;
+}
+
+export function suggestPolicies(records: Iterable<FlowRecord>, options: SuggestOptions): Suggestion {
+  const s = new PolicySuggester(options);
+  s.addAll(records);
+  return s.suggest();
+}
+
+/** A policy as a Kubernetes manifest (what `kubectl apply` takes): empty fields left out. */
+export function policyManifest(p: NetworkPolicy): Record<string, unknown> {
+  const selector = (s: LabelSelector) => ({
+    ...(Object.keys(s.matchLabels).length > 0 ? { matchLabels: s.matchLabels } : {}),
+    ...(s.matchExpressions.length > 0 ? { matchExpressions: s.matchExpressions } : {}),
+  });
+  const peer = (x: NetworkPolicyPeer) => x.ipBlock !== undefined
+    ? { ipBlock: { cidr: x.ipBlock.cidr, ...(x.ipBlock.except.length > 0 ? { except: x.ipBlock.except } : {}) } }
+    : { ...(x.namespaceSelector !== undefined ? { namespaceSelector: selector(x.namespaceSelector) } : {}), ...(x.podSelector !== undefined ? { podSelector: selector(x.podSelector) } : {}) };
+  const rule = (peers: NetworkPolicyPeer[], ports: NetworkPolicyPort[], field: "from" | "to") => ({
+    ...(peers.length > 0 ? { [field]: peers.map(peer) } : {}), ...(ports.length > 0 ? { ports } : {}),
+  });
+  const m = p.metadata;
+  return {
+    apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
+    metadata: { name: m.name, namespace: m.namespace, ...(Object.keys(m.annotations).length > 0 ? { annotations: m.annotations } : {}) },
+    spec: {
+      podSelector: selector(p.spec.podSelector), policyTypes: p.spec.policyTypes,
+      ingress: p.spec.ingress.map((r) => rule(r.from, r.ports, "from")), egress: p.spec.egress.map((r) => rule(r.to, r.ports, "to")),
+    },
+  };
+}

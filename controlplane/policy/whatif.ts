@@ -1,0 +1,415 @@
+// What-if: replay recorded flows against the policies in force and against those plus a
+// draft, with the policy model (model.ts) that the compiled snapshot and the datapath are
+// proved against, and report every edge whose verdict would change.
+//
+// Which records are replayed: the observation where the datapath judges a new connection
+// (native/bpf/endpoint.bpf.c). Traffic entering a pod is judged at that pod's TO_POD,
+// after Service DNAT, for both ends (the source's egress and the destination's ingress);
+// traffic from a pod to a host or outside address at the source's FROM_POD. So: TO_POD
+// records, and FROM_POD records whose destination is neither a pod nor a Service address.
+// Replies are not replayed (they follow their connection: conntrack), nor spoofed records
+// (dropped whatever the policy). Each packet is counted once this way.
+//
+// Identity of the time: each end is what the record says it was when it was recorded —
+// its namespace, pod, labels, address, workload, node — not what that pod (or address)
+// is today; so a reused address or a relabelled pod is judged as it was. Two things are
+// not recorded and are read from the cluster as it is now: a namespace's labels (and its
+// bulkhead.io/mode), and a pod's named container ports (from the pod of that name, else a
+// pod of the namespace with the same labels; none when neither exists, so named-port
+// rules match nothing for it). Reports say so in `notes`.
+//
+// Speed: the model runs once per distinct (source identity, destination identity,
+// protocol, port); a record costs two WeakMap lookups (endpoints are shared objects, in
+// the hot window and in the stores' dictionaries) and two Map lookups.
+import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
+import { isReply, mapNodeOf } from "../store/flowmap.js";
+import { outcomeOf, type Outcome } from "./explain.js";
+import { type IpBlockRange, PolicyModel, PolicySet, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
+import { ipWords } from "../../addresses/prefix.js";
+
+export type { Outcome } from "./explain.js";
+
+/** The cluster as it is now: namespace labels and modes, and the pods named ports are read from. */
+export interface ReplayCluster {
+  namespaces: readonly Namespace[];
+  pods: readonly Pod[];
+}
+
+/** Policies to evaluate against: the ones in force, and the ones in force with a draft applied. */
+export interface ReplayPolicies {
+  before: readonly NetworkPolicy[];
+  after: readonly NetworkPolicy[];
+}
+
+export interface ReplayOptions {
+  /** Mode of namespaces without a bulkhead.io/mode annotation (the control plane's). */
+  defaultMode?: PolicyModeName;
+  /** Judge as if every namespace were in this mode (e.g. enforce: what switching would break). */
+  mode?: PolicyModeName;
+}
+
+/** One side's decision after the draft, for the report. */
+export interface DecidingSide {
+  /** The rules that allow it ("ns/policy ingress[0]"); empty when denied or not isolated. */
+  allowedBy: string[];
+  /** The policies that isolate it; a denied side is denied by these (none of their rules allows). */
+  isolatedBy: string[];
+  allowed: boolean;
+  exemption?: "self" | "host";
+}
+
+/** An edge (client → server, protocol, server port) whose verdict would change. */
+export interface ChangedEdge {
+  /** Map node ids, as GetFlowMap names them: "workload:ns/Kind/name", "world:ip", "host:node". */
+  source: string;
+  destination: string;
+  protocol: string;
+  port: number;
+  before: Outcome;
+  after: Outcome;
+  /** The policy verdict (whatever the mode): both sides allow. */
+  allowedBefore: boolean;
+  allowedAfter: boolean;
+  records: number;
+  packets: number;
+  /** Milliseconds since the epoch. */
+  firstSeenMs: number;
+  lastSeenMs: number;
+  /** What decides after the draft, per side. */
+  egress: DecidingSide;
+  ingress: DecidingSide;
+}
+
+export interface WhatIfReport {
+  edges: ChangedEdge[];
+  /** Records given to the replay. */
+  records: number;
+  /** Of those, judged observations replayed (the rest: replies, other observations, spoofed). */
+  replayed: number;
+  /** Distinct (source class, destination class, protocol, port) evaluated, each before and after. */
+  evaluated: number;
+  /** Some edge FORWARDED or AUDIT before is DROPPED after: the draft would break traffic that works. */
+  breaks: boolean;
+  /** What the replay could not take from the records (see the top of whatif.ts). */
+  notes: string[];
+}
+
+type IdentityKind = "pod" | "host" | "world";
+
+/**
+ * A replay identity: recorded ends that policy cannot tell apart (as the compiler's
+ * identities: namespace, recorded labels, today's named ports, the ipBlocks containing
+ * the address; host or outside address) and that show as the same map node.
+ */
+interface Identity {
+  id: number;
+  kind: IdentityKind;
+  /** The first recorded end of this identity: its namespace, labels, address stand for all. */
+  endpoint: Endpoint;
+  ip: string;
+  /** Map node id of the edge end. */
+  node: string;
+  /** The policy class (identities that differ only by map node share it): evaluations are cached by class. */
+  classId: number;
+  /** Tuples with this identity as source, by destination identity id, then protocol and port. */
+  pairs: Map<number, Map<number, Group>>;
+}
+
+interface Group {
+  src: Identity;
+  dst: Identity;
+  protocol: number;
+  port: number;
+  /** Both ends are the same pod. */
+  self: boolean;
+  records: number;
+  packets: number;
+  firstMs: number;
+  lastMs: number;
+}
+
+const PROTOCOL_NAMES: Record<number, string> = { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" };
+
+function labelsKey(labels: Record<string, string>): string {
+  const keys = Object.keys(labels).sort();
+  let out = "";
+  for (const k of keys) out += `${k}=${labels[k]}\u0000`;
+  return out;
+}
+
+function endpointKind(e: Endpoint): IdentityKind {
+  if (e.podName !== "") return "pod";
+  if (!e.world && e.node !== "" && e.service === "") return "host";
+  return "world";
+}
+
+function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
+  return ts === undefined ? 0 : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
+}
+
+/** Whether the record is the observation where the datapath judges its packets' connection (see the top). */
+export function isJudgedObservation(r: FlowRecord): boolean {
+  if (r.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) return false;
+  if (r.point === ObservationPoint.OBSERVATION_POINT_TO_POD) return !isReply(r);
+  if (r.point !== ObservationPoint.OBSERVATION_POINT_FROM_POD) return false;
+  const d = r.destination;
+  if (d !== undefined && (d.podName !== "" || d.service !== "")) return false;
+  return !isReply(r);
+}
+
+/**
+ * Collects recorded flows by distinct judged (source, destination, protocol, port); then
+ * `report` evaluates each once. Built for one cluster and the policies it will be asked
+ * about (those in force and the draft's), whose ipBlocks decide which addresses policy
+ * tells apart.
+ */
+export class FlowReplay {
+  private readonly byObject = new WeakMap<Endpoint, Identity>();
+  private readonly byContent = new Map<string, Identity>();
+  private readonly classes = new Map<string, number>();
+  private readonly identities: Identity[] = [];
+  private readonly blocks: IpBlockRange[];
+  private readonly today = new Map<string, Pod>();
+  private readonly todayByLabels = new Map<string, Pod>();
+  private withoutPorts = 0;
+  private readonly selectorKeys: ReadonlySet<string>;
+  records = 0;
+  replayed = 0;
+
+  constructor(private readonly cluster: ReplayCluster, policies: readonly NetworkPolicy[]) {
+    const blocks = new Map<string, IpBlockRange>();
+    for (const p of new PolicySet().update(policies).inForce) {
+      for (const rules of [p.ingress, p.egress]) {
+        for (const rule of rules ?? []) for (const peer of rule.peers ?? []) if (peer.kind === "ipBlock") blocks.set(peer.block.key, peer.block);
+      }
+    }
+    this.blocks = [...blocks.values()];
+    // Only the label keys some pod selector names can change a verdict: the rest (a
+    // pod-template-hash, a version) would split classes and multiply evaluations for nothing.
+    const keys = new Set<string>();
+    const note = (sel: { matchLabels?: Record<string, string>; matchExpressions?: { key: string }[] } | undefined) => {
+      for (const k of Object.keys(sel?.matchLabels ?? {})) keys.add(k);
+      for (const e of sel?.matchExpressions ?? []) keys.add(e.key);
+    };
+    for (const p of policies) {
+      note(p.spec?.podSelector);
+      for (const r of p.spec?.ingress ?? []) for (const peer of r.from ?? []) note(peer.podSelector);
+      for (const r of p.spec?.egress ?? []) for (const peer of r.to ?? []) note(peer.podSelector);
+    }
+    this.selectorKeys = keys;
+    for (const pod of cluster.pods) {
+      this.today.set(`${pod.metadata.namespace}/${pod.metadata.name}`, pod);
+      const lk = `${pod.metadata.namespace}\u0001${labelsKey(pod.metadata.labels)}`;
+      if (!this.todayByLabels.has(lk)) this.todayByLabels.set(lk, pod);
+    }
+  }
+
+  /** Adds one record (skipped unless it is a judged observation). */
+  add(r: FlowRecord): void {
+    this.records++;
+    if (!isJudgedObservation(r)) return;
+    const s = r.source, d = r.destination, ip = r.ip, l4 = r.l4;
+    if (s === undefined || d === undefined || ip === undefined || l4 === undefined) return;
+    this.replayed++;
+    const src = this.byObject.get(s) ?? this.identify(s, ip.source);
+    const dst = this.byObject.get(d) ?? this.identify(d, ip.destination);
+    let ports = src.pairs.get(dst.id);
+    if (ports === undefined) src.pairs.set(dst.id, (ports = new Map()));
+    const protocol = l4.protocol & 0xff;
+    const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
+    // A pod talking to itself is always allowed: kept apart from two pods of one identity.
+    const self = s === d || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
+    const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
+    const first = ms(r.startTime), last = ms(r.endTime);
+    const packets = Number(r.packets);
+    const g = ports.get(key);
+    if (g === undefined) {
+      ports.set(key, { src, dst, protocol, port, self, records: 1, packets, firstMs: first, lastMs: last });
+      return;
+    }
+    g.records++;
+    g.packets += packets;
+    if (first < g.firstMs) g.firstMs = first;
+    if (last > g.lastMs) g.lastMs = last;
+  }
+
+  addAll(records: Iterable<FlowRecord>): void {
+    for (const r of records) this.add(r);
+  }
+
+  /** Today's pod whose named ports stand for a recorded pod's: the same name, else the same labels in its namespace. */
+  private portSource(e: Endpoint): Pod | undefined {
+    return this.today.get(`${e.namespace}/${e.podName}`) ?? this.todayByLabels.get(`${e.namespace}\u0001${labelsKey(e.labels)}`);
+  }
+
+  private identify(e: Endpoint, address: string): Identity {
+    const kind = endpointKind(e);
+    const ip = e.ip || address;
+    const words = ipWords(ip);
+    let blocks = "";
+    if (words !== undefined) this.blocks.forEach((b, n) => { if (b.contains(words)) blocks += `${n},`; });
+    let policyClass: string;
+    if (kind === "pod") {
+      const source = this.portSource(e);
+      const ports = source === undefined ? "-" : JSON.stringify(source.spec.containers.flatMap((c) => c.ports.filter((p) => p.name !== "")));
+      policyClass = `p\u0001${e.namespace}\u0001${labelsKey(this.selectedLabels(e.labels))}\u0001${ports}\u0001${blocks}`;
+    } else {
+      policyClass = `${kind}\u0001${blocks}`;
+    }
+    const node = mapNodeOf(e, ip);
+    const content = `${policyClass}\u0002${node}`;
+    let identity = this.byContent.get(content);
+    if (identity === undefined) {
+      let classId = this.classes.get(policyClass);
+      if (classId === undefined) this.classes.set(policyClass, (classId = this.classes.size));
+      identity = { id: this.identities.length, kind, endpoint: e, ip, node, classId, pairs: new Map() };
+      this.identities.push(identity);
+      this.byContent.set(content, identity);
+      if (kind === "pod" && this.portSource(e) === undefined) this.withoutPorts++;
+    }
+    this.byObject.set(e, identity);
+    return identity;
+  }
+
+  /** The labels some selector names; the only ones that can change a verdict. */
+  private selectedLabels(labels: Record<string, string>): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const k of Object.keys(labels)) if (this.selectorKeys.has(k)) out[k] = labels[k]!;
+    return out;
+  }
+
+  private *groups(): Iterable<Group> {
+    for (const i of this.identities) for (const ports of i.pairs.values()) yield* ports.values();
+  }
+
+  /** Evaluates every distinct tuple before and after (once per pair of policy classes), and returns the edges that change. */
+  report(policies: ReplayPolicies, options: ReplayOptions = {}): WhatIfReport {
+    const { objects, peerOf, twinOf, notes } = this.replayCluster();
+    const modelOptions = { defaultMode: options.defaultMode ?? "observe" };
+    const before = new PolicyModel({ ...objects, policies: policies.before }, modelOptions);
+    const after = new PolicyModel({ ...objects, policies: policies.after }, modelOptions);
+    type Judged = { b: Verdict; a: Verdict; ob: Outcome; oa: Outcome } | null;
+    // By class pair, then protocol and port: small-integer keys, no string per tuple.
+    const judged = new Map<number, Map<number, Judged>>();
+    let evaluated = 0;
+    const edges = new Map<string, ChangedEdge>();
+    for (const g of this.groups()) {
+      const pairKey = g.src.classId * 0x200000 + g.dst.classId;
+      let byPort = judged.get(pairKey);
+      if (byPort === undefined) judged.set(pairKey, (byPort = new Map()));
+      const portKey = (g.self ? 0x1000000 : 0) + g.protocol * 0x10000 + g.port;
+      let j = byPort.get(portKey);
+      if (j === undefined) {
+        evaluated++;
+        // Two pods of one class: the destination is the class's twin, so that the model does not take them for one pod.
+        const from = peerOf(g.src), to = g.src.classId === g.dst.classId && !g.self && g.dst.kind === "pod" ? twinOf(g.dst) : peerOf(g.dst);
+        const b = evaluate(before, from, to, g.protocol, g.port), a = evaluate(after, from, to, g.protocol, g.port);
+        const ob = outcomeOf(before, b, options.mode), oa = outcomeOf(after, a, options.mode);
+        j = ob === oa && b.allowed === a.allowed ? null : { b, a, ob, oa };
+        byPort.set(portKey, j);
+      }
+      if (j === null) continue;
+      const { b, a, ob, oa } = j;
+      const protocol = PROTOCOL_NAMES[g.protocol] ?? String(g.protocol);
+      const key = `${g.src.node}\u0000${g.dst.node}\u0000${protocol}\u0000${g.port}\u0000${ob}\u0000${oa}\u0000${b.allowed}\u0000${a.allowed}`;
+      let edge = edges.get(key);
+      if (edge === undefined) {
+        edge = {
+          source: g.src.node, destination: g.dst.node, protocol, port: g.port, before: ob, after: oa,
+          allowedBefore: b.allowed, allowedAfter: a.allowed, records: 0, packets: 0, firstSeenMs: g.firstMs, lastSeenMs: g.lastMs,
+          egress: deciding(a.egress), ingress: deciding(a.ingress),
+        };
+        edges.set(key, edge);
+      } else {
+        mergeDeciding(edge.egress, deciding(a.egress));
+        mergeDeciding(edge.ingress, deciding(a.ingress));
+      }
+      edge.records += g.records;
+      edge.packets += g.packets;
+      if (g.firstMs < edge.firstSeenMs) edge.firstSeenMs = g.firstMs;
+      if (g.lastMs > edge.lastSeenMs) edge.lastSeenMs = g.lastMs;
+    }
+    const sorted = [...edges.values()].sort((x, y) =>
+      RANK_CHANGE(y) - RANK_CHANGE(x) || y.packets - x.packets || `${x.source} ${x.destination}`.localeCompare(`${y.source} ${y.destination}`) || x.port - y.port);
+    return {
+      edges: sorted,
+      records: this.records,
+      replayed: this.replayed,
+      evaluated,
+      breaks: sorted.some((e) => e.before !== "DROPPED" && e.after === "DROPPED"),
+      notes,
+    };
+  }
+
+  /**
+   * The model's cluster: one pod per recorded pod class (its first end's namespace, labels
+   * and address; named ports from today's pods), one node address per host class, today's
+   * namespaces (plus bare ones for namespaces that are gone).
+   */
+  private replayCluster(): {
+    objects: { namespaces: Namespace[]; pods: Pod[]; nodes: Node[] }; peerOf: (i: Identity) => Peer; twinOf: (i: Identity) => Peer; notes: string[];
+  } {
+    const namespaces = new Map<string, Namespace>();
+    for (const ns of this.cluster.namespaces) namespaces.set(ns.metadata.name, ns);
+    const pods: Pod[] = [];
+    const nodes: Node[] = [];
+    const peers: Peer[] = [];
+    const twins: Peer[] = [];
+    const goneNamespaces = new Set<string>();
+    for (const i of this.identities) {
+      if (peers[i.classId] !== undefined) continue;
+      const e = i.endpoint;
+      if (i.kind === "pod") {
+        if (!namespaces.has(e.namespace)) {
+          goneNamespaces.add(e.namespace);
+          namespaces.set(e.namespace, { kind: "Namespace", apiVersion: "v1", metadata: meta(e.namespace, "", {}) });
+        }
+        const name = `${e.podName}.replay-${i.classId}`;
+        for (const n of [name, `${name}.twin`]) {
+          pods.push({
+            kind: "Pod", apiVersion: "v1", metadata: meta(n, e.namespace, this.selectedLabels(e.labels)),
+            spec: { nodeName: e.node, hostNetwork: false, containers: this.portSource(e)?.spec.containers ?? [] },
+            status: { phase: "Running", podIP: i.ip, podIPs: [i.ip], hostIP: "" },
+          });
+        }
+        peers[i.classId] = { pod: `${e.namespace}/${name}`, ip: i.ip };
+        twins[i.classId] = { pod: `${e.namespace}/${name}.twin`, ip: i.ip };
+      } else {
+        if (i.kind === "host") {
+          nodes.push({ kind: "Node", apiVersion: "v1", metadata: meta(`replay-${i.classId}`, "", {}), spec: { podCIDRs: [] },
+            status: { addresses: [{ type: "InternalIP", address: i.ip }] } });
+        }
+        peers[i.classId] = { ip: i.ip };
+      }
+    }
+    const notes = ["namespace labels and modes are today's (records do not carry them); pod labels, addresses and namespaces are the recorded ones"];
+    if (goneNamespaces.size > 0) notes.push(`namespaces that no longer exist are judged with no labels but their name: ${[...goneNamespaces].sort().join(", ")}`);
+    if (this.withoutPorts > 0) notes.push(`${this.withoutPorts} recorded pod identities have no pod of the same name or labels today: named ports match nothing for them`);
+    return { objects: { namespaces: [...namespaces.values()], pods, nodes }, peerOf: (i) => peers[i.classId]!, twinOf: (i) => twins[i.classId]!, notes };
+  }
+}
+
+function meta(name: string, namespace: string, labels: Record<string, string>) {
+  return { name, namespace, uid: "", labels, annotations: {}, ownerReferences: [] };
+}
+
+function RANK_CHANGE(e: ChangedEdge): number {
+  return e.before !== "DROPPED" && e.after === "DROPPED" ? 2 : e.before === "DROPPED" && e.after !== "DROPPED" ? 1 : 0;
+}
+
+function deciding(s: SideVerdict): DecidingSide {
+  return { allowed: s.allowed, allowedBy: [...s.allowingRules], isolatedBy: [...s.isolatedBy], ...(s.exemption !== undefined ? { exemption: s.exemption } : {}) };
+}
+
+function mergeDeciding(into: DecidingSide, s: DecidingSide): void {
+  for (const r of s.allowedBy) if (!into.allowedBy.includes(r)) into.allowedBy.push(r);
+  for (const r of s.isolatedBy) if (!into.isolatedBy.includes(r)) into.isolatedBy.push(r);
+}
+
+/** The model's verdict for any IANA protocol: names for TCP, UDP, SCTP; other numbers match only rules without ports. */
+function evaluate(model: PolicyModel, src: Peer, dst: Peer, protocol: number, port: number): Verdict {
+  const name = PROTOCOL_NAMES[protocol];
+  return model.evaluate({ src, dst, protocol: name === "TCP" || name === "UDP" || name === "SCTP" ? name : protocol, port });
+}

@@ -1,0 +1,47 @@
+// Enriched flow records and parsed cluster objects for the policy replay tests (what-if,
+// suggest): ends as the enricher names them, records at one observation point.
+import { IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, type Endpoint, type FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import { parseKubeObject, type Namespace, type NetworkPolicy, type Pod } from "../../controlplane/metadata/objects.js";
+
+export function endpoint(fields: Partial<Endpoint>): Endpoint {
+  return { ip: "", namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node: "", service: "", world: false, ...fields };
+}
+
+export function podEnd(namespace: string, name: string, ip: string, labels: Record<string, string>, workload = name.replace(/-[0-9]+$/, "")): Endpoint {
+  return endpoint({ ip, namespace, podName: name, podUid: `uid-${name}`, labels, workloadKind: "Deployment", workloadName: workload, node: "n1" });
+}
+
+let sequence = 0n;
+export function flow(src: Endpoint, dst: Endpoint, opts: {
+  point?: "from" | "to"; port?: number; sport?: number; protocol?: number; packets?: number; endMs?: number; reason?: VerdictReason; srcIp?: string; dstIp?: string;
+  verdict?: Verdict;
+} = {}): FlowRecord {
+  const endMs = opts.endMs ?? 1_700_000_000_000;
+  const point = opts.point === "from" ? ObservationPoint.OBSERVATION_POINT_FROM_POD : ObservationPoint.OBSERVATION_POINT_TO_POD;
+  const protocol = opts.protocol ?? 6;
+  return {
+    startTime: { seconds: BigInt(Math.floor(endMs / 1000) - 1), nanos: 0 },
+    endTime: { seconds: BigInt(Math.floor(endMs / 1000)), nanos: 0 },
+    node: "n1", point, reporter: opts.point === "from" ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
+    interface: "veth", ifindex: 1,
+    ip: { source: opts.srcIp ?? src.ip, destination: opts.dstIp ?? dst.ip, version: IpVersion.IP_VERSION_IPV4 },
+    l4: { protocol, protocolName: protocol === 6 ? "TCP" : protocol === 17 ? "UDP" : "ICMPv4", sourcePort: opts.sport ?? 40000, destinationPort: opts.port ?? 80,
+      tcpFlags: undefined, icmpType: 0, icmpCode: 0 },
+    packets: BigInt(opts.packets ?? 10), bytes: 1000n, source: src, destination: dst,
+    verdict: opts.verdict ?? Verdict.VERDICT_FORWARDED, verdictReason: opts.reason ?? VerdictReason.VERDICT_REASON_UNSPECIFIED, attribution: undefined, sequence: sequence++,
+  };
+}
+
+export function ns(name: string, mode: string, labels: Record<string, string> = {}): Namespace {
+  return parseKubeObject({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels, annotations: { "bulkhead.io/mode": mode } } }) as Namespace;
+}
+
+export function pod(namespace: string, name: string, ip: string, labels: Record<string, string>, ports: object[] = []): Pod {
+  return parseKubeObject({ apiVersion: "v1", kind: "Pod", metadata: { name, namespace, uid: `uid-${name}`, labels },
+    spec: { nodeName: "n1", containers: [{ name: "c", ports }] }, status: { phase: "Running", podIP: ip, podIPs: [{ ip }] } }) as Pod;
+}
+
+export function policy(namespace: string, name: string, spec: object): NetworkPolicy {
+  return parseKubeObject({ apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name, namespace }, spec }) as NetworkPolicy;
+}
+
