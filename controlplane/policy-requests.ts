@@ -95,9 +95,10 @@ export async function policyWhatIf(cp: ControlPlane, scope: Scope, req: PolicyWh
     if (refused) throw new PolicyRequestError("denied", `the draft changes policies of namespace ${ns}: ${refused.message}`);
   }
   const cluster = { namespaces: cp.state.namespaces(), pods: cp.state.pods() };
-  const replay = new FlowReplay(cluster, [...active, ...after]);
+  const clusterPolicies = cp.state.clusterNetworkPolicies();
+  const replay = new FlowReplay(cluster, [...active, ...after], clusterPolicies);
   await forEachFlow(cp, scope, req.namespace, sinceMs, untilMs, (r) => replay.add(r));
-  const report = replay.report({ before: active, after }, {
+  const report = replay.report({ before: active, after, clusterPolicies }, {
     defaultMode: cp.defaultMode, ...(req.mode !== "" ? { mode: req.mode as PolicyModeName } : {}),
   });
   return {

@@ -197,3 +197,28 @@ spec: {podSelector: {}}
     expect(() => parseDrafts([{ name: "a.yaml", content: doc }, { name: "b.yaml", content: doc }])).toThrow(/b\.yaml: document 0: metadata\.name: NetworkPolicy shop\/p is already in this draft \(a\.yaml document 0\)/);
   });
 });
+
+describe("ClusterNetworkPolicies in force", () => {
+  // Admin tier: shop's pods accept debug's on 5432 whatever NetworkPolicy says; a draft
+  // that default-denies shop's ingress therefore breaks nothing from debug.
+  const acceptDebug = { metadata: { name: "debug-to-shop" }, spec: {
+    tier: "Admin", priority: 10, subject: { namespaces: { matchLabels: { "kubernetes.io/metadata.name": "shop" } } },
+    ingress: [{ name: "from-debug", action: "Accept", from: [{ pods: { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "debug" } }, podSelector: { matchLabels: { app: "dbg" } } } }],
+      protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }],
+  } };
+  const denyAll = policy("shop", "deny-all", { podSelector: {}, policyTypes: ["Ingress"] });
+  const records = () => [flow(dbg, db, { point: "to", port: 5432, packets: 3 }), flow(web, db, { point: "to", port: 5432, packets: 5 })];
+
+  it("decide before and after alike: an Admin Accept keeps the edge a draft's default deny would break", () => {
+    const run = (clusterPolicies: typeof acceptDebug[]) => {
+      const replay = new FlowReplay(cluster, [dbFromWeb, denyAll], clusterPolicies);
+      replay.addAll(records());
+      return replay.report({ before: [], after: [dbFromWeb, denyAll], clusterPolicies });
+    };
+    // Without the CNP, debug → db breaks (web → db stays allowed by db-from-web).
+    expect(run([]).edges.map((e) => `${e.source} -> ${e.destination} ${e.before}->${e.after}`)).toEqual(["workload:debug/Deployment/dbg -> workload:shop/Deployment/db FORWARDED->DROPPED"]);
+    const withCnp = run([acceptDebug]);
+    expect(withCnp.edges).toEqual([]);
+    expect(withCnp.breaks).toBe(false);
+  });
+});

@@ -9,9 +9,9 @@
 // ignored and may be left out. Deleting a policy that is not in force is an error (a typo
 // would otherwise change nothing and say nothing).
 //
-// Only NetworkPolicy is accepted. ClusterNetworkPolicy is refused with a clear message
-// until the policy model evaluates that kind (the replay itself only uses PolicyModel's
-// public API, so accepting it is a parser change then).
+// Only NetworkPolicy is accepted. The ClusterNetworkPolicies in force are replayed, before
+// and after alike; a ClusterNetworkPolicy in a draft is refused with a clear message (the
+// model evaluates that kind, so accepting it is a parser and access-scope change).
 import { parseAllDocuments } from "yaml";
 import { FieldError, describeValue } from "../../fields/reader.js";
 import { parseDocument, type NetworkPolicy } from "../metadata/objects.js";
@@ -87,7 +87,7 @@ export function parseDrafts(files: readonly DraftFile[]): Draft {
         if (!isMap(item)) { fail(index, prefix.replace(/\.$/, ""), `expected a NetworkPolicy map, got ${describeValue(item)}`); return; }
         const kind = item.kind;
         if (kind === "ClusterNetworkPolicy" || kind === "AdminNetworkPolicy" || kind === "BaselineAdminNetworkPolicy") {
-          fail(index, `${prefix}kind`, `${String(kind)} is not supported in drafts yet: the policy model evaluates NetworkPolicy only`);
+          fail(index, `${prefix}kind`, `${String(kind)} is not supported in drafts yet (those in force are replayed as they are): draft NetworkPolicies only`);
           return;
         }
         if (kind !== "NetworkPolicy") { fail(index, `${prefix}kind`, `a draft holds NetworkPolicies only, got ${describeValue(kind)}`); return; }

@@ -26,6 +26,7 @@ import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flo
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
 import { isReply, mapNodeOf } from "../store/flowmap.js";
 import { outcomeOf, type Outcome } from "./explain.js";
+import { CnpSet, type ClusterNetworkPolicy } from "./cnp.js";
 import { type IpBlockRange, PolicyModel, PolicySet, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
 import { ipWords } from "../../addresses/prefix.js";
 
@@ -41,6 +42,8 @@ export interface ReplayCluster {
 export interface ReplayPolicies {
   before: readonly NetworkPolicy[];
   after: readonly NetworkPolicy[];
+  /** The ClusterNetworkPolicies in force, before and after alike (a draft holds NetworkPolicies only). */
+  clusterPolicies?: readonly ClusterNetworkPolicy[];
 }
 
 export interface ReplayOptions {
@@ -178,12 +181,16 @@ export class FlowReplay {
   records = 0;
   replayed = 0;
 
-  constructor(private readonly cluster: ReplayCluster, policies: readonly NetworkPolicy[]) {
+  constructor(private readonly cluster: ReplayCluster, policies: readonly NetworkPolicy[], clusterPolicies: readonly ClusterNetworkPolicy[] = []) {
     const blocks = new Map<string, IpBlockRange>();
     for (const p of new PolicySet().update(policies).inForce) {
       for (const rules of [p.ingress, p.egress]) {
         for (const rule of rules ?? []) for (const peer of rule.peers ?? []) if (peer.kind === "ipBlock") blocks.set(peer.block.key, peer.block);
       }
+    }
+    // A ClusterNetworkPolicy's `networks` tell addresses apart as ipBlocks do.
+    for (const p of new CnpSet().update(clusterPolicies).inForce) {
+      for (const rule of [...p.ingress, ...p.egress]) for (const peer of rule.peers) if (peer.kind === "ipBlock") blocks.set(peer.block.key, peer.block);
     }
     this.blocks = [...blocks.values()];
     // Only the label keys some pod selector names can change a verdict: the rest (a
@@ -198,6 +205,16 @@ export class FlowReplay {
       for (const r of p.spec?.ingress ?? []) for (const peer of r.from ?? []) note(peer.podSelector);
       for (const r of p.spec?.egress ?? []) for (const peer of r.to ?? []) note(peer.podSelector);
     }
+    // A ClusterNetworkPolicy's spec is not trusted to have a shape: every podSelector in it.
+    const walk = (value: unknown): void => {
+      if (Array.isArray(value)) { for (const v of value) walk(v); return; }
+      if (typeof value !== "object" || value === null) return;
+      for (const [k, v] of Object.entries(value)) {
+        if (k === "podSelector" && typeof v === "object" && v !== null) note(v as Parameters<typeof note>[0]);
+        walk(v);
+      }
+    };
+    for (const p of clusterPolicies) walk(p.spec);
     this.selectorKeys = keys;
     for (const pod of cluster.pods) {
       this.today.set(`${pod.metadata.namespace}/${pod.metadata.name}`, pod);
@@ -288,8 +305,9 @@ export class FlowReplay {
   report(policies: ReplayPolicies, options: ReplayOptions = {}): WhatIfReport {
     const { objects, peerOf, twinOf, notes } = this.replayCluster();
     const modelOptions = { defaultMode: options.defaultMode ?? "observe" };
-    const before = new PolicyModel({ ...objects, policies: policies.before }, modelOptions);
-    const after = new PolicyModel({ ...objects, policies: policies.after }, modelOptions);
+    const clusterNetworkPolicies = policies.clusterPolicies ?? [];
+    const before = new PolicyModel({ ...objects, policies: policies.before, clusterNetworkPolicies }, modelOptions);
+    const after = new PolicyModel({ ...objects, policies: policies.after, clusterNetworkPolicies }, modelOptions);
     type Judged = { b: Verdict; a: Verdict; ob: Outcome; oa: Outcome } | null;
     // By class pair, then protocol and port: small-integer keys, no string per tuple.
     const judged = new Map<number, Map<number, Judged>>();
