@@ -1,4 +1,4 @@
-// `bulkhead policy what-if`: what a draft of NetworkPolicies would change for the flows the
+// `bulkhead policy what-if`: what a draft of (Cluster)NetworkPolicies would change for the flows the
 // control plane recorded, asked of its Observer API (PolicyWhatIf): the edges whose verdict
 // changes, before → after, with records, packets, first and last seen and what decides
 // after. A CI gate: exit 0 when nothing forwarded would be dropped, 3 when something would.
@@ -25,9 +25,10 @@ decides after. Exit 0 when nothing forwarded (or audited) would be dropped, 3 wh
 something would, 1 on errors (a bad draft: file, document and field; nothing replayed),
 2 on a bad flag.
 
-  -f, --filename FILE   a draft: YAML or JSON NetworkPolicies to create or replace; a
-                        policy annotated bulkhead.io/draft: delete (name and namespace
-                        are enough) is deleted. Repeat for several files
+  -f, --filename FILE   a draft: YAML or JSON NetworkPolicies and ClusterNetworkPolicies
+                        to create or replace; a policy annotated bulkhead.io/draft: delete
+                        (its name, and namespace, are enough) is deleted. Repeat for several
+                        files. ClusterNetworkPolicies need a token of every namespace
   --since D|TIME        replay flows from this far back (default 24h) or this time
   --from TIME, --to TIME  an absolute range (RFC 3339)
   -n, --namespace NS    only flows with an end in NS

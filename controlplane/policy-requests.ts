@@ -10,9 +10,9 @@ import type {
   PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse, WhatIfSide,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
-import { type AccessError, flowInScope, requireNamespace, type Scope } from "./access/scope.js";
+import { type AccessError, flowInScope, requireCluster, requireNamespace, type Scope } from "./access/scope.js";
 import type { ControlPlane } from "./controlplane.js";
-import { applyDraft, DraftError, draftNamespaces, parseDrafts } from "./policy/draft.js";
+import { applyClusterDraft, applyDraft, DraftError, draftIsClusterWide, draftNamespaces, parseDrafts } from "./policy/draft.js";
 import { POLICY_MODES, type PolicyModeName } from "./policy/model.js";
 import { FlowReplay, type DecidingSide, type Outcome } from "./policy/whatif.js";
 import { PolicySuggester, policyManifest } from "./policy/suggest.js";
@@ -81,24 +81,29 @@ export async function policyWhatIf(cp: ControlPlane, scope: Scope, req: PolicyWh
     throw new PolicyRequestError("invalid", `mode: expected one of ${POLICY_MODES.join(", ")}, got "${req.mode}"`);
   }
   const { sinceMs, untilMs } = rangeOf(cp, req.since, req.until);
-  let draft, after;
+  let draft, after, clusterAfter;
   const active = cp.state.networkPolicies();
+  const clusterBefore = cp.state.clusterNetworkPolicies();
   try {
     draft = parseDrafts(req.drafts);
     after = applyDraft(active, draft);
+    clusterAfter = applyClusterDraft(clusterBefore, draft);
   } catch (err) {
     if (err instanceof DraftError) throw new PolicyRequestError("invalid", `bad draft, nothing replayed:\n${err.message}`);
     throw err;
+  }
+  if (draftIsClusterWide(draft)) {
+    const refused = requireCluster(scope, "ClusterNetworkPolicy");
+    if (refused) throw new PolicyRequestError("denied", `the draft changes ClusterNetworkPolicies: ${refused.message}`);
   }
   for (const ns of [...draftNamespaces(draft)].sort()) {
     const refused = requireNamespace(scope, ns);
     if (refused) throw new PolicyRequestError("denied", `the draft changes policies of namespace ${ns}: ${refused.message}`);
   }
   const cluster = { namespaces: cp.state.namespaces(), pods: cp.state.pods() };
-  const clusterPolicies = cp.state.clusterNetworkPolicies();
-  const replay = new FlowReplay(cluster, [...active, ...after], clusterPolicies);
+  const replay = new FlowReplay(cluster, [...active, ...after], [...clusterBefore, ...clusterAfter]);
   await forEachFlow(cp, scope, req.namespace, sinceMs, untilMs, (r) => replay.add(r));
-  const report = replay.report({ before: active, after, clusterPolicies }, {
+  const report = replay.report({ before: active, after, clusterBefore, clusterAfter }, {
     defaultMode: cp.defaultMode, ...(req.mode !== "" ? { mode: req.mode as PolicyModeName } : {}),
   });
   return {

@@ -198,6 +198,33 @@ describe("PolicyWhatIf over gRPC", () => {
       shop.close();
     }
   });
+
+  it("a ClusterNetworkPolicy draft is cluster-wide: a shop token is refused, an every-namespace token replays it", async () => {
+    const cnp = { name: "cnp.yaml", content: `apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: no-web-to-db}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: shop}}}
+  ingress:
+  - {name: from-web, action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {}}}], protocols: [{tcp: {destinationPort: {number: 5432}}}]}
+` };
+    const shop = observer(address, SHOP_TOKEN);
+    const ops = observer(address, OPS_TOKEN);
+    try {
+      const denied = await refusal(whatIf(shop, { drafts: [cnp] }));
+      expect(denied.code).toBe("PERMISSION_DENIED");
+      expect(denied.details).toMatch(/the draft changes ClusterNetworkPolicies: .*cluster-wide/);
+      const r = await whatIf(ops, { drafts: [cnp] });
+      expect(r.breaks).toBe(true);
+      expect(r.edges).toEqual([expect.objectContaining({ source: "workload:shop/Pod/web-1", destination: "workload:shop/Pod/db-1", port: 5432,
+        before: Verdict.VERDICT_FORWARDED, after: Verdict.VERDICT_DROPPED })]);
+    } finally {
+      shop.close();
+      ops.close();
+    }
+  });
 });
 
 describe("SuggestPolicies over gRPC and bulkhead policy suggest", () => {

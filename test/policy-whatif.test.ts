@@ -6,10 +6,10 @@
 // today's would answer differently), modes, and drafts refused by file, document and field.
 import { describe, expect, it } from "vitest";
 import { VerdictReason, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
-import type { NetworkPolicy } from "../controlplane/metadata/objects.js";
+import type { ClusterNetworkPolicyObject, NetworkPolicy } from "../controlplane/metadata/objects.js";
 import { endpoint, flow, ns, pod, podEnd, policy } from "./harness/flow-records.js";
 import { FlowReplay, isJudgedObservation, type ReplayOptions } from "../controlplane/policy/whatif.js";
-import { applyDraft, DraftError, parseDrafts } from "../controlplane/policy/draft.js";
+import { applyClusterDraft, applyDraft, DraftError, parseDrafts } from "../controlplane/policy/draft.js";
 
 // shop (enforce): web-1 (app=web, role=frontend) and db-1 (app=db, named port pg=5432);
 // debug (enforce): dbg-1. db admits web on 5432 today ("db-from-web").
@@ -159,7 +159,7 @@ spec:
 ` },
         { name: "b.yaml", content: "kind: [unclosed\n" },
         { name: "c.yaml", content: `apiVersion: policy.networking.k8s.io/v1alpha1
-kind: ClusterNetworkPolicy
+kind: AdminNetworkPolicy
 metadata: {name: x}
 ` },
         { name: "d.yaml", content: `apiVersion: v1
@@ -170,6 +170,11 @@ metadata: {name: p}
 kind: NetworkPolicy
 metadata: {name: x, namespace: shop, annotations: {bulkhead.io/draft: remove}}
 spec: {podSelector: {}}
+` },
+        { name: "f.yaml", content: `apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: too-high}
+spec: {tier: Admin, priority: 2000, subject: {namespaces: {}}, ingress: []}
 ` },
       ]);
     } catch (err) {
@@ -183,8 +188,10 @@ spec: {podSelector: {}}
       "c.yaml#0 kind",
       "d.yaml#0 kind",
       "e.yaml#0 metadata.annotations.bulkhead.io/draft",
+      "f.yaml#0 spec.priority",
     ]);
-    expect(error?.message).toMatch(/c\.yaml: document 0: kind: ClusterNetworkPolicy is not supported in drafts yet/);
+    expect(error?.message).toMatch(/c\.yaml: document 0: kind: AdminNetworkPolicy was replaced by ClusterNetworkPolicy/);
+    expect(error?.message).toMatch(/f\.yaml: document 0: spec\.priority: ClusterNetworkPolicy too-high: expected an integer 0-1000, got 2000/);
     expect(error?.message).toMatch(/a\.yaml: document 1: spec\.egress\[0\]\.to\[0\]\.ipBlock\.cidr: /);
   });
 
@@ -201,7 +208,7 @@ spec: {podSelector: {}}
 describe("ClusterNetworkPolicies in force", () => {
   // Admin tier: shop's pods accept debug's on 5432 whatever NetworkPolicy says; a draft
   // that default-denies shop's ingress therefore breaks nothing from debug.
-  const acceptDebug = { metadata: { name: "debug-to-shop" }, spec: {
+  const acceptDebug: ClusterNetworkPolicyObject = { apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name: "debug-to-shop", namespace: "", uid: "", labels: {}, annotations: {}, ownerReferences: [] }, spec: {
     tier: "Admin", priority: 10, subject: { namespaces: { matchLabels: { "kubernetes.io/metadata.name": "shop" } } },
     ingress: [{ name: "from-debug", action: "Accept", from: [{ pods: { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "debug" } }, podSelector: { matchLabels: { app: "dbg" } } } }],
       protocols: [{ tcp: { destinationPort: { number: 5432 } } }] }],
@@ -210,15 +217,50 @@ describe("ClusterNetworkPolicies in force", () => {
   const records = () => [flow(dbg, db, { point: "to", port: 5432, packets: 3 }), flow(web, db, { point: "to", port: 5432, packets: 5 })];
 
   it("decide before and after alike: an Admin Accept keeps the edge a draft's default deny would break", () => {
-    const run = (clusterPolicies: typeof acceptDebug[]) => {
+    const run = (clusterPolicies: ClusterNetworkPolicyObject[]) => {
       const replay = new FlowReplay(cluster, [dbFromWeb, denyAll], clusterPolicies);
       replay.addAll(records());
-      return replay.report({ before: [], after: [dbFromWeb, denyAll], clusterPolicies });
+      return replay.report({ before: [], after: [dbFromWeb, denyAll], clusterBefore: clusterPolicies });
     };
     // Without the CNP, debug → db breaks (web → db stays allowed by db-from-web).
     expect(run([]).edges.map((e) => `${e.source} -> ${e.destination} ${e.before}->${e.after}`)).toEqual(["workload:debug/Deployment/dbg -> workload:shop/Deployment/db FORWARDED->DROPPED"]);
     const withCnp = run([acceptDebug]);
     expect(withCnp.edges).toEqual([]);
     expect(withCnp.breaks).toBe(false);
+  });
+
+  it("are drafted like NetworkPolicies: an Admin Deny added breaks an edge, the Accept deleted breaks another, named in the draft", () => {
+    const cnp = (yaml: string) => parseDrafts([{ name: "cnp.yaml", content: yaml }]);
+    const denyWeb = cnp(`apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: no-web-to-db}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {pods: {podSelector: {matchLabels: {app: db}}}}
+  ingress:
+  - {name: from-web, action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}]}
+`);
+    expect(denyWeb.clusterUpserts.map((p) => p.metadata.name)).toEqual(["no-web-to-db"]);
+    const run = (draft: ReturnType<typeof parseDrafts>) => {
+      const after = applyClusterDraft([acceptDebug], draft);
+      const replay = new FlowReplay(cluster, [dbFromWeb, denyAll], [acceptDebug, ...after]);
+      replay.addAll(records());
+      return replay.report({ before: [dbFromWeb, denyAll], after: [dbFromWeb, denyAll], clusterBefore: [acceptDebug], clusterAfter: after });
+    };
+    const denied = run(denyWeb);
+    expect(denied.edges.map((e) => `${e.source} -> ${e.destination} ${e.before}->${e.after}`))
+      .toEqual(["workload:shop/Deployment/web -> workload:shop/Deployment/db FORWARDED->DROPPED"]);
+    expect(denied.breaks).toBe(true);
+    const removed = run(cnp(`apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: debug-to-shop, annotations: {bulkhead.io/draft: delete}}
+`));
+    expect(removed.edges.map((e) => `${e.source} -> ${e.destination} ${e.before}->${e.after}`))
+      .toEqual(["workload:debug/Deployment/dbg -> workload:shop/Deployment/db FORWARDED->DROPPED"]);
+    expect(() => applyClusterDraft([], cnp(`apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: debug-to-shop, annotations: {bulkhead.io/draft: delete}}
+`))).toThrow(/cnp\.yaml: document 0: metadata\.name: deletes ClusterNetworkPolicy debug-to-shop, which is not in force/);
   });
 });

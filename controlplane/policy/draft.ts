@@ -9,12 +9,13 @@
 // ignored and may be left out. Deleting a policy that is not in force is an error (a typo
 // would otherwise change nothing and say nothing).
 //
-// Only NetworkPolicy is accepted. The ClusterNetworkPolicies in force are replayed, before
-// and after alike; a ClusterNetworkPolicy in a draft is refused with a clear message (the
-// model evaluates that kind, so accepting it is a parser and access-scope change).
+// ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) are drafted the same way,
+// validated as the CRD does (cnp.ts), deleted with the same annotation; they are
+// cluster-wide, so only a token of every namespace may draft them (policy-requests.ts).
 import { parseAllDocuments } from "yaml";
 import { FieldError, describeValue } from "../../fields/reader.js";
-import { parseDocument, type NetworkPolicy } from "../metadata/objects.js";
+import { parseDocument, type ClusterNetworkPolicyObject, type NetworkPolicy } from "../metadata/objects.js";
+import { normalizeCnp } from "./cnp.js";
 import { normalizePolicy } from "./model.js";
 
 export const DRAFT_ANNOTATION = "bulkhead.io/draft";
@@ -39,6 +40,10 @@ export interface Draft {
   upserts: NetworkPolicy[];
   /** Policies to delete, and where the draft says so. */
   deletions: { key: string; file: string; document: number }[];
+  /** ClusterNetworkPolicies to create or replace, by name. */
+  clusterUpserts: ClusterNetworkPolicyObject[];
+  /** ClusterNetworkPolicies to delete (key: the name). */
+  clusterDeletions: { key: string; file: string; document: number }[];
 }
 
 export class DraftError extends Error {
@@ -61,6 +66,8 @@ export function parseDrafts(files: readonly DraftFile[]): Draft {
   const problems: DraftProblem[] = [];
   const upserts: NetworkPolicy[] = [];
   const deletions: Draft["deletions"] = [];
+  const clusterUpserts: ClusterNetworkPolicyObject[] = [];
+  const clusterDeletions: Draft["clusterDeletions"] = [];
   const seen = new Map<string, string>();
   if (files.length === 0) throw new DraftError([{ file: "(none)", document: 0, field: "", message: "no draft files given" }]);
   for (const file of files) {
@@ -86,16 +93,48 @@ export function parseDrafts(files: readonly DraftFile[]): Draft {
         const prefix = items.length === 1 && item === value ? "" : `items[${i}].`;
         if (!isMap(item)) { fail(index, prefix.replace(/\.$/, ""), `expected a NetworkPolicy map, got ${describeValue(item)}`); return; }
         const kind = item.kind;
-        if (kind === "ClusterNetworkPolicy" || kind === "AdminNetworkPolicy" || kind === "BaselineAdminNetworkPolicy") {
-          fail(index, `${prefix}kind`, `${String(kind)} is not supported in drafts yet (those in force are replayed as they are): draft NetworkPolicies only`);
+        if (kind === "AdminNetworkPolicy" || kind === "BaselineAdminNetworkPolicy") {
+          fail(index, `${prefix}kind`, `${String(kind)} was replaced by ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2, spec.tier Admin or Baseline)`);
           return;
         }
-        if (kind !== "NetworkPolicy") { fail(index, `${prefix}kind`, `a draft holds NetworkPolicies only, got ${describeValue(kind)}`); return; }
+        if (kind !== "NetworkPolicy" && kind !== "ClusterNetworkPolicy") {
+          fail(index, `${prefix}kind`, `a draft holds NetworkPolicies and ClusterNetworkPolicies only, got ${describeValue(kind)}`);
+          return;
+        }
         const meta = isMap(item.metadata) ? item.metadata : {};
         const annotations = isMap(meta.annotations) ? meta.annotations : {};
         const marker = annotations[DRAFT_ANNOTATION];
         if (marker !== undefined && marker !== "delete") {
           fail(index, `${prefix}metadata.annotations.${DRAFT_ANNOTATION}`, `expected "delete" (or no annotation to create or replace), got ${describeValue(marker)}`);
+          return;
+        }
+        if (kind === "ClusterNetworkPolicy") {
+          let cnp: ClusterNetworkPolicyObject;
+          try {
+            const parsed = parseDocument(item);
+            const first = parsed[0];
+            if (parsed.length !== 1 || first?.kind !== "ClusterNetworkPolicy") {
+              fail(index, `${prefix}apiVersion`, `expected policy.networking.k8s.io/v1alpha2, got ${describeValue(item.apiVersion)}`);
+              return;
+            }
+            cnp = first;
+          } catch (err) {
+            if (err instanceof FieldError) fail(index, `${prefix}${err.field}`.replace(/\.$/, ""), `${err.source}: ${err.detail}`);
+            else fail(index, prefix.replace(/\.$/, ""), (err as Error).message);
+            return;
+          }
+          objects++;
+          const name = cnp.metadata.name;
+          const before = seen.get(`cnp/${name}`);
+          if (before !== undefined) { fail(index, `${prefix}metadata.name`, `ClusterNetworkPolicy ${name} is already in this draft (${before})`); return; }
+          seen.set(`cnp/${name}`, `${file.name} document ${index}`);
+          if (marker === "delete") { clusterDeletions.push({ key: name, file: file.name, document: index }); return; }
+          const normalized = normalizeCnp(cnp);
+          if (normalized.problems) {
+            for (const p of normalized.problems) fail(index, `${prefix}${p.field}`, `ClusterNetworkPolicy ${name}: ${p.message}`);
+            return;
+          }
+          clusterUpserts.push(cnp);
           return;
         }
         let policy: NetworkPolicy;
@@ -128,10 +167,10 @@ export function parseDrafts(files: readonly DraftFile[]): Draft {
         upserts.push(policy);
       });
     }
-    if (objects === 0 && !problems.some((p) => p.file === file.name)) fail(0, "", "holds no NetworkPolicy");
+    if (objects === 0 && !problems.some((p) => p.file === file.name)) fail(0, "", "holds no NetworkPolicy or ClusterNetworkPolicy");
   }
   if (problems.length > 0) throw new DraftError(problems);
-  return { upserts, deletions };
+  return { upserts, deletions, clusterUpserts, clusterDeletions };
 }
 
 /**
@@ -148,6 +187,26 @@ export function applyDraft(active: readonly NetworkPolicy[], draft: Draft): Netw
   for (const d of draft.deletions) byKey.delete(d.key);
   for (const p of draft.upserts) byKey.set(key(p), p);
   return [...byKey.values()];
+}
+
+/**
+ * The ClusterNetworkPolicies in force with the draft applied. Throws DraftError when a
+ * deletion names one not in force.
+ */
+export function applyClusterDraft(active: readonly ClusterNetworkPolicyObject[], draft: Draft): ClusterNetworkPolicyObject[] {
+  const byName = new Map(active.map((p) => [p.metadata.name, p]));
+  const missing = draft.clusterDeletions.filter((d) => !byName.has(d.key));
+  if (missing.length > 0) {
+    throw new DraftError(missing.map((d) => ({ file: d.file, document: d.document, field: "metadata.name", message: `deletes ClusterNetworkPolicy ${d.key}, which is not in force` })));
+  }
+  for (const d of draft.clusterDeletions) byName.delete(d.key);
+  for (const p of draft.clusterUpserts) byName.set(p.metadata.name, p);
+  return [...byName.values()];
+}
+
+/** Whether the draft changes cluster-wide policy (ClusterNetworkPolicies). */
+export function draftIsClusterWide(draft: Draft): boolean {
+  return draft.clusterUpserts.length > 0 || draft.clusterDeletions.length > 0;
 }
 
 /** The namespaces a draft touches (for access scopes). */

@@ -26,7 +26,7 @@ import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flo
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
 import { isReply, mapNodeOf } from "../store/flowmap.js";
 import { outcomeOf, type Outcome } from "./explain.js";
-import { CnpSet, type ClusterNetworkPolicy } from "./cnp.js";
+import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
 import { type IpBlockRange, PolicyModel, PolicySet, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
 import { ipWords } from "../../addresses/prefix.js";
 
@@ -42,8 +42,9 @@ export interface ReplayCluster {
 export interface ReplayPolicies {
   before: readonly NetworkPolicy[];
   after: readonly NetworkPolicy[];
-  /** The ClusterNetworkPolicies in force, before and after alike (a draft holds NetworkPolicies only). */
-  clusterPolicies?: readonly ClusterNetworkPolicy[];
+  /** The ClusterNetworkPolicies in force, and with the draft applied (default: the same). */
+  clusterBefore?: readonly ClusterNetworkPolicy[];
+  clusterAfter?: readonly ClusterNetworkPolicy[];
 }
 
 export interface ReplayOptions {
@@ -189,8 +190,9 @@ export class FlowReplay {
       }
     }
     // A ClusterNetworkPolicy's `networks` tell addresses apart as ipBlocks do.
-    for (const p of new CnpSet().update(clusterPolicies).inForce) {
-      for (const rule of [...p.ingress, ...p.egress]) for (const peer of rule.peers) if (peer.kind === "ipBlock") blocks.set(peer.block.key, peer.block);
+    for (const object of clusterPolicies) {
+      const p = normalizeCnp(object).policy;
+      for (const rule of p ? [...p.ingress, ...p.egress] : []) for (const peer of rule.peers) if (peer.kind === "ipBlock") blocks.set(peer.block.key, peer.block);
     }
     this.blocks = [...blocks.values()];
     // Only the label keys some pod selector names can change a verdict: the rest (a
@@ -305,9 +307,9 @@ export class FlowReplay {
   report(policies: ReplayPolicies, options: ReplayOptions = {}): WhatIfReport {
     const { objects, peerOf, twinOf, notes } = this.replayCluster();
     const modelOptions = { defaultMode: options.defaultMode ?? "observe" };
-    const clusterNetworkPolicies = policies.clusterPolicies ?? [];
-    const before = new PolicyModel({ ...objects, policies: policies.before, clusterNetworkPolicies }, modelOptions);
-    const after = new PolicyModel({ ...objects, policies: policies.after, clusterNetworkPolicies }, modelOptions);
+    const clusterBefore = policies.clusterBefore ?? [];
+    const before = new PolicyModel({ ...objects, policies: policies.before, clusterNetworkPolicies: clusterBefore }, modelOptions);
+    const after = new PolicyModel({ ...objects, policies: policies.after, clusterNetworkPolicies: policies.clusterAfter ?? clusterBefore }, modelOptions);
     type Judged = { b: Verdict; a: Verdict; ob: Outcome; oa: Outcome } | null;
     // By class pair, then protocol and port: small-integer keys, no string per tuple.
     const judged = new Map<number, Map<number, Judged>>();
