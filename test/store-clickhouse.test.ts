@@ -73,7 +73,8 @@ function fullRecord(i: number, fields: Partial<FlowRecord> = {}): FlowRecord {
     destination: { ...endpoint("shop", "cart-1", "10.0.2.7"), service: "shop/cart", world: false },
     verdict: Verdict.VERDICT_DROPPED, verdictReason: VerdictReason.VERDICT_REASON_POLICY,
     attribution: { policyVersion: 42n, egressIsolated: true, egressAllowedBy: ["shop/a", "shop/b"], egressIsolatedBy: ["shop/deny"],
-      ingressIsolated: false, ingressAllowedBy: [], ingressIsolatedBy: ["db/x"], egressDecidedBy: "", ingressDecidedBy: "", egressTierRules: [], ingressTierRules: [] },
+      ingressIsolated: false, ingressAllowedBy: [], ingressIsolatedBy: ["db/x"], egressDecidedBy: "Baseline", ingressDecidedBy: "NetworkPolicy",
+      egressTierRules: ["Admin platform defer: Pass", "Baseline zero-trust deny-all: Deny"], ingressTierRules: ["Admin platform 'quoted\\rule: Pass"] },
     ...fields,
   };
 }
@@ -363,6 +364,32 @@ describe("bad input and faults", () => {
     await client.command({ query: `INSERT INTO ${loc.database}.schema_version (version, by) VALUES (${SCHEMA_VERSION + 98}, 'future')` });
     await client.close();
     await expect(open(loc)).rejects.toThrow(new RegExp(`schema version ${SCHEMA_VERSION + 98}, newer than version ${SCHEMA_VERSION}`));
+  });
+
+  it("upgrades a version 1 database in place: its rows read back, without tiers, beside new rows with them", async () => {
+    const loc = location();
+    const first = await open(loc);
+    const old = fullRecord(1);
+    await first.append([batch("upgrade", 1, [old])]);
+    await first.close();
+    // Back to version 1: the flows table without version 2's columns, schema_version saying 1.
+    const client = sql(loc);
+    for (const column of ["egress_decided_by", "ingress_decided_by", "egress_tier_rules", "ingress_tier_rules"]) {
+      await client.command({ query: `ALTER TABLE ${loc.database}.flows DROP COLUMN ${column}` });
+    }
+    await client.command({ query: `DROP TABLE ${loc.database}.schema_version` });
+    await client.command({ query: `CREATE TABLE ${loc.database}.schema_version (version UInt32, applied DateTime('UTC') DEFAULT now(), by String) ENGINE = MergeTree ORDER BY version` });
+    await client.command({ query: `INSERT INTO ${loc.database}.schema_version (version, by) VALUES (1, 'v1')` });
+    await client.close();
+    const store = await open(loc);
+    try {
+      const fresh = fullRecord(2);
+      await store.append([batch("upgrade", 2, [fresh])]);
+      const noTiers = { ...old.attribution!, egressDecidedBy: "", ingressDecidedBy: "", egressTierRules: [], ingressTierRules: [] };
+      expect(await all(store)).toEqual([{ ...old, attribution: noTiers }, fresh]);
+    } finally {
+      await store.close();
+    }
   });
 
   it("an unreachable server: open and append reject naming the URL, status names the error", async () => {

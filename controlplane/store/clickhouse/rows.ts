@@ -33,6 +33,8 @@ export const FLOW_COLUMNS: readonly [string, ColumnType][] = [
   ...endpointColumns("src"), ...endpointColumns("dst"),
   ["policy_version", "UInt64"], ["egress_isolated", "UInt8"], ["egress_allowed_by", "Array(String)"], ["egress_isolated_by", "Array(String)"],
   ["ingress_isolated", "UInt8"], ["ingress_allowed_by", "Array(String)"], ["ingress_isolated_by", "Array(String)"],
+  // Schema version 2: which tier decided each side, and the ClusterNetworkPolicy rules that matched.
+  ["egress_decided_by", "String"], ["ingress_decided_by", "String"], ["egress_tier_rules", "Array(String)"], ["ingress_tier_rules", "Array(String)"],
   // Which batch, and which write of it (see store.ts: a batch written twice is read once).
   ["instance_id", "String"], ["batch_id", "UInt64"], ["row_index", "UInt32"], ["write_id", "UInt64"],
 ];
@@ -305,6 +307,10 @@ export class FlowRowEncoder {
     w.u8(a?.ingressIsolated === true ? 1 : 0);
     w.strings(a?.ingressAllowedBy ?? []);
     w.strings(a?.ingressIsolatedBy ?? []);
+    w.string(a?.egressDecidedBy ?? "");
+    w.string(a?.ingressDecidedBy ?? "");
+    w.strings(a?.egressTierRules ?? []);
+    w.strings(a?.ingressTierRules ?? []);
     w.string(origin.instanceId);
     w.u64(origin.batchId);
     w.u32(origin.row);
@@ -370,8 +376,7 @@ export function decodeRecord(r: RowReader): { record: FlowRecord; origin: RowOri
   const attribution: PolicyAttribution = {
     policyVersion: r.u64(), egressIsolated: r.u8() === 1, egressAllowedBy: r.strings(), egressIsolatedBy: r.strings(),
     ingressIsolated: r.u8() === 1, ingressAllowedBy: r.strings(), ingressIsolatedBy: r.strings(),
-    // Not stored in ClickHouse yet (no columns for them): tiers show in live flows and the embedded store.
-    egressDecidedBy: "", ingressDecidedBy: "", egressTierRules: [], ingressTierRules: [],
+    egressDecidedBy: r.string(), ingressDecidedBy: r.string(), egressTierRules: r.strings(), ingressTierRules: r.strings(),
   };
   const origin: RowOrigin = { instanceId: r.string(), batchId: r.u64(), row: r.u32(), writeId: r.u64() };
   const tcpFlags = Object.fromEntries(TCP_FLAGS.map((f, i) => [f, (tcpBits & (1 << i)) !== 0])) as Record<(typeof TCP_FLAGS)[number], boolean>;
