@@ -22,6 +22,7 @@ import {
   FlowFilter, GetFlowMapResponse, ObserverServiceClient, type GetFlowsRequest, type GetNodesResponse, type GetStatusResponse, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { cliMain } from "../config/install.js";
+import { refusal } from "./harness/grpc.js";
 
 
 // ---------------------------------------------------------------------------------------
@@ -109,16 +110,6 @@ function observer(address: string, token?: string): ObserverServiceClient {
 
 function unary<Res>(start: (cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown): Promise<Res> {
   return new Promise((resolve, reject) => start((err, res) => (err || res === undefined ? reject(err) : resolve(res))));
-}
-
-async function refusal(p: Promise<unknown>): Promise<{ code: string; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: grpc.status[e.code] ?? String(e.code), details: e.details };
-  }
-  throw new Error("expected the call to be refused");
 }
 
 function flows(client: ObserverServiceClient, req: Partial<GetFlowsRequest> = {}): Promise<FlowRecord[]> {

@@ -11,22 +11,11 @@ import { decodeAgentRequest } from "../controlplane/agent-columns.js";
 import { toJsonLine } from "../agent/export/file.js";
 import { parseAgentArgs } from "../agent/config.js";
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-
-/** A small deterministic PRNG (mulberry32), so that a failing case can be replayed by its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "./harness/seeded-random.js";
 
 /** `n` varied records: IPv4 and IPv6, TCP, UDP, ICMP, both points, with and without a named local end. */
 function variedRecords(n: number, seed = 1): FlowRecord[] {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const int = (m: number) => Math.floor(r() * m);
   return Array.from({ length: n }, (_, i) => {
     const v6 = int(3) === 0;
@@ -207,7 +196,7 @@ describe("flow columns", () => {
   });
 
   it("fuzz: random mutations of valid batches are refused with a ColumnsError naming the batch, or decode to records within every bound", () => {
-    const r = rng(20261202);
+    const r = seededRandom(20261202);
     const int = (m: number) => Math.floor(r() * m);
     const base = [1, 2, 7, 64].map((n, k) => batchBytes(columnsFromRecords(variedRecords(n, 100 + k)), BigInt(k + 1)));
     const outcomes = { refused: 0, accepted: 0 };

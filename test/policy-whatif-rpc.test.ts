@@ -20,6 +20,7 @@ import { parseTokenFile } from "../controlplane/access/tokens.js";
 import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { ObserverServiceClient, type PolicyWhatIfRequest, type PolicyWhatIfResponse, type SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { cliMain } from "../config/install.js";
+import { refusal } from "./harness/grpc.js";
 
 const IP = { web: "10.0.1.5", db: "10.0.1.6", api: "10.0.2.5", other: "10.0.3.5" };
 
@@ -99,16 +100,6 @@ function observer(address: string, token: string): ObserverServiceClient {
 
 function whatIf(client: ObserverServiceClient, req: Partial<PolicyWhatIfRequest>): Promise<PolicyWhatIfResponse> {
   return new Promise((resolve, reject) => client.policyWhatIf({ drafts: [], namespace: "", mode: "", ...req }, (err, res) => (err || !res ? reject(err) : resolve(res))));
-}
-
-async function refusal(p: Promise<unknown>): Promise<{ code: string; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: grpc.status[e.code] ?? String(e.code), details: e.details };
-  }
-  throw new Error("expected the call to be refused");
 }
 
 interface Run { code: number | null; stdout: string; stderr: string }
