@@ -57,6 +57,36 @@ export function formatDraftProblem(p: DraftProblem): string {
   return `${p.file}: document ${p.document}${p.field === "" ? "" : `: ${p.field}`}: ${p.message}`;
 }
 
+type Drafted = NetworkPolicy | ClusterNetworkPolicyObject;
+
+/** What differs between the two kinds a draft holds; everything else is read the same way. */
+const DRAFTED: Record<Drafted["kind"], {
+  apiVersion: string;
+  /** Unique within the kind: "namespace/name", or the name of a cluster-scoped policy. */
+  key(object: Drafted): string;
+  /** The document as the parser should see it when it only names what to delete. */
+  deletable(item: Record<string, unknown>): Record<string, unknown>;
+  problems(object: Drafted): readonly { field: string; message: string }[];
+}> = {
+  NetworkPolicy: {
+    apiVersion: "networking.k8s.io/v1",
+    key: (p) => `${p.metadata.namespace}/${p.metadata.name}`,
+    // A deletion needs only its name: give the parser an empty spec to read.
+    deletable: (item) => ({ ...item, spec: { podSelector: {} } }),
+    problems: (p) => {
+      const normalized = normalizePolicy(p as NetworkPolicy);
+      return "problems" in normalized ? normalized.problems : [];
+    },
+  },
+  ClusterNetworkPolicy: {
+    apiVersion: "policy.networking.k8s.io/v1alpha2",
+    key: (p) => p.metadata.name,
+    // The parser keeps a cluster policy's spec as written (validated below), absent included.
+    deletable: (item) => item,
+    problems: (p) => normalizeCnp(p as ClusterNetworkPolicyObject).problems ?? [],
+  },
+};
+
 function isMap(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -108,63 +138,37 @@ export function parseDrafts(files: readonly DraftFile[]): Draft {
           fail(index, `${prefix}metadata.annotations.${DRAFT_ANNOTATION}`, `expected "delete" (or no annotation to create or replace), got ${describeValue(marker)}`);
           return;
         }
-        if (kind === "ClusterNetworkPolicy") {
-          let cnp: ClusterNetworkPolicyObject;
-          try {
-            const parsed = parseDocument(item);
-            const first = parsed[0];
-            if (parsed.length !== 1 || first?.kind !== "ClusterNetworkPolicy") {
-              fail(index, `${prefix}apiVersion`, `expected policy.networking.k8s.io/v1alpha2, got ${describeValue(item.apiVersion)}`);
-              return;
-            }
-            cnp = first;
-          } catch (err) {
-            if (err instanceof FieldError) fail(index, `${prefix}${err.field}`.replace(/\.$/, ""), `${err.source}: ${err.detail}`);
-            else fail(index, prefix.replace(/\.$/, ""), (err as Error).message);
-            return;
-          }
-          objects++;
-          const name = cnp.metadata.name;
-          const before = seen.get(`cnp/${name}`);
-          if (before !== undefined) { fail(index, `${prefix}metadata.name`, `ClusterNetworkPolicy ${name} is already in this draft (${before})`); return; }
-          seen.set(`cnp/${name}`, `${file.name} document ${index}`);
-          if (marker === "delete") { clusterDeletions.push({ key: name, file: file.name, document: index }); return; }
-          const normalized = normalizeCnp(cnp);
-          if (normalized.problems) {
-            for (const p of normalized.problems) fail(index, `${prefix}${p.field}`, `ClusterNetworkPolicy ${name}: ${p.message}`);
-            return;
-          }
-          clusterUpserts.push(cnp);
-          return;
-        }
-        let policy: NetworkPolicy;
+        const rules = DRAFTED[kind];
+        let object: Drafted;
         try {
-          // A deletion needs only its name: give the parser an empty spec to read.
-          const parsed = parseDocument(marker === "delete" ? { ...item, spec: { podSelector: {} } } : item);
+          const parsed = parseDocument(marker === "delete" ? rules.deletable(item) : item);
           const first = parsed[0];
-          if (parsed.length !== 1 || first?.kind !== "NetworkPolicy") {
-            fail(index, `${prefix}apiVersion`, `expected networking.k8s.io/v1, got ${describeValue(item.apiVersion)}`);
+          if (parsed.length !== 1 || first?.kind !== kind) {
+            fail(index, `${prefix}apiVersion`, `expected ${rules.apiVersion}, got ${describeValue(item.apiVersion)}`);
             return;
           }
-          policy = first;
+          object = first as Drafted;
         } catch (err) {
           if (err instanceof FieldError) fail(index, `${prefix}${err.field}`.replace(/\.$/, ""), `${err.source}: ${err.detail}`);
           else fail(index, prefix.replace(/\.$/, ""), (err as Error).message);
           return;
         }
         objects++;
-        const key = `${policy.metadata.namespace}/${policy.metadata.name}`;
-        const where = `${file.name} document ${index}`;
-        const before = seen.get(key);
-        if (before !== undefined) { fail(index, `${prefix}metadata.name`, `NetworkPolicy ${key} is already in this draft (${before})`); return; }
-        seen.set(key, where);
-        if (marker === "delete") { deletions.push({ key, file: file.name, document: index }); return; }
-        const normalized = normalizePolicy(policy);
-        if ("problems" in normalized) {
-          for (const p of normalized.problems) fail(index, `${prefix}${p.field}`, `NetworkPolicy ${key}: ${p.message}`);
+        const key = rules.key(object);
+        const before = seen.get(`${kind} ${key}`);
+        if (before !== undefined) { fail(index, `${prefix}metadata.name`, `${kind} ${key} is already in this draft (${before})`); return; }
+        seen.set(`${kind} ${key}`, `${file.name} document ${index}`);
+        if (marker === "delete") {
+          (kind === "NetworkPolicy" ? deletions : clusterDeletions).push({ key, file: file.name, document: index });
           return;
         }
-        upserts.push(policy);
+        const wrong = rules.problems(object);
+        if (wrong.length > 0) {
+          for (const p of wrong) fail(index, `${prefix}${p.field}`, `${kind} ${key}: ${p.message}`);
+          return;
+        }
+        if (object.kind === "NetworkPolicy") upserts.push(object);
+        else clusterUpserts.push(object);
       });
     }
     if (objects === 0 && !problems.some((p) => p.file === file.name)) fail(0, "", "holds no NetworkPolicy or ClusterNetworkPolicy");
