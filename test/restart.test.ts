@@ -60,23 +60,8 @@ function spawnIn(netns: string, argv: readonly string[], how = netnsExecArgv): S
   return bed.spawnIn(netns, argv, { how, stdin: "ignore" });
 }
 
-async function removeStale(): Promise<void> {
-  for (const name of fs.existsSync("/run/netns") ? fs.readdirSync("/run/netns") : []) {
-    const m = /^bhrst-(\d+)-/.exec(name);
-    if (m?.[1] && (Number(m[1]) === process.pid || !fs.existsSync(`/proc/${m[1]}`))) {
-      await run(["ip", "netns", "del", name], { allowFail: true });
-    }
-  }
-  for (const name of fs.readdirSync("/sys/fs/bpf")) {
-    const m = /^bhrst-(\d+)$/.exec(name);
-    if (m?.[1] && (Number(m[1]) === process.pid || !fs.existsSync(`/proc/${m[1]}`))) {
-      fs.rmSync(path.join("/sys/fs/bpf", name), { recursive: true, force: true });
-    }
-  }
-}
 
 async function buildTopology(): Promise<void> {
-  await removeStale();
   bed = await Testbed.create({ prefix: PREFIX, ipv6: false, nodes: [{ name: "node", netns: NODE_NS, ip: NODE_IP }], pods, podRoutes: ["10.196.0.0/16"] });
 }
 

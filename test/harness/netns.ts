@@ -8,17 +8,18 @@
 // testbed.ts bed (IPv4 only, pods added and removed as the tests go).
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { cliMain } from "../../config/install.js";
 import { netnsEnterArgv, netnsExecArgv, run, type RunResult } from "../../lab/netns.js";
 import { PinDir } from "../../agent/pins.js";
 import { parseMetrics, type Metrics } from "../../lab/prometheus.js";
-import { Testbed, type BedPod } from "./testbed.js";
+import { BPFFS, Testbed, type BedPod } from "./testbed.js";
+
+export { BPFFS };
 import { Spawned, stopChild } from "./process.js";
 
 export const NETNS_PREFIX = "bhagt-";
-export const BPFFS = "/sys/fs/bpf";
 /** The node's own address (on lo); pod i gets 10.195.0.(i + 1). */
 export const NODE_IP = "10.195.0.1";
 export const METRICS_PORT = 19964;
@@ -45,7 +46,6 @@ export class TestNode {
 
   /** A node namespace with `pods` pods. */
   static async create(pods = 0): Promise<TestNode> {
-    await removeStaleNamespaces();
     const id = `${NETNS_PREFIX}${process.pid}-${++nodes}`;
     const bed = await Testbed.create<Pod>({ prefix: id, ipv6: false, nodes: [{ name: "node", netns: `${id}-node`, ip: NODE_IP }], pods: [],
       podRoutes: ["10.195.0.0/16"] });
@@ -227,19 +227,3 @@ export async function poll<T>(probe: () => Promise<T>, done: (v: T) => boolean, 
   }
 }
 
-// Namespaces and pins of an earlier run whose process is gone (a crash skips teardown).
-async function removeStaleNamespaces(): Promise<void> {
-  const names = existsSync("/run/netns") ? readdirSync("/run/netns") : [];
-  for (const name of names) {
-    const m = /^bhagt-(\d+)-/.exec(name);
-    if (m?.[1] && Number(m[1]) !== process.pid && !existsSync(`/proc/${m[1]}`)) {
-      await run(["ip", "netns", "del", name], { allowFail: true });
-    }
-  }
-  for (const name of existsSync(BPFFS) ? readdirSync(BPFFS) : []) {
-    const m = /^bhagt-(\d+)-/.exec(name);
-    if (m?.[1] && Number(m[1]) !== process.pid && !existsSync(`/proc/${m[1]}`)) {
-      rmSync(path.join(BPFFS, name), { recursive: true, force: true });
-    }
-  }
-}

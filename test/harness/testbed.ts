@@ -7,7 +7,8 @@
 // teardown() kills what spawnIn() started and deletes every namespace, whatever failed.
 import { spawn } from "node:child_process";
 import { ipBatch, netnsExecArgv, run, setSysctls } from "../../lab/netns.js";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import path from "node:path";
 import { Spawned } from "./process.js";
 
 export interface BedNode { name: string; netns: string; ip: string }
@@ -61,6 +62,8 @@ export interface TestbedSpec<P extends BedPod> {
 
 const NO_DAD = { "net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0 };
 const NO_IPV6 = { "net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1 };
+/** Where the tests pin BPF objects. */
+export const BPFFS = "/sys/fs/bpf";
 /** The veth between the first node and the outside host, in the node. */
 export const OUTSIDE_LINK = "wld0";
 
@@ -73,7 +76,7 @@ export class Testbed<P extends BedPod> {
 
   /** Builds the nodes, the pods and the outside host; on failure, tears down what it built. */
   static async create<P extends BedPod>(spec: TestbedSpec<P>): Promise<Testbed<P>> {
-    await removeStaleNetns(spec.prefix.replace(/-\d+$/, ""));
+    await removeStale(spec.prefix);
     const bed = new Testbed(spec);
     try {
       for (const n of spec.nodes) {
@@ -178,14 +181,24 @@ async function linkOf(netns: string, dev: string): Promise<{ ifindex: number; ad
   return link;
 }
 
-/** Deletes the namespaces `<prefix>-<pid>-…` of this process (a retried set-up) or of a
- * process that is gone (a crashed run skips its teardown). */
-export async function removeStaleNetns(prefix: string): Promise<void> {
-  const names = existsSync("/run/netns") ? readdirSync("/run/netns") : [];
-  for (const name of names) {
-    const m = new RegExp(`^${prefix}-(\\d+)-`).exec(name);
-    if (m?.[1] && (Number(m[1]) === process.pid || !existsSync(`/proc/${m[1]}`))) {
-      await run(["ip", "netns", "del", name], { allowFail: true });
-    }
+/**
+ * Removes what a run that skipped its teardown left behind: the namespaces and bpffs pins
+ * named `<tag>-<pid>…` (the tag and pid of `prefix`, "bhpol-123" or "bhagt-123-4") of a
+ * process that is gone, and this bed's own from an earlier attempt (a retried set-up).
+ * Beds of this process under other prefixes are left alone.
+ */
+export async function removeStale(prefix: string): Promise<void> {
+  const tag = /^(.+?)-\d+(?:-|$)/.exec(prefix)?.[1];
+  if (tag === undefined) throw new Error(`testbed prefix ${prefix}: expected <tag>-<pid>[-<n>]`);
+  const stale = (name: string) => {
+    const pid = new RegExp(`^${tag}-(\\d+)(?:-|$)`).exec(name)?.[1];
+    if (pid === undefined) return false;
+    return name === prefix || name.startsWith(`${prefix}-`) || (Number(pid) !== process.pid && !existsSync(`/proc/${pid}`));
+  };
+  for (const name of existsSync("/run/netns") ? readdirSync("/run/netns") : []) {
+    if (stale(name)) await run(["ip", "netns", "del", name], { allowFail: true });
+  }
+  for (const name of existsSync(BPFFS) ? readdirSync(BPFFS) : []) {
+    if (stale(name)) rmSync(path.join(BPFFS, name), { recursive: true, force: true });
   }
 }
