@@ -392,6 +392,43 @@ describe("bad input and faults", () => {
     }
   });
 
+  it("a version 1 upgrade left half done (a replica killed between its ALTERs) is finished by two replicas starting together", async () => {
+    const loc = location();
+    const first = await open(loc);
+    const old = fullRecord(3);
+    await first.append([batch("half", 1, [old])]);
+    await first.close();
+    // Version 1 with half of version 2's columns added: the killed replica's ALTERs ran for
+    // the egress side only, and it never recorded version 2.
+    const client = sql(loc);
+    for (const column of ["ingress_decided_by", "ingress_tier_rules"]) {
+      await client.command({ query: `ALTER TABLE ${loc.database}.flows DROP COLUMN ${column}` });
+    }
+    await client.command({ query: `DROP TABLE ${loc.database}.schema_version` });
+    await client.command({ query: `CREATE TABLE ${loc.database}.schema_version (version UInt32, applied DateTime('UTC') DEFAULT now(), by String) ENGINE = MergeTree ORDER BY version` });
+    await client.command({ query: `INSERT INTO ${loc.database}.schema_version (version, by) VALUES (1, 'v1')` });
+    await client.close();
+    // Each replica finds some column already there: the one the killed replica added, and
+    // possibly one the other replica added a moment before. Both open and both write.
+    const [a, b] = await Promise.all([open(loc), open(loc)]);
+    const [fromA, fromB] = [fullRecord(4), fullRecord(5)];
+    try {
+      await a.append([batch("half-a", 1, [fromA])]);
+      await b.append([batch("half-b", 1, [fromB])]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+    const reader = await open(loc);
+    try {
+      const egressOnly = { ...old.attribution!, ingressDecidedBy: "", ingressTierRules: [] };
+      expect(await all(reader)).toEqual([{ ...old, attribution: egressOnly }, fromA, fromB]);
+      expect(await scalar(loc, `SELECT max(version) FROM ${loc.database}.schema_version`)).toBe(String(SCHEMA_VERSION));
+    } finally {
+      await reader.close();
+    }
+  });
+
   it("an unreachable server: open and append reject naming the URL, status names the error", async () => {
     const port = await freeLoopbackPort();
     const url = `clickhouse://127.0.0.1:${port}/flows`;
