@@ -206,7 +206,29 @@ describe("time ranges", () => {
       await store.close();
     }
   });
+  it("endBeforeMs leaves out every record that ends at or after it (those the hot window serves), with and without last N", async () => {
+    const store = await open(location());
+    try {
+      const records = Array.from({ length: 60 }, (_, i) => {
+        const end = NOW - 60_000 + i * 1000;
+        return fullRecord(i, { startTime: ts(end - 1500), endTime: ts(end, i === 30 ? 0 : 1), sequence: BigInt(i) });
+      });
+      await store.append([batch("hot", 1, records)]);
+      // Record 30 ends exactly at the bound (not before it): left out, as the hot window has it.
+      const endBeforeMs = NOW - 30_000;
+      const endMs = (r: FlowRecord) => Number(r.endTime!.seconds) * 1000 + r.endTime!.nanos / 1e6;
+      for (const [sinceMs, last] of [[undefined, undefined], [NOW - 45_000, undefined], [undefined, 5]] as const) {
+        const older = records.filter((r) => endMs(r) < endBeforeMs && (sinceMs === undefined || endMs(r) >= sinceMs));
+        const expected = last === undefined ? older : older.slice(-last);
+        const got = await all(store, { endBeforeMs, ...(sinceMs !== undefined ? { sinceMs } : {}), ...(last !== undefined ? { last } : {}) });
+        expect(got.map((r) => r.sequence), `since ${sinceMs} last ${last}`).toEqual(expected.map((r) => r.sequence));
+      }
+    } finally {
+      await store.close();
+    }
+  });
 });
+
 
 describe("exactly once across replicas", () => {
   it("a batch written by two replicas, and one left half-written by a killed replica, each read once", async () => {
