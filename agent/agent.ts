@@ -83,7 +83,7 @@ export class Agent {
     }
     if (config.controlplane) {
       this.connection = new ControlPlaneConnection({
-        address: config.controlplane,
+        addresses: config.controlplane,
         node: config.node,
         capabilities: ["ipv6", config.attachMode === "clsact" ? "clsact" : "tcx"],
         log: this.log,

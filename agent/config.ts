@@ -27,8 +27,8 @@ export interface AgentConfig {
   exportFile: string | undefined;
   /** Bytes of drained columns the export file's queue holds before it drops the oldest records (counted). */
   exportBufferBytes: number;
-  /** gRPC address of the control plane (host:port or unix:///path), or undefined for none. */
-  controlplane: string | undefined;
+  /** gRPC addresses of the control plane (host:port or unix:///path; several: its replicas), or undefined for none. */
+  controlplane: string[] | undefined;
   /** Bytes of record columns held for the control plane while it is unreachable (buffered and in flight). */
   bufferBytes: number;
   /** host:port of the /metrics and /healthz server, or undefined for none. */
@@ -58,7 +58,9 @@ in-kernel flow map on an interval and exports flow records.
   --export-buffer-bytes SIZE  drained records (as columns, ~90 bytes each) waiting for the export
                             file, e.g. 64Mi; past it the oldest drop, counted as export_queue_full
                             (default 64Mi: ~740k records)
-  --controlplane ADDR       stream records to the control plane (HOST:PORT or unix:///PATH)
+  --controlplane ADDR[,ADDR...]
+                            stream records to the control plane (HOST:PORT or unix:///PATH); several
+                            addresses: replicas sharing one store, the next tried when one is lost
   --buffer-bytes SIZE       records held (as columns, ~90 bytes each) while the control plane is away,
                             e.g. 256Mi; past it the oldest are dropped and counted as buffer_full
                             (default 128Mi: ~1.4M records, within the DaemonSet's 1Gi limit beside the rest)
@@ -96,14 +98,20 @@ function positiveInt(flag: string, raw: string | undefined, fallback: number, ma
   return n;
 }
 
-function parseControlPlaneAddr(raw: string | undefined): string | undefined {
+function parseControlPlaneAddrs(raw: string | undefined): string[] | undefined {
   if (raw === undefined) return undefined;
-  if (raw.startsWith("unix://")) {
-    if (raw.length <= "unix://".length) throw new ConfigError(`--controlplane: "${raw}" names no socket path`);
-    return raw;
+  const addresses = raw.split(",");
+  for (const address of addresses) {
+    if (address === "") throw new ConfigError(`--controlplane: "${raw}" has an empty address (expected ADDR[,ADDR...])`);
+    if (address.startsWith("unix://")) {
+      if (address.length <= "unix://".length) throw new ConfigError(`--controlplane: "${address}" names no socket path`);
+    } else {
+      parseHostPort("controlplane", address);
+    }
   }
-  parseHostPort("controlplane", raw);
-  return raw;
+  const repeated = addresses.find((a, i) => addresses.indexOf(a) !== i);
+  if (repeated !== undefined) throw new ConfigError(`--controlplane: "${repeated}" is given twice`);
+  return addresses;
 }
 
 function oneOf<T extends string>(flag: string, raw: string | undefined, allowed: readonly T[], fallback: T): T {
@@ -169,7 +177,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     attachMode: oneOf("attach-mode", v["attach-mode"], ["auto", "tcx", "clsact"] as const, "auto"),
     exportFile: v["export-file"] === undefined ? undefined : path.resolve(v["export-file"]),
     exportBufferBytes: parseByteSize("export-buffer-bytes", v["export-buffer-bytes"] ?? DEFAULT_EXPORT_BUFFER, 2 ** 20, 64 * 2 ** 30),
-    controlplane: parseControlPlaneAddr(v.controlplane),
+    controlplane: parseControlPlaneAddrs(v.controlplane),
     bufferBytes: parseByteSize("buffer-bytes", v["buffer-bytes"] ?? DEFAULT_BUFFER, 2 ** 20, 64 * 2 ** 30),
     metricsAddr: metrics === "off" ? undefined : parseHostPort("metrics-addr", metrics),
     resyncIntervalMs: positiveInt("resync-interval", v["resync-interval"], 5000, 3_600_000),

@@ -66,7 +66,7 @@ function record(i: number): FlowRecord {
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-outage-"));
 const socket = path.join(dir, "cp.sock");
-const connection = new ControlPlaneConnection({ address: `unix://${socket}`, node: "node-a", capabilities: ["tcx"], log: pino({ level: "silent" }) });
+const connection = new ControlPlaneConnection({ addresses: [`unix://${socket}`], node: "node-a", capabilities: ["tcx"], log: pino({ level: "silent" }) });
 let dropped = 0;
 const sink = new ControlPlaneSink(connection, { bufferBytes: BUFFER, onBufferDrop: (n) => { dropped += n; }, onRefused: () => undefined });
 let server: ReturnType<typeof createGrpcServer> | undefined;

@@ -166,3 +166,19 @@ describe("default ports", () => {
     }
   });
 });
+
+describe("agent --controlplane", () => {
+  const addresses = (raw: string) => parseAgentArgs(["--node", "n1", "--controlplane", raw]).controlplane;
+
+  it("takes one address or the replicas' addresses, in order", () => {
+    expect(addresses("10.96.0.10:4387")).toEqual(["10.96.0.10:4387"]);
+    expect(addresses("unix:///run/a.sock,10.0.0.2:4387,cp-2.bulkhead:4387")).toEqual(["unix:///run/a.sock", "10.0.0.2:4387", "cp-2.bulkhead:4387"]);
+  });
+
+  it("refuses an empty entry, a repeated address and a bad one, naming it", () => {
+    expect(() => addresses("10.0.0.1:4387,")).toThrow(/--controlplane: "10\.0\.0\.1:4387," has an empty address/);
+    expect(() => addresses("10.0.0.1:4387,10.0.0.1:4387")).toThrow(/--controlplane: "10\.0\.0\.1:4387" is given twice/);
+    expect(() => addresses("10.0.0.1:4387,unix://")).toThrow(/--controlplane: "unix:\/\/" names no socket path/);
+    expect(() => addresses("10.0.0.1:4387,10.0.0.2")).toThrow(/--controlplane/);
+  });
+});

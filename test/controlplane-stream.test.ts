@@ -919,7 +919,7 @@ describe("GetFlows clients that do not keep up", () => {
 
 describe("control-plane replicas sharing a ClickHouse store", () => {
   const clickhouse = useClickHouse();
-  interface Replica { cp: ControlPlane; store: FlowStore; agents: AgentServiceClient; observer: Observer }
+  interface Replica { address: string; cp: ControlPlane; store: FlowStore; agents: AgentServiceClient; observer: Observer }
   const replicas: Replica[] = [];
 
   /** A replica on its own socket over database `db` of the test's server; its tail polls every 100 ms. */
@@ -928,7 +928,7 @@ describe("control-plane replicas sharing a ClickHouse store", () => {
     const store = await openClickHouseStore({ location: parseClickHouseLocation(server.storeUrl(db), server.credentialsFile), pollIntervalMs: 100 });
     const at = `unix://${path.join(tmp, `replica-${name}.sock`)}`;
     const { cp } = await startControlPlane(new LogCapture(), { store }, at);
-    const r = { cp, store, agents: new AgentServiceClient(at, grpc.credentials.createInsecure()), observer: new Observer(at) };
+    const r = { address: at, cp, store, agents: new AgentServiceClient(at, grpc.credentials.createInsecure()), observer: new Observer(at) };
     replicas.push(r);
     return r;
   }
@@ -983,6 +983,32 @@ describe("control-plane replicas sharing a ClickHouse store", () => {
     expect(sequences(await c.observer.flows())).toEqual(want);
     expect((await c.observer.status()).store).toMatchObject({ kind: "clickhouse", records: 20n, error: "" });
   });
+
+  it("the agent's own connection, given both replicas' addresses, moves to the other when its replica goes: every record stored once", async () => {
+    const a = await replica("a", "failover");
+    const b = await replica("b", "failover");
+    const connection = new ControlPlaneConnection({ addresses: [a.address, b.address], node: "node1", capabilities: ["tcx"], log: new LogCapture().log });
+    const drops: number[] = [];
+    const sink = new ControlPlaneSink(connection, { bufferBytes: 16 * 2 ** 20, batchRecords: 100, onBufferDrop: (n) => drops.push(n), onRefused: (n) => drops.push(n) });
+    const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => record("node1", { sequence: BigInt(from + i) }));
+    try {
+      connection.start();
+      await waitFor(() => connection.connected, (c) => c, 10_000, "the agent to connect to one of the replicas");
+      const [first, other] = connection.address === a.address ? [a, b] : [b, a];
+      sink.push(numbered(0, 500));
+      await waitFor(() => sink.pending, (n) => n === 0, 10_000, "the first 500 records acknowledged by the first replica");
+      await stopReplica(first);
+      sink.push(numbered(500, 500));
+      await waitFor(() => sink.pending, (n) => n === 0, 20_000, "the next 500 records acknowledged, which only the other replica can do");
+      expect(connection.address).toBe(other.address);
+      expect(drops).toEqual([]);
+      const stored = (await other.observer.flows()).map((f) => f.sequence).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+      expect(stored).toEqual(Array.from({ length: 1000 }, (_, i) => BigInt(i)));
+    } finally {
+      await sink.close(1000);
+      connection.close();
+    }
+  });
 });
 
 describe("the agent's ControlPlaneSink across control plane restarts", () => {
@@ -1002,7 +1028,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
 
   /** The agent's stream (in `connection`) and its record sink, started. */
   const newSink = (bufferBytes: number, drops: number[], refused: number[] = []) => {
-    connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log: logs.log });
+    connection = new ControlPlaneConnection({ addresses: [address], node: "node1", capabilities: ["tcx"], log: logs.log });
     const created = new ControlPlaneSink(connection, {
       bufferBytes, batchRecords: 100, onBufferDrop: (n) => drops.push(n), onRefused: (n) => refused.push(n),
     });
@@ -1136,7 +1162,7 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     await bind(server, address);
     const received: bigint[] = [];
     try {
-      connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log: logs.log });
+      connection = new ControlPlaneConnection({ addresses: [address], node: "node1", capabilities: ["tcx"], log: logs.log });
       connection.on("policy", (p) => { received.push(p.version); expect(p.ipIdentities).toHaveLength(400_000); });
       connection.start();
       await waitFor(() => received.length, (n) => n > 0, 20_000, "the snapshot at the agent");

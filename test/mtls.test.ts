@@ -278,7 +278,7 @@ describe("mutual TLS on AgentService.Connect", () => {
     });
     /** The agent's stream and its record sink; started. */
     const newSink = (address: string, identity: { cert: Buffer; key: Buffer }, log = logs.log) => {
-      connection = new ControlPlaneConnection({ address, node: "node1", capabilities: ["tcx"], log, tls: { ...identity, ca: read(CA_CERT) } });
+      connection = new ControlPlaneConnection({ addresses: [address], node: "node1", capabilities: ["tcx"], log, tls: { ...identity, ca: read(CA_CERT) } });
       sink = new ControlPlaneSink(connection, { bufferBytes: 2 ** 20, batchRecords: 10, onBufferDrop: () => undefined, onRefused: () => undefined });
       connection.start();
       return { connection, sink };

@@ -4,6 +4,11 @@
 // agent's identity backs off longer and is logged as an error every time) and hands each
 // message to whoever listens for its kind: the record sink (export/controlplane.ts) and the
 // policy stream (policy-stream.ts).
+//
+// Given several addresses (control-plane replicas sharing one store), it starts at one
+// picked by the node's name, so a cluster's agents spread over the replicas, and moves to
+// the next whenever a stream is lost or cannot be opened: an agent whose replica died
+// re-sends what was unacknowledged to another, and the store keeps each batch once.
 import crypto from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -18,7 +23,8 @@ export const PROTOCOL_VERSION = 2;
 export const AGENT_VERSION = "0.1.0";
 
 export interface ConnectionOptions {
-  address: string;
+  /** The control plane's address (HOST:PORT or unix:///PATH), or its replicas', tried in turn. */
+  addresses: readonly string[];
   node: string;
   capabilities: string[];
   log: Logger;
@@ -62,7 +68,8 @@ function serialize(m: Outgoing): Buffer {
 
 export class ControlPlaneConnection {
   readonly instanceId = crypto.randomUUID();
-  private readonly client: grpc.Client;
+  private readonly clients: (grpc.Client | undefined)[];
+  private current: number;
   private readonly listeners: Listeners = { connected: [], disconnected: [], ack: [], refused: [], endpoints: [], policy: [] };
   private call: grpc.ClientDuplexStream<Outgoing, ConnectResponse> | undefined;
   private attempt = 0;
@@ -72,8 +79,22 @@ export class ControlPlaneConnection {
   connected = false;
 
   constructor(private readonly opts: ConnectionOptions) {
-    const tls = opts.tls ? tlsChannel(opts.address, opts.tls.ca, opts.tls) : undefined;
-    this.client = new grpc.Client(opts.address, tls?.credentials ?? grpc.credentials.createInsecure(), {
+    if (opts.addresses.length === 0) throw new Error("ControlPlaneConnection: no control-plane address");
+    this.clients = opts.addresses.map(() => undefined);
+    this.current = startingReplica(opts.node, opts.addresses.length);
+  }
+
+  /** The address the stream uses now (or tries next). */
+  get address(): string {
+    return this.opts.addresses[this.current]!;
+  }
+
+  private client(): grpc.Client {
+    const existing = this.clients[this.current];
+    if (existing) return existing;
+    const address = this.address;
+    const tls = this.opts.tls ? tlsChannel(address, this.opts.tls.ca, this.opts.tls) : undefined;
+    const created = new grpc.Client(address, tls?.credentials ?? grpc.credentials.createInsecure(), {
       ...tls?.options,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
       // Policy snapshots arrive as one message; grpc's default (4 MiB) cut off large clusters.
@@ -81,10 +102,8 @@ export class ControlPlaneConnection {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
     });
-  }
-
-  get address(): string {
-    return this.opts.address;
+    this.clients[this.current] = created;
+    return created;
   }
 
   on<K extends keyof ConnectionEvents>(event: K, listener: ConnectionEvents[K]): void {
@@ -114,7 +133,7 @@ export class ControlPlaneConnection {
   private connect(): void {
     if (this.stopped) return;
     const { path: method, responseDeserialize } = AgentServiceService.connect;
-    const call = this.client.makeBidiStreamRequest(method, serialize, responseDeserialize);
+    const call = this.client().makeBidiStreamRequest(method, serialize, responseDeserialize);
     this.call = call;
     call.write({
       kind: { $case: "hello", value: {
@@ -134,7 +153,7 @@ export class ControlPlaneConnection {
       if (!this.connected) {
         this.connected = true;
         this.attempt = 0;
-        this.opts.log.info({ address: this.opts.address, resend: this.backlog().inFlight }, "connected to control plane");
+        this.opts.log.info({ address: this.address, resend: this.backlog().inFlight }, "connected to control plane");
         for (const l of this.listeners.connected) l();
       }
     } else if (kind.$case === "endpoints") {
@@ -160,13 +179,15 @@ export class ControlPlaneConnection {
     const jittered = Math.round(delay / 2 + Math.random() * delay / 2);
     this.attempt++;
     if (refused) {
-      this.opts.log.error({ address: this.opts.address, code: grpc.status[err.code], err: err.details,
+      this.opts.log.error({ address: this.address, code: grpc.status[err.code], err: err.details,
         retryMs: jittered, buffered: this.backlog().buffered }, "control plane refused this agent; retrying");
     } else {
       const level = wasConnected || this.attempt === 1 ? "warn" : "debug";
-      this.opts.log[level]({ address: this.opts.address, code: err?.code, err: err?.details ?? "stream ended",
+      this.opts.log[level]({ address: this.address, code: err?.code, err: err?.details ?? "stream ended",
         retryMs: jittered, buffered: this.backlog().buffered }, "control plane stream lost; reconnecting");
     }
+    // Another replica, if there is one: this one is gone, or refuses this agent.
+    this.current = (this.current + 1) % this.opts.addresses.length;
     this.reconnectTimer = setTimeout(() => this.connect(), jittered);
   }
 
@@ -176,6 +197,11 @@ export class ControlPlaneConnection {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.call?.end();
     this.call?.cancel();
-    this.client.close();
+    for (const client of this.clients) client?.close();
   }
+}
+
+/** Where a node's agent starts among `n` replicas: spread, and the same at every restart. */
+function startingReplica(node: string, n: number): number {
+  return crypto.createHash("sha256").update(node).digest().readUInt32BE(0) % n;
 }
