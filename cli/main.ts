@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import pino from "pino";
 import { parseAgentArgs, agentUsage } from "../agent/config.js";
 import { ConfigError } from "../config/flags.js";
+import { outputFormat, yamlDocument } from "./output.js";
 import { VERSION } from "../config/version.js";
 import { PROTOCOL_VERSION } from "../agent/controlplane/connection.js";
 import { Agent } from "../agent/agent.js";
@@ -61,7 +62,7 @@ async function runAgent(argv: string[]): Promise<number> {
   }));
 }
 
-const versionUsage = `usage: bulkhead version [-o text|json]
+const versionUsage = `usage: bulkhead version [-o text|json|yaml]
 
 The version of this bulkhead (CLI, agent and control plane ship as one) and the wire
 protocol version its agent speaks to the control plane (a control plane refuses an agent
@@ -73,15 +74,16 @@ function runVersion(argv: string[]): number {
     process.stdout.write(versionUsage);
     return 0;
   }
-  let output: string;
+  let output: string | undefined;
   try {
-    output = parseArgs({ args: argv, options: { output: { type: "string", short: "o", default: "text" } }, strict: true }).values.output;
+    output = parseArgs({ args: argv, options: { output: { type: "string", short: "o" } }, strict: true }).values.output;
   } catch (err) {
     throw new ConfigError(`version: ${(err as Error).message}`);
   }
-  if (output !== "text" && output !== "json") throw new ConfigError(`version: -o: expected text or json, got "${output}"`);
-  process.stdout.write(output === "json"
-    ? `${JSON.stringify({ version: VERSION, protocolVersion: PROTOCOL_VERSION })}\n`
+  const format = outputFormat("version", output, ["text", "json", "yaml"]);
+  const json = { version: VERSION, protocolVersion: PROTOCOL_VERSION };
+  process.stdout.write(format === "json" ? `${JSON.stringify(json)}\n`
+    : format === "yaml" ? yamlDocument(json)
     : `bulkhead ${VERSION} (agent protocol ${PROTOCOL_VERSION})\n`);
   return 0;
 }

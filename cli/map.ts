@@ -6,11 +6,12 @@ import {
   GetFlowMapResponse, GetStatusResponse, GetNodesResponse, MapNodeKind, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../config/flags.js";
+import { outputFormat, yamlDocument } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseDurationMs } from "./duration.js";
 import { formatTable } from "./observe.js";
 
-export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|dot] [--window 5m] [--server ADDR] [--token-file FILE]
+export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|yaml|dot] [--window 5m] [--server ADDR] [--token-file FILE]
 
 The flow map: who talks to whom, as workloads, Services, other namespaces' workloads,
 hosts and world peers, with protocol/port, flows, packets, bytes and verdicts. With a
@@ -18,7 +19,7 @@ token scoped to namespaces, -A shows only edges with an end in them.
 
 ${connectionUsage}`;
 
-export const statusUsage = `usage: bulkhead status [-o table|json] [--server ADDR] [--token-file FILE]
+export const statusUsage = `usage: bulkhead status [-o table|json|yaml] [--server ADDR] [--token-file FILE]
 
 Agents, record rates and every loss counter: cluster-wide, so a token scoped to
 namespaces is refused.
@@ -80,8 +81,7 @@ export async function runMap(argv: string[]): Promise<number> {
   }
   const v = parsed.values;
   if (!v.namespace && !v["all-namespaces"]) throw new ConfigError("map: give -n NAMESPACE or -A");
-  const output = v.output ?? "table";
-  if (!["table", "json", "dot"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table, json or dot`);
+  const output = outputFormat("map", v.output, ["table", "json", "yaml", "dot"]);
   const windowMs = v.window ? parseDurationMs("--window", v.window) : 5 * 60_000;
   const { address, client } = connectObserver({ server: v.server, tlsCa: v["tls-ca"], token: bearerToken(v) });
   try {
@@ -91,6 +91,7 @@ export async function runMap(argv: string[]): Promise<number> {
     };
     const map = await unary<GetFlowMapResponse>((cb) => client.getFlowMap(request, cb));
     if (output === "json") process.stdout.write(JSON.stringify(GetFlowMapResponse.toJSON(map), null, 2) + "\n");
+    else if (output === "yaml") process.stdout.write(yamlDocument(GetFlowMapResponse.toJSON(map)));
     else if (output === "dot") process.stdout.write(mapToDot(map));
     else process.stdout.write(mapToTable(map));
     return 0;
@@ -117,14 +118,14 @@ export async function runStatus(argv: string[]): Promise<number> {
   } catch (err) {
     throw new ConfigError(`status: ${(err as Error).message}`);
   }
-  const output = parsed.values.output ?? "table";
-  if (!["table", "json"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not table or json`);
+  const output = outputFormat("status", parsed.values.output, ["table", "json", "yaml"]);
   const { address, client } = connectObserver({ server: parsed.values.server, tlsCa: parsed.values["tls-ca"], token: bearerToken(parsed.values) });
   try {
     const status = await unary<GetStatusResponse>((cb) => client.getStatus({}, cb));
     const nodes = await unary<GetNodesResponse>((cb) => client.getNodes({}, cb));
-    if (output === "json") {
-      process.stdout.write(JSON.stringify({ status: GetStatusResponse.toJSON(status), nodes: GetNodesResponse.toJSON(nodes) }, null, 2) + "\n");
+    if (output !== "table") {
+      const json = { status: GetStatusResponse.toJSON(status), nodes: GetNodesResponse.toJSON(nodes) };
+      process.stdout.write(output === "json" ? JSON.stringify(json, null, 2) + "\n" : yamlDocument(json));
       return 0;
     }
     const store = status.store;

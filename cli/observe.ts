@@ -7,6 +7,7 @@ import {
 import { type FlowFilter, type GetFlowsResponse, GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter } from "../controlplane/store/filter-names.js";
 import { ConfigError } from "../config/flags.js";
+import { localTime, outputFormat, yamlDocument } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseSince } from "./duration.js";
 
@@ -35,7 +36,9 @@ given twice matches either value (OR). Without -n, every namespace.
       --all                every matching flow (in the range, else the whole history)
   -f, --follow             keep streaming new flows; alone it starts from now, with --last,
                            --since or --all it prints those first
-  -o, --output FMT         compact (default) | json (one FlowRecord per line, proto3 JSON) | table
+  -o, --output FMT         compact (default) | table | wide (adds interface, addresses, TCP flags,
+                           allowing policies) | json (one FlowRecord per line, proto3 JSON) |
+                           yaml (the same, one document per record)
 ${connectionUsage}
 A token scoped to namespaces sees only flows with an end in them; -n naming another
 namespace is refused.
@@ -65,8 +68,7 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
   }
   const v = parsed.values;
   if (parsed.positionals.length) throw new ConfigError(`observe: unexpected argument "${parsed.positionals[0]}"`);
-  const output = v.output ?? "compact";
-  if (!["compact", "json", "table"].includes(output)) throw new ConfigError(`-o/--output: "${output}" is not compact, json or table`);
+  const output = outputFormat("observe", v.output, ["compact", "table", "wide", "json", "yaml"]);
   // -A wins over -n: every namespace.
   const pairs: [string, string][] = [];
   for (const name of FILTER_NAMES) {
@@ -118,8 +120,8 @@ export function endpointName(e: Endpoint | undefined, ip: string): string {
 
 function time(r: FlowRecord): string {
   const t = r.endTime ?? r.startTime;
-  if (!t) return "--:--:--.---";
-  return new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6)).toISOString().replace("T", " ").slice(0, 23);
+  if (!t) return "-";
+  return localTime(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6));
 }
 
 function withPort(name: string, port: number | undefined): string {
@@ -171,14 +173,25 @@ export function compact(r: FlowRecord): string {
 }
 
 const TABLE_HEADER = ["TIME", "NODE", "POINT", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "PACKETS", "BYTES", "DENIED"];
+const WIDE_HEADER = ["TIME", "NODE", "POINT", "INTERFACE", "SOURCE", "SOURCE IP", "DESTINATION", "DESTINATION IP", "PROTO", "FLAGS",
+  "VERDICT", "PACKETS", "BYTES", "ALLOWED BY", "DENIED"];
 
-function tableRow(r: FlowRecord): string[] {
-  return [
-    time(r), r.node, r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? "from-pod" : "to-pod",
-    withPort(endpointName(r.source, r.ip?.source ?? "?"), r.l4?.sourcePort),
-    withPort(endpointName(r.destination, r.ip?.destination ?? "?"), r.l4?.destinationPort),
-    r.l4?.protocolName ?? "?", verdictToJSON(r.verdict).replace("VERDICT_", ""), String(r.packets), String(r.bytes), denial(r),
-  ];
+/** Flows as a table (`-o table`, or `wide`), with the header unless a followed row goes alone. */
+export function flowTable(records: readonly FlowRecord[], wide: boolean, header = true): string {
+  return formatTable([...(header ? [wide ? WIDE_HEADER : TABLE_HEADER] : []), ...records.map((r) => tableRow(r, wide))]);
+}
+
+function tableRow(r: FlowRecord, wide: boolean): string[] {
+  const point = r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? "from-pod" : "to-pod";
+  const src = withPort(endpointName(r.source, r.ip?.source ?? "?"), r.l4?.sourcePort);
+  const dst = withPort(endpointName(r.destination, r.ip?.destination ?? "?"), r.l4?.destinationPort);
+  const proto = r.l4?.protocolName ?? "?";
+  const verdict = verdictToJSON(r.verdict).replace("VERDICT_", "");
+  if (!wide) return [time(r), r.node, point, src, dst, proto, verdict, String(r.packets), String(r.bytes), denial(r)];
+  const a = r.attribution;
+  const allowedBy = a === undefined ? [] : [...new Set([...a.egressAllowedBy, ...a.ingressAllowedBy])];
+  return [time(r), r.node, point, r.interface || "-", src, r.ip?.source ?? "?", dst, r.ip?.destination ?? "?", proto, flags(r) || "-",
+    verdict, String(r.packets), String(r.bytes), allowedBy.join(",") || "-", denial(r)];
 }
 
 export function formatTable(rows: string[][]): string {
@@ -193,16 +206,19 @@ export async function runObserve(argv: string[]): Promise<number> {
   }
   const { request, output, server, tlsCa, token } = buildRequest(argv);
   const { address, client } = connectObserver({ server, tlsCa, token });
-  const rows: string[][] = [TABLE_HEADER];
+  const wide = output === "wide";
+  const rows: FlowRecord[] = [];
   return await new Promise<number>((resolve) => {
     const call = client.getFlows(request);
     call.on("data", (res: GetFlowsResponse) => {
       const r = res.flow;
       if (!r) return;
       if (output === "json") process.stdout.write(JSON.stringify(FlowRecord.toJSON(r)) + "\n");
-      else if (output === "table" && !request.follow) rows.push(tableRow(r));
-      else if (output === "table") process.stdout.write(formatTable([tableRow(r)]));
-      else process.stdout.write(compact(r) + "\n");
+      else if (output === "yaml") process.stdout.write(yamlDocument(FlowRecord.toJSON(r)));
+      else if (output === "compact") process.stdout.write(compact(r) + "\n");
+      // A table's columns fit what it holds; followed, each row is its own.
+      else if (!request.follow) rows.push(r);
+      else process.stdout.write(flowTable([r], wide, false));
     });
     call.on("error", (err: grpc.ServiceError) => {
       if (err.code === 1 /* CANCELLED by our own signal handler */) { resolve(0); return; }
@@ -210,7 +226,7 @@ export async function runObserve(argv: string[]): Promise<number> {
       resolve(1);
     });
     call.on("end", () => {
-      if (output === "table" && !request.follow) process.stdout.write(formatTable(rows));
+      if ((output === "table" || output === "wide") && !request.follow) process.stdout.write(flowTable(rows, wide));
       client.close();
       resolve(0);
     });

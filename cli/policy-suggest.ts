@@ -6,6 +6,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { stringify } from "yaml";
 import type { SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../config/flags.js";
+import { outputFormat } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseSince } from "./duration.js";
 
@@ -51,8 +52,7 @@ export async function runSuggest(argv: string[]): Promise<number> {
   if (v.namespace === undefined || v.namespace === "") throw new ConfigError("policy suggest: -n NAMESPACE: required");
   if (v.since !== undefined && (v.from !== undefined || v.to !== undefined)) throw new ConfigError("policy suggest: give --since or --from/--to, not both");
   if (v.to !== undefined && v.from === undefined) throw new ConfigError("policy suggest: --to needs --from");
-  const output = v.output ?? "yaml";
-  if (output !== "yaml" && output !== "json") throw new ConfigError(`-o: expected yaml or json, got "${output}"`);
+  const output = outputFormat("policy suggest", v.output, ["yaml", "json"]);
   const minPrefixV4 = prefix("min-prefix-v4", v["min-prefix-v4"], 32), minPrefixV6 = prefix("min-prefix-v6", v["min-prefix-v6"], 128);
   const now = Date.now();
   const since = v.from !== undefined ? parseSince("--from", v.from, now) : parseSince("--since", v.since ?? "24h", now);

@@ -8,6 +8,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { PolicyWhatIfResponse, type WhatIfSide } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../config/flags.js";
+import { localTime, outputFormat, yamlDocument } from "./output.js";
 import { DraftError, parseDrafts, type DraftFile } from "../controlplane/policy/draft.js";
 import { POLICY_MODES } from "../controlplane/policy/model.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
@@ -34,7 +35,7 @@ something would, 1 on errors (a bad draft: file, document and field; nothing rep
   -n, --namespace NS    only flows with an end in NS
   --mode MODE           judge as if every namespace were in MODE (enforce: what switching
                         to enforce would break); default each namespace's own mode
-  -o table|json         output (default table)
+  -o table|json|yaml    output (default table)
 ${connectionUsage}`;
 
 function unary<Res>(start: (cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown): Promise<Res> {
@@ -59,17 +60,17 @@ function decidedBy(e: { egress?: WhatIfSide | undefined; ingress?: WhatIfSide | 
   return parts.length > 0 ? parts.join("; ") : "no policy isolates either end";
 }
 
-const iso = (ts: { seconds: bigint; nanos: number } | undefined) => ts === undefined ? "" : new Date(Number(ts.seconds) * 1000 + ts.nanos / 1e6).toISOString().replace(/\.\d+Z$/, "Z");
+const seenAt = (ts: { seconds: bigint; nanos: number } | undefined) => ts === undefined ? "" : localTime(Number(ts.seconds) * 1000 + ts.nanos / 1e6);
 
 export function whatIfTable(r: PolicyWhatIfResponse): string {
   const rows = [["SOURCE", "DESTINATION", "PROTO/PORT", "BEFORE", "AFTER", "RECORDS", "PACKETS", "FIRST SEEN", "LAST SEEN", "DECIDED AFTER BY"]];
   for (const e of r.edges) {
     const change = (v: Verdict, allowed: boolean) => `${VERDICT_NAME[v] ?? v}${v === Verdict.VERDICT_FORWARDED && !allowed ? " (denied, observe)" : ""}`;
     rows.push([endName(e.source), endName(e.destination), `${e.protocol}/${e.port}`, change(e.before, e.allowedBefore), change(e.after, e.allowedAfter),
-      String(e.records), String(e.packets), iso(e.firstSeen), iso(e.lastSeen), decidedBy(e)]);
+      String(e.records), String(e.packets), seenAt(e.firstSeen), seenAt(e.lastSeen), decidedBy(e)]);
   }
   const head = `${r.edges.length} edge${r.edges.length === 1 ? "" : "s"} would change`
-    + ` (${r.replayed} of ${r.records} records replayed, ${r.evaluated} distinct evaluated, ${iso(r.since)} to ${iso(r.until)})`;
+    + ` (${r.replayed} of ${r.records} records replayed, ${r.evaluated} distinct evaluated, ${seenAt(r.since)} to ${seenAt(r.until)})`;
   const verdict = r.breaks ? "something forwarded today would be DROPPED" : "nothing forwarded today would be dropped";
   return `${head}\n${r.edges.length > 0 ? formatTable(rows) : ""}${r.notes.map((n) => `note: ${n}\n`).join("")}${verdict}\n`;
 }
@@ -89,8 +90,7 @@ export async function runWhatIf(argv: string[]): Promise<number> {
   if (files.length === 0) throw new ConfigError("policy what-if: -f DRAFT: required (a YAML file of NetworkPolicies)");
   if (v.since !== undefined && (v.from !== undefined || v.to !== undefined)) throw new ConfigError("policy what-if: give --since or --from/--to, not both");
   if (v.to !== undefined && v.from === undefined) throw new ConfigError("policy what-if: --to needs --from");
-  const output = v.output ?? "table";
-  if (output !== "table" && output !== "json") throw new ConfigError(`-o: expected table or json, got "${output}"`);
+  const output = outputFormat("policy what-if", v.output, ["table", "json", "yaml"]);
   if (v.mode !== undefined && !(POLICY_MODES as readonly string[]).includes(v.mode)) throw new ConfigError(`--mode: "${v.mode}" is not observe, audit or enforce`);
   const now = Date.now();
   const since = v.from !== undefined ? parseSince("--from", v.from, now) : parseSince("--since", v.since ?? "24h", now);
@@ -118,7 +118,8 @@ export async function runWhatIf(argv: string[]): Promise<number> {
     const response = await unary<PolicyWhatIfResponse>((cb) => client.policyWhatIf({
       drafts, since: ts(since), until: ts(until), namespace: v.namespace ?? "", mode: v.mode ?? "",
     }, cb));
-    process.stdout.write(output === "json" ? `${JSON.stringify(PolicyWhatIfResponse.toJSON(response), null, 2)}\n` : whatIfTable(response));
+    process.stdout.write(output === "json" ? `${JSON.stringify(PolicyWhatIfResponse.toJSON(response), null, 2)}\n`
+      : output === "yaml" ? yamlDocument(PolicyWhatIfResponse.toJSON(response)) : whatIfTable(response));
     return response.breaks ? 3 : 0;
   } catch (err) {
     process.stderr.write(`bulkhead policy what-if: ${describeGrpcError(address, err as grpc.ServiceError)}\n`);

@@ -6,6 +6,7 @@
 // against (controlplane/policy/explain.ts).
 import { parseArgs } from "node:util";
 import { ConfigError } from "../config/flags.js";
+import { outputFormat, yamlDocument } from "./output.js";
 import { isIP } from "node:net";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { ClusterState } from "../controlplane/cluster/state.js";
@@ -16,7 +17,7 @@ import { runWhatIf, whatIfUsage } from "./policy-whatif.js";
 import { runSuggest, suggestUsage } from "./policy-suggest.js";
 
 export const explainUsage = `usage: bulkhead policy explain --manifests DIR --from NS/POD|IP --to NS/POD|IP --port N[/TCP|UDP|SCTP]
-                              [--default-mode observe|audit|enforce] [-o text|json]
+                              [--default-mode observe|audit|enforce] [-o text|json|yaml]
 
 Why a connection is allowed or denied: the policies that select the source (egress) and
 the destination (ingress), the rules that allow it ("ns/policy ingress[0]"), exemptions,
@@ -30,7 +31,7 @@ mode. Judged by the policy model the datapath is proved against.
   --port N[/PROTO]      destination port; protocol TCP (default), UDP or SCTP
   --default-mode MODE   mode of namespaces without a bulkhead.io/mode annotation (default
                         observe, as the control plane's)
-  -o text|json          output (default text)
+  -o text|json|yaml     output (default text)
 `;
 
 const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
@@ -87,8 +88,7 @@ export async function runPolicy(argv: string[]): Promise<number> {
   const { port, protocol } = portOf(v.port);
   const defaultMode = (v["default-mode"] ?? "observe") as PolicyModeName;
   if (!POLICY_MODES.includes(defaultMode)) throw new ConfigError(`--default-mode: "${v["default-mode"]}" is not observe, audit or enforce`);
-  const output = v.output ?? "text";
-  if (output !== "text" && output !== "json") throw new ConfigError(`-o: expected text or json, got "${output}"`);
+  const output = outputFormat("policy explain", v.output, ["text", "json", "yaml"]);
 
   const state = new ClusterState();
   const source = new FolderSource({ dir: v.manifests });
@@ -108,6 +108,7 @@ export async function runPolicy(argv: string[]): Promise<number> {
     process.stderr.write(`bulkhead policy explain: ${(err as Error).message} in ${v.manifests}\n`);
     return 1;
   }
-  process.stdout.write(output === "json" ? `${JSON.stringify(explanation, null, 2)}\n` : formatExplanation(explanation));
+  process.stdout.write(output === "json" ? `${JSON.stringify(explanation, null, 2)}\n`
+    : output === "yaml" ? yamlDocument(explanation) : formatExplanation(explanation));
   return 0;
 }

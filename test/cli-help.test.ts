@@ -120,9 +120,11 @@ describe("version", () => {
     expect((await bulkhead("--version")).stdout).toBe(text.stdout);
     const json = await bulkhead("version", "-o", "json");
     expect(JSON.parse(json.stdout)).toEqual({ version, protocolVersion: 2 });
-    const bad = await bulkhead("version", "-o", "yaml");
+    const yaml = await bulkhead("version", "-o", "yaml");
+    expect(yaml.stdout).toBe(`---\nversion: ${version}\nprotocolVersion: 2\n`);
+    const bad = await bulkhead("version", "-o", "xml");
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/-o: expected text or json, got "yaml"/);
+    expect(bad.stderr).toMatch(/version: -o\/--output: "xml" is not one of text, json, yaml/);
   });
 });
 

@@ -1,7 +1,12 @@
 // `bulkhead observe`'s compact and table lines say why a flow was dropped (or would be, in
-// audit): a forged source, or the side whose isolating policies had no rule for it.
-import { describe, expect, it } from "vitest";
-import { compact, denial } from "../cli/observe.js";
+// audit): a forged source, or the side whose isolating policies had no rule for it. Every
+// command's -o is read the same way; yaml carries the json format's schema; people's times
+// are local with the UTC offset.
+import { afterEach, describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
+import { compact, denial, flowTable } from "../cli/observe.js";
+import { localTime, outputFormat, yamlDocument } from "../cli/output.js";
+import { ConfigError } from "../config/flags.js";
 import { FlowRecord, ObservationPoint, PolicyAttribution, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 
 const attribution = (over: Partial<PolicyAttribution>) => PolicyAttribution.fromPartial({ policyVersion: 4n, ...over });
@@ -56,5 +61,52 @@ describe("observe's reason for a drop", () => {
       ingressIsolated: true, ingressIsolatedBy: ["shop/db"], ingressDecidedBy: "NetworkPolicy", ingressTierRules: ["Admin platform defer: Pass"],
     }) });
     expect(denial(passed)).toBe("policy denied: ingress isolated by shop/db, no rule allows");
+  });
+});
+
+describe("-o/--output", () => {
+  const tz = process.env.TZ;
+  afterEach(() => {
+    if (tz === undefined) delete process.env.TZ; else process.env.TZ = tz;
+  });
+
+  it("defaults to the first format and names the command and every choice for another", () => {
+    expect(outputFormat("map", undefined, ["table", "json", "yaml", "dot"])).toBe("table");
+    expect(outputFormat("map", "yaml", ["table", "json", "yaml", "dot"])).toBe("yaml");
+    expect(() => outputFormat("map", "xml", ["table", "json", "yaml", "dot"])).toThrow(ConfigError);
+    expect(() => outputFormat("map", "xml", ["table", "json", "yaml", "dot"])).toThrow('map: -o/--output: "xml" is not one of table, json, yaml, dot');
+  });
+
+  it("yaml: one document per value, each equal to the json format's", () => {
+    const records = [record({ verdict: Verdict.VERDICT_FORWARDED }), record({ verdict: Verdict.VERDICT_DROPPED, node: "node: 2 # not a comment" })];
+    const json = records.map((r) => FlowRecord.toJSON(r));
+    const docs = parseAllDocuments(records.map((r) => yamlDocument(FlowRecord.toJSON(r))).join(""));
+    expect(Array.isArray(docs) && docs.map((d) => d.toJS() as unknown)).toEqual(JSON.parse(JSON.stringify(json)));
+  });
+
+  it("people's time: local, to the millisecond, with the UTC offset", () => {
+    const at = Date.UTC(2026, 11, 2, 15, 4, 5, 123);
+    process.env.TZ = "UTC";
+    expect(localTime(at)).toBe("2026-12-02 15:04:05.123 +00:00");
+    process.env.TZ = "Europe/Berlin";
+    expect(localTime(at)).toBe("2026-12-02 16:04:05.123 +01:00");
+    process.env.TZ = "America/St_Johns";
+    expect(localTime(at)).toBe("2026-12-02 11:34:05.123 -03:30");
+  });
+
+  it("observe -o wide adds interface, addresses, TCP flags and the allowing policies to the table's columns", () => {
+    process.env.TZ = "UTC";
+    const r = record({
+      verdict: Verdict.VERDICT_FORWARDED, interface: "lxc1234", endTime: { seconds: 1_700_000_000n, nanos: 5_000_000 },
+      l4: { protocol: 6, protocolName: "TCP", sourcePort: 40000, destinationPort: 6379, tcpFlags: { syn: true, ack: true, fin: false, rst: false, psh: false, urg: false, ece: false, cwr: false }, icmpType: 0, icmpCode: 0 },
+      attribution: attribution({ ingressIsolated: true, ingressAllowedBy: ["shop/db"], egressAllowedBy: ["shop/egress", "shop/db"] }),
+    });
+    const [head, row] = flowTable([r], true).trimEnd().split("\n").map((line) => line.split(/ {2,}/));
+    expect(head).toEqual(["TIME", "NODE", "POINT", "INTERFACE", "SOURCE", "SOURCE IP", "DESTINATION", "DESTINATION IP", "PROTO", "FLAGS",
+      "VERDICT", "PACKETS", "BYTES", "ALLOWED BY", "DENIED"]);
+    expect(row).toEqual(["2023-11-14 22:13:20.005 +00:00", "node1", "to-pod", "lxc1234", "shop/debug:40000", "10.0.1.5", "shop/datastore-0:6379", "10.0.2.7",
+      "TCP", "SYN,ACK", "FORWARDED", "3", "180", "shop/egress,shop/db"]);
+    const [narrowHead] = flowTable([r], false).split("\n");
+    expect(narrowHead!.split(/ {2,}/)).toEqual(["TIME", "NODE", "POINT", "SOURCE", "DESTINATION", "PROTO", "VERDICT", "PACKETS", "BYTES", "DENIED"]);
   });
 });
