@@ -39,7 +39,7 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
   pod delete NS/NAME
   pod label NS/NAME k=v... [k-]...
   traffic [--topology FILE]   run the traffic section (default: of the lab's topology) until Ctrl-C
-  conformance --cases FILE [--case ID] [--json] [--engine datapath|model|snapshot]
+  conformance --cases FILE [--case ID] [-o text|json] [--engine datapath|model|snapshot]
                               NetworkPolicy reachability cases on the real datapath (or the models)
 
 \`up\` starts a supervisor (\`lab supervise\`, log in <state dir>/logs/supervisor.log) that
@@ -210,7 +210,7 @@ async function cmdStatus(args: readonly string[], io: LabIO): Promise<number> {
   const { values, positionals } = parse(args, { output: { type: "string", short: "o" } }, "status");
   noPositionals(positionals, "status");
   const format = values.output ?? "table";
-  if (format !== "table" && format !== "json") throw new UsageError(`-o/--output: expected table or json, got ${JSON.stringify(format)}`);
+  if (format !== "table" && format !== "json") throw new UsageError(`-o/--output: "${format}" is not one of table, json`);
   const status = await new Lab(stateDirOf(values)).status();
   if (format === "json") io.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
   else writeTable(io, status);

@@ -225,10 +225,10 @@ describe("conformance runner", () => {
     });
   }
 
-  it("the CLI prints the JSON report on stdout and the summary on stderr with --json", async () => {
+  it.each([["-o", "json"], ["--json"]])("the CLI prints the JSON report on stdout and the summary on stderr with %s", async (...flag) => {
     let out = "";
     let err = "";
-    const code = await runConformanceCli(["--cases", casesFile, "--engine", "model", "--json"], {
+    const code = await runConformanceCli(["--cases", casesFile, "--engine", "model", ...flag], {
       stdout: { write: (t: string) => (out += t) },
       stderr: { write: (t: string) => (err += t) },
     });
@@ -248,6 +248,7 @@ describe("conformance runner", () => {
     expect(await run(["--cases", casesFile, "--engine", "kernel"])).toMatchObject({ code: 2, err: expect.stringContaining("--engine: expected one of model, snapshot, datapath") });
     expect(await run(["--cases", casesFile, "--engine", "model", "--case", "nope"])).toMatchObject({ code: 2, err: expect.stringContaining("--case: no case \"nope\"") });
     expect(await run(["--cases", casesFile, "--frobnicate"])).toMatchObject({ code: 2, err: expect.stringContaining("--frobnicate") });
+    expect(await run(["--cases", casesFile, "--engine", "model", "-o", "yaml"])).toMatchObject({ code: 2, err: expect.stringContaining('-o/--output: "yaml" is not one of text, json') });
   });
 
   it("a missing datapath module is a clear error, not a crash", async () => {

@@ -26,11 +26,11 @@ export type EngineName = (typeof ENGINES)[number];
 /** The datapath engine (./datapath.ts); loaded only when asked for: it brings the whole lab. */
 const DATAPATH_MODULE = "./datapath.js";
 
-const USAGE = `usage: bulkhead lab conformance --cases FILE [--case ID] [--json] [--engine model|snapshot|datapath]
+const USAGE = `usage: bulkhead lab conformance --cases FILE [--case ID] [-o text|json] [--engine model|snapshot|datapath]
 
   --cases FILE   NetworkPolicy cases (format: shared/conformance/README.md)
   --case ID      run only this case
-  --json         print the report as JSON (the summary line goes to stderr)
+  -o json        print the report as JSON (the summary line goes to stderr); --json is the same
   --engine E     datapath (default): real packets in the lab;
                  model: the policy model; snapshot: the compiled policy as the kernel reads it
 `;
@@ -38,7 +38,7 @@ const USAGE = `usage: bulkhead lab conformance --cases FILE [--case ID] [--json]
 class UsageError extends Error {}
 
 export async function runConformanceCli(argv: readonly string[], io: ConformanceIO = process): Promise<number> {
-  let values: { cases?: string; case?: string; json?: boolean; engine?: string; help?: boolean };
+  let values: { cases?: string; case?: string; json?: boolean; output?: string; engine?: string; help?: boolean };
   try {
     values = parseArgs({
       args: [...argv],
@@ -46,6 +46,7 @@ export async function runConformanceCli(argv: readonly string[], io: Conformance
         cases: { type: "string" },
         case: { type: "string" },
         json: { type: "boolean" },
+        output: { type: "string", short: "o" },
         engine: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -67,7 +68,11 @@ export async function runConformanceCli(argv: readonly string[], io: Conformance
     if (values.case !== undefined && !cases.some((c) => c.id === values.case)) {
       throw new UsageError(`--case: no case ${JSON.stringify(values.case)} in ${values.cases} (it has ${cases.map((c) => c.id).join(", ")})`);
     }
-    const json = values.json === true;
+    if (values.output !== undefined && values.output !== "text" && values.output !== "json") {
+      throw new UsageError(`-o/--output: "${values.output}" is not one of text, json`);
+    }
+    if (values.json === true && values.output === "text") throw new UsageError("--json and -o text: give one of them");
+    const json = values.json === true || values.output === "json";
     const log = (line: string) => {
       if (!json) io.stdout.write(`${line}\n`);
     };
