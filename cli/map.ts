@@ -6,6 +6,7 @@ import {
   GetFlowMapResponse, GetStatusResponse, GetNodesResponse, MapNodeKind, type MapNode,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../config/flags.js";
+import { MAX_STORED_MAP_WINDOW_MS } from "../config/wire.js";
 import { outputFormat, yamlDocument } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
 import { parseDurationMs } from "./duration.js";
@@ -83,6 +84,8 @@ export async function runMap(argv: string[]): Promise<number> {
   if (!v.namespace && !v["all-namespaces"]) throw new ConfigError("map: give -n NAMESPACE or -A");
   const output = outputFormat("map", v.output, ["table", "json", "yaml", "dot"]);
   const windowMs = v.window ? parseDurationMs("--window", v.window) : 5 * 60_000;
+  // What the server accepts with a durable store (without one, it answers that 1 h is the most).
+  if (!(windowMs > 0) || windowMs > MAX_STORED_MAP_WINDOW_MS) throw new ConfigError(`--window: "${v.window}" is outside (0, 366d]`);
   const { address, client } = connectObserver({ server: v.server, tlsCa: v["tls-ca"], token: bearerToken(v) });
   try {
     const request = {

@@ -1,4 +1,4 @@
-// Message size limits of the agent stream, shared by both ends so that they agree.
+// Limits both ends of the wire share, so that they agree: message sizes of the agent stream, windows of the Observer API.
 
 /** Agent → control plane: any single message above this is refused (the agent batches far below it). */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -9,3 +9,7 @@ export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
  * default 4 MiB receive limit, which is why both ends set this one explicitly.
  */
 export const MAX_POLICY_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** GetFlowMap's window: the live maps reach back an hour; with a durable store, up to 366 days. */
+export const MAX_LIVE_MAP_WINDOW_MS = 60 * 60 * 1000;
+export const MAX_STORED_MAP_WINDOW_MS = 366 * 24 * MAX_LIVE_MAP_WINDOW_MS;

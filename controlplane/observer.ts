@@ -19,13 +19,11 @@ import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
 import { policySuggestions, policyWhatIf, PolicyRequestError } from "./policy-requests.js";
 import type { AccessControl } from "./access/control.js";
+import { MAX_LIVE_MAP_WINDOW_MS, MAX_STORED_MAP_WINDOW_MS } from "../config/wire.js";
 import {
   AccessError, flowInScope, requireCluster, requireFlowFilters, requireNamespace, restrictFlowMap, type Scope,
 } from "./access/scope.js";
 
-/** The live maps' longest window; longer ones are built from the durable store, up to a year. */
-const MAX_WINDOW_MS = 60 * 60 * 1000;
-const MAX_STORED_WINDOW_MS = 366 * 24 * MAX_WINDOW_MS;
 /**
  * A follow stream with `until` ends this long after `until`: records of flows that started
  * by then reach the control plane up to a drain interval (1 s by default) and an export
@@ -153,12 +151,12 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
         if (outside) { deny("GetFlowMap", scope, outside, (err) => callback(err)); return; }
       }
       const windowMs = window ? Number(window.seconds) * 1000 + window.nanos / 1e6 : 5 * 60_000;
-      const maxMs = cp.store === undefined ? MAX_WINDOW_MS : MAX_STORED_WINDOW_MS;
+      const maxMs = cp.store === undefined ? MAX_LIVE_MAP_WINDOW_MS : MAX_STORED_MAP_WINDOW_MS;
       if (!(windowMs > 0) || windowMs > maxMs) {
         callback(invalid(`window ${windowMs} ms is outside (0, ${cp.store === undefined ? "1h] (no durable store: --store memory)" : "366d]"}`));
         return;
       }
-      if (windowMs <= MAX_WINDOW_MS) {
+      if (windowMs <= MAX_LIVE_MAP_WINDOW_MS) {
         callback(null, restrictFlowMap(scope, cp.flowMap.getMap({ namespace: namespace || undefined, windowMs })));
         return;
       }

@@ -184,3 +184,13 @@ describe("agent --controlplane", () => {
     expect(() => addresses("10.0.0.1:4387,10.0.0.2")).toThrow(/--controlplane/);
   });
 });
+
+describe("map --window", () => {
+  it("is refused before any call when the server would refuse it: not positive, or beyond 366 days", async () => {
+    for (const window of ["0s", "400d"]) {
+      const r = await bulkhead("map", "-A", "--window", window, "--server", "127.0.0.1:1");
+      expect(r.code, window).toBe(2);
+      expect(r.stderr).toContain(`--window: "${window}" is outside (0, 366d]`);
+    }
+  });
+});
