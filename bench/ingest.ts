@@ -48,7 +48,7 @@ import {
   GetFlowsRequest, ObserverServiceClient, type GetStatusResponse, type ObserverServiceServer,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { seededRandom } from "../test/harness/seeded-random.js";
-import { columnsFromRecords } from "../flowcolumns/columns.js";
+import { columnsFromRecords, type FlowColumns } from "../flowcolumns/columns.js";
 import { decodeColumns, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
 import type { AgentRequest, AgentServer } from "../controlplane/agent-columns.js";
 
@@ -266,6 +266,15 @@ function batchFrame(batchId: bigint, records: Buffer): Buffer {
   const head = [0x08, ...varint(batchId)];
   const inner = head.length + records.length;
   return Buffer.concat([Buffer.from([0x12, ...varint(inner), ...head]), records]);
+}
+
+/** A node's pooled batches as checked columns, as the control plane gets them (for in-process profiles of ingest). */
+export function agentBatchesForProfile(node: string, count: number): FlowColumns[] {
+  const plan = clusterPlan();
+  const index = Number(node.replace(/\D/g, ""));
+  const startMs = Date.now();
+  return Array.from({ length: count }, (_, b) =>
+    decodeColumns(encodeColumns(agentRecords(node, plan, BATCH_RECORDS, 1000 * index + b + 1, startMs, 10_000, b * BATCH_RECORDS + 1))).columns);
 }
 
 /** FlowColumns fields 3 and on of records (the body every send of the batch reuses). */

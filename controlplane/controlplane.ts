@@ -121,8 +121,8 @@ export class ControlPlane {
   /** Attributions by (addresses, protocol, port) since the last metadata change: the compiler's own
    * cache needs both addresses parsed and looked up, which cost a third of ingest. */
   private attributions = new Map<string, PolicyAttribution>();
-  /** The same for columnar batches, by (source id, protocol, port) then destination id (Enricher.addressAt). */
-  private readonly columnAttributions = new Map<number, Map<number, PolicyAttribution>>();
+  /** The same for columnar batches, by source id, destination id (Enricher.addressAt), then protocol * 65536 + port. */
+  private readonly columnAttributions = new Map<number, Map<number, Map<number, PolicyAttribution>>>();
   private columnAttributionCount = 0;
   /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
   private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
@@ -305,18 +305,20 @@ export class ControlPlane {
       if (c.points[i] === ObservationPoint.OBSERVATION_POINT_FROM_POD && b.destinations[i]?.service) continue;
       const proto = c.protocols[i]!;
       const port = proto === 1 || proto === 58 ? 0 : c.destinationPorts[i]!;
-      const outer = admitted.sourceIds[i]! * 2 ** 24 + proto * 65_536 + port;
-      let byDestination = this.columnAttributions.get(outer);
-      if (byDestination === undefined) {
+      // Small-integer keys at every level: V8 hashes them without allocating a number.
+      const source = admitted.sourceIds[i]!, destination = admitted.destinationIds[i]!, service = proto * 65_536 + port;
+      let bySource = this.columnAttributions.get(source);
+      if (bySource === undefined) {
         if (this.columnAttributionCount >= 100_000) { this.columnAttributions.clear(); this.columnAttributionCount = 0; }
-        byDestination = new Map();
-        this.columnAttributions.set(outer, byDestination);
+        bySource = new Map();
+        this.columnAttributions.set(source, bySource);
       }
-      const destination = admitted.destinationIds[i]!;
-      let a = byDestination.get(destination);
+      let byDestination = bySource.get(destination);
+      if (byDestination === undefined) { byDestination = new Map(); bySource.set(destination, byDestination); }
+      let a = byDestination.get(service);
       if (a === undefined) {
         a = this.policy.attribution(b.sourceIps[i]!, b.destinationIps[i]!, proto, port);
-        byDestination.set(destination, a);
+        byDestination.set(service, a);
         this.columnAttributionCount++;
       }
       b.attributions[i] = a;

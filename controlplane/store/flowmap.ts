@@ -147,6 +147,8 @@ interface MapNodeState {
   namespace: string;
   name: string;
   workloadKind: string;
+  /** FlowMapStore's number for an identity it keeps per endpoint (keys of its edge cache); 0: none. */
+  serial: number;
   /** Pod (uid, or name) -> last fine bucket it was seen in. */
   pods: Map<string, number>;
   edges: number;
@@ -314,23 +316,23 @@ function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity
     if (workload !== undefined) {
       return {
         id: `workload:${endpoint.namespace}/${workload.kind}/${workload.name}`, kind: MapNodeKind.MAP_NODE_KIND_WORKLOAD,
-        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind,
+        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind, serial: 0,
       };
     }
     if (endpoint.service !== "") {
       const slash = endpoint.service.indexOf("/");
       const namespace = slash === -1 ? endpoint.namespace : endpoint.service.slice(0, slash);
       const name = endpoint.service.slice(slash + 1);
-      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "" };
+      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "", serial: 0 };
     }
     const ip = endpoint.ip || address;
-    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "" };
+    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "", serial: 0 };
     if (endpoint.node !== "") {
-      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "" };
+      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "", serial: 0 };
     }
   }
   const ip = endpoint?.ip || address;
-  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "" };
+  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "", serial: 0 };
 }
 
 /** The namespace a map node id names (identify() above writes the ids); "" for host, world and unknown ends. */
@@ -364,13 +366,13 @@ function prefixOf(node: NodeIdentity): NodeIdentity | undefined {
   if (!isOutside(node)) return node;
   const net = networkOf(node.name, PREFIX_BITS_V4, PREFIX_BITS_V6);
   if (net === undefined) return undefined;
-  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net };
+  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net, serial: 0 };
 }
 
 function otherOf(node: NodeIdentity): NodeIdentity {
   if (!isOutside(node)) return node;
   const kind = node.id.slice(0, node.id.indexOf(":"));
-  return { ...node, id: `${kind}:other`, name: "other" };
+  return { ...node, id: `${kind}:other`, name: "other", serial: 0 };
 }
 
 /** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
@@ -437,6 +439,15 @@ export class FlowMapStore {
   private readonly nodes = new Map<string, MapNodeState>();
   // Shared Endpoint objects (one per pod) resolve to their map node once.
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
+  /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
+  private nextSerial = 1;
+  /**
+   * Exact edges by client serial, server serial, then port * 256 + protocol number (small
+   * integers: V8 hashes them without allocating): what edges.get(edgeKey(...)) answers,
+   * without building the string key. Emptied when an edge is removed.
+   */
+  private exactEdges = new Map<number, Map<number, Map<number, EdgeState>>>();
+  private exactEdgeCount = 0;
   private readonly listeners = new Set<(version: number) => void>();
   private readonly removals: Removal[] = [];
   private removalsForgottenUpTo = 0;
@@ -598,7 +609,9 @@ export class FlowMapStore {
     const clientPort = !o.hasL4 ? 0 : reply ? o.destinationPort : o.sourcePort;
     const serverPort = !o.hasL4 ? 0 : reply ? o.sourcePort : o.destinationPort;
 
-    const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort);
+    // The protocol's name follows from its number unless a record named it otherwise: then edgeFor's cache is not used.
+    const byNumber = o.hasL4 && (o.protocolName === "" || o.protocolName === PROTOCOL_NAMES[o.protocol]) ? o.protocol : -1;
+    const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort, byNumber);
     if (edge.peer === "prefix") this.counters.prefixRecords++;
     else if (edge.peer === "other") this.counters.otherRecords++;
     const packets = o.packets;
@@ -740,6 +753,7 @@ export class FlowMapStore {
       if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
         || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
         this.identities.set(endpoint, identity);
+        if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
       }
     }
     return identity;
@@ -755,9 +769,18 @@ export class FlowMapStore {
   }
 
   /** The edge a record adds to: the existing one, or a new one within the budget (rule 6). */
-  private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number): EdgeState {
+  private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number, protocolNumber = -1): EdgeState {
+    const cacheable = protocolNumber >= 0 && client.serial > 0 && server.serial > 0;
+    const inner = port * 256 + protocolNumber;
+    if (cacheable) {
+      const cached = this.exactEdges.get(client.serial)?.get(server.serial)?.get(inner);
+      if (cached !== undefined) return cached;
+    }
     const exact = this.edges.get(edgeKey(client, server, protocol, port));
-    if (exact !== undefined) return exact;
+    if (exact !== undefined) {
+      if (cacheable) this.rememberExact(client.serial, server.serial, inner, exact);
+      return exact;
+    }
     const outside = isOutside(client) || isOutside(server);
     const namespaces = namespacesOf(client, server);
     const fill = outside ? this.fill(namespaces) : 0;
@@ -770,6 +793,22 @@ export class FlowMapStore {
     }
     const other = [otherOf(client), otherOf(server)] as const;
     return this.edges.get(edgeKey(other[0], other[1], protocol, 0)) ?? this.newEdge(other[0], other[1], protocol, 0, "other", namespaces);
+  }
+
+  /** Caches an exact hit of edgeFor by its identity objects, so that the next row skips building the string key. */
+  private rememberExact(client: number, server: number, inner: number, edge: EdgeState): void {
+    if (this.exactEdgeCount >= 4 * this.maxEdges) this.forgetExactEdges();
+    let byServer = this.exactEdges.get(client);
+    if (byServer === undefined) { byServer = new Map(); this.exactEdges.set(client, byServer); }
+    let byPort = byServer.get(server);
+    if (byPort === undefined) { byPort = new Map(); byServer.set(server, byPort); }
+    byPort.set(inner, edge);
+    this.exactEdgeCount++;
+  }
+
+  private forgetExactEdges(): void {
+    this.exactEdges = new Map();
+    this.exactEdgeCount = 0;
   }
 
   /** How full the fullest budget a new edge would count towards is: 1 = full. */
@@ -846,6 +885,7 @@ export class FlowMapStore {
 
   private removeEdge(edge: EdgeState, version: number): void {
     this.edges.delete(edge.key);
+    this.forgetExactEdges();
     for (const ns of edge.namespaces) {
       const left = (this.edgesByNamespace.get(ns) ?? 1) - 1;
       if (left > 0) this.edgesByNamespace.set(ns, left); else this.edgesByNamespace.delete(ns);

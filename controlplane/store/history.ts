@@ -135,6 +135,8 @@ class Columns {
   readonly u8: Uint8Array;
   readonly f64: Float64Array;
   readonly u64: BigUint64Array;
+  /** u64 as 32-bit words (little-endian pairs): copied without a BigInt per value. */
+  readonly u64Words: Uint32Array;
 
   constructor(readonly capacity: number) {
     // Typed arrays are zero-filled lazily by the OS: memory grows with use, not capacity.
@@ -143,6 +145,7 @@ class Columns {
     this.u8 = new Uint8Array(capacity * U8);
     this.f64 = new Float64Array(capacity * F64);
     this.u64 = new BigUint64Array(capacity * U64);
+    this.u64Words = new Uint32Array(this.u64.buffer);
   }
 
   /** End time of a slot (or its start when it has no end), compared as (seconds, nanos). */
@@ -212,6 +215,20 @@ function secondsOf(t: Timestamp): number {
   return Number(t.seconds);
 }
 
+/** What appendColumns() resolves once per batch for storeRow(). */
+interface BatchStrings {
+  node: string;
+  interfaces: readonly string[];
+  /** Interned protocol names by number, filled as met. */
+  protocols: (string | undefined)[];
+  /** The batch's packets and bytes columns as 32-bit words. */
+  packets: Uint32Array;
+  bytes: Uint32Array;
+  /** firstSequence in 32-bit halves. */
+  sequenceLo: number;
+  sequenceHi: number;
+}
+
 interface Subscriber {
   predicate: FlowPredicate;
   onRecords: (records: FlowRecord[]) => void;
@@ -269,9 +286,16 @@ export class FlowHistory {
   appendColumns(b: EnrichedColumns): void {
     const first = this.appendedTotal;
     const c = b.columns;
-    const node = this.names.intern(b.node);
-    const ifaces = c.interfaceNames.map((n) => this.names.intern(n));
-    for (let k = 0; k < b.rows.length; k++) this.storeRow(b, b.rows[k]!, node, ifaces);
+    const batch: BatchStrings = {
+      node: this.names.intern(b.node),
+      interfaces: c.interfaceNames.map((n) => this.names.intern(n)),
+      protocols: new Array<string | undefined>(256),
+      packets: new Uint32Array(c.packets.buffer, c.packets.byteOffset, c.rows * 2),
+      bytes: new Uint32Array(c.bytes.buffer, c.bytes.byteOffset, c.rows * 2),
+      sequenceLo: Number(c.firstSequence & 0xffff_ffffn),
+      sequenceHi: Number(c.firstSequence >> 32n),
+    };
+    for (let k = 0; k < b.rows.length; k++) this.storeRow(b, b.rows[k]!, batch);
     if (this.subscribers.size > 0) this.notifySlots(first);
   }
 
@@ -390,7 +414,7 @@ export class FlowHistory {
   }
 
   /** Row `i` of an ingested batch into the next slot (store()'s layout, from the columns). */
-  private storeRow(b: EnrichedColumns, i: number, node: string, ifaces: readonly string[]): void {
+  private storeRow(b: EnrichedColumns, i: number, batch: BatchStrings): void {
     const c = this.columns;
     const cols = b.columns;
     const slot = this.appendedTotal % c.capacity;
@@ -403,8 +427,9 @@ export class FlowHistory {
     const source = src === undefined || src.podName !== "" ? src : this.nonPodEndpoints.intern(src);
     const destination = dst === undefined || dst.podName !== "" ? dst : this.nonPodEndpoints.intern(dst);
     const proto = cols.protocols[i]!;
-    const protocolName = this.names.intern(PROTOCOL_NAMES[proto] ?? String(proto));
-    const iface = ifaces[cols.interfaces[i]!] ?? "";
+    const protocolName = batch.protocols[proto] ??= this.names.intern(PROTOCOL_NAMES[proto] ?? String(proto));
+    const iface = batch.interfaces[cols.interfaces[i]!] ?? "";
+    const node = batch.node;
     const attribution = b.attributions[i];
     if (first) {
       c.strings.push(node, iface, b.sourceIps[i]!, b.destinationIps[i]!, protocolName);
@@ -447,10 +472,14 @@ export class FlowHistory {
     const u8 = slot * U8;
     c.u8[u8 + B_PRESENT] = HAS_START | HAS_END | HAS_IP | HAS_L4 | (proto === 6 ? HAS_TCP_FLAGS : 0);
     c.u8[u8 + B_TCP_FLAGS] = proto === 6 ? cols.tcpFlags[i]! : 0;
-    const l = slot * U64;
-    c.u64[l + L_PACKETS] = cols.packets[i]!;
-    c.u64[l + L_BYTES] = cols.bytes[i]!;
-    c.u64[l + L_SEQUENCE] = cols.firstSequence + BigInt(i);
+    const w = 2 * slot * U64, words = c.u64Words;
+    words[w + 2 * L_PACKETS] = batch.packets[2 * i]!;
+    words[w + 2 * L_PACKETS + 1] = batch.packets[2 * i + 1]!;
+    words[w + 2 * L_BYTES] = batch.bytes[2 * i]!;
+    words[w + 2 * L_BYTES + 1] = batch.bytes[2 * i + 1]!;
+    const lo = batch.sequenceLo + i;
+    words[w + 2 * L_SEQUENCE] = lo >>> 0;
+    words[w + 2 * L_SEQUENCE + 1] = batch.sequenceHi + (lo >= 2 ** 32 ? 1 : 0);
 
     const endTime = endSeconds + endNanos / 1e9;
     if (endTime > this.newestEnd) this.newestEnd = endTime;
