@@ -4,15 +4,13 @@
 // without naming it); `decodeColumns` reads and checks them whole, naming the batch and
 // the column of anything wrong.
 //
-// For now the rows then become the FlowRecords the rest of the control plane uses
-// (`recordsOfColumns`, the one place that does it): enrichment, store and flow map still
-// take records (issue 11, step 4 replaces this with ingest from the columns).
+// The checked columns then go to ingest as they are (agents.ts → ControlPlane.ingestBatch →
+// Enricher.admitColumns → FlowHistory.appendColumns, FlowMapStore.addColumns): no record
+// per row on the way in (store/enriched-columns.ts).
 import type * as grpc from "@grpc/grpc-js";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { AgentServiceService, ConnectRequest, type ConnectResponse } from "../proto/gen/bulkhead/v1/agent.js";
-import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
-import { recordAt } from "../flowcolumns/columns.js";
-import { CONNECT_COLUMNS_FIELD, type DecodedColumns } from "../flowcolumns/wire.js";
+import { CONNECT_COLUMNS_FIELD } from "../flowcolumns/wire.js";
 
 /** A ConnectRequest, or the undecoded bytes of its FlowColumns. */
 export type AgentRequest = ConnectRequest | { kind: { $case: "columnBytes"; value: Uint8Array } };
@@ -38,12 +36,4 @@ export const AgentServiceDefinition = {
 
 export interface AgentServer extends grpc.UntypedServiceImplementation {
   connect: grpc.handleBidiStreamingCall<AgentRequest, ConnectResponse>;
-}
-
-/** The rows as FlowRecords of `node` (for now; see above). */
-export function recordsOfColumns(batch: DecodedColumns, node: string): FlowRecord[] {
-  const c = batch.columns;
-  const out = new Array<FlowRecord>(c.rows);
-  for (let i = 0; i < c.rows; i++) out[i] = recordAt(c, i, node);
-  return out;
 }

@@ -15,7 +15,8 @@ import type { Logger } from "pino";
 import type { ConnectResponse, LocalEndpoint, AgentStats } from "../proto/gen/bulkhead/v1/agent.js";
 import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import { ColumnsError, decodeColumns } from "../flowcolumns/wire.js";
-import { recordsOfColumns, type AgentRequest, type AgentServer } from "./agent-columns.js";
+import type { AgentRequest, AgentServer } from "./agent-columns.js";
+import type { FlowColumns } from "../flowcolumns/columns.js";
 import { ObservationPoint, IpVersion, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
 import { describeName, isNodeName, nodeOfCertificate } from "../tls/node-identity.js";
@@ -45,13 +46,16 @@ export interface AgentSession {
   stream: grpc.ServerDuplexStream<AgentRequest, ConnectResponse> | undefined;
 }
 
+/** One batch of an agent: records (protocol 1) or, from protocol 2, its checked columns, never turned into records here. */
+export type AgentBatch = { node: string; instanceId: string; batchId: bigint } & ({ records: FlowRecord[] } | { columns: FlowColumns });
+
 export interface AgentHub {
   /**
    * Enriches and stores a batch whose records passed validation; `clockSkewMs`: the
    * agent's clock minus ours when it sent it, if it said. Resolves once the batch may be
    * acknowledged (durable); rejects when it may not.
    */
-  ingest(batch: { node: string; instanceId: string; batchId: bigint; records: FlowRecord[] }, clockSkewMs?: number): Promise<void>;
+  ingest(batch: AgentBatch, clockSkewMs?: number): Promise<void>;
   /** The highest batch id of an agent instance already stored, e.g. before a control-plane restart. */
   lastBatchId(instanceId: string): Promise<bigint | undefined>;
   /** Counts records of a batch refused as invalid (GetStatus.refused, cause "invalid_record"). */
@@ -286,7 +290,7 @@ export class AgentRegistry {
             throw new Error(`batch ${batch.batchId}: protocol version ${s.protocolVersion} sends flows as FlowColumns, not FlowBatch`);
           }
           batch.records.forEach((r, i) => validateRecord(r, s.node, `batch ${batch.batchId} record ${i}`));
-          return batch.records;
+          return { records: batch.records };
         });
         return;
       }
@@ -314,7 +318,7 @@ export class AgentRegistry {
           return;
         }
         const d = decoded;
-        this.acceptBatch(s, d.batchId, d.sentAt, fail, d.columns.rows, () => recordsOfColumns(d, s.node));
+        this.acceptBatch(s, d.batchId, d.sentAt, fail, d.columns.rows, () => ({ columns: d.columns }));
         return;
       }
     }
@@ -326,7 +330,7 @@ export class AgentRegistry {
    * its id consumed so that the agent goes on with the next).
    */
   private acceptBatch(s: AgentSession, batchId: bigint, sentAt: Timestamp | undefined, fail: (err: AgentStreamError) => void,
-    claimed: number, records: () => FlowRecord[]): void {
+    claimed: number, records: () => { records: FlowRecord[] } | { columns: FlowColumns }): void {
     const stream = s.stream;
     const ack = () => {
       if (s.stream === stream && s.connected) stream?.write({ kind: { $case: "ack", value: { batchId } } });
@@ -340,7 +344,7 @@ export class AgentRegistry {
     if (s.lastBatchId !== undefined && batchId !== s.lastBatchId + 1n) {
       throw this.refuse(s, 0n, s.lastBatchId + 1n, `batch ${batchId} out of order: expected ${s.lastBatchId + 1n}`);
     }
-    let valid: FlowRecord[];
+    let valid: { records: FlowRecord[] } | { columns: FlowColumns };
     try {
       valid = records();
     } catch (err) {
@@ -351,12 +355,13 @@ export class AgentRegistry {
       this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId, records: [] }).catch(() => undefined);
       throw this.refuse(s, batchId, batchId + 1n, (err as Error).message);
     }
-    const durable = this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId, records: valid },
+    const count = "records" in valid ? valid.records.length : valid.columns.rows;
+    const durable = this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId, ...valid },
       sentAt === undefined ? undefined : Number(sentAt.seconds) * 1000 + sentAt.nanos / 1e6 - Date.now());
     s.lastBatchId = batchId;
     const previous = s.acked;
     s.acked = durable.then(() => previous).then(() => {
-      s.records += BigInt(valid.length);
+      s.records += BigInt(count);
       ack();
     }, (err: Error) => {
       // Not acknowledged: the agent keeps it and what follows, and re-sends them after

@@ -6,15 +6,17 @@ import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import type { GetNodesResponse, GetStatusResponse, NodeLoss, NodeUnjudged } from "../proto/gen/bulkhead/v1/observer.js";
 import { ClusterState } from "./cluster/state.js";
-import { Enricher, type LocalEndProblem } from "./cluster/enrich.js";
+import { Enricher, type AdmittedColumns, type LocalEndProblem } from "./cluster/enrich.js";
+import { recordsOf, type EnrichedColumns } from "./store/enriched-columns.js";
+import type { FlowColumns } from "../flowcolumns/columns.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
 import { FlowHistory } from "./store/history.js";
-import type { FlowStore, StoreStatus, StoredBatch } from "./store/durable.js";
+import type { FlowStore, StoreStatus } from "./store/durable.js";
 import { flowMapFromStore } from "./store/stored-map.js";
 import type { FlowPredicate } from "./store/filter.js";
 import type { FlowFilter, GetFlowMapResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { FlowMapStore } from "./store/flowmap.js";
-import { AgentRegistry } from "./agents.js";
+import { AgentRegistry, type AgentBatch } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
 import { clusterOf, type PolicyModeName } from "./policy/model.js";
 import { ObservationPoint, Verdict, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
@@ -119,6 +121,9 @@ export class ControlPlane {
   /** Attributions by (addresses, protocol, port) since the last metadata change: the compiler's own
    * cache needs both addresses parsed and looked up, which cost a third of ingest. */
   private attributions = new Map<string, PolicyAttribution>();
+  /** The same for columnar batches, by source id, destination id (Enricher.addressAt), then protocol * 65536 + port. */
+  private readonly columnAttributions = new Map<number, Map<number, Map<number, PolicyAttribution>>>();
+  private columnAttributionCount = 0;
   /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
   private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
   private shipVersion = 0n;
@@ -198,6 +203,8 @@ export class ControlPlane {
     const compiled = this.policy.compile(clusterOf(this.state));
     // Names of policies may change without a new version: attributions are recomputed.
     this.attributions.clear();
+    this.columnAttributions.clear();
+    this.columnAttributionCount = 0;
     const problems = this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}`).join("\n");
     if (problems !== this.policyProblems) {
       for (const p of this.policy.errors()) {
@@ -229,7 +236,18 @@ export class ControlPlane {
    * the hot window and maps; rejects when the store cannot take it: then it must not be
    * acknowledged. A re-sent batch the store already holds resolves without publishing.
    */
-  async ingestBatch(batch: StoredBatch & { records: FlowRecord[] }, clockSkewMs?: number): Promise<void> {
+  async ingestBatch(batch: AgentBatch, clockSkewMs?: number): Promise<void> {
+    if ("columns" in batch) {
+      const admitted = this.admitColumns(batch.node, batch.columns, clockSkewMs);
+      const store = this.opts.store;
+      if (store !== undefined) {
+        // The durable stores take records: built here, once, for them only (their columnar append is later work).
+        const [stored] = await store.append([{ node: batch.node, instanceId: batch.instanceId, batchId: batch.batchId, records: recordsOf(admitted) }]);
+        if (stored === false) return;
+      }
+      this.publishColumns(admitted, batch.columns.rows);
+      return;
+    }
     const kept = this.admit(batch.node, batch.records, clockSkewMs);
     const store = this.opts.store;
     if (store !== undefined) {
@@ -242,6 +260,69 @@ export class ControlPlane {
   /** Records enriched and published at once, without the durable store (in-process callers: tests, benchmarks). */
   ingest(node: string, records: FlowRecord[], clockSkewMs?: number): void {
     this.publish(this.admit(node, records, clockSkewMs), records.length);
+  }
+
+  /** Columns of `node` enriched and published at once, without the durable store (in-process callers: tests, benchmarks). */
+  ingestColumns(node: string, columns: FlowColumns, clockSkewMs?: number): void {
+    this.publishColumns(this.admitColumns(node, columns, clockSkewMs), columns.rows);
+  }
+
+  /** admit() for a columnar batch: the same checks, names and attributions, from the columns (Enricher.admitColumns). */
+  private admitColumns(node: string, columns: FlowColumns, clockSkewMs: number | undefined): EnrichedColumns {
+    let shiftMs = 0;
+    if (clockSkewMs !== undefined) {
+      const clock = this.clocks.get(node) ?? { skewMs: 0, corrected: 0n };
+      clock.skewMs = Math.round(clockSkewMs);
+      this.clocks.set(node, clock);
+      if (Math.abs(clockSkewMs) > CLOCK_TOLERANCE_MS) {
+        shiftMs = Math.round(clockSkewMs);
+        clock.corrected += BigInt(columns.rows);
+      }
+    }
+    const admitted = this.enricher.admitColumns(node, columns, shiftMs);
+    for (const [problem, rows] of admitted.problems) this.countRefused(node, problem, rows);
+    this.attributeColumns(admitted);
+    return admitted.batch;
+  }
+
+  private publishColumns(batch: EnrichedColumns, received: number): void {
+    this.history.appendColumns(batch);
+    this.flowMap.addColumns(batch);
+    this.recordsTotal += BigInt(received);
+    this.rate.add(received);
+  }
+
+  /**
+   * attribute() for every admitted row, cached by (source, destination, protocol, port)
+   * with the addresses as their Enricher ids (numbers, never reused): no address text per row.
+   */
+  private attributeColumns(admitted: AdmittedColumns): void {
+    const b = admitted.batch, c = b.columns;
+    for (let k = 0; k < b.rows.length; k++) {
+      const i = b.rows[k]!;
+      const reason = c.verdictReasons[i]!, verdict = c.verdicts[i]!;
+      if (reason === 0 && verdict === Verdict.VERDICT_FORWARDED) continue;
+      if (c.points[i] === ObservationPoint.OBSERVATION_POINT_FROM_POD && b.destinations[i]?.service) continue;
+      const proto = c.protocols[i]!;
+      const port = proto === 1 || proto === 58 ? 0 : c.destinationPorts[i]!;
+      // Small-integer keys at every level: V8 hashes them without allocating a number.
+      const source = admitted.sourceIds[i]!, destination = admitted.destinationIds[i]!, service = proto * 65_536 + port;
+      let bySource = this.columnAttributions.get(source);
+      if (bySource === undefined) {
+        if (this.columnAttributionCount >= 100_000) { this.columnAttributions.clear(); this.columnAttributionCount = 0; }
+        bySource = new Map();
+        this.columnAttributions.set(source, bySource);
+      }
+      let byDestination = bySource.get(destination);
+      if (byDestination === undefined) { byDestination = new Map(); bySource.set(destination, byDestination); }
+      let a = byDestination.get(service);
+      if (a === undefined) {
+        a = this.policy.attribution(b.sourceIps[i]!, b.destinationIps[i]!, proto, port);
+        byDestination.set(service, a);
+        this.columnAttributionCount++;
+      }
+      b.attributions[i] = a;
+    }
   }
 
   /** Corrects clocks, refuses records the node may not send, attributes verdicts; returns what is kept. */

@@ -2,7 +2,7 @@
 // straight from the drained kernel map (agent/records.ts), holds them while the control
 // plane is away, writes JSON lines and the wire batch (proto FlowColumns, ./wire.ts) from
 // them; no object per record on that path. `recordAt` builds the Hubble-like FlowRecord of
-// one row, for readers that ask for records (the control plane's ingest for now, tools).
+// one row, for readers that ask for records (follow streams and durable stores in the control plane, tools).
 import type { LocalEndpoint } from "../proto/gen/bulkhead/v1/agent.js";
 import {
   IpVersion, ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type TcpFlags,

@@ -19,6 +19,29 @@
 // cannot put flows on another node's pods.
 import { ObservationPoint, VerdictReason, type Endpoint, type FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { ChangeCounter, ClusterState, PodClaim } from "./state.js";
+import { ADDRESS_WIDTH, formatAddress, type FlowColumns } from "../../flowcolumns/columns.js";
+import { splitNanoseconds, type EnrichedColumns } from "../store/enriched-columns.js";
+
+/**
+ * One distinct address on the column path, found by its 16 bytes: its text (formatted
+ * once), its own cached answer (same rules as the text cache: a time span and the
+ * address history's version), and a small id for keys built of addresses (attribution).
+ */
+export interface AddressEntry {
+  readonly ip: string;
+  readonly id: number;
+  answer: CachedAnswer | undefined;
+}
+
+/** admitColumns()'s answer: the batch for the store and flow map, and what it refused or renamed. */
+export interface AdmittedColumns {
+  batch: EnrichedColumns;
+  /** Per row: the AddressEntry ids of both ends (an id names one address for the process's life). */
+  sourceIds: Uint32Array;
+  destinationIds: Uint32Array;
+  /** Rows by problem: refused ("foreign_pod", "foreign_address") or renamed ("unknown_pod"). */
+  problems: Map<LocalEndProblem, number>;
+}
 
 /** What is wrong with the local end an agent named; "unknown_pod" is named from its address instead, the others are refused. */
 export type LocalEndProblem = Exclude<PodClaim, "ok">;
@@ -44,6 +67,9 @@ const NS_PER_SECOND = 1_000_000_000n;
 
 export class Enricher {
   private readonly byAddress = new Map<string, CachedAnswer>();
+  /** The column path's cache: IPv4 by its 32-bit value, IPv6 by its 16 bytes as an 8-character string. */
+  private readonly byBytes = new Map<number | string, AddressEntry>();
+  private nextAddressId = 1;
   private readonly cacheSize: number;
 
   constructor(private readonly state: ClusterState, options: EnricherOptions = {}) {
@@ -114,6 +140,112 @@ export class Enricher {
     record.destination = this.endpointOf(fromPod ? undefined : local, destination, seconds, nanos);
   }
 
+  /** The entry of the address at row `i` of a 16-byte address column (`version` 4: IPv4-mapped). */
+  addressAt(col: Uint8Array, i: number, version: number): AddressEntry {
+    const o = i * ADDRESS_WIDTH;
+    let key: number | string;
+    if (version === 4) key = ((col[o + 12]! << 24) | (col[o + 13]! << 16) | (col[o + 14]! << 8) | col[o + 15]!) >>> 0;
+    else {
+      key = "";
+      for (let g = 0; g < 16; g += 2) key += String.fromCharCode((col[o + g]! << 8) | col[o + g + 1]!);
+    }
+    let entry = this.byBytes.get(key);
+    if (entry === undefined) {
+      // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
+      if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
+      entry = { ip: formatAddress(col, i, version), id: this.nextAddressId++, answer: undefined };
+      this.byBytes.set(key, entry);
+    }
+    return entry;
+  }
+
+  /** What `entry`'s address named at the time: resolve() over the entry's own cached answer. */
+  resolveEntry(entry: AddressEntry, seconds: number, nanos: number): Endpoint {
+    const cached = entry.answer;
+    if (cached !== undefined && cached.counter.version === cached.version
+      && (seconds > cached.fromSeconds || (seconds === cached.fromSeconds && nanos >= cached.fromNanos))
+      && (seconds < cached.toSeconds || (seconds === cached.toSeconds && nanos < cached.toNanos))) {
+      return cached.endpoint;
+    }
+    const answer = cached ?? newAnswer(this.state.unknownAddresses);
+    entry.answer = answer;
+    return this.fill(answer, entry.ip, seconds, nanos);
+  }
+
+  /**
+   * admit() for every row of a columnar batch of `node`, without a record per row: each
+   * distinct address is formatted and resolved once (then per row only when the row's time
+   * leaves the span its answer holds for, or its address history changed: a reused pod IP
+   * is named after the pod that held it at the row's time), and the agent's naming of a
+   * local pod is checked once per (dictionary entry, address) in the batch (the claim does
+   * not depend on time). Times move back by `shiftMs` (the agent's clock ahead).
+   */
+  admitColumns(node: string, columns: FlowColumns, shiftMs: number): AdmittedColumns {
+    const n = columns.rows;
+    const startSeconds = new Float64Array(n), startNanos = new Uint32Array(n);
+    const endSeconds = new Float64Array(n), endNanos = new Uint32Array(n);
+    splitNanoseconds(columns.startNs, shiftMs, startSeconds, startNanos);
+    splitNanoseconds(columns.endNs, shiftMs, endSeconds, endNanos);
+    const sources = new Array<Endpoint | undefined>(n), destinations = new Array<Endpoint | undefined>(n);
+    const sourceIps = new Array<string>(n), destinationIps = new Array<string>(n);
+    const sourceIds = new Uint32Array(n), destinationIds = new Uint32Array(n);
+    const rows = new Uint32Array(n);
+    let kept = 0;
+    const problems = new Map<LocalEndProblem, number>();
+    const claims = new Map<number, { problem: LocalEndProblem | undefined; endpoint: Endpoint | undefined }>();
+    for (let i = 0; i < n; i++) {
+      const v = columns.ipVersions[i]!;
+      const src = this.addressAt(columns.sourceAddresses, i, v);
+      const dst = this.addressAt(columns.destinationAddresses, i, v);
+      const seconds = startSeconds[i]!, nanos = startNanos[i]!;
+      const fromPod = columns.points[i] === ObservationPoint.OBSERVATION_POINT_FROM_POD;
+      const spoofed = fromPod && columns.verdictReasons[i] === VerdictReason.VERDICT_REASON_SPOOFED;
+      const local = fromPod ? src : dst;
+      const k = columns.localEndpoints[i]!;
+      const given = k === 0 ? undefined : columns.localEndpointNames[k - 1];
+      let problem: LocalEndProblem | undefined;
+      let claimed: Endpoint | undefined;
+      if (given !== undefined && given.podUid !== "") {
+        const key = (local.id * (columns.localEndpointNames.length + 1) + k) * 2 + (spoofed ? 1 : 0);
+        let claim = claims.get(key);
+        if (claim === undefined) {
+          const givenIp = given.ips[0] ?? "";
+          const answer = this.state.podClaim(given.podUid, spoofed ? givenIp : local.ip, node);
+          const p = answer === "ok" ? undefined : answer;
+          claim = { problem: p, endpoint: p === undefined ? this.state.podEndpoint(given.podUid, spoofed ? givenIp : local.ip) : undefined };
+          claims.set(key, claim);
+        }
+        problem = claim.problem;
+        claimed = claim.endpoint;
+      } else if (!spoofed) {
+        const resolved = this.resolveEntry(local, seconds, nanos);
+        if (resolved.podUid !== "" && resolved.node !== node) problem = "foreign_address";
+      }
+      if (problem !== undefined) problems.set(problem, (problems.get(problem) ?? 0) + 1);
+      if (problem === "foreign_pod" || problem === "foreign_address") continue;
+      rows[kept++] = i;
+      sourceIps[i] = src.ip;
+      destinationIps[i] = dst.ip;
+      sourceIds[i] = src.id;
+      destinationIds[i] = dst.id;
+      if (spoofed) {
+        // As name(): the sender named by its interface under its own address, never the forged address's owner.
+        sources[i] = claimed;
+        destinations[i] = this.resolveEntry(dst, seconds, nanos);
+      } else {
+        sources[i] = fromPod && claimed !== undefined ? claimed : this.resolveEntry(src, seconds, nanos);
+        destinations[i] = !fromPod && claimed !== undefined ? claimed : this.resolveEntry(dst, seconds, nanos);
+      }
+    }
+    return {
+      batch: {
+        node, columns, rows: kept === n ? rows : rows.slice(0, kept), sources, destinations, sourceIps, destinationIps,
+        attributions: new Array<undefined>(n), startSeconds, startNanos, endSeconds, endNanos,
+      },
+      sourceIds, destinationIds, problems,
+    };
+  }
+
   /** The address the local end is shown under: the record's, except for a SPOOFED sender (its own). */
   private claimedAddress(record: FlowRecord, given: Endpoint): string {
     const fromPod = record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
@@ -143,13 +275,18 @@ export class Enricher {
   }
 
   private refresh(cached: CachedAnswer | undefined, ip: string, seconds: number, nanos: number): Endpoint {
-    const span = this.state.resolveSpan(ip, BigInt(seconds) * NS_PER_SECOND + BigInt(nanos));
     let answer = cached;
     if (answer === undefined) {
       if (this.byAddress.size >= this.cacheSize) this.byAddress.clear();
-      answer = { endpoint: span.endpoint, counter: this.state.unknownAddresses, version: 0, fromSeconds: 0, fromNanos: 0, toSeconds: 0, toNanos: 0 };
+      answer = newAnswer(this.state.unknownAddresses);
       this.byAddress.set(ip, answer);
     }
+    return this.fill(answer, ip, seconds, nanos);
+  }
+
+  /** Resolves `ip` at the time into `answer`, with the span and version it holds for. */
+  private fill(answer: CachedAnswer, ip: string, seconds: number, nanos: number): Endpoint {
+    const span = this.state.resolveSpan(ip, BigInt(seconds) * NS_PER_SECOND + BigInt(nanos));
     answer.endpoint = span.endpoint;
     answer.counter = span.address ?? this.state.unknownAddresses;
     answer.version = answer.counter.version;
@@ -170,6 +307,14 @@ export class Enricher {
     return span.endpoint;
   }
 }
+
+function newAnswer(counter: ChangeCounter): CachedAnswer {
+  return { endpoint: UNRESOLVED, counter, version: -1, fromSeconds: 0, fromNanos: 0, toSeconds: 0, toNanos: 0 };
+}
+
+const UNRESOLVED: Endpoint = Object.freeze({
+  ip: "", namespace: "", podName: "", podUid: "", labels: {}, workloadKind: "", workloadName: "", node: "", service: "", world: false,
+});
 
 /** The record's startTime (endTime, or now, if absent) as (seconds, nanoseconds) numbers. */
 function recordTime(record: FlowRecord): [number, number] {

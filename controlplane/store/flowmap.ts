@@ -60,6 +60,7 @@ import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
 import { endpointWorkload } from "./filter.js";
 import { networkOf } from "../../addresses/ip.js";
+import type { EnrichedColumns } from "./enriched-columns.js";
 
 export interface FlowMapOptions {
   /** Wall clock in milliseconds; injectable for tests. */
@@ -146,6 +147,8 @@ interface MapNodeState {
   namespace: string;
   name: string;
   workloadKind: string;
+  /** FlowMapStore's number for an identity it keeps per endpoint (keys of its edge cache); 0: none. */
+  serial: number;
   /** Pod (uid, or name) -> last fine bucket it was seen in. */
   pods: Map<string, number>;
   edges: number;
@@ -212,9 +215,48 @@ function isServiceAddress(endpoint: Endpoint | undefined): boolean {
 
 /** Rule 1: whether this observation carries the packets' volume. */
 export function isCountingObservation(record: FlowRecord): boolean {
-  if (record.point === ObservationPoint.OBSERVATION_POINT_FROM_POD) return true;
-  if (record.point !== ObservationPoint.OBSERVATION_POINT_TO_POD) return false;
-  return !isPod(record.source) && !isServiceAddress(record.source);
+  return isCountingPoint(record.point, record.source);
+}
+
+function isCountingPoint(point: number, source: Endpoint | undefined): boolean {
+  if (point === ObservationPoint.OBSERVATION_POINT_FROM_POD) return true;
+  if (point !== ObservationPoint.OBSERVATION_POINT_TO_POD) return false;
+  return !isPod(source) && !isServiceAddress(source);
+}
+
+/** One record's fields as FlowMapStore.observe() reads them, from a record or from columns. */
+interface Observation {
+  lastMs: number;
+  firstMs: number;
+  point: number;
+  verdict: number;
+  source: Endpoint | undefined;
+  destination: Endpoint | undefined;
+  sourceIp: string;
+  destinationIp: string;
+  hasL4: boolean;
+  protocol: number;
+  protocolName: string;
+  sourcePort: number;
+  destinationPort: number;
+  icmpType: number;
+  /** The SYN and ACK bits (0x02, 0x10) when the record has TCP flags; -1 when not. */
+  tcpFlags: number;
+  packets: number;
+  bytes: number;
+}
+
+/** isReply() over an Observation. */
+function isReplyOf(o: Observation): boolean {
+  if (isServiceAddress(o.destination)) return false;
+  if (isServiceAddress(o.source)) return true;
+  if (!o.hasL4) return false;
+  if (o.protocol === 1) return ICMP4_REPLY_TYPES.has(o.icmpType);
+  if (o.protocol === 58) return o.icmpType === ICMP6_ECHO_REPLY;
+  if (o.protocol === 6 && o.tcpFlags >= 0 && (o.tcpFlags & 0x02) !== 0 && (o.tcpFlags & 0x10) === 0) return false;
+  const s = o.sourcePort, d = o.destinationPort;
+  if (s === 0 || d === 0) return false;
+  return s < d;
 }
 
 /** Rule 3: whether the record's packets travel from the connection's server to its client. */
@@ -274,23 +316,23 @@ function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity
     if (workload !== undefined) {
       return {
         id: `workload:${endpoint.namespace}/${workload.kind}/${workload.name}`, kind: MapNodeKind.MAP_NODE_KIND_WORKLOAD,
-        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind,
+        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind, serial: 0,
       };
     }
     if (endpoint.service !== "") {
       const slash = endpoint.service.indexOf("/");
       const namespace = slash === -1 ? endpoint.namespace : endpoint.service.slice(0, slash);
       const name = endpoint.service.slice(slash + 1);
-      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "" };
+      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "", serial: 0 };
     }
     const ip = endpoint.ip || address;
-    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "" };
+    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "", serial: 0 };
     if (endpoint.node !== "") {
-      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "" };
+      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "", serial: 0 };
     }
   }
   const ip = endpoint?.ip || address;
-  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "" };
+  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "", serial: 0 };
 }
 
 /** The namespace a map node id names (identify() above writes the ids); "" for host, world and unknown ends. */
@@ -324,13 +366,13 @@ function prefixOf(node: NodeIdentity): NodeIdentity | undefined {
   if (!isOutside(node)) return node;
   const net = networkOf(node.name, PREFIX_BITS_V4, PREFIX_BITS_V6);
   if (net === undefined) return undefined;
-  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net };
+  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net, serial: 0 };
 }
 
 function otherOf(node: NodeIdentity): NodeIdentity {
   if (!isOutside(node)) return node;
   const kind = node.id.slice(0, node.id.indexOf(":"));
-  return { ...node, id: `${kind}:other`, name: "other" };
+  return { ...node, id: `${kind}:other`, name: "other", serial: 0 };
 }
 
 /** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
@@ -397,6 +439,15 @@ export class FlowMapStore {
   private readonly nodes = new Map<string, MapNodeState>();
   // Shared Endpoint objects (one per pod) resolve to their map node once.
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
+  /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
+  private nextSerial = 1;
+  /**
+   * Exact edges by client serial, server serial, then port * 256 + protocol number (small
+   * integers: V8 hashes them without allocating): what edges.get(edgeKey(...)) answers,
+   * without building the string key. Emptied when an edge is removed.
+   */
+  private exactEdges = new Map<number, Map<number, Map<number, EdgeState>>>();
+  private exactEdgeCount = 0;
   private readonly listeners = new Set<(version: number) => void>();
   private readonly removals: Removal[] = [];
   private removalsForgottenUpTo = 0;
@@ -404,6 +455,13 @@ export class FlowMapStore {
   private trackedFlows = 0;
   private lastFineMaintenance = -Infinity;
   private lastCoarseMaintenance = -Infinity;
+  /** The observation add() and addColumns() fill for observe(), reused. */
+  private readonly scratch: Observation = {
+    lastMs: 0, firstMs: 0, point: 0, verdict: 0, source: undefined, destination: undefined, sourceIp: "", destinationIp: "",
+    hasL4: false, protocol: 0, protocolName: "", sourcePort: 0, destinationPort: 0, icmpType: 0, tcpFlags: -1, packets: 0, bytes: 0,
+  };
+  private oldestCoarse = 0;
+  private oldestFine = 0;
   private readonly counters = {
     records: 0, counted: 0, verdictOnly: 0, duplicates: 0, late: 0, untimed: 0, untrackedFlows: 0, prefixRecords: 0, otherRecords: 0,
   };
@@ -452,52 +510,127 @@ export class FlowMapStore {
   }
 
   add(records: readonly FlowRecord[]): void {
-    const now = this.now();
-    this.maintain(now);
-    const version = this.currentVersion + 1;
+    const o = this.scratch;
+    const version = this.begin();
     let changed = false;
-    const oldestCoarse = Math.floor((now - this.retentionMs) / this.coarseBucketMs);
-    const oldestFine = Math.floor((now - this.fineWindowMs) / this.fineBucketMs);
     for (const record of records) {
       this.counters.records++;
-      const time = record.endTime ?? record.startTime;
-      if (time === undefined) { this.counters.untimed++; continue; }
-      const lastMs = msOf(time);
-      const coarse = Math.floor(lastMs / this.coarseBucketMs);
-      if (coarse < oldestCoarse) { this.counters.late++; continue; }
-
-      const counted = isCountingObservation(record);
-      const verdict = record.verdict;
-      const dropped = verdict === Verdict.VERDICT_DROPPED;
-      const audited = verdict === Verdict.VERDICT_AUDIT;
-      if (!counted && !dropped && !audited) { this.counters.duplicates++; continue; }
-      if (counted) this.counters.counted++;
-      else this.counters.verdictOnly++;
-
-      const { clientEndpoint, serverEndpoint, clientIp, serverIp, protocolNumber, protocol, clientPort, serverPort } = orient(record);
-
-      const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort);
-      if (edge.peer === "prefix") this.counters.prefixRecords++;
-      else if (edge.peer === "other") this.counters.otherRecords++;
-      const packets = Number(record.packets);
-      const bytes = counted ? Number(record.bytes) : 0;
-      const volume = counted ? packets : 0;
-      const firstMs = record.startTime === undefined ? lastMs : msOf(record.startTime);
-      const dropField = counted ? B_DROP_COUNTED : B_DROP_OTHER;
-      const auditField = counted ? B_AUDIT_COUNTED : B_AUDIT_OTHER;
-      const drop = dropped ? packets : 0;
-      const audit = audited ? packets : 0;
-      const fine = Math.floor(lastMs / this.fineBucketMs);
-      if (fine >= oldestFine) addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-      addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-
-      if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, protocolNumber, clientPort, serverPort), fine);
-      this.seePod(edge.source, clientEndpoint, fine);
-      this.seePod(edge.destination, serverEndpoint, fine);
-      edge.version = version;
-      changed = true;
+      const end = record.endTime ?? record.startTime;
+      if (end === undefined) { this.counters.untimed++; continue; }
+      o.lastMs = msOf(end);
+      o.firstMs = record.startTime === undefined ? o.lastMs : msOf(record.startTime);
+      o.point = record.point;
+      o.verdict = record.verdict;
+      o.source = record.source;
+      o.destination = record.destination;
+      o.sourceIp = record.ip?.source ?? "";
+      o.destinationIp = record.ip?.destination ?? "";
+      const l4 = record.l4;
+      o.hasL4 = l4 !== undefined;
+      o.protocol = l4?.protocol ?? 0;
+      o.protocolName = l4?.protocolName ?? "";
+      o.sourcePort = l4?.sourcePort ?? 0;
+      o.destinationPort = l4?.destinationPort ?? 0;
+      o.icmpType = l4?.icmpType ?? 0;
+      const f = l4?.tcpFlags;
+      o.tcpFlags = f === undefined ? -1 : (f.syn ? 0x02 : 0) | (f.ack ? 0x10 : 0);
+      o.packets = Number(record.packets);
+      o.bytes = Number(record.bytes);
+      if (this.observe(o, version)) changed = true;
     }
     if (changed) this.publish(version);
+  }
+
+  /**
+   * An ingested columnar batch, row by row from the columns (add()'s rules, no FlowRecord):
+   * the ends, their addresses and the corrected times come from ingest.
+   */
+  addColumns(b: EnrichedColumns): void {
+    const o = this.scratch;
+    const c = b.columns;
+    const version = this.begin();
+    let changed = false;
+    for (let k = 0; k < b.rows.length; k++) {
+      const i = b.rows[k]!;
+      this.counters.records++;
+      o.lastMs = b.endSeconds[i]! * 1000 + b.endNanos[i]! / 1e6;
+      o.firstMs = b.startSeconds[i]! * 1000 + b.startNanos[i]! / 1e6;
+      o.point = c.points[i]!;
+      o.verdict = c.verdicts[i]!;
+      o.source = b.sources[i];
+      o.destination = b.destinations[i];
+      o.sourceIp = b.sourceIps[i]!;
+      o.destinationIp = b.destinationIps[i]!;
+      const proto = c.protocols[i]!;
+      const isIcmp = proto === 1 || proto === 58;
+      o.hasL4 = true;
+      o.protocol = proto;
+      o.protocolName = "";
+      o.sourcePort = isIcmp ? 0 : c.sourcePorts[i]!;
+      o.destinationPort = isIcmp ? 0 : c.destinationPorts[i]!;
+      o.icmpType = isIcmp ? c.sourcePorts[i]! : 0;
+      o.tcpFlags = proto === 6 ? c.tcpFlags[i]! : -1;
+      o.packets = Number(c.packets[i]!);
+      o.bytes = Number(c.bytes[i]!);
+      if (this.observe(o, version)) changed = true;
+    }
+    if (changed) this.publish(version);
+  }
+
+  /** Maintenance before a batch; the version its edges take. */
+  private begin(): number {
+    const now = this.now();
+    this.maintain(now);
+    this.oldestCoarse = Math.floor((now - this.retentionMs) / this.coarseBucketMs);
+    this.oldestFine = Math.floor((now - this.fineWindowMs) / this.fineBucketMs);
+    return this.currentVersion + 1;
+  }
+
+  /** One observation into its edge (rules 1-6); whether an edge changed. Counts `records` and `untimed` are the caller's. */
+  private observe(o: Observation, version: number): boolean {
+    const lastMs = o.lastMs;
+    const coarse = Math.floor(lastMs / this.coarseBucketMs);
+    if (coarse < this.oldestCoarse) { this.counters.late++; return false; }
+
+    const counted = isCountingPoint(o.point, o.source);
+    const verdict = o.verdict;
+    const dropped = verdict === Verdict.VERDICT_DROPPED;
+    const audited = verdict === Verdict.VERDICT_AUDIT;
+    if (!counted && !dropped && !audited) { this.counters.duplicates++; return false; }
+    if (counted) this.counters.counted++;
+    else this.counters.verdictOnly++;
+
+    const reply = isReplyOf(o);
+    const clientEndpoint = reply ? o.destination : o.source;
+    const serverEndpoint = reply ? o.source : o.destination;
+    const clientIp = reply ? o.destinationIp : o.sourceIp;
+    const serverIp = reply ? o.sourceIp : o.destinationIp;
+    const protocol = o.hasL4 ? o.protocolName || (PROTOCOL_NAMES[o.protocol] ?? String(o.protocol)) : "";
+    const clientPort = !o.hasL4 ? 0 : reply ? o.destinationPort : o.sourcePort;
+    const serverPort = !o.hasL4 ? 0 : reply ? o.sourcePort : o.destinationPort;
+
+    // The protocol's name follows from its number unless a record named it otherwise: then edgeFor's cache is not used.
+    const byNumber = o.hasL4 && (o.protocolName === "" || o.protocolName === PROTOCOL_NAMES[o.protocol]) ? o.protocol : -1;
+    const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort, byNumber);
+    if (edge.peer === "prefix") this.counters.prefixRecords++;
+    else if (edge.peer === "other") this.counters.otherRecords++;
+    const packets = o.packets;
+    const bytes = counted ? o.bytes : 0;
+    const volume = counted ? packets : 0;
+    const firstMs = o.firstMs;
+    const dropField = counted ? B_DROP_COUNTED : B_DROP_OTHER;
+    const auditField = counted ? B_AUDIT_COUNTED : B_AUDIT_OTHER;
+    const drop = dropped ? packets : 0;
+    const audit = audited ? packets : 0;
+    const fine = Math.floor(lastMs / this.fineBucketMs);
+    if (fine >= this.oldestFine) addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+
+    if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, o.protocol, clientPort, serverPort), fine);
+    this.seePod(edge.source, clientEndpoint, fine);
+    this.seePod(edge.destination, serverEndpoint, fine);
+    edge.version = version;
+    return true;
   }
 
   getMap(query: FlowMapQuery = {}): GetFlowMapResponse {
@@ -620,6 +753,7 @@ export class FlowMapStore {
       if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
         || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
         this.identities.set(endpoint, identity);
+        if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
       }
     }
     return identity;
@@ -635,9 +769,18 @@ export class FlowMapStore {
   }
 
   /** The edge a record adds to: the existing one, or a new one within the budget (rule 6). */
-  private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number): EdgeState {
+  private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number, protocolNumber = -1): EdgeState {
+    const cacheable = protocolNumber >= 0 && client.serial > 0 && server.serial > 0;
+    const inner = port * 256 + protocolNumber;
+    if (cacheable) {
+      const cached = this.exactEdges.get(client.serial)?.get(server.serial)?.get(inner);
+      if (cached !== undefined) return cached;
+    }
     const exact = this.edges.get(edgeKey(client, server, protocol, port));
-    if (exact !== undefined) return exact;
+    if (exact !== undefined) {
+      if (cacheable) this.rememberExact(client.serial, server.serial, inner, exact);
+      return exact;
+    }
     const outside = isOutside(client) || isOutside(server);
     const namespaces = namespacesOf(client, server);
     const fill = outside ? this.fill(namespaces) : 0;
@@ -650,6 +793,22 @@ export class FlowMapStore {
     }
     const other = [otherOf(client), otherOf(server)] as const;
     return this.edges.get(edgeKey(other[0], other[1], protocol, 0)) ?? this.newEdge(other[0], other[1], protocol, 0, "other", namespaces);
+  }
+
+  /** Caches an exact hit of edgeFor by its identity objects, so that the next row skips building the string key. */
+  private rememberExact(client: number, server: number, inner: number, edge: EdgeState): void {
+    if (this.exactEdgeCount >= 4 * this.maxEdges) this.forgetExactEdges();
+    let byServer = this.exactEdges.get(client);
+    if (byServer === undefined) { byServer = new Map(); this.exactEdges.set(client, byServer); }
+    let byPort = byServer.get(server);
+    if (byPort === undefined) { byPort = new Map(); byServer.set(server, byPort); }
+    byPort.set(inner, edge);
+    this.exactEdgeCount++;
+  }
+
+  private forgetExactEdges(): void {
+    this.exactEdges = new Map();
+    this.exactEdgeCount = 0;
   }
 
   /** How full the fullest budget a new edge would count towards is: 1 = full. */
@@ -726,6 +885,7 @@ export class FlowMapStore {
 
   private removeEdge(edge: EdgeState, version: number): void {
     this.edges.delete(edge.key);
+    this.forgetExactEdges();
     for (const ns of edge.namespaces) {
       const left = (this.edgesByNamespace.get(ns) ?? 1) - 1;
       if (left > 0) this.edgesByNamespace.set(ns, left); else this.edgesByNamespace.delete(ns);

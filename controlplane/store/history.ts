@@ -17,6 +17,9 @@
 import type { Endpoint, FlowRecord, Layer3, Layer4, PolicyAttribution, TcpFlags } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import type { FlowPredicate } from "./filter.js";
+import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
+import { IpVersion } from "../../proto/gen/bulkhead/v1/flow.js";
+import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 
 export const DEFAULT_HISTORY_CAPACITY = 1_000_000;
 
@@ -132,6 +135,8 @@ class Columns {
   readonly u8: Uint8Array;
   readonly f64: Float64Array;
   readonly u64: BigUint64Array;
+  /** u64 as 32-bit words (little-endian pairs): copied without a BigInt per value. */
+  readonly u64Words: Uint32Array;
 
   constructor(readonly capacity: number) {
     // Typed arrays are zero-filled lazily by the OS: memory grows with use, not capacity.
@@ -140,6 +145,7 @@ class Columns {
     this.u8 = new Uint8Array(capacity * U8);
     this.f64 = new Float64Array(capacity * F64);
     this.u64 = new BigUint64Array(capacity * U64);
+    this.u64Words = new Uint32Array(this.u64.buffer);
   }
 
   /** End time of a slot (or its start when it has no end), compared as (seconds, nanos). */
@@ -209,6 +215,20 @@ function secondsOf(t: Timestamp): number {
   return Number(t.seconds);
 }
 
+/** What appendColumns() resolves once per batch for storeRow(). */
+interface BatchStrings {
+  node: string;
+  interfaces: readonly string[];
+  /** Interned protocol names by number, filled as met. */
+  protocols: (string | undefined)[];
+  /** The batch's packets and bytes columns as 32-bit words. */
+  packets: Uint32Array;
+  bytes: Uint32Array;
+  /** firstSequence in 32-bit halves. */
+  sequenceLo: number;
+  sequenceHi: number;
+}
+
 interface Subscriber {
   predicate: FlowPredicate;
   onRecords: (records: FlowRecord[]) => void;
@@ -257,6 +277,26 @@ export class FlowHistory {
   append(records: readonly FlowRecord[]): void {
     for (const record of records) this.store(record);
     if (this.subscribers.size > 0) this.notify(records);
+  }
+
+  /**
+   * An ingested columnar batch, column by column: no FlowRecord per row. Follow streams
+   * get records built only for the rows their predicate takes (run over the stored rows).
+   */
+  appendColumns(b: EnrichedColumns): void {
+    const first = this.appendedTotal;
+    const c = b.columns;
+    const batch: BatchStrings = {
+      node: this.names.intern(b.node),
+      interfaces: c.interfaceNames.map((n) => this.names.intern(n)),
+      protocols: new Array<string | undefined>(256),
+      packets: new Uint32Array(c.packets.buffer, c.packets.byteOffset, c.rows * 2),
+      bytes: new Uint32Array(c.bytes.buffer, c.bytes.byteOffset, c.rows * 2),
+      sequenceLo: Number(c.firstSequence & 0xffff_ffffn),
+      sequenceHi: Number(c.firstSequence >> 32n),
+    };
+    for (let k = 0; k < b.rows.length; k++) this.storeRow(b, b.rows[k]!, batch);
+    if (this.subscribers.size > 0) this.notifySlots(first);
   }
 
   /**
@@ -371,6 +411,103 @@ export class FlowHistory {
 
     this.appendedTotal++;
     if (this.count < c.capacity) this.count++;
+  }
+
+  /** Row `i` of an ingested batch into the next slot (store()'s layout, from the columns). */
+  private storeRow(b: EnrichedColumns, i: number, batch: BatchStrings): void {
+    const c = this.columns;
+    const cols = b.columns;
+    const slot = this.appendedTotal % c.capacity;
+    const first = slot * STR >= c.strings.length;
+    if (this.count === c.capacity) {
+      const evictedEnd = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
+      if (evictedEnd > this.newestEvictedEnd) this.newestEvictedEnd = evictedEnd;
+    }
+    const src = b.sources[i], dst = b.destinations[i];
+    const source = src === undefined || src.podName !== "" ? src : this.nonPodEndpoints.intern(src);
+    const destination = dst === undefined || dst.podName !== "" ? dst : this.nonPodEndpoints.intern(dst);
+    const proto = cols.protocols[i]!;
+    const protocolName = batch.protocols[proto] ??= this.names.intern(PROTOCOL_NAMES[proto] ?? String(proto));
+    const iface = batch.interfaces[cols.interfaces[i]!] ?? "";
+    const node = batch.node;
+    const attribution = b.attributions[i];
+    if (first) {
+      c.strings.push(node, iface, b.sourceIps[i]!, b.destinationIps[i]!, protocolName);
+      c.endpoints.push(source, destination);
+      c.attributions.push(attribution);
+    } else {
+      const s = slot * STR;
+      c.strings[s + S_NODE] = node;
+      c.strings[s + S_IFACE] = iface;
+      c.strings[s + S_IP_SRC] = b.sourceIps[i]!;
+      c.strings[s + S_IP_DST] = b.destinationIps[i]!;
+      c.strings[s + S_PROTO] = protocolName;
+      c.endpoints[slot * EP] = source;
+      c.endpoints[slot * EP + 1] = destination;
+      c.attributions[slot] = attribution;
+    }
+    const f = slot * F64;
+    const endSeconds = b.endSeconds[i]!, endNanos = b.endNanos[i]!;
+    c.f64[f + F_START_S] = b.startSeconds[i]!;
+    c.f64[f + F_END_S] = endSeconds;
+    const isIcmp = proto === 1 || proto === 58;
+    const sport = cols.sourcePorts[i]!, dport = cols.destinationPorts[i]!;
+    const u = slot * U32;
+    c.u32[u + U_START_NS] = b.startNanos[i]!;
+    c.u32[u + U_END_NS] = endNanos;
+    c.u32[u + U_IFINDEX] = cols.ifindexes[i]!;
+    c.u32[u + U_PROTO] = proto;
+    c.u32[u + U_SPORT] = isIcmp ? 0 : sport;
+    c.u32[u + U_DPORT] = isIcmp ? 0 : dport;
+    c.u32[u + U_ICMP_TYPE] = isIcmp ? sport : 0;
+    c.u32[u + U_ICMP_CODE] = isIcmp ? dport : 0;
+    const point = cols.points[i]!;
+    const v = cols.ipVersions[i]!;
+    const n = slot * I32;
+    c.i32[n + I_POINT] = point;
+    c.i32[n + I_REPORTER] = reporterOf(point);
+    c.i32[n + I_VERDICT] = cols.verdicts[i]!;
+    c.i32[n + I_IP_VERSION] = v === 6 ? IpVersion.IP_VERSION_IPV6 : v === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
+    c.i32[n + I_REASON] = cols.verdictReasons[i]!;
+    const u8 = slot * U8;
+    c.u8[u8 + B_PRESENT] = HAS_START | HAS_END | HAS_IP | HAS_L4 | (proto === 6 ? HAS_TCP_FLAGS : 0);
+    c.u8[u8 + B_TCP_FLAGS] = proto === 6 ? cols.tcpFlags[i]! : 0;
+    const w = 2 * slot * U64, words = c.u64Words;
+    words[w + 2 * L_PACKETS] = batch.packets[2 * i]!;
+    words[w + 2 * L_PACKETS + 1] = batch.packets[2 * i + 1]!;
+    words[w + 2 * L_BYTES] = batch.bytes[2 * i]!;
+    words[w + 2 * L_BYTES + 1] = batch.bytes[2 * i + 1]!;
+    const lo = batch.sequenceLo + i;
+    words[w + 2 * L_SEQUENCE] = lo >>> 0;
+    words[w + 2 * L_SEQUENCE + 1] = batch.sequenceHi + (lo >= 2 ** 32 ? 1 : 0);
+
+    const endTime = endSeconds + endNanos / 1e9;
+    if (endTime > this.newestEnd) this.newestEnd = endTime;
+    else if (this.newestEnd - endTime > this.maxLateness) this.maxLateness = this.newestEnd - endTime;
+    this.appendedTotal++;
+    if (this.count < c.capacity) this.count++;
+  }
+
+  /** notify() for the rows appended from absolute index `first` on, still held: records only for the matches. */
+  private notifySlots(first: number): void {
+    const from = Math.max(first, this.appendedTotal - this.count);
+    let unreported: { error: unknown } | undefined;
+    for (const subscriber of [...this.subscribers]) {
+      try {
+        const matching: FlowRecord[] = [];
+        for (let a = from; a < this.appendedTotal; a++) {
+          const slot = a % this.columns.capacity;
+          this.view.slot = slot;
+          if (subscriber.predicate(this.view)) matching.push(this.materialize(slot));
+        }
+        if (matching.length > 0) subscriber.onRecords(matching);
+      } catch (error) {
+        this.subscribers.delete(subscriber);
+        if (this.onSubscriberError !== undefined) this.onSubscriberError(error);
+        else unreported ??= { error };
+      }
+    }
+    if (unreported !== undefined) throw unreported.error;
   }
 
   private notify(records: readonly FlowRecord[]): void {
