@@ -31,6 +31,7 @@ import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy
 import { endpointWorkload } from "../store/filter.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
 import { FlowReplay, isJudgedObservation } from "./whatif.js";
+import { TupleTable } from "./tuple-table.js";
 
 export const JUSTIFICATION_ANNOTATION = "bulkhead.io/justification";
 
@@ -84,6 +85,8 @@ interface Workload {
 }
 
 interface EndInfo {
+  /** Dense, in order of first sight: tuples are keyed by it. */
+  id: number;
   /** Its workload, for a pod. */
   workload: Workload | undefined;
   /** How a rule names it; undefined for a host or a Service address. */
@@ -91,6 +94,16 @@ interface EndInfo {
   peerId: string;
   /** Port (protocol << 16 | port) → its container-port name, or the number. */
   portNames: Map<number, number | string>;
+}
+
+/** What a learned (source end, destination end, protocol, port) is, beside its sums in the TupleTable. */
+interface TupleInfo {
+  protocol: string;
+  port: number | string;
+  /** Its first record: what the check replays. */
+  record: FlowRecord;
+  egress: boolean;
+  ingress: boolean;
 }
 
 type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: string };
@@ -113,7 +126,12 @@ export class PolicySuggester {
   private readonly workloads = new Map<string, Workload>();
   private readonly ends = new WeakMap<Endpoint, EndInfo>();
   /** One record per distinct (source end, destination end, protocol, port) learned: what the check replays. */
-  private readonly learnedTuples = new Map<Endpoint, Map<Endpoint, Map<number, FlowRecord>>>();
+  /** Every end seen, by id. */
+  private readonly endList: EndInfo[] = [];
+  /** Learned records summed per tuple (ends by id); turned into rules once per tuple in suggest(). */
+  private readonly table = new TupleTable();
+  /** By tuple index. */
+  private readonly tupleInfo: TupleInfo[] = [];
   private learnedCount = 0;
   private readonly todayPods = new Map<string, Pod>();
   private notLearned = 0;
@@ -138,27 +156,16 @@ export class PolicySuggester {
     const protocol = PROTOCOLS[l4.protocol];
     if (protocol === undefined) { this.portless++; return; }
     const src = this.endOf(s, r.ip?.source ?? ""), dst = this.endOf(d, r.ip?.destination ?? "");
-    const portKey = l4.protocol * 0x10000 + l4.destinationPort;
+    // Bitwise, so that the key stays a small integer.
+    const portKey = ((l4.protocol & 0xff) << 16) | (l4.destinationPort & 0xffff);
+    const egress = srcIn && src.workload !== undefined && dst.peer !== undefined;
+    const ingress = dstIn && dst.workload !== undefined && src.peer !== undefined;
+    if (!egress && !ingress) return;
+    this.learnedCount++;
+    if (this.table.add(src.id, dst.id, portKey, Number(r.packets), ms(r.startTime), ms(r.endTime)) >= 0) return;
     let port = dst.portNames.get(portKey);
     if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
-    const packets = Number(r.packets), firstMs = ms(r.startTime), lastMs = ms(r.endTime);
-    let learned = false;
-    if (srcIn && src.workload !== undefined && dst.peer !== undefined) {
-      this.addRule(src.workload.egress, dst, protocol, portKey, port, packets, firstMs, lastMs);
-      learned = true;
-    }
-    if (dstIn && dst.workload !== undefined && src.peer !== undefined) {
-      this.addRule(dst.workload.ingress, src, protocol, portKey, port, packets, firstMs, lastMs);
-      learned = true;
-    }
-    if (learned) {
-      this.learnedCount++;
-      let byDst = this.learnedTuples.get(s);
-      if (byDst === undefined) this.learnedTuples.set(s, (byDst = new Map()));
-      let byPort = byDst.get(d);
-      if (byPort === undefined) byDst.set(d, (byPort = new Map()));
-      if (!byPort.has(portKey)) byPort.set(portKey, r);
-    }
+    this.tupleInfo.push({ protocol, port, record: r, egress, ingress });
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -178,7 +185,8 @@ export class PolicySuggester {
       if (cidr !== undefined) peer = { kind: "cidr", cidr };
     }
     const peerId = peer === undefined ? "" : peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
-    info = { workload, peer, peerId, portNames: new Map() };
+    info = { id: this.endList.length, workload, peer, peerId, portNames: new Map() };
+    this.endList.push(info);
     this.ends.set(e, info);
     return info;
   }
@@ -204,20 +212,28 @@ export class PolicySuggester {
   }
 
   private addRule(rules: Map<string, RuleAcc>, peer: EndInfo, protocol: string, portKey: number, port: number | string,
-    packets: number, firstMs: number, lastMs: number): void {
+    records: number, packets: number, firstMs: number, lastMs: number): void {
     let acc = rules.get(peer.peerId);
     if (acc === undefined) {
       rules.set(peer.peerId, (acc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs, lastMs } }));
     }
     if (!acc.ports.has(portKey)) acc.ports.set(portKey, { protocol, port });
     const u = acc.usage;
-    u.records++;
+    u.records += records;
     u.packets += packets;
     if (firstMs < u.firstMs) u.firstMs = firstMs;
     if (lastMs > u.lastMs) u.lastMs = lastMs;
   }
 
   suggest(): Suggestion {
+    for (const w of this.workloads.values()) { w.ingress.clear(); w.egress.clear(); }
+    const table = this.table;
+    for (let t = 0; t < table.size; t++) {
+      const info = this.tupleInfo[t]!, src = this.endList[table.srcOf(t)]!, dst = this.endList[table.dstOf(t)]!;
+      const sums = [table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!] as const;
+      if (info.egress) this.addRule(src.workload!.egress, dst, info.protocol, table.portOf(t), info.port, ...sums);
+      if (info.ingress) this.addRule(dst.workload!.ingress, src, info.protocol, table.portOf(t), info.port, ...sums);
+    }
     const ns = this.options.namespace;
     const notes: string[] = [];
     const policies: NetworkPolicy[] = [];
@@ -267,7 +283,7 @@ export class PolicySuggester {
   private check(policies: NetworkPolicy[]): void {
     const cluster = { namespaces: this.options.cluster.namespaces ?? [], pods: this.options.cluster.pods };
     const replay = new FlowReplay(cluster, policies);
-    for (const byDst of this.learnedTuples.values()) for (const byPort of byDst.values()) replay.addAll(byPort.values());
+    for (const info of this.tupleInfo) replay.add(info.record);
     const report = replay.report({ before: [], after: policies }, { mode: "enforce" });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {
