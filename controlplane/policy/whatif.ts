@@ -32,6 +32,7 @@ import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from ".
 import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
 import { type IpBlockRange, PolicyModel, PolicySet, protocolOf, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
 import { ipWords } from "../../addresses/prefix.js";
+import { TupleTable } from "./tuple-table.js";
 
 export type { Outcome } from "./explain.js";
 
@@ -122,8 +123,6 @@ interface Identity {
   node: string;
   /** The policy class (identities that differ only by map node share it): evaluations are cached by class. */
   classId: number;
-  /** Tuples with this identity as source, by destination identity id, then protocol and port. */
-  pairs: Map<number, Map<number, Group>>;
 }
 
 interface Group {
@@ -181,6 +180,8 @@ export class FlowReplay {
   private readonly byContent = new Map<string, Identity>();
   private readonly classes = new Map<string, number>();
   private readonly identities: Identity[] = [];
+  /** Judged records summed per (source identity, destination identity, self flag | protocol << 16 | port). */
+  private readonly tuples = new TupleTable();
   private readonly blocks: IpBlockRange[];
   private readonly today = new Map<string, Pod>();
   private readonly todayByLabels = new Map<string, Pod>();
@@ -241,24 +242,12 @@ export class FlowReplay {
     this.replayed++;
     const src = this.byObject.get(s) ?? this.identify(s, ip.source);
     const dst = this.byObject.get(d) ?? this.identify(d, ip.destination);
-    let ports = src.pairs.get(dst.id);
-    if (ports === undefined) src.pairs.set(dst.id, (ports = new Map()));
     const protocol = l4.protocol & 0xff;
     const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
     // A pod talking to itself is always allowed: kept apart from two pods of one identity.
     const self = s === d || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
     const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
-    const first = ms(r.startTime), last = ms(r.endTime);
-    const packets = Number(r.packets);
-    const g = ports.get(key);
-    if (g === undefined) {
-      ports.set(key, { src, dst, protocol, port, self, records: 1, packets, firstMs: first, lastMs: last });
-      return;
-    }
-    g.records++;
-    g.packets += packets;
-    if (first < g.firstMs) g.firstMs = first;
-    if (last > g.lastMs) g.lastMs = last;
+    this.tuples.add(src.id, dst.id, key, Number(r.packets), ms(r.startTime), ms(r.endTime));
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -290,7 +279,7 @@ export class FlowReplay {
     if (identity === undefined) {
       let classId = this.classes.get(policyClass);
       if (classId === undefined) this.classes.set(policyClass, (classId = this.classes.size));
-      identity = { id: this.identities.length, kind, endpoint: e, ip, node, classId, pairs: new Map() };
+      identity = { id: this.identities.length, kind, endpoint: e, ip, node, classId };
       this.identities.push(identity);
       this.byContent.set(content, identity);
       if (kind === "pod" && this.portSource(e) === undefined) this.withoutPorts++;
@@ -306,8 +295,31 @@ export class FlowReplay {
     return out;
   }
 
-  private *groups(): Iterable<Group> {
-    for (const i of this.identities) for (const ports of i.pairs.values()) yield* ports.values();
+  /**
+   * The tuples, in the order a Map of Maps by source identity, destination and key gave
+   * them (source identity, then first sight of the pair, then first sight of the key), so
+   * that merged edges list their deciding rules as they always did.
+   */
+  private groups(): Group[] {
+    const t = this.tuples;
+    const pairFirst = new Map<number, Map<number, number>>();
+    const order: number[] = [];
+    const pairOf = new Int32Array(t.size);
+    for (let i = 0; i < t.size; i++) {
+      const src = t.srcOf(i), dst = t.dstOf(i);
+      let byDst = pairFirst.get(src);
+      if (byDst === undefined) pairFirst.set(src, (byDst = new Map()));
+      let first = byDst.get(dst);
+      if (first === undefined) byDst.set(dst, (first = i));
+      pairOf[i] = first;
+      order.push(i);
+    }
+    order.sort((a, b) => t.srcOf(a) - t.srcOf(b) || pairOf[a]! - pairOf[b]! || a - b);
+    return order.map((i) => {
+      const key = t.portOf(i);
+      return { src: this.identities[t.srcOf(i)]!, dst: this.identities[t.dstOf(i)]!, protocol: (key >> 16) & 0xff, port: key & 0xffff, self: key >= 0x1000000,
+        records: t.records[i]!, packets: t.packets[i]!, firstMs: t.firstMs[i]!, lastMs: t.lastMs[i]! };
+    });
   }
 
   /** Evaluates every distinct tuple before and after (once per pair of policy classes), and returns the edges that change. */
