@@ -49,6 +49,8 @@ export interface SuggestOptions {
   /** Outside addresses become ipBlocks of this prefix length (IPv4, default 24; IPv6, default 64). */
   minPrefixV4?: number;
   minPrefixV6?: number;
+  /** The check judges every tuple with the model alone (whatif.ts `reference`): the benchmark's side-by-side reference. */
+  reference?: boolean;
 }
 
 export interface RuleJustification {
@@ -96,15 +98,6 @@ interface EndInfo {
   portNames: Map<number, number | string>;
 }
 
-/** What a learned (source end, destination end, protocol, port) is, beside its sums in the TupleTable. */
-interface TupleInfo {
-  protocol: string;
-  port: number | string;
-  /** Its first record: what the check replays. */
-  record: FlowRecord;
-  egress: boolean;
-  ingress: boolean;
-}
 
 type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: string };
 
@@ -131,7 +124,10 @@ export class PolicySuggester {
   /** Learned records summed per tuple (ends by id); turned into rules once per tuple in suggest(). */
   private readonly table = new TupleTable();
   /** By tuple index. */
-  private readonly tupleInfo: TupleInfo[] = [];
+  /** By tuple index, in arrays rather than an object per tuple (100,000s of them; the collector's work): the port as rules name it, the first record (what the check replays), 1 egress | 2 ingress learned. */
+  private readonly tuplePort: (number | string)[] = [];
+  private readonly tupleRecord: FlowRecord[] = [];
+  private readonly tupleSides: number[] = [];
   private learnedCount = 0;
   private readonly todayPods = new Map<string, Pod>();
   private notLearned = 0;
@@ -165,7 +161,9 @@ export class PolicySuggester {
     if (this.table.add(src.id, dst.id, portKey, Number(r.packets), ms(r.startTime), ms(r.endTime)) >= 0) return;
     let port = dst.portNames.get(portKey);
     if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
-    this.tupleInfo.push({ protocol, port, record: r, egress, ingress });
+    this.tuplePort.push(port);
+    this.tupleRecord.push(r);
+    this.tupleSides.push((egress ? 1 : 0) | (ingress ? 2 : 0));
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -229,10 +227,10 @@ export class PolicySuggester {
     for (const w of this.workloads.values()) { w.ingress.clear(); w.egress.clear(); }
     const table = this.table;
     for (let t = 0; t < table.size; t++) {
-      const info = this.tupleInfo[t]!, src = this.endList[table.srcOf(t)]!, dst = this.endList[table.dstOf(t)]!;
-      const sums = [table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!] as const;
-      if (info.egress) this.addRule(src.workload!.egress, dst, info.protocol, table.portOf(t), info.port, ...sums);
-      if (info.ingress) this.addRule(dst.workload!.ingress, src, info.protocol, table.portOf(t), info.port, ...sums);
+      const src = this.endList[table.srcOf(t)]!, dst = this.endList[table.dstOf(t)]!, sides = this.tupleSides[t]!;
+      const portKey = table.portOf(t), protocol = PROTOCOLS[portKey >> 16]!, port = this.tuplePort[t]!;
+      if ((sides & 1) !== 0) this.addRule(src.workload!.egress, dst, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
+      if ((sides & 2) !== 0) this.addRule(dst.workload!.ingress, src, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
     }
     const ns = this.options.namespace;
     const notes: string[] = [];
@@ -283,8 +281,8 @@ export class PolicySuggester {
   private check(policies: NetworkPolicy[]): void {
     const cluster = { namespaces: this.options.cluster.namespaces ?? [], pods: this.options.cluster.pods };
     const replay = new FlowReplay(cluster, policies);
-    for (const info of this.tupleInfo) replay.add(info.record);
-    const report = replay.report({ before: [], after: policies }, { mode: "enforce" });
+    for (const r of this.tupleRecord) replay.add(r);
+    const report = replay.report({ before: [], after: policies }, { mode: "enforce", reference: this.options.reference === true });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {
       throw new Error(`suggestion check failed: it would drop ${broken.length} observed edges, e.g. ${broken[0]!.source} → ${broken[0]!.destination} ${broken[0]!.protocol}/${broken[0]!.port}`);
