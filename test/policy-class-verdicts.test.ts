@@ -8,6 +8,7 @@ import { generatePlacement, ModelCluster } from "../lab/conformance/cases.js";
 import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "../controlplane/policy/class-verdicts.js";
 import { PolicyModel, protocolOf, type Peer, type PolicyModeName } from "../controlplane/policy/model.js";
 import { FlowReplay } from "../controlplane/policy/whatif.js";
+import { TupleTable } from "../controlplane/policy/tuple-table.js";
 import type { Endpoint, FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { randomCases } from "./harness/random-policy.js";
 import { seededRandom } from "./harness/seeded-random.js";
@@ -103,5 +104,37 @@ describe("what-if through class verdicts equals what-if through the model alone"
     }
     expect(reports).toBeGreaterThan(150);
     expect(changed).toBeGreaterThan(500);
+  });
+});
+
+describe("the tuple table the replays sum records in", () => {
+  it("sums, bounds and numbers every tuple as a Map would, across several growths (seed 1403)", () => {
+    const rand = seededRandom(1403);
+    const table = new TupleTable(4);
+    const reference = new Map<string, { index: number; records: number; packets: number; firstMs: number; lastMs: number }>();
+    for (let n = 0; n < 50_000; n++) {
+      const src = Math.floor(rand() * 300), dst = Math.floor(rand() * 300), port = ((Math.floor(rand() * 3) + 6) << 16) | Math.floor(rand() * 8);
+      const packets = 1 + Math.floor(rand() * 100), firstMs = Math.floor(rand() * 1e6), lastMs = firstMs + Math.floor(rand() * 1e4);
+      const got = table.add(src, dst, port, packets, firstMs, lastMs);
+      const key = `${src}/${dst}/${port}`;
+      const want = reference.get(key);
+      if (want === undefined) {
+        expect(got).toBe(~reference.size);
+        reference.set(key, { index: reference.size, records: 1, packets, firstMs, lastMs });
+      } else {
+        expect(got).toBe(want.index);
+        want.records++;
+        want.packets += packets;
+        want.firstMs = Math.min(want.firstMs, firstMs);
+        want.lastMs = Math.max(want.lastMs, lastMs);
+      }
+    }
+    expect(table.size).toBe(reference.size);
+    expect(reference.size).toBeGreaterThan(10_000);
+    for (const [key, want] of reference) {
+      const t = want.index;
+      expect(`${table.srcOf(t)}/${table.dstOf(t)}/${table.portOf(t)}`).toBe(key);
+      expect([table.records[t], table.packets[t], table.firstMs[t], table.lastMs[t]]).toEqual([want.records, want.packets, want.firstMs, want.lastMs]);
+    }
   });
 });
