@@ -24,7 +24,7 @@ import { seededRandom } from "../test/harness/seeded-random.js";
 
 const TOTAL = Number(process.argv[2] ?? 1_000_000);
 const DISTINCT = 250_000;
-const RUNS = 5;
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 
 function parse<T>(doc: Record<string, unknown>): T {
   const o = parseKubeObject(doc);
@@ -52,17 +52,27 @@ const total = passes * records.length;
 
 const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
 
-function run(): { addMs: number; totalMs: number; addCpuMs: number; totalCpuMs: number; edges: number; evaluated: number; replayed: number } {
+function run(): { addMs: number; totalMs: number; addCpuMs: number; totalCpuMs: number; reportCpuMs: number; referenceCpuMs: number; edges: number; evaluated: number; replayed: number } {
   const c0 = cpuMs(), t0 = performance.now();
   const replay = new FlowReplay({ namespaces, pods }, [...active, ...draft]);
   for (let p = 0; p < passes; p++) for (const r of records) replay.add(r);
   const c1 = cpuMs(), t1 = performance.now();
   const report = replay.report({ before: active, after: [...active, ...draft] });
   const c2 = cpuMs(), t2 = performance.now();
-  return { addMs: t1 - t0, totalMs: t2 - t0, addCpuMs: c1 - c0, totalCpuMs: c2 - c0, edges: report.edges.length, evaluated: report.evaluated, replayed: report.replayed };
+  // The reference, side by side: the same report with every tuple judged by the model alone.
+  replay.report({ before: active, after: [...active, ...draft] }, { reference: true });
+  const c3 = cpuMs();
+  return { addMs: t1 - t0, totalMs: t2 - t0, addCpuMs: c1 - c0, totalCpuMs: c2 - c0, reportCpuMs: c2 - c1, referenceCpuMs: c3 - c2,
+    edges: report.edges.length, evaluated: report.evaluated, replayed: report.replayed };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+// BENCH_PART=whatif or suggest runs one half (profiling); BENCH_RUNS=N judged runs (default 5).
+const PART = process.env.BENCH_PART ?? "";
+if (PART !== "" && PART !== "whatif" && PART !== "suggest") throw new Error(`BENCH_PART: expected whatif or suggest, got "${PART}"`);
+if (PART !== "suggest") whatIfBench();
+
+function whatIfBench(): void {
 run();
 const results = Array.from({ length: RUNS }, run);
 const last = results[RUNS - 1]!;
@@ -75,9 +85,12 @@ const cpuRate = total / (addCpuMs / 1000);
 console.log(`records ${total.toLocaleString("en")} (${records.length.toLocaleString("en")} distinct x ${passes}), judged ${last.replayed.toLocaleString("en")}, `
   + `distinct tuples evaluated ${last.evaluated.toLocaleString("en")}, changed edges ${last.edges.toLocaleString("en")}`);
 console.log(`replay (add): median ${addMs.toFixed(0)} ms wall = ${(rate / 1e6).toFixed(2)} M records/s, ${addCpuMs.toFixed(0)} ms CPU = ${(cpuRate / 1e6).toFixed(2)} M records per CPU-second; runs ${results.map((r) => r.addMs.toFixed(0)).join(", ")} ms`);
+console.log(`report: median ${median(results.map((r) => r.reportCpuMs)).toFixed(0)} ms CPU through class verdicts, ${median(results.map((r) => r.referenceCpuMs)).toFixed(0)} ms CPU by the model alone (reference)`);
 console.log(`end to end (add + report): median ${totalMs.toFixed(0)} ms wall, ${totalCpuMs.toFixed(0)} ms CPU; runs ${results.map((r) => r.totalMs.toFixed(0)).join(", ")} ms; load average ${loadavg()[0]?.toFixed(2)}`);
 console.log(`SUMMARY policy-whatif: ${(cpuRate / 1e6).toFixed(2)} M records per CPU-second replayed (>= 5: ${cpuRate >= 5e6 ? "met" : "MISSED"}; wall ${(rate / 1e6).toFixed(2)} M/s); `
   + `${(total / 1e6).toFixed(1)}M records end to end ${totalMs.toFixed(0)} ms wall, ${totalCpuMs.toFixed(0)} ms CPU (<= 1000: ${totalMs <= 1000 && total >= 1e6 ? "met" : totalCpuMs <= 1000 ? "met in CPU time, MISSED in wall time" : "MISSED"}); load average ${loadavg()[0]?.toFixed(2)}`);
+
+}
 
 // ---- suggest: one namespace of 100 workloads (3 pods each), 1M records -------------------
 // Records: TO_POD between random workloads of the namespace on one of 5 ports (60 %), from
@@ -111,17 +124,21 @@ function suggestBench(): void {
     else if (k < 0.8) recs.push(rec(pick(otherPods), pick(shopPods), ObservationPoint.OBSERVATION_POINT_TO_POD, pick(ports)));
     else recs.push(rec(pick(shopPods), pick(world), ObservationPoint.OBSERVATION_POINT_FROM_POD, 443));
   }
-  const runOnce = () => {
+  const runOnce = (reference = false) => {
     const c0 = cpuMs(), t0 = performance.now();
-    const s = new PolicySuggester({ namespace: "shop", cluster: { pods: [] } });
+    const s = new PolicySuggester({ namespace: "shop", cluster: { pods: [] }, reference });
     for (let p = 0; p < passes; p++) for (const r of recs) s.add(r);
     const result = s.suggest();
     return { ms: performance.now() - t0, cpu: cpuMs() - c0, policies: result.policies.length };
   };
   runOnce();
-  const runs = Array.from({ length: RUNS }, runOnce);
+  // Side by side, alternating: the check through class-verdicts.ts, and with every tuple judged by the model alone.
+  const runs: ReturnType<typeof runOnce>[] = [], refs: ReturnType<typeof runOnce>[] = [];
+  for (let i = 0; i < RUNS; i++) { runs.push(runOnce()); refs.push(runOnce(true)); }
   const wall = median(runs.map((r) => r.ms)), cpu = median(runs.map((r) => r.cpu));
   console.log(`suggest: ${(passes * recs.length).toLocaleString("en")} records, 100 workloads -> ${runs[0]!.policies} policies; median ${wall.toFixed(0)} ms wall, ${cpu.toFixed(0)} ms CPU; runs ${runs.map((r) => r.ms.toFixed(0)).join(", ")} ms`);
+  console.log(`suggest, check by the model alone (reference): median ${median(refs.map((r) => r.ms)).toFixed(0)} ms wall, ${median(refs.map((r) => r.cpu)).toFixed(0)} ms CPU; `
+    + `ratio of CPU medians ${(median(refs.map((r) => r.cpu)) / cpu).toFixed(2)}`);
   console.log(`SUMMARY policy-suggest: 100 workloads, ${((passes * recs.length) / 1e6).toFixed(1)}M records in ${wall.toFixed(0)} ms wall, ${cpu.toFixed(0)} ms CPU (<= 2000: ${wall <= 2000 ? "met" : cpu <= 2000 ? "met in CPU time, MISSED in wall time" : "MISSED"}); load average ${loadavg()[0]?.toFixed(2)}`);
 }
-suggestBench();
+if (PART !== "whatif") suggestBench();

@@ -59,9 +59,14 @@ function describe(end: ResolvedPeer): string {
  * when given); host and outside ends are never judged. The strongest side wins.
  */
 export function outcomeOf(model: PolicyModel, verdict: Verdict, mode?: PolicyModeName): Outcome {
+  return outcomeOfSides(model, verdict.egress.allowed, verdict.src, verdict.ingress.allowed, verdict.dst, mode);
+}
+
+/** The same from each side's allowed bit (class-verdicts.ts gives only those). */
+export function outcomeOfSides(model: PolicyModel, egressAllowed: boolean, src: ResolvedPeer, ingressAllowed: boolean, dst: ResolvedPeer, mode?: PolicyModeName): Outcome {
   let outcome: Outcome = "FORWARDED";
-  for (const [side, end] of [[verdict.egress, verdict.src], [verdict.ingress, verdict.dst]] as const) {
-    if (side.allowed || end.kind !== "pod") continue;
+  for (const [allowed, end] of [[egressAllowed, src], [ingressAllowed, dst]] as const) {
+    if (allowed || end.kind !== "pod") continue;
     const o = OF_MODE[mode ?? model.modeOf(end.pod.namespace)];
     if (RANK[o] > RANK[outcome]) outcome = o;
   }

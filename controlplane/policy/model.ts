@@ -333,7 +333,13 @@ type NormalizeResult = { policy: NormalizedPolicy } | { problems: PolicyProblem[
  * policy bulkhead cannot read; with the folder source, any bad file.
  */
 export class PolicySet {
-  private byObject = new WeakMap<NetworkPolicy, NormalizeResult>();
+  /**
+   * `normalized`: a cache of normalizePolicy by policy object to share between sets that
+   * see the same objects (a what-if's models before and after); each set keeps its own
+   * last valid versions.
+   */
+  constructor(private readonly byObject = new WeakMap<NetworkPolicy, NormalizeResult>()) {}
+
   private byContent = new Map<string, NormalizeResult>();
   private lastValid = new Map<string, NormalizedPolicy>();
   private current: { inForce: NormalizedPolicy[]; problems: PolicyProblem[] } = { inForce: [], problems: [] };
@@ -743,7 +749,8 @@ export class PolicyModel {
   }
 }
 
-function peerMatches(spec: NormalizedPeer, peer: ResolvedPeer, policyNamespace: string, address: () => IpWords | undefined): boolean {
+/** Whether a rule's peer admits the end; shared by the model and replay-verdicts.ts (one definition of matching). */
+export function peerMatches(spec: NormalizedPeer, peer: ResolvedPeer, policyNamespace: string, address: () => IpWords | undefined): boolean {
   if (spec.kind === "ipBlock") {
     const words = address();
     return words !== undefined && spec.block.contains(words);
@@ -760,7 +767,8 @@ function cnpRuleMatches(rule: NormalizedCnpRule, peer: ResolvedPeer, protocol: P
     && (rule.ports === undefined || rule.ports.some((p) => portMatches(p, protocol, port, dstPod)));
 }
 
-function portMatches(spec: NormalizedPort, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): boolean {
+/** Whether a rule's port admits the connection (named ports resolved on the destination pod). */
+export function portMatches(spec: NormalizedPort, protocol: Protocol | undefined, port: number, dstPod: PodEndpoint | undefined): boolean {
   if (protocol === undefined || spec.protocol !== protocol) return false;
   switch (spec.kind) {
     case "all":

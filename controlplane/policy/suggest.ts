@@ -31,6 +31,7 @@ import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy
 import { endpointWorkload } from "../store/filter.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
 import { FlowReplay, isJudgedObservation } from "./whatif.js";
+import { TupleTable } from "./tuple-table.js";
 
 export const JUSTIFICATION_ANNOTATION = "bulkhead.io/justification";
 
@@ -48,6 +49,8 @@ export interface SuggestOptions {
   /** Outside addresses become ipBlocks of this prefix length (IPv4, default 24; IPv6, default 64). */
   minPrefixV4?: number;
   minPrefixV6?: number;
+  /** The check judges every tuple with the model alone (whatif.ts `reference`): the benchmark's side-by-side reference. */
+  reference?: boolean;
 }
 
 export interface RuleJustification {
@@ -84,6 +87,8 @@ interface Workload {
 }
 
 interface EndInfo {
+  /** Dense, in order of first sight: tuples are keyed by it. */
+  id: number;
   /** Its workload, for a pod. */
   workload: Workload | undefined;
   /** How a rule names it; undefined for a host or a Service address. */
@@ -92,6 +97,7 @@ interface EndInfo {
   /** Port (protocol << 16 | port) → its container-port name, or the number. */
   portNames: Map<number, number | string>;
 }
+
 
 type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: string };
 
@@ -113,7 +119,15 @@ export class PolicySuggester {
   private readonly workloads = new Map<string, Workload>();
   private readonly ends = new WeakMap<Endpoint, EndInfo>();
   /** One record per distinct (source end, destination end, protocol, port) learned: what the check replays. */
-  private readonly learnedTuples = new Map<Endpoint, Map<Endpoint, Map<number, FlowRecord>>>();
+  /** Every end seen, by id. */
+  private readonly endList: EndInfo[] = [];
+  /** Learned records summed per tuple (ends by id); turned into rules once per tuple in suggest(). */
+  private readonly table = new TupleTable();
+  /** By tuple index. */
+  /** By tuple index, in arrays rather than an object per tuple (100,000s of them; the collector's work): the port as rules name it, the first record (what the check replays), 1 egress | 2 ingress learned. */
+  private readonly tuplePort: (number | string)[] = [];
+  private readonly tupleRecord: FlowRecord[] = [];
+  private readonly tupleSides: number[] = [];
   private learnedCount = 0;
   private readonly todayPods = new Map<string, Pod>();
   private notLearned = 0;
@@ -138,27 +152,18 @@ export class PolicySuggester {
     const protocol = PROTOCOLS[l4.protocol];
     if (protocol === undefined) { this.portless++; return; }
     const src = this.endOf(s, r.ip?.source ?? ""), dst = this.endOf(d, r.ip?.destination ?? "");
-    const portKey = l4.protocol * 0x10000 + l4.destinationPort;
+    // Bitwise, so that the key stays a small integer.
+    const portKey = ((l4.protocol & 0xff) << 16) | (l4.destinationPort & 0xffff);
+    const egress = srcIn && src.workload !== undefined && dst.peer !== undefined;
+    const ingress = dstIn && dst.workload !== undefined && src.peer !== undefined;
+    if (!egress && !ingress) return;
+    this.learnedCount++;
+    if (this.table.add(src.id, dst.id, portKey, Number(r.packets), ms(r.startTime), ms(r.endTime)) >= 0) return;
     let port = dst.portNames.get(portKey);
     if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
-    const packets = Number(r.packets), firstMs = ms(r.startTime), lastMs = ms(r.endTime);
-    let learned = false;
-    if (srcIn && src.workload !== undefined && dst.peer !== undefined) {
-      this.addRule(src.workload.egress, dst, protocol, portKey, port, packets, firstMs, lastMs);
-      learned = true;
-    }
-    if (dstIn && dst.workload !== undefined && src.peer !== undefined) {
-      this.addRule(dst.workload.ingress, src, protocol, portKey, port, packets, firstMs, lastMs);
-      learned = true;
-    }
-    if (learned) {
-      this.learnedCount++;
-      let byDst = this.learnedTuples.get(s);
-      if (byDst === undefined) this.learnedTuples.set(s, (byDst = new Map()));
-      let byPort = byDst.get(d);
-      if (byPort === undefined) byDst.set(d, (byPort = new Map()));
-      if (!byPort.has(portKey)) byPort.set(portKey, r);
-    }
+    this.tuplePort.push(port);
+    this.tupleRecord.push(r);
+    this.tupleSides.push((egress ? 1 : 0) | (ingress ? 2 : 0));
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -178,7 +183,8 @@ export class PolicySuggester {
       if (cidr !== undefined) peer = { kind: "cidr", cidr };
     }
     const peerId = peer === undefined ? "" : peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
-    info = { workload, peer, peerId, portNames: new Map() };
+    info = { id: this.endList.length, workload, peer, peerId, portNames: new Map() };
+    this.endList.push(info);
     this.ends.set(e, info);
     return info;
   }
@@ -204,20 +210,28 @@ export class PolicySuggester {
   }
 
   private addRule(rules: Map<string, RuleAcc>, peer: EndInfo, protocol: string, portKey: number, port: number | string,
-    packets: number, firstMs: number, lastMs: number): void {
+    records: number, packets: number, firstMs: number, lastMs: number): void {
     let acc = rules.get(peer.peerId);
     if (acc === undefined) {
       rules.set(peer.peerId, (acc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs, lastMs } }));
     }
     if (!acc.ports.has(portKey)) acc.ports.set(portKey, { protocol, port });
     const u = acc.usage;
-    u.records++;
+    u.records += records;
     u.packets += packets;
     if (firstMs < u.firstMs) u.firstMs = firstMs;
     if (lastMs > u.lastMs) u.lastMs = lastMs;
   }
 
   suggest(): Suggestion {
+    for (const w of this.workloads.values()) { w.ingress.clear(); w.egress.clear(); }
+    const table = this.table;
+    for (let t = 0; t < table.size; t++) {
+      const src = this.endList[table.srcOf(t)]!, dst = this.endList[table.dstOf(t)]!, sides = this.tupleSides[t]!;
+      const portKey = table.portOf(t), protocol = PROTOCOLS[portKey >> 16]!, port = this.tuplePort[t]!;
+      if ((sides & 1) !== 0) this.addRule(src.workload!.egress, dst, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
+      if ((sides & 2) !== 0) this.addRule(dst.workload!.ingress, src, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
+    }
     const ns = this.options.namespace;
     const notes: string[] = [];
     const policies: NetworkPolicy[] = [];
@@ -267,8 +281,8 @@ export class PolicySuggester {
   private check(policies: NetworkPolicy[]): void {
     const cluster = { namespaces: this.options.cluster.namespaces ?? [], pods: this.options.cluster.pods };
     const replay = new FlowReplay(cluster, policies);
-    for (const byDst of this.learnedTuples.values()) for (const byPort of byDst.values()) replay.addAll(byPort.values());
-    const report = replay.report({ before: [], after: policies }, { mode: "enforce" });
+    for (const r of this.tupleRecord) replay.add(r);
+    const report = replay.report({ before: [], after: policies }, { mode: "enforce", reference: this.options.reference === true });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {
       throw new Error(`suggestion check failed: it would drop ${broken.length} observed edges, e.g. ${broken[0]!.source} → ${broken[0]!.destination} ${broken[0]!.protocol}/${broken[0]!.port}`);

@@ -18,17 +18,21 @@
 // pod of the namespace with the same labels; none when neither exists, so named-port
 // rules match nothing for it). Reports say so in `notes`.
 //
-// Speed: the model runs once per distinct (source identity, destination identity,
-// protocol, port); a record costs two WeakMap lookups (endpoints are shared objects, in
-// the hot window and in the stores' dictionaries) and two Map lookups.
+// Speed: a record costs two WeakMap lookups (endpoints are shared objects, in the hot
+// window and in the stores' dictionaries) and two Map lookups; each distinct (source
+// class, destination class, protocol, port) is judged once before and once after by
+// class-verdicts.ts (per-class caches over the model's matching: two bits), and only the
+// tuples whose outcome changes go through the model, which names the deciding rules.
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
 import { isReply, mapNodeOf } from "../store/flowmap.js";
-import { outcomeOf, type Outcome } from "./explain.js";
+import { outcomeOf, outcomeOfSides, type Outcome } from "./explain.js";
+import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "./class-verdicts.js";
 import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
-import { type IpBlockRange, PolicyModel, PolicySet, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
+import { type IpBlockRange, PolicyModel, PolicySet, protocolOf, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
 import { ipWords } from "../../addresses/prefix.js";
+import { TupleTable } from "./tuple-table.js";
 
 export type { Outcome } from "./explain.js";
 
@@ -52,6 +56,8 @@ export interface ReplayOptions {
   defaultMode?: PolicyModeName;
   /** Judge as if every namespace were in this mode (e.g. enforce: what switching would break). */
   mode?: PolicyModeName;
+  /** Every tuple through the model alone, without class-verdicts.ts: the reference the fast path is tested against. */
+  reference?: boolean;
 }
 
 /** One side's decision after the draft, for the report. */
@@ -117,8 +123,6 @@ interface Identity {
   node: string;
   /** The policy class (identities that differ only by map node share it): evaluations are cached by class. */
   classId: number;
-  /** Tuples with this identity as source, by destination identity id, then protocol and port. */
-  pairs: Map<number, Map<number, Group>>;
 }
 
 interface Group {
@@ -171,9 +175,13 @@ export function isJudgedObservation(r: FlowRecord): boolean {
  */
 export class FlowReplay {
   private readonly byObject = new WeakMap<Endpoint, Identity>();
+  /** Policies normalized once for the ipBlocks here and for both models of a report (the same objects, mostly). */
+  private readonly normalized: ConstructorParameters<typeof PolicySet>[0] = new WeakMap();
   private readonly byContent = new Map<string, Identity>();
   private readonly classes = new Map<string, number>();
   private readonly identities: Identity[] = [];
+  /** Judged records summed per (source identity, destination identity, self flag | protocol << 16 | port). */
+  private readonly tuples = new TupleTable();
   private readonly blocks: IpBlockRange[];
   private readonly today = new Map<string, Pod>();
   private readonly todayByLabels = new Map<string, Pod>();
@@ -184,7 +192,7 @@ export class FlowReplay {
 
   constructor(private readonly cluster: ReplayCluster, policies: readonly NetworkPolicy[], clusterPolicies: readonly ClusterNetworkPolicy[] = []) {
     const blocks = new Map<string, IpBlockRange>();
-    for (const p of new PolicySet().update(policies).inForce) {
+    for (const p of new PolicySet(this.normalized).update(policies).inForce) {
       for (const rules of [p.ingress, p.egress]) {
         for (const rule of rules ?? []) for (const peer of rule.peers ?? []) if (peer.kind === "ipBlock") blocks.set(peer.block.key, peer.block);
       }
@@ -234,24 +242,12 @@ export class FlowReplay {
     this.replayed++;
     const src = this.byObject.get(s) ?? this.identify(s, ip.source);
     const dst = this.byObject.get(d) ?? this.identify(d, ip.destination);
-    let ports = src.pairs.get(dst.id);
-    if (ports === undefined) src.pairs.set(dst.id, (ports = new Map()));
     const protocol = l4.protocol & 0xff;
     const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
     // A pod talking to itself is always allowed: kept apart from two pods of one identity.
     const self = s === d || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
     const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
-    const first = ms(r.startTime), last = ms(r.endTime);
-    const packets = Number(r.packets);
-    const g = ports.get(key);
-    if (g === undefined) {
-      ports.set(key, { src, dst, protocol, port, self, records: 1, packets, firstMs: first, lastMs: last });
-      return;
-    }
-    g.records++;
-    g.packets += packets;
-    if (first < g.firstMs) g.firstMs = first;
-    if (last > g.lastMs) g.lastMs = last;
+    this.tuples.add(src.id, dst.id, key, Number(r.packets), ms(r.startTime), ms(r.endTime));
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -283,7 +279,7 @@ export class FlowReplay {
     if (identity === undefined) {
       let classId = this.classes.get(policyClass);
       if (classId === undefined) this.classes.set(policyClass, (classId = this.classes.size));
-      identity = { id: this.identities.length, kind, endpoint: e, ip, node, classId, pairs: new Map() };
+      identity = { id: this.identities.length, kind, endpoint: e, ip, node, classId };
       this.identities.push(identity);
       this.byContent.set(content, identity);
       if (kind === "pod" && this.portSource(e) === undefined) this.withoutPorts++;
@@ -299,8 +295,31 @@ export class FlowReplay {
     return out;
   }
 
-  private *groups(): Iterable<Group> {
-    for (const i of this.identities) for (const ports of i.pairs.values()) yield* ports.values();
+  /**
+   * The tuples, in the order a Map of Maps by source identity, destination and key gave
+   * them (source identity, then first sight of the pair, then first sight of the key), so
+   * that merged edges list their deciding rules as they always did.
+   */
+  private groups(): Group[] {
+    const t = this.tuples;
+    const pairFirst = new Map<number, Map<number, number>>();
+    const order: number[] = [];
+    const pairOf = new Int32Array(t.size);
+    for (let i = 0; i < t.size; i++) {
+      const src = t.srcOf(i), dst = t.dstOf(i);
+      let byDst = pairFirst.get(src);
+      if (byDst === undefined) pairFirst.set(src, (byDst = new Map()));
+      let first = byDst.get(dst);
+      if (first === undefined) byDst.set(dst, (first = i));
+      pairOf[i] = first;
+      order.push(i);
+    }
+    order.sort((a, b) => t.srcOf(a) - t.srcOf(b) || pairOf[a]! - pairOf[b]! || a - b);
+    return order.map((i) => {
+      const key = t.portOf(i);
+      return { src: this.identities[t.srcOf(i)]!, dst: this.identities[t.dstOf(i)]!, protocol: (key >> 16) & 0xff, port: key & 0xffff, self: key >= 0x1000000,
+        records: t.records[i]!, packets: t.packets[i]!, firstMs: t.firstMs[i]!, lastMs: t.lastMs[i]! };
+    });
   }
 
   /** Evaluates every distinct tuple before and after (once per pair of policy classes), and returns the edges that change. */
@@ -308,9 +327,16 @@ export class FlowReplay {
     const { objects, peerOf, twinOf, notes } = this.replayCluster();
     const modelOptions = { defaultMode: options.defaultMode ?? "observe" };
     const clusterBefore = policies.clusterBefore ?? [];
-    const before = new PolicyModel({ ...objects, policies: policies.before, clusterNetworkPolicies: clusterBefore }, modelOptions);
-    const after = new PolicyModel({ ...objects, policies: policies.after, clusterNetworkPolicies: policies.clusterAfter ?? clusterBefore }, modelOptions);
+    const before = new PolicyModel({ ...objects, policies: policies.before, clusterNetworkPolicies: clusterBefore }, { ...modelOptions, policySet: new PolicySet(this.normalized) });
+    const after = new PolicyModel({ ...objects, policies: policies.after, clusterNetworkPolicies: policies.clusterAfter ?? clusterBefore }, { ...modelOptions, policySet: new PolicySet(this.normalized) });
     type Judged = { b: Verdict; a: Verdict; ob: Outcome; oa: Outcome } | null;
+    // Whether a tuple changes is decided on the two allowed bits per side (class-verdicts.ts);
+    // the model names the deciding rules only for the tuples that change.
+    const fastBefore = new ClassVerdicts(before), fastAfter = new ClassVerdicts(after);
+    const fast = fastBefore.exact && fastAfter.exact && options.reference !== true;
+    const endsBefore: ClassEnd[] = [], endsAfter: ClassEnd[] = [], twinsBefore: ClassEnd[] = [], twinsAfter: ClassEnd[] = [];
+    const endOf = (i: Identity, twin: boolean, model: PolicyModel, cache: ClassEnd[]): ClassEnd =>
+      (cache[i.classId] ??= { classId: i.classId, peer: model.resolve(twin ? twinOf(i) : peerOf(i)) });
     // By class pair, then protocol and port: small-integer keys, no string per tuple.
     const judged = new Map<number, Map<number, Judged>>();
     let evaluated = 0;
@@ -324,10 +350,25 @@ export class FlowReplay {
       if (j === undefined) {
         evaluated++;
         // Two pods of one class: the destination is the class's twin, so that the model does not take them for one pod.
-        const from = peerOf(g.src), to = g.src.classId === g.dst.classId && !g.self && g.dst.kind === "pod" ? twinOf(g.dst) : peerOf(g.dst);
-        const b = evaluate(before, from, to, g.protocol, g.port), a = evaluate(after, from, to, g.protocol, g.port);
-        const ob = outcomeOf(before, b, options.mode), oa = outcomeOf(after, a, options.mode);
-        j = ob === oa && b.allowed === a.allowed ? null : { b, a, ob, oa };
+        const twin = g.src.classId === g.dst.classId && !g.self && g.dst.kind === "pod";
+        let unchanged = false;
+        if (fast) {
+          const protocol = protocolOf(protocolName(g.protocol));
+          const sb = endOf(g.src, false, before, endsBefore), db = endOf(g.dst, twin, before, twin ? twinsBefore : endsBefore);
+          const sa = endOf(g.src, false, after, endsAfter), da = endOf(g.dst, twin, after, twin ? twinsAfter : endsAfter);
+          const bits = fastBefore.sides(sb, db, protocol, g.port), abits = fastAfter.sides(sa, da, protocol, g.port);
+          const ob = outcomeOfSides(before, (bits & EGRESS_ALLOWED) !== 0, sb.peer, (bits & INGRESS_ALLOWED) !== 0, db.peer, options.mode);
+          const oa = outcomeOfSides(after, (abits & EGRESS_ALLOWED) !== 0, sa.peer, (abits & INGRESS_ALLOWED) !== 0, da.peer, options.mode);
+          unchanged = ob === oa && (bits === 3) === (abits === 3);
+        }
+        if (unchanged) {
+          j = null;
+        } else {
+          const from = peerOf(g.src), to = twin ? twinOf(g.dst) : peerOf(g.dst);
+          const b = evaluate(before, from, to, g.protocol, g.port), a = evaluate(after, from, to, g.protocol, g.port);
+          const ob = outcomeOf(before, b, options.mode), oa = outcomeOf(after, a, options.mode);
+          j = ob === oa && b.allowed === a.allowed ? null : { b, a, ob, oa };
+        }
         byPort.set(portKey, j);
       }
       if (j === null) continue;
@@ -428,8 +469,13 @@ function mergeDeciding(into: DecidingSide, s: DecidingSide): void {
   for (const r of s.isolatedBy) if (!into.isolatedBy.includes(r)) into.isolatedBy.push(r);
 }
 
-/** The model's verdict for any IANA protocol: names for TCP, UDP, SCTP; other numbers match only rules without ports. */
-function evaluate(model: PolicyModel, src: Peer, dst: Peer, protocol: number, port: number): Verdict {
+/** A protocol as the model takes it: names for TCP, UDP, SCTP; other numbers match only rules without ports. */
+function protocolName(protocol: number): "TCP" | "UDP" | "SCTP" | number {
   const name = PROTOCOL_NAMES[protocol];
-  return model.evaluate({ src, dst, protocol: name === "TCP" || name === "UDP" || name === "SCTP" ? name : protocol, port });
+  return name === "TCP" || name === "UDP" || name === "SCTP" ? name : protocol;
+}
+
+/** The model's verdict for any IANA protocol. */
+function evaluate(model: PolicyModel, src: Peer, dst: Peer, protocol: number, port: number): Verdict {
+  return model.evaluate({ src, dst, protocol: protocolName(protocol), port });
 }

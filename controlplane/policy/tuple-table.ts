@@ -1,0 +1,96 @@
+// Recorded flows summed per (source end, destination end, protocol << 16 | port), for the
+// replays (suggest.ts): an open-addressing hash table in typed arrays, so that a record
+// costs one or two cache lines instead of the half-dozen scattered objects a Map of Maps
+// touches (a million records over 100,000s of tuples is bound by memory, not by work).
+// Ends and ports are small non-negative integers given by the caller.
+
+const EMPTY = -1;
+
+export class TupleTable {
+  /** Per slot: tuple index, or EMPTY. */
+  private slots: Int32Array;
+  /** Per tuple: its key. */
+  private src: Int32Array;
+  private dst: Int32Array;
+  private port: Int32Array;
+  /** Per tuple: sums and bounds. */
+  records: Float64Array;
+  packets: Float64Array;
+  firstMs: Float64Array;
+  lastMs: Float64Array;
+  size = 0;
+
+  constructor(capacity = 1024) {
+    let slots = 16;
+    while (slots < capacity * 2) slots *= 2;
+    this.slots = new Int32Array(slots).fill(EMPTY);
+    this.src = new Int32Array(capacity);
+    this.dst = new Int32Array(capacity);
+    this.port = new Int32Array(capacity);
+    this.records = new Float64Array(capacity);
+    this.packets = new Float64Array(capacity);
+    this.firstMs = new Float64Array(capacity);
+    this.lastMs = new Float64Array(capacity);
+  }
+
+  /** Adds one record to its tuple; returns the tuple's index, and whether the tuple is new (as `~index`, negative). */
+  add(src: number, dst: number, port: number, packets: number, firstMs: number, lastMs: number): number {
+    const mask = this.slots.length - 1;
+    let slot = hash(src, dst, port) & mask;
+    for (;;) {
+      const t = this.slots[slot]!;
+      if (t === EMPTY) break;
+      if (this.src[t] === src && this.dst[t] === dst && this.port[t] === port) {
+        this.records[t]! += 1;
+        this.packets[t]! += packets;
+        if (firstMs < this.firstMs[t]!) this.firstMs[t] = firstMs;
+        if (lastMs > this.lastMs[t]!) this.lastMs[t] = lastMs;
+        return t;
+      }
+      slot = (slot + 1) & mask;
+    }
+    if (this.size === this.src.length) {
+      this.grow();
+      return this.add(src, dst, port, packets, firstMs, lastMs);
+    }
+    const t = this.size++;
+    this.slots[slot] = t;
+    this.src[t] = src;
+    this.dst[t] = dst;
+    this.port[t] = port;
+    this.records[t] = 1;
+    this.packets[t] = packets;
+    this.firstMs[t] = firstMs;
+    this.lastMs[t] = lastMs;
+    return ~t;
+  }
+
+  srcOf(t: number): number { return this.src[t]!; }
+  dstOf(t: number): number { return this.dst[t]!; }
+  portOf(t: number): number { return this.port[t]!; }
+
+  private grow(): void {
+    const capacity = this.src.length * 2;
+    const copy = <T extends Int32Array | Float64Array>(from: T, to: T): T => { to.set(from); return to; };
+    this.src = copy(this.src, new Int32Array(capacity));
+    this.dst = copy(this.dst, new Int32Array(capacity));
+    this.port = copy(this.port, new Int32Array(capacity));
+    this.records = copy(this.records, new Float64Array(capacity));
+    this.packets = copy(this.packets, new Float64Array(capacity));
+    this.firstMs = copy(this.firstMs, new Float64Array(capacity));
+    this.lastMs = copy(this.lastMs, new Float64Array(capacity));
+    this.slots = new Int32Array(capacity * 2).fill(EMPTY);
+    const mask = this.slots.length - 1;
+    for (let t = 0; t < this.size; t++) {
+      let slot = hash(this.src[t]!, this.dst[t]!, this.port[t]!) & mask;
+      while (this.slots[slot] !== EMPTY) slot = (slot + 1) & mask;
+      this.slots[slot] = t;
+    }
+  }
+}
+
+function hash(a: number, b: number, c: number): number {
+  let h = Math.imul(a, 0x9e3779b1) ^ Math.imul(b, 0x85ebca77) ^ Math.imul(c, 0xc2b2ae3d);
+  h ^= h >>> 15;
+  return Math.imul(h, 0x2c1b3c6d) ^ (h >>> 13);
+}

@@ -1,0 +1,140 @@
+// The replay's fast path (controlplane/policy/class-verdicts.ts) against the reference
+// model, on seeded random clusters, policies and flows (the conformance generators and the
+// shared PRNG): every side's allowed bit equals PolicyModel.evaluate's, and a what-if
+// report through the fast path equals the report with every tuple judged by the model
+// alone, field for field (verdicts, deciding rules, counts, times, notes).
+import { describe, expect, it } from "vitest";
+import { generatePlacement, ModelCluster } from "../lab/conformance/cases.js";
+import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "../controlplane/policy/class-verdicts.js";
+import { PolicyModel, protocolOf, type Peer, type PolicyModeName } from "../controlplane/policy/model.js";
+import { FlowReplay } from "../controlplane/policy/whatif.js";
+import { TupleTable } from "../controlplane/policy/tuple-table.js";
+import type { Endpoint, FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { randomCases } from "./harness/random-policy.js";
+import { seededRandom } from "./harness/seeded-random.js";
+import { endpoint, flow, podEnd } from "./harness/flow-records.js";
+
+const PROTOCOLS = [6, 17, 132, 1] as const;
+
+describe("class verdicts equal the model", () => {
+  it("side by side for every pair of ends (pods, nodes, outside addresses) and random ports, on 150 random cases (seed 1401)", async () => {
+    const rand = seededRandom(1401);
+    let compared = 0, denied = 0;
+    const wrong: string[] = [];
+    for (const c of await randomCases(1401, 150)) {
+      const cluster = new ModelCluster(c.model, generatePlacement(c.model));
+      for (const [s, step] of c.steps.entries()) {
+        for (const action of step.actions) cluster.apply(action);
+        const objects = cluster.objects();
+        const model = new PolicyModel(objects, { defaultMode: "enforce" });
+        const fast = new ClassVerdicts(model);
+        // Each end its own class (pods differ by address, which ipBlocks may tell apart); ends in random order so caches fill in any order.
+        const peers: Peer[] = [
+          ...objects.pods.map((p) => ({ pod: `${p.metadata.namespace}/${p.metadata.name}` })),
+          ...objects.nodes.map((n) => ({ ip: n.status.addresses[0]!.address })),
+          ...Array.from({ length: 4 }, () => ({ ip: `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.${Math.floor(rand() * 256)}.${Math.floor(rand() * 256)}` })),
+        ];
+        const ends: ClassEnd[] = peers.map((p, i) => ({ classId: i, peer: model.resolve(p) }));
+        const ports = [...c.model.ports, ...step.probes.map((p) => p.port), 1 + Math.floor(rand() * 65535)];
+        for (let n = 0; n < 400; n++) {
+          const i = Math.floor(rand() * ends.length), j = Math.floor(rand() * ends.length);
+          const protocol = PROTOCOLS[Math.floor(rand() * PROTOCOLS.length)]!, port = protocol === 1 ? 0 : ports[Math.floor(rand() * ports.length)]!;
+          const name = protocolOf(protocol);
+          const v = model.evaluate({ src: peers[i]!, dst: peers[j]!, protocol: name ?? protocol, port });
+          const bits = fast.sides(ends[i]!, ends[j]!, name, port);
+          const want = (v.egress.allowed ? EGRESS_ALLOWED : 0) | (v.ingress.allowed ? INGRESS_ALLOWED : 0);
+          compared++;
+          if (!v.allowed) denied++;
+          if (bits !== want) wrong.push(`${c.id} step ${s}: ${JSON.stringify(peers[i])} → ${JSON.stringify(peers[j])} ${protocol}/${port}: model ${want}, class verdicts ${bits}`);
+        }
+      }
+    }
+    expect(wrong.slice(0, 10)).toEqual([]);
+    // Not a vacuous comparison: both answers occur often.
+    expect(compared).toBeGreaterThan(100_000);
+    expect(denied).toBeGreaterThan(compared / 10);
+    expect(denied).toBeLessThan(compared * 0.9);
+  });
+});
+
+describe("what-if through class verdicts equals what-if through the model alone", () => {
+  it("on random flows with recorded labels and addresses of their time, 100 random cases (seed 1402), every mode", async () => {
+    const rand = seededRandom(1402);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    let changed = 0, reports = 0;
+    for (const c of await randomCases(1402, 100, { maxSteps: 4 })) {
+      const cluster = new ModelCluster(c.model, generatePlacement(c.model));
+      let before = cluster.objects();
+      for (const step of c.steps) {
+        for (const action of step.actions) cluster.apply(action);
+        const after = cluster.objects();
+        // Ends as recorded: today's pods, some with labels of another time or another pod's address; nodes; outside addresses.
+        const labelSets = [...before.pods, ...after.pods].map((p) => p.metadata.labels);
+        const ends: Endpoint[] = after.pods.map((p) => podEnd(p.metadata.namespace, p.metadata.name, p.status.podIPs[0] ?? "",
+          rand() < 0.2 ? pick(labelSets) : p.metadata.labels, p.metadata.name));
+        for (let n = 0; n < 4; n++) {
+          const p = pick(after.pods);
+          ends.push(podEnd(p.metadata.namespace, `${p.metadata.name}-then`, pick(after.pods).status.podIPs[0] ?? "", pick(labelSets), `${p.metadata.name}-then`));
+        }
+        for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
+        for (let n = 0; n < 4; n++) ends.push(endpoint({ ip: `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`, world: true }));
+        const pods = ends.filter((e) => e.podName !== "");
+        const ports = [...c.model.ports, 1 + Math.floor(rand() * 65535)];
+        const records: FlowRecord[] = [];
+        for (let n = 0; n < 600; n++) {
+          const protocol = pick(PROTOCOLS);
+          const src = pick(ends);
+          // TO_POD into a pod; FROM_POD from a pod to an address that is not a pod.
+          const toPod = src.podName === "" || rand() < 0.8;
+          const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
+          records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
+            endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000) }));
+        }
+        const mode = pick<PolicyModeName | undefined>([undefined, "enforce", "audit", "observe"]);
+        const replay = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
+        replay.addAll(records);
+        const policies = { before: before.policies, after: after.policies };
+        const fast = replay.report(policies, { mode, defaultMode: "enforce" });
+        const reference = replay.report(policies, { mode, defaultMode: "enforce", reference: true });
+        expect(fast).toEqual(reference);
+        changed += fast.edges.length;
+        reports++;
+        before = after;
+      }
+    }
+    expect(reports).toBeGreaterThan(150);
+    expect(changed).toBeGreaterThan(500);
+  });
+});
+
+describe("the tuple table the replays sum records in", () => {
+  it("sums, bounds and numbers every tuple as a Map would, across several growths (seed 1403)", () => {
+    const rand = seededRandom(1403);
+    const table = new TupleTable(4);
+    const reference = new Map<string, { index: number; records: number; packets: number; firstMs: number; lastMs: number }>();
+    for (let n = 0; n < 50_000; n++) {
+      const src = Math.floor(rand() * 300), dst = Math.floor(rand() * 300), port = ((Math.floor(rand() * 3) + 6) << 16) | Math.floor(rand() * 8);
+      const packets = 1 + Math.floor(rand() * 100), firstMs = Math.floor(rand() * 1e6), lastMs = firstMs + Math.floor(rand() * 1e4);
+      const got = table.add(src, dst, port, packets, firstMs, lastMs);
+      const key = `${src}/${dst}/${port}`;
+      const want = reference.get(key);
+      if (want === undefined) {
+        expect(got).toBe(~reference.size);
+        reference.set(key, { index: reference.size, records: 1, packets, firstMs, lastMs });
+      } else {
+        expect(got).toBe(want.index);
+        want.records++;
+        want.packets += packets;
+        want.firstMs = Math.min(want.firstMs, firstMs);
+        want.lastMs = Math.max(want.lastMs, lastMs);
+      }
+    }
+    expect(table.size).toBe(reference.size);
+    expect(reference.size).toBeGreaterThan(10_000);
+    for (const [key, want] of reference) {
+      const t = want.index;
+      expect(`${table.srcOf(t)}/${table.dstOf(t)}/${table.portOf(t)}`).toBe(key);
+      expect([table.records[t], table.packets[t], table.firstMs[t], table.lastMs[t]]).toEqual([want.records, want.packets, want.firstMs, want.lastMs]);
+    }
+  });
+});
