@@ -4,8 +4,10 @@
 // canvas) filters the flow table and fills the details pane; the time window re-opens the
 // stream and the page stays live; the controls and rows work from the keyboard; and the
 // deniable edge turns AUDIT (would drop) when its policy goes while shop audits, then
-// dropped when shop enforces, in the open page without a reload. Screenshots of every step
-// go to test-results/ui-e2e/. Needs the lab lock:
+// dropped when shop enforces, in the open page without a reload; and (issue 16) the map laid
+// out readably at 1500×1000 and 1280×720, measured through cytoscape's boxes
+// (harness/map-metrics.ts), still across live deltas, with tables that fit 1280 px.
+// Screenshots of every step go to test-results/ui-e2e/. Needs the kernel lock:
 //   flock /tmp/bulkhead-kernel.lock npx vitest run test/ui-e2e.test.ts
 import fs from "node:fs";
 import os from "node:os";

@@ -62,7 +62,7 @@ export const METRICS = {
   /** A generous width per character (system-ui at 1 px per font px is narrower). */
   charWidth: 0.62,
   lineHeight: 1.3,
-  columnGap: 56,
+  columnGap: 72,
   rowGap: 22,
   groupGap: 36,
 } as const;
@@ -312,6 +312,7 @@ export function extendLayout(previous: MapLayout, nodes: readonly LayoutNode[], 
   return layout;
 }
 
+const LABEL_MARGIN = 3;
 const LABEL_SPOTS: readonly (readonly [number, number])[] = [[0.5, 0], [0.4, 0], [0.6, 0], [0.3, 0], [0.7, 0], [0.5, 9], [0.5, -9], [0.4, 9], [0.6, -9]];
 
 /** Shows an edge's label on the edge (its middle if it can) when it covers no node, header or shown label. */
@@ -343,7 +344,9 @@ function placeLabels(layout: MapLayout, edges: readonly LayoutEdge[]): void {
       const len = Math.hypot(b.x - a.x, b.y - a.y) || 1;
       const at = { x: a.x + (b.x - a.x) * t - ((b.y - a.y) / len) * side, y: a.y + (b.y - a.y) * t + ((b.x - a.x) / len) * side };
       const box = edgeLabelBox(e.label, at);
-      if (!free(box)) continue;
+      // A margin: cytoscape puts the label at the middle of the drawn line, which the arrow
+      // head shortens at the target end, a few pixels from the middle of the two centres.
+      if (!free({ x1: box.x1 - LABEL_MARGIN, y1: box.y1 - LABEL_MARGIN, x2: box.x2 + LABEL_MARGIN, y2: box.y2 + LABEL_MARGIN })) continue;
       layout.labels.set(e.id, box);
       layout.labelOffsets.set(e.id, { x: at.x - mid.x, y: at.y - mid.y });
       insert(box);
