@@ -7,7 +7,7 @@
 // records are fed through cp.ingest: first one per edge (2,000 edges; 5 % dropped, 5 %
 // audit), then, while frames are measured, records touching 200 edges per second (20 every
 // 100 ms). Each run opens a fresh page on ?namespace=bench and measures:
-//   - first render: navigation start → all 2,000 edges drawn (after fcose);
+//   - first render: navigation start → all 2,000 edges drawn (after the layout, ui/src/layout.ts);
 //   - frame intervals (requestAnimationFrame) over 8 s while updates stream;
 //   - frame intervals over a scripted pan and zoom (mouse drags and wheel, 4 s) while updates stream.
 // Reference, same run: the page with ?reference=whole-map answers every stream notification

@@ -28,7 +28,7 @@ tokens:
     namespaces: [other]
 `;
 
-const WEB_IP = "10.0.1.5", DB_IP = "10.0.2.7", X_IP = "10.0.9.1";
+const WEB_IP = "10.0.1.5", DB_IP = "10.0.2.7", X_IP = "10.0.9.1", DB_SERVICE_IP = "10.96.0.20";
 const WEB = "workload:shop/Pod/web-1";
 const DB = "workload:shop/StatefulSet/db";
 const X = "workload:other/Pod/x-1";
@@ -75,6 +75,11 @@ kind: Pod
 metadata: { name: x-1, namespace: other, uid: uid-x-1, labels: { app: x }, creationTimestamp: "2024-01-01T00:00:00Z" }
 spec: { nodeName: node1 }
 status: { phase: Running, podIP: ${X_IP} }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: db, namespace: shop }
+spec: { clusterIP: ${DB_SERVICE_IP}, selector: { app: db }, ports: [{ protocol: TCP, port: 5432, targetPort: 5432 }] }
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -558,6 +563,30 @@ describe("access scope (bearer tokens, the same as the Observer API's)", () => {
     expect([open.node?.id, open.edges]).toEqual([WORLD, 1]);
     const scoped = await sget(path);
     expect([scoped.status, scoped.body.edges, scoped.body.packets]).toEqual([404, undefined, undefined]);
+  });
+});
+
+// Last: its records add Service edges that the tests above do not expect.
+describe("Service nodes name their backends, so the UI draws client → Service → backend", () => {
+  it("map and stream give a Service node the workloads its selector picks; a scope that cannot read the Service's namespace gets none", async () => {
+    const stream = await EventReader.open("namespace=shop&window=5m");
+    try {
+      expect((await stream.next()).event).toBe("snapshot");
+      cp.ingest("node1", [record(WEB_IP, DB_SERVICE_IP, 5432), record(X_IP, DB_SERVICE_IP, 5432)]);
+      const delta = await stream.next();
+      expect(delta.data.nodes.find((n: any) => n.id === "service:shop/db")).toMatchObject({ kind: "service", backends: [DB] });
+      // Workloads carry no backends.
+      expect(delta.data.nodes.filter((n: any) => n.kind !== "service" && "backends" in n)).toEqual([]);
+    } finally {
+      stream.close();
+    }
+    const map = await get("/api/v1/map?namespace=shop&window=5m");
+    expect(map.body.nodes.find((n: any) => n.id === "service:shop/db")).toMatchObject({ backends: [DB] });
+    // The other team sees its own call to the Service, but not who backs it in shop.
+    const other = await fetch(`${base}/api/v1/map?window=5m`, { headers: { authorization: `Bearer ${OTHER_TOKEN}` } }).then((r) => r.json() as Promise<any>);
+    const service = other.nodes.find((n: any) => n.id === "service:shop/db");
+    expect(service).toMatchObject({ kind: "service" });
+    expect(service.backends).toBeUndefined();
   });
 });
 

@@ -4,9 +4,11 @@
 // canvas) filters the flow table and fills the details pane; the time window re-opens the
 // stream and the page stays live; the controls and rows work from the keyboard; and the
 // deniable edge turns AUDIT (would drop) when its policy goes while shop audits, then
-// dropped when shop enforces, in the open page without a reload. Screenshots of every step
-// go to test-results/ui-e2e/. Needs the lab lock:
-//   flock /tmp/bulkhead-lab.lock npx vitest run test/ui-e2e.test.ts
+// dropped when shop enforces, in the open page without a reload; and (issue 16) the map laid
+// out readably at 1500×1000 and 1280×720, measured through cytoscape's boxes
+// (harness/map-metrics.ts), still across live deltas, with tables that fit 1280 px.
+// Screenshots of every step go to test-results/ui-e2e/. Needs the kernel lock:
+//   flock /tmp/bulkhead-kernel.lock npx vitest run test/ui-e2e.test.ts
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -15,6 +17,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Lab } from "../lab/lab.js";
 import { allowDemoEdge, DEMO_DENIABLE_EDGE, DEMO_EDGES, DEMO_WORKLOADS, denyDemoEdge, upDemo, type DemoEdge } from "../lab/demo.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
+import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metrics.js";
+import { drawnEdgeId } from "../ui/src/drawing.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-ui-e2e-${process.pid}`;
 
@@ -112,13 +116,22 @@ describe("the web UI in Chromium, on the demo lab", () => {
     const nodeRows = await page.$$eval("[data-testid=node-row]", (rs) => rs.map((r) => `${r.getAttribute("data-node-id")} ${r.getAttribute("data-kind")}`));
     expect(nodeRows).toEqual(expect.arrayContaining([...shopWorkloads, DEMO_WORKLOADS.loadgen, DEMO_WORKLOADS.prometheus, DEMO_WORKLOADS.coredns].map((id) => `${id} workload`)));
     expect(nodeRows).toEqual(expect.arrayContaining(["service:shop/catalog service", "service:kube-system/kube-dns service"]));
-    // The graph draws them: the same ids as cytoscape nodes and edges, coloured by verdict.
-    const graph = await page.evaluate(() => ({
+    // The graph draws them: the same ids as cytoscape nodes; every edge drawn (a call through
+    // a Service as client → Service → backend), each drawn edge coloured by its members' worst verdict.
+    const graph = await page.evaluate((ids) => ({
       nodes: window.bulkheadMap.cy.nodes().map((n) => n.id()),
-      edges: window.bulkheadMap.cy.edges().map((e) => `${e.id()} ${e.classes().join(" ")}`),
-    }));
+      drawn: ids.map((id) => window.bulkheadMap.drawnEdgesOf(id).map((d) => `${d} ${window.bulkheadMap.cy.getElementById(d).classes().filter((c) => c !== "both").join(" ")}`)),
+    }), want.map((w) => w.id));
     expect(graph.nodes).toEqual(expect.arrayContaining(shopWorkloads));
-    expect(graph.edges).toEqual(expect.arrayContaining(want.map((w) => `${w.id} ${w.verdict}`)));
+    const rank = { forwarded: 0, audit: 1, dropped: 2 } as const;
+    want.forEach((w, i) => {
+      const drawn = graph.drawn[i]!;
+      expect([w.id, drawn.length > 0]).toEqual([w.id, true]);
+      for (const d of drawn) expect(rank[d.split(" ")[1] as keyof typeof rank]).toBeGreaterThanOrEqual(rank[w.verdict as keyof typeof rank]);
+    });
+    // frontend → catalog goes through svc catalog: no edge of its own beside frontend → Service.
+    expect(await page.evaluate((ids) => window.bulkheadMap.drawnEdgesOf(ids[0]!), [edgeId(DEMO_DENIABLE_EDGE.edge)]))
+      .toEqual([drawnEdgeId(DEMO_WORKLOADS.frontend, "service:shop/catalog"), drawnEdgeId("service:shop/catalog", DEMO_WORKLOADS.catalog)].sort());
     await expect.poll(() => page.textContent("[data-testid=status-line]")).toMatch(/^(Map of shop, last 5m: \d+ nodes, \d+ edges\.|\d+ nodes, \d+ edges;)/);
     await shot("01-shop-map");
   });
@@ -137,9 +150,8 @@ describe("the web UI in Chromium, on the demo lab", () => {
     expect(decided.filter((d) => d.includes(" denied "))).toEqual([]);
     await shot("02-catalog-selected");
 
-    // The canvas: a real mouse click where cytoscape drew a node. The layout is random and
-    // may draw nodes over each other: click the shop backend farthest from any other node,
-    // after fitting the graph to the canvas (a node placed later may lie outside the view).
+    // The canvas: a real mouse click where cytoscape drew a node: the shop backend farthest
+    // from any other node, after fitting the graph to the canvas.
     const box = await page.locator("[data-testid=map-canvas]").boundingBox();
     if (!box) throw new Error("the map canvas has no box");
     const target = await page.evaluate((ids) => {
@@ -224,7 +236,9 @@ describe("the web UI in Chromium, on the demo lab", () => {
       await denyDemoEdge(lab);
       const auditMs = await untilRowVerdict(edge, "audit", 30_000);
       process.stdout.write(`policy removed while shop audits → edge row AUDIT in the browser after ${auditMs} ms\n`);
-      expect(await page.evaluate((id) => window.bulkheadMap.cy.getElementById(id).classes(), edgeId(edge))).toEqual(["audit"]);
+      // Drawn on the Service's path: both legs (frontend → svc catalog → catalog) take the verdict.
+      expect(await page.evaluate((id) => window.bulkheadMap.drawnEdgesOf(id).map((d) => window.bulkheadMap.cy.getElementById(d).classes()), edgeId(edge)))
+        .toEqual([["audit"], ["audit"]]);
       // The namespace select names shop's mode, refreshed with the live updates (an annotation changes no edge).
       await expect.poll(() => page.locator("[data-testid=namespace-select] option[value=shop]").textContent(), { timeout: 15_000 }).toBe("shop (audit)");
       await shot("06-edge-audit");
@@ -232,13 +246,76 @@ describe("the web UI in Chromium, on the demo lab", () => {
       await lab.setNamespaceAnnotations(SHOP, { "bulkhead.io/mode": "enforce" });
       const droppedMs = await untilRowVerdict(edge, "dropped", 30_000);
       process.stdout.write(`shop enforces without the policy → edge row dropped in the browser after ${droppedMs} ms\n`);
-      expect(await page.evaluate((id) => window.bulkheadMap.cy.getElementById(id).classes(), edgeId(edge))).toEqual(["dropped"]);
+      // Drawn on the Service's path: both legs (frontend → svc catalog → catalog) take the verdict.
+      expect(await page.evaluate((id) => window.bulkheadMap.drawnEdgesOf(id).map((d) => window.bulkheadMap.cy.getElementById(d).classes()), edgeId(edge)))
+        .toEqual([["dropped"], ["dropped"]]);
       await shot("07-edge-dropped");
       expect(navigations).toEqual([]);
     } finally {
       await allowDemoEdge(lab);
       await lab.setNamespaceAnnotations(SHOP, { "bulkhead.io/mode": "enforce" });
     }
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("lays the demo's map out readably at 1500×1000 and 1280×720, keeps it still while live, and its tables fit 1280 px", async () => {
+    for (const viewport of [{ width: 1500, height: 1000 }, { width: 1280, height: 720 }]) {
+      await page.setViewportSize(viewport);
+      await page.goto(`http://${UI}/?namespace=${SHOP}`);
+      // A fresh page lays out its first snapshot whole and fits it; the demo's edges are all in
+      // the 5 m window by now (the first test waited for them), so the snapshot holds them all.
+      await page.locator("[data-testid=connection-state][data-state=live]").waitFor({ timeout: 15_000 });
+      await page.waitForFunction((ids) => { const have = new Set(window.bulkheadMap.edges().map((e) => e.id)); return ids.every((id) => have.has(id)); },
+        SHOP_EDGES.map(edgeId), { timeout: 15_000 });
+      const m = await mapMetrics(page);
+      process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.groups} groups, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
+      expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
+      expect(m.zoom).toBeLessThanOrEqual(1.25);
+      expect(m.labelsShown).toBeGreaterThanOrEqual(Math.ceil(m.edges * 0.6));
+      await shot(`08-layout-${viewport.width}x${viewport.height}`);
+
+      // Live updates move nothing: after three more deltas (the demo's traffic never stops),
+      // every node is where it was, or its whole group moved by one offset (a new node grew a group above).
+      const positions = () => page.evaluate(() => Object.fromEntries(window.bulkheadMap.cy.nodes().filter((n) => !n.isParent()).nodes()
+        .map((n) => [n.id(), { ...n.position(), group: n.parent().nonempty() ? n.parent().first().id() : "" }])));
+      const before = await positions();
+      const deltas = await page.evaluate(() => window.bulkheadMap.deltas);
+      await page.waitForFunction((d) => window.bulkheadMap.deltas >= d + 3, deltas, { timeout: 15_000 });
+      const after = await positions();
+      const shifts = new Map<string, Set<string>>();
+      for (const [id, p] of Object.entries(before)) {
+        const q = after[id];
+        if (!q) continue;
+        const set = shifts.get(p.group) ?? shifts.set(p.group, new Set()).get(p.group)!;
+        set.add(`${q.x - p.x},${q.y - p.y}`);
+      }
+      expect([...shifts].filter(([, s]) => s.size > 1).map(([g]) => g)).toEqual([]);
+    }
+
+    // The tables at 1280 px: verdict words whole, pod names without their template hash, no cell wider than its column.
+    await page.locator("[data-testid=flow-row]").first().waitFor({ timeout: 10_000 });
+    const tables = await page.evaluate(() => {
+      const cut = (sel: string) => [...document.querySelectorAll<HTMLElement>(sel)].filter((c) => c.scrollWidth > c.clientWidth).map((c) => c.textContent);
+      const fits = (sel: string) => { const t = document.querySelector<HTMLElement>(sel)!; return t.scrollWidth <= t.parentElement!.clientWidth; };
+      return {
+        fits: [fits("[data-testid=flow-table]"), fits("[data-testid=edge-list]"), fits("[data-testid=node-list]")],
+        cut: [...cut("[data-testid=flow-table] td"), ...cut("[data-testid=edge-list] td"), ...cut("[data-testid=node-list] td")],
+        verdicts: [...document.querySelectorAll("[data-testid=flow-table] td.verdict, [data-testid=edge-list] td.verdict")].map((c) => c.textContent),
+        pods: [...document.querySelectorAll("[data-testid=flow-table] td.end")].map((c) => ({ text: c.textContent ?? "", title: c.getAttribute("title") ?? "" }))
+          .filter((c) => /^shop\/(frontend|catalog|cart|payments)-/.test(c.text)),
+      };
+    });
+    expect(tables.fits).toEqual([true, true, true]);
+    expect(tables.cut).toEqual([]);
+    expect(tables.verdicts.length).toBeGreaterThan(0);
+    expect(tables.pods.length).toBeGreaterThan(0);
+    // A Deployment's pod: `shop/frontend-…<suffix>`, its full name (with the template hash) in the title.
+    for (const p of tables.pods) {
+      expect(p.text).toMatch(/^shop\/[a-z]+-…[a-z0-9]+(:\d+\/(TCP|UDP))?$/);
+      expect(p.title.startsWith(p.text.replace(/…[a-z0-9]+.*$/, ""))).toBe(true);
+      expect(p.title.length).toBeGreaterThan(p.text.length);
+    }
+    await shot("09-tables-1280x720");
     expect(pageErrors).toEqual([]);
   });
 });

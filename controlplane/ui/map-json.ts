@@ -5,7 +5,8 @@
 import type { EdgeKey } from "../store/flowmap.js";
 import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
 import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
-import { restrictFlowMap, type Scope } from "../access/index.js";
+import { namespaceReadable, restrictFlowMap, type Scope } from "../access/index.js";
+import type { ClusterState } from "../cluster/state.js";
 
 export type NodeKindName = "workload" | "service" | "world" | "host" | "unknown";
 /** dropped: some packets were dropped; audit: none dropped, some would have been; else forwarded. */
@@ -18,6 +19,9 @@ export interface MapNodeJson {
   name: string;
   workloadKind: string;
   pods: number;
+  /** Services only, when the scope reads the Service's namespace: the workloads its selector's
+   * live pods belong to (map node ids, sorted), so the UI draws client → Service → backend. */
+  backends?: string[];
 }
 
 export interface MapEdgeJson {
@@ -72,11 +76,31 @@ export function edgeId(key: EdgeKey): string {
   return `${key.source},${key.destination},${key.protocol},${key.port}`;
 }
 
-export function nodeJson(node: MapNode): MapNodeJson {
-  return {
+/** A Service's backends as map node ids (see MapNodeJson.backends). */
+export type BackendsOf = (namespace: string, service: string) => string[];
+
+/** Backends from the cluster state: the workloads of the pods the Service's selector picks now. */
+export function backendsFromState(state: ClusterState): BackendsOf {
+  return (namespace, name) => {
+    const service = state.service(namespace, name);
+    if (service === undefined) return [];
+    const ids = state.podsSelectedBy(namespace, service.spec.selector).map((pod) => {
+      const w = state.workloadOf(pod);
+      return `workload:${namespace}/${w.kind}/${w.name}`;
+    });
+    return [...new Set(ids)].sort();
+  };
+}
+
+export function nodeJson(node: MapNode, backendsOf?: BackendsOf, scope?: Scope): MapNodeJson {
+  const json: MapNodeJson = {
     id: node.id, kind: KIND_NAMES[node.kind] ?? "unknown", namespace: node.namespace, name: node.name,
     workloadKind: node.workloadKind, pods: node.pods,
   };
+  if (json.kind === "service" && backendsOf && (scope === undefined || namespaceReadable(scope, node.namespace))) {
+    json.backends = backendsOf(node.namespace, node.name);
+  }
+  return json;
 }
 
 export function verdictState(edge: { dropped: bigint | number; audit: bigint | number }): VerdictState {
@@ -95,7 +119,10 @@ export function edgeJson(edge: MapEdge): MapEdgeJson {
 }
 
 /** The map as the scope may see it (restrictFlowMap: edges with an end in a readable namespace, and their ends). */
-export function mapJson(map: GetFlowMapResponse, version: number, namespace: string, window: string, scope: Scope): MapJson {
+export function mapJson(map: GetFlowMapResponse, version: number, namespace: string, window: string, scope: Scope, backendsOf?: BackendsOf): MapJson {
   const visible = restrictFlowMap(scope, map);
-  return { version, namespace, window, since: msOf(map.since), until: msOf(map.until), nodes: visible.nodes.map(nodeJson), edges: visible.edges.map(edgeJson) };
+  return {
+    version, namespace, window, since: msOf(map.since), until: msOf(map.until),
+    nodes: visible.nodes.map((n) => nodeJson(n, backendsOf, scope)), edges: visible.edges.map(edgeJson),
+  };
 }

@@ -5,7 +5,7 @@
 // (FlowMapStore reports an edge as removed only when it leaves the store's retention).
 import type { ServerResponse } from "node:http";
 import type { FlowMapStore } from "../store/flowmap.js";
-import { edgeId, edgeJson, mapJson, nodeJson, type MapDeltaJson } from "./map-json.js";
+import { type BackendsOf, edgeId, edgeJson, mapJson, nodeJson, type MapDeltaJson } from "./map-json.js";
 import { restrictFlowMap, type Scope } from "../access/index.js";
 import type { Window } from "./params.js";
 
@@ -20,6 +20,8 @@ export interface MapStreamOptions {
   maxQueuedBytes?: number;
   /** Told when a client is disconnected for being maxQueuedBytes behind, so it is logged and counted. */
   onCutOff?: (queuedBytes: number) => void;
+  /** Services' backends for their map nodes (MapNodeJson.backends); none without it. */
+  backendsOf?: BackendsOf;
 }
 
 export class MapStream {
@@ -80,7 +82,7 @@ export class MapStream {
   private snapshot(): void {
     const map = this.flowMap.getMap({ namespace: this.namespace || undefined, windowMs: this.window.ms });
     this.version = this.flowMap.version;
-    const json = mapJson(map, this.version, this.namespace, this.window.name, this.scope);
+    const json = mapJson(map, this.version, this.namespace, this.window.name, this.scope, this.options.backendsOf);
     this.sent.clear();
     for (const e of json.edges) this.sent.set(e.id, e.lastSeen);
     this.send("snapshot", json);
@@ -102,7 +104,7 @@ export class MapStream {
     }
     this.version = changes.version;
     const visible = restrictFlowMap(this.scope, changes);
-    const nodes = visible.nodes.map(nodeJson), edges = visible.edges.map(edgeJson);
+    const nodes = visible.nodes.map((n) => nodeJson(n, this.options.backendsOf, this.scope)), edges = visible.edges.map(edgeJson);
     const removed: string[] = [];
     for (const key of changes.removed) {
       const id = edgeId(key);

@@ -20,7 +20,7 @@ import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ApiError, badParameter, Query, type Window } from "./params.js";
 import { isNamespaceName } from "../../kubernetes/names.js";
 import { requestScope } from "./scope.js";
-import { edgeJson, mapJson, nodeJson } from "./map-json.js";
+import { backendsFromState, edgeJson, mapJson, nodeJson } from "./map-json.js";
 import { MapStream, type MapStreamOptions } from "./map-stream.js";
 import { decidingPolicies, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type ParsedNode } from "./details.js";
 
@@ -227,7 +227,7 @@ export class UiServer {
   private map(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const { namespace, window } = this.mapQuery(params, scope);
     const map = this.sources.flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms });
-    this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope));
+    this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope, backendsFromState(this.sources.state)));
   }
 
   private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
@@ -263,7 +263,7 @@ export class UiServer {
       this.options.log.warn({ subject: scope.subject, namespace, queuedBytes, cutOffTotal: this.cutOff },
         "map stream client too far behind: disconnected (it reconnects to a fresh snapshot)");
     };
-    const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, { ...this.options.stream, onCutOff },
+    const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, { ...this.options.stream, onCutOff, backendsOf: backendsFromState(this.sources.state) },
       () => {
         stopWatchingTokens();
         this.streams.delete(stream);

@@ -1,27 +1,34 @@
-// The map drawn with cytoscape: workloads, Services, world and host peers as nodes (peers
-// of other namespaces inside a compound parent per namespace), directed edges coloured by
-// verdict. A snapshot lays the graph out with fcose once; deltas are applied in one batch
-// without a new layout: new nodes appear next to a neighbour, known nodes keep their place.
-import cytoscape, { type Core, type ElementDefinition, type NodeSingular } from "cytoscape";
-import fcose from "cytoscape-fcose";
+// The map drawn with cytoscape: workloads, Services, world and host peers as nodes, each in
+// a dashed box of its namespace (peers outside every namespace in one box of their own);
+// one edge per pair of nodes (drawing.ts: parallel edges merged, calls through a Service
+// drawn client → Service → backend), coloured by its worst verdict. Positions come from
+// layout.ts (pure, tested), given to cytoscape as a preset: a snapshot is laid out whole;
+// deltas keep every known node where it is, new nodes take a free row in their group, and
+// edge labels are shown only where they collide with nothing (others on hover/selection).
+import cytoscape, { type Core, type ElementDefinition } from "cytoscape";
+import { type Backends, drawEdges, type DrawnEdge } from "./drawing.js";
+import { extendLayout, layoutMap, type LayoutNode, type MapLayout, METRICS } from "./layout.js";
 import type { MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson } from "./types.js";
-
-cytoscape.use(fcose);
 
 export type Selection = { kind: "node"; node: MapNodeJson } | { kind: "edge"; edge: MapEdgeJson } | undefined;
 
 const COLOURS = { forwarded: "#2e7d32", dropped: "#c62828", audit: "#ef8f00" } as const;
 
-function nodeLabel(n: MapNodeJson): string {
+export function nodeLabel(n: MapNodeJson): string {
   if (n.kind === "workload") return `${n.name} (${n.pods} pod${n.pods === 1 ? "" : "s"})`;
   if (n.kind === "service") return `svc ${n.name}`;
   if (n.kind === "host") return `host ${n.name}`;
   return n.name;
 }
 
-const parentId = (namespace: string) => `namespace:${namespace}`;
+/** The box a node is drawn in: its namespace; hosts and outside addresses share one. */
+export const OUTSIDE_GROUP = "outside namespaces";
+const groupOf = (n: MapNodeJson) => (n.namespace === "" ? OUTSIDE_GROUP : n.namespace);
+const parentId = (group: string) => `namespace:${group}`;
 
-const BIG_MAP_EDGES = 500;
+/** A fitted map is never drawn larger than this (a 3-node map would fill the canvas). */
+const MAX_FIT_ZOOM = 1.25;
+const FIT_PADDING = 24;
 
 export class MapView {
   readonly cy: Core;
@@ -29,7 +36,11 @@ export class MapView {
   private onSelect: (s: Selection) => void = () => undefined;
   readonly nodes = new Map<string, MapNodeJson>();
   readonly edges = new Map<string, MapEdgeJson>();
-  private edgeStyle: "bezier" | "straight" = "bezier";
+  /** Drawn edge id → what it draws; map edge id → its drawn edges. */
+  readonly drawn = new Map<string, DrawnEdge>();
+  private readonly drawnOf = new Map<string, string[]>();
+  private layoutState: MapLayout | undefined;
+  private autoFit = true;
 
   constructor(container: HTMLElement) {
     this.cy = cytoscape({
@@ -43,28 +54,36 @@ export class MapView {
       maxZoom: 4,
       wheelSensitivity: 0.3,
       boxSelectionEnabled: false,
+      autounselectify: false,
       style: [
         { selector: "node", style: {
-          label: "data(label)", "font-size": 10, "text-valign": "bottom", "text-margin-y": 3, "min-zoomed-font-size": 7,
-          width: 22, height: 22, "background-color": "#1565c0", color: "#222", "border-width": 1, "border-color": "#fff",
+          label: "data(label)", "font-size": METRICS.nodeFont, "text-valign": "bottom", "text-margin-y": METRICS.nodeLabelMargin, "min-zoomed-font-size": 6,
+          width: METRICS.nodeSize, height: METRICS.nodeSize, "background-color": "#1565c0", color: "#222", "border-width": 1, "border-color": "#fff",
         } },
         { selector: "node.service", style: { shape: "round-rectangle", "background-color": "#6a1b9a" } },
         { selector: "node.world", style: { shape: "diamond", "background-color": "#546e7a" } },
         { selector: "node.host", style: { shape: "rectangle", "background-color": "#795548" } },
         { selector: "node.unknown", style: { shape: "hexagon", "background-color": "#9e9e9e" } },
-        { selector: "node.foreign", style: { opacity: 0.75 } },
+        { selector: "node.foreign", style: { opacity: 0.8 } },
         { selector: ":parent", style: {
-          "background-opacity": 0.05, "background-color": "#455a64", "border-color": "#90a4ae", "border-style": "dashed",
-          label: "data(label)", "text-valign": "top", "font-size": 12, "font-weight": "bold", shape: "round-rectangle",
+          "background-opacity": 0.04, "background-color": "#455a64", "border-color": "#90a4ae", "border-style": "dashed", "border-width": 1,
+          label: "data(label)", "text-valign": "top", "text-margin-y": -2, "font-size": METRICS.groupFont, "font-weight": "bold", shape: "round-rectangle",
+          padding: `${METRICS.groupPadding}px`, color: "#37474f", "min-zoomed-font-size": 5,
         } },
+        { selector: ":parent.home", style: { "border-style": "solid", "border-color": "#1565c0", "background-color": "#1565c0" } },
         { selector: "edge", style: {
-          width: 1.5, "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
-          "line-color": COLOURS.forwarded, "target-arrow-color": COLOURS.forwarded,
-          label: "data(label)", "font-size": 8, "min-zoomed-font-size": 9, "text-rotation": "autorotate", color: "#333",
-          "text-background-color": "#fff", "text-background-opacity": 0.8, "text-background-padding": "1px",
+          width: 1.5, "curve-style": "straight", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
+          "line-color": COLOURS.forwarded, "target-arrow-color": COLOURS.forwarded, "source-arrow-color": COLOURS.forwarded,
+          label: "data(label)", "font-size": METRICS.edgeFont, "min-zoomed-font-size": 6, "text-rotation": "none", color: "#333",
+          "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": "1px",
+          // Where layout.ts found room for the label, from the edge's middle (mappers typed as numbers).
+          "text-margin-x": "data(dx)" as unknown as number, "text-margin-y": "data(dy)" as unknown as number,
         } },
-        { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, "target-arrow-color": COLOURS.dropped, width: 2.5 } },
-        { selector: "edge.audit", style: { "line-color": COLOURS.audit, "target-arrow-color": COLOURS.audit, "line-style": "dashed", width: 2 } },
+        { selector: "edge.both", style: { "source-arrow-shape": "triangle" } },
+        { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, "target-arrow-color": COLOURS.dropped, "source-arrow-color": COLOURS.dropped, width: 2.5 } },
+        { selector: "edge.audit", style: { "line-color": COLOURS.audit, "target-arrow-color": COLOURS.audit, "source-arrow-color": COLOURS.audit, "line-style": "dashed", width: 2 } },
+        // A label left out for lack of room shows (every port) while the edge is hovered or selected.
+        { selector: "edge.hover, edge:selected", style: { label: "data(fullLabel)", "z-index": 10 } },
         { selector: ":selected", style: { "border-width": 3, "border-color": "#ffb300", "overlay-opacity": 0.15, "overlay-color": "#ffb300" } },
         { selector: "edge:selected", style: { width: 4 } },
       ],
@@ -75,165 +94,185 @@ export class MapView {
       this.emit(id);
     });
     this.cy.on("tap", (event) => { if (event.target === this.cy) this.onSelect(undefined); });
+    // The map keeps fitting the canvas (when the canvas is resized, when the map grows) until
+    // the user pans or zooms; "Lay out again" fits it again.
+    for (const gesture of ["wheel", "mousedown", "touchstart", "keydown"]) container.addEventListener(gesture, () => { this.autoFit = false; }, { passive: true });
+    new ResizeObserver(() => {
+      this.cy.resize();
+      if (this.autoFit) this.fit();
+    }).observe(container);
+    this.cy.on("mouseover", "edge", (event) => { event.target.addClass("hover"); });
+    this.cy.on("mouseout", "edge", (event) => { event.target.removeClass("hover"); });
   }
 
   setOnSelect(handler: (s: Selection) => void): void {
     this.onSelect = handler;
   }
 
-  /** Selects a node or edge by id, as a click would; returns whether it exists. */
+  /** Selects a node, a map edge (by its API id) or a drawn edge, as a click would; returns whether it exists. */
   select(id: string): boolean {
-    const element = this.cy.getElementById(id);
-    if (element.empty()) return false;
+    const drawnId = this.drawn.has(id) ? id : this.drawnOf.get(id)?.[0];
+    const element = this.cy.getElementById(drawnId ?? id);
+    if (element.empty() || element.isParent?.()) return false;
     this.cy.elements().unselect();
     element.select();
     this.emit(id);
     return true;
   }
 
+  /** A node id, a map edge id, or a drawn edge id (which stands for its main map edge). */
   private emit(id: string): void {
     const node = this.nodes.get(id);
     if (node) { this.onSelect({ kind: "node", node }); return; }
-    const edge = this.edges.get(id);
+    const edge = this.edges.get(id) ?? this.mainEdge(id);
     if (edge) this.onSelect({ kind: "edge", edge });
+  }
+
+  /** The map edge a drawn edge selects: one between the drawn ends, else its first member. */
+  private mainEdge(drawnId: string): MapEdgeJson | undefined {
+    const d = this.drawn.get(drawnId);
+    if (!d) return undefined;
+    const members = d.members.map((m) => this.edges.get(m)).filter((e): e is MapEdgeJson => e !== undefined);
+    const between = (e: MapEdgeJson) => (e.source === d.source && e.destination === d.target) || (e.source === d.target && e.destination === d.source);
+    return members.find(between) ?? members[0];
+  }
+
+  /** The drawn edges that carry a map edge (one, or two for a call through a Service). */
+  drawnEdgesOf(edgeId: string): DrawnEdge[] {
+    return (this.drawnOf.get(edgeId) ?? []).map((id) => this.drawn.get(id)!);
+  }
+
+  get layout(): MapLayout | undefined {
+    return this.layoutState;
   }
 
   /** Replaces the whole map; lays it out unless every node already has a place. */
   snapshot(map: MapJson, layout = true): void {
-    const positions = new Map<string, { x: number; y: number }>();
-    this.cy.nodes().forEach((n) => { if (!n.isParent()) positions.set(n.id(), { ...n.position() }); });
     this.namespace = map.namespace;
     this.nodes.clear();
     this.edges.clear();
-    const elements: ElementDefinition[] = [];
-    const parents = new Set<string>();
-    for (const n of map.nodes) {
-      this.nodes.set(n.id, n);
-      const def = this.nodeDefinition(n, parents, elements);
-      const p = positions.get(n.id);
-      if (p) def.position = p;
-      elements.push(def);
-    }
-    for (const e of map.edges) {
-      this.edges.set(e.id, e);
-      elements.push(this.edgeDefinition(e));
-    }
-    const missing = map.nodes.some((n) => !positions.has(n.id));
-    this.cy.batch(() => {
-      this.cy.elements().remove();
-      this.cy.add(elements);
-    });
-    this.fitEdgeStyleToSize();
-    if (layout && missing) this.layout();
+    for (const n of map.nodes) this.nodes.set(n.id, n);
+    for (const e of map.edges) this.edges.set(e.id, e);
+    const known = this.layoutState !== undefined && map.nodes.every((n) => this.layoutState!.positions.has(n.id));
+    this.redraw(layout && !known ? "whole" : "extend", true);
   }
 
-  /** Applies a delta in one batch; returns how many elements changed. */
+  /** Applies a delta; returns how many map elements changed. */
   apply(delta: MapDeltaJson): number {
-    let changed = 0;
-    this.cy.batch(() => {
-      const parents = new Set<string>();
-      const added: ElementDefinition[] = [];
-      for (const n of delta.nodes) {
-        const before = this.nodes.get(n.id);
-        this.nodes.set(n.id, n);
-        if (before) {
-          // Touching an element's data restyles and redraws it: only when its text changes.
-          if (nodeLabel(before) !== nodeLabel(n)) this.cy.getElementById(n.id).data("label", nodeLabel(n));
-        } else {
-          added.push(this.nodeDefinition(n, parents, added));
-        }
-      }
-      for (const e of delta.edges) {
-        const before = this.edges.get(e.id);
-        this.edges.set(e.id, e);
-        if (before) {
-          // The id fixes ends, protocol and port (the label): only the verdict can restyle it.
-          if (before.verdict !== e.verdict) this.cy.getElementById(e.id).data("verdict", e.verdict).classes(e.verdict);
-        } else {
-          added.push(this.edgeDefinition(e));
-        }
-        changed++;
-      }
-      if (added.length > 0) {
-        const collection = this.cy.add(added);
-        collection.nodes().forEach((n) => { if (!n.isParent()) this.placeNearNeighbour(n, delta); });
-      }
-      for (const id of delta.removed) {
-        if (!this.edges.delete(id)) continue;
-        const edge = this.cy.getElementById(id);
-        const ends = edge.connectedNodes();
-        edge.remove();
-        changed++;
-        ends.forEach((n) => {
-          if (n.connectedEdges().empty()) {
-            this.nodes.delete(n.id());
-            const parent = n.parent();
-            n.remove();
-            if (parent.nonempty() && parent.children().empty()) parent.remove();
-          }
-        });
-      }
-    });
-    if (changed > 0) this.fitEdgeStyleToSize();
+    let changed = 0, structural = false;
+    for (const n of delta.nodes) {
+      const before = this.nodes.get(n.id);
+      this.nodes.set(n.id, n);
+      if (!before || nodeLabel(before) !== nodeLabel(n) || String(before.backends) !== String(n.backends)) structural = true;
+    }
+    for (const e of delta.edges) {
+      const before = this.edges.get(e.id);
+      this.edges.set(e.id, e);
+      // Counters alone change nothing drawn; a new edge or a new verdict does.
+      if (!before || before.verdict !== e.verdict) structural = true;
+      changed++;
+    }
+    for (const id of delta.removed) {
+      if (!this.edges.delete(id)) continue;
+      structural = true;
+      changed++;
+    }
+    if (structural) {
+      // A node without edges leaves the map.
+      const ends = new Set<string>();
+      for (const e of this.edges.values()) { ends.add(e.source); ends.add(e.destination); }
+      for (const id of [...this.nodes.keys()]) if (!ends.has(id)) this.nodes.delete(id);
+      this.redraw("extend", false);
+    }
     return changed;
   }
 
-  /** Bezier edges keep parallel edges (two ports between the same pair) apart, but cost
-   * most of a redraw on big maps: past BIG_MAP_EDGES edges they are drawn straight. */
-  private fitEdgeStyleToSize(): void {
-    const style = this.edges.size > BIG_MAP_EDGES ? "straight" : "bezier";
-    if (this.edgeStyle === style) return;
-    this.edgeStyle = style;
-    this.cy.style().selector("edge").style("curve-style", style).update();
+  /** "Lay out again": the whole layout from scratch, fitted. */
+  relayout(): void {
+    this.autoFit = true;
+    this.redraw("whole", true);
   }
 
-  /** A new node goes next to a neighbour already placed (or the centre), so nothing else moves. */
-  private placeNearNeighbour(node: NodeSingular, delta: MapDeltaJson): void {
-    const id = node.id();
-    const edge = delta.edges.find((e) => e.source === id || e.destination === id);
-    const other = edge ? this.cy.getElementById(edge.source === id ? edge.destination : edge.source) : undefined;
-    const anchor = other && other.nonempty() && other.id() !== id ? other.position() : { x: this.cy.width() / 2, y: this.cy.height() / 2 };
-    const angle = Math.random() * 2 * Math.PI;
-    node.position({ x: anchor.x + 60 * Math.cos(angle), y: anchor.y + 60 * Math.sin(angle) });
+  private backends(): Backends {
+    const out = new Map<string, readonly string[]>();
+    for (const n of this.nodes.values()) if (n.kind === "service" && n.backends) out.set(n.id, n.backends);
+    return out;
   }
 
-  layout(): void {
-    const big = this.cy.nodes().length > 200;
-    this.cy.layout({
-      name: "fcose",
-      animate: false,
-      randomize: true,
-      quality: big ? "draft" : "default",
-      numIter: big ? 600 : 2500,
-      nodeRepulsion: () => 8000,
-      idealEdgeLength: () => 80,
-      nodeDimensionsIncludeLabels: false,
-      fit: true,
-      padding: 20,
-    } as cytoscape.LayoutOptions).run();
-  }
-
-  private nodeDefinition(n: MapNodeJson, parents: Set<string>, out: ElementDefinition[]): ElementDefinition {
-    const classes: string[] = [n.kind];
-    let parent: string | undefined;
-    // Namespaces group their nodes: in the all-namespaces view every namespace; in one
-    // namespace's view only the peers from other namespaces.
-    if (n.namespace !== "" && (this.namespace === "" || n.namespace !== this.namespace)) {
-      parent = parentId(n.namespace);
-      if (!parents.has(parent) && this.cy.getElementById(parent).empty()) {
-        out.push({ group: "nodes", data: { id: parent, label: n.namespace }, classes: "namespace" });
-      }
-      parents.add(parent);
+  /** Brings cytoscape in line with nodes/edges: positions from layout.ts, elements diffed by id, in one batch. */
+  private redraw(mode: "whole" | "extend", fit: boolean): void {
+    const nodes = [...this.nodes.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    const layoutNodes: LayoutNode[] = nodes.map((n) => ({ id: n.id, group: groupOf(n), label: nodeLabel(n) }));
+    const drawn = drawEdges(nodes, [...this.edges.values()], this.backends());
+    const layoutEdges = drawn.map((d) => ({ id: d.id, source: d.source, target: d.target, label: d.label }));
+    const aspect = Math.max(0.5, Math.min(3, (this.cy.width() || 3) / (this.cy.height() || 2)));
+    this.layoutState = mode === "whole" || !this.layoutState
+      ? layoutMap(layoutNodes, layoutEdges, aspect)
+      : extendLayout(this.layoutState, layoutNodes, layoutEdges);
+    const layout = this.layoutState;
+    const grew = this.cy.nodes().length < layout.positions.size + layout.groups.size;
+    this.drawn.clear();
+    this.drawnOf.clear();
+    for (const d of drawn) {
+      this.drawn.set(d.id, d);
+      for (const m of d.members) (this.drawnOf.get(m) ?? this.drawnOf.set(m, []).get(m)!).push(d.id);
     }
-    if (this.namespace !== "" && n.namespace !== this.namespace) classes.push("foreign");
-    return { group: "nodes", data: { id: n.id, label: nodeLabel(n), ...(parent ? { parent } : {}) }, classes: classes.join(" ") };
+    this.cy.batch(() => {
+      const wanted = new Set<string>();
+      const added: ElementDefinition[] = [];
+      for (const [group] of layout.groups) {
+        const id = parentId(group);
+        wanted.add(id);
+        const home = this.namespace !== "" && group === this.namespace;
+        const el = this.cy.getElementById(id);
+        if (el.empty()) added.push({ group: "nodes", data: { id, label: group }, classes: home ? "namespace home" : "namespace" });
+        else el.classes(home ? "namespace home" : "namespace");
+      }
+      for (const n of nodes) {
+        wanted.add(n.id);
+        const classes = [n.kind, ...(this.namespace !== "" && n.namespace !== this.namespace ? ["foreign"] : [])].join(" ");
+        const position = { ...layout.positions.get(n.id)! };
+        const el = this.cy.getElementById(n.id);
+        if (el.empty()) {
+          added.push({ group: "nodes", data: { id: n.id, label: nodeLabel(n), parent: parentId(groupOf(n)) }, classes, position });
+        } else {
+          if (el.data("label") !== nodeLabel(n)) el.data("label", nodeLabel(n));
+          const p = el.position();
+          if (p.x !== position.x || p.y !== position.y) el.position(position);
+        }
+      }
+      for (const d of drawn) {
+        wanted.add(d.id);
+        const label = layout.labels.has(d.id) ? d.label : "";
+        const offset = layout.labelOffsets.get(d.id) ?? { x: 0, y: 0 };
+        const classes = d.both ? `${d.verdict} both` : d.verdict;
+        const el = this.cy.getElementById(d.id);
+        if (el.nonempty() && (el.data("source") !== d.source || el.data("target") !== d.target)) el.remove();
+        const now = this.cy.getElementById(d.id);
+        if (now.empty()) {
+          added.push({ group: "edges", data: { id: d.id, source: d.source, target: d.target, label, fullLabel: d.fullLabel, verdict: d.verdict, dx: offset.x, dy: offset.y }, classes });
+        } else {
+          // Touching an element's data restyles and redraws it: only what changed.
+          if (now.data("label") !== label) now.data("label", label);
+          if (now.data("dx") !== offset.x || now.data("dy") !== offset.y) now.data({ dx: offset.x, dy: offset.y });
+          if (now.data("fullLabel") !== d.fullLabel) now.data("fullLabel", d.fullLabel);
+          if (now.data("verdict") !== d.verdict) now.data("verdict", d.verdict);
+          if (!now.hasClass(d.verdict) || now.hasClass("both") !== d.both) now.classes([classes, ...(now.hasClass("hover") ? ["hover"] : [])].join(" "));
+        }
+      }
+      this.cy.elements().forEach((el) => { if (!wanted.has(el.id())) el.remove(); });
+      if (added.length > 0) this.cy.add(added);
+    });
+    if (fit || (grew && this.autoFit)) this.fit();
   }
 
-  private edgeDefinition(e: MapEdgeJson): ElementDefinition {
-    return {
-      group: "edges",
-      data: { id: e.id, source: e.source, target: e.destination, label: `${e.protocol}/${e.port}`, verdict: e.verdict },
-      classes: e.verdict,
-    };
+  /** The whole map on the canvas, never zoomed in past MAX_FIT_ZOOM. */
+  fit(): void {
+    if (this.cy.elements().empty()) return;
+    this.cy.fit(undefined, FIT_PADDING);
+    if (this.cy.zoom() > MAX_FIT_ZOOM) {
+      this.cy.zoom(MAX_FIT_ZOOM);
+      this.cy.center();
+    }
   }
 }

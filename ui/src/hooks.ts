@@ -9,6 +9,8 @@ export interface MapHooks {
   nodes(): MapNodeJson[];
   edges(): MapEdgeJson[];
   select(id: string): boolean;
+  /** The cytoscape edge ids that draw a map edge (one; two for a call through a Service: client → Service, Service → backend). */
+  drawnEdgesOf(id: string): string[];
   cy: Core;
 }
 

@@ -4,6 +4,7 @@
 import "./style.css";
 import { apiJson, ApiRequestError, onUnauthorized, readEvents, setAuthorization } from "./api.js";
 import { MapView, type Selection } from "./graph.js";
+import { shortPodName } from "./names.js";
 import type { DecidingPolicy, MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson, SelectingPolicy } from "./types.js";
 
 const $ = <T extends HTMLElement>(id: string): T => {
@@ -187,7 +188,7 @@ function renderMirror(): void {
     if (e) {
       upsertRow(edgeRows, edgeRowById, id, edgeCells(e), {
         "data-testid": "edge-row", "data-edge-id": e.id, "data-source": e.source, "data-destination": e.destination, "data-verdict": e.verdict,
-      });
+      }, EDGE_CELL_CLASSES);
     }
   }
   pendingNodes.clear();
@@ -224,7 +225,10 @@ function selectButton(id: string, text: string): HTMLButtonElement {
   return b;
 }
 
-function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id: string, cells: (string | HTMLElement)[], attributes: Record<string, string>): void {
+const EDGE_CELL_CLASSES = ["", "verdict", "number", "number", "number", "time"];
+
+function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id: string, cells: (string | HTMLElement)[], attributes: Record<string, string>,
+  classes: readonly string[] = []): void {
   let row = rows.get(id);
   if (!row) {
     row = document.createElement("tr");
@@ -244,6 +248,7 @@ function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id
   row.replaceChildren(...cells.map((c, i) => {
     const cell = document.createElement(i === 0 ? "th" : "td");
     if (i === 0) cell.setAttribute("scope", "row");
+    if (classes[i]) cell.className = classes[i]!;
     cell.append(c);
     return cell;
   }));
@@ -394,6 +399,8 @@ async function refreshFlows(): Promise<void> {
   }
 }
 
+interface FlowEndJson { namespace?: string; podName?: string; workloadKind?: string; workloadName?: string; service?: string; node?: string }
+
 /** The proto3 JSON of a FlowRecord, as far as the table reads it. */
 interface FlowJson {
   endTime?: string;
@@ -403,13 +410,28 @@ interface FlowJson {
   packets?: string;
   bytes?: string;
   verdict?: string;
-  source?: { namespace?: string; podName?: string; service?: string; node?: string };
-  destination?: { namespace?: string; podName?: string; service?: string; node?: string };
+  source?: FlowEndJson;
+  destination?: FlowEndJson;
 }
 
-function endName(e: FlowJson["source"], ip: string | undefined, port: number | undefined): string {
-  const name = e?.podName ? `${e.namespace}/${e.podName}` : e?.service ? `svc ${e.service}` : e?.node ? `host ${e.node}` : ip ?? "?";
-  return port ? `${name}:${port}` : name;
+/** An end as people read it (pod names without their template hash) and in full (the cell's title). */
+function endName(e: FlowJson["source"], ip: string | undefined, port: number | undefined, protocol = ""): { text: string; full: string } {
+  const suffix = (port ? `:${port}` : "") + (protocol ? `/${protocol}` : "");
+  const workload = e?.workloadKind && e.workloadName ? { kind: e.workloadKind, name: e.workloadName } : undefined;
+  if (e?.podName) return { text: `${e.namespace}/${shortPodName(e.podName, workload)}${suffix}`, full: `${e.namespace}/${e.podName}${suffix}${ip ? ` (${ip})` : ""}` };
+  const name = e?.service ? `svc ${e.service}` : e?.node ? `host ${e.node}` : ip ?? "?";
+  return { text: name + suffix, full: name + suffix + (ip && name !== ip ? ` (${ip})` : "") };
+}
+
+const TIME = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+
+/** A table cell whose text may break after "/" and before ":" (<wbr>: the text itself is unchanged). */
+function nameCell(text: string, title: string): HTMLTableCellElement {
+  const td = document.createElement("td");
+  td.className = "end";
+  for (const part of text.split(/(?<=\/)|(?=:)/)) td.append(part, document.createElement("wbr"));
+  if (title !== text) td.title = title;
+  return td;
 }
 
 function flowRow(f: FlowJson): HTMLTableRowElement {
@@ -417,12 +439,23 @@ function flowRow(f: FlowJson): HTMLTableRowElement {
   tr.dataset.testid = "flow-row";
   const verdict = (f.verdict ?? "VERDICT_UNSPECIFIED").replace("VERDICT_", "");
   tr.dataset.verdict = verdict.toLowerCase();
-  const cells = [
-    f.endTime ? new Date(f.endTime).toLocaleTimeString() : "",
-    endName(f.source, f.ip?.source, f.l4?.sourcePort), endName(f.destination, f.ip?.destination, f.l4?.destinationPort),
-    f.l4?.protocolName ?? "", verdict, f.packets ?? "0", f.bytes ?? "0", f.node ?? "",
-  ];
-  tr.append(...cells.map((c) => Object.assign(document.createElement("td"), { textContent: c })));
+  const cell = (text: string, className: string, title = "") => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    td.className = className;
+    if (title !== "" && title !== text) td.title = title;
+    return td;
+  };
+  // The client's port is ephemeral: in the title only.
+  const source = endName(f.source, f.ip?.source, undefined);
+  const sourceFull = endName(f.source, f.ip?.source, f.l4?.sourcePort).full;
+  const destination = endName(f.destination, f.ip?.destination, f.l4?.destinationPort, f.l4?.protocolName ?? "");
+  tr.append(
+    cell(f.endTime ? TIME.format(new Date(f.endTime)) : "", "time", f.endTime ?? ""),
+    nameCell(source.text, sourceFull), nameCell(destination.text, destination.full),
+    cell(verdict, "verdict"), cell(`${f.packets ?? "0"} / ${f.bytes ?? "0"}`, "number", `${f.packets ?? "0"} packets, ${f.bytes ?? "0"} bytes`),
+    cell(f.node ?? "", "node"),
+  );
   return tr;
 }
 
@@ -436,7 +469,7 @@ $("clear-filter").addEventListener("click", () => {
 });
 
 function timeOf(ms: number): string {
-  return ms ? new Date(ms).toLocaleTimeString() : "—";
+  return ms ? TIME.format(new Date(ms)) : "—";
 }
 
 // ---- controls ---------------------------------------------------------------------------------
@@ -482,7 +515,7 @@ function applyControls(): void {
 namespaceSelect.addEventListener("change", applyControls);
 windowSelect.addEventListener("change", applyControls);
 namespaceSelect.addEventListener("focus", () => void loadNamespaces());
-$("relayout").addEventListener("click", () => view.layout());
+$("relayout").addEventListener("click", () => view.relayout());
 
 // Access: a control plane with --tokens answers 401 without a known bearer token. The token
 // lives in this tab's sessionStorage only, and goes out through apiFetch's one header.
@@ -512,6 +545,7 @@ window.bulkheadMap = {
   nodes: () => [...view.nodes.values()],
   edges: () => [...view.edges.values()],
   select: (id) => view.select(id),
+  drawnEdgesOf: (id) => view.drawnEdgesOf(id).map((d) => d.id),
   cy: view.cy,
 };
 

@@ -1,0 +1,175 @@
+// Issue 16, items 1 and 2, in Debian's Chromium without a lab: a real ControlPlane in this
+// process (generated manifests, records fed through cp.ingest) serving the built UI. The map
+// is measured through cytoscape's own positions and boxes (harness/map-metrics.ts) at
+// 1500×1000 and 1280×720: 0 overlapping nodes, 0 nodes outside their group or inside a
+// foreign one, 0 overlapping groups, 0 label collisions, no parallel edges, all on the canvas,
+// for a 3-node map and for 200 workloads / 800 edges (seeded). The flow table at 1280 px:
+// verdict words whole, pod names without their template hash (full name in the title), no
+// column wider than the table. Screenshots go to test-results/ui-e2e/.
+//   npx vitest run test/ui-map-browser.test.ts
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pino from "pino";
+import type { Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { AccessControl } from "../controlplane/access/index.js";
+import { ControlPlane } from "../controlplane/controlplane.js";
+import { FolderSource } from "../controlplane/metadata/folder.js";
+import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
+import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
+import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metrics.js";
+import { seededRandom } from "./harness/seeded-random.js";
+
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
+
+const SHOTS = path.resolve("test-results", "ui-e2e");
+const VIEWPORTS = [{ width: 1500, height: 1000 }, { width: 1280, height: 720 }] as const;
+const BIG_WORKLOADS = 200, BIG_EDGES = 800, BIG_NAMESPACES = 8;
+
+// The 3-node map: namespace tiny, web (a Deployment's pod, with its template hash) → db, web → the world.
+const WEB_POD = "web-7d9f8b6c5d-x2k4p", DB_POD = "db-0";
+const WEB_IP = "10.70.0.2", DB_IP = "10.70.0.3", OUTSIDE_IP = "203.0.113.7";
+const bigIp = (i: number) => `10.71.${Math.floor(i / 250)}.${(i % 250) + 2}`;
+
+function manifests(): string {
+  const docs = [
+    "apiVersion: v1\nkind: Node\nmetadata: { name: node1 }\nstatus: { addresses: [{ type: InternalIP, address: 192.168.77.1 }] }",
+    "apiVersion: v1\nkind: Namespace\nmetadata: { name: tiny }",
+    `apiVersion: v1\nkind: Pod\nmetadata: { name: ${WEB_POD}, namespace: tiny, uid: uid-web, labels: { app: web, pod-template-hash: 7d9f8b6c5d }, creationTimestamp: "2024-01-01T00:00:00Z",
+  ownerReferences: [{ apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f8b6c5d, uid: uid-rs-web, controller: true }] }\nspec: { nodeName: node1 }\nstatus: { phase: Running, podIP: ${WEB_IP} }`,
+    `apiVersion: v1\nkind: Pod\nmetadata: { name: ${DB_POD}, namespace: tiny, uid: uid-db, labels: { app: db }, creationTimestamp: "2024-01-01T00:00:00Z" }\nspec: { nodeName: node1 }\nstatus: { phase: Running, podIP: ${DB_IP} }`,
+  ];
+  for (let n = 0; n < BIG_NAMESPACES; n++) docs.push(`apiVersion: v1\nkind: Namespace\nmetadata: { name: team-${n} }`);
+  for (let i = 0; i < BIG_WORKLOADS; i++) {
+    docs.push(`apiVersion: v1\nkind: Pod\nmetadata: { name: service-${i}-0, namespace: team-${i % BIG_NAMESPACES}, uid: uid-big-${i}, labels: { app: s${i} }, creationTimestamp: "2024-01-01T00:00:00Z" }\nspec: { nodeName: node1 }\nstatus: { phase: Running, podIP: ${bigIp(i)} }`);
+  }
+  return docs.join("\n---\n") + "\n";
+}
+
+let sequence = 0n;
+function record(src: string, dst: string, port: number, verdict = Verdict.VERDICT_FORWARDED): FlowRecord {
+  const now = Date.now();
+  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 });
+  return FlowRecord.fromPartial({
+    startTime: ts(now - 200), endTime: ts(now), node: "node1", point: ObservationPoint.OBSERVATION_POINT_FROM_POD,
+    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: "veth", ifindex: 3,
+    ip: { source: src, destination: dst, version: IpVersion.IP_VERSION_IPV4 },
+    l4: { protocol: 6, protocolName: "TCP", sourcePort: 40_000 + Number(sequence % 20_000n), destinationPort: port },
+    packets: 3n, bytes: 300n, verdict,
+    verdictReason: verdict === Verdict.VERDICT_FORWARDED ? VerdictReason.VERDICT_REASON_UNSPECIFIED : VerdictReason.VERDICT_REASON_POLICY,
+    sequence: ++sequence,
+  });
+}
+
+/** 800 distinct edges between the 200 workloads (seeded): about 5 % dropped, 5 % audit. */
+function bigRecords(): FlowRecord[] {
+  const random = seededRandom(16);
+  const seen = new Set<string>();
+  const out: FlowRecord[] = [];
+  while (out.length < BIG_EDGES) {
+    const a = Math.floor(random() * BIG_WORKLOADS), b = Math.floor(random() * BIG_WORKLOADS), port = 8000 + Math.floor(random() * 3);
+    if (a === b || seen.has(`${a}>${b}:${port}`)) continue;
+    seen.add(`${a}>${b}:${port}`);
+    const r = random();
+    out.push(record(bigIp(a), bigIp(b), port, r < 0.05 ? Verdict.VERDICT_DROPPED : r < 0.1 ? Verdict.VERDICT_AUDIT : Verdict.VERDICT_FORWARDED));
+  }
+  return out;
+}
+
+describe("the map's layout and the flow table, measured in Chromium", () => {
+  let tmp: string;
+  let cp: ControlPlane;
+  let browser: LaunchedBrowser | undefined;
+  let page: Page;
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) throw new Error(`${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui`);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ui-map-"));
+    fs.mkdirSync(path.join(tmp, "manifests"));
+    fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), manifests());
+    cp = new ControlPlane({
+      source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 100_000,
+      log: pino({ level: "silent" }), uiListen: { host: "127.0.0.1", port: 0 },
+      access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
+    });
+    await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
+    cp.ingest("node1", [
+      record(WEB_IP, DB_IP, 5432), record(WEB_IP, DB_IP, 5432, Verdict.VERDICT_DROPPED), record(WEB_IP, OUTSIDE_IP, 443, Verdict.VERDICT_AUDIT),
+      ...bigRecords(),
+    ]);
+    browser = await launchChromium();
+    page = await browser.context.newPage();
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+  });
+
+  afterAll(async () => {
+    try {
+      await browser?.close();
+    } finally {
+      await cp?.stop();
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  /**
+   * Opens the map at a viewport and waits for its snapshot: the stream is live and the page
+   * holds `edges` map edges. Every record was ingested before, so the snapshot holds them
+   * all; the layout and fit run in the same task as the snapshot, before the hook counts.
+   */
+  async function open(query: string, viewport: { width: number; height: number }, edges: number): Promise<void> {
+    await page.setViewportSize(viewport);
+    await page.goto(`${cp.ui!.url}?${query}`);
+    await page.locator("[data-testid=connection-state][data-state=live]").waitFor({ timeout: 20_000 });
+    await page.waitForFunction((n) => window.bulkheadMap.edges().length >= n, edges, { timeout: 30_000 });
+  }
+
+  it("3 nodes: no overlaps, each node in its group, labels clear, not zoomed past 1.25, all on the canvas", async () => {
+    for (const viewport of VIEWPORTS) {
+      await open("namespace=tiny", viewport, 2);
+      const m = await mapMetrics(page);
+      expect([m.nodes, m.edges, m.groups]).toEqual([3, 2, 2]);
+      expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
+      expect(m.labelsShown).toBe(2);
+      expect(m.zoom).toBeLessThanOrEqual(1.25);
+      await page.screenshot({ path: path.join(SHOTS, `map-3-nodes-${viewport.width}x${viewport.height}.png`) });
+    }
+  });
+
+  it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges: no overlaps, each node in its group, no label collisions, all on the canvas`, async () => {
+    for (const viewport of VIEWPORTS) {
+      await open("", viewport, BIG_EDGES + 2);
+      const m = await mapMetrics(page);
+      expect(m.nodes).toBe(BIG_WORKLOADS + 3);
+      expect(m.groups).toBe(BIG_NAMESPACES + 2);
+      expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
+      process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
+      await page.screenshot({ path: path.join(SHOTS, `map-200-workloads-${viewport.width}x${viewport.height}.png`) });
+    }
+  });
+
+  it("the flow table at 1280 px: verdict words whole, pod names without their template hash (full in the title), every column inside the table", async () => {
+    await open("namespace=tiny", { width: 1280, height: 720 }, 2);
+    // The flow table loads once the page opens (refreshFlows): wait for its rows, all three verdicts.
+    await expect.poll(() => page.$$eval("[data-testid=flow-row]", (rows) => new Set(rows.map((r) => r.getAttribute("data-verdict"))).size), { timeout: 10_000 }).toBe(3);
+    const table = await page.$eval("[data-testid=flow-table]", (t) => {
+      const cells = [...t.querySelectorAll("td")];
+      return {
+        tableFits: t.scrollWidth <= (t.parentElement?.clientWidth ?? 0),
+        verdicts: [...t.querySelectorAll("td.verdict")].map((c) => ({ text: c.textContent, cut: c.scrollWidth > c.clientWidth })),
+        overflowing: cells.filter((c) => c.scrollWidth > c.clientWidth).map((c) => c.textContent),
+        webSources: [...t.querySelectorAll("[data-testid=flow-row] td:nth-child(2)")].map((c) => ({ text: c.textContent, title: c.getAttribute("title") })),
+      };
+    });
+    expect(table.tableFits).toBe(true);
+    expect(table.overflowing).toEqual([]);
+    expect(new Set(table.verdicts.map((v) => `${v.text} ${v.cut}`))).toEqual(new Set(["FORWARDED false", "DROPPED false", "AUDIT false"]));
+    expect(new Set(table.webSources.map((s) => s.text))).toEqual(new Set(["tiny/web-…x2k4p"]));
+    for (const s of table.webSources) expect(s.title).toMatch(new RegExp(`^tiny/${WEB_POD}:\\d+ \\(${WEB_IP.replace(/\./g, "\\.")}\\)$`));
+    await page.screenshot({ path: path.join(SHOTS, "flow-table-1280x720.png") });
+    expect(pageErrors).toEqual([]);
+  });
+});
