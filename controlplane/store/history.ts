@@ -491,30 +491,30 @@ export class FlowHistory {
   /** notify() for the rows appended from absolute index `first` on, still held: records only for the matches. */
   private notifySlots(first: number): void {
     const from = Math.max(first, this.appendedTotal - this.count);
-    let unreported: { error: unknown } | undefined;
-    for (const subscriber of [...this.subscribers]) {
-      try {
-        const matching: FlowRecord[] = [];
-        for (let a = from; a < this.appendedTotal; a++) {
-          const slot = a % this.columns.capacity;
-          this.view.slot = slot;
-          if (subscriber.predicate(this.view)) matching.push(this.materialize(slot));
-        }
-        if (matching.length > 0) subscriber.onRecords(matching);
-      } catch (error) {
-        this.subscribers.delete(subscriber);
-        if (this.onSubscriberError !== undefined) this.onSubscriberError(error);
-        else unreported ??= { error };
+    this.deliver((subscriber) => {
+      const matching: FlowRecord[] = [];
+      for (let a = from; a < this.appendedTotal; a++) {
+        const slot = a % this.columns.capacity;
+        this.view.slot = slot;
+        if (subscriber.predicate(this.view)) matching.push(this.materialize(slot));
       }
-    }
-    if (unreported !== undefined) throw unreported.error;
+      return matching;
+    });
   }
 
   private notify(records: readonly FlowRecord[]): void {
+    this.deliver((subscriber) => records.filter(subscriber.predicate));
+  }
+
+  /**
+   * Hands each subscriber its matches. One that throws is dropped and its error reported
+   * (onSubscriberError, else thrown once all were served): the others still get theirs.
+   */
+  private deliver(matchesOf: (subscriber: Subscriber) => FlowRecord[]): void {
     let unreported: { error: unknown } | undefined;
     for (const subscriber of [...this.subscribers]) {
       try {
-        const matching = records.filter(subscriber.predicate);
+        const matching = matchesOf(subscriber);
         if (matching.length > 0) subscriber.onRecords(matching);
       } catch (error) {
         this.subscribers.delete(subscriber);
