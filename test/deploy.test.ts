@@ -427,7 +427,7 @@ describe.each(OVERLAYS)("%s: the manifests' args and the real flag parsers", (ov
     expect(config.node).toBe(NODE);
     const svc = one(objects, "Service", "bulkhead-controlplane");
     const grpcPort = (field(svc, "spec.ports") as { name: string; port: number }[]).find((p) => p.name === "grpc")?.port;
-    expect(config.controlplane).toBe(`${svc.metadata.name}.${svc.metadata.namespace}.svc:${grpcPort}`);
+    expect(config.controlplane).toEqual([`${svc.metadata.name}.${svc.metadata.namespace}.svc:${grpcPort}`]);
     // On the node's address only: the agent runs in the host network.
     expect(config.metricsAddr).toEqual({ host: NODE_IP, port: 9387 });
     // Production's agent proves its node with the certificate `bulkhead certs` made for it.
