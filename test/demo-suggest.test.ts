@@ -167,7 +167,10 @@ describe("the demo's shop under its suggested policies", () => {
       const rs = probeRecords(after, p).filter(judged);
       const forwarded = rs.filter((r) => r.verdict === Verdict.VERDICT_FORWARDED).reduce((n, r) => n + Number(r.packets), 0);
       const dropped = rs.filter((r) => r.verdict === Verdict.VERDICT_DROPPED).reduce((n, r) => n + Number(r.packets), 0);
-      expect({ probe: `${p.from.name} → ${p.to}:${p.port}`, forwarded, dropped })
+      // On a mismatch, the records counted (node, point, sequence, packets, times) say where the difference is.
+      const counted = rs.map((r) => `${r.node} ${r.point === ObservationPoint.OBSERVATION_POINT_TO_POD ? "to-pod" : "from-pod"} #${r.sequence} ${r.packets} pkts `
+        + `${r.startTime?.seconds}.${r.startTime?.nanos}-${r.endTime?.seconds}.${r.endTime?.nanos} ${Verdict[r.verdict]}`);
+      expect({ probe: `${p.from.name} → ${p.to}:${p.port}`, forwarded, dropped }, counted.join("\n"))
         .toEqual({ probe: `${p.from.name} → ${p.to}:${p.port}`, forwarded: p.want === "forwarded" ? COUNT : 0, dropped: p.want === "dropped" ? COUNT : 0 });
     }
   });
