@@ -162,9 +162,7 @@ export class Enricher {
   /** What `entry`'s address named at the time: resolve() over the entry's own cached answer. */
   resolveEntry(entry: AddressEntry, seconds: number, nanos: number): Endpoint {
     const cached = entry.answer;
-    if (cached !== undefined && cached.counter.version === cached.version
-      && (seconds > cached.fromSeconds || (seconds === cached.fromSeconds && nanos >= cached.fromNanos))
-      && (seconds < cached.toSeconds || (seconds === cached.toSeconds && nanos < cached.toNanos))) {
+    if (cached !== undefined && holds(cached, seconds, nanos)) {
       return cached.endpoint;
     }
     const answer = cached ?? newAnswer(this.state.unknownAddresses);
@@ -266,9 +264,7 @@ export class Enricher {
 
   private resolve(ip: string, seconds: number, nanos: number): Endpoint {
     const cached = this.byAddress.get(ip);
-    if (cached !== undefined && cached.counter.version === cached.version
-      && (seconds > cached.fromSeconds || (seconds === cached.fromSeconds && nanos >= cached.fromNanos))
-      && (seconds < cached.toSeconds || (seconds === cached.toSeconds && nanos < cached.toNanos))) {
+    if (cached !== undefined && holds(cached, seconds, nanos)) {
       return cached.endpoint;
     }
     return this.refresh(cached, ip, seconds, nanos);
@@ -306,6 +302,13 @@ export class Enricher {
     }
     return span.endpoint;
   }
+}
+
+/** Whether a cached answer still names the address at this time: its history unchanged, the time in its span. */
+function holds(a: CachedAnswer, seconds: number, nanos: number): boolean {
+  return a.counter.version === a.version
+    && (seconds > a.fromSeconds || (seconds === a.fromSeconds && nanos >= a.fromNanos))
+    && (seconds < a.toSeconds || (seconds === a.toSeconds && nanos < a.toNanos));
 }
 
 function newAnswer(counter: ChangeCounter): CachedAnswer {
