@@ -301,15 +301,14 @@ export class ControlPlane {
     for (let k = 0; k < b.rows.length; k++) {
       const i = b.rows[k]!;
       const reason = c.verdictReasons[i]!, verdict = c.verdicts[i]!;
-      if (reason === 0 && verdict === Verdict.VERDICT_FORWARDED) continue;
-      if (c.points[i] === ObservationPoint.OBSERVATION_POINT_FROM_POD && b.destinations[i]?.service) continue;
+      if (!attributable(verdict, reason, c.points[i]!, Boolean(b.destinations[i]?.service))) continue;
       const proto = c.protocols[i]!;
       const port = proto === 1 || proto === 58 ? 0 : c.destinationPorts[i]!;
       // Small-integer keys at every level: V8 hashes them without allocating a number.
       const source = admitted.sourceIds[i]!, destination = admitted.destinationIds[i]!, service = proto * 65_536 + port;
       let bySource = this.columnAttributions.get(source);
       if (bySource === undefined) {
-        if (this.columnAttributionCount >= 100_000) { this.columnAttributions.clear(); this.columnAttributionCount = 0; }
+        if (this.columnAttributionCount >= MAX_ATTRIBUTIONS) { this.columnAttributions.clear(); this.columnAttributionCount = 0; }
         bySource = new Map();
         this.columnAttributions.set(source, bySource);
       }
@@ -444,14 +443,13 @@ export class ControlPlane {
   /** Which policies decided the flow; at a client's veth toward a ClusterIP the backend is
    * not known yet, so that record is attributed at the backend's veth instead. */
   private attribute(r: FlowRecord): void {
-    if (r.verdictReason === 0 && r.verdict === Verdict.VERDICT_FORWARDED) return; // observe: nothing judged
-    if (r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD && r.destination?.service) return;
+    if (!attributable(r.verdict, r.verdictReason, r.point, Boolean(r.destination?.service))) return;
     const ip = r.ip, l4 = r.l4;
     if (!ip || !l4) return;
     const key = `${ip.source}|${ip.destination}|${l4.protocol}|${l4.destinationPort}`;
     let a = this.attributions.get(key);
     if (!a) {
-      if (this.attributions.size >= 100_000) this.attributions.clear();
+      if (this.attributions.size >= MAX_ATTRIBUTIONS) this.attributions.clear();
       a = this.policy.attribution(ip.source, ip.destination, l4.protocol, l4.destinationPort);
       this.attributions.set(key, a);
     }
@@ -570,6 +568,18 @@ export class ControlPlane {
 
 /** An agent clock this far from ours (ms) is taken as it is: below it, skew is mostly network delay. */
 export const CLOCK_TOLERANCE_MS = 1000;
+
+/** Cached attributions, per ingest path; past it the cache starts again. */
+const MAX_ATTRIBUTIONS = 100_000;
+
+/**
+ * Whether a record carries a judgement to attribute: not a flow observe mode forwarded
+ * unjudged, nor a from-pod record to a Service (judged at its backend, after translation).
+ */
+function attributable(verdict: Verdict, reason: number, point: ObservationPoint, toService: boolean): boolean {
+  if (reason === 0 && verdict === Verdict.VERDICT_FORWARDED) return false;
+  return !(point === ObservationPoint.OBSERVATION_POINT_FROM_POD && toService);
+}
 
 function timestampOfMs(ms: number): Timestamp {
   const seconds = Math.floor(ms / 1000);
