@@ -435,7 +435,8 @@ export class FlowMapStore {
 
   private readonly edges = new Map<string, EdgeState>();
   /** Edges counting towards each namespace (rule 6). */
-  private readonly edgesByNamespace = new Map<string, number>();
+  /** Edges by the namespaces they count towards (EdgeState.namespaces): budgets, and a namespace's map without walking every edge. */
+  private readonly edgesByNamespace = new Map<string, Set<EdgeState>>();
   private readonly nodes = new Map<string, MapNodeState>();
   // Shared Endpoint objects (one per pod) resolve to their map node once.
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
@@ -671,8 +672,11 @@ export class FlowMapStore {
   /** Edges of the namespace changed after `afterVersion`, with totals over the window, in key order. */
   private collect(window: Window, namespace: string, afterVersion: number): { edges: MapEdge[]; nodes: MapNode[] } {
     const selected: EdgeState[] = [];
-    for (const edge of this.edges.values()) {
-      if (edge.version > afterVersion && this.inNamespace(edge, namespace)) selected.push(edge);
+    // A namespace's edges are those that count towards it: one namespace's map (and each
+    // of its streams' deltas) walks that namespace only, not the whole cluster's edges.
+    const candidates = namespace === "" ? this.edges.values() : this.edgesByNamespace.get(namespace)?.values() ?? [];
+    for (const edge of candidates) {
+      if (edge.version > afterVersion) selected.push(edge);
     }
     // Keys order by source id, destination id, protocol, then port as text: stable for diffs.
     selected.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -697,10 +701,6 @@ export class FlowMapStore {
     const firstBucket = Math.floor((now - windowMs) / bucketMs);
     const sinceMs = firstBucket * bucketMs;
     return { fine, firstBucket, sinceMs, firstFine: Math.floor(sinceMs / this.fineBucketMs) };
-  }
-
-  private inNamespace(edge: EdgeState, namespace: string): boolean {
-    return namespace === "" || edge.source.namespace === namespace || edge.destination.namespace === namespace;
   }
 
   private summarize(edge: EdgeState, window: Window): MapEdge | undefined {
@@ -814,7 +814,7 @@ export class FlowMapStore {
   /** How full the fullest budget a new edge would count towards is: 1 = full. */
   private fill(namespaces: readonly string[]): number {
     let fill = this.edges.size / this.maxEdges;
-    for (const ns of namespaces) fill = Math.max(fill, (this.edgesByNamespace.get(ns) ?? 0) / this.maxEdgesPerNamespace);
+    for (const ns of namespaces) fill = Math.max(fill, (this.edgesByNamespace.get(ns)?.size ?? 0) / this.maxEdgesPerNamespace);
     return fill;
   }
 
@@ -826,7 +826,10 @@ export class FlowMapStore {
     destination.edges++;
     const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flows: new Map(), version: 0, peer, namespaces };
     this.edges.set(key, edge);
-    for (const ns of namespaces) this.edgesByNamespace.set(ns, (this.edgesByNamespace.get(ns) ?? 0) + 1);
+    for (const ns of namespaces) {
+      const edges = this.edgesByNamespace.get(ns);
+      if (edges === undefined) this.edgesByNamespace.set(ns, new Set([edge])); else edges.add(edge);
+    }
     return edge;
   }
 
@@ -887,8 +890,9 @@ export class FlowMapStore {
     this.edges.delete(edge.key);
     this.forgetExactEdges();
     for (const ns of edge.namespaces) {
-      const left = (this.edgesByNamespace.get(ns) ?? 1) - 1;
-      if (left > 0) this.edgesByNamespace.set(ns, left); else this.edgesByNamespace.delete(ns);
+      const edges = this.edgesByNamespace.get(ns);
+      edges?.delete(edge);
+      if (edges?.size === 0) this.edgesByNamespace.delete(ns);
     }
     this.trackedFlows -= edge.flows.size;
     for (const node of [edge.source, edge.destination]) {
