@@ -570,15 +570,24 @@ describe("access scope (bearer tokens, the same as the Observer API's)", () => {
 describe("Service nodes name their backends, so the UI draws client → Service → backend", () => {
   it("map and stream give a Service node the workloads its selector picks; a scope that cannot read the Service's namespace gets none", async () => {
     const stream = await EventReader.open("namespace=shop&window=5m");
+    // The same map (every namespace, 5m) for two scopes: streams share a delta only when they
+    // may read the same namespaces, so the other team's stream must not get the open one's.
+    const everything = await EventReader.open("window=5m");
+    const othersView = await EventReader.open("window=5m", undefined, { authorization: `Bearer ${OTHER_TOKEN}` });
     try {
-      expect((await stream.next()).event).toBe("snapshot");
+      for (const s of [stream, everything, othersView]) expect((await s.next()).event).toBe("snapshot");
       cp.ingest("node1", [record(WEB_IP, DB_SERVICE_IP, 5432), record(X_IP, DB_SERVICE_IP, 5432)]);
       const delta = await stream.next();
       expect(delta.data.nodes.find((n: any) => n.id === "service:shop/db")).toMatchObject({ kind: "service", backends: [DB] });
       // Workloads carry no backends.
       expect(delta.data.nodes.filter((n: any) => n.kind !== "service" && "backends" in n)).toEqual([]);
+      const open = await everything.next(), scoped = await othersView.next();
+      expect([open.event, scoped.event]).toEqual(["delta", "delta"]);
+      expect(open.data.edges.map((e: any) => e.source).sort()).toEqual([X, WEB].sort());
+      expect(scoped.data.edges.map((e: any) => e.source)).toEqual([X]);
+      expect(scoped.data.nodes.find((n: any) => n.id === "service:shop/db").backends).toBeUndefined();
     } finally {
-      stream.close();
+      for (const s of [stream, everything, othersView]) s.close();
     }
     const map = await get("/api/v1/map?namespace=shop&window=5m");
     expect(map.body.nodes.find((n: any) => n.id === "service:shop/db")).toMatchObject({ backends: [DB] });

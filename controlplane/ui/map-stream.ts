@@ -3,6 +3,9 @@
 // cluster costs a client a few small messages a second, never the whole map. Edges that
 // go idle for longer than the client's window are removed by this session's own timer
 // (FlowMapStore reports an edge as removed only when it leaves the store's retention).
+// Streams that show the same map (namespace, window, readable namespaces) share each
+// delta: busy streams flush on a common grid of `coalesceMs`, so they ask for the same
+// version range, and MapDeltas computes and serializes it once for all of them.
 import type { ServerResponse } from "node:http";
 import type { FlowMapStore } from "../store/flowmap.js";
 import { type BackendsOf, edgeId, edgeJson, mapJson, nodeJson, type MapDeltaJson } from "./map-json.js";
@@ -22,6 +25,50 @@ export interface MapStreamOptions {
   onCutOff?: (queuedBytes: number) => void;
   /** Services' backends for their map nodes (MapNodeJson.backends); none without it. */
   backendsOf?: BackendsOf;
+  /** Deltas shared with the other streams of the server; without it, this stream's own. */
+  deltas?: MapDeltas;
+}
+
+/** The changes between two versions of one map, ready to write: computed once per map and version range. */
+interface SharedDelta {
+  key: string;
+  from: number;
+  to: number;
+  /** Changed edges' ids and last_seen, for each stream's record of what its client has. */
+  edges: { id: string; lastSeen: number }[];
+  /** Ids of edges the store removed (each stream sends those its client has). */
+  removed: string[];
+  edgesText: string;
+  nodesText: string;
+}
+
+/** The last delta of each map (namespace, window, readable namespaces) asked for, so that streams of the same map share it. */
+export class MapDeltas {
+  private readonly last = new Map<string, SharedDelta>();
+
+  constructor(private readonly flowMap: FlowMapStore, private readonly backendsOf?: BackendsOf) {}
+
+  /** The changes after `from` of the map the stream shows; undefined when they are no longer known (resynchronize). */
+  since(from: number, namespace: string, window: Window, scope: Scope): SharedDelta | undefined {
+    const key = `${namespace}\u0000${window.ms}\u0000${scope.kind === "cluster" ? "*" : [...scope.namespaces].sort().join(",")}`;
+    const cached = this.last.get(key);
+    if (cached !== undefined && cached.from === from && cached.to === this.flowMap.version) return cached;
+    const changes = this.flowMap.changesSince(from, { namespace: namespace || undefined, windowMs: window.ms });
+    if (changes.resync) return undefined;
+    const visible = restrictFlowMap(scope, changes);
+    const edges = visible.edges.map(edgeJson);
+    const delta: SharedDelta = {
+      key, from, to: changes.version,
+      edges: edges.map((e) => ({ id: e.id, lastSeen: e.lastSeen })),
+      removed: changes.removed.map(edgeId),
+      edgesText: JSON.stringify(edges),
+      nodesText: JSON.stringify(visible.nodes.map((n) => nodeJson(n, this.backendsOf, scope))),
+    };
+    // One entry per map: bounded by the maps streamed; forgotten all at once past a bound.
+    if (this.last.size >= 4096 && !this.last.has(key)) this.last.clear();
+    this.last.set(key, delta);
+    return delta;
+  }
 }
 
 export class MapStream {
@@ -35,6 +82,7 @@ export class MapStream {
   private closed = false;
   private readonly coalesceMs: number;
   private readonly maxQueuedBytes: number;
+  private readonly deltas: MapDeltas;
 
   constructor(
     private readonly response: ServerResponse,
@@ -47,6 +95,7 @@ export class MapStream {
   ) {
     this.coalesceMs = options.coalesceMs ?? 500;
     this.maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
+    this.deltas = options.deltas ?? new MapDeltas(flowMap, options.backendsOf);
   }
 
   start(): void {
@@ -88,32 +137,34 @@ export class MapStream {
     this.send("snapshot", json);
   }
 
+  /**
+   * At once after a quiet spell (every stream a change reaches is scheduled in the same
+   * turn, so they flush together); while busy, at the next multiple of coalesceMs at least
+   * coalesceMs after the last flush, so that busy streams flush on one grid and share deltas.
+   */
   private schedule(): void {
     if (this.closed || this.flushTimer) return;
-    const wait = Math.max(0, this.lastFlush + this.coalesceMs - Date.now());
+    const now = Date.now(), earliest = this.lastFlush + this.coalesceMs;
+    const wait = earliest <= now ? 0 : Math.ceil(earliest / this.coalesceMs) * this.coalesceMs - now;
     this.flushTimer = setTimeout(() => { this.flushTimer = undefined; this.flush(); }, wait);
   }
 
   private flush(): void {
     if (this.closed) return;
     this.lastFlush = Date.now();
-    const changes = this.flowMap.changesSince(this.version, { namespace: this.namespace || undefined, windowMs: this.window.ms });
-    if (changes.resync) {
+    const delta = this.deltas.since(this.version, this.namespace, this.window, this.scope);
+    if (delta === undefined) {
       this.snapshot();
       return;
     }
-    this.version = changes.version;
-    const visible = restrictFlowMap(this.scope, changes);
-    const nodes = visible.nodes.map((n) => nodeJson(n, this.options.backendsOf, this.scope)), edges = visible.edges.map(edgeJson);
+    this.version = delta.to;
     const removed: string[] = [];
-    for (const key of changes.removed) {
-      const id = edgeId(key);
-      if (this.sent.delete(id)) removed.push(id);
-    }
-    for (const e of edges) this.sent.set(e.id, e.lastSeen);
+    for (const id of delta.removed) if (this.sent.delete(id)) removed.push(id);
+    for (const e of delta.edges) this.sent.set(e.id, e.lastSeen);
     removed.push(...this.idle());
-    if (edges.length === 0 && removed.length === 0) return;
-    this.send("delta", { version: this.version, edges, nodes, removed } satisfies MapDeltaJson);
+    if (delta.edges.length === 0 && removed.length === 0) return;
+    // MapDeltaJson, with the shared parts already serialized.
+    this.write("delta", `{"version":${this.version},"edges":${delta.edgesText},"nodes":${delta.nodesText},"removed":${JSON.stringify(removed)}}`);
   }
 
   /** Edges whose last_seen fell before the window's start: gone from the client's window. */
@@ -134,11 +185,16 @@ export class MapStream {
 
   private send(event: string, data: unknown): void {
     if (this.closed) return;
+    this.write(event, JSON.stringify(data));
+  }
+
+  private write(event: string, json: string): void {
+    if (this.closed) return;
     if (this.response.writableLength > this.maxQueuedBytes) {
       this.options.onCutOff?.(this.response.writableLength);
       this.close();
       return;
     }
-    this.response.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    this.response.write(`event: ${event}\ndata: ${json}\n\n`);
   }
 }

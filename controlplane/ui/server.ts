@@ -20,8 +20,8 @@ import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ApiError, badParameter, Query, type Window } from "./params.js";
 import { isNamespaceName } from "../../kubernetes/names.js";
 import { requestScope } from "./scope.js";
-import { backendsFromState, edgeJson, mapJson, nodeJson } from "./map-json.js";
-import { MapStream, type MapStreamOptions } from "./map-stream.js";
+import { backendsFromState, type BackendsOf, edgeJson, mapJson, nodeJson } from "./map-json.js";
+import { MapDeltas, MapStream, type MapStreamOptions } from "./map-stream.js";
 import { decidingPolicies, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type ParsedNode } from "./details.js";
 
 /** What the UI reads: the control plane's stores (ControlPlane satisfies it). */
@@ -84,11 +84,16 @@ export class UiServer {
   private readonly staticDir: string;
   private readonly scopeOf: (request: IncomingMessage) => Scope;
   private readonly routes: ReadonlyMap<string, Route>;
+  private readonly backendsOf: BackendsOf;
+  /** Deltas shared by the map streams that show the same map. */
+  private readonly deltas: MapDeltas;
 
   constructor(private readonly sources: UiSources, private readonly options: UiServerOptions) {
     this.staticDir = path.resolve(options.staticDir ?? DEFAULT_STATIC_DIR);
     this.maxDetailRecords = options.maxDetailRecords ?? DEFAULT_MAX_DETAIL_RECORDS;
     this.scopeOf = (request) => requestScope(sources.access, request);
+    this.backendsOf = backendsFromState(sources.state);
+    this.deltas = new MapDeltas(sources.flowMap, this.backendsOf);
     this.routes = new Map<string, Route>([
       ["namespaces", (q, s, res) => this.namespaces(q, s, res)],
       ["map", (q, s, res) => this.map(q, s, res)],
@@ -227,7 +232,7 @@ export class UiServer {
   private map(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const { namespace, window } = this.mapQuery(params, scope);
     const map = this.sources.flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms });
-    this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope, backendsFromState(this.sources.state)));
+    this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope, this.backendsOf));
   }
 
   private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
@@ -263,7 +268,7 @@ export class UiServer {
       this.options.log.warn({ subject: scope.subject, namespace, queuedBytes, cutOffTotal: this.cutOff },
         "map stream client too far behind: disconnected (it reconnects to a fresh snapshot)");
     };
-    const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, { ...this.options.stream, onCutOff, backendsOf: backendsFromState(this.sources.state) },
+    const stream: MapStream = new MapStream(response, this.sources.flowMap, namespace, window, scope, { ...this.options.stream, onCutOff, backendsOf: this.backendsOf, deltas: this.deltas },
       () => {
         stopWatchingTokens();
         this.streams.delete(stream);
