@@ -408,7 +408,7 @@ async function referenceRole(socket: string): Promise<void> {
  * NODE_RECORDS_PER_SECOND that ends now minus `lateMs`, so that the store holds records
  * spread over time as a real node's would be.
  */
-async function clientRole(socket: string, index: number, limit: number, lateMs: number, protocol: Protocol): Promise<void> {
+async function clientRole(socket: string, index: number, limit: number, lateMs: number, protocol: Protocol, recordsPerSecond: number): Promise<void> {
   const plan = clusterPlan();
   const node = `node-${index}`;
   const batches = limit > 0 ? Math.ceil(limit / BATCH_RECORDS) : Infinity;
@@ -436,8 +436,12 @@ async function clientRole(socket: string, index: number, limit: number, lateMs: 
   let inFlight = 0;
   let acked = 0;
   let configured = false;
+  // Paced (recordsPerSecond > 0): no batch before its time on a steady schedule from the first config.
+  let pacedFrom = 0;
+  let pacer: NodeJS.Timeout | undefined;
+  const due = () => recordsPerSecond <= 0 || Number(nextId) <= 1 + ((Date.now() - pacedFrom) * recordsPerSecond) / 1000 / BATCH_RECORDS;
   const send = () => {
-    while (configured && inFlight < MAX_IN_FLIGHT && Number(nextId) <= batches) {
+    while (configured && inFlight < MAX_IN_FLIGHT && Number(nextId) <= batches && due()) {
       call.write(frame(nextId, batchRecords(nextId)));
       nextId++;
       inFlight++;
@@ -447,6 +451,8 @@ async function clientRole(socket: string, index: number, limit: number, lateMs: 
     const kind = m.kind;
     if (kind?.$case === "config") {
       configured = true;
+      pacedFrom = Date.now();
+      if (recordsPerSecond > 0) pacer = setInterval(send, 5);
       send();
     } else if (kind?.$case === "ack") {
       inFlight--;
@@ -463,7 +469,12 @@ async function clientRole(socket: string, index: number, limit: number, lateMs: 
     }
   });
   call.on("error", () => undefined);
-  process.on("message", (m) => { if (m === "exit") process.exit(0); });
+  process.on("message", (m) => {
+    if (m === "exit") {
+      clearInterval(pacer);
+      process.exit(0);
+    }
+  });
   call.write(Buffer.from(ConnectRequest.encode({ kind: { $case: "hello", value: {
     node, version: "bench", protocolVersion: protocol, capabilities: [], instanceId: `bench-${process.pid}`,
   } } }).finish()));
@@ -711,7 +722,7 @@ async function cli(): Promise<void> {
   const [role, ...args] = process.argv.slice(2);
   if (role === "controlplane") await controlPlaneRole(args[0]!, args[1]!, Number(args[2]));
   else if (role === "reference") await referenceRole(args[0]!);
-  else if (role === "client") await clientRole(args[0]!, Number(args[1]), Number(args[2]), Number(args[3] ?? 0), args[4] === "1" ? 1 : 2);
+  else if (role === "client") await clientRole(args[0]!, Number(args[1]), Number(args[2]), Number(args[3] ?? 0), args[4] === "1" ? 1 : 2, Number(args[5] ?? 0));
   else await main();
 }
 
