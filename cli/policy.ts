@@ -5,6 +5,7 @@
 // -o yaml > DIR/cluster.yaml`), and judges with the policy model the datapath is proved
 // against (controlplane/policy/explain.ts).
 import { parseArgs } from "node:util";
+import type * as grpc from "@grpc/grpc-js";
 import { ConfigError } from "../config/flags.js";
 import { outputFormat, yamlDocument } from "./output.js";
 import { isIP } from "node:net";
@@ -14,10 +15,15 @@ import { clusterOf, POLICY_MODES, PolicyModel, type Peer, type PolicyModeName } 
 import { explain, formatExplanation } from "../controlplane/policy/explain.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 import { runWhatIf, whatIfUsage } from "./policy-whatif.js";
+import { connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
+import { buildRequest, compact } from "./observe.js";
+import { type FlowRecord, ObservationPoint, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
+import type { GetFlowsResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { runSuggest, suggestUsage } from "./policy-suggest.js";
 
 export const explainUsage = `usage: bulkhead policy explain --manifests DIR --from NS/POD|IP --to NS/POD|IP --port N[/TCP|UDP|SCTP]
                               [--default-mode observe|audit|enforce] [-o text|json|yaml]
+                              [--flows [--since D|TIME] [--server ADDR] ...]
 
 Why a connection is allowed or denied: the policies that select the source (egress) and
 the destination (ingress), the rules that allow it ("ns/policy ingress[0]"), exemptions,
@@ -32,9 +38,14 @@ mode. Judged by the policy model the datapath is proved against.
   --default-mode MODE   mode of namespaces without a bulkhead.io/mode annotation (default
                         observe, as the control plane's)
   -o text|json|yaml     output (default text)
-`;
+  --flows               also the flows the control plane recorded for this pair (source,
+                        destination, port and protocol): packets by verdict at each end and
+                        the newest records, with the policies that denied them
+  --since D|TIME        how far back --flows looks (default 1h; as observe --since)
+${connectionUsage}`;
 
 const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
+const CONNECTION_FLAGS = Object.keys(connectionOptions) as (keyof typeof connectionOptions)[];
 
 function end(flag: string, raw: string | undefined): Peer {
   if (raw === undefined || raw === "") throw new ConfigError(`--${flag}: required (NS/POD or an IP address)`);
@@ -77,6 +88,7 @@ export async function runPolicy(argv: string[]): Promise<number> {
       options: {
         manifests: { type: "string" }, from: { type: "string" }, to: { type: "string" }, port: { type: "string" },
         "default-mode": { type: "string" }, output: { type: "string", short: "o" },
+        flows: { type: "boolean" }, since: { type: "string" }, ...connectionOptions,
       },
     }).values;
   } catch (err) {
@@ -89,6 +101,16 @@ export async function runPolicy(argv: string[]): Promise<number> {
   const defaultMode = (v["default-mode"] ?? "observe") as PolicyModeName;
   if (!POLICY_MODES.includes(defaultMode)) throw new ConfigError(`--default-mode: "${v["default-mode"]}" is not observe, audit or enforce`);
   const output = outputFormat("policy explain", v.output, ["text", "json", "yaml"]);
+  if (!v.flows) {
+    for (const flag of ["since", ...CONNECTION_FLAGS] as const) {
+      if (v[flag] !== undefined) throw new ConfigError(`--${flag}: only with --flows (the flows seen for the pair)`);
+    }
+  }
+  // The same filter observe builds from these flags, checked before anything is judged.
+  const flowsRequest = v.flows ? buildRequest([
+    ...endFilter("from", from), ...endFilter("to", to), "--to-port", String(port), "--protocol", protocol, "--since", v.since ?? "1h",
+    ...CONNECTION_FLAGS.flatMap((flag) => (v[flag] === undefined ? [] : [`--${flag}`, v[flag]])),
+  ]) : undefined;
 
   const state = new ClusterState();
   const source = new FolderSource({ dir: v.manifests });
@@ -108,7 +130,72 @@ export async function runPolicy(argv: string[]): Promise<number> {
     process.stderr.write(`bulkhead policy explain: ${(err as Error).message} in ${v.manifests}\n`);
     return 1;
   }
-  process.stdout.write(output === "json" ? `${JSON.stringify(explanation, null, 2)}\n`
-    : output === "yaml" ? yamlDocument(explanation) : formatExplanation(explanation));
+  let seen: FlowsSeen | undefined;
+  if (flowsRequest !== undefined) {
+    const { address, client } = connectObserver({ server: flowsRequest.server, tlsCa: flowsRequest.tlsCa, token: flowsRequest.token });
+    try {
+      seen = flowsSeen(await new Promise<FlowRecord[]>((resolve, reject) => {
+        const records: FlowRecord[] = [];
+        const call = client.getFlows(flowsRequest.request);
+        call.on("data", (res: GetFlowsResponse) => { if (res.flow) records.push(res.flow); });
+        call.on("error", reject);
+        call.on("end", () => resolve(records));
+      }), v.since ?? "1h");
+    } catch (err) {
+      process.stderr.write(`bulkhead policy explain: the flows seen: ${describeGrpcError(address, err as grpc.ServiceError)}\n`);
+      return 1;
+    } finally {
+      client.close();
+    }
+  }
+  const result = seen === undefined ? explanation : { ...explanation, seen };
+  process.stdout.write(output === "json" ? `${JSON.stringify(result, null, 2)}\n`
+    : output === "yaml" ? yamlDocument(result) : formatExplanation(explanation) + (seen === undefined ? "" : formatSeen(seen)));
   return 0;
+}
+
+/** observe's filter flags for one end: a pod by name, else its address. */
+function endFilter(side: "from" | "to", peer: Peer): string[] {
+  return "pod" in peer && peer.pod !== undefined ? [`--${side}-pod`, peer.pod] : [`--${side}-ip`, (peer as { ip: string }).ip];
+}
+
+/** How many packets each end's veth recorded, by verdict. */
+interface PacketsByVerdict { forwarded: number; dropped: number; audit: number }
+
+/** What the control plane recorded for the pair: the datapath's own account of the connection. */
+interface FlowsSeen {
+  since: string;
+  records: number;
+  /** At the source's veth (egress) and at the destination's (ingress); an end outside the cluster has none. */
+  egress: PacketsByVerdict;
+  ingress: PacketsByVerdict;
+  /** The newest records (at most 10), as observe prints them. */
+  newest: string[];
+}
+
+const NEWEST = 10;
+
+function flowsSeen(records: readonly FlowRecord[], since: string): FlowsSeen {
+  const tally = (): PacketsByVerdict => ({ forwarded: 0, dropped: 0, audit: 0 });
+  const seen: FlowsSeen = { since, records: records.length, egress: tally(), ingress: tally(), newest: [] };
+  for (const r of records) {
+    const side = r.point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? seen.egress : seen.ingress;
+    const packets = Number(r.packets);
+    if (r.verdict === Verdict.VERDICT_FORWARDED) side.forwarded += packets;
+    else if (r.verdict === Verdict.VERDICT_DROPPED) side.dropped += packets;
+    else if (r.verdict === Verdict.VERDICT_AUDIT) side.audit += packets;
+  }
+  // GetFlows answers oldest first.
+  seen.newest = records.slice(-NEWEST).map(compact);
+  return seen;
+}
+
+function formatSeen(s: FlowsSeen): string {
+  const packets = (p: PacketsByVerdict) => `${p.forwarded} forwarded, ${p.dropped} dropped, ${p.audit} audit`;
+  const lines = ["", `seen since ${s.since}: ${s.records} records`];
+  if (s.records > 0) {
+    lines.push(`  leaving the source (egress):       ${packets(s.egress)} packets`, `  entering the destination (ingress): ${packets(s.ingress)} packets`,
+      `  newest${s.records > s.newest.length ? ` ${s.newest.length}` : ""}:`, ...s.newest.map((line) => `    ${line}`));
+  }
+  return `${lines.join("\n")}\n`;
 }

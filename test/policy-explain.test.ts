@@ -15,6 +15,12 @@ import { generatePlacement, loadConformanceCases, ModelCluster, modelPairs, type
 import { explain, formatExplanation, type Explanation } from "../controlplane/policy/explain.js";
 import { PolicyModel, PolicySet, type PolicyCluster } from "../controlplane/policy/model.js";
 import { parseKubeObject } from "../controlplane/metadata/objects.js";
+import { pino } from "pino";
+import { ControlPlane } from "../controlplane/controlplane.js";
+import { FolderSource } from "../controlplane/metadata/folder.js";
+import { AccessControl } from "../controlplane/access/control.js";
+import { Verdict } from "../proto/gen/bulkhead/v1/flow.js";
+import { endpoint, flow } from "./harness/flow-records.js";
 
 const casesFile = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
 
@@ -64,7 +70,7 @@ function objects(): Record<string, unknown>[] {
   const ns = (name: string, mode: string) => ({ apiVersion: "v1", kind: "Namespace",
     metadata: { name, labels: { team: name }, annotations: { "bulkhead.io/mode": mode } } });
   const pod = (namespace: string, name: string, ip: string, ports: object[] = []) => ({ apiVersion: "v1", kind: "Pod",
-    metadata: { name, namespace, uid: `uid-${name}`, labels: { app: name } },
+    metadata: { name, namespace, uid: `uid-${name}`, labels: { app: name }, creationTimestamp: "2024-01-01T00:00:00Z" },
     spec: { nodeName: "n1", containers: [{ name: "c", ports }] },
     status: { phase: "Running", podIP: ip, podIPs: [{ ip }] } });
   return [
@@ -156,6 +162,44 @@ describe("bulkhead policy explain (the CLI)", () => {
     const text = await cli("--from", "web/front", "--to", "shop/db", "--port", "5432");
     expect(text.stdout).toMatch(/isolated by shop\/db-from-api\n {2}no rule of those policies allows it/);
     expect(text.stdout).toMatch(/verdict: denied; the datapath: DROPPED/);
+  });
+
+  it("--flows adds what the control plane recorded for exactly this pair: packets by verdict at each end, the newest records", async () => {
+    const cp = new ControlPlane({
+      source: new FolderSource({ dir }), storeCapacity: 1000, log: pino({ level: "silent" }),
+      access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
+    });
+    const socket = `unix://${path.join(dir, "cp.sock")}`;
+    await cp.start([socket]);
+    try {
+      const server = endpoint({ ip: "10.0.0.3" }), db = endpoint({ ip: "10.0.0.2" }), front = endpoint({ ip: "10.0.0.4" });
+      const endMs = Date.now() - 1000;
+      // As an agent sends them: addresses only, the control plane names the ends.
+      cp.ingest("n1", [
+        // The pair: api/server → shop/db TCP 5432, audited leaving (api audits), dropped entering (shop enforces).
+        flow(server, db, { point: "from", port: 5432, packets: 3, verdict: Verdict.VERDICT_AUDIT, endMs }),
+        flow(server, db, { point: "to", port: 5432, packets: 3, verdict: Verdict.VERDICT_DROPPED, endMs }),
+        flow(server, db, { point: "from", port: 5432, packets: 2, verdict: Verdict.VERDICT_AUDIT, endMs, sport: 40001 }),
+        // Not the pair: another port, another protocol, another source.
+        flow(server, db, { point: "to", port: 80, packets: 50, endMs }),
+        flow(server, db, { point: "to", port: 5432, protocol: 17, packets: 60, endMs }),
+        flow(front, db, { point: "to", port: 5432, packets: 70, verdict: Verdict.VERDICT_DROPPED, endMs }),
+      ].map((r) => ({ ...r, source: undefined, destination: undefined })));
+      const json = await cli("--from", "api/server", "--to", "shop/db", "--port", "5432", "--flows", "--server", socket, "-o", "json");
+      expect(json.stderr.replace(/.*broken\.yaml.*\n/, "")).toBe("");
+      const parsed = JSON.parse(json.stdout);
+      expect(parsed).toMatchObject({ outcome: "AUDIT", seen: { since: "1h", records: 3,
+        egress: { forwarded: 0, dropped: 0, audit: 5 }, ingress: { forwarded: 0, dropped: 3, audit: 0 } } });
+      expect(parsed.seen.newest).toHaveLength(3);
+      const text = await cli("--from", "api/server", "--to", "shop/db", "--port", "5432", "--flows", "--since", "10m", "--server", socket);
+      expect(text.stdout).toMatch(/seen since 10m: 3 records\n {2}leaving the source \(egress\): +0 forwarded, 0 dropped, 5 audit packets\n {2}entering the destination \(ingress\): 0 forwarded, 3 dropped, 0 audit packets/);
+      // Without --flows, its flags are refused rather than ignored.
+      const stray = await cli("--from", "api/server", "--to", "shop/db", "--port", "5432", "--since", "10m");
+      expect(stray).toMatchObject({ code: 2 });
+      expect(stray.stderr).toMatch(/--since: only with --flows/);
+    } finally {
+      await cp.stop();
+    }
   });
 
   it("bad input: an unknown pod exits 1 naming it, a bad flag exits 2 naming the flag", async () => {
