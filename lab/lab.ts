@@ -4,7 +4,7 @@
 // the manifests and the state file.
 import { randomUUID } from "node:crypto";
 import { spawn as spawnChild, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { readdir, rm, rmdir } from "node:fs/promises";
+import { readdir, readFile, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
 import {
   allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, OUTSIDE, OUTSIDE_NETNS, podAddresses, podHost,
@@ -785,7 +785,9 @@ async function waitStoreReady(stateDir: string, store: LabClickHouse, opts: { no
   try {
     return await waitStarted(stateDir, CLICKHOUSE_PROCESS, { ...opts, what: "ClickHouse server", timeoutMs: STORE_READY_MS, ready: () => storeReady(store) });
   } catch (err) {
-    throw new Error(`${(err as Error).message} (${store.httpUrl}; log ${store.log}; server log in ${path.join(store.dir, "logs")})\n${clickHouseLogTail(store.dir)}`);
+    const own = (await readFile(store.log, "utf8").catch(() => "")).trimEnd().split("\n").slice(-10).join("\n");
+    throw new Error(`${(err as Error).message} (${store.httpUrl}; log ${store.log}; server log in ${path.join(store.dir, "logs")})`
+      + `\n--- last lines of ${store.log} ---\n${own || "(empty)"}\n--- server error log ---\n${clickHouseLogTail(store.dir)}`);
   }
 }
 

@@ -7,7 +7,7 @@
 // replica wrote it. Afterwards the surviving replica serves exactly the datagrams sent, at
 // FROM_POD and at TO_POD, and so does the killed one once the supervisor has started it again.
 // Needs the kernel lock:  flock /tmp/bulkhead-kernel.lock npx vitest run test/lab-store-clickhouse.test.ts
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -17,6 +17,7 @@ import { EnforcementWatch } from "../lab/enforcement.js";
 import { down, type Lab, type LabStatus, up } from "../lab/lab.js";
 import { listNetns, running } from "../lab/netns.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
+import { supervisorPids } from "../lab/supervisor.js";
 import { AGENT_METRICS_PORT } from "../lab/agents.js";
 import { FlowFilter, type GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
 import { ObservationPoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
@@ -89,12 +90,10 @@ async function agentBacklog(node: string): Promise<{ held: number; connected: nu
   return { held: metric(m, "bulkhead_agent_controlplane_buffer_bytes"), connected: metric(m, "bulkhead_agent_controlplane_connected") };
 }
 
-beforeAll(async () => {
-  const file = path.join(root, "topology.yaml");
-  writeFileSync(file, TOPOLOGY);
-  lab = await up({ stateDir, topology: file, store: "clickhouse", controlplanes: 2, controlplane: { observer: OBSERVER, ui: false },
-    removeLeftoverPins: true });
-});
+const topologyFile = path.join(root, "topology.yaml");
+writeFileSync(topologyFile, TOPOLOGY);
+const upOptions = { stateDir, topology: topologyFile, store: "clickhouse", controlplanes: 2, controlplane: { observer: OBSERVER, ui: false },
+  removeLeftoverPins: true } as const;
 
 afterAll(async () => {
   // Also after a failure: processes, ClickHouse's files, netns and pins.
@@ -102,8 +101,31 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
+describe("lab up --store clickhouse when the server cannot start", () => {
+  it("fails naming the server and its output, and leaves no process, netns or file behind", async () => {
+    // A clickhouse-server first on PATH that exits at once; the supervisor inherits PATH.
+    const bin = path.join(root, "bin");
+    mkdirSync(bin);
+    writeFileSync(path.join(bin, "clickhouse-server"), "#!/bin/sh\necho 'stand-in clickhouse-server: refusing to start' >&2\nexit 3\n", { mode: 0o755 });
+    const savedPath = process.env.PATH;
+    process.env.PATH = `${bin}:${savedPath ?? ""}`;
+    try {
+      await expect(up(upOptions)).rejects.toThrow(/ClickHouse server exited with code 3[\s\S]*stand-in clickhouse-server: refusing to start/);
+    } finally {
+      process.env.PATH = savedPath;
+    }
+    expect((await listNetns()).filter((n) => n.startsWith("bh-"))).toEqual([]);
+    expect(existsSync(stateDir) ? readdirSync(stateDir) : []).toEqual([]);
+    expect(await supervisorPids(stateDir)).toEqual([]);
+  });
+});
+
 describe("lab up --store clickhouse --controlplanes 2", () => {
   let status: LabStatus;
+
+  beforeAll(async () => {
+    lab = await up(upOptions);
+  });
 
   it("refuses bad --store and --controlplanes values, naming the flag, before touching the lab", async () => {
     let err = "";
