@@ -1,8 +1,9 @@
-// The lab's control plane: one process in the machine's own namespace, watching the lab's
-// manifests, run (and restarted) by the lab's supervisor. Agents reach it over a unix socket
-// in the state dir (a socket file is visible from every network namespace); the CLI over
-// 127.0.0.1. A pid file, rewritten by the supervisor at each start, lets `down` stop it
-// even when state.json is gone. By default both speak TLS with certificates from
+// The lab's control plane: one process (or one per replica, `up --controlplanes N`, on a
+// shared ClickHouse store) in the machine's own namespace, watching the lab's manifests, run
+// (and restarted) by the lab's supervisor. Agents reach it over a unix socket in the state
+// dir (a socket file is visible from every network namespace); the CLI over 127.0.0.1. A
+// pid file per server, rewritten by the supervisor at each start, lets `down` stop it even
+// when state.json is gone. By default both speak TLS with certificates from
 // `bulkhead certs` in <stateDir>/tls/, and agents show their node's certificate.
 import { readFileSync } from "node:fs";
 import { readdir, readFile, rm } from "node:fs/promises";

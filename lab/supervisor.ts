@@ -1,6 +1,8 @@
 // The lab's supervisor: one detached process per lab (`bulkhead lab supervise --state-dir
-// DIR`, started by `up`) that runs the control plane and one agent per node and starts each
-// again when it exits, as a Deployment and a DaemonSet would on a real cluster. It reads the
+// DIR`, started by `up`) that runs the control plane (each replica, and with `--store
+// clickhouse` the ClickHouse server they share; the replicas' first start waits until it
+// answers) and one agent per node, and starts each again when it exits, as a Deployment,
+// a StatefulSet and a DaemonSet would on a real cluster. It reads the
 // command lines `up` wrote into state.json once, and writes what it runs (pid, restarts, how
 // the last run ended) to supervisor.json, which `lab status` and `lab restart` read.
 //
