@@ -3,13 +3,13 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { constants } from "node:os";
 import path from "node:path";
-import { Lab, down, up, type LabStatus, type PodInput, type RestartTarget, type UpOptions } from "./lab.js";
+import { LAB_STORE_KINDS, Lab, down, up, type LabStatus, type LabStoreKind, type PodInput, type RestartTarget, type UpOptions } from "./lab.js";
 import { supervise } from "./supervisor.js";
 import { FieldError } from "../fields/reader.js";
 import { MAX_NODES, PROTOCOLS, defaultTopology, loadTopology, type Protocol } from "./topology.js";
 import { startTraffic } from "./traffic.js";
 import { DEFAULT_STATE_DIR, LabNotUpError, requireState } from "./state.js";
-import { DEFAULT_UI_ADDRESS, uiUrl } from "./controlplane.js";
+import { DEFAULT_UI_ADDRESS, MAX_CONTROLPLANES, uiUrl } from "./controlplane.js";
 
 export interface LabIO {
   stdout: { write(text: string): unknown };
@@ -19,20 +19,27 @@ export interface LabIO {
 const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
 
   up [--nodes N] [--topology FILE] [--export-dir DIR] [--no-agents] [--ui HOST:PORT | --no-ui] [--traffic] [--insecure]
+     [--store embedded|clickhouse] [--controlplanes N]
                               build the lab (removes a previous one first); its control plane
                               serves the web UI on --ui (default ${DEFAULT_UI_ADDRESS}, loopback);
                               --traffic runs the topology's traffic section until \`lab down\`;
                               agents and control plane use mutual TLS (certificates in
-                              <state dir>/tls/) unless --insecure
-  down                        remove every lab netns, agent, pin and the state
-  status [-o table|json]      nodes, pods, services; agents and control plane with pid,
-                              running and restarts
-  restart agent [NODE] | controlplane [--kill]
-                              stop one (SIGTERM, or SIGKILL with --kill; every agent when no
-                              NODE) and wait until the supervisor has it up again (healthz)
-  stop agent [NODE] | controlplane [--kill]
+                              <state dir>/tls/) unless --insecure; the flow history is in the
+                              embedded store (<state dir>/store) unless --store clickhouse: a
+                              clickhouse-server on loopback (<state dir>/clickhouse), run by the
+                              supervisor, shared by --controlplanes N replicas (1-${MAX_CONTROLPLANES}, default 1;
+                              replica i on the Observer and UI ports + 2i); every agent gets
+                              every replica and moves to another when its own is lost
+  down                        remove every lab netns, agent, control plane, store, pin and the state
+  status [-o table|json]      nodes, pods, services; agents, control-plane replicas and the
+                              ClickHouse server with pid, running and restarts
+  restart agent [NODE] | controlplane [INDEX|NAME] | store [--kill]
+                              stop one (SIGTERM, or SIGKILL with --kill; every agent, or every
+                              replica, when none is named) and wait until the supervisor has it
+                              up again (healthz, GetStatus, an authenticated ClickHouse query)
+  stop agent [NODE] | controlplane [INDEX|NAME] | store [--kill]
                               scale to zero: the supervisor holds it down, then it is stopped
-  start agent [NODE] | controlplane
+  start agent [NODE] | controlplane [INDEX|NAME] | store
                               undo stop: started again, returns when it serves
   exec NS/POD -- CMD...       run CMD in the pod's network namespace
   pod add NS/NAME [--node N] [--label k=v]... [--port [name:]port[/TCP|UDP|SCTP]]...
@@ -43,7 +50,8 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
                               NetworkPolicy reachability cases on the real datapath (or the models)
 
 \`up\` starts a supervisor (\`lab supervise\`, log in <state dir>/logs/supervisor.log) that
-starts the control plane and the agents again when they exit; \`down\` stops it first.
+starts the control plane replicas, the ClickHouse server and the agents again when they
+exit; \`down\` stops it first.
 
 The state dir defaults to $BULKHEAD_LAB_STATE_DIR or ${DEFAULT_STATE_DIR}.
 `;
@@ -163,6 +171,8 @@ async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
     ui: { type: "string" },
     "no-ui": { type: "boolean" },
     traffic: { type: "boolean" },
+    store: { type: "string" },
+    controlplanes: { type: "string" },
   }, "up");
   noPositionals(positionals, "up");
   const opts: UpOptions = {
@@ -193,6 +203,24 @@ async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
     opts.controlplane = { ui: values["no-ui"] ? false : values.ui ?? DEFAULT_UI_ADDRESS };
   }
   if (values.traffic) opts.traffic = true;
+  if (values.store !== undefined) {
+    if (!(LAB_STORE_KINDS as readonly string[]).includes(values.store)) {
+      throw new UsageError(`--store: expected ${LAB_STORE_KINDS.join(" or ")}, got ${JSON.stringify(values.store)}`);
+    }
+    opts.store = values.store as LabStoreKind;
+  }
+  if (values.controlplanes !== undefined) {
+    if (!/^\d+$/.test(values.controlplanes) || Number(values.controlplanes) < 1 || Number(values.controlplanes) > MAX_CONTROLPLANES) {
+      throw new UsageError(`--controlplanes: expected an integer 1-${MAX_CONTROLPLANES}, got ${JSON.stringify(values.controlplanes)}`);
+    }
+    opts.controlplanes = Number(values.controlplanes);
+    if (opts.controlplanes > 1 && opts.store !== "clickhouse") {
+      throw new UsageError(`--controlplanes ${opts.controlplanes}: replicas need a store they share; add --store clickhouse (the embedded store is one process's file)`);
+    }
+  }
+  if ((opts.store === "clickhouse" || (opts.controlplanes ?? 1) > 1) && values["no-agents"]) {
+    throw new UsageError(`${opts.store === "clickhouse" ? "--store clickhouse" : "--controlplanes"}: the store is the control plane's, which --no-agents leaves out`);
+  }
   const lab = await up(opts);
   writeTable(io, await lab.status());
   return 0;
@@ -217,15 +245,24 @@ async function cmdStatus(args: readonly string[], io: LabIO): Promise<number> {
   return status.problems.length === 0 ? 0 : 1;
 }
 
-/** `agent [NODE]` (every agent when no NODE) or `controlplane`, for restart, stop and start. */
+/**
+ * `agent [NODE]` (every agent when no NODE), `controlplane [INDEX|NAME]` (every replica when
+ * none is named) or `store`, for restart, stop and start.
+ */
 async function supervisedTargets(lab: Lab, positionals: string[], command: string): Promise<RestartTarget[]> {
-  const [kind, node, extra] = positionals;
-  if (kind !== "agent" && kind !== "controlplane") throw new UsageError(`${command}: expected agent [NODE] or controlplane, got ${JSON.stringify(kind ?? "")}`);
-  if (extra !== undefined || (kind === "controlplane" && node !== undefined)) {
-    throw new UsageError(`${command}: unexpected argument ${JSON.stringify(extra ?? node)}`);
+  const [kind, which, extra] = positionals;
+  if (kind !== "agent" && kind !== "controlplane" && kind !== "store") {
+    throw new UsageError(`${command}: expected agent [NODE], controlplane [INDEX|NAME] or store, got ${JSON.stringify(kind ?? "")}`);
   }
-  const targets: RestartTarget[] = kind === "controlplane" ? [{ kind }]
-    : node !== undefined ? [{ kind, node }] : (await lab.status()).agents.map((a) => ({ kind, node: a.node }));
+  if (extra !== undefined || (kind === "store" && which !== undefined)) throw new UsageError(`${command}: unexpected argument ${JSON.stringify(extra ?? which)}`);
+  if (kind === "store") return [{ kind }];
+  if (kind === "controlplane") {
+    if (which !== undefined) return [{ kind, replica: which }];
+    const replicas = (await lab.status()).controlplanes ?? [];
+    // One replica: as before, the lab's one control plane (the error, if none, names it).
+    return replicas.length <= 1 ? [{ kind }] : replicas.map((cp) => ({ kind, replica: cp.index }));
+  }
+  const targets: RestartTarget[] = which !== undefined ? [{ kind, node: which }] : (await lab.status()).agents.map((a) => ({ kind, node: a.node }));
   if (targets.length === 0) throw new Error(`${command}: this lab runs no agents (up --no-agents)`);
   return targets;
 }
@@ -384,9 +421,12 @@ function writeTable(io: LabIO, status: LabStatus): void {
   ])]));
   out.push("");
   out.push(`manifests: ${status.manifestsDir}`);
-  if (status.controlplane) {
-    out.push(`control plane: pid ${status.controlplane.pid} ${status.controlplane.running ? "running" : "NOT RUNNING"}, `
-      + `${status.controlplane.restarts} restarts, Observer API ${status.controlplane.observer}`);
+  for (const cp of status.controlplanes ?? []) {
+    out.push(`control plane${(status.controlplanes?.length ?? 0) > 1 ? ` ${cp.name}` : ""}: pid ${cp.pid} ${cp.running ? "running" : "NOT RUNNING"}, `
+      + `${cp.restarts} restarts, Observer API ${cp.observer}`);
+  }
+  if (status.store?.kind === "clickhouse") {
+    out.push(`store: ClickHouse pid ${status.store.pid} ${status.store.running ? "running" : "NOT RUNNING"}, ${status.store.restarts} restarts, ${status.store.url}`);
   }
   if (status.supervisor) out.push(`supervisor: pid ${status.supervisor.pid} ${status.supervisor.running ? "running" : "NOT RUNNING"}`);
   if (status.traffic) out.push(`traffic: ${status.traffic.running}/${status.traffic.processes} pod processes running`);

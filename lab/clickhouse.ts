@@ -98,7 +98,7 @@ function usersConfig(password: string): string {
 `;
 }
 
-function logTail(dir: string): string {
+export function clickHouseLogTail(dir: string): string {
   try {
     return readFileSync(path.join(dir, "logs", "clickhouse-server.err.log"), "utf8").split("\n").slice(-5).join("\n");
   } catch {
@@ -121,18 +121,51 @@ async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
  * authenticated `SELECT 1` succeeds (the users file is loaded). Rejects, with the server's
  * own last error lines, if it exits first or is not ready within 30 s; it is stopped then.
  */
-export async function startClickHouse(options: ClickHouseOptions = {}): Promise<ClickHouseServer> {
-  const ownDir = options.stateDir === undefined;
-  const dir = options.stateDir ?? mkdtempSync(path.join(os.tmpdir(), "bh-clickhouse-"));
+/** A server's files, written and ready to start: what a supervisor needs to run it. */
+export interface ClickHouseSetup {
+  /** The command line: clickhouse-server with this setup's config file. */
+  argv: string[];
+  port: number;
+  httpUrl: string;
+  credentialsFile: string;
+  password: string;
+}
+
+/**
+ * Writes config, users and credentials into `dir` (sub-folders for data, tmp and logs
+ * made) for a server on 127.0.0.1:`port`; starts nothing. startClickHouse runs it itself;
+ * the lab's supervisor runs the same command line (lab up --store clickhouse).
+ */
+export function writeClickHouseSetup(dir: string, port: number): ClickHouseSetup {
   for (const sub of ["data", "tmp", "user_files", "format_schemas", "logs"]) mkdirSync(path.join(dir, sub), { recursive: true });
-  const port = options.port ?? await freeLoopbackPort();
   const password = randomBytes(18).toString("base64url");
   writeFileSync(path.join(dir, "config.xml"), serverConfig(dir, port));
   writeFileSync(path.join(dir, "users.xml"), usersConfig(password), { mode: 0o600 });
   const credentialsFile = path.join(dir, "credentials");
   writeFileSync(credentialsFile, `${CLICKHOUSE_USER}:${password}\n`, { mode: 0o600 });
+  return { argv: [CLICKHOUSE_SERVER, `--config-file=${path.join(dir, "config.xml")}`], port, httpUrl: `http://127.0.0.1:${port}`, credentialsFile, password };
+}
 
-  const child = spawn(CLICKHOUSE_SERVER, [`--config-file=${path.join(dir, "config.xml")}`], {
+/** Whether the server answers `/ping` and an authenticated `SELECT 1` (its users file is loaded). */
+export async function clickHouseAnswers(httpUrl: string, username: string, password: string): Promise<{ ok: boolean; last: string }> {
+  const auth = `Basic ${Buffer.from(`${username}:${password}`).toString("base64")}`;
+  try {
+    const ping = await fetch(`${httpUrl}/ping`, { signal: AbortSignal.timeout(2000) });
+    const select = ping.ok ? await fetch(`${httpUrl}/?query=SELECT%201`, { headers: { Authorization: auth }, signal: AbortSignal.timeout(2000) }) : undefined;
+    if (select?.ok && (await select.text()).trim() === "1") return { ok: true, last: "ready" };
+    return { ok: false, last: `ping ${ping.status}${select ? `, SELECT 1 ${select.status}` : ""}` };
+  } catch (error) {
+    return { ok: false, last: (error as Error).message };
+  }
+}
+
+export async function startClickHouse(options: ClickHouseOptions = {}): Promise<ClickHouseServer> {
+  const ownDir = options.stateDir === undefined;
+  const dir = options.stateDir ?? mkdtempSync(path.join(os.tmpdir(), "bh-clickhouse-"));
+  const port = options.port ?? await freeLoopbackPort();
+  const { argv, credentialsFile, password } = writeClickHouseSetup(dir, port);
+
+  const child = spawn(argv[0] ?? CLICKHOUSE_SERVER, argv.slice(1), {
     cwd: dir, stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";
@@ -153,23 +186,17 @@ export async function startClickHouse(options: ClickHouseOptions = {}): Promise<
   };
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
-  const auth = `Basic ${Buffer.from(`${CLICKHOUSE_USER}:${password}`).toString("base64")}`;
   let last = "no answer yet";
   try {
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`clickhouse-server exited (${child.exitCode ?? child.signalCode}) before answering on ${httpUrl}: ${stderr.trim()} ${logTail(dir)}`);
+        throw new Error(`clickhouse-server exited (${child.exitCode ?? child.signalCode}) before answering on ${httpUrl}: ${stderr.trim()} ${clickHouseLogTail(dir)}`);
       }
       if (spawnFailure) throw new Error(`${CLICKHOUSE_SERVER} could not be started (${spawnFailure.message}); install it: apt-get install clickhouse-server`);
-      try {
-        const ping = await fetch(`${httpUrl}/ping`);
-        const select = ping.ok ? await fetch(`${httpUrl}/?query=SELECT%201`, { headers: { Authorization: auth } }) : undefined;
-        if (select?.ok && (await select.text()).trim() === "1") break;
-        last = `ping ${ping.status}${select ? `, SELECT 1 ${select.status}` : ""}`;
-      } catch (error) {
-        last = (error as Error).message;
-      }
-      if (Date.now() > deadline) throw new Error(`clickhouse-server on ${httpUrl} not ready after ${READY_TIMEOUT_MS} ms (last: ${last}): ${logTail(dir)}`);
+      const answer = await clickHouseAnswers(httpUrl, CLICKHOUSE_USER, password);
+      if (answer.ok) break;
+      last = answer.last;
+      if (Date.now() > deadline) throw new Error(`clickhouse-server on ${httpUrl} not ready after ${READY_TIMEOUT_MS} ms (last: ${last}): ${clickHouseLogTail(dir)}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   } catch (error) {

@@ -4,7 +4,7 @@
 // the manifests and the state file.
 import { randomUUID } from "node:crypto";
 import { spawn as spawnChild, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { readdir, rm, rmdir } from "node:fs/promises";
+import { readdir, readFile, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
 import {
   allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, OUTSIDE, OUTSIDE_NETNS, podAddresses, podHost,
@@ -12,9 +12,10 @@ import {
 } from "./addressing.js";
 import { agentSpecs, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
 import { repoRoot } from "../config/install.js";
+import { clickHouseLogTail, freeLoopbackPort, writeClickHouseSetup } from "./clickhouse.js";
 import {
-  controlPlaneSpec, controlPlaneStatus, DEFAULT_UI_ADDRESS, issueLabCertificates, labTlsDir, stopControlPlane, TLS_DIR, uiUrl,
-  waitControlPlaneReady, type ControlPlaneOptions,
+  controlPlaneSpec, controlPlaneStatus, DEFAULT_OBSERVER_ADDRESS, DEFAULT_UI_ADDRESS, issueLabCertificates, LAB_CLICKHOUSE_DATABASE, labTlsDir,
+  MAX_CONTROLPLANES, replicaName, shiftPort, stopControlPlane, TLS_DIR, uiUrl, waitControlPlaneReady, type ControlPlaneOptions,
 } from "./controlplane.js";
 import {
   BPF_PIN_DIR, createNodes, createOutside, createPods, createUnderlay, deletePodDatapath, STOP_GRACE_MS, teardown, underlayOwner,
@@ -28,10 +29,10 @@ import { policyManifest, writePolicy } from "./netpol-files.js";
 import { listNetns, netnsExecArgv, run, running, type RunResult } from "./netns.js";
 import { applyServiceRules } from "./services.js";
 import {
-  CONTROLPLANE_PID_FILE, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, STATE_FILE, STORE_DIR, SUPERVISION_FILE, readState, readSupervision, requireState,
-  withLock, writeState, type LabControlPlane, type LabOutside, type LabPod, type LabService, type LabState,
+  CLICKHOUSE_DIR, controlPlanes, DEFAULT_STATE_DIR, LOGS_DIR, MANIFESTS_DIR, SERVER_PID_FILE, STATE_FILE, STORE_DIR, SUPERVISION_FILE, readState, readSupervision,
+  requireState, withLock, writeState, type LabClickHouse, type LabControlPlane, type LabOutside, type LabPod, type LabService, type LabState,
 } from "./state.js";
-import { agentProcess, CONTROLPLANE_PROCESS, startSupervisor, stopSupervisor, supervisorPids } from "./supervisor.js";
+import { agentProcess, CLICKHOUSE_PROCESS, startSupervisor, stopSupervisor, storeReady, supervisorPids, waitStarted } from "./supervisor.js";
 import {
   defaultTopology, loadTopology, parseTopology, readAnnotations, readNamespaceSpec, readPodSpec, readServiceSpec,
   type Protocol, type ServiceSpec, type Topology,
@@ -56,6 +57,15 @@ export interface UpOptions {
    * 127.0.0.1:4388; false: none).
    */
   controlplane?: boolean | { observer?: string; ui?: string | false };
+  /**
+   * Where the control plane keeps the flow history: "embedded" (default; DuckDB in
+   * `<stateDir>/store`) or "clickhouse" (a clickhouse-server the supervisor runs, loopback
+   * only, its files in `<stateDir>/clickhouse`, shared by every replica).
+   */
+  store?: LabStoreKind;
+  /** Control-plane replicas (default 1); more than one needs `store: "clickhouse"`. Replica i
+   * serves the Observer API and UI on the first's ports + 2i; every agent gets every replica. */
+  controlplanes?: number;
   /** Plaintext between agents and control plane, and for the Observer API; default: mutual TLS with
    * certificates from `bulkhead certs` in `<stateDir>/tls/`. */
   insecure?: boolean;
@@ -71,6 +81,9 @@ export interface UpOptions {
   /** Progress and warnings, one line each. */
   log?: (line: string) => void;
 }
+
+export const LAB_STORE_KINDS = ["embedded", "clickhouse"] as const;
+export type LabStoreKind = typeof LAB_STORE_KINDS[number];
 
 export interface DownOptions {
   /** Remove the agents' BPF pin folder. Default: only if the lab being removed started agents. */
@@ -141,14 +154,24 @@ export interface AgentStatus {
 }
 
 export interface ControlPlaneStatus extends Omit<LabControlPlane, "argv"> {
+  /** Its replica index (0 for the only one). */
+  index: number;
   running: boolean;
   restarts: number;
   /** Held down by `lab stop`. */
   held?: boolean;
 }
 
-/** What `lab restart` restarts: one node's agent, or the control plane. */
-export type RestartTarget = { kind: "agent"; node: string } | { kind: "controlplane" };
+/** Where the lab's control planes keep the flow history. */
+export type StoreStatus =
+  | { kind: "embedded"; location: string }
+  | { kind: "clickhouse"; url: string; httpUrl: string; pid: number; running: boolean; restarts: number; held?: boolean; log: string; dir: string };
+
+/**
+ * What `lab restart` restarts: one node's agent, or a control-plane replica (`replica`: its
+ * index or name; may be left out when the lab runs one), or the ClickHouse server.
+ */
+export type RestartTarget = { kind: "agent"; node: string } | { kind: "controlplane"; replica?: number | string } | { kind: "store" };
 
 export interface RestartResult {
   /** "agent/node1" or "controlplane". */
@@ -181,7 +204,12 @@ export interface LabStatus {
   pods: PodStatus[];
   services: ServiceStatus[];
   agents: AgentStatus[];
+  /** The control plane; with several replicas, replica 0 (every one is in `controlplanes`). */
   controlplane?: ControlPlaneStatus;
+  /** Every control-plane replica, in index order (one when the lab runs one). */
+  controlplanes?: ControlPlaneStatus[];
+  /** The flow store of the control planes. */
+  store?: StoreStatus;
   /** The process that restarts the agents and the control plane (supervisor.ts). */
   supervisor?: { pid: number; running: boolean };
   /** The outside host: the world to the cluster, a traffic target (`to: outside`). */
@@ -207,6 +235,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
   const withAgents = opts.startAgents ?? true;
   const uiOption = typeof opts.controlplane === "object" ? opts.controlplane.ui : undefined;
   if (typeof uiOption === "string") uiUrl(uiOption); // a bad address fails before anything is built
+  const { storeKind, replicas } = checkStoreOptions(opts, withAgents);
   await withLock(stateDir, async () => {
     await removeLeftovers(stateDir, opts.removeLeftoverPins, log);
     const state = planState(stateDir, topology, withAgents, path.resolve(opts.pinDir ?? BPF_PIN_DIR), opts.exportDir);
@@ -237,11 +266,16 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         if (secure) await issueLabCertificates(stateDir, state.nodes.map((n) => n.name));
         // A new lab starts with an empty history, whatever a crashed one left.
         await rm(path.join(stateDir, STORE_DIR), { recursive: true, force: true });
-        state.controlplane = controlPlaneSpec(stateDir, repoRoot, cpOpts);
+        await rm(path.join(stateDir, CLICKHOUSE_DIR), { recursive: true, force: true });
+        if (storeKind === "clickhouse") state.store = await planClickHouse(stateDir);
+        const specs = replicaSpecs(stateDir, cpOpts, replicas, state.store);
+        state.controlplane = specs[0];
+        if (specs.length > 1) state.replicas = specs.slice(1);
       }
       if (withAgents) {
         const agentOpts: AgentSpecOptions = { stateDir, pinDir: state.pinDir };
-        if (state.controlplane) agentOpts.controlplane = state.controlplane.agents;
+        // Every agent gets every replica; it starts at one picked by its node's name and moves on when it is lost.
+        if (state.controlplane) agentOpts.controlplane = controlPlanes(state).map((cp) => cp.agents).join(",");
         if (state.controlplane?.ca !== undefined) agentOpts.tlsDir = labTlsDir(stateDir);
         if (state.exportDir !== undefined) agentOpts.exportDir = state.exportDir;
         if (opts.agentCommand) agentOpts.command = opts.agentCommand;
@@ -254,12 +288,17 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         await writeState(state);
         log(`lab up: supervisor pid ${state.supervisor.pid} (log ${state.supervisor.log})`);
       }
-      if (state.controlplane) {
-        state.controlplane.pid = await waitControlPlaneReady(stateDir, state.controlplane, { failOnExit: true });
+      if (state.store) {
+        state.store.pid = await waitStoreReady(stateDir, state.store, { failOnExit: true });
         await writeState(state);
-        log(`lab up: control plane pid ${state.controlplane.pid}, Observer API on ${state.controlplane.observer}`
-          + (state.controlplane.ca !== undefined ? ` (TLS; CA ${state.controlplane.ca})` : " (plaintext)")
-          + `${state.controlplane.ui !== undefined ? `, UI on ${state.controlplane.ui}` : ""}`);
+        log(`lab up: ClickHouse server pid ${state.store.pid} on ${state.store.httpUrl} (${state.store.url}, files in ${state.store.dir})`);
+      }
+      for (const cp of controlPlanes(state)) {
+        cp.pid = await waitControlPlaneReady(stateDir, cp, { failOnExit: true });
+        await writeState(state);
+        log(`lab up: ${cp.name === state.controlplane?.name && !state.replicas ? "control plane" : `control plane ${cp.name}`} pid ${cp.pid}, Observer API on ${cp.observer}`
+          + (cp.ca !== undefined ? ` (TLS; CA ${cp.ca})` : " (plaintext)")
+          + `${cp.ui !== undefined ? `, UI on ${cp.ui}` : ""}`);
       }
       if (withAgents) {
         const timeoutMs = opts.agentTimeoutMs;
@@ -271,16 +310,22 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         log(`lab up: agents running (${state.agents.map((a) => `${a.node} pid ${a.pid}`).join(", ")})`);
         // A stand-in agent (agentCommand) need not speak to the control plane.
         if (state.controlplane && opts.agentCommand === undefined) {
-          await waitFor(state.controlplane, "agents connected", (s) => s.agentsConnected >= state.nodes.length,
-            (s) => `${s.agentsConnected}/${state.nodes.length}`, log);
+          const cps = controlPlanes(state);
+          const connected = (ss: GetStatusResponse[]) => ss.reduce((n, s) => n + s.agentsConnected, 0);
+          await waitFor(cps, "agents connected", (ss) => connected(ss) >= state.nodes.length,
+            (ss) => `${connected(ss)}/${state.nodes.length}${cps.length > 1 ? ` (${ss.map((s, i) => `${cps[i]?.name} ${s.agentsConnected}`).join(", ")})` : ""}`, log);
           // Traffic starts only once every node enforces the topology's policies, so no
-          // early packet gets a verdict from before them.
-          const watch = new EnforcementWatch(state.controlplane.observer, state.nodes.map((n) => n.name), state.controlplane.ca);
-          try {
-            const version = await watch.waitEnforced();
-            log(`lab up: policy version ${version} enforced on every node`);
-          } finally {
-            watch.close();
+          // early packet gets a verdict from before them. Each replica knows the agents on it.
+          for (const cp of cps) {
+            const nodes = cps.length === 1 ? state.nodes.map((n) => n.name) : await connectedNodes(cp);
+            if (nodes.length === 0) continue;
+            const watch = new EnforcementWatch(cp.observer, nodes, cp.ca);
+            try {
+              const version = await watch.waitEnforced();
+              log(`lab up: policy version ${version} enforced on every node${cps.length > 1 ? ` of ${cp.name} (${nodes.join(", ")})` : ""}`);
+            } finally {
+              watch.close();
+            }
           }
         }
       }
@@ -291,8 +336,9 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         await writeState(state);
         log(`lab up: traffic running: ${running.pods} pods serving, ${running.talkers} of them talking`);
         if (state.controlplane && withAgents && opts.agentCommand === undefined) {
-          await waitFor(state.controlplane, "first flows seen", (s) => s.recordsTotal > 0n,
-            (s) => (s.recordsTotal > 0n ? `${s.recordsTotal} records` : ""), log);
+          const records = (ss: GetStatusResponse[]) => ss.reduce((n, s) => n + s.recordsTotal, 0n);
+          await waitFor(controlPlanes(state), "first flows seen", (ss) => records(ss) > 0n,
+            (ss) => (records(ss) > 0n ? `${records(ss)} records` : ""), log);
         }
       }
     } catch (err) {
@@ -354,14 +400,22 @@ export class Lab {
       if (a.exportFile !== undefined) s.exportFile = a.exportFile;
       return s;
     }));
-    let controlplane: ControlPlaneStatus | undefined;
-    if (state.controlplane) {
-      const { argv: _argv, ...cp } = state.controlplane;
-      const { pid, restarts, held } = live(CONTROLPLANE_PROCESS, cp.pid);
-      controlplane = { ...cp, pid, running: pid > 0 && await running(pid), restarts, ...(held ? { held } : {}) };
+    const controlplanes = await Promise.all(controlPlanes(state).map(async (c, index): Promise<ControlPlaneStatus> => {
+      const { argv: _argv, ...cp } = c;
+      const { pid, restarts, held } = live(cp.name, cp.pid);
+      return { ...cp, index, pid, running: pid > 0 && await running(pid), restarts, ...(held ? { held } : {}) };
+    }));
+    const controlplane = controlplanes[0];
+    let store: StoreStatus | undefined;
+    if (state.store) {
+      const { pid, restarts, held } = live(CLICKHOUSE_PROCESS, state.store.pid);
+      store = { kind: "clickhouse", url: state.store.url, httpUrl: state.store.httpUrl, pid, running: pid > 0 && await running(pid), restarts,
+        ...(held ? { held } : {}), log: state.store.log, dir: state.store.dir };
+    } else if (state.controlplane) {
+      store = { kind: "embedded", location: path.join(this.stateDir, STORE_DIR) };
     }
     if (state.supervisor && !(await running(state.supervisor.pid))) {
-      problems.push(`the supervisor (pid ${state.supervisor.pid}) is not running: nothing restarts an agent or the control plane that exits`);
+      problems.push(`the supervisor (pid ${state.supervisor.pid}) is not running: nothing restarts an agent, control plane or store that exits`);
     }
     return {
       ...(state.controlplane?.ui !== undefined ? { ui: state.controlplane.ui } : {}),
@@ -372,7 +426,8 @@ export class Lab {
       pods: state.pods.map(podStatus),
       services: state.services.map((svc) => serviceStatus(svc, state.pods)),
       agents,
-      ...(controlplane ? { controlplane } : {}),
+      ...(controlplane ? { controlplane, controlplanes } : {}),
+      ...(store ? { store } : {}),
       ...(state.outside ? { outside: await outsideStatus(state.outside) } : {}),
       ...(state.supervisor ? { supervisor: { pid: state.supervisor.pid, running: await running(state.supervisor.pid) } } : {}),
       ...(state.traffic ? { traffic: { processes: state.traffic.pids.length, running: (await Promise.all(state.traffic.pids.map(running))).filter(Boolean).length } } : {}),
@@ -590,18 +645,28 @@ export class Lab {
   /** The supervised process a target names, its supervisor, and how to wait until a new one serves. */
   private async supervised(target: RestartTarget, verb: string) {
     const state = await requireState(this.stateDir);
-    const name = target.kind === "agent" ? agentProcess(requireNode(state, target.node).name) : CONTROLPLANE_PROCESS;
-    const cp = state.controlplane;
-    if (target.kind === "controlplane" && !cp) throw new Error(`lab ${verb}: this lab runs no control plane (up --no-agents)`);
-    const agent = target.kind === "agent" ? state.agents.find((a) => a.node === target.node) : undefined;
-    if (target.kind === "agent" && !agent) throw new Error(`lab ${verb}: this lab runs no agent on node ${target.node} (up --no-agents)`);
+    let name: string;
+    let waitReady: (notPid: number) => Promise<number>;
+    if (target.kind === "agent") {
+      const node = requireNode(state, target.node);
+      const agent = state.agents.find((a) => a.node === target.node);
+      if (!agent) throw new Error(`lab ${verb}: this lab runs no agent on node ${target.node} (up --no-agents)`);
+      name = agentProcess(node.name);
+      waitReady = (notPid) => waitAgentHealthy(this.stateDir, node, agent, { notPid });
+    } else if (target.kind === "controlplane") {
+      const cp = pickReplica(state, target.replica, verb);
+      name = cp.name;
+      waitReady = (notPid) => waitControlPlaneReady(this.stateDir, cp, { notPid });
+    } else {
+      const store = state.store;
+      if (!store) throw new Error(`lab ${verb}: this lab runs no ClickHouse server (its store is the embedded one; up --store clickhouse runs one)`);
+      name = CLICKHOUSE_PROCESS;
+      waitReady = (notPid) => waitStoreReady(this.stateDir, store, { notPid });
+    }
     const current = (await readSupervision(this.stateDir))?.processes.find((p) => p.name === name);
     if (!current || !state.supervisor || !(await running(state.supervisor.pid))) {
       throw new Error(`lab ${verb} ${name}: the lab's supervisor is not running, so nothing would start it again; \`lab up\` anew`);
     }
-    const waitReady = (notPid: number): Promise<number> => agent
-      ? waitAgentHealthy(this.stateDir, requireNode(state, agent.node), agent, { notPid })
-      : waitControlPlaneReady(this.stateDir, cp as LabControlPlane, { notPid });
     return { name, current, supervisorPid: state.supervisor.pid, waitReady };
   }
 
@@ -632,17 +697,22 @@ function topologyDocument(t: TopologyInput): unknown {
 
 const STARTUP_WAIT_MS = 30_000;
 
-/** Polls the control plane's status until `done`, logging `show` when it changes (not when ""); fails after STARTUP_WAIT_MS. */
-async function waitFor(cp: LabControlPlane, what: string, done: (s: GetStatusResponse) => boolean,
-  show: (s: GetStatusResponse) => string, log: (line: string) => void): Promise<void> {
+/**
+ * Polls every replica's status until `done` (given them in replica order), logging `show`
+ * when it changes (not when ""); fails after STARTUP_WAIT_MS.
+ */
+async function waitFor(cps: readonly LabControlPlane[], what: string, done: (s: GetStatusResponse[]) => boolean,
+  show: (s: GetStatusResponse[]) => string, log: (line: string) => void): Promise<void> {
   const deadline = Date.now() + STARTUP_WAIT_MS;
   let shown = "";
   for (;;) {
-    let status: GetStatusResponse | undefined;
+    let status: GetStatusResponse[] | undefined;
     try {
-      status = await controlPlaneStatus(cp, 2000);
+      status = await Promise.all(cps.map((cp) => controlPlaneStatus(cp, 2000).catch((err: Error) => {
+        throw new Error(`the control plane on ${cp.observer} does not answer: ${err.message}`);
+      })));
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`lab up: waiting for ${what}: the control plane on ${cp.observer} does not answer: ${(err as Error).message}`);
+      if (Date.now() > deadline) throw new Error(`lab up: waiting for ${what}: ${(err as Error).message}`);
     }
     if (status) {
       const now = show(status);
@@ -654,6 +724,75 @@ async function waitFor(cp: LabControlPlane, what: string, done: (s: GetStatusRes
     await new Promise((r) => setTimeout(r, 250));
   }
 }
+
+/** The store and replica count `up` was given, checked before anything is built. */
+function checkStoreOptions(opts: UpOptions, withAgents: boolean): { storeKind: LabStoreKind; replicas: number } {
+  const storeKind = opts.store ?? "embedded";
+  if (!(LAB_STORE_KINDS as readonly string[]).includes(storeKind)) {
+    throw new Error(`store: expected one of ${LAB_STORE_KINDS.join(", ")}, got ${JSON.stringify(storeKind)}`);
+  }
+  const replicas = opts.controlplanes ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_CONTROLPLANES) {
+    throw new Error(`controlplanes: expected an integer 1-${MAX_CONTROLPLANES}, got ${JSON.stringify(replicas)}`);
+  }
+  if (replicas > 1 && storeKind !== "clickhouse") {
+    throw new Error(`controlplanes: ${replicas} replicas need a store they share: add --store clickhouse (the embedded store is one process's file)`);
+  }
+  if ((storeKind !== "embedded" || replicas > 1) && !(opts.controlplane ?? withAgents)) {
+    throw new Error(`${storeKind !== "embedded" ? "store" : "controlplanes"}: this lab runs no control plane (no agents, or controlplane: false)`);
+  }
+  return { storeKind, replicas };
+}
+
+/** The lab's ClickHouse server: its files written under <stateDir>/clickhouse, a free loopback port; the supervisor starts it. */
+async function planClickHouse(stateDir: string): Promise<LabClickHouse> {
+  const dir = path.join(stateDir, CLICKHOUSE_DIR);
+  const setup = writeClickHouseSetup(dir, await freeLoopbackPort());
+  return { kind: "clickhouse", pid: 0, argv: setup.argv, url: `clickhouse://127.0.0.1:${setup.port}/${LAB_CLICKHOUSE_DATABASE}`,
+    httpUrl: setup.httpUrl, credentials: setup.credentialsFile, dir, log: path.join(stateDir, LOGS_DIR, `${CLICKHOUSE_PROCESS}.log`) };
+}
+
+/** Replica i listens on the first's Observer and UI ports + 2i (4387, 4389, …; UI 4388, 4390, …). */
+function replicaSpecs(stateDir: string, first: ControlPlaneOptions, count: number, store: LabClickHouse | undefined): LabControlPlane[] {
+  const specs: LabControlPlane[] = [];
+  for (let i = 0; i < count; i++) {
+    const o: ControlPlaneOptions = { ...first, name: replicaName(i, count) };
+    if (store) o.store = store;
+    if (i > 0) {
+      o.observer = shiftPort(first.observer ?? DEFAULT_OBSERVER_ADDRESS, 2 * i, "--observer");
+      if (first.ui !== undefined) o.ui = shiftPort(first.ui, 2 * i, "--ui");
+    }
+    specs.push(controlPlaneSpec(stateDir, repoRoot, o));
+  }
+  const addresses = specs.flatMap((cp) => [cp.observer, ...(cp.ui !== undefined ? [new URL(cp.ui).host] : [])]);
+  const twice = addresses.find((a, i) => addresses.indexOf(a) !== i);
+  if (twice !== undefined) throw new Error(`controlplanes: two replicas would listen on ${twice} (replica i takes the first's Observer and UI ports + 2i); choose other ports`);
+  return specs;
+}
+
+/** The nodes whose agents stream to this replica now. */
+async function connectedNodes(cp: LabControlPlane): Promise<string[]> {
+  const probe = new EnforcementWatch(cp.observer, [], cp.ca);
+  try {
+    return (await probe.nodeStatus()).filter((n) => n.connected).map((n) => n.name);
+  } finally {
+    probe.close();
+  }
+}
+
+/** Waits until the supervisor runs the ClickHouse server (a pid other than `notPid`) and it answers an authenticated query. */
+async function waitStoreReady(stateDir: string, store: LabClickHouse, opts: { notPid?: number; failOnExit?: boolean } = {}): Promise<number> {
+  try {
+    return await waitStarted(stateDir, CLICKHOUSE_PROCESS, { ...opts, what: "ClickHouse server", timeoutMs: STORE_READY_MS, ready: () => storeReady(store) });
+  } catch (err) {
+    const own = (await readFile(store.log, "utf8").catch(() => "")).trimEnd().split("\n").slice(-10).join("\n");
+    throw new Error(`${(err as Error).message} (${store.httpUrl}; log ${store.log}; server log in ${path.join(store.dir, "logs")})`
+      + `\n--- last lines of ${store.log} ---\n${own || "(empty)"}\n--- server error log ---\n${clickHouseLogTail(store.dir)}`);
+  }
+}
+
+/** A first start on a busy 2-core machine creates ClickHouse's system tables. */
+const STORE_READY_MS = 30_000;
 
 function planState(stateDir: string, topology: Topology, agentsEnabled: boolean, pinDir: string, exportDir: string | undefined): LabState {
   const now = new Date().toISOString();
@@ -779,13 +918,14 @@ async function cleanup(stateDir: string, opts: DownOptions, pinDir = BPF_PIN_DIR
   if (removePins) teardownOpts.pinDir = previous?.pinDir ?? pinDir;
   const report = await teardown(previous?.nodes.map((n) => n.name) ?? [], teardownOpts);
   report.stoppedPids = [...new Set([...supervisors, ...report.stoppedPids])];
-  const cp = await stopControlPlane(stateDir);
-  if (cp !== undefined) report.stoppedPids.push(cp);
+  // The control planes and the ClickHouse server run in the machine's namespace: by their pid files.
+  report.stoppedPids.push(...(await stopControlPlane(stateDir)).filter((pid) => !report.stoppedPids.includes(pid)));
   const entries = await readdir(stateDir).catch(() => [] as string[]);
   for (const entry of entries) {
     // The certificates go too: a lab's CA key must not outlive the lab.
     if (entry === STATE_FILE || entry.startsWith(`${STATE_FILE}.tmp-`) || entry === MANIFESTS_DIR || entry === LOGS_DIR || entry === TLS_DIR
-      || entry === SUPERVISION_FILE || entry.startsWith(`${SUPERVISION_FILE}.tmp-`) || entry === CONTROLPLANE_PID_FILE || entry === STORE_DIR) {
+      || entry === SUPERVISION_FILE || entry.startsWith(`${SUPERVISION_FILE}.tmp-`) || SERVER_PID_FILE.test(entry) || entry === STORE_DIR
+      || entry === CLICKHOUSE_DIR) {
       await rm(path.join(stateDir, entry), { recursive: true, force: true });
     }
   }
@@ -814,6 +954,20 @@ function requireNamespace(state: LabState, name: string) {
   const ns = state.namespaces.find((n) => n.name === name);
   if (!ns) throw new Error(`namespace ${name} not found (namespaces: ${state.namespaces.map((n) => n.name).join(", ")}); add it first`);
   return ns;
+}
+
+/** The replica an index or name (controlplane-1, or 1) picks; none given: the only one. */
+function pickReplica(state: LabState, replica: number | string | undefined, verb: string): LabControlPlane {
+  const cps = controlPlanes(state);
+  if (cps.length === 0) throw new Error(`lab ${verb}: this lab runs no control plane (up --no-agents)`);
+  const names = cps.map((cp, i) => `${i} (${cp.name})`).join(", ");
+  if (replica === undefined) {
+    if (cps.length === 1) return cps[0] as LabControlPlane;
+    throw new Error(`lab ${verb} controlplane: this lab runs ${cps.length} replicas; name one by index or name: ${names}`);
+  }
+  const found = typeof replica === "number" || /^\d+$/.test(replica) ? cps[Number(replica)] : cps.find((cp) => cp.name === replica);
+  if (!found) throw new Error(`lab ${verb} controlplane: no replica ${JSON.stringify(replica)}; the lab runs ${names}`);
+  return found;
 }
 
 function requireNode(state: LabState, name: string) {

@@ -15,6 +15,13 @@ export const LOGS_DIR = "logs";
 export const STORE_DIR = "store";
 /** The control plane's pid, rewritten by the supervisor at each start, so `down` finds it without state.json. */
 export const CONTROLPLANE_PID_FILE = "controlplane.pid";
+/** Each supervised control-plane replica's and the ClickHouse server's pid file is `<name>.pid`, the
+ * replica's log `logs/<name>.log`; these are every such file name, so `down` finds them without state. */
+export const SERVER_PID_FILE = /^(controlplane(-\d+)?|clickhouse)\.pid$/;
+/** The lab's ClickHouse server (up --store clickhouse): config, data, logs and credentials. */
+export const CLICKHOUSE_DIR = "clickhouse";
+/** The supervised process name of the single control plane (and of replica 0's pid file when alone). */
+export const CONTROLPLANE_NAME = "controlplane";
 /** Written by the lab's supervisor alone (supervisor.ts): the live pid and restarts of each process it runs. */
 export const SUPERVISION_FILE = "supervisor.json";
 
@@ -98,8 +105,10 @@ export interface LabAgent {
   argv?: string[];
 }
 
-/** The lab's control plane process and how to reach it. */
+/** The lab's control plane process (one replica of them) and how to reach it. */
 export interface LabControlPlane {
+  /** Its supervised process name: "controlplane" when it is the only one, else "controlplane-<index>". */
+  name: string;
   /** The first pid the supervisor started (0 until then); the live one is in supervisor.json. */
   pid: number;
   /** The command line the supervisor runs. */
@@ -134,8 +143,12 @@ export interface LabState {
   /** Digest of the nftables ruleset last applied to every node; unchanged rules are not reapplied. */
   rulesDigest: string;
   exportDir?: string;
-  /** The control plane `up` started, if any. */
+  /** The control plane `up` started, if any; with several replicas, the first (replica 0). */
   controlplane?: LabControlPlane;
+  /** Replicas 1..N-1 (`up --controlplanes N`), beside `controlplane`; they share the ClickHouse store. */
+  replicas?: LabControlPlane[];
+  /** The ClickHouse server the replicas share (`up --store clickhouse`); absent: the embedded store. */
+  store?: LabClickHouse;
   /** The topology file `up` built from (`lab traffic` reads its traffic section). */
   topologyFile?: string;
   /** Pod application processes `up --traffic` started (they stop with the pods' netns). */
@@ -146,6 +159,29 @@ export interface LabState {
   held?: string[];
   /** The outside host (datapath.ts): a netns with documentation-range addresses, the world to pods. */
   outside?: LabOutside;
+}
+
+/** The lab's own clickhouse-server (lab/clickhouse.ts), run by the supervisor as "clickhouse". */
+export interface LabClickHouse {
+  kind: "clickhouse";
+  /** The first pid the supervisor started (0 until then); the live one is in supervisor.json. */
+  pid: number;
+  argv: string[];
+  /** `--store` of every replica: clickhouse://127.0.0.1:PORT/DB. */
+  url: string;
+  /** http://127.0.0.1:PORT, for readiness. */
+  httpUrl: string;
+  /** `--store-credentials`: USER:PASSWORD. */
+  credentials: string;
+  /** Its config, data and logs (<stateDir>/clickhouse). */
+  dir: string;
+  /** Its stdout and stderr, and the supervisor's lines about it. */
+  log: string;
+}
+
+/** Every control-plane replica, replica 0 first. */
+export function controlPlanes(state: Pick<LabState, "controlplane" | "replicas">): LabControlPlane[] {
+  return state.controlplane ? [state.controlplane, ...(state.replicas ?? [])] : [];
 }
 
 export interface LabOutside {
@@ -161,7 +197,7 @@ export interface LabOutside {
 
 /** One supervised process as the supervisor last saw it. */
 export interface SupervisedProcess {
-  /** "controlplane" or "agent/<node>". */
+  /** "controlplane" (or "controlplane-<i>", one per replica), "clickhouse" or "agent/<node>". */
   name: string;
   /** The pid of the latest start (0 while waiting to restart after a failed spawn). */
   pid: number;
@@ -296,7 +332,7 @@ export function processAlive(pid: number): boolean {
 export function parseState(doc: unknown, source: string): LabState {
   const r = new FieldReader(source);
   const m = r.map(doc, "", ["version", "stateDir", "createdAt", "nodes", "namespaces", "workloads", "pods",
-    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane", "topologyFile", "traffic",
+    "services", "agents", "agentsEnabled", "pinDir", "nextNode", "rulesDigest", "exportDir", "controlplane", "replicas", "store", "topologyFile", "traffic",
     "supervisor", "held", "outside"]);
   if (m.version !== 1) r.fail("version", `unsupported state version ${JSON.stringify(m.version)}; run \`bulkhead lab down\``);
   const state: LabState = {
@@ -316,19 +352,20 @@ export function parseState(doc: unknown, source: string): LabState {
   };
   const exportDir = r.optionalString(m.exportDir, "exportDir");
   if (exportDir !== undefined) state.exportDir = exportDir;
-  if (m.controlplane !== undefined) {
-    const c = r.map(m.controlplane, "controlplane", ["pid", "argv", "observer", "agents", "log", "ca", "ui"]);
-    state.controlplane = {
-      pid: r.int(c.pid, "controlplane.pid", 0, 2 ** 31),
-      observer: r.string(c.observer, "controlplane.observer"),
-      agents: r.string(c.agents, "controlplane.agents"),
-      log: r.string(c.log, "controlplane.log"),
+  if (m.controlplane !== undefined) state.controlplane = readControlPlane(r, m.controlplane, "controlplane");
+  if (m.replicas !== undefined) state.replicas = r.list(m.replicas, "replicas").map((v, i) => readControlPlane(r, v, fieldPath("replicas", i)));
+  if (m.store !== undefined) {
+    const c = r.map(m.store, "store", ["kind", "pid", "argv", "url", "httpUrl", "credentials", "dir", "log"]);
+    state.store = {
+      kind: r.oneOf(c.kind, "store.kind", ["clickhouse"] as const),
+      pid: r.int(c.pid, "store.pid", 0, 2 ** 31),
+      argv: readArgv(r, c.argv, "store.argv"),
+      url: r.string(c.url, "store.url"),
+      httpUrl: r.string(c.httpUrl, "store.httpUrl"),
+      credentials: r.string(c.credentials, "store.credentials"),
+      dir: r.string(c.dir, "store.dir"),
+      log: r.string(c.log, "store.log"),
     };
-    const ca = r.optionalString(c.ca, "controlplane.ca");
-    if (ca !== undefined) state.controlplane.ca = ca;
-    const ui = r.optionalString(c.ui, "controlplane.ui");
-    if (ui !== undefined) state.controlplane.ui = ui;
-    if (c.argv !== undefined) state.controlplane.argv = readArgv(r, c.argv, "controlplane.argv");
   }
   if (m.supervisor !== undefined) {
     const s = r.map(m.supervisor, "supervisor", ["pid", "log"]);
@@ -350,6 +387,24 @@ export function parseState(doc: unknown, source: string): LabState {
     state.traffic = { pids: r.list(t.pids, "traffic.pids").map((v, i) => r.int(v, fieldPath("traffic.pids", i), 1, 2 ** 31)) };
   }
   return state;
+}
+
+function readControlPlane(r: FieldReader, value: unknown, f: string): LabControlPlane {
+  const c = r.map(value, f, ["name", "pid", "argv", "observer", "agents", "log", "ca", "ui"]);
+  const cp: LabControlPlane = {
+    // A state from before replicas names none: it ran the one control plane.
+    name: r.optionalString(c.name, fieldPath(f, "name")) ?? CONTROLPLANE_NAME,
+    pid: r.int(c.pid, fieldPath(f, "pid"), 0, 2 ** 31),
+    observer: r.string(c.observer, fieldPath(f, "observer")),
+    agents: r.string(c.agents, fieldPath(f, "agents")),
+    log: r.string(c.log, fieldPath(f, "log")),
+  };
+  const ca = r.optionalString(c.ca, fieldPath(f, "ca"));
+  if (ca !== undefined) cp.ca = ca;
+  const ui = r.optionalString(c.ui, fieldPath(f, "ui"));
+  if (ui !== undefined) cp.ui = ui;
+  if (c.argv !== undefined) cp.argv = readArgv(r, c.argv, fieldPath(f, "argv"));
+  return cp;
 }
 
 function readNode(r: FieldReader, value: unknown, f: string): LabNode {

@@ -1,6 +1,8 @@
 // The lab's supervisor: one detached process per lab (`bulkhead lab supervise --state-dir
-// DIR`, started by `up`) that runs the control plane and one agent per node and starts each
-// again when it exits, as a Deployment and a DaemonSet would on a real cluster. It reads the
+// DIR`, started by `up`) that runs the control plane (each replica, and with `--store
+// clickhouse` the ClickHouse server they share; the replicas' first start waits until it
+// answers) and one agent per node, and starts each again when it exits, as a Deployment,
+// a StatefulSet and a DaemonSet would on a real cluster. It reads the
 // command lines `up` wrote into state.json once, and writes what it runs (pid, restarts, how
 // the last run ended) to supervisor.json, which `lab status` and `lab restart` read.
 //
@@ -18,7 +20,8 @@ import { appendFileSync, closeSync, openSync } from "node:fs";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { running } from "./netns.js";
-import { CONTROLPLANE_PID_FILE, LOGS_DIR, readSupervision, requireState, writeSupervision, type SupervisedProcess, type Supervision } from "./state.js";
+import { clickHouseAnswers } from "./clickhouse.js";
+import { controlPlanes, LOGS_DIR, readSupervision, requireState, writeSupervision, type LabClickHouse, type SupervisedProcess, type Supervision } from "./state.js";
 
 export const STABLE_RUN_MS = 10_000;
 export const FIRST_BACKOFF_MS = 250;
@@ -30,7 +33,18 @@ export const CHILD_STOP_MS = 5000;
 const STOP_GRACE_MS = CHILD_STOP_MS + 3000;
 
 export const CONTROLPLANE_PROCESS = "controlplane";
+export const CLICKHOUSE_PROCESS = "clickhouse";
 export const agentProcess = (node: string): string => `agent/${node}`;
+/** Where the supervisor writes a server's pid at each start (control-plane replicas, ClickHouse), for `down`. */
+export const pidFileOf = (stateDir: string, name: string): string => path.join(stateDir, `${name}.pid`);
+
+/** Whether the lab's ClickHouse server answers an authenticated query (its credentials file is USER:PASSWORD). */
+export async function storeReady(store: Pick<LabClickHouse, "httpUrl" | "credentials">): Promise<boolean> {
+  const text = (await readFile(store.credentials, "utf8").catch(() => "")).trim();
+  const colon = text.indexOf(":");
+  if (colon <= 0) return false;
+  return (await clickHouseAnswers(store.httpUrl, text.slice(0, colon), text.slice(colon + 1))).ok;
+}
 
 /** The delay before the next start, given how many runs in a row were short (0: the last was stable). */
 export function restartDelay(shortRunsBefore: number): number {
@@ -107,8 +121,12 @@ interface Child {
   name: string;
   argv: string[];
   log: string;
-  /** The control plane's pid goes to controlplane.pid too, which `down` reads without state. */
+  /** A server's pid goes to <name>.pid too, which `down` reads without state. */
   pidFile?: string;
+  /** Whether it serves; only asked of a child another one waits for (`after`). */
+  ready?: () => Promise<boolean>;
+  /** Its first start waits until this one is ready (the control planes wait for their store: they exit if it is unreachable). */
+  after?: Child;
   status: SupervisedProcess;
   /** The running process, until its exit event (then reaped). */
   process?: ChildProcess;
@@ -123,10 +141,17 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
   const state = await requireState(stateDir);
   const children: Child[] = [];
   const now = new Date().toISOString();
-  if (state.controlplane?.argv !== undefined) {
-    children.push({ name: CONTROLPLANE_PROCESS, argv: state.controlplane.argv, log: state.controlplane.log,
-      pidFile: path.join(stateDir, CONTROLPLANE_PID_FILE), status: { name: CONTROLPLANE_PROCESS, pid: 0, restarts: 0, startedAt: now },
-      shortRuns: 0, startedAtMs: 0 });
+  let store: Child | undefined;
+  if (state.store !== undefined) {
+    const s = state.store;
+    store = { name: CLICKHOUSE_PROCESS, argv: s.argv, log: s.log, pidFile: pidFileOf(stateDir, CLICKHOUSE_PROCESS),
+      status: { name: CLICKHOUSE_PROCESS, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ready: () => storeReady(s) };
+    children.push(store);
+  }
+  for (const cp of controlPlanes(state)) {
+    if (cp.argv === undefined) continue;
+    children.push({ name: cp.name, argv: cp.argv, log: cp.log, pidFile: pidFileOf(stateDir, cp.name),
+      status: { name: cp.name, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ...(store ? { after: store } : {}) });
   }
   for (const agent of state.agents) {
     if (agent.argv === undefined) continue;
@@ -228,7 +253,18 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
   const keepAlive = setInterval(() => {}, 60_000);
   log(`${now} lab supervise: pid ${process.pid} supervising ${children.map((c) => c.name).join(", ")} (state ${stateDir})`);
   for (const c of children) if (state.held?.includes(c.name)) c.status.held = true;
-  for (const c of children) start(c, false);
+  const afterReady = async (c: Child, dep: Child): Promise<void> => {
+    let waited = 0;
+    while (!stopping && !(await (dep.ready?.() ?? Promise.resolve(true)))) {
+      if (waited++ % 100 === 0) log(`${new Date().toISOString()} lab supervise: ${c.name} waits until ${dep.name} serves`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    start(c, false);
+  };
+  for (const c of children) {
+    if (c.after) void afterReady(c, c.after);
+    else start(c, false);
+  }
   await record();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
