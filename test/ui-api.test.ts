@@ -483,6 +483,8 @@ describe("UI JSON API", () => {
       [`/api/v1/flows?from=${clock.now - 60_000}&to=${clock.now + 3_600_000}`, /^parameter to: "\d+" is in the future/],
       [`/api/v1/map?from=${clock.now - 2 * 3_600_000}&to=${clock.now - 3_600_000}`, /^parameter from: "\d+" is more than 1h ago: this control plane keeps no durable history/],
       ["/api/v1/map/stream?window=6h", /^parameter window: "6h" reaches past the hot hour/],
+      ["/api/v1/policy/suggest?window=5m", /^parameter namespace: required \(suggestions are for one namespace\)$/],
+      ["/api/v1/policy/suggest?namespace=shop&window=2h", /^parameter window: "2h" reaches past the hot hour/],
     ];
     for (const [url, message] of cases) {
       const { status, body } = await get(url);

@@ -10,6 +10,9 @@
 //    allowed, on the map (halo classes on the drawn edges) and in the list, with their
 //    record and packet counts, over the view's time (the live window, then a past range);
 //    bad YAML is refused with the file, document and problem named.
+//  - Suggestions: the policies learned for the selected namespace, each rule with the flows
+//    that justify it (records, packets), loaded into the draft one or all at once; all of
+//    them replayed change no recorded verdict.
 // Screenshots go to test-results/ui-e2e/.
 //   npx vitest run test/ui-history-browser.test.ts
 import fs from "node:fs";
@@ -272,6 +275,45 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     // Clearing takes the halos off.
     await page.locator("[data-testid=whatif-clear]").click();
     expect(await page.evaluate(() => window.bulkheadMap.whatIfDrawn())).toEqual({ denied: [], allowed: [], verdict: [] });
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("suggests policies for the namespace with the flows that justify each rule, and loads them as the draft", async () => {
+    await page.goto(`${cp!.ui!.url}?window=5m`);
+    await waitForMap("live", 2);
+    // All namespaces: suggestions are for one.
+    await page.locator("[data-testid=suggest-run]").click();
+    expect(await page.locator("[data-testid=suggest-error]").textContent()).toBe("Pick a namespace: policies are suggested for one namespace.");
+
+    await page.goto(`${cp!.ui!.url}?namespace=shop&window=5m`);
+    await waitForMap("live", 2);
+    await page.locator("[data-testid=suggest-run]").click();
+    await page.locator("[data-testid=suggestions][data-state=done]").waitFor({ timeout: 20_000 });
+    expect(await page.locator("[data-testid=suggest-summary]").textContent())
+      .toBe("3 policies for shop, learned from 10 recorded flows over 5m. Notes: 2 records dropped or audited by the policies in force were not learned from");
+    expect(await page.locator("[data-testid=suggestion]").evaluateAll((as) => as.map((a) => a.getAttribute("data-name"))))
+      .toEqual(["bulkhead-default-deny", "bulkhead-db", "bulkhead-web"]);
+    // db's one ingress rule: justified by web's 3 calls (30 packets) on 5432.
+    const justification = (name: string) => page.locator(`[data-testid=suggestion][data-name=${name}] [data-testid=justification-row]`)
+      .evaluateAll((trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent)));
+    expect(await justification("bulkhead-db")).toEqual([["ingress[0]", "shop/web (Deployment)", "TCP/5432", "3", "30"]]);
+    expect(await justification("bulkhead-web")).toEqual([["egress[0]", "shop/db (Deployment)", "TCP/5432", "3", "30"]]);
+
+    // One loaded as the draft: its manifest alone.
+    await page.locator("[data-testid=suggestion][data-name=bulkhead-db] [data-testid=suggestion-load]").click();
+    const one = await page.locator("[data-testid=whatif-draft]").inputValue();
+    expect(one).toMatch(/^apiVersion: networking.k8s.io\/v1\nkind: NetworkPolicy\nmetadata:\n {2}name: bulkhead-db\n {2}namespace: shop\n/);
+    expect(one.split(/^---$/m)).toHaveLength(1);
+
+    // All of them, replayed: the flows they were learned from keep their verdicts (the dropped calls to cache stay dropped).
+    await page.locator("[data-testid=suggest-load-all]").click();
+    expect((await page.locator("[data-testid=whatif-draft]").inputValue()).split(/^---$/m)).toHaveLength(3);
+    await page.locator("[data-testid=whatif-run]").click();
+    const summary = page.locator("[data-testid=whatif-summary]");
+    await summary.and(page.locator("[data-state=done]")).waitFor({ timeout: 20_000 });
+    expect(await summary.evaluate((el) => [el.dataset.denied, el.dataset.allowed, el.dataset.verdict, el.dataset.records])).toEqual(["0", "0", "0", "10"]);
+    expect(await page.locator("[data-testid=whatif-row]").count()).toBe(0);
+    await page.screenshot({ path: path.join(SHOTS, "suggestions-1500x1000.png") });
     expect(pageErrors).toEqual([]);
   });
 });

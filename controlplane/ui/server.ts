@@ -24,9 +24,9 @@ import { backendsFromState, edgeJson, mapJson, nodeJson } from "./map-json.js";
 import { MapStream, type MapStreamOptions } from "./map-stream.js";
 import { decidingPolicies, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type ParsedNode } from "./details.js";
 import { historyRange, rangeFlowMap, rangeFlows, type HistoryRange, type RecordedFlows } from "./history.js";
-import { whatIfJson, whatIfRequest } from "./whatif.js";
+import { suggestionsJson, suggestRequest, whatIfJson, whatIfRequest } from "./whatif.js";
 import { PolicyRequestError } from "../policy-requests.js";
-import type { PolicyWhatIfRequest, PolicyWhatIfResponse } from "../../proto/gen/bulkhead/v1/observer.js";
+import type { PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse } from "../../proto/gen/bulkhead/v1/observer.js";
 
 /** What the UI reads: the control plane's stores (ControlPlane satisfies it). */
 export interface UiSources extends RecordedFlows {
@@ -40,6 +40,8 @@ export interface UiSources extends RecordedFlows {
   metrics(): string;
   /** PolicyWhatIf of the Observer API: the draft replayed against the recorded flows. */
   policyWhatIf(scope: Scope, request: PolicyWhatIfRequest): Promise<PolicyWhatIfResponse>;
+  /** SuggestPolicies of the Observer API: least-privilege policies learned from the recorded flows. */
+  suggestPolicies(scope: Scope, request: SuggestPoliciesRequest): Promise<SuggestPoliciesResponse>;
 }
 
 export interface UiServerOptions {
@@ -108,6 +110,7 @@ export class UiServer {
       ["map/stream", (q, s, res, req) => this.mapStream(q, s, res, req)],
       ["flows", (q, s, res) => this.flows(q, s, res)],
       ["details", (q, s, res) => this.details(q, s, res)],
+      ["policy/suggest", (q, s, res) => this.suggest(q, s, res)],
     ]);
     const handler = (req: IncomingMessage, res: ServerResponse) => this.handle(req, res);
     this.server = options.tls ? https.createServer({ cert: options.tls.cert, key: options.tls.key }, handler) : http.createServer(handler);
@@ -376,6 +379,17 @@ export class UiServer {
       const req = whatIfRequest(body, name, namespace, query.get("mode") ?? "", span);
       return whatIfJson(await this.sources.policyWhatIf(scope, req), span.name);
     }));
+  }
+
+  /** GET /api/v1/policy/suggest: SuggestPolicies for one namespace over the view's range, each policy as YAML with its justifying flows. */
+  private suggest(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
+    const query = Query.parse(params, ["namespace", "window", "from", "to"]);
+    const namespace = query.namespace();
+    const range = historyRange(query, this.sources);
+    const live = range === undefined ? query.window() : undefined;
+    const span: HistoryRange = range ?? { name: live!.name, sinceMs: this.sources.flowMap.windowStart(live!.ms), untilMs: this.sources.now() };
+    const req = suggestRequest(namespace, span);
+    this.later(response, this.sources.suggestPolicies(scope, req).then((r) => suggestionsJson(r, namespace, span.name)));
   }
 
   private details(params: URLSearchParams, scope: Scope, response: ServerResponse): void {

@@ -1,8 +1,11 @@
 // The what-if overlay's API form: a draft POSTed by the browser becomes a PolicyWhatIfRequest
 // over the view's range, and the answer a JSON the map can draw (edge ids as the map's,
-// counts as numbers, each edge's change named).
+// counts as numbers, each edge's change named). Suggestions likewise: each policy as the
+// YAML the draft box takes, with the flows that justify each rule.
 import { type Verdict, verdictToJSON } from "../../proto/gen/bulkhead/v1/flow.js";
-import type { PolicyWhatIfRequest, PolicyWhatIfResponse, WhatIfSide } from "../../proto/gen/bulkhead/v1/observer.js";
+import { stringify } from "yaml";
+import type { PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse, WhatIfSide } from "../../proto/gen/bulkhead/v1/observer.js";
+import { JUSTIFICATION_ANNOTATION, type RuleJustification } from "../policy/suggest.js";
 import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import type { HistoryRange } from "./history.js";
 import { ApiError } from "./params.js";
@@ -78,5 +81,43 @@ export function whatIfJson(r: PolicyWhatIfResponse, window: string): WhatIfJson 
       before: outcome(e.before), after: outcome(e.after), records: Number(e.records), packets: Number(e.packets),
       firstSeen: msOf(e.firstSeen), lastSeen: msOf(e.lastSeen), egress: sideJson(e.egress), ingress: sideJson(e.ingress),
     })),
+  };
+}
+
+export interface SuggestedPolicyJson {
+  name: string;
+  namespace: string;
+  /** The manifest as YAML (one document), ready to load as a draft. */
+  yaml: string;
+  /** Per rule, the flows that justify it (its `bulkhead.io/justification` annotation). */
+  justification: RuleJustification[];
+}
+
+export interface SuggestionsJson {
+  namespace: string;
+  window: string;
+  since: number;
+  until: number;
+  records: number;
+  notes: string[];
+  policies: SuggestedPolicyJson[];
+}
+
+export function suggestRequest(namespace: string, range: HistoryRange): SuggestPoliciesRequest {
+  if (namespace === "") throw new ApiError(400, "parameter namespace: required (suggestions are for one namespace)");
+  return { namespace, since: timestampOf(range.sinceMs), until: timestampOf(range.untilMs), minPrefixV4: 0, minPrefixV6: 0 };
+}
+
+export function suggestionsJson(r: SuggestPoliciesResponse, namespace: string, window: string): SuggestionsJson {
+  return {
+    namespace, window, since: msOf(r.since), until: msOf(r.until), records: Number(r.records), notes: r.notes,
+    policies: r.policies.map((text) => {
+      const manifest = JSON.parse(text) as { metadata: { name: string; namespace: string; annotations?: Record<string, string> } };
+      const justification = manifest.metadata.annotations?.[JUSTIFICATION_ANNOTATION];
+      return {
+        name: manifest.metadata.name, namespace: manifest.metadata.namespace, yaml: stringify(manifest),
+        justification: justification === undefined ? [] : JSON.parse(justification) as RuleJustification[],
+      };
+    }),
   };
 }

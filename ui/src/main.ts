@@ -643,6 +643,7 @@ $("token-form").addEventListener("submit", (e) => {
 const whatIf = new WhatIfPanel({
   form: $<HTMLFormElement>("whatif-form"), draft: $<HTMLTextAreaElement>("whatif-draft"), file: $<HTMLInputElement>("whatif-file"),
   clear: $<HTMLButtonElement>("whatif-clear"), error: $("whatif-error"), summary: $("whatif-summary"), rows: $("whatif-rows"),
+  suggest: $<HTMLButtonElement>("suggest-run"), suggestError: $("suggest-error"), suggestions: $("suggestions"),
 }, { view, query: timeQuery, describe: describeNode, announce });
 
 // Test and benchmark hooks (./hooks.ts).

@@ -2,10 +2,12 @@
 // policy/what-if, which replays the view's recorded flows against it; the edges whose verdict
 // would change get a halo on the map (graph.ts setWhatIf) and a row each in the list, with
 // their records and packets. A bad draft shows the server's message, which names the
-// document and field.
-import { apiPost } from "./api.js";
+// document and field. Suggestions: the least-privilege policies learned for the selected
+// namespace over the view's time, each rule with the flows that justify it, and buttons that
+// load one or all of them into the draft.
+import { apiJson, apiPost } from "./api.js";
 import type { MapView, WhatIfMark } from "./graph.js";
-import type { WhatIfEdgeJson, WhatIfJson } from "./types.js";
+import type { SuggestionsJson, WhatIfEdgeJson, WhatIfJson } from "./types.js";
 
 export interface WhatIfElements {
   form: HTMLFormElement;
@@ -15,6 +17,9 @@ export interface WhatIfElements {
   error: HTMLElement;
   summary: HTMLElement;
   rows: HTMLElement;
+  suggest: HTMLButtonElement;
+  suggestError: HTMLElement;
+  suggestions: HTMLElement;
 }
 
 export interface WhatIfContext {
@@ -35,7 +40,10 @@ export class WhatIfPanel {
   private abort: AbortController | undefined;
   private result: WhatIfJson | undefined;
 
+  private suggestAbort: AbortController | undefined;
+
   constructor(private readonly el: WhatIfElements, private readonly context: WhatIfContext) {
+    el.suggest.addEventListener("click", () => void this.suggest());
     el.form.addEventListener("submit", (e) => { e.preventDefault(); void this.run(); });
     el.clear.addEventListener("click", () => this.clear());
     el.draft.addEventListener("input", () => { this.fileName = "draft.yaml"; });
@@ -82,6 +90,93 @@ export class WhatIfPanel {
     this.abort?.abort();
     this.reset();
     this.el.error.textContent = "";
+  }
+
+  /** Suggestions for the view's namespace and time: each policy with its justifying flows and a button that loads it. */
+  async suggest(): Promise<void> {
+    this.suggestAbort?.abort();
+    const abort = new AbortController();
+    this.suggestAbort = abort;
+    const q = this.context.query();
+    this.el.suggestError.textContent = "";
+    this.el.suggestions.replaceChildren();
+    if (!q.has("namespace")) {
+      this.el.suggestError.textContent = "Pick a namespace: policies are suggested for one namespace.";
+      return;
+    }
+    this.el.suggestions.dataset.state = "running";
+    try {
+      const s = await apiJson<SuggestionsJson>("policy/suggest", q, abort.signal);
+      if (abort.signal.aborted) return;
+      this.showSuggestions(s);
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      this.el.suggestions.dataset.state = "error";
+      this.el.suggestError.textContent = (err as Error).message;
+    }
+  }
+
+  private load(yaml: string, what: string): void {
+    this.el.draft.value = yaml;
+    this.fileName = "draft.yaml";
+    this.el.error.textContent = "";
+    this.el.draft.focus();
+    this.context.announce(`Loaded ${what} as the draft: "Replay on the map" shows what it would change.`);
+  }
+
+  private showSuggestions(s: SuggestionsJson): void {
+    const out = this.el.suggestions;
+    out.dataset.state = "done";
+    out.dataset.policies = String(s.policies.length);
+    const summary = document.createElement("p");
+    summary.dataset.testid = "suggest-summary";
+    const policies = s.policies.length === 1 ? "1 policy" : `${s.policies.length} policies`;
+    summary.textContent = `${policies} for ${s.namespace}, learned from ${plural(s.records, "recorded flow")} over ${s.window}.`
+      + (s.notes.length > 0 ? ` Notes: ${s.notes.join("; ")}` : "");
+    const all = document.createElement("button");
+    all.type = "button";
+    all.dataset.testid = "suggest-load-all";
+    all.textContent = "Load all as draft";
+    all.addEventListener("click", () => this.load(s.policies.map((p) => p.yaml).join("---\n"), `${s.policies.length} suggested policies`));
+    out.append(summary, all);
+    for (const p of s.policies) {
+      const article = document.createElement("article");
+      article.dataset.testid = "suggestion";
+      article.dataset.name = p.name;
+      const h = document.createElement("h3");
+      h.textContent = `${p.namespace}/${p.name}`;
+      const load = document.createElement("button");
+      load.type = "button";
+      load.dataset.testid = "suggestion-load";
+      load.textContent = "Load as draft";
+      load.addEventListener("click", () => this.load(p.yaml, `${p.namespace}/${p.name}`));
+      article.append(h, load);
+      if (p.justification.length > 0) {
+        const table = document.createElement("table");
+        table.setAttribute("aria-label", `Flows justifying ${p.name}`);
+        const head = document.createElement("thead");
+        head.innerHTML = '<tr><th scope="col">Rule</th><th scope="col">Peer</th><th scope="col">Ports</th><th scope="col" class="number">Records</th><th scope="col" class="number">Packets</th></tr>';
+        const body = document.createElement("tbody");
+        for (const j of p.justification) {
+          const tr = document.createElement("tr");
+          tr.dataset.testid = "justification-row";
+          tr.dataset.rule = j.rule;
+          tr.dataset.peer = j.peer;
+          const cells = [j.rule, j.peer === "dns" ? "DNS (kube-dns)" : this.context.describe(j.peer), j.ports.join(", "), String(j.records), String(j.packets)];
+          tr.append(...cells.map((text, i) => {
+            const td = document.createElement(i === 0 ? "th" : "td");
+            td.textContent = text;
+            if (i >= 3) td.className = "number";
+            if (i === 1 || i === 4) td.title = `first seen ${j.firstSeen}, last seen ${j.lastSeen}`;
+            return td;
+          }));
+          body.append(tr);
+        }
+        table.append(head, body);
+        article.append(table);
+      }
+      out.append(article);
+    }
   }
 
   private reset(): void {
