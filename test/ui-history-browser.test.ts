@@ -258,6 +258,9 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     expect(drawn.denied).toHaveLength(1);
     expect(drawn.allowed).toHaveLength(1);
     await page.screenshot({ path: path.join(SHOTS, "whatif-live-1500x1000.png") });
+    await page.setViewportSize({ width: 1280, height: 720 });
+    await page.screenshot({ path: path.join(SHOTS, "whatif-live-1280x720.png") });
+    await page.setViewportSize({ width: 1500, height: 1000 });
 
     // The same draft over the past range: the calls of 3 h ago (4 to db, 2 to cache).
     const q = new URLSearchParams({ namespace: "shop", from: new Date(RANGE.from).toISOString(), to: new Date(RANGE.to).toISOString() });
