@@ -160,6 +160,8 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     await page.goto(`${cp!.ui!.url}?namespace=shop&window=5m`);
     await waitForMap("live", 2);
     expect(await packets()).toEqual({ [TO_DB]: 30, [TO_CACHE]: 20 });
+    // Live: neither the from/to inputs nor "Back to live" show.
+    expect([await page.locator("[data-testid=range-form]").isVisible(), await page.locator("[data-testid=back-to-live]").isVisible()]).toEqual([false, false]);
 
     // 24 h, from the store: 4 + 3 calls to db, 2 + 2 to cache.
     await page.locator("[data-testid=window-select]").selectOption("24h");
@@ -179,6 +181,7 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
 
     // From/to around 3 h ago, entered in the picker (datetime-local: the browser's local time).
     await page.locator("[data-testid=window-select]").selectOption("range");
+    expect(await page.locator("[data-testid=range-form]").isVisible()).toBe(true);
     const local = (ms: number) => page.evaluate((t) => {
       const d = new Date(t), p = (n: number) => String(n).padStart(2, "0");
       return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
@@ -220,6 +223,7 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     expect(await packets()).toEqual({ [TO_DB]: 30, [TO_CACHE]: 20 });
     expect(query().get("window")).toBe("5m");
     expect(await page.locator("[data-testid=range-error]").textContent()).toBe("");
+    expect([await page.locator("[data-testid=range-form]").isVisible(), await page.locator("[data-testid=back-to-live]").isVisible()]).toEqual([false, false]);
 
     // A link with from alone names what is missing and falls back to live.
     await page.goto(`${cp!.ui!.url}?namespace=shop&from=${new Date(RANGE.from).toISOString()}`);
