@@ -14,7 +14,7 @@ import { FlowHistory } from "./store/history.js";
 import type { FlowStore, StoreStatus } from "./store/durable.js";
 import { flowMapFromStore } from "./store/stored-map.js";
 import type { FlowPredicate } from "./store/filter.js";
-import type { FlowFilter, GetFlowMapResponse } from "../proto/gen/bulkhead/v1/observer.js";
+import type { FlowFilter, GetFlowMapResponse, PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { FlowMapStore } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
@@ -28,6 +28,8 @@ const SERVICE_IDENTITY: Identity = {
   ingressIsolated: false, egressIsolated: false, endpoint: false, service: true,
 };
 import { observerService } from "./observer.js";
+import { policySuggestions, policyWhatIf } from "./policy-requests.js";
+import type { Scope } from "./access/scope.js";
 import { DEFAULT_FLOW_STREAM_LIMITS, type FlowStreamLimits } from "./flow-stream.js";
 import { EventLoopLag, renderMetrics } from "./metrics.js";
 import type { AccessControl } from "./access/control.js";
@@ -390,6 +392,16 @@ export class ControlPlane {
       allow: q.allow, deny: q.deny, predicate: q.predicate, ...(missing > 0 ? { last: missing } : {}),
     });
     return { hot, stored };
+  }
+
+  /** PolicyWhatIf over this control plane's recorded flows (the web UI's what-if overlay; observer.ts has its own call). */
+  async policyWhatIf(scope: Scope, request: PolicyWhatIfRequest): Promise<PolicyWhatIfResponse> {
+    return await policyWhatIf(this, scope, request);
+  }
+
+  /** SuggestPolicies over this control plane's recorded flows (the web UI's suggestions). */
+  async suggestPolicies(scope: Scope, request: SuggestPoliciesRequest): Promise<SuggestPoliciesResponse> {
+    return await policySuggestions(this, scope, request);
   }
 
   /** A flow map over a window longer than the live maps keep, from the store. */

@@ -103,6 +103,24 @@ describe("DuckDB flow store", () => {
     expect(await all(again)).toEqual(input);
   });
 
+  it("two queries read at once each get every record (a stream is not cut short by the other)", async () => {
+    const store = await openStore(tempDir());
+    const input = records(6000, T0, 10);
+    expect(await store.append([{ node: "node-a", instanceId: "i1", batchId: 1n, records: input }])).toEqual([true]);
+    const q = { allow: [], deny: [], predicate: () => true };
+    const a = store.query(q)[Symbol.asyncIterator](), b = store.query(q)[Symbol.asyncIterator]();
+    // Interleaved, as the web UI's map and flow requests are: a's first chunk, then b's, then the rest.
+    const counts = [0, 0];
+    for (let done = [false, false]; !done[0] || !done[1];) {
+      for (const [i, it] of [a, b].entries()) {
+        if (done[i]) continue;
+        const next = await it.next();
+        if (next.done) done[i] = true; else counts[i]! += next.value.length;
+      }
+    }
+    expect(counts).toEqual([6000, 6000]);
+  });
+
   it("stores a re-sent batch once, across a reopen, and refuses a batch after a gap", async () => {
     const dir = tempDir();
     const store = await openStore(dir);

@@ -471,6 +471,20 @@ describe("UI JSON API", () => {
       ["/api/v1/details", /exactly one of the parameters node and edge/],
       [`/api/v1/details?node=${encodeURIComponent(WEB)}&edge=x`, /exactly one/],
       [`/api/v1/details?node=${encodeURIComponent(WEB)}&window=1d`, /parameter window: "1d"/],
+      // Past ranges (ui/history.ts); this control plane keeps no durable store.
+      ["/api/v1/map?window=24h", /^parameter window: "24h" reaches past the hot hour: this control plane keeps no durable history \(--store memory\)/],
+      ["/api/v1/map?window=90s", /^parameter window: "90s" is not one of 1m, 5m, 1h \(live\), nor a past window longer than 1h/],
+      ["/api/v1/map?from=2026-01-01T00:00:00Z", /^parameter from: given without to \(a range needs both\)$/],
+      ["/api/v1/flows?to=2026-01-01T00:00:00Z", /^parameter to: given without from/],
+      ["/api/v1/map?window=5m&from=1&to=2", /^give either window or from and to, not both$/],
+      ["/api/v1/map?from=yesterday&to=2026-01-01T00:00:00Z", /^parameter from: "yesterday" is not a time: give RFC 3339 with a zone/],
+      ["/api/v1/map?from=2026-01-01T10:00:00&to=2026-01-01T11:00:00Z", /^parameter from: "2026-01-01T10:00:00" is not a time/],
+      [`/api/v1/map?from=${clock.now - 60_000}&to=${clock.now - 120_000}`, /^parameter from: "\d+" is not before to \(/],
+      [`/api/v1/flows?from=${clock.now - 60_000}&to=${clock.now + 3_600_000}`, /^parameter to: "\d+" is in the future/],
+      [`/api/v1/map?from=${clock.now - 2 * 3_600_000}&to=${clock.now - 3_600_000}`, /^parameter from: "\d+" is more than 1h ago: this control plane keeps no durable history/],
+      ["/api/v1/map/stream?window=6h", /^parameter window: "6h" reaches past the hot hour/],
+      ["/api/v1/policy/suggest?window=5m", /^parameter namespace: required \(suggestions are for one namespace\)$/],
+      ["/api/v1/policy/suggest?namespace=shop&window=2h", /^parameter window: "2h" reaches past the hot hour/],
     ];
     for (const [url, message] of cases) {
       const { status, body } = await get(url);
@@ -484,6 +498,29 @@ describe("UI JSON API", () => {
     expect(noEdge.status).toBe(404);
     // Other clients are undisturbed: the map still answers.
     expect((await get("/api/v1/map")).status).toBe(200);
+  });
+
+  it("a past range within the hot hour gives the live map's edges; policy/what-if takes a POSTed draft and names a bad one", async () => {
+    const live = await get("/api/v1/map?namespace=shop&window=1h");
+    const range = await get(`/api/v1/map?namespace=shop&from=${clock.now - 3_000_000}&to=${clock.now}`);
+    expect(range.status).toBe(200);
+    expect(range.body.version).toBe(0);
+    const totals = (b: { edges: { id: string; packets: number }[] }) => b.edges.map((e) => [e.id, e.packets]).sort();
+    expect(totals(range.body)).toEqual(totals(live.body));
+    expect(totals(range.body).length).toBeGreaterThan(0);
+
+    const bad = await get("/api/v1/policy/what-if?window=1h", { method: "POST", body: "kind: NetworkPolicy\nspec: [\n" });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatch(/^bad draft, nothing replayed:\ndraft\.yaml: document 0: not valid YAML: /);
+    const empty = await get("/api/v1/policy/what-if", { method: "POST", body: "  \n" });
+    expect([empty.status, empty.body.error]).toEqual([400, "the draft is empty: paste or upload NetworkPolicy or ClusterNetworkPolicy YAML"]);
+    const asGet = await fetch(`${base}/api/v1/policy/what-if`);
+    expect([asGet.status, asGet.headers.get("allow")]).toEqual([405, "POST"]);
+    const ok = await get("/api/v1/policy/what-if?namespace=shop&window=1h", { method: "POST",
+      body: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: deny-all, namespace: shop }\nspec: { podSelector: {}, policyTypes: [Ingress] }\n" });
+    expect(ok.status).toBe(200);
+    expect(ok.body.window).toBe("1h");
+    expect(ok.body.records).toBeGreaterThan(0);
   });
 
   it("serves the built UI with content types, falls back to index.html, and refuses to leave its folder", async () => {

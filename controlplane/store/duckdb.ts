@@ -563,18 +563,27 @@ export class DuckDBFlowStore implements FlowStore {
    * `read.rows` counts the rows the engine returned, matching or not.
    */
   private async *select(sql: string, params: (string | number)[], query: StoreQuery, read = { rows: 0 }): AsyncGenerator<FlowRecord[]> {
-    const result = await this.reader.stream(sql, params);
-    for (;;) {
-      const chunk = await result.fetchChunk();
-      if (chunk === null || chunk.rowCount === 0) return;
-      read.rows += chunk.rowCount;
-      const vectors = FLOW_COLUMNS.map((_, c) => chunk.getColumnVector(c));
-      const out: FlowRecord[] = [];
-      for (let i = 0; i < chunk.rowCount; i++) {
-        const r = this.record(vectors, i);
-        if (this.exact(r, query)) out.push(r);
+    // A connection streams one result at a time: another query on it ends this stream
+    // early, silently (the web UI asks for a past map and its flows at once). Each stream
+    // reads on a connection of its own.
+    const connection = await this.instance.connect();
+    try {
+      await connection.run("USE store");
+      const result = await connection.stream(sql, params);
+      for (;;) {
+        const chunk = await result.fetchChunk();
+        if (chunk === null || chunk.rowCount === 0) return;
+        read.rows += chunk.rowCount;
+        const vectors = FLOW_COLUMNS.map((_, c) => chunk.getColumnVector(c));
+        const out: FlowRecord[] = [];
+        for (let i = 0; i < chunk.rowCount; i++) {
+          const r = this.record(vectors, i);
+          if (this.exact(r, query)) out.push(r);
+        }
+        if (out.length > 0) yield out;
       }
-      if (out.length > 0) yield out;
+    } finally {
+      connection.closeSync();
     }
   }
 

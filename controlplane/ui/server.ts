@@ -23,9 +23,13 @@ import { requestScope } from "./scope.js";
 import { backendsFromState, type BackendsOf, edgeJson, mapJson, nodeJson } from "./map-json.js";
 import { MapDeltas, MapStream, type MapStreamOptions } from "./map-stream.js";
 import { decidingPolicies, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type ParsedNode } from "./details.js";
+import { historyRange, rangeFlowMap, rangeFlows, type HistoryRange, type RecordedFlows } from "./history.js";
+import { suggestionsJson, suggestRequest, whatIfJson, whatIfRequest } from "./whatif.js";
+import { PolicyRequestError } from "../policy-requests.js";
+import type { PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse } from "../../proto/gen/bulkhead/v1/observer.js";
 
 /** What the UI reads: the control plane's stores (ControlPlane satisfies it). */
-export interface UiSources {
+export interface UiSources extends RecordedFlows {
   readonly state: ClusterState;
   readonly history: FlowHistory;
   readonly flowMap: FlowMapStore;
@@ -34,6 +38,10 @@ export interface UiSources {
   readonly access: AccessControl;
   /** The control plane's /metrics text. */
   metrics(): string;
+  /** PolicyWhatIf of the Observer API: the draft replayed against the recorded flows. */
+  policyWhatIf(scope: Scope, request: PolicyWhatIfRequest): Promise<PolicyWhatIfResponse>;
+  /** SuggestPolicies of the Observer API: least-privilege policies learned from the recorded flows. */
+  suggestPolicies(scope: Scope, request: SuggestPoliciesRequest): Promise<SuggestPoliciesResponse>;
 }
 
 export interface UiServerOptions {
@@ -70,6 +78,8 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
 };
 
 const MAX_FLOWS = 10_000;
+/** A draft is a few policies: a body past this is refused before it is parsed. */
+const MAX_DRAFT_BYTES = 1 << 20;
 
 type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage) => void;
 
@@ -87,6 +97,8 @@ export class UiServer {
   private readonly backendsOf: BackendsOf;
   /** Deltas shared by the map streams that show the same map. */
   private readonly deltas: MapDeltas;
+  /** Endpoints that take a body (a draft): POST only. */
+  private readonly postRoutes: ReadonlyMap<string, Route>;
 
   constructor(private readonly sources: UiSources, private readonly options: UiServerOptions) {
     this.staticDir = path.resolve(options.staticDir ?? DEFAULT_STATIC_DIR);
@@ -94,12 +106,16 @@ export class UiServer {
     this.scopeOf = (request) => requestScope(sources.access, request);
     this.backendsOf = backendsFromState(sources.state);
     this.deltas = new MapDeltas(sources.flowMap, this.backendsOf);
+    this.postRoutes = new Map<string, Route>([
+      ["policy/what-if", (q, s, res, req) => this.whatIf(q, s, res, req)],
+    ]);
     this.routes = new Map<string, Route>([
       ["namespaces", (q, s, res) => this.namespaces(q, s, res)],
       ["map", (q, s, res) => this.map(q, s, res)],
       ["map/stream", (q, s, res, req) => this.mapStream(q, s, res, req)],
       ["flows", (q, s, res) => this.flows(q, s, res)],
       ["details", (q, s, res) => this.details(q, s, res)],
+      ["policy/suggest", (q, s, res) => this.suggest(q, s, res)],
     ]);
     const handler = (req: IncomingMessage, res: ServerResponse) => this.handle(req, res);
     this.server = options.tls ? https.createServer({ cert: options.tls.cert, key: options.tls.key }, handler) : http.createServer(handler);
@@ -172,8 +188,17 @@ export class UiServer {
       }
       if (url.pathname.startsWith("/api/")) {
         const name = url.pathname.startsWith("/api/v1/") ? url.pathname.slice("/api/v1/".length) : undefined;
+        const posted = name === undefined ? undefined : this.postRoutes.get(name);
+        if (posted !== undefined) {
+          if (method !== "POST") throw new ApiError(405, `method ${method} is not allowed on ${url.pathname} (POST the draft as the body)`);
+          posted(url.searchParams, this.scopeOf(request), response, request);
+          return;
+        }
         const route = name === undefined ? undefined : this.routes.get(name);
-        if (route === undefined) throw new ApiError(404, `no API endpoint ${url.pathname} (endpoints: ${[...this.routes.keys()].map((k) => `/api/v1/${k}`).join(", ")})`);
+        if (route === undefined) {
+          const all = [...this.routes.keys(), ...[...this.postRoutes.keys()].map((k) => `${k} (POST)`)];
+          throw new ApiError(404, `no API endpoint ${url.pathname} (endpoints: ${all.map((k) => `/api/v1/${k}`).join(", ")})`);
+        }
         this.requireRead(method);
         route(url.searchParams, this.scopeOf(request), response, request);
         return;
@@ -182,7 +207,7 @@ export class UiServer {
       this.serveStatic(request.url ?? "/", url.pathname, method, response);
     } catch (err) {
       if (err instanceof ApiError) {
-        if (err.status === 405) response.setHeader("allow", "GET, HEAD");
+        if (err.status === 405) response.setHeader("allow", this.postRoutes.has(url.pathname.slice("/api/v1/".length)) ? "POST" : "GET, HEAD");
         this.error(response, err);
         return;
       }
@@ -193,6 +218,16 @@ export class UiServer {
 
   private requireRead(method: string): void {
     if (method !== "GET" && method !== "HEAD") throw new ApiError(405, `method ${method} is not allowed (GET or HEAD)`);
+  }
+
+  /** An endpoint that answers later: its ApiError (or any other failure) is answered as handle() would. */
+  private later(response: ServerResponse, work: Promise<unknown>): void {
+    work.then((body) => this.json(response, body), (err: Error) => {
+      if (err instanceof ApiError) { this.error(response, err); return; }
+      if (err instanceof PolicyRequestError) { this.error(response, new ApiError(err.kind === "denied" ? 403 : 400, err.message)); return; }
+      this.options.log.error({ err: err.message }, "web UI request failed");
+      this.error(response, new ApiError(503, `flow store: ${err.message}`));
+    });
   }
 
   private error(response: ServerResponse, err: ApiError): void {
@@ -221,22 +256,32 @@ export class UiServer {
     });
   }
 
-  private mapQuery(params: URLSearchParams, scope: Scope): { namespace: string; window: Window } {
-    const query = Query.parse(params, ["namespace", "window"]);
+  private mapQuery(params: URLSearchParams, scope: Scope, history: boolean): { namespace: string; window: Window; range: HistoryRange | undefined } {
+    const query = Query.parse(params, history ? ["namespace", "window", "from", "to"] : ["namespace", "window"]);
     const namespace = query.namespace();
-    const window = query.window();
+    const range = historyRange(query, this.sources);
+    if (range !== undefined && !history) {
+      throw new ApiError(400, `window ${range.name} is a past range, not a live one (1m, 5m, 1h): fetch its map once from /api/v1/map`);
+    }
+    const window = range === undefined ? query.window() : { name: "1h" as const, ms: 3_600_000 };
     if (namespace !== "" && !namespaceReadable(scope, namespace)) throw new ApiError(403, `namespace ${JSON.stringify(namespace)} is outside this request's access scope`);
-    return { namespace, window };
+    return { namespace, window, range };
   }
 
   private map(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
-    const { namespace, window } = this.mapQuery(params, scope);
+    const { namespace, window, range } = this.mapQuery(params, scope, true);
+    if (range !== undefined) {
+      // A past range: built once from its records (version 0: no stream follows it).
+      this.later(response, rangeFlowMap(this.sources, range, namespace).then((map) =>
+        mapJson(map, 0, namespace, range.name, scope, this.backendsOf)));
+      return;
+    }
     const map = this.sources.flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms });
     this.json(response, mapJson(map, this.sources.flowMap.version, namespace, window.name, scope, this.backendsOf));
   }
 
   private mapStream(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
-    const { namespace, window } = this.mapQuery(params, scope);
+    const { namespace, window } = this.mapQuery(params, scope, false);
     const subject = scope.subject;
     const mine = this.streamsBySubject.get(subject) ?? 0;
     const perToken = this.options.maxStreamsPerToken ?? DEFAULT_MAX_STREAMS_PER_TOKEN;
@@ -282,9 +327,9 @@ export class UiServer {
 
   /** The flows endpoint: observe's filter names, plus limit and window. */
   private flows(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
-    const query = Query.parse(params, [...FILTER_NAMES, "limit", "window"], isFilterName);
+    const query = Query.parse(params, [...FILTER_NAMES, "limit", "window", "from", "to"], isFilterName);
     const limit = query.limit(500, MAX_FLOWS);
-    const window = query.window();
+    const range = historyRange(query, this.sources);
     const pairs = query.entries().filter(([name]) => isFilterName(name));
     for (const [name, value] of pairs) {
       if (name === "namespace" && !isNamespaceName(value)) throw badParameter(name, value, "is not a namespace name");
@@ -300,10 +345,17 @@ export class UiServer {
       throw err;
     }
     const visible = this.visibleFlows(scope);
+    const shown: FlowPredicate = visible === undefined ? predicate : (r) => predicate(r) && visible(r);
+    if (range !== undefined) {
+      this.later(response, rangeFlows(this.sources, range, shown, limit).then((flows) =>
+        ({ window: range.name, since: range.sinceMs, until: range.untilMs, limit, flows: flows.map((f) => FlowRecord.toJSON(f)) })));
+      return;
+    }
+    const window = query.window();
     // The same span as the map and the details pane (bucket-aligned), so the table matches them.
     const sinceMs = this.sources.flowMap.windowStart(window.ms);
     const flows = this.sources.history.query({
-      predicate: visible === undefined ? predicate : (r) => predicate(r) && visible(r),
+      predicate: shown,
       since: { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 },
       last: limit,
     });
@@ -314,6 +366,35 @@ export class UiServer {
   private visibleFlows(scope: Scope): FlowPredicate | undefined {
     if (scope.kind === "cluster") return undefined;
     return (r) => flowInScope(scope, r);
+  }
+
+  /**
+   * POST /api/v1/policy/what-if: the body is the draft (YAML or JSON), replayed against the
+   * recorded flows of the view's range (a live window, or a past one), as PolicyWhatIf does.
+   */
+  private whatIf(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
+    const query = Query.parse(params, ["namespace", "window", "from", "to", "mode", "name"]);
+    const namespace = query.namespace();
+    const range = historyRange(query, this.sources);
+    const live = range === undefined ? query.window() : undefined;
+    const span: HistoryRange = range ?? { name: live!.name, sinceMs: this.sources.flowMap.windowStart(live!.ms), untilMs: this.sources.now() };
+    const name = query.get("name") ?? "draft.yaml";
+    if (!/^[A-Za-z0-9._-]{1,100}$/.test(name)) throw badParameter("name", name, "is not a file name (letters, digits, . _ -)");
+    this.later(response, readBody(request, MAX_DRAFT_BYTES).then(async (body) => {
+      const req = whatIfRequest(body, name, namespace, query.get("mode") ?? "", span);
+      return whatIfJson(await this.sources.policyWhatIf(scope, req), span.name);
+    }));
+  }
+
+  /** GET /api/v1/policy/suggest: SuggestPolicies for one namespace over the view's range, each policy as YAML with its justifying flows. */
+  private suggest(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
+    const query = Query.parse(params, ["namespace", "window", "from", "to"]);
+    const namespace = query.namespace();
+    const range = historyRange(query, this.sources);
+    const live = range === undefined ? query.window() : undefined;
+    const span: HistoryRange = range ?? { name: live!.name, sinceMs: this.sources.flowMap.windowStart(live!.ms), untilMs: this.sources.now() };
+    const req = suggestRequest(namespace, span);
+    this.later(response, this.sources.suggestPolicies(scope, req).then((r) => suggestionsJson(r, namespace, span.name)));
   }
 
   private details(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
@@ -398,6 +479,21 @@ export class UiServer {
     if (method === "HEAD") { response.end(); return; }
     fs.createReadStream(target).on("error", () => response.destroy()).pipe(response);
   }
+}
+
+/** The request's body as UTF-8, refused (413) past `max` bytes. */
+function readBody(request: IncomingMessage, max: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) { reject(new ApiError(413, `the draft is larger than ${max} bytes`)); request.destroy(); return; }
+      chunks.push(chunk);
+    });
+    request.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    request.on("error", reject);
+  });
 }
 
 function statOf(file: string): fs.Stats | undefined {

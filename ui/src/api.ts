@@ -23,12 +23,17 @@ export class ApiRequestError extends Error {
   }
 }
 
-/** The one client function: GET /api/v1/<path> with the query, credentials added. */
-export async function apiFetch(path: string, query: URLSearchParams | undefined, signal?: AbortSignal, accept = "application/json"): Promise<Response> {
+/** The one client function: GET /api/v1/<path> with the query (or POST `body`, a draft), credentials added. */
+export async function apiFetch(path: string, query: URLSearchParams | undefined, signal?: AbortSignal, accept = "application/json", body?: string): Promise<Response> {
   const headers: Record<string, string> = { accept };
   if (authorization !== undefined) headers.authorization = authorization;
   const qs = query && [...query].length > 0 ? `?${query.toString()}` : "";
   const init: RequestInit = { headers, cache: "no-store" };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.body = body;
+    headers["content-type"] = "text/plain; charset=utf-8";
+  }
   if (signal) init.signal = signal;
   const response = await fetch(`api/v1/${path}${qs}`, init);
   if (!response.ok) {
@@ -45,6 +50,11 @@ export async function apiFetch(path: string, query: URLSearchParams | undefined,
 
 export async function apiJson<T>(path: string, query?: URLSearchParams, signal?: AbortSignal): Promise<T> {
   return (await (await apiFetch(path, query, signal)).json()) as T;
+}
+
+/** POSTs `body` to /api/v1/<path>; the JSON answer. */
+export async function apiPost<T>(path: string, query: URLSearchParams, body: string, signal?: AbortSignal): Promise<T> {
+  return (await (await apiFetch(path, query, signal, "application/json", body)).json()) as T;
 }
 
 export interface ServerEvent {

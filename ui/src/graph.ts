@@ -30,6 +30,12 @@ const parentId = (group: string) => `namespace:${group}`;
 const MAX_FIT_ZOOM = 1.25;
 const FIT_PADDING = 24;
 
+/** What-if halos (the legend in index.html uses the same colours). */
+export const WHATIF_COLOURS = { denied: "#d81b60", allowed: "#00acc1", verdict: "#7e57c2" } as const;
+export type WhatIfMark = keyof typeof WHATIF_COLOURS;
+/** A drawn edge carrying several changed map edges shows the most serious change. */
+const WHATIF_RANK: Readonly<Record<WhatIfMark, number>> = { denied: 3, verdict: 2, allowed: 1 };
+
 export class MapView {
   readonly cy: Core;
   private namespace = "";
@@ -41,6 +47,8 @@ export class MapView {
   private readonly drawnOf = new Map<string, string[]>();
   private layoutState: MapLayout | undefined;
   private autoFit = true;
+  /** Map edge id → its what-if change, while an overlay is shown. */
+  private whatIf = new Map<string, WhatIfMark>();
 
   constructor(container: HTMLElement) {
     this.cy = cytoscape({
@@ -83,6 +91,10 @@ export class MapView {
         { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, "target-arrow-color": COLOURS.dropped, "source-arrow-color": COLOURS.dropped, width: 2.5 } },
         { selector: "edge.audit", style: { "line-color": COLOURS.audit, "target-arrow-color": COLOURS.audit, "source-arrow-color": COLOURS.audit, "line-style": "dashed", width: 2 } },
         // A label left out for lack of room shows (every port) while the edge is hovered or selected.
+        // The what-if overlay: a halo under the edge, its verdict colour kept on top.
+        { selector: "edge.whatif-denied", style: { "underlay-color": WHATIF_COLOURS.denied, "underlay-opacity": 0.45, "underlay-padding": 6 } },
+        { selector: "edge.whatif-allowed", style: { "underlay-color": WHATIF_COLOURS.allowed, "underlay-opacity": 0.45, "underlay-padding": 6 } },
+        { selector: "edge.whatif-verdict", style: { "underlay-color": WHATIF_COLOURS.verdict, "underlay-opacity": 0.45, "underlay-padding": 6 } },
         { selector: "edge.hover, edge:selected", style: { label: "data(fullLabel)", "z-index": 10 } },
         { selector: ":selected", style: { "border-width": 3, "border-color": "#ffb300", "overlay-opacity": 0.15, "overlay-color": "#ffb300" } },
         { selector: "edge:selected", style: { width: 4 } },
@@ -187,6 +199,33 @@ export class MapView {
     return changed;
   }
 
+  /** Shows (or, with an empty map, clears) the what-if overlay: map edge id → change. */
+  setWhatIf(marks: ReadonlyMap<string, WhatIfMark>): void {
+    this.whatIf = new Map(marks);
+    this.paintWhatIf();
+  }
+
+  /** Drawn edge ids with each what-if halo (for the page's hooks and tests). */
+  whatIfDrawn(): Record<WhatIfMark, string[]> {
+    const out: Record<WhatIfMark, string[]> = { denied: [], allowed: [], verdict: [] };
+    for (const mark of Object.keys(out) as WhatIfMark[]) out[mark] = this.cy.edges(`.whatif-${mark}`).map((e) => e.id()).sort();
+    return out;
+  }
+
+  private paintWhatIf(): void {
+    const markOf = new Map<string, WhatIfMark>();
+    for (const [edgeId, mark] of this.whatIf) {
+      for (const drawnId of this.drawnOf.get(edgeId) ?? []) {
+        const before = markOf.get(drawnId);
+        if (before === undefined || WHATIF_RANK[mark] > WHATIF_RANK[before]) markOf.set(drawnId, mark);
+      }
+    }
+    this.cy.batch(() => {
+      this.cy.edges(".whatif-denied, .whatif-allowed, .whatif-verdict").removeClass("whatif-denied whatif-allowed whatif-verdict");
+      for (const [drawnId, mark] of markOf) this.cy.getElementById(drawnId).addClass(`whatif-${mark}`);
+    });
+  }
+
   /** "Lay out again": the whole layout from scratch, fitted. */
   relayout(): void {
     this.autoFit = true;
@@ -263,6 +302,8 @@ export class MapView {
       this.cy.elements().forEach((el) => { if (!wanted.has(el.id())) el.remove(); });
       if (added.length > 0) this.cy.add(added);
     });
+    // Classes were rewritten for changed edges: the overlay goes back on.
+    if (this.whatIf.size > 0) this.paintWhatIf();
     if (fit || (grew && this.autoFit)) this.fit();
   }
 

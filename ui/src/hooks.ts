@@ -1,7 +1,8 @@
 // The page's test and benchmark hooks (window.bulkheadMap): read-only views of what is
 // drawn. Declared here alone so that main.ts and the browser tests share one type.
 import type { Core } from "cytoscape";
-import type { MapEdgeJson, MapNodeJson } from "./types.js";
+import type { TimeView } from "./timerange.js";
+import type { MapEdgeJson, MapNodeJson, WhatIfJson } from "./types.js";
 
 export interface MapHooks {
   readonly version: number;
@@ -12,6 +13,12 @@ export interface MapHooks {
   /** The cytoscape edge ids that draw a map edge (one; two for a call through a Service: client → Service, Service → backend). */
   drawnEdgesOf(id: string): string[];
   cy: Core;
+  /** What the page shows: a live window, a past window, or a from/to range. */
+  readonly time: TimeView;
+  /** Drawn edge ids with each what-if halo. */
+  whatIfDrawn(): { denied: string[]; allowed: string[]; verdict: string[] };
+  /** The what-if answer shown, if any. */
+  readonly whatIf: WhatIfJson | undefined;
 }
 
 declare global {

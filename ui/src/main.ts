@@ -1,10 +1,13 @@
 // The page: controls, the live map (graph.ts), its accessible mirror tables, the details
-// pane and the flow table. The map comes from one event stream per (namespace, window):
-// a snapshot, then deltas; on a dropped connection it reconnects and starts from a new snapshot.
+// pane, the what-if panel (whatif.ts) and the flow table. A live view's map comes from one
+// event stream per (namespace, window): a snapshot, then deltas; on a dropped connection it
+// reconnects and starts from a new snapshot. A past view (timerange.ts) is fetched once.
 import "./style.css";
 import { apiJson, ApiRequestError, onUnauthorized, readEvents, setAuthorization } from "./api.js";
 import { MapView, type Selection } from "./graph.js";
 import { shortPodName } from "./names.js";
+import { describeView, isLive, localInputValue, rangeOfInputs, selectValue, viewFromUrl, viewOfSelect, viewParams, type TimeView } from "./timerange.js";
+import { WhatIfPanel } from "./whatif.js";
 import type { DecidingPolicy, MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson, SelectingPolicy } from "./types.js";
 
 const $ = <T extends HTMLElement>(id: string): T => {
@@ -24,22 +27,32 @@ const filterInput = $<HTMLInputElement>("filter");
 const filterError = $("filter-error");
 const flowRows = $("flow-rows");
 const flowsSummary = $("flows-summary");
+const rangeForm = $<HTMLFormElement>("range-form");
+const rangeFrom = $<HTMLInputElement>("range-from");
+const rangeTo = $<HTMLInputElement>("range-to");
+const rangeError = $("range-error");
+const backToLive = $<HTMLButtonElement>("back-to-live");
 
 const params = new URLSearchParams(location.search);
 /** Benchmark reference: on every change, fetch and redraw the whole map, as a poller would. */
 const wholeMapReference = params.get("reference") === "whole-map";
 
 const view = new MapView($("map"));
+/** What the page shows: a live window, or a past one (see timerange.ts); the URL keeps it. */
+let timeView: TimeView = viewFromUrl(params, Date.now()).view;
+/** The last live window chosen, for "Back to live". */
+let lastLiveWindow = timeView.kind === "live" ? timeView.window : "5m";
 let renderedVersion = 0;
 let deltasApplied = 0;
 
 // ---- connection ------------------------------------------------------------------------------
 
-type ConnectionState = "connecting" | "live" | "reconnecting";
+type ConnectionState = "connecting" | "live" | "reconnecting" | "history";
 
 function setConnection(state: ConnectionState, detail = ""): void {
   connection.dataset.state = state;
-  connection.textContent = state === "live" ? "live" : state === "connecting" ? "connecting…" : `reconnecting…${detail ? ` (${detail})` : ""}`;
+  connection.textContent = state === "live" ? "live" : state === "history" ? `history${detail ? ` (${detail})` : ""}`
+    : state === "connecting" ? "connecting…" : `reconnecting…${detail ? ` (${detail})` : ""}`;
 }
 
 let streamAbort: AbortController | undefined;
@@ -52,6 +65,7 @@ function openStream(): void {
   streamAbort = abort;
   const generation = ++streamGeneration;
   const query = mapQuery();
+  if (!isLive(timeView)) { void loadHistory(query, abort.signal); return; }
   let backoffMs = 500;
   let watchdog: number | undefined;
   let attempt = new AbortController();
@@ -95,17 +109,42 @@ function openStream(): void {
   void run();
 }
 
-function mapQuery(): URLSearchParams {
-  const q = new URLSearchParams({ window: windowSelect.value });
+/** A past view: its map once, from the stored history; a bad range's reason under the controls. */
+async function loadHistory(query: URLSearchParams, signal: AbortSignal): Promise<void> {
+  setConnection("connecting");
+  try {
+    const map = await apiJson<MapJson>("map", query, signal);
+    if (signal.aborted) return;
+    rangeError.textContent = "";
+    setConnection("history");
+    onSnapshot(map);
+  } catch (err) {
+    if (signal.aborted) return;
+    const message = (err as Error).message;
+    rangeError.textContent = `History unavailable for ${describeView(timeView)}: ${message}`;
+    setConnection("history", "unavailable");
+    // The map of another time must not stay on screen as if it were this one.
+    onSnapshot({ version: 0, namespace: namespaceSelect.value, window: "", since: 0, until: 0, nodes: [], edges: [] }, false);
+    announce(`Map unavailable: ${message}`);
+  }
+}
+
+/** The view's namespace and time (window, or from/to), as the map, flows and what-if take them. */
+function timeQuery(): URLSearchParams {
+  const q = new URLSearchParams(viewParams(timeView));
   if (namespaceSelect.value !== "") q.set("namespace", namespaceSelect.value);
   return q;
 }
 
-function onSnapshot(map: MapJson): void {
+function mapQuery(): URLSearchParams {
+  return timeQuery();
+}
+
+function onSnapshot(map: MapJson, speak = true): void {
   view.snapshot(map);
   renderedVersion = map.version;
   scheduleMirror(true);
-  announce(`Map of ${map.namespace || "all namespaces"}, last ${map.window}: ${map.nodes.length} nodes, ${map.edges.length} edges.`);
+  if (speak) announce(`Map of ${map.namespace || "all namespaces"}, ${describeView(timeView)}: ${map.nodes.length} nodes, ${map.edges.length} edges.`);
   refreshFlowsSoon();
 }
 
@@ -293,11 +332,35 @@ function filterFor(selection: NonNullable<Selection>): string {
 
 let detailsAbort: AbortController | undefined;
 
+/** A past view's details: the map's own totals (the details endpoint serves live windows). */
+function showPastDetails(selection: NonNullable<Selection>): void {
+  const facts: [string, string][] = [];
+  let heading: string;
+  if (selection.kind === "edge") {
+    const e = selection.edge;
+    heading = `${describeNode(e.source)} → ${describeNode(e.destination)} ${e.protocol}/${e.port}`;
+    facts.push(["Verdict", VERDICT_TEXT[e.verdict]], ["Flows", String(e.flows)], ["Packets", String(e.packets)],
+      ["Forwarded / dropped / audit", `${e.forwarded} / ${e.dropped} / ${e.audit}`], ["Bytes", String(e.bytes)],
+      ["First seen", new Date(e.firstSeen).toISOString()], ["Last seen", new Date(e.lastSeen).toISOString()]);
+  } else {
+    const n = selection.node;
+    heading = describeNode(n.id);
+    const edges = [...view.edges.values()].filter((e) => e.source === n.id || e.destination === n.id);
+    facts.push(["Kind", n.workloadKind || n.kind], ["Namespace", n.namespace || "—"], ["Pods seen", String(n.pods)], ["Edges", String(edges.length)],
+      ["Packets", String(edges.reduce((sum, e) => sum + e.packets, 0))], ["Bytes", String(edges.reduce((sum, e) => sum + e.bytes, 0))]);
+  }
+  const dl = document.createElement("dl");
+  for (const [k, v] of facts) { const dt = document.createElement("dt"); dt.textContent = k; const dd = document.createElement("dd"); dd.textContent = v; dl.append(dt, dd); }
+  detailsBody.replaceChildren(heading3(heading), paragraph(`Over ${describeView(timeView)}.`), dl,
+    paragraph("Policies selecting it and deciding its flows are listed for live windows (1m, 5m, 1h)."));
+}
+
 async function showDetails(selection: NonNullable<Selection>): Promise<void> {
   detailsAbort?.abort();
+  if (!isLive(timeView)) { showPastDetails(selection); return; }
   const abort = new AbortController();
   detailsAbort = abort;
-  const q = new URLSearchParams({ window: windowSelect.value });
+  const q = new URLSearchParams({ window: selectValue(timeView) });
   if (selection.kind === "node") q.set("node", selection.node.id);
   else q.set("edge", selection.edge.id);
   const heading = selection.kind === "node" ? describeNode(selection.node.id)
@@ -385,7 +448,7 @@ async function refreshFlows(): Promise<void> {
   }
   const q = new URLSearchParams(pairs);
   if (namespaceSelect.value !== "" && !pairs.some(([k]) => k === "namespace")) q.append("namespace", namespaceSelect.value);
-  q.set("window", windowSelect.value);
+  for (const [k, v] of viewParams(timeView)) q.set(k, v);
   q.set("limit", "200");
   try {
     const body = await apiJson<{ flows: FlowJson[] }>("flows", q, abort.signal);
@@ -503,17 +566,56 @@ async function loadNamespaces(): Promise<void> {
   }
 }
 
+/** The controls as they stand into the URL (a link reproduces the view), then the map and flows. */
 function applyControls(): void {
   const q = new URLSearchParams(location.search);
   if (namespaceSelect.value) q.set("namespace", namespaceSelect.value); else q.delete("namespace");
-  q.set("window", windowSelect.value);
+  for (const k of ["window", "from", "to"]) q.delete(k);
+  for (const [k, v] of viewParams(timeView)) q.set(k, v);
   history.replaceState(null, "", `?${q.toString()}`);
+  // A what-if answer covers the view it was asked for: another view needs another replay.
+  whatIf.clear();
+  showTimeControls();
   openStream();
   void refreshFlows();
 }
 
+/** The select shows the view; the from/to inputs show for a range; "Back to live" for any past view. */
+function showTimeControls(): void {
+  windowSelect.value = selectValue(timeView);
+  rangeForm.hidden = timeView.kind !== "range" && windowSelect.value !== "range";
+  backToLive.hidden = isLive(timeView);
+  if (timeView.kind === "range") { rangeFrom.value = localInputValue(timeView.from); rangeTo.value = localInputValue(timeView.to); }
+}
+
+function setTimeView(next: TimeView): void {
+  timeView = next;
+  if (next.kind === "live") lastLiveWindow = next.window;
+  rangeError.textContent = "";
+  applyControls();
+}
+
 namespaceSelect.addEventListener("change", applyControls);
-windowSelect.addEventListener("change", applyControls);
+windowSelect.addEventListener("change", () => {
+  const next = viewOfSelect(windowSelect.value);
+  if (next !== undefined) { setTimeView(next); return; }
+  // "from … to …": the inputs open on the last hour; nothing changes until "Show range".
+  rangeForm.hidden = false;
+  const now = Date.now();
+  if (rangeFrom.value === "") rangeFrom.value = localInputValue(now - 3_600_000);
+  if (rangeTo.value === "") rangeTo.value = localInputValue(now);
+  rangeFrom.focus();
+});
+rangeForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  try {
+    setTimeView(rangeOfInputs(rangeFrom.value, rangeTo.value, Date.now()));
+  } catch (err) {
+    rangeError.textContent = `Bad range: ${(err as Error).message}.`;
+    announce(rangeError.textContent);
+  }
+});
+backToLive.addEventListener("click", () => setTimeView({ kind: "live", window: lastLiveWindow }));
 namespaceSelect.addEventListener("focus", () => void loadNamespaces());
 $("relayout").addEventListener("click", () => view.relayout());
 
@@ -538,8 +640,17 @@ $("token-form").addEventListener("submit", (e) => {
   void loadNamespaces().then(() => applyControls());
 });
 
+const whatIf = new WhatIfPanel({
+  form: $<HTMLFormElement>("whatif-form"), draft: $<HTMLTextAreaElement>("whatif-draft"), file: $<HTMLInputElement>("whatif-file"),
+  clear: $<HTMLButtonElement>("whatif-clear"), error: $("whatif-error"), summary: $("whatif-summary"), rows: $("whatif-rows"),
+  suggest: $<HTMLButtonElement>("suggest-run"), suggestError: $("suggest-error"), suggestions: $("suggestions"),
+}, { view, query: timeQuery, describe: describeNode, announce });
+
 // Test and benchmark hooks (./hooks.ts).
 window.bulkheadMap = {
+  get time() { return timeView; },
+  whatIfDrawn: () => view.whatIfDrawn(),
+  get whatIf() { return whatIf.last; },
   get version() { return renderedVersion; },
   get deltas() { return deltasApplied; },
   nodes: () => [...view.nodes.values()],
@@ -551,8 +662,9 @@ window.bulkheadMap = {
 
 void (async () => {
   const initialNamespace = params.get("namespace") ?? "";
-  const initialWindow = params.get("window");
-  if (initialWindow && [...windowSelect.options].some((o) => o.value === initialWindow)) windowSelect.value = initialWindow;
+  const { problem } = viewFromUrl(params, Date.now());
+  if (problem !== undefined) rangeError.textContent = `Bad range in the link: ${problem}.`;
+  showTimeControls();
   await loadNamespaces();
   if (initialNamespace) {
     if (![...namespaceSelect.options].some((o) => o.value === initialNamespace)) namespaceSelect.append(new Option(initialNamespace, initialNamespace));
