@@ -501,6 +501,7 @@ describe("UI JSON API", () => {
   });
 
   it("a past range within the hot hour gives the live map's edges; policy/what-if takes a POSTed draft and names a bad one", async () => {
+    const YAML = { "content-type": "application/yaml" };
     const live = await get("/api/v1/map?namespace=shop&window=1h");
     const range = await get(`/api/v1/map?namespace=shop&from=${clock.now - 3_000_000}&to=${clock.now}`);
     expect(range.status).toBe(200);
@@ -509,14 +510,20 @@ describe("UI JSON API", () => {
     expect(totals(range.body)).toEqual(totals(live.body));
     expect(totals(range.body).length).toBeGreaterThan(0);
 
-    const bad = await get("/api/v1/policy/what-if?window=1h", { method: "POST", body: "kind: NetworkPolicy\nspec: [\n" });
+    const bad = await get("/api/v1/policy/what-if?window=1h", { method: "POST", headers: YAML, body: "kind: NetworkPolicy\nspec: [\n" });
     expect(bad.status).toBe(400);
     expect(bad.body.error).toMatch(/^bad draft, nothing replayed:\ndraft\.yaml: document 0: not valid YAML: /);
-    const empty = await get("/api/v1/policy/what-if", { method: "POST", body: "  \n" });
+    const empty = await get("/api/v1/policy/what-if", { method: "POST", headers: YAML, body: "  \n" });
     expect([empty.status, empty.body.error]).toEqual([400, "the draft is empty: paste or upload NetworkPolicy or ClusterNetworkPolicy YAML"]);
+    // A body typed as a cross-site form or simple request could send it is refused, not replayed.
+    for (const type of ["text/plain; charset=utf-8", "application/x-www-form-urlencoded", undefined]) {
+      const crossSite = await get("/api/v1/policy/what-if?namespace=shop&window=1h", { method: "POST", body: "kind: NetworkPolicy\n",
+        ...(type === undefined ? {} : { headers: { "content-type": type } }) });
+      expect([crossSite.status, crossSite.body.error]).toEqual([415, expect.stringMatching(/^POST the draft with content-type application\/yaml/)]);
+    }
     const asGet = await fetch(`${base}/api/v1/policy/what-if`);
     expect([asGet.status, asGet.headers.get("allow")]).toEqual([405, "POST"]);
-    const ok = await get("/api/v1/policy/what-if?namespace=shop&window=1h", { method: "POST",
+    const ok = await get("/api/v1/policy/what-if?namespace=shop&window=1h", { method: "POST", headers: YAML,
       body: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: deny-all, namespace: shop }\nspec: { podSelector: {}, policyTypes: [Ingress] }\n" });
     expect(ok.status).toBe(200);
     expect(ok.body.window).toBe("1h");

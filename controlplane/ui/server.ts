@@ -83,6 +83,9 @@ const MAX_DRAFT_BYTES = 1 << 20;
 
 type Route = (query: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage) => void;
 
+/** Content types a draft is taken in: none of them is one a cross-site form or simple request may send. */
+const DRAFT_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "application/json"];
+
 export class UiServer {
   private readonly server: http.Server;
   private readonly streams = new Set<MapStream>();
@@ -191,6 +194,12 @@ export class UiServer {
         const posted = name === undefined ? undefined : this.postRoutes.get(name);
         if (posted !== undefined) {
           if (method !== "POST") throw new ApiError(405, `method ${method} is not allowed on ${url.pathname} (POST the draft as the body)`);
+          // A type no HTML form or simple cross-site request can send: another site's page
+          // cannot make a visitor's browser (and its token or cookie-free session) run it.
+          const type = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+          if (!DRAFT_TYPES.includes(type)) {
+            throw new ApiError(415, `POST the draft with content-type ${DRAFT_TYPES[0]} (or ${DRAFT_TYPES.slice(1).join(", ")}), not ${JSON.stringify(type || "none")}`);
+          }
           posted(url.searchParams, this.scopeOf(request), response, request);
           return;
         }

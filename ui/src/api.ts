@@ -32,7 +32,7 @@ export async function apiFetch(path: string, query: URLSearchParams | undefined,
   if (body !== undefined) {
     init.method = "POST";
     init.body = body;
-    headers["content-type"] = "text/plain; charset=utf-8";
+    headers["content-type"] = "application/yaml; charset=utf-8";
   }
   if (signal) init.signal = signal;
   const response = await fetch(`api/v1/${path}${qs}`, init);
