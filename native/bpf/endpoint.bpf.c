@@ -202,6 +202,14 @@ static __noinline int bh_icmp_related(struct __sk_buff *skb, struct bh_packet *p
 	return 1;
 }
 
+/* After a connection's first packet was judged: unless denied (a denied connection is
+ * not tracked, so each of its packets comes this way and finds its flow), its flow is new
+ * in all likelihood. */
+static __always_inline void bh_opened(struct bh_packet *pkt)
+{
+	pkt->opened = pkt->key.verdict != BH_VERDICT_DROPPED;
+}
+
 /* A TCP packet without SYN that opens nothing: its connection's entry is gone. (A RST
  * is the normal answer to a stray packet and says nothing about a lost entry.) */
 static __always_inline void bh_count_lost(const struct bh_packet *pkt)
@@ -371,6 +379,7 @@ static __always_inline void bh_from_pod_judge(struct __sk_buff *skb, struct bh_p
 	}
 	bh_count_lost(pkt);
 	bh_from_pod_new_active(pkt, ep, &ct, now, version);
+	bh_opened(pkt);
 }
 
 /* The verdict of a packet entering pod `ep`, into pkt->key. */
@@ -405,6 +414,7 @@ static __always_inline void bh_to_pod_judge(struct __sk_buff *skb, struct bh_pac
 		bh_count_lost(pkt);
 	/* New, or opened by a pod on this node whose from_pod deferred it to here. */
 	bh_to_pod_new_active(pkt, ep, &ct, v != 0, version);
+	bh_opened(pkt);
 }
 
 /* Packets of interfaces without a known endpoint are only observed (FORWARDED, NONE:

@@ -113,11 +113,15 @@ static __always_inline void bh_emit_new_flow(const struct bh_flow_key *key, __u6
 }
 
 /* Called once per flow map so each call site sees one map: the verifier refuses
- * to inline a lookup whose map pointer may be either of two maps. */
+ * to inline a lookup whose map pointer may be either of two maps. The first packet of a
+ * connection skips the lookup and inserts at once: its flow key (reason POLICY, or NONE
+ * in observe mode) rarely exists yet, and a lookup that misses cost a cold bucket read
+ * per new connection (bench/README.md, enforce-cost); the insert finds an existing entry
+ * itself (-EEXIST), and the packet is then added to it as to any other. */
 static __always_inline void bh_flow_account(void *flows, const struct bh_packet *pkt,
 					    __u64 now)
 {
-	struct bh_flow_value *v = bpf_map_lookup_elem(flows, &pkt->key);
+	struct bh_flow_value *v = pkt->opened ? 0 : bpf_map_lookup_elem(flows, &pkt->key);
 
 	if (!v) {
 		struct bh_flow_value fresh = {

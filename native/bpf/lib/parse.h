@@ -60,6 +60,8 @@ struct bh_packet {
 	__u8 frag;       /* enum bh_frag */
 	__u8 frag_proto; /* IPv6: the fragment header's next header (the reassembly key has none) */
 	__u8 cause;      /* enum bh_unjudged, on BH_PARSE_UNJUDGED */
+	__u8 opened;     /* set by the judge: this packet opened a tracked connection, so its
+			  * flow is most likely new (lib/flow.h inserts before looking up) */
 	__u32 l4_off;    /* L4 header offset in the frame, 0 when there is none (lib/icmp.h) */
 };
 
