@@ -107,12 +107,15 @@ interface PeerRecord {
 }
 
 interface RuleRecord {
+  /** Unique per compiler: names the rule in the key of a tier computation shared by subjects. */
+  uid: number;
   rule: NormalizedRule;
   /** Undefined: every peer. */
   peers: PeerRecord[] | undefined;
 }
 
 interface CnpRuleRecord {
+  uid: number;
   rule: NormalizedCnpRule;
   peers: PeerRecord[];
 }
@@ -133,6 +136,7 @@ interface PortSeg {
 
 /** One step of a tier walk: a ClusterNetworkPolicy rule (Accept, Deny, Pass) or a NetworkPolicy rule (allows). */
 interface TierClause {
+  uid: number;
   action: "Accept" | "Deny" | "Pass" | "allow";
   /** Undefined: every peer (a NetworkPolicy rule without peers). */
   peers: PeerRecord[] | undefined;
@@ -252,8 +256,17 @@ export class PolicyCompiler {
   /** Namespaces each namespaceSelector (by key) matches; emptied when namespace labels change. */
   private namespaceMatches = new Map<string, string[]>();
 
+  private nextRuleUid = 1;
+
   // per compile
   private dirty = new Set<IdentityRecord>();
+  /**
+   * Tiered rules (without their subject) by what they depend on: the clauses in order,
+   * whether NetworkPolicy isolates, and the subject's named ports when a clause resolves one
+   * on it. Subjects with the same key get the same entries; peers' matches do not change
+   * while rules are computed, so it lives for one compile.
+   */
+  private tieredCache = new Map<string, Omit<PolicyRule, "subject">[]>();
   private released = new Set<IdentityRecord>();
   private changed = false;
   private hostsChanged = false;
@@ -326,6 +339,7 @@ export class PolicyCompiler {
     this.identitySetChanged = false;
     this.dirty = new Set();
     this.released = new Set();
+    this.tieredCache = new Map();
     this.cluster = cluster;
     this.lastModel = undefined;
 
@@ -781,7 +795,7 @@ export class PolicyCompiler {
   private addPolicy(policy: NormalizedPolicy): void {
     const record: PolicyRecord = { policy, subjects: new Set(), ingress: undefined, egress: undefined, wildcardNamedEgress: new Set() };
     const rules = (list: readonly NormalizedRule[] | undefined): RuleRecord[] | undefined =>
-      list?.map((rule) => ({ rule, peers: rule.peers?.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
+      list?.map((rule) => ({ uid: this.nextRuleUid++, rule, peers: rule.peers?.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
     record.ingress = rules(policy.ingress);
     record.egress = rules(policy.egress);
     for (const rule of policy.egress ?? []) {
@@ -828,7 +842,7 @@ export class PolicyCompiler {
   private addCnp(cnp: NormalizedCnp): void {
     const record: CnpRecord = { cnp, subjects: new Set(), ingress: [], egress: [] };
     const rules = (list: readonly NormalizedCnpRule[]): CnpRuleRecord[] =>
-      list.map((rule) => ({ rule, peers: rule.peers.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
+      list.map((rule) => ({ uid: this.nextRuleUid++, rule, peers: rule.peers.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
     record.ingress = rules(cnp.ingress);
     record.egress = rules(cnp.egress);
     this.cnps.set(cnp.name, record);
@@ -957,7 +971,7 @@ export class PolicyCompiler {
   private computeTiered(subject: IdentityRecord, direction: Direction, out: PolicyRule[]): void {
     const tier = (name: "Admin" | "Baseline"): TierClause[] => {
       const records = [...subject.cnpSubjectOf].filter((c) => c.cnp.tier === name).sort((a, b) => compareCnps(a.cnp, b.cnp));
-      return records.flatMap((c) => c[direction].map((r): TierClause => ({ action: r.rule.action, peers: r.peers, ports: r.rule.ports })));
+      return records.flatMap((c) => c[direction].map((r): TierClause => ({ uid: r.uid, action: r.rule.action, peers: r.peers, ports: r.rule.ports })));
     };
     const admin = tier("Admin");
     const baseline = tier("Baseline");
@@ -967,14 +981,26 @@ export class PolicyCompiler {
       const rules = policy[direction];
       if (rules === undefined) continue;
       npIsolated = true;
-      for (const { rule, peers } of rules) np.push({ action: "allow", peers, ports: rule.ports });
+      for (const { uid, rule, peers } of rules) np.push({ uid, action: "allow", peers, ports: rule.ports });
     }
+    // NetworkPolicy rules only add up (any allows): their order does not matter, so sort for the key.
+    np.sort((x, y) => x.uid - y.uid);
     // A subject NetworkPolicy isolates never reaches its Baseline tier.
     if (npIsolated) baseline.length = 0;
     // Admin rules after one that decides for every peer and port are never reached.
     const firstTotal = admin.findIndex((c) => c.peers === undefined && c.ports === undefined);
     if (firstTotal >= 0) admin.length = firstTotal + 1;
     const all = [...admin, ...np, ...baseline];
+    const dir = DIRECTION_OF[direction];
+    // Named ports resolved on the subject (ingress) make the result the subject's own.
+    const onSubject = direction === "ingress" && all.some((c) => c.ports?.some((port) => port.kind === "named"));
+    const cacheKey = `${direction}|${admin.map((c) => c.uid).join(",")}|${npIsolated ? np.map((c) => c.uid).join(",") : "-"}|${baseline.map((c) => c.uid).join(",")}${onSubject ? `|${namedPortsText(subject.namedPorts)}` : ""}`;
+    const cached = this.tieredCache.get(cacheKey);
+    if (cached !== undefined) {
+      for (const r of cached) out.push({ ...r, subject: subject.id });
+      return;
+    }
+    const start = out.length;
     // Each peer a clause names, with the clauses it matches: peers matching the same clauses
     // (and, when a named port is resolved on the peer, with the same named ports) decide alike.
     const peers = new Map<IdentityRecord, number[]>();
@@ -1063,7 +1089,6 @@ export class PolicyCompiler {
       }
       return { key, other, protos };
     };
-    const dir = DIRECTION_OF[direction];
     const emit = (peerId: number, d: ReturnType<typeof decisions>) => {
       out.push({ subject: subject.id, direction: dir, peer: peerId, protocol: 0, port: 0, endPort: 0, deny: !d.other });
       for (const [proto, intervals] of d.protos) {
@@ -1086,6 +1111,7 @@ export class PolicyCompiler {
       if (d === undefined) memo.set(signature, (d = decisions(peer)));
       if (d.key !== fallback.key) emit(peer.id, d);
     }
+    this.tieredCache.set(cacheKey, out.slice(start).map(({ subject: _subject, ...rest }) => rest));
   }
 
   private addRule(acc: RuleAccumulator, direction: Direction, subject: IdentityRecord, rule: NormalizedRule, peers: PeerRecord[] | undefined): void {
@@ -1201,6 +1227,13 @@ export class PolicyCompiler {
     }
     return r.message;
   }
+}
+
+/** A pod's named ports as text ("name:TCP/80+UDP/80,…"): subjects with the same text resolve named ports alike. */
+function namedPortsText(ports: ReadonlyMap<string, readonly NamedPortTarget[]>): string {
+  let out = "";
+  for (const [name, targets] of ports) out += `${name}:${targets.map((t) => `${t.protocol}/${t.port}`).join("+")},`;
+  return out;
 }
 
 /** "<tier> <policy> <rule>: <action>" of the ClusterNetworkPolicy rules that matched first on a side. */
