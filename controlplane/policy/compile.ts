@@ -266,7 +266,9 @@ export class PolicyCompiler {
    * on it. Subjects with the same key get the same entries; peers' matches do not change
    * while rules are computed, so it lives for one compile.
    */
-  private tieredCache = new Map<string, Omit<PolicyRule, "subject">[]>();
+  private tieredCache = new Map<string, PolicyRule[]>();
+  /** Policies whose subjects are all in `dirty` this compile (subjects linked later are added by their link). */
+  private subjectsDirtied = new Set<PolicyRecord | CnpRecord>();
   private released = new Set<IdentityRecord>();
   private changed = false;
   private hostsChanged = false;
@@ -340,6 +342,7 @@ export class PolicyCompiler {
     this.dirty = new Set();
     this.released = new Set();
     this.tieredCache = new Map();
+    this.subjectsDirtied = new Set();
     this.cluster = cluster;
     this.lastModel = undefined;
 
@@ -785,7 +788,7 @@ export class PolicyCompiler {
     for (const record of identity.cnpSubjectOf) record.subjects.delete(identity);
     for (const policy of identity.peerOf) {
       for (const rule of [...(policy.ingress ?? []), ...(policy.egress ?? [])]) for (const peer of rule.peers ?? []) peer.matched.delete(identity);
-      for (const s of policy.subjects) this.dirty.add(s);
+      this.dirtySubjects(policy);
     }
     this.dirty.delete(identity);
   }
@@ -812,7 +815,7 @@ export class PolicyCompiler {
     for (const rule of [...(record.ingress ?? []), ...(record.egress ?? [])]) {
       for (const peer of rule.peers ?? []) this.attachPeer(peer, policy.namespace);
     }
-    for (const s of record.subjects) this.dirty.add(s);
+    this.dirtySubjects(record);
   }
 
   /** Indexes a peer and links the identities it matches now. */
@@ -850,7 +853,7 @@ export class PolicyCompiler {
       for (const identity of identities) if (cnpSubjectMatches(cnp, identity.namespaceLabels, identity.podLabels)) this.linkCnpSubject(record, identity);
     }
     for (const rule of [...record.ingress, ...record.egress]) for (const peer of rule.peers) this.attachPeer(peer, "");
-    for (const s of record.subjects) this.dirty.add(s);
+    this.dirtySubjects(record);
   }
 
   private removeCnp(record: CnpRecord): void {
@@ -916,7 +919,18 @@ export class PolicyCompiler {
     if (peer.matched.has(identity)) return;
     peer.matched.add(identity);
     identity.peerOf.add(peer.policy);
-    for (const s of peer.policy.subjects) this.dirty.add(s);
+    this.dirtySubjects(peer.policy);
+  }
+
+  /**
+   * Marks every subject of the policy for recomputation, once per compile: a subject linked
+   * later is marked by its link, so a second walk would add nothing (and a policy's peers
+   * can match thousands of identities, each of which would walk all its subjects).
+   */
+  private dirtySubjects(policy: PolicyRecord | CnpRecord): void {
+    if (this.subjectsDirtied.has(policy)) return;
+    this.subjectsDirtied.add(policy);
+    for (const s of policy.subjects) this.dirty.add(s);
   }
 
   // ---- rules ---------------------------------------------------------------------------------
@@ -997,7 +1011,9 @@ export class PolicyCompiler {
     const cacheKey = `${direction}|${admin.map((c) => c.uid).join(",")}|${npIsolated ? np.map((c) => c.uid).join(",") : "-"}|${baseline.map((c) => c.uid).join(",")}${onSubject ? `|${namedPortsText(subject.namedPorts)}` : ""}`;
     const cached = this.tieredCache.get(cacheKey);
     if (cached !== undefined) {
-      for (const r of cached) out.push({ ...r, subject: subject.id });
+      const id = subject.id;
+      // Literal objects of one shape: a spread per entry cost more than the walk it saves.
+      for (const r of cached) out.push({ subject: id, direction: r.direction, peer: r.peer, protocol: r.protocol, port: r.port, endPort: r.endPort, deny: r.deny });
       return;
     }
     const start = out.length;
@@ -1111,7 +1127,7 @@ export class PolicyCompiler {
       if (d === undefined) memo.set(signature, (d = decisions(peer)));
       if (d.key !== fallback.key) emit(peer.id, d);
     }
-    this.tieredCache.set(cacheKey, out.slice(start).map(({ subject: _subject, ...rest }) => rest));
+    this.tieredCache.set(cacheKey, out.slice(start));
   }
 
   private addRule(acc: RuleAccumulator, direction: Direction, subject: IdentityRecord, rule: NormalizedRule, peers: PeerRecord[] | undefined): void {
