@@ -849,8 +849,18 @@ export class PolicyCompiler {
     record.ingress = rules(cnp.ingress);
     record.egress = rules(cnp.egress);
     this.cnps.set(cnp.name, record);
+    // The namespace selector once per namespace labels object (a namespace's identities share
+    // it), the pod selector per identity.
     for (const identities of this.identitiesByNamespace.values()) {
-      for (const identity of identities) if (cnpSubjectMatches(cnp, identity.namespaceLabels, identity.podLabels)) this.linkCnpSubject(record, identity);
+      let labels: Labels | undefined;
+      let nsMatches = false;
+      for (const identity of identities) {
+        if (identity.namespaceLabels !== labels) {
+          labels = identity.namespaceLabels;
+          nsMatches = cnp.subjectNamespaces === undefined || cnp.subjectNamespaces.matches(labels);
+        }
+        if (nsMatches && (cnp.subjectPods === undefined || cnp.subjectPods.matches(identity.podLabels))) this.linkCnpSubject(record, identity);
+      }
     }
     for (const rule of [...record.ingress, ...record.egress]) for (const peer of rule.peers) this.attachPeer(peer, "");
     this.dirtySubjects(record);
