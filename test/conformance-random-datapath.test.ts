@@ -1,5 +1,7 @@
 // Random NetworkPolicy conformance cases (test/harness/random-policy.ts: policies and label
-// changes over the 3×3 model, expected verdicts computed by the ModelEngine) run on the
+// changes over the 3×3 model, expected verdicts computed by the ModelEngine; every other case
+// also creates, updates and deletes ClusterNetworkPolicies, Admin and Baseline with
+// Accept/Deny/Pass, so both kinds are judged together) run on the
 // compiled snapshot and then on the real datapath (one lab, reset before each case): both must agree
 // with the model on every pair of every probe. A failure names the seed; rerun the same
 // cases with CONFORMANCE_RANDOM_SEED=<seed>, and the failed cases are written to a cases
@@ -9,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  describeCase, parseConformanceCases, runConformance, SnapshotEngine, type ConformanceReport,
+  describeCase, ModelEngine, parseConformanceCases, runConformance, SnapshotEngine, type ConformanceReport,
 } from "../lab/conformance/cases.js";
 import { cliMain } from "../config/install.js";
 import { DatapathEngine } from "../lab/conformance/datapath.js";
@@ -23,7 +25,12 @@ const SEED = Number(process.env.CONFORMANCE_RANDOM_SEED ?? 20250611);
 /** At least 20. */
 const COUNT = Math.max(20, Number(process.env.CONFORMANCE_RANDOM_CASES ?? 20));
 
-const documents = await randomCaseDocuments(SEED, COUNT);
+/** Every CNP_EVERY-th case (0, 2, 4, …) mixes in ClusterNetworkPolicies. */
+const CNP_EVERY = 2;
+const documents = await randomCaseDocuments(SEED, COUNT, { cnpEvery: CNP_EVERY });
+const CNP_ACTIONS = new Set(["create_cnp", "update_cnp", "delete_cnp", "delete_all_cnps"]);
+type Doc = { id: string; steps: { do: Record<string, unknown>[]; probes: { denied: string[] }[] }[] };
+const mixed = (documents as unknown as Doc[]).filter((d) => d.steps.some((s) => s.do.some((a) => Object.keys(a).some((k) => CNP_ACTIONS.has(k)))));
 const cases = parseConformanceCases(documents);
 
 /** The failed cases' reports and documents, and where the documents were written. */
@@ -44,7 +51,7 @@ function failureMessage(report: ConformanceReport, logs: Map<string, string[]>):
   return lines.join("\n");
 }
 
-describe(`random NetworkPolicy conformance, ${COUNT} cases (seed ${SEED})`, () => {
+describe(`random NetworkPolicy and ClusterNetworkPolicy conformance, ${COUNT} cases (seed ${SEED})`, () => {
   it(`the generator wrote ${COUNT} cases of 1–3 steps with 1–2 probes each, some on SCTP (seed ${SEED})`, () => {
     expect(cases).toHaveLength(COUNT);
     for (const c of cases) {
@@ -55,6 +62,15 @@ describe(`random NetworkPolicy conformance, ${COUNT} cases (seed ${SEED})`, () =
     expect(cases.filter((c) => c.model.protocols.includes("SCTP")).length).toBeGreaterThanOrEqual(2);
     // Not all trivial: some probes deny some pairs and allow others.
     expect(cases.flatMap((c) => c.steps.flatMap((s) => s.probes)).filter((p) => p.denied.size > 0 && p.denied.size < 72).length).toBeGreaterThan(COUNT);
+  });
+
+  it(`${Math.ceil(COUNT / CNP_EVERY)} cases mix in ClusterNetworkPolicies, and in some of them the tiers change what NetworkPolicy alone would allow (seed ${SEED})`, async () => {
+    expect(mixed.map((d) => d.id)).toEqual(documents.filter((_, i) => i % CNP_EVERY === 0).map((d) => String(d.id)));
+    // The same cases without their ClusterNetworkPolicy actions, run on the model against the
+    // matrices written with them: a case that now fails is one where the tiers decided a pair.
+    const withoutTiers = mixed.map((d) => ({ ...d, steps: d.steps.map((s) => ({ ...s, do: s.do.filter((a) => !Object.keys(a).some((k) => CNP_ACTIONS.has(k))) })) }));
+    const report = await runConformance(parseConformanceCases(withoutTiers), new ModelEngine());
+    expect(report.failed, `cases whose verdicts the ClusterNetworkPolicies changed, of ${mixed.length}`).toBeGreaterThanOrEqual(Math.ceil(mixed.length / 3));
   });
 
   it(`the compiled snapshot agrees with the model on every case (seed ${SEED})`, async () => {

@@ -5,6 +5,9 @@
 //      ClusterNetworkPolicy tiers (README of shared/conformance): it reads the policy
 //      documents as written (no normalization, no caching, no identities),
 //   3. the compiled PolicySnapshot judged by snapshotAllows, as the kernel will.
+// The model and the literal evaluator also agree on who decided each side: the tier (Admin,
+// NetworkPolicy, Baseline, none) and the ClusterNetworkPolicy rules that matched first on
+// the way, a Pass included (what attribution, observe and the UI report).
 // 1,000 sequences × 10 steps = 10,000 states; each step changes a policy or some labels,
 // and one PolicyCompiler and one PolicySet follow each sequence, so the incremental paths
 // are what is checked; now and then the compiler is sent back to an earlier state (the
@@ -16,7 +19,7 @@ import { parseIp } from "../addresses/ip.js";
 import { parseKubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
 import { snapshotAllows } from "../controlplane/policy/kernel-view.js";
-import { PolicyModel, PolicySet, type Peer } from "../controlplane/policy/model.js";
+import { PolicyModel, PolicySet, type Peer, type SideVerdict } from "../controlplane/policy/model.js";
 import { CnpSet, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
 import { seededRandom } from "./harness/seeded-random.js";
 
@@ -411,21 +414,24 @@ function literalSide(world: World, direction: "Ingress" | "Egress", subject: Sim
   return side;
 }
 
+/** The first rule of a tier that matched: "<tier> <policy> <rule>: <action>" (the rule's name, else "<direction>[<index>]"). */
+type TierMatch = string | undefined;
+
 /**
- * The tier that decides a side, read from the ClusterNetworkPolicy documents: the first
- * matching rule of the tier's policies whose subject holds the pod, by ascending priority
- * (then name), rules in written order. "Pass" and no match give undefined.
+ * The first matching rule of a tier, read from the ClusterNetworkPolicy documents: the
+ * tier's policies whose subject holds the pod, by ascending priority (then name), rules in
+ * written order. undefined when none matches.
  */
-function literalTier(world: World, tier: string, direction: "ingress" | "egress", subject: SimplePod, other: End, dst: End, protocol: string, portNumber: number): boolean | undefined {
+function literalTier(world: World, tier: string, direction: "ingress" | "egress", subject: SimplePod, other: End, dst: End, protocol: string, portNumber: number): TierMatch {
   const subjectNs = { ...world.nsLabels.get(subject.namespace), "kubernetes.io/metadata.name": subject.namespace };
   const policies = [...world.cnps].filter(([, spec]) => spec.tier === tier)
     .sort(([an, a], [bn, b]) => (a.priority as number) - (b.priority as number) || (an < bn ? -1 : an > bn ? 1 : 0));
-  for (const [, spec] of policies) {
+  for (const [policyName, spec] of policies) {
     const subj = spec.subject as { namespaces?: Json; pods?: { namespaceSelector?: Json; podSelector: Json } };
     const holds = subj.namespaces !== undefined ? selects(subj.namespaces, subjectNs)
       : selects(subj.pods?.namespaceSelector, subjectNs) && selects(subj.pods?.podSelector, subject.labels);
     if (!holds) continue;
-    for (const rule of (spec[direction] ?? []) as Json[]) {
+    for (const [index, rule] of ((spec[direction] ?? []) as Json[]).entries()) {
       const peers = rule[direction === "ingress" ? "from" : "to"] as Json[];
       const peerOk = peers.some((p) => {
         if (p.networks !== undefined) return (p.networks as string[]).some((c) => inCidr(other.ip, c));
@@ -445,36 +451,72 @@ function literalTier(world: World, tier: string, direction: "ingress" | "egress"
         if (dp.number !== undefined) return portNumber === dp.number;
         return dp.range !== undefined && portNumber >= dp.range.start && portNumber <= dp.range.end;
       });
-      if (peerOk && portOk) {
-        if (rule.action === "Pass") return undefined;
-        return rule.action === "Accept";
-      }
+      if (peerOk && portOk) return `${tier} ${policyName} ${(rule.name as string | undefined) ?? `${direction}[${index}]`}: ${rule.action as string}`;
     }
   }
   return undefined;
 }
 
-/** Admin, then NetworkPolicy when it isolates the pod, then Baseline, else allowed. */
-function tiered(world: World, direction: "ingress" | "egress", subject: SimplePod, other: End, dst: End, protocol: string, portNumber: number, np: SimpleSide): boolean {
-  const admin = literalTier(world, "Admin", direction, subject, other, dst, protocol, portNumber);
-  if (admin !== undefined) return admin;
-  if (np.isolated) return np.allowedBy.length > 0;
-  return literalTier(world, "Baseline", direction, subject, other, dst, protocol, portNumber) ?? true;
+/** Who decided a side: the tier, and the tier rules that matched first on the way (a Pass among them). */
+interface Decision {
+  allowed: boolean;
+  decidedBy: "Admin" | "NetworkPolicy" | "Baseline" | "none";
+  tierRules: string[];
 }
 
-function literal(world: World, src: Peer, dst: Peer, protocol: string, portNumber: number): { allowed: boolean; egress: SimpleSide; ingress: SimpleSide } {
+/** Admin (Accept/Deny final, Pass hands on), then NetworkPolicy when it isolates the pod, then Baseline, else allowed. */
+function tiered(world: World, direction: "ingress" | "egress", subject: SimplePod, other: End, dst: End, protocol: string, portNumber: number, np: SimpleSide): Decision {
+  const tierRules: string[] = [];
+  const admin = literalTier(world, "Admin", direction, subject, other, dst, protocol, portNumber);
+  if (admin !== undefined) {
+    tierRules.push(admin);
+    if (!admin.endsWith(": Pass")) return { allowed: admin.endsWith(": Accept"), decidedBy: "Admin", tierRules };
+  }
+  if (np.isolated) return { allowed: np.allowedBy.length > 0, decidedBy: "NetworkPolicy", tierRules };
+  const baseline = literalTier(world, "Baseline", direction, subject, other, dst, protocol, portNumber);
+  if (baseline !== undefined) {
+    tierRules.push(baseline);
+    if (!baseline.endsWith(": Pass")) return { allowed: baseline.endsWith(": Accept"), decidedBy: "Baseline", tierRules };
+  }
+  return { allowed: true, decidedBy: "none", tierRules };
+}
+
+function literal(world: World, src: Peer, dst: Peer, protocol: string, portNumber: number): { allowed: boolean; egress: SimpleSide; ingress: SimpleSide; decided: [Decision | undefined, Decision | undefined] } {
   const s = end(world, src);
   const d = end(world, dst);
   const none: SimpleSide = { isolated: false, allowedBy: [], isolatedBy: [] };
   const egress = s.pod ? literalSide(world, "Egress", s.pod, d, d, protocol, portNumber) : none;
   const ingress = d.pod ? literalSide(world, "Ingress", d.pod, s, d, protocol, portNumber) : none;
-  let egressOk = s.pod ? tiered(world, "egress", s.pod, d, d, protocol, portNumber, egress) : true;
-  let ingressOk = d.pod ? tiered(world, "ingress", d.pod, s, d, protocol, portNumber, ingress) : true;
+  const egressDecision = s.pod ? tiered(world, "egress", s.pod, d, d, protocol, portNumber, egress) : undefined;
+  const ingressDecision = d.pod ? tiered(world, "ingress", d.pod, s, d, protocol, portNumber, ingress) : undefined;
+  let egressOk = egressDecision?.allowed ?? true;
+  let ingressOk = ingressDecision?.allowed ?? true;
   // "A pod cannot block access to itself"; traffic with the node is always allowed (any node, see README).
   if (s.pod !== undefined && s.pod === d.pod) egressOk = ingressOk = true;
   if (s.pod && d.node) egressOk = true;
   if (d.pod && s.node) ingressOk = true;
-  return { allowed: egressOk && ingressOk, egress, ingress };
+  return { allowed: egressOk && ingressOk, egress, ingress, decided: [egressDecision, ingressDecision] };
+}
+
+/** Both sides' deciding tier and tier rules, as one comparable line. */
+function decidedText(egress: Omit<Decision, "allowed"> | undefined, ingress: Omit<Decision, "allowed"> | undefined): string {
+  const side = (d: Omit<Decision, "allowed"> | undefined) => (d === undefined ? "-" : `${d.decidedBy} [${d.tierRules.join("; ")}]`);
+  return `egress ${side(egress)} / ingress ${side(ingress)}`;
+}
+
+/** The model's attribution of a side in the same form (the rules the compiler's attribution() reports). */
+function modelDecision(side: SideVerdict, isPod: boolean): Omit<Decision, "allowed"> | undefined {
+  if (!isPod) return undefined;
+  const tierRules = [side.admin, side.baseline].filter((m) => m !== undefined).map((m) => `${m.tier} ${m.policy} ${m.rule}: ${m.action}`);
+  return { decidedBy: side.decidedBy ?? "none", tierRules };
+}
+
+/** The same deciding tier and tier rules (compared without building text: this runs for every query). */
+function sameDecision(model: SideVerdict, isPod: boolean, l: Decision | undefined): boolean {
+  if (!isPod || l === undefined) return !isPod && l === undefined;
+  if ((model.decidedBy ?? "none") !== l.decidedBy) return false;
+  const matches = [model.admin, model.baseline].filter((m) => m !== undefined);
+  return matches.length === l.tierRules.length && matches.every((m, i) => l.tierRules[i] === `${m.tier} ${m.policy} ${m.rule}: ${m.action}`);
 }
 
 // ---- the run -------------------------------------------------------------------------------------------
@@ -527,6 +569,8 @@ function sameVerdict(a: { allowed: boolean; egress: SimpleSide; ingress: SimpleS
 describe("random NetworkPolicies and ClusterNetworkPolicies: model = literal reading of the API = compiled snapshot", () => {
   it(`${SEQUENCES * STEPS} states agree (seed ${SEED})`, () => {
     let checked = 0;
+    /** Queries where a Pass handed a side on: the attribution check must meet some. */
+    let passes = 0;
     for (let sequence = 0; sequence < SEQUENCES; sequence++) {
       const seed = SEED + sequence;
       const rand = random(seed);
@@ -566,7 +610,13 @@ describe("random NetworkPolicies and ClusterNetworkPolicies: model = literal rea
           const what = () => `${JSON.stringify(q)}\n${context()}`;
           const modelSides = { allowed: m.allowed, egress: sideOf(m.egress), ingress: sideOf(m.ingress) };
           // Messages are built only on a mismatch: building them per query is most of the run time.
-          if (!sameVerdict(modelSides, l)) expect(modelSides, `model vs literal: ${what()}`).toEqual(l);
+          if (!sameVerdict(modelSides, l)) expect(modelSides, `model vs literal: ${what()}`).toEqual({ allowed: l.allowed, egress: l.egress, ingress: l.ingress });
+          // Attribution: the tier that decided each side and the tier rules on the way (a Pass, then who decided).
+          if (!sameDecision(m.egress, m.src.kind === "pod", l.decided[0]) || !sameDecision(m.ingress, m.dst.kind === "pod", l.decided[1])) {
+            const decided = decidedText(modelDecision(m.egress, m.src.kind === "pod"), modelDecision(m.ingress, m.dst.kind === "pod"));
+            expect(decided, `model vs literal, who decided: ${what()}`).toBe(decidedText(...l.decided));
+          }
+          if (l.decided.some((d) => d?.tierRules.some((t) => t.endsWith(": Pass")))) passes++;
           const s = snapshotAllows(snapshot, q.srcIp, q.dstIp, protocol, q.port);
           if (s !== m.allowed) expect(s, `snapshot vs model: ${what()}`).toBe(m.allowed);
           checked++;
@@ -574,5 +624,6 @@ describe("random NetworkPolicies and ClusterNetworkPolicies: model = literal rea
       }
     }
     expect(checked).toBeGreaterThan(SEQUENCES * STEPS * 150);
+    expect(passes).toBeGreaterThan(checked / 1000);
   }, 600_000);
 });

@@ -403,8 +403,8 @@ describe("UI JSON API", () => {
     expect(node.status).toBe(200);
     expect(node.body.selectedBy).toEqual([{ namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", selects: DB }]);
     expect(node.body.decidedBy).toEqual([
-      { namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", decision: "allowed", records: 2 },
-      { namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", decision: "denied", records: 1 },
+      { namespace: "shop", name: "db-ingress", tier: "NetworkPolicy", rule: "", passedBy: [], direction: "ingress", mode: "audit", decision: "allowed", records: 2 },
+      { namespace: "shop", name: "db-ingress", tier: "NetworkPolicy", rule: "", passedBy: [], direction: "ingress", mode: "audit", decision: "denied", records: 1 },
     ]);
     const web = await get(`/api/v1/details?node=${encodeURIComponent(WEB)}`);
     expect(web.body.selectedBy).toEqual([]);
@@ -413,7 +413,7 @@ describe("UI JSON API", () => {
     expect(edge.status).toBe(200);
     expect(edge.body.edge).toMatchObject({ id: edgeIdOf(WEB, DB, 6379), verdict: "audit" });
     expect(edge.body.selectedBy).toEqual([{ namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", selects: DB }]);
-    expect(edge.body.decidedBy).toEqual([{ namespace: "shop", name: "db-ingress", direction: "ingress", mode: "audit", decision: "denied", records: 1 }]);
+    expect(edge.body.decidedBy).toEqual([{ namespace: "shop", name: "db-ingress", tier: "NetworkPolicy", rule: "", passedBy: [], direction: "ingress", mode: "audit", decision: "denied", records: 1 }]);
   });
 
   it("details: replies forwarded as ESTABLISHED are not counted as decided (a reply's own attribution would name db's isolating policy as denying it)", async () => {

@@ -107,12 +107,15 @@ interface PeerRecord {
 }
 
 interface RuleRecord {
+  /** Unique per compiler: names the rule in the key of a tier computation shared by subjects. */
+  uid: number;
   rule: NormalizedRule;
   /** Undefined: every peer. */
   peers: PeerRecord[] | undefined;
 }
 
 interface CnpRuleRecord {
+  uid: number;
   rule: NormalizedCnpRule;
   peers: PeerRecord[];
 }
@@ -133,6 +136,7 @@ interface PortSeg {
 
 /** One step of a tier walk: a ClusterNetworkPolicy rule (Accept, Deny, Pass) or a NetworkPolicy rule (allows). */
 interface TierClause {
+  uid: number;
   action: "Accept" | "Deny" | "Pass" | "allow";
   /** Undefined: every peer (a NetworkPolicy rule without peers). */
   peers: PeerRecord[] | undefined;
@@ -252,8 +256,19 @@ export class PolicyCompiler {
   /** Namespaces each namespaceSelector (by key) matches; emptied when namespace labels change. */
   private namespaceMatches = new Map<string, string[]>();
 
+  private nextRuleUid = 1;
+
   // per compile
   private dirty = new Set<IdentityRecord>();
+  /**
+   * Tiered rules (without their subject) by what they depend on: the clauses in order,
+   * whether NetworkPolicy isolates, and the subject's named ports when a clause resolves one
+   * on it. Subjects with the same key get the same entries; peers' matches do not change
+   * while rules are computed, so it lives for one compile.
+   */
+  private tieredCache = new Map<string, PolicyRule[]>();
+  /** Policies whose subjects are all in `dirty` this compile (subjects linked later are added by their link). */
+  private subjectsDirtied = new Set<PolicyRecord | CnpRecord>();
   private released = new Set<IdentityRecord>();
   private changed = false;
   private hostsChanged = false;
@@ -326,6 +341,8 @@ export class PolicyCompiler {
     this.identitySetChanged = false;
     this.dirty = new Set();
     this.released = new Set();
+    this.tieredCache = new Map();
+    this.subjectsDirtied = new Set();
     this.cluster = cluster;
     this.lastModel = undefined;
 
@@ -771,7 +788,7 @@ export class PolicyCompiler {
     for (const record of identity.cnpSubjectOf) record.subjects.delete(identity);
     for (const policy of identity.peerOf) {
       for (const rule of [...(policy.ingress ?? []), ...(policy.egress ?? [])]) for (const peer of rule.peers ?? []) peer.matched.delete(identity);
-      for (const s of policy.subjects) this.dirty.add(s);
+      this.dirtySubjects(policy);
     }
     this.dirty.delete(identity);
   }
@@ -781,7 +798,7 @@ export class PolicyCompiler {
   private addPolicy(policy: NormalizedPolicy): void {
     const record: PolicyRecord = { policy, subjects: new Set(), ingress: undefined, egress: undefined, wildcardNamedEgress: new Set() };
     const rules = (list: readonly NormalizedRule[] | undefined): RuleRecord[] | undefined =>
-      list?.map((rule) => ({ rule, peers: rule.peers?.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
+      list?.map((rule) => ({ uid: this.nextRuleUid++, rule, peers: rule.peers?.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
     record.ingress = rules(policy.ingress);
     record.egress = rules(policy.egress);
     for (const rule of policy.egress ?? []) {
@@ -798,7 +815,7 @@ export class PolicyCompiler {
     for (const rule of [...(record.ingress ?? []), ...(record.egress ?? [])]) {
       for (const peer of rule.peers ?? []) this.attachPeer(peer, policy.namespace);
     }
-    for (const s of record.subjects) this.dirty.add(s);
+    this.dirtySubjects(record);
   }
 
   /** Indexes a peer and links the identities it matches now. */
@@ -828,15 +845,25 @@ export class PolicyCompiler {
   private addCnp(cnp: NormalizedCnp): void {
     const record: CnpRecord = { cnp, subjects: new Set(), ingress: [], egress: [] };
     const rules = (list: readonly NormalizedCnpRule[]): CnpRuleRecord[] =>
-      list.map((rule) => ({ rule, peers: rule.peers.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
+      list.map((rule) => ({ uid: this.nextRuleUid++, rule, peers: rule.peers.map((spec) => ({ spec, policy: record, matched: new Set<IdentityRecord>() })) }));
     record.ingress = rules(cnp.ingress);
     record.egress = rules(cnp.egress);
     this.cnps.set(cnp.name, record);
+    // The namespace selector once per namespace labels object (a namespace's identities share
+    // it), the pod selector per identity.
     for (const identities of this.identitiesByNamespace.values()) {
-      for (const identity of identities) if (cnpSubjectMatches(cnp, identity.namespaceLabels, identity.podLabels)) this.linkCnpSubject(record, identity);
+      let labels: Labels | undefined;
+      let nsMatches = false;
+      for (const identity of identities) {
+        if (identity.namespaceLabels !== labels) {
+          labels = identity.namespaceLabels;
+          nsMatches = cnp.subjectNamespaces === undefined || cnp.subjectNamespaces.matches(labels);
+        }
+        if (nsMatches && (cnp.subjectPods === undefined || cnp.subjectPods.matches(identity.podLabels))) this.linkCnpSubject(record, identity);
+      }
     }
     for (const rule of [...record.ingress, ...record.egress]) for (const peer of rule.peers) this.attachPeer(peer, "");
-    for (const s of record.subjects) this.dirty.add(s);
+    this.dirtySubjects(record);
   }
 
   private removeCnp(record: CnpRecord): void {
@@ -902,7 +929,18 @@ export class PolicyCompiler {
     if (peer.matched.has(identity)) return;
     peer.matched.add(identity);
     identity.peerOf.add(peer.policy);
-    for (const s of peer.policy.subjects) this.dirty.add(s);
+    this.dirtySubjects(peer.policy);
+  }
+
+  /**
+   * Marks every subject of the policy for recomputation, once per compile: a subject linked
+   * later is marked by its link, so a second walk would add nothing (and a policy's peers
+   * can match thousands of identities, each of which would walk all its subjects).
+   */
+  private dirtySubjects(policy: PolicyRecord | CnpRecord): void {
+    if (this.subjectsDirtied.has(policy)) return;
+    this.subjectsDirtied.add(policy);
+    for (const s of policy.subjects) this.dirty.add(s);
   }
 
   // ---- rules ---------------------------------------------------------------------------------
@@ -957,7 +995,7 @@ export class PolicyCompiler {
   private computeTiered(subject: IdentityRecord, direction: Direction, out: PolicyRule[]): void {
     const tier = (name: "Admin" | "Baseline"): TierClause[] => {
       const records = [...subject.cnpSubjectOf].filter((c) => c.cnp.tier === name).sort((a, b) => compareCnps(a.cnp, b.cnp));
-      return records.flatMap((c) => c[direction].map((r): TierClause => ({ action: r.rule.action, peers: r.peers, ports: r.rule.ports })));
+      return records.flatMap((c) => c[direction].map((r): TierClause => ({ uid: r.uid, action: r.rule.action, peers: r.peers, ports: r.rule.ports })));
     };
     const admin = tier("Admin");
     const baseline = tier("Baseline");
@@ -967,14 +1005,28 @@ export class PolicyCompiler {
       const rules = policy[direction];
       if (rules === undefined) continue;
       npIsolated = true;
-      for (const { rule, peers } of rules) np.push({ action: "allow", peers, ports: rule.ports });
+      for (const { uid, rule, peers } of rules) np.push({ uid, action: "allow", peers, ports: rule.ports });
     }
+    // NetworkPolicy rules only add up (any allows): their order does not matter, so sort for the key.
+    np.sort((x, y) => x.uid - y.uid);
     // A subject NetworkPolicy isolates never reaches its Baseline tier.
     if (npIsolated) baseline.length = 0;
     // Admin rules after one that decides for every peer and port are never reached.
     const firstTotal = admin.findIndex((c) => c.peers === undefined && c.ports === undefined);
     if (firstTotal >= 0) admin.length = firstTotal + 1;
     const all = [...admin, ...np, ...baseline];
+    const dir = DIRECTION_OF[direction];
+    // Named ports resolved on the subject (ingress) make the result the subject's own.
+    const onSubject = direction === "ingress" && all.some((c) => c.ports?.some((port) => port.kind === "named"));
+    const cacheKey = `${direction}|${admin.map((c) => c.uid).join(",")}|${npIsolated ? np.map((c) => c.uid).join(",") : "-"}|${baseline.map((c) => c.uid).join(",")}${onSubject ? `|${namedPortsText(subject.namedPorts)}` : ""}`;
+    const cached = this.tieredCache.get(cacheKey);
+    if (cached !== undefined) {
+      const id = subject.id;
+      // Literal objects of one shape: a spread per entry cost more than the walk it saves.
+      for (const r of cached) out.push({ subject: id, direction: r.direction, peer: r.peer, protocol: r.protocol, port: r.port, endPort: r.endPort, deny: r.deny });
+      return;
+    }
+    const start = out.length;
     // Each peer a clause names, with the clauses it matches: peers matching the same clauses
     // (and, when a named port is resolved on the peer, with the same named ports) decide alike.
     const peers = new Map<IdentityRecord, number[]>();
@@ -1063,7 +1115,6 @@ export class PolicyCompiler {
       }
       return { key, other, protos };
     };
-    const dir = DIRECTION_OF[direction];
     const emit = (peerId: number, d: ReturnType<typeof decisions>) => {
       out.push({ subject: subject.id, direction: dir, peer: peerId, protocol: 0, port: 0, endPort: 0, deny: !d.other });
       for (const [proto, intervals] of d.protos) {
@@ -1086,6 +1137,7 @@ export class PolicyCompiler {
       if (d === undefined) memo.set(signature, (d = decisions(peer)));
       if (d.key !== fallback.key) emit(peer.id, d);
     }
+    this.tieredCache.set(cacheKey, out.slice(start));
   }
 
   private addRule(acc: RuleAccumulator, direction: Direction, subject: IdentityRecord, rule: NormalizedRule, peers: PeerRecord[] | undefined): void {
@@ -1201,6 +1253,13 @@ export class PolicyCompiler {
     }
     return r.message;
   }
+}
+
+/** A pod's named ports as text ("name:TCP/80+UDP/80,…"): subjects with the same text resolve named ports alike. */
+function namedPortsText(ports: ReadonlyMap<string, readonly NamedPortTarget[]>): string {
+  let out = "";
+  for (const [name, targets] of ports) out += `${name}:${targets.map((t) => `${t.protocol}/${t.port}`).join("+")},`;
+  return out;
 }
 
 /** "<tier> <policy> <rule>: <action>" of the ClusterNetworkPolicy rules that matched first on a side. */

@@ -23,8 +23,15 @@ export interface SelectingPolicy {
 }
 
 export interface DecidingPolicy {
+  /** "" for a ClusterNetworkPolicy (cluster-scoped). */
   namespace: string;
   name: string;
+  /** The tier that decided: a ClusterNetworkPolicy's (Admin, Baseline) or NetworkPolicy. */
+  tier: "Admin" | "NetworkPolicy" | "Baseline";
+  /** The ClusterNetworkPolicy rule that decided ("" for NetworkPolicy: records name the policy, not its rule). */
+  rule: string;
+  /** ClusterNetworkPolicy rules whose Pass handed the flows on to this one, as "<tier> <policy> <rule>". */
+  passedBy: string[];
   direction: Direction;
   mode: string;
   /** allowed: a rule of it allowed the flows; denied: it isolated that side and no policy allowed them.
@@ -158,13 +165,13 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
         && e.protocol === target.edge.protocol && e.port === target.edge.port;
     };
   const counts = new Map<string, DecidingPolicy>();
-  const count = (key: string, direction: Direction, decision: DecidingPolicy["decision"]) => {
-    const id = `${key}|${direction}|${decision}`;
+  const count = (key: string, direction: Direction, decision: DecidingPolicy["decision"], tier: DecidingPolicy["tier"], rule: string, passedBy: string[]) => {
+    const id = `${tier}|${key}|${rule}|${passedBy.join(",")}|${direction}|${decision}`;
     const known = counts.get(id);
     if (known) { known.records++; return; }
-    const m = POLICY_KEY.exec(key);
+    const m = tier === "NetworkPolicy" ? POLICY_KEY.exec(key) : null;
     const namespace = m?.[1] ?? "", name = m?.[2] ?? key;
-    counts.set(id, { namespace, name, direction, mode: model.modeOf(namespace), decision, records: 1 });
+    counts.set(id, { namespace, name, tier, rule, passedBy, direction, mode: model.modeOf(namespace), decision, records: 1 });
   };
   let records = 0;
   const since = { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 };
@@ -188,18 +195,26 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
       ["egress", a.egressIsolated, a.egressAllowedBy, a.egressIsolatedBy, a.egressDecidedBy, a.egressTierRules],
       ["ingress", a.ingressIsolated, a.ingressAllowedBy, a.ingressIsolatedBy, a.ingressDecidedBy, a.ingressTierRules],
     ] as const) {
-      // A ClusterNetworkPolicy tier decided: "<tier> <policy> <rule>: <action>" names it (cluster-scoped: no namespace).
-      const tierRule = decidedBy === "Admin" || decidedBy === "Baseline" ? tierRules.find((t) => t.startsWith(`${decidedBy} `)) : undefined;
+      // tierRules: "<tier> <policy> <rule>: <action>", the Admin tier's first match then the Baseline's.
+      const matches = tierRules.map(parseTierRule).filter((t) => t !== undefined);
+      const passedBy = matches.filter((t) => t.action === "Pass").map((t) => `${t.tier} ${t.policy} ${t.rule}`);
+      const tierRule = decidedBy === "Admin" || decidedBy === "Baseline" ? matches.find((t) => t.tier === decidedBy && t.action !== "Pass") : undefined;
       if (tierRule !== undefined) {
-        const [, policy = ""] = tierRule.split(" ");
-        count(`ClusterNetworkPolicy ${policy} (${decidedBy})`, direction, tierRule.endsWith(": Accept") ? "allowed" : "denied");
-      } else if (allowedBy.length > 0) for (const key of allowedBy) count(key, direction, "allowed");
-      else if (isolated) for (const key of isolatedBy) count(key, direction, "denied");
+        count(tierRule.policy, direction, tierRule.action === "Accept" ? "allowed" : "denied", tierRule.tier, tierRule.rule, passedBy);
+      } else if (allowedBy.length > 0) for (const key of allowedBy) count(key, direction, "allowed", "NetworkPolicy", "", passedBy);
+      else if (isolated) for (const key of isolatedBy) count(key, direction, "denied", "NetworkPolicy", "", passedBy);
     }
   }
   const decidedBy = [...counts.values()].sort((x, y) =>
     `${x.namespace}/${x.name}/${x.direction}/${x.decision}`.localeCompare(`${y.namespace}/${y.name}/${y.direction}/${y.decision}`));
   return { decidedBy, records, examined: candidates.length, truncated };
+}
+
+/** "<tier> <policy> <rule>: <action>" (PolicyAttribution.*_tier_rules) taken apart; undefined for anything else. */
+function parseTierRule(text: string): { tier: "Admin" | "Baseline"; policy: string; rule: string; action: string } | undefined {
+  const m = /^(Admin|Baseline) (\S+) (.+): (Accept|Deny|Pass)$/.exec(text);
+  if (!m) return undefined;
+  return { tier: m[1] as "Admin" | "Baseline", policy: m[2] ?? "", rule: m[3] ?? "", action: m[4] ?? "" };
 }
 
 export function notFound(what: string, id: string, window: string): ApiError {

@@ -8,7 +8,10 @@
 // case file — pod/namespace selectors over a small vocabulary, ipBlocks over pod addresses
 // through the `<podIP:ns/pod>` and `<slash4-net-of-podIP:ns/pod>` placeholders, ports by
 // number, name (`serve-80-tcp` …) and range, and label changes that never touch a pod's
-// `pod` label (the per-pod Services select `pod=<name>`).
+// `pod` label (the per-pod Services select `pod=<name>`). With `cnpEvery`, some cases also
+// write ClusterNetworkPolicies (the cnp-cases.json actions), so the datapath is checked on
+// both kinds mixed; the model these expectations come from is itself checked against a
+// literal reading of both APIs by test/policy-random.test.ts.
 import {
   MODEL_NAMESPACES, MODEL_PODS, ModelCluster, ModelEngine, parseConformanceCases,
   type ConformanceCase, type ResolvedAction,
@@ -31,6 +34,13 @@ export interface RandomCaseOptions {
    * all-allowed or all-denied, up to this many times; default 5.
    */
   redrawDull?: number;
+  /**
+   * Every how many cases one also writes ClusterNetworkPolicies (at index 0, every, 2·every, …;
+   * 0: none, the default): its first action creates one, and later actions create, update and
+   * delete them (Admin and Baseline, Accept/Deny/Pass, namespaces/pods/networks peers,
+   * port numbers, ranges and named ports) beside the NetworkPolicy and label changes.
+   */
+  cnpEvery?: number;
 }
 
 /** mulberry32 (./seeded-random.ts): the same numbers everywhere for a seed. */
@@ -145,12 +155,78 @@ function policy(rand: Rand, namespace: string, name: string, protocols: readonly
   return out;
 }
 
+function cnpPeer(rand: Rand, direction: "ingress" | "egress"): Json {
+  const r = rand();
+  if (direction === "egress" && r < 0.2) {
+    // networks match pod addresses after DNAT: one pod, or the /4 of them all.
+    return { networks: rand() < 0.6 ? some(rand, POD_REFS, 1, 2).map((ref) => `<podIP:${ref}>/32`) : [`<slash4-net-of-podIP:${pick(rand, POD_REFS)}>`] };
+  }
+  if (r < 0.55) return { namespaces: selector(rand, NS_VOCAB) };
+  const pods: Json = { podSelector: selector(rand, POD_VOCAB) };
+  if (rand() < 0.7) pods.namespaceSelector = selector(rand, NS_VOCAB);
+  return { pods };
+}
+
+function cnpProtocol(rand: Rand, protocols: readonly Protocol[]): Json {
+  const protocol = (rand() < 0.85 ? pick(rand, protocols) : pick(rand, ["TCP", "UDP", "SCTP"] as const)).toLowerCase();
+  const k = rand();
+  if (k < 0.25) return { destinationNamedPort: `serve-${pick(rand, PORTS)}-${protocol}` };
+  if (k < 0.4) return { [protocol]: {} };
+  if (k < 0.75) return { [protocol]: { destinationPort: { number: pick(rand, [80, 81, 82]) } } };
+  return { [protocol]: { destinationPort: { range: { start: 80, end: pick(rand, [81, 82]) } } } };
+}
+
+function clusterPolicy(rand: Rand, name: string, protocols: readonly Protocol[]): Json {
+  const out: Json = {
+    name,
+    tier: rand() < 0.6 ? "Admin" : "Baseline",
+    // Few priorities, so ties happen (taken in name order by the model and the compiler alike).
+    priority: pick(rand, [0, 5, 5, 10, 1000]),
+    subject: rand() < 0.5 ? { namespaces: selector(rand, NS_VOCAB) }
+      : { pods: rand() < 0.7 ? { namespaceSelector: selector(rand, NS_VOCAB), podSelector: selector(rand, POD_VOCAB) } : { podSelector: selector(rand, POD_VOCAB) } },
+  };
+  const directions = pick(rand, [["ingress"], ["egress"], ["ingress", "egress"]] as const);
+  for (const direction of directions) {
+    out[direction] = Array.from({ length: 1 + Math.floor(rand() * 3) }, (_, i) => {
+      const rule: Json = {
+        action: pick(rand, ["Accept", "Deny", "Deny", "Pass"]),
+        [direction === "ingress" ? "from" : "to"]: Array.from({ length: 1 + Math.floor(rand() * 2) }, () => cnpPeer(rand, direction)),
+      };
+      if (rand() < 0.6) rule.name = `r${i}`;
+      if (rand() < 0.6) rule.protocols = Array.from({ length: 1 + Math.floor(rand() * 2) }, () => cnpProtocol(rand, protocols));
+      return rule;
+    });
+  }
+  return out;
+}
+
 interface Draft {
   policies: { namespace: string; name: string }[];
   next: number;
+  /** Undefined: the case writes no ClusterNetworkPolicies. */
+  cnps: string[] | undefined;
+}
+
+/** A ClusterNetworkPolicy action (create, update, delete one, delete all). */
+function cnpAction(rand: Rand, draft: Draft, cnps: string[], protocols: readonly Protocol[], first: boolean): Json {
+  const r = first ? 0 : rand();
+  if (r < 0.45 || cnps.length === 0) {
+    const name = `cnp${draft.next++}`;
+    cnps.push(name);
+    return { create_cnp: clusterPolicy(rand, name, protocols) };
+  }
+  if (r < 0.8) return { update_cnp: clusterPolicy(rand, pick(rand, cnps), protocols) };
+  if (r < 0.95) {
+    const name = pick(rand, cnps);
+    cnps.splice(cnps.indexOf(name), 1);
+    return { delete_cnp: { name } };
+  }
+  cnps.length = 0;
+  return { delete_all_cnps: true };
 }
 
 function action(rand: Rand, draft: Draft, protocols: readonly Protocol[], first: boolean): Json {
+  if (draft.cnps !== undefined && (first || rand() < 0.4)) return cnpAction(rand, draft, draft.cnps, protocols, first);
   const r = first ? 0 : rand();
   if (r < 0.45 || (r < 0.6 && draft.policies.length === 0)) {
     const namespace = pick(rand, MODEL_NAMESPACES);
@@ -181,11 +257,11 @@ function action(rand: Rand, draft: Draft, protocols: readonly Protocol[], first:
   return { set_ns_labels: { ns, labels } };
 }
 
-function draftCase(rand: Rand, id: string, sctp: boolean, maxSteps: number): Json {
+function draftCase(rand: Rand, id: string, sctp: boolean, maxSteps: number, cnps: boolean): Json {
   const protocols: Protocol[] = some(rand, ["TCP", "UDP"] as const, 1, 2);
   if (sctp) protocols.push("SCTP");
   const combos = PORTS.flatMap((port) => protocols.map((protocol) => ({ port, protocol })));
-  const draft: Draft = { policies: [], next: 1 };
+  const draft: Draft = { policies: [], next: 1, cnps: cnps ? [] : undefined };
   const steps = Array.from({ length: 1 + Math.floor(rand() * maxSteps) }, (_, si) => {
     const actions = Array.from({ length: 1 + Math.floor(rand() * 2) }, (_, ai) => action(rand, draft, protocols, si === 0 && ai === 0));
     // 1–2 (port, protocol) probes; an SCTP case probes SCTP at least once.
@@ -193,7 +269,7 @@ function draftCase(rand: Rand, id: string, sctp: boolean, maxSteps: number): Jso
     if (sctp && si === 0 && !probes.some((p) => p.protocol === "SCTP")) probes[0] = pick(rand, combos.filter((c) => c.protocol === "SCTP"));
     return { do: actions, probes: probes.map((p) => ({ ...p, denied: [] as string[] })) };
   });
-  return { id, name: `random case ${id}`, source: "derived", model: { ports: [...PORTS], protocols }, steps };
+  return { id, name: `random case ${id}${cnps ? " (with ClusterNetworkPolicies)" : ""}`, source: cnps ? "cnp-derived" : "derived", model: { ports: [...PORTS], protocols }, steps };
 }
 
 /** Fills every probe's `denied` with what the ModelEngine says, as runConformance would run the case. */
@@ -239,10 +315,11 @@ export async function randomCaseDocuments(seed: number, count: number, opts: Ran
     const rand = random(seed + i);
     const id = `${prefix}-${seed}-${i}`;
     const sctp = sctpEvery > 0 && i % sctpEvery === sctpEvery - 1;
-    let doc = draftCase(rand, id, sctp, opts.maxSteps ?? 3);
+    const cnps = (opts.cnpEvery ?? 0) > 0 && i % (opts.cnpEvery ?? 0) === 0;
+    let doc = draftCase(rand, id, sctp, opts.maxSteps ?? 3, cnps);
     await judgeWithModel(doc);
     for (let redraw = 0; redraw < (opts.redrawDull ?? 5) && dull(doc); redraw++) {
-      doc = draftCase(rand, id, sctp, opts.maxSteps ?? 3);
+      doc = draftCase(rand, id, sctp, opts.maxSteps ?? 3, cnps);
       await judgeWithModel(doc);
     }
     out.push(doc);

@@ -385,12 +385,29 @@ async function showDetails(selection: NonNullable<Selection>): Promise<void> {
     for (const [k, v] of facts) { const dt = document.createElement("dt"); dt.textContent = k; const dd = document.createElement("dd"); dd.textContent = v; dl.append(dt, dd); }
     parts.push(dl, heading3("Policies selecting it"), policyList("selected-by", d.selectedBy.map((p) => `${p.namespace}/${p.name} — ${p.direction}, ${p.mode} mode`)),
       heading3("Policies that decided its flows"),
-      policyList("decided-by", d.decidedBy.map((p) => `${p.namespace}/${p.name} — ${p.direction} ${p.decision} ${p.records} record${p.records === 1 ? "" : "s"}, ${p.mode} mode`)));
+      policyList("decided-by", d.decidedBy.map(describeDeciding)));
     detailsBody.replaceChildren(...parts);
   } catch (err) {
     if (abort.signal.aborted) return;
     detailsBody.replaceChildren(paragraph(`${heading}: ${(err as Error).message}`));
   }
+}
+
+/**
+ * One deciding policy: a NetworkPolicy as "ns/name — ingress allowed 3 records, enforce mode";
+ * a ClusterNetworkPolicy with its tier and rule; either with the Pass rules that handed the
+ * flows on to it ("after Pass by Admin ClusterNetworkPolicy p rule r").
+ */
+function describeDeciding(p: DecidingPolicy): string {
+  const what = `${p.direction} ${p.decision} ${p.records} record${p.records === 1 ? "" : "s"}`;
+  const passed = p.passedBy.map((t) => {
+    const [tier = "", policy = "", ...rule] = t.split(" ");
+    return `after Pass by ${tier} ClusterNetworkPolicy ${policy} rule ${rule.join(" ")}`;
+  });
+  if (p.tier === "NetworkPolicy") {
+    return [`${p.namespace}/${p.name} — ${what}, ${p.mode} mode`, ...(passed.length > 0 ? ["NetworkPolicy tier", ...passed] : [])].join("; ");
+  }
+  return [`ClusterNetworkPolicy ${p.name} — ${p.tier} tier, rule ${p.rule} — ${what}`, ...passed].join("; ");
 }
 
 function heading3(text: string): HTMLElement {
