@@ -20,7 +20,7 @@ import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { Verdict } from "../proto/gen/bulkhead/v1/flow.js";
-import { endpoint, flow } from "./harness/flow-records.js";
+import { agentRecord } from "./harness/flow-records.js";
 
 const casesFile = path.join(repoRoot, "..", "shared", "conformance", "netpol-cases.json");
 
@@ -172,19 +172,18 @@ describe("bulkhead policy explain (the CLI)", () => {
     const socket = `unix://${path.join(dir, "cp.sock")}`;
     await cp.start([socket]);
     try {
-      const server = endpoint({ ip: "10.0.0.3" }), db = endpoint({ ip: "10.0.0.2" }), front = endpoint({ ip: "10.0.0.4" });
-      const endMs = Date.now() - 1000;
-      // As an agent sends them: addresses only, the control plane names the ends.
+      const server = "10.0.0.3", db = "10.0.0.2", front = "10.0.0.4";
+      const endMs = Date.now() - 1000, on = { node: "n1", endMs };
       cp.ingest("n1", [
         // The pair: api/server → shop/db TCP 5432, audited leaving (api audits), dropped entering (shop enforces).
-        flow(server, db, { point: "from", port: 5432, packets: 3, verdict: Verdict.VERDICT_AUDIT, endMs }),
-        flow(server, db, { point: "to", port: 5432, packets: 3, verdict: Verdict.VERDICT_DROPPED, endMs }),
-        flow(server, db, { point: "from", port: 5432, packets: 2, verdict: Verdict.VERDICT_AUDIT, endMs, sport: 40001 }),
+        agentRecord(server, db, 5432, { ...on, point: "from", packets: 3, verdict: Verdict.VERDICT_AUDIT }),
+        agentRecord(server, db, 5432, { ...on, point: "to", packets: 3, verdict: Verdict.VERDICT_DROPPED }),
+        agentRecord(server, db, 5432, { ...on, point: "from", packets: 2, verdict: Verdict.VERDICT_AUDIT, sport: 40001 }),
         // Not the pair: another port, another protocol, another source.
-        flow(server, db, { point: "to", port: 80, packets: 50, endMs }),
-        flow(server, db, { point: "to", port: 5432, protocol: 17, packets: 60, endMs }),
-        flow(front, db, { point: "to", port: 5432, packets: 70, verdict: Verdict.VERDICT_DROPPED, endMs }),
-      ].map((r) => ({ ...r, source: undefined, destination: undefined })));
+        agentRecord(server, db, 80, { ...on, point: "to", packets: 50 }),
+        agentRecord(server, db, 5432, { ...on, point: "to", protocol: "UDP", packets: 60 }),
+        agentRecord(front, db, 5432, { ...on, point: "to", packets: 70, verdict: Verdict.VERDICT_DROPPED }),
+      ]);
       const json = await cli("--from", "api/server", "--to", "shop/db", "--port", "5432", "--flows", "--server", socket, "-o", "json");
       expect(json.stderr.replace(/.*broken\.yaml.*\n/, "")).toBe("");
       const parsed = JSON.parse(json.stdout);

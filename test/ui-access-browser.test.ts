@@ -16,8 +16,9 @@ import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
-import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
+import { agentRecord } from "./harness/flow-records.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -42,18 +43,7 @@ const MANIFESTS = [
   pod("shop", "web-1", WEB_IP), pod("shop", "db-0", DB_IP), pod("other", "x-1", X_IP), pod("other", "y-1", Y_IP),
 ].join("\n---\n") + "\n";
 
-let sequence = 0n;
-function record(src: string, dst: string, dport: number): FlowRecord {
-  const now = Date.now();
-  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 });
-  return FlowRecord.fromPartial({
-    startTime: ts(now - 500), endTime: ts(now), node: "node1", point: ObservationPoint.OBSERVATION_POINT_FROM_POD,
-    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: "veth", ifindex: 7,
-    ip: { source: src, destination: dst, version: IpVersion.IP_VERSION_IPV4 },
-    l4: { protocol: 6, protocolName: "TCP", sourcePort: 40_000, destinationPort: dport },
-    packets: 4n, bytes: 400n, verdict: Verdict.VERDICT_FORWARDED, verdictReason: VerdictReason.VERDICT_REASON_POLICY, sequence: ++sequence,
-  });
-}
+const record = (src: string, dst: string, dport: number): FlowRecord => agentRecord(src, dst, dport);
 
 /** The namespaces at the ends of a flow record's proto3 JSON. */
 function flowNamespaces(f: unknown): string[] {

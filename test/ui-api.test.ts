@@ -17,8 +17,9 @@ import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
 import { flowFilterOf, FilterNameError } from "../controlplane/store/filter-names.js";
 import { buildRequest, DEFAULT_LAST } from "../cli/observe.js";
-import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { FlowRecord, ObservationPoint, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import { GetFlowsRequest, ObserverServiceClient, type GetFlowsResponse } from "../proto/gen/bulkhead/v1/observer.js";
+import { agentRecord } from "./harness/flow-records.js";
 
 const OTHER_TOKEN = "other-team-token-7f3a9c2e5b1d4f60";
 const TOKENS = `
@@ -93,19 +94,9 @@ spec:
 `;
 
 const clock = { now: Date.now() };
-let sequence = 0n;
-
-/** A record as an agent sends it (ends unresolved: the control plane enriches them). */
-function record(src: string, dst: string, dport: number, verdict = Verdict.VERDICT_FORWARDED, point = ObservationPoint.OBSERVATION_POINT_FROM_POD): FlowRecord {
-  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
-  return FlowRecord.fromPartial({
-    startTime: ts(clock.now - 500), endTime: ts(clock.now), node: "node1", point,
-    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: "veth", ifindex: 7,
-    ip: { source: src, destination: dst, version: IpVersion.IP_VERSION_IPV4 },
-    l4: { protocol: 6, protocolName: "TCP", sourcePort: 40_000, destinationPort: dport, icmpType: 0, icmpCode: 0 },
-    packets: 4n, bytes: 400n, verdict, verdictReason: VerdictReason.VERDICT_REASON_POLICY, sequence: ++sequence,
-  });
-}
+/** A record as an agent sends it, at the test's clock. */
+const record = (src: string, dst: string, dport: number, verdict = Verdict.VERDICT_FORWARDED, point = ObservationPoint.OBSERVATION_POINT_FROM_POD): FlowRecord =>
+  agentRecord(src, dst, dport, { verdict, point: point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? "from" : "to", endMs: clock.now });
 
 let tmp: string;
 let cp: ControlPlane;

@@ -17,10 +17,11 @@ import { AccessControl } from "../controlplane/access/index.js";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
-import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
 import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metrics.js";
 import { seededRandom } from "./harness/seeded-random.js";
+import { agentRecord } from "./harness/flow-records.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -48,20 +49,9 @@ function manifests(): string {
   return docs.join("\n---\n") + "\n";
 }
 
-let sequence = 0n;
-function record(src: string, dst: string, port: number, verdict = Verdict.VERDICT_FORWARDED): FlowRecord {
-  const now = Date.now();
-  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 });
-  return FlowRecord.fromPartial({
-    startTime: ts(now - 200), endTime: ts(now), node: "node1", point: ObservationPoint.OBSERVATION_POINT_FROM_POD,
-    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: "veth", ifindex: 3,
-    ip: { source: src, destination: dst, version: IpVersion.IP_VERSION_IPV4 },
-    l4: { protocol: 6, protocolName: "TCP", sourcePort: 40_000 + Number(sequence % 20_000n), destinationPort: port },
-    packets: 3n, bytes: 300n, verdict,
-    verdictReason: verdict === Verdict.VERDICT_FORWARDED ? VerdictReason.VERDICT_REASON_UNSPECIFIED : VerdictReason.VERDICT_REASON_POLICY,
-    sequence: ++sequence,
-  });
-}
+/** A connection's record as an agent sends it, each on its own source port. */
+const record = (src: string, dst: string, port: number, verdict = Verdict.VERDICT_FORWARDED): FlowRecord =>
+  agentRecord(src, dst, port, { verdict, packets: 3, sport: "vary" });
 
 /** 800 distinct edges between the 200 workloads (seeded): about 5 % dropped, 5 % audit. */
 function bigRecords(): FlowRecord[] {

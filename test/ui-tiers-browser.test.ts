@@ -16,8 +16,9 @@ import { AccessControl } from "../controlplane/access/index.js";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
-import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
+import { agentRecord } from "./harness/flow-records.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -52,18 +53,9 @@ spec:
   ].join("\n---\n") + "\n";
 }
 
-let sequence = 0n;
 /** A record the datapath judged by policy (first packet of a connection), seen leaving the client's veth. */
 function judged(src: string, dst: string, port: number, verdict: Verdict): FlowRecord {
-  const now = Date.now();
-  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 });
-  return FlowRecord.fromPartial({
-    startTime: ts(now - 200), endTime: ts(now), node: "node1", point: ObservationPoint.OBSERVATION_POINT_FROM_POD,
-    reporter: ReporterSide.REPORTER_SIDE_SOURCE, interface: "veth", ifindex: 3,
-    ip: { source: src, destination: dst, version: IpVersion.IP_VERSION_IPV4 },
-    l4: { protocol: 6, protocolName: "TCP", sourcePort: 40_000 + Number(sequence % 20_000n), destinationPort: port },
-    packets: 1n, bytes: 60n, verdict, verdictReason: VerdictReason.VERDICT_REASON_POLICY, sequence: ++sequence,
-  });
+  return agentRecord(src, dst, port, { verdict, packets: 1, bytes: 60, sport: "vary" });
 }
 
 describe("details of a judged flow name its tier, policy and rule (Chromium)", () => {

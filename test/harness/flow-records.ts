@@ -1,5 +1,6 @@
-// Enriched flow records and parsed cluster objects for the policy replay tests (what-if,
-// suggest): ends as the enricher names them, records at one observation point.
+// Flow records and parsed cluster objects for the tests: enriched ones for the policy replay
+// tests (what-if, suggest), with ends as the enricher names them; and agentRecord, a record
+// as an agent sends it, for tests that feed a control plane.
 import { IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason, type Endpoint, type FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { parseKubeObject, type Namespace, type NetworkPolicy, type Pod } from "../../controlplane/metadata/objects.js";
 
@@ -29,6 +30,33 @@ export function flow(src: Endpoint, dst: Endpoint, opts: {
       tcpFlags: undefined, icmpType: 0, icmpCode: 0 },
     packets: BigInt(opts.packets ?? 10), bytes: 1000n, source: src, destination: dst,
     verdict: opts.verdict ?? Verdict.VERDICT_FORWARDED, verdictReason: opts.reason ?? VerdictReason.VERDICT_REASON_UNSPECIFIED, attribution: undefined, sequence: sequence++,
+  };
+}
+
+let agentSequence = 0n;
+
+/**
+ * A record as an agent sends it: addresses only (the control plane names the ends), one TCP
+ * (or UDP) connection's packets at one veth, judged by policy. Each call takes the next sequence
+ * number; `sport: "vary"` gives each record its own source port (its own connection).
+ */
+export function agentRecord(src: string, dst: string, dport: number, opts: {
+  verdict?: Verdict; point?: "from" | "to"; node?: string; packets?: number; bytes?: number; sport?: number | "vary"; protocol?: "TCP" | "UDP";
+  endMs?: number; durationMs?: number; ifindex?: number; reason?: VerdictReason;
+} = {}): FlowRecord {
+  const endMs = opts.endMs ?? Date.now();
+  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+  const sequence = ++agentSequence;
+  const from = (opts.point ?? "from") === "from";
+  return {
+    startTime: ts(endMs - (opts.durationMs ?? 500)), endTime: ts(endMs), node: opts.node ?? "node1",
+    point: from ? ObservationPoint.OBSERVATION_POINT_FROM_POD : ObservationPoint.OBSERVATION_POINT_TO_POD,
+    reporter: from ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION, interface: "veth", ifindex: opts.ifindex ?? 7,
+    ip: { source: src, destination: dst, version: IpVersion.IP_VERSION_IPV4 },
+    l4: { protocol: opts.protocol === "UDP" ? 17 : 6, protocolName: opts.protocol ?? "TCP", sourcePort: opts.sport === "vary" ? 40_000 + Number(sequence % 20_000n) : opts.sport ?? 40_000,
+      destinationPort: dport, tcpFlags: undefined, icmpType: 0, icmpCode: 0 },
+    packets: BigInt(opts.packets ?? 4), bytes: BigInt(opts.bytes ?? 100 * (opts.packets ?? 4)), source: undefined, destination: undefined,
+    verdict: opts.verdict ?? Verdict.VERDICT_FORWARDED, verdictReason: opts.reason ?? VerdictReason.VERDICT_REASON_POLICY, attribution: undefined, sequence,
   };
 }
 
