@@ -6,19 +6,15 @@
 // page sends carries the token, and no answer holds a record or edge without an end in shop.
 // No lab: a real ControlPlane in this process, records fed through cp.ingest, real HTTP.
 //   npx vitest run test/ui-access-browser.test.ts
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import pino from "pino";
 import type { Page, Response } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
-import { ControlPlane } from "../controlplane/controlplane.js";
-import { FolderSource } from "../controlplane/metadata/folder.js";
-import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
+import type { ControlPlane } from "../controlplane/controlplane.js";
 import { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
 import { agentRecord } from "./harness/flow-records.js";
+import { closeUiTest, SHOTS, startUiControlPlane, uiTestFolder } from "./harness/ui-control-plane.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
 
@@ -29,7 +25,6 @@ tokens:
     token: ${SHOP_TOKEN}
     namespaces: [shop]
 `;
-const SHOTS = path.resolve("test-results", "ui-e2e");
 
 const WEB_IP = "10.0.1.5", DB_IP = "10.0.2.7", X_IP = "10.0.9.1", Y_IP = "10.0.9.2";
 const WEB = "workload:shop/Pod/web-1", DB = "workload:shop/Pod/db-0", X = "workload:other/Pod/x-1";
@@ -71,17 +66,8 @@ describe("tokens through the web UI, in Chromium", () => {
   const flowRowText = () => page.$$eval("[data-testid=flow-row]", (rows) => rows.map((r) => r.textContent ?? ""));
 
   beforeAll(async () => {
-    if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) throw new Error(`${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui`);
-    fs.mkdirSync(SHOTS, { recursive: true });
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ui-access-"));
-    fs.mkdirSync(path.join(tmp, "manifests"));
-    fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), MANIFESTS);
-    cp = new ControlPlane({
-      source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 10_000,
-      log: pino({ level: "silent" }), uiListen: { host: "127.0.0.1", port: 0 },
-      access: new AccessControl({ tokens: parseTokenFile(TOKENS, "tokens.yaml"), allowUnauthenticated: false }),
-    });
-    await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
+    tmp = uiTestFolder("ui-access", MANIFESTS);
+    cp = await startUiControlPlane(tmp, { access: new AccessControl({ tokens: parseTokenFile(TOKENS, "tokens.yaml"), allowUnauthenticated: false }) });
     base = cp.ui!.url;
     // shop internal, other → shop (cross), other internal (never visible to the shop token).
     cp.ingest("node1", [record(WEB_IP, DB_IP, 5432), record(X_IP, WEB_IP, 8080), record(X_IP, Y_IP, 9000)]);
@@ -94,14 +80,7 @@ describe("tokens through the web UI, in Chromium", () => {
     });
   });
 
-  afterAll(async () => {
-    try {
-      await browser?.close();
-    } finally {
-      await cp?.stop();
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  afterAll(() => closeUiTest({ browser, cp, tmp }));
 
   it("without a token: 401, and the page asks for one", async () => {
     await page.goto(`${base}?namespace=shop`);

@@ -16,23 +16,18 @@
 // Screenshots go to test-results/ui-e2e/.
 //   npx vitest run test/ui-history-browser.test.ts
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import pino from "pino";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { AccessControl } from "../controlplane/access/index.js";
-import { ControlPlane } from "../controlplane/controlplane.js";
-import { FolderSource } from "../controlplane/metadata/folder.js";
+import type { ControlPlane } from "../controlplane/controlplane.js";
 import { DuckDBFlowStore } from "../controlplane/store/duckdb.js";
-import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
 import { Verdict, VerdictReason, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
 import { flow, podEnd } from "./harness/flow-records.js";
+import { closeUiTest, SHOTS, startUiControlPlane, uiTestFolder } from "./harness/ui-control-plane.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
-const SHOTS = path.resolve("test-results", "ui-e2e");
 const HOUR = 3_600_000;
 const WEB = { pod: "web-7d9f8b6c5d-x2k4p", ip: "10.80.0.2", labels: { app: "web", "pod-template-hash": "7d9f8b6c5d" } };
 const DB = { pod: "db-5c8f7d9b4-q7z2m", ip: "10.80.0.3", labels: { app: "db", "pod-template-hash": "5c8f7d9b4" } };
@@ -113,38 +108,21 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
   const RANGE = { from: now - 3 * HOUR - 10 * 60_000, to: now - 3 * HOUR + 10 * 60_000 };
 
   beforeAll(async () => {
-    if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) throw new Error(`${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui`);
-    fs.mkdirSync(SHOTS, { recursive: true });
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ui-history-"));
-    fs.mkdirSync(path.join(tmp, "manifests"));
+    tmp = uiTestFolder("ui-history", MANIFESTS);
     fs.mkdirSync(path.join(tmp, "store"));
-    fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), MANIFESTS);
     // Everything is stored (as agents' batches are); the recent records are also ingested
     // below, for the live map. They end before the hot window starts (start + 1 s), so a
     // range reads each record once, from the store.
     store = await DuckDBFlowStore.open(path.join(tmp, "store"), { commitDelayMs: 1 });
     expect(await store.append([{ node: "node1", instanceId: "test-agent", batchId: 1n, records: [...old30h, ...old3h, ...recent] }])).toEqual([true]);
-    cp = new ControlPlane({
-      source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 10_000, store,
-      log: pino({ level: "silent" }), uiListen: { host: "127.0.0.1", port: 0 },
-      access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
-    });
-    await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
+    cp = await startUiControlPlane(tmp, { store });
     cp.ingest("node1", recent.map((r) => ({ ...r })));
     browser = await launchChromium({ viewport: { width: 1500, height: 1000 } });
     page = await browser.context.newPage();
     page.on("pageerror", (err) => pageErrors.push(err.message));
   });
 
-  afterAll(async () => {
-    try {
-      await browser?.close();
-    } finally {
-      await cp?.stop();
-      await store?.close();
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  afterAll(() => closeUiTest({ browser, cp, also: async () => { await store?.close(); }, tmp }));
 
   /** Packets per map edge id, as the page holds them. */
   const packets = () => page.evaluate(() => Object.fromEntries(window.bulkheadMap.edges().map((e) => [e.id, e.packets])));

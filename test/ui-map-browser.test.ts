@@ -7,25 +7,19 @@
 // verdict words whole, pod names without their template hash (full name in the title), no
 // column wider than the table. Screenshots go to test-results/ui-e2e/.
 //   npx vitest run test/ui-map-browser.test.ts
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import pino from "pino";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { AccessControl } from "../controlplane/access/index.js";
-import { ControlPlane } from "../controlplane/controlplane.js";
-import { FolderSource } from "../controlplane/metadata/folder.js";
-import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
+import type { ControlPlane } from "../controlplane/controlplane.js";
 import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
 import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metrics.js";
 import { seededRandom } from "./harness/seeded-random.js";
 import { agentRecord } from "./harness/flow-records.js";
+import { closeUiTest, SHOTS, startUiControlPlane, uiTestFolder } from "./harness/ui-control-plane.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
-const SHOTS = path.resolve("test-results", "ui-e2e");
 const VIEWPORTS = [{ width: 1500, height: 1000 }, { width: 1280, height: 720 }] as const;
 const BIG_WORKLOADS = 200, BIG_EDGES = 800, BIG_NAMESPACES = 8;
 
@@ -76,17 +70,8 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) throw new Error(`${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui`);
-    fs.mkdirSync(SHOTS, { recursive: true });
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ui-map-"));
-    fs.mkdirSync(path.join(tmp, "manifests"));
-    fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), manifests());
-    cp = new ControlPlane({
-      source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 100_000,
-      log: pino({ level: "silent" }), uiListen: { host: "127.0.0.1", port: 0 },
-      access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
-    });
-    await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
+    tmp = uiTestFolder("ui-map", manifests());
+    cp = await startUiControlPlane(tmp, { storeCapacity: 100_000 });
     cp.ingest("node1", [
       record(WEB_IP, DB_IP, 5432), record(WEB_IP, DB_IP, 5432, Verdict.VERDICT_DROPPED), record(WEB_IP, OUTSIDE_IP, 443, Verdict.VERDICT_AUDIT),
       ...bigRecords(),
@@ -96,14 +81,7 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     page.on("pageerror", (err) => pageErrors.push(err.message));
   });
 
-  afterAll(async () => {
-    try {
-      await browser?.close();
-    } finally {
-      await cp?.stop();
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  afterAll(() => closeUiTest({ browser, cp, tmp }));
 
   /**
    * Opens the map at a viewport and waits for its snapshot: the stream is live and the page

@@ -6,23 +6,17 @@
 // compiler and model, and serves the built UI; the test clicks each edge's row and reads
 // the pane. Screenshots go to test-results/ui-e2e/.
 //   npx vitest run test/ui-tiers-browser.test.ts
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import pino from "pino";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { AccessControl } from "../controlplane/access/index.js";
-import { ControlPlane } from "../controlplane/controlplane.js";
-import { FolderSource } from "../controlplane/metadata/folder.js";
-import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
+import type { ControlPlane } from "../controlplane/controlplane.js";
 import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
 import { agentRecord } from "./harness/flow-records.js";
+import { closeUiTest, SHOTS, startUiControlPlane, uiTestFolder } from "./harness/ui-control-plane.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
-const SHOTS = path.resolve("test-results", "ui-e2e");
 const NS = "tiers";
 const WEB_IP = "10.73.0.2", DB_IP = "10.73.0.3", DEBUG_IP = "10.73.0.4", ADMIN_IP = "10.73.0.5";
 
@@ -66,17 +60,8 @@ describe("details of a judged flow name its tier, policy and rule (Chromium)", (
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) throw new Error(`${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui`);
-    fs.mkdirSync(SHOTS, { recursive: true });
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ui-tiers-"));
-    fs.mkdirSync(path.join(tmp, "manifests"));
-    fs.writeFileSync(path.join(tmp, "manifests", "cluster.yaml"), manifests());
-    cp = new ControlPlane({
-      source: new FolderSource({ dir: path.join(tmp, "manifests") }), storeCapacity: 10_000,
-      log: pino({ level: "silent" }), uiListen: { host: "127.0.0.1", port: 0 },
-      access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
-    });
-    await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
+    tmp = uiTestFolder("ui-tiers", manifests());
+    cp = await startUiControlPlane(tmp);
     // Records are attributed at ingest with the compiled policy: wait until the folder's
     // ClusterNetworkPolicy is in force (and nothing in the folder was refused).
     await vi.waitUntil(() => cp.policy.stats().clusterPolicies === 1 && cp.policy.stats().policies === 1, { timeout: 20_000, interval: 50 });
@@ -95,14 +80,7 @@ describe("details of a judged flow name its tier, policy and rule (Chromium)", (
     await page.locator("[data-testid=connection-state][data-state=live]").waitFor({ timeout: 20_000 });
   });
 
-  afterAll(async () => {
-    try {
-      await browser?.close();
-    } finally {
-      await cp?.stop();
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  });
+  afterAll(() => closeUiTest({ browser, cp, tmp }));
 
   /** Clicks the row of the edge client → db on `port` and returns the pane's "decided" lines once it has loaded them. */
   async function decidedFor(client: string, port: number): Promise<string[]> {
