@@ -12,16 +12,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { runLab } from "../lab/cli.js";
-import { controlPlaneReady, controlPlaneStatus, labObserverClient } from "../lab/controlplane.js";
+import { controlPlaneReady, controlPlaneStatus } from "../lab/controlplane.js";
 import { EnforcementWatch } from "../lab/enforcement.js";
 import { down, type Lab, type LabStatus, up } from "../lab/lab.js";
 import { listNetns, running } from "../lab/netns.js";
 import { metric, parseMetrics } from "../lab/prometheus.js";
 import { supervisorPids } from "../lab/supervisor.js";
 import { AGENT_METRICS_PORT } from "../lab/agents.js";
-import { FlowFilter, type GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
+import { FlowFilter } from "../proto/gen/bulkhead/v1/observer.js";
 import { ObservationPoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { sleep } from "./harness/flows.js";
+import { labFlows, pacedUdpSender, packetsAt } from "./harness/lab-flows.js";
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
@@ -41,33 +42,15 @@ pods:
   - {namespace: default, name: sender, node: ${NODES[0]}}
   - {namespace: default, name: receiver, node: ${NODES[1]}}
 `;
-// 10 datagrams every 20 ms (500/s, 6 s for 3000); prints how many sends failed.
-const SEND_JS = `const s = require("dgram").createSocket("udp4");
-const [host, n] = [process.argv[1], Number(process.argv[2])];
-let sent = 0, done = 0, failed = 0;
-const t = setInterval(() => {
-  for (let k = 0; k < 10 && sent < n; k++, sent++) s.send("x", ${PORT}, host, (err) => { if (err) failed++; if (++done === n) { console.log(failed); process.exit(0); } });
-  if (sent >= n) clearInterval(t);
-}, 20);`;
+// 10 datagrams every 20 ms: 6 s for 3000.
+const SEND_JS = pacedUdpSender(PORT);
 
 let lab: Lab | undefined;
 
 interface Replica { observer: string; ca: string }
 
-function flows(cp: Replica, request: Partial<GetFlowsRequest>): Promise<FlowRecord[]> {
-  const client = labObserverClient(cp);
-  return new Promise((resolve, reject) => {
-    const out: FlowRecord[] = [];
-    const call = client.getFlows({ allow: [], deny: [], last: 0n, follow: false, ...request });
-    call.on("data", (m: { flow?: FlowRecord }) => { if (m.flow) out.push(m.flow); });
-    call.on("error", (e) => { client.close(); reject(e); });
-    call.on("end", () => { client.close(); resolve(out); });
-  });
-}
 
 const toReceiver = [FlowFilter.fromPartial({ destinationPod: ["default/receiver"], destinationPort: [PORT], protocol: ["UDP"] })];
-const packetsAt = (records: FlowRecord[], point: ObservationPoint) =>
-  records.filter((r) => r.point === point).reduce((n, r) => n + r.packets, 0n);
 const FROM = ObservationPoint.OBSERVATION_POINT_FROM_POD;
 const TO = ObservationPoint.OBSERVATION_POINT_TO_POD;
 /** One line per record, so two replicas' answers compare as lists (the order is the store's). */
@@ -189,7 +172,7 @@ describe("lab up --store clickhouse --controlplanes 2", () => {
     // The kill falls mid-stream: the victim has stored some of the datagrams, not all.
     let before = 0n;
     while (before === 0n && Date.now() - startedMs < 20_000) {
-      before = packetsAt(await flows(replicas[victim]!, { allow: toReceiver, since }), FROM);
+      before = packetsAt(await labFlows(replicas[victim]!, { allow: toReceiver, since }), FROM);
       if (before === 0n) await sleep(100);
     }
     expect(before, "from_pod packets the victim stored before the kill").toBeGreaterThan(0n);
@@ -209,7 +192,7 @@ describe("lab up --store clickhouse --controlplanes 2", () => {
     let records: FlowRecord[] = [];
     let waitingFor = "";
     for (;;) {
-      records = await flows(replicas[survivor]!, { allow: toReceiver, since }).catch(() => []);
+      records = await labFlows(replicas[survivor]!, { allow: toReceiver, since }).catch(() => []);
       const backlog = await Promise.all(NODES.map(agentBacklog));
       const counted = packetsAt(records, FROM) >= BigInt(DATAGRAMS) && packetsAt(records, TO) >= BigInt(DATAGRAMS);
       if (counted && backlog.every((b) => b.held === 0 && b.connected === 1)) break;
@@ -217,7 +200,7 @@ describe("lab up --store clickhouse --controlplanes 2", () => {
       if (Date.now() > deadline) throw new Error(`not settled after 60 s: ${waitingFor}`);
       await sleep(250);
     }
-    records = await flows(replicas[survivor]!, { allow: toReceiver, since });
+    records = await labFlows(replicas[survivor]!, { allow: toReceiver, since });
     expect(packetsAt(records, FROM), "sender's from_pod packets via the survivor").toBe(BigInt(DATAGRAMS));
     expect(packetsAt(records, TO), "receiver's to_pod packets via the survivor").toBe(BigInt(DATAGRAMS));
     // The agents moved to the survivor.
@@ -232,7 +215,7 @@ describe("lab up --store clickhouse --controlplanes 2", () => {
     }
     expect(after.controlplanes![victim]).toMatchObject({ running: true, restarts: 1 });
     expect(after.controlplanes![survivor]).toMatchObject({ running: true, restarts: survivorBefore.restarts, pid: survivorBefore.pid });
-    const again = await flows(replicas[victim]!, { allow: toReceiver, since });
+    const again = await labFlows(replicas[victim]!, { allow: toReceiver, since });
     expect(packetsAt(again, FROM), "from_pod packets via the restarted replica").toBe(BigInt(DATAGRAMS));
     expect(packetsAt(again, TO), "to_pod packets via the restarted replica").toBe(BigInt(DATAGRAMS));
     expect(lines(again)).toEqual(lines(records));

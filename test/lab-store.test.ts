@@ -11,11 +11,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { controlPlaneStatus, labObserverClient } from "../lab/controlplane.js";
+import { controlPlaneStatus } from "../lab/controlplane.js";
 import { down, type Lab, up } from "../lab/lab.js";
 import { FlowFilter, type GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
 import { ObservationPoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { sleep } from "./harness/flows.js";
+import { labFlows, pacedUdpSender, packetsAt } from "./harness/lab-flows.js";
 
 vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 
@@ -30,31 +31,14 @@ pods:
   - {namespace: default, name: sender, node: node1}
   - {namespace: default, name: receiver, node: node2}
 `;
-// 10 datagrams every 20 ms (500/s, 8 s for 4000); prints how many sends failed.
-const SEND_JS = `const s = require("dgram").createSocket("udp4");
-const [host, n] = [process.argv[1], Number(process.argv[2])];
-let sent = 0, done = 0, failed = 0;
-const t = setInterval(() => {
-  for (let k = 0; k < 10 && sent < n; k++, sent++) s.send("x", ${PORT}, host, (err) => { if (err) failed++; if (++done === n) { console.log(failed); process.exit(0); } });
-  if (sent >= n) clearInterval(t);
-}, 20);`;
+// 10 datagrams every 20 ms: 8 s for 4000.
+const SEND_JS = pacedUdpSender(PORT);
 
 let lab: Lab;
 
-function flows(request: Partial<GetFlowsRequest>): Promise<FlowRecord[]> {
-  const client = labObserverClient({ observer: OBSERVER, ca: CA });
-  return new Promise((resolve, reject) => {
-    const out: FlowRecord[] = [];
-    const call = client.getFlows({ allow: [], deny: [], last: 0n, follow: false, ...request });
-    call.on("data", (m: { flow?: FlowRecord }) => { if (m.flow) out.push(m.flow); });
-    call.on("error", (e) => { client.close(); reject(e); });
-    call.on("end", () => { client.close(); resolve(out); });
-  });
-}
+const flows = (request: Partial<GetFlowsRequest>): Promise<FlowRecord[]> => labFlows({ observer: OBSERVER, ca: CA }, request);
 
 const toReceiver = [FlowFilter.fromPartial({ destinationPod: ["default/receiver"], destinationPort: [PORT], protocol: ["UDP"] })];
-const packetsAt = (records: FlowRecord[], point: ObservationPoint) =>
-  records.filter((r) => r.point === point).reduce((n, r) => n + r.packets, 0n);
 
 beforeAll(async () => {
   const file = path.join(root, "topology.yaml");
