@@ -312,11 +312,12 @@ export function forkRole(role: Role, args: string[], execArgv: string[] = []): C
   return child;
 }
 
-export async function waitMessage(child: ChildProcess & { messages: ChildMessage[] }, match: (m: ChildMessage) => boolean, timeoutMs = 120_000): Promise<ChildMessage> {
+/** The first message of `child` that `match` takes (T: what it narrows to), within the timeout. */
+export async function waitMessage<M = ChildMessage, T extends M = M>(child: ChildProcess & { messages: M[] }, match: (m: M) => boolean, timeoutMs = 120_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const found = child.messages.find(match);
-    if (found) return found;
+    if (found) return found as T;
     if (child.exitCode !== null) throw new Error(`bench: child ${child.pid} exited with ${child.exitCode}`);
     if (Date.now() > deadline) throw new Error(`bench: child ${child.pid} did not report in ${timeoutMs} ms`);
     await sleep(20);

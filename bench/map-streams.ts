@@ -53,17 +53,6 @@ function forkSelf(role: string, args: string[]): Child {
   return child;
 }
 
-async function waitFor<T extends Message>(child: Child, match: (m: Message) => m is T, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = child.messages.find(match);
-    if (found) return found;
-    if (child.exitCode !== null) throw new Error(`bench: child ${child.pid} exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`bench: child ${child.pid} did not report in ${timeoutMs} ms`);
-    await sleep(20);
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 // Roles
 
@@ -173,7 +162,7 @@ async function phase(name: string, cp: { pid: number; ui: string; socket: string
   const readers = streams > 0 ? forkSelf("readers", [cp.ui, String(streams), String(tokens)]) : undefined;
   const observer = new ObserverServiceClient(`unix://${cp.socket}`, grpc.credentials.createInsecure());
   try {
-    const answered = readers ? await waitFor(readers, (m): m is Extract<Message, { opened: number }> => "opened" in m) : { opened: 0, refused: 0, failed: 0, reasons: [] };
+    const answered = readers ? await waitMessage<Message, Extract<Message, { opened: number }>>(readers, (m) => "opened" in m) : { opened: 0, refused: 0, failed: 0, reasons: [] };
     if (answered.failed > 0) throw new Error(`bench: ${answered.failed} stream requests failed otherwise than 429: ${answered.reasons.join("; ")}`);
     await sleep(2000);
     const t0 = process.hrtime.bigint();
@@ -188,7 +177,7 @@ async function phase(name: string, cp: { pid: number; ui: string; socket: string
     if (readers) {
       readers.messages.length = 0;
       readers.send("count");
-      const { received } = await waitFor(readers, (m): m is Extract<Message, { received: unknown }> => "received" in m);
+      const { received } = await waitMessage<Message, Extract<Message, { received: unknown }>>(readers, (m) => "received" in m);
       if (received.open !== answered.opened) throw new Error(`bench: ${answered.opened - received.open} of ${answered.opened} streams closed during the phase`);
       events = received.events;
     }
@@ -232,12 +221,12 @@ async function main(): Promise<void> {
   console.log(`map-streams: agents at ${fmt(rate)} records/s (2 clients, protocol 2); phases of ${phaseMs} ms after 2 s; ${runs} runs; `
     + `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
   const server = forkSelf("controlplane", [dir, socket]);
-  const clients: ChildProcess[] = [];
+  const clients: ReturnType<typeof forkRole>[] = [];
   try {
-    const { ui } = await waitFor(server, (m): m is Extract<Message, { ready: true }> => "ready" in m);
+    const { ui } = await waitMessage<Message, Extract<Message, { ready: true }>>(server, (m) => "ready" in m);
     const cp = { pid: server.pid!, ui, socket };
     for (let i = 0; i < 2; i++) clients.push(forkRole("client", [socket, String(i), "0", "0", "2", String(rate / 2)]));
-    await Promise.all(clients.map((c) => waitMessage(c as Parameters<typeof waitMessage>[0], (m) => "streaming" in m)));
+    await Promise.all(clients.map((c) => waitMessage(c, (m) => "streaming" in m)));
     const samples: Sample[] = [];
     const plan = [
       { name: "none", streams: 0, tokens: 1 },
