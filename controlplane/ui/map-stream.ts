@@ -31,7 +31,6 @@ export interface MapStreamOptions {
 
 /** The changes between two versions of one map, ready to write: computed once per map and version range. */
 interface SharedDelta {
-  key: string;
   from: number;
   to: number;
   /** Changed edges' ids and last_seen, for each stream's record of what its client has. */
@@ -58,7 +57,7 @@ export class MapDeltas {
     const visible = restrictFlowMap(scope, changes);
     const edges = visible.edges.map(edgeJson);
     const delta: SharedDelta = {
-      key, from, to: changes.version,
+      from, to: changes.version,
       edges: edges.map((e) => ({ id: e.id, lastSeen: e.lastSeen })),
       removed: changes.removed.map(edgeId),
       edgesText: JSON.stringify(edges),

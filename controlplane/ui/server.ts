@@ -371,6 +371,14 @@ export class UiServer {
     this.json(response, { window: window.name, limit, flows: flows.map((f) => FlowRecord.toJSON(f)) });
   }
 
+  /** The view's range: a past one as asked for, or the live window's bucket-aligned span up to now (as the map shows it). */
+  private viewSpan(query: Query): HistoryRange {
+    const range = historyRange(query, this.sources);
+    if (range !== undefined) return range;
+    const window = query.window();
+    return { name: window.name, sinceMs: this.sources.flowMap.windowStart(window.ms), untilMs: this.sources.now() };
+  }
+
   /** Undefined when every flow is visible. */
   private visibleFlows(scope: Scope): FlowPredicate | undefined {
     if (scope.kind === "cluster") return undefined;
@@ -384,9 +392,7 @@ export class UiServer {
   private whatIf(params: URLSearchParams, scope: Scope, response: ServerResponse, request: IncomingMessage): void {
     const query = Query.parse(params, ["namespace", "window", "from", "to", "mode", "name"]);
     const namespace = query.namespace();
-    const range = historyRange(query, this.sources);
-    const live = range === undefined ? query.window() : undefined;
-    const span: HistoryRange = range ?? { name: live!.name, sinceMs: this.sources.flowMap.windowStart(live!.ms), untilMs: this.sources.now() };
+    const span = this.viewSpan(query);
     const name = query.get("name") ?? "draft.yaml";
     if (!/^[A-Za-z0-9._-]{1,100}$/.test(name)) throw badParameter("name", name, "is not a file name (letters, digits, . _ -)");
     this.later(response, readBody(request, MAX_DRAFT_BYTES).then(async (body) => {
@@ -399,9 +405,7 @@ export class UiServer {
   private suggest(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
     const query = Query.parse(params, ["namespace", "window", "from", "to"]);
     const namespace = query.namespace();
-    const range = historyRange(query, this.sources);
-    const live = range === undefined ? query.window() : undefined;
-    const span: HistoryRange = range ?? { name: live!.name, sinceMs: this.sources.flowMap.windowStart(live!.ms), untilMs: this.sources.now() };
+    const span = this.viewSpan(query);
     const req = suggestRequest(namespace, span);
     this.later(response, this.sources.suggestPolicies(scope, req).then((r) => suggestionsJson(r, namespace, span.name)));
   }
