@@ -29,7 +29,7 @@ import { flowMapFromStore } from "../controlplane/store/stored-map.js";
 import { compileRequest } from "../controlplane/store/filter.js";
 import { FlowHistory } from "../controlplane/store/history.js";
 import { FlowMapStore } from "../controlplane/store/flowmap.js";
-import { parseDurationMs } from "../cli/duration.js";
+import { parseDurationMs } from "../config/time.js";
 import { SyntheticFlows } from "./synthetic-flows.js";
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: {

@@ -9,7 +9,7 @@ import { ConfigError } from "../config/flags.js";
 import { MAX_STORED_MAP_WINDOW_MS } from "../config/wire.js";
 import { outputFormat, yamlDocument } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
-import { parseDurationMs } from "./duration.js";
+import { parseDurationMs } from "../config/time.js";
 import { formatTable } from "./observe.js";
 
 export const mapUsage = `usage: bulkhead map (-n NS | -A) [-o table|json|yaml|dot] [--window 5m] [--server ADDR] [--token-file FILE]

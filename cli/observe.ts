@@ -9,7 +9,7 @@ import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter } from "../c
 import { ConfigError } from "../config/flags.js";
 import { localTime, outputFormat, yamlDocument } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
-import { parseSince } from "./duration.js";
+import { parseSince } from "../config/time.js";
 
 export const observeUsage = `usage: bulkhead observe [flags]
 

@@ -8,7 +8,7 @@ import type { SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.
 import { ConfigError } from "../config/flags.js";
 import { outputFormat } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
-import { parseSince } from "./duration.js";
+import { parseSince } from "../config/time.js";
 
 export const suggestUsage = `usage: bulkhead policy suggest -n NS [--since 24h | --from TIME --to TIME] [-o yaml|json]
                               [--min-prefix-v4 24] [--min-prefix-v6 64] [--server ADDR]

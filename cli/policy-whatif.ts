@@ -12,7 +12,7 @@ import { localTime, outputFormat, yamlDocument } from "./output.js";
 import { DraftError, parseDrafts, type DraftFile } from "../controlplane/policy/draft.js";
 import { POLICY_MODES } from "../controlplane/policy/model.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
-import { parseSince } from "./duration.js";
+import { parseSince } from "../config/time.js";
 import { formatTable } from "./observe.js";
 
 export const whatIfUsage = `usage: bulkhead policy what-if -f DRAFT [-f DRAFT…] [--since 24h | --from TIME --to TIME]

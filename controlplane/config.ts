@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import path from "node:path";
 import { ConfigError, parseByteSize, parseHostPort } from "../config/flags.js";
-import { parseDurationMs } from "../cli/duration.js";
+import { parseDurationMs } from "../config/time.js";
 import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernetes-client.js";
 import { parseClickHouseLocation, type ClickHouseLocation } from "./store/clickhouse/location.js";
 

@@ -465,6 +465,9 @@ describe("UI JSON API", () => {
       // Past ranges (ui/history.ts); this control plane keeps no durable store.
       ["/api/v1/map?window=24h", /^parameter window: "24h" reaches past the hot hour: this control plane keeps no durable history \(--store memory\)/],
       ["/api/v1/map?window=90s", /^parameter window: "90s" is not one of 1m, 5m, 1h \(live\), nor a past window longer than 1h/],
+      // The CLI's duration grammar (config/time.ts): a compound window is a past window too.
+      ["/api/v1/map?window=1h30m", /^parameter window: "1h30m" reaches past the hot hour/],
+      ["/api/v1/map?from=2026-01-01T00:00:00&to=2026-01-01T01:00:00Z", /^parameter from: "2026-01-01T00:00:00" is not a time: give RFC 3339 with a zone/],
       ["/api/v1/map?from=2026-01-01T00:00:00Z", /^parameter from: given without to \(a range needs both\)$/],
       ["/api/v1/flows?to=2026-01-01T00:00:00Z", /^parameter to: given without from/],
       ["/api/v1/map?window=5m&from=1&to=2", /^give either window or from and to, not both$/],

@@ -2,6 +2,7 @@
 // `from`/`to`) parsed at the edge, and the map and flows of that range built from the
 // recorded flows (the durable store and the hot window: ControlPlane.flows), answered once
 // rather than streamed. Live windows (up to MAX_LIVE_MAP_WINDOW_MS) stay with the live map.
+import { durationMs, rfc3339Ms } from "../../config/time.js";
 import { MAX_LIVE_MAP_WINDOW_MS, MAX_STORED_MAP_WINDOW_MS } from "../../config/wire.js";
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { FlowFilter, type GetFlowMapResponse } from "../../proto/gen/bulkhead/v1/observer.js";
@@ -26,22 +27,13 @@ export interface HistoryRange {
   untilMs: number;
 }
 
-const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 /** A `to` this far past the control plane's clock is still "now" (clocks of browsers drift). */
 const FUTURE_SLACK_MS = 60_000;
 
-/** "90m", "24h", "7d" → milliseconds; undefined when not a duration. */
-export function durationMs(text: string): number | undefined {
-  const m = /^([1-9][0-9]{0,6})([smhd])$/.exec(text);
-  return m ? Number(m[1]) * UNIT_MS[m[2]!]! : undefined;
-}
-
 /** RFC 3339 ("2026-12-01T10:00:00Z", offset or Z required) or Unix milliseconds. */
 function instantMs(name: string, text: string): number {
-  if (/^[0-9]{1,15}$/.test(text)) return Number(text);
-  const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
-  const ms = rfc3339.test(text) ? Date.parse(text) : NaN;
-  if (!Number.isFinite(ms)) throw badParameter(name, text, "is not a time: give RFC 3339 with a zone (2026-12-01T10:00:00Z) or Unix milliseconds");
+  const ms = /^[0-9]{1,15}$/.test(text) ? Number(text) : rfc3339Ms(text);
+  if (ms === undefined) throw badParameter(name, text, "is not a time: give RFC 3339 with a zone (2026-12-01T10:00:00Z) or Unix milliseconds");
   return ms;
 }
 
