@@ -22,7 +22,7 @@ import { loadTopology } from "../lab/topology.js";
 import { parseKubeObject, type NetworkPolicy } from "../controlplane/metadata/objects.js";
 import { endpointWorkload } from "../controlplane/store/filter.js";
 import { FlowRecord, ObservationPoint, Verdict, type Endpoint } from "../proto/gen/bulkhead/v1/flow.js";
-import { sleep, waitFor } from "./harness/wait.js";
+import { waitFor } from "./harness/wait.js";
 import { cliMain } from "../config/install.js";
 
 const PIN_DIR = `/sys/fs/bpf/bh-demo-suggest-${process.pid}`;
@@ -109,8 +109,13 @@ describe("the demo's shop under its suggested policies", () => {
     } finally {
       watch.close();
     }
-    await sleep(2500); // records drained before the switch carry the old verdicts; the agents drain every second
-    const since = new Date().toISOString();
+    // Judged from here on: only records that began after the suggestion was enforced on
+    // every node (a drain deletes what it reads, so a record starts at its flow's first
+    // packet after the previous drain). Records straddling the switch may carry packets
+    // judged by an intermediate policy set (old files removed, new ones being written).
+    const switchMs = Date.now();
+    const since = new Date(switchMs).toISOString();
+    const startedAfterSwitch = (rs: FlowRecord[]) => rs.filter((r) => Number(r.startTime?.seconds ?? 0n) * 1000 + (r.startTime?.nanos ?? 0) / 1e6 >= switchMs);
 
     const pod = (prefix: string, ns = "shop") => {
       const p = status.pods.find((x) => x.namespace === ns && x.name.startsWith(prefix));
@@ -154,7 +159,7 @@ describe("the demo's shop under its suggested policies", () => {
     const judged = (r: FlowRecord) => r.point === ObservationPoint.OBSERVATION_POINT_TO_POD || r.destination?.world === true;
     const debugToDatastore = { source: "workload:shop/Pod/debug", destination: "workload:shop/StatefulSet/datastore", protocol: "TCP", port: 6379 };
     const { records: after } = await waitFor(async () => {
-      const records = await observe(["-A", "--since", since]);
+      const records = startedAfterSwitch(await observe(["-A", "--since", since]));
       const t = tally(records);
       const missing = [
         ...LEGITIMATE.filter((e) => (t.get(edgeKey(e))?.forwarded ?? 0) === 0).map((e) => `${edgeKey(e)} forwarded`),
