@@ -1,12 +1,13 @@
 // How the CLI finds and talks to the control plane's Observer API, and with which token.
 import fs from "node:fs";
+import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { ObserverServiceClient } from "../proto/gen/bulkhead/v1/observer.js";
 import { ConfigError } from "../config/flags.js";
 import { isWellFormedToken } from "../controlplane/access/tokens.js";
 import { loadCa } from "../tls/material.js";
 import { tlsChannel } from "../tls/client.js";
-import { DEFAULT_STATE_DIR, parseState, statePath, type LabState } from "../lab/state.js";
+import { controlPlanes, DEFAULT_STATE_DIR, parseState, statePath, type LabState } from "../lab/state.js";
 
 export const DEFAULT_SERVER = "127.0.0.1:4387";
 
@@ -18,7 +19,8 @@ export const connectionOptions = {
   "tls-ca": { type: "string" },
 } as const;
 
-export const connectionUsage = `      --server ADDR        control plane (default: $BULKHEAD_SERVER, else the lab's, else 127.0.0.1:4387)
+export const connectionUsage = `      --server ADDR[,ADDR…] control plane (default: $BULKHEAD_SERVER, else the lab's replicas, else 127.0.0.1:4387);
+                           with several IP:PORT, the first that answers (replicas behind no load balancer)
       --token TOKEN        bearer token (visible in the process list: prefer --token-file or $BULKHEAD_TOKEN)
       --token-file FILE    file holding the bearer token (surrounding whitespace ignored)
                            without either: $BULKHEAD_TOKEN, else no token
@@ -49,8 +51,10 @@ function labControlPlane(): { observer?: string; ca?: string } {
     throw new ConfigError(`the lab's state ${file} is unreadable: ${(err as Error).message} (bulkhead lab down, or give --server)`);
   }
   const cp = state.controlplane;
+  // Every replica, replica 0 first: the CLI goes on to the next when one is down.
+  const observers = controlPlanes(state).map((c) => c.observer);
   return {
-    ...(cp?.observer !== undefined ? { observer: cp.observer } : {}),
+    ...(observers.length > 0 ? { observer: observers.join(",") } : {}),
     ...(cp?.ca !== undefined ? { ca: cp.ca } : {}),
   };
 }
@@ -86,19 +90,42 @@ export function bearerToken(flags: { token?: string | undefined; "token-file"?: 
 }
 
 /** The CA that verifies the server, as a file: --tls-ca, else $BULKHEAD_TLS_CA, else the lab's
- * when `address` is the lab's control plane; undefined: plaintext. */
+ * when `address` is the lab's control planes (all or some); undefined: plaintext. */
 export function serverCaFile(address: string, flag: string | undefined): { flag: string; file: string } | undefined {
   if (flag) return { flag: "tls-ca", file: flag };
   if (process.env.BULKHEAD_TLS_CA) return { flag: "tls-ca (from $BULKHEAD_TLS_CA)", file: process.env.BULKHEAD_TLS_CA };
   const lab = labControlPlane();
-  if (lab.ca !== undefined && lab.observer === address) return { flag: `tls-ca (the lab's, from ${labStateFile()})`, file: lab.ca };
+  const labs = new Set(lab.observer?.split(",") ?? []);
+  if (lab.ca !== undefined && address.split(",").every((a) => labs.has(a))) return { flag: `tls-ca (the lab's, from ${labStateFile()})`, file: lab.ca };
   return undefined;
+}
+
+/**
+ * The gRPC target of `--server`: one address as given, or a list of IP:PORT of one family
+ * as grpc-js's static resolver takes it ("ipv4:a:p,b:q"); its pick_first policy tries them
+ * in order and stays with the first that answers. Names in a list are refused: one DNS name
+ * that resolves to every replica (a headless Service) does the same.
+ */
+export function grpcTarget(address: string): string {
+  const parts = address.split(",");
+  if (parts.length === 1) return address;
+  const families = new Set(parts.map((part) => {
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]{1,5})$/.exec(part);
+    const family = m ? net.isIP(m[1] ?? m[2] ?? "") : 0;
+    if (family === 0 || (m![1] !== undefined) !== (family === 6) || Number(m![3]) < 1 || Number(m![3]) > 65535) {
+      throw new ConfigError(`--server: "${part}" in the list ${address} is not IP:PORT or [IPv6]:PORT (a list takes addresses only; give a name alone)`);
+    }
+    return family;
+  }));
+  if (families.size > 1) throw new ConfigError(`--server: the list ${address} mixes IPv4 and IPv6 addresses`);
+  return `${families.has(6) ? "ipv6" : "ipv4"}:${address}`;
 }
 
 /** An Observer API client: TLS verified against `caFile` when given, else plaintext; the
  * bearer token, if any, goes as call metadata on every call (grpc-js attaches call
  * credentials to TLS channels only, and the Observer API reads the same header either way). */
 export function observerClient(address: string, caFile?: { flag: string; file: string }, token?: string): ObserverServiceClient {
+  const target = grpcTarget(address);
   const interceptors: grpc.Interceptor[] = token === undefined ? [] : [(options, nextCall) =>
     new grpc.InterceptingCall(nextCall(options), {
       start(metadata, listener, next) {
@@ -106,9 +133,9 @@ export function observerClient(address: string, caFile?: { flag: string; file: s
         next(metadata, listener);
       },
     })];
-  if (!caFile) return new ObserverServiceClient(address, grpc.credentials.createInsecure(), { interceptors });
+  if (!caFile) return new ObserverServiceClient(target, grpc.credentials.createInsecure(), { interceptors });
   const tls = tlsChannel(address, loadCa(caFile.flag, caFile.file));
-  return new ObserverServiceClient(address, tls.credentials, { ...tls.options, interceptors });
+  return new ObserverServiceClient(target, tls.credentials, { ...tls.options, interceptors });
 }
 
 /** The Observer API client the CLI's flags (--server, --tls-ca, --token…) ask for. */
