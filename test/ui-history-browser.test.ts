@@ -156,6 +156,9 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     await page.waitForFunction(() => window.bulkheadMap.edges().some((e) => e.packets === 120));
     expect(await packets()).toEqual({ [TO_DB]: 120, [TO_CACHE]: 40 });
     await expect.poll(() => rows().count()).toBe(32);
+    // A past view spans days: its times carry their date (the calls of 30 h ago fall on another day than today's).
+    const times = await page.locator("[data-testid=flow-table] [data-testid=flow-row] td.time").allTextContents();
+    expect(new Set(times.map((t) => t.replace(/,?\s*\d\d:\d\d:\d\d$/, ""))).size, times.join(" | ")).toBeGreaterThanOrEqual(2);
 
     // From/to around 3 h ago, entered in the picker (datetime-local: the browser's local time).
     await page.locator("[data-testid=window-select]").selectOption("range");
@@ -200,6 +203,11 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     await page.waitForFunction(() => window.bulkheadMap.edges().some((e) => e.packets === 30));
     expect(await packets()).toEqual({ [TO_DB]: 30, [TO_CACHE]: 20 });
     expect(query().get("window")).toBe("5m");
+    // Live: the clock alone.
+    await expect.poll(async () => {
+      const live = await rows().locator("td.time").allTextContents();
+      return live.length > 0 && live.every((t) => /^\d\d:\d\d:\d\d$/.test(t)) ? "clock only" : live.join(" | ");
+    }).toBe("clock only");
     expect(await page.locator("[data-testid=range-error]").textContent()).toBe("");
     expect([await page.locator("[data-testid=range-form]").isVisible(), await page.locator("[data-testid=back-to-live]").isVisible()]).toEqual([false, false]);
 

@@ -504,6 +504,12 @@ function endName(e: FlowJson["source"], ip: string | undefined, port: number | u
 }
 
 const TIME = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+const DATE_TIME = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+
+/** A time as people read it, in the browser's zone: the clock in a live view, with the date in a past one (which may span days). */
+function clockText(ms: number): string {
+  return (isLive(timeView) ? TIME : DATE_TIME).format(new Date(ms));
+}
 
 /** A table cell whose text may break after "/" and before ":" (<wbr>: the text itself is unchanged). */
 function nameCell(text: string, title: string): HTMLTableCellElement {
@@ -531,7 +537,7 @@ function flowRow(f: FlowJson): HTMLTableRowElement {
   const sourceFull = endName(f.source, f.ip?.source, f.l4?.sourcePort).full;
   const destination = endName(f.destination, f.ip?.destination, f.l4?.destinationPort, f.l4?.protocolName ?? "");
   tr.append(
-    cell(f.endTime ? TIME.format(new Date(f.endTime)) : "", "time", f.endTime ?? ""),
+    cell(f.endTime ? clockText(Date.parse(f.endTime)) : "", "time", f.endTime ?? ""),
     nameCell(source.text, sourceFull), nameCell(destination.text, destination.full),
     cell(verdict, "verdict"), cell(`${f.packets ?? "0"} / ${f.bytes ?? "0"}`, "number", `${f.packets ?? "0"} packets, ${f.bytes ?? "0"} bytes`),
     cell(f.node ?? "", "node"),
@@ -549,7 +555,7 @@ $("clear-filter").addEventListener("click", () => {
 });
 
 function timeOf(ms: number): string {
-  return ms ? TIME.format(new Date(ms)) : "—";
+  return ms ? clockText(ms) : "—";
 }
 
 // ---- controls ---------------------------------------------------------------------------------
