@@ -2,6 +2,7 @@
 // durations "30s", "5m", "1h30m", "1.5h", "7d" (units ms, s, m, h, d; summed), and times
 // in RFC 3339 with a zone ("2026-12-01T10:00:00Z", "…+01:00"). Flags raise ConfigError;
 // the API wraps the undefined answers in its own 400s.
+import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import { ConfigError } from "./flags.js";
 
 const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -38,4 +39,10 @@ export function parseSince(flag: string, raw: string, nowMs = Date.now()): Date 
     return new Date(ms);
   }
   return new Date(nowMs - parseDurationMs(flag, raw));
+}
+
+/** A protobuf Timestamp of Unix milliseconds (a fraction of a millisecond kept). */
+export function timestampOfMs(ms: number): Timestamp {
+  const seconds = Math.floor(ms / 1000);
+  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
 }

@@ -11,7 +11,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { EventLoopLag } from "../controlplane/metrics.js";
-import { decidingPolicies, parseNodeId } from "../controlplane/ui/details.js";
+import { decidingPolicies, detailCandidates, parseNodeId } from "../controlplane/ui/details.js";
 import { waitFor } from "./harness/wait.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
@@ -434,7 +434,9 @@ describe("UI JSON API", () => {
   });
 
   it("details: the flow map's overflow node (world:other) counts no record and does not fail", () => {
-    const other = decidingPolicies(cp.history, cp.policy.model(), { node: parseNodeId("node", "world:other") }, 0, () => true, 100);
+    const target = { node: parseNodeId("node", "world:other") };
+    const candidates = [...cp.history.iterate({ predicate: detailCandidates(target), last: 101 })];
+    const other = decidingPolicies(candidates, cp.policy.model(), target, 100);
     expect(other).toMatchObject({ records: 0, examined: 0, truncated: false, decidedBy: [] });
   });
 
@@ -503,6 +505,16 @@ describe("UI JSON API", () => {
     const totals = (b: { edges: { id: string; packets: number }[] }) => b.edges.map((e) => [e.id, e.packets]).sort();
     expect(totals(range.body)).toEqual(totals(live.body));
     expect(totals(range.body).length).toBeGreaterThan(0);
+    // Details over the same range: the same records, and the policies that decided them.
+    for (const selected of [`node=${encodeURIComponent(DB)}`, `edge=${encodeURIComponent(edgeIdOf(WEB, DB, 6379))}`]) {
+      const liveDetails = await get(`/api/v1/details?${selected}&window=1h`);
+      const rangeDetails = await get(`/api/v1/details?${selected}&from=${clock.now - 3_000_000}&to=${clock.now}`);
+      expect(rangeDetails.status, JSON.stringify(rangeDetails.body)).toBe(200);
+      // (web's newest candidates are the busy-host test's kubelet probes, so only db's node has decisions left to compare.)
+      if (selected.startsWith("node=")) expect(rangeDetails.body.decidedBy.length, selected).toBeGreaterThan(0);
+      for (const field of ["records", "decidedBy", "selectedBy", "packets", "edges"]) expect(rangeDetails.body[field], field).toEqual(liveDetails.body[field]);
+      expect(rangeDetails.body.window).toMatch(/^\d{4}-.*Z\/\d{4}-.*Z$/);
+    }
 
     const bad = await get("/api/v1/policy/what-if?window=1h", { method: "POST", headers: YAML, body: "kind: NetworkPolicy\nspec: [\n" });
     expect(bad.status).toBe(400);

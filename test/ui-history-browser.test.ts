@@ -156,6 +156,13 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     await page.waitForFunction(() => window.bulkheadMap.edges().some((e) => e.packets === 120));
     expect(await packets()).toEqual({ [TO_DB]: 120, [TO_CACHE]: 40 });
     await expect.poll(() => rows().count()).toBe(32);
+    // The details of an edge cover the view's records too (from the store), with the policies selecting it.
+    await page.locator(`[data-testid=edge-row][data-edge-id="${TO_CACHE}"] button`).click();
+    const details = page.locator("[data-testid=details]");
+    await expect.poll(() => details.textContent(), { timeout: 10_000 }).toContain("Flow records over last 7d (history)8");
+    expect(await details.locator("[data-testid=selected-by] li").allTextContents()).toEqual(["shop/cache-lockdown — ingress, enforce mode"]);
+    await page.locator("#clear-filter").click();
+    await expect.poll(() => rows().count()).toBe(32);
     // A past view spans days: its times carry their date (the calls of 30 h ago fall on another day than today's).
     const times = await page.locator("[data-testid=flow-table] [data-testid=flow-row] td.time").allTextContents();
     expect(new Set(times.map((t) => t.replace(/,?\s*\d\d:\d\d:\d\d$/, ""))).size, times.join(" | ")).toBeGreaterThanOrEqual(2);

@@ -4,7 +4,6 @@
 import type { ClusterState } from "../cluster/state.js";
 import type { Pod } from "../metadata/objects.js";
 import type { PolicyModel } from "../policy/model.js";
-import type { FlowHistory } from "../store/history.js";
 import { compileFilter, type FlowPredicate } from "../store/filter.js";
 import { edgeOfRecord, type EdgeKey } from "../store/flowmap.js";
 import { VerdictReason, type FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
@@ -148,15 +147,20 @@ export interface Decisions {
   truncated: boolean;
 }
 
+/** Which records a node's or an edge's details examine: a cheap test the stores run before decidingPolicies' exact one. */
+export function detailCandidates(target: DetailTarget): FlowPredicate {
+  return prefilter("node" in target ? target.node : target.source);
+}
+
+export type DetailTarget = { node: ParsedNode } | { edge: EdgeKey; source: ParsedNode; destination: ParsedNode };
+
 /**
- * Records of the node (an end of their edge) or of the edge since `sinceMs`, the policies
- * that decided them, and how many there were. At most `maxRecords` of the newest
- * candidates are examined, so that one request's work is bounded however busy the node.
+ * Records of the node (an end of their edge) or of the edge among `candidates` (the newest
+ * passing detailCandidates, oldest first, one more than `maxRecords` if there were more),
+ * the policies that decided them, and how many there were. At most `maxRecords` of the
+ * newest are examined, so that one request's work is bounded however busy the node.
  */
-export function decidingPolicies(history: FlowHistory, model: PolicyModel, target: { node: ParsedNode } | { edge: EdgeKey; source: ParsedNode },
-  sinceMs: number, visible: (r: FlowRecord) => boolean, maxRecords: number): Decisions {
-  const anchor = "node" in target ? target.node : target.source;
-  const cheap = prefilter(anchor);
+export function decidingPolicies(candidates: readonly FlowRecord[], model: PolicyModel, target: DetailTarget, maxRecords: number): Decisions {
   const matches = "node" in target
     ? (r: FlowRecord) => { const e = edgeOfRecord(r); return e.source === target.node.id || e.destination === target.node.id; }
     : (r: FlowRecord) => {
@@ -174,13 +178,9 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
     counts.set(id, { namespace, name, tier, rule, passedBy, direction, mode: model.modeOf(namespace), decision, records: 1 });
   };
   let records = 0;
-  const since = { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 };
-  // One more than the limit (oldest first), only to tell whether there was more.
-  const newest = history.iterate({ predicate: (x) => cheap(x) && visible(x), since, last: maxRecords + 1 });
-  const candidates = [...newest];
   const truncated = candidates.length > maxRecords;
-  if (truncated) candidates.shift();
-  for (const r of candidates) {
+  const examined = truncated ? candidates.slice(1) : candidates;
+  for (const r of examined) {
     if (!matches(r)) continue;
     records++;
     // Only packets a policy judged were decided by one. An ESTABLISHED record (a reply, or a
@@ -207,7 +207,7 @@ export function decidingPolicies(history: FlowHistory, model: PolicyModel, targe
   }
   const decidedBy = [...counts.values()].sort((x, y) =>
     `${x.namespace}/${x.name}/${x.direction}/${x.decision}`.localeCompare(`${y.namespace}/${y.name}/${y.direction}/${y.decision}`));
-  return { decidedBy, records, examined: candidates.length, truncated };
+  return { decidedBy, records, examined: examined.length, truncated };
 }
 
 /** "<tier> <policy> <rule>: <action>" (PolicyAttribution.*_tier_rules) taken apart; undefined for anything else. */

@@ -2,7 +2,7 @@
 // `from`/`to`) parsed at the edge, and the map and flows of that range built from the
 // recorded flows (the durable store and the hot window: ControlPlane.flows), answered once
 // rather than streamed. Live windows (up to MAX_LIVE_MAP_WINDOW_MS) stay with the live map.
-import { durationMs, rfc3339Ms } from "../../config/time.js";
+import { durationMs, rfc3339Ms, timestampOfMs } from "../../config/time.js";
 import { MAX_LIVE_MAP_WINDOW_MS, MAX_STORED_MAP_WINDOW_MS } from "../../config/wire.js";
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { FlowFilter, type GetFlowMapResponse } from "../../proto/gen/bulkhead/v1/observer.js";
@@ -75,14 +75,9 @@ export function historyRange(query: Query, source: RecordedFlows): HistoryRange 
   return { name: `${new Date(sinceMs).toISOString()}/${new Date(untilMs).toISOString()}`, sinceMs, untilMs };
 }
 
-function timestampOf(ms: number): Timestamp {
-  const seconds = Math.floor(ms / 1000);
-  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
-}
-
 /** The recorded flows of the range (store first, then the hot window), the newest `last` when given. */
 export async function rangeFlows(source: RecordedFlows, range: HistoryRange, predicate: FlowPredicate, last = 0): Promise<FlowRecord[]> {
-  const { hot, stored } = source.flows({ predicate, allow: [], deny: [], since: timestampOf(range.sinceMs), until: timestampOf(range.untilMs), last });
+  const { hot, stored } = source.flows({ predicate, allow: [], deny: [], since: timestampOfMs(range.sinceMs), until: timestampOfMs(range.untilMs), last });
   const out: FlowRecord[] = [];
   if (stored !== undefined) for await (const chunk of stored) out.push(...chunk);
   out.push(...hot);
@@ -103,7 +98,7 @@ export async function rangeFlowMap(source: RecordedFlows, range: HistoryRange, n
     : (r) => r.source?.namespace === namespace || r.destination?.namespace === namespace;
   const { hot, stored } = source.flows({
     predicate: inNamespace, allow: namespace === "" ? [] : [FlowFilter.fromPartial({ namespace: [namespace] })], deny: [],
-    since: timestampOf(range.sinceMs), until: timestampOf(range.untilMs), last: 0,
+    since: timestampOfMs(range.sinceMs), until: timestampOfMs(range.untilMs), last: 0,
   });
   if (stored !== undefined) for await (const chunk of stored) map.add([...chunk]);
   const batch: FlowRecord[] = [];
@@ -113,5 +108,5 @@ export async function rangeFlowMap(source: RecordedFlows, range: HistoryRange, n
   }
   map.add(batch);
   const result = map.getMap({ ...(namespace !== "" ? { namespace } : {}), windowMs });
-  return { ...result, since: timestampOf(range.sinceMs), until: timestampOf(range.untilMs) };
+  return { ...result, since: timestampOfMs(range.sinceMs), until: timestampOfMs(range.untilMs) };
 }

@@ -16,13 +16,14 @@ import type { FlowHistory } from "../store/history.js";
 import type { FlowMapStore } from "../store/flowmap.js";
 import { compileRequest, FlowFilterError, type FlowPredicate } from "../store/filter.js";
 import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter, isFilterName } from "../store/filter-names.js";
+import { timestampOfMs } from "../../config/time.js";
 import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ApiError, badParameter, Query, type Window } from "./params.js";
 import { isNamespaceName } from "../../kubernetes/names.js";
 import { requestScope } from "./scope.js";
 import { backendsFromState, type BackendsOf, edgeJson, mapJson, nodeJson } from "./map-json.js";
 import { MapDeltas, MapStream, type MapStreamOptions } from "./map-stream.js";
-import { decidingPolicies, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type ParsedNode } from "./details.js";
+import { decidingPolicies, detailCandidates, nodeNamespace, notFound, parseEdgeId, parseNodeId, selectingPolicies, type DetailTarget, type ParsedNode } from "./details.js";
 import { historyRange, rangeFlowMap, rangeFlows, type HistoryRange, type RecordedFlows } from "./history.js";
 import { suggestionsJson, suggestRequest, whatIfJson, whatIfRequest } from "./whatif.js";
 import { PolicyRequestError } from "../policy-requests.js";
@@ -365,7 +366,7 @@ export class UiServer {
     const sinceMs = this.sources.flowMap.windowStart(window.ms);
     const flows = this.sources.history.query({
       predicate: shown,
-      since: { seconds: BigInt(Math.floor(sinceMs / 1000)), nanos: (sinceMs % 1000) * 1e6 },
+      since: timestampOfMs(sinceMs),
       last: limit,
     });
     this.json(response, { window: window.name, limit, flows: flows.map((f) => FlowRecord.toJSON(f)) });
@@ -410,49 +411,65 @@ export class UiServer {
     this.later(response, this.sources.suggestPolicies(scope, req).then((r) => suggestionsJson(r, namespace, span.name)));
   }
 
+  /** GET /api/v1/details: a node's or an edge's totals and the policies selecting it and deciding its flows, over a live window or a past range. */
   private details(params: URLSearchParams, scope: Scope, response: ServerResponse): void {
-    const query = Query.parse(params, ["node", "edge", "window"]);
-    const window = query.window();
+    const query = Query.parse(params, ["node", "edge", "window", "from", "to"]);
+    const range = historyRange(query, this.sources);
+    const window = range === undefined ? query.window() : undefined;
+    const viewName = range?.name ?? window!.name;
     const nodeText = query.get("node"), edgeText = query.get("edge");
     if ((nodeText === undefined) === (edgeText === undefined)) {
       throw new ApiError(400, "details takes exactly one of the parameters node and edge");
     }
     const { state, history, flowMap, policy } = this.sources;
     const model = policy.model();
-    const sinceMs = flowMap.windowStart(window.ms);
     const visible = this.visibleFlows(scope) ?? (() => true);
-    // Cut to the scope first: a world or host node has no namespace of its own, and its
-    // edges into namespaces the token cannot read must not count (or even reveal it).
-    const mapOf = (namespace: string) => restrictFlowMap(scope, flowMap.getMap({ namespace: namespace || undefined, windowMs: window.ms }));
+    let target: DetailTarget;
+    let namespace: string;
     if (nodeText !== undefined) {
       const node = parseNodeId("node", nodeText);
       this.requireVisible(scope, node);
-      const map = mapOf(nodeNamespace(node));
-      const found = map.nodes.find((n) => n.id === node.id);
-      if (found === undefined) throw notFound("node", node.id, window.name);
-      const selectedBy = selectingPolicies(state, model, node, ["ingress", "egress"]);
-      const { decidedBy, records, examined, truncated } = decidingPolicies(history, model, { node }, sinceMs, visible, this.maxDetailRecords);
-      const edges = map.edges.filter((e) => e.source === node.id || e.destination === node.id);
-      this.json(response, {
-        window: window.name, node: nodeJson(found), edges: edges.length, records, examined, truncated,
-        packets: edges.reduce((sum, e) => sum + Number(e.packets), 0), bytes: edges.reduce((sum, e) => sum + Number(e.bytes), 0),
-        selectedBy, decidedBy,
-      });
-      return;
+      target = { node };
+      namespace = nodeNamespace(node);
+    } else {
+      const { key, source, destination } = parseEdgeId("edge", edgeText!);
+      if (!endsInScope(scope, nodeNamespace(source), nodeNamespace(destination))) {
+        throw new ApiError(403, `edge ${JSON.stringify(edgeText)} has no end in this request's access scope`);
+      }
+      target = { edge: key, source, destination };
+      namespace = nodeNamespace(source) || nodeNamespace(destination);
     }
-    const { key, source, destination } = parseEdgeId("edge", edgeText!);
-    if (!endsInScope(scope, nodeNamespace(source), nodeNamespace(destination))) {
-      throw new ApiError(403, `edge ${JSON.stringify(edgeText)} has no end in this request's access scope`);
-    }
-    const map = mapOf(nodeNamespace(source) || nodeNamespace(destination));
-    const found = map.edges.find((e) => e.source === key.source && e.destination === key.destination && e.protocol === key.protocol && e.port === key.port);
-    if (found === undefined) throw notFound("edge", edgeText!, window.name);
-    const selectedBy = [
-      ...selectingPolicies(state, model, source, ["egress"]),
-      ...selectingPolicies(state, model, destination, ["ingress"]),
-    ];
-    const { decidedBy, records, examined, truncated } = decidingPolicies(history, model, { edge: key, source }, sinceMs, visible, this.maxDetailRecords);
-    this.json(response, { window: window.name, edge: edgeJson(found), records, examined, truncated, selectedBy, decidedBy });
+    // The map and the records of the view: the live window's (bucket-aligned, as the map
+    // shows it), or exactly the past range's, from the store.
+    const cheap = detailCandidates(target);
+    const candidates = (r: FlowRecord) => cheap(r) && visible(r);
+    const limit = this.maxDetailRecords + 1;
+    const work = range !== undefined
+      ? Promise.all([rangeFlowMap(this.sources, range, namespace), rangeFlows(this.sources, range, candidates, limit)])
+      : Promise.resolve([flowMap.getMap({ namespace: namespace || undefined, windowMs: window!.ms }), [...history.iterate({
+        predicate: candidates, since: timestampOfMs(flowMap.windowStart(window!.ms)), last: limit })]] as const);
+    // Cut to the scope first: a world or host node has no namespace of its own, and its
+    // edges into namespaces the token cannot read must not count (or even reveal it).
+    this.later(response, work.then(([fullMap, records]) => {
+      const map = restrictFlowMap(scope, fullMap);
+      const { decidedBy, records: count, examined, truncated } = decidingPolicies(records, model, target, this.maxDetailRecords);
+      if ("node" in target) {
+        const node = target.node;
+        const found = map.nodes.find((n) => n.id === node.id);
+        if (found === undefined) throw notFound("node", node.id, viewName);
+        const edges = map.edges.filter((e) => e.source === node.id || e.destination === node.id);
+        return {
+          window: viewName, node: nodeJson(found), edges: edges.length, records: count, examined, truncated,
+          packets: edges.reduce((sum, e) => sum + Number(e.packets), 0), bytes: edges.reduce((sum, e) => sum + Number(e.bytes), 0),
+          selectedBy: selectingPolicies(state, model, node, ["ingress", "egress"]), decidedBy,
+        };
+      }
+      const { edge: key, source, destination } = target;
+      const found = map.edges.find((e) => e.source === key.source && e.destination === key.destination && e.protocol === key.protocol && e.port === key.port);
+      if (found === undefined) throw notFound("edge", edgeText!, viewName);
+      const selectedBy = [...selectingPolicies(state, model, source, ["egress"]), ...selectingPolicies(state, model, destination, ["ingress"])];
+      return { window: viewName, edge: edgeJson(found), records: count, examined, truncated, selectedBy, decidedBy };
+    }));
   }
 
   private requireVisible(scope: Scope, node: ParsedNode): void {

@@ -332,35 +332,12 @@ function filterFor(selection: NonNullable<Selection>): string {
 
 let detailsAbort: AbortController | undefined;
 
-/** A past view's details: the map's own totals (the details endpoint serves live windows). */
-function showPastDetails(selection: NonNullable<Selection>): void {
-  const facts: [string, string][] = [];
-  let heading: string;
-  if (selection.kind === "edge") {
-    const e = selection.edge;
-    heading = `${describeNode(e.source)} → ${describeNode(e.destination)} ${e.protocol}/${e.port}`;
-    facts.push(["Verdict", VERDICT_TEXT[e.verdict]], ["Flows", String(e.flows)], ["Packets", String(e.packets)],
-      ["Forwarded / dropped / audit", `${e.forwarded} / ${e.dropped} / ${e.audit}`], ["Bytes", String(e.bytes)],
-      ["First seen", new Date(e.firstSeen).toISOString()], ["Last seen", new Date(e.lastSeen).toISOString()]);
-  } else {
-    const n = selection.node;
-    heading = describeNode(n.id);
-    const edges = [...view.edges.values()].filter((e) => e.source === n.id || e.destination === n.id);
-    facts.push(["Kind", n.workloadKind || n.kind], ["Namespace", n.namespace || "—"], ["Pods seen", String(n.pods)], ["Edges", String(edges.length)],
-      ["Packets", String(edges.reduce((sum, e) => sum + e.packets, 0))], ["Bytes", String(edges.reduce((sum, e) => sum + e.bytes, 0))]);
-  }
-  const dl = document.createElement("dl");
-  for (const [k, v] of facts) { const dt = document.createElement("dt"); dt.textContent = k; const dd = document.createElement("dd"); dd.textContent = v; dl.append(dt, dd); }
-  detailsBody.replaceChildren(heading3(heading), paragraph(`Over ${describeView(timeView)}.`), dl,
-    paragraph("Policies selecting it and deciding its flows are listed for live windows (1m, 5m, 1h)."));
-}
-
 async function showDetails(selection: NonNullable<Selection>): Promise<void> {
   detailsAbort?.abort();
-  if (!isLive(timeView)) { showPastDetails(selection); return; }
   const abort = new AbortController();
   detailsAbort = abort;
-  const q = new URLSearchParams({ window: selectValue(timeView) });
+  // The view's time: a live window, or a past one (served from the store).
+  const q = new URLSearchParams(viewParams(timeView));
   if (selection.kind === "node") q.set("node", selection.node.id);
   else q.set("edge", selection.edge.id);
   const heading = selection.kind === "node" ? describeNode(selection.node.id)
@@ -380,7 +357,7 @@ async function showDetails(selection: NonNullable<Selection>): Promise<void> {
       facts.push(["Kind", d.node.workloadKind || d.node.kind], ["Namespace", d.node.namespace || "—"], ["Pods seen", String(d.node.pods)],
         ["Edges", String(d.edges ?? 0)], ["Packets", String(d.packets ?? 0)], ["Bytes", String(d.bytes ?? 0)]);
     }
-    facts.push(["Flow records in window", String(d.records)]);
+    facts.push([isLive(timeView) ? "Flow records in window" : `Flow records over ${describeView(timeView)}`, String(d.records)]);
     const dl = document.createElement("dl");
     for (const [k, v] of facts) { const dt = document.createElement("dt"); dt.textContent = k; const dd = document.createElement("dd"); dd.textContent = v; dl.append(dt, dd); }
     parts.push(dl, heading3("Policies selecting it"), policyList("selected-by", d.selectedBy.map((p) => `${p.namespace}/${p.name} — ${p.direction}, ${p.mode} mode`)),
