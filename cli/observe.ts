@@ -9,7 +9,7 @@ import { FILTER_NAMES, FilterNameError, flowFilterOf, isEmptyFilter } from "../c
 import { ConfigError } from "../config/flags.js";
 import { localTime, outputFormat, yamlDocument } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
-import { parseSince } from "../config/time.js";
+import { parseSince, timestampOfMs } from "../config/time.js";
 
 export const observeUsage = `usage: bulkhead observe [flags]
 
@@ -89,7 +89,6 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
     if (!/^[0-9]+$/.test(v.last)) throw new ConfigError(`--last: "${v.last}" is not a whole number`);
     last = BigInt(v.last);
   }
-  const toTs = (d: Date) => ({ seconds: BigInt(Math.floor(d.getTime() / 1000)), nanos: (d.getTime() % 1000) * 1e6 });
   if (v.since !== undefined && v.from !== undefined) throw new ConfigError("--from: the same as --since; give one of them");
   if (v.until !== undefined && v.to !== undefined) throw new ConfigError("--to: the same as --until; give one of them");
   const since = v.since !== undefined ? ["--since", v.since] as const : v.from !== undefined ? ["--from", v.from] as const : undefined;
@@ -101,8 +100,8 @@ export function buildRequest(argv: string[]): { request: GetFlowsRequest; output
   const sinceTime = since ? parseSince(since[0], since[1]) : unbounded && v.follow ? new Date() : undefined;
   const request = GetFlowsRequest.fromPartial({
     allow: empty ? [] : [filter],
-    since: sinceTime ? toTs(sinceTime) : undefined,
-    until: until ? toTs(parseSince(until[0], until[1])) : undefined,
+    since: sinceTime ? timestampOfMs(sinceTime.getTime()) : undefined,
+    until: until ? timestampOfMs(parseSince(until[0], until[1]).getTime()) : undefined,
     last,
     follow: v.follow ?? false,
   });

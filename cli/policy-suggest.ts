@@ -8,7 +8,7 @@ import type { SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.
 import { ConfigError } from "../config/flags.js";
 import { outputFormat } from "./output.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
-import { parseSince } from "../config/time.js";
+import { parseSince, timestampOfMs } from "../config/time.js";
 
 export const suggestUsage = `usage: bulkhead policy suggest -n NS [--since 24h | --from TIME --to TIME] [-o yaml|json]
                               [--min-prefix-v4 24] [--min-prefix-v6 64] [--server ADDR]
@@ -57,11 +57,10 @@ export async function runSuggest(argv: string[]): Promise<number> {
   const now = Date.now();
   const since = v.from !== undefined ? parseSince("--from", v.from, now) : parseSince("--since", v.since ?? "24h", now);
   const until = v.to !== undefined ? parseSince("--to", v.to, now) : new Date(now);
-  const ts = (d: Date) => ({ seconds: BigInt(Math.floor(d.getTime() / 1000)), nanos: (d.getTime() % 1000) * 1e6 });
   const { address, client } = connectObserver({ server: v.server, tlsCa: v["tls-ca"], token: bearerToken(v) });
   try {
     const response = await new Promise<SuggestPoliciesResponse>((resolve, reject) => client.suggestPolicies(
-      { namespace: v.namespace ?? "", since: ts(since), until: ts(until), minPrefixV4, minPrefixV6 },
+      { namespace: v.namespace ?? "", since: timestampOfMs(since.getTime()), until: timestampOfMs(until.getTime()), minPrefixV4, minPrefixV6 },
       (err, res) => (err || res === undefined ? reject(err) : resolve(res))));
     const policies = response.policies.map((p) => JSON.parse(p) as unknown);
     if (output === "json") {

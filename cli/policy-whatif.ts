@@ -12,7 +12,7 @@ import { localTime, outputFormat, yamlDocument } from "./output.js";
 import { DraftError, parseDrafts, type DraftFile } from "../controlplane/policy/draft.js";
 import { POLICY_MODES } from "../controlplane/policy/model.js";
 import { bearerToken, connectionOptions, connectionUsage, connectObserver, describeGrpcError } from "./client.js";
-import { parseSince } from "../config/time.js";
+import { parseSince, timestampOfMs } from "../config/time.js";
 import { formatTable } from "./observe.js";
 
 export const whatIfUsage = `usage: bulkhead policy what-if -f DRAFT [-f DRAFT…] [--since 24h | --from TIME --to TIME]
@@ -112,11 +112,10 @@ export async function runWhatIf(argv: string[]): Promise<number> {
     process.stderr.write(`bulkhead policy what-if: bad draft, nothing replayed:\n${err.message}\n`);
     return 1;
   }
-  const ts = (d: Date) => ({ seconds: BigInt(Math.floor(d.getTime() / 1000)), nanos: (d.getTime() % 1000) * 1e6 });
   const { address, client } = connectObserver({ server: v.server, tlsCa: v["tls-ca"], token: bearerToken(v) });
   try {
     const response = await unary<PolicyWhatIfResponse>((cb) => client.policyWhatIf({
-      drafts, since: ts(since), until: ts(until), namespace: v.namespace ?? "", mode: v.mode ?? "",
+      drafts, since: timestampOfMs(since.getTime()), until: timestampOfMs(until.getTime()), namespace: v.namespace ?? "", mode: v.mode ?? "",
     }, cb));
     process.stdout.write(output === "json" ? `${JSON.stringify(PolicyWhatIfResponse.toJSON(response), null, 2)}\n`
       : output === "yaml" ? yamlDocument(PolicyWhatIfResponse.toJSON(response)) : whatIfTable(response));

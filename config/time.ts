@@ -46,3 +46,8 @@ export function timestampOfMs(ms: number): Timestamp {
   const seconds = Math.floor(ms / 1000);
   return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
 }
+
+/** Unix milliseconds of a protobuf Timestamp (its fraction kept); undefined for none. */
+export function msOfTimestamp(t: Timestamp | undefined): number | undefined {
+  return t === undefined ? undefined : Number(t.seconds) * 1000 + t.nanos / 1e6;
+}

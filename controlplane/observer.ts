@@ -19,6 +19,7 @@ import { isNamespaceName } from "../kubernetes/names.js";
 import type { ControlPlane } from "./controlplane.js";
 import { policySuggestions, policyWhatIf, PolicyRequestError } from "./policy-requests.js";
 import type { AccessControl } from "./access/control.js";
+import { msOfTimestamp } from "../config/time.js";
 import { MAX_LIVE_MAP_WINDOW_MS, MAX_STORED_MAP_WINDOW_MS } from "../config/wire.js";
 import {
   AccessError, flowInScope, requireCluster, requireFlowFilters, requireNamespace, restrictFlowMap, type Scope,
@@ -41,10 +42,6 @@ function invalid(message: string): grpc.ServiceError {
 
 function refusal(err: AccessError): grpc.ServiceError {
   return serviceError(err.status === 401 ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED, err.message);
-}
-
-function timestampMs(ts: { seconds: bigint; nanos: number } | undefined): number | undefined {
-  return ts === undefined ? undefined : Number(ts.seconds) * 1000 + ts.nanos / 1e6;
 }
 
 /** The call's one authorization value, as text; several are refused rather than guessed between. */
@@ -91,7 +88,7 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       }
       const outside = requireFlowFilters(scope, req.allow);
       if (outside) { deny("GetFlows", scope, outside, fail); return; }
-      const since = timestampMs(req.since), until = timestampMs(req.until);
+      const since = msOfTimestamp(req.since), until = msOfTimestamp(req.until);
       if (since !== undefined && until !== undefined && since > until) {
         fail(invalid("since is after until"));
         return;
@@ -118,7 +115,7 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
       }
       // Subscribed in the same turn as the history query: no record falls between the two.
       const unsubscribe = cp.history.subscribe(visible, (records) => {
-        stream.push(until === undefined ? records : records.filter((flow) => (timestampMs(flow.startTime) ?? 0) <= until));
+        stream.push(until === undefined ? records : records.filter((flow) => (msOfTimestamp(flow.startTime) ?? 0) <= until));
       });
       stream.start(history.hot, true, history.stored);
       // Tokens were reloaded: a revoked token's stream ends now; a changed scope applies from the next batch.

@@ -4,6 +4,7 @@
 //
 // Scope: a namespace-scoped token replays and learns only from flows with an end in its
 // namespaces, may name only those namespaces, and may draft only their policies.
+import { msOfTimestamp, timestampOfMs } from "../config/time.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import type {
@@ -32,23 +33,14 @@ const VERDICT_OF: Record<Outcome, Verdict> = {
   FORWARDED: Verdict.VERDICT_FORWARDED, AUDIT: Verdict.VERDICT_AUDIT, DROPPED: Verdict.VERDICT_DROPPED,
 };
 
-function msOf(ts: Timestamp | undefined): number | undefined {
-  return ts === undefined ? undefined : Number(ts.seconds) * 1000 + ts.nanos / 1e6;
-}
-
-function timestampOf(ms: number): Timestamp {
-  const seconds = Math.floor(ms / 1000);
-  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
-}
-
 function denied(err: AccessError | undefined): void {
   if (err) throw new PolicyRequestError("denied", err.message);
 }
 
 /** The range asked for, defaulting to the last 24 h. */
 function rangeOf(cp: ControlPlane, since: Timestamp | undefined, until: Timestamp | undefined): { sinceMs: number; untilMs: number } {
-  const untilMs = msOf(until) ?? cp.now();
-  const sinceMs = msOf(since) ?? untilMs - DEFAULT_RANGE_MS;
+  const untilMs = msOfTimestamp(until) ?? cp.now();
+  const sinceMs = msOfTimestamp(since) ?? untilMs - DEFAULT_RANGE_MS;
   if (sinceMs > untilMs) throw new PolicyRequestError("invalid", "since is after until");
   return { sinceMs, untilMs };
 }
@@ -57,7 +49,7 @@ function rangeOf(cp: ControlPlane, since: Timestamp | undefined, until: Timestam
 async function forEachFlow(cp: ControlPlane, scope: Scope, namespace: string, sinceMs: number, untilMs: number, each: (r: FlowRecord) => void): Promise<void> {
   const only: Scope | undefined = namespace === "" ? undefined : { kind: "namespaces", subject: "", namespaces: new Set([namespace]) };
   const predicate = (r: FlowRecord) => flowInScope(scope, r) && (only === undefined || flowInScope(only, r));
-  const { hot, stored } = cp.flows({ predicate, allow: [], deny: [], since: timestampOf(sinceMs), until: timestampOf(untilMs), last: 0 });
+  const { hot, stored } = cp.flows({ predicate, allow: [], deny: [], since: timestampOfMs(sinceMs), until: timestampOfMs(untilMs), last: 0 });
   if (stored !== undefined) for await (const chunk of stored) for (const r of chunk) each(r);
   for (const r of hot) each(r);
 }
@@ -110,11 +102,11 @@ export async function policyWhatIf(cp: ControlPlane, scope: Scope, req: PolicyWh
     edges: report.edges.map((e) => ({
       source: e.source, destination: e.destination, protocol: e.protocol, port: e.port,
       before: VERDICT_OF[e.before], after: VERDICT_OF[e.after], allowedBefore: e.allowedBefore, allowedAfter: e.allowedAfter,
-      records: BigInt(e.records), packets: BigInt(e.packets), firstSeen: timestampOf(e.firstSeenMs), lastSeen: timestampOf(e.lastSeenMs),
+      records: BigInt(e.records), packets: BigInt(e.packets), firstSeen: timestampOfMs(e.firstSeenMs), lastSeen: timestampOfMs(e.lastSeenMs),
       egress: side(e.egress), ingress: side(e.ingress),
     })),
     records: BigInt(report.records), replayed: BigInt(report.replayed), evaluated: BigInt(report.evaluated),
-    breaks: report.breaks, notes: report.notes, since: timestampOf(sinceMs), until: timestampOf(untilMs),
+    breaks: report.breaks, notes: report.notes, since: timestampOfMs(sinceMs), until: timestampOfMs(untilMs),
   };
 }
 
@@ -134,6 +126,6 @@ export async function policySuggestions(cp: ControlPlane, scope: Scope, req: Sug
   const result = suggester.suggest();
   return {
     policies: result.policies.map((p) => JSON.stringify(policyManifest(p))), records: BigInt(records), notes: result.notes,
-    since: timestampOf(sinceMs), until: timestampOf(untilMs),
+    since: timestampOfMs(sinceMs), until: timestampOfMs(untilMs),
   };
 }

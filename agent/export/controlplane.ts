@@ -6,6 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { columnsFromRecords, type FlowColumns } from "../../flowcolumns/columns.js";
+import { timestampOfMs } from "../../config/time.js";
 import { encodeColumnsRequest } from "../../flowcolumns/wire.js";
 import { CHUNK_OVERHEAD_BYTES, RecordBuffer } from "./record-buffer.js";
 import type { RecordSink } from "./sink.js";
@@ -116,9 +117,7 @@ export class ControlPlaneSink implements RecordSink {
   }
 
   private writeBatch(batch: Batch): void {
-    const ms = Date.now();
-    const sentAt = { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
-    this.connection.write(encodeColumnsRequest(batch.id, batch.bytes, sentAt));
+    this.connection.write(encodeColumnsRequest(batch.id, batch.bytes, timestampOfMs(Date.now())));
   }
 
   /**
