@@ -61,6 +61,7 @@ import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from
 import { endpointWorkload } from "./filter.js";
 import { networkOf } from "../../addresses/ip.js";
 import type { EnrichedColumns } from "./enriched-columns.js";
+import { TripleKeyTable } from "../triple-key-table.js";
 
 export interface FlowMapOptions {
   /** Wall clock in milliseconds; injectable for tests. */
@@ -443,12 +444,13 @@ export class FlowMapStore {
   /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
   private nextSerial = 1;
   /**
-   * Exact edges by client serial, server serial, then port * 256 + protocol number (small
-   * integers: V8 hashes them without allocating): what edges.get(edgeKey(...)) answers,
-   * without building the string key. Emptied when an edge is removed.
+   * Exact edges by (client serial, server serial, port * 256 + protocol number), one probe
+   * of a typed-array table: what edges.get(edgeKey(...)) answers, without building the
+   * string key. Emptied when an edge is removed.
    */
-  private exactEdges = new Map<number, Map<number, Map<number, EdgeState>>>();
-  private exactEdgeCount = 0;
+  private readonly exactEdges = new TripleKeyTable();
+  /** exactEdges' values index this list. */
+  private readonly exactEdgeList: EdgeState[] = [];
   private readonly listeners = new Set<(version: number) => void>();
   private readonly removals: Removal[] = [];
   private removalsForgottenUpTo = 0;
@@ -773,8 +775,8 @@ export class FlowMapStore {
     const cacheable = protocolNumber >= 0 && client.serial > 0 && server.serial > 0;
     const inner = port * 256 + protocolNumber;
     if (cacheable) {
-      const cached = this.exactEdges.get(client.serial)?.get(server.serial)?.get(inner);
-      if (cached !== undefined) return cached;
+      const cached = this.exactEdges.get(client.serial, server.serial, inner);
+      if (cached >= 0) return this.exactEdgeList[cached]!;
     }
     const exact = this.edges.get(edgeKey(client, server, protocol, port));
     if (exact !== undefined) {
@@ -797,18 +799,13 @@ export class FlowMapStore {
 
   /** Caches an exact hit of edgeFor by its identity objects, so that the next row skips building the string key. */
   private rememberExact(client: number, server: number, inner: number, edge: EdgeState): void {
-    if (this.exactEdgeCount >= 4 * this.maxEdges) this.forgetExactEdges();
-    let byServer = this.exactEdges.get(client);
-    if (byServer === undefined) { byServer = new Map(); this.exactEdges.set(client, byServer); }
-    let byPort = byServer.get(server);
-    if (byPort === undefined) { byPort = new Map(); byServer.set(server, byPort); }
-    byPort.set(inner, edge);
-    this.exactEdgeCount++;
+    if (this.exactEdgeList.length >= 4 * this.maxEdges) this.forgetExactEdges();
+    this.exactEdges.set(client, server, inner, this.exactEdgeList.push(edge) - 1);
   }
 
   private forgetExactEdges(): void {
-    this.exactEdges = new Map();
-    this.exactEdgeCount = 0;
+    this.exactEdges.clear();
+    this.exactEdgeList.length = 0;
   }
 
   /** How full the fullest budget a new edge would count towards is: 1 = full. */
