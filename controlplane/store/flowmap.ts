@@ -163,8 +163,14 @@ interface EdgeState {
   port: number;
   fine: number[];
   coarse: number[];
-  /** 5-tuple hash -> last fine bucket it was counted in. */
-  flows: Map<number, number>;
+  /**
+   * 5-tuple hash -> last fine bucket it was counted in: the first tracked flow inline
+   * (flowHash -1: none), the others in `flows`, made only for an edge with a second flow
+   * (most edges to outside peers carry one: a Map each would be most of their memory).
+   */
+  flowHash: number;
+  flowLast: number;
+  flows: Map<number, number> | undefined;
   version: number;
   /** How its outside peer is named (rule 6); "exact" for in-cluster edges too. */
   peer: PeerLevel;
@@ -391,9 +397,13 @@ function tupleHash(clientIp: string, serverIp: string, protocol: number, clientP
   return (h ^ (h >>> 30)) & 0x3fffffff;
 }
 
-/** Adds to the bucket `bucket` of a tier, creating it in order if needed. */
-function addToBucket(entries: number[], bucket: number, packets: number, bytes: number,
-  dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): void {
+/**
+ * Adds to the bucket `bucket` of a tier, creating it in order if needed; returns the tier
+ * (a new array of exactly one bucket when it was empty: push would reserve room for three).
+ */
+function addToBucket(tier: number[], bucket: number, packets: number, bytes: number,
+  dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): number[] {
+  const entries = tier.length === 0 ? [bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs] : tier;
   let k = entries.length - STRIDE;
   while (k >= 0 && entries[k + B_BUCKET]! > bucket) k -= STRIDE;
   if (k < 0 || entries[k + B_BUCKET] !== bucket) {
@@ -408,6 +418,7 @@ function addToBucket(entries: number[], bucket: number, packets: number, bytes: 
   entries[k + auditField]! += audit;
   if (firstMs < entries[k + B_FIRST_MS]!) entries[k + B_FIRST_MS] = firstMs;
   if (lastMs > entries[k + B_LAST_MS]!) entries[k + B_LAST_MS] = lastMs;
+  return entries;
 }
 
 /** Drops buckets before `firstBucket`; returns whether any remain. */
@@ -626,8 +637,8 @@ export class FlowMapStore {
     const drop = dropped ? packets : 0;
     const audit = audited ? packets : 0;
     const fine = Math.floor(lastMs / this.fineBucketMs);
-    if (fine >= this.oldestFine) addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-    addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    if (fine >= this.oldestFine) edge.fine = addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    edge.coarse = addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
     if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, o.protocol, clientPort, serverPort), fine);
     this.seePod(edge.source, clientEndpoint, fine);
@@ -719,7 +730,8 @@ export class FlowMapStore {
       lastMs = Math.max(lastMs, entries[k + B_LAST_MS]!);
     }
     let flows = 0;
-    for (const last of edge.flows.values()) if (last >= window.firstFine) flows++;
+    if (edge.flowHash !== -1 && edge.flowLast >= window.firstFine) flows++;
+    if (edge.flows !== undefined) for (const last of edge.flows.values()) if (last >= window.firstFine) flows++;
     return {
       source: edge.source.id,
       destination: edge.destination.id,
@@ -821,7 +833,7 @@ export class FlowMapStore {
     const destination = this.nodeFor(server);
     source.edges++;
     destination.edges++;
-    const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flows: new Map(), version: 0, peer, namespaces };
+    const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flowHash: -1, flowLast: 0, flows: undefined, version: 0, peer, namespaces };
     this.edges.set(key, edge);
     for (const ns of namespaces) {
       const edges = this.edgesByNamespace.get(ns);
@@ -831,13 +843,17 @@ export class FlowMapStore {
   }
 
   private trackFlow(edge: EdgeState, hash: number, fine: number): void {
-    const last = edge.flows.get(hash);
+    if (edge.flowHash === hash) {
+      if (fine > edge.flowLast) edge.flowLast = fine;
+      return;
+    }
+    const last = edge.flows?.get(hash);
     if (last !== undefined) {
-      if (fine > last) edge.flows.set(hash, fine);
+      if (fine > last) edge.flows!.set(hash, fine);
       return;
     }
     if (this.trackedFlows >= this.maxTrackedFlows) { this.counters.untrackedFlows++; return; }
-    edge.flows.set(hash, fine);
+    if (edge.flowHash === -1) { edge.flowHash = hash; edge.flowLast = fine; } else (edge.flows ??= new Map()).set(hash, fine);
     this.trackedFlows++;
   }
 
@@ -870,8 +886,11 @@ export class FlowMapStore {
         continue;
       }
       if (sweepFlows) {
-        for (const [hash, last] of edge.flows) {
-          if (last < oldestFineInRetention) { edge.flows.delete(hash); this.trackedFlows--; }
+        if (edge.flowHash !== -1 && edge.flowLast < oldestFineInRetention) { edge.flowHash = -1; this.trackedFlows--; }
+        if (edge.flows !== undefined) {
+          for (const [hash, last] of edge.flows) {
+            if (last < oldestFineInRetention) { edge.flows.delete(hash); this.trackedFlows--; }
+          }
         }
       }
     }
@@ -891,7 +910,7 @@ export class FlowMapStore {
       edges?.delete(edge);
       if (edges?.size === 0) this.edgesByNamespace.delete(ns);
     }
-    this.trackedFlows -= edge.flows.size;
+    this.trackedFlows -= (edge.flowHash !== -1 ? 1 : 0) + (edge.flows?.size ?? 0);
     for (const node of [edge.source, edge.destination]) {
       if (--node.edges === 0) this.nodes.delete(node.id);
     }
