@@ -9,7 +9,7 @@ import { defineConfig } from "vitest/config";
 const UNIT = [
   "access", "cli-help", "cli-output", "cluster", "flowcolumns", "flow-stream", "conformance-model", "controlplane-stream", "kubernetes-source", "layout",
   "metadata", "mtls", "policy", "policy-explain", "policy-random", "policy-suggest", "policy-class-verdicts", "policy-whatif", "policy-whatif-cases", "policy-whatif-rpc", "records",
-  "store", "store-clickhouse", "store-duckdb", "ui-api", "ui-layout", "ui-timerange", "ingest-columns", "cli-failover",
+  "store", "store-clickhouse", "store-duckdb", "ui-api", "ui-layout", "ui-timerange", "ingest-columns", "cli-failover", "triple-key-table",
 ].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({

@@ -712,7 +712,7 @@ async function main(): Promise<void> {
     const mib = (b: number) => (b / 1048576).toFixed(0);
     console.log(`\nmemory with ${fmt(Number(status.flowsStored))} records stored (filled in ${fillSeconds.toFixed(1)} s): `
       + `RSS ${before.rss.toFixed(0)} MiB, after a full GC ${after.rss.toFixed(0)} MiB (heap used ${mib(usage.memory.heapUsed)} of ${mib(usage.memory.heapTotal)} MiB, `
-      + `array buffers ${mib(usage.memory.arrayBuffers)} MiB), peak ${after.hwm.toFixed(0)} MiB (target <= 600 MiB)`);
+      + `array buffers ${mib(usage.memory.arrayBuffers)} MiB), peak ${after.hwm.toFixed(0)} MiB (target <= 300 MiB, issue 11)`);
   } finally {
     await endChild(server);
     fs.rmSync(tmp, { recursive: true, force: true });

@@ -37,6 +37,7 @@ import { bind, createGrpcServer } from "./grpc.js";
 import { UiServer, type UiServerOptions } from "./ui/server.js";
 import type { TlsMaterial } from "../tls/material.js";
 import { TlsListeners } from "../tls/listener.js";
+import { TripleKeyTable } from "./triple-key-table.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -124,8 +125,9 @@ export class ControlPlane {
    * cache needs both addresses parsed and looked up, which cost a third of ingest. */
   private attributions = new Map<string, PolicyAttribution>();
   /** The same for columnar batches, by source id, destination id (Enricher.addressAt), then protocol * 65536 + port. */
-  private readonly columnAttributions = new Map<number, Map<number, Map<number, PolicyAttribution>>>();
-  private columnAttributionCount = 0;
+  private readonly columnAttributions = new TripleKeyTable();
+  /** columnAttributions' values index this list. */
+  private readonly columnAttributionList: PolicyAttribution[] = [];
   /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
   private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
   private shipVersion = 0n;
@@ -206,7 +208,7 @@ export class ControlPlane {
     // Names of policies may change without a new version: attributions are recomputed.
     this.attributions.clear();
     this.columnAttributions.clear();
-    this.columnAttributionCount = 0;
+    this.columnAttributionList.length = 0;
     const problems = this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}`).join("\n");
     if (problems !== this.policyProblems) {
       for (const p of this.policy.errors()) {
@@ -306,21 +308,14 @@ export class ControlPlane {
       if (!attributable(verdict, reason, c.points[i]!, Boolean(b.destinations[i]?.service))) continue;
       const proto = c.protocols[i]!;
       const port = proto === 1 || proto === 58 ? 0 : c.destinationPorts[i]!;
-      // Small-integer keys at every level: V8 hashes them without allocating a number.
-      const source = admitted.sourceIds[i]!, destination = admitted.destinationIds[i]!, service = proto * 65_536 + port;
-      let bySource = this.columnAttributions.get(source);
-      if (bySource === undefined) {
-        if (this.columnAttributionCount >= MAX_ATTRIBUTIONS) { this.columnAttributions.clear(); this.columnAttributionCount = 0; }
-        bySource = new Map();
-        this.columnAttributions.set(source, bySource);
-      }
-      let byDestination = bySource.get(destination);
-      if (byDestination === undefined) { byDestination = new Map(); bySource.set(destination, byDestination); }
-      let a = byDestination.get(service);
-      if (a === undefined) {
+      const service = proto * 65_536 + port;
+      const known = this.columnAttributions.get(admitted.sourceIds[i]!, admitted.destinationIds[i]!, service);
+      let a: PolicyAttribution;
+      if (known >= 0) a = this.columnAttributionList[known]!;
+      else {
+        if (this.columnAttributionList.length >= MAX_ATTRIBUTIONS) { this.columnAttributions.clear(); this.columnAttributionList.length = 0; }
         a = this.policy.attribution(b.sourceIps[i]!, b.destinationIps[i]!, proto, port);
-        byDestination.set(service, a);
-        this.columnAttributionCount++;
+        this.columnAttributions.set(admitted.sourceIds[i]!, admitted.destinationIds[i]!, service, this.columnAttributionList.push(a) - 1);
       }
       b.attributions[i] = a;
     }

@@ -819,6 +819,15 @@ describe("attribution", () => {
     const third = compiler.attribution(IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", 80);
     expect(third).toMatchObject({ ingressAllowedBy: ["x/other"], policyVersion: first.policyVersion + 1n });
   });
+
+  it("hands out one object for equal attributions of different ports, so stored rows do not keep a copy each", () => {
+    const compiler = new PolicyCompiler();
+    compiler.compile(base([np("x/deny", { policyTypes: ["Ingress"] })]));
+    const onPort = (port: number) => compiler.attribution(IP["y/a"] ?? "", IP["x/a"] ?? "", "TCP", port);
+    const first = onPort(40_000);
+    for (let port = 40_001; port < 40_100; port++) expect(onPort(port)).toBe(first);
+    expect(compiler.attribution(IP["y/a"] ?? "", IP["y/b"] ?? "", "TCP", 80)).not.toEqual(first);
+  });
 });
 
 // ---- ClusterNetworkPolicy ------------------------------------------------------------------------------

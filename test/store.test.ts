@@ -2,7 +2,7 @@
 // flow map, over synthetic enriched FlowRecords.
 import { describe, expect, it } from "vitest";
 import {
-  IpVersion, ObservationPoint, ReporterSide, Verdict, type Endpoint, type FlowRecord,
+  IpVersion, ObservationPoint, PolicyAttribution, ReporterSide, Verdict, type Endpoint, type FlowRecord,
 } from "../proto/gen/bulkhead/v1/flow.js";
 import { MapNodeKind, TrafficDirection, type FlowFilter, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
 import { LabelSelectorError, parseLabelSelector } from "../controlplane/store/selector.js";
@@ -408,6 +408,26 @@ describe("flow history", () => {
     expect(out).toEqual([tcp, udp6, bare, odd]);
     expect(out[0]!.source).toBe(web1);
     expect(out[1]!.destination).toBe(v6b);
+  });
+
+  it("gives back each held record's own names after values of evicted records were let go and their ids reused", () => {
+    const history = new FlowHistory({ capacity: 3 });
+    const appended: FlowRecord[] = [];
+    const attributions = new Map<number, PolicyAttribution>();
+    for (let n = 1; n <= 12; n++) {
+      // Every value is new except every third record's, which repeats the one three back (the one it evicts).
+      const k = n % 3 === 0 ? n - 3 : n;
+      const src = pod("shop", `p-${k}`, `10.1.0.${k}`, `node-${k}`, { app: `a${k}` });
+      const dst = world(`198.51.100.${k}`);
+      const r: FlowRecord = {
+        ...record({ src, dst, point: FROM, sequence: n, endMs: T0 + n * 1000, proto: n % 2 === 0 ? 6 : 17 }),
+        interface: `veth-${k}`,
+        attribution: n % 4 === 0 ? undefined : attributions.get(k) ?? attributions.set(k, PolicyAttribution.fromPartial({ egressAllowedBy: [`policy-${k}`] })).get(k),
+      };
+      appended.push(r);
+      history.append([r]);
+      expect(history.query()).toEqual(appended.slice(-3));
+    }
   });
 
   it("shares one Endpoint per non-pod address even when records bring copies", () => {

@@ -444,7 +444,8 @@ export class ClusterState implements MetadataSink {
     if (record === undefined) return "unknown_pod";
     if (record.pod.spec.nodeName !== node) return "foreign_pod";
     if (ip === "" || record.leasedAddresses.size === 0) return "ok";
-    return record.leasedAddresses.has(canonicalIp(ip) ?? ip) ? "ok" : "foreign_address";
+    // Leases are kept in canonical text, which ingest's addresses already are: parse only when not found as given.
+    return record.leasedAddresses.has(ip) || record.leasedAddresses.has(canonicalIp(ip) ?? ip) ? "ok" : "foreign_address";
   }
 
   /** The Endpoint of a pod by uid (live, or deleted within the retention) for one address. */

@@ -280,6 +280,12 @@ export class PolicyCompiler {
 
   // attribution
   private attributionCache = new Map<string, PolicyAttribution>();
+  /**
+   * One object per distinct attribution content: the cache above holds one per (identities,
+   * protocol, port), and a history of a million rows over ephemeral ports would otherwise
+   * keep ~150,000 equal copies alive (tens of MiB).
+   */
+  private attributionContents = new Map<string, PolicyAttribution>();
 
   constructor(options: PolicyCompilerOptions = {}) {
     this.defaultMode = options.defaultMode ?? "observe";
@@ -544,11 +550,18 @@ export class PolicyCompiler {
       egressTierRules: tierRules(verdict.egress),
       ingressTierRules: tierRules(verdict.ingress),
     };
+    const content = attributionContent(out);
+    let shared = this.attributionContents.get(content);
+    if (shared === undefined) {
+      if (this.attributionContents.size >= 10_000) this.attributionContents = new Map();
+      shared = out;
+      this.attributionContents.set(content, shared);
+    }
     if (key !== undefined) {
       if (this.attributionCache.size >= 100_000) this.attributionCache = new Map();
-      this.attributionCache.set(key, out);
+      this.attributionCache.set(key, shared);
     }
-    return out;
+    return shared;
   }
 
   // ---- addresses ---------------------------------------------------------------------------
@@ -1263,6 +1276,12 @@ function namedPortsText(ports: ReadonlyMap<string, readonly NamedPortTarget[]>):
 }
 
 /** "<tier> <policy> <rule>: <action>" of the ClusterNetworkPolicy rules that matched first on a side. */
+/** Every field of an attribution, as a key: equal keys, equal attributions. */
+function attributionContent(a: PolicyAttribution): string {
+  return JSON.stringify([String(a.policyVersion), a.egressIsolated, a.egressAllowedBy, a.egressIsolatedBy, a.ingressIsolated,
+    a.ingressAllowedBy, a.ingressIsolatedBy, a.egressDecidedBy, a.ingressDecidedBy, a.egressTierRules, a.ingressTierRules]);
+}
+
 function tierRules(side: SideVerdict): string[] {
   return [side.admin, side.baseline].filter((m) => m !== undefined).map((m) => `${m.tier} ${m.policy} ${m.rule}: ${m.action}`);
 }

@@ -61,6 +61,7 @@ import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from
 import { endpointWorkload } from "./filter.js";
 import { networkOf } from "../../addresses/ip.js";
 import type { EnrichedColumns } from "./enriched-columns.js";
+import { TripleKeyTable } from "../triple-key-table.js";
 
 export interface FlowMapOptions {
   /** Wall clock in milliseconds; injectable for tests. */
@@ -162,8 +163,14 @@ interface EdgeState {
   port: number;
   fine: number[];
   coarse: number[];
-  /** 5-tuple hash -> last fine bucket it was counted in. */
-  flows: Map<number, number>;
+  /**
+   * 5-tuple hash -> last fine bucket it was counted in: the first tracked flow inline
+   * (flowHash -1: none), the others in `flows`, made only for an edge with a second flow
+   * (most edges to outside peers carry one: a Map each would be most of their memory).
+   */
+  flowHash: number;
+  flowLast: number;
+  flows: Map<number, number> | undefined;
   version: number;
   /** How its outside peer is named (rule 6); "exact" for in-cluster edges too. */
   peer: PeerLevel;
@@ -390,9 +397,13 @@ function tupleHash(clientIp: string, serverIp: string, protocol: number, clientP
   return (h ^ (h >>> 30)) & 0x3fffffff;
 }
 
-/** Adds to the bucket `bucket` of a tier, creating it in order if needed. */
-function addToBucket(entries: number[], bucket: number, packets: number, bytes: number,
-  dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): void {
+/**
+ * Adds to the bucket `bucket` of a tier, creating it in order if needed; returns the tier
+ * (a new array of exactly one bucket when it was empty: push would reserve room for three).
+ */
+function addToBucket(tier: number[], bucket: number, packets: number, bytes: number,
+  dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): number[] {
+  const entries = tier.length === 0 ? [bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs] : tier;
   let k = entries.length - STRIDE;
   while (k >= 0 && entries[k + B_BUCKET]! > bucket) k -= STRIDE;
   if (k < 0 || entries[k + B_BUCKET] !== bucket) {
@@ -407,6 +418,7 @@ function addToBucket(entries: number[], bucket: number, packets: number, bytes: 
   entries[k + auditField]! += audit;
   if (firstMs < entries[k + B_FIRST_MS]!) entries[k + B_FIRST_MS] = firstMs;
   if (lastMs > entries[k + B_LAST_MS]!) entries[k + B_LAST_MS] = lastMs;
+  return entries;
 }
 
 /** Drops buckets before `firstBucket`; returns whether any remain. */
@@ -443,12 +455,13 @@ export class FlowMapStore {
   /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
   private nextSerial = 1;
   /**
-   * Exact edges by client serial, server serial, then port * 256 + protocol number (small
-   * integers: V8 hashes them without allocating): what edges.get(edgeKey(...)) answers,
-   * without building the string key. Emptied when an edge is removed.
+   * Exact edges by (client serial, server serial, port * 256 + protocol number), one probe
+   * of a typed-array table: what edges.get(edgeKey(...)) answers, without building the
+   * string key. Emptied when an edge is removed.
    */
-  private exactEdges = new Map<number, Map<number, Map<number, EdgeState>>>();
-  private exactEdgeCount = 0;
+  private readonly exactEdges = new TripleKeyTable();
+  /** exactEdges' values index this list. */
+  private readonly exactEdgeList: EdgeState[] = [];
   private readonly listeners = new Set<(version: number) => void>();
   private readonly removals: Removal[] = [];
   private removalsForgottenUpTo = 0;
@@ -624,8 +637,8 @@ export class FlowMapStore {
     const drop = dropped ? packets : 0;
     const audit = audited ? packets : 0;
     const fine = Math.floor(lastMs / this.fineBucketMs);
-    if (fine >= this.oldestFine) addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-    addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    if (fine >= this.oldestFine) edge.fine = addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    edge.coarse = addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
     if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, o.protocol, clientPort, serverPort), fine);
     this.seePod(edge.source, clientEndpoint, fine);
@@ -717,7 +730,8 @@ export class FlowMapStore {
       lastMs = Math.max(lastMs, entries[k + B_LAST_MS]!);
     }
     let flows = 0;
-    for (const last of edge.flows.values()) if (last >= window.firstFine) flows++;
+    if (edge.flowHash !== -1 && edge.flowLast >= window.firstFine) flows++;
+    if (edge.flows !== undefined) for (const last of edge.flows.values()) if (last >= window.firstFine) flows++;
     return {
       source: edge.source.id,
       destination: edge.destination.id,
@@ -773,8 +787,8 @@ export class FlowMapStore {
     const cacheable = protocolNumber >= 0 && client.serial > 0 && server.serial > 0;
     const inner = port * 256 + protocolNumber;
     if (cacheable) {
-      const cached = this.exactEdges.get(client.serial)?.get(server.serial)?.get(inner);
-      if (cached !== undefined) return cached;
+      const cached = this.exactEdges.get(client.serial, server.serial, inner);
+      if (cached >= 0) return this.exactEdgeList[cached]!;
     }
     const exact = this.edges.get(edgeKey(client, server, protocol, port));
     if (exact !== undefined) {
@@ -797,18 +811,13 @@ export class FlowMapStore {
 
   /** Caches an exact hit of edgeFor by its identity objects, so that the next row skips building the string key. */
   private rememberExact(client: number, server: number, inner: number, edge: EdgeState): void {
-    if (this.exactEdgeCount >= 4 * this.maxEdges) this.forgetExactEdges();
-    let byServer = this.exactEdges.get(client);
-    if (byServer === undefined) { byServer = new Map(); this.exactEdges.set(client, byServer); }
-    let byPort = byServer.get(server);
-    if (byPort === undefined) { byPort = new Map(); byServer.set(server, byPort); }
-    byPort.set(inner, edge);
-    this.exactEdgeCount++;
+    if (this.exactEdgeList.length >= 4 * this.maxEdges) this.forgetExactEdges();
+    this.exactEdges.set(client, server, inner, this.exactEdgeList.push(edge) - 1);
   }
 
   private forgetExactEdges(): void {
-    this.exactEdges = new Map();
-    this.exactEdgeCount = 0;
+    this.exactEdges.clear();
+    this.exactEdgeList.length = 0;
   }
 
   /** How full the fullest budget a new edge would count towards is: 1 = full. */
@@ -824,7 +833,7 @@ export class FlowMapStore {
     const destination = this.nodeFor(server);
     source.edges++;
     destination.edges++;
-    const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flows: new Map(), version: 0, peer, namespaces };
+    const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flowHash: -1, flowLast: 0, flows: undefined, version: 0, peer, namespaces };
     this.edges.set(key, edge);
     for (const ns of namespaces) {
       const edges = this.edgesByNamespace.get(ns);
@@ -834,13 +843,17 @@ export class FlowMapStore {
   }
 
   private trackFlow(edge: EdgeState, hash: number, fine: number): void {
-    const last = edge.flows.get(hash);
+    if (edge.flowHash === hash) {
+      if (fine > edge.flowLast) edge.flowLast = fine;
+      return;
+    }
+    const last = edge.flows?.get(hash);
     if (last !== undefined) {
-      if (fine > last) edge.flows.set(hash, fine);
+      if (fine > last) edge.flows!.set(hash, fine);
       return;
     }
     if (this.trackedFlows >= this.maxTrackedFlows) { this.counters.untrackedFlows++; return; }
-    edge.flows.set(hash, fine);
+    if (edge.flowHash === -1) { edge.flowHash = hash; edge.flowLast = fine; } else (edge.flows ??= new Map()).set(hash, fine);
     this.trackedFlows++;
   }
 
@@ -873,8 +886,11 @@ export class FlowMapStore {
         continue;
       }
       if (sweepFlows) {
-        for (const [hash, last] of edge.flows) {
-          if (last < oldestFineInRetention) { edge.flows.delete(hash); this.trackedFlows--; }
+        if (edge.flowHash !== -1 && edge.flowLast < oldestFineInRetention) { edge.flowHash = -1; this.trackedFlows--; }
+        if (edge.flows !== undefined) {
+          for (const [hash, last] of edge.flows) {
+            if (last < oldestFineInRetention) { edge.flows.delete(hash); this.trackedFlows--; }
+          }
         }
       }
     }
@@ -894,7 +910,7 @@ export class FlowMapStore {
       edges?.delete(edge);
       if (edges?.size === 0) this.edgesByNamespace.delete(ns);
     }
-    this.trackedFlows -= edge.flows.size;
+    this.trackedFlows -= (edge.flowHash !== -1 ? 1 : 0) + (edge.flows?.size ?? 0);
     for (const node of [edge.source, edge.destination]) {
       if (--node.edges === 0) this.nodes.delete(node.id);
     }

@@ -3,7 +3,9 @@
 // Memory is the constraint (1M records in well under 600 MiB): a FlowRecord as decoded
 // holds ~10 small objects (timestamps, Layer3, Layer4, TCP flags, three bigints), about
 // 600 bytes a record. The ring therefore stores each record in columns (typed arrays for
-// numbers, arrays of references for strings and Endpoints), about 150 bytes a record,
+// numbers; strings, Endpoints and attributions as u32 ids into dictionaries that count
+// the rows holding each value, so the heap holds no array of a million references for
+// the garbage collector to trace), about 130 bytes a record,
 // and rebuilds FlowRecord objects only for the records a query returns. Endpoints are
 // kept by reference, never copied: the enricher shares one Endpoint per pod, and the
 // non-pod ones (world, Service, host) are de-duplicated here by address.
@@ -44,9 +46,10 @@ export interface HistoryQuery {
 }
 
 // Column layout. Strings and Endpoints are references; everything else is numeric.
-const STR = 5; // node, interface, layer3 source, layer3 destination, protocol name
-const S_NODE = 0, S_IFACE = 1, S_IP_SRC = 2, S_IP_DST = 3, S_PROTO = 4;
-const EP = 2; // source, destination
+// Ids: node, interface, layer3 source, layer3 destination, protocol name (strings),
+// source and destination (Endpoints), attribution; 0 is undefined.
+const REF = 8;
+const R_NODE = 0, R_IFACE = 1, R_IP_SRC = 2, R_IP_DST = 3, R_PROTO = 4, R_SOURCE = 5, R_DESTINATION = 6, R_ATTRIBUTION = 7;
 const U32 = 8; // start nanos, end nanos, ifindex, protocol, source port, destination port, icmp type, icmp code
 const U_START_NS = 0, U_END_NS = 1, U_IFINDEX = 2, U_PROTO = 3, U_SPORT = 4, U_DPORT = 5, U_ICMP_TYPE = 6, U_ICMP_CODE = 7;
 const I32 = 5; // point, reporter, verdict, ip version, verdict reason: enums, kept exactly even when unrecognised
@@ -76,21 +79,48 @@ function unpackTcpFlags(bits: number): TcpFlags {
 }
 
 /**
- * Strings that repeat across records (node, interface and protocol names) decoded
- * afresh for every record; keeping one copy saves ~40 bytes each. Bounded: when full it
- * starts over, which costs only some sharing.
+ * The values a column of ids names, each counted by the rows that hold it: an id is freed
+ * (and reused) when its last row is overwritten, so the dictionary holds exactly what
+ * the ring does. Id 0 is undefined. Equal strings share one id (and one copy).
  */
-class StringInterner {
-  private readonly strings = new Map<string, string>();
-  constructor(private readonly limit: number) {}
+class RowDictionary<T> {
+  private readonly ids = new Map<T, number>();
+  private readonly values: (T | undefined)[] = [undefined];
+  private refs = new Uint32Array(1024);
+  private readonly free: number[] = [];
 
-  intern(s: string): string {
-    const known = this.strings.get(s);
-    if (known !== undefined) return known;
-    if (this.strings.size >= this.limit) this.strings.clear();
-    this.strings.set(s, s);
-    return s;
+  /** The id of `value` (undefined: 0), counted as held by one more row. */
+  hold(value: T | undefined): number {
+    if (value === undefined) return 0;
+    let id = this.ids.get(value);
+    if (id === undefined) {
+      id = this.free.pop() ?? this.values.length;
+      if (id === this.values.length) this.values.push(value); else this.values[id] = value;
+      if (id >= this.refs.length) {
+        const grown = new Uint32Array(this.refs.length * 2);
+        grown.set(this.refs);
+        this.refs = grown;
+      }
+      this.ids.set(value, id);
+    }
+    this.refs[id]!++;
+    return id;
   }
+
+  /** One more row holds `id` (an id from hold(), still held). */
+  holdId(id: number): void {
+    if (id !== 0) this.refs[id]!++;
+  }
+
+  /** One row less holds `id`; the last one frees it. */
+  release(id: number): void {
+    if (id === 0 || --this.refs[id]! > 0) return;
+    this.ids.delete(this.values[id]!);
+    this.values[id] = undefined;
+    this.free.push(id);
+  }
+
+  value(id: number): T | undefined { return this.values[id]; }
 }
 
 function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
@@ -126,10 +156,12 @@ class EndpointInterner {
 }
 
 class Columns {
-  readonly strings: string[] = [];
-  readonly endpoints: (Endpoint | undefined)[] = [];
-  /** By reference: the enricher shares one attribution per (policy version, identities, port). */
-  readonly attributions: (PolicyAttribution | undefined)[] = [];
+  readonly strings = new RowDictionary<string>();
+  readonly endpoints = new RowDictionary<Endpoint>();
+  /** The enricher shares one attribution per (policy version, identities, port). */
+  readonly attributions = new RowDictionary<PolicyAttribution>();
+  /** REF ids per slot. */
+  readonly refs: Uint32Array;
   readonly u32: Uint32Array;
   readonly i32: Int32Array;
   readonly u8: Uint8Array;
@@ -140,6 +172,7 @@ class Columns {
 
   constructor(readonly capacity: number) {
     // Typed arrays are zero-filled lazily by the OS: memory grows with use, not capacity.
+    this.refs = new Uint32Array(capacity * REF);
     this.u32 = new Uint32Array(capacity * U32);
     this.i32 = new Int32Array(capacity * I32);
     this.u8 = new Uint8Array(capacity * U8);
@@ -151,6 +184,19 @@ class Columns {
   /** End time of a slot (or its start when it has no end), compared as (seconds, nanos). */
   endSeconds(slot: number): number { return this.f64[slot * F64 + F_END_S]!; }
   endNanos(slot: number): number { return this.u32[slot * U32 + U_END_NS]!; }
+
+  string(slot: number, field: number): string { return this.strings.value(this.refs[slot * REF + field]!) ?? ""; }
+  endpoint(slot: number, field: number): Endpoint | undefined { return this.endpoints.value(this.refs[slot * REF + field]!); }
+  attribution(slot: number): PolicyAttribution | undefined { return this.attributions.value(this.refs[slot * REF + R_ATTRIBUTION]!); }
+
+  /** Lets go of what an overwritten slot held. */
+  release(slot: number): void {
+    const r = slot * REF, refs = this.refs;
+    for (let f = R_NODE; f <= R_PROTO; f++) this.strings.release(refs[r + f]!);
+    this.endpoints.release(refs[r + R_SOURCE]!);
+    this.endpoints.release(refs[r + R_DESTINATION]!);
+    this.attributions.release(refs[r + R_ATTRIBUTION]!);
+  }
 }
 
 /** A stored row seen as a FlowRecord, without building one. Valid until `slot` changes. */
@@ -167,27 +213,27 @@ class StoredFlowView implements FlowRecord {
   get endTime(): Timestamp | undefined {
     return this.present(HAS_END) ? timestampOf(this.columns, this.slot, F_END_S, U_END_NS) : undefined;
   }
-  get node(): string { return this.columns.strings[this.slot * STR + S_NODE]!; }
+  get node(): string { return this.columns.string(this.slot, R_NODE); }
   get point(): number { return this.columns.i32[this.slot * I32 + I_POINT]!; }
   get reporter(): number { return this.columns.i32[this.slot * I32 + I_REPORTER]!; }
-  get interface(): string { return this.columns.strings[this.slot * STR + S_IFACE]!; }
+  get interface(): string { return this.columns.string(this.slot, R_IFACE); }
   get ifindex(): number { return this.columns.u32[this.slot * U32 + U_IFINDEX]!; }
   get ip(): Layer3 | undefined { return this.present(HAS_IP) ? this.l3 : undefined; }
   get l4(): Layer4 | undefined { return this.present(HAS_L4) ? this.l4View : undefined; }
   get packets(): bigint { return this.columns.u64[this.slot * U64 + L_PACKETS]!; }
   get bytes(): bigint { return this.columns.u64[this.slot * U64 + L_BYTES]!; }
-  get source(): Endpoint | undefined { return this.columns.endpoints[this.slot * EP]; }
-  get destination(): Endpoint | undefined { return this.columns.endpoints[this.slot * EP + 1]; }
+  get source(): Endpoint | undefined { return this.columns.endpoint(this.slot, R_SOURCE); }
+  get destination(): Endpoint | undefined { return this.columns.endpoint(this.slot, R_DESTINATION); }
   get verdict(): number { return this.columns.i32[this.slot * I32 + I_VERDICT]!; }
   get verdictReason(): number { return this.columns.i32[this.slot * I32 + I_REASON]!; }
-  get attribution(): PolicyAttribution | undefined { return this.columns.attributions[this.slot]; }
+  get attribution(): PolicyAttribution | undefined { return this.columns.attribution(this.slot); }
   get sequence(): bigint { return this.columns.u64[this.slot * U64 + L_SEQUENCE]!; }
 }
 
 class StoredLayer3View implements Layer3 {
   constructor(private readonly row: StoredFlowView) {}
-  get source(): string { return this.row.columns.strings[this.row.slot * STR + S_IP_SRC]!; }
-  get destination(): string { return this.row.columns.strings[this.row.slot * STR + S_IP_DST]!; }
+  get source(): string { return this.row.columns.string(this.row.slot, R_IP_SRC); }
+  get destination(): string { return this.row.columns.string(this.row.slot, R_IP_DST); }
   get version(): number { return this.row.columns.i32[this.row.slot * I32 + I_IP_VERSION]!; }
 }
 
@@ -195,7 +241,7 @@ class StoredLayer4View implements Layer4 {
   constructor(private readonly row: StoredFlowView) {}
   private u32(field: number): number { return this.row.columns.u32[this.row.slot * U32 + field]!; }
   get protocol(): number { return this.u32(U_PROTO); }
-  get protocolName(): string { return this.row.columns.strings[this.row.slot * STR + S_PROTO]!; }
+  get protocolName(): string { return this.row.columns.string(this.row.slot, R_PROTO); }
   get sourcePort(): number { return this.u32(U_SPORT); }
   get destinationPort(): number { return this.u32(U_DPORT); }
   get tcpFlags(): TcpFlags | undefined {
@@ -217,10 +263,10 @@ function secondsOf(t: Timestamp): number {
 
 /** What appendColumns() resolves once per batch for storeRow(). */
 interface BatchStrings {
-  node: string;
-  interfaces: readonly string[];
-  /** Interned protocol names by number, filled as met. */
-  protocols: (string | undefined)[];
+  /** String ids the batch holds while it is stored (released after): the node, its interfaces by index, protocol names by number (0: not met yet). */
+  node: number;
+  interfaces: Uint32Array;
+  protocols: Uint32Array;
   /** The batch's packets and bytes columns as 32-bit words. */
   packets: Uint32Array;
   bytes: Uint32Array;
@@ -237,7 +283,6 @@ interface Subscriber {
 export class FlowHistory {
   private readonly columns: Columns;
   private readonly view: StoredFlowView;
-  private readonly names = new StringInterner(65_536);
   private readonly nonPodEndpoints = new EndpointInterner(65_536);
   private readonly subscribers = new Set<Subscriber>();
   private readonly onSubscriberError: ((error: unknown) => void) | undefined;
@@ -286,16 +331,20 @@ export class FlowHistory {
   appendColumns(b: EnrichedColumns): void {
     const first = this.appendedTotal;
     const c = b.columns;
+    const strings = this.columns.strings;
     const batch: BatchStrings = {
-      node: this.names.intern(b.node),
-      interfaces: c.interfaceNames.map((n) => this.names.intern(n)),
-      protocols: new Array<string | undefined>(256),
+      node: strings.hold(b.node),
+      interfaces: Uint32Array.from(c.interfaceNames, (n) => strings.hold(n)),
+      protocols: new Uint32Array(256),
       packets: new Uint32Array(c.packets.buffer, c.packets.byteOffset, c.rows * 2),
       bytes: new Uint32Array(c.bytes.buffer, c.bytes.byteOffset, c.rows * 2),
       sequenceLo: Number(c.firstSequence & 0xffff_ffffn),
       sequenceHi: Number(c.firstSequence >> 32n),
     };
     for (let k = 0; k < b.rows.length; k++) this.storeRow(b, b.rows[k]!, batch);
+    strings.release(batch.node);
+    for (const id of batch.interfaces) strings.release(id);
+    for (const id of batch.protocols) strings.release(id);
     if (this.subscribers.size > 0) this.notifySlots(first);
   }
 
@@ -333,8 +382,8 @@ export class FlowHistory {
   private store(record: FlowRecord): void {
     const c = this.columns;
     const slot = this.appendedTotal % c.capacity;
-    const first = slot * STR >= c.strings.length; // the first pass fills the arrays by push
-    if (this.count === c.capacity) {
+    const evicting = this.count === c.capacity;
+    if (evicting) {
       const evictedEnd = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
       if (evictedEnd > this.newestEvictedEnd) this.newestEvictedEnd = evictedEnd;
     }
@@ -348,24 +397,24 @@ export class FlowHistory {
     const ipSource = ip === undefined ? "" : source !== undefined && source.ip === ip.source ? source.ip : ip.source;
     const ipDestination = ip === undefined ? ""
       : destination !== undefined && destination.ip === ip.destination ? destination.ip : ip.destination;
-    const node = this.names.intern(record.node);
-    const iface = this.names.intern(record.interface);
-    const protocolName = l4 === undefined ? "" : this.names.intern(l4.protocolName);
-    if (first) {
-      c.strings.push(node, iface, ipSource, ipDestination, protocolName);
-      c.endpoints.push(source, destination);
-      c.attributions.push(record.attribution);
-    } else {
-      const s = slot * STR;
-      c.strings[s + S_NODE] = node;
-      c.strings[s + S_IFACE] = iface;
-      c.strings[s + S_IP_SRC] = ipSource;
-      c.strings[s + S_IP_DST] = ipDestination;
-      c.strings[s + S_PROTO] = protocolName;
-      c.endpoints[slot * EP] = source;
-      c.endpoints[slot * EP + 1] = destination;
-      c.attributions[slot] = record.attribution;
-    }
+    // Held before the overwritten slot lets go, so that a value both hold keeps its id.
+    const node = c.strings.hold(record.node);
+    const iface = c.strings.hold(record.interface);
+    const ipSourceId = c.strings.hold(ipSource);
+    const ipDestinationId = c.strings.hold(ipDestination);
+    const protocolName = c.strings.hold(l4 === undefined ? "" : l4.protocolName);
+    const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
+    const attribution = c.attributions.hold(record.attribution);
+    if (evicting) c.release(slot);
+    const r = slot * REF, refs = c.refs;
+    refs[r + R_NODE] = node;
+    refs[r + R_IFACE] = iface;
+    refs[r + R_IP_SRC] = ipSourceId;
+    refs[r + R_IP_DST] = ipDestinationId;
+    refs[r + R_PROTO] = protocolName;
+    refs[r + R_SOURCE] = sourceId;
+    refs[r + R_DESTINATION] = destinationId;
+    refs[r + R_ATTRIBUTION] = attribution;
 
     // A missing start or end takes the other's value for ordering and time filters; the
     // presence bits restore undefined on the way out.
@@ -418,8 +467,8 @@ export class FlowHistory {
     const c = this.columns;
     const cols = b.columns;
     const slot = this.appendedTotal % c.capacity;
-    const first = slot * STR >= c.strings.length;
-    if (this.count === c.capacity) {
+    const evicting = this.count === c.capacity;
+    if (evicting) {
       const evictedEnd = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
       if (evictedEnd > this.newestEvictedEnd) this.newestEvictedEnd = evictedEnd;
     }
@@ -427,25 +476,28 @@ export class FlowHistory {
     const source = src === undefined || src.podName !== "" ? src : this.nonPodEndpoints.intern(src);
     const destination = dst === undefined || dst.podName !== "" ? dst : this.nonPodEndpoints.intern(dst);
     const proto = cols.protocols[i]!;
-    const protocolName = batch.protocols[proto] ??= this.names.intern(PROTOCOL_NAMES[proto] ?? String(proto));
-    const iface = batch.interfaces[cols.interfaces[i]!] ?? "";
-    const node = batch.node;
-    const attribution = b.attributions[i];
-    if (first) {
-      c.strings.push(node, iface, b.sourceIps[i]!, b.destinationIps[i]!, protocolName);
-      c.endpoints.push(source, destination);
-      c.attributions.push(attribution);
-    } else {
-      const s = slot * STR;
-      c.strings[s + S_NODE] = node;
-      c.strings[s + S_IFACE] = iface;
-      c.strings[s + S_IP_SRC] = b.sourceIps[i]!;
-      c.strings[s + S_IP_DST] = b.destinationIps[i]!;
-      c.strings[s + S_PROTO] = protocolName;
-      c.endpoints[slot * EP] = source;
-      c.endpoints[slot * EP + 1] = destination;
-      c.attributions[slot] = attribution;
-    }
+    const strings = c.strings;
+    let protocolName = batch.protocols[proto]!;
+    if (protocolName === 0) protocolName = batch.protocols[proto] = strings.hold(PROTOCOL_NAMES[proto] ?? String(proto));
+    strings.holdId(protocolName);
+    let iface = batch.interfaces[cols.interfaces[i]!];
+    if (iface === undefined) iface = strings.hold("");
+    else strings.holdId(iface);
+    strings.holdId(batch.node);
+    // Held before the overwritten slot lets go, so that a value both hold keeps its id.
+    const ipSource = strings.hold(b.sourceIps[i]), ipDestination = strings.hold(b.destinationIps[i]);
+    const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
+    const attribution = c.attributions.hold(b.attributions[i]);
+    if (evicting) c.release(slot);
+    const r = slot * REF, refs = c.refs;
+    refs[r + R_NODE] = batch.node;
+    refs[r + R_IFACE] = iface;
+    refs[r + R_IP_SRC] = ipSource;
+    refs[r + R_IP_DST] = ipDestination;
+    refs[r + R_PROTO] = protocolName;
+    refs[r + R_SOURCE] = sourceId;
+    refs[r + R_DESTINATION] = destinationId;
+    refs[r + R_ATTRIBUTION] = attribution;
     const f = slot * F64;
     const endSeconds = b.endSeconds[i]!, endNanos = b.endNanos[i]!;
     c.f64[f + F_START_S] = b.startSeconds[i]!;
@@ -589,22 +641,22 @@ export class FlowHistory {
   private materialize(slot: number): FlowRecord {
     const c = this.columns;
     const present = c.u8[slot * U8 + B_PRESENT]!;
-    const s = slot * STR, u = slot * U32, i = slot * I32, l = slot * U64;
+    const u = slot * U32, i = slot * I32, l = slot * U64;
     return {
       startTime: (present & HAS_START) !== 0 ? timestampOf(c, slot, F_START_S, U_START_NS) : undefined,
       endTime: (present & HAS_END) !== 0 ? timestampOf(c, slot, F_END_S, U_END_NS) : undefined,
-      node: c.strings[s + S_NODE]!,
+      node: c.string(slot, R_NODE),
       point: c.i32[i + I_POINT]!,
       reporter: c.i32[i + I_REPORTER]!,
-      interface: c.strings[s + S_IFACE]!,
+      interface: c.string(slot, R_IFACE),
       ifindex: c.u32[u + U_IFINDEX]!,
       ip: (present & HAS_IP) !== 0
-        ? { source: c.strings[s + S_IP_SRC]!, destination: c.strings[s + S_IP_DST]!, version: c.i32[i + I_IP_VERSION]! }
+        ? { source: c.string(slot, R_IP_SRC), destination: c.string(slot, R_IP_DST), version: c.i32[i + I_IP_VERSION]! }
         : undefined,
       l4: (present & HAS_L4) !== 0
         ? {
           protocol: c.u32[u + U_PROTO]!,
-          protocolName: c.strings[s + S_PROTO]!,
+          protocolName: c.string(slot, R_PROTO),
           sourcePort: c.u32[u + U_SPORT]!,
           destinationPort: c.u32[u + U_DPORT]!,
           tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? unpackTcpFlags(c.u8[slot * U8 + B_TCP_FLAGS]!) : undefined,
@@ -614,11 +666,11 @@ export class FlowHistory {
         : undefined,
       packets: c.u64[l + L_PACKETS]!,
       bytes: c.u64[l + L_BYTES]!,
-      source: c.endpoints[slot * EP],
-      destination: c.endpoints[slot * EP + 1],
+      source: c.endpoint(slot, R_SOURCE),
+      destination: c.endpoint(slot, R_DESTINATION),
       verdict: c.i32[i + I_VERDICT]!,
       verdictReason: c.i32[i + I_REASON]!,
-      attribution: c.attributions[slot],
+      attribution: c.attribution(slot),
       sequence: c.u64[l + L_SEQUENCE]!,
     };
   }

@@ -1,0 +1,67 @@
+// The control plane's own ingest work in-process, without gRPC: the bench's agent batches
+// (bench/ingest.ts, `agentBatchesForProfile`) decoded once, then `ControlPlane.ingestColumns`
+// of `--rows` rows (default 2M) into its 1M history, after a first pass that fills the
+// history (so that the timed part evicts as the steady state does). Prints rows per
+// CPU-second of this process (GC threads included) and the memory held after a full GC.
+// For a profile: `node --cpu-prof --cpu-prof-dir=/tmp/prof dist/bench/ingest-profile.js`.
+// Run with `--expose-gc` for the memory line's GC'd figures.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { pino } from "pino";
+import { ControlPlane } from "../controlplane/controlplane.js";
+import { FolderSource } from "../controlplane/metadata/folder.js";
+import { AccessControl } from "../controlplane/access/control.js";
+import { agentBatchesForProfile, STORE_CAPACITY, writeManifests } from "./ingest.js";
+
+const NODES = 2;
+const POOL_BATCHES = 25;
+
+function flagValue(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i === -1 ? undefined : process.argv[i + 1];
+}
+
+async function main(): Promise<void> {
+  const rows = Number(flagValue("--rows") ?? 2_000_000);
+  if (!Number.isSafeInteger(rows) || rows <= 0) throw new Error(`bench: --rows takes a positive integer, got ${flagValue("--rows")}`);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-bench-ingest-profile-"));
+  const dir = path.join(tmp, "manifests");
+  writeManifests(dir);
+  const cp = new ControlPlane({
+    source: new FolderSource({ dir }), storeCapacity: STORE_CAPACITY, log: pino({ level: "warn" }),
+    access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
+  });
+  try {
+    await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
+    const pool = Array.from({ length: NODES }, (_, n) => agentBatchesForProfile(`node-${n}`, POOL_BATCHES));
+    let next = 0;
+    const ingest = (count: number) => {
+      for (let done = 0; done < count; next++) {
+        const node = next % NODES;
+        const batch = pool[node]![Math.floor(next / NODES) % POOL_BATCHES]!;
+        cp.ingestColumns(`node-${node}`, batch);
+        done += batch.rows;
+      }
+    };
+    ingest(STORE_CAPACITY);
+    const cpu0 = process.cpuUsage(), t0 = process.hrtime.bigint();
+    ingest(rows);
+    const cpu = process.cpuUsage(cpu0), seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    console.log(`ingestColumns: ${rows.toLocaleString("en-US")} rows in ${seconds.toFixed(2)} s, ${cpuSeconds.toFixed(2)} CPU-s: `
+      + `${Math.round(rows / cpuSeconds).toLocaleString("en-US")} rows/CPU-s (load average ${os.loadavg()[0]!.toFixed(1)})`);
+    (globalThis as { gc?: () => void }).gc?.();
+    const m = process.memoryUsage(), mib = (b: number) => (b / 1048576).toFixed(0);
+    console.log(`memory: RSS ${mib(m.rss)} MiB, heap used ${mib(m.heapUsed)} of ${mib(m.heapTotal)} MiB, array buffers ${mib(m.arrayBuffers)} MiB`
+      + ` (history ${cp.history.size.toLocaleString("en-US")} rows, flow map ${cp.flowMap.stats.edges} edges)`);
+  } finally {
+    await cp.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: Error) => {
+  console.error(err.stack ?? err.message);
+  process.exit(1);
+});
