@@ -65,6 +65,19 @@ export class TupleTable {
     return ~t;
   }
 
+  /** The tuple's index, or `~index` (negative) when it is new; sums are left as they are (a table of keys only). */
+  intern(src: number, dst: number, port: number): number {
+    const mask = this.slots.length - 1;
+    let slot = hash(src, dst, port) & mask;
+    for (;;) {
+      const t = this.slots[slot]!;
+      if (t === EMPTY) break;
+      if (this.src[t] === src && this.dst[t] === dst && this.port[t] === port) return t;
+      slot = (slot + 1) & mask;
+    }
+    return this.add(src, dst, port, 0, 0, 0);
+  }
+
   srcOf(t: number): number { return this.src[t]!; }
   dstOf(t: number): number { return this.dst[t]!; }
   portOf(t: number): number { return this.port[t]!; }
