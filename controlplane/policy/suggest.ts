@@ -89,6 +89,9 @@ interface Workload {
 interface EndInfo {
   /** Dense, in order of first sight: tuples are keyed by it. */
   id: number;
+  endpoint: Endpoint;
+  /** The record's address for this end in the first tuple learned with it (what the check replays it with). */
+  replayAddress: string | undefined;
   /** Its workload, for a pod. */
   workload: Workload | undefined;
   /** How a rule names it; undefined for a host or a Service address. */
@@ -118,15 +121,16 @@ function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
 export class PolicySuggester {
   private readonly workloads = new Map<string, Workload>();
   private readonly ends = new WeakMap<Endpoint, EndInfo>();
-  /** One record per distinct (source end, destination end, protocol, port) learned: what the check replays. */
   /** Every end seen, by id. */
   private readonly endList: EndInfo[] = [];
   /** Learned records summed per tuple (ends by id); turned into rules once per tuple in suggest(). */
   private readonly table = new TupleTable();
-  /** By tuple index. */
-  /** By tuple index, in arrays rather than an object per tuple (100,000s of them; the collector's work): the port as rules name it, the first record (what the check replays), 1 egress | 2 ingress learned. */
+  /**
+   * By tuple index, in arrays rather than an object per tuple (100,000s of them; the
+   * collector's work): the port as rules name it; 1 egress | 2 ingress learned | 4 replayed
+   * by the check (its first record has addresses, as FlowReplay.add requires).
+   */
   private readonly tuplePort: (number | string)[] = [];
-  private readonly tupleRecord: FlowRecord[] = [];
   private readonly tupleSides: number[] = [];
   private learnedCount = 0;
   private readonly todayPods = new Map<string, Pod>();
@@ -151,7 +155,8 @@ export class PolicySuggester {
     if (r.verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return; }
     const protocol = PROTOCOLS[l4.protocol];
     if (protocol === undefined) { this.portless++; return; }
-    const src = this.endOf(s, r.ip?.source ?? ""), dst = this.endOf(d, r.ip?.destination ?? "");
+    const ip = r.ip;
+    const src = this.endOf(s, ip?.source ?? ""), dst = this.endOf(d, ip?.destination ?? "");
     // Bitwise, so that the key stays a small integer.
     const portKey = ((l4.protocol & 0xff) << 16) | (l4.destinationPort & 0xffff);
     const egress = srcIn && src.workload !== undefined && dst.peer !== undefined;
@@ -162,8 +167,12 @@ export class PolicySuggester {
     let port = dst.portNames.get(portKey);
     if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
     this.tuplePort.push(port);
-    this.tupleRecord.push(r);
-    this.tupleSides.push((egress ? 1 : 0) | (ingress ? 2 : 0));
+    // The check replays each end with the address of the first tuple it was learned in, as a replay of these records would.
+    if (ip !== undefined) {
+      src.replayAddress ??= ip.source;
+      dst.replayAddress ??= ip.destination;
+    }
+    this.tupleSides.push((egress ? 1 : 0) | (ingress ? 2 : 0) | (ip !== undefined ? 4 : 0));
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -183,7 +192,7 @@ export class PolicySuggester {
       if (cidr !== undefined) peer = { kind: "cidr", cidr };
     }
     const peerId = peer === undefined ? "" : peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
-    info = { id: this.endList.length, workload, peer, peerId, portNames: new Map() };
+    info = { id: this.endList.length, endpoint: e, replayAddress: undefined, workload, peer, peerId, portNames: new Map() };
     this.endList.push(info);
     this.ends.set(e, info);
     return info;
@@ -281,7 +290,13 @@ export class PolicySuggester {
   private check(policies: NetworkPolicy[]): void {
     const cluster = { namespaces: this.options.cluster.namespaces ?? [], pods: this.options.cluster.pods };
     const replay = new FlowReplay(cluster, policies);
-    for (const r of this.tupleRecord) replay.add(r);
+    const t = this.table;
+    for (let i = 0; i < t.size; i++) {
+      if ((this.tupleSides[i]! & 4) === 0) continue;
+      const src = this.endList[t.srcOf(i)]!, dst = this.endList[t.dstOf(i)]!, portKey = t.portOf(i);
+      replay.addJudged(src.endpoint, src.replayAddress!, dst.endpoint, dst.replayAddress!, portKey >> 16, portKey & 0xffff,
+        t.records[i]!, t.packets[i]!, t.firstMs[i]!, t.lastMs[i]!);
+    }
     const report = replay.report({ before: [], after: policies }, { mode: "enforce", reference: this.options.reference === true });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {

@@ -33,15 +33,15 @@ export class TupleTable {
     this.lastMs = new Float64Array(capacity);
   }
 
-  /** Adds one record to its tuple; returns the tuple's index, and whether the tuple is new (as `~index`, negative). */
-  add(src: number, dst: number, port: number, packets: number, firstMs: number, lastMs: number): number {
+  /** Adds `records` records (default one) to their tuple; returns the tuple's index, and whether the tuple is new (as `~index`, negative). */
+  add(src: number, dst: number, port: number, packets: number, firstMs: number, lastMs: number, records = 1): number {
     const mask = this.slots.length - 1;
     let slot = hash(src, dst, port) & mask;
     for (;;) {
       const t = this.slots[slot]!;
       if (t === EMPTY) break;
       if (this.src[t] === src && this.dst[t] === dst && this.port[t] === port) {
-        this.records[t]! += 1;
+        this.records[t]! += records;
         this.packets[t]! += packets;
         if (firstMs < this.firstMs[t]!) this.firstMs[t] = firstMs;
         if (lastMs > this.lastMs[t]!) this.lastMs[t] = lastMs;
@@ -51,14 +51,14 @@ export class TupleTable {
     }
     if (this.size === this.src.length) {
       this.grow();
-      return this.add(src, dst, port, packets, firstMs, lastMs);
+      return this.add(src, dst, port, packets, firstMs, lastMs, records);
     }
     const t = this.size++;
     this.slots[slot] = t;
     this.src[t] = src;
     this.dst[t] = dst;
     this.port[t] = port;
-    this.records[t] = 1;
+    this.records[t] = records;
     this.packets[t] = packets;
     this.firstMs[t] = firstMs;
     this.lastMs[t] = lastMs;
@@ -75,7 +75,7 @@ export class TupleTable {
       if (this.src[t] === src && this.dst[t] === dst && this.port[t] === port) return t;
       slot = (slot + 1) & mask;
     }
-    return this.add(src, dst, port, 0, 0, 0);
+    return this.add(src, dst, port, 0, 0, 0, 0);
   }
 
   srcOf(t: number): number { return this.src[t]!; }

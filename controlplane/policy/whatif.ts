@@ -242,14 +242,23 @@ export class FlowReplay {
     const s = r.source, d = r.destination, ip = r.ip, l4 = r.l4;
     if (s === undefined || d === undefined || ip === undefined || l4 === undefined) return;
     this.replayed++;
-    const src = this.byObject.get(s) ?? this.identify(s, ip.source);
-    const dst = this.byObject.get(d) ?? this.identify(d, ip.destination);
-    const protocol = l4.protocol & 0xff;
-    const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
+    this.addJudged(s, ip.source, d, ip.destination, l4.protocol, l4.destinationPort, 1, Number(r.packets), ms(r.startTime), ms(r.endTime));
+  }
+
+  /**
+   * Adds `records` judged observations of one connection tuple at once, summed by the
+   * caller (suggest.ts: what it learned), as add() would have added them one by one.
+   */
+  addJudged(source: Endpoint, sourceAddress: string, destination: Endpoint, destinationAddress: string, protocol: number, destinationPort: number,
+    records: number, packets: number, firstMs: number, lastMs: number): void {
+    const src = this.byObject.get(source) ?? this.identify(source, sourceAddress);
+    const dst = this.byObject.get(destination) ?? this.identify(destination, destinationAddress);
+    const p = protocol & 0xff;
+    const port = p === 6 || p === 17 || p === 132 ? destinationPort & 0xffff : 0;
     // A pod talking to itself is always allowed: kept apart from two pods of one identity.
-    const self = s === d || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
-    const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
-    this.tuples.add(src.id, dst.id, key, Number(r.packets), ms(r.startTime), ms(r.endTime));
+    const self = source === destination || (source.podName !== "" && source.podName === destination.podName && source.namespace === destination.namespace);
+    const key = (self ? 0x1000000 : 0) + p * 0x10000 + port;
+    this.tuples.add(src.id, dst.id, key, packets, firstMs, lastMs, records);
   }
 
   addAll(records: Iterable<FlowRecord>): void {
