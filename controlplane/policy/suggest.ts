@@ -75,6 +75,8 @@ export interface Suggestion {
 interface Usage { records: number; packets: number; firstMs: number; lastMs: number }
 
 interface Workload {
+  /** Dense, in order of first sight: rules are keyed by it. */
+  index: number;
   /** "Kind/name". */
   id: string;
   namespace: string;
@@ -97,6 +99,8 @@ interface EndInfo {
   /** How a rule names it; undefined for a host or a Service address. */
   peer: PeerSpec | undefined;
   peerId: string;
+  /** Dense per distinct peerId (-1: none): rules are keyed by it. */
+  peerIndex: number;
   /** Port (protocol << 16 | port) → its container-port name, or the number. */
   portNames: Map<number, number | string>;
 }
@@ -112,6 +116,8 @@ interface RuleAcc {
 }
 
 const PROTOCOLS: Record<number, string> = { 6: "TCP", 17: "UDP", 132: "SCTP" };
+/** String.prototype.localeCompare's order (the same default collator), without building a collator per comparison. */
+const COLLATOR = new Intl.Collator();
 
 function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
   return ts === undefined ? 0 : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
@@ -120,6 +126,7 @@ function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
 /** Collects the namespace's forwarded traffic; `suggest` turns it into policies. */
 export class PolicySuggester {
   private readonly workloads = new Map<string, Workload>();
+  private readonly peerIndexes = new Map<string, number>();
   private readonly ends = new WeakMap<Endpoint, EndInfo>();
   /** Every end seen, by id. */
   private readonly endList: EndInfo[] = [];
@@ -192,7 +199,12 @@ export class PolicySuggester {
       if (cidr !== undefined) peer = { kind: "cidr", cidr };
     }
     const peerId = peer === undefined ? "" : peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
-    info = { id: this.endList.length, endpoint: e, replayAddress: undefined, workload, peer, peerId, portNames: new Map() };
+    let peerIndex = -1;
+    if (peer !== undefined) {
+      peerIndex = this.peerIndexes.get(peerId) ?? this.peerIndexes.size;
+      this.peerIndexes.set(peerId, peerIndex);
+    }
+    info = { id: this.endList.length, endpoint: e, replayAddress: undefined, workload, peer, peerId, peerIndex, portNames: new Map() };
     this.endList.push(info);
     this.ends.set(e, info);
     return info;
@@ -210,7 +222,7 @@ export class PolicySuggester {
     const key = `${e.namespace}/${w.kind}/${w.name}`;
     let workload = this.workloads.get(key);
     if (workload === undefined) {
-      this.workloads.set(key, (workload = { id: `${w.kind}/${w.name}`, namespace: e.namespace, name: w.name, labels: undefined, ingress: new Map(), egress: new Map() }));
+      this.workloads.set(key, (workload = { index: this.workloads.size, id: `${w.kind}/${w.name}`, namespace: e.namespace, name: w.name, labels: undefined, ingress: new Map(), egress: new Map() }));
     }
     const stable = Object.fromEntries(Object.entries(e.labels).filter(([k]) => !UNSTABLE_LABELS.includes(k)));
     if (workload.labels === undefined) workload.labels = stable;
@@ -218,28 +230,39 @@ export class PolicySuggester {
     return workload;
   }
 
-  private addRule(rules: Map<string, RuleAcc>, peer: EndInfo, protocol: string, portKey: number, port: number | string,
-    records: number, packets: number, firstMs: number, lastMs: number): void {
-    let acc = rules.get(peer.peerId);
-    if (acc === undefined) {
-      rules.set(peer.peerId, (acc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs, lastMs } }));
+  /**
+   * Adds a tuple's sums to the rule of `subject` for `peer` in a direction (0 egress, 1
+   * ingress), found in `rules` by integers (workload, peer index, direction) rather than
+   * by the peer's text per tuple; a port joins the rule the first time it is seen for it.
+   */
+  private addRule(rules: { keys: TupleTable; accs: RuleAcc[]; ports: TupleTable }, subject: Workload, direction: number, peer: EndInfo,
+    protocol: string, portKey: number, port: number | string, t: number): void {
+    const table = this.table;
+    let r = rules.keys.intern(subject.index, peer.peerIndex * 2 + direction, 0);
+    if (r < 0) {
+      r = ~r;
+      const acc: RuleAcc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs: table.firstMs[t]!, lastMs: table.lastMs[t]! } };
+      rules.accs.push(acc);
+      (direction === 0 ? subject.egress : subject.ingress).set(peer.peerId, acc);
     }
-    if (!acc.ports.has(portKey)) acc.ports.set(portKey, { protocol, port });
+    const acc = rules.accs[r]!;
+    if (rules.ports.intern(r, portKey, 0) < 0) acc.ports.set(portKey, { protocol, port });
     const u = acc.usage;
-    u.records += records;
-    u.packets += packets;
-    if (firstMs < u.firstMs) u.firstMs = firstMs;
-    if (lastMs > u.lastMs) u.lastMs = lastMs;
+    u.records += table.records[t]!;
+    u.packets += table.packets[t]!;
+    if (table.firstMs[t]! < u.firstMs) u.firstMs = table.firstMs[t]!;
+    if (table.lastMs[t]! > u.lastMs) u.lastMs = table.lastMs[t]!;
   }
 
   suggest(): Suggestion {
     for (const w of this.workloads.values()) { w.ingress.clear(); w.egress.clear(); }
     const table = this.table;
+    const rules = { keys: new TupleTable(), accs: [], ports: new TupleTable() };
     for (let t = 0; t < table.size; t++) {
       const src = this.endList[table.srcOf(t)]!, dst = this.endList[table.dstOf(t)]!, sides = this.tupleSides[t]!;
       const portKey = table.portOf(t), protocol = PROTOCOLS[portKey >> 16]!, port = this.tuplePort[t]!;
-      if ((sides & 1) !== 0) this.addRule(src.workload!.egress, dst, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
-      if ((sides & 2) !== 0) this.addRule(dst.workload!.ingress, src, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
+      if ((sides & 1) !== 0) this.addRule(rules, src.workload!, 0, dst, protocol, portKey, port, t);
+      if ((sides & 2) !== 0) this.addRule(rules, dst.workload!, 1, src, protocol, portKey, port, t);
     }
     const ns = this.options.namespace;
     const notes: string[] = [];
@@ -250,7 +273,7 @@ export class PolicySuggester {
       metadata: { name: "bulkhead-default-deny", namespace: ns, annotations: { [JUSTIFICATION_ANNOTATION]: JSON.stringify([{ rule: "egress[0]", peer: "dns", ports: ["UDP/53", "TCP/53"], records: 0, packets: 0, firstSeen: "", lastSeen: "" }]) } },
       spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
     }));
-    const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => a.id.localeCompare(b.id));
+    const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => COLLATOR.compare(a.id, b.id));
     for (const w of subjects) {
       const labels = w.labels ?? {};
       if (Object.keys(labels).length === 0) {
@@ -259,11 +282,12 @@ export class PolicySuggester {
       }
       const justification: RuleJustification[] = [];
       const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
-        [...(accs?.values() ?? [])].sort((a, b) => a.peerId.localeCompare(b.peerId)).map((acc, i) => {
+        [...(accs?.values() ?? [])].sort((a, b) => COLLATOR.compare(a.peerId, b.peerId)).map((acc, i) => {
           const peer = acc.peer.kind === "cidr" ? { ipBlock: { cidr: acc.peer.cidr } }
             : { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: acc.peer.workload.namespace } }, podSelector: { matchLabels: { ...acc.peer.workload.labels } } };
-          const ports = [...acc.ports.values()].sort((a, b) => `${a.protocol}/${a.port}`.localeCompare(`${b.protocol}/${b.port}`));
-          justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: ports.map((p) => `${p.protocol}/${p.port}`), records: acc.usage.records,
+          const named = [...acc.ports.values()].map((p) => ({ p, text: `${p.protocol}/${p.port}` })).sort((a, b) => COLLATOR.compare(a.text, b.text));
+          const ports = named.map((n) => n.p);
+          justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
           return { [direction === "ingress" ? "from" : "to"]: [peer], ports };
         });

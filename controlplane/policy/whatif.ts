@@ -140,6 +140,7 @@ interface Group {
   lastMs: number;
 }
 
+const COLLATOR = new Intl.Collator();
 const PROTOCOL_NAMES: Record<number, string> = { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" };
 
 function labelsKey(labels: Record<string, string>): string {
@@ -397,8 +398,10 @@ export class FlowReplay {
       if (g.firstMs < edge.firstSeenMs) edge.firstSeenMs = g.firstMs;
       if (g.lastMs > edge.lastSeenMs) edge.lastSeenMs = g.lastMs;
     }
-    const sorted = [...edges.values()].sort((x, y) =>
-      RANK_CHANGE(y) - RANK_CHANGE(x) || y.packets - x.packets || `${x.source} ${x.destination}`.localeCompare(`${y.source} ${y.destination}`) || x.port - y.port);
+    // Ranks and names computed once per edge, not per comparison; the collator orders as localeCompare does.
+    const keyed = [...edges.values()].map((e) => ({ e, rank: RANK_CHANGE(e), names: `${e.source} ${e.destination}` }));
+    keyed.sort((x, y) => y.rank - x.rank || y.e.packets - x.e.packets || COLLATOR.compare(x.names, y.names) || x.e.port - y.e.port);
+    const sorted = keyed.map((k) => k.e);
     return {
       edges: sorted,
       records: this.records,
