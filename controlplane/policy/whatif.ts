@@ -243,7 +243,14 @@ export class FlowReplay {
     const s = r.source, d = r.destination, ip = r.ip, l4 = r.l4;
     if (s === undefined || d === undefined || ip === undefined || l4 === undefined) return;
     this.replayed++;
-    this.addJudged(s, ip.source, d, ip.destination, l4.protocol, l4.destinationPort, 1, Number(r.packets), ms(r.startTime), ms(r.endTime));
+    // addJudged's steps written out: this is the per-record path (millions a replay).
+    const src = this.byObject.get(s) ?? this.identify(s, ip.source);
+    const dst = this.byObject.get(d) ?? this.identify(d, ip.destination);
+    const protocol = l4.protocol & 0xff;
+    const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
+    const self = s === d || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
+    const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
+    this.tuples.add(src.id, dst.id, key, Number(r.packets), ms(r.startTime), ms(r.endTime));
   }
 
   /**
@@ -259,7 +266,7 @@ export class FlowReplay {
     // A pod talking to itself is always allowed: kept apart from two pods of one identity.
     const self = source === destination || (source.podName !== "" && source.podName === destination.podName && source.namespace === destination.namespace);
     const key = (self ? 0x1000000 : 0) + p * 0x10000 + port;
-    this.tuples.add(src.id, dst.id, key, packets, firstMs, lastMs, records);
+    this.tuples.addSummed(src.id, dst.id, key, records, packets, firstMs, lastMs);
   }
 
   addAll(records: Iterable<FlowRecord>): void {
