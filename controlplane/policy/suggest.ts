@@ -115,7 +115,15 @@ interface RuleAcc {
   usage: Usage;
 }
 
-const PROTOCOLS: Record<number, string> = { 6: "TCP", 17: "UDP", 132: "SCTP" };
+/** The protocols with ports, by number (a switch: the per-record path). */
+function portProtocol(protocol: number): string | undefined {
+  switch (protocol) {
+    case 6: return "TCP";
+    case 17: return "UDP";
+    case 132: return "SCTP";
+    default: return undefined;
+  }
+}
 /** String.prototype.localeCompare's order (the same default collator), without building a collator per comparison. */
 const COLLATOR = new Intl.Collator();
 
@@ -160,7 +168,7 @@ export class PolicySuggester {
     const srcIn = s.podName !== "" && s.namespace === ns, dstIn = d.podName !== "" && d.namespace === ns;
     if (!srcIn && !dstIn) return;
     if (r.verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return; }
-    const protocol = PROTOCOLS[l4.protocol];
+    const protocol = portProtocol(l4.protocol);
     if (protocol === undefined) { this.portless++; return; }
     const ip = r.ip;
     const src = this.endOf(s, ip?.source ?? ""), dst = this.endOf(d, ip?.destination ?? "");
@@ -260,7 +268,7 @@ export class PolicySuggester {
     const rules = { keys: new TupleTable(), accs: [], ports: new TupleTable() };
     for (let t = 0; t < table.size; t++) {
       const src = this.endList[table.srcOf(t)]!, dst = this.endList[table.dstOf(t)]!, sides = this.tupleSides[t]!;
-      const portKey = table.portOf(t), protocol = PROTOCOLS[portKey >> 16]!, port = this.tuplePort[t]!;
+      const portKey = table.portOf(t), protocol = portProtocol(portKey >> 16)!, port = this.tuplePort[t]!;
       if ((sides & 1) !== 0) this.addRule(rules, src.workload!, 0, dst, protocol, portKey, port, t);
       if ((sides & 2) !== 0) this.addRule(rules, dst.workload!, 1, src, protocol, portKey, port, t);
     }
