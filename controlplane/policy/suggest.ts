@@ -23,7 +23,9 @@
 // Protocols without ports (ICMP) cannot be allowed by port and are left out (noted).
 //
 // Checked on every suggestion: the learned flows replayed against it in enforce mode
-// (FlowReplay) drop nothing; a violation is an error, never a silent suggestion.
+// (FlowReplay) drop nothing; a violation is an error, never a silent suggestion. The check
+// replays the learned tuples as summed here (FlowReplay.addJudged: each end identified
+// once, not each record again).
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { networkOf } from "../../addresses/ip.js";

@@ -19,10 +19,12 @@
 // rules match nothing for it). Reports say so in `notes`.
 //
 // Speed: a record costs two WeakMap lookups (endpoints are shared objects, in the hot
-// window and in the stores' dictionaries) and two Map lookups; each distinct (source
-// class, destination class, protocol, port) is judged once before and once after by
-// class-verdicts.ts (per-class caches over the model's matching: two bits), and only the
-// tuples whose outcome changes go through the model, which names the deciding rules.
+// window and in the stores' dictionaries) and one probe of a typed-array table
+// (tuple-table.ts); each distinct (source class, destination class, protocol, port) is
+// judged once before and once after by class-verdicts.ts (per-class caches over the
+// model's matching: two bits), found in a second table of keys; only the tuples whose
+// outcome changes are ordered, merged into edges and go through the model, which names
+// the deciding rules.
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
