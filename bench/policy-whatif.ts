@@ -60,15 +60,17 @@ function run(): { addMs: number; totalMs: number; addCpuMs: number; totalCpuMs: 
   const report = replay.report({ before: active, after: [...active, ...draft] });
   const c2 = cpuMs(), t2 = performance.now();
   // The reference, side by side: the same report with every tuple judged by the model alone.
-  replay.report({ before: active, after: [...active, ...draft] }, { reference: true });
+  if (REFERENCE) replay.report({ before: active, after: [...active, ...draft] }, { reference: true });
   const c3 = cpuMs();
   return { addMs: t1 - t0, totalMs: t2 - t0, addCpuMs: c1 - c0, totalCpuMs: c2 - c0, reportCpuMs: c2 - c1, referenceCpuMs: c3 - c2,
     edges: report.edges.length, evaluated: report.evaluated, replayed: report.replayed };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-// BENCH_PART=whatif or suggest runs one half (profiling); BENCH_RUNS=N judged runs (default 5).
+// BENCH_PART=whatif or suggest runs one half (profiling); BENCH_RUNS=N judged runs (default 5);
+// BENCH_REFERENCE=0 leaves out the reference runs (a profile of the fast path alone).
 const PART = process.env.BENCH_PART ?? "";
+const REFERENCE = process.env.BENCH_REFERENCE !== "0";
 if (PART !== "" && PART !== "whatif" && PART !== "suggest") throw new Error(`BENCH_PART: expected whatif or suggest, got "${PART}"`);
 if (PART !== "suggest") whatIfBench();
 
@@ -134,10 +136,10 @@ function suggestBench(): void {
   runOnce();
   // Side by side, alternating: the check through class-verdicts.ts, and with every tuple judged by the model alone.
   const runs: ReturnType<typeof runOnce>[] = [], refs: ReturnType<typeof runOnce>[] = [];
-  for (let i = 0; i < RUNS; i++) { runs.push(runOnce()); refs.push(runOnce(true)); }
+  for (let i = 0; i < RUNS; i++) { runs.push(runOnce()); if (REFERENCE) refs.push(runOnce(true)); }
   const wall = median(runs.map((r) => r.ms)), cpu = median(runs.map((r) => r.cpu));
   console.log(`suggest: ${(passes * recs.length).toLocaleString("en")} records, 100 workloads -> ${runs[0]!.policies} policies; median ${wall.toFixed(0)} ms wall, ${cpu.toFixed(0)} ms CPU; runs ${runs.map((r) => r.ms.toFixed(0)).join(", ")} ms`);
-  console.log(`suggest, check by the model alone (reference): median ${median(refs.map((r) => r.ms)).toFixed(0)} ms wall, ${median(refs.map((r) => r.cpu)).toFixed(0)} ms CPU; `
+  if (REFERENCE) console.log(`suggest, check by the model alone (reference): median ${median(refs.map((r) => r.ms)).toFixed(0)} ms wall, ${median(refs.map((r) => r.cpu)).toFixed(0)} ms CPU; `
     + `ratio of CPU medians ${(median(refs.map((r) => r.cpu)) / cpu).toFixed(2)}`);
   console.log(`SUMMARY policy-suggest: 100 workloads, ${((passes * recs.length) / 1e6).toFixed(1)}M records in ${wall.toFixed(0)} ms wall, ${cpu.toFixed(0)} ms CPU (<= 2000: ${wall <= 2000 ? "met" : cpu <= 2000 ? "met in CPU time, MISSED in wall time" : "MISSED"}); load average ${loadavg()[0]?.toFixed(2)}`);
 }

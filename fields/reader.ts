@@ -36,14 +36,18 @@ export function describeValue(value: unknown): string {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /**
  * `pods[2]` + `labels` → `pods[2].labels`, + 3 → `pods[2].labels[3]`; a key that is not an
  * identifier is quoted (`metadata.labels["app.kubernetes.io/name"]`), so the path stays unambiguous.
  */
 export function fieldPath(parent: string, child: string | number): string {
   if (typeof child === "number") return `${parent}[${child}]`;
-  const part = /^[A-Za-z_][A-Za-z0-9_]*$/.test(child) ? child : JSON.stringify(child);
-  return parent === "" ? part : /^[A-Za-z_]/.test(part) ? `${parent}.${part}` : `${parent}[${part}]`;
+  // Every object read builds paths for each field: one test, no regex object per call.
+  const identifier = IDENTIFIER.test(child);
+  const part = identifier ? child : JSON.stringify(child);
+  return parent === "" ? part : identifier ? `${parent}.${part}` : `${parent}[${part}]`;
 }
 
 const LABEL_VALUE_RULE = "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric";

@@ -4,8 +4,10 @@
 // rule for each query and names all that allow; a replay asks about up to 100,000s of
 // (class pair, protocol, port) and needs only the two bits. So, once per subject class
 // and direction, the policies that isolate it; once per (subject class, direction, peer
-// class), the port lists of the rules whose peers admit the peer; then a query is a walk
-// over a few port lists, stopping at the first that admits. Matching itself is the
+// class), the port lists of the rules whose peers admit the peer — found through the few
+// distinct rule peers that admit the peer class, matched once per peer class, not by
+// walking every rule of the subject; then a query is a walk over a few port lists,
+// stopping at the first that admits. Matching itself is the
 // model's (peerMatches, portMatches). ClusterNetworkPolicy tiers are not handled here:
 // `exact` is false and callers ask the model.
 //
@@ -29,17 +31,33 @@ const EGRESS = 0, INGRESS = 1;
 /** Class ids stay below this (whatif.ts keys pairs the same way). */
 const CLASS_LIMIT = 0x200000;
 
+/** The rules isolating one subject class in one direction, indexed by the peers they name. */
+interface SubjectRules {
+  /** A policy isolates the subject in this direction. */
+  isolated: boolean;
+  /** Port lists of the rules without peers (every peer; undefined list: every port). */
+  everyPeer: (readonly NormalizedPort[] | undefined)[];
+  /** Spec id → port lists of the rules naming that peer. */
+  bySpec: Map<number, (readonly NormalizedPort[] | undefined)[]>;
+  /** Peer class id → port lists of the rules admitting it (filled on first ask). */
+  admitting: (readonly NormalizedPort[] | undefined)[][];
+}
+
 export class ClassVerdicts {
   /** False when ClusterNetworkPolicy tiers take part: ask the model instead. */
   readonly exact: boolean;
   private readonly byNamespace = new Map<string, NormalizedPolicy[]>();
-  /** subject class * 2 + direction → the rules of the policies isolating it in that direction (peers as spec ids; null: every peer). */
-  private readonly selecting = new Map<number, { peers: number[] | null; ports: readonly NormalizedPort[] | undefined }[]>();
+  /** By subject class * 2 + direction. */
+  private readonly selecting: SubjectRules[] = [];
   private readonly specIds = new Map<string, number>();
-  /** By spec id: the peer, its policy's namespace, and whether it admits each peer class (by class id). */
-  private readonly specs: { spec: NormalizedPeer; policyNamespace: string; matches: boolean[] }[] = [];
-  /** (subject class * 2 + direction) * CLASS_LIMIT + peer class → port lists of the rules admitting the peer (undefined: every port). */
-  private readonly admitting = new Map<number, (readonly NormalizedPort[] | undefined)[]>();
+  /** By spec id: the peer and its policy's namespace. */
+  private readonly specs: { spec: NormalizedPeer; policyNamespace: string }[] = [];
+  /**
+   * By peer class id: the ids of the specs admitting it, among the first `checked` specs.
+   * A peer class matches few of the specs (rules name peers one by one), so a subject's
+   * rules for a peer are found through these rather than by walking all of them.
+   */
+  private readonly matching: { checked: number; ids: number[] }[] = [];
 
   constructor(private readonly model: PolicyModel) {
     this.exact = model.clusterPolicies().length === 0;
@@ -72,31 +90,62 @@ export class ClassVerdicts {
   private side(direction: number, subjectClass: number, namespace: string, labels: Record<string, string>, peer: ClassEnd,
     protocol: Protocol | undefined, port: number, dstPod: Parameters<typeof portMatches>[3]): boolean {
     const subjectKey = subjectClass * 2 + direction;
-    let rules = this.selecting.get(subjectKey);
-    if (rules === undefined) {
-      rules = [];
-      for (const p of this.byNamespace.get(namespace) ?? []) {
-        const list = direction === EGRESS ? p.egress : p.ingress;
-        if (list === undefined || !p.podSelector.matches(labels)) continue;
-        for (const rule of list) rules.push({ peers: rule.peers === undefined ? null : rule.peers.map((x) => this.specId(x, p.namespace)), ports: rule.ports });
-        // An isolating policy without rules still isolates: the list must not look empty.
-        if (list.length === 0) rules.push({ peers: [], ports: undefined });
-      }
-      this.selecting.set(subjectKey, rules);
-    }
-    if (rules.length === 0) return true;
-    const key = subjectKey * CLASS_LIMIT + peer.classId;
-    let ports = this.admitting.get(key);
+    const rules = this.selecting[subjectKey] ?? this.subjectRules(subjectKey, direction, namespace, labels);
+    if (!rules.isolated) return true;
+    let ports = rules.admitting[peer.classId];
     if (ports === undefined) {
-      ports = [];
-      for (const rule of rules) if (rule.peers === null || rule.peers.some((id) => this.peerMatch(id, peer))) ports.push(rule.ports);
-      this.admitting.set(key, ports);
+      ports = [...rules.everyPeer];
+      for (const id of this.matchingSpecs(peer)) {
+        const lists = rules.bySpec.get(id);
+        if (lists !== undefined) for (const list of lists) ports.push(list);
+      }
+      rules.admitting[peer.classId] = ports;
     }
     for (const list of ports) {
       if (list === undefined) return true;
       for (const p of list) if (portMatches(p, protocol, port, dstPod)) return true;
     }
     return false;
+  }
+
+  private subjectRules(subjectKey: number, direction: number, namespace: string, labels: Record<string, string>): SubjectRules {
+    const rules: SubjectRules = { isolated: false, everyPeer: [], bySpec: new Map(), admitting: [] };
+    for (const p of this.byNamespace.get(namespace) ?? []) {
+      const list = direction === EGRESS ? p.egress : p.ingress;
+      // An isolating policy without rules still isolates.
+      if (list === undefined || !p.podSelector.matches(labels)) continue;
+      rules.isolated = true;
+      for (const rule of list) {
+        if (rule.peers === undefined) { rules.everyPeer.push(rule.ports); continue; }
+        // A rule naming one peer twice is listed once for it.
+        for (const id of new Set(rule.peers.map((x) => this.specId(x, p.namespace)))) {
+          let lists = rules.bySpec.get(id);
+          if (lists === undefined) rules.bySpec.set(id, (lists = []));
+          lists.push(rule.ports);
+        }
+      }
+    }
+    this.selecting[subjectKey] = rules;
+    return rules;
+  }
+
+  /** The ids of the specs admitting the peer's class, brought up to date with the specs known now. */
+  private matchingSpecs(peer: ClassEnd): readonly number[] {
+    let m = this.matching[peer.classId];
+    if (m === undefined) this.matching[peer.classId] = m = { checked: 0, ids: [] };
+    if (m.checked < this.specs.length) {
+      let words: IpWords | undefined | null = null;
+      const address = (): IpWords | undefined => {
+        if (words === null) words = peer.peer.ip === undefined ? undefined : ipWords(peer.peer.ip);
+        return words;
+      };
+      for (let id = m.checked; id < this.specs.length; id++) {
+        const s = this.specs[id]!;
+        if (peerMatches(s.spec, peer.peer, s.policyNamespace, address)) m.ids.push(id);
+      }
+      m.checked = this.specs.length;
+    }
+    return m.ids;
   }
 
   /** One id per distinct peer (same selectors in the same policy namespace, or the same ipBlock): most rules repeat a few. */
@@ -106,22 +155,8 @@ export class ClassVerdicts {
     let id = this.specIds.get(key);
     if (id === undefined) {
       this.specIds.set(key, (id = this.specs.length));
-      this.specs.push({ spec, policyNamespace, matches: [] });
+      this.specs.push({ spec, policyNamespace });
     }
     return id;
-  }
-
-  private peerMatch(id: number, peer: ClassEnd): boolean {
-    const s = this.specs[id]!;
-    let m = s.matches[peer.classId];
-    if (m === undefined) {
-      let words: IpWords | undefined | null = null;
-      const address = (): IpWords | undefined => {
-        if (words === null) words = peer.peer.ip === undefined ? undefined : ipWords(peer.peer.ip);
-        return words;
-      };
-      s.matches[peer.classId] = m = peerMatches(s.spec, peer.peer, s.policyNamespace, address);
-    }
-    return m;
   }
 }

@@ -149,7 +149,7 @@ const PROTOCOL_NAMES: readonly string[] = ["TCP", "UDP", "SCTP"];
  * A policy as the engines read it, or what is wrong with it and, for a policy that names
  * its namespace and name, the `lockdown` that stands in for it (PolicySet).
  */
-export function normalizePolicy(policy: NetworkPolicy): NormalizeResult {
+export function normalizePolicy(policy: NetworkPolicy, selectors?: Map<string, SelectorMatcher>): NormalizeResult {
   const namespace = policy.metadata?.namespace ?? "";
   const name = policy.metadata?.name ?? "";
   const key = `${namespace}/${name}`;
@@ -162,9 +162,15 @@ export function normalizePolicy(policy: NetworkPolicy): NormalizeResult {
 
   const selector = (value: LabelSelector | undefined, field: string): SelectorMatcher | undefined => {
     if (value === undefined) return undefined;
+    const content = selectors === undefined ? undefined : selectorContent(value);
+    const known = content === undefined ? undefined : selectors?.get(content);
+    if (known !== undefined) return known;
     const found = labelSelectorProblems(value, field);
     for (const p of found) fail(p.field, p.message);
-    return found.length === 0 ? compileLabelSelector(value, field) : undefined;
+    if (found.length > 0) return undefined;
+    const matcher = compileLabelSelector(value, field);
+    if (content !== undefined) selectors?.set(content, matcher);
+    return matcher;
   };
 
   const podSelector = spec.podSelector === undefined
@@ -321,6 +327,37 @@ export function normalizePolicy(policy: NetworkPolicy): NormalizeResult {
   };
 }
 
+/**
+ * The text of a selector made only of strings (as parsed objects are), for the cache of
+ * compiled selectors; undefined for anything else (which is then validated and compiled
+ * on its own, so an odd value never borrows a valid selector's matcher).
+ */
+function selectorContent(value: LabelSelector): string | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  let text = "";
+  for (const k of Object.keys(value)) if (k !== "matchLabels" && k !== "matchExpressions") return undefined;
+  const labels: unknown = value.matchLabels, expressions: unknown = value.matchExpressions;
+  if (labels !== undefined) {
+    if (typeof labels !== "object" || labels === null || Array.isArray(labels)) return undefined;
+    for (const [k, v] of Object.entries(labels)) {
+      if (typeof v !== "string") return undefined;
+      text += `${JSON.stringify(k)}=${JSON.stringify(v)},`;
+    }
+  }
+  text += ";";
+  if (expressions !== undefined) {
+    if (!Array.isArray(expressions)) return undefined;
+    for (const e of expressions as unknown[]) {
+      if (typeof e !== "object" || e === null) return undefined;
+      const { key, operator, values, ...rest } = e as Record<string, unknown>;
+      if (Object.keys(rest).length > 0 || typeof key !== "string" || typeof operator !== "string") return undefined;
+      if (values !== undefined && (!Array.isArray(values) || values.some((v) => typeof v !== "string"))) return undefined;
+      text += `${JSON.stringify([key, operator, values ?? null])},`;
+    }
+  }
+  return text;
+}
+
 type NormalizeResult = { policy: NormalizedPolicy } | { problems: PolicyProblem[]; lockdown?: NormalizedPolicy };
 
 /**
@@ -355,11 +392,13 @@ export class PolicySet {
     const lastValid = new Map<string, NormalizedPolicy>();
     const inForce: NormalizedPolicy[] = [];
     const problems: PolicyProblem[] = [];
+    // Compiled selectors by content, for this update: generated policies (suggest.ts) repeat a few peers in 10,000s of rules.
+    const selectors = new Map<string, SelectorMatcher>();
     for (const [key, object] of [...byKey].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
       let result = this.byObject.get(object);
       if (result === undefined) {
         const content = JSON.stringify([object.metadata?.namespace, object.metadata?.name, object.spec]);
-        result = this.byContent.get(content) ?? byContent.get(content) ?? normalizePolicy(object);
+        result = this.byContent.get(content) ?? byContent.get(content) ?? normalizePolicy(object, selectors);
         byContent.set(content, result);
         this.byObject.set(object, result);
       } else if ("policy" in result) {

@@ -23,7 +23,9 @@
 // Protocols without ports (ICMP) cannot be allowed by port and are left out (noted).
 //
 // Checked on every suggestion: the learned flows replayed against it in enforce mode
-// (FlowReplay) drop nothing; a violation is an error, never a silent suggestion.
+// (FlowReplay) drop nothing; a violation is an error, never a silent suggestion. The check
+// replays the learned tuples as summed here (FlowReplay.addJudged: each end identified
+// once, not each record again).
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { networkOf } from "../../addresses/ip.js";
@@ -75,6 +77,8 @@ export interface Suggestion {
 interface Usage { records: number; packets: number; firstMs: number; lastMs: number }
 
 interface Workload {
+  /** Dense, in order of first sight: rules are keyed by it. */
+  index: number;
   /** "Kind/name". */
   id: string;
   namespace: string;
@@ -89,11 +93,16 @@ interface Workload {
 interface EndInfo {
   /** Dense, in order of first sight: tuples are keyed by it. */
   id: number;
+  endpoint: Endpoint;
+  /** The record's address for this end in the first tuple learned with it (what the check replays it with). */
+  replayAddress: string | undefined;
   /** Its workload, for a pod. */
   workload: Workload | undefined;
   /** How a rule names it; undefined for a host or a Service address. */
   peer: PeerSpec | undefined;
   peerId: string;
+  /** Dense per distinct peerId (-1: none): rules are keyed by it. */
+  peerIndex: number;
   /** Port (protocol << 16 | port) → its container-port name, or the number. */
   portNames: Map<number, number | string>;
 }
@@ -108,7 +117,17 @@ interface RuleAcc {
   usage: Usage;
 }
 
-const PROTOCOLS: Record<number, string> = { 6: "TCP", 17: "UDP", 132: "SCTP" };
+/** The protocols with ports, by number (a switch: the per-record path). */
+function portProtocol(protocol: number): string | undefined {
+  switch (protocol) {
+    case 6: return "TCP";
+    case 17: return "UDP";
+    case 132: return "SCTP";
+    default: return undefined;
+  }
+}
+/** String.prototype.localeCompare's order (the same default collator), without building a collator per comparison. */
+const COLLATOR = new Intl.Collator();
 
 function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
   return ts === undefined ? 0 : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
@@ -117,16 +136,18 @@ function ms(ts: { seconds: bigint; nanos: number } | undefined): number {
 /** Collects the namespace's forwarded traffic; `suggest` turns it into policies. */
 export class PolicySuggester {
   private readonly workloads = new Map<string, Workload>();
+  private readonly peerIndexes = new Map<string, number>();
   private readonly ends = new WeakMap<Endpoint, EndInfo>();
-  /** One record per distinct (source end, destination end, protocol, port) learned: what the check replays. */
   /** Every end seen, by id. */
   private readonly endList: EndInfo[] = [];
   /** Learned records summed per tuple (ends by id); turned into rules once per tuple in suggest(). */
   private readonly table = new TupleTable();
-  /** By tuple index. */
-  /** By tuple index, in arrays rather than an object per tuple (100,000s of them; the collector's work): the port as rules name it, the first record (what the check replays), 1 egress | 2 ingress learned. */
+  /**
+   * By tuple index, in arrays rather than an object per tuple (100,000s of them; the
+   * collector's work): the port as rules name it; 1 egress | 2 ingress learned | 4 replayed
+   * by the check (its first record has addresses, as FlowReplay.add requires).
+   */
   private readonly tuplePort: (number | string)[] = [];
-  private readonly tupleRecord: FlowRecord[] = [];
   private readonly tupleSides: number[] = [];
   private learnedCount = 0;
   private readonly todayPods = new Map<string, Pod>();
@@ -149,9 +170,10 @@ export class PolicySuggester {
     const srcIn = s.podName !== "" && s.namespace === ns, dstIn = d.podName !== "" && d.namespace === ns;
     if (!srcIn && !dstIn) return;
     if (r.verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return; }
-    const protocol = PROTOCOLS[l4.protocol];
+    const protocol = portProtocol(l4.protocol);
     if (protocol === undefined) { this.portless++; return; }
-    const src = this.endOf(s, r.ip?.source ?? ""), dst = this.endOf(d, r.ip?.destination ?? "");
+    const ip = r.ip;
+    const src = this.endOf(s, ip?.source ?? ""), dst = this.endOf(d, ip?.destination ?? "");
     // Bitwise, so that the key stays a small integer.
     const portKey = ((l4.protocol & 0xff) << 16) | (l4.destinationPort & 0xffff);
     const egress = srcIn && src.workload !== undefined && dst.peer !== undefined;
@@ -162,8 +184,12 @@ export class PolicySuggester {
     let port = dst.portNames.get(portKey);
     if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
     this.tuplePort.push(port);
-    this.tupleRecord.push(r);
-    this.tupleSides.push((egress ? 1 : 0) | (ingress ? 2 : 0));
+    // The check replays each end with the address of the first tuple it was learned in, as a replay of these records would.
+    if (ip !== undefined) {
+      src.replayAddress ??= ip.source;
+      dst.replayAddress ??= ip.destination;
+    }
+    this.tupleSides.push((egress ? 1 : 0) | (ingress ? 2 : 0) | (ip !== undefined ? 4 : 0));
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -183,7 +209,12 @@ export class PolicySuggester {
       if (cidr !== undefined) peer = { kind: "cidr", cidr };
     }
     const peerId = peer === undefined ? "" : peer.kind === "pod" ? `workload:${peer.workload.namespace}/${peer.workload.id}` : `ipBlock:${peer.cidr}`;
-    info = { id: this.endList.length, workload, peer, peerId, portNames: new Map() };
+    let peerIndex = -1;
+    if (peer !== undefined) {
+      peerIndex = this.peerIndexes.get(peerId) ?? this.peerIndexes.size;
+      this.peerIndexes.set(peerId, peerIndex);
+    }
+    info = { id: this.endList.length, endpoint: e, replayAddress: undefined, workload, peer, peerId, peerIndex, portNames: new Map() };
     this.endList.push(info);
     this.ends.set(e, info);
     return info;
@@ -201,7 +232,7 @@ export class PolicySuggester {
     const key = `${e.namespace}/${w.kind}/${w.name}`;
     let workload = this.workloads.get(key);
     if (workload === undefined) {
-      this.workloads.set(key, (workload = { id: `${w.kind}/${w.name}`, namespace: e.namespace, name: w.name, labels: undefined, ingress: new Map(), egress: new Map() }));
+      this.workloads.set(key, (workload = { index: this.workloads.size, id: `${w.kind}/${w.name}`, namespace: e.namespace, name: w.name, labels: undefined, ingress: new Map(), egress: new Map() }));
     }
     const stable = Object.fromEntries(Object.entries(e.labels).filter(([k]) => !UNSTABLE_LABELS.includes(k)));
     if (workload.labels === undefined) workload.labels = stable;
@@ -209,28 +240,39 @@ export class PolicySuggester {
     return workload;
   }
 
-  private addRule(rules: Map<string, RuleAcc>, peer: EndInfo, protocol: string, portKey: number, port: number | string,
-    records: number, packets: number, firstMs: number, lastMs: number): void {
-    let acc = rules.get(peer.peerId);
-    if (acc === undefined) {
-      rules.set(peer.peerId, (acc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs, lastMs } }));
+  /**
+   * Adds a tuple's sums to the rule of `subject` for `peer` in a direction (0 egress, 1
+   * ingress), found in `rules` by integers (workload, peer index, direction) rather than
+   * by the peer's text per tuple; a port joins the rule the first time it is seen for it.
+   */
+  private addRule(rules: { keys: TupleTable; accs: RuleAcc[]; ports: TupleTable }, subject: Workload, direction: number, peer: EndInfo,
+    protocol: string, portKey: number, port: number | string, t: number): void {
+    const table = this.table;
+    let r = rules.keys.intern(subject.index, peer.peerIndex * 2 + direction, 0);
+    if (r < 0) {
+      r = ~r;
+      const acc: RuleAcc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs: table.firstMs[t]!, lastMs: table.lastMs[t]! } };
+      rules.accs.push(acc);
+      (direction === 0 ? subject.egress : subject.ingress).set(peer.peerId, acc);
     }
-    if (!acc.ports.has(portKey)) acc.ports.set(portKey, { protocol, port });
+    const acc = rules.accs[r]!;
+    if (rules.ports.intern(r, portKey, 0) < 0) acc.ports.set(portKey, { protocol, port });
     const u = acc.usage;
-    u.records += records;
-    u.packets += packets;
-    if (firstMs < u.firstMs) u.firstMs = firstMs;
-    if (lastMs > u.lastMs) u.lastMs = lastMs;
+    u.records += table.records[t]!;
+    u.packets += table.packets[t]!;
+    if (table.firstMs[t]! < u.firstMs) u.firstMs = table.firstMs[t]!;
+    if (table.lastMs[t]! > u.lastMs) u.lastMs = table.lastMs[t]!;
   }
 
   suggest(): Suggestion {
     for (const w of this.workloads.values()) { w.ingress.clear(); w.egress.clear(); }
     const table = this.table;
+    const rules = { keys: new TupleTable(), accs: [], ports: new TupleTable() };
     for (let t = 0; t < table.size; t++) {
       const src = this.endList[table.srcOf(t)]!, dst = this.endList[table.dstOf(t)]!, sides = this.tupleSides[t]!;
-      const portKey = table.portOf(t), protocol = PROTOCOLS[portKey >> 16]!, port = this.tuplePort[t]!;
-      if ((sides & 1) !== 0) this.addRule(src.workload!.egress, dst, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
-      if ((sides & 2) !== 0) this.addRule(dst.workload!.ingress, src, protocol, portKey, port, table.records[t]!, table.packets[t]!, table.firstMs[t]!, table.lastMs[t]!);
+      const portKey = table.portOf(t), protocol = portProtocol(portKey >> 16)!, port = this.tuplePort[t]!;
+      if ((sides & 1) !== 0) this.addRule(rules, src.workload!, 0, dst, protocol, portKey, port, t);
+      if ((sides & 2) !== 0) this.addRule(rules, dst.workload!, 1, src, protocol, portKey, port, t);
     }
     const ns = this.options.namespace;
     const notes: string[] = [];
@@ -241,7 +283,7 @@ export class PolicySuggester {
       metadata: { name: "bulkhead-default-deny", namespace: ns, annotations: { [JUSTIFICATION_ANNOTATION]: JSON.stringify([{ rule: "egress[0]", peer: "dns", ports: ["UDP/53", "TCP/53"], records: 0, packets: 0, firstSeen: "", lastSeen: "" }]) } },
       spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
     }));
-    const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => a.id.localeCompare(b.id));
+    const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => COLLATOR.compare(a.id, b.id));
     for (const w of subjects) {
       const labels = w.labels ?? {};
       if (Object.keys(labels).length === 0) {
@@ -250,11 +292,12 @@ export class PolicySuggester {
       }
       const justification: RuleJustification[] = [];
       const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
-        [...(accs?.values() ?? [])].sort((a, b) => a.peerId.localeCompare(b.peerId)).map((acc, i) => {
+        [...(accs?.values() ?? [])].sort((a, b) => COLLATOR.compare(a.peerId, b.peerId)).map((acc, i) => {
           const peer = acc.peer.kind === "cidr" ? { ipBlock: { cidr: acc.peer.cidr } }
             : { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: acc.peer.workload.namespace } }, podSelector: { matchLabels: { ...acc.peer.workload.labels } } };
-          const ports = [...acc.ports.values()].sort((a, b) => `${a.protocol}/${a.port}`.localeCompare(`${b.protocol}/${b.port}`));
-          justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: ports.map((p) => `${p.protocol}/${p.port}`), records: acc.usage.records,
+          const named = [...acc.ports.values()].map((p) => ({ p, text: `${p.protocol}/${p.port}` })).sort((a, b) => COLLATOR.compare(a.text, b.text));
+          const ports = named.map((n) => n.p);
+          justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
           return { [direction === "ingress" ? "from" : "to"]: [peer], ports };
         });
@@ -281,7 +324,13 @@ export class PolicySuggester {
   private check(policies: NetworkPolicy[]): void {
     const cluster = { namespaces: this.options.cluster.namespaces ?? [], pods: this.options.cluster.pods };
     const replay = new FlowReplay(cluster, policies);
-    for (const r of this.tupleRecord) replay.add(r);
+    const t = this.table;
+    for (let i = 0; i < t.size; i++) {
+      if ((this.tupleSides[i]! & 4) === 0) continue;
+      const src = this.endList[t.srcOf(i)]!, dst = this.endList[t.dstOf(i)]!, portKey = t.portOf(i);
+      replay.addJudged(src.endpoint, src.replayAddress!, dst.endpoint, dst.replayAddress!, portKey >> 16, portKey & 0xffff,
+        t.records[i]!, t.packets[i]!, t.firstMs[i]!, t.lastMs[i]!);
+    }
     const report = replay.report({ before: [], after: policies }, { mode: "enforce", reference: this.options.reference === true });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {

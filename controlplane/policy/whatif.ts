@@ -19,10 +19,12 @@
 // rules match nothing for it). Reports say so in `notes`.
 //
 // Speed: a record costs two WeakMap lookups (endpoints are shared objects, in the hot
-// window and in the stores' dictionaries) and two Map lookups; each distinct (source
-// class, destination class, protocol, port) is judged once before and once after by
-// class-verdicts.ts (per-class caches over the model's matching: two bits), and only the
-// tuples whose outcome changes go through the model, which names the deciding rules.
+// window and in the stores' dictionaries) and one probe of a typed-array table
+// (tuple-table.ts); each distinct (source class, destination class, protocol, port) is
+// judged once before and once after by class-verdicts.ts (per-class caches over the
+// model's matching: two bits), found in a second table of keys; only the tuples whose
+// outcome changes are ordered, merged into edges and go through the model, which names
+// the deciding rules.
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
@@ -126,6 +128,8 @@ interface Identity {
 }
 
 interface Group {
+  /** Index in the replay's tuple table. */
+  tuple: number;
   src: Identity;
   dst: Identity;
   protocol: number;
@@ -138,6 +142,7 @@ interface Group {
   lastMs: number;
 }
 
+const COLLATOR = new Intl.Collator();
 const PROTOCOL_NAMES: Record<number, string> = { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" };
 
 function labelsKey(labels: Record<string, string>): string {
@@ -240,14 +245,30 @@ export class FlowReplay {
     const s = r.source, d = r.destination, ip = r.ip, l4 = r.l4;
     if (s === undefined || d === undefined || ip === undefined || l4 === undefined) return;
     this.replayed++;
+    // addJudged's steps written out: this is the per-record path (millions a replay).
     const src = this.byObject.get(s) ?? this.identify(s, ip.source);
     const dst = this.byObject.get(d) ?? this.identify(d, ip.destination);
     const protocol = l4.protocol & 0xff;
     const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
-    // A pod talking to itself is always allowed: kept apart from two pods of one identity.
     const self = s === d || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
     const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
     this.tuples.add(src.id, dst.id, key, Number(r.packets), ms(r.startTime), ms(r.endTime));
+  }
+
+  /**
+   * Adds `records` judged observations of one connection tuple at once, summed by the
+   * caller (suggest.ts: what it learned), as add() would have added them one by one.
+   */
+  addJudged(source: Endpoint, sourceAddress: string, destination: Endpoint, destinationAddress: string, protocol: number, destinationPort: number,
+    records: number, packets: number, firstMs: number, lastMs: number): void {
+    const src = this.byObject.get(source) ?? this.identify(source, sourceAddress);
+    const dst = this.byObject.get(destination) ?? this.identify(destination, destinationAddress);
+    const p = protocol & 0xff;
+    const port = p === 6 || p === 17 || p === 132 ? destinationPort & 0xffff : 0;
+    // A pod talking to itself is always allowed: kept apart from two pods of one identity.
+    const self = source === destination || (source.podName !== "" && source.podName === destination.podName && source.namespace === destination.namespace);
+    const key = (self ? 0x1000000 : 0) + p * 0x10000 + port;
+    this.tuples.addSummed(src.id, dst.id, key, records, packets, firstMs, lastMs);
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -296,28 +317,25 @@ export class FlowReplay {
   }
 
   /**
-   * The tuples, in the order a Map of Maps by source identity, destination and key gave
-   * them (source identity, then first sight of the pair, then first sight of the key), so
-   * that merged edges list their deciding rules as they always did.
+   * The given tuples, in the order a Map of Maps by source identity, destination and key
+   * gave them (source identity, then first sight of the pair, then first sight of the key),
+   * so that merged edges list their deciding rules as they always did.
    */
-  private groups(): Group[] {
+  private groups(tuples: number[]): Group[] {
     const t = this.tuples;
-    const pairFirst = new Map<number, Map<number, number>>();
-    const order: number[] = [];
+    if (tuples.length === 0) return [];
+    // First tuple of each (source, destination) pair: the table numbers tuples in order of first sight.
+    const pairs = new TupleTable(), pairFirst: number[] = [];
     const pairOf = new Int32Array(t.size);
     for (let i = 0; i < t.size; i++) {
-      const src = t.srcOf(i), dst = t.dstOf(i);
-      let byDst = pairFirst.get(src);
-      if (byDst === undefined) pairFirst.set(src, (byDst = new Map()));
-      let first = byDst.get(dst);
-      if (first === undefined) byDst.set(dst, (first = i));
-      pairOf[i] = first;
-      order.push(i);
+      const p = pairs.intern(t.srcOf(i), t.dstOf(i), 0);
+      if (p < 0) pairFirst.push(i);
+      pairOf[i] = pairFirst[p < 0 ? ~p : p]!;
     }
-    order.sort((a, b) => t.srcOf(a) - t.srcOf(b) || pairOf[a]! - pairOf[b]! || a - b);
+    const order = [...tuples].sort((a, b) => t.srcOf(a) - t.srcOf(b) || pairOf[a]! - pairOf[b]! || a - b);
     return order.map((i) => {
       const key = t.portOf(i);
-      return { src: this.identities[t.srcOf(i)]!, dst: this.identities[t.dstOf(i)]!, protocol: (key >> 16) & 0xff, port: key & 0xffff, self: key >= 0x1000000,
+      return { tuple: i, src: this.identities[t.srcOf(i)]!, dst: this.identities[t.dstOf(i)]!, protocol: (key >> 16) & 0xff, port: key & 0xffff, self: key >= 0x1000000,
         records: t.records[i]!, packets: t.packets[i]!, firstMs: t.firstMs[i]!, lastMs: t.lastMs[i]! };
     });
   }
@@ -329,7 +347,6 @@ export class FlowReplay {
     const clusterBefore = policies.clusterBefore ?? [];
     const before = new PolicyModel({ ...objects, policies: policies.before, clusterNetworkPolicies: clusterBefore }, { ...modelOptions, policySet: new PolicySet(this.normalized) });
     const after = new PolicyModel({ ...objects, policies: policies.after, clusterNetworkPolicies: policies.clusterAfter ?? clusterBefore }, { ...modelOptions, policySet: new PolicySet(this.normalized) });
-    type Judged = { b: Verdict; a: Verdict; ob: Outcome; oa: Outcome } | null;
     // Whether a tuple changes is decided on the two allowed bits per side (class-verdicts.ts);
     // the model names the deciding rules only for the tuples that change.
     const fastBefore = new ClassVerdicts(before), fastAfter = new ClassVerdicts(after);
@@ -337,42 +354,40 @@ export class FlowReplay {
     const endsBefore: ClassEnd[] = [], endsAfter: ClassEnd[] = [], twinsBefore: ClassEnd[] = [], twinsAfter: ClassEnd[] = [];
     const endOf = (i: Identity, twin: boolean, model: PolicyModel, cache: ClassEnd[]): ClassEnd =>
       (cache[i.classId] ??= { classId: i.classId, peer: model.resolve(twin ? twinOf(i) : peerOf(i)) });
-    // By class pair, then protocol and port: small-integer keys, no string per tuple.
-    const judged = new Map<number, Map<number, Judged>>();
-    let evaluated = 0;
-    const edges = new Map<string, ChangedEdge>();
-    for (const g of this.groups()) {
-      const pairKey = g.src.classId * 0x200000 + g.dst.classId;
-      let byPort = judged.get(pairKey);
-      if (byPort === undefined) judged.set(pairKey, (byPort = new Map()));
-      const portKey = (g.self ? 0x1000000 : 0) + g.protocol * 0x10000 + g.port;
-      let j = byPort.get(portKey);
-      if (j === undefined) {
-        evaluated++;
-        // Two pods of one class: the destination is the class's twin, so that the model does not take them for one pod.
-        const twin = g.src.classId === g.dst.classId && !g.self && g.dst.kind === "pod";
-        let unchanged = false;
-        if (fast) {
-          const protocol = protocolOf(protocolName(g.protocol));
-          const sb = endOf(g.src, false, before, endsBefore), db = endOf(g.dst, twin, before, twin ? twinsBefore : endsBefore);
-          const sa = endOf(g.src, false, after, endsAfter), da = endOf(g.dst, twin, after, twin ? twinsAfter : endsAfter);
-          const bits = fastBefore.sides(sb, db, protocol, g.port), abits = fastAfter.sides(sa, da, protocol, g.port);
-          const ob = outcomeOfSides(before, (bits & EGRESS_ALLOWED) !== 0, sb.peer, (bits & INGRESS_ALLOWED) !== 0, db.peer, options.mode);
-          const oa = outcomeOfSides(after, (abits & EGRESS_ALLOWED) !== 0, sa.peer, (abits & INGRESS_ALLOWED) !== 0, da.peer, options.mode);
-          unchanged = ob === oa && (bits === 3) === (abits === 3);
-        }
-        if (unchanged) {
-          j = null;
-        } else {
-          const from = peerOf(g.src), to = twin ? twinOf(g.dst) : peerOf(g.dst);
-          const b = evaluate(before, from, to, g.protocol, g.port), a = evaluate(after, from, to, g.protocol, g.port);
-          const ob = outcomeOf(before, b, options.mode), oa = outcomeOf(after, a, options.mode);
-          j = ob === oa && b.allowed === a.allowed ? null : { b, a, ob, oa };
-        }
-        byPort.set(portKey, j);
+    type Changed = { b: Verdict; a: Verdict; ob: Outcome; oa: Outcome };
+    const judge = (src: Identity, dst: Identity, key: number): Changed | null => {
+      const self = key >= 0x1000000, protocolNumber = (key >> 16) & 0xff, port = key & 0xffff;
+      // Two pods of one class: the destination is the class's twin, so that the model does not take them for one pod.
+      const twin = src.classId === dst.classId && !self && dst.kind === "pod";
+      if (fast) {
+        const protocol = protocolOf(protocolName(protocolNumber));
+        const sb = endOf(src, false, before, endsBefore), db = endOf(dst, twin, before, twin ? twinsBefore : endsBefore);
+        const sa = endOf(src, false, after, endsAfter), da = endOf(dst, twin, after, twin ? twinsAfter : endsAfter);
+        const bits = fastBefore.sides(sb, db, protocol, port), abits = fastAfter.sides(sa, da, protocol, port);
+        const ob = outcomeOfSides(before, (bits & EGRESS_ALLOWED) !== 0, sb.peer, (bits & INGRESS_ALLOWED) !== 0, db.peer, options.mode);
+        const oa = outcomeOfSides(after, (abits & EGRESS_ALLOWED) !== 0, sa.peer, (abits & INGRESS_ALLOWED) !== 0, da.peer, options.mode);
+        if (ob === oa && (bits === 3) === (abits === 3)) return null;
       }
-      if (j === null) continue;
-      const { b, a, ob, oa } = j;
+      const from = peerOf(src), to = twin ? twinOf(dst) : peerOf(dst);
+      const b = evaluate(before, from, to, protocolNumber, port), a = evaluate(after, from, to, protocolNumber, port);
+      const ob = outcomeOf(before, b, options.mode), oa = outcomeOf(after, a, options.mode);
+      return ob === oa && b.allowed === a.allowed ? null : { b, a, ob, oa };
+    };
+    // Judged once per (source class, destination class, self | protocol | port), in a table of keys.
+    const t = this.tuples, classTuples = new TupleTable();
+    const judged: (Changed | null)[] = [];
+    const changedTuples: number[] = [], classOf = new Int32Array(t.size);
+    for (let i = 0; i < t.size; i++) {
+      const src = this.identities[t.srcOf(i)]!, dst = this.identities[t.dstOf(i)]!, key = t.portOf(i);
+      let c = classTuples.intern(src.classId, dst.classId, key);
+      if (c < 0) { c = ~c; judged.push(judge(src, dst, key)); }
+      classOf[i] = c;
+      if (judged[c] !== null) changedTuples.push(i);
+    }
+    const evaluated = judged.length;
+    const edges = new Map<string, ChangedEdge>();
+    for (const g of this.groups(changedTuples)) {
+      const { b, a, ob, oa } = judged[classOf[g.tuple]!]!;
       const protocol = PROTOCOL_NAMES[g.protocol] ?? String(g.protocol);
       const key = `${g.src.node}\u0000${g.dst.node}\u0000${protocol}\u0000${g.port}\u0000${ob}\u0000${oa}\u0000${b.allowed}\u0000${a.allowed}`;
       let edge = edges.get(key);
@@ -392,8 +407,10 @@ export class FlowReplay {
       if (g.firstMs < edge.firstSeenMs) edge.firstSeenMs = g.firstMs;
       if (g.lastMs > edge.lastSeenMs) edge.lastSeenMs = g.lastMs;
     }
-    const sorted = [...edges.values()].sort((x, y) =>
-      RANK_CHANGE(y) - RANK_CHANGE(x) || y.packets - x.packets || `${x.source} ${x.destination}`.localeCompare(`${y.source} ${y.destination}`) || x.port - y.port);
+    // Ranks and names computed once per edge, not per comparison; the collator orders as localeCompare does.
+    const keyed = [...edges.values()].map((e) => ({ e, rank: RANK_CHANGE(e), names: `${e.source} ${e.destination}` }));
+    keyed.sort((x, y) => y.rank - x.rank || y.e.packets - x.e.packets || COLLATOR.compare(x.names, y.names) || x.e.port - y.e.port);
+    const sorted = keyed.map((k) => k.e);
     return {
       edges: sorted,
       records: this.records,
