@@ -15,11 +15,11 @@ import type { Logger } from "pino";
 import {
   AgentServiceService, ConnectRequest, type AgentStats, type BatchRefused, type ConnectResponse, type LocalEndpoint,
 } from "../../proto/gen/bulkhead/v1/agent.js";
-import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../../config/wire.js";
+import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../config/wire.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { tlsChannel } from "../../tls/client.js";
 
-export const PROTOCOL_VERSION = 2;
+export { PROTOCOL_VERSION };
 export const AGENT_VERSION = "0.1.0";
 
 export interface ConnectionOptions {
