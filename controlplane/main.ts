@@ -78,6 +78,8 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     await cp.start(config.listen);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, "control plane failed to start");
+    // The reason where an operator looks first (kubectl logs shows both streams).
+    process.stderr.write(`bulkhead: ${(err as Error).message}\n`);
     await cp.stop().catch(() => undefined);
     await store?.close().catch(() => undefined);
     access.close();
