@@ -24,6 +24,8 @@ export async function runAgent(argv: string[]): Promise<number> {
     await agent.start();
   } catch (err) {
     log.fatal({ err: (err as Error).message }, "agent failed to start");
+    // The reason where an operator looks first (kubectl logs shows both streams).
+    process.stderr.write(`bulkhead: ${(err as Error).message}\n`);
     await agent.stop().catch(() => undefined);
     return 1;
   }
