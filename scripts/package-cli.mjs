@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds the workstation CLI package: cli/workstation.ts and every JavaScript dependency it
 // reaches bundled by esbuild into one file, in an npm package with no dependencies, packed
-// as dist/bulkhead-VERSION.tgz. It installs offline (`npm install -g ./bulkhead-….tgz`)
+// as dist/cli-package/bulkhead-VERSION.tgz. It installs offline (`npm install -g ./bulkhead-….tgz`)
 // and needs neither the native addon nor clang or libbpf: it holds only observe, map,
 // status, policy, certs, flows and version, and refuses the rest by name.
 //
@@ -15,9 +15,9 @@ import { build } from "esbuild";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({ options: { out: { type: "string" } }, strict: true });
-const out = path.resolve(values.out ?? path.join(root, "dist"));
+const out = path.resolve(values.out ?? path.join(root, "dist", "cli-package"));
 const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
-const staging = path.join(out, "cli-package");
+const staging = path.join(out, "package");
 
 rmSync(staging, { recursive: true, force: true });
 mkdirSync(staging, { recursive: true });
@@ -36,7 +36,7 @@ const result = await build({
   metafile: true,
 });
 // What went into the bundle, for test/cli-package.test.ts (no addon, agent, store engine).
-writeFileSync(path.join(out, "cli-package.meta.json"), JSON.stringify(result.metafile));
+writeFileSync(path.join(out, "meta.json"), JSON.stringify(result.metafile));
 
 // Named "bulkhead" like the repository's package: config/install.ts finds the install's
 // root (and config/version.ts its version) by that name.

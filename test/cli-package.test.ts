@@ -90,7 +90,7 @@ describe("the workstation CLI package", () => {
   });
 
   it("bundles no addon, agent, control-plane server, store engine or logger", () => {
-    const meta = JSON.parse(fs.readFileSync(path.join(path.dirname(tarball), "cli-package.meta.json"), "utf8")) as { inputs: Record<string, unknown> };
+    const meta = JSON.parse(fs.readFileSync(path.join(path.dirname(tarball), "meta.json"), "utf8")) as { inputs: Record<string, unknown> };
     const inputs = Object.keys(meta.inputs);
     expect(inputs).toContain("cli/observe.ts"); // the check reads the right list
     const forbidden = inputs.filter((i) => /^(native\/|agent\/|controlplane\/(main|controlplane|grpc|agents|ingest|store\/(duckdb|clickhouse))|node_modules\/(@duckdb|@clickhouse|pino|@kubernetes|@grpc\/proto-loader))/.test(i));

@@ -18,9 +18,9 @@ import {
 import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../config/wire.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { tlsChannel } from "../../tls/client.js";
+import { VERSION } from "../../config/version.js";
 
 export { PROTOCOL_VERSION };
-export const AGENT_VERSION = "0.1.0";
 
 export interface ConnectionOptions {
   /** The control plane's address (HOST:PORT or unix:///PATH), or its replicas', tried in turn. */
@@ -137,7 +137,7 @@ export class ControlPlaneConnection {
     this.call = call;
     call.write({
       kind: { $case: "hello", value: {
-        node: this.opts.node, version: AGENT_VERSION, protocolVersion: PROTOCOL_VERSION,
+        node: this.opts.node, version: VERSION, protocolVersion: PROTOCOL_VERSION,
         capabilities: this.opts.capabilities, instanceId: this.instanceId,
       } },
     });
