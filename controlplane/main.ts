@@ -86,6 +86,10 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     return 1;
   }
   log.info({ tokens: access.tokenCount, allowUnauthenticated: config.allowUnauthenticated }, "observer access");
+  if (source instanceof KubernetesSource && source.serverVersion) {
+    const v = source.serverVersion;
+    log.info({ kubernetes: v.gitVersion || `${v.major}.${v.minor}` }, "Kubernetes API server version checked (1.21 or newer needed)");
+  }
   return await new Promise<number>((resolve) => signals.onStop((signal) => {
     log.info({ signal }, "stopping");
     access.close();

@@ -435,6 +435,7 @@ describe("bulkhead controlplane --source kubernetes", () => {
     try {
       await waitFor(() => log.includes("control plane started"), () => `the control plane to start; log:\n${log}`);
       expect(log).toMatch(/"pods":2/);
+      await waitFor(() => log.includes('"kubernetes":"v1.31.4"'), () => `the fake API server's version in the log:\n${log}`);
       const status = await run(process.execPath, [cliMain, "status", "--server", socket, "-o", "json"]);
       const parsed = JSON.parse(status.stdout) as { status: { metadataErrors?: string[] } };
       expect(parsed.status.metadataErrors ?? []).toEqual([]);
