@@ -22,7 +22,16 @@ import { ControlPlaneConnection } from "./controlplane/connection.js";
 import { receivePolicy } from "./controlplane/policy-stream.js";
 import type { RecordSink } from "./export/sink.js";
 import { LocalEndpoints } from "./endpoints.js";
-import { kernelSupport } from "./kernel.js";
+import { kernelSupport, type AttachModeFlag } from "./kernel.js";
+
+/** The attach mode the hello announces: what this kernel allows (start() refuses a kernel that cannot work, naming why). */
+function expectedAttachMode(mode: AttachModeFlag): "tcx" | "clsact" {
+  try {
+    return kernelSupport(os.release(), mode).attach;
+  } catch {
+    return mode === "clsact" ? "clsact" : "tcx";
+  }
+}
 
 export class Agent {
   readonly metrics = new Registry();
@@ -87,7 +96,7 @@ export class Agent {
       this.connection = new ControlPlaneConnection({
         addresses: config.controlplane,
         node: config.node,
-        capabilities: ["ipv6", config.attachMode === "clsact" ? "clsact" : "tcx"],
+        capabilities: ["ipv6", expectedAttachMode(config.attachMode)],
         log: this.log,
         ...(config.tls ? { tls: config.tls } : {}),
       });
