@@ -2,6 +2,7 @@
 //   interfaces (netlink) → attacher → kernel flow maps → drain loop → queue → exporter
 // with every loss counted by cause and served on /metrics; policy snapshots from the
 // control plane and the pods behind the veths (host routes) go into the policy maps.
+import os from "node:os";
 import type http from "node:http";
 import type { Logger } from "pino";
 import { native, ringRecords, type RingBuffer } from "../native/index.js";
@@ -21,6 +22,16 @@ import { ControlPlaneConnection } from "./controlplane/connection.js";
 import { receivePolicy } from "./controlplane/policy-stream.js";
 import type { RecordSink } from "./export/sink.js";
 import { LocalEndpoints } from "./endpoints.js";
+import { kernelSupport, type AttachModeFlag } from "./kernel.js";
+
+/** The attach mode the hello announces: what this kernel allows (start() refuses a kernel that cannot work, naming why). */
+function expectedAttachMode(mode: AttachModeFlag): "tcx" | "clsact" {
+  try {
+    return kernelSupport(os.release(), mode).attach;
+  } catch {
+    return mode === "clsact" ? "clsact" : "tcx";
+  }
+}
 
 export class Agent {
   readonly metrics = new Registry();
@@ -85,7 +96,7 @@ export class Agent {
       this.connection = new ControlPlaneConnection({
         addresses: config.controlplane,
         node: config.node,
-        capabilities: ["ipv6", config.attachMode === "clsact" ? "clsact" : "tcx"],
+        capabilities: ["ipv6", expectedAttachMode(config.attachMode)],
         log: this.log,
         ...(config.tls ? { tls: config.tls } : {}),
       });
@@ -107,6 +118,9 @@ export class Agent {
 
   async start(): Promise<void> {
     const c = this.config;
+    // Before anything is loaded: a kernel that cannot work is named, not left to the verifier.
+    const kernel = kernelSupport(os.release(), c.attachMode);
+    this.log.info({ kernel: kernel.kernel.release, attach: kernel.attach, attachMode: c.attachMode, reason: kernel.reason }, "kernel checked");
     this.datapath = new Datapath({ objectPath: c.bpfObject, flowMapSize: c.flowMapSize, bpfDir: c.bpfDir });
     const datapath = this.datapath;
     const differs = Object.entries(datapath.object.adoption.maps).filter(([, v]) => v !== "same" && v !== "absent");

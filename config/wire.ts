@@ -1,5 +1,8 @@
 // Limits both ends of the wire share, so that they agree: message sizes of the agent stream, windows of the Observer API.
 
+/** The agent stream's protocol version this build's agent speaks (`bulkhead version` prints it). */
+export const PROTOCOL_VERSION = 2;
+
 /** Agent → control plane: any single message above this is refused (the agent batches far below it). */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 

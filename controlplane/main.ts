@@ -78,12 +78,18 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     await cp.start(config.listen);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, "control plane failed to start");
+    // The reason where an operator looks first (kubectl logs shows both streams).
+    process.stderr.write(`bulkhead: ${(err as Error).message}\n`);
     await cp.stop().catch(() => undefined);
     await store?.close().catch(() => undefined);
     access.close();
     return 1;
   }
   log.info({ tokens: access.tokenCount, allowUnauthenticated: config.allowUnauthenticated }, "observer access");
+  if (source instanceof KubernetesSource && source.serverVersion) {
+    const v = source.serverVersion;
+    log.info({ kubernetes: v.gitVersion || `${v.major}.${v.minor}` }, "Kubernetes API server version checked (1.21 or newer needed)");
+  }
   return await new Promise<number>((resolve) => signals.onStop((signal) => {
     log.info({ signal }, "stopping");
     access.close();

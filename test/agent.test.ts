@@ -11,6 +11,7 @@ import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { Attacher } from "../agent/attacher.js";
 import { Datapath } from "../agent/datapath.js";
+import { kernelSupport } from "../agent/kernel.js";
 import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
 import { decodeFlowRecord, clockNow } from "../agent/records.js";
 import {
@@ -315,6 +316,10 @@ describe("pod churn while the agent runs", () => {
     const agent = node.startAgent(["--drain-interval", "200", "--resync-interval", "600000", "--export-file", exportFile]);
     await agent.ready();
     expect(await watched()).toBe(1);
+    // The kernel check at start names this kernel and the mode the agent then attaches in.
+    const checked = agent.logs().find((l) => l.msg === "kernel checked");
+    expect(checked).toMatchObject({ kernel: os.release(), attach: kernelSupport(os.release(), "auto").attach });
+    expect([...new Set(agent.logs().filter((l) => l.msg === "attached").map((l) => l.mode))]).toEqual([checked?.attach]);
     const agentLinks = new Set(agent.links().map((l) => l.id));
     expect(agentLinks.size).toBe(2);
 

@@ -435,6 +435,7 @@ describe("bulkhead controlplane --source kubernetes", () => {
     try {
       await waitFor(() => log.includes("control plane started"), () => `the control plane to start; log:\n${log}`);
       expect(log).toMatch(/"pods":2/);
+      await waitFor(() => log.includes('"kubernetes":"v1.31.4"'), () => `the fake API server's version in the log:\n${log}`);
       const status = await run(process.execPath, [cliMain, "status", "--server", socket, "-o", "json"]);
       const parsed = JSON.parse(status.stdout) as { status: { metadataErrors?: string[] } };
       expect(parsed.status.metadataErrors ?? []).toEqual([]);
@@ -448,5 +449,63 @@ describe("bulkhead controlplane --source kubernetes", () => {
       await new Promise((r) => child.once("exit", r));
     }
     await waitFor(() => server.openConnections() === 0, () => "the control plane's connections to close");
+  });
+});
+
+describe("the Kubernetes version, read from /version at start (issue 18: 1.21 needed)", () => {
+  it("refuses a 1.20 server naming the version found and the one needed, before listing anything", async () => {
+    server.version = { major: "1", minor: "20", gitVersion: "v1.20.15" };
+    const source = newSource();
+    await expect(source.start(new CountingSink())).rejects.toThrow(
+      `the Kubernetes API server at ${server.url} runs v1.20.15 (1.20); bulkhead needs 1.21 or newer (EndpointSlice discovery.k8s.io/v1 and CronJob batch/v1 are GA from 1.21)`);
+    expect(server.requests.map((r) => r.plural)).toEqual(["/version"]);
+  });
+
+  it("accepts 1.21 and newer, managed clusters' \"21+\" included, and says which it found", async () => {
+    for (const [version, expected] of [
+      [{ major: "1", minor: "21" }, { major: 1, minor: 21, gitVersion: "" }],
+      [{ major: "1", minor: "29+", gitVersion: "v1.29.4-eks-036c24b" }, { major: 1, minor: 29, gitVersion: "v1.29.4-eks-036c24b" }],
+      [{ major: "2", minor: "0", gitVersion: "v2.0.0" }, { major: 2, minor: 0, gitVersion: "v2.0.0" }],
+    ] as const) {
+      server.version = { ...version };
+      const source = newSource();
+      const sink = new CountingSink();
+      await source.start(sink);
+      expect(source.serverVersion).toEqual(expected);
+      expect(sink.state.pods().length).toBeGreaterThan(0);
+      await source.stop();
+    }
+  });
+
+  it("refuses a /version answer that is not a version, naming the field", async () => {
+    server.version = { major: "1", minor: "twenty-one" };
+    await expect(newSource().start(new CountingSink())).rejects.toThrow(
+      `GET ${server.url}/version: minor: expected a version number such as "1" or "21+", got "twenty-one"`);
+    server.version = { major: 1, minor: "21" };
+    await expect(newSource().start(new CountingSink())).rejects.toThrow(`GET ${server.url}/version: major: expected a string, got 1`);
+    server.version = { status: 403 };
+    await expect(newSource().start(new CountingSink())).rejects.toThrow(
+      `cannot read the Kubernetes version from ${server.url}/version: HTTP 403 Forbidden: injected failure 403 for /version`);
+  });
+
+  it("retries /version while the server answers 503, reporting it, then starts", async () => {
+    server.version = { status: 503 };
+    const source = newSource();
+    const started = source.start(new CountingSink());
+    await waitFor(() => source.errors().length > 0, () => "the /version failure reported");
+    expect(source.errors()[0]?.message).toMatch(/^GET \/version: HTTP 503 ServiceUnavailable: injected failure 503 for \/version; retrying with backoff/);
+    server.version = { major: "1", minor: "30" };
+    await started;
+    expect(source.errors()).toEqual([]);
+  });
+
+  it("the control plane exits 1 at start against a 1.20 server, the reason on stderr", async () => {
+    server.version = { major: "1", minor: "20", gitVersion: "v1.20.15" };
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-kube-old-"));
+    tmp.push(dir);
+    const r = await run(process.execPath, [cliMain, "controlplane", "--source", "kubernetes", "--kubeconfig", server.kubeconfigPath,
+      "--listen", `unix://${path.join(dir, "cp.sock")}`, "--allow-unauthenticated"]).then(() => ({ code: 0, stderr: "" }), (e: { code: number; stderr: string }) => e);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`bulkhead: the Kubernetes API server at ${server.url} runs v1.20.15 (1.20); bulkhead needs 1.21 or newer (EndpointSlice discovery.k8s.io/v1 and CronJob batch/v1 are GA from 1.21)\n`);
   });
 });

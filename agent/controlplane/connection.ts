@@ -15,12 +15,12 @@ import type { Logger } from "pino";
 import {
   AgentServiceService, ConnectRequest, type AgentStats, type BatchRefused, type ConnectResponse, type LocalEndpoint,
 } from "../../proto/gen/bulkhead/v1/agent.js";
-import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES } from "../../config/wire.js";
+import { MAX_MESSAGE_BYTES, MAX_POLICY_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../config/wire.js";
 import type { PolicySnapshot } from "../../proto/gen/bulkhead/v1/policy.js";
 import { tlsChannel } from "../../tls/client.js";
+import { VERSION } from "../../config/version.js";
 
-export const PROTOCOL_VERSION = 2;
-export const AGENT_VERSION = "0.1.0";
+export { PROTOCOL_VERSION };
 
 export interface ConnectionOptions {
   /** The control plane's address (HOST:PORT or unix:///PATH), or its replicas', tried in turn. */
@@ -137,7 +137,7 @@ export class ControlPlaneConnection {
     this.call = call;
     call.write({
       kind: { $case: "hello", value: {
-        node: this.opts.node, version: AGENT_VERSION, protocolVersion: PROTOCOL_VERSION,
+        node: this.opts.node, version: VERSION, protocolVersion: PROTOCOL_VERSION,
         capabilities: this.opts.capabilities, instanceId: this.instanceId,
       } },
     });

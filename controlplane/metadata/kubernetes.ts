@@ -14,8 +14,9 @@
 // edit does in the folder source). Changes are coalesced and applied in KIND_APPLY_ORDER.
 import { ListWatch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
 import {
-  apiServerOf, apiVersionOf, BookmarkingWatch, collectionPath, describeApiFailure, informerList, listAll,
+  apiServerOf, apiVersionOf, BookmarkingWatch, collectionPath, describeApiFailure, getJson, informerList, KubeApiError, listAll,
 } from "./kubernetes-client.js";
+import { kubernetesVersionRefusal, parseKubernetesVersion, type KubernetesVersion } from "./kubernetes-version.js";
 import { WATCHED_RESOURCES, type WatchedResource } from "./kubernetes-resources.js";
 import { KIND_APPLY_ORDER, objectFingerprint, parseKubeObject, type KubeObject } from "./objects.js";
 import type { MetadataError, MetadataSink, MetadataSource, ObjectEvent } from "./source.js";
@@ -115,6 +116,9 @@ export class KubernetesSource implements MetadataSource {
   private flushScheduled: NodeJS.Immediate | undefined;
   private stopped = false;
   private syncWaiters: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private readonly versionAbort = new AbortController();
+  /** The API server's version, read at start. */
+  serverVersion: KubernetesVersion | undefined;
 
   constructor(options: KubernetesSourceOptions) {
     this.kc = options.kubeConfig;
@@ -129,6 +133,8 @@ export class KubernetesSource implements MetadataSource {
   async start(sink: MetadataSink): Promise<void> {
     if (this.sink) throw new Error(`${this.name}: already started`);
     this.sink = sink;
+    this.serverVersion = await this.checkServerVersion();
+    if (this.stopped) throw new Error(`${this.name}: stopped before every resource was listed`);
     const listedOnce = new Promise<void>((resolve, reject) => { this.syncWaiters = { resolve, reject }; });
     for (const resource of WATCHED_RESOURCES) {
       const ri = new ResourceInformer(resource, (r) => this.makeInformer(r));
@@ -142,9 +148,44 @@ export class KubernetesSource implements MetadataSource {
     this.flush(true);
   }
 
+  /**
+   * GET /version, retried with the backoff while the server cannot be reached or answers
+   * 5xx/429 (as the informers would be); refused when it answers otherwise or is too old
+   * (kubernetes-version.ts), naming the version found and the one needed.
+   */
+  private async checkServerVersion(): Promise<KubernetesVersion | undefined> {
+    const server = apiServerOf(this.kc);
+    for (let attempt = 0; ; attempt++) {
+      let body: unknown;
+      try {
+        body = await getJson(this.kc, "/version", {}, this.versionAbort.signal);
+      } catch (err) {
+        if (this.stopped) return undefined;
+        const retry = !(err instanceof KubeApiError) || err.statusCode === undefined || err.statusCode === 429 || err.statusCode >= 500;
+        if (!retry) throw new Error(`cannot read the Kubernetes version from ${server}/version: ${describeApiFailure(err).text}`);
+        if (attempt + 1 >= this.reportAfter) {
+          this.internalError = `GET /version: ${describeApiFailure(err).text}; retrying with backoff, so the source has not started`;
+          this.publishErrors();
+        }
+        await new Promise((resolve) => setTimeout(resolve, backoffDelay(this.backoff, attempt)));
+        if (this.stopped) return undefined;
+        continue;
+      }
+      if (this.internalError !== undefined) {
+        this.internalError = undefined;
+        this.publishErrors();
+      }
+      const version = parseKubernetesVersion(body, server);
+      const refusal = kubernetesVersionRefusal(version, server);
+      if (refusal !== undefined) throw new Error(refusal);
+      return version;
+    }
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.versionAbort.abort();
     if (this.flushScheduled) clearImmediate(this.flushScheduled);
     this.flushScheduled = undefined;
     for (const ri of this.informers) {

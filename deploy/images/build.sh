@@ -38,7 +38,7 @@ rm -rf "$out"
 mkdir -p "$out/native/build" "$out/native/addon/build/Release" "$out/proto"
 cp package.json package-lock.json "$out/"
 cp -r dist "$out/dist"
-rm -rf "$out/dist/test" "$out/dist/bench"
+rm -rf "$out/dist/test" "$out/dist/bench" "$out/dist/cli-package"   # the workstation package is not for images
 cp -r proto/bulkhead "$out/proto/bulkhead"
 cp native/build/endpoint.bpf.o "$out/native/build/"
 cp native/addon/build/Release/bulkhead.node "$out/native/addon/build/Release/"

@@ -12,6 +12,9 @@
 //   MODIFIED, DELETED; BOOKMARK only with allowWatchBookmarks=true), replaying history
 //   after N; an ERROR event with a 410 Expired Status when N is older than the compacted
 //   window; `timeoutSeconds` ends the stream cleanly.
+// - GET /version: a version.Info document, 1.31 unless the test sets another (`version`,
+//   e.g. { major: "1", minor: "20" } or EKS-style "21+"; a body that is not one, to test
+//   the parser; or an error status).
 // - Faults on demand: drop every watch connection mid-stream, compact history, answer a
 //   resource's requests with an error status (500, 403, ...).
 // It does not emulate: field/label selectors, namespaced URLs, resourceVersionMatch, RV
@@ -125,6 +128,8 @@ export class FakeKubeApiServer {
   private readonly watchers = new Set<Watcher>();
   private readonly sockets = new Set<Socket>();
   private readonly faults = new Map<string, Fault>();
+  /** What GET /version answers: the body (200), or an error status. */
+  version: Json | { status: number } = { major: "1", minor: "31", gitVersion: "v1.31.4", platform: "linux/amd64" };
 
   private constructor() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-fake-apiserver-"));
@@ -339,6 +344,12 @@ export class FakeKubeApiServer {
     };
     if (req.headers.authorization !== `Bearer ${this.token}`) {
       reply(401, status(401, "Unauthorized"));
+      return;
+    }
+    if (url.pathname === "/version" && req.method === "GET") {
+      const v = this.version;
+      if (typeof v.status === "number") reply(v.status, status(v.status, `injected failure ${v.status} for /version`));
+      else reply(200, clone(v));
       return;
     }
     if (!t) {
