@@ -27,7 +27,7 @@ import { createNodeRequest, NODE_SIGNER_NAME } from "../tls/node-request.js";
 import { tlsChannel } from "../tls/client.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { cliMain } from "../config/install.js";
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
 import { AgentServiceClient, type ConnectResponse } from "../proto/gen/bulkhead/v1/agent.js";
 
@@ -259,5 +259,70 @@ describe("the flags of both sides", () => {
       .toThrow("--csr-signer-cert: only with --source kubernetes (requests come through the Kubernetes API)");
     expect(() => parseControlPlaneArgs([...base, "--csr-signer-cert", path.join(dir, "ca.crt")], {}))
       .toThrow("--csr-signer-key: required with --csr-signer-cert (signing needs the CA certificate and its key)");
+  });
+});
+
+describe("deploy/kustomize/overlays/node-certificates", () => {
+  type PodSpec = { automountServiceAccountToken?: boolean; serviceAccountName?: string;
+    containers: { args?: string[]; volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[] }[];
+    volumes?: { name: string; emptyDir?: unknown; secret?: { secretName: string } }[] };
+  type Rendered = { kind: string; metadata: { name: string }; rules?: PolicyRule[]; spec?: { template?: { spec?: PodSpec } } };
+  let objects: Rendered[];
+  const podSpec = (kind: string, name: string): PodSpec => {
+    const spec = objects.find((o) => o.kind === kind && o.metadata.name === name)?.spec?.template?.spec;
+    if (!spec) throw new Error(`no ${kind}/${name} in the rendering`);
+    return spec;
+  };
+  /** Args with $(VAR) filled and the Secret mounts pointed at `secrets` (folder per Secret). */
+  const args = (spec: PodSpec, secrets: string): string[] => (spec.containers[0]?.args ?? []).map((a) => {
+    const env: Record<string, string> = { NODE_NAME: "node-new", HOST_IP: "10.0.0.1", LOG_LEVEL: "info", STORE_CAPACITY: "1000", DEFAULT_MODE: "observe" };
+    let arg = a.replace(/\$\(([A-Z_]+)\)/g, (_, name: string) => env[name] ?? `$(${name})`);
+    for (const m of spec.containers[0]?.volumeMounts ?? []) {
+      const secret = spec.volumes?.find((v) => v.name === m.name)?.secret?.secretName;
+      if (secret !== undefined) arg = arg.replace(`=${m.mountPath}/`, `=${path.join(secrets, secret)}/`);
+    }
+    return arg;
+  });
+
+  beforeAll(() => {
+    const text = execFileSync("kubectl", ["kustomize", path.join(repoRoot, "deploy/kustomize/overlays/node-certificates")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    objects = parseAllDocuments(text).map((d) => d.toJS() as Rendered);
+  });
+
+  it("holds the RBAC these tests ran with, bound to the two accounts", () => {
+    for (const name of ["bulkhead-agent-csr", "bulkhead-node-signer"]) {
+      expect(objects.find((o) => o.kind === "ClusterRole" && o.metadata.name === name)?.rules).toEqual(
+        parseAllDocuments(fs.readFileSync(path.join(repoRoot, RBAC_FILES[1]!), "utf8")).map((d) => d.toJS() as Rendered)
+          .find((o) => o.kind === "ClusterRole" && o.metadata.name === name)?.rules);
+    }
+    expect(rulesOf(AGENT_USER, RBAC_FILES).flatMap((r) => r.verbs).sort()).toEqual(["create", "get", "watch"]);
+  });
+
+  it("the agent mounts its pod-bound token and a memory folder for key and certificate, and its args ask at start", () => {
+    const spec = podSpec("DaemonSet", "bulkhead-agent");
+    expect(spec.serviceAccountName).toBe("bulkhead-agent");
+    expect(spec.automountServiceAccountToken).toBe(true);
+    expect(spec.volumes?.find((v) => v.name === "node-tls")?.emptyDir).toEqual({ medium: "Memory", sizeLimit: "1Mi" });
+    const config = parseAgentArgs(args(spec, path.join(tmp, "secrets")));
+    expect(config.tlsBootstrap).toMatchObject({ certFile: "/var/lib/bulkhead-agent/tls/node.crt", keyFile: "/var/lib/bulkhead-agent/tls/node.key",
+      kubeconfig: undefined, problem: "no certificate yet" });
+    expect(spec.containers[0]?.volumeMounts?.find((m) => m.mountPath === "/var/lib/bulkhead-agent/tls")?.readOnly).toBeUndefined();
+  });
+
+  it("the control plane's args parse into a signer with the CA key from the Secret bulkhead-node-signer", async () => {
+    const secrets = path.join(tmp, "secrets");
+    const server = await issueServerCertificate(ca, [], validityFor(30));
+    const put = (secret: string, file: string, text: string) => {
+      fs.mkdirSync(path.join(secrets, secret), { recursive: true });
+      fs.writeFileSync(path.join(secrets, secret, file), text);
+    };
+    put("bulkhead-controlplane-tls", "ca.crt", ca.certPem);
+    put("bulkhead-controlplane-tls", "controlplane.crt", server.certPem);
+    put("bulkhead-controlplane-tls", "controlplane.key", server.keyPem);
+    put("bulkhead-node-signer", "ca.key", ca.keyPem);
+    put("bulkhead-tokens", "tokens.yaml", `tokens:\n  - name: ops\n    sha256: ${"ab".repeat(32)}\n    namespaces: ["*"]\n`);
+    const config = parseControlPlaneArgs(args(podSpec("Deployment", "bulkhead-controlplane"), secrets), { KUBERNETES_SERVICE_HOST: "10.96.0.1" });
+    expect(config.nodeSigner).toMatchObject({ agentUser: AGENT_USER, validityDays: 365 });
+    expect(config.nodeSigner?.ca.keyPem).toBe(ca.keyPem);
   });
 });
