@@ -213,6 +213,48 @@ describe("requests the signer cannot vouch for are denied, with a reason the age
   });
 });
 
+describe("when the signer cannot answer, and when a person approved first", () => {
+  it("the agent gives up after its timeout naming the pending CSR; the signer retries once the API answers again, and issues", async () => {
+    api.fail("nodes", 500);
+    let pending = "";
+    try {
+      const err = await requestNodeCertificate({ kubeConfig: agentOn("node-new"), node: "node-new", ...files("node-late"), timeoutMs: 2000, log: new LogCapture().log })
+        .then(() => undefined, (e: Error) => e);
+      expect(err?.message).toMatch(/^no certificate for node node-new after 2 s: certificate signing request (bulkhead-agent-node-new-\w+) is still pending \(is the control plane running with --csr-signer-cert\/--csr-signer-key\? kubectl describe csr \1\)$/);
+      pending = /request (\S+) is still pending/.exec(err?.message ?? "")?.[1] ?? "";
+      expect(signerLogs.find((l) => l.msg === "certificate signing request not settled; will retry" && l.csr === pending)?.err).toMatch(/500/);
+    } finally {
+      api.heal("nodes");
+    }
+    const issued = await waitFor(() => api.list("certificatesigningrequests").find((o) => (o.metadata as { name: string }).name === pending),
+      (csr) => typeof (csr?.status as { certificate?: string } | undefined)?.certificate === "string", 40_000, `the signer to issue ${pending} after the API healed`);
+    expect((issued?.status as { conditions: { type: string }[] }).conditions.map((c) => c.type)).toEqual(["Approved"]);
+    expect(certificateProblem(files("node-late").certFile, files("node-late").keyFile, "node-new", 0)).toBe("no certificate yet");
+  });
+
+  it("a request someone approved by hand is still checked: one for a node that does not exist is marked Failed, not signed", async () => {
+    const certificates = agentOn("node-ghost").makeApiClient(CertificatesV1Api);
+    const { requestPem } = await createNodeRequest("node-ghost");
+    const admin = new KubeConfig();
+    admin.loadFromFile(api.kubeconfigPath);
+    const adminApi = admin.makeApiClient(CertificatesV1Api);
+    // Created and approved while the signer cannot look nodes up, so the person is first.
+    api.fail("nodes", 500);
+    try {
+      const created = await certificates.createCertificateSigningRequest({ body: { apiVersion: "certificates.k8s.io/v1", kind: "CertificateSigningRequest",
+        metadata: { name: "hand-approved" }, spec: { signerName: NODE_SIGNER_NAME, request: Buffer.from(requestPem).toString("base64"), usages: ["digital signature", "client auth"] } } });
+      await adminApi.replaceCertificateSigningRequestApproval({ name: "hand-approved", body: { ...created, status: { conditions: [
+        { type: "Approved", status: "True", reason: "KubectlApprove", message: "approved by kubectl", lastUpdateTime: new Date() }] } } });
+    } finally {
+      api.heal("nodes");
+    }
+    const settled = await waitFor(() => adminApi.readCertificateSigningRequest({ name: "hand-approved" }),
+      (csr) => (csr.status?.conditions ?? []).some((c) => c.type === "Failed"), 40_000, "the signer to mark hand-approved Failed");
+    expect(settled.status?.certificate).toBeUndefined();
+    expect((settled.status?.conditions ?? []).map((c) => `${c.type}/${c.reason}`)).toEqual(["Approved/KubectlApprove", "Failed/UnknownNode"]);
+  });
+});
+
 describe("the flags of both sides", () => {
   it("bulkhead agent --tls-bootstrap exits 1 naming the denied request and its reason, and writes no files", async () => {
     if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npx tsc -p . first");
@@ -287,6 +329,21 @@ describe("deploy/kustomize/overlays/node-certificates", () => {
   beforeAll(() => {
     const text = execFileSync("kubectl", ["kustomize", path.join(repoRoot, "deploy/kustomize/overlays/node-certificates")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     objects = parseAllDocuments(text).map((d) => d.toJS() as Rendered);
+  });
+
+  it("every object it adds or changes validates against the Kubernetes OpenAPI schema (kubernetes-models)", async () => {
+    const errors: string[] = [];
+    for (const o of objects.filter((x) => ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Deployment"].includes(x.kind))) {
+      const { apiVersion } = o as unknown as { apiVersion: string };
+      const Model = (await import(`kubernetes-models/${apiVersion}/${o.kind}`) as Record<string, new (data: unknown) => { validate(): void }>)[o.kind];
+      try {
+        if (!Model) throw new Error("no model");
+        new Model(o).validate();
+      } catch (err) {
+        errors.push(`${o.kind}/${o.metadata.name}: ${(err as Error).message}`);
+      }
+    }
+    expect(errors).toEqual([]);
   });
 
   it("holds the RBAC these tests ran with, bound to the two accounts", () => {

@@ -51,6 +51,7 @@ export interface SignerCounts {
 }
 
 const RELIST_DELAY_MS = 1000;
+const MAX_RELIST_DELAY_MS = 30_000;
 
 function hasCondition(csr: V1CertificateSigningRequest, type: string): boolean {
   return (csr.status?.conditions ?? []).some((c) => c.type === type && (c.status ?? "True") === "True");
@@ -69,6 +70,8 @@ export class NodeCertificateSigner {
   private abort: AbortController | undefined;
   private timer: NodeJS.Timeout | undefined;
   private loop: Promise<void> | undefined;
+  /** Requests left unsettled by an error in a row: the relist after one waits longer each time. */
+  private failures = 0;
   readonly counts: SignerCounts = { issued: 0, denied: 0 };
 
   constructor(private readonly options: NodeCertificateSignerOptions) {
@@ -106,7 +109,8 @@ export class NodeCertificateSigner {
       }
       if (resourceVersion !== undefined && this.running) await this.watch(resourceVersion);
       if (!this.running) return;
-      await new Promise<void>((resolve) => { this.timer = setTimeout(resolve, RELIST_DELAY_MS); });
+      const delay = Math.min(RELIST_DELAY_MS * 2 ** this.failures, MAX_RELIST_DELAY_MS);
+      await new Promise<void>((resolve) => { this.timer = setTimeout(resolve, delay); });
     }
   }
 
@@ -135,9 +139,12 @@ export class NodeCertificateSigner {
     if (name === undefined || csr.spec.signerName !== NODE_SIGNER_NAME || this.inFlight.has(name)) return;
     if (csr.status?.certificate || hasCondition(csr, "Denied") || hasCondition(csr, "Failed")) return;
     this.inFlight.add(name);
-    this.handle(csr).catch((err: Error) => {
-      // A conflict or a lost connection: the watch or the next list brings it back.
+    this.handle(csr).then(() => { this.failures = 0; }, (err: Error) => {
+      // A conflict, a lost connection, an API error: end the watch, so that the relist
+      // (after a delay growing with each failure in a row) brings the request back.
+      this.failures = Math.min(this.failures + 1, 10);
       this.options.log.warn({ csr: name, err: err.message }, "certificate signing request not settled; will retry");
+      this.abort?.abort();
     }).finally(() => this.inFlight.delete(name));
   }
 
