@@ -47,6 +47,9 @@ function rulesOf(account: string, files: string[]): PolicyRule[] {
   return objects.filter((o) => o.kind === "ClusterRole" && roles.includes(o.metadata.name)).flatMap((r) => r.rules ?? []);
 }
 
+/** The kubernetes-models module of a kind (a path computed at run time, as test/deploy.test.ts does). */
+const modelPath = (apiVersion: string, kind: string): string => `kubernetes-models/${apiVersion}/${kind}`;
+
 const RBAC_FILES = ["deploy/kustomize/base/rbac.yaml", "deploy/kustomize/overlays/node-certificates/rbac-node-certificates.yaml"];
 
 let api: FakeKubeApiServer;
@@ -335,7 +338,7 @@ describe("deploy/kustomize/overlays/node-certificates", () => {
     const errors: string[] = [];
     for (const o of objects.filter((x) => ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Deployment"].includes(x.kind))) {
       const { apiVersion } = o as unknown as { apiVersion: string };
-      const Model = (await import(`kubernetes-models/${apiVersion}/${o.kind}`) as Record<string, new (data: unknown) => { validate(): void }>)[o.kind];
+      const Model = (await import(modelPath(apiVersion, o.kind)) as Record<string, new (data: unknown) => { validate(): void }>)[o.kind];
       try {
         if (!Model) throw new Error("no model");
         new Model(o).validate();
