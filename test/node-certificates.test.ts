@@ -23,7 +23,7 @@ import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/index.js";
 import { createCa, issueServerCertificate, validityFor, type IssuedPair } from "../tls/issue.js";
-import { createNodeRequest, NODE_SIGNER_NAME } from "../tls/node-request.js";
+import { createNodeRequest, NODE_SIGNER_NAME, readNodeRequest } from "../tls/node-request.js";
 import { tlsChannel } from "../tls/client.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { cliMain } from "../config/install.js";
@@ -120,6 +120,18 @@ describe("a node added later gets its certificate through the CSR API", () => {
     expect(config.tls?.certFile).toBe(certFile);
   });
 
+  it("the node's next pod (a new key) gets a new certificate; the first stays valid until it expires (no revocation)", async () => {
+    const { certFile, keyFile } = files("node-new");
+    const again = { certFile: `${certFile}.2`, keyFile: `${keyFile}.2` };
+    await requestNodeCertificate({ kubeConfig: agentOn("node-new"), node: "node-new", ...again, timeoutMs: 20_000, log: new LogCapture().log });
+    const [first, second] = [certFile, again.certFile].map((f) => new X509Certificate(fs.readFileSync(f)));
+    expect(second?.subjectAltName).toBe("URI:bulkhead://node/node-new");
+    expect(second?.publicKey.export({ format: "der", type: "spki" }).equals(first!.publicKey.export({ format: "der", type: "spki" }))).toBe(false);
+    expect(certificateProblem(certFile, keyFile, "node-new", 0)).toBeUndefined();
+    fs.rmSync(again.certFile);
+    fs.rmSync(again.keyFile);
+  });
+
   it("with that certificate the agent streams to the control plane over mutual TLS", async () => {
     const manifests = path.join(tmp, "manifests");
     fs.mkdirSync(manifests, { recursive: true });
@@ -208,11 +220,37 @@ describe("requests the signer cannot vouch for are denied, with a reason the age
   });
 
   it("the signer counted each denial and logged it with the requester and reason", () => {
-    expect(signer.counts.issued).toBe(1);
+    expect(signer.counts.issued).toBe(2);
     // Six above, and the self-approved request (its usages lack digital signature).
     expect(signer.counts.denied).toBe(7);
     expect(signerLogs.find((l) => l.msg === "node certificate request denied" && l.reason === "NotTheAgent")?.requester)
       .toBe("system:serviceaccount:default:intruder");
+  });
+});
+
+describe("what the signer reads from a request (tls/node-request.ts)", () => {
+  /** A CSR made by openssl, as another tool would make it. */
+  const opensslRequest = (key: string[], subject: string, san: string): string => execFileSync("openssl",
+    ["req", "-new", ...key, "-nodes", "-keyout", "/dev/null", "-subj", subject, "-addext", `subjectAltName=${san}`], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const P256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+
+  it("takes a node's request from another tool, naming the node", async () => {
+    expect(await readNodeRequest(opensslRequest(P256, "/CN=node-new", "URI:bulkhead://node/node-new"))).toMatchObject({ node: "node-new" });
+  });
+
+  it("refuses another key type, a subject with more than the CN, two nodes, and a request whose signature does not verify", async () => {
+    expect(await readNodeRequest(opensslRequest(["-newkey", "rsa:2048"], "/CN=node-new", "URI:bulkhead://node/node-new")))
+      .toEqual({ error: "the request's key is RSASSA-PKCS1-v1_5, not ECDSA P-256" });
+    expect(await readNodeRequest(opensslRequest(P256, "/O=system:nodes/CN=node-new", "URI:bulkhead://node/node-new")))
+      .toEqual({ error: 'the request\'s subject "O=system:nodes, CN=node-new" is not CN=<node> alone' });
+    expect(await readNodeRequest(opensslRequest(P256, "/CN=node-new", "URI:bulkhead://node/node-new,URI:bulkhead://node/node-old")))
+      .toEqual({ error: "the request's subject alternative names [url:bulkhead://node/node-new, url:bulkhead://node/node-old] are not exactly url:bulkhead://node/node-new" });
+    // The same request with another node's name put in: the signature no longer covers it.
+    const { requestPem } = await createNodeRequest("node-aaa");
+    const der = Buffer.from(requestPem.replace(/-----[A-Z ]+-----|\s/g, ""), "base64");
+    const forged = Buffer.from(der.toString("latin1").replaceAll("node-aaa", "node-bbb"), "latin1").toString("base64");
+    expect(await readNodeRequest(`-----BEGIN CERTIFICATE REQUEST-----\n${forged}\n-----END CERTIFICATE REQUEST-----\n`))
+      .toEqual({ error: "the request's signature does not verify with its own key" });
   });
 });
 
