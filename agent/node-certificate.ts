@@ -7,10 +7,11 @@ import { Buffer } from "node:buffer";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { CertificatesV1Api, KubeConfig, Watch, type V1CertificateSigningRequest } from "@kubernetes/client-node";
+import { CertificatesV1Api, KubeConfig, Watch } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { NODE_CERTIFICATE_USAGES, NODE_SIGNER_NAME, createNodeRequest } from "../tls/node-request.js";
 import { nodesInSubjectAltName } from "../tls/node-identity.js";
+import { conditionOf, parseCertificateSigningRequest, type CertificateSigningRequest } from "../kubernetes/certificate-signing-request.js";
 
 export interface NodeCertificateRequest {
   kubeConfig: KubeConfig;
@@ -53,19 +54,18 @@ export function certificateProblem(certFile: string, keyFile: string, node: stri
   return undefined;
 }
 
-function describe(csr: V1CertificateSigningRequest, type: string): string | undefined {
-  const c = (csr.status?.conditions ?? []).find((x) => x.type === type && (x.status ?? "True") === "True");
-  return c && `${c.reason ?? type}: ${c.message ?? ""}`;
+function describe(csr: CertificateSigningRequest, type: string): string | undefined {
+  const c = conditionOf(csr, type);
+  return c && `${c.reason || type}: ${c.message}`;
 }
 
 /** What a CSR's state means for the waiting agent: a certificate, a refusal, or nothing yet. */
-function outcome(csr: V1CertificateSigningRequest): { certPem: string } | { refused: string } | undefined {
-  const name = csr.metadata?.name ?? "";
+function outcome(csr: CertificateSigningRequest): { certPem: string } | { refused: string } | undefined {
   const denied = describe(csr, "Denied");
-  if (denied !== undefined) return { refused: `certificate signing request ${name} was denied (${denied})` };
+  if (denied !== undefined) return { refused: `certificate signing request ${csr.name} was denied (${denied})` };
   const failed = describe(csr, "Failed");
-  if (failed !== undefined) return { refused: `certificate signing request ${name} failed (${failed})` };
-  if (csr.status?.certificate) return { certPem: Buffer.from(csr.status.certificate, "base64").toString("utf8") };
+  if (failed !== undefined) return { refused: `certificate signing request ${csr.name} failed (${failed})` };
+  if (csr.certificate !== undefined && csr.certificate !== "") return { certPem: Buffer.from(csr.certificate, "base64").toString("utf8") };
   return undefined;
 }
 
@@ -84,17 +84,17 @@ function writeAtomically(file: string, text: string, mode: number): void {
 export async function requestNodeCertificate(req: NodeCertificateRequest): Promise<void> {
   const api = req.kubeConfig.makeApiClient(CertificatesV1Api);
   const { requestPem, keyPem } = await createNodeRequest(req.node);
-  let created: V1CertificateSigningRequest;
+  let created: CertificateSigningRequest;
   try {
-    created = await api.createCertificateSigningRequest({ body: {
+    created = parseCertificateSigningRequest(await api.createCertificateSigningRequest({ body: {
       apiVersion: "certificates.k8s.io/v1", kind: "CertificateSigningRequest",
       metadata: { generateName: `bulkhead-agent-${req.node}-`.slice(0, 200), labels: { "app.kubernetes.io/name": "bulkhead-agent" } },
       spec: { signerName: NODE_SIGNER_NAME, request: Buffer.from(requestPem).toString("base64"), usages: [...NODE_CERTIFICATE_USAGES] },
-    } });
+    } }));
   } catch (err) {
     throw new Error(`cannot create a certificate signing request for node ${req.node}: ${(err as Error).message}`);
   }
-  const name = created.metadata?.name ?? "";
+  const { name } = created;
   req.log.info({ csr: name, signer: NODE_SIGNER_NAME }, "waiting for the control plane to issue this node's certificate");
   const certPem = await waitForCertificate(req, api, created);
   const cert = new X509Certificate(certPem);
@@ -108,8 +108,8 @@ export async function requestNodeCertificate(req: NodeCertificateRequest): Promi
   req.log.info({ csr: name, cert: req.certFile, validTo: new Date(cert.validTo).toISOString() }, "node certificate issued");
 }
 
-async function waitForCertificate(req: NodeCertificateRequest, api: CertificatesV1Api, created: V1CertificateSigningRequest): Promise<string> {
-  const name = created.metadata?.name ?? "";
+async function waitForCertificate(req: NodeCertificateRequest, api: CertificatesV1Api, created: CertificateSigningRequest): Promise<string> {
+  const { name } = created;
   const deadline = Date.now() + req.timeoutMs;
   let current = created;
   for (;;) {
@@ -126,9 +126,16 @@ async function waitForCertificate(req: NodeCertificateRequest, api: Certificates
       const timer = setTimeout(() => { controller?.abort(); resolve(); }, left);
       let controller: AbortController | undefined;
       new Watch(req.kubeConfig).watch("/apis/certificates.k8s.io/v1/certificatesigningrequests",
-        { fieldSelector: `metadata.name=${name}`, resourceVersion: current.metadata?.resourceVersion ?? "" },
-        (phase, object: V1CertificateSigningRequest) => {
-          if (phase !== "MODIFIED" || outcome(object) === undefined) return;
+        { fieldSelector: `metadata.name=${name}`, resourceVersion: current.resourceVersion },
+        (phase, object: unknown) => {
+          // Whatever changed, the request is read afresh below; only a settled one ends the wait early.
+          let changed: CertificateSigningRequest;
+          try {
+            changed = parseCertificateSigningRequest(object);
+          } catch {
+            return;
+          }
+          if (phase !== "MODIFIED" || outcome(changed) === undefined) return;
           clearTimeout(timer);
           controller?.abort();
           resolve();
@@ -137,7 +144,7 @@ async function waitForCertificate(req: NodeCertificateRequest, api: Certificates
       ).then((c) => { controller = c; }, () => { clearTimeout(timer); setTimeout(resolve, 1000); });
     });
     try {
-      current = await api.readCertificateSigningRequest({ name });
+      current = parseCertificateSigningRequest(await api.readCertificateSigningRequest({ name }));
     } catch (err) {
       req.log.warn({ csr: name, err: (err as Error).message }, "cannot read the certificate signing request; retrying");
     }

@@ -17,6 +17,7 @@ import { FakeKubeApiServer, type FakeUser, type PolicyRule } from "./harness/kub
 import { LogCapture } from "./harness/log-capture.js";
 import { waitFor } from "./harness/wait.js";
 import { NodeCertificateSigner, NODE_NAME_EXTRA } from "../controlplane/certificates/signer.js";
+import { parseCertificateSigningRequest } from "../kubernetes/certificate-signing-request.js";
 import { certificateProblem, requestNodeCertificate } from "../agent/node-certificate.js";
 import { parseAgentArgs } from "../agent/config.js";
 import { ControlPlane } from "../controlplane/controlplane.js";
@@ -251,6 +252,20 @@ describe("what the signer reads from a request (tls/node-request.ts)", () => {
     const forged = Buffer.from(der.toString("latin1").replaceAll("node-aaa", "node-bbb"), "latin1").toString("base64");
     expect(await readNodeRequest(`-----BEGIN CERTIFICATE REQUEST-----\n${forged}\n-----END CERTIFICATE REQUEST-----\n`))
       .toEqual({ error: "the request's signature does not verify with its own key" });
+  });
+});
+
+describe("CSRs are parsed, not cast (kubernetes/certificate-signing-request.ts)", () => {
+  it("a malformed CSR is an error naming it and the field; the signer logs and skips one and goes on signing", async () => {
+    const bad = { apiVersion: "certificates.k8s.io/v1", kind: "CertificateSigningRequest", metadata: { name: "malformed", resourceVersion: "5" },
+      spec: { signerName: NODE_SIGNER_NAME, request: "eA==", usages: "client auth" } };
+    expect(() => parseCertificateSigningRequest(bad)).toThrow('CertificateSigningRequest malformed: spec.usages: expected a list, got "client auth"');
+    // Stored as given (the fake keeps what its own create is handed), so the signer's watch gets it.
+    api.create(bad);
+    await waitFor(() => signerLogs.find((l) => l.msg === "certificate signing request ignored: not one the API server would send"),
+      (line) => line !== undefined, 10_000, "the signer to log the malformed CSR");
+    await request(agentOn("node-old"), "node-old");
+    expect(certificateProblem(files("node-old").certFile, files("node-old").keyFile, "node-old", 0)).toBeUndefined();
   });
 });
 

@@ -16,11 +16,14 @@
 // is the signer's, shortened to spec.expirationSeconds when that asks for less.
 import { Buffer } from "node:buffer";
 import {
-  CertificatesV1Api, CoreV1Api, Watch, type KubeConfig, type V1CertificateSigningRequest, type V1CertificateSigningRequestCondition,
+  CertificatesV1Api, CoreV1Api, Watch, type KubeConfig, type V1CertificateSigningRequest, type V1CertificateSigningRequestStatus,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { signNodeCertificate, validityFor, type IssuedPair } from "../../tls/issue.js";
 import { NODE_CERTIFICATE_USAGES, NODE_SIGNER_NAME, readNodeRequest } from "../../tls/node-request.js";
+import {
+  conditionOf, parseCertificateSigningRequest, type CertificateSigningRequest, type CsrCondition,
+} from "../../kubernetes/certificate-signing-request.js";
 
 /** The user-info key under which the API server records the node of a pod-bound token. */
 export const NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name";
@@ -53,13 +56,20 @@ export interface SignerCounts {
 const RELIST_DELAY_MS = 1000;
 const MAX_RELIST_DELAY_MS = 30_000;
 
-function hasCondition(csr: V1CertificateSigningRequest, type: string): boolean {
-  return (csr.status?.conditions ?? []).some((c) => c.type === type && (c.status ?? "True") === "True");
+/** The CSR with a new status, as an update of a subresource sends it (the server keeps the spec). */
+function withStatus(csr: CertificateSigningRequest, status: V1CertificateSigningRequestStatus): V1CertificateSigningRequest {
+  return {
+    apiVersion: "certificates.k8s.io/v1", kind: "CertificateSigningRequest",
+    metadata: { name: csr.name, resourceVersion: csr.resourceVersion },
+    spec: { signerName: csr.signerName, request: csr.request, usages: csr.usages },
+    status,
+  };
 }
 
-function condition(type: string, reason: string, message: string): V1CertificateSigningRequestCondition {
+/** Its conditions plus a new one (those it had are sent back as they were read). */
+function conditionsWith(csr: CertificateSigningRequest, type: string, reason: string, message: string): V1CertificateSigningRequestStatus["conditions"] {
   const now = new Date();
-  return { type, status: "True", reason, message, lastUpdateTime: now, lastTransitionTime: now };
+  return [...csr.conditions.map((c: CsrCondition) => ({ ...c })), { type, status: "True", reason, message, lastUpdateTime: now, lastTransitionTime: now }];
 }
 
 export class NodeCertificateSigner {
@@ -119,7 +129,7 @@ export class NodeCertificateSigner {
       const watch = new Watch(this.options.kubeConfig);
       watch.watch("/apis/certificates.k8s.io/v1/certificatesigningrequests",
         { fieldSelector: `spec.signerName=${NODE_SIGNER_NAME}`, resourceVersion, allowWatchBookmarks: true },
-        (phase, object: V1CertificateSigningRequest) => {
+        (phase, object: unknown) => {
           if (phase === "ADDED" || phase === "MODIFIED") this.consider(object);
         },
         () => resolve(),
@@ -134,10 +144,17 @@ export class NodeCertificateSigner {
   }
 
   /** Starts handling a request unless it is settled or already being handled. */
-  private consider(csr: V1CertificateSigningRequest): void {
-    const name = csr.metadata?.name;
-    if (name === undefined || csr.spec.signerName !== NODE_SIGNER_NAME || this.inFlight.has(name)) return;
-    if (csr.status?.certificate || hasCondition(csr, "Denied") || hasCondition(csr, "Failed")) return;
+  private consider(object: unknown): void {
+    let csr: CertificateSigningRequest;
+    try {
+      csr = parseCertificateSigningRequest(object);
+    } catch (err) {
+      this.options.log.warn({ err: (err as Error).message }, "certificate signing request ignored: not one the API server would send");
+      return;
+    }
+    const { name } = csr;
+    if (csr.signerName !== NODE_SIGNER_NAME || this.inFlight.has(name)) return;
+    if (csr.certificate !== undefined || conditionOf(csr, "Denied") || conditionOf(csr, "Failed")) return;
     this.inFlight.add(name);
     this.handle(csr).then(() => { this.failures = 0; }, (err: Error) => {
       // A conflict, a lost connection, an API error: end the watch, so that the relist
@@ -148,51 +165,49 @@ export class NodeCertificateSigner {
     }).finally(() => this.inFlight.delete(name));
   }
 
-  private async handle(csr: V1CertificateSigningRequest): Promise<void> {
-    const name = csr.metadata?.name ?? "";
+  private async handle(csr: CertificateSigningRequest): Promise<void> {
+    const { name } = csr;
     const verdict = await this.verify(csr);
     if ("reason" in verdict) {
       // One already approved (by a person) is still not signed: it fails instead.
-      const approved = hasCondition(csr, "Approved");
-      const conditions = [...(csr.status?.conditions ?? []), condition(approved ? "Failed" : "Denied", verdict.reason, verdict.message)];
-      const body = { ...csr, status: { ...csr.status, conditions } };
+      const approved = conditionOf(csr, "Approved") !== undefined;
+      const body = withStatus(csr, { conditions: conditionsWith(csr, approved ? "Failed" : "Denied", verdict.reason, verdict.message) });
       if (approved) await this.certificates.replaceCertificateSigningRequestStatus({ name, body });
       else await this.certificates.replaceCertificateSigningRequestApproval({ name, body });
       this.counts.denied++;
-      this.options.log.warn({ csr: name, requester: csr.spec.username, reason: verdict.reason, err: verdict.message }, "node certificate request denied");
+      this.options.log.warn({ csr: name, requester: csr.username, reason: verdict.reason, err: verdict.message }, "node certificate request denied");
       return;
     }
     let current = csr;
-    if (!hasCondition(csr, "Approved")) {
-      const conditions = [...(csr.status?.conditions ?? []),
-        condition("Approved", "NodeVerified", `requested by ${csr.spec.username ?? ""} from a pod on node ${verdict.node}, which exists`)];
-      current = await this.certificates.replaceCertificateSigningRequestApproval({ name, body: { ...csr, status: { ...csr.status, conditions } } });
+    if (conditionOf(csr, "Approved") === undefined) {
+      const conditions = conditionsWith(csr, "Approved", "NodeVerified", `requested by ${csr.username} from a pod on node ${verdict.node}, which exists`);
+      current = parseCertificateSigningRequest(await this.certificates.replaceCertificateSigningRequestApproval({ name, body: withStatus(csr, { conditions }) }));
     }
-    const requested = current.spec.expirationSeconds;
+    const requested = current.expirationSeconds;
     const days = Math.min(this.options.validityDays, requested !== undefined ? requested / 86_400 : Infinity);
     const certPem = await signNodeCertificate(this.options.ca, verdict.node, verdict.publicKey, validityFor(days));
     await this.certificates.replaceCertificateSigningRequestStatus({
-      name, body: { ...current, status: { ...current.status, certificate: Buffer.from(certPem).toString("base64") } },
+      name, body: withStatus(current, { conditions: current.conditions.map((c) => ({ ...c })), certificate: Buffer.from(certPem).toString("base64") }),
     });
     this.counts.issued++;
     this.options.log.info({ csr: name, node: verdict.node, days }, "node certificate issued");
   }
 
   /** The node to certify, or why not. */
-  private async verify(csr: V1CertificateSigningRequest): Promise<{ node: string; publicKey: Parameters<typeof signNodeCertificate>[2] } | Refusal> {
+  private async verify(csr: CertificateSigningRequest): Promise<{ node: string; publicKey: Parameters<typeof signNodeCertificate>[2] } | Refusal> {
     const { agentUser } = this.options;
-    const user = csr.spec.username ?? "";
+    const user = csr.username;
     if (user !== agentUser) {
       return { reason: "NotTheAgent", message: `requested by "${user}", not by the agents' service account "${agentUser}"` };
     }
-    const usages = [...new Set(csr.spec.usages ?? [])].sort();
+    const usages = [...new Set(csr.usages)].sort();
     const expected = [...NODE_CERTIFICATE_USAGES].sort();
     if (usages.length !== expected.length || usages.some((u, i) => u !== expected[i])) {
-      return { reason: "UsagesNotAllowed", message: `usages [${(csr.spec.usages ?? []).join(", ")}] are not exactly [${NODE_CERTIFICATE_USAGES.join(", ")}]` };
+      return { reason: "UsagesNotAllowed", message: `usages [${csr.usages.join(", ")}] are not exactly [${NODE_CERTIFICATE_USAGES.join(", ")}]` };
     }
-    const request = await readNodeRequest(Buffer.from(csr.spec.request, "base64").toString("utf8"));
+    const request = await readNodeRequest(Buffer.from(csr.request, "base64").toString("utf8"));
     if ("error" in request) return { reason: "BadRequest", message: request.error };
-    const boundTo = csr.spec.extra?.[NODE_NAME_EXTRA] ?? [];
+    const boundTo = csr.extra[NODE_NAME_EXTRA] ?? [];
     if (boundTo.length === 0) {
       return { reason: "NoNodeBinding", message: `the requester's token names no node (no ${NODE_NAME_EXTRA}: a projected, pod-bound service account token on Kubernetes >= 1.30 carries it)` };
     }
