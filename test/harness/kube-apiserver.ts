@@ -27,10 +27,12 @@
 //   changed once set, PEM CERTIFICATE blocks; setting it needs the `sign` verb on the
 //   signer), 409 Conflict on a stale metadata.resourceVersion, and the field selectors
 //   `metadata.name=` and `spec.signerName=` on list and watch.
-// It does not emulate: label selectors, other field selectors, namespaced URLs, resourceVersionMatch, RV
-// "0" list semantics beyond "latest", server-side apply, admission or validation (it
-// stores what it is given, keeping a given uid and creationTimestamp so fixtures can
-// refer to owners), watch-list streaming, protobuf, or HTTP/2.
+// It does not emulate: label selectors, other field selectors, namespaced URLs,
+// resourceVersionMatch, RV "0" list semantics beyond "latest", server-side apply, writes
+// over HTTP other than CSRs, admission or validation of what tests store with `create()`
+// (kept as given, with a given uid and creationTimestamp so fixtures can refer to owners),
+// signer-name wildcards (`example.com/*`) in RBAC resourceNames, RBAC Roles, the CSR
+// cleaner, watch-list streaming, protobuf, or HTTP/2.
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { execFileSync } from "node:child_process";
