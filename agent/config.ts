@@ -7,6 +7,7 @@ import { ConfigError, parseByteSize, parseHostPort } from "../config/flags.js";
 import { X509Certificate } from "node:crypto";
 import { loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
 import { nodesInSubjectAltName } from "../tls/node-identity.js";
+import { certificateProblem } from "./node-certificate.js";
 
 export interface AgentConfig {
   /** Node name put on every record. */
@@ -38,6 +39,11 @@ export interface AgentConfig {
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
   /** Mutual TLS to the control plane: this node's certificate and key, and the CA of the control plane's certificate. */
   tls: TlsMaterial | undefined;
+  /**
+   * `--tls-bootstrap` when the node has no usable certificate yet: request one through the
+   * Kubernetes CSR API, write it to certFile/keyFile, then read the flags again.
+   */
+  tlsBootstrap?: { certFile: string; keyFile: string; kubeconfig: string | undefined; timeoutMs: number; problem: string };
 }
 
 export const agentUsage = `usage: bulkhead agent [flags]
@@ -73,7 +79,17 @@ Mutual TLS with the control plane (all three or none; files from "bulkhead certs
   --tls-cert FILE           this node's certificate (PEM), e.g. node-NAME.crt; it must name --node
   --tls-key FILE            its private key (PEM), e.g. node-NAME.key
   --tls-ca FILE             CA that the control plane's certificate must chain to, e.g. ca.crt
+  --tls-bootstrap           when --tls-cert/--tls-key are missing, another node's, or expire within a
+                            day: request this node's certificate through the Kubernetes CSR API
+                            (signerName bulkhead.io/agent, signed by the control plane) and write both
+                            files there before starting; a denied request stops the agent with its reason
+  --kubeconfig PATH         for --tls-bootstrap: the API server and credentials (default: the pod's
+                            service account token, else $KUBECONFIG, else ~/.kube/config)
+  --tls-bootstrap-timeout S seconds to wait for the certificate (default 300)
 `;
+
+/** A certificate closer than this to its end is requested anew under --tls-bootstrap. */
+const BOOTSTRAP_RENEW_MARGIN_MS = 86_400_000;
 
 export const DEFAULT_BPF_DIR = "/sys/fs/bpf/bulkhead";
 
@@ -146,6 +162,9 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         "tls-ca": { type: "string" },
+        "tls-bootstrap": { type: "boolean" },
+        "tls-bootstrap-timeout": { type: "string" },
+        kubeconfig: { type: "string" },
       },
     });
   } catch (err) {
@@ -158,9 +177,23 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
       + `--export-buffer-bytes ${Math.max(1, Math.ceil(Number(v["export-queue"]) * 90 / 2 ** 20)) || 1}Mi)`);
   }
   const metrics = v["metrics-addr"] ?? "127.0.0.1:9387";
-  const tls = loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-ca"] }, "tls-ca");
-  if (tls && v.controlplane === undefined) throw new ConfigError("--tls-cert, --tls-key, --tls-ca: only used with --controlplane ADDR");
   const node = v.node ?? os.hostname();
+  let tlsBootstrap: AgentConfig["tlsBootstrap"];
+  if (v["tls-bootstrap"] === true) {
+    const missing = (["tls-cert", "tls-key", "tls-ca", "controlplane"] as const).filter((f) => v[f] === undefined);
+    if (missing.length > 0) throw new ConfigError(`--tls-bootstrap: needs ${missing.map((f) => `--${f}`).join(", ")} (where to write the certificate and key, and whom to connect to)`);
+    const certFile = path.resolve(v["tls-cert"] ?? ""), keyFile = path.resolve(v["tls-key"] ?? "");
+    const problem = certificateProblem(certFile, keyFile, node, BOOTSTRAP_RENEW_MARGIN_MS);
+    if (problem !== undefined) {
+      tlsBootstrap = { certFile, keyFile, problem, kubeconfig: v.kubeconfig === undefined ? undefined : path.resolve(v.kubeconfig),
+        timeoutMs: positiveInt("tls-bootstrap-timeout", v["tls-bootstrap-timeout"], 300, 86_400) * 1000 };
+    }
+  } else {
+    const stray = (["kubeconfig", "tls-bootstrap-timeout"] as const).find((f) => v[f] !== undefined);
+    if (stray !== undefined) throw new ConfigError(`--${stray}: only with --tls-bootstrap`);
+  }
+  const tls = tlsBootstrap !== undefined ? undefined : loadTlsMaterial({ cert: v["tls-cert"], key: v["tls-key"], ca: v["tls-ca"] }, "tls-ca");
+  if (tls && v.controlplane === undefined) throw new ConfigError("--tls-cert, --tls-key, --tls-ca: only used with --controlplane ADDR");
   if (tls) {
     const named = nodesInSubjectAltName(new X509Certificate(tls.cert).subjectAltName);
     if (named.length !== 1 || named[0] !== node) {
@@ -183,5 +216,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     resyncIntervalMs: positiveInt("resync-interval", v["resync-interval"], 5000, 3_600_000),
     logLevel: oneOf("log-level", v["log-level"], ["trace", "debug", "info", "warn", "error"] as const, "info"),
     tls,
+    ...(tlsBootstrap !== undefined ? { tlsBootstrap } : {}),
   };
 }

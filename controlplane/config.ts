@@ -11,6 +11,9 @@ export type MetadataSourceConfig =
   | { kind: "folder"; manifests: string }
   | { kind: "kubernetes"; connection: KubeConnection };
 import { loadCertificateAndKey, loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
+import { X509Certificate, createPrivateKey } from "node:crypto";
+import type { IssuedPair } from "../tls/issue.js";
+import { DEFAULT_AGENT_USER } from "./certificates/signer.js";
 
 export interface ControlPlaneConfig {
   source: MetadataSourceConfig;
@@ -33,6 +36,8 @@ export interface ControlPlaneConfig {
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
   /** Every listener serves TLS and agents must show a node certificate; none: plaintext, agents unauthenticated. */
   tls: TlsMaterial | undefined;
+  /** Sign node certificates requested through the Kubernetes CSR API (controlplane/certificates/). */
+  nodeSigner?: { ca: IssuedPair; agentUser: string; validityDays: number };
 }
 
 export const controlPlaneUsage = `usage: bulkhead controlplane --manifests DIR (--tokens FILE | --allow-unauthenticated) [flags]
@@ -82,6 +87,14 @@ Mutual TLS with agents (all three or none; files from "bulkhead certs"):
                         refuses agents without a valid node certificate and hellos or records
                         for another node than the certificate names. Clients of the Observer
                         API need no certificate, only the CA to verify the server.
+
+Node certificates for agents that ask through the Kubernetes CSR API (signerName
+bulkhead.io/agent; agent flag --tls-bootstrap; needs --source kubernetes and the TLS flags):
+  --csr-signer-cert FILE  the CA certificate that signs them: the same as --tls-client-ca
+  --csr-signer-key FILE   its private key (ECDSA P-256; e.g. ca.key from "bulkhead certs")
+  --csr-agent-user USER   the only requester whose CSRs are signed (default
+                          ${DEFAULT_AGENT_USER})
+  --csr-days N            validity of the certificates it issues, unless a CSR asks for less (default 365)
 `;
 
 function oneOfModes(raw: string | undefined): ControlPlaneConfig["defaultMode"] {
@@ -122,6 +135,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
       "allow-plaintext-tokens": { type: "boolean" },
       "data-dir": { type: "string" }, store: { type: "string" }, retention: { type: "string" }, "retention-size": { type: "string" },
       "store-credentials": { type: "string" },
+      "csr-signer-cert": { type: "string" }, "csr-signer-key": { type: "string" }, "csr-agent-user": { type: "string" }, "csr-days": { type: "string" },
     } });
   } catch (err) {
     throw new ConfigError((err as Error).message);
@@ -172,6 +186,7 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     throw new ConfigError("--drain-interval: set it on the agents (bulkhead agent --drain-interval MS); the control plane does not drain");
   }
   const store = parseStore(v);
+  const nodeSigner = parseNodeSigner(v, source, tls, int);
   const level = v["log-level"] ?? "info";
   if (!["trace", "debug", "info", "warn", "error"].includes(level)) throw new ConfigError(`--log-level: "${level}" is not trace, debug, info, warn or error`);
   return {
@@ -186,7 +201,37 @@ export function parseControlPlaneArgs(argv: string[], env: NodeJS.ProcessEnv = p
     defaultMode: oneOfModes(v["default-mode"]),
     logLevel: level as ControlPlaneConfig["logLevel"],
     tls,
+    ...(nodeSigner !== undefined ? { nodeSigner } : {}),
   };
+}
+
+function parseNodeSigner(
+  v: { "csr-signer-cert"?: string; "csr-signer-key"?: string; "csr-agent-user"?: string; "csr-days"?: string },
+  source: MetadataSourceConfig, tls: TlsMaterial | undefined, int: (flag: string, raw: string | undefined, fallback: number, max: number) => number,
+): ControlPlaneConfig["nodeSigner"] {
+  const cert = v["csr-signer-cert"], key = v["csr-signer-key"];
+  if (cert === undefined && key === undefined) {
+    const stray = (["csr-agent-user", "csr-days"] as const).find((f) => v[f] !== undefined);
+    if (stray !== undefined) throw new ConfigError(`--${stray}: only with --csr-signer-cert and --csr-signer-key`);
+    return undefined;
+  }
+  if (cert === undefined || key === undefined) {
+    throw new ConfigError(`--${cert === undefined ? "csr-signer-cert" : "csr-signer-key"}: required with --${cert === undefined ? "csr-signer-key" : "csr-signer-cert"} (signing needs the CA certificate and its key)`);
+  }
+  if (source.kind !== "kubernetes") throw new ConfigError("--csr-signer-cert: only with --source kubernetes (requests come through the Kubernetes API)");
+  if (tls === undefined) throw new ConfigError("--csr-signer-cert: only with --tls-cert/--tls-key/--tls-client-ca (node certificates are for mutual TLS)");
+  const pair = loadCertificateAndKey("csr-signer", cert, key);
+  const signerCa = new X509Certificate(pair.cert);
+  if (!signerCa.ca) throw new ConfigError(`--csr-signer-cert: "${pair.certFile}" is not a CA certificate (no basicConstraints CA:TRUE)`);
+  if (!signerCa.raw.equals(tls.caCertificate.raw)) {
+    throw new ConfigError(`--csr-signer-cert: "${pair.certFile}" ("${signerCa.subject}") is not the --tls-client-ca "${tls.caFile}" ("${tls.caCertificate.subject}"): `
+      + "the control plane would refuse the certificates it signs");
+  }
+  const details = createPrivateKey(pair.key).asymmetricKeyDetails;
+  if (details?.namedCurve !== "prime256v1") throw new ConfigError("--csr-signer-key: not an ECDSA P-256 key (what \"bulkhead certs\" makes)");
+  const agentUser = v["csr-agent-user"] ?? DEFAULT_AGENT_USER;
+  if (agentUser === "") throw new ConfigError("--csr-agent-user: empty");
+  return { ca: { certPem: pair.cert.toString("utf8"), keyPem: pair.key.toString("utf8") }, agentUser, validityDays: int("csr-days", v["csr-days"], 365, 36_500) };
 }
 
 /**

@@ -13,6 +13,7 @@ import { KubernetesSource } from "./metadata/kubernetes.js";
 import { apiServerOf, describeKubeConnection, loadKubeConfig } from "./metadata/kubernetes-client.js";
 import type { MetadataError, MetadataSource } from "./metadata/source.js";
 import { StopSignals } from "../config/signals.js";
+import { NodeCertificateSigner } from "./certificates/signer.js";
 
 export async function runControlPlane(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
@@ -37,6 +38,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     if (errors.length === 0) log.info("metadata errors cleared");
   };
   let source: MetadataSource;
+  let signer: NodeCertificateSigner | undefined;
   if (config.source.kind === "folder") {
     source = new FolderSource({ dir: config.source.manifests, onErrorsChanged });
   } else {
@@ -49,6 +51,9 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     log.info({ credentials: describeKubeConnection(config.source.connection), server: apiServerOf(kubeConfig) },
       "watching the Kubernetes API; the control plane serves once every resource has been listed");
     source = new KubernetesSource({ kubeConfig, onErrorsChanged });
+    if (config.nodeSigner !== undefined) {
+      signer = new NodeCertificateSigner({ kubeConfig, ...config.nodeSigner, log: log.child({ component: "node-signer" }) });
+    }
   }
   let store: FlowStore | undefined;
   if (config.store.kind !== "memory") {
@@ -90,9 +95,13 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     const v = source.serverVersion;
     log.info({ kubernetes: v.gitVersion || `${v.major}.${v.minor}` }, "Kubernetes API server version checked (1.21 or newer needed)");
   }
+  if (signer !== undefined) {
+    signer.start();
+    log.info({ agentUser: config.nodeSigner?.agentUser }, "signing node certificates requested through the CSR API (bulkhead.io/agent)");
+  }
   return await new Promise<number>((resolve) => signals.onStop((signal) => {
     log.info({ signal }, "stopping");
     access.close();
-    cp.stop().then(() => store?.close()).then(() => resolve(0), () => resolve(1));
+    (signer?.stop() ?? Promise.resolve()).then(() => cp.stop()).then(() => store?.close()).then(() => resolve(0), () => resolve(1));
   }));
 }

@@ -61,21 +61,27 @@ export async function createCa(validity: Validity, commonName = "bulkhead CA"): 
   return { certPem: cert.toString("pem"), keyPem: await keyPem(keys.privateKey) };
 }
 
-async function issueLeaf(ca: IssuedPair, subject: string, validity: Validity, extensions: x509.Extension[]): Promise<IssuedPair> {
+/** A leaf certificate (PEM) for `publicKey`, signed by the CA. */
+async function signLeaf(ca: IssuedPair, subject: string, publicKey: CryptoKey | x509.PublicKey, validity: Validity,
+  extensions: x509.Extension[]): Promise<string> {
   const caCert = new x509.X509Certificate(ca.certPem);
-  const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.create({
-    subject, issuer: caCert.subject, publicKey: keys.publicKey, signingKey: await signingKey(ca.keyPem),
+    subject, issuer: caCert.subject, publicKey, signingKey: await signingKey(ca.keyPem),
     signingAlgorithm: SIGNING_ALGORITHM, ...validity,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey),
       ...extensions,
     ],
   });
-  return { certPem: cert.toString("pem"), keyPem: await keyPem(keys.privateKey) };
+  return cert.toString("pem");
+}
+
+async function issueLeaf(ca: IssuedPair, subject: string, validity: Validity, extensions: x509.Extension[]): Promise<IssuedPair> {
+  const keys = await newKeys();
+  return { certPem: await signLeaf(ca, subject, keys.publicKey, validity, extensions), keyPem: await keyPem(keys.privateKey) };
 }
 
 /** Every name the control plane's server certificate covers: loopback, plus `hosts`. */
@@ -92,10 +98,30 @@ export async function issueServerCertificate(ca: IssuedPair, hosts: readonly str
   ]);
 }
 
-/** A node's client certificate (clientAuth): CN=<node> and the URI SAN bulkhead://node/<node>. */
-export async function issueNodeCertificate(ca: IssuedPair, node: string, validity: Validity): Promise<IssuedPair> {
-  return await issueLeaf(ca, `CN=${node}`, validity, [
+function nodeExtensions(node: string): x509.Extension[] {
+  return [
     new x509.SubjectAlternativeNameExtension([{ type: "url", value: nodeUri(node) }]),
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-  ]);
+  ];
 }
+
+/** A node's client certificate (clientAuth): CN=<node> and the URI SAN bulkhead://node/<node>. */
+export async function issueNodeCertificate(ca: IssuedPair, node: string, validity: Validity): Promise<IssuedPair> {
+  return await issueLeaf(ca, `CN=${node}`, validity, nodeExtensions(node));
+}
+
+/**
+ * The same node certificate for a key the node holds (from its certificate request): the
+ * signer takes only the public key from a request and writes every other field itself.
+ */
+export async function signNodeCertificate(ca: IssuedPair, node: string, publicKey: x509.PublicKey, validity: Validity): Promise<string> {
+  return await signLeaf(ca, `CN=${node}`, publicKey, validity, nodeExtensions(node));
+}
+
+/** A new P-256 key pair, the private key also as PKCS#8 PEM (for a node's certificate request). */
+export async function newNodeKeys(): Promise<{ keys: CryptoKeyPair; keyPem: string }> {
+  const keys = await newKeys();
+  return { keys, keyPem: await keyPem(keys.privateKey) };
+}
+
+export { SIGNING_ALGORITHM };

@@ -17,12 +17,29 @@
 //   the parser; or an error status).
 // - Faults on demand: drop every watch connection mid-stream, compact history, answer a
 //   resource's requests with an error status (500, 403, ...).
-// It does not emulate: field/label selectors, namespaced URLs, resourceVersionMatch, RV
-// "0" list semantics beyond "latest", server-side apply, admission or validation (it
-// stores what it is given, keeping a given uid and creationTimestamp so fixtures can
-// refer to owners), watch-list streaming, protobuf, or HTTP/2.
+// - Users: the kubeconfig's token is an administrator; `addUser` adds tokens that stand
+//   for a service account (username, groups, extra as a bound token carries them) with
+//   RBAC rules, checked as the RBAC authorizer does (verb, group, resource[/subresource],
+//   resourceNames), 403 Forbidden otherwise.
+// - CertificateSigningRequests (certificates.k8s.io/v1) as kube-apiserver serves them:
+//   create (POST; spec.username/uid/groups/extra set from the caller, status dropped; the
+//   request must be a PEM CERTIFICATE REQUEST whose signature verifies, usages known and
+//   non-empty, expirationSeconds >= 600, generateName), get, the /approval subresource
+//   (conditions only; Approved and Denied exclusive and never removed; needs the `approve`
+//   verb on `signers` named signerName) and /status (certificate only once Approved, never
+//   changed once set, PEM CERTIFICATE blocks; setting it needs the `sign` verb on the
+//   signer), 409 Conflict on a stale metadata.resourceVersion, and the field selectors
+//   `metadata.name=` and `spec.signerName=` on list and watch.
+// It does not emulate: label selectors, other field selectors, namespaced URLs,
+// resourceVersionMatch, RV "0" list semantics beyond "latest", server-side apply, writes
+// over HTTP other than CSRs, admission or validation of what tests store with `create()`
+// (kept as given, with a given uid and creationTimestamp so fixtures can refer to owners),
+// signer-name wildcards (`example.com/*`) in RBAC resourceNames, RBAC Roles, the CSR
+// cleaner, watch-list streaming, protobuf, or HTTP/2.
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
 import { execFileSync } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { randomUUID, webcrypto } from "node:crypto";
 import fs from "node:fs";
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -54,6 +71,7 @@ const RESOURCE_TYPES: ResourceType[] = [
   { kind: "DaemonSet", group: "apps", version: "v1", plural: "daemonsets", namespaced: true },
   { kind: "Job", group: "batch", version: "v1", plural: "jobs", namespaced: true },
   { kind: "CronJob", group: "batch", version: "v1", plural: "cronjobs", namespaced: true },
+  { kind: "CertificateSigningRequest", group: "certificates.k8s.io", version: "v1", plural: "certificatesigningrequests", namespaced: false },
 ];
 
 function apiVersionOf(t: ResourceType): string {
@@ -80,6 +98,8 @@ interface LogEntry {
 
 interface Watcher {
   plural: string;
+  /** The watch's field selector: only objects it matches are sent. */
+  selects: (object: Json) => boolean;
   bookmarks: boolean;
   res: ServerResponse;
   /** Events of this resource are written from here on (history up to it was replayed). */
@@ -100,8 +120,67 @@ interface Fault {
   remaining: number;
 }
 
+/** An RBAC PolicyRule, as in a ClusterRole. */
+export interface PolicyRule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+  resourceNames?: string[];
+}
+
+/** Who a token authenticates as, as the API server records it in a CSR's spec. */
+export interface FakeUser {
+  username: string;
+  uid?: string;
+  groups?: string[];
+  extra?: Record<string, string[]>;
+  /** What the user may do; undefined: everything (an administrator). */
+  rules?: PolicyRule[];
+}
+
+/** Key usages the certificates API accepts (k8s.io/api/certificates/v1 KeyUsage). */
+const KEY_USAGES = new Set(["signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+  "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth", "client auth",
+  "code signing", "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping",
+  "ocsp signing", "microsoft sgc", "netscape sgc"]);
+
+const CSR_PLURAL = "certificatesigningrequests";
+
+function ruleAllows(rule: PolicyRule, verb: string, group: string, resource: string, name: string | undefined): boolean {
+  const has = (list: string[], value: string): boolean => list.includes("*") || list.includes(value);
+  if (!has(rule.verbs, verb) || !has(rule.apiGroups, group) || !has(rule.resources, resource)) return false;
+  return rule.resourceNames === undefined || rule.resourceNames.length === 0 || (name !== undefined && rule.resourceNames.includes(name));
+}
+
+/** "metadata.name=a,spec.signerName=b" → a predicate; only those two fields, as for CSRs. */
+function parseFieldSelector(raw: string | undefined): ((object: Json) => boolean) | { error: string } {
+  if (raw === undefined || raw === "") return () => true;
+  const terms: [string, string][] = [];
+  for (const term of raw.split(",")) {
+    const m = /^([a-zA-Z.]+)==?(.*)$/.exec(term);
+    if (!m || (m[1] !== "metadata.name" && m[1] !== "spec.signerName")) return { error: `"${term}" is not a supported field selector` };
+    terms.push([m[1], m[2] ?? ""]);
+  }
+  return (object) => terms.every(([field, value]) => {
+    const [outer, inner] = field.split(".") as [string, string];
+    return ((object[outer] ?? {}) as Json)[inner] === value;
+  });
+}
+
+/** PEM text of base64 `data`, or undefined when it is not base64 of the block `label`. */
+function pemBlocks(data: unknown, label: string): string | undefined {
+  if (typeof data !== "string" || !/^[A-Za-z0-9+/=]*$/.test(data)) return undefined;
+  const text = Buffer.from(data, "base64").toString("utf8");
+  return text.includes(`-----BEGIN ${label}-----`) && text.includes(`-----END ${label}-----`) ? text : undefined;
+}
+
+function conditionTypes(status: Json | undefined): string[] {
+  const conditions = (status?.conditions ?? []) as Json[];
+  return conditions.map((c) => String(c.type));
+}
+
 const REASONS: Record<number, string> = {
-  400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 410: "Expired",
+  400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 410: "Expired", 422: "Invalid",
   429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
 };
 
@@ -130,10 +209,24 @@ export class FakeKubeApiServer {
   private readonly faults = new Map<string, Fault>();
   /** What GET /version answers: the body (200), or an error status. */
   version: Json | { status: number } = { major: "1", minor: "31", gitVersion: "v1.31.4", platform: "linux/amd64" };
+  private readonly users = new Map<string, FakeUser>();
 
   private constructor() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-fake-apiserver-"));
     for (const t of RESOURCE_TYPES) this.stores.set(t.plural, new Map());
+    this.users.set(this.token, { username: "kubernetes-admin", groups: ["system:masters", "system:authenticated"] });
+  }
+
+  /**
+   * A new token for `user` and a kubeconfig that uses it (e.g. a service account's
+   * projected token: username system:serviceaccount:NS:NAME, extra with the pod's node).
+   */
+  addUser(user: FakeUser): { token: string; kubeconfigPath: string } {
+    const token = `fake-token-${randomUUID()}`;
+    this.users.set(token, { ...user, groups: user.groups ?? ["system:authenticated"] });
+    const kubeconfigPath = path.join(this.dir, `kubeconfig-${this.users.size}`);
+    fs.writeFileSync(kubeconfigPath, this.kubeconfigText(token));
+    return { token, kubeconfigPath };
   }
 
   static async start(): Promise<FakeKubeApiServer> {
@@ -175,7 +268,11 @@ export class FakeKubeApiServer {
     const address = this.server.address();
     if (typeof address !== "object" || address === null) throw new Error("fake apiserver: no address");
     this.port = address.port;
-    fs.writeFileSync(this.kubeconfigPath, [
+    fs.writeFileSync(this.kubeconfigPath, this.kubeconfigText(this.token));
+  }
+
+  private kubeconfigText(token: string): string {
+    return [
       "apiVersion: v1",
       "kind: Config",
       "clusters:",
@@ -186,13 +283,13 @@ export class FakeKubeApiServer {
       "users:",
       "- name: fake-user",
       "  user:",
-      `    token: ${this.token}`,
+      `    token: ${token}`,
       "contexts:",
       "- name: fake",
       "  context: { cluster: fake, user: fake-user }",
       "current-context: fake",
       "",
-    ].join("\n"));
+    ].join("\n");
   }
 
   /** Open TCP connections from clients (list requests finished, watches still streaming, ...). */
@@ -288,7 +385,7 @@ export class FakeKubeApiServer {
     const entry: LogEntry = { rv: this.rv, plural: t.plural, key, type, object: clone(object), previous: previous && clone(previous) };
     this.log.push(entry);
     for (const w of this.watchers) {
-      if (w.plural === t.plural) this.send(w, { type, object: entry.object });
+      if (w.plural === t.plural && w.selects(entry.object)) this.send(w, { type, object: entry.object });
     }
   }
 
@@ -335,14 +432,29 @@ export class FakeKubeApiServer {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? "/", "https://127.0.0.1");
     const query = Object.fromEntries(url.searchParams);
-    const t = RESOURCE_TYPES.find((r) => pathOf(r) === url.pathname);
+    // /apis/<group>/<version>/<plural>[/<name>[/<subresource>]]
+    let t: ResourceType | undefined;
+    let name: string | undefined;
+    let subresource: string | undefined;
+    for (const r of RESOURCE_TYPES) {
+      const base = pathOf(r);
+      if (url.pathname === base) t = r;
+      else if (url.pathname.startsWith(`${base}/`)) {
+        const rest = url.pathname.slice(base.length + 1).split("/");
+        if (rest.length > 2 || rest[0] === "") continue;
+        [t, name, subresource] = [r, decodeURIComponent(rest[0] ?? ""), rest[1]];
+      }
+      if (t) break;
+    }
     const watch = query.watch === "true" || query.watch === "1";
     const reply = (code: number, body: Json): void => {
       this.requests.push({ method: req.method ?? "", plural: t?.plural ?? url.pathname, watch, query, status: code });
       res.writeHead(code, { "content-type": "application/json" });
       res.end(JSON.stringify(body));
     };
-    if (req.headers.authorization !== `Bearer ${this.token}`) {
+    const auth = req.headers.authorization ?? "";
+    const user = auth.startsWith("Bearer ") ? this.users.get(auth.slice("Bearer ".length)) : undefined;
+    if (!user) {
       reply(401, status(401, "Unauthorized"));
       return;
     }
@@ -356,8 +468,17 @@ export class FakeKubeApiServer {
       reply(404, status(404, `the server could not find the requested resource (${url.pathname})`));
       return;
     }
-    if (req.method !== "GET") {
-      reply(405, status(405, `${req.method} is not supported by this fake`, "MethodNotAllowed"));
+    const method = req.method ?? "GET";
+    const verb = method === "GET" ? (name !== undefined ? "get" : watch ? "watch" : "list")
+      : method === "POST" && name === undefined ? "create" : method === "PUT" && name !== undefined ? "update" : undefined;
+    const writable = t.plural === CSR_PLURAL && (verb === "create" || (verb === "update" && (subresource === "approval" || subresource === "status")));
+    if (verb === undefined || (verb !== "get" && verb !== "list" && verb !== "watch" && !writable) || (verb === "get" && subresource !== undefined)) {
+      reply(405, status(405, `${method} ${url.pathname} is not supported by this fake`, "MethodNotAllowed"));
+      return;
+    }
+    const resource = subresource === undefined ? t.plural : `${t.plural}/${subresource}`;
+    if (!this.allowed(user, verb, t.group, resource, name)) {
+      reply(403, status(403, `${resource} is forbidden: User "${user.username}" cannot ${verb} resource "${resource}" in API group "${t.group}" at the cluster scope`));
       return;
     }
     const fault = this.faults.get(t.plural);
@@ -369,12 +490,140 @@ export class FakeKubeApiServer {
       reply(fault.status, status(fault.status, message));
       return;
     }
-    if (watch) {
-      this.requests.push({ method: "GET", plural: t.plural, watch, query, status: 200 });
-      this.serveWatch(t, query, res);
+    if (verb === "get") {
+      const object = this.stores.get(t.plural)!.get(`/${name}`);
+      if (t.namespaced || !object) reply(404, status(404, `${t.plural} "${name}" not found`));
+      else reply(200, clone(object));
       return;
     }
-    this.serveList(t, query, reply);
+    if (verb === "create" || verb === "update") {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        let body: unknown;
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+        } catch {
+          reply(400, status(400, "the request body is not JSON"));
+          return;
+        }
+        if (typeof body !== "object" || body === null || Array.isArray(body)) {
+          reply(400, status(400, "the request body is not an object"));
+          return;
+        }
+        const answer = verb === "create"
+          ? this.createCsr(user, body as Json)
+          : this.updateCsr(user, name ?? "", subresource === "approval" ? "approval" : "status", body as Json);
+        void answer.then(([code, object]) => reply(code, object), (err: Error) => reply(500, status(500, err.message)));
+      });
+      return;
+    }
+    const selects = parseFieldSelector(query.fieldSelector);
+    if (typeof selects !== "function") {
+      reply(400, status(400, selects.error));
+      return;
+    }
+    if (watch) {
+      this.requests.push({ method: "GET", plural: t.plural, watch, query, status: 200 });
+      this.serveWatch(t, query, selects, res);
+      return;
+    }
+    this.serveList(t, query, selects, reply);
+  }
+
+  private allowed(user: FakeUser, verb: string, group: string, resource: string, name: string | undefined): boolean {
+    return user.rules === undefined || user.rules.some((r) => ruleAllows(r, verb, group, resource, name));
+  }
+
+  private async createCsr(user: FakeUser, body: Json): Promise<[number, Json]> {
+    const invalid = (field: string, message: string): [number, Json] =>
+      [422, status(422, `CertificateSigningRequest.certificates.k8s.io is invalid: ${field}: ${message}`)];
+    if (body.apiVersion !== "certificates.k8s.io/v1" || body.kind !== "CertificateSigningRequest") {
+      return [400, status(400, `expected certificates.k8s.io/v1 CertificateSigningRequest, got ${String(body.apiVersion)} ${String(body.kind)}`)];
+    }
+    const meta = { ...((body.metadata ?? {}) as Json) };
+    if (typeof meta.name !== "string" || meta.name === "") {
+      if (typeof meta.generateName !== "string" || meta.generateName === "") return invalid("metadata.name", "Required value: name or generateName is required");
+      meta.name = `${meta.generateName}${randomUUID().slice(0, 5)}`;
+    }
+    const name = meta.name as string;
+    if (this.stores.get(CSR_PLURAL)!.has(`/${name}`)) {
+      return [409, status(409, `certificatesigningrequests.certificates.k8s.io "${name}" already exists`, "AlreadyExists")];
+    }
+    const spec = (body.spec ?? {}) as Json;
+    if (typeof spec.signerName !== "string" || !/^[a-z0-9.-]+\/[A-Za-z0-9._-]+$/.test(spec.signerName)) {
+      return invalid("spec.signerName", "Invalid value: must be a fully qualified domain and path of the form 'example.com/signer-name'");
+    }
+    const requestPem = pemBlocks(spec.request, "CERTIFICATE REQUEST");
+    if (requestPem === undefined) return invalid("spec.request", "Invalid value: []byte{...}: PEM block type must be CERTIFICATE REQUEST");
+    try {
+      const request = new x509.Pkcs10CertificateRequest(requestPem);
+      if (!await request.verify(webcrypto as unknown as Crypto)) return invalid("spec.request", "Invalid value: the request's signature does not verify");
+    } catch (err) {
+      return invalid("spec.request", `Invalid value: ${(err as Error).message}`);
+    }
+    const usages = spec.usages;
+    if (!Array.isArray(usages) || usages.length === 0) return invalid("spec.usages", "Required value");
+    const unknown = usages.find((u) => typeof u !== "string" || !KEY_USAGES.has(u));
+    if (unknown !== undefined) return invalid("spec.usages", `Unsupported value: ${JSON.stringify(unknown)}`);
+    if (spec.expirationSeconds !== undefined && (typeof spec.expirationSeconds !== "number" || spec.expirationSeconds < 600)) {
+      return invalid("spec.expirationSeconds", `Invalid value: ${String(spec.expirationSeconds)}: may not specify a duration less than 600 seconds (10 minutes)`);
+    }
+    // What the caller says about itself is overwritten with what its token says.
+    const { uid: _uid, resourceVersion: _rv, creationTimestamp: _ct, ...givenMeta } = meta;
+    const object = this.create({
+      apiVersion: body.apiVersion, kind: body.kind, metadata: { ...givenMeta, name },
+      spec: { ...spec, username: user.username, uid: user.uid ?? "", groups: user.groups ?? [], ...(user.extra ? { extra: user.extra } : {}) },
+      status: {},
+    });
+    return [201, object];
+  }
+
+  private async updateCsr(user: FakeUser, name: string, subresource: "approval" | "status", body: Json): Promise<[number, Json]> {
+    const stored = this.stores.get(CSR_PLURAL)!.get(`/${name}`);
+    if (!stored) return [404, status(404, `certificatesigningrequests.certificates.k8s.io "${name}" not found`)];
+    const invalid = (field: string, message: string): [number, Json] =>
+      [422, status(422, `CertificateSigningRequest.certificates.k8s.io "${name}" is invalid: ${field}: ${message}`)];
+    const meta = (body.metadata ?? {}) as Json;
+    if (meta.name !== name) return [400, status(400, `the name of the object (${String(meta.name)}) does not match the name on the URL (${name})`)];
+    const storedMeta = stored.metadata as Json;
+    if (meta.resourceVersion !== undefined && meta.resourceVersion !== storedMeta.resourceVersion) {
+      return [409, status(409, `Operation cannot be fulfilled on certificatesigningrequests.certificates.k8s.io "${name}": the object has been modified; please apply your changes to the latest version and try again`)];
+    }
+    const before = (stored.status ?? {}) as Json;
+    const given = (body.status ?? {}) as Json;
+    const conditions = ((given.conditions ?? []) as Json[]).map((c): Json => ({
+      ...c, status: c.status ?? "True",
+      lastUpdateTime: c.lastUpdateTime ?? new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+      lastTransitionTime: c.lastTransitionTime ?? new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    }));
+    const types = conditions.map((c) => String(c.type));
+    if (types.includes("Approved") && types.includes("Denied")) return invalid("status.conditions", "Invalid value: Approved and Denied conditions are mutually exclusive");
+    for (const fixed of ["Approved", "Denied"]) {
+      const had = conditionTypes(before).includes(fixed), has = types.includes(fixed);
+      if (had && !has) return invalid("status.conditions", `Forbidden: updates may not remove a condition of type "${fixed}"`);
+      if (subresource === "status" && !had && has) return invalid("status.conditions", `Forbidden: updates may not add a condition of type "${fixed}"`);
+    }
+    const signerName = String((stored.spec as Json).signerName);
+    let next: Json;
+    if (subresource === "approval") {
+      if (!this.allowed(user, "approve", "certificates.k8s.io", "signers", signerName)) {
+        return [403, status(403, `certificatesigningrequests.certificates.k8s.io "${name}" is forbidden: user not permitted to approve requests with signerName "${signerName}"`)];
+      }
+      next = { ...before, conditions };
+    } else {
+      const certificate = given.certificate;
+      if (certificate !== undefined && certificate !== before.certificate) {
+        if (before.certificate !== undefined) return invalid("status.certificate", "Forbidden: updates may not modify existing certificate content");
+        if (!types.includes("Approved") || types.includes("Failed")) return invalid("status.certificate", "Forbidden: certificate may only be set when the Approved condition is present and Failed is not");
+        if (pemBlocks(certificate, "CERTIFICATE") === undefined) return invalid("status.certificate", "Invalid value: must contain at least one CERTIFICATE PEM block");
+        if (!this.allowed(user, "sign", "certificates.k8s.io", "signers", signerName)) {
+          return [403, status(403, `certificatesigningrequests.certificates.k8s.io "${name}" is forbidden: user not permitted to sign requests with signerName "${signerName}"`)];
+        }
+      }
+      next = { ...(certificate !== undefined ? { certificate } : {}), conditions };
+    }
+    return [200, this.update({ ...stored, status: next })];
   }
 
   /** The resource's objects as they were at `rv` (history after it undone), by key. */
@@ -390,7 +639,7 @@ export class FakeKubeApiServer {
     return objects;
   }
 
-  private serveList(t: ResourceType, query: Record<string, string>, reply: (code: number, body: Json) => void): void {
+  private serveList(t: ResourceType, query: Record<string, string>, selects: (object: Json) => boolean, reply: (code: number, body: Json) => void): void {
     let snapshotRv = this.rv;
     let after = "";
     if (query.continue) {
@@ -414,7 +663,7 @@ export class FakeKubeApiServer {
     }
     const limit = query.limit ? Number(query.limit) : 0;
     const keys = [...this.snapshot(t, snapshotRv).entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .filter(([k]) => k > after);
+      .filter(([k, o]) => k > after && selects(o));
     const page = limit > 0 ? keys.slice(0, limit) : keys;
     const metadata: Json = { resourceVersion: String(snapshotRv) };
     if (limit > 0 && keys.length > limit) {
@@ -428,15 +677,15 @@ export class FakeKubeApiServer {
     reply(200, { kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata, items });
   }
 
-  private serveWatch(t: ResourceType, query: Record<string, string>, res: ServerResponse): void {
+  private serveWatch(t: ResourceType, query: Record<string, string>, selects: (object: Json) => boolean, res: ServerResponse): void {
     // No content-length: node sends the stream with Transfer-Encoding: chunked.
     res.writeHead(200, { "content-type": "application/json" });
     res.flushHeaders();
-    const w: Watcher = { plural: t.plural, bookmarks: query.allowWatchBookmarks === "true", res, timer: undefined };
+    const w: Watcher = { plural: t.plural, selects, bookmarks: query.allowWatchBookmarks === "true", res, timer: undefined };
     const from = query.resourceVersion ?? "";
     if (from === "" || from === "0") {
       // "Any": start with the current state as ADDED events.
-      for (const o of this.stores.get(t.plural)!.values()) this.send(w, { type: "ADDED", object: o });
+      for (const o of this.stores.get(t.plural)!.values()) if (selects(o)) this.send(w, { type: "ADDED", object: o });
     } else {
       const rv = Number(from);
       if (!Number.isInteger(rv) || rv < 0) {
@@ -449,7 +698,7 @@ export class FakeKubeApiServer {
         res.end();
         return;
       }
-      for (const e of this.log) if (e.plural === t.plural && e.rv > rv) this.send(w, { type: e.type, object: e.object });
+      for (const e of this.log) if (e.plural === t.plural && e.rv > rv && selects(e.object)) this.send(w, { type: e.type, object: e.object });
     }
     this.watchers.add(w);
     res.on("close", () => this.watchers.delete(w));
