@@ -9,6 +9,7 @@ import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from ".
 import { PolicyModel, protocolOf, type Peer, type PolicyModeName } from "../controlplane/policy/model.js";
 import { FlowReplay, isJudgedObservation } from "../controlplane/policy/whatif.js";
 import { TupleTable } from "../controlplane/policy/tuple-table.js";
+import type { Pod } from "../controlplane/metadata/objects.js";
 import type { Endpoint, FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { randomCases } from "./harness/random-policy.js";
 import { seededRandom } from "./harness/seeded-random.js";
@@ -57,50 +58,63 @@ describe("class verdicts equal the model", () => {
   });
 });
 
+/** Every step of `count` random cases (maxSteps each), with the cluster's objects before and after it. */
+async function* randomSteps(seed: number, count: number, maxSteps: number) {
+  for (const c of await randomCases(seed, count, { maxSteps })) {
+    const cluster = new ModelCluster(c.model, generatePlacement(c.model));
+    let before = cluster.objects();
+    for (const step of c.steps) {
+      for (const action of step.actions) cluster.apply(action);
+      const after = cluster.objects();
+      yield { c, before, after };
+      before = after;
+    }
+  }
+}
+
+/** Today's pods as a record names them, one in five with labels some pod had before or after the step. */
+function recordedPodEnds(rand: () => number, before: { pods: readonly Pod[] }, after: { pods: readonly Pod[] }): { ends: Endpoint[]; labelSets: Record<string, string>[] } {
+  const labelSets = [...before.pods, ...after.pods].map((p) => p.metadata.labels);
+  const ends = after.pods.map((p) => podEnd(p.metadata.namespace, p.metadata.name, p.status.podIPs[0] ?? "",
+    rand() < 0.2 ? labelSets[Math.floor(rand() * labelSets.length)]! : p.metadata.labels, p.metadata.name));
+  return { ends, labelSets };
+}
+
 describe("what-if through class verdicts equals what-if through the model alone", () => {
   it("on random flows with recorded labels and addresses of their time, 100 random cases (seed 1402), every mode", async () => {
     const rand = seededRandom(1402);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     let changed = 0, reports = 0;
-    for (const c of await randomCases(1402, 100, { maxSteps: 4 })) {
-      const cluster = new ModelCluster(c.model, generatePlacement(c.model));
-      let before = cluster.objects();
-      for (const step of c.steps) {
-        for (const action of step.actions) cluster.apply(action);
-        const after = cluster.objects();
-        // Ends as recorded: today's pods, some with labels of another time or another pod's address; nodes; outside addresses.
-        const labelSets = [...before.pods, ...after.pods].map((p) => p.metadata.labels);
-        const ends: Endpoint[] = after.pods.map((p) => podEnd(p.metadata.namespace, p.metadata.name, p.status.podIPs[0] ?? "",
-          rand() < 0.2 ? pick(labelSets) : p.metadata.labels, p.metadata.name));
-        for (let n = 0; n < 4; n++) {
-          const p = pick(after.pods);
-          ends.push(podEnd(p.metadata.namespace, `${p.metadata.name}-then`, pick(after.pods).status.podIPs[0] ?? "", pick(labelSets), `${p.metadata.name}-then`));
-        }
-        for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
-        for (let n = 0; n < 4; n++) ends.push(endpoint({ ip: `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`, world: true }));
-        const pods = ends.filter((e) => e.podName !== "");
-        const ports = [...c.model.ports, 1 + Math.floor(rand() * 65535)];
-        const records: FlowRecord[] = [];
-        for (let n = 0; n < 600; n++) {
-          const protocol = pick(PROTOCOLS);
-          const src = pick(ends);
-          // TO_POD into a pod; FROM_POD from a pod to an address that is not a pod.
-          const toPod = src.podName === "" || rand() < 0.8;
-          const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
-          records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
-            endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000) }));
-        }
-        const mode = pick<PolicyModeName | undefined>([undefined, "enforce", "audit", "observe"]);
-        const replay = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
-        replay.addAll(records);
-        const policies = { before: before.policies, after: after.policies };
-        const fast = replay.report(policies, { mode, defaultMode: "enforce" });
-        const reference = replay.report(policies, { mode, defaultMode: "enforce", reference: true });
-        expect(fast).toEqual(reference);
-        changed += fast.edges.length;
-        reports++;
-        before = after;
+    for await (const { c, before, after } of randomSteps(1402, 100, 4)) {
+      // Ends as recorded: today's pods, some with labels of another time or another pod's address; nodes; outside addresses.
+      const { ends, labelSets } = recordedPodEnds(rand, before, after);
+      for (let n = 0; n < 4; n++) {
+        const p = pick(after.pods);
+        ends.push(podEnd(p.metadata.namespace, `${p.metadata.name}-then`, pick(after.pods).status.podIPs[0] ?? "", pick(labelSets), `${p.metadata.name}-then`));
       }
+      for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
+      for (let n = 0; n < 4; n++) ends.push(endpoint({ ip: `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`, world: true }));
+      const pods = ends.filter((e) => e.podName !== "");
+      const ports = [...c.model.ports, 1 + Math.floor(rand() * 65535)];
+      const records: FlowRecord[] = [];
+      for (let n = 0; n < 600; n++) {
+        const protocol = pick(PROTOCOLS);
+        const src = pick(ends);
+        // TO_POD into a pod; FROM_POD from a pod to an address that is not a pod.
+        const toPod = src.podName === "" || rand() < 0.8;
+        const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
+        records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
+          endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000) }));
+      }
+      const mode = pick<PolicyModeName | undefined>([undefined, "enforce", "audit", "observe"]);
+      const replay = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
+      replay.addAll(records);
+      const policies = { before: before.policies, after: after.policies };
+      const fast = replay.report(policies, { mode, defaultMode: "enforce" });
+      const reference = replay.report(policies, { mode, defaultMode: "enforce", reference: true });
+      expect(fast).toEqual(reference);
+      changed += fast.edges.length;
+      reports++;
     }
     expect(reports).toBeGreaterThan(150);
     expect(changed).toBeGreaterThan(500);
@@ -144,58 +158,49 @@ describe("tuples summed by the caller (FlowReplay.addJudged, what suggest's chec
     const rand = seededRandom(1404);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     let changed = 0, reports = 0;
-    for (const c of await randomCases(1404, 60, { maxSteps: 3 })) {
-      const cluster = new ModelCluster(c.model, generatePlacement(c.model));
-      let before = cluster.objects();
-      for (const step of c.steps) {
-        for (const action of step.actions) cluster.apply(action);
-        const after = cluster.objects();
-        const labelSets = [...before.pods, ...after.pods].map((p) => p.metadata.labels);
-        const ends: Endpoint[] = after.pods.map((p) => podEnd(p.metadata.namespace, p.metadata.name, p.status.podIPs[0] ?? "",
-          rand() < 0.2 ? pick(labelSets) : p.metadata.labels, p.metadata.name));
-        for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
-        // Ends without an address of their own take the record's, which must then be the first record's.
-        for (let n = 0; n < 3; n++) ends.push(endpoint({ ip: "", world: true }));
-        const pods = ends.filter((e) => e.podName !== "");
-        const ports = [...c.model.ports, 1 + Math.floor(rand() * 65535)];
-        const records: FlowRecord[] = [];
-        for (let n = 0; n < 600; n++) {
-          const protocol = pick(PROTOCOLS);
-          const src = pick(ends);
-          const toPod = src.podName === "" || rand() < 0.8;
-          const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
-          const address = () => `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`;
-          records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
-            endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000), sport: rand() < 0.1 ? 1 : 40000,
-            ...(src.ip === "" ? { srcIp: address() } : {}), ...(dst.ip === "" ? { dstIp: address() } : {}) }));
-        }
-        const one = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
-        one.addAll(records);
-        // Summed per (source, destination, protocol, port) in order of first sight, with the first record's addresses.
-        const sums = new Map<string, { r: FlowRecord; records: number; packets: number; firstMs: number; lastMs: number }>();
-        const ids = new Map<Endpoint, number>();
-        const idOf = (e: Endpoint) => ids.get(e) ?? (ids.set(e, ids.size), ids.size - 1);
-        for (const r of records) {
-          if (!isJudgedObservation(r)) continue;
-          const key = `${idOf(r.source!)} ${idOf(r.destination!)} ${r.l4!.protocol} ${r.l4!.destinationPort}`;
-          const firstMs = Number(r.startTime!.seconds) * 1000, lastMs = Number(r.endTime!.seconds) * 1000;
-          const s = sums.get(key);
-          if (s === undefined) sums.set(key, { r, records: 1, packets: Number(r.packets), firstMs, lastMs });
-          else { s.records++; s.packets += Number(r.packets); s.firstMs = Math.min(s.firstMs, firstMs); s.lastMs = Math.max(s.lastMs, lastMs); }
-        }
-        const summed = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
-        for (const { r, records: n, packets, firstMs, lastMs } of sums.values()) {
-          summed.addJudged(r.source!, r.ip!.source, r.destination!, r.ip!.destination, r.l4!.protocol, r.l4!.destinationPort, n, packets, firstMs, lastMs);
-        }
-        const mode = pick<PolicyModeName | undefined>([undefined, "enforce", "audit", "observe"]);
-        const policies = { before: before.policies, after: after.policies };
-        const want = one.report(policies, { mode, defaultMode: "enforce" });
-        const got = summed.report(policies, { mode, defaultMode: "enforce" });
-        expect({ ...got, records: want.records, replayed: want.replayed }).toEqual(want);
-        changed += want.edges.length;
-        reports++;
-        before = after;
+    for await (const { c, before, after } of randomSteps(1404, 60, 3)) {
+      const { ends } = recordedPodEnds(rand, before, after);
+      for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
+      // Ends without an address of their own take the record's, which must then be the first record's.
+      for (let n = 0; n < 3; n++) ends.push(endpoint({ ip: "", world: true }));
+      const pods = ends.filter((e) => e.podName !== "");
+      const ports = [...c.model.ports, 1 + Math.floor(rand() * 65535)];
+      const records: FlowRecord[] = [];
+      for (let n = 0; n < 600; n++) {
+        const protocol = pick(PROTOCOLS);
+        const src = pick(ends);
+        const toPod = src.podName === "" || rand() < 0.8;
+        const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
+        const address = () => `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`;
+        records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
+          endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000), sport: rand() < 0.1 ? 1 : 40000,
+          ...(src.ip === "" ? { srcIp: address() } : {}), ...(dst.ip === "" ? { dstIp: address() } : {}) }));
       }
+      const one = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
+      one.addAll(records);
+      // Summed per (source, destination, protocol, port) in order of first sight, with the first record's addresses.
+      const sums = new Map<string, { r: FlowRecord; records: number; packets: number; firstMs: number; lastMs: number }>();
+      const ids = new Map<Endpoint, number>();
+      const idOf = (e: Endpoint) => ids.get(e) ?? (ids.set(e, ids.size), ids.size - 1);
+      for (const r of records) {
+        if (!isJudgedObservation(r)) continue;
+        const key = `${idOf(r.source!)} ${idOf(r.destination!)} ${r.l4!.protocol} ${r.l4!.destinationPort}`;
+        const firstMs = Number(r.startTime!.seconds) * 1000, lastMs = Number(r.endTime!.seconds) * 1000;
+        const s = sums.get(key);
+        if (s === undefined) sums.set(key, { r, records: 1, packets: Number(r.packets), firstMs, lastMs });
+        else { s.records++; s.packets += Number(r.packets); s.firstMs = Math.min(s.firstMs, firstMs); s.lastMs = Math.max(s.lastMs, lastMs); }
+      }
+      const summed = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
+      for (const { r, records: n, packets, firstMs, lastMs } of sums.values()) {
+        summed.addJudged(r.source!, r.ip!.source, r.destination!, r.ip!.destination, r.l4!.protocol, r.l4!.destinationPort, n, packets, firstMs, lastMs);
+      }
+      const mode = pick<PolicyModeName | undefined>([undefined, "enforce", "audit", "observe"]);
+      const policies = { before: before.policies, after: after.policies };
+      const want = one.report(policies, { mode, defaultMode: "enforce" });
+      const got = summed.report(policies, { mode, defaultMode: "enforce" });
+      expect({ ...got, records: want.records, replayed: want.replayed }).toEqual(want);
+      changed += want.edges.length;
+      reports++;
     }
     expect(reports).toBeGreaterThan(90);
     expect(changed).toBeGreaterThan(200);
