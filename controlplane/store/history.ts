@@ -189,6 +189,20 @@ class Columns {
   endpoint(slot: number, field: number): Endpoint | undefined { return this.endpoints.value(this.refs[slot * REF + field]!); }
   attribution(slot: number): PolicyAttribution | undefined { return this.attributions.value(this.refs[slot * REF + R_ATTRIBUTION]!); }
 
+  /** A slot's dictionary ids (each already held for it). */
+  setRefs(slot: number, node: number, iface: number, ipSource: number, ipDestination: number, protocolName: number,
+    source: number, destination: number, attribution: number): void {
+    const r = slot * REF, refs = this.refs;
+    refs[r + R_NODE] = node;
+    refs[r + R_IFACE] = iface;
+    refs[r + R_IP_SRC] = ipSource;
+    refs[r + R_IP_DST] = ipDestination;
+    refs[r + R_PROTO] = protocolName;
+    refs[r + R_SOURCE] = source;
+    refs[r + R_DESTINATION] = destination;
+    refs[r + R_ATTRIBUTION] = attribution;
+  }
+
   /** Lets go of what an overwritten slot held. */
   release(slot: number): void {
     const r = slot * REF, refs = this.refs;
@@ -406,15 +420,7 @@ export class FlowHistory {
     const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
     const attribution = c.attributions.hold(record.attribution);
     if (evicting) c.release(slot);
-    const r = slot * REF, refs = c.refs;
-    refs[r + R_NODE] = node;
-    refs[r + R_IFACE] = iface;
-    refs[r + R_IP_SRC] = ipSourceId;
-    refs[r + R_IP_DST] = ipDestinationId;
-    refs[r + R_PROTO] = protocolName;
-    refs[r + R_SOURCE] = sourceId;
-    refs[r + R_DESTINATION] = destinationId;
-    refs[r + R_ATTRIBUTION] = attribution;
+    c.setRefs(slot, node, iface, ipSourceId, ipDestinationId, protocolName, sourceId, destinationId, attribution);
 
     // A missing start or end takes the other's value for ordering and time filters; the
     // presence bits restore undefined on the way out.
@@ -489,15 +495,7 @@ export class FlowHistory {
     const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
     const attribution = c.attributions.hold(b.attributions[i]);
     if (evicting) c.release(slot);
-    const r = slot * REF, refs = c.refs;
-    refs[r + R_NODE] = batch.node;
-    refs[r + R_IFACE] = iface;
-    refs[r + R_IP_SRC] = ipSource;
-    refs[r + R_IP_DST] = ipDestination;
-    refs[r + R_PROTO] = protocolName;
-    refs[r + R_SOURCE] = sourceId;
-    refs[r + R_DESTINATION] = destinationId;
-    refs[r + R_ATTRIBUTION] = attribution;
+    c.setRefs(slot, batch.node, iface, ipSource, ipDestination, protocolName, sourceId, destinationId, attribution);
     const f = slot * F64;
     const endSeconds = b.endSeconds[i]!, endNanos = b.endNanos[i]!;
     c.f64[f + F_START_S] = b.startSeconds[i]!;
