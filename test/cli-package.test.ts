@@ -11,12 +11,13 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliMain, repoRoot } from "../config/install.js";
+import { cliMain } from "../config/install.js";
 import { VERSION } from "../config/version.js";
 import { AgentServiceClient, type ConnectResponse } from "../proto/gen/bulkhead/v1/agent.js";
 import { tlsChannel } from "../tls/client.js";
 import { CA_CERT, nodeCertFile, nodeKeyFile, writeCertificates } from "../tls/certs-command.js";
 import { agentRecord } from "./harness/flow-records.js";
+import { installCliPackage } from "./harness/cli-package.js";
 import { Spawned } from "./harness/process.js";
 import { waitFor } from "./harness/wait.js";
 
@@ -55,17 +56,10 @@ let env: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-cli-package-"));
-  env = { PATH: process.env.PATH ?? "", HOME: tmp, BULKHEAD_LAB_STATE_DIR: path.join(tmp, "no-lab") };
-  const out = path.join(tmp, "dist");
-  const built = await run(process.execPath, [path.join(repoRoot, "scripts", "package-cli.mjs"), "--out", out], { cwd: repoRoot });
-  tarball = built.stdout.trim().split(" ")[0]!;
-  const workstation = path.join(tmp, "workstation");
-  fs.mkdirSync(workstation);
-  // --offline with an empty cache and a registry nobody serves: any dependency not in the
-  // tarball fails the install (ENOTCACHED) instead of being fetched.
-  await run("npm", ["install", "--offline", "--cache", path.join(tmp, "npm-cache"), "--registry", "http://127.0.0.1:9/",
-    "--no-audit", "--no-fund", "--ignore-scripts", tarball], { cwd: workstation, env });
-  installed = path.join(workstation, "node_modules", ".bin", "bulkhead");
+  const pkg = await installCliPackage(tmp);
+  tarball = pkg.tarball;
+  installed = pkg.bin;
+  env = { ...pkg.env, BULKHEAD_LAB_STATE_DIR: path.join(tmp, "no-lab") };
 });
 
 afterAll(() => {

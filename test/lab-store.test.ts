@@ -7,6 +7,7 @@
 // acknowledged before the kill was durable (not lost), and one committed but not yet
 // acknowledged was stored once (not twice).
 // Needs the kernel lock:  flock /tmp/bulkhead-kernel.lock npx vitest run test/lab-store.test.ts
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -14,8 +15,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { controlPlaneStatus } from "../lab/controlplane.js";
 import { down, type Lab, up } from "../lab/lab.js";
 import { FlowFilter, type GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
-import { ObservationPoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { sleep } from "./harness/flows.js";
+import { installCliPackage } from "./harness/cli-package.js";
 import { labFlows, pacedUdpSender, packetsAt } from "./harness/lab-flows.js";
 
 vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
@@ -94,5 +96,19 @@ describe("the embedded store across a kill -9 of the control plane", () => {
     const after = await controlPlaneStatus({ observer: OBSERVER, ca: CA }, 5000);
     expect(after.store?.error).toBe("");
     expect(after.store?.records).toBeGreaterThanOrEqual(BigInt(records.length));
+  });
+
+  it("the workstation CLI package, installed in an empty folder, observes the same datagrams from the lab (issue 18)", async () => {
+    const pkg = await installCliPackage(path.join(root, "package"));
+    // The lab's address and CA come from its state, as on the machine that runs the lab.
+    const observed = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(pkg.bin, ["observe", "--to-pod", "default/receiver", "--to-port", String(PORT), "--protocol", "UDP", "--all", "-o", "json"],
+        { env: { ...pkg.env, BULKHEAD_LAB_STATE_DIR: stateDir }, maxBuffer: 64 * 1024 * 1024 },
+        (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }));
+    });
+    expect(observed.code, observed.stderr).toBe(0);
+    const records = observed.stdout.split("\n").filter((l) => l !== "").map((l) => FlowRecord.fromJSON(JSON.parse(l)));
+    expect(packetsAt(records, ObservationPoint.OBSERVATION_POINT_FROM_POD)).toBe(BigInt(DATAGRAMS));
+    expect(packetsAt(records, ObservationPoint.OBSERVATION_POINT_TO_POD)).toBe(BigInt(DATAGRAMS));
   });
 });
