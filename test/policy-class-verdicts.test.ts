@@ -80,6 +80,27 @@ function recordedPodEnds(rand: () => number, before: { pods: readonly Pod[] }, a
   return { ends, labelSets };
 }
 
+/**
+ * 600 records between random `ends` on a case's ports (and one random port): TO_POD into a
+ * pod, or FROM_POD from a pod to an end that is not one; `more` adds options per record.
+ */
+function randomRecords(rand: () => number, ends: Endpoint[], casePorts: readonly number[],
+  more: (src: Endpoint, dst: Endpoint) => Partial<Parameters<typeof flow>[2]> = () => ({})): FlowRecord[] {
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+  const pods = ends.filter((e) => e.podName !== "");
+  const ports = [...casePorts, 1 + Math.floor(rand() * 65535)];
+  const records: FlowRecord[] = [];
+  for (let n = 0; n < 600; n++) {
+    const protocol = pick(PROTOCOLS);
+    const src = pick(ends);
+    const toPod = src.podName === "" || rand() < 0.8;
+    const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
+    records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
+      endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000), ...more(src, dst) }));
+  }
+  return records;
+}
+
 describe("what-if through class verdicts equals what-if through the model alone", () => {
   it("on random flows with recorded labels and addresses of their time, 100 random cases (seed 1402), every mode", async () => {
     const rand = seededRandom(1402);
@@ -94,18 +115,7 @@ describe("what-if through class verdicts equals what-if through the model alone"
       }
       for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
       for (let n = 0; n < 4; n++) ends.push(endpoint({ ip: `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`, world: true }));
-      const pods = ends.filter((e) => e.podName !== "");
-      const ports = [...c.model.ports, 1 + Math.floor(rand() * 65535)];
-      const records: FlowRecord[] = [];
-      for (let n = 0; n < 600; n++) {
-        const protocol = pick(PROTOCOLS);
-        const src = pick(ends);
-        // TO_POD into a pod; FROM_POD from a pod to an address that is not a pod.
-        const toPod = src.podName === "" || rand() < 0.8;
-        const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
-        records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
-          endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000) }));
-      }
+      const records = randomRecords(rand, ends, c.model.ports);
       const mode = pick<PolicyModeName | undefined>([undefined, "enforce", "audit", "observe"]);
       const replay = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
       replay.addAll(records);
@@ -163,19 +173,9 @@ describe("tuples summed by the caller (FlowReplay.addJudged, what suggest's chec
       for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
       // Ends without an address of their own take the record's, which must then be the first record's.
       for (let n = 0; n < 3; n++) ends.push(endpoint({ ip: "", world: true }));
-      const pods = ends.filter((e) => e.podName !== "");
-      const ports = [...c.model.ports, 1 + Math.floor(rand() * 65535)];
-      const records: FlowRecord[] = [];
-      for (let n = 0; n < 600; n++) {
-        const protocol = pick(PROTOCOLS);
-        const src = pick(ends);
-        const toPod = src.podName === "" || rand() < 0.8;
-        const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
-        const address = () => `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`;
-        records.push(flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick(ports), packets: 1 + Math.floor(rand() * 50),
-          endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000), sport: rand() < 0.1 ? 1 : 40000,
-          ...(src.ip === "" ? { srcIp: address() } : {}), ...(dst.ip === "" ? { dstIp: address() } : {}) }));
-      }
+      const address = () => `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`;
+      const records = randomRecords(rand, ends, c.model.ports, (src, dst) => ({ sport: rand() < 0.1 ? 1 : 40000,
+        ...(src.ip === "" ? { srcIp: address() } : {}), ...(dst.ip === "" ? { dstIp: address() } : {}) }));
       const one = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, [...before.policies, ...after.policies]);
       one.addAll(records);
       // Summed per (source, destination, protocol, port) in order of first sight, with the first record's addresses.
