@@ -10,7 +10,8 @@ import { PolicyModel, protocolOf, type Peer, type PolicyModeName } from "../cont
 import { FlowReplay, isJudgedObservation } from "../controlplane/policy/whatif.js";
 import { TupleTable } from "../controlplane/policy/tuple-table.js";
 import type { Pod } from "../controlplane/metadata/objects.js";
-import type { Endpoint, FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { VerdictReason, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
+import { FlowHistory, type HistoryQuery } from "../controlplane/store/history.js";
 import { randomCases } from "./harness/random-policy.js";
 import { seededRandom } from "./harness/seeded-random.js";
 import { endpoint, flow, podEnd } from "./harness/flow-records.js";
@@ -158,7 +159,7 @@ describe("the tuple table the replays sum records in", () => {
     for (const [key, want] of reference) {
       const t = want.index;
       expect(`${table.srcOf(t)}/${table.dstOf(t)}/${table.portOf(t)}`).toBe(key);
-      expect([table.records[t], table.packets[t], table.firstMs[t], table.lastMs[t]]).toEqual([want.records, want.packets, want.firstMs, want.lastMs]);
+      expect([table.recordsOf(t), table.packetsOf(t), table.firstMsOf(t), table.lastMsOf(t)]).toEqual([want.records, want.packets, want.firstMs, want.lastMs]);
     }
   });
 });
@@ -212,6 +213,59 @@ describe("tuples summed by the caller (FlowReplay.addJudged, what suggest's chec
     expect(table.intern(1, 2, 3)).toBe(0);
     expect(table.intern(4, 5, 6)).toBe(~1);
     expect(table.intern(4, 5, 6)).toBe(1);
-    expect([table.records[0], table.packets[0], table.records[1]]).toEqual([1, 10, 0]);
+    expect([table.recordsOf(0), table.packetsOf(0), table.recordsOf(1)]).toEqual([1, 10, 0]);
+  });
+});
+
+describe("the replay from the history's columns (FlowReplay.addStored) equals the history's records one by one", () => {
+  it("the same report, on random flows of 40 random cases (seed 1405): in and out of time order, evicting, ranges and predicates, every mode", async () => {
+    const rand = seededRandom(1405);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    let changed = 0, reports = 0, replayed = 0;
+    const paths = new Set<string>();
+    for await (const { c, before, after } of randomSteps(1405, 40, 3)) {
+      const { ends } = recordedPodEnds(rand, before, after);
+      for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
+      for (let n = 0; n < 3; n++) ends.push(endpoint({ ip: `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`, world: true }));
+      // A Service address and an end without an address of its own (the record's is taken).
+      ends.push(endpoint({ ip: "10.96.0.10", service: "default/dns" }), endpoint({ ip: "", world: true }));
+      const address = () => `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`;
+      // What the columns keep and the replay reads, varied: replies by port and by TCP flags, spoofed
+      // records, nanoseconds, packet counts beyond 2^53, records without an end time.
+      const records = randomRecords(rand, ends, c.model.ports, (src, dst) => ({ sport: rand() < 0.2 ? 1 : 40000,
+        reason: rand() < 0.05 ? VerdictReason.VERDICT_REASON_SPOOFED : VerdictReason.VERDICT_REASON_UNSPECIFIED,
+        ...(src.ip === "" ? { srcIp: address() } : {}), ...(dst.ip === "" ? { dstIp: address() } : {}) })).map((r) => {
+        const syn = rand() < 0.3, ack = rand() < 0.5, nanos = Math.floor(rand() * 1e9);
+        return { ...r,
+          startTime: { seconds: r.startTime!.seconds, nanos }, endTime: rand() < 0.05 ? undefined : { seconds: r.endTime!.seconds, nanos },
+          packets: rand() < 0.1 ? 2n ** 60n + BigInt(Math.floor(rand() * 1e6)) : r.packets,
+          l4: { ...r.l4!, tcpFlags: r.l4!.protocol === 6 && rand() < 0.5 ? { fin: false, syn, rst: false, psh: false, ack, urg: false, ece: false, cwr: false } : undefined } };
+      });
+      if (rand() < 0.5) records.sort((a, b) => Number(a.endTime?.seconds ?? 0n) - Number(b.endTime?.seconds ?? 0n) || (a.endTime?.nanos ?? 0) - (b.endTime?.nanos ?? 0));
+      // Sometimes a ring smaller than the records: evicted rows free dictionary ids for reuse.
+      const history = new FlowHistory({ capacity: rand() < 0.3 ? 400 : 1000 });
+      for (let i = 0; i < records.length; i += 50) history.append(records.slice(i, i + 50));
+      const query: HistoryQuery = {};
+      if (rand() < 0.3) query.since = { seconds: 1_700_000_000n + BigInt(Math.floor(rand() * 1800)), nanos: 0 };
+      if (rand() < 0.3) query.until = { seconds: 1_700_001_800n + BigInt(Math.floor(rand() * 1800)), nanos: 0 };
+      if (rand() < 0.3) { const ns = pick(ends).namespace; query.predicate = (r) => r.source?.namespace === ns || r.destination?.namespace === ns; }
+      const policies = [...before.policies, ...after.policies];
+      const one = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, policies);
+      one.addAll(history.query(query));
+      const stored = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, policies);
+      stored.addStored(history, query);
+      paths.add(`${records.every((r, i) => i === 0 || (r.endTime?.seconds ?? 0n) >= (records[i - 1]!.endTime?.seconds ?? 0n)) ? "in" : "out of"} time order`);
+      const mode = pick<PolicyModeName | undefined>([undefined, "enforce", "audit", "observe"]);
+      const on = { before: before.policies, after: after.policies };
+      const want = one.report(on, { mode, defaultMode: "enforce" });
+      expect(stored.report(on, { mode, defaultMode: "enforce" })).toEqual(want);
+      changed += want.edges.length;
+      replayed += want.replayed;
+      reports++;
+    }
+    expect(reports).toBeGreaterThan(60);
+    expect(changed).toBeGreaterThan(100);
+    expect(replayed).toBeGreaterThan(reports * 100);
+    expect([...paths].sort()).toEqual(["in time order", "out of time order"]);
   });
 });

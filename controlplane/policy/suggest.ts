@@ -251,17 +251,17 @@ export class PolicySuggester {
     let r = rules.keys.intern(subject.index, peer.peerIndex * 2 + direction, 0);
     if (r < 0) {
       r = ~r;
-      const acc: RuleAcc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs: table.firstMs[t]!, lastMs: table.lastMs[t]! } };
+      const acc: RuleAcc = { peerId: peer.peerId, peer: peer.peer!, ports: new Map(), usage: { records: 0, packets: 0, firstMs: table.firstMsOf(t), lastMs: table.lastMsOf(t) } };
       rules.accs.push(acc);
       (direction === 0 ? subject.egress : subject.ingress).set(peer.peerId, acc);
     }
     const acc = rules.accs[r]!;
     if (rules.ports.intern(r, portKey, 0) < 0) acc.ports.set(portKey, { protocol, port });
     const u = acc.usage;
-    u.records += table.records[t]!;
-    u.packets += table.packets[t]!;
-    if (table.firstMs[t]! < u.firstMs) u.firstMs = table.firstMs[t]!;
-    if (table.lastMs[t]! > u.lastMs) u.lastMs = table.lastMs[t]!;
+    u.records += table.recordsOf(t);
+    u.packets += table.packetsOf(t);
+    if (table.firstMsOf(t) < u.firstMs) u.firstMs = table.firstMsOf(t);
+    if (table.lastMsOf(t) > u.lastMs) u.lastMs = table.lastMsOf(t);
   }
 
   suggest(): Suggestion {
@@ -329,7 +329,7 @@ export class PolicySuggester {
       if ((this.tupleSides[i]! & 4) === 0) continue;
       const src = this.endList[t.srcOf(i)]!, dst = this.endList[t.dstOf(i)]!, portKey = t.portOf(i);
       replay.addJudged(src.endpoint, src.replayAddress!, dst.endpoint, dst.replayAddress!, portKey >> 16, portKey & 0xffff,
-        t.records[i]!, t.packets[i]!, t.firstMs[i]!, t.lastMs[i]!);
+        t.recordsOf(i), t.packetsOf(i), t.firstMsOf(i), t.lastMsOf(i));
     }
     const report = replay.report({ before: [], after: policies }, { mode: "enforce", reference: this.options.reference === true });
     const broken = report.edges.filter((e) => e.after === "DROPPED");

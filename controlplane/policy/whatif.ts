@@ -29,6 +29,7 @@ import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
 import { isReply, mapNodeOf } from "../store/flowmap.js";
+import type { FlowHistory, HistoryQuery } from "../store/history.js";
 import { outcomeOf, outcomeOfSides, type Outcome } from "./explain.js";
 import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "./class-verdicts.js";
 import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
@@ -275,6 +276,31 @@ export class FlowReplay {
     for (const r of records) this.add(r);
   }
 
+  /**
+   * Adds the history's records that `query` selects, as add() would one by one in query()
+   * order, read from its columns: no FlowRecord, BigInt or Timestamp per record, and each
+   * end found by its dictionary id in an array instead of a WeakMap.
+   */
+  addStored(history: FlowHistory, query: HistoryQuery = {}): void {
+    // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
+    const byId: (Identity | undefined)[] = [];
+    history.scan(query, (r) => {
+      this.records++;
+      if (!isJudgedObservation(r)) return;
+      const s = r.source, d = r.destination, ip = r.ip, l4 = r.l4;
+      if (s === undefined || d === undefined || ip === undefined || l4 === undefined) return;
+      this.replayed++;
+      const sid = r.sourceId, did = r.destinationId;
+      const src = byId[sid] ??= this.byObject.get(s) ?? this.identify(s, ip.source);
+      const dst = byId[did] ??= this.byObject.get(d) ?? this.identify(d, ip.destination);
+      const protocol = l4.protocol & 0xff;
+      const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
+      const self = sid === did || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
+      const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
+      this.tuples.add(src.id, dst.id, key, r.packetCount, r.startMs, r.endMs);
+    });
+  }
+
   /** Today's pod whose named ports stand for a recorded pod's: the same name, else the same labels in its namespace. */
   private portSource(e: Endpoint): Pod | undefined {
     return this.today.get(`${e.namespace}/${e.podName}`) ?? this.todayByLabels.get(`${e.namespace}\u0001${labelsKey(e.labels)}`);
@@ -336,7 +362,7 @@ export class FlowReplay {
     return order.map((i) => {
       const key = t.portOf(i);
       return { tuple: i, src: this.identities[t.srcOf(i)]!, dst: this.identities[t.dstOf(i)]!, protocol: (key >> 16) & 0xff, port: key & 0xffff, self: key >= 0x1000000,
-        records: t.records[i]!, packets: t.packets[i]!, firstMs: t.firstMs[i]!, lastMs: t.lastMs[i]! };
+        records: t.recordsOf(i), packets: t.packetsOf(i), firstMs: t.firstMsOf(i), lastMs: t.lastMsOf(i) };
     });
   }
 

@@ -213,8 +213,15 @@ class Columns {
   }
 }
 
-/** A stored row seen as a FlowRecord, without building one. Valid until `slot` changes. */
-class StoredFlowView implements FlowRecord {
+/** TCP flags by their packed bits, shared by every view (a view's fields are read, never kept). */
+const TCP_FLAGS_BY_BITS: readonly TcpFlags[] = Array.from({ length: 256 }, (_, bits) => Object.freeze(unpackTcpFlags(bits)));
+
+/**
+ * A stored row seen as a FlowRecord, without building one. Valid until `slot` changes.
+ * Besides the record's fields, numbers for scans that only sum (FlowHistory.scan): the
+ * ends' dictionary ids, packets and times without a BigInt or a Timestamp.
+ */
+export class StoredFlowView implements FlowRecord {
   slot = 0;
   private readonly l3 = new StoredLayer3View(this);
   private readonly l4View = new StoredLayer4View(this);
@@ -242,6 +249,24 @@ class StoredFlowView implements FlowRecord {
   get verdictReason(): number { return this.columns.i32[this.slot * I32 + I_REASON]!; }
   get attribution(): PolicyAttribution | undefined { return this.columns.attribution(this.slot); }
   get sequence(): bigint { return this.columns.u64[this.slot * U64 + L_SEQUENCE]!; }
+  /**
+   * The source's and destination's ids in the history's dictionary of Endpoints (0: none):
+   * one id per Endpoint object for as long as a row holds it, so equal ids are the same
+   * object during a scan (nothing is appended meanwhile).
+   */
+  get sourceId(): number { return this.columns.refs[this.slot * REF + R_SOURCE]!; }
+  get destinationId(): number { return this.columns.refs[this.slot * REF + R_DESTINATION]!; }
+  /** Number(packets), from the column's two 32-bit words (the same rounding above 2^53). */
+  get packetCount(): number {
+    const w = this.columns.u64Words, l = (this.slot * U64 + L_PACKETS) * 2;
+    return w[l + 1]! * 0x1_0000_0000 + w[l]!;
+  }
+  /** Start and end in milliseconds (seconds * 1000 + whole milliseconds of the nanos); 0 when absent. */
+  get startMs(): number { return this.present(HAS_START) ? this.ms(F_START_S, U_START_NS) : 0; }
+  get endMs(): number { return this.present(HAS_END) ? this.ms(F_END_S, U_END_NS) : 0; }
+  private ms(secondsField: number, nanosField: number): number {
+    return this.columns.f64[this.slot * F64 + secondsField]! * 1000 + Math.floor(this.columns.u32[this.slot * U32 + nanosField]! / 1e6);
+  }
 }
 
 class StoredLayer3View implements Layer3 {
@@ -261,7 +286,7 @@ class StoredLayer4View implements Layer4 {
   get tcpFlags(): TcpFlags | undefined {
     const u8 = this.row.columns.u8;
     const base = this.row.slot * U8;
-    return (u8[base + B_PRESENT]! & HAS_TCP_FLAGS) !== 0 ? unpackTcpFlags(u8[base + B_TCP_FLAGS]!) : undefined;
+    return (u8[base + B_PRESENT]! & HAS_TCP_FLAGS) !== 0 ? TCP_FLAGS_BY_BITS[u8[base + B_TCP_FLAGS]!] : undefined;
   }
   get icmpType(): number { return this.u32(U_ICMP_TYPE); }
   get icmpCode(): number { return this.u32(U_ICMP_CODE); }
@@ -384,6 +409,45 @@ export class FlowHistory {
         yield history.materialize(absolute % history.columns.capacity);
       }
     })();
+  }
+
+  /**
+   * Calls `each` with a view of every matching row, in query() order, building no record:
+   * for scans that only sum what they read (the policy replay, controlplane/policy/whatif.ts).
+   * The view is valid only during the call and must not be kept.
+   */
+  scan(query: HistoryQuery, each: (row: StoredFlowView) => void): void {
+    const view = new StoredFlowView(this.columns);
+    const capacity = this.columns.capacity;
+    if ((query.last ?? 0) === 0 && this.heldInTimeOrder()) {
+      // select()'s matches in select()'s order (append order is time order here), without its array of indices.
+      const matches = this.matcher(query, view);
+      for (let a = this.appendedTotal - this.count; a < this.appendedTotal; a++) {
+        const slot = a % capacity;
+        if (!matches(slot)) continue;
+        view.slot = slot;
+        each(view);
+      }
+      return;
+    }
+    for (const absolute of this.select(query)) {
+      view.slot = absolute % capacity;
+      each(view);
+    }
+  }
+
+  /** Whether the rows held, in append order, are in time order (end time, as select() sorts). */
+  private heldInTimeOrder(): boolean {
+    const c = this.columns, capacity = c.capacity;
+    let s = -Infinity, n = 0;
+    for (let a = this.appendedTotal - this.count; a < this.appendedTotal; a++) {
+      const slot = a % capacity;
+      const s2 = c.f64[slot * F64 + F_END_S]!, n2 = c.u32[slot * U32 + U_END_NS]!;
+      if (s2 < s || (s2 === s && n2 < n)) return false;
+      s = s2;
+      n = n2;
+    }
+    return true;
   }
 
   /** Calls onRecords with each appended batch's matching records; returns the unsubscribe. */
@@ -577,33 +641,14 @@ export class FlowHistory {
 
   /** Absolute indices (append order numbers) of the matches, in time order. */
   private select(query: HistoryQuery): number[] {
-    const { predicate, since, until } = query;
     const last = query.last ?? 0;
     if (!Number.isSafeInteger(last) || last < 0) {
       throw new Error(`"last" must be a non-negative integer, got ${last}`);
     }
     const c = this.columns;
-    const view = this.view;
     const capacity = c.capacity;
-    const sinceS = since === undefined ? -Infinity : secondsOf(since);
-    const sinceN = since?.nanos ?? 0;
-    const untilS = until === undefined ? Infinity : secondsOf(until);
-    const untilN = until?.nanos ?? 0;
     const oldest = this.appendedTotal - this.count;
-
-    const matches = (slot: number): boolean => {
-      if (since !== undefined) {
-        const s = c.f64[slot * F64 + F_END_S]!;
-        if (s < sinceS || (s === sinceS && c.u32[slot * U32 + U_END_NS]! < sinceN)) return false;
-      }
-      if (until !== undefined) {
-        const s = c.f64[slot * F64 + F_START_S]!;
-        if (s > untilS || (s === untilS && c.u32[slot * U32 + U_START_NS]! > untilN)) return false;
-      }
-      if (predicate === undefined) return true;
-      view.slot = slot;
-      return predicate(view);
-    };
+    const matches = this.matcher(query, this.view);
 
     const found: number[] = [];
     if (last === 0) {
@@ -634,6 +679,29 @@ export class FlowHistory {
     }
     if (!sorted) found.sort(before);
     return last > 0 && found.length > last ? found.slice(found.length - last) : found;
+  }
+
+  /** Whether a slot is in the query's range and matches its predicate (run over `view`). */
+  private matcher(query: HistoryQuery, view: StoredFlowView): (slot: number) => boolean {
+    const { predicate, since, until } = query;
+    const c = this.columns;
+    const sinceS = since === undefined ? -Infinity : secondsOf(since);
+    const sinceN = since?.nanos ?? 0;
+    const untilS = until === undefined ? Infinity : secondsOf(until);
+    const untilN = until?.nanos ?? 0;
+    return (slot: number): boolean => {
+      if (since !== undefined) {
+        const s = c.f64[slot * F64 + F_END_S]!;
+        if (s < sinceS || (s === sinceS && c.u32[slot * U32 + U_END_NS]! < sinceN)) return false;
+      }
+      if (until !== undefined) {
+        const s = c.f64[slot * F64 + F_START_S]!;
+        if (s > untilS || (s === untilS && c.u32[slot * U32 + U_START_NS]! > untilN)) return false;
+      }
+      if (predicate === undefined) return true;
+      view.slot = slot;
+      return predicate(view);
+    };
   }
 
   private materialize(slot: number): FlowRecord {
