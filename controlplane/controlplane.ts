@@ -10,7 +10,7 @@ import { Enricher, type AdmittedColumns, type LocalEndProblem } from "./cluster/
 import { recordsOf, type EnrichedColumns } from "./store/enriched-columns.js";
 import type { FlowColumns } from "../flowcolumns/columns.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
-import { FlowHistory } from "./store/history.js";
+import { FlowHistory, type HistoryQuery } from "./store/history.js";
 import type { FlowStore, StoreStatus } from "./store/durable.js";
 import { flowMapFromStore } from "./store/stored-map.js";
 import type { FlowPredicate } from "./store/filter.js";
@@ -368,25 +368,42 @@ export class ControlPlane {
    */
   flows(q: { predicate: FlowPredicate; allow: readonly FlowFilter[]; deny: readonly FlowFilter[];
     since?: Timestamp; until?: Timestamp; last: number }): { hot: Iterable<FlowRecord>; stored: AsyncIterable<readonly FlowRecord[]> | undefined } {
+    const parts = this.flowParts(q);
+    if (q.last === 0) return { hot: this.history.iterate(parts.hot), stored: parts.stored?.() };
+    const hot = this.history.query({ ...parts.hot, last: q.last });
+    const missing = q.last - hot.length;
+    return { hot, stored: parts.stored === undefined || missing === 0 ? undefined : parts.stored(missing) };
+  }
+
+  /**
+   * flows() for scans that only sum (the policy replay): the hot part as a query of
+   * `history`, for FlowHistory.scan over its columns instead of a record built per match.
+   * Scan it after `stored`, as flows() orders them.
+   */
+  flowsToScan(q: { predicate: FlowPredicate; allow: readonly FlowFilter[]; deny: readonly FlowFilter[]; since?: Timestamp; until?: Timestamp }):
+    { history: FlowHistory; hot: HistoryQuery; stored: AsyncIterable<readonly FlowRecord[]> | undefined } {
+    const parts = this.flowParts({ ...q, last: 0 });
+    return { history: this.history, hot: parts.hot, stored: parts.stored?.() };
+  }
+
+  /** The hot window's query, and the store's part before it (given the records still missing for `last`) when the range reaches there. */
+  private flowParts(q: { predicate: FlowPredicate; allow: readonly FlowFilter[]; deny: readonly FlowFilter[]; since?: Timestamp; until?: Timestamp; last: number }):
+    { hot: HistoryQuery; stored: ((missing?: number) => AsyncIterable<readonly FlowRecord[]>) | undefined } {
     const store = this.opts.store;
     const hotStartMs = this.hotWindowStartMs;
     const sinceMs = q.since === undefined ? undefined : Number(q.since.seconds) * 1000 + q.since.nanos / 1e6;
     const untilMs = q.until === undefined ? undefined : Number(q.until.seconds) * 1000 + q.until.nanos / 1e6;
     if (store === undefined || (sinceMs !== undefined && sinceMs >= hotStartMs)) {
-      return { hot: this.history.iterate({ predicate: q.predicate, since: q.since, until: q.until, last: q.last }), stored: undefined };
+      return { hot: { predicate: q.predicate, since: q.since, until: q.until }, stored: undefined };
     }
     // The hot part: records ending at or after the hot window's start.
-    const hotSince = timestampOfMs(hotStartMs);
-    const hot = q.last > 0
-      ? this.history.query({ predicate: q.predicate, since: hotSince, until: q.until, last: q.last })
-      : this.history.iterate({ predicate: q.predicate, since: hotSince, until: q.until });
-    const missing = q.last > 0 ? q.last - (hot as FlowRecord[]).length : 0;
-    if (q.last > 0 && missing === 0) return { hot, stored: undefined };
-    const stored = store.query({
-      ...(sinceMs !== undefined ? { sinceMs } : {}), ...(untilMs !== undefined ? { untilMs } : {}), endBeforeMs: hotStartMs,
-      allow: q.allow, deny: q.deny, predicate: q.predicate, ...(missing > 0 ? { last: missing } : {}),
-    });
-    return { hot, stored };
+    return {
+      hot: { predicate: q.predicate, since: timestampOfMs(hotStartMs), until: q.until },
+      stored: (missing = 0) => store.query({
+        ...(sinceMs !== undefined ? { sinceMs } : {}), ...(untilMs !== undefined ? { untilMs } : {}), endBeforeMs: hotStartMs,
+        allow: q.allow, deny: q.deny, predicate: q.predicate, ...(missing > 0 ? { last: missing } : {}),
+      }),
+    };
   }
 
   /** PolicyWhatIf over this control plane's recorded flows (the web UI's what-if overlay; observer.ts has its own call). */
