@@ -1,6 +1,7 @@
-// What-if replay cost (issue 14): records/s through FlowReplay.add, and a what-if over
-// 1M records end to end from records in memory (replay + evaluating every distinct tuple
-// before and after + edges); then suggest for a namespace of 100 workloads over 1M records
+// What-if replay cost (issue 14): records/s through FlowReplay.addStored (the hot window
+// read from a FlowHistory's columns, as PolicyWhatIf does) and, for comparison, through
+// FlowReplay.add from FlowRecord objects in memory; a what-if over 1M records end to end
+// (replay + evaluating every distinct tuple before and after + edges); then suggest for a namespace of 100 workloads over 1M records
 // (method at suggestBench below). Run after `npm run build:ts` as
 // `node dist/bench/policy-whatif.js [records]`.
 //
