@@ -5,78 +5,78 @@
 // Ends and ports are small non-negative integers given by the caller.
 
 const EMPTY = -1;
-/**
- * Per tuple, one 64-byte line of doubles: its key (source, destination, port) and its sums
- * and bounds (records, packets, first and last time), so that a record touches two lines
- * (its slot and its tuple) where a column per field touched eight.
- */
-const STRIDE = 8;
-const SRC = 0, DST = 1, PORT = 2, RECORDS = 3, PACKETS = 4, FIRST = 5, LAST = 6;
 
 export class TupleTable {
   /** Per slot: tuple index, or EMPTY. */
   private slots: Int32Array;
-  private tuples: Float64Array;
-  private capacity: number;
+  /** Per tuple: its key. */
+  private src: Int32Array;
+  private dst: Int32Array;
+  private port: Int32Array;
+  /** Per tuple: sums and bounds. */
+  records: Float64Array;
+  packets: Float64Array;
+  firstMs: Float64Array;
+  lastMs: Float64Array;
   size = 0;
 
   constructor(capacity = 1024) {
     let slots = 16;
     while (slots < capacity * 2) slots *= 2;
     this.slots = new Int32Array(slots).fill(EMPTY);
-    this.capacity = capacity;
-    this.tuples = new Float64Array(capacity * STRIDE);
+    this.src = new Int32Array(capacity);
+    this.dst = new Int32Array(capacity);
+    this.port = new Int32Array(capacity);
+    this.records = new Float64Array(capacity);
+    this.packets = new Float64Array(capacity);
+    this.firstMs = new Float64Array(capacity);
+    this.lastMs = new Float64Array(capacity);
   }
 
   /** Adds one record to its tuple; returns the tuple's index, and whether the tuple is new (as `~index`, negative). */
   add(src: number, dst: number, port: number, packets: number, firstMs: number, lastMs: number): number {
     const mask = this.slots.length - 1;
-    const tuples = this.tuples;
     let slot = hash(src, dst, port) & mask;
     for (;;) {
       const t = this.slots[slot]!;
       if (t === EMPTY) break;
-      const k = t * STRIDE;
-      if (tuples[k + SRC] === src && tuples[k + DST] === dst && tuples[k + PORT] === port) {
-        tuples[k + RECORDS]! += 1;
-        tuples[k + PACKETS]! += packets;
-        if (firstMs < tuples[k + FIRST]!) tuples[k + FIRST] = firstMs;
-        if (lastMs > tuples[k + LAST]!) tuples[k + LAST] = lastMs;
+      if (this.src[t] === src && this.dst[t] === dst && this.port[t] === port) {
+        this.records[t]! += 1;
+        this.packets[t]! += packets;
+        if (firstMs < this.firstMs[t]!) this.firstMs[t] = firstMs;
+        if (lastMs > this.lastMs[t]!) this.lastMs[t] = lastMs;
         return t;
       }
       slot = (slot + 1) & mask;
     }
-    if (this.size === this.capacity) {
+    if (this.size === this.src.length) {
       this.grow();
       return this.add(src, dst, port, packets, firstMs, lastMs);
     }
     const t = this.size++;
     this.slots[slot] = t;
-    const k = t * STRIDE;
-    tuples[k + SRC] = src;
-    tuples[k + DST] = dst;
-    tuples[k + PORT] = port;
-    tuples[k + RECORDS] = 1;
-    tuples[k + PACKETS] = packets;
-    tuples[k + FIRST] = firstMs;
-    tuples[k + LAST] = lastMs;
+    this.src[t] = src;
+    this.dst[t] = dst;
+    this.port[t] = port;
+    this.records[t] = 1;
+    this.packets[t] = packets;
+    this.firstMs[t] = firstMs;
+    this.lastMs[t] = lastMs;
     return ~t;
   }
 
   /** The tuple's index, or `~index` (negative) when it is new; sums are left as they are (a table of keys only). */
   intern(src: number, dst: number, port: number): number {
     const mask = this.slots.length - 1;
-    const tuples = this.tuples;
     let slot = hash(src, dst, port) & mask;
     for (;;) {
       const t = this.slots[slot]!;
       if (t === EMPTY) break;
-      const k = t * STRIDE;
-      if (tuples[k + SRC] === src && tuples[k + DST] === dst && tuples[k + PORT] === port) return t;
+      if (this.src[t] === src && this.dst[t] === dst && this.port[t] === port) return t;
       slot = (slot + 1) & mask;
     }
     const t = ~this.add(src, dst, port, 0, 0, 0);
-    this.tuples[t * STRIDE + RECORDS] = 0;
+    this.records[t] = 0;
     return ~t;
   }
 
@@ -86,28 +86,32 @@ export class TupleTable {
    */
   addSummed(src: number, dst: number, port: number, records: number, packets: number, firstMs: number, lastMs: number): number {
     const r = this.add(src, dst, port, packets, firstMs, lastMs);
-    this.tuples[(r < 0 ? ~r : r) * STRIDE + RECORDS]! += records - 1;
+    this.records[r < 0 ? ~r : r]! += records - 1;
     return r;
   }
 
-  srcOf(t: number): number { return this.tuples[t * STRIDE + SRC]!; }
-  dstOf(t: number): number { return this.tuples[t * STRIDE + DST]!; }
-  portOf(t: number): number { return this.tuples[t * STRIDE + PORT]!; }
-  recordsOf(t: number): number { return this.tuples[t * STRIDE + RECORDS]!; }
-  packetsOf(t: number): number { return this.tuples[t * STRIDE + PACKETS]!; }
-  firstMsOf(t: number): number { return this.tuples[t * STRIDE + FIRST]!; }
-  lastMsOf(t: number): number { return this.tuples[t * STRIDE + LAST]!; }
+  srcOf(t: number): number { return this.src[t]!; }
+  dstOf(t: number): number { return this.dst[t]!; }
+  portOf(t: number): number { return this.port[t]!; }
+  recordsOf(t: number): number { return this.records[t]!; }
+  packetsOf(t: number): number { return this.packets[t]!; }
+  firstMsOf(t: number): number { return this.firstMs[t]!; }
+  lastMsOf(t: number): number { return this.lastMs[t]!; }
 
   private grow(): void {
-    this.capacity *= 2;
-    const tuples = new Float64Array(this.capacity * STRIDE);
-    tuples.set(this.tuples);
-    this.tuples = tuples;
-    this.slots = new Int32Array(this.capacity * 2).fill(EMPTY);
+    const capacity = this.src.length * 2;
+    const copy = <T extends Int32Array | Float64Array>(from: T, to: T): T => { to.set(from); return to; };
+    this.src = copy(this.src, new Int32Array(capacity));
+    this.dst = copy(this.dst, new Int32Array(capacity));
+    this.port = copy(this.port, new Int32Array(capacity));
+    this.records = copy(this.records, new Float64Array(capacity));
+    this.packets = copy(this.packets, new Float64Array(capacity));
+    this.firstMs = copy(this.firstMs, new Float64Array(capacity));
+    this.lastMs = copy(this.lastMs, new Float64Array(capacity));
+    this.slots = new Int32Array(capacity * 2).fill(EMPTY);
     const mask = this.slots.length - 1;
     for (let t = 0; t < this.size; t++) {
-      const k = t * STRIDE;
-      let slot = hash(tuples[k + SRC]!, tuples[k + DST]!, tuples[k + PORT]!) & mask;
+      let slot = hash(this.src[t]!, this.dst[t]!, this.port[t]!) & mask;
       while (this.slots[slot] !== EMPTY) slot = (slot + 1) & mask;
       this.slots[slot] = t;
     }
