@@ -15,7 +15,12 @@
 // positions kept and no relayout (generous to it). Runs alternate delta / reference;
 // figures are medians over runs. Prints; asserts nothing.
 //
-// Usage: npm run build:ts && npm run build:ui && node dist/bench/ui-render.js [--runs N] [--screenshot FILE]
+// With --profile DIR, the first delta run also records Chrome's CPU profile and metrics
+// (Performance.getMetrics: script, style, layout time) for the first render and for the
+// streaming window, prints the functions with the most self time in each and writes the
+// profiles to DIR (first-render.cpuprofile, streaming.cpuprofile: open them in DevTools).
+//
+// Usage: npm run build:ts && npm run build:ui && node dist/bench/ui-render.js [--runs N] [--screenshot FILE] [--profile DIR]
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -25,6 +30,7 @@ import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { DEFAULT_STATIC_DIR } from "../controlplane/ui/server.js";
 import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import type { CDPSession } from "playwright-core";
 import { launchChromium } from "../test/harness/browser.js";
 import { seededRandom } from "../test/harness/seeded-random.js";
 
@@ -38,6 +44,7 @@ function arg(name: string): string | undefined {
 }
 const RUNS = Number(arg("runs") ?? 3);
 const SCREENSHOT = arg("screenshot");
+const PROFILE = arg("profile");
 
 const ipOf = (ns: "bench" | "peer", i: number) => (ns === "bench" ? `10.60.${Math.floor(i / 250)}.${(i % 250) + 2}` : `10.61.0.${i + 2}`);
 
@@ -108,6 +115,48 @@ const MEASURE_FRAMES = `(ms) => new Promise((resolve) => {
   requestAnimationFrame(tick);
 })`;
 
+interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }
+interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }
+
+/** What a profiled stretch cost: Chrome's own durations and the functions with the most self time. */
+class Profiling {
+  private before = new Map<string, number>();
+  constructor(private readonly cdp: CDPSession, private readonly dir: string) {}
+  static async start(cdp: CDPSession, dir: string): Promise<Profiling> {
+    fs.mkdirSync(dir, { recursive: true });
+    const p = new Profiling(cdp, dir);
+    await cdp.send("Performance.enable");
+    await cdp.send("Profiler.enable");
+    await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
+    await p.begin();
+    return p;
+  }
+  private async metrics(): Promise<Map<string, number>> {
+    const { metrics } = await this.cdp.send("Performance.getMetrics");
+    return new Map(metrics.map((m) => [m.name, m.value]));
+  }
+  async begin(): Promise<void> {
+    this.before = await this.metrics();
+    await this.cdp.send("Profiler.start");
+  }
+  async end(label: string, file: string): Promise<void> {
+    const { profile } = await this.cdp.send("Profiler.stop") as unknown as { profile: CpuProfile };
+    fs.writeFileSync(path.join(this.dir, file), JSON.stringify(profile));
+    const after = await this.metrics();
+    const d = (name: string) => ((after.get(name) ?? 0) - (this.before.get(name) ?? 0));
+    process.stdout.write(`  profile ${label}: script ${(d("ScriptDuration") * 1000).toFixed(0)} ms, style ${(d("RecalcStyleDuration") * 1000).toFixed(0)} ms `
+      + `(${d("RecalcStyleCount")} passes), layout ${(d("LayoutDuration") * 1000).toFixed(0)} ms (${d("LayoutCount")} passes), tasks ${(d("TaskDuration") * 1000).toFixed(0)} ms\n`);
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const self = new Map<string, number>();
+    profile.samples.forEach((id, i) => {
+      const f = byId.get(id)!.callFrame;
+      const key = `${f.functionName || "(anonymous)"} ${f.url.replace(/^.*\//, "")}:${f.lineNumber + 1}`;
+      self.set(key, (self.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000);
+    });
+    for (const [key, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`    ${ms.toFixed(0).padStart(6)} ms  ${key}\n`);
+  }
+}
+
 async function main(): Promise<void> {
   if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) {
     process.stderr.write(`ui-render: ${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui\n`);
@@ -145,15 +194,19 @@ async function main(): Promise<void> {
     for (let run = 0; run < RUNS; run++) {
       for (const mode of (run % 2 === 0 ? ["delta", "reference"] : ["reference", "delta"]) as ("delta" | "reference")[]) {
         const page = await launched.context.newPage();
+        const profiling = PROFILE && run === 0 && mode === "delta" ? await Profiling.start(await launched.context.newCDPSession(page), PROFILE) : undefined;
         const url = `${cp.ui!.url}?namespace=bench&window=5m${mode === "reference" ? "&reference=whole-map" : ""}`;
         await page.goto(url);
         await page.waitForFunction(`window.bulkheadMap && window.bulkheadMap.edges().length >= ${mapEdges}`, undefined, { timeout: 120_000, polling: 50 });
         const firstRenderMs = await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(performance.now())))") as number;
+        await profiling?.end("first render", "first-render.cpuprofile");
         if (SCREENSHOT && run === 0 && mode === "delta") await page.screenshot({ path: SCREENSHOT });
         startFeeding();
         await new Promise((r) => setTimeout(r, 1000)); // the first deltas arrive
         const deltasBefore = await page.evaluate("window.bulkheadMap.deltas") as number;
+        await profiling?.begin();
         const stream = await page.evaluate(`(${MEASURE_FRAMES})(${STREAM_MS})`) as FrameStats;
+        await profiling?.end("streaming (8 s)", "streaming.cpuprofile");
         const deltas = (await page.evaluate("window.bulkheadMap.deltas") as number) - deltasBefore;
         const box = (await page.locator("#map").boundingBox())!;
         const cx = box.x + box.width / 2, cy = box.y + box.height / 2;

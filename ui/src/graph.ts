@@ -307,13 +307,21 @@ export class MapView {
     if (fit || (grew && this.autoFit)) this.fit();
   }
 
-  /** The whole map on the canvas, never zoomed in past MAX_FIT_ZOOM. */
+  /**
+   * The whole map on the canvas, never zoomed in past MAX_FIT_ZOOM. The extent is the layout's
+   * group boxes (every node, label and header lies in one; text widths there are generous),
+   * not cytoscape's bounding box: cy.fit() computes every element's style, label size and edge
+   * geometry first, most of a 2,000-edge map's first render.
+   */
   fit(): void {
-    if (this.cy.elements().empty()) return;
-    this.cy.fit(undefined, FIT_PADDING);
-    if (this.cy.zoom() > MAX_FIT_ZOOM) {
-      this.cy.zoom(MAX_FIT_ZOOM);
-      this.cy.center();
-    }
+    const groups = this.layoutState?.groups;
+    if (this.cy.elements().empty() || !groups || groups.size === 0) return;
+    let x1 = Infinity, y1 = Infinity, x2 = -Infinity, y2 = -Infinity;
+    for (const { box } of groups.values()) { x1 = Math.min(x1, box.x1); y1 = Math.min(y1, box.y1); x2 = Math.max(x2, box.x2); y2 = Math.max(y2, box.y2); }
+    const w = this.cy.width(), h = this.cy.height();
+    if (w <= 2 * FIT_PADDING || h <= 2 * FIT_PADDING) return;
+    const fitted = Math.min((w - 2 * FIT_PADDING) / Math.max(1, x2 - x1), (h - 2 * FIT_PADDING) / Math.max(1, y2 - y1));
+    const zoom = Math.max(this.cy.minZoom(), Math.min(fitted, MAX_FIT_ZOOM, this.cy.maxZoom()));
+    this.cy.viewport({ zoom, pan: { x: (w - zoom * (x1 + x2)) / 2, y: (h - zoom * (y1 + y2)) / 2 } });
   }
 }

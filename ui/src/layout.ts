@@ -355,6 +355,38 @@ function placeLabels(layout: MapLayout, edges: readonly LayoutEdge[]): void {
   }
 }
 
+/**
+ * Edges drawn across a node's shape that is not one of their ends ("edge × node"): edges are
+ * straight lines between centres and are not routed around nodes yet, so this measures what
+ * the layout does not promise (issue 16). For tests and reports; not used to draw.
+ */
+export function edgesOverNodes(layout: MapLayout, edges: readonly LayoutEdge[]): string[] {
+  const half = METRICS.nodeSize / 2;
+  const out: string[] = [];
+  for (const e of edges) {
+    const a = layout.positions.get(e.source), b = layout.positions.get(e.target);
+    if (!a || !b || e.source === e.target) continue;
+    for (const [id, c] of layout.positions) {
+      if (id === e.source || id === e.target) continue;
+      if (segmentHitsBox(a, b, { x1: c.x - half, y1: c.y - half, x2: c.x + half, y2: c.y + half })) out.push(`${e.id} × ${id}`);
+    }
+  }
+  return out;
+}
+
+/** Whether the segment a–b passes through the box's inside (Liang–Barsky clipping). */
+function segmentHitsBox(a: Point, b: Point, box: Box): boolean {
+  let t0 = 0, t1 = 1;
+  const dx = b.x - a.x, dy = b.y - a.y;
+  for (const [p, q] of [[-dx, a.x - box.x1], [dx, box.x2 - a.x], [-dy, a.y - box.y1], [dy, box.y2 - a.y]] as const) {
+    if (p === 0) { if (q <= 0) return false; continue; }
+    const t = q / p;
+    if (p < 0) t0 = Math.max(t0, t); else t1 = Math.min(t1, t);
+    if (t0 >= t1) return false;
+  }
+  return true;
+}
+
 function checkGraph(nodes: readonly LayoutNode[], edges: readonly LayoutEdge[]): void {
   const ids = new Set<string>();
   for (const n of nodes) {
