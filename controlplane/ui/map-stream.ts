@@ -227,8 +227,10 @@ export class MapStream {
   private flush(due: number): void {
     if (this.closed) return;
     // The grid point, not the time the queue got to it: a stream late in the queue keeps
-    // the grid of the others, so that their next flushes ask for the same range again.
-    this.lastFlush = due;
+    // the grid of the others, so that their next flushes ask for the same range again. A
+    // queue later than a whole slot moves it to the grid point before now: one flush per
+    // slot even then, never one after the other while the queue catches up.
+    this.lastFlush = Math.max(due, Math.floor(Date.now() / this.coalesceMs) * this.coalesceMs);
     const delta = this.deltas.since(this.version, this.namespace, this.window, this.scope);
     if (delta === undefined) {
       this.snapshot();
