@@ -733,7 +733,7 @@ describe("map streams of one map share each delta; flushes run in slices", () =>
     expect(JSON.parse(text.slice("event: delta\ndata: ".length)).removed).toEqual([]);
   });
 
-  it("flushes due at once run in slices, with timers and I/O between them, in the order they were queued", async () => {
+  it("flushes due at once run in slices, with timers and I/O between them; the flushes of one map run in the same slice", async () => {
     const sliceMs = 2;
     const queue = new FlushQueue(sliceMs);
     const order: string[] = [];
@@ -742,12 +742,18 @@ describe("map streams of one map share each delta; flushes run in slices", () =>
       const until = performance.now() + sliceMs + 0.5; // each flush outlasts a slice
       while (performance.now() < until) { /* a flush's work */ }
     };
-    for (const name of ["a", "b", "c"]) queue.add(busy(name));
+    // Map m's two streams, map n's one, and map o's one, due in this order.
+    queue.add("m", busy("m1"));
+    queue.add("n", busy("n"));
+    queue.add("m", busy("m2"));
+    queue.add("o", busy("o"));
     setTimeout(() => order.push("timer"), 0);
     await waitFor(() => queue.pending, (n) => n === 0, 3000, "the queue to run every flush");
     await new Promise((r) => setTimeout(r, 5)); // the timer, whenever the loop gets to it
-    // One flush per slice: the timer runs before the last flush, not after all three.
-    expect(order.indexOf("timer")).toBeLessThan(order.indexOf("c"));
-    expect(order.filter((x) => x !== "timer")).toEqual(["a", "b", "c"]);
+    // m's flushes together (no ingest between them: they end at one version), then one map per slice.
+    expect(order.filter((x) => x !== "timer")).toEqual(["m1", "m2", "n", "o"]);
+    // The timer runs between slices, before the last, not after every flush.
+    expect(order.indexOf("timer")).toBeLessThan(order.indexOf("o"));
+    expect(order.indexOf("timer")).toBeGreaterThan(order.indexOf("m2"));
   });
 });

@@ -55,19 +55,27 @@ interface SharedDelta {
 /**
  * Flushes due on a grid point, run in order a slice at a time: each slice runs flushes
  * until `sliceMs` have passed, then yields (setImmediate) so that ingest, timers and
- * other requests run before the next slice. Streams of one map that land in later slices
- * still share its delta (MapDeltas keeps it DELTA_REUSE_MS).
+ * other requests run before the next slice. The flushes of one map (its key) run together
+ * in one slice: no ingest batch lands between them, so they all end at the same version
+ * and ask for the same range next time, whatever versions they started from (streams that
+ * opened at different versions line up after one flush and share every delta after it).
  */
 export class FlushQueue {
-  private due: (() => void)[] = [];
+  /** Flushes due, by map key, in the order their first was added. */
+  private due = new Map<string, (() => void)[]>();
+  private count = 0;
   private scheduled = false;
 
   constructor(private readonly sliceMs = 5) {}
 
-  get pending(): number { return this.due.length; }
+  /** Flushes added and not yet run. */
+  get pending(): number { return this.count; }
 
-  add(flush: () => void): void {
-    this.due.push(flush);
+  add(key: string, flush: () => void): void {
+    const group = this.due.get(key);
+    if (group === undefined) this.due.set(key, [flush]);
+    else group.push(flush);
+    this.count++;
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.run());
@@ -76,20 +84,23 @@ export class FlushQueue {
 
   private run(): void {
     this.scheduled = false;
-    const due = this.due;
     const until = performance.now() + this.sliceMs;
-    let k = 0;
-    while (k < due.length) {
-      due[k++]!();
+    for (const [key, group] of this.due) {
+      this.due.delete(key);
+      this.count -= group.length;
+      for (const flush of group) flush();
       if (performance.now() >= until) break;
     }
-    // Flushes added while this slice ran are behind the ones it left.
-    this.due = k === due.length ? [] : due.slice(k);
-    if (this.due.length > 0 && !this.scheduled) {
+    if (this.due.size > 0 && !this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.run());
     }
   }
+}
+
+/** The key of the map a stream shows: streams with the same key share its deltas. */
+export function mapKey(namespace: string, window: Window, scope: Scope): string {
+  return `${namespace}\u0000${window.ms}\u0000${scope.kind === "cluster" ? "*" : [...scope.namespaces].sort().join(",")}`;
 }
 
 /** The last delta of each map (namespace, window, readable namespaces) asked for, so that streams of the same map share it. */
@@ -106,7 +117,7 @@ export class MapDeltas {
 
   /** The changes after `from` of the map the stream shows; undefined when they are no longer known (resynchronize). */
   since(from: number, namespace: string, window: Window, scope: Scope): SharedDelta | undefined {
-    const key = `${namespace}\u0000${window.ms}\u0000${scope.kind === "cluster" ? "*" : [...scope.namespaces].sort().join(",")}`;
+    const key = mapKey(namespace, window, scope);
     const cached = this.last.get(key);
     // The same start: the same changes up to cached.to, exact when they were computed. A
     // stream queued behind an ingest batch takes them and gets the rest on its next flush,
@@ -220,7 +231,7 @@ export class MapStream {
     this.flushTimer = setTimeout(() => {
       this.flushTimer = undefined;
       this.queued = true;
-      this.deltas.flushes.add(() => { this.queued = false; this.flush(due); });
+      this.deltas.flushes.add(mapKey(this.namespace, this.window, this.scope), () => { this.queued = false; this.flush(due); });
     }, due - now);
   }
 
