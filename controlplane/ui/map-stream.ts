@@ -36,6 +36,9 @@ export interface MapStreamOptions {
 /** A delta computed this long ago still serves a stream that asks for the same start (its next flush brings the rest). */
 const DELTA_REUSE_MS = 250;
 
+/** The end of a delta event that removes nothing. */
+const NO_REMOVALS = Buffer.from("[]}\n\n");
+
 /** The changes between two versions of one map, ready to write: computed once per map and version range. */
 interface SharedDelta {
   from: number;
@@ -132,13 +135,14 @@ export class MapDeltas {
     // MapDeltaJson up to its `removed`, which each stream writes for itself.
     const head = `event: delta\ndata: {"version":${changes.version},"edges":${JSON.stringify(edges)},"nodes":${
       JSON.stringify(visible.nodes.map((n) => nodeJson(n, this.backendsOf, scope)))},"removed":`;
+    const headBytes = Buffer.from(head);
     const delta: SharedDelta = {
       from, to: changes.version,
       edges: edges.map((e) => ({ id: e.id, lastSeen: e.lastSeen })),
       removed: changes.removed.map(edgeId),
       at: performance.now(),
-      head: Buffer.from(head),
-      whole: Buffer.from(`${head}[]}\n\n`),
+      head: headBytes,
+      whole: Buffer.concat([headBytes, NO_REMOVALS]), // a copy, not a second encoding
     };
     // One entry per map: bounded by the maps streamed; forgotten all at once past a bound.
     if (this.last.size >= 4096 && !this.last.has(key)) this.last.clear();
