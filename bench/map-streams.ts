@@ -40,7 +40,7 @@ const teamToken = (t: number) => `team-token-${t}`;
 type Message =
   | { ready: true; ui: string }
   | { opened: number; refused: number; failed: number; reasons: string[] }
-  | { received: { events: number; bytes: number; open: number } };
+  | { received: { events: number; snapshots: number; bytes: number; open: number } };
 
 interface Child extends ChildProcess { messages: Message[] }
 
@@ -83,7 +83,7 @@ async function controlPlaneRole(dir: string, socket: string): Promise<void> {
 /** Opens `count` map streams, token i % tokens; reports how they were answered, then counts what arrives. */
 async function readersRole(ui: string, count: number, tokens: number): Promise<void> {
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
-  let events = 0, bytes = 0, open = 0;
+  let events = 0, snapshots = 0, bytes = 0, open = 0;
   // At most 64 requests in flight, as tabs open over time rather than in one instant: 2,000
   // connects at once overflow the listen backlog and get resets from the kernel, not answers.
   const open1 = (i: number) => new Promise<{ status: number; reason: string }>((resolve) => {
@@ -100,6 +100,8 @@ async function readersRole(ui: string, count: number, tokens: number): Promise<v
       response.on("data", (chunk: Buffer) => {
         bytes += chunk.length;
         for (let k = chunk.indexOf("\n\n"); k !== -1; k = chunk.indexOf("\n\n", k + 2)) events++;
+        // A snapshot is written whole, so its name is not split between chunks.
+        for (let k = chunk.indexOf("event: snapshot"); k !== -1; k = chunk.indexOf("event: snapshot", k + 15)) snapshots++;
       });
       response.on("close", () => { open--; });
       resolve({ status: 200, reason: "" });
@@ -119,7 +121,7 @@ async function readersRole(ui: string, count: number, tokens: number): Promise<v
   });
   process.on("message", (m) => {
     if (m === "exit") process.exit(0);
-    if (m === "count") process.send?.({ received: { events, bytes, open } });
+    if (m === "count") process.send?.({ received: { events, snapshots, bytes, open } });
   });
 }
 
@@ -137,7 +139,9 @@ interface Sample {
   rssMiB: number;
   opened: number;
   refused: number;
+  /** Events read since the streams opened, and how many of them were snapshots (the first of each stream, then resyncs). */
   events: number;
+  snapshots: number;
   otherCores: number;
 }
 
@@ -173,19 +177,20 @@ async function phase(name: string, cp: { pid: number; ui: string; socket: string
     const c1 = cpuSeconds(cp.pid), m1 = machineBusySeconds();
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const text = await metrics(cp.ui);
-    let events = 0;
+    let events = 0, snapshots = 0;
     if (readers) {
       readers.messages.length = 0;
       readers.send("count");
       const { received } = await waitMessage<Message, Extract<Message, { received: unknown }>>(readers, (m) => "received" in m);
       if (received.open !== answered.opened) throw new Error(`bench: ${answered.opened - received.open} of ${answered.opened} streams closed during the phase`);
       events = received.events;
+      snapshots = received.snapshots;
     }
     return {
       phase: name, recordsPerSecond: Number(r1 - r0) / seconds, perCpuSecond: Number(r1 - r0) / (c1 - c0), serverCores: (c1 - c0) / seconds,
       lagP99Ms: 1000 * gauge(text, "bulkhead_controlplane_event_loop_lag_seconds", 'quantile="0.99"'),
       lagMaxMs: 1000 * gauge(text, "bulkhead_controlplane_event_loop_lag_seconds", 'quantile="1"'),
-      rssMiB: memoryMiB(cp.pid).rss, opened: answered.opened, refused: answered.refused, events,
+      rssMiB: memoryMiB(cp.pid).rss, opened: answered.opened, refused: answered.refused, events, snapshots,
       otherCores: Math.max(0, (m1 - m0 - (c1 - c0)) / seconds),
     };
   } finally {
@@ -239,7 +244,7 @@ async function main(): Promise<void> {
         samples.push(s);
         console.log(`  run ${run} ${p.name.padEnd(9)}: ${p.streams} requested, ${s.opened} open, ${s.refused} refused (429); ingest ${fmt(s.recordsPerSecond)} records/s (${fmt(s.perCpuSecond)} per CPU-s), `
           + `control plane ${s.serverCores.toFixed(2)} cores, event-loop lag p99 ${s.lagP99Ms.toFixed(0)} ms (max ${s.lagMaxMs.toFixed(0)} ms), RSS ${s.rssMiB.toFixed(0)} MiB, `
-          + `${fmt(s.events)} events read; other work on the machine ${s.otherCores.toFixed(2)} cores`);
+          + `${fmt(s.events)} events read (${fmt(s.snapshots)} snapshots); other work on the machine ${s.otherCores.toFixed(2)} cores`);
       }
     }
     const of = (name: string) => samples.filter((s) => s.phase === name);

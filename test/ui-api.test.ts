@@ -13,6 +13,7 @@ import { ControlPlane } from "../controlplane/controlplane.js";
 import { EventLoopLag } from "../controlplane/metrics.js";
 import { decidingPolicies, detailCandidates, parseNodeId } from "../controlplane/ui/details.js";
 import { waitFor } from "./harness/wait.js";
+import { FlushQueue, MapDeltas } from "../controlplane/ui/map-stream.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl, parseTokenFile } from "../controlplane/access/index.js";
 import { flowFilterOf, FilterNameError } from "../controlplane/store/filter-names.js";
@@ -683,5 +684,76 @@ describe("observe's defaults follow hubble's habits", () => {
     expect(since.last).toBe(0n);
     expect(ms(since.since)).toBeLessThan(Date.now() - 3_599_000);
     expect(() => buildRequest(["--all", "--last", "3"])).toThrow("--all: every matching flow, --last: the newest N; give one of them");
+  });
+});
+
+// After the tests above: its records add to edges whose counts they check.
+describe("map streams of one map share each delta; flushes run in slices", () => {
+  it("streams of one map share one computed delta, and each gets exactly the edge the map shows", async () => {
+    await waitFor(() => cp.ui!.streamCount, (n) => n === 0, 5000, "earlier tests' streams to close");
+    const streams = await Promise.all([1, 2, 3].map(() => EventReader.open("namespace=shop&window=5m")));
+    try {
+      for (const s of streams) expect((await s.next()).event).toBe("snapshot");
+      const computed = cp.ui!.mapDeltasComputed;
+      cp.ingest("node1", [record(WEB_IP, DB_IP, 5432)]);
+      const deltas = await Promise.all(streams.map((s) => s.next()));
+      expect(cp.ui!.mapDeltasComputed - computed).toBe(1);
+      for (const d of deltas) expect(d).toEqual(deltas[0]);
+      const map = (await get("/api/v1/map?namespace=shop&window=5m")).body;
+      expect(deltas[0]!.data).toEqual({
+        version: map.version, edges: map.edges.filter((e: any) => e.id === edgeIdOf(WEB, DB, 5432)),
+        nodes: map.nodes.filter((n: any) => n.id === WEB || n.id === DB), removed: [],
+      });
+    } finally {
+      for (const s of streams) s.close();
+    }
+  });
+
+  it("a stream that asks for its map's changes after an ingest batch takes the delta the others got, and its next one brings the rest", () => {
+    const deltas = new MapDeltas(cp.flowMap);
+    const scope = { kind: "cluster", subject: "test" } as const;
+    const window = { name: "5m", ms: 5 * 60_000 } as const;
+    const from = cp.flowMap.version;
+    cp.ingest("node1", [record(WEB_IP, DB_IP, 5432)]);
+    const first = deltas.since(from, "shop", window, scope)!;
+    cp.ingest("node1", [record(WEB_IP, DB_IP, 6379, Verdict.VERDICT_AUDIT)]); // lands between two streams' flushes
+    const second = deltas.since(from, "shop", window, scope)!;
+    expect(second).toBe(first);
+    expect(deltas.computed).toBe(1);
+    expect(first.edges.map((e) => e.id)).toEqual([edgeIdOf(WEB, DB, 5432)]);
+    expect(first.to).toBeLessThan(cp.flowMap.version);
+    // What the later stream flushes next: from where the shared delta left it, up to now.
+    const rest = deltas.since(first.to, "shop", window, scope)!;
+    expect([rest.to, rest.edges.map((e) => e.id)]).toEqual([cp.flowMap.version, [edgeIdOf(WEB, DB, 6379)]]);
+    expect(deltas.computed).toBe(2);
+    // The bytes every stream of the map writes: a delta event whose data is the map's edges as GET /api/v1/map gives them.
+    const text = rest.whole.toString("utf8");
+    expect(text.startsWith("event: delta\ndata: ") && text.endsWith("\n\n")).toBe(true);
+    expect(rest.head.equals(rest.whole.subarray(0, rest.head.length))).toBe(true);
+    expect(JSON.parse(text.slice("event: delta\ndata: ".length)).removed).toEqual([]);
+  });
+
+  it("flushes due at once run in slices, with timers and I/O between them; the flushes of one map run in the same slice", async () => {
+    const sliceMs = 2;
+    const queue = new FlushQueue(sliceMs);
+    const order: string[] = [];
+    const busy = (name: string) => () => {
+      order.push(name);
+      const until = performance.now() + sliceMs + 0.5; // each flush outlasts a slice
+      while (performance.now() < until) { /* a flush's work */ }
+    };
+    // Map m's two streams, map n's one, and map o's one, due in this order.
+    queue.add("m", busy("m1"));
+    queue.add("n", busy("n"));
+    queue.add("m", busy("m2"));
+    queue.add("o", busy("o"));
+    setTimeout(() => order.push("timer"), 0);
+    await waitFor(() => queue.pending, (n) => n === 0, 3000, "the queue to run every flush");
+    await new Promise((r) => setTimeout(r, 5)); // the timer, whenever the loop gets to it
+    // m's flushes together (no ingest between them: they end at one version), then one map per slice.
+    expect(order.filter((x) => x !== "timer")).toEqual(["m1", "m2", "n", "o"]);
+    // The timer runs between slices, before the last, not after every flush.
+    expect(order.indexOf("timer")).toBeLessThan(order.indexOf("o"));
+    expect(order.indexOf("timer")).toBeGreaterThan(order.indexOf("m2"));
   });
 });

@@ -153,6 +153,11 @@ export class UiServer {
     return this.refused;
   }
 
+  /** Map deltas computed since start (streams of one map share each; for tests and benchmarks). */
+  get mapDeltasComputed(): number {
+    return this.deltas.computed;
+  }
+
   /** Open map streams (for tests and status). */
   get streamCount(): number {
     return this.streams.size;
