@@ -218,6 +218,41 @@ describe("DuckDB flow store", () => {
     }
   });
 
+  it("streams `last N` in chunks from one snapshot: pages far smaller than N, days crossed, commits meanwhile not seen", async () => {
+    const input = records(9000, T0 - 2 * DAY_MS, 25_000, 3);
+    const store = await openStore(tempDir(), { newestPageRows: 64 });
+    for (let i = 0; i < input.length; i += 1000) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(i / 1000 + 1), records: input.slice(i, i + 1000) }]);
+    }
+    const history = new FlowHistory({ capacity: input.length });
+    history.append(input);
+    const allow = [FlowFilter.fromPartial({ namespace: ["shop"] })];
+    const deny = [FlowFilter.fromPartial({ verdict: [Verdict.VERDICT_AUDIT] })];
+    const predicate = compileRequest(allow, deny);
+    for (const last of [1, 63, 64, 65, 1500, 5000, 9000]) {
+      const chunks: number[] = [];
+      const got: FlowRecord[] = [];
+      for await (const chunk of store.query({ allow, deny, predicate, last })) { chunks.push(chunk.length); got.push(...chunk); }
+      expect(got, `last ${last}`).toEqual(history.query({ predicate, last }));
+      // Streamed as read (a chunk per engine vector at most), never N records at once.
+      expect(Math.max(...chunks)).toBeLessThanOrEqual(2048);
+    }
+    // A commit between the first chunk and the rest changes nothing in this answer.
+    const expected = history.query({ predicate, last: 5000 });
+    const got: FlowRecord[] = [];
+    let appended = false;
+    for await (const chunk of store.query({ allow, deny, predicate, last: 5000 })) {
+      got.push(...chunk);
+      if (!appended) {
+        appended = true;
+        const newer = records(500, T0 + DAY_MS, 10, 4).map((r, k) => ({ ...r, sequence: BigInt(9000 + k) }));
+        await store.append([{ node: "n", instanceId: "i", batchId: 10n, records: newer }]);
+      }
+    }
+    expect(got).toEqual(expected);
+    expect((await all(store, { allow, deny, predicate, last: 5000 })).slice(-1)[0]!.sequence).toBeGreaterThanOrEqual(9000n);
+  });
+
   it("stores an enriched columnar batch exactly as the records built from it (the control plane's path vs the record path)", async () => {
     // Three days, ICMP and IPv6 rows, refused rows left out of `rows`, several batches.
     const input = records(12_000, T0 - 2 * DAY_MS, 17_000, 5);

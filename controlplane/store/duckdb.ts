@@ -42,6 +42,8 @@ export const SCHEMA_VERSION = 1;
 const DAY_S = 86_400;
 /** Rows per DataChunk: DuckDB's vector size. */
 const CHUNK_ROWS = 2048;
+/** Rows per page of a `last N` query's first pass (the engine's top-N holds one page). */
+const NEWEST_PAGE_ROWS = 65_536;
 /** Rows per row group, and the rows that start a commit without waiting (see above). */
 const GROUP_ROWS = 16_384;
 
@@ -87,12 +89,27 @@ export interface DuckDBStoreOptions extends StoreOptions {
   commitDelayMs?: number;
   /** Wall clock (ms) for retention; injectable for tests. */
   now?: () => number;
+  /** Rows per page of a `last N` query's first pass; default NEWEST_PAGE_ROWS (tests make it small). */
+  newestPageRows?: number;
 }
 
 interface PendingAppend {
   batches: readonly StoredBatch[];
   resolve: (stored: boolean[]) => void;
   reject: (err: Error) => void;
+}
+
+/** A row's place in a day table's end-time order; rowid breaks ties (stable within a snapshot). */
+interface RowKey { endS: number; endNs: number; rowid: bigint }
+
+/** SQL for "before `k` in the order", with the key's own numbers (never user input) as literals. */
+function keyBefore(k: RowKey): string {
+  return `(end_s < ${k.endS} OR (end_s = ${k.endS} AND (end_ns < ${k.endNs} OR (end_ns = ${k.endNs} AND rowid < ${k.rowid}))))`;
+}
+
+/** SQL for "at `k` or after it in the order". */
+function keyAtOrAfter(k: RowKey): string {
+  return `(end_s > ${k.endS} OR (end_s = ${k.endS} AND (end_ns > ${k.endNs} OR (end_ns = ${k.endNs} AND rowid >= ${k.rowid}))))`;
 }
 
 function dayOf(seconds: number): number {
@@ -257,6 +274,7 @@ class ChunkWriter {
 }
 
 export class DuckDBFlowStore implements FlowStore {
+  readonly streamsLast = true;
   private readonly strings = new Dictionary<string>((s) => s);
   private readonly endpoints = new Dictionary<Endpoint>(endpointKey);
   private readonly attributions = new Dictionary<PolicyAttribution>(attributionJson);
@@ -681,15 +699,19 @@ export class DuckDBFlowStore implements FlowStore {
 
   /**
    * The matching rows of one statement, in its order, built and tested chunk by chunk;
-   * `read.rows` counts the rows the engine returned, matching or not.
+   * `read.rows` counts the rows the engine returned, matching or not. With `read.keys`,
+   * the statement selects `rowid` after the flow columns and each yielded record's
+   * (end_s, end_ns, rowid) is pushed there, in the same order, and `read.lastKey` is the
+   * key of the last row the engine returned (matching or not).
    */
-  private async *select(sql: string, params: (string | number)[], query: StoreQuery, read = { rows: 0 }): AsyncGenerator<FlowRecord[]> {
+  private async *select(sql: string, params: (string | number)[], query: StoreQuery,
+    read: { rows: number; keys?: RowKey[]; lastKey?: RowKey } = { rows: 0 }, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
     // A connection streams one result at a time: another query on it ends this stream
     // early, silently (the web UI asks for a past map and its flows at once). Each stream
-    // reads on a connection of its own.
-    const connection = await this.instance.connect();
+    // reads on a connection of its own, or on the caller's (`on`), who reads one at a time.
+    const connection = on ?? await this.instance.connect();
     try {
-      await connection.run("USE store");
+      if (on === undefined) await connection.run("USE store");
       const result = await connection.stream(sql, params);
       for (;;) {
         const chunk = await result.fetchChunk();
@@ -697,15 +719,23 @@ export class DuckDBFlowStore implements FlowStore {
         read.rows += chunk.rowCount;
         const rows = chunk.rowCount;
         const vectors = FLOW_COLUMNS.map((_, c) => viewOf(chunk, c, rows));
+        let rowids: BigInt64Array | undefined;
+        if (read.keys !== undefined) {
+          const data = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk.chunk, FLOW_COLUMNS.length), rows * 8);
+          rowids = new BigInt64Array(data.buffer, data.byteOffset, rows);
+          read.lastKey = { endS: (vectors[C.end_s!] as Float64Array)[rows - 1]!, endNs: (vectors[C.end_ns!] as Uint32Array)[rows - 1]!, rowid: rowids[rows - 1]! };
+        }
         const out: FlowRecord[] = [];
         for (let i = 0; i < rows; i++) {
           const r = this.record(vectors, i);
-          if (this.exact(r, query)) out.push(r);
+          if (!this.exact(r, query)) continue;
+          out.push(r);
+          if (rowids !== undefined) read.keys!.push({ endS: (vectors[C.end_s!] as Float64Array)[i]!, endNs: (vectors[C.end_ns!] as Uint32Array)[i]!, rowid: rowids[i]! });
         }
         if (out.length > 0) yield out;
       }
     } finally {
-      connection.closeSync();
+      if (on === undefined) connection.closeSync();
     }
   }
 
@@ -739,23 +769,58 @@ export class DuckDBFlowStore implements FlowStore {
       }
       return;
     }
-    // Newest first, day by day, in pages (a top-N in the engine, not a sort of the day),
-    // until `last` rows pass the exact test.
-    const found: FlowRecord[] = [];
-    for (const day of days.reverse()) {
-      for (let offset = 0, page = Math.max(last * 2, 1024); found.length < last; offset += page, page *= 2) {
-        const read = { rows: 0 };
-        const sql = `SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE ${where.sql}
-          ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page} OFFSET ${offset}`;
-        for await (const chunk of this.select(sql, where.params, q, read)) {
-          for (const r of chunk) if (found.length < last) found.push(r);
+    yield* this.newest(last, days, where, q);
+  }
+
+  /**
+   * The `last` newest matching rows, oldest first, streamed with memory bounded by a page
+   * (never `last` rows at once), from one snapshot: pass 1 reads newest first, day by day,
+   * in keyset pages (a top-N of one page in the engine), only counting the rows that pass
+   * the exact test and keeping the key of the `last`-th; pass 2 streams from that key
+   * forward, oldest first. Both passes run in one read transaction, so a commit between
+   * them cannot shift the answer.
+   */
+  private async *newest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery): AsyncGenerator<FlowRecord[]> {
+    const connection = await this.instance.connect();
+    try {
+      await connection.run("USE store");
+      await connection.run("BEGIN TRANSACTION");
+      let counted = 0;
+      let from: { day: number; key: RowKey } | undefined;
+      const cap = this.options.newestPageRows ?? NEWEST_PAGE_ROWS;
+      const page = Math.min(Math.max(last * 2, 1024), cap);
+      for (const day of [...days].reverse()) {
+        let before: RowKey | undefined;
+        for (;;) {
+          const read: { rows: number; keys: RowKey[]; lastKey?: RowKey } = { rows: 0, keys: [] };
+          const keyset = before === undefined ? "" : ` AND ${keyBefore(before)}`;
+          const sql = `SELECT ${COLUMN_LIST}, rowid FROM ${tableOf(day)} WHERE (${where.sql})${keyset}
+            ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page}`;
+          for await (const chunk of this.select(sql, where.params, { ...q, predicate: () => true }, read, connection)) {
+            for (let k = 0; k < chunk.length; k++) {
+              if (!q.predicate(chunk[k]!)) continue;
+              if (++counted === last) { from = { day, key: read.keys[k]! }; break; }
+            }
+            read.keys.length = 0;
+            if (from !== undefined) break;
+          }
+          if (from !== undefined || read.rows < page || read.lastKey === undefined) break;
+          before = read.lastKey;
         }
-        if (read.rows < page) break; // the day has no more rows
+        if (from !== undefined) break;
       }
-      if (found.length >= last) break;
+      // Pass 2: from the N-th newest match (or, with fewer, from the oldest day) onwards.
+      const ascending = [...days];
+      for (const day of ascending) {
+        if (from !== undefined && day < from.day) continue;
+        const keyset = from !== undefined && day === from.day ? ` AND ${keyAtOrAfter(from.key)}` : "";
+        yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE (${where.sql})${keyset} ORDER BY end_s, end_ns, rowid`,
+          where.params, q, { rows: 0 }, connection);
+      }
+      await connection.run("COMMIT");
+    } finally {
+      connection.closeSync();
     }
-    found.reverse();
-    if (found.length > 0) yield found;
   }
 
   async enforceRetention(): Promise<{ records: bigint; partitions: bigint }> {

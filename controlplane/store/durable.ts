@@ -77,6 +77,11 @@ export interface StoreStatus {
 
 export interface FlowStore {
   readonly status: () => StoreStatus;
+  /**
+   * True when `query` answers `last N` streamed, with memory bounded by a page whatever N
+   * is: the Observer then takes `last` above the in-memory history's capacity.
+   */
+  readonly streamsLast?: boolean;
   /** The highest batch id stored for an agent instance, or undefined when none is. */
   lastBatchId(instanceId: string): Promise<bigint | undefined>;
   /**
