@@ -29,12 +29,15 @@ import { flowMapFromStore } from "../controlplane/store/stored-map.js";
 import { compileRequest } from "../controlplane/store/filter.js";
 import { FlowHistory } from "../controlplane/store/history.js";
 import { FlowMapStore } from "../controlplane/store/flowmap.js";
+import { enrichedFromRecords, type EnrichedColumns } from "../controlplane/store/enriched-columns.js";
 import { parseDurationMs } from "../config/time.js";
 import { SyntheticFlows } from "./synthetic-flows.js";
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: {
-  span: { type: "string" }, dir: { type: "string" }, agents: { type: "string" },
+  span: { type: "string" }, dir: { type: "string" }, agents: { type: "string" }, records: { type: "boolean" },
 } });
+/** Feed the store FlowRecords (the path of protocol-1 agents and ClickHouse) instead of the control plane's enriched columns. */
+const AS_RECORDS = values.records === true;
 const RECORDS = Number(positionals[0] ?? 2_000_000);
 const SPAN_MS = parseDurationMs("--span", values.span ?? "7d");
 const BATCH = 1000;
@@ -60,6 +63,9 @@ console.log(`load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}, ${
 const endMs = Date.now();
 const synthetic = new SyntheticFlows({ records: POOL * BATCH, spanMs: SPAN_MS, endMs });
 const pool = Array.from({ length: POOL }, () => synthetic.batch(BATCH).slice(0, BATCH));
+// The same batches as the control plane hands them to the store from an agent's columnar
+// batch (enriched-columns.ts); sequences renumbered per batch, as an agent's batch has them.
+const columnPool = pool.map((batch) => enrichedFromRecords("node-0", batch.map((r, i) => ({ ...r, sequence: BigInt(i) }))));
 let produced = 0;
 /** The next batch: a pool batch with the next end times of the span. */
 function nextBatch(): FlowRecord[] {
@@ -72,6 +78,19 @@ function nextBatch(): FlowRecord[] {
     produced++;
   }
   return batch;
+}
+
+/** The next batch as columns: the pool's columns with the next end times of the span. */
+function nextColumns(): EnrichedColumns {
+  const b = columnPool[(produced / BATCH) % POOL]!;
+  for (let i = 0; i < BATCH; i++) {
+    const end = endMs - SPAN_MS + Math.floor((produced / RECORDS) * SPAN_MS);
+    const seconds = Math.floor(end / 1000), nanos = (end % 1000) * 1_000_000;
+    b.startSeconds[i] = seconds - 1; b.startNanos[i] = nanos;
+    b.endSeconds[i] = seconds; b.endNanos[i] = nanos;
+    produced++;
+  }
+  return b;
 }
 
 const dir = values.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-history-store-"));
@@ -103,8 +122,10 @@ const cpu0 = process.cpuUsage();
 const inFlight = new Set<Promise<unknown>>();
 let nextReport = performance.now() + 10_000;
 while (produced < RECORDS) {
-  // Appends take the batch's records at once (into DataChunks), so the pool can be reused.
-  const p: Promise<unknown> = store.append([{ node: "node-0", instanceId: "bench", batchId: ++batchId, records: nextBatch() }])
+  // A batch is read when its transaction is written (at most IN_FLIGHT batches ahead), well before the pool comes round.
+  const p: Promise<unknown> = store.append([AS_RECORDS
+    ? { node: "node-0", instanceId: "bench", batchId: ++batchId, records: nextBatch() }
+    : { node: "node-0", instanceId: "bench", batchId: ++batchId, columns: nextColumns() }])
     .finally(() => inFlight.delete(p));
   inFlight.add(p);
   if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
@@ -122,7 +143,7 @@ const duckRate = RECORDS / ingestS;
 const duckCpuRate = RECORDS / ingestCpuS;
 await store.enforceRetention(); // measures the file (no retention configured)
 const status = store.status();
-console.log(`duckdb: ${status.records} records, ingest ${(duckRate / 1000).toFixed(0)}k records/s wall (${ingestS.toFixed(1)} s), `
+console.log(`duckdb (${AS_RECORDS ? "FlowRecords" : "enriched columns"}): ${status.records} records, ingest ${(duckRate / 1000).toFixed(0)}k records/s wall (${ingestS.toFixed(1)} s), `
   + `${(duckCpuRate / 1000).toFixed(0)}k records per CPU second (${ingestCpuS.toFixed(1)} s of CPU), `
   + `disk ${(Number(status.bytes) / 1048576).toFixed(1)} MiB (${(Number(status.bytes) / RECORDS).toFixed(1)} bytes/record)`);
 

@@ -7,7 +7,7 @@ import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import type { GetNodesResponse, GetStatusResponse, NodeLoss, NodeUnjudged } from "../proto/gen/bulkhead/v1/observer.js";
 import { ClusterState } from "./cluster/state.js";
 import { Enricher, type AdmittedColumns, type LocalEndProblem } from "./cluster/enrich.js";
-import { recordsOf, type EnrichedColumns } from "./store/enriched-columns.js";
+import type { EnrichedColumns } from "./store/enriched-columns.js";
 import type { FlowColumns } from "../flowcolumns/columns.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
 import { FlowHistory, type HistoryQuery } from "./store/history.js";
@@ -245,8 +245,8 @@ export class ControlPlane {
       const admitted = this.admitColumns(batch.node, batch.columns, clockSkewMs);
       const store = this.opts.store;
       if (store !== undefined) {
-        // The durable stores take records: built here, once, for them only (their columnar append is later work).
-        const [stored] = await store.append([{ node: batch.node, instanceId: batch.instanceId, batchId: batch.batchId, records: recordsOf(admitted) }]);
+        // The embedded store takes the columns as they are; ClickHouse builds records from them (durable.ts batchRecords).
+        const [stored] = await store.append([{ node: batch.node, instanceId: batch.instanceId, batchId: batch.batchId, columns: admitted }]);
         if (stored === false) return;
       }
       this.publishColumns(admitted, batch.columns.rows);

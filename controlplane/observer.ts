@@ -93,8 +93,10 @@ export function observerService(cp: ControlPlane, access: AccessControl, log: Lo
         fail(invalid("since is after until"));
         return;
       }
-      if (req.last > BigInt(cp.history.capacity)) {
-        fail(invalid(`last ${req.last} exceeds the store capacity ${cp.history.capacity}`));
+      // The in-memory history answers `last` holding N records; a store that streams it does not.
+      if (req.last > BigInt(cp.history.capacity) && cp.store?.streamsLast !== true) {
+        fail(invalid(`last ${req.last} exceeds the store capacity ${cp.history.capacity}`
+          + (cp.store === undefined ? " (the in-memory history; with --data-dir the embedded store answers any last N)" : ` (the ${cp.store.status().kind} store keeps last N in memory)`)));
         return;
       }
       // The scope is part of the predicate, so `last N` counts only flows the caller may see.

@@ -841,6 +841,27 @@ describe("control plane over gRPC with the durable store", () => {
     const day = await observer.flowMap({ namespace: "shop", window: { seconds: 86_400n, nanos: 0 } });
     expect(day.edges.map((e) => e.packets)).toEqual([all.reduce((n, r) => n + r.packets, 0n)]);
   });
+  it("answers `last N` above the in-memory history's capacity from the store; without a store it refuses, naming the capacity", async () => {
+    const store = await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 });
+    stores.push(store);
+    const { cp } = await startControlPlane(new LogCapture(), { store, storeCapacity: 10 });
+    running.push(cp);
+    const agent = new RawAgent(agents, "node1", {}, "instance-n");
+    // Fewer records than the capacity: the request, not the data, is above it (what the cap refused).
+    for (let b = 1n; b <= 2n; b++) await agent.deliver(b, records("node1", 4));
+    const all = await observer.flows();
+    expect(all).toHaveLength(8);
+    expect(await observer.flows({ last: 11n })).toEqual(all);
+    expect(await observer.flows({ last: 1000n })).toEqual(all);
+    agent.call.cancel();
+    await stopControlPlane(cp);
+    running.splice(running.indexOf(cp), 1);
+
+    const memoryOnly = await startControlPlane(new LogCapture(), { storeCapacity: 10 });
+    running.push(memoryOnly.cp);
+    await expect(observer.flows({ last: 11n })).rejects.toThrow(/last 11 exceeds the store capacity 10 \(the in-memory history; with --data-dir/);
+    expect(await observer.flows({ last: 10n })).toEqual([]);
+  });
 });
 
 describe("GetFlows clients that do not keep up", () => {

@@ -14,6 +14,7 @@ import { FlowFilter } from "../proto/gen/bulkhead/v1/observer.js";
 import { DuckDBFlowStore, SCHEMA_VERSION } from "../controlplane/store/duckdb.js";
 import type { StoreQuery } from "../controlplane/store/durable.js";
 import { compileRequest } from "../controlplane/store/filter.js";
+import { enrichedFromRecords, recordsOf } from "../controlplane/store/enriched-columns.js";
 import { FlowHistory } from "../controlplane/store/history.js";
 import { seededRandom } from "./harness/seeded-random.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
@@ -214,6 +215,67 @@ describe("DuckDB flow store", () => {
         ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) });
       expect(got.length, JSON.stringify(c.allow)).toBeGreaterThan(0);
       expect(got, JSON.stringify(c)).toEqual(expected);
+    }
+  });
+
+  it("streams `last N` in chunks from one snapshot: pages far smaller than N, days crossed, commits meanwhile not seen", async () => {
+    const input = records(9000, T0 - 2 * DAY_MS, 25_000, 3);
+    const store = await openStore(tempDir(), { newestPageRows: 64 });
+    for (let i = 0; i < input.length; i += 1000) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(i / 1000 + 1), records: input.slice(i, i + 1000) }]);
+    }
+    const history = new FlowHistory({ capacity: input.length });
+    history.append(input);
+    const allow = [FlowFilter.fromPartial({ namespace: ["shop"] })];
+    const deny = [FlowFilter.fromPartial({ verdict: [Verdict.VERDICT_AUDIT] })];
+    const predicate = compileRequest(allow, deny);
+    for (const last of [1, 63, 64, 65, 1500, 5000, 9000]) {
+      const chunks: number[] = [];
+      const got: FlowRecord[] = [];
+      for await (const chunk of store.query({ allow, deny, predicate, last })) { chunks.push(chunk.length); got.push(...chunk); }
+      expect(got, `last ${last}`).toEqual(history.query({ predicate, last }));
+      // Streamed as read (a chunk per engine vector at most), never N records at once.
+      expect(Math.max(...chunks)).toBeLessThanOrEqual(2048);
+    }
+    // A commit between the first chunk and the rest changes nothing in this answer.
+    const expected = history.query({ predicate, last: 5000 });
+    const got: FlowRecord[] = [];
+    let appended = false;
+    for await (const chunk of store.query({ allow, deny, predicate, last: 5000 })) {
+      got.push(...chunk);
+      if (!appended) {
+        appended = true;
+        const newer = records(500, T0 + DAY_MS, 10, 4).map((r, k) => ({ ...r, sequence: BigInt(9000 + k) }));
+        await store.append([{ node: "n", instanceId: "i", batchId: 10n, records: newer }]);
+      }
+    }
+    expect(got).toEqual(expected);
+    expect((await all(store, { allow, deny, predicate, last: 5000 })).slice(-1)[0]!.sequence).toBeGreaterThanOrEqual(9000n);
+  });
+
+  it("stores an enriched columnar batch exactly as the records built from it (the control plane's path vs the record path)", async () => {
+    // Three days, ICMP and IPv6 rows, refused rows left out of `rows`, several batches.
+    const input = records(12_000, T0 - 2 * DAY_MS, 17_000, 5);
+    const viaColumns = await openStore(tempDir());
+    const viaRecords = await openStore(tempDir());
+    for (let from = 0, id = 1n; from < input.length; from += 3000, id++) {
+      const b = enrichedFromRecords("node-a", input.slice(from, from + 3000));
+      const c = b.columns;
+      for (let i = 0; i < c.rows; i += 11) { c.protocols[i] = i % 2 === 0 ? 1 : 58; c.sourcePorts[i] = 3; c.destinationPorts[i] = 1; }
+      for (let i = 5; i < c.rows; i += 13) { c.ipVersions[i] = 6; b.sourceIps[i] = "fd00::1"; }
+      for (let i = 0; i < c.rows; i += 29) c.interfaces[i] = c.interfaceNames.length; // a name the batch lacks: ""
+      b.rows = b.rows.filter((i) => i % 9 !== 4);
+      expect(await viaColumns.append([{ node: "node-a", instanceId: "i", batchId: id, columns: b }])).toEqual([true]);
+      expect(await viaRecords.append([{ node: "node-a", instanceId: "i", batchId: id, records: recordsOf(b) }])).toEqual([true]);
+    }
+    expect(viaColumns.status().records).toBe(viaRecords.status().records);
+    const expected = await all(viaRecords);
+    expect(expected.length).toBe(12_000 - 4 * 333);
+    expect(await all(viaColumns)).toEqual(expected);
+    const allow = [FlowFilter.fromPartial({ namespace: ["shop"], verdict: [Verdict.VERDICT_DROPPED] })];
+    const predicate = compileRequest(allow, []);
+    for (const q of [{ allow, predicate }, { allow, predicate, last: 40 }, { last: 700 }]) {
+      expect(await all(viaColumns, q)).toEqual(await all(viaRecords, q));
     }
   });
 

@@ -28,17 +28,22 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import duckdb from "@duckdb/node-bindings";
 import {
   DOUBLE, type DuckDBConnection, DuckDBDataChunk, DuckDBInstance, INTEGER, UBIGINT, UINTEGER, UTINYINT, type DuckDBType,
 } from "@duckdb/node-api";
-import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
-import type { FlowStore, StoreOptions, StoreQuery, StoreStatus, StoredBatch } from "./durable.js";
+import { IpVersion, type Endpoint, type FlowRecord, type PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
+import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
+import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
+import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
 import { whereClause } from "./duckdb-filter.js";
 
 export const SCHEMA_VERSION = 1;
 const DAY_S = 86_400;
 /** Rows per DataChunk: DuckDB's vector size. */
 const CHUNK_ROWS = 2048;
+/** Rows per page of a `last N` query's first pass (the engine's top-N holds one page). */
+const NEWEST_PAGE_ROWS = 65_536;
 /** Rows per row group, and the rows that start a commit without waiting (see above). */
 const GROUP_ROWS = 16_384;
 
@@ -84,12 +89,27 @@ export interface DuckDBStoreOptions extends StoreOptions {
   commitDelayMs?: number;
   /** Wall clock (ms) for retention; injectable for tests. */
   now?: () => number;
+  /** Rows per page of a `last N` query's first pass; default NEWEST_PAGE_ROWS (tests make it small). */
+  newestPageRows?: number;
 }
 
 interface PendingAppend {
   batches: readonly StoredBatch[];
   resolve: (stored: boolean[]) => void;
   reject: (err: Error) => void;
+}
+
+/** A row's place in a day table's end-time order; rowid breaks ties (stable within a snapshot). */
+interface RowKey { endS: number; endNs: number; rowid: bigint }
+
+/** SQL for "before `k` in the order", with the key's own numbers (never user input) as literals. */
+function keyBefore(k: RowKey): string {
+  return `(end_s < ${k.endS} OR (end_s = ${k.endS} AND (end_ns < ${k.endNs} OR (end_ns = ${k.endNs} AND rowid < ${k.rowid}))))`;
+}
+
+/** SQL for "at `k` or after it in the order". */
+function keyAtOrAfter(k: RowKey): string {
+  return `(end_s > ${k.endS} OR (end_s = ${k.endS} AND (end_ns > ${k.endNs} OR (end_ns = ${k.endNs} AND rowid >= ${k.rowid}))))`;
 }
 
 function dayOf(seconds: number): number {
@@ -171,21 +191,67 @@ class Dictionary<T> {
   }
 }
 
-interface Settable { setItem(row: number, value: number | bigint): void }
+/** A column's values, typed as its DuckDB type stores them (NOT NULL, so no validity). */
+type ColumnArray = Float64Array | Uint32Array | Int32Array | Uint8Array | BigUint64Array;
 
-/** DataChunks being filled for one day table. */
+function arrayOf(type: DuckDBType, rows: number): ColumnArray {
+  switch (type.typeId) {
+    case DOUBLE.typeId: return new Float64Array(rows);
+    case UINTEGER.typeId: return new Uint32Array(rows);
+    case INTEGER.typeId: return new Int32Array(rows);
+    case UTINYINT.typeId: return new Uint8Array(rows);
+    case UBIGINT.typeId: return new BigUint64Array(rows);
+    default: throw new Error(`flow column type ${type.toString()} has no typed array`);
+  }
+}
+
+/** A view of a result vector's `rows` values (valid until the chunk is released). */
+function viewOf(chunk: DuckDBDataChunk, column: number, rows: number): ColumnArray {
+  const data = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk.chunk, column), rows * BYTES[column]!);
+  switch (TYPES[column]!.typeId) {
+    case DOUBLE.typeId: return new Float64Array(data.buffer, data.byteOffset, rows);
+    case UINTEGER.typeId: return new Uint32Array(data.buffer, data.byteOffset, rows);
+    case INTEGER.typeId: return new Int32Array(data.buffer, data.byteOffset, rows);
+    case UTINYINT.typeId: return new Uint8Array(data.buffer, data.byteOffset, rows);
+    default: return new BigUint64Array(data.buffer, data.byteOffset, rows);
+  }
+}
+
+/** Puts a record's value in its column, refusing (naming the column) what the column's type cannot hold. */
+function putU32(a: Uint32Array, i: number, x: number, column: string): void {
+  a[i] = x;
+  if (a[i] !== x) throw new Error(`${column} ${x} out of uint32 range`);
+}
+function putI32(a: Int32Array, i: number, x: number, column: string): void {
+  a[i] = x;
+  if (a[i] !== x) throw new Error(`${column} ${x} out of int32 range`);
+}
+function putU8(a: Uint8Array, i: number, x: number, column: string): void {
+  a[i] = x;
+  if (a[i] !== x) throw new Error(`${column} ${x} out of uint8 range`);
+}
+function putU64(a: BigUint64Array, i: number, x: bigint, column: string): void {
+  a[i] = x;
+  if (a[i] !== x) throw new Error(`${column} ${x} out of uint64 range`);
+}
+
+const BYTES = TYPES.map((t) => arrayOf(t, 0).BYTES_PER_ELEMENT);
+const LOGICAL_TYPES = TYPES.map((t) => t.toLogicalType().logical_type);
+
+/**
+ * DataChunks being filled for one day table: rows go into one typed array per column,
+ * copied into the chunk's vectors in one call per column when it is sealed (a setItem per
+ * value through the vector classes cost about as much as DuckDB's own append).
+ */
 class ChunkWriter {
   rows = 0;
-  private chunk = DuckDBDataChunk.create(TYPES, CHUNK_ROWS);
-  private vectors = FLOW_COLUMNS.map((_, i) => this.chunk.getColumnVector(i));
+  /** Rows written, in every chunk. */
+  total = 0;
+  readonly columns: ColumnArray[] = TYPES.map((t) => arrayOf(t, CHUNK_ROWS));
   readonly full: DuckDBDataChunk[] = [];
 
-  /** This chunk's column vectors, to set row `rows` of; each column has its own call site in `row()` (one vector type each). */
-  get columns(): readonly Settable[] {
-    return this.vectors as unknown as readonly Settable[];
-  }
-
   endRow(): void {
+    this.total++;
     if (++this.rows === CHUNK_ROWS) this.seal();
   }
 
@@ -196,16 +262,19 @@ class ChunkWriter {
   }
 
   private seal(): void {
-    for (const v of this.vectors) v.flush();
-    this.chunk.rowCount = this.rows;
-    this.full.push(this.chunk);
-    this.chunk = DuckDBDataChunk.create(TYPES, CHUNK_ROWS);
-    this.vectors = FLOW_COLUMNS.map((_, i) => this.chunk.getColumnVector(i));
+    const chunk = new DuckDBDataChunk(duckdb.create_data_chunk(LOGICAL_TYPES));
+    for (let c = 0; c < this.columns.length; c++) {
+      const a = this.columns[c]!;
+      duckdb.copy_data_to_vector(duckdb.data_chunk_get_vector(chunk.chunk, c), 0, a.buffer as ArrayBuffer, a.byteOffset, this.rows * a.BYTES_PER_ELEMENT);
+    }
+    chunk.rowCount = this.rows;
+    this.full.push(chunk);
     this.rows = 0;
   }
 }
 
 export class DuckDBFlowStore implements FlowStore {
+  readonly streamsLast = true;
   private readonly strings = new Dictionary<string>((s) => s);
   private readonly endpoints = new Dictionary<Endpoint>(endpointKey);
   private readonly attributions = new Dictionary<PolicyAttribution>(attributionJson);
@@ -350,7 +419,7 @@ export class DuckDBFlowStore implements FlowStore {
     if (this.closed) return Promise.reject(new Error(`flow store ${this.file} is closed`));
     return new Promise((resolve, reject) => {
       this.queue.push({ batches, resolve, reject });
-      for (const b of batches) this.queuedRows += b.records.length;
+      for (const b of batches) this.queuedRows += batchRows(b);
       if (this.queuedRows >= GROUP_ROWS) {
         if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
         void this.drain();
@@ -422,15 +491,19 @@ export class DuckDBFlowStore implements FlowStore {
 
   private async write(batches: readonly StoredBatch[]): Promise<void> {
     const writers = new Map<number, ChunkWriter>();
-    const counts = new Map<number, bigint>();
+    const writerOf = (day: number) => {
+      let w = writers.get(day);
+      if (w === undefined) { w = new ChunkWriter(); writers.set(day, w); }
+      return w;
+    };
     for (const b of batches) {
+      if (b.records === undefined) {
+        if (b.columns !== undefined) this.rowsOfColumns(b.columns, writerOf);
+        continue;
+      }
       for (const r of b.records) {
         const end = r.endTime ?? r.startTime;
-        const day = dayOf(end === undefined ? 0 : Number(end.seconds));
-        let w = writers.get(day);
-        if (w === undefined) { w = new ChunkWriter(); writers.set(day, w); }
-        this.row(w, r);
-        counts.set(day, (counts.get(day) ?? 0n) + 1n);
+        this.row(writerOf(dayOf(end === undefined ? 0 : Number(end.seconds))), r);
       }
     }
     for (const day of writers.keys()) {
@@ -463,7 +536,7 @@ export class DuckDBFlowStore implements FlowStore {
       throw err;
     }
     for (const d of [this.strings, this.endpoints, this.attributions]) d.unsaved = [];
-    for (const [day, n] of counts) this.days.set(day, (this.days.get(day) ?? 0n) + n);
+    for (const [day, w] of writers) this.days.set(day, (this.days.get(day) ?? 0n) + BigInt(w.total));
   }
 
   private async writeDictionaries(): Promise<void> {
@@ -488,102 +561,181 @@ export class DuckDBFlowStore implements FlowStore {
     const v = w.columns, i = w.rows;
     let tcp = 0;
     if (flags !== undefined) for (let b = 0; b < TCP_FLAGS.length; b++) if (flags[TCP_FLAGS[b]!]) tcp |= 1 << b;
-    v[C.start_s!]!.setItem(i, start === undefined ? 0 : Number(start.seconds));
-    v[C.start_ns!]!.setItem(i, start?.nanos ?? 0);
-    v[C.end_s!]!.setItem(i, end === undefined ? 0 : Number(end.seconds));
-    v[C.end_ns!]!.setItem(i, end?.nanos ?? 0);
-    v[C.node!]!.setItem(i, this.strings.idOf(r.node));
-    v[C.point!]!.setItem(i, r.point);
-    v[C.reporter!]!.setItem(i, r.reporter);
-    v[C.iface!]!.setItem(i, this.strings.idOf(r.interface));
-    v[C.ifindex!]!.setItem(i, r.ifindex);
-    v[C.ip_version!]!.setItem(i, ip?.version ?? 0);
-    v[C.ip_src!]!.setItem(i, ip === undefined ? 0 : this.strings.idOf(ip.source));
-    v[C.ip_dst!]!.setItem(i, ip === undefined ? 0 : this.strings.idOf(ip.destination));
-    v[C.proto!]!.setItem(i, l4?.protocol ?? 0);
-    v[C.proto_name!]!.setItem(i, l4 === undefined ? 0 : this.strings.idOf(l4.protocolName));
-    v[C.sport!]!.setItem(i, l4?.sourcePort ?? 0);
-    v[C.dport!]!.setItem(i, l4?.destinationPort ?? 0);
-    v[C.icmp_type!]!.setItem(i, l4?.icmpType ?? 0);
-    v[C.icmp_code!]!.setItem(i, l4?.icmpCode ?? 0);
-    v[C.present!]!.setItem(i, (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
-      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (flags !== undefined ? HAS_TCP_FLAGS : 0));
-    v[C.tcp_flags!]!.setItem(i, tcp);
-    v[C.packets!]!.setItem(i, r.packets);
-    v[C.bytes!]!.setItem(i, r.bytes);
-    v[C.sequence!]!.setItem(i, r.sequence);
-    v[C.src_ep!]!.setItem(i, this.endpoints.idOf(r.source));
-    v[C.dst_ep!]!.setItem(i, this.endpoints.idOf(r.destination));
-    v[C.verdict!]!.setItem(i, r.verdict);
-    v[C.reason!]!.setItem(i, r.verdictReason);
-    v[C.attribution!]!.setItem(i, this.attributions.idOf(r.attribution));
+    (v[C.start_s!] as Float64Array)[i] = start === undefined ? 0 : Number(start.seconds);
+    putU32(v[C.start_ns!] as Uint32Array, i, start?.nanos ?? 0, "start_ns");
+    (v[C.end_s!] as Float64Array)[i] = end === undefined ? 0 : Number(end.seconds);
+    putU32(v[C.end_ns!] as Uint32Array, i, end?.nanos ?? 0, "end_ns");
+    putI32(v[C.node!] as Int32Array, i, this.strings.idOf(r.node), "node");
+    putI32(v[C.point!] as Int32Array, i, r.point, "point");
+    putI32(v[C.reporter!] as Int32Array, i, r.reporter, "reporter");
+    putI32(v[C.iface!] as Int32Array, i, this.strings.idOf(r.interface), "iface");
+    putU32(v[C.ifindex!] as Uint32Array, i, r.ifindex, "ifindex");
+    putI32(v[C.ip_version!] as Int32Array, i, ip?.version ?? 0, "ip_version");
+    putI32(v[C.ip_src!] as Int32Array, i, ip === undefined ? 0 : this.strings.idOf(ip.source), "ip_src");
+    putI32(v[C.ip_dst!] as Int32Array, i, ip === undefined ? 0 : this.strings.idOf(ip.destination), "ip_dst");
+    putU32(v[C.proto!] as Uint32Array, i, l4?.protocol ?? 0, "proto");
+    putI32(v[C.proto_name!] as Int32Array, i, l4 === undefined ? 0 : this.strings.idOf(l4.protocolName), "proto_name");
+    putU32(v[C.sport!] as Uint32Array, i, l4?.sourcePort ?? 0, "sport");
+    putU32(v[C.dport!] as Uint32Array, i, l4?.destinationPort ?? 0, "dport");
+    putU32(v[C.icmp_type!] as Uint32Array, i, l4?.icmpType ?? 0, "icmp_type");
+    putU32(v[C.icmp_code!] as Uint32Array, i, l4?.icmpCode ?? 0, "icmp_code");
+    putU8(v[C.present!] as Uint8Array, i, (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
+      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (flags !== undefined ? HAS_TCP_FLAGS : 0), "present");
+    putU8(v[C.tcp_flags!] as Uint8Array, i, tcp, "tcp_flags");
+    putU64(v[C.packets!] as BigUint64Array, i, r.packets, "packets");
+    putU64(v[C.bytes!] as BigUint64Array, i, r.bytes, "bytes");
+    putU64(v[C.sequence!] as BigUint64Array, i, r.sequence, "sequence");
+    putI32(v[C.src_ep!] as Int32Array, i, this.endpoints.idOf(r.source), "src_ep");
+    putI32(v[C.dst_ep!] as Int32Array, i, this.endpoints.idOf(r.destination), "dst_ep");
+    putI32(v[C.verdict!] as Int32Array, i, r.verdict, "verdict");
+    putI32(v[C.reason!] as Int32Array, i, r.verdictReason, "reason");
+    putI32(v[C.attribution!] as Int32Array, i, this.attributions.idOf(r.attribution), "attribution");
     w.endRow();
   }
 
-  private record(vectors: { getItem(i: number): unknown }[], i: number): FlowRecord {
-    const n = (c: number) => vectors[c]!.getItem(i) as number;
-    const big = (c: number) => vectors[c]!.getItem(i) as bigint;
-    const str = (c: number) => this.strings.values[n(c)] ?? "";
-    const present = n(C.present!);
-    const tcp = n(C.tcp_flags!);
+  /**
+   * The admitted rows of an enriched columnar batch, as `row()` stores `recordOfRow` of
+   * each (enriched-columns.ts): the same values, read from the columns without a record.
+   */
+  private rowsOfColumns(b: EnrichedColumns, writerOf: (day: number) => ChunkWriter): void {
+    const c = b.columns;
+    const node = this.strings.idOf(b.node);
+    const ifaces = c.interfaceNames.map((name) => this.strings.idOf(name));
+    const protoNames = new Int32Array(256);
+    for (let p = 0; p < 256; p++) protoNames[p] = -1;
+    const sequence0 = c.firstSequence;
+    const PRESENT = HAS_START | HAS_END | HAS_IP | HAS_L4;
+    let day = NaN;
+    let w: ChunkWriter | undefined;
+    for (let k = 0; k < b.rows.length; k++) {
+      const i = b.rows[k]!;
+      const endS = b.endSeconds[i]!;
+      const d = dayOf(endS);
+      if (d !== day || w === undefined) { day = d; w = writerOf(d); }
+      const v = w.columns, j = w.rows;
+      const proto = c.protocols[i]!;
+      const version = c.ipVersions[i]!;
+      const isIcmp = proto === 1 || proto === 58;
+      const point = c.points[i]!;
+      const sport = c.sourcePorts[i]!, dport = c.destinationPorts[i]!;
+      let protoName = protoNames[proto]!;
+      if (protoName < 0) protoName = protoNames[proto] = this.strings.idOf(PROTOCOL_NAMES[proto] ?? String(proto));
+      (v[C.start_s!] as Float64Array)[j] = b.startSeconds[i]!;
+      (v[C.start_ns!] as Uint32Array)[j] = b.startNanos[i]!;
+      (v[C.end_s!] as Float64Array)[j] = endS;
+      (v[C.end_ns!] as Uint32Array)[j] = b.endNanos[i]!;
+      (v[C.node!] as Int32Array)[j] = node;
+      (v[C.point!] as Int32Array)[j] = point;
+      (v[C.reporter!] as Int32Array)[j] = reporterOf(point);
+      (v[C.iface!] as Int32Array)[j] = ifaces[c.interfaces[i]!] ?? this.strings.idOf("");
+      (v[C.ifindex!] as Uint32Array)[j] = c.ifindexes[i]!;
+      (v[C.ip_version!] as Int32Array)[j] = version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
+      (v[C.ip_src!] as Int32Array)[j] = this.strings.idOf(b.sourceIps[i]!);
+      (v[C.ip_dst!] as Int32Array)[j] = this.strings.idOf(b.destinationIps[i]!);
+      (v[C.proto!] as Uint32Array)[j] = proto;
+      (v[C.proto_name!] as Int32Array)[j] = protoName;
+      (v[C.sport!] as Uint32Array)[j] = isIcmp ? 0 : sport;
+      (v[C.dport!] as Uint32Array)[j] = isIcmp ? 0 : dport;
+      (v[C.icmp_type!] as Uint32Array)[j] = isIcmp ? sport : 0;
+      (v[C.icmp_code!] as Uint32Array)[j] = isIcmp ? dport : 0;
+      (v[C.present!] as Uint8Array)[j] = proto === 6 ? PRESENT | HAS_TCP_FLAGS : PRESENT;
+      (v[C.tcp_flags!] as Uint8Array)[j] = proto === 6 ? c.tcpFlags[i]! : 0;
+      (v[C.packets!] as BigUint64Array)[j] = c.packets[i]!;
+      (v[C.bytes!] as BigUint64Array)[j] = c.bytes[i]!;
+      (v[C.sequence!] as BigUint64Array)[j] = sequence0 + BigInt(i);
+      (v[C.src_ep!] as Int32Array)[j] = this.endpoints.idOf(b.sources[i]);
+      (v[C.dst_ep!] as Int32Array)[j] = this.endpoints.idOf(b.destinations[i]);
+      (v[C.verdict!] as Int32Array)[j] = c.verdicts[i]!;
+      (v[C.reason!] as Int32Array)[j] = c.verdictReasons[i]!;
+      (v[C.attribution!] as Int32Array)[j] = this.attributions.idOf(b.attributions[i]);
+      w.endRow();
+    }
+  }
+
+  /** Row `i` of a result chunk's columns (`viewOf` each) as the FlowRecord that was stored. */
+  private record(v: readonly ColumnArray[], i: number): FlowRecord {
+    const strings = this.strings.values;
+    const present = (v[C.present!] as Uint8Array)[i]!;
+    const tcp = (v[C.tcp_flags!] as Uint8Array)[i]!;
     return {
-      startTime: (present & HAS_START) !== 0 ? { seconds: BigInt(n(C.start_s!)), nanos: n(C.start_ns!) } : undefined,
-      endTime: (present & HAS_END) !== 0 ? { seconds: BigInt(n(C.end_s!)), nanos: n(C.end_ns!) } : undefined,
-      node: str(C.node!),
-      point: n(C.point!),
-      reporter: n(C.reporter!),
-      interface: str(C.iface!),
-      ifindex: n(C.ifindex!),
-      ip: (present & HAS_IP) !== 0 ? { source: str(C.ip_src!), destination: str(C.ip_dst!), version: n(C.ip_version!) } : undefined,
+      startTime: (present & HAS_START) !== 0
+        ? { seconds: BigInt((v[C.start_s!] as Float64Array)[i]!), nanos: (v[C.start_ns!] as Uint32Array)[i]! } : undefined,
+      endTime: (present & HAS_END) !== 0
+        ? { seconds: BigInt((v[C.end_s!] as Float64Array)[i]!), nanos: (v[C.end_ns!] as Uint32Array)[i]! } : undefined,
+      node: strings[(v[C.node!] as Int32Array)[i]!] ?? "",
+      point: (v[C.point!] as Int32Array)[i]!,
+      reporter: (v[C.reporter!] as Int32Array)[i]!,
+      interface: strings[(v[C.iface!] as Int32Array)[i]!] ?? "",
+      ifindex: (v[C.ifindex!] as Uint32Array)[i]!,
+      ip: (present & HAS_IP) !== 0
+        ? {
+          source: strings[(v[C.ip_src!] as Int32Array)[i]!] ?? "", destination: strings[(v[C.ip_dst!] as Int32Array)[i]!] ?? "",
+          version: (v[C.ip_version!] as Int32Array)[i]!,
+        }
+        : undefined,
       l4: (present & HAS_L4) !== 0
         ? {
-          protocol: n(C.proto!), protocolName: str(C.proto_name!), sourcePort: n(C.sport!), destinationPort: n(C.dport!),
+          protocol: (v[C.proto!] as Uint32Array)[i]!, protocolName: strings[(v[C.proto_name!] as Int32Array)[i]!] ?? "",
+          sourcePort: (v[C.sport!] as Uint32Array)[i]!, destinationPort: (v[C.dport!] as Uint32Array)[i]!,
           tcpFlags: (present & HAS_TCP_FLAGS) !== 0
             ? {
               fin: (tcp & 1) !== 0, syn: (tcp & 2) !== 0, rst: (tcp & 4) !== 0, psh: (tcp & 8) !== 0,
               ack: (tcp & 16) !== 0, urg: (tcp & 32) !== 0, ece: (tcp & 64) !== 0, cwr: (tcp & 128) !== 0,
             }
             : undefined,
-          icmpType: n(C.icmp_type!), icmpCode: n(C.icmp_code!),
+          icmpType: (v[C.icmp_type!] as Uint32Array)[i]!, icmpCode: (v[C.icmp_code!] as Uint32Array)[i]!,
         }
         : undefined,
-      packets: big(C.packets!),
-      bytes: big(C.bytes!),
-      source: this.endpoints.values[n(C.src_ep!)],
-      destination: this.endpoints.values[n(C.dst_ep!)],
-      verdict: n(C.verdict!),
-      verdictReason: n(C.reason!),
-      attribution: this.attributions.values[n(C.attribution!)],
-      sequence: big(C.sequence!),
+      packets: (v[C.packets!] as BigUint64Array)[i]!,
+      bytes: (v[C.bytes!] as BigUint64Array)[i]!,
+      source: this.endpoints.values[(v[C.src_ep!] as Int32Array)[i]!],
+      destination: this.endpoints.values[(v[C.dst_ep!] as Int32Array)[i]!],
+      verdict: (v[C.verdict!] as Int32Array)[i]!,
+      verdictReason: (v[C.reason!] as Int32Array)[i]!,
+      attribution: this.attributions.values[(v[C.attribution!] as Int32Array)[i]!],
+      sequence: (v[C.sequence!] as BigUint64Array)[i]!,
     };
   }
 
   /**
    * The matching rows of one statement, in its order, built and tested chunk by chunk;
-   * `read.rows` counts the rows the engine returned, matching or not.
+   * `read.rows` counts the rows the engine returned, matching or not. With `read.keys`,
+   * the statement selects `rowid` after the flow columns and each yielded record's
+   * (end_s, end_ns, rowid) is pushed there, in the same order, and `read.lastKey` is the
+   * key of the last row the engine returned (matching or not).
    */
-  private async *select(sql: string, params: (string | number)[], query: StoreQuery, read = { rows: 0 }): AsyncGenerator<FlowRecord[]> {
+  private async *select(sql: string, params: (string | number)[], query: StoreQuery,
+    read: { rows: number; keys?: RowKey[]; lastKey?: RowKey } = { rows: 0 }, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
     // A connection streams one result at a time: another query on it ends this stream
     // early, silently (the web UI asks for a past map and its flows at once). Each stream
-    // reads on a connection of its own.
-    const connection = await this.instance.connect();
+    // reads on a connection of its own, or on the caller's (`on`), who reads one at a time.
+    const connection = on ?? await this.instance.connect();
     try {
-      await connection.run("USE store");
+      if (on === undefined) await connection.run("USE store");
       const result = await connection.stream(sql, params);
       for (;;) {
         const chunk = await result.fetchChunk();
         if (chunk === null || chunk.rowCount === 0) return;
         read.rows += chunk.rowCount;
-        const vectors = FLOW_COLUMNS.map((_, c) => chunk.getColumnVector(c));
+        const rows = chunk.rowCount;
+        const vectors = FLOW_COLUMNS.map((_, c) => viewOf(chunk, c, rows));
+        let rowids: BigInt64Array | undefined;
+        if (read.keys !== undefined) {
+          const data = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk.chunk, FLOW_COLUMNS.length), rows * 8);
+          rowids = new BigInt64Array(data.buffer, data.byteOffset, rows);
+          read.lastKey = { endS: (vectors[C.end_s!] as Float64Array)[rows - 1]!, endNs: (vectors[C.end_ns!] as Uint32Array)[rows - 1]!, rowid: rowids[rows - 1]! };
+        }
         const out: FlowRecord[] = [];
-        for (let i = 0; i < chunk.rowCount; i++) {
+        for (let i = 0; i < rows; i++) {
           const r = this.record(vectors, i);
-          if (this.exact(r, query)) out.push(r);
+          if (!this.exact(r, query)) continue;
+          out.push(r);
+          if (rowids !== undefined) read.keys!.push({ endS: (vectors[C.end_s!] as Float64Array)[i]!, endNs: (vectors[C.end_ns!] as Uint32Array)[i]!, rowid: rowids[i]! });
         }
         if (out.length > 0) yield out;
       }
     } finally {
-      connection.closeSync();
+      if (on === undefined) connection.closeSync();
     }
   }
 
@@ -617,23 +769,58 @@ export class DuckDBFlowStore implements FlowStore {
       }
       return;
     }
-    // Newest first, day by day, in pages (a top-N in the engine, not a sort of the day),
-    // until `last` rows pass the exact test.
-    const found: FlowRecord[] = [];
-    for (const day of days.reverse()) {
-      for (let offset = 0, page = Math.max(last * 2, 1024); found.length < last; offset += page, page *= 2) {
-        const read = { rows: 0 };
-        const sql = `SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE ${where.sql}
-          ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page} OFFSET ${offset}`;
-        for await (const chunk of this.select(sql, where.params, q, read)) {
-          for (const r of chunk) if (found.length < last) found.push(r);
+    yield* this.newest(last, days, where, q);
+  }
+
+  /**
+   * The `last` newest matching rows, oldest first, streamed with memory bounded by a page
+   * (never `last` rows at once), from one snapshot: pass 1 reads newest first, day by day,
+   * in keyset pages (a top-N of one page in the engine), only counting the rows that pass
+   * the exact test and keeping the key of the `last`-th; pass 2 streams from that key
+   * forward, oldest first. Both passes run in one read transaction, so a commit between
+   * them cannot shift the answer.
+   */
+  private async *newest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery): AsyncGenerator<FlowRecord[]> {
+    const connection = await this.instance.connect();
+    try {
+      await connection.run("USE store");
+      await connection.run("BEGIN TRANSACTION");
+      let counted = 0;
+      let from: { day: number; key: RowKey } | undefined;
+      const cap = this.options.newestPageRows ?? NEWEST_PAGE_ROWS;
+      const page = Math.min(Math.max(last * 2, 1024), cap);
+      for (const day of [...days].reverse()) {
+        let before: RowKey | undefined;
+        for (;;) {
+          const read: { rows: number; keys: RowKey[]; lastKey?: RowKey } = { rows: 0, keys: [] };
+          const keyset = before === undefined ? "" : ` AND ${keyBefore(before)}`;
+          const sql = `SELECT ${COLUMN_LIST}, rowid FROM ${tableOf(day)} WHERE (${where.sql})${keyset}
+            ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page}`;
+          for await (const chunk of this.select(sql, where.params, { ...q, predicate: () => true }, read, connection)) {
+            for (let k = 0; k < chunk.length; k++) {
+              if (!q.predicate(chunk[k]!)) continue;
+              if (++counted === last) { from = { day, key: read.keys[k]! }; break; }
+            }
+            read.keys.length = 0;
+            if (from !== undefined) break;
+          }
+          if (from !== undefined || read.rows < page || read.lastKey === undefined) break;
+          before = read.lastKey;
         }
-        if (read.rows < page) break; // the day has no more rows
+        if (from !== undefined) break;
       }
-      if (found.length >= last) break;
+      // Pass 2: from the N-th newest match (or, with fewer, from the oldest day) onwards.
+      const ascending = [...days];
+      for (const day of ascending) {
+        if (from !== undefined && day < from.day) continue;
+        const keyset = from !== undefined && day === from.day ? ` AND ${keyAtOrAfter(from.key)}` : "";
+        yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE (${where.sql})${keyset} ORDER BY end_s, end_ns, rowid`,
+          where.params, q, { rows: 0 }, connection);
+      }
+      await connection.run("COMMIT");
+    } finally {
+      connection.closeSync();
     }
-    found.reverse();
-    if (found.length > 0) yield found;
   }
 
   async enforceRetention(): Promise<{ records: bigint; partitions: bigint }> {

@@ -12,6 +12,7 @@
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
 import type { FlowPredicate } from "./filter.js";
+import { recordsOf, type EnrichedColumns } from "./enriched-columns.js";
 
 /** One agent batch, enriched and admitted, with the name that makes storing it idempotent. */
 export interface StoredBatch {
@@ -21,7 +22,19 @@ export interface StoredBatch {
   instanceId: string;
   /** FlowBatch.batch_id: from 1, one more per batch of the instance. */
   batchId: bigint;
-  records: readonly FlowRecord[];
+  /** Its rows as records, or (the control plane's agents' batches) as enriched columns. */
+  records?: readonly FlowRecord[];
+  columns?: EnrichedColumns;
+}
+
+/** A batch's rows as records (built from its columns for stores that take records). */
+export function batchRecords(b: StoredBatch): readonly FlowRecord[] {
+  return b.records ?? (b.columns === undefined ? [] : recordsOf(b.columns));
+}
+
+/** How many rows a batch holds. */
+export function batchRows(b: StoredBatch): number {
+  return b.records?.length ?? b.columns?.rows.length ?? 0;
 }
 
 export interface StoreQuery {
@@ -64,6 +77,11 @@ export interface StoreStatus {
 
 export interface FlowStore {
   readonly status: () => StoreStatus;
+  /**
+   * True when `query` answers `last N` streamed, with memory bounded by a page whatever N
+   * is: the Observer then takes `last` above the in-memory history's capacity.
+   */
+  readonly streamsLast?: boolean;
   /** The highest batch id stored for an agent instance, or undefined when none is. */
   lastBatchId(instanceId: string): Promise<bigint | undefined>;
   /**

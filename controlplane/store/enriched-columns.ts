@@ -10,7 +10,7 @@
 import {
   IpVersion, ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type PolicyAttribution,
 } from "../../proto/gen/bulkhead/v1/flow.js";
-import { recordAt, type FlowColumns } from "../../flowcolumns/columns.js";
+import { columnsFromRecords, recordAt, type FlowColumns } from "../../flowcolumns/columns.js";
 
 export interface EnrichedColumns {
   /** The node whose agent sent the batch. */
@@ -85,4 +85,24 @@ export function recordsOf(b: EnrichedColumns): FlowRecord[] {
 /** Row `i`'s reporter side, as recordAt names it. */
 export function reporterOf(point: number): ReporterSide {
   return point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION;
+}
+
+/**
+ * Records (consecutive sequences, one node) as the enriched columns ingest would make of
+ * them, every row admitted: for tests and benchmarks of the column paths. What columns
+ * cannot hold is derived as recordAt derives it (reporter from the point, ports of ICMP).
+ */
+export function enrichedFromRecords(node: string, records: readonly FlowRecord[]): EnrichedColumns {
+  const columns = columnsFromRecords(records);
+  const n = records.length;
+  const b: EnrichedColumns = {
+    node, columns, rows: Uint32Array.from({ length: n }, (_, i) => i),
+    sources: records.map((r) => r.source), destinations: records.map((r) => r.destination),
+    sourceIps: records.map((r) => r.ip?.source ?? ""), destinationIps: records.map((r) => r.ip?.destination ?? ""),
+    attributions: records.map((r) => r.attribution),
+    startSeconds: new Float64Array(n), startNanos: new Uint32Array(n), endSeconds: new Float64Array(n), endNanos: new Uint32Array(n),
+  };
+  splitNanoseconds(columns.startNs, 0, b.startSeconds, b.startNanos);
+  splitNanoseconds(columns.endNs, 0, b.endSeconds, b.endNanos);
+  return b;
 }

@@ -21,7 +21,7 @@ import { ClickHouseLogLevel, createClient, type ClickHouseClient } from "@clickh
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import type { FlowRecord } from "../../../proto/gen/bulkhead/v1/flow.js";
-import type { FlowStore, StoreOptions, StoredBatch, StoreQuery, StoreStatus } from "../durable.js";
+import { batchRecords, batchRows, type FlowStore, type StoreOptions, type StoredBatch, type StoreQuery, type StoreStatus } from "../durable.js";
 import type { ClickHouseLocation } from "./location.js";
 import { requestCondition } from "./pushdown.js";
 import { decodeRecord, FLOW_COLUMNS, FlowRowEncoder, Incomplete, RowReader, RowWriter, type RowOrigin } from "./rows.js";
@@ -186,7 +186,7 @@ export class ClickHouseFlowStore implements FlowStore {
       let records = 0;
       let n = 0;
       while (n < this.waiting.length && (n === 0 || records < MAX_GROUP_RECORDS)) {
-        records += this.waiting[n]!.batches.reduce((sum, b) => sum + b.records.length, 0);
+        records += this.waiting[n]!.batches.reduce((sum, b) => sum + batchRows(b), 0);
         n++;
       }
       const group = this.waiting.splice(0, n);
@@ -212,7 +212,8 @@ export class ClickHouseFlowStore implements FlowStore {
       const writeId = randomBytes(8).readBigUInt64LE() >> 1n;
       let minStart: bigint | undefined;
       let maxEnd = 0n;
-      batch.records.forEach((record, row) => {
+      const records = batchRecords(batch);
+      records.forEach((record, row) => {
         this.encoder.record(rows, record, { instanceId: batch.instanceId, batchId: batch.batchId, row, writeId });
         const start = record.startTime ? record.startTime.seconds * 1_000_000_000n + BigInt(record.startTime.nanos) : 0n;
         const end = record.endTime ? record.endTime.seconds * 1_000_000_000n + BigInt(record.endTime.nanos) : 0n;
@@ -224,7 +225,7 @@ export class ClickHouseFlowStore implements FlowStore {
       markers.u64(batch.batchId);
       markers.u64(writeId);
       markers.string(batch.node);
-      markers.u32(batch.records.length);
+      markers.u32(records.length);
       markers.u64(minStart ?? 0n);
       markers.u64(maxEnd);
       markers.string(this.replicaId);
