@@ -79,8 +79,7 @@ export type ResolvedAction =
 /**
  * A way to run cases. The runner calls prepare once with every model it will run, then per
  * case setup, and for each step apply (the step's actions and the whole resulting cluster:
- * namespaces and pods with their current labels, nodes, policies) and probe once per probe,
- * a step's probes concurrently (an engine's probe calls must not depend on each other);
+ * namespaces and pods with their current labels, nodes, policies) and probe once per probe;
  * teardown once after the last case (also after a failure).
  */
 export interface ConformanceEngine {
@@ -550,12 +549,8 @@ async function runCase(c: ConformanceCase, engine: ConformanceEngine, log: (line
         }
       }
       await engine.apply(resolved, cluster.objects());
-      // A step's probes at once: each judges the same applied state, and on the datapath a
-      // probe that finds a denied pair waits out its timeout, so one after another they
-      // cost a timeout each.
-      const found = await Promise.all(step.probes.map((probe) => engine.probe(probe.port, probe.protocol)));
-      for (const [pi, probe] of step.probes.entries()) {
-        const denied = found[pi] ?? new Set<string>();
+      for (const probe of step.probes) {
+        const denied = await engine.probe(probe.port, probe.protocol);
         const pairs = modelPairs(c.model).map((p) => p.name);
         const allowedButShouldBeDenied = pairs.filter((p) => probe.denied.has(p) && !denied.has(p));
         const deniedButShouldBeAllowed = pairs.filter((p) => !probe.denied.has(p) && denied.has(p));
