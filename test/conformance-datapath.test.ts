@@ -83,11 +83,15 @@ const node = (name: string, version: number, latest: number, connected = true): 
 
 describe("waiting for enforcement (stand-in control plane)", () => {
   it("returns once every node enforces a version newer than the one before the change, and not before", async () => {
-    const t0 = Date.now();
+    // The stand-in moves on by the GetNodes calls it answered, not by the clock (a busy
+    // machine must not skip a stage): the first 5 see version 3 everywhere (before the
+    // change), the next 8 see node2 still on 3 while 4 is the latest, then both enforce 4.
+    const answered: string[] = [];
     const fake = await fakeObserver(() => {
-      const t = Date.now() - t0;
-      if (t < 200) return [node("node1", 3, 3), node("node2", 3, 3)];
-      if (t < 500) return [node("node1", 4, 4), node("node2", 3, 4)];
+      const stage = answered.length < 5 ? "before" : answered.length < 13 ? "node2 lags" : "both on 4";
+      answered.push(stage);
+      if (stage === "before") return [node("node1", 3, 3), node("node2", 3, 3)];
+      if (stage === "node2 lags") return [node("node1", 4, 4), node("node2", 3, 4)];
       return [node("node1", 4, 4), node("node2", 4, 4), node("elsewhere", 1, 4, false)];
     });
     const watch = new EnforcementWatch(fake.address, ["node1", "node2"]);
@@ -95,7 +99,9 @@ describe("waiting for enforcement (stand-in control plane)", () => {
       expect(await watch.latest()).toBe(3n);
       const version = await watch.waitEnforced({ after: 3n, timeoutMs: 5000, settleMs: 100 });
       expect(version).toBe(4n);
-      expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
+      // It read through every stage and returned only after both nodes enforced 4.
+      expect(new Set(answered)).toEqual(new Set(["before", "node2 lags", "both on 4"]));
+      expect(answered.at(-1)).toBe("both on 4");
     } finally {
       watch.close();
       fake.close();
