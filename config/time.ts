@@ -51,3 +51,8 @@ export function timestampOfMs(ms: number): Timestamp {
 export function msOfTimestamp(t: Timestamp | undefined): number | undefined {
   return t === undefined ? undefined : Number(t.seconds) * 1000 + t.nanos / 1e6;
 }
+
+/** Negative, zero or positive as `a` is before, at or after `b` (exact to the nanosecond). */
+export function compareTimestamps(a: Timestamp, b: Timestamp): number {
+  return a.seconds < b.seconds ? -1 : a.seconds > b.seconds ? 1 : a.nanos - b.nanos;
+}

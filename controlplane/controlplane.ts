@@ -38,6 +38,7 @@ import { UiServer, type UiServerOptions } from "./ui/server.js";
 import type { TlsMaterial } from "../tls/material.js";
 import { TlsListeners } from "../tls/listener.js";
 import { TripleKeyTable } from "./triple-key-table.js";
+import { compareTimestamps, msOfTimestamp, timestampOfMs } from "../config/time.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -352,13 +353,16 @@ export class ControlPlane {
   }
 
   /**
-   * Every record that ends after this instant (ms) is in the hot window: it reached this
-   * process (agents' clocks are corrected beyond CLOCK_TOLERANCE_MS) and was not evicted.
-   * Older records may be only in the store.
+   * With a store, every record that ends strictly after this instant is in the hot window:
+   * it reached this process (agents' clocks are corrected beyond CLOCK_TOLERANCE_MS) and
+   * was not evicted. Records ending at or before it may be only in the store. Exact to the
+   * nanosecond, since records of one batch often end at the same instant.
    */
-  get hotWindowStartMs(): number {
-    if (this.opts.store === undefined) return -Infinity;
-    return Math.max(this.startedMs + CLOCK_TOLERANCE_MS, this.history.completeAfterMs);
+  get hotWindowStart(): Timestamp | undefined {
+    if (this.opts.store === undefined) return undefined;
+    const afterStart = timestampOfMs(this.startedMs + CLOCK_TOLERANCE_MS);
+    const complete = this.history.completeAfter;
+    return complete !== undefined && compareTimestamps(complete, afterStart) > 0 ? complete : afterStart;
   }
 
   /**
@@ -390,17 +394,16 @@ export class ControlPlane {
   private flowParts(q: { predicate: FlowPredicate; allow: readonly FlowFilter[]; deny: readonly FlowFilter[]; since?: Timestamp; until?: Timestamp; last: number }):
     { hot: HistoryQuery; stored: ((missing?: number) => AsyncIterable<readonly FlowRecord[]>) | undefined } {
     const store = this.opts.store;
-    const hotStartMs = this.hotWindowStartMs;
-    const sinceMs = q.since === undefined ? undefined : Number(q.since.seconds) * 1000 + q.since.nanos / 1e6;
-    const untilMs = q.until === undefined ? undefined : Number(q.until.seconds) * 1000 + q.until.nanos / 1e6;
-    if (store === undefined || (sinceMs !== undefined && sinceMs >= hotStartMs)) {
+    const hotStart = this.hotWindowStart;
+    if (store === undefined || hotStart === undefined || (q.since !== undefined && compareTimestamps(q.since, hotStart) > 0)) {
       return { hot: { predicate: q.predicate, since: q.since, until: q.until }, stored: undefined };
     }
-    // The hot part: records ending at or after the hot window's start.
+    // Split at the hot window's start: what ends after it from memory, the rest from the store.
+    const sinceMs = msOfTimestamp(q.since), untilMs = msOfTimestamp(q.until);
     return {
-      hot: { predicate: q.predicate, since: timestampOfMs(hotStartMs), until: q.until },
+      hot: { predicate: q.predicate, since: q.since, until: q.until, endAfter: hotStart },
       stored: (missing = 0) => store.query({
-        ...(sinceMs !== undefined ? { sinceMs } : {}), ...(untilMs !== undefined ? { untilMs } : {}), endBeforeMs: hotStartMs,
+        ...(sinceMs !== undefined ? { sinceMs } : {}), ...(untilMs !== undefined ? { untilMs } : {}), endNotAfter: hotStart,
         allow: q.allow, deny: q.deny, predicate: q.predicate, ...(missing > 0 ? { last: missing } : {}),
       }),
     };
@@ -603,11 +606,6 @@ const MAX_ATTRIBUTIONS = 100_000;
 function attributable(verdict: Verdict, reason: number, point: ObservationPoint, toService: boolean): boolean {
   if (reason === 0 && verdict === Verdict.VERDICT_FORWARDED) return false;
   return !(point === ObservationPoint.OBSERVATION_POINT_FROM_POD && toService);
-}
-
-function timestampOfMs(ms: number): Timestamp {
-  const seconds = Math.floor(ms / 1000);
-  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
 }
 
 /** `ts` moved back by `shiftNs` (the agent's clock ahead by that much). */

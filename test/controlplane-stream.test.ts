@@ -862,6 +862,32 @@ describe("control plane over gRPC with the durable store", () => {
     await expect(observer.flows({ last: 11n })).rejects.toThrow(/last 11 exceeds the store capacity 10 \(the in-memory history; with --data-dir/);
     expect(await observer.flows({ last: 10n })).toEqual([]);
   });
+
+  it("serves every record once where the store's part of a range meets the hot window's, records ending exactly at the boundary included", async () => {
+    const store = await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 });
+    stores.push(store);
+    const { cp } = await startControlPlane(new LogCapture(), { store, storeCapacity: 10 });
+    running.push(cp);
+    const agent = new RawAgent(agents, "node1", {}, "instance-b");
+    // Every record of batches 1 and 2 ends at the same nanosecond, 5 s ahead (within the
+    // agent's send time, so no clock correction): batch 2 evicts batch 1, and the hot
+    // window then starts at that very instant. Batch 3 ends 1 ns later.
+    const endMs = Date.now() + 5_000;
+    const end = { seconds: BigInt(Math.floor(endMs / 1000)), nanos: (endMs % 1000) * 1_000_000 + 123_457 };
+    const later = { seconds: end.seconds, nanos: end.nanos + 1 };
+    const at = (t: typeof end) => Array.from({ length: 10 }, () => record("node1", { startTime: end, endTime: t }));
+    const sent = [...at(end), ...at(end)];
+    await agent.deliver(1n, sent.slice(0, 10));
+    await agent.deliver(2n, sent.slice(10));
+    const sequences = (rs: FlowRecord[]) => rs.map((r) => r.sequence);
+    expect(sequences(await observer.flows())).toEqual(sequences(sent));
+    expect(sequences(await observer.flows({ last: 15n }))).toEqual(sequences(sent.slice(5)));
+
+    const third = at(later).slice(0, 4);
+    await agent.deliver(3n, third);
+    expect(sequences(await observer.flows())).toEqual(sequences([...sent, ...third]));
+    expect(sequences(await observer.flows({ last: 6n }))).toEqual(sequences([...sent, ...third].slice(-6)));
+  });
 });
 
 describe("GetFlows clients that do not keep up", () => {

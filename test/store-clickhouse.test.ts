@@ -206,21 +206,24 @@ describe("time ranges", () => {
       await store.close();
     }
   });
-  it("endBeforeMs leaves out every record that ends at or after it (those the hot window serves), with and without last N", async () => {
+  it("endNotAfter keeps exactly the records that end at or before it (the hot window serves those after), with and without last N", async () => {
     const store = await open(location());
     try {
+      // Record 30 ends exactly at the bound (kept); record 31 one nanosecond after it (left out).
+      const bound = ts(NOW - 30_000);
       const records = Array.from({ length: 60 }, (_, i) => {
         const end = NOW - 60_000 + i * 1000;
-        return fullRecord(i, { startTime: ts(end - 1500), endTime: ts(end, i === 30 ? 0 : 1), sequence: BigInt(i) });
+        const endTime = i === 30 ? bound : i === 31 ? ts(NOW - 30_000, 1) : ts(end, 1);
+        return fullRecord(i, { startTime: ts(end - 1500), endTime, sequence: BigInt(i) });
       });
       await store.append([batch("hot", 1, records)]);
-      // Record 30 ends exactly at the bound (not before it): left out, as the hot window has it.
-      const endBeforeMs = NOW - 30_000;
-      const endMs = (r: FlowRecord) => Number(r.endTime!.seconds) * 1000 + r.endTime!.nanos / 1e6;
+      const endNs = (r: FlowRecord) => r.endTime!.seconds * 1_000_000_000n + BigInt(r.endTime!.nanos);
+      const boundNs = bound.seconds * 1_000_000_000n + BigInt(bound.nanos);
       for (const [sinceMs, last] of [[undefined, undefined], [NOW - 45_000, undefined], [undefined, 5]] as const) {
-        const older = records.filter((r) => endMs(r) < endBeforeMs && (sinceMs === undefined || endMs(r) >= sinceMs));
+        const older = records.filter((r) => endNs(r) <= boundNs && (sinceMs === undefined || endNs(r) >= BigInt(sinceMs) * 1_000_000n));
         const expected = last === undefined ? older : older.slice(-last);
-        const got = await all(store, { endBeforeMs, ...(sinceMs !== undefined ? { sinceMs } : {}), ...(last !== undefined ? { last } : {}) });
+        expect(expected.map((r) => r.sequence)).toContain(30n);
+        const got = await all(store, { endNotAfter: bound, ...(sinceMs !== undefined ? { sinceMs } : {}), ...(last !== undefined ? { last } : {}) });
         expect(got.map((r) => r.sequence), `since ${sinceMs} last ${last}`).toEqual(expected.map((r) => r.sequence));
       }
     } finally {

@@ -82,8 +82,8 @@ export interface TimeBounds {
   sinceS?: number;
   /** Records starting at or before this. */
   untilS?: number;
-  /** Records ending before this. */
-  endBeforeS?: number;
+  /** Records ending at or before this whole second (a superset of an exact bound within it). */
+  endNotAfterS?: number;
 }
 
 /**
@@ -95,7 +95,7 @@ export function whereClause(allow: readonly Partial<FlowFilter>[], time: TimeBou
   const parts: string[] = [];
   if (time.sinceS !== undefined) { parts.push("end_s >= ?"); params.push(Math.floor(time.sinceS)); }
   if (time.untilS !== undefined) { parts.push("start_s <= ?"); params.push(Math.ceil(time.untilS)); }
-  if (time.endBeforeS !== undefined) { parts.push("end_s <= ?"); params.push(Math.ceil(time.endBeforeS)); }
+  if (time.endNotAfterS !== undefined) { parts.push("end_s <= ?"); params.push(time.endNotAfterS); }
   if (allow.length > 0) {
     // An allow filter that narrows nothing lets every row through: then the OR is TRUE.
     const alternatives: SqlCondition[] = [];

@@ -37,6 +37,7 @@ import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
 import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
 import { whereClause } from "./duckdb-filter.js";
+import { compareTimestamps } from "../../config/time.js";
 
 export const SCHEMA_VERSION = 1;
 const DAY_S = 86_400;
@@ -741,10 +742,11 @@ export class DuckDBFlowStore implements FlowStore {
 
   /** The exact time bounds (SQL compared whole seconds) and the request's predicate. */
   private exact(r: FlowRecord, q: StoreQuery): boolean {
-    const endMs = msOf(r.endTime ?? r.startTime), startMs = msOf(r.startTime ?? r.endTime);
+    const end = r.endTime ?? r.startTime;
+    const endMs = msOf(end), startMs = msOf(r.startTime ?? r.endTime);
     if (q.sinceMs !== undefined && endMs < q.sinceMs) return false;
     if (q.untilMs !== undefined && startMs > q.untilMs) return false;
-    if (q.endBeforeMs !== undefined && endMs >= q.endBeforeMs) return false;
+    if (q.endNotAfter !== undefined && end !== undefined && compareTimestamps(end, q.endNotAfter) > 0) return false;
     return q.predicate(r);
   }
 
@@ -752,7 +754,7 @@ export class DuckDBFlowStore implements FlowStore {
     const where = whereClause(q.allow, {
       ...(q.sinceMs !== undefined ? { sinceS: q.sinceMs / 1000 } : {}),
       ...(q.untilMs !== undefined ? { untilS: q.untilMs / 1000 } : {}),
-      ...(q.endBeforeMs !== undefined ? { endBeforeS: q.endBeforeMs / 1000 } : {}),
+      ...(q.endNotAfter !== undefined ? { endNotAfterS: Number(q.endNotAfter.seconds) } : {}),
     }, {
       endpointIds: (match) => this.endpoints.idsWhere(match),
       stringIds: (values) => values.flatMap((v) => this.strings.idsWhere((s) => s === v)),
@@ -761,7 +763,7 @@ export class DuckDBFlowStore implements FlowStore {
     const days = [...this.days.keys()].sort((a, b) => a - b).filter((d) =>
       (q.sinceMs === undefined || d >= dayOf(q.sinceMs / 1000))
       && (q.untilMs === undefined || d <= dayOf(q.untilMs / 1000) + 1)
-      && (q.endBeforeMs === undefined || d <= dayOf(q.endBeforeMs / 1000)));
+      && (q.endNotAfter === undefined || d <= dayOf(Number(q.endNotAfter.seconds))));
     const last = q.last ?? 0;
     if (last === 0) {
       for (const day of days) {

@@ -11,6 +11,7 @@
 
 import type { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
+import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import type { FlowPredicate } from "./filter.js";
 import { recordsOf, type EnrichedColumns } from "./enriched-columns.js";
 
@@ -42,10 +43,10 @@ export interface StoreQuery {
   sinceMs?: number;
   untilMs?: number;
   /**
-   * Only records that end before this (ms): the part of a range older than the hot
-   * window, which serves the rest from memory (ControlPlane.flows).
+   * Only records that end at or before this instant, exactly: the part of a range up to
+   * the hot window, which serves what ends after it from memory (ControlPlane.flows).
    */
-  endBeforeMs?: number;
+  endNotAfter?: Timestamp;
   /**
    * The request's filters (GetFlowsRequest.allow / deny), for the engine to narrow what it
    * reads. A store may push down any part it can express exactly or as a superset; the

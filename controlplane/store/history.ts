@@ -41,6 +41,8 @@ export interface HistoryQuery {
   /** Records whose [startTime, endTime] overlaps [since, until]; either bound may be left out. */
   since?: Timestamp;
   until?: Timestamp;
+  /** Only records that end strictly after this instant (the hot window's side of ControlPlane.flows' split). */
+  endAfter?: Timestamp;
   /** Only the N newest matching records (by endTime); 0 or undefined: all. */
   last?: number;
 }
@@ -332,8 +334,9 @@ export class FlowHistory {
   // time order (agents drain on their own timers).
   private newestEnd = -Infinity;
   private maxLateness = 0;
-  /** The newest end time (seconds) among evicted records: from just after it, nothing was evicted. */
-  private newestEvictedEnd = -Infinity;
+  /** The newest end time among evicted records (whole seconds, nanoseconds): after it, nothing was evicted. */
+  private newestEvictedEndS = -Infinity;
+  private newestEvictedEndNs = 0;
 
   constructor(options: FlowHistoryOptions = {}) {
     const capacity = options.capacity ?? DEFAULT_HISTORY_CAPACITY;
@@ -353,10 +356,24 @@ export class FlowHistory {
   /** Records pushed out by newer ones because the history was full (expected, not a loss). */
   get evicted(): number { return this.appendedTotal - this.count; }
   /**
-   * Every record appended that ends after this instant (ms) is still held: the ring is a
-   * complete window from here on. -Infinity while nothing was evicted.
+   * Every record appended that ends strictly after this instant is still held: the ring is
+   * a complete window from there on. Undefined while nothing was evicted. Exact to the
+   * nanosecond: records of one batch often share their end time, and one ending at this
+   * very instant may be evicted or held.
    */
-  get completeAfterMs(): number { return this.newestEvictedEnd * 1000; }
+  get completeAfter(): Timestamp | undefined {
+    return this.newestEvictedEndS === -Infinity ? undefined : { seconds: BigInt(this.newestEvictedEndS), nanos: this.newestEvictedEndNs };
+  }
+
+  /** Keeps the newest end time among evicted records (the slot about to be overwritten). */
+  private evict(slot: number): void {
+    const c = this.columns;
+    const s = c.endSeconds(slot), ns = c.endNanos(slot);
+    if (s > this.newestEvictedEndS || (s === this.newestEvictedEndS && ns > this.newestEvictedEndNs)) {
+      this.newestEvictedEndS = s;
+      this.newestEvictedEndNs = ns;
+    }
+  }
 
   append(records: readonly FlowRecord[]): void {
     for (const record of records) this.store(record);
@@ -461,10 +478,7 @@ export class FlowHistory {
     const c = this.columns;
     const slot = this.appendedTotal % c.capacity;
     const evicting = this.count === c.capacity;
-    if (evicting) {
-      const evictedEnd = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
-      if (evictedEnd > this.newestEvictedEnd) this.newestEvictedEnd = evictedEnd;
-    }
+    if (evicting) this.evict(slot);
 
     const source = record.source === undefined ? undefined : this.nonPodEndpoints.intern(record.source);
     const destination = record.destination === undefined ? undefined : this.nonPodEndpoints.intern(record.destination);
@@ -538,10 +552,7 @@ export class FlowHistory {
     const cols = b.columns;
     const slot = this.appendedTotal % c.capacity;
     const evicting = this.count === c.capacity;
-    if (evicting) {
-      const evictedEnd = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
-      if (evictedEnd > this.newestEvictedEnd) this.newestEvictedEnd = evictedEnd;
-    }
+    if (evicting) this.evict(slot);
     const src = b.sources[i], dst = b.destinations[i];
     const source = src === undefined || src.podName !== "" ? src : this.nonPodEndpoints.intern(src);
     const destination = dst === undefined || dst.podName !== "" ? dst : this.nonPodEndpoints.intern(dst);
@@ -683,16 +694,22 @@ export class FlowHistory {
 
   /** Whether a slot is in the query's range and matches its predicate (run over `view`). */
   private matcher(query: HistoryQuery, view: StoredFlowView): (slot: number) => boolean {
-    const { predicate, since, until } = query;
+    const { predicate, since, until, endAfter } = query;
     const c = this.columns;
     const sinceS = since === undefined ? -Infinity : secondsOf(since);
     const sinceN = since?.nanos ?? 0;
     const untilS = until === undefined ? Infinity : secondsOf(until);
     const untilN = until?.nanos ?? 0;
+    const afterS = endAfter === undefined ? -Infinity : secondsOf(endAfter);
+    const afterN = endAfter?.nanos ?? 0;
     return (slot: number): boolean => {
       if (since !== undefined) {
         const s = c.f64[slot * F64 + F_END_S]!;
         if (s < sinceS || (s === sinceS && c.u32[slot * U32 + U_END_NS]! < sinceN)) return false;
+      }
+      if (endAfter !== undefined) {
+        const s = c.f64[slot * F64 + F_END_S]!;
+        if (s < afterS || (s === afterS && c.u32[slot * U32 + U_END_NS]! <= afterN)) return false;
       }
       if (until !== undefined) {
         const s = c.f64[slot * F64 + F_START_S]!;

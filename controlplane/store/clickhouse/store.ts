@@ -262,9 +262,10 @@ export class ClickHouseFlowStore implements FlowStore {
       parts.push(`end_time >= toDateTime(${sqlUInt(secondsOfMs(query.sinceMs))}, 'UTC')`, `end_ns >= ${sqlUInt(nsOfMs(query.sinceMs))}`);
     }
     if (query.untilMs !== undefined) parts.push(`start_ns <= ${sqlUInt(nsOfMs(query.untilMs))}`);
-    if (query.endBeforeMs !== undefined) {
-      // The hot window serves what ends from here on; end_time (whole seconds) prunes partitions.
-      parts.push(`end_time <= toDateTime(${sqlUInt(secondsOfMs(query.endBeforeMs))}, 'UTC')`, `end_ns < ${sqlUInt(nsOfMs(query.endBeforeMs))}`);
+    if (query.endNotAfter !== undefined) {
+      // The hot window serves what ends after this; end_time (whole seconds) prunes partitions.
+      const t = query.endNotAfter;
+      parts.push(`end_time <= toDateTime(${sqlUInt(t.seconds)}, 'UTC')`, `end_ns <= ${sqlUInt(t.seconds * 1_000_000_000n + BigInt(t.nanos))}`);
     }
     const condition = requestCondition(query.allow, query.deny);
     if (condition !== "1") parts.push(condition);
