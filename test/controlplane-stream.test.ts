@@ -767,9 +767,9 @@ describe("control plane over gRPC with the durable store", () => {
   const running: ControlPlane[] = [];
   const stores: FlowStore[] = [];
 
-  async function start(store: FlowStore): Promise<ControlPlane> {
+  async function start(store: FlowStore, options: Partial<ControlPlaneOptions> = {}): Promise<ControlPlane> {
     stores.push(store);
-    const { cp } = await startControlPlane(new LogCapture(), { store });
+    const { cp } = await startControlPlane(new LogCapture(), { store, ...options });
     running.push(cp);
     return cp;
   }
@@ -842,10 +842,7 @@ describe("control plane over gRPC with the durable store", () => {
     expect(day.edges.map((e) => e.packets)).toEqual([all.reduce((n, r) => n + r.packets, 0n)]);
   });
   it("answers `last N` above the in-memory history's capacity from the store; without a store it refuses, naming the capacity", async () => {
-    const store = await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 });
-    stores.push(store);
-    const { cp } = await startControlPlane(new LogCapture(), { store, storeCapacity: 10 });
-    running.push(cp);
+    const cp = await start(await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 }), { storeCapacity: 10 });
     const agent = new RawAgent(agents, "node1", {}, "instance-n");
     // Fewer records than the capacity: the request, not the data, is above it (what the cap refused).
     for (let b = 1n; b <= 2n; b++) await agent.deliver(b, records("node1", 4));
@@ -864,10 +861,7 @@ describe("control plane over gRPC with the durable store", () => {
   });
 
   it("serves every record once where the store's part of a range meets the hot window's, records ending exactly at the boundary included", async () => {
-    const store = await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 });
-    stores.push(store);
-    const { cp } = await startControlPlane(new LogCapture(), { store, storeCapacity: 10 });
-    running.push(cp);
+    await start(await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 }), { storeCapacity: 10 });
     const agent = new RawAgent(agents, "node1", {}, "instance-b");
     // Every record of batches 1 and 2 ends at the same nanosecond, 5 s ahead (within the
     // agent's send time, so no clock correction): batch 2 evicts batch 1, and the hot
