@@ -41,13 +41,17 @@ export function parseSince(flag: string, raw: string, nowMs = Date.now()): Date 
   return new Date(nowMs - parseDurationMs(flag, raw));
 }
 
-/** A protobuf Timestamp of Unix milliseconds (a fraction of a millisecond kept). */
+/** A protobuf Timestamp of Unix milliseconds (a fraction of a millisecond kept, to the nearest nanosecond). */
 export function timestampOfMs(ms: number): Timestamp {
   const seconds = Math.floor(ms / 1000);
-  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
+  const nanos = Math.round((ms - seconds * 1000) * 1e6);
+  // A fraction that rounds up to a whole second carries into the seconds.
+  return nanos >= 1_000_000_000 ? { seconds: BigInt(seconds + 1), nanos: 0 } : { seconds: BigInt(seconds), nanos };
 }
 
 /** Unix milliseconds of a protobuf Timestamp (its fraction kept); undefined for none. */
+export function msOfTimestamp(t: Timestamp): number;
+export function msOfTimestamp(t: Timestamp | undefined): number | undefined;
 export function msOfTimestamp(t: Timestamp | undefined): number | undefined {
   return t === undefined ? undefined : Number(t.seconds) * 1000 + t.nanos / 1e6;
 }

@@ -37,7 +37,7 @@ import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
 import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
 import { whereClause } from "./duckdb-filter.js";
-import { compareTimestamps } from "../../config/time.js";
+import { compareTimestamps, msOfTimestamp } from "../../config/time.js";
 
 export const SCHEMA_VERSION = 1;
 const DAY_S = 86_400;
@@ -743,7 +743,7 @@ export class DuckDBFlowStore implements FlowStore {
   /** The exact time bounds (SQL compared whole seconds) and the request's predicate. */
   private exact(r: FlowRecord, q: StoreQuery): boolean {
     const end = r.endTime ?? r.startTime;
-    const endMs = msOf(end), startMs = msOf(r.startTime ?? r.endTime);
+    const endMs = msOfTimestamp(end) ?? 0, startMs = msOfTimestamp(r.startTime ?? r.endTime) ?? 0;
     if (q.sinceMs !== undefined && endMs < q.sinceMs) return false;
     if (q.untilMs !== undefined && startMs > q.untilMs) return false;
     if (q.endNotAfter !== undefined && end !== undefined && compareTimestamps(end, q.endNotAfter) > 0) return false;
@@ -877,6 +877,3 @@ function sqlString(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-function msOf(t: { seconds: bigint; nanos: number } | undefined): number {
-  return t === undefined ? 0 : Number(t.seconds) * 1000 + t.nanos / 1e6;
-}

@@ -56,12 +56,13 @@
 
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
-import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
 import { endpointWorkload } from "./filter.js";
 import { networkOf } from "../../addresses/ip.js";
 import type { EnrichedColumns } from "./enriched-columns.js";
 import { TripleKeyTable } from "../triple-key-table.js";
+import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
+import { msOfTimestamp, timestampOfMs } from "../../config/time.js";
 
 export interface FlowMapOptions {
   /** Wall clock in milliseconds; injectable for tests. */
@@ -197,20 +198,9 @@ interface Removal {
   namespaces: [string, string];
 }
 
-const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" };
 // Echo reply, timestamp reply, information reply, address mask reply.
 const ICMP4_REPLY_TYPES = new Set([0, 14, 16, 18]);
 const ICMP6_ECHO_REPLY = 129;
-
-function msOf(t: Timestamp): number {
-  return Number(t.seconds) * 1000 + t.nanos / 1e6;
-}
-
-function timestampOf(ms: number): Timestamp {
-  const seconds = Math.floor(ms / 1000);
-  const nanos = Math.min(999_999_999, Math.round((ms - seconds * 1000) * 1e6));
-  return { seconds: BigInt(seconds), nanos };
-}
 
 function isPod(endpoint: Endpoint | undefined): boolean {
   return endpoint !== undefined && endpoint.podName !== "";
@@ -531,8 +521,8 @@ export class FlowMapStore {
       this.counters.records++;
       const end = record.endTime ?? record.startTime;
       if (end === undefined) { this.counters.untimed++; continue; }
-      o.lastMs = msOf(end);
-      o.firstMs = record.startTime === undefined ? o.lastMs : msOf(record.startTime);
+      o.lastMs = msOfTimestamp(end);
+      o.firstMs = record.startTime === undefined ? o.lastMs : msOfTimestamp(record.startTime);
       o.point = record.point;
       o.verdict = record.verdict;
       o.source = record.source;
@@ -656,8 +646,8 @@ export class FlowMapStore {
     return {
       nodes,
       edges,
-      since: timestampOf(window.sinceMs),
-      until: timestampOf(now),
+      since: timestampOfMs(window.sinceMs),
+      until: timestampOfMs(now),
     };
   }
 
@@ -743,8 +733,8 @@ export class FlowMapStore {
       forwarded: BigInt(Math.max(0, packets - dropped - audit)),
       dropped: BigInt(dropped),
       audit: BigInt(audit),
-      firstSeen: timestampOf(firstMs),
-      lastSeen: timestampOf(lastMs),
+      firstSeen: timestampOfMs(firstMs),
+      lastSeen: timestampOfMs(lastMs),
     };
   }
 

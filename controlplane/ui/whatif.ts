@@ -6,10 +6,10 @@ import { type Verdict, verdictToJSON } from "../../proto/gen/bulkhead/v1/flow.js
 import { stringify } from "yaml";
 import type { PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse, WhatIfSide } from "../../proto/gen/bulkhead/v1/observer.js";
 import { JUSTIFICATION_ANNOTATION, type RuleJustification } from "../policy/suggest.js";
-import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import type { HistoryRange } from "./history.js";
 import { ApiError } from "./params.js";
 import { edgeId, msOf } from "./map-json.js";
+import { timestampOfMs } from "../../config/time.js";
 
 /** denied: the policies allowed it and the draft would not; allowed: the reverse; verdict: only what the datapath does changes (modes). */
 export type WhatIfChange = "denied" | "allowed" | "verdict";
@@ -54,15 +54,10 @@ export interface WhatIfJson {
   edges: WhatIfEdgeJson[];
 }
 
-function timestampOf(ms: number): Timestamp {
-  const seconds = Math.floor(ms / 1000);
-  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) % 1_000_000_000 };
-}
-
 /** The draft text as one draft file; an empty one is refused here (parseDrafts names what is wrong in the rest). */
 export function whatIfRequest(body: string, name: string, namespace: string, mode: string, range: HistoryRange): PolicyWhatIfRequest {
   if (body.trim() === "") throw new ApiError(400, "the draft is empty: paste or upload NetworkPolicy or ClusterNetworkPolicy YAML");
-  return { drafts: [{ name, content: body }], namespace, mode, since: timestampOf(range.sinceMs), until: timestampOf(range.untilMs) };
+  return { drafts: [{ name, content: body }], namespace, mode, since: timestampOfMs(range.sinceMs), until: timestampOfMs(range.untilMs) };
 }
 
 function sideJson(s: WhatIfSide | undefined): WhatIfSideJson {
@@ -105,7 +100,7 @@ export interface SuggestionsJson {
 
 export function suggestRequest(namespace: string, range: HistoryRange): SuggestPoliciesRequest {
   if (namespace === "") throw new ApiError(400, "parameter namespace: required (suggestions are for one namespace)");
-  return { namespace, since: timestampOf(range.sinceMs), until: timestampOf(range.untilMs), minPrefixV4: 0, minPrefixV6: 0 };
+  return { namespace, since: timestampOfMs(range.sinceMs), until: timestampOfMs(range.untilMs), minPrefixV4: 0, minPrefixV6: 0 };
 }
 
 export function suggestionsJson(r: SuggestPoliciesResponse, namespace: string, window: string): SuggestionsJson {
