@@ -32,10 +32,9 @@ import duckdb from "@duckdb/node-bindings";
 import {
   DOUBLE, type DuckDBConnection, DuckDBDataChunk, DuckDBInstance, INTEGER, UBIGINT, UINTEGER, UTINYINT, type DuckDBType,
 } from "@duckdb/node-api";
-import { IpVersion, type Endpoint, type FlowRecord, type PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
-import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
+import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
 import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
-import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
+import { newEnrichedRow, readRow, type EnrichedColumns } from "./enriched-columns.js";
 import { whereClause } from "./duckdb-filter.js";
 
 export const SCHEMA_VERSION = 1;
@@ -292,6 +291,8 @@ export class DuckDBFlowStore implements FlowStore {
   private bytesOnDisk = 0n;
   private measuredAtMs = 0;
   private closed = false;
+  /** The row `rowsOfColumns` reads into. */
+  private readonly columnRow = newEnrichedRow();
 
   private constructor(
     readonly file: string,
@@ -595,59 +596,51 @@ export class DuckDBFlowStore implements FlowStore {
 
   /**
    * The admitted rows of an enriched columnar batch, as `row()` stores `recordOfRow` of
-   * each (enriched-columns.ts): the same values, read from the columns without a record.
+   * each: both read the row with `readRow` (enriched-columns.ts), this one without a record.
    */
   private rowsOfColumns(b: EnrichedColumns, writerOf: (day: number) => ChunkWriter): void {
-    const c = b.columns;
     const node = this.strings.idOf(b.node);
-    const ifaces = c.interfaceNames.map((name) => this.strings.idOf(name));
-    const protoNames = new Int32Array(256);
-    for (let p = 0; p < 256; p++) protoNames[p] = -1;
-    const sequence0 = c.firstSequence;
-    const PRESENT = HAS_START | HAS_END | HAS_IP | HAS_L4;
+    // Dictionary ids of the names a batch repeats, by protocol number (-1: not looked up yet).
+    const protoNames = new Int32Array(256).fill(-1);
+    const r = this.columnRow;
     let day = NaN;
     let w: ChunkWriter | undefined;
     for (let k = 0; k < b.rows.length; k++) {
-      const i = b.rows[k]!;
-      const endS = b.endSeconds[i]!;
-      const d = dayOf(endS);
+      readRow(b, b.rows[k]!, r);
+      const d = dayOf(r.endSeconds);
       if (d !== day || w === undefined) { day = d; w = writerOf(d); }
       const v = w.columns, j = w.rows;
-      const proto = c.protocols[i]!;
-      const version = c.ipVersions[i]!;
-      const isIcmp = proto === 1 || proto === 58;
-      const point = c.points[i]!;
-      const sport = c.sourcePorts[i]!, dport = c.destinationPorts[i]!;
-      let protoName = protoNames[proto]!;
-      if (protoName < 0) protoName = protoNames[proto] = this.strings.idOf(PROTOCOL_NAMES[proto] ?? String(proto));
-      (v[C.start_s!] as Float64Array)[j] = b.startSeconds[i]!;
-      (v[C.start_ns!] as Uint32Array)[j] = b.startNanos[i]!;
-      (v[C.end_s!] as Float64Array)[j] = endS;
-      (v[C.end_ns!] as Uint32Array)[j] = b.endNanos[i]!;
+      let protoName = protoNames[r.protocol]!;
+      if (protoName < 0) protoName = protoNames[r.protocol] = this.strings.idOf(r.protocolName);
+      (v[C.start_s!] as Float64Array)[j] = r.startSeconds;
+      (v[C.start_ns!] as Uint32Array)[j] = r.startNanos;
+      (v[C.end_s!] as Float64Array)[j] = r.endSeconds;
+      (v[C.end_ns!] as Uint32Array)[j] = r.endNanos;
       (v[C.node!] as Int32Array)[j] = node;
-      (v[C.point!] as Int32Array)[j] = point;
-      (v[C.reporter!] as Int32Array)[j] = reporterOf(point);
-      (v[C.iface!] as Int32Array)[j] = ifaces[c.interfaces[i]!] ?? this.strings.idOf("");
-      (v[C.ifindex!] as Uint32Array)[j] = c.ifindexes[i]!;
-      (v[C.ip_version!] as Int32Array)[j] = version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
-      (v[C.ip_src!] as Int32Array)[j] = this.strings.idOf(b.sourceIps[i]!);
-      (v[C.ip_dst!] as Int32Array)[j] = this.strings.idOf(b.destinationIps[i]!);
-      (v[C.proto!] as Uint32Array)[j] = proto;
+      (v[C.point!] as Int32Array)[j] = r.point;
+      (v[C.reporter!] as Int32Array)[j] = r.reporter;
+      (v[C.iface!] as Int32Array)[j] = this.strings.idOf(r.interfaceName);
+      (v[C.ifindex!] as Uint32Array)[j] = r.ifindex;
+      (v[C.ip_version!] as Int32Array)[j] = r.ipVersion;
+      (v[C.ip_src!] as Int32Array)[j] = this.strings.idOf(r.sourceIp);
+      (v[C.ip_dst!] as Int32Array)[j] = this.strings.idOf(r.destinationIp);
+      (v[C.proto!] as Uint32Array)[j] = r.protocol;
       (v[C.proto_name!] as Int32Array)[j] = protoName;
-      (v[C.sport!] as Uint32Array)[j] = isIcmp ? 0 : sport;
-      (v[C.dport!] as Uint32Array)[j] = isIcmp ? 0 : dport;
-      (v[C.icmp_type!] as Uint32Array)[j] = isIcmp ? sport : 0;
-      (v[C.icmp_code!] as Uint32Array)[j] = isIcmp ? dport : 0;
-      (v[C.present!] as Uint8Array)[j] = proto === 6 ? PRESENT | HAS_TCP_FLAGS : PRESENT;
-      (v[C.tcp_flags!] as Uint8Array)[j] = proto === 6 ? c.tcpFlags[i]! : 0;
-      (v[C.packets!] as BigUint64Array)[j] = c.packets[i]!;
-      (v[C.bytes!] as BigUint64Array)[j] = c.bytes[i]!;
-      (v[C.sequence!] as BigUint64Array)[j] = sequence0 + BigInt(i);
-      (v[C.src_ep!] as Int32Array)[j] = this.endpoints.idOf(b.sources[i]);
-      (v[C.dst_ep!] as Int32Array)[j] = this.endpoints.idOf(b.destinations[i]);
-      (v[C.verdict!] as Int32Array)[j] = c.verdicts[i]!;
-      (v[C.reason!] as Int32Array)[j] = c.verdictReasons[i]!;
-      (v[C.attribution!] as Int32Array)[j] = this.attributions.idOf(b.attributions[i]);
+      (v[C.sport!] as Uint32Array)[j] = r.sourcePort;
+      (v[C.dport!] as Uint32Array)[j] = r.destinationPort;
+      (v[C.icmp_type!] as Uint32Array)[j] = r.icmpType;
+      (v[C.icmp_code!] as Uint32Array)[j] = r.icmpCode;
+      // A batch's rows always have times, addresses and L4 (EnrichedRow).
+      (v[C.present!] as Uint8Array)[j] = HAS_START | HAS_END | HAS_IP | HAS_L4 | (r.tcpFlags >= 0 ? HAS_TCP_FLAGS : 0);
+      (v[C.tcp_flags!] as Uint8Array)[j] = r.tcpFlags >= 0 ? r.tcpFlags : 0;
+      (v[C.packets!] as BigUint64Array)[j] = r.packets;
+      (v[C.bytes!] as BigUint64Array)[j] = r.bytes;
+      (v[C.sequence!] as BigUint64Array)[j] = r.sequence;
+      (v[C.src_ep!] as Int32Array)[j] = this.endpoints.idOf(r.source);
+      (v[C.dst_ep!] as Int32Array)[j] = this.endpoints.idOf(r.destination);
+      (v[C.verdict!] as Int32Array)[j] = r.verdict;
+      (v[C.reason!] as Int32Array)[j] = r.verdictReason;
+      (v[C.attribution!] as Int32Array)[j] = this.attributions.idOf(r.attribution);
       w.endRow();
     }
   }
