@@ -253,6 +253,32 @@ describe("DuckDB flow store", () => {
     expect((await all(store, { allow, deny, predicate, last: 5000 })).slice(-1)[0]!.sequence).toBeGreaterThanOrEqual(9000n);
   });
 
+  it("finds the N-th newest match wherever it falls: at a vector's or a page's edge, with every row or every other row matching, or past the oldest", async () => {
+    // Pass 1 keeps one key, not one per match: the answers must stay exact when the N-th
+    // match is the first or last row of a 2,048-row vector or of a page (3,000 rows here).
+    const input = records(12_000, T0 - DAY_MS / 4, 7, 6);
+    const store = await openStore(tempDir(), { newestPageRows: 3000 });
+    for (let i = 0; i < input.length; i += 3000) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(i / 3000 + 1), records: input.slice(i, i + 3000) }]);
+    }
+    const history = new FlowHistory({ capacity: input.length });
+    history.append(input);
+    const odd = (r: FlowRecord) => r.sequence % 2n === 1n;
+    const cases: [(r: FlowRecord) => boolean, number[]][] = [
+      [() => true, [1, 2047, 2048, 2049, 3000, 3001, 6000, 11_999, 12_000, 12_001]],
+      [odd, [1024, 1500, 1501, 3000, 5999, 6000, 6001]],
+    ];
+    for (const [predicate, lasts] of cases) {
+      for (const last of lasts) {
+        const got = await all(store, { predicate, last });
+        const expected = history.query({ predicate, last });
+        expect(got.length, `last ${last}`).toBe(expected.length);
+        expect(got[0]?.sequence, `last ${last}`).toBe(expected[0]?.sequence);
+        expect(got.at(-1)?.sequence, `last ${last}`).toBe(expected.at(-1)?.sequence);
+      }
+    }
+  });
+
   it("stores an enriched columnar batch exactly as the records built from it (the control plane's path vs the record path)", async () => {
     // Three days, ICMP and IPv6 rows, refused rows left out of `rows`, several batches.
     const input = records(12_000, T0 - 2 * DAY_MS, 17_000, 5);

@@ -101,6 +101,11 @@ interface PendingAppend {
 /** A row's place in a day table's end-time order; rowid breaks ties (stable within a snapshot). */
 interface RowKey { endS: number; endNs: number; rowid: bigint }
 
+/** The key of row `i` of a result chunk that selected `rowid` after the flow columns. */
+function keyAt(vectors: readonly ColumnArray[], rowids: BigInt64Array, i: number): RowKey {
+  return { endS: (vectors[C.end_s!] as Float64Array)[i]!, endNs: (vectors[C.end_ns!] as Uint32Array)[i]!, rowid: rowids[i]! };
+}
+
 /** SQL for "before `k` in the order", with the key's own numbers (never user input) as literals. */
 function keyBefore(k: RowKey): string {
   return `(end_s < ${k.endS} OR (end_s = ${k.endS} AND (end_ns < ${k.endNs} OR (end_ns = ${k.endNs} AND rowid < ${k.rowid}))))`;
@@ -691,14 +696,12 @@ export class DuckDBFlowStore implements FlowStore {
   }
 
   /**
-   * The matching rows of one statement, in its order, built and tested chunk by chunk;
-   * `read.rows` counts the rows the engine returned, matching or not. With `read.keys`,
-   * the statement selects `rowid` after the flow columns and each yielded record's
-   * (end_s, end_ns, rowid) is pushed there, in the same order, and `read.lastKey` is the
-   * key of the last row the engine returned (matching or not).
+   * The result chunks of one statement, in its order, each as views of its columns
+   * (`viewOf`; with `rowids`, the statement selects `rowid` after the flow columns and its
+   * view comes too). Views are valid until the next chunk is asked for.
    */
-  private async *select(sql: string, params: (string | number)[], query: StoreQuery,
-    read: { rows: number; keys?: RowKey[]; lastKey?: RowKey } = { rows: 0 }, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
+  private async *chunks(sql: string, params: (string | number)[], rowids: boolean, on?: DuckDBConnection):
+    AsyncGenerator<{ vectors: ColumnArray[]; rows: number; rowids: BigInt64Array | undefined }> {
     // A connection streams one result at a time: another query on it ends this stream
     // early, silently (the web UI asks for a past map and its flows at once). Each stream
     // reads on a connection of its own, or on the caller's (`on`), who reads one at a time.
@@ -709,26 +712,28 @@ export class DuckDBFlowStore implements FlowStore {
       for (;;) {
         const chunk = await result.fetchChunk();
         if (chunk === null || chunk.rowCount === 0) return;
-        read.rows += chunk.rowCount;
         const rows = chunk.rowCount;
-        const vectors = FLOW_COLUMNS.map((_, c) => viewOf(chunk, c, rows));
-        let rowids: BigInt64Array | undefined;
-        if (read.keys !== undefined) {
+        let ids: BigInt64Array | undefined;
+        if (rowids) {
           const data = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk.chunk, FLOW_COLUMNS.length), rows * 8);
-          rowids = new BigInt64Array(data.buffer, data.byteOffset, rows);
-          read.lastKey = { endS: (vectors[C.end_s!] as Float64Array)[rows - 1]!, endNs: (vectors[C.end_ns!] as Uint32Array)[rows - 1]!, rowid: rowids[rows - 1]! };
+          ids = new BigInt64Array(data.buffer, data.byteOffset, rows);
         }
-        const out: FlowRecord[] = [];
-        for (let i = 0; i < rows; i++) {
-          const r = this.record(vectors, i);
-          if (!this.exact(r, query)) continue;
-          out.push(r);
-          if (rowids !== undefined) read.keys!.push({ endS: (vectors[C.end_s!] as Float64Array)[i]!, endNs: (vectors[C.end_ns!] as Uint32Array)[i]!, rowid: rowids[i]! });
-        }
-        if (out.length > 0) yield out;
+        yield { vectors: FLOW_COLUMNS.map((_, c) => viewOf(chunk, c, rows)), rows, rowids: ids };
       }
     } finally {
       if (on === undefined) connection.closeSync();
+    }
+  }
+
+  /** The matching rows of one statement, in its order, built and tested chunk by chunk. */
+  private async *select(sql: string, params: (string | number)[], query: StoreQuery, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
+    for await (const { vectors, rows } of this.chunks(sql, params, false, on)) {
+      const out: FlowRecord[] = [];
+      for (let i = 0; i < rows; i++) {
+        const r = this.record(vectors, i);
+        if (this.exact(r, query)) out.push(r);
+      }
+      if (out.length > 0) yield out;
     }
   }
 
@@ -767,53 +772,60 @@ export class DuckDBFlowStore implements FlowStore {
 
   /**
    * The `last` newest matching rows, oldest first, streamed with memory bounded by a page
-   * (never `last` rows at once), from one snapshot: pass 1 reads newest first, day by day,
-   * in keyset pages (a top-N of one page in the engine), only counting the rows that pass
-   * the exact test and keeping the key of the `last`-th; pass 2 streams from that key
-   * forward, oldest first. Both passes run in one read transaction, so a commit between
-   * them cannot shift the answer.
+   * (never `last` rows at once), from one snapshot: pass 1 (`nthNewest`) finds the key of
+   * the `last`-th newest match; pass 2 streams from that key forward, oldest first. Both
+   * passes run in one read transaction, so a commit between them cannot shift the answer.
    */
   private async *newest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery): AsyncGenerator<FlowRecord[]> {
     const connection = await this.instance.connect();
     try {
       await connection.run("USE store");
       await connection.run("BEGIN TRANSACTION");
-      let counted = 0;
-      let from: { day: number; key: RowKey } | undefined;
-      const cap = this.options.newestPageRows ?? NEWEST_PAGE_ROWS;
-      const page = Math.min(Math.max(last * 2, 1024), cap);
-      for (const day of [...days].reverse()) {
-        let before: RowKey | undefined;
-        for (;;) {
-          const read: { rows: number; keys: RowKey[]; lastKey?: RowKey } = { rows: 0, keys: [] };
-          const keyset = before === undefined ? "" : ` AND ${keyBefore(before)}`;
-          const sql = `SELECT ${COLUMN_LIST}, rowid FROM ${tableOf(day)} WHERE (${where.sql})${keyset}
-            ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page}`;
-          for await (const chunk of this.select(sql, where.params, { ...q, predicate: () => true }, read, connection)) {
-            for (let k = 0; k < chunk.length; k++) {
-              if (!q.predicate(chunk[k]!)) continue;
-              if (++counted === last) { from = { day, key: read.keys[k]! }; break; }
-            }
-            read.keys.length = 0;
-            if (from !== undefined) break;
-          }
-          if (from !== undefined || read.rows < page || read.lastKey === undefined) break;
-          before = read.lastKey;
-        }
-        if (from !== undefined) break;
-      }
+      const from = await this.nthNewest(last, days, where, q, connection);
       // Pass 2: from the N-th newest match (or, with fewer, from the oldest day) onwards.
-      const ascending = [...days];
-      for (const day of ascending) {
+      for (const day of days) {
         if (from !== undefined && day < from.day) continue;
         const keyset = from !== undefined && day === from.day ? ` AND ${keyAtOrAfter(from.key)}` : "";
         yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE (${where.sql})${keyset} ORDER BY end_s, end_ns, rowid`,
-          where.params, q, { rows: 0 }, connection);
+          where.params, q, connection);
       }
       await connection.run("COMMIT");
     } finally {
       connection.closeSync();
     }
+  }
+
+  /**
+   * Pass 1 of `newest`: reads newest first, day by day, in keyset pages (a top-N of one
+   * page in the engine), testing each row as the answer will and counting the matches; it
+   * keeps the count, the key where its page ended, and (once found) the key of the
+   * `last`-th match: nothing per row, whatever the number of matches. Undefined: fewer
+   * than `last` match.
+   */
+  private async nthNewest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery,
+    connection: DuckDBConnection): Promise<{ day: number; key: RowKey } | undefined> {
+    const cap = this.options.newestPageRows ?? NEWEST_PAGE_ROWS;
+    const page = Math.min(Math.max(last * 2, 1024), cap);
+    let counted = 0;
+    for (const day of [...days].reverse()) {
+      let before: RowKey | undefined;
+      for (;;) {
+        const keyset = before === undefined ? "" : ` AND ${keyBefore(before)}`;
+        const sql = `SELECT ${COLUMN_LIST}, rowid FROM ${tableOf(day)} WHERE (${where.sql})${keyset}
+          ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page}`;
+        let read = 0;
+        for await (const { vectors, rows, rowids } of this.chunks(sql, where.params, true, connection)) {
+          read += rows;
+          for (let i = 0; i < rows; i++) {
+            if (!this.exact(this.record(vectors, i), q)) continue;
+            if (++counted === last) return { day, key: keyAt(vectors, rowids!, i) };
+          }
+          before = keyAt(vectors, rowids!, rows - 1);
+        }
+        if (read < page) break;
+      }
+    }
+    return undefined;
   }
 
   async enforceRetention(): Promise<{ records: bigint; partitions: bigint }> {
