@@ -5,6 +5,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { spawnSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { DuckDBInstance } from "@duckdb/node-api";
 import {
@@ -120,6 +121,22 @@ describe("DuckDB flow store", () => {
       }
     }
     expect(counts).toEqual([6000, 6000]);
+  });
+
+  it("gives DuckDB as many worker threads as the CPUs the process may use, or as asked; refuses a count below 1 by name", async () => {
+    // DuckDB alone would take the machine's CPUs, ignoring the affinity (taskset, cpuset).
+    expect((await openStore(tempDir())).threads).toBe(os.availableParallelism());
+    expect((await openStore(tempDir(), { threads: 1 })).threads).toBe(1);
+    expect((await openStore(tempDir(), { threads: 3 })).threads).toBe(3);
+    await expect(DuckDBFlowStore.open(tempDir(), { threads: 0 })).rejects.toThrow(/threads 0 is not a whole number of threads ≥ 1/);
+    // A process held to one CPU (taskset, as the ingest benchmark runs) gets one worker.
+    const built = path.resolve("dist/controlplane/store/duckdb.js");
+    if (!fs.existsSync(built)) throw new Error("dist/ is missing: run npx tsc -p . first");
+    const res = spawnSync("taskset", ["-c", "0", process.execPath, "--input-type=module", "-e",
+      `const { DuckDBFlowStore } = await import(${JSON.stringify(built)});
+       const s = await DuckDBFlowStore.open(${JSON.stringify(tempDir())}); console.log(s.threads); await s.close();`], { encoding: "utf8" });
+    expect(res.stderr).toBe("");
+    expect(res.stdout.trim()).toBe("1");
   });
 
   it("stores a re-sent batch once, across a reopen, and refuses a batch after a gap", async () => {

@@ -27,6 +27,7 @@
 // as foreign (never reset); a version above SCHEMA_VERSION is refused naming both.
 
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import duckdb from "@duckdb/node-bindings";
 import {
@@ -86,6 +87,14 @@ export class StoreFileError extends Error {
 export interface DuckDBStoreOptions extends StoreOptions {
   /** Appends arriving within this many ms share one transaction. Default 5. */
   commitDelayMs?: number;
+  /**
+   * DuckDB's worker threads. Default: the CPUs this process may run on
+   * (`os.availableParallelism()`, which follows its CPU affinity: taskset, a cpuset), not
+   * the machine's, which DuckDB would take: on one allowed core a second worker only
+   * contends for it (ingest per CPU second 94–125k with 2 threads vs 136–201k with 1,
+   * bench/README.md history-store).
+   */
+  threads?: number;
   /** Wall clock (ms) for retention; injectable for tests. */
   now?: () => number;
   /** Rows per page of a `last N` query's first pass; default NEWEST_PAGE_ROWS (tests make it small). */
@@ -296,6 +305,8 @@ export class DuckDBFlowStore implements FlowStore {
   private bytesOnDisk = 0n;
   private measuredAtMs = 0;
   private closed = false;
+  /** DuckDB's worker threads, as the engine reports them (DuckDBStoreOptions.threads). */
+  threads = 0;
   /** The row `rowsOfColumns` reads into. */
   private readonly columnRow = newEnrichedRow();
 
@@ -311,8 +322,10 @@ export class DuckDBFlowStore implements FlowStore {
   static async open(dataDir: string, options: DuckDBStoreOptions = {}): Promise<DuckDBFlowStore> {
     fs.mkdirSync(dataDir, { recursive: true });
     const file = path.join(path.resolve(dataDir), "flows.duckdb");
+    const threads = options.threads ?? os.availableParallelism();
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`flow store ${file}: threads ${threads} is not a whole number of threads ≥ 1`);
     // The file is attached (not the instance's own database) to set its row group size.
-    const instance = await DuckDBInstance.create(":memory:");
+    const instance = await DuckDBInstance.create(":memory:", { threads: String(threads) });
     const writer = await instance.connect();
     try {
       await writer.run(`ATTACH ${sqlString(file)} AS store (ROW_GROUP_SIZE ${GROUP_ROWS})`);
@@ -327,6 +340,7 @@ export class DuckDBFlowStore implements FlowStore {
     await reader.run("USE store");
     const store = new DuckDBFlowStore(file, instance, writer, reader, options);
     try {
+      store.threads = Number((await store.rows("SELECT current_setting('threads') AS t"))[0]?.t);
       await store.migrate();
       await store.load();
     } catch (err) {
