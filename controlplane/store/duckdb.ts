@@ -23,6 +23,9 @@
 // later checkpoint (~130k rows/s), so under load the queue that builds up during one
 // commit becomes the next, large and fast, one.
 //
+// Threads: DuckDB is given the CPUs this process may run on (its affinity), not the
+// machine's, which it would take: on one allowed core a second worker only contends.
+//
 // Versions: `bulkhead_schema` records the schema version. A file without it is refused
 // as foreign (never reset); a version above SCHEMA_VERSION is refused naming both.
 
