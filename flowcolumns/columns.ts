@@ -155,46 +155,122 @@ export function localEndAt(c: FlowColumns, i: number): Endpoint | undefined {
     workloadKind: "", workloadName: "", node: "", service: "", world: false };
 }
 
-/** The FlowRecord of row `i`, as the agent of protocol version 1 sent it. */
-export function recordAt(c: FlowColumns, i: number, node: string): FlowRecord {
+/**
+ * Row `i`'s values as its FlowRecord holds them, flat: no object built, so a reader that
+ * stores rows (the control plane's durable store) pays nothing for the record. The one
+ * home of the rules that turn a row into a record: the reporter follows the point, ICMP
+ * carries its type and code in the port columns, the protocol's name, TCP flags only for
+ * TCP (`tcpFlags` -1: none). Times, addresses and the local end are left to the caller,
+ * who may hold them in another form (`recordAt`, controlplane/store/enriched-columns.ts).
+ */
+export interface RowValues {
+  point: number;
+  reporter: ReporterSide;
+  interfaceName: string;
+  ifindex: number;
+  ipVersion: IpVersion;
+  protocol: number;
+  protocolName: string;
+  sourcePort: number;
+  destinationPort: number;
+  icmpType: number;
+  icmpCode: number;
+  /** The flags byte for TCP; -1 for every other protocol (the record has no tcpFlags). */
+  tcpFlags: number;
+  packets: bigint;
+  bytes: bigint;
+  sequence: bigint;
+  verdict: number;
+  verdictReason: number;
+}
+
+/** A RowValues to read rows into (reused: one per reader, not one per row). */
+export function newRowValues(): RowValues {
+  return {
+    point: 0, reporter: ReporterSide.REPORTER_SIDE_UNSPECIFIED, interfaceName: "", ifindex: 0, ipVersion: IpVersion.IP_VERSION_UNSPECIFIED,
+    protocol: 0, protocolName: "", sourcePort: 0, destinationPort: 0, icmpType: 0, icmpCode: 0, tcpFlags: -1,
+    packets: 0n, bytes: 0n, sequence: 0n, verdict: 0, verdictReason: 0,
+  };
+}
+
+/** Every protocol number's name as records give it (one string each, built once). */
+const PROTOCOL_NAME_OF: readonly string[] = Array.from({ length: 256 }, (_, p) => PROTOCOL_NAMES[p] ?? String(p));
+
+/** Reads row `i` of `c` into `into` (see RowValues) and returns it. */
+export function readRowValues(c: FlowColumns, i: number, into: RowValues): RowValues {
   const proto = c.protocols[i] ?? 0;
   const version = c.ipVersions[i] ?? 0;
   const isIcmp = proto === 1 || proto === 58;
   const point = c.points[i] ?? 0;
-  const fromPod = point === ObservationPoint.OBSERVATION_POINT_FROM_POD;
   const sport = c.sourcePorts[i] ?? 0, dport = c.destinationPorts[i] ?? 0;
-  const end = localEndAt(c, i);
+  into.point = point;
+  into.reporter = point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION;
+  into.interfaceName = c.interfaceNames[c.interfaces[i] ?? 0] ?? "";
+  into.ifindex = c.ifindexes[i] ?? 0;
+  into.ipVersion = version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
+  into.protocol = proto;
+  into.protocolName = PROTOCOL_NAME_OF[proto]!;
+  into.sourcePort = isIcmp ? 0 : sport;
+  into.destinationPort = isIcmp ? 0 : dport;
+  into.icmpType = isIcmp ? sport : 0;
+  into.icmpCode = isIcmp ? dport : 0;
+  into.tcpFlags = proto === 6 ? c.tcpFlags[i] ?? 0 : -1;
+  into.packets = c.packets[i] ?? 0n;
+  into.bytes = c.bytes[i] ?? 0n;
+  into.sequence = c.firstSequence + BigInt(i);
+  into.verdict = c.verdicts[i] ?? 0;
+  into.verdictReason = c.verdictReasons[i] ?? 0;
+  return into;
+}
+
+/**
+ * The FlowRecord of row values (a new object; `v` may be reused after), without what
+ * RowValues leaves to the caller: times, address text, ends and attribution are set by it.
+ */
+export function recordOfValues(v: RowValues, node: string): FlowRecord & { ip: { source: string; destination: string } } {
   return {
-    startTime: timestamp(c.startNs[i] ?? 0n),
-    endTime: timestamp(c.endNs[i] ?? 0n),
+    startTime: undefined,
+    endTime: undefined,
     node,
-    point,
-    reporter: fromPod ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION,
-    interface: c.interfaceNames[c.interfaces[i] ?? 0] ?? "",
-    ifindex: c.ifindexes[i] ?? 0,
-    ip: {
-      source: formatAddress(c.sourceAddresses, i, version),
-      destination: formatAddress(c.destinationAddresses, i, version),
-      version: version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED,
-    },
+    point: v.point,
+    reporter: v.reporter,
+    interface: v.interfaceName,
+    ifindex: v.ifindex,
+    ip: { source: "", destination: "", version: v.ipVersion },
     l4: {
-      protocol: proto,
-      protocolName: PROTOCOL_NAMES[proto] ?? String(proto),
-      sourcePort: isIcmp ? 0 : sport,
-      destinationPort: isIcmp ? 0 : dport,
-      tcpFlags: proto === 6 ? tcpFlagsFromByte(c.tcpFlags[i] ?? 0) : undefined,
-      icmpType: isIcmp ? sport : 0,
-      icmpCode: isIcmp ? dport : 0,
+      protocol: v.protocol,
+      protocolName: v.protocolName,
+      sourcePort: v.sourcePort,
+      destinationPort: v.destinationPort,
+      tcpFlags: v.tcpFlags >= 0 ? tcpFlagsFromByte(v.tcpFlags) : undefined,
+      icmpType: v.icmpType,
+      icmpCode: v.icmpCode,
     },
-    packets: c.packets[i] ?? 0n,
-    bytes: c.bytes[i] ?? 0n,
-    source: fromPod ? end : undefined,
-    destination: fromPod ? undefined : end,
-    verdict: c.verdicts[i] ?? 0,
-    verdictReason: c.verdictReasons[i] ?? 0,
+    packets: v.packets,
+    bytes: v.bytes,
+    source: undefined,
+    destination: undefined,
+    verdict: v.verdict,
+    verdictReason: v.verdictReason,
     attribution: undefined,
-    sequence: c.firstSequence + BigInt(i),
+    sequence: v.sequence,
   };
+}
+
+const scratch = newRowValues();
+
+/** The FlowRecord of row `i`, as the agent of protocol version 1 sent it. */
+export function recordAt(c: FlowColumns, i: number, node: string): FlowRecord {
+  const r = recordOfValues(readRowValues(c, i, scratch), node);
+  const version = c.ipVersions[i] ?? 0;
+  r.startTime = timestamp(c.startNs[i] ?? 0n);
+  r.endTime = timestamp(c.endNs[i] ?? 0n);
+  r.ip.source = formatAddress(c.sourceAddresses, i, version);
+  r.ip.destination = formatAddress(c.destinationAddresses, i, version);
+  const end = localEndAt(c, i);
+  if (scratch.reporter === ReporterSide.REPORTER_SIDE_SOURCE) r.source = end;
+  else r.destination = end;
+  return r;
 }
 
 /**

@@ -5,6 +5,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { spawnSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { DuckDBInstance } from "@duckdb/node-api";
 import {
@@ -120,6 +121,22 @@ describe("DuckDB flow store", () => {
       }
     }
     expect(counts).toEqual([6000, 6000]);
+  });
+
+  it("gives DuckDB as many worker threads as the CPUs the process may use, or as asked; refuses a count below 1 by name", async () => {
+    // DuckDB alone would take the machine's CPUs, ignoring the affinity (taskset, cpuset).
+    expect((await openStore(tempDir())).threads).toBe(os.availableParallelism());
+    expect((await openStore(tempDir(), { threads: 1 })).threads).toBe(1);
+    expect((await openStore(tempDir(), { threads: 3 })).threads).toBe(3);
+    await expect(DuckDBFlowStore.open(tempDir(), { threads: 0 })).rejects.toThrow(/threads 0 is not a whole number of threads ≥ 1/);
+    // A process held to one CPU (taskset, as the ingest benchmark runs) gets one worker.
+    const built = path.resolve("dist/controlplane/store/duckdb.js");
+    if (!fs.existsSync(built)) throw new Error("dist/ is missing: run npx tsc -p . first");
+    const res = spawnSync("taskset", ["-c", "0", process.execPath, "--input-type=module", "-e",
+      `const { DuckDBFlowStore } = await import(${JSON.stringify(built)});
+       const s = await DuckDBFlowStore.open(${JSON.stringify(tempDir())}); console.log(s.threads); await s.close();`], { encoding: "utf8" });
+    expect(res.stderr).toBe("");
+    expect(res.stdout.trim()).toBe("1");
   });
 
   it("stores a re-sent batch once, across a reopen, and refuses a batch after a gap", async () => {
@@ -251,6 +268,32 @@ describe("DuckDB flow store", () => {
     }
     expect(got).toEqual(expected);
     expect((await all(store, { allow, deny, predicate, last: 5000 })).slice(-1)[0]!.sequence).toBeGreaterThanOrEqual(9000n);
+  });
+
+  it("finds the N-th newest match wherever it falls: at a vector's or a page's edge, with every row or every other row matching, or past the oldest", async () => {
+    // Pass 1 keeps one key, not one per match: the answers must stay exact when the N-th
+    // match is the first or last row of a 2,048-row vector or of a page (3,000 rows here).
+    const input = records(12_000, T0 - DAY_MS / 4, 7, 6);
+    const store = await openStore(tempDir(), { newestPageRows: 3000 });
+    for (let i = 0; i < input.length; i += 3000) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(i / 3000 + 1), records: input.slice(i, i + 3000) }]);
+    }
+    const history = new FlowHistory({ capacity: input.length });
+    history.append(input);
+    const odd = (r: FlowRecord) => r.sequence % 2n === 1n;
+    const cases: [(r: FlowRecord) => boolean, number[]][] = [
+      [() => true, [1, 2047, 2048, 2049, 3000, 3001, 6000, 11_999, 12_000, 12_001]],
+      [odd, [1024, 1500, 1501, 3000, 5999, 6000, 6001]],
+    ];
+    for (const [predicate, lasts] of cases) {
+      for (const last of lasts) {
+        const got = await all(store, { predicate, last });
+        const expected = history.query({ predicate, last });
+        expect(got.length, `last ${last}`).toBe(expected.length);
+        expect(got[0]?.sequence, `last ${last}`).toBe(expected[0]?.sequence);
+        expect(got.at(-1)?.sequence, `last ${last}`).toBe(expected.at(-1)?.sequence);
+      }
+    }
   });
 
   it("stores an enriched columnar batch exactly as the records built from it (the control plane's path vs the record path)", async () => {

@@ -23,19 +23,22 @@
 // later checkpoint (~130k rows/s), so under load the queue that builds up during one
 // commit becomes the next, large and fast, one.
 //
+// Threads: DuckDB is given the CPUs this process may run on (its affinity), not the
+// machine's, which it would take: on one allowed core a second worker only contends.
+//
 // Versions: `bulkhead_schema` records the schema version. A file without it is refused
 // as foreign (never reset); a version above SCHEMA_VERSION is refused naming both.
 
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import duckdb from "@duckdb/node-bindings";
 import {
   DOUBLE, type DuckDBConnection, DuckDBDataChunk, DuckDBInstance, INTEGER, UBIGINT, UINTEGER, UTINYINT, type DuckDBType,
 } from "@duckdb/node-api";
-import { IpVersion, type Endpoint, type FlowRecord, type PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
-import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
+import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
 import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
-import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
+import { newEnrichedRow, readRow, type EnrichedColumns } from "./enriched-columns.js";
 import { whereClause } from "./duckdb-filter.js";
 import { compareTimestamps, msOfTimestamp } from "../../config/time.js";
 
@@ -88,6 +91,14 @@ export class StoreFileError extends Error {
 export interface DuckDBStoreOptions extends StoreOptions {
   /** Appends arriving within this many ms share one transaction. Default 5. */
   commitDelayMs?: number;
+  /**
+   * DuckDB's worker threads. Default: the CPUs this process may run on
+   * (`os.availableParallelism()`, which follows its CPU affinity: taskset, a cpuset), not
+   * the machine's, which DuckDB would take: on one allowed core a second worker only
+   * contends for it (ingest per CPU second 94–125k with 2 threads vs 136–201k with 1,
+   * bench/README.md history-store).
+   */
+  threads?: number;
   /** Wall clock (ms) for retention; injectable for tests. */
   now?: () => number;
   /** Rows per page of a `last N` query's first pass; default NEWEST_PAGE_ROWS (tests make it small). */
@@ -102,6 +113,11 @@ interface PendingAppend {
 
 /** A row's place in a day table's end-time order; rowid breaks ties (stable within a snapshot). */
 interface RowKey { endS: number; endNs: number; rowid: bigint }
+
+/** The key of row `i` of a result chunk that selected `rowid` after the flow columns. */
+function keyAt(vectors: readonly ColumnArray[], rowids: BigInt64Array, i: number): RowKey {
+  return { endS: (vectors[C.end_s!] as Float64Array)[i]!, endNs: (vectors[C.end_ns!] as Uint32Array)[i]!, rowid: rowids[i]! };
+}
 
 /** SQL for "before `k` in the order", with the key's own numbers (never user input) as literals. */
 function keyBefore(k: RowKey): string {
@@ -293,6 +309,10 @@ export class DuckDBFlowStore implements FlowStore {
   private bytesOnDisk = 0n;
   private measuredAtMs = 0;
   private closed = false;
+  /** DuckDB's worker threads, as the engine reports them (DuckDBStoreOptions.threads). */
+  threads = 0;
+  /** The row `rowsOfColumns` reads into. */
+  private readonly columnRow = newEnrichedRow();
 
   private constructor(
     readonly file: string,
@@ -306,8 +326,10 @@ export class DuckDBFlowStore implements FlowStore {
   static async open(dataDir: string, options: DuckDBStoreOptions = {}): Promise<DuckDBFlowStore> {
     fs.mkdirSync(dataDir, { recursive: true });
     const file = path.join(path.resolve(dataDir), "flows.duckdb");
+    const threads = options.threads ?? os.availableParallelism();
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`flow store ${file}: threads ${threads} is not a whole number of threads ≥ 1`);
     // The file is attached (not the instance's own database) to set its row group size.
-    const instance = await DuckDBInstance.create(":memory:");
+    const instance = await DuckDBInstance.create(":memory:", { threads: String(threads) });
     const writer = await instance.connect();
     try {
       await writer.run(`ATTACH ${sqlString(file)} AS store (ROW_GROUP_SIZE ${GROUP_ROWS})`);
@@ -322,6 +344,7 @@ export class DuckDBFlowStore implements FlowStore {
     await reader.run("USE store");
     const store = new DuckDBFlowStore(file, instance, writer, reader, options);
     try {
+      store.threads = Number((await store.rows("SELECT current_setting('threads') AS t"))[0]?.t);
       await store.migrate();
       await store.load();
     } catch (err) {
@@ -596,59 +619,51 @@ export class DuckDBFlowStore implements FlowStore {
 
   /**
    * The admitted rows of an enriched columnar batch, as `row()` stores `recordOfRow` of
-   * each (enriched-columns.ts): the same values, read from the columns without a record.
+   * each: both read the row with `readRow` (enriched-columns.ts), this one without a record.
    */
   private rowsOfColumns(b: EnrichedColumns, writerOf: (day: number) => ChunkWriter): void {
-    const c = b.columns;
     const node = this.strings.idOf(b.node);
-    const ifaces = c.interfaceNames.map((name) => this.strings.idOf(name));
-    const protoNames = new Int32Array(256);
-    for (let p = 0; p < 256; p++) protoNames[p] = -1;
-    const sequence0 = c.firstSequence;
-    const PRESENT = HAS_START | HAS_END | HAS_IP | HAS_L4;
+    // Dictionary ids of the names a batch repeats, by protocol number (-1: not looked up yet).
+    const protoNames = new Int32Array(256).fill(-1);
+    const r = this.columnRow;
     let day = NaN;
     let w: ChunkWriter | undefined;
     for (let k = 0; k < b.rows.length; k++) {
-      const i = b.rows[k]!;
-      const endS = b.endSeconds[i]!;
-      const d = dayOf(endS);
+      readRow(b, b.rows[k]!, r);
+      const d = dayOf(r.endSeconds);
       if (d !== day || w === undefined) { day = d; w = writerOf(d); }
       const v = w.columns, j = w.rows;
-      const proto = c.protocols[i]!;
-      const version = c.ipVersions[i]!;
-      const isIcmp = proto === 1 || proto === 58;
-      const point = c.points[i]!;
-      const sport = c.sourcePorts[i]!, dport = c.destinationPorts[i]!;
-      let protoName = protoNames[proto]!;
-      if (protoName < 0) protoName = protoNames[proto] = this.strings.idOf(PROTOCOL_NAMES[proto] ?? String(proto));
-      (v[C.start_s!] as Float64Array)[j] = b.startSeconds[i]!;
-      (v[C.start_ns!] as Uint32Array)[j] = b.startNanos[i]!;
-      (v[C.end_s!] as Float64Array)[j] = endS;
-      (v[C.end_ns!] as Uint32Array)[j] = b.endNanos[i]!;
+      let protoName = protoNames[r.protocol]!;
+      if (protoName < 0) protoName = protoNames[r.protocol] = this.strings.idOf(r.protocolName);
+      (v[C.start_s!] as Float64Array)[j] = r.startSeconds;
+      (v[C.start_ns!] as Uint32Array)[j] = r.startNanos;
+      (v[C.end_s!] as Float64Array)[j] = r.endSeconds;
+      (v[C.end_ns!] as Uint32Array)[j] = r.endNanos;
       (v[C.node!] as Int32Array)[j] = node;
-      (v[C.point!] as Int32Array)[j] = point;
-      (v[C.reporter!] as Int32Array)[j] = reporterOf(point);
-      (v[C.iface!] as Int32Array)[j] = ifaces[c.interfaces[i]!] ?? this.strings.idOf("");
-      (v[C.ifindex!] as Uint32Array)[j] = c.ifindexes[i]!;
-      (v[C.ip_version!] as Int32Array)[j] = version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
-      (v[C.ip_src!] as Int32Array)[j] = this.strings.idOf(b.sourceIps[i]!);
-      (v[C.ip_dst!] as Int32Array)[j] = this.strings.idOf(b.destinationIps[i]!);
-      (v[C.proto!] as Uint32Array)[j] = proto;
+      (v[C.point!] as Int32Array)[j] = r.point;
+      (v[C.reporter!] as Int32Array)[j] = r.reporter;
+      (v[C.iface!] as Int32Array)[j] = this.strings.idOf(r.interfaceName);
+      (v[C.ifindex!] as Uint32Array)[j] = r.ifindex;
+      (v[C.ip_version!] as Int32Array)[j] = r.ipVersion;
+      (v[C.ip_src!] as Int32Array)[j] = this.strings.idOf(r.sourceIp);
+      (v[C.ip_dst!] as Int32Array)[j] = this.strings.idOf(r.destinationIp);
+      (v[C.proto!] as Uint32Array)[j] = r.protocol;
       (v[C.proto_name!] as Int32Array)[j] = protoName;
-      (v[C.sport!] as Uint32Array)[j] = isIcmp ? 0 : sport;
-      (v[C.dport!] as Uint32Array)[j] = isIcmp ? 0 : dport;
-      (v[C.icmp_type!] as Uint32Array)[j] = isIcmp ? sport : 0;
-      (v[C.icmp_code!] as Uint32Array)[j] = isIcmp ? dport : 0;
-      (v[C.present!] as Uint8Array)[j] = proto === 6 ? PRESENT | HAS_TCP_FLAGS : PRESENT;
-      (v[C.tcp_flags!] as Uint8Array)[j] = proto === 6 ? c.tcpFlags[i]! : 0;
-      (v[C.packets!] as BigUint64Array)[j] = c.packets[i]!;
-      (v[C.bytes!] as BigUint64Array)[j] = c.bytes[i]!;
-      (v[C.sequence!] as BigUint64Array)[j] = sequence0 + BigInt(i);
-      (v[C.src_ep!] as Int32Array)[j] = this.endpoints.idOf(b.sources[i]);
-      (v[C.dst_ep!] as Int32Array)[j] = this.endpoints.idOf(b.destinations[i]);
-      (v[C.verdict!] as Int32Array)[j] = c.verdicts[i]!;
-      (v[C.reason!] as Int32Array)[j] = c.verdictReasons[i]!;
-      (v[C.attribution!] as Int32Array)[j] = this.attributions.idOf(b.attributions[i]);
+      (v[C.sport!] as Uint32Array)[j] = r.sourcePort;
+      (v[C.dport!] as Uint32Array)[j] = r.destinationPort;
+      (v[C.icmp_type!] as Uint32Array)[j] = r.icmpType;
+      (v[C.icmp_code!] as Uint32Array)[j] = r.icmpCode;
+      // A batch's rows always have times, addresses and L4 (EnrichedRow).
+      (v[C.present!] as Uint8Array)[j] = HAS_START | HAS_END | HAS_IP | HAS_L4 | (r.tcpFlags >= 0 ? HAS_TCP_FLAGS : 0);
+      (v[C.tcp_flags!] as Uint8Array)[j] = r.tcpFlags >= 0 ? r.tcpFlags : 0;
+      (v[C.packets!] as BigUint64Array)[j] = r.packets;
+      (v[C.bytes!] as BigUint64Array)[j] = r.bytes;
+      (v[C.sequence!] as BigUint64Array)[j] = r.sequence;
+      (v[C.src_ep!] as Int32Array)[j] = this.endpoints.idOf(r.source);
+      (v[C.dst_ep!] as Int32Array)[j] = this.endpoints.idOf(r.destination);
+      (v[C.verdict!] as Int32Array)[j] = r.verdict;
+      (v[C.reason!] as Int32Array)[j] = r.verdictReason;
+      (v[C.attribution!] as Int32Array)[j] = this.attributions.idOf(r.attribution);
       w.endRow();
     }
   }
@@ -699,14 +714,12 @@ export class DuckDBFlowStore implements FlowStore {
   }
 
   /**
-   * The matching rows of one statement, in its order, built and tested chunk by chunk;
-   * `read.rows` counts the rows the engine returned, matching or not. With `read.keys`,
-   * the statement selects `rowid` after the flow columns and each yielded record's
-   * (end_s, end_ns, rowid) is pushed there, in the same order, and `read.lastKey` is the
-   * key of the last row the engine returned (matching or not).
+   * The result chunks of one statement, in its order, each as views of its columns
+   * (`viewOf`; with `rowids`, the statement selects `rowid` after the flow columns and its
+   * view comes too). Views are valid until the next chunk is asked for.
    */
-  private async *select(sql: string, params: (string | number)[], query: StoreQuery,
-    read: { rows: number; keys?: RowKey[]; lastKey?: RowKey } = { rows: 0 }, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
+  private async *chunks(sql: string, params: (string | number)[], rowids: boolean, on?: DuckDBConnection):
+    AsyncGenerator<{ vectors: ColumnArray[]; rows: number; rowids: BigInt64Array | undefined }> {
     // A connection streams one result at a time: another query on it ends this stream
     // early, silently (the web UI asks for a past map and its flows at once). Each stream
     // reads on a connection of its own, or on the caller's (`on`), who reads one at a time.
@@ -717,26 +730,28 @@ export class DuckDBFlowStore implements FlowStore {
       for (;;) {
         const chunk = await result.fetchChunk();
         if (chunk === null || chunk.rowCount === 0) return;
-        read.rows += chunk.rowCount;
         const rows = chunk.rowCount;
-        const vectors = FLOW_COLUMNS.map((_, c) => viewOf(chunk, c, rows));
-        let rowids: BigInt64Array | undefined;
-        if (read.keys !== undefined) {
+        let ids: BigInt64Array | undefined;
+        if (rowids) {
           const data = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk.chunk, FLOW_COLUMNS.length), rows * 8);
-          rowids = new BigInt64Array(data.buffer, data.byteOffset, rows);
-          read.lastKey = { endS: (vectors[C.end_s!] as Float64Array)[rows - 1]!, endNs: (vectors[C.end_ns!] as Uint32Array)[rows - 1]!, rowid: rowids[rows - 1]! };
+          ids = new BigInt64Array(data.buffer, data.byteOffset, rows);
         }
-        const out: FlowRecord[] = [];
-        for (let i = 0; i < rows; i++) {
-          const r = this.record(vectors, i);
-          if (!this.exact(r, query)) continue;
-          out.push(r);
-          if (rowids !== undefined) read.keys!.push({ endS: (vectors[C.end_s!] as Float64Array)[i]!, endNs: (vectors[C.end_ns!] as Uint32Array)[i]!, rowid: rowids[i]! });
-        }
-        if (out.length > 0) yield out;
+        yield { vectors: FLOW_COLUMNS.map((_, c) => viewOf(chunk, c, rows)), rows, rowids: ids };
       }
     } finally {
       if (on === undefined) connection.closeSync();
+    }
+  }
+
+  /** The matching rows of one statement, in its order, built and tested chunk by chunk. */
+  private async *select(sql: string, params: (string | number)[], query: StoreQuery, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
+    for await (const { vectors, rows } of this.chunks(sql, params, false, on)) {
+      const out: FlowRecord[] = [];
+      for (let i = 0; i < rows; i++) {
+        const r = this.record(vectors, i);
+        if (this.exact(r, query)) out.push(r);
+      }
+      if (out.length > 0) yield out;
     }
   }
 
@@ -776,53 +791,60 @@ export class DuckDBFlowStore implements FlowStore {
 
   /**
    * The `last` newest matching rows, oldest first, streamed with memory bounded by a page
-   * (never `last` rows at once), from one snapshot: pass 1 reads newest first, day by day,
-   * in keyset pages (a top-N of one page in the engine), only counting the rows that pass
-   * the exact test and keeping the key of the `last`-th; pass 2 streams from that key
-   * forward, oldest first. Both passes run in one read transaction, so a commit between
-   * them cannot shift the answer.
+   * (never `last` rows at once), from one snapshot: pass 1 (`nthNewest`) finds the key of
+   * the `last`-th newest match; pass 2 streams from that key forward, oldest first. Both
+   * passes run in one read transaction, so a commit between them cannot shift the answer.
    */
   private async *newest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery): AsyncGenerator<FlowRecord[]> {
     const connection = await this.instance.connect();
     try {
       await connection.run("USE store");
       await connection.run("BEGIN TRANSACTION");
-      let counted = 0;
-      let from: { day: number; key: RowKey } | undefined;
-      const cap = this.options.newestPageRows ?? NEWEST_PAGE_ROWS;
-      const page = Math.min(Math.max(last * 2, 1024), cap);
-      for (const day of [...days].reverse()) {
-        let before: RowKey | undefined;
-        for (;;) {
-          const read: { rows: number; keys: RowKey[]; lastKey?: RowKey } = { rows: 0, keys: [] };
-          const keyset = before === undefined ? "" : ` AND ${keyBefore(before)}`;
-          const sql = `SELECT ${COLUMN_LIST}, rowid FROM ${tableOf(day)} WHERE (${where.sql})${keyset}
-            ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page}`;
-          for await (const chunk of this.select(sql, where.params, { ...q, predicate: () => true }, read, connection)) {
-            for (let k = 0; k < chunk.length; k++) {
-              if (!q.predicate(chunk[k]!)) continue;
-              if (++counted === last) { from = { day, key: read.keys[k]! }; break; }
-            }
-            read.keys.length = 0;
-            if (from !== undefined) break;
-          }
-          if (from !== undefined || read.rows < page || read.lastKey === undefined) break;
-          before = read.lastKey;
-        }
-        if (from !== undefined) break;
-      }
+      const from = await this.nthNewest(last, days, where, q, connection);
       // Pass 2: from the N-th newest match (or, with fewer, from the oldest day) onwards.
-      const ascending = [...days];
-      for (const day of ascending) {
+      for (const day of days) {
         if (from !== undefined && day < from.day) continue;
         const keyset = from !== undefined && day === from.day ? ` AND ${keyAtOrAfter(from.key)}` : "";
         yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE (${where.sql})${keyset} ORDER BY end_s, end_ns, rowid`,
-          where.params, q, { rows: 0 }, connection);
+          where.params, q, connection);
       }
       await connection.run("COMMIT");
     } finally {
       connection.closeSync();
     }
+  }
+
+  /**
+   * Pass 1 of `newest`: reads newest first, day by day, in keyset pages (a top-N of one
+   * page in the engine), testing each row as the answer will and counting the matches; it
+   * keeps the count, the key where its page ended, and (once found) the key of the
+   * `last`-th match: nothing per row, whatever the number of matches. Undefined: fewer
+   * than `last` match.
+   */
+  private async nthNewest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery,
+    connection: DuckDBConnection): Promise<{ day: number; key: RowKey } | undefined> {
+    const cap = this.options.newestPageRows ?? NEWEST_PAGE_ROWS;
+    const page = Math.min(Math.max(last * 2, 1024), cap);
+    let counted = 0;
+    for (const day of [...days].reverse()) {
+      let before: RowKey | undefined;
+      for (;;) {
+        const keyset = before === undefined ? "" : ` AND ${keyBefore(before)}`;
+        const sql = `SELECT ${COLUMN_LIST}, rowid FROM ${tableOf(day)} WHERE (${where.sql})${keyset}
+          ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page}`;
+        let read = 0;
+        for await (const { vectors, rows, rowids } of this.chunks(sql, where.params, true, connection)) {
+          read += rows;
+          for (let i = 0; i < rows; i++) {
+            if (!this.exact(this.record(vectors, i), q)) continue;
+            if (++counted === last) return { day, key: keyAt(vectors, rowids!, i) };
+          }
+          before = keyAt(vectors, rowids!, rows - 1);
+        }
+        if (read < page) break;
+      }
+    }
+    return undefined;
   }
 
   async enforceRetention(): Promise<{ records: bigint; partitions: bigint }> {

@@ -2,15 +2,18 @@
 // sent them, plus what the control plane added per row (both ends named, the policy
 // attribution, the address text, clock-corrected times), so that the history ring and
 // the flow map take the batch column by column (FlowHistory.appendColumns,
-// FlowMapStore.addColumns) and nobody builds a FlowRecord per row. `recordOfRow` builds
-// one for the readers that ask for records (follow streams, the durable stores).
+// FlowMapStore.addColumns) and nobody builds a FlowRecord per row. `readRow` reads one row
+// flat (the durable store's path); `recordOfRow` builds its record for the readers that ask
+// for records (follow streams, ClickHouse).
 //
 // Per-row arrays are indexed by the row in `columns`, not by the position in `rows`:
 // refused rows keep their (unused) slot.
 import {
-  IpVersion, ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type PolicyAttribution,
+  ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type PolicyAttribution,
 } from "../../proto/gen/bulkhead/v1/flow.js";
-import { columnsFromRecords, recordAt, type FlowColumns } from "../../flowcolumns/columns.js";
+import {
+  columnsFromRecords, newRowValues, readRowValues, recordOfValues, type FlowColumns, type RowValues,
+} from "../../flowcolumns/columns.js";
 
 export interface EnrichedColumns {
   /** The node whose agent sent the batch. */
@@ -63,15 +66,61 @@ export function splitNanoseconds(col: BigUint64Array, shiftMs: number, seconds: 
   }
 }
 
+/**
+ * Row `i` of an enriched batch, flat: the row's values (RowValues, whose rules live in
+ * flowcolumns/columns.ts) with what ingest added (clock-corrected times, address text,
+ * named ends, attribution). The one reader of a row for those that store rows (the
+ * durable store fills its columns from it) and for `recordOfRow`. Rows of an agent's
+ * batch always have times, addresses and L4, so only `tcpFlags` says what is absent.
+ */
+export interface EnrichedRow extends RowValues {
+  startSeconds: number;
+  startNanos: number;
+  endSeconds: number;
+  endNanos: number;
+  sourceIp: string;
+  destinationIp: string;
+  source: Endpoint | undefined;
+  destination: Endpoint | undefined;
+  attribution: PolicyAttribution | undefined;
+}
+
+/** An EnrichedRow to read rows into (one per reader, reused for every row). */
+export function newEnrichedRow(): EnrichedRow {
+  return {
+    ...newRowValues(), startSeconds: 0, startNanos: 0, endSeconds: 0, endNanos: 0, sourceIp: "", destinationIp: "",
+    source: undefined, destination: undefined, attribution: undefined,
+  };
+}
+
+/** Reads row `i` (admitted) of `b` into `into` and returns it. */
+export function readRow(b: EnrichedColumns, i: number, into: EnrichedRow): EnrichedRow {
+  readRowValues(b.columns, i, into);
+  into.startSeconds = b.startSeconds[i]!;
+  into.startNanos = b.startNanos[i]!;
+  into.endSeconds = b.endSeconds[i]!;
+  into.endNanos = b.endNanos[i]!;
+  into.sourceIp = b.sourceIps[i]!;
+  into.destinationIp = b.destinationIps[i]!;
+  into.source = b.sources[i];
+  into.destination = b.destinations[i];
+  into.attribution = b.attributions[i];
+  return into;
+}
+
+const scratch = newEnrichedRow();
+
 /** The FlowRecord of row `i` (admitted), as the record path would have stored it. */
 export function recordOfRow(b: EnrichedColumns, i: number): FlowRecord {
-  const r = recordAt(b.columns, i, b.node);
-  r.startTime = { seconds: BigInt(b.startSeconds[i]!), nanos: b.startNanos[i]! };
-  r.endTime = { seconds: BigInt(b.endSeconds[i]!), nanos: b.endNanos[i]! };
-  r.ip = { source: b.sourceIps[i]!, destination: b.destinationIps[i]!, version: r.ip?.version ?? IpVersion.IP_VERSION_UNSPECIFIED };
-  r.source = b.sources[i];
-  r.destination = b.destinations[i];
-  r.attribution = b.attributions[i];
+  const v = readRow(b, i, scratch);
+  const r = recordOfValues(v, b.node);
+  r.startTime = { seconds: BigInt(v.startSeconds), nanos: v.startNanos };
+  r.endTime = { seconds: BigInt(v.endSeconds), nanos: v.endNanos };
+  r.ip.source = v.sourceIp;
+  r.ip.destination = v.destinationIp;
+  r.source = v.source;
+  r.destination = v.destination;
+  r.attribution = v.attribution;
   return r;
 }
 
@@ -82,7 +131,7 @@ export function recordsOf(b: EnrichedColumns): FlowRecord[] {
   return out;
 }
 
-/** Row `i`'s reporter side, as recordAt names it. */
+/** A row's reporter side from its observation point (as readRowValues names it). */
 export function reporterOf(point: number): ReporterSide {
   return point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION;
 }
