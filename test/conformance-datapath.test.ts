@@ -298,7 +298,7 @@ function loadCases(): ConformanceCase[] {
   });
 }
 
-// Bringing a lab up and down costs about a minute on this machine, so both blocks share one:
+// Bringing a lab up and down costs 10-30 s on this machine, so both blocks share one:
 // it comes up in observe mode, its pods serving every case's ports (and the plumbing's 80,
 // 81 on TCP, UDP and SCTP), for the plumbing; the enforcing block then switches the model
 // namespaces to enforce, and each case's setup() resets it to no policies and default labels.
