@@ -65,8 +65,9 @@ describe("flow capture on a two-node lab", () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-capture-"));
     exportDir = path.join(dir, "flows");
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
+    // No web UI: nothing here reads it, and the lab's fixed UI port may be taken.
     lab = await up({ stateDir: path.join(dir, "state"), exportDir, topology: path.join(dir, "topology.yaml"),
-      pinDir: PIN_DIR });
+      pinDir: PIN_DIR, controlplane: { ui: false } });
     status = await lab.status();
     client = pod("client");
     server = pod("server");

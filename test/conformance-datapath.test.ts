@@ -1,11 +1,12 @@
 // NetworkPolicy conformance on the real datapath: every case of the shared conformance file
 // run by the conformance runner against the lab (agents, control plane, eBPF), audit mode
 // that drops nothing and marks exactly the would-be denials, and an allowed connection that
-// survives policy churn. Before those, the engine's own plumbing on an observe-mode lab:
-// probers on every protocol (and that they do see a drop), policy files, labels, and the
-// wait for enforcement against a stand-in control plane.
+// survives policy churn. Before those, on the same lab while it observes, the engine's own
+// plumbing: probers on every protocol (and that they do see a drop), policy files, labels;
+// and, with no lab, the wait for enforcement against a stand-in control plane.
 import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -17,7 +18,8 @@ import {
 } from "../lab/conformance/cases.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 import { cliMain, repoRoot } from "../config/install.js";
-import { createDatapathEngine, DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance/datapath.js";
+import { DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance/datapath.js";
+import { DEFAULT_UI_ADDRESS } from "../lab/controlplane.js";
 import { EnforcementWatch } from "../lab/enforcement.js";
 import { cnpFileName, policyFileName, policyFiles } from "../lab/netpol-files.js";
 import { parseRequest, sctpInitPacket, sctpInitToken } from "../lab/prober.js";
@@ -169,155 +171,7 @@ function firstDocument(file: string): Record<string, unknown> {
   return parseYaml(fs.readFileSync(file, "utf8").split("\n---\n")[0] ?? "") as Record<string, unknown>;
 }
 
-// ---- the engine's plumbing on an observe-mode lab ----------------------------------------------
-
-describe("conformance engine plumbing (observe mode: nothing is denied)", () => {
-  let dir: string;
-  let engine: DatapathEngine;
-  let scenario: Scenario;
-  let placement: ModelPlacement;
-
-  beforeAll(async () => {
-    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npx tsc -p . first");
-    dir = tempDir("bh-conf-");
-    // awaitEnforcement false: this block must not depend on the policy compiler.
-    engine = await createDatapathEngine({
-      stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "observe", awaitEnforcement: false,
-    });
-    scenario = new Scenario(engine, [80, 81], ["TCP", "UDP", "SCTP"]);
-    placement = await scenario.setup();
-  });
-
-  afterAll(async () => {
-    await engine?.teardown();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  it("places 9 pods over both nodes, each with its own Service, and says where", () => {
-    expect(placement.pods.map((p) => `${p.namespace}${p.name}`)).toEqual(["xa", "xb", "xc", "ya", "yb", "yc", "za", "zb", "zc"]);
-    expect(new Set(placement.pods.map((p) => p.node))).toEqual(new Set(["node1", "node2"]));
-    expect(placement.nodes.map((n) => n.name)).toEqual(["node1", "node2"]);
-    for (const p of placement.pods) expect(p.ips[0]).toMatch(/^10\.244\.[12]\.\d+$/);
-    expect(new Set(engine.modelPods.map((p) => p.clusterIP)).size).toBe(9);
-  });
-
-  it("connects every pair through the destination's Service on every port and protocol", async () => {
-    for (const protocol of ["TCP", "UDP", "SCTP"] as const) {
-      for (const port of [80, 81]) expect([...(await engine.probe(port, protocol))]).toEqual([]);
-    }
-  });
-
-  it("sees a drop on the way as a failed probe of exactly that pair, on TCP, UDP and SCTP", async () => {
-    // A drop inside pod x/b's own netns (a lab namespace), for packets from x/a only.
-    const table = `table inet bh_conformance_test {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ip saddr ${pod(engine, "xa").ip} drop\n }\n}\n`;
-    const added = await engine.lab.exec("x/b", ["nft", "-f", "-"], { input: table });
-    expect(added.code, added.stderr).toBe(0);
-    try {
-      for (const protocol of ["TCP", "UDP", "SCTP"] as const) expect([...(await engine.probe(80, protocol))]).toEqual(["xa>xb"]);
-    } finally {
-      await engine.lab.exec("x/b", ["nft", "delete", "table", "inet", "bh_conformance_test"]);
-    }
-    expect([...(await engine.probe(80, "TCP"))]).toEqual([]);
-  });
-
-  it("writes each policy as a NetworkPolicy file the control plane reads, with the lab's pod addresses for the placeholders", async () => {
-    await scenario.do([{ create: {
-      name: "cidrs", namespace: "x", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Egress"],
-      egress: [{ to: [{ ipBlock: { cidr: "<podIP:y/b>/32" } }, { ipBlock: { cidr: "<slash4-net-of-podIP:x/b>/4", except: ["<podIP:z/c>/32"] } }] }],
-    } }]);
-    const file = path.join(engine.manifests, policyFileName("x", "cidrs"));
-    const doc = firstDocument(file) as { apiVersion: string; kind: string; metadata: unknown; spec: { egress: { to: unknown[] }[] } };
-    expect(doc.apiVersion).toBe("networking.k8s.io/v1");
-    expect(doc.kind).toBe("NetworkPolicy");
-    expect(doc.metadata).toEqual({ name: "cidrs", namespace: "x" });
-    expect(doc.spec.egress[0]?.to).toEqual([
-      { ipBlock: { cidr: `${pod(engine, "yb").ip}/32`, except: [] } },
-      { ipBlock: { cidr: "0.0.0.0/4", except: [`${pod(engine, "zc").ip}/32`] } },
-    ]);
-    await scenario.do([{ update: { name: "cidrs", namespace: "x", podSelector: {}, policyTypes: ["Ingress"], ingress: [] } }]);
-    expect((firstDocument(file).spec as { ingress: unknown[]; egress: unknown[] })).toMatchObject({ policyTypes: ["Ingress"], ingress: [], egress: [] });
-    await scenario.do([{ create: { name: "second", namespace: "z", podSelector: {}, policyTypes: ["Egress"], egress: [] } }]);
-    expect(await policyFiles(engine.manifests)).toEqual([policyFileName("x", "cidrs"), policyFileName("z", "second")]);
-    await sleep(1200); // the control plane rescans its folder every 500 ms
-    const status = await new Promise<GetStatusResponse>((resolve, reject) => {
-      const client = engine.observerClient();
-      client.getStatus({}, (err, res) => { client.close(); if (err || !res) reject(err ?? new Error("no status")); else resolve(res); });
-    });
-    expect(status.metadataErrors).toEqual([]);
-    await scenario.do([{ delete_all_policies: true }]);
-    expect(await policyFiles(engine.manifests)).toEqual([]);
-  });
-
-  it("writes each ClusterNetworkPolicy as a file the control plane reads; an invalid one is named in status", async () => {
-    await scenario.do([{ create_cnp: {
-      name: "guard", tier: "Admin", priority: 5, subject: { namespaces: { matchLabels: { ns: "x" } } },
-      egress: [{ name: "no-yb", action: "Deny", to: [{ networks: ["<podIP:y/b>/32"] }] }],
-    } }]);
-    const file = path.join(engine.manifests, cnpFileName("guard"));
-    const doc = firstDocument(file) as { apiVersion: string; kind: string; metadata: unknown; spec: { egress: { to: unknown[] }[] } };
-    expect(doc).toMatchObject({ apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name: "guard" } });
-    expect(doc.spec.egress[0]?.to).toEqual([{ networks: [`${pod(engine, "yb").ip}/32`] }]);
-    // Written by hand, as a user would: the CRD would refuse priority 5000.
-    fs.writeFileSync(path.join(engine.manifests, "cnp-broken.yaml"), "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: broken}\nspec: {tier: Admin, priority: 5000, subject: {namespaces: {}}}\n");
-    await sleep(1200); // the control plane rescans its folder every 500 ms
-    const status = await new Promise<GetStatusResponse>((resolve, reject) => {
-      const client = engine.observerClient();
-      client.getStatus({}, (err, res) => { client.close(); if (err || !res) reject(err ?? new Error("no status")); else resolve(res); });
-    });
-    expect(status.metadataErrors).toEqual(["ClusterNetworkPolicy broken: spec.priority: expected an integer 0-1000, got 5000 (ignored)"]);
-    await scenario.do([{ delete_all_cnps: true }]);
-    expect(fs.readdirSync(engine.manifests).filter((n) => n.startsWith("cnp-"))).toEqual([]);
-  });
-
-  it("changes labels through the lab (kubernetes.io/metadata.name stays), and setup() restores the defaults", async () => {
-    await scenario.do([
-      { add_ns_labels: { ns: "y", labels: { team: "blue" } } },
-      { set_ns_labels: { ns: "z", labels: { other: "1" } } },
-      { add_pod_labels: { pod: "x/b", labels: { pod2: "updated" } } },
-      { set_pod_labels: { pod: "y/c", labels: { pod: "c", only: "this" } } },
-      { create: { name: "left-over", namespace: "y", podSelector: {}, policyTypes: ["Ingress"], ingress: [] } },
-    ]);
-    let status = await engine.lab.status();
-    const nsLabels = (ns: string) => status.namespaces.find((n) => n.name === ns)?.labels;
-    const podLabels = (ns: string, name: string) => status.pods.find((p) => p.namespace === ns && p.name === name)?.labels;
-    expect(nsLabels("y")).toEqual({ ns: "y", team: "blue", "kubernetes.io/metadata.name": "y" });
-    expect(nsLabels("z")).toEqual({ other: "1", "kubernetes.io/metadata.name": "z" });
-    expect(podLabels("x", "b")).toEqual({ pod: "b", pod2: "updated" });
-    expect(podLabels("y", "c")).toEqual({ pod: "c", only: "this" });
-    expect((firstDocument(path.join(engine.manifests, "ns-z.yaml")).metadata as { labels: unknown }).labels)
-      .toEqual({ other: "1", "kubernetes.io/metadata.name": "z" });
-
-    await scenario.setup(); // same model: the lab's pods are kept, reset to a case's start
-    status = await engine.lab.status();
-    for (const ns of ["x", "y", "z"]) expect(nsLabels(ns)).toEqual({ ns, "kubernetes.io/metadata.name": ns });
-    for (const p of engine.modelPods) expect(podLabels(p.namespace, p.name)).toEqual({ pod: p.name });
-    expect(await policyFiles(engine.manifests)).toEqual([]);
-  });
-
-  it("annotates the model namespaces with their bulkhead.io/mode, and setMode changes it", async () => {
-    const annotations = () => (firstDocument(path.join(engine.manifests, "ns-x.yaml")).metadata as { annotations?: unknown }).annotations;
-    expect(annotations()).toEqual({ [MODE_ANNOTATION]: "observe" });
-    await engine.setMode("audit");
-    expect(annotations()).toEqual({ [MODE_ANNOTATION]: "audit" });
-    await engine.setMode("observe");
-    expect(annotations()).toEqual({ [MODE_ANNOTATION]: "observe" });
-  });
-});
-
-// ---- conformance, audit and churn on the enforcing datapath --------------------------------------
-
-/** NetworkPolicy cases, then ClusterNetworkPolicy cases (which mix both kinds). */
-const CASE_FILES = ["netpol-cases.json", "cnp-cases.json"];
-
-function loadCases(): ConformanceCase[] {
-  return CASE_FILES.flatMap((name) => {
-    const file = path.join(repoRoot, "..", "shared", "conformance", name);
-    if (!fs.existsSync(file)) {
-      throw new Error(`the conformance cases file ${file} is missing (it is shared/conformance/${name} beside the repository)`);
-    }
-    return parseConformanceCases(JSON.parse(fs.readFileSync(file, "utf8")));
-  });
-}
+// ---- reading the lab's records, a long-lived stream ------------------------------------------
 
 /** "xa>xb" of a flow's two ends: pods, or the model Service s-<ns>-<pod> for a destination seen before DNAT. */
 function pairOf(r: FlowRecord): string | undefined {
@@ -418,19 +272,55 @@ class Stream {
   }
 }
 
-describe("NetworkPolicy and ClusterNetworkPolicy on the enforcing datapath", () => {
+/** Listens on `address` unless something else already does (then it is taken all the same). */
+async function holdPort(address: string): Promise<{ release: () => Promise<void> }> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  const server = net.createServer((socket) => socket.destroy());
+  const listening = await new Promise<boolean>((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) => (err.code === "EADDRINUSE" ? resolve(false) : reject(err)));
+    server.listen({ host, port }, () => resolve(true));
+  });
+  return { release: () => (listening ? new Promise((resolve) => server.close(() => resolve())) : Promise.resolve()) };
+}
+
+// ---- one lab for the plumbing, then conformance, audit and churn --------------------------------
+
+/** NetworkPolicy cases, then ClusterNetworkPolicy cases (which mix both kinds). */
+const CASE_FILES = ["netpol-cases.json", "cnp-cases.json"];
+
+function loadCases(): ConformanceCase[] {
+  return CASE_FILES.flatMap((name) => {
+    const file = path.join(repoRoot, "..", "shared", "conformance", name);
+    if (!fs.existsSync(file)) {
+      throw new Error(`the conformance cases file ${file} is missing (it is shared/conformance/${name} beside the repository)`);
+    }
+    return parseConformanceCases(JSON.parse(fs.readFileSync(file, "utf8")));
+  });
+}
+
+// Bringing a lab up and down costs 10-30 s on this machine, so both blocks share one:
+// it comes up in observe mode, its pods serving every case's ports (and the plumbing's 80,
+// 81 on TCP, UDP and SCTP), for the plumbing; the enforcing block then switches the model
+// namespaces to enforce, and each case's setup() resets it to no policies and default labels.
+describe("on one conformance lab", () => {
   const cases = loadCases();
   let dir: string;
   let engine: DatapathEngine;
   const log: string[] = [];
 
   beforeAll(async () => {
+    if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npx tsc -p . first");
     dir = tempDir("bh-conf-");
-    // One lab for the whole block, its pods serving every case's ports (and the last two
-    // tests' 80/TCP); each case's setup() resets it to no policies and default labels.
-    engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce",
+    // ui: false, and the lab's default UI port taken while it comes up: a web UI it does not
+    // need must not stop it (another lab, or anything else, may hold 127.0.0.1:4388).
+    engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "observe", ui: false,
       log: (line) => log.push(line) });
-    await engine.prepare(cases.map((c) => c.model));
+    const port = await holdPort(DEFAULT_UI_ADDRESS);
+    try {
+      await engine.prepare(cases.map((c) => c.model));
+    } finally {
+      await port.release();
+    }
   });
 
   afterAll(async () => {
@@ -438,77 +328,213 @@ describe("NetworkPolicy and ClusterNetworkPolicy on the enforcing datapath", () 
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  for (const c of cases) {
-    it(`conformance ${c.id}: ${c.name}`, async () => {
-      log.length = 0;
-      const report = await runConformance([c], engine, { leaveUp: true });
-      const result = report.cases[0];
-      expect(result?.passed, [...(result ? describeCase(result) : []), "engine log:", ...log].join("\n")).toBe(true);
-    }, 120_000);
-  }
+  // ---- the engine's plumbing on the observe-mode lab ----------------------------------------------
 
-  it("audit mode drops nothing and marks exactly the pairs enforce mode denies as AUDIT (e2e-01)", async () => {
-    const c = cases.find((x) => x.id === "e2e-01");
-    const step = c?.steps[0];
-    const probe = step?.probes[0];
-    if (!c || !step || !probe) throw new Error("the cases file has no case e2e-01 with a step and a probe");
-    await engine.setMode("audit");
-    try {
-      const since = new Date();
-      const placement = await engine.setup(c.model);
-      const cluster = new ModelCluster(c.model, placement);
-      await engine.apply(step.actions.map((a) => cluster.apply(a)), cluster.objects());
-      expect([...(await engine.probe(probe.port, probe.protocol))]).toEqual([]);
-      const expected = [...probe.denied].sort();
-      expect(expected.length).toBeGreaterThan(0);
-      expect(await auditedPairs(engine, since, probe.port, expected)).toEqual(expected);
-    } finally {
-      await engine.setMode("enforce");
-    }
-  }, 120_000);
+  describe("conformance engine plumbing (observe mode: nothing is denied)", () => {
+    let scenario: Scenario;
+    let placement: ModelPlacement;
 
-  it("an allowed long-lived TCP connection keeps streaming, unreset, through 20 policy updates", async () => {
-    const scenario = new Scenario(engine, [80], ["TCP"]);
-    let stream: Stream | undefined;
-    try {
-      await scenario.setup();
-      // x/a admits namespace y on 80/TCP only; the stream is y/a → s-x-a.
-      await scenario.do([{ create: { name: "allow-y-to-xa", namespace: "x", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Ingress"],
-        ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: "y" } } }], ports: [{ port: 80, protocol: "TCP" }] }] } }]);
-      stream = await Stream.start(engine, "y/a", pod(engine, "xa").clusterIP, 80);
-      const s = stream;
-      await s.until("the stream did not start", () => s.echoed > 0);
-      // Each update changes the policy of one end of the stream (or of a bystander), never its verdict.
-      const churn = (i: number): Record<string, unknown> => {
-        const verb = i < 3 ? "create" : "update";
-        if (i % 3 === 0) {
-          return { [verb]: { name: "churn-in", namespace: "x", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Ingress"],
-            ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: "z" } } }], ports: [{ port: 1000 + i, protocol: "TCP" }] }] } };
-        }
-        if (i % 3 === 1) {
-          return { [verb]: { name: "churn-out", namespace: "y", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Egress"],
-            egress: [{ to: [{ namespaceSelector: { matchLabels: { ns: "x" } } }], ports: [{ port: 80, protocol: "TCP" }] },
-              { to: [{ namespaceSelector: { matchLabels: { ns: "z" } } }], ports: [{ port: 2000 + i, protocol: "TCP" }] }] } };
-        }
-        return { [verb]: { name: "churn-z", namespace: "z", podSelector: { matchLabels: { pod: "c" } }, policyTypes: ["Ingress"],
-          ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: "y" } } }], ports: [{ port: 3000 + i, protocol: "TCP" }] }] } };
-      };
-      for (let i = 0; i < 20; i++) {
-        await scenario.do([churn(i)]);
-        const mark = s.echoed;
-        await s.until(`data stopped flowing after policy update ${i + 1}`, () => s.echoed >= mark + 16 * 1024);
+    beforeAll(async () => {
+      expect(engine.mode).toBe("observe");
+      scenario = new Scenario(engine, [80, 81], ["TCP", "UDP", "SCTP"]);
+      placement = await scenario.setup();
+    });
+
+    it("came up with no web UI (ui: false) while the lab's default UI port was taken", async () => {
+      expect((await engine.lab.status()).controlplane?.ui).toBeUndefined();
+    });
+
+    it("places 9 pods over both nodes, each with its own Service, and says where", () => {
+      expect(placement.pods.map((p) => `${p.namespace}${p.name}`)).toEqual(["xa", "xb", "xc", "ya", "yb", "yc", "za", "zb", "zc"]);
+      expect(new Set(placement.pods.map((p) => p.node))).toEqual(new Set(["node1", "node2"]));
+      expect(placement.nodes.map((n) => n.name)).toEqual(["node1", "node2"]);
+      for (const p of placement.pods) expect(p.ips[0]).toMatch(/^10\.244\.[12]\.\d+$/);
+      expect(new Set(engine.modelPods.map((p) => p.clusterIP)).size).toBe(9);
+    });
+
+    it("connects every pair through the destination's Service on every port and protocol", async () => {
+      for (const protocol of ["TCP", "UDP", "SCTP"] as const) {
+        for (const port of [80, 81]) expect([...(await engine.probe(port, protocol))]).toEqual([]);
       }
-      expect(s.events).toEqual(["connected"]);
-      // The policies were in force meanwhile: new connections get exactly their verdicts.
-      expect([...(await engine.probe(80, "TCP"))].sort()).toEqual([
-        "xa>zc", "xb>xa", "xb>zc", "xc>xa", "xc>zc", "ya>yb", "ya>yc", "ya>za", "ya>zb", "ya>zc",
-        "yb>zc", "yc>zc", "za>xa", "za>zc", "zb>xa", "zb>zc", "zc>xa",
+    });
+
+    it("sees a drop on the way as a failed probe of exactly that pair, on TCP, UDP and SCTP", async () => {
+      // A drop inside pod x/b's own netns (a lab namespace), for packets from x/a only.
+      const table = `table inet bh_conformance_test {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ip saddr ${pod(engine, "xa").ip} drop\n }\n}\n`;
+      const added = await engine.lab.exec("x/b", ["nft", "-f", "-"], { input: table });
+      expect(added.code, added.stderr).toBe(0);
+      try {
+        for (const protocol of ["TCP", "UDP", "SCTP"] as const) expect([...(await engine.probe(80, protocol))]).toEqual(["xa>xb"]);
+      } finally {
+        await engine.lab.exec("x/b", ["nft", "delete", "table", "inet", "bh_conformance_test"]);
+      }
+      expect([...(await engine.probe(80, "TCP"))]).toEqual([]);
+    });
+
+    it("writes each policy as a NetworkPolicy file the control plane reads, with the lab's pod addresses for the placeholders", async () => {
+      await scenario.do([{ create: {
+        name: "cidrs", namespace: "x", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Egress"],
+        egress: [{ to: [{ ipBlock: { cidr: "<podIP:y/b>/32" } }, { ipBlock: { cidr: "<slash4-net-of-podIP:x/b>/4", except: ["<podIP:z/c>/32"] } }] }],
+      } }]);
+      const file = path.join(engine.manifests, policyFileName("x", "cidrs"));
+      const doc = firstDocument(file) as { apiVersion: string; kind: string; metadata: unknown; spec: { egress: { to: unknown[] }[] } };
+      expect(doc.apiVersion).toBe("networking.k8s.io/v1");
+      expect(doc.kind).toBe("NetworkPolicy");
+      expect(doc.metadata).toEqual({ name: "cidrs", namespace: "x" });
+      expect(doc.spec.egress[0]?.to).toEqual([
+        { ipBlock: { cidr: `${pod(engine, "yb").ip}/32`, except: [] } },
+        { ipBlock: { cidr: "0.0.0.0/4", except: [`${pod(engine, "zc").ip}/32`] } },
       ]);
-      await stream.stop();
-      expect(s.events).toEqual(["connected", "stopped"]);
-      expect(s.sent - s.echoed).toBeLessThan(64 * 1024);
-    } finally {
-      await stream?.stop();
+      await scenario.do([{ update: { name: "cidrs", namespace: "x", podSelector: {}, policyTypes: ["Ingress"], ingress: [] } }]);
+      expect((firstDocument(file).spec as { ingress: unknown[]; egress: unknown[] })).toMatchObject({ policyTypes: ["Ingress"], ingress: [], egress: [] });
+      await scenario.do([{ create: { name: "second", namespace: "z", podSelector: {}, policyTypes: ["Egress"], egress: [] } }]);
+      expect(await policyFiles(engine.manifests)).toEqual([policyFileName("x", "cidrs"), policyFileName("z", "second")]);
+      await sleep(1200); // the control plane rescans its folder every 500 ms
+      const status = await new Promise<GetStatusResponse>((resolve, reject) => {
+        const client = engine.observerClient();
+        client.getStatus({}, (err, res) => { client.close(); if (err || !res) reject(err ?? new Error("no status")); else resolve(res); });
+      });
+      expect(status.metadataErrors).toEqual([]);
+      await scenario.do([{ delete_all_policies: true }]);
+      expect(await policyFiles(engine.manifests)).toEqual([]);
+    });
+
+    it("writes each ClusterNetworkPolicy as a file the control plane reads; an invalid one is named in status", async () => {
+      await scenario.do([{ create_cnp: {
+        name: "guard", tier: "Admin", priority: 5, subject: { namespaces: { matchLabels: { ns: "x" } } },
+        egress: [{ name: "no-yb", action: "Deny", to: [{ networks: ["<podIP:y/b>/32"] }] }],
+      } }]);
+      const file = path.join(engine.manifests, cnpFileName("guard"));
+      const doc = firstDocument(file) as { apiVersion: string; kind: string; metadata: unknown; spec: { egress: { to: unknown[] }[] } };
+      expect(doc).toMatchObject({ apiVersion: "policy.networking.k8s.io/v1alpha2", kind: "ClusterNetworkPolicy", metadata: { name: "guard" } });
+      expect(doc.spec.egress[0]?.to).toEqual([{ networks: [`${pod(engine, "yb").ip}/32`] }]);
+      // Written by hand, as a user would: the CRD would refuse priority 5000.
+      fs.writeFileSync(path.join(engine.manifests, "cnp-broken.yaml"), "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: broken}\nspec: {tier: Admin, priority: 5000, subject: {namespaces: {}}}\n");
+      await sleep(1200); // the control plane rescans its folder every 500 ms
+      const status = await new Promise<GetStatusResponse>((resolve, reject) => {
+        const client = engine.observerClient();
+        client.getStatus({}, (err, res) => { client.close(); if (err || !res) reject(err ?? new Error("no status")); else resolve(res); });
+      });
+      expect(status.metadataErrors).toEqual(["ClusterNetworkPolicy broken: spec.priority: expected an integer 0-1000, got 5000 (ignored)"]);
+      await scenario.do([{ delete_all_cnps: true }]);
+      expect(fs.readdirSync(engine.manifests).filter((n) => n.startsWith("cnp-"))).toEqual([]);
+    });
+
+    it("changes labels through the lab (kubernetes.io/metadata.name stays), and setup() restores the defaults", async () => {
+      await scenario.do([
+        { add_ns_labels: { ns: "y", labels: { team: "blue" } } },
+        { set_ns_labels: { ns: "z", labels: { other: "1" } } },
+        { add_pod_labels: { pod: "x/b", labels: { pod2: "updated" } } },
+        { set_pod_labels: { pod: "y/c", labels: { pod: "c", only: "this" } } },
+        { create: { name: "left-over", namespace: "y", podSelector: {}, policyTypes: ["Ingress"], ingress: [] } },
+      ]);
+      let status = await engine.lab.status();
+      const nsLabels = (ns: string) => status.namespaces.find((n) => n.name === ns)?.labels;
+      const podLabels = (ns: string, name: string) => status.pods.find((p) => p.namespace === ns && p.name === name)?.labels;
+      expect(nsLabels("y")).toEqual({ ns: "y", team: "blue", "kubernetes.io/metadata.name": "y" });
+      expect(nsLabels("z")).toEqual({ other: "1", "kubernetes.io/metadata.name": "z" });
+      expect(podLabels("x", "b")).toEqual({ pod: "b", pod2: "updated" });
+      expect(podLabels("y", "c")).toEqual({ pod: "c", only: "this" });
+      expect((firstDocument(path.join(engine.manifests, "ns-z.yaml")).metadata as { labels: unknown }).labels)
+        .toEqual({ other: "1", "kubernetes.io/metadata.name": "z" });
+
+      await scenario.setup(); // same model: the lab's pods are kept, reset to a case's start
+      status = await engine.lab.status();
+      for (const ns of ["x", "y", "z"]) expect(nsLabels(ns)).toEqual({ ns, "kubernetes.io/metadata.name": ns });
+      for (const p of engine.modelPods) expect(podLabels(p.namespace, p.name)).toEqual({ pod: p.name });
+      expect(await policyFiles(engine.manifests)).toEqual([]);
+    });
+
+    it("annotates the model namespaces with their bulkhead.io/mode, and setMode changes it", async () => {
+      const annotations = () => (firstDocument(path.join(engine.manifests, "ns-x.yaml")).metadata as { annotations?: unknown }).annotations;
+      expect(annotations()).toEqual({ [MODE_ANNOTATION]: "observe" });
+      await engine.setMode("audit");
+      expect(annotations()).toEqual({ [MODE_ANNOTATION]: "audit" });
+      await engine.setMode("observe");
+      expect(annotations()).toEqual({ [MODE_ANNOTATION]: "observe" });
+    });
+  });
+
+  // ---- conformance, audit and churn on the enforcing datapath --------------------------------------
+
+  describe("NetworkPolicy and ClusterNetworkPolicy on the enforcing datapath", () => {
+    // The plumbing's lab, its model namespaces now enforcing (waited for on every node).
+    beforeAll(async () => {
+      await engine.setMode("enforce");
+    });
+
+    for (const c of cases) {
+      it(`conformance ${c.id}: ${c.name}`, async () => {
+        log.length = 0;
+        const report = await runConformance([c], engine, { leaveUp: true });
+        const result = report.cases[0];
+        expect(result?.passed, [...(result ? describeCase(result) : []), "engine log:", ...log].join("\n")).toBe(true);
+      }, 120_000);
     }
-  }, 120_000);
+
+    it("audit mode drops nothing and marks exactly the pairs enforce mode denies as AUDIT (e2e-01)", async () => {
+      const c = cases.find((x) => x.id === "e2e-01");
+      const step = c?.steps[0];
+      const probe = step?.probes[0];
+      if (!c || !step || !probe) throw new Error("the cases file has no case e2e-01 with a step and a probe");
+      await engine.setMode("audit");
+      try {
+        const since = new Date();
+        const placement = await engine.setup(c.model);
+        const cluster = new ModelCluster(c.model, placement);
+        await engine.apply(step.actions.map((a) => cluster.apply(a)), cluster.objects());
+        expect([...(await engine.probe(probe.port, probe.protocol))]).toEqual([]);
+        const expected = [...probe.denied].sort();
+        expect(expected.length).toBeGreaterThan(0);
+        expect(await auditedPairs(engine, since, probe.port, expected)).toEqual(expected);
+      } finally {
+        await engine.setMode("enforce");
+      }
+    }, 120_000);
+
+    it("an allowed long-lived TCP connection keeps streaming, unreset, through 20 policy updates", async () => {
+      const scenario = new Scenario(engine, [80], ["TCP"]);
+      let stream: Stream | undefined;
+      try {
+        await scenario.setup();
+        // x/a admits namespace y on 80/TCP only; the stream is y/a → s-x-a.
+        await scenario.do([{ create: { name: "allow-y-to-xa", namespace: "x", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Ingress"],
+          ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: "y" } } }], ports: [{ port: 80, protocol: "TCP" }] }] } }]);
+        stream = await Stream.start(engine, "y/a", pod(engine, "xa").clusterIP, 80);
+        const s = stream;
+        await s.until("the stream did not start", () => s.echoed > 0);
+        // Each update changes the policy of one end of the stream (or of a bystander), never its verdict.
+        const churn = (i: number): Record<string, unknown> => {
+          const verb = i < 3 ? "create" : "update";
+          if (i % 3 === 0) {
+            return { [verb]: { name: "churn-in", namespace: "x", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Ingress"],
+              ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: "z" } } }], ports: [{ port: 1000 + i, protocol: "TCP" }] }] } };
+          }
+          if (i % 3 === 1) {
+            return { [verb]: { name: "churn-out", namespace: "y", podSelector: { matchLabels: { pod: "a" } }, policyTypes: ["Egress"],
+              egress: [{ to: [{ namespaceSelector: { matchLabels: { ns: "x" } } }], ports: [{ port: 80, protocol: "TCP" }] },
+                { to: [{ namespaceSelector: { matchLabels: { ns: "z" } } }], ports: [{ port: 2000 + i, protocol: "TCP" }] }] } };
+          }
+          return { [verb]: { name: "churn-z", namespace: "z", podSelector: { matchLabels: { pod: "c" } }, policyTypes: ["Ingress"],
+            ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: "y" } } }], ports: [{ port: 3000 + i, protocol: "TCP" }] }] } };
+        };
+        for (let i = 0; i < 20; i++) {
+          await scenario.do([churn(i)]);
+          const mark = s.echoed;
+          await s.until(`data stopped flowing after policy update ${i + 1}`, () => s.echoed >= mark + 16 * 1024);
+        }
+        expect(s.events).toEqual(["connected"]);
+        // The policies were in force meanwhile: new connections get exactly their verdicts.
+        expect([...(await engine.probe(80, "TCP"))].sort()).toEqual([
+          "xa>zc", "xb>xa", "xb>zc", "xc>xa", "xc>zc", "ya>yb", "ya>yc", "ya>za", "ya>zb", "ya>zc",
+          "yb>zc", "yc>zc", "za>xa", "za>zc", "zb>xa", "zb>zc", "zc>xa",
+        ]);
+        await stream.stop();
+        expect(s.events).toEqual(["connected", "stopped"]);
+        expect(s.sent - s.echoed).toBeLessThan(64 * 1024);
+      } finally {
+        await stream?.stop();
+      }
+    }, 120_000);
+  });
 });

@@ -88,7 +88,7 @@ describe(`random NetworkPolicy and ClusterNetworkPolicy conformance, ${COUNT} ca
       if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npx tsc -p . first");
       dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-conf-random-"));
       // runConformance brings the lab up once for all cases (prepare) and removes it at the end.
-      engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce",
+      engine = new DatapathEngine({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, observer: OBSERVER, mode: "enforce", ui: false,
         log: (line) => current.push(line) });
     });
 

@@ -75,7 +75,7 @@ describe("control plane on the lab", () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-cp-"));
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
     lab = await up({ stateDir: path.join(dir, "state"), topology: path.join(dir, "topology.yaml"),
-      pinDir: PIN_DIR, controlplane: { observer: OBSERVER } });
+      pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: false } }); // no web UI: nothing here reads it
     ca = (await lab.status()).controlplane?.ca ?? "(the lab recorded no CA)";
   });
 

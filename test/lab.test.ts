@@ -332,6 +332,7 @@ describe("agents", () => {
       nodes: 2,
       topology: { nodes: [], namespaces: [], pods: [{ namespace: "default", name: "a", labels: {}, ports: [] }], workloads: [], services: [] },
       agentCommand: (ctx) => netnsExecArgv(ctx.netns, [process.execPath, "-e", FAKE_AGENT, ctx.node]),
+      controlplane: { ui: false }, // no web UI: nothing here reads it, and the lab's fixed UI port may be taken
     });
     const s = await l.status();
     expect(s.agents.map((a) => [a.node, a.running])).toEqual([["node1", true], ["node2", true]]);

@@ -48,6 +48,11 @@ export interface DatapathEngineOptions {
   stateDir?: string;
   /** The control plane's Observer API; default 127.0.0.1:42460. */
   observer?: string;
+  /**
+   * The control plane's web UI (HOST:PORT), false for none; default the lab's (127.0.0.1:4388).
+   * Tests pass false: they never read it, and a fixed port another process holds would stop `up`.
+   */
+  ui?: string | false;
   /** 2 or more, so that some pairs cross nodes; default 2. */
   nodes?: number;
   /** The model namespaces' bulkhead.io/mode; default enforce. */
@@ -405,7 +410,7 @@ export class DatapathEngine implements ConformanceEngine {
         })),
         workloads: [], traffic: [],
       },
-      controlplane: { observer: this.observer },
+      controlplane: { observer: this.observer, ...(this.opts.ui !== undefined ? { ui: this.opts.ui } : {}) },
       ...(this.opts.pinDir !== undefined ? { pinDir: this.opts.pinDir } : {}),
       ...(this.opts.log ? { log: this.opts.log } : {}),
     });
