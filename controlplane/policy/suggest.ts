@@ -26,11 +26,15 @@
 // (FlowReplay) drop nothing; a violation is an error, never a silent suggestion. The check
 // replays the learned tuples as summed here (FlowReplay.addJudged: each end identified
 // once, not each record again).
-import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+//
+// Learned from records (`add`: the durable store's) or from the hot window's columns
+// (`addStored`: FlowHistory.scan's row view, no FlowRecord per row), summed the same way.
+import type { Endpoint, FlowRecord, Layer3 } from "../../proto/gen/bulkhead/v1/flow.js";
 import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { networkOf } from "../../addresses/ip.js";
 import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod } from "../metadata/objects.js";
 import { endpointWorkload } from "../store/filter.js";
+import type { FlowHistory, HistoryQuery } from "../store/history.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
 import { FlowReplay, isJudgedObservation } from "./whatif.js";
 import { TupleTable } from "./tuple-table.js";
@@ -166,23 +170,64 @@ export class PolicySuggester {
     if (!isJudgedObservation(r)) return;
     const s = r.source, d = r.destination, l4 = r.l4;
     if (s === undefined || d === undefined || l4 === undefined) return;
-    const ns = this.options.namespace;
-    const srcIn = s.podName !== "" && s.namespace === ns, dstIn = d.podName !== "" && d.namespace === ns;
-    if (!srcIn && !dstIn) return;
-    if (r.verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return; }
-    const protocol = portProtocol(l4.protocol);
-    if (protocol === undefined) { this.portless++; return; }
+    const sides = this.learnable(s, d, r.verdict, l4.protocol);
+    if (sides === 0) return;
     const ip = r.ip;
-    const src = this.endOf(s, ip?.source ?? ""), dst = this.endOf(d, ip?.destination ?? "");
-    // Bitwise, so that the key stays a small integer.
-    const portKey = ((l4.protocol & 0xff) << 16) | (l4.destinationPort & 0xffff);
-    const egress = srcIn && src.workload !== undefined && dst.peer !== undefined;
-    const ingress = dstIn && dst.workload !== undefined && src.peer !== undefined;
+    this.learn(this.endOf(s, ip?.source ?? ""), this.endOf(d, ip?.destination ?? ""), d, sides, ip, l4.protocol, l4.destinationPort,
+      Number(r.packets), ms(r.startTime), ms(r.endTime));
+  }
+
+  /**
+   * Learns from the history's records that `query` selects, as add() would one by one in
+   * query() order, read from its columns (FlowHistory.scan): no FlowRecord, BigInt or
+   * Timestamp per record, and each end found by its dictionary id in an array instead of a
+   * WeakMap. Returns the number of records read.
+   */
+  addStored(history: FlowHistory, query: HistoryQuery = {}): number {
+    // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
+    const byId: (EndInfo | undefined)[] = [];
+    let rows = 0;
+    history.scan(query, (r) => {
+      rows++;
+      if (!isJudgedObservation(r)) return;
+      const s = r.source, d = r.destination, l4 = r.l4;
+      if (s === undefined || d === undefined || l4 === undefined) return;
+      const sides = this.learnable(s, d, r.verdict, l4.protocol);
+      if (sides === 0) return;
+      const ip = r.ip;
+      const src = byId[r.sourceId] ??= this.endOf(s, ip?.source ?? "");
+      const dst = byId[r.destinationId] ??= this.endOf(d, ip?.destination ?? "");
+      this.learn(src, dst, d, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
+    });
+    return rows;
+  }
+
+  /**
+   * Whether a judged observation is learned from: 0 when not (neither end a pod of the
+   * namespace; not FORWARDED, or a protocol without ports, both counted for the notes), else
+   * 1 when the source is a pod of the namespace | 2 when the destination is.
+   */
+  private learnable(s: Endpoint, d: Endpoint, verdict: number, protocol: number): number {
+    const ns = this.options.namespace;
+    const sides = (s.podName !== "" && s.namespace === ns ? 1 : 0) | (d.podName !== "" && d.namespace === ns ? 2 : 0);
+    if (sides === 0) return 0;
+    if (verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return 0; }
+    if (portProtocol(protocol) === undefined) { this.portless++; return 0; }
+    return sides;
+  }
+
+  /** Sums a learned record into its tuple (ends by id); a new tuple gets its port's name and the sides it makes rules for. */
+  private learn(src: EndInfo, dst: EndInfo, d: Endpoint, sides: number, ip: Layer3 | undefined, protocolNumber: number, destinationPort: number,
+    packets: number, startMs: number, endMs: number): void {
+    const egress = (sides & 1) !== 0 && src.workload !== undefined && dst.peer !== undefined;
+    const ingress = (sides & 2) !== 0 && dst.workload !== undefined && src.peer !== undefined;
     if (!egress && !ingress) return;
     this.learnedCount++;
-    if (this.table.add(src.id, dst.id, portKey, Number(r.packets), ms(r.startTime), ms(r.endTime)) >= 0) return;
+    // Bitwise, so that the key stays a small integer.
+    const portKey = ((protocolNumber & 0xff) << 16) | (destinationPort & 0xffff);
+    if (this.table.add(src.id, dst.id, portKey, packets, startMs, endMs) >= 0) return;
     let port = dst.portNames.get(portKey);
-    if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
+    if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, portProtocol(protocolNumber)!, destinationPort)));
     this.tuplePort.push(port);
     // The check replays each end with the address of the first tuple it was learned in, as a replay of these records would.
     if (ip !== undefined) {
