@@ -7,9 +7,9 @@
 import { describe, expect, it } from "vitest";
 import { VerdictReason, Verdict, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { FlowReplay } from "../controlplane/policy/whatif.js";
-import { JUSTIFICATION_ANNOTATION, PolicySuggester, suggestPolicies, type RuleJustification } from "../controlplane/policy/suggest.js";
+import { JUSTIFICATION_ANNOTATION, PolicySuggester, policyManifest, suggestPolicies, type RuleJustification } from "../controlplane/policy/suggest.js";
 import { PolicyModel } from "../controlplane/policy/model.js";
-import type { Pod } from "../controlplane/metadata/objects.js";
+import { parseKubeObject, type Pod } from "../controlplane/metadata/objects.js";
 import { FlowHistory, type HistoryQuery } from "../controlplane/store/history.js";
 import { endpoint, flow, ns, pod, podEnd } from "./harness/flow-records.js";
 import { seededRandom } from "./harness/seeded-random.js";
@@ -105,7 +105,7 @@ describe("policy suggest", () => {
 });
 
 describe("suggest from the history's columns (PolicySuggester.addStored) equals suggest from its records one by one", () => {
-  it("the same policies, notes and counts (or the same refusal), on 60 random histories (seed 1406): in and out of time order, evicting, ranges and predicates", () => {
+  it("the same policies, notes and counts (or the same refusal), each policy what its own manifest parses to, on 60 random histories (seed 1406): in and out of time order, evicting, ranges and predicates", () => {
     const rand = seededRandom(1406);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     const outcomes = new Map<string, number>();
@@ -172,6 +172,8 @@ describe("suggest from the history's columns (PolicySuggester.addStored) equals 
       const want = outcome((s) => { const rows = history.query(query); s.addAll(rows); return rows.length; });
       const got = outcome((s) => s.addStored(history, query));
       expect(got).toEqual(want);
+      // Policies typed as they are built are what their own manifests parse to.
+      for (const p of want.result?.policies ?? []) expect(parseKubeObject(policyManifest(p))).toEqual(p);
       outcomes.set(want.result !== undefined ? "suggested" : "refused", (outcomes.get(want.result !== undefined ? "suggested" : "refused") ?? 0) + 1);
       policies += want.result?.policies.length ?? 0;
       learned += want.result?.learned ?? 0;
