@@ -45,18 +45,11 @@ function rangeOf(cp: ControlPlane, since: Timestamp | undefined, until: Timestam
   return { sinceMs, untilMs };
 }
 
-/** Every recorded flow in the range with an end in the scope (and in `namespace` when given), hot window and store. */
 /** The recorded flows in range that the scope (and the namespace asked about, if any) may see. */
 function flowQuery(scope: Scope, namespace: string, sinceMs: number, untilMs: number) {
   const only: Scope | undefined = namespace === "" ? undefined : { kind: "namespaces", subject: "", namespaces: new Set([namespace]) };
   const predicate = (r: FlowRecord) => flowInScope(scope, r) && (only === undefined || flowInScope(only, r));
   return { predicate, allow: [], deny: [], since: timestampOfMs(sinceMs), until: timestampOfMs(untilMs) };
-}
-
-async function forEachFlow(cp: ControlPlane, scope: Scope, namespace: string, sinceMs: number, untilMs: number, each: (r: FlowRecord) => void): Promise<void> {
-  const { hot, stored } = cp.flows({ ...flowQuery(scope, namespace, sinceMs, untilMs), last: 0 });
-  if (stored !== undefined) for await (const chunk of stored) for (const r of chunk) each(r);
-  for (const r of hot) each(r);
 }
 
 function checkNamespace(scope: Scope, namespace: string, required: boolean): void {
@@ -129,8 +122,11 @@ export async function policySuggestions(cp: ControlPlane, scope: Scope, req: Sug
     namespace: req.namespace, cluster: { pods: cp.state.pods(), namespaces: cp.state.namespaces() },
     minPrefixV4: req.minPrefixV4 || 24, minPrefixV6: req.minPrefixV6 || 64,
   });
+  // The store's records one by one, then the hot window from the history's columns (no record built per match).
+  const { history, hot, stored } = cp.flowsToScan(flowQuery(scope, req.namespace, sinceMs, untilMs));
   let records = 0;
-  await forEachFlow(cp, scope, req.namespace, sinceMs, untilMs, (r) => { records++; suggester.add(r); });
+  if (stored !== undefined) for await (const chunk of stored) for (const r of chunk) { records++; suggester.add(r); }
+  records += suggester.addStored(history, hot);
   const result = suggester.suggest();
   return {
     policies: result.policies.map((p) => JSON.stringify(policyManifest(p))), records: BigInt(records), notes: result.notes,

@@ -5,11 +5,14 @@
 // podSelector, Service traffic at the backend's (named) target port, outside peers as
 // ipBlocks cut to the minimum prefix, DNS egress, every rule justified by its flows.
 import { describe, expect, it } from "vitest";
-import { VerdictReason, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
+import { VerdictReason, Verdict, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { FlowReplay } from "../controlplane/policy/whatif.js";
-import { JUSTIFICATION_ANNOTATION, suggestPolicies, type RuleJustification } from "../controlplane/policy/suggest.js";
+import { JUSTIFICATION_ANNOTATION, PolicySuggester, policyManifest, suggestPolicies, type RuleJustification } from "../controlplane/policy/suggest.js";
 import { PolicyModel } from "../controlplane/policy/model.js";
+import { parseKubeObject, type Pod } from "../controlplane/metadata/objects.js";
+import { FlowHistory, type HistoryQuery } from "../controlplane/store/history.js";
 import { endpoint, flow, ns, pod, podEnd } from "./harness/flow-records.js";
+import { seededRandom } from "./harness/seeded-random.js";
 
 // shop: web (2 pods of a Deployment, different pod-template-hash), db (port "pg" 5432);
 // api: client; debug: dbg; outside 203.0.113.7 and 203.0.113.99 (same /24).
@@ -98,5 +101,88 @@ describe("policy suggest", () => {
     expect(allowed("shop/web-1", "api/client-1", 8080)).toBe(false); // egress never observed
     expect(model.evaluate({ src: { pod: "shop/web-1" }, dst: { ip: "198.51.100.1" }, protocol: "TCP", port: 443 }).allowed).toBe(false);
     expect(model.evaluate({ src: { pod: "shop/web-1" }, dst: { ip: "203.0.113.50" }, protocol: "TCP", port: 443 }).allowed).toBe(true); // the /24
+  });
+});
+
+describe("suggest from the history's columns (PolicySuggester.addStored) equals suggest from its records one by one", () => {
+  it("the same policies, notes and counts (or the same refusal), each policy what its own manifest parses to, on 60 random histories (seed 1406): in and out of time order, evicting, ranges and predicates", () => {
+    const rand = seededRandom(1406);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const outcomes = new Map<string, number>();
+    const paths = new Set<string>();
+    let policies = 0, learned = 0;
+    for (let n = 0; n < 60; n++) {
+      // Three namespaces of workloads with 1-3 pods: a stable app label (one workload in ten
+      // without one, which the check refuses), a pod-template-hash per pod, a tier some pods lack;
+      // some pods name their container port 80 "http".
+      const namespaces = ["shop", "api", "ops"];
+      const cluster = { namespaces: namespaces.map((name) => ns(name, pick(["enforce", "audit", "observe"]))), pods: [] as Pod[] };
+      const ends: Endpoint[] = [];
+      for (const namespace of namespaces) {
+        for (let w = 0; w < 2 + Math.floor(rand() * 4); w++) {
+          const app = rand() < 0.1 ? undefined : `app${w}`;
+          for (let p = 0; p < 1 + Math.floor(rand() * 3); p++) {
+            const name = `${namespace}-w${w}-${p}`, ip = `10.${namespaces.indexOf(namespace)}.${w}.${p + 1}`;
+            const labels: Record<string, string> = { ...(app !== undefined ? { app } : { [`only-${p}`]: "x" }), "pod-template-hash": `h${Math.floor(rand() * 3)}`,
+              ...(rand() < 0.7 ? { tier: `t${w % 2}` } : {}) };
+            if (rand() < 0.8) cluster.pods.push(pod(namespace, name, ip, labels, rand() < 0.5 ? [{ name: "http", containerPort: 80 }] : []));
+            ends.push(podEnd(namespace, name, ip, labels, `w${w}`));
+          }
+        }
+      }
+      // Outside addresses (one without its own address: the record's is taken), a node, a Service address.
+      for (let i = 0; i < 4; i++) ends.push(endpoint({ ip: `203.0.${Math.floor(rand() * 4)}.${1 + Math.floor(rand() * 254)}`, world: true }));
+      ends.push(endpoint({ ip: "", world: true }), endpoint({ ip: "192.168.0.1", node: "n1" }), endpoint({ ip: "10.96.0.10", namespace: "shop", service: "shop/web" }));
+      const pods = ends.filter((e) => e.podName !== "");
+      const records: FlowRecord[] = [];
+      for (let i = 0; i < 500; i++) {
+        const src = pick(ends);
+        const toPod = src.podName === "" || rand() < 0.75;
+        const dst = toPod ? pick(pods) : pick(ends.filter((e) => e.podName === ""));
+        const protocol = pick([6, 6, 17, 132, 1]), nanos = Math.floor(rand() * 1e9);
+        const r = flow(src, dst, { point: toPod ? "to" : "from", protocol, port: protocol === 1 ? 0 : pick([80, 443, 5432, 8080]), sport: rand() < 0.15 ? 1 : 40000,
+          packets: 1 + Math.floor(rand() * 50), endMs: 1_700_000_000_000 + Math.floor(rand() * 3_600_000),
+          verdict: rand() < 0.1 ? Verdict.VERDICT_DROPPED : rand() < 0.05 ? Verdict.VERDICT_AUDIT : Verdict.VERDICT_FORWARDED,
+          reason: rand() < 0.03 ? VerdictReason.VERDICT_REASON_SPOOFED : VerdictReason.VERDICT_REASON_UNSPECIFIED,
+          ...(src.ip === "" ? { srcIp: `198.51.${Math.floor(rand() * 2)}.${1 + Math.floor(rand() * 254)}` } : {}),
+          ...(dst.ip === "" ? { dstIp: `198.51.${Math.floor(rand() * 2)}.${1 + Math.floor(rand() * 254)}` } : {}) });
+        const syn = rand() < 0.3, ack = rand() < 0.5;
+        records.push({ ...r,
+          // A copy of an end now and then, as a decoder hands out: the same end in another object.
+          source: rand() < 0.1 ? { ...src } : src,
+          startTime: { seconds: r.startTime!.seconds, nanos }, endTime: rand() < 0.05 ? undefined : { seconds: r.endTime!.seconds, nanos },
+          packets: rand() < 0.05 ? 2n ** 60n + BigInt(Math.floor(rand() * 1e6)) : r.packets,
+          l4: { ...r.l4!, tcpFlags: protocol === 6 && rand() < 0.5 ? { fin: false, syn, rst: false, psh: false, ack, urg: false, ece: false, cwr: false } : undefined } });
+      }
+      if (rand() < 0.5) records.sort((a, b) => Number(a.endTime?.seconds ?? 0n) - Number(b.endTime?.seconds ?? 0n) || (a.endTime?.nanos ?? 0) - (b.endTime?.nanos ?? 0));
+      paths.add(`${records.every((r, i) => i === 0 || (r.endTime?.seconds ?? 0n) >= (records[i - 1]!.endTime?.seconds ?? 0n)) ? "in" : "out of"} time order`);
+      // Sometimes a ring smaller than the records: evicted rows free dictionary ids for reuse.
+      const history = new FlowHistory({ capacity: rand() < 0.3 ? 300 : 600 });
+      for (let i = 0; i < records.length; i += 50) history.append(records.slice(i, i + 50));
+      const query: HistoryQuery = {};
+      if (rand() < 0.3) query.since = { seconds: 1_700_000_000n + BigInt(Math.floor(rand() * 1800)), nanos: 0 };
+      if (rand() < 0.3) query.until = { seconds: 1_700_001_800n + BigInt(Math.floor(rand() * 1800)), nanos: 0 };
+      if (rand() < 0.3) { const other = pick(namespaces); query.predicate = (r) => r.source?.namespace === other || r.destination?.namespace === other; }
+      const options = { namespace: pick(namespaces), cluster, ...(rand() < 0.3 ? { minPrefixV4: pick([16, 28, 32]) } : {}) };
+      const outcome = (learn: (s: PolicySuggester) => number) => {
+        const s = new PolicySuggester(options);
+        const read = learn(s);
+        try { return { read, result: s.suggest() }; } catch (err) { return { read, refused: (err as Error).message }; }
+      };
+      const want = outcome((s) => { const rows = history.query(query); s.addAll(rows); return rows.length; });
+      const got = outcome((s) => s.addStored(history, query));
+      expect(got).toEqual(want);
+      // Policies typed as they are built are what their own manifests parse to.
+      for (const p of want.result?.policies ?? []) expect(parseKubeObject(policyManifest(p))).toEqual(p);
+      outcomes.set(want.result !== undefined ? "suggested" : "refused", (outcomes.get(want.result !== undefined ? "suggested" : "refused") ?? 0) + 1);
+      policies += want.result?.policies.length ?? 0;
+      learned += want.result?.learned ?? 0;
+    }
+    // Both outcomes met, most cases suggest, and they learn from many records.
+    expect(outcomes.get("refused")).toBeGreaterThan(0);
+    expect(outcomes.get("suggested")).toBeGreaterThan(30);
+    expect(policies).toBeGreaterThan(100);
+    expect(learned).toBeGreaterThan(3000);
+    expect([...paths].sort()).toEqual(["in time order", "out of time order"]);
   });
 });

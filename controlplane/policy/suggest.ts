@@ -26,11 +26,15 @@
 // (FlowReplay) drop nothing; a violation is an error, never a silent suggestion. The check
 // replays the learned tuples as summed here (FlowReplay.addJudged: each end identified
 // once, not each record again).
-import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+//
+// Learned from records (`add`: the durable store's) or from the hot window's columns
+// (`addStored`: FlowHistory.scan's row view, no FlowRecord per row), summed the same way.
+import type { Endpoint, FlowRecord, Layer3 } from "../../proto/gen/bulkhead/v1/flow.js";
 import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { networkOf } from "../../addresses/ip.js";
 import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod } from "../metadata/objects.js";
 import { endpointWorkload } from "../store/filter.js";
+import type { FlowHistory, HistoryQuery } from "../store/history.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
 import { FlowReplay, isJudgedObservation } from "./whatif.js";
 import { TupleTable } from "./tuple-table.js";
@@ -166,23 +170,64 @@ export class PolicySuggester {
     if (!isJudgedObservation(r)) return;
     const s = r.source, d = r.destination, l4 = r.l4;
     if (s === undefined || d === undefined || l4 === undefined) return;
-    const ns = this.options.namespace;
-    const srcIn = s.podName !== "" && s.namespace === ns, dstIn = d.podName !== "" && d.namespace === ns;
-    if (!srcIn && !dstIn) return;
-    if (r.verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return; }
-    const protocol = portProtocol(l4.protocol);
-    if (protocol === undefined) { this.portless++; return; }
+    const sides = this.learnable(s, d, r.verdict, l4.protocol);
+    if (sides === 0) return;
     const ip = r.ip;
-    const src = this.endOf(s, ip?.source ?? ""), dst = this.endOf(d, ip?.destination ?? "");
-    // Bitwise, so that the key stays a small integer.
-    const portKey = ((l4.protocol & 0xff) << 16) | (l4.destinationPort & 0xffff);
-    const egress = srcIn && src.workload !== undefined && dst.peer !== undefined;
-    const ingress = dstIn && dst.workload !== undefined && src.peer !== undefined;
+    this.learn(this.endOf(s, ip?.source ?? ""), this.endOf(d, ip?.destination ?? ""), d, sides, ip, l4.protocol, l4.destinationPort,
+      Number(r.packets), ms(r.startTime), ms(r.endTime));
+  }
+
+  /**
+   * Learns from the history's records that `query` selects, as add() would one by one in
+   * query() order, read from its columns (FlowHistory.scan): no FlowRecord, BigInt or
+   * Timestamp per record, and each end found by its dictionary id in an array instead of a
+   * WeakMap. Returns the number of records read.
+   */
+  addStored(history: FlowHistory, query: HistoryQuery = {}): number {
+    // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
+    const byId: (EndInfo | undefined)[] = [];
+    let rows = 0;
+    history.scan(query, (r) => {
+      rows++;
+      if (!isJudgedObservation(r)) return;
+      const s = r.source, d = r.destination, l4 = r.l4;
+      if (s === undefined || d === undefined || l4 === undefined) return;
+      const sides = this.learnable(s, d, r.verdict, l4.protocol);
+      if (sides === 0) return;
+      const ip = r.ip;
+      const src = byId[r.sourceId] ??= this.endOf(s, ip?.source ?? "");
+      const dst = byId[r.destinationId] ??= this.endOf(d, ip?.destination ?? "");
+      this.learn(src, dst, d, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
+    });
+    return rows;
+  }
+
+  /**
+   * Whether a judged observation is learned from: 0 when not (neither end a pod of the
+   * namespace; not FORWARDED, or a protocol without ports, both counted for the notes), else
+   * 1 when the source is a pod of the namespace | 2 when the destination is.
+   */
+  private learnable(s: Endpoint, d: Endpoint, verdict: number, protocol: number): number {
+    const ns = this.options.namespace;
+    const sides = (s.podName !== "" && s.namespace === ns ? 1 : 0) | (d.podName !== "" && d.namespace === ns ? 2 : 0);
+    if (sides === 0) return 0;
+    if (verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return 0; }
+    if (portProtocol(protocol) === undefined) { this.portless++; return 0; }
+    return sides;
+  }
+
+  /** Sums a learned record into its tuple (ends by id); a new tuple gets its port's name and the sides it makes rules for. */
+  private learn(src: EndInfo, dst: EndInfo, d: Endpoint, sides: number, ip: Layer3 | undefined, protocolNumber: number, destinationPort: number,
+    packets: number, startMs: number, endMs: number): void {
+    const egress = (sides & 1) !== 0 && src.workload !== undefined && dst.peer !== undefined;
+    const ingress = (sides & 2) !== 0 && dst.workload !== undefined && src.peer !== undefined;
     if (!egress && !ingress) return;
     this.learnedCount++;
-    if (this.table.add(src.id, dst.id, portKey, Number(r.packets), ms(r.startTime), ms(r.endTime)) >= 0) return;
+    // Bitwise, so that the key stays a small integer.
+    const portKey = ((protocolNumber & 0xff) << 16) | (destinationPort & 0xffff);
+    if (this.table.add(src.id, dst.id, portKey, packets, startMs, endMs) >= 0) return;
     let port = dst.portNames.get(portKey);
-    if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, protocol, l4.destinationPort)));
+    if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, portProtocol(protocolNumber)!, destinationPort)));
     this.tuplePort.push(port);
     // The check replays each end with the address of the first tuple it was learned in, as a replay of these records would.
     if (ip !== undefined) {
@@ -284,6 +329,24 @@ export class PolicySuggester {
       spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
     }));
     const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => COLLATOR.compare(a.id, b.id));
+    // Typed as they are built, not written out and parsed whole (25,000 rules for 100 workloads):
+    // each policy's frame (name, annotations, podSelector, DNS), each distinct peer and each
+    // distinct port goes through the parser once, so its checks still apply, and rules share them.
+    const peers = new Map<string, NetworkPolicyPeer>(), ports = new Map<string, NetworkPolicyPort>();
+    const parsedPeer = (acc: RuleAcc): NetworkPolicyPeer => {
+      let peer = peers.get(acc.peerId);
+      if (peer === undefined) {
+        peer = parsePart(ns, `peer ${acc.peerId}`, acc.peer.kind === "cidr" ? { ipBlock: { cidr: acc.peer.cidr } }
+          : { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: acc.peer.workload.namespace } }, podSelector: { matchLabels: { ...acc.peer.workload.labels } } }, undefined).from[0]!;
+        peers.set(acc.peerId, peer);
+      }
+      return peer;
+    };
+    const parsedPort = (text: string, port: { protocol: string; port: number | string }): NetworkPolicyPort => {
+      let parsed = ports.get(text);
+      if (parsed === undefined) ports.set(text, (parsed = parsePart(ns, `port ${text}`, undefined, port).ports[0]!));
+      return parsed;
+    };
     for (const w of subjects) {
       const labels = w.labels ?? {};
       if (Object.keys(labels).length === 0) {
@@ -293,26 +356,26 @@ export class PolicySuggester {
       const justification: RuleJustification[] = [];
       const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
         [...(accs?.values() ?? [])].sort((a, b) => COLLATOR.compare(a.peerId, b.peerId)).map((acc, i) => {
-          const peer = acc.peer.kind === "cidr" ? { ipBlock: { cidr: acc.peer.cidr } }
-            : { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: acc.peer.workload.namespace } }, podSelector: { matchLabels: { ...acc.peer.workload.labels } } };
           const named = [...acc.ports.values()].map((p) => ({ p, text: `${p.protocol}/${p.port}` })).sort((a, b) => COLLATOR.compare(a.text, b.text));
-          const ports = named.map((n) => n.p);
           justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
-          return { [direction === "ingress" ? "from" : "to"]: [peer], ports };
+          return { peers: [parsedPeer(acc)], ports: named.map((n) => parsedPort(n.text, n.p)) };
         });
-      const ingress = rulesOf(w.ingress, "ingress");
-      const egress = [...rulesOf(w.egress, "egress"), dnsRule];
+      const ingress = rulesOf(w.ingress, "ingress").map((r) => ({ from: r.peers, ports: r.ports }));
+      const egress = rulesOf(w.egress, "egress").map((r) => ({ to: r.peers, ports: r.ports }));
       for (const acc of [...w.ingress.values(), ...w.egress.values()]) {
         if (acc.peer.kind === "pod" && Object.keys(acc.peer.workload.labels ?? {}).length === 0) {
           notes.push(`${ns}/${w.id}: peer ${acc.peerId} shares no stable label: the rule admits every pod of its namespace`);
         }
       }
-      policies.push(parse({
+      const policy = parse({
         apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
         metadata: { name: `bulkhead-${w.name}`.slice(0, 253), namespace: ns, annotations: { [JUSTIFICATION_ANNOTATION]: JSON.stringify(justification) } },
-        spec: { podSelector: { matchLabels: labels }, policyTypes: ["Ingress", "Egress"], ingress, egress },
-      }));
+        spec: { podSelector: { matchLabels: labels }, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
+      });
+      policy.spec.ingress = ingress;
+      policy.spec.egress = [...egress, ...policy.spec.egress];
+      policies.push(policy);
     }
     if (this.notLearned > 0) notes.push(`${this.notLearned} records dropped or audited by the policies in force were not learned from`);
     if (this.portless > 0) notes.push(`${this.portless} records of protocols without ports (ICMP) cannot be allowed by a port rule and were left out`);
@@ -341,6 +404,19 @@ export class PolicySuggester {
 
 function parse(doc: Record<string, unknown>): NetworkPolicy {
   return parseKubeObject(doc) as NetworkPolicy;
+}
+
+/** One peer or one port of a suggested rule (`what`, for errors), parsed as the parser reads it in a policy (its checks, its defaults). */
+function parsePart(namespace: string, what: string, peer: Record<string, unknown> | undefined, port: Record<string, unknown> | undefined):
+  { from: NetworkPolicyPeer[]; ports: NetworkPolicyPort[] } {
+  try {
+    return parse({
+      apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name: "bulkhead-part", namespace },
+      spec: { podSelector: {}, ingress: [{ ...(peer !== undefined ? { from: [peer] } : {}), ...(port !== undefined ? { ports: [port] } : {}) }] },
+    }).spec.ingress[0]!;
+  } catch (err) {
+    throw new Error(`suggested ${what} is not a valid NetworkPolicy part: ${(err as Error).message}`);
+  }
 }
 
 export function suggestPolicies(records: Iterable<FlowRecord>, options: SuggestOptions): Suggestion {
