@@ -13,7 +13,7 @@
 //              maps (./retiring.ts); commit() then swaps the programs into the links,
 //              moves what can be moved, and pins the new maps in place of the old.
 import {
-  isBpfError, native, type AttachDirection, type AttachOptions, type BpfObject, type DrainResult, type Link,
+  isBpfError, native, type AttachDirection, type AttachOptions, type BpfObject, type DrainInto, type DrainResult, type Link,
 } from "../native/index.js";
 import {
   COUNTER, UNJUDGED_CAUSES, UNJUDGED_VERDICTS, unjudgedCounter, type UnjudgedCause, type UnjudgedVerdict,
@@ -37,9 +37,10 @@ export interface DrainedFlows {
  * uncounted; the entries it did not reach stay in the map, and the drain after next reads
  * them (the flip makes it the idle map again). Any other error is thrown.
  */
-export function drainKept(map: { drain(): DrainResult }, failures: Error[]): DrainResult {
+export function drainKept(map: { drain(batchSize?: number, into?: DrainInto): DrainResult }, failures: Error[],
+  into?: DrainInto): DrainResult {
   try {
-    return map.drain();
+    return into ? map.drain(undefined, into) : map.drain();
   } catch (err) {
     if (!isBpfError(err) || err.partial === undefined) throw err;
     failures.push(err);
@@ -90,10 +91,18 @@ export class Datapath {
   private retiredFlows: DrainResult[] = [];
   /** Totals of the old counters at commit(): counters() stays cumulative across it. */
   private retiredCounters: CounterTotals | undefined;
+  /** Room for one full flow map, which every drain of this object's maps reads into: a
+   * fresh pair of ~9 MB Buffers per drain stayed resident until V8 collected them
+   * (bench/README.md, agent-load). Pages are touched only as far as drains fill them. */
+  private readonly scratch: DrainInto;
 
   constructor(opts: DatapathOptions) {
     this.pins = opts.bpfDir !== undefined ? new PinDir(opts.bpfDir) : undefined;
     this.pins?.ensure();
+    this.scratch = {
+      keys: Buffer.allocUnsafeSlow(opts.flowMapSize * bh_flow_key.size),
+      values: Buffer.allocUnsafeSlow(opts.flowMapSize * bh_flow_value.size),
+    };
     this.object = native().openObject(opts.objectPath, {
       rodata: { emit_new_flow_events: u32(opts.emitNewFlowEvents === true ? 1 : 0) },
       maxEntries: { flows_0: opts.flowMapSize, flows_1: opts.flowMapSize },
@@ -235,7 +244,8 @@ export class Datapath {
   }
 
   /** Every entry counted since the previous drain, each exactly once (while replacing,
-   * the old maps' entries too). */
+   * the old maps' entries too). The Buffers may be views of the datapath's own scratch:
+   * valid until the next drain (decode them before draining again). */
   drain(): DrainedFlows {
     const idle = this.active;
     this.active = 1 - idle;
@@ -246,7 +256,7 @@ export class Datapath {
     this.retiredFlows = [];
     const failures: Error[] = [];
     if (this.retiring) parts.push(drainKept(this.retiring, failures));
-    parts.push(drainKept(this.object.map(`flows_${idle}`), failures));
+    parts.push(drainKept(this.object.map(`flows_${idle}`), failures, this.scratch));
     return { ...concatDrains(parts), ...(failures[0] ? { failure: failures[0] } : {}) };
   }
 

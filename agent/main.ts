@@ -24,7 +24,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     const { kubeconfig, certFile, keyFile, timeoutMs, problem } = config.tlsBootstrap;
     log.info({ reason: problem }, "requesting this node's certificate through the Kubernetes CSR API (--tls-bootstrap)");
     try {
-      await requestNodeCertificate({ kubeConfig: agentKubeConfig(kubeconfig), node: config.node, certFile, keyFile, timeoutMs, log });
+      await requestNodeCertificate({ kubeConfig: await agentKubeConfig(kubeconfig), node: config.node, certFile, keyFile, timeoutMs, log });
     } catch (err) {
       log.fatal({ err: (err as Error).message }, "no node certificate");
       process.stderr.write(`bulkhead agent: --tls-bootstrap: ${(err as Error).message}\n`);

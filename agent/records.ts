@@ -3,7 +3,7 @@
 // generated from the compiled object's BTF; this file only names them for the agent.
 import { type FlowRecord, ObservationPoint, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import type { LocalEndpoint } from "../proto/gen/bulkhead/v1/agent.js";
-import { ADDRESS_WIDTH, allocColumns, recordAt, type FlowColumns } from "../flowcolumns/columns.js";
+import { ADDRESS_WIDTH, allocColumns, recordAt, viewColumns, type FlowColumns } from "../flowcolumns/columns.js";
 import { formatIPv6Groups } from "../addresses/ip.js";
 import {
   BH_C_CT_CONFIRMED, BH_C_CT_CREATED, BH_C_CT_FULL, BH_C_CT_LOST, BH_C_CT_REJUDGED, BH_C_ICMP_RELATED, BH_C_MAP_FULL_BYTES,
@@ -152,15 +152,25 @@ const TWO_32 = 2 ** 32;
 /**
  * Decodes `count` drained entries (keys and values as the kernel laid them out) straight
  * into columns: no object per entry. Times become wall clock with the drain's one clock
- * offset, added in 32-bit halves so that no BigInt is made per entry.
+ * offset, added in 32-bit halves so that no BigInt is made per entry. With `storage` (at
+ * least `count` rows) the columns are views of it, valid until it is written again: the
+ * agent decodes every drain into one storage instead of ~9 MB of new arrays per drain.
  */
-export function decodeDrain(keys: Buffer, values: Buffer, count: number, ctx: DrainContext): FlowColumns {
-  const c = allocColumns(count);
-  c.firstSequence = ctx.firstSequence;
+export function decodeDrain(keys: Buffer, values: Buffer, count: number, ctx: DrainContext, storage?: FlowColumns): FlowColumns {
   if (ctx.clockOffsetNs < 0n) throw new Error(`clock offset ${ctx.clockOffsetNs} ns: the wall clock is before the monotonic one`);
+  const c = storage ? viewColumns(storage, count) : allocColumns(count);
+  c.firstSequence = ctx.firstSequence;
+  if (storage) {
+    // What the loop below does not write for every row: an IPv4 row's first 10 address
+    // bytes and, without local ends, the local end.
+    c.sourceAddresses.fill(0);
+    c.destinationAddresses.fill(0);
+    if (!ctx.localEnds) c.localEndpoints.fill(0);
+  }
   const offLo = Number(ctx.clockOffsetNs & 0xffffffffn), offHi = Number(ctx.clockOffsetNs >> 32n);
-  const start32 = new Uint32Array(c.startNs.buffer), end32 = new Uint32Array(c.endNs.buffer);
-  const packets32 = new Uint32Array(c.packets.buffer), bytes32 = new Uint32Array(c.bytes.buffer);
+  const halves = (col: BigUint64Array) => new Uint32Array(col.buffer, col.byteOffset, 2 * count);
+  const start32 = halves(c.startNs), end32 = halves(c.endNs);
+  const packets32 = halves(c.packets), bytes32 = halves(c.bytes);
   const ifaceIndex = new Map<number, number>();
   const K = bh_flow_key, V = bh_flow_value, A = ADDRESS_WIDTH;
   const src = c.sourceAddresses, dst = c.destinationAddresses;

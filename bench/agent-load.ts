@@ -4,7 +4,8 @@
 // process's RSS (max) and CPU (utime + stime over the flood), and the packets it counted
 // against the packets sent, with every loss counter.
 //
-// Run as root after `npx tsc -p .`:  node dist/bench/agent-load.js [--threads N]  (sender threads, default 2)
+// Run as root after `npx tsc -p .`:  node dist/bench/agent-load.js [--threads N] [--variant all|no-export|export]
+// (sender threads, default 2; the variants to run, default both)
 import path from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -35,8 +36,11 @@ const delta = (m0: Metrics, m1: Metrics, name: string, labels?: Record<string, s
 
 async function main(): Promise<number> {
   requireRoot("agent-load");
-  const args = parseArgs({ options: { threads: { type: "string", default: "2" } } }).values;
+  const args = parseArgs({ options: { threads: { type: "string", default: "2" }, variant: { type: "string", default: "all" } } }).values;
   const threads = Number(args.threads);
+  const variants = args.variant === "all" ? VARIANTS : args.variant === "no-export" ? VARIANTS.slice(0, 1)
+    : args.variant === "export" ? VARIANTS.slice(1) : undefined;
+  if (!variants) throw new Error(`--variant ${args.variant}: expected all, no-export or export`);
   const dir = tempDir("agent-load");
   const bin = buildFlood(dir);
   const node = await Node.create("al", ["a", "b"]);
@@ -50,7 +54,7 @@ async function main(): Promise<number> {
 
   let allMet = true;
   const lines: string[] = [];
-  for (const variant of VARIANTS) {
+  for (const variant of variants) {
     const agent = await AgentProcess.start(node, ["--flow-map-size", String(FLOW_MAP_SIZE), ...variant.flags(dir)],
       path.join(dir, "agent.log"));
     let maxRss = rssKiB(agent.pid);

@@ -58,6 +58,25 @@ export function allocColumns(rows: number): FlowColumns {
   };
 }
 
+/** The first `rows` rows of `storage` as columns (views, no copy) with dictionaries of
+ * their own: what a drain decodes into when the agent reuses one storage drain after
+ * drain. Valid until the storage is written again. */
+export function viewColumns(storage: FlowColumns, rows: number): FlowColumns {
+  if (rows > storage.rows) throw new Error(`viewColumns: ${rows} rows asked of a storage of ${storage.rows}`);
+  const a = ADDRESS_WIDTH, s = storage;
+  return {
+    rows, firstSequence: 0n,
+    startNs: s.startNs.subarray(0, rows), endNs: s.endNs.subarray(0, rows),
+    packets: s.packets.subarray(0, rows), bytes: s.bytes.subarray(0, rows),
+    sourceAddresses: s.sourceAddresses.subarray(0, rows * a), destinationAddresses: s.destinationAddresses.subarray(0, rows * a),
+    sourcePorts: s.sourcePorts.subarray(0, rows), destinationPorts: s.destinationPorts.subarray(0, rows),
+    ifindexes: s.ifindexes.subarray(0, rows), interfaces: s.interfaces.subarray(0, rows), interfaceNames: [],
+    protocols: s.protocols.subarray(0, rows), ipVersions: s.ipVersions.subarray(0, rows), points: s.points.subarray(0, rows),
+    verdicts: s.verdicts.subarray(0, rows), verdictReasons: s.verdictReasons.subarray(0, rows), tcpFlags: s.tcpFlags.subarray(0, rows),
+    localEndpoints: s.localEndpoints.subarray(0, rows), localEndpointNames: [],
+  };
+}
+
 /** Rows [from, to) as columns of their own (copied, so that the rest can be freed); dictionaries are shared. */
 export function sliceColumns(c: FlowColumns, from: number, to: number): FlowColumns {
   const a = ADDRESS_WIDTH;

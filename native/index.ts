@@ -93,6 +93,12 @@ export interface DrainResult {
   count: number;
 }
 
+/** Caller-owned Buffers a batch read fills, reused from one read to the next. */
+export interface DrainInto {
+  keys: Buffer;
+  values: Buffer;
+}
+
 export interface BpfMap {
   readonly name: string;
   readonly type: MapType;
@@ -106,10 +112,12 @@ export interface BpfMap {
   update(key: Buffer, value: Buffer, flags?: number): void;
   /** Returns false when the key was absent. */
   delete(key: Buffer): boolean;
-  /** Batch lookup-and-delete of every entry (BPF_MAP_LOOKUP_AND_DELETE_BATCH). */
-  drain(batchSize?: number): DrainResult;
-  /** Batch lookup of every entry without deleting. */
-  dump(batchSize?: number): DrainResult;
+  /** Batch lookup-and-delete of every entry (BPF_MAP_LOOKUP_AND_DELETE_BATCH). With
+   * `into`, entries are read straight into those Buffers and come back as views of them
+   * (valid until the caller reuses them); only when they lack room is a fresh pair made. */
+  drain(batchSize?: number, into?: DrainInto): DrainResult;
+  /** Batch lookup of every entry without deleting; `into` as for drain. */
+  dump(batchSize?: number, into?: DrainInto): DrainResult;
   pin(path: string): void;
   unpin(path: string): void;
 }

@@ -246,6 +246,56 @@ describe("BpfMap", () => {
     expect(counts.drain().count).toBe(0);
   });
 
+  it("drain into caller Buffers reads in place (views of them, no fresh Buffer) and reuses them drain after drain", () => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    const into = { keys: Buffer.alloc(8192 * 4), values: Buffer.alloc(8192 * 8) };
+    for (const round of [1, 2]) {
+      for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i * round));
+      const res = counts.drain(64, into);
+      expect(res.count).toBe(5000);
+      expect(res.keys.length).toBe(5000 * 4);
+      expect(res.values.length).toBe(5000 * 8);
+      // The same memory as the caller's Buffers, from their start.
+      expect(res.keys.buffer).toBe(into.keys.buffer);
+      expect(res.keys.byteOffset).toBe(into.keys.byteOffset);
+      expect(res.values.buffer).toBe(into.values.buffer);
+      expect(res.values.byteOffset).toBe(into.values.byteOffset);
+      const seen = new Set<number>();
+      for (let i = 0; i < res.count; i++) {
+        const k = res.keys.readUInt32LE(i * 4);
+        expect(res.values.readBigUInt64LE(i * 8)).toBe(BigInt(k * round));
+        seen.add(k);
+      }
+      expect(seen.size).toBe(5000);
+      expect(counts.dump().count).toBe(0);
+    }
+  });
+
+  it("drain into Buffers too small for the map returns every entry exactly once in a fresh pair", () => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i * 3));
+    const into = { keys: Buffer.alloc(1000 * 4), values: Buffer.alloc(1000 * 8) };
+    const res = counts.drain(64, into);
+    expect(res.count).toBe(5000);
+    expect(res.keys.buffer).not.toBe(into.keys.buffer);
+    const seen = new Set<number>();
+    for (let i = 0; i < res.count; i++) {
+      const k = res.keys.readUInt32LE(i * 4);
+      expect(res.values.readBigUInt64LE(i * 8)).toBe(BigInt(k * 3));
+      seen.add(k);
+    }
+    expect(seen.size).toBe(5000);
+    expect(counts.dump().count).toBe(0);
+  });
+
+  it("drain refuses an `into` that is not two Buffers, naming the field", () => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    const bad = (into: unknown) => () => counts.drain(64, into as { keys: Buffer; values: Buffer });
+    expect(bad(5)).toThrow(new TypeError("drain into must be { keys: Buffer, values: Buffer }"));
+    expect(bad({ keys: Buffer.alloc(8) })).toThrow(new TypeError("drain into.values must be a Buffer"));
+    expect(bad({ keys: "0000", values: Buffer.alloc(8) })).toThrow(new TypeError("drain into.keys must be a Buffer"));
+  });
+
   it("dump reads every entry and leaves them in place", () => {
     const counts = openFixture(0, { counts: 8192 }).map("counts");
     for (let i = 0; i < 3000; i++) counts.update(u32(i), u64(i));

@@ -439,3 +439,27 @@ describe("deploy/kustomize/overlays/node-certificates", () => {
     expect(config.nodeSigner?.ca.keyPem).toBe(ca.keyPem);
   });
 });
+
+describe("what an agent loads", () => {
+  // A resolve hook that refuses the two libraries only the bootstrap needs: an agent that
+  // loads them at start holds ~80 MiB more RSS on every node (bench/README.md, agent-load).
+  const REFUSED = ["@kubernetes/client-node", "@peculiar/x509"];
+  const hooks = `export async function resolve(specifier, context, next) {
+    if (${JSON.stringify(REFUSED)}.includes(specifier)) throw new Error("refused import of " + specifier);
+    return next(specifier, context);
+  }`;
+  const register = `import { register } from "node:module"; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`;
+  const load = (code: string) => run(process.execPath, ["--import", `data:text/javascript,${encodeURIComponent(register)}`,
+    "--input-type=module", "-e", code]).then(() => "loaded", (err: { stderr: string }) => err.stderr);
+  const built = (file: string) => JSON.stringify(path.join(repoRoot, "dist", file));
+
+  it("an agent that does not bootstrap loads neither the Kubernetes client nor the X.509 request builder (the built agent)", async () => {
+    expect(await load(`await import(${built("agent/main.js")});`)).toBe("loaded");
+    expect(await load(`const m = await import(${built("agent/config.js")}); m.parseAgentArgs(["--node", "n1"]);`)).toBe("loaded");
+  });
+
+  it("the bootstrap does load them: the hook above sees the import it refuses", async () => {
+    expect(await load(`const m = await import(${built("agent/node-certificate.js")}); await m.agentKubeConfig(undefined);`))
+      .toContain("refused import of @kubernetes/client-node");
+  });
+});

@@ -6,7 +6,7 @@ import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { toJsonLine } from "../agent/export/file.js";
 import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeRecords } from "../agent/export/record-buffer.js";
 import { ConnectRequest, FlowColumns } from "../proto/gen/bulkhead/v1/agent.js";
-import { ROW_BYTES, recordAt } from "../flowcolumns/columns.js";
+import { ROW_BYTES, allocColumns, recordAt } from "../flowcolumns/columns.js";
 import { decodeColumns, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
 import { decodeAgentRequest } from "../controlplane/agent-columns.js";
 import { parseByteSize } from "../config/flags.js";
@@ -95,6 +95,29 @@ describe("flow records", () => {
     expect([...c.endNs]).toEqual(mono.map((m) => m + 1n + offset));
   });
 
+  it("decoded into a reused storage, are views of it and equal a fresh decode, nothing left from the drain before (IPv4 after IPv6, no local end)", () => {
+    const v6 = entry({ family: 6, src: Array.from({ length: 16 }, (_, i) => 0xf0 + i), dst: Array.from({ length: 16 }, (_, i) => 0xe0 + i),
+      sport: 1, dport: 2, proto: 17, point: 2, packets: 5n, bytes: 500n });
+    const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 2n, bytes: 123n, flags: 0x12 });
+    const drain = (e: { key: Buffer; value: Buffer }, n: number) => ({
+      keys: Buffer.concat(Array.from({ length: n }, () => e.key)), values: Buffer.concat(Array.from({ length: n }, () => e.value)) });
+    const dctx = (first: bigint) => ({ interfaceName: (i: number) => `if${i}`, clockOffsetNs: 1_000n, firstSequence: first });
+    const storage = allocColumns(8);
+    storage.localEndpoints.fill(3);
+    const first = drain(v6, 8);
+    const a = decodeDrain(first.keys, first.values, 8, dctx(1n), storage);
+    expect(a.sourceAddresses.buffer).toBe(storage.sourceAddresses.buffer);
+    const second = drain(v4, 5);
+    const b = decodeDrain(second.keys, second.values, 5, dctx(9n), storage);
+    expect(b.rows).toBe(5);
+    expect(b.packets.buffer).toBe(storage.packets.buffer);
+    const fresh = decodeDrain(second.keys, second.values, 5, dctx(9n));
+    expect(Array.from({ length: 5 }, (_, i) => recordAt(b, i, "n"))).toEqual(Array.from({ length: 5 }, (_, i) => recordAt(fresh, i, "n")));
+    expect([...b.sourceAddresses]).toEqual([...fresh.sourceAddresses]);
+    expect([...b.localEndpoints]).toEqual([0, 0, 0, 0, 0]);
+    expect(() => decodeDrain(first.keys, first.values, 9, dctx(1n), storage)).toThrow("viewColumns: 9 rows asked of a storage of 8");
+  });
+
   it("kept as columns for the control plane, encode to a FlowColumns that any protobuf reader decodes to the same values, and the checked decoder to the same records", () => {
     const c = ctx();
     const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 2n ** 60n, bytes: 123n, flags: 0x13 });
@@ -121,6 +144,19 @@ describe("flow records", () => {
       expect(decoded.batchId).toBe(2n ** 40n);
       expect(Array.from({ length: 200 }, (_, i) => recordAt(decoded.columns, i, "node1"))).toEqual(records);
     }
+  });
+
+  it("in a buffer, are a copy: the drain's columns written again afterwards change nothing held", () => {
+    const c = ctx();
+    const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 7n, bytes: 70n });
+    const columns = encodeRecords(Array.from({ length: 3 }, () => decodeFlowRecord(v4.key, v4.value, 0, c)));
+    const expected = Array.from({ length: 3 }, (_, i) => recordAt(columns, i, "node1"));
+    const buffer = new RecordBuffer(1 << 20, 10, () => undefined);
+    buffer.pushAll(columns, 0);
+    columns.packets.fill(0n);
+    columns.sourceAddresses.fill(0);
+    const held = buffer.takeColumns()!;
+    expect(Array.from({ length: 3 }, (_, i) => recordAt(held, i, "node1"))).toEqual(expected);
   });
 
   it("in the outage buffer, past its byte bound drop the fewest oldest records, counted, and leave the rest in order", () => {

@@ -47,10 +47,12 @@ export class RecordBuffer {
     private readonly onDrop: (n: number) => void,
   ) {}
 
-  /** Appends `columns` (in chunks of at most chunkRecords rows), then drops the oldest until this and `otherBytes` fit the capacity. */
+  /** Appends a copy of `columns` (in chunks of at most chunkRecords rows; the agent decodes
+   * the next drain into the same arrays), then drops the oldest until this and `otherBytes`
+   * fit the capacity. */
   pushAll(columns: FlowColumns, otherBytes: number): void {
     for (let i = 0; i < columns.rows; i += this.chunkRecords) {
-      const chunk = i === 0 && columns.rows <= this.chunkRecords ? columns : sliceColumns(columns, i, Math.min(columns.rows, i + this.chunkRecords));
+      const chunk = sliceColumns(columns, i, Math.min(columns.rows, i + this.chunkRecords));
       this.chunks.push(chunk);
       this.length += chunk.rows;
       this.bytes += costOf(chunk);

@@ -4,7 +4,8 @@ import type { FlowColumns } from "../../flowcolumns/columns.js";
 
 export interface RecordSink {
   readonly name: string;
-  /** One drain's records as columns; a sink may keep them (it never changes them). */
+  /** One drain's records as columns, valid during the call only: the agent decodes the next
+   * drain into the same arrays, so a sink copies what it keeps (and never changes them). */
   push(columns: FlowColumns): void;
   /** Records accepted but not yet written or acknowledged. */
   readonly pending: number;

@@ -163,13 +163,39 @@ Napi::Value BpfMapWrap::Batch(const Napi::CallbackInfo& info, bool andDelete) {
                        : std::min(kDefaultBatch, std::max<uint32_t>(maxEntries_, 1));
   if (spec.batchSize == 0) throw Napi::RangeError::New(env, "batchSize must be at least 1");
   spec.andDelete = andDelete;
-  return BatchToJs(env, ReadBatches(spec), op, name_);
+  Napi::Object into;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    const std::string what = std::string(andDelete ? "drain" : "dump") + " into";
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, what + " must be { keys: Buffer, values: Buffer }");
+    into = info[1].As<Napi::Object>();
+    Napi::Value keys = into.Get("keys"), values = into.Get("values");
+    if (!keys.IsBuffer()) throw Napi::TypeError::New(env, what + ".keys must be a Buffer");
+    if (!values.IsBuffer()) throw Napi::TypeError::New(env, what + ".values must be a Buffer");
+    auto k = keys.As<Napi::Buffer<uint8_t>>();
+    auto v = values.As<Napi::Buffer<uint8_t>>();
+    spec.keysInto = k.Data();
+    spec.keysIntoBytes = k.Length();
+    spec.valuesInto = v.Data();
+    spec.valuesIntoBytes = v.Length();
+  }
+  return BatchToJs(env, ReadBatches(spec), op, name_, into);
 }
 
-Napi::Value BatchToJs(Napi::Env env, const BatchResult& res, const std::string& op, const std::string& object) {
+Napi::Value BatchToJs(Napi::Env env, const BatchResult& res, const std::string& op, const std::string& object,
+                      Napi::Object into) {
   Napi::Object out = Napi::Object::New(env);
-  out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, res.keys.data(), res.keys.size()));
-  out.Set("values", Napi::Buffer<uint8_t>::Copy(env, res.values.data(), res.values.size()));
+  if (res.inPlace && !into.IsEmpty()) {
+    auto view = [&](const char* name, size_t bytes) {
+      Napi::Object buf = into.Get(name).As<Napi::Object>();
+      return buf.Get("subarray").As<Napi::Function>().Call(
+          buf, {Napi::Number::New(env, 0), Napi::Number::New(env, static_cast<double>(bytes))});
+    };
+    out.Set("keys", view("keys", size_t(res.count) * res.keySize));
+    out.Set("values", view("values", size_t(res.count) * res.valueBytes));
+  } else {
+    out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, res.keys.data(), res.keys.size()));
+    out.Set("values", Napi::Buffer<uint8_t>::Copy(env, res.values.data(), res.values.size()));
+  }
   out.Set("count", res.count);
   if (res.err != 0) {
     // Entries already deleted must not vanish with the exception.

@@ -58,7 +58,9 @@ bool IsPercpu(enum bpf_map_type type);
 
 // A batch read as JavaScript ({keys, values, count}); on a failure part-way, throws a
 // BpfError naming `op` and `object` that carries what was read (drained entries are gone
-// from the kernel) as .partial.
-Napi::Value BatchToJs(Napi::Env env, const BatchResult& res, const std::string& op, const std::string& object);
+// from the kernel) as .partial. Entries read in place (res.inPlace) come back as views of
+// `into`'s own Buffers, valid until the caller reuses them.
+Napi::Value BatchToJs(Napi::Env env, const BatchResult& res, const std::string& op, const std::string& object,
+                      Napi::Object into = Napi::Object());
 
 }  // namespace bulkhead

@@ -51,21 +51,51 @@ BatchResult ReadBatches(const BatchSpec& spec) {
   uint32_t batch = std::max<uint32_t>(spec.batchSize, 1);
   std::vector<uint8_t> keys, values;
   auto opts = LibbpfOpts<bpf_map_batch_opts>();
+  const size_t room = spec.keysInto != nullptr && spec.valuesInto != nullptr && spec.keySize > 0 &&
+                              spec.valueBytes > 0
+                          ? std::min(spec.keysIntoBytes / spec.keySize, spec.valuesIntoBytes / spec.valueBytes)
+                          : 0;
+  out.inPlace = room > 0;
+  out.keySize = spec.keySize;
+  out.valueBytes = spec.valueBytes;
+  // Leaves the caller's buffers: what is there so far moves to the vectors.
+  auto spill = [&]() {
+    out.keys.assign(spec.keysInto, spec.keysInto + size_t(out.count) * spec.keySize);
+    out.values.assign(spec.valuesInto, spec.valuesInto + size_t(out.count) * spec.valueBytes);
+    out.inPlace = false;
+  };
 
   for (;;) {
-    keys.resize(static_cast<size_t>(batch) * spec.keySize);
-    values.resize(static_cast<size_t>(batch) * spec.valueBytes);
-    uint32_t count = batch;
+    uint32_t ask = batch;
+    uint8_t* keysDst;
+    uint8_t* valuesDst;
+    if (out.inPlace && room - out.count == 0) spill();
+    if (out.inPlace) {
+      ask = static_cast<uint32_t>(std::min<size_t>(batch, room - out.count));
+      keysDst = spec.keysInto + size_t(out.count) * spec.keySize;
+      valuesDst = spec.valuesInto + size_t(out.count) * spec.valueBytes;
+    } else {
+      keys.resize(static_cast<size_t>(batch) * spec.keySize);
+      values.resize(static_cast<size_t>(batch) * spec.valueBytes);
+      keysDst = keys.data();
+      valuesDst = values.data();
+    }
+    uint32_t count = ask;
     void* in = first ? nullptr : inToken.data();
     int r = spec.andDelete
-                ? bpf_map_lookup_and_delete_batch(spec.fd, in, outToken.data(), keys.data(),
-                                                  values.data(), &count, &opts)
-                : bpf_map_lookup_batch(spec.fd, in, outToken.data(), keys.data(), values.data(),
-                                       &count, &opts);
+                ? bpf_map_lookup_and_delete_batch(spec.fd, in, outToken.data(), keysDst, valuesDst,
+                                                  &count, &opts)
+                : bpf_map_lookup_batch(spec.fd, in, outToken.data(), keysDst, valuesDst, &count, &opts);
     int err = r < 0 ? PositiveErrno(r) : 0;
     if (first && (err == EINVAL || err == EOPNOTSUPP || err == 524)) return ReadByKeys(spec);
     if (err == ENOSPC && count == 0) {
+      // Nothing was copied or deleted: the same position is read again with more room.
+      if (ask < batch) {
+        spill();
+        continue;
+      }
       if (batch >= (1u << 24)) {
+        if (out.inPlace) spill();
         out.err = ENOSPC;
         return out;
       }
@@ -74,9 +104,11 @@ BatchResult ReadBatches(const BatchSpec& spec) {
     }
     if (err != 0 && err != ENOENT) count = 0;  // nothing reliable came back
     if (count > 0) {
-      out.keys.insert(out.keys.end(), keys.begin(), keys.begin() + size_t(count) * spec.keySize);
-      out.values.insert(out.values.end(), values.begin(),
-                        values.begin() + size_t(count) * spec.valueBytes);
+      if (!out.inPlace) {
+        out.keys.insert(out.keys.end(), keys.begin(), keys.begin() + size_t(count) * spec.keySize);
+        out.values.insert(out.values.end(), values.begin(),
+                          values.begin() + size_t(count) * spec.valueBytes);
+      }
       out.count += count;
     }
     if (err == ENOENT) return out;

@@ -13,12 +13,23 @@ struct BatchSpec {
   uint32_t valueBytes = 0;  // per entry as the kernel copies it out
   uint32_t batchSize = 0;   // entries per syscall to start with
   bool andDelete = false;
+  // Where to read to, when the caller owns reusable buffers (the agent drains every second:
+  // a fresh pair of buffers per drain is memory the process holds until V8 collects it).
+  // Entries go straight from the kernel into them; only past their room do they go to
+  // BatchResult's vectors (and what was in place is moved there too).
+  uint8_t* keysInto = nullptr;
+  size_t keysIntoBytes = 0;
+  uint8_t* valuesInto = nullptr;
+  size_t valuesIntoBytes = 0;
 };
 
 struct BatchResult {
   std::vector<uint8_t> keys;
   std::vector<uint8_t> values;
   uint32_t count = 0;
+  bool inPlace = false;  // the entries are at spec.keysInto/valuesInto; keys and values are empty
+  uint32_t keySize = 0;     // bytes per entry, as in the spec
+  uint32_t valueBytes = 0;
   int err = 0;  // 0, or the errno that stopped the walk (entries so far are kept)
 };
 
