@@ -43,6 +43,9 @@ function manifests(): string {
   return docs.join("\n---\n") + "\n";
 }
 
+/** A node of Chrome's accessibility tree (CDP Accessibility.getFullAXTree), as far as the test reads it. */
+interface AxNode { nodeId: string; role?: { value: string }; name?: { value: string }; childIds?: string[] }
+
 /** A connection's record as an agent sends it, each on its own source port. */
 const record = (src: string, dst: string, port: number, verdict = Verdict.VERDICT_FORWARDED): FlowRecord =>
   agentRecord(src, dst, port, { verdict, packets: 3, sport: "vary" });
@@ -117,6 +120,38 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
       await page.screenshot({ path: path.join(SHOTS, `map-200-workloads-${viewport.width}x${viewport.height}.png`) });
     }
+  });
+
+  it("the mirror tables at 800 edges: every edge a row of an accessible table in Chrome's accessibility tree, rows out of view included", async () => {
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    const edges = await page.evaluate(() => window.bulkheadMap.edges().length);
+    // The mirror is written in a task after the snapshot: wait for one row per map edge.
+    await expect.poll(() => page.locator("[data-testid=edge-row]").count(), { timeout: 10_000 }).toBe(edges);
+
+    // Chrome's own accessibility tree (what a screen reader gets): the edge list is a table
+    // with a header row and one row per edge, each a row header (the edge) and five cells.
+    const cdp = await page.context().newCDPSession(page);
+    try {
+      const { nodes } = await cdp.send("Accessibility.getFullAXTree") as { nodes: AxNode[] };
+      const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+      const table = nodes.find((n) => n.role?.value === "table" && n.name?.value === "Edges");
+      expect(table, "a table named Edges").toBeDefined();
+      const rows: AxNode[] = [];
+      const walk = (n: AxNode) => { if (n.role?.value === "row") rows.push(n); else for (const c of n.childIds ?? []) { const child = byId.get(c); if (child) walk(child); } };
+      walk(table!);
+      expect(rows.length).toBe(edges + 1);
+      const roles = (row: AxNode) => (row.childIds ?? []).map((c) => byId.get(c)?.role?.value ?? "?").join(" ");
+      expect(roles(rows[0]!)).toBe("columnheader columnheader columnheader columnheader columnheader columnheader");
+      expect(new Set(rows.slice(1).map(roles))).toEqual(new Set(["rowheader cell cell cell cell cell"]));
+      // The last row is far below the mirror's fold: its text is there all the same.
+      const lastEdge = await page.$eval("[data-testid=edge-row]:last-child th", (th) => th.textContent ?? "");
+      expect(lastEdge).toMatch(/^.+ → .+, (TCP|UDP)\/\d+, (forwarded|dropped|audit)/);
+      expect(byId.get(rows.at(-1)!.childIds![0]!)?.name?.value).toBe(lastEdge);
+    } finally {
+      await cdp.detach();
+    }
+
+    expect(pageErrors).toEqual([]);
   });
 
   it("the flow table at 1280 px: verdict words whole, pod names without their template hash (full in the title), every column inside the table", async () => {

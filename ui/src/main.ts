@@ -271,6 +271,7 @@ function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id
   let row = rows.get(id);
   if (!row) {
     row = document.createElement("tr");
+    row.setAttribute("role", "row");
     rows.set(id, row);
     body.append(row);
   }
@@ -287,6 +288,7 @@ function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id
   row.replaceChildren(...cells.map((c, i) => {
     const cell = document.createElement(i === 0 ? "th" : "td");
     if (i === 0) cell.setAttribute("scope", "row");
+    cell.setAttribute("role", i === 0 ? "rowheader" : "cell");
     if (classes[i]) cell.className = classes[i]!;
     cell.append(c);
     return cell;
