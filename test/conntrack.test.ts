@@ -345,6 +345,24 @@ describe("conntrack on the real kernel", () => {
       });
     }
 
+    // a stays in observe: its from_pod skips the conntrack hit between checks (lib/flow.h,
+    // bh_ct_mark) and "one" marked its flow well under a second before "two"; the policy
+    // change must still make a's next packet judge the connection again there.
+    it("c → enforce while a stays in observe: a's next packet is judged again at a's from_pod", async () => {
+      const aObserves = (s: PolicySnapshot): PolicySnapshot => ({ ...s, identities: s.identities.map((i) =>
+        i.id === ID.a ? { ...i, mode: PolicyMode.POLICY_MODE_OBSERVE } : i) });
+      enact((v) => snapshot(v, PolicyMode.POLICY_MODE_OBSERVE, { c: { ingress: true } }, cRules));
+      const denied = spawnIn(A.netns, [process.execPath, "-e", HOLD_JS, JSON.stringify({ host: C.ip, port: 8000 })]);
+      await started(denied, '"connected":true');
+      expect(await echoes(denied, "one"), "a → c:8000 in observe").toBe(true);
+      enact((v) => aObserves(snapshot(v, PolicyMode.POLICY_MODE_ENFORCE, { c: { ingress: true } }, cRules)), true);
+      drainRecords(N1.datapath!);
+      expect(await echoes(denied, "two"), "a → c:8000 after c's switch to enforce").toBe(false);
+      const recs = drainRecords(N1.datapath!);
+      expect(labels(recs, { at: A, point: "from_pod", dst: C.ip, dport: 8000 })).toContain("DROPPED/POLICY");
+      denied.child.kill("SIGKILL");
+    });
+
     it("tightening: an established allowed connection whose rule is removed is dropped; other changes keep it", async () => {
       enact((v) => snapshot(v, PolicyMode.POLICY_MODE_ENFORCE, { c: { ingress: true } }, cRules));
       const hold = spawnIn(B.netns, [process.execPath, "-e", HOLD_JS, JSON.stringify({ host: C.ip, port: 8001 })]);
