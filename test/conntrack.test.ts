@@ -20,7 +20,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { HOST_ID, podsSnapshot, rule, WORLD_ID } from "./harness/snapshot.js";
-import { drainRecords, type Rec } from "./harness/drained.js";
+import { drainRecords, peekRecords, type Rec } from "./harness/drained.js";
 import { ECHO_SERVER_JS } from "./harness/echo-server.js";
 import { bpfObjectDir, native, type Link } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
@@ -30,6 +30,7 @@ import {
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { ipBatch, netnsExecArgv, run } from "../lab/netns.js";
 import { sleep } from "./harness/netns.js";
+import { waitFor } from "./harness/wait.js";
 import type { Spawned } from "./harness/process.js";
 import { Testbed, type BedPod } from "./harness/testbed.js";
 
@@ -344,6 +345,72 @@ describe("conntrack on the real kernel", () => {
         allowed.child.kill("SIGKILL");
       });
     }
+
+    // a stays in observe: the policy change must make a's next packet judge the connection
+    // again at a's from_pod. (The drain after the switch flips the flow maps, so "two"
+    // finds no flow and no mark there: the observe shortcut's version check is proven by
+    // the UDP case below, which does not drain in between.)
+    it("c → enforce while a stays in observe: a's next packet is judged again at a's from_pod", async () => {
+      const aObserves = (s: PolicySnapshot): PolicySnapshot => ({ ...s, identities: s.identities.map((i) =>
+        i.id === ID.a ? { ...i, mode: PolicyMode.POLICY_MODE_OBSERVE } : i) });
+      enact((v) => snapshot(v, PolicyMode.POLICY_MODE_OBSERVE, { c: { ingress: true } }, cRules));
+      const denied = spawnIn(A.netns, [process.execPath, "-e", HOLD_JS, JSON.stringify({ host: C.ip, port: 8000 })]);
+      await started(denied, '"connected":true');
+      expect(await echoes(denied, "one"), "a → c:8000 in observe").toBe(true);
+      enact((v) => aObserves(snapshot(v, PolicyMode.POLICY_MODE_ENFORCE, { c: { ingress: true } }, cRules)), true);
+      drainRecords(N1.datapath!);
+      expect(await echoes(denied, "two"), "a → c:8000 after c's switch to enforce").toBe(false);
+      const recs = drainRecords(N1.datapath!);
+      // Every packet of a since the switch (its first included, not only retransmissions).
+      expect(labels(recs, { at: A, point: "from_pod", dst: C.ip, dport: 8000 })).toEqual(["DROPPED/POLICY"]);
+      denied.child.kill("SIGKILL");
+    });
+
+    // The observe shortcut (lib/flow.h, bh_ct_mark): a packet of an observed pod whose flow
+    // a confirmed, unjudged conntrack hit marked within ~1 s skips the conntrack lookup
+    // while the mark's policy version is the active one. Here a stays in observe, so only
+    // the version can end the shortcut when c switches to enforce; without that check a's
+    // next datagram would pass a's from_pod as FORWARDED/NONE (and drop only at c's
+    // to_pod). UDP, so that every packet is one datagram the test sent (no
+    // retransmissions, no ACKs); no drain between "two" and "four", so "four" finds the
+    // flow and the mark "two" left in the active flow map.
+    it("the observe shortcut ends with the policy version: a's first datagram after c's switch is DROPPED at a's from_pod", async () => {
+      const aObserves = (s: PolicySnapshot): PolicySnapshot => ({ ...s, identities: s.identities.map((i) =>
+        i.id === ID.a ? { ...i, mode: PolicyMode.POLICY_MODE_OBSERVE } : i) });
+      enact((v) => snapshot(v, PolicyMode.POLICY_MODE_OBSERVE, { c: { ingress: true } }, cRules));
+      const dp = N1.datapath!;
+      const pa = spawnIn(A.netns, [process.execPath, "-e", UDP_PEER_JS, "40001"]);
+      await started(pa, '"ready":true');
+      const fromA = (): Rec[] => peekRecords(dp).filter((r) => r.ifindex === A.ifindex && r.point === 1
+        && r.dst === C.ip && r.sport === 40001 && r.dport === 53 && r.proto === UDP);
+      const echoed = (text: string) => pa.waitForLine((l) => l.includes(`"text":"${text}"`), 5_000);
+      // "one" opens the connection, c's echo confirms it; "two" then hits the confirmed,
+      // unjudged entry at a's from_pod and marks its flow; "three" may take the shortcut.
+      for (const text of ["one", "two", "three"]) {
+        send(pa, `${C.ip} 53 ${text}`);
+        await echoed(text);
+      }
+      const marked = fromA();
+      expect(marked.map((r) => [r.label, r.packets])).toEqual([["FORWARDED/NONE", 3n]]);
+      // The premise: a's flow carries a valid mark (0x8000) of the active version.
+      expect(marked[0]!.ctMark & 0x8000, "a's flow marked by the conntrack hit of \"two\"").toBe(0x8000);
+      expect(marked[0]!.ctMark >>> 16, "the mark's policy version").toBe(dp.policy.kernelVersion() & 0xffff);
+
+      // c switches to enforce (c takes only b's TCP); a stays in observe. "four" leaves a
+      // right after: "two"'s mark was made a few milliseconds earlier (an echo on one node,
+      // a dump, and the policy write with its RCU grace period), well within its ~1 s.
+      enact((v) => aObserves(snapshot(v, PolicyMode.POLICY_MODE_ENFORCE, { c: { ingress: true } }, cRules)), true);
+      send(pa, `${C.ip} 53 four`);
+      // Waits until a's from_pod has counted "four" (a fourth packet on a's flows to c:53);
+      // the datagram crosses the veth within milliseconds, so 5 s is ample.
+      const after = await waitFor(fromA, (rs) => rs.reduce((n, r) => n + r.packets, 0n) === 4n, 5_000,
+        "a's from_pod to count the datagram \"four\"");
+      expect(after.map((r) => [r.label, r.packets]).sort(), "a's from_pod: one, two, three forwarded; four dropped")
+        .toEqual([["DROPPED/POLICY", 1n], ["FORWARDED/NONE", 3n]]);
+      expect(pa.lines.filter((l) => l.includes('"text":"four"')), "the echo of four").toEqual([]);
+      drainRecords(dp);
+      pa.child.kill("SIGKILL");
+    });
 
     it("tightening: an established allowed connection whose rule is removed is dropped; other changes keep it", async () => {
       enact((v) => snapshot(v, PolicyMode.POLICY_MODE_ENFORCE, { c: { ingress: true } }, cRules));

@@ -115,30 +115,43 @@ if (o.proto === "tcp") {
 }`;
 
 // Load for the atomic-apply test: one long connection streaming echoed data, and a new
-// short connection every 10 ms; a summary on SIGTERM.
+// short connection every 10 ms, each given CONNECT_LIMIT_MS to connect and get its echo;
+// on SIGTERM, once no connection is still in flight, a summary (connects, failures with
+// their error, the slowest connection's ms).
+const CONNECT_LIMIT_MS = 10_000;
 const LOAD_JS = `const net = require("net");
 const o = JSON.parse(process.argv[1]);
-const r = { streamed: 0, streamError: null, connects: 0, failures: [] };
+const r = { streamed: 0, streamError: null, connects: 0, slowestMs: 0, failures: [] };
 const chunk = Buffer.alloc(16384, 0x61);
 const stream = net.connect({ host: o.host, port: o.streamPort });
 stream.on("connect", () => { const pump = () => { while (stream.write(chunk)) {} }; stream.on("drain", pump); pump(); });
 stream.on("data", (b) => { r.streamed += b.length; });
 stream.on("error", (e) => { r.streamError = e.code || e.message; });
 stream.on("close", () => { if (!r.stopping && !r.streamError) r.streamError = "closed"; });
-let started = false;
+let started = false, inFlight = 0;
 const one = () => {
   const t0 = Date.now();
   const s = net.connect({ host: o.host, port: o.port });
-  const timer = setTimeout(() => { r.failures.push({ at: t0, error: "timeout" }); s.destroy(); }, 1500);
+  let over = false;
+  const end = (error) => {
+    if (over) return;
+    over = true; inFlight--; clearTimeout(timer);
+    if (error) { r.failures.push({ at: t0, error }); s.destroy(); return; }
+    r.connects++; r.slowestMs = Math.max(r.slowestMs, Date.now() - t0); s.end();
+    if (!started) { started = true; console.log(JSON.stringify({ started: true })); }
+  };
+  inFlight++;
+  const timer = setTimeout(() => end("timeout"), o.limitMs);
   s.on("connect", () => s.write("x"));
-  s.on("data", () => { clearTimeout(timer); r.connects++; s.end(); if (!started) { started = true; console.log(JSON.stringify({ started: true })); } });
-  s.on("error", (e) => { clearTimeout(timer); r.failures.push({ at: t0, error: e.code || e.message }); });
+  s.on("data", () => end());
+  s.on("error", (e) => end(e.code || e.message));
 };
 const timer = setInterval(one, 10);
 process.on("SIGTERM", () => {
   clearInterval(timer);
   r.stopping = true;
-  setTimeout(() => { stream.destroy(); console.log(JSON.stringify(r)); process.exit(0); }, 1600);
+  const report = () => { if (inFlight > 0) return setTimeout(report, 50); stream.destroy(); console.log(JSON.stringify(r)); process.exit(0); };
+  report();
 });`;
 
 interface ProbeResult { ok: boolean; error?: string; ms: number }
@@ -521,7 +534,8 @@ describe("enforcement on the real kernel", () => {
         return snapshot(v, PolicyMode.POLICY_MODE_ENFORCE, { b: { ingress: true } }, rules, { aIdentity: aId });
       };
       enact(make);
-      const load = spawnIn(A.netns, [process.execPath, "-e", LOAD_JS, JSON.stringify({ host: B.ip, port: 80, streamPort: 9000 })]);
+      const load = spawnIn(A.netns, [process.execPath, "-e", LOAD_JS,
+        JSON.stringify({ host: B.ip, port: 80, streamPort: 9000, limitMs: CONNECT_LIMIT_MS })]);
       await load.waitForLine((l) => l.includes('"started":true'), 10_000);
       const streamedBefore = Date.now();
       let last = make(version);
@@ -534,9 +548,19 @@ describe("enforcement on the real kernel", () => {
       }
       await sleep(300);
       load.child.kill("SIGTERM");
-      const summary = JSON.parse(await load.waitForLine((l) => l.includes('"connects"'), 10_000)) as
-        { streamed: number; streamError: string | null; connects: number; failures: unknown[] };
-      expect(summary.failures).toEqual([]);
+      // The summary comes once every connection opened before the SIGTERM has ended: its
+      // echo, an error, or CONNECT_LIMIT_MS without either.
+      const summary = JSON.parse(await load.waitForLine((l) => l.includes('"connects"'), CONNECT_LIMIT_MS + 10_000)) as
+        { streamed: number; streamError: string | null; connects: number; slowestMs: number; failures: unknown[] };
+      // A connection the applies break loses packets to the datapath (DROPPED records), is
+      // reset, or never completes. How fast a connection completes is not the question:
+      // under other sessions' load a connect and echo took over 1.5 s (once, at load 12:
+      // every connection of a 10 s stretch), so each gets CONNECT_LIMIT_MS, far beyond
+      // any scheduling delay, and the slowest is only reported.
+      const recs = drainRecords(datapath);
+      expect(recs.filter((x) => x.label.startsWith("DROPPED")), "packets the datapath dropped").toEqual([]);
+      expect(summary.failures, `connections reset, refused or not complete within ${CONNECT_LIMIT_MS} ms `
+        + `(${summary.connects} completed, the slowest in ${summary.slowestMs} ms)`).toEqual([]);
       expect(summary.streamError).toBeNull();
       expect(summary.connects, `new connections in ${Date.now() - streamedBefore} ms`).toBeGreaterThan(50);
       expect(summary.streamed).toBeGreaterThan(1_000_000);
@@ -544,8 +568,6 @@ describe("enforcement on the real kernel", () => {
       expect(policy.kernelVersion()).toBe(Number(last.version));
       const state = datapath.object.map("flow_state").lookup(Buffer.from([BH_STATE_POLICY_VERSION, 0, 0, 0]));
       expect(state?.readUInt32LE(0)).toBe(version);
-      const recs = drainRecords(datapath);
-      expect(recs.filter((x) => x.label.startsWith("DROPPED"))).toEqual([]);
       expect(labels(recs, { at: B, point: "to_pod", src: A.ip, dport: 80 })).toContain("FORWARDED/POLICY");
     }, 60_000);
 

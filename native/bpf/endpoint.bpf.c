@@ -375,6 +375,10 @@ static __always_inline void bh_from_pod_judge(struct __sk_buff *skb, struct bh_p
 	v = bh_ct_lookup(&ct, pkt, now, &confirmed);
 	if (v) {
 		bh_tracked(pkt, &ct, v, confirmed, version, 1);
+		if (confirmed && (v->flags & (BH_CT_UNJUDGED | BH_CT_DEFERRED)) == BH_CT_UNJUDGED &&
+		    pkt->key.verdict == BH_VERDICT_FORWARDED && pkt->key.reason == BH_REASON_NONE &&
+		    !(pkt->tcp_flags & (BH_TCP_SYN | BH_TCP_FIN | BH_TCP_RST)))
+			pkt->ct_mark = bh_ct_mark(version, now);
 		return;
 	}
 	bh_count_lost(pkt);
@@ -417,6 +421,27 @@ static __always_inline void bh_to_pod_judge(struct __sk_buff *skb, struct bh_pac
 	bh_opened(pkt);
 }
 
+/* A packet leaving an observed pod, of a flow whose conntrack entry was checked lately
+ * (lib/flow.h, bh_ct_mark): added to its flow (FORWARDED, NONE) without a conntrack
+ * lookup. 0: the packet takes the full path. Anything that can change the outcome or the
+ * entry takes the full path: a spoofed source, ND/MLD, an ICMP error, a TCP SYN, FIN or
+ * RST, a fragment. */
+static __always_inline int bh_from_pod_observed(const struct bh_packet *pkt,
+						const struct bh_endpoint_value *ep)
+{
+	struct bh_identity_info self;
+
+	if (pkt->frag != BH_FRAG_NONE || (pkt->tcp_flags & (BH_TCP_SYN | BH_TCP_FIN | BH_TCP_RST)))
+		return 0;
+	/* The mode first: a judged pod's packets pay only this lookup (a hot one) here. */
+	self = bh_policy_active() ? bh_identity(&identities_1, ep->identity)
+				  : bh_identity(&identities_0, ep->identity);
+	if (self.mode != BH_MODE_OBSERVE || bh_source_spoofed(ep, &pkt->key) ||
+	    bh_policy_exempt(&pkt->key) || bh_icmp_is_error(pkt))
+		return 0;
+	return bh_flow_record_observed(pkt, bh_policy_version());
+}
+
 /* Packets of interfaces without a known endpoint are only observed (FORWARDED, NONE:
  * bh_parse zeroes the key). */
 SEC("tc")
@@ -431,6 +456,8 @@ int from_pod(struct __sk_buff *skb)
 	ep = bh_endpoint(skb->ifindex);
 	if (ret != BH_PARSE_OK)
 		return bh_unjudged(&pkt, ep);
+	if (ep && bh_from_pod_observed(&pkt, ep))
+		return TCX_NEXT;
 	/* A later fragment already has its first fragment's verdict. */
 	if (ep && pkt.frag != BH_FRAG_LATER)
 		bh_from_pod_judge(skb, &pkt, ep);

@@ -42,7 +42,10 @@ struct bh_flow_value {
 	__u64 first_seen_ns;
 	__u64 last_seen_ns;
 	__u32 tcp_flags; /* OR of every TCP flag byte seen (FIN=0x01 … CWR=0x80) */
-	__u32 pad;
+	/* The programs' own: a packet of an observed connection whose conntrack entry was
+	 * checked lately (lib/flow.h, bh_ct_mark), so that the next ones skip the lookup.
+	 * 0: none. User space ignores it. */
+	__u32 ct_mark;
 };
 
 enum bh_verdict {

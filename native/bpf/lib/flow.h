@@ -112,6 +112,44 @@ static __always_inline void bh_emit_new_flow(const struct bh_flow_key *key, __u6
 			   ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
+/* An observed connection's packets skip conntrack between checks. A packet of an
+ * observed pod (from_pod) costs, besides its flow, a conntrack hit that is a cold hash
+ * lookup of its own (about one reference packet, bench/README.md, enforce-cost), and its
+ * outcome cannot change while the policy version stays the same: an entry that is
+ * UNJUDGED (neither end judged under the active version), not DEFERRED (no to_pod will
+ * replace it) and confirmed (no packet of this direction can confirm it) gives every
+ * packet FORWARDED / NONE until the next policy change. So the judge marks the flow of a
+ * packet that found such an entry with the version and the time (bh_flow_value.ct_mark),
+ * and a later packet of that flow (same key, same active flow map) whose pod is still in
+ * observe mode skips the conntrack lookup while the mark is at most
+ * BH_CT_MARK_FRESH ticks old and of the active version: it only adds to its flow.
+ *
+ * What that keeps: a policy change (a switch to enforce included) invalidates every mark
+ * (the version differs), so the next packet is judged again as before; a TCP SYN, FIN or
+ * RST, a fragment, an ICMP error and any packet of an unconfirmed connection take the
+ * full path; the entry is still looked up (refreshed, its LRU reference bit set) at least
+ * once per ~1 s of traffic, far within its shortest lifetime (10 s), so it neither expires
+ * nor ages out under a flowing connection; and a drain empties the marks with the flows.
+ * The version is compared on its low 16 bits: a policy change 65,536 versions apart
+ * within the mark's second would skip one re-judgement for that second. */
+#define BH_CT_MARK_VALID 0x8000u
+#define BH_CT_MARK_TICK_SHIFT 24 /* ticks of 2^24 ns, 16.8 ms */
+#define BH_CT_MARK_TICKS 0x7fffu
+#define BH_CT_MARK_FRESH 60 /* ticks: ~1 s */
+
+static __always_inline __u32 bh_ct_mark(__u32 version, __u64 now)
+{
+	return (version << 16) | BH_CT_MARK_VALID | ((__u32)(now >> BH_CT_MARK_TICK_SHIFT) & BH_CT_MARK_TICKS);
+}
+
+static __always_inline int bh_ct_mark_fresh(__u32 mark, __u32 version, __u64 now)
+{
+	__u32 ticks = ((__u32)(now >> BH_CT_MARK_TICK_SHIFT) - mark) & BH_CT_MARK_TICKS;
+
+	return (mark & BH_CT_MARK_VALID) && (mark >> 16) == (version & 0xffff) &&
+	       ticks < BH_CT_MARK_FRESH;
+}
+
 /* Called once per flow map so each call site sees one map: the verifier refuses
  * to inline a lookup whose map pointer may be either of two maps. The first packet of a
  * connection skips the lookup and inserts at once: its flow key (reason POLICY, or NONE
@@ -130,6 +168,7 @@ static __always_inline void bh_flow_account(void *flows, const struct bh_packet 
 			.first_seen_ns = now,
 			.last_seen_ns = now,
 			.tcp_flags = pkt->tcp_flags,
+			.ct_mark = pkt->ct_mark,
 		};
 		long err = bpf_map_update_elem(flows, &pkt->key, &fresh, BPF_NOEXIST);
 
@@ -152,6 +191,37 @@ static __always_inline void bh_flow_account(void *flows, const struct bh_packet 
 	v->last_seen_ns = now;
 	if (pkt->tcp_flags)
 		__sync_fetch_and_or(&v->tcp_flags, pkt->tcp_flags);
+	if (v->ct_mark != pkt->ct_mark)
+		v->ct_mark = pkt->ct_mark;
+}
+
+/* The shortcut of an observed packet (see bh_ct_mark): 1 when the packet was added to
+ * its flow, whose mark is fresh; 0 when it must be judged (and recorded) in full. */
+static __always_inline int bh_flow_observed(void *flows, const struct bh_packet *pkt,
+					    __u32 version, __u64 now)
+{
+	struct bh_flow_value *v = bpf_map_lookup_elem(flows, &pkt->key);
+
+	if (!v || !bh_ct_mark_fresh(v->ct_mark, version, now))
+		return 0;
+	__sync_fetch_and_add(&v->packets, pkt->packets);
+	__sync_fetch_and_add(&v->bytes, pkt->bytes);
+	v->last_seen_ns = now;
+	if (pkt->tcp_flags)
+		__sync_fetch_and_or(&v->tcp_flags, pkt->tcp_flags);
+	return 1;
+}
+
+/* bh_flow_observed on the active flow map; pkt->key must be FORWARDED / NONE. */
+static __always_inline int bh_flow_record_observed(const struct bh_packet *pkt, __u32 version)
+{
+	__u32 slot = BH_STATE_ACTIVE_MAP;
+	__u32 *active = bpf_map_lookup_elem(&flow_state, &slot);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (active && *active)
+		return bh_flow_observed(&flows_1, pkt, version, now);
+	return bh_flow_observed(&flows_0, pkt, version, now);
 }
 
 /* Adds one parsed packet (key.ifindex and key.point set) to the active flow map. */

@@ -63,6 +63,7 @@ struct bh_packet {
 	__u8 opened;     /* set by the judge: this packet opened a tracked connection, so its
 			  * flow is most likely new (lib/flow.h inserts before looking up) */
 	__u32 l4_off;    /* L4 header offset in the frame, 0 when there is none (lib/icmp.h) */
+	__u32 ct_mark;   /* set by the judge: the flow's bh_flow_value.ct_mark (lib/flow.h) */
 };
 
 /* Where the L3 parse left the L4 header. */
