@@ -100,7 +100,7 @@ rl.createInterface({ input: process.stdin }).on("line", (l) => { for (const s of
 const HOLD_JS = `const net = require("net"), rl = require("readline");
 const o = JSON.parse(process.argv[1]);
 const s = net.connect({ host: o.host, port: o.port });
-s.on("connect", () => console.log(JSON.stringify({ connected: true })));
+s.on("connect", () => console.log(JSON.stringify({ connected: true, port: s.localPort })));
 s.on("data", (b) => console.log(JSON.stringify({ data: String(b) })));
 s.on("error", (e) => console.log(JSON.stringify({ error: e.code || e.message })));
 rl.createInterface({ input: process.stdin }).on("line", (l) => s.write(l));`;
@@ -126,8 +126,9 @@ s.on("connect", () => s.write(Buffer.alloc(o.bytes, 0x62)));
 s.on("data", (b) => { got += b.length; if (got >= o.bytes) done(true); });
 s.on("error", (e) => done(false, e.code || e.message));`;
 
-async function started(s: Spawned, what: string): Promise<void> {
-  await s.waitForLine((l) => l.includes(what), 10_000);
+/** The first line of `s` that contains `what` (its readiness line). */
+async function started(s: Spawned, what: string): Promise<string> {
+  return await s.waitForLine((l) => l.includes(what), 10_000);
 }
 
 function send(s: Spawned, line: string): void {
@@ -355,14 +356,26 @@ describe("conntrack on the real kernel", () => {
         i.id === ID.a ? { ...i, mode: PolicyMode.POLICY_MODE_OBSERVE } : i) });
       enact((v) => snapshot(v, PolicyMode.POLICY_MODE_OBSERVE, { c: { ingress: true } }, cRules));
       const denied = spawnIn(A.netns, [process.execPath, "-e", HOLD_JS, JSON.stringify({ host: C.ip, port: 8000 })]);
-      await started(denied, '"connected":true');
+      const sport = (JSON.parse(await started(denied, '"connected":true')) as { port: number }).port;
       expect(await echoes(denied, "one"), "a → c:8000 in observe").toBe(true);
+      // Only this connection's packets: an earlier test's connection from a to c:8000, its
+      // process killed, may still send (the kernel retransmits an orphaned socket's data
+      // and FIN), and a's from_pod need not judge a packet without a confirmed entry.
+      const toC = (recs: Rec[]) => recs.filter((r) => r.ifindex === A.ifindex && r.point === 1 && r.dst === C.ip && r.dport === 8000 && r.sport === sport);
+      // Before the switch, a's from_pod must have counted every packet a sent so far: SYN,
+      // the handshake's ACK, "one", and the ACK of c's echo (it leaves a's kernel
+      // asynchronously from the echo reaching the test).
+      await waitFor(() => toC(peekRecords(N1.datapath!)).reduce((n, r) => n + r.packets, 0n), (n) => n >= 4n, 5_000,
+        "a's from_pod to count SYN, ACK, \"one\" and the ACK of its echo");
       enact((v) => aObserves(snapshot(v, PolicyMode.POLICY_MODE_ENFORCE, { c: { ingress: true } }, cRules)), true);
       drainRecords(N1.datapath!);
       expect(await echoes(denied, "two"), "a → c:8000 after c's switch to enforce").toBe(false);
       const recs = drainRecords(N1.datapath!);
       // Every packet of a since the switch (its first included, not only retransmissions).
-      expect(labels(recs, { at: A, point: "from_pod", dst: C.ip, dport: 8000 })).toEqual(["DROPPED/POLICY"]);
+      expect(labels(toC(recs), { at: A, point: "from_pod", dst: C.ip, dport: 8000 }),
+        `a's from_pod to c:8000 since the switch: ${toC(recs).map((r) => `${r.label} x${r.packets}`).join(", ")}`).toEqual(["DROPPED/POLICY"]);
+      // And whatever a sent to c:8000 (an earlier connection's too), c's to_pod forwarded none of it.
+      expect(labels(recs, { at: C, point: "to_pod", src: A.ip, dport: 8000 }).filter((l) => !l.startsWith("DROPPED"))).toEqual([]);
       denied.child.kill("SIGKILL");
     });
 
