@@ -21,9 +21,9 @@
 // plane start) is reported on its own; the medians are over 5 runs after it. The load
 // average is printed with the figures: on a shared machine it explains most of the spread.
 import { availableParallelism, loadavg } from "node:os";
-import { parseKubeObject, type KubeObject, type Namespace, type NetworkPolicy, type Node, type Pod } from "../controlplane/metadata/objects.js";
+import type { NetworkPolicy, Pod } from "../controlplane/metadata/objects.js";
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
-import type { PolicyCluster } from "../controlplane/policy/model.js";
+import { apiPolicy, largeCluster, namespaceName, namespacePolicy, type LargeCluster } from "../test/harness/large-cluster.js";
 import { portPrefixes } from "../agent/policy.js";
 import { CNP_API_VERSION, CNP_KIND, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
 
@@ -31,87 +31,9 @@ const NAMESPACES = 500;
 const PODS_PER_NAMESPACE = 10;
 const NODES = 50;
 const RUNS = 5;
-const TIERS = ["web", "api", "db", "cache", "worker"];
 
-function parse<T extends KubeObject>(doc: Record<string, unknown>): T {
-  const object = parseKubeObject(doc);
-  if (!object) throw new Error(`bench: not a kept kind: ${JSON.stringify(doc)}`);
-  return object as T;
-}
-
-function namespaceName(i: number): string {
-  return i === 0 ? "monitoring" : i === 1 ? "ingress" : `team-${i}`;
-}
-
-function buildCluster(): PolicyCluster & { pods: Pod[]; policies: NetworkPolicy[] } {
-  const namespaces: Namespace[] = [];
-  const pods: Pod[] = [];
-  const policies: NetworkPolicy[] = [];
-  const nodes: Node[] = Array.from({ length: NODES }, (_, n) => parse<Node>({
-    apiVersion: "v1", kind: "Node", metadata: { name: `node-${n}` }, status: { addresses: [{ type: "InternalIP", address: `172.18.0.${n + 2}` }] },
-  }));
-  let podIndex = 0;
-  for (let i = 0; i < NAMESPACES; i++) {
-    const ns = namespaceName(i);
-    const team = `t${i % 25}`;
-    const role = i === 0 ? "monitoring" : i === 1 ? "ingress" : "app";
-    namespaces.push(parse<Namespace>({
-      apiVersion: "v1", kind: "Namespace",
-      metadata: { name: ns, labels: { "kubernetes.io/metadata.name": ns, team, role, env: ["prod", "dev", "staging"][i % 3] } },
-    }));
-    for (let p = 0; p < PODS_PER_NAMESPACE; p++) {
-      const deployment = Math.floor(p / 2);
-      const tier = TIERS[deployment] ?? "web";
-      const ports = [{ name: "http", containerPort: 8080 }, { name: "metrics", containerPort: 9090 }];
-      if (tier === "api") ports.push({ name: "grpc", containerPort: 9000 });
-      const ip = `10.244.${podIndex >> 8}.${podIndex & 255}`;
-      pods.push(parse<Pod>({
-        apiVersion: "v1", kind: "Pod",
-        metadata: { name: `app-${deployment}-${p}`, namespace: ns, labels: { app: `app-${deployment}`, tier, "pod-template-hash": `h${i}x${deployment}`, version: "v1" } },
-        spec: { nodeName: `node-${podIndex % NODES}`, containers: [{ name: "main", ports }] },
-        status: { phase: "Running", podIP: ip, podIPs: [{ ip }] },
-      }));
-      podIndex++;
-    }
-    policies.push(namespacePolicy(i, ns));
-    policies.push(apiPolicy(i, ns, team, 5432));
-  }
-  return { namespaces, pods, nodes, policies };
-}
-
-function namespacePolicy(i: number, ns: string, extraBlock?: string): NetworkPolicy {
-  const ingress: unknown[] = [
-    { from: [{ podSelector: {} }] },
-    { from: [{ namespaceSelector: { matchLabels: { role: "monitoring" } } }], ports: [{ port: "metrics" }] },
-    { from: [{ namespaceSelector: { matchLabels: { role: "ingress" } } }], ports: [{ port: "http" }] },
-  ];
-  if (i % 10 === 0) {
-    const net = (i * 7) % 20;
-    ingress.push({ from: [{ ipBlock: { cidr: `10.244.${net}.0/24`, except: [`10.244.${net}.0/28`] } }], ports: [{ port: 8080 }] });
-  }
-  if (extraBlock !== undefined) ingress.push({ from: [{ ipBlock: { cidr: extraBlock } }] });
-  return parse<NetworkPolicy>({
-    apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
-    metadata: { name: "default", namespace: ns },
-    spec: { podSelector: {}, policyTypes: ["Ingress"], ingress },
-  });
-}
-
-function apiPolicy(_i: number, ns: string, team: string, dbPort: number): NetworkPolicy {
-  return parse<NetworkPolicy>({
-    apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
-    metadata: { name: "api", namespace: ns },
-    spec: {
-      podSelector: { matchLabels: { tier: "api" } },
-      policyTypes: ["Ingress", "Egress"],
-      ingress: [{ from: [{ podSelector: { matchLabels: { tier: "web" } } }], ports: [{ port: "http" }, { port: "grpc" }] }],
-      egress: [
-        { to: [{ podSelector: { matchLabels: { tier: "db" } } }], ports: [{ port: dbPort }] },
-        { to: [{ namespaceSelector: { matchLabels: { team } }, podSelector: { matchExpressions: [{ key: "tier", operator: "In", values: ["api", "cache"] }] } }] },
-        { to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"] } }], ports: [{ port: 443 }] },
-      ],
-    },
-  });
+function buildCluster(): LargeCluster {
+  return largeCluster({ namespaces: NAMESPACES, podsPerNamespace: PODS_PER_NAMESPACE, nodes: NODES });
 }
 
 /**
@@ -200,7 +122,7 @@ function main(): void {
     const policyIndex = 2 * (100 + run * 37) + 1;
     const old = cluster.policies[policyIndex] as NetworkPolicy;
     const policies = [...cluster.policies];
-    policies[policyIndex] = apiPolicy(0, old.metadata.namespace, String(cluster.namespaces.find((n) => n.metadata.name === old.metadata.namespace)?.metadata.labels.team), 6000 + run);
+    policies[policyIndex] = apiPolicy(old.metadata.namespace, String(cluster.namespaces.find((n) => n.metadata.name === old.metadata.namespace)?.metadata.labels.team), 6000 + run);
     policyUpdate.push(timed(() => compiler.compile({ ...cluster, policies })));
     recomputedPolicy = compiler.stats().recomputedSubjects;
     compiler.compile(cluster);
