@@ -404,12 +404,13 @@ async function referenceRole(socket: string): Promise<void> {
 
 /**
  * Streams as node-<index>. With limit 0, until told to stop, cycling a pool of pre-encoded
- * batches (timestamps within 10 s of the client's start). With limit > 0, exactly that
+ * batches (timestamps within 10 s of the client's start); with `pooled`, the same pool up
+ * to the limit. Otherwise, with limit > 0, exactly that
  * many records (whole batches), each batch built afresh on a simulated clock of
  * NODE_RECORDS_PER_SECOND that ends now minus `lateMs`, so that the store holds records
  * spread over time as a real node's would be.
  */
-async function clientRole(socket: string, index: number, limit: number, lateMs: number, protocol: Protocol, recordsPerSecond: number): Promise<void> {
+async function clientRole(socket: string, index: number, limit: number, lateMs: number, protocol: Protocol, recordsPerSecond: number, pooled: boolean): Promise<void> {
   const plan = clusterPlan();
   const node = `node-${index}`;
   const batches = limit > 0 ? Math.ceil(limit / BATCH_RECORDS) : Infinity;
@@ -417,13 +418,14 @@ async function clientRole(socket: string, index: number, limit: number, lateMs: 
   const startMs = Date.now();
   const encode = protocol === 2 ? encodeColumns : encodeRecords;
   const frame = protocol === 2 ? columnsFrame : batchFrame;
-  if (limit === 0) {
+  const fromPool = limit === 0 || pooled;
+  if (fromPool) {
     for (let b = 0; b < POOL_BATCHES; b++) pool.push(encode(agentRecords(node, plan, BATCH_RECORDS, 1000 * index + b + 1, startMs, 10_000, b * BATCH_RECORDS + 1)));
   }
   const msPerBatch = (1000 * BATCH_RECORDS) / NODE_RECORDS_PER_SECOND;
   const batchRecords = (id: bigint): Buffer => {
     // Pooled batches repeat sequences; the control plane does not check them (ids are what it de-duplicates by).
-    if (limit === 0) return pool[Number(id % BigInt(POOL_BATCHES))]!;
+    if (fromPool) return pool[Number(id % BigInt(POOL_BATCHES))]!;
     const endMs = startMs - lateMs - (batches - Number(id)) * msPerBatch;
     return encode(agentRecords(node, plan, BATCH_RECORDS, 1000 * index + Number(id), endMs, msPerBatch + 1000, (Number(id) - 1) * BATCH_RECORDS + 1));
   };
@@ -723,7 +725,7 @@ async function cli(): Promise<void> {
   const [role, ...args] = process.argv.slice(2);
   if (role === "controlplane") await controlPlaneRole(args[0]!, args[1]!, Number(args[2]));
   else if (role === "reference") await referenceRole(args[0]!);
-  else if (role === "client") await clientRole(args[0]!, Number(args[1]), Number(args[2]), Number(args[3] ?? 0), args[4] === "1" ? 1 : 2, Number(args[5] ?? 0));
+  else if (role === "client") await clientRole(args[0]!, Number(args[1]), Number(args[2]), Number(args[3] ?? 0), args[4] === "1" ? 1 : 2, Number(args[5] ?? 0), args[6] === "pooled");
   else await main();
 }
 
