@@ -53,6 +53,13 @@ async function main(): Promise<void> {
   const server = forkRole("controlplane", [dir, socket, String(STORE_CAPACITY)]);
   const agents: ReturnType<typeof forkRole>[] = [];
   const observer = new ObserverServiceClient(`unix://${socket}`, grpc.credentials.createInsecure());
+  const cleanUp = async () => {
+    observer.close();
+    await Promise.all([...agents, server].map(endChild));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  };
+  // Interrupted (Ctrl-C, a timeout's SIGTERM): the children and the temp dir go too.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => { void cleanUp().finally(() => process.exit(130)); });
   try {
     await waitMessage(server, (m) => "ready" in m);
     const pid = server.pid!;
@@ -94,9 +101,7 @@ async function main(): Promise<void> {
       + `(${(100 * achieved / (AGENTS * RATE)).toFixed(1)} % of offered); control plane ${(cpu / wall).toFixed(2)} cores, RSS ${memory.rss.toFixed(0)} MiB (peak ${memory.hwm.toFixed(0)})`);
     if (!exact) process.exitCode = 1;
   } finally {
-    observer.close();
-    await Promise.all([...agents, server].map(endChild));
-    fs.rmSync(tmp, { recursive: true, force: true });
+    await cleanUp();
   }
 }
 
