@@ -1,6 +1,6 @@
 // A fleet into one control plane (issue 11's end-to-end proof): 20 agent streams at 25,000
 // records/s each for 60 s. Run after `npx tsc -p .` as
-// `node dist/bench/fleet-ingest.js [--agents 20] [--rate 25000] [--seconds 60]`.
+// `node dist/bench/fleet-ingest.js [--agents 20] [--rate 25000] [--seconds 60] [--profile DIR]`.
 // Method and latest results: bench/README.md, "fleet-ingest".
 //
 // Method: the real control plane of bench/ingest.ts (5,000 pods, 20 nodes, store capacity
@@ -28,7 +28,7 @@ import {
   BATCH_RECORDS, cpuSeconds, endChild, forkRole, getStatus, machineBusySeconds, memoryMiB, STORE_CAPACITY, waitMessage, writeManifests,
 } from "./ingest.js";
 
-const { values } = parseArgs({ options: { agents: { type: "string" }, rate: { type: "string" }, seconds: { type: "string" } } });
+const { values } = parseArgs({ options: { agents: { type: "string" }, rate: { type: "string" }, seconds: { type: "string" }, profile: { type: "string" } } });
 
 function positiveInteger(flag: string, text: string): number {
   const n = Number(text);
@@ -50,7 +50,8 @@ async function main(): Promise<void> {
   writeManifests(dir);
   console.log(`fleet-ingest: ${AGENTS} agents x ${fmt(RATE)} records/s x ${SECONDS} s = ${fmt(AGENTS * PER_AGENT)} records `
     + `(${fmt(PER_AGENT)} each, batches of ${BATCH_RECORDS}); ${os.cpus().length} CPUs, node ${process.version}, load average ${os.loadavg()[0]!.toFixed(2)}`);
-  const server = forkRole("controlplane", [dir, socket, String(STORE_CAPACITY)]);
+  // --profile DIR: the control plane writes a CPU profile there when it exits.
+  const server = forkRole("controlplane", [dir, socket, String(STORE_CAPACITY)], values.profile === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${path.resolve(values.profile)}`]);
   const agents: ReturnType<typeof forkRole>[] = [];
   const observer = new ObserverServiceClient(`unix://${socket}`, grpc.credentials.createInsecure());
   const cleanUp = async () => {

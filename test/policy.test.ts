@@ -820,6 +820,22 @@ describe("attribution", () => {
     expect(third).toMatchObject({ ingressAllowedBy: ["x/other"], policyVersion: first.policyVersion + 1n });
   });
 
+  it("keeps cached answers apart by protocol and port", () => {
+    const compiler = new PolicyCompiler({ defaultMode: "enforce" });
+    compiler.compile(base([np("y/egress", { policyTypes: ["Egress"], egress: [{ ports: [{ port: 80 }] }] })]));
+    const ask = (protocol: "TCP" | "UDP" | number, port: number) => compiler.attribution(IP["y/a"] ?? "", IP["x/a"] ?? "", protocol, port).egressAllowedBy;
+    // Each pair twice, interleaved, so that the second answer of each comes from the cache.
+    for (let round = 0; round < 2; round++) {
+      expect(ask("TCP", 80)).toEqual(["y/egress"]);
+      expect(ask("TCP", 81)).toEqual([]);
+      expect(ask(6, 80)).toEqual(["y/egress"]);
+      expect(ask(6, 65_535)).toEqual([]);
+    }
+    // An unusual key (no such port) is answered, not cached under a neighbour's.
+    expect(compiler.attribution(IP["y/a"] ?? "", IP["x/a"] ?? "", 6, 65_616).egressAllowedBy).toEqual([]);
+    expect(ask(6, 80)).toEqual(["y/egress"]);
+  });
+
   it("hands out one object for equal attributions of different ports, so stored rows do not keep a copy each", () => {
     const compiler = new PolicyCompiler();
     compiler.compile(base([np("x/deny", { policyTypes: ["Ingress"] })]));

@@ -54,6 +54,7 @@ import {
   FIRST_IDENTITY, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD, IP_BLOCKS_LABEL, reservedIdentity,
 } from "./identities.js";
 import { snapshotIndex } from "./kernel-view.js";
+import { TripleKeyTable } from "../triple-key-table.js";
 import { PrefixTrie } from "./prefix-trie.js";
 import { RuleAccumulator, sameRules } from "./rules.js";
 
@@ -279,7 +280,12 @@ export class PolicyCompiler {
   private sortedIdentities: IdentityRecord[] = [];
 
   // attribution
-  private attributionCache = new Map<string, PolicyAttribution>();
+  /**
+   * Attributions by (source identity, destination identity, protocol and port: see
+   * attributionService), one probe without a string key; values index attributionList.
+   */
+  private readonly attributionCache = new TripleKeyTable();
+  private readonly attributionList: PolicyAttribution[] = [];
   /**
    * One object per distinct attribution content: the cache above holds one per (identities,
    * protocol, port), and a history of a million rows over ephemeral ports would otherwise
@@ -479,7 +485,7 @@ export class PolicyCompiler {
       this.snapshot = this.assemble(rulesChanged);
     }
     // Attribution names policies: a change that allows nothing new can still rename the answer.
-    if (this.changed || added.length > 0 || removed.length > 0 || cnpAdded.length > 0 || cnpRemoved.length > 0 || nsChanged.size > 0) this.attributionCache = new Map();
+    if (this.changed || added.length > 0 || removed.length > 0 || cnpAdded.length > 0 || cnpRemoved.length > 0 || nsChanged.size > 0) this.forgetAttributions();
     this.lastStats = {
       identities: this.snapshot.identities.length,
       ipIdentities: this.snapshot.ipIdentities.length,
@@ -533,9 +539,9 @@ export class PolicyCompiler {
     const src = s.ip;
     const dst = d.ip;
     // A connection to itself is exempt whatever the identities, so it is not cached by them.
-    const key = src === dst ? undefined : `${s.identity}/${d.identity}/${String(protocol)}/${port}`;
-    const cached = key === undefined ? undefined : this.attributionCache.get(key);
-    if (cached) return cached;
+    const service = src === dst ? -1 : attributionService(protocol, port);
+    const cached = service < 0 ? -1 : this.attributionCache.get(s.identity, d.identity, service);
+    if (cached >= 0) return this.attributionList[cached]!;
     const verdict = this.model().evaluate({ src: { ip: src }, dst: { ip: dst }, protocol, port });
     const out: PolicyAttribution = {
       policyVersion: this.snapshot.version,
@@ -557,11 +563,16 @@ export class PolicyCompiler {
       shared = out;
       this.attributionContents.set(content, shared);
     }
-    if (key !== undefined) {
-      if (this.attributionCache.size >= 100_000) this.attributionCache = new Map();
-      this.attributionCache.set(key, shared);
+    if (service >= 0) {
+      if (this.attributionList.length >= 100_000) this.forgetAttributions();
+      this.attributionCache.set(s.identity, d.identity, service, this.attributionList.push(shared) - 1);
     }
     return shared;
+  }
+
+  private forgetAttributions(): void {
+    this.attributionCache.clear();
+    this.attributionList.length = 0;
   }
 
   // ---- addresses ---------------------------------------------------------------------------
@@ -1293,3 +1304,23 @@ function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, te
 
 
 export { protocolOf };
+
+const PROTOCOL_TEXTS: readonly string[] = ["TCP", "UDP", "SCTP"] satisfies Protocol[];
+
+/**
+ * attribution()'s cache key for a protocol and port: a protocol number (0-255) or name
+ * (256 and up) times 65,536 plus the port; -1 (not cached) for anything else.
+ */
+function attributionService(protocol: Protocol | number, port: number): number {
+  let p: number;
+  if (typeof protocol === "number") {
+    if (!Number.isInteger(protocol) || protocol < 0 || protocol > 255) return -1;
+    p = protocol;
+  } else {
+    const i = PROTOCOL_TEXTS.indexOf(protocol);
+    if (i < 0) return -1;
+    p = 256 + i;
+  }
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) return -1;
+  return p * 65_536 + port;
+}
