@@ -14,7 +14,6 @@ import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { agentBatchesForProfile, STORE_CAPACITY, writeManifests } from "./ingest.js";
 
-const NODES = 2;
 const POOL_BATCHES = 25;
 
 function flagValue(name: string): string | undefined {
@@ -25,6 +24,8 @@ function flagValue(name: string): string | undefined {
 async function main(): Promise<void> {
   const rows = Number(flagValue("--rows") ?? 2_000_000);
   if (!Number.isSafeInteger(rows) || rows <= 0) throw new Error(`bench: --rows takes a positive integer, got ${flagValue("--rows")}`);
+  const nodes = Number(flagValue("--nodes") ?? 2);
+  if (!Number.isSafeInteger(nodes) || nodes < 1 || nodes > 20) throw new Error(`bench: --nodes takes 1 to 20 (the bench cluster's nodes), got ${flagValue("--nodes")}`);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-bench-ingest-profile-"));
   const dir = path.join(tmp, "manifests");
   writeManifests(dir);
@@ -34,12 +35,12 @@ async function main(): Promise<void> {
   });
   try {
     await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
-    const pool = Array.from({ length: NODES }, (_, n) => agentBatchesForProfile(`node-${n}`, POOL_BATCHES));
+    const pool = Array.from({ length: nodes }, (_, n) => agentBatchesForProfile(`node-${n}`, POOL_BATCHES));
     let next = 0;
     const ingest = (count: number) => {
       for (let done = 0; done < count; next++) {
-        const node = next % NODES;
-        const batch = pool[node]![Math.floor(next / NODES) % POOL_BATCHES]!;
+        const node = next % nodes;
+        const batch = pool[node]![Math.floor(next / nodes) % POOL_BATCHES]!;
         cp.ingestColumns(`node-${node}`, batch);
         done += batch.rows;
       }
