@@ -167,13 +167,11 @@ export class PolicySuggester {
   }
 
   add(r: FlowRecord): void {
-    if (!isJudgedObservation(r)) return;
-    const s = r.source, d = r.destination, l4 = r.l4;
-    if (s === undefined || d === undefined || l4 === undefined) return;
-    const sides = this.learnable(s, d, r.verdict, l4.protocol);
+    const sides = this.sidesOf(r);
     if (sides === 0) return;
-    const ip = r.ip;
-    this.learn(this.endOf(s, ip?.source ?? ""), this.endOf(d, ip?.destination ?? ""), d, sides, ip, l4.protocol, l4.destinationPort,
+    // sidesOf saw source, destination and l4 present.
+    const d = r.destination!, l4 = r.l4!, ip = r.ip;
+    this.learn(this.endOf(r.source!, ip?.source ?? ""), this.endOf(d, ip?.destination ?? ""), d, sides, ip, l4.protocol, l4.destinationPort,
       Number(r.packets), ms(r.startTime), ms(r.endTime));
   }
 
@@ -189,13 +187,11 @@ export class PolicySuggester {
     let rows = 0;
     history.scan(query, (r) => {
       rows++;
-      if (!isJudgedObservation(r)) return;
-      const s = r.source, d = r.destination, l4 = r.l4;
-      if (s === undefined || d === undefined || l4 === undefined) return;
-      const sides = this.learnable(s, d, r.verdict, l4.protocol);
+      const sides = this.sidesOf(r);
       if (sides === 0) return;
-      const ip = r.ip;
-      const src = byId[r.sourceId] ??= this.endOf(s, ip?.source ?? "");
+      // sidesOf saw source, destination and l4 present.
+      const d = r.destination!, l4 = r.l4!, ip = r.ip;
+      const src = byId[r.sourceId] ??= this.endOf(r.source!, ip?.source ?? "");
       const dst = byId[r.destinationId] ??= this.endOf(d, ip?.destination ?? "");
       this.learn(src, dst, d, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
     });
@@ -203,10 +199,18 @@ export class PolicySuggester {
   }
 
   /**
-   * Whether a judged observation is learned from: 0 when not (neither end a pod of the
-   * namespace; not FORWARDED, or a protocol without ports, both counted for the notes), else
-   * 1 when the source is a pod of the namespace | 2 when the destination is.
+   * The opening add() and addStored() share, per record: 0 when it is not learned from (not
+   * a judged observation, an end or l4 missing, neither end a pod of the namespace; not
+   * FORWARDED, or a protocol without ports, both counted for the notes), else 1 when the
+   * source is a pod of the namespace | 2 when the destination is.
    */
+  private sidesOf(r: FlowRecord): number {
+    if (!isJudgedObservation(r)) return 0;
+    const s = r.source, d = r.destination, l4 = r.l4;
+    if (s === undefined || d === undefined || l4 === undefined) return 0;
+    return this.learnable(s, d, r.verdict, l4.protocol);
+  }
+
   private learnable(s: Endpoint, d: Endpoint, verdict: number, protocol: number): number {
     const ns = this.options.namespace;
     const sides = (s.podName !== "" && s.namespace === ns ? 1 : 0) | (d.podName !== "" && d.namespace === ns ? 2 : 0);
