@@ -333,6 +333,16 @@ export class PolicySuggester {
       spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
     }));
     const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => COLLATOR.compare(a.id, b.id));
+    // Rules are listed in the collator's order of their peer ids: every distinct peer id is
+    // ranked once (ids the collator finds equal share a rank, so a stable sort by rank keeps
+    // them in the order a sort by COLLATOR.compare would), not compared per rule per workload.
+    const peerRank = new Map<string, number>();
+    let previous: string | undefined, rank = -1;
+    for (const id of [...this.peerIndexes.keys()].sort(COLLATOR.compare)) {
+      if (previous === undefined || COLLATOR.compare(previous, id) !== 0) rank++;
+      peerRank.set(id, rank);
+      previous = id;
+    }
     // Typed as they are built, not written out and parsed whole (25,000 rules for 100 workloads):
     // each policy's frame (name, annotations, podSelector, DNS), each distinct peer and each
     // distinct port goes through the parser once, so its checks still apply, and rules share them.
@@ -359,7 +369,7 @@ export class PolicySuggester {
       }
       const justification: RuleJustification[] = [];
       const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
-        [...(accs?.values() ?? [])].sort((a, b) => COLLATOR.compare(a.peerId, b.peerId)).map((acc, i) => {
+        [...(accs?.values() ?? [])].sort((a, b) => peerRank.get(a.peerId)! - peerRank.get(b.peerId)!).map((acc, i) => {
           const named = [...acc.ports.values()].map((p) => ({ p, text: `${p.protocol}/${p.port}` })).sort((a, b) => COLLATOR.compare(a.text, b.text));
           justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
