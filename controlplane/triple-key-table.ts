@@ -25,7 +25,7 @@ export class TripleKeyTable {
   /** The value stored under (a, b, c), or -1. */
   get(a: number, b: number, c: number): number {
     const keys = this.keys, values = this.values, mask = this.mask;
-    for (let slot = hash(a, b, c) & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = hashTriple(a, b, c) & mask; ; slot = (slot + 1) & mask) {
       const v = values[slot]!;
       if (v === EMPTY) return -1;
       const k = slot * 3;
@@ -37,7 +37,7 @@ export class TripleKeyTable {
   set(a: number, b: number, c: number, value: number): void {
     if (2 * (this.count + 1) > this.values.length) this.grow();
     const keys = this.keys, values = this.values, mask = this.mask;
-    for (let slot = hash(a, b, c) & mask; ; slot = (slot + 1) & mask) {
+    for (let slot = hashTriple(a, b, c) & mask; ; slot = (slot + 1) & mask) {
       const k = slot * 3;
       if (values[slot] === EMPTY) {
         keys[k] = a; keys[k + 1] = b; keys[k + 2] = c;
@@ -70,8 +70,12 @@ export class TripleKeyTable {
   }
 }
 
-/** Mixes three 32-bit words (murmur3's finalizer over a running FNV-style combination). */
-function hash(a: number, b: number, c: number): number {
+/**
+ * Mixes three 32-bit words (murmur3's finalizer over a running FNV-style combination).
+ * Shared with policy/tuple-table.ts, whose own layout (tuple index per slot, keys per
+ * tuple) measured faster for the replays than keying its tuples through this table.
+ */
+export function hashTriple(a: number, b: number, c: number): number {
   let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b);
   h = Math.imul(h ^ b ^ (h >>> 15), 0xc2b2ae35);
   h = Math.imul(h ^ c ^ (h >>> 13), 0x85ebca6b);

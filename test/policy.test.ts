@@ -2,11 +2,11 @@
 // snapshot judged as the kernel will (snapshotAllows) says the same for every query here.
 // Also: label selector objects, invalid policies, modes, identities, attribution.
 import { describe, expect, it } from "vitest";
-import { parseKubeObject, type Namespace, type NetworkPolicy, type Node, type Pod, type Protocol, type Service } from "../controlplane/metadata/objects.js";
+import { parseKubeObject, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Node, type Pod, type Protocol, type Service } from "../controlplane/metadata/objects.js";
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
 import { FIRST_IDENTITY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD } from "../controlplane/policy/identities.js";
 import { snapshotAllows, snapshotIdentityOf } from "../controlplane/policy/kernel-view.js";
-import { PolicyModel, type Peer, type PolicyCluster, type PolicyModelOptions, type Verdict } from "../controlplane/policy/model.js";
+import { PolicyModel, PolicySet, type NormalizedPolicy, type Peer, type PolicyCluster, type PolicyModelOptions, type Verdict } from "../controlplane/policy/model.js";
 import { compileLabelSelector, labelSelectorProblems } from "../controlplane/policy/selector.js";
 import { normalizeCnp, type ClusterNetworkPolicy } from "../controlplane/policy/cnp.js";
 import { compilePolicy } from "../agent/policy.js";
@@ -965,5 +965,58 @@ describe("ClusterNetworkPolicy", () => {
     const values = [...compilePolicy(snapshot).policy.values()];
     expect(values.map((v) => v.readUInt32LE(bh_policy_value.flags))).toEqual([BH_POLICY_DENY]);
     expect(() => compilePolicy({ ...snapshot, rules: [rule(true), rule(false)] })).toThrow(/the opposite \(allow and deny\)/);
+  });
+});
+
+// ---- shared rule parts ------------------------------------------------------------------
+// Peers and ports shared by many rules (suggest.ts builds its policies that way) are read
+// once per PolicySet update: the same normalized rules as when every rule has its own copy,
+// and a shared part that is invalid is still reported at every field that holds it.
+
+function sharedPartsPolicy(name: string, peers: NetworkPolicyPeer[], ports: NetworkPolicyPort[]): NetworkPolicy {
+  const p = parseKubeObject({ apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name, namespace: "shop" },
+    spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [] } }) as NetworkPolicy;
+  // Rules built in code around shared objects, as suggest.ts does.
+  p.spec.ingress = peers.map((peer) => ({ from: [peer], ports }));
+  p.spec.egress = peers.map((peer) => ({ to: [peer], ports: [ports[0]!] }));
+  return p;
+}
+
+function described(p: NormalizedPolicy): unknown {
+  const rules = (list: NormalizedPolicy["ingress"]) => list?.map((r) => ({
+    peers: r.peers?.map((x) => (x.kind === "ipBlock" ? x.block.key : `${x.namespaceSelector?.key ?? "own"} ${x.podSelector.key}`)), ports: r.ports,
+  }));
+  return { key: p.key, contentKey: p.contentKey, ingress: rules(p.ingress), egress: rules(p.egress) };
+}
+
+const peerParts = (): NetworkPolicyPeer[] => [
+  { podSelector: { matchLabels: { app: "a" }, matchExpressions: [] } },
+  { namespaceSelector: { matchLabels: { team: "x" }, matchExpressions: [] }, podSelector: { matchLabels: { app: "b" }, matchExpressions: [] } },
+  { ipBlock: { cidr: "10.1.0.0/16", except: ["10.1.2.0/24"] } },
+] as NetworkPolicyPeer[];
+const portParts = (): NetworkPolicyPort[] => [{ protocol: "TCP", port: 8080 }, { protocol: "UDP", port: "dns" }] as NetworkPolicyPort[];
+
+describe("normalizing shared rule parts", () => {
+  it("gives the same rules as a copy per rule", () => {
+    const peers = peerParts(), ports = portParts();
+    const shared = [sharedPartsPolicy("p1", peers, ports), sharedPartsPolicy("p2", [...peers].reverse(), ports)];
+    const copies = [sharedPartsPolicy("p1", peerParts(), portParts()), sharedPartsPolicy("p2", peerParts().reverse(), portParts())];
+    const a = new PolicySet().update(shared), b = new PolicySet().update(copies);
+    expect(a.problems).toEqual([]);
+    expect(a.inForce.map(described)).toEqual(b.inForce.map(described));
+    expect(a.inForce[0]!.ingress).toHaveLength(3);
+  });
+
+  it("reports an invalid shared part at each field that holds it", () => {
+    // A bad except still reads as a block (with a problem): the case where a cache of what was read would hide it.
+    const bad = { ipBlock: { cidr: "10.1.0.0/16", except: ["10.2.0.0/24"] } } as NetworkPolicyPeer, badPort = { protocol: "TCP", port: 70000 } as NetworkPolicyPort;
+    const good = peerParts()[0]!;
+    const result = new PolicySet().update([sharedPartsPolicy("p1", [good, bad], [badPort]), sharedPartsPolicy("p2", [bad, good], [badPort])]);
+    expect(result.problems.map((p) => `${p.policy} ${p.field}`).sort()).toEqual([
+      "shop/p1 spec.egress[0].ports[0].port", "shop/p1 spec.egress[1].ports[0].port", "shop/p1 spec.egress[1].to[0].ipBlock.except[0]",
+      "shop/p1 spec.ingress[0].ports[0].port", "shop/p1 spec.ingress[1].from[0].ipBlock.except[0]", "shop/p1 spec.ingress[1].ports[0].port",
+      "shop/p2 spec.egress[0].ports[0].port", "shop/p2 spec.egress[0].to[0].ipBlock.except[0]", "shop/p2 spec.egress[1].ports[0].port",
+      "shop/p2 spec.ingress[0].from[0].ipBlock.except[0]", "shop/p2 spec.ingress[0].ports[0].port", "shop/p2 spec.ingress[1].ports[0].port",
+    ]);
   });
 });

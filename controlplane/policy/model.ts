@@ -149,7 +149,7 @@ const PROTOCOL_NAMES: readonly string[] = ["TCP", "UDP", "SCTP"];
  * A policy as the engines read it, or what is wrong with it and, for a policy that names
  * its namespace and name, the `lockdown` that stands in for it (PolicySet).
  */
-export function normalizePolicy(policy: NetworkPolicy, selectors?: Map<string, SelectorMatcher>): NormalizeResult {
+export function normalizePolicy(policy: NetworkPolicy, selectors?: Map<string, SelectorMatcher>, parts?: NormalizedParts, content?: string): NormalizeResult {
   const namespace = policy.metadata?.namespace ?? "";
   const name = policy.metadata?.name ?? "";
   const key = `${namespace}/${name}`;
@@ -282,8 +282,27 @@ export function normalizePolicy(policy: NetworkPolicy, selectors?: Map<string, S
       }
       const peerList = list(rule[peerField], fieldPath(f, peerField));
       const portList = list(rule.ports, fieldPath(f, "ports"));
-      const peers = peerList.map((p, j) => readPeer(p, fieldPath(fieldPath(f, peerField), j))).filter((p): p is NormalizedPeer => p !== undefined);
-      const ports = portList.map((p, j) => readPort(p, fieldPath(fieldPath(f, "ports"), j))).filter((p): p is NormalizedPort => p !== undefined);
+      const peers: NormalizedPeer[] = [], ports: NormalizedPort[] = [];
+      // A part object met before (generated policies share them) and valid then is valid now:
+      // read once, with its field path built only when it is read.
+      peerList.forEach((p, j) => {
+        let peer = parts !== undefined && typeof p === "object" && p !== null ? parts.peers.get(p) : undefined;
+        if (peer === undefined) {
+          const before = problems.length;
+          peer = readPeer(p, fieldPath(fieldPath(f, peerField), j));
+          if (peer !== undefined && problems.length === before && typeof p === "object" && p !== null) parts?.peers.set(p, peer);
+        }
+        if (peer !== undefined) peers.push(peer);
+      });
+      portList.forEach((p, j) => {
+        let port = parts !== undefined && typeof p === "object" && p !== null ? parts.ports.get(p) : undefined;
+        if (port === undefined) {
+          const before = problems.length;
+          port = readPort(p, fieldPath(fieldPath(f, "ports"), j));
+          if (port !== undefined && problems.length === before && typeof p === "object" && p !== null) parts?.ports.set(p, port);
+        }
+        if (port !== undefined) ports.push(port);
+      });
       return { peers: peerList.length === 0 ? undefined : peers, ports: portList.length === 0 ? undefined : ports };
     });
 
@@ -318,7 +337,7 @@ export function normalizePolicy(policy: NetworkPolicy, selectors?: Map<string, S
       key,
       namespace,
       name,
-      contentKey: JSON.stringify([namespace, name, spec]),
+      contentKey: content ?? JSON.stringify([namespace, name, spec]),
       podSelector,
       ingress: types.includes("Ingress") ? ingressRules : undefined,
       egress: types.includes("Egress") ? egressRules : undefined,
@@ -361,6 +380,16 @@ function selectorContent(value: LabelSelector): string | undefined {
 type NormalizeResult = { policy: NormalizedPolicy } | { problems: PolicyProblem[]; lockdown?: NormalizedPolicy };
 
 /**
+ * Peers and ports already normalized, by object, for normalizePolicy: only valid ones are
+ * kept, and a valid part reads the same in any rule (generated policies share a few peer and
+ * port objects across 10,000s of rules).
+ */
+export interface NormalizedParts {
+  peers: WeakMap<object, NormalizedPeer>;
+  ports: WeakMap<object, NormalizedPort>;
+}
+
+/**
  * The policies in force, kept across updates: each policy object is validated once
  * (cached by object and by content), and a policy that turns invalid keeps its last
  * valid version in force until it is deleted or fixed. One invalid from its first version
@@ -394,11 +423,12 @@ export class PolicySet {
     const problems: PolicyProblem[] = [];
     // Compiled selectors by content, for this update: generated policies (suggest.ts) repeat a few peers in 10,000s of rules.
     const selectors = new Map<string, SelectorMatcher>();
+    const parts: NormalizedParts = { peers: new WeakMap(), ports: new WeakMap() };
     for (const [key, object] of [...byKey].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
       let result = this.byObject.get(object);
       if (result === undefined) {
         const content = JSON.stringify([object.metadata?.namespace, object.metadata?.name, object.spec]);
-        result = this.byContent.get(content) ?? byContent.get(content) ?? normalizePolicy(object, selectors);
+        result = this.byContent.get(content) ?? byContent.get(content) ?? normalizePolicy(object, selectors, parts, content);
         byContent.set(content, result);
         this.byObject.set(object, result);
       } else if ("policy" in result) {

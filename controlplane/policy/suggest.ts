@@ -167,13 +167,11 @@ export class PolicySuggester {
   }
 
   add(r: FlowRecord): void {
-    if (!isJudgedObservation(r)) return;
-    const s = r.source, d = r.destination, l4 = r.l4;
-    if (s === undefined || d === undefined || l4 === undefined) return;
-    const sides = this.learnable(s, d, r.verdict, l4.protocol);
+    const sides = this.sidesOf(r);
     if (sides === 0) return;
-    const ip = r.ip;
-    this.learn(this.endOf(s, ip?.source ?? ""), this.endOf(d, ip?.destination ?? ""), d, sides, ip, l4.protocol, l4.destinationPort,
+    // sidesOf saw source, destination and l4 present.
+    const d = r.destination!, l4 = r.l4!, ip = r.ip;
+    this.learn(this.endOf(r.source!, ip?.source ?? ""), this.endOf(d, ip?.destination ?? ""), d, sides, ip, l4.protocol, l4.destinationPort,
       Number(r.packets), ms(r.startTime), ms(r.endTime));
   }
 
@@ -189,13 +187,11 @@ export class PolicySuggester {
     let rows = 0;
     history.scan(query, (r) => {
       rows++;
-      if (!isJudgedObservation(r)) return;
-      const s = r.source, d = r.destination, l4 = r.l4;
-      if (s === undefined || d === undefined || l4 === undefined) return;
-      const sides = this.learnable(s, d, r.verdict, l4.protocol);
+      const sides = this.sidesOf(r);
       if (sides === 0) return;
-      const ip = r.ip;
-      const src = byId[r.sourceId] ??= this.endOf(s, ip?.source ?? "");
+      // sidesOf saw source, destination and l4 present.
+      const d = r.destination!, l4 = r.l4!, ip = r.ip;
+      const src = byId[r.sourceId] ??= this.endOf(r.source!, ip?.source ?? "");
       const dst = byId[r.destinationId] ??= this.endOf(d, ip?.destination ?? "");
       this.learn(src, dst, d, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
     });
@@ -203,10 +199,18 @@ export class PolicySuggester {
   }
 
   /**
-   * Whether a judged observation is learned from: 0 when not (neither end a pod of the
-   * namespace; not FORWARDED, or a protocol without ports, both counted for the notes), else
-   * 1 when the source is a pod of the namespace | 2 when the destination is.
+   * The opening add() and addStored() share, per record: 0 when it is not learned from (not
+   * a judged observation, an end or l4 missing, neither end a pod of the namespace; not
+   * FORWARDED, or a protocol without ports, both counted for the notes), else 1 when the
+   * source is a pod of the namespace | 2 when the destination is.
    */
+  private sidesOf(r: FlowRecord): number {
+    if (!isJudgedObservation(r)) return 0;
+    const s = r.source, d = r.destination, l4 = r.l4;
+    if (s === undefined || d === undefined || l4 === undefined) return 0;
+    return this.learnable(s, d, r.verdict, l4.protocol);
+  }
+
   private learnable(s: Endpoint, d: Endpoint, verdict: number, protocol: number): number {
     const ns = this.options.namespace;
     const sides = (s.podName !== "" && s.namespace === ns ? 1 : 0) | (d.podName !== "" && d.namespace === ns ? 2 : 0);
@@ -329,6 +333,16 @@ export class PolicySuggester {
       spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
     }));
     const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => COLLATOR.compare(a.id, b.id));
+    // Rules are listed in the collator's order of their peer ids: every distinct peer id is
+    // ranked once (ids the collator finds equal share a rank, so a stable sort by rank keeps
+    // them in the order a sort by COLLATOR.compare would), not compared per rule per workload.
+    const peerRank = new Map<string, number>();
+    let previous: string | undefined, rank = -1;
+    for (const id of [...this.peerIndexes.keys()].sort(COLLATOR.compare)) {
+      if (previous === undefined || COLLATOR.compare(previous, id) !== 0) rank++;
+      peerRank.set(id, rank);
+      previous = id;
+    }
     // Typed as they are built, not written out and parsed whole (25,000 rules for 100 workloads):
     // each policy's frame (name, annotations, podSelector, DNS), each distinct peer and each
     // distinct port goes through the parser once, so its checks still apply, and rules share them.
@@ -355,7 +369,7 @@ export class PolicySuggester {
       }
       const justification: RuleJustification[] = [];
       const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
-        [...(accs?.values() ?? [])].sort((a, b) => COLLATOR.compare(a.peerId, b.peerId)).map((acc, i) => {
+        [...(accs?.values() ?? [])].sort((a, b) => peerRank.get(a.peerId)! - peerRank.get(b.peerId)!).map((acc, i) => {
           const named = [...acc.ports.values()].map((p) => ({ p, text: `${p.protocol}/${p.port}` })).sort((a, b) => COLLATOR.compare(a.text, b.text));
           justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
