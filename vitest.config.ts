@@ -1,15 +1,26 @@
 import { defineConfig } from "vitest/config";
 
-// Two projects (test/README.md says which file proves what):
+// Three projects (test/README.md says which file proves what):
 //  - unit: no kernel objects, no network namespaces, only 127.0.0.1:0 listeners and temp
 //    folders of their own, so files run in parallel;
-//  - kernel: eBPF programs, network namespaces, the lab, Chromium: one file at a time,
-//    after the unit project (they share the machine's bpffs, netns names and CPU).
+//  - kernel-own: real kernel objects, but only the file's own: network namespaces and
+//    bpffs pins named by its process id, addresses only inside those namespaces, no fixed
+//    port, no lab, no check of the machine's whole netns, process or BPF link lists; so
+//    they run beside everything else;
+//  - kernel: eBPF programs, network namespaces, the lab, Chromium: one file at a time
+//    (they share the machine's bpffs, netns names and fixed ports).
+// One `npx vitest run` runs unit and kernel-own first, then the kernel project (vitest runs
+// projects with different worker counts one group after the other). ./scripts/test runs
+// them as two vitest processes at once (`--project unit --project kernel-own`, and
+// `--project kernel`), since neither touches what the other uses but the CPU.
 // A new test file is a kernel test unless it is listed here.
 const UNIT = [
   "access", "time", "cli-help", "cli-package", "deploy-docs", "kernel", "cli-output", "cluster", "flowcolumns", "flow-stream", "conformance-model", "controlplane-stream", "kubernetes-source", "layout",
   "metadata", "mtls", "node-certificates", "policy", "policy-explain", "policy-random", "policy-suggest", "policy-suggest-store", "policy-scale", "policy-class-verdicts", "policy-whatif", "policy-whatif-cases", "policy-whatif-rpc", "records",
   "store", "store-clickhouse", "store-duckdb", "ui-api", "ui-layout", "ui-timerange", "ingest-columns", "cli-failover", "triple-key-table",
+].map((name) => `test/${name}.test.ts`);
+const KERNEL_OWN = [
+  "deploy", // netns bhdep-<pid>-node/-pod, pins /sys/fs/bpf/bhdep-<pid>-*, 10.198.0.0/30 inside them
 ].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({
@@ -19,9 +30,13 @@ export default defineConfig({
     pool: "forks",
     projects: [
       { extends: true, test: { name: "unit", include: UNIT, sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: "kernel-own", include: KERNEL_OWN, sequence: { groupOrder: 0 } } },
       {
         extends: true,
-        test: { name: "kernel", include: ["test/**/*.test.ts"], exclude: UNIT, fileParallelism: false, sequence: { groupOrder: 1 } },
+        test: {
+          name: "kernel", include: ["test/**/*.test.ts"], exclude: [...UNIT, ...KERNEL_OWN], fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
       },
     ],
   },
