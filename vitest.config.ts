@@ -6,7 +6,9 @@ import { defineConfig } from "vitest/config";
 //  - kernel-own: real kernel objects, but only the file's own: network namespaces and
 //    bpffs pins named by its process id, addresses only inside those namespaces, no fixed
 //    port, no lab, no check of the machine's whole netns, process or BPF link lists; so
-//    they run beside everything else;
+//    they run beside everything else. While their programs are loaded they hold the
+//    census lock (test/harness/census.ts), which the kernel files that count the machine's
+//    BPF programs and links (capture, addon) hold while they count;
 //  - kernel: eBPF programs, network namespaces, the lab, Chromium: one file at a time
 //    (they share the machine's bpffs, netns names and fixed ports).
 // One `npx vitest run` runs unit and kernel-own first, then the kernel project (vitest runs

@@ -11,6 +11,7 @@ import {
   type BpfError, type BpfObject, type LinkEvent, type RawPacket,
 } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
+import { holdCensusLock } from "./harness/census.js";
 
 const addon = native();
 const fixtureSource = path.join(repoRoot, "test", "fixtures", "addon_fixture.bpf.c");
@@ -26,6 +27,8 @@ let workDir = "";
 let objectPath = "";
 let cniObjectPath = "";
 const opened: BpfObject[] = [];
+/** Held for the whole file: its tests compare the machine's BPF link counts (harness/census.ts). */
+let releaseCensus: (() => Promise<void>) | undefined;
 
 function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -124,7 +127,8 @@ function child(script: string): string {
   return `${res.stdout}`;
 }
 
-beforeAll(() => {
+beforeAll(async () => {
+  releaseCensus = await holdCensusLock();
   removeStaleNamespaces();
   removeOwnNamespaces();
   workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhaddon-"));
@@ -151,10 +155,11 @@ beforeAll(() => {
   }
 });
 
-afterAll(() => {
+afterAll(async () => {
   for (const obj of opened) obj.close();
   removeOwnNamespaces();
   if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+  await releaseCensus?.();
   expect(run("ip", ["netns", "list"])).not.toMatch(new RegExp(`bhaddon-[ab]-${process.pid}\\b`));
 });
 // A last resort if the worker dies between the hooks.
