@@ -1,4 +1,5 @@
 import { defineConfig } from "vitest/config";
+import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 // Three projects (test/README.md says which file proves what):
 //  - unit: no kernel objects, no network namespaces, only 127.0.0.1:0 listeners and temp
@@ -23,13 +24,32 @@ const UNIT = [
 ].map((name) => `test/${name}.test.ts`);
 const KERNEL_OWN = [
   "deploy", // netns bhdep-<pid>-node/-pod, pins /sys/fs/bpf/bhdep-<pid>-*, 10.198.0.0/30 inside them
+  // Candidates, not moved (no steady run beside the lab files yet; see test/README.md):
+  // enforce, fail-closed, conntrack, restart (harness/testbed.ts, names per pid), agent and
+  // cni-coexist (harness/netns.ts, names per pid). They would hold the census lock all along.
 ].map((name) => `test/${name}.test.ts`);
+/** Kernel files that count the machine's BPF programs and links: first in the kernel
+ * project, so that they are done before the kernel-own files (after the type check and
+ * lint in ./scripts/test) load theirs; the census lock keeps them apart either way. */
+const CENSUS = ["addon", "capture"].map((name) => `test/${name}.test.ts`);
+
+/** vitest's order, with the census files first in their project. */
+class CensusFirst extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const first = (f: TestSpecification) => (CENSUS.some((c) => f.moduleId.endsWith(c)) ? 0 : 1);
+    // Stable: the project order stays, census files move to the front of theirs.
+    return sorted.map((f, i) => ({ f, i })).sort((a, b) =>
+      (a.f.project.name === b.f.project.name ? first(a.f) - first(b.f) : 0) || a.i - b.i).map((x) => x.f);
+  }
+}
 
 export default defineConfig({
   test: {
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: "forks",
+    sequence: { sequencer: CensusFirst },
     projects: [
       { extends: true, test: { name: "unit", include: UNIT, sequence: { groupOrder: 0 } } },
       { extends: true, test: { name: "kernel-own", include: KERNEL_OWN, sequence: { groupOrder: 0 } } },

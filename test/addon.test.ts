@@ -11,7 +11,11 @@ import {
   type BpfError, type BpfObject, type LinkEvent, type RawPacket,
 } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
-import { holdCensusLock } from "./harness/census.js";
+import { holdCensusLockForFile } from "./harness/census.js";
+
+// The BPF census lock for the whole file (harness/census.ts): the file compares the machine's BPF
+// link counts before and after its tests.
+holdCensusLockForFile();
 
 const addon = native();
 const fixtureSource = path.join(repoRoot, "test", "fixtures", "addon_fixture.bpf.c");
@@ -27,8 +31,6 @@ let workDir = "";
 let objectPath = "";
 let cniObjectPath = "";
 const opened: BpfObject[] = [];
-/** Held for the whole file: its tests compare the machine's BPF link counts (harness/census.ts). */
-let releaseCensus: (() => Promise<void>) | undefined;
 
 function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -127,8 +129,7 @@ function child(script: string): string {
   return `${res.stdout}`;
 }
 
-beforeAll(async () => {
-  releaseCensus = await holdCensusLock();
+beforeAll(() => {
   removeStaleNamespaces();
   removeOwnNamespaces();
   workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bhaddon-"));
@@ -155,11 +156,10 @@ beforeAll(async () => {
   }
 });
 
-afterAll(async () => {
+afterAll(() => {
   for (const obj of opened) obj.close();
   removeOwnNamespaces();
   if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
-  await releaseCensus?.();
   expect(run("ip", ["netns", "list"])).not.toMatch(new RegExp(`bhaddon-[ab]-${process.pid}\\b`));
 });
 // A last resort if the worker dies between the hooks.

@@ -10,7 +10,6 @@ import { native } from "../native/index.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { observations, readExports, sleep, waitFor } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
-import { holdCensusLock } from "./harness/census.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-capture-${process.pid}`;
 
@@ -32,8 +31,6 @@ let status: LabStatus;
 let client: PodStatus;
 let server: PodStatus;
 let baseline: { programs: number; links: number };
-/** Held from the baseline count to the last: the file compares the machine's BPF counts (harness/census.ts). */
-let releaseCensus: (() => Promise<void>) | undefined;
 const probe = (args: string[]) => [process.execPath, cliMain, "probe", ...args];
 
 function pod(name: string): PodStatus {
@@ -64,7 +61,6 @@ async function settledAll(specs: readonly { match: (r: FlowRecord) => boolean; w
 describe("flow capture on a two-node lab", () => {
   beforeAll(async () => {
     if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
-    releaseCensus = await holdCensusLock();
     baseline = native().kernelObjectCounts();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-capture-"));
     exportDir = path.join(dir, "flows");
@@ -81,7 +77,6 @@ describe("flow capture on a two-node lab", () => {
   afterAll(async () => {
     await lab?.down();
     fs.rmSync(dir, { recursive: true, force: true });
-    await releaseCensus?.();
   });
 
   it("counts K UDP datagrams of P bytes exactly at both points on both nodes (IPv4: P + 8 + 20 bytes each)", async () => {

@@ -4,17 +4,20 @@
 // files, which run beside the kernel project (vitest.config.ts), hold it while they have
 // programs or links loaded. So a census never sees another file's programs come or go.
 import { spawn } from "node:child_process";
+import { afterAll, beforeAll } from "vitest";
 import os from "node:os";
 import path from "node:path";
 
 export const CENSUS_LOCK = path.join(os.tmpdir(), "bulkhead-bpf-census.lock");
+/** The longest a file waits for the lock: another file's whole run on a loaded machine. */
+export const CENSUS_WAIT_MS = 240_000;
 
 /**
  * Waits until this process holds the census lock (at most `timeoutMs`) and returns its
  * release. The lock is held by a `flock` child that exits, releasing it, when release()
  * closes its stdin or this process dies (its stdin pipe closes then too).
  */
-export async function holdCensusLock(timeoutMs = 100_000): Promise<() => Promise<void>> {
+export async function holdCensusLock(timeoutMs = CENSUS_WAIT_MS): Promise<() => Promise<void>> {
   const child = spawn("flock", ["--exclusive", CENSUS_LOCK, "sh", "-c", "echo held; exec cat >/dev/null"],
     { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
@@ -37,4 +40,14 @@ export async function holdCensusLock(timeoutMs = 100_000): Promise<() => Promise
     child.stdin.end();
     await exited;
   };
+}
+
+/**
+ * Holds the census lock from before this file's first hook to after its last: for files
+ * whose kernel objects live as long as the file (or whose counts must hold that long).
+ */
+export function holdCensusLockForFile(): void {
+  let release: (() => Promise<void>) | undefined;
+  beforeAll(async () => { release = await holdCensusLock(); }, CENSUS_WAIT_MS + 10_000);
+  afterAll(async () => { await release?.(); });
 }
