@@ -1,14 +1,26 @@
-// Prints vitest's JSON report as the one closing line CI reads: "tests: N passed, M failed".
+// Prints vitest's JSON reports (one per project run: scripts/test runs the unit and kernel
+// projects as two processes at once) as the one closing line CI reads:
+// "tests: N passed, M failed".
 import fs from "node:fs";
-const file = process.argv[2];
-let report;
-try {
-  report = JSON.parse(fs.readFileSync(file, "utf8"));
-} catch (err) {
-  console.error(`summary: cannot read the vitest report ${file}: ${err.message}`);
-  process.exit(1);
+const files = process.argv.slice(2);
+if (files.length === 0) { console.error("summary: usage: summary.mjs REPORT.json..."); process.exit(1); }
+const total = { passed: 0, failed: 0, skipped: 0, all: 0 };
+let unreadable = false;
+for (const file of files) {
+  let report;
+  try {
+    report = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (err) {
+    console.error(`summary: cannot read the vitest report ${file}: ${err.message}`);
+    unreadable = true;
+    continue;
+  }
+  total.passed += report.numPassedTests;
+  total.failed += report.numFailedTests;
+  total.skipped += report.numPendingTests + report.numTodoTests;
+  total.all += report.numTotalTests;
 }
-const skipped = report.numPendingTests + report.numTodoTests;
-console.log(`tests: ${report.numPassedTests} passed, ${report.numFailedTests} failed`
-  + (skipped ? `, ${skipped} skipped` : ""));
-if (report.numTotalTests === 0) { console.error("summary: no test ran"); process.exit(1); }
+console.log(`tests: ${total.passed} passed, ${total.failed} failed`
+  + (total.skipped ? `, ${total.skipped} skipped` : ""));
+if (unreadable) process.exit(1);
+if (total.all === 0) { console.error("summary: no test ran"); process.exit(1); }

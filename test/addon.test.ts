@@ -11,6 +11,11 @@ import {
   type BpfError, type BpfObject, type LinkEvent, type RawPacket,
 } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
+import { holdCensusLockForFile } from "./harness/census.js";
+
+// The BPF census lock for the whole file (harness/census.ts): the file compares the machine's BPF
+// link counts before and after its tests.
+holdCensusLockForFile();
 
 const addon = native();
 const fixtureSource = path.join(repoRoot, "test", "fixtures", "addon_fixture.bpf.c");

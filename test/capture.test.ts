@@ -3,13 +3,18 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { execFileSync } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { up, type Lab, type LabStatus, type PodStatus } from "../lab/lab.js";
 import { native } from "../native/index.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { observations, readExports, sleep, waitFor } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
+import { holdCensusLockForFile } from "./harness/census.js";
+
+// The BPF census lock for the whole file (harness/census.ts): the file compares the machine's BPF
+// program and link counts with those before its lab.
+holdCensusLockForFile();
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-capture-${process.pid}`;
 
@@ -37,6 +42,28 @@ function pod(name: string): PodStatus {
   const p = status.pods.find((x) => x.name === name);
   if (!p) throw new Error(`lab has no pod ${name}`);
   return p;
+}
+
+/**
+ * Waits for a `bulkhead probe` server's `"listening":true` line: it prints it once its socket
+ * is bound and listening, so a client started afterwards is not refused (a fixed 500 ms
+ * sleep here was not enough at load average 24).
+ */
+function listening(server: ChildProcess, what: string, timeoutMs = 30_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      server.stdout?.off("data", onData);
+      server.off("exit", onExit);
+      if (err) reject(err); else resolve();
+    };
+    const onData = (d: Buffer) => { out += d.toString(); if (out.includes('"listening":true')) done(); };
+    const onExit = (code: number | null) => done(new Error(`${what} exited (${code}) before listening: ${out}`));
+    const timer = setTimeout(() => done(new Error(`${what}: not listening within ${timeoutMs} ms: ${out}`)), timeoutMs);
+    server.stdout?.on("data", onData);
+    server.once("exit", onExit);
+  });
 }
 
 /** Waits until the summed observations stop changing and have reached `want` packets at `points` places. */
@@ -106,7 +133,7 @@ describe("flow capture on a two-node lab", () => {
   it("records both directions of a TCP connection with SYN, ACK and FIN", async () => {
     const srv = await lab.spawn(server, probe(["tcp-serve", "--port", "8080"]));
     try {
-      await sleep(500);
+      await listening(srv, "tcp-serve on the server pod");
       const res = await lab.exec(client, probe(["tcp-connect", "--to", server.ip, "--port", "8080", "--size", "5000"]));
       const conn = JSON.parse(res.stdout) as { ok: boolean; sport: number };
       expect(conn.ok).toBe(true);
@@ -145,7 +172,7 @@ describe("flow capture on a two-node lab", () => {
     let heard = "";
     listener.stdout?.on("data", (d: Buffer) => { heard += d.toString(); });
     try {
-      await sleep(500);
+      await listening(listener, "sctp-listen on the server pod");
       await lab.exec(client, probe(["sctp-send", "--to", server.ip, "--port", "7000", "--sport", "7001"]));
       const obs = await settled((r) => r.l4?.protocol === 132 && r.ip?.source === client.ip, 1n, 2);
       expect(obs.size).toBe(2);
@@ -196,7 +223,9 @@ describe("flow capture on a two-node lab", () => {
     const after = await waitFor(() => native().kernelObjectCounts(), (n) => n.links === during.links, 3000);
     expect(after.links).toBe(during.links);
     expect(after.programs).toBe(during.programs);
-  });
+    // 16 s on a quiet machine (ci-12); 20 lab pods made and deleted one after another took
+    // over 60 s at load average 12-20, so this test gets 180 s. Nothing in it is timed.
+  }, 180_000);
 
   it("lab down leaves no namespace, link, program, pin or agent behind", async () => {
     await lab.down();

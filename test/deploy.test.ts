@@ -23,6 +23,7 @@ import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { WATCHED_RESOURCES, WATCH_VERBS } from "../controlplane/metadata/kubernetes-resources.js";
 import { poll } from "./harness/netns.js";
 import { Spawned } from "./harness/process.js";
+import { holdCensusLock } from "./harness/census.js";
 
 const OVERLAYS = ["production", "dev", "scale-out"] as const;
 /** Overlays with TLS and tokens: production, and scale-out, which is built on it. */
@@ -661,7 +662,16 @@ describe("deploy/images/build.sh and the runtime tree", () => {
   });
 
   describe("the agent with exactly the DaemonSet's capabilities, on the real kernel", () => {
-    beforeAll(() => {
+    // This file runs beside the kernel project (vitest.config.ts, kernel-own): while its
+    // agents' programs and links exist, no file there may be counting the machine's.
+    let releaseCensus: (() => Promise<void>) | undefined;
+    afterAll(async () => {
+      for (const p of spawned) if (p.running) await p.stop().catch(() => undefined);
+      await releaseCensus?.();
+    });
+
+    beforeAll(async () => {
+      releaseCensus = await holdCensusLock();
       const ip = (...a: string[]) => execFileSync("ip", a, { stdio: "pipe" });
       ip("netns", "add", netnsNode);
       ip("netns", "add", netnsPod);

@@ -1,0 +1,53 @@
+// The census lock: an exclusive flock(1) on one file for "the machine's BPF programs and
+// links are being counted". Kernel-project files that compare the machine-wide counts
+// (capture.test.ts, addon.test.ts) hold it while their counts must not move; kernel-own
+// files, which run beside the kernel project (vitest.config.ts), hold it while they have
+// programs or links loaded. So a census never sees another file's programs come or go.
+import { spawn } from "node:child_process";
+import { afterAll, beforeAll } from "vitest";
+import os from "node:os";
+import path from "node:path";
+
+export const CENSUS_LOCK = path.join(os.tmpdir(), "bulkhead-bpf-census.lock");
+/** The longest a file waits for the lock: another file's whole run on a loaded machine. */
+export const CENSUS_WAIT_MS = 240_000;
+
+/**
+ * Waits until this process holds the census lock (at most `timeoutMs`) and returns its
+ * release. The lock is held by a `flock` child that exits, releasing it, when release()
+ * closes its stdin or this process dies (its stdin pipe closes then too).
+ */
+export async function holdCensusLock(timeoutMs = CENSUS_WAIT_MS): Promise<() => Promise<void>> {
+  const child = spawn("flock", ["--exclusive", CENSUS_LOCK, "sh", "-c", "echo held; exec cat >/dev/null"],
+    { stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (b: Buffer) => { stderr += b.toString("utf8"); });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  // flock prints nothing until it holds the lock; then the shell says "held".
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the BPF census lock ${CENSUS_LOCK} was not free within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.stdout.once("data", () => { clearTimeout(timer); resolve(); });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`flock on ${CENSUS_LOCK} exited (${code}) before holding it: ${stderr}`));
+    });
+    child.once("error", (err) => { clearTimeout(timer); reject(err); });
+  });
+  return async () => {
+    child.stdin.end();
+    await exited;
+  };
+}
+
+/**
+ * Holds the census lock from before this file's first hook to after its last: for files
+ * whose kernel objects live as long as the file (or whose counts must hold that long).
+ */
+export function holdCensusLockForFile(): void {
+  let release: (() => Promise<void>) | undefined;
+  beforeAll(async () => { release = await holdCensusLock(); }, CENSUS_WAIT_MS + 10_000);
+  afterAll(async () => { await release?.(); });
+}
