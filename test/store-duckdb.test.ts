@@ -6,6 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
+import zlib from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { DuckDBInstance } from "@duckdb/node-api";
 import {
@@ -19,6 +20,8 @@ import { enrichedFromRecords, recordsOf } from "../controlplane/store/enriched-c
 import { FlowHistory } from "../controlplane/store/history.js";
 import { seededRandom } from "./harness/seeded-random.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
+import { compareTimestamps } from "../config/time.js";
+import { v1Records, V1_T0 } from "./fixtures/store-v1/records.js";
 
 const DAY_MS = 86_400_000;
 const T0 = Date.UTC(2026, 11, 2, 12, 0, 0);
@@ -341,6 +344,35 @@ describe("DuckDB flow store", () => {
     expect(found.length).toBeGreaterThan(0);
     expect(found.length).toBe(input.filter(compileRequest(hostile, [])).length);
     expect(store.status().records).toBe(2000n);
+  });
+
+  it("opens a store written by schema version 1 (test/fixtures/store-v1) and keeps all its data: records, batch ids, days, then takes new batches", async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, "flows.duckdb"), zlib.gunzipSync(fs.readFileSync(path.join(import.meta.dirname, "fixtures/store-v1/flows.duckdb.gz"))));
+    const stored = [...v1Records(1), ...v1Records(2), ...v1Records(3), ...recordsOf(enrichedFromRecords("node-b", v1Records(4)))];
+    const byEnd = (a: FlowRecord, b: FlowRecord) => compareTimestamps(a.endTime!, b.endTime!);
+    const expected = [...stored].sort(byEnd);
+    const store = await openStore(dir);
+    expect(store.status()).toMatchObject({ records: 1200n, error: "" });
+    expect(await all(store)).toEqual(expected);
+    expect(await store.lastBatchId("v1-a")).toBe(3n);
+    expect(await store.lastBatchId("v1-b")).toBe(1n);
+    // Filters and bounds still narrow the migrated rows exactly.
+    const allow = [FlowFilter.fromPartial({ namespace: ["db"], verdict: [Verdict.VERDICT_DROPPED] })];
+    const predicate = compileRequest(allow, []);
+    const bound = expected[700]!.endTime!;
+    expect(await all(store, { allow, predicate, endNotAfter: bound }))
+      .toEqual(expected.filter((r) => predicate(r) && compareTimestamps(r.endTime!, bound) <= 0));
+    expect(await all(store, { last: 5 })).toEqual(expected.slice(-5));
+    // A re-send of a migrated batch is a duplicate; the next one is stored; all survives a reopen.
+    const next = records(10, V1_T0 + 1000, 1);
+    expect(await store.append([{ node: "node-a", instanceId: "v1-a", batchId: 3n, records: v1Records(3) }])).toEqual([false]);
+    expect(await store.append([{ node: "node-a", instanceId: "v1-a", batchId: 4n, records: next }])).toEqual([true]);
+    await store.close();
+    open.pop();
+    const again = await openStore(dir);
+    expect(again.status().records).toBe(1210n);
+    expect(await all(again)).toEqual([...expected, ...next]);
   });
 
   it("refuses a damaged file by name and leaves it as it was", async () => {
