@@ -38,7 +38,7 @@ import { UiServer, type UiServerOptions } from "./ui/server.js";
 import type { TlsMaterial } from "../tls/material.js";
 import { TlsListeners } from "../tls/listener.js";
 import { TripleKeyTable } from "./triple-key-table.js";
-import { compareTimestamps, msOfTimestamp, timestampOfMs } from "../config/time.js";
+import { compareTimestamps, timestampOfMs } from "../config/time.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -399,11 +399,10 @@ export class ControlPlane {
       return { hot: { predicate: q.predicate, since: q.since, until: q.until }, stored: undefined };
     }
     // Split at the hot window's start: what ends after it from memory, the rest from the store.
-    const sinceMs = msOfTimestamp(q.since), untilMs = msOfTimestamp(q.until);
     return {
       hot: { predicate: q.predicate, since: q.since, until: q.until, endAfter: hotStart },
       stored: (missing = 0) => store.query({
-        ...(sinceMs !== undefined ? { sinceMs } : {}), ...(untilMs !== undefined ? { untilMs } : {}), endNotAfter: hotStart,
+        ...(q.since !== undefined ? { since: q.since } : {}), ...(q.until !== undefined ? { until: q.until } : {}), endNotAfter: hotStart,
         allow: q.allow, deny: q.deny, predicate: q.predicate, ...(missing > 0 ? { last: missing } : {}),
       }),
     };

@@ -213,7 +213,7 @@ export function newRowValues(): RowValues {
 }
 
 /** Every protocol number's name as records give it (one string each, built once). */
-const PROTOCOL_NAME_OF: readonly string[] = Array.from({ length: 256 }, (_, p) => PROTOCOL_NAMES[p] ?? String(p));
+export const PROTOCOL_NAME_OF: readonly string[] = Array.from({ length: 256 }, (_, p) => PROTOCOL_NAMES[p] ?? String(p));
 
 /** Reads row `i` of `c` into `into` (see RowValues) and returns it. */
 export function readRowValues(c: FlowColumns, i: number, into: RowValues): RowValues {

@@ -198,7 +198,7 @@ describe("time ranges", () => {
       for (const [since, until] of [[NOW - 100_000.5, NOW - 60_000], [NOW - 30_000, undefined], [undefined, NOW - 110_000], [NOW - 50_000, NOW - 50_000]]) {
         for (const last of [undefined, 7]) {
           const expected = history.query({ since: since === undefined ? undefined : msTs(since), until: until === undefined ? undefined : msTs(until), last });
-          const got = await all(store, { sinceMs: since, untilMs: until, last });
+          const got = await all(store, { since: since === undefined ? undefined : msTs(since), until: until === undefined ? undefined : msTs(until), last });
           expect(got.map((r) => r.sequence), `since ${since} until ${until} last ${last}`).toEqual(expected.map((r) => r.sequence));
         }
       }
@@ -223,9 +223,29 @@ describe("time ranges", () => {
         const older = records.filter((r) => endNs(r) <= boundNs && (sinceMs === undefined || endNs(r) >= BigInt(sinceMs) * 1_000_000n));
         const expected = last === undefined ? older : older.slice(-last);
         expect(expected.map((r) => r.sequence)).toContain(30n);
-        const got = await all(store, { endNotAfter: bound, ...(sinceMs !== undefined ? { sinceMs } : {}), ...(last !== undefined ? { last } : {}) });
+        const got = await all(store, { endNotAfter: bound, ...(sinceMs !== undefined ? { since: ts(sinceMs) } : {}), ...(last !== undefined ? { last } : {}) });
         expect(got.map((r) => r.sequence), `since ${sinceMs} last ${last}`).toEqual(expected.map((r) => r.sequence));
       }
+    } finally {
+      await store.close();
+    }
+  });
+  it("compares every time bound exactly to the nanosecond: a record at since, until or endNotAfter is kept, one a nanosecond beyond is not", async () => {
+    const store = await open(location());
+    try {
+      // Ends (and starts) 1 ns apart around a bound inside a second: a float of ms cannot tell them apart.
+      const base = ts(NOW - 10_000, 456_789);
+      const at = (dn: number) => ({ seconds: base.seconds, nanos: base.nanos + dn });
+      const records = Array.from({ length: 5 }, (_, i) => fullRecord(i, { startTime: at(i - 2), endTime: at(i - 2), sequence: BigInt(i) }));
+      await store.append([batch("ns", 1, records)]);
+      const seqs = async (q: Partial<Parameters<ClickHouseFlowStore["query"]>[0]>) => (await all(store, q)).map((r) => Number(r.sequence));
+      expect(await seqs({ since: base })).toEqual([2, 3, 4]);
+      expect(await seqs({ since: at(1) })).toEqual([3, 4]);
+      expect(await seqs({ until: base })).toEqual([0, 1, 2]);
+      expect(await seqs({ until: at(-1) })).toEqual([0, 1]);
+      expect(await seqs({ endNotAfter: base })).toEqual([0, 1, 2]);
+      expect(await seqs({ since: base, until: base })).toEqual([2]);
+      expect(await seqs({ endNotAfter: at(1), last: 2 })).toEqual([2, 3]);
     } finally {
       await store.close();
     }

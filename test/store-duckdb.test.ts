@@ -6,6 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
+import zlib from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { DuckDBInstance } from "@duckdb/node-api";
 import {
@@ -19,6 +20,8 @@ import { enrichedFromRecords, recordsOf } from "../controlplane/store/enriched-c
 import { FlowHistory } from "../controlplane/store/history.js";
 import { seededRandom } from "./harness/seeded-random.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
+import { compareTimestamps } from "../config/time.js";
+import { v1Records, V1_T0 } from "./fixtures/store-v1/records.js";
 
 const DAY_MS = 86_400_000;
 const T0 = Date.UTC(2026, 11, 2, 12, 0, 0);
@@ -229,10 +232,27 @@ describe("DuckDB flow store", () => {
       const ts = (ms: number | undefined) => ms === undefined ? undefined : { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 };
       const expected = history.query({ predicate, last: c.last ?? 0, since: ts(c.sinceMs), until: ts(c.untilMs) });
       const got = await all(store, { allow, deny, predicate, ...(c.last ? { last: c.last } : {}),
-        ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) });
+        ...(c.sinceMs !== undefined ? { since: ts(c.sinceMs) } : {}), ...(c.untilMs !== undefined ? { until: ts(c.untilMs) } : {}) });
       expect(got.length, JSON.stringify(c.allow)).toBeGreaterThan(0);
       expect(got, JSON.stringify(c)).toEqual(expected);
     }
+  });
+
+  it("compares every time bound exactly to the nanosecond: a record at since, until or endNotAfter is kept, one a nanosecond beyond is not", async () => {
+    // Ends 1 ns apart around a bound inside a second (a float of ms cannot tell them apart).
+    const base = { seconds: BigInt(T0 / 1000), nanos: 123_456_789 };
+    const at = (dn: number) => ({ seconds: base.seconds, nanos: base.nanos + dn });
+    const input = records(5, T0, 0).map((r, i) => ({ ...r, startTime: at(i - 2), endTime: at(i - 2), sequence: BigInt(i) }));
+    const store = await openStore(tempDir());
+    await store.append([{ node: "n", instanceId: "i", batchId: 1n, records: input }]);
+    const seqs = async (q: Partial<StoreQuery>) => (await all(store, q)).map((r) => Number(r.sequence));
+    expect(await seqs({ since: base })).toEqual([2, 3, 4]);
+    expect(await seqs({ since: at(1) })).toEqual([3, 4]);
+    expect(await seqs({ until: base })).toEqual([0, 1, 2]);
+    expect(await seqs({ until: at(-1) })).toEqual([0, 1]);
+    expect(await seqs({ endNotAfter: base })).toEqual([0, 1, 2]);
+    expect(await seqs({ since: base, until: base })).toEqual([2]);
+    expect(await seqs({ endNotAfter: at(1), last: 2 })).toEqual([2, 3]);
   });
 
   it("streams `last N` in chunks from one snapshot: pages far smaller than N, days crossed, commits meanwhile not seen", async () => {
@@ -341,6 +361,57 @@ describe("DuckDB flow store", () => {
     expect(found.length).toBeGreaterThan(0);
     expect(found.length).toBe(input.filter(compileRequest(hostile, [])).length);
     expect(store.status().records).toBe(2000n);
+  });
+
+  it("opens a store written by schema version 1 (test/fixtures/store-v1) and keeps all its data: records, batch ids, days, then takes new batches", async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, "flows.duckdb"), zlib.gunzipSync(fs.readFileSync(path.join(import.meta.dirname, "fixtures/store-v1/flows.duckdb.gz"))));
+    const stored = [...v1Records(1), ...v1Records(2), ...v1Records(3), ...recordsOf(enrichedFromRecords("node-b", v1Records(4)))];
+    const byEnd = (a: FlowRecord, b: FlowRecord) => compareTimestamps(a.endTime!, b.endTime!);
+    const expected = [...stored].sort(byEnd);
+    const store = await openStore(dir);
+    expect(store.status()).toMatchObject({ records: 1200n, error: "" });
+    expect(await all(store)).toEqual(expected);
+    expect(await store.lastBatchId("v1-a")).toBe(3n);
+    expect(await store.lastBatchId("v1-b")).toBe(1n);
+    // Filters and bounds still narrow the migrated rows exactly.
+    const allow = [FlowFilter.fromPartial({ namespace: ["db"], verdict: [Verdict.VERDICT_DROPPED] })];
+    const predicate = compileRequest(allow, []);
+    const bound = expected[700]!.endTime!;
+    expect(await all(store, { allow, predicate, endNotAfter: bound }))
+      .toEqual(expected.filter((r) => predicate(r) && compareTimestamps(r.endTime!, bound) <= 0));
+    expect(await all(store, { last: 5 })).toEqual(expected.slice(-5));
+    // A re-send of a migrated batch is a duplicate; the next one is stored; all survives a reopen.
+    const next = records(10, V1_T0 + 1000, 1);
+    expect(await store.append([{ node: "node-a", instanceId: "v1-a", batchId: 3n, records: v1Records(3) }])).toEqual([false]);
+    expect(await store.append([{ node: "node-a", instanceId: "v1-a", batchId: 4n, records: next }])).toEqual([true]);
+    await store.close();
+    open.pop();
+    const again = await openStore(dir);
+    expect(again.status().records).toBe(1210n);
+    expect(await all(again)).toEqual([...expected, ...next]);
+  });
+
+  it("refuses to migrate a schema version 1 row that a packed field cannot hold, naming it, and leaves the file at version 1 whole", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "flows.duckdb");
+    fs.writeFileSync(file, zlib.gunzipSync(fs.readFileSync(path.join(import.meta.dirname, "fixtures/store-v1/flows.duckdb.gz"))));
+    const db = await DuckDBInstance.create(file);
+    const c = await db.connect();
+    const table = String((await c.runAndReadAll("SELECT min(table_name) AS t FROM information_schema.tables WHERE table_name LIKE 'flows_%'")).getRowObjects()[0]!.t);
+    await c.run(`UPDATE ${table} SET sport = 70000 WHERE rowid = 5`);
+    c.closeSync();
+    db.closeSync();
+    await expect(DuckDBFlowStore.open(dir)).rejects.toThrow(
+      new RegExp(`flow store ${file}: schema 1 could not be migrated to 2, the file is left at 1: .*a schema 1 row has sport 70000, wider than schema 2 keeps \\(16 bits\\)`));
+    const after = await DuckDBInstance.create(file);
+    const a = await after.connect();
+    const version = (await a.runAndReadAll("SELECT max(version) AS v FROM bulkhead_schema")).getRowObjects()[0]!.v;
+    const columns = (await a.runAndReadAll(`SELECT count(*) AS n FROM information_schema.columns WHERE table_name = '${table}'`)).getRowObjects()[0]!.n;
+    const tables = (await a.runAndReadAll("SELECT count(*) AS n FROM information_schema.tables WHERE table_name LIKE 'flows_%'")).getRowObjects()[0]!.n;
+    a.closeSync();
+    after.closeSync();
+    expect({ version, columns, tables }).toEqual({ version: 1, columns: 28n, tables: 2n });
   });
 
   it("refuses a damaged file by name and leaves it as it was", async () => {

@@ -11,10 +11,16 @@ import type { Endpoint, Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { TrafficDirection, type FlowFilter } from "../../proto/gen/bulkhead/v1/observer.js";
 import { protocolNumber } from "./filter.js";
 
+/** A value of a `?` parameter: ns bounds are bigints (beyond a double's exact integers). */
+export type SqlParam = string | number | bigint;
+
 export interface SqlCondition {
   sql: string;
-  params: (string | number)[];
+  params: SqlParam[];
 }
+
+/** The SQL of a field the row stores packed with others (schema 2, `PACK` in duckdb.ts). */
+export type PackedFields = (field: "sport" | "dport" | "proto" | "verdict" | "point") => string;
 
 /**
  * The store's dictionaries, held whole in memory: filter values on endpoints and strings
@@ -28,7 +34,7 @@ export interface Dictionaries {
   stringIds(values: readonly string[]): number[];
 }
 
-function idsIn(column: string, ids: readonly number[], params: (string | number)[]): string {
+function idsIn(column: string, ids: readonly number[], params: SqlParam[]): string {
   if (ids.length === 0) return "FALSE";
   params.push(...ids);
   return `${column} IN (${ids.map(() => "?").join(", ")})`;
@@ -45,7 +51,7 @@ function podMatcher(value: string): (e: Endpoint) => boolean {
 }
 
 /** One allow filter as an AND of the fields this file can express; undefined when it narrows nothing. */
-function filterCondition(f: Partial<FlowFilter>, d: Dictionaries, params: (string | number)[]): string | undefined {
+function filterCondition(f: Partial<FlowFilter>, d: Dictionaries, packed: PackedFields, params: SqlParam[]): string | undefined {
   const parts: string[] = [];
   const ends = (match: (e: Endpoint) => boolean, columns: readonly string[]) => {
     const ids = d.endpointIds(match);
@@ -63,45 +69,46 @@ function filterCondition(f: Partial<FlowFilter>, d: Dictionaries, params: (strin
   if (f.pod?.length) parts.push(ends(inPods(f.pod), ["src_ep", "dst_ep"]));
   if (f.sourcePod?.length) parts.push(ends(inPods(f.sourcePod), ["src_ep"]));
   if (f.destinationPod?.length) parts.push(ends(inPods(f.destinationPod), ["dst_ep"]));
-  if (f.port?.length) parts.push(`(${idsIn("sport", f.port, params)} OR ${idsIn("dport", f.port, params)})`);
-  if (f.sourcePort?.length) parts.push(idsIn("sport", f.sourcePort, params));
-  if (f.destinationPort?.length) parts.push(idsIn("dport", f.destinationPort, params));
-  if (f.protocol?.length) parts.push(idsIn("proto", f.protocol.map((p) => protocolNumber("protocol", p)), params));
-  if (f.verdict?.length) parts.push(idsIn("verdict", f.verdict.map((v: Verdict) => v), params));
+  if (f.port?.length) parts.push(`(${idsIn(packed("sport"), f.port, params)} OR ${idsIn(packed("dport"), f.port, params)})`);
+  if (f.sourcePort?.length) parts.push(idsIn(packed("sport"), f.sourcePort, params));
+  if (f.destinationPort?.length) parts.push(idsIn(packed("dport"), f.destinationPort, params));
+  if (f.protocol?.length) parts.push(idsIn(packed("proto"), f.protocol.map((p) => protocolNumber("protocol", p)), params));
+  if (f.verdict?.length) parts.push(idsIn(packed("verdict"), f.verdict.map((v: Verdict) => v), params));
   if (f.node?.length) parts.push(idsIn("node", d.stringIds(f.node), params));
   if (f.direction?.length) {
     // INGRESS = observed entering the pod (TO_POD = 2), EGRESS = leaving it (FROM_POD = 1).
-    parts.push(idsIn("point", f.direction.map((dir) => dir === TrafficDirection.TRAFFIC_DIRECTION_INGRESS ? 2
+    parts.push(idsIn(packed("point"), f.direction.map((dir) => dir === TrafficDirection.TRAFFIC_DIRECTION_INGRESS ? 2
       : dir === TrafficDirection.TRAFFIC_DIRECTION_EGRESS ? 1 : -1), params));
   }
   return parts.length === 0 ? undefined : parts.join(" AND ");
 }
 
+/** Bounds in ns since the epoch, compared exactly with the rows' `start_time` and `end_time`. */
 export interface TimeBounds {
-  /** Records ending at or after this (seconds since the epoch, fractional). */
-  sinceS?: number;
+  /** Records ending at or after this. */
+  sinceNs?: bigint;
   /** Records starting at or before this. */
-  untilS?: number;
-  /** Records ending at or before this whole second (a superset of an exact bound within it). */
-  endNotAfterS?: number;
+  untilNs?: bigint;
+  /** Records ending at or before this. */
+  endNotAfterNs?: bigint;
 }
 
 /**
  * The WHERE clause (without the keyword; "TRUE" when nothing narrows) for the allow
- * filters and time bounds. Time compares whole seconds, a superset of the exact bound.
+ * filters and time bounds. The time bounds are exact; the filters a superset.
  */
-export function whereClause(allow: readonly Partial<FlowFilter>[], time: TimeBounds, dictionaries: Dictionaries): SqlCondition {
-  const params: (string | number)[] = [];
+export function whereClause(allow: readonly Partial<FlowFilter>[], time: TimeBounds, dictionaries: Dictionaries, packed: PackedFields): SqlCondition {
+  const params: SqlParam[] = [];
   const parts: string[] = [];
-  if (time.sinceS !== undefined) { parts.push("end_s >= ?"); params.push(Math.floor(time.sinceS)); }
-  if (time.untilS !== undefined) { parts.push("start_s <= ?"); params.push(Math.ceil(time.untilS)); }
-  if (time.endNotAfterS !== undefined) { parts.push("end_s <= ?"); params.push(time.endNotAfterS); }
+  if (time.sinceNs !== undefined) { parts.push("end_time >= ?"); params.push(time.sinceNs); }
+  if (time.untilNs !== undefined) { parts.push("start_time <= ?"); params.push(time.untilNs); }
+  if (time.endNotAfterNs !== undefined) { parts.push("end_time <= ?"); params.push(time.endNotAfterNs); }
   if (allow.length > 0) {
     // An allow filter that narrows nothing lets every row through: then the OR is TRUE.
     const alternatives: SqlCondition[] = [];
     for (const f of allow) {
-      const own: (string | number)[] = [];
-      const c = filterCondition(f, dictionaries, own);
+      const own: SqlParam[] = [];
+      const c = filterCondition(f, dictionaries, packed, own);
       if (c === undefined) break;
       alternatives.push({ sql: `(${c})`, params: own });
     }

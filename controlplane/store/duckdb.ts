@@ -7,6 +7,11 @@
 // `endpoints` and `attributions`; the dictionaries are small, kept in memory whole and
 // written in the same transaction as the first row that uses an entry. Numbers go in
 // through DataChunks (the per-value appender is ~10x slower and grows memory to GBs).
+// Schema 2 packs a row into 17 columns (28 in schema 1; the engine's append costs per
+// column): times as integer ns since the epoch (exact bounds in SQL), both ports in one
+// UINTEGER, protocol, TCP flags and ICMP type/code in another, verdict, reason, point,
+// reporter, IP version and the presence bits in a third (`PACK` below). A schema 1 file
+// is rewritten into it when opened (`migrateV1`), in one transaction.
 //
 // Exactly once. Each append names its batches (agent instance, batch id); `instances`
 // holds every instance's highest stored id, updated in the same transaction as the rows,
@@ -27,22 +32,26 @@
 // machine's, which it would take: on one allowed core a second worker only contends.
 //
 // Versions: `bulkhead_schema` records the schema version. A file without it is refused
-// as foreign (never reset); a version above SCHEMA_VERSION is refused naming both.
+// as foreign (never reset); a version above SCHEMA_VERSION is refused naming both; an
+// older one is migrated.
 
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import duckdb from "@duckdb/node-bindings";
 import {
-  DOUBLE, type DuckDBConnection, DuckDBDataChunk, DuckDBInstance, INTEGER, UBIGINT, UINTEGER, UTINYINT, type DuckDBType,
+  BIGINT, type DuckDBConnection, DuckDBDataChunk, DuckDBInstance, INTEGER, UBIGINT, UINTEGER, type DuckDBType,
 } from "@duckdb/node-api";
-import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
+import {
+  IpVersion, ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type PolicyAttribution,
+} from "../../proto/gen/bulkhead/v1/flow.js";
+import { PROTOCOL_NAME_OF } from "../../flowcolumns/columns.js";
 import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
-import { newEnrichedRow, readRow, type EnrichedColumns } from "./enriched-columns.js";
-import { whereClause } from "./duckdb-filter.js";
-import { compareTimestamps, msOfTimestamp } from "../../config/time.js";
+import type { EnrichedColumns } from "./enriched-columns.js";
+import { whereClause, type SqlCondition, type SqlParam } from "./duckdb-filter.js";
+import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 const DAY_S = 86_400;
 /** Rows per DataChunk: DuckDB's vector size. */
 const CHUNK_ROWS = 2048;
@@ -50,15 +59,15 @@ const CHUNK_ROWS = 2048;
 const NEWEST_PAGE_ROWS = 65_536;
 /** Rows per row group, and the rows that start a commit without waiting (see above). */
 const GROUP_ROWS = 16_384;
+/** DataChunks kept for reuse: 64 × 2,048 rows, ~10 MiB. */
+const CHUNK_POOL = 64;
 
 const FLOW_COLUMNS: readonly [string, DuckDBType][] = [
-  ["start_s", DOUBLE], ["start_ns", UINTEGER], ["end_s", DOUBLE], ["end_ns", UINTEGER],
-  ["node", INTEGER], ["point", INTEGER], ["reporter", INTEGER], ["iface", INTEGER], ["ifindex", UINTEGER],
-  ["ip_version", INTEGER], ["ip_src", INTEGER], ["ip_dst", INTEGER],
-  ["proto", UINTEGER], ["proto_name", INTEGER], ["sport", UINTEGER], ["dport", UINTEGER],
-  ["icmp_type", UINTEGER], ["icmp_code", UINTEGER], ["present", UTINYINT], ["tcp_flags", UTINYINT],
+  ["end_time", BIGINT], ["start_time", BIGINT],
+  ["node", INTEGER], ["iface", INTEGER], ["ifindex", UINTEGER], ["ip_src", INTEGER], ["ip_dst", INTEGER], ["proto_name", INTEGER],
+  ["ports", UINTEGER], ["l4", UINTEGER], ["marks", UINTEGER],
   ["packets", UBIGINT], ["bytes", UBIGINT], ["sequence", UBIGINT],
-  ["src_ep", INTEGER], ["dst_ep", INTEGER], ["verdict", INTEGER], ["reason", INTEGER], ["attribution", INTEGER],
+  ["src_ep", INTEGER], ["dst_ep", INTEGER], ["attribution", INTEGER],
 ];
 const C = Object.fromEntries(FLOW_COLUMNS.map(([name], i) => [name, i])) as Record<string, number>;
 const COLUMN_LIST = FLOW_COLUMNS.map(([name]) => name).join(", ");
@@ -67,6 +76,82 @@ const TYPES = FLOW_COLUMNS.map(([, type]) => type);
 // Presence bits: optional messages of a FlowRecord (0 ids stand for "none" elsewhere).
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
 const TCP_FLAGS = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"] as const;
+
+/**
+ * The packed columns of schema 2, field by field: [column, lowest bit, bits]. `ports`:
+ * source port << 16 | destination port; `l4`: protocol, TCP flags, ICMP type, ICMP code,
+ * 8 bits each; `marks`: verdict, reason, point, reporter, IP version, presence bits.
+ * A value wider than its field is refused by name, never cut.
+ */
+const PACK = {
+  sport: ["ports", 16, 16], dport: ["ports", 0, 16],
+  proto: ["l4", 0, 8], tcp_flags: ["l4", 8, 8], icmp_type: ["l4", 16, 8], icmp_code: ["l4", 24, 8],
+  verdict: ["marks", 0, 8], reason: ["marks", 8, 8], point: ["marks", 16, 4], reporter: ["marks", 20, 2],
+  ip_version: ["marks", 22, 2], present: ["marks", 24, 5],
+} as const satisfies Record<string, readonly [string, number, number]>;
+type PackedField = keyof typeof PACK;
+
+/** SQL reading one packed field (for filters and the migration's checks). */
+export function packedSql(field: PackedField): string {
+  const [column, shift, bits] = PACK[field];
+  return `((${column} >> ${shift}) & ${2 ** bits - 1})`;
+}
+
+/** Each field's multiplier (2^shift) and limit (2^bits), computed once: pack and unpack run per row. */
+const PACK_MUL = Object.fromEntries(Object.entries(PACK).map(([f, [, shift]]) => [f, 2 ** shift])) as Record<PackedField, number>;
+const PACK_LIMIT = Object.fromEntries(Object.entries(PACK).map(([f, [, , bits]]) => [f, 2 ** bits])) as Record<PackedField, number>;
+
+function packRefused(field: PackedField, x: number): Error {
+  return new Error(`${field} ${x} does not fit the store's ${PACK[field][2]}-bit field (0–${PACK_LIMIT[field] - 1})`);
+}
+
+/** `x` placed in its packed field; refuses (naming the field) a value that does not fit. */
+function pack(field: PackedField, x: number): number {
+  if (!(x >= 0 && x < PACK_LIMIT[field] && Number.isInteger(x))) throw packRefused(field, x);
+  return x * PACK_MUL[field];
+}
+
+/** Field `field` of a packed column's value. */
+function unpack(field: PackedField, v: number): number {
+  return Math.floor(v / PACK_MUL[field]) % PACK_LIMIT[field];
+}
+
+const NS_PER_S = 1_000_000_000n;
+const TWO_32 = 4_294_967_296;
+
+/** Nanoseconds since the epoch of a Timestamp, as the store's time columns hold them. */
+export function nsOfTimestamp(t: Timestamp): bigint {
+  return t.seconds * NS_PER_S + BigInt(t.nanos);
+}
+
+/** A record's time as the store's ns; refuses (naming the column) one it cannot hold. */
+function nsOfRecordTime(t: Timestamp, column: string): bigint {
+  const ns = nsOfTimestamp(t);
+  if (t.nanos < 0 || t.nanos >= 1e9 || !Number.isInteger(t.nanos) || ns < 0n || ns >= 1n << 63n) {
+    throw new Error(`${column} ${t.seconds} s ${t.nanos} ns is outside the store's range (1970 to 2262, nanos below 1e9)`);
+  }
+  return ns;
+}
+
+function timestampOfNs(ns: bigint): Timestamp {
+  const seconds = ns / NS_PER_S;
+  return { seconds, nanos: Number(ns - seconds * NS_PER_S) };
+}
+
+/**
+ * Writes s·1e9 + n (0 ≤ s < 2^33, 0 ≤ n < 1e9) as the little-endian halves of int64 `j`
+ * in `h`, with numbers only (each step exact below 2^53), no BigInt per row.
+ */
+function putNsHalves(h: Uint32Array, j: number, s: number, n: number): void {
+  const sl = s % 65536, sh = (s - sl) / 65536;
+  const a = sl * 1e9 + n;
+  const b = sh * 1e9;
+  const bl = b % 65536, bh = (b - bl) / 65536;
+  const c = bl * 65536 + a;
+  const cl = c % TWO_32;
+  h[2 * j] = cl;
+  h[2 * j + 1] = bh + (c - cl) / TWO_32;
+}
 
 const SCHEMA_V1 = [
   `CREATE TABLE bulkhead_schema (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp, product VARCHAR NOT NULL)`,
@@ -112,21 +197,21 @@ interface PendingAppend {
 }
 
 /** A row's place in a day table's end-time order; rowid breaks ties (stable within a snapshot). */
-interface RowKey { endS: number; endNs: number; rowid: bigint }
+interface RowKey { end: bigint; rowid: bigint }
 
 /** The key of row `i` of a result chunk that selected `rowid` after the flow columns. */
 function keyAt(vectors: readonly ColumnArray[], rowids: BigInt64Array, i: number): RowKey {
-  return { endS: (vectors[C.end_s!] as Float64Array)[i]!, endNs: (vectors[C.end_ns!] as Uint32Array)[i]!, rowid: rowids[i]! };
+  return { end: (vectors[C.end_time!] as BigInt64Array)[i]!, rowid: rowids[i]! };
 }
 
 /** SQL for "before `k` in the order", with the key's own numbers (never user input) as literals. */
 function keyBefore(k: RowKey): string {
-  return `(end_s < ${k.endS} OR (end_s = ${k.endS} AND (end_ns < ${k.endNs} OR (end_ns = ${k.endNs} AND rowid < ${k.rowid}))))`;
+  return `(end_time < ${k.end} OR (end_time = ${k.end} AND rowid < ${k.rowid}))`;
 }
 
 /** SQL for "at `k` or after it in the order". */
 function keyAtOrAfter(k: RowKey): string {
-  return `(end_s > ${k.endS} OR (end_s = ${k.endS} AND (end_ns > ${k.endNs} OR (end_ns = ${k.endNs} AND rowid >= ${k.rowid}))))`;
+  return `(end_time > ${k.end} OR (end_time = ${k.end} AND rowid >= ${k.rowid}))`;
 }
 
 function dayOf(seconds: number): number {
@@ -209,14 +294,13 @@ class Dictionary<T> {
 }
 
 /** A column's values, typed as its DuckDB type stores them (NOT NULL, so no validity). */
-type ColumnArray = Float64Array | Uint32Array | Int32Array | Uint8Array | BigUint64Array;
+type ColumnArray = BigInt64Array | Uint32Array | Int32Array | BigUint64Array;
 
 function arrayOf(type: DuckDBType, rows: number): ColumnArray {
   switch (type.typeId) {
-    case DOUBLE.typeId: return new Float64Array(rows);
+    case BIGINT.typeId: return new BigInt64Array(rows);
     case UINTEGER.typeId: return new Uint32Array(rows);
     case INTEGER.typeId: return new Int32Array(rows);
-    case UTINYINT.typeId: return new Uint8Array(rows);
     case UBIGINT.typeId: return new BigUint64Array(rows);
     default: throw new Error(`flow column type ${type.toString()} has no typed array`);
   }
@@ -226,10 +310,9 @@ function arrayOf(type: DuckDBType, rows: number): ColumnArray {
 function viewOf(chunk: DuckDBDataChunk, column: number, rows: number): ColumnArray {
   const data = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk.chunk, column), rows * BYTES[column]!);
   switch (TYPES[column]!.typeId) {
-    case DOUBLE.typeId: return new Float64Array(data.buffer, data.byteOffset, rows);
+    case BIGINT.typeId: return new BigInt64Array(data.buffer, data.byteOffset, rows);
     case UINTEGER.typeId: return new Uint32Array(data.buffer, data.byteOffset, rows);
     case INTEGER.typeId: return new Int32Array(data.buffer, data.byteOffset, rows);
-    case UTINYINT.typeId: return new Uint8Array(data.buffer, data.byteOffset, rows);
     default: return new BigUint64Array(data.buffer, data.byteOffset, rows);
   }
 }
@@ -242,10 +325,6 @@ function putU32(a: Uint32Array, i: number, x: number, column: string): void {
 function putI32(a: Int32Array, i: number, x: number, column: string): void {
   a[i] = x;
   if (a[i] !== x) throw new Error(`${column} ${x} out of int32 range`);
-}
-function putU8(a: Uint8Array, i: number, x: number, column: string): void {
-  a[i] = x;
-  if (a[i] !== x) throw new Error(`${column} ${x} out of uint8 range`);
 }
 function putU64(a: BigUint64Array, i: number, x: bigint, column: string): void {
   a[i] = x;
@@ -265,6 +344,8 @@ class ChunkWriter {
   /** Rows written, in every chunk. */
   total = 0;
   readonly columns: ColumnArray[] = TYPES.map((t) => arrayOf(t, CHUNK_ROWS));
+  /** The 64-bit columns as 32-bit halves (little-endian), to write them with numbers. */
+  readonly halves: Uint32Array[] = this.columns.map((a) => new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4));
   readonly full: DuckDBDataChunk[] = [];
 
   endRow(): void {
@@ -278,8 +359,12 @@ class ChunkWriter {
     return this.full;
   }
 
+  constructor(private readonly pool: DuckDBDataChunk[]) {}
+
   private seal(): void {
-    const chunk = new DuckDBDataChunk(duckdb.create_data_chunk(LOGICAL_TYPES));
+    // A chunk used before (the appender copied its rows): a new one's memory costs page
+    // faults on first write, ~0.4 s of CPU per 1M rows.
+    const chunk = this.pool.pop() ?? new DuckDBDataChunk(duckdb.create_data_chunk(LOGICAL_TYPES));
     for (let c = 0; c < this.columns.length; c++) {
       const a = this.columns[c]!;
       duckdb.copy_data_to_vector(duckdb.data_chunk_get_vector(chunk.chunk, c), 0, a.buffer as ArrayBuffer, a.byteOffset, this.rows * a.BYTES_PER_ELEMENT);
@@ -300,6 +385,8 @@ export class DuckDBFlowStore implements FlowStore {
   /** Rows per day table. */
   private readonly days = new Map<number, bigint>();
   private queue: PendingAppend[] = [];
+  /** DataChunks whose rows were appended, to fill again (ChunkWriter). */
+  private readonly chunkPool: DuckDBDataChunk[] = [];
   private queuedRows = 0;
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> | undefined;
@@ -311,8 +398,6 @@ export class DuckDBFlowStore implements FlowStore {
   private closed = false;
   /** DuckDB's worker threads, as the engine reports them (DuckDBStoreOptions.threads). */
   threads = 0;
-  /** The row `rowsOfColumns` reads into. */
-  private readonly columnRow = newEnrichedRow();
 
   private constructor(
     readonly file: string,
@@ -381,6 +466,44 @@ export class DuckDBFlowStore implements FlowStore {
         + "Run the newer bulkhead, or choose another --data-dir");
     }
     if (version < 1) throw new StoreFileError(this.file, `schema version ${version} is not a bulkhead store schema`);
+    if (version === 1) await this.migrateV1(tables.filter((t) => dayOfTable(t) !== undefined));
+  }
+
+  /**
+   * Schema 1 → 2, in one transaction (a crash leaves the file at version 1, whole): each
+   * day table is rewritten in its order (end time, then rowid, so ties keep their order)
+   * with times as ns and the small fields packed. A schema 1 value wider than its packed
+   * field stops the migration with an error naming it, and the file stays at version 1.
+   */
+  private async migrateV1(days: readonly string[]): Promise<void> {
+    const w = this.writer;
+    const ns = (s: string, n: string) => `CAST(${s} AS BIGINT) * 1000000000 + ${n}`;
+    const fit = (field: PackedField, column: string) => {
+      const [, shift, bits] = PACK[field];
+      return `(CASE WHEN ${column} BETWEEN 0 AND ${2 ** bits - 1} THEN CAST(${column} AS BIGINT) << ${shift}
+        ELSE error('a schema 1 row has ${field} ' || ${column} || ', wider than schema 2 keeps (${bits} bits)') END)`;
+    };
+    const packed = (fields: [PackedField, string][]) => `CAST(${fields.map(([f, c]) => fit(f, c)).join(" | ")} AS UINTEGER)`;
+    await w.run("BEGIN");
+    try {
+      for (const t of days) {
+        await w.run(`CREATE TABLE ${t}_v2 (${FLOW_COLUMNS.map(([n, type]) => `${n} ${type.toString()} NOT NULL`).join(", ")})`);
+        await w.run(`INSERT INTO ${t}_v2 SELECT ${ns("end_s", "end_ns")}, ${ns("start_s", "start_ns")}, node, iface, ifindex, ip_src, ip_dst, proto_name,
+          ${packed([["sport", "sport"], ["dport", "dport"]])},
+          ${packed([["proto", "proto"], ["tcp_flags", "tcp_flags"], ["icmp_type", "icmp_type"], ["icmp_code", "icmp_code"]])},
+          ${packed([["verdict", "verdict"], ["reason", "reason"], ["point", "point"], ["reporter", "reporter"], ["ip_version", "ip_version"], ["present", "present"]])},
+          packets, bytes, sequence, src_ep, dst_ep, attribution FROM ${t} ORDER BY end_s, end_ns, rowid`);
+        await w.run(`DROP TABLE ${t}`);
+        await w.run(`ALTER TABLE ${t}_v2 RENAME TO ${t}`);
+      }
+      await w.run("INSERT INTO bulkhead_schema (version, product) VALUES (2, 'bulkhead flow store')");
+      await w.run("COMMIT");
+    } catch (err) {
+      await w.run("ROLLBACK").catch(() => undefined);
+      if (err instanceof StoreFileError) throw err;
+      throw new StoreFileError(this.file, `schema 1 could not be migrated to 2, the file is left at 1: ${(err as Error).message.split("\n")[0]}`);
+    }
+    await w.run("CHECKPOINT");
   }
 
   private async load(): Promise<void> {
@@ -517,7 +640,7 @@ export class DuckDBFlowStore implements FlowStore {
     const writers = new Map<number, ChunkWriter>();
     const writerOf = (day: number) => {
       let w = writers.get(day);
-      if (w === undefined) { w = new ChunkWriter(); writers.set(day, w); }
+      if (w === undefined) { w = new ChunkWriter(this.chunkPool); writers.set(day, w); }
       return w;
     };
     for (const b of batches) {
@@ -558,6 +681,10 @@ export class DuckDBFlowStore implements FlowStore {
     } catch (err) {
       await w.run("ROLLBACK").catch(() => undefined);
       throw err;
+    } finally {
+      for (const chunks of writers.values()) {
+        for (const chunk of chunks.full.splice(0)) if (this.chunkPool.length < CHUNK_POOL) this.chunkPool.push(chunk);
+      }
     }
     for (const d of [this.strings, this.endpoints, this.attributions]) d.unsaved = [];
     for (const [day, w] of writers) this.days.set(day, (this.days.get(day) ?? 0n) + BigInt(w.total));
@@ -585,85 +712,117 @@ export class DuckDBFlowStore implements FlowStore {
     const v = w.columns, i = w.rows;
     let tcp = 0;
     if (flags !== undefined) for (let b = 0; b < TCP_FLAGS.length; b++) if (flags[TCP_FLAGS[b]!]) tcp |= 1 << b;
-    (v[C.start_s!] as Float64Array)[i] = start === undefined ? 0 : Number(start.seconds);
-    putU32(v[C.start_ns!] as Uint32Array, i, start?.nanos ?? 0, "start_ns");
-    (v[C.end_s!] as Float64Array)[i] = end === undefined ? 0 : Number(end.seconds);
-    putU32(v[C.end_ns!] as Uint32Array, i, end?.nanos ?? 0, "end_ns");
+    (v[C.end_time!] as BigInt64Array)[i] = end === undefined ? 0n : nsOfRecordTime(end, "end_time");
+    (v[C.start_time!] as BigInt64Array)[i] = start === undefined ? 0n : nsOfRecordTime(start, "start_time");
     putI32(v[C.node!] as Int32Array, i, this.strings.idOf(r.node), "node");
-    putI32(v[C.point!] as Int32Array, i, r.point, "point");
-    putI32(v[C.reporter!] as Int32Array, i, r.reporter, "reporter");
     putI32(v[C.iface!] as Int32Array, i, this.strings.idOf(r.interface), "iface");
     putU32(v[C.ifindex!] as Uint32Array, i, r.ifindex, "ifindex");
-    putI32(v[C.ip_version!] as Int32Array, i, ip?.version ?? 0, "ip_version");
     putI32(v[C.ip_src!] as Int32Array, i, ip === undefined ? 0 : this.strings.idOf(ip.source), "ip_src");
     putI32(v[C.ip_dst!] as Int32Array, i, ip === undefined ? 0 : this.strings.idOf(ip.destination), "ip_dst");
-    putU32(v[C.proto!] as Uint32Array, i, l4?.protocol ?? 0, "proto");
     putI32(v[C.proto_name!] as Int32Array, i, l4 === undefined ? 0 : this.strings.idOf(l4.protocolName), "proto_name");
-    putU32(v[C.sport!] as Uint32Array, i, l4?.sourcePort ?? 0, "sport");
-    putU32(v[C.dport!] as Uint32Array, i, l4?.destinationPort ?? 0, "dport");
-    putU32(v[C.icmp_type!] as Uint32Array, i, l4?.icmpType ?? 0, "icmp_type");
-    putU32(v[C.icmp_code!] as Uint32Array, i, l4?.icmpCode ?? 0, "icmp_code");
-    putU8(v[C.present!] as Uint8Array, i, (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
-      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (flags !== undefined ? HAS_TCP_FLAGS : 0), "present");
-    putU8(v[C.tcp_flags!] as Uint8Array, i, tcp, "tcp_flags");
+    (v[C.ports!] as Uint32Array)[i] = pack("sport", l4?.sourcePort ?? 0) + pack("dport", l4?.destinationPort ?? 0);
+    (v[C.l4!] as Uint32Array)[i] = pack("proto", l4?.protocol ?? 0) + pack("tcp_flags", tcp)
+      + pack("icmp_type", l4?.icmpType ?? 0) + pack("icmp_code", l4?.icmpCode ?? 0);
+    const present = (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
+      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (flags !== undefined ? HAS_TCP_FLAGS : 0);
+    (v[C.marks!] as Uint32Array)[i] = pack("verdict", r.verdict) + pack("reason", r.verdictReason) + pack("point", r.point)
+      + pack("reporter", r.reporter) + pack("ip_version", ip?.version ?? 0) + pack("present", present);
     putU64(v[C.packets!] as BigUint64Array, i, r.packets, "packets");
     putU64(v[C.bytes!] as BigUint64Array, i, r.bytes, "bytes");
     putU64(v[C.sequence!] as BigUint64Array, i, r.sequence, "sequence");
     putI32(v[C.src_ep!] as Int32Array, i, this.endpoints.idOf(r.source), "src_ep");
     putI32(v[C.dst_ep!] as Int32Array, i, this.endpoints.idOf(r.destination), "dst_ep");
-    putI32(v[C.verdict!] as Int32Array, i, r.verdict, "verdict");
-    putI32(v[C.reason!] as Int32Array, i, r.verdictReason, "reason");
     putI32(v[C.attribution!] as Int32Array, i, this.attributions.idOf(r.attribution), "attribution");
     w.endRow();
   }
 
   /**
    * The admitted rows of an enriched columnar batch, as `row()` stores `recordOfRow` of
-   * each: both read the row with `readRow` (enriched-columns.ts), this one without a record.
+   * each, straight from the batch's arrays (the rules of `readRowValues` in
+   * flowcolumns/columns.ts, the enriched parts as `readRow` reads them): 64-bit values are
+   * copied as 32-bit halves and times put together from numbers, so no BigInt is made per
+   * row, and a dictionary id is looked up once per distinct value of the batch (interfaces
+   * by their index, ends, addresses and attributions by the shared object or string).
    */
   private rowsOfColumns(b: EnrichedColumns, writerOf: (day: number) => ChunkWriter): void {
+    const c = b.columns;
     const node = this.strings.idOf(b.node);
-    // Dictionary ids of the names a batch repeats, by protocol number (-1: not looked up yet).
+    // Ids by protocol number and by interface index (-1: not looked up yet).
     const protoNames = new Int32Array(256).fill(-1);
-    const r = this.columnRow;
+    const ifaces = new Int32Array(c.interfaceNames.length).fill(-1);
+    const strings = new Map<string, number>();
+    const stringId = (x: string) => {
+      let id = strings.get(x);
+      if (id === undefined) { id = this.strings.idOf(x); strings.set(x, id); }
+      return id;
+    };
+    const objects = new Map<object | undefined, number>([[undefined, 0]]);
+    const endpointId = (e: Endpoint | undefined) => {
+      let id = objects.get(e);
+      if (id === undefined) { id = this.endpoints.idOf(e); objects.set(e, id); }
+      return id;
+    };
+    const attributionId = (a: PolicyAttribution | undefined) => {
+      let id = objects.get(a);
+      if (id === undefined) { id = this.attributions.idOf(a); objects.set(a, id); }
+      return id;
+    };
+    const packets = new Uint32Array(c.packets.buffer, c.packets.byteOffset, c.rows * 2);
+    const bytes = new Uint32Array(c.bytes.buffer, c.bytes.byteOffset, c.rows * 2);
+    const firstLo = Number(c.firstSequence & 0xffffffffn), firstHi = Number(c.firstSequence >> 32n);
+    if (c.firstSequence + BigInt(c.rows) >= 1n << 64n) throw new Error(`sequence ${c.firstSequence + BigInt(c.rows)} out of uint64 range`);
     let day = NaN;
     let w: ChunkWriter | undefined;
     for (let k = 0; k < b.rows.length; k++) {
-      readRow(b, b.rows[k]!, r);
-      const d = dayOf(r.endSeconds);
+      const i = b.rows[k]!;
+      const endS = b.endSeconds[i]!, startS = b.startSeconds[i]!;
+      const d = dayOf(endS);
       if (d !== day || w === undefined) { day = d; w = writerOf(d); }
-      const v = w.columns, j = w.rows;
-      let protoName = protoNames[r.protocol]!;
-      if (protoName < 0) protoName = protoNames[r.protocol] = this.strings.idOf(r.protocolName);
-      (v[C.start_s!] as Float64Array)[j] = r.startSeconds;
-      (v[C.start_ns!] as Uint32Array)[j] = r.startNanos;
-      (v[C.end_s!] as Float64Array)[j] = r.endSeconds;
-      (v[C.end_ns!] as Uint32Array)[j] = r.endNanos;
+      const v = w.columns, h = w.halves, j = w.rows;
+      if (!(endS >= 0 && endS < 2 ** 33 && startS >= 0 && startS < 2 ** 33)) {
+        throw new Error(`row ${i}: time ${startS}–${endS} s is outside the store's range (1970 to 2242)`);
+      }
+      putNsHalves(h[C.end_time!]!, j, endS, b.endNanos[i]!);
+      putNsHalves(h[C.start_time!]!, j, startS, b.startNanos[i]!);
+      const proto = c.protocols[i]!, point = c.points[i]!, version = c.ipVersions[i]!;
+      const isIcmp = proto === 1 || proto === 58;
+      let protoName = protoNames[proto]!;
+      if (protoName < 0) protoName = protoNames[proto] = this.strings.idOf(PROTOCOL_NAME_OF[proto]!);
+      const f = c.interfaces[i]!;
+      let iface = ifaces[f]!;
+      if (iface < 0) iface = ifaces[f] = this.strings.idOf(c.interfaceNames[f] ?? "");
       (v[C.node!] as Int32Array)[j] = node;
-      (v[C.point!] as Int32Array)[j] = r.point;
-      (v[C.reporter!] as Int32Array)[j] = r.reporter;
-      (v[C.iface!] as Int32Array)[j] = this.strings.idOf(r.interfaceName);
-      (v[C.ifindex!] as Uint32Array)[j] = r.ifindex;
-      (v[C.ip_version!] as Int32Array)[j] = r.ipVersion;
-      (v[C.ip_src!] as Int32Array)[j] = this.strings.idOf(r.sourceIp);
-      (v[C.ip_dst!] as Int32Array)[j] = this.strings.idOf(r.destinationIp);
-      (v[C.proto!] as Uint32Array)[j] = r.protocol;
+      (v[C.iface!] as Int32Array)[j] = iface;
+      (v[C.ifindex!] as Uint32Array)[j] = c.ifindexes[i]!;
+      (v[C.ip_src!] as Int32Array)[j] = stringId(b.sourceIps[i]!);
+      (v[C.ip_dst!] as Int32Array)[j] = stringId(b.destinationIps[i]!);
       (v[C.proto_name!] as Int32Array)[j] = protoName;
-      (v[C.sport!] as Uint32Array)[j] = r.sourcePort;
-      (v[C.dport!] as Uint32Array)[j] = r.destinationPort;
-      (v[C.icmp_type!] as Uint32Array)[j] = r.icmpType;
-      (v[C.icmp_code!] as Uint32Array)[j] = r.icmpCode;
-      // A batch's rows always have times, addresses and L4 (EnrichedRow).
-      (v[C.present!] as Uint8Array)[j] = HAS_START | HAS_END | HAS_IP | HAS_L4 | (r.tcpFlags >= 0 ? HAS_TCP_FLAGS : 0);
-      (v[C.tcp_flags!] as Uint8Array)[j] = r.tcpFlags >= 0 ? r.tcpFlags : 0;
-      (v[C.packets!] as BigUint64Array)[j] = r.packets;
-      (v[C.bytes!] as BigUint64Array)[j] = r.bytes;
-      (v[C.sequence!] as BigUint64Array)[j] = r.sequence;
-      (v[C.src_ep!] as Int32Array)[j] = this.endpoints.idOf(r.source);
-      (v[C.dst_ep!] as Int32Array)[j] = this.endpoints.idOf(r.destination);
-      (v[C.verdict!] as Int32Array)[j] = r.verdict;
-      (v[C.reason!] as Int32Array)[j] = r.verdictReason;
-      (v[C.attribution!] as Int32Array)[j] = this.attributions.idOf(r.attribution);
+      const sport = c.sourcePorts[i]!, dport = c.destinationPorts[i]!;
+      const tcp = proto === 6;
+      // Ports (ICMP: type and code) are 32-bit columns; the rest of the packed fields come from bytes.
+      if (sport > 65535 || dport > 65535) throw packRefused(sport > 65535 ? (isIcmp ? "icmp_type" : "sport") : (isIcmp ? "icmp_code" : "dport"), Math.max(sport, dport));
+      if (isIcmp) {
+        if (sport > 255 || dport > 255) throw packRefused(sport > 255 ? "icmp_type" : "icmp_code", Math.max(sport, dport));
+        (v[C.ports!] as Uint32Array)[j] = 0;
+        (v[C.l4!] as Uint32Array)[j] = proto + sport * 65536 + dport * 16777216;
+      } else {
+        (v[C.ports!] as Uint32Array)[j] = sport * 65536 + dport;
+        (v[C.l4!] as Uint32Array)[j] = proto + (tcp ? c.tcpFlags[i]! * 256 : 0);
+      }
+      if (point > 15) throw packRefused("point", point);
+      // A batch's rows always have times, addresses and L4 (EnrichedRow); the reporter follows the point.
+      (v[C.marks!] as Uint32Array)[j] = c.verdicts[i]! + c.verdictReasons[i]! * 256 + point * 65536
+        + (point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION) * 2 ** 20
+        + (version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED) * 2 ** 22
+        + (HAS_START | HAS_END | HAS_IP | HAS_L4 | (tcp ? HAS_TCP_FLAGS : 0)) * 2 ** 24;
+      const hp = h[C.packets!]!, hb = h[C.bytes!]!, hs = h[C.sequence!]!;
+      hp[2 * j] = packets[2 * i]!; hp[2 * j + 1] = packets[2 * i + 1]!;
+      hb[2 * j] = bytes[2 * i]!; hb[2 * j + 1] = bytes[2 * i + 1]!;
+      const lo = firstLo + i;
+      hs[2 * j] = lo % TWO_32; hs[2 * j + 1] = firstHi + (lo >= TWO_32 ? 1 : 0);
+      (v[C.src_ep!] as Int32Array)[j] = endpointId(b.sources[i]);
+      (v[C.dst_ep!] as Int32Array)[j] = endpointId(b.destinations[i]);
+      (v[C.attribution!] as Int32Array)[j] = attributionId(b.attributions[i]);
       w.endRow();
     }
   }
@@ -671,43 +830,42 @@ export class DuckDBFlowStore implements FlowStore {
   /** Row `i` of a result chunk's columns (`viewOf` each) as the FlowRecord that was stored. */
   private record(v: readonly ColumnArray[], i: number): FlowRecord {
     const strings = this.strings.values;
-    const present = (v[C.present!] as Uint8Array)[i]!;
-    const tcp = (v[C.tcp_flags!] as Uint8Array)[i]!;
+    const marks = (v[C.marks!] as Uint32Array)[i]!, l4 = (v[C.l4!] as Uint32Array)[i]!, ports = (v[C.ports!] as Uint32Array)[i]!;
+    const present = unpack("present", marks);
+    const tcp = unpack("tcp_flags", l4);
     return {
-      startTime: (present & HAS_START) !== 0
-        ? { seconds: BigInt((v[C.start_s!] as Float64Array)[i]!), nanos: (v[C.start_ns!] as Uint32Array)[i]! } : undefined,
-      endTime: (present & HAS_END) !== 0
-        ? { seconds: BigInt((v[C.end_s!] as Float64Array)[i]!), nanos: (v[C.end_ns!] as Uint32Array)[i]! } : undefined,
+      startTime: (present & HAS_START) !== 0 ? timestampOfNs((v[C.start_time!] as BigInt64Array)[i]!) : undefined,
+      endTime: (present & HAS_END) !== 0 ? timestampOfNs((v[C.end_time!] as BigInt64Array)[i]!) : undefined,
       node: strings[(v[C.node!] as Int32Array)[i]!] ?? "",
-      point: (v[C.point!] as Int32Array)[i]!,
-      reporter: (v[C.reporter!] as Int32Array)[i]!,
+      point: unpack("point", marks),
+      reporter: unpack("reporter", marks),
       interface: strings[(v[C.iface!] as Int32Array)[i]!] ?? "",
       ifindex: (v[C.ifindex!] as Uint32Array)[i]!,
       ip: (present & HAS_IP) !== 0
         ? {
           source: strings[(v[C.ip_src!] as Int32Array)[i]!] ?? "", destination: strings[(v[C.ip_dst!] as Int32Array)[i]!] ?? "",
-          version: (v[C.ip_version!] as Int32Array)[i]!,
+          version: unpack("ip_version", marks),
         }
         : undefined,
       l4: (present & HAS_L4) !== 0
         ? {
-          protocol: (v[C.proto!] as Uint32Array)[i]!, protocolName: strings[(v[C.proto_name!] as Int32Array)[i]!] ?? "",
-          sourcePort: (v[C.sport!] as Uint32Array)[i]!, destinationPort: (v[C.dport!] as Uint32Array)[i]!,
+          protocol: unpack("proto", l4), protocolName: strings[(v[C.proto_name!] as Int32Array)[i]!] ?? "",
+          sourcePort: unpack("sport", ports), destinationPort: unpack("dport", ports),
           tcpFlags: (present & HAS_TCP_FLAGS) !== 0
             ? {
               fin: (tcp & 1) !== 0, syn: (tcp & 2) !== 0, rst: (tcp & 4) !== 0, psh: (tcp & 8) !== 0,
               ack: (tcp & 16) !== 0, urg: (tcp & 32) !== 0, ece: (tcp & 64) !== 0, cwr: (tcp & 128) !== 0,
             }
             : undefined,
-          icmpType: (v[C.icmp_type!] as Uint32Array)[i]!, icmpCode: (v[C.icmp_code!] as Uint32Array)[i]!,
+          icmpType: unpack("icmp_type", l4), icmpCode: unpack("icmp_code", l4),
         }
         : undefined,
       packets: (v[C.packets!] as BigUint64Array)[i]!,
       bytes: (v[C.bytes!] as BigUint64Array)[i]!,
       source: this.endpoints.values[(v[C.src_ep!] as Int32Array)[i]!],
       destination: this.endpoints.values[(v[C.dst_ep!] as Int32Array)[i]!],
-      verdict: (v[C.verdict!] as Int32Array)[i]!,
-      verdictReason: (v[C.reason!] as Int32Array)[i]!,
+      verdict: unpack("verdict", marks),
+      verdictReason: unpack("reason", marks),
       attribution: this.attributions.values[(v[C.attribution!] as Int32Array)[i]!],
       sequence: (v[C.sequence!] as BigUint64Array)[i]!,
     };
@@ -718,7 +876,7 @@ export class DuckDBFlowStore implements FlowStore {
    * (`viewOf`; with `rowids`, the statement selects `rowid` after the flow columns and its
    * view comes too). Views are valid until the next chunk is asked for.
    */
-  private async *chunks(sql: string, params: (string | number)[], rowids: boolean, on?: DuckDBConnection):
+  private async *chunks(sql: string, params: SqlParam[], rowids: boolean, on?: DuckDBConnection):
     AsyncGenerator<{ vectors: ColumnArray[]; rows: number; rowids: BigInt64Array | undefined }> {
     // A connection streams one result at a time: another query on it ends this stream
     // early, silently (the web UI asks for a past map and its flows at once). Each stream
@@ -744,7 +902,7 @@ export class DuckDBFlowStore implements FlowStore {
   }
 
   /** The matching rows of one statement, in its order, built and tested chunk by chunk. */
-  private async *select(sql: string, params: (string | number)[], query: StoreQuery, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
+  private async *select(sql: string, params: SqlParam[], query: StoreQuery, on?: DuckDBConnection): AsyncGenerator<FlowRecord[]> {
     for await (const { vectors, rows } of this.chunks(sql, params, false, on)) {
       const out: FlowRecord[] = [];
       for (let i = 0; i < rows; i++) {
@@ -755,34 +913,32 @@ export class DuckDBFlowStore implements FlowStore {
     }
   }
 
-  /** The exact time bounds (SQL compared whole seconds) and the request's predicate. */
+  /**
+   * The request's predicate. The time bounds need no test here: the WHERE clause compares
+   * them exactly, as ns, with the row's stored start and end (each the other when absent).
+   */
   private exact(r: FlowRecord, q: StoreQuery): boolean {
-    const end = r.endTime ?? r.startTime;
-    const endMs = msOfTimestamp(end) ?? 0, startMs = msOfTimestamp(r.startTime ?? r.endTime) ?? 0;
-    if (q.sinceMs !== undefined && endMs < q.sinceMs) return false;
-    if (q.untilMs !== undefined && startMs > q.untilMs) return false;
-    if (q.endNotAfter !== undefined && end !== undefined && compareTimestamps(end, q.endNotAfter) > 0) return false;
     return q.predicate(r);
   }
 
   async *query(q: StoreQuery): AsyncGenerator<readonly FlowRecord[]> {
     const where = whereClause(q.allow, {
-      ...(q.sinceMs !== undefined ? { sinceS: q.sinceMs / 1000 } : {}),
-      ...(q.untilMs !== undefined ? { untilS: q.untilMs / 1000 } : {}),
-      ...(q.endNotAfter !== undefined ? { endNotAfterS: Number(q.endNotAfter.seconds) } : {}),
+      ...(q.since !== undefined ? { sinceNs: nsOfTimestamp(q.since) } : {}),
+      ...(q.until !== undefined ? { untilNs: nsOfTimestamp(q.until) } : {}),
+      ...(q.endNotAfter !== undefined ? { endNotAfterNs: nsOfTimestamp(q.endNotAfter) } : {}),
     }, {
       endpointIds: (match) => this.endpoints.idsWhere(match),
       stringIds: (values) => values.flatMap((v) => this.strings.idsWhere((s) => s === v)),
-    });
+    }, packedSql);
     // Rows sit in the table of their end day; a record lasts well under a day.
     const days = [...this.days.keys()].sort((a, b) => a - b).filter((d) =>
-      (q.sinceMs === undefined || d >= dayOf(q.sinceMs / 1000))
-      && (q.untilMs === undefined || d <= dayOf(q.untilMs / 1000) + 1)
+      (q.since === undefined || d >= dayOf(Number(q.since.seconds)))
+      && (q.until === undefined || d <= dayOf(Number(q.until.seconds)) + 1)
       && (q.endNotAfter === undefined || d <= dayOf(Number(q.endNotAfter.seconds))));
     const last = q.last ?? 0;
     if (last === 0) {
       for (const day of days) {
-        yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE ${where.sql} ORDER BY end_s, end_ns, rowid`, where.params, q);
+        yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE ${where.sql} ORDER BY end_time, rowid`, where.params, q);
       }
       return;
     }
@@ -795,7 +951,7 @@ export class DuckDBFlowStore implements FlowStore {
    * the `last`-th newest match; pass 2 streams from that key forward, oldest first. Both
    * passes run in one read transaction, so a commit between them cannot shift the answer.
    */
-  private async *newest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery): AsyncGenerator<FlowRecord[]> {
+  private async *newest(last: number, days: readonly number[], where: SqlCondition, q: StoreQuery): AsyncGenerator<FlowRecord[]> {
     const connection = await this.instance.connect();
     try {
       await connection.run("USE store");
@@ -805,7 +961,7 @@ export class DuckDBFlowStore implements FlowStore {
       for (const day of days) {
         if (from !== undefined && day < from.day) continue;
         const keyset = from !== undefined && day === from.day ? ` AND ${keyAtOrAfter(from.key)}` : "";
-        yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE (${where.sql})${keyset} ORDER BY end_s, end_ns, rowid`,
+        yield* this.select(`SELECT ${COLUMN_LIST} FROM ${tableOf(day)} WHERE (${where.sql})${keyset} ORDER BY end_time, rowid`,
           where.params, q, connection);
       }
       await connection.run("COMMIT");
@@ -821,7 +977,7 @@ export class DuckDBFlowStore implements FlowStore {
    * `last`-th match: nothing per row, whatever the number of matches. Undefined: fewer
    * than `last` match.
    */
-  private async nthNewest(last: number, days: readonly number[], where: { sql: string; params: (string | number)[] }, q: StoreQuery,
+  private async nthNewest(last: number, days: readonly number[], where: SqlCondition, q: StoreQuery,
     connection: DuckDBConnection): Promise<{ day: number; key: RowKey } | undefined> {
     const cap = this.options.newestPageRows ?? NEWEST_PAGE_ROWS;
     const page = Math.min(Math.max(last * 2, 1024), cap);
@@ -831,7 +987,7 @@ export class DuckDBFlowStore implements FlowStore {
       for (;;) {
         const keyset = before === undefined ? "" : ` AND ${keyBefore(before)}`;
         const sql = `SELECT ${COLUMN_LIST}, rowid FROM ${tableOf(day)} WHERE (${where.sql})${keyset}
-          ORDER BY end_s DESC, end_ns DESC, rowid DESC LIMIT ${page}`;
+          ORDER BY end_time DESC, rowid DESC LIMIT ${page}`;
         let read = 0;
         for await (const { vectors, rows, rowids } of this.chunks(sql, where.params, true, connection)) {
           read += rows;

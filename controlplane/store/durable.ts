@@ -39,9 +39,13 @@ export function batchRows(b: StoredBatch): number {
 }
 
 export interface StoreQuery {
-  /** Milliseconds since the epoch; records whose [start, end] overlaps [sinceMs, untilMs]. */
-  sinceMs?: number;
-  untilMs?: number;
+  /**
+   * Records whose [start, end] overlaps [since, until], exactly to the nanosecond (every
+   * bound is a Timestamp, compared with `compareTimestamps` or as ns in the engine, never
+   * as float milliseconds). A record without a start or end takes the other for both.
+   */
+  since?: Timestamp;
+  until?: Timestamp;
   /**
    * Only records that end at or before this instant, exactly: the part of a range up to
    * the hot window, which serves what ends after it from memory (ControlPlane.flows).

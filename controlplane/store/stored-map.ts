@@ -7,6 +7,7 @@
 import { FlowFilter, type GetFlowMapResponse } from "../../proto/gen/bulkhead/v1/observer.js";
 import type { FlowStore } from "./durable.js";
 import { FlowMapStore } from "./flowmap.js";
+import { timestampOfMs } from "../../config/time.js";
 
 /** About this many buckets cover a window; fewer would blur first/last seen, more cost memory. */
 const BUCKETS_PER_WINDOW = 240;
@@ -18,7 +19,7 @@ export async function flowMapFromStore(store: FlowStore, query: { namespace?: st
     now: () => nowMs, fineBucketMs: bucketMs, fineWindowMs: bucketMs, coarseBucketMs: bucketMs, retentionMs: windowMs + bucketMs,
   });
   const allow = namespace === undefined ? [] : [FlowFilter.fromPartial({ namespace: [namespace] })];
-  for await (const records of store.query({ sinceMs: nowMs - windowMs - bucketMs, untilMs: nowMs, allow, deny: [], predicate: () => true })) {
+  for await (const records of store.query({ since: timestampOfMs(nowMs - windowMs - bucketMs), until: timestampOfMs(nowMs), allow, deny: [], predicate: () => true })) {
     map.add(records);
   }
   return map.getMap({ ...(namespace !== undefined ? { namespace } : {}), windowMs });

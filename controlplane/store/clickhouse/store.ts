@@ -21,6 +21,7 @@ import { ClickHouseLogLevel, createClient, type ClickHouseClient } from "@clickh
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import type { FlowRecord } from "../../../proto/gen/bulkhead/v1/flow.js";
+import type { Timestamp } from "../../../proto/gen/google/protobuf/timestamp.js";
 import { batchRecords, batchRows, type FlowStore, type StoreOptions, type StoredBatch, type StoreQuery, type StoreStatus } from "../durable.js";
 import type { ClickHouseLocation } from "./location.js";
 import { requestCondition } from "./pushdown.js";
@@ -39,7 +40,6 @@ export interface ClickHouseStoreOptions extends StoreOptions {
 /** Records handed over by `tail`, a batch at a time, in the order the batches were written. */
 export type TailListener = (records: readonly FlowRecord[]) => void;
 
-const NANOS_PER_MS = 1_000_000n;
 /** Markers re-read by each tail poll, before the previous poll's server time. */
 const TAIL_OVERLAP_S = 30;
 /** Records per grouped write (append): bounds its memory and latency. */
@@ -71,8 +71,11 @@ async function* decodeRows(stream: AsyncIterable<Buffer>): AsyncGenerator<{ reco
   if (pending !== undefined && pending.length > 0) throw new Error(`the server's answer ended inside a row (${pending.length} bytes left)`);
 }
 
-const nsOfMs = (ms: number) => BigInt(Math.floor(ms)) * NANOS_PER_MS + BigInt(Math.round((ms % 1) * 1e6));
-const secondsOfMs = (ms: number) => Math.max(0, Math.floor(ms / 1000));
+/** Nanoseconds since the epoch of a query bound, exact (the rows' UInt64 ns columns); undefined before the epoch. */
+const nsOf = (t: Timestamp): bigint | undefined => {
+  const ns = t.seconds * 1_000_000_000n + BigInt(t.nanos);
+  return ns < 0n ? undefined : ns;
+};
 
 export class ClickHouseFlowStore implements FlowStore {
   readonly replicaId: string;
@@ -248,9 +251,10 @@ export class ClickHouseFlowStore implements FlowStore {
 
   /** The marked writes whose records may overlap [since, until]: one per batch, the lowest write id. */
   private committed(query: StoreQuery): string {
+    const since = query.since && nsOf(query.since), until = query.until && nsOf(query.until);
     const bounds = [
-      ...(query.sinceMs !== undefined ? [`max_end_ns >= ${sqlUInt(nsOfMs(query.sinceMs))}`] : []),
-      ...(query.untilMs !== undefined ? [`min_start_ns <= ${sqlUInt(nsOfMs(query.untilMs))}`] : []),
+      ...(since !== undefined ? [`max_end_ns >= ${sqlUInt(since)}`] : []),
+      ...(query.until !== undefined ? [until === undefined ? "0" : `min_start_ns <= ${sqlUInt(until)}`] : []),
     ];
     return `(instance_id, batch_id, write_id) IN (SELECT instance_id, batch_id, min(write_id) FROM ${this.db}.batches`
       + `${bounds.length > 0 ? ` WHERE ${bounds.join(" AND ")}` : ""} GROUP BY instance_id, batch_id)`;
@@ -258,14 +262,16 @@ export class ClickHouseFlowStore implements FlowStore {
 
   private where(query: StoreQuery): string {
     const parts: string[] = [];
-    if (query.sinceMs !== undefined) {
-      parts.push(`end_time >= toDateTime(${sqlUInt(secondsOfMs(query.sinceMs))}, 'UTC')`, `end_ns >= ${sqlUInt(nsOfMs(query.sinceMs))}`);
+    // Every bound exactly, as ns (end_ns, start_ns); end_time (whole seconds) only prunes partitions.
+    const since = query.since && nsOf(query.since), until = query.until && nsOf(query.until);
+    if (since !== undefined) {
+      parts.push(`end_time >= toDateTime(${sqlUInt(query.since!.seconds)}, 'UTC')`, `end_ns >= ${sqlUInt(since)}`);
     }
-    if (query.untilMs !== undefined) parts.push(`start_ns <= ${sqlUInt(nsOfMs(query.untilMs))}`);
+    if (query.until !== undefined) parts.push(until === undefined ? "0" : `start_ns <= ${sqlUInt(until)}`);
     if (query.endNotAfter !== undefined) {
-      // The hot window serves what ends after this; end_time (whole seconds) prunes partitions.
-      const t = query.endNotAfter;
-      parts.push(`end_time <= toDateTime(${sqlUInt(t.seconds)}, 'UTC')`, `end_ns <= ${sqlUInt(t.seconds * 1_000_000_000n + BigInt(t.nanos))}`);
+      // The hot window serves what ends after this.
+      const end = nsOf(query.endNotAfter);
+      parts.push(end === undefined ? "0" : `end_time <= toDateTime(${sqlUInt(query.endNotAfter.seconds)}, 'UTC') AND end_ns <= ${sqlUInt(end)}`);
     }
     const condition = requestCondition(query.allow, query.deny);
     if (condition !== "1") parts.push(condition);
