@@ -329,7 +329,7 @@ export class DatapathEngine implements ConformanceEngine {
     const failures: string[] = [];
     const causes = new Map<string, number>();
     await Promise.all(this.probers.flatMap((from) => this.probers.filter((to) => to !== from).map(async (to) => {
-      const result = await this.probeOnce(from, to, port, protocol, this.opts.probeTimeoutMs ?? 1000);
+      const result = await this.probeOnce(from, to, port, protocol, this.opts.probeTimeoutMs ?? 1000, this.opts.sctpWaitMs ?? 500);
       if (result.ok) return;
       const pair = `${from.pod.key}>${to.pod.key}`;
       denied.add(pair);
@@ -342,13 +342,13 @@ export class DatapathEngine implements ConformanceEngine {
     return denied;
   }
 
-  /** One probe of one pair ("ya", "xa"), e.g. to time a change. */
+  /** One probe of one pair ("ya", "xa"), e.g. to time a change; `timeoutMs` also bounds an SCTP packet's wait for its arrival. */
   async probePair(from: string, to: string, port: number, protocol: Protocol, timeoutMs: number): Promise<ProbeOutcome> {
     const src = this.probers.find((p) => p.pod.key === from);
     const dst = this.probers.find((p) => p.pod.key === to);
     if (!src || !dst) throw new Error(`probe ${from}>${to}: no such pod (pods: ${this.probers.map((p) => p.pod.key).join(", ")})`);
     this.running?.drops.ensure();
-    return this.probeOnce(src, dst, port, protocol, timeoutMs);
+    return this.probeOnce(src, dst, port, protocol, timeoutMs, timeoutMs);
   }
 
   /** Sets the model namespaces' bulkhead.io/mode; when the lab is up, waits until it is enforced. */
@@ -389,9 +389,9 @@ export class DatapathEngine implements ConformanceEngine {
   }
 
   /** One probe from the next free source port of `from` (a port the prober still holds is skipped). */
-  private async probeOnce(from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number): Promise<ProbeOutcome> {
+  private async probeOnce(from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number, sctpWaitMs: number): Promise<ProbeOutcome> {
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.probeFrom(from.ports.take(), from, to, port, protocol, timeoutMs);
+      const outcome = await this.probeFrom(from.ports.take(), from, to, port, protocol, timeoutMs, sctpWaitMs);
       if (outcome.detail !== "EADDRINUSE" || attempt >= MAX_PORT_ATTEMPTS) return outcome;
     }
   }
@@ -400,7 +400,8 @@ export class DatapathEngine implements ConformanceEngine {
    * Allowed: TCP/UDP, the echo came back; SCTP, the destination's listener got the packet.
    * Denied: a DROPPED record of this probe's 5-tuple came first, else no reply in time.
    */
-  private async probeFrom(sport: number, from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number): Promise<ProbeOutcome> {
+  private async probeFrom(sport: number, from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number,
+    sctpWaitMs: number): Promise<ProbeOutcome> {
     const bytes = randomBytes(8);
     bytes[0] = (bytes[0] ?? 0) | 0x80; // an SCTP INIT's initiate tag (the first 4 bytes) must not be zero
     const token = bytes.toString("hex");
@@ -423,7 +424,7 @@ export class DatapathEngine implements ConformanceEngine {
         const cause = sent.ok ? "reply" : sent.detail === "timeout" ? "timeout" : "error";
         return { ok: sent.ok, cause, detail: sent.detail, sport };
       }
-      const arriving = to.client.received(token, this.opts.sctpWaitMs ?? 500).then((arrival) => ({ kind: "arrival" as const, arrival }));
+      const arriving = to.client.received(token, sctpWaitMs).then((arrival) => ({ kind: "arrival" as const, arrival }));
       const next = await Promise.race([arriving, dropped]);
       if (next.kind === "drop") {
         arriving.catch(() => {});
