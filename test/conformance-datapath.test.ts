@@ -381,6 +381,8 @@ describe("on one conformance lab", () => {
   });
 
   afterAll(async () => {
+    // How denials were judged (drop records, or timeouts when none came): where this file's time goes.
+    if (engine) console.log(`conformance-datapath probes: ${engine.probeCauses}`);
     await engine?.teardown();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });

@@ -176,6 +176,7 @@ export class DatapathEngine implements ConformanceEngine {
   private pods: LabModelPod[] = [];
   private probers: RunningProber[] = [];
   private readonly log: (line: string) => void;
+  private readonly outcomes = new Map<ProbeOutcome["cause"], number>();
 
   constructor(private readonly opts: DatapathEngineOptions = {}) {
     this.nodes = opts.nodes ?? 2;
@@ -330,6 +331,7 @@ export class DatapathEngine implements ConformanceEngine {
     const causes = new Map<string, number>();
     await Promise.all(this.probers.flatMap((from) => this.probers.filter((to) => to !== from).map(async (to) => {
       const result = await this.probeOnce(from, to, port, protocol, this.opts.probeTimeoutMs ?? 1000, this.opts.sctpWaitMs ?? 500);
+      this.outcomes.set(result.cause, (this.outcomes.get(result.cause) ?? 0) + 1);
       if (result.ok) return;
       const pair = `${from.pod.key}>${to.pod.key}`;
       denied.add(pair);
@@ -340,6 +342,11 @@ export class DatapathEngine implements ConformanceEngine {
     const by = [...causes].map(([cause, n]) => `${n} ${cause}`).join(", ");
     this.log(`probe ${port}/${protocol}: ${denied.size} of ${pairs} failed${failures.length ? ` (${by}): ${failures.sort().join(", ")}` : ""}`);
     return denied;
+  }
+
+  /** How many of probe()'s probes so far ended by each cause: "12 reply, 3 drop-record, …". */
+  get probeCauses(): string {
+    return [...this.outcomes].map(([cause, n]) => `${n} ${cause}`).join(", ") || "no probes";
   }
 
   /** One probe of one pair ("ya", "xa"), e.g. to time a change; `timeoutMs` also bounds an SCTP packet's wait for its arrival. */
