@@ -4,13 +4,17 @@
 // the conformance engine, which talks to it over a unix socket in the lab's state dir (a
 // socket file is reachable from every netns). Wire: newline-delimited JSON, one reply per
 // request, matched by `id`:
-//   {id, op: "probe", to, port, protocol, token, timeoutMs}  TCP: connect, send the token, read
+//   {id, op: "probe", to, port, protocol, sport, token, timeoutMs}  from source port `sport` (the
+//        engine's choice, so it knows the probe's 5-tuple before it is sent); TCP: connect, send the token, read
 //        its echo; UDP: a datagram with the token and its echo; SCTP: one INIT packet whose
 //        initiate tag and initial TSN are the token (sent: delivery is judged by "received")
 //   {id, op: "received", token, waitMs}  whether an SCTP packet with that token reached a
 //        served port here, waiting up to waitMs for it
-// Every probe uses a new socket on a source port of its own (ports rotate through
-// SOURCE_PORTS), so no conntrack entry of an earlier probe can decide a later one.
+// Every probe uses a new socket on a source port of its own, which the engine picks (ports
+// rotate through SOURCE_PORTS, SourcePorts), so no conntrack entry of an earlier probe can
+// decide a later one, and a flow record of that 5-tuple is about this probe alone. A port
+// still held here (a TIME_WAIT after wrapping) fails the probe with EADDRINUSE; the engine
+// then tries the next one.
 import { randomInt } from "node:crypto";
 import dgram from "node:dgram";
 import { rmSync } from "node:fs";
@@ -21,7 +25,7 @@ import type { Protocol } from "./topology.js";
 
 const SCTP = 132;
 /** Below the kernel's ephemeral range (32768-60999), so no other socket of the pod holds them. */
-const SOURCE_PORTS = { first: 20000, last: 32000 };
+export const SOURCE_PORTS = { first: 20000, last: 32000 };
 /** 8 random bytes: an SCTP INIT carries them as its initiate tag and initial TSN. */
 export const TOKEN_PATTERN = /^[0-9a-f]{16}$/;
 const MAX_TIMEOUT_MS = 30_000;
@@ -32,6 +36,8 @@ export interface ProbeRequest {
   to: string;
   port: number;
   protocol: Protocol;
+  /** The source port to send from (SOURCE_PORTS). */
+  sport: number;
   token: string;
   timeoutMs: number;
 }
@@ -93,6 +99,8 @@ export function parseRequest(line: string): { id: number; request: ProberRequest
         to: field(o, "to", what, (v) => typeof v === "string" && net.isIP(v) !== 0, "an IP address") as string,
         port: field(o, "port", what, isInt(1, 65535), "a port 1-65535") as number,
         protocol: field(o, "protocol", what, (v) => v === "TCP" || v === "UDP" || v === "SCTP", "TCP, UDP or SCTP") as Protocol,
+        sport: field(o, "sport", what, isInt(SOURCE_PORTS.first, SOURCE_PORTS.last),
+          `a source port ${SOURCE_PORTS.first}-${SOURCE_PORTS.last}`) as number,
         token: field(o, "token", what, isToken, "16 lowercase hex digits") as string,
         timeoutMs: field(o, "timeoutMs", what, isInt(1, MAX_TIMEOUT_MS), `1-${MAX_TIMEOUT_MS} ms`) as number,
       },
@@ -167,16 +175,6 @@ export function parseListen(spec: string): ListenSpec {
   return { port, protocol: (m[2] ?? "").toUpperCase() as Protocol };
 }
 
-class SourcePorts {
-  private next = randomInt(SOURCE_PORTS.first, SOURCE_PORTS.last + 1);
-
-  take(): number {
-    const port = this.next;
-    this.next = port >= SOURCE_PORTS.last ? SOURCE_PORTS.first : port + 1;
-    return port;
-  }
-}
-
 /** SCTP tokens that reached a served port, and who waits for which. */
 class SctpArrivals {
   private readonly seen = new Map<string, ReceivedResult>();
@@ -217,8 +215,9 @@ function errorCode(err: Error): string {
   return (err as NodeJS.ErrnoException).code ?? err.message;
 }
 
-/** Binds a fresh source port (the next free one) and connects; echo of the token = success. */
-function probeTcp(req: ProbeRequest, sport: number): Promise<ProbeResult> {
+/** Binds the request's source port and connects; echo of the token = success. */
+function probeTcp(req: ProbeRequest): Promise<ProbeResult> {
+  const sport = req.sport;
   return new Promise((resolve) => {
     const conn = net.connect({ host: req.to, port: req.port, localPort: sport });
     let echoed = "";
@@ -242,7 +241,8 @@ function probeTcp(req: ProbeRequest, sport: number): Promise<ProbeResult> {
 }
 
 /** One datagram with the token, resent every 250 ms (a lost datagram is not a denial) until its echo or the timeout. */
-function probeUdp(req: ProbeRequest, sport: number): Promise<ProbeResult> {
+function probeUdp(req: ProbeRequest): Promise<ProbeResult> {
+  const sport = req.sport;
   return new Promise((resolve) => {
     const sock = dgram.createSocket(net.isIPv6(req.to) ? "udp6" : "udp4");
     let done = false;
@@ -305,25 +305,18 @@ export async function startProber(socketPath: string, listen: readonly ListenSpe
     }
   }
   let sctpSender: RawSocket | undefined;
-  const ports = new SourcePorts();
 
   const runProbe = async (req: ProbeRequest): Promise<ProbeResult> => {
     if (req.protocol === "SCTP") {
-      const sport = ports.take();
       sctpSender ??= native().rawSocket(4, SCTP);
       try {
-        sctpSender.send(req.to, sctpInitPacket(sport, req.port, req.token));
-        return { ok: true, detail: "sent", sport };
+        sctpSender.send(req.to, sctpInitPacket(req.sport, req.port, req.token));
+        return { ok: true, detail: "sent", sport: req.sport };
       } catch (err) {
-        return { ok: false, detail: (err as Error).message, sport };
+        return { ok: false, detail: (err as Error).message, sport: req.sport };
       }
     }
-    // A source port still held (a TIME_WAIT after wrapping) is skipped, not a probe failure.
-    for (let attempt = 0; ; attempt++) {
-      const sport = ports.take();
-      const result = req.protocol === "TCP" ? await probeTcp(req, sport) : await probeUdp(req, sport);
-      if (result.detail !== "EADDRINUSE" || attempt >= 20) return result;
-    }
+    return req.protocol === "TCP" ? probeTcp(req) : probeUdp(req);
   };
 
   const handle = async (line: string): Promise<object> => {
@@ -383,6 +376,17 @@ export async function runProber(socketPath: unknown, listen: unknown): Promise<v
 }
 
 // ---- the engine's side ------------------------------------------------------------------------
+
+/** One pod's probe source ports: SOURCE_PORTS in turn from a random start, one per probe. */
+export class SourcePorts {
+  private next = randomInt(SOURCE_PORTS.first, SOURCE_PORTS.last + 1);
+
+  take(): number {
+    const port = this.next;
+    this.next = port >= SOURCE_PORTS.last ? SOURCE_PORTS.first : port + 1;
+    return port;
+  }
+}
 
 /** One connection to one pod's prober; requests may overlap. */
 export class ProberClient {

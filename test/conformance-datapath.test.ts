@@ -3,7 +3,9 @@
 // that drops nothing and marks exactly the would-be denials, and an allowed connection that
 // survives policy churn. Before those, on the same lab while it observes, the engine's own
 // plumbing: probers on every protocol (and that they do see a drop), policy files, labels;
-// and, with no lab, the wait for enforcement against a stand-in control plane.
+// and, with no lab, the wait for enforcement against a stand-in control plane and the match
+// of drop records to probes. On the enforcing lab, a denied probe is judged from the
+// datapath's DROPPED record of its own 5-tuple, not from its timeout.
 import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
@@ -19,6 +21,7 @@ import {
 import type { Protocol } from "../controlplane/metadata/objects.js";
 import { cliMain, repoRoot } from "../config/install.js";
 import { DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance/datapath.js";
+import { DropMatcher, type ProbeTuple } from "../lab/conformance/drops.js";
 import { DEFAULT_UI_ADDRESS } from "../lab/controlplane.js";
 import { EnforcementWatch } from "../lab/enforcement.js";
 import { cnpFileName, policyFileName, policyFiles } from "../lab/netpol-files.js";
@@ -54,10 +57,64 @@ describe("prober wire and SCTP packets", () => {
   });
 
   it("refuses requests it cannot run, naming the field", () => {
-    expect(parseRequest('{"id":1,"op":"probe","to":"10.96.0.10","port":80,"protocol":"TCP","token":"0123456789abcdef","timeoutMs":500}').request.op).toBe("probe");
-    expect(() => parseRequest('{"id":1,"op":"probe","to":"nowhere","port":80,"protocol":"TCP","token":"0123456789abcdef","timeoutMs":500}')).toThrow(/to: expected an IP address/);
+    expect(parseRequest('{"id":1,"op":"probe","to":"10.96.0.10","port":80,"protocol":"TCP","sport":20001,"token":"0123456789abcdef","timeoutMs":500}').request)
+      .toMatchObject({ op: "probe", sport: 20001 });
+    expect(() => parseRequest('{"id":1,"op":"probe","to":"nowhere","port":80,"protocol":"TCP","sport":20001,"token":"0123456789abcdef","timeoutMs":500}')).toThrow(/to: expected an IP address/);
+    // The engine picks the source port (it must know the probe's 5-tuple), from its own range.
+    expect(() => parseRequest('{"id":1,"op":"probe","to":"10.96.0.10","port":80,"protocol":"TCP","token":"0123456789abcdef","timeoutMs":500}')).toThrow(/sport: expected a source port 20000-32000, got undefined/);
+    expect(() => parseRequest('{"id":1,"op":"probe","to":"10.96.0.10","port":80,"protocol":"TCP","sport":40000,"token":"0123456789abcdef","timeoutMs":500}')).toThrow(/sport: expected a source port 20000-32000, got 40000/);
     expect(() => parseRequest('{"id":2,"op":"received","token":"xyz","waitMs":5}')).toThrow(/token: expected 16 lowercase hex digits/);
     expect(() => parseRequest('{"id":3,"op":"dance"}')).toThrow(/op: expected "probe" or "received"/);
+  });
+});
+
+/** A flow record of `protocol` src:sport > dst:dport with `verdict`, as the control plane streams it. */
+function record(protocol: number, src: string, sport: number, dst: string, dport: number, verdict = Verdict.VERDICT_DROPPED): FlowRecord {
+  return {
+    node: "node2", point: 2, reporter: 2, interface: "lxc0", ifindex: 7, packets: 1n, bytes: 60n, verdict, sequence: 1n, verdictReason: 1,
+    ip: { source: src, destination: dst, version: 1 },
+    l4: { protocol, protocolName: String(protocol), sourcePort: sport, destinationPort: dport, icmpType: 0, icmpCode: 0 },
+  };
+}
+
+describe("drop records to probes (no lab)", () => {
+  // x/a (10.244.1.2) probes x/b's Service 10.96.0.11, whose backend is 10.244.2.2, from port 20001.
+  const tuple: ProbeTuple = { protocol: "TCP", source: "10.244.1.2", sport: 20001, destinations: ["10.244.2.2", "10.96.0.11"], dport: 80 };
+
+  it("settles a probe with a DROPPED record of exactly its 5-tuple, after DNAT or before", async () => {
+    for (const dst of ["10.244.2.2", "10.96.0.11"]) {
+      const matcher = new DropMatcher();
+      const { dropped } = matcher.expect(tuple);
+      const drop = record(6, "10.244.1.2", 20001, dst, 80);
+      expect(matcher.onRecord(drop)).toBe(true);
+      expect(await dropped).toBe(drop);
+      expect(matcher.pending).toBe(0);
+    }
+  });
+
+  it("takes no drop of another 5-tuple, nor a record that is not a drop, for the probe", async () => {
+    const matcher = new DropMatcher();
+    const { dropped, cancel } = matcher.expect(tuple);
+    let settled = false;
+    void dropped.then(() => { settled = true; });
+    const others = [
+      record(6, "10.244.1.2", 20002, "10.244.2.2", 80), // another source port (another probe)
+      record(6, "10.244.1.3", 20001, "10.244.2.2", 80), // another source pod
+      record(6, "10.244.1.2", 20001, "10.244.2.3", 80), // another peer
+      record(6, "10.244.1.2", 20001, "10.244.2.2", 81), // another port
+      record(17, "10.244.1.2", 20001, "10.244.2.2", 80), // another protocol
+      record(6, "10.244.2.2", 80, "10.244.1.2", 20001), // the reply direction
+      record(6, "10.244.1.2", 20001, "10.244.2.2", 80, Verdict.VERDICT_AUDIT), // audit: forwarded
+      record(6, "10.244.1.2", 20001, "10.244.2.2", 80, Verdict.VERDICT_FORWARDED),
+    ];
+    for (const r of others) expect(matcher.onRecord(r), JSON.stringify(r.l4)).toBe(false);
+    await sleep(10);
+    expect(settled).toBe(false);
+    expect(matcher.pending).toBe(1);
+    cancel();
+    expect(matcher.pending).toBe(0);
+    // Once the probe is decided, a late record of its 5-tuple settles nothing.
+    expect(matcher.onRecord(record(6, "10.244.1.2", 20001, "10.244.2.2", 80))).toBe(false);
   });
 });
 
@@ -324,6 +381,8 @@ describe("on one conformance lab", () => {
   });
 
   afterAll(async () => {
+    // How denials were judged (drop records, or timeouts when none came): where this file's time goes.
+    if (engine) console.log(`conformance-datapath probes: ${engine.probeCauses}`);
     await engine?.teardown();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -365,6 +424,8 @@ describe("on one conformance lab", () => {
       expect(added.code, added.stderr).toBe(0);
       try {
         for (const protocol of ["TCP", "UDP", "SCTP"] as const) expect([...(await engine.probe(80, protocol))]).toEqual(["xa>xb"]);
+        // Not the datapath's drop: no record of it, so the probe is judged by its timeout.
+        expect(await engine.probePair("xa", "xb", 80, "TCP", 1000)).toMatchObject({ ok: false, cause: "timeout" });
       } finally {
         await engine.lab.exec("x/b", ["nft", "delete", "table", "inet", "bh_conformance_test"]);
       }
@@ -471,6 +532,24 @@ describe("on one conformance lab", () => {
         expect(result?.passed, [...(result ? describeCase(result) : []), "engine log:", ...log].join("\n")).toBe(true);
       }, 120_000);
     }
+
+    it("judges a denied probe from the datapath's DROPPED record of its own 5-tuple, an allowed one from its reply", async () => {
+      const scenario = new Scenario(engine, [80], ["TCP", "UDP", "SCTP"]);
+      await scenario.setup();
+      // x/b admits nothing: every probe to it is dropped at its node's to_pod, after DNAT.
+      await scenario.do([{ create: { name: "deny-xb", namespace: "x", podSelector: { matchLabels: { pod: "b" } }, policyTypes: ["Ingress"], ingress: [] } }]);
+      const xa = pod(engine, "xa");
+      const xb = pod(engine, "xb");
+      for (const protocol of ["TCP", "UDP", "SCTP"] as const) {
+        // Both at once from x/a, so records of x/a's other probe are about in the same drains.
+        const [denied, allowed] = await Promise.all([engine.probePair("xa", "xb", 80, protocol, 5000), engine.probePair("xa", "xc", 80, protocol, 5000)]);
+        expect(denied, protocol).toMatchObject({ ok: false, cause: "drop-record" });
+        expect(denied.detail, protocol).toContain(`DROPPED ${protocol} ${xa.ip}:${denied.sport} > ${xb.ip}:80`);
+        expect(allowed, protocol).toMatchObject({ ok: true, cause: "reply" });
+        expect(allowed.sport).not.toBe(denied.sport);
+      }
+      expect([...(await engine.probe(80, "UDP"))].sort()).toEqual(["xa>xb", "xc>xb", "ya>xb", "yb>xb", "yc>xb", "za>xb", "zb>xb", "zc>xb"]);
+    }, 120_000);
 
     it("audit mode drops nothing and marks exactly the pairs enforce mode denies as AUDIT (e2e-01)", async () => {
       const c = cases.find((x) => x.id === "e2e-01");

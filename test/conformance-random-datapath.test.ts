@@ -113,7 +113,8 @@ describe(`random NetworkPolicy and ClusterNetworkPolicy conformance, ${COUNT} ca
           caseStarted = Date.now();
         },
       });
-      console.log(`random conformance (seed ${SEED}) on the datapath: ${report.passed} passed, ${report.failed} failed in ${((Date.now() - started) / 1000).toFixed(0)} s\n  ${times.join("\n  ")}`);
+      console.log(`random conformance (seed ${SEED}) on the datapath: ${report.passed} passed, ${report.failed} failed in ${((Date.now() - started) / 1000).toFixed(0)} s`
+        + ` (probes: ${engine.probeCauses})\n  ${times.join("\n  ")}`);
       // Built only on a failure: it writes the failed cases to a file.
       if (report.failed > 0) expect.fail(failureMessage(report, logs));
       expect(report.passed).toBe(COUNT);

@@ -14,6 +14,13 @@
 // so the datapath judges those again at their next packet (native/bpf/README.md, "policy
 // changes"), and probes use fresh source ports anyway. A lab whose probers died is rebuilt.
 // teardown() removes the lab.
+//
+// A probe is allowed when its reply came back (TCP, UDP: the echo; SCTP: the packet reached
+// the destination's listener). It is denied when the datapath reports a DROPPED record of
+// exactly its 5-tuple (drops.ts: the engine picks each probe's source port, and the lab's
+// agents drain their records every drainIntervalMs, so the record comes long before the
+// timeout), or, failing that, when the timeout passes with no reply; each outcome names its
+// cause ("reply", "drop-record", "timeout", "error").
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
@@ -31,7 +38,9 @@ import type { ObserverServiceClient } from "../../proto/gen/bulkhead/v1/observer
 import { up, type Lab } from "../lab.js";
 import { manifestsDir } from "../manifests.js";
 import { syncClusterPolicies, syncPolicies } from "../netpol-files.js";
-import { ProberClient } from "../prober.js";
+import { ProberClient, SourcePorts } from "../prober.js";
+import { agentCommand } from "../agents.js";
+import { describeRecordTuple, DropMatcher, DropStream } from "./drops.js";
 import { LOGS_DIR } from "../state.js";
 import type { Protocol } from "../topology.js";
 
@@ -60,8 +69,13 @@ export interface DatapathEngineOptions {
   log?: (line: string) => void;
   /** The agents' BPF pin folder (removed by `down`). */
   pinDir?: string;
-  /** TCP and UDP probe timeout; default 1000 ms. */
+  /** TCP and UDP probe timeout, the fallback when no drop record comes; default 1000 ms. */
   probeTimeoutMs?: number;
+  /**
+   * The lab agents' flow-map drain interval (--drain-interval): how soon a drop record
+   * reaches the engine; default 100 ms.
+   */
+  drainIntervalMs?: number;
   /** How long an SCTP packet may take to reach the destination's listener; default 500 ms. */
   sctpWaitMs?: number;
   /** Per change; default 10 s. */
@@ -115,7 +129,24 @@ interface RunningProber {
   pod: LabModelPod;
   child: ChildProcess;
   client: ProberClient;
+  /** Its probes' source ports. */
+  ports: SourcePorts;
 }
+
+/**
+ * What one probe found. cause: "reply" (it got through), "drop-record" (the datapath reported
+ * a DROPPED record of its 5-tuple; detail names it), "timeout" (neither came in time), "error"
+ * (the socket failed: ECONNREFUSED, …).
+ */
+export interface ProbeOutcome {
+  ok: boolean;
+  cause: "reply" | "drop-record" | "timeout" | "error";
+  detail: string;
+  sport: number;
+}
+
+/** Tries to send from a source port the prober still holds, then moves on to the next one. */
+const MAX_PORT_ATTEMPTS = 20;
 
 /** The engine with its lab up (nodes, namespaces x/y/z, control plane, agents; every node enforcing); pods come with setup(). */
 export async function createDatapathEngine(opts: DatapathEngineOptions = {}): Promise<DatapathEngine> {
@@ -140,11 +171,12 @@ export class DatapathEngine implements ConformanceEngine {
    * a step that changes nothing agents load (a policy selecting no pod) gets none. */
   private predictor = new PolicyCompiler();
   private predicted = 0n;
-  private running: { lab: Lab; watch: EnforcementWatch; ca: string | undefined } | undefined;
+  private running: { lab: Lab; watch: EnforcementWatch; ca: string | undefined; drops: DropStream } | undefined;
   private served: Served[] = [];
   private pods: LabModelPod[] = [];
   private probers: RunningProber[] = [];
   private readonly log: (line: string) => void;
+  private readonly outcomes = new Map<ProbeOutcome["cause"], number>();
 
   constructor(private readonly opts: DatapathEngineOptions = {}) {
     this.nodes = opts.nodes ?? 2;
@@ -293,26 +325,37 @@ export class DatapathEngine implements ConformanceEngine {
     if (!this.served.some((s) => s.port === port && s.protocol === protocol)) {
       throw new Error(`probe ${port}/${protocol}: the pods do not serve it (setup() with a model that has it first)`);
     }
+    this.running?.drops.ensure();
     const denied = new Set<string>();
     const failures: string[] = [];
+    const causes = new Map<string, number>();
     await Promise.all(this.probers.flatMap((from) => this.probers.filter((to) => to !== from).map(async (to) => {
-      const result = await this.probeOnce(from, to, port, protocol, this.opts.probeTimeoutMs ?? 1000);
+      const result = await this.probeOnce(from, to, port, protocol, this.opts.probeTimeoutMs ?? 1000, this.opts.sctpWaitMs ?? 500);
+      this.outcomes.set(result.cause, (this.outcomes.get(result.cause) ?? 0) + 1);
       if (result.ok) return;
       const pair = `${from.pod.key}>${to.pod.key}`;
       denied.add(pair);
-      failures.push(`${pair} (${result.detail})`);
+      failures.push(`${pair} (${result.cause}: ${result.detail})`);
+      causes.set(result.cause, (causes.get(result.cause) ?? 0) + 1);
     })));
     const pairs = this.probers.length * (this.probers.length - 1);
-    this.log(`probe ${port}/${protocol}: ${denied.size} of ${pairs} failed${failures.length ? `: ${failures.sort().join(", ")}` : ""}`);
+    const by = [...causes].map(([cause, n]) => `${n} ${cause}`).join(", ");
+    this.log(`probe ${port}/${protocol}: ${denied.size} of ${pairs} failed${failures.length ? ` (${by}): ${failures.sort().join(", ")}` : ""}`);
     return denied;
   }
 
-  /** One probe of one pair ("ya", "xa"), e.g. to time a change. */
-  async probePair(from: string, to: string, port: number, protocol: Protocol, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+  /** How many of probe()'s probes so far ended by each cause: "12 reply, 3 drop-record, …". */
+  get probeCauses(): string {
+    return [...this.outcomes].map(([cause, n]) => `${n} ${cause}`).join(", ") || "no probes";
+  }
+
+  /** One probe of one pair ("ya", "xa"), e.g. to time a change; `timeoutMs` also bounds an SCTP packet's wait for its arrival. */
+  async probePair(from: string, to: string, port: number, protocol: Protocol, timeoutMs: number): Promise<ProbeOutcome> {
     const src = this.probers.find((p) => p.pod.key === from);
     const dst = this.probers.find((p) => p.pod.key === to);
     if (!src || !dst) throw new Error(`probe ${from}>${to}: no such pod (pods: ${this.probers.map((p) => p.pod.key).join(", ")})`);
-    return this.probeOnce(src, dst, port, protocol, timeoutMs);
+    this.running?.drops.ensure();
+    return this.probeOnce(src, dst, port, protocol, timeoutMs, timeoutMs);
   }
 
   /** Sets the model namespaces' bulkhead.io/mode; when the lab is up, waits until it is enforced. */
@@ -337,6 +380,7 @@ export class DatapathEngine implements ConformanceEngine {
     await rm(path.join(this.stateDir, PROBERS_DIR), { recursive: true, force: true });
     if (!running) return;
     running.watch.close();
+    running.drops.close();
     await running.lab.down();
   }
 
@@ -351,15 +395,55 @@ export class DatapathEngine implements ConformanceEngine {
     return this.opts.awaitEnforcement === false ? undefined : this.watch.latest();
   }
 
-  /** TCP/UDP: the echo came back. SCTP: the destination's listener got the packet. */
-  private async probeOnce(from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+  /** One probe from the next free source port of `from` (a port the prober still holds is skipped). */
+  private async probeOnce(from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number, sctpWaitMs: number): Promise<ProbeOutcome> {
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await this.probeFrom(from.ports.take(), from, to, port, protocol, timeoutMs, sctpWaitMs);
+      if (outcome.detail !== "EADDRINUSE" || attempt >= MAX_PORT_ATTEMPTS) return outcome;
+    }
+  }
+
+  /**
+   * Allowed: TCP/UDP, the echo came back; SCTP, the destination's listener got the packet.
+   * Denied: a DROPPED record of this probe's 5-tuple came first, else no reply in time.
+   */
+  private async probeFrom(sport: number, from: RunningProber, to: RunningProber, port: number, protocol: Protocol, timeoutMs: number,
+    sctpWaitMs: number): Promise<ProbeOutcome> {
     const bytes = randomBytes(8);
     bytes[0] = (bytes[0] ?? 0) | 0x80; // an SCTP INIT's initiate tag (the first 4 bytes) must not be zero
     const token = bytes.toString("hex");
-    const sent = await from.client.probe({ to: to.pod.clusterIP, port, protocol, token, timeoutMs });
-    if (protocol !== "SCTP" || !sent.ok) return sent;
-    const arrival = await to.client.received(token, this.opts.sctpWaitMs ?? 500);
-    return { ok: arrival.received, detail: arrival.received ? `received from ${arrival.from ?? "?"}` : "not received" };
+    const drop = this.running?.drops.matcher.expect({ protocol, source: from.pod.ip, sport, destinations: [to.pod.ip, to.pod.clusterIP], dport: port });
+    try {
+      const dropped = drop?.dropped.then((record) => ({ kind: "drop" as const, record })) ?? new Promise<never>(() => {});
+      const byRecord = (record: Parameters<typeof describeRecordTuple>[0]): ProbeOutcome => ({
+        ok: false, cause: "drop-record", sport, detail: `${record.node}: DROPPED ${describeRecordTuple(record)}`,
+      });
+      // The prober's answer, or the drop record if that comes first (the prober then finishes
+      // on its own; its answer is dropped).
+      const sending = from.client.probe({ to: to.pod.clusterIP, port, protocol, sport, token, timeoutMs }).then((result) => ({ kind: "sent" as const, result }));
+      const first = await Promise.race([sending, dropped]);
+      if (first.kind === "drop") {
+        sending.catch(() => {});
+        return byRecord(first.record);
+      }
+      const sent = first.result;
+      if (protocol !== "SCTP" || !sent.ok) {
+        const cause = sent.ok ? "reply" : sent.detail === "timeout" ? "timeout" : "error";
+        return { ok: sent.ok, cause, detail: sent.detail, sport };
+      }
+      const arriving = to.client.received(token, sctpWaitMs).then((arrival) => ({ kind: "arrival" as const, arrival }));
+      const next = await Promise.race([arriving, dropped]);
+      if (next.kind === "drop") {
+        arriving.catch(() => {});
+        return byRecord(next.record);
+      }
+      const { arrival } = next;
+      return arrival.received
+        ? { ok: true, cause: "reply", detail: `received from ${arrival.from ?? "?"}`, sport }
+        : { ok: false, cause: "timeout", detail: "not received", sport };
+    } finally {
+      drop?.cancel();
+    }
   }
 
   // ---- pods, Services, probers ------------------------------------------------------------
@@ -392,12 +476,14 @@ export class DatapathEngine implements ConformanceEngine {
   private async bringUp(namespaces: readonly string[], podNames: readonly string[], served: Served[]): Promise<void> {
     await this.stopProbers();
     this.running?.watch.close();
+    this.running?.drops.close();
     this.running = undefined;
     this.pods = [];
     this.served = served;
     if (podNames.length > 0) this.log(`conformance: a lab whose pods serve ${served.map(servedKey).join(", ")}`);
     const ports = served.map((s) => ({ name: servePortName(s.port, s.protocol), port: s.port, protocol: s.protocol }));
     const places = placement(namespaces, podNames, this.nodes);
+    const drainMs = this.opts.drainIntervalMs ?? 100;
     const lab = await up({
       stateDir: this.stateDir,
       topology: {
@@ -411,12 +497,18 @@ export class DatapathEngine implements ConformanceEngine {
         workloads: [], traffic: [],
       },
       controlplane: { observer: this.observer, ...(this.opts.ui !== undefined ? { ui: this.opts.ui } : {}) },
+      // The lab's agent, draining more often, so that drop records come soon after the drop.
+      // (With agentCommand, up does not wait for the agents to connect; the waits for
+      // enforcement below and in createDatapathEngine do.)
+      agentCommand: (ctx) => [...agentCommand(ctx), "--drain-interval", String(drainMs)],
       ...(this.opts.pinDir !== undefined ? { pinDir: this.opts.pinDir } : {}),
       ...(this.opts.log ? { log: this.opts.log } : {}),
     });
     const status = await lab.status();
     const ca = status.controlplane?.ca;
-    this.running = { lab, watch: new EnforcementWatch(this.observer, Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`), ca), ca };
+    const watch = new EnforcementWatch(this.observer, Array.from({ length: this.nodes }, (_, i) => `node${i + 1}`), ca);
+    const drops = new DropStream(() => labObserverClient({ observer: this.observer, ca }), new DropMatcher(), this.log);
+    this.running = { lab, watch, ca, drops };
     if (places.length === 0) return;
     this.pods = places.map((place) => {
       const pod = status.pods.find((p) => p.namespace === place.namespace && p.name === place.name);
@@ -468,7 +560,7 @@ export class DatapathEngine implements ConformanceEngine {
     child.on("exit", (code, signal) => { exited = signal ? `was killed by ${signal}` : `exited with code ${code}`; });
     child.on("error", (err) => { exited = `failed to start: ${err.message}`; });
     try {
-      return { pod, child, client: await ProberClient.connect(pod.key, socket, 20_000, () => exited) };
+      return { pod, child, client: await ProberClient.connect(pod.key, socket, 20_000, () => exited), ports: new SourcePorts() };
     } catch (err) {
       child.kill("SIGKILL");
       throw err;
