@@ -49,6 +49,8 @@ export class MapView {
   private autoFit = true;
   /** Map edge id → its what-if change, while an overlay is shown. */
   private whatIf = new Map<string, WhatIfMark>();
+  /** Whether cytoscape has drawn a frame since the last snapshot (a User Timing mark). */
+  private snapshotDrawn = true;
 
   constructor(container: HTMLElement) {
     this.cy = cytoscape({
@@ -118,6 +120,9 @@ export class MapView {
       this.cy.resize();
       if (this.autoFit) this.fit();
     }).observe(container);
+    this.cy.on("render", () => {
+      if (!this.snapshotDrawn) { this.snapshotDrawn = true; performance.mark("map: snapshot drawn"); }
+    });
     this.cy.on("mouseover", "edge", (event) => { event.target.addClass("hover"); });
     this.cy.on("mouseout", "edge", (event) => { event.target.removeClass("hover"); });
   }
@@ -172,6 +177,7 @@ export class MapView {
     for (const e of map.edges) this.edges.set(e.id, e);
     const known = this.layoutState !== undefined && map.nodes.every((n) => this.layoutState!.positions.has(n.id));
     this.redraw(layout && !known ? "whole" : "extend", true);
+    this.snapshotDrawn = false;
   }
 
   /** Applies a delta; returns how many map elements changed. */
