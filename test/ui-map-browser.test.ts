@@ -156,6 +156,19 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("the map's canvas keeps its size whatever the mirror tables hold (3 rows or 800)", async () => {
+    const canvasSize = async () => {
+      // The mirror is written in a task after the snapshot: wait for its rows, one per map edge.
+      const edges = await page.evaluate(() => window.bulkheadMap.edges().length);
+      await expect.poll(() => page.locator("[data-testid=edge-row]").count(), { timeout: 10_000 }).toBe(edges);
+      return page.evaluate(() => ({ width: window.bulkheadMap.cy.width(), height: window.bulkheadMap.cy.height() }));
+    };
+    await open("namespace=tiny", VIEWPORTS[0], 2);
+    const small = await canvasSize();
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    expect(await canvasSize()).toEqual(small);
+  });
+
   it("the mirror tables at 800 edges: every edge a row of an accessible table in Chrome's accessibility tree, rows out of view included", async () => {
     await open("", VIEWPORTS[0], BIG_EDGES + 2);
     const edges = await page.evaluate(() => window.bulkheadMap.edges().length);
