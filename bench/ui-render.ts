@@ -7,7 +7,9 @@
 // records are fed through cp.ingest: first one per edge (2,000 edges; 5 % dropped, 5 %
 // audit), then, while frames are measured, records touching 200 edges per second (20 every
 // 100 ms). Each run opens a fresh page on ?namespace=bench and measures:
-//   - first render: navigation start → all 2,000 edges drawn (after the layout, ui/src/layout.ts);
+//   - first render: navigation start → all 2,000 edges drawn (after the layout, ui/src/layout.ts),
+//     and its phases from the page's User Timing marks (page loaded, snapshot received, laid out and
+//     added to cytoscape, first frame drawn, mirror tables written);
 //   - frame intervals (requestAnimationFrame) over 8 s while updates stream;
 //   - frame intervals over a scripted pan and zoom (mouse drags and wheel, 4 s) while updates stream.
 // Reference, same run: the page with ?reference=whole-map answers every stream notification
@@ -200,6 +202,14 @@ async function main(): Promise<void> {
         await page.waitForFunction(`window.bulkheadMap && window.bulkheadMap.edges().length >= ${mapEdges}`, undefined, { timeout: 120_000, polling: 50 });
         const firstRenderMs = await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(performance.now())))") as number;
         await profiling?.end("first render", "first-render.cpuprofile");
+        // Where the first render went: the page's User Timing marks (ui/src/main.ts, graph.ts), ms from navigation.
+        // (A UI built before the marks has none: nothing to wait for.)
+        await page.waitForFunction("performance.getEntriesByName('map: snapshot received').length === 0 || performance.getEntriesByName('map: mirror tables written').length > 0", undefined, { timeout: 120_000, polling: 50 });
+        const marks = await page.evaluate(`Object.fromEntries(performance.getEntriesByType("mark").reverse().map((m) => [m.name, m.startTime]))`) as Record<string, number>;
+        const nav = await page.evaluate(`(() => { const n = performance.getEntriesByType("navigation")[0]; return { html: n.responseEnd, scripts: n.domContentLoadedEventEnd }; })()`) as { html: number; scripts: number };
+        const phase = (name: string) => (marks[`map: ${name}`] ?? NaN).toFixed(0);
+        process.stdout.write(`  run ${run + 1} ${mode.padEnd(9)} phases (ms from navigation): page loaded ${nav.scripts.toFixed(0)}, snapshot received ${phase("snapshot received")}, `
+          + `laid out and added ${phase("snapshot laid out")}, drawn ${phase("snapshot drawn")}, mirror tables written ${phase("mirror tables written")}\n`);
         if (SCREENSHOT && run === 0 && mode === "delta") await page.screenshot({ path: SCREENSHOT });
         startFeeding();
         await new Promise((r) => setTimeout(r, 1000)); // the first deltas arrive

@@ -157,7 +157,7 @@ describe("the web UI in Chromium, on the demo lab", () => {
     const target = await page.evaluate((ids) => {
       const cy = window.bulkheadMap.cy;
       cy.fit(undefined, 40);
-      const leaves = cy.nodes().filter((n) => !n.isParent()).nodes().map((n) => ({ id: n.id(), at: n.renderedPosition() }));
+      const leaves = cy.nodes().filter((n) => !n.hasClass("namespace")).nodes().map((n) => ({ id: n.id(), at: n.renderedPosition() }));
       const clearance = (id: string) => {
         const p = cy.getElementById(id).renderedPosition();
         return Math.min(...leaves.filter((n) => n.id !== id).map((n) => Math.hypot(n.at.x - p.x, n.at.y - p.y)));
@@ -278,8 +278,8 @@ describe("the web UI in Chromium, on the demo lab", () => {
 
       // Live updates move nothing: after three more deltas (the demo's traffic never stops),
       // every node is where it was, or its whole group moved by one offset (a new node grew a group above).
-      const positions = () => page.evaluate(() => Object.fromEntries(window.bulkheadMap.cy.nodes().filter((n) => !n.isParent()).nodes()
-        .map((n) => [n.id(), { ...n.position(), group: n.parent().nonempty() ? n.parent().first().id() : "" }])));
+      const positions = () => page.evaluate(() => Object.fromEntries(window.bulkheadMap.cy.nodes().filter((n) => !n.hasClass("namespace")).nodes()
+        .map((n) => [n.id(), { ...n.position(), group: String(n.data("group")) }])));
       const before = await positions();
       const deltas = await page.evaluate(() => window.bulkheadMap.deltas);
       await page.waitForFunction((d) => window.bulkheadMap.deltas >= d + 3, deltas, { timeout: 15_000 });

@@ -3,7 +3,8 @@
 // is measured through cytoscape's own positions and boxes (harness/map-metrics.ts) at
 // 1500×1000 and 1280×720: 0 overlapping nodes, 0 nodes outside their group or inside a
 // foreign one, 0 overlapping groups, 0 label collisions, no parallel edges, all on the canvas,
-// for a 3-node map and for 200 workloads / 800 edges (seeded). The flow table at 1280 px:
+// for a 3-node map and for 200 workloads / 800 edges (seeded). Namespace boxes (plain nodes
+// sized by the layout) are drawn under everything and let clicks through. The flow table at 1280 px:
 // verdict words whole, pod names without their template hash (full name in the title), no
 // column wider than the table. Screenshots go to test-results/ui-e2e/.
 //   npx vitest run test/ui-map-browser.test.ts
@@ -120,6 +121,52 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
       await page.screenshot({ path: path.join(SHOTS, `map-200-workloads-${viewport.width}x${viewport.height}.png`) });
     }
+  });
+
+  it("namespace boxes lie under every edge and node and let clicks through: a click on a node or edge inside a box selects it, one on a box's empty part clears the selection", async () => {
+    await open("namespace=tiny", VIEWPORTS[0], 2);
+    const canvas = await page.locator("[data-testid=map-canvas]").boundingBox();
+    if (!canvas) throw new Error("the map canvas has no box");
+    const drawn = await page.evaluate(() => {
+      const cy = window.bulkheadMap.cy;
+      // cytoscape's own drawing order (its renderer's z-sorted elements, first drawn first).
+      const order = ((cy as unknown as { renderer(): unknown }).renderer() as { getCachedZSortedEles(): { id(): string; hasClass(c: string): boolean }[] }).getCachedZSortedEles();
+      const boxes = order.flatMap((e, i) => (e.hasClass("namespace") ? [i] : []));
+      const others = order.flatMap((e, i) => (e.hasClass("namespace") ? [] : [i]));
+      const tiny = cy.getElementById("namespace:tiny");
+      const db = cy.nodes().filter((n) => !n.hasClass("namespace")).filter((n) => n.data("group") === "namespace:tiny" && /db/.test(n.id())).nodes().first();
+      const edge = db.connectedEdges().first();
+      const body = tiny.renderedBoundingBox({ includeLabels: false });
+      return {
+        lastBox: Math.max(...boxes), firstOther: Math.min(...others), boxes: boxes.length,
+        db: { id: db.id(), at: db.renderedPosition() }, edge: { id: edge.id(), at: edge.renderedMidpoint() },
+        // A point of tiny's box with nothing drawn on it: its bottom-left corner, inside the border.
+        empty: { x: body.x1 + 4, y: body.y2 - 4 },
+      };
+    });
+    expect(drawn.boxes).toBe(2);
+    expect(drawn.lastBox).toBeLessThan(drawn.firstOther);
+    const selected = () => page.evaluate(() => window.bulkheadMap.cy.$(":selected").map((e) => e.id()));
+    await page.mouse.click(canvas.x + drawn.db.at.x, canvas.y + drawn.db.at.y);
+    expect(await selected()).toEqual([drawn.db.id]);
+    await page.mouse.click(canvas.x + drawn.edge.at.x, canvas.y + drawn.edge.at.y);
+    expect(await selected()).toEqual([drawn.edge.id]);
+    await page.mouse.click(canvas.x + drawn.empty.x, canvas.y + drawn.empty.y);
+    expect(await selected()).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("the map's canvas keeps its size whatever the mirror tables hold (3 rows or 800)", async () => {
+    const canvasSize = async () => {
+      // The mirror is written in a task after the snapshot: wait for its rows, one per map edge.
+      const edges = await page.evaluate(() => window.bulkheadMap.edges().length);
+      await expect.poll(() => page.locator("[data-testid=edge-row]").count(), { timeout: 10_000 }).toBe(edges);
+      return page.evaluate(() => ({ width: window.bulkheadMap.cy.width(), height: window.bulkheadMap.cy.height() }));
+    };
+    await open("namespace=tiny", VIEWPORTS[0], 2);
+    const small = await canvasSize();
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    expect(await canvasSize()).toEqual(small);
   });
 
   it("the mirror tables at 800 edges: every edge a row of an accessible table in Chrome's accessibility tree, rows out of view included", async () => {

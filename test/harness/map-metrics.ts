@@ -36,11 +36,12 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
     const hit = (a: B, b: B) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
     const inside = (o: B, i: B) => i.x1 >= o.x1 - 0.5 && i.x2 <= o.x2 + 0.5 && i.y1 >= o.y1 - 0.5 && i.y2 <= o.y2 + 0.5;
     const plain = (b: B): B => ({ x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2 });
-    const leaves = cy.nodes().filter((n) => !n.isParent()).nodes().map((n) => ({
-      id: n.id(), parent: n.parent().nonempty() ? n.parent().first().id() : "",
+    // Groups are the namespace boxes (plain nodes drawn under the others); a node names its box in data("group").
+    const leaves = cy.nodes().filter((n) => !n.hasClass("namespace")).map((n) => ({
+      id: n.id(), parent: String(n.data("group") ?? ""),
       box: plain(n.boundingBox({ includeLabels: true, includeOverlays: false })),
     }));
-    const groups = cy.nodes().filter((n) => n.isParent()).nodes().map((g) => ({
+    const groups = cy.nodes(".namespace").map((g) => ({
       id: g.id(),
       body: plain(g.boundingBox({ includeLabels: false, includeOverlays: false })),
       whole: plain(g.boundingBox({ includeLabels: true, includeOverlays: false })),
@@ -63,7 +64,7 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
     }
     // A group's header: its label above the dashed body, as wide as the canvas measures its text.
     const measure = document.createElement("canvas").getContext("2d")!;
-    const headers = cy.nodes().filter((n) => n.isParent()).nodes().map((g) => {
+    const headers = cy.nodes(".namespace").map((g) => {
       measure.font = `${String(g.style("font-weight"))} ${String(g.style("font-size"))} ${String(g.style("font-family"))}`;
       const width = measure.measureText(String(g.data("label"))).width, cx = g.position("x");
       const own = groups.find((x) => x.id === g.id())!;

@@ -7,7 +7,7 @@
 // edge labels are shown only where they collide with nothing (others on hover/selection).
 import cytoscape, { type Core, type ElementDefinition } from "cytoscape";
 import { type Backends, drawEdges, type DrawnEdge } from "./drawing.js";
-import { extendLayout, layoutMap, type LayoutNode, type MapLayout, METRICS } from "./layout.js";
+import { extendLayout, groupBody, layoutMap, type LayoutNode, type MapLayout, METRICS } from "./layout.js";
 import type { MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson } from "./types.js";
 
 export type Selection = { kind: "node"; node: MapNodeJson } | { kind: "edge"; edge: MapEdgeJson } | undefined;
@@ -24,7 +24,7 @@ export function nodeLabel(n: MapNodeJson): string {
 /** The box a node is drawn in: its namespace; hosts and outside addresses share one. */
 export const OUTSIDE_GROUP = "outside namespaces";
 const groupOf = (n: MapNodeJson) => (n.namespace === "" ? OUTSIDE_GROUP : n.namespace);
-const parentId = (group: string) => `namespace:${group}`;
+const groupId = (group: string) => `namespace:${group}`;
 
 /** A fitted map is never drawn larger than this (a 3-node map would fill the canvas). */
 const MAX_FIT_ZOOM = 1.25;
@@ -49,6 +49,8 @@ export class MapView {
   private autoFit = true;
   /** Map edge id → its what-if change, while an overlay is shown. */
   private whatIf = new Map<string, WhatIfMark>();
+  /** Whether cytoscape has drawn a frame since the last snapshot (a User Timing mark). */
+  private snapshotDrawn = true;
 
   constructor(container: HTMLElement) {
     this.cy = cytoscape({
@@ -73,12 +75,17 @@ export class MapView {
         { selector: "node.host", style: { shape: "rectangle", "background-color": "#795548" } },
         { selector: "node.unknown", style: { shape: "hexagon", "background-color": "#9e9e9e" } },
         { selector: "node.foreign", style: { opacity: 0.8 } },
-        { selector: ":parent", style: {
+        // Namespace boxes are plain nodes sized by layout.ts, drawn under every edge and node and
+        // deaf to the mouse, not compound parents: with a compound node in the graph, cytoscape
+        // clears the style caches of a parent's every descendant and their edges for each style
+        // property it applies (most of a 2,000-edge map's first render).
+        { selector: "node.namespace", style: {
           "background-opacity": 0.04, "background-color": "#455a64", "border-color": "#90a4ae", "border-style": "dashed", "border-width": 1,
           label: "data(label)", "text-valign": "top", "text-margin-y": -2, "font-size": METRICS.groupFont, "font-weight": "bold", shape: "round-rectangle",
-          padding: `${METRICS.groupPadding}px`, color: "#37474f", "min-zoomed-font-size": 5,
+          width: "data(width)" as unknown as number, height: "data(height)" as unknown as number,
+          color: "#37474f", "min-zoomed-font-size": 5, "z-compound-depth": "bottom", events: "no",
         } },
-        { selector: ":parent.home", style: { "border-style": "solid", "border-color": "#1565c0", "background-color": "#1565c0" } },
+        { selector: "node.namespace.home", style: { "border-style": "solid", "border-color": "#1565c0", "background-color": "#1565c0" } },
         { selector: "edge", style: {
           width: 1.5, "curve-style": "straight", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
           "line-color": COLOURS.forwarded, "target-arrow-color": COLOURS.forwarded, "source-arrow-color": COLOURS.forwarded,
@@ -102,7 +109,7 @@ export class MapView {
     });
     this.cy.on("tap", "node, edge", (event) => {
       const id = event.target.id() as string;
-      if (event.target.isParent?.()) return;
+      if (event.target.hasClass("namespace")) return;
       this.emit(id);
     });
     this.cy.on("tap", (event) => { if (event.target === this.cy) this.onSelect(undefined); });
@@ -113,6 +120,9 @@ export class MapView {
       this.cy.resize();
       if (this.autoFit) this.fit();
     }).observe(container);
+    this.cy.on("render", () => {
+      if (!this.snapshotDrawn) { this.snapshotDrawn = true; performance.mark("map: snapshot drawn"); }
+    });
     this.cy.on("mouseover", "edge", (event) => { event.target.addClass("hover"); });
     this.cy.on("mouseout", "edge", (event) => { event.target.removeClass("hover"); });
   }
@@ -125,7 +135,7 @@ export class MapView {
   select(id: string): boolean {
     const drawnId = this.drawn.has(id) ? id : this.drawnOf.get(id)?.[0];
     const element = this.cy.getElementById(drawnId ?? id);
-    if (element.empty() || element.isParent?.()) return false;
+    if (element.empty() || element.hasClass("namespace")) return false;
     this.cy.elements().unselect();
     element.select();
     this.emit(id);
@@ -167,6 +177,7 @@ export class MapView {
     for (const e of map.edges) this.edges.set(e.id, e);
     const known = this.layoutState !== undefined && map.nodes.every((n) => this.layoutState!.positions.has(n.id));
     this.redraw(layout && !known ? "whole" : "extend", true);
+    this.snapshotDrawn = false;
   }
 
   /** Applies a delta; returns how many map elements changed. */
@@ -259,13 +270,23 @@ export class MapView {
     this.cy.batch(() => {
       const wanted = new Set<string>();
       const added: ElementDefinition[] = [];
-      for (const [group] of layout.groups) {
-        const id = parentId(group);
+      for (const [group, g] of layout.groups) {
+        const id = groupId(group);
         wanted.add(id);
         const home = this.namespace !== "" && group === this.namespace;
+        const classes = home ? "namespace home" : "namespace";
+        const body = groupBody(g);
+        const position = { x: (body.x1 + body.x2) / 2, y: (body.y1 + body.y2) / 2 };
+        const size = { width: body.x2 - body.x1, height: body.y2 - body.y1 };
         const el = this.cy.getElementById(id);
-        if (el.empty()) added.push({ group: "nodes", data: { id, label: group }, classes: home ? "namespace home" : "namespace" });
-        else el.classes(home ? "namespace home" : "namespace");
+        if (el.empty()) {
+          added.push({ group: "nodes", data: { id, label: group, ...size }, classes, position, selectable: false, grabbable: false });
+        } else {
+          if (el.classes().join(" ") !== classes) el.classes(classes);
+          if (el.data("width") !== size.width || el.data("height") !== size.height) el.data(size);
+          const p = el.position();
+          if (p.x !== position.x || p.y !== position.y) el.position(position);
+        }
       }
       for (const n of nodes) {
         wanted.add(n.id);
@@ -273,7 +294,7 @@ export class MapView {
         const position = { ...layout.positions.get(n.id)! };
         const el = this.cy.getElementById(n.id);
         if (el.empty()) {
-          added.push({ group: "nodes", data: { id: n.id, label: nodeLabel(n), parent: parentId(groupOf(n)) }, classes, position });
+          added.push({ group: "nodes", data: { id: n.id, label: nodeLabel(n), group: groupId(groupOf(n)) }, classes, position });
         } else {
           if (el.data("label") !== nodeLabel(n)) el.data("label", nodeLabel(n));
           const p = el.position();

@@ -100,7 +100,7 @@ function groupBox(label: string, boxes: Box[]): Box {
   return { x1: cx - width / 2, y1: y1 - p - headerHeight(), x2: cx + width / 2, y2: y2 + p };
 }
 
-/** The dashed box alone (what cytoscape draws as the compound node), without its header. */
+/** The dashed box alone (what graph.ts draws as the namespace node), without its header. */
 export function groupBody(group: GroupLayout): Box {
   return { ...group.box, y1: group.box.y1 + headerHeight() };
 }

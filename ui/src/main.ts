@@ -141,7 +141,10 @@ function mapQuery(): URLSearchParams {
 }
 
 function onSnapshot(map: MapJson, speak = true): void {
+  // User Timing marks (DevTools' timeline, bench/ui-render's first-render phases).
+  performance.mark("map: snapshot received");
   view.snapshot(map);
+  performance.mark("map: snapshot laid out");
   renderedVersion = map.version;
   scheduleMirror(true);
   if (speak) announce(`Map of ${map.namespace || "all namespaces"}, ${describeView(timeView)}: ${map.nodes.length} nodes, ${map.edges.length} edges.`);
@@ -207,6 +210,7 @@ function scheduleMirror(rebuild: boolean, delta?: MapDeltaJson): void {
 
 function renderMirror(): void {
   mirrorTimer = undefined;
+  const rebuilt = mirrorRebuild;
   if (mirrorRebuild) {
     mirrorRebuild = false;
     nodeRows.replaceChildren();
@@ -233,6 +237,7 @@ function renderMirror(): void {
   pendingNodes.clear();
   pendingEdges.clear();
   pendingRemovals.clear();
+  if (rebuilt) performance.mark("map: mirror tables written");
 }
 
 function describeNode(id: string): string {
