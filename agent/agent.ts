@@ -66,6 +66,8 @@ export class Agent {
     connected: this.metrics.gauge("bulkhead_agent_controlplane_connected", "1 while the control plane stream is up"),
     held: this.metrics.gauge("bulkhead_agent_controlplane_buffer_bytes", "Bytes of records (columns; encoded batches in flight) held for the control plane, buffered and in flight (at most --buffer-bytes)"),
     drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
+    memory: this.metrics.gauge("bulkhead_agent_memory_bytes",
+      "The agent's memory after the last drain, by kind (process.memoryUsage: rss, heap_total, heap_used, external, array_buffers)"),
     policyErrors: this.metrics.counter("bulkhead_agent_policy_errors_total", "Policy snapshots or endpoint updates not applied, by stage"),
     policyVersion: this.metrics.gauge("bulkhead_agent_policy_version", "The policy snapshot version the datapath enforces (0: none)"),
     endpoints: this.metrics.gauge("bulkhead_agent_policy_endpoints", "Pod veths with a known endpoint (identity, addresses)"),
@@ -310,6 +312,12 @@ export class Agent {
     }
     // The drain and its decoding, not the sinks' share (their own queues and metrics).
     this.m.drainSeconds.set({}, Number(process.hrtime.bigint() - t0 - sinkNs) / 1e9);
+    const mem = process.memoryUsage();
+    this.m.memory.set({ kind: "rss" }, mem.rss);
+    this.m.memory.set({ kind: "heap_total" }, mem.heapTotal);
+    this.m.memory.set({ kind: "heap_used" }, mem.heapUsed);
+    this.m.memory.set({ kind: "external" }, mem.external);
+    this.m.memory.set({ kind: "array_buffers" }, mem.arrayBuffers);
     for (const sink of this.sinks) this.m.queued.set({ sink: sink.name }, sink.pending);
     this.m.connected.set({}, this.connection?.connected ? 1 : 0);
     if (this.controlplane) this.m.held.set({}, this.controlplane.heldBytes);
