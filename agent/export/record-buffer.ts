@@ -75,14 +75,6 @@ export class RecordBuffer {
     return c;
   }
 
-  /** Empties the buffer (its owner counts what that gives up). */
-  clear(): void {
-    this.chunks = [];
-    this.head = 0;
-    this.length = 0;
-    this.bytes = 0;
-  }
-
   private trim(otherBytes: number): void {
     let dropped = 0;
     while (this.bytes + otherBytes > this.capacityBytes && this.head < this.chunks.length) {
