@@ -295,11 +295,12 @@ export class Datapath {
     for (;;) {
       const before = failures.length;
       const piece = drainKept(map, failures, this.pieceScratch);
-      if (piece.count > 0) onPiece(piece);
+      // Only an empty read says the map is empty: a piece ends short of the room before a
+      // hash bucket that would not fit in what is left of it.
+      if (piece.count === 0) break;
+      onPiece(piece);
       count += piece.count;
-      // Fewer than the room: the map is empty (more than the room: a bucket too large for
-      // it made the addon read the whole rest into a fresh pair).
-      if (failures.length > before || piece.count < pieceEntries) break;
+      if (failures.length > before) break;
     }
     return { count, ...(failures[0] ? { failure: failures[0] } : {}) };
   }
