@@ -33,6 +33,11 @@ function expectedAttachMode(mode: AttachModeFlag): "tcx" | "clsact" {
   }
 }
 
+/** Entries drained, decoded and handed to the sinks at a time: ~90 bytes a record of
+ * columns plus ~80 of kernel entry, ~0.7 MB together, instead of a full map's worth (two
+ * control-plane batches of 2,000). */
+export const DRAIN_PIECE = 4000;
+
 export class Agent {
   readonly metrics = new Registry();
   private readonly m = {
@@ -61,6 +66,8 @@ export class Agent {
     connected: this.metrics.gauge("bulkhead_agent_controlplane_connected", "1 while the control plane stream is up"),
     held: this.metrics.gauge("bulkhead_agent_controlplane_buffer_bytes", "Bytes of records (columns; encoded batches in flight) held for the control plane, buffered and in flight (at most --buffer-bytes)"),
     drainSeconds: this.metrics.gauge("bulkhead_agent_drain_duration_seconds", "Duration of the last drain"),
+    memory: this.metrics.gauge("bulkhead_agent_memory_bytes",
+      "The agent's memory after the last drain, by kind (process.memoryUsage: rss, heap_total, heap_used, external, array_buffers)"),
     policyErrors: this.metrics.counter("bulkhead_agent_policy_errors_total", "Policy snapshots or endpoint updates not applied, by stage"),
     policyVersion: this.metrics.gauge("bulkhead_agent_policy_version", "The policy snapshot version the datapath enforces (0: none)"),
     endpoints: this.metrics.gauge("bulkhead_agent_policy_endpoints", "Pod veths with a known endpoint (identity, addresses)"),
@@ -248,39 +255,51 @@ export class Agent {
     }
   }
 
-  /** One drain: every flow entry since the previous drain becomes one row of columns
-   * (valid until the next drain: they are the agent's reused storage). */
-  drainOnce(): FlowColumns | undefined {
+  /** One drain: every flow entry since the previous drain becomes one row of columns,
+   * decoded and handed to the sinks a piece at a time (DRAIN_PIECE entries: the agent
+   * never holds a full map's worth of entries or columns). Returns the records drained. */
+  drainOnce(): number {
     const datapath = this.datapath;
     const attacher = this.attacher;
-    if (!datapath || !attacher) return undefined;
+    if (!datapath || !attacher) return 0;
     const t0 = process.hrtime.bigint();
-    let columns: FlowColumns | undefined;
+    let sinkNs = 0n;
+    let records = 0;
     try {
       // Events are submitted without waking us (one wakeup per new flow costs more than the flow).
       this.ring?.consume();
-      const drained = datapath.drain();
-      // One storage for every drain's columns (the sinks copy what they keep), grown to the
-      // largest drain: ~90 bytes a record, instead of new arrays per drain that stay
-      // resident until V8 collects them (bench/README.md, agent-load).
-      if (drained.count > (this.drainStorage?.rows ?? 0)) this.drainStorage = allocColumns(drained.count);
-      columns = decodeDrain(drained.keys, drained.values, drained.count, {
+      // One storage for every piece's columns (the sinks copy what they keep): ~90 bytes a
+      // record for one piece, instead of new arrays per drain that stay resident until V8
+      // collects them (bench/README.md, agent-load).
+      this.drainStorage ??= allocColumns(DRAIN_PIECE);
+      const storage = this.drainStorage;
+      const ctx = {
         interfaceName: (ifindex: number) => attacher.interfaceName(ifindex),
+        // One clock reading serves the whole drain.
         clockOffsetNs: clockOffsetNow(),
-        firstSequence: this.sequence + 1n,
+        firstSequence: 0n,
         localEnds: this.endpoints,
         // The pod behind a veth, for records whose source address is forged (SPOOFED).
         podAddress: (ifindex: number) => {
           const e = datapath.policy.endpoints().get(ifindex);
           return e?.ip4 ?? e?.ip6;
         },
-      }, this.drainStorage);
-      this.sequence += BigInt(drained.count);
-      const packets = sumColumn(columns.packets), bytes = sumColumn(columns.bytes);
+      };
+      const drained = datapath.drainPieces(DRAIN_PIECE, (piece) => {
+        ctx.firstSequence = this.sequence + 1n;
+        // A piece larger than the storage: only when the addon read a too-large bucket's rest whole.
+        const columns = decodeDrain(piece.keys, piece.values, piece.count, ctx,
+          piece.count <= storage.rows ? storage : undefined);
+        this.sequence += BigInt(piece.count);
+        records += piece.count;
+        this.m.records.inc({}, piece.count);
+        this.m.packets.inc({}, sumColumn(columns.packets));
+        this.m.bytes.inc({}, sumColumn(columns.bytes));
+        const s0 = process.hrtime.bigint();
+        for (const sink of this.sinks) sink.push(columns);
+        sinkNs += process.hrtime.bigint() - s0;
+      });
       attacher.forgetGone();
-      this.m.records.inc({}, drained.count);
-      this.m.packets.inc({}, packets);
-      this.m.bytes.inc({}, bytes);
       this.readCounters(datapath);
       this.lastDrainOk = drained.failure === undefined;
       if (drained.failure) {
@@ -291,13 +310,19 @@ export class Agent {
       this.lastDrainOk = false;
       this.log.error({ err: (err as Error).message }, "drain failed");
     }
-    this.m.drainSeconds.set({}, Number(process.hrtime.bigint() - t0) / 1e9);
-    if (columns && columns.rows > 0) for (const sink of this.sinks) sink.push(columns);
+    // The drain and its decoding, not the sinks' share (their own queues and metrics).
+    this.m.drainSeconds.set({}, Number(process.hrtime.bigint() - t0 - sinkNs) / 1e9);
+    const mem = process.memoryUsage();
+    this.m.memory.set({ kind: "rss" }, mem.rss);
+    this.m.memory.set({ kind: "heap_total" }, mem.heapTotal);
+    this.m.memory.set({ kind: "heap_used" }, mem.heapUsed);
+    this.m.memory.set({ kind: "external" }, mem.external);
+    this.m.memory.set({ kind: "array_buffers" }, mem.arrayBuffers);
     for (const sink of this.sinks) this.m.queued.set({ sink: sink.name }, sink.pending);
     this.m.connected.set({}, this.connection?.connected ? 1 : 0);
     if (this.controlplane) this.m.held.set({}, this.controlplane.heldBytes);
     this.connection?.sendStats(this.stats());
-    return columns;
+    return records;
   }
 
   /** Cumulative losses by cause and unit, as the control plane's status shows them. */

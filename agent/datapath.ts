@@ -91,18 +91,18 @@ export class Datapath {
   private retiredFlows: DrainResult[] = [];
   /** Totals of the old counters at commit(): counters() stays cumulative across it. */
   private retiredCounters: CounterTotals | undefined;
-  /** Room for one full flow map, which every drain of this object's maps reads into: a
-   * fresh pair of ~9 MB Buffers per drain stayed resident until V8 collected them
-   * (bench/README.md, agent-load). Pages are touched only as far as drains fill them. */
-  private readonly scratch: DrainInto;
+  /** Room for one full flow map, which drain() reads into: a fresh pair of ~9 MB Buffers
+   * per drain stayed resident until V8 collected them (bench/README.md, agent-load).
+   * Made at the first drain(); the agent drains in pieces instead (drainPieces). */
+  private scratch: DrainInto | undefined;
+  /** Room for one piece of drainPieces(), reused piece after piece. */
+  private pieceScratch: DrainInto | undefined;
+  private readonly flowMapSize: number;
 
   constructor(opts: DatapathOptions) {
     this.pins = opts.bpfDir !== undefined ? new PinDir(opts.bpfDir) : undefined;
     this.pins?.ensure();
-    this.scratch = {
-      keys: Buffer.allocUnsafeSlow(opts.flowMapSize * bh_flow_key.size),
-      values: Buffer.allocUnsafeSlow(opts.flowMapSize * bh_flow_value.size),
-    };
+    this.flowMapSize = opts.flowMapSize;
     this.object = native().openObject(opts.objectPath, {
       rodata: { emit_new_flow_events: u32(opts.emitNewFlowEvents === true ? 1 : 0) },
       maxEntries: { flows_0: opts.flowMapSize, flows_1: opts.flowMapSize },
@@ -247,17 +247,73 @@ export class Datapath {
    * the old maps' entries too). The Buffers may be views of the datapath's own scratch:
    * valid until the next drain (decode them before draining again). */
   drain(): DrainedFlows {
+    const idle = this.flip();
+    const parts = [...this.retiredFlows];
+    this.retiredFlows = [];
+    const failures: Error[] = [];
+    if (this.retiring) parts.push(drainKept(this.retiring, failures));
+    this.scratch ??= {
+      keys: Buffer.allocUnsafeSlow(this.flowMapSize * bh_flow_key.size),
+      values: Buffer.allocUnsafeSlow(this.flowMapSize * bh_flow_value.size),
+    };
+    parts.push(drainKept(this.object.map(`flows_${idle}`), failures, this.scratch));
+    return { ...concatDrains(parts), ...(failures[0] ? { failure: failures[0] } : {}) };
+  }
+
+  /**
+   * The same entries as drain(), handed to `onPiece` in pieces of at most `pieceEntries`
+   * (the idle map is read a piece at a time, the rest staying in it until the next piece),
+   * so that neither the read nor its decoding ever holds a full map's worth. A piece's
+   * Buffers are valid during the call only. Returns the entries drained and the first
+   * failure (after a failure the map's rest waits for a later drain, as with drain()).
+   */
+  drainPieces(pieceEntries: number, onPiece: (piece: DrainedFlows) => void): { count: number; failure?: Error } {
+    if (!Number.isInteger(pieceEntries) || pieceEntries < 1) throw new RangeError(`drainPieces: pieceEntries ${pieceEntries}: expected an integer >= 1`);
+    const idle = this.flip();
+    const whole = [...this.retiredFlows];
+    this.retiredFlows = [];
+    const failures: Error[] = [];
+    if (this.retiring) whole.push(drainKept(this.retiring, failures));
+    let count = 0;
+    // Old maps' entries (an upgrade only) come whole; they are handed on in slices.
+    for (const part of whole) {
+      for (let i = 0; i < part.count; i += pieceEntries) {
+        const n = Math.min(pieceEntries, part.count - i);
+        onPiece({ keys: part.keys.subarray(i * bh_flow_key.size, (i + n) * bh_flow_key.size),
+          values: part.values.subarray(i * bh_flow_value.size, (i + n) * bh_flow_value.size), count: n });
+        count += n;
+      }
+    }
+    if (this.pieceScratch === undefined || this.pieceScratch.keys.length !== pieceEntries * bh_flow_key.size) {
+      this.pieceScratch = {
+        keys: Buffer.allocUnsafeSlow(pieceEntries * bh_flow_key.size),
+        values: Buffer.allocUnsafeSlow(pieceEntries * bh_flow_value.size),
+        stopWhenFull: true,
+      };
+    }
+    const map = this.object.map(`flows_${idle}`);
+    for (;;) {
+      const before = failures.length;
+      const piece = drainKept(map, failures, this.pieceScratch);
+      // Only an empty read says the map is empty: a piece ends short of the room before a
+      // hash bucket that would not fit in what is left of it.
+      if (piece.count === 0) break;
+      onPiece(piece);
+      count += piece.count;
+      if (failures.length > before) break;
+    }
+    return { count, ...(failures[0] ? { failure: failures[0] } : {}) };
+  }
+
+  /** Makes the other flow map the active one and waits until no program still writes
+   * into the one it leaves; returns that one's index. */
+  private flip(): number {
     const idle = this.active;
     this.active = 1 - idle;
     this.object.map("flow_state").update(u32(BH_STATE_ACTIVE_MAP), u32(this.active));
     // After this returns no program still writes into the map it read before the flip.
     this.object.synchronize("sync_outer");
-    const parts = [...this.retiredFlows];
-    this.retiredFlows = [];
-    const failures: Error[] = [];
-    if (this.retiring) parts.push(drainKept(this.retiring, failures));
-    parts.push(drainKept(this.object.map(`flows_${idle}`), failures, this.scratch));
-    return { ...concatDrains(parts), ...(failures[0] ? { failure: failures[0] } : {}) };
+    return idle;
   }
 
   /** Cumulative datapath counters summed over CPUs (kernel-lifetime totals: a pinned

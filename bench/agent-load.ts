@@ -99,6 +99,9 @@ async function main(): Promise<number> {
       console.log(`agent RSS           max ${fmt(rssMiB)} MiB (idle before the flood ${fmt(idleRss / 1024)} MiB)   target <= ${TARGET_RSS_MIB} MiB: ${rssOk ? "met" : "MISSED"}`);
       console.log(`agent CPU           ${fmt(cpuPct)} % of one core over the flood (user ${fmt(userPct)} %, system ${fmt(systemPct)} %)`
         + `   target <= ${TARGET_CPU_PCT} %: ${cpuOk ? "met" : "MISSED"}`);
+      const mib = (kind: string) => fmt(metric(m1, "bulkhead_agent_memory_bytes", { kind }) / 2 ** 20);
+      console.log(`agent memory        after the flood: rss ${mib("rss")}, V8 heap ${mib("heap_used")} used of ${mib("heap_total")},`
+        + ` external ${mib("external")} (array buffers ${mib("array_buffers")}) MiB`);
       if (!rateOk) console.log(`rate                MISSED: ${fmt(sent.pps / 1000)}k packets/s < ${RATE / 1000}k`);
       console.log("");
       lines.push(`${variant.name}: RSS ${fmt(rssMiB)} MiB, CPU ${fmt(cpuPct)} %, ${fmt(sent.pps / 1000)}k pps sent,`

@@ -93,6 +93,28 @@ export function sliceColumns(c: FlowColumns, from: number, to: number): FlowColu
   };
 }
 
+/** Copies rows [from, to) of `c` into `storage` from its row 0 and returns them as a view
+ * of it (viewColumns); dictionaries are shared. For owners that recycle storages instead
+ * of making new arrays per copy. */
+export function copyColumnsInto(c: FlowColumns, from: number, to: number, storage: FlowColumns): FlowColumns {
+  const a = ADDRESS_WIDTH, n = to - from;
+  const v = viewColumns(storage, n);
+  v.firstSequence = c.firstSequence + BigInt(from);
+  v.startNs.set(c.startNs.subarray(from, to)); v.endNs.set(c.endNs.subarray(from, to));
+  v.packets.set(c.packets.subarray(from, to)); v.bytes.set(c.bytes.subarray(from, to));
+  v.sourceAddresses.set(c.sourceAddresses.subarray(from * a, to * a));
+  v.destinationAddresses.set(c.destinationAddresses.subarray(from * a, to * a));
+  v.sourcePorts.set(c.sourcePorts.subarray(from, to)); v.destinationPorts.set(c.destinationPorts.subarray(from, to));
+  v.ifindexes.set(c.ifindexes.subarray(from, to)); v.interfaces.set(c.interfaces.subarray(from, to));
+  v.protocols.set(c.protocols.subarray(from, to)); v.ipVersions.set(c.ipVersions.subarray(from, to));
+  v.points.set(c.points.subarray(from, to)); v.verdicts.set(c.verdicts.subarray(from, to));
+  v.verdictReasons.set(c.verdictReasons.subarray(from, to)); v.tcpFlags.set(c.tcpFlags.subarray(from, to));
+  v.localEndpoints.set(c.localEndpoints.subarray(from, to));
+  v.interfaceNames = c.interfaceNames;
+  v.localEndpointNames = c.localEndpointNames;
+  return v;
+}
+
 /** Bytes of column data per row (the typed arrays above). */
 export const ROW_BYTES = 4 * 8 + 2 * ADDRESS_WIDTH + 5 * 4 + 6;
 

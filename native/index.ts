@@ -97,6 +97,10 @@ export interface DrainResult {
 export interface DrainInto {
   keys: Buffer;
   values: Buffer;
+  /** Read only as many entries as these Buffers hold and leave the rest in the map (drain
+   * in pieces: call again until a drain returns fewer than they hold, or none). Without
+   * it, entries past their room go to a fresh pair. */
+  stopWhenFull?: boolean;
 }
 
 export interface BpfMap {

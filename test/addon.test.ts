@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import {
   addonPath, isBpfError, native, ringRecords,
-  type BpfError, type BpfObject, type LinkEvent, type RawPacket,
+  type BpfError, type BpfObject, type DrainResult, type LinkEvent, type RawPacket,
 } from "../native/index.js";
 import { repoRoot } from "../config/install.js";
 import { holdCensusLockForFile } from "./harness/census.js";
@@ -80,6 +80,25 @@ function frame(): Buffer {
   const f = Buffer.alloc(64);
   f.writeUInt16BE(0x0800, 12);
   return f;
+}
+
+/** Drained pieces of the fixture's `counts` map (u32 key → u64 value): together they hold
+ * keys 0..n-1, each exactly once, each with its value `valueOf(key)`. */
+function expectDrainedOnce(pieces: readonly DrainResult[], n: number, valueOf: (key: number) => number): void {
+  const seen = new Set<number>();
+  let total = 0;
+  for (const p of pieces) {
+    for (let i = 0; i < p.count; i++) {
+      const k = p.keys.readUInt32LE(i * 4);
+      expect(p.values.readBigUInt64LE(i * 8)).toBe(BigInt(valueOf(k)));
+      seen.add(k);
+    }
+    total += p.count;
+  }
+  expect(total).toBe(n);
+  expect(seen.size).toBe(n);
+  expect(Math.min(...seen)).toBe(0);
+  expect(Math.max(...seen)).toBe(n - 1);
 }
 
 function catchError(fn: () => unknown): BpfError {
@@ -237,16 +256,9 @@ describe("BpfMap", () => {
     const counts = openFixture(0, { counts: 8192 }).map("counts");
     for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i * 3));
     const res = counts.drain(batch);
-    expect(res.count).toBe(5000);
     expect(res.keys.length).toBe(5000 * 4);
     expect(res.values.length).toBe(5000 * 8);
-    const seen = new Set<number>();
-    for (let i = 0; i < res.count; i++) {
-      const k = res.keys.readUInt32LE(i * 4);
-      expect(res.values.readBigUInt64LE(i * 8)).toBe(BigInt(k * 3));
-      seen.add(k);
-    }
-    expect(seen.size).toBe(5000);
+    expectDrainedOnce([res], 5000, (k) => k * 3);
     expect(counts.dump().count).toBe(0);
     expect(counts.drain().count).toBe(0);
   });
@@ -265,13 +277,7 @@ describe("BpfMap", () => {
       expect(res.keys.byteOffset).toBe(into.keys.byteOffset);
       expect(res.values.buffer).toBe(into.values.buffer);
       expect(res.values.byteOffset).toBe(into.values.byteOffset);
-      const seen = new Set<number>();
-      for (let i = 0; i < res.count; i++) {
-        const k = res.keys.readUInt32LE(i * 4);
-        expect(res.values.readBigUInt64LE(i * 8)).toBe(BigInt(k * round));
-        seen.add(k);
-      }
-      expect(seen.size).toBe(5000);
+      expectDrainedOnce([res], 5000, (k) => k * round);
       expect(counts.dump().count).toBe(0);
     }
   });
@@ -281,15 +287,27 @@ describe("BpfMap", () => {
     for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i * 3));
     const into = { keys: Buffer.alloc(1000 * 4), values: Buffer.alloc(1000 * 8) };
     const res = counts.drain(64, into);
-    expect(res.count).toBe(5000);
     expect(res.keys.buffer).not.toBe(into.keys.buffer);
-    const seen = new Set<number>();
-    for (let i = 0; i < res.count; i++) {
-      const k = res.keys.readUInt32LE(i * 4);
-      expect(res.values.readBigUInt64LE(i * 8)).toBe(BigInt(k * 3));
-      seen.add(k);
+    expectDrainedOnce([res], 5000, (k) => k * 3);
+    expect(counts.dump().count).toBe(0);
+  });
+
+  it.each([1, 64, 4096])("drain into Buffers with stopWhenFull (batch %i) reads pieces in place, each entry exactly once", (batch) => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i * 3));
+    const into = { keys: Buffer.alloc(1000 * 4), values: Buffer.alloc(1000 * 8), stopWhenFull: true };
+    const pieces: { keys: Buffer; values: Buffer; count: number }[] = [];
+    for (;;) {
+      const res = counts.drain(batch, into);
+      expect(res.count).toBeLessThanOrEqual(1000);
+      expect(res.keys.buffer).toBe(into.keys.buffer);
+      // The next piece reuses the Buffers: keep a copy of this one.
+      pieces.push({ keys: Buffer.from(res.keys), values: Buffer.from(res.values), count: res.count });
+      if (res.count === 0) break;
     }
-    expect(seen.size).toBe(5000);
+    // A piece ends where the room does (or before a bucket that would not fit).
+    expect(pieces.length).toBeGreaterThanOrEqual(6);
+    expectDrainedOnce(pieces, 5000, (k) => k * 3);
     expect(counts.dump().count).toBe(0);
   });
 

@@ -14,6 +14,7 @@ import { Datapath } from "../agent/datapath.js";
 import { kernelSupport } from "../agent/kernel.js";
 import { listPodInterfaces, type PodInterface } from "../agent/interfaces.js";
 import { decodeFlowRecord, clockNow } from "../agent/records.js";
+import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import {
   NODE_IP, poll, sleep, TestNode, type AgentProcess, type Pod,
 } from "./harness/netns.js";
@@ -147,6 +148,46 @@ describe("loss accounting with a flow map too small for the traffic", () => {
     expect(metric(m, "bulkhead_agent_new_flows_total"), "new flows per flow record drained")
       .toBe(metric(m, "bulkhead_agent_flow_records_total"));
     expect(metric(m, "bulkhead_agent_new_flow_events_total")).toBe(0);
+  });
+});
+
+describe("the drain in pieces", () => {
+  it("hands on every entry of the idle flow map exactly once, in pieces of at most the size asked, and empties it", () => {
+    const dp = new Datapath({ objectPath: path.join(bpfObjectDir, "endpoint.bpf.o"), flowMapSize: 8192 });
+    try {
+      // The active map is flows_0 (a fresh datapath): the drain flips, then reads it.
+      const map = dp.object.map("flows_0");
+      const N = 5000;
+      for (let i = 0; i < N; i++) {
+        const key = Buffer.alloc(bh_flow_key.size), value = Buffer.alloc(bh_flow_value.size);
+        key.writeUInt32BE(0x0ac20001, bh_flow_key.src);
+        key.writeUInt32BE(0x0ac20002, bh_flow_key.dst);
+        key.writeUInt16LE(i, bh_flow_key.sport);
+        key.writeUInt16LE(9000, bh_flow_key.dport);
+        key.writeUInt32LE(5, bh_flow_key.ifindex);
+        key[bh_flow_key.proto] = UDP;
+        key[bh_flow_key.family] = 4;
+        value.writeBigUInt64LE(BigInt(i + 1), bh_flow_value.packets);
+        map.update(key, value);
+      }
+      const seen = new Map<number, bigint>();
+      const sizes: number[] = [];
+      const r = dp.drainPieces(300, (piece) => {
+        sizes.push(piece.count);
+        for (let i = 0; i < piece.count; i++) {
+          const sport = piece.keys.readUInt16LE(i * bh_flow_key.size + bh_flow_key.sport);
+          expect(seen.has(sport), `port ${sport} twice`).toBe(false);
+          seen.set(sport, piece.values.readBigUInt64LE(i * bh_flow_value.size + bh_flow_value.packets));
+        }
+      });
+      expect(r).toEqual({ count: N });
+      expect(seen.size).toBe(N);
+      for (const [sport, packets] of seen) expect(packets).toBe(BigInt(sport + 1));
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(300);
+      expect(map.dump().count).toBe(0);
+    } finally {
+      dp.close();
+    }
   });
 });
 

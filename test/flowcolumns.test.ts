@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import { ADDRESS_WIDTH, columnsFromRecords, recordAt, sliceColumns, type FlowColumns } from "../flowcolumns/columns.js";
-import { jsonLines } from "../flowcolumns/json.js";
+import { JsonLineWriter, jsonLines } from "../flowcolumns/json.js";
 import { ColumnsError, FIELD, decodeColumns, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
 import { decodeAgentRequest } from "../controlplane/agent-columns.js";
 import { toJsonLine } from "../agent/export/file.js";
@@ -119,6 +119,33 @@ describe("flow columns", () => {
     const tail: string[] = [];
     jsonLines(sliceColumns(columns, 490, 500), "node-7", (p) => tail.push(p));
     expect(tail.join("")).toBe(records.slice(490).map((r) => toJsonLine(r) + "\n").join(""));
+  });
+
+  it("write JSON lines into a reused buffer, a row at most once, for edge values (zero and > 2^53 counts, day ends, sequence 0)", () => {
+    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+    const edge = [
+      { packets: 0n, bytes: 0n, ms: Date.UTC(2026, 11, 31, 23, 59, 59, 999), sequence: 0n },
+      { packets: 2n ** 63n + 5n, bytes: 2n ** 53n + 1n, ms: Date.UTC(2027, 0, 1), sequence: 1n },
+      { packets: 0n, bytes: 7n, ms: Date.UTC(2024, 1, 29, 12, 0, 0, 5), sequence: 2n },
+      { packets: 1n, bytes: 0n, ms: 0, sequence: 3n },
+    ].map((e, i) => FlowRecord.fromPartial({ ...records[i], packets: e.packets, bytes: e.bytes, startTime: ts(e.ms),
+      endTime: ts(e.ms + 1), sequence: e.sequence }));
+    const all = [...edge, ...records.map((r, i) => ({ ...r, sequence: 4n + BigInt(i) }))];
+    const c = columnsFromRecords(all);
+    // A buffer that holds a few rows: the writer stops before a row that would not fit.
+    const w = new JsonLineWriter("node-7", 1);
+    const out: string[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    for (let i = 0; i < c.rows;) {
+      const r = w.encode(c, i);
+      expect(r.rows).toBeGreaterThan(0);
+      buffers.add(w.buffer.buffer);
+      out.push(w.buffer.toString("utf8", 0, r.bytes));
+      i += r.rows;
+    }
+    expect(out.length).toBeGreaterThan(1);
+    expect(buffers.size).toBe(1);
+    expect(out.join("")).toBe(all.map((r) => toJsonLine(r) + "\n").join(""));
   });
 
   it("carry only the dictionary entries a batch uses", () => {

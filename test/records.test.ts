@@ -1,9 +1,16 @@
 // Decoding of drained flow map entries (into columns, and the FlowRecord of a row), their
 // JSON export form, and their columns in the control-plane sink's outage buffer and on the wire.
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { FlowRecord as FlowRecordMessage, IpVersion, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
+import { columnsFromRecords, type FlowColumns as Columns } from "../flowcolumns/columns.js";
+import { waitFor } from "./harness/wait.js";
 import { decodeDrain, decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
 import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
-import { toJsonLine } from "../agent/export/file.js";
+import { FileSink, toJsonLine } from "../agent/export/file.js";
 import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeRecords } from "../agent/export/record-buffer.js";
 import { ConnectRequest, FlowColumns } from "../proto/gen/bulkhead/v1/agent.js";
 import { ROW_BYTES, allocColumns, recordAt } from "../flowcolumns/columns.js";
@@ -204,5 +211,86 @@ describe("flow records", () => {
     expect(failures).toEqual([err]);
     // Nothing taken, nothing to keep: the error is thrown as before.
     expect(() => drainKept({ drain: () => { throw new Error("map flows_0 is gone"); } }, [])).toThrow("map flows_0 is gone");
+  });
+});
+
+/** `rows` UDP records numbered from `first` (the agent's sequence), as one drain's columns. */
+function piece(first: number, rows: number): Columns {
+  return columnsFromRecords(Array.from({ length: rows }, (_, i) => FlowRecordMessage.fromPartial({
+    startTime: { seconds: 1_700_000_000n, nanos: 0 }, endTime: { seconds: 1_700_000_001n, nanos: 0 }, node: "node-1",
+    point: ObservationPoint.OBSERVATION_POINT_FROM_POD, interface: "lxc1", ifindex: 7,
+    ip: { source: "10.0.0.1", destination: "10.0.0.2", version: IpVersion.IP_VERSION_IPV4 },
+    l4: { protocol: 17, protocolName: "UDP", sourcePort: 1 + ((first + i) % 60000), destinationPort: 53 },
+    packets: 1n, bytes: 60n, sequence: BigInt(first + i),
+  })));
+}
+
+describe("the JSON-lines export, its reader slower than the drains", () => {
+  const PIECES = 100, ROWS = 1000; // 100,000 records, ~30 MB of text, 9 MB of columns
+  const CAPACITY = 256 * 1024; // ~2,800 records of columns
+  let dir = "";
+  let reader: ChildProcess | undefined;
+  afterEach(() => {
+    reader?.kill("SIGKILL");
+    reader = undefined;
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A FIFO whose reader (cat, into `read.jsonl`) has it open, and a sink writing to it. */
+  async function slowReader() {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-export-"));
+    const fifo = path.join(dir, "export.fifo"), out = path.join(dir, "read.jsonl");
+    execFileSync("mkfifo", [fifo]);
+    const r = spawn("sh", ["-c", 'exec cat "$0" > "$1"', fifo, out], { stdio: "ignore" });
+    reader = r;
+    const counts = { written: 0, queueFull: 0, error: 0 };
+    const sink = new FileSink(fifo, "node-1", CAPACITY, {
+      written: (n) => { counts.written += n; },
+      lost: (cause, n) => { if (cause === "export_queue_full") counts.queueFull += n; else counts.error += n; },
+      failed: () => undefined,
+    });
+    sink.push(piece(1, 10));
+    // The first lines written: the reader has the FIFO open (the sink's open waited for it).
+    await waitFor(() => counts.written, (n) => n === 10, 15_000, "the first 10 records written to the FIFO");
+    return { sink, counts, out, reader: r };
+  }
+
+  it("holds at most its byte bound, drops the oldest (counted), and writes the rest once, in order: written + dropped = drained", async () => {
+    const { sink, counts, out, reader: r } = await slowReader();
+    r.kill("SIGSTOP"); // the reader stops reading: the pipe fills, the write waits
+    let maxHeld = 0;
+    for (let p = 0; p < PIECES; p++) {
+      sink.push(piece(11 + p * ROWS, ROWS));
+      maxHeld = Math.max(maxHeld, sink.heldBytes);
+    }
+    expect(maxHeld).toBeLessThanOrEqual(CAPACITY);
+    expect(counts.queueFull).toBeGreaterThan(PIECES * ROWS - 20_000);
+    r.kill("SIGCONT");
+    expect(await sink.close(30_000)).toBe(0);
+    await new Promise((resolve) => (r.exitCode !== null ? resolve(null) : r.once("exit", resolve)));
+    const total = 10 + PIECES * ROWS;
+    expect(counts.written + counts.queueFull).toBe(total);
+    expect(counts.error).toBe(0);
+    const lines = fs.readFileSync(out, "utf8").split("\n").filter((l) => l !== "");
+    expect(lines).toHaveLength(counts.written);
+    const seqs = lines.map((l) => Number((JSON.parse(l) as { sequence: string }).sequence));
+    for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBeGreaterThan(seqs[i - 1]!);
+    // The oldest dropped, the newest kept.
+    expect(seqs.at(-1)).toBe(total);
+  });
+
+  it("a reader that never reads again: close gives up after its timeout and counts what it gave up, none lost uncounted", async () => {
+    const { sink, counts, reader: r } = await slowReader();
+    r.kill("SIGSTOP");
+    for (let p = 0; p < PIECES; p++) sink.push(piece(11 + p * ROWS, ROWS));
+    const givenUp = await sink.close(300);
+    expect(givenUp).toBeGreaterThan(0);
+    expect(counts.written + counts.queueFull + givenUp).toBe(10 + PIECES * ROWS);
+    // The reader goes: the write that waited fails, and is not counted a second time.
+    r.kill("SIGKILL");
+    await new Promise((resolve) => (r.exitCode !== null || r.signalCode !== null ? resolve(null) : r.once("exit", resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(counts.written + counts.queueFull + givenUp).toBe(10 + PIECES * ROWS);
+    expect(counts.error).toBe(0);
   });
 });

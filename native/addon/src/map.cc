@@ -177,6 +177,8 @@ Napi::Value BpfMapWrap::Batch(const Napi::CallbackInfo& info, bool andDelete) {
     spec.keysIntoBytes = k.Length();
     spec.valuesInto = v.Data();
     spec.valuesIntoBytes = v.Length();
+    Napi::Value stop = into.Get("stopWhenFull");
+    spec.stopWhenFull = stop.IsBoolean() && stop.As<Napi::Boolean>().Value();
   }
   return BatchToJs(env, ReadBatches(spec), op, name_, into);
 }

@@ -69,7 +69,10 @@ BatchResult ReadBatches(const BatchSpec& spec) {
     uint32_t ask = batch;
     uint8_t* keysDst;
     uint8_t* valuesDst;
-    if (out.inPlace && room - out.count == 0) spill();
+    if (out.inPlace && room - out.count == 0) {
+      if (spec.stopWhenFull) return out;
+      spill();
+    }
     if (out.inPlace) {
       ask = static_cast<uint32_t>(std::min<size_t>(batch, room - out.count));
       keysDst = spec.keysInto + size_t(out.count) * spec.keySize;
@@ -91,6 +94,8 @@ BatchResult ReadBatches(const BatchSpec& spec) {
     if (err == ENOSPC && count == 0) {
       // Nothing was copied or deleted: the same position is read again with more room.
       if (ask < batch) {
+        // A bucket larger than the room left: a piece ends before it (a later call reads it).
+        if (spec.stopWhenFull && out.count > 0) return out;
         spill();
         continue;
       }

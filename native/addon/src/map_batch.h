@@ -21,6 +21,10 @@ struct BatchSpec {
   size_t keysIntoBytes = 0;
   uint8_t* valuesInto = nullptr;
   size_t valuesIntoBytes = 0;
+  // Read only what fits in the caller's buffers and leave the rest in the map (a drain in
+  // pieces: the caller decodes one piece, then drains again, so it never holds a full
+  // map's worth). Only when the first bucket alone does not fit do the vectors take over.
+  bool stopWhenFull = false;
 };
 
 struct BatchResult {
