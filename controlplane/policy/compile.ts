@@ -17,7 +17,7 @@
 // only the identities whose rules may have changed (subjects of a changed policy, or of
 // a policy whose peers gained or lost an identity) get their rules recomputed.
 import { hostPrefix, parseIpPrefix, type IpPrefix } from "../../addresses/prefix.js";
-import type { Namespace, Pod, Protocol } from "../metadata/objects.js";
+import { PROTOCOLS, type Namespace, type Pod, type Protocol } from "../metadata/objects.js";
 import type { PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
 import {
   PolicyDirection,
@@ -1305,8 +1305,6 @@ function hostOrRange(kind: "host" | "range" | "service", blocks: Set<string>, te
 
 export { protocolOf };
 
-const PROTOCOL_TEXTS: readonly string[] = ["TCP", "UDP", "SCTP"] satisfies Protocol[];
-
 /**
  * attribution()'s cache key for a protocol and port: a protocol number (0-255) or name
  * (256 and up) times 65,536 plus the port; -1 (not cached) for anything else.
@@ -1317,7 +1315,7 @@ function attributionService(protocol: Protocol | number, port: number): number {
     if (!Number.isInteger(protocol) || protocol < 0 || protocol > 255) return -1;
     p = protocol;
   } else {
-    const i = PROTOCOL_TEXTS.indexOf(protocol);
+    const i = PROTOCOLS.indexOf(protocol);
     if (i < 0) return -1;
     p = 256 + i;
   }
