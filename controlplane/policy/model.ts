@@ -39,6 +39,7 @@ import type {
   Protocol,
   Service,
 } from "../metadata/objects.js";
+import { PROTOCOLS } from "../metadata/objects.js";
 import { describeValue, fieldPath } from "../../fields/reader.js";
 import type { ClusterState } from "../cluster/state.js";
 import { compileLabelSelector, labelSelectorProblems, type Labels, type SelectorMatcher } from "./selector.js";
@@ -142,8 +143,6 @@ function isPort(value: unknown): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= 65535;
 }
 
-const PROTOCOL_NAMES: readonly string[] = ["TCP", "UDP", "SCTP"];
-
 /** Validates and normalizes one policy; the problems name each bad field. */
 /**
  * A policy as the engines read it, or what is wrong with it and, for a policy that names
@@ -232,8 +231,8 @@ export function normalizePolicy(policy: NetworkPolicy, selectors?: Map<string, S
       return undefined;
     }
     const protocol = port.protocol ?? "TCP";
-    if (!PROTOCOL_NAMES.includes(protocol)) {
-      fail(fieldPath(field, "protocol"), `expected one of TCP, UDP, SCTP, got ${describeValue(protocol)}`);
+    if (!(PROTOCOLS as readonly string[]).includes(protocol)) {
+      fail(fieldPath(field, "protocol"), `expected one of ${PROTOCOLS.join(", ")}, got ${describeValue(protocol)}`);
       return undefined;
     }
     const value = port.port ?? undefined;

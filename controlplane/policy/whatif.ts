@@ -36,6 +36,7 @@ import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
 import { type IpBlockRange, PolicyModel, PolicySet, protocolOf, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
 import { ipWords } from "../../addresses/prefix.js";
 import { TupleTable } from "./tuple-table.js";
+import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 
 export type { Outcome } from "./explain.js";
 
@@ -144,7 +145,6 @@ interface Group {
 }
 
 const COLLATOR = new Intl.Collator();
-const PROTOCOL_NAMES: Record<number, string> = { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" };
 
 function labelsKey(labels: Record<string, string>): string {
   const keys = Object.keys(labels).sort();
