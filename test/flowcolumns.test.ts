@@ -3,7 +3,9 @@
 // batch and the column: each kind of damage by hand, then random mutations of valid
 // batches (a fuzz, pure TypeScript, no kernel).
 import { describe, expect, it } from "vitest";
-import { FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import {
+  Endpoint, FlowRecord, IpVersion, Layer3, Layer4, ObservationPoint, PolicyAttribution, ReporterSide, TcpFlags, Verdict, VerdictReason,
+} from "../proto/gen/bulkhead/v1/flow.js";
 import { ADDRESS_WIDTH, columnsFromRecords, recordAt, sliceColumns, type FlowColumns } from "../flowcolumns/columns.js";
 import { JsonLineWriter, jsonLines } from "../flowcolumns/json.js";
 import { ColumnsError, FIELD, decodeColumns, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
@@ -37,7 +39,7 @@ function variedRecords(n: number, seed = 1): FlowRecord[] {
       l4: {
         protocol: proto, protocolName: { 1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP" }[proto] ?? "",
         sourcePort: isIcmp ? 0 : int(65536), destinationPort: isIcmp ? 0 : int(65536),
-        tcpFlags: proto === 6 ? { fin: r() < 0.5, syn: r() < 0.5, rst: false, psh: r() < 0.5, ack: true, urg: false, ece: false, cwr: r() < 0.1 } : undefined,
+        tcpFlags: proto === 6 ? { fin: r() < 0.5, syn: r() < 0.5, rst: r() < 0.1, psh: r() < 0.5, ack: true, urg: r() < 0.1, ece: r() < 0.1, cwr: r() < 0.1 } : undefined,
         icmpType: isIcmp ? int(256) : 0, icmpCode: isIcmp ? int(16) : 0,
       },
       packets: BigInt(int(2 ** 31)) * BigInt(1 + int(2 ** 20)), bytes: BigInt(int(2 ** 31)),
@@ -48,6 +50,44 @@ function variedRecords(n: number, seed = 1): FlowRecord[] {
     });
   });
 }
+
+/** The fields of FlowRecord's message fields, by their own types (a new message field must be added here). */
+const MESSAGE_FIELDS: Record<string, () => object> = {
+  startTime: () => ({}), endTime: () => ({}), // written as one RFC 3339 string each
+  ip: () => Layer3.fromPartial({}), l4: () => Layer4.fromPartial({}), "l4.tcpFlags": () => TcpFlags.fromPartial({}),
+  source: () => Endpoint.fromPartial({}), destination: () => Endpoint.fromPartial({}), attribution: () => PolicyAttribution.fromPartial({}),
+};
+
+/** Every JSON path of a FlowRecord ("l4.tcpFlags.syn"), from ts-proto's own defaults. */
+function flowRecordPaths(): string[] {
+  const paths: string[] = [];
+  const walk = (fields: object, prefix: string) => {
+    for (const [name, value] of Object.entries(fields)) {
+      const path = prefix + name;
+      const nested = MESSAGE_FIELDS[path];
+      if (nested === undefined && value === undefined) throw new Error(`FlowRecord field ${path} is a message: add its type to MESSAGE_FIELDS`);
+      const inner = nested?.();
+      if (inner === undefined || Object.keys(inner).length === 0) paths.push(path);
+      else walk(inner, path + ".");
+    }
+  };
+  walk(FlowRecord.fromPartial({}), "");
+  return paths.sort();
+}
+
+/** The JSON paths a record's proto3 JSON sets (defaults are left out of it). */
+function setPaths(json: unknown, prefix = "", into = new Set<string>()): Set<string> {
+  for (const [name, value] of Object.entries(json as object)) {
+    if (typeof value === "object" && value !== null && !Array.isArray(value) && prefix + name !== "source.labels" && prefix + name !== "destination.labels") {
+      setPaths(value, prefix + name + ".", into);
+    } else into.add(prefix + name);
+  }
+  return into;
+}
+
+/** What the control plane adds to a record and the agent's columns do not carry. */
+const CONTROL_PLANE_ONLY = ["attribution", ...["source", "destination"].flatMap((end) =>
+  ["labels", "workloadKind", "workloadName", "node", "service", "world"].map((f) => `${end}.${f}`))];
 
 /** The FlowColumns bytes the agent sends (what ConnectRequest.columns holds). */
 function batchBytes(c: FlowColumns, batchId = 9n): Uint8Array {
@@ -108,6 +148,15 @@ describe("flow columns", () => {
     const decoded = decodeColumns(batchBytes(columns));
     expect(decoded.batchId).toBe(9n);
     expect(Array.from({ length: records.length }, (_, i) => recordAt(decoded.columns, i, "node-7"))).toEqual(records);
+  });
+
+  it("are tested with records that set every field the agent's columns carry, so the JSON writer is held to each", () => {
+    // flowcolumns/json.ts writes each field by hand next to ts-proto's toJSON; a field added
+    // to FlowRecord fails here until these records set it (or it is named control-plane only).
+    const seen = new Set<string>();
+    for (const r of records) setPaths(FlowRecord.toJSON(r), "", seen);
+    const carried = flowRecordPaths().filter((p) => !CONTROL_PLANE_ONLY.some((c) => p === c || p.startsWith(c + ".")));
+    expect([...seen].sort()).toEqual(carried);
   });
 
   it("write JSON lines equal to each record's proto3 JSON, without building the records", () => {
