@@ -19,6 +19,8 @@
 //
 // Run as root after `npx tsc -p .`:  node dist/bench/enforce-cost.js
 //   [--object FILE]   another endpoint.bpf.o (e.g. an older build, for a before/after pair)
+//   [--reference FILE] another reference.bpf.o (program `reference`, map `ref_flows`), to
+//                     see how the ratios move with what the baseline does
 //   [--phases a,b,c]  only these phases (by letter: a b b' c c'), for experiments
 //   [--rounds N]      rounds per phase (default 5)
 //   [--events]        load it with new-flow events on (what the agent did before it counted
@@ -40,7 +42,7 @@ import {
 } from "./testbed.js";
 
 const args = parseArgs({ options: {
-  object: { type: "string" }, phases: { type: "string" }, rounds: { type: "string", default: "5" },
+  object: { type: "string" }, reference: { type: "string" }, phases: { type: "string" }, rounds: { type: "string", default: "5" },
   events: { type: "boolean", default: false },
 } }).values;
 const ROUNDS = Number(args.rounds);
@@ -190,7 +192,7 @@ async function main(): Promise<number> {
   const datapath = new Datapath({ objectPath: args.object ?? path.join(bpfObjectDir, "endpoint.bpf.o"), flowMapSize: 65536,
     emitNewFlowEvents: args.events });
   onCleanup("close endpoint.bpf.o", () => datapath.close());
-  const reference = addon.openObject(path.join(bpfObjectDir, "reference.bpf.o"));
+  const reference = addon.openObject(args.reference ?? path.join(bpfObjectDir, "reference.bpf.o"));
   onCleanup("close reference.bpf.o", () => reference.close());
   // Consume new-flow events (if on) as the agent does (woken past a fill level, read at every drain).
   let events = 0;
