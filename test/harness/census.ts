@@ -4,13 +4,34 @@
 // files, which run beside the kernel project (vitest.config.ts), hold it while they have
 // programs or links loaded. So a census never sees another file's programs come or go.
 import { spawn } from "node:child_process";
-import { afterAll, beforeAll } from "vitest";
+import { readFileSync, writeFileSync } from "node:fs";
+import { afterAll, beforeAll, expect } from "vitest";
 import os from "node:os";
 import path from "node:path";
 
 export const CENSUS_LOCK = path.join(os.tmpdir(), "bulkhead-bpf-census.lock");
 /** The longest a file waits for the lock: another file's whole run on a loaded machine. */
 export const CENSUS_WAIT_MS = 240_000;
+
+/** Writes who holds the lock into the lock file (flock ignores the content), so that a file
+ * that waited too long can say whom it waited for. Only a diagnostic: a file it cannot write
+ * leaves the lock as it is. */
+function recordHolder(): void {
+  const file = expect.getState().testPath ?? process.argv[1] ?? "?";
+  try {
+    writeFileSync(CENSUS_LOCK, `${path.relative(process.cwd(), file)} (pid ${process.pid}) since ${new Date().toISOString()}\n`);
+  } catch {
+    // the error message then says "held by unknown"
+  }
+}
+
+function lastHolder(): string {
+  try {
+    return readFileSync(CENSUS_LOCK, "utf8").trim() || "unknown";
+  } catch {
+    return "unknown";
+  }
+}
 
 /**
  * Waits until this process holds the census lock (at most `timeoutMs`) and returns its
@@ -27,7 +48,8 @@ export async function holdCensusLock(timeoutMs = CENSUS_WAIT_MS): Promise<() => 
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`the BPF census lock ${CENSUS_LOCK} was not free within ${timeoutMs} ms`));
+      reject(new Error(`the BPF census lock ${CENSUS_LOCK} (test/harness/census.ts) was not free within ${timeoutMs} ms; `
+        + `held by ${lastHolder()}`));
     }, timeoutMs);
     child.stdout.once("data", () => { clearTimeout(timer); resolve(); });
     child.once("exit", (code) => {
@@ -36,6 +58,7 @@ export async function holdCensusLock(timeoutMs = CENSUS_WAIT_MS): Promise<() => 
     });
     child.once("error", (err) => { clearTimeout(timer); reject(err); });
   });
+  recordHolder();
   return async () => {
     child.stdin.end();
     await exited;
