@@ -21,6 +21,11 @@ import {
 import { netnsEnterArgv, run } from "../lab/netns.js";
 import { metric, type Metrics } from "../lab/prometheus.js";
 import { cliMain } from "../config/install.js";
+import { holdCensusLockForFile } from "./harness/census.js";
+
+// kernel-own (vitest.config.ts): beside the kernel project, so the file holds the BPF census
+// lock (harness/census.ts) while its programs and links exist, which is all along.
+holdCensusLockForFile();
 
 const workDir = mkdtempSync(path.join(os.tmpdir(), "bhagt-test-"));
 afterAll(() => rmSync(workDir, { recursive: true, force: true }));
