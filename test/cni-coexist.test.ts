@@ -24,8 +24,13 @@ import { ECHO_SERVER_JS } from "./harness/echo-server.js";
 import { podsSnapshot, rule } from "./harness/snapshot.js";
 import { NODE_IP, TestNode, type Pod } from "./harness/netns.js";
 import type { Spawned } from "./harness/process.js";
+import { holdCensusLockForFile } from "./harness/census.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
+
+// kernel-own (vitest.config.ts): beside the kernel project, so the file holds the BPF census
+// lock (harness/census.ts) while its programs and links exist, which is all along.
+holdCensusLockForFile();
 
 const OBJECT = path.join(bpfObjectDir, "endpoint.bpf.o");
 const CNI_SOURCE = path.join(repoRoot, "test", "fixtures", "cni_standin.bpf.c");

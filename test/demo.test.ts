@@ -294,11 +294,18 @@ describe("the demo lab", () => {
     const links = () => JSON.parse(execFileSync("bpftool", ["-j", "link", "show"], { encoding: "utf8" })) as { id: number }[];
     expect(agentLinks.length).toBeGreaterThanOrEqual(20); // from_pod and to_pod on each of the 10 pods' veths
     expect(links().filter((l) => agentLinks.includes(l.id)).length).toBe(agentLinks.length);
+    // The lab's namespaces by inode: a process left behind keeps its namespace after `netns
+    // del`. Agents and probes of the kernel-own files beside (vitest.config.ts) run the same
+    // CLI, in namespaces of their own.
+    const labNets = new Set((await listNetns()).filter((n) => n.startsWith("bh-")).map((n) => `net:[${fs.statSync(`/run/netns/${n}`).ino}]`));
+    const netOf = (pid: string) => { try { return fs.readlinkSync(`/proc/${pid}/ns/net`); } catch { return ""; } };
     await lab.down();
     lab = undefined;
     expect((await listNetns()).filter((n) => n.startsWith("bh-"))).toEqual([]);
     expect(pids.filter((pid) => processAlive(pid))).toEqual([]);
-    const apps = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(`${cliMain} probe`) || l.includes(`${cliMain} agent`) || l.includes(`${cliMain} lab supervise`));
+    const apps = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" }).split("\n")
+      .filter((l) => l.includes(`${cliMain} probe`) || l.includes(`${cliMain} agent`) || l.includes(`${cliMain} lab supervise`))
+      .filter((l) => l.includes(`--state-dir ${stateDir}`) || labNets.has(netOf(l.trim().split(" ")[0] ?? "")));
     expect(apps).toEqual([]);
     const left = new Set(links().map((l) => l.id));
     expect(agentLinks.filter((id) => left.has(id))).toEqual([]);

@@ -39,8 +39,13 @@ import { netnsExecArgv, run } from "../lab/netns.js";
 import { poll, sleep } from "./harness/netns.js";
 import type { Spawned } from "./harness/process.js";
 import { Testbed, type BedPod, type TestbedSpec } from "./harness/testbed.js";
+import { holdCensusLockForFile } from "./harness/census.js";
 
 vi.setConfig({ testTimeout: 30_000, hookTimeout: 60_000 });
+
+// kernel-own (vitest.config.ts): beside the kernel project, so the file holds the BPF census
+// lock (harness/census.ts) while its programs and links exist, which is all along.
+holdCensusLockForFile();
 
 const OBJECT = path.join(bpfObjectDir, "endpoint.bpf.o");
 const PREFIX = `bhfc-${process.pid}`;

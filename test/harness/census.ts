@@ -4,13 +4,57 @@
 // files, which run beside the kernel project (vitest.config.ts), hold it while they have
 // programs or links loaded. So a census never sees another file's programs come or go.
 import { spawn } from "node:child_process";
-import { afterAll, beforeAll } from "vitest";
+import { readFileSync, writeFileSync } from "node:fs";
+import { afterAll, beforeAll, expect } from "vitest";
 import os from "node:os";
 import path from "node:path";
+import { native } from "../../native/index.js";
 
 export const CENSUS_LOCK = path.join(os.tmpdir(), "bulkhead-bpf-census.lock");
 /** The longest a file waits for the lock: another file's whole run on a loaded machine. */
 export const CENSUS_WAIT_MS = 240_000;
+
+/** How long a holder's release waits for the kernel to free the programs and links made
+ * while it held the lock (an RCU grace period after their last fd or pin went; seconds on
+ * a loaded machine, where capture once counted two of enforce's programs still there). */
+const FREED_WAIT_MS = 15_000;
+
+/** The machine's BPF programs and links ("p<id>", "l<id>"). */
+function bpfObjects(): Set<string> {
+  const ids = native().kernelObjectIds();
+  return new Set([...ids.programs.map((id) => `p${id}`), ...ids.links.map((id) => `l${id}`)]);
+}
+
+/** Waits until no program or link remains that was not there at `before`; returns those
+ * still there after FREED_WAIT_MS. */
+async function waitUntilFreed(before: Set<string>): Promise<string[]> {
+  const deadline = Date.now() + FREED_WAIT_MS;
+  for (;;) {
+    const left = [...bpfObjects()].filter((id) => !before.has(id));
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Writes who holds the lock into the lock file (flock ignores the content), so that a file
+ * that waited too long can say whom it waited for. Only a diagnostic: a file it cannot write
+ * leaves the lock as it is. */
+function recordHolder(): void {
+  const file = expect.getState().testPath ?? process.argv[1] ?? "?";
+  try {
+    writeFileSync(CENSUS_LOCK, `${path.relative(process.cwd(), file)} (pid ${process.pid}) since ${new Date().toISOString()}\n`);
+  } catch {
+    // the error message then says "held by unknown"
+  }
+}
+
+function lastHolder(): string {
+  try {
+    return readFileSync(CENSUS_LOCK, "utf8").trim() || "unknown";
+  } catch {
+    return "unknown";
+  }
+}
 
 /**
  * Waits until this process holds the census lock (at most `timeoutMs`) and returns its
@@ -27,7 +71,8 @@ export async function holdCensusLock(timeoutMs = CENSUS_WAIT_MS): Promise<() => 
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`the BPF census lock ${CENSUS_LOCK} was not free within ${timeoutMs} ms`));
+      reject(new Error(`the BPF census lock ${CENSUS_LOCK} (test/harness/census.ts) was not free within ${timeoutMs} ms; `
+        + `held by ${lastHolder()}`));
     }, timeoutMs);
     child.stdout.once("data", () => { clearTimeout(timer); resolve(); });
     child.once("exit", (code) => {
@@ -36,9 +81,19 @@ export async function holdCensusLock(timeoutMs = CENSUS_WAIT_MS): Promise<() => 
     });
     child.once("error", (err) => { clearTimeout(timer); reject(err); });
   });
+  recordHolder();
+  const before = bpfObjects();
   return async () => {
+    // The next census must not see this holder's programs and links go: the lock goes once
+    // the kernel has freed them. One still there is a leak (or another process's that
+    // ignored the lock), named after the lock is released.
+    const left = await waitUntilFreed(before);
     child.stdin.end();
     await exited;
+    if (left.length > 0) {
+      throw new Error(`BPF programs (p) and links (l) made while holding the census lock still there ${FREED_WAIT_MS} ms `
+        + `after its release began: ${left.join(", ")}`);
+    }
   };
 }
 
