@@ -82,43 +82,67 @@ export interface Pod {
   /** Host-side veth, in the node's namespace: where the agent attaches. */
   hostVeth: string;
   ip: string;
+  /** Date.now() just before its veth was made. */
+  createdAt?: number;
 }
 
 /** One node namespace with pods on veths (IPv4 only: IPv6 is disabled everywhere so that
  * no neighbour discovery or MLD adds packets; neighbours are permanent, so no ARP either). */
 export class Node {
+  /** Pod i gets address .i+2 and MACs ending in i+2 (at most 250 pods over a run). */
+  private nextPod = 0;
+
   private constructor(readonly name: string, readonly netns: string, readonly pods: Pod[]) {}
 
   static async create(name: string, podNames: readonly string[]): Promise<Node> {
     const netns = `${NETNS_PREFIX}${name}`;
-    const pods = podNames.map((p, i): Pod => ({
-      name: p, netns: `${netns}-${p}`, hostVeth: `bhb${name}-${p}`.slice(0, 15), ip: `${POD_SUBNET}.${i + 2}`,
-    }));
-    const node = new Node(name, netns, pods);
-    removeNamespaces([netns, ...pods.map((p) => p.netns)]); // a crashed earlier run's
+    const node = new Node(name, netns, []);
+    removeNamespaces([netns, ...podNames.map((p) => `${netns}-${p}`)]); // a crashed earlier run's
     onCleanup(`remove netns ${netns} and its pods`, () => node.destroy());
 
-    const noV6 = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"];
     await run(["ip", "netns", "add", netns]);
-    await sysctl(netns, [...noV6, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+    await sysctl(netns, [...NO_IPV6, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
       "net.ipv4.conf.default.rp_filter=0"]);
     const nodeLines = ["link set lo up", `route add blackhole ${BLACKHOLE_CIDR}`];
-    for (const [i, pod] of pods.entries()) {
-      const hostMac = `02:bb:00:00:01:${(i + 2).toString(16).padStart(2, "0")}`;
-      const podMac = `02:aa:00:00:01:${(i + 2).toString(16).padStart(2, "0")}`;
-      await run(["ip", "netns", "add", pod.netns]);
-      await sysctl(pod.netns, noV6);
-      await run(["ip", "link", "add", pod.hostVeth, "netns", netns, "address", hostMac, "type", "veth",
-        "peer", "name", "eth0", "netns", pod.netns, "address", podMac]);
-      nodeLines.push(`link set ${pod.hostVeth} up`, `addr add ${GATEWAY}/32 dev ${pod.hostVeth}`,
-        `route add ${pod.ip}/32 dev ${pod.hostVeth}`,
-        `neigh replace ${pod.ip} lladdr ${podMac} dev ${pod.hostVeth} nud permanent`);
-      await ipBatch(pod.netns, ["link set lo up", "link set eth0 up", `addr add ${pod.ip}/32 dev eth0`,
-        `route add ${GATEWAY}/32 dev eth0`, `route add default via ${GATEWAY} dev eth0`,
-        `neigh replace ${GATEWAY} lladdr ${hostMac} dev eth0 nud permanent`]);
-    }
+    for (const p of podNames) nodeLines.push(...await node.podLinks(p));
     await ipBatch(netns, nodeLines);
     return node;
+  }
+
+  /** A pod added to the running node (its host veth appears as a CNI ADD makes it); its
+   * addresses are the next free ones. */
+  async addPod(name: string): Promise<Pod> {
+    removeNamespaces([`${this.netns}-${name}`]);
+    await ipBatch(this.netns, await this.podLinks(name));
+    return this.pod(name);
+  }
+
+  /** What a CNI DEL does: the host veth goes (its peer with it), then the pod's namespace. */
+  async removePod(pod: Pod): Promise<void> {
+    await run(["ip", "-n", this.netns, "link", "del", pod.hostVeth]);
+    removeNamespaces([pod.netns]);
+    this.pods.splice(this.pods.indexOf(pod), 1);
+  }
+
+  /** Makes pod `name`'s namespace and veth and returns the node's `ip` lines for its host end. */
+  private async podLinks(name: string): Promise<string[]> {
+    const i = this.nextPod++;
+    if (i >= 250) throw new Error(`node ${this.name}: at most 250 pods over a run`);
+    const pod: Pod = { name, netns: `${this.netns}-${name}`, hostVeth: `bhb${this.name}-${name}`.slice(0, 15), ip: `${POD_SUBNET}.${i + 2}` };
+    const hostMac = `02:bb:00:00:01:${(i + 2).toString(16).padStart(2, "0")}`;
+    const podMac = `02:aa:00:00:01:${(i + 2).toString(16).padStart(2, "0")}`;
+    this.pods.push(pod);
+    await run(["ip", "netns", "add", pod.netns]);
+    await sysctl(pod.netns, NO_IPV6);
+    pod.createdAt = Date.now();
+    await run(["ip", "link", "add", pod.hostVeth, "netns", this.netns, "address", hostMac, "type", "veth",
+      "peer", "name", "eth0", "netns", pod.netns, "address", podMac]);
+    await ipBatch(pod.netns, ["link set lo up", "link set eth0 up", `addr add ${pod.ip}/32 dev eth0`,
+      `route add ${GATEWAY}/32 dev eth0`, `route add default via ${GATEWAY} dev eth0`,
+      `neigh replace ${GATEWAY} lladdr ${hostMac} dev eth0 nud permanent`]);
+    return [`link set ${pod.hostVeth} up`, `addr add ${GATEWAY}/32 dev ${pod.hostVeth}`,
+      `route add ${pod.ip}/32 dev ${pod.hostVeth}`,
+      `neigh replace ${pod.ip} lladdr ${podMac} dev ${pod.hostVeth} nud permanent`];
   }
 
   pod(name: string): Pod {
@@ -161,6 +185,8 @@ export class Node {
     removeNamespaces([...this.pods.map((p) => p.netns), this.netns]);
   }
 }
+
+const NO_IPV6 = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"];
 
 async function sysctl(netns: string, settings: readonly string[]): Promise<void> {
   await run(netnsExecArgv(netns, ["sysctl", "-q", "-w", ...settings]));
