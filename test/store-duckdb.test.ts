@@ -347,7 +347,7 @@ describe("DuckDB flow store", () => {
     const cases: [string, StoredBatch, RegExp][] = [
       ["a record's source port", { node: "n", instanceId: "r", batchId: 1n, records: records(10, T0, 1).map((r, i) => (i === 3 ? { ...r, l4: { ...r.l4!, sourcePort: 70000 } } : r)) },
         /sport 70000 does not fit the store's 16-bit field \(0–65535\)/],
-      ["a record's point", { node: "n", instanceId: "r", batchId: 1n, records: records(10, T0, 1).map((r, i) => (i === 3 ? { ...r, point: 16 } : r)) },
+      ["a record's point", { node: "n", instanceId: "r", batchId: 1n, records: records(10, T0, 1).map((r, i) => (i === 3 ? { ...r, point: 16 as ObservationPoint } : r)) },
         /point 16 does not fit the store's 4-bit field/],
       ["a row's port", { node: "n", instanceId: "c", batchId: 1n, columns: columnsWith((b) => { b.columns.protocols[2] = 6; b.columns.destinationPorts[2] = 65536; }) },
         /dport 65536 does not fit the store's 16-bit field/],
