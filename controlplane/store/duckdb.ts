@@ -101,8 +101,8 @@ interface FieldSpec { readonly name: PackedField; readonly bits: number; readonl
 
 /**
  * Every packed field's spec. pack and unpack run per row and take the spec, not the
- * name: a lookup by name in one shared function sees every name at one site (a
- * megamorphic keyed load), which doubled the JavaScript cost of filling a row.
+ * name: looked up by name inside them (one lookup site for twelve names), filling a row
+ * cost twice the JavaScript time (bench/README.md history-store).
  */
 const F = Object.fromEntries(Object.entries(PACK).map(([name, [, shift, bits]]) =>
   [name, { name, bits, mul: 2 ** shift, limit: 2 ** bits }])) as { readonly [K in PackedField]: FieldSpec };
