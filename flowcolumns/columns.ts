@@ -154,6 +154,11 @@ export function tcpFlagsFromByte(b: number): TcpFlags {
   };
 }
 
+/** The flags byte of a record's TCP flags (tcpFlagsFromByte's inverse). */
+export function tcpFlagsByte(f: TcpFlags): number {
+  return (+f.fin) | (+f.syn << 1) | (+f.rst << 2) | (+f.psh << 3) | (+f.ack << 4) | (+f.urg << 5) | (+f.ece << 6) | (+f.cwr << 7);
+}
+
 /** The text form of the address at row `i` of an address column (IPv4 from its mapped form when `version` is 4). */
 export function formatAddress(col: Uint8Array, i: number, version: number): string {
   const o = i * ADDRESS_WIDTH;
@@ -197,41 +202,81 @@ export function localEndAt(c: FlowColumns, i: number): Endpoint | undefined {
 }
 
 /**
- * Row `i`'s values as its FlowRecord holds them, flat: no object built, so a reader that
- * stores rows (the control plane's durable store) pays nothing for the record. The one
- * home of the rules that turn a row into a record: the reporter follows the point, ICMP
- * carries its type and code in the port columns, the protocol's name, TCP flags only for
- * TCP (`tcpFlags` -1: none). Times, addresses and the local end are left to the caller,
- * who may hold them in another form (`recordAt`, controlplane/store/enriched-columns.ts).
+ * Row `i`'s numbers as its FlowRecord holds them, flat: no object and no BigInt made, so a
+ * reader that stores rows (the control plane's durable store) pays nothing for the record.
+ * The one home of the rules that turn a row into a record: the reporter follows the point,
+ * ICMP carries its type and code in the port columns (its ports are 0), the IP version's
+ * enum, TCP flags only for TCP (`tcpFlags` -1: none). Strings and 64-bit counts are in
+ * RowValues; times, addresses and the local end are left to the caller, who may hold
+ * them in another form (`recordAt`, controlplane/store/enriched-columns.ts).
  */
-export interface RowValues {
+export interface RowNumbers {
   point: number;
   reporter: ReporterSide;
-  interfaceName: string;
+  /** Index into the columns' interfaceNames. */
+  interfaceIndex: number;
   ifindex: number;
   ipVersion: IpVersion;
   protocol: number;
-  protocolName: string;
   sourcePort: number;
   destinationPort: number;
   icmpType: number;
   icmpCode: number;
   /** The flags byte for TCP; -1 for every other protocol (the record has no tcpFlags). */
   tcpFlags: number;
-  packets: bigint;
-  bytes: bigint;
-  sequence: bigint;
   verdict: number;
   verdictReason: number;
 }
 
+/** A RowNumbers to read rows into (reused: one per reader, not one per row). */
+export function newRowNumbers(): RowNumbers {
+  return {
+    point: 0, reporter: ReporterSide.REPORTER_SIDE_UNSPECIFIED, interfaceIndex: 0, ifindex: 0,
+    ipVersion: IpVersion.IP_VERSION_UNSPECIFIED, protocol: 0, sourcePort: 0, destinationPort: 0, icmpType: 0, icmpCode: 0,
+    tcpFlags: -1, verdict: 0, verdictReason: 0,
+  };
+}
+
+/** The side that reports a row, from its observation point: the pod's own side. */
+export function reporterOf(point: number): ReporterSide {
+  return point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION;
+}
+
+/** Reads row `i` of `c` into `into` (see RowNumbers) and returns it. */
+export function readRowNumbers(c: FlowColumns, i: number, into: RowNumbers): RowNumbers {
+  const proto = c.protocols[i] ?? 0;
+  const version = c.ipVersions[i] ?? 0;
+  const isIcmp = proto === 1 || proto === 58;
+  const point = c.points[i] ?? 0;
+  const sport = c.sourcePorts[i] ?? 0, dport = c.destinationPorts[i] ?? 0;
+  into.point = point;
+  into.reporter = reporterOf(point);
+  into.interfaceIndex = c.interfaces[i] ?? 0;
+  into.ifindex = c.ifindexes[i] ?? 0;
+  into.ipVersion = version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
+  into.protocol = proto;
+  into.sourcePort = isIcmp ? 0 : sport;
+  into.destinationPort = isIcmp ? 0 : dport;
+  into.icmpType = isIcmp ? sport : 0;
+  into.icmpCode = isIcmp ? dport : 0;
+  into.tcpFlags = proto === 6 ? c.tcpFlags[i] ?? 0 : -1;
+  into.verdict = c.verdicts[i] ?? 0;
+  into.verdictReason = c.verdictReasons[i] ?? 0;
+  return into;
+}
+
+/** Row `i`'s values as its FlowRecord holds them: its numbers (RowNumbers) with the names and 64-bit counts. */
+export interface RowValues extends RowNumbers {
+  interfaceName: string;
+  protocolName: string;
+  packets: bigint;
+  bytes: bigint;
+  sequence: bigint;
+}
+
 /** A RowValues to read rows into (reused: one per reader, not one per row). */
 export function newRowValues(): RowValues {
-  return {
-    point: 0, reporter: ReporterSide.REPORTER_SIDE_UNSPECIFIED, interfaceName: "", ifindex: 0, ipVersion: IpVersion.IP_VERSION_UNSPECIFIED,
-    protocol: 0, protocolName: "", sourcePort: 0, destinationPort: 0, icmpType: 0, icmpCode: 0, tcpFlags: -1,
-    packets: 0n, bytes: 0n, sequence: 0n, verdict: 0, verdictReason: 0,
-  };
+  return { ...newRowNumbers(), interfaceName: "", protocolName: "", packets: 0n, bytes: 0n, sequence: 0n };
 }
 
 /** Every protocol number's name as records give it (one string each, built once). */
@@ -239,28 +284,12 @@ export const PROTOCOL_NAME_OF: readonly string[] = Array.from({ length: 256 }, (
 
 /** Reads row `i` of `c` into `into` (see RowValues) and returns it. */
 export function readRowValues(c: FlowColumns, i: number, into: RowValues): RowValues {
-  const proto = c.protocols[i] ?? 0;
-  const version = c.ipVersions[i] ?? 0;
-  const isIcmp = proto === 1 || proto === 58;
-  const point = c.points[i] ?? 0;
-  const sport = c.sourcePorts[i] ?? 0, dport = c.destinationPorts[i] ?? 0;
-  into.point = point;
-  into.reporter = point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION;
-  into.interfaceName = c.interfaceNames[c.interfaces[i] ?? 0] ?? "";
-  into.ifindex = c.ifindexes[i] ?? 0;
-  into.ipVersion = version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
-  into.protocol = proto;
-  into.protocolName = PROTOCOL_NAME_OF[proto]!;
-  into.sourcePort = isIcmp ? 0 : sport;
-  into.destinationPort = isIcmp ? 0 : dport;
-  into.icmpType = isIcmp ? sport : 0;
-  into.icmpCode = isIcmp ? dport : 0;
-  into.tcpFlags = proto === 6 ? c.tcpFlags[i] ?? 0 : -1;
+  readRowNumbers(c, i, into);
+  into.interfaceName = c.interfaceNames[into.interfaceIndex] ?? "";
+  into.protocolName = PROTOCOL_NAME_OF[into.protocol]!;
   into.packets = c.packets[i] ?? 0n;
   into.bytes = c.bytes[i] ?? 0n;
   into.sequence = c.firstSequence + BigInt(i);
-  into.verdict = c.verdicts[i] ?? 0;
-  into.verdictReason = c.verdictReasons[i] ?? 0;
   return into;
 }
 
@@ -343,7 +372,7 @@ export function columnsFromRecords(records: readonly FlowRecord[]): FlowColumns 
     c.sourcePorts[i] = (isIcmp ? l4?.icmpType : l4?.sourcePort) ?? 0;
     c.destinationPorts[i] = (isIcmp ? l4?.icmpCode : l4?.destinationPort) ?? 0;
     const f = l4?.tcpFlags;
-    c.tcpFlags[i] = f ? (+f.fin) | (+f.syn << 1) | (+f.rst << 2) | (+f.psh << 3) | (+f.ack << 4) | (+f.urg << 5) | (+f.ece << 6) | (+f.cwr << 7) : 0;
+    c.tcpFlags[i] = f ? tcpFlagsByte(f) : 0;
     c.ifindexes[i] = r.ifindex;
     let k = ifaces.get(r.interface);
     if (k === undefined) { k = c.interfaceNames.push(r.interface) - 1; ifaces.set(r.interface, k); }

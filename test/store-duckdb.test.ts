@@ -15,7 +15,7 @@ import {
 import { FlowFilter } from "../proto/gen/bulkhead/v1/observer.js";
 import { DuckDBFlowStore, SCHEMA_VERSION } from "../controlplane/store/duckdb.js";
 import { expectNanosecondBounds } from "./harness/store-bounds.js";
-import type { StoreQuery } from "../controlplane/store/durable.js";
+import type { StoreQuery, StoredBatch } from "../controlplane/store/durable.js";
 import { compileRequest } from "../controlplane/store/filter.js";
 import { enrichedFromRecords, recordsOf } from "../controlplane/store/enriched-columns.js";
 import { FlowHistory } from "../controlplane/store/history.js";
@@ -335,6 +335,32 @@ describe("DuckDB flow store", () => {
     for (const q of [{ allow, predicate }, { allow, predicate, last: 40 }, { last: 700 }]) {
       expect(await all(viaColumns, q)).toEqual(await all(viaRecords, q));
     }
+  });
+
+  it("refuses a batch with a value its packed field cannot hold, naming the field, by either way in (records, columns), and stores none of it", async () => {
+    const store = await openStore(tempDir());
+    const columnsWith = (change: (b: ReturnType<typeof enrichedFromRecords>) => void) => {
+      const b = enrichedFromRecords("node-a", records(10, T0, 1));
+      change(b);
+      return b;
+    };
+    const cases: [string, StoredBatch, RegExp][] = [
+      ["a record's source port", { node: "n", instanceId: "r", batchId: 1n, records: records(10, T0, 1).map((r, i) => (i === 3 ? { ...r, l4: { ...r.l4!, sourcePort: 70000 } } : r)) },
+        /sport 70000 does not fit the store's 16-bit field \(0–65535\)/],
+      ["a record's point", { node: "n", instanceId: "r", batchId: 1n, records: records(10, T0, 1).map((r, i) => (i === 3 ? { ...r, point: 16 as ObservationPoint } : r)) },
+        /point 16 does not fit the store's 4-bit field/],
+      ["a row's port", { node: "n", instanceId: "c", batchId: 1n, columns: columnsWith((b) => { b.columns.protocols[2] = 6; b.columns.destinationPorts[2] = 65536; }) },
+        /dport 65536 does not fit the store's 16-bit field/],
+      ["an ICMP row's type (its source port column)", { node: "n", instanceId: "c", batchId: 1n, columns: columnsWith((b) => { b.columns.protocols[2] = 1; b.columns.sourcePorts[2] = 300; }) },
+        /icmp_type 300 does not fit the store's 8-bit field \(0–255\)/],
+      ["an ICMPv6 row's code (its destination port column)", { node: "n", instanceId: "c", batchId: 1n, columns: columnsWith((b) => { b.columns.protocols[2] = 58; b.columns.sourcePorts[2] = 3; b.columns.destinationPorts[2] = 256; }) },
+        /icmp_code 256 does not fit the store's 8-bit field/],
+      ["a row's point", { node: "n", instanceId: "c", batchId: 1n, columns: columnsWith((b) => { b.columns.points[2] = 16; }) },
+        /point 16 does not fit the store's 4-bit field/],
+    ];
+    for (const [what, batch, error] of cases) await expect(store.append([batch]), what).rejects.toThrow(error);
+    expect(store.status().records).toBe(0n);
+    await store.close();
   });
 
   it("takes filter values only as parameters: quotes and SQL in values match literally and change nothing", async () => {

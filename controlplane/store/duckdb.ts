@@ -42,10 +42,10 @@ import duckdb from "@duckdb/node-bindings";
 import {
   BIGINT, type DuckDBConnection, DuckDBDataChunk, DuckDBInstance, INTEGER, UBIGINT, UINTEGER, type DuckDBType,
 } from "@duckdb/node-api";
+import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
 import {
-  IpVersion, ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type PolicyAttribution,
-} from "../../proto/gen/bulkhead/v1/flow.js";
-import { PROTOCOL_NAME_OF } from "../../flowcolumns/columns.js";
+  PROTOCOL_NAME_OF, newRowNumbers, readRowNumbers, tcpFlagsByte, tcpFlagsFromByte, type RowNumbers,
+} from "../../flowcolumns/columns.js";
 import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
 import type { EnrichedColumns } from "./enriched-columns.js";
 import { whereClause, type SqlCondition, type SqlParam } from "./duckdb-filter.js";
@@ -75,7 +75,6 @@ const TYPES = FLOW_COLUMNS.map(([, type]) => type);
 
 // Presence bits: optional messages of a FlowRecord (0 ids stand for "none" elsewhere).
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
-const TCP_FLAGS = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"] as const;
 
 /**
  * The packed columns of schema 2, field by field: [column, lowest bit, bits]. `ports`:
@@ -97,24 +96,50 @@ export function packedSql(field: PackedField): string {
   return `((${column} >> ${shift}) & ${2 ** bits - 1})`;
 }
 
-/** Each field's multiplier (2^shift) and limit (2^bits), computed once: pack and unpack run per row. */
-const PACK_MUL = Object.fromEntries(Object.entries(PACK).map(([f, [, shift]]) => [f, 2 ** shift])) as Record<PackedField, number>;
-const PACK_LIMIT = Object.fromEntries(Object.entries(PACK).map(([f, [, , bits]]) => [f, 2 ** bits])) as Record<PackedField, number>;
+/** One packed field, with its multiplier (2^shift) and limit (2^bits) computed once. */
+interface FieldSpec { readonly name: PackedField; readonly bits: number; readonly mul: number; readonly limit: number }
 
-function packRefused(field: PackedField, x: number): Error {
-  return new Error(`${field} ${x} does not fit the store's ${PACK[field][2]}-bit field (0–${PACK_LIMIT[field] - 1})`);
+/**
+ * Every packed field's spec. pack and unpack run per row and take the spec, not the
+ * name: looked up by name inside them (one lookup site for twelve names), filling a row
+ * cost twice the JavaScript time (bench/README.md history-store).
+ */
+const F = Object.fromEntries(Object.entries(PACK).map(([name, [, shift, bits]]) =>
+  [name, { name, bits, mul: 2 ** shift, limit: 2 ** bits }])) as { readonly [K in PackedField]: FieldSpec };
+
+function packRefused(f: FieldSpec, x: number): Error {
+  return new Error(`${f.name} ${x} does not fit the store's ${f.bits}-bit field (0–${f.limit - 1})`);
 }
 
 /** `x` placed in its packed field; refuses (naming the field) a value that does not fit. */
-function pack(field: PackedField, x: number): number {
-  if (!(x >= 0 && x < PACK_LIMIT[field] && Number.isInteger(x))) throw packRefused(field, x);
-  return x * PACK_MUL[field];
+function pack(f: FieldSpec, x: number): number {
+  if (!(x >= 0 && x < f.limit && Number.isInteger(x))) throw packRefused(f, x);
+  return x * f.mul;
 }
 
-/** Field `field` of a packed column's value. */
-function unpack(field: PackedField, v: number): number {
-  return Math.floor(v / PACK_MUL[field]) % PACK_LIMIT[field];
+/** Field `f` of a packed column's value. */
+function unpack(f: FieldSpec, v: number): number {
+  return Math.floor(v / f.mul) % f.limit;
 }
+
+/**
+ * The packed columns (`ports`, `l4`, `marks`) of the row being written, from its numbers
+ * (RowNumbers: what the record holds) and the presence bits of its optional messages; the
+ * TCP flags' bit follows `tcpFlags` (-1: none). Both ways in (records, batch columns)
+ * pack here. A value wider than its field is refused by name, never cut.
+ */
+function putPacked(w: ChunkWriter, n: RowNumbers, present: number): void {
+  const v = w.columns, j = w.rows;
+  const tcp = n.tcpFlags >= 0;
+  (v[C.ports!] as Uint32Array)[j] = pack(F.sport, n.sourcePort) + pack(F.dport, n.destinationPort);
+  (v[C.l4!] as Uint32Array)[j] = pack(F.proto, n.protocol) + pack(F.tcp_flags, tcp ? n.tcpFlags : 0)
+    + pack(F.icmp_type, n.icmpType) + pack(F.icmp_code, n.icmpCode);
+  (v[C.marks!] as Uint32Array)[j] = pack(F.verdict, n.verdict) + pack(F.reason, n.verdictReason) + pack(F.point, n.point)
+    + pack(F.reporter, n.reporter) + pack(F.ip_version, n.ipVersion) + pack(F.present, present | (tcp ? HAS_TCP_FLAGS : 0));
+}
+
+/** A batch's rows always have times, addresses and L4 (EnrichedRow); only TCP flags may be absent. */
+const BATCH_ROW_PRESENT = HAS_START | HAS_END | HAS_IP | HAS_L4;
 
 const NS_PER_S = 1_000_000_000n;
 const TWO_32 = 4_294_967_296;
@@ -396,6 +421,9 @@ export class DuckDBFlowStore implements FlowStore {
   private bytesOnDisk = 0n;
   private measuredAtMs = 0;
   private closed = false;
+  /** A row's numbers, reused row after row: of a record (`row`), of a batch's row (`rowsOfColumns`). */
+  private readonly recordNumbers = newRowNumbers();
+  private readonly batchNumbers = newRowNumbers();
   /** DuckDB's worker threads, as the engine reports them (DuckDBStoreOptions.threads). */
   threads = 0;
 
@@ -710,8 +738,6 @@ export class DuckDBFlowStore implements FlowStore {
     const end = r.endTime ?? r.startTime;
     const ip = r.ip, l4 = r.l4, flags = l4?.tcpFlags;
     const v = w.columns, i = w.rows;
-    let tcp = 0;
-    if (flags !== undefined) for (let b = 0; b < TCP_FLAGS.length; b++) if (flags[TCP_FLAGS[b]!]) tcp |= 1 << b;
     (v[C.end_time!] as BigInt64Array)[i] = end === undefined ? 0n : nsOfRecordTime(end, "end_time");
     (v[C.start_time!] as BigInt64Array)[i] = start === undefined ? 0n : nsOfRecordTime(start, "start_time");
     putI32(v[C.node!] as Int32Array, i, this.strings.idOf(r.node), "node");
@@ -720,13 +746,13 @@ export class DuckDBFlowStore implements FlowStore {
     putI32(v[C.ip_src!] as Int32Array, i, ip === undefined ? 0 : this.strings.idOf(ip.source), "ip_src");
     putI32(v[C.ip_dst!] as Int32Array, i, ip === undefined ? 0 : this.strings.idOf(ip.destination), "ip_dst");
     putI32(v[C.proto_name!] as Int32Array, i, l4 === undefined ? 0 : this.strings.idOf(l4.protocolName), "proto_name");
-    (v[C.ports!] as Uint32Array)[i] = pack("sport", l4?.sourcePort ?? 0) + pack("dport", l4?.destinationPort ?? 0);
-    (v[C.l4!] as Uint32Array)[i] = pack("proto", l4?.protocol ?? 0) + pack("tcp_flags", tcp)
-      + pack("icmp_type", l4?.icmpType ?? 0) + pack("icmp_code", l4?.icmpCode ?? 0);
-    const present = (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
-      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (flags !== undefined ? HAS_TCP_FLAGS : 0);
-    (v[C.marks!] as Uint32Array)[i] = pack("verdict", r.verdict) + pack("reason", r.verdictReason) + pack("point", r.point)
-      + pack("reporter", r.reporter) + pack("ip_version", ip?.version ?? 0) + pack("present", present);
+    const n = this.recordNumbers;
+    n.point = r.point; n.reporter = r.reporter; n.ipVersion = ip?.version ?? 0;
+    n.protocol = l4?.protocol ?? 0; n.sourcePort = l4?.sourcePort ?? 0; n.destinationPort = l4?.destinationPort ?? 0;
+    n.icmpType = l4?.icmpType ?? 0; n.icmpCode = l4?.icmpCode ?? 0; n.tcpFlags = flags === undefined ? -1 : tcpFlagsByte(flags);
+    n.verdict = r.verdict; n.verdictReason = r.verdictReason;
+    putPacked(w, n, (r.startTime !== undefined ? HAS_START : 0) | (r.endTime !== undefined ? HAS_END : 0)
+      | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0));
     putU64(v[C.packets!] as BigUint64Array, i, r.packets, "packets");
     putU64(v[C.bytes!] as BigUint64Array, i, r.bytes, "bytes");
     putU64(v[C.sequence!] as BigUint64Array, i, r.sequence, "sequence");
@@ -738,11 +764,12 @@ export class DuckDBFlowStore implements FlowStore {
 
   /**
    * The admitted rows of an enriched columnar batch, as `row()` stores `recordOfRow` of
-   * each, straight from the batch's arrays (the rules of `readRowValues` in
-   * flowcolumns/columns.ts, the enriched parts as `readRow` reads them): 64-bit values are
-   * copied as 32-bit halves and times put together from numbers, so no BigInt is made per
-   * row, and a dictionary id is looked up once per distinct value of the batch (interfaces
-   * by their index, ends, addresses and attributions by the shared object or string).
+   * each: each row's numbers from the shared reader (`readRowNumbers`, the home of the
+   * column-to-record rules), packed as `row()` packs them, and the enriched parts as
+   * `readRow` reads them. 64-bit values are copied as 32-bit halves and times put
+   * together from numbers, so no BigInt is made per row, and a dictionary id is looked up
+   * once per distinct value of the batch (interfaces by their index, ends, addresses and
+   * attributions by the shared object or string).
    */
   private rowsOfColumns(b: EnrichedColumns, writerOf: (day: number) => ChunkWriter): void {
     const c = b.columns;
@@ -771,6 +798,7 @@ export class DuckDBFlowStore implements FlowStore {
     const bytes = new Uint32Array(c.bytes.buffer, c.bytes.byteOffset, c.rows * 2);
     const firstLo = Number(c.firstSequence & 0xffffffffn), firstHi = Number(c.firstSequence >> 32n);
     if (c.firstSequence + BigInt(c.rows) >= 1n << 64n) throw new Error(`sequence ${c.firstSequence + BigInt(c.rows)} out of uint64 range`);
+    const n = this.batchNumbers;
     let day = NaN;
     let w: ChunkWriter | undefined;
     for (let k = 0; k < b.rows.length; k++) {
@@ -784,37 +812,19 @@ export class DuckDBFlowStore implements FlowStore {
       }
       putNsHalves(h[C.end_time!]!, j, endS, b.endNanos[i]!);
       putNsHalves(h[C.start_time!]!, j, startS, b.startNanos[i]!);
-      const proto = c.protocols[i]!, point = c.points[i]!, version = c.ipVersions[i]!;
-      const isIcmp = proto === 1 || proto === 58;
-      let protoName = protoNames[proto]!;
-      if (protoName < 0) protoName = protoNames[proto] = this.strings.idOf(PROTOCOL_NAME_OF[proto]!);
-      const f = c.interfaces[i]!;
+      readRowNumbers(c, i, n);
+      let protoName = protoNames[n.protocol]!;
+      if (protoName < 0) protoName = protoNames[n.protocol] = this.strings.idOf(PROTOCOL_NAME_OF[n.protocol]!);
+      const f = n.interfaceIndex;
       let iface = ifaces[f]!;
       if (iface < 0) iface = ifaces[f] = this.strings.idOf(c.interfaceNames[f] ?? "");
       (v[C.node!] as Int32Array)[j] = node;
       (v[C.iface!] as Int32Array)[j] = iface;
-      (v[C.ifindex!] as Uint32Array)[j] = c.ifindexes[i]!;
+      (v[C.ifindex!] as Uint32Array)[j] = n.ifindex;
       (v[C.ip_src!] as Int32Array)[j] = stringId(b.sourceIps[i]!);
       (v[C.ip_dst!] as Int32Array)[j] = stringId(b.destinationIps[i]!);
       (v[C.proto_name!] as Int32Array)[j] = protoName;
-      const sport = c.sourcePorts[i]!, dport = c.destinationPorts[i]!;
-      const tcp = proto === 6;
-      // Ports (ICMP: type and code) are 32-bit columns; the rest of the packed fields come from bytes.
-      if (sport > 65535 || dport > 65535) throw packRefused(sport > 65535 ? (isIcmp ? "icmp_type" : "sport") : (isIcmp ? "icmp_code" : "dport"), Math.max(sport, dport));
-      if (isIcmp) {
-        if (sport > 255 || dport > 255) throw packRefused(sport > 255 ? "icmp_type" : "icmp_code", Math.max(sport, dport));
-        (v[C.ports!] as Uint32Array)[j] = 0;
-        (v[C.l4!] as Uint32Array)[j] = proto + sport * 65536 + dport * 16777216;
-      } else {
-        (v[C.ports!] as Uint32Array)[j] = sport * 65536 + dport;
-        (v[C.l4!] as Uint32Array)[j] = proto + (tcp ? c.tcpFlags[i]! * 256 : 0);
-      }
-      if (point > 15) throw packRefused("point", point);
-      // A batch's rows always have times, addresses and L4 (EnrichedRow); the reporter follows the point.
-      (v[C.marks!] as Uint32Array)[j] = c.verdicts[i]! + c.verdictReasons[i]! * 256 + point * 65536
-        + (point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION) * 2 ** 20
-        + (version === 6 ? IpVersion.IP_VERSION_IPV6 : version === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED) * 2 ** 22
-        + (HAS_START | HAS_END | HAS_IP | HAS_L4 | (tcp ? HAS_TCP_FLAGS : 0)) * 2 ** 24;
+      putPacked(w, n, BATCH_ROW_PRESENT);
       const hp = h[C.packets!]!, hb = h[C.bytes!]!, hs = h[C.sequence!]!;
       hp[2 * j] = packets[2 * i]!; hp[2 * j + 1] = packets[2 * i + 1]!;
       hb[2 * j] = bytes[2 * i]!; hb[2 * j + 1] = bytes[2 * i + 1]!;
@@ -831,41 +841,36 @@ export class DuckDBFlowStore implements FlowStore {
   private record(v: readonly ColumnArray[], i: number): FlowRecord {
     const strings = this.strings.values;
     const marks = (v[C.marks!] as Uint32Array)[i]!, l4 = (v[C.l4!] as Uint32Array)[i]!, ports = (v[C.ports!] as Uint32Array)[i]!;
-    const present = unpack("present", marks);
-    const tcp = unpack("tcp_flags", l4);
+    const present = unpack(F.present, marks);
+    const tcp = unpack(F.tcp_flags, l4);
     return {
       startTime: (present & HAS_START) !== 0 ? timestampOfNs((v[C.start_time!] as BigInt64Array)[i]!) : undefined,
       endTime: (present & HAS_END) !== 0 ? timestampOfNs((v[C.end_time!] as BigInt64Array)[i]!) : undefined,
       node: strings[(v[C.node!] as Int32Array)[i]!] ?? "",
-      point: unpack("point", marks),
-      reporter: unpack("reporter", marks),
+      point: unpack(F.point, marks),
+      reporter: unpack(F.reporter, marks),
       interface: strings[(v[C.iface!] as Int32Array)[i]!] ?? "",
       ifindex: (v[C.ifindex!] as Uint32Array)[i]!,
       ip: (present & HAS_IP) !== 0
         ? {
           source: strings[(v[C.ip_src!] as Int32Array)[i]!] ?? "", destination: strings[(v[C.ip_dst!] as Int32Array)[i]!] ?? "",
-          version: unpack("ip_version", marks),
+          version: unpack(F.ip_version, marks),
         }
         : undefined,
       l4: (present & HAS_L4) !== 0
         ? {
-          protocol: unpack("proto", l4), protocolName: strings[(v[C.proto_name!] as Int32Array)[i]!] ?? "",
-          sourcePort: unpack("sport", ports), destinationPort: unpack("dport", ports),
-          tcpFlags: (present & HAS_TCP_FLAGS) !== 0
-            ? {
-              fin: (tcp & 1) !== 0, syn: (tcp & 2) !== 0, rst: (tcp & 4) !== 0, psh: (tcp & 8) !== 0,
-              ack: (tcp & 16) !== 0, urg: (tcp & 32) !== 0, ece: (tcp & 64) !== 0, cwr: (tcp & 128) !== 0,
-            }
-            : undefined,
-          icmpType: unpack("icmp_type", l4), icmpCode: unpack("icmp_code", l4),
+          protocol: unpack(F.proto, l4), protocolName: strings[(v[C.proto_name!] as Int32Array)[i]!] ?? "",
+          sourcePort: unpack(F.sport, ports), destinationPort: unpack(F.dport, ports),
+          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? tcpFlagsFromByte(tcp) : undefined,
+          icmpType: unpack(F.icmp_type, l4), icmpCode: unpack(F.icmp_code, l4),
         }
         : undefined,
       packets: (v[C.packets!] as BigUint64Array)[i]!,
       bytes: (v[C.bytes!] as BigUint64Array)[i]!,
       source: this.endpoints.values[(v[C.src_ep!] as Int32Array)[i]!],
       destination: this.endpoints.values[(v[C.dst_ep!] as Int32Array)[i]!],
-      verdict: unpack("verdict", marks),
-      verdictReason: unpack("reason", marks),
+      verdict: unpack(F.verdict, marks),
+      verdictReason: unpack(F.reason, marks),
       attribution: this.attributions.values[(v[C.attribution!] as Int32Array)[i]!],
       sequence: (v[C.sequence!] as BigUint64Array)[i]!,
     };

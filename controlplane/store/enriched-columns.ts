@@ -3,14 +3,13 @@
 // attribution, the address text, clock-corrected times), so that the history ring and
 // the flow map take the batch column by column (FlowHistory.appendColumns,
 // FlowMapStore.addColumns) and nobody builds a FlowRecord per row. `readRow` reads one row
-// flat (the durable store's path); `recordOfRow` builds its record for the readers that ask
-// for records (follow streams, ClickHouse).
+// flat; `recordOfRow` builds its record for the readers that ask for records (follow
+// streams, ClickHouse). The durable store reads each row's numbers with the same reader
+// (`readRowNumbers`, flowcolumns/columns.ts) and these arrays itself.
 //
 // Per-row arrays are indexed by the row in `columns`, not by the position in `rows`:
 // refused rows keep their (unused) slot.
-import {
-  ObservationPoint, ReporterSide, type Endpoint, type FlowRecord, type PolicyAttribution,
-} from "../../proto/gen/bulkhead/v1/flow.js";
+import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bulkhead/v1/flow.js";
 import {
   columnsFromRecords, newRowValues, readRowValues, recordOfValues, type FlowColumns, type RowValues,
 } from "../../flowcolumns/columns.js";
@@ -69,8 +68,7 @@ export function splitNanoseconds(col: BigUint64Array, shiftMs: number, seconds: 
 /**
  * Row `i` of an enriched batch, flat: the row's values (RowValues, whose rules live in
  * flowcolumns/columns.ts) with what ingest added (clock-corrected times, address text,
- * named ends, attribution). The one reader of a row for those that store rows (the
- * durable store fills its columns from it) and for `recordOfRow`. Rows of an agent's
+ * named ends, attribution): the reader of a row for `recordOfRow`. Rows of an agent's
  * batch always have times, addresses and L4, so only `tcpFlags` says what is absent.
  */
 export interface EnrichedRow extends RowValues {
@@ -131,10 +129,8 @@ export function recordsOf(b: EnrichedColumns): FlowRecord[] {
   return out;
 }
 
-/** A row's reporter side from its observation point (as readRowValues names it). */
-export function reporterOf(point: number): ReporterSide {
-  return point === ObservationPoint.OBSERVATION_POINT_FROM_POD ? ReporterSide.REPORTER_SIDE_SOURCE : ReporterSide.REPORTER_SIDE_DESTINATION;
-}
+/** A row's reporter side from its observation point (the rule lives with the row reader). */
+export { reporterOf } from "../../flowcolumns/columns.js";
 
 /**
  * Records (consecutive sequences, one node) as the enriched columns ingest would make of
