@@ -25,7 +25,8 @@
 // Checked on every suggestion: the learned flows replayed against it in enforce mode
 // (FlowReplay) drop nothing; a violation is an error, never a silent suggestion. The check
 // replays the learned tuples as summed here (FlowReplay.addJudged: each end identified
-// once, not each record again).
+// once, not each record again) and asks only whether all are forwarded
+// (FlowReplay.forwardsAll); the full what-if report names the edges when some are not.
 //
 // Learned from records (`add`: the durable store's) or from the hot window's columns
 // (`addStored`: FlowHistory.scan's row view, no FlowRecord per row), summed the same way.
@@ -36,7 +37,7 @@ import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy
 import { endpointWorkload } from "../store/filter.js";
 import type { FlowHistory, HistoryQuery } from "../store/history.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
-import { FlowReplay, isJudgedObservation } from "./whatif.js";
+import { FlowReplay, isJudgedObservation, isJudgedRow, storedEndOf, type StoredEnd } from "./whatif.js";
 import { TupleTable } from "./tuple-table.js";
 
 export const JUSTIFICATION_ANNOTATION = "bulkhead.io/justification";
@@ -111,6 +112,12 @@ interface EndInfo {
   portNames: Map<number, number | string>;
 }
 
+/** An end of a history scan's rows (by dictionary id): what judging a row needs, and its EndInfo once learned from. */
+interface StoredSuggestEnd extends StoredEnd {
+  /** A pod of the namespace. */
+  inNamespace: boolean;
+  info: EndInfo | undefined;
+}
 
 type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: string };
 
@@ -183,37 +190,48 @@ export class PolicySuggester {
    */
   addStored(history: FlowHistory, query: HistoryQuery = {}): number {
     // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
-    const byId: (EndInfo | undefined)[] = [];
+    const ends: (StoredSuggestEnd | undefined)[] = [];
     let rows = 0;
     history.scan(query, (r) => {
       rows++;
-      const sides = this.sidesOf(r);
+      const s = ends[r.sourceId] ??= this.storedEnd(r.source), d = ends[r.destinationId] ??= this.storedEnd(r.destination);
+      if (!isJudgedRow(r, s, d) || s.endpoint === undefined || d.endpoint === undefined) return;
+      const l4 = r.l4;
+      if (l4 === undefined) return;
+      const sides = this.learnable((s.inNamespace ? 1 : 0) | (d.inNamespace ? 2 : 0), r.verdict, l4.protocol);
       if (sides === 0) return;
-      // sidesOf saw source, destination and l4 present.
-      const d = r.destination!, l4 = r.l4!, ip = r.ip;
-      const src = byId[r.sourceId] ??= this.endOf(r.source!, ip?.source ?? "");
-      const dst = byId[r.destinationId] ??= this.endOf(d, ip?.destination ?? "");
-      this.learn(src, dst, d, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
+      const ip = r.ip;
+      const src = s.info ??= this.endOf(s.endpoint, ip?.source ?? "");
+      const dst = d.info ??= this.endOf(d.endpoint, ip?.destination ?? "");
+      this.learn(src, dst, d.endpoint, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
     });
     return rows;
   }
 
+  private storedEnd(e: Endpoint | undefined): StoredSuggestEnd {
+    const facts = storedEndOf(e);
+    return { endpoint: e, serviceAddress: facts.serviceAddress, podOrService: facts.podOrService, inNamespace: e !== undefined && this.inNamespace(e), info: undefined };
+  }
+
+  private inNamespace(e: Endpoint): boolean {
+    return e.podName !== "" && e.namespace === this.options.namespace;
+  }
+
   /**
-   * The opening add() and addStored() share, per record: 0 when it is not learned from (not
-   * a judged observation, an end or l4 missing, neither end a pod of the namespace; not
-   * FORWARDED, or a protocol without ports, both counted for the notes), else 1 when the
-   * source is a pod of the namespace | 2 when the destination is.
+   * The opening of add(), per record: 0 when it is not learned from (not a judged
+   * observation, an end or l4 missing, neither end a pod of the namespace; not FORWARDED, or
+   * a protocol without ports, both counted for the notes), else 1 when the source is a pod
+   * of the namespace | 2 when the destination is.
    */
   private sidesOf(r: FlowRecord): number {
     if (!isJudgedObservation(r)) return 0;
     const s = r.source, d = r.destination, l4 = r.l4;
     if (s === undefined || d === undefined || l4 === undefined) return 0;
-    return this.learnable(s, d, r.verdict, l4.protocol);
+    return this.learnable((this.inNamespace(s) ? 1 : 0) | (this.inNamespace(d) ? 2 : 0), r.verdict, l4.protocol);
   }
 
-  private learnable(s: Endpoint, d: Endpoint, verdict: number, protocol: number): number {
-    const ns = this.options.namespace;
-    const sides = (s.podName !== "" && s.namespace === ns ? 1 : 0) | (d.podName !== "" && d.namespace === ns ? 2 : 0);
+  /** What add() and addStored() share: the sides of a judged record with both ends and l4, or 0 (counted for the notes). */
+  private learnable(sides: number, verdict: number, protocol: number): number {
     if (sides === 0) return 0;
     if (verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return 0; }
     if (portProtocol(protocol) === undefined) { this.portless++; return 0; }
@@ -408,6 +426,8 @@ export class PolicySuggester {
       replay.addJudged(src.endpoint, src.replayAddress!, dst.endpoint, dst.replayAddress!, portKey >> 16, portKey & 0xffff,
         t.recordsOf(i), t.packetsOf(i), t.firstMsOf(i), t.lastMsOf(i));
     }
+    // The quick answer first; the report (the model names what breaks) only when something would.
+    if (this.options.reference !== true && replay.forwardsAll(policies)) return;
     const report = replay.report({ before: [], after: policies }, { mode: "enforce", reference: this.options.reference === true });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {
