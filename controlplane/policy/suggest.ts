@@ -124,7 +124,8 @@ type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: stri
 interface RuleAcc {
   peerId: string;
   peer: PeerSpec;
-  ports: Map<number, { protocol: string; port: number | string }>;
+  /** By protocol << 16 | port: the port as the rule names it, and its text ("TCP/80", "TCP/http"). */
+  ports: Map<number, { protocol: string; port: number | string; text: string }>;
   usage: Usage;
 }
 
@@ -323,7 +324,7 @@ export class PolicySuggester {
       (direction === 0 ? subject.egress : subject.ingress).set(peer.peerId, acc);
     }
     const acc = rules.accs[r]!;
-    if (rules.ports.intern(r, portKey, 0) < 0) acc.ports.set(portKey, { protocol, port });
+    if (rules.ports.intern(r, portKey, 0) < 0) acc.ports.set(portKey, { protocol, port, text: `${protocol}/${port}` });
     const u = acc.usage;
     u.records += table.recordsOf(t);
     u.packets += table.packetsOf(t);
@@ -351,16 +352,12 @@ export class PolicySuggester {
       spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
     }));
     const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => COLLATOR.compare(a.id, b.id));
-    // Rules are listed in the collator's order of their peer ids: every distinct peer id is
-    // ranked once (ids the collator finds equal share a rank, so a stable sort by rank keeps
-    // them in the order a sort by COLLATOR.compare would), not compared per rule per workload.
-    const peerRank = new Map<string, number>();
-    let previous: string | undefined, rank = -1;
-    for (const id of [...this.peerIndexes.keys()].sort(COLLATOR.compare)) {
-      if (previous === undefined || COLLATOR.compare(previous, id) !== 0) rank++;
-      peerRank.set(id, rank);
-      previous = id;
-    }
+    // Rules are listed in the collator's order of their peer ids, and a rule's ports in that
+    // of their texts: each distinct text ranked once, not compared per rule per workload.
+    const peerRank = collatorRanks(this.peerIndexes.keys());
+    const portTexts = new Set<string>();
+    for (const w of subjects) for (const acc of [...w.ingress.values(), ...w.egress.values()]) for (const p of acc.ports.values()) portTexts.add(p.text);
+    const portRank = collatorRanks(portTexts);
     // Typed as they are built, not written out and parsed whole (25,000 rules for 100 workloads):
     // each policy's frame (name, annotations, podSelector, DNS), each distinct peer and each
     // distinct port goes through the parser once, so its checks still apply, and rules share them.
@@ -374,9 +371,9 @@ export class PolicySuggester {
       }
       return peer;
     };
-    const parsedPort = (text: string, port: { protocol: string; port: number | string }): NetworkPolicyPort => {
-      let parsed = ports.get(text);
-      if (parsed === undefined) ports.set(text, (parsed = parsePart(ns, `port ${text}`, undefined, port).ports[0]!));
+    const parsedPort = (p: { protocol: string; port: number | string; text: string }): NetworkPolicyPort => {
+      let parsed = ports.get(p.text);
+      if (parsed === undefined) ports.set(p.text, (parsed = parsePart(ns, `port ${p.text}`, undefined, { protocol: p.protocol, port: p.port }).ports[0]!));
       return parsed;
     };
     for (const w of subjects) {
@@ -388,10 +385,10 @@ export class PolicySuggester {
       const justification: RuleJustification[] = [];
       const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
         [...(accs?.values() ?? [])].sort((a, b) => peerRank.get(a.peerId)! - peerRank.get(b.peerId)!).map((acc, i) => {
-          const named = [...acc.ports.values()].map((p) => ({ p, text: `${p.protocol}/${p.port}` })).sort((a, b) => COLLATOR.compare(a.text, b.text));
+          const named = [...acc.ports.values()].sort((a, b) => portRank.get(a.text)! - portRank.get(b.text)!);
           justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
-          return { peers: [parsedPeer(acc)], ports: named.map((n) => parsedPort(n.text, n.p)) };
+          return { peers: [parsedPeer(acc)], ports: named.map(parsedPort) };
         });
       const ingress = rulesOf(w.ingress, "ingress").map((r) => ({ from: r.peers, ports: r.ports }));
       const egress = rulesOf(w.egress, "egress").map((r) => ({ to: r.peers, ports: r.ports }));
@@ -434,6 +431,21 @@ export class PolicySuggester {
       throw new Error(`suggestion check failed: it would drop ${broken.length} observed edges, e.g. ${broken[0]!.source} → ${broken[0]!.destination} ${broken[0]!.protocol}/${broken[0]!.port}`);
     }
   }
+}
+
+/**
+ * Each text's rank in the collator's order; texts the collator finds equal share a rank, so
+ * that a stable sort by rank keeps them in the order a sort by COLLATOR.compare would.
+ */
+function collatorRanks(texts: Iterable<string>): Map<string, number> {
+  const ranks = new Map<string, number>();
+  let previous: string | undefined, rank = -1;
+  for (const text of [...texts].sort(COLLATOR.compare)) {
+    if (previous === undefined || COLLATOR.compare(previous, text) !== 0) rank++;
+    ranks.set(text, rank);
+    previous = text;
+  }
+  return ranks;
 }
 
 function parse(doc: Record<string, unknown>): NetworkPolicy {
