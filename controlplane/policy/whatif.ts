@@ -20,7 +20,8 @@
 //
 // Speed: a record costs two WeakMap lookups (endpoints are shared objects, in the hot
 // window and in the stores' dictionaries) and one probe of a typed-array table
-// (tuple-table.ts); each distinct (source class, destination class, protocol, port) is
+// (tuple-table.ts); a row of the hot window's columns (addStored) is judged from facts of
+// its ends found once per dictionary id and from its numbers (isJudgedRow); each distinct (source class, destination class, protocol, port) is
 // judged once before and once after by class-verdicts.ts (per-class caches over the
 // model's matching: two bits), found in a second table of keys; only the tuples whose
 // outcome changes are ordered, merged into edges and go through the model, which names
