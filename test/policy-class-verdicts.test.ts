@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { generatePlacement, ModelCluster } from "../lab/conformance/cases.js";
 import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "../controlplane/policy/class-verdicts.js";
 import { PolicyModel, protocolOf, type Peer, type PolicyModeName } from "../controlplane/policy/model.js";
-import { FlowReplay, isJudgedObservation } from "../controlplane/policy/whatif.js";
+import { FlowReplay, isJudgedObservation, isJudgedRow, storedEndOf } from "../controlplane/policy/whatif.js";
 import { TupleTable } from "../controlplane/policy/tuple-table.js";
 import type { Pod } from "../controlplane/metadata/objects.js";
 import { VerdictReason, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
@@ -267,5 +267,74 @@ describe("the replay from the history's columns (FlowReplay.addStored) equals th
     expect(changed).toBeGreaterThan(100);
     expect(replayed).toBeGreaterThan(reports * 100);
     expect([...paths].sort()).toEqual(["in time order", "out of time order"]);
+  });
+});
+
+describe("the stored row's judgment (isJudgedRow) equals isJudgedObservation", () => {
+  it("on every row of random histories (seed 1406): every observation point, spoofed, replies by port, TCP flags and ICMP type, Service, host, outside and missing ends", () => {
+    const rand = seededRandom(1406);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const ends: (Endpoint | undefined)[] = [
+      podEnd("a", "web-1", "10.0.0.1", { app: "web" }), podEnd("a", "db-1", "10.0.0.2", { app: "db" }), podEnd("b", "web-1", "10.0.1.1", { app: "web" }),
+      endpoint({ ip: "10.96.0.10", service: "a/web" }), endpoint({ ip: "10.96.0.11", service: "b/web", podName: "" }),
+      endpoint({ ip: "192.168.0.1", node: "n1" }), endpoint({ ip: "203.0.113.9", world: true }), endpoint({ ip: "", world: true }), undefined,
+    ];
+    let judged = 0, rows = 0;
+    const wrong: string[] = [];
+    for (let h = 0; h < 20; h++) {
+      const records: FlowRecord[] = [];
+      for (let n = 0; n < 500; n++) {
+        const src = pick(ends), dst = pick(ends);
+        const protocol = pick([6, 6, 17, 132, 1, 58, 47]);
+        const r = flow(src ?? endpoint({}), dst ?? endpoint({}), { protocol, port: pick([0, 80, 5432, 40000]), sport: pick([0, 1, 80, 40000, 60000]),
+          reason: rand() < 0.1 ? VerdictReason.VERDICT_REASON_SPOOFED : VerdictReason.VERDICT_REASON_UNSPECIFIED, endMs: 1_700_000_000_000 + n });
+        const syn = rand() < 0.5, ack = rand() < 0.5;
+        records.push({ ...r, source: src, destination: dst, point: Math.floor(rand() * 5),
+          ...(rand() < 0.1 ? { l4: undefined } : { l4: { ...r.l4!, icmpType: pick([0, 3, 8, 14, 16, 18, 128, 129]),
+            tcpFlags: rand() < 0.6 ? { fin: false, syn, rst: false, psh: false, ack, urg: false, ece: false, cwr: false } : undefined } }) });
+      }
+      const history = new FlowHistory({ capacity: rand() < 0.3 ? 300 : 1000 });
+      for (let i = 0; i < records.length; i += 100) history.append(records.slice(i, i + 100));
+      history.scan({}, (row) => {
+        const want = isJudgedObservation(row), got = isJudgedRow(row, storedEndOf(row.source), storedEndOf(row.destination));
+        rows++;
+        if (want) judged++;
+        if (got !== want) wrong.push(`${JSON.stringify({ point: row.point, reason: row.verdictReason, source: row.source, destination: row.destination, l4: row.l4 && { protocol: row.l4.protocol, icmpType: row.l4.icmpType, sport: row.l4.sourcePort, dport: row.l4.destinationPort, flags: row.l4.tcpFlags } })}: want ${want}, got ${got}`);
+      });
+    }
+    expect(wrong.slice(0, 5)).toEqual([]);
+    // Not a vacuous comparison: both answers occur often.
+    expect(rows).toBeGreaterThan(6_000);
+    expect(judged).toBeGreaterThan(rows / 20);
+    expect(judged).toBeLessThan(rows / 2);
+  });
+});
+
+describe("FlowReplay.forwardsAll answers as the report's DROPPED edges (the suggestion's check)", () => {
+  it("with policies alone in enforce, on small random sets of random flows of 100 random cases (seed 1407)", async () => {
+    const rand = seededRandom(1407);
+    let all = 0, some = 0;
+    const wrong: string[] = [];
+    for await (const { c, before, after } of randomSteps(1407, 100, 3)) {
+      const { ends } = recordedPodEnds(rand, before, after);
+      for (const node of after.nodes) ends.push(endpoint({ ip: node.status.addresses[0]!.address, node: node.metadata.name }));
+      for (let n = 0; n < 3; n++) ends.push(endpoint({ ip: `${Math.floor(rand() * 16)}.${Math.floor(rand() * 256)}.0.${1 + Math.floor(rand() * 254)}`, world: true }));
+      const records = randomRecords(rand, ends, c.model.ports);
+      // Few records a replay, so that some replays are forwarded whole and others are not.
+      for (let k = 0; k < 6; k++) {
+        const start = Math.floor(rand() * records.length), count = 1 + Math.floor(rand() * (k < 3 ? 2 : 40));
+        const replay = new FlowReplay({ namespaces: after.namespaces, pods: after.pods }, after.policies);
+        replay.addAll(records.slice(start, start + count));
+        const report = replay.report({ before: [], after: after.policies }, { mode: "enforce" });
+        const want = !report.edges.some((e) => e.after === "DROPPED");
+        const got = replay.forwardsAll(after.policies);
+        if (want) all++; else some++;
+        if (got !== want) wrong.push(`${c.id}: records ${start}..${start + count}: report ${want ? "forwards all" : `drops ${report.edges.filter((e) => e.after === "DROPPED").length} edges`}, forwardsAll ${got}`);
+      }
+    }
+    expect(wrong.slice(0, 5)).toEqual([]);
+    // Not a vacuous comparison: both answers occur often.
+    expect(all).toBeGreaterThan(100);
+    expect(some).toBeGreaterThan(100);
   });
 });

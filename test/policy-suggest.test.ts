@@ -104,6 +104,21 @@ describe("policy suggest", () => {
   });
 });
 
+describe("a suggested rule lists its ports in localeCompare order of their texts", () => {
+  it("numbers, names and protocols mixed, learned in another order, in the rule and in its justification", () => {
+    const pods = [...cluster.pods, pod("shop", "api-1", "10.0.0.30", { app: "api" }, [{ name: "http", containerPort: 8080 }, { name: "admin", containerPort: 9000 }])];
+    const api = podEnd("shop", "api-1", "10.0.0.30", { app: "api" }, "api");
+    const learned = [9102, 80, 9000, 8080, 443, 10000].map((port) => flow(client, api, { point: "to", port }));
+    learned.push(flow(client, api, { point: "to", port: 53, protocol: 17 }), flow(client, api, { point: "to", port: 8080, protocol: 17 }));
+    const policy = suggestPolicies(learned, { namespace: "shop", cluster: { ...cluster, pods } }).policies.find((p) => p.metadata.name === "bulkhead-api")!;
+    const texts = policy.spec.ingress[0]!.ports.map((p) => `${p.protocol}/${p.port}`);
+    expect(texts).toEqual([...texts].sort((a, b) => a.localeCompare(b)));
+    expect(new Set(texts)).toEqual(new Set(["TCP/9102", "TCP/80", "TCP/admin", "TCP/http", "TCP/443", "TCP/10000", "UDP/53", "UDP/8080"]));
+    const j = JSON.parse(policy.metadata.annotations[JUSTIFICATION_ANNOTATION]!) as RuleJustification[];
+    expect(j[0]!.ports).toEqual(texts);
+  });
+});
+
 describe("suggest from the history's columns (PolicySuggester.addStored) equals suggest from its records one by one", () => {
   it("the same policies, notes and counts (or the same refusal), each policy what its own manifest parses to, on 60 random histories (seed 1406): in and out of time order, evicting, ranges and predicates", () => {
     const rand = seededRandom(1406);

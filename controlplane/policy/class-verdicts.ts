@@ -6,14 +6,14 @@
 // and direction, the policies that isolate it; once per (subject class, direction, peer
 // class), the port lists of the rules whose peers admit the peer — found through the few
 // distinct rule peers that admit the peer class, matched once per peer class, not by
-// walking every rule of the subject; then a query is a walk over a few port lists,
-// stopping at the first that admits. Matching itself is the
+// walking every rule of the subject, and their ports gathered into sets; then a query is
+// one or two set lookups (ranges and named ports still walked). Matching itself is the
 // model's (peerMatches, portMatches). ClusterNetworkPolicy tiers are not handled here:
 // `exact` is false and callers ask the model.
 //
 // Proved equal to PolicyModel.evaluate on seeded random clusters, policies and flows
 // (test/policy-class-verdicts.test.ts).
-import { peerMatches, portMatches, type NormalizedPeer, type NormalizedPolicy, type NormalizedPort, type PolicyModel, type ResolvedPeer } from "./model.js";
+import { PROTOCOL_NUMBERS, peerMatches, portMatches, type NormalizedPeer, type NormalizedPolicy, type NormalizedPort, type PolicyModel, type ResolvedPeer } from "./model.js";
 import type { Protocol } from "../metadata/objects.js";
 import { ipWords, type IpWords } from "../../addresses/prefix.js";
 
@@ -39,8 +39,36 @@ interface SubjectRules {
   everyPeer: (readonly NormalizedPort[] | undefined)[];
   /** Spec id → port lists of the rules naming that peer. */
   bySpec: Map<number, (readonly NormalizedPort[] | undefined)[]>;
-  /** Peer class id → port lists of the rules admitting it (filled on first ask). */
-  admitting: (readonly NormalizedPort[] | undefined)[][];
+  /** Peer class id → the ports the rules admitting it admit (filled on first ask). */
+  admitting: (AdmittedPorts | undefined)[];
+}
+
+/**
+ * The ports some rules admit, for a query to find its port in one lookup rather than by
+ * walking each rule's list (a suggested policy lists every observed port of each peer).
+ */
+interface AdmittedPorts {
+  /** A rule without ports: every port of every protocol. */
+  every: boolean;
+  /** Protocols with a port entry without a number (every port of that protocol). */
+  wholeProtocols: Set<Protocol>;
+  /** Single ports (a range of one) by protocol number << 16 | port. */
+  single: Set<number>;
+  /** The rest (ranges, named ports), matched by portMatches. */
+  rest: NormalizedPort[];
+}
+
+function admittedPorts(lists: readonly (readonly NormalizedPort[] | undefined)[]): AdmittedPorts {
+  const admitted: AdmittedPorts = { every: false, wholeProtocols: new Set(), single: new Set(), rest: [] };
+  for (const list of lists) {
+    if (list === undefined) { admitted.every = true; continue; }
+    for (const p of list) {
+      if (p.kind === "all") admitted.wholeProtocols.add(p.protocol);
+      else if (p.kind === "range" && p.from === p.to) admitted.single.add((PROTOCOL_NUMBERS[p.protocol] << 16) | p.from);
+      else admitted.rest.push(p);
+    }
+  }
+  return admitted;
 }
 
 export class ClassVerdicts {
@@ -92,19 +120,20 @@ export class ClassVerdicts {
     const subjectKey = subjectClass * 2 + direction;
     const rules = this.selecting[subjectKey] ?? this.subjectRules(subjectKey, direction, namespace, labels);
     if (!rules.isolated) return true;
-    let ports = rules.admitting[peer.classId];
-    if (ports === undefined) {
-      ports = [...rules.everyPeer];
+    let admitted = rules.admitting[peer.classId];
+    if (admitted === undefined) {
+      const lists = [...rules.everyPeer];
       for (const id of this.matchingSpecs(peer)) {
-        const lists = rules.bySpec.get(id);
-        if (lists !== undefined) for (const list of lists) ports.push(list);
+        const named = rules.bySpec.get(id);
+        if (named !== undefined) for (const list of named) lists.push(list);
       }
-      rules.admitting[peer.classId] = ports;
+      rules.admitting[peer.classId] = admitted = admittedPorts(lists);
     }
-    for (const list of ports) {
-      if (list === undefined) return true;
-      for (const p of list) if (portMatches(p, protocol, port, dstPod)) return true;
-    }
+    // As portMatches decides for each listed port: a rule without ports admits even a protocol without ports.
+    if (admitted.every) return true;
+    if (protocol === undefined) return false;
+    if (admitted.wholeProtocols.has(protocol) || admitted.single.has((PROTOCOL_NUMBERS[protocol] << 16) | port)) return true;
+    for (const p of admitted.rest) if (portMatches(p, protocol, port, dstPod)) return true;
     return false;
   }
 

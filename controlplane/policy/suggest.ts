@@ -25,7 +25,8 @@
 // Checked on every suggestion: the learned flows replayed against it in enforce mode
 // (FlowReplay) drop nothing; a violation is an error, never a silent suggestion. The check
 // replays the learned tuples as summed here (FlowReplay.addJudged: each end identified
-// once, not each record again).
+// once, not each record again) and asks only whether all are forwarded
+// (FlowReplay.forwardsAll); the full what-if report names the edges when some are not.
 //
 // Learned from records (`add`: the durable store's) or from the hot window's columns
 // (`addStored`: FlowHistory.scan's row view, no FlowRecord per row), summed the same way.
@@ -36,7 +37,7 @@ import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy
 import { endpointWorkload } from "../store/filter.js";
 import type { FlowHistory, HistoryQuery } from "../store/history.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
-import { FlowReplay, isJudgedObservation } from "./whatif.js";
+import { FlowReplay, isJudgedObservation, isJudgedRow, storedEndOf, type StoredEnd } from "./whatif.js";
 import { TupleTable } from "./tuple-table.js";
 
 export const JUSTIFICATION_ANNOTATION = "bulkhead.io/justification";
@@ -111,13 +112,20 @@ interface EndInfo {
   portNames: Map<number, number | string>;
 }
 
+/** An end of a history scan's rows (by dictionary id): what judging a row needs, and its EndInfo once learned from. */
+interface StoredSuggestEnd extends StoredEnd {
+  /** A pod of the namespace. */
+  inNamespace: boolean;
+  info: EndInfo | undefined;
+}
 
 type PeerSpec = { kind: "pod"; workload: Workload } | { kind: "cidr"; cidr: string };
 
 interface RuleAcc {
   peerId: string;
   peer: PeerSpec;
-  ports: Map<number, { protocol: string; port: number | string }>;
+  /** By protocol << 16 | port: the port as the rule names it, and its text ("TCP/80", "TCP/http"). */
+  ports: Map<number, { protocol: string; port: number | string; text: string }>;
   usage: Usage;
 }
 
@@ -183,37 +191,48 @@ export class PolicySuggester {
    */
   addStored(history: FlowHistory, query: HistoryQuery = {}): number {
     // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
-    const byId: (EndInfo | undefined)[] = [];
+    const ends: (StoredSuggestEnd | undefined)[] = [];
     let rows = 0;
     history.scan(query, (r) => {
       rows++;
-      const sides = this.sidesOf(r);
+      const s = ends[r.sourceId] ??= this.storedEnd(r.source), d = ends[r.destinationId] ??= this.storedEnd(r.destination);
+      if (!isJudgedRow(r, s, d) || s.endpoint === undefined || d.endpoint === undefined) return;
+      const l4 = r.l4;
+      if (l4 === undefined) return;
+      const sides = this.learnable((s.inNamespace ? 1 : 0) | (d.inNamespace ? 2 : 0), r.verdict, l4.protocol);
       if (sides === 0) return;
-      // sidesOf saw source, destination and l4 present.
-      const d = r.destination!, l4 = r.l4!, ip = r.ip;
-      const src = byId[r.sourceId] ??= this.endOf(r.source!, ip?.source ?? "");
-      const dst = byId[r.destinationId] ??= this.endOf(d, ip?.destination ?? "");
-      this.learn(src, dst, d, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
+      const ip = r.ip;
+      const src = s.info ??= this.endOf(s.endpoint, ip?.source ?? "");
+      const dst = d.info ??= this.endOf(d.endpoint, ip?.destination ?? "");
+      this.learn(src, dst, d.endpoint, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
     });
     return rows;
   }
 
+  private storedEnd(e: Endpoint | undefined): StoredSuggestEnd {
+    const facts = storedEndOf(e);
+    return { endpoint: e, serviceAddress: facts.serviceAddress, podOrService: facts.podOrService, inNamespace: e !== undefined && this.inNamespace(e), info: undefined };
+  }
+
+  private inNamespace(e: Endpoint): boolean {
+    return e.podName !== "" && e.namespace === this.options.namespace;
+  }
+
   /**
-   * The opening add() and addStored() share, per record: 0 when it is not learned from (not
-   * a judged observation, an end or l4 missing, neither end a pod of the namespace; not
-   * FORWARDED, or a protocol without ports, both counted for the notes), else 1 when the
-   * source is a pod of the namespace | 2 when the destination is.
+   * The opening of add(), per record: 0 when it is not learned from (not a judged
+   * observation, an end or l4 missing, neither end a pod of the namespace; not FORWARDED, or
+   * a protocol without ports, both counted for the notes), else 1 when the source is a pod
+   * of the namespace | 2 when the destination is.
    */
   private sidesOf(r: FlowRecord): number {
     if (!isJudgedObservation(r)) return 0;
     const s = r.source, d = r.destination, l4 = r.l4;
     if (s === undefined || d === undefined || l4 === undefined) return 0;
-    return this.learnable(s, d, r.verdict, l4.protocol);
+    return this.learnable((this.inNamespace(s) ? 1 : 0) | (this.inNamespace(d) ? 2 : 0), r.verdict, l4.protocol);
   }
 
-  private learnable(s: Endpoint, d: Endpoint, verdict: number, protocol: number): number {
-    const ns = this.options.namespace;
-    const sides = (s.podName !== "" && s.namespace === ns ? 1 : 0) | (d.podName !== "" && d.namespace === ns ? 2 : 0);
+  /** What add() and addStored() share: the sides of a judged record with both ends and l4, or 0 (counted for the notes). */
+  private learnable(sides: number, verdict: number, protocol: number): number {
     if (sides === 0) return 0;
     if (verdict !== Verdict.VERDICT_FORWARDED) { this.notLearned++; return 0; }
     if (portProtocol(protocol) === undefined) { this.portless++; return 0; }
@@ -305,7 +324,7 @@ export class PolicySuggester {
       (direction === 0 ? subject.egress : subject.ingress).set(peer.peerId, acc);
     }
     const acc = rules.accs[r]!;
-    if (rules.ports.intern(r, portKey, 0) < 0) acc.ports.set(portKey, { protocol, port });
+    if (rules.ports.intern(r, portKey, 0) < 0) acc.ports.set(portKey, { protocol, port, text: `${protocol}/${port}` });
     const u = acc.usage;
     u.records += table.recordsOf(t);
     u.packets += table.packetsOf(t);
@@ -333,16 +352,12 @@ export class PolicySuggester {
       spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [dnsRule] },
     }));
     const subjects = [...this.workloads.values()].filter((w) => w.namespace === ns).sort((a, b) => COLLATOR.compare(a.id, b.id));
-    // Rules are listed in the collator's order of their peer ids: every distinct peer id is
-    // ranked once (ids the collator finds equal share a rank, so a stable sort by rank keeps
-    // them in the order a sort by COLLATOR.compare would), not compared per rule per workload.
-    const peerRank = new Map<string, number>();
-    let previous: string | undefined, rank = -1;
-    for (const id of [...this.peerIndexes.keys()].sort(COLLATOR.compare)) {
-      if (previous === undefined || COLLATOR.compare(previous, id) !== 0) rank++;
-      peerRank.set(id, rank);
-      previous = id;
-    }
+    // Rules are listed in the collator's order of their peer ids, and a rule's ports in that
+    // of their texts: each distinct text ranked once, not compared per rule per workload.
+    const peerRank = collatorRanks(this.peerIndexes.keys());
+    const portTexts = new Set<string>();
+    for (const w of subjects) for (const acc of [...w.ingress.values(), ...w.egress.values()]) for (const p of acc.ports.values()) portTexts.add(p.text);
+    const portRank = collatorRanks(portTexts);
     // Typed as they are built, not written out and parsed whole (25,000 rules for 100 workloads):
     // each policy's frame (name, annotations, podSelector, DNS), each distinct peer and each
     // distinct port goes through the parser once, so its checks still apply, and rules share them.
@@ -356,9 +371,9 @@ export class PolicySuggester {
       }
       return peer;
     };
-    const parsedPort = (text: string, port: { protocol: string; port: number | string }): NetworkPolicyPort => {
-      let parsed = ports.get(text);
-      if (parsed === undefined) ports.set(text, (parsed = parsePart(ns, `port ${text}`, undefined, port).ports[0]!));
+    const parsedPort = (p: { protocol: string; port: number | string; text: string }): NetworkPolicyPort => {
+      let parsed = ports.get(p.text);
+      if (parsed === undefined) ports.set(p.text, (parsed = parsePart(ns, `port ${p.text}`, undefined, { protocol: p.protocol, port: p.port }).ports[0]!));
       return parsed;
     };
     for (const w of subjects) {
@@ -370,10 +385,10 @@ export class PolicySuggester {
       const justification: RuleJustification[] = [];
       const rulesOf = (accs: Map<string, RuleAcc> | undefined, direction: "ingress" | "egress") =>
         [...(accs?.values() ?? [])].sort((a, b) => peerRank.get(a.peerId)! - peerRank.get(b.peerId)!).map((acc, i) => {
-          const named = [...acc.ports.values()].map((p) => ({ p, text: `${p.protocol}/${p.port}` })).sort((a, b) => COLLATOR.compare(a.text, b.text));
+          const named = [...acc.ports.values()].sort((a, b) => portRank.get(a.text)! - portRank.get(b.text)!);
           justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
-          return { peers: [parsedPeer(acc)], ports: named.map((n) => parsedPort(n.text, n.p)) };
+          return { peers: [parsedPeer(acc)], ports: named.map(parsedPort) };
         });
       const ingress = rulesOf(w.ingress, "ingress").map((r) => ({ from: r.peers, ports: r.ports }));
       const egress = rulesOf(w.egress, "egress").map((r) => ({ to: r.peers, ports: r.ports }));
@@ -408,12 +423,29 @@ export class PolicySuggester {
       replay.addJudged(src.endpoint, src.replayAddress!, dst.endpoint, dst.replayAddress!, portKey >> 16, portKey & 0xffff,
         t.recordsOf(i), t.packetsOf(i), t.firstMsOf(i), t.lastMsOf(i));
     }
+    // The quick answer first; the report (the model names what breaks) only when something would.
+    if (this.options.reference !== true && replay.forwardsAll(policies)) return;
     const report = replay.report({ before: [], after: policies }, { mode: "enforce", reference: this.options.reference === true });
     const broken = report.edges.filter((e) => e.after === "DROPPED");
     if (broken.length > 0) {
       throw new Error(`suggestion check failed: it would drop ${broken.length} observed edges, e.g. ${broken[0]!.source} → ${broken[0]!.destination} ${broken[0]!.protocol}/${broken[0]!.port}`);
     }
   }
+}
+
+/**
+ * Each text's rank in the collator's order; texts the collator finds equal share a rank, so
+ * that a stable sort by rank keeps them in the order a sort by COLLATOR.compare would.
+ */
+function collatorRanks(texts: Iterable<string>): Map<string, number> {
+  const ranks = new Map<string, number>();
+  let previous: string | undefined, rank = -1;
+  for (const text of [...texts].sort(COLLATOR.compare)) {
+    if (previous === undefined || COLLATOR.compare(previous, text) !== 0) rank++;
+    ranks.set(text, rank);
+    previous = text;
+  }
+  return ranks;
 }
 
 function parse(doc: Record<string, unknown>): NetworkPolicy {

@@ -20,7 +20,8 @@
 //
 // Speed: a record costs two WeakMap lookups (endpoints are shared objects, in the hot
 // window and in the stores' dictionaries) and one probe of a typed-array table
-// (tuple-table.ts); each distinct (source class, destination class, protocol, port) is
+// (tuple-table.ts); a row of the hot window's columns (addStored) is judged from facts of
+// its ends found once per dictionary id and from its numbers (isJudgedRow); each distinct (source class, destination class, protocol, port) is
 // judged once before and once after by class-verdicts.ts (per-class caches over the
 // model's matching: two bits), found in a second table of keys; only the tuples whose
 // outcome changes are ordered, merged into edges and go through the model, which names
@@ -28,8 +29,8 @@
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
-import { isReply, mapNodeOf } from "../store/flowmap.js";
-import type { FlowHistory, HistoryQuery } from "../store/history.js";
+import { isReply, isReplyTransport, mapNodeOf } from "../store/flowmap.js";
+import type { FlowHistory, HistoryQuery, StoredFlowView } from "../store/history.js";
 import { outcomeOf, outcomeOfSides, type Outcome } from "./explain.js";
 import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "./class-verdicts.js";
 import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
@@ -173,6 +174,54 @@ export function isJudgedObservation(r: FlowRecord): boolean {
   return !isReply(r);
 }
 
+/** What judging a stored row needs from one of its ends, found once per end rather than read per row. */
+export interface StoredEnd {
+  endpoint: Endpoint | undefined;
+  /** A Service address (no pod): rule 3 of isReply. */
+  serviceAddress: boolean;
+  /** A pod or a Service address: a FROM_POD record to it is judged at its TO_POD instead. */
+  podOrService: boolean;
+}
+
+/** The facts of an end for isJudgedRow (none for a row without that end). */
+export function storedEndOf(e: Endpoint | undefined): StoredEnd {
+  return {
+    endpoint: e,
+    serviceAddress: e !== undefined && e.podName === "" && e.service !== "",
+    podOrService: e !== undefined && (e.podName !== "" || e.service !== ""),
+  };
+}
+
+/**
+ * isJudgedObservation over a history scan's row, with the facts of its ends (`s`, `d`)
+ * found once per end: the per-row path of the replays (addStored here and in suggest.ts),
+ * which reads only the row's numbers. A function of its own so that its reads see only
+ * row views: shared with records, every field read went through a polymorphic lookup.
+ */
+export function isJudgedRow(r: StoredFlowView, s: StoredEnd, d: StoredEnd): boolean {
+  if (r.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) return false;
+  const point = r.point;
+  if (point === ObservationPoint.OBSERVATION_POINT_FROM_POD) {
+    if (d.podOrService) return false;
+  } else if (point !== ObservationPoint.OBSERVATION_POINT_TO_POD) {
+    return false;
+  }
+  // Not a reply (isReply's steps over the ends' facts and the row's numbers).
+  if (d.serviceAddress) return true;
+  if (s.serviceAddress) return false;
+  const l4 = r.l4;
+  if (l4 === undefined) return true;
+  const flags = l4.tcpFlags;
+  return !isReplyTransport(l4.protocol, l4.icmpType, flags !== undefined && flags.syn && !flags.ack, l4.sourcePort, l4.destinationPort);
+}
+
+/** An end of a replayed row: its facts, its pod (for the self flag) and its identity once replayed. */
+interface ReplayEnd extends StoredEnd {
+  /** Dense per (namespace, pod name), -1 for an end that is not a pod: equal for two ends of one pod. */
+  pod: number;
+  identity: Identity | undefined;
+}
+
 /**
  * Collects recorded flows by distinct judged (source, destination, protocol, port); then
  * `report` evaluates each once. Built for one cluster and the policies it will be asked
@@ -186,6 +235,8 @@ export class FlowReplay {
   private readonly byContent = new Map<string, Identity>();
   private readonly classes = new Map<string, number>();
   private readonly identities: Identity[] = [];
+  /** By "namespace\u0000pod name", for ReplayEnd.pod. */
+  private readonly pods = new Map<string, number>();
   /** Judged records summed per (source identity, destination identity, self flag | protocol << 16 | port). */
   private readonly tuples = new TupleTable();
   private readonly blocks: IpBlockRange[];
@@ -283,22 +334,34 @@ export class FlowReplay {
    */
   addStored(history: FlowHistory, query: HistoryQuery = {}): void {
     // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
-    const byId: (Identity | undefined)[] = [];
+    const ends: (ReplayEnd | undefined)[] = [];
     history.scan(query, (r) => {
       this.records++;
-      if (!isJudgedObservation(r)) return;
-      const s = r.source, d = r.destination, ip = r.ip, l4 = r.l4;
-      if (s === undefined || d === undefined || ip === undefined || l4 === undefined) return;
-      this.replayed++;
       const sid = r.sourceId, did = r.destinationId;
-      const src = byId[sid] ??= this.byObject.get(s) ?? this.identify(s, ip.source);
-      const dst = byId[did] ??= this.byObject.get(d) ?? this.identify(d, ip.destination);
+      const s = ends[sid] ??= this.replayEnd(r.source), d = ends[did] ??= this.replayEnd(r.destination);
+      if (!isJudgedRow(r, s, d) || s.endpoint === undefined || d.endpoint === undefined) return;
+      const ip = r.ip, l4 = r.l4;
+      if (ip === undefined || l4 === undefined) return;
+      this.replayed++;
+      const src = s.identity ??= this.byObject.get(s.endpoint) ?? this.identify(s.endpoint, ip.source);
+      const dst = d.identity ??= this.byObject.get(d.endpoint) ?? this.identify(d.endpoint, ip.destination);
       const protocol = l4.protocol & 0xff;
       const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
-      const self = sid === did || (s.podName !== "" && s.podName === d.podName && s.namespace === d.namespace);
+      const self = sid === did || (s.pod >= 0 && s.pod === d.pod);
       const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
       this.tuples.add(src.id, dst.id, key, r.packetCount, r.startMs, r.endMs);
     });
+  }
+
+  private replayEnd(e: Endpoint | undefined): ReplayEnd {
+    let pod = -1;
+    if (e !== undefined && e.podName !== "") {
+      const key = `${e.namespace}\u0000${e.podName}`;
+      pod = this.pods.get(key) ?? this.pods.size;
+      this.pods.set(key, pod);
+    }
+    const facts = storedEndOf(e);
+    return { endpoint: e, serviceAddress: facts.serviceAddress, podOrService: facts.podOrService, pod, identity: undefined };
   }
 
   /** Today's pod whose named ports stand for a recorded pod's: the same name, else the same labels in its namespace. */
@@ -377,18 +440,15 @@ export class FlowReplay {
     // the model names the deciding rules only for the tuples that change.
     const fastBefore = new ClassVerdicts(before), fastAfter = new ClassVerdicts(after);
     const fast = fastBefore.exact && fastAfter.exact && options.reference !== true;
-    const endsBefore: ClassEnd[] = [], endsAfter: ClassEnd[] = [], twinsBefore: ClassEnd[] = [], twinsAfter: ClassEnd[] = [];
-    const endOf = (i: Identity, twin: boolean, model: PolicyModel, cache: ClassEnd[]): ClassEnd =>
-      (cache[i.classId] ??= { classId: i.classId, peer: model.resolve(twin ? twinOf(i) : peerOf(i)) });
+    const endsBefore = new ClassEnds(before, peerOf, twinOf), endsAfter = new ClassEnds(after, peerOf, twinOf);
     type Changed = { b: Verdict; a: Verdict; ob: Outcome; oa: Outcome };
     const judge = (src: Identity, dst: Identity, key: number): Changed | null => {
-      const self = key >= 0x1000000, protocolNumber = (key >> 16) & 0xff, port = key & 0xffff;
-      // Two pods of one class: the destination is the class's twin, so that the model does not take them for one pod.
-      const twin = src.classId === dst.classId && !self && dst.kind === "pod";
+      const protocolNumber = (key >> 16) & 0xff, port = key & 0xffff;
+      const twin = isTwin(src, dst, key);
       if (fast) {
         const protocol = protocolOf(protocolName(protocolNumber));
-        const sb = endOf(src, false, before, endsBefore), db = endOf(dst, twin, before, twin ? twinsBefore : endsBefore);
-        const sa = endOf(src, false, after, endsAfter), da = endOf(dst, twin, after, twin ? twinsAfter : endsAfter);
+        const sb = endsBefore.of(src, false), db = endsBefore.of(dst, twin);
+        const sa = endsAfter.of(src, false), da = endsAfter.of(dst, twin);
         const bits = fastBefore.sides(sb, db, protocol, port), abits = fastAfter.sides(sa, da, protocol, port);
         const ob = outcomeOfSides(before, (bits & EGRESS_ALLOWED) !== 0, sb.peer, (bits & INGRESS_ALLOWED) !== 0, db.peer, options.mode);
         const oa = outcomeOfSides(after, (abits & EGRESS_ALLOWED) !== 0, sa.peer, (abits & INGRESS_ALLOWED) !== 0, da.peer, options.mode);
@@ -448,6 +508,30 @@ export class FlowReplay {
   }
 
   /**
+   * Whether every replayed tuple would be forwarded with `policies` alone in force and every
+   * namespace in enforce: what report({ before: [], after: policies }, { mode: "enforce" })
+   * answers by listing no DROPPED edge (with nothing in force before, nothing is dropped
+   * before). For the suggestion's check, which needs no model before, no outcomes and no
+   * edges: each class tuple judged once on its two allowed bits, stopping at the first
+   * denied; a denied pod side is what enforce drops (host and outside ends are not judged).
+   */
+  forwardsAll(policies: readonly NetworkPolicy[]): boolean {
+    const { objects, peerOf, twinOf } = this.replayCluster();
+    // No ClusterNetworkPolicy: class verdicts are exact.
+    const model = new PolicyModel({ ...objects, policies, clusterNetworkPolicies: [] }, { defaultMode: "observe", policySet: new PolicySet(this.normalized) });
+    const verdicts = new ClassVerdicts(model), ends = new ClassEnds(model, peerOf, twinOf);
+    const t = this.tuples, classTuples = new TupleTable();
+    for (let i = 0; i < t.size; i++) {
+      const src = this.identities[t.srcOf(i)]!, dst = this.identities[t.dstOf(i)]!, key = t.portOf(i);
+      if (classTuples.intern(src.classId, dst.classId, key) >= 0) continue;
+      const protocol = protocolOf(protocolName((key >> 16) & 0xff));
+      const bits = verdicts.sides(ends.of(src, false), ends.of(dst, isTwin(src, dst, key)), protocol, key & 0xffff);
+      if (bits !== (EGRESS_ALLOWED | INGRESS_ALLOWED)) return false;
+    }
+    return true;
+  }
+
+  /**
    * The model's cluster: one pod per recorded pod class (its first end's namespace, labels
    * and address; named ports from today's pods), one node address per host class, today's
    * namespaces (plus bare ones for namespaces that are gone).
@@ -492,6 +576,23 @@ export class FlowReplay {
     if (goneNamespaces.size > 0) notes.push(`namespaces that no longer exist are judged with no labels but their name: ${[...goneNamespaces].sort().join(", ")}`);
     if (this.withoutPorts > 0) notes.push(`${this.withoutPorts} recorded pod identities have no pod of the same name or labels today: named ports match nothing for them`);
     return { objects: { namespaces: [...namespaces.values()], pods, nodes }, peerOf: (i) => peers[i.classId]!, twinOf: (i) => twins[i.classId]!, notes };
+  }
+}
+
+/** Two pods of one class (not one pod with itself): the destination is the class's twin, so that the model does not take them for one pod. */
+function isTwin(src: Identity, dst: Identity, key: number): boolean {
+  return src.classId === dst.classId && key < 0x1000000 && dst.kind === "pod";
+}
+
+/** A model's resolved ends of the replay's classes (and of their twins), each resolved once. */
+class ClassEnds {
+  private readonly ends: ClassEnd[] = [];
+  private readonly twins: ClassEnd[] = [];
+  constructor(private readonly model: PolicyModel, private readonly peerOf: (i: Identity) => Peer, private readonly twinOf: (i: Identity) => Peer) {}
+
+  of(i: Identity, twin: boolean): ClassEnd {
+    const cache = twin ? this.twins : this.ends;
+    return (cache[i.classId] ??= { classId: i.classId, peer: this.model.resolve(twin ? this.twinOf(i) : this.peerOf(i)) });
   }
 }
 

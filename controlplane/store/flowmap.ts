@@ -248,12 +248,7 @@ function isReplyOf(o: Observation): boolean {
   if (isServiceAddress(o.destination)) return false;
   if (isServiceAddress(o.source)) return true;
   if (!o.hasL4) return false;
-  if (o.protocol === 1) return ICMP4_REPLY_TYPES.has(o.icmpType);
-  if (o.protocol === 58) return o.icmpType === ICMP6_ECHO_REPLY;
-  if (o.protocol === 6 && o.tcpFlags >= 0 && (o.tcpFlags & 0x02) !== 0 && (o.tcpFlags & 0x10) === 0) return false;
-  const s = o.sourcePort, d = o.destinationPort;
-  if (s === 0 || d === 0) return false;
-  return s < d;
+  return isReplyTransport(o.protocol, o.icmpType, o.tcpFlags >= 0 && (o.tcpFlags & 0x02) !== 0 && (o.tcpFlags & 0x10) === 0, o.sourcePort, o.destinationPort);
 }
 
 /** Rule 3: whether the record's packets travel from the connection's server to its client. */
@@ -262,13 +257,22 @@ export function isReply(record: FlowRecord): boolean {
   if (isServiceAddress(record.source)) return true;
   const l4 = record.l4;
   if (l4 === undefined) return false;
-  if (l4.protocol === 1) return ICMP4_REPLY_TYPES.has(l4.icmpType);
-  if (l4.protocol === 58) return l4.icmpType === ICMP6_ECHO_REPLY;
-  if (l4.protocol === 6 && l4.tcpFlags !== undefined && l4.tcpFlags.syn && !l4.tcpFlags.ack) return false;
+  const flags = l4.tcpFlags;
+  return isReplyTransport(l4.protocol, l4.icmpType, flags !== undefined && flags.syn && !flags.ack, l4.sourcePort, l4.destinationPort);
+}
+
+/**
+ * Rule 3 from the transport header alone, once neither end is a Service address: in
+ * numbers, for readers of columns (the policy replay reads a history row's fields, not a
+ * Layer4). `synWithoutAck`: a TCP record whose flags are SYN without ACK (a connection's opening).
+ */
+export function isReplyTransport(protocol: number, icmpType: number, synWithoutAck: boolean, sourcePort: number, destinationPort: number): boolean {
+  if (protocol === 1) return ICMP4_REPLY_TYPES.has(icmpType);
+  if (protocol === 58) return icmpType === ICMP6_ECHO_REPLY;
+  if (protocol === 6 && synWithoutAck) return false;
   // Clients take ephemeral ports (32768 and up on Linux), above nearly every server port.
-  const s = l4.sourcePort, d = l4.destinationPort;
-  if (s === 0 || d === 0) return false;
-  return s < d;
+  if (sourcePort === 0 || destinationPort === 0) return false;
+  return sourcePort < destinationPort;
 }
 
 /** A record's ends as client and server (rule 3), with the edge's protocol name and server port. */
