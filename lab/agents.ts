@@ -12,6 +12,8 @@ import { CA_CERT, nodeCertFile, nodeKeyFile } from "../tls/certs-command.js";
 
 export const AGENT_METRICS_PORT = 9387;
 export const AGENT_HEALTH_TIMEOUT_MS = 20_000;
+/** The agent's own bounds for --drain-interval (agent/config.ts), checked by `up` before it builds anything. */
+export const DRAIN_INTERVAL_RANGE_MS = { min: 1, max: 3_600_000 } as const;
 
 export interface AgentCommandContext {
   node: string;
@@ -24,6 +26,8 @@ export interface AgentCommandContext {
   controlplane?: string;
   /** The node's certificate, its key and the CA, when the control plane serves mutual TLS. */
   tls?: { cert: string; key: string; ca: string };
+  /** --drain-interval: how often the agent drains its flow maps; the agent's default (1 s) when absent. */
+  drainIntervalMs?: number;
 }
 
 export type AgentCommand = (ctx: AgentCommandContext) => string[];
@@ -39,6 +43,7 @@ export const agentCommand: AgentCommand = (ctx) => netnsEnterArgv(ctx.netns, [
   ...(ctx.exportFile !== undefined ? ["--export-file", ctx.exportFile] : []),
   ...(ctx.controlplane !== undefined ? ["--controlplane", ctx.controlplane] : []),
   ...(ctx.tls !== undefined ? ["--tls-cert", ctx.tls.cert, "--tls-key", ctx.tls.key, "--tls-ca", ctx.tls.ca] : []),
+  ...(ctx.drainIntervalMs !== undefined ? ["--drain-interval", String(ctx.drainIntervalMs)] : []),
 ]);
 
 export interface AgentSpecOptions {
@@ -48,6 +53,7 @@ export interface AgentSpecOptions {
   controlplane?: string;
   /** Folder of `bulkhead certs` output: agents then use mutual TLS with their node's certificate. */
   tlsDir?: string;
+  drainIntervalMs?: number;
   command?: AgentCommand;
 }
 
@@ -66,6 +72,7 @@ export async function agentSpecs(nodes: readonly LabNode[], opts: AgentSpecOptio
     const ctx: AgentCommandContext = { node: node.name, netns: node.netns, repoRoot, pinDir: opts.pinDir };
     if (agent.exportFile !== undefined) ctx.exportFile = agent.exportFile;
     if (opts.controlplane !== undefined) ctx.controlplane = opts.controlplane;
+    if (opts.drainIntervalMs !== undefined) ctx.drainIntervalMs = opts.drainIntervalMs;
     if (opts.tlsDir !== undefined) {
       ctx.tls = { cert: path.join(opts.tlsDir, nodeCertFile(node.name)), key: path.join(opts.tlsDir, nodeKeyFile(node.name)),
         ca: path.join(opts.tlsDir, CA_CERT) };

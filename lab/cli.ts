@@ -10,6 +10,7 @@ import { MAX_NODES, PROTOCOLS, defaultTopology, loadTopology, type Protocol } fr
 import { startTraffic } from "./traffic.js";
 import { DEFAULT_STATE_DIR, LabNotUpError, requireState } from "./state.js";
 import { DEFAULT_UI_ADDRESS, MAX_CONTROLPLANES, uiUrl } from "./controlplane.js";
+import { DRAIN_INTERVAL_RANGE_MS } from "./agents.js";
 
 export interface LabIO {
   stdout: { write(text: string): unknown };
@@ -19,7 +20,7 @@ export interface LabIO {
 const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
 
   up [--nodes N] [--topology FILE] [--export-dir DIR] [--no-agents] [--ui HOST:PORT | --no-ui] [--traffic] [--insecure]
-     [--store embedded|clickhouse] [--controlplanes N]
+     [--store embedded|clickhouse] [--controlplanes N] [--drain-interval MS]
                               build the lab (removes a previous one first); its control plane
                               serves the web UI on --ui (default ${DEFAULT_UI_ADDRESS}, loopback);
                               --traffic runs the topology's traffic section until \`lab down\`;
@@ -29,7 +30,8 @@ const USAGE = `usage: bulkhead lab <command> [--state-dir DIR]
                               clickhouse-server on loopback (<state dir>/clickhouse), run by the
                               supervisor, shared by --controlplanes N replicas (1-${MAX_CONTROLPLANES}, default 1;
                               replica i on the Observer and UI ports + 2i); every agent gets
-                              every replica and moves to another when its own is lost
+                              every replica and moves to another when its own is lost;
+                              --drain-interval: the agents' (default theirs, 1000)
   down                        remove every lab netns, agent, control plane, store, pin and the state
   status [-o table|json]      nodes, pods, services; agents, control-plane replicas and the
                               ClickHouse server with pid, running and restarts
@@ -173,6 +175,7 @@ async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
     traffic: { type: "boolean" },
     store: { type: "string" },
     controlplanes: { type: "string" },
+    "drain-interval": { type: "string" },
   }, "up");
   noPositionals(positionals, "up");
   const opts: UpOptions = {
@@ -217,6 +220,15 @@ async function cmdUp(args: readonly string[], io: LabIO): Promise<number> {
     if (opts.controlplanes > 1 && opts.store !== "clickhouse") {
       throw new UsageError(`--controlplanes ${opts.controlplanes}: replicas need a store they share; add --store clickhouse (the embedded store is one process's file)`);
     }
+  }
+  const drain = values["drain-interval"];
+  if (drain !== undefined) {
+    const { min, max } = DRAIN_INTERVAL_RANGE_MS;
+    if (!/^\d+$/.test(drain) || Number(drain) < min || Number(drain) > max) {
+      throw new UsageError(`--drain-interval: expected milliseconds, an integer ${min}-${max}, got ${JSON.stringify(drain)}`);
+    }
+    if (values["no-agents"]) throw new UsageError("--drain-interval: the agents drain, and --no-agents leaves them out");
+    opts.drainIntervalMs = Number(drain);
   }
   if ((opts.store === "clickhouse" || (opts.controlplanes ?? 1) > 1) && values["no-agents"]) {
     throw new UsageError(`${opts.store === "clickhouse" ? "--store clickhouse" : "--controlplanes"}: the store is the control plane's, which --no-agents leaves out`);

@@ -10,7 +10,7 @@ import {
   allocateClusterIP, allocatePodHost, hostIfaceName, isLabNetns, nodeAddresses, nodeNetns, OUTSIDE, OUTSIDE_NETNS, podAddresses, podHost,
   podNetnsName, UNDERLAY_NETNS,
 } from "./addressing.js";
-import { agentSpecs, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
+import { agentSpecs, DRAIN_INTERVAL_RANGE_MS, waitAgentHealthy, type AgentCommand, type AgentSpecOptions } from "./agents.js";
 import { repoRoot } from "../config/install.js";
 import { clickHouseLogTail, freeLoopbackPort, writeClickHouseSetup } from "./clickhouse.js";
 import {
@@ -71,6 +71,12 @@ export interface UpOptions {
   insecure?: boolean;
   /** Start the topology's traffic section in the pods (pod-app.ts), detached: it runs until `down`. */
   traffic?: boolean;
+  /**
+   * The agents' flow-map drain interval (`bulkhead agent --drain-interval`), default the
+   * agent's (1 s): how soon a packet's record reaches the export file and the control
+   * plane. Tests and the conformance engine, which wait for records, pass 100.
+   */
+  drainIntervalMs?: number;
   /** Replaces `agentCommand` (agents.ts), e.g. with a stand-in agent in tests; `up` then does not wait for it to connect. */
   agentCommand?: AgentCommand;
   agentTimeoutMs?: number;
@@ -236,6 +242,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
   const uiOption = typeof opts.controlplane === "object" ? opts.controlplane.ui : undefined;
   if (typeof uiOption === "string") uiUrl(uiOption); // a bad address fails before anything is built
   const { storeKind, replicas } = checkStoreOptions(opts, withAgents);
+  checkDrainInterval(opts.drainIntervalMs, withAgents);
   await withLock(stateDir, async () => {
     await removeLeftovers(stateDir, opts.removeLeftoverPins, log);
     const state = planState(stateDir, topology, withAgents, path.resolve(opts.pinDir ?? BPF_PIN_DIR), opts.exportDir);
@@ -278,6 +285,7 @@ export async function up(opts: UpOptions = {}): Promise<Lab> {
         if (state.controlplane) agentOpts.controlplane = controlPlanes(state).map((cp) => cp.agents).join(",");
         if (state.controlplane?.ca !== undefined) agentOpts.tlsDir = labTlsDir(stateDir);
         if (state.exportDir !== undefined) agentOpts.exportDir = state.exportDir;
+        if (opts.drainIntervalMs !== undefined) agentOpts.drainIntervalMs = opts.drainIntervalMs;
         if (opts.agentCommand) agentOpts.command = opts.agentCommand;
         state.agents = await agentSpecs(state.nodes, agentOpts);
       }
@@ -742,6 +750,16 @@ function checkStoreOptions(opts: UpOptions, withAgents: boolean): { storeKind: L
     throw new Error(`${storeKind !== "embedded" ? "store" : "controlplanes"}: this lab runs no control plane (no agents, or controlplane: false)`);
   }
   return { storeKind, replicas };
+}
+
+/** The drain interval `up` was given, checked before anything is built (the agent's own bounds). */
+function checkDrainInterval(ms: number | undefined, withAgents: boolean): void {
+  if (ms === undefined) return;
+  const { min, max } = DRAIN_INTERVAL_RANGE_MS;
+  if (!Number.isInteger(ms) || ms < min || ms > max) {
+    throw new Error(`drainIntervalMs: expected an integer ${min}-${max} (milliseconds), got ${JSON.stringify(ms)}`);
+  }
+  if (!withAgents) throw new Error("drainIntervalMs: this lab runs no agents (startAgents: false) to drain anything");
 }
 
 /** The lab's ClickHouse server: its files written under <stateDir>/clickhouse, a free loopback port; the supervisor starts it. */

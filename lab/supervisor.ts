@@ -1,7 +1,8 @@
 // The lab's supervisor: one detached process per lab (`bulkhead lab supervise --state-dir
 // DIR`, started by `up`) that runs the control plane (each replica, and with `--store
 // clickhouse` the ClickHouse server they share; the replicas' first start waits until it
-// answers) and one agent per node, and starts each again when it exits, as a Deployment,
+// answers) and one agent per node (whose first start waits until the first control plane
+// accepts on its agent socket), and starts each again when it exits, as a Deployment,
 // a StatefulSet and a DaemonSet would on a real cluster. It reads the
 // command lines `up` wrote into state.json once, and writes what it runs (pid, restarts, how
 // the last run ended) to supervisor.json, which `lab status` and `lab restart` read.
@@ -17,6 +18,7 @@
 // run on unsupervised and `down` (or the next `up`) still removes them.
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, closeSync, openSync } from "node:fs";
+import net from "node:net";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { running } from "./netns.js";
@@ -125,7 +127,8 @@ interface Child {
   pidFile?: string;
   /** Whether it serves; only asked of a child another one waits for (`after`). */
   ready?: () => Promise<boolean>;
-  /** Its first start waits until this one is ready (the control planes wait for their store: they exit if it is unreachable). */
+  /** Its first start waits until this one is ready (the control planes wait for their store: they exit if it is
+   * unreachable; the agents for the first control plane). */
   after?: Child;
   status: SupervisedProcess;
   /** The running process, until its exit event (then reaped). */
@@ -148,15 +151,22 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
       status: { name: CLICKHOUSE_PROCESS, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ready: () => storeReady(s) };
     children.push(store);
   }
+  let firstControlPlane: Child | undefined;
   for (const cp of controlPlanes(state)) {
     if (cp.argv === undefined) continue;
-    children.push({ name: cp.name, argv: cp.argv, log: cp.log, pidFile: pidFileOf(stateDir, cp.name),
-      status: { name: cp.name, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ...(store ? { after: store } : {}) });
+    const child: Child = { name: cp.name, argv: cp.argv, log: cp.log, pidFile: pidFileOf(stateDir, cp.name),
+      status: { name: cp.name, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ready: () => acceptsOn(cp.agents),
+      ...(store ? { after: store } : {}) };
+    firstControlPlane ??= child;
+    children.push(child);
   }
   for (const agent of state.agents) {
     if (agent.argv === undefined) continue;
     const name = agentProcess(agent.node);
-    children.push({ name, argv: agent.argv, log: agent.log, status: { name, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0 });
+    // An agent that found no control plane retries with a backoff growing to 5 s; one
+    // started once the control plane takes connections is in at its first attempt.
+    children.push({ name, argv: agent.argv, log: agent.log, status: { name, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0,
+      ...(firstControlPlane ? { after: firstControlPlane } : {}) });
   }
   if (children.length === 0) throw new Error(`lab supervise: the lab in ${stateDir} names no control plane or agent command to run`);
   // A supervisor started again after one was killed picks up the restart counts.
@@ -290,6 +300,15 @@ async function stopChildren(procs: readonly ChildProcess[]): Promise<void> {
     p.once("exit", () => { clearTimeout(timer); resolve(); });
     p.kill("SIGTERM");
   })));
+}
+
+/** Whether something accepts connections on the control plane's agent address (unix://PATH). */
+function acceptsOn(address: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ path: address.replace(/^unix:\/\//, "") });
+    socket.once("connect", () => { socket.destroy(); resolve(true); });
+    socket.once("error", () => resolve(false));
+  });
 }
 
 export interface WaitStartedOptions {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { up, type Lab, type LabStatus, type PodStatus } from "../lab/lab.js";
 import { native } from "../native/index.js";
 import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
-import { observations, readExports, sleep, waitFor } from "./harness/flows.js";
+import { LAB_DRAIN_MS, NOTHING_MORE_MS, observations, readExports, sleep, waitFor } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
 import { holdCensusLockForFile } from "./harness/census.js";
 
@@ -28,7 +28,6 @@ pods:
   - { namespace: cap, name: neighbour, node: node1, labels: { app: neighbour } }
 `;
 
-const DRAIN_MS = 1000;
 let dir: string;
 let exportDir: string;
 let lab: Lab;
@@ -81,7 +80,7 @@ async function settledAll(specs: readonly { match: (r: FlowRecord) => boolean; w
   };
   await waitFor(read, (all) => all.every((o, i) => o.size >= (specs[i]?.points ?? 0)
     && [...o.values()].every((x) => x.packets >= (specs[i]?.wantPackets ?? 0n))), 6000);
-  await sleep(DRAIN_MS + 300); // one more drain: nothing more may arrive
+  await sleep(NOTHING_MORE_MS); // the next drains: nothing more may arrive
   return read();
 }
 
@@ -94,7 +93,7 @@ describe("flow capture on a two-node lab", () => {
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
     // No web UI: nothing here reads it, and the lab's fixed UI port may be taken.
     lab = await up({ stateDir: path.join(dir, "state"), exportDir, topology: path.join(dir, "topology.yaml"),
-      pinDir: PIN_DIR, controlplane: { ui: false } });
+      pinDir: PIN_DIR, controlplane: { ui: false }, drainIntervalMs: LAB_DRAIN_MS });
     status = await lab.status();
     client = pod("client");
     server = pod("server");
@@ -104,6 +103,13 @@ describe("flow capture on a two-node lab", () => {
   afterAll(async () => {
     await lab?.down();
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("runs every agent with the drain interval `up` was given", () => {
+    for (const agent of status.agents) {
+      const argv = fs.readFileSync(`/proc/${agent.pid}/cmdline`, "utf8").split("\0");
+      expect(argv.slice(argv.indexOf("--drain-interval"), argv.indexOf("--drain-interval") + 2), agent.node).toEqual(["--drain-interval", String(LAB_DRAIN_MS)]);
+    }
   });
 
   it("counts K UDP datagrams of P bytes exactly at both points on both nodes (IPv4: P + 8 + 20 bytes each)", async () => {

@@ -8,8 +8,9 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { up, type Lab, type PodStatus } from "../lab/lab.js";
+import { EnforcementWatch } from "../lab/enforcement.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
-import { sleep } from "./harness/flows.js";
+import { LAB_DRAIN_MS, NOTHING_MORE_MS, sleep } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = `/sys/fs/bpf/bh-controlplane-${process.pid}`;
@@ -55,7 +56,24 @@ async function podOf(workload: string): Promise<PodStatus> {
   return p;
 }
 
-/** Waits until the control plane holds `want` packets at both points for `args`, then one drain more. */
+/**
+ * Adds or deletes a pod and waits until every node enforces the policy version compiled
+ * from the manifests that followed: the control plane then knows the change, since it
+ * applies the manifests to its cluster state and compiles in the same step
+ * (controlplane/controlplane.ts), and a pod's address and labels are in the snapshot.
+ */
+async function podChange(change: () => Promise<unknown>): Promise<void> {
+  const watch = new EnforcementWatch(OBSERVER, ["node1", "node2"], ca);
+  try {
+    const before = await watch.latest();
+    await change();
+    await watch.waitEnforced({ after: before });
+  } finally {
+    watch.close();
+  }
+}
+
+/** Waits until the control plane holds `want` packets at both points for `args`, then for anything more to arrive. */
 async function settled(args: string[], want: bigint): Promise<FlowRecord[]> {
   let records: FlowRecord[] = [];
   const deadline = Date.now() + 15_000;
@@ -65,7 +83,7 @@ async function settled(args: string[], want: bigint): Promise<FlowRecord[]> {
       && sum(records, ObservationPoint.OBSERVATION_POINT_TO_POD) >= want) break;
     await sleep(300);
   }
-  await sleep(1300);
+  await sleep(NOTHING_MORE_MS);
   return observe(args);
 }
 
@@ -75,7 +93,7 @@ describe("control plane on the lab", () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-cp-"));
     fs.writeFileSync(path.join(dir, "topology.yaml"), TOPOLOGY);
     lab = await up({ stateDir: path.join(dir, "state"), topology: path.join(dir, "topology.yaml"),
-      pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: false } }); // no web UI: nothing here reads it
+      pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: false }, drainIntervalMs: LAB_DRAIN_MS }); // no web UI: nothing here reads it
     ca = (await lab.status()).controlplane?.ca ?? "(the lab recorded no CA)";
   });
 
@@ -92,6 +110,14 @@ describe("control plane on the lab", () => {
     const log = fs.readFileSync(cp?.log ?? "", "utf8").split("\n").filter((l) => l.includes('"agent connected"'))
       .map((l) => JSON.parse(l) as { node: string; certificate?: string });
     expect(new Set(log.map((l) => `${l.node} ${l.certificate}`))).toEqual(new Set(["node1 CN=node1", "node2 CN=node2"]));
+    // The supervisor started the agents once the control plane took connections: each got in
+    // at its first attempt, with no retry (backing off up to 5 s) before.
+    for (const agent of (await lab.status()).agents) {
+      const lines = fs.readFileSync(agent.log, "utf8").split("\n");
+      const first = lines.findIndex((l) => l.includes('"connected to control plane"'));
+      expect(first, `${agent.node}: connected`).toBeGreaterThanOrEqual(0);
+      expect(lines.slice(0, first).filter((l) => l.includes('"control plane stream lost; reconnecting"')), agent.node).toEqual([]);
+    }
     const plain = await run(process.execPath, [cliMain, "status", "--server", OBSERVER],
       { env: { ...process.env, BULKHEAD_TLS_CA: "", BULKHEAD_LAB_STATE_DIR: path.join(dir, "no-lab") } })
       .then(() => undefined, (e: { code: number; stderr: string }) => e);
@@ -148,17 +174,16 @@ describe("control plane on the lab", () => {
   // these tests count the sender's direction only (--from-pod).
   it("keeps earlier flows on the old pod and maps later ones to the new pod that took its IP", async () => {
     const frontend = await podOf("frontend");
-    await lab.addPod({ namespace: "web", name: "old", node: "node2", labels: { app: "old" } });
+    await podChange(() => lab.addPod({ namespace: "web", name: "old", node: "node2", labels: { app: "old" } }));
     const old = (await pods()).find((p) => p.name === "old");
     if (!old) throw new Error("no pod old");
-    await sleep(1500); // the control plane has read the new pod's manifest
     await lab.exec(frontend, probe(["udp-send", "--to", old.ip, "--port", "5000", "--sport", "43003", "--count", "4"]));
     await settled(["--from-pod", `web/${frontend.name}`, "--ip", old.ip, "--port", "43003"], 4n);
-    await lab.deletePod("web", "old");
-    await lab.addPod({ namespace: "web", name: "new", node: "node2", labels: { app: "new" } });
+    // One at a time: a version compiled from the deletion alone must not pass for the new pod's.
+    await podChange(() => lab.deletePod("web", "old"));
+    await podChange(() => lab.addPod({ namespace: "web", name: "new", node: "node2", labels: { app: "new" } }));
     const fresh = (await pods()).find((p) => p.name === "new");
     expect(fresh?.ip).toBe(old.ip);
-    await sleep(1500);
     await lab.exec(frontend, probe(["udp-send", "--to", old.ip, "--port", "5000", "--sport", "43004", "--count", "6"]));
     await settled(["--from-pod", `web/${frontend.name}`, "--ip", old.ip, "--port", "43004"], 6n);
     const before = await observe(["--from-pod", `web/${frontend.name}`, "--ip", old.ip, "--port", "43003"]);

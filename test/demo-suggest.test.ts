@@ -23,6 +23,7 @@ import { parseKubeObject, type NetworkPolicy } from "../controlplane/metadata/ob
 import { endpointWorkload } from "../controlplane/store/filter.js";
 import { FlowRecord, ObservationPoint, Verdict, type Endpoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { waitFor } from "./harness/wait.js";
+import { LAB_DRAIN_MS } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
 
 const PIN_DIR = `/sys/fs/bpf/bh-demo-suggest-${process.pid}`;
@@ -70,7 +71,7 @@ describe("the demo's shop under its suggested policies", () => {
     if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-demo-suggest-"));
     stateDir = path.join(dir, "state");
-    lab = await upDemo({ stateDir, pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: false } });
+    lab = await upDemo({ stateDir, pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: false }, drainIntervalMs: LAB_DRAIN_MS });
   });
 
   afterAll(async () => {

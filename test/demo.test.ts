@@ -22,7 +22,7 @@ import { parseListenPort, parsePlan } from "../lab/pod-app.js";
 import { parseTopology } from "../lab/topology.js";
 import { FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
 import { GetFlowMapResponse, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
-import { sleep } from "./harness/flows.js";
+import { LAB_DRAIN_MS, sleep } from "./harness/flows.js";
 import { waitFor } from "./harness/wait.js";
 import { cliMain } from "../config/install.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
@@ -141,7 +141,7 @@ describe("the demo lab", () => {
     if (!fs.existsSync(cliMain)) throw new Error("dist/ is missing: run npm run build first");
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-demo-"));
     stateDir = path.join(dir, "state");
-    lab = await upDemo({ stateDir, pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: UI } });
+    lab = await upDemo({ stateDir, pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: UI }, drainIntervalMs: LAB_DRAIN_MS });
   });
 
   afterAll(async () => {
@@ -157,8 +157,8 @@ describe("the demo lab", () => {
     const page = await fetch(`http://${UI}/`);
     expect([page.status, await page.text()]).toEqual([200, expect.stringContaining("<title>bulkhead")]);
     // The shop's first edge appears once its traffic (the frontend calls every second) has
-    // been drained by an agent (every second) and streamed: seconds after `up`, which on a
-    // loaded machine may not have passed yet; 30 s bounds it.
+    // been drained by an agent and streamed: a second or more after `up`, which on a loaded
+    // machine may not have passed yet; 30 s bounds it.
     const readMap = async () => (await (await fetch(`http://${UI}/api/v1/map?namespace=shop&window=1m`)).json()) as { edges: { source: string }[] };
     await waitFor(readMap, (m) => m.edges.some((e) => e.source === "workload:shop/Deployment/frontend"), 30_000,
       "an edge from shop's frontend in the UI's map");
@@ -245,7 +245,7 @@ describe("the demo lab", () => {
       let seen = new Set<Verdict>();
       const deadline = Date.now() + 20_000;
       while (Date.now() < deadline && !seen.has(want)) {
-        await sleep(1000);
+        await sleep(500);
         seen = await verdicts("4s");
       }
       return seen;
@@ -265,13 +265,23 @@ describe("the demo lab", () => {
       await allowDemoEdge(lab);
       await lab.setNamespaceAnnotations("shop", { "bulkhead.io/mode": "enforce" });
       await watch.waitEnforced({ after: before });
-      await sleep(2500); // let records from before the change drain
+      // Every node has enforced the change for the settle time (300 ms) already; records with
+      // packets from before it are drained within a drain interval (100 ms) of it: 1 s more
+      // leaves them all before `since`.
+      await sleep(1000);
       const since = new Date().toISOString();
-      await sleep(4000);
-      const after = await cli(["observe", "-o", "json", "--server", OBSERVER, "--from-workload", workloadOf(source),
-        "--to-workload", workloadOf(destination), "--since", since]);
-      const records = after.split("\n").filter((l) => l.trim()).map((l) => FlowRecord.fromJSON(JSON.parse(l)));
-      expect(records.length).toBeGreaterThan(0);
+      // The frontend calls the catalog every second, a new connection each time: the records
+      // of three such calls since then, every one of them forwarded.
+      const observed = async () => (await cli(["observe", "-o", "json", "--server", OBSERVER, "--from-workload", workloadOf(source),
+        "--to-workload", workloadOf(destination), "--since", since])).split("\n").filter((l) => l.trim()).map((l) => FlowRecord.fromJSON(JSON.parse(l)));
+      const connections = (rs: FlowRecord[]) => new Set(rs.map((r) => r.l4?.sourcePort)).size;
+      let records: FlowRecord[] = [];
+      const deadline = Date.now() + 20_000;
+      while (connections(records) < 3 && Date.now() < deadline) {
+        await sleep(500);
+        records = await observed();
+      }
+      expect(connections(records), "connections of the restored edge since the change").toBeGreaterThanOrEqual(3);
       expect(records.filter((r) => r.verdict !== Verdict.VERDICT_FORWARDED)).toEqual([]);
     } finally {
       watch.close();

@@ -16,7 +16,7 @@ import { controlPlaneStatus } from "../lab/controlplane.js";
 import { down, type Lab, up } from "../lab/lab.js";
 import { FlowFilter, type GetFlowsRequest } from "../proto/gen/bulkhead/v1/observer.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
-import { sleep } from "./harness/flows.js";
+import { LAB_DRAIN_MS, NOTHING_MORE_MS, sleep } from "./harness/flows.js";
 import { installCliPackage } from "./harness/cli-package.js";
 import { labFlows, pacedUdpSender, packetsAt } from "./harness/lab-flows.js";
 
@@ -45,7 +45,7 @@ const toReceiver = [FlowFilter.fromPartial({ destinationPod: ["default/receiver"
 beforeAll(async () => {
   const file = path.join(root, "topology.yaml");
   writeFileSync(file, TOPOLOGY);
-  lab = await up({ stateDir, topology: file, controlplane: { observer: OBSERVER, ui: false }, removeLeftoverPins: true });
+  lab = await up({ stateDir, topology: file, controlplane: { observer: OBSERVER, ui: false }, removeLeftoverPins: true, drainIntervalMs: LAB_DRAIN_MS });
 });
 
 afterAll(async () => {
@@ -80,8 +80,8 @@ describe("the embedded store across a kill -9 of the control plane", () => {
         && packetsAt(records, ObservationPoint.OBSERVATION_POINT_TO_POD) >= BigInt(DATAGRAMS)) break;
       await sleep(1000);
     }
-    // Two more drain intervals: a duplicate arriving late would show.
-    await sleep(2500);
+    // The next drains and their streaming: a duplicate arriving late would show.
+    await sleep(NOTHING_MORE_MS);
     records = await flows({ allow: toReceiver, since: { seconds: BigInt(Math.floor(startMs / 1000) - 5), nanos: 0 } });
     expect(packetsAt(records, ObservationPoint.OBSERVATION_POINT_FROM_POD), "sender's from_pod packets").toBe(BigInt(DATAGRAMS));
     expect(packetsAt(records, ObservationPoint.OBSERVATION_POINT_TO_POD), "receiver's to_pod packets").toBe(BigInt(DATAGRAMS));

@@ -22,7 +22,7 @@ import { readState } from "../lab/state.js";
 import { MAX_BACKOFF_MS, restartDelay, supervisorPids } from "../lab/supervisor.js";
 import { parseTopology } from "../lab/topology.js";
 import { type FlowRecord, Verdict } from "../proto/gen/bulkhead/v1/flow.js";
-import { sleep } from "./harness/flows.js";
+import { LAB_DRAIN_MS, sleep } from "./harness/flows.js";
 
 vi.setConfig({ testTimeout: 120_000, hookTimeout: 180_000 });
 
@@ -124,7 +124,8 @@ function labNetns(): string[] {
 beforeAll(async () => {
   const file = path.join(root, "topology.yaml");
   writeFileSync(file, TOPOLOGY);
-  lab = await up({ stateDir, topology: file, controlplane: { observer: OBSERVER, ui: false }, removeLeftoverPins: true });
+  lab = await up({ stateDir, topology: file, controlplane: { observer: OBSERVER, ui: false }, removeLeftoverPins: true,
+    drainIntervalMs: LAB_DRAIN_MS });
 });
 
 afterAll(async () => {
@@ -182,7 +183,7 @@ describe("the outside host", () => {
     while (Date.now() < deadline) {
       toOutside = (await flows()).filter((r) => r.destination?.ip === OUTSIDE.ip && r.l4?.destinationPort === 80);
       if (from("allowed").length > 0 && from("denied").length > 0) break;
-      await sleep(500);
+      await sleep(200);
     }
     expect(from("allowed").length).toBeGreaterThan(0);
     expect(from("denied").length).toBeGreaterThan(0);
@@ -303,7 +304,8 @@ describe("supervision", () => {
   it("a second `up` removes the first lab's supervisor; down after the supervisor was killed leaves no process or netns", async () => {
     const first = await cliStatus();
     const firstPids = [first.supervisor?.pid ?? 0, first.controlplane?.pid ?? 0, ...first.agents.map((a) => a.pid)];
-    lab = await up({ stateDir, topology: path.join(root, "topology.yaml"), controlplane: { observer: OBSERVER, ui: false }, removeLeftoverPins: true });
+    lab = await up({ stateDir, topology: path.join(root, "topology.yaml"), controlplane: { observer: OBSERVER, ui: false }, removeLeftoverPins: true,
+      drainIntervalMs: LAB_DRAIN_MS });
     for (const pid of firstPids) expect(await running(pid), `pid ${pid} of the first lab`).toBe(false);
     const second = await cliStatus();
     expect(await supervisorPids(stateDir)).toEqual([second.supervisor?.pid]);

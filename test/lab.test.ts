@@ -377,6 +377,20 @@ describe("agents", () => {
     expect(labNetns()).toEqual([]);
   });
 
+  it("refuses a drain interval the agent would refuse, or one for a lab without agents, before building anything", async () => {
+    for (const bad of [0, 1.5, 3_600_001]) {
+      await expect(up({ stateDir: agentDir, drainIntervalMs: bad })).rejects.toThrow(`drainIntervalMs: expected an integer 1-3600000 (milliseconds), got ${bad}`);
+    }
+    await expect(up({ stateDir: agentDir, startAgents: false, drainIntervalMs: 100 })).rejects.toThrow("drainIntervalMs: this lab runs no agents");
+    let err = "";
+    const io = { stdout: { write: () => true }, stderr: { write: (t: string) => { err += t; return true; } } };
+    expect(await runLab(["up", "--drain-interval", "soon", "--state-dir", agentDir], io)).toBe(2);
+    expect(err).toContain('--drain-interval: expected milliseconds, an integer 1-3600000, got "soon"');
+    expect(await runLab(["up", "--drain-interval", "100", "--no-agents", "--state-dir", agentDir], io)).toBe(2);
+    expect(err).toContain("--drain-interval: the agents drain, and --no-agents leaves them out");
+    expect(labNetns()).toEqual([]);
+  });
+
   it("fails with the node's name and log tail when an agent dies, leaving nothing behind", async () => {
     await expect(up({
       stateDir: agentDir,

@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Lab } from "../lab/lab.js";
 import { allowDemoEdge, DEMO_DENIABLE_EDGE, DEMO_EDGES, DEMO_WORKLOADS, denyDemoEdge, upDemo, type DemoEdge } from "../lab/demo.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
+import { LAB_DRAIN_MS } from "./harness/flows.js";
 import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metrics.js";
 import { drawnEdgeId } from "../ui/src/drawing.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
@@ -75,7 +76,7 @@ describe("the web UI in Chromium, on the demo lab", () => {
     fs.mkdirSync(SHOTS, { recursive: true });
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-ui-e2e-"));
     try {
-      lab = await upDemo({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: UI } });
+      lab = await upDemo({ stateDir: path.join(dir, "state"), pinDir: PIN_DIR, controlplane: { observer: OBSERVER, ui: UI }, drainIntervalMs: LAB_DRAIN_MS });
       browser = await launchChromium({ viewport: { width: 1500, height: 1000 } });
       page = await browser.context.newPage();
       page.on("pageerror", (err) => pageErrors.push(err.message));

@@ -39,7 +39,6 @@ import { up, type Lab } from "../lab.js";
 import { manifestsDir } from "../manifests.js";
 import { syncClusterPolicies, syncPolicies } from "../netpol-files.js";
 import { ProberClient, SourcePorts } from "../prober.js";
-import { agentCommand } from "../agents.js";
 import { describeRecordTuple, DropMatcher, DropStream } from "./drops.js";
 import { LOGS_DIR } from "../state.js";
 import type { Protocol } from "../topology.js";
@@ -483,7 +482,6 @@ export class DatapathEngine implements ConformanceEngine {
     if (podNames.length > 0) this.log(`conformance: a lab whose pods serve ${served.map(servedKey).join(", ")}`);
     const ports = served.map((s) => ({ name: servePortName(s.port, s.protocol), port: s.port, protocol: s.protocol }));
     const places = placement(namespaces, podNames, this.nodes);
-    const drainMs = this.opts.drainIntervalMs ?? 100;
     const lab = await up({
       stateDir: this.stateDir,
       topology: {
@@ -497,10 +495,8 @@ export class DatapathEngine implements ConformanceEngine {
         workloads: [], traffic: [],
       },
       controlplane: { observer: this.observer, ...(this.opts.ui !== undefined ? { ui: this.opts.ui } : {}) },
-      // The lab's agent, draining more often, so that drop records come soon after the drop.
-      // (With agentCommand, up does not wait for the agents to connect; the waits for
-      // enforcement below and in createDatapathEngine do.)
-      agentCommand: (ctx) => [...agentCommand(ctx), "--drain-interval", String(drainMs)],
+      // Agents that drain often, so that a drop record comes soon after the drop.
+      drainIntervalMs: this.opts.drainIntervalMs ?? 100,
       ...(this.opts.pinDir !== undefined ? { pinDir: this.opts.pinDir } : {}),
       ...(this.opts.log ? { log: this.opts.log } : {}),
     });

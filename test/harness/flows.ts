@@ -36,6 +36,20 @@ export function observations(records: FlowRecord[], match: (r: FlowRecord) => bo
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * The drain interval the lab tests give their agents (`up({ drainIntervalMs })`): a packet's
+ * record reaches the export file, and is on its way to the control plane, within about this
+ * long (the agent's default, 1 s, made every such wait ten times longer).
+ */
+export const LAB_DRAIN_MS = 100;
+
+/**
+ * How long a test waits, once a count it expects is reached, for anything more to arrive
+ * (which would make the count wrong): two drains (one may have been under way when the count
+ * was read) and 300 ms for the export file's write or the stream to the control plane.
+ */
+export const NOTHING_MORE_MS = 2 * LAB_DRAIN_MS + 300;
+
 /** Polls until `done` holds or `timeoutMs` passes; returns the last value either way. */
 export async function waitFor<T>(read: () => T, done: (v: T) => boolean, timeoutMs: number, everyMs = 200): Promise<T> {
   const deadline = Date.now() + timeoutMs;
