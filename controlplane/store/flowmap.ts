@@ -245,30 +245,36 @@ interface Observation {
 
 /** isReply() over an Observation. */
 function isReplyOf(o: Observation): boolean {
-  if (isServiceAddress(o.destination)) return false;
-  if (isServiceAddress(o.source)) return true;
-  if (!o.hasL4) return false;
-  if (o.protocol === 1) return ICMP4_REPLY_TYPES.has(o.icmpType);
-  if (o.protocol === 58) return o.icmpType === ICMP6_ECHO_REPLY;
-  if (o.protocol === 6 && o.tcpFlags >= 0 && (o.tcpFlags & 0x02) !== 0 && (o.tcpFlags & 0x10) === 0) return false;
-  const s = o.sourcePort, d = o.destinationPort;
-  if (s === 0 || d === 0) return false;
-  return s < d;
+  if (!o.hasL4) return isServiceAddress(o.source) && !isServiceAddress(o.destination);
+  return travelsToClient(isServiceAddress(o.source), isServiceAddress(o.destination), o.protocol, o.sourcePort, o.destinationPort, o.icmpType, o.tcpFlags);
 }
 
 /** Rule 3: whether the record's packets travel from the connection's server to its client. */
 export function isReply(record: FlowRecord): boolean {
-  if (isServiceAddress(record.destination)) return false;
-  if (isServiceAddress(record.source)) return true;
   const l4 = record.l4;
-  if (l4 === undefined) return false;
-  if (l4.protocol === 1) return ICMP4_REPLY_TYPES.has(l4.icmpType);
-  if (l4.protocol === 58) return l4.icmpType === ICMP6_ECHO_REPLY;
-  if (l4.protocol === 6 && l4.tcpFlags !== undefined && l4.tcpFlags.syn && !l4.tcpFlags.ack) return false;
+  const fromService = isServiceAddress(record.source), toService = isServiceAddress(record.destination);
+  if (l4 === undefined) return fromService && !toService;
+  const f = l4.tcpFlags;
+  return travelsToClient(fromService, toService, l4.protocol, l4.sourcePort, l4.destinationPort, l4.icmpType,
+    f === undefined ? -1 : (f.syn ? 0x02 : 0) | (f.ack ? 0x10 : 0));
+}
+
+/**
+ * Rule 3 over a record's fields (isReply() of a record, or of a columnar row without one):
+ * whether its packets travel from the connection's server to its client. `tcpFlags`: the
+ * SYN and ACK bits (0x02, 0x10) when the record has TCP flags, -1 when not; ICMP rows give
+ * their type as `icmpType` and 0 as ports.
+ */
+export function travelsToClient(fromService: boolean, toService: boolean, protocol: number,
+  sourcePort: number, destinationPort: number, icmpType: number, tcpFlags: number): boolean {
+  if (toService) return false;
+  if (fromService) return true;
+  if (protocol === 1) return ICMP4_REPLY_TYPES.has(icmpType);
+  if (protocol === 58) return icmpType === ICMP6_ECHO_REPLY;
+  if (protocol === 6 && tcpFlags >= 0 && (tcpFlags & 0x02) !== 0 && (tcpFlags & 0x10) === 0) return false;
   // Clients take ephemeral ports (32768 and up on Linux), above nearly every server port.
-  const s = l4.sourcePort, d = l4.destinationPort;
-  if (s === 0 || d === 0) return false;
-  return s < d;
+  if (sourcePort === 0 || destinationPort === 0) return false;
+  return sourcePort < destinationPort;
 }
 
 /** A record's ends as client and server (rule 3), with the edge's protocol name and server port. */
