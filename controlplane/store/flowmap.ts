@@ -425,6 +425,11 @@ function expireBuckets(entries: number[], firstBucket: number): boolean {
   return entries.length > 0;
 }
 
+/** A little-endian 64-bit column as its 32-bit words (low, high per value). */
+function wordsOf(col: BigUint64Array): Uint32Array {
+  return new Uint32Array(col.buffer, col.byteOffset, col.length * 2);
+}
+
 function positive(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`flow map option ${name} must be a positive integer, got ${value}`);
   return value;
@@ -560,6 +565,8 @@ export class FlowMapStore {
     const c = b.columns;
     const version = this.begin();
     let changed = false;
+    // The 64-bit counts as 32-bit word pairs: reading a BigUint64Array makes a BigInt per value.
+    const packets = wordsOf(c.packets), bytes = wordsOf(c.bytes);
     for (let k = 0; k < b.rows.length; k++) {
       const i = b.rows[k]!;
       this.counters.records++;
@@ -580,8 +587,8 @@ export class FlowMapStore {
       o.destinationPort = isIcmp ? 0 : c.destinationPorts[i]!;
       o.icmpType = isIcmp ? c.sourcePorts[i]! : 0;
       o.tcpFlags = proto === 6 ? c.tcpFlags[i]! : -1;
-      o.packets = Number(c.packets[i]!);
-      o.bytes = Number(c.bytes[i]!);
+      o.packets = packets[2 * i + 1]! * 2 ** 32 + packets[2 * i]!;
+      o.bytes = bytes[2 * i + 1]! * 2 ** 32 + bytes[2 * i]!;
       if (this.observe(o, version)) changed = true;
     }
     if (changed) this.publish(version);
