@@ -193,7 +193,7 @@ function nodeConnections(node: string, plan: ClusterPlan): { local: PlanPod[]; c
  * A node's records, as its agent would send them: the local end named by the agent (as
  * agent/endpoints.ts does), 75 % on the node's long-lived connections and 25 % on one-off
  * connections (a fresh 5-tuple each), either observation point, verdicts 90 % FORWARDED,
- * 7 % DROPPED, 3 % AUDIT. Records end within
+ * 7 % DROPPED, 3 % AUDIT, reasons as the datapath gives them (`reason`). Records end within
  * `spreadMs` before `endMs` and cover up to one drain interval (1 s).
  */
 function agentRecords(node: string, plan: ClusterPlan, count: number, seed: number, endMs: number, spreadMs: number, firstSequence: number): FlowRecord[] {
@@ -230,11 +230,21 @@ function agentRecords(node: string, plan: ClusterPlan, count: number, seed: numb
       packets: BigInt(packets), bytes: BigInt(packets * (60 + Math.floor(rand() * 1400))),
       source: fromPod ? localEnd : undefined, destination: fromPod ? undefined : localEnd,
       verdict: v < 0.9 ? Verdict.VERDICT_FORWARDED : v < 0.97 ? Verdict.VERDICT_DROPPED : Verdict.VERDICT_AUDIT,
-      verdictReason: v < 0.5 ? VerdictReason.VERDICT_REASON_ESTABLISHED : VerdictReason.VERDICT_REASON_POLICY,
+      verdictReason: reason(fromPod !== c.localIsClient, v),
       sequence: BigInt(firstSequence + i),
     }));
   }
   return out;
+}
+
+/**
+ * A record's reason, as the datapath gives it: a reply (from the connection's server) is
+ * conntrack's (ESTABLISHED), unless a policy change denied its connection (DROPPED, POLICY);
+ * a request's first packets are judged by policy (POLICY), later ones are ESTABLISHED.
+ */
+function reason(reply: boolean, v: number): VerdictReason {
+  if (reply) return v >= 0.9 && v < 0.97 ? VerdictReason.VERDICT_REASON_POLICY : VerdictReason.VERDICT_REASON_ESTABLISHED;
+  return v < 0.5 ? VerdictReason.VERDICT_REASON_ESTABLISHED : VerdictReason.VERDICT_REASON_POLICY;
 }
 
 function timestamp(ms: number): { seconds: bigint; nanos: number } {

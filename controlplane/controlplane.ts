@@ -15,11 +15,11 @@ import type { FlowStore, StoreStatus } from "./store/durable.js";
 import { flowMapFromStore } from "./store/stored-map.js";
 import type { FlowPredicate } from "./store/filter.js";
 import type { FlowFilter, GetFlowMapResponse, PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
-import { FlowMapStore } from "./store/flowmap.js";
+import { FlowMapStore, isReply, travelsToClient } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
 import { clusterOf, type PolicyModeName } from "./policy/model.js";
-import { ObservationPoint, Verdict, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
+import { ObservationPoint, Verdict, VerdictReason, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
 import { PolicyMode, type Identity, type PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
 
 /** Reserved identity 3: every Service ClusterIP (see policy.proto). */
@@ -125,7 +125,7 @@ export class ControlPlane {
   /** Attributions by (addresses, protocol, port) since the last metadata change: the compiler's own
    * cache needs both addresses parsed and looked up, which cost a third of ingest. */
   private attributions = new Map<string, PolicyAttribution>();
-  /** The same for columnar batches, by source id, destination id (Enricher.addressAt), then protocol * 65536 + port. */
+  /** The same for columnar batches, by client id, server id (Enricher.addressAt), then protocol * 65536 + server port. */
   private readonly columnAttributions = new TripleKeyTable();
   /** columnAttributions' values index this list. */
   private readonly columnAttributionList: PolicyAttribution[] = [];
@@ -298,28 +298,38 @@ export class ControlPlane {
   }
 
   /**
-   * attribute() for every admitted row, cached by (source, destination, protocol, port)
-   * with the addresses as their Enricher ids (numbers, never reused): no address text per row.
+   * attribute() for every admitted row, cached by the connection's (client, server,
+   * protocol, server port) with the addresses as their Enricher ids (numbers, never
+   * reused): no address text per row.
    */
   private attributeColumns(admitted: AdmittedColumns): void {
     const b = admitted.batch, c = b.columns;
     for (let k = 0; k < b.rows.length; k++) {
       const i = b.rows[k]!;
       const reason = c.verdictReasons[i]!, verdict = c.verdicts[i]!;
-      if (!attributable(verdict, reason, c.points[i]!, Boolean(b.destinations[i]?.service))) continue;
+      const source = b.sources[i], destination = b.destinations[i];
       const proto = c.protocols[i]!;
-      const port = proto === 1 || proto === 58 ? 0 : c.destinationPorts[i]!;
-      const service = proto * 65_536 + port;
-      const known = this.columnAttributions.get(admitted.sourceIds[i]!, admitted.destinationIds[i]!, service);
-      let a: PolicyAttribution;
-      if (known >= 0) a = this.columnAttributionList[known]!;
-      else {
-        if (this.columnAttributionList.length >= MAX_ATTRIBUTIONS) { this.columnAttributions.clear(); this.columnAttributionList.length = 0; }
-        a = this.policy.attribution(b.sourceIps[i]!, b.destinationIps[i]!, proto, port);
-        this.columnAttributions.set(admitted.sourceIds[i]!, admitted.destinationIds[i]!, service, this.columnAttributionList.push(a) - 1);
-      }
-      b.attributions[i] = a;
+      const icmp = proto === 1 || proto === 58;
+      const sourcePort = icmp ? 0 : c.sourcePorts[i]!, destinationPort = icmp ? 0 : c.destinationPorts[i]!;
+      const reply = reason === VerdictReason.VERDICT_REASON_ESTABLISHED
+        && travelsToClient(Boolean(source?.service), Boolean(destination?.service), proto, sourcePort, destinationPort,
+          icmp ? c.sourcePorts[i]! : 0, proto === 6 ? c.tcpFlags[i]! : -1);
+      if (!attributable(verdict, reason, c.points[i]!, reply, Boolean((reply ? source : destination)?.service))) continue;
+      b.attributions[i] = reply
+        ? this.connectionAttribution(admitted.destinationIds[i]!, admitted.sourceIds[i]!, b.destinationIps[i]!, b.sourceIps[i]!, proto, sourcePort)
+        : this.connectionAttribution(admitted.sourceIds[i]!, admitted.destinationIds[i]!, b.sourceIps[i]!, b.destinationIps[i]!, proto, destinationPort);
     }
+  }
+
+  /** The attribution of a connection from `client` to `server` (address ids and text) on (protocol, server port), cached by the ids. */
+  private connectionAttribution(clientId: number, serverId: number, clientIp: string, serverIp: string, proto: number, port: number): PolicyAttribution {
+    const service = proto * 65_536 + port;
+    const known = this.columnAttributions.get(clientId, serverId, service);
+    if (known >= 0) return this.columnAttributionList[known]!;
+    if (this.columnAttributionList.length >= MAX_ATTRIBUTIONS) { this.columnAttributions.clear(); this.columnAttributionList.length = 0; }
+    const a = this.policy.attribution(clientIp, serverIp, proto, port);
+    this.columnAttributions.set(clientId, serverId, service, this.columnAttributionList.push(a) - 1);
+    return a;
   }
 
   /** Corrects clocks, refuses records the node may not send, attributes verdicts; returns what is kept. */
@@ -466,17 +476,20 @@ export class ControlPlane {
     }
   }
 
-  /** Which policies decided the flow; at a client's veth toward a ClusterIP the backend is
-   * not known yet, so that record is attributed at the backend's veth instead. */
+  /** Which policies decided the flow's connection (see attributable()); at a client's veth toward
+   * a ClusterIP the backend is not known yet, so that record is attributed at the backend's veth instead. */
   private attribute(r: FlowRecord): void {
-    if (!attributable(r.verdict, r.verdictReason, r.point, Boolean(r.destination?.service))) return;
     const ip = r.ip, l4 = r.l4;
     if (!ip || !l4) return;
-    const key = `${ip.source}|${ip.destination}|${l4.protocol}|${l4.destinationPort}`;
+    const reply = r.verdictReason === VerdictReason.VERDICT_REASON_ESTABLISHED && isReply(r);
+    if (!attributable(r.verdict, r.verdictReason, r.point, reply, Boolean((reply ? r.source : r.destination)?.service))) return;
+    const client = reply ? ip.destination : ip.source, server = reply ? ip.source : ip.destination;
+    const port = reply ? l4.sourcePort : l4.destinationPort;
+    const key = `${client}|${server}|${l4.protocol}|${port}`;
     let a = this.attributions.get(key);
     if (!a) {
       if (this.attributions.size >= MAX_ATTRIBUTIONS) this.attributions.clear();
-      a = this.policy.attribution(ip.source, ip.destination, l4.protocol, l4.destinationPort);
+      a = this.policy.attribution(client, server, l4.protocol, port);
       this.attributions.set(key, a);
     }
     r.attribution = a;
@@ -600,11 +613,23 @@ const MAX_ATTRIBUTIONS = 100_000;
 
 /**
  * Whether a record carries a judgement to attribute: not a flow observe mode forwarded
- * unjudged, nor a from-pod record to a Service (judged at its backend, after translation).
+ * unjudged, nor one of a connection to a Service address (judged at its backend, after
+ * translation): the client's from-pod record toward it, or a reply from it.
+ *
+ * What a record is attributed is its connection's: the policies that allow (or deny) a
+ * connection from its client to its server port. A reply (`reply`: reason ESTABLISHED and,
+ * as the flow map orients records, travelling from server to client) was let through by
+ * conntrack for the connection its client opened, so it is attributed as that connection,
+ * never as a new one from the server to the client's ephemeral port (which would name the
+ * client's isolating policies as denying it, and miss every cache). Records do not say
+ * which end opened the connection: the flow map's rule 3 (store/flowmap.ts) decides, so a
+ * reply is attributed as the edge it is counted on. A POLICY record is its connection's
+ * opening packets, judged as they travel.
  */
-function attributable(verdict: Verdict, reason: number, point: ObservationPoint, toService: boolean): boolean {
+function attributable(verdict: Verdict, reason: number, point: ObservationPoint, reply: boolean, serverIsService: boolean): boolean {
   if (reason === 0 && verdict === Verdict.VERDICT_FORWARDED) return false;
-  return !(point === ObservationPoint.OBSERVATION_POINT_FROM_POD && toService);
+  if (!serverIsService) return true;
+  return !reply && point !== ObservationPoint.OBSERVATION_POINT_FROM_POD;
 }
 
 /** `ts` moved back by `shiftNs` (the agent's clock ahead by that much). */

@@ -29,7 +29,7 @@
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
-import { isReply, isReplyTransport, mapNodeOf } from "../store/flowmap.js";
+import { isReply, mapNodeOf, synAckBits, travelsToClient } from "../store/flowmap.js";
 import type { FlowHistory, HistoryQuery, StoredFlowView } from "../store/history.js";
 import { outcomeOf, outcomeOfSides, type Outcome } from "./explain.js";
 import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "./class-verdicts.js";
@@ -206,13 +206,10 @@ export function isJudgedRow(r: StoredFlowView, s: StoredEnd, d: StoredEnd): bool
   } else if (point !== ObservationPoint.OBSERVATION_POINT_TO_POD) {
     return false;
   }
-  // Not a reply (isReply's steps over the ends' facts and the row's numbers).
-  if (d.serviceAddress) return true;
-  if (s.serviceAddress) return false;
+  // Not a reply (isReply's rule over the ends' facts and the row's numbers).
   const l4 = r.l4;
-  if (l4 === undefined) return true;
-  const flags = l4.tcpFlags;
-  return !isReplyTransport(l4.protocol, l4.icmpType, flags !== undefined && flags.syn && !flags.ack, l4.sourcePort, l4.destinationPort);
+  if (l4 === undefined) return !s.serviceAddress || d.serviceAddress;
+  return !travelsToClient(s.serviceAddress, d.serviceAddress, l4.protocol, l4.sourcePort, l4.destinationPort, l4.icmpType, synAckBits(l4.tcpFlags));
 }
 
 /** An end of a replayed row: its facts, its pod (for the self flag) and its identity once replayed. */

@@ -54,7 +54,7 @@
 // pod), "service:<ns>/<name>", "world:<ip>", "host:<node>", and "unknown:<ip>" for an
 // address the enricher could not resolve (treated as outside for rule 1).
 
-import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { Endpoint, FlowRecord, TcpFlags } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from "../../proto/gen/bulkhead/v1/observer.js";
 import { endpointWorkload } from "./filter.js";
@@ -245,31 +245,36 @@ interface Observation {
 
 /** isReply() over an Observation. */
 function isReplyOf(o: Observation): boolean {
-  if (isServiceAddress(o.destination)) return false;
-  if (isServiceAddress(o.source)) return true;
-  if (!o.hasL4) return false;
-  return isReplyTransport(o.protocol, o.icmpType, o.tcpFlags >= 0 && (o.tcpFlags & 0x02) !== 0 && (o.tcpFlags & 0x10) === 0, o.sourcePort, o.destinationPort);
+  if (!o.hasL4) return isServiceAddress(o.source) && !isServiceAddress(o.destination);
+  return travelsToClient(isServiceAddress(o.source), isServiceAddress(o.destination), o.protocol, o.sourcePort, o.destinationPort, o.icmpType, o.tcpFlags);
 }
 
 /** Rule 3: whether the record's packets travel from the connection's server to its client. */
 export function isReply(record: FlowRecord): boolean {
-  if (isServiceAddress(record.destination)) return false;
-  if (isServiceAddress(record.source)) return true;
   const l4 = record.l4;
-  if (l4 === undefined) return false;
-  const flags = l4.tcpFlags;
-  return isReplyTransport(l4.protocol, l4.icmpType, flags !== undefined && flags.syn && !flags.ack, l4.sourcePort, l4.destinationPort);
+  const fromService = isServiceAddress(record.source), toService = isServiceAddress(record.destination);
+  if (l4 === undefined) return fromService && !toService;
+  return travelsToClient(fromService, toService, l4.protocol, l4.sourcePort, l4.destinationPort, l4.icmpType, synAckBits(l4.tcpFlags));
+}
+
+/** travelsToClient's `tcpFlags` of a Layer4's flags: SYN (0x02) and ACK (0x10), -1 without flags. */
+export function synAckBits(f: TcpFlags | undefined): number {
+  return f === undefined ? -1 : (f.syn ? 0x02 : 0) | (f.ack ? 0x10 : 0);
 }
 
 /**
- * Rule 3 from the transport header alone, once neither end is a Service address: in
- * numbers, for readers of columns (the policy replay reads a history row's fields, not a
- * Layer4). `synWithoutAck`: a TCP record whose flags are SYN without ACK (a connection's opening).
+ * Rule 3 over a record's fields (isReply() of a record, or of a columnar row without one):
+ * whether its packets travel from the connection's server to its client. `tcpFlags`: the
+ * SYN and ACK bits (0x02, 0x10) when the record has TCP flags, -1 when not; ICMP rows give
+ * their type as `icmpType` and 0 as ports.
  */
-export function isReplyTransport(protocol: number, icmpType: number, synWithoutAck: boolean, sourcePort: number, destinationPort: number): boolean {
+export function travelsToClient(fromService: boolean, toService: boolean, protocol: number,
+  sourcePort: number, destinationPort: number, icmpType: number, tcpFlags: number): boolean {
+  if (toService) return false;
+  if (fromService) return true;
   if (protocol === 1) return ICMP4_REPLY_TYPES.has(icmpType);
   if (protocol === 58) return icmpType === ICMP6_ECHO_REPLY;
-  if (protocol === 6 && synWithoutAck) return false;
+  if (protocol === 6 && tcpFlags >= 0 && (tcpFlags & 0x02) !== 0 && (tcpFlags & 0x10) === 0) return false;
   // Clients take ephemeral ports (32768 and up on Linux), above nearly every server port.
   if (sourcePort === 0 || destinationPort === 0) return false;
   return sourcePort < destinationPort;
@@ -423,6 +428,11 @@ function expireBuckets(entries: number[], firstBucket: number): boolean {
   return entries.length > 0;
 }
 
+/** A little-endian 64-bit column as its 32-bit words (low, high per value). */
+function wordsOf(col: BigUint64Array): Uint32Array {
+  return new Uint32Array(col.buffer, col.byteOffset, col.length * 2);
+}
+
 function positive(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`flow map option ${name} must be a positive integer, got ${value}`);
   return value;
@@ -558,6 +568,8 @@ export class FlowMapStore {
     const c = b.columns;
     const version = this.begin();
     let changed = false;
+    // The 64-bit counts as 32-bit word pairs: reading a BigUint64Array makes a BigInt per value.
+    const packets = wordsOf(c.packets), bytes = wordsOf(c.bytes);
     for (let k = 0; k < b.rows.length; k++) {
       const i = b.rows[k]!;
       this.counters.records++;
@@ -578,8 +590,8 @@ export class FlowMapStore {
       o.destinationPort = isIcmp ? 0 : c.destinationPorts[i]!;
       o.icmpType = isIcmp ? c.sourcePorts[i]! : 0;
       o.tcpFlags = proto === 6 ? c.tcpFlags[i]! : -1;
-      o.packets = Number(c.packets[i]!);
-      o.bytes = Number(c.bytes[i]!);
+      o.packets = packets[2 * i + 1]! * 2 ** 32 + packets[2 * i]!;
+      o.bytes = bytes[2 * i + 1]! * 2 ** 32 + bytes[2 * i]!;
       if (this.observe(o, version)) changed = true;
     }
     if (changed) this.publish(version);
