@@ -22,7 +22,12 @@
 // streaming window, prints the functions with the most self time in each and writes the
 // profiles to DIR (first-render.cpuprofile, streaming.cpuprofile: open them in DevTools).
 //
-// Usage: npm run build:ts && npm run build:ui && node dist/bench/ui-render.js [--runs N] [--screenshot FILE] [--profile DIR]
+// With --trace FILE, the first delta run's first render is also traced (Chrome's timeline, as
+// DevTools' Performance panel records it) into FILE, and the main thread's time is printed per
+// kind of work (CPU time of the main thread, which the machine's load sways much less than
+// wall time, and wall time) and per 500 ms.
+//
+// Usage: npm run build:ts && npm run build:ui && node dist/bench/ui-render.js [--runs N] [--screenshot FILE] [--profile DIR] [--trace FILE]
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -47,6 +52,7 @@ function arg(name: string): string | undefined {
 const RUNS = Number(arg("runs") ?? 3);
 const SCREENSHOT = arg("screenshot");
 const PROFILE = arg("profile");
+const TRACE = arg("trace");
 
 const ipOf = (ns: "bench" | "peer", i: number) => (ns === "bench" ? `10.60.${Math.floor(i / 250)}.${(i % 250) + 2}` : `10.61.0.${i + 2}`);
 
@@ -159,6 +165,55 @@ class Profiling {
   }
 }
 
+/**
+ * Chrome's timeline (the DevTools Performance panel's events) over the first render: written to
+ * FILE (open it in DevTools), and summed per top-level task kind and per 500 ms of the page's
+ * clock, so the seconds between navigation and the first frame can be read without a viewer.
+ */
+async function traceFirstRender(cdp: CDPSession, file: string, run: () => Promise<void>): Promise<void> {
+  await cdp.send("Tracing.start", { transferMode: "ReturnAsStream", traceConfig: { includedCategories: ["toplevel", "devtools.timeline", "blink.user_timing", "v8.execute"] } });
+  await run();
+  const done = new Promise<string>((resolve) => cdp.once("Tracing.tracingComplete", (e) => resolve(e.stream!)));
+  await cdp.send("Tracing.end");
+  const stream = await done;
+  let text = "";
+  for (;;) {
+    const chunk = await cdp.send("IO.read", { handle: stream });
+    text += chunk.base64Encoded ? Buffer.from(chunk.data, "base64").toString() : chunk.data;
+    if (chunk.eof) break;
+  }
+  await cdp.send("IO.close", { handle: stream });
+  fs.writeFileSync(file, text);
+  interface TraceEvent { name: string; ph: string; ts: number; dur?: number; tdur?: number; tid: number }
+  const events = (JSON.parse(text) as { traceEvents: TraceEvent[] }).traceEvents;
+  const navigation = events.find((e) => e.name === "navigationStart")?.ts ?? events[0]!.ts;
+  // The renderer's main thread: the one that ran the map's marks.
+  const mainTid = events.find((e) => e.name.startsWith("map: "))?.tid;
+  // Wall time (dur) swings with the machine's load; the thread's CPU time (tdur) much less.
+  const kinds: Record<string, string> = {
+    ThreadControllerImpl__RunTask: "tasks", FunctionCall: "script", UpdateLayoutTree: "style", Layout: "layout", PrePaint: "paint", Paint: "paint",
+    MinorGC: "gc", MajorGC: "gc",
+  };
+  const wall = new Map<string, number>(), cpu = new Map<string, number>();
+  const buckets = new Map<number, Map<string, number>>();
+  for (const e of events) {
+    const kind = kinds[e.name.replace("::", "__")];
+    if (e.tid !== mainTid || e.ph !== "X" || kind === undefined) continue;
+    wall.set(kind, (wall.get(kind) ?? 0) + (e.dur ?? 0) / 1000);
+    cpu.set(kind, (cpu.get(kind) ?? 0) + (e.tdur ?? 0) / 1000);
+    if (kind === "tasks") continue;
+    const at = Math.floor((e.ts - navigation) / 500_000) * 500;
+    const b = buckets.get(at) ?? buckets.set(at, new Map()).get(at)!;
+    b.set(kind, (b.get(kind) ?? 0) + (e.dur ?? 0) / 1000);
+  }
+  process.stdout.write(`  trace of the first render (${file}), main thread: ${[...cpu].map(([k, ms]) => `${k} ${ms.toFixed(0)} ms CPU (${(wall.get(k) ?? 0).toFixed(0)} wall)`).join(", ")}\n`);
+  process.stdout.write("  wall ms per 500 ms from navigation (by start):\n");
+  for (const [at, b] of [...buckets].sort((x, y) => x[0] - y[0])) {
+    const parts = [...b].filter(([, ms]) => ms >= 5).sort((x, y) => y[1] - x[1]).map(([k, ms]) => `${k} ${ms.toFixed(0)}`);
+    if (parts.length > 0) process.stdout.write(`    ${String(at).padStart(6)}  ${parts.join(", ")}\n`);
+  }
+}
+
 async function main(): Promise<void> {
   if (!fs.existsSync(path.join(DEFAULT_STATIC_DIR, "index.html"))) {
     process.stderr.write(`ui-render: ${DEFAULT_STATIC_DIR}/index.html is missing: run npm run build:ui\n`);
@@ -198,9 +253,14 @@ async function main(): Promise<void> {
         const page = await launched.context.newPage();
         const profiling = PROFILE && run === 0 && mode === "delta" ? await Profiling.start(await launched.context.newCDPSession(page), PROFILE) : undefined;
         const url = `${cp.ui!.url}?namespace=bench&window=5m${mode === "reference" ? "&reference=whole-map" : ""}`;
-        await page.goto(url);
-        await page.waitForFunction(`window.bulkheadMap && window.bulkheadMap.edges().length >= ${mapEdges}`, undefined, { timeout: 120_000, polling: 50 });
-        const firstRenderMs = await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(performance.now())))") as number;
+        let firstRenderMs = 0;
+        const firstRender = async () => {
+          await page.goto(url);
+          await page.waitForFunction(`window.bulkheadMap && window.bulkheadMap.edges().length >= ${mapEdges}`, undefined, { timeout: 120_000, polling: 50 });
+          firstRenderMs = await page.evaluate("new Promise((r) => requestAnimationFrame(() => r(performance.now())))") as number;
+        };
+        if (TRACE && run === 0 && mode === "delta") await traceFirstRender(await launched.context.newCDPSession(page), TRACE, firstRender);
+        else await firstRender();
         await profiling?.end("first render", "first-render.cpuprofile");
         // Where the first render went: the page's User Timing marks (ui/src/main.ts, graph.ts), ms from navigation.
         // (A UI built before the marks has none: nothing to wait for.)
