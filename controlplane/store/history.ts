@@ -21,7 +21,7 @@ import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 import type { FlowPredicate } from "./filter.js";
 import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
 import { IpVersion } from "../../proto/gen/bulkhead/v1/flow.js";
-import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
+import { PROTOCOL_NAMES, tcpFlagsByte, tcpFlagsFromByte } from "../../flowcolumns/columns.js";
 
 export const DEFAULT_HISTORY_CAPACITY = 1_000_000;
 
@@ -64,21 +64,6 @@ const U64 = 3; // packets, bytes, sequence
 const L_PACKETS = 0, L_BYTES = 1, L_SEQUENCE = 2;
 
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
-
-const TCP_FLAG_BITS: readonly (keyof TcpFlags)[] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
-
-function packTcpFlags(flags: TcpFlags): number {
-  let bits = 0;
-  for (let i = 0; i < TCP_FLAG_BITS.length; i++) if (flags[TCP_FLAG_BITS[i]!]) bits |= 1 << i;
-  return bits;
-}
-
-function unpackTcpFlags(bits: number): TcpFlags {
-  return {
-    fin: (bits & 1) !== 0, syn: (bits & 2) !== 0, rst: (bits & 4) !== 0, psh: (bits & 8) !== 0,
-    ack: (bits & 16) !== 0, urg: (bits & 32) !== 0, ece: (bits & 64) !== 0, cwr: (bits & 128) !== 0,
-  };
-}
 
 /**
  * The values a column of ids names, each counted by the rows that hold it: an id is freed
@@ -216,7 +201,7 @@ class Columns {
 }
 
 /** TCP flags by their packed bits, shared by every view (a view's fields are read, never kept). */
-const TCP_FLAGS_BY_BITS: readonly TcpFlags[] = Array.from({ length: 256 }, (_, bits) => Object.freeze(unpackTcpFlags(bits)));
+const TCP_FLAGS_BY_BITS: readonly TcpFlags[] = Array.from({ length: 256 }, (_, bits) => Object.freeze(tcpFlagsFromByte(bits)));
 
 /**
  * A stored row seen as a FlowRecord, without building one. Valid until `slot` changes.
@@ -531,7 +516,7 @@ export class FlowHistory {
     const tcpFlags = l4?.tcpFlags;
     c.u8[b + B_PRESENT] = (record.startTime !== undefined ? HAS_START : 0) | (record.endTime !== undefined ? HAS_END : 0)
       | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (tcpFlags !== undefined ? HAS_TCP_FLAGS : 0);
-    c.u8[b + B_TCP_FLAGS] = tcpFlags === undefined ? 0 : packTcpFlags(tcpFlags);
+    c.u8[b + B_TCP_FLAGS] = tcpFlags === undefined ? 0 : tcpFlagsByte(tcpFlags);
 
     const l = slot * U64;
     c.u64[l + L_PACKETS] = record.packets;
@@ -742,7 +727,7 @@ export class FlowHistory {
           protocolName: c.string(slot, R_PROTO),
           sourcePort: c.u32[u + U_SPORT]!,
           destinationPort: c.u32[u + U_DPORT]!,
-          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? unpackTcpFlags(c.u8[slot * U8 + B_TCP_FLAGS]!) : undefined,
+          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? tcpFlagsFromByte(c.u8[slot * U8 + B_TCP_FLAGS]!) : undefined,
           icmpType: c.u32[u + U_ICMP_TYPE]!,
           icmpCode: c.u32[u + U_ICMP_CODE]!,
         }

@@ -184,10 +184,9 @@ export function decidingPolicies(candidates: readonly FlowRecord[], model: Polic
     if (!matches(r)) continue;
     records++;
     // Only packets a policy judged were decided by one. An ESTABLISHED record (a reply, or a
-    // later packet of a connection already allowed) carries the attribution of its own
-    // 5-tuple, which for a reply names the policies isolating the client's side as if the
-    // reply were a new connection: counting it would list them as having denied flows that
-    // were forwarded.
+    // later packet of a connection already allowed) carries its connection's attribution,
+    // but conntrack let it through, not a policy: counting it would count the connection's
+    // deciding policies again for every later record.
     if (r.verdictReason !== VerdictReason.VERDICT_REASON_POLICY) continue;
     const a = r.attribution;
     if (a === undefined) continue;
