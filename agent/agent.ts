@@ -3,6 +3,7 @@
 // with every loss counted by cause and served on /metrics; policy snapshots from the
 // control plane and the pods behind the veths (host routes) go into the policy maps.
 import os from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import type http from "node:http";
 import type { Logger } from "pino";
 import { native, ringRecords, type RingBuffer } from "../native/index.js";
@@ -81,6 +82,9 @@ export class Agent {
   private server: http.Server | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
   private drainStorage: FlowColumns | undefined;
+  /** The drain under way: one at a time (a drain that waits for its sinks between pieces
+   * must not be overtaken by the next one's flip). */
+  private draining: Promise<number> | undefined;
   private readonly sinks: RecordSink[] = [];
   private connection: ControlPlaneConnection | undefined;
   private controlplane: ControlPlaneSink | undefined;
@@ -173,7 +177,7 @@ export class Agent {
     this.watcher.start();
     // Without a control plane no snapshot will come: the new programs take over now.
     if (datapath.replacing && !this.connection) this.commitDatapath();
-    this.drainTimer = setInterval(() => this.drainOnce(), c.drainIntervalMs);
+    this.drainTimer = setInterval(() => void this.drainOnce(), c.drainIntervalMs);
     this.connection?.start();
     if (c.metricsAddr) this.server = await serveMetrics(this.metrics, this, c.metricsAddr);
     this.log.info({ object: c.bpfObject, interfaces: attacher.count,
@@ -257,14 +261,23 @@ export class Agent {
 
   /** One drain: every flow entry since the previous drain becomes one row of columns,
    * decoded and handed to the sinks a piece at a time (DRAIN_PIECE entries: the agent
-   * never holds a full map's worth of entries or columns). Returns the records drained. */
-  drainOnce(): number {
+   * never holds a full map's worth of entries or columns). Resolves to the records
+   * drained; while a drain is under way, to that one's. */
+  drainOnce(): Promise<number> {
+    this.draining ??= this.drainPieces().finally(() => { this.draining = undefined; });
+    return this.draining;
+  }
+
+  private async drainPieces(): Promise<number> {
     const datapath = this.datapath;
     const attacher = this.attacher;
     if (!datapath || !attacher) return 0;
     const t0 = process.hrtime.bigint();
     let sinkNs = 0n;
     let records = 0;
+    // Waiting for the sinks ends here, so that a slow file reader costs queued records
+    // (dropped and counted by its sink), never a drain late into the next interval.
+    const waitUntil = Date.now() + this.config.drainIntervalMs / 2;
     try {
       // Events are submitted without waking us (one wakeup per new flow costs more than the flow).
       this.ring?.consume();
@@ -285,7 +298,7 @@ export class Agent {
           return e?.ip4 ?? e?.ip6;
         },
       };
-      const drained = datapath.drainPieces(DRAIN_PIECE, (piece) => {
+      const drained = await datapath.drainPieces(DRAIN_PIECE, (piece) => {
         ctx.firstSequence = this.sequence + 1n;
         // A piece larger than the storage: only when the addon read a too-large bucket's rest whole.
         const columns = decodeDrain(piece.keys, piece.values, piece.count, ctx,
@@ -298,6 +311,11 @@ export class Agent {
         const s0 = process.hrtime.bigint();
         for (const sink of this.sinks) sink.push(columns);
         sinkNs += process.hrtime.bigint() - s0;
+        // Past the deadline not even a yield: each would let a sink encode a chunk first.
+        const behind = Date.now() < waitUntil ? this.sinks.flatMap((sink) => sink.room?.() ?? []) : [];
+        if (behind.length === 0) return undefined;
+        const w0 = process.hrtime.bigint();
+        return untilOrTimeout(Promise.all(behind), waitUntil).finally(() => { sinkNs += process.hrtime.bigint() - w0; });
       });
       attacher.forgetGone();
       this.readCounters(datapath);
@@ -383,7 +401,9 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.drainTimer) clearInterval(this.drainTimer);
     this.watcher?.stop();
-    this.drainOnce();
+    // The drain under way, if any, then a last one for what came since.
+    await this.draining;
+    await this.drainOnce();
     const unsent = await Promise.all(this.sinks.map((sink) => sink.close(5000)));
     for (const [i, n] of unsent.entries()) {
       // Counted, never silent: the control plane was away or slow past the 5 s.
@@ -397,4 +417,11 @@ export class Agent {
     this.log.info({ records: this.m.records.get(), exportedToFile: this.m.exported.get({ sink: "file" }),
       sentToControlPlane: this.controlplane?.sentRecords ?? 0n }, "agent stopped");
   }
+}
+
+/** Resolves when `done` does or at `deadline` (ms since the epoch), whichever comes first. */
+async function untilOrTimeout(done: Promise<unknown>, deadline: number): Promise<void> {
+  const timer = new AbortController();
+  await Promise.race([done, sleep(Math.max(0, deadline - Date.now()), undefined, { signal: timer.signal }).catch(() => undefined)]);
+  timer.abort();
 }

@@ -264,10 +264,13 @@ export class Datapath {
    * The same entries as drain(), handed to `onPiece` in pieces of at most `pieceEntries`
    * (the idle map is read a piece at a time, the rest staying in it until the next piece),
    * so that neither the read nor its decoding ever holds a full map's worth. A piece's
-   * Buffers are valid during the call only. Returns the entries drained and the first
-   * failure (after a failure the map's rest waits for a later drain, as with drain()).
+   * Buffers are valid during the call only; when `onPiece` returns a promise, the next
+   * piece waits for it (the agent lets its sinks write meanwhile). Resolves to the entries
+   * drained and the first failure (after a failure the map's rest waits for a later drain,
+   * as with drain()).
    */
-  drainPieces(pieceEntries: number, onPiece: (piece: DrainedFlows) => void): { count: number; failure?: Error } {
+  async drainPieces(pieceEntries: number, onPiece: (piece: DrainedFlows) => Promise<void> | void):
+    Promise<{ count: number; failure?: Error }> {
     if (!Number.isInteger(pieceEntries) || pieceEntries < 1) throw new RangeError(`drainPieces: pieceEntries ${pieceEntries}: expected an integer >= 1`);
     const idle = this.flip();
     const whole = [...this.retiredFlows];
@@ -279,7 +282,7 @@ export class Datapath {
     for (const part of whole) {
       for (let i = 0; i < part.count; i += pieceEntries) {
         const n = Math.min(pieceEntries, part.count - i);
-        onPiece({ keys: part.keys.subarray(i * bh_flow_key.size, (i + n) * bh_flow_key.size),
+        await onPiece({ keys: part.keys.subarray(i * bh_flow_key.size, (i + n) * bh_flow_key.size),
           values: part.values.subarray(i * bh_flow_value.size, (i + n) * bh_flow_value.size), count: n });
         count += n;
       }
@@ -298,7 +301,7 @@ export class Datapath {
       // Only an empty read says the map is empty: a piece ends short of the room before a
       // hash bucket that would not fit in what is left of it.
       if (piece.count === 0) break;
-      onPiece(piece);
+      await onPiece(piece);
       count += piece.count;
       if (failures.length > before) break;
     }

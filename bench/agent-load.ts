@@ -4,8 +4,10 @@
 // process's RSS (max) and CPU (utime + stime over the flood), and the packets it counted
 // against the packets sent, with every loss counter.
 //
-// Run as root after `npx tsc -p .`:  node dist/bench/agent-load.js [--threads N] [--variant all|no-export|export]
-// (sender threads, default 2; the variants to run, default both)
+// Run as root after `npx tsc -p .`:
+//   node dist/bench/agent-load.js [--threads N] [--variant all|no-export|export] [--node-options FLAGS]
+// (sender threads, default 2; the variants to run, default both; the agent's Node flags,
+// default the DaemonSet's, agent/node-flags.ts: `--node-options ""` runs it with V8's defaults)
 import path from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -13,6 +15,7 @@ import {
   startSink, tempDir,
 } from "./testbed.js";
 import { metric, metricSum, type Metrics } from "../lab/prometheus.js";
+import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 
 const FLOWS = 50_000;
 const RATE = 200_000;
@@ -36,7 +39,9 @@ const delta = (m0: Metrics, m1: Metrics, name: string, labels?: Record<string, s
 
 async function main(): Promise<number> {
   requireRoot("agent-load");
-  const args = parseArgs({ options: { threads: { type: "string", default: "2" }, variant: { type: "string", default: "all" } } }).values;
+  const args = parseArgs({ options: { threads: { type: "string", default: "2" }, variant: { type: "string", default: "all" },
+    "node-options": { type: "string", default: AGENT_NODE_FLAGS.join(" ") } } }).values;
+  const nodeFlags = args["node-options"].split(" ").filter((f) => f !== "");
   const threads = Number(args.threads);
   const variants = args.variant === "all" ? VARIANTS : args.variant === "no-export" ? VARIANTS.slice(0, 1)
     : args.variant === "export" ? VARIANTS.slice(1) : undefined;
@@ -49,14 +54,15 @@ async function main(): Promise<number> {
 
   console.log(`agent-load: ${FLOWS.toLocaleString("en-US")} UDP flows (source ports cycling) ${a.ip} -> ${b.ip}:${DPORT},`
     + ` paced at ${RATE.toLocaleString("en-US")} packets/s for ${SECONDS} s (${threads} sender thread(s), raw socket + sendmmsg);`
-    + ` agent --flow-map-size ${FLOW_MAP_SIZE}, drain interval 1 s`);
+    + ` agent --flow-map-size ${FLOW_MAP_SIZE}, drain interval 1 s, Node flags: ${nodeFlags.join(" ") || "none (V8's defaults)"}`
+    + `${args["node-options"] === AGENT_NODE_FLAGS.join(" ") ? " (as deployed)" : ""}`);
   console.log("each flow is counted at two points (from_pod on a's veth, to_pod on b's): expected counted = 2 x sent\n");
 
   let allMet = true;
   const lines: string[] = [];
   for (const variant of variants) {
     const agent = await AgentProcess.start(node, ["--flow-map-size", String(FLOW_MAP_SIZE), ...variant.flags(dir)],
-      path.join(dir, "agent.log"));
+      path.join(dir, "agent.log"), undefined, nodeFlags);
     let maxRss = rssKiB(agent.pid);
     const sampler = setInterval(() => { try { maxRss = Math.max(maxRss, rssKiB(agent.pid)); } catch { /* exiting */ } }, 200);
     try {

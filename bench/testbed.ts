@@ -10,6 +10,7 @@ import { mkdtempSync, openSync, closeSync, readFileSync, readdirSync, readlinkSy
 import os from "node:os";
 import path from "node:path";
 import { cliMain, repoRoot } from "../config/install.js";
+import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 import { metric, parseMetrics, type Metrics } from "../lab/prometheus.js";
 import { ipBatch, netnsEnterArgv, netnsExecArgv, run, type RunResult } from "../lab/netns.js";
 
@@ -295,15 +296,17 @@ export class AgentProcess {
 
   /** Starts `bulkhead agent` in the node's namespace and waits until it has attached to
    * every pod veth of the node. Its log (pino JSON) goes to `logPath`. `bpfDir`: the pin
-   * folder to use (an earlier agent's, to adopt its datapath), by default a fresh one. */
-  static async start(node: Node, flags: readonly string[], logPath: string, bpfDir?: string): Promise<AgentProcess> {
+   * folder to use (an earlier agent's, to adopt its datapath), by default a fresh one.
+   * `nodeFlags`: Node's own flags, by default the deployed agent's (agent/node-flags.ts). */
+  static async start(node: Node, flags: readonly string[], logPath: string, bpfDir?: string,
+    nodeFlags: readonly string[] = AGENT_NODE_FLAGS): Promise<AgentProcess> {
     const fd = openSync(logPath, "a");
     // The agent's datapath outlives it (pinned): one folder per agent unless told, removed
     // at teardown.
     if (bpfDir === undefined) {
       bpfDir = AgentProcess.pinDir();
     }
-    const child = node.spawn(node.netns, [process.execPath, cliMain, "agent", "--node", node.name,
+    const child = node.spawn(node.netns, [process.execPath, ...nodeFlags, cliMain, "agent", "--node", node.name,
       "--metrics-addr", AgentProcess.METRICS, "--bpf-dir", bpfDir, ...flags], "agent", fd, "host");
     closeSync(fd);
     const agent = new AgentProcess(child, node, logPath);

@@ -5,6 +5,7 @@
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { repoRoot } from "../config/install.js";
+import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 import { netnsEnterArgv, netnsExecArgv, run } from "./netns.js";
 import { LOGS_DIR, type LabAgent, type LabNode } from "./state.js";
 import { agentProcess, waitStarted } from "./supervisor.js";
@@ -35,6 +36,7 @@ export type AgentCommand = (ctx: AgentCommandContext) => string[];
 /** The agent command line for one node (the one place to change it). */
 export const agentCommand: AgentCommand = (ctx) => netnsEnterArgv(ctx.netns, [
   process.execPath,
+  ...AGENT_NODE_FLAGS,
   path.join(ctx.repoRoot, "dist", "cli", "main.js"),
   "agent",
   "--node", ctx.node,

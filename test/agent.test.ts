@@ -157,7 +157,7 @@ describe("loss accounting with a flow map too small for the traffic", () => {
 });
 
 describe("the drain in pieces", () => {
-  it("hands on every entry of the idle flow map exactly once, in pieces of at most the size asked, and empties it", () => {
+  it("hands on every entry of the idle flow map exactly once, in pieces of at most the size asked, and empties it", async () => {
     const dp = new Datapath({ objectPath: path.join(bpfObjectDir, "endpoint.bpf.o"), flowMapSize: 8192 });
     try {
       // The active map is flows_0 (a fresh datapath): the drain flips, then reads it.
@@ -177,7 +177,7 @@ describe("the drain in pieces", () => {
       }
       const seen = new Map<number, bigint>();
       const sizes: number[] = [];
-      const r = dp.drainPieces(300, (piece) => {
+      const r = await dp.drainPieces(300, (piece) => {
         sizes.push(piece.count);
         for (let i = 0; i < piece.count; i++) {
           const sport = piece.keys.readUInt16LE(i * bh_flow_key.size + bh_flow_key.sport);

@@ -19,6 +19,7 @@ import ts from "typescript";
 import { parseAllDocuments } from "yaml";
 import { repoRoot } from "../config/install.js";
 import { parseAgentArgs } from "../agent/config.js";
+import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { WATCHED_RESOURCES, WATCH_VERBS } from "../controlplane/metadata/kubernetes-resources.js";
 import { poll } from "./harness/netns.js";
@@ -336,6 +337,12 @@ describe.each(OVERLAYS)("%s: the agent DaemonSet", (overlay) => {
     for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe?.httpGet).toEqual({ path: "/healthz", port: "metrics" });
     expect(Object.keys(c.resources?.requests ?? {}).sort()).toEqual(["cpu", "memory"]);
     expect(Object.keys(c.resources?.limits ?? {}).sort()).toEqual(["cpu", "memory"]);
+  });
+
+  it("runs Node with the agent's flags (1 MB semi-spaces), the ones the lab and the benches use", () => {
+    const env = container().env ?? [];
+    expect(env.filter((e) => e.name === "NODE_OPTIONS")).toEqual([{ name: "NODE_OPTIONS", value: AGENT_NODE_FLAGS.join(" ") }]);
+    expect(AGENT_NODE_FLAGS).toContain("--max-semi-space-size=1");
   });
 });
 

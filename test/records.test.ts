@@ -237,14 +237,14 @@ describe("the JSON-lines export, its reader slower than the drains", () => {
   });
 
   /** A FIFO whose reader (cat, into `read.jsonl`) has it open, and a sink writing to it. */
-  async function slowReader() {
+  async function slowReader(capacityBytes = CAPACITY) {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "bh-export-"));
     const fifo = path.join(dir, "export.fifo"), out = path.join(dir, "read.jsonl");
     execFileSync("mkfifo", [fifo]);
     const r = spawn("sh", ["-c", 'exec cat "$0" > "$1"', fifo, out], { stdio: "ignore" });
     reader = r;
     const counts = { written: 0, queueFull: 0, error: 0 };
-    const sink = new FileSink(fifo, "node-1", CAPACITY, {
+    const sink = new FileSink(fifo, "node-1", capacityBytes, {
       written: (n) => { counts.written += n; },
       lost: (cause, n) => { if (cause === "export_queue_full") counts.queueFull += n; else counts.error += n; },
       failed: () => undefined,
@@ -292,5 +292,42 @@ describe("the JSON-lines export, its reader slower than the drains", () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(counts.written + counts.queueFull + givenUp).toBe(10 + PIECES * ROWS);
     expect(counts.error).toBe(0);
+  });
+
+  it("asks the drain to wait while more than one piece queues behind the write, and lets it on once the reader has caught up: nothing dropped", async () => {
+    const { sink, counts, out, reader: r } = await slowReader(64 * 2 ** 20);
+    r.kill("SIGSTOP"); // the first piece's write waits in the full pipe
+    const DRAIN_PIECE = 4000;
+    sink.push(piece(11, DRAIN_PIECE));
+    expect(sink.room()).toBeUndefined(); // being written, nothing queued
+    sink.push(piece(11 + DRAIN_PIECE, DRAIN_PIECE));
+    expect(sink.room()).toBeUndefined(); // one piece queued behind it
+    sink.push(piece(11 + 2 * DRAIN_PIECE, DRAIN_PIECE));
+    let roomMade = false;
+    const room = sink.room();
+    expect(room).toBeInstanceOf(Promise);
+    void room?.then(() => { roomMade = true; });
+    // The reader is stopped, so no write can end: the drain must still be waiting.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(roomMade).toBe(false);
+    r.kill("SIGCONT");
+    await room; // the first piece written, the second being written, the third queued alone
+    expect(sink.pending).toBeLessThanOrEqual(2 * DRAIN_PIECE);
+    expect(await sink.close(30_000)).toBe(0);
+    await new Promise((resolve) => (r.exitCode !== null ? resolve(null) : r.once("exit", resolve)));
+    expect(counts).toEqual({ written: 10 + 3 * DRAIN_PIECE, queueFull: 0, error: 0 });
+    expect(fs.readFileSync(out, "utf8").split("\n").filter((l) => l !== "")).toHaveLength(10 + 3 * DRAIN_PIECE);
+  });
+
+  it("lets a waiting drain on when close gives up on a reader that never reads again", async () => {
+    const { sink, counts, reader: r } = await slowReader(64 * 2 ** 20);
+    r.kill("SIGSTOP");
+    for (let p = 0; p < 3; p++) sink.push(piece(11 + p * 4000, 4000));
+    const room = sink.room();
+    expect(room).toBeInstanceOf(Promise);
+    const givenUp = await sink.close(300);
+    await room;
+    expect(sink.room()).toBeUndefined();
+    expect(counts.written + counts.queueFull + givenUp).toBe(10 + 3 * 4000);
   });
 });

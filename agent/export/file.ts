@@ -4,9 +4,11 @@
 // file, a buffer at a time: no record object, no string per record. Drains wait as columns
 // in a queue bounded in bytes (--export-buffer-bytes); when the file's reader is slower
 // than the drains, the oldest records drop, counted as export_queue_full: never buffered
-// without bound, never lost uncounted. A write failure drops the rest of that chunk
-// (counted by the caller) and the file is reopened on the next one, so a fixed disk or
-// path resumes the export.
+// without bound, never lost uncounted. Between pieces the drain waits (room()) while more
+// than one chunk waits behind the one being written, so the writes overlap the drain and
+// the queue holds a few chunks, not all of a drain's (~18 MB at 100k records a drain).
+// A write failure drops the rest of that chunk (counted by the caller) and the file is
+// reopened on the next one, so a fixed disk or path resumes the export.
 import fs from "node:fs/promises";
 import { FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { JsonLineWriter } from "../../flowcolumns/json.js";
@@ -111,6 +113,8 @@ export class FileSink implements RecordSink {
   private inFlight = 0;
   /** Set when close() gave up waiting: what was still unwritten is counted there, and nothing more is written. */
   private abandoned = false;
+  /** Drains waiting for room (room()). */
+  private waitingForRoom: (() => void)[] = [];
 
   constructor(readonly path: string, node: string, capacityBytes: number, private readonly events: FileSinkEvents) {
     this.queue = new ChunkQueue(capacityBytes, (n) => events.lost("export_queue_full", n));
@@ -133,10 +137,29 @@ export class FileSink implements RecordSink {
     this.pump();
   }
 
+  /** Undefined while at most one chunk waits behind the one being written; else resolves
+   * once that is so again (or the sink stops writing). */
+  room(): Promise<void> | undefined {
+    if (this.hasRoom()) return undefined;
+    return new Promise((resolve) => this.waitingForRoom.push(resolve));
+  }
+
+  private hasRoom(): boolean {
+    return this.queue.length <= this.queue.chunkRows || this.abandoned || !this.pumping;
+  }
+
+  private wakeIfRoom(): void {
+    if (this.waitingForRoom.length === 0 || !this.hasRoom()) return;
+    const waiting = this.waitingForRoom;
+    this.waitingForRoom = [];
+    for (const resolve of waiting) resolve();
+  }
+
   private pump(): void {
     if (this.pumping) return;
     this.pumping = (async () => {
       for (let taken = this.queue.take(); taken && !this.abandoned; taken = this.queue.take()) {
+        this.wakeIfRoom();
         const chunk = taken.chunk;
         this.inFlight = chunk.rows;
         let done = 0;
@@ -163,7 +186,10 @@ export class FileSink implements RecordSink {
           this.events.failed(new Error(`export file ${this.path}: ${e.code ?? ""} ${e.message}`.trim()), lost);
         }
       }
-    })().finally(() => { this.pumping = undefined; });
+    })().finally(() => {
+      this.pumping = undefined;
+      this.wakeIfRoom();
+    });
   }
 
   private async open(): Promise<fs.FileHandle> {
@@ -190,6 +216,7 @@ export class FileSink implements RecordSink {
         this.abandoned = true;
         this.queue.clear();
         this.inFlight = 0;
+        this.wakeIfRoom();
         // The write still pending ends when its reader reads or goes; the fd closes after it.
         void p.finally(() => this.handle?.close().catch(() => undefined));
         clearTimeout(timer);

@@ -7,6 +7,10 @@ export interface RecordSink {
   /** One drain's records as columns, valid during the call only: the agent decodes the next
    * drain into the same arrays, so a sink copies what it keeps (and never changes them). */
   push(columns: FlowColumns): void;
+  /** Undefined while the sink keeps up; else a promise that resolves once it has caught up.
+   * The drain waits on it (for a while) before its next piece, so that a sink that writes
+   * as it goes overlaps the drain instead of queueing all its pieces. */
+  room?(): Promise<void> | undefined;
   /** Records accepted but not yet written or acknowledged. */
   readonly pending: number;
   /** Flushes what it can within `timeoutMs`, then releases everything; resolves to the records it gave up (never delivered). */
