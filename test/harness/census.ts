@@ -14,10 +14,14 @@ export const CENSUS_LOCK = path.join(os.tmpdir(), "bulkhead-bpf-census.lock");
 /** The longest a file waits for the lock: another file's whole run on a loaded machine. */
 export const CENSUS_WAIT_MS = 240_000;
 
-/** How long a holder's release waits for the kernel to free the programs and links made
- * while it held the lock (an RCU grace period after their last fd or pin went; seconds on
- * a loaded machine, where capture once counted two of enforce's programs still there). */
+/** How long a holder's release waits at most for the kernel to free the programs and links
+ * made while it held the lock (an RCU grace period after their last fd or pin went; seconds
+ * on a loaded machine, where capture once counted two of enforce's programs still there). */
 const FREED_WAIT_MS = 15_000;
+/** The release stops waiting once none of them went for this long: the rest are not the
+ * holder's. Kernel-project files that count nothing (the lab's) do not take the lock, so
+ * their programs come and go during a hold beside them, and stay while their lab runs. */
+const SETTLED_MS = 3_000;
 
 /** The machine's BPF programs and links ("p<id>", "l<id>"). */
 function bpfObjects(): Set<string> {
@@ -25,14 +29,18 @@ function bpfObjects(): Set<string> {
   return new Set([...ids.programs.map((id) => `p${id}`), ...ids.links.map((id) => `l${id}`)]);
 }
 
-/** Waits until no program or link remains that was not there at `before`; returns those
- * still there after FREED_WAIT_MS. */
-async function waitUntilFreed(before: Set<string>): Promise<string[]> {
+/** Waits while the programs and links made since `before` are still going: until none is
+ * left, none went for SETTLED_MS, or FREED_WAIT_MS passed. */
+async function waitUntilFreed(before: Set<string>): Promise<void> {
   const deadline = Date.now() + FREED_WAIT_MS;
-  for (;;) {
-    const left = [...bpfObjects()].filter((id) => !before.has(id));
-    if (left.length === 0 || Date.now() > deadline) return left;
+  let left = [...bpfObjects()].filter((id) => !before.has(id));
+  let lastWent = Date.now();
+  while (left.length > 0 && Date.now() < deadline && Date.now() - lastWent < SETTLED_MS) {
     await new Promise((r) => setTimeout(r, 50));
+    const now = bpfObjects();
+    const still = left.filter((id) => now.has(id));
+    if (still.length < left.length) lastWent = Date.now();
+    left = still;
   }
 }
 
@@ -85,15 +93,11 @@ export async function holdCensusLock(timeoutMs = CENSUS_WAIT_MS): Promise<() => 
   const before = bpfObjects();
   return async () => {
     // The next census must not see this holder's programs and links go: the lock goes once
-    // the kernel has freed them. One still there is a leak (or another process's that
-    // ignored the lock), named after the lock is released.
-    const left = await waitUntilFreed(before);
+    // the kernel has freed them. Which of those made during the hold were the holder's the
+    // kernel does not say (a lab beside it makes some too), so a leak is not judged here.
+    await waitUntilFreed(before);
     child.stdin.end();
     await exited;
-    if (left.length > 0) {
-      throw new Error(`BPF programs (p) and links (l) made while holding the census lock still there ${FREED_WAIT_MS} ms `
-        + `after its release began: ${left.join(", ")}`);
-    }
   };
 }
 
