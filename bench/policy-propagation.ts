@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   const probeTimeoutMs = int(values["probe-timeout-ms"], "probe-timeout-ms", 250, 10);
   const stateDir = path.resolve(values["state-dir"] ?? "/run/bulkhead/bench-propagation");
   const engine = await createDatapathEngine({
-    stateDir, nodes, mode: "enforce", observer: values.observer ?? "127.0.0.1:42461", pinDir: path.join(stateDir, "..", "bench-propagation-pins"),
+    stateDir, nodes, mode: "enforce", observer: values.observer ?? "127.0.0.1:22461", pinDir: path.join(stateDir, "..", "bench-propagation-pins"),
   });
   const samples: Sample[] = [];
   try {

@@ -4,7 +4,7 @@
 //
 // Method. The demo lab (lab/topologies/demo.yaml, agents with their default 1 s drain, its
 // traffic running, so the map stream carries other changes too) with its Observer API on
-// 127.0.0.1:42490 and UI on 127.0.0.1:42491. A sender process runs in the loadgen pod's
+// 127.0.0.1:22490 and UI on 127.0.0.1:22491. A sender process runs in the loadgen pod's
 // network namespace for the whole run; per trial it sends one UDP datagram to the catalog
 // pod's IP on a port no trial used before (shop enforces default-deny ingress, so catalog's
 // veth drops it: the edge loadgen → catalog UDP/<port> is new each trial) and reports
@@ -32,8 +32,8 @@ import type { Lab } from "../lab/lab.js";
 import { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { launchChromium, type LaunchedBrowser } from "../test/harness/browser.js";
 
-const OBSERVER = "127.0.0.1:42490";
-const UI = "127.0.0.1:42491";
+const OBSERVER = "127.0.0.1:22490";
+const UI = "127.0.0.1:22491";
 const FIRST_PORT = 31_000;
 const TRIAL_TIMEOUT_MS = 15_000;
 

@@ -35,7 +35,7 @@ import {
 const PIN_DIR = `/sys/fs/bpf/bh-conformance-datapath-${process.pid}`;
 
 /** Distinct from the other suites' lab control planes. */
-const OBSERVER = "127.0.0.1:42460";
+const OBSERVER = "127.0.0.1:22460";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

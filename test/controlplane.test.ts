@@ -16,7 +16,7 @@ import { cliMain } from "../config/install.js";
 const PIN_DIR = `/sys/fs/bpf/bh-controlplane-${process.pid}`;
 
 const run = promisify(execFile);
-const OBSERVER = "127.0.0.1:42450";
+const OBSERVER = "127.0.0.1:22450";
 const TOPOLOGY = `
 nodes: 2
 namespaces:

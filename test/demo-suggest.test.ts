@@ -27,7 +27,7 @@ import { LAB_DRAIN_MS } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
 
 const PIN_DIR = `/sys/fs/bpf/bh-demo-suggest-${process.pid}`;
-const OBSERVER = "127.0.0.1:42474";
+const OBSERVER = "127.0.0.1:22474";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 90_000 });
 const run = promisify(execFile);

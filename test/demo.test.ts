@@ -31,8 +31,8 @@ const PIN_DIR = `/sys/fs/bpf/bh-demo-${process.pid}`;
 vi.setConfig({ testTimeout: 90_000, hookTimeout: 120_000 });
 
 const run = promisify(execFile);
-const OBSERVER = "127.0.0.1:42470";
-const UI = "127.0.0.1:42471";
+const OBSERVER = "127.0.0.1:22470";
+const UI = "127.0.0.1:22471";
 
 function capture(): { io: { stdout: { write(t: string): boolean }; stderr: { write(t: string): boolean } }; out: () => string; err: () => string } {
   let out = "", err = "";

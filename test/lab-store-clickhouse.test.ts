@@ -29,7 +29,7 @@ vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 const root = mkdtempSync(path.join(tmpdir(), "bh-lab-ch-"));
 const stateDir = path.join(root, "state");
 /** Replica 0's Observer API; replica 1's is this port + 2. */
-const OBSERVER = "127.0.0.1:42590";
+const OBSERVER = "127.0.0.1:22590";
 const CA = path.join(stateDir, "tls", "ca.crt");
 const PORT = 9999;
 const DATAGRAMS = 3000;
@@ -136,7 +136,7 @@ describe("lab up --store clickhouse --controlplanes 2", () => {
     expect(await runLab(["status", "-o", "json", "--state-dir", stateDir], io), out).toBe(0);
     status = JSON.parse(out) as LabStatus;
     expect(status.controlplanes?.map((c) => [c.index, c.name, c.observer, c.running, c.restarts])).toEqual([
-      [0, "controlplane-0", OBSERVER, true, 0], [1, "controlplane-1", "127.0.0.1:42592", true, 0]]);
+      [0, "controlplane-0", OBSERVER, true, 0], [1, "controlplane-1", "127.0.0.1:22592", true, 0]]);
     expect(status.controlplane?.name).toBe("controlplane-0");
     expect(status.store).toMatchObject({ kind: "clickhouse", running: true, restarts: 0, dir: path.join(stateDir, "clickhouse") });
     expect(status.store?.kind === "clickhouse" ? status.store.url : "").toMatch(/^clickhouse:\/\/127\.0\.0\.1:\d+\/bulkhead$/);

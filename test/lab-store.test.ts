@@ -24,7 +24,7 @@ vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 
 const root = mkdtempSync(path.join(tmpdir(), "bh-lab-store-"));
 const stateDir = path.join(root, "state");
-const OBSERVER = "127.0.0.1:42490";
+const OBSERVER = "127.0.0.1:22490";
 const CA = path.join(stateDir, "tls", "ca.crt");
 const PORT = 9999;
 const DATAGRAMS = 4000;

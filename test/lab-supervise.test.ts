@@ -28,7 +28,7 @@ vi.setConfig({ testTimeout: 120_000, hookTimeout: 180_000 });
 
 const root = mkdtempSync(path.join(tmpdir(), "bh-lab-supervise-"));
 const stateDir = path.join(root, "state");
-const OBSERVER = "127.0.0.1:42480";
+const OBSERVER = "127.0.0.1:22480";
 const TOPOLOGY = `nodes: 2
 namespaces:
   - {name: egress, annotations: {bulkhead.io/mode: enforce}}

@@ -25,9 +25,11 @@ const PIN_DIR = `/sys/fs/bpf/bh-ui-e2e-${process.pid}`;
 
 vi.setConfig({ testTimeout: 45_000, hookTimeout: 120_000 });
 
-// Fixed loopback ports (a browser needs a known URL before the lab starts); other than demo.test's 42470/42471.
-const OBSERVER = "127.0.0.1:42480";
-const UI = "127.0.0.1:42481";
+// Fixed loopback ports (a browser needs a known URL before the lab starts); other than demo.test's 22470/22471.
+// The lab tests' fixed ports are below the kernel's ephemeral range (32768-60999): a connect() or
+// listen(0) of a file running beside them never takes one (42480 once did, and the control plane failed).
+const OBSERVER = "127.0.0.1:22480";
+const UI = "127.0.0.1:22481";
 const SHOTS = path.resolve("test-results", "ui-e2e");
 
 const SHOP = "shop";

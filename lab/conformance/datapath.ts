@@ -44,7 +44,7 @@ import { LOGS_DIR } from "../state.js";
 import type { Protocol } from "../topology.js";
 
 export const MODE_ANNOTATION = "bulkhead.io/mode";
-export const DEFAULT_OBSERVER = "127.0.0.1:42460";
+export const DEFAULT_OBSERVER = "127.0.0.1:22460";
 export const DEFAULT_STATE_DIR = "/run/bulkhead/conformance";
 const NAME_LABEL = "kubernetes.io/metadata.name";
 const PROBERS_DIR = "probers";
@@ -54,7 +54,7 @@ export type NamespaceMode = "enforce" | "audit" | "observe";
 export interface DatapathEngineOptions {
   /** Default /run/bulkhead/conformance. */
   stateDir?: string;
-  /** The control plane's Observer API; default 127.0.0.1:42460. */
+  /** The control plane's Observer API; default 127.0.0.1:22460. */
   observer?: string;
   /**
    * The control plane's web UI (HOST:PORT), false for none; default the lab's (127.0.0.1:4388).
