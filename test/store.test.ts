@@ -410,6 +410,15 @@ describe("flow history", () => {
     expect(out[1]!.destination).toBe(v6b);
   });
 
+  it("shares one frozen TCP flags object per flags value: a reader cannot change another record's flags", () => {
+    const history = new FlowHistory({ capacity: 10 });
+    history.append([numbered(1), numbered(2)]);
+    const [a, b] = history.query();
+    expect(a!.l4!.tcpFlags).toBe(b!.l4!.tcpFlags);
+    expect(() => { a!.l4!.tcpFlags!.syn = true; }).toThrow(TypeError);
+    expect(history.query()[1]!.l4!.tcpFlags).toEqual(numbered(2).l4!.tcpFlags);
+  });
+
   it("gives back each held record's own names after values of evicted records were let go and their ids reused", () => {
     const history = new FlowHistory({ capacity: 3 });
     const appended: FlowRecord[] = [];

@@ -200,7 +200,10 @@ class Columns {
   }
 }
 
-/** TCP flags by their packed bits, shared by every view (a view's fields are read, never kept). */
+/**
+ * TCP flags by their packed bits, shared by every view and every built record (frozen: a
+ * reader that changed one would change every record with the same flags).
+ */
 const TCP_FLAGS_BY_BITS: readonly TcpFlags[] = Array.from({ length: 256 }, (_, bits) => Object.freeze(tcpFlagsFromByte(bits)));
 
 /**
@@ -727,7 +730,7 @@ export class FlowHistory {
           protocolName: c.string(slot, R_PROTO),
           sourcePort: c.u32[u + U_SPORT]!,
           destinationPort: c.u32[u + U_DPORT]!,
-          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? tcpFlagsFromByte(c.u8[slot * U8 + B_TCP_FLAGS]!) : undefined,
+          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? TCP_FLAGS_BY_BITS[c.u8[slot * U8 + B_TCP_FLAGS]!] : undefined,
           icmpType: c.u32[u + U_ICMP_TYPE]!,
           icmpCode: c.u32[u + U_ICMP_CODE]!,
         }
