@@ -7,8 +7,8 @@ import { describe, expect, it } from "vitest";
 import { generatePlacement, ModelCluster } from "../lab/conformance/cases.js";
 import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "../controlplane/policy/class-verdicts.js";
 import { PolicyModel, protocolOf, type Peer, type PolicyModeName } from "../controlplane/policy/model.js";
-import { FlowReplay, isJudgedObservation, isJudgedRow, storedEndOf } from "../controlplane/policy/whatif.js";
-import { TupleTable } from "../controlplane/policy/tuple-table.js";
+import { FlowReplay, type ChangedEdge, isJudgedObservation, isJudgedRow, storedEndOf } from "../controlplane/policy/whatif.js";
+import { BATCH_ROWS, TupleBatch, TupleTable } from "../controlplane/policy/tuple-table.js";
 import type { Pod } from "../controlplane/metadata/objects.js";
 import { VerdictReason, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { FlowHistory, type HistoryQuery } from "../controlplane/store/history.js";
@@ -106,7 +106,7 @@ describe("what-if through class verdicts equals what-if through the model alone"
   it("on random flows with recorded labels and addresses of their time, 100 random cases (seed 1402), every mode", async () => {
     const rand = seededRandom(1402);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
-    let changed = 0, reports = 0;
+    let changed = 0, reports = 0, nameTies = 0;
     for await (const { c, before, after } of randomSteps(1402, 100, 4)) {
       // Ends as recorded: today's pods, some with labels of another time or another pod's address; nodes; outside addresses.
       const { ends, labelSets } = recordedPodEnds(rand, before, after);
@@ -124,13 +124,34 @@ describe("what-if through class verdicts equals what-if through the model alone"
       const fast = replay.report(policies, { mode, defaultMode: "enforce" });
       const reference = replay.report(policies, { mode, defaultMode: "enforce", reference: true });
       expect(fast).toEqual(reference);
+      nameTies += expectEdgeOrder(fast.edges);
       changed += fast.edges.length;
       reports++;
     }
     expect(reports).toBeGreaterThan(150);
     expect(changed).toBeGreaterThan(500);
+    expect(nameTies).toBeGreaterThan(100);
   });
 });
+
+/**
+ * Checks the report's order (breaking first, then packets, then the ends' names as
+ * localeCompare orders them, then the port), as report() sorts them (no other test pins it);
+ * returns how many neighbours were ordered by their names.
+ */
+function expectEdgeOrder(edges: readonly ChangedEdge[]): number {
+  const rank = (e: ChangedEdge) => e.before !== "DROPPED" && e.after === "DROPPED" ? 2 : e.before === "DROPPED" && e.after !== "DROPPED" ? 1 : 0;
+  const names = (e: ChangedEdge) => `${e.source} ${e.destination}`;
+  let byNames = 0;
+  for (let i = 1; i < edges.length; i++) {
+    const x = edges[i - 1]!, y = edges[i]!;
+    const order = rank(y) - rank(x) || y.packets - x.packets || names(x).localeCompare(names(y));
+    if (order === 0) expect(x.port).toBeLessThanOrEqual(y.port);
+    else expect(order, `edge ${i - 1} (${names(x)}) before edge ${i} (${names(y)})`).toBeLessThan(0);
+    if (rank(x) === rank(y) && x.packets === y.packets && names(x) !== names(y)) byNames++;
+  }
+  return byNames;
+}
 
 describe("the tuple table the replays sum records in", () => {
   it("sums, bounds and numbers every tuple as a Map would, across several growths (seed 1403)", () => {
@@ -160,6 +181,35 @@ describe("the tuple table the replays sum records in", () => {
       const t = want.index;
       expect(`${table.srcOf(t)}/${table.dstOf(t)}/${table.portOf(t)}`).toBe(key);
       expect([table.recordsOf(t), table.packetsOf(t), table.firstMsOf(t), table.lastMsOf(t)]).toEqual([want.records, want.packets, want.firstMs, want.lastMs]);
+    }
+  });
+
+  it("sums a batch (addBatch, the column replay's path) as add() one by one: numbers, keys, sums and bounds, across growths within a batch (seed 1408)", () => {
+    const rand = seededRandom(1408);
+    const one = new TupleTable(4), batched = new TupleTable(4), batch = new TupleBatch();
+    let rows = 0, batches = 0;
+    while (rows < 60_000) {
+      // Batches of every length, full ones (as addStored flushes them) and partial ones (a scan's last).
+      const length = rand() < 0.5 ? BATCH_ROWS : 1 + Math.floor(rand() * BATCH_ROWS);
+      // Few ends at first (most rows find their tuple), then many (most rows are new tuples, so the table grows within batches).
+      const ends = rows < 30_000 ? 20 : 2000;
+      for (let i = 0; i < length; i++) {
+        const src = Math.floor(rand() * ends), dst = Math.floor(rand() * ends), port = ((Math.floor(rand() * 3) + 6) << 16) | Math.floor(rand() * 4);
+        const packets = 1 + Math.floor(rand() * 100) + rand(), firstMs = Math.floor(rand() * 1e6), lastMs = firstMs + Math.floor(rand() * 1e4);
+        one.add(src, dst, port, packets, firstMs, lastMs);
+        batch.push(src, dst, port, packets, firstMs, lastMs);
+      }
+      batched.addBatch(batch);
+      expect(batch.length).toBe(0);
+      rows += length;
+      batches++;
+    }
+    expect(batches).toBeGreaterThan(300);
+    expect(one.size).toBeGreaterThan(20_000);
+    expect(batched.size).toBe(one.size);
+    for (let t = 0; t < one.size; t++) {
+      const row = (x: TupleTable) => [x.srcOf(t), x.dstOf(t), x.portOf(t), x.recordsOf(t), x.packetsOf(t), x.firstMsOf(t), x.lastMsOf(t)];
+      expect(row(batched)).toEqual(row(one));
     }
   });
 });

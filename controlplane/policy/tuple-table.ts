@@ -10,6 +10,38 @@ import { hashTriple as hash } from "../triple-key-table.js";
 
 const EMPTY = -1;
 
+/** Rows a batch holds before TupleTable.addBatch sums them (its arrays stay in the first-level cache). */
+export const BATCH_ROWS = 256;
+
+/**
+ * Rows waiting to be summed by TupleTable.addBatch, filled by the caller: `length` rows of
+ * the same arguments as add() takes.
+ */
+export class TupleBatch {
+  readonly src = new Int32Array(BATCH_ROWS);
+  readonly dst = new Int32Array(BATCH_ROWS);
+  readonly port = new Int32Array(BATCH_ROWS);
+  readonly packets = new Float64Array(BATCH_ROWS);
+  readonly firstMs = new Float64Array(BATCH_ROWS);
+  readonly lastMs = new Float64Array(BATCH_ROWS);
+  /** addBatch's working space: each row's home slot, then the tuple found there. */
+  readonly slot = new Int32Array(BATCH_ROWS);
+  readonly tuple = new Int32Array(BATCH_ROWS);
+  length = 0;
+
+  /** Appends a row; returns whether the batch is full (the caller then sums it). */
+  push(src: number, dst: number, port: number, packets: number, firstMs: number, lastMs: number): boolean {
+    const i = this.length++;
+    this.src[i] = src;
+    this.dst[i] = dst;
+    this.port[i] = port;
+    this.packets[i] = packets;
+    this.firstMs[i] = firstMs;
+    this.lastMs[i] = lastMs;
+    return this.length === BATCH_ROWS;
+  }
+}
+
 export class TupleTable {
   /** Per slot: tuple index, or EMPTY. */
   private slots: Int32Array;
@@ -67,6 +99,39 @@ export class TupleTable {
     this.firstMs[t] = firstMs;
     this.lastMs[t] = lastMs;
     return ~t;
+  }
+
+  /**
+   * Sums the batch's rows as add() would one by one, in order, and empties it. Its steps
+   * each walk the whole batch, so that the loads of one step (a row's home slot, then its
+   * tuple's key, then its sums: each a random line of tables of megabytes) are independent
+   * of each other and their cache misses overlap, instead of one row's misses after another's.
+   * A row whose home slot does not hold its tuple (a collision, or a new tuple) takes add().
+   */
+  addBatch(b: TupleBatch): void {
+    const n = b.length, mask = this.slots.length - 1;
+    const bsrc = b.src, bdst = b.dst, bport = b.port, slot = b.slot, tuple = b.tuple;
+    for (let i = 0; i < n; i++) slot[i] = hash(bsrc[i]!, bdst[i]!, bport[i]!) & mask;
+    const slots = this.slots;
+    for (let i = 0; i < n; i++) tuple[i] = slots[slot[i]!]!;
+    const src = this.src, dst = this.dst, port = this.port;
+    for (let i = 0; i < n; i++) {
+      const t = tuple[i]!;
+      if (t !== EMPTY && (src[t] !== bsrc[i] || dst[t] !== bdst[i] || port[t] !== bport[i])) tuple[i] = EMPTY;
+    }
+    // A tuple found above keeps its index when add() below grows the table: only the arrays move.
+    for (let i = 0; i < n; i++) {
+      const t = tuple[i]!;
+      if (t === EMPTY) {
+        this.add(bsrc[i]!, bdst[i]!, bport[i]!, b.packets[i]!, b.firstMs[i]!, b.lastMs[i]!);
+        continue;
+      }
+      this.records[t]! += 1;
+      this.packets[t]! += b.packets[i]!;
+      if (b.firstMs[i]! < this.firstMs[t]!) this.firstMs[t] = b.firstMs[i]!;
+      if (b.lastMs[i]! > this.lastMs[t]!) this.lastMs[t] = b.lastMs[i]!;
+    }
+    b.length = 0;
   }
 
   /** The tuple's index, or `~index` (negative) when it is new; sums are left as they are (a table of keys only). */

@@ -21,9 +21,11 @@
 // Speed: a record costs two WeakMap lookups (endpoints are shared objects, in the hot
 // window and in the stores' dictionaries) and one probe of a typed-array table
 // (tuple-table.ts); a row of the hot window's columns (addStored) is judged from facts of
-// its ends found once per dictionary id and from its numbers (isJudgedRow); each distinct (source class, destination class, protocol, port) is
-// judged once before and once after by class-verdicts.ts (per-class caches over the
-// model's matching: two bits), found in a second table of keys; only the tuples whose
+// its ends found once per dictionary id and from its numbers (isJudgedRow), and summed into
+// the table a batch of rows at a time (TupleTable.addBatch: their cache misses overlap);
+// each distinct (source class, destination class, protocol, port) is judged once before
+// and once after by class-verdicts.ts (per-class caches over the model's matching: two
+// bits), found in a second table of keys; only the tuples whose
 // outcome changes are ordered, merged into edges and go through the model, which names
 // the deciding rules.
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
@@ -36,7 +38,7 @@ import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from ".
 import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
 import { type IpBlockRange, PolicyModel, PolicySet, protocolOf, type Peer, type PolicyModeName, type SideVerdict, type Verdict } from "./model.js";
 import { ipWords } from "../../addresses/prefix.js";
-import { TupleTable } from "./tuple-table.js";
+import { TupleBatch, TupleTable } from "./tuple-table.js";
 import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 
 export type { Outcome } from "./explain.js";
@@ -332,6 +334,8 @@ export class FlowReplay {
   addStored(history: FlowHistory, query: HistoryQuery = {}): void {
     // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
     const ends: (ReplayEnd | undefined)[] = [];
+    // Rows are summed a batch at a time (TupleTable.addBatch: the table's cache misses overlap).
+    const batch = new TupleBatch();
     history.scan(query, (r) => {
       this.records++;
       const sid = r.sourceId, did = r.destinationId;
@@ -346,8 +350,9 @@ export class FlowReplay {
       const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
       const self = sid === did || (s.pod >= 0 && s.pod === d.pod);
       const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
-      this.tuples.add(src.id, dst.id, key, r.packetCount, r.startMs, r.endMs);
+      if (batch.push(src.id, dst.id, key, r.packetCount, r.startMs, r.endMs)) this.tuples.addBatch(batch);
     });
+    this.tuples.addBatch(batch);
   }
 
   private replayEnd(e: Endpoint | undefined): ReplayEnd {
