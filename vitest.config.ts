@@ -1,7 +1,7 @@
 import { defineConfig } from "vitest/config";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 
-// Three projects (test/README.md says which file proves what):
+// Four projects (test/README.md says which file proves what):
 //  - unit: no kernel objects, no network namespaces, only 127.0.0.1:0 listeners and temp
 //    folders of their own, so files run in parallel;
 //  - kernel-own: real kernel objects, but only the file's own: network namespaces and
@@ -12,21 +12,23 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 //    BPF programs and links (capture, addon) hold while they count. One file at a time:
 //    each holds that lock for most of its run, so files in parallel would only queue on it
 //    (and a census file waits for one kernel-own file at most, never for a queue of them);
-//  - kernel: eBPF programs, network namespaces, the lab, Chromium: one file at a time
-//    (they share the machine's bpffs, netns names and fixed ports).
-// One `npx vitest run` runs the groups one after the other: unit, kernel-own, kernel.
-// ./scripts/test runs them as two vitest processes at once (`--project unit --project
-// kernel-own`, and `--project kernel`), since neither touches what the other uses but the
-// CPU; there kernel-own starts after the unit files, long after the census files, which
-// the kernel project runs first.
+//  - browser: Chromium on a control plane in the test's own process, no lab and no kernel
+//    objects, the UI on 127.0.0.1:0 and a temp folder of its own, so beside the kernel
+//    project too; one file at a time (each browser takes most of a core);
+//  - kernel: eBPF programs, network namespaces, the lab, Chromium on the lab: one file at a
+//    time (they share the machine's bpffs, netns names and fixed ports).
+// One `npx vitest run` runs the groups one after the other: unit, kernel-own, browser,
+// kernel. ./scripts/test runs three vitest processes at once from the start, since none
+// touches what another uses but the CPU: `--project kernel`; `--project kernel-own
+// --project browser`; and, after the type check and lint, `--project unit`.
 // A new test file is a kernel test unless it is listed here.
 const UNIT = [
   "access", "time", "cli-help", "cli-package", "deploy-docs", "kernel", "cli-output", "cluster", "flowcolumns", "flow-stream", "conformance-model", "controlplane-stream", "kubernetes-source", "layout",
   "metadata", "mtls", "node-certificates", "policy", "policy-explain", "policy-random", "policy-suggest", "policy-suggest-store", "policy-scale", "policy-class-verdicts", "policy-whatif", "policy-whatif-cases", "policy-whatif-rpc", "records",
-  "store", "store-clickhouse", "store-duckdb", "ui-api", "ui-layout", "ui-timerange", "ingest-columns", "ingest-attribution", "cli-failover", "triple-key-table",
+  "store", "store-clickhouse", "store-duckdb", "ui-api", "ui-layout", "ui-timerange", "ingest-columns", "ingest-attribution", "cli-failover", "triple-key-table", "lab-supervisor",
 ].map((name) => `test/${name}.test.ts`);
 const KERNEL_OWN = [
-  "deploy", // netns bhdep-<pid>-node/-pod, pins /sys/fs/bpf/bhdep-<pid>-*, 10.198.0.0/30 inside them
+  "deploy", // first (FIRST below); netns bhdep-<pid>-node/-pod, pins /sys/fs/bpf/bhdep-<pid>-*, 10.198.0.0/30 inside them
   // harness/testbed.ts: netns <tag>-<pid>-…, pins /sys/fs/bpf/<tag>-<pid>, listeners inside them
   "enforce", // bhpol-<pid>
   "fail-closed", // bhfc-<pid>, nft tables inside its own namespaces
@@ -36,19 +38,34 @@ const KERNEL_OWN = [
   "agent",
   "cni-coexist",
 ].map((name) => `test/${name}.test.ts`);
-/** Kernel files that count the machine's BPF programs and links: first in the kernel
- * project, so that they are done before the kernel-own files (after the type check, lint
- * and unit files in ./scripts/test) load theirs; the census lock keeps them apart either way. */
-const CENSUS = ["addon", "capture"].map((name) => `test/${name}.test.ts`);
+/** Chromium without a lab (harness/ui-control-plane.ts). */
+const BROWSER = ["ui-access-browser", "ui-tiers-browser", "ui-map-browser", "ui-history-browser"].map((name) => `test/${name}.test.ts`);
+/**
+ * Files that go first in their project, in this order:
+ *  - the kernel files that count the machine's BPF programs and links (census): so that
+ *    they are done before the kernel-own files, which ./scripts/test starts at the same
+ *    time, load theirs (the census lock keeps them apart either way; this keeps them from
+ *    waiting for each other);
+ *  - deploy, the longest kernel-own file (~140 s, most of it an image build that holds no
+ *    lock): it starts at once and its build is done long after the census files are;
+ *  - the two longest unit files (policy-random ~70 s, controlplane-stream ~40 s), so that
+ *    where vitest runs unit files in parallel (more than 2 cores) they do not end on one of
+ *    them alone.
+ * Without this, vitest orders a fresh clone's files by size (it has no durations yet).
+ */
+const FIRST = ["addon", "capture", "deploy", "policy-random", "controlplane-stream"].map((name) => `test/${name}.test.ts`);
 
-/** vitest's order, with the census files first in their project. */
-class CensusFirst extends BaseSequencer {
+/** vitest's order, with the FIRST files first in their project. */
+class FirstFiles extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
     const sorted = await super.sort(files);
-    const first = (f: TestSpecification) => (CENSUS.some((c) => f.moduleId.endsWith(c)) ? 0 : 1);
-    // Stable: the project order stays, census files move to the front of theirs.
+    const rank = (f: TestSpecification) => {
+      const i = FIRST.findIndex((first) => f.moduleId.endsWith(first));
+      return i < 0 ? FIRST.length : i;
+    };
+    // Stable: the project order stays, FIRST files move to the front of theirs.
     return sorted.map((f, i) => ({ f, i })).sort((a, b) =>
-      (a.f.project.name === b.f.project.name ? first(a.f) - first(b.f) : 0) || a.i - b.i).map((x) => x.f);
+      (a.f.project.name === b.f.project.name ? rank(a.f) - rank(b.f) : 0) || a.i - b.i).map((x) => x.f);
   }
 }
 
@@ -57,7 +74,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: "forks",
-    sequence: { sequencer: CensusFirst },
+    sequence: { sequencer: FirstFiles },
     projects: [
       { extends: true, test: { name: "unit", include: UNIT, sequence: { groupOrder: 0 } } },
       {
@@ -66,9 +83,13 @@ export default defineConfig({
       },
       {
         extends: true,
+        test: { name: "browser", include: BROWSER, fileParallelism: false, sequence: { groupOrder: 2 } },
+      },
+      {
+        extends: true,
         test: {
-          name: "kernel", include: ["test/**/*.test.ts"], exclude: [...UNIT, ...KERNEL_OWN], fileParallelism: false,
-          sequence: { groupOrder: 2 },
+          name: "kernel", include: ["test/**/*.test.ts"], exclude: [...UNIT, ...KERNEL_OWN, ...BROWSER], fileParallelism: false,
+          sequence: { groupOrder: 3 },
         },
       },
     ],

@@ -2,7 +2,8 @@
 // DIR`, started by `up`) that runs the control plane (each replica, and with `--store
 // clickhouse` the ClickHouse server they share; the replicas' first start waits until it
 // answers) and one agent per node (whose first start waits until the first control plane
-// accepts on its agent socket), and starts each again when it exits, as a Deployment,
+// accepts on its agent socket; each such wait at most FIRST_START_WAIT_MS, then the child
+// starts anyway, its log saying why), and starts each again when it exits, as a Deployment,
 // a StatefulSet and a DaemonSet would on a real cluster. It reads the
 // command lines `up` wrote into state.json once, and writes what it runs (pid, restarts, how
 // the last run ended) to supervisor.json, which `lab status` and `lab restart` read.
@@ -33,6 +34,11 @@ export const SUPERVISOR_LOG = "supervisor.log";
 export const CHILD_STOP_MS = 5000;
 /** stopSupervisor's wait before SIGKILL: the supervisor's own stop of its children, and a margin. */
 const STOP_GRACE_MS = CHILD_STOP_MS + 3000;
+/** How long a child's first start waits at most for the one it needs (`after`) to serve. `up`
+ * gives the store 30 s and a control plane 20 s to serve before it fails, so past this the
+ * wait is over: the child starts anyway (an agent retries its control plane with a backoff, a
+ * replica that finds no store exits and is started again), and its log names what it waited for. */
+export const FIRST_START_WAIT_MS = 60_000;
 
 export const CONTROLPLANE_PROCESS = "controlplane";
 export const CLICKHOUSE_PROCESS = "clickhouse";
@@ -127,6 +133,8 @@ interface Child {
   pidFile?: string;
   /** Whether it serves; only asked of a child another one waits for (`after`). */
   ready?: () => Promise<boolean>;
+  /** What `ready` checks, for the log: "accept on unix:///…". */
+  serves?: string;
   /** Its first start waits until this one is ready (the control planes wait for their store: they exit if it is
    * unreachable; the agents for the first control plane). */
   after?: Child;
@@ -139,8 +147,17 @@ interface Child {
   startedAtMs: number;
 }
 
-/** The supervisor's main loop (`bulkhead lab supervise`); resolves when SIGTERM or SIGINT stops it. */
-export async function supervise(stateDir: string, log: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<void> {
+export interface SuperviseOptions {
+  /** FIRST_START_WAIT_MS unless given. */
+  firstStartWaitMs?: number;
+  /** Stops it as SIGTERM does (a supervisor run inside another process: the tests). */
+  signal?: AbortSignal;
+}
+
+/** The supervisor's main loop (`bulkhead lab supervise`); resolves when SIGTERM, SIGINT or `options.signal` stops it. */
+export async function supervise(stateDir: string, log: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+  options: SuperviseOptions = {}): Promise<void> {
+  const firstStartWaitMs = options.firstStartWaitMs ?? FIRST_START_WAIT_MS;
   const state = await requireState(stateDir);
   const children: Child[] = [];
   const now = new Date().toISOString();
@@ -148,7 +165,8 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
   if (state.store !== undefined) {
     const s = state.store;
     store = { name: CLICKHOUSE_PROCESS, argv: s.argv, log: s.log, pidFile: pidFileOf(stateDir, CLICKHOUSE_PROCESS),
-      status: { name: CLICKHOUSE_PROCESS, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ready: () => storeReady(s) };
+      status: { name: CLICKHOUSE_PROCESS, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ready: () => storeReady(s),
+      serves: `answer an authenticated query on ${s.httpUrl}` };
     children.push(store);
   }
   let firstControlPlane: Child | undefined;
@@ -156,6 +174,7 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
     if (cp.argv === undefined) continue;
     const child: Child = { name: cp.name, argv: cp.argv, log: cp.log, pidFile: pidFileOf(stateDir, cp.name),
       status: { name: cp.name, pid: 0, restarts: 0, startedAt: now }, shortRuns: 0, startedAtMs: 0, ready: () => acceptsOn(cp.agents),
+      serves: `accept on ${cp.agents}`,
       ...(store ? { after: store } : {}) };
     firstControlPlane ??= child;
     children.push(child);
@@ -264,9 +283,15 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
   log(`${now} lab supervise: pid ${process.pid} supervising ${children.map((c) => c.name).join(", ")} (state ${stateDir})`);
   for (const c of children) if (state.held?.includes(c.name)) c.status.held = true;
   const afterReady = async (c: Child, dep: Child): Promise<void> => {
+    const deadline = Date.now() + firstStartWaitMs;
     let waited = 0;
     while (!stopping && !(await (dep.ready?.() ?? Promise.resolve(true)))) {
-      if (waited++ % 100 === 0) log(`${new Date().toISOString()} lab supervise: ${c.name} waits until ${dep.name} serves`);
+      if (Date.now() >= deadline) {
+        const how = dep.status.held ? "held by `lab stop`" : dep.status.lastExit !== undefined ? `its last run ${dep.status.lastExit}` : `pid ${dep.status.pid}`;
+        note(c, `${c.name}: ${dep.name} did not ${dep.serves ?? "serve"} within ${firstStartWaitMs / 1000} s (${how}); starting ${c.name} without it`);
+        break;
+      }
+      if (waited++ % 100 === 0) log(`${new Date().toISOString()} lab supervise: ${c.name} waits for ${dep.name} to ${dep.serves ?? "serve"}`);
       await new Promise((r) => setTimeout(r, 100));
     }
     start(c, false);
@@ -283,10 +308,16 @@ export async function supervise(stateDir: string, log: (line: string) => void = 
       for (const c of children) if (c.timer) clearTimeout(c.timer);
       process.off("SIGHUP", reread);
       log(`${new Date().toISOString()} lab supervise: ${sig}: no more restarts; stopping ${children.map((c) => `${c.name} pid ${c.status.pid}`).join(", ")}`);
+      process.off("SIGTERM", onTerm);
+      process.off("SIGINT", onInt);
       void stopChildren(children.flatMap((c) => (c.process ? [c.process] : []))).then(resolve);
     };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+    const onTerm = () => stop("SIGTERM");
+    const onInt = () => stop("SIGINT");
+    process.once("SIGTERM", onTerm);
+    process.once("SIGINT", onInt);
+    if (options.signal?.aborted) stop("aborted");
+    options.signal?.addEventListener("abort", () => stop("aborted"), { once: true });
   });
   clearInterval(keepAlive);
   await writes;
