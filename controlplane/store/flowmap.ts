@@ -154,6 +154,23 @@ interface MapNodeState {
   /** Pod (uid, or name) -> last fine bucket it was seen in. */
   pods: Map<string, number>;
   edges: number;
+  /** This node's number, never reused: what NodeIdentity.seenIn names. */
+  number: number;
+}
+
+/** What a map node is, as named from one record's end. */
+type NodeName = Omit<MapNodeState, "pods" | "edges" | "number">;
+
+/**
+ * A record's end as the map names it, with what seePod last wrote for its pod: its node's
+ * `pods` holds the pod at `seenFine` or later (entries only grow until they expire, and an
+ * expired one is older than any record not late), so rows of a pod whose identity is kept
+ * (one per shared Endpoint object) skip the Map while the bucket is the same.
+ */
+interface NodeIdentity extends NodeName {
+  /** MapNodeState.number of the node seePod last wrote this pod to; 0: none. */
+  seenIn: number;
+  seenFine: number;
 }
 
 interface EdgeState {
@@ -181,7 +198,6 @@ interface EdgeState {
 
 type PeerLevel = "exact" | "prefix" | "other";
 
-type NodeIdentity = Omit<MapNodeState, "pods" | "edges">;
 
 /** The buckets a window covers: tier, first bucket in it, and where it starts. */
 interface Window {
@@ -322,23 +338,23 @@ function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity
     if (workload !== undefined) {
       return {
         id: `workload:${endpoint.namespace}/${workload.kind}/${workload.name}`, kind: MapNodeKind.MAP_NODE_KIND_WORKLOAD,
-        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind, serial: 0,
+        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind, serial: 0, seenIn: 0, seenFine: 0,
       };
     }
     if (endpoint.service !== "") {
       const slash = endpoint.service.indexOf("/");
       const namespace = slash === -1 ? endpoint.namespace : endpoint.service.slice(0, slash);
       const name = endpoint.service.slice(slash + 1);
-      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "", serial: 0 };
+      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
     }
     const ip = endpoint.ip || address;
-    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "", serial: 0 };
+    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
     if (endpoint.node !== "") {
-      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "", serial: 0 };
+      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
     }
   }
   const ip = endpoint?.ip || address;
-  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "", serial: 0 };
+  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
 }
 
 /** The namespace a map node id names (identify() above writes the ids); "" for host, world and unknown ends. */
@@ -372,13 +388,13 @@ function prefixOf(node: NodeIdentity): NodeIdentity | undefined {
   if (!isOutside(node)) return node;
   const net = networkOf(node.name, PREFIX_BITS_V4, PREFIX_BITS_V6);
   if (net === undefined) return undefined;
-  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net, serial: 0 };
+  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net, serial: 0, seenIn: 0 };
 }
 
 function otherOf(node: NodeIdentity): NodeIdentity {
   if (!isOutside(node)) return node;
   const kind = node.id.slice(0, node.id.indexOf(":"));
-  return { ...node, id: `${kind}:other`, name: "other", serial: 0 };
+  return { ...node, id: `${kind}:other`, name: "other", serial: 0, seenIn: 0 };
 }
 
 /** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
@@ -458,6 +474,8 @@ export class FlowMapStore {
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
   /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
   private nextSerial = 1;
+  /** The next MapNodeState.number. */
+  private nextNodeNumber = 1;
   /**
    * Exact edges by (client serial, server serial, port * 256 + protocol number), one probe
    * of a typed-array table: what edges.get(edgeKey(...)) answers, without building the
@@ -631,7 +649,8 @@ export class FlowMapStore {
 
     // The protocol's name follows from its number unless a record named it otherwise: then edgeFor's cache is not used.
     const byNumber = o.hasL4 && (o.protocolName === "" || o.protocolName === PROTOCOL_NAMES[o.protocol]) ? o.protocol : -1;
-    const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort, byNumber);
+    const client = this.identity(clientEndpoint, clientIp), server = this.identity(serverEndpoint, serverIp);
+    const edge = this.edgeFor(client, server, protocol, serverPort, byNumber);
     if (edge.peer === "prefix") this.counters.prefixRecords++;
     else if (edge.peer === "other") this.counters.otherRecords++;
     const packets = o.packets;
@@ -647,8 +666,8 @@ export class FlowMapStore {
     edge.coarse = addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
     if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, o.protocol, clientPort, serverPort), fine);
-    this.seePod(edge.source, clientEndpoint, fine);
-    this.seePod(edge.destination, serverEndpoint, fine);
+    this.seePod(edge.source, client, clientEndpoint, fine);
+    this.seePod(edge.destination, server, serverEndpoint, fine);
     edge.version = version;
     return true;
   }
@@ -766,15 +785,14 @@ export class FlowMapStore {
 
   private identity(endpoint: Endpoint | undefined, address: string): NodeIdentity {
     if (endpoint === undefined) return identify(undefined, address);
-    let identity = this.identities.get(endpoint);
-    if (identity === undefined) {
-      identity = identify(endpoint, address);
-      // An endpoint without an address borrows the record's; such an identity is per record.
-      if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
-        || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
-        this.identities.set(endpoint, identity);
-        if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
-      }
+    const known = this.identities.get(endpoint);
+    if (known !== undefined) return known;
+    const identity = identify(endpoint, address);
+    // An endpoint without an address borrows the record's; such an identity is per record.
+    if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
+      || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
+      this.identities.set(endpoint, identity);
+      if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
     }
     return identity;
   }
@@ -782,7 +800,8 @@ export class FlowMapStore {
   private nodeFor(identity: NodeIdentity): MapNodeState {
     let node = this.nodes.get(identity.id);
     if (node === undefined) {
-      node = { ...identity, pods: new Map(), edges: 0 };
+      const { id, kind, namespace, name, workloadKind, serial } = identity;
+      node = { id, kind, namespace, name, workloadKind, serial, pods: new Map(), edges: 0, number: this.nextNodeNumber++ };
       this.nodes.set(identity.id, node);
     }
     return node;
@@ -863,11 +882,16 @@ export class FlowMapStore {
     this.trackedFlows++;
   }
 
-  private seePod(node: MapNodeState, endpoint: Endpoint | undefined, fine: number): void {
+  /** Marks the pod of `endpoint` (whose identity is `identity`) seen in bucket `fine` on its workload's node. */
+  private seePod(node: MapNodeState, identity: NodeIdentity, endpoint: Endpoint | undefined, fine: number): void {
     if (node.kind !== MapNodeKind.MAP_NODE_KIND_WORKLOAD || endpoint === undefined || endpoint.podName === "") return;
+    if (identity.seenIn === node.number && fine <= identity.seenFine) return;
     const key = endpoint.podUid || `${endpoint.namespace}/${endpoint.podName}`;
     const last = node.pods.get(key);
-    if (last === undefined || fine > last) node.pods.set(key, fine);
+    const seen = last === undefined || fine > last ? fine : last;
+    if (seen !== last) node.pods.set(key, seen);
+    identity.seenIn = node.number;
+    identity.seenFine = seen;
   }
 
   /** Expires buckets (each fine bucket), and flows and pods (each coarse bucket). */
