@@ -60,7 +60,7 @@ import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from
 import { endpointWorkload } from "./filter.js";
 import { networkOf } from "../../addresses/ip.js";
 import type { EnrichedColumns } from "./enriched-columns.js";
-import { TripleKeyTable } from "../triple-key-table.js";
+import { hashTriple, TripleKeyTable } from "../triple-key-table.js";
 import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 import { msOfTimestamp, timestampOfMs } from "../../config/time.js";
 
@@ -247,6 +247,9 @@ interface Observation {
   destination: Endpoint | undefined;
   sourceIp: string;
   destinationIp: string;
+  /** addressHash() of sourceIp and destinationIp; -1: not known yet (computed when needed). */
+  sourceHash: number;
+  destinationHash: number;
   hasL4: boolean;
   protocol: number;
   protocolName: string;
@@ -397,18 +400,20 @@ function otherOf(node: NodeIdentity): NodeIdentity {
   return { ...node, id: `${kind}:other`, name: "other", serial: 0, seenIn: 0 };
 }
 
-/** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
-function tupleHash(clientIp: string, serverIp: string, protocol: number, clientPort: number, serverPort: number): number {
+/**
+ * An address's part of a 5-tuple's hash: FNV-1a over its text. The column path computes it
+ * once per distinct address (the enricher's AddressEntry), the record path per record; both
+ * give the same, so a connection's records count as one flow whichever path brought them.
+ */
+export function addressHash(ip: string): number {
   let h = 0x811c9dc5;
-  const mix = (s: string) => {
-    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-    h = Math.imul(h ^ 0xff, 0x01000193); // separator, so ("1.2", "3") differs from ("1", "23")
-  };
-  mix(clientIp);
-  mix(serverIp);
-  h = Math.imul(h ^ protocol, 0x01000193);
-  h = Math.imul(h ^ clientPort, 0x01000193);
-  h = Math.imul(h ^ serverPort, 0x01000193);
+  for (let i = 0; i < ip.length; i++) h = Math.imul(h ^ ip.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** The oriented 5-tuple's hash from its addresses' (addressHash), folded to 30 bits so it stays a small integer. */
+function tupleHash(clientHash: number, serverHash: number, protocol: number, clientPort: number, serverPort: number): number {
+  const h = hashTriple(clientHash, serverHash ^ Math.imul(protocol + 1, 0x9e3779b1), clientPort * 65_536 + serverPort);
   return (h ^ (h >>> 30)) & 0x3fffffff;
 }
 
@@ -493,7 +498,7 @@ export class FlowMapStore {
   private lastCoarseMaintenance = -Infinity;
   /** The observation add() and addColumns() fill for observe(), reused. */
   private readonly scratch: Observation = {
-    lastMs: 0, firstMs: 0, point: 0, verdict: 0, source: undefined, destination: undefined, sourceIp: "", destinationIp: "",
+    lastMs: 0, firstMs: 0, point: 0, verdict: 0, source: undefined, destination: undefined, sourceIp: "", destinationIp: "", sourceHash: -1, destinationHash: -1,
     hasL4: false, protocol: 0, protocolName: "", sourcePort: 0, destinationPort: 0, icmpType: 0, tcpFlags: -1, packets: 0, bytes: 0,
   };
   private oldestCoarse = 0;
@@ -561,6 +566,8 @@ export class FlowMapStore {
       o.destination = record.destination;
       o.sourceIp = record.ip?.source ?? "";
       o.destinationIp = record.ip?.destination ?? "";
+      o.sourceHash = -1;
+      o.destinationHash = -1;
       const l4 = record.l4;
       o.hasL4 = l4 !== undefined;
       o.protocol = l4?.protocol ?? 0;
@@ -599,6 +606,8 @@ export class FlowMapStore {
       o.destination = b.destinations[i];
       o.sourceIp = b.sourceIps[i]!;
       o.destinationIp = b.destinationIps[i]!;
+      o.sourceHash = b.sourceHashes[i]!;
+      o.destinationHash = b.destinationHashes[i]!;
       const proto = c.protocols[i]!;
       const isIcmp = proto === 1 || proto === 58;
       o.hasL4 = true;
@@ -665,7 +674,11 @@ export class FlowMapStore {
     if (fine >= this.oldestFine) edge.fine = addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
     edge.coarse = addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
-    if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, o.protocol, clientPort, serverPort), fine);
+    if (counted) {
+      const clientHash = reply ? o.destinationHash : o.sourceHash, serverHash = reply ? o.sourceHash : o.destinationHash;
+      this.trackFlow(edge, tupleHash(clientHash < 0 ? addressHash(clientIp) : clientHash, serverHash < 0 ? addressHash(serverIp) : serverHash,
+        o.protocol, clientPort, serverPort), fine);
+    }
     this.seePod(edge.source, client, clientEndpoint, fine);
     this.seePod(edge.destination, server, serverEndpoint, fine);
     edge.version = version;
@@ -823,7 +836,12 @@ export class FlowMapStore {
     const outside = isOutside(client) || isOutside(server);
     const namespaces = namespacesOf(client, server);
     const fill = outside ? this.fill(namespaces) : 0;
-    if (fill < 0.5) return this.newEdge(client, server, protocol, port, "exact", namespaces);
+    if (fill < 0.5) {
+      const edge = this.newEdge(client, server, protocol, port, "exact", namespaces);
+      // Remembered at once: an edge to an outside peer often gets its second row soon (its reply).
+      if (cacheable) this.rememberExact(client.serial, server.serial, inner, edge);
+      return edge;
+    }
     const byPrefix = [prefixOf(client), prefixOf(server)] as const;
     if (byPrefix[0] !== undefined && byPrefix[1] !== undefined) {
       const prefix = this.edges.get(edgeKey(byPrefix[0], byPrefix[1], protocol, port));
