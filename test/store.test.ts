@@ -9,6 +9,7 @@ import { LabelSelectorError, parseLabelSelector } from "../controlplane/store/se
 import { FlowFilterError, compileFilter, compileRequest } from "../controlplane/store/filter.js";
 import { FlowHistory } from "../controlplane/store/history.js";
 import { FlowMapStore, edgeOfRecord } from "../controlplane/store/flowmap.js";
+import { enrichedFromRecords } from "../controlplane/store/enriched-columns.js";
 
 // ---------------------------------------------------------------------------------------
 // Synthetic enriched endpoints and records
@@ -689,6 +690,15 @@ describe("flow map", () => {
     const flows = (windowMs: number) => map.getMap({ windowMs }).edges.map((e) => Number(e.flows));
     expect(flows(60_000)).toEqual([1]);
     expect(flows(5 * 60_000)).toEqual([2]);
+  });
+
+  it("flows counts a connection once whether its records came as records or as columns (agents of either protocol)", () => {
+    const { map } = store();
+    // The request at the client's veth as a record, the reply at the server's as a columnar row: one 5-tuple.
+    map.add([record({ src: web1, dst: cart1, point: FROM, sport: 40001, dport: 8080 })]);
+    map.addColumns(enrichedFromRecords("node-b", [record({ src: cart1, dst: web1, point: FROM, sport: 8080, dport: 40001 })]));
+    map.addColumns(enrichedFromRecords("node-b", [record({ src: cart1, dst: web1, point: FROM, sport: 8080, dport: 40002 })]));
+    expect(map.getMap().edges.map((e) => [e.source, e.destination, Number(e.flows)])).toEqual([[WEB, CART, 2]]);
   });
 
   it("a reply from a Service address stays on client -> service whatever its ports", () => {

@@ -21,6 +21,7 @@ import { ObservationPoint, VerdictReason, type Endpoint, type FlowRecord } from 
 import type { ChangeCounter, ClusterState, PodClaim } from "./state.js";
 import { ADDRESS_WIDTH, formatAddress, type FlowColumns } from "../../flowcolumns/columns.js";
 import { splitNanoseconds, type EnrichedColumns } from "../store/enriched-columns.js";
+import { addressHash } from "../store/flowmap.js";
 
 /**
  * One distinct address on the column path, found by its 16 bytes: its text (formatted
@@ -30,6 +31,8 @@ import { splitNanoseconds, type EnrichedColumns } from "../store/enriched-column
 export interface AddressEntry {
   readonly ip: string;
   readonly id: number;
+  /** addressHash(ip), for the flow map. */
+  readonly hash: number;
   answer: CachedAnswer | undefined;
 }
 
@@ -153,7 +156,8 @@ export class Enricher {
     if (entry === undefined) {
       // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
       if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
-      entry = { ip: formatAddress(col, i, version), id: this.nextAddressId++, answer: undefined };
+      const ip = formatAddress(col, i, version);
+      entry = { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined };
       this.byBytes.set(key, entry);
     }
     return entry;
@@ -187,6 +191,7 @@ export class Enricher {
     const sources = new Array<Endpoint | undefined>(n), destinations = new Array<Endpoint | undefined>(n);
     const sourceIps = new Array<string>(n), destinationIps = new Array<string>(n);
     const sourceIds = new Uint32Array(n), destinationIds = new Uint32Array(n);
+    const sourceHashes = new Uint32Array(n), destinationHashes = new Uint32Array(n);
     const rows = new Uint32Array(n);
     let kept = 0;
     const problems = new Map<LocalEndProblem, number>();
@@ -226,6 +231,8 @@ export class Enricher {
       destinationIps[i] = dst.ip;
       sourceIds[i] = src.id;
       destinationIds[i] = dst.id;
+      sourceHashes[i] = src.hash;
+      destinationHashes[i] = dst.hash;
       if (spoofed) {
         // As name(): the sender named by its interface under its own address, never the forged address's owner.
         sources[i] = claimed;
@@ -237,7 +244,7 @@ export class Enricher {
     }
     return {
       batch: {
-        node, columns, rows: kept === n ? rows : rows.slice(0, kept), sources, destinations, sourceIps, destinationIps,
+        node, columns, rows: kept === n ? rows : rows.slice(0, kept), sources, destinations, sourceIps, destinationIps, sourceHashes, destinationHashes,
         attributions: new Array<undefined>(n), startSeconds, startNanos, endSeconds, endNanos,
       },
       sourceIds, destinationIds, problems,

@@ -13,6 +13,7 @@ import type { Endpoint, FlowRecord, PolicyAttribution } from "../../proto/gen/bu
 import {
   columnsFromRecords, newRowValues, readRowValues, recordOfValues, type FlowColumns, type RowValues,
 } from "../../flowcolumns/columns.js";
+import { addressHash } from "./flowmap.js";
 
 export interface EnrichedColumns {
   /** The node whose agent sent the batch. */
@@ -26,6 +27,9 @@ export interface EnrichedColumns {
   /** The addresses as text (one shared string per distinct address). */
   sourceIps: string[];
   destinationIps: string[];
+  /** addressHash() of each (store/flowmap.ts: the flow map's 5-tuple hash), once per distinct address. */
+  sourceHashes: Uint32Array;
+  destinationHashes: Uint32Array;
   attributions: (PolicyAttribution | undefined)[];
   /** Start and end times, corrected for the agent's clock, as (seconds, nanoseconds). */
   startSeconds: Float64Array;
@@ -144,6 +148,8 @@ export function enrichedFromRecords(node: string, records: readonly FlowRecord[]
     node, columns, rows: Uint32Array.from({ length: n }, (_, i) => i),
     sources: records.map((r) => r.source), destinations: records.map((r) => r.destination),
     sourceIps: records.map((r) => r.ip?.source ?? ""), destinationIps: records.map((r) => r.ip?.destination ?? ""),
+    sourceHashes: Uint32Array.from(records, (r) => addressHash(r.ip?.source ?? "")),
+    destinationHashes: Uint32Array.from(records, (r) => addressHash(r.ip?.destination ?? "")),
     attributions: records.map((r) => r.attribution),
     startSeconds: new Float64Array(n), startNanos: new Uint32Array(n), endSeconds: new Float64Array(n), endNanos: new Uint32Array(n),
   };

@@ -60,7 +60,7 @@ import { MapNodeKind, type GetFlowMapResponse, type MapEdge, type MapNode } from
 import { endpointWorkload } from "./filter.js";
 import { networkOf } from "../../addresses/ip.js";
 import type { EnrichedColumns } from "./enriched-columns.js";
-import { TripleKeyTable } from "../triple-key-table.js";
+import { hashTriple, TripleKeyTable } from "../triple-key-table.js";
 import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 import { msOfTimestamp, timestampOfMs } from "../../config/time.js";
 
@@ -154,6 +154,23 @@ interface MapNodeState {
   /** Pod (uid, or name) -> last fine bucket it was seen in. */
   pods: Map<string, number>;
   edges: number;
+  /** This node's number, never reused: what NodeIdentity.seenIn names. */
+  number: number;
+}
+
+/** What a map node is, as named from one record's end. */
+type NodeName = Omit<MapNodeState, "pods" | "edges" | "number">;
+
+/**
+ * A record's end as the map names it, with what seePod last wrote for its pod: its node's
+ * `pods` holds the pod at `seenFine` or later (entries only grow until they expire, and an
+ * expired one is older than any record not late), so rows of a pod whose identity is kept
+ * (one per shared Endpoint object) skip the Map while the bucket is the same.
+ */
+interface NodeIdentity extends NodeName {
+  /** MapNodeState.number of the node seePod last wrote this pod to; 0: none. */
+  seenIn: number;
+  seenFine: number;
 }
 
 interface EdgeState {
@@ -181,7 +198,6 @@ interface EdgeState {
 
 type PeerLevel = "exact" | "prefix" | "other";
 
-type NodeIdentity = Omit<MapNodeState, "pods" | "edges">;
 
 /** The buckets a window covers: tier, first bucket in it, and where it starts. */
 interface Window {
@@ -231,6 +247,9 @@ interface Observation {
   destination: Endpoint | undefined;
   sourceIp: string;
   destinationIp: string;
+  /** addressHash() of sourceIp and destinationIp; -1: not known yet (computed when needed). */
+  sourceHash: number;
+  destinationHash: number;
   hasL4: boolean;
   protocol: number;
   protocolName: string;
@@ -322,23 +341,23 @@ function identify(endpoint: Endpoint | undefined, address: string): NodeIdentity
     if (workload !== undefined) {
       return {
         id: `workload:${endpoint.namespace}/${workload.kind}/${workload.name}`, kind: MapNodeKind.MAP_NODE_KIND_WORKLOAD,
-        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind, serial: 0,
+        namespace: endpoint.namespace, name: workload.name, workloadKind: workload.kind, serial: 0, seenIn: 0, seenFine: 0,
       };
     }
     if (endpoint.service !== "") {
       const slash = endpoint.service.indexOf("/");
       const namespace = slash === -1 ? endpoint.namespace : endpoint.service.slice(0, slash);
       const name = endpoint.service.slice(slash + 1);
-      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "", serial: 0 };
+      return { id: `service:${namespace}/${name}`, kind: MapNodeKind.MAP_NODE_KIND_SERVICE, namespace, name, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
     }
     const ip = endpoint.ip || address;
-    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "", serial: 0 };
+    if (endpoint.world) return { id: `world:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_WORLD, namespace: "", name: ip, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
     if (endpoint.node !== "") {
-      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "", serial: 0 };
+      return { id: `host:${endpoint.node}`, kind: MapNodeKind.MAP_NODE_KIND_HOST, namespace: "", name: endpoint.node, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
     }
   }
   const ip = endpoint?.ip || address;
-  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "", serial: 0 };
+  return { id: `unknown:${ip}`, kind: MapNodeKind.MAP_NODE_KIND_UNSPECIFIED, namespace: "", name: ip, workloadKind: "", serial: 0, seenIn: 0, seenFine: 0 };
 }
 
 /** The namespace a map node id names (identify() above writes the ids); "" for host, world and unknown ends. */
@@ -372,27 +391,29 @@ function prefixOf(node: NodeIdentity): NodeIdentity | undefined {
   if (!isOutside(node)) return node;
   const net = networkOf(node.name, PREFIX_BITS_V4, PREFIX_BITS_V6);
   if (net === undefined) return undefined;
-  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net, serial: 0 };
+  return { ...node, id: `${node.id.slice(0, node.id.indexOf(":"))}:${net}`, name: net, serial: 0, seenIn: 0 };
 }
 
 function otherOf(node: NodeIdentity): NodeIdentity {
   if (!isOutside(node)) return node;
   const kind = node.id.slice(0, node.id.indexOf(":"));
-  return { ...node, id: `${kind}:other`, name: "other", serial: 0 };
+  return { ...node, id: `${kind}:other`, name: "other", serial: 0, seenIn: 0 };
 }
 
-/** FNV-1a over the oriented 5-tuple, folded to 30 bits so it stays a small integer. */
-function tupleHash(clientIp: string, serverIp: string, protocol: number, clientPort: number, serverPort: number): number {
+/**
+ * An address's part of a 5-tuple's hash: FNV-1a over its text. The column path computes it
+ * once per distinct address (the enricher's AddressEntry), the record path per record; both
+ * give the same, so a connection's records count as one flow whichever path brought them.
+ */
+export function addressHash(ip: string): number {
   let h = 0x811c9dc5;
-  const mix = (s: string) => {
-    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-    h = Math.imul(h ^ 0xff, 0x01000193); // separator, so ("1.2", "3") differs from ("1", "23")
-  };
-  mix(clientIp);
-  mix(serverIp);
-  h = Math.imul(h ^ protocol, 0x01000193);
-  h = Math.imul(h ^ clientPort, 0x01000193);
-  h = Math.imul(h ^ serverPort, 0x01000193);
+  for (let i = 0; i < ip.length; i++) h = Math.imul(h ^ ip.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** The oriented 5-tuple's hash from its addresses' (addressHash), folded to 30 bits so it stays a small integer. */
+function tupleHash(clientHash: number, serverHash: number, protocol: number, clientPort: number, serverPort: number): number {
+  const h = hashTriple(clientHash, serverHash ^ Math.imul(protocol + 1, 0x9e3779b1), clientPort * 65_536 + serverPort);
   return (h ^ (h >>> 30)) & 0x3fffffff;
 }
 
@@ -458,6 +479,8 @@ export class FlowMapStore {
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
   /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
   private nextSerial = 1;
+  /** The next MapNodeState.number. */
+  private nextNodeNumber = 1;
   /**
    * Exact edges by (client serial, server serial, port * 256 + protocol number), one probe
    * of a typed-array table: what edges.get(edgeKey(...)) answers, without building the
@@ -475,7 +498,7 @@ export class FlowMapStore {
   private lastCoarseMaintenance = -Infinity;
   /** The observation add() and addColumns() fill for observe(), reused. */
   private readonly scratch: Observation = {
-    lastMs: 0, firstMs: 0, point: 0, verdict: 0, source: undefined, destination: undefined, sourceIp: "", destinationIp: "",
+    lastMs: 0, firstMs: 0, point: 0, verdict: 0, source: undefined, destination: undefined, sourceIp: "", destinationIp: "", sourceHash: -1, destinationHash: -1,
     hasL4: false, protocol: 0, protocolName: "", sourcePort: 0, destinationPort: 0, icmpType: 0, tcpFlags: -1, packets: 0, bytes: 0,
   };
   private oldestCoarse = 0;
@@ -543,6 +566,8 @@ export class FlowMapStore {
       o.destination = record.destination;
       o.sourceIp = record.ip?.source ?? "";
       o.destinationIp = record.ip?.destination ?? "";
+      o.sourceHash = -1;
+      o.destinationHash = -1;
       const l4 = record.l4;
       o.hasL4 = l4 !== undefined;
       o.protocol = l4?.protocol ?? 0;
@@ -581,6 +606,8 @@ export class FlowMapStore {
       o.destination = b.destinations[i];
       o.sourceIp = b.sourceIps[i]!;
       o.destinationIp = b.destinationIps[i]!;
+      o.sourceHash = b.sourceHashes[i]!;
+      o.destinationHash = b.destinationHashes[i]!;
       const proto = c.protocols[i]!;
       const isIcmp = proto === 1 || proto === 58;
       o.hasL4 = true;
@@ -631,7 +658,8 @@ export class FlowMapStore {
 
     // The protocol's name follows from its number unless a record named it otherwise: then edgeFor's cache is not used.
     const byNumber = o.hasL4 && (o.protocolName === "" || o.protocolName === PROTOCOL_NAMES[o.protocol]) ? o.protocol : -1;
-    const edge = this.edgeFor(this.identity(clientEndpoint, clientIp), this.identity(serverEndpoint, serverIp), protocol, serverPort, byNumber);
+    const client = this.identity(clientEndpoint, clientIp), server = this.identity(serverEndpoint, serverIp);
+    const edge = this.edgeFor(client, server, protocol, serverPort, byNumber);
     if (edge.peer === "prefix") this.counters.prefixRecords++;
     else if (edge.peer === "other") this.counters.otherRecords++;
     const packets = o.packets;
@@ -646,9 +674,13 @@ export class FlowMapStore {
     if (fine >= this.oldestFine) edge.fine = addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
     edge.coarse = addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
-    if (counted) this.trackFlow(edge, tupleHash(clientIp, serverIp, o.protocol, clientPort, serverPort), fine);
-    this.seePod(edge.source, clientEndpoint, fine);
-    this.seePod(edge.destination, serverEndpoint, fine);
+    if (counted) {
+      const clientHash = reply ? o.destinationHash : o.sourceHash, serverHash = reply ? o.sourceHash : o.destinationHash;
+      this.trackFlow(edge, tupleHash(clientHash < 0 ? addressHash(clientIp) : clientHash, serverHash < 0 ? addressHash(serverIp) : serverHash,
+        o.protocol, clientPort, serverPort), fine);
+    }
+    this.seePod(edge.source, client, clientEndpoint, fine);
+    this.seePod(edge.destination, server, serverEndpoint, fine);
     edge.version = version;
     return true;
   }
@@ -766,15 +798,14 @@ export class FlowMapStore {
 
   private identity(endpoint: Endpoint | undefined, address: string): NodeIdentity {
     if (endpoint === undefined) return identify(undefined, address);
-    let identity = this.identities.get(endpoint);
-    if (identity === undefined) {
-      identity = identify(endpoint, address);
-      // An endpoint without an address borrows the record's; such an identity is per record.
-      if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
-        || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
-        this.identities.set(endpoint, identity);
-        if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
-      }
+    const known = this.identities.get(endpoint);
+    if (known !== undefined) return known;
+    const identity = identify(endpoint, address);
+    // An endpoint without an address borrows the record's; such an identity is per record.
+    if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
+      || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
+      this.identities.set(endpoint, identity);
+      if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
     }
     return identity;
   }
@@ -782,7 +813,8 @@ export class FlowMapStore {
   private nodeFor(identity: NodeIdentity): MapNodeState {
     let node = this.nodes.get(identity.id);
     if (node === undefined) {
-      node = { ...identity, pods: new Map(), edges: 0 };
+      const { id, kind, namespace, name, workloadKind, serial } = identity;
+      node = { id, kind, namespace, name, workloadKind, serial, pods: new Map(), edges: 0, number: this.nextNodeNumber++ };
       this.nodes.set(identity.id, node);
     }
     return node;
@@ -804,7 +836,12 @@ export class FlowMapStore {
     const outside = isOutside(client) || isOutside(server);
     const namespaces = namespacesOf(client, server);
     const fill = outside ? this.fill(namespaces) : 0;
-    if (fill < 0.5) return this.newEdge(client, server, protocol, port, "exact", namespaces);
+    if (fill < 0.5) {
+      const edge = this.newEdge(client, server, protocol, port, "exact", namespaces);
+      // Remembered at once: an edge to an outside peer often gets its second row soon (its reply).
+      if (cacheable) this.rememberExact(client.serial, server.serial, inner, edge);
+      return edge;
+    }
     const byPrefix = [prefixOf(client), prefixOf(server)] as const;
     if (byPrefix[0] !== undefined && byPrefix[1] !== undefined) {
       const prefix = this.edges.get(edgeKey(byPrefix[0], byPrefix[1], protocol, port));
@@ -863,11 +900,16 @@ export class FlowMapStore {
     this.trackedFlows++;
   }
 
-  private seePod(node: MapNodeState, endpoint: Endpoint | undefined, fine: number): void {
+  /** Marks the pod of `endpoint` (whose identity is `identity`) seen in bucket `fine` on its workload's node. */
+  private seePod(node: MapNodeState, identity: NodeIdentity, endpoint: Endpoint | undefined, fine: number): void {
     if (node.kind !== MapNodeKind.MAP_NODE_KIND_WORKLOAD || endpoint === undefined || endpoint.podName === "") return;
+    if (identity.seenIn === node.number && fine <= identity.seenFine) return;
     const key = endpoint.podUid || `${endpoint.namespace}/${endpoint.podName}`;
     const last = node.pods.get(key);
-    if (last === undefined || fine > last) node.pods.set(key, fine);
+    const seen = last === undefined || fine > last ? fine : last;
+    if (seen !== last) node.pods.set(key, seen);
+    identity.seenIn = node.number;
+    identity.seenFine = seen;
   }
 
   /** Expires buckets (each fine bucket), and flows and pods (each coarse bucket). */
