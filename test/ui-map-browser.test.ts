@@ -18,6 +18,7 @@ import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metric
 import { seededRandom } from "./harness/seeded-random.js";
 import { agentRecord } from "./harness/flow-records.js";
 import { closeUiTest, SHOTS, startUiControlPlane, uiTestFolder } from "./harness/ui-control-plane.js";
+import { METRICS } from "../ui/src/layout.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -119,6 +120,22 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       expect(m.groups).toBe(BIG_NAMESPACES + 2);
       expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
       process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
+      // Edges carry text styles only where text shows (graph.ts): a labelled edge draws its
+      // ports at the edge font; another draws none until selected, then every port, same font.
+      const text = await page.evaluate(() => {
+        const cy = window.bulkheadMap.cy;
+        const drawnText = (e: { style(name: string): unknown }) => ({ label: String(e.style("label")), font: String(e.style("font-size")) });
+        const labelled = cy.edges(".labelled").first(), plain = cy.edges().not(".labelled").first();
+        const shown = { labelled: drawnText(labelled), ports: String(labelled.data("label")), plain: drawnText(plain).label };
+        plain.select();
+        const selected = { ...drawnText(plain), ports: String(plain.data("fullLabel")) };
+        plain.unselect();
+        return { shown, selected };
+      });
+      expect(text.shown.labelled).toEqual({ label: text.shown.ports, font: `${METRICS.edgeFont}px` });
+      expect(text.shown.plain).toBe("");
+      expect(text.selected).toEqual({ label: text.selected.ports, font: `${METRICS.edgeFont}px`, ports: text.selected.ports });
+      expect(text.selected.ports).not.toBe("");
       await page.screenshot({ path: path.join(SHOTS, `map-200-workloads-${viewport.width}x${viewport.height}.png`) });
     }
   });

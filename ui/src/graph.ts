@@ -86,17 +86,25 @@ export class MapView {
           color: "#37474f", "min-zoomed-font-size": 5, "z-compound-depth": "bottom", events: "no",
         } },
         { selector: "node.namespace.home", style: { "border-style": "solid", "border-color": "#1565c0", "background-color": "#1565c0" } },
+        // Each property a rule gives an element costs cytoscape a parse, cache clearing and events
+        // per element (most of a 2,000-edge map's first frame): an edge gets only what it draws.
+        // Text properties go to the edges that show a label (layout.ts found room: class
+        // "labelled") or are hovered or selected; the source arrow's colour to edges with one.
         { selector: "edge", style: {
           width: 1.5, "curve-style": "straight", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
-          "line-color": COLOURS.forwarded, "target-arrow-color": COLOURS.forwarded, "source-arrow-color": COLOURS.forwarded,
-          label: "data(label)", "font-size": METRICS.edgeFont, "min-zoomed-font-size": 6, "text-rotation": "none", color: "#333",
-          "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": "1px",
-          // Where layout.ts found room for the label, from the edge's middle (mappers typed as numbers).
-          "text-margin-x": "data(dx)" as unknown as number, "text-margin-y": "data(dy)" as unknown as number,
+          "line-color": COLOURS.forwarded, "target-arrow-color": COLOURS.forwarded,
         } },
-        { selector: "edge.both", style: { "source-arrow-shape": "triangle" } },
-        { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, "target-arrow-color": COLOURS.dropped, "source-arrow-color": COLOURS.dropped, width: 2.5 } },
-        { selector: "edge.audit", style: { "line-color": COLOURS.audit, "target-arrow-color": COLOURS.audit, "source-arrow-color": COLOURS.audit, "line-style": "dashed", width: 2 } },
+        { selector: "edge.labelled, edge.hover, edge:selected", style: {
+          "font-size": METRICS.edgeFont, "min-zoomed-font-size": 6, color: "#333",
+          "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": "1px",
+        } },
+        // Where layout.ts found room for the label, from the edge's middle (mappers typed as numbers).
+        { selector: "edge.labelled", style: { label: "data(label)", "text-margin-x": "data(dx)" as unknown as number, "text-margin-y": "data(dy)" as unknown as number } },
+        { selector: "edge.both", style: { "source-arrow-shape": "triangle", "source-arrow-color": COLOURS.forwarded } },
+        { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, "target-arrow-color": COLOURS.dropped, width: 2.5 } },
+        { selector: "edge.both.dropped", style: { "source-arrow-color": COLOURS.dropped } },
+        { selector: "edge.audit", style: { "line-color": COLOURS.audit, "target-arrow-color": COLOURS.audit, "line-style": "dashed", width: 2 } },
+        { selector: "edge.both.audit", style: { "source-arrow-color": COLOURS.audit } },
         // A label left out for lack of room shows (every port) while the edge is hovered or selected.
         // The what-if overlay: a halo under the edge, its verdict colour kept on top.
         { selector: "edge.whatif-denied", style: { "underlay-color": WHATIF_COLOURS.denied, "underlay-opacity": 0.45, "underlay-padding": 6 } },
@@ -305,7 +313,8 @@ export class MapView {
         wanted.add(d.id);
         const label = layout.labels.has(d.id) ? d.label : "";
         const offset = layout.labelOffsets.get(d.id) ?? { x: 0, y: 0 };
-        const classes = d.both ? `${d.verdict} both` : d.verdict;
+        const labelled = label !== "";
+        const classes = [d.verdict, ...(d.both ? ["both"] : []), ...(labelled ? ["labelled"] : [])].join(" ");
         const el = this.cy.getElementById(d.id);
         if (el.nonempty() && (el.data("source") !== d.source || el.data("target") !== d.target)) el.remove();
         const now = this.cy.getElementById(d.id);
@@ -317,7 +326,7 @@ export class MapView {
           if (now.data("dx") !== offset.x || now.data("dy") !== offset.y) now.data({ dx: offset.x, dy: offset.y });
           if (now.data("fullLabel") !== d.fullLabel) now.data("fullLabel", d.fullLabel);
           if (now.data("verdict") !== d.verdict) now.data("verdict", d.verdict);
-          if (!now.hasClass(d.verdict) || now.hasClass("both") !== d.both) now.classes([classes, ...(now.hasClass("hover") ? ["hover"] : [])].join(" "));
+          if (!now.hasClass(d.verdict) || now.hasClass("both") !== d.both || now.hasClass("labelled") !== labelled) now.classes([classes, ...(now.hasClass("hover") ? ["hover"] : [])].join(" "));
         }
       }
       this.cy.elements().forEach((el) => { if (!wanted.has(el.id())) el.remove(); });
