@@ -3,8 +3,11 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import { ConfigError, parseByteSize, parseHostPort } from "../config/flags.js";
 import { parseDurationMs } from "../config/time.js";
-import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernetes-client.js";
+import { defaultKubeConnection, type KubeConnection } from "./metadata/kubernetes-connection.js";
 import { parseClickHouseLocation, type ClickHouseLocation } from "./store/clickhouse/location.js";
+
+/** The service account whose node certificate requests the signer approves, unless --csr-agent-user. */
+export const DEFAULT_AGENT_USER = "system:serviceaccount:bulkhead:bulkhead-agent";
 
 /** Where cluster metadata comes from. */
 export type MetadataSourceConfig =
@@ -13,7 +16,6 @@ export type MetadataSourceConfig =
 import { loadCertificateAndKey, loadTlsMaterial, type TlsMaterial } from "../tls/material.js";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import type { IssuedPair } from "../tls/issue.js";
-import { DEFAULT_AGENT_USER } from "./certificates/signer.js";
 
 export interface ControlPlaneConfig {
   source: MetadataSourceConfig;

@@ -2,18 +2,20 @@
 import pino from "pino";
 import { controlPlaneUsage, parseControlPlaneArgs } from "./config.js";
 import { ControlPlane } from "./controlplane.js";
-import { DuckDBFlowStore } from "./store/duckdb.js";
-import { openClickHouseStore } from "./store/clickhouse/store.js";
 import type { FlowStore } from "./store/durable.js";
 import { ConfigError, parseHostPort } from "../config/flags.js";
 import { FolderSource } from "./metadata/folder.js";
 import { AccessControl } from "./access/control.js";
 import { TokenFileError } from "./access/tokens.js";
-import { KubernetesSource } from "./metadata/kubernetes.js";
-import { apiServerOf, describeKubeConnection, loadKubeConfig } from "./metadata/kubernetes-client.js";
+import type { KubernetesSource } from "./metadata/kubernetes.js";
 import type { MetadataError, MetadataSource } from "./metadata/source.js";
 import { StopSignals } from "../config/signals.js";
-import { NodeCertificateSigner } from "./certificates/signer.js";
+import { describeKubeConnection } from "./metadata/kubernetes-connection.js";
+import type { NodeCertificateSigner } from "./certificates/signer.js";
+
+// The Kubernetes client, the certificate signer and each store engine are loaded only by the
+// runs that use them: the Kubernetes client alone costs about a CPU-second to load, and a lab
+// (folder source, embedded store) starts a control plane for every `lab up`.
 
 export async function runControlPlane(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
@@ -38,10 +40,13 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     if (errors.length === 0) log.info("metadata errors cleared");
   };
   let source: MetadataSource;
+  let kubernetes: KubernetesSource | undefined;
   let signer: NodeCertificateSigner | undefined;
   if (config.source.kind === "folder") {
     source = new FolderSource({ dir: config.source.manifests, onErrorsChanged });
   } else {
+    const { apiServerOf, loadKubeConfig } = await import("./metadata/kubernetes-client.js");
+    const { KubernetesSource } = await import("./metadata/kubernetes.js");
     let kubeConfig;
     try {
       kubeConfig = loadKubeConfig(config.source.connection);
@@ -50,8 +55,9 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     }
     log.info({ credentials: describeKubeConnection(config.source.connection), server: apiServerOf(kubeConfig) },
       "watching the Kubernetes API; the control plane serves once every resource has been listed");
-    source = new KubernetesSource({ kubeConfig, onErrorsChanged });
+    source = kubernetes = new KubernetesSource({ kubeConfig, onErrorsChanged });
     if (config.nodeSigner !== undefined) {
+      const { NodeCertificateSigner } = await import("./certificates/signer.js");
       signer = new NodeCertificateSigner({ kubeConfig, ...config.nodeSigner, log: log.child({ component: "node-signer" }) });
     }
   }
@@ -61,8 +67,8 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     const keep = { ...(retentionMs !== undefined ? { retentionMs } : {}), ...(retentionBytes !== undefined ? { retentionBytes } : {}) };
     try {
       store = config.store.kind === "duckdb"
-        ? await DuckDBFlowStore.open(config.store.dataDir, keep)
-        : await openClickHouseStore({ location: config.store.location, ...keep });
+        ? await (await import("./store/duckdb.js")).DuckDBFlowStore.open(config.store.dataDir, keep)
+        : await (await import("./store/clickhouse/store.js")).openClickHouseStore({ location: config.store.location, ...keep });
     } catch (err) {
       log.fatal({ err: (err as Error).message }, "flow store refused");
       process.stderr.write(`bulkhead: ${(err as Error).message}\n`);
@@ -91,8 +97,8 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     return 1;
   }
   log.info({ tokens: access.tokenCount, allowUnauthenticated: config.allowUnauthenticated }, "observer access");
-  if (source instanceof KubernetesSource && source.serverVersion) {
-    const v = source.serverVersion;
+  if (kubernetes?.serverVersion) {
+    const v = kubernetes.serverVersion;
     log.info({ kubernetes: v.gitVersion || `${v.major}.${v.minor}` }, "Kubernetes API server version checked (1.21 or newer needed)");
   }
   if (signer !== undefined) {

@@ -28,8 +28,6 @@ import {
 /** The user-info key under which the API server records the node of a pod-bound token. */
 export const NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name";
 
-export const DEFAULT_AGENT_USER = "system:serviceaccount:bulkhead:bulkhead-agent";
-
 /** Why a request is refused: the Denied condition's reason and message. */
 export interface Refusal {
   reason: string;

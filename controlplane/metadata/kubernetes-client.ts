@@ -5,32 +5,12 @@
 import { existsSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
-import os from "node:os";
 import path from "node:path";
 import { KubeConfig, Watch, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
 import type { WatchedResource } from "./kubernetes-resources.js";
-
-/** Where the API server and credentials come from. */
-export type KubeConnection =
-  | { kind: "in-cluster" }
-  | { kind: "kubeconfig"; path: string };
+import type { KubeConnection } from "./kubernetes-connection.js";
 
 const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/**
- * The connection a control plane without --kubeconfig uses: in-cluster when
- * KUBERNETES_SERVICE_HOST is set (as in every pod), else $KUBECONFIG (its first file), else
- * ~/.kube/config, as kubectl does.
- */
-export function defaultKubeConnection(env: NodeJS.ProcessEnv = process.env): KubeConnection {
-  if (env.KUBERNETES_SERVICE_HOST) return { kind: "in-cluster" };
-  const fromEnv = env.KUBECONFIG?.split(path.delimiter).find((p) => p !== "");
-  return { kind: "kubeconfig", path: path.resolve(fromEnv ?? path.join(os.homedir(), ".kube", "config")) };
-}
-
-export function describeKubeConnection(connection: KubeConnection): string {
-  return connection.kind === "in-cluster" ? "in-cluster service account" : `kubeconfig ${connection.path}`;
-}
 
 /** Loads credentials; throws an Error naming the file or variable that is missing or wrong. */
 export function loadKubeConfig(connection: KubeConnection, env: NodeJS.ProcessEnv = process.env): KubeConfig {
