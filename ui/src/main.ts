@@ -175,15 +175,19 @@ function onDelta(delta: MapDeltaJson): void {
 
 // ---- status line -----------------------------------------------------------------------------
 
+let lastAnnouncement = 0;
 function announce(text: string): void {
+  lastAnnouncement = Date.now();
   statusLine.textContent = text;
 }
 
-let lastQuietAnnouncement = 0;
-/** Live updates are announced at most every 10 s, so a screen reader is not flooded. */
+/**
+ * Live updates are announced at most every 10 s and never within 10 s of another
+ * announcement, so a screen reader is not flooded and what the user asked for (a new map,
+ * an error) is not replaced by the next delta's counts before it is read.
+ */
 function announceQuietly(text: string): void {
-  if (Date.now() - lastQuietAnnouncement < 10_000) return;
-  lastQuietAnnouncement = Date.now();
+  if (Date.now() - lastAnnouncement < 10_000) return;
   announce(text);
 }
 
