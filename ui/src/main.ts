@@ -95,7 +95,8 @@ function openStream(): void {
         if (generation !== streamGeneration) return;
         if (err instanceof ApiRequestError && err.status >= 400 && err.status < 500) {
           setConnection("reconnecting", err.message);
-          announce(`Map unavailable: ${err.message}`);
+          // A 401 is announced once, by onUnauthorized (apiFetch), asking for a token.
+          if (err.status !== 401) announce(`Map unavailable: ${err.message}`);
         } else {
           setConnection("reconnecting", (err as Error).message);
         }
