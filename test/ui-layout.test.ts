@@ -2,7 +2,8 @@
 // map's layout keeps node boxes apart, every node inside its namespace box, namespace boxes
 // apart and shown edge labels clear of everything, at the demo's size (its real edge list),
 // at 3 nodes and on seeded random maps of 200 workloads / 800 edges; a call through a
-// Service is one path; known nodes stay put when the map grows; pod names lose their
+// Service is one path; with arrows in the edges' middles (a dense map), no shown label covers
+// an edge's middle; known nodes stay put when the map grows; pod names lose their
 // template hash. The browser test (ui-e2e) checks the same metrics on what cytoscape drew.
 import { describe, expect, it } from "vitest";
 import { DEMO_EDGES, DEMO_WORKLOADS } from "../lab/demo.js";
@@ -103,6 +104,29 @@ describe("the map's layout", () => {
       const { nodes, edges } = randomMap(seed);
       const { layoutNodes, layout } = lay(nodes, edges);
       expect({ seed, ...faults(layout, layoutNodes) }).toEqual({ seed, ...NO_FAULTS });
+    }
+  });
+
+  it("with arrows in the edges' middles (a dense map's haystack edges): no shown label covers an edge's middle, and the other promises hold", () => {
+    for (const seed of [1, 2]) {
+      const { nodes, edges } = randomMap(seed);
+      const { layoutNodes, layoutEdges } = lay(nodes, edges);
+      const layout = layoutMap(layoutNodes, layoutEdges, 1.5, { midArrows: true });
+      expect({ seed, ...faults(layout, layoutNodes) }).toEqual({ seed, ...NO_FAULTS });
+      const covered: string[] = [];
+      for (const e of layoutEdges) {
+        const a = layout.positions.get(e.source)!, b = layout.positions.get(e.target)!;
+        const middle = { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
+        for (const [id, box] of layout.labels) if (contains(box, { x1: middle.x, y1: middle.y, x2: middle.x, y2: middle.y })) covered.push(`${id} over ${e.id}`);
+      }
+      expect({ seed, covered }).toEqual({ seed, covered: [] });
+      expect(layout.labels.size).toBeGreaterThan(layoutEdges.length / 4);
+      // Without the option, labels sit on their own edge's middle first.
+      const plain = layoutMap(layoutNodes, layoutEdges, 1.5);
+      expect(layoutEdges.some((e) => {
+        const box = plain.labels.get(e.id), a = plain.positions.get(e.source)!, b = plain.positions.get(e.target)!;
+        return box !== undefined && contains(box, { x1: (a.x + b.x) / 2, y1: (a.y + b.y) / 2, x2: (a.x + b.x) / 2, y2: (a.y + b.y) / 2 });
+      })).toBe(true);
     }
   });
 

@@ -3,7 +3,8 @@
 // is measured through cytoscape's own positions and boxes (harness/map-metrics.ts) at
 // 1500×1000 and 1280×720: 0 overlapping nodes, 0 nodes outside their group or inside a
 // foreign one, 0 overlapping groups, 0 label collisions, no parallel edges, all on the canvas,
-// for a 3-node map and for 200 workloads / 800 edges (seeded). Namespace boxes (plain nodes
+// for a 3-node map (straight edges, arrows at the ends) and for 200 workloads / 800 edges
+// (seeded; a dense map: haystack edges, arrows in the middle). Namespace boxes (plain nodes
 // sized by the layout) are drawn under everything and let clicks through. The flow table at 1280 px:
 // verdict words whole, pod names without their template hash (full name in the title), no
 // column wider than the table. Screenshots go to test-results/ui-e2e/.
@@ -100,6 +101,18 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     await page.waitForFunction((n) => window.bulkheadMap.edges().length >= n, edges, { timeout: 30_000 });
   }
 
+  /** The distinct curve and arrow shapes cytoscape gives the drawn edges. */
+  function edgeShapes(): Promise<{ curve: string; arrow: string; midArrow: string }[]> {
+    return page.evaluate(() => {
+      const seen = new Map<string, { curve: string; arrow: string; midArrow: string }>();
+      window.bulkheadMap.cy.edges().forEach((e) => {
+        const shape = { curve: String(e.style("curve-style")), arrow: String(e.style("target-arrow-shape")), midArrow: String(e.style("mid-target-arrow-shape")) };
+        seen.set(JSON.stringify(shape), shape);
+      });
+      return [...seen.values()];
+    });
+  }
+
   it("3 nodes: no overlaps, each node in its group, labels clear, not zoomed past 1.25, all on the canvas", async () => {
     for (const viewport of VIEWPORTS) {
       await open("namespace=tiny", viewport, 2);
@@ -107,6 +120,7 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       expect([m.nodes, m.edges, m.groups]).toEqual([3, 2, 2]);
       expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
       expect(m.labelsShown).toBe(2);
+      expect(await edgeShapes()).toEqual([{ curve: "straight", arrow: "triangle", midArrow: "none" }]);
       expect(m.zoom).toBeLessThanOrEqual(1.25);
       await page.screenshot({ path: path.join(SHOTS, `map-3-nodes-${viewport.width}x${viewport.height}.png`) });
     }
@@ -119,6 +133,8 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       expect(m.nodes).toBe(BIG_WORKLOADS + 3);
       expect(m.groups).toBe(BIG_NAMESPACES + 2);
       expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
+      // A dense map (graph.ts's DENSE_EDGES): haystack edges, the arrow in the middle.
+      expect(await edgeShapes()).toEqual([{ curve: "haystack", arrow: "none", midArrow: "triangle" }]);
       process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
       // Edges carry text styles only where text shows (graph.ts): a labelled edge draws its
       // ports at the edge font; another draws none until selected, then every port, same font.

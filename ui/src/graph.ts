@@ -5,7 +5,7 @@
 // layout.ts (pure, tested), given to cytoscape as a preset: a snapshot is laid out whole;
 // deltas keep every known node where it is, new nodes take a free row in their group, and
 // edge labels are shown only where they collide with nothing (others on hover/selection).
-import cytoscape, { type Core, type ElementDefinition } from "cytoscape";
+import cytoscape, { type Core, type ElementDefinition, type StylesheetJson } from "cytoscape";
 import { type Backends, drawEdges, type DrawnEdge } from "./drawing.js";
 import { extendLayout, groupBody, layoutMap, type LayoutNode, type MapLayout, METRICS } from "./layout.js";
 import type { MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson } from "./types.js";
@@ -36,6 +36,66 @@ export type WhatIfMark = keyof typeof WHATIF_COLOURS;
 /** A drawn edge carrying several changed map edges shows the most serious change. */
 const WHATIF_RANK: Readonly<Record<WhatIfMark, number>> = { denied: 3, verdict: 2, allowed: 1 };
 
+/** Drawn edges above which the map is dense: haystack edges with arrows in the middle. */
+export const DENSE_EDGES = 400;
+
+/** The stylesheet; a dense map's edges differ (see the edge rule). */
+function mapStyle(dense: boolean): StylesheetJson {
+  const target = dense ? "mid-target" : "target", source = dense ? "mid-source" : "source";
+  return [
+    { selector: "node", style: {
+      label: "data(label)", "font-size": METRICS.nodeFont, "text-valign": "bottom", "text-margin-y": METRICS.nodeLabelMargin, "min-zoomed-font-size": 6,
+      width: METRICS.nodeSize, height: METRICS.nodeSize, "background-color": "#1565c0", color: "#222", "border-width": 1, "border-color": "#fff",
+    } },
+    { selector: "node.service", style: { shape: "round-rectangle", "background-color": "#6a1b9a" } },
+    { selector: "node.world", style: { shape: "diamond", "background-color": "#546e7a" } },
+    { selector: "node.host", style: { shape: "rectangle", "background-color": "#795548" } },
+    { selector: "node.unknown", style: { shape: "hexagon", "background-color": "#9e9e9e" } },
+    { selector: "node.foreign", style: { opacity: 0.8 } },
+    // Namespace boxes are plain nodes sized by layout.ts, drawn under every edge and node and
+    // deaf to the mouse, not compound parents: with a compound node in the graph, cytoscape
+    // clears the style caches of a parent's every descendant and their edges for each style
+    // property it applies (most of a 2,000-edge map's first render).
+    { selector: "node.namespace", style: {
+      "background-opacity": 0.04, "background-color": "#455a64", "border-color": "#90a4ae", "border-style": "dashed", "border-width": 1,
+      label: "data(label)", "text-valign": "top", "text-margin-y": -2, "font-size": METRICS.groupFont, "font-weight": "bold", shape: "round-rectangle",
+      width: "data(width)" as unknown as number, height: "data(height)" as unknown as number,
+      color: "#37474f", "min-zoomed-font-size": 5, "z-compound-depth": "bottom", events: "no",
+    } },
+    { selector: "node.namespace.home", style: { "border-style": "solid", "border-color": "#1565c0", "background-color": "#1565c0" } },
+    // Each property a rule gives an element costs cytoscape a parse, cache clearing and events
+    // per element (most of a 2,000-edge map's first frame): an edge gets only what it draws.
+    // Text properties go to the edges that show a label (layout.ts found room: class
+    // "labelled") or are hovered or selected; the source arrow's colour to edges with one.
+    // A dense map's edges are haystacks (cytoscape's default curve: a line between centres, no
+    // endpoint projection onto the node shapes) with the arrow in the middle, the only arrow a
+    // haystack has: ~14 % less CPU to a 2,000-edge map's first frame (bench/README.md).
+    { selector: "edge", style: {
+      width: 1.5, ...(dense ? {} : { "curve-style": "straight" }), [`${target}-arrow-shape`]: "triangle", "arrow-scale": 0.8,
+      "line-color": COLOURS.forwarded, [`${target}-arrow-color`]: COLOURS.forwarded,
+    } },
+    { selector: "edge.labelled, edge.hover, edge:selected", style: {
+      "font-size": METRICS.edgeFont, "min-zoomed-font-size": 6, color: "#333",
+      "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": "1px",
+    } },
+    // Where layout.ts found room for the label, from the edge's middle (mappers typed as numbers).
+    { selector: "edge.labelled", style: { label: "data(label)", "text-margin-x": "data(dx)" as unknown as number, "text-margin-y": "data(dy)" as unknown as number } },
+    { selector: "edge.both", style: { [`${source}-arrow-shape`]: "triangle", [`${source}-arrow-color`]: COLOURS.forwarded } },
+    { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, [`${target}-arrow-color`]: COLOURS.dropped, width: 2.5 } },
+    { selector: "edge.both.dropped", style: { [`${source}-arrow-color`]: COLOURS.dropped } },
+    { selector: "edge.audit", style: { "line-color": COLOURS.audit, [`${target}-arrow-color`]: COLOURS.audit, "line-style": "dashed", width: 2 } },
+    { selector: "edge.both.audit", style: { [`${source}-arrow-color`]: COLOURS.audit } },
+    // A label left out for lack of room shows (every port) while the edge is hovered or selected.
+    // The what-if overlay: a halo under the edge, its verdict colour kept on top.
+    { selector: "edge.whatif-denied", style: { "underlay-color": WHATIF_COLOURS.denied, "underlay-opacity": 0.45, "underlay-padding": 6 } },
+    { selector: "edge.whatif-allowed", style: { "underlay-color": WHATIF_COLOURS.allowed, "underlay-opacity": 0.45, "underlay-padding": 6 } },
+    { selector: "edge.whatif-verdict", style: { "underlay-color": WHATIF_COLOURS.verdict, "underlay-opacity": 0.45, "underlay-padding": 6 } },
+    { selector: "edge.hover, edge:selected", style: { label: "data(fullLabel)", "z-index": 10 } },
+    { selector: ":selected", style: { "border-width": 3, "border-color": "#ffb300", "overlay-opacity": 0.15, "overlay-color": "#ffb300" } },
+    { selector: "edge:selected", style: { width: 4 } },
+  ];
+}
+
 export class MapView {
   readonly cy: Core;
   private namespace = "";
@@ -51,6 +111,8 @@ export class MapView {
   private whatIf = new Map<string, WhatIfMark>();
   /** Whether cytoscape has drawn a frame since the last snapshot (a User Timing mark). */
   private snapshotDrawn = true;
+  /** Whether the stylesheet is the dense map's (more than DENSE_EDGES drawn edges). */
+  private dense = false;
 
   constructor(container: HTMLElement) {
     this.cy = cytoscape({
@@ -65,55 +127,7 @@ export class MapView {
       wheelSensitivity: 0.3,
       boxSelectionEnabled: false,
       autounselectify: false,
-      style: [
-        { selector: "node", style: {
-          label: "data(label)", "font-size": METRICS.nodeFont, "text-valign": "bottom", "text-margin-y": METRICS.nodeLabelMargin, "min-zoomed-font-size": 6,
-          width: METRICS.nodeSize, height: METRICS.nodeSize, "background-color": "#1565c0", color: "#222", "border-width": 1, "border-color": "#fff",
-        } },
-        { selector: "node.service", style: { shape: "round-rectangle", "background-color": "#6a1b9a" } },
-        { selector: "node.world", style: { shape: "diamond", "background-color": "#546e7a" } },
-        { selector: "node.host", style: { shape: "rectangle", "background-color": "#795548" } },
-        { selector: "node.unknown", style: { shape: "hexagon", "background-color": "#9e9e9e" } },
-        { selector: "node.foreign", style: { opacity: 0.8 } },
-        // Namespace boxes are plain nodes sized by layout.ts, drawn under every edge and node and
-        // deaf to the mouse, not compound parents: with a compound node in the graph, cytoscape
-        // clears the style caches of a parent's every descendant and their edges for each style
-        // property it applies (most of a 2,000-edge map's first render).
-        { selector: "node.namespace", style: {
-          "background-opacity": 0.04, "background-color": "#455a64", "border-color": "#90a4ae", "border-style": "dashed", "border-width": 1,
-          label: "data(label)", "text-valign": "top", "text-margin-y": -2, "font-size": METRICS.groupFont, "font-weight": "bold", shape: "round-rectangle",
-          width: "data(width)" as unknown as number, height: "data(height)" as unknown as number,
-          color: "#37474f", "min-zoomed-font-size": 5, "z-compound-depth": "bottom", events: "no",
-        } },
-        { selector: "node.namespace.home", style: { "border-style": "solid", "border-color": "#1565c0", "background-color": "#1565c0" } },
-        // Each property a rule gives an element costs cytoscape a parse, cache clearing and events
-        // per element (most of a 2,000-edge map's first frame): an edge gets only what it draws.
-        // Text properties go to the edges that show a label (layout.ts found room: class
-        // "labelled") or are hovered or selected; the source arrow's colour to edges with one.
-        { selector: "edge", style: {
-          width: 1.5, "curve-style": "straight", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
-          "line-color": COLOURS.forwarded, "target-arrow-color": COLOURS.forwarded,
-        } },
-        { selector: "edge.labelled, edge.hover, edge:selected", style: {
-          "font-size": METRICS.edgeFont, "min-zoomed-font-size": 6, color: "#333",
-          "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": "1px",
-        } },
-        // Where layout.ts found room for the label, from the edge's middle (mappers typed as numbers).
-        { selector: "edge.labelled", style: { label: "data(label)", "text-margin-x": "data(dx)" as unknown as number, "text-margin-y": "data(dy)" as unknown as number } },
-        { selector: "edge.both", style: { "source-arrow-shape": "triangle", "source-arrow-color": COLOURS.forwarded } },
-        { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, "target-arrow-color": COLOURS.dropped, width: 2.5 } },
-        { selector: "edge.both.dropped", style: { "source-arrow-color": COLOURS.dropped } },
-        { selector: "edge.audit", style: { "line-color": COLOURS.audit, "target-arrow-color": COLOURS.audit, "line-style": "dashed", width: 2 } },
-        { selector: "edge.both.audit", style: { "source-arrow-color": COLOURS.audit } },
-        // A label left out for lack of room shows (every port) while the edge is hovered or selected.
-        // The what-if overlay: a halo under the edge, its verdict colour kept on top.
-        { selector: "edge.whatif-denied", style: { "underlay-color": WHATIF_COLOURS.denied, "underlay-opacity": 0.45, "underlay-padding": 6 } },
-        { selector: "edge.whatif-allowed", style: { "underlay-color": WHATIF_COLOURS.allowed, "underlay-opacity": 0.45, "underlay-padding": 6 } },
-        { selector: "edge.whatif-verdict", style: { "underlay-color": WHATIF_COLOURS.verdict, "underlay-opacity": 0.45, "underlay-padding": 6 } },
-        { selector: "edge.hover, edge:selected", style: { label: "data(fullLabel)", "z-index": 10 } },
-        { selector: ":selected", style: { "border-width": 3, "border-color": "#ffb300", "overlay-opacity": 0.15, "overlay-color": "#ffb300" } },
-        { selector: "edge:selected", style: { width: 4 } },
-      ],
+      style: mapStyle(false),
     });
     this.cy.on("tap", "node, edge", (event) => {
       const id = event.target.id() as string;
@@ -264,11 +278,18 @@ export class MapView {
     const drawn = drawEdges(nodes, [...this.edges.values()], this.backends());
     const layoutEdges = drawn.map((d) => ({ id: d.id, source: d.source, target: d.target, label: d.label }));
     const aspect = Math.max(0.5, Math.min(3, (this.cy.width() || 3) / (this.cy.height() || 2)));
+    const dense = drawn.length > DENSE_EDGES;
+    const options = { midArrows: dense };
     this.layoutState = mode === "whole" || !this.layoutState
-      ? layoutMap(layoutNodes, layoutEdges, aspect)
-      : extendLayout(this.layoutState, layoutNodes, layoutEdges);
+      ? layoutMap(layoutNodes, layoutEdges, aspect, options)
+      : extendLayout(this.layoutState, layoutNodes, layoutEdges, options);
     const layout = this.layoutState;
     const grew = this.cy.nodes().length < layout.positions.size + layout.groups.size;
+    // Before the elements change, so new ones are styled once, by the right sheet.
+    if (dense !== this.dense) {
+      this.dense = dense;
+      this.cy.style(mapStyle(dense));
+    }
     this.drawn.clear();
     this.drawnOf.clear();
     for (const d of drawn) {

@@ -5,7 +5,8 @@
 // Promises: no two node boxes (shape + label) overlap; every node lies inside its group's
 // box; group boxes (with their header) do not overlap; a shown edge label overlaps no node
 // box, no group header and no other shown label (a label that would is left for hover and
-// selection). Deterministic: the same graph gives the same picture.
+// selection); with `midArrows` (a dense map's arrows in the edges' middles) a shown label also
+// covers no edge's middle. Deterministic: the same graph gives the same picture.
 //
 // Method. Nodes get a rank (longest path from a client, cycles broken where the walk meets
 // them), so calls flow left to right. Each group is a grid: its ranks become columns (merged
@@ -49,6 +50,14 @@ export interface MapLayout {
   labels: Map<string, Box>;
   /** Where a shown label's centre lies from the middle of its edge (cytoscape's text-margin-x/y). */
   labelOffsets: Map<string, Point>;
+}
+
+export interface LayoutOptions {
+  /**
+   * Edges carry their arrow in the middle (graph.ts's haystack edges on a dense map): no shown
+   * label may cover an edge's middle, where its direction is drawn.
+   */
+  midArrows?: boolean;
 }
 
 /** Sizes that graph.ts's styles use: keep the two in step. */
@@ -209,7 +218,7 @@ function translate(b: Box, dx: number, dy: number): Box {
 }
 
 /** Lays the whole graph out. `aspect` is the canvas' width / height. */
-export function layoutMap(nodes: readonly LayoutNode[], edges: readonly LayoutEdge[], aspect = 1.5): MapLayout {
+export function layoutMap(nodes: readonly LayoutNode[], edges: readonly LayoutEdge[], aspect = 1.5, options: LayoutOptions = {}): MapLayout {
   checkGraph(nodes, edges);
   const rank = ranks(nodes, edges);
   const neighbours = neighboursOf(edges);
@@ -242,7 +251,7 @@ export function layoutMap(nodes: readonly LayoutNode[], edges: readonly LayoutEd
     x += w + METRICS.groupGap;
     shelfHeight = Math.max(shelfHeight, h);
   }
-  placeLabels(layout, edges);
+  placeLabels(layout, edges, options);
   return layout;
 }
 
@@ -251,7 +260,7 @@ export function layoutMap(nodes: readonly LayoutNode[], edges: readonly LayoutEd
  * a free row at the bottom of its group (a new group goes below everything); a group that
  * grows over another pushes that one down, whole. Edge labels are placed again.
  */
-export function extendLayout(previous: MapLayout, nodes: readonly LayoutNode[], edges: readonly LayoutEdge[]): MapLayout {
+export function extendLayout(previous: MapLayout, nodes: readonly LayoutNode[], edges: readonly LayoutEdge[], options: LayoutOptions = {}): MapLayout {
   checkGraph(nodes, edges);
   const layout: MapLayout = { positions: new Map(), nodeBoxes: new Map(), groups: new Map(), labels: new Map(), labelOffsets: new Map() };
   const byGroup = new Map<string, LayoutNode[]>();
@@ -308,15 +317,20 @@ export function extendLayout(previous: MapLayout, nodes: readonly LayoutNode[], 
     }
   }
   for (const n of nodes) layout.nodeBoxes.set(n.id, nodeBox(n.label, layout.positions.get(n.id)!));
-  placeLabels(layout, edges);
+  placeLabels(layout, edges, options);
   return layout;
 }
 
 const LABEL_MARGIN = 3;
 const LABEL_SPOTS: readonly (readonly [number, number])[] = [[0.5, 0], [0.4, 0], [0.6, 0], [0.3, 0], [0.7, 0], [0.5, 9], [0.5, -9], [0.4, 9], [0.6, -9]];
+/** With the arrow in the middle: beside it first (far enough to clear it), then further along the edge. */
+const MID_ARROW_LABEL_SPOTS: readonly (readonly [number, number])[] = [[0.5, 18], [0.5, -18], [0.3, 0], [0.7, 0], [0.25, 0], [0.75, 0], [0.35, 9], [0.65, -9], [0.2, 0], [0.8, 0]];
 
-/** Shows an edge's label on the edge (its middle if it can) when it covers no node, header or shown label. */
-function placeLabels(layout: MapLayout, edges: readonly LayoutEdge[]): void {
+/** Half the side of the box kept clear around a middle arrow (arrow-scale 0.8 at the widest edge, with room). */
+const MID_ARROW_HALF = 6;
+
+/** Shows an edge's label on the edge (its middle if it can) when it covers no node, header, middle arrow or shown label. */
+function placeLabels(layout: MapLayout, edges: readonly LayoutEdge[], options: LayoutOptions): void {
   const CELL = 64;
   const grid = new Map<string, Box[]>();
   const cells = (b: Box): string[] => {
@@ -330,6 +344,14 @@ function placeLabels(layout: MapLayout, edges: readonly LayoutEdge[]): void {
   const free = (b: Box) => cells(b).every((c) => !(grid.get(c) ?? []).some((o) => overlaps(o, b)));
   for (const b of layout.nodeBoxes.values()) insert(b);
   for (const g of layout.groups.values()) insert(groupHeader(g));
+  if (options.midArrows) {
+    for (const e of edges) {
+      if (e.source === e.target) continue;
+      const a = layout.positions.get(e.source)!, b = layout.positions.get(e.target)!;
+      const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2;
+      insert({ x1: mx - MID_ARROW_HALF, y1: my - MID_ARROW_HALF, x2: mx + MID_ARROW_HALF, y2: my + MID_ARROW_HALF });
+    }
+  }
   // Short edges first: their middles are the most crowded.
   const length = (e: LayoutEdge) => {
     const a = layout.positions.get(e.source)!, b = layout.positions.get(e.target)!;
@@ -340,7 +362,7 @@ function placeLabels(layout: MapLayout, edges: readonly LayoutEdge[]): void {
     const a = layout.positions.get(e.source)!, b = layout.positions.get(e.target)!;
     const mid = { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
     // The middle first, then along the edge, then a little off it on either side.
-    for (const [t, side] of LABEL_SPOTS) {
+    for (const [t, side] of options.midArrows ? MID_ARROW_LABEL_SPOTS : LABEL_SPOTS) {
       const len = Math.hypot(b.x - a.x, b.y - a.y) || 1;
       const at = { x: a.x + (b.x - a.x) * t - ((b.y - a.y) / len) * side, y: a.y + (b.y - a.y) * t + ((b.x - a.x) / len) * side };
       const box = edgeLabelBox(e.label, at);
