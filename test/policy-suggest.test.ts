@@ -201,3 +201,27 @@ describe("suggest from the history's columns (PolicySuggester.addStored) equals 
     expect([...paths].sort()).toEqual(["in time order", "out of time order"]);
   });
 });
+
+describe("the check judges by policy class without merging pods of one workload that policy tells apart", () => {
+  // web-1 and web-2: one workload, the same labels, but only web-1 names 8080 "http" today.
+  // A rule learned from web-1 first names the port "http", which web-2 does not have, so its
+  // traffic would be dropped: the check must judge web-2 apart from web-1 and refuse. Learned
+  // from web-2 first, the rule names 8080 and both are forwarded. Taking the two pods for one
+  // class (either way round; e.g. classes without their named ports, or judged per workload)
+  // gives one answer for both and fails one of the cases.
+  const labels = { app: "web" };
+  const named = podEnd("shop", "web-1", "10.0.0.10", labels, "web"), plain = podEnd("shop", "web-2", "10.0.0.11", labels, "web");
+  const today = { namespaces: cluster.namespaces, pods: [pod("shop", "web-1", "10.0.0.10", labels, [{ name: "http", containerPort: 8080 }]),
+    pod("shop", "web-2", "10.0.0.11", labels), pod("api", "client-1", "10.0.1.5", { app: "client" })] };
+  const learned = (first: typeof named, second: typeof named) => [flow(client, first, { point: "to", port: 8080 }), flow(client, second, { point: "to", port: 8080, packets: 3 })];
+
+  it("learned from the pod that names the port first: refused, naming the edge that would break", () => {
+    expect(() => suggestPolicies(learned(named, plain), { namespace: "shop", cluster: today }))
+      .toThrow("suggestion check failed: it would drop 1 observed edges, e.g. workload:api/Deployment/client → workload:shop/Deployment/web TCP/8080");
+  });
+
+  it("learned from the pod without the name first: the rule names the number and both pods are forwarded", () => {
+    const web = suggestPolicies(learned(plain, named), { namespace: "shop", cluster: today }).policies.find((p) => p.metadata.name === "bulkhead-web")!;
+    expect(web.spec.ingress.map((r) => r.ports)).toEqual([[{ protocol: "TCP", port: 8080 }]]);
+  });
+});
