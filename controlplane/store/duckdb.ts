@@ -547,13 +547,10 @@ export class DuckDBFlowStore implements FlowStore {
         FROM (SELECT DISTINCT namespace FROM endpoints WHERE namespace <> '')`);
       const endpointNamespaces = `(SELECT e.id, least(n.id, ${NAMESPACE_MANY}) AS ns FROM endpoints e JOIN namespaces n ON n.s = e.namespace)`;
       for (const t of days) {
-        await w.run(`CREATE TABLE ${t}_v3 (${columnsDdl(FLOW_COLUMNS)})`);
-        await w.run(`INSERT INTO ${t}_v3 SELECT ${v2},
+        await this.rewriteTable(t, FLOW_COLUMNS, `SELECT ${v2},
           CAST((f.marks & 255) * ${2 ** 24} + least(${ns("s")}, ${ns("d")}) * ${2 ** 12} + greatest(${ns("s")}, ${ns("d")}) AS UINTEGER)
           FROM ${t} f LEFT JOIN ${endpointNamespaces} s ON s.id = f.src_ep LEFT JOIN ${endpointNamespaces} d ON d.id = f.dst_ep
           ORDER BY f.end_time, f.rowid`);
-        await w.run(`DROP TABLE ${t}`);
-        await w.run(`ALTER TABLE ${t}_v3 RENAME TO ${t}`);
       }
       await w.run("INSERT INTO bulkhead_schema (version, product) VALUES (3, 'bulkhead flow store')");
       await w.run("COMMIT");
@@ -562,6 +559,14 @@ export class DuckDBFlowStore implements FlowStore {
       throw new StoreFileError(this.file, `schema 2 could not be migrated to 3, the file is left at 2: ${(err as Error).message.split("\n")[0]}`);
     }
     await w.run("CHECKPOINT");
+  }
+
+  /** Replaces day table `t` by the rows of `select` (which reads `t`), inside the caller's transaction. */
+  private async rewriteTable(t: string, columns: readonly [string, DuckDBType][], select: string): Promise<void> {
+    await this.writer.run(`CREATE TABLE ${t}_new (${columnsDdl(columns)})`);
+    await this.writer.run(`INSERT INTO ${t}_new ${select}`);
+    await this.writer.run(`DROP TABLE ${t}`);
+    await this.writer.run(`ALTER TABLE ${t}_new RENAME TO ${t}`);
   }
 
   /**
@@ -582,14 +587,11 @@ export class DuckDBFlowStore implements FlowStore {
     await w.run("BEGIN");
     try {
       for (const t of days) {
-        await w.run(`CREATE TABLE ${t}_v2 (${columnsDdl(FLOW_COLUMNS_V2)})`);
-        await w.run(`INSERT INTO ${t}_v2 SELECT ${ns("end_s", "end_ns")}, ${ns("start_s", "start_ns")}, node, iface, ifindex, ip_src, ip_dst, proto_name,
+        await this.rewriteTable(t, FLOW_COLUMNS_V2, `SELECT ${ns("end_s", "end_ns")}, ${ns("start_s", "start_ns")}, node, iface, ifindex, ip_src, ip_dst, proto_name,
           ${packed([["sport", "sport"], ["dport", "dport"]])},
           ${packed([["proto", "proto"], ["tcp_flags", "tcp_flags"], ["icmp_type", "icmp_type"], ["icmp_code", "icmp_code"]])},
           ${packed([["verdict", "verdict"], ["reason", "reason"], ["point", "point"], ["reporter", "reporter"], ["ip_version", "ip_version"], ["present", "present"]])},
           packets, bytes, sequence, src_ep, dst_ep, attribution FROM ${t} ORDER BY end_s, end_ns, rowid`);
-        await w.run(`DROP TABLE ${t}`);
-        await w.run(`ALTER TABLE ${t}_v2 RENAME TO ${t}`);
       }
       await w.run("INSERT INTO bulkhead_schema (version, product) VALUES (2, 'bulkhead flow store')");
       await w.run("COMMIT");
@@ -1173,10 +1175,7 @@ export class DuckDBFlowStore implements FlowStore {
     const w = this.writer, t = tableOf(day);
     await w.run("BEGIN");
     try {
-      await w.run(`CREATE TABLE ${t}_ordered (${columnsDdl(FLOW_COLUMNS)})`);
-      await w.run(`INSERT INTO ${t}_ordered SELECT ${COLUMN_LIST} FROM ${t} ORDER BY cluster >> 12, end_time, rowid`);
-      await w.run(`DROP TABLE ${t}`);
-      await w.run(`ALTER TABLE ${t}_ordered RENAME TO ${t}`);
+      await this.rewriteTable(t, FLOW_COLUMNS, `SELECT ${COLUMN_LIST} FROM ${t} ORDER BY cluster >> 12, end_time, rowid`);
       await w.run("INSERT OR REPLACE INTO compacted VALUES (?, ?)", [day, rows]);
       await w.run("COMMIT");
     } catch (err) {
