@@ -239,6 +239,81 @@ describe("DuckDB flow store", () => {
     }
   });
 
+  it("rewrites each ended day in cluster order in its upkeep, again after many late rows, and answers every query as the in-memory history does", async () => {
+    const dir = tempDir();
+    // 2.3 days up to T0 - 0.2 d: the days of T0 - 2 d and T0 - 1 d have ended at T0, T0's has not.
+    const input = records(20_000, T0 - 2.5 * DAY_MS, 10_000);
+    const store = await openStore(dir, { now: () => T0 });
+    for (let i = 0; i < input.length; i += 1000) {
+      await store.append([{ node: "n", instanceId: "i", batchId: BigInt(i / 1000 + 1), records: input.slice(i, i + 1000) }]);
+    }
+    const history = new FlowHistory({ capacity: 30_000 });
+    history.append(input);
+    const { DROPPED, AUDIT, FORWARDED } = { DROPPED: Verdict.VERDICT_DROPPED, AUDIT: Verdict.VERDICT_AUDIT, FORWARDED: Verdict.VERDICT_FORWARDED };
+    const cases: { allow: Partial<FlowFilter>[]; last?: number }[] = [
+      { allow: [{ namespace: ["shop"], verdict: [DROPPED] }] },
+      { allow: [{ namespace: ["db"], verdict: [DROPPED, AUDIT] }, { sourcePod: ["shop/web-*"], verdict: [FORWARDED] }] },
+      { allow: [{ destinationNamespace: ["o'hara"], sourceNamespace: ["shop"], verdict: [AUDIT] }] },
+      { allow: [{ verdict: [DROPPED] }], last: 30 },
+      { allow: [{ namespace: ["shop"] }], last: 40 },
+      { allow: [{ namespace: ["nowhere"], verdict: [DROPPED] }] },
+    ];
+    const check = async (when: string) => {
+      for (const c of cases) {
+        const allow = c.allow.map((f) => FlowFilter.fromPartial(f));
+        const predicate = compileRequest(allow, []);
+        const got = await all(store, { allow, predicate, ...(c.last ? { last: c.last } : {}) });
+        expect(got, `${when}: ${JSON.stringify(c)}`).toEqual(history.query({ predicate, last: c.last ?? 0 }));
+      }
+    };
+    /** Whether each day table's rows are in cluster order (verdict, lo: `cluster >> 12`), and the rows each day had when rewritten. */
+    const layout = async () => {
+      const db = await DuckDBInstance.create(":memory:");
+      const c = await db.connect();
+      await c.run(`ATTACH '${path.join(dir, "flows.duckdb")}' AS s (READ_ONLY)`);
+      const tables = (await c.runAndReadAll("SELECT table_name AS t FROM information_schema.tables WHERE table_catalog = 's' AND table_name LIKE 'flows_%' ORDER BY 1"))
+        .getRowObjects().map((r) => String(r.t));
+      const ordered: Record<string, boolean> = {};
+      for (const t of tables) {
+        const out = (await c.runAndReadAll(`SELECT count(*) AS n FROM (SELECT cluster >> 12 < lag(cluster >> 12) OVER (ORDER BY rowid) AS back FROM s.${t}) WHERE back`)).getRowObjects();
+        ordered[t] = out[0]!.n === 0n;
+      }
+      const compacted = (await c.runAndReadAll("SELECT day, rows FROM s.compacted ORDER BY day")).getRowObjects().map((r) => [Number(r.day), Number(r.rows)]);
+      c.closeSync();
+      db.closeSync();
+      return { ordered, compacted };
+    };
+    await check("as appended");
+    await store.enforceRetention();
+    await check("in cluster order");
+    const day = (ms: number) => Math.floor(ms / DAY_MS);
+    const rowsOf = (d: number) => input.filter((r) => day(Number(r.endTime!.seconds) * 1000) === d).length;
+    const [d1, d2] = [day(T0) - 2, day(T0) - 1];
+    // A few late rows for an ended day: appended after the ordered ones, found all the same; not worth a rewrite.
+    const late = records(100, T0 - 1.5 * DAY_MS + 7, 60_000, 9);
+    await store.append([{ node: "n", instanceId: "i", batchId: 21n, records: late }]);
+    history.append(late);
+    await store.enforceRetention();
+    await check("with late rows");
+    await store.close();
+    open.pop();
+    expect(await layout()).toEqual({
+      ordered: { flows_20261130: true, flows_20261201: false, flows_20261202: false },
+      compacted: [[d1, rowsOf(d1)], [d2, rowsOf(d2)]],
+    });
+    // Many late rows (a tenth of the day or more): rewritten again at the next upkeep, after a reopen.
+    const again = await openStore(dir, { now: () => T0 });
+    open.pop();
+    const more = records(1000, T0 - 1.5 * DAY_MS + 11, 60, 10);
+    await again.append([{ node: "n", instanceId: "i", batchId: 22n, records: more }]);
+    await again.enforceRetention();
+    await again.close();
+    expect(await layout()).toEqual({
+      ordered: { flows_20261130: true, flows_20261201: true, flows_20261202: false },
+      compacted: [[d1, rowsOf(d1)], [d2, rowsOf(d2) + 1100]],
+    });
+  });
+
   it("compares every time bound exactly to the nanosecond: a record at since, until or endNotAfter is kept, one a nanosecond beyond is not", async () => {
     // Ends 1 ns apart around a bound inside a second (a float of ms cannot tell them apart).
     const base = { seconds: BigInt(T0 / 1000), nanos: 123_456_789 };

@@ -32,6 +32,21 @@ export interface Dictionaries {
   endpointIds(match: (e: Endpoint) => boolean): number[];
   /** Ids of these strings. */
   stringIds(values: readonly string[]): number[];
+  /** The namespace id an endpoint's rows carry in `cluster` (duckdb.ts `clusterOf`). */
+  namespaceOf(endpointId: number): number;
+}
+
+/**
+ * `cluster` (schema 3, duckdb.ts): verdict << 24 | lo << 12 | hi, lo ≤ hi the namespace
+ * ids of the row's two ends, each at most NAMESPACE_MANY (which stands for that id and all
+ * above it).
+ */
+export const NAMESPACE_MANY = 4095;
+const VERDICT_MUL = 2 ** 24, LO_MUL = 2 ** 12;
+
+/** A row's `cluster`, from its verdict (< 256) and its ends' namespace ids. */
+export function clusterOf(verdict: number, namespaceA: number, namespaceB: number): number {
+  return verdict * VERDICT_MUL + Math.min(namespaceA, namespaceB) * LO_MUL + Math.max(namespaceA, namespaceB);
 }
 
 function idsIn(column: string, ids: readonly number[], params: SqlParam[]): string {
@@ -50,25 +65,34 @@ function podMatcher(value: string): (e: Endpoint) => boolean {
     && (prefix !== undefined ? e.podName.startsWith(prefix) : e.podName === name);
 }
 
-/** One allow filter as an AND of the fields this file can express; undefined when it narrows nothing. */
-function filterCondition(f: Partial<FlowFilter>, d: Dictionaries, packed: PackedFields, params: SqlParam[]): string | undefined {
-  const parts: string[] = [];
-  const ends = (match: (e: Endpoint) => boolean, columns: readonly string[]) => {
-    const ids = d.endpointIds(match);
-    const tests = columns.map((c) => idsIn(c, ids, params));
-    return tests.length === 1 ? tests[0]! : `(${tests.join(" OR ")})`;
-  };
+/** One test of a filter on the row's ends: one of `columns` is an endpoint that `match` accepts. */
+interface EndTest { match: (e: Endpoint) => boolean; columns: readonly string[] }
+
+/** A filter's tests on the row's ends (namespaces, pods), each with the columns it reads. */
+function endTests(f: Partial<FlowFilter>): EndTest[] {
   const inNamespaces = (values: readonly string[]) => (e: Endpoint) => values.includes(e.namespace);
   const inPods = (values: readonly string[]) => {
     const matchers = values.map(podMatcher);
     return (e: Endpoint) => matchers.some((m) => m(e));
   };
-  if (f.namespace?.length) parts.push(ends(inNamespaces(f.namespace), ["src_ep", "dst_ep"]));
-  if (f.sourceNamespace?.length) parts.push(ends(inNamespaces(f.sourceNamespace), ["src_ep"]));
-  if (f.destinationNamespace?.length) parts.push(ends(inNamespaces(f.destinationNamespace), ["dst_ep"]));
-  if (f.pod?.length) parts.push(ends(inPods(f.pod), ["src_ep", "dst_ep"]));
-  if (f.sourcePod?.length) parts.push(ends(inPods(f.sourcePod), ["src_ep"]));
-  if (f.destinationPod?.length) parts.push(ends(inPods(f.destinationPod), ["dst_ep"]));
+  const tests: EndTest[] = [];
+  if (f.namespace?.length) tests.push({ match: inNamespaces(f.namespace), columns: ["src_ep", "dst_ep"] });
+  if (f.sourceNamespace?.length) tests.push({ match: inNamespaces(f.sourceNamespace), columns: ["src_ep"] });
+  if (f.destinationNamespace?.length) tests.push({ match: inNamespaces(f.destinationNamespace), columns: ["dst_ep"] });
+  if (f.pod?.length) tests.push({ match: inPods(f.pod), columns: ["src_ep", "dst_ep"] });
+  if (f.sourcePod?.length) tests.push({ match: inPods(f.sourcePod), columns: ["src_ep"] });
+  if (f.destinationPod?.length) tests.push({ match: inPods(f.destinationPod), columns: ["dst_ep"] });
+  return tests;
+}
+
+/** One allow filter as an AND of the fields this file can express; undefined when it narrows nothing. */
+function filterCondition(f: Partial<FlowFilter>, d: Dictionaries, packed: PackedFields, params: SqlParam[]): string | undefined {
+  const parts: string[] = [];
+  for (const { match, columns } of endTests(f)) {
+    const ids = d.endpointIds(match);
+    const tests = columns.map((c) => idsIn(c, ids, params));
+    parts.push(tests.length === 1 ? tests[0]! : `(${tests.join(" OR ")})`);
+  }
   if (f.port?.length) parts.push(`(${idsIn(packed("sport"), f.port, params)} OR ${idsIn(packed("dport"), f.port, params)})`);
   if (f.sourcePort?.length) parts.push(idsIn(packed("sport"), f.sourcePort, params));
   if (f.destinationPort?.length) parts.push(idsIn(packed("dport"), f.destinationPort, params));
@@ -81,6 +105,35 @@ function filterCondition(f: Partial<FlowFilter>, d: Dictionaries, packed: Packed
       : dir === TrafficDirection.TRAFFIC_DIRECTION_EGRESS ? 1 : -1), params));
   }
   return parts.length === 0 ? undefined : parts.join(" AND ");
+}
+
+/**
+ * One range of `cluster` holding every row the allow filters can match, for the engine's
+ * min/max zone maps on a closed day (rewritten in `cluster` order): a filter's verdicts
+ * bound it, and each end test bounds lo by the largest namespace id of the endpoints it
+ * accepts (a row with an end in namespace x has lo ≤ x). One BETWEEN, because the engine
+ * skips row groups for a range but not for an OR of ranges. Undefined when some filter
+ * names no verdict (the range would be everything).
+ */
+export function clusterRange(allow: readonly Partial<FlowFilter>[], d: Dictionaries): [number, number] | undefined {
+  if (allow.length === 0) return undefined;
+  let low = Infinity, high = -Infinity;
+  for (const f of allow) {
+    if (!f.verdict?.length) return undefined;
+    let loMax = NAMESPACE_MANY;
+    for (const { match } of endTests(f)) {
+      let most = -1; // no endpoint accepted: the filter matches no row
+      for (const id of d.endpointIds(match)) most = Math.max(most, d.namespaceOf(id));
+      loMax = Math.min(loMax, most);
+    }
+    if (loMax < 0) continue;
+    for (const v of f.verdict) {
+      if (!(Number.isInteger(v) && v >= 0 && v < 256)) continue; // no row holds it
+      low = Math.min(low, clusterOf(v, 0, 0));
+      high = Math.max(high, v * VERDICT_MUL + loMax * LO_MUL + NAMESPACE_MANY);
+    }
+  }
+  return low <= high ? [low, high] : [1, 0];
 }
 
 /** Bounds in ns since the epoch, compared exactly with the rows' `start_time` and `end_time`. */
@@ -117,5 +170,7 @@ export function whereClause(allow: readonly Partial<FlowFilter>[], time: TimeBou
       for (const a of alternatives) params.push(...a.params);
     }
   }
+  const cluster = clusterRange(allow, dictionaries);
+  if (cluster !== undefined) { parts.push("cluster BETWEEN ? AND ?"); params.push(...cluster); }
   return { sql: parts.length === 0 ? "TRUE" : parts.join(" AND "), params };
 }

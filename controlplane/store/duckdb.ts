@@ -13,6 +13,14 @@
 // reporter, IP version and the presence bits in a third (`PACK` below). A schema 1 file
 // is rewritten into it when opened (`migrateV1`), in one transaction.
 //
+// Closed days in `cluster` order (schema 3). Rows arrive in time order, so a day's row
+// groups each hold every verdict and namespace, and a query for one of them read the whole
+// day. Each row also carries `cluster` (its verdict, then the smaller and the larger
+// namespace id of its ends), and a day that has ended is rewritten once in that order
+// (`compactClosedDays`, in the upkeep beside retention): the engine's min/max zone maps then
+// skip every row group outside a query's `cluster` range (duckdb-filter.ts). The open day
+// stays in time order, as appended. A schema 2 file gains the column when opened (`migrateV2`).
+//
 // Exactly once. Each append names its batches (agent instance, batch id); `instances`
 // holds every instance's highest stored id, updated in the same transaction as the rows,
 // so after a kill -9 the file says which batches are in. A batch at or below that id is
@@ -48,11 +56,13 @@ import {
 } from "../../flowcolumns/columns.js";
 import { batchRows, type FlowStore, type StoreOptions, type StoreQuery, type StoreStatus, type StoredBatch } from "./durable.js";
 import type { EnrichedColumns } from "./enriched-columns.js";
-import { whereClause, type SqlCondition, type SqlParam } from "./duckdb-filter.js";
+import { NAMESPACE_MANY, clusterOf, whereClause, type SqlCondition, type SqlParam } from "./duckdb-filter.js";
 import type { Timestamp } from "../../proto/gen/google/protobuf/timestamp.js";
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 const DAY_S = 86_400;
+/** A day is put in `cluster` order once it ended this long ago (records come late by less, mostly). */
+const COMPACT_AFTER_S = 600;
 /** Rows per DataChunk: DuckDB's vector size. */
 const CHUNK_ROWS = 2048;
 /** Rows per page of a `last N` query's first pass (the engine's top-N holds one page). */
@@ -62,13 +72,17 @@ const GROUP_ROWS = 16_384;
 /** DataChunks kept for reuse: 64 × 2,048 rows, ~10 MiB. */
 const CHUNK_POOL = 64;
 
-const FLOW_COLUMNS: readonly [string, DuckDBType][] = [
+/** The columns of schema 2 (what `migrateV1` writes and `migrateV2` reads). */
+const FLOW_COLUMNS_V2: readonly [string, DuckDBType][] = [
   ["end_time", BIGINT], ["start_time", BIGINT],
   ["node", INTEGER], ["iface", INTEGER], ["ifindex", UINTEGER], ["ip_src", INTEGER], ["ip_dst", INTEGER], ["proto_name", INTEGER],
   ["ports", UINTEGER], ["l4", UINTEGER], ["marks", UINTEGER],
   ["packets", UBIGINT], ["bytes", UBIGINT], ["sequence", UBIGINT],
   ["src_ep", INTEGER], ["dst_ep", INTEGER], ["attribution", INTEGER],
 ];
+/** Schema 3 adds `cluster` (verdict and the ends' namespaces, `clusterOf`): a closed day's sort key. */
+const FLOW_COLUMNS: readonly [string, DuckDBType][] = [...FLOW_COLUMNS_V2, ["cluster", UINTEGER]];
+const columnsDdl = (columns: readonly [string, DuckDBType][]) => columns.map(([n, t]) => `${n} ${t.toString()} NOT NULL`).join(", ");
 const C = Object.fromEntries(FLOW_COLUMNS.map(([name], i) => [name, i])) as Record<string, number>;
 const COLUMN_LIST = FLOW_COLUMNS.map(([name]) => name).join(", ");
 const TYPES = FLOW_COLUMNS.map(([, type]) => type);
@@ -189,6 +203,11 @@ const SCHEMA_V1 = [
   `CREATE TABLE counters (name VARCHAR PRIMARY KEY, value UBIGINT NOT NULL)`,
   `INSERT INTO counters VALUES ('retention_dropped_records', 0), ('retention_dropped_partitions', 0)`,
 ];
+/** Tables schema 3 adds: the namespace dictionary of `cluster`, and the days written in its order with their rows then. */
+const SCHEMA_V3_TABLES = [
+  `CREATE TABLE namespaces (id INTEGER NOT NULL, s VARCHAR NOT NULL)`,
+  `CREATE TABLE compacted (day INTEGER PRIMARY KEY, rows UBIGINT NOT NULL)`,
+];
 
 /** A store file that cannot be used as it is; the message names the file and what to do. */
 export class StoreFileError extends Error {
@@ -286,6 +305,11 @@ class Dictionary<T> {
   load(id: number, value: T): void {
     this.values[id] = value;
     this.ids.set(this.keyOf(value), id);
+  }
+
+  /** The id of a value, undefined when it has none (gives none, unlike `idOf`). */
+  idIfKnown(value: T): number | undefined {
+    return this.ids.get(this.keyOf(value));
   }
 
   /** Ids of the entries for which `match` holds (every entry is in memory). */
@@ -405,6 +429,13 @@ export class DuckDBFlowStore implements FlowStore {
   private readonly strings = new Dictionary<string>((s) => s);
   private readonly endpoints = new Dictionary<Endpoint>(endpointKey);
   private readonly attributions = new Dictionary<PolicyAttribution>(attributionJson);
+  private readonly namespaces = new Dictionary<string>((s) => s);
+  /** Namespace id (`cluster`'s) by endpoint id, filled as endpoints are written (`namespaceOf`). */
+  private readonly endpointNamespaces: number[] = [0];
+  /** Days rewritten in `cluster` order, with their rows then. */
+  private readonly compacted = new Map<number, bigint>();
+  /** Write transactions (appends, retention, compaction) run one at a time, in order. */
+  private exclusive: Promise<unknown> = Promise.resolve();
   /** Highest stored batch id per instance (loaded on first use). */
   private readonly committed = new Map<string, bigint | undefined>();
   /** Rows per day table. */
@@ -479,7 +510,7 @@ export class DuckDBFlowStore implements FlowStore {
       .map((r) => String(r.table_name));
     if (tables.length === 0) {
       await this.writer.run("BEGIN");
-      for (const sql of SCHEMA_V1) await this.writer.run(sql);
+      for (const sql of [...SCHEMA_V1, ...SCHEMA_V3_TABLES]) await this.writer.run(sql);
       await this.writer.run("INSERT INTO bulkhead_schema (version, product) VALUES (?, 'bulkhead flow store')", [SCHEMA_VERSION]);
       await this.writer.run("COMMIT");
       return;
@@ -494,7 +525,48 @@ export class DuckDBFlowStore implements FlowStore {
         + "Run the newer bulkhead, or choose another --data-dir");
     }
     if (version < 1) throw new StoreFileError(this.file, `schema version ${version} is not a bulkhead store schema`);
-    if (version === 1) await this.migrateV1(tables.filter((t) => dayOfTable(t) !== undefined));
+    const days = tables.filter((t) => dayOfTable(t) !== undefined);
+    if (version === 1) await this.migrateV1(days);
+    if (version <= 2) await this.migrateV2(days);
+  }
+
+  /**
+   * Schema 2 → 3, in one transaction (a crash leaves the file at version 2, whole): the
+   * namespace dictionary is filled from the endpoints', and each day table is rewritten
+   * in its order with `cluster` added (`clusterOf`, the same value in SQL). Its closed days
+   * are put in `cluster` order afterwards, by `compactClosedDays`, like any other.
+   */
+  private async migrateV2(days: readonly string[]): Promise<void> {
+    const w = this.writer;
+    const v2 = FLOW_COLUMNS_V2.map(([n]) => `f.${n}`).join(", ");
+    const ns = (end: string) => `coalesce(${end}.ns, 0)`;
+    await w.run("BEGIN");
+    try {
+      for (const sql of SCHEMA_V3_TABLES) await w.run(sql);
+      await w.run(`INSERT INTO namespaces SELECT row_number() OVER (ORDER BY namespace), namespace
+        FROM (SELECT DISTINCT namespace FROM endpoints WHERE namespace <> '')`);
+      const endpointNamespaces = `(SELECT e.id, least(n.id, ${NAMESPACE_MANY}) AS ns FROM endpoints e JOIN namespaces n ON n.s = e.namespace)`;
+      for (const t of days) {
+        await this.rewriteTable(t, FLOW_COLUMNS, `SELECT ${v2},
+          CAST((f.marks & 255) * ${2 ** 24} + least(${ns("s")}, ${ns("d")}) * ${2 ** 12} + greatest(${ns("s")}, ${ns("d")}) AS UINTEGER)
+          FROM ${t} f LEFT JOIN ${endpointNamespaces} s ON s.id = f.src_ep LEFT JOIN ${endpointNamespaces} d ON d.id = f.dst_ep
+          ORDER BY f.end_time, f.rowid`);
+      }
+      await w.run("INSERT INTO bulkhead_schema (version, product) VALUES (3, 'bulkhead flow store')");
+      await w.run("COMMIT");
+    } catch (err) {
+      await w.run("ROLLBACK").catch(() => undefined);
+      throw new StoreFileError(this.file, `schema 2 could not be migrated to 3, the file is left at 2: ${(err as Error).message.split("\n")[0]}`);
+    }
+    await w.run("CHECKPOINT");
+  }
+
+  /** Replaces day table `t` by the rows of `select` (which reads `t`), inside the caller's transaction. */
+  private async rewriteTable(t: string, columns: readonly [string, DuckDBType][], select: string): Promise<void> {
+    await this.writer.run(`CREATE TABLE ${t}_new (${columnsDdl(columns)})`);
+    await this.writer.run(`INSERT INTO ${t}_new ${select}`);
+    await this.writer.run(`DROP TABLE ${t}`);
+    await this.writer.run(`ALTER TABLE ${t}_new RENAME TO ${t}`);
   }
 
   /**
@@ -515,14 +587,11 @@ export class DuckDBFlowStore implements FlowStore {
     await w.run("BEGIN");
     try {
       for (const t of days) {
-        await w.run(`CREATE TABLE ${t}_v2 (${FLOW_COLUMNS.map(([n, type]) => `${n} ${type.toString()} NOT NULL`).join(", ")})`);
-        await w.run(`INSERT INTO ${t}_v2 SELECT ${ns("end_s", "end_ns")}, ${ns("start_s", "start_ns")}, node, iface, ifindex, ip_src, ip_dst, proto_name,
+        await this.rewriteTable(t, FLOW_COLUMNS_V2, `SELECT ${ns("end_s", "end_ns")}, ${ns("start_s", "start_ns")}, node, iface, ifindex, ip_src, ip_dst, proto_name,
           ${packed([["sport", "sport"], ["dport", "dport"]])},
           ${packed([["proto", "proto"], ["tcp_flags", "tcp_flags"], ["icmp_type", "icmp_type"], ["icmp_code", "icmp_code"]])},
           ${packed([["verdict", "verdict"], ["reason", "reason"], ["point", "point"], ["reporter", "reporter"], ["ip_version", "ip_version"], ["present", "present"]])},
           packets, bytes, sequence, src_ep, dst_ep, attribution FROM ${t} ORDER BY end_s, end_ns, rowid`);
-        await w.run(`DROP TABLE ${t}`);
-        await w.run(`ALTER TABLE ${t}_v2 RENAME TO ${t}`);
       }
       await w.run("INSERT INTO bulkhead_schema (version, product) VALUES (2, 'bulkhead flow store')");
       await w.run("COMMIT");
@@ -536,6 +605,8 @@ export class DuckDBFlowStore implements FlowStore {
 
   private async load(): Promise<void> {
     for (const r of await this.rows("SELECT id, s FROM strings")) this.strings.load(Number(r.id), String(r.s));
+    for (const r of await this.rows("SELECT id, s FROM namespaces")) this.namespaces.load(Number(r.id), String(r.s));
+    for (const r of await this.rows("SELECT day, rows FROM compacted")) this.compacted.set(Number(r.day), BigInt(r.rows as bigint));
     for (const r of await this.rows("SELECT * FROM endpoints")) {
       this.endpoints.load(Number(r.id), {
         ip: String(r.ip), namespace: String(r.namespace), podName: String(r.pod_name), podUid: String(r.pod_uid),
@@ -612,7 +683,7 @@ export class DuckDBFlowStore implements FlowStore {
         const group = this.queue;
         this.queue = [];
         this.queuedRows = 0;
-        await this.commit(group);
+        await this.serially(() => this.commit(group));
       }
     };
     this.writing = run().finally(() => { this.writing = undefined; });
@@ -683,7 +754,7 @@ export class DuckDBFlowStore implements FlowStore {
     }
     for (const day of writers.keys()) {
       if (!this.days.has(day)) {
-        await this.writer.run(`CREATE TABLE IF NOT EXISTS ${tableOf(day)} (${FLOW_COLUMNS.map(([n, t]) => `${n} ${t.toString()} NOT NULL`).join(", ")})`);
+        await this.writer.run(`CREATE TABLE IF NOT EXISTS ${tableOf(day)} (${columnsDdl(FLOW_COLUMNS)})`);
         this.days.set(day, 0n);
       }
     }
@@ -714,7 +785,7 @@ export class DuckDBFlowStore implements FlowStore {
         for (const chunk of chunks.full.splice(0)) if (this.chunkPool.length < CHUNK_POOL) this.chunkPool.push(chunk);
       }
     }
-    for (const d of [this.strings, this.endpoints, this.attributions]) d.unsaved = [];
+    for (const d of [this.strings, this.endpoints, this.attributions, this.namespaces]) d.unsaved = [];
     for (const [day, w] of writers) this.days.set(day, (this.days.get(day) ?? 0n) + BigInt(w.total));
   }
 
@@ -743,6 +814,7 @@ export class DuckDBFlowStore implements FlowStore {
       for (const v of [e.ip, e.namespace, e.podName, e.podUid, JSON.stringify(labels), e.workloadKind, e.workloadName, e.node, e.service]) a.appendVarchar(v);
       a.appendBoolean(e.world);
     });
+    await append("namespaces", this.namespaces.unsaved, (a, id) => a.appendVarchar(this.namespaces.values[id]!));
     await append("attributions", this.attributions.unsaved, (a, id) => a.appendVarchar(attributionJson(this.attributions.values[id]!)));
   }
 
@@ -772,7 +844,33 @@ export class DuckDBFlowStore implements FlowStore {
     putI32(v[C.src_ep!] as Int32Array, i, this.endpoints.idOf(r.source), "src_ep");
     putI32(v[C.dst_ep!] as Int32Array, i, this.endpoints.idOf(r.destination), "dst_ep");
     putI32(v[C.attribution!] as Int32Array, i, this.attributions.idOf(r.attribution), "attribution");
+    (v[C.cluster!] as Uint32Array)[i] = clusterOf(r.verdict, this.namespaceOf((v[C.src_ep!] as Int32Array)[i]!), this.namespaceOf((v[C.dst_ep!] as Int32Array)[i]!));
     w.endRow();
+  }
+
+  /**
+   * The namespace id `cluster` holds for an endpoint's end (0: none, world or no endpoint).
+   * Ids are given as endpoints are written, so every stored endpoint's namespace has one.
+   */
+  private namespaceOf(endpoint: number): number {
+    let ns = this.endpointNamespaces[endpoint];
+    if (ns === undefined) {
+      const name = this.endpoints.values[endpoint]?.namespace ?? "";
+      ns = name === "" ? 0 : Math.min(this.namespaces.idOf(name), NAMESPACE_MANY);
+      this.endpointNamespaces[endpoint] = ns;
+    }
+    return ns;
+  }
+
+  /**
+   * `namespaceOf` for a query: gives no new id (a query writes nothing). A namespace
+   * without one is on no stored row, so any bound is right; the widest is safe.
+   */
+  private storedNamespaceOf(endpoint: number): number {
+    const known = this.endpointNamespaces[endpoint];
+    if (known !== undefined) return known;
+    const name = this.endpoints.values[endpoint]?.namespace ?? "";
+    return name === "" ? 0 : Math.min(this.namespaces.idIfKnown(name) ?? NAMESPACE_MANY, NAMESPACE_MANY);
   }
 
   /**
@@ -843,9 +941,11 @@ export class DuckDBFlowStore implements FlowStore {
       hb[2 * j] = bytes[2 * i]!; hb[2 * j + 1] = bytes[2 * i + 1]!;
       const lo = firstLo + i;
       hs[2 * j] = lo % TWO_32; hs[2 * j + 1] = firstHi + (lo >= TWO_32 ? 1 : 0);
-      (v[C.src_ep!] as Int32Array)[j] = endpointId(b.sources[i]);
-      (v[C.dst_ep!] as Int32Array)[j] = endpointId(b.destinations[i]);
+      const src = endpointId(b.sources[i]), dst = endpointId(b.destinations[i]);
+      (v[C.src_ep!] as Int32Array)[j] = src;
+      (v[C.dst_ep!] as Int32Array)[j] = dst;
       (v[C.attribution!] as Int32Array)[j] = attributionId(b.attributions[i]);
+      (v[C.cluster!] as Uint32Array)[j] = clusterOf(n.verdict, this.namespaceOf(src), this.namespaceOf(dst));
       w.endRow();
     }
   }
@@ -947,6 +1047,7 @@ export class DuckDBFlowStore implements FlowStore {
     }, {
       endpointIds: (match) => this.endpoints.idsWhere(match),
       stringIds: (values) => values.flatMap((v) => this.strings.idsWhere((s) => s === v)),
+      namespaceOf: (id) => this.storedNamespaceOf(id),
     }, packedSql);
     // Rows sit in the table of their end day; a record lasts well under a day.
     const days = [...this.days.keys()].sort((a, b) => a - b).filter((d) =>
@@ -1021,13 +1122,77 @@ export class DuckDBFlowStore implements FlowStore {
     return undefined;
   }
 
-  async enforceRetention(): Promise<{ records: bigint; partitions: bigint }> {
-    const nowS = (this.options.now ?? Date.now)() / 1000;
+  /**
+   * The store's upkeep, run every minute by the control plane: retention, then the
+   * rewrite of closed days in `cluster` order (`compactClosedDays`).
+   */
+  enforceRetention(): Promise<{ records: bigint; partitions: bigint }> {
+    return this.serially(async () => {
+      const nowS = (this.options.now ?? Date.now)() / 1000;
+      const dropped = await this.retain(nowS);
+      await this.compactClosedDays(nowS);
+      return dropped;
+    });
+  }
+
+  /** Runs `f` once every write transaction queued before it (appends, upkeep) has ended. */
+  private serially<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.exclusive.then(f);
+    this.exclusive = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Rewrites each closed day (ended COMPACT_AFTER_S ago by the clock) in `cluster` order,
+   * once, and again when rows that came late reach a tenth of it. Then a query for a
+   * verdict (and a namespace) reads only the row groups whose min/max `cluster` can hold
+   * its rows (duckdb-filter.ts `clusterRange`) instead of the whole day. Late rows are
+   * appended after the ordered ones: found all the same, only read by every such query.
+   */
+  private async compactClosedDays(nowS: number): Promise<void> {
+    let rewritten = false;
+    for (const day of [...this.days.keys()].sort((a, b) => a - b)) {
+      const rows = this.days.get(day) ?? 0n, done = this.compacted.get(day);
+      if ((day + 1) * DAY_S + COMPACT_AFTER_S > nowS || rows === 0n) continue;
+      if (done !== undefined && rows * 10n < done * 11n) continue;
+      await this.compactDay(day, rows);
+      rewritten = true;
+    }
+    // The old tables' blocks are free for reuse only after a checkpoint.
+    if (rewritten) {
+      await this.writer.run("CHECKPOINT");
+      await this.measure();
+    }
+  }
+
+  /**
+   * One day's table rewritten in `cluster` order, in one transaction (a crash leaves the old
+   * one whole). Ordered by verdict and lo only (what `clusterRange` bounds), then by time:
+   * long runs in time order keep the time columns narrow (37.1 against 37.9 bytes a row
+   * with hi in the key, on 2M records of bench/history-store).
+   */
+  private async compactDay(day: number, rows: bigint): Promise<void> {
+    const w = this.writer, t = tableOf(day);
+    await w.run("BEGIN");
+    try {
+      await this.rewriteTable(t, FLOW_COLUMNS, `SELECT ${COLUMN_LIST} FROM ${t} ORDER BY cluster >> 12, end_time, rowid`);
+      await w.run("INSERT OR REPLACE INTO compacted VALUES (?, ?)", [day, rows]);
+      await w.run("COMMIT");
+    } catch (err) {
+      await w.run("ROLLBACK").catch(() => undefined);
+      throw err;
+    }
+    this.compacted.set(day, rows);
+  }
+
+  private async retain(nowS: number): Promise<{ records: bigint; partitions: bigint }> {
     let records = 0n, partitions = 0n;
     const drop = async (day: number) => {
       const n = this.days.get(day) ?? 0n;
       await this.writer.run(`DROP TABLE IF EXISTS ${tableOf(day)}`);
+      await this.writer.run("DELETE FROM compacted WHERE day = ?", [day]);
       this.days.delete(day);
+      this.compacted.delete(day);
       records += n;
       partitions++;
     };
@@ -1062,6 +1227,7 @@ export class DuckDBFlowStore implements FlowStore {
     this.closed = true;
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
     await this.drain();
+    await this.exclusive; // an upkeep under way
     this.writer.closeSync();
     this.reader.closeSync();
     this.instance.closeSync();
