@@ -549,8 +549,9 @@ export class PolicyCompiler {
   attributionBetween(s: AddressIdentity, d: AddressIdentity, protocol: Protocol | number, port: number): PolicyAttribution {
     const src = s.ip;
     const dst = d.ip;
-    // A connection to itself is exempt whatever the identities, so it is not cached by them.
-    const service = src === dst ? -1 : attributionService(protocol, port);
+    // A connection to itself is exempt whatever the identities, so it is not cached by them
+    // (two identities are two addresses: the texts are compared only under one identity).
+    const service = s.identity === d.identity && src === dst ? -1 : attributionService(protocol, port);
     const cached = service < 0 ? -1 : this.attributionCache.get(s.identity, d.identity, service);
     if (cached >= 0) return this.attributionList[cached]!;
     const verdict = this.model().evaluate({ src: { ip: src }, dst: { ip: dst }, protocol, port });
