@@ -6,7 +6,7 @@ import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import type { GetNodesResponse, GetStatusResponse, NodeLoss, NodeUnjudged } from "../proto/gen/bulkhead/v1/observer.js";
 import { ClusterState } from "./cluster/state.js";
-import { Enricher, type AdmittedColumns, type LocalEndProblem } from "./cluster/enrich.js";
+import { Enricher, type AddressEntry, type AdmittedColumns, type LocalEndProblem } from "./cluster/enrich.js";
 import type { EnrichedColumns } from "./store/enriched-columns.js";
 import type { FlowColumns } from "../flowcolumns/columns.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
@@ -18,6 +18,7 @@ import type { FlowFilter, GetFlowMapResponse, PolicyWhatIfRequest, PolicyWhatIfR
 import { FlowMapStore, isReply, travelsToClient } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
+import type { AddressIdentity } from "./policy/kernel-view.js";
 import { clusterOf, type PolicyModeName } from "./policy/model.js";
 import { ObservationPoint, Verdict, VerdictReason, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
 import { PolicyMode, type Identity, type PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
@@ -37,7 +38,6 @@ import { bind, createGrpcServer } from "./grpc.js";
 import { UiServer, type UiServerOptions } from "./ui/server.js";
 import type { TlsMaterial } from "../tls/material.js";
 import { TlsListeners } from "../tls/listener.js";
-import { TripleKeyTable } from "./triple-key-table.js";
 import { compareTimestamps, timestampOfMs } from "../config/time.js";
 
 export interface ControlPlaneOptions {
@@ -125,10 +125,12 @@ export class ControlPlane {
   /** Attributions by (addresses, protocol, port) since the last metadata change: the compiler's own
    * cache needs both addresses parsed and looked up, which cost a third of ingest. */
   private attributions = new Map<string, PolicyAttribution>();
-  /** The same for columnar batches, by client id, server id (Enricher.addressAt), then protocol * 65536 + server port. */
-  private readonly columnAttributions = new TripleKeyTable();
-  /** columnAttributions' values index this list. */
-  private readonly columnAttributionList: PolicyAttribution[] = [];
+  /**
+   * Compiles so far: an AddressEntry's policy identity looked up at another generation is
+   * looked up again (attributeColumns). Columnar batches need no cache by connection: the
+   * compiler's by identities is small (one per policy identity pair and service) and one probe.
+   */
+  private policyGeneration = 0;
   /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
   private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
   private shipVersion = 0n;
@@ -208,8 +210,7 @@ export class ControlPlane {
     const compiled = this.policy.compile(clusterOf(this.state));
     // Names of policies may change without a new version: attributions are recomputed.
     this.attributions.clear();
-    this.columnAttributions.clear();
-    this.columnAttributionList.length = 0;
+    this.policyGeneration++;
     const problems = this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}`).join("\n");
     if (problems !== this.policyProblems) {
       for (const p of this.policy.errors()) {
@@ -298,9 +299,8 @@ export class ControlPlane {
   }
 
   /**
-   * attribute() for every admitted row, cached by the connection's (client, server,
-   * protocol, server port) with the addresses as their Enricher ids (numbers, never
-   * reused): no address text per row.
+   * attribute() for every admitted row, from the policy identities of its addresses
+   * (looked up once per address and compile): no address text per row.
    */
   private attributeColumns(admitted: AdmittedColumns): void {
     const b = admitted.batch, c = b.columns;
@@ -315,21 +315,20 @@ export class ControlPlane {
         && travelsToClient(Boolean(source?.service), Boolean(destination?.service), proto, sourcePort, destinationPort,
           icmp ? c.sourcePorts[i]! : 0, proto === 6 ? c.tcpFlags[i]! : -1);
       if (!attributable(verdict, reason, c.points[i]!, reply, Boolean((reply ? source : destination)?.service))) continue;
+      const src = this.policyIdentity(admitted.sourceEntries[i]!), dst = this.policyIdentity(admitted.destinationEntries[i]!);
       b.attributions[i] = reply
-        ? this.connectionAttribution(admitted.destinationIds[i]!, admitted.sourceIds[i]!, b.destinationIps[i]!, b.sourceIps[i]!, proto, sourcePort)
-        : this.connectionAttribution(admitted.sourceIds[i]!, admitted.destinationIds[i]!, b.sourceIps[i]!, b.destinationIps[i]!, proto, destinationPort);
+        ? this.policy.attributionBetween(dst, src, proto, sourcePort)
+        : this.policy.attributionBetween(src, dst, proto, destinationPort);
     }
   }
 
-  /** The attribution of a connection from `client` to `server` (address ids and text) on (protocol, server port), cached by the ids. */
-  private connectionAttribution(clientId: number, serverId: number, clientIp: string, serverIp: string, proto: number, port: number): PolicyAttribution {
-    const service = proto * 65_536 + port;
-    const known = this.columnAttributions.get(clientId, serverId, service);
-    if (known >= 0) return this.columnAttributionList[known]!;
-    if (this.columnAttributionList.length >= MAX_ATTRIBUTIONS) { this.columnAttributions.clear(); this.columnAttributionList.length = 0; }
-    const a = this.policy.attribution(clientIp, serverIp, proto, port);
-    this.columnAttributions.set(clientId, serverId, service, this.columnAttributionList.push(a) - 1);
-    return a;
+  /** The policy identity of an address of a columnar batch, looked up once per compile. */
+  private policyIdentity(entry: AddressEntry): AddressIdentity {
+    if (entry.policyGeneration !== this.policyGeneration || entry.policy === undefined) {
+      entry.policy = this.policy.addressIdentity(entry.ip);
+      entry.policyGeneration = this.policyGeneration;
+    }
+    return entry.policy;
   }
 
   /** Corrects clocks, refuses records the node may not send, attributes verdicts; returns what is kept. */
@@ -608,7 +607,7 @@ export class ControlPlane {
 /** An agent clock this far from ours (ms) is taken as it is: below it, skew is mostly network delay. */
 export const CLOCK_TOLERANCE_MS = 1000;
 
-/** Cached attributions, per ingest path; past it the cache starts again. */
+/** Cached attributions of the record path; past it the cache starts again. */
 const MAX_ATTRIBUTIONS = 100_000;
 
 /**

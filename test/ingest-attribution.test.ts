@@ -4,8 +4,9 @@
 // its client opened, not as a new connection to the client's ephemeral port; its cache
 // key is the connection's, so replies over many ephemeral ports share one entry. Checked
 // on random records of known connections against the policy model evaluated afresh (no
-// cache), through both ingest paths, and on a pair whose two directions a key that mixed
-// them would confuse.
+// cache), through both ingest paths, on a pair whose two directions a key that mixed
+// them would confuse, and on two addresses whose policy identities swap (the column path
+// keeps each address's identity until the next compile).
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
@@ -80,9 +81,9 @@ const source: MetadataSource = {
 const started: ControlPlane[] = [];
 afterEach(async () => { await Promise.all(started.splice(0).map((cp) => cp.stop())); });
 
-async function controlPlane(): Promise<ControlPlane> {
+async function controlPlane(from: MetadataSource = source): Promise<ControlPlane> {
   const cp = new ControlPlane({
-    source, storeCapacity: 10_000, log: pino({ level: "silent" }), now: () => T0_MS + 60_000,
+    source: from, storeCapacity: 10_000, log: pino({ level: "silent" }), now: () => T0_MS + 60_000,
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
   started.push(cp);
@@ -204,6 +205,25 @@ describe("attribution at ingest", () => {
     expectAttributed(byColumns, cases);
     expectAttributed(byRecords, cases);
     expect(byColumns.status().refused).toEqual([]);
+  });
+
+  it("looks addresses up again after a compile: when api and cart swap labels, each address is attributed under its new policies, not the identity it had", async () => {
+    let sink: Parameters<MetadataSource["start"]>[0] | undefined;
+    const cp = await controlPlane({ ...source, start: async (s) => { sink = s; await source.start(s); } });
+    const request = (src: string, point: number): Case => ({
+      src, dst: WEB, proto: 6, sport: 41_000, dport: 8080, point, verdict: Verdict.VERDICT_FORWARDED, reason: POLICY, flags: 0x02,
+      expected: { from: src, to: WEB, port: 8080 },
+    });
+    const attributed = (sequence: bigint) => namingFields(cp.history.query().find((r) => r.sequence === sequence)?.attribution);
+    cp.ingestColumns("node-1", columnsOf([request(API, FROM)], 1n));
+    expect(attributed(1n)).toMatchObject({ egressAllowedBy: ["shop/api-egress"] });
+    sink!.apply([{ type: "upsert", object: pod("api-1", API, "node-1", "cart") }, { type: "upsert", object: pod("cart-1", CART, "node-2", "api") }], T0 + 20n * SECOND);
+    // Cart's address first: its new identity (api's) enters the compiler's cache before api's address, looked up again, misses it.
+    cp.ingestColumns("node-1", columnsOf([request(CART, TO), request(API, FROM)], 2n));
+    expect(attributed(2n)).toEqual(fromModel(cp, CART, WEB, 6, 8080));
+    expect(attributed(2n)).toMatchObject({ egressAllowedBy: ["shop/api-egress"] });
+    expect(attributed(3n)).toEqual(fromModel(cp, API, WEB, 6, 8080));
+    expect(attributed(3n)).toMatchObject({ egressIsolated: false, egressAllowedBy: [] });
   });
 
   it("keys a reply by its connection's direction: the reply of api -> web:8080 and a connection web -> api:8080 keep their own attributions, in either order", async () => {

@@ -692,6 +692,28 @@ describe("flow map", () => {
     expect(flows(5 * 60_000)).toEqual([2]);
   });
 
+  it("flows counts an edge's many connections per window, forgets those past the retention, and their room under maxTrackedFlows serves new ones", () => {
+    const clock = { now: T0 };
+    const map = new FlowMapStore({ now: () => clock.now, maxTrackedFlows: 300 });
+    const connection = (sport: number, endMs: number) => record({ src: web1, dst: cart1, point: FROM, sport, endMs });
+    const flows = (windowMs: number) => map.getMap({ windowMs }).edges.map((e) => Number(e.flows));
+    map.add(Array.from({ length: 200 }, (_, i) => connection(40_000 + i, T0 - 50 * 60_000)));
+    map.add(Array.from({ length: 100 }, (_, i) => connection(50_000 + i, T0 - 1_000)));
+    expect(flows(60 * 60_000)).toEqual([300]);
+    expect(flows(5 * 60_000)).toEqual([100]);
+    map.add([connection(40_000, T0 - 1_000)]); // an old connection seen again: not a new one
+    expect(flows(60 * 60_000)).toEqual([300]);
+    expect(flows(5 * 60_000)).toEqual([101]);
+    map.add([connection(60_000, T0 - 1_000)]);
+    expect(map.stats.untrackedFlows).toBe(1);
+    clock.now = T0 + 11 * 60_000; // the other 199 old connections were last seen 61 min ago
+    expect(flows(60 * 60_000)).toEqual([101]);
+    map.add(Array.from({ length: 199 }, (_, i) => connection(61_000 + i, clock.now - 1_000)));
+    expect(map.stats.untrackedFlows).toBe(1);
+    expect(flows(60 * 60_000)).toEqual([300]);
+    expect(flows(5 * 60_000)).toEqual([199]);
+  });
+
   it("flows counts a connection once whether its records came as records or as columns (agents of either protocol)", () => {
     const { map } = store();
     // The request at the client's veth as a record, the reply at the server's as a columnar row: one 5-tuple.

@@ -26,7 +26,8 @@ import { addressHash } from "../store/flowmap.js";
 /**
  * One distinct address on the column path, found by its 16 bytes: its text (formatted
  * once), its own cached answer (same rules as the text cache: a time span and the
- * address history's version), and a small id for keys built of addresses (attribution).
+ * address history's version), a small id for keys built of addresses, and room for the
+ * caller's policy identity of the address (ControlPlane's attribution).
  */
 export interface AddressEntry {
   readonly ip: string;
@@ -34,14 +35,17 @@ export interface AddressEntry {
   /** addressHash(ip), for the flow map. */
   readonly hash: number;
   answer: CachedAnswer | undefined;
+  /** The address's policy identity (PolicyCompiler.addressIdentity), looked up at the caller's policy generation `policyGeneration` (-1: not yet). */
+  policy: { readonly ip: string; readonly identity: number } | undefined;
+  policyGeneration: number;
 }
 
 /** admitColumns()'s answer: the batch for the store and flow map, and what it refused or renamed. */
 export interface AdmittedColumns {
   batch: EnrichedColumns;
-  /** Per row: the AddressEntry ids of both ends (an id names one address for the process's life). */
-  sourceIds: Uint32Array;
-  destinationIds: Uint32Array;
+  /** Per row (set for admitted rows): the AddressEntry of both ends. */
+  sourceEntries: AddressEntry[];
+  destinationEntries: AddressEntry[];
   /** Rows by problem: refused ("foreign_pod", "foreign_address") or renamed ("unknown_pod"). */
   problems: Map<LocalEndProblem, number>;
 }
@@ -157,7 +161,7 @@ export class Enricher {
       // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
       if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
       const ip = formatAddress(col, i, version);
-      entry = { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined };
+      entry = { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined, policy: undefined, policyGeneration: -1 };
       this.byBytes.set(key, entry);
     }
     return entry;
@@ -190,7 +194,7 @@ export class Enricher {
     splitNanoseconds(columns.endNs, shiftMs, endSeconds, endNanos);
     const sources = new Array<Endpoint | undefined>(n), destinations = new Array<Endpoint | undefined>(n);
     const sourceIps = new Array<string>(n), destinationIps = new Array<string>(n);
-    const sourceIds = new Uint32Array(n), destinationIds = new Uint32Array(n);
+    const sourceEntries = new Array<AddressEntry>(n), destinationEntries = new Array<AddressEntry>(n);
     const sourceHashes = new Uint32Array(n), destinationHashes = new Uint32Array(n);
     const rows = new Uint32Array(n);
     let kept = 0;
@@ -229,8 +233,8 @@ export class Enricher {
       rows[kept++] = i;
       sourceIps[i] = src.ip;
       destinationIps[i] = dst.ip;
-      sourceIds[i] = src.id;
-      destinationIds[i] = dst.id;
+      sourceEntries[i] = src;
+      destinationEntries[i] = dst;
       sourceHashes[i] = src.hash;
       destinationHashes[i] = dst.hash;
       if (spoofed) {
@@ -247,7 +251,7 @@ export class Enricher {
         node, columns, rows: kept === n ? rows : rows.slice(0, kept), sources, destinations, sourceIps, destinationIps, sourceHashes, destinationHashes,
         attributions: new Array<undefined>(n), startSeconds, startNanos, endSeconds, endNanos,
       },
-      sourceIds, destinationIds, problems,
+      sourceEntries, destinationEntries, problems,
     };
   }
 

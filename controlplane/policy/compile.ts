@@ -53,7 +53,7 @@ import type { NormalizedPort } from "./model.js";
 import {
   FIRST_IDENTITY, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_SERVICE, IDENTITY_WORLD, IP_BLOCKS_LABEL, reservedIdentity,
 } from "./identities.js";
-import { snapshotIndex } from "./kernel-view.js";
+import { snapshotIndex, type AddressIdentity } from "./kernel-view.js";
 import { TripleKeyTable } from "../triple-key-table.js";
 import { PrefixTrie } from "./prefix-trie.js";
 import { RuleAccumulator, sameRules } from "./rules.js";
@@ -534,12 +534,24 @@ export class PolicyCompiler {
    */
   attribution(srcIp: string, dstIp: string, protocol: Protocol | number, port: number): PolicyAttribution {
     const index = snapshotIndex(this.snapshot);
-    const s = index.lookup(srcIp);
-    const d = index.lookup(dstIp);
+    return this.attributionBetween(index.lookup(srcIp), index.lookup(dstIp), protocol, port);
+  }
+
+  /**
+   * An address's identity in the snapshot in force, for attributionBetween(): a caller that
+   * sees the same addresses again (ingest) looks each up once per compile(), not per flow.
+   */
+  addressIdentity(ip: string): AddressIdentity {
+    return snapshotIndex(this.snapshot).lookup(ip);
+  }
+
+  /** attribution() of two addresses given by addressIdentity() since the last compile(). */
+  attributionBetween(s: AddressIdentity, d: AddressIdentity, protocol: Protocol | number, port: number): PolicyAttribution {
     const src = s.ip;
     const dst = d.ip;
-    // A connection to itself is exempt whatever the identities, so it is not cached by them.
-    const service = src === dst ? -1 : attributionService(protocol, port);
+    // A connection to itself is exempt whatever the identities, so it is not cached by them
+    // (two identities are two addresses: the texts are compared only under one identity).
+    const service = s.identity === d.identity && src === dst ? -1 : attributionService(protocol, port);
     const cached = service < 0 ? -1 : this.attributionCache.get(s.identity, d.identity, service);
     if (cached >= 0) return this.attributionList[cached]!;
     const verdict = this.model().evaluate({ src: { ip: src }, dst: { ip: dst }, protocol, port });

@@ -21,13 +21,19 @@ interface RuleEntry {
   deny: boolean;
 }
 
+/** An address as a snapshot names it: its canonical text and the identity of its longest prefix. */
+export interface AddressIdentity {
+  readonly ip: string;
+  readonly identity: number;
+}
+
 export class SnapshotIndex {
   private readonly roots: Record<4 | 6, LpmNode> = { 4: {}, 6: {} };
   readonly identities = new Map<number, Identity>();
   /** (subject, direction) → peer → allowed entries. */
   private readonly rules = new Map<number, Map<number, RuleEntry[]>>();
   /** Address text → canonical text and identity; bounded, as flow addresses are not. */
-  private addresses = new Map<string, { ip: string; identity: number }>();
+  private addresses = new Map<string, AddressIdentity>();
 
   constructor(snapshot: PolicySnapshot) {
     for (const identity of snapshot.identities) this.identities.set(identity.id, identity);
@@ -52,7 +58,7 @@ export class SnapshotIndex {
   }
 
   /** The canonical address and its identity by longest-prefix match; an address no entry covers (or not an address) is world. */
-  lookup(ip: string): { ip: string; identity: number } {
+  lookup(ip: string): AddressIdentity {
     const cached = this.addresses.get(ip);
     if (cached) return cached;
     const parsed = parseIp(ip);

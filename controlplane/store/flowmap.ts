@@ -188,7 +188,7 @@ interface EdgeState {
    */
   flowHash: number;
   flowLast: number;
-  flows: Map<number, number> | undefined;
+  flows: FlowMarks | undefined;
   version: number;
   /** How its outside peer is named (rule 6); "exact" for in-cluster edges too. */
   peer: PeerLevel;
@@ -447,6 +447,84 @@ function expireBuckets(entries: number[], firstBucket: number): boolean {
   while (k < entries.length && entries[k + B_BUCKET]! < firstBucket) k += STRIDE;
   if (k > 0) entries.splice(0, k);
   return entries.length > 0;
+}
+
+/**
+ * An edge's tracked 5-tuples after its first (rule 5): 30-bit hash -> last fine bucket, by
+ * open addressing in two typed arrays. A Map per edge took a probe of V8's hash table per
+ * counted row and several times the memory. Entries leave only by forgetBefore(), which
+ * rebuilds the table from what stays.
+ */
+class FlowMarks {
+  /** hash + 1 per slot; 0: a free slot. */
+  private keys: Int32Array;
+  private lasts: Float64Array;
+  size = 0;
+
+  constructor(slots = 8) {
+    this.keys = new Int32Array(slots);
+    this.lasts = new Float64Array(slots);
+  }
+
+  /** If `hash` is tracked: moves its last bucket up to `fine` and returns true. */
+  touch(hash: number, fine: number): boolean {
+    const slot = this.slotOf(hash);
+    if (this.keys[slot] === 0) return false;
+    if (fine > this.lasts[slot]!) this.lasts[slot] = fine;
+    return true;
+  }
+
+  /** Tracks `hash` (not tracked: see touch()) as last seen in `fine`. */
+  add(hash: number, fine: number): void {
+    if (2 * (this.size + 1) > this.keys.length) this.rebuild(this.keys.length * 2, -Infinity);
+    const slot = this.slotOf(hash);
+    this.keys[slot] = hash + 1;
+    this.lasts[slot] = fine;
+    this.size++;
+  }
+
+  /** Tuples last seen in `firstFine` or later. */
+  countSince(firstFine: number): number {
+    let n = 0;
+    for (let slot = 0; slot < this.keys.length; slot++) if (this.keys[slot] !== 0 && this.lasts[slot]! >= firstFine) n++;
+    return n;
+  }
+
+  /** Forgets the tuples last seen before `oldest`; returns how many. */
+  forgetBefore(oldest: number): number {
+    const before = this.size;
+    let stale = 0;
+    for (let slot = 0; slot < this.keys.length; slot++) if (this.keys[slot] !== 0 && this.lasts[slot]! < oldest) stale++;
+    if (stale > 0) {
+      let slots = this.keys.length;
+      while (slots > 8 && 4 * (before - stale) < slots) slots /= 2;
+      this.rebuild(slots, oldest);
+    }
+    return before - this.size;
+  }
+
+  /** The slot holding `hash`, or the free slot where it would go. */
+  private slotOf(hash: number): number {
+    const keys = this.keys, mask = keys.length - 1, key = hash + 1;
+    let slot = hash & mask; // tupleHash's bits are mixed already
+    while (keys[slot] !== 0 && keys[slot] !== key) slot = (slot + 1) & mask;
+    return slot;
+  }
+
+  /** Re-inserts the tuples last seen at `oldest` or later into `slots` slots. */
+  private rebuild(slots: number, oldest: number): void {
+    const keys = this.keys, lasts = this.lasts;
+    this.keys = new Int32Array(slots);
+    this.lasts = new Float64Array(slots);
+    this.size = 0;
+    for (let slot = 0; slot < keys.length; slot++) {
+      if (keys[slot] === 0 || lasts[slot]! < oldest) continue;
+      const to = this.slotOf(keys[slot]! - 1);
+      this.keys[to] = keys[slot]!;
+      this.lasts[to] = lasts[slot]!;
+      this.size++;
+    }
+  }
 }
 
 /** A little-endian 64-bit column as its 32-bit words (low, high per value). */
@@ -769,7 +847,7 @@ export class FlowMapStore {
     }
     let flows = 0;
     if (edge.flowHash !== -1 && edge.flowLast >= window.firstFine) flows++;
-    if (edge.flows !== undefined) for (const last of edge.flows.values()) if (last >= window.firstFine) flows++;
+    if (edge.flows !== undefined) flows += edge.flows.countSince(window.firstFine);
     return {
       source: edge.source.id,
       destination: edge.destination.id,
@@ -890,13 +968,9 @@ export class FlowMapStore {
       if (fine > edge.flowLast) edge.flowLast = fine;
       return;
     }
-    const last = edge.flows?.get(hash);
-    if (last !== undefined) {
-      if (fine > last) edge.flows!.set(hash, fine);
-      return;
-    }
+    if (edge.flows?.touch(hash, fine) === true) return;
     if (this.trackedFlows >= this.maxTrackedFlows) { this.counters.untrackedFlows++; return; }
-    if (edge.flowHash === -1) { edge.flowHash = hash; edge.flowLast = fine; } else (edge.flows ??= new Map()).set(hash, fine);
+    if (edge.flowHash === -1) { edge.flowHash = hash; edge.flowLast = fine; } else (edge.flows ??= new FlowMarks()).add(hash, fine);
     this.trackedFlows++;
   }
 
@@ -936,9 +1010,8 @@ export class FlowMapStore {
       if (sweepFlows) {
         if (edge.flowHash !== -1 && edge.flowLast < oldestFineInRetention) { edge.flowHash = -1; this.trackedFlows--; }
         if (edge.flows !== undefined) {
-          for (const [hash, last] of edge.flows) {
-            if (last < oldestFineInRetention) { edge.flows.delete(hash); this.trackedFlows--; }
-          }
+          this.trackedFlows -= edge.flows.forgetBefore(oldestFineInRetention);
+          if (edge.flows.size === 0) edge.flows = undefined;
         }
       }
     }
