@@ -46,8 +46,8 @@ const BROWSER = ["ui-access-browser", "ui-tiers-browser", "ui-map-browser", "ui-
  *    they are done before the kernel-own files, which ./scripts/test starts at the same
  *    time, load theirs (the census lock keeps them apart either way; this keeps them from
  *    waiting for each other);
- *  - deploy, the longest kernel-own file (~140 s, most of it an image build that holds no
- *    lock): it starts at once and its build is done long after the census files are;
+ *  - deploy, the longest kernel-own file (its schema checks and the image tree's assembly
+ *    hold no lock): it starts at once and takes the lock after the census files are done;
  *  - the two longest unit files (policy-random ~70 s, controlplane-stream ~40 s), so that
  *    where vitest runs unit files in parallel (more than 2 cores) they do not end on one of
  *    them alone.

@@ -4,11 +4,16 @@
 // unknown fields as a strict API server would); the ClusterRole grants exactly what the
 // control plane watches; the agent's pod spec is what it needs and no more, and those
 // capabilities are enough on the real kernel; the manifests' args parse with the real
-// flag parsers; the Dockerfile is pinned and runs a build script that, run here on a copy
-// of the repository, produces a tree the agent and control plane run from.
+// flag parsers; the Dockerfile is pinned, builds with scripts/build (what ./scripts/setup
+// runs) on a context that is a fresh clone's tree, and assembles with
+// deploy/images/assemble.sh a tree the agent and control plane run from.
 //
 // No Kubernetes API server and no Docker engine exist here: the schemas stand in for the
-// server's validation, the build script for the image build. Network namespaces are
+// server's validation, the scripts for the image build. That the build runs from a clean
+// tree is proved by CI's setup: on a fresh clone (.ci/run) it is scripts/build on exactly
+// the files the image's context holds; this file assembles from that build instead of
+// building a second time (on a developer's tree, run ./scripts/setup after a change).
+// Network namespaces are
 // bhdep-<pid>-…, addresses 10.198.0.0/30, both removed in afterAll.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawn } from "node:child_process";
@@ -563,8 +568,17 @@ describe("deploy/images/Dockerfile", () => {
     expect(nodeVersion(stage("build"))?.split(".")[0]).toBe(process.versions.node.split(".")[0]);
   });
 
-  it("builds with deploy/images/build.sh only, and copies only from the build stage", () => {
-    expect(stage("build").lines.filter((l) => /^RUN\s/.test(l) && l.includes("build.sh"))).toEqual(["RUN deploy/images/build.sh /out"]);
+  it("builds with scripts/build, as ./scripts/setup does, on a context without .gitignore's files; copies only from the build stage", () => {
+    const build = stage("build");
+    expect(build.lines.filter((l) => /^COPY\s/.test(l))).toEqual(["COPY . ."]);
+    expect(build.lines.filter((l) => /^RUN\s/.test(l) && !l.includes("apt-get"))).toEqual(["RUN scripts/build", "RUN deploy/images/assemble.sh /out"]);
+    const setupCommands = readFileSync(path.join(repoRoot, "scripts", "setup"), "utf8").split("\n").map((l) => l.trim());
+    expect(setupCommands).toContain("./scripts/build");
+    // The context then holds what a fresh clone holds (and untracked files of a working tree).
+    const entries = (file: string) => readFileSync(path.join(repoRoot, file), "utf8").split("\n")
+      .map((l) => l.trim().replace(/\/$/, "")).filter((l) => l && !l.startsWith("#"));
+    const ignored = new Set(entries(".dockerignore"));
+    expect(entries(".gitignore").filter((e) => !ignored.has(e))).toEqual([]);
     for (const s of ["agent", "controlplane"]) {
       for (const l of stage(s).lines.filter((x) => /^COPY\s/.test(x))) expect(l, s).toMatch(/^COPY --from=build \/out/);
     }
@@ -600,14 +614,13 @@ describe("deploy/images/Dockerfile", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-// The build script on a copy of the repository (the files a Docker build context would
-// hold: tracked and untracked, not ignored), npm from its cache. Then the tree it makes
-// runs: the CLI, the control plane from exactly what its image stage copies, and the agent
-// on the real kernel with exactly the DaemonSet's capabilities.
+// The image's runtime tree, assembled by deploy/images/assemble.sh (npm from its cache) from
+// the tree ./scripts/setup built with scripts/build, as the Dockerfile's build stage does.
+// Then it runs: the CLI, the control plane from exactly what its image stage copies, and
+// the agent on the real kernel with exactly the DaemonSet's capabilities.
 
-describe("deploy/images/build.sh and the runtime tree", () => {
+describe("deploy/images/assemble.sh and the runtime tree", () => {
   const work = mkdtempSync(path.join(os.tmpdir(), "bhdep-test-"));
-  const src = path.join(work, "src");
   const out = path.join(work, "out");
   const netnsNode = `bhdep-${process.pid}-node`;
   const netnsPod = `bhdep-${process.pid}-pod`;
@@ -615,14 +628,8 @@ describe("deploy/images/build.sh and the runtime tree", () => {
   const spawned: Spawned[] = [];
 
   beforeAll(() => {
-    const files = execFileSync("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: repoRoot, encoding: "utf8" })
-      .split("\0").filter((f) => f && existsSync(path.join(repoRoot, f)));
-    for (const f of files) {
-      mkdirSync(path.dirname(path.join(src, f)), { recursive: true });
-      cpSync(path.join(repoRoot, f), path.join(src, f));
-    }
-    execFileSync(path.join(src, "deploy", "images", "build.sh"), [out, "--offline"], { cwd: work, stdio: ["ignore", "pipe", "pipe"] });
-  }, 600_000);
+    execFileSync(path.join(repoRoot, "deploy", "images", "assemble.sh"), [out, "--offline"], { cwd: work, stdio: ["ignore", "pipe", "pipe"] });
+  }, 300_000);
 
   afterAll(async () => {
     for (const p of spawned) if (p.running) await p.stop().catch(() => undefined);

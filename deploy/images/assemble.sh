@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Builds bulkhead from this source tree and assembles the tree both images ship, in OUT:
+# Assembles, in OUT, the tree both images ship from a tree scripts/build has built:
 #   package.json, package-lock.json, node_modules/ (production dependencies only),
 #   dist/ (without tests and benchmarks), proto/bulkhead/ (read for gRPC reflection),
 #   native/build/endpoint.bpf.o, native/addon/build/Release/bulkhead.node
-# The Dockerfile's build stage runs exactly this; test/deploy.test.ts runs it on a copy of
-# the repository. Needs node >= 20 with its headers, clang, bpftool, make, g++, libbpf-dev.
+# The Dockerfile's build stage runs scripts/build, then exactly this; test/deploy.test.ts
+# runs it on the tree ./scripts/setup built (the same scripts/build) and starts the agent
+# and control plane from OUT.
 #
-# usage: deploy/images/build.sh OUT [--offline]   (--offline: npm from its cache only)
+# usage: deploy/images/assemble.sh OUT [--offline]   (--offline: npm from its cache only)
 set -euo pipefail
 
-die() { echo "build.sh: $*" >&2; exit 1; }
+die() { echo "assemble.sh: $*" >&2; exit 1; }
 
-[ $# -ge 1 ] && [ -n "$1" ] || die "usage: build.sh OUT [--offline]"
+[ $# -ge 1 ] && [ -n "$1" ] || die "usage: assemble.sh OUT [--offline]"
 out=$(realpath -m "$1")
 npm_flags=(--no-audit --no-fund --loglevel=error)
 case "${2:-}" in
@@ -22,17 +23,9 @@ esac
 
 cd "$(dirname "$(readlink -f "$0")")/../.."
 case "$out" in "$PWD"|"$PWD"/*) die "OUT ($out) must be outside the source tree ($PWD)";; esac
-
-npm ci "${npm_flags[@]}"
-npm run --silent build:proto
-make -s -C native/bpf
-# node-gyp compiles against the headers of the node that runs it: /usr for Debian's
-# layout (package.json's build:addon), /usr/local in the official node images.
-nodedir=$(node -p 'require("node:path").resolve(process.execPath, "..", "..")')
-[ -f "$nodedir/include/node/node_api.h" ] || die "no Node headers under $nodedir/include/node (node_api.h)"
-npx node-gyp rebuild --silent --jobs max --nodedir="$nodedir" --directory native/addon
-npm run --silent build:ts
-npm run --silent build:ui
+for built in dist/cli/main.js dist/ui/index.html native/build/endpoint.bpf.o native/addon/build/Release/bulkhead.node; do
+  [ -f "$built" ] || die "$PWD/$built is missing: build first (scripts/build, which ./scripts/setup runs)"
+done
 
 rm -rf "$out"
 mkdir -p "$out/native/build" "$out/native/addon/build/Release" "$out/proto"
@@ -44,4 +37,4 @@ cp native/build/endpoint.bpf.o "$out/native/build/"
 cp native/addon/build/Release/bulkhead.node "$out/native/addon/build/Release/"
 # Install scripts are for building; the runtime tree is already built.
 (cd "$out" && npm ci --omit=dev --ignore-scripts "${npm_flags[@]}")
-echo "build.sh: runtime tree in $out"
+echo "assemble.sh: runtime tree in $out"
