@@ -125,6 +125,16 @@ describe("flow records", () => {
     expect(() => decodeDrain(first.keys, first.values, 9, dctx(1n), storage)).toThrow("viewColumns: 9 rows asked of a storage of 8");
   });
 
+  it("decode the same from buffers that do not start on a 4-byte boundary (read as words, copied first)", () => {
+    const e = entry({ family: 6, src: Array.from({ length: 16 }, (_, i) => 0xf0 + i), dst: Array.from({ length: 16 }, (_, i) => i),
+      sport: 43210, dport: 443, proto: 6, point: 2, packets: 2n ** 40n + 3n, bytes: 2n ** 33n, flags: 0x12 });
+    const shifted = (b: Buffer) => { const x = Buffer.alloc(b.length + 1); b.copy(x, 1); return x.subarray(1); };
+    const dctx = { interfaceName: (i: number) => `if${i}`, clockOffsetNs: 7_000_000_000n, firstSequence: 1n };
+    const keys = shifted(e.key), values = shifted(e.value);
+    expect(keys.byteOffset % 4).not.toBe(0);
+    expect(recordAt(decodeDrain(keys, values, 1, dctx), 0, "n")).toEqual(recordAt(decodeDrain(e.key, e.value, 1, dctx), 0, "n"));
+  });
+
   it("kept as columns for the control plane, encode to a FlowColumns that any protobuf reader decodes to the same values, and the checked decoder to the same records", () => {
     const c = ctx();
     const v4 = entry({ family: 4, src: [10, 244, 1, 5], dst: [10, 96, 0, 10], sport: 43210, dport: 80, proto: 6, point: 1, packets: 2n ** 60n, bytes: 123n, flags: 0x13 });
