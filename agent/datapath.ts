@@ -295,15 +295,19 @@ export class Datapath {
       };
     }
     const map = this.object.map(`flows_${idle}`);
+    // Each piece resumes at the kernel's batch position where the last one stopped (a
+    // restart at bucket 0 walks every emptied bucket again: quadratic in pieces); the map
+    // is read through when a piece comes back without a position.
+    let from: Buffer | undefined;
     for (;;) {
       const before = failures.length;
-      const piece = drainKept(map, failures, this.pieceScratch);
-      // Only an empty read says the map is empty: a piece ends short of the room before a
-      // hash bucket that would not fit in what is left of it.
-      if (piece.count === 0) break;
-      await onPiece(piece);
-      count += piece.count;
-      if (failures.length > before) break;
+      const piece = drainKept(map, failures, from ? { ...this.pieceScratch, from } : this.pieceScratch);
+      if (piece.count > 0) {
+        await onPiece(piece);
+        count += piece.count;
+      }
+      if (failures.length > before || piece.next === undefined) break;
+      from = piece.next;
     }
     return { count, ...(failures[0] ? { failure: failures[0] } : {}) };
   }

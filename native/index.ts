@@ -91,6 +91,9 @@ export interface DrainResult {
   /** count * valueSize bytes (percpu maps: count * nCpus * roundUp(valueSize, 8)). */
   values: Buffer;
   count: number;
+  /** Only when a read in pieces (stopWhenFull) stopped with entries left: the kernel's
+   * batch position, to pass as `into.from` so the next piece resumes there. */
+  next?: Buffer;
 }
 
 /** Caller-owned Buffers a batch read fills, reused from one read to the next. */
@@ -101,6 +104,9 @@ export interface DrainInto {
    * in pieces: call again until a drain returns fewer than they hold, or none). Without
    * it, entries past their room go to a fresh pair. */
   stopWhenFull?: boolean;
+  /** Resume where an earlier read in pieces stopped: its `.next`, as it came back (a
+   * Buffer of another size is a TypeError). Without it a read starts at the map's start. */
+  from?: Buffer;
 }
 
 export interface BpfMap {

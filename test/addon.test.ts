@@ -311,6 +311,35 @@ describe("BpfMap", () => {
     expect(counts.dump().count).toBe(0);
   });
 
+  it("a piece resumes at the kernel's batch position (.next → into.from): each entry once, the end without .next", () => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    for (let i = 0; i < 5000; i++) counts.update(u32(i), u64(i * 3));
+    const into = { keys: Buffer.alloc(1000 * 4), values: Buffer.alloc(1000 * 8), stopWhenFull: true };
+    const pieces: { keys: Buffer; values: Buffer; count: number }[] = [];
+    let from: Buffer | undefined;
+    for (;;) {
+      const res = counts.drain(64, from ? { ...into, from } : into);
+      pieces.push({ keys: Buffer.from(res.keys), values: Buffer.from(res.values), count: res.count });
+      if (res.next === undefined) break;
+      expect(res.count).toBeGreaterThan(0);
+      expect(pieces.length).toBeLessThan(50);
+      from = res.next;
+    }
+    expect(pieces.length).toBeGreaterThanOrEqual(5);
+    expectDrainedOnce(pieces, 5000, (k) => k * 3);
+    expect(counts.dump().count).toBe(0);
+  });
+
+  it("drain refuses a `from` that is not a batch position Buffer of the map's token size", () => {
+    const counts = openFixture(0, { counts: 8192 }).map("counts");
+    counts.update(u32(1), u64(1));
+    const into = { keys: Buffer.alloc(4), values: Buffer.alloc(8), stopWhenFull: true };
+    const msg = "drain into.from must be the 8-byte Buffer an earlier drain of counts returned as .next";
+    expect(() => counts.drain(64, { ...into, from: Buffer.alloc(4) })).toThrow(new TypeError(msg));
+    expect(() => counts.drain(64, { ...into, from: 0 as unknown as Buffer })).toThrow(new TypeError(msg));
+    expect(counts.dump().count).toBe(1);
+  });
+
   it("drain refuses an `into` that is not two Buffers, naming the field", () => {
     const counts = openFixture(0, { counts: 8192 }).map("counts");
     const bad = (into: unknown) => () => counts.drain(64, into as { keys: Buffer; values: Buffer });

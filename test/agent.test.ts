@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { bpfObjectDir, native, type Link } from "../native/index.js";
+import { bpfObjectDir, native, type DrainInto, type Link } from "../native/index.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { Attacher } from "../agent/attacher.js";
 import { Datapath } from "../agent/datapath.js";
@@ -190,6 +190,49 @@ describe("the drain in pieces", () => {
       for (const [sport, packets] of seen) expect(packets).toBe(BigInt(sport + 1));
       expect(Math.max(...sizes)).toBeLessThanOrEqual(300);
       expect(map.dump().count).toBe(0);
+    } finally {
+      dp.close();
+    }
+  });
+
+  it("resumes each piece at the kernel's batch position where the last stopped, and reads no empty piece at the end", async () => {
+    const dp = new Datapath({ objectPath: path.join(bpfObjectDir, "endpoint.bpf.o"), flowMapSize: 8192 });
+    try {
+      const N = 3000;
+      const flows0 = dp.object.map("flows_0");
+      for (let i = 0; i < N; i++) {
+        const key = Buffer.alloc(bh_flow_key.size), value = Buffer.alloc(bh_flow_value.size);
+        key.writeUInt16LE(i, bh_flow_key.sport);
+        key[bh_flow_key.proto] = UDP;
+        key[bh_flow_key.family] = 4;
+        value.writeBigUInt64LE(BigInt(i + 1), bh_flow_value.packets);
+        flows0.update(key, value);
+      }
+      // Every read of the idle map, with the position it was asked to start at.
+      const reads: { from?: Buffer; count: number; next?: Buffer }[] = [];
+      const open = dp.object.map.bind(dp.object);
+      // The addon's method is read-only: shadow it on this one object.
+      Object.defineProperty(dp.object, "map", { value: (name: string) => {
+        const map = open(name);
+        if (name !== "flows_0") return map;
+        const drain = map.drain.bind(map);
+        return Object.create(map, { drain: { value: (batch?: number, into?: DrainInto) => {
+          const res = drain(batch, into);
+          reads.push({ from: into?.from, count: res.count, next: res.next });
+          return res;
+        } } }) as typeof map;
+      } });
+      let packets = 0n;
+      const r = await dp.drainPieces(700, (piece) => {
+        for (let i = 0; i < piece.count; i++) packets += piece.values.readBigUInt64LE(i * bh_flow_value.size + bh_flow_value.packets);
+      });
+      expect(r).toEqual({ count: N });
+      expect(packets).toBe(BigInt(N * (N + 1) / 2));
+      expect(reads.length).toBeGreaterThanOrEqual(5);
+      expect(reads[0]?.from).toBeUndefined();
+      for (let i = 1; i < reads.length; i++) expect(reads[i]?.from).toEqual(reads[i - 1]?.next);
+      expect(reads.every((read) => read.count > 0)).toBe(true);
+      expect(reads.at(-1)?.next).toBeUndefined();
     } finally {
       dp.close();
     }

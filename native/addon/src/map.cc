@@ -179,6 +179,16 @@ Napi::Value BpfMapWrap::Batch(const Napi::CallbackInfo& info, bool andDelete) {
     spec.valuesIntoBytes = v.Length();
     Napi::Value stop = into.Get("stopWhenFull");
     spec.stopWhenFull = stop.IsBoolean() && stop.As<Napi::Boolean>().Value();
+    Napi::Value from = into.Get("from");
+    if (!from.IsUndefined()) {
+      const size_t tokenSize = BatchTokenSize(keySize_);
+      if (!from.IsBuffer() || from.As<Napi::Buffer<uint8_t>>().Length() != tokenSize) {
+        throw Napi::TypeError::New(env, what + ".from must be the " + std::to_string(tokenSize) +
+                                            "-byte Buffer an earlier " + (andDelete ? "drain" : "dump") +
+                                            " of " + name_ + " returned as .next");
+      }
+      spec.from = from.As<Napi::Buffer<uint8_t>>().Data();
+    }
   }
   return BatchToJs(env, ReadBatches(spec), op, name_, into);
 }
@@ -199,6 +209,7 @@ Napi::Value BatchToJs(Napi::Env env, const BatchResult& res, const std::string& 
     out.Set("values", Napi::Buffer<uint8_t>::Copy(env, res.values.data(), res.values.size()));
   }
   out.Set("count", res.count);
+  if (!res.next.empty()) out.Set("next", Napi::Buffer<uint8_t>::Copy(env, res.next.data(), res.next.size()));
   if (res.err != 0) {
     // Entries already deleted must not vanish with the exception.
     Napi::Error e = MakeBpfError(env, op, object, res.err,

@@ -45,9 +45,16 @@ BatchResult ReadByKeys(const BatchSpec& spec) {
 BatchResult ReadBatches(const BatchSpec& spec) {
   BatchResult out;
   // The position token is a bucket index (u32) for hash maps and a key for arrays.
-  const size_t tokenSize = std::max<size_t>(spec.keySize, 8);
+  const size_t tokenSize = BatchTokenSize(spec.keySize);
   std::vector<uint8_t> inToken(tokenSize), outToken(tokenSize);
-  bool first = true;
+  // A resumed piece starts at the given position, not at the map's start.
+  bool first = spec.from == nullptr;
+  if (!first) std::copy(spec.from, spec.from + tokenSize, inToken.begin());
+  // Stops with entries left: the next piece starts where this one stopped.
+  auto stopHere = [&]() {
+    out.next = first ? std::vector<uint8_t>(tokenSize, 0) : inToken;
+    return out;
+  };
   uint32_t batch = std::max<uint32_t>(spec.batchSize, 1);
   std::vector<uint8_t> keys, values;
   auto opts = LibbpfOpts<bpf_map_batch_opts>();
@@ -70,7 +77,7 @@ BatchResult ReadBatches(const BatchSpec& spec) {
     uint8_t* keysDst;
     uint8_t* valuesDst;
     if (out.inPlace && room - out.count == 0) {
-      if (spec.stopWhenFull) return out;
+      if (spec.stopWhenFull) return stopHere();
       spill();
     }
     if (out.inPlace) {
@@ -90,12 +97,12 @@ BatchResult ReadBatches(const BatchSpec& spec) {
                                                   &count, &opts)
                 : bpf_map_lookup_batch(spec.fd, in, outToken.data(), keysDst, valuesDst, &count, &opts);
     int err = r < 0 ? PositiveErrno(r) : 0;
-    if (first && (err == EINVAL || err == EOPNOTSUPP || err == 524)) return ReadByKeys(spec);
+    if (first && spec.from == nullptr && (err == EINVAL || err == EOPNOTSUPP || err == 524)) return ReadByKeys(spec);
     if (err == ENOSPC && count == 0) {
       // Nothing was copied or deleted: the same position is read again with more room.
       if (ask < batch) {
         // A bucket larger than the room left: a piece ends before it (a later call reads it).
-        if (spec.stopWhenFull && out.count > 0) return out;
+        if (spec.stopWhenFull && out.count > 0) return stopHere();
         spill();
         continue;
       }

@@ -25,7 +25,14 @@ struct BatchSpec {
   // pieces: the caller decodes one piece, then drains again, so it never holds a full
   // map's worth). Only when the first bucket alone does not fit do the vectors take over.
   bool stopWhenFull = false;
+  // Where a piece starts: the position token an earlier stopped read returned (its .next),
+  // so a piece resumes there instead of at bucket 0. tokenSize bytes, or null: the start.
+  const uint8_t* from = nullptr;
 };
+
+// Bytes of the kernel's batch position token: a bucket index (u32) for hash maps, a key
+// for arrays; libbpf reads and writes at most this many.
+inline size_t BatchTokenSize(uint32_t keySize) { return keySize > 8 ? keySize : 8; }
 
 struct BatchResult {
   std::vector<uint8_t> keys;
@@ -34,6 +41,9 @@ struct BatchResult {
   bool inPlace = false;  // the entries are at spec.keysInto/valuesInto; keys and values are empty
   uint32_t keySize = 0;     // bytes per entry, as in the spec
   uint32_t valueBytes = 0;
+  // Set when a read stopped with entries left (stopWhenFull): the position to pass as
+  // BatchSpec::from for the next piece. Empty once the walk reached the map's end.
+  std::vector<uint8_t> next;
   int err = 0;  // 0, or the errno that stopped the walk (entries so far are kept)
 };
 
