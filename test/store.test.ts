@@ -526,6 +526,24 @@ describe("flow history", () => {
     expect([calls, got, errors.map((e) => (e as Error).message)]).toEqual([1, [1, 2], ["client went away"]]);
   });
 
+  it("stores each row's own address text when addresses share a hash hint, or an id is freed and reused", () => {
+    const history = new FlowHistory({ capacity: 3 });
+    const ips = (records: FlowRecord[]) => records.map((r) => [r.ip!.source, r.ip!.destination]);
+    const collide = (records: FlowRecord[]) => {
+      const b = enrichedFromRecords("node-a", records);
+      b.sourceHashes.fill(7); // every address in one hint slot, as a hash collision would put them
+      b.destinationHashes.fill(7);
+      return b;
+    };
+    const first = [numbered(1), numbered(2, undefined, { src: other1, dst: other2 }), numbered(3, undefined, { src: internet, dst: web1 })];
+    history.appendColumns(collide(first));
+    expect(ips(history.query())).toEqual(ips(first));
+    // Evicts rows 1 and 2: their strings are freed, their ids reused for addresses the hints never saw.
+    const second = [numbered(4, undefined, { src: nodeA, dst: cartSvc }), numbered(5, undefined, { src: db1, dst: debug })];
+    history.appendColumns(collide(second));
+    expect(ips(history.query())).toEqual(ips([first[2]!, ...second]));
+  });
+
   it("refuses a capacity that is not a positive integer", () => {
     expect(() => new FlowHistory({ capacity: 0 })).toThrow(/capacity must be a positive integer, got 0/);
     expect(() => new FlowHistory({ capacity: 1.5 })).toThrow(/got 1.5/);

@@ -65,6 +65,9 @@ const L_PACKETS = 0, L_BYTES = 1, L_SEQUENCE = 2;
 
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
 
+/** Slots of RowDictionary's hint table (a power of two). */
+const HINT_MASK = 4095;
+
 /**
  * The values a column of ids names, each counted by the rows that hold it: an id is freed
  * (and reused) when its last row is overwritten, so the dictionary holds exactly what
@@ -75,6 +78,7 @@ class RowDictionary<T> {
   private readonly values: (T | undefined)[] = [undefined];
   private refs = new Uint32Array(1024);
   private readonly free: number[] = [];
+  private readonly hints = new Uint32Array(HINT_MASK + 1);
 
   /** The id of `value` (undefined: 0), counted as held by one more row. */
   hold(value: T | undefined): number {
@@ -92,6 +96,23 @@ class RowDictionary<T> {
     }
     this.refs[id]!++;
     return id;
+  }
+
+  /**
+   * hold() with a hint: `hash` (the address hash the enricher keeps per distinct address)
+   * picks a slot of a small table remembering the id last handed out for it, which saves
+   * the Map lookup per row. The id is used only while it still names an equal value, so a
+   * collision of hashes or a freed and reused id falls back to hold() and never attaches
+   * another row's string.
+   */
+  holdHinted(value: T, hash: number): number {
+    const slot = hash & HINT_MASK;
+    const id = this.hints[slot]!;
+    if (id !== 0 && this.values[id] === value) {
+      this.refs[id]!++;
+      return id;
+    }
+    return (this.hints[slot] = this.hold(value));
   }
 
   /** One more row holds `id` (an id from hold(), still held). */
@@ -554,7 +575,8 @@ export class FlowHistory {
     else strings.holdId(iface);
     strings.holdId(batch.node);
     // Held before the overwritten slot lets go, so that a value both hold keeps its id.
-    const ipSource = strings.hold(b.sourceIps[i]), ipDestination = strings.hold(b.destinationIps[i]);
+    const ipSource = strings.holdHinted(b.sourceIps[i]!, b.sourceHashes[i]!);
+    const ipDestination = strings.holdHinted(b.destinationIps[i]!, b.destinationHashes[i]!);
     const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
     const attribution = c.attributions.hold(b.attributions[i]);
     if (evicting) c.release(slot);
