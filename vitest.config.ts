@@ -41,6 +41,28 @@ const KERNEL_OWN = [
 /** Chromium without a lab (harness/ui-control-plane.ts). */
 const BROWSER = ["ui-access-browser", "ui-tiers-browser", "ui-map-browser", "ui-history-browser"].map((name) => `test/${name}.test.ts`);
 /**
+ * ./scripts/test runs the kernel project in parts (BULKHEAD_KERNEL_PART), unset = all of it:
+ *  - census: the files that count the machine's BPF programs and links, alone;
+ *  - lab-2: files whose labs run as lab instance 2 (BULKHEAD_LAB_INSTANCE=2: netns bh2-…,
+ *    folders of their own, Observer ports no lab-1 file uses), beside
+ *  - lab-1: every other kernel file (the default lab names).
+ */
+const KERNEL_PARTS: Record<string, string[]> = {
+  census: ["addon", "capture"],
+  "lab-2": ["conformance-datapath", "controlplane", "conformance-random-datapath"],
+};
+const kernelPart = process.env.BULKHEAD_KERNEL_PART;
+function kernelFiles(): { include: string[]; exclude: string[] } {
+  const own = [...UNIT, ...KERNEL_OWN, ...BROWSER];
+  const files = (names: string[]) => names.map((name) => `test/${name}.test.ts`);
+  if (kernelPart === undefined || kernelPart === "") return { include: ["test/**/*.test.ts"], exclude: own };
+  if (kernelPart === "lab-1") return { include: ["test/**/*.test.ts"], exclude: [...own, ...Object.values(KERNEL_PARTS).flatMap(files)] };
+  const part = KERNEL_PARTS[kernelPart];
+  if (part === undefined) throw new Error(`BULKHEAD_KERNEL_PART=${kernelPart}: expected census, lab-1 or lab-2`);
+  return { include: files(part), exclude: [] };
+}
+
+/**
  * Files that go first in their project, in this order:
  *  - the kernel files that count the machine's BPF programs and links (census): so that
  *    they are done before the kernel-own files, which ./scripts/test starts at the same
@@ -88,7 +110,7 @@ export default defineConfig({
       {
         extends: true,
         test: {
-          name: "kernel", include: ["test/**/*.test.ts"], exclude: [...UNIT, ...KERNEL_OWN, ...BROWSER], fileParallelism: false,
+          name: "kernel", ...kernelFiles(), fileParallelism: false,
           sequence: { groupOrder: 3 },
         },
       },

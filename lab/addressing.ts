@@ -15,9 +15,18 @@
 // root namespace.
 import { createHash } from "node:crypto";
 
-export const NETNS_PREFIX = "bh-";
-export const UNDERLAY_NETNS = "bh-underlay";
-export const POD_NETNS_PREFIX = "bh-pod-";
+/**
+ * `BULKHEAD_LAB_INSTANCE=N` (a small positive integer) names a second lab that can run on the
+ * same machine beside the default one (./scripts/test runs two kernel chains at once): netns
+ * `bhN-…`, state under /run/bulkhead/lab-N, pins under /sys/fs/bpf/bulkhead-N. Unset or empty
+ * keeps the default names.
+ */
+export const LAB_INSTANCE = readLabInstance(process.env.BULKHEAD_LAB_INSTANCE);
+/** "" for the default lab, "-N" for instance N: the suffix of its folders. */
+export const LAB_INSTANCE_SUFFIX = LAB_INSTANCE === "" ? "" : `-${LAB_INSTANCE}`;
+export const NETNS_PREFIX = `bh${LAB_INSTANCE}-`;
+export const UNDERLAY_NETNS = `${NETNS_PREFIX}underlay`;
+export const POD_NETNS_PREFIX = `${NETNS_PREFIX}pod-`;
 export const UNDERLAY_BRIDGE = "br0";
 /** A device in each node that swallows what no route claims (ClusterIPs without a DNAT match). */
 export const NODE_SINK_IFACE = "lab0";
@@ -27,7 +36,7 @@ export const POD_GATEWAY_V6 = "fe80::1";
 export const HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee";
 export const SERVICE_CIDR = "10.96.0.0/16";
 /** A host outside the cluster (the world, to the control plane), reached from pods through their node. */
-export const OUTSIDE_NETNS = "bh-outside";
+export const OUTSIDE_NETNS = `${NETNS_PREFIX}outside`;
 export const OUTSIDE = {
   ip: "198.51.100.10",
   ipv6: "2001:db8:100::10",
@@ -105,8 +114,20 @@ export function podNetnsName(namespace: string, name: string, taken: ReadonlySet
 
 /** Is `name` one of the lab's netns (never the bhaddon-/bhbpf- netns of other test suites)? */
 export function isLabNetns(name: string, nodes: readonly string[]): boolean {
-  return name === UNDERLAY_NETNS || name === OUTSIDE_NETNS || name.startsWith(POD_NETNS_PREFIX) || /^bh-node[0-9]+$/.test(name)
+  return name === UNDERLAY_NETNS || name === OUTSIDE_NETNS || name.startsWith(POD_NETNS_PREFIX) || isNumberedNode(name)
     || nodes.some((node) => nodeNetns(node) === name);
+}
+
+function isNumberedNode(name: string): boolean {
+  return name.startsWith(`${NETNS_PREFIX}node`) && /^[0-9]+$/.test(name.slice(NETNS_PREFIX.length + 4));
+}
+
+function readLabInstance(value: string | undefined): string {
+  if (value === undefined || value === "") return "";
+  if (!/^[1-9][0-9]?$/.test(value)) {
+    throw new Error(`BULKHEAD_LAB_INSTANCE=${value}: expected a number from 1 to 99 (or unset for the default lab)`);
+  }
+  return value;
 }
 
 export function digest(text: string): string {

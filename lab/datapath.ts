@@ -10,13 +10,13 @@ import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import {
   HOST_VETH_MAC, NODE_SINK_IFACE, OUTSIDE, OUTSIDE_NETNS, POD_GATEWAY_V4, POD_GATEWAY_V6, SERVICE_CIDR, UNDERLAY_BRIDGE, UNDERLAY_NETNS,
-  isLabNetns, podHost,
+  isLabNetns, LAB_INSTANCE_SUFFIX, podHost, POD_NETNS_PREFIX,
 } from "./addressing.js";
 import { ipBatch, listNetns, netnsExecArgv, run, setSysctls, stopProcessesIn, underlayPeers } from "./netns.js";
 import type { LabNode, LabPod } from "./state.js";
 
-/** Where agents pin BPF objects by default; `lab down` removes it. */
-export const BPF_PIN_DIR = "/sys/fs/bpf/bulkhead";
+/** Where agents pin BPF objects by default (one folder per lab instance); `lab down` removes it. */
+export const BPF_PIN_DIR = `/sys/fs/bpf/bulkhead${LAB_INSTANCE_SUFFIX}`;
 /** Agents get this long to stop on SIGTERM (they detach programs) before SIGKILL. */
 export const STOP_GRACE_MS = 5000;
 const MAX_PARALLEL = 16;
@@ -165,7 +165,7 @@ export interface TeardownReport {
 export async function teardown(knownNodes: readonly string[], opts: { pinDir?: string }): Promise<TeardownReport> {
   const peers = await underlayPeers(knownNodes);
   const all = (await listNetns()).filter((n) => isLabNetns(n, knownNodes) || peers.includes(n));
-  const pods = all.filter((n) => n.startsWith("bh-pod-"));
+  const pods = all.filter((n) => n.startsWith(POD_NETNS_PREFIX));
   const nodes = all.filter((n) => n !== UNDERLAY_NETNS && !pods.includes(n));
   const stoppedPids = [
     ...(await stopProcessesIn(nodes, STOP_GRACE_MS)),

@@ -3,10 +3,11 @@
 // Writes go to a temp file and are renamed into place; mutations hold `<stateDir>/lock`.
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { LAB_INSTANCE_SUFFIX } from "./addressing.js";
 import { FieldReader, fieldPath } from "../fields/reader.js";
 import { PROTOCOLS, WORKLOAD_KINDS, type ContainerPort, type Protocol, type ServicePort, type WorkloadKind } from "./topology.js";
 
-export const DEFAULT_STATE_DIR = "/run/bulkhead/lab";
+export const DEFAULT_STATE_DIR = `/run/bulkhead/lab${LAB_INSTANCE_SUFFIX}`;
 export const STATE_FILE = "state.json";
 export const LOCK_FILE = "lock";
 export const MANIFESTS_DIR = "manifests";

@@ -1,5 +1,5 @@
-// Prints vitest's JSON reports (one per vitest process: scripts/test runs three at once,
-// test-results/unit.json, own.json and kernel.json) as the one closing line CI reads:
+// Prints vitest's JSON reports (one per vitest process that scripts/test runs: unit, own,
+// census, kernel (lab-1) and lab-2 in test-results/) as the one closing line CI reads:
 // "tests: N passed, M failed".
 import fs from "node:fs";
 const files = process.argv.slice(2);

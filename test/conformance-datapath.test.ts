@@ -20,7 +20,7 @@ import {
 } from "../lab/conformance/cases.js";
 import type { Protocol } from "../controlplane/metadata/objects.js";
 import { cliMain, repoRoot } from "../config/install.js";
-import { DatapathEngine, MODE_ANNOTATION, type LabModelPod } from "../lab/conformance/datapath.js";
+import { DatapathEngine, MODE_ANNOTATION, retryTimeout, type LabModelPod, type ProbeOutcome } from "../lab/conformance/datapath.js";
 import { DropMatcher, type ProbeTuple } from "../lab/conformance/drops.js";
 import { DEFAULT_UI_ADDRESS } from "../lab/controlplane.js";
 import { EnforcementWatch } from "../lab/enforcement.js";
@@ -65,6 +65,26 @@ describe("prober wire and SCTP packets", () => {
     expect(() => parseRequest('{"id":1,"op":"probe","to":"10.96.0.10","port":80,"protocol":"TCP","sport":40000,"token":"0123456789abcdef","timeoutMs":500}')).toThrow(/sport: expected a source port 20000-32000, got 40000/);
     expect(() => parseRequest('{"id":2,"op":"received","token":"xyz","waitMs":5}')).toThrow(/token: expected 16 lowercase hex digits/);
     expect(() => parseRequest('{"id":3,"op":"dance"}')).toThrow(/op: expected "probe" or "received"/);
+  });
+});
+
+describe("probe timeouts", () => {
+  const outcome = (cause: ProbeOutcome["cause"]): ProbeOutcome => ({ ok: cause === "reply", cause, detail: cause, sport: 20001 });
+  async function judge(causes: ProbeOutcome["cause"][]): Promise<{ result: ProbeOutcome; scales: number[]; retries: number }> {
+    const scales: number[] = [];
+    let retries = 0;
+    const result = await retryTimeout(async (scale) => { scales.push(scale); return outcome(causes[scales.length - 1]!); }, () => retries++);
+    return { result, scales, retries };
+  }
+
+  it("probes a timed-out pair once more with five times the timeout, since a loaded machine can take over 1 s for a handshake", async () => {
+    expect(await judge(["timeout", "reply"])).toEqual({ result: outcome("reply"), scales: [1, 5], retries: 1 });
+  });
+
+  it("still judges a pair denied when the second probe times out too, and a drop record denied at once", async () => {
+    expect(await judge(["timeout", "timeout"])).toEqual({ result: outcome("timeout"), scales: [1, 5], retries: 1 });
+    expect(await judge(["drop-record"])).toEqual({ result: outcome("drop-record"), scales: [1], retries: 0 });
+    expect(await judge(["reply"])).toEqual({ result: outcome("reply"), scales: [1], retries: 0 });
   });
 });
 

@@ -20,7 +20,7 @@ import { randomCaseDocuments } from "./harness/random-policy.js";
 const PIN_DIR = `/sys/fs/bpf/bh-conformance-random-datapath-${process.pid}`;
 
 /** Distinct from the other suites' lab control planes. */
-const OBSERVER = "127.0.0.1:22470";
+const OBSERVER = "127.0.0.1:22476"; // not demo.test's 22470: this file runs beside it (lab instance 2)
 const SEED = Number(process.env.CONFORMANCE_RANDOM_SEED ?? 20250611);
 /** At least 20. */
 const COUNT = Math.max(20, Number(process.env.CONFORMANCE_RANDOM_CASES ?? 20));

@@ -40,12 +40,13 @@ import { manifestsDir } from "../manifests.js";
 import { syncClusterPolicies, syncPolicies } from "../netpol-files.js";
 import { ProberClient, SourcePorts } from "../prober.js";
 import { describeRecordTuple, DropMatcher, DropStream } from "./drops.js";
+import { LAB_INSTANCE_SUFFIX } from "../addressing.js";
 import { LOGS_DIR } from "../state.js";
 import type { Protocol } from "../topology.js";
 
 export const MODE_ANNOTATION = "bulkhead.io/mode";
 export const DEFAULT_OBSERVER = "127.0.0.1:22460";
-export const DEFAULT_STATE_DIR = "/run/bulkhead/conformance";
+export const DEFAULT_STATE_DIR = `/run/bulkhead/conformance${LAB_INSTANCE_SUFFIX}`;
 const NAME_LABEL = "kubernetes.io/metadata.name";
 const PROBERS_DIR = "probers";
 
@@ -328,8 +329,10 @@ export class DatapathEngine implements ConformanceEngine {
     const denied = new Set<string>();
     const failures: string[] = [];
     const causes = new Map<string, number>();
+    let retried = 0;
     await Promise.all(this.probers.flatMap((from) => this.probers.filter((to) => to !== from).map(async (to) => {
-      const result = await this.probeOnce(from, to, port, protocol, this.opts.probeTimeoutMs ?? 1000, this.opts.sctpWaitMs ?? 500);
+      const result = await retryTimeout((scale) =>
+        this.probeOnce(from, to, port, protocol, (this.opts.probeTimeoutMs ?? 1000) * scale, (this.opts.sctpWaitMs ?? 500) * scale), () => retried++);
       this.outcomes.set(result.cause, (this.outcomes.get(result.cause) ?? 0) + 1);
       if (result.ok) return;
       const pair = `${from.pod.key}>${to.pod.key}`;
@@ -339,7 +342,8 @@ export class DatapathEngine implements ConformanceEngine {
     })));
     const pairs = this.probers.length * (this.probers.length - 1);
     const by = [...causes].map(([cause, n]) => `${n} ${cause}`).join(", ");
-    this.log(`probe ${port}/${protocol}: ${denied.size} of ${pairs} failed${failures.length ? ` (${by}): ${failures.sort().join(", ")}` : ""}`);
+    this.log(`probe ${port}/${protocol}: ${denied.size} of ${pairs} failed${failures.length ? ` (${by}): ${failures.sort().join(", ")}` : ""}`
+      + (retried ? `; ${retried} timeout-retried` : ""));
     return denied;
   }
 
@@ -586,4 +590,19 @@ function withoutNameLabel(labels: Record<string, string>): Record<string, string
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length && keys.every((k) => b[k] === a[k]);
+}
+
+const TIMEOUT_RETRY_SCALE = 5;
+
+/**
+ * A probe that timed out with no drop record, probed once more (the caller takes a new source
+ * port) with TIMEOUT_RETRY_SCALE times the timeout: on a loaded machine (load 28 on 2 cores)
+ * a TCP handshake took more than the 1 s timeout and an allowed pair read as denied. A
+ * second timeout is still a denial, and a drop record is one at once, with no retry.
+ */
+export async function retryTimeout(probe: (timeoutScale: number) => Promise<ProbeOutcome>, onRetry: () => void): Promise<ProbeOutcome> {
+  const first = await probe(1);
+  if (first.cause !== "timeout") return first;
+  onRetry();
+  return probe(TIMEOUT_RETRY_SCALE);
 }
