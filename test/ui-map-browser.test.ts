@@ -255,4 +255,26 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     await page.screenshot({ path: path.join(SHOTS, "flow-table-1280x720.png") });
     expect(pageErrors).toEqual([]);
   });
+
+  it("a flow-table refresh reuses its rows and rewrites each changed cell: no reused cell keeps the old text or title", async () => {
+    await open("namespace=tiny", { width: 1280, height: 720 }, 2);
+    await expect.poll(() => page.$$eval("[data-testid=flow-row]", (rows) => rows.length), { timeout: 10_000 }).toBe(3);
+    await page.$$eval("[data-testid=flow-row]", (rows) => rows.forEach((r) => { r.dataset.mark = "old"; }));
+    // Only the audited call to the world: the reused first row must now read it, with no title
+    // on the destination (an outside address is its own full name) where the pod's was before.
+    await page.fill("#filter", "verdict=audit");
+    await page.press("#filter", "Enter");
+    await expect.poll(() => page.$$eval("[data-testid=flow-row]", (rows) => rows.length), { timeout: 10_000 }).toBe(1);
+    const row = await page.$eval("[data-testid=flow-row]", (r) => ({
+      mark: (r as HTMLElement).dataset.mark, verdict: r.getAttribute("data-verdict"),
+      cells: [...(r as HTMLTableRowElement).cells].map((c) => ({ text: c.textContent, title: c.getAttribute("title") })),
+    }));
+    expect(row.mark).toBe("old");
+    expect(row.verdict).toBe("audit");
+    expect(row.cells[3]).toEqual({ text: "AUDIT", title: null });
+    expect(row.cells[2]!.text).toBe(`${OUTSIDE_IP}:443/TCP`);
+    expect(row.cells[2]!.title).toBeNull();
+    expect(row.cells[1]!.title).toMatch(new RegExp(`^tiny/${WEB_POD}:\\d+ `));
+    expect(pageErrors).toEqual([]);
+  });
 });

@@ -472,7 +472,7 @@ async function refreshFlows(): Promise<void> {
   try {
     const body = await apiJson<{ flows: FlowJson[] }>("flows", q, abort.signal);
     filterError.textContent = "";
-    flowRows.replaceChildren(...body.flows.slice().reverse().map(flowRow));
+    renderFlowRows(body.flows.slice().reverse());
     flowsSummary.textContent = `${body.flows.length} most recent flow records${pairs.length ? ` matching ${filterInput.value.trim()}` : ""}.`;
     flowRows.closest("table")?.setAttribute("data-filter", filterInput.value.trim());
   } catch (err) {
@@ -513,38 +513,55 @@ function clockText(ms: number): string {
   return (isLive(timeView) ? TIME : DATE_TIME).format(new Date(ms));
 }
 
-/** A table cell whose text may break after "/" and before ":" (<wbr>: the text itself is unchanged). */
-function nameCell(text: string, title: string): HTMLTableCellElement {
-  const td = document.createElement("td");
-  td.className = "end";
-  for (const part of text.split(/(?<=\/)|(?=:)/)) td.append(part, document.createElement("wbr"));
-  if (title !== text) td.title = title;
-  return td;
+/** Sets a cell's text and title only where they changed: rebuilding every row on each refresh
+ * made the browser lay out the whole table again (bench/ui-render's layout objects). A name's
+ * text may break after "/" and before ":" (<wbr>: the text itself is unchanged). */
+function setCell(td: HTMLTableCellElement, text: string, title: string, breakable: boolean): void {
+  if (td.textContent !== text) {
+    if (breakable) {
+      td.replaceChildren();
+      for (const part of text.split(/(?<=\/)|(?=:)/)) td.append(part, document.createElement("wbr"));
+    } else td.textContent = text;
+  }
+  const wanted = title !== "" && title !== text ? title : null;
+  if (td.getAttribute("title") !== wanted) {
+    if (wanted === null) td.removeAttribute("title"); else td.title = wanted;
+  }
 }
 
-function flowRow(f: FlowJson): HTMLTableRowElement {
+const FLOW_CELL_CLASSES = ["time", "end", "end", "verdict", "number", "node"];
+
+function newFlowRow(): HTMLTableRowElement {
   const tr = document.createElement("tr");
   tr.dataset.testid = "flow-row";
+  for (const className of FLOW_CELL_CLASSES) tr.insertCell().className = className;
+  return tr;
+}
+
+/** Writes one flow into a row (new or reused), touching only the cells that differ. */
+function fillFlowRow(tr: HTMLTableRowElement, f: FlowJson): void {
   const verdict = (f.verdict ?? "VERDICT_UNSPECIFIED").replace("VERDICT_", "");
-  tr.dataset.verdict = verdict.toLowerCase();
-  const cell = (text: string, className: string, title = "") => {
-    const td = document.createElement("td");
-    td.textContent = text;
-    td.className = className;
-    if (title !== "" && title !== text) td.title = title;
-    return td;
-  };
+  if (tr.dataset.verdict !== verdict.toLowerCase()) tr.dataset.verdict = verdict.toLowerCase();
   // The client's port is ephemeral: in the title only.
   const source = endName(f.source, f.ip?.source, undefined);
   const sourceFull = endName(f.source, f.ip?.source, f.l4?.sourcePort).full;
   const destination = endName(f.destination, f.ip?.destination, f.l4?.destinationPort, f.l4?.protocolName ?? "");
-  tr.append(
-    cell(f.endTime ? clockText(Date.parse(f.endTime)) : "", "time", f.endTime ?? ""),
-    nameCell(source.text, sourceFull), nameCell(destination.text, destination.full),
-    cell(verdict, "verdict"), cell(`${f.packets ?? "0"} / ${f.bytes ?? "0"}`, "number", `${f.packets ?? "0"} packets, ${f.bytes ?? "0"} bytes`),
-    cell(f.node ?? "", "node"),
-  );
-  return tr;
+  const cells: [string, string, boolean][] = [
+    [f.endTime ? clockText(Date.parse(f.endTime)) : "", f.endTime ?? "", false],
+    [source.text, sourceFull, true],
+    [destination.text, destination.full, true],
+    [verdict, "", false],
+    [`${f.packets ?? "0"} / ${f.bytes ?? "0"}`, `${f.packets ?? "0"} packets, ${f.bytes ?? "0"} bytes`, false],
+    [f.node ?? "", "", false],
+  ];
+  cells.forEach(([text, title, breakable], i) => { const td = tr.cells[i]; if (td) setCell(td, text, title, breakable); });
+}
+
+/** The flow table refreshed in place: rows reused, extra ones dropped, missing ones added. */
+function renderFlowRows(flows: FlowJson[]): void {
+  const body = flowRows as HTMLTableSectionElement;
+  flows.forEach((f, i) => fillFlowRow(body.rows[i] ?? body.appendChild(newFlowRow()), f));
+  while (body.rows.length > flows.length) body.deleteRow(-1);
 }
 
 $("filter-form").addEventListener("submit", (e) => { e.preventDefault(); void refreshFlows(); });
