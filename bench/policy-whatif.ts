@@ -15,6 +15,7 @@
 // every world edge and cross-namespace edge flips). Figures are medians of 5 runs after
 // one warm-up run. Not measured here: reading the records out of a durable store (see
 // history-store.ts for DuckDB's read rate).
+import { createHash } from "node:crypto";
 import { loadavg } from "node:os";
 import { parseKubeObject, type Namespace, type NetworkPolicy, type Pod } from "../controlplane/metadata/objects.js";
 import { FlowReplay } from "../controlplane/policy/whatif.js";
@@ -163,7 +164,10 @@ function suggestBench(): void {
     }
     const c1 = cpuMs();
     const result = s.suggest();
-    return { ms: performance.now() - t0, cpu: cpuMs() - c0, learnCpu: c1 - c0, policies: result.policies.length, learned: result.learned };
+    const ms = performance.now() - t0, cpu = cpuMs() - c0;
+    // Outside the timing: a hash of the whole suggestion, so that a change to its speed can be shown to leave its output as it was.
+    const hash = createHash("sha256").update(JSON.stringify(result)).digest("hex").slice(0, 16);
+    return { ms, cpu, learnCpu: c1 - c0, policies: result.policies.length, learned: result.learned, hash };
   };
   const sources: Source[] = SUGGEST_ITERATE ? ["columns", "records", "iterate"] : ["columns", "records"];
   for (const from of sources) runOnce(from);
@@ -179,9 +183,11 @@ function suggestBench(): void {
   }
   const columns = runs.get("columns")!;
   for (const from of sources) {
-    if (runs.get(from)![0]!.learned !== columns[0]!.learned || runs.get(from)![0]!.policies !== columns[0]!.policies) throw new Error(`bench: suggest from ${from} and from columns disagree`);
+    if (runs.get(from)![0]!.learned !== columns[0]!.learned || runs.get(from)![0]!.policies !== columns[0]!.policies
+      || runs.get(from)![0]!.hash !== columns[0]!.hash) throw new Error(`bench: suggest from ${from} and from columns disagree`);
   }
   const wall = median(columns.map((r) => r.ms)), cpu = median(columns.map((r) => r.cpu));
+  console.log(`suggestion hash (sha256 of its JSON, first 16 hex digits): ${columns[0]!.hash}`);
   for (const from of sources) {
     const rs = runs.get(from)!;
     console.log(`suggest from ${from === "columns" ? "the history's columns (addStored)" : from === "records" ? "FlowRecord objects in memory (add)" : "history.iterate() records (add)"}: `

@@ -184,10 +184,11 @@ describe("the tuple table the replays sum records in", () => {
     }
   });
 
-  it("sums a batch (addBatch, the column replay's path) as add() one by one: numbers, keys, sums and bounds, across growths within a batch (seed 1408)", () => {
+  it("sums a batch (addBatch, the column replay's and suggest's path) as add() one by one: per-row results, numbers, keys, sums and bounds, across growths within a batch (seed 1408)", () => {
     const rand = seededRandom(1408);
     const one = new TupleTable(4), batched = new TupleTable(4), batch = new TupleBatch();
     let rows = 0, batches = 0;
+    const want: number[] = [];
     while (rows < 60_000) {
       // Batches of every length, full ones (as addStored flushes them) and partial ones (a scan's last).
       const length = rand() < 0.5 ? BATCH_ROWS : 1 + Math.floor(rand() * BATCH_ROWS);
@@ -196,10 +197,10 @@ describe("the tuple table the replays sum records in", () => {
       for (let i = 0; i < length; i++) {
         const src = Math.floor(rand() * ends), dst = Math.floor(rand() * ends), port = ((Math.floor(rand() * 3) + 6) << 16) | Math.floor(rand() * 4);
         const packets = 1 + Math.floor(rand() * 100) + rand(), firstMs = Math.floor(rand() * 1e6), lastMs = firstMs + Math.floor(rand() * 1e4);
-        one.add(src, dst, port, packets, firstMs, lastMs);
+        want.push(one.add(src, dst, port, packets, firstMs, lastMs));
         batch.push(src, dst, port, packets, firstMs, lastMs);
       }
-      batched.addBatch(batch);
+      expect([...batched.addBatch(batch).subarray(0, length)]).toEqual(want.splice(0));
       expect(batch.length).toBe(0);
       rows += length;
       batches++;

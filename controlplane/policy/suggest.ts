@@ -38,7 +38,7 @@ import { endpointWorkload } from "../store/filter.js";
 import type { FlowHistory, HistoryQuery } from "../store/history.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
 import { FlowReplay, isJudgedObservation, isJudgedRow, storedEndOf, type StoredEnd } from "./whatif.js";
-import { TupleTable } from "./tuple-table.js";
+import { TupleBatch, TupleTable } from "./tuple-table.js";
 
 export const JUSTIFICATION_ANNOTATION = "bulkhead.io/justification";
 
@@ -155,6 +155,13 @@ export class PolicySuggester {
   /** Learned records summed per tuple (ends by id); turned into rules once per tuple in suggest(). */
   private readonly table = new TupleTable();
   /**
+   * Learned records waiting to be summed into `table` (TupleTable.addBatch: their cache misses
+   * overlap), with what a row that makes a new tuple needs then; summed before the table is read.
+   */
+  private readonly batch = new TupleBatch();
+  // Addresses as strings: addStored's row (and its ip) is the scan's, reused for the next row.
+  private readonly batchRows: { dst: EndInfo; d: Endpoint; source: string | undefined; destination: string | undefined; sides: number }[] = [];
+  /**
    * By tuple index, in arrays rather than an object per tuple (100,000s of them; the
    * collector's work): the port as rules name it; 1 egress | 2 ingress learned | 4 replayed
    * by the check (its first record has addresses, as FlowReplay.add requires).
@@ -248,16 +255,31 @@ export class PolicySuggester {
     this.learnedCount++;
     // Bitwise, so that the key stays a small integer.
     const portKey = ((protocolNumber & 0xff) << 16) | (destinationPort & 0xffff);
-    if (this.table.add(src.id, dst.id, portKey, packets, startMs, endMs) >= 0) return;
-    let port = dst.portNames.get(portKey);
-    if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, portProtocol(protocolNumber)!, destinationPort)));
-    this.tuplePort.push(port);
-    // The check replays each end with the address of the first tuple it was learned in, as a replay of these records would.
-    if (ip !== undefined) {
-      src.replayAddress ??= ip.source;
-      dst.replayAddress ??= ip.destination;
+    const row = this.batch.length, sidesOut = (egress ? 1 : 0) | (ingress ? 2 : 0) | (ip !== undefined ? 4 : 0);
+    const slot = this.batchRows[row], source = ip?.source, destination = ip?.destination;
+    if (slot === undefined) this.batchRows.push({ dst, d, source, destination, sides: sidesOut });
+    else { slot.dst = dst; slot.d = d; slot.source = source; slot.destination = destination; slot.sides = sidesOut; }
+    if (this.batch.push(src.id, dst.id, portKey, packets, startMs, endMs)) this.sumBatch();
+  }
+
+  /** Sums the waiting rows; a row that made a new tuple gives it its port's name and the sides it makes rules for, in row order (tuple order). */
+  private sumBatch(): void {
+    const n = this.batch.length;
+    if (n === 0) return;
+    const b = this.batch, result = this.table.addBatch(b);
+    for (let i = 0; i < n; i++) {
+      if (result[i]! >= 0) continue;
+      const { dst, d, source, destination, sides } = this.batchRows[i]!, src = this.endList[b.src[i]!]!, portKey = b.port[i]!;
+      let port = dst.portNames.get(portKey);
+      if (port === undefined) dst.portNames.set(portKey, (port = this.portName(d, portProtocol(portKey >> 16)!, portKey & 0xffff)));
+      this.tuplePort.push(port);
+      // The check replays each end with the address of the first tuple it was learned in, as a replay of these records would.
+      if (source !== undefined) {
+        src.replayAddress ??= source;
+        dst.replayAddress ??= destination;
+      }
+      this.tupleSides.push(sides);
     }
-    this.tupleSides.push((egress ? 1 : 0) | (ingress ? 2 : 0) | (ip !== undefined ? 4 : 0));
   }
 
   addAll(records: Iterable<FlowRecord>): void {
@@ -333,6 +355,7 @@ export class PolicySuggester {
   }
 
   suggest(): Suggestion {
+    this.sumBatch();
     for (const w of this.workloads.values()) { w.ingress.clear(); w.egress.clear(); }
     const table = this.table;
     const rules = { keys: new TupleTable(), accs: [], ports: new TupleTable() };
@@ -376,6 +399,14 @@ export class PolicySuggester {
       if (parsed === undefined) ports.set(p.text, (parsed = parsePart(ns, `port ${p.text}`, undefined, { protocol: p.protocol, port: p.port }).ports[0]!));
       return parsed;
     };
+    // One ports list per distinct set of ports (a few dozen), shared by the rules that have it, not one per rule.
+    const portSets = new Map<string, NetworkPolicyPort[]>();
+    const portSet = (named: { protocol: string; port: number | string; text: string }[]): NetworkPolicyPort[] => {
+      const key = named.map((n) => n.text).join(" ");
+      let set = portSets.get(key);
+      if (set === undefined) portSets.set(key, (set = named.map(parsedPort)));
+      return set;
+    };
     for (const w of subjects) {
       const labels = w.labels ?? {};
       if (Object.keys(labels).length === 0) {
@@ -388,7 +419,7 @@ export class PolicySuggester {
           const named = [...acc.ports.values()].sort((a, b) => portRank.get(a.text)! - portRank.get(b.text)!);
           justification.push({ rule: `${direction}[${i}]`, peer: acc.peerId, ports: named.map((n) => n.text), records: acc.usage.records,
             packets: acc.usage.packets, firstSeen: new Date(acc.usage.firstMs).toISOString(), lastSeen: new Date(acc.usage.lastMs).toISOString() });
-          return { peers: [parsedPeer(acc)], ports: named.map(parsedPort) };
+          return { peers: [parsedPeer(acc)], ports: portSet(named) };
         });
       const ingress = rulesOf(w.ingress, "ingress").map((r) => ({ from: r.peers, ports: r.ports }));
       const egress = rulesOf(w.egress, "egress").map((r) => ({ to: r.peers, ports: r.ports }));

@@ -107,8 +107,10 @@ export class TupleTable {
    * tuple's key, then its sums: each a random line of tables of megabytes) are independent
    * of each other and their cache misses overlap, instead of one row's misses after another's.
    * A row whose home slot does not hold its tuple (a collision, or a new tuple) takes add().
+   * Returns, per row, what add() would have returned (the tuple's index, or `~index` when
+   * the row made it): the batch's own array, valid until the batch is filled again.
    */
-  addBatch(b: TupleBatch): void {
+  addBatch(b: TupleBatch): Int32Array {
     const n = b.length, mask = this.slots.length - 1;
     const bsrc = b.src, bdst = b.dst, bport = b.port, slot = b.slot, tuple = b.tuple;
     for (let i = 0; i < n; i++) slot[i] = hash(bsrc[i]!, bdst[i]!, bport[i]!) & mask;
@@ -123,7 +125,7 @@ export class TupleTable {
     for (let i = 0; i < n; i++) {
       const t = tuple[i]!;
       if (t === EMPTY) {
-        this.add(bsrc[i]!, bdst[i]!, bport[i]!, b.packets[i]!, b.firstMs[i]!, b.lastMs[i]!);
+        tuple[i] = this.add(bsrc[i]!, bdst[i]!, bport[i]!, b.packets[i]!, b.firstMs[i]!, b.lastMs[i]!);
         continue;
       }
       this.records[t]! += 1;
@@ -132,6 +134,7 @@ export class TupleTable {
       if (b.lastMs[i]! > this.lastMs[t]!) this.lastMs[t] = b.lastMs[i]!;
     }
     b.length = 0;
+    return tuple;
   }
 
   /** The tuple's index, or `~index` (negative) when it is new; sums are left as they are (a table of keys only). */
