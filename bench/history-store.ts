@@ -1,6 +1,8 @@
 // Flow history: the embedded DuckDB store side by side with the in-memory window, in one
 // run. Run after `npm run build:ts` as
-//   taskset -c 0 node dist/bench/history-store.js [RECORDS] [--span 7d] [--dir DIR]
+//   taskset -c 0 node dist/bench/history-store.js [RECORDS] [--span 7d] [--dir DIR] [--end-hour H]
+// (--end-hour H: the span ends at H:00 UTC today instead of now, so how much of the newest,
+// still open day the queries read is chosen, not left to the hour the run starts.)
 // (taskset: "on one core"; RECORDS default 2,000,000).
 //
 // Method: records from bench/synthetic-flows.ts (the mix of bench/store.ts), end times
@@ -37,7 +39,7 @@ import { parseDurationMs } from "../config/time.js";
 import { SyntheticFlows } from "./synthetic-flows.js";
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: {
-  span: { type: "string" }, dir: { type: "string" }, agents: { type: "string" }, records: { type: "boolean" },
+  span: { type: "string" }, dir: { type: "string" }, agents: { type: "string" }, "end-hour": { type: "string" }, records: { type: "boolean" },
 } });
 /** Feed the store FlowRecords (the path of protocol-1 agents and ClickHouse) instead of the control plane's enriched columns. */
 const AS_RECORDS = values.records === true;
@@ -49,6 +51,17 @@ const POOL = 200;
 const AGENTS = Number(values.agents ?? 8);
 const IN_FLIGHT = 8 * AGENTS;
 const HOUR_MS = 3_600_000;
+
+/** Now, or H:00 UTC of today with `--end-hour H` (0–24; 24 closes today's day). */
+function spanEndMs(endHour: string | undefined): number {
+  if (endHour === undefined) return Date.now();
+  const hour = Number(endHour);
+  if (!Number.isInteger(hour) || hour < 0 || hour > 24) {
+    throw new Error(`--end-hour ${JSON.stringify(endHour)}: expected a whole hour from 0 to 24 (UTC)`);
+  }
+  const now = Date.now();
+  return now - (now % (24 * 3_600_000)) + hour * 3_600_000;
+}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 /** Median wall and CPU (the whole process's) of `runs` calls: under load only the CPU means much. */
@@ -68,7 +81,7 @@ async function timed<T>(runs: number, f: () => Promise<T>): Promise<{ ms: number
 }
 
 console.log(`load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}, ${os.cpus().length} CPUs`);
-const endMs = Date.now();
+const endMs = spanEndMs(values["end-hour"]);
 const synthetic = new SyntheticFlows({ records: POOL * BATCH, spanMs: SPAN_MS, endMs });
 const pool = Array.from({ length: POOL }, () => synthetic.batch(BATCH).slice(0, BATCH));
 // The same batches as the control plane hands them to the store from an agent's columnar
