@@ -77,6 +77,7 @@ async function main(): Promise<number> {
       const cpuPct = userPct + systemPct;
       await sleep(2500); // two drains: every packet sent is now in a record or a loss counter
       const m1 = await agent.metrics();
+      const cpu2 = cpuTimes(agent.pid);
       clearInterval(sampler);
       maxRss = Math.max(maxRss, rssKiB(agent.pid));
 
@@ -89,6 +90,10 @@ async function main(): Promise<number> {
       const newFlowEvents = delta(m0, m1, "bulkhead_agent_new_flows_total");
       const exported = delta(m0, m1, "bulkhead_agent_exported_records_total");
       const drainS = metric(m1, "bulkhead_agent_drain_duration_seconds");
+      // Per million records: a record's cost whatever rate the flood reached. Over the flood
+      // and the two drains after it, so that the CPU of every record counted is in it.
+      const perMRecords = (s: number) => (records > 0 ? (s * 1e6) / records : NaN);
+      const userS = cpu2.user - cpu0.user, systemS = cpu2.system - cpu0.system;
       const rssMiB = maxRss / 1024;
       const rssOk = rssMiB <= TARGET_RSS_MIB, cpuOk = cpuPct <= TARGET_CPU_PCT, rateOk = sent.pps >= RATE * 0.99;
       if (variant.judged) allMet &&= rssOk && cpuOk && rateOk;
@@ -105,6 +110,8 @@ async function main(): Promise<number> {
       console.log(`agent RSS           max ${fmt(rssMiB)} MiB (idle before the flood ${fmt(idleRss / 1024)} MiB)   target <= ${TARGET_RSS_MIB} MiB: ${rssOk ? "met" : "MISSED"}`);
       console.log(`agent CPU           ${fmt(cpuPct)} % of one core over the flood (user ${fmt(userPct)} %, system ${fmt(systemPct)} %)`
         + `   target <= ${TARGET_CPU_PCT} %: ${cpuOk ? "met" : "MISSED"}`);
+      console.log(`agent CPU / records ${fmt(perMRecords(userS + systemS), 2)} CPU-s per M records (user ${fmt(perMRecords(userS), 2)},`
+        + ` system ${fmt(perMRecords(systemS), 2)})`);
       const mib = (kind: string) => fmt(metric(m1, "bulkhead_agent_memory_bytes", { kind }) / 2 ** 20);
       console.log(`agent memory        after the flood: rss ${mib("rss")}, V8 heap ${mib("heap_used")} used of ${mib("heap_total")},`
         + ` external ${mib("external")} (array buffers ${mib("array_buffers")}) MiB`);
