@@ -315,6 +315,28 @@ describe("DuckDB flow store", () => {
     });
   });
 
+  it("stores a record's times exactly at their edges: epoch, ms, hour and day boundaries, the 32-bit halves, the last nanosecond it holds; refuses one beyond, naming the column", async () => {
+    const store = await openStore(tempDir());
+    const at = (seconds: number, nanos: number) => ({ seconds: BigInt(seconds), nanos });
+    const H = 3600, D = 86_400, day = Math.floor(T0 / 1000 / D) * D;
+    const times = [
+      at(0, 0), at(0, 1), at(1, 999_999_999), at(day - 1, 999_999_999), at(day, 0), at(day + H - 1, 999_999_999), at(day + H, 0),
+      at(day + 5 * H, 123_000_000), at(day + 5 * H, 999_000_000), at(day + 5 * H + 7, 1_000_001), at(2 ** 32 - 1, 999_999_999), at(2 ** 32, 0),
+      at(2 ** 32 + 65_535, 999_999_999), at(2 ** 33 - 1, 999_999_999), at(2 ** 33, 0), at(9_223_372_036, 854_775_807),
+    ];
+    const base = records(times.length, T0, 1);
+    const input = base.map((r, i) => ({ ...r, endTime: times[i]!, startTime: times[Math.max(0, i - 1)]! }));
+    await store.append([{ node: "n", instanceId: "i", batchId: 1n, records: input }]);
+    expect(await all(store)).toEqual(input);
+    // Each refused batch is stored not at all, so the next try is batch 2 again.
+    for (const [column, t] of [["end_time", at(9_223_372_036, 854_775_808)], ["end_time", at(-1, 999_999_999)], ["start_time", at(day, 1e9)], ["start_time", at(day, -1)], ["end_time", at(day, 0.5)]] as const) {
+      const bad = { ...base[0]!, endTime: column === "end_time" ? t : at(day, 0), startTime: column === "start_time" ? t : at(day, 0) };
+      await expect(store.append([{ node: "n", instanceId: "i", batchId: 2n, records: [bad] }]), `${column} ${t.seconds} ${t.nanos}`)
+        .rejects.toThrow(`${column} ${t.seconds} s ${t.nanos} ns is outside the store's range`);
+    }
+    expect(await all(store)).toEqual(input);
+  });
+
   it("compares every time bound exactly to the nanosecond: a record at since, until or endNotAfter is kept, one a nanosecond beyond is not", async () => {
     // Ends 1 ns apart around a bound inside a second (a float of ms cannot tell them apart).
     const base = { seconds: BigInt(T0 / 1000), nanos: 123_456_789 };
