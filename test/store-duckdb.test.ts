@@ -23,6 +23,7 @@ import { seededRandom } from "./harness/seeded-random.js";
 import { parseControlPlaneArgs } from "../controlplane/config.js";
 import { compareTimestamps } from "../config/time.js";
 import { v1Records, V1_T0 } from "./fixtures/store-v1/records.js";
+import { v2Records, V2_T0 } from "./fixtures/store-v2/records.js";
 
 const DAY_MS = 86_400_000;
 const T0 = Date.UTC(2026, 11, 2, 12, 0, 0);
@@ -314,6 +315,28 @@ describe("DuckDB flow store", () => {
     });
   });
 
+  it("stores a record's times exactly at their edges: epoch, ms, hour and day boundaries, the 32-bit halves, the last nanosecond it holds; refuses one beyond, naming the column", async () => {
+    const store = await openStore(tempDir());
+    const at = (seconds: number, nanos: number) => ({ seconds: BigInt(seconds), nanos });
+    const H = 3600, D = 86_400, day = Math.floor(T0 / 1000 / D) * D;
+    const times = [
+      at(0, 0), at(0, 1), at(1, 999_999_999), at(day - 1, 999_999_999), at(day, 0), at(day + H - 1, 999_999_999), at(day + H, 0),
+      at(day + 5 * H, 123_000_000), at(day + 5 * H, 999_000_000), at(day + 5 * H + 7, 1_000_001), at(2 ** 32 - 1, 999_999_999), at(2 ** 32, 0),
+      at(2 ** 32 + 65_535, 999_999_999), at(2 ** 33 - 1, 999_999_999), at(2 ** 33, 0), at(9_223_372_036, 854_775_807),
+    ];
+    const base = records(times.length, T0, 1);
+    const input = base.map((r, i) => ({ ...r, endTime: times[i]!, startTime: times[Math.max(0, i - 1)]! }));
+    await store.append([{ node: "n", instanceId: "i", batchId: 1n, records: input }]);
+    expect(await all(store)).toEqual(input);
+    // Each refused batch is stored not at all, so the next try is batch 2 again.
+    for (const [column, t] of [["end_time", at(9_223_372_036, 854_775_808)], ["end_time", at(-1, 999_999_999)], ["start_time", at(day, 1e9)], ["start_time", at(day, -1)], ["end_time", at(day, 0.5)]] as const) {
+      const bad = { ...base[0]!, endTime: column === "end_time" ? t : at(day, 0), startTime: column === "start_time" ? t : at(day, 0) };
+      await expect(store.append([{ node: "n", instanceId: "i", batchId: 2n, records: [bad] }]), `${column} ${t.seconds} ${t.nanos}`)
+        .rejects.toThrow(`${column} ${t.seconds} s ${t.nanos} ns is outside the store's range`);
+    }
+    expect(await all(store)).toEqual(input);
+  });
+
   it("compares every time bound exactly to the nanosecond: a record at since, until or endNotAfter is kept, one a nanosecond beyond is not", async () => {
     // Ends 1 ns apart around a bound inside a second (a float of ms cannot tell them apart).
     const base = { seconds: BigInt(T0 / 1000), nanos: 123_456_789 };
@@ -508,6 +531,62 @@ describe("DuckDB flow store", () => {
     a.closeSync();
     after.closeSync();
     expect({ version, columns, tables }).toEqual({ version: 1, columns: 28n, tables: 2n });
+  });
+
+  it("opens a store written by schema version 2 (test/fixtures/store-v2), migrates it to 3 and keeps all its data: records, batch ids, days, filtered answers, a reopen", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "flows.duckdb");
+    fs.writeFileSync(file, zlib.gunzipSync(fs.readFileSync(path.join(import.meta.dirname, "fixtures/store-v2/flows.duckdb.gz"))));
+    const stored = [...v2Records(1), ...v2Records(2), ...recordsOf(enrichedFromRecords("node-b", v2Records(3)))];
+    const expected = [...stored].sort((a, b) => compareTimestamps(a.endTime!, b.endTime!));
+    // An hour into the fixture's second day: its first has ended, so the upkeep rewrites it in cluster order.
+    const now = () => V2_T0 + 3_600_000;
+    const store = await openStore(dir, { now });
+    expect(store.status()).toMatchObject({ records: 360n, error: "" });
+    expect(await all(store)).toEqual(expected);
+    expect(await store.lastBatchId("v2-a")).toBe(2n);
+    expect(await store.lastBatchId("v2-b")).toBe(1n);
+    // Filters on verdict and namespace are narrowed by the migrated `cluster` column: each must still find exactly its rows.
+    const { DROPPED, AUDIT, FORWARDED } = { DROPPED: Verdict.VERDICT_DROPPED, AUDIT: Verdict.VERDICT_AUDIT, FORWARDED: Verdict.VERDICT_FORWARDED };
+    const cases: { allow: Partial<FlowFilter>[]; last?: number }[] = [
+      { allow: [{ namespace: ["db"], verdict: [DROPPED] }] },
+      { allow: [{ namespace: ["kube-system"] }, { sourceNamespace: ["payments"], verdict: [AUDIT] }] },
+      { allow: [{ destinationNamespace: ["shop"], verdict: [FORWARDED, AUDIT] }] },
+      { allow: [{ verdict: [DROPPED] }], last: 7 },
+      { allow: [{ namespace: ["nowhere"] }] },
+    ];
+    const check = async (s: DuckDBFlowStore, when: string, rows: readonly FlowRecord[]) => {
+      for (const c of cases) {
+        const allow = c.allow.map((f) => FlowFilter.fromPartial(f));
+        const predicate = compileRequest(allow, []);
+        const want = rows.filter(predicate);
+        expect(await all(s, { allow, predicate, ...(c.last ? { last: c.last } : {}) }), `${when}: ${JSON.stringify(c)}`)
+          .toEqual(c.last ? want.slice(-c.last) : want);
+      }
+    };
+    await check(store, "migrated", expected);
+    await store.enforceRetention();
+    await check(store, "ended day in cluster order", expected);
+    expect(await all(store)).toEqual(expected);
+    // A re-send of a migrated batch is a duplicate; the next one is stored; all survives a reopen.
+    const next = records(10, V2_T0 + 1000, 1);
+    expect(await store.append([{ node: "node-a", instanceId: "v2-a", batchId: 2n, records: v2Records(2) }])).toEqual([false]);
+    expect(await store.append([{ node: "node-a", instanceId: "v2-a", batchId: 3n, records: next }])).toEqual([true]);
+    await store.close();
+    open.pop();
+    const db = await DuckDBInstance.create(file);
+    const c = await db.connect();
+    const version = (await c.runAndReadAll("SELECT max(version) AS v FROM bulkhead_schema")).getRowObjects()[0]!.v;
+    const withCluster = (await c.runAndReadAll("SELECT table_name AS t FROM information_schema.columns WHERE column_name = 'cluster' AND table_name LIKE 'flows_%' ORDER BY 1"))
+      .getRowObjects().map((r) => String(r.t));
+    c.closeSync();
+    db.closeSync();
+    expect({ version, withCluster }).toEqual({ version: 3, withCluster: ["flows_20261202", "flows_20261203"] });
+    const again = await openStore(dir, { now });
+    expect(again.status().records).toBe(370n);
+    const after = [...expected, ...next].sort((a, b) => compareTimestamps(a.endTime!, b.endTime!));
+    expect(await all(again)).toEqual(after);
+    await check(again, "reopened", after);
   });
 
   it("refuses a damaged file by name and leaves it as it was", async () => {

@@ -165,8 +165,9 @@ export function nsOfTimestamp(t: Timestamp): bigint {
 
 /** A record's time as the store's ns; refuses (naming the column) one it cannot hold. */
 function nsOfRecordTime(t: Timestamp, column: string): bigint {
-  const ns = nsOfTimestamp(t);
-  if (t.nanos < 0 || t.nanos >= 1e9 || !Number.isInteger(t.nanos) || ns < 0n || ns >= 1n << 63n) {
+  // nanos checked before BigInt(nanos), which would throw on a fraction without naming the column.
+  const ns = t.nanos >= 0 && t.nanos < 1e9 && Number.isInteger(t.nanos) ? nsOfTimestamp(t) : -1n;
+  if (ns < 0n || ns >= 1n << 63n) {
     throw new Error(`${column} ${t.seconds} s ${t.nanos} ns is outside the store's range (1970 to 2262, nanos below 1e9)`);
   }
   return ns;
