@@ -37,6 +37,7 @@ const KERNEL_OWN = [
   // harness/netns.ts: netns and pins bhagt-<pid>-<n>, metrics on 127.0.0.1 inside the node
   "agent",
   "cni-coexist",
+  "testbed", // folders /sys/fs/bpf/bhpintest-*
 ].map((name) => `test/${name}.test.ts`);
 /** Chromium without a lab (harness/ui-control-plane.ts). */
 const BROWSER = ["ui-access-browser", "ui-tiers-browser", "ui-map-browser", "ui-history-browser"].map((name) => `test/${name}.test.ts`);

@@ -11,12 +11,13 @@ import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { LAB_DRAIN_MS, NOTHING_MORE_MS, observations, readExports, sleep, waitFor } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
 import { holdCensusLockForFile } from "./harness/census.js";
+import { testPinDir } from "./harness/testbed.js";
 
 // The BPF census lock for the whole file (harness/census.ts): the file compares the machine's BPF
 // program and link counts with those before its lab.
 holdCensusLockForFile();
 // Agents pin their datapath under it (bpffs); lab down removes it.
-const PIN_DIR = `/sys/fs/bpf/bh-capture-${process.pid}`;
+const PIN_DIR = testPinDir("bh-capture");
 
 const TOPOLOGY = `
 nodes: 2

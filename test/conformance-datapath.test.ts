@@ -31,8 +31,9 @@ import {
   FlowFilter, GetFlowsRequest, ObserverServiceService,
   type GetFlowsResponse, type GetStatusResponse, type NodeStatus, type ObserverServiceServer,
 } from "../proto/gen/bulkhead/v1/observer.js";
+import { testPinDir } from "./harness/testbed.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
-const PIN_DIR = `/sys/fs/bpf/bh-conformance-datapath-${process.pid}`;
+const PIN_DIR = testPinDir("bh-conformance-datapath");
 
 /** Distinct from the other suites' lab control planes. */
 const OBSERVER = "127.0.0.1:22460";

@@ -16,8 +16,9 @@ import {
 import { cliMain } from "../config/install.js";
 import { DatapathEngine } from "../lab/conformance/datapath.js";
 import { randomCaseDocuments } from "./harness/random-policy.js";
+import { testPinDir } from "./harness/testbed.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
-const PIN_DIR = `/sys/fs/bpf/bh-conformance-random-datapath-${process.pid}`;
+const PIN_DIR = testPinDir("bh-conformance-random-datapath");
 
 /** Distinct from the other suites' lab control planes. */
 const OBSERVER = "127.0.0.1:22476"; // not demo.test's 22470: this file runs beside it (lab instance 2)

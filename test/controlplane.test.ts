@@ -12,8 +12,9 @@ import { EnforcementWatch } from "../lab/enforcement.js";
 import { FlowRecord, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { LAB_DRAIN_MS, NOTHING_MORE_MS, sleep } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
+import { testPinDir } from "./harness/testbed.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
-const PIN_DIR = `/sys/fs/bpf/bh-controlplane-${process.pid}`;
+const PIN_DIR = testPinDir("bh-controlplane");
 
 const run = promisify(execFile);
 const OBSERVER = "127.0.0.1:22450";

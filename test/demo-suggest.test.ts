@@ -25,8 +25,9 @@ import { FlowRecord, ObservationPoint, Verdict, type Endpoint } from "../proto/g
 import { waitFor } from "./harness/wait.js";
 import { LAB_DRAIN_MS } from "./harness/flows.js";
 import { cliMain } from "../config/install.js";
+import { testPinDir } from "./harness/testbed.js";
 
-const PIN_DIR = `/sys/fs/bpf/bh-demo-suggest-${process.pid}`;
+const PIN_DIR = testPinDir("bh-demo-suggest");
 const OBSERVER = "127.0.0.1:22474";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 90_000 });

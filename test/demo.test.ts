@@ -25,8 +25,9 @@ import { GetFlowMapResponse, type MapEdge } from "../proto/gen/bulkhead/v1/obser
 import { LAB_DRAIN_MS, sleep } from "./harness/flows.js";
 import { waitFor } from "./harness/wait.js";
 import { cliMain } from "../config/install.js";
+import { testPinDir } from "./harness/testbed.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
-const PIN_DIR = `/sys/fs/bpf/bh-demo-${process.pid}`;
+const PIN_DIR = testPinDir("bh-demo");
 
 vi.setConfig({ testTimeout: 90_000, hookTimeout: 120_000 });
 

@@ -20,8 +20,9 @@ import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
 import { LAB_DRAIN_MS } from "./harness/flows.js";
 import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metrics.js";
 import { drawnEdgeId } from "../ui/src/drawing.js";
+import { testPinDir } from "./harness/testbed.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
-const PIN_DIR = `/sys/fs/bpf/bh-ui-e2e-${process.pid}`;
+const PIN_DIR = testPinDir("bh-ui-e2e");
 
 vi.setConfig({ testTimeout: 45_000, hookTimeout: 120_000 });
 

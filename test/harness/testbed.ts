@@ -182,23 +182,43 @@ async function linkOf(netns: string, dev: string): Promise<{ ifindex: number; ad
 }
 
 /**
- * Removes what a run that skipped its teardown left behind: the namespaces and bpffs pins
- * named `<tag>-<pid>…` (the tag and pid of `prefix`, "bhpol-123" or "bhagt-123-4") of a
- * process that is gone, and this bed's own from an earlier attempt (a retried set-up).
- * Beds of this process under other prefixes are left alone.
+ * Which names a run that skipped its teardown left behind: `<tag>-<pid>…` (the tag and pid of
+ * `prefix`, "bhpol-123" or "bhagt-123-4") of a process that is gone, and `prefix`'s own from an
+ * earlier attempt (a retried set-up). Names of this process under other prefixes are not.
  */
-export async function removeStale(prefix: string): Promise<void> {
+function staleNames(prefix: string): (name: string) => boolean {
   const tag = /^(.+?)-\d+(?:-|$)/.exec(prefix)?.[1];
   if (tag === undefined) throw new Error(`testbed prefix ${prefix}: expected <tag>-<pid>[-<n>]`);
-  const stale = (name: string) => {
+  return (name) => {
     const pid = new RegExp(`^${tag}-(\\d+)(?:-|$)`).exec(name)?.[1];
     if (pid === undefined) return false;
     return name === prefix || name.startsWith(`${prefix}-`) || (Number(pid) !== process.pid && !existsSync(`/proc/${pid}`));
   };
-  for (const name of existsSync("/run/netns") ? readdirSync("/run/netns") : []) {
-    if (stale(name)) await run(["ip", "netns", "del", name], { allowFail: true });
-  }
+}
+
+function removeStalePins(prefix: string): void {
+  const stale = staleNames(prefix);
   for (const name of existsSync(BPFFS) ? readdirSync(BPFFS) : []) {
     if (stale(name)) rmSync(path.join(BPFFS, name), { recursive: true, force: true });
   }
+}
+
+/** Removes the namespaces and bpffs pins a run that skipped its teardown left behind (staleNames). */
+export async function removeStale(prefix: string): Promise<void> {
+  const stale = staleNames(prefix);
+  for (const name of existsSync("/run/netns") ? readdirSync("/run/netns") : []) {
+    if (stale(name)) await run(["ip", "netns", "del", name], { allowFail: true });
+  }
+  removeStalePins(prefix);
+}
+
+/**
+ * This test process's pin folder, `/sys/fs/bpf/<tag>-<pid>`, once the folders of `<tag>` runs
+ * that are gone are removed: a run killed before its teardown leaves its pinned links, and
+ * they keep its programs loaded until someone unpins them.
+ */
+export function testPinDir(tag: string): string {
+  const prefix = `${tag}-${process.pid}`;
+  removeStalePins(prefix);
+  return path.join(BPFFS, prefix);
 }
