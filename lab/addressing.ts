@@ -118,8 +118,9 @@ export function isLabNetns(name: string, nodes: readonly string[]): boolean {
     || nodes.some((node) => nodeNetns(node) === name);
 }
 
+const NUMBERED_NODE = new RegExp(`^${NETNS_PREFIX}node[0-9]+$`);
 function isNumberedNode(name: string): boolean {
-  return name.startsWith(`${NETNS_PREFIX}node`) && /^[0-9]+$/.test(name.slice(NETNS_PREFIX.length + 4));
+  return NUMBERED_NODE.test(name);
 }
 
 function readLabInstance(value: string | undefined): string {
