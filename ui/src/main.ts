@@ -509,7 +509,8 @@ async function refreshFlows(): Promise<void> {
   try {
     const body = await apiJson<{ flows: FlowJson[] }>("flows", q, abort.signal);
     filterError.textContent = "";
-    renderFlowRows(body.flows.slice().reverse());
+    await renderFlowRows(body.flows.slice().reverse(), abort.signal);
+    if (abort.signal.aborted) return;
     flowsSummary.textContent = `${body.flows.length} most recent flow records${pairs.length ? ` matching ${filterInput.value.trim()}` : ""}.`;
     flowRows.closest("table")?.setAttribute("data-filter", filterInput.value.trim());
   } catch (err) {
@@ -594,10 +595,22 @@ function fillFlowRow(tr: HTMLTableRowElement, f: FlowJson): void {
   cells.forEach(([text, title, breakable], i) => { const td = tr.cells[i]; if (td) setCell(td, text, title, breakable); });
 }
 
-/** The flow table refreshed in place: rows reused, extra ones dropped, missing ones added. */
-function renderFlowRows(flows: FlowJson[]): void {
+/**
+ * Flow rows written per frame. A live refresh replaces most of the 200 rows (at 200 edges/s
+ * every record is new after 2 s): written at once, one frame held ~3,500 dirty layout objects,
+ * 25-30 ms of layout CPU plus paint (Chrome's timeline of bench/ui-render's streaming window).
+ */
+const FLOW_ROWS_PER_FRAME = 50;
+
+/** The flow table refreshed in place, a slice per frame: rows reused, extra ones dropped, missing ones added. */
+async function renderFlowRows(flows: FlowJson[], signal: AbortSignal): Promise<void> {
   const body = flowRows as HTMLTableSectionElement;
-  flows.forEach((f, i) => fillFlowRow(body.rows[i] ?? body.appendChild(newFlowRow()), f));
+  for (let start = 0; start < flows.length; start += FLOW_ROWS_PER_FRAME) {
+    if (start > 0) await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+    // A newer refresh (another filter, newer records) took over.
+    if (signal.aborted) return;
+    flows.slice(start, start + FLOW_ROWS_PER_FRAME).forEach((f, i) => fillFlowRow(body.rows[start + i] ?? body.appendChild(newFlowRow()), f));
+  }
   while (body.rows.length > flows.length) body.deleteRow(-1);
 }
 
