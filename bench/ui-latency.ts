@@ -78,7 +78,7 @@ const WATCH = `(ids) => {
       const id = n.getAttribute && n.getAttribute("data-edge-id");
       if (id && watched.has(id) && seen.row[id] === undefined) seen.row[id] = now;
     }
-  }).observe(document.getElementById("edge-rows"), { childList: true });
+  }).observe(document.querySelector("[data-testid=edge-list]"), { childList: true, subtree: true });
 }`;
 
 interface Trial { port: number; sent: number; observe?: number; graph?: number; row?: number }

@@ -207,6 +207,10 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     const edges = await page.evaluate(() => window.bulkheadMap.edges().length);
     // The mirror is written in a task after the snapshot: wait for one row per map edge.
     await expect.poll(() => page.locator("[data-testid=edge-row]").count(), { timeout: 10_000 }).toBe(edges);
+    // In row groups of 50: a changed row re-lays out its group, not all 800.
+    const groups = await page.$$eval("[data-testid=edge-list] tbody", (bodies) => bodies.map((b) => b.querySelectorAll("[data-testid=edge-row]").length));
+    expect(groups.length).toBe(Math.ceil(edges / 50));
+    expect(groups.every((n) => n <= 50)).toBe(true);
 
     // Chrome's own accessibility tree (what a screen reader gets): the edge list is a table
     // with a header row and one row per edge, each a row header (the edge) and five cells.
@@ -224,13 +228,41 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       expect(roles(rows[0]!)).toBe("columnheader columnheader columnheader columnheader columnheader columnheader");
       expect(new Set(rows.slice(1).map(roles))).toEqual(new Set(["rowheader cell cell cell cell cell"]));
       // The last row is far below the mirror's fold: its text is there all the same.
-      const lastEdge = await page.$eval("[data-testid=edge-row]:last-child th", (th) => th.textContent ?? "");
+      const lastEdge = await page.locator("[data-testid=edge-row] th").last().evaluate((th) => th.textContent ?? "");
       expect(lastEdge).toMatch(/^.+ → .+, (TCP|UDP)\/\d+, (forwarded|dropped|audit)/);
       expect(byId.get(rows.at(-1)!.childIds![0]!)?.name?.value).toBe(lastEdge);
     } finally {
       await cdp.detach();
     }
 
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("a flow-table refresh of 200 rows reaches the page 50 rows a frame, not all in one frame", async () => {
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    await expect.poll(() => page.locator("[data-testid=flow-row]").count(), { timeout: 10_000 }).toBe(200);
+    // A filter that matches nothing empties the table; clearing it writes the 200 rows anew.
+    await page.fill("#filter", "to-port=1");
+    await page.press("#filter", "Enter");
+    await expect.poll(() => page.locator("[data-testid=flow-row]").count(), { timeout: 10_000 }).toBe(0);
+    const counting = page.evaluate(() => new Promise<number[]>((resolve) => {
+      // Rows added per frame: a MutationObserver counts them, each animation frame closes a count.
+      const body = document.getElementById("flow-rows") as HTMLTableSectionElement;
+      const perFrame: number[] = [];
+      let added = 0;
+      new MutationObserver((records) => { for (const r of records) added += [...r.addedNodes].filter((n) => n.nodeName === "TR").length; })
+        .observe(body, { childList: true });
+      const frame = () => {
+        if (added > 0) perFrame.push(added);
+        added = 0;
+        if (body.rows.length >= 200) resolve(perFrame); else requestAnimationFrame(frame);
+      };
+      requestAnimationFrame(frame);
+    }));
+    await page.click("[data-testid=clear-filter]");
+    const perFrame = await counting;
+    expect(perFrame.reduce((a, b) => a + b, 0)).toBe(200);
+    expect(Math.max(...perFrame)).toBeLessThanOrEqual(50);
     expect(pageErrors).toEqual([]);
   });
 

@@ -111,6 +111,8 @@ export class MapView {
   private whatIf = new Map<string, WhatIfMark>();
   /** Whether cytoscape has drawn a frame since the last snapshot (a User Timing mark). */
   private snapshotDrawn = true;
+  /** Called once cytoscape has drawn the last snapshot (whenDrawn). */
+  private drawnWaiters: (() => void)[] = [];
   /** Whether the stylesheet is the dense map's (more than DENSE_EDGES drawn edges). */
   private dense = false;
 
@@ -143,10 +145,29 @@ export class MapView {
       if (this.autoFit) this.fit();
     }).observe(container);
     this.cy.on("render", () => {
-      if (!this.snapshotDrawn) { this.snapshotDrawn = true; performance.mark("map: snapshot drawn"); }
+      if (!this.snapshotDrawn) { this.snapshotDrawn = true; performance.mark("map: snapshot drawn"); this.wakeDrawnWaiters(); }
     });
     this.cy.on("mouseover", "edge", (event) => { event.target.addClass("hover"); });
     this.cy.on("mouseout", "edge", (event) => { event.target.removeClass("hover"); });
+  }
+
+  /**
+   * Runs `callback` once cytoscape has drawn the last snapshot (now, if it has), or after
+   * `timeoutMs` at the latest (a canvas that is never drawn, e.g. hidden). Work that can wait,
+   * such as the mirror tables, goes here, so it does not hold the map's first frame.
+   */
+  whenDrawn(callback: () => void, timeoutMs = 2000): void {
+    if (this.snapshotDrawn) { callback(); return; }
+    let done = false;
+    const once = () => { if (!done) { done = true; callback(); } };
+    this.drawnWaiters.push(once);
+    window.setTimeout(once, timeoutMs);
+  }
+
+  private wakeDrawnWaiters(): void {
+    const waiters = this.drawnWaiters;
+    this.drawnWaiters = [];
+    for (const w of waiters) w();
   }
 
   setOnSelect(handler: (s: Selection) => void): void {

@@ -20,8 +20,8 @@ const namespaceSelect = $<HTMLSelectElement>("namespace");
 const windowSelect = $<HTMLSelectElement>("window");
 const connection = $("connection");
 const statusLine = $("status");
-const nodeRows = $("node-rows");
-const edgeRows = $("edge-rows");
+const nodeRows = $<HTMLTableElement>("node-list");
+const edgeRows = $<HTMLTableElement>("edge-list");
 const detailsBody = $("details-body");
 const filterInput = $<HTMLInputElement>("filter");
 const filterError = $("filter-error");
@@ -200,6 +200,8 @@ const pendingNodes = new Set<string>();
 const pendingEdges = new Set<string>();
 const pendingRemovals = new Set<string>();
 let mirrorTimer: number | undefined;
+/** The mirror waits for the map's first frame after a snapshot (MapView.whenDrawn). */
+let mirrorWaiting = false;
 let mirrorRebuild = false;
 /** A rebuild's rows are still being written (the "mirror tables written" mark is due). */
 let mirrorRebuilding = false;
@@ -209,6 +211,31 @@ let mirrorRebuilding = false;
  * frame of the map ~2 s under load (Chrome's timeline, bench/ui-render --trace).
  */
 const MIRROR_ROWS_PER_TASK = 300;
+/**
+ * Known rows rewritten per frame. An update touches ~100 rows (200 edges/s, written every
+ * 500 ms), 4 cells each; written in one task, their page layout, pre-paint and paint took one
+ * frame 40-60 ms of CPU (Chrome's timeline of bench/ui-render's streaming window), several
+ * times that in wall time on a loaded machine. In slices, each frame carries a share.
+ */
+const MIRROR_UPDATED_ROWS_PER_FRAME = 20;
+/**
+ * Rows per row group. A changed cell re-lays out its row's parent and walks all its children:
+ * with the 2,000 edge rows in one tbody, each mirror update cost a page layout of ~40-70 ms
+ * (bench/ui-render's streaming window); in groups of this size it walks one group and the
+ * table's groups.
+ */
+const MIRROR_ROWS_PER_GROUP = 50;
+
+/** Appends a row to the table's last row group, or to a new one when that is full. */
+function appendRow(table: HTMLTableElement, row: HTMLTableRowElement): void {
+  let body = table.tBodies[table.tBodies.length - 1];
+  if (!body || body.rows.length >= MIRROR_ROWS_PER_GROUP) {
+    body = document.createElement("tbody");
+    body.setAttribute("role", "rowgroup");
+    table.append(body);
+  }
+  body.append(row);
+}
 
 function scheduleMirror(rebuild: boolean, delta?: MapDeltaJson): void {
   if (rebuild) mirrorRebuild = true;
@@ -217,8 +244,15 @@ function scheduleMirror(rebuild: boolean, delta?: MapDeltaJson): void {
     for (const e of delta.edges) pendingEdges.add(e.id);
     for (const id of delta.removed) pendingRemovals.add(id);
   }
-  // Tables trail the graph by at most 500 ms: DOM work is batched.
-  mirrorTimer ??= window.setTimeout(renderMirror, mirrorRebuild ? 0 : 500);
+  if (mirrorTimer !== undefined || mirrorWaiting) return;
+  // A snapshot's rows wait for the map's first frame (their script and page layout held it
+  // ~0.4 s at 2,000 edges: bench/ui-render); then one piece per frame.
+  mirrorWaiting = true;
+  view.whenDrawn(() => {
+    mirrorWaiting = false;
+    // Tables trail the graph by at most 500 ms: DOM work is batched.
+    mirrorTimer ??= window.setTimeout(renderMirror, mirrorRebuild ? 0 : 500);
+  });
 }
 
 function renderMirror(): void {
@@ -226,8 +260,7 @@ function renderMirror(): void {
   if (mirrorRebuild) {
     mirrorRebuild = false;
     mirrorRebuilding = true;
-    nodeRows.replaceChildren();
-    edgeRows.replaceChildren();
+    for (const body of [...nodeRows.tBodies, ...edgeRows.tBodies]) body.remove();
     nodeRowById.clear();
     edgeRowById.clear();
     for (const id of [...view.nodes.keys()].sort()) pendingNodes.add(id);
@@ -236,7 +269,7 @@ function renderMirror(): void {
   for (const id of pendingRemovals) { edgeRowById.get(id)?.remove(); edgeRowById.delete(id); }
   pendingRemovals.clear();
   for (const [id, row] of nodeRowById) if (!view.nodes.has(id)) { row.remove(); nodeRowById.delete(id); }
-  let budget = MIRROR_ROWS_PER_TASK;
+  let budget = mirrorRebuilding ? MIRROR_ROWS_PER_TASK : MIRROR_UPDATED_ROWS_PER_FRAME;
   for (const id of pendingNodes) {
     if (budget-- <= 0) break;
     pendingNodes.delete(id);
@@ -254,7 +287,11 @@ function renderMirror(): void {
     }
   }
   // More rows than one task writes: the rest in the next task, after the page has had a chance to draw.
-  if (pendingNodes.size + pendingEdges.size > 0) { mirrorTimer = window.setTimeout(renderMirror, 0); return; }
+  if (pendingNodes.size + pendingEdges.size > 0) {
+    // The next piece after the next frame: the page draws between pieces, and a frame holds one.
+    mirrorTimer = requestAnimationFrame(() => { mirrorTimer = window.setTimeout(renderMirror, 0); });
+    return;
+  }
   if (mirrorRebuilding) { mirrorRebuilding = false; performance.mark("map: mirror tables written"); }
 }
 
@@ -289,14 +326,14 @@ function selectButton(id: string, text: string): HTMLButtonElement {
 
 const EDGE_CELL_CLASSES = ["", "verdict", "number", "number", "number", "time"];
 
-function upsertRow(body: HTMLElement, rows: Map<string, HTMLTableRowElement>, id: string, cells: (string | HTMLElement)[], attributes: Record<string, string>,
+function upsertRow(table: HTMLTableElement, rows: Map<string, HTMLTableRowElement>, id: string, cells: (string | HTMLElement)[], attributes: Record<string, string>,
   classes: readonly string[] = []): void {
   let row = rows.get(id);
   if (!row) {
     row = document.createElement("tr");
     row.setAttribute("role", "row");
     rows.set(id, row);
-    body.append(row);
+    appendRow(table, row);
   }
   for (const [k, v] of Object.entries(attributes)) if (row.getAttribute(k) !== v) row.setAttribute(k, v);
   if (row.cells.length === cells.length) {
@@ -472,7 +509,8 @@ async function refreshFlows(): Promise<void> {
   try {
     const body = await apiJson<{ flows: FlowJson[] }>("flows", q, abort.signal);
     filterError.textContent = "";
-    renderFlowRows(body.flows.slice().reverse());
+    await renderFlowRows(body.flows.slice().reverse(), abort.signal);
+    if (abort.signal.aborted) return;
     flowsSummary.textContent = `${body.flows.length} most recent flow records${pairs.length ? ` matching ${filterInput.value.trim()}` : ""}.`;
     flowRows.closest("table")?.setAttribute("data-filter", filterInput.value.trim());
   } catch (err) {
@@ -557,10 +595,22 @@ function fillFlowRow(tr: HTMLTableRowElement, f: FlowJson): void {
   cells.forEach(([text, title, breakable], i) => { const td = tr.cells[i]; if (td) setCell(td, text, title, breakable); });
 }
 
-/** The flow table refreshed in place: rows reused, extra ones dropped, missing ones added. */
-function renderFlowRows(flows: FlowJson[]): void {
+/**
+ * Flow rows written per frame. A live refresh replaces most of the 200 rows (at 200 edges/s
+ * every record is new after 2 s): written at once, one frame held ~3,500 dirty layout objects,
+ * 25-30 ms of layout CPU plus paint (Chrome's timeline of bench/ui-render's streaming window).
+ */
+const FLOW_ROWS_PER_FRAME = 50;
+
+/** The flow table refreshed in place, a slice per frame: rows reused, extra ones dropped, missing ones added. */
+async function renderFlowRows(flows: FlowJson[], signal: AbortSignal): Promise<void> {
   const body = flowRows as HTMLTableSectionElement;
-  flows.forEach((f, i) => fillFlowRow(body.rows[i] ?? body.appendChild(newFlowRow()), f));
+  for (let start = 0; start < flows.length; start += FLOW_ROWS_PER_FRAME) {
+    if (start > 0) await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+    // A newer refresh (another filter, newer records) took over.
+    if (signal.aborted) return;
+    flows.slice(start, start + FLOW_ROWS_PER_FRAME).forEach((f, i) => fillFlowRow(body.rows[start + i] ?? body.appendChild(newFlowRow()), f));
+  }
   while (body.rows.length > flows.length) body.deleteRow(-1);
 }
 
