@@ -544,6 +544,43 @@ describe("flow history", () => {
     expect(ips(history.query())).toEqual(ips([first[2]!, ...second]));
   });
 
+  it("keeps every value exactly when it does not fit its column's width: the column widens, earlier rows unchanged", () => {
+    const history = new FlowHistory({ capacity: 400 });
+    const small = [numbered(1), numbered(2)];
+    history.append(small);
+    const narrow = history.columnBytes;
+    const wide: FlowRecord = {
+      ...numbered(3),
+      startTime: { seconds: -5n, nanos: 999_999_999 },
+      endTime: { seconds: 2n ** 40n, nanos: 1 },
+      point: -1 as ObservationPoint,
+      verdict: 300 as Verdict,
+      verdictReason: 2 ** 31 - 1,
+      ifindex: 2 ** 32 - 1,
+      l4: { ...numbered(3).l4!, protocol: 2 ** 32 - 1, sourcePort: 70_000, destinationPort: 65_535, icmpType: 256, icmpCode: 2 ** 20 },
+      packets: 2n ** 64n - 1n,
+      bytes: 2n ** 32n,
+      sequence: 2n ** 53n + 1n,
+    };
+    history.append([wide]);
+    expect(history.columnBytes).toBeGreaterThan(narrow);
+    // 300 distinct nodes, interfaces and protocol names: their id columns outgrow one byte.
+    const many = Array.from({ length: 300 }, (_, k) => ({
+      ...numbered(10 + k), node: `node-${k}`, interface: `veth-${k}`, l4: { ...numbered(10 + k).l4!, protocolName: `proto-${k}` },
+    }));
+    history.append(many);
+    expect(history.query()).toEqual([...small, ...many, wide]);
+  });
+
+  it("refuses a batch with a count outside an unsigned 64-bit integer, naming record and field, and stores none of it", () => {
+    const history = new FlowHistory({ capacity: 2 });
+    history.append([numbered(1), numbered(2)]);
+    expect(() => history.append([numbered(3), { ...numbered(4), packets: 2n ** 64n }]))
+      .toThrow("record 1 of the batch: packets 18446744073709551616 is outside an unsigned 64-bit integer");
+    expect(() => history.append([{ ...numbered(5), bytes: -1n }])).toThrow("record 0 of the batch: bytes -1 is outside");
+    expect([history.appended, sequences(history.query())]).toEqual([2, [1, 2]]);
+  });
+
   it("refuses a capacity that is not a positive integer", () => {
     expect(() => new FlowHistory({ capacity: 0 })).toThrow(/capacity must be a positive integer, got 0/);
     expect(() => new FlowHistory({ capacity: 1.5 })).toThrow(/got 1.5/);
