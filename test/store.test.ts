@@ -404,9 +404,12 @@ describe("flow history", () => {
     const udp6 = record({ src: v6a, dst: v6b, point: TO, proto: 17, sport: 5353, dport: 53, sequence: 2, endMs: T0 + 2000, packets: 3, bytes: 2 ** 40, verdict: Verdict.VERDICT_AUDIT });
     const bare: FlowRecord = { ...numbered(3), startTime: undefined, ip: undefined, l4: undefined, source: undefined };
     const odd: FlowRecord = { ...numbered(4), verdict: Verdict.UNRECOGNIZED, point: 7 as ObservationPoint, packets: 2n ** 63n };
-    history.append([tcp, udp6, bare, odd]);
+    // Addresses other than their ends' (a spoofed source, a Service's backend), through both paths.
+    const elsewhere: FlowRecord = { ...numbered(5), ip: { ...numbered(5).ip!, source: "10.9.9.9", destination: cart1.ip }, destination: cartSvc };
+    history.append([tcp, udp6, bare, odd, elsewhere]);
+    history.appendColumns(enrichedFromRecords("node-a", [{ ...elsewhere, sequence: 6n, endTime: ts(T0 + 6000) }]));
     const out = history.query();
-    expect(out).toEqual([tcp, udp6, bare, odd]);
+    expect(out).toEqual([tcp, udp6, bare, odd, elsewhere, expect.objectContaining({ ip: elsewhere.ip, destination: cartSvc, sequence: 6n })]);
     expect(out[0]!.source).toBe(web1);
     expect(out[1]!.destination).toBe(v6b);
   });
@@ -529,8 +532,9 @@ describe("flow history", () => {
   it("stores each row's own address text when addresses share a hash hint, or an id is freed and reused", () => {
     const history = new FlowHistory({ capacity: 3 });
     const ips = (records: FlowRecord[]) => records.map((r) => [r.ip!.source, r.ip!.destination]);
+    // Ends left out: an address equal to its end's is not held in the address dictionary at all.
     const collide = (records: FlowRecord[]) => {
-      const b = enrichedFromRecords("node-a", records);
+      const b = enrichedFromRecords("node-a", records.map((r) => ({ ...r, source: undefined, destination: undefined })));
       b.sourceHashes.fill(7); // every address in one hint slot, as a hash collision would put them
       b.destinationHashes.fill(7);
       return b;

@@ -50,6 +50,9 @@ export interface HistoryQuery {
 }
 
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
+// The Layer3 source (destination) address is the source (destination) Endpoint's, as it
+// nearly always is: the address column holds 0 and nothing is held for it in `addresses`.
+const IP_SOURCE_OF_SOURCE = 32, IP_DESTINATION_OF_DESTINATION = 64;
 
 /** Slots of RowDictionary's hint table (a power of two). */
 const HINT_MASK = 4095;
@@ -202,8 +205,8 @@ class Columns {
     const column = (initial: CellWidth = 1) => new WideningColumn(capacity, initial);
     this.node = column();
     this.iface = column();
-    this.ipSource = column();
-    this.ipDestination = column();
+    this.ipSource = column(0);
+    this.ipDestination = column(0);
     this.protocolName = column();
     this.source = column();
     this.destination = column();
@@ -245,8 +248,14 @@ class Columns {
 
   nodeOf(slot: number): string { return this.nodes.value(this.node.get(slot)) ?? ""; }
   interfaceOf(slot: number): string { return this.interfaces.value(this.iface.get(slot)) ?? ""; }
-  ipSourceOf(slot: number): string { return this.addresses.value(this.ipSource.get(slot)) ?? ""; }
-  ipDestinationOf(slot: number): string { return this.addresses.value(this.ipDestination.get(slot)) ?? ""; }
+  ipSourceOf(slot: number): string {
+    if ((this.present[slot]! & IP_SOURCE_OF_SOURCE) !== 0) return this.sourceOf(slot)!.ip;
+    return this.addresses.value(this.ipSource.get(slot)) ?? "";
+  }
+  ipDestinationOf(slot: number): string {
+    if ((this.present[slot]! & IP_DESTINATION_OF_DESTINATION) !== 0) return this.destinationOf(slot)!.ip;
+    return this.addresses.value(this.ipDestination.get(slot)) ?? "";
+  }
   protocolNameOf(slot: number): string { return this.protocolNames.value(this.protocolName.get(slot)) ?? ""; }
   sourceOf(slot: number): Endpoint | undefined { return this.endpoints.value(this.source.get(slot)); }
   destinationOf(slot: number): Endpoint | undefined { return this.endpoints.value(this.destination.get(slot)); }
@@ -560,16 +569,15 @@ export class FlowHistory {
     const destination = record.destination === undefined ? undefined : this.nonPodEndpoints.intern(record.destination);
     const ip = record.ip;
     const l4 = record.l4;
-    // The Layer3 addresses nearly always equal the Endpoints' addresses; keep those
-    // shared strings rather than this record's copies.
-    const ipSource = ip === undefined ? "" : source !== undefined && source.ip === ip.source ? source.ip : ip.source;
-    const ipDestination = ip === undefined ? ""
-      : destination !== undefined && destination.ip === ip.destination ? destination.ip : ip.destination;
+    // The Layer3 addresses nearly always equal the Endpoints' addresses: then only a bit says so.
+    const ipOfEnds = ip === undefined ? 0
+      : (source !== undefined && source.ip === ip.source ? IP_SOURCE_OF_SOURCE : 0)
+        | (destination !== undefined && destination.ip === ip.destination ? IP_DESTINATION_OF_DESTINATION : 0);
     // Held before the overwritten slot lets go, so that a value both hold keeps its id.
     const node = c.nodes.hold(record.node);
     const iface = c.interfaces.hold(record.interface);
-    const ipSourceId = c.addresses.hold(ipSource);
-    const ipDestinationId = c.addresses.hold(ipDestination);
+    const ipSourceId = (ipOfEnds & IP_SOURCE_OF_SOURCE) !== 0 ? 0 : c.addresses.hold(ip === undefined ? "" : ip.source);
+    const ipDestinationId = (ipOfEnds & IP_DESTINATION_OF_DESTINATION) !== 0 ? 0 : c.addresses.hold(ip === undefined ? "" : ip.destination);
     const protocolName = c.protocolNames.hold(l4 === undefined ? "" : l4.protocolName);
     const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
     const attribution = c.attributions.hold(record.attribution);
@@ -599,7 +607,7 @@ export class FlowHistory {
     c.verdictReason.set(slot, record.verdictReason);
 
     const tcpFlags = l4?.tcpFlags;
-    c.present[slot] = (record.startTime !== undefined ? HAS_START : 0) | (record.endTime !== undefined ? HAS_END : 0)
+    c.present[slot] = ipOfEnds | (record.startTime !== undefined ? HAS_START : 0) | (record.endTime !== undefined ? HAS_END : 0)
       | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (tcpFlags !== undefined ? HAS_TCP_FLAGS : 0);
     c.tcpFlags[slot] = tcpFlags === undefined ? 0 : tcpFlagsByte(tcpFlags);
     c.packets.setBigInt(slot, record.packets);
@@ -633,8 +641,11 @@ export class FlowHistory {
     else c.interfaces.holdId(iface);
     c.nodes.holdId(batch.node);
     // Held before the overwritten slot lets go, so that a value both hold keeps its id.
-    const ipSource = c.addresses.holdHinted(b.sourceIps[i]!, b.sourceHashes[i]!);
-    const ipDestination = c.addresses.holdHinted(b.destinationIps[i]!, b.destinationHashes[i]!);
+    const sourceIp = b.sourceIps[i]!, destinationIp = b.destinationIps[i]!;
+    const ipOfEnds = (source !== undefined && source.ip === sourceIp ? IP_SOURCE_OF_SOURCE : 0)
+      | (destination !== undefined && destination.ip === destinationIp ? IP_DESTINATION_OF_DESTINATION : 0);
+    const ipSource = (ipOfEnds & IP_SOURCE_OF_SOURCE) !== 0 ? 0 : c.addresses.holdHinted(sourceIp, b.sourceHashes[i]!);
+    const ipDestination = (ipOfEnds & IP_DESTINATION_OF_DESTINATION) !== 0 ? 0 : c.addresses.holdHinted(destinationIp, b.destinationHashes[i]!);
     const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
     const attribution = c.attributions.hold(b.attributions[i]);
     if (evicting) c.release(slot);
@@ -659,7 +670,7 @@ export class FlowHistory {
     c.verdict.set(slot, cols.verdicts[i]!);
     c.ipVersion.set(slot, v === 6 ? IpVersion.IP_VERSION_IPV6 : v === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED);
     c.verdictReason.set(slot, cols.verdictReasons[i]!);
-    c.present[slot] = HAS_START | HAS_END | HAS_IP | HAS_L4 | (proto === 6 ? HAS_TCP_FLAGS : 0);
+    c.present[slot] = ipOfEnds | HAS_START | HAS_END | HAS_IP | HAS_L4 | (proto === 6 ? HAS_TCP_FLAGS : 0);
     c.tcpFlags[slot] = proto === 6 ? cols.tcpFlags[i]! : 0;
     c.packets.setWords(slot, batch.packets[2 * i]!, batch.packets[2 * i + 1]!);
     c.bytes.setWords(slot, batch.bytes[2 * i]!, batch.bytes[2 * i + 1]!);
