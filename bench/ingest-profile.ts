@@ -8,6 +8,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import v8 from "node:v8";
 import { pino } from "pino";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
@@ -56,6 +57,10 @@ async function main(): Promise<void> {
     const m = process.memoryUsage(), mib = (b: number) => (b / 1048576).toFixed(0);
     console.log(`memory: RSS ${mib(m.rss)} MiB, heap used ${mib(m.heapUsed)} of ${mib(m.heapTotal)} MiB, array buffers ${mib(m.arrayBuffers)} MiB`
       + ` (history ${cp.history.size.toLocaleString("en-US")} rows, flow map ${cp.flowMap.stats.edges} edges)`);
+    // Where the heap's committed but unused part is (RSS counts it): per V8 space, size / used.
+    const spaces = v8.getHeapSpaceStatistics().filter((s) => s.space_size > 1048576)
+      .map((s) => `${s.space_name} ${mib(s.space_size)}/${mib(s.space_used_size)}`);
+    console.log(`heap spaces (MiB committed/used): ${spaces.join(", ")}; history columns ${mib(cp.history.columnBytes)} MiB`);
   } finally {
     await cp.stop();
     fs.rmSync(tmp, { recursive: true, force: true });

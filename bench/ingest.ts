@@ -30,11 +30,13 @@
 // ConnectRequest decoder) and acknowledges it, so its cost is the gRPC + decoding share.
 // Memory: a fresh control plane (store capacity 1M) is fed exactly 1,000,000 records by 2
 // protocol-2 clients on a simulated clock (10,000 records/s per node, so the records span
-// 50 s as real ones would); VmRSS is read then and after a full GC.
+// 50 s as real ones would); VmRSS is read then and after a full GC. `--heap-snapshot FILE`
+// then writes the control plane's heap snapshot there (bench/heap-summary.ts sums it).
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import v8 from "node:v8";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { bind, createGrpcServer, MAX_MESSAGE_BYTES } from "../controlplane/grpc.js";
@@ -310,7 +312,8 @@ type ChildMessage =
   | { ready: true; pods: number }
   | { streaming: true }
   | { done: true; records: number }
-  | { memory: NodeJS.MemoryUsage };
+  | { memory: NodeJS.MemoryUsage }
+  | { heapSnapshot: string };
 
 const thisFile = fileURLToPath(import.meta.url);
 
@@ -361,6 +364,9 @@ async function controlPlaneRole(dir: string, socket: string, capacity: number): 
     if (m === "gc") {
       (globalThis as { gc?: () => void }).gc?.();
       process.send?.({ memory: process.memoryUsage() });
+    }
+    if (typeof m === "object" && m !== null && "heapSnapshot" in m) {
+      process.send?.({ heapSnapshot: v8.writeHeapSnapshot(String(m.heapSnapshot)) });
     }
   });
   process.send?.({ ready: true, pods: cp.state.pods().length });
@@ -725,6 +731,12 @@ async function main(): Promise<void> {
     console.log(`\nmemory with ${fmt(Number(status.flowsStored))} records stored (filled in ${fillSeconds.toFixed(1)} s): `
       + `RSS ${before.rss.toFixed(0)} MiB, after a full GC ${after.rss.toFixed(0)} MiB (heap used ${mib(usage.memory.heapUsed)} of ${mib(usage.memory.heapTotal)} MiB, `
       + `array buffers ${mib(usage.memory.arrayBuffers)} MiB), peak ${after.hwm.toFixed(0)} MiB (target <= 300 MiB, issue 11)`);
+    const snapshot = flagValue("--heap-snapshot");
+    if (snapshot !== undefined) {
+      server.send({ heapSnapshot: path.resolve(snapshot) });
+      await waitMessage(server, (m) => "heapSnapshot" in m, 600_000);
+      console.log(`heap snapshot of the control plane: ${path.resolve(snapshot)} (summary: node dist/bench/heap-summary.js FILE)`);
+    }
   } finally {
     await endChild(server);
     fs.rmSync(tmp, { recursive: true, force: true });

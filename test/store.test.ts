@@ -404,9 +404,12 @@ describe("flow history", () => {
     const udp6 = record({ src: v6a, dst: v6b, point: TO, proto: 17, sport: 5353, dport: 53, sequence: 2, endMs: T0 + 2000, packets: 3, bytes: 2 ** 40, verdict: Verdict.VERDICT_AUDIT });
     const bare: FlowRecord = { ...numbered(3), startTime: undefined, ip: undefined, l4: undefined, source: undefined };
     const odd: FlowRecord = { ...numbered(4), verdict: Verdict.UNRECOGNIZED, point: 7 as ObservationPoint, packets: 2n ** 63n };
-    history.append([tcp, udp6, bare, odd]);
+    // Addresses other than their ends' (a spoofed source, a Service's backend), through both paths.
+    const elsewhere: FlowRecord = { ...numbered(5), ip: { ...numbered(5).ip!, source: "10.9.9.9", destination: cart1.ip }, destination: cartSvc };
+    history.append([tcp, udp6, bare, odd, elsewhere]);
+    history.appendColumns(enrichedFromRecords("node-a", [{ ...elsewhere, sequence: 6n, endTime: ts(T0 + 6000) }]));
     const out = history.query();
-    expect(out).toEqual([tcp, udp6, bare, odd]);
+    expect(out).toEqual([tcp, udp6, bare, odd, elsewhere, expect.objectContaining({ ip: elsewhere.ip, destination: cartSvc, sequence: 6n })]);
     expect(out[0]!.source).toBe(web1);
     expect(out[1]!.destination).toBe(v6b);
   });
@@ -529,8 +532,9 @@ describe("flow history", () => {
   it("stores each row's own address text when addresses share a hash hint, or an id is freed and reused", () => {
     const history = new FlowHistory({ capacity: 3 });
     const ips = (records: FlowRecord[]) => records.map((r) => [r.ip!.source, r.ip!.destination]);
+    // Ends left out: an address equal to its end's is not held in the address dictionary at all.
     const collide = (records: FlowRecord[]) => {
-      const b = enrichedFromRecords("node-a", records);
+      const b = enrichedFromRecords("node-a", records.map((r) => ({ ...r, source: undefined, destination: undefined })));
       b.sourceHashes.fill(7); // every address in one hint slot, as a hash collision would put them
       b.destinationHashes.fill(7);
       return b;
@@ -542,6 +546,43 @@ describe("flow history", () => {
     const second = [numbered(4, undefined, { src: nodeA, dst: cartSvc }), numbered(5, undefined, { src: db1, dst: debug })];
     history.appendColumns(collide(second));
     expect(ips(history.query())).toEqual(ips([first[2]!, ...second]));
+  });
+
+  it("keeps every value exactly when it does not fit its column's width: the column widens, earlier rows unchanged", () => {
+    const history = new FlowHistory({ capacity: 400 });
+    const small = [numbered(1), numbered(2)];
+    history.append(small);
+    const narrow = history.columnBytes;
+    const wide: FlowRecord = {
+      ...numbered(3),
+      startTime: { seconds: -5n, nanos: 999_999_999 },
+      endTime: { seconds: 2n ** 40n, nanos: 1 },
+      point: -1 as ObservationPoint,
+      verdict: 300 as Verdict,
+      verdictReason: 2 ** 31 - 1,
+      ifindex: 2 ** 32 - 1,
+      l4: { ...numbered(3).l4!, protocol: 2 ** 32 - 1, sourcePort: 70_000, destinationPort: 65_535, icmpType: 256, icmpCode: 2 ** 20 },
+      packets: 2n ** 64n - 1n,
+      bytes: 2n ** 32n,
+      sequence: 2n ** 53n + 1n,
+    };
+    history.append([wide]);
+    expect(history.columnBytes).toBeGreaterThan(narrow);
+    // 300 distinct nodes, interfaces and protocol names: their id columns outgrow one byte.
+    const many = Array.from({ length: 300 }, (_, k) => ({
+      ...numbered(10 + k), node: `node-${k}`, interface: `veth-${k}`, l4: { ...numbered(10 + k).l4!, protocolName: `proto-${k}` },
+    }));
+    history.append(many);
+    expect(history.query()).toEqual([...small, ...many, wide]);
+  });
+
+  it("refuses a batch with a count outside an unsigned 64-bit integer, naming record and field, and stores none of it", () => {
+    const history = new FlowHistory({ capacity: 2 });
+    history.append([numbered(1), numbered(2)]);
+    expect(() => history.append([numbered(3), { ...numbered(4), packets: 2n ** 64n }]))
+      .toThrow("record 1 of the batch: packets 18446744073709551616 is outside an unsigned 64-bit integer");
+    expect(() => history.append([{ ...numbered(5), bytes: -1n }])).toThrow("record 0 of the batch: bytes -1 is outside");
+    expect([history.appended, sequences(history.query())]).toEqual([2, [1, 2]]);
   });
 
   it("refuses a capacity that is not a positive integer", () => {

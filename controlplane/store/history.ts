@@ -3,9 +3,10 @@
 // Memory is the constraint (1M records in well under 600 MiB): a FlowRecord as decoded
 // holds ~10 small objects (timestamps, Layer3, Layer4, TCP flags, three bigints), about
 // 600 bytes a record. The ring therefore stores each record in columns (typed arrays for
-// numbers; strings, Endpoints and attributions as u32 ids into dictionaries that count
+// numbers; strings, Endpoints and attributions as ids into dictionaries that count
 // the rows holding each value, so the heap holds no array of a million references for
-// the garbage collector to trace), about 130 bytes a record,
+// the garbage collector to trace), each column as narrow as the largest value it has held
+// (widening-column.ts; about 60 bytes a record for an agent's records, 126 at full width),
 // and rebuilds FlowRecord objects only for the records a query returns. Endpoints are
 // kept by reference, never copied: the enricher shares one Endpoint per pod, and the
 // non-pod ones (world, Service, host) are de-duplicated here by address.
@@ -22,6 +23,7 @@ import type { FlowPredicate } from "./filter.js";
 import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
 import { IpVersion } from "../../proto/gen/bulkhead/v1/flow.js";
 import { PROTOCOL_NAMES, tcpFlagsByte, tcpFlagsFromByte } from "../../flowcolumns/columns.js";
+import { MAX_U64, U64Column, WideningColumn, type CellWidth } from "./widening-column.js";
 
 export const DEFAULT_HISTORY_CAPACITY = 1_000_000;
 
@@ -47,23 +49,10 @@ export interface HistoryQuery {
   last?: number;
 }
 
-// Column layout. Strings and Endpoints are references; everything else is numeric.
-// Ids: node, interface, layer3 source, layer3 destination, protocol name (strings),
-// source and destination (Endpoints), attribution; 0 is undefined.
-const REF = 8;
-const R_NODE = 0, R_IFACE = 1, R_IP_SRC = 2, R_IP_DST = 3, R_PROTO = 4, R_SOURCE = 5, R_DESTINATION = 6, R_ATTRIBUTION = 7;
-const U32 = 8; // start nanos, end nanos, ifindex, protocol, source port, destination port, icmp type, icmp code
-const U_START_NS = 0, U_END_NS = 1, U_IFINDEX = 2, U_PROTO = 3, U_SPORT = 4, U_DPORT = 5, U_ICMP_TYPE = 6, U_ICMP_CODE = 7;
-const I32 = 5; // point, reporter, verdict, ip version, verdict reason: enums, kept exactly even when unrecognised
-const I_POINT = 0, I_REPORTER = 1, I_VERDICT = 2, I_IP_VERSION = 3, I_REASON = 4;
-const U8 = 2; // which optional messages are present, TCP flags
-const B_PRESENT = 0, B_TCP_FLAGS = 1;
-const F64 = 2; // start seconds, end seconds (exact below 2^53)
-const F_START_S = 0, F_END_S = 1;
-const U64 = 3; // packets, bytes, sequence
-const L_PACKETS = 0, L_BYTES = 1, L_SEQUENCE = 2;
-
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
+// The Layer3 source (destination) address is the source (destination) Endpoint's, as it
+// nearly always is: the address column holds 0 and nothing is held for it in `addresses`.
+const IP_SOURCE_OF_SOURCE = 32, IP_DESTINATION_OF_DESTINATION = 64;
 
 /** Slots of RowDictionary's hint table (a power of two). */
 const HINT_MASK = 4095;
@@ -163,61 +152,138 @@ class EndpointInterner {
   }
 }
 
+/**
+ * The ring's columns, one per field, each the narrowest typed array its values fit
+ * (WideningColumn: widened, never truncated, when one does not). Strings, Endpoints and
+ * attributions are ids into dictionaries, one per kind of value, so that each id column
+ * is as narrow as the number of distinct values it holds (20 nodes: 1 byte; 8,000
+ * addresses: 2). Id 0 is undefined.
+ */
 class Columns {
-  readonly strings = new RowDictionary<string>();
+  readonly nodes = new RowDictionary<string>();
+  readonly interfaces = new RowDictionary<string>();
+  readonly addresses = new RowDictionary<string>();
+  readonly protocolNames = new RowDictionary<string>();
   readonly endpoints = new RowDictionary<Endpoint>();
   /** The enricher shares one attribution per (policy version, identities, port). */
   readonly attributions = new RowDictionary<PolicyAttribution>();
-  /** REF ids per slot. */
-  readonly refs: Uint32Array;
-  readonly u32: Uint32Array;
-  readonly i32: Int32Array;
-  readonly u8: Uint8Array;
-  readonly f64: Float64Array;
-  readonly u64: BigUint64Array;
-  /** u64 as 32-bit words (little-endian pairs): copied without a BigInt per value. */
-  readonly u64Words: Uint32Array;
+
+  readonly node: WideningColumn;
+  readonly iface: WideningColumn;
+  readonly ipSource: WideningColumn;
+  readonly ipDestination: WideningColumn;
+  readonly protocolName: WideningColumn;
+  readonly source: WideningColumn;
+  readonly destination: WideningColumn;
+  readonly attribution: WideningColumn;
+  /** Seconds exact below 2^53 (4 bytes until 2106 or a negative time, then 8). */
+  readonly startSeconds: WideningColumn;
+  readonly endSeconds: WideningColumn;
+  readonly startNanos: WideningColumn;
+  readonly endNanos: WideningColumn;
+  readonly ifindex: WideningColumn;
+  readonly protocol: WideningColumn;
+  readonly sourcePort: WideningColumn;
+  readonly destinationPort: WideningColumn;
+  readonly icmpType: WideningColumn;
+  readonly icmpCode: WideningColumn;
+  /** Enums, kept exactly even when unrecognised (a negative one widens its column to 8 bytes). */
+  readonly point: WideningColumn;
+  readonly reporter: WideningColumn;
+  readonly verdict: WideningColumn;
+  readonly ipVersion: WideningColumn;
+  readonly verdictReason: WideningColumn;
+  /** Which optional messages are present (HAS_*), and the TCP flags as one byte. */
+  readonly present: Uint8Array;
+  readonly tcpFlags: Uint8Array;
+  readonly packets: U64Column;
+  readonly bytes: U64Column;
+  readonly sequence: U64Column;
 
   constructor(readonly capacity: number) {
     // Typed arrays are zero-filled lazily by the OS: memory grows with use, not capacity.
-    this.refs = new Uint32Array(capacity * REF);
-    this.u32 = new Uint32Array(capacity * U32);
-    this.i32 = new Int32Array(capacity * I32);
-    this.u8 = new Uint8Array(capacity * U8);
-    this.f64 = new Float64Array(capacity * F64);
-    this.u64 = new BigUint64Array(capacity * U64);
-    this.u64Words = new Uint32Array(this.u64.buffer);
+    const column = (initial: CellWidth = 1) => new WideningColumn(capacity, initial);
+    this.node = column();
+    this.iface = column();
+    this.ipSource = column(0);
+    this.ipDestination = column(0);
+    this.protocolName = column();
+    this.source = column();
+    this.destination = column();
+    this.attribution = column();
+    this.startSeconds = column(4);
+    this.endSeconds = column(4);
+    this.startNanos = column(4);
+    this.endNanos = column(4);
+    this.ifindex = column();
+    this.protocol = column();
+    this.sourcePort = column();
+    this.destinationPort = column();
+    this.icmpType = column(0);
+    this.icmpCode = column(0);
+    this.point = column();
+    this.reporter = column();
+    this.verdict = column();
+    this.ipVersion = column();
+    this.verdictReason = column();
+    this.present = new Uint8Array(capacity);
+    this.tcpFlags = new Uint8Array(capacity);
+    this.packets = new U64Column("packets", capacity);
+    this.bytes = new U64Column("bytes", capacity);
+    this.sequence = new U64Column("sequence", capacity);
+  }
+
+  /** Bytes of all columns (their cells at capacity; the dictionaries not counted). */
+  get columnBytes(): number {
+    let total = this.present.byteLength + this.tcpFlags.byteLength;
+    for (const value of Object.values(this)) {
+      if (value instanceof WideningColumn || value instanceof U64Column) total += value.bytes;
+    }
+    return total;
   }
 
   /** End time of a slot (or its start when it has no end), compared as (seconds, nanos). */
-  endSeconds(slot: number): number { return this.f64[slot * F64 + F_END_S]!; }
-  endNanos(slot: number): number { return this.u32[slot * U32 + U_END_NS]!; }
+  endSecondsOf(slot: number): number { return this.endSeconds.get(slot); }
+  endNanosOf(slot: number): number { return this.endNanos.get(slot); }
 
-  string(slot: number, field: number): string { return this.strings.value(this.refs[slot * REF + field]!) ?? ""; }
-  endpoint(slot: number, field: number): Endpoint | undefined { return this.endpoints.value(this.refs[slot * REF + field]!); }
-  attribution(slot: number): PolicyAttribution | undefined { return this.attributions.value(this.refs[slot * REF + R_ATTRIBUTION]!); }
+  nodeOf(slot: number): string { return this.nodes.value(this.node.get(slot)) ?? ""; }
+  interfaceOf(slot: number): string { return this.interfaces.value(this.iface.get(slot)) ?? ""; }
+  ipSourceOf(slot: number): string {
+    if ((this.present[slot]! & IP_SOURCE_OF_SOURCE) !== 0) return this.sourceOf(slot)!.ip;
+    return this.addresses.value(this.ipSource.get(slot)) ?? "";
+  }
+  ipDestinationOf(slot: number): string {
+    if ((this.present[slot]! & IP_DESTINATION_OF_DESTINATION) !== 0) return this.destinationOf(slot)!.ip;
+    return this.addresses.value(this.ipDestination.get(slot)) ?? "";
+  }
+  protocolNameOf(slot: number): string { return this.protocolNames.value(this.protocolName.get(slot)) ?? ""; }
+  sourceOf(slot: number): Endpoint | undefined { return this.endpoints.value(this.source.get(slot)); }
+  destinationOf(slot: number): Endpoint | undefined { return this.endpoints.value(this.destination.get(slot)); }
+  attributionOf(slot: number): PolicyAttribution | undefined { return this.attributions.value(this.attribution.get(slot)); }
 
   /** A slot's dictionary ids (each already held for it). */
   setRefs(slot: number, node: number, iface: number, ipSource: number, ipDestination: number, protocolName: number,
     source: number, destination: number, attribution: number): void {
-    const r = slot * REF, refs = this.refs;
-    refs[r + R_NODE] = node;
-    refs[r + R_IFACE] = iface;
-    refs[r + R_IP_SRC] = ipSource;
-    refs[r + R_IP_DST] = ipDestination;
-    refs[r + R_PROTO] = protocolName;
-    refs[r + R_SOURCE] = source;
-    refs[r + R_DESTINATION] = destination;
-    refs[r + R_ATTRIBUTION] = attribution;
+    this.node.set(slot, node);
+    this.iface.set(slot, iface);
+    this.ipSource.set(slot, ipSource);
+    this.ipDestination.set(slot, ipDestination);
+    this.protocolName.set(slot, protocolName);
+    this.source.set(slot, source);
+    this.destination.set(slot, destination);
+    this.attribution.set(slot, attribution);
   }
 
   /** Lets go of what an overwritten slot held. */
   release(slot: number): void {
-    const r = slot * REF, refs = this.refs;
-    for (let f = R_NODE; f <= R_PROTO; f++) this.strings.release(refs[r + f]!);
-    this.endpoints.release(refs[r + R_SOURCE]!);
-    this.endpoints.release(refs[r + R_DESTINATION]!);
-    this.attributions.release(refs[r + R_ATTRIBUTION]!);
+    this.nodes.release(this.node.get(slot));
+    this.interfaces.release(this.iface.get(slot));
+    this.addresses.release(this.ipSource.get(slot));
+    this.addresses.release(this.ipDestination.get(slot));
+    this.protocolNames.release(this.protocolName.get(slot));
+    this.endpoints.release(this.source.get(slot));
+    this.endpoints.release(this.destination.get(slot));
+    this.attributions.release(this.attribution.get(slot));
   }
 }
 
@@ -238,73 +304,79 @@ export class StoredFlowView implements FlowRecord {
   private readonly l4View = new StoredLayer4View(this);
   constructor(readonly columns: Columns) {}
 
-  private present(bit: number): boolean { return (this.columns.u8[this.slot * U8 + B_PRESENT]! & bit) !== 0; }
+  private present(bit: number): boolean { return (this.columns.present[this.slot]! & bit) !== 0; }
   get startTime(): Timestamp | undefined {
-    return this.present(HAS_START) ? timestampOf(this.columns, this.slot, F_START_S, U_START_NS) : undefined;
+    const c = this.columns;
+    return this.present(HAS_START) ? timestampOf(c.startSeconds, c.startNanos, this.slot) : undefined;
   }
   get endTime(): Timestamp | undefined {
-    return this.present(HAS_END) ? timestampOf(this.columns, this.slot, F_END_S, U_END_NS) : undefined;
+    const c = this.columns;
+    return this.present(HAS_END) ? timestampOf(c.endSeconds, c.endNanos, this.slot) : undefined;
   }
-  get node(): string { return this.columns.string(this.slot, R_NODE); }
-  get point(): number { return this.columns.i32[this.slot * I32 + I_POINT]!; }
-  get reporter(): number { return this.columns.i32[this.slot * I32 + I_REPORTER]!; }
-  get interface(): string { return this.columns.string(this.slot, R_IFACE); }
-  get ifindex(): number { return this.columns.u32[this.slot * U32 + U_IFINDEX]!; }
+  get node(): string { return this.columns.nodeOf(this.slot); }
+  get point(): number { return this.columns.point.get(this.slot); }
+  get reporter(): number { return this.columns.reporter.get(this.slot); }
+  get interface(): string { return this.columns.interfaceOf(this.slot); }
+  get ifindex(): number { return this.columns.ifindex.get(this.slot); }
   get ip(): Layer3 | undefined { return this.present(HAS_IP) ? this.l3 : undefined; }
   get l4(): Layer4 | undefined { return this.present(HAS_L4) ? this.l4View : undefined; }
-  get packets(): bigint { return this.columns.u64[this.slot * U64 + L_PACKETS]!; }
-  get bytes(): bigint { return this.columns.u64[this.slot * U64 + L_BYTES]!; }
-  get source(): Endpoint | undefined { return this.columns.endpoint(this.slot, R_SOURCE); }
-  get destination(): Endpoint | undefined { return this.columns.endpoint(this.slot, R_DESTINATION); }
-  get verdict(): number { return this.columns.i32[this.slot * I32 + I_VERDICT]!; }
-  get verdictReason(): number { return this.columns.i32[this.slot * I32 + I_REASON]!; }
-  get attribution(): PolicyAttribution | undefined { return this.columns.attribution(this.slot); }
-  get sequence(): bigint { return this.columns.u64[this.slot * U64 + L_SEQUENCE]!; }
+  get packets(): bigint { return this.columns.packets.bigint(this.slot); }
+  get bytes(): bigint { return this.columns.bytes.bigint(this.slot); }
+  get source(): Endpoint | undefined { return this.columns.sourceOf(this.slot); }
+  get destination(): Endpoint | undefined { return this.columns.destinationOf(this.slot); }
+  get verdict(): number { return this.columns.verdict.get(this.slot); }
+  get verdictReason(): number { return this.columns.verdictReason.get(this.slot); }
+  get attribution(): PolicyAttribution | undefined { return this.columns.attributionOf(this.slot); }
+  get sequence(): bigint { return this.columns.sequence.bigint(this.slot); }
   /**
    * The source's and destination's ids in the history's dictionary of Endpoints (0: none):
    * one id per Endpoint object for as long as a row holds it, so equal ids are the same
    * object during a scan (nothing is appended meanwhile).
    */
-  get sourceId(): number { return this.columns.refs[this.slot * REF + R_SOURCE]!; }
-  get destinationId(): number { return this.columns.refs[this.slot * REF + R_DESTINATION]!; }
-  /** Number(packets), from the column's two 32-bit words (the same rounding above 2^53). */
-  get packetCount(): number {
-    const w = this.columns.u64Words, l = (this.slot * U64 + L_PACKETS) * 2;
-    return w[l + 1]! * 0x1_0000_0000 + w[l]!;
-  }
+  get sourceId(): number { return this.columns.source.get(this.slot); }
+  get destinationId(): number { return this.columns.destination.get(this.slot); }
+  /** Number(packets), without a BigInt below 2^32 (the same rounding above 2^53). */
+  get packetCount(): number { return this.columns.packets.number(this.slot); }
   /** Start and end in milliseconds (seconds * 1000 + whole milliseconds of the nanos); 0 when absent. */
-  get startMs(): number { return this.present(HAS_START) ? this.ms(F_START_S, U_START_NS) : 0; }
-  get endMs(): number { return this.present(HAS_END) ? this.ms(F_END_S, U_END_NS) : 0; }
-  private ms(secondsField: number, nanosField: number): number {
-    return this.columns.f64[this.slot * F64 + secondsField]! * 1000 + Math.floor(this.columns.u32[this.slot * U32 + nanosField]! / 1e6);
+  get startMs(): number { return this.present(HAS_START) ? this.ms(this.columns.startSeconds, this.columns.startNanos) : 0; }
+  get endMs(): number { return this.present(HAS_END) ? this.ms(this.columns.endSeconds, this.columns.endNanos) : 0; }
+  private ms(seconds: WideningColumn, nanos: WideningColumn): number {
+    return seconds.get(this.slot) * 1000 + Math.floor(nanos.get(this.slot) / 1e6);
   }
 }
 
 class StoredLayer3View implements Layer3 {
   constructor(private readonly row: StoredFlowView) {}
-  get source(): string { return this.row.columns.string(this.row.slot, R_IP_SRC); }
-  get destination(): string { return this.row.columns.string(this.row.slot, R_IP_DST); }
-  get version(): number { return this.row.columns.i32[this.row.slot * I32 + I_IP_VERSION]!; }
+  get source(): string { return this.row.columns.ipSourceOf(this.row.slot); }
+  get destination(): string { return this.row.columns.ipDestinationOf(this.row.slot); }
+  get version(): number { return this.row.columns.ipVersion.get(this.row.slot); }
 }
 
 class StoredLayer4View implements Layer4 {
   constructor(private readonly row: StoredFlowView) {}
-  private u32(field: number): number { return this.row.columns.u32[this.row.slot * U32 + field]!; }
-  get protocol(): number { return this.u32(U_PROTO); }
-  get protocolName(): string { return this.row.columns.string(this.row.slot, R_PROTO); }
-  get sourcePort(): number { return this.u32(U_SPORT); }
-  get destinationPort(): number { return this.u32(U_DPORT); }
+  get protocol(): number { return this.row.columns.protocol.get(this.row.slot); }
+  get protocolName(): string { return this.row.columns.protocolNameOf(this.row.slot); }
+  get sourcePort(): number { return this.row.columns.sourcePort.get(this.row.slot); }
+  get destinationPort(): number { return this.row.columns.destinationPort.get(this.row.slot); }
   get tcpFlags(): TcpFlags | undefined {
-    const u8 = this.row.columns.u8;
-    const base = this.row.slot * U8;
-    return (u8[base + B_PRESENT]! & HAS_TCP_FLAGS) !== 0 ? TCP_FLAGS_BY_BITS[u8[base + B_TCP_FLAGS]!] : undefined;
+    const c = this.row.columns, slot = this.row.slot;
+    return (c.present[slot]! & HAS_TCP_FLAGS) !== 0 ? TCP_FLAGS_BY_BITS[c.tcpFlags[slot]!] : undefined;
   }
-  get icmpType(): number { return this.u32(U_ICMP_TYPE); }
-  get icmpCode(): number { return this.u32(U_ICMP_CODE); }
+  get icmpType(): number { return this.row.columns.icmpType.get(this.row.slot); }
+  get icmpCode(): number { return this.row.columns.icmpCode.get(this.row.slot); }
 }
 
-function timestampOf(c: Columns, slot: number, secondsField: number, nanosField: number): Timestamp {
-  return { seconds: BigInt(c.f64[slot * F64 + secondsField]!), nanos: c.u32[slot * U32 + nanosField]! };
+function timestampOf(seconds: WideningColumn, nanos: WideningColumn, slot: number): Timestamp {
+  return { seconds: BigInt(seconds.get(slot)), nanos: nanos.get(slot) };
+}
+
+function checkCounts(record: FlowRecord, index: number): void {
+  for (const field of ["packets", "bytes", "sequence"] as const) {
+    const value = record[field];
+    if (value < 0n || value > MAX_U64) {
+      throw new RangeError(`flow history: record ${index} of the batch: ${field} ${value} is outside an unsigned 64-bit integer [0, 2^64); nothing of the batch was stored`);
+    }
+  }
 }
 
 function secondsOf(t: Timestamp): number {
@@ -358,6 +430,8 @@ export class FlowHistory {
   }
 
   get capacity(): number { return this.columns.capacity; }
+  /** Bytes of the ring's columns at capacity (each as wide as the largest value it has held). */
+  get columnBytes(): number { return this.columns.columnBytes; }
   /** Records held now. */
   get size(): number { return this.count; }
   /** Records ever appended. */
@@ -377,14 +451,16 @@ export class FlowHistory {
   /** Keeps the newest end time among evicted records (the slot about to be overwritten). */
   private evict(slot: number): void {
     const c = this.columns;
-    const s = c.endSeconds(slot), ns = c.endNanos(slot);
+    const s = c.endSecondsOf(slot), ns = c.endNanosOf(slot);
     if (s > this.newestEvictedEndS || (s === this.newestEvictedEndS && ns > this.newestEvictedEndNs)) {
       this.newestEvictedEndS = s;
       this.newestEvictedEndNs = ns;
     }
   }
 
+  /** Refuses the whole batch (storing none of it) when a record's count does not fit 64 unsigned bits. */
   append(records: readonly FlowRecord[]): void {
+    records.forEach(checkCounts);
     for (const record of records) this.store(record);
     if (this.subscribers.size > 0) this.notify(records);
   }
@@ -396,10 +472,10 @@ export class FlowHistory {
   appendColumns(b: EnrichedColumns): void {
     const first = this.appendedTotal;
     const c = b.columns;
-    const strings = this.columns.strings;
+    const { nodes, interfaces, protocolNames } = this.columns;
     const batch: BatchStrings = {
-      node: strings.hold(b.node),
-      interfaces: Uint32Array.from(c.interfaceNames, (n) => strings.hold(n)),
+      node: nodes.hold(b.node),
+      interfaces: Uint32Array.from(c.interfaceNames, (n) => interfaces.hold(n)),
       protocols: new Uint32Array(256),
       packets: new Uint32Array(c.packets.buffer, c.packets.byteOffset, c.rows * 2),
       bytes: new Uint32Array(c.bytes.buffer, c.bytes.byteOffset, c.rows * 2),
@@ -407,9 +483,9 @@ export class FlowHistory {
       sequenceHi: Number(c.firstSequence >> 32n),
     };
     for (let k = 0; k < b.rows.length; k++) this.storeRow(b, b.rows[k]!, batch);
-    strings.release(batch.node);
-    for (const id of batch.interfaces) strings.release(id);
-    for (const id of batch.protocols) strings.release(id);
+    nodes.release(batch.node);
+    for (const id of batch.interfaces) interfaces.release(id);
+    for (const id of batch.protocols) protocolNames.release(id);
     if (this.subscribers.size > 0) this.notifySlots(first);
   }
 
@@ -468,7 +544,7 @@ export class FlowHistory {
     let s = -Infinity, n = 0;
     for (let a = this.appendedTotal - this.count; a < this.appendedTotal; a++) {
       const slot = a % capacity;
-      const s2 = c.f64[slot * F64 + F_END_S]!, n2 = c.u32[slot * U32 + U_END_NS]!;
+      const s2 = c.endSeconds.get(slot), n2 = c.endNanos.get(slot);
       if (s2 < s || (s2 === s && n2 < n)) return false;
       s = s2;
       n = n2;
@@ -493,17 +569,16 @@ export class FlowHistory {
     const destination = record.destination === undefined ? undefined : this.nonPodEndpoints.intern(record.destination);
     const ip = record.ip;
     const l4 = record.l4;
-    // The Layer3 addresses nearly always equal the Endpoints' addresses; keep those
-    // shared strings rather than this record's copies.
-    const ipSource = ip === undefined ? "" : source !== undefined && source.ip === ip.source ? source.ip : ip.source;
-    const ipDestination = ip === undefined ? ""
-      : destination !== undefined && destination.ip === ip.destination ? destination.ip : ip.destination;
+    // The Layer3 addresses nearly always equal the Endpoints' addresses: then only a bit says so.
+    const ipOfEnds = ip === undefined ? 0
+      : (source !== undefined && source.ip === ip.source ? IP_SOURCE_OF_SOURCE : 0)
+        | (destination !== undefined && destination.ip === ip.destination ? IP_DESTINATION_OF_DESTINATION : 0);
     // Held before the overwritten slot lets go, so that a value both hold keeps its id.
-    const node = c.strings.hold(record.node);
-    const iface = c.strings.hold(record.interface);
-    const ipSourceId = c.strings.hold(ipSource);
-    const ipDestinationId = c.strings.hold(ipDestination);
-    const protocolName = c.strings.hold(l4 === undefined ? "" : l4.protocolName);
+    const node = c.nodes.hold(record.node);
+    const iface = c.interfaces.hold(record.interface);
+    const ipSourceId = (ipOfEnds & IP_SOURCE_OF_SOURCE) !== 0 ? 0 : c.addresses.hold(ip === undefined ? "" : ip.source);
+    const ipDestinationId = (ipOfEnds & IP_DESTINATION_OF_DESTINATION) !== 0 ? 0 : c.addresses.hold(ip === undefined ? "" : ip.destination);
+    const protocolName = c.protocolNames.hold(l4 === undefined ? "" : l4.protocolName);
     const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
     const attribution = c.attributions.hold(record.attribution);
     if (evicting) c.release(slot);
@@ -515,37 +590,29 @@ export class FlowHistory {
     const end = record.endTime ?? record.startTime;
     const startSeconds = start === undefined ? 0 : secondsOf(start);
     const endSeconds = end === undefined ? 0 : secondsOf(end);
-    const f = slot * F64;
-    c.f64[f + F_START_S] = startSeconds;
-    c.f64[f + F_END_S] = endSeconds;
+    c.startSeconds.set(slot, startSeconds);
+    c.endSeconds.set(slot, endSeconds);
+    c.startNanos.set(slot, start?.nanos ?? 0);
+    c.endNanos.set(slot, end?.nanos ?? 0);
+    c.ifindex.set(slot, record.ifindex);
+    c.protocol.set(slot, l4?.protocol ?? 0);
+    c.sourcePort.set(slot, l4?.sourcePort ?? 0);
+    c.destinationPort.set(slot, l4?.destinationPort ?? 0);
+    c.icmpType.set(slot, l4?.icmpType ?? 0);
+    c.icmpCode.set(slot, l4?.icmpCode ?? 0);
+    c.point.set(slot, record.point);
+    c.reporter.set(slot, record.reporter);
+    c.verdict.set(slot, record.verdict);
+    c.ipVersion.set(slot, ip?.version ?? 0);
+    c.verdictReason.set(slot, record.verdictReason);
 
-    const u = slot * U32;
-    c.u32[u + U_START_NS] = start?.nanos ?? 0;
-    c.u32[u + U_END_NS] = end?.nanos ?? 0;
-    c.u32[u + U_IFINDEX] = record.ifindex;
-    c.u32[u + U_PROTO] = l4?.protocol ?? 0;
-    c.u32[u + U_SPORT] = l4?.sourcePort ?? 0;
-    c.u32[u + U_DPORT] = l4?.destinationPort ?? 0;
-    c.u32[u + U_ICMP_TYPE] = l4?.icmpType ?? 0;
-    c.u32[u + U_ICMP_CODE] = l4?.icmpCode ?? 0;
-
-    const i = slot * I32;
-    c.i32[i + I_POINT] = record.point;
-    c.i32[i + I_REPORTER] = record.reporter;
-    c.i32[i + I_VERDICT] = record.verdict;
-    c.i32[i + I_IP_VERSION] = ip?.version ?? 0;
-    c.i32[i + I_REASON] = record.verdictReason;
-
-    const b = slot * U8;
     const tcpFlags = l4?.tcpFlags;
-    c.u8[b + B_PRESENT] = (record.startTime !== undefined ? HAS_START : 0) | (record.endTime !== undefined ? HAS_END : 0)
+    c.present[slot] = ipOfEnds | (record.startTime !== undefined ? HAS_START : 0) | (record.endTime !== undefined ? HAS_END : 0)
       | (ip !== undefined ? HAS_IP : 0) | (l4 !== undefined ? HAS_L4 : 0) | (tcpFlags !== undefined ? HAS_TCP_FLAGS : 0);
-    c.u8[b + B_TCP_FLAGS] = tcpFlags === undefined ? 0 : tcpFlagsByte(tcpFlags);
-
-    const l = slot * U64;
-    c.u64[l + L_PACKETS] = record.packets;
-    c.u64[l + L_BYTES] = record.bytes;
-    c.u64[l + L_SEQUENCE] = record.sequence;
+    c.tcpFlags[slot] = tcpFlags === undefined ? 0 : tcpFlagsByte(tcpFlags);
+    c.packets.setBigInt(slot, record.packets);
+    c.bytes.setBigInt(slot, record.bytes);
+    c.sequence.setBigInt(slot, record.sequence);
 
     const endTime = endSeconds + (end?.nanos ?? 0) / 1e9;
     if (endTime > this.newestEnd) this.newestEnd = endTime;
@@ -566,55 +633,49 @@ export class FlowHistory {
     const source = src === undefined || src.podName !== "" ? src : this.nonPodEndpoints.intern(src);
     const destination = dst === undefined || dst.podName !== "" ? dst : this.nonPodEndpoints.intern(dst);
     const proto = cols.protocols[i]!;
-    const strings = c.strings;
     let protocolName = batch.protocols[proto]!;
-    if (protocolName === 0) protocolName = batch.protocols[proto] = strings.hold(PROTOCOL_NAMES[proto] ?? String(proto));
-    strings.holdId(protocolName);
+    if (protocolName === 0) protocolName = batch.protocols[proto] = c.protocolNames.hold(PROTOCOL_NAMES[proto] ?? String(proto));
+    c.protocolNames.holdId(protocolName);
     let iface = batch.interfaces[cols.interfaces[i]!];
-    if (iface === undefined) iface = strings.hold("");
-    else strings.holdId(iface);
-    strings.holdId(batch.node);
+    if (iface === undefined) iface = c.interfaces.hold("");
+    else c.interfaces.holdId(iface);
+    c.nodes.holdId(batch.node);
     // Held before the overwritten slot lets go, so that a value both hold keeps its id.
-    const ipSource = strings.holdHinted(b.sourceIps[i]!, b.sourceHashes[i]!);
-    const ipDestination = strings.holdHinted(b.destinationIps[i]!, b.destinationHashes[i]!);
+    const sourceIp = b.sourceIps[i]!, destinationIp = b.destinationIps[i]!;
+    const ipOfEnds = (source !== undefined && source.ip === sourceIp ? IP_SOURCE_OF_SOURCE : 0)
+      | (destination !== undefined && destination.ip === destinationIp ? IP_DESTINATION_OF_DESTINATION : 0);
+    const ipSource = (ipOfEnds & IP_SOURCE_OF_SOURCE) !== 0 ? 0 : c.addresses.holdHinted(sourceIp, b.sourceHashes[i]!);
+    const ipDestination = (ipOfEnds & IP_DESTINATION_OF_DESTINATION) !== 0 ? 0 : c.addresses.holdHinted(destinationIp, b.destinationHashes[i]!);
     const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
     const attribution = c.attributions.hold(b.attributions[i]);
     if (evicting) c.release(slot);
     c.setRefs(slot, batch.node, iface, ipSource, ipDestination, protocolName, sourceId, destinationId, attribution);
-    const f = slot * F64;
     const endSeconds = b.endSeconds[i]!, endNanos = b.endNanos[i]!;
-    c.f64[f + F_START_S] = b.startSeconds[i]!;
-    c.f64[f + F_END_S] = endSeconds;
+    c.startSeconds.set(slot, b.startSeconds[i]!);
+    c.endSeconds.set(slot, endSeconds);
+    c.startNanos.set(slot, b.startNanos[i]!);
+    c.endNanos.set(slot, endNanos);
     const isIcmp = proto === 1 || proto === 58;
     const sport = cols.sourcePorts[i]!, dport = cols.destinationPorts[i]!;
-    const u = slot * U32;
-    c.u32[u + U_START_NS] = b.startNanos[i]!;
-    c.u32[u + U_END_NS] = endNanos;
-    c.u32[u + U_IFINDEX] = cols.ifindexes[i]!;
-    c.u32[u + U_PROTO] = proto;
-    c.u32[u + U_SPORT] = isIcmp ? 0 : sport;
-    c.u32[u + U_DPORT] = isIcmp ? 0 : dport;
-    c.u32[u + U_ICMP_TYPE] = isIcmp ? sport : 0;
-    c.u32[u + U_ICMP_CODE] = isIcmp ? dport : 0;
+    c.ifindex.set(slot, cols.ifindexes[i]!);
+    c.protocol.set(slot, proto);
+    c.sourcePort.set(slot, isIcmp ? 0 : sport);
+    c.destinationPort.set(slot, isIcmp ? 0 : dport);
+    c.icmpType.set(slot, isIcmp ? sport : 0);
+    c.icmpCode.set(slot, isIcmp ? dport : 0);
     const point = cols.points[i]!;
     const v = cols.ipVersions[i]!;
-    const n = slot * I32;
-    c.i32[n + I_POINT] = point;
-    c.i32[n + I_REPORTER] = reporterOf(point);
-    c.i32[n + I_VERDICT] = cols.verdicts[i]!;
-    c.i32[n + I_IP_VERSION] = v === 6 ? IpVersion.IP_VERSION_IPV6 : v === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED;
-    c.i32[n + I_REASON] = cols.verdictReasons[i]!;
-    const u8 = slot * U8;
-    c.u8[u8 + B_PRESENT] = HAS_START | HAS_END | HAS_IP | HAS_L4 | (proto === 6 ? HAS_TCP_FLAGS : 0);
-    c.u8[u8 + B_TCP_FLAGS] = proto === 6 ? cols.tcpFlags[i]! : 0;
-    const w = 2 * slot * U64, words = c.u64Words;
-    words[w + 2 * L_PACKETS] = batch.packets[2 * i]!;
-    words[w + 2 * L_PACKETS + 1] = batch.packets[2 * i + 1]!;
-    words[w + 2 * L_BYTES] = batch.bytes[2 * i]!;
-    words[w + 2 * L_BYTES + 1] = batch.bytes[2 * i + 1]!;
+    c.point.set(slot, point);
+    c.reporter.set(slot, reporterOf(point));
+    c.verdict.set(slot, cols.verdicts[i]!);
+    c.ipVersion.set(slot, v === 6 ? IpVersion.IP_VERSION_IPV6 : v === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED);
+    c.verdictReason.set(slot, cols.verdictReasons[i]!);
+    c.present[slot] = ipOfEnds | HAS_START | HAS_END | HAS_IP | HAS_L4 | (proto === 6 ? HAS_TCP_FLAGS : 0);
+    c.tcpFlags[slot] = proto === 6 ? cols.tcpFlags[i]! : 0;
+    c.packets.setWords(slot, batch.packets[2 * i]!, batch.packets[2 * i + 1]!);
+    c.bytes.setWords(slot, batch.bytes[2 * i]!, batch.bytes[2 * i + 1]!);
     const lo = batch.sequenceLo + i;
-    words[w + 2 * L_SEQUENCE] = lo >>> 0;
-    words[w + 2 * L_SEQUENCE + 1] = batch.sequenceHi + (lo >= 2 ** 32 ? 1 : 0);
+    c.sequence.setWords(slot, lo >>> 0, batch.sequenceHi + (lo >= 2 ** 32 ? 1 : 0));
 
     const endTime = endSeconds + endNanos / 1e9;
     if (endTime > this.newestEnd) this.newestEnd = endTime;
@@ -681,7 +742,7 @@ export class FlowHistory {
       const margin = 1e-3; // seconds; absorbs float rounding of (seconds + nanos)
       for (let a = this.appendedTotal - 1; a >= oldest; a--) {
         const slot = a % capacity;
-        const endTime = c.endSeconds(slot) + c.endNanos(slot) / 1e9;
+        const endTime = c.endSecondsOf(slot) + c.endNanosOf(slot) / 1e9;
         if (found.length >= last && oldestOfFirstN > endTime + this.maxLateness + margin) break;
         if (!matches(slot)) continue;
         found.push(a);
@@ -692,7 +753,7 @@ export class FlowHistory {
 
     const before = (a: number, b: number): number => {
       const sa = a % capacity, sb = b % capacity;
-      return c.endSeconds(sa) - c.endSeconds(sb) || c.endNanos(sa) - c.endNanos(sb) || a - b;
+      return c.endSecondsOf(sa) - c.endSecondsOf(sb) || c.endNanosOf(sa) - c.endNanosOf(sb) || a - b;
     };
     let sorted = true;
     for (let k = 1; k < found.length; k++) {
@@ -714,16 +775,16 @@ export class FlowHistory {
     const afterN = endAfter?.nanos ?? 0;
     return (slot: number): boolean => {
       if (since !== undefined) {
-        const s = c.f64[slot * F64 + F_END_S]!;
-        if (s < sinceS || (s === sinceS && c.u32[slot * U32 + U_END_NS]! < sinceN)) return false;
+        const s = c.endSeconds.get(slot);
+        if (s < sinceS || (s === sinceS && c.endNanos.get(slot) < sinceN)) return false;
       }
       if (endAfter !== undefined) {
-        const s = c.f64[slot * F64 + F_END_S]!;
-        if (s < afterS || (s === afterS && c.u32[slot * U32 + U_END_NS]! <= afterN)) return false;
+        const s = c.endSeconds.get(slot);
+        if (s < afterS || (s === afterS && c.endNanos.get(slot) <= afterN)) return false;
       }
       if (until !== undefined) {
-        const s = c.f64[slot * F64 + F_START_S]!;
-        if (s > untilS || (s === untilS && c.u32[slot * U32 + U_START_NS]! > untilN)) return false;
+        const s = c.startSeconds.get(slot);
+        if (s > untilS || (s === untilS && c.startNanos.get(slot) > untilN)) return false;
       }
       if (predicate === undefined) return true;
       view.slot = slot;
@@ -733,38 +794,37 @@ export class FlowHistory {
 
   private materialize(slot: number): FlowRecord {
     const c = this.columns;
-    const present = c.u8[slot * U8 + B_PRESENT]!;
-    const u = slot * U32, i = slot * I32, l = slot * U64;
+    const present = c.present[slot]!;
     return {
-      startTime: (present & HAS_START) !== 0 ? timestampOf(c, slot, F_START_S, U_START_NS) : undefined,
-      endTime: (present & HAS_END) !== 0 ? timestampOf(c, slot, F_END_S, U_END_NS) : undefined,
-      node: c.string(slot, R_NODE),
-      point: c.i32[i + I_POINT]!,
-      reporter: c.i32[i + I_REPORTER]!,
-      interface: c.string(slot, R_IFACE),
-      ifindex: c.u32[u + U_IFINDEX]!,
+      startTime: (present & HAS_START) !== 0 ? timestampOf(c.startSeconds, c.startNanos, slot) : undefined,
+      endTime: (present & HAS_END) !== 0 ? timestampOf(c.endSeconds, c.endNanos, slot) : undefined,
+      node: c.nodeOf(slot),
+      point: c.point.get(slot),
+      reporter: c.reporter.get(slot),
+      interface: c.interfaceOf(slot),
+      ifindex: c.ifindex.get(slot),
       ip: (present & HAS_IP) !== 0
-        ? { source: c.string(slot, R_IP_SRC), destination: c.string(slot, R_IP_DST), version: c.i32[i + I_IP_VERSION]! }
+        ? { source: c.ipSourceOf(slot), destination: c.ipDestinationOf(slot), version: c.ipVersion.get(slot) }
         : undefined,
       l4: (present & HAS_L4) !== 0
         ? {
-          protocol: c.u32[u + U_PROTO]!,
-          protocolName: c.string(slot, R_PROTO),
-          sourcePort: c.u32[u + U_SPORT]!,
-          destinationPort: c.u32[u + U_DPORT]!,
-          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? TCP_FLAGS_BY_BITS[c.u8[slot * U8 + B_TCP_FLAGS]!] : undefined,
-          icmpType: c.u32[u + U_ICMP_TYPE]!,
-          icmpCode: c.u32[u + U_ICMP_CODE]!,
+          protocol: c.protocol.get(slot),
+          protocolName: c.protocolNameOf(slot),
+          sourcePort: c.sourcePort.get(slot),
+          destinationPort: c.destinationPort.get(slot),
+          tcpFlags: (present & HAS_TCP_FLAGS) !== 0 ? TCP_FLAGS_BY_BITS[c.tcpFlags[slot]!] : undefined,
+          icmpType: c.icmpType.get(slot),
+          icmpCode: c.icmpCode.get(slot),
         }
         : undefined,
-      packets: c.u64[l + L_PACKETS]!,
-      bytes: c.u64[l + L_BYTES]!,
-      source: c.endpoint(slot, R_SOURCE),
-      destination: c.endpoint(slot, R_DESTINATION),
-      verdict: c.i32[i + I_VERDICT]!,
-      verdictReason: c.i32[i + I_REASON]!,
-      attribution: c.attribution(slot),
-      sequence: c.u64[l + L_SEQUENCE]!,
+      packets: c.packets.bigint(slot),
+      bytes: c.bytes.bigint(slot),
+      source: c.sourceOf(slot),
+      destination: c.destinationOf(slot),
+      verdict: c.verdict.get(slot),
+      verdictReason: c.verdictReason.get(slot),
+      attribution: c.attributionOf(slot),
+      sequence: c.sequence.bigint(slot),
     };
   }
 }
