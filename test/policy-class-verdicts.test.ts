@@ -11,7 +11,7 @@ import { FlowReplay, type ChangedEdge, isJudgedObservation, isJudgedRow, storedE
 import { BATCH_ROWS, TupleBatch, TupleTable } from "../controlplane/policy/tuple-table.js";
 import type { Pod } from "../controlplane/metadata/objects.js";
 import { VerdictReason, type Endpoint, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
-import { FlowHistory, type HistoryQuery } from "../controlplane/store/history.js";
+import { FlowHistory, newStoredRowNumbers, type HistoryQuery } from "../controlplane/store/history.js";
 import { randomCases } from "./harness/random-policy.js";
 import { seededRandom } from "./harness/seeded-random.js";
 import { endpoint, flow, podEnd } from "./harness/flow-records.js";
@@ -347,7 +347,7 @@ describe("the stored row's judgment (isJudgedRow) equals isJudgedObservation", (
       const history = new FlowHistory({ capacity: rand() < 0.3 ? 300 : 1000 });
       for (let i = 0; i < records.length; i += 100) history.append(records.slice(i, i + 100));
       history.scan({}, (row) => {
-        const want = isJudgedObservation(row), got = isJudgedRow(row, storedEndOf(row.source), storedEndOf(row.destination));
+        const want = isJudgedObservation(row), got = isJudgedRow(row.readNumbers(newStoredRowNumbers()), storedEndOf(row.source), storedEndOf(row.destination));
         rows++;
         if (want) judged++;
         if (got !== want) wrong.push(`${JSON.stringify({ point: row.point, reason: row.verdictReason, source: row.source, destination: row.destination, l4: row.l4 && { protocol: row.l4.protocol, icmpType: row.l4.icmpType, sport: row.l4.sourcePort, dport: row.l4.destinationPort, flags: row.l4.tcpFlags } })}: want ${want}, got ${got}`);

@@ -35,7 +35,7 @@ import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
 import { networkOf } from "../../addresses/ip.js";
 import { parseKubeObject, type LabelSelector, type Namespace, type NetworkPolicy, type NetworkPolicyPeer, type NetworkPolicyPort, type Pod } from "../metadata/objects.js";
 import { endpointWorkload } from "../store/filter.js";
-import type { FlowHistory, HistoryQuery } from "../store/history.js";
+import { newStoredRowNumbers, type FlowHistory, type HistoryQuery } from "../store/history.js";
 import { NAMESPACE_NAME_LABEL } from "./model.js";
 import { FlowReplay, isJudgedObservation, isJudgedRow, storedEndOf, type StoredEnd } from "./whatif.js";
 import { TupleBatch, TupleTable } from "./tuple-table.js";
@@ -200,18 +200,18 @@ export class PolicySuggester {
     // Endpoint dictionary ids are reused once no row holds them: valid for this scan only.
     const ends: (StoredSuggestEnd | undefined)[] = [];
     let rows = 0;
-    history.scan(query, (r) => {
+    const numbers = newStoredRowNumbers();
+    history.scan(query, (row) => {
       rows++;
-      const s = ends[r.sourceId] ??= this.storedEnd(r.source), d = ends[r.destinationId] ??= this.storedEnd(r.destination);
-      if (!isJudgedRow(r, s, d) || s.endpoint === undefined || d.endpoint === undefined) return;
-      const l4 = r.l4;
-      if (l4 === undefined) return;
-      const sides = this.learnable((s.inNamespace ? 1 : 0) | (d.inNamespace ? 2 : 0), r.verdict, l4.protocol);
+      const r = row.readNumbers(numbers);
+      const s = ends[r.sourceId] ??= this.storedEnd(row.source), d = ends[r.destinationId] ??= this.storedEnd(row.destination);
+      if (!isJudgedRow(r, s, d) || s.endpoint === undefined || d.endpoint === undefined || !r.hasL4) return;
+      const sides = this.learnable((s.inNamespace ? 1 : 0) | (d.inNamespace ? 2 : 0), r.verdict, r.protocol);
       if (sides === 0) return;
-      const ip = r.ip;
+      const ip = row.ip;
       const src = s.info ??= this.endOf(s.endpoint, ip?.source ?? "");
       const dst = d.info ??= this.endOf(d.endpoint, ip?.destination ?? "");
-      this.learn(src, dst, d.endpoint, sides, ip, l4.protocol, l4.destinationPort, r.packetCount, r.startMs, r.endMs);
+      this.learn(src, dst, d.endpoint, sides, ip, r.protocol, r.destinationPort, r.packets, r.startMs, r.endMs);
     });
     return rows;
   }

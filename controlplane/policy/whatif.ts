@@ -31,8 +31,8 @@
 import type { Endpoint, FlowRecord } from "../../proto/gen/bulkhead/v1/flow.js";
 import { ObservationPoint, VerdictReason } from "../../proto/gen/bulkhead/v1/flow.js";
 import type { Namespace, NetworkPolicy, Node, Pod } from "../metadata/objects.js";
-import { isReply, mapNodeOf, synAckBits, travelsToClient } from "../store/flowmap.js";
-import type { FlowHistory, HistoryQuery, StoredFlowView } from "../store/history.js";
+import { isReply, mapNodeOf, travelsToClient } from "../store/flowmap.js";
+import { newStoredRowNumbers, type FlowHistory, type HistoryQuery, type StoredRowNumbers } from "../store/history.js";
 import { outcomeOf, outcomeOfSides, type Outcome } from "./explain.js";
 import { ClassVerdicts, EGRESS_ALLOWED, INGRESS_ALLOWED, type ClassEnd } from "./class-verdicts.js";
 import { normalizeCnp, type ClusterNetworkPolicy } from "./cnp.js";
@@ -195,12 +195,11 @@ export function storedEndOf(e: Endpoint | undefined): StoredEnd {
 }
 
 /**
- * isJudgedObservation over a history scan's row, with the facts of its ends (`s`, `d`)
- * found once per end: the per-row path of the replays (addStored here and in suggest.ts),
- * which reads only the row's numbers. A function of its own so that its reads see only
- * row views: shared with records, every field read went through a polymorphic lookup.
+ * isJudgedObservation over a history scan's row (its numbers, StoredRowNumbers), with the
+ * facts of its ends (`s`, `d`) found once per end: the per-row path of the replays
+ * (addStored here and in suggest.ts).
  */
-export function isJudgedRow(r: StoredFlowView, s: StoredEnd, d: StoredEnd): boolean {
+export function isJudgedRow(r: StoredRowNumbers, s: StoredEnd, d: StoredEnd): boolean {
   if (r.verdictReason === VerdictReason.VERDICT_REASON_SPOOFED) return false;
   const point = r.point;
   if (point === ObservationPoint.OBSERVATION_POINT_FROM_POD) {
@@ -209,9 +208,8 @@ export function isJudgedRow(r: StoredFlowView, s: StoredEnd, d: StoredEnd): bool
     return false;
   }
   // Not a reply (isReply's rule over the ends' facts and the row's numbers).
-  const l4 = r.l4;
-  if (l4 === undefined) return !s.serviceAddress || d.serviceAddress;
-  return !travelsToClient(s.serviceAddress, d.serviceAddress, l4.protocol, l4.sourcePort, l4.destinationPort, l4.icmpType, synAckBits(l4.tcpFlags));
+  if (!r.hasL4) return !s.serviceAddress || d.serviceAddress;
+  return !travelsToClient(s.serviceAddress, d.serviceAddress, r.protocol, r.sourcePort, r.destinationPort, r.icmpType, r.synAckBits);
 }
 
 /** An end of a replayed row: its facts, its pod (for the self flag) and its identity once replayed. */
@@ -336,21 +334,22 @@ export class FlowReplay {
     const ends: (ReplayEnd | undefined)[] = [];
     // Rows are summed a batch at a time (TupleTable.addBatch: the table's cache misses overlap).
     const batch = new TupleBatch();
-    history.scan(query, (r) => {
+    const numbers = newStoredRowNumbers();
+    history.scan(query, (row) => {
       this.records++;
+      const r = row.readNumbers(numbers);
       const sid = r.sourceId, did = r.destinationId;
-      const s = ends[sid] ??= this.replayEnd(r.source), d = ends[did] ??= this.replayEnd(r.destination);
-      if (!isJudgedRow(r, s, d) || s.endpoint === undefined || d.endpoint === undefined) return;
-      const ip = r.ip, l4 = r.l4;
-      if (ip === undefined || l4 === undefined) return;
+      const s = ends[sid] ??= this.replayEnd(row.source), d = ends[did] ??= this.replayEnd(row.destination);
+      if (!isJudgedRow(r, s, d) || s.endpoint === undefined || d.endpoint === undefined || !r.hasIp || !r.hasL4) return;
       this.replayed++;
-      const src = s.identity ??= this.byObject.get(s.endpoint) ?? this.identify(s.endpoint, ip.source);
-      const dst = d.identity ??= this.byObject.get(d.endpoint) ?? this.identify(d.endpoint, ip.destination);
-      const protocol = l4.protocol & 0xff;
-      const port = protocol === 6 || protocol === 17 || protocol === 132 ? l4.destinationPort & 0xffff : 0;
+      // The row's addresses only when an end is met first.
+      const src = s.identity ??= this.byObject.get(s.endpoint) ?? this.identify(s.endpoint, row.ip!.source);
+      const dst = d.identity ??= this.byObject.get(d.endpoint) ?? this.identify(d.endpoint, row.ip!.destination);
+      const protocol = r.protocol & 0xff;
+      const port = protocol === 6 || protocol === 17 || protocol === 132 ? r.destinationPort & 0xffff : 0;
       const self = sid === did || (s.pod >= 0 && s.pod === d.pod);
       const key = (self ? 0x1000000 : 0) + protocol * 0x10000 + port;
-      if (batch.push(src.id, dst.id, key, r.packetCount, r.startMs, r.endMs)) this.tuples.addBatch(batch);
+      if (batch.push(src.id, dst.id, key, r.packets, r.startMs, r.endMs)) this.tuples.addBatch(batch);
     });
     this.tuples.addBatch(batch);
   }
