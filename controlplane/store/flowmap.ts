@@ -463,7 +463,9 @@ class FlowMarks {
   private mask: number;
   size = 0;
 
-  constructor(slots = 8) {
+  // 4 slots (64 bytes) to start: V8 keeps a typed array of at most 64 bytes on the heap,
+  // beside its object; a larger one is a separate off-heap allocation per edge.
+  constructor(slots = 4) {
     this.slots = new Float64Array(2 * slots);
     this.mask = slots - 1;
   }
@@ -502,7 +504,7 @@ class FlowMarks {
     for (let k = 0; k < slots.length; k += 2) if (slots[k] !== 0 && slots[k + 1]! < oldest) stale++;
     if (stale > 0) {
       let room = this.mask + 1;
-      while (room > 8 && 4 * (before - stale) < room) room /= 2;
+      while (room > 4 && 4 * (before - stale) < room) room /= 2;
       this.rebuild(room, oldest);
     }
     return before - this.size;
