@@ -138,11 +138,8 @@ export interface FlowMapStats {
   nodes: number;
 }
 
-// Per-bucket counters of an edge, flat in one number[] for both tiers (unboxed doubles, ~72
-// bytes a bucket): only buckets with traffic take room, and a busy edge keeps ~130 of them.
-// Layout: [C, C coarse buckets, then the fine buckets], each tier in bucket order. One array
-// rather than one per tier: a row adds to a bucket of each, and the second array was two
-// more cache misses per row (its object, its elements) at ~120k edges.
+// Per-bucket counters of an edge, flat in a number[] per tier (unboxed doubles, ~72 bytes
+// a bucket): only buckets with traffic take room, and a busy edge keeps ~130 of them.
 const B_BUCKET = 0, B_PACKETS = 1, B_BYTES = 2, B_DROP_COUNTED = 3, B_AUDIT_COUNTED = 4,
   B_DROP_OTHER = 5, B_AUDIT_OTHER = 6, B_FIRST_MS = 7, B_LAST_MS = 8, STRIDE = 9;
 
@@ -182,8 +179,8 @@ interface EdgeState {
   destination: MapNodeState;
   protocol: string;
   port: number;
-  /** Both tiers' buckets (layout above). */
-  buckets: number[];
+  fine: number[];
+  coarse: number[];
   /**
    * 5-tuple hash -> last fine bucket it was counted in: the first tracked flow inline
    * (flowHash -1: none), the others in `flows`, made only for an edge with a second flow
@@ -420,69 +417,36 @@ function tupleHash(clientHash: number, serverHash: number, protocol: number, cli
   return (h ^ (h >>> 30)) & 0x3fffffff;
 }
 
-/** Where an edge's fine tier starts in its buckets (after the coarse tier). */
-function fineStart(entries: number[]): number {
-  return 1 + entries[0]! * STRIDE;
-}
-
 /**
- * Adds a row to its coarse bucket and, when `inFine`, to its fine bucket, creating them in
- * order if needed; returns the buckets (a new array of exactly the row's buckets when there
- * were none: push would reserve room for more).
+ * Adds to the bucket `bucket` of a tier, creating it in order if needed; returns the tier
+ * (a new array of exactly one bucket when it was empty: push would reserve room for three).
  */
-function addToBuckets(entries: number[], inFine: boolean, fine: number, coarse: number, packets: number, bytes: number,
+function addToBucket(tier: number[], bucket: number, packets: number, bytes: number,
   dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): number[] {
-  if (entries.length === 1) {
-    entries = inFine
-      ? [1, coarse, 0, 0, 0, 0, 0, 0, firstMs, lastMs, fine, 0, 0, 0, 0, 0, 0, firstMs, lastMs]
-      : [1, coarse, 0, 0, 0, 0, 0, 0, firstMs, lastMs];
+  const entries = tier.length === 0 ? [bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs] : tier;
+  let k = entries.length - STRIDE;
+  while (k >= 0 && entries[k + B_BUCKET]! > bucket) k -= STRIDE;
+  if (k < 0 || entries[k + B_BUCKET] !== bucket) {
+    k += STRIDE;
+    const fresh = [bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs];
+    if (k === entries.length) entries.push(...fresh);
+    else entries.splice(k, 0, ...fresh); // a late record: rare
   }
-  const end = fineStart(entries);
-  const k = bucketIn(entries, 1, end, coarse, firstMs, lastMs);
-  addTo(entries, k, packets, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-  if (inFine) addTo(entries, bucketIn(entries, fineStart(entries), entries.length, fine, firstMs, lastMs), packets, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-  return entries;
-}
-
-/**
- * The index of bucket `bucket` in the tier at entries[start, end), inserted in order (with
- * the row's times) when missing; an insertion into the coarse tier (start 1) counts it in entries[0].
- */
-function bucketIn(entries: number[], start: number, end: number, bucket: number, firstMs: number, lastMs: number): number {
-  let k = end - STRIDE;
-  while (k >= start && entries[k + B_BUCKET]! > bucket) k -= STRIDE;
-  if (k >= start && entries[k + B_BUCKET] === bucket) return k;
-  k += STRIDE;
-  // The fine tier's new bucket goes at the end; the coarse tier's before the fine buckets, and a late record's in between.
-  if (k === entries.length) entries.push(bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs);
-  else entries.splice(k, 0, bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs);
-  if (start === 1) entries[0]!++;
-  return k;
-}
-
-function addTo(entries: number[], k: number, packets: number, bytes: number,
-  dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): void {
   entries[k + B_PACKETS]! += packets;
   entries[k + B_BYTES]! += bytes;
   entries[k + dropField]! += drop;
   entries[k + auditField]! += audit;
   if (firstMs < entries[k + B_FIRST_MS]!) entries[k + B_FIRST_MS] = firstMs;
   if (lastMs > entries[k + B_LAST_MS]!) entries[k + B_LAST_MS] = lastMs;
+  return entries;
 }
 
-/** Drops fine buckets before `firstFine` and coarse ones before `firstCoarse`; returns whether any coarse bucket remains. */
-function expireBuckets(entries: number[], firstFine: number, firstCoarse: number): boolean {
-  const start = fineStart(entries);
-  let k = start;
-  while (k < entries.length && entries[k + B_BUCKET]! < firstFine) k += STRIDE;
-  if (k > start) entries.splice(start, k - start);
-  k = 1;
-  while (k < start && entries[k + B_BUCKET]! < firstCoarse) k += STRIDE;
-  if (k > 1) {
-    entries.splice(1, k - 1);
-    entries[0]! -= (k - 1) / STRIDE;
-  }
-  return entries[0]! > 0;
+/** Drops buckets before `firstBucket`; returns whether any remain. */
+function expireBuckets(entries: number[], firstBucket: number): boolean {
+  let k = 0;
+  while (k < entries.length && entries[k + B_BUCKET]! < firstBucket) k += STRIDE;
+  if (k > 0) entries.splice(0, k);
+  return entries.length > 0;
 }
 
 /**
@@ -792,7 +756,8 @@ export class FlowMapStore {
     const drop = dropped ? packets : 0;
     const audit = audited ? packets : 0;
     const fine = Math.floor(lastMs / this.fineBucketMs);
-    edge.buckets = addToBuckets(edge.buckets, fine >= this.oldestFine, fine, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    if (fine >= this.oldestFine) edge.fine = addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    edge.coarse = addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
     if (counted) {
       const clientHash = reply ? o.destinationHash : o.sourceHash, serverHash = reply ? o.sourceHash : o.destinationHash;
@@ -875,12 +840,11 @@ export class FlowMapStore {
   }
 
   private summarize(edge: EdgeState, window: Window): MapEdge | undefined {
-    const entries = edge.buckets;
-    const start = window.fine ? fineStart(entries) : 1;
+    const entries = window.fine ? edge.fine : edge.coarse;
     let packets = 0, bytes = 0, dropped = 0, audit = 0, firstMs = Infinity, lastMs = -Infinity;
-    let k = (window.fine ? entries.length : fineStart(entries)) - STRIDE;
-    if (k < start || entries[k + B_BUCKET]! < window.firstBucket) return undefined;
-    for (; k >= start && entries[k + B_BUCKET]! >= window.firstBucket; k -= STRIDE) {
+    let k = entries.length - STRIDE;
+    if (k < 0 || entries[k + B_BUCKET]! < window.firstBucket) return undefined;
+    for (; k >= 0 && entries[k + B_BUCKET]! >= window.firstBucket; k -= STRIDE) {
       packets += entries[k + B_PACKETS]!;
       bytes += entries[k + B_BYTES]!;
       dropped += Math.max(entries[k + B_DROP_COUNTED]!, entries[k + B_DROP_OTHER]!);
@@ -997,7 +961,7 @@ export class FlowMapStore {
     const destination = this.nodeFor(server);
     source.edges++;
     destination.edges++;
-    const edge: EdgeState = { key, source, destination, protocol, port, buckets: [0], flowHash: -1, flowLast: 0, flows: undefined, version: 0, peer, namespaces };
+    const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flowHash: -1, flowLast: 0, flows: undefined, version: 0, peer, namespaces };
     this.edges.set(key, edge);
     for (const ns of namespaces) {
       const edges = this.edgesByNamespace.get(ns);
@@ -1044,7 +1008,8 @@ export class FlowMapStore {
     const version = this.currentVersion + 1;
     let removedAny = false;
     for (const edge of this.edges.values()) {
-      if (!expireBuckets(edge.buckets, oldestFine, oldestCoarse)) {
+      expireBuckets(edge.fine, oldestFine);
+      if (!expireBuckets(edge.coarse, oldestCoarse)) {
         this.removeEdge(edge, version);
         removedAny = true;
         continue;
