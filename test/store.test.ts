@@ -754,8 +754,8 @@ describe("flow map", () => {
   });
 
   it("sums every window like a brute-force sum over the records, with late records, the clock moving and buckets expiring (seeded)", () => {
-    // Both tiers of an edge share one array (coarse buckets, then fine ones): insertions
-    // into either, late ones in the middle, and expiry of both must keep each tier whole.
+    // Insertions into either tier (late ones in the middle) and expiry of both must keep
+    // each tier whole and in order.
     const rand = seededRandom(23);
     const { map, clock } = store();
     const added: { dst: number; endMs: number; packets: number }[] = [];
