@@ -11,6 +11,8 @@ import { AccessControl } from "../controlplane/access/control.js";
 import { parseKubeObject, type KubeObject } from "../controlplane/metadata/objects.js";
 import type { MetadataSource, ObjectEvent } from "../controlplane/metadata/source.js";
 import { splitNanoseconds } from "../controlplane/store/enriched-columns.js";
+import { Enricher } from "../controlplane/cluster/enrich.js";
+import { ClusterState } from "../controlplane/cluster/state.js";
 import { allocColumns, recordAt, writeAddress, type FlowColumns } from "../flowcolumns/columns.js";
 import { ObservationPoint, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import { seededRandom } from "./harness/seeded-random.js";
@@ -231,6 +233,66 @@ describe("ingest from columns", () => {
     expect(kept.map((r) => [Number(r.sequence), r.source?.podName])).toEqual([[1, "web-1"], [4, "web-1"], [6, "web-1"]]);
     const refused = Object.fromEntries(cp.status().refused.map((r) => [r.cause, r.records]));
     expect(refused).toEqual({ foreign_pod: 1n, foreign_address: 2n, unknown_pod: 1n });
+  });
+});
+
+describe("Enricher's address cache of the column path", () => {
+  /** Rows node-1's web pod sends to each address, all at `seconds`. */
+  const toEach = (ips: string[], seconds: number) =>
+    columnsOf(ips.map((dst) => ({ src: "10.244.1.5", dst, point: FROM, startNs: at(seconds), local: 1 })));
+
+  it("gives each distinct address its own entry across table growths and clears (upper half, one byte apart, IPv4 beside IPv4-mapped IPv6)", () => {
+    const state = new ClusterState();
+    state.apply(upsert(NODE1, WEB), at(0));
+    const enricher = new Enricher(state, { cacheSize: 300 });
+    const rnd = seededRandom(7);
+    const corners = ["0.0.0.0", "255.255.255.255", "128.0.0.0", "127.255.255.255", "10.244.1.5", "::ffff:10.244.1.5", "::10.244.1.5"];
+    const ips = [...corners];
+    for (let i = 0; i < 1_000; i++) {
+      // Neighbours in one byte only, across the whole range, so that probes of the table run into each other.
+      const hi = Math.floor(rnd() * 256);
+      ips.push(`${hi}.${i % 7}.0.${Math.floor(rnd() * 256)}`);
+    }
+    const ipOfId = new Map<number, string>();
+    for (let pass = 0; pass < 3; pass++) {
+      const c = toEach(ips, 300);
+      const { destinationEntries } = enricher.admitColumns("node-1", c, 0);
+      // The entry is the row's address (as the record path writes it), whichever entries the cache emptied meanwhile (300 of 1,007 fit).
+      expect(destinationEntries.map((e) => e.ip)).toEqual(recordsOfColumns(c, "node-1").map((r) => r.ip?.destination));
+      // Never one entry for two addresses.
+      for (const e of destinationEntries) {
+        expect(ipOfId.get(e.id) ?? e.ip).toBe(e.ip);
+        ipOfId.set(e.id, e.ip);
+      }
+    }
+    // Without clears an address keeps its entry.
+    const roomy = new Enricher(state);
+    const first = roomy.admitColumns("node-1", toEach(ips, 300), 0).destinationEntries;
+    const again = roomy.admitColumns("node-1", toEach([...ips].reverse(), 300), 0).destinationEntries.reverse();
+    expect(again.every((e, k) => e === first[k])).toBe(true);
+  });
+
+  it("names a reused address after its new pod when the cache was emptied and refilled between the owners", () => {
+    const ip = "10.244.1.40";
+    const state = new ClusterState();
+    state.apply(upsert(NODE1, WEB), at(0));
+    const podA = pod("cart-a", "uid-a", [ip], "node-2", { app: "cart" }, at(100));
+    const podB = pod("search-b", "uid-b", [ip], "node-2", { app: "search" }, at(260));
+    state.apply(upsert(podA), at(103));
+    const enricher = new Enricher(state, { cacheSize: 8 });
+    const named = (seconds: number) => {
+      const e = enricher.admitColumns("node-1", toEach([ip], seconds), 0).batch.destinations[0];
+      return e?.world === true ? "world" : e?.podName;
+    };
+    expect(named(150)).toBe("cart-a");
+    state.apply(remove(podA), at(200));
+    state.apply(upsert(podB), at(262));
+    // Still cached: the address's history changed, so its answer is computed again.
+    expect(named(270)).toBe("search-b");
+    expect(named(150)).toBe("cart-a");
+    // Other addresses push it out; its new entry answers by time as well.
+    enricher.admitColumns("node-1", toEach(Array.from({ length: 20 }, (_, k) => `203.0.113.${k}`), 300), 0);
+    expect([named(300), named(199), named(230)]).toEqual(["search-b", "cart-a", "world"]);
   });
 });
 

@@ -1,6 +1,7 @@
 // The flow store: label selectors, flow filters, the recent-flows history and the live
 // flow map, over synthetic enriched FlowRecords.
 import { describe, expect, it } from "vitest";
+import { seededRandom } from "./harness/seeded-random.js";
 import {
   IpVersion, ObservationPoint, PolicyAttribution, ReporterSide, Verdict, type Endpoint, type FlowRecord,
 } from "../proto/gen/bulkhead/v1/flow.js";
@@ -822,6 +823,46 @@ describe("flow map", () => {
     expect(map.getMap().edges.map(edge)).toEqual([
       { source: WEB, destination: "service:shop/cart", protocol: "TCP", port: 50051, flows: 1, packets: 5, bytes: 1000, forwarded: 1, dropped: 0, audit: 4 },
     ]);
+  });
+
+  it("sums every window like a brute-force sum over the records, with late records, the clock moving and buckets expiring (seeded)", () => {
+    // Insertions into either tier (late ones in the middle) and expiry of both must keep
+    // each tier whole and in order.
+    const rand = seededRandom(23);
+    const { map, clock } = store();
+    const added: { dst: number; endMs: number; packets: number }[] = [];
+    const peers = [cart1, db1];
+    for (let step = 0; step < 600; step++) {
+      clock.now = T0 + step * 7_000; // 70 min in all: the first records leave the retention
+      const batch: FlowRecord[] = [];
+      for (let r = Math.floor(rand() * 4); r > 0; r--) {
+        const dst = Math.floor(rand() * 2);
+        // Mostly current, sometimes minutes late, now and then past the retention.
+        const ago = rand() < 0.7 ? rand() * 10_000 : rand() < 0.9 ? rand() * 30 * 60_000 : 61 * 60_000 + rand() * 60_000;
+        const endMs = Math.round(clock.now - ago);
+        const packets = 1 + Math.floor(rand() * 20);
+        batch.push(record({ src: web1, dst: peers[dst]!, point: FROM, dport: dst === 0 ? 8080 : 5432, endMs, packets }));
+        added.push({ dst, endMs, packets });
+      }
+      map.add(batch);
+      if (step % 37 !== 0) continue;
+      for (const windowMs of [60_000, 5 * 60_000, 20 * 60_000, 60 * 60_000]) {
+        const bucketMs = windowMs <= 5 * 60_000 ? 5_000 : 60_000;
+        const first = Math.floor((clock.now - windowMs) / bucketMs);
+        // A record counts in its coarse bucket if not late on arrival, in its fine one if within the fine window on arrival.
+        const expected = [0, 0];
+        for (const a of added) {
+          if (Math.floor(a.endMs / bucketMs) >= first) expected[a.dst]! += a.packets;
+        }
+        const got = [0, 0];
+        for (const e of map.getMap({ windowMs }).edges) got[e.destination === CART ? 0 : 1]! += Number(e.packets);
+        expect({ windowMs, step, got }).toEqual({ windowMs, step, got: expected });
+      }
+      // What arrived too late to count anywhere is gone from the reference too.
+      const oldestCoarse = Math.floor((clock.now - 60 * 60_000) / 60_000);
+      for (let i = added.length - 1; i >= 0; i--) if (Math.floor(added[i]!.endMs / 60_000) < oldestCoarse) added.splice(i, 1);
+    }
+    expect(map.stats.late).toBeGreaterThan(0);
   });
 
   it("windows leave out buckets older than the window; retention drops them", () => {
