@@ -11,7 +11,6 @@ import { FlowFilterError, compileFilter, compileRequest } from "../controlplane/
 import { FlowHistory } from "../controlplane/store/history.js";
 import { FlowMapStore, edgeOfRecord } from "../controlplane/store/flowmap.js";
 import { enrichedFromRecords } from "../controlplane/store/enriched-columns.js";
-import { seededRandom } from "./harness/seeded-random.js";
 
 // ---------------------------------------------------------------------------------------
 // Synthetic enriched endpoints and records
