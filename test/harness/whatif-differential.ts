@@ -1,0 +1,398 @@
+// What-if against the datapath, on the records the lab recorded (issue 14, proof
+// "differential"): a ConformanceEngine that wraps the lab's DatapathEngine while the random
+// conformance cases run on it. For each step k ≥ 1 of a case, before the step is applied:
+//
+//  1. the control plane holds the records of step k−1's probes (real records from the
+//     agents, each end with the labels it had then). Two what-if calls with drafts that
+//     change every verdict (an Admin-tier ClusterNetworkPolicy accepting everything, one
+//     denying everything, each with the deletion of every ClusterNetworkPolicy in force)
+//     list every replayed (pair, protocol, port) with its verdict under the policies in
+//     force and its records: the wait for step k−1's records ends when every probe sent has
+//     its tuple there (so the check cannot pass on an empty history), and what-if's
+//     "before" must equal what the datapath did at step k−1;
+//  2. the draft: the manifests step k creates or replaces (the same YAML the lab writes into
+//     its manifests folder) and deletions (`bulkhead.io/draft: delete`) of those it removes,
+//     through PolicyWhatIf, over the same time range. Its "after" for a tuple is the edge's
+//     `after` when listed, else the tuple's "before";
+//  3. that "after" must equal the model (controlplane/policy/model.ts) with step k's policies
+//     over the identities of step k−1 (what the records carry);
+//  4. step k is applied, every (protocol, port) replayed is probed (the runner's own probes
+//     of step k reuse these answers, the lab being in the same state), and what-if's "after"
+//     must equal the datapath's verdict for every tuple whose ends keep their labels.
+//
+// A step's label changes are not policy and cannot be drafted: what-if judges a record by
+// its ends' labels of the time (and today's namespace labels, which are still step k−1's
+// when it is asked), the datapath after the step by the new ones. A pair with an end whose
+// pod or namespace labels the step changes is checked against the model over the recorded
+// identities (3), and not against the datapath (4); every other pair's verdict depends on
+// nothing the step changed but policies. The calls go through the Observer API's
+// PolicyWhatIf RPC, what `bulkhead policy what-if` calls (a CLI process per call would cost
+// ~0.6 s each, 3 calls per step).
+import { stringify } from "yaml";
+import { timestampOfMs } from "../../config/time.js";
+import {
+  modelPairs, type ConformanceCase, type ConformanceEngine, type ConformanceModel, type ModelPlacement, type ResolvedAction,
+} from "../../lab/conformance/cases.js";
+import { cnpDocument, policyDocument } from "../../lab/netpol-files.js";
+import { PolicyModel, type PolicyCluster } from "../../controlplane/policy/model.js";
+import { DRAFT_ANNOTATION } from "../../controlplane/policy/draft.js";
+import { CNP_API_VERSION, CNP_KIND } from "../../controlplane/policy/cnp.js";
+import type { Protocol } from "../../controlplane/metadata/objects.js";
+import { Verdict } from "../../proto/gen/bulkhead/v1/flow.js";
+import type { DraftFile, ObserverServiceClient, PolicyWhatIfResponse } from "../../proto/gen/bulkhead/v1/observer.js";
+import { sleep } from "./wait.js";
+
+interface Combo { port: number; protocol: Protocol }
+const comboKey = (c: Combo) => `${c.protocol}/${c.port}`;
+type Outcome = "FORWARDED" | "DROPPED";
+
+/** One replayed (pair, protocol, port): what-if's verdicts, the model's, and whether the step relabels an end. */
+interface Judged {
+  pair: string;
+  combo: Combo;
+  before: Outcome;
+  after: Outcome;
+  records: number;
+  modelAllowed: boolean;
+  relabelled: boolean;
+}
+
+interface Prediction {
+  caseId: string;
+  step: number;
+  tuples: Map<string, Judged>;
+  combos: Combo[];
+}
+
+export interface DifferentialStats {
+  /** Steps whose predecessor's records were replayed against their draft. */
+  steps: number;
+  /** Of those, steps with a draft (the others change labels only: "after" is "before"). */
+  drafts: number;
+  /** Deletions in those drafts (NetworkPolicies and ClusterNetworkPolicies). */
+  deletions: number;
+  /** Probes whose records were replayed (pairs × (protocol, port) probed), and the records replayed for them. */
+  probes: number;
+  records: number;
+  /** Replayed tuples judged (each against the model), of which the draft changed, and compared with the datapath. */
+  tuples: number;
+  changed: number;
+  againstDatapath: number;
+  /** Tuples with an end the step relabels: against the model only. */
+  relabelled: number;
+  /** Replayed tuples no probe of the step before sent (a late retransmission of an older probe). */
+  unprobed: number;
+  /** Time spent waiting for records and asking what-if, and probing (protocol, port)s the step itself does not probe. */
+  whatIfMs: number;
+  extraProbes: number;
+  extraProbeMs: number;
+}
+
+export interface DifferentialOptions {
+  seed: number;
+  /**
+   * How long to wait for a step's records to reach the control plane: the lab's agents
+   * drain every 100 ms and stream at once, so a record missing after this is lost, not late.
+   */
+  recordWaitMs?: number;
+  log?: (line: string) => void;
+}
+
+const REVEAL = "bulkhead-whatif-reveal";
+
+/** The conformance engine wrapped: every step of every case also checks what-if (see the top). */
+export class WhatIfDifferential implements ConformanceEngine {
+  readonly name: string;
+  /** Every disagreement, one line each, naming case, step, pair, protocol and port. */
+  readonly findings: string[] = [];
+  readonly stats: DifferentialStats = { steps: 0, drafts: 0, deletions: 0, probes: 0, records: 0, tuples: 0, changed: 0, againstDatapath: 0, relabelled: 0, unprobed: 0, whatIfMs: 0, extraProbes: 0, extraProbeMs: 0 };
+  private caseIndex = -1;
+  private step = -1;
+  private previous: PolicyCluster | undefined;
+  private windowStartMs = 0;
+  /** The (protocol, port)s probed since the last apply, and the pairs each denied. */
+  private results = new Map<string, { combo: Combo; denied: Set<string> }>();
+  private pairs: string[] = [];
+  private client: ObserverServiceClient | undefined;
+
+  constructor(
+    private readonly inner: ConformanceEngine & { observerClient(): ObserverServiceClient },
+    private readonly cases: readonly ConformanceCase[],
+    private readonly opts: DifferentialOptions,
+  ) {
+    this.name = inner.name;
+  }
+
+  async prepare(models: readonly ConformanceModel[]): Promise<void> {
+    await this.inner.prepare?.(models);
+  }
+
+  async setup(model: ConformanceModel): Promise<ModelPlacement> {
+    this.caseIndex++;
+    this.step = -1;
+    this.previous = undefined;
+    this.results = new Map();
+    this.pairs = modelPairs(model).map((p) => p.name);
+    const placement = await this.inner.setup(model);
+    // A new client each case: setup may have built a fresh lab (another CA).
+    this.client?.close();
+    this.client = this.inner.observerClient();
+    return placement;
+  }
+
+  async apply(actions: readonly ResolvedAction[], cluster: PolicyCluster): Promise<void> {
+    this.step++;
+    const asked = Date.now();
+    const prediction = this.previous !== undefined && this.results.size > 0 ? await this.predict(this.previous, cluster) : undefined;
+    this.stats.whatIfMs += Date.now() - asked;
+    await this.inner.apply(actions, cluster);
+    this.previous = cluster;
+    this.results = new Map();
+    // Records from here on are this step's (see predict's `since`).
+    this.windowStartMs = Date.now();
+    if (prediction === undefined) return;
+    // The step's own probes first (the runner then gets them from this.results), then the others: the extra cost.
+    const own = new Set((this.cases[this.caseIndex]?.steps[this.step]?.probes ?? []).map(comboKey));
+    for (const combo of prediction.combos) if (own.has(comboKey(combo))) await this.probe(combo.port, combo.protocol);
+    const probing = Date.now();
+    for (const combo of prediction.combos) {
+      if (own.has(comboKey(combo))) continue;
+      await this.probe(combo.port, combo.protocol);
+      this.stats.extraProbes++;
+    }
+    this.stats.extraProbeMs += Date.now() - probing;
+    this.compare(prediction);
+  }
+
+  async probe(port: number, protocol: Protocol): Promise<Set<string>> {
+    const key = comboKey({ port, protocol });
+    const done = this.results.get(key);
+    if (done !== undefined) return new Set(done.denied);
+    const denied = await this.inner.probe(port, protocol);
+    this.results.set(key, { combo: { port, protocol }, denied: new Set(denied) });
+    return denied;
+  }
+
+  async teardown(): Promise<void> {
+    this.client?.close();
+    this.client = undefined;
+    await this.inner.teardown();
+  }
+
+  private get caseId(): string {
+    return this.cases[this.caseIndex]?.id ?? `case ${this.caseIndex}`;
+  }
+
+  private finding(step: number, what: string): void {
+    this.findings.push(`${this.caseId} step ${step + 1}: ${what}`);
+  }
+
+  private whatIf(drafts: DraftFile[], sinceMs: number, untilMs: number): Promise<PolicyWhatIfResponse> {
+    const client = this.client;
+    if (client === undefined) throw new Error("what-if differential: no Observer client (setup first)");
+    return new Promise((resolve, reject) => client.policyWhatIf(
+      { drafts, since: timestampOfMs(sinceMs), until: timestampOfMs(untilMs), namespace: "", mode: "" },
+      (err, res) => (err || !res ? reject(err ?? new Error("PolicyWhatIf: no response")) : resolve(res)),
+    ));
+  }
+
+  /**
+   * Every tuple replayed over [since, until] with its verdict under the policies in force
+   * (`cnps`: the ClusterNetworkPolicies in force, deleted by the reveal drafts so that the
+   * reveal's own Admin policy decides alone), from two drafts that change every verdict.
+   */
+  private async reveal(cnps: readonly string[], sinceMs: number, untilMs: number): Promise<{ tuples: Map<string, { before: Outcome; records: number }>; replayed: number; odd: string[] }> {
+    const deletions = cnps.map((name) => stringify({ apiVersion: CNP_API_VERSION, kind: CNP_KIND, metadata: { name, annotations: { [DRAFT_ANNOTATION]: "delete" } } }));
+    const everything = (action: "Accept" | "Deny") => stringify({
+      apiVersion: CNP_API_VERSION, kind: CNP_KIND, metadata: { name: REVEAL },
+      spec: {
+        tier: "Admin", priority: 0, subject: { namespaces: {} },
+        ingress: [{ name: "all", action, from: [{ namespaces: {} }] }],
+        egress: [{ name: "all", action, to: [{ namespaces: {} }] }],
+      },
+    });
+    const draft = (action: "Accept" | "Deny"): DraftFile[] => [{ name: `reveal-${action.toLowerCase()}.yaml`, content: [everything(action), ...deletions].join("---\n") }];
+    const [accept, deny] = await Promise.all([this.whatIf(draft("Accept"), sinceMs, untilMs), this.whatIf(draft("Deny"), sinceMs, untilMs)]);
+    const tuples = new Map<string, { before: Outcome; records: number }>();
+    const odd: string[] = [];
+    // Accepting everything lists what is dropped now; denying everything, what is forwarded now.
+    for (const [response, expected] of [[accept, "DROPPED"], [deny, "FORWARDED"]] as const) {
+      for (const e of response.edges) {
+        const key = tupleKey(e.source, e.destination, e.protocol, e.port);
+        const before = outcome(e.before);
+        if (key === undefined || before !== expected) {
+          odd.push(`reveal edge ${e.source} → ${e.destination} ${e.protocol}/${e.port} ${Verdict[e.before]} → ${Verdict[e.after]}`);
+          continue;
+        }
+        if (tuples.has(key)) odd.push(`${key} listed by both reveals (FORWARDED and DROPPED under the same policies)`);
+        tuples.set(key, { before, records: Number(e.records) });
+      }
+    }
+    return { tuples, replayed: Math.min(Number(accept.replayed), Number(deny.replayed)), odd };
+  }
+
+  /** Steps 1–3 of the top: what what-if says step k does to step k−1's records, checked against step k−1's datapath and the model. */
+  private async predict(before: PolicyCluster, after: PolicyCluster): Promise<Prediction> {
+    const step = this.step;
+    const probed = [...this.results.values()];
+    const expected = probed.flatMap(({ combo }) => this.pairs.map((pair) => `${pair} ${comboKey(combo)}`));
+    const sinceMs = this.windowStartMs;
+    const cnps = (before.clusterNetworkPolicies ?? []).map((p) => p.metadata.name);
+    const deadline = Date.now() + (this.opts.recordWaitMs ?? 5000);
+    let untilMs: number;
+    let seen: Awaited<ReturnType<WhatIfDifferential["reveal"]>>;
+    // Waits until every probe of step k−1 has its record at the control plane.
+    for (;;) {
+      untilMs = Date.now();
+      seen = await this.reveal(cnps, sinceMs, untilMs);
+      const missing = expected.filter((t) => !seen.tuples.has(t));
+      if (missing.length === 0) break;
+      if (Date.now() > deadline) {
+        this.finding(step, `${missing.length} of ${expected.length} probes of step ${step} have no record replayed by what-if after ${this.opts.recordWaitMs ?? 5000} ms: ${missing.slice(0, 8).join(", ")}`);
+        break;
+      }
+      await sleep(100);
+    }
+    for (const o of seen.odd) this.finding(step, o);
+    this.stats.steps++;
+    this.stats.probes += expected.length;
+    for (const t of expected) this.stats.records += seen.tuples.get(t)?.records ?? 0;
+    if (seen.replayed < expected.length) this.finding(step, `what-if replayed ${seen.replayed} records for ${expected.length} probes`);
+
+    // The draft: what step k writes into the manifests folder, and deletions of what it removes.
+    const docs = draftDocuments(before, after);
+    const changed = new Map<string, { before: Outcome; after: Outcome }>();
+    if (docs.documents.length > 0) {
+      this.stats.drafts++;
+      this.stats.deletions += docs.deletions;
+      const response = await this.whatIf([{ name: `${this.caseId}-step-${step + 1}.yaml`, content: docs.documents.join("---\n") }], sinceMs, untilMs);
+      for (const e of response.edges) {
+        const key = tupleKey(e.source, e.destination, e.protocol, e.port);
+        const b = outcome(e.before), a = outcome(e.after);
+        if (key === undefined || b === undefined || a === undefined) {
+          this.finding(step, `draft edge ${e.source} → ${e.destination} ${e.protocol}/${e.port} ${Verdict[e.before]} → ${Verdict[e.after]} is not a model pair's FORWARDED/DROPPED`);
+          continue;
+        }
+        changed.set(key, { before: b, after: a });
+      }
+    }
+
+    // The model with step k's policies over the identities of step k−1 (labels of the records' time).
+    const model = new PolicyModel({ ...before, policies: after.policies, clusterNetworkPolicies: after.clusterNetworkPolicies ?? [] }, { defaultMode: "enforce", hostExempt: true });
+    const relabelled = relabelledEnds(before, after);
+    const tuples = new Map<string, Judged>();
+    const combos = new Map<string, Combo>();
+    for (const [key, { before: b, records }] of seen.tuples) {
+      const [pair = "", comboText = ""] = key.split(" ");
+      const [protocol = "", port = ""] = comboText.split("/");
+      const combo = { protocol: protocol as Protocol, port: Number(port) };
+      combos.set(comboText, combo);
+      const [src = "", dst = ""] = pair.split(">");
+      const c = changed.get(key);
+      if (c !== undefined && c.before !== b) this.finding(step, `${key}: the draft's what-if says before ${c.before}, the reveal ${b}`);
+      const a = c?.after ?? b;
+      const modelAllowed = model.evaluate({ src: { pod: podRef(src) }, dst: { pod: podRef(dst) }, protocol: combo.protocol, port: combo.port }).allowed;
+      if ((a === "FORWARDED") !== modelAllowed) this.finding(step, `${key}: what-if's after is ${a}, the model's ${modelAllowed ? "FORWARDED" : "DROPPED"} (step ${step + 1}'s policies, step ${step}'s labels)`);
+      const datapathBefore = this.results.get(comboText);
+      if (datapathBefore === undefined) this.stats.unprobed++;
+      else if ((b === "FORWARDED") === datapathBefore.denied.has(pair)) {
+        this.finding(step, `${key}: what-if's before is ${b}, the datapath ${datapathBefore.denied.has(pair) ? "DROPPED" : "FORWARDED"} it at step ${step}`);
+      }
+      if (c !== undefined) this.stats.changed++;
+      tuples.set(key, { pair, combo, before: b, after: a, records, modelAllowed, relabelled: relabelled.has(src) || relabelled.has(dst) });
+    }
+    for (const key of changed.keys()) if (!tuples.has(key)) this.finding(step, `${key}: the draft's what-if lists it, the reveals do not`);
+    this.stats.tuples += tuples.size;
+    return { caseId: this.caseId, step, tuples, combos: [...combos.values()] };
+  }
+
+  /** Step 4: what-if's "after" against the datapath once the step is applied. */
+  private compare(p: Prediction): void {
+    for (const [key, t] of p.tuples) {
+      if (t.relabelled) { this.stats.relabelled++; continue; }
+      const result = this.results.get(comboKey(t.combo));
+      if (result === undefined) { this.finding(p.step, `${key}: not probed after the step`); continue; }
+      this.stats.againstDatapath++;
+      const datapath: Outcome = result.denied.has(t.pair) ? "DROPPED" : "FORWARDED";
+      if (datapath !== t.after) {
+        this.finding(p.step, `${key}: what-if says ${t.before} → ${t.after} (${t.records} records), the datapath ${datapath} once step ${p.step + 1} is applied, `
+          + `the model ${t.modelAllowed ? "FORWARDED" : "DROPPED"}`);
+      }
+    }
+  }
+
+  /** The findings as a failure message naming the seed. */
+  report(): string {
+    const s = this.stats;
+    return [
+      `what-if disagrees ${this.findings.length} times (seed ${this.opts.seed}; rerun with CONFORMANCE_RANDOM_SEED=${this.opts.seed}):`,
+      ...this.findings.slice(0, 40).map((f) => `  ${f}`),
+      ...(this.findings.length > 40 ? [`  … and ${this.findings.length - 40} more`] : []),
+      `  (${summary(s)})`,
+    ].join("\n");
+  }
+}
+
+export function summary(s: DifferentialStats): string {
+  return `${s.steps} steps replayed (${s.drafts} with a draft, ${s.deletions} deletions), ${s.probes} probes with ${s.records} records, `
+    + `${s.tuples} tuples judged, ${s.changed} changed by their draft, ${s.againstDatapath} against the datapath, ${s.relabelled} relabelled (model only), ${s.unprobed} unprobed; `
+    + `${(s.whatIfMs / 1000).toFixed(1)} s waiting for records and asking what-if, ${(s.extraProbeMs / 1000).toFixed(1)} s probing ${s.extraProbes} (protocol, port)s after the steps`;
+}
+
+/** "xa>yb TCP/80" from an edge between two model pods ("workload:x/Pod/a"); undefined for any other end. */
+function tupleKey(source: string, destination: string, protocol: string, port: number): string | undefined {
+  const pod = (id: string) => /^workload:([a-z0-9-]+)\/Pod\/([a-z0-9-]+)$/.exec(id);
+  const s = pod(source), d = pod(destination);
+  if (!s || !d) return undefined;
+  return `${s[1]}${s[2]}>${d[1]}${d[2]} ${protocol}/${port}`;
+}
+
+/** "xa" → "x/a" (model namespaces and pods are one letter). */
+function podRef(key: string): string {
+  return `${key.slice(0, 1)}/${key.slice(1)}`;
+}
+
+function outcome(v: Verdict): Outcome | undefined {
+  return v === Verdict.VERDICT_FORWARDED ? "FORWARDED" : v === Verdict.VERDICT_DROPPED ? "DROPPED" : undefined;
+}
+
+/** The pods ("xa") whose labels, or whose namespace's labels, differ between the two states. */
+function relabelledEnds(before: PolicyCluster, after: PolicyCluster): Set<string> {
+  const same = (a: Record<string, string> | undefined, b: Record<string, string> | undefined) => JSON.stringify(Object.entries(a ?? {}).sort()) === JSON.stringify(Object.entries(b ?? {}).sort());
+  const nsBefore = new Map(before.namespaces.map((n) => [n.metadata.name, n.metadata.labels]));
+  const podsBefore = new Map(before.pods.map((p) => [`${p.metadata.namespace}/${p.metadata.name}`, p.metadata.labels]));
+  const changedNs = new Set(after.namespaces.filter((n) => !same(nsBefore.get(n.metadata.name), n.metadata.labels)).map((n) => n.metadata.name));
+  return new Set(after.pods.filter((p) => changedNs.has(p.metadata.namespace) || !same(podsBefore.get(`${p.metadata.namespace}/${p.metadata.name}`), p.metadata.labels))
+    .map((p) => `${p.metadata.namespace}${p.metadata.name}`));
+}
+
+/** The manifests the step writes (created or changed) and deletions of those it removes, as draft documents. */
+export function draftDocuments(before: PolicyCluster, after: PolicyCluster): { documents: string[]; deletions: number } {
+  const documents: string[] = [];
+  let deletions = 0;
+  const npKey = (p: { metadata: { namespace: string; name: string } }) => `${p.metadata.namespace}/${p.metadata.name}`;
+  const wasNp = new Map(before.policies.map((p) => [npKey(p), policyDocument(p)]));
+  const nowNp = new Set(after.policies.map(npKey));
+  for (const p of after.policies) {
+    const doc = policyDocument(p);
+    if (wasNp.get(npKey(p)) !== doc) documents.push(doc);
+  }
+  for (const p of before.policies) {
+    if (nowNp.has(npKey(p))) continue;
+    deletions++;
+    documents.push(stringify({ apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy",
+      metadata: { name: p.metadata.name, namespace: p.metadata.namespace, annotations: { [DRAFT_ANNOTATION]: "delete" } } }));
+  }
+  const wasCnp = new Map((before.clusterNetworkPolicies ?? []).map((p) => [p.metadata.name, cnpDocument(p)]));
+  const nowCnp = new Set((after.clusterNetworkPolicies ?? []).map((p) => p.metadata.name));
+  for (const p of after.clusterNetworkPolicies ?? []) {
+    const doc = cnpDocument(p);
+    if (wasCnp.get(p.metadata.name) !== doc) documents.push(doc);
+  }
+  for (const p of before.clusterNetworkPolicies ?? []) {
+    if (nowCnp.has(p.metadata.name)) continue;
+    deletions++;
+    documents.push(stringify({ apiVersion: CNP_API_VERSION, kind: CNP_KIND, metadata: { name: p.metadata.name, annotations: { [DRAFT_ANNOTATION]: "delete" } } }));
+  }
+  return { documents, deletions };
+}
