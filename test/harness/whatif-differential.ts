@@ -25,7 +25,14 @@
 // when it is asked), the datapath after the step by the new ones. A pair with an end whose
 // pod or namespace labels the step changes is checked against the model over the recorded
 // identities (3), and not against the datapath (4); every other pair's verdict depends on
-// nothing the step changed but policies. The calls go through the Observer API's
+// nothing the step changed but policies.
+//
+// The reset between two cases (and after the last one) is checked the same way, as a draft
+// deleting every NetworkPolicy and ClusterNetworkPolicy in force: the random cases delete
+// little themselves, and a what-if that ignored deletions must not pass. Its label resets
+// are not taken as relabellings: with no policy in force no label decides a verdict.
+//
+// The calls go through the Observer API's
 // PolicyWhatIf RPC, what `bulkhead policy what-if` calls (a CLI process per call would cost
 // ~0.6 s each, 3 calls per step).
 import { stringify } from "yaml";
@@ -58,15 +65,17 @@ interface Judged {
 }
 
 interface Prediction {
-  caseId: string;
-  step: number;
+  /** "step 3", "the reset after step 2". */
+  label: string;
   tuples: Map<string, Judged>;
   combos: Combo[];
 }
 
 export interface DifferentialStats {
-  /** Steps whose predecessor's records were replayed against their draft. */
+  /** Changes (steps and resets) whose predecessor's records were replayed against their draft. */
   steps: number;
+  /** Of those, the resets between cases (and after the last): drafts deleting every policy in force. */
+  resets: number;
   /** Of those, steps with a draft (the others change labels only: "after" is "before"). */
   drafts: number;
   /** Deletions in those drafts (NetworkPolicies and ClusterNetworkPolicies). */
@@ -105,12 +114,17 @@ export class WhatIfDifferential implements ConformanceEngine {
   readonly name: string;
   /** Every disagreement, one line each, naming case, step, pair, protocol and port. */
   readonly findings: string[] = [];
-  readonly stats: DifferentialStats = { steps: 0, drafts: 0, deletions: 0, probes: 0, records: 0, tuples: 0, changed: 0, againstDatapath: 0, relabelled: 0, unprobed: 0, whatIfMs: 0, extraProbes: 0, extraProbeMs: 0 };
+  readonly stats: DifferentialStats = {
+    steps: 0, resets: 0, drafts: 0, deletions: 0, probes: 0, records: 0, tuples: 0, changed: 0, againstDatapath: 0, relabelled: 0, unprobed: 0,
+    whatIfMs: 0, extraProbes: 0, extraProbeMs: 0,
+  };
   private caseIndex = -1;
+  /** From 0; the runner's steps in messages count from 1. */
   private step = -1;
+  /** The cluster as the last step left it. */
   private previous: PolicyCluster | undefined;
   private windowStartMs = 0;
-  /** The (protocol, port)s probed since the last apply, and the pairs each denied. */
+  /** The (protocol, port)s probed since the last change, and the pairs each denied. */
   private results = new Map<string, { combo: Combo; denied: Set<string> }>();
   private pairs: string[] = [];
   private client: ObserverServiceClient | undefined;
@@ -127,41 +141,26 @@ export class WhatIfDifferential implements ConformanceEngine {
     await this.inner.prepare?.(models);
   }
 
+  /** The next case; the reset before it (no policies) is checked as a draft deleting every policy of the case before. */
   async setup(model: ConformanceModel): Promise<ModelPlacement> {
+    let placement: ModelPlacement | undefined;
+    await this.resetChecked(async () => { placement = await this.inner.setup(model); });
     this.caseIndex++;
     this.step = -1;
     this.previous = undefined;
     this.results = new Map();
     this.pairs = modelPairs(model).map((p) => p.name);
-    const placement = await this.inner.setup(model);
     // A new client each case: setup may have built a fresh lab (another CA).
     this.client?.close();
     this.client = this.inner.observerClient();
+    if (placement === undefined) throw new Error("unreachable: setup gave no placement");
     return placement;
   }
 
   async apply(actions: readonly ResolvedAction[], cluster: PolicyCluster): Promise<void> {
     this.step++;
-    const asked = Date.now();
-    const prediction = this.previous !== undefined && this.results.size > 0 ? await this.predict(this.previous, cluster) : undefined;
-    this.stats.whatIfMs += Date.now() - asked;
-    await this.inner.apply(actions, cluster);
-    this.previous = cluster;
-    this.results = new Map();
-    // Records from here on are this step's (see predict's `since`).
-    this.windowStartMs = Date.now();
-    if (prediction === undefined) return;
-    // The step's own probes first (the runner then gets them from this.results), then the others: the extra cost.
-    const own = new Set((this.cases[this.caseIndex]?.steps[this.step]?.probes ?? []).map(comboKey));
-    for (const combo of prediction.combos) if (own.has(comboKey(combo))) await this.probe(combo.port, combo.protocol);
-    const probing = Date.now();
-    for (const combo of prediction.combos) {
-      if (own.has(comboKey(combo))) continue;
-      await this.probe(combo.port, combo.protocol);
-      this.stats.extraProbes++;
-    }
-    this.stats.extraProbeMs += Date.now() - probing;
-    this.compare(prediction);
+    await this.transition(cluster, `step ${this.step + 1}`, () => this.inner.apply(actions, cluster),
+      new Set((this.cases[this.caseIndex]?.steps[this.step]?.probes ?? []).map(comboKey)));
   }
 
   async probe(port: number, protocol: Protocol): Promise<Set<string>> {
@@ -173,18 +172,68 @@ export class WhatIfDifferential implements ConformanceEngine {
     return denied;
   }
 
+  /** The last case's last step is checked against a reset too (its policies deleted), then the lab goes. */
   async teardown(): Promise<void> {
-    this.client?.close();
-    this.client = undefined;
-    await this.inner.teardown();
+    try {
+      const last = this.previous;
+      if (last !== undefined) await this.resetChecked(() => this.inner.apply([], withoutPolicies(last)));
+    } catch (err) {
+      this.findings.push(`${this.caseId}: the reset after its last step failed: ${(err as Error).message}`);
+    } finally {
+      this.client?.close();
+      this.client = undefined;
+      await this.inner.teardown();
+    }
+  }
+
+  /**
+   * `reset` (setup's or teardown's) checked as a step whose draft deletes every policy in
+   * force. Its label resets are not relabellings here: with no policy in force no label
+   * decides a verdict, so every pair is compared with the datapath.
+   */
+  private async resetChecked(reset: () => Promise<void>): Promise<void> {
+    const last = this.previous;
+    if (last === undefined || this.results.size === 0) {
+      await reset();
+      return;
+    }
+    this.stats.resets++;
+    await this.transition(withoutPolicies(last), `the reset after step ${this.step + 1}`, reset, new Set());
+    this.previous = undefined;
+  }
+
+  /**
+   * One change of the lab (`change`, to `after`), checked: what-if over the records since the
+   * last change, the change, then every replayed (protocol, port) probed (the `own` ones, which
+   * the runner probes next, first: the others are the extra cost) and compared.
+   */
+  private async transition(after: PolicyCluster, label: string, change: () => Promise<void>, own: ReadonlySet<string>): Promise<void> {
+    const asked = Date.now();
+    const prediction = this.previous !== undefined && this.results.size > 0 ? await this.predict(this.previous, after, label) : undefined;
+    this.stats.whatIfMs += Date.now() - asked;
+    await change();
+    this.previous = after;
+    this.results = new Map();
+    // Records from here on are this state's (see predict's `since`).
+    this.windowStartMs = Date.now();
+    if (prediction === undefined) return;
+    for (const combo of prediction.combos) if (own.has(comboKey(combo))) await this.probe(combo.port, combo.protocol);
+    const probing = Date.now();
+    for (const combo of prediction.combos) {
+      if (own.has(comboKey(combo))) continue;
+      await this.probe(combo.port, combo.protocol);
+      this.stats.extraProbes++;
+    }
+    this.stats.extraProbeMs += Date.now() - probing;
+    this.compare(prediction);
   }
 
   private get caseId(): string {
     return this.cases[this.caseIndex]?.id ?? `case ${this.caseIndex}`;
   }
 
-  private finding(step: number, what: string): void {
-    this.findings.push(`${this.caseId} step ${step + 1}: ${what}`);
+  private finding(label: string, what: string): void {
+    this.findings.push(`${this.caseId} ${label}: ${what}`);
   }
 
   private whatIf(drafts: DraftFile[], sinceMs: number, untilMs: number): Promise<PolicyWhatIfResponse> {
@@ -231,53 +280,54 @@ export class WhatIfDifferential implements ConformanceEngine {
     return { tuples, replayed: Math.min(Number(accept.replayed), Number(deny.replayed)), odd };
   }
 
-  /** Steps 1–3 of the top: what what-if says step k does to step k−1's records, checked against step k−1's datapath and the model. */
-  private async predict(before: PolicyCluster, after: PolicyCluster): Promise<Prediction> {
-    const step = this.step;
+  /** Steps 1–3 of the top: what what-if says the change to `after` does to the records since the last change, checked against that state's datapath and the model. */
+  private async predict(before: PolicyCluster, after: PolicyCluster, label: string): Promise<Prediction> {
+    const was = this.step < 0 ? "the case's start" : `step ${this.step + (label.startsWith("step") ? 0 : 1)}`;
     const probed = [...this.results.values()];
     const expected = probed.flatMap(({ combo }) => this.pairs.map((pair) => `${pair} ${comboKey(combo)}`));
     const sinceMs = this.windowStartMs;
     const cnps = (before.clusterNetworkPolicies ?? []).map((p) => p.metadata.name);
-    const deadline = Date.now() + (this.opts.recordWaitMs ?? 5000);
+    const waitMs = this.opts.recordWaitMs ?? 5000;
+    const deadline = Date.now() + waitMs;
     let untilMs: number;
     let seen: Awaited<ReturnType<WhatIfDifferential["reveal"]>>;
-    // Waits until every probe of step k−1 has its record at the control plane.
+    // Waits until every probe of the state before has its record at the control plane.
     for (;;) {
       untilMs = Date.now();
       seen = await this.reveal(cnps, sinceMs, untilMs);
       const missing = expected.filter((t) => !seen.tuples.has(t));
       if (missing.length === 0) break;
       if (Date.now() > deadline) {
-        this.finding(step, `${missing.length} of ${expected.length} probes of step ${step} have no record replayed by what-if after ${this.opts.recordWaitMs ?? 5000} ms: ${missing.slice(0, 8).join(", ")}`);
+        this.finding(label, `${missing.length} of ${expected.length} probes of ${was} have no record replayed by what-if after ${waitMs} ms: ${missing.slice(0, 8).join(", ")}`);
         break;
       }
-      await sleep(100);
+      await sleep(30);
     }
-    for (const o of seen.odd) this.finding(step, o);
+    for (const o of seen.odd) this.finding(label, o);
     this.stats.steps++;
     this.stats.probes += expected.length;
     for (const t of expected) this.stats.records += seen.tuples.get(t)?.records ?? 0;
-    if (seen.replayed < expected.length) this.finding(step, `what-if replayed ${seen.replayed} records for ${expected.length} probes`);
+    if (seen.replayed < expected.length) this.finding(label, `what-if replayed ${seen.replayed} records for ${expected.length} probes`);
 
-    // The draft: what step k writes into the manifests folder, and deletions of what it removes.
+    // The draft: what the change writes into the manifests folder, and deletions of what it removes.
     const docs = draftDocuments(before, after);
     const changed = new Map<string, { before: Outcome; after: Outcome }>();
     if (docs.documents.length > 0) {
       this.stats.drafts++;
       this.stats.deletions += docs.deletions;
-      const response = await this.whatIf([{ name: `${this.caseId}-step-${step + 1}.yaml`, content: docs.documents.join("---\n") }], sinceMs, untilMs);
+      const response = await this.whatIf([{ name: `${this.caseId} ${label}.yaml`, content: docs.documents.join("---\n") }], sinceMs, untilMs);
       for (const e of response.edges) {
         const key = tupleKey(e.source, e.destination, e.protocol, e.port);
         const b = outcome(e.before), a = outcome(e.after);
         if (key === undefined || b === undefined || a === undefined) {
-          this.finding(step, `draft edge ${e.source} → ${e.destination} ${e.protocol}/${e.port} ${Verdict[e.before]} → ${Verdict[e.after]} is not a model pair's FORWARDED/DROPPED`);
+          this.finding(label, `draft edge ${e.source} → ${e.destination} ${e.protocol}/${e.port} ${Verdict[e.before]} → ${Verdict[e.after]} is not a model pair's FORWARDED/DROPPED`);
           continue;
         }
         changed.set(key, { before: b, after: a });
       }
     }
 
-    // The model with step k's policies over the identities of step k−1 (labels of the records' time).
+    // The model with the new policies over the identities of the records' time.
     const model = new PolicyModel({ ...before, policies: after.policies, clusterNetworkPolicies: after.clusterNetworkPolicies ?? [] }, { defaultMode: "enforce", hostExempt: true });
     const relabelled = relabelledEnds(before, after);
     const tuples = new Map<string, Judged>();
@@ -289,33 +339,33 @@ export class WhatIfDifferential implements ConformanceEngine {
       combos.set(comboText, combo);
       const [src = "", dst = ""] = pair.split(">");
       const c = changed.get(key);
-      if (c !== undefined && c.before !== b) this.finding(step, `${key}: the draft's what-if says before ${c.before}, the reveal ${b}`);
+      if (c !== undefined && c.before !== b) this.finding(label, `${key}: the draft's what-if says before ${c.before}, the reveal ${b}`);
       const a = c?.after ?? b;
       const modelAllowed = model.evaluate({ src: { pod: podRef(src) }, dst: { pod: podRef(dst) }, protocol: combo.protocol, port: combo.port }).allowed;
-      if ((a === "FORWARDED") !== modelAllowed) this.finding(step, `${key}: what-if's after is ${a}, the model's ${modelAllowed ? "FORWARDED" : "DROPPED"} (step ${step + 1}'s policies, step ${step}'s labels)`);
+      if ((a === "FORWARDED") !== modelAllowed) this.finding(label, `${key}: what-if's after is ${a}, the model's ${modelAllowed ? "FORWARDED" : "DROPPED"} (the new policies, the labels of ${was})`);
       const datapathBefore = this.results.get(comboText);
       if (datapathBefore === undefined) this.stats.unprobed++;
       else if ((b === "FORWARDED") === datapathBefore.denied.has(pair)) {
-        this.finding(step, `${key}: what-if's before is ${b}, the datapath ${datapathBefore.denied.has(pair) ? "DROPPED" : "FORWARDED"} it at step ${step}`);
+        this.finding(label, `${key}: what-if's before is ${b}, the datapath ${datapathBefore.denied.has(pair) ? "DROPPED" : "FORWARDED"} it at ${was}`);
       }
       if (c !== undefined) this.stats.changed++;
       tuples.set(key, { pair, combo, before: b, after: a, records, modelAllowed, relabelled: relabelled.has(src) || relabelled.has(dst) });
     }
-    for (const key of changed.keys()) if (!tuples.has(key)) this.finding(step, `${key}: the draft's what-if lists it, the reveals do not`);
+    for (const key of changed.keys()) if (!tuples.has(key)) this.finding(label, `${key}: the draft's what-if lists it, the reveals do not`);
     this.stats.tuples += tuples.size;
-    return { caseId: this.caseId, step, tuples, combos: [...combos.values()] };
+    return { label, tuples, combos: [...combos.values()] };
   }
 
-  /** Step 4: what-if's "after" against the datapath once the step is applied. */
+  /** Step 4: what-if's "after" against the datapath once the change is applied. */
   private compare(p: Prediction): void {
     for (const [key, t] of p.tuples) {
       if (t.relabelled) { this.stats.relabelled++; continue; }
       const result = this.results.get(comboKey(t.combo));
-      if (result === undefined) { this.finding(p.step, `${key}: not probed after the step`); continue; }
+      if (result === undefined) { this.finding(p.label, `${key}: not probed after the change`); continue; }
       this.stats.againstDatapath++;
       const datapath: Outcome = result.denied.has(t.pair) ? "DROPPED" : "FORWARDED";
       if (datapath !== t.after) {
-        this.finding(p.step, `${key}: what-if says ${t.before} → ${t.after} (${t.records} records), the datapath ${datapath} once step ${p.step + 1} is applied, `
+        this.finding(p.label, `${key}: what-if says ${t.before} → ${t.after} (${t.records} records), the datapath ${datapath} once it is applied, `
           + `the model ${t.modelAllowed ? "FORWARDED" : "DROPPED"}`);
       }
     }
@@ -334,9 +384,14 @@ export class WhatIfDifferential implements ConformanceEngine {
 }
 
 export function summary(s: DifferentialStats): string {
-  return `${s.steps} steps replayed (${s.drafts} with a draft, ${s.deletions} deletions), ${s.probes} probes with ${s.records} records, `
+  return `${s.steps} changes replayed (${s.resets} of them resets; ${s.drafts} with a draft, ${s.deletions} deletions), ${s.probes} probes with ${s.records} records, `
     + `${s.tuples} tuples judged, ${s.changed} changed by their draft, ${s.againstDatapath} against the datapath, ${s.relabelled} relabelled (model only), ${s.unprobed} unprobed; `
     + `${(s.whatIfMs / 1000).toFixed(1)} s waiting for records and asking what-if, ${(s.extraProbeMs / 1000).toFixed(1)} s probing ${s.extraProbes} (protocol, port)s after the steps`;
+}
+
+/** The cluster with no NetworkPolicy and no ClusterNetworkPolicy (labels as they are). */
+function withoutPolicies(cluster: PolicyCluster): PolicyCluster {
+  return { ...cluster, policies: [], clusterNetworkPolicies: [] };
 }
 
 /** "xa>yb TCP/80" from an edge between two model pods ("workload:x/Pod/a"); undefined for any other end. */
