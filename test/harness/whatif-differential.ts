@@ -342,7 +342,6 @@ export class WhatIfDifferential implements ConformanceEngine {
       if (c !== undefined && c.before !== b) this.finding(label, `${key}: the draft's what-if says before ${c.before}, the reveal ${b}`);
       const a = c?.after ?? b;
       const modelAllowed = model.evaluate({ src: { pod: podRef(src) }, dst: { pod: podRef(dst) }, protocol: combo.protocol, port: combo.port }).allowed;
-      if ((a === "FORWARDED") !== modelAllowed) this.finding(label, `${key}: what-if's after is ${a}, the model's ${modelAllowed ? "FORWARDED" : "DROPPED"} (the new policies, the labels of ${was})`);
       const datapathBefore = this.results.get(comboText);
       if (datapathBefore === undefined) this.stats.unprobed++;
       else if ((b === "FORWARDED") === datapathBefore.denied.has(pair)) {
@@ -356,17 +355,25 @@ export class WhatIfDifferential implements ConformanceEngine {
     return { label, tuples, combos: [...combos.values()] };
   }
 
-  /** Step 4: what-if's "after" against the datapath once the change is applied. */
+  /**
+   * Step 4: what-if's "after" against the datapath once the change is applied, and against
+   * the model (step 3); one line per tuple that disagrees with either.
+   */
   private compare(p: Prediction): void {
     for (const [key, t] of p.tuples) {
-      if (t.relabelled) { this.stats.relabelled++; continue; }
-      const result = this.results.get(comboKey(t.combo));
-      if (result === undefined) { this.finding(p.label, `${key}: not probed after the change`); continue; }
-      this.stats.againstDatapath++;
-      const datapath: Outcome = result.denied.has(t.pair) ? "DROPPED" : "FORWARDED";
-      if (datapath !== t.after) {
-        this.finding(p.label, `${key}: what-if says ${t.before} → ${t.after} (${t.records} records), the datapath ${datapath} once it is applied, `
-          + `the model ${t.modelAllowed ? "FORWARDED" : "DROPPED"}`);
+      const model: Outcome = t.modelAllowed ? "FORWARDED" : "DROPPED";
+      let datapath: string;
+      if (t.relabelled) {
+        this.stats.relabelled++;
+        datapath = "not compared (the change relabels an end)";
+      } else {
+        const result = this.results.get(comboKey(t.combo));
+        if (result === undefined) { this.finding(p.label, `${key}: not probed after the change`); continue; }
+        this.stats.againstDatapath++;
+        datapath = result.denied.has(t.pair) ? "DROPPED" : "FORWARDED";
+      }
+      if (t.after !== model || (!t.relabelled && t.after !== datapath)) {
+        this.finding(p.label, `${key}: what-if says ${t.before} → ${t.after} (${t.records} records); once applied the datapath ${datapath}, the model ${model}`);
       }
     }
   }
