@@ -32,9 +32,8 @@
 // little themselves, and a what-if that ignored deletions must not pass. Its label resets
 // are not taken as relabellings: with no policy in force no label decides a verdict.
 //
-// The calls go through the Observer API's
-// PolicyWhatIf RPC, what `bulkhead policy what-if` calls (a CLI process per call would cost
-// ~0.6 s each, 3 calls per step).
+// The calls go through the Observer API's PolicyWhatIf RPC, which `bulkhead policy what-if`
+// calls (a CLI process per call would cost ~0.6 s, and a step makes 3 calls or more).
 import { stringify } from "yaml";
 import { timestampOfMs } from "../../config/time.js";
 import {
@@ -205,8 +204,8 @@ export class WhatIfDifferential implements ConformanceEngine {
 
   /**
    * One change of the lab (`change`, to `after`), checked: what-if over the records since the
-   * last change, the change, then every replayed (protocol, port) probed (the `own` ones, which
-   * the runner probes next, first: the others are the extra cost) and compared.
+   * last change, the change, then every replayed (protocol, port) probed and compared (`own`:
+   * those the runner probes next anyway, which get these answers; the others are extra).
    */
   private async transition(after: PolicyCluster, label: string, change: () => Promise<void>, own: ReadonlySet<string>): Promise<void> {
     const asked = Date.now();
