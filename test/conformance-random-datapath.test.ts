@@ -132,11 +132,13 @@ describe(`random NetworkPolicy and ClusterNetworkPolicy conformance, ${COUNT} ca
       if (!differential) throw new Error("the datapath run above did not start");
       const s = differential.stats;
       if (differential.findings.length > 0) expect.fail(differential.report());
-      // Not an empty proof: every probe had its records, drafts changed verdicts both ways, deletions were drafted.
-      expect(s.steps, summary(s)).toBeGreaterThanOrEqual(10);
+      // Not an empty proof: a reset after every case and more steps, every probe with its
+      // records, drafts that changed verdicts and deleted policies, most tuples held to the datapath.
+      expect(s.resets, summary(s)).toBe(COUNT);
+      expect(s.steps, summary(s)).toBeGreaterThan(COUNT);
       expect(s.records, summary(s)).toBeGreaterThanOrEqual(s.probes);
-      expect(s.changed, summary(s)).toBeGreaterThanOrEqual(50);
-      expect(s.deletions, summary(s)).toBeGreaterThanOrEqual(1);
+      expect(s.changed, summary(s)).toBeGreaterThanOrEqual(100);
+      expect(s.deletions, summary(s)).toBeGreaterThanOrEqual(COUNT);
       expect(s.againstDatapath, summary(s)).toBeGreaterThanOrEqual(s.tuples / 2);
     });
   });
