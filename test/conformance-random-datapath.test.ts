@@ -16,6 +16,7 @@ import {
 import { cliMain } from "../config/install.js";
 import { DatapathEngine } from "../lab/conformance/datapath.js";
 import { randomCaseDocuments } from "./harness/random-policy.js";
+import { summary, WhatIfDifferential } from "./harness/whatif-differential.js";
 import { testPinDir } from "./harness/testbed.js";
 // Agents pin their datapath under it (bpffs); lab down removes it.
 const PIN_DIR = testPinDir("bh-conformance-random-datapath");
@@ -83,6 +84,7 @@ describe(`random NetworkPolicy and ClusterNetworkPolicy conformance, ${COUNT} ca
   describe("on the enforcing datapath", () => {
     let dir: string;
     let engine: DatapathEngine;
+    let differential: WhatIfDifferential | undefined;
     let current: string[] = [];
 
     beforeAll(() => {
@@ -104,7 +106,9 @@ describe(`random NetworkPolicy and ClusterNetworkPolicy conformance, ${COUNT} ca
       const started = Date.now();
       let caseStarted = started;
       const times: string[] = [];
-      const report = await runConformance(cases, engine, {
+      // What-if rides along (harness/whatif-differential.ts): each step's records replayed against its draft before it is applied.
+      differential = new WhatIfDifferential(engine, cases, { seed: SEED });
+      const report = await runConformance(cases, differential, {
         log: (line) => {
           const done = /^(PASS|FAIL) (\S+)/.exec(line);
           if (!done?.[2]) return;
@@ -115,10 +119,27 @@ describe(`random NetworkPolicy and ClusterNetworkPolicy conformance, ${COUNT} ca
         },
       });
       console.log(`random conformance (seed ${SEED}) on the datapath: ${report.passed} passed, ${report.failed} failed in ${((Date.now() - started) / 1000).toFixed(0)} s`
-        + ` (probes: ${engine.probeCauses})\n  ${times.join("\n  ")}`);
+        + ` (probes: ${engine.probeCauses})\n  ${times.join("\n  ")}\n  what-if: ${summary(differential.stats)}`);
       // Built only on a failure: it writes the failed cases to a file.
       if (report.failed > 0) expect.fail(failureMessage(report, logs));
       expect(report.passed).toBe(COUNT);
     }, COUNT * 30_000);
+
+    // Issue 14's differential proof on records the lab recorded: for every step after the
+    // first, what-if's "after" for each of the step before's probes equals the model's and,
+    // unless the step relabels an end, the datapath's once the step is applied.
+    it(`what-if's "after" for every recorded probe equals the datapath once the draft is applied, and the model (seed ${SEED})`, () => {
+      if (!differential) throw new Error("the datapath run above did not start");
+      const s = differential.stats;
+      if (differential.findings.length > 0) expect.fail(differential.report());
+      // Not an empty proof: a reset after every case and more steps, every probe with its
+      // records, drafts that changed verdicts and deleted policies, most tuples held to the datapath.
+      expect(s.resets, summary(s)).toBe(COUNT);
+      expect(s.steps, summary(s)).toBeGreaterThan(COUNT);
+      expect(s.records, summary(s)).toBeGreaterThanOrEqual(s.probes);
+      expect(s.changed, summary(s)).toBeGreaterThanOrEqual(100);
+      expect(s.deletions, summary(s)).toBeGreaterThanOrEqual(COUNT);
+      expect(s.againstDatapath, summary(s)).toBeGreaterThanOrEqual(s.tuples / 2);
+    });
   });
 });
