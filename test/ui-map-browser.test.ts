@@ -309,4 +309,30 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     expect(row.cells[1]!.title).toMatch(new RegExp(`^tiny/${WEB_POD}:\\d+ `));
     expect(pageErrors).toEqual([]);
   });
+
+  it("the map does not wait for the namespace list: with its answer held, the link's namespace is selected and its map live", async () => {
+    // The namespace list's answer is held until the map is live; a page that opened the
+    // stream only after the list (as before) never goes live, and the wait below fails.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    let asked = 0;
+    await page.route("**/api/v1/namespaces?**", async (route) => { asked++; await held; await route.continue().catch(() => undefined); });
+    try {
+      await page.setViewportSize(VIEWPORTS[0]);
+      await page.goto(`${cp.ui!.url}?namespace=tiny`);
+      // A 3-node map is live within a second or two here; 10 s is the wait of a page that never opens the stream.
+      await page.locator("[data-testid=connection-state][data-state=live]").waitFor({ timeout: 10_000 });
+      await page.waitForFunction(() => window.bulkheadMap.edges().length >= 2, undefined, { timeout: 10_000 });
+      expect(asked).toBeGreaterThan(0);
+      expect(await page.inputValue("[data-testid=namespace-select]")).toBe("tiny");
+      release();
+      // The list arrives: its options replace the stand-in, the namespace stays selected.
+      await expect.poll(() => page.locator("[data-testid=namespace-select] option[value=tiny]").textContent(), { timeout: 10_000 }).toBe("tiny (observe)");
+      expect(await page.inputValue("[data-testid=namespace-select]")).toBe("tiny");
+    } finally {
+      release();
+      await page.unroute("**/api/v1/namespaces?**");
+    }
+    expect(pageErrors).toEqual([]);
+  });
 });
