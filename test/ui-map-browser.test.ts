@@ -335,4 +335,29 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     }
     expect(pageErrors).toEqual([]);
   });
+
+  it("the map's stream starts before the page's script has loaded, and the script takes it over: one stream request", async () => {
+    // The bundle is held until a map stream request has been sent (or 5 s have passed, as a
+    // page that opens its stream from the bundle alone never sends one while it is held).
+    const streams: string[] = [];
+    let streamSeen: () => void = () => undefined;
+    const streamSent = new Promise<void>((resolve) => { streamSeen = resolve; });
+    const onRequest = (request: { url(): string }) => { if (request.url().includes("/api/v1/map/stream")) { streams.push(request.url()); streamSeen(); } };
+    page.on("request", onRequest);
+    let streamBeforeBundle: boolean | undefined;
+    await page.route("**/assets/*.js", async (route) => {
+      streamBeforeBundle = await Promise.race([streamSent.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+      await route.continue().catch(() => undefined);
+    });
+    try {
+      await open("namespace=tiny&window=5m", VIEWPORTS[0], 2);
+      expect(streamBeforeBundle).toBe(true);
+      // The page's script asked for the same stream and took the early one over: no second request.
+      expect(streams.map((u) => new URL(u).search)).toEqual(["?window=5m&namespace=tiny"]);
+    } finally {
+      page.off("request", onRequest);
+      await page.unroute("**/assets/*.js");
+    }
+    expect(pageErrors).toEqual([]);
+  });
 });
