@@ -360,4 +360,30 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     }
     expect(pageErrors).toEqual([]);
   });
+
+  it("a resized map canvas is resized once and fills its new box: cytoscape's own observers do not resize and redraw it again", async () => {
+    await open("namespace=tiny", VIEWPORTS[0], 2);
+    const before = await page.evaluate(() => {
+      const w = window as unknown as { resizes: number };
+      w.resizes = 0;
+      window.bulkheadMap.cy.on("resize", () => { w.resizes++; });
+      // The map's box changes, the window does not.
+      const map = document.getElementById("map")!;
+      const height = map.clientHeight;
+      map.style.flex = `0 0 ${height - 100}px`;
+      return height;
+    });
+    // cytoscape's own observers resize 100 ms (debounced) after a change: 1 s gives them time to.
+    await page.waitForTimeout(1000);
+    const after = await page.evaluate(() => {
+      const map = document.getElementById("map")!;
+      const cy = window.bulkheadMap.cy;
+      return { resizes: (window as unknown as { resizes: number }).resizes, cy: [cy.width(), cy.height()], box: [map.clientWidth, map.clientHeight] };
+    });
+    expect(after.box[1]).toBe(before - 100);
+    expect(after.resizes).toBe(1);
+    expect(after.cy).toEqual(after.box);
+    await page.evaluate(() => { document.getElementById("map")!.style.removeProperty("flex"); });
+    expect(pageErrors).toEqual([]);
+  });
 });
