@@ -309,4 +309,81 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     expect(row.cells[1]!.title).toMatch(new RegExp(`^tiny/${WEB_POD}:\\d+ `));
     expect(pageErrors).toEqual([]);
   });
+
+  it("the map does not wait for the namespace list: with its answer held, the link's namespace is selected and its map live", async () => {
+    // The namespace list's answer is held until the map is live; a page that opened the
+    // stream only after the list (as before) never goes live, and the wait below fails.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    let asked = 0;
+    await page.route("**/api/v1/namespaces?**", async (route) => { asked++; await held; await route.continue().catch(() => undefined); });
+    try {
+      await page.setViewportSize(VIEWPORTS[0]);
+      await page.goto(`${cp.ui!.url}?namespace=tiny`);
+      // A 3-node map is live within a second or two here; 10 s is the wait of a page that never opens the stream.
+      await page.locator("[data-testid=connection-state][data-state=live]").waitFor({ timeout: 10_000 });
+      await page.waitForFunction(() => window.bulkheadMap.edges().length >= 2, undefined, { timeout: 10_000 });
+      expect(asked).toBeGreaterThan(0);
+      expect(await page.inputValue("[data-testid=namespace-select]")).toBe("tiny");
+      release();
+      // The list arrives: its options replace the stand-in, the namespace stays selected.
+      await expect.poll(() => page.locator("[data-testid=namespace-select] option[value=tiny]").textContent(), { timeout: 10_000 }).toBe("tiny (observe)");
+      expect(await page.inputValue("[data-testid=namespace-select]")).toBe("tiny");
+    } finally {
+      release();
+      await page.unroute("**/api/v1/namespaces?**");
+    }
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("the map's stream starts before the page's script has loaded, and the script takes it over: one stream request", async () => {
+    // The bundle is held until a map stream request has been sent (or 5 s have passed, as a
+    // page that opens its stream from the bundle alone never sends one while it is held).
+    const streams: string[] = [];
+    let streamSeen: () => void = () => undefined;
+    const streamSent = new Promise<void>((resolve) => { streamSeen = resolve; });
+    const onRequest = (request: { url(): string }) => { if (request.url().includes("/api/v1/map/stream")) { streams.push(request.url()); streamSeen(); } };
+    page.on("request", onRequest);
+    let streamBeforeBundle: boolean | undefined;
+    await page.route("**/assets/*.js", async (route) => {
+      streamBeforeBundle = await Promise.race([streamSent.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+      await route.continue().catch(() => undefined);
+    });
+    try {
+      await open("namespace=tiny&window=5m", VIEWPORTS[0], 2);
+      expect(streamBeforeBundle).toBe(true);
+      // The page's script asked for the same stream and took the early one over: no second request.
+      expect(streams.map((u) => new URL(u).search)).toEqual(["?window=5m&namespace=tiny"]);
+    } finally {
+      page.off("request", onRequest);
+      await page.unroute("**/assets/*.js");
+    }
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("a resized map canvas is resized once and fills its new box: cytoscape's own observers do not resize and redraw it again", async () => {
+    await open("namespace=tiny", VIEWPORTS[0], 2);
+    const before = await page.evaluate(() => {
+      const w = window as unknown as { resizes: number };
+      w.resizes = 0;
+      window.bulkheadMap.cy.on("resize", () => { w.resizes++; });
+      // The map's box changes, the window does not.
+      const map = document.getElementById("map")!;
+      const height = map.clientHeight;
+      map.style.flex = `0 0 ${height - 100}px`;
+      return height;
+    });
+    // cytoscape's own observers resize 100 ms (debounced) after a change: 1 s gives them time to.
+    await page.waitForTimeout(1000);
+    const after = await page.evaluate(() => {
+      const map = document.getElementById("map")!;
+      const cy = window.bulkheadMap.cy;
+      return { resizes: (window as unknown as { resizes: number }).resizes, cy: [cy.width(), cy.height()], box: [map.clientWidth, map.clientHeight] };
+    });
+    expect(after.box[1]).toBe(before - 100);
+    expect(after.resizes).toBe(1);
+    expect(after.cy).toEqual(after.box);
+    await page.evaluate(() => { document.getElementById("map")!.style.removeProperty("flex"); });
+    expect(pageErrors).toEqual([]);
+  });
 });

@@ -35,7 +35,11 @@ export async function apiFetch(path: string, query: URLSearchParams | undefined,
     headers["content-type"] = "application/yaml; charset=utf-8";
   }
   if (signal) init.signal = signal;
-  const response = await fetch(`api/v1/${path}${qs}`, init);
+  return checked(await fetch(`api/v1/${path}${qs}`, init));
+}
+
+/** The response, or its error (a 401 also to onUnauthorized). */
+async function checked(response: Response): Promise<Response> {
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try {
@@ -67,7 +71,7 @@ export interface ServerEvent {
  * resolves when it ends, rejects on a network or HTTP error.
  */
 export async function readEvents(path: string, query: URLSearchParams, signal: AbortSignal, onEvent: (e: ServerEvent) => void): Promise<void> {
-  const response = await apiFetch(path, query, signal, "text/event-stream");
+  const response = await (takeEarlyStream(path, query, signal) ?? apiFetch(path, query, signal, "text/event-stream"));
   if (!response.body) throw new Error("the event stream has no body");
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
@@ -88,4 +92,34 @@ export async function readEvents(path: string, query: URLSearchParams, signal: A
       if (data.length > 0) onEvent({ event, data: JSON.parse(data.join("\n")) as unknown });
     }
   }
+}
+
+/** A stream the page's inline script (index.html) started before this bundle ran. */
+interface EarlyStream {
+  path: string;
+  authorization: string | undefined;
+  abort: AbortController;
+  response: Promise<Response>;
+}
+
+declare global {
+  interface Window {
+    bulkheadEarlyStream?: EarlyStream;
+  }
+}
+
+/**
+ * The early stream's response, once, if it is the one asked for (same path, query and
+ * credentials); otherwise it is aborted and the caller fetches its own.
+ */
+function takeEarlyStream(path: string, query: URLSearchParams, signal: AbortSignal): Promise<Response> | undefined {
+  const early = window.bulkheadEarlyStream;
+  if (!early) return undefined;
+  window.bulkheadEarlyStream = undefined;
+  if (early.path !== `${path}?${query.toString()}` || early.authorization !== authorization || signal.aborted) {
+    early.abort.abort();
+    return undefined;
+  }
+  signal.addEventListener("abort", () => early.abort.abort(), { once: true });
+  return early.response.then(checked);
 }

@@ -144,6 +144,15 @@ export class MapView {
       this.cy.resize();
       if (this.autoFit) this.fit();
     }).observe(container);
+    // This observer resizes cytoscape; its renderer's own (a ResizeObserver and a watch on the
+    // container's attributes) would only do it again, 100 ms later (debounced), then redraw the
+    // whole map and read the container's size, forcing a page layout. Its first call, the
+    // observers' initial notice, fell after a 2,000-edge snapshot's first frame: a second full
+    // frame, ~0.45 s of CPU under load (bench/ui-render --profile). (Internal fields of
+    // cytoscape 3.35's canvas renderer; absent, nothing changes.)
+    const renderer = (this.cy as unknown as { renderer(): { resizeObserver?: ResizeObserver; styleObserver?: MutationObserver } }).renderer();
+    renderer.resizeObserver?.disconnect();
+    renderer.styleObserver?.disconnect();
     this.cy.on("render", () => {
       if (!this.snapshotDrawn) { this.snapshotDrawn = true; performance.mark("map: snapshot drawn"); this.wakeDrawnWaiters(); }
     });
