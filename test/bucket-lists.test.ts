@@ -60,6 +60,20 @@ describe("BucketLists", () => {
     expect(read(lists, 10_000)).toEqual([]); // a list never used
   });
 
+  it("holds 200,000 buckets across its pages (65,536 a page), each list whole after expiring half and adding again", () => {
+    const lists = new BucketLists();
+    const LISTS = 1000, PER = 200;
+    // Lists interleaved, so that each list's buckets lie in every page.
+    for (let b = 0; b < PER; b++) for (let l = 0; l < LISTS; l++) lists.add(l, b, l + b, 1, B_DROP_COUNTED, 0, B_AUDIT_OTHER, 0, b, b);
+    expect(lists.size).toBe(LISTS * PER);
+    expect(lists.bytes).toBeGreaterThan(3 * 65_536 * 80);
+    for (let l = 0; l < LISTS; l += 3) expect(read(lists, l).map((b) => b.packets)).toEqual(Array.from({ length: PER }, (_, b) => l + b));
+    for (let l = 0; l < LISTS; l++) lists.expire(l, PER / 2);
+    for (let b = PER; b < PER + PER / 2; b++) for (let l = 0; l < LISTS; l++) lists.add(l, b, l + b, 1, B_DROP_COUNTED, 0, B_AUDIT_OTHER, 0, b, b);
+    expect(lists.size).toBe(LISTS * PER);
+    for (let l = 0; l < LISTS; l += 3) expect(read(lists, l).map((b) => b.packets)).toEqual(Array.from({ length: PER }, (_, b) => l + b + PER / 2));
+  });
+
   it("reuses freed slots: filling, emptying and filling again takes no more room", () => {
     const lists = new BucketLists(4, 4);
     const fill = () => { for (let l = 0; l < 100; l++) for (let b = 0; b < 10; b++) lists.add(l, b, 1, 1, B_DROP_COUNTED, 0, B_AUDIT_OTHER, 0, b, b); };

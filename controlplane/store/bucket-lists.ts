@@ -2,7 +2,7 @@
 // oldest bucket first, linked through the slots. A number[] per tier cost each edge two
 // array objects and their elements (with the room push reserves), ~480 bytes an edge at 1M
 // stored, and gave the collector ~200k arrays to trace; here a bucket is 80 bytes and the
-// only objects are three typed arrays.
+// only objects are a few typed arrays.
 
 /** Fields of a bucket; the first nine are what an edge's window sums. */
 export const B_BUCKET = 0, B_PACKETS = 1, B_BYTES = 2, B_DROP_COUNTED = 3, B_AUDIT_COUNTED = 4,
@@ -11,28 +11,43 @@ export const B_BUCKET = 0, B_PACKETS = 1, B_BYTES = 2, B_DROP_COUNTED = 3, B_AUD
 const B_NEXT = 9;
 const STRIDE = 10;
 const NONE = -1;
+/** Buckets a page holds (5 MiB): the room grows a page at a time, never copied, at most one page partly used. */
+const PAGE_BITS = 16, PAGE_SLOTS = 1 << PAGE_BITS, PAGE_MASK = PAGE_SLOTS - 1;
 
 export class BucketLists {
-  /** STRIDE doubles per slot: the fields above. */
-  private data: Float64Array;
+  /**
+   * STRIDE doubles per slot (the fields above), in pages of PAGE_SLOTS slots: slot s is in
+   * pages[s >>> PAGE_BITS]. The first page starts small and doubles up to PAGE_SLOTS (a
+   * small map stays small); after that the room grows by whole pages, so a large map never
+   * copies its buckets nor leaves the old copy to the collector, and never holds more than
+   * one page of unused room beyond its freed slots.
+   */
+  private pages: Float64Array[];
   /** Per list: the slot of its oldest and of its newest bucket (NONE: empty). */
   private heads: Int32Array;
   private tails: Int32Array;
   /** Slots ever handed out: those from here up are free and on no list. */
   private used = 0;
+  /** Slots the pages hold. */
+  private room: number;
   /** Freed slots, linked through B_NEXT. */
   private free = NONE;
   /** Buckets held. */
   size = 0;
 
   constructor(lists = 64, slots = 1024) {
-    this.data = new Float64Array(slots * STRIDE);
+    this.room = Math.min(slots, PAGE_SLOTS);
+    this.pages = [new Float64Array(this.room * STRIDE)];
     this.heads = new Int32Array(lists).fill(NONE);
     this.tails = new Int32Array(lists).fill(NONE);
   }
 
   /** Bytes of the typed arrays, for the memory report. */
-  get bytes(): number { return this.data.byteLength + this.heads.byteLength + this.tails.byteLength; }
+  get bytes(): number {
+    let bytes = this.heads.byteLength + this.tails.byteLength;
+    for (const page of this.pages) bytes += page.byteLength;
+    return bytes;
+  }
 
   /**
    * Adds to the bucket numbered `bucket` of list `list`, making it (in order) when absent:
@@ -44,10 +59,11 @@ export class BucketLists {
     if (list >= this.heads.length) this.growLists(list + 1);
     const tail = this.tails[list]!;
     let slot: number;
-    if (tail !== NONE && this.data[tail * STRIDE + B_BUCKET] === bucket) slot = tail;
-    else if (tail === NONE || this.data[tail * STRIDE + B_BUCKET]! < bucket) slot = this.append(list, bucket, firstMs, lastMs);
+    const newest = tail === NONE ? Infinity : this.get(tail, B_BUCKET);
+    if (newest === bucket) slot = tail;
+    else if (tail === NONE || newest < bucket) slot = this.append(list, bucket, firstMs, lastMs);
     else slot = this.insertLate(list, bucket, firstMs, lastMs);
-    const d = this.data, k = slot * STRIDE;
+    const d = this.pages[slot >>> PAGE_BITS]!, k = (slot & PAGE_MASK) * STRIDE;
     d[k + B_PACKETS]! += packets;
     d[k + B_BYTES]! += bytes;
     d[k + dropField]! += drop;
@@ -59,10 +75,9 @@ export class BucketLists {
   /** Drops the buckets of `list` numbered below `firstBucket`; returns whether any remain. */
   expire(list: number, firstBucket: number): boolean {
     if (list >= this.heads.length) return false;
-    const d = this.data;
     let slot = this.heads[list]!;
-    while (slot !== NONE && d[slot * STRIDE + B_BUCKET]! < firstBucket) {
-      const next = d[slot * STRIDE + B_NEXT]!;
+    while (slot !== NONE && this.get(slot, B_BUCKET) < firstBucket) {
+      const next = this.get(slot, B_NEXT);
       this.release(slot);
       slot = next;
     }
@@ -83,49 +98,48 @@ export class BucketLists {
 
   /** The slot of the bucket after `slot` in its list; -1 after the newest. */
   next(slot: number): number {
-    return this.data[slot * STRIDE + B_NEXT]!;
+    return this.get(slot, B_NEXT);
   }
 
   /** A field (B_BUCKET ... B_LAST_MS) of the bucket in `slot`. */
   get(slot: number, field: number): number {
-    return this.data[slot * STRIDE + field]!;
+    return this.pages[slot >>> PAGE_BITS]![(slot & PAGE_MASK) * STRIDE + field]!;
+  }
+
+  private set(slot: number, field: number, value: number): void {
+    this.pages[slot >>> PAGE_BITS]![(slot & PAGE_MASK) * STRIDE + field] = value;
   }
 
   /** A new newest bucket for `list`. */
   private append(list: number, bucket: number, firstMs: number, lastMs: number): number {
     const slot = this.take(bucket, firstMs, lastMs);
     const tail = this.tails[list]!;
-    if (tail === NONE) this.heads[list] = slot; else this.data[tail * STRIDE + B_NEXT] = slot;
+    if (tail === NONE) this.heads[list] = slot; else this.set(tail, B_NEXT, slot);
     this.tails[list] = slot;
     return slot;
   }
 
   /** The bucket for a record older than the list's newest (a late record: rare), found or made in order. */
   private insertLate(list: number, bucket: number, firstMs: number, lastMs: number): number {
-    const d = this.data;
     let before = NONE;
     let slot = this.heads[list]!;
-    while (slot !== NONE && d[slot * STRIDE + B_BUCKET]! < bucket) { before = slot; slot = d[slot * STRIDE + B_NEXT]!; }
-    if (slot !== NONE && d[slot * STRIDE + B_BUCKET] === bucket) return slot;
+    while (slot !== NONE && this.get(slot, B_BUCKET) < bucket) { before = slot; slot = this.get(slot, B_NEXT); }
+    if (slot !== NONE && this.get(slot, B_BUCKET) === bucket) return slot;
     const fresh = this.take(bucket, firstMs, lastMs);
-    this.data[fresh * STRIDE + B_NEXT] = slot; // `take` may have grown the data: index this.data, not d
-    if (before === NONE) this.heads[list] = fresh; else this.data[before * STRIDE + B_NEXT] = fresh;
+    this.set(fresh, B_NEXT, slot);
+    if (before === NONE) this.heads[list] = fresh; else this.set(before, B_NEXT, fresh);
     return fresh;
   }
 
   /** A free slot holding an empty bucket numbered `bucket`, linked to nothing. */
   private take(bucket: number, firstMs: number, lastMs: number): number {
     let slot = this.free;
-    if (slot !== NONE) this.free = this.data[slot * STRIDE + B_NEXT]!;
+    if (slot !== NONE) this.free = this.get(slot, B_NEXT);
     else {
-      if (this.used * STRIDE === this.data.length) {
-        const data = new Float64Array(this.data.length * 2);
-        data.set(this.data);
-        this.data = data;
-      }
+      if (this.used === this.room) this.grow();
       slot = this.used++;
     }
-    const d = this.data, k = slot * STRIDE;
+    const d = this.pages[slot >>> PAGE_BITS]!, k = (slot & PAGE_MASK) * STRIDE;
     d.fill(0, k, k + STRIDE);
     d[k + B_BUCKET] = bucket;
     d[k + B_FIRST_MS] = firstMs;
@@ -136,9 +150,21 @@ export class BucketLists {
   }
 
   private release(slot: number): void {
-    this.data[slot * STRIDE + B_NEXT] = this.free;
+    this.set(slot, B_NEXT, this.free);
     this.free = slot;
     this.size--;
+  }
+
+  private grow(): void {
+    if (this.room < PAGE_SLOTS) {
+      const page = new Float64Array(Math.min(2 * this.room, PAGE_SLOTS) * STRIDE);
+      page.set(this.pages[0]!);
+      this.pages[0] = page;
+      this.room = page.length / STRIDE;
+    } else {
+      this.pages.push(new Float64Array(PAGE_SLOTS * STRIDE));
+      this.room += PAGE_SLOTS;
+    }
   }
 
   private growLists(lists: number): void {
