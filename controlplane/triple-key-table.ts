@@ -50,6 +50,32 @@ export class TripleKeyTable {
     }
   }
 
+  /** Forgets the entry under (a, b, c); whether there was one. */
+  delete(a: number, b: number, c: number): boolean {
+    const slots = this.slots, mask = this.mask;
+    let hole = hashTriple(a, b, c) & mask;
+    for (; ; hole = (hole + 1) & mask) {
+      const k = hole * SLOT;
+      if (slots[k + 3] === EMPTY) return false;
+      if (slots[k] === a && slots[k + 1] === b && slots[k + 2] === c) break;
+    }
+    // Backward shift instead of a tombstone: every entry after the hole in its probe run
+    // that may sit in the hole (its home is not between the hole and itself) moves there,
+    // so that get() can keep stopping at the first free slot.
+    for (let slot = (hole + 1) & mask; ; slot = (slot + 1) & mask) {
+      const k = slot * SLOT;
+      if (slots[k + 3] === EMPTY) break;
+      const home = hashTriple(slots[k]!, slots[k + 1]!, slots[k + 2]!) & mask;
+      if (((slot - home) & mask) >= ((slot - hole) & mask)) {
+        slots.copyWithin(hole * SLOT, k, k + SLOT);
+        hole = slot;
+      }
+    }
+    slots.fill(EMPTY, hole * SLOT, hole * SLOT + SLOT);
+    this.count--;
+    return true;
+  }
+
   /** Forgets every entry (keeps the room it grew to). */
   clear(): void {
     if (this.count === 0) return; // cheap when called again before anything was added

@@ -9,7 +9,7 @@ import { MapNodeKind, TrafficDirection, type FlowFilter, type MapEdge } from "..
 import { LabelSelectorError, parseLabelSelector } from "../controlplane/store/selector.js";
 import { FlowFilterError, compileFilter, compileRequest } from "../controlplane/store/filter.js";
 import { FlowHistory } from "../controlplane/store/history.js";
-import { FlowMapStore, edgeOfRecord } from "../controlplane/store/flowmap.js";
+import { FlowMapStore, edgeOfRecord, mapNodeOf } from "../controlplane/store/flowmap.js";
 import { enrichedFromRecords } from "../controlplane/store/enriched-columns.js";
 
 // ---------------------------------------------------------------------------------------
@@ -862,6 +862,45 @@ describe("flow map", () => {
       for (let i = added.length - 1; i >= 0; i--) if (Math.floor(added[i]!.endMs / 60_000) < oldestCoarse) added.splice(i, 1);
     }
     expect(map.stats.late).toBeGreaterThan(0);
+  });
+
+  it("edges of one pair and port differing in protocol expire and come back apart, each with its own totals (seeded)", () => {
+    // Edges are found by (client node, server node, port) and then protocol: a removed
+    // edge must leave the others with that key findable, and a freed edge's slot and
+    // buckets must start empty when another edge takes it.
+    const rand = seededRandom(31);
+    const { map, clock } = store();
+    const peers = [cart1, db1, other2];
+    const protocols = [6, 17, 132];
+    const added: { key: string; endMs: number; packets: number }[] = [];
+    let present = new Set<string>(), expired = 0;
+    for (let step = 0; step < 1500; step++) {
+      clock.now = T0 + step * 20_000; // 8 h in all: edges expire and return many times
+      const batch: FlowRecord[] = [];
+      // Sparse: an edge gets a record about once an hour, so that it often expires (no
+      // bucket left in the hour) before its next one, while others of its key live on.
+      for (let r = rand() < 0.03 ? 1 + Math.floor(rand() * 2) : 0; r > 0; r--) {
+        const dst = peers[Math.floor(rand() * peers.length)]!, proto = protocols[Math.floor(rand() * protocols.length)]!;
+        const endMs = clock.now - Math.floor(rand() * 5_000), packets = 1 + Math.floor(rand() * 9);
+        batch.push(record({ src: web1, dst, point: FROM, proto, dport: 8080, endMs, packets }));
+        added.push({ key: `${mapNodeOf(dst, dst.ip)}/${protocolNames[proto]}`, endMs, packets });
+      }
+      map.add(batch);
+      if (step % 3 !== 0) continue;
+      for (const windowMs of [60_000, 60 * 60_000]) {
+        const bucketMs = windowMs <= 5 * 60_000 ? 5_000 : 60_000;
+        const first = Math.floor((clock.now - windowMs) / bucketMs);
+        const expected = new Map<string, number>();
+        for (const a of added) if (Math.floor(a.endMs / bucketMs) >= first) expected.set(a.key, (expected.get(a.key) ?? 0) + a.packets);
+        const got = new Map(map.getMap({ windowMs }).edges.map((e) => [`${e.destination}/${e.protocol}`, Number(e.packets)]));
+        expect({ step, windowMs, got: [...got].sort() }).toEqual({ step, windowMs, got: [...expected].sort() });
+        if (windowMs === 60 * 60_000) {
+          for (const key of present) if (!got.has(key)) expired++;
+          present = new Set(got.keys());
+        }
+      }
+    }
+    expect(expired).toBeGreaterThan(10); // edges did expire and come back (the test's point)
   });
 
   it("windows leave out buckets older than the window; retention drops them", () => {

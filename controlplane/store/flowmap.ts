@@ -63,6 +63,9 @@ import type { EnrichedColumns } from "./enriched-columns.js";
 import { hashTriple, TripleKeyTable } from "../triple-key-table.js";
 import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 import { msOfTimestamp, timestampOfMs } from "../../config/time.js";
+import {
+  B_AUDIT_COUNTED, B_AUDIT_OTHER, B_BUCKET, B_BYTES, B_DROP_COUNTED, B_DROP_OTHER, B_FIRST_MS, B_LAST_MS, B_PACKETS, BucketLists,
+} from "./bucket-lists.js";
 
 export interface FlowMapOptions {
   /** Wall clock in milliseconds; injectable for tests. */
@@ -138,11 +141,6 @@ export interface FlowMapStats {
   nodes: number;
 }
 
-// Per-bucket counters of an edge, flat in a number[] per tier (unboxed doubles, ~72 bytes
-// a bucket): only buckets with traffic take room, and a busy edge keeps ~130 of them.
-const B_BUCKET = 0, B_PACKETS = 1, B_BYTES = 2, B_DROP_COUNTED = 3, B_AUDIT_COUNTED = 4,
-  B_DROP_OTHER = 5, B_AUDIT_OTHER = 6, B_FIRST_MS = 7, B_LAST_MS = 8, STRIDE = 9;
-
 interface MapNodeState {
   id: string;
   kind: MapNodeKind;
@@ -173,14 +171,19 @@ interface NodeIdentity extends NodeName {
   seenFine: number;
 }
 
+// An edge holds no string key, bucket arrays or namespace list of its own (at 1M stored
+// those were ~70 % of the map's heap): it is found by its nodes' numbers and port in a
+// typed-array table, its key and namespaces follow from its nodes, and its buckets are
+// lists in the map's BucketLists (fine: 2 * index, coarse: 2 * index + 1).
 interface EdgeState {
-  key: string;
+  /** Its slot in FlowMapStore.edgeSlots, and so its bucket lists; reused after it is removed. */
+  index: number;
   source: MapNodeState;
   destination: MapNodeState;
   protocol: string;
   port: number;
-  fine: number[];
-  coarse: number[];
+  /** The next edge with the same ends and port (another protocol): edgeTable keys those three only. */
+  sameKey: EdgeState | undefined;
   /**
    * 5-tuple hash -> last fine bucket it was counted in: the first tracked flow inline
    * (flowHash -1: none), the others in `flows`, made only for an edge with a second flow
@@ -192,8 +195,6 @@ interface EdgeState {
   version: number;
   /** How its outside peer is named (rule 6); "exact" for in-cluster edges too. */
   peer: PeerLevel;
-  /** Namespaces it counts towards (rule 6). */
-  namespaces: string[];
 }
 
 type PeerLevel = "exact" | "prefix" | "other";
@@ -369,8 +370,9 @@ export function namespaceOfMapNodeId(id: string): string {
   return slash === -1 ? "" : id.slice(colon + 1, slash);
 }
 
-function edgeKey(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number): string {
-  return `${client.id}\u0000${server.id}\u0000${protocol}\u0000${port}`;
+/** The order collect() lists edges in: source id, destination id, protocol, then port as text. */
+function edgeKey(edge: EdgeState): string {
+  return `${edge.source.id}\u0000${edge.destination.id}\u0000${edge.protocol}\u0000${edge.port}`;
 }
 
 /** World and unresolved addresses: the ends that can be aggregated (rule 6). */
@@ -378,8 +380,8 @@ function isOutside(node: NodeIdentity): boolean {
   return node.kind === MapNodeKind.MAP_NODE_KIND_WORLD || node.kind === MapNodeKind.MAP_NODE_KIND_UNSPECIFIED;
 }
 
-/** The namespaces an edge between these ends counts towards; "" when neither has one. */
-function namespacesOf(client: NodeIdentity, server: NodeIdentity): string[] {
+/** The namespaces an edge between these ends counts towards (rule 6); "" when neither has one. */
+function namespacesOf(client: NodeName, server: NodeName): string[] {
   const out = [client.namespace, server.namespace].filter((ns, i, all) => ns !== "" && all.indexOf(ns) === i);
   return out.length > 0 ? out : [""];
 }
@@ -415,38 +417,6 @@ export function addressHash(ip: string): number {
 function tupleHash(clientHash: number, serverHash: number, protocol: number, clientPort: number, serverPort: number): number {
   const h = hashTriple(clientHash, serverHash ^ Math.imul(protocol + 1, 0x9e3779b1), clientPort * 65_536 + serverPort);
   return (h ^ (h >>> 30)) & 0x3fffffff;
-}
-
-/**
- * Adds to the bucket `bucket` of a tier, creating it in order if needed; returns the tier
- * (a new array of exactly one bucket when it was empty: push would reserve room for three).
- */
-function addToBucket(tier: number[], bucket: number, packets: number, bytes: number,
-  dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): number[] {
-  const entries = tier.length === 0 ? [bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs] : tier;
-  let k = entries.length - STRIDE;
-  while (k >= 0 && entries[k + B_BUCKET]! > bucket) k -= STRIDE;
-  if (k < 0 || entries[k + B_BUCKET] !== bucket) {
-    k += STRIDE;
-    const fresh = [bucket, 0, 0, 0, 0, 0, 0, firstMs, lastMs];
-    if (k === entries.length) entries.push(...fresh);
-    else entries.splice(k, 0, ...fresh); // a late record: rare
-  }
-  entries[k + B_PACKETS]! += packets;
-  entries[k + B_BYTES]! += bytes;
-  entries[k + dropField]! += drop;
-  entries[k + auditField]! += audit;
-  if (firstMs < entries[k + B_FIRST_MS]!) entries[k + B_FIRST_MS] = firstMs;
-  if (lastMs > entries[k + B_LAST_MS]!) entries[k + B_LAST_MS] = lastMs;
-  return entries;
-}
-
-/** Drops buckets before `firstBucket`; returns whether any remain. */
-function expireBuckets(entries: number[], firstBucket: number): boolean {
-  let k = 0;
-  while (k < entries.length && entries[k + B_BUCKET]! < firstBucket) k += STRIDE;
-  if (k > 0) entries.splice(0, k);
-  return entries.length > 0;
 }
 
 /**
@@ -555,8 +525,17 @@ export class FlowMapStore {
   private readonly maxEdgesPerNamespace: number;
   private readonly maxEdges: number;
 
-  private readonly edges = new Map<string, EdgeState>();
-  /** Edges counting towards each namespace (rule 6). */
+  /** Edges by index (EdgeState.index); undefined: a free slot, its index in freeEdgeSlots. */
+  private readonly edgeSlots: (EdgeState | undefined)[] = [];
+  private readonly freeEdgeSlots: number[] = [];
+  private edgeCount = 0;
+  /**
+   * Edges by (source node number, destination node number, port), the first of those with
+   * that key (others differ in protocol: EdgeState.sameKey); values are edge indexes.
+   */
+  private readonly edgeTable = new TripleKeyTable();
+  /** Every edge's fine and coarse buckets. */
+  private readonly buckets = new BucketLists();
   /** Edges by the namespaces they count towards (EdgeState.namespaces): budgets, and a namespace's map without walking every edge. */
   private readonly edgesByNamespace = new Map<string, Set<EdgeState>>();
   private readonly nodes = new Map<string, MapNodeState>();
@@ -569,11 +548,9 @@ export class FlowMapStore {
   /**
    * Exact edges by (client serial, server serial, port * 256 + protocol number), one probe
    * of a typed-array table: what edges.get(edgeKey(...)) answers, without building the
-   * string key. Emptied when an edge is removed.
+   * string key; values are edge indexes. Emptied when an edge is removed.
    */
   private readonly exactEdges = new TripleKeyTable();
-  /** exactEdges' values index this list. */
-  private readonly exactEdgeList: EdgeState[] = [];
   private readonly listeners = new Set<(version: number) => void>();
   private readonly removals: Removal[] = [];
   private removalsForgottenUpTo = 0;
@@ -614,7 +591,7 @@ export class FlowMapStore {
   get version(): number { return this.currentVersion; }
 
   get stats(): FlowMapStats {
-    return { ...this.counters, edges: this.edges.size, nodes: this.nodes.size };
+    return { ...this.counters, edges: this.edgeCount, nodes: this.nodes.size };
   }
 
   /** Listeners registered with onChange() and not yet unsubscribed. */
@@ -756,8 +733,9 @@ export class FlowMapStore {
     const drop = dropped ? packets : 0;
     const audit = audited ? packets : 0;
     const fine = Math.floor(lastMs / this.fineBucketMs);
-    if (fine >= this.oldestFine) edge.fine = addToBucket(edge.fine, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-    edge.coarse = addToBucket(edge.coarse, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    const lists = 2 * edge.index;
+    if (fine >= this.oldestFine) this.buckets.add(lists, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    this.buckets.add(lists + 1, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
     if (counted) {
       const clientHash = reply ? o.destinationHash : o.sourceHash, serverHash = reply ? o.sourceHash : o.destinationHash;
@@ -807,18 +785,18 @@ export class FlowMapStore {
 
   /** Edges of the namespace changed after `afterVersion`, with totals over the window, in key order. */
   private collect(window: Window, namespace: string, afterVersion: number): { edges: MapEdge[]; nodes: MapNode[] } {
-    const selected: EdgeState[] = [];
+    const selected: { key: string; edge: EdgeState }[] = [];
     // A namespace's edges are those that count towards it: one namespace's map (and each
     // of its streams' deltas) walks that namespace only, not the whole cluster's edges.
-    const candidates = namespace === "" ? this.edges.values() : this.edgesByNamespace.get(namespace)?.values() ?? [];
+    const candidates = namespace === "" ? this.edgeSlots : this.edgesByNamespace.get(namespace)?.values() ?? [];
     for (const edge of candidates) {
-      if (edge.version > afterVersion) selected.push(edge);
+      if (edge !== undefined && edge.version > afterVersion) selected.push({ key: edgeKey(edge), edge });
     }
     // Keys order by source id, destination id, protocol, then port as text: stable for diffs.
     selected.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const edges: MapEdge[] = [];
     const nodes = new Map<string, MapNodeState>();
-    for (const edge of selected) {
+    for (const { edge } of selected) {
       const summary = this.summarize(edge, window);
       if (summary === undefined) continue;
       edges.push(summary);
@@ -840,18 +818,20 @@ export class FlowMapStore {
   }
 
   private summarize(edge: EdgeState, window: Window): MapEdge | undefined {
-    const entries = window.fine ? edge.fine : edge.coarse;
+    const b = this.buckets;
     let packets = 0, bytes = 0, dropped = 0, audit = 0, firstMs = Infinity, lastMs = -Infinity;
-    let k = entries.length - STRIDE;
-    if (k < 0 || entries[k + B_BUCKET]! < window.firstBucket) return undefined;
-    for (; k >= 0 && entries[k + B_BUCKET]! >= window.firstBucket; k -= STRIDE) {
-      packets += entries[k + B_PACKETS]!;
-      bytes += entries[k + B_BYTES]!;
-      dropped += Math.max(entries[k + B_DROP_COUNTED]!, entries[k + B_DROP_OTHER]!);
-      audit += Math.max(entries[k + B_AUDIT_COUNTED]!, entries[k + B_AUDIT_OTHER]!);
-      firstMs = Math.min(firstMs, entries[k + B_FIRST_MS]!);
-      lastMs = Math.max(lastMs, entries[k + B_LAST_MS]!);
+    let any = false;
+    for (let k = b.first(2 * edge.index + (window.fine ? 0 : 1)); k !== -1; k = b.next(k)) {
+      if (b.get(k, B_BUCKET) < window.firstBucket) continue;
+      any = true;
+      packets += b.get(k, B_PACKETS);
+      bytes += b.get(k, B_BYTES);
+      dropped += Math.max(b.get(k, B_DROP_COUNTED), b.get(k, B_DROP_OTHER));
+      audit += Math.max(b.get(k, B_AUDIT_COUNTED), b.get(k, B_AUDIT_OTHER));
+      firstMs = Math.min(firstMs, b.get(k, B_FIRST_MS));
+      lastMs = Math.max(lastMs, b.get(k, B_LAST_MS));
     }
+    if (!any) return undefined;
     let flows = 0;
     if (edge.flowHash !== -1 && edge.flowLast >= window.firstFine) flows++;
     if (edge.flows !== undefined) flows += edge.flows.countSince(window.firstFine);
@@ -911,9 +891,9 @@ export class FlowMapStore {
     const inner = port * 256 + protocolNumber;
     if (cacheable) {
       const cached = this.exactEdges.get(client.serial, server.serial, inner);
-      if (cached >= 0) return this.exactEdgeList[cached]!;
+      if (cached >= 0) return this.edgeSlots[cached]!;
     }
-    const exact = this.edges.get(edgeKey(client, server, protocol, port));
+    const exact = this.findEdge(client, server, protocol, port);
     if (exact !== undefined) {
       if (cacheable) this.rememberExact(client.serial, server.serial, inner, exact);
       return exact;
@@ -929,40 +909,56 @@ export class FlowMapStore {
     }
     const byPrefix = [prefixOf(client), prefixOf(server)] as const;
     if (byPrefix[0] !== undefined && byPrefix[1] !== undefined) {
-      const prefix = this.edges.get(edgeKey(byPrefix[0], byPrefix[1], protocol, port));
+      const prefix = this.findEdge(byPrefix[0], byPrefix[1], protocol, port);
       if (prefix !== undefined) return prefix;
       if (fill < 1) return this.newEdge(byPrefix[0], byPrefix[1], protocol, port, "prefix", namespaces);
     }
     const other = [otherOf(client), otherOf(server)] as const;
-    return this.edges.get(edgeKey(other[0], other[1], protocol, 0)) ?? this.newEdge(other[0], other[1], protocol, 0, "other", namespaces);
+    return this.findEdge(other[0], other[1], protocol, 0) ?? this.newEdge(other[0], other[1], protocol, 0, "other", namespaces);
+  }
+
+  /** The edge between the nodes these identities name, if it exists. */
+  private findEdge(client: NodeName, server: NodeName, protocol: string, port: number): EdgeState | undefined {
+    const source = this.nodes.get(client.id), destination = this.nodes.get(server.id);
+    if (source === undefined || destination === undefined) return undefined;
+    const first = this.edgeTable.get(source.number, destination.number, port);
+    for (let edge = first < 0 ? undefined : this.edgeSlots[first]; edge !== undefined; edge = edge.sameKey) {
+      if (edge.protocol === protocol) return edge;
+    }
+    return undefined;
   }
 
   /** Caches an exact hit of edgeFor by its identity objects, so that the next row skips building the string key. */
   private rememberExact(client: number, server: number, inner: number, edge: EdgeState): void {
-    if (this.exactEdgeList.length >= 4 * this.maxEdges) this.forgetExactEdges();
-    this.exactEdges.set(client, server, inner, this.exactEdgeList.push(edge) - 1);
+    if (this.exactEdges.size >= 4 * this.maxEdges) this.forgetExactEdges();
+    this.exactEdges.set(client, server, inner, edge.index);
   }
 
   private forgetExactEdges(): void {
     this.exactEdges.clear();
-    this.exactEdgeList.length = 0;
   }
 
   /** How full the fullest budget a new edge would count towards is: 1 = full. */
   private fill(namespaces: readonly string[]): number {
-    let fill = this.edges.size / this.maxEdges;
+    let fill = this.edgeCount / this.maxEdges;
     for (const ns of namespaces) fill = Math.max(fill, (this.edgesByNamespace.get(ns)?.size ?? 0) / this.maxEdgesPerNamespace);
     return fill;
   }
 
   private newEdge(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number, peer: PeerLevel, namespaces: string[]): EdgeState {
-    const key = edgeKey(client, server, protocol, port);
     const source = this.nodeFor(client);
     const destination = this.nodeFor(server);
     source.edges++;
     destination.edges++;
-    const edge: EdgeState = { key, source, destination, protocol, port, fine: [], coarse: [], flowHash: -1, flowLast: 0, flows: undefined, version: 0, peer, namespaces };
-    this.edges.set(key, edge);
+    const index = this.freeEdgeSlots.pop() ?? this.edgeSlots.length;
+    const first = this.edgeTable.get(source.number, destination.number, port);
+    const edge: EdgeState = {
+      index, source, destination, protocol, port, sameKey: first < 0 ? undefined : this.edgeSlots[first],
+      flowHash: -1, flowLast: 0, flows: undefined, version: 0, peer,
+    };
+    this.edgeTable.set(source.number, destination.number, port, index);
+    this.edgeSlots[index] = edge;
+    this.edgeCount++;
     for (const ns of namespaces) {
       const edges = this.edgesByNamespace.get(ns);
       if (edges === undefined) this.edgesByNamespace.set(ns, new Set([edge])); else edges.add(edge);
@@ -1007,9 +1003,11 @@ export class FlowMapStore {
     const oldestFineInRetention = oldestCoarse * (this.coarseBucketMs / this.fineBucketMs);
     const version = this.currentVersion + 1;
     let removedAny = false;
-    for (const edge of this.edges.values()) {
-      expireBuckets(edge.fine, oldestFine);
-      if (!expireBuckets(edge.coarse, oldestCoarse)) {
+    const buckets = this.buckets;
+    for (const edge of this.edgeSlots) {
+      if (edge === undefined) continue;
+      buckets.expire(2 * edge.index, oldestFine);
+      if (!buckets.expire(2 * edge.index + 1, oldestCoarse)) {
         this.removeEdge(edge, version);
         removedAny = true;
         continue;
@@ -1031,9 +1029,14 @@ export class FlowMapStore {
   }
 
   private removeEdge(edge: EdgeState, version: number): void {
-    this.edges.delete(edge.key);
+    this.unlinkEdge(edge);
+    this.buckets.clear(2 * edge.index);
+    this.buckets.clear(2 * edge.index + 1);
+    this.edgeSlots[edge.index] = undefined;
+    this.freeEdgeSlots.push(edge.index);
+    this.edgeCount--;
     this.forgetExactEdges();
-    for (const ns of edge.namespaces) {
+    for (const ns of namespacesOf(edge.source, edge.destination)) {
       const edges = this.edgesByNamespace.get(ns);
       edges?.delete(edge);
       if (edges?.size === 0) this.edgesByNamespace.delete(ns);
@@ -1051,6 +1054,20 @@ export class FlowMapStore {
       const forgotten = this.removals.splice(0, this.removals.length - this.maxRemovalLog);
       this.removalsForgottenUpTo = forgotten[forgotten.length - 1]?.version ?? this.removalsForgottenUpTo;
     }
+  }
+
+  /** Takes `edge` out of edgeTable and its same-key chain. */
+  private unlinkEdge(edge: EdgeState): void {
+    const { source, destination, port } = edge;
+    const first = this.edgeSlots[this.edgeTable.get(source.number, destination.number, port)]!;
+    if (first === edge) {
+      if (edge.sameKey === undefined) this.edgeTable.delete(source.number, destination.number, port);
+      else this.edgeTable.set(source.number, destination.number, port, edge.sameKey.index);
+      return;
+    }
+    let before = first;
+    while (before.sameKey !== edge) before = before.sameKey!;
+    before.sameKey = edge.sameKey;
   }
 
   private publish(version: number): void {
