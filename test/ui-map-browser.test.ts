@@ -361,6 +361,35 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("a snapshot's new nodes are styled before their edges are added (cytoscape then styles a node without walking its edges)", async () => {
+    await open("namespace=tiny", VIEWPORTS[0], 2);
+    await page.evaluate(() => {
+      const w = window as unknown as { unstyledEnds: number; edgesAdded: number; onAdd: (event: { target: unknown }) => void };
+      w.unstyledEnds = 0;
+      w.edgesAdded = 0;
+      // appliedInitStyle is cytoscape's own record that an element's style has been applied;
+      // reading any style property would apply it, so the flag is the only way to look.
+      const styled = (n: { _private: { appliedInitStyle?: boolean } }) => n._private.appliedInitStyle === true;
+      w.onAdd = (event) => {
+        w.edgesAdded++;
+        const edge = event.target as { source(): never; target(): never };
+        if (!styled(edge.source()) || !styled(edge.target())) w.unstyledEnds++;
+      };
+      window.bulkheadMap.cy.on("add", "edge", w.onAdd);
+    });
+    // All namespaces: a snapshot of the 200-workload map, ~200 new nodes and ~800 new edges.
+    await page.locator("[data-testid=namespace-select]").selectOption("");
+    await page.waitForFunction((n) => window.bulkheadMap.edges().length >= n, BIG_EDGES + 2, { timeout: 30_000 });
+    const seen = await page.evaluate(() => {
+      const w = window as unknown as { unstyledEnds: number; edgesAdded: number };
+      return { edgesAdded: w.edgesAdded, unstyledEnds: w.unstyledEnds };
+    });
+    expect(seen.edgesAdded).toBeGreaterThan(BIG_EDGES / 2);
+    expect(seen.unstyledEnds).toBe(0);
+    await page.evaluate(() => { window.bulkheadMap.cy.off("add", "edge", (window as unknown as { onAdd: () => void }).onAdd); });
+    expect(pageErrors).toEqual([]);
+  });
+
   it("a resized map canvas is resized once and fills its new box: cytoscape's own observers do not resize and redraw it again", async () => {
     await open("namespace=tiny", VIEWPORTS[0], 2);
     const before = await page.evaluate(() => {
