@@ -22,7 +22,6 @@ import type { ChangeCounter, ClusterState, PodClaim } from "./state.js";
 import { ADDRESS_WIDTH, formatAddress, type FlowColumns } from "../../flowcolumns/columns.js";
 import { splitNanoseconds, type EnrichedColumns } from "../store/enriched-columns.js";
 import { addressHash } from "../store/flowmap.js";
-import { TripleKeyTable } from "../triple-key-table.js";
 
 /**
  * One distinct address on the column path, found by its 16 bytes: its text (formatted
@@ -75,13 +74,8 @@ const NS_PER_SECOND = 1_000_000_000n;
 
 export class Enricher {
   private readonly byAddress = new Map<string, CachedAnswer>();
-  // The column path's cache, two per row: IPv4 by its 32-bit value in a typed-array table
-  // (index into `entries`: one probe, no Map over numbers that are heap numbers from
-  // 128.0.0.0 up), IPv6 by its 16 bytes as an 8-character string. Both are emptied
-  // together when they hold cacheSize addresses.
-  private readonly byIPv4 = new TripleKeyTable();
-  private readonly byIPv6 = new Map<string, AddressEntry>();
-  private readonly entries: AddressEntry[] = [];
+  /** The column path's cache: IPv4 by its 32-bit value, IPv6 by its 16 bytes as an 8-character string. */
+  private readonly byBytes = new Map<number | string, AddressEntry>();
   private nextAddressId = 1;
   private readonly cacheSize: number;
 
@@ -156,34 +150,21 @@ export class Enricher {
   /** The entry of the address at row `i` of a 16-byte address column (`version` 4: IPv4-mapped). */
   addressAt(col: Uint8Array, i: number, version: number): AddressEntry {
     const o = i * ADDRESS_WIDTH;
-    if (version === 4) {
-      const v4 = ((col[o + 12]! << 24) | (col[o + 13]! << 16) | (col[o + 14]! << 8) | col[o + 15]!) >>> 0;
-      const known = this.byIPv4.get(v4, 0, 0);
-      if (known >= 0) return this.entries[known]!;
-      const entry = this.newEntry(col, i, version);
-      this.byIPv4.set(v4, 0, 0, this.entries.push(entry) - 1);
-      return entry;
+    let key: number | string;
+    if (version === 4) key = ((col[o + 12]! << 24) | (col[o + 13]! << 16) | (col[o + 14]! << 8) | col[o + 15]!) >>> 0;
+    else {
+      key = "";
+      for (let g = 0; g < 16; g += 2) key += String.fromCharCode((col[o + g]! << 8) | col[o + g + 1]!);
     }
-    let key = "";
-    for (let g = 0; g < 16; g += 2) key += String.fromCharCode((col[o + g]! << 8) | col[o + g + 1]!);
-    let entry = this.byIPv6.get(key);
+    let entry = this.byBytes.get(key);
     if (entry === undefined) {
-      entry = this.newEntry(col, i, version);
-      this.byIPv6.set(key, entry);
+      // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
+      if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
+      const ip = formatAddress(col, i, version);
+      entry = { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined, policy: undefined, policyGeneration: -1 };
+      this.byBytes.set(key, entry);
     }
     return entry;
-  }
-
-  /** A new entry for the address at row `i`, after emptying the cache if it is full. */
-  private newEntry(col: Uint8Array, i: number, version: number): AddressEntry {
-    if (this.entries.length + this.byIPv6.size >= this.cacheSize) {
-      this.byIPv4.clear();
-      this.entries.length = 0;
-      this.byIPv6.clear();
-    }
-    const ip = formatAddress(col, i, version);
-    // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
-    return { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined, policy: undefined, policyGeneration: -1 };
   }
 
   /** What `entry`'s address named at the time: resolve() over the entry's own cached answer. */
