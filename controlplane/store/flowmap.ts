@@ -528,7 +528,7 @@ export class FlowMapStore {
   /** Edges by index (EdgeState.index); undefined: a free slot, its index in freeEdgeSlots. */
   private readonly edgeSlots: (EdgeState | undefined)[] = [];
   private readonly freeEdgeSlots: number[] = [];
-  private edgeCount = 0;
+  private get edgeCount(): number { return this.edgeSlots.length - this.freeEdgeSlots.length; }
   /**
    * Edges by (source node number, destination node number, port), the first of those with
    * that key (others differ in protocol: EdgeState.sameKey); values are edge indexes.
@@ -536,7 +536,7 @@ export class FlowMapStore {
   private readonly edgeTable = new TripleKeyTable();
   /** Every edge's fine and coarse buckets. */
   private readonly buckets = new BucketLists();
-  /** Edges by the namespaces they count towards (EdgeState.namespaces): budgets, and a namespace's map without walking every edge. */
+  /** Edges by the namespaces they count towards (namespacesOf their two nodes): budgets, and a namespace's map without walking every edge. */
   private readonly edgesByNamespace = new Map<string, Set<EdgeState>>();
   private readonly nodes = new Map<string, MapNodeState>();
   // Shared Endpoint objects (one per pod) resolve to their map node once.
@@ -958,7 +958,6 @@ export class FlowMapStore {
     };
     this.edgeTable.set(source.number, destination.number, port, index);
     this.edgeSlots[index] = edge;
-    this.edgeCount++;
     for (const ns of namespaces) {
       const edges = this.edgesByNamespace.get(ns);
       if (edges === undefined) this.edgesByNamespace.set(ns, new Set([edge])); else edges.add(edge);
@@ -1034,7 +1033,6 @@ export class FlowMapStore {
     this.buckets.clear(2 * edge.index + 1);
     this.edgeSlots[edge.index] = undefined;
     this.freeEdgeSlots.push(edge.index);
-    this.edgeCount--;
     this.forgetExactEdges();
     for (const ns of namespacesOf(edge.source, edge.destination)) {
       const edges = this.edgesByNamespace.get(ns);
