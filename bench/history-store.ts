@@ -136,6 +136,7 @@ console.log(`memory: ${history.size} records held of ${RECORDS}, append ${(memor
 
 // DuckDB: every batch committed before it counts.
 let store = await DuckDBFlowStore.open(dir);
+console.log(`duckdb: ${store.threads} worker thread(s), freed blocks kept for reuse up to ${store.blockPool}`);
 produced = 0;
 let batchId = 0n;
 const t0 = performance.now();

@@ -130,19 +130,32 @@ describe("DuckDB flow store", () => {
   });
 
   it("gives DuckDB as many worker threads as the CPUs the process may use, or as asked; refuses a count below 1 by name", async () => {
-    // DuckDB alone would take the machine's CPUs, ignoring the affinity (taskset, cpuset).
-    expect((await openStore(tempDir())).threads).toBe(os.availableParallelism());
-    expect((await openStore(tempDir(), { threads: 1 })).threads).toBe(1);
-    expect((await openStore(tempDir(), { threads: 3 })).threads).toBe(3);
-    await expect(DuckDBFlowStore.open(tempDir(), { threads: 0 })).rejects.toThrow(/threads 0 is not a whole number of threads ≥ 1/);
-    // A process held to one CPU (taskset, as the ingest benchmark runs) gets one worker.
+    // A process held to one CPU (taskset, as the ingest benchmark runs) gets one worker. Run
+    // first: each open store maps DuckDB's block pool (80 % of the machine's memory, see the
+    // next test), and the kernel refuses to fork a process whose adjacent pools exceed it.
     const built = path.resolve("dist/controlplane/store/duckdb.js");
     if (!fs.existsSync(built)) throw new Error("dist/ is missing: run npx tsc -p . first");
     const res = spawnSync("taskset", ["-c", "0", process.execPath, "--input-type=module", "-e",
       `const { DuckDBFlowStore } = await import(${JSON.stringify(built)});
        const s = await DuckDBFlowStore.open(${JSON.stringify(tempDir())}); console.log(s.threads); await s.close();`], { encoding: "utf8" });
+    expect(res.error).toBeUndefined();
     expect(res.stderr).toBe("");
     expect(res.stdout.trim()).toBe("1");
+    // DuckDB alone would take the machine's CPUs, ignoring the affinity (taskset, cpuset).
+    expect((await openStore(tempDir())).threads).toBe(os.availableParallelism());
+    expect((await openStore(tempDir(), { threads: 1 })).threads).toBe(1);
+    expect((await openStore(tempDir(), { threads: 3 })).threads).toBe(3);
+    await expect(DuckDBFlowStore.open(tempDir(), { threads: 0 })).rejects.toThrow(/threads 0 is not a whole number of threads ≥ 1/);
+  });
+
+  it("keeps 1 GiB of DuckDB's freed blocks for reuse, or as asked; refuses a bad size by name", async () => {
+    // With a pool, DuckDB 1.5 maps 80 % of the machine's (or the cgroup's) memory at open;
+    // its pages are touched only as blocks are handed out.
+    expect((await openStore(tempDir())).blockPool).toBe("1.0 GiB");
+    expect((await openStore(tempDir(), { blockPoolBytes: 256 * 2 ** 20 })).blockPool).toBe("256.0 MiB");
+    expect((await openStore(tempDir(), { blockPoolBytes: 0 })).blockPool).toBe("0 bytes");
+    await expect(DuckDBFlowStore.open(tempDir(), { blockPoolBytes: -1 })).rejects.toThrow(/block pool -1 is not a whole number of bytes ≥ 0/);
+    await expect(DuckDBFlowStore.open(tempDir(), { blockPoolBytes: 0.5 })).rejects.toThrow(/block pool 0.5 is not a whole number of bytes ≥ 0/);
   });
 
   it("stores a re-sent batch once, across a reopen, and refuses a batch after a gap", async () => {

@@ -71,6 +71,13 @@ const NEWEST_PAGE_ROWS = 65_536;
 const GROUP_ROWS = 16_384;
 /** DataChunks kept for reuse: 64 × 2,048 rows, ~10 MiB. */
 const CHUNK_POOL = 64;
+/**
+ * DuckDBStoreOptions.blockPoolBytes' default, 1 GiB. Without it ~30 % of a day's rewrite was
+ * the kernel faulting in and zeroing pages DuckDB had just given back (bench/README.md
+ * history-store: at 50M records, upkeep 74 → 60 s of CPU, ingest and upkeep together 283k →
+ * 329k records per CPU second; 2 GiB measured no better).
+ */
+export const BLOCK_POOL_BYTES = 1 << 30;
 
 /** The columns of schema 2 (what `migrateV1` writes and `migrateV2` reads). */
 const FLOW_COLUMNS_V2: readonly [string, DuckDBType][] = [
@@ -229,6 +236,14 @@ export interface DuckDBStoreOptions extends StoreOptions {
    * bench/README.md history-store).
    */
   threads?: number;
+  /**
+   * Bytes of DuckDB's buffer blocks kept mapped once touched (its `block_allocator_memory`),
+   * so blocks freed by one append or day rewrite are reused by the next without the kernel
+   * faulting in and zeroing fresh pages; never given back, so they count in the RSS once the
+   * store has used them. Default BLOCK_POOL_BYTES; 0: every block from malloc (DuckDB's own
+   * default).
+   */
+  blockPoolBytes?: number;
   /** Wall clock (ms) for retention; injectable for tests. */
   now?: () => number;
   /** Rows per page of a `last N` query's first pass; default NEWEST_PAGE_ROWS (tests make it small). */
@@ -458,6 +473,8 @@ export class DuckDBFlowStore implements FlowStore {
   private readonly batchNumbers = newRowNumbers();
   /** DuckDB's worker threads, as the engine reports them (DuckDBStoreOptions.threads). */
   threads = 0;
+  /** DuckDB's block pool, as the engine reports it (DuckDBStoreOptions.blockPoolBytes), e.g. "256.0 MiB". */
+  blockPool = "";
 
   private constructor(
     readonly file: string,
@@ -474,7 +491,9 @@ export class DuckDBFlowStore implements FlowStore {
     const threads = options.threads ?? os.availableParallelism();
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`flow store ${file}: threads ${threads} is not a whole number of threads ≥ 1`);
     // The file is attached (not the instance's own database) to set its row group size.
-    const instance = await DuckDBInstance.create(":memory:", { threads: String(threads) });
+    const blockPool = options.blockPoolBytes ?? BLOCK_POOL_BYTES;
+    if (!Number.isSafeInteger(blockPool) || blockPool < 0) throw new Error(`flow store ${file}: block pool ${blockPool} is not a whole number of bytes ≥ 0`);
+    const instance = await DuckDBInstance.create(":memory:", { threads: String(threads), block_allocator_memory: `${blockPool}B` });
     const writer = await instance.connect();
     try {
       await writer.run(`ATTACH ${sqlString(file)} AS store (ROW_GROUP_SIZE ${GROUP_ROWS})`);
@@ -490,6 +509,7 @@ export class DuckDBFlowStore implements FlowStore {
     const store = new DuckDBFlowStore(file, instance, writer, reader, options);
     try {
       store.threads = Number((await store.rows("SELECT current_setting('threads') AS t"))[0]?.t);
+      store.blockPool = String((await store.rows("SELECT current_setting('block_allocator_memory') AS b"))[0]?.b);
       await store.migrate();
       await store.load();
     } catch (err) {
