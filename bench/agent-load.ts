@@ -22,15 +22,17 @@ const RATE = 200_000;
 const SECONDS = 20;
 const FLOW_MAP_SIZE = 131_072;
 const DPORT = 9000;
+// Issue 11's targets: the SUMMARY's verdict is the first variant's (its first row); the export
+// variant has a row of its own (RSS <= 96 MiB, CPU <= 25 %), printed per run, not in the verdict.
 const TARGET_RSS_MIB = 80;
 const TARGET_CPU_PCT = 10;
 
-interface Variant { name: string; flags: (dir: string) => string[]; judged: boolean }
+interface Variant { name: string; flags: (dir: string) => string[]; judged: boolean; rssMiB: number; cpuPct: number }
 
 const VARIANTS: Variant[] = [
-  { name: "no export (the agent's defaults)", flags: () => [], judged: true },
+  { name: "no export (the agent's defaults)", flags: () => [], judged: true, rssMiB: TARGET_RSS_MIB, cpuPct: TARGET_CPU_PCT },
   // /dev/null: the agent's cost of encoding and writing, without filling a disk.
-  { name: "JSON-lines export (--export-file /dev/null)", flags: () => ["--export-file", "/dev/null"], judged: false },
+  { name: "JSON-lines export (--export-file /dev/null)", flags: () => ["--export-file", "/dev/null"], judged: false, rssMiB: 96, cpuPct: 25 },
 ];
 
 /** A series' growth between two reads; without labels, the whole family's. */
@@ -95,10 +97,10 @@ async function main(): Promise<number> {
       const perMRecords = (s: number) => (records > 0 ? (s * 1e6) / records : NaN);
       const userS = cpu2.user - cpu0.user, systemS = cpu2.system - cpu0.system;
       const rssMiB = maxRss / 1024;
-      const rssOk = rssMiB <= TARGET_RSS_MIB, cpuOk = cpuPct <= TARGET_CPU_PCT, rateOk = sent.pps >= RATE * 0.99;
+      const rssOk = rssMiB <= variant.rssMiB, cpuOk = cpuPct <= variant.cpuPct, rateOk = sent.pps >= RATE * 0.99;
       if (variant.judged) allMet &&= rssOk && cpuOk && rateOk;
 
-      console.log(`== ${variant.name}${variant.judged ? "" : " (extra, not judged)"}`);
+      console.log(`== ${variant.name}${variant.judged ? "" : " (its own targets; not in the SUMMARY's verdict)"}`);
       console.log(`sent                ${sent.sent.toLocaleString("en-US")} packets in ${fmt(sent.seconds, 2)} s = ${fmt(sent.pps / 1000)}k packets/s`
         + ` (veth refusals retried: ${sent.enobufs})`);
       console.log(`datapath saw        ${seen.toLocaleString("en-US")} packet runs (2 x sent = ${(2 * sent.sent).toLocaleString("en-US")})`);
@@ -107,9 +109,9 @@ async function main(): Promise<number> {
       console.log(`loss counters       map_full ${lostMapFull} packets, ring_full ${ringFull} events, records lost before export ${lostRecords}`);
       console.log(`records             ${records.toLocaleString("en-US")} (${fmt(records / sent.seconds / 1000)}k/s), new flows ${newFlowEvents.toLocaleString("en-US")},`
         + ` exported ${exported.toLocaleString("en-US")}, last drain ${fmt(drainS * 1000)} ms`);
-      console.log(`agent RSS           max ${fmt(rssMiB)} MiB (idle before the flood ${fmt(idleRss / 1024)} MiB)   target <= ${TARGET_RSS_MIB} MiB: ${rssOk ? "met" : "MISSED"}`);
+      console.log(`agent RSS           max ${fmt(rssMiB)} MiB (idle before the flood ${fmt(idleRss / 1024)} MiB)   target <= ${variant.rssMiB} MiB: ${rssOk ? "met" : "MISSED"}`);
       console.log(`agent CPU           ${fmt(cpuPct)} % of one core over the flood (user ${fmt(userPct)} %, system ${fmt(systemPct)} %)`
-        + `   target <= ${TARGET_CPU_PCT} %: ${cpuOk ? "met" : "MISSED"}`);
+        + `   target <= ${variant.cpuPct} %: ${cpuOk ? "met" : "MISSED"}`);
       console.log(`agent CPU / records ${fmt(perMRecords(userS + systemS), 2)} CPU-s per M records (user ${fmt(perMRecords(userS), 2)},`
         + ` system ${fmt(perMRecords(systemS), 2)})`);
       const mib = (kind: string) => fmt(metric(m1, "bulkhead_agent_memory_bytes", { kind }) / 2 ** 20);
