@@ -130,9 +130,7 @@ describe("DuckDB flow store", () => {
   });
 
   it("gives DuckDB as many worker threads as the CPUs the process may use, or as asked; refuses a count below 1 by name", async () => {
-    // A process held to one CPU (taskset, as the ingest benchmark runs) gets one worker. Run
-    // first: each open store maps DuckDB's block pool (80 % of the machine's memory, see the
-    // next test), and the kernel refuses to fork a process whose adjacent pools exceed it.
+    // A process held to one CPU (taskset, as the ingest benchmark runs) gets one worker.
     const built = path.resolve("dist/controlplane/store/duckdb.js");
     if (!fs.existsSync(built)) throw new Error("dist/ is missing: run npx tsc -p . first");
     const res = spawnSync("taskset", ["-c", "0", process.execPath, "--input-type=module", "-e",
@@ -148,10 +146,18 @@ describe("DuckDB flow store", () => {
     await expect(DuckDBFlowStore.open(tempDir(), { threads: 0 })).rejects.toThrow(/threads 0 is not a whole number of threads ≥ 1/);
   });
 
-  it("keeps 1 GiB of DuckDB's freed blocks for reuse, or as asked; refuses a bad size by name", async () => {
+  it("keeps 1 GiB of DuckDB's freed blocks for reuse, or as asked, in one store per process; refuses a bad size by name", async () => {
     // With a pool, DuckDB 1.5 maps 80 % of the machine's (or the cgroup's) memory at open;
     // its pages are touched only as blocks are handed out.
-    expect((await openStore(tempDir())).blockPool).toBe("1.0 GiB");
+    // While one is open, others get none: three such mappings side by side were merged by the
+    // kernel into one larger than the machine's memory, and the process could not fork.
+    const [first, second, third] = [await openStore(tempDir()), await openStore(tempDir(), { blockPoolBytes: 256 * 2 ** 20 }), await openStore(tempDir())];
+    const fork = spawnSync("true");
+    expect(fork.error?.message).toBeUndefined();
+    expect(fork.status).toBe(0);
+    expect([first.blockPool, second.blockPool, third.blockPool]).toEqual(["1.0 GiB", "0 bytes", "0 bytes"]);
+    await first.close();
+    open.splice(open.indexOf(first), 1);
     expect((await openStore(tempDir(), { blockPoolBytes: 256 * 2 ** 20 })).blockPool).toBe("256.0 MiB");
     expect((await openStore(tempDir(), { blockPoolBytes: 0 })).blockPool).toBe("0 bytes");
     await expect(DuckDBFlowStore.open(tempDir(), { blockPoolBytes: -1 })).rejects.toThrow(/block pool -1 is not a whole number of bytes ≥ 0/);

@@ -78,6 +78,13 @@ const CHUNK_POOL = 64;
  * 329k records per CPU second; 2 GiB measured no better).
  */
 export const BLOCK_POOL_BYTES = 1 << 30;
+/**
+ * Open stores of this process that hold a block pool: at most one. With a pool, DuckDB maps
+ * 80 % of the machine's (or the cgroup's) memory when the store opens; the kernel merges
+ * adjacent mappings, and a process holding three of them cannot fork (spawn fails with
+ * ENOMEM: the merged mapping exceeds the machine's memory, `vm.overcommit_memory` 0).
+ */
+let pooledStores = 0;
 
 /** The columns of schema 2 (what `migrateV1` writes and `migrateV2` reads). */
 const FLOW_COLUMNS_V2: readonly [string, DuckDBType][] = [
@@ -241,7 +248,8 @@ export interface DuckDBStoreOptions extends StoreOptions {
    * so blocks freed by one append or day rewrite are reused by the next without the kernel
    * faulting in and zeroing fresh pages; never given back, so they count in the RSS once the
    * store has used them. Default BLOCK_POOL_BYTES; 0: every block from malloc (DuckDB's own
-   * default).
+   * default). One store per process holds a pool: a store opened while another holds one
+   * gets none (`blockPool` says "0 bytes"), see `pooledStores`.
    */
   blockPoolBytes?: number;
   /** Wall clock (ms) for retention; injectable for tests. */
@@ -482,6 +490,8 @@ export class DuckDBFlowStore implements FlowStore {
     private readonly writer: DuckDBConnection,
     private readonly reader: DuckDBConnection,
     private readonly options: DuckDBStoreOptions,
+    /** Holds this process's block pool (`pooledStores`). */
+    private readonly pooled: boolean,
   ) {}
 
   /** Opens (or creates) `DIR/flows.duckdb`; refuses foreign, damaged and newer files. */
@@ -491,8 +501,9 @@ export class DuckDBFlowStore implements FlowStore {
     const threads = options.threads ?? os.availableParallelism();
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`flow store ${file}: threads ${threads} is not a whole number of threads ≥ 1`);
     // The file is attached (not the instance's own database) to set its row group size.
-    const blockPool = options.blockPoolBytes ?? BLOCK_POOL_BYTES;
-    if (!Number.isSafeInteger(blockPool) || blockPool < 0) throw new Error(`flow store ${file}: block pool ${blockPool} is not a whole number of bytes ≥ 0`);
+    const asked = options.blockPoolBytes ?? BLOCK_POOL_BYTES;
+    if (!Number.isSafeInteger(asked) || asked < 0) throw new Error(`flow store ${file}: block pool ${asked} is not a whole number of bytes ≥ 0`);
+    const blockPool = pooledStores > 0 ? 0 : asked;
     const instance = await DuckDBInstance.create(":memory:", { threads: String(threads), block_allocator_memory: `${blockPool}B` });
     const writer = await instance.connect();
     try {
@@ -506,13 +517,15 @@ export class DuckDBFlowStore implements FlowStore {
     await writer.run("USE store");
     const reader = await instance.connect();
     await reader.run("USE store");
-    const store = new DuckDBFlowStore(file, instance, writer, reader, options);
+    const store = new DuckDBFlowStore(file, instance, writer, reader, options, blockPool > 0);
+    if (store.pooled) pooledStores++;
     try {
       store.threads = Number((await store.rows("SELECT current_setting('threads') AS t"))[0]?.t);
       store.blockPool = String((await store.rows("SELECT current_setting('block_allocator_memory') AS b"))[0]?.b);
       await store.migrate();
       await store.load();
     } catch (err) {
+      if (store.pooled) pooledStores--;
       writer.closeSync();
       reader.closeSync();
       instance.closeSync();
@@ -1252,6 +1265,7 @@ export class DuckDBFlowStore implements FlowStore {
     this.writer.closeSync();
     this.reader.closeSync();
     this.instance.closeSync();
+    if (this.pooled) pooledStores--;
   }
 }
 
