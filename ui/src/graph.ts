@@ -5,7 +5,7 @@
 // layout.ts (pure, tested), given to cytoscape as a preset: a snapshot is laid out whole;
 // deltas keep every known node where it is, new nodes take a free row in their group, and
 // edge labels are shown only where they collide with nothing (others on hover/selection).
-import cytoscape, { type Core, type ElementDefinition, type StylesheetJson } from "cytoscape";
+import cytoscape, { type CollectionReturnValue, type Core, type ElementDefinition, type StylesheetJson } from "cytoscape";
 import { type Backends, drawEdges, type DrawnEdge } from "./drawing.js";
 import { extendLayout, groupBody, layoutMap, type LayoutNode, type MapLayout, METRICS } from "./layout.js";
 import type { MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson } from "./types.js";
@@ -327,6 +327,7 @@ export class MapView {
       for (const m of d.members) (this.drawnOf.get(m) ?? this.drawnOf.set(m, []).get(m)!).push(d.id);
     }
     const added: ElementDefinition[] = [], addedEdges: ElementDefinition[] = [];
+    let addedNodes: CollectionReturnValue | undefined;
     this.cy.batch(() => {
       const wanted = new Set<string>();
       for (const [group, g] of layout.groups) {
@@ -381,9 +382,9 @@ export class MapView {
         }
       }
       this.cy.elements().forEach((el) => { if (!wanted.has(el.id())) el.remove(); });
-      if (added.length > 0) this.cy.add(added);
+      if (added.length > 0) addedNodes = this.cy.add(added);
     });
-    if (addedEdges.length > 0) this.addEdges(added, addedEdges);
+    if (addedEdges.length > 0) this.addEdges(addedNodes, addedEdges);
     // Classes were rewritten for changed edges: the overlay goes back on.
     if (this.whatIf.size > 0) this.paintWhatIf();
     if (fit || (grew && this.autoFit)) this.fit();
@@ -395,8 +396,8 @@ export class MapView {
    * of each of the node's edges through a fresh collection of them: styled while it has no
    * edges yet, a node skips that walk (a 500-workload snapshot: ~5,700 node properties).
    */
-  private addEdges(nodes: readonly ElementDefinition[], edges: ElementDefinition[]): void {
-    for (const n of nodes) this.cy.getElementById(n.data.id!).style("width");
+  private addEdges(nodes: CollectionReturnValue | undefined, edges: ElementDefinition[]): void {
+    nodes?.forEach((n) => { n.style("width"); });
     this.cy.batch(() => { this.cy.add(edges); });
   }
 
