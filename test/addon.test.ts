@@ -226,6 +226,22 @@ describe("openObject", () => {
     expect(openFixture().map("counts").maxEntries).toBe(1024);
   });
 
+  it("loads the endpoint object while the process is signalled every millisecond (node --cpu-prof)", () => {
+    // The verifier stops with EAGAIN when a signal is pending; endpoint.bpf.o takes ~0.5 s to
+    // verify, so every load failed under the CPU profiler's SIGPROF until the addon held
+    // signals for it. Three loads in a profiled child process.
+    const built = path.join(repoRoot, "dist", "native", "index.js");
+    if (!fs.existsSync(built)) throw new Error("dist/ is missing: run npx tsc -p . first");
+    const profDir = fs.mkdtempSync(path.join(workDir, "cpu-prof-"));
+    const res = spawnSync(process.execPath, ["--cpu-prof", "--cpu-prof-dir", profDir, "--input-type=module", "-e",
+      `const { native, bpfObjectDir } = await import(${JSON.stringify(built)});
+       for (let i = 0; i < 3; i++) native().openObject(bpfObjectDir + "/endpoint.bpf.o").close();
+       console.log("loaded 3");`], { encoding: "utf8", timeout: 60_000 });
+    expect(res.stderr).toBe("");
+    expect(res.stdout.trim()).toBe("loaded 3");
+    expect(fs.readdirSync(profDir).filter((f) => f.endsWith(".cpuprofile"))).toHaveLength(1);
+  });
+
   it("lists maps and programs and describes a program", () => {
     const obj = openFixture();
     expect(obj.maps()).toEqual(expect.arrayContaining(["counts", "runs", "events", "outer", "inner"]));

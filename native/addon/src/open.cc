@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -124,6 +126,29 @@ void AdoptPinnedMaps(struct bpf_object* obj, const std::string& dir, ObjectState
   state.mapsReused = true;
 }
 
+// The verifier gives up with EAGAIN when a signal is pending on the loading thread, and
+// libbpf retries a few times only: under `node --cpu-prof` (SIGPROF every millisecond) every
+// load of endpoint.bpf.o (~0.5 s of verification) failed. The thread's asynchronous signals
+// are held for the load and delivered after it; faults stay unblocked.
+class SignalsHeld {
+ public:
+  SignalsHeld() {
+    sigset_t all;
+    sigfillset(&all);
+    for (int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, fault);
+    held_ = pthread_sigmask(SIG_BLOCK, &all, &previous_) == 0;
+  }
+  ~SignalsHeld() {
+    if (held_) pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+  }
+  SignalsHeld(const SignalsHeld&) = delete;
+  SignalsHeld& operator=(const SignalsHeld&) = delete;
+
+ private:
+  sigset_t previous_;
+  bool held_ = false;
+};
+
 }  // namespace
 
 Napi::Value OpenObject(const Napi::CallbackInfo& info) {
@@ -161,7 +186,11 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
   }
 
   libbpf_log::Clear();
-  int r = bpf_object__load(obj);
+  int r;
+  {
+    SignalsHeld held;
+    r = bpf_object__load(obj);
+  }
   if (r < 0) ThrowLibbpfError(env, "load", path, -r);
   return NewWrapped(Data(env).bpfObject, &state);
 }
