@@ -31,13 +31,13 @@ import { parseArgs } from "node:util";
 import { bpfObjectDir, native, type BpfProgram, type Link } from "../native/index.js";
 import { Datapath } from "../agent/datapath.js";
 import { decodeKey } from "../agent/records.js";
-import { BH_CT_REPLIED, BH_POINT_FROM_POD, bh_ct_key, bh_ct_value, bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
+import { BH_POINT_FROM_POD, bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import {
   PolicyDirection, PolicyMode, type Identity, type IpIdentity, type PolicyRule, type PolicySnapshot,
 } from "../proto/gen/bulkhead/v1/policy.js";
 import { Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import {
-  BLACKHOLE_CIDR, BLACKHOLE_IP, GATEWAY, Node, buildFlood, cleanupNow, enableBpfStats, flood, fmt, median,
+  BLACKHOLE_CIDR, BLACKHOLE_IP, GATEWAY, Node, buildFlood, cleanupNow, confirmConnections, enableBpfStats, flood, fmt, median,
   onCleanup, progStats, requireRoot, tempDir, type FloodOptions, type Pod,
 } from "./testbed.js";
 
@@ -216,17 +216,7 @@ async function main(): Promise<number> {
   onCleanup("detach", detach);
   const emptyConntrack = () => { datapath.object.map("conntrack").drain(); datapath.object.map("conntrack_new").drain(); };
   const emptyReference = () => { reference.map("ref_flows").drain(); };
-  /** Moves every unconfirmed connection to the confirmed table, marked answered. */
-  const confirmAll = () => {
-    const d = datapath.object.map("conntrack_new").drain();
-    const confirmed = datapath.object.map("conntrack");
-    for (let i = 0; i < d.count; i++) {
-      const value = Buffer.from(d.values.subarray(i * bh_ct_value.size, (i + 1) * bh_ct_value.size));
-      value[bh_ct_value.flags] = (value[bh_ct_value.flags] ?? 0) | BH_CT_REPLIED;
-      confirmed.update(d.keys.subarray(i * bh_ct_key.size, (i + 1) * bh_ct_key.size), value);
-    }
-    return d.count;
-  };
+  const confirmAll = () => confirmConnections(datapath.object);
 
   console.log(`new-flow events ${args.events ? "on" : "off"} (the agent: off)`);
   console.log(`enforce-cost: from_pod (prog id ${fromPod.id}) vs reference (prog id ${ref.id}), both TCX ingress on ${pod.hostVeth} (ifindex ${veth.ifindex})`);

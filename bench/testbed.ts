@@ -13,6 +13,8 @@ import { cliMain, repoRoot } from "../config/install.js";
 import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 import { metric, parseMetrics, type Metrics } from "../lab/prometheus.js";
 import { ipBatch, netnsEnterArgv, netnsExecArgv, run, type RunResult } from "../lab/netns.js";
+import type { BpfObject } from "../native/index.js";
+import { BH_CT_REPLIED, bh_ct_key, bh_ct_value } from "../native/gen/abi.js";
 
 export const NETNS_PREFIX = "bhbench-";
 /** Pods of a node get 10.194.1.2, .3, …; every host-side veth carries the gateway. */
@@ -417,6 +419,22 @@ export function enableBpfStats(): void {
 
 // ---------------------------------------------------------------------------------------
 // Figures
+
+/**
+ * Moves every unconfirmed connection of an endpoint object to its confirmed table, marked
+ * answered, as each peer's first reply would: the flood goes to a blackhole, but a real
+ * established connection carries traffic both ways (lib/conntrack.h). Returns how many.
+ */
+export function confirmConnections(obj: BpfObject): number {
+  const d = obj.map("conntrack_new").drain();
+  const confirmed = obj.map("conntrack");
+  for (let i = 0; i < d.count; i++) {
+    const value = Buffer.from(d.values.subarray(i * bh_ct_value.size, (i + 1) * bh_ct_value.size));
+    value[bh_ct_value.flags] = (value[bh_ct_value.flags] ?? 0) | BH_CT_REPLIED;
+    confirmed.update(d.keys.subarray(i * bh_ct_key.size, (i + 1) * bh_ct_key.size), value);
+  }
+  return d.count;
+}
 
 export function median(xs: readonly number[]): number {
   if (xs.length === 0) return NaN;
