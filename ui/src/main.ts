@@ -208,9 +208,11 @@ let mirrorRebuilding = false;
 /**
  * Rows written per task. A snapshot of 2,000 edges is written over several tasks, so the page
  * draws between them: written at once, the page layout of its 2,500 new rows held the first
- * frame of the map ~2 s under load (Chrome's timeline, bench/ui-render --trace).
+ * frame of the map ~2 s under load (Chrome's timeline, bench/ui-render --trace). A frame lays
+ * out its piece's rows at ~0.3 ms each: 300 rows a piece made each frame after the map's
+ * first one 100-200 ms long while the tables filled; 60 keep them at 30-50 ms.
  */
-const MIRROR_ROWS_PER_TASK = 300;
+const MIRROR_ROWS_PER_TASK = 60;
 /**
  * Known rows rewritten per frame. An update touches ~100 rows (200 edges/s, written every
  * 500 ms), 4 cells each; written in one task, their page layout, pre-paint and paint took one
