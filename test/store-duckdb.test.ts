@@ -158,6 +158,14 @@ describe("DuckDB flow store", () => {
     expect([first.blockPool, second.blockPool, third.blockPool]).toEqual(["1.0 GiB", "0 bytes", "0 bytes"]);
     await first.close();
     open.splice(open.indexOf(first), 1);
+    // Opened at once, the pool goes to one of them only.
+    const together = await Promise.all([openStore(tempDir()), openStore(tempDir()), openStore(tempDir())]);
+    expect(together.map((s) => s.blockPool).sort()).toEqual(["0 bytes", "0 bytes", "1.0 GiB"]);
+    for (const s of together) { await s.close(); open.splice(open.indexOf(s), 1); }
+    // An open that fails gives its pool back.
+    const damaged = tempDir();
+    fs.writeFileSync(path.join(damaged, "flows.duckdb"), "not a database");
+    await expect(DuckDBFlowStore.open(damaged)).rejects.toThrow(/cannot be opened as a DuckDB database/);
     expect((await openStore(tempDir(), { blockPoolBytes: 256 * 2 ** 20 })).blockPool).toBe("256.0 MiB");
     expect((await openStore(tempDir(), { blockPoolBytes: 0 })).blockPool).toBe("0 bytes");
     await expect(DuckDBFlowStore.open(tempDir(), { blockPoolBytes: -1 })).rejects.toThrow(/block pool -1 is not a whole number of bytes ≥ 0/);

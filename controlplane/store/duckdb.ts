@@ -500,10 +500,22 @@ export class DuckDBFlowStore implements FlowStore {
     const file = path.join(path.resolve(dataDir), "flows.duckdb");
     const threads = options.threads ?? os.availableParallelism();
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`flow store ${file}: threads ${threads} is not a whole number of threads ≥ 1`);
-    // The file is attached (not the instance's own database) to set its row group size.
     const asked = options.blockPoolBytes ?? BLOCK_POOL_BYTES;
     if (!Number.isSafeInteger(asked) || asked < 0) throw new Error(`flow store ${file}: block pool ${asked} is not a whole number of bytes ≥ 0`);
-    const blockPool = pooledStores > 0 ? 0 : asked;
+    // Taken before the first await, so that a store opened meanwhile gets none; given back if the open fails.
+    const pooled = asked > 0 && pooledStores === 0;
+    if (pooled) pooledStores++;
+    try {
+      return await DuckDBFlowStore.openFile(file, threads, pooled ? asked : 0, options);
+    } catch (err) {
+      if (pooled) pooledStores--;
+      throw err;
+    }
+  }
+
+  /** open(), given the file, the worker threads and the block pool (bytes; 0: none). */
+  private static async openFile(file: string, threads: number, blockPool: number, options: DuckDBStoreOptions): Promise<DuckDBFlowStore> {
+    // The file is attached (not the instance's own database) to set its row group size.
     const instance = await DuckDBInstance.create(":memory:", { threads: String(threads), block_allocator_memory: `${blockPool}B` });
     const writer = await instance.connect();
     try {
@@ -518,14 +530,12 @@ export class DuckDBFlowStore implements FlowStore {
     const reader = await instance.connect();
     await reader.run("USE store");
     const store = new DuckDBFlowStore(file, instance, writer, reader, options, blockPool > 0);
-    if (store.pooled) pooledStores++;
     try {
       store.threads = Number((await store.rows("SELECT current_setting('threads') AS t"))[0]?.t);
       store.blockPool = String((await store.rows("SELECT current_setting('block_allocator_memory') AS b"))[0]?.b);
       await store.migrate();
       await store.load();
     } catch (err) {
-      if (store.pooled) pooledStores--;
       writer.closeSync();
       reader.closeSync();
       instance.closeSync();
