@@ -95,11 +95,12 @@ async function main(): Promise<number> {
   // Conntrack's two tables and the flow map a round writes (flows_0: no drain flips the active map here).
   const empty = (obj: BpfObject) => { for (const name of ["flows_0", "conntrack", "conntrack_new"]) emptyMap(obj, name); };
   let links: Link[] = [];
+  const detach = () => { for (const l of links) l.detach(); links = []; };
   const attach = (order: BpfProgram[]) => {
-    for (const l of links) l.detach();
+    detach();
     links = order.map((p) => p.attachTc({ iface: pod.hostVeth, direction: "ingress", netns: node.netnsPath, mode: "tcx" }));
   };
-  onCleanup("detach", () => { for (const l of links) l.detach(); });
+  onCleanup("detach", detach);
 
   console.log(`capture-cost: from_pod (prog id ${datapath.object.program("from_pod").id}, the agent's object; veth ifindex ${veth.ifindex} `
     + `with its endpoint entry, identity 0) vs reference (prog id ${ref.id}), both TCX ingress on ${pod.hostVeth}`);
@@ -119,8 +120,7 @@ async function main(): Promise<number> {
     const flowMaps = objects[phase.object];
     const opts: FloodOptions = { src: pod.ip, dst: BLACKHOLE_IP, dport: DPORT, ...phase.flood };
     if (phase.maps === "warm") {
-      for (const l of links) l.detach();
-      links = [];
+      detach();
       empty(flowMaps);
       emptyMap(reference, "ref_flows");
       attach([fromPod, ref]);
@@ -133,8 +133,7 @@ async function main(): Promise<number> {
     for (let r = 0; r < ROUNDS; r++) {
       const order = r % 2 === 0 ? [fromPod, ref] : [ref, fromPod];
       if (phase.maps === "empty") {
-        for (const l of links) l.detach();
-        links = [];
+        detach();
         empty(flowMaps);
         emptyMap(reference, "ref_flows");
       }
