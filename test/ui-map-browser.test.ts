@@ -4,8 +4,9 @@
 // 1500×1000 and 1280×720: 0 overlapping nodes, 0 nodes outside their group or inside a
 // foreign one, 0 overlapping groups, 0 label collisions, no parallel edges, all on the canvas,
 // for a 3-node map (straight edges, arrows at the ends) and for 200 workloads / 800 edges
-// (seeded; a dense map: haystack edges, arrows in the middle). Namespace boxes (plain nodes
-// sized by the layout) are drawn under everything and let clicks through. The flow table at 1280 px:
+// (seeded; a dense map: its edges drawn by the page's edge layer, ui/src/edge-layer.ts, arrows
+// in the middle, read back from the layer's canvas, hovered and clicked through it). Namespace
+// boxes (plain nodes sized by the layout) are drawn under everything and let clicks through. The flow table at 1280 px:
 // verdict words whole, pod names without their template hash (full name in the title), no
 // column wider than the table. Screenshots go to test-results/ui-e2e/.
 //   npx vitest run test/ui-map-browser.test.ts
@@ -19,7 +20,7 @@ import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metric
 import { seededRandom } from "./harness/seeded-random.js";
 import { agentRecord } from "./harness/flow-records.js";
 import { closeUiTest, SHOTS, startUiControlPlane, uiTestFolder } from "./harness/ui-control-plane.js";
-import { METRICS } from "../ui/src/layout.js";
+import { DENSE_EDGES } from "../ui/src/graph.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -54,19 +55,21 @@ const record = (src: string, dst: string, port: number, verdict = Verdict.VERDIC
   agentRecord(src, dst, port, { verdict, packets: 3, sport: "vary" });
 
 /** 800 distinct edges between the 200 workloads (seeded): about 5 % dropped, 5 % audit. */
-function bigRecords(): FlowRecord[] {
+function bigEdges(): { a: number; b: number; port: number; verdict: Verdict }[] {
   const random = seededRandom(16);
   const seen = new Set<string>();
-  const out: FlowRecord[] = [];
+  const out: { a: number; b: number; port: number; verdict: Verdict }[] = [];
   while (out.length < BIG_EDGES) {
     const a = Math.floor(random() * BIG_WORKLOADS), b = Math.floor(random() * BIG_WORKLOADS), port = 8000 + Math.floor(random() * 3);
     if (a === b || seen.has(`${a}>${b}:${port}`)) continue;
     seen.add(`${a}>${b}:${port}`);
     const r = random();
-    out.push(record(bigIp(a), bigIp(b), port, r < 0.05 ? Verdict.VERDICT_DROPPED : r < 0.1 ? Verdict.VERDICT_AUDIT : Verdict.VERDICT_FORWARDED));
+    out.push({ a, b, port, verdict: r < 0.05 ? Verdict.VERDICT_DROPPED : r < 0.1 ? Verdict.VERDICT_AUDIT : Verdict.VERDICT_FORWARDED });
   }
   return out;
 }
+
+const bigRecords = (): FlowRecord[] => bigEdges().map((e) => record(bigIp(e.a), bigIp(e.b), e.port, e.verdict));
 
 describe("the map's layout and the flow table, measured in Chromium", () => {
   let tmp: string;
@@ -133,27 +136,103 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       expect(m.nodes).toBe(BIG_WORKLOADS + 3);
       expect(m.groups).toBe(BIG_NAMESPACES + 2);
       expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
-      // A dense map (graph.ts's DENSE_EDGES): haystack edges, the arrow in the middle.
-      expect(await edgeShapes()).toEqual([{ curve: "haystack", arrow: "none", midArrow: "triangle" }]);
+      // A dense map (graph.ts's DENSE_EDGES): its edges are the edge layer's; cytoscape holds none.
+      const held = await page.evaluate(() => ({ cytoscape: window.bulkheadMap.cy.edges().length, layer: window.bulkheadMap.edgeLayer()?.edges.length }));
+      expect(held).toEqual({ cytoscape: 0, layer: m.edges });
+      expect(m.edges).toBeGreaterThan(DENSE_EDGES);
+      expect(m.labelsShown).toBeGreaterThan(0);
       process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
-      // Edges carry text styles only where text shows (graph.ts): a labelled edge draws its
-      // ports at the edge font; another draws none until selected, then every port, same font.
+      // A labelled edge shows its ports; another none until selected, then every port.
       const text = await page.evaluate(() => {
-        const cy = window.bulkheadMap.cy;
-        const drawnText = (e: { style(name: string): unknown }) => ({ label: String(e.style("label")), font: String(e.style("font-size")) });
-        const labelled = cy.edges(".labelled").first(), plain = cy.edges().not(".labelled").first();
-        const shown = { labelled: drawnText(labelled), ports: String(labelled.data("label")), plain: drawnText(plain).label };
-        plain.select();
-        const selected = { ...drawnText(plain), ports: String(plain.data("fullLabel")) };
-        plain.unselect();
-        return { shown, selected };
+        const textOf = (id: string) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text;
+        const layer = window.bulkheadMap.edgeLayer()!;
+        const labelled = layer.labels[0]!, plain = layer.edges.find((e) => e.text === "")!;
+        const shown = { labelled: textOf(labelled.id), box: labelled.text, plain: plain.text };
+        window.bulkheadMap.select(plain.id);
+        const selected = { text: textOf(plain.id), ids: window.bulkheadMap.selected(), plain: plain.id };
+        window.bulkheadMap.select(labelled.id);
+        return { shown, selected, after: textOf(plain.id) };
       });
-      expect(text.shown.labelled).toEqual({ label: text.shown.ports, font: `${METRICS.edgeFont}px` });
+      expect(text.shown.labelled).toMatch(/^TCP\/\d+/);
+      expect(text.shown.labelled).toBe(text.shown.box);
       expect(text.shown.plain).toBe("");
-      expect(text.selected).toEqual({ label: text.selected.ports, font: `${METRICS.edgeFont}px`, ports: text.selected.ports });
-      expect(text.selected.ports).not.toBe("");
+      expect(text.selected.text).toMatch(/^TCP\/\d+/);
+      expect(text.selected.ids).toEqual([text.selected.plain]);
+      expect(text.after).toBe("");
       await page.screenshot({ path: path.join(SHOTS, `map-200-workloads-${viewport.width}x${viewport.height}.png`) });
     }
+  });
+
+  it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges, drawn by the edge layer: each verdict's colour on its edges' pixels, an edge hovered and clicked on its line, nothing off the lines`, async () => {
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    const canvas = await page.locator("[data-testid=map-canvas]").boundingBox();
+    if (!canvas) throw new Error("the map canvas has no box");
+    // A point on each of the layer's edges (the first of a few along it, off its middle's
+    // arrow), in the canvas' pixels, kept only where no other edge passes within 5 px and no
+    // node's box (shape and label) or shown edge label lies within 4 px, so that the pixel and
+    // the pointer can belong to that edge alone.
+    const probe = await page.evaluate(() => {
+      const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.edgeLayer()!;
+      const at = (id: string) => cy.getElementById(id).renderedPosition();
+      const zoom = cy.zoom(), pan = cy.pan();
+      const boxes = [
+        ...cy.nodes().filter((n) => !n.hasClass("namespace")).map((n) => n.renderedBoundingBox({ includeLabels: true })),
+        ...layer.labels.map(({ box }) => ({ x1: box.x1 * zoom + pan.x, y1: box.y1 * zoom + pan.y, x2: box.x2 * zoom + pan.x, y2: box.y2 * zoom + pan.y })),
+      ];
+      const segments = layer.edges.map((e) => ({ id: e.id, a: at(e.source), b: at(e.target) }));
+      const distance = (p: { x: number; y: number }, a: { x: number; y: number }, b: { x: number; y: number }) => {
+        const dx = b.x - a.x, dy = b.y - a.y, l = dx * dx + dy * dy;
+        const t = l === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * dx + (p.y - a.y) * dy) / l));
+        return Math.hypot(p.x - a.x - t * dx, p.y - a.y - t * dy);
+      };
+      const verdicts = new Map(window.bulkheadMap.edges().flatMap((e) => window.bulkheadMap.drawnEdgesOf(e.id).map((d) => [d, e.verdict] as const)));
+      const clear = segments.flatMap((s) => {
+        for (const t of [0.3, 0.2, 0.4, 0.7, 0.6, 0.8]) {
+          const p = { x: Math.round(s.a.x + (s.b.x - s.a.x) * t), y: Math.round(s.a.y + (s.b.y - s.a.y) * t) };
+          if (segments.some((o) => o.id !== s.id && distance(p, o.a, o.b) < 5)) continue;
+          if (boxes.some((b) => p.x > b.x1 - 4 && p.x < b.x2 + 4 && p.y > b.y1 - 4 && p.y < b.y2 + 4)) continue;
+          return [{ id: s.id, ...p }];
+        }
+        return [];
+      });
+      const context = (document.querySelector("[data-testid=edge-layer]") as HTMLCanvasElement).getContext("2d")!;
+      // The most opaque pixel around the point: a line under 1 px wide is antialiased.
+      const pixel = (x: number, y: number) => {
+        const d = context.getImageData(x - 1, y - 1, 3, 3).data;
+        let best = [0, 0, 0, 0];
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3]! > best[3]!) best = [d[i]!, d[i + 1]!, d[i + 2]!, d[i + 3]!];
+        return best;
+      };
+      const drawn = clear.map((c) => ({ ...c, verdict: verdicts.get(c.id), text: layer.edges.find((e) => e.id === c.id)!.text, rgba: pixel(c.x, c.y) }));
+      // A point away from every edge: the canvas' top-left corner region is left of every group.
+      const empty = [2, 2];
+      return { drawn, emptyPixel: pixel(empty[0]!, empty[1]!), empty };
+    });
+    const hue = ([r, g, b]: number[]) => (g! > r! && g! > b! ? "forwarded" : r! > g! && g! > b! + 60 ? "audit" : r! > g! && r! > b! ? "dropped" : "other");
+    const byVerdict = new Map<string, typeof probe.drawn>();
+    for (const d of probe.drawn) (byVerdict.get(d.verdict ?? "") ?? byVerdict.set(d.verdict ?? "", []).get(d.verdict ?? "")!).push(d);
+    process.stdout.write(`edge layer probes: ${[...byVerdict].map(([v, ds]) => `${v} ${ds.length}`).join(", ")}\n`);
+    for (const verdict of ["forwarded", "dropped"]) {
+      const probes = byVerdict.get(verdict) ?? [];
+      expect(probes.length, `clear points on ${verdict} edges`).toBeGreaterThan(0);
+      for (const p of probes) {
+        expect(p.rgba[3], `${p.id} drawn at ${p.x},${p.y}`).toBeGreaterThan(0);
+        expect(hue(p.rgba), `${p.id}'s colour ${p.rgba.join(",")}`).toBe(verdict);
+      }
+    }
+    expect(probe.emptyPixel[3]).toBe(0);
+    // Hover: the pointer on the line shows every port; a click there selects the edge.
+    const target = probe.drawn.find((d) => d.text === "") ?? probe.drawn[0]!;
+    await page.mouse.move(canvas.x + target.x, canvas.y + target.y);
+    await page.waitForFunction((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text !== "", target.id, { timeout: 5000 });
+    await page.mouse.click(canvas.x + target.x, canvas.y + target.y);
+    expect(await page.evaluate(() => window.bulkheadMap.selected())).toEqual([target.id]);
+    await expect.poll(() => page.locator("[data-testid=details]").innerText()).toMatch(/→/);
+    // Off every line and node: nothing selected, nothing hovered.
+    await page.mouse.click(canvas.x + probe.empty[0]!, canvas.y + probe.empty[1]!);
+    expect(await page.evaluate(() => window.bulkheadMap.selected())).toEqual([]);
+    expect(await page.evaluate((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text, target.id)).toBe(target.text);
+    expect(pageErrors).toEqual([]);
   });
 
   it("namespace boxes lie under every edge and node and let clicks through: a click on a node or edge inside a box selects it, one on a box's empty part clears the selection", async () => {
@@ -377,16 +456,19 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       };
       window.bulkheadMap.cy.on("add", "edge", w.onAdd);
     });
-    // All namespaces: a snapshot of the 200-workload map, ~200 new nodes and ~800 new edges.
-    await page.locator("[data-testid=namespace-select]").selectOption("");
-    await page.waitForFunction((n) => window.bulkheadMap.edges().length >= n, BIG_EDGES + 2, { timeout: 30_000 });
+    // Namespace team-0: a snapshot of its 25 workloads, their peers and every edge touching
+    // them, ~190 (under DENSE_EDGES: cytoscape draws them).
+    const teamEdges = bigEdges().filter((e) => e.a % BIG_NAMESPACES === 0 || e.b % BIG_NAMESPACES === 0).length;
+    await page.locator("[data-testid=namespace-select]").selectOption("team-0");
+    await page.waitForFunction((n) => window.bulkheadMap.edges().length >= n, teamEdges, { timeout: 30_000 });
     // The listener goes before anything is judged, so a failed check leaves none behind.
     const seen = await page.evaluate(() => {
       const w = window as unknown as { unstyledEnds: number; edgesAdded: number; onAdd: () => void };
       window.bulkheadMap.cy.off("add", "edge", w.onAdd);
       return { edgesAdded: w.edgesAdded, unstyledEnds: w.unstyledEnds };
     });
-    expect(seen.edgesAdded).toBeGreaterThan(BIG_EDGES / 2);
+    expect(seen.edgesAdded).toBeGreaterThan(teamEdges / 2);
+    expect(seen.edgesAdded).toBeLessThanOrEqual(DENSE_EDGES);
     expect(seen.unstyledEnds).toBe(0);
     expect(pageErrors).toEqual([]);
   });

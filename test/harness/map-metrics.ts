@@ -1,6 +1,7 @@
 // Layout metrics of the web UI's map, read from cytoscape's own positions and bounding boxes
-// in the page (window.bulkheadMap.cy): what issue 16 asks to be zero, and whether the whole
-// map lies on the canvas. Shared by the browser tests (ui-e2e on the demo lab, ui-map-browser).
+// in the page (window.bulkheadMap.cy) and, on a dense map, from the edges and label boxes its
+// edge layer draws (window.bulkheadMap.edgeLayer()): what issue 16 asks to be zero, and
+// whether the whole map lies on the canvas. Shared by the browser tests (ui-e2e on the demo lab, ui-map-browser).
 // Its code runs in the page (DOM types): tsconfig.test.json checks it, the root tsconfig
 // (node only, emitted) leaves it out.
 import type { Page } from "playwright-core";
@@ -20,7 +21,7 @@ export interface MapMetrics {
   /** Shown edge labels overlapping another shown label, a node box or a group header. */
   labelCollisions: string[];
   labelsShown: number;
-  /** Pairs of cytoscape edges between the same two nodes. */
+  /** Pairs of drawn edges between the same two nodes. */
   parallelEdges: string[];
   /** The whole map's rendered box lies inside the canvas. */
   fitsCanvas: boolean;
@@ -33,6 +34,8 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
   return page.evaluate(() => {
     type B = { x1: number; y1: number; x2: number; y2: number };
     const cy = window.bulkheadMap.cy;
+    // A dense map's edges are the edge layer's; cytoscape then holds none.
+    const layer = window.bulkheadMap.edgeLayer();
     const hit = (a: B, b: B) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
     const inside = (o: B, i: B) => i.x1 >= o.x1 - 0.5 && i.x2 <= o.x2 + 0.5 && i.y1 >= o.y1 - 0.5 && i.y2 <= o.y2 + 0.5;
     const plain = (b: B): B => ({ x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2 });
@@ -47,7 +50,7 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
       whole: plain(g.boundingBox({ includeLabels: true, includeOverlays: false })),
     }));
     const out = {
-      nodes: leaves.length, edges: cy.edges().length, groups: groups.length,
+      nodes: leaves.length, edges: layer ? layer.edges.length : cy.edges().length, groups: groups.length,
       overlappingNodes: [] as string[], nodesOutsideGroup: [] as string[], nodesInForeignGroup: [] as string[],
       overlappingGroups: [] as string[], labelCollisions: [] as string[], labelsShown: 0, parallelEdges: [] as string[],
     };
@@ -70,7 +73,7 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
       const own = groups.find((x) => x.id === g.id())!;
       return { id: `header ${g.id()}`, box: { x1: cx - width / 2, x2: cx + width / 2, y1: own.whole.y1, y2: own.body.y1 } };
     });
-    const labels = cy.edges().filter((e) => String(e.data("label") ?? "") !== "" && e.visible()).map((e) => ({
+    const labels = layer ? layer.labels.map((l) => ({ id: l.id, box: plain(l.box) })) : cy.edges().filter((e) => String(e.data("label") ?? "") !== "" && e.visible()).map((e) => ({
       id: e.id(),
       box: plain(e.boundingBox({ includeNodes: false, includeEdges: false, includeLabels: true, includeMainLabels: true, includeSourceLabels: false, includeTargetLabels: false, includeOverlays: false } as never)),
     }));
@@ -80,14 +83,21 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
       for (const o of [...leaves, ...headers]) if (hit(labels[i]!.box, o.box)) out.labelCollisions.push(`${labels[i]!.id} × ${o.id}`);
     }
     const pairs = new Map<string, string>();
-    cy.edges().forEach((e) => {
-      const [a, b] = [e.source().id(), e.target().id()].sort();
+    const ends = layer ? layer.edges : cy.edges().map((e) => ({ id: e.id(), source: e.source().id(), target: e.target().id() }));
+    for (const e of ends) {
+      const [a, b] = [e.source, e.target].sort();
       const key = `${a}|${b}`;
-      if (pairs.has(key)) out.parallelEdges.push(`${pairs.get(key)} ∥ ${e.id()}`); else pairs.set(key, e.id());
-    });
-    const r = cy.elements().renderedBoundingBox({ includeLabels: true, includeOverlays: false });
+      if (pairs.has(key)) out.parallelEdges.push(`${pairs.get(key)} ∥ ${e.id}`); else pairs.set(key, e.id);
+    }
+    // The layer's edges join node centres, inside the nodes' box; its labels may reach beyond it.
+    const r = plain(cy.elements().renderedBoundingBox({ includeLabels: true, includeOverlays: false }));
+    const zoom = cy.zoom(), pan = cy.pan();
+    for (const { box } of layer ? labels : []) {
+      r.x1 = Math.min(r.x1, box.x1 * zoom + pan.x); r.x2 = Math.max(r.x2, box.x2 * zoom + pan.x);
+      r.y1 = Math.min(r.y1, box.y1 * zoom + pan.y); r.y2 = Math.max(r.y2, box.y2 * zoom + pan.y);
+    }
     const canvas = { width: cy.width(), height: cy.height() };
-    return { ...out, fitsCanvas: r.x1 >= 0 && r.y1 >= 0 && r.x2 <= canvas.width && r.y2 <= canvas.height, zoom: cy.zoom(), canvas, rendered: plain(r) };
+    return { ...out, fitsCanvas: r.x1 >= 0 && r.y1 >= 0 && r.x2 <= canvas.width && r.y2 <= canvas.height, zoom, canvas, rendered: r };
   });
 }
 

@@ -5,14 +5,17 @@
 // layout.ts (pure, tested), given to cytoscape as a preset: a snapshot is laid out whole;
 // deltas keep every known node where it is, new nodes take a free row in their group, and
 // edge labels are shown only where they collide with nothing (others on hover/selection).
+// A dense map's edges are drawn by edge-layer.ts on a canvas under cytoscape's, not by
+// cytoscape (its per-element style and geometry were most of a 2,000-edge first render).
 import cytoscape, { type CollectionReturnValue, type Core, type ElementDefinition, type StylesheetJson } from "cytoscape";
 import { type Backends, drawEdges, type DrawnEdge } from "./drawing.js";
+import { EDGE_STYLE, EdgeLayer, type LayerEdge } from "./edge-layer.js";
 import { extendLayout, groupBody, layoutMap, type LayoutNode, type MapLayout, METRICS } from "./layout.js";
 import type { MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson } from "./types.js";
 
 export type Selection = { kind: "node"; node: MapNodeJson } | { kind: "edge"; edge: MapEdgeJson } | undefined;
 
-const COLOURS = { forwarded: "#2e7d32", dropped: "#c62828", audit: "#ef8f00" } as const;
+const COLOURS = EDGE_STYLE.colour, WIDTHS = EDGE_STYLE.width;
 
 export function nodeLabel(n: MapNodeJson): string {
   if (n.kind === "workload") return `${n.name} (${n.pods} pod${n.pods === 1 ? "" : "s"})`;
@@ -36,7 +39,7 @@ export type WhatIfMark = keyof typeof WHATIF_COLOURS;
 /** A drawn edge carrying several changed map edges shows the most serious change. */
 const WHATIF_RANK: Readonly<Record<WhatIfMark, number>> = { denied: 3, verdict: 2, allowed: 1 };
 
-/** Drawn edges above which the map is dense: haystack edges with arrows in the middle. */
+/** Drawn edges above which the map is dense: its edges on edge-layer.ts's canvas, arrows in the middle. */
 export const DENSE_EDGES = 400;
 
 /** The stylesheet; a dense map's edges differ (see the edge rule). */
@@ -71,7 +74,7 @@ function mapStyle(dense: boolean): StylesheetJson {
     // endpoint projection onto the node shapes) with the arrow in the middle, the only arrow a
     // haystack has: ~14 % less CPU to a 2,000-edge map's first frame (bench/README.md).
     { selector: "edge", style: {
-      width: 1.5, ...(dense ? {} : { "curve-style": "straight" }), [`${target}-arrow-shape`]: "triangle", "arrow-scale": 0.8,
+      width: WIDTHS.forwarded, ...(dense ? {} : { "curve-style": "straight" }), [`${target}-arrow-shape`]: "triangle", "arrow-scale": 0.8,
       "line-color": COLOURS.forwarded, [`${target}-arrow-color`]: COLOURS.forwarded,
     } },
     { selector: "edge.labelled, edge.hover, edge:selected", style: {
@@ -81,9 +84,9 @@ function mapStyle(dense: boolean): StylesheetJson {
     // Where layout.ts found room for the label, from the edge's middle (mappers typed as numbers).
     { selector: "edge.labelled", style: { label: "data(label)", "text-margin-x": "data(dx)" as unknown as number, "text-margin-y": "data(dy)" as unknown as number } },
     { selector: "edge.both", style: { [`${source}-arrow-shape`]: "triangle", [`${source}-arrow-color`]: COLOURS.forwarded } },
-    { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, [`${target}-arrow-color`]: COLOURS.dropped, width: 2.5 } },
+    { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, [`${target}-arrow-color`]: COLOURS.dropped, width: WIDTHS.dropped } },
     { selector: "edge.both.dropped", style: { [`${source}-arrow-color`]: COLOURS.dropped } },
-    { selector: "edge.audit", style: { "line-color": COLOURS.audit, [`${target}-arrow-color`]: COLOURS.audit, "line-style": "dashed", width: 2 } },
+    { selector: "edge.audit", style: { "line-color": COLOURS.audit, [`${target}-arrow-color`]: COLOURS.audit, "line-style": "dashed", width: WIDTHS.audit } },
     { selector: "edge.both.audit", style: { [`${source}-arrow-color`]: COLOURS.audit } },
     // A label left out for lack of room shows (every port) while the edge is hovered or selected.
     // The what-if overlay: a halo under the edge, its verdict colour kept on top.
@@ -92,8 +95,16 @@ function mapStyle(dense: boolean): StylesheetJson {
     { selector: "edge.whatif-verdict", style: { "underlay-color": WHATIF_COLOURS.verdict, "underlay-opacity": 0.45, "underlay-padding": 6 } },
     { selector: "edge.hover, edge:selected", style: { label: "data(fullLabel)", "z-index": 10 } },
     { selector: ":selected", style: { "border-width": 3, "border-color": "#ffb300", "overlay-opacity": 0.15, "overlay-color": "#ffb300" } },
-    { selector: "edge:selected", style: { width: 4 } },
+    { selector: "edge:selected", style: { width: EDGE_STYLE.selectedWidth } },
   ];
+}
+
+/** A drawn edge as the layer draws it, with the label layout.ts found room for. */
+function layerEdge(d: DrawnEdge, layout: MapLayout): LayerEdge {
+  return {
+    id: d.id, source: d.source, target: d.target, verdict: d.verdict, both: d.both,
+    label: layout.labels.has(d.id) ? d.label : "", offset: layout.labelOffsets.get(d.id) ?? { x: 0, y: 0 }, fullLabel: d.fullLabel,
+  };
 }
 
 export class MapView {
@@ -113,8 +124,11 @@ export class MapView {
   private snapshotDrawn = true;
   /** Called once cytoscape has drawn the last snapshot (whenDrawn). */
   private drawnWaiters: (() => void)[] = [];
-  /** Whether the stylesheet is the dense map's (more than DENSE_EDGES drawn edges). */
+  /** Whether the map is dense (more than DENSE_EDGES drawn edges): its edges are the layer's, not cytoscape's. */
   private dense = false;
+  private readonly layer: EdgeLayer;
+  /** A frame of the layer's own is asked for (hover, selection, halos, edges between unmoved nodes). */
+  private layerQueued = false;
 
   constructor(container: HTMLElement) {
     this.cy = cytoscape({
@@ -131,12 +145,30 @@ export class MapView {
       autounselectify: false,
       style: mapStyle(false),
     });
+    this.layer = new EdgeLayer(container, WHATIF_COLOURS);
     this.cy.on("tap", "node, edge", (event) => {
       const id = event.target.id() as string;
       if (event.target.hasClass("namespace")) return;
       this.emit(id);
     });
-    this.cy.on("tap", (event) => { if (event.target === this.cy) this.onSelect(undefined); });
+    // A tap on no element of cytoscape's (namespace boxes are deaf to the mouse) may be on
+    // one of the layer's edges; cytoscape has unselected its own elements either way.
+    this.cy.on("tap", (event) => {
+      if (event.target !== this.cy) { this.selectLayerEdge(undefined); return; }
+      const hit = this.dense ? this.layer.hit(event.position, this.cy.zoom()) : undefined;
+      this.selectLayerEdge(hit);
+      if (hit !== undefined) this.emit(hit); else this.onSelect(undefined);
+    });
+    this.cy.on("mousemove", (event) => {
+      if (!this.dense) return;
+      this.hoverLayerEdge(event.target === this.cy ? this.layer.hit(event.position, this.cy.zoom()) : undefined);
+    });
+    container.addEventListener("mouseleave", () => { this.hoverLayerEdge(undefined); });
+    // A dragged node takes its edges along.
+    this.cy.on("drag", "node", (event) => {
+      const id = event.target.id() as string;
+      if (this.layer.positions.has(id)) this.layer.positions.set(id, { ...event.target.position() });
+    });
     // The map keeps fitting the canvas (when the canvas is resized, when the map grows) until
     // the user pans or zooms; "Lay out again" fits it again.
     for (const gesture of ["wheel", "mousedown", "touchstart", "keydown"]) container.addEventListener(gesture, () => { this.autoFit = false; }, { passive: true });
@@ -154,6 +186,7 @@ export class MapView {
     renderer.resizeObserver?.disconnect();
     renderer.styleObserver?.disconnect();
     this.cy.on("render", () => {
+      this.drawLayer();
       if (!this.snapshotDrawn) { this.snapshotDrawn = true; performance.mark("map: snapshot drawn"); this.wakeDrawnWaiters(); }
     });
     this.cy.on("mouseover", "edge", (event) => { event.target.addClass("hover"); });
@@ -186,12 +219,67 @@ export class MapView {
   /** Selects a node, a map edge (by its API id) or a drawn edge, as a click would; returns whether it exists. */
   select(id: string): boolean {
     const drawnId = this.drawn.has(id) ? id : this.drawnOf.get(id)?.[0];
+    if (drawnId !== undefined && this.layer.has(drawnId)) {
+      this.cy.elements().unselect();
+      this.selectLayerEdge(drawnId);
+      this.emit(id);
+      return true;
+    }
     const element = this.cy.getElementById(drawnId ?? id);
     if (element.empty() || element.hasClass("namespace")) return false;
     this.cy.elements().unselect();
+    this.selectLayerEdge(undefined);
     element.select();
     this.emit(id);
     return true;
+  }
+
+  /** Clears the selection, cytoscape's and the layer's. */
+  unselect(): void {
+    this.cy.elements().unselect();
+    this.selectLayerEdge(undefined);
+  }
+
+  /** The selected node or drawn edge ids. */
+  selected(): string[] {
+    return [...this.cy.$(":selected").map((e) => e.id()), ...(this.layer.selected === undefined ? [] : [this.layer.selected])];
+  }
+
+  /**
+   * A dense map's edges as the layer draws them, each with the text it shows now, and the
+   * labels shown whatever is hovered or selected (undefined when cytoscape draws the edges): for tests.
+   */
+  layerView(): { edges: { id: string; source: string; target: string; text: string }[]; labels: ReturnType<EdgeLayer["labels"]> } | undefined {
+    if (!this.dense) return undefined;
+    const edges = this.layer.ids().map((id) => {
+      const e = this.layer.edge(id)!;
+      return { id, source: e.source, target: e.target, text: this.layer.textOf(id) };
+    });
+    return { edges, labels: this.layer.labels(false) };
+  }
+
+  private selectLayerEdge(id: string | undefined): void {
+    if (this.layer.selected === id) return;
+    this.layer.selected = id;
+    this.queueLayer();
+  }
+
+  private hoverLayerEdge(id: string | undefined): void {
+    if (this.layer.hovered === id) return;
+    this.layer.hovered = id;
+    this.queueLayer();
+  }
+
+  /** The layer drawn under cytoscape's current viewport (in cytoscape's frame, or a frame of its own). */
+  private drawLayer(): void {
+    this.layerQueued = false;
+    this.layer.draw(this.cy.width(), this.cy.height(), this.cy.zoom(), this.cy.pan());
+  }
+
+  private queueLayer(): void {
+    if (this.layerQueued) return;
+    this.layerQueued = true;
+    requestAnimationFrame(() => { if (this.layerQueued) this.drawLayer(); });
   }
 
   /** A node id, a map edge id, or a drawn edge id (which stands for its main map edge). */
@@ -271,6 +359,7 @@ export class MapView {
   /** Drawn edge ids with each what-if halo (for the page's hooks and tests). */
   whatIfDrawn(): Record<WhatIfMark, string[]> {
     const out: Record<WhatIfMark, string[]> = { denied: [], allowed: [], verdict: [] };
+    if (this.dense) return this.layer.halosDrawn();
     for (const mark of Object.keys(out) as WhatIfMark[]) out[mark] = this.cy.edges(`.whatif-${mark}`).map((e) => e.id()).sort();
     return out;
   }
@@ -287,6 +376,8 @@ export class MapView {
       this.cy.edges(".whatif-denied, .whatif-allowed, .whatif-verdict").removeClass("whatif-denied whatif-allowed whatif-verdict");
       for (const [drawnId, mark] of markOf) this.cy.getElementById(drawnId).addClass(`whatif-${mark}`);
     });
+    this.layer.setHalos(this.dense ? markOf : new Map());
+    this.queueLayer();
   }
 
   /** "Lay out again": the whole layout from scratch, fitted. */
@@ -315,7 +406,8 @@ export class MapView {
       : extendLayout(this.layoutState, layoutNodes, layoutEdges, options);
     const layout = this.layoutState;
     const grew = this.cy.nodes().length < layout.positions.size + layout.groups.size;
-    // Before the elements change, so new ones are styled once, by the right sheet.
+    // Before the elements change, so new ones are styled once, by the right sheet (a dense
+    // map's nodes have the same style; its edges leave cytoscape for the layer).
     if (dense !== this.dense) {
       this.dense = dense;
       this.cy.style(mapStyle(dense));
@@ -361,7 +453,7 @@ export class MapView {
           if (p.x !== position.x || p.y !== position.y) el.position(position);
         }
       }
-      for (const d of drawn) {
+      for (const d of dense ? [] : drawn) {
         wanted.add(d.id);
         const label = layout.labels.has(d.id) ? d.label : "";
         const offset = layout.labelOffsets.get(d.id) ?? { x: 0, y: 0 };
@@ -385,6 +477,8 @@ export class MapView {
       if (added.length > 0) addedNodes = this.cy.add(added);
     });
     if (addedEdges.length > 0) this.addEdges(addedNodes, addedEdges);
+    this.layer.set(dense ? drawn.map((d) => layerEdge(d, layout)) : [], layout.positions);
+    this.queueLayer();
     // Classes were rewritten for changed edges: the overlay goes back on.
     if (this.whatIf.size > 0) this.paintWhatIf();
     if (fit || (grew && this.autoFit)) this.fit();

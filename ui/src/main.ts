@@ -619,7 +619,7 @@ async function renderFlowRows(flows: FlowJson[], signal: AbortSignal): Promise<v
 $("filter-form").addEventListener("submit", (e) => { e.preventDefault(); void refreshFlows(); });
 $("clear-filter").addEventListener("click", () => {
   filterInput.value = "";
-  view.cy.elements().unselect();
+  view.unselect();
   detailsBody.replaceChildren(paragraph("Select a node or an edge on the map or in the tables."));
   void refreshFlows();
   filterInput.focus();
@@ -754,6 +754,8 @@ window.bulkheadMap = {
   edges: () => [...view.edges.values()],
   select: (id) => view.select(id),
   drawnEdgesOf: (id) => view.drawnEdgesOf(id).map((d) => d.id),
+  selected: () => view.selected(),
+  edgeLayer: () => view.layerView(),
   cy: view.cy,
 };
 

@@ -1,0 +1,280 @@
+// A dense map's edges, drawn by us on a canvas under cytoscape's. cytoscape styles, measures
+// and draws each edge as an element of its own: at 2,000 edges that was ~0.8 s of the first
+// render on a quiet machine (bench/README.md, ui-render), for straight lines between node
+// centres. Here they are a few canvas paths: one stroke per verdict, one fill of the arrows in
+// the edges' middles, the labels layout.ts found room for, the what-if halos under them, and
+// the hovered and selected edge on top. cytoscape still draws and hit-tests the nodes and the
+// namespace boxes; `nearestEdge` finds the edge under the pointer for hover and selection.
+//
+// The look follows graph.ts's stylesheet for a dense map (haystack edges: a line between
+// centres, the arrow in the middle), in the same model coordinates, so that a map drawn here
+// and one drawn by cytoscape read alike.
+import { METRICS, type Point } from "./layout.js";
+import type { VerdictState as Verdict } from "./types.js";
+
+export type Halo = "denied" | "allowed" | "verdict";
+
+export interface LayerEdge {
+  id: string;
+  source: string;
+  target: string;
+  verdict: Verdict;
+  /** Traffic both ways: a second arrow, towards the source. */
+  both: boolean;
+  /** The label shown on the edge ("" for none: layout.ts found no room). */
+  label: string;
+  /** Where that label's centre lies from the edge's middle. */
+  offset: Point;
+  /** Every port: shown while the edge is hovered or selected. */
+  fullLabel: string;
+}
+
+export interface LabelBox { id: string; text: string; box: { x1: number; y1: number; x2: number; y2: number } }
+
+/** graph.ts's colours and widths (model units, scaled by the zoom as cytoscape's are). */
+export const EDGE_STYLE = {
+  colour: { forwarded: "#2e7d32", dropped: "#c62828", audit: "#ef8f00" } as Readonly<Record<Verdict, string>>,
+  width: { forwarded: 1.5, audit: 2, dropped: 2.5 } as Readonly<Record<Verdict, number>>,
+  selectedWidth: 4,
+  dash: [6, 3],
+  /** cytoscape's triangle at arrow-scale 0.8 for these widths: 29 × 0.8 × (0.15 half-width, 0.3 length). */
+  arrowHalfWidth: 3.48,
+  arrowLength: 6.96,
+  haloPadding: 6,
+  haloOpacity: 0.45,
+  /** cytoscape's selection overlay (`:selected` in graph.ts): amber at 0.15, 10 beyond the line. */
+  overlayColour: "#ffb300",
+  overlayOpacity: 0.15,
+  overlayPadding: 10,
+  font: `${METRICS.edgeFont}px Helvetica Neue, Helvetica, sans-serif`,
+  textColour: "#333",
+  /** Labels are not drawn below this size on screen (cytoscape's min-zoomed-font-size). */
+  minZoomedFont: 6,
+  labelPadding: 1,
+} as const;
+
+/** The edge whose line passes within `tolerance` (model units) of `p`, nearest first; undefined for none. */
+export function nearestEdge(edges: readonly LayerEdge[], positions: ReadonlyMap<string, Point>, p: Point, tolerance: number): string | undefined {
+  let best: string | undefined, bestDistance = Infinity;
+  for (const e of edges) {
+    const a = positions.get(e.source), b = positions.get(e.target);
+    if (!a || !b) continue;
+    const reach = tolerance + EDGE_STYLE.width[e.verdict] / 2;
+    // A cheap reject on the segment's box before the distance.
+    if (p.x < Math.min(a.x, b.x) - reach || p.x > Math.max(a.x, b.x) + reach || p.y < Math.min(a.y, b.y) - reach || p.y > Math.max(a.y, b.y) + reach) continue;
+    const d = distanceToSegment(p, a, b);
+    if (d <= reach && d < bestDistance) { best = e.id; bestDistance = d; }
+  }
+  return best;
+}
+
+export function distanceToSegment(p: Point, a: Point, b: Point): number {
+  const dx = b.x - a.x, dy = b.y - a.y;
+  const lengthSquared = dx * dx + dy * dy;
+  const t = lengthSquared === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * dx + (p.y - a.y) * dy) / lengthSquared));
+  return Math.hypot(p.x - (a.x + t * dx), p.y - (a.y + t * dy));
+}
+
+export class EdgeLayer {
+  readonly canvas: HTMLCanvasElement;
+  private readonly context: CanvasRenderingContext2D;
+  private edges: LayerEdge[] = [];
+  private byId = new Map<string, LayerEdge>();
+  /** Node centres in model coordinates: layout.ts's, and a node's own while it is dragged. */
+  readonly positions = new Map<string, Point>();
+  private halos = new Map<string, Halo>();
+  private haloColours: Readonly<Record<Halo, string>>;
+  hovered: string | undefined;
+  selected: string | undefined;
+
+  /** Below cytoscape's canvases: first in the container, which is positioned (style.css). */
+  constructor(container: HTMLElement, haloColours: Readonly<Record<Halo, string>>) {
+    this.haloColours = haloColours;
+    this.canvas = document.createElement("canvas");
+    this.canvas.dataset.testid = "edge-layer";
+    this.canvas.style.cssText = "position:absolute;left:0;top:0;pointer-events:none";
+    container.prepend(this.canvas);
+    this.context = this.canvas.getContext("2d")!;
+  }
+
+  get size(): number {
+    return this.edges.length;
+  }
+
+  /** Replaces the edges and the node centres they join. */
+  set(edges: LayerEdge[], positions: ReadonlyMap<string, Point>): void {
+    this.edges = edges;
+    this.byId = new Map(edges.map((e) => [e.id, e]));
+    this.positions.clear();
+    for (const [id, p] of positions) this.positions.set(id, { x: p.x, y: p.y });
+    if (this.hovered !== undefined && !this.byId.has(this.hovered)) this.hovered = undefined;
+    if (this.selected !== undefined && !this.byId.has(this.selected)) this.selected = undefined;
+  }
+
+  has(id: string): boolean {
+    return this.byId.has(id);
+  }
+
+  ids(): string[] {
+    return this.edges.map((e) => e.id);
+  }
+
+  edge(id: string): LayerEdge | undefined {
+    return this.byId.get(id);
+  }
+
+  setHalos(halos: ReadonlyMap<string, Halo>): void {
+    this.halos = new Map([...halos].filter(([id]) => this.byId.has(id)));
+  }
+
+  halosDrawn(): Record<Halo, string[]> {
+    const out: Record<Halo, string[]> = { denied: [], allowed: [], verdict: [] };
+    for (const [id, halo] of this.halos) out[halo].push(id);
+    for (const ids of Object.values(out)) ids.sort();
+    return out;
+  }
+
+  /** The edge under a point in model coordinates, within a few screen pixels at this zoom. */
+  hit(p: Point, zoom: number): string | undefined {
+    return nearestEdge(this.edges, this.positions, p, 4 / zoom);
+  }
+
+  /** The text an edge shows now: its full label while hovered or selected, else its shown label. */
+  textOf(id: string): string {
+    const e = this.byId.get(id);
+    if (!e) return "";
+    return id === this.hovered || id === this.selected ? e.fullLabel : e.label;
+  }
+
+  /**
+   * Every label shown, with the box its background fills, in model units; the hovered and the
+   * selected edge's full labels with them if `withPointed`, else those edges' shown labels.
+   */
+  labels(withPointed: boolean): LabelBox[] {
+    this.context.font = EDGE_STYLE.font;
+    const out: LabelBox[] = [];
+    for (const e of this.edges) {
+      const text = withPointed ? this.textOf(e.id) : e.label;
+      if (text === "") continue;
+      const at = this.labelCentre(e, withPointed && (e.id === this.hovered || e.id === this.selected));
+      if (!at) continue;
+      const w = this.context.measureText(text).width + 2 * EDGE_STYLE.labelPadding, h = METRICS.edgeFont + 2 * EDGE_STYLE.labelPadding;
+      out.push({ id: e.id, text, box: { x1: at.x - w / 2, y1: at.y - h / 2, x2: at.x + w / 2, y2: at.y + h / 2 } });
+    }
+    return out;
+  }
+
+  /** A full label (hover, selection) sits on the middle; a shown one where layout.ts put it. */
+  private labelCentre(e: LayerEdge, full: boolean): Point | undefined {
+    const a = this.positions.get(e.source), b = this.positions.get(e.target);
+    if (!a || !b) return undefined;
+    const offset = full ? { x: 0, y: 0 } : e.offset;
+    return { x: (a.x + b.x) / 2 + offset.x, y: (a.y + b.y) / 2 + offset.y };
+  }
+
+  /** Draws every edge for a canvas of `width` × `height` CSS pixels under cytoscape's viewport. */
+  draw(width: number, height: number, zoom: number, pan: Point): void {
+    const canvas = this.canvas, ctx = this.context;
+    if (canvas.width !== width) { canvas.width = width; canvas.style.width = `${width}px`; }
+    if (canvas.height !== height) { canvas.height = height; canvas.style.height = `${height}px`; }
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    if (this.edges.length === 0) return;
+    ctx.setTransform(zoom, 0, 0, zoom, pan.x, pan.y);
+    ctx.lineCap = "butt";
+    const top = new Set([this.hovered, this.selected].filter((id): id is string => id !== undefined));
+    // The what-if halos, under every edge: a wider line of the halo's colour, as cytoscape's underlay.
+    ctx.globalAlpha = EDGE_STYLE.haloOpacity;
+    ctx.setLineDash([]);
+    for (const [id, halo] of this.halos) {
+      const e = this.byId.get(id)!;
+      ctx.beginPath();
+      if (!this.line(ctx, e)) continue;
+      ctx.strokeStyle = this.haloColours[halo];
+      ctx.lineWidth = EDGE_STYLE.width[e.verdict] + 2 * EDGE_STYLE.haloPadding;
+      ctx.stroke();
+    }
+    ctx.globalAlpha = 1;
+    // The edges by verdict, the most serious on top; each verdict's arrows right after its lines.
+    for (const verdict of ["forwarded", "audit", "dropped"] as const) {
+      ctx.beginPath();
+      let any = false;
+      for (const e of this.edges) if (e.verdict === verdict && !top.has(e.id)) any = this.line(ctx, e) || any;
+      if (!any) continue;
+      ctx.strokeStyle = ctx.fillStyle = EDGE_STYLE.colour[verdict];
+      ctx.lineWidth = EDGE_STYLE.width[verdict];
+      ctx.setLineDash(verdict === "audit" ? EDGE_STYLE.dash : []);
+      ctx.stroke();
+      ctx.beginPath();
+      for (const e of this.edges) if (e.verdict === verdict && !top.has(e.id)) this.arrows(ctx, e);
+      ctx.fill();
+    }
+    // The hovered and the selected edge over the others (graph.ts: z-index 10; selected 4 wide, with an overlay).
+    for (const id of top) {
+      const e = this.byId.get(id)!;
+      if (id === this.selected) {
+        ctx.beginPath();
+        if (this.line(ctx, e)) {
+          ctx.globalAlpha = EDGE_STYLE.overlayOpacity;
+          ctx.strokeStyle = EDGE_STYLE.overlayColour;
+          ctx.lineWidth = EDGE_STYLE.selectedWidth + 2 * EDGE_STYLE.overlayPadding;
+          ctx.setLineDash([]);
+          ctx.stroke();
+          ctx.globalAlpha = 1;
+        }
+      }
+      ctx.beginPath();
+      if (!this.line(ctx, e)) continue;
+      ctx.strokeStyle = ctx.fillStyle = EDGE_STYLE.colour[e.verdict];
+      ctx.lineWidth = id === this.selected ? EDGE_STYLE.selectedWidth : EDGE_STYLE.width[e.verdict];
+      ctx.setLineDash(e.verdict === "audit" ? EDGE_STYLE.dash : []);
+      ctx.stroke();
+      ctx.beginPath();
+      this.arrows(ctx, e);
+      ctx.fill();
+    }
+    ctx.setLineDash([]);
+    // Labels, where they are large enough on screen to read.
+    if (METRICS.edgeFont * zoom < EDGE_STYLE.minZoomedFont && top.size === 0) return;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    for (const label of this.labels(true)) {
+      if (METRICS.edgeFont * zoom < EDGE_STYLE.minZoomedFont && !top.has(label.id)) continue;
+      const { x1, y1, x2, y2 } = label.box;
+      ctx.globalAlpha = 0.9;
+      ctx.fillStyle = "#fff";
+      ctx.fillRect(x1, y1, x2 - x1, y2 - y1);
+      ctx.globalAlpha = 1;
+      ctx.fillStyle = EDGE_STYLE.textColour;
+      ctx.fillText(label.text, (x1 + x2) / 2, (y1 + y2) / 2);
+    }
+  }
+
+  /** Adds the edge's line to the path; false if an end is unknown or the edge is a loop. */
+  private line(ctx: CanvasRenderingContext2D, e: LayerEdge): boolean {
+    const a = this.positions.get(e.source), b = this.positions.get(e.target);
+    if (!a || !b || e.source === e.target) return false;
+    ctx.moveTo(a.x, a.y);
+    ctx.lineTo(b.x, b.y);
+    return true;
+  }
+
+  /** Adds the edge's arrow(s) at its middle to the path: towards the target, and towards the source for traffic both ways. */
+  private arrows(ctx: CanvasRenderingContext2D, e: LayerEdge): void {
+    const a = this.positions.get(e.source), b = this.positions.get(e.target);
+    if (!a || !b || e.source === e.target) return;
+    const length = Math.hypot(b.x - a.x, b.y - a.y);
+    if (length === 0) return;
+    const ux = (b.x - a.x) / length, uy = (b.y - a.y) / length;
+    const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2;
+    const triangle = (dx: number, dy: number) => {
+      const bx = mx - dx * EDGE_STYLE.arrowLength, by = my - dy * EDGE_STYLE.arrowLength;
+      ctx.moveTo(mx, my);
+      ctx.lineTo(bx - dy * EDGE_STYLE.arrowHalfWidth, by + dx * EDGE_STYLE.arrowHalfWidth);
+      ctx.lineTo(bx + dy * EDGE_STYLE.arrowHalfWidth, by - dx * EDGE_STYLE.arrowHalfWidth);
+      ctx.closePath();
+    };
+    triangle(ux, uy);
+    if (e.both) triangle(-ux, -uy);
+  }
+}
