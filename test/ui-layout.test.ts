@@ -8,6 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { DEMO_EDGES, DEMO_WORKLOADS } from "../lab/demo.js";
 import { drawEdges, drawnEdgeId, type Backends } from "../ui/src/drawing.js";
+import { type LayerEdge, nearestEdge } from "../ui/src/edge-layer.js";
 import { type Box, contains, edgesOverNodes, extendLayout, groupBody, groupHeader, layoutMap, type LayoutEdge, type LayoutNode, type MapLayout, overlaps } from "../ui/src/layout.js";
 import { shortPodName } from "../ui/src/names.js";
 import type { MapEdgeJson, MapNodeJson } from "../ui/src/types.js";
@@ -217,5 +218,24 @@ describe("readable names", () => {
     expect(shortPodName("frontend-3fa9e01c2b-0a1e3", { kind: "Deployment", name: "frontend" })).toBe("frontend-…0a1e3");
     expect(shortPodName("frontend-3fa9e01c2b-0a1e3")).toBe("frontend-3fa9e01c2b-0a1e3");
     expect(shortPodName("datastore-0", { kind: "StatefulSet", name: "datastore" })).toBe("datastore-0");
+  });
+
+  it("the edge layer's hit test: the nearest edge within the tolerance (plus half the edge's width), none beyond it", () => {
+    const positions = new Map([["a", { x: 0, y: 0 }], ["b", { x: 100, y: 0 }], ["c", { x: 0, y: 10 }], ["d", { x: 100, y: 10 }], ["e", { x: 50, y: 50 }]]);
+    const edge = (id: string, source: string, target: string, verdict: LayerEdge["verdict"] = "forwarded"): LayerEdge =>
+      ({ id, source, target, verdict, both: false, label: "", offset: { x: 0, y: 0 }, fullLabel: "" });
+    const edges = [edge("ab", "a", "b"), edge("cd", "c", "d", "dropped"), edge("loop", "e", "e")];
+    expect(nearestEdge(edges, positions, { x: 50, y: 3 }, 4)).toBe("ab");
+    expect(nearestEdge(edges, positions, { x: 50, y: 6 }, 4)).toBe("cd");
+    // Past an end the distance is to the end point: 4 + 0.75 (half of 1.5) reaches 4.7, not 4.8.
+    expect(nearestEdge(edges, positions, { x: 104.7, y: 0 }, 4)).toBe("ab");
+    expect(nearestEdge(edges, positions, { x: 104.8, y: 0 }, 4)).toBeUndefined();
+    // A dropped edge is 2.5 wide: 4 + 1.25 from its line.
+    expect(nearestEdge(edges, positions, { x: 50, y: 15.2 }, 4)).toBe("cd");
+    expect(nearestEdge(edges, positions, { x: 50, y: 15.3 }, 4)).toBeUndefined();
+    // A loop (an edge from a node to itself) is not drawn, so it is not hit.
+    expect(nearestEdge(edges, positions, { x: 50, y: 50 }, 4)).toBeUndefined();
+    // An edge whose end is not placed is skipped.
+    expect(nearestEdge([edge("ax", "a", "x")], positions, { x: 0, y: 0 }, 4)).toBeUndefined();
   });
 });

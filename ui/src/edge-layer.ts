@@ -40,6 +40,12 @@ export const EDGE_STYLE = {
   /** cytoscape's triangle at arrow-scale 0.8 for these widths: 29 × 0.8 × (0.15 half-width, 0.3 length). */
   arrowHalfWidth: 3.48,
   arrowLength: 6.96,
+  /**
+   * Arrows shorter than this on screen are left out (the hovered and selected edge keep
+   * theirs): a 2 px triangle shows no direction, and 2,000 of them were half the layer's
+   * drawing time at a 500-workload map's zoom (~0.25).
+   */
+  minArrowPixels: 3,
   haloPadding: 6,
   haloOpacity: 0.45,
   /** cytoscape's selection overlay (`:selected` in graph.ts): amber at 0.15, 10 beyond the line. */
@@ -53,12 +59,16 @@ export const EDGE_STYLE = {
   labelPadding: 1,
 } as const;
 
-/** The edge whose line passes within `tolerance` (model units) of `p`, nearest first; undefined for none. */
+/**
+ * The edge whose line passes within `tolerance` (model units) of `p`, beyond half its width;
+ * the nearest if several; undefined for none. Loops and edges with an end not placed are not
+ * drawn, so they are never hit.
+ */
 export function nearestEdge(edges: readonly LayerEdge[], positions: ReadonlyMap<string, Point>, p: Point, tolerance: number): string | undefined {
   let best: string | undefined, bestDistance = Infinity;
   for (const e of edges) {
     const a = positions.get(e.source), b = positions.get(e.target);
-    if (!a || !b) continue;
+    if (!a || !b || e.source === e.target) continue;
     const reach = tolerance + EDGE_STYLE.width[e.verdict] / 2;
     // A cheap reject on the segment's box before the distance.
     if (p.x < Math.min(a.x, b.x) - reach || p.x > Math.max(a.x, b.x) + reach || p.y < Math.min(a.y, b.y) - reach || p.y > Math.max(a.y, b.y) + reach) continue;
@@ -183,6 +193,7 @@ export class EdgeLayer {
     ctx.setTransform(zoom, 0, 0, zoom, pan.x, pan.y);
     ctx.lineCap = "butt";
     const top = new Set([this.hovered, this.selected].filter((id): id is string => id !== undefined));
+    const arrows = EDGE_STYLE.arrowLength * zoom >= EDGE_STYLE.minArrowPixels;
     // The what-if halos, under every edge: a wider line of the halo's colour, as cytoscape's underlay.
     ctx.globalAlpha = EDGE_STYLE.haloOpacity;
     ctx.setLineDash([]);
@@ -205,6 +216,7 @@ export class EdgeLayer {
       ctx.lineWidth = EDGE_STYLE.width[verdict];
       ctx.setLineDash(verdict === "audit" ? EDGE_STYLE.dash : []);
       ctx.stroke();
+      if (!arrows) continue;
       ctx.beginPath();
       for (const e of this.edges) if (e.verdict === verdict && !top.has(e.id)) this.arrows(ctx, e);
       ctx.fill();

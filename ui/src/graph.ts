@@ -249,11 +249,11 @@ export class MapView {
    * A dense map's edges as the layer draws them, each with the text it shows now, and the
    * labels shown whatever is hovered or selected (undefined when cytoscape draws the edges): for tests.
    */
-  layerView(): { edges: { id: string; source: string; target: string; text: string }[]; labels: ReturnType<EdgeLayer["labels"]> } | undefined {
+  layerView(): { edges: { id: string; source: string; target: string; both: boolean; text: string }[]; labels: ReturnType<EdgeLayer["labels"]> } | undefined {
     if (!this.dense) return undefined;
     const edges = this.layer.ids().map((id) => {
       const e = this.layer.edge(id)!;
-      return { id, source: e.source, target: e.target, text: this.layer.textOf(id) };
+      return { id, source: e.source, target: e.target, both: e.both, text: this.layer.textOf(id) };
     });
     return { edges, labels: this.layer.labels(false) };
   }
