@@ -6,9 +6,9 @@
 // the hovered and selected edge on top. cytoscape still draws and hit-tests the nodes and the
 // namespace boxes; `nearestEdge` finds the edge under the pointer for hover and selection.
 //
-// The look follows graph.ts's stylesheet for a dense map (haystack edges: a line between
-// centres, the arrow in the middle), in the same model coordinates, so that a map drawn here
-// and one drawn by cytoscape read alike.
+// The look is that of cytoscape's haystack edges with graph.ts's colours and widths (a line
+// between centres, the arrow in the middle, which a crowded map's ends have no room for), in
+// cytoscape's model coordinates, so that a map drawn here and one drawn by cytoscape read alike.
 import { METRICS, type Point } from "./layout.js";
 import type { VerdictState as Verdict } from "./types.js";
 

@@ -42,9 +42,8 @@ const WHATIF_RANK: Readonly<Record<WhatIfMark, number>> = { denied: 3, verdict: 
 /** Drawn edges above which the map is dense: its edges on edge-layer.ts's canvas, arrows in the middle. */
 export const DENSE_EDGES = 400;
 
-/** The stylesheet; a dense map's edges differ (see the edge rule). */
-function mapStyle(dense: boolean): StylesheetJson {
-  const target = dense ? "mid-target" : "target", source = dense ? "mid-source" : "source";
+/** The stylesheet (a dense map's edges are not cytoscape's: edge-layer.ts). */
+function mapStyle(): StylesheetJson {
   return [
     { selector: "node", style: {
       label: "data(label)", "font-size": METRICS.nodeFont, "text-valign": "bottom", "text-margin-y": METRICS.nodeLabelMargin, "min-zoomed-font-size": 6,
@@ -70,12 +69,9 @@ function mapStyle(dense: boolean): StylesheetJson {
     // per element (most of a 2,000-edge map's first frame): an edge gets only what it draws.
     // Text properties go to the edges that show a label (layout.ts found room: class
     // "labelled") or are hovered or selected; the source arrow's colour to edges with one.
-    // A dense map's edges are haystacks (cytoscape's default curve: a line between centres, no
-    // endpoint projection onto the node shapes) with the arrow in the middle, the only arrow a
-    // haystack has: ~14 % less CPU to a 2,000-edge map's first frame (bench/README.md).
     { selector: "edge", style: {
-      width: WIDTHS.forwarded, ...(dense ? {} : { "curve-style": "straight" }), [`${target}-arrow-shape`]: "triangle", "arrow-scale": 0.8,
-      "line-color": COLOURS.forwarded, [`${target}-arrow-color`]: COLOURS.forwarded,
+      width: WIDTHS.forwarded, "curve-style": "straight", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
+      "line-color": COLOURS.forwarded, "target-arrow-color": COLOURS.forwarded,
     } },
     { selector: "edge.labelled, edge.hover, edge:selected", style: {
       "font-size": METRICS.edgeFont, "min-zoomed-font-size": 6, color: "#333",
@@ -83,11 +79,11 @@ function mapStyle(dense: boolean): StylesheetJson {
     } },
     // Where layout.ts found room for the label, from the edge's middle (mappers typed as numbers).
     { selector: "edge.labelled", style: { label: "data(label)", "text-margin-x": "data(dx)" as unknown as number, "text-margin-y": "data(dy)" as unknown as number } },
-    { selector: "edge.both", style: { [`${source}-arrow-shape`]: "triangle", [`${source}-arrow-color`]: COLOURS.forwarded } },
-    { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, [`${target}-arrow-color`]: COLOURS.dropped, width: WIDTHS.dropped } },
-    { selector: "edge.both.dropped", style: { [`${source}-arrow-color`]: COLOURS.dropped } },
-    { selector: "edge.audit", style: { "line-color": COLOURS.audit, [`${target}-arrow-color`]: COLOURS.audit, "line-style": "dashed", width: WIDTHS.audit } },
-    { selector: "edge.both.audit", style: { [`${source}-arrow-color`]: COLOURS.audit } },
+    { selector: "edge.both", style: { "source-arrow-shape": "triangle", "source-arrow-color": COLOURS.forwarded } },
+    { selector: "edge.dropped", style: { "line-color": COLOURS.dropped, "target-arrow-color": COLOURS.dropped, width: WIDTHS.dropped } },
+    { selector: "edge.both.dropped", style: { "source-arrow-color": COLOURS.dropped } },
+    { selector: "edge.audit", style: { "line-color": COLOURS.audit, "target-arrow-color": COLOURS.audit, "line-style": "dashed", width: WIDTHS.audit } },
+    { selector: "edge.both.audit", style: { "source-arrow-color": COLOURS.audit } },
     // A label left out for lack of room shows (every port) while the edge is hovered or selected.
     // The what-if overlay: a halo under the edge, its verdict colour kept on top.
     { selector: "edge.whatif-denied", style: { "underlay-color": WHATIF_COLOURS.denied, "underlay-opacity": 0.45, "underlay-padding": 6 } },
@@ -143,7 +139,7 @@ export class MapView {
       wheelSensitivity: 0.3,
       boxSelectionEnabled: false,
       autounselectify: false,
-      style: mapStyle(false),
+      style: mapStyle(),
     });
     this.layer = new EdgeLayer(container, WHATIF_COLOURS);
     this.cy.on("tap", "node, edge", (event) => {
@@ -406,12 +402,8 @@ export class MapView {
       : extendLayout(this.layoutState, layoutNodes, layoutEdges, options);
     const layout = this.layoutState;
     const grew = this.cy.nodes().length < layout.positions.size + layout.groups.size;
-    // Before the elements change, so new ones are styled once, by the right sheet (a dense
-    // map's nodes have the same style; its edges leave cytoscape for the layer).
-    if (dense !== this.dense) {
-      this.dense = dense;
-      this.cy.style(mapStyle(dense));
-    }
+    // A dense map's edges leave cytoscape for the layer (and come back below the line).
+    this.dense = dense;
     this.drawn.clear();
     this.drawnOf.clear();
     for (const d of drawn) {

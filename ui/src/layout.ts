@@ -54,7 +54,7 @@ export interface MapLayout {
 
 export interface LayoutOptions {
   /**
-   * Edges carry their arrow in the middle (graph.ts's haystack edges on a dense map): no shown
+   * Edges carry their arrow in the middle (a dense map's, edge-layer.ts): no shown
    * label may cover an edge's middle, where its direction is drawn.
    */
   midArrows?: boolean;
