@@ -535,4 +535,35 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     await page.evaluate(() => { document.getElementById("map")!.style.removeProperty("flex"); });
     expect(pageErrors).toEqual([]);
   });
+
+  // Last in the file: it adds the receiving ends' records, which no test above expects.
+  it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges: a what-if draft's halos are the edge layer's, on every drawn edge carrying an edge it would deny, cleared with it`, async () => {
+    // A connection to a pod is judged at the destination's TO_POD (the what-if replays those);
+    // the map counts pod traffic at FROM_POD, so these records change no edge.
+    cp.ingest("node1", bigEdges().map((e) => agentRecord(bigIp(e.a), bigIp(e.b), e.port, { verdict: e.verdict, point: "to", packets: 3, sport: "vary" })));
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    // Every pod of team-1 isolated both ways: each edge with an end there would be denied.
+    const draft = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: deny-all, namespace: team-1 }\nspec: { podSelector: {}, policyTypes: [Ingress, Egress] }\n";
+    await page.locator("[data-testid=whatif-draft]").fill(draft);
+    await page.locator("[data-testid=whatif-run]").click();
+    const summary = page.locator("[data-testid=whatif-summary]");
+    await summary.and(page.locator("[data-state=done]")).waitFor({ timeout: 20_000 });
+    const team1 = bigEdges().filter((e) => e.a % BIG_NAMESPACES === 1 || e.b % BIG_NAMESPACES === 1).length;
+    expect(await summary.evaluate((el) => [el.dataset.denied, el.dataset.allowed, el.dataset.verdict])).toEqual([String(team1), "0", "0"]);
+    const seen = await page.evaluate(() => {
+      const namespaceOf = new Map(window.bulkheadMap.nodes().map((n) => [n.id, n.namespace]));
+      const expected = new Set(window.bulkheadMap.edges()
+        .filter((e) => namespaceOf.get(e.source) === "team-1" || namespaceOf.get(e.destination) === "team-1")
+        .flatMap((e) => window.bulkheadMap.drawnEdgesOf(e.id)));
+      return { drawn: window.bulkheadMap.whatIfDrawn(), expected: [...expected].sort(), cytoscapeEdges: window.bulkheadMap.cy.edges().length, layerEdges: window.bulkheadMap.edgeLayer()?.edges.length };
+    });
+    expect(seen.cytoscapeEdges).toBe(0);
+    expect(seen.layerEdges).toBeGreaterThan(DENSE_EDGES);
+    expect(seen.expected.length).toBeGreaterThan(0);
+    expect(seen.drawn).toEqual({ denied: seen.expected, allowed: [], verdict: [] });
+    await page.screenshot({ path: path.join(SHOTS, "whatif-200-workloads-1500x1000.png") });
+    await page.locator("[data-testid=whatif-clear]").click();
+    expect(await page.evaluate(() => window.bulkheadMap.whatIfDrawn())).toEqual({ denied: [], allowed: [], verdict: [] });
+    expect(pageErrors).toEqual([]);
+  });
 });
