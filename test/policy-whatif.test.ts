@@ -43,6 +43,17 @@ describe("which records are replayed", () => {
     expect(isJudgedObservation(flow(db, web, { point: "to", port: 40000, sport: 5432 }))).toBe(false); // a reply
     expect(isJudgedObservation(flow(web, db, { point: "to", reason: VerdictReason.VERDICT_REASON_SPOOFED }))).toBe(false);
   });
+
+  it("records with none of them judged (only the sending ends' of calls to pods) replay nothing, and the report says why", () => {
+    const denyAll = policy("shop", "deny-all", { podSelector: {} });
+    const sendingEnds = whatIf(cluster, [flow(web, db, { point: "from", port: 5432 }), flow(dbg, db, { point: "from", port: 5432 })], [], [denyAll]);
+    expect([sendingEnds.records, sendingEnds.replayed, sendingEnds.edges.length]).toEqual([2, 0, 0]);
+    expect(sendingEnds.notes.at(-1)).toBe("none of the 2 records in range is the end that judged its connection (a connection to a pod or Service is judged at the destination pod's to-pod end, which the destination node's agent reports): nothing was replayed");
+    // With the receiving end's record, the call is replayed and denied; no such note.
+    const bothEnds = whatIf(cluster, [flow(web, db, { point: "from", port: 5432 }), flow(web, db, { point: "to", port: 5432 })], [], [denyAll]);
+    expect([bothEnds.records, bothEnds.replayed, bothEnds.edges.length]).toEqual([2, 1, 1]);
+    expect(bothEnds.notes.some((n) => n.startsWith("none of the"))).toBe(false);
+  });
 });
 
 describe("what-if replay", () => {

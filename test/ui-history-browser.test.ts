@@ -243,7 +243,9 @@ describe("the history picker and the what-if overlay, in Chromium", () => {
     await page.locator("[data-testid=whatif-run]").click();
     await summary.and(page.locator("[data-state=done]")).waitFor({ timeout: 20_000 });
     expect(await page.locator("[data-testid=whatif-error]").textContent()).toBe("");
-    expect(await summary.evaluate((el) => ({ ...el.dataset }))).toEqual({ testid: "whatif-summary", state: "done", denied: "1", allowed: "1", verdict: "0", records: "10", onMap: "2" });
+    expect(await summary.evaluate((el) => ({ ...el.dataset }))).toEqual({ testid: "whatif-summary", state: "done", denied: "1", allowed: "1", verdict: "0", records: "10", replayed: "5", onMap: "2" });
+    // Each call recorded at both ends, replayed from the one that judged it.
+    expect(await summary.textContent()).toContain("; 5 of 10 recorded flows over 5m replayed (the ends that judged them).");
     const listed = await page.locator("[data-testid=whatif-row]").evaluateAll((trs) => trs.map((tr) => ({
       id: tr.getAttribute("data-edge-id"), change: tr.getAttribute("data-change"), cells: [...tr.querySelectorAll("td")].map((td) => td.textContent),
     })));

@@ -498,6 +498,10 @@ export class FlowReplay {
     const keyed = [...edges.values()].map((e) => ({ e, rank: RANK_CHANGE(e), names: `${e.source} ${e.destination}` }));
     keyed.sort((x, y) => y.rank - x.rank || y.e.packets - x.e.packets || COLLATOR.compare(x.names, y.names) || x.e.port - y.e.port);
     const sorted = keyed.map((k) => k.e);
+    // Records but nothing judged among them: say why, or a 0 reads as "the draft changes nothing".
+    if (this.records > 0 && this.replayed === 0) {
+      notes.push(`none of the ${this.records} records in range is the end that judged its connection (a connection to a pod or Service is judged at the destination pod's to-pod end, which the destination node's agent reports): nothing was replayed`);
+    }
     return {
       edges: sorted,
       records: this.records,

@@ -185,7 +185,7 @@ export class WhatIfPanel {
     this.el.rows.replaceChildren();
     this.el.summary.textContent = "";
     delete this.el.summary.dataset.state;
-    for (const k of ["denied", "allowed", "verdict", "records", "onMap"]) delete this.el.summary.dataset[k];
+    for (const k of ["denied", "allowed", "verdict", "records", "replayed", "onMap"]) delete this.el.summary.dataset[k];
   }
 
   private show(result: WhatIfJson): void {
@@ -203,12 +203,14 @@ export class WhatIfPanel {
     s.dataset.allowed = String(allowed.length);
     s.dataset.verdict = String(verdict.length);
     s.dataset.records = String(result.records);
+    s.dataset.replayed = String(result.replayed);
     s.dataset.onMap = String(onMap);
     const parts = [`${plural(denied.length, "edge")} would be denied (${plural(records(denied), "record")})`,
       `${plural(allowed.length, "edge")} newly allowed (${plural(records(allowed), "record")})`];
     if (verdict.length > 0) parts.push(`${plural(verdict.length, "edge")} change verdict only (${plural(records(verdict), "record")})`);
     const off = result.edges.length - onMap;
-    s.textContent = `${parts.join(", ")}; ${plural(result.records, "recorded flow")} replayed over ${result.window}.`
+    // A connection is replayed from the end that judged it: its other end's records are not replayed.
+    s.textContent = `${parts.join(", ")}; ${result.replayed} of ${plural(result.records, "recorded flow")} over ${result.window} replayed (the ends that judged them).`
       + (off > 0 ? ` ${off} of them ${off === 1 ? "is" : "are"} not on this map (another namespace or window).` : "")
       + (result.notes.length > 0 ? ` Notes: ${result.notes.join("; ")}` : "");
     this.el.rows.replaceChildren(...result.edges.map((e) => this.row(e)));
