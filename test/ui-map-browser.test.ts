@@ -269,6 +269,20 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     expect(arrow, "an edge one way with a clear middle").toBeDefined();
     expect(arrow!.inside, `${arrow!.id}'s arrow`).toBeGreaterThan(0);
     expect(arrow!.ahead, `ahead of ${arrow!.id}'s arrow`).toBe(0);
+
+    // Down to a small map in the same page: its edges are cytoscape's again, the layer's canvas blank.
+    await page.locator("[data-testid=namespace-select]").selectOption("tiny");
+    await page.waitForFunction(() => window.bulkheadMap.edges().length === 2, undefined, { timeout: 10_000 });
+    const small = await page.evaluate(async () => {
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const canvas = document.querySelector("[data-testid=edge-layer]") as HTMLCanvasElement;
+      const data = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height).data;
+      let painted = 0;
+      for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) painted++;
+      return { layer: window.bulkheadMap.edgeLayer(), cytoscape: window.bulkheadMap.cy.edges().length, painted, size: canvas.width * canvas.height };
+    });
+    expect(small).toEqual({ layer: undefined, cytoscape: 2, painted: 0, size: small.size });
+    expect(small.size).toBeGreaterThan(0);
     expect(pageErrors).toEqual([]);
   });
 
