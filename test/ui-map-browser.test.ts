@@ -550,6 +550,56 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges: a node dragged takes its layer edges along (the pointer finds one on its new line)`, async () => {
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    const canvas = await page.locator("[data-testid=map-canvas]").boundingBox();
+    if (!canvas) throw new Error("the map canvas has no box");
+    // An unlabelled edge and a point on its line once its source has moved 60 px right, with no
+    // other edge within 5 px and no node box within 4 px there (the source's edges and box
+    // moved too), in the canvas' pixels.
+    const DX = 60;
+    const plan = await page.evaluate((dx) => {
+      const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.edgeLayer()!;
+      const distance = (p: { x: number; y: number }, a: { x: number; y: number }, b: { x: number; y: number }) => {
+        const ex = b.x - a.x, ey = b.y - a.y, l = ex * ex + ey * ey;
+        const t = l === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * ex + (p.y - a.y) * ey) / l));
+        return Math.hypot(p.x - a.x - t * ex, p.y - a.y - t * ey);
+      };
+      for (const e of layer.edges.filter((x) => x.text === "" && x.source !== x.target).slice(0, 200)) {
+        const moved = (id: string) => { const p = cy.getElementById(id).renderedPosition(); return id === e.source ? { x: p.x + dx, y: p.y } : p; };
+        const boxes = cy.nodes().filter((n) => !n.hasClass("namespace")).map((n) => {
+          const bx = n.renderedBoundingBox({ includeLabels: true }), shift = n.id() === e.source ? dx : 0;
+          return { x1: bx.x1 + shift, x2: bx.x2 + shift, y1: bx.y1, y2: bx.y2 };
+        });
+        const a = moved(e.source), b = moved(e.target);
+        for (const t of [0.25, 0.3, 0.35, 0.4, 0.6, 0.65, 0.7, 0.75]) {
+          const p = { x: Math.round(a.x + (b.x - a.x) * t), y: Math.round(a.y + (b.y - a.y) * t) };
+          if (layer.edges.some((o) => o.id !== e.id && distance(p, moved(o.source), moved(o.target)) < 5)) continue;
+          if (boxes.some((bx) => p.x > bx.x1 - 4 && p.x < bx.x2 + 4 && p.y > bx.y1 - 4 && p.y < bx.y2 + 4)) continue;
+          // Off the edge's line before the move, so that only the moved line can be hit there.
+          if (distance(p, cy.getElementById(e.source).renderedPosition(), b) < 8) continue;
+          return { node: e.source, edge: e.id, from: cy.getElementById(e.source).renderedPosition(), point: p };
+        }
+      }
+      return undefined;
+    }, DX);
+    expect(plan, "an edge with a clear point once its source has moved").toBeDefined();
+    const { node, edge, from, point } = plan!;
+    const textNow = () => page.evaluate((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text, edge);
+    await page.mouse.move(canvas.x + point.x, canvas.y + point.y);
+    expect(await textNow(), "nothing to hover there before the drag").toBe("");
+    await page.mouse.move(canvas.x + from.x, canvas.y + from.y);
+    await page.mouse.down();
+    for (let step = 1; step <= 6; step++) await page.mouse.move(canvas.x + from.x + (step * DX) / 6, canvas.y + from.y);
+    await page.mouse.up();
+    const moved = await page.evaluate((id) => window.bulkheadMap.cy.getElementById(id).renderedPosition(), node);
+    expect(moved.x - from.x).toBeCloseTo(DX, 0);
+    // On the new line the pointer hovers the edge: its ports show.
+    await page.mouse.move(canvas.x + point.x, canvas.y + point.y);
+    await page.waitForFunction((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text !== "", edge, { timeout: 5000 });
+    expect(pageErrors).toEqual([]);
+  });
+
   // Last in the file: it adds the receiving ends' records, which no test above expects.
   it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges: a what-if draft's halos are the edge layer's, on every drawn edge carrying an edge it would deny, cleared with it`, async () => {
     // A connection to a pod is judged at the destination's TO_POD (the what-if replays those);
