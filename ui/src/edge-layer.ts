@@ -78,7 +78,7 @@ export function nearestEdge(edges: readonly LayerEdge[], positions: ReadonlyMap<
   return best;
 }
 
-export function distanceToSegment(p: Point, a: Point, b: Point): number {
+function distanceToSegment(p: Point, a: Point, b: Point): number {
   const dx = b.x - a.x, dy = b.y - a.y;
   const lengthSquared = dx * dx + dy * dy;
   const t = lengthSquared === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * dx + (p.y - a.y) * dy) / lengthSquared));
@@ -93,7 +93,7 @@ export class EdgeLayer {
   /** Node centres in model coordinates: layout.ts's, and a node's own while it is dragged. */
   readonly positions = new Map<string, Point>();
   private halos = new Map<string, Halo>();
-  private haloColours: Readonly<Record<Halo, string>>;
+  private readonly haloColours: Readonly<Record<Halo, string>>;
   hovered: string | undefined;
   selected: string | undefined;
 
@@ -105,10 +105,6 @@ export class EdgeLayer {
     this.canvas.style.cssText = "position:absolute;left:0;top:0;pointer-events:none";
     container.prepend(this.canvas);
     this.context = this.canvas.getContext("2d")!;
-  }
-
-  get size(): number {
-    return this.edges.length;
   }
 
   /** Replaces the edges and the node centres they join. */
