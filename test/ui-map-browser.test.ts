@@ -71,6 +71,52 @@ function bigEdges(): { a: number; b: number; port: number; verdict: Verdict }[] 
 
 const bigRecords = (): FlowRecord[] => bigEdges().map((e) => record(bigIp(e.a), bigIp(e.b), e.port, e.verdict));
 
+type Pt = { x: number; y: number };
+type Box = { x1: number; y1: number; x2: number; y2: number };
+
+/** A dense map as drawn, in the canvas' pixels: the edge layer's edges, node centres and boxes (shape and label), shown edge labels' boxes. */
+interface DrawnMap {
+  edges: { id: string; source: string; target: string; both: boolean; text: string; verdict: string }[];
+  centres: Record<string, Pt>;
+  nodeBoxes: Record<string, Box>;
+  labelBoxes: Box[];
+  zoom: number;
+}
+
+function drawnMap(page: Page): Promise<DrawnMap> {
+  return page.evaluate(() => {
+    const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.edgeLayer()!, zoom = cy.zoom(), pan = cy.pan();
+    const verdicts = new Map(window.bulkheadMap.edges().flatMap((e) => window.bulkheadMap.drawnEdgesOf(e.id).map((d) => [d, e.verdict] as const)));
+    const leaves = cy.nodes().filter((n) => !n.hasClass("namespace")).nodes();
+    const plain = ({ x1, y1, x2, y2 }: Box) => ({ x1, y1, x2, y2 });
+    return {
+      edges: layer.edges.map((e) => ({ ...e, verdict: verdicts.get(e.id) ?? "" })),
+      centres: Object.fromEntries(leaves.map((n) => [n.id(), n.renderedPosition()])),
+      nodeBoxes: Object.fromEntries(leaves.map((n) => [n.id(), plain(n.renderedBoundingBox({ includeLabels: true }))])),
+      labelBoxes: layer.labels.map(({ box }) => ({ x1: box.x1 * zoom + pan.x, y1: box.y1 * zoom + pan.y, x2: box.x2 * zoom + pan.x, y2: box.y2 * zoom + pan.y })),
+      zoom,
+    };
+  });
+}
+
+function segmentDistance(p: Pt, a: Pt, b: Pt): number {
+  const dx = b.x - a.x, dy = b.y - a.y, l = dx * dx + dy * dy;
+  const t = l === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * dx + (p.y - a.y) * dy) / l));
+  return Math.hypot(p.x - a.x - t * dx, p.y - a.y - t * dy);
+}
+
+/**
+ * Whether `p` belongs to edge `id` alone: no other edge within `gap` px (their ends at
+ * `centres`) and no box within 4 px, so that a pixel or the pointer there can only be that edge's.
+ */
+function clearOf(p: Pt, id: string, map: DrawnMap, gap: number, centres: Record<string, Pt>, boxes: Box[]): boolean {
+  if (map.edges.some((o) => o.id !== id && segmentDistance(p, centres[o.source]!, centres[o.target]!) < gap)) return false;
+  return !boxes.some((b) => p.x > b.x1 - 4 && p.x < b.x2 + 4 && p.y > b.y1 - 4 && p.y < b.y2 + 4);
+}
+
+/** The point `t` of the way from a to b, on the pixel grid. */
+const along = (a: Pt, b: Pt, t: number): Pt => ({ x: Math.round(a.x + (b.x - a.x) * t), y: Math.round(a.y + (b.y - a.y) * t) });
+
 describe("the map's layout and the flow table, measured in Chromium", () => {
   let tmp: string;
   let cp: ControlPlane;
@@ -171,43 +217,26 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     // arrow), in the canvas' pixels, kept only where no other edge passes within 5 px and no
     // node's box (shape and label) or shown edge label lies within 4 px, so that the pixel and
     // the pointer can belong to that edge alone.
-    const probe = await page.evaluate(() => {
-      const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.edgeLayer()!;
-      const at = (id: string) => cy.getElementById(id).renderedPosition();
-      const zoom = cy.zoom(), pan = cy.pan();
-      const boxes = [
-        ...cy.nodes().filter((n) => !n.hasClass("namespace")).map((n) => n.renderedBoundingBox({ includeLabels: true })),
-        ...layer.labels.map(({ box }) => ({ x1: box.x1 * zoom + pan.x, y1: box.y1 * zoom + pan.y, x2: box.x2 * zoom + pan.x, y2: box.y2 * zoom + pan.y })),
-      ];
-      const segments = layer.edges.map((e) => ({ id: e.id, a: at(e.source), b: at(e.target) }));
-      const distance = (p: { x: number; y: number }, a: { x: number; y: number }, b: { x: number; y: number }) => {
-        const dx = b.x - a.x, dy = b.y - a.y, l = dx * dx + dy * dy;
-        const t = l === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * dx + (p.y - a.y) * dy) / l));
-        return Math.hypot(p.x - a.x - t * dx, p.y - a.y - t * dy);
-      };
-      const verdicts = new Map(window.bulkheadMap.edges().flatMap((e) => window.bulkheadMap.drawnEdgesOf(e.id).map((d) => [d, e.verdict] as const)));
-      const clear = segments.flatMap((s) => {
-        for (const t of [0.3, 0.2, 0.4, 0.7, 0.6, 0.8]) {
-          const p = { x: Math.round(s.a.x + (s.b.x - s.a.x) * t), y: Math.round(s.a.y + (s.b.y - s.a.y) * t) };
-          if (segments.some((o) => o.id !== s.id && distance(p, o.a, o.b) < 5)) continue;
-          if (boxes.some((b) => p.x > b.x1 - 4 && p.x < b.x2 + 4 && p.y > b.y1 - 4 && p.y < b.y2 + 4)) continue;
-          return [{ id: s.id, ...p }];
-        }
-        return [];
-      });
+    const map = await drawnMap(page);
+    const boxes = [...Object.values(map.nodeBoxes), ...map.labelBoxes];
+    const clear = map.edges.flatMap((e) => {
+      const a = map.centres[e.source]!, b = map.centres[e.target]!;
+      const p = [0.3, 0.2, 0.4, 0.7, 0.6, 0.8].map((t) => along(a, b, t)).find((q) => clearOf(q, e.id, map, 5, map.centres, boxes));
+      return p ? [{ id: e.id, verdict: e.verdict, text: e.text, ...p }] : [];
+    });
+    // A point away from every edge: the canvas' top-left corner region is left of every group.
+    const empty = [2, 2];
+    const pixels = await page.evaluate((points) => {
       const context = (document.querySelector("[data-testid=edge-layer]") as HTMLCanvasElement).getContext("2d")!;
       // The most opaque pixel around the point: a line under 1 px wide is antialiased.
-      const pixel = (x: number, y: number) => {
-        const d = context.getImageData(x - 1, y - 1, 3, 3).data;
+      return points.map(([x, y]) => {
+        const d = context.getImageData(x! - 1, y! - 1, 3, 3).data;
         let best = [0, 0, 0, 0];
         for (let i = 0; i < d.length; i += 4) if (d[i + 3]! > best[3]!) best = [d[i]!, d[i + 1]!, d[i + 2]!, d[i + 3]!];
         return best;
-      };
-      const drawn = clear.map((c) => ({ ...c, verdict: verdicts.get(c.id), text: layer.edges.find((e) => e.id === c.id)!.text, rgba: pixel(c.x, c.y) }));
-      // A point away from every edge: the canvas' top-left corner region is left of every group.
-      const empty = [2, 2];
-      return { drawn, emptyPixel: pixel(empty[0]!, empty[1]!), empty };
-    });
+      });
+    }, [...clear.map((c) => [c.x, c.y]), empty]);
+    const probe = { drawn: clear.map((c, i) => ({ ...c, rgba: pixels[i]! })), emptyPixel: pixels[clear.length]!, empty };
     const hue = ([r, g, b]: number[]) => (g! > r! && g! > b! ? "forwarded" : r! > g! && g! > b! + 60 ? "audit" : r! > g! && r! > b! ? "dropped" : "other");
     const byVerdict = new Map<string, typeof probe.drawn>();
     for (const d of probe.drawn) (byVerdict.get(d.verdict ?? "") ?? byVerdict.set(d.verdict ?? "", []).get(d.verdict ?? "")!).push(d);
@@ -237,35 +266,28 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     // edge one way, with no other edge or node near its middle, centred on the canvas: inside
     // its arrow (behind the tip, beside the line) the layer is painted; as far ahead of the
     // tip, on the same side, it is not.
-    const arrow = await page.evaluate(async () => {
-      const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.edgeLayer()!;
-      const at = (id: string) => cy.getElementById(id).position();
-      const distance = (p: { x: number; y: number }, a: { x: number; y: number }, b: { x: number; y: number }) => {
-        const dx = b.x - a.x, dy = b.y - a.y, l = dx * dx + dy * dy;
-        const t = l === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * dx + (p.y - a.y) * dy) / l));
-        return Math.hypot(p.x - a.x - t * dx, p.y - a.y - t * dy);
-      };
-      const nodes = cy.nodes().filter((n) => !n.hasClass("namespace")).nodes().map((n) => n.position());
-      const edge = layer.edges.find((e) => {
-        if (e.both) return false;
-        const a = at(e.source), b = at(e.target), mid = { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
-        return Math.hypot(b.x - a.x, b.y - a.y) > 80 && layer.edges.every((o) => o.id === e.id || distance(mid, at(o.source), at(o.target)) > 14)
-          && nodes.every((n) => Math.hypot(n.x - mid.x, n.y - mid.y) > 30);
-      });
-      if (!edge) return undefined;
-      const a = at(edge.source), b = at(edge.target), length = Math.hypot(b.x - a.x, b.y - a.y);
+    // At the fitted zoom z: no other edge within 14 z px of its middle, no node within 30 z px.
+    const near = map.edges.find((e) => {
+      const a = map.centres[e.source]!, b = map.centres[e.target]!, mid = along(a, b, 0.5);
+      return !e.both && Math.hypot(b.x - a.x, b.y - a.y) > 80 * map.zoom
+        && map.edges.every((o) => o.id === e.id || segmentDistance(mid, map.centres[o.source]!, map.centres[o.target]!) > 14 * map.zoom)
+        && Object.values(map.centres).every((n) => Math.hypot(n.x - mid.x, n.y - mid.y) > 30 * map.zoom);
+    });
+    const arrow = near && await page.evaluate(async ({ id, source, target }) => {
+      const cy = window.bulkheadMap.cy;
+      const a = cy.getElementById(source).position(), b = cy.getElementById(target).position(), length = Math.hypot(b.x - a.x, b.y - a.y);
       const u = { x: (b.x - a.x) / length, y: (b.y - a.y) / length }, n = { x: -u.y, y: u.x };
       cy.viewport({ zoom: 1, pan: { x: cy.width() / 2 - (a.x + b.x) / 2, y: cy.height() / 2 - (a.y + b.y) / 2 } });
       await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
       const context = (document.querySelector("[data-testid=edge-layer]") as HTMLCanvasElement).getContext("2d")!;
       // 2.5 px beside the line: clear of it (half its width, 1.25 at most, and a pixel of
       // antialiasing), inside the arrow 6.2 px behind its tip (half-width 3.1 there).
-      const alpha = (along: number) => {
-        const x = Math.floor(cy.width() / 2 + u.x * along + n.x * 2.5), y = Math.floor(cy.height() / 2 + u.y * along + n.y * 2.5);
+      const alpha = (at: number) => {
+        const x = Math.floor(cy.width() / 2 + u.x * at + n.x * 2.5), y = Math.floor(cy.height() / 2 + u.y * at + n.y * 2.5);
         return context.getImageData(x, y, 1, 1).data[3];
       };
-      return { id: edge.id, inside: alpha(-6.2), ahead: alpha(6.2) };
-    });
+      return { id, inside: alpha(-6.2), ahead: alpha(6.2) };
+    }, near);
     expect(arrow, "an edge one way with a clear middle").toBeDefined();
     expect(arrow!.inside, `${arrow!.id}'s arrow`).toBeGreaterThan(0);
     expect(arrow!.ahead, `ahead of ${arrow!.id}'s arrow`).toBe(0);
@@ -558,31 +580,16 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     // other edge within 5 px and no node box within 4 px there (the source's edges and box
     // moved too), in the canvas' pixels.
     const DX = 60;
-    const plan = await page.evaluate((dx) => {
-      const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.edgeLayer()!;
-      const distance = (p: { x: number; y: number }, a: { x: number; y: number }, b: { x: number; y: number }) => {
-        const ex = b.x - a.x, ey = b.y - a.y, l = ex * ex + ey * ey;
-        const t = l === 0 ? 0 : Math.max(0, Math.min(1, ((p.x - a.x) * ex + (p.y - a.y) * ey) / l));
-        return Math.hypot(p.x - a.x - t * ex, p.y - a.y - t * ey);
-      };
-      for (const e of layer.edges.filter((x) => x.text === "" && x.source !== x.target).slice(0, 200)) {
-        const moved = (id: string) => { const p = cy.getElementById(id).renderedPosition(); return id === e.source ? { x: p.x + dx, y: p.y } : p; };
-        const boxes = cy.nodes().filter((n) => !n.hasClass("namespace")).map((n) => {
-          const bx = n.renderedBoundingBox({ includeLabels: true }), shift = n.id() === e.source ? dx : 0;
-          return { x1: bx.x1 + shift, x2: bx.x2 + shift, y1: bx.y1, y2: bx.y2 };
-        });
-        const a = moved(e.source), b = moved(e.target);
-        for (const t of [0.25, 0.3, 0.35, 0.4, 0.6, 0.65, 0.7, 0.75]) {
-          const p = { x: Math.round(a.x + (b.x - a.x) * t), y: Math.round(a.y + (b.y - a.y) * t) };
-          if (layer.edges.some((o) => o.id !== e.id && distance(p, moved(o.source), moved(o.target)) < 5)) continue;
-          if (boxes.some((bx) => p.x > bx.x1 - 4 && p.x < bx.x2 + 4 && p.y > bx.y1 - 4 && p.y < bx.y2 + 4)) continue;
-          // Off the edge's line before the move, so that only the moved line can be hit there.
-          if (distance(p, cy.getElementById(e.source).renderedPosition(), b) < 8) continue;
-          return { node: e.source, edge: e.id, from: cy.getElementById(e.source).renderedPosition(), point: p };
-        }
-      }
-      return undefined;
-    }, DX);
+    const map = await drawnMap(page);
+    const plan = map.edges.filter((e) => e.text === "" && e.source !== e.target).slice(0, 200).flatMap((e) => {
+      const centres = { ...map.centres, [e.source]: { x: map.centres[e.source]!.x + DX, y: map.centres[e.source]!.y } };
+      const boxes = Object.entries(map.nodeBoxes).map(([id, bx]) => (id === e.source ? { ...bx, x1: bx.x1 + DX, x2: bx.x2 + DX } : bx));
+      const a = centres[e.source]!, b = centres[e.target]!;
+      // Off the edge's line before the move too, so that only the moved line can be hit there.
+      const point = [0.25, 0.3, 0.35, 0.4, 0.6, 0.65, 0.7, 0.75].map((t) => along(a, b, t))
+        .find((p) => clearOf(p, e.id, map, 5, centres, boxes) && segmentDistance(p, map.centres[e.source]!, b) >= 8);
+      return point ? [{ node: e.source, edge: e.id, from: map.centres[e.source]!, point }] : [];
+    })[0];
     expect(plan, "an edge with a clear point once its source has moved").toBeDefined();
     const { node, edge, from, point } = plan!;
     const textNow = () => page.evaluate((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text, edge);
