@@ -16,6 +16,7 @@ import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Lab } from "../lab/lab.js";
 import { allowDemoEdge, DEMO_DENIABLE_EDGE, DEMO_EDGES, DEMO_WORKLOADS, denyDemoEdge, upDemo, type DemoEdge } from "../lab/demo.js";
+import { EnforcementWatch } from "../lab/enforcement.js";
 import { launchChromium, type LaunchedBrowser } from "./harness/browser.js";
 import { LAB_DRAIN_MS } from "./harness/flows.js";
 import { layoutFaults, mapMetrics, NO_LAYOUT_FAULTS } from "./harness/map-metrics.js";
@@ -235,10 +236,16 @@ describe("the web UI in Chromium, on the demo lab", () => {
     const edge = DEMO_DENIABLE_EDGE.edge;
     const navigations: string[] = [];
     page.on("framenavigated", (f) => navigations.push(f.url()));
+    const watch = new EnforcementWatch(OBSERVER, ["node1", "node2"], path.join(dir, "state", "tls", "ca.crt"));
     try {
       // Audit first: in a window, one dropped packet makes an edge dropped, so the edge
-      // could not show AUDIT after it was dropped until the drops leave the window.
+      // could not show AUDIT after it was dropped until the drops leave the window. The policy
+      // goes only once every node enforces audit: the control plane reads the annotation and
+      // the policy file apart, and a compile of the policy's removal before the annotation
+      // dropped packets in enforce (a CI run waited 30 s for AUDIT in vain).
+      const before = await watch.latest();
       await lab.setNamespaceAnnotations(SHOP, { "bulkhead.io/mode": "audit" });
+      await watch.waitEnforced({ after: before });
       await denyDemoEdge(lab);
       const auditMs = await untilRowVerdict(edge, "audit", 30_000);
       process.stdout.write(`policy removed while shop audits → edge row AUDIT in the browser after ${auditMs} ms\n`);
@@ -259,6 +266,7 @@ describe("the web UI in Chromium, on the demo lab", () => {
       await shot("07-edge-dropped");
       expect(navigations).toEqual([]);
     } finally {
+      watch.close();
       await allowDemoEdge(lab);
       await lab.setNamespaceAnnotations(SHOP, { "bulkhead.io/mode": "enforce" });
     }
