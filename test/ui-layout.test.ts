@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { DEMO_EDGES, DEMO_WORKLOADS } from "../lab/demo.js";
 import { drawEdges, drawnEdgeId, type Backends } from "../ui/src/drawing.js";
-import { type LayerEdge, nearestEdge } from "../ui/src/edge-layer.js";
+import { type LayerEdge, type LayerNode, nearestEdge, nearestNode } from "../ui/src/map-layer.js";
 import { type Box, contains, edgesOverNodes, extendLayout, groupBody, groupHeader, layoutMap, type LayoutEdge, type LayoutNode, type MapLayout, overlaps } from "../ui/src/layout.js";
 import { shortPodName } from "../ui/src/names.js";
 import type { MapEdgeJson, MapNodeJson } from "../ui/src/types.js";
@@ -220,7 +220,7 @@ describe("readable names", () => {
     expect(shortPodName("datastore-0", { kind: "StatefulSet", name: "datastore" })).toBe("datastore-0");
   });
 
-  it("the edge layer's hit test: the nearest edge within the tolerance (plus half the edge's width), none beyond it", () => {
+  it("the map layer's hit test: the nearest edge within the tolerance (plus half the edge's width), none beyond it", () => {
     const positions = new Map([["a", { x: 0, y: 0 }], ["b", { x: 100, y: 0 }], ["c", { x: 0, y: 10 }], ["d", { x: 100, y: 10 }], ["e", { x: 50, y: 50 }]]);
     const edge = (id: string, source: string, target: string, verdict: LayerEdge["verdict"] = "forwarded"): LayerEdge =>
       ({ id, source, target, verdict, both: false, label: "", offset: { x: 0, y: 0 }, fullLabel: "" });
@@ -237,5 +237,21 @@ describe("readable names", () => {
     expect(nearestEdge(edges, positions, { x: 50, y: 50 }, 4)).toBeUndefined();
     // An edge whose end is not placed is skipped.
     expect(nearestEdge([edge("ax", "a", "x")], positions, { x: 0, y: 0 }, 4)).toBeUndefined();
+  });
+
+  it("the map layer's node hit test: a point within the node's square (22 wide) plus the tolerance, the nearest centre if several, none beyond", () => {
+    const positions = new Map([["a", { x: 0, y: 0 }], ["b", { x: 30, y: 0 }]]);
+    const node = (id: string): LayerNode => ({ id, kind: "workload", label: id, foreign: false });
+    const nodes = [node("a"), node("b"), node("unplaced")];
+    expect(nearestNode(nodes, positions, { x: 0, y: 0 }, 1)).toBe("a");
+    // The square, not the circle: a corner is still the node (cytoscape's box test is as loose).
+    expect(nearestNode(nodes, positions, { x: 11.9, y: -11.9 }, 1)).toBe("a");
+    expect(nearestNode(nodes, positions, { x: 12.1, y: 0 }, 1)).toBeUndefined();
+    expect(nearestNode(nodes, positions, { x: 12.1, y: 0 }, 2)).toBe("a");
+    // Both in reach: the nearer centre.
+    expect(nearestNode(nodes, positions, { x: 16, y: 0 }, 10)).toBe("b");
+    expect(nearestNode(nodes, positions, { x: 14, y: 0 }, 10)).toBe("a");
+    // The label under a node is not the node.
+    expect(nearestNode(nodes, positions, { x: 0, y: 20 }, 1)).toBeUndefined();
   });
 });

@@ -1,11 +1,12 @@
 // Issue 16, items 1 and 2, in Debian's Chromium without a lab: a real ControlPlane in this
 // process (generated manifests, records fed through cp.ingest) serving the built UI. The map
-// is measured through cytoscape's own positions and boxes (harness/map-metrics.ts) at
+// is measured through what draws it (harness/map-metrics.ts: cytoscape's own positions and
+// boxes, or the map layer's) at
 // 1500×1000 and 1280×720: 0 overlapping nodes, 0 nodes outside their group or inside a
 // foreign one, 0 overlapping groups, 0 label collisions, no parallel edges, all on the canvas,
 // for a 3-node map (straight edges, arrows at the ends) and for 200 workloads / 800 edges
-// (seeded; a dense map: its edges drawn by the page's edge layer, ui/src/edge-layer.ts, arrows
-// in the middle, read back from the layer's canvas, hovered and clicked through it). Namespace
+// (seeded; a dense map: its nodes and edges drawn by the page's map layer, ui/src/map-layer.ts,
+// arrows in the middle, read back from the layer's canvas, hovered, clicked and dragged through it). Namespace
 // boxes (plain nodes sized by the layout) are drawn under everything and let clicks through. The flow table at 1280 px:
 // verdict words whole, pod names without their template hash (full name in the title), no
 // column wider than the table. Screenshots go to test-results/ui-e2e/.
@@ -74,7 +75,7 @@ const bigRecords = (): FlowRecord[] => bigEdges().map((e) => record(bigIp(e.a), 
 type Pt = { x: number; y: number };
 type Box = { x1: number; y1: number; x2: number; y2: number };
 
-/** A dense map as drawn, in the canvas' pixels: the edge layer's edges, node centres and boxes (shape and label), shown edge labels' boxes. */
+/** A dense map as drawn, in the canvas' pixels: the map layer's edges, node centres and boxes (shape and label), shown edge labels' boxes. */
 interface DrawnMap {
   edges: { id: string; source: string; target: string; both: boolean; text: string; verdict: string }[];
   centres: Record<string, Pt>;
@@ -85,15 +86,14 @@ interface DrawnMap {
 
 function drawnMap(page: Page): Promise<DrawnMap> {
   return page.evaluate(() => {
-    const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.edgeLayer()!, zoom = cy.zoom(), pan = cy.pan();
+    const cy = window.bulkheadMap.cy, layer = window.bulkheadMap.layer()!, zoom = cy.zoom(), pan = cy.pan();
     const verdicts = new Map(window.bulkheadMap.edges().flatMap((e) => window.bulkheadMap.drawnEdgesOf(e.id).map((d) => [d, e.verdict] as const)));
-    const leaves = cy.nodes().filter((n) => !n.hasClass("namespace")).nodes();
-    const plain = ({ x1, y1, x2, y2 }: Box) => ({ x1, y1, x2, y2 });
+    const rendered = ({ x1, y1, x2, y2 }: Box) => ({ x1: x1 * zoom + pan.x, y1: y1 * zoom + pan.y, x2: x2 * zoom + pan.x, y2: y2 * zoom + pan.y });
     return {
       edges: layer.edges.map((e) => ({ ...e, verdict: verdicts.get(e.id) ?? "" })),
-      centres: Object.fromEntries(leaves.map((n) => [n.id(), n.renderedPosition()])),
-      nodeBoxes: Object.fromEntries(leaves.map((n) => [n.id(), plain(n.renderedBoundingBox({ includeLabels: true }))])),
-      labelBoxes: layer.labels.map(({ box }) => ({ x1: box.x1 * zoom + pan.x, y1: box.y1 * zoom + pan.y, x2: box.x2 * zoom + pan.x, y2: box.y2 * zoom + pan.y })),
+      centres: Object.fromEntries(layer.nodes.map((n) => [n.id, { x: n.centre.x * zoom + pan.x, y: n.centre.y * zoom + pan.y }])),
+      nodeBoxes: Object.fromEntries(layer.nodes.map((n) => [n.id, rendered(n.box)])),
+      labelBoxes: layer.labels.map(({ box }) => rendered(box)),
       zoom,
     };
   });
@@ -182,16 +182,19 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       expect(m.nodes).toBe(BIG_WORKLOADS + 3);
       expect(m.groups).toBe(BIG_NAMESPACES + 2);
       expect(layoutFaults(m)).toEqual(NO_LAYOUT_FAULTS);
-      // A dense map (graph.ts's DENSE_EDGES): its edges are the edge layer's; cytoscape holds none.
-      const held = await page.evaluate(() => ({ cytoscape: window.bulkheadMap.cy.edges().length, layer: window.bulkheadMap.edgeLayer()?.edges.length }));
-      expect(held).toEqual({ cytoscape: 0, layer: m.edges });
+      // A dense map (graph.ts's DENSE_EDGES): its nodes and edges are the map layer's; cytoscape holds the namespace boxes alone.
+      const held = await page.evaluate(() => ({
+        cytoscape: window.bulkheadMap.cy.elements().filter((e) => !e.hasClass("namespace")).length,
+        layer: [window.bulkheadMap.layer()?.nodes.length, window.bulkheadMap.layer()?.edges.length],
+      }));
+      expect(held).toEqual({ cytoscape: 0, layer: [m.nodes, m.edges] });
       expect(m.edges).toBeGreaterThan(DENSE_EDGES);
       expect(m.labelsShown).toBeGreaterThan(0);
       process.stdout.write(`${viewport.width}x${viewport.height}: ${m.nodes} nodes, ${m.edges} drawn edges, ${m.labelsShown} labels shown, zoom ${m.zoom.toFixed(2)}\n`);
       // A labelled edge shows its ports; another none until selected, then every port.
       const text = await page.evaluate(() => {
-        const textOf = (id: string) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text;
-        const layer = window.bulkheadMap.edgeLayer()!;
+        const textOf = (id: string) => window.bulkheadMap.layer()!.edges.find((e) => e.id === id)!.text;
+        const layer = window.bulkheadMap.layer()!;
         const labelled = layer.labels[0]!, plain = layer.edges.find((e) => e.text === "")!;
         const shown = { labelled: textOf(labelled.id), box: labelled.text, plain: plain.text };
         window.bulkheadMap.select(plain.id);
@@ -209,7 +212,7 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     }
   });
 
-  it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges, drawn by the edge layer: each verdict's colour on its edges' pixels, an edge hovered and clicked on its line, nothing off the lines`, async () => {
+  it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges, drawn by the map layer: each verdict's colour on its edges' pixels, an edge hovered and clicked on its line, nothing off the lines`, async () => {
     await open("", VIEWPORTS[0], BIG_EDGES + 2);
     const canvas = await page.locator("[data-testid=map-canvas]").boundingBox();
     if (!canvas) throw new Error("the map canvas has no box");
@@ -227,7 +230,7 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     // A point away from every edge: the canvas' top-left corner region is left of every group.
     const empty = [2, 2];
     const pixels = await page.evaluate((points) => {
-      const context = (document.querySelector("[data-testid=edge-layer]") as HTMLCanvasElement).getContext("2d")!;
+      const context = (document.querySelector("[data-testid=map-layer]") as HTMLCanvasElement).getContext("2d")!;
       // The most opaque pixel around the point: a line under 1 px wide is antialiased.
       return points.map(([x, y]) => {
         const d = context.getImageData(x! - 1, y! - 1, 3, 3).data;
@@ -253,14 +256,14 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     // Hover: the pointer on the line shows every port; a click there selects the edge.
     const target = probe.drawn.find((d) => d.text === "") ?? probe.drawn[0]!;
     await page.mouse.move(canvas.x + target.x, canvas.y + target.y);
-    await page.waitForFunction((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text !== "", target.id, { timeout: 5000 });
+    await page.waitForFunction((id) => window.bulkheadMap.layer()!.edges.find((e) => e.id === id)!.text !== "", target.id, { timeout: 5000 });
     await page.mouse.click(canvas.x + target.x, canvas.y + target.y);
     expect(await page.evaluate(() => window.bulkheadMap.selected())).toEqual([target.id]);
     await expect.poll(() => page.locator("[data-testid=details]").innerText()).toMatch(/→/);
     // Off every line and node: nothing selected, nothing hovered.
     await page.mouse.click(canvas.x + probe.empty[0]!, canvas.y + probe.empty[1]!);
     expect(await page.evaluate(() => window.bulkheadMap.selected())).toEqual([]);
-    expect(await page.evaluate((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text, target.id)).toBe(target.text);
+    expect(await page.evaluate((id) => window.bulkheadMap.layer()!.edges.find((e) => e.id === id)!.text, target.id)).toBe(target.text);
 
     // Arrows: too small to show direction at the fitted zoom (left out), drawn at zoom 1. An
     // edge one way, with no other edge or node near its middle, centred on the canvas: inside
@@ -274,12 +277,12 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
         && Object.values(map.centres).every((n) => Math.hypot(n.x - mid.x, n.y - mid.y) > 30 * map.zoom);
     });
     const arrow = near && await page.evaluate(async ({ id, source, target }) => {
-      const cy = window.bulkheadMap.cy;
-      const a = cy.getElementById(source).position(), b = cy.getElementById(target).position(), length = Math.hypot(b.x - a.x, b.y - a.y);
+      const cy = window.bulkheadMap.cy, centre = (node: string) => window.bulkheadMap.layer()!.nodes.find((n) => n.id === node)!.centre;
+      const a = centre(source), b = centre(target), length = Math.hypot(b.x - a.x, b.y - a.y);
       const u = { x: (b.x - a.x) / length, y: (b.y - a.y) / length }, n = { x: -u.y, y: u.x };
       cy.viewport({ zoom: 1, pan: { x: cy.width() / 2 - (a.x + b.x) / 2, y: cy.height() / 2 - (a.y + b.y) / 2 } });
       await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-      const context = (document.querySelector("[data-testid=edge-layer]") as HTMLCanvasElement).getContext("2d")!;
+      const context = (document.querySelector("[data-testid=map-layer]") as HTMLCanvasElement).getContext("2d")!;
       // 2.5 px beside the line: clear of it (half its width, 1.25 at most, and a pixel of
       // antialiasing), inside the arrow 6.2 px behind its tip (half-width 3.1 there).
       const alpha = (at: number) => {
@@ -297,14 +300,54 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     await page.waitForFunction(() => window.bulkheadMap.edges().length === 2, undefined, { timeout: 10_000 });
     const small = await page.evaluate(async () => {
       await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-      const canvas = document.querySelector("[data-testid=edge-layer]") as HTMLCanvasElement;
+      const canvas = document.querySelector("[data-testid=map-layer]") as HTMLCanvasElement;
       const data = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height).data;
       let painted = 0;
       for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) painted++;
-      return { layer: window.bulkheadMap.edgeLayer(), cytoscape: window.bulkheadMap.cy.edges().length, painted, size: canvas.width * canvas.height };
+      return { layer: window.bulkheadMap.layer(), cytoscape: window.bulkheadMap.cy.edges().length, painted, size: canvas.width * canvas.height };
     });
     expect(small).toEqual({ layer: undefined, cytoscape: 2, painted: 0, size: small.size });
     expect(small.size).toBeGreaterThan(0);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it(`${BIG_WORKLOADS} workloads / ${BIG_EDGES} edges, nodes drawn by the map layer: each kind's colour over its centre, a click on one selects it, labels readable from zoom 0.6`, async () => {
+    await open("", VIEWPORTS[0], BIG_EDGES + 2);
+    const canvas = await page.locator("[data-testid=map-canvas]").boundingBox();
+    if (!canvas) throw new Error("the map canvas has no box");
+    const map = await drawnMap(page);
+    const kinds = await page.evaluate(() => Object.fromEntries(window.bulkheadMap.nodes().map((n) => [n.id, n.kind])));
+    const ids = Object.keys(map.centres);
+    expect(ids.sort()).toEqual(Object.keys(kinds).sort());
+    // Every node's centre pixel on the layer's canvas: its kind's fill, opaque over the edges that end there.
+    const pixels = await page.evaluate((points) => {
+      const context = (document.querySelector("[data-testid=map-layer]") as HTMLCanvasElement).getContext("2d")!;
+      return points.map(([x, y]) => [...context.getImageData(Math.floor(x!), Math.floor(y!), 1, 1).data]);
+    }, ids.map((id) => [map.centres[id]!.x, map.centres[id]!.y]));
+    const FILL: Record<string, number[]> = { workload: [0x15, 0x65, 0xc0, 255], world: [0x54, 0x6e, 0x7a, 255] };
+    const wrong = ids.flatMap((id, i) => (String(pixels[i]) === String(FILL[kinds[id]!]) ? [] : [`${id} (${kinds[id]}): ${pixels[i]!.join(",")}`]));
+    expect(new Set(Object.values(kinds))).toEqual(new Set(Object.keys(FILL)));
+    expect(wrong).toEqual([]);
+    // A click on a workload selects it: the details name it.
+    const web = ids.find((id) => kinds[id] === "workload" && id.includes("/web"))!;
+    await page.mouse.click(canvas.x + map.centres[web]!.x, canvas.y + map.centres[web]!.y);
+    expect(await page.evaluate(() => window.bulkheadMap.selected())).toEqual([web]);
+    await expect.poll(() => page.locator("[data-testid=details]").innerText()).toContain("tiny/web (Deployment)");
+    // The label under a node: dark text pixels (edges and fills are all lighter) at zoom 1, none at 0.5 (below cytoscape's min-zoomed-font-size rule).
+    const darkUnder = (zoom: number) => page.evaluate(async ({ id, zoom }) => {
+      const cy = window.bulkheadMap.cy, node = window.bulkheadMap.layer()!.nodes.find((n) => n.id === id)!;
+      cy.viewport({ zoom, pan: { x: cy.width() / 2 - node.centre.x * zoom, y: cy.height() / 2 - node.centre.y * zoom } });
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const context = (document.querySelector("[data-testid=map-layer]") as HTMLCanvasElement).getContext("2d")!;
+      const x1 = Math.floor(cy.width() / 2 + (node.box.x1 - node.centre.x) * zoom), x2 = Math.ceil(cy.width() / 2 + (node.box.x2 - node.centre.x) * zoom);
+      const y1 = Math.floor(cy.height() / 2 + 11 * zoom), y2 = Math.ceil(cy.height() / 2 + (node.box.y2 - node.centre.y) * zoom);
+      const d = context.getImageData(x1, y1, x2 - x1, y2 - y1).data;
+      let dark = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i + 3]! > 100 && d[i]! < 90 && d[i + 1]! < 90 && d[i + 2]! < 90) dark++;
+      return dark;
+    }, { id: web, zoom });
+    expect(await darkUnder(1)).toBeGreaterThan(10);
+    expect(await darkUnder(0.5)).toBe(0);
     expect(pageErrors).toEqual([]);
   });
 
@@ -592,18 +635,24 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     })[0];
     expect(plan, "an edge with a clear point once its source has moved").toBeDefined();
     const { node, edge, from, point } = plan!;
-    const textNow = () => page.evaluate((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text, edge);
+    const textNow = () => page.evaluate((id) => window.bulkheadMap.layer()!.edges.find((e) => e.id === id)!.text, edge);
     await page.mouse.move(canvas.x + point.x, canvas.y + point.y);
     expect(await textNow(), "nothing to hover there before the drag").toBe("");
     await page.mouse.move(canvas.x + from.x, canvas.y + from.y);
     await page.mouse.down();
     for (let step = 1; step <= 6; step++) await page.mouse.move(canvas.x + from.x + (step * DX) / 6, canvas.y + from.y);
     await page.mouse.up();
-    const moved = await page.evaluate((id) => window.bulkheadMap.cy.getElementById(id).renderedPosition(), node);
+    const after = await drawnMap(page);
+    const moved = after.centres[node]!;
     expect(moved.x - from.x).toBeCloseTo(DX, 0);
+    expect(moved.y - from.y).toBeCloseTo(0, 0);
+    // The drag moved the node, not the map (every other node stays where it was), and was no click.
+    const shifted = Object.keys(map.centres).filter((id) => id !== node && Math.hypot(after.centres[id]!.x - map.centres[id]!.x, after.centres[id]!.y - map.centres[id]!.y) > 0.5);
+    expect(shifted).toEqual([]);
+    expect(await page.evaluate(() => window.bulkheadMap.selected())).toEqual([]);
     // On the new line the pointer hovers the edge: its ports show.
     await page.mouse.move(canvas.x + point.x, canvas.y + point.y);
-    await page.waitForFunction((id) => window.bulkheadMap.edgeLayer()!.edges.find((e) => e.id === id)!.text !== "", edge, { timeout: 5000 });
+    await page.waitForFunction((id) => window.bulkheadMap.layer()!.edges.find((e) => e.id === id)!.text !== "", edge, { timeout: 5000 });
     expect(pageErrors).toEqual([]);
   });
 
@@ -626,7 +675,7 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       const expected = new Set(window.bulkheadMap.edges()
         .filter((e) => namespaceOf.get(e.source) === "team-1" || namespaceOf.get(e.destination) === "team-1")
         .flatMap((e) => window.bulkheadMap.drawnEdgesOf(e.id)));
-      return { drawn: window.bulkheadMap.whatIfDrawn(), expected: [...expected].sort(), cytoscapeEdges: window.bulkheadMap.cy.edges().length, layerEdges: window.bulkheadMap.edgeLayer()?.edges.length };
+      return { drawn: window.bulkheadMap.whatIfDrawn(), expected: [...expected].sort(), cytoscapeEdges: window.bulkheadMap.cy.edges().length, layerEdges: window.bulkheadMap.layer()?.edges.length };
     });
     expect(seen.cytoscapeEdges).toBe(0);
     expect(seen.layerEdges).toBeGreaterThan(DENSE_EDGES);

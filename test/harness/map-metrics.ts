@@ -1,6 +1,6 @@
 // Layout metrics of the web UI's map, read from cytoscape's own positions and bounding boxes
-// in the page (window.bulkheadMap.cy) and, on a dense map, from the edges and label boxes its
-// edge layer draws (window.bulkheadMap.edgeLayer()): what issue 16 asks to be zero, and
+// in the page (window.bulkheadMap.cy) and, on a dense map, from the nodes, edges and label
+// boxes its map layer draws (window.bulkheadMap.layer()): what issue 16 asks to be zero, and
 // whether the whole map lies on the canvas. Shared by the browser tests (ui-e2e on the demo lab, ui-map-browser).
 // Its code runs in the page (DOM types): tsconfig.test.json checks it, the root tsconfig
 // (node only, emitted) leaves it out.
@@ -34,13 +34,13 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
   return page.evaluate(() => {
     type B = { x1: number; y1: number; x2: number; y2: number };
     const cy = window.bulkheadMap.cy;
-    // A dense map's edges are the edge layer's; cytoscape then holds none.
-    const layer = window.bulkheadMap.edgeLayer();
+    // A dense map's nodes and edges are the map layer's; cytoscape then holds only the namespace boxes.
+    const layer = window.bulkheadMap.layer();
     const hit = (a: B, b: B) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
     const inside = (o: B, i: B) => i.x1 >= o.x1 - 0.5 && i.x2 <= o.x2 + 0.5 && i.y1 >= o.y1 - 0.5 && i.y2 <= o.y2 + 0.5;
     const plain = (b: B): B => ({ x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2 });
     // Groups are the namespace boxes (plain nodes drawn under the others); a node names its box in data("group").
-    const leaves = cy.nodes().filter((n) => !n.hasClass("namespace")).map((n) => ({
+    const leaves = layer ? layer.nodes.map((n) => ({ id: n.id, parent: n.group, box: plain(n.box) })) : cy.nodes().filter((n) => !n.hasClass("namespace")).map((n) => ({
       id: n.id(), parent: String(n.data("group") ?? ""),
       box: plain(n.boundingBox({ includeLabels: true, includeOverlays: false })),
     }));
@@ -89,10 +89,10 @@ export function mapMetrics(page: Page): Promise<MapMetrics> {
       const key = `${a}|${b}`;
       if (pairs.has(key)) out.parallelEdges.push(`${pairs.get(key)} ∥ ${e.id}`); else pairs.set(key, e.id);
     }
-    // The layer's edges join node centres, inside the nodes' box; its labels may reach beyond it.
+    // The layer's edges join node centres; its nodes lie in their groups (judged above), its labels may reach beyond them.
     const r = plain(cy.elements().renderedBoundingBox({ includeLabels: true, includeOverlays: false }));
     const zoom = cy.zoom(), pan = cy.pan();
-    for (const { box } of layer ? labels : []) {
+    for (const { box } of layer ? [...labels, ...leaves] : []) {
       r.x1 = Math.min(r.x1, box.x1 * zoom + pan.x); r.x2 = Math.max(r.x2, box.x2 * zoom + pan.x);
       r.y1 = Math.min(r.y1, box.y1 * zoom + pan.y); r.y2 = Math.max(r.y2, box.y2 * zoom + pan.y);
     }

@@ -5,11 +5,12 @@
 // layout.ts (pure, tested), given to cytoscape as a preset: a snapshot is laid out whole;
 // deltas keep every known node where it is, new nodes take a free row in their group, and
 // edge labels are shown only where they collide with nothing (others on hover/selection).
-// A dense map's edges are drawn by edge-layer.ts on a canvas under cytoscape's, not by
-// cytoscape (its per-element style and geometry were most of a 2,000-edge first render).
+// A dense map's nodes and edges are drawn by map-layer.ts on a canvas under cytoscape's, not
+// by cytoscape (its per-element style and geometry were most of a 2,000-edge first render);
+// cytoscape then holds only the namespace boxes.
 import cytoscape, { type CollectionReturnValue, type Core, type ElementDefinition, type StylesheetJson } from "cytoscape";
 import { type Backends, drawEdges, type DrawnEdge } from "./drawing.js";
-import { EDGE_STYLE, EdgeLayer, type LayerEdge } from "./edge-layer.js";
+import { EDGE_STYLE, type LayerEdge, type LayerNode, MapLayer, NODE_STYLE } from "./map-layer.js";
 import { extendLayout, groupBody, layoutMap, type LayoutNode, type MapLayout, METRICS } from "./layout.js";
 import type { MapDeltaJson, MapEdgeJson, MapJson, MapNodeJson } from "./types.js";
 
@@ -33,27 +34,28 @@ const groupId = (group: string) => `namespace:${group}`;
 const MAX_FIT_ZOOM = 1.25;
 const FIT_PADDING = 24;
 
+/** A pointer that goes down on a layer node and moves less than this (screen px) before it goes up clicks; further, it drags. */
+const DRAG_PIXELS = 4;
+
 /** What-if halos (the legend in index.html uses the same colours). */
 export const WHATIF_COLOURS = { denied: "#d81b60", allowed: "#00acc1", verdict: "#7e57c2" } as const;
 export type WhatIfMark = keyof typeof WHATIF_COLOURS;
 /** A drawn edge carrying several changed map edges shows the most serious change. */
 const WHATIF_RANK: Readonly<Record<WhatIfMark, number>> = { denied: 3, verdict: 2, allowed: 1 };
 
-/** Drawn edges above which the map is dense: its edges on edge-layer.ts's canvas, arrows in the middle. */
+/** Drawn edges above which the map is dense: its nodes and edges on map-layer.ts's canvas, arrows in the middle. */
 export const DENSE_EDGES = 400;
 
-/** The stylesheet (a dense map's edges are not cytoscape's: edge-layer.ts). */
+/** The stylesheet (a dense map's nodes and edges are not cytoscape's: map-layer.ts). */
 function mapStyle(): StylesheetJson {
   return [
     { selector: "node", style: {
-      label: "data(label)", "font-size": METRICS.nodeFont, "text-valign": "bottom", "text-margin-y": METRICS.nodeLabelMargin, "min-zoomed-font-size": 6,
-      width: METRICS.nodeSize, height: METRICS.nodeSize, "background-color": "#1565c0", color: "#222", "border-width": 1, "border-color": "#fff",
+      label: "data(label)", "font-size": METRICS.nodeFont, "text-valign": "bottom", "text-margin-y": METRICS.nodeLabelMargin, "min-zoomed-font-size": NODE_STYLE.minZoomedFont,
+      width: METRICS.nodeSize, height: METRICS.nodeSize, "background-color": NODE_STYLE.colour.workload, color: NODE_STYLE.textColour,
+      "border-width": NODE_STYLE.borderWidth, "border-color": NODE_STYLE.borderColour,
     } },
-    { selector: "node.service", style: { shape: "round-rectangle", "background-color": "#6a1b9a" } },
-    { selector: "node.world", style: { shape: "diamond", "background-color": "#546e7a" } },
-    { selector: "node.host", style: { shape: "rectangle", "background-color": "#795548" } },
-    { selector: "node.unknown", style: { shape: "hexagon", "background-color": "#9e9e9e" } },
-    { selector: "node.foreign", style: { opacity: 0.8 } },
+    ...(["service", "world", "host", "unknown"] as const).map((kind) => ({ selector: `node.${kind}`, style: { shape: NODE_STYLE.shape[kind], "background-color": NODE_STYLE.colour[kind] } })),
+    { selector: "node.foreign", style: { opacity: NODE_STYLE.foreignOpacity } },
     // Namespace boxes are plain nodes sized by layout.ts, drawn under every edge and node and
     // deaf to the mouse, not compound parents: with a compound node in the graph, cytoscape
     // clears the style caches of a parent's every descendant and their edges for each style
@@ -90,7 +92,7 @@ function mapStyle(): StylesheetJson {
     { selector: "edge.whatif-allowed", style: { "underlay-color": WHATIF_COLOURS.allowed, "underlay-opacity": 0.45, "underlay-padding": 6 } },
     { selector: "edge.whatif-verdict", style: { "underlay-color": WHATIF_COLOURS.verdict, "underlay-opacity": 0.45, "underlay-padding": 6 } },
     { selector: "edge.hover, edge:selected", style: { label: "data(fullLabel)", "z-index": 10 } },
-    { selector: ":selected", style: { "border-width": 3, "border-color": "#ffb300", "overlay-opacity": 0.15, "overlay-color": "#ffb300" } },
+    { selector: ":selected", style: { "border-width": NODE_STYLE.selectedBorderWidth, "border-color": NODE_STYLE.selectedBorderColour, "overlay-opacity": EDGE_STYLE.overlayOpacity, "overlay-color": EDGE_STYLE.overlayColour } },
     { selector: "edge:selected", style: { width: EDGE_STYLE.selectedWidth } },
   ];
 }
@@ -101,6 +103,13 @@ function layerEdge(d: DrawnEdge, layout: MapLayout): LayerEdge {
     id: d.id, source: d.source, target: d.target, verdict: d.verdict, both: d.both,
     label: layout.labels.has(d.id) ? d.label : "", offset: layout.labelOffsets.get(d.id) ?? { x: 0, y: 0 }, fullLabel: d.fullLabel,
   };
+}
+
+/** graph.ts's layerView(): a dense map as the layer draws it. */
+export interface LayerView {
+  nodes: (ReturnType<MapLayer["nodeBoxes"]>[number] & { group: string })[];
+  edges: { id: string; source: string; target: string; both: boolean; text: string }[];
+  labels: ReturnType<MapLayer["labels"]>;
 }
 
 export class MapView {
@@ -120,9 +129,16 @@ export class MapView {
   private snapshotDrawn = true;
   /** Called once cytoscape has drawn the last snapshot (whenDrawn). */
   private drawnWaiters: (() => void)[] = [];
-  /** Whether the map is dense (more than DENSE_EDGES drawn edges): its edges are the layer's, not cytoscape's. */
+  /** Whether the map is dense (more than DENSE_EDGES drawn edges): its nodes and edges are the layer's, not cytoscape's. */
   private dense = false;
-  private readonly layer: EdgeLayer;
+  private readonly layer: MapLayer;
+  /**
+   * A layer node held by the pointer: where the pointer went down (screen) and holds it from its
+   * centre (model); moved with the pointer once it has gone DRAG_PIXELS from there.
+   */
+  private dragging: { id: string; down: { x: number; y: number }; grip: { x: number; y: number }; moved: boolean } | undefined;
+  /** A layer node was just dragged: the tap cytoscape sends after the drag is not a click. */
+  private dragEnded = false;
   /** A frame of the layer's own is asked for (hover, selection, halos, edges between unmoved nodes). */
   private layerQueued = false;
 
@@ -141,29 +157,54 @@ export class MapView {
       autounselectify: false,
       style: mapStyle(),
     });
-    this.layer = new EdgeLayer(container, WHATIF_COLOURS);
+    this.layer = new MapLayer(container, WHATIF_COLOURS);
     this.cy.on("tap", "node, edge", (event) => {
       const id = event.target.id() as string;
       if (event.target.hasClass("namespace")) return;
       this.emit(id);
     });
     // A tap on no element of cytoscape's (namespace boxes are deaf to the mouse) may be on
-    // one of the layer's edges; cytoscape has unselected its own elements either way.
+    // one of the layer's nodes or edges; cytoscape has unselected its own elements either way.
     this.cy.on("tap", (event) => {
-      if (event.target !== this.cy) { this.selectLayerEdge(undefined); return; }
-      const hit = this.dense ? this.layer.hit(event.position, this.cy.zoom()) : undefined;
-      this.selectLayerEdge(hit);
+      const dragged = this.dragEnded;
+      this.dragEnded = false;
+      if (event.target !== this.cy) { this.selectLayer(undefined); return; }
+      if (dragged) return;
+      const hit = this.dense ? this.layerHit(event.position) : undefined;
+      this.selectLayer(hit);
       if (hit !== undefined) this.emit(hit); else this.onSelect(undefined);
     });
     this.cy.on("mousemove", (event) => {
-      if (!this.dense) return;
-      this.hoverLayerEdge(event.target === this.cy ? this.layer.hit(event.position, this.cy.zoom()) : undefined);
+      if (!this.dense || this.dragging) return;
+      const zoom = this.cy.zoom();
+      const onNode = event.target === this.cy && this.layer.hitNode(event.position, zoom) !== undefined;
+      this.hoverLayerEdge(event.target === this.cy && !onNode ? this.layer.hit(event.position, zoom) : undefined);
     });
     container.addEventListener("mouseleave", () => { this.hoverLayerEdge(undefined); });
-    // A dragged node takes its edges along.
-    this.cy.on("drag", "node", (event) => {
-      const id = event.target.id() as string;
-      if (this.layer.positions.has(id)) this.layer.positions.set(id, { ...event.target.position() });
+    // A layer node held and moved takes its edges along, as cytoscape's nodes do; the map does
+    // not pan meanwhile (cytoscape reads whether it may pan as the pointer moves).
+    this.cy.on("tapstart", (event) => {
+      this.dragEnded = false;
+      const id = this.dense && event.target === this.cy ? this.layer.hitNode(event.position, this.cy.zoom()) : undefined;
+      const centre = id === undefined ? undefined : this.layer.positions.get(id);
+      if (id === undefined || !centre) return;
+      this.dragging = { id, down: { ...event.renderedPosition }, grip: { x: event.position.x - centre.x, y: event.position.y - centre.y }, moved: false };
+      this.cy.userPanningEnabled(false);
+    });
+    this.cy.on("tapdrag", (event) => {
+      if (!this.dragging) return;
+      const { id, down, grip } = this.dragging;
+      if (!this.dragging.moved && Math.hypot(event.renderedPosition.x - down.x, event.renderedPosition.y - down.y) < DRAG_PIXELS) return;
+      this.dragging.moved = true;
+      this.layer.positions.set(id, { x: event.position.x - grip.x, y: event.position.y - grip.y });
+      this.hoverLayerEdge(undefined);
+      this.queueLayer();
+    });
+    this.cy.on("tapend", () => {
+      if (!this.dragging) return;
+      this.dragEnded = this.dragging.moved;
+      this.dragging = undefined;
+      this.cy.userPanningEnabled(true);
     });
     // The map keeps fitting the canvas (when the canvas is resized, when the map grows) until
     // the user pans or zooms; "Lay out again" fits it again.
@@ -215,16 +256,16 @@ export class MapView {
   /** Selects a node, a map edge (by its API id) or a drawn edge, as a click would; returns whether it exists. */
   select(id: string): boolean {
     const drawnId = this.drawn.has(id) ? id : this.drawnOf.get(id)?.[0];
-    if (drawnId !== undefined && this.layer.has(drawnId)) {
+    if (this.layer.has(drawnId ?? id)) {
       this.cy.elements().unselect();
-      this.selectLayerEdge(drawnId);
+      this.selectLayer(drawnId ?? id);
       this.emit(id);
       return true;
     }
     const element = this.cy.getElementById(drawnId ?? id);
     if (element.empty() || element.hasClass("namespace")) return false;
     this.cy.elements().unselect();
-    this.selectLayerEdge(undefined);
+    this.selectLayer(undefined);
     element.select();
     this.emit(id);
     return true;
@@ -233,7 +274,7 @@ export class MapView {
   /** Clears the selection, cytoscape's and the layer's. */
   unselect(): void {
     this.cy.elements().unselect();
-    this.selectLayerEdge(undefined);
+    this.selectLayer(undefined);
   }
 
   /** The selected node or drawn edge ids. */
@@ -242,19 +283,27 @@ export class MapView {
   }
 
   /**
-   * A dense map's edges as the layer draws them, each with the text it shows now, and the
-   * labels shown whatever is hovered or selected (undefined when cytoscape draws the edges): for tests.
+   * A dense map as the layer draws it: its nodes with their group (the namespace box's id),
+   * centre and box; its edges, each with the text it shows now; the labels shown whatever is
+   * hovered or selected; all in model units (undefined when cytoscape draws the map): for tests.
    */
-  layerView(): { edges: { id: string; source: string; target: string; both: boolean; text: string }[]; labels: ReturnType<EdgeLayer["labels"]> } | undefined {
+  layerView(): LayerView | undefined {
     if (!this.dense) return undefined;
+    const nodes = this.layer.nodeBoxes().map((n) => ({ ...n, group: groupId(groupOf(this.nodes.get(n.id)!)) }));
     const edges = this.layer.ids().map((id) => {
       const e = this.layer.edge(id)!;
       return { id, source: e.source, target: e.target, both: e.both, text: this.layer.textOf(id) };
     });
-    return { edges, labels: this.layer.labels(false) };
+    return { nodes, edges, labels: this.layer.labels(false) };
   }
 
-  private selectLayerEdge(id: string | undefined): void {
+  /** The layer's node under a point (model units), else its edge there. */
+  private layerHit(p: { x: number; y: number }): string | undefined {
+    const zoom = this.cy.zoom();
+    return this.layer.hitNode(p, zoom) ?? this.layer.hit(p, zoom);
+  }
+
+  private selectLayer(id: string | undefined): void {
     if (this.layer.selected === id) return;
     this.layer.selected = id;
     this.queueLayer();
@@ -382,6 +431,14 @@ export class MapView {
     this.redraw("whole", true);
   }
 
+  private foreign(n: MapNodeJson): boolean {
+    return this.namespace !== "" && n.namespace !== this.namespace;
+  }
+
+  private layerNode(n: MapNodeJson): LayerNode {
+    return { id: n.id, kind: n.kind, label: nodeLabel(n), foreign: this.foreign(n) };
+  }
+
   private backends(): Backends {
     const out = new Map<string, readonly string[]>();
     for (const n of this.nodes.values()) if (n.kind === "service" && n.backends) out.set(n.id, n.backends);
@@ -397,12 +454,13 @@ export class MapView {
     const aspect = Math.max(0.5, Math.min(3, (this.cy.width() || 3) / (this.cy.height() || 2)));
     const dense = drawn.length > DENSE_EDGES;
     const options = { midArrows: dense };
+    const placed = this.layoutState ? this.layoutState.positions.size + this.layoutState.groups.size : 0;
     this.layoutState = mode === "whole" || !this.layoutState
       ? layoutMap(layoutNodes, layoutEdges, aspect, options)
       : extendLayout(this.layoutState, layoutNodes, layoutEdges, options);
     const layout = this.layoutState;
-    const grew = this.cy.nodes().length < layout.positions.size + layout.groups.size;
-    // A dense map's edges leave cytoscape for the layer (and come back below the line).
+    const grew = placed < layout.positions.size + layout.groups.size;
+    // A dense map's nodes and edges leave cytoscape for the layer (and come back below the line).
     this.dense = dense;
     this.drawn.clear();
     this.drawnOf.clear();
@@ -432,9 +490,9 @@ export class MapView {
           if (p.x !== position.x || p.y !== position.y) el.position(position);
         }
       }
-      for (const n of nodes) {
+      for (const n of dense ? [] : nodes) {
         wanted.add(n.id);
-        const classes = [n.kind, ...(this.namespace !== "" && n.namespace !== this.namespace ? ["foreign"] : [])].join(" ");
+        const classes = [n.kind, ...(this.foreign(n) ? ["foreign"] : [])].join(" ");
         const position = { ...layout.positions.get(n.id)! };
         const el = this.cy.getElementById(n.id);
         if (el.empty()) {
@@ -469,7 +527,7 @@ export class MapView {
       if (added.length > 0) addedNodes = this.cy.add(added);
     });
     if (addedEdges.length > 0) this.addEdges(addedNodes, addedEdges);
-    this.layer.set(dense ? drawn.map((d) => layerEdge(d, layout)) : [], layout.positions);
+    this.layer.set(dense ? nodes.map((n) => this.layerNode(n)) : [], dense ? drawn.map((d) => layerEdge(d, layout)) : [], layout.positions);
     this.queueLayer();
     // Classes were rewritten for changed edges: the overlay goes back on.
     if (this.whatIf.size > 0) this.paintWhatIf();

@@ -1,7 +1,7 @@
 // The page's test and benchmark hooks (window.bulkheadMap): read-only views of what is
 // drawn. Declared here alone so that main.ts and the browser tests share one type.
 import type { Core } from "cytoscape";
-import type { MapView } from "./graph.js";
+import type { LayerView } from "./graph.js";
 import type { TimeView } from "./timerange.js";
 import type { MapEdgeJson, MapNodeJson, WhatIfJson } from "./types.js";
 
@@ -13,14 +13,15 @@ export interface MapHooks {
   select(id: string): boolean;
   /** The drawn edge ids that draw a map edge (one; two for a call through a Service: client → Service, Service → backend). */
   drawnEdgesOf(id: string): string[];
-  /** The selected node or drawn edge ids (cytoscape's selection and the edge layer's). */
+  /** The selected node or drawn edge ids (cytoscape's selection and the map layer's). */
   selected(): string[];
   /**
-   * A dense map's edges as edge-layer.ts draws them (cytoscape then holds no edges): each with
-   * the text it shows now, and every shown label's box in model coordinates. Undefined while
-   * cytoscape draws the edges.
+   * A dense map as map-layer.ts draws it (cytoscape then holds only the namespace boxes): its
+   * nodes with their group, centre and box (shape and label); its edges, each with the text it
+   * shows now; every shown edge label's box; in model coordinates. Undefined while cytoscape
+   * draws the map.
    */
-  edgeLayer(): ReturnType<MapView["layerView"]>;
+  layer(): LayerView | undefined;
   cy: Core;
   /** What the page shows: a live window, a past window, or a from/to range. */
   readonly time: TimeView;

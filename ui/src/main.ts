@@ -755,7 +755,7 @@ window.bulkheadMap = {
   select: (id) => view.select(id),
   drawnEdgesOf: (id) => view.drawnEdgesOf(id).map((d) => d.id),
   selected: () => view.selected(),
-  edgeLayer: () => view.layerView(),
+  layer: () => view.layerView(),
   cy: view.cy,
 };
 

@@ -1,16 +1,19 @@
-// A dense map's edges, drawn by us on a canvas under cytoscape's. cytoscape styles, measures
-// and draws each edge as an element of its own: at 2,000 edges that was ~0.8 s of the first
-// render on a quiet machine (bench/README.md, ui-render), for straight lines between node
-// centres. Here they are a few canvas paths: one stroke per verdict, one fill of the arrows in
-// the edges' middles, the labels layout.ts found room for, the what-if halos under them, and
-// the hovered and selected edge on top. cytoscape still draws and hit-tests the nodes and the
-// namespace boxes; `nearestEdge` finds the edge under the pointer for hover and selection.
+// A dense map's workloads, Services, peers and edges, drawn by us on a canvas under
+// cytoscape's. cytoscape styles, measures and draws each element as one of its own: at 500
+// workloads / 2,000 edges that was most of a first render (bench/README.md, ui-render), for
+// straight lines between node centres and a few hundred shapes of five kinds. Here they are a
+// few canvas paths: one stroke per verdict, one fill of the arrows in the edges' middles, the
+// labels layout.ts found room for, the what-if halos under them, the hovered and selected edge
+// on top; then one fill and one border per node kind, the node labels and the selected node.
+// cytoscape still draws the namespace boxes over them (nearly transparent) and their headers;
+// `nearestNode` and `nearestEdge` find what is under the pointer for hover, clicks and drags.
 //
-// The look is that of cytoscape's haystack edges with graph.ts's colours and widths (a line
-// between centres, the arrow in the middle, which a crowded map's ends have no room for), in
-// cytoscape's model coordinates, so that a map drawn here and one drawn by cytoscape read alike.
+// The look is cytoscape's with graph.ts's styles (NODE_STYLE and EDGE_STYLE are what both
+// draw with): edges as its haystack edges (a line between centres, the arrow in the middle,
+// which a crowded map's ends have no room for), in cytoscape's model coordinates, so that a
+// map drawn here and one drawn by cytoscape read alike.
 import { METRICS, type Point } from "./layout.js";
-import type { VerdictState as Verdict } from "./types.js";
+import type { NodeKindName, VerdictState as Verdict } from "./types.js";
 
 export type Halo = "denied" | "allowed" | "verdict";
 
@@ -28,6 +31,32 @@ export interface LayerEdge {
   /** Every port: shown while the edge is hovered or selected. */
   fullLabel: string;
 }
+
+export interface LayerNode {
+  id: string;
+  kind: NodeKindName;
+  /** The text under the node (graph.ts's nodeLabel). */
+  label: string;
+  /** Outside the namespace the map is of: drawn fainter. */
+  foreign: boolean;
+}
+
+export type NodeShape = "ellipse" | "round-rectangle" | "diamond" | "rectangle" | "hexagon";
+
+/** How a node of each kind is drawn, by cytoscape (graph.ts's stylesheet) and by the layer alike. */
+export const NODE_STYLE = {
+  colour: { workload: "#1565c0", service: "#6a1b9a", world: "#546e7a", host: "#795548", unknown: "#9e9e9e" } as Readonly<Record<NodeKindName, string>>,
+  shape: { workload: "ellipse", service: "round-rectangle", world: "diamond", host: "rectangle", unknown: "hexagon" } as Readonly<Record<NodeKindName, NodeShape>>,
+  borderColour: "#fff",
+  borderWidth: 1,
+  selectedBorderColour: "#ffb300",
+  selectedBorderWidth: 3,
+  foreignOpacity: 0.8,
+  /** cytoscape's default font family, which graph.ts's node labels use. */
+  font: `${METRICS.nodeFont}px Helvetica Neue, Helvetica, sans-serif`,
+  textColour: "#222",
+  minZoomedFont: 6,
+} as const;
 
 export interface LabelBox { id: string; text: string; box: { x1: number; y1: number; x2: number; y2: number } }
 
@@ -78,6 +107,23 @@ export function nearestEdge(edges: readonly LayerEdge[], positions: ReadonlyMap<
   return best;
 }
 
+/**
+ * The node whose shape's box (METRICS.nodeSize square) lies within `tolerance` (model units)
+ * of `p`, the nearest if several (layout.ts never lets two overlap); undefined for none.
+ * Labels are not hit, as cytoscape's are not (text-events: no).
+ */
+export function nearestNode(nodes: readonly LayerNode[], positions: ReadonlyMap<string, Point>, p: Point, tolerance: number): string | undefined {
+  const reach = METRICS.nodeSize / 2 + tolerance;
+  let best: string | undefined, bestDistance = Infinity;
+  for (const n of nodes) {
+    const c = positions.get(n.id);
+    if (!c || Math.abs(p.x - c.x) > reach || Math.abs(p.y - c.y) > reach) continue;
+    const d = Math.hypot(p.x - c.x, p.y - c.y);
+    if (d < bestDistance) { best = n.id; bestDistance = d; }
+  }
+  return best;
+}
+
 function distanceToSegment(p: Point, a: Point, b: Point): number {
   const dx = b.x - a.x, dy = b.y - a.y;
   const lengthSquared = dx * dx + dy * dy;
@@ -85,44 +131,71 @@ function distanceToSegment(p: Point, a: Point, b: Point): number {
   return Math.hypot(p.x - (a.x + t * dx), p.y - (a.y + t * dy));
 }
 
-export class EdgeLayer {
+export class MapLayer {
   readonly canvas: HTMLCanvasElement;
   private readonly context: CanvasRenderingContext2D;
+  private nodes: LayerNode[] = [];
+  private nodeIds = new Set<string>();
   private edges: LayerEdge[] = [];
   private byId = new Map<string, LayerEdge>();
   /** Node centres in model coordinates: layout.ts's, and a node's own while it is dragged. */
   readonly positions = new Map<string, Point>();
   private halos = new Map<string, Halo>();
   private readonly haloColours: Readonly<Record<Halo, string>>;
+  /** The hovered edge. */
   hovered: string | undefined;
+  /** The selected node or edge. */
   selected: string | undefined;
 
   /** Below cytoscape's canvases: first in the container, which is positioned (style.css). */
   constructor(container: HTMLElement, haloColours: Readonly<Record<Halo, string>>) {
     this.haloColours = haloColours;
     this.canvas = document.createElement("canvas");
-    this.canvas.dataset.testid = "edge-layer";
+    this.canvas.dataset.testid = "map-layer";
     this.canvas.style.cssText = "position:absolute;left:0;top:0;pointer-events:none";
     container.prepend(this.canvas);
     this.context = this.canvas.getContext("2d")!;
   }
 
-  /** Replaces the edges and the node centres they join. */
-  set(edges: LayerEdge[], positions: ReadonlyMap<string, Point>): void {
+  /** Replaces the nodes, the edges and the node centres. */
+  set(nodes: LayerNode[], edges: LayerEdge[], positions: ReadonlyMap<string, Point>): void {
+    this.nodes = nodes;
+    this.nodeIds = new Set(nodes.map((n) => n.id));
     this.edges = edges;
     this.byId = new Map(edges.map((e) => [e.id, e]));
     this.positions.clear();
     for (const [id, p] of positions) this.positions.set(id, { x: p.x, y: p.y });
     if (this.hovered !== undefined && !this.byId.has(this.hovered)) this.hovered = undefined;
-    if (this.selected !== undefined && !this.byId.has(this.selected)) this.selected = undefined;
+    if (this.selected !== undefined && !this.has(this.selected)) this.selected = undefined;
   }
 
+  /** Whether a node or an edge of that id is the layer's. */
   has(id: string): boolean {
-    return this.byId.has(id);
+    return this.byId.has(id) || this.nodeIds.has(id);
+  }
+
+  hasNode(id: string): boolean {
+    return this.nodeIds.has(id);
   }
 
   ids(): string[] {
     return this.edges.map((e) => e.id);
+  }
+
+  /**
+   * Every node with its centre and its box (shape and label, the label as wide as the canvas
+   * measures it), in model units.
+   */
+  nodeBoxes(): { id: string; centre: Point; box: { x1: number; y1: number; x2: number; y2: number } }[] {
+    this.context.font = NODE_STYLE.font;
+    const half = METRICS.nodeSize / 2;
+    return this.nodes.flatMap((n) => {
+      const c = this.positions.get(n.id);
+      if (!c) return [];
+      const text = n.label === "" ? 0 : this.context.measureText(n.label).width / 2;
+      const bottom = n.label === "" ? c.y + half : c.y + half + METRICS.nodeLabelMargin + METRICS.nodeFont * METRICS.lineHeight;
+      return [{ id: n.id, centre: { x: c.x, y: c.y }, box: { x1: c.x - Math.max(half, text), y1: c.y - half, x2: c.x + Math.max(half, text), y2: bottom } }];
+    });
   }
 
   edge(id: string): LayerEdge | undefined {
@@ -143,6 +216,11 @@ export class EdgeLayer {
   /** The edge under a point in model coordinates, within a few screen pixels at this zoom. */
   hit(p: Point, zoom: number): string | undefined {
     return nearestEdge(this.edges, this.positions, p, 4 / zoom);
+  }
+
+  /** The node under a point in model coordinates, within a screen pixel at this zoom. */
+  hitNode(p: Point, zoom: number): string | undefined {
+    return nearestNode(this.nodes, this.positions, p, 1 / zoom);
   }
 
   /** The text an edge shows now: its full label while hovered or selected, else its shown label. */
@@ -178,17 +256,27 @@ export class EdgeLayer {
     return { x: (a.x + b.x) / 2 + offset.x, y: (a.y + b.y) / 2 + offset.y };
   }
 
-  /** Draws every edge for a canvas of `width` × `height` CSS pixels under cytoscape's viewport. */
+  /** Draws the map for a canvas of `width` × `height` CSS pixels under cytoscape's viewport. */
   draw(width: number, height: number, zoom: number, pan: Point): void {
     const canvas = this.canvas, ctx = this.context;
     if (canvas.width !== width) { canvas.width = width; canvas.style.width = `${width}px`; }
     if (canvas.height !== height) { canvas.height = height; canvas.style.height = `${height}px`; }
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, width, height);
-    if (this.edges.length === 0) return;
+    if (this.edges.length === 0 && this.nodes.length === 0) return;
     ctx.setTransform(zoom, 0, 0, zoom, pan.x, pan.y);
+    // The hovered and the selected edge go on top, their full labels over the nodes.
+    const top = new Set([this.hovered, this.selected].filter((id): id is string => id !== undefined && this.byId.has(id)));
+    this.drawEdges(ctx, zoom, top);
+    // What the viewport shows, in model units, with a node's reach around it.
+    const margin = METRICS.nodeSize * 4;
+    const view = { x1: -pan.x / zoom - margin, y1: -pan.y / zoom - margin, x2: (width - pan.x) / zoom + margin, y2: (height - pan.y) / zoom + margin };
+    this.drawNodes(ctx, zoom, view);
+    this.drawEdgeLabels(ctx, zoom, top, true);
+  }
+
+  private drawEdges(ctx: CanvasRenderingContext2D, zoom: number, top: ReadonlySet<string>): void {
     ctx.lineCap = "butt";
-    const top = new Set([this.hovered, this.selected].filter((id): id is string => id !== undefined));
     const arrows = EDGE_STYLE.arrowLength * zoom >= EDGE_STYLE.minArrowPixels;
     // The what-if halos, under every edge: a wider line of the halo's colour, as cytoscape's underlay.
     ctx.globalAlpha = EDGE_STYLE.haloOpacity;
@@ -242,12 +330,16 @@ export class EdgeLayer {
       ctx.fill();
     }
     ctx.setLineDash([]);
-    // Labels, where they are large enough on screen to read.
-    if (METRICS.edgeFont * zoom < EDGE_STYLE.minZoomedFont && top.size === 0) return;
+    this.drawEdgeLabels(ctx, zoom, top, false);
+  }
+
+  /** The shown labels where they are large enough on screen to read, or the hovered and selected edges' full labels. */
+  private drawEdgeLabels(ctx: CanvasRenderingContext2D, zoom: number, top: ReadonlySet<string>, pointed: boolean): void {
+    if (pointed ? top.size === 0 : METRICS.edgeFont * zoom < EDGE_STYLE.minZoomedFont) return;
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";
     for (const label of this.labels(true)) {
-      if (METRICS.edgeFont * zoom < EDGE_STYLE.minZoomedFont && !top.has(label.id)) continue;
+      if (top.has(label.id) !== pointed) continue;
       const { x1, y1, x2, y2 } = label.box;
       ctx.globalAlpha = 0.9;
       ctx.fillStyle = "#fff";
@@ -255,6 +347,97 @@ export class EdgeLayer {
       ctx.globalAlpha = 1;
       ctx.fillStyle = EDGE_STYLE.textColour;
       ctx.fillText(label.text, (x1 + x2) / 2, (y1 + y2) / 2);
+    }
+  }
+
+  /**
+   * The nodes in the viewport: per kind (and faintness) one path, filled and bordered; the
+   * selected node's overlay and border; labels where they are large enough on screen to read.
+   */
+  private drawNodes(ctx: CanvasRenderingContext2D, zoom: number, view: { x1: number; y1: number; x2: number; y2: number }): void {
+    const shown = this.nodes.filter((n) => {
+      const c = this.positions.get(n.id);
+      return c !== undefined && c.x >= view.x1 && c.x <= view.x2 && c.y >= view.y1 && c.y <= view.y2;
+    });
+    ctx.setLineDash([]);
+    ctx.lineJoin = "miter";
+    const kinds = new Set(shown.map((n) => n.kind));
+    for (const kind of kinds) {
+      for (const foreign of [false, true]) {
+        ctx.beginPath();
+        let any = false;
+        for (const n of shown) if (n.kind === kind && n.foreign === foreign) { this.shape(ctx, n); any = true; }
+        if (!any) continue;
+        ctx.globalAlpha = foreign ? NODE_STYLE.foreignOpacity : 1;
+        ctx.fillStyle = NODE_STYLE.colour[kind];
+        ctx.fill();
+        ctx.strokeStyle = NODE_STYLE.borderColour;
+        ctx.lineWidth = NODE_STYLE.borderWidth;
+        ctx.stroke();
+      }
+    }
+    ctx.globalAlpha = 1;
+    const selected = this.selected !== undefined && this.nodeIds.has(this.selected) ? this.nodes.find((n) => n.id === this.selected) : undefined;
+    const at = selected && this.positions.get(selected.id);
+    if (selected && at) {
+      // cytoscape's selection overlay (`:selected` in graph.ts): a rounded box 10 beyond the shape.
+      const half = METRICS.nodeSize / 2 + EDGE_STYLE.overlayPadding;
+      ctx.beginPath();
+      ctx.roundRect(at.x - half, at.y - half, 2 * half, 2 * half, Math.min(half / 2, 8));
+      ctx.globalAlpha = EDGE_STYLE.overlayOpacity;
+      ctx.fillStyle = EDGE_STYLE.overlayColour;
+      ctx.fill();
+      ctx.globalAlpha = 1;
+      ctx.beginPath();
+      this.shape(ctx, selected);
+      ctx.strokeStyle = NODE_STYLE.selectedBorderColour;
+      ctx.lineWidth = NODE_STYLE.selectedBorderWidth;
+      ctx.stroke();
+    }
+    if (METRICS.nodeFont * zoom < NODE_STYLE.minZoomedFont) return;
+    ctx.font = NODE_STYLE.font;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    ctx.fillStyle = NODE_STYLE.textColour;
+    for (const n of shown) {
+      const c = this.positions.get(n.id)!;
+      ctx.globalAlpha = n.foreign ? NODE_STYLE.foreignOpacity : 1;
+      ctx.fillText(n.label, c.x, c.y + METRICS.nodeSize / 2 + METRICS.nodeLabelMargin);
+    }
+    ctx.globalAlpha = 1;
+  }
+
+  /** Adds the node's shape (graph.ts's, for its kind) to the path. */
+  private shape(ctx: CanvasRenderingContext2D, n: LayerNode): void {
+    const c = this.positions.get(n.id)!, h = METRICS.nodeSize / 2;
+    switch (NODE_STYLE.shape[n.kind]) {
+      case "ellipse":
+        ctx.moveTo(c.x + h, c.y);
+        ctx.arc(c.x, c.y, h, 0, 2 * Math.PI);
+        break;
+      case "rectangle":
+        ctx.rect(c.x - h, c.y - h, 2 * h, 2 * h);
+        break;
+      case "round-rectangle":
+        // cytoscape's corner radius: a quarter of the side, at most 8.
+        ctx.roundRect(c.x - h, c.y - h, 2 * h, 2 * h, Math.min(h / 2, 8));
+        break;
+      case "diamond":
+        ctx.moveTo(c.x, c.y - h);
+        ctx.lineTo(c.x + h, c.y);
+        ctx.lineTo(c.x, c.y + h);
+        ctx.lineTo(c.x - h, c.y);
+        ctx.closePath();
+        break;
+      case "hexagon":
+        ctx.moveTo(c.x + h, c.y);
+        ctx.lineTo(c.x + h / 2, c.y - h);
+        ctx.lineTo(c.x - h / 2, c.y - h);
+        ctx.lineTo(c.x - h, c.y);
+        ctx.lineTo(c.x - h / 2, c.y + h);
+        ctx.lineTo(c.x + h / 2, c.y + h);
+        ctx.closePath();
+        break;
     }
   }
 
