@@ -347,6 +347,8 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
       return dark;
     }, { id: web, zoom });
     expect(await darkUnder(1)).toBeGreaterThan(10);
+    // The layer at zoom 1 around the selected node, for people to look at.
+    await page.screenshot({ path: path.join(SHOTS, "map-200-workloads-zoom-1-selected-1500x1000.png") });
     expect(await darkUnder(0.5)).toBe(0);
     expect(pageErrors).toEqual([]);
   });

@@ -174,10 +174,6 @@ export class MapLayer {
     return this.byId.has(id) || this.nodeIds.has(id);
   }
 
-  hasNode(id: string): boolean {
-    return this.nodeIds.has(id);
-  }
-
   ids(): string[] {
     return this.edges.map((e) => e.id);
   }
