@@ -22,6 +22,7 @@ import { seededRandom } from "./harness/seeded-random.js";
 import { agentRecord } from "./harness/flow-records.js";
 import { closeUiTest, SHOTS, startUiControlPlane, uiTestFolder } from "./harness/ui-control-plane.js";
 import { DENSE_EDGES } from "../ui/src/graph.js";
+import { METRICS } from "../ui/src/layout.js";
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 
@@ -334,18 +335,18 @@ describe("the map's layout and the flow table, measured in Chromium", () => {
     expect(await page.evaluate(() => window.bulkheadMap.selected())).toEqual([web]);
     await expect.poll(() => page.locator("[data-testid=details]").innerText()).toContain("tiny/web (Deployment)");
     // The label under a node: dark text pixels (edges and fills are all lighter) at zoom 1, none at 0.5 (below cytoscape's min-zoomed-font-size rule).
-    const darkUnder = (zoom: number) => page.evaluate(async ({ id, zoom }) => {
+    const darkUnder = (zoom: number) => page.evaluate(async ({ id, zoom, half }) => {
       const cy = window.bulkheadMap.cy, node = window.bulkheadMap.layer()!.nodes.find((n) => n.id === id)!;
       cy.viewport({ zoom, pan: { x: cy.width() / 2 - node.centre.x * zoom, y: cy.height() / 2 - node.centre.y * zoom } });
       await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
       const context = (document.querySelector("[data-testid=map-layer]") as HTMLCanvasElement).getContext("2d")!;
       const x1 = Math.floor(cy.width() / 2 + (node.box.x1 - node.centre.x) * zoom), x2 = Math.ceil(cy.width() / 2 + (node.box.x2 - node.centre.x) * zoom);
-      const y1 = Math.floor(cy.height() / 2 + 11 * zoom), y2 = Math.ceil(cy.height() / 2 + (node.box.y2 - node.centre.y) * zoom);
+      const y1 = Math.floor(cy.height() / 2 + half * zoom), y2 = Math.ceil(cy.height() / 2 + (node.box.y2 - node.centre.y) * zoom);
       const d = context.getImageData(x1, y1, x2 - x1, y2 - y1).data;
       let dark = 0;
       for (let i = 0; i < d.length; i += 4) if (d[i + 3]! > 100 && d[i]! < 90 && d[i + 1]! < 90 && d[i + 2]! < 90) dark++;
       return dark;
-    }, { id: web, zoom });
+    }, { id: web, zoom, half: METRICS.nodeSize / 2 });
     expect(await darkUnder(1)).toBeGreaterThan(10);
     // The layer at zoom 1 around the selected node, for people to look at.
     await page.screenshot({ path: path.join(SHOTS, "map-200-workloads-zoom-1-selected-1500x1000.png") });

@@ -176,9 +176,9 @@ export class MapView {
     });
     this.cy.on("mousemove", (event) => {
       if (!this.dense || this.dragging) return;
-      const zoom = this.cy.zoom();
-      const onNode = event.target === this.cy && this.layer.hitNode(event.position, zoom) !== undefined;
-      this.hoverLayerEdge(event.target === this.cy && !onNode ? this.layer.hit(event.position, zoom) : undefined);
+      // On a node the pointer hovers no edge.
+      const hit = event.target === this.cy ? this.layerHit(event.position) : undefined;
+      this.hoverLayerEdge(hit !== undefined && this.layer.edge(hit) !== undefined ? hit : undefined);
     });
     container.addEventListener("mouseleave", () => { this.hoverLayerEdge(undefined); });
     // A layer node held and moved takes its edges along, as cytoscape's nodes do; the map does

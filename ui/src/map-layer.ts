@@ -43,13 +43,16 @@ export interface LayerNode {
 
 export type NodeShape = "ellipse" | "round-rectangle" | "diamond" | "rectangle" | "hexagon";
 
+/** The selection's amber: a selected node's border, and the overlay around a selected node or edge. */
+const SELECTION_COLOUR = "#ffb300";
+
 /** How a node of each kind is drawn, by cytoscape (graph.ts's stylesheet) and by the layer alike. */
 export const NODE_STYLE = {
   colour: { workload: "#1565c0", service: "#6a1b9a", world: "#546e7a", host: "#795548", unknown: "#9e9e9e" } as Readonly<Record<NodeKindName, string>>,
   shape: { workload: "ellipse", service: "round-rectangle", world: "diamond", host: "rectangle", unknown: "hexagon" } as Readonly<Record<NodeKindName, NodeShape>>,
   borderColour: "#fff",
   borderWidth: 1,
-  selectedBorderColour: "#ffb300",
+  selectedBorderColour: SELECTION_COLOUR,
   selectedBorderWidth: 3,
   foreignOpacity: 0.8,
   /** cytoscape's default font family, which graph.ts's node labels use. */
@@ -78,7 +81,7 @@ export const EDGE_STYLE = {
   haloPadding: 6,
   haloOpacity: 0.45,
   /** cytoscape's selection overlay (`:selected` in graph.ts): amber at 0.15, 10 beyond the line. */
-  overlayColour: "#ffb300",
+  overlayColour: SELECTION_COLOUR,
   overlayOpacity: 0.15,
   overlayPadding: 10,
   font: `${METRICS.edgeFont}px Helvetica Neue, Helvetica, sans-serif`,
@@ -135,7 +138,7 @@ export class MapLayer {
   readonly canvas: HTMLCanvasElement;
   private readonly context: CanvasRenderingContext2D;
   private nodes: LayerNode[] = [];
-  private nodeIds = new Set<string>();
+  private nodeById = new Map<string, LayerNode>();
   private edges: LayerEdge[] = [];
   private byId = new Map<string, LayerEdge>();
   /** Node centres in model coordinates: layout.ts's, and a node's own while it is dragged. */
@@ -160,7 +163,7 @@ export class MapLayer {
   /** Replaces the nodes, the edges and the node centres. */
   set(nodes: LayerNode[], edges: LayerEdge[], positions: ReadonlyMap<string, Point>): void {
     this.nodes = nodes;
-    this.nodeIds = new Set(nodes.map((n) => n.id));
+    this.nodeById = new Map(nodes.map((n) => [n.id, n]));
     this.edges = edges;
     this.byId = new Map(edges.map((e) => [e.id, e]));
     this.positions.clear();
@@ -171,7 +174,7 @@ export class MapLayer {
 
   /** Whether a node or an edge of that id is the layer's. */
   has(id: string): boolean {
-    return this.byId.has(id) || this.nodeIds.has(id);
+    return this.byId.has(id) || this.nodeById.has(id);
   }
 
   ids(): string[] {
@@ -264,13 +267,18 @@ export class MapLayer {
     // The hovered and the selected edge go on top, their full labels over the nodes.
     const top = new Set([this.hovered, this.selected].filter((id): id is string => id !== undefined && this.byId.has(id)));
     this.drawEdges(ctx, zoom, top);
+    // Shown labels where they are large enough on screen to read; the pointed edges' always.
+    const readable = METRICS.edgeFont * zoom >= EDGE_STYLE.minZoomedFont;
+    const labels = readable || top.size > 0 ? this.labels(true) : [];
+    if (readable) this.drawEdgeLabels(ctx, labels.filter((l) => !top.has(l.id)));
     // What the viewport shows, in model units, with a node's reach around it.
     const margin = METRICS.nodeSize * 4;
     const view = { x1: -pan.x / zoom - margin, y1: -pan.y / zoom - margin, x2: (width - pan.x) / zoom + margin, y2: (height - pan.y) / zoom + margin };
     this.drawNodes(ctx, zoom, view);
-    this.drawEdgeLabels(ctx, zoom, top, true);
+    this.drawEdgeLabels(ctx, labels.filter((l) => top.has(l.id)));
   }
 
+  /** Halos, lines and arrows (labels: drawEdgeLabels). */
   private drawEdges(ctx: CanvasRenderingContext2D, zoom: number, top: ReadonlySet<string>): void {
     ctx.lineCap = "butt";
     const arrows = EDGE_STYLE.arrowLength * zoom >= EDGE_STYLE.minArrowPixels;
@@ -326,16 +334,14 @@ export class MapLayer {
       ctx.fill();
     }
     ctx.setLineDash([]);
-    this.drawEdgeLabels(ctx, zoom, top, false);
   }
 
-  /** The shown labels where they are large enough on screen to read, or the hovered and selected edges' full labels. */
-  private drawEdgeLabels(ctx: CanvasRenderingContext2D, zoom: number, top: ReadonlySet<string>, pointed: boolean): void {
-    if (pointed ? top.size === 0 : METRICS.edgeFont * zoom < EDGE_STYLE.minZoomedFont) return;
+  /** Edge labels on their white boxes (labels() measured them, in its font). */
+  private drawEdgeLabels(ctx: CanvasRenderingContext2D, labels: readonly LabelBox[]): void {
+    ctx.font = EDGE_STYLE.font;
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";
-    for (const label of this.labels(true)) {
-      if (top.has(label.id) !== pointed) continue;
+    for (const label of labels) {
       const { x1, y1, x2, y2 } = label.box;
       ctx.globalAlpha = 0.9;
       ctx.fillStyle = "#fff";
@@ -373,7 +379,7 @@ export class MapLayer {
       }
     }
     ctx.globalAlpha = 1;
-    const selected = this.selected !== undefined && this.nodeIds.has(this.selected) ? this.nodes.find((n) => n.id === this.selected) : undefined;
+    const selected = this.selected === undefined ? undefined : this.nodeById.get(this.selected);
     const at = selected && this.positions.get(selected.id);
     if (selected && at) {
       // cytoscape's selection overlay (`:selected` in graph.ts): a rounded box 10 beyond the shape.
