@@ -234,6 +234,25 @@ describe("ingest from columns", () => {
     const refused = Object.fromEntries(cp.status().refused.map((r) => [r.cause, r.records]));
     expect(refused).toEqual({ foreign_pod: 1n, foreign_address: 2n, unknown_pod: 1n });
   });
+
+  it("checks a claim again in a later batch once the model changed: a pod without an address, deleted and forgotten, is unknown", () => {
+    const cp = controlPlane(T0_MS + 400_000);
+    // A pod that never got an address: any address the agent names it under passes the claim.
+    const gone = pod("gone-1", "uid-gone", [], "node-1", { app: "gone" });
+    cp.state.apply(upsert(gone), at(1));
+    const row = (sequence: bigint): FlowColumns =>
+      columnsOf([{ src: "10.244.1.99", dst: "203.0.113.9", point: FROM, startNs: at(300), local: 4 }], sequence);
+    cp.ingestColumns("node-1", row(1n));
+    cp.ingestColumns("node-1", row(2n)); // the claim as answered for the first batch
+    cp.state.apply(remove(gone), at(310));
+    cp.ingestColumns("node-1", row(3n)); // deleted, within the retention: still its pod
+    // An apply past the retention forgets the pod (it held no lease, so no address history moves).
+    cp.state.apply([], at(310 + 3_601));
+    cp.ingestColumns("node-1", row(4n));
+    expect(cp.history.query().map((r) => [Number(r.sequence), r.source?.podName ?? ""]))
+      .toEqual([[1, "gone-1"], [2, "gone-1"], [3, "gone-1"], [4, ""]]);
+    expect(Object.fromEntries(cp.status().refused.map((r) => [r.cause, r.records]))).toEqual({ unknown_pod: 1n });
+  });
 });
 
 describe("Enricher's address cache of the column path", () => {

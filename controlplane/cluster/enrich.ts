@@ -38,6 +38,23 @@ export interface AddressEntry {
   /** The address's policy identity (PolicyCompiler.addressIdentity), looked up at the caller's policy generation `policyGeneration` (-1: not yet). */
   policy: { readonly ip: string; readonly identity: number } | undefined;
   policyGeneration: number;
+  /** The last agent's naming of a pod checked for this address as a local end (admitColumns); undefined: none yet. */
+  claim: LocalClaim | undefined;
+}
+
+/**
+ * A pod claim's answer for one local address: the pod `uid` on `node`, checked (podClaim,
+ * then podEndpoint) while ClusterState.generation was `generation`. It holds until the
+ * model changes, so a pod's claim is checked once while the model stands rather than once
+ * in every batch (at 250 pods a node that took ~6 % of the gRPC ingest's time; bench/README,
+ * control plane).
+ */
+interface LocalClaim {
+  readonly uid: string;
+  readonly node: string;
+  readonly generation: number;
+  readonly problem: LocalEndProblem | undefined;
+  readonly endpoint: Endpoint | undefined;
 }
 
 /** admitColumns()'s answer: the batch for the store and flow map, and what it refused or renamed. */
@@ -161,7 +178,7 @@ export class Enricher {
       // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
       if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
       const ip = formatAddress(col, i, version);
-      entry = { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined, policy: undefined, policyGeneration: -1 };
+      entry = { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined, policy: undefined, policyGeneration: -1, claim: undefined };
       this.byBytes.set(key, entry);
     }
     return entry;
@@ -199,7 +216,7 @@ export class Enricher {
     const rows = new Uint32Array(n);
     let kept = 0;
     const problems = new Map<LocalEndProblem, number>();
-    const claims = new Map<number, { problem: LocalEndProblem | undefined; endpoint: Endpoint | undefined }>();
+    const claims = new Map<number, { readonly problem: LocalEndProblem | undefined; readonly endpoint: Endpoint | undefined }>();
     for (let i = 0; i < n; i++) {
       const v = columns.ipVersions[i]!;
       const src = this.addressAt(columns.sourceAddresses, i, v);
@@ -216,10 +233,7 @@ export class Enricher {
         const key = (local.id * (columns.localEndpointNames.length + 1) + k) * 2 + (spoofed ? 1 : 0);
         let claim = claims.get(key);
         if (claim === undefined) {
-          const givenIp = given.ips[0] ?? "";
-          const answer = this.state.podClaim(given.podUid, spoofed ? givenIp : local.ip, node);
-          const p = answer === "ok" ? undefined : answer;
-          claim = { problem: p, endpoint: p === undefined ? this.state.podEndpoint(given.podUid, spoofed ? givenIp : local.ip) : undefined };
+          claim = spoofed ? this.checkClaim(given.podUid, given.ips[0] ?? "", node) : this.localClaim(local, given.podUid, node);
           claims.set(key, claim);
         }
         problem = claim.problem;
@@ -253,6 +267,22 @@ export class Enricher {
       },
       sourceEntries, destinationEntries, problems,
     };
+  }
+
+  /** The claim of pod `uid` on `node` for the local address `entry`: the entry's own answer while the model is unchanged. */
+  private localClaim(entry: AddressEntry, uid: string, node: string): LocalClaim {
+    const known = entry.claim;
+    if (known !== undefined && known.generation === this.state.generation && known.uid === uid && known.node === node) return known;
+    const claim = this.checkClaim(uid, entry.ip, node);
+    entry.claim = claim;
+    return claim;
+  }
+
+  /** podClaim() of pod `uid` under address `ip` on `node`, with the Endpoint it names when the claim holds. */
+  private checkClaim(uid: string, ip: string, node: string): LocalClaim {
+    const answer = this.state.podClaim(uid, ip, node);
+    const problem = answer === "ok" ? undefined : answer;
+    return { uid, node, generation: this.state.generation, problem, endpoint: problem === undefined ? this.state.podEndpoint(uid, ip) : undefined };
   }
 
   /** The address the local end is shown under: the record's, except for a SPOOFED sender (its own). */

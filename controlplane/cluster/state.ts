@@ -203,7 +203,7 @@ function holdsAddresses(pod: Pod): boolean {
 }
 
 export class ClusterState implements MetadataSink {
-  /** Moves on every change to the model. */
+  /** Moves on every change to the model (caches of podClaim and podEndpoint answers compare it). */
   generation = 0;
   private readonly unknown = { version: 0 };
 
@@ -739,15 +739,16 @@ export class ClusterState implements MetadataSink {
       }
     }
     const stillDeleted: PodRecord[] = [];
+    let forgotten = false;
     for (const record of this.deletedPods) {
       if (record.deletedAtNs === undefined) continue; // came back
       if (record.deletedAtNs < cutoff) {
-        if (this.podsById.get(record.id) === record) this.podsById.delete(record.id);
+        if (this.podsById.get(record.id) === record) { this.podsById.delete(record.id); forgotten = true; }
       } else {
         stillDeleted.push(record);
       }
     }
     this.deletedPods = stillDeleted;
-    if (expired.size > 0) this.generation++;
+    if (expired.size > 0 || forgotten) this.generation++;
   }
 }
