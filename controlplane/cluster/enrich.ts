@@ -26,15 +26,22 @@ import { addressHash } from "../store/flowmap.js";
 /**
  * One distinct address on the column path, found by its 16 bytes: its text (formatted
  * once), its own cached answer (same rules as the text cache: a time span and the
- * address history's version), a small id for keys built of addresses, and room for the
- * caller's policy identity of the address (ControlPlane's attribution).
+ * address history's version; held in the entry itself, as every row reads both and a
+ * separate object was one more cache miss per end and row), a small id for keys built of
+ * addresses, and room for the caller's policy identity of the address (ControlPlane's
+ * attribution).
  */
-export interface AddressEntry {
+export interface AddressEntry extends CachedAnswer {
   readonly ip: string;
   readonly id: number;
   /** addressHash(ip), for the flow map. */
   readonly hash: number;
-  answer: CachedAnswer | undefined;
+  /**
+   * ClusterState.generation when the answer's counter was last seen at its version: while
+   * the model stands no counter moves, so a row need not read the counter (another object,
+   * another cache miss per end and row). -1: not since the last fill.
+   */
+  checkedAt: number;
   /** The address's policy identity (PolicyCompiler.addressIdentity), looked up at the caller's policy generation `policyGeneration` (-1: not yet). */
   policy: { readonly ip: string; readonly identity: number } | undefined;
   policyGeneration: number;
@@ -178,7 +185,11 @@ export class Enricher {
       // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
       if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
       const ip = formatAddress(col, i, version);
-      entry = { ip, id: this.nextAddressId++, hash: addressHash(ip), answer: undefined, policy: undefined, policyGeneration: -1, claim: undefined };
+      entry = {
+        ip, id: this.nextAddressId++, hash: addressHash(ip), checkedAt: -1, policy: undefined, policyGeneration: -1, claim: undefined,
+        // No answer yet: version -1 never holds.
+        endpoint: UNRESOLVED, counter: this.state.unknownAddresses, version: -1, fromSeconds: 0, fromNanos: 0, toSeconds: 0, toNanos: 0,
+      };
       this.byBytes.set(key, entry);
     }
     return entry;
@@ -186,13 +197,17 @@ export class Enricher {
 
   /** What `entry`'s address named at the time: resolve() over the entry's own cached answer. */
   resolveEntry(entry: AddressEntry, seconds: number, nanos: number): Endpoint {
-    const cached = entry.answer;
-    if (cached !== undefined && holds(cached, seconds, nanos)) {
-      return cached.endpoint;
+    const generation = this.state.generation;
+    if (within(entry, seconds, nanos)) {
+      if (entry.checkedAt === generation) return entry.endpoint;
+      if (entry.counter.version === entry.version) {
+        entry.checkedAt = generation;
+        return entry.endpoint;
+      }
     }
-    const answer = cached ?? newAnswer(this.state.unknownAddresses);
-    entry.answer = answer;
-    return this.fill(answer, entry.ip, seconds, nanos);
+    const endpoint = this.fill(entry, entry.ip, seconds, nanos);
+    entry.checkedAt = generation;
+    return endpoint;
   }
 
   /**
@@ -347,8 +362,12 @@ export class Enricher {
 
 /** Whether a cached answer still names the address at this time: its history unchanged, the time in its span. */
 function holds(a: CachedAnswer, seconds: number, nanos: number): boolean {
-  return a.counter.version === a.version
-    && (seconds > a.fromSeconds || (seconds === a.fromSeconds && nanos >= a.fromNanos))
+  return a.counter.version === a.version && within(a, seconds, nanos);
+}
+
+/** Whether the time lies in the span a cached answer was computed for. */
+function within(a: CachedAnswer, seconds: number, nanos: number): boolean {
+  return (seconds > a.fromSeconds || (seconds === a.fromSeconds && nanos >= a.fromNanos))
     && (seconds < a.toSeconds || (seconds === a.toSeconds && nanos < a.toNanos));
 }
 

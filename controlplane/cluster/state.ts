@@ -203,7 +203,12 @@ function holdsAddresses(pod: Pod): boolean {
 }
 
 export class ClusterState implements MetadataSink {
-  /** Moves on every change to the model (caches of podClaim and podEndpoint answers compare it). */
+  /**
+   * Moves on every change to the model: every apply() with events, and a prune() that forgot
+   * anything. Every ChangeCounter moves only inside those, so a cache that saw its counter
+   * current at one generation may trust it until the generation moves (the Enricher's
+   * address entries; its pod-claim answers compare it too).
+   */
   generation = 0;
   private readonly unknown = { version: 0 };
 
