@@ -215,8 +215,9 @@ export class Enricher {
    * distinct address is formatted and resolved once (then per row only when the row's time
    * leaves the span its answer holds for, or its address history changed: a reused pod IP
    * is named after the pod that held it at the row's time), and the agent's naming of a
-   * local pod is checked once per (dictionary entry, address) in the batch (the claim does
-   * not depend on time). Times move back by `shiftMs` (the agent's clock ahead).
+   * local pod is looked up once per (dictionary entry, address) in the batch and checked
+   * once per pod and address while the cluster model stands (the claim does not depend on
+   * time; LocalClaim). Times move back by `shiftMs` (the agent's clock ahead).
    */
   admitColumns(node: string, columns: FlowColumns, shiftMs: number): AdmittedColumns {
     const n = columns.rows;
