@@ -38,7 +38,7 @@ import { bind, createGrpcServer } from "./grpc.js";
 import { UiServer, type UiServerOptions } from "./ui/server.js";
 import type { TlsMaterial } from "../tls/material.js";
 import { TlsListeners } from "../tls/listener.js";
-import { compareTimestamps, timestampOfMs } from "../config/time.js";
+import { compareTimestamps, msOfTimestamp, timestampOfMs } from "../config/time.js";
 
 export interface ControlPlaneOptions {
   source: MetadataSource;
@@ -179,10 +179,14 @@ export class ControlPlane {
       const tick = () => { this.retentionTimer = setTimeout(() => { void this.enforceRetention().then(tick); }, every); };
       tick();
       // A store shared by replicas (ClickHouse): the others' records join this replica's
-      // hot window and maps, so a follow stream or a live map shows every replica's agents.
+      // hot window and maps, so a follow stream or a live map shows every replica's agents;
+      // those already stored that end after the hot window's start too (flowParts' store
+      // query stops there).
+      const hotStart = this.hotWindowStart;
       this.stopTail = this.opts.store.tail?.(
         (records) => { this.history.append(records); this.flowMap.add(records); },
-        (err) => log.warn({ err: err.message }, "reading other replicas' records from the store failed; retrying"));
+        (err) => log.warn({ err: err.message }, "reading other replicas' records from the store failed; retrying"),
+        msOfTimestamp(hotStart));
     }
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this, this.opts.access, log) });

@@ -1029,6 +1029,27 @@ describe("control-plane replicas sharing a ClickHouse store", () => {
     expect((await c.observer.status()).store).toMatchObject({ kind: "clickhouse", records: 20n, error: "" });
   });
 
+  it("a replica that starts while another stores records serves those ending after its hot window's start too", async () => {
+    const a = await replica("a", "starting");
+    const agent = new RawAgent(a.agents, "node1", {}, "instance-starting");
+    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+    // Records that end after the next replica's hot window starts (its start + 1 s), as an
+    // agent's do when it streams to one replica while another starts: that replica's store
+    // queries stop at its hot window's start, so they can only come through its tail.
+    const nowMs = Date.now();
+    const late = Array.from({ length: 5 }, (_, i) => record("node1", { startTime: ts(nowMs + 4_000), endTime: ts(nowMs + 5_000 + i), sequence: BigInt(i + 1) }));
+    await agent.deliver(1n, late);
+    agent.call.cancel();
+    const c = await replica("c", "starting");
+    // Its tail's first poll (every 100 ms) hands over what others stored that ends after that start.
+    const served = await waitFor(async () => (await c.observer.flows()).map((f) => f.sequence), (q) => q.length >= 5, 10_000,
+      "replica c to serve the 5 records another replica stored before c started");
+    expect(served).toEqual([1n, 2n, 3n, 4n, 5n]);
+    // And only once, whichever part serves them.
+    await sleep(500);
+    expect((await c.observer.flows()).map((f) => f.sequence)).toEqual([1n, 2n, 3n, 4n, 5n]);
+  });
+
   it("the agent's own connection, given both replicas' addresses, moves to the other when its replica goes: every record stored once", async () => {
     const a = await replica("a", "failover");
     const b = await replica("b", "failover");

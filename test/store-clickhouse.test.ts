@@ -4,7 +4,8 @@
 // quotes, backslashes, NUL and `'); DROP TABLE` through every filter field; a newer schema
 // is refused naming both versions; an unreachable server fails appends naming the URL;
 // retention drops the oldest day partitions and counts them; a replica's tail hands over
-// the other replica's records once.
+// the other replica's records once, and at once those stored before it began that end after
+// the replica's hot window start.
 import { describe, expect, it } from "vitest";
 import { createClient } from "@clickhouse/client";
 import { Readable } from "node:stream";
@@ -321,6 +322,30 @@ describe("tail: one replica sees the other's records", () => {
       await waitFor(() => got.length, (n) => n >= 1, 10_000, "A's tail to hand over B's batch");
       await new Promise((r) => setTimeout(r, 500)); // more polls: nothing else may come
       expect(got).toEqual([[fullRecord(2), fullRecord(3)]]);
+      expect(errors).toEqual([]);
+    } finally {
+      stop();
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("hands over at once, given an instant, the batches B stored before the tail began whose records end after it, and only those", async () => {
+    const loc = location();
+    const a = await open(loc, { replicaId: "tail-a" });
+    const b = await open(loc, { replicaId: "tail-b" });
+    const early = fullRecord(5, { startTime: ts(NOW - 11_000), endTime: ts(NOW - 10_000) });
+    const late = fullRecord(6); // ends NOW - 994 ms
+    await b.append([batch("agent-b", 1, [early])]);
+    await b.append([batch("agent-b", 2, [late])]);
+    const got: FlowRecord[][] = [];
+    const errors: Error[] = [];
+    // A replica whose hot window starts 5 s before NOW: its store queries serve `early`, its tail must serve `late`.
+    const stop = a.tail((records) => got.push([...records]), (e) => errors.push(e), NOW - 5_000);
+    try {
+      await waitFor(() => got.length, (n) => n >= 1, 10_000, "A's tail to hand over B's late batch on its first poll");
+      await new Promise((r) => setTimeout(r, 500)); // more polls (every 100 ms): nothing else may come
+      expect(got).toEqual([[late]]);
       expect(errors).toEqual([]);
     } finally {
       stop();

@@ -106,9 +106,12 @@ export interface FlowStore {
    * follow streams and live maps on any replica see every replica's records. The replica
    * feeds them to its hot window as if its own agents had sent them (they are already
    * stored: never append them again). Errors go to `onError`; it keeps trying. Returns a
-   * function that stops it.
+   * function that stops it. `endingAfterMs` (the replica's hot window start): the batches
+   * others stored before the tail began whose records end after it are handed over too, at
+   * once, since the replica's store queries stop there (ControlPlane.flows) and a replica
+   * starting while agents stream would otherwise show neither part of them.
    */
-  tail?(onRecords: (records: readonly FlowRecord[]) => void, onError?: (error: Error) => void): () => void;
+  tail?(onRecords: (records: readonly FlowRecord[]) => void, onError?: (error: Error) => void, endingAfterMs?: number): () => void;
   /** Drops the oldest time partitions beyond the retention; returns what it dropped. */
   enforceRetention(): Promise<{ records: bigint; partitions: bigint }>;
   close(): Promise<void>;

@@ -418,29 +418,36 @@ export class ClickHouseFlowStore implements FlowStore {
 
   /**
    * Hands over, as they are written, the records other replicas store from now on (each
-   * batch once; none this replica wrote). Poll errors go to `onError` and polling goes on.
-   * Returns a function that stops it.
+   * batch once; none this replica wrote), and on the first poll those they stored before
+   * whose records end after `endingAfterMs` (FlowStore.tail). Poll errors go to `onError`
+   * and polling goes on. Returns a function that stops it.
    */
-  tail(onRecords: TailListener, onError: (error: Error) => void = () => undefined): () => void {
+  tail(onRecords: TailListener, onError: (error: Error) => void = () => undefined, endingAfterMs?: number): () => void {
     const seen = new Map<string, number>();
     let from: number | undefined;
+    // Seconds, as the markers' `hi` (the batch's last end, rounded down): a batch ending in that second or later is handed over.
+    const endingAfterS = endingAfterMs === undefined ? undefined : Math.floor(endingAfterMs / 1000);
     this.tails++;
     const poll = async () => {
       try {
         await this.ready();
         const [clock] = await this.rows<{ now: number }>("SELECT toUInt32(now()) AS now");
         const now = clock?.now ?? 0;
-        // The first poll only learns what was there before the tail began.
+        // The first poll learns what was there before the tail began, and hands over of it only
+        // the batches with records ending after `endingAfterMs` (none without it). A record is
+        // written after it ends, so such batches were written since then.
         const priming = from === undefined;
+        const since = priming && endingAfterS !== undefined ? Math.min(now, endingAfterS) : from ?? now;
         from ??= now;
         const markers = await this.rows<{ replica: string; seq: string; instance: string; batch: string; write: string; lo: string; hi: string; at: number }>(
           `SELECT replica, toString(replica_seq) AS seq, instance_id AS instance, toString(batch_id) AS batch, toString(write_id) AS write, `
           + `toString(intDiv(min_start_ns, 1000000000)) AS lo, toString(intDiv(max_end_ns, 1000000000)) AS hi, toUInt32(written) AS at `
-          + `FROM ${this.db}.batches WHERE written >= toDateTime(${sqlUInt(Math.max(0, from - TAIL_OVERLAP_S))}, 'UTC') `
+          + `FROM ${this.db}.batches WHERE written >= toDateTime(${sqlUInt(Math.max(0, since - TAIL_OVERLAP_S))}, 'UTC') `
           + `AND replica != ${sqlString(this.replicaId)} ORDER BY written, replica, replica_seq`);
         const fresh = markers.filter((m) => !seen.has(`${m.replica}/${m.seq}`));
         for (const m of fresh) seen.set(`${m.replica}/${m.seq}`, m.at);
-        const wanted = priming ? [] : fresh.filter((m) => {
+        const handed = priming ? fresh.filter((m) => endingAfterS !== undefined && Number(m.hi) >= endingAfterS) : fresh;
+        const wanted = handed.filter((m) => {
           const key = `${m.instance}/${m.batch}`;
           if (this.written.has(key)) return false;
           this.written.set(key, Date.now());
