@@ -185,10 +185,10 @@ export class Enricher {
       // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
       if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
       const ip = formatAddress(col, i, version);
+      // No answer yet (newAnswer's version -1 never holds).
       entry = {
+        ...newAnswer(this.state.unknownAddresses),
         ip, id: this.nextAddressId++, hash: addressHash(ip), checkedAt: -1, policy: undefined, policyGeneration: -1, claim: undefined,
-        // No answer yet: version -1 never holds.
-        endpoint: UNRESOLVED, counter: this.state.unknownAddresses, version: -1, fromSeconds: 0, fromNanos: 0, toSeconds: 0, toNanos: 0,
       };
       this.byBytes.set(key, entry);
     }
