@@ -4,11 +4,15 @@
 // history (so that the timed part evicts as the steady state does). Prints rows per
 // CPU-second of this process (GC threads included) and the memory held after a full GC.
 // For a profile: `node --cpu-prof --cpu-prof-dir=/tmp/prof dist/bench/ingest-profile.js`.
-// Run with `--expose-gc` for the memory line's GC'd figures.
+// Run with `--expose-gc` for the memory line's GC'd figures. Also prints how many hidden
+// classes (V8 maps) the enricher's address entries and their endpoints have: one each keeps
+// the per-row reads monomorphic; one per object (as an object spread once gave them) made
+// every read a megamorphic lookup and halved this figure (bench/README, control plane).
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import v8 from "node:v8";
+import type { FlowColumns } from "../flowcolumns/columns.js";
 import { pino } from "pino";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
@@ -58,6 +62,7 @@ async function main(): Promise<void> {
     console.log(`memory: RSS ${mib(m.rss)} MiB, heap used ${mib(m.heapUsed)} of ${mib(m.heapTotal)} MiB, array buffers ${mib(m.arrayBuffers)} MiB`
       + ` (history ${cp.history.size.toLocaleString("en-US")} rows, flow map ${cp.flowMap.stats.edges} edges)`);
     // Where the heap's committed but unused part is (RSS counts it): per V8 space, size / used.
+    console.log(`hidden classes: ${hiddenClassCensus(cp, pool[0]![0]!)}`);
     const spaces = v8.getHeapSpaceStatistics().filter((s) => s.space_size > 1048576)
       .map((s) => `${s.space_name} ${mib(s.space_size)}/${mib(s.space_used_size)}`);
     console.log(`heap spaces (MiB committed/used): ${spaces.join(", ")}; history columns ${mib(cp.history.columnBytes)} MiB`);
@@ -65,6 +70,31 @@ async function main(): Promise<void> {
     await cp.stop();
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * Hidden classes of the address entries and endpoints one batch reads (its rows admitted
+ * again), told apart with V8's %HaveSameMap (natives syntax, allowed for this process only
+ * from here on); up to MAX_CLASSES apart.
+ */
+function hiddenClassCensus(cp: ControlPlane, batch: FlowColumns): string {
+  const MAX_CLASSES = 64;
+  v8.setFlagsFromString("--allow-natives-syntax");
+  // %HaveSameMap is V8 natives syntax, which only a function compiled after the flag can use.
+  const sameMap = new Function("a", "b", "return %HaveSameMap(a, b)") as (a: object, b: object) => boolean;
+  const classes = (objects: object[]): string => {
+    const distinct = [...new Set(objects)];
+    const seen: object[] = [];
+    for (const o of distinct) {
+      if (seen.some((s) => sameMap(s, o))) continue;
+      if (seen.length === MAX_CLASSES) return `more than ${MAX_CLASSES} for ${distinct.length.toLocaleString("en-US")}`;
+      seen.push(o);
+    }
+    return `${seen.length} for ${distinct.length.toLocaleString("en-US")}`;
+  };
+  const admitted = cp.enricher.admitColumns("node-0", batch, 0);
+  const entries = [...admitted.sourceEntries, ...admitted.destinationEntries].filter((e) => e !== undefined);
+  return `address entries ${classes(entries)}, their endpoints ${classes(entries.map((e) => e.endpoint))}`;
 }
 
 main().catch((err: Error) => {
