@@ -12,11 +12,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import v8 from "node:v8";
-import type { FlowColumns } from "../flowcolumns/columns.js";
 import { pino } from "pino";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
+import type { FlowColumns } from "../flowcolumns/columns.js";
 import { agentBatchesForProfile, STORE_CAPACITY, writeManifests } from "./ingest.js";
 
 const POOL_BATCHES = 25;
@@ -61,8 +61,8 @@ async function main(): Promise<void> {
     const m = process.memoryUsage(), mib = (b: number) => (b / 1048576).toFixed(0);
     console.log(`memory: RSS ${mib(m.rss)} MiB, heap used ${mib(m.heapUsed)} of ${mib(m.heapTotal)} MiB, array buffers ${mib(m.arrayBuffers)} MiB`
       + ` (history ${cp.history.size.toLocaleString("en-US")} rows, flow map ${cp.flowMap.stats.edges} edges)`);
-    // Where the heap's committed but unused part is (RSS counts it): per V8 space, size / used.
     console.log(`hidden classes: ${hiddenClassCensus(cp, pool[0]![0]!)}`);
+    // Where the heap's committed but unused part is (RSS counts it): per V8 space, size / used.
     const spaces = v8.getHeapSpaceStatistics().filter((s) => s.space_size > 1048576)
       .map((s) => `${s.space_name} ${mib(s.space_size)}/${mib(s.space_used_size)}`);
     console.log(`heap spaces (MiB committed/used): ${spaces.join(", ")}; history columns ${mib(cp.history.columnBytes)} MiB`);
