@@ -24,19 +24,14 @@ import { splitNanoseconds, type EnrichedColumns } from "../store/enriched-column
 import { addressHash } from "../store/flowmap.js";
 
 /**
- * One distinct address on the column path, found by its 16 bytes: its text (formatted
- * once), its own cached answer (same rules as the text cache: a time span and the
- * address history's version; held in the entry itself, as every row reads both and a
- * separate object was one more cache miss per end and row), a small id for keys built of
- * addresses, and room for the caller's policy identity of the address (ControlPlane's
- * attribution).
- *
- * A class, so that every entry has one hidden class with all its fields inside the object:
- * built as `{ ...newAnswer(), ip, … }` each entry got a hidden class of its own (7,510 for
- * 7,520 entries in bench/ingest-profile), which made every read of an entry field in the
- * per-row loops a megamorphic lookup (bench/README, control plane).
+ * A cached answer for one address; times as (seconds, nanoseconds) pairs of numbers. A
+ * class, as is AddressEntry, which extends it: every answer, and every entry, has one hidden
+ * class with its fields inside the object. Built as `{ ...answer, ip, … }` each entry got a
+ * hidden class of its own (7,510 for 7,520 entries in bench/ingest-profile), which made
+ * every read of an entry field in the per-row loops a megamorphic lookup (bench/README,
+ * control plane).
  */
-export class AddressEntry implements CachedAnswer {
+class CachedAnswer {
   // No answer yet: version -1 never holds.
   endpoint: Endpoint = UNRESOLVED;
   version = -1;
@@ -44,6 +39,20 @@ export class AddressEntry implements CachedAnswer {
   fromNanos = 0;
   toSeconds = 0;
   toNanos = 0;
+
+  /** The answer stands while counter.version === version. */
+  constructor(public counter: ChangeCounter) {}
+}
+
+/**
+ * One distinct address on the column path, found by its 16 bytes: its text (formatted
+ * once), its own cached answer (same rules as the text cache: a time span and the
+ * address history's version; held in the entry itself, as every row reads both and a
+ * separate object was one more cache miss per end and row), a small id for keys built of
+ * addresses, and room for the caller's policy identity of the address (ControlPlane's
+ * attribution).
+ */
+export class AddressEntry extends CachedAnswer {
   /**
    * ClusterState.generation when the answer's counter was last seen at its version: while
    * the model stands no counter moves, so a row need not read the counter (another object,
@@ -58,7 +67,8 @@ export class AddressEntry implements CachedAnswer {
   /** addressHash(ip), for the flow map. */
   readonly hash: number;
 
-  constructor(readonly ip: string, readonly id: number, public counter: ChangeCounter) {
+  constructor(readonly ip: string, readonly id: number, counter: ChangeCounter) {
+    super(counter);
     this.hash = addressHash(ip);
   }
 }
@@ -94,18 +104,6 @@ export type LocalEndProblem = Exclude<PodClaim, "ok">;
 export interface EnricherOptions {
   /** Addresses whose answer is cached; default 65,536. The cache is emptied when full. */
   cacheSize?: number;
-}
-
-/** A cached answer for one address; times as (seconds, nanoseconds) pairs of numbers. */
-interface CachedAnswer {
-  endpoint: Endpoint;
-  /** The answer stands while counter.version === version. */
-  counter: ChangeCounter;
-  version: number;
-  fromSeconds: number;
-  fromNanos: number;
-  toSeconds: number;
-  toNanos: number;
 }
 
 const NS_PER_SECOND = 1_000_000_000n;
@@ -341,7 +339,7 @@ export class Enricher {
     let answer = cached;
     if (answer === undefined) {
       if (this.byAddress.size >= this.cacheSize) this.byAddress.clear();
-      answer = newAnswer(this.state.unknownAddresses);
+      answer = new CachedAnswer(this.state.unknownAddresses);
       this.byAddress.set(ip, answer);
     }
     return this.fill(answer, ip, seconds, nanos);
@@ -380,10 +378,6 @@ function holds(a: CachedAnswer, seconds: number, nanos: number): boolean {
 function within(a: CachedAnswer, seconds: number, nanos: number): boolean {
   return (seconds > a.fromSeconds || (seconds === a.fromSeconds && nanos >= a.fromNanos))
     && (seconds < a.toSeconds || (seconds === a.toSeconds && nanos < a.toNanos));
-}
-
-function newAnswer(counter: ChangeCounter): CachedAnswer {
-  return { endpoint: UNRESOLVED, counter, version: -1, fromSeconds: 0, fromNanos: 0, toSeconds: 0, toNanos: 0 };
 }
 
 const UNRESOLVED: Endpoint = Object.freeze({
