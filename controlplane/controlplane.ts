@@ -182,11 +182,10 @@ export class ControlPlane {
       // hot window and maps, so a follow stream or a live map shows every replica's agents;
       // those already stored that end after the hot window's start too (flowParts' store
       // query stops there).
-      const hotStart = this.hotWindowStart;
       this.stopTail = this.opts.store.tail?.(
         (records) => { this.history.append(records); this.flowMap.add(records); },
         (err) => log.warn({ err: err.message }, "reading other replicas' records from the store failed; retrying"),
-        msOfTimestamp(hotStart));
+        msOfTimestamp(this.hotWindowStart));
     }
     for (const e of this.opts.source.errors()) log.error({ file: e.file, document: e.document, err: e.message }, "metadata error");
     this.server = createGrpcServer({ agent: this.agents.service, observer: observerService(this, this.opts.access, log) });
