@@ -103,9 +103,8 @@ let sequence = 0n;
 function record(node: string, overrides: Partial<FlowRecord> = {}): FlowRecord {
   const [from, to] = node === "node2" ? [DB_IP, WEB_IP] : [WEB_IP, DB_IP];
   const nowMs = Date.now();
-  const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
   return FlowRecord.fromPartial({
-    startTime: ts(nowMs - 500), endTime: ts(nowMs), node,
+    startTime: timestampOfMs(nowMs - 500), endTime: timestampOfMs(nowMs), node,
     point: ObservationPoint.OBSERVATION_POINT_FROM_POD, reporter: ReporterSide.REPORTER_SIDE_SOURCE,
     interface: "lxc-web-1", ifindex: 7,
     ip: { source: from, destination: to, version: IpVersion.IP_VERSION_IPV4 },
@@ -357,13 +356,12 @@ describe("control plane over gRPC, one control plane per test", () => {
   });
 
   it("moves the times of nodes whose clocks are 2 h ahead and behind by their skew, and reports each node's skew", async () => {
-    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
     const HOURS_2 = 2 * 3600 * 1000;
     const now = Date.now();
     const ahead = new RawAgent(agents, "node1");
     const behind = new RawAgent(agents, "node2");
-    ahead.send(1n, [record("node1", { startTime: ts(now + HOURS_2 - 500), endTime: ts(now + HOURS_2) })], now + HOURS_2);
-    behind.send(1n, [record("node2", { startTime: ts(now - HOURS_2 - 500), endTime: ts(now - HOURS_2) })], now - HOURS_2);
+    ahead.send(1n, [record("node1", { startTime: timestampOfMs(now + HOURS_2 - 500), endTime: timestampOfMs(now + HOURS_2) })], now + HOURS_2);
+    behind.send(1n, [record("node2", { startTime: timestampOfMs(now - HOURS_2 - 500), endTime: timestampOfMs(now - HOURS_2) })], now - HOURS_2);
     await ahead.acked(1n);
     await behind.acked(1n);
     const flows = await observer.flows();
@@ -384,10 +382,9 @@ describe("control plane over gRPC, one control plane per test", () => {
   });
 
   it("reports the control plane's own losses in GetStatus: a record older than the map's retention counts as late", async () => {
-    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
     const agent = new RawAgent(agents, "node1");
     const old = Date.now() - 2 * 3600 * 1000;
-    await agent.deliver(1n, [record("node1", { startTime: ts(old - 500), endTime: ts(old) }), record("node1")]);
+    await agent.deliver(1n, [record("node1", { startTime: timestampOfMs(old - 500), endTime: timestampOfMs(old) }), record("node1")]);
     const own = (await observer.status()).losses.filter((l) => l.node === "controlplane").map((l) => `${l.cause} ${l.unit} ${l.count}`);
     expect(own).toEqual(["late_records records 1", "untracked_flows flows 0", "ui_streams_cut streams 0", "flow_streams_cut streams 0"]);
   });
@@ -409,14 +406,13 @@ describe("control plane over gRPC, one control plane per test", () => {
 
   it("ends a follow stream once its until has passed (plus the grace for late records), with what started by then", async () => {
     const agent = new RawAgent(agents, "node1");
-    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
     const now = Date.now();
-    await agent.deliver(1n, [record("node1", { startTime: ts(now - 1000) }), record("node1", { startTime: ts(now + 60_000), endTime: ts(now + 61_000) })]);
+    await agent.deliver(1n, [record("node1", { startTime: timestampOfMs(now - 1000) }), record("node1", { startTime: timestampOfMs(now + 60_000), endTime: timestampOfMs(now + 61_000) })]);
     // Both resolve only when the control plane ends the stream: the test times out otherwise.
-    const past = await observer.flows({ follow: true, until: ts(now - 10_000) });
+    const past = await observer.flows({ follow: true, until: timestampOfMs(now - 10_000) });
     expect(past).toEqual([]);
-    const soon = await observer.flows({ follow: true, until: ts(now + 200) });
-    expect(soon.map((f) => f.startTime)).toEqual([ts(now - 1000)]);
+    const soon = await observer.flows({ follow: true, until: timestampOfMs(now + 200) });
+    expect(soon.map((f) => f.startTime)).toEqual([timestampOfMs(now - 1000)]);
   }, 20_000);
 
   it("enriches, stores and counts a well-behaved agent's batches, and sends it its configuration", async () => {
@@ -1032,12 +1028,11 @@ describe("control-plane replicas sharing a ClickHouse store", () => {
   it("a replica that starts while another stores records serves those ending after its hot window's start too", async () => {
     const a = await replica("a", "starting");
     const agent = new RawAgent(a.agents, "node1", {}, "instance-starting");
-    const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
     // Records that end after the next replica's hot window starts (its start + 1 s), as an
     // agent's do when it streams to one replica while another starts: that replica's store
     // queries stop at its hot window's start, so they can only come through its tail.
     const nowMs = Date.now();
-    const late = Array.from({ length: 5 }, (_, i) => record("node1", { startTime: ts(nowMs + 4_000), endTime: ts(nowMs + 5_000 + i), sequence: BigInt(i + 1) }));
+    const late = Array.from({ length: 5 }, (_, i) => record("node1", { startTime: timestampOfMs(nowMs + 4_000), endTime: timestampOfMs(nowMs + 5_000 + i), sequence: BigInt(i + 1) }));
     await agent.deliver(1n, late);
     agent.call.cancel();
     const c = await replica("c", "starting");

@@ -28,7 +28,7 @@ import { ConfigError } from "../config/flags.js";
 import { freeLoopbackPort } from "../lab/clickhouse.js";
 import { useClickHouse } from "./harness/clickhouse.js";
 import { expectNanosecondBounds } from "./harness/store-bounds.js";
-import { waitFor } from "./harness/wait.js";
+import { sleep, waitFor } from "./harness/wait.js";
 
 const server = useClickHouse();
 let databases = 0;
@@ -314,13 +314,13 @@ describe("tail: one replica sees the other's records", () => {
     const errors: Error[] = [];
     const stop = a.tail((records) => got.push([...records]), (e) => errors.push(e));
     try {
-      await new Promise((r) => setTimeout(r, 300)); // the priming poll
+      await sleep(300); // the priming poll
       await a.append([batch("agent-a", 1, [fullRecord(1)])]);
       await b.append([batch("agent-b", 1, [fullRecord(2), fullRecord(3)])]);
       await a.append([batch("agent-c", 1, [fullRecord(4)])]);
       await b.append([batch("agent-c", 1, [fullRecord(4)])]);
       await waitFor(() => got.length, (n) => n >= 1, 10_000, "A's tail to hand over B's batch");
-      await new Promise((r) => setTimeout(r, 500)); // more polls: nothing else may come
+      await sleep(500); // more polls: nothing else may come
       expect(got).toEqual([[fullRecord(2), fullRecord(3)]]);
       expect(errors).toEqual([]);
     } finally {
@@ -344,7 +344,7 @@ describe("tail: one replica sees the other's records", () => {
     const stop = a.tail((records) => got.push([...records]), (e) => errors.push(e), NOW - 5_000);
     try {
       await waitFor(() => got.length, (n) => n >= 1, 10_000, "A's tail to hand over B's late batch on its first poll");
-      await new Promise((r) => setTimeout(r, 500)); // more polls (every 100 ms): nothing else may come
+      await sleep(500); // more polls (every 100 ms): nothing else may come
       expect(got).toEqual([[late]]);
       expect(errors).toEqual([]);
     } finally {
