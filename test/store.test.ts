@@ -864,6 +864,47 @@ describe("flow map", () => {
     expect(map.stats.late).toBeGreaterThan(0);
   });
 
+  it("dropped and audit take rule 2's max per bucket of every window, across fine buckets folded into their minute (seeded)", () => {
+    // Both observations of the same packets, DROPPED (or AUDIT) at either end, land in one
+    // minute at different times: one may sit in a fine bucket folded into the minute's
+    // coarse bucket, the other in a fine bucket not folded yet. The minute is one bucket.
+    const rand = seededRandom(41);
+    const { map, clock } = store();
+    const added: { counted: boolean; verdict: Verdict; endMs: number; packets: number }[] = [];
+    for (let step = 0; step < 400; step++) {
+      clock.now = T0 + step * 7_000;
+      const batch: FlowRecord[] = [];
+      for (let r = Math.floor(rand() * 4); r > 0; r--) {
+        const counted = rand() < 0.5;
+        const verdict = rand() < 0.6 ? Verdict.VERDICT_DROPPED : Verdict.VERDICT_AUDIT;
+        // Mostly current; some minutes late, into a minute whose early fine buckets were folded.
+        const ago = rand() < 0.6 ? rand() * 10_000 : rand() * 20 * 60_000;
+        const endMs = Math.round(clock.now - ago);
+        const packets = 1 + Math.floor(rand() * 20);
+        batch.push(record({ src: web1, dst: cart1, point: counted ? FROM : TO, endMs, packets, verdict }));
+        added.push({ counted, verdict, endMs, packets });
+      }
+      map.add(batch);
+      if (step % 23 !== 0) continue;
+      for (const windowMs of [60_000, 5 * 60_000, 20 * 60_000, 60 * 60_000]) {
+        const bucketMs = windowMs <= 5 * 60_000 ? 5_000 : 60_000;
+        const first = Math.floor((clock.now - windowMs) / bucketMs);
+        const perBucket = new Map<number, [number, number, number, number]>(); // drop counted, drop other, audit counted, audit other
+        for (const a of added) {
+          const bucket = Math.floor(a.endMs / bucketMs);
+          if (bucket < first) continue;
+          const sums = perBucket.get(bucket) ?? [0, 0, 0, 0];
+          sums[(a.verdict === Verdict.VERDICT_DROPPED ? 0 : 2) + (a.counted ? 0 : 1)]! += a.packets;
+          perBucket.set(bucket, sums);
+        }
+        let dropped = 0, audit = 0;
+        for (const [dc, dother, ac, aother] of perBucket.values()) { dropped += Math.max(dc, dother); audit += Math.max(ac, aother); }
+        const got = map.getMap({ windowMs }).edges.map((e) => [Number(e.dropped), Number(e.audit)]);
+        expect({ step, windowMs, got }).toEqual({ step, windowMs, got: perBucket.size === 0 ? [] : [[dropped, audit]] });
+      }
+    }
+  });
+
   it("edges of one pair and port differing in protocol expire and come back apart, each with its own totals (seeded)", () => {
     // Edges are found by (client node, server node, port) and then protocol: a removed
     // edge must leave the others with that key findable, and a freed edge's slot and

@@ -62,13 +62,7 @@ export class BucketLists {
    */
   add(list: number, bucket: number, packets: number, bytes: number,
     dropField: number, drop: number, auditField: number, audit: number, firstMs: number, lastMs: number): void {
-    if (list >= this.heads.length) this.growLists(list + 1);
-    const tail = this.tails[list]!;
-    let slot: number;
-    const newest = tail === NONE ? Infinity : this.get(tail, B_BUCKET);
-    if (newest === bucket) slot = tail;
-    else if (tail === NONE || newest < bucket) slot = this.append(list, bucket, firstMs, lastMs);
-    else slot = this.insertLate(list, bucket, firstMs, lastMs);
+    const slot = this.slotFor(list, bucket, firstMs, lastMs);
     const d = this.pages[slot >>> PAGE_BITS]!, k = (slot & PAGE_MASK) * STRIDE;
     d[k + B_PACKETS]! += packets;
     d[k + B_BYTES]! += bytes;
@@ -76,6 +70,29 @@ export class BucketLists {
     d[k + auditField]! += audit;
     if (firstMs < d[k + B_FIRST_MS]!) d[k + B_FIRST_MS] = firstMs;
     if (lastMs > d[k + B_LAST_MS]!) d[k + B_LAST_MS] = lastMs;
+  }
+
+  /**
+   * Moves the buckets of list `from` numbered below `firstBucket` into list `to`, each added
+   * to the bucket numbered floor(bucket / `per`) there (made in order when absent): every
+   * field adds, first and last times widen. Returns whether any remain in `from`.
+   */
+  fold(from: number, firstBucket: number, to: number, per: number): boolean {
+    if (from >= this.heads.length) return false;
+    let slot = this.heads[from]!;
+    while (slot !== NONE && this.get(slot, B_BUCKET) < firstBucket) {
+      const into = this.slotFor(to, Math.floor(this.get(slot, B_BUCKET) / per), this.get(slot, B_FIRST_MS), this.get(slot, B_LAST_MS));
+      // Pages read after slotFor(): making a bucket may have grown (replaced) the first page.
+      const s = this.pages[slot >>> PAGE_BITS]!, j = (slot & PAGE_MASK) * STRIDE;
+      const d = this.pages[into >>> PAGE_BITS]!, k = (into & PAGE_MASK) * STRIDE;
+      for (let field = B_PACKETS; field <= B_AUDIT_OTHER; field++) d[k + field]! += s[j + field]!;
+      if (s[j + B_FIRST_MS]! < d[k + B_FIRST_MS]!) d[k + B_FIRST_MS] = s[j + B_FIRST_MS]!;
+      if (s[j + B_LAST_MS]! > d[k + B_LAST_MS]!) d[k + B_LAST_MS] = s[j + B_LAST_MS]!;
+      const next = s[j + B_NEXT]!;
+      this.release(slot);
+      slot = next;
+    }
+    return this.cut(from, slot);
   }
 
   /** Drops the buckets of `list` numbered below `firstBucket`; returns whether any remain. */
@@ -87,6 +104,11 @@ export class BucketLists {
       this.release(slot);
       slot = next;
     }
+    return this.cut(list, slot);
+  }
+
+  /** Makes `slot` (or none) the oldest bucket of `list`, the ones before it released; whether any remain. */
+  private cut(list: number, slot: number): boolean {
     this.heads[list] = slot;
     if (slot === NONE) this.tails[list] = NONE;
     else this.set(slot, B_PREV, NONE);
@@ -115,6 +137,16 @@ export class BucketLists {
 
   private set(slot: number, field: number, value: number): void {
     this.pages[slot >>> PAGE_BITS]![(slot & PAGE_MASK) * STRIDE + field] = value;
+  }
+
+  /** The slot of the bucket numbered `bucket` in `list`, made (in order, with these times) when absent. */
+  private slotFor(list: number, bucket: number, firstMs: number, lastMs: number): number {
+    if (list >= this.heads.length) this.growLists(list + 1);
+    const tail = this.tails[list]!;
+    if (tail === NONE) return this.append(list, bucket, firstMs, lastMs);
+    const newest = this.get(tail, B_BUCKET);
+    if (newest === bucket) return tail;
+    return newest < bucket ? this.append(list, bucket, firstMs, lastMs) : this.insertLate(list, bucket, firstMs, lastMs);
   }
 
   /** A new newest bucket for `list`. */

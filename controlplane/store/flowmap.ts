@@ -46,7 +46,10 @@
 //     stats.otherRecords). In-cluster edges are bounded by workloads and ports, and kept.
 //
 // Time: records go into buckets by end time. Fine buckets (5 s, kept 5 min) serve windows
-// up to 5 min; coarse buckets (1 min, kept 1 h) serve longer ones. A window covers the
+// up to 5 min; coarse buckets (1 min, kept 1 h) serve longer ones. A record adds to its fine
+// bucket only (to its coarse one when older than the fine window); a fine bucket leaving
+// the fine window is folded into its coarse bucket, and a longer window sums each minute's
+// coarse bucket with that minute's fine buckets not folded yet. A window covers the
 // buckets that overlap [now - window, now], so `since` is the first bucket's start.
 // Records older than the retention are counted in stats.late and otherwise ignored.
 //
@@ -734,8 +737,9 @@ export class FlowMapStore {
     const audit = audited ? packets : 0;
     const fine = Math.floor(lastMs / this.fineBucketMs);
     const lists = 2 * edge.index;
+    // One bucket a row: its fine one, folded into its coarse one when it leaves the fine window (maintain()).
     if (fine >= this.oldestFine) this.buckets.add(lists, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
-    this.buckets.add(lists + 1, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
+    else this.buckets.add(lists + 1, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
 
     if (counted) {
       const clientHash = reply ? o.destinationHash : o.sourceHash, serverHash = reply ? o.sourceHash : o.destinationHash;
@@ -821,15 +825,35 @@ export class FlowMapStore {
     const b = this.buckets;
     let packets = 0, bytes = 0, dropped = 0, audit = 0, firstMs = Infinity, lastMs = -Infinity;
     let any = false;
-    for (let k = b.first(2 * edge.index + (window.fine ? 0 : 1)); k !== -1; k = b.next(k)) {
-      if (b.get(k, B_BUCKET) < window.firstBucket) continue;
-      any = true;
+    // Rule 2's max() applies per bucket of the window's tier. A coarse window's minute is its
+    // coarse bucket with the fine buckets of that minute not folded into it yet (maintain()).
+    const per = window.fine ? 1 : this.coarseBucketMs / this.fineBucketMs;
+    let coarse = window.fine ? -1 : b.first(2 * edge.index + 1);
+    let fine = b.first(2 * edge.index);
+    let dropCounted = 0, dropOther = 0, auditCounted = 0, auditOther = 0;
+    const tally = (k: number): void => {
       packets += b.get(k, B_PACKETS);
       bytes += b.get(k, B_BYTES);
-      dropped += Math.max(b.get(k, B_DROP_COUNTED), b.get(k, B_DROP_OTHER));
-      audit += Math.max(b.get(k, B_AUDIT_COUNTED), b.get(k, B_AUDIT_OTHER));
+      dropCounted += b.get(k, B_DROP_COUNTED);
+      dropOther += b.get(k, B_DROP_OTHER);
+      auditCounted += b.get(k, B_AUDIT_COUNTED);
+      auditOther += b.get(k, B_AUDIT_OTHER);
       firstMs = Math.min(firstMs, b.get(k, B_FIRST_MS));
       lastMs = Math.max(lastMs, b.get(k, B_LAST_MS));
+    };
+    while (coarse !== -1 || fine !== -1) {
+      const bucket = Math.min(coarse === -1 ? Infinity : b.get(coarse, B_BUCKET), fine === -1 ? Infinity : Math.floor(b.get(fine, B_BUCKET) / per));
+      const inWindow = bucket >= window.firstBucket;
+      dropCounted = dropOther = auditCounted = auditOther = 0;
+      if (coarse !== -1 && b.get(coarse, B_BUCKET) === bucket) {
+        if (inWindow) tally(coarse);
+        coarse = b.next(coarse);
+      }
+      for (; fine !== -1 && Math.floor(b.get(fine, B_BUCKET) / per) === bucket; fine = b.next(fine)) if (inWindow) tally(fine);
+      if (!inWindow) continue;
+      any = true;
+      dropped += Math.max(dropCounted, dropOther);
+      audit += Math.max(auditCounted, auditOther);
     }
     if (!any) return undefined;
     let flows = 0;
@@ -1003,10 +1027,11 @@ export class FlowMapStore {
     const version = this.currentVersion + 1;
     let removedAny = false;
     const buckets = this.buckets;
+    const finePerCoarse = this.coarseBucketMs / this.fineBucketMs;
     for (const edge of this.edgeSlots) {
       if (edge === undefined) continue;
-      buckets.expire(2 * edge.index, oldestFine);
-      if (!buckets.expire(2 * edge.index + 1, oldestCoarse)) {
+      const fineLeft = buckets.fold(2 * edge.index, oldestFine, 2 * edge.index + 1, finePerCoarse);
+      if (!buckets.expire(2 * edge.index + 1, oldestCoarse) && !fineLeft) {
         this.removeEdge(edge, version);
         removedAny = true;
         continue;
