@@ -5,6 +5,7 @@ import { type FlowRecord, ObservationPoint, Verdict, VerdictReason } from "../pr
 import type { LocalEndpoint } from "../proto/gen/bulkhead/v1/agent.js";
 import { ADDRESS_WIDTH, allocColumns, recordAt, viewColumns, type FlowColumns } from "../flowcolumns/columns.js";
 import { formatIPv6Groups } from "../addresses/ip.js";
+import { native } from "../native/index.js";
 import {
   BH_C_CT_CONFIRMED, BH_C_CT_CREATED, BH_C_CT_FULL, BH_C_CT_LOST, BH_C_CT_REJUDGED, BH_C_ICMP_RELATED, BH_C_MAP_FULL_BYTES,
   BH_C_MAP_FULL_PACKETS, BH_C_MAX, BH_C_NEW_FLOWS, BH_C_NOT_IP, BH_C_PACKETS, BH_C_RING_FULL, BH_C_UNJUDGED, BH_POINT_FROM_POD, BH_POINT_TO_POD,
@@ -98,8 +99,7 @@ export interface Clock { monoToWallNs(mono: bigint): bigint }
 
 /** The offset between the clocks now; one reading serves a whole drain. */
 export function clockNow(): Clock {
-  // process.hrtime reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
-  const offset = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  const offset = clockOffsetNow();
   return { monoToWallNs: (mono) => mono + offset };
 }
 
@@ -131,8 +131,10 @@ export interface DrainContext {
 
 /** The offset between the clocks now: one reading serves a whole drain. */
 export function clockOffsetNow(): bigint {
-  // process.hrtime reads CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() uses.
-  return BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  // Both clocks read in C: from Date.now() (whole milliseconds) against process.hrtime, the
+  // offset came out up to 1 ms short, and a record could end before the instant its packet
+  // was known to have been sent after (the what-if differential's window start).
+  return native().clockOffsetNs();
 }
 
 const VERDICT_OF = new Uint8Array(256).fill(Verdict.VERDICT_UNSPECIFIED);

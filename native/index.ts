@@ -297,6 +297,8 @@ export interface NativeAddon {
   watchLinks(onEvents: (events: LinkEvent[]) => void, netns?: string): LinkWatcher;
   /** Number of possible CPUs (libbpf_num_possible_cpus), for percpu values. */
   possibleCpus(): number;
+  /** CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, read together: converts bpf_ktime_get_ns() to wall-clock time. */
+  clockOffsetNs(): bigint;
   /** Loaded program and link counts in the kernel (for leak checks). */
   kernelObjectCounts(): { programs: number; links: number; maps: number };
   /** The ids behind kernelObjectCounts(): a leak check that other processes cannot disturb

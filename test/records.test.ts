@@ -8,7 +8,7 @@ import path from "node:path";
 import { FlowRecord as FlowRecordMessage, IpVersion, ObservationPoint } from "../proto/gen/bulkhead/v1/flow.js";
 import { columnsFromRecords, type FlowColumns as Columns } from "../flowcolumns/columns.js";
 import { waitFor } from "./harness/wait.js";
-import { decodeDrain, decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
+import { clockNow, decodeDrain, decodeFlowRecord, formatIPv6, type Clock } from "../agent/records.js";
 import { bh_flow_key, bh_flow_value } from "../native/gen/abi.js";
 import { FileSink, toJsonLine } from "../agent/export/file.js";
 import { CHUNK_OVERHEAD_BYTES, RecordBuffer, costOf, encodeRecords } from "../agent/export/record-buffer.js";
@@ -100,6 +100,23 @@ describe("flow records", () => {
     const c = decodeDrain(keys, values, n, { interfaceName: () => "", clockOffsetNs: offset, firstSequence: 1n });
     expect([...c.startNs]).toEqual(mono.map((m) => m + offset));
     expect([...c.endNs]).toEqual(mono.map((m) => m + 1n + offset));
+  });
+
+  it("take a kernel time to the wall clock to the microsecond: a time read after Date.now() never converts to before it", () => {
+    // CLOCK_MONOTONIC, as bpf_ktime_get_ns(), read after a Date.now(); the offset read up to
+    // 0.9 ms later, as a drain reads it after its packets. Built from Date.now()'s whole
+    // milliseconds, the offset was up to 1 ms short, and about every other time here came
+    // out before the Date.now() that preceded it (the what-if differential's window start).
+    for (let i = 0; i < 300; i++) {
+      const before = Date.now();
+      const mono = process.hrtime.bigint();
+      const until = mono + BigInt((i * 7_919) % 900_000);
+      while (process.hrtime.bigint() < until) { /* the drain comes later */ }
+      const wall = clockNow().monoToWallNs(mono);
+      const after = Date.now();
+      // 20 µs for the two clocks' readings in C and Date.now()'s own.
+      expect({ i, early: wall < BigInt(before) * 1_000_000n - 20_000n, late: wall > BigInt(after + 1) * 1_000_000n }).toEqual({ i, early: false, late: false });
+    }
   });
 
   it("decoded into a reused storage, are views of it and equal a fresh decode, nothing left from the drain before (IPv4 after IPv6, no local end)", () => {

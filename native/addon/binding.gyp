@@ -19,6 +19,7 @@
         "src/link_watcher.cc",
         "src/raw_socket.cc",
         "src/kernel_objects.cc",
+        "src/clock.cc",
         "src/map_compat.cc",
         "src/pinned_map.cc"
       ],

@@ -2,6 +2,7 @@
 // that native/index.ts types as NativeAddon.
 #include "addon.h"
 
+#include "clock.h"
 #include "errors.h"
 #include "kernel_objects.h"
 #include "link.h"
@@ -67,6 +68,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watchLinks", Napi::Function::New(env, WatchLinks, "watchLinks"));
   exports.Set("rawSocket", Napi::Function::New(env, NewRawSocket, "rawSocket"));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus, "possibleCpus"));
+  exports.Set("clockOffsetNs", Napi::Function::New(env, ClockOffsetNs, "clockOffsetNs"));
   exports.Set("kernelObjectCounts", Napi::Function::New(env, KernelObjectCounts, "kernelObjectCounts"));
   exports.Set("kernelObjectIds", Napi::Function::New(env, KernelObjectIds, "kernelObjectIds"));
   exports.Set("cleanupClsact", Napi::Function::New(env, CleanupClsactJs, "cleanupClsact"));
