@@ -80,8 +80,8 @@ export class BucketLists {
   fold(from: number, firstBucket: number, to: number, per: number): boolean {
     if (from >= this.heads.length) return false;
     let slot = this.heads[from]!;
-    while (slot !== NONE && this.get(slot, B_BUCKET) < firstBucket) {
-      const into = this.slotFor(to, Math.floor(this.get(slot, B_BUCKET) / per), this.get(slot, B_FIRST_MS), this.get(slot, B_LAST_MS));
+    for (let bucket: number; slot !== NONE && (bucket = this.get(slot, B_BUCKET)) < firstBucket;) {
+      const into = this.slotFor(to, Math.floor(bucket / per), this.get(slot, B_FIRST_MS), this.get(slot, B_LAST_MS));
       // Pages read after slotFor(): making a bucket may have grown (replaced) the first page.
       const s = this.pages[slot >>> PAGE_BITS]!, j = (slot & PAGE_MASK) * STRIDE;
       const d = this.pages[into >>> PAGE_BITS]!, k = (into & PAGE_MASK) * STRIDE;

@@ -522,6 +522,8 @@ export class FlowMapStore {
   private readonly fineBucketMs: number;
   private readonly fineWindowMs: number;
   private readonly coarseBucketMs: number;
+  /** Fine buckets in a coarse one (the constructor checks it is whole). */
+  private readonly finePerCoarse: number;
   private readonly retentionMs: number;
   private readonly maxTrackedFlows: number;
   private readonly maxRemovalLog: number;
@@ -585,6 +587,7 @@ export class FlowMapStore {
     if (this.coarseBucketMs % this.fineBucketMs !== 0) {
       throw new Error(`flow map coarseBucketMs (${this.coarseBucketMs}) must be a multiple of fineBucketMs (${this.fineBucketMs})`);
     }
+    this.finePerCoarse = this.coarseBucketMs / this.fineBucketMs;
     if (this.fineWindowMs > this.retentionMs) {
       throw new Error(`flow map fineWindowMs (${this.fineWindowMs}) must not exceed retentionMs (${this.retentionMs})`);
     }
@@ -827,7 +830,7 @@ export class FlowMapStore {
     let any = false;
     // Rule 2's max() applies per bucket of the window's tier. A coarse window's minute is its
     // coarse bucket with the fine buckets of that minute not folded into it yet (maintain()).
-    const per = window.fine ? 1 : this.coarseBucketMs / this.fineBucketMs;
+    const per = window.fine ? 1 : this.finePerCoarse;
     let coarse = window.fine ? -1 : b.first(2 * edge.index + 1);
     let fine = b.first(2 * edge.index);
     let dropCounted = 0, dropOther = 0, auditCounted = 0, auditOther = 0;
@@ -1023,14 +1026,13 @@ export class FlowMapStore {
 
     const oldestFine = Math.floor((now - this.fineWindowMs) / this.fineBucketMs);
     const oldestCoarse = Math.floor((now - this.retentionMs) / this.coarseBucketMs);
-    const oldestFineInRetention = oldestCoarse * (this.coarseBucketMs / this.fineBucketMs);
+    const oldestFineInRetention = oldestCoarse * this.finePerCoarse;
     const version = this.currentVersion + 1;
     let removedAny = false;
     const buckets = this.buckets;
-    const finePerCoarse = this.coarseBucketMs / this.fineBucketMs;
     for (const edge of this.edgeSlots) {
       if (edge === undefined) continue;
-      const fineLeft = buckets.fold(2 * edge.index, oldestFine, 2 * edge.index + 1, finePerCoarse);
+      const fineLeft = buckets.fold(2 * edge.index, oldestFine, 2 * edge.index + 1, this.finePerCoarse);
       if (!buckets.expire(2 * edge.index + 1, oldestCoarse) && !fineLeft) {
         this.removeEdge(edge, version);
         removedAny = true;
