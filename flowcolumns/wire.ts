@@ -103,6 +103,8 @@ const NAME_OF = new Map<number, ColumnName>(Object.entries(FIELD).map(([k, v]) =
 const VALID_POINTS = [ObservationPoint.OBSERVATION_POINT_FROM_POD, ObservationPoint.OBSERVATION_POINT_TO_POD];
 const MAX_VERDICT = Verdict.VERDICT_AUDIT;
 const MAX_REASON = VerdictReason.VERDICT_REASON_SPOOFED;
+const IPV4_MAPPED_WORD = 0xffff0000;
+const words = (a: ArrayBufferView) => new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4);
 
 /**
  * Reads a FlowColumns message (the bytes of ConnectRequest.columns) into typed arrays and
@@ -195,27 +197,33 @@ function checkedColumns(batchId: bigint, n: number, firstSequence: bigint, raw: 
     localEndpoints: new Uint32Array(column("local_endpoints", 4)), localEndpointNames,
   };
   const rowFail = (name: ColumnName, i: number, what: string) => { throw new ColumnsError(batchId, name, `row ${i}: ${what}`); };
+  // Addresses as 32-bit words (the copies start aligned): IPv4-mapped is words 0 and 1 zero,
+  // word 2 0xffff0000 (bytes 10 and 11 0xff, little-endian); times as their two words.
+  const sourceWords = words(c.sourceAddresses), destinationWords = words(c.destinationAddresses);
+  const startWords = words(c.startNs), endWords = words(c.endNs);
+  const [fromPod, toPod] = VALID_POINTS;
   for (let i = 0; i < n; i++) {
-    const iface = c.interfaces[i] ?? 0;
+    const iface = c.interfaces[i]!;
     if (iface >= interfaceNames.length) rowFail("interfaces", i, `index ${iface} is out of range: interface_names has ${interfaceNames.length}`);
-    const end = c.localEndpoints[i] ?? 0;
+    const end = c.localEndpoints[i]!;
     if (end > localEndpointNames.length) rowFail("local_endpoints", i, `index ${end} is out of range: local_endpoint_names has ${localEndpointNames.length}`);
     const v = c.ipVersions[i];
     if (v !== 4 && v !== 6) rowFail("ip_versions", i, `${v} is not 4 or 6`);
     if (v === 4) {
-      for (const name of ["source_addresses", "destination_addresses"] as const) {
-        const a = name === "source_addresses" ? c.sourceAddresses : c.destinationAddresses;
-        const o = i * ADDRESS_WIDTH;
-        let mapped = a[o + 10] === 0xff && a[o + 11] === 0xff;
-        for (let b = 0; b < 10 && mapped; b++) mapped = a[o + b] === 0;
-        if (!mapped) rowFail(name, i, "an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)");
+      const o = 4 * i;
+      if (sourceWords[o] !== 0 || sourceWords[o + 1] !== 0 || sourceWords[o + 2] !== IPV4_MAPPED_WORD) {
+        rowFail("source_addresses", i, "an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)");
+      }
+      if (destinationWords[o] !== 0 || destinationWords[o + 1] !== 0 || destinationWords[o + 2] !== IPV4_MAPPED_WORD) {
+        rowFail("destination_addresses", i, "an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)");
       }
     }
-    const p = c.points[i] ?? 0;
-    if (!VALID_POINTS.includes(p)) rowFail("points", i, `observation point ${p} is not FROM_POD (1) or TO_POD (2)`);
-    if ((c.verdicts[i] ?? 0) > MAX_VERDICT) rowFail("verdicts", i, `verdict ${c.verdicts[i]} is unknown`);
-    if ((c.verdictReasons[i] ?? 0) > MAX_REASON) rowFail("verdict_reasons", i, `verdict reason ${c.verdictReasons[i]} is unknown`);
-    if ((c.startNs[i] ?? 0n) === 0n || (c.endNs[i] ?? 0n) === 0n) rowFail((c.startNs[i] ?? 0n) === 0n ? "start_time_ns" : "end_time_ns", i, "no time");
+    const p = c.points[i]!;
+    if (p !== fromPod && p !== toPod) rowFail("points", i, `observation point ${p} is not FROM_POD (1) or TO_POD (2)`);
+    if (c.verdicts[i]! > MAX_VERDICT) rowFail("verdicts", i, `verdict ${c.verdicts[i]} is unknown`);
+    if (c.verdictReasons[i]! > MAX_REASON) rowFail("verdict_reasons", i, `verdict reason ${c.verdictReasons[i]} is unknown`);
+    if ((startWords[2 * i]! | startWords[2 * i + 1]!) === 0) rowFail("start_time_ns", i, "no time");
+    if ((endWords[2 * i]! | endWords[2 * i + 1]!) === 0) rowFail("end_time_ns", i, "no time");
   }
   localEndpointNames.forEach((e, k) => {
     if (e.ips.length !== 1) throw new ColumnsError(batchId, "local_endpoint_names", `entry ${k + 1}: ${e.ips.length} addresses, want the local end's one`);

@@ -268,6 +268,20 @@ describe("flow columns", () => {
       dst[v4row * ADDRESS_WIDTH + 10] = 0;
       expect(refusal(withField(good, FIELD.destination_addresses, dst)))
         .toBe(`flow batch 42: column destination_addresses: row ${v4row}: an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)`);
+      const src = new Uint8Array(fieldOf(good, FIELD.source_addresses));
+      src[v4row * ADDRESS_WIDTH + 3] = 1;
+      expect(refusal(withField(good, FIELD.source_addresses, src)))
+        .toBe(`flow batch 42: column source_addresses: row ${v4row}: an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)`);
+    });
+
+    it("a row without a time: a start or end of 0 ns (either 32-bit half set is a time)", () => {
+      for (const [field, name] of [[FIELD.start_time_ns, "start_time_ns"], [FIELD.end_time_ns, "end_time_ns"]] as const) {
+        const times = new BigUint64Array(new Uint8Array(fieldOf(good, field)).buffer);
+        times[6] = 0n;
+        expect(refusal(withField(good, field, new Uint8Array(times.buffer)))).toBe(`flow batch 42: column ${name}: row 6: no time`);
+        times[6] = 1n << 32n; // only the high half set
+        expect(refusal(withField(good, field, new Uint8Array(times.buffer)))).toBe("accepted");
+      }
     });
   });
 
