@@ -9,13 +9,15 @@
 // [--epochs 8] [--epoch-batches 60]`. B defaults to the build this script is in.
 //
 // Method: both control planes load the same 5,000-pod cluster (ingest.ts's manifests) and
-// take bench/ingest.ts's agent batches (`agentBatchesForProfile`, `--nodes` agents) through
-// `ControlPlane.ingestColumns`, untimed until both histories are full (1M). Then `--epochs`
+// take bench/ingest.ts's agent batches (`agentBodiesForProfile`, `--nodes` agents), each
+// decoded from its bytes by the side's own build (its checked decoder, with a dictionary
+// cache per agent where the build has one) and passed to `ControlPlane.ingestColumns`,
+// untimed until both histories are full (1M). Then `--epochs`
 // epochs of `--epoch-batches` batches each: every epoch starts from freshly built batches
 // stamped with the current time, as each window of ingest.ts starts new clients, so the
 // flow map's bucket lists grow as they do there. Each batch goes to A then B, the next to B
-// then A (ABBA, so neither always runs with the other's data fresh in the caches); each call
-// is timed alone (wall clock of a synchronous call: this thread's work, plus any time the
+// then A (ABBA, so neither always runs with the other's data fresh in the caches); each
+// decode and ingest is timed alone (wall clock of a synchronous call: this thread's work, plus any time the
 // host took the CPU away, which lands on either side alike). Prints rows per second of each
 // and B/A, the whole run's and per epoch (their median), with each side's edge count as a
 // check that both built the same map. A build against itself gives 1.00 ± 0.03 per epoch.
@@ -24,16 +26,19 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { agentBatchesForProfile, median, STORE_CAPACITY, writeManifests } from "./ingest.js";
+import { agentBodiesForProfile, median, STORE_CAPACITY, writeManifests } from "./ingest.js";
 import type { FlowColumns } from "../flowcolumns/columns.js";
 // Types only: each side's modules are loaded from its own build's folder.
 import type * as ControlPlaneTypes from "../controlplane/controlplane.js";
 import type * as FolderTypes from "../controlplane/metadata/folder.js";
 import type * as AccessTypes from "../controlplane/access/control.js";
+import type * as WireTypes from "../flowcolumns/wire.js";
 
 type ControlPlaneModule = typeof ControlPlaneTypes;
 type FolderModule = typeof FolderTypes;
 type AccessModule = typeof AccessTypes;
+/** A build's decoder module; builds before 2026-12-05 have no DictionaryCache. */
+type WireModule = Omit<typeof WireTypes, "DictionaryCache"> & { DictionaryCache?: typeof WireTypes.DictionaryCache };
 
 const POOL_BATCHES = 25;
 
@@ -41,6 +46,8 @@ interface Side {
   name: string;
   dist: string;
   cp: InstanceType<ControlPlaneModule["ControlPlane"]>;
+  /** Batch bytes of an agent (by index) decoded by this build, as its AgentServer would. */
+  decode: (agent: number, bytes: Uint8Array) => FlowColumns;
   tmp: string;
   ns: bigint;
   rows: number;
@@ -73,6 +80,15 @@ async function start(name: string, dist: string): Promise<Side> {
   const { ControlPlane } = await import(path.join(dist, "controlplane", "controlplane.js")) as ControlPlaneModule;
   const { FolderSource } = await import(path.join(dist, "controlplane", "metadata", "folder.js")) as FolderModule;
   const { AccessControl } = await import(path.join(dist, "controlplane", "access", "control.js")) as AccessModule;
+  const wire = await import(path.join(dist, "flowcolumns", "wire.js")) as WireModule;
+  const caches = new Map<number, InstanceType<typeof WireTypes.DictionaryCache>>();
+  const decode = (agent: number, bytes: Uint8Array): FlowColumns => {
+    const Cache = wire.DictionaryCache;
+    if (Cache === undefined) return wire.decodeColumns(bytes).columns;
+    let cache = caches.get(agent);
+    if (cache === undefined) caches.set(agent, cache = new Cache());
+    return wire.decodeColumns(bytes, cache).columns;
+  };
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `bulkhead-bench-ingest-ab-${name}-`));
   const dir = path.join(tmp, "manifests");
   writeManifests(dir);
@@ -81,7 +97,7 @@ async function start(name: string, dist: string): Promise<Side> {
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
   await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
-  return { name, dist, cp, tmp, ns: 0n, rows: 0 };
+  return { name, dist, cp, decode, tmp, ns: 0n, rows: 0 };
 }
 
 function rate(rows: number, ns: bigint): number {
@@ -100,33 +116,37 @@ async function main(): Promise<void> {
   try {
     sides.push(await start("a", distA), await start("b", distB));
     const [a, b] = sides as [Side, Side];
-    let pool: FlowColumns[][] = [];
+    let pool: Uint8Array[][] = [];
     let next = 0;
-    const fresh = () => { pool = Array.from({ length: nodes }, (_, n) => agentBatchesForProfile(`node-${n}`, POOL_BATCHES)); };
-    const take = (): [string, FlowColumns] => {
+    const fresh = () => { pool = Array.from({ length: nodes }, (_, n) => agentBodiesForProfile(`node-${n}`, POOL_BATCHES)); };
+    const take = (): [number, Uint8Array] => {
       const node = next % nodes;
-      const batch = pool[node]![Math.floor(next / nodes) % POOL_BATCHES]!;
+      const bytes = pool[node]![Math.floor(next / nodes) % POOL_BATCHES]!;
       next++;
-      return [`node-${node}`, batch];
+      return [node, bytes];
+    };
+    const ingest = (side: Side, node: number, bytes: Uint8Array): number => {
+      const batch = side.decode(node, bytes);
+      side.cp.ingestColumns(`node-${node}`, batch);
+      return batch.rows;
     };
     fresh();
     for (let rows = 0; rows < STORE_CAPACITY;) {
-      const [node, batch] = take();
-      a.cp.ingestColumns(node, batch);
-      b.cp.ingestColumns(node, batch);
-      rows += batch.rows;
+      const [node, bytes] = take();
+      ingest(a, node, bytes);
+      rows += ingest(b, node, bytes);
     }
     const ratios: number[] = [];
     for (let e = 0; e < epochs; e++) {
       fresh();
       const before = { a: a.ns, b: b.ns };
       for (let k = 0; k < epochBatches; k++) {
-        const [node, batch] = take();
+        const [node, bytes] = take();
         for (const side of k % 2 === 0 ? [a, b] : [b, a]) {
           const t0 = process.hrtime.bigint();
-          side.cp.ingestColumns(node, batch);
+          const rows = ingest(side, node, bytes);
           side.ns += process.hrtime.bigint() - t0;
-          side.rows += batch.rows;
+          side.rows += rows;
         }
       }
       ratios.push(Number(a.ns - before.a) / Number(b.ns - before.b));

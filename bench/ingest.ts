@@ -50,7 +50,7 @@ import {
   GetFlowsRequest, ObserverServiceClient, type GetStatusResponse, type ObserverServiceServer,
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { seededRandom } from "../test/harness/seeded-random.js";
-import { columnsFromRecords, type FlowColumns } from "../flowcolumns/columns.js";
+import { columnsFromRecords } from "../flowcolumns/columns.js";
 import { decodeColumns, DictionaryCache, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
 import type { AgentRequest, AgentServer } from "../controlplane/agent-columns.js";
 
@@ -280,13 +280,16 @@ function batchFrame(batchId: bigint, records: Buffer): Buffer {
   return Buffer.concat([Buffer.from([0x12, ...varint(inner), ...head]), records]);
 }
 
-/** A node's pooled batches as checked columns, as the control plane gets them (for in-process profiles of ingest). */
-export function agentBatchesForProfile(node: string, count: number): FlowColumns[] {
+/**
+ * A node's pooled batches as the bytes of FlowColumns bodies, stamped now, as its agent sends
+ * them (for in-process profiles of ingest, which decode each batch as the control plane does).
+ */
+export function agentBodiesForProfile(node: string, count: number): Uint8Array[] {
   const plan = clusterPlan();
   const index = Number(node.replace(/\D/g, ""));
   const startMs = Date.now();
   return Array.from({ length: count }, (_, b) =>
-    decodeColumns(encodeColumns(agentRecords(node, plan, BATCH_RECORDS, 1000 * index + b + 1, startMs, 10_000, b * BATCH_RECORDS + 1))).columns);
+    encodeColumns(agentRecords(node, plan, BATCH_RECORDS, 1000 * index + b + 1, startMs, 10_000, b * BATCH_RECORDS + 1)));
 }
 
 /** FlowColumns fields 3 and on of records (the body every send of the batch reuses). */
