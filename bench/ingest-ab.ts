@@ -10,17 +10,17 @@
 //
 // Method: both control planes load the same 5,000-pod cluster (ingest.ts's manifests) and
 // take bench/ingest.ts's agent batches (`agentBodiesForProfile`, `--nodes` agents), each
-// decoded from its bytes by the side's own build (its checked decoder, with a dictionary
-// cache per agent where the build has one) and passed to `ControlPlane.ingestColumns`,
-// untimed until both histories are full (1M). Then `--epochs`
+// decoded from its bytes by the side's own build's checked decoder and passed to
+// `ControlPlane.ingestColumns`, untimed until both histories are full (1M). Then `--epochs`
 // epochs of `--epoch-batches` batches each: every epoch starts from freshly built batches
 // stamped with the current time, as each window of ingest.ts starts new clients, so the
 // flow map's bucket lists grow as they do there. Each batch goes to A then B, the next to B
 // then A (ABBA, so neither always runs with the other's data fresh in the caches); each
-// decode and ingest is timed alone (wall clock of a synchronous call: this thread's work, plus any time the
-// host took the CPU away, which lands on either side alike). Prints rows per second of each
-// and B/A, the whole run's and per epoch (their median), with each side's edge count as a
-// check that both built the same map. A build against itself gives 1.00 ± 0.03 per epoch.
+// decode and ingest is timed alone (wall clock of a synchronous call: this thread's work,
+// plus any time the host took the CPU away, which lands on either side alike). Prints rows
+// per second of each and B/A, the whole run's and per epoch (their median), with each
+// side's edge count as a check that both built the same map. A build against itself gives
+// 1.00 ± 0.03 per epoch.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -37,8 +37,7 @@ import type * as WireTypes from "../flowcolumns/wire.js";
 type ControlPlaneModule = typeof ControlPlaneTypes;
 type FolderModule = typeof FolderTypes;
 type AccessModule = typeof AccessTypes;
-/** A build's decoder module; builds before 2026-12-05 have no DictionaryCache. */
-type WireModule = Omit<typeof WireTypes, "DictionaryCache"> & { DictionaryCache?: typeof WireTypes.DictionaryCache };
+type WireModule = typeof WireTypes;
 
 const POOL_BATCHES = 25;
 
@@ -46,8 +45,8 @@ interface Side {
   name: string;
   dist: string;
   cp: InstanceType<ControlPlaneModule["ControlPlane"]>;
-  /** Batch bytes of an agent (by index) decoded by this build, as its AgentServer would. */
-  decode: (agent: number, bytes: Uint8Array) => FlowColumns;
+  /** Batch bytes decoded by this build, as its AgentServer would. */
+  decode: (bytes: Uint8Array) => FlowColumns;
   tmp: string;
   ns: bigint;
   rows: number;
@@ -81,14 +80,7 @@ async function start(name: string, dist: string): Promise<Side> {
   const { FolderSource } = await import(path.join(dist, "controlplane", "metadata", "folder.js")) as FolderModule;
   const { AccessControl } = await import(path.join(dist, "controlplane", "access", "control.js")) as AccessModule;
   const wire = await import(path.join(dist, "flowcolumns", "wire.js")) as WireModule;
-  const caches = new Map<number, InstanceType<typeof WireTypes.DictionaryCache>>();
-  const decode = (agent: number, bytes: Uint8Array): FlowColumns => {
-    const Cache = wire.DictionaryCache;
-    if (Cache === undefined) return wire.decodeColumns(bytes).columns;
-    let cache = caches.get(agent);
-    if (cache === undefined) caches.set(agent, cache = new Cache());
-    return wire.decodeColumns(bytes, cache).columns;
-  };
+  const decode = (bytes: Uint8Array): FlowColumns => wire.decodeColumns(bytes).columns;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `bulkhead-bench-ingest-ab-${name}-`));
   const dir = path.join(tmp, "manifests");
   writeManifests(dir);
@@ -126,7 +118,7 @@ async function main(): Promise<void> {
       return [node, bytes];
     };
     const ingest = (side: Side, node: number, bytes: Uint8Array): number => {
-      const batch = side.decode(node, bytes);
+      const batch = side.decode(bytes);
       side.cp.ingestColumns(`node-${node}`, batch);
       return batch.rows;
     };

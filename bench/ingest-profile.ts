@@ -1,6 +1,6 @@
 // The control plane's own ingest work in-process, without gRPC: the bench's agent batches
-// (bench/ingest.ts, `agentBodiesForProfile`) each decoded from its bytes as the control
-// plane's AgentServer does (checked decoder, a dictionary cache per agent), then
+// (bench/ingest.ts, `agentBodiesForProfile`) each decoded from its bytes by the checked
+// decoder, as the control plane's AgentServer does, then
 // `ControlPlane.ingestColumns`, `--rows` rows (default 2M) into its 1M history, after a first
 // pass that fills the history (so that the timed part evicts as the steady state does).
 // (Batches decoded once and reused, as this bench did until 2026-12-05, read columns hot in
@@ -20,7 +20,7 @@ import { ControlPlane } from "../controlplane/controlplane.js";
 import { FolderSource } from "../controlplane/metadata/folder.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import type { FlowColumns } from "../flowcolumns/columns.js";
-import { DictionaryCache, decodeColumns } from "../flowcolumns/wire.js";
+import { decodeColumns } from "../flowcolumns/wire.js";
 import { agentBodiesForProfile, STORE_CAPACITY, writeManifests } from "./ingest.js";
 
 const POOL_BATCHES = 25;
@@ -45,12 +45,11 @@ async function main(): Promise<void> {
   try {
     await cp.start([`unix://${path.join(tmp, "cp.sock")}`]);
     const pool = Array.from({ length: nodes }, (_, n) => agentBodiesForProfile(`node-${n}`, POOL_BATCHES));
-    const dictionaries = pool.map(() => new DictionaryCache());
     let next = 0;
     const ingest = (count: number) => {
       for (let done = 0; done < count; next++) {
         const node = next % nodes;
-        const batch = decodeColumns(pool[node]![Math.floor(next / nodes) % POOL_BATCHES]!, dictionaries[node]).columns;
+        const batch = decodeColumns(pool[node]![Math.floor(next / nodes) % POOL_BATCHES]!).columns;
         cp.ingestColumns(`node-${node}`, batch);
         done += batch.rows;
       }

@@ -26,7 +26,7 @@
 // then reference, then protocol 1 against both; run 2: ...). Whatever else the machine ran
 // meanwhile is printed as "other work". Reference: the same clients against an
 // AgentService in the same gRPC server that only decodes each message (protocol 2: the
-// control plane's own deserializer and checked column decoder, with a dictionary cache per stream as its AgentServer keeps; protocol 1: the generated
+// control plane's own deserializer and checked column decoder; protocol 1: the generated
 // ConnectRequest decoder) and acknowledges it, so its cost is the gRPC + decoding share.
 // Memory: a fresh control plane (store capacity 1M) is fed exactly 1,000,000 records by 2
 // protocol-2 clients on a simulated clock (10,000 records/s per node, so the records span
@@ -51,7 +51,7 @@ import {
 } from "../proto/gen/bulkhead/v1/observer.js";
 import { seededRandom } from "../test/harness/seeded-random.js";
 import { columnsFromRecords } from "../flowcolumns/columns.js";
-import { decodeColumns, DictionaryCache, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
+import { decodeColumns, encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
 import type { AgentRequest, AgentServer } from "../controlplane/agent-columns.js";
 
 // ---------------------------------------------------------------------------------------
@@ -381,8 +381,6 @@ async function referenceRole(socket: string): Promise<void> {
   let connected = 0;
   const agent: AgentServer = {
     connect(stream) {
-      // As the control plane's AgentServer: one dictionary cache per stream.
-      const dictionary = new DictionaryCache();
       stream.on("data", (m: AgentRequest) => {
         const kind = m.kind;
         if (kind?.$case === "hello") {
@@ -392,7 +390,7 @@ async function referenceRole(socket: string): Promise<void> {
           records += BigInt(kind.value.records.length);
           stream.write({ kind: { $case: "ack", value: { batchId: kind.value.batchId } } });
         } else if (kind?.$case === "columnBytes") {
-          const batch = decodeColumns(kind.value, dictionary);
+          const batch = decodeColumns(kind.value);
           records += BigInt(batch.columns.rows);
           stream.write({ kind: { $case: "ack", value: { batchId: batch.batchId } } });
         }

@@ -14,7 +14,7 @@ import net from "node:net";
 import type { Logger } from "pino";
 import type { ConnectResponse, LocalEndpoint, AgentStats } from "../proto/gen/bulkhead/v1/agent.js";
 import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
-import { ColumnsError, decodeColumns, DictionaryCache } from "../flowcolumns/wire.js";
+import { ColumnsError, decodeColumns } from "../flowcolumns/wire.js";
 import type { AgentRequest, AgentServer } from "./agent-columns.js";
 import type { FlowColumns } from "../flowcolumns/columns.js";
 import { ObservationPoint, IpVersion, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
@@ -44,8 +44,6 @@ export interface AgentSession {
   acked: Promise<void>;
   stats: AgentStats | undefined;
   stream: grpc.ServerDuplexStream<AgentRequest, ConnectResponse> | undefined;
-  /** The dictionary entries this stream sent, decoded once (its pods' and interfaces' names recur in every batch). */
-  dictionary: DictionaryCache;
 }
 
 /** One batch of an agent: records (protocol 1) or, from protocol 2, its checked columns, never turned into records here. */
@@ -244,7 +242,7 @@ export class AgentRegistry {
       // are re-sent, and the store skips those it committed meanwhile.
       lastBatchId: stored ?? (sameInstance && prev ? prev.lastBatchId : undefined),
       acked: Promise.resolve(),
-      stats: prev?.stats, stream, dictionary: new DictionaryCache(),
+      stats: prev?.stats, stream,
     };
     this.sessions.set(h.node, session);
     this.log.info({ node: h.node, version: h.version, instance: h.instanceId, peer: stream.getPeer(),
@@ -303,7 +301,7 @@ export class AgentRegistry {
         let decoded;
         try {
           if (s.protocolVersion < 2) throw new ColumnsError(0n, "batch", `protocol version ${s.protocolVersion} sends flows as FlowBatch, not FlowColumns`);
-          decoded = decodeColumns(kind.value, s.dictionary);
+          decoded = decodeColumns(kind.value);
         } catch (err) {
           if (!(err instanceof ColumnsError)) throw err;
           const id = err.batchId;

@@ -3,7 +3,7 @@
 // little-endian arrays, so a column is copied as it is), and the control plane reads them
 // back into typed arrays, checking every column before anything uses it: a bad batch is
 // refused naming the batch and the column (ColumnsError), never half applied.
-import { BinaryReader, BinaryWriter, getTextEncoding } from "@bufbuild/protobuf/wire";
+import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { LocalEndpoint } from "../proto/gen/bulkhead/v1/agent.js";
 import { ObservationPoint, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
 import { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
@@ -106,102 +106,14 @@ const MAX_REASON = VerdictReason.VERDICT_REASON_SPOOFED;
 const IPV4_MAPPED_WORD = 0xffff0000;
 const words = (a: ArrayBufferView) => new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4);
 
-/** Entries longer than this are decoded every time, so that the cache's memory stays small whatever an agent sends. */
-const MAX_CACHED_ENTRY_BYTES = 512;
-const MAX_CACHED_ENTRIES = 1024;
-
-/**
- * Dictionary entries decoded once per agent stream: an agent sends its pods' names and its
- * interfaces' names again in every batch (the dictionaries are per batch), the same bytes
- * for as long as the pod lives. An entry is found by a hash of its bytes and taken only when
- * its bytes are equal, so a cached value is exactly what decoding would give. Values are
- * shared by every batch that names them: readers never change them. Bounded per stream: at
- * most MAX_CACHED_ENTRIES entries a dictionary (a node runs a few hundred pods), each of at
- * most MAX_CACHED_ENTRY_BYTES (1 MiB in all), a dictionary emptied when full.
- */
-export class DictionaryCache {
-  private readonly endpoints = new Map<number, CachedEntry<LocalEndpoint>>();
-  private readonly names = new Map<number, CachedEntry<string>>();
-
-  /** The entry at [start, end) of `view` (a batch's bytes), decoded or from the cache. */
-  localEndpoint(view: DataView, start: number, end: number): LocalEndpoint {
-    return cached(this.endpoints, view, start, end, (bytes) => LocalEndpoint.decode(bytes));
-  }
-
-  interfaceName(view: DataView, start: number, end: number): string {
-    return cached(this.names, view, start, end, (bytes) => getTextEncoding().decodeUtf8(bytes));
-  }
-
-  /** Entries held (both dictionaries). */
-  get size(): number {
-    return this.endpoints.size + this.names.size;
-  }
-}
-
-interface CachedEntry<T> {
-  /** A copy of the entry's bytes (never a view of the batch, which it would keep alive). */
-  view: DataView;
-  value: T;
-}
-
-/**
- * The cache's key for the bytes [start, end) of `view`: FNV-1a over 32-bit words (then the
- * last bytes), seeded with the length, mixed by murmur3's finalizer, 30 bits so that V8
- * keeps it a small integer (exported for tests, which look for collisions).
- */
-export function entryHash(view: DataView, start: number, end: number): number {
-  let hash = 0x811c9dc5 ^ (end - start);
-  let i = start;
-  for (; i + 4 <= end; i += 4) hash = Math.imul(hash ^ view.getUint32(i, true), 0x01000193);
-  for (; i < end; i++) hash = Math.imul(hash ^ view.getUint8(i), 0x01000193);
-  hash ^= hash >>> 16;
-  hash = Math.imul(hash, 0x85ebca6b);
-  hash ^= hash >>> 13;
-  hash = Math.imul(hash, 0xc2b2ae35);
-  hash ^= hash >>> 16;
-  return hash & 0x3fffffff;
-}
-
-/** Whether the bytes [start, start + length) of `view` equal all of `entry`'s. */
-function sameBytes(entry: DataView, view: DataView, start: number, length: number): boolean {
-  if (entry.byteLength !== length) return false;
-  let k = 0;
-  for (; k + 4 <= length; k += 4) if (entry.getUint32(k, true) !== view.getUint32(start + k, true)) return false;
-  for (; k < length; k++) if (entry.getUint8(k) !== view.getUint8(start + k)) return false;
-  return true;
-}
-
-function cached<T>(entries: Map<number, CachedEntry<T>>, view: DataView, start: number, end: number, decode: (bytes: Uint8Array) => T): T {
-  const length = end - start;
-  if (length > MAX_CACHED_ENTRY_BYTES) return decode(new Uint8Array(view.buffer, view.byteOffset + start, length));
-  const hash = entryHash(view, start, end);
-  const hit = entries.get(hash);
-  if (hit !== undefined && sameBytes(hit.view, view, start, length)) return hit.value;
-  const bytes = copyOf(new Uint8Array(view.buffer, view.byteOffset + start, length));
-  const value = decode(bytes);
-  if (entries.size >= MAX_CACHED_ENTRIES) entries.clear();
-  entries.set(hash, { view: new DataView(bytes.buffer), value });
-  return value;
-}
-
-/** Moves the reader past the length-delimited field it is at; returns where the field's bytes start (they end at reader.pos). */
-function skipLengthDelimited(reader: BinaryReader): number {
-  const len = reader.uint32();
-  const start = reader.pos;
-  if (start + len > reader.len) throw new RangeError("premature EOF");
-  reader.pos += len;
-  return start;
-}
-
 /**
  * Reads a FlowColumns message (the bytes of ConnectRequest.columns) into typed arrays and
  * checks it whole: every column present with exactly `rows` values of its width (a cut
  * column, or one longer or shorter than the others, is refused), addresses 16 bytes wide
  * (IPv4 rows IPv4-mapped), dictionary indexes in range, enums known, at least one row.
- * Throws ColumnsError naming the batch and the column. With `dictionary` (one per agent
- * stream), entries the agent sent before are not decoded again.
+ * Throws ColumnsError naming the batch and the column.
  */
-export function decodeColumns(buf: Uint8Array, dictionary?: DictionaryCache): DecodedColumns {
+export function decodeColumns(buf: Uint8Array): DecodedColumns {
   let batchId = 0n;
   let sentAt: Timestamp | undefined;
   let rows: number | undefined;
@@ -210,7 +122,6 @@ export function decodeColumns(buf: Uint8Array, dictionary?: DictionaryCache): De
   const interfaceNames: string[] = [];
   const localEndpointNames: LocalEndpoint[] = [];
   const reader = new BinaryReader(buf);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let reading: ColumnName | "batch" = "batch";
   let after: ColumnName | undefined;
   try {
@@ -228,19 +139,8 @@ export function decodeColumns(buf: Uint8Array, dictionary?: DictionaryCache): De
       else if (no === FIELD.rows) rows = reader.uint32();
       else if (no === FIELD.first_sequence) firstSequence = BigInt(reader.uint64());
       else if (no === FIELD.sent_at) sentAt = Timestamp.decode(reader.bytes());
-      else if (no === FIELD.interface_names) {
-        if (dictionary === undefined) interfaceNames.push(reader.string());
-        else {
-          const start = skipLengthDelimited(reader);
-          interfaceNames.push(dictionary.interfaceName(view, start, reader.pos));
-        }
-      } else if (no === FIELD.local_endpoint_names) {
-        if (dictionary === undefined) localEndpointNames.push(LocalEndpoint.decode(reader.bytes()));
-        else {
-          const start = skipLengthDelimited(reader);
-          localEndpointNames.push(dictionary.localEndpoint(view, start, reader.pos));
-        }
-      }
+      else if (no === FIELD.interface_names) interfaceNames.push(reader.string());
+      else if (no === FIELD.local_endpoint_names) localEndpointNames.push(LocalEndpoint.decode(reader.bytes()));
       else if (name !== undefined) {
         if (raw.has(name)) throw new ColumnsError(batchId, name, "appears twice: a column is one packed field");
         raw.set(name, reader.bytes());
