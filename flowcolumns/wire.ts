@@ -100,11 +100,12 @@ function copyOf(b: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 const NAME_OF = new Map<number, ColumnName>(Object.entries(FIELD).map(([k, v]) => [v, k as ColumnName]));
-const VALID_POINTS = [ObservationPoint.OBSERVATION_POINT_FROM_POD, ObservationPoint.OBSERVATION_POINT_TO_POD];
 const MAX_VERDICT = Verdict.VERDICT_AUDIT;
 const MAX_REASON = VerdictReason.VERDICT_REASON_SPOOFED;
 const IPV4_MAPPED_WORD = 0xffff0000;
 const words = (a: ArrayBufferView) => new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4);
+/** Whether the 16-byte address at word `o` is IPv4-mapped (::ffff:a.b.c.d): words 0 and 1 zero, word 2 0xffff0000 (little-endian). */
+const ipv4Mapped = (w: Uint32Array, o: number) => w[o] === 0 && w[o + 1] === 0 && w[o + 2] === IPV4_MAPPED_WORD;
 
 /**
  * Reads a FlowColumns message (the bytes of ConnectRequest.columns) into typed arrays and
@@ -197,11 +198,9 @@ function checkedColumns(batchId: bigint, n: number, firstSequence: bigint, raw: 
     localEndpoints: new Uint32Array(column("local_endpoints", 4)), localEndpointNames,
   };
   const rowFail = (name: ColumnName, i: number, what: string) => { throw new ColumnsError(batchId, name, `row ${i}: ${what}`); };
-  // Addresses as 32-bit words (the copies start aligned): IPv4-mapped is words 0 and 1 zero,
-  // word 2 0xffff0000 (bytes 10 and 11 0xff, little-endian); times as their two words.
+  // Addresses and times read as 32-bit words (the copies start aligned).
   const sourceWords = words(c.sourceAddresses), destinationWords = words(c.destinationAddresses);
   const startWords = words(c.startNs), endWords = words(c.endNs);
-  const [fromPod, toPod] = VALID_POINTS;
   for (let i = 0; i < n; i++) {
     const iface = c.interfaces[i]!;
     if (iface >= interfaceNames.length) rowFail("interfaces", i, `index ${iface} is out of range: interface_names has ${interfaceNames.length}`);
@@ -210,16 +209,11 @@ function checkedColumns(batchId: bigint, n: number, firstSequence: bigint, raw: 
     const v = c.ipVersions[i];
     if (v !== 4 && v !== 6) rowFail("ip_versions", i, `${v} is not 4 or 6`);
     if (v === 4) {
-      const o = 4 * i;
-      if (sourceWords[o] !== 0 || sourceWords[o + 1] !== 0 || sourceWords[o + 2] !== IPV4_MAPPED_WORD) {
-        rowFail("source_addresses", i, "an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)");
-      }
-      if (destinationWords[o] !== 0 || destinationWords[o + 1] !== 0 || destinationWords[o + 2] !== IPV4_MAPPED_WORD) {
-        rowFail("destination_addresses", i, "an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)");
-      }
+      if (!ipv4Mapped(sourceWords, 4 * i)) rowFail("source_addresses", i, "an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)");
+      if (!ipv4Mapped(destinationWords, 4 * i)) rowFail("destination_addresses", i, "an IPv4 row's address is not IPv4-mapped (::ffff:a.b.c.d)");
     }
     const p = c.points[i]!;
-    if (p !== fromPod && p !== toPod) rowFail("points", i, `observation point ${p} is not FROM_POD (1) or TO_POD (2)`);
+    if (p !== ObservationPoint.OBSERVATION_POINT_FROM_POD && p !== ObservationPoint.OBSERVATION_POINT_TO_POD) rowFail("points", i, `observation point ${p} is not FROM_POD (1) or TO_POD (2)`);
     if (c.verdicts[i]! > MAX_VERDICT) rowFail("verdicts", i, `verdict ${c.verdicts[i]} is unknown`);
     if (c.verdictReasons[i]! > MAX_REASON) rowFail("verdict_reasons", i, `verdict reason ${c.verdictReasons[i]} is unknown`);
     if ((startWords[2 * i]! | startWords[2 * i + 1]!) === 0) rowFail("start_time_ns", i, "no time");
