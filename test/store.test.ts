@@ -566,8 +566,8 @@ describe("flow history", () => {
     // Ends left out: an address equal to its end's is not held in the address dictionary at all.
     const collide = (records: FlowRecord[]) => {
       const b = enrichedFromRecords("node-a", records.map((r) => ({ ...r, source: undefined, destination: undefined })));
-      b.sourceHashes.fill(7); // every address in one hint slot, as a hash collision would put them
-      b.destinationHashes.fill(7);
+      b.sourceHints.fill(7); // every address in one hint slot, as a collision would put them
+      b.destinationHints.fill(7);
       return b;
     };
     const first = [numbered(1), numbered(2, undefined, { src: other1, dst: other2 }), numbered(3, undefined, { src: internet, dst: web1 })];
@@ -577,6 +577,24 @@ describe("flow history", () => {
     const second = [numbered(4, undefined, { src: nodeA, dst: cartSvc }), numbered(5, undefined, { src: db1, dst: debug })];
     history.appendColumns(collide(second));
     expect(ips(history.query())).toEqual(ips([first[2]!, ...second]));
+  });
+
+  it("stores each row's own ends when their addresses share a hint slot, or an id is freed and reused", () => {
+    const history = new FlowHistory({ capacity: 3 });
+    const ends = (records: FlowRecord[]) => records.map((r) => [r.source, r.destination]);
+    const collide = (records: FlowRecord[]) => {
+      const b = enrichedFromRecords("node-a", records);
+      b.sourceHints.fill(7); // every end in one hint slot, as addresses whose hints collide would be
+      b.destinationHints.fill(7);
+      return b;
+    };
+    const first = [numbered(1), numbered(2, undefined, { src: other1, dst: db1 }), numbered(3, undefined, { src: internet, dst: web1 })];
+    history.appendColumns(collide(first));
+    expect(ends(history.query())).toEqual(ends(first));
+    // Evicts rows 1 and 2: their Endpoints are freed, their ids reused for ends the hints never saw.
+    const second = [numbered(4, undefined, { src: cart1, dst: cartSvc }), numbered(5, undefined, { src: db1, dst: debug })];
+    history.appendColumns(collide(second));
+    expect(ends(history.query())).toEqual(ends([first[2]!, ...second]));
   });
 
   it("keeps every value exactly when it does not fit its column's width: the column widens, earlier rows unchanged", () => {
@@ -811,6 +829,24 @@ describe("flow map", () => {
     map.addColumns(enrichedFromRecords("node-b", [record({ src: cart1, dst: web1, point: FROM, sport: 8080, dport: 40001 })]));
     map.addColumns(enrichedFromRecords("node-b", [record({ src: cart1, dst: web1, point: FROM, sport: 8080, dport: 40002 })]));
     expect(map.getMap().edges.map((e) => [e.source, e.destination, Number(e.flows)])).toEqual([[WEB, CART, 2]]);
+  });
+
+  it("names each row's ends by their own Endpoints when their addresses share a hint slot", () => {
+    const { map } = store();
+    const rows = enrichedFromRecords("node-b", [
+      record({ src: web1, dst: cart1, point: FROM, sport: 40001, dport: 8080 }),
+      record({ src: db1, dst: other1, point: FROM, sport: 40002, dport: 5432 }),
+      record({ src: web1, dst: db1, point: FROM, sport: 40003, dport: 5432 }),
+    ].map((r, i) => ({ ...r, sequence: BigInt(i) })));
+    rows.sourceHints.fill(7); // every end in one slot, as addresses whose hints collide would be
+    rows.destinationHints.fill(7);
+    map.addColumns(rows);
+    map.addColumns(rows); // again, with the slot holding the last end of the first pass
+    expect(map.getMap().edges.map((e) => [e.source, e.destination, Number(e.packets)])).toEqual([
+      ["workload:db/StatefulSet/postgres", "workload:other/Deployment/x", 20],
+      [WEB, "workload:db/StatefulSet/postgres", 20],
+      [WEB, CART, 20],
+    ]);
   });
 
   it("a reply from a Service address stays on client -> service whatever its ports", () => {

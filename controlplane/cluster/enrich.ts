@@ -22,6 +22,7 @@ import type { ChangeCounter, ClusterState, PodClaim } from "./state.js";
 import { ADDRESS_WIDTH, formatAddress, type FlowColumns } from "../../flowcolumns/columns.js";
 import { splitNanoseconds, type EnrichedColumns } from "../store/enriched-columns.js";
 import { addressHash } from "../store/flowmap.js";
+import { Uint32KeyTable } from "../uint32-key-table.js";
 
 /**
  * A cached answer for one address; times as (seconds, nanoseconds) pairs of numbers. A
@@ -110,8 +111,9 @@ const NS_PER_SECOND = 1_000_000_000n;
 
 export class Enricher {
   private readonly byAddress = new Map<string, CachedAnswer>();
-  /** The column path's cache: IPv4 by its 32-bit value, IPv6 by its 16 bytes as an 8-character string. */
-  private readonly byBytes = new Map<number | string, AddressEntry>();
+  /** The column path's cache: IPv4 in v4Entries (by their 32-bit values), IPv6 by its 16 bytes as an 8-character string. */
+  private readonly byBytes = new Map<string, AddressEntry>();
+  private readonly v4Entries = new Uint32KeyTable<AddressEntry>();
   private nextAddressId = 1;
   private readonly cacheSize: number;
 
@@ -186,22 +188,34 @@ export class Enricher {
   /** The entry of the address at row `i` of a 16-byte address column (`version` 4: IPv4-mapped). */
   addressAt(col: Uint8Array, i: number, version: number): AddressEntry {
     const o = i * ADDRESS_WIDTH;
-    let key: number | string;
-    if (version === 4) key = ((col[o + 12]! << 24) | (col[o + 13]! << 16) | (col[o + 14]! << 8) | col[o + 15]!) >>> 0;
-    else {
-      key = "";
-      for (let g = 0; g < 16; g += 2) key += String.fromCharCode((col[o + g]! << 8) | col[o + g + 1]!);
+    if (version === 4) {
+      const key = ((col[o + 12]! << 24) | (col[o + 13]! << 16) | (col[o + 14]! << 8) | col[o + 15]!) >>> 0;
+      const known = this.v4Entries.get(key);
+      if (known !== undefined) return known;
+      const entry = this.newEntry(col, i, version);
+      this.v4Entries.add(key, entry);
+      return entry;
     }
+    let key = "";
+    for (let g = 0; g < 16; g += 2) key += String.fromCharCode((col[o + g]! << 8) | col[o + g + 1]!);
     let entry = this.byBytes.get(key);
     if (entry === undefined) {
-      // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
-      if (this.byBytes.size >= this.cacheSize) this.byBytes.clear();
-      const ip = formatAddress(col, i, version);
-      entry = new AddressEntry(ip, this.nextAddressId++, this.state.unknownAddresses);
+      entry = this.newEntry(col, i, version);
       this.byBytes.set(key, entry);
     }
     return entry;
   }
+
+  /** A new entry for the address at row `i`, once the caches have room for it. */
+  private newEntry(col: Uint8Array, i: number, version: number): AddressEntry {
+    // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
+    if (this.byBytes.size + this.v4Entries.size >= this.cacheSize) {
+      this.byBytes.clear();
+      this.v4Entries.clear();
+    }
+    return new AddressEntry(formatAddress(col, i, version), this.nextAddressId++, this.state.unknownAddresses);
+  }
+
 
   /** What `entry`'s address named at the time: resolve() over the entry's own cached answer. */
   resolveEntry(entry: AddressEntry, seconds: number, nanos: number): Endpoint {
@@ -237,6 +251,7 @@ export class Enricher {
     const sourceIps = new Array<string>(n), destinationIps = new Array<string>(n);
     const sourceEntries = new Array<AddressEntry>(n), destinationEntries = new Array<AddressEntry>(n);
     const sourceHashes = new Uint32Array(n), destinationHashes = new Uint32Array(n);
+    const sourceHints = new Uint32Array(n), destinationHints = new Uint32Array(n);
     const rows = new Uint32Array(n);
     let kept = 0;
     const problems = new Map<LocalEndProblem, number>();
@@ -275,6 +290,8 @@ export class Enricher {
       destinationEntries[i] = dst;
       sourceHashes[i] = src.hash;
       destinationHashes[i] = dst.hash;
+      sourceHints[i] = src.id;
+      destinationHints[i] = dst.id;
       if (spoofed) {
         // As name(): the sender named by its interface under its own address, never the forged address's owner.
         sources[i] = claimed;
@@ -286,7 +303,7 @@ export class Enricher {
     }
     return {
       batch: {
-        node, columns, rows: kept === n ? rows : rows.slice(0, kept), sources, destinations, sourceIps, destinationIps, sourceHashes, destinationHashes,
+        node, columns, rows: kept === n ? rows : rows.slice(0, kept), sources, destinations, sourceIps, destinationIps, sourceHashes, destinationHashes, sourceHints, destinationHints,
         attributions: new Array<undefined>(n), startSeconds, startNanos, endSeconds, endNanos,
       },
       sourceEntries, destinationEntries, problems,

@@ -30,6 +30,13 @@ export interface EnrichedColumns {
   /** addressHash() of each (store/flowmap.ts: the flow map's 5-tuple hash), once per distinct address. */
   sourceHashes: Uint32Array;
   destinationHashes: Uint32Array;
+  /**
+   * A number per distinct address for the stores' hint tables (the enricher's entry id:
+   * consecutive, so that live addresses seldom share a slot); a hint is checked before
+   * use, so any number is correct, a poor one only slower.
+   */
+  sourceHints: Uint32Array;
+  destinationHints: Uint32Array;
   attributions: (PolicyAttribution | undefined)[];
   /** Start and end times, corrected for the agent's clock, as (seconds, nanoseconds). */
   startSeconds: Float64Array;
@@ -150,6 +157,8 @@ export function enrichedFromRecords(node: string, records: readonly FlowRecord[]
     sourceIps: records.map((r) => r.ip?.source ?? ""), destinationIps: records.map((r) => r.ip?.destination ?? ""),
     sourceHashes: Uint32Array.from(records, (r) => addressHash(r.ip?.source ?? "")),
     destinationHashes: Uint32Array.from(records, (r) => addressHash(r.ip?.destination ?? "")),
+    sourceHints: Uint32Array.from(records, (r) => addressHash(r.ip?.source ?? "")),
+    destinationHints: Uint32Array.from(records, (r) => addressHash(r.ip?.destination ?? "")),
     attributions: records.map((r) => r.attribution),
     startSeconds: new Float64Array(n), startNanos: new Uint32Array(n), endSeconds: new Float64Array(n), endNanos: new Uint32Array(n),
   };

@@ -254,6 +254,9 @@ interface Observation {
   /** addressHash() of sourceIp and destinationIp; -1: not known yet (computed when needed). */
   sourceHash: number;
   destinationHash: number;
+  /** EnrichedColumns' hints of the two addresses; -1: none. */
+  sourceHint: number;
+  destinationHint: number;
   hasL4: boolean;
   protocol: number;
   protocolName: string;
@@ -390,6 +393,9 @@ function namespacesOf(client: NodeName, server: NodeName): string[] {
 }
 
 const PREFIX_BITS_V4 = 24, PREFIX_BITS_V6 = 48;
+
+/** Slots of FlowMapStore's identity hints (a power of two, minus one). */
+const IDENTITY_HINT_MASK = 16_383;
 
 /** An outside end named by its /24 or /48 (the end itself when it is not outside); undefined for a name that is no address. */
 function prefixOf(node: NodeIdentity): NodeIdentity | undefined {
@@ -546,6 +552,12 @@ export class FlowMapStore {
   private readonly nodes = new Map<string, MapNodeState>();
   // Shared Endpoint objects (one per pod) resolve to their map node once.
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
+  /**
+   * The identity last kept for an endpoint, by its address's hint (identity()): a slot
+   * answers when it holds the row's very Endpoint object, and saves the WeakMap lookup.
+   */
+  private readonly hintedEndpoints: (Endpoint | undefined)[] = new Array<Endpoint | undefined>(IDENTITY_HINT_MASK + 1).fill(undefined);
+  private readonly hintedIdentities: (NodeIdentity | undefined)[] = new Array<NodeIdentity | undefined>(IDENTITY_HINT_MASK + 1).fill(undefined);
   /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
   private nextSerial = 1;
   /** The next MapNodeState.number. */
@@ -565,7 +577,7 @@ export class FlowMapStore {
   private lastCoarseMaintenance = -Infinity;
   /** The observation add() and addColumns() fill for observe(), reused. */
   private readonly scratch: Observation = {
-    lastMs: 0, firstMs: 0, point: 0, verdict: 0, source: undefined, destination: undefined, sourceIp: "", destinationIp: "", sourceHash: -1, destinationHash: -1,
+    lastMs: 0, firstMs: 0, point: 0, verdict: 0, source: undefined, destination: undefined, sourceIp: "", destinationIp: "", sourceHash: -1, destinationHash: -1, sourceHint: -1, destinationHint: -1,
     hasL4: false, protocol: 0, protocolName: "", sourcePort: 0, destinationPort: 0, icmpType: 0, tcpFlags: -1, packets: 0, bytes: 0,
   };
   private oldestCoarse = 0;
@@ -636,6 +648,8 @@ export class FlowMapStore {
       o.destinationIp = record.ip?.destination ?? "";
       o.sourceHash = -1;
       o.destinationHash = -1;
+      o.sourceHint = -1;
+      o.destinationHint = -1;
       const l4 = record.l4;
       o.hasL4 = l4 !== undefined;
       o.protocol = l4?.protocol ?? 0;
@@ -676,6 +690,8 @@ export class FlowMapStore {
       o.destinationIp = b.destinationIps[i]!;
       o.sourceHash = b.sourceHashes[i]!;
       o.destinationHash = b.destinationHashes[i]!;
+      o.sourceHint = b.sourceHints[i]!;
+      o.destinationHint = b.destinationHints[i]!;
       const proto = c.protocols[i]!;
       const isIcmp = proto === 1 || proto === 58;
       o.hasL4 = true;
@@ -726,7 +742,8 @@ export class FlowMapStore {
 
     // The protocol's name follows from its number unless a record named it otherwise: then edgeFor's cache is not used.
     const byNumber = o.hasL4 && (o.protocolName === "" || o.protocolName === PROTOCOL_NAMES[o.protocol]) ? o.protocol : -1;
-    const client = this.identity(clientEndpoint, clientIp), server = this.identity(serverEndpoint, serverIp);
+    const client = this.identity(clientEndpoint, clientIp, reply ? o.destinationHint : o.sourceHint);
+    const server = this.identity(serverEndpoint, serverIp, reply ? o.sourceHint : o.destinationHint);
     const edge = this.edgeFor(client, server, protocol, serverPort, byNumber);
     if (edge.peer === "prefix") this.counters.prefixRecords++;
     else if (edge.peer === "other") this.counters.otherRecords++;
@@ -888,16 +905,23 @@ export class FlowMapStore {
     return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
-  private identity(endpoint: Endpoint | undefined, address: string): NodeIdentity {
+  /** The identity of a record's end: `hint` is its address's (Observation.sourceHint), -1 for none. */
+  private identity(endpoint: Endpoint | undefined, address: string, hint: number): NodeIdentity {
     if (endpoint === undefined) return identify(undefined, address);
-    const known = this.identities.get(endpoint);
-    if (known !== undefined) return known;
-    const identity = identify(endpoint, address);
-    // An endpoint without an address borrows the record's; such an identity is per record.
-    if (endpoint.ip !== "" || identity.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD
-      || identity.kind === MapNodeKind.MAP_NODE_KIND_SERVICE || identity.kind === MapNodeKind.MAP_NODE_KIND_HOST) {
+    const slot = hint & IDENTITY_HINT_MASK;
+    if (hint >= 0 && this.hintedEndpoints[slot] === endpoint) return this.hintedIdentities[slot]!;
+    let identity = this.identities.get(endpoint);
+    if (identity === undefined) {
+      identity = identify(endpoint, address);
+      // An endpoint without an address borrows the record's; such an identity is per record.
+      if (endpoint.ip === "" && identity.kind !== MapNodeKind.MAP_NODE_KIND_WORKLOAD
+        && identity.kind !== MapNodeKind.MAP_NODE_KIND_SERVICE && identity.kind !== MapNodeKind.MAP_NODE_KIND_HOST) return identity;
       this.identities.set(endpoint, identity);
       if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
+    }
+    if (hint >= 0) {
+      this.hintedEndpoints[slot] = endpoint;
+      this.hintedIdentities[slot] = identity;
     }
     return identity;
   }

@@ -55,7 +55,7 @@ const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
 const IP_SOURCE_OF_SOURCE = 32, IP_DESTINATION_OF_DESTINATION = 64;
 
 /** Slots of RowDictionary's hint table (a power of two). */
-const HINT_MASK = 4095;
+const HINT_MASK = 16_383;
 
 /**
  * The values a column of ids names, each counted by the rows that hold it: an id is freed
@@ -712,9 +712,10 @@ export class FlowHistory {
     const sourceIp = b.sourceIps[i]!, destinationIp = b.destinationIps[i]!;
     const ipOfEnds = (source !== undefined && source.ip === sourceIp ? IP_SOURCE_OF_SOURCE : 0)
       | (destination !== undefined && destination.ip === destinationIp ? IP_DESTINATION_OF_DESTINATION : 0);
-    const ipSource = (ipOfEnds & IP_SOURCE_OF_SOURCE) !== 0 ? 0 : c.addresses.holdHinted(sourceIp, b.sourceHashes[i]!);
-    const ipDestination = (ipOfEnds & IP_DESTINATION_OF_DESTINATION) !== 0 ? 0 : c.addresses.holdHinted(destinationIp, b.destinationHashes[i]!);
-    const sourceId = c.endpoints.hold(source), destinationId = c.endpoints.hold(destination);
+    const ipSource = (ipOfEnds & IP_SOURCE_OF_SOURCE) !== 0 ? 0 : c.addresses.holdHinted(sourceIp, b.sourceHints[i]!);
+    const ipDestination = (ipOfEnds & IP_DESTINATION_OF_DESTINATION) !== 0 ? 0 : c.addresses.holdHinted(destinationIp, b.destinationHints[i]!);
+    const sourceId = source === undefined ? 0 : c.endpoints.holdHinted(source, b.sourceHints[i]!);
+    const destinationId = destination === undefined ? 0 : c.endpoints.holdHinted(destination, b.destinationHints[i]!);
     const attribution = c.attributions.hold(b.attributions[i]);
     if (evicting) c.release(slot);
     c.setRefs(slot, batch.node, iface, ipSource, ipDestination, protocolName, sourceId, destinationId, attribution);
