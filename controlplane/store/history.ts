@@ -139,7 +139,24 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
  */
 class EndpointInterner {
   private readonly endpoints = new Map<string, Endpoint>();
+  /** What intern() last answered for an Endpoint object, by its address's hint (internHinted). */
+  private readonly hintedFrom: (Endpoint | undefined)[] = new Array<Endpoint | undefined>(HINT_MASK + 1).fill(undefined);
+  private readonly hintedTo: (Endpoint | undefined)[] = new Array<Endpoint | undefined>(HINT_MASK + 1).fill(undefined);
   constructor(private readonly limit: number) {}
+
+  /**
+   * intern() with a hint (EnrichedColumns.sourceHints): an Endpoint object interned before
+   * under the same slot gets the same answer without the Map, an Endpoint equal to it
+   * (Endpoints are read-only), though maybe no longer the one the Map holds for its address.
+   */
+  internHinted(endpoint: Endpoint, hint: number): Endpoint {
+    const slot = hint & HINT_MASK;
+    if (this.hintedFrom[slot] === endpoint) return this.hintedTo[slot]!;
+    const interned = this.intern(endpoint);
+    this.hintedFrom[slot] = endpoint;
+    this.hintedTo[slot] = interned;
+    return interned;
+  }
 
   intern(endpoint: Endpoint): Endpoint {
     if (endpoint.podName !== "") return endpoint;
@@ -698,8 +715,8 @@ export class FlowHistory {
     const evicting = this.count === c.capacity;
     if (evicting) this.evict(slot);
     const src = b.sources[i], dst = b.destinations[i];
-    const source = src === undefined || src.podName !== "" ? src : this.nonPodEndpoints.intern(src);
-    const destination = dst === undefined || dst.podName !== "" ? dst : this.nonPodEndpoints.intern(dst);
+    const source = src === undefined || src.podName !== "" ? src : this.nonPodEndpoints.internHinted(src, b.sourceHints[i]!);
+    const destination = dst === undefined || dst.podName !== "" ? dst : this.nonPodEndpoints.internHinted(dst, b.destinationHints[i]!);
     const proto = cols.protocols[i]!;
     let protocolName = batch.protocols[proto]!;
     if (protocolName === 0) protocolName = batch.protocols[proto] = c.protocolNames.hold(PROTOCOL_NAMES[proto] ?? String(proto));
