@@ -560,42 +560,27 @@ describe("flow history", () => {
     expect([calls, got, errors.map((e) => (e as Error).message)]).toEqual([1, [1, 2], ["client went away"]]);
   });
 
-  it("stores each row's own address text when addresses share a hash hint, or an id is freed and reused", () => {
-    const history = new FlowHistory({ capacity: 3 });
-    const ips = (records: FlowRecord[]) => records.map((r) => [r.ip!.source, r.ip!.destination]);
-    // Ends left out: an address equal to its end's is not held in the address dictionary at all.
-    const collide = (records: FlowRecord[]) => {
-      const b = enrichedFromRecords("node-a", records.map((r) => ({ ...r, source: undefined, destination: undefined })));
-      b.sourceHints.fill(7); // every address in one hint slot, as a collision would put them
-      b.destinationHints.fill(7);
-      return b;
-    };
-    const first = [numbered(1), numbered(2, undefined, { src: other1, dst: other2 }), numbered(3, undefined, { src: internet, dst: web1 })];
-    history.appendColumns(collide(first));
-    expect(ips(history.query())).toEqual(ips(first));
-    // Evicts rows 1 and 2: their strings are freed, their ids reused for addresses the hints never saw.
-    const second = [numbered(4, undefined, { src: nodeA, dst: cartSvc }), numbered(5, undefined, { src: db1, dst: debug })];
-    history.appendColumns(collide(second));
-    expect(ips(history.query())).toEqual(ips([first[2]!, ...second]));
-  });
-
-  it("stores each row's own ends when their addresses share a hint slot, or an id is freed and reused", () => {
-    const history = new FlowHistory({ capacity: 3 });
-    const ends = (records: FlowRecord[]) => records.map((r) => [r.source, r.destination]);
-    const collide = (records: FlowRecord[]) => {
-      const b = enrichedFromRecords("node-a", records);
-      b.sourceHints.fill(7); // every end in one hint slot, as addresses whose hints collide would be
-      b.destinationHints.fill(7);
-      return b;
-    };
-    const first = [numbered(1), numbered(2, undefined, { src: other1, dst: db1 }), numbered(3, undefined, { src: internet, dst: web1 })];
-    history.appendColumns(collide(first));
-    expect(ends(history.query())).toEqual(ends(first));
-    // Evicts rows 1 and 2: their Endpoints are freed, their ids reused for ends the hints never saw.
-    const second = [numbered(4, undefined, { src: cart1, dst: cartSvc }), numbered(5, undefined, { src: db1, dst: debug })];
-    history.appendColumns(collide(second));
-    expect(ends(history.query())).toEqual(ends([first[2]!, ...second]));
-  });
+  // Without ends, the addresses are what the hints find (an address equal to its end's is
+  // not held in the address dictionary at all); with them, the Endpoints.
+  it.each([["address text", true], ["ends", false]] as const)(
+    "stores each row's own %s when their addresses share a hint slot, or an id is freed and reused", (_, withoutEnds) => {
+      const history = new FlowHistory({ capacity: 3 });
+      const input = (records: FlowRecord[]) => (withoutEnds ? records.map((r) => ({ ...r, source: undefined, destination: undefined })) : records);
+      const seen = (records: FlowRecord[]) => records.map((r) => [r.ip!.source, r.ip!.destination, r.source, r.destination]);
+      const collide = (records: FlowRecord[]) => {
+        const b = enrichedFromRecords("node-a", records);
+        b.sourceHints.fill(7); // every address in one hint slot, as a collision would put them
+        b.destinationHints.fill(7);
+        return b;
+      };
+      const first = input([numbered(1), numbered(2, undefined, { src: other1, dst: other2 }), numbered(3, undefined, { src: internet, dst: web1 })]);
+      history.appendColumns(collide(first));
+      expect(seen(history.query())).toEqual(seen(first));
+      // Evicts rows 1 and 2: what they held is freed, its ids reused for values the hints never saw.
+      const second = input([numbered(4, undefined, { src: nodeA, dst: cartSvc }), numbered(5, undefined, { src: db1, dst: debug })]);
+      history.appendColumns(collide(second));
+      expect(seen(history.query())).toEqual(seen([first[2]!, ...second]));
+    });
 
   it("keeps every value exactly when it does not fit its column's width: the column widens, earlier rows unchanged", () => {
     const history = new FlowHistory({ capacity: 400 });
