@@ -54,7 +54,7 @@ const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
 // nearly always is: the address column holds 0 and nothing is held for it in `addresses`.
 const IP_SOURCE_OF_SOURCE = 32, IP_DESTINATION_OF_DESTINATION = 64;
 
-/** Slots of RowDictionary's hint table (a power of two). */
+/** Slots of the hint tables of RowDictionary and EndpointInterner (a power of two), minus one. */
 const HINT_MASK = 16_383;
 
 /**
@@ -67,7 +67,8 @@ class RowDictionary<T> {
   private readonly values: (T | undefined)[] = [undefined];
   private refs = new Uint32Array(1024);
   private readonly free: number[] = [];
-  private readonly hints = new Uint32Array(HINT_MASK + 1);
+  /** holdHinted()'s table, made on its first use (most dictionaries never take hints). */
+  private hints: Uint32Array | undefined;
 
   /** The id of `value` (undefined: 0), counted as held by one more row. */
   hold(value: T | undefined): number {
@@ -88,20 +89,21 @@ class RowDictionary<T> {
   }
 
   /**
-   * hold() with a hint: `hash` (the address hash the enricher keeps per distinct address)
+   * hold() with a hint: `hint` (EnrichedColumns.sourceHints: a number per distinct address)
    * picks a slot of a small table remembering the id last handed out for it, which saves
-   * the Map lookup per row. The id is used only while it still names an equal value, so a
-   * collision of hashes or a freed and reused id falls back to hold() and never attaches
-   * another row's string.
+   * the Map lookup per row. The id is used only while it still names the same value, so a
+   * collision of hints or a freed and reused id falls back to hold() and never attaches
+   * another row's value.
    */
-  holdHinted(value: T, hash: number): number {
-    const slot = hash & HINT_MASK;
-    const id = this.hints[slot]!;
+  holdHinted(value: T, hint: number): number {
+    const hints = this.hints ??= new Uint32Array(HINT_MASK + 1);
+    const slot = hint & HINT_MASK;
+    const id = hints[slot]!;
     if (id !== 0 && this.values[id] === value) {
       this.refs[id]!++;
       return id;
     }
-    return (this.hints[slot] = this.hold(value));
+    return (hints[slot] = this.hold(value));
   }
 
   /** One more row holds `id` (an id from hold(), still held). */
