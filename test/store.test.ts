@@ -807,6 +807,20 @@ describe("flow map", () => {
     expect(flows(5 * 60_000)).toEqual([199]);
   });
 
+  it("an edge made in a removed edge's slot starts with no flow of that edge's: the flow budget stays exact across sweeps", () => {
+    const clock = { now: T0 };
+    const map = new FlowMapStore({ now: () => clock.now, maxTrackedFlows: 2 });
+    // Two flows, so that the edge has tracked flows both inline and in its table of further ones.
+    map.add([40001, 40005].map((sport) => record({ src: web1, dst: cart1, point: FROM, sport, endMs: T0 - 1_000 })));
+    clock.now = T0 + 61 * 60_000; // past the retention: web -> cart is removed, its slot free
+    const later = (sport: number) => record({ src: web1, dst: db1, point: FROM, sport, dport: 5432, endMs: clock.now - 1_000 });
+    map.add([later(40002), later(40003)]); // web -> db in the freed slot, at the budget of 2
+    clock.now += 60_000; // the next minute's sweep forgets nothing: both are recent
+    map.add([later(40004)]);
+    expect(map.stats.untrackedFlows).toBe(1);
+    expect(map.getMap().edges.map((e) => [e.destination, Number(e.flows)])).toEqual([["workload:db/StatefulSet/postgres", 2]]);
+  });
+
   it("flows counts a connection once whether its records came as records or as columns (agents of either protocol)", () => {
     const { map } = store();
     // The request at the client's veth as a record, the reply at the server's as a columnar row: one 5-tuple.

@@ -187,20 +187,27 @@ interface EdgeState {
   port: number;
   /** The next edge with the same ends and port (another protocol): edgeTable keys those three only. */
   sameKey: EdgeState | undefined;
-  /**
-   * 5-tuple hash -> last fine bucket it was counted in: the first tracked flow inline
-   * (flowHash -1: none), the others in `flows`, made only for an edge with a second flow
-   * (most edges to outside peers carry one: a Map each would be most of their memory).
-   */
-  flowHash: number;
-  flowLast: number;
-  flows: FlowMarks | undefined;
-  version: number;
-  /** How its outside peer is named (rule 6); "exact" for in-cluster edges too. */
-  peer: PeerLevel;
 }
 
-type PeerLevel = "exact" | "prefix" | "other";
+/**
+ * How an edge's outside peer is named (rule 6): exactly (in-cluster edges too), by its
+ * /24 or /48, or as "other".
+ */
+const PEER_EXACT = 0, PEER_PREFIX = 1, PEER_OTHER = 2;
+type PeerLevel = typeof PEER_EXACT | typeof PEER_PREFIX | typeof PEER_OTHER;
+
+/**
+ * What each row reads and writes of its edge, in FlowMapStore.edgeHot by edge index (one
+ * 64-byte record an edge), so that a row whose edge the cache finds never reads its
+ * EdgeState: that object's first read was the per-row path's largest single cost (a cache
+ * miss). H_VERSION: the map version it last changed in. H_FLOW_HASH, H_FLOW_LAST: its first
+ * tracked 5-tuple's hash (-1: none) and the last fine bucket it was counted in; the others
+ * in edgeFlows, made only for an edge with a second flow (most edges to outside peers carry
+ * one). H_PEER: its PeerLevel. H_SOURCE_WORKLOAD, H_DESTINATION_WORKLOAD: the number of its
+ * end's node when that is a workload (whose pods seePod marks), else 0.
+ */
+const H_VERSION = 0, H_FLOW_HASH = 1, H_FLOW_LAST = 2, H_PEER = 3, H_SOURCE_WORKLOAD = 4, H_DESTINATION_WORKLOAD = 5;
+const H_STRIDE = 8;
 
 
 /** The buckets a window covers: tier, first bucket in it, and where it starts. */
@@ -394,7 +401,7 @@ function namespacesOf(client: NodeName, server: NodeName): string[] {
 
 const PREFIX_BITS_V4 = 24, PREFIX_BITS_V6 = 48;
 
-/** Slots of FlowMapStore's identity hints (a power of two, minus one). */
+/** Slots of FlowMapStore's identity hints (a power of two), minus one. */
 const IDENTITY_HINT_MASK = 16_383;
 
 /** An outside end named by its /24 or /48 (the end itself when it is not outside); undefined for a name that is no address. */
@@ -538,6 +545,10 @@ export class FlowMapStore {
 
   /** Edges by index (EdgeState.index); undefined: a free slot, its index in freeEdgeSlots. */
   private readonly edgeSlots: (EdgeState | undefined)[] = [];
+  /** Per edge index, H_STRIDE numbers (H_VERSION ...). */
+  private edgeHot = new Float64Array(64 * H_STRIDE);
+  /** Per edge index, its tracked 5-tuples after the first (see H_FLOW_HASH). */
+  private readonly edgeFlows: (FlowMarks | undefined)[] = [];
   private readonly freeEdgeSlots: number[] = [];
   private get edgeCount(): number { return this.edgeSlots.length - this.freeEdgeSlots.length; }
   /**
@@ -745,8 +756,11 @@ export class FlowMapStore {
     const client = this.identity(clientEndpoint, clientIp, reply ? o.destinationHint : o.sourceHint);
     const server = this.identity(serverEndpoint, serverIp, reply ? o.sourceHint : o.destinationHint);
     const edge = this.edgeFor(client, server, protocol, serverPort, byNumber);
-    if (edge.peer === "prefix") this.counters.prefixRecords++;
-    else if (edge.peer === "other") this.counters.otherRecords++;
+    // Read after edgeFor(): making an edge may have grown (replaced) edgeHot.
+    const hot = this.edgeHot, h = edge * H_STRIDE;
+    const peer = hot[h + H_PEER]!;
+    if (peer === PEER_PREFIX) this.counters.prefixRecords++;
+    else if (peer === PEER_OTHER) this.counters.otherRecords++;
     const packets = o.packets;
     const bytes = counted ? o.bytes : 0;
     const volume = counted ? packets : 0;
@@ -756,7 +770,7 @@ export class FlowMapStore {
     const drop = dropped ? packets : 0;
     const audit = audited ? packets : 0;
     const fine = Math.floor(lastMs / this.fineBucketMs);
-    const lists = 2 * edge.index;
+    const lists = 2 * edge;
     // One bucket a row: its fine one, folded into its coarse one when it leaves the fine window (maintain()).
     if (fine >= this.oldestFine) this.buckets.add(lists, fine, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
     else this.buckets.add(lists + 1, coarse, volume, bytes, dropField, drop, auditField, audit, firstMs, lastMs);
@@ -766,9 +780,9 @@ export class FlowMapStore {
       this.trackFlow(edge, tupleHash(clientHash < 0 ? addressHash(clientIp) : clientHash, serverHash < 0 ? addressHash(serverIp) : serverHash,
         o.protocol, clientPort, serverPort), fine);
     }
-    this.seePod(edge.source, client, clientEndpoint, fine);
-    this.seePod(edge.destination, server, serverEndpoint, fine);
-    edge.version = version;
+    if (hot[h + H_SOURCE_WORKLOAD] !== 0) this.seePod(edge, true, client, clientEndpoint, fine);
+    if (hot[h + H_DESTINATION_WORKLOAD] !== 0) this.seePod(edge, false, server, serverEndpoint, fine);
+    hot[h + H_VERSION] = version;
     return true;
   }
 
@@ -814,7 +828,7 @@ export class FlowMapStore {
     // of its streams' deltas) walks that namespace only, not the whole cluster's edges.
     const candidates = namespace === "" ? this.edgeSlots : this.edgesByNamespace.get(namespace)?.values() ?? [];
     for (const edge of candidates) {
-      if (edge !== undefined && edge.version > afterVersion) selected.push({ key: edgeKey(edge), edge });
+      if (edge !== undefined && this.edgeHot[edge.index * H_STRIDE + H_VERSION]! > afterVersion) selected.push({ key: edgeKey(edge), edge });
     }
     // Keys order by source id, destination id, protocol, then port as text: stable for diffs.
     selected.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -877,8 +891,9 @@ export class FlowMapStore {
     }
     if (!any) return undefined;
     let flows = 0;
-    if (edge.flowHash !== -1 && edge.flowLast >= window.firstFine) flows++;
-    if (edge.flows !== undefined) flows += edge.flows.countSince(window.firstFine);
+    const h = edge.index * H_STRIDE;
+    if (this.edgeHot[h + H_FLOW_HASH] !== -1 && this.edgeHot[h + H_FLOW_LAST]! >= window.firstFine) flows++;
+    flows += this.edgeFlows[edge.index]?.countSince(window.firstFine) ?? 0;
     return {
       source: edge.source.id,
       destination: edge.destination.id,
@@ -936,36 +951,36 @@ export class FlowMapStore {
     return node;
   }
 
-  /** The edge a record adds to: the existing one, or a new one within the budget (rule 6). */
-  private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number, protocolNumber = -1): EdgeState {
+  /** The index of the edge a record adds to: the existing one, or a new one within the budget (rule 6). */
+  private edgeFor(client: NodeIdentity, server: NodeIdentity, protocol: string, port: number, protocolNumber = -1): number {
     const cacheable = protocolNumber >= 0 && client.serial > 0 && server.serial > 0;
     const inner = port * 256 + protocolNumber;
     if (cacheable) {
       const cached = this.exactEdges.get(client.serial, server.serial, inner);
-      if (cached >= 0) return this.edgeSlots[cached]!;
+      if (cached >= 0) return cached;
     }
     const exact = this.findEdge(client, server, protocol, port);
     if (exact !== undefined) {
       if (cacheable) this.rememberExact(client.serial, server.serial, inner, exact);
-      return exact;
+      return exact.index;
     }
     const outside = isOutside(client) || isOutside(server);
     const namespaces = namespacesOf(client, server);
     const fill = outside ? this.fill(namespaces) : 0;
     if (fill < 0.5) {
-      const edge = this.newEdge(client, server, protocol, port, "exact", namespaces);
+      const edge = this.newEdge(client, server, protocol, port, PEER_EXACT, namespaces);
       // Remembered at once: an edge to an outside peer often gets its second row soon (its reply).
       if (cacheable) this.rememberExact(client.serial, server.serial, inner, edge);
-      return edge;
+      return edge.index;
     }
     const byPrefix = [prefixOf(client), prefixOf(server)] as const;
     if (byPrefix[0] !== undefined && byPrefix[1] !== undefined) {
       const prefix = this.findEdge(byPrefix[0], byPrefix[1], protocol, port);
-      if (prefix !== undefined) return prefix;
-      if (fill < 1) return this.newEdge(byPrefix[0], byPrefix[1], protocol, port, "prefix", namespaces);
+      if (prefix !== undefined) return prefix.index;
+      if (fill < 1) return this.newEdge(byPrefix[0], byPrefix[1], protocol, port, PEER_PREFIX, namespaces).index;
     }
     const other = [otherOf(client), otherOf(server)] as const;
-    return this.findEdge(other[0], other[1], protocol, 0) ?? this.newEdge(other[0], other[1], protocol, 0, "other", namespaces);
+    return (this.findEdge(other[0], other[1], protocol, 0) ?? this.newEdge(other[0], other[1], protocol, 0, PEER_OTHER, namespaces)).index;
   }
 
   /** The edge between the nodes these identities name, if it exists. */
@@ -1003,12 +1018,20 @@ export class FlowMapStore {
     destination.edges++;
     const index = this.freeEdgeSlots.pop() ?? this.edgeSlots.length;
     const first = this.edgeTable.get(source.number, destination.number, port);
-    const edge: EdgeState = {
-      index, source, destination, protocol, port, sameKey: first < 0 ? undefined : this.edgeSlots[first],
-      flowHash: -1, flowLast: 0, flows: undefined, version: 0, peer,
-    };
+    const edge: EdgeState = { index, source, destination, protocol, port, sameKey: first < 0 ? undefined : this.edgeSlots[first] };
     this.edgeTable.set(source.number, destination.number, port, index);
     this.edgeSlots[index] = edge;
+    if ((index + 1) * H_STRIDE > this.edgeHot.length) {
+      const grown = new Float64Array(2 * this.edgeHot.length);
+      grown.set(this.edgeHot);
+      this.edgeHot = grown;
+    }
+    const h = index * H_STRIDE;
+    this.edgeHot.fill(0, h, h + H_STRIDE);
+    this.edgeHot[h + H_FLOW_HASH] = -1;
+    this.edgeHot[h + H_PEER] = peer;
+    this.edgeHot[h + H_SOURCE_WORKLOAD] = source.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD ? source.number : 0;
+    this.edgeHot[h + H_DESTINATION_WORKLOAD] = destination.kind === MapNodeKind.MAP_NODE_KIND_WORKLOAD ? destination.number : 0;
     for (const ns of namespaces) {
       const edges = this.edgesByNamespace.get(ns);
       if (edges === undefined) this.edgesByNamespace.set(ns, new Set([edge])); else edges.add(edge);
@@ -1016,21 +1039,26 @@ export class FlowMapStore {
     return edge;
   }
 
-  private trackFlow(edge: EdgeState, hash: number, fine: number): void {
-    if (edge.flowHash === hash) {
-      if (fine > edge.flowLast) edge.flowLast = fine;
+  /** Counts the 5-tuple `hash` on the edge of index `edge` as seen in bucket `fine`. */
+  private trackFlow(edge: number, hash: number, fine: number): void {
+    const hot = this.edgeHot, h = edge * H_STRIDE;
+    if (hot[h + H_FLOW_HASH] === hash) {
+      if (fine > hot[h + H_FLOW_LAST]!) hot[h + H_FLOW_LAST] = fine;
       return;
     }
-    if (edge.flows?.touch(hash, fine) === true) return;
+    if (this.edgeFlows[edge]?.touch(hash, fine) === true) return;
     if (this.trackedFlows >= this.maxTrackedFlows) { this.counters.untrackedFlows++; return; }
-    if (edge.flowHash === -1) { edge.flowHash = hash; edge.flowLast = fine; } else (edge.flows ??= new FlowMarks()).add(hash, fine);
+    if (hot[h + H_FLOW_HASH] === -1) { hot[h + H_FLOW_HASH] = hash; hot[h + H_FLOW_LAST] = fine; } else (this.edgeFlows[edge] ??= new FlowMarks()).add(hash, fine);
     this.trackedFlows++;
   }
 
   /** Marks the pod of `endpoint` (whose identity is `identity`) seen in bucket `fine` on its workload's node. */
-  private seePod(node: MapNodeState, identity: NodeIdentity, endpoint: Endpoint | undefined, fine: number): void {
-    if (node.kind !== MapNodeKind.MAP_NODE_KIND_WORKLOAD || endpoint === undefined || endpoint.podName === "") return;
-    if (identity.seenIn === node.number && fine <= identity.seenFine) return;
+  private seePod(edge: number, source: boolean, identity: NodeIdentity, endpoint: Endpoint | undefined, fine: number): void {
+    if (endpoint === undefined || endpoint.podName === "") return;
+    const number = this.edgeHot[edge * H_STRIDE + (source ? H_SOURCE_WORKLOAD : H_DESTINATION_WORKLOAD)];
+    if (identity.seenIn === number && fine <= identity.seenFine) return;
+    const state = this.edgeSlots[edge]!;
+    const node = source ? state.source : state.destination;
     const key = endpoint.podUid || `${endpoint.namespace}/${endpoint.podName}`;
     const last = node.pods.get(key);
     const seen = last === undefined || fine > last ? fine : last;
@@ -1063,10 +1091,15 @@ export class FlowMapStore {
         continue;
       }
       if (sweepFlows) {
-        if (edge.flowHash !== -1 && edge.flowLast < oldestFineInRetention) { edge.flowHash = -1; this.trackedFlows--; }
-        if (edge.flows !== undefined) {
-          this.trackedFlows -= edge.flows.forgetBefore(oldestFineInRetention);
-          if (edge.flows.size === 0) edge.flows = undefined;
+        const h = edge.index * H_STRIDE;
+        if (this.edgeHot[h + H_FLOW_HASH] !== -1 && this.edgeHot[h + H_FLOW_LAST]! < oldestFineInRetention) {
+          this.edgeHot[h + H_FLOW_HASH] = -1;
+          this.trackedFlows--;
+        }
+        const flows = this.edgeFlows[edge.index];
+        if (flows !== undefined) {
+          this.trackedFlows -= flows.forgetBefore(oldestFineInRetention);
+          if (flows.size === 0) this.edgeFlows[edge.index] = undefined;
         }
       }
     }
@@ -1090,7 +1123,8 @@ export class FlowMapStore {
       edges?.delete(edge);
       if (edges?.size === 0) this.edgesByNamespace.delete(ns);
     }
-    this.trackedFlows -= (edge.flowHash !== -1 ? 1 : 0) + (edge.flows?.size ?? 0);
+    this.trackedFlows -= (this.edgeHot[edge.index * H_STRIDE + H_FLOW_HASH] !== -1 ? 1 : 0) + (this.edgeFlows[edge.index]?.size ?? 0);
+    this.edgeFlows[edge.index] = undefined;
     for (const node of [edge.source, edge.destination]) {
       if (--node.edges === 0) this.nodes.delete(node.id);
     }
