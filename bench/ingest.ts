@@ -32,6 +32,13 @@
 // protocol-2 clients on a simulated clock (10,000 records/s per node, so the records span
 // 50 s as real ones would); VmRSS is read then and after a full GC. `--heap-snapshot FILE`
 // then writes the control plane's heap snapshot there (bench/heap-summary.ts sums it).
+//
+// `--against OTHER/dist` compares two builds on this judged line: OTHER's control plane
+// (its own bench/ingest.js in the controlplane role) takes the reference's place, both
+// stores are filled, and each window of this build is paired with one of OTHER's right
+// after or before it (the order alternating by run), so that the host's swings, which
+// move runs minutes apart by ±30 %, fall on both alike. Prints each pair's ratio and
+// `SUMMARY ingest this/against, records per control-plane CPU-second: ...`.
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -321,8 +328,8 @@ type ChildMessage =
 const thisFile = fileURLToPath(import.meta.url);
 
 /** A role of this script in its own process; resolves once it reports ready. */
-export function forkRole(role: Role, args: string[], execArgv: string[] = []): ChildProcess & { messages: ChildMessage[] } {
-  const child = fork(thisFile, [role, ...args], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] }) as ChildProcess & { messages: ChildMessage[] };
+export function forkRole(role: Role, args: string[], execArgv: string[] = [], script = thisFile): ChildProcess & { messages: ChildMessage[] } {
+  const child = fork(script, [role, ...args], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] }) as ChildProcess & { messages: ChildMessage[] };
   child.messages = [];
   child.on("message", (m) => child.messages.push(m as ChildMessage));
   return child;
@@ -564,7 +571,8 @@ interface Sample {
   otherCores: number;
 }
 
-interface Server { mode: "controlplane" | "reference"; socket: string; process: ChildProcess & { messages: ChildMessage[] } }
+/** "against": another build's control plane (--against). */
+interface Server { mode: "controlplane" | "reference" | "against"; socket: string; process: ChildProcess & { messages: ChildMessage[] } }
 
 /** One window: `clients` fresh client processes stream to an already running server. */
 async function measure(server: Server, protocol: Protocol, clients: number, warmupMs: number, windowMs: number): Promise<Sample> {
@@ -583,7 +591,7 @@ async function measure(server: Server, protocol: Protocol, clients: number, warm
     const c1 = cpuSeconds(pid), k1 = clientCpu(), m1 = machineBusySeconds(), o1 = process.cpuUsage(o0);
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     if (feeders.some((c) => c.exitCode !== null)) throw new Error("bench: a client exited during the window");
-    if (server.mode === "controlplane") await checkEnriched(observer);
+    if (server.mode !== "reference") await checkEnriched(observer);
     const records = Number(r1 - r0);
     const ours = (c1 - c0) + (k1 - k0) + (o1.user + o1.system) / 1e6;
     return {
@@ -671,6 +679,41 @@ function printMedians(counts: number[], protocols: readonly Protocol[], samples:
     + `reference ${fmt(refPer)}; control plane / reference: ${(cpPer / refPer).toFixed(2)} (target >= 0.5); protocol ${judged}`);
 }
 
+/** --against's build: its bench script, which must exist (a build of this project). */
+function againstFlag(): string | undefined {
+  const dist = flagValue("--against");
+  if (dist === undefined) return undefined;
+  const script = path.resolve(dist, "bench", "ingest.js");
+  if (!fs.existsSync(script)) throw new Error(`bench: --against takes another build's dist folder; ${script} does not exist`);
+  return script;
+}
+
+/**
+ * Each window pair's ratio (this build / the other, records per CPU-second), and their
+ * median over all pairs and over the pairs in which neither control plane used more than
+ * one core: with two full control planes taking turns, either at times spends 0.1-0.25 of a
+ * core on its other threads through whole windows (never seen with the light reference),
+ * which moves its ratio by as much.
+ */
+function printAgainst(counts: number[], protocols: readonly Protocol[], samples: Map<string, Sample[]>): void {
+  const ratios: number[] = [], calm: number[] = [];
+  const ours: number[] = [], theirs: number[] = [];
+  for (const protocol of protocols) {
+    for (const n of counts) {
+      const a = samples.get(`controlplane/${protocol}/${n}`)!, b = samples.get(`against/${protocol}/${n}`)!;
+      const pairs = a.map((s, i) => ({ ratio: s.perCpuSecond / b[i]!.perCpuSecond, calm: s.serverCores <= 1 && b[i]!.serverCores <= 1 }));
+      console.log(`protocol ${protocol}, clients ${n}: this/against per pair ${pairs.map((p) => `${p.ratio.toFixed(2)}${p.calm ? "" : "*"}`).join(", ")} (*: a side above 1 core)`);
+      ratios.push(...pairs.map((p) => p.ratio));
+      calm.push(...pairs.filter((p) => p.calm).map((p) => p.ratio));
+      ours.push(...a.map((s) => s.perCpuSecond));
+      theirs.push(...b.map((s) => s.perCpuSecond));
+    }
+  }
+  console.log(`SUMMARY ingest this/against, records per control-plane CPU-second: median of ${ratios.length} window pairs ${median(ratios).toFixed(3)} `
+    + `(range ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}); of the ${calm.length} with both at most 1 core `
+    + `${calm.length > 0 ? median(calm).toFixed(3) : "-"}; this ${fmt(median(ours))}, against ${fmt(median(theirs))}`);
+}
+
 async function main(): Promise<void> {
   const runs = Number(flagValue("--runs") ?? 3);
   const windowMs = Number(flagValue("--window-ms") ?? 8000);
@@ -688,21 +731,27 @@ async function main(): Promise<void> {
     + `${runs} runs x ${windowMs} ms after ${warmupMs} ms warm-up; ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), node ${process.version}`);
 
   const samples = new Map<string, Sample[]>();
+  const againstScript = againstFlag();
   if (counts.length > 0) {
     const servers: Server[] = [];
-    for (const mode of ["controlplane", "reference"] as const) {
+    const modes: Server["mode"][] = ["controlplane", againstScript === undefined ? "reference" : "against"];
+    for (const mode of modes) {
       const serverSocket = path.join(tmp, `${mode}.sock`);
-      const child = forkRole(mode, mode === "controlplane" ? [dir, serverSocket, String(STORE_CAPACITY)] : [serverSocket]);
+      const child = mode === "reference" ? forkRole(mode, [serverSocket])
+        : forkRole("controlplane", [dir, serverSocket, String(STORE_CAPACITY)], [], mode === "against" ? againstScript : thisFile);
       servers.push({ mode, socket: serverSocket, process: child });
       await waitMessage(child, (m) => "ready" in m);
     }
     try {
-      const fillSeconds = await prefill(servers[0]!);
-      console.log(`  control plane store filled to ${fmt(STORE_CAPACITY)} records in ${fillSeconds.toFixed(1)} s (2 clients); every window below runs with it full`);
+      for (const server of servers.filter((s) => s.mode !== "reference")) {
+        const fillSeconds = await prefill(server);
+        console.log(`  ${server.mode === "against" ? "the other build's" : "control plane"} store filled to ${fmt(STORE_CAPACITY)} records in ${fillSeconds.toFixed(1)} s (2 clients); every window below runs with it full`);
+      }
       for (let run = 1; run <= runs; run++) {
         for (const n of counts) {
           for (const protocol of protocols) {
-            for (const server of servers) {
+            // Against another build, each pair's order alternates by run: neither always runs first.
+            for (const server of againstScript !== undefined && run % 2 === 0 ? [...servers].reverse() : servers) {
               const s = await measure(server, protocol, n, warmupMs, windowMs);
               const key = `${server.mode}/${protocol}/${n}`;
               samples.set(key, [...(samples.get(key) ?? []), s]);
@@ -717,7 +766,8 @@ async function main(): Promise<void> {
     }
   }
 
-  if (counts.length > 0) printMedians(counts, protocols, samples);
+  if (counts.length > 0 && againstScript !== undefined) printAgainst(counts, protocols, samples);
+  else if (counts.length > 0) printMedians(counts, protocols, samples);
 
   // Memory with the store full.
   const { server, fillSeconds } = await filledControlPlane(dir, socket, STORE_CAPACITY, 2, ["--expose-gc"]);
