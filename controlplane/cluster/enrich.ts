@@ -216,7 +216,6 @@ export class Enricher {
     return new AddressEntry(formatAddress(col, i, version), this.nextAddressId++, this.state.unknownAddresses);
   }
 
-
   /** What `entry`'s address named at the time: resolve() over the entry's own cached answer. */
   resolveEntry(entry: AddressEntry, seconds: number, nanos: number): Endpoint {
     const generation = this.state.generation;
