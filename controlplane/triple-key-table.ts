@@ -1,7 +1,8 @@
 // A hash table from three unsigned 32-bit numbers to a non-negative integer, in typed
 // arrays: ingest's per-row caches (attribution by address ids and service, flow-map edge
-// by identity serials and port) look up one row in one probe, with no Map per level and
-// no object per entry for the garbage collector to trace.
+// by identity serials and port, the enricher's IPv4 entries by address) look up one row in
+// one probe, with no Map per level and no object per entry for the garbage collector to
+// trace.
 
 const EMPTY = 0;
 /** Words per slot: the three keys, then value + 1 (EMPTY: a free slot). */

@@ -22,7 +22,7 @@ import type { ChangeCounter, ClusterState, PodClaim } from "./state.js";
 import { ADDRESS_WIDTH, formatAddress, type FlowColumns } from "../../flowcolumns/columns.js";
 import { splitNanoseconds, type EnrichedColumns } from "../store/enriched-columns.js";
 import { addressHash } from "../store/flowmap.js";
-import { Uint32KeyTable } from "../uint32-key-table.js";
+import { TripleKeyTable } from "../triple-key-table.js";
 
 /**
  * A cached answer for one address; times as (seconds, nanoseconds) pairs of numbers. A
@@ -111,9 +111,14 @@ const NS_PER_SECOND = 1_000_000_000n;
 
 export class Enricher {
   private readonly byAddress = new Map<string, CachedAnswer>();
-  /** The column path's cache: IPv4 in v4Entries (by their 32-bit values), IPv6 by its 16 bytes as an 8-character string. */
+  /**
+   * The column path's cache: IPv4 by its 32-bit value in v4Table (one probe of a typed
+   * array, no Map per row), whose values index v4Entries; IPv6 by its 16 bytes as an
+   * 8-character string.
+   */
   private readonly byBytes = new Map<string, AddressEntry>();
-  private readonly v4Entries = new Uint32KeyTable<AddressEntry>();
+  private readonly v4Table = new TripleKeyTable();
+  private v4Entries: AddressEntry[] = [];
   private nextAddressId = 1;
   private readonly cacheSize: number;
 
@@ -190,10 +195,10 @@ export class Enricher {
     const o = i * ADDRESS_WIDTH;
     if (version === 4) {
       const key = ((col[o + 12]! << 24) | (col[o + 13]! << 16) | (col[o + 14]! << 8) | col[o + 15]!) >>> 0;
-      const known = this.v4Entries.get(key);
-      if (known !== undefined) return known;
+      const known = this.v4Table.get(key, 0, 0);
+      if (known >= 0) return this.v4Entries[known]!;
       const entry = this.newEntry(col, i, version);
-      this.v4Entries.add(key, entry);
+      this.v4Table.set(key, 0, 0, this.v4Entries.push(entry) - 1);
       return entry;
     }
     let key = "";
@@ -209,9 +214,10 @@ export class Enricher {
   /** A new entry for the address at row `i`, once the caches have room for it. */
   private newEntry(col: Uint8Array, i: number, version: number): AddressEntry {
     // Ids are never reused (an address seen again after this gets a new one), so keys built of ids stay true.
-    if (this.byBytes.size + this.v4Entries.size >= this.cacheSize) {
+    if (this.byBytes.size + this.v4Entries.length >= this.cacheSize) {
       this.byBytes.clear();
-      this.v4Entries.clear();
+      this.v4Table.clear();
+      this.v4Entries = [];
     }
     return new AddressEntry(formatAddress(col, i, version), this.nextAddressId++, this.state.unknownAddresses);
   }
