@@ -66,6 +66,7 @@ import type { EnrichedColumns } from "./enriched-columns.js";
 import { hashTriple, TripleKeyTable } from "../triple-key-table.js";
 import { PROTOCOL_NAMES } from "../../flowcolumns/columns.js";
 import { msOfTimestamp, timestampOfMs } from "../../config/time.js";
+import { HintSlots } from "./hint-slots.js";
 import {
   B_AUDIT_COUNTED, B_AUDIT_OTHER, B_BUCKET, B_BYTES, B_DROP_COUNTED, B_DROP_OTHER, B_FIRST_MS, B_LAST_MS, B_PACKETS, BucketLists,
 } from "./bucket-lists.js";
@@ -401,9 +402,6 @@ function namespacesOf(client: NodeName, server: NodeName): string[] {
 
 const PREFIX_BITS_V4 = 24, PREFIX_BITS_V6 = 48;
 
-/** Slots of FlowMapStore's identity hints (a power of two), minus one. */
-const IDENTITY_HINT_MASK = 16_383;
-
 /** An outside end named by its /24 or /48 (the end itself when it is not outside); undefined for a name that is no address. */
 function prefixOf(node: NodeIdentity): NodeIdentity | undefined {
   if (!isOutside(node)) return node;
@@ -563,12 +561,8 @@ export class FlowMapStore {
   private readonly nodes = new Map<string, MapNodeState>();
   // Shared Endpoint objects (one per pod) resolve to their map node once.
   private readonly identities = new WeakMap<Endpoint, NodeIdentity>();
-  /**
-   * The identity last kept for an endpoint, by its address's hint (identity()): a slot
-   * answers when it holds the row's very Endpoint object, and saves the WeakMap lookup.
-   */
-  private readonly hintedEndpoints: (Endpoint | undefined)[] = new Array<Endpoint | undefined>(IDENTITY_HINT_MASK + 1).fill(undefined);
-  private readonly hintedIdentities: (NodeIdentity | undefined)[] = new Array<NodeIdentity | undefined>(IDENTITY_HINT_MASK + 1).fill(undefined);
+  /** The identity last kept for an endpoint, by its address's hint (identity()): saves the WeakMap lookup. */
+  private readonly hintedIdentities = new HintSlots<Endpoint, NodeIdentity>();
   /** The next NodeIdentity.serial: identities kept in `identities` (one object per endpoint) key exactEdges. */
   private nextSerial = 1;
   /** The next MapNodeState.number. */
@@ -923,8 +917,8 @@ export class FlowMapStore {
   /** The identity of a record's end: `hint` is its address's (Observation.sourceHint), -1 for none. */
   private identity(endpoint: Endpoint | undefined, address: string, hint: number): NodeIdentity {
     if (endpoint === undefined) return identify(undefined, address);
-    const slot = hint & IDENTITY_HINT_MASK;
-    if (hint >= 0 && this.hintedEndpoints[slot] === endpoint) return this.hintedIdentities[slot]!;
+    const hinted = hint < 0 ? undefined : this.hintedIdentities.get(hint, endpoint);
+    if (hinted !== undefined) return hinted;
     let identity = this.identities.get(endpoint);
     if (identity === undefined) {
       identity = identify(endpoint, address);
@@ -934,10 +928,7 @@ export class FlowMapStore {
       this.identities.set(endpoint, identity);
       if (this.nextSerial < 2 ** 30) identity.serial = this.nextSerial++;
     }
-    if (hint >= 0) {
-      this.hintedEndpoints[slot] = endpoint;
-      this.hintedIdentities[slot] = identity;
-    }
+    if (hint >= 0) this.hintedIdentities.set(hint, endpoint, identity);
     return identity;
   }
 

@@ -24,6 +24,7 @@ import { reporterOf, type EnrichedColumns } from "./enriched-columns.js";
 import { IpVersion } from "../../proto/gen/bulkhead/v1/flow.js";
 import { PROTOCOL_NAMES, tcpFlagsByte, tcpFlagsFromByte } from "../../flowcolumns/columns.js";
 import { MAX_U64, U64Column, WideningColumn, type CellWidth } from "./widening-column.js";
+import { HintSlots } from "./hint-slots.js";
 
 export const DEFAULT_HISTORY_CAPACITY = 1_000_000;
 
@@ -54,7 +55,7 @@ const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
 // nearly always is: the address column holds 0 and nothing is held for it in `addresses`.
 const IP_SOURCE_OF_SOURCE = 32, IP_DESTINATION_OF_DESTINATION = 64;
 
-/** Slots of the hint tables of RowDictionary and EndpointInterner (a power of two), minus one. */
+/** Slots of RowDictionary's hint table (a power of two), minus one. */
 const HINT_MASK = 16_383;
 
 /**
@@ -142,8 +143,7 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
 class EndpointInterner {
   private readonly endpoints = new Map<string, Endpoint>();
   /** What intern() last answered for an Endpoint object, by its address's hint (internHinted). */
-  private readonly hintedFrom: (Endpoint | undefined)[] = new Array<Endpoint | undefined>(HINT_MASK + 1).fill(undefined);
-  private readonly hintedTo: (Endpoint | undefined)[] = new Array<Endpoint | undefined>(HINT_MASK + 1).fill(undefined);
+  private readonly hinted = new HintSlots<Endpoint, Endpoint>();
   constructor(private readonly limit: number) {}
 
   /**
@@ -152,11 +152,10 @@ class EndpointInterner {
    * (Endpoints are read-only), though maybe no longer the one the Map holds for its address.
    */
   internHinted(endpoint: Endpoint, hint: number): Endpoint {
-    const slot = hint & HINT_MASK;
-    if (this.hintedFrom[slot] === endpoint) return this.hintedTo[slot]!;
+    const known = this.hinted.get(hint, endpoint);
+    if (known !== undefined) return known;
     const interned = this.intern(endpoint);
-    this.hintedFrom[slot] = endpoint;
-    this.hintedTo[slot] = interned;
+    this.hinted.set(hint, endpoint, interned);
     return interned;
   }
 
