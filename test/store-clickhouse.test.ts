@@ -6,10 +6,10 @@
 // retention drops the oldest day partitions and counts them; a replica's tail hands over
 // the other replica's records once, and at once those stored before it began that end after
 // the replica's hot window start.
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { createClient } from "@clickhouse/client";
 import { Readable } from "node:stream";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -102,6 +102,7 @@ describe("store URL and credentials", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "bh-chloc-"));
   const creds = path.join(dir, "credentials");
   writeFileSync(creds, "bulkhead:pa:ss'word\n");
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it("reads HOST:PORT and the database from the URL, user and password from the file", () => {
     expect(parseClickHouseLocation("clickhouse://ch.example:8123/flows", creds)).toEqual({
