@@ -313,8 +313,12 @@ describe("supervision", () => {
 
     const pids = [second.supervisor?.pid ?? 0, second.controlplane?.pid ?? 0, ...second.agents.map((a) => a.pid), second.outside?.app?.pid ?? 0];
     process.kill(second.supervisor?.pid ?? 0, "SIGKILL");
-    // `lab status` now names the problem (and exits 1): the supervisor's exit shows at once.
-    const orphaned = await lab.status();
+    // `lab status` then names the problem (and exits 1). Waited for: SIGKILL is delivered
+    // asynchronously and the killed process may still show until it has died and been
+    // reaped (a fresh clone's CI once read it still running right after the kill); 5 s is
+    // far beyond that on a loaded machine, and a supervisor that survived still fails it.
+    let orphaned = await lab.status();
+    for (const end = Date.now() + 5000; orphaned.supervisor?.running === true && Date.now() < end; orphaned = await lab.status()) await sleep(50);
     expect(orphaned.supervisor?.running).toBe(false);
     expect(orphaned.problems.join("\n")).toContain("supervisor");
     const report = await down(stateDir, { removePins: true });
