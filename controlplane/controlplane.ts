@@ -6,7 +6,7 @@ import type { FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import type { Timestamp } from "../proto/gen/google/protobuf/timestamp.js";
 import type { GetNodesResponse, GetStatusResponse, NodeLoss, NodeUnjudged } from "../proto/gen/bulkhead/v1/observer.js";
 import { ClusterState } from "./cluster/state.js";
-import { Enricher, type AddressEntry, type AdmittedColumns, type LocalEndProblem } from "./cluster/enrich.js";
+import { Enricher, type LocalEndProblem } from "./cluster/enrich.js";
 import type { EnrichedColumns } from "./store/enriched-columns.js";
 import type { FlowColumns } from "../flowcolumns/columns.js";
 import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
@@ -15,12 +15,12 @@ import type { FlowStore, StoreStatus } from "./store/durable.js";
 import { flowMapFromStore } from "./store/stored-map.js";
 import type { FlowPredicate } from "./store/filter.js";
 import type { FlowFilter, GetFlowMapResponse, PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
-import { FlowMapStore, isReply, travelsToClient } from "./store/flowmap.js";
+import { FlowMapStore, isReply } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
-import type { AddressIdentity } from "./policy/kernel-view.js";
+import { attributable, ColumnAttribution } from "./ingest/attribution.js";
 import { clusterOf, type PolicyModeName } from "./policy/model.js";
-import { ObservationPoint, Verdict, VerdictReason, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
+import { VerdictReason, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
 import { PolicyMode, type Identity, type PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
 
 /** Reserved identity 3: every Service ClusterIP (see policy.proto). */
@@ -119,18 +119,14 @@ export class ControlPlane {
   /** Records that end after this (ms) reached this process, so the hot window may hold them. */
   private readonly startedMs: number;
   readonly policy: PolicyCompiler;
+  /** Attributes columnar batches admitted on this thread. */
+  private readonly columnAttribution: ColumnAttribution;
   /** Mode of namespaces without a bulkhead.io/mode annotation. */
   readonly defaultMode: PolicyModeName;
   private policyProblems = "";
   /** Attributions by (addresses, protocol, port) since the last metadata change: the compiler's own
    * cache needs both addresses parsed and looked up, which cost a third of ingest. */
   private attributions = new Map<string, PolicyAttribution>();
-  /**
-   * Compiles so far: an AddressEntry's policy identity looked up at another generation is
-   * looked up again (attributeColumns). Columnar batches need no cache by connection: the
-   * compiler's by identities is small (one per policy identity pair and service) and one probe.
-   */
-  private policyGeneration = 0;
   /** What agents were last sent: the compiler's snapshot plus the ClusterIPs. */
   private shipped: { compilerVersion: bigint; clusterIPs: string; snapshot: PolicySnapshot } | undefined;
   private shipVersion = 0n;
@@ -150,6 +146,7 @@ export class ControlPlane {
     });
     this.defaultMode = opts.defaultMode ?? "observe";
     this.policy = new PolicyCompiler({ defaultMode: this.defaultMode });
+    this.columnAttribution = new ColumnAttribution(this.policy);
     this.agents = new AgentRegistry({
       ingest: (batch, clockSkewMs) => this.ingestBatch(batch, clockSkewMs),
       lastBatchId: async (instanceId) => await opts.store?.lastBatchId(instanceId),
@@ -213,7 +210,7 @@ export class ControlPlane {
     const compiled = this.policy.compile(clusterOf(this.state));
     // Names of policies may change without a new version: attributions are recomputed.
     this.attributions.clear();
-    this.policyGeneration++;
+    this.columnAttribution.compiled();
     const problems = this.policy.errors().map((p) => `${p.object}: ${p.field}: ${p.message}`).join("\n");
     if (problems !== this.policyProblems) {
       for (const p of this.policy.errors()) {
@@ -278,6 +275,14 @@ export class ControlPlane {
 
   /** admit() for a columnar batch: the same checks, names and attributions, from the columns (Enricher.admitColumns). */
   private admitColumns(node: string, columns: FlowColumns, clockSkewMs: number | undefined): EnrichedColumns {
+    const admitted = this.enricher.admitColumns(node, columns, this.clockShift(node, columns.rows, clockSkewMs));
+    for (const [problem, rows] of admitted.problems) this.countRefused(node, problem, rows);
+    this.columnAttribution.attribute(admitted);
+    return admitted.batch;
+  }
+
+  /** How far (ms) a batch of `rows` rows moves back for its agent's clock skew; notes the skew. */
+  private clockShift(node: string, rows: number, clockSkewMs: number | undefined): number {
     let shiftMs = 0;
     if (clockSkewMs !== undefined) {
       const clock = this.clocks.get(node) ?? { skewMs: 0, corrected: 0n };
@@ -285,13 +290,10 @@ export class ControlPlane {
       this.clocks.set(node, clock);
       if (Math.abs(clockSkewMs) > CLOCK_TOLERANCE_MS) {
         shiftMs = Math.round(clockSkewMs);
-        clock.corrected += BigInt(columns.rows);
+        clock.corrected += BigInt(rows);
       }
     }
-    const admitted = this.enricher.admitColumns(node, columns, shiftMs);
-    for (const [problem, rows] of admitted.problems) this.countRefused(node, problem, rows);
-    this.attributeColumns(admitted);
-    return admitted.batch;
+    return shiftMs;
   }
 
   private publishColumns(batch: EnrichedColumns, received: number): void {
@@ -299,39 +301,6 @@ export class ControlPlane {
     this.flowMap.addColumns(batch);
     this.recordsTotal += BigInt(received);
     this.rate.add(received);
-  }
-
-  /**
-   * attribute() for every admitted row, from the policy identities of its addresses
-   * (looked up once per address and compile): no address text per row.
-   */
-  private attributeColumns(admitted: AdmittedColumns): void {
-    const b = admitted.batch, c = b.columns;
-    for (let k = 0; k < b.rows.length; k++) {
-      const i = b.rows[k]!;
-      const reason = c.verdictReasons[i]!, verdict = c.verdicts[i]!;
-      const source = b.sources[i], destination = b.destinations[i];
-      const proto = c.protocols[i]!;
-      const icmp = proto === 1 || proto === 58;
-      const sourcePort = icmp ? 0 : c.sourcePorts[i]!, destinationPort = icmp ? 0 : c.destinationPorts[i]!;
-      const reply = reason === VerdictReason.VERDICT_REASON_ESTABLISHED
-        && travelsToClient(Boolean(source?.service), Boolean(destination?.service), proto, sourcePort, destinationPort,
-          icmp ? c.sourcePorts[i]! : 0, proto === 6 ? c.tcpFlags[i]! : -1);
-      if (!attributable(verdict, reason, c.points[i]!, reply, Boolean((reply ? source : destination)?.service))) continue;
-      const src = this.policyIdentity(admitted.sourceEntries[i]!), dst = this.policyIdentity(admitted.destinationEntries[i]!);
-      b.attributions[i] = reply
-        ? this.policy.attributionBetween(dst, src, proto, sourcePort)
-        : this.policy.attributionBetween(src, dst, proto, destinationPort);
-    }
-  }
-
-  /** The policy identity of an address of a columnar batch, looked up once per compile. */
-  private policyIdentity(entry: AddressEntry): AddressIdentity {
-    if (entry.policyGeneration !== this.policyGeneration || entry.policy === undefined) {
-      entry.policy = this.policy.addressIdentity(entry.ip);
-      entry.policyGeneration = this.policyGeneration;
-    }
-    return entry.policy;
   }
 
   /** Corrects clocks, refuses records the node may not send, attributes verdicts; returns what is kept. */
@@ -612,27 +581,6 @@ export const CLOCK_TOLERANCE_MS = 1000;
 
 /** Cached attributions of the record path; past it the cache starts again. */
 const MAX_ATTRIBUTIONS = 100_000;
-
-/**
- * Whether a record carries a judgement to attribute: not a flow observe mode forwarded
- * unjudged, nor one of a connection to a Service address (judged at its backend, after
- * translation): the client's from-pod record toward it, or a reply from it.
- *
- * What a record is attributed is its connection's: the policies that allow (or deny) a
- * connection from its client to its server port. A reply (`reply`: reason ESTABLISHED and,
- * as the flow map orients records, travelling from server to client) was let through by
- * conntrack for the connection its client opened, so it is attributed as that connection,
- * never as a new one from the server to the client's ephemeral port (which would name the
- * client's isolating policies as denying it, and miss every cache). Records do not say
- * which end opened the connection: the flow map's rule 3 (store/flowmap.ts) decides, so a
- * reply is attributed as the edge it is counted on. A POLICY record is its connection's
- * opening packets, judged as they travel.
- */
-function attributable(verdict: Verdict, reason: number, point: ObservationPoint, reply: boolean, serverIsService: boolean): boolean {
-  if (reason === 0 && verdict === Verdict.VERDICT_FORWARDED) return false;
-  if (!serverIsService) return true;
-  return !reply && point !== ObservationPoint.OBSERVATION_POINT_FROM_POD;
-}
 
 /** `ts` moved back by `shiftNs` (the agent's clock ahead by that much). */
 function shiftTimestamp(ts: Timestamp | undefined, shiftNs: bigint): Timestamp | undefined {
