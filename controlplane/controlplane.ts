@@ -19,6 +19,7 @@ import { FlowMapStore, isReply } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
 import { attributable, ColumnAttribution } from "./ingest/attribution.js";
+import { IngestWorkers } from "./ingest/workers.js";
 import { clusterOf, type PolicyModeName } from "./policy/model.js";
 import { VerdictReason, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
 import { PolicyMode, type Identity, type PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
@@ -67,6 +68,13 @@ export interface ControlPlaneOptions {
   now?: () => number;
   /** How far a GetFlows client may fall behind before it is cut (flow-stream.ts). */
   flowStreamLimits?: FlowStreamLimits;
+  /**
+   * Threads that admit and attribute agents' columnar batches (ingest/workers.ts), each
+   * agent's on one of them, so that ingest uses more than one core; 0 (default): all on
+   * this thread. Their cluster models follow the metadata source, so with workers the
+   * model changes only through it.
+   */
+  ingestWorkers?: number;
 }
 
 /** Records received per second over the last ten seconds. */
@@ -134,6 +142,8 @@ export class ControlPlane {
   /** GetFlows clients cut for reading too slowly. */
   flowStreamsCut = 0;
   private readonly lag = new EventLoopLag();
+  /** Threads admitting agents' columnar batches (ControlPlaneOptions.ingestWorkers); undefined: none. */
+  readonly ingestWorkers: IngestWorkers | undefined;
 
   constructor(private readonly opts: ControlPlaneOptions) {
     this.now = opts.now ?? Date.now;
@@ -147,6 +157,8 @@ export class ControlPlane {
     this.defaultMode = opts.defaultMode ?? "observe";
     this.policy = new PolicyCompiler({ defaultMode: this.defaultMode });
     this.columnAttribution = new ColumnAttribution(this.policy);
+    const workers = opts.ingestWorkers ?? 0;
+    if (workers > 0) this.ingestWorkers = new IngestWorkers(workers, this.defaultMode, opts.log);
     this.agents = new AgentRegistry({
       ingest: (batch, clockSkewMs) => this.ingestBatch(batch, clockSkewMs),
       lastBatchId: async (instanceId) => await opts.store?.lastBatchId(instanceId),
@@ -164,6 +176,7 @@ export class ControlPlane {
     await this.opts.source.start({
       apply: (events: ObjectEvent[], observedAtNs: bigint) => {
         this.state.apply(events, observedAtNs);
+        this.ingestWorkers?.apply(events, observedAtNs);
         // Recompile at once (policy propagation is measured from here); endpoints may wait.
         this.recompile();
         this.pushTimer ??= setTimeout(() => { this.pushTimer = undefined; this.agents.pushEndpoints(); }, 100);
@@ -208,6 +221,7 @@ export class ControlPlane {
   /** Compiles NetworkPolicy into a new snapshot and ships it when anything agents load changed. */
   private recompile(): void {
     const compiled = this.policy.compile(clusterOf(this.state));
+    this.ingestWorkers?.compile();
     // Names of policies may change without a new version: attributions are recomputed.
     this.attributions.clear();
     this.columnAttribution.compiled();
@@ -244,7 +258,7 @@ export class ControlPlane {
    */
   async ingestBatch(batch: AgentBatch, clockSkewMs?: number): Promise<void> {
     if ("columns" in batch) {
-      const admitted = this.admitColumns(batch.node, batch.columns, clockSkewMs);
+      const admitted = await this.admitColumnsOnWorker(batch.node, batch.columns, clockSkewMs) ?? this.admitColumns(batch.node, batch.columns, clockSkewMs);
       const store = this.opts.store;
       if (store !== undefined) {
         // The embedded store takes the columns as they are; ClickHouse builds records from them (durable.ts batchRecords).
@@ -278,6 +292,15 @@ export class ControlPlane {
     const admitted = this.enricher.admitColumns(node, columns, this.clockShift(node, columns.rows, clockSkewMs));
     for (const [problem, rows] of admitted.problems) this.countRefused(node, problem, rows);
     this.columnAttribution.attribute(admitted);
+    return admitted.batch;
+  }
+
+  /** admitColumns() by the ingest worker of `node`; undefined without one running. */
+  private async admitColumnsOnWorker(node: string, columns: FlowColumns, clockSkewMs: number | undefined): Promise<EnrichedColumns | undefined> {
+    const worker = this.ingestWorkers?.workerOf(node);
+    if (worker === undefined) return undefined;
+    const admitted = await worker.admit(node, columns, this.clockShift(node, columns.rows, clockSkewMs));
+    for (const [problem, rows] of admitted.problems) this.countRefused(node, problem, rows);
     return admitted.batch;
   }
 
@@ -573,6 +596,7 @@ export class ControlPlane {
       });
     }
     this.tlsListeners?.close(true);
+    await this.ingestWorkers?.close();
   }
 }
 

@@ -80,7 +80,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
   } else {
     log.warn("no --data-dir: the flow history is the in-memory window only, lost on restart");
   }
-  const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, ...(store !== undefined ? { store } : {}),
+  const cp = new ControlPlane({ source, storeCapacity: config.storeCapacity, ingestWorkers: config.ingestWorkers, ...(store !== undefined ? { store } : {}),
     defaultMode: config.defaultMode, access, log, ...(config.tls ? { tls: config.tls } : {}),
     ...(config.uiListen !== undefined ? { uiListen: parseHostPort("ui-listen", config.uiListen) } : {}),
     ...(config.uiTls !== undefined ? { ui: { tls: config.uiTls } } : {}) });

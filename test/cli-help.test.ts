@@ -169,6 +169,16 @@ describe("default ports", () => {
   });
 });
 
+describe("controlplane --ingest-workers", () => {
+  const workers = (...flag: string[]) => parseControlPlaneArgs(["--manifests", repoRoot, "--allow-unauthenticated", ...flag]).ingestWorkers;
+
+  it("is 0 unless given, takes 0..16 threads, and names itself when refused", () => {
+    expect(workers()).toBe(0);
+    expect([workers("--ingest-workers", "0"), workers("--ingest-workers", "2"), workers("--ingest-workers", "16")]).toEqual([0, 2, 16]);
+    for (const bad of ["17", "-1", "1.5", "two", ""]) expect(() => workers(`--ingest-workers=${bad}`)).toThrow(/--ingest-workers: ".*" is not a whole number in 0\.\.16/);
+  });
+});
+
 describe("agent --controlplane", () => {
   const addresses = (raw: string) => parseAgentArgs(["--node", "n1", "--controlplane", raw]).controlplane;
 

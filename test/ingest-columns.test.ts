@@ -4,17 +4,22 @@
 // replaces: the same rows through both give the same history, flow map and refusals; and
 // on its own for what its caches must not get wrong: a reused pod IP, a pod's metadata
 // changing between batches, the agent's claims checked per row.
+import { once } from "node:events";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
 import { AccessControl } from "../controlplane/access/control.js";
 import { parseKubeObject, type KubeObject } from "../controlplane/metadata/objects.js";
-import type { MetadataSource, ObjectEvent } from "../controlplane/metadata/source.js";
+import type { MetadataSink, MetadataSource, ObjectEvent } from "../controlplane/metadata/source.js";
 import { splitNanoseconds } from "../controlplane/store/enriched-columns.js";
 import { Enricher } from "../controlplane/cluster/enrich.js";
 import { ClusterState } from "../controlplane/cluster/state.js";
+import { PolicyCompiler } from "../controlplane/policy/compile.js";
+import { clusterOf } from "../controlplane/policy/model.js";
+import { ColumnAttribution } from "../controlplane/ingest/attribution.js";
+import { MAX_IDS, Mirror, WireIds } from "../controlplane/ingest/wire.js";
 import { allocColumns, recordAt, writeAddress, type FlowColumns } from "../flowcolumns/columns.js";
-import { ObservationPoint, Verdict, VerdictReason } from "../proto/gen/bulkhead/v1/flow.js";
+import { ObservationPoint, Verdict, VerdictReason, type FlowRecord } from "../proto/gen/bulkhead/v1/flow.js";
 import { seededRandom } from "./harness/seeded-random.js";
 
 const SECOND = 1_000_000_000n;
@@ -252,6 +257,141 @@ describe("ingest from columns", () => {
     expect(cp.history.query().map((r) => [Number(r.sequence), r.source?.podName ?? ""]))
       .toEqual([[1, "gone-1"], [2, "gone-1"], [3, "gone-1"], [4, ""]]);
     expect(Object.fromEntries(cp.status().refused.map((r) => [r.cause, r.records]))).toEqual({ unknown_pod: 1n });
+  });
+});
+
+/** A source the test drives: every apply reaches the control plane's sink (and so its ingest workers). */
+class ScriptedSource implements MetadataSource {
+  readonly name = "test";
+  private sink: MetadataSink | undefined;
+  async start(sink: MetadataSink): Promise<void> { this.sink = sink; }
+  async stop(): Promise<void> {}
+  errors() { return []; }
+  apply(events: ObjectEvent[], observedAtNs: bigint): void {
+    if (this.sink === undefined) throw new Error("ScriptedSource: not started");
+    this.sink.apply(events, observedAtNs);
+  }
+}
+
+/** A control plane started on `source` with `ingestWorkers` threads (no listener). */
+async function startedControlPlane(source: MetadataSource, nowMs: number, ingestWorkers: number): Promise<ControlPlane> {
+  const cp = new ControlPlane({
+    source, storeCapacity: 10_000, log: pino({ level: "silent" }), now: () => nowMs, ingestWorkers,
+    access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
+  });
+  await cp.start([]);
+  return cp;
+}
+
+const ISOLATE_CART = object({
+  apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", metadata: { name: "cart-from-web", namespace: "shop" },
+  spec: { podSelector: { matchLabels: { app: "cart" } }, policyTypes: ["Ingress"], ingress: [{ from: [{ podSelector: { matchLabels: { app: "web" } } }] }] },
+});
+
+// Workers admit and attribute with a cluster model and compiler of their own, fed the
+// same events: what they hand back must be what the control plane's thread makes itself.
+describe("ingest from columns on worker threads", () => {
+  it("stores, maps, attributes and refuses what the control plane's own thread does, across metadata changes and two agents", async () => {
+    const now = T0_MS + 1_300_000;
+    const sources = [new ScriptedSource(), new ScriptedSource()];
+    const [inline, onWorkers] = [await startedControlPlane(sources[0]!, now, 0), await startedControlPlane(sources[1]!, now, 2)];
+    try {
+      const apply = (events: ObjectEvent[], atNs: bigint) => { for (const s of sources) s.apply(events, atNs); };
+      apply(upsert(NODE1, SERVICE, WEB, CART, API, ISOLATE_CART), at(0));
+      const sequence = new Map<string, bigint>();
+      const send = async (node: string, seed: number, skewMs?: number) => {
+        const c = columnsOf(randomRows(400, seed), sequence.get(node) ?? 1n);
+        sequence.set(node, (sequence.get(node) ?? 1n) + BigInt(c.rows));
+        const batch = (columns: FlowColumns) => ({ node, instanceId: `${node}-1`, batchId: BigInt(seed), columns });
+        // The same rows to each (the worker gets a copy: the columns stay the caller's).
+        await Promise.all([inline.ingestBatch(batch(c), skewMs), onWorkers.ingestBatch(batch(structuredClone(c)), skewMs)]);
+      };
+      await send("node-1", 1);
+      await send("node-2", 2, 5_000);
+      // Labels change (web-1 leaves the policy's peers), a pod goes and its address comes back as another's, the policy goes: later rows follow each.
+      apply(upsert(pod("cart-1", "uid-cart", ["10.244.2.7", "fd00:10:244:2::7"], "node-2", { app: "cart", version: "2" }),
+        pod("web-1", "uid-web", ["10.244.1.5", "fd00:10:244:1::5"], "node-1", { app: "storefront" })), at(1_050));
+      await Promise.all([send("node-1", 3), send("node-2", 4)]);
+      apply(remove(API), at(1_100));
+      apply(upsert(pod("api-2", "uid-api-2", ["10.244.1.6"], "node-1", { app: "api" }, at(1_120))), at(1_121));
+      apply(remove(ISOLATE_CART), at(1_130));
+      await Promise.all([send("node-1", 5, -7_250), send("node-2", 6)]);
+
+      const stored = onWorkers.history.query();
+      expect(stored).toEqual(inline.history.query());
+      expect(stored.length).toBeGreaterThan(1_000);
+      expect(stored.some((r) => r.attribution?.ingressIsolatedBy.includes("shop/cart-from-web"))).toBe(true);
+      expect(new Set(stored.map((r) => r.source?.podName ?? r.destination?.podName))).toContain("api-2");
+      expect(onWorkers.status().refused).toEqual(inline.status().refused);
+      expect(onWorkers.status().refused.length).toBeGreaterThan(0);
+      expect(onWorkers.status().clocks).toEqual(inline.status().clocks);
+      expect(onWorkers.flowMap.getMap()).toEqual(inline.flowMap.getMap());
+      expect(onWorkers.flowMap.stats).toEqual(inline.flowMap.stats);
+      expect(onWorkers.ingestWorkers?.running).toBe(2);
+    } finally {
+      await Promise.all([inline.stop(), onWorkers.stop()]);
+    }
+  });
+
+  it("admits a stopped worker's agents on the control plane's thread from then on, with the model as it stands", async () => {
+    const now = T0_MS + 1_300_000;
+    const source = new ScriptedSource();
+    const cp = await startedControlPlane(source, now, 1);
+    try {
+      source.apply(upsert(NODE1, SERVICE, WEB, CART, API), at(0));
+      const batch = (seed: number, first: bigint) => ({ node: "node-1", instanceId: "node-1-1", batchId: BigInt(seed), columns: columnsOf(randomRows(300, seed), first) });
+      await cp.ingestBatch(batch(7, 1n));
+      const thread = cp.ingestWorkers!.threads[0]!;
+      // Waits for the thread's "exit" event: the control plane's own listener for it, which marks the worker stopped, ran before ours.
+      const exited = once(thread, "exit");
+      await thread.terminate();
+      await exited;
+      expect(cp.ingestWorkers!.running).toBe(0);
+      // A change the stopped worker never saw: the control plane's own model has it.
+      source.apply(upsert(pod("web-1", "uid-web", ["10.244.1.5", "fd00:10:244:1::5"], "node-1", { app: "web", version: "9" })), at(1_000));
+      await cp.ingestBatch(batch(8, 301n));
+      const rows = cp.history.query();
+      expect(rows.length).toBeGreaterThan(300);
+      const webOf = (r: FlowRecord) => (r.source?.podName === "web-1" ? r.source : r.destination?.podName === "web-1" ? r.destination : undefined);
+      const second = rows.filter((r) => r.sequence > 300n && webOf(r) !== undefined);
+      expect(second.length).toBeGreaterThan(0);
+      expect(second.every((r) => webOf(r)?.labels.version === "9")).toBe(true);
+    } finally {
+      await cp.stop();
+    }
+  });
+});
+
+describe("ingest workers' answers: values sent once, ids per row", () => {
+  it("give back every admitted row's ends, addresses, attribution and times, also when the id tables start again", () => {
+    const state = new ClusterState();
+    state.apply(upsert(NODE1, SERVICE, WEB, CART, API, ISOLATE_CART), at(0));
+    const enricher = new Enricher(state);
+    const policy = new PolicyCompiler({ defaultMode: "observe" });
+    policy.compile(clusterOf(state));
+    const attribution = new ColumnAttribution(policy);
+    for (const maxIds of [MAX_IDS, 5]) {
+      const ids = new WireIds(maxIds), mirror = new Mirror();
+      let resets = 0;
+      for (let batch = 0; batch < 4; batch++) {
+        const c = columnsOf(randomRows(300, 70 + batch));
+        const admitted = enricher.admitColumns("node-1", c, 0);
+        attribution.attribute(admitted);
+        const want = admitted.batch;
+        // As it crosses to the control plane's thread (a copy; the worker moves the buffers instead).
+        const answer = structuredClone(ids.answer(batch, admitted));
+        if (answer.reset) resets++;
+        const got = mirror.enriched("node-1", c, answer);
+        expect([...got.rows]).toEqual([...want.rows]);
+        for (const i of want.rows) {
+          expect([got.sources[i], got.destinations[i], got.attributions[i]]).toEqual([want.sources[i], want.destinations[i], want.attributions[i]]);
+          expect([got.sourceIps[i], got.destinationIps[i], got.startSeconds[i], got.endNanos[i], got.sourceHints[i]])
+            .toEqual([want.sourceIps[i], want.destinationIps[i], want.startSeconds[i], want.endNanos[i], want.sourceHints[i]]);
+        }
+        expect(got.attributions.filter((a) => a !== undefined).length).toBeGreaterThan(0);
+      }
+      expect(resets > 0).toBe(maxIds === 5);
+    }
   });
 });
 
