@@ -39,6 +39,10 @@
 // after or before it (the order alternating by run), so that the host's swings, which
 // move runs minutes apart by ±30 %, fall on both alike. Prints each pair's ratio and
 // `SUMMARY ingest this/against, records per control-plane CPU-second: ...`.
+//
+// `--ingest-workers N` starts this build's control plane (and the memory one) with N ingest
+// worker threads (ControlPlaneOptions.ingestWorkers); with `--against dist` the same build
+// without them is the other side, so the pairs compare 1 and 2 cores' worth of ingest.
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -357,14 +361,14 @@ export async function endChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function controlPlaneRole(dir: string, socket: string, capacity: number): Promise<void> {
+async function controlPlaneRole(dir: string, socket: string, capacity: number, ingestWorkers: number): Promise<void> {
   // Loaded here only, so that client processes stay small.
   const { ControlPlane } = await import("../controlplane/controlplane.js");
   const { FolderSource } = await import("../controlplane/metadata/folder.js");
   const { AccessControl } = await import("../controlplane/access/control.js");
   const { pino } = await import("pino");
   const cp = new ControlPlane({
-    source: new FolderSource({ dir }), storeCapacity: capacity, log: pino({ level: "warn" }),
+    source: new FolderSource({ dir }), storeCapacity: capacity, log: pino({ level: "warn" }), ingestWorkers,
     // The benchmark's own clients carry no token.
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
@@ -549,8 +553,8 @@ export function getStatus(client: ObserverServiceClient): Promise<GetStatusRespo
 }
 
 /** Fills a fresh control plane with exactly `records` records from `clients` streams. */
-export async function filledControlPlane(dir: string, socket: string, records: number, clients: number, execArgv: string[] = []) {
-  const server = forkRole("controlplane", [dir, socket, String(STORE_CAPACITY)], execArgv);
+export async function filledControlPlane(dir: string, socket: string, records: number, clients: number, execArgv: string[] = [], ingestWorkers = 0) {
+  const server = forkRole("controlplane", [dir, socket, String(STORE_CAPACITY), String(ingestWorkers)], execArgv);
   await waitMessage(server, (m) => "ready" in m);
   const perClient = records / clients;
   if (!Number.isInteger(perClient / BATCH_RECORDS)) throw new Error(`bench: ${records} records do not split into ${clients} clients of whole batches`);
@@ -698,6 +702,7 @@ function againstFlag(): string | undefined {
 function printAgainst(counts: number[], protocols: readonly Protocol[], samples: Map<string, Sample[]>): void {
   const ratios: number[] = [], calm: number[] = [];
   const ours: number[] = [], theirs: number[] = [];
+  const speeds: number[] = [], cores: number[] = [];
   for (const protocol of protocols) {
     for (const n of counts) {
       const a = samples.get(`controlplane/${protocol}/${n}`)!, b = samples.get(`against/${protocol}/${n}`)!;
@@ -707,8 +712,13 @@ function printAgainst(counts: number[], protocols: readonly Protocol[], samples:
       calm.push(...pairs.filter((p) => p.calm).map((p) => p.ratio));
       ours.push(...a.map((s) => s.perCpuSecond));
       theirs.push(...b.map((s) => s.perCpuSecond));
+      speeds.push(...a.map((s, i) => s.recordsPerSecond / b[i]!.recordsPerSecond));
+      cores.push(...a.map((s) => s.serverCores));
     }
   }
+  // What ingest workers change is records/s and the cores taken for them, beside records per CPU-second.
+  console.log(`records/s this/against: median of ${speeds.length} window pairs ${median(speeds).toFixed(3)} `
+    + `(range ${Math.min(...speeds).toFixed(2)}-${Math.max(...speeds).toFixed(2)}); this build's control plane ${median(cores).toFixed(2)} cores (median)`);
   console.log(`SUMMARY ingest this/against, records per control-plane CPU-second: median of ${ratios.length} window pairs ${median(ratios).toFixed(3)} `
     + `(range ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}); of the ${calm.length} with both at most 1 core `
     + `${calm.length > 0 ? median(calm).toFixed(3) : "-"}; this ${fmt(median(ours))}, against ${fmt(median(theirs))}`);
@@ -723,12 +733,15 @@ async function main(): Promise<void> {
     if (p !== "1" && p !== "2") throw new Error(`bench: --protocols takes 1 and/or 2 (agent protocol versions), got "${p}"`);
     return Number(p) as Protocol;
   });
+  const ingestWorkers = Number(flagValue("--ingest-workers") ?? 0);
+  if (!Number.isInteger(ingestWorkers) || ingestWorkers < 0) throw new Error(`bench: --ingest-workers takes a whole number of threads, got "${flagValue("--ingest-workers")}"`);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-bench-ingest-"));
   const dir = path.join(tmp, "manifests");
   const socket = path.join(tmp, "memory.sock");
   writeManifests(dir);
   console.log(`ingest: ${PODS} pods, ${SERVICES} services, ${NODES} nodes; batches of ${BATCH_RECORDS} records, ${MAX_IN_FLIGHT} in flight; `
-    + `${runs} runs x ${windowMs} ms after ${warmupMs} ms warm-up; ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), node ${process.version}`);
+    + `${runs} runs x ${windowMs} ms after ${warmupMs} ms warm-up; ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), node ${process.version}`
+    + (ingestWorkers > 0 ? `; this build's control plane with ${ingestWorkers} ingest worker thread(s)` : ""));
 
   const samples = new Map<string, Sample[]>();
   const againstScript = againstFlag();
@@ -738,7 +751,8 @@ async function main(): Promise<void> {
     for (const mode of modes) {
       const serverSocket = path.join(tmp, `${mode}.sock`);
       const child = mode === "reference" ? forkRole(mode, [serverSocket])
-        : forkRole("controlplane", [dir, serverSocket, String(STORE_CAPACITY)], [], mode === "against" ? againstScript : thisFile);
+        : mode === "against" ? forkRole("controlplane", [dir, serverSocket, String(STORE_CAPACITY)], [], againstScript)
+          : forkRole("controlplane", [dir, serverSocket, String(STORE_CAPACITY), String(ingestWorkers)]);
       servers.push({ mode, socket: serverSocket, process: child });
       await waitMessage(child, (m) => "ready" in m);
     }
@@ -770,7 +784,7 @@ async function main(): Promise<void> {
   else if (counts.length > 0) printMedians(counts, protocols, samples);
 
   // Memory with the store full.
-  const { server, fillSeconds } = await filledControlPlane(dir, socket, STORE_CAPACITY, 2, ["--expose-gc"]);
+  const { server, fillSeconds } = await filledControlPlane(dir, socket, STORE_CAPACITY, 2, ["--expose-gc"], ingestWorkers);
   try {
     const observer = new ObserverServiceClient(`unix://${socket}`, grpc.credentials.createInsecure());
     const status = await getStatus(observer);
@@ -798,7 +812,7 @@ async function main(): Promise<void> {
 
 async function cli(): Promise<void> {
   const [role, ...args] = process.argv.slice(2);
-  if (role === "controlplane") await controlPlaneRole(args[0]!, args[1]!, Number(args[2]));
+  if (role === "controlplane") await controlPlaneRole(args[0]!, args[1]!, Number(args[2]), Number(args[3] ?? 0));
   else if (role === "reference") await referenceRole(args[0]!);
   else if (role === "client") await clientRole(args[0]!, Number(args[1]), Number(args[2]), Number(args[3] ?? 0), args[4] === "1" ? 1 : 2, Number(args[5] ?? 0), args[6] === "pooled");
   else await main();
