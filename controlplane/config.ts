@@ -82,7 +82,7 @@ and nodes, keeps recent history and live flow maps, and serves the Observer API.
                         and recent queries (default 1000000)
   --ingest-workers N    threads that name and attribute agents' records beside the one that
                         stores and maps them, 0..16 (default 0: all on one). 1 gave ~1.25x the
-                        records/s for ~1.35 cores and ~110 MiB more RSS (bench/README, "Ingest workers")
+                        records/s for ~1.35 cores and ~85 MiB more RSS (bench/README, "Ingest workers")
   --default-mode MODE   observe | audit | enforce for namespaces without a bulkhead.io/mode annotation (default observe)
   --log-level LEVEL     trace | debug | info | warn | error (default info)
 
