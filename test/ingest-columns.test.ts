@@ -5,6 +5,9 @@
 // on its own for what its caches must not get wrong: a reused pod IP, a pod's metadata
 // changing between batches, the agent's claims checked per row.
 import { once } from "node:events";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { ControlPlane } from "../controlplane/controlplane.js";
@@ -12,6 +15,8 @@ import { AccessControl } from "../controlplane/access/control.js";
 import { parseKubeObject, type KubeObject } from "../controlplane/metadata/objects.js";
 import type { MetadataSink, MetadataSource, ObjectEvent } from "../controlplane/metadata/source.js";
 import { splitNanoseconds } from "../controlplane/store/enriched-columns.js";
+import { DuckDBFlowStore } from "../controlplane/store/duckdb.js";
+import type { FlowStore } from "../controlplane/store/durable.js";
 import { Enricher } from "../controlplane/cluster/enrich.js";
 import { ClusterState } from "../controlplane/cluster/state.js";
 import { PolicyCompiler } from "../controlplane/policy/compile.js";
@@ -273,10 +278,10 @@ class ScriptedSource implements MetadataSource {
   }
 }
 
-/** A control plane started on `source` with `ingestWorkers` threads (no listener). */
-async function startedControlPlane(source: MetadataSource, nowMs: number, ingestWorkers: number): Promise<ControlPlane> {
+/** A control plane started on `source` with `ingestWorkers` threads (no listener), and `store` if given. */
+async function startedControlPlane(source: MetadataSource, nowMs: number, ingestWorkers: number, store?: FlowStore): Promise<ControlPlane> {
   const cp = new ControlPlane({
-    source, storeCapacity: 10_000, log: pino({ level: "silent" }), now: () => nowMs, ingestWorkers,
+    source, storeCapacity: 10_000, log: pino({ level: "silent" }), now: () => nowMs, ingestWorkers, ...(store !== undefined ? { store } : {}),
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
   await cp.start([]);
@@ -330,6 +335,33 @@ describe("ingest from columns on worker threads", () => {
       expect(onWorkers.ingestWorkers?.running).toBe(2);
     } finally {
       await Promise.all([inline.stop(), onWorkers.stop()]);
+    }
+  });
+
+  it("writes to the durable store what the control plane's own thread writes", async () => {
+    const dirs = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ingest-workers-")));
+    const stores = await Promise.all(dirs.map((d) => DuckDBFlowStore.open(d, { commitDelayMs: 1 })));
+    const sources = [new ScriptedSource(), new ScriptedSource()];
+    const now = T0_MS + 1_300_000;
+    const cps = [await startedControlPlane(sources[0]!, now, 0, stores[0]), await startedControlPlane(sources[1]!, now, 1, stores[1])];
+    try {
+      for (const s of sources) s.apply(upsert(NODE1, SERVICE, WEB, CART, API, ISOLATE_CART), at(0));
+      for (let batch = 1; batch <= 3; batch++) {
+        const c = columnsOf(randomRows(300, 90 + batch), BigInt(1 + 300 * (batch - 1)));
+        await Promise.all(cps.map((cp, k) => cp.ingestBatch({ node: "node-1", instanceId: "node-1-1", batchId: BigInt(batch), columns: k === 0 ? c : structuredClone(c) })));
+      }
+      const stored = await Promise.all(stores.map(async (store) => {
+        const out: FlowRecord[] = [];
+        for await (const chunk of store.query({ allow: [], deny: [], predicate: () => true })) out.push(...chunk);
+        return out;
+      }));
+      expect(stored[0]!.length).toBeGreaterThan(500);
+      expect(stored[1]).toEqual(stored[0]);
+      expect(stored[1]!.some((r) => r.attribution !== undefined && r.source?.podName === "web-1")).toBe(true);
+    } finally {
+      await Promise.all(cps.map((cp) => cp.stop()));
+      await Promise.all(stores.map((store) => store.close()));
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
     }
   });
 
