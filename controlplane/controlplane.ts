@@ -19,7 +19,7 @@ import { FlowMapStore, isReply } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
 import { PolicyCompiler } from "./policy/compile.js";
 import { attributable, ColumnAttribution } from "./ingest/attribution.js";
-import { IngestWorkers } from "./ingest/workers.js";
+import { IngestWorkers, WorkerStopped } from "./ingest/workers.js";
 import { clusterOf, type PolicyModeName } from "./policy/model.js";
 import { VerdictReason, type PolicyAttribution } from "../proto/gen/bulkhead/v1/flow.js";
 import { PolicyMode, type Identity, type PolicySnapshot } from "../proto/gen/bulkhead/v1/policy.js";
@@ -289,17 +289,32 @@ export class ControlPlane {
 
   /** admit() for a columnar batch: the same checks, names and attributions, from the columns (Enricher.admitColumns). */
   private admitColumns(node: string, columns: FlowColumns, clockSkewMs: number | undefined): EnrichedColumns {
-    const admitted = this.enricher.admitColumns(node, columns, this.clockShift(node, columns.rows, clockSkewMs));
+    return this.admitShifted(node, columns, this.clockShift(node, columns.rows, clockSkewMs));
+  }
+
+  /** admitColumns() with the batch's clock shift known. */
+  private admitShifted(node: string, columns: FlowColumns, shiftMs: number): EnrichedColumns {
+    const admitted = this.enricher.admitColumns(node, columns, shiftMs);
     for (const [problem, rows] of admitted.problems) this.countRefused(node, problem, rows);
     this.columnAttribution.attribute(admitted);
     return admitted.batch;
   }
 
-  /** admitColumns() by the ingest worker of `node`; undefined without one running. */
+  /**
+   * admitColumns() by the ingest worker of `node`; undefined without workers. A batch the
+   * worker hands back (it stopped) is admitted here, in its turn.
+   */
   private async admitColumnsOnWorker(node: string, columns: FlowColumns, clockSkewMs: number | undefined): Promise<EnrichedColumns | undefined> {
     const worker = this.ingestWorkers?.workerOf(node);
     if (worker === undefined) return undefined;
-    const admitted = await worker.admit(node, columns, this.clockShift(node, columns.rows, clockSkewMs));
+    const shiftMs = this.clockShift(node, columns.rows, clockSkewMs);
+    let admitted;
+    try {
+      admitted = await worker.admit(node, columns, shiftMs);
+    } catch (err) {
+      if (!(err instanceof WorkerStopped)) throw err;
+      return this.admitShifted(node, columns, shiftMs);
+    }
     for (const [problem, rows] of admitted.problems) this.countRefused(node, problem, rows);
     return admitted.batch;
   }

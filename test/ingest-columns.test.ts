@@ -365,31 +365,40 @@ describe("ingest from columns on worker threads", () => {
     }
   });
 
-  it("admits a stopped worker's agents on the control plane's thread from then on, with the model as it stands", async () => {
+  it("admits the batches a stopped worker had in flight, and those after, on the control plane's thread: none lost, the model as it stands", async () => {
     const now = T0_MS + 1_300_000;
-    const source = new ScriptedSource();
-    const cp = await startedControlPlane(source, now, 1);
+    const sources = [new ScriptedSource(), new ScriptedSource()];
+    const [inline, cp] = [await startedControlPlane(sources[0]!, now, 0), await startedControlPlane(sources[1]!, now, 1)];
     try {
-      source.apply(upsert(NODE1, SERVICE, WEB, CART, API), at(0));
-      const batch = (seed: number, first: bigint) => ({ node: "node-1", instanceId: "node-1-1", batchId: BigInt(seed), columns: columnsOf(randomRows(300, seed), first) });
-      await cp.ingestBatch(batch(7, 1n));
+      const apply = (events: ObjectEvent[], atNs: bigint) => { for (const s of sources) s.apply(events, atNs); };
+      apply(upsert(NODE1, SERVICE, WEB, CART, API), at(0));
+      const batch = (k: number) => ({ node: "node-1", instanceId: "node-1-1", batchId: BigInt(k), columns: columnsOf(randomRows(300, 7 + k), BigInt(1 + 300 * k)) });
+      const both = (k: number) => Promise.all([inline.ingestBatch(batch(k)), cp.ingestBatch(batch(k))]);
+      await both(0);
       const thread = cp.ingestWorkers!.threads[0]!;
       // Waits for the thread's "exit" event: the control plane's own listener for it, which marks the worker stopped, ran before ours.
       const exited = once(thread, "exit");
-      await thread.terminate();
+      // Asked to stop first (the thread runs no more JavaScript from then on), then four batches are sent:
+      // the control plane learns that it stopped only from "exit", so they are in flight when it does.
+      const stopping = thread.terminate();
+      const inFlight = [1, 2, 3, 4].map(both);
+      await stopping;
       await exited;
+      await Promise.all(inFlight); // none refused
       expect(cp.ingestWorkers!.running).toBe(0);
+      expect(cp.ingestWorkers!.handedBack).toBeGreaterThan(0);
       // A change the stopped worker never saw: the control plane's own model has it.
-      source.apply(upsert(pod("web-1", "uid-web", ["10.244.1.5", "fd00:10:244:1::5"], "node-1", { app: "web", version: "9" })), at(1_000));
-      await cp.ingestBatch(batch(8, 301n));
+      apply(upsert(pod("web-1", "uid-web", ["10.244.1.5", "fd00:10:244:1::5"], "node-1", { app: "web", version: "9" })), at(1_000));
+      await both(5);
+      expect(cp.status().recordsTotal).toBe(1_800n);
       const rows = cp.history.query();
-      expect(rows.length).toBeGreaterThan(300);
+      expect(rows).toEqual(inline.history.query());
       const webOf = (r: FlowRecord) => (r.source?.podName === "web-1" ? r.source : r.destination?.podName === "web-1" ? r.destination : undefined);
-      const second = rows.filter((r) => r.sequence > 300n && webOf(r) !== undefined);
-      expect(second.length).toBeGreaterThan(0);
-      expect(second.every((r) => webOf(r)?.labels.version === "9")).toBe(true);
+      const last = rows.filter((r) => r.sequence > 1_500n && webOf(r) !== undefined);
+      expect(last.length).toBeGreaterThan(0);
+      expect(last.every((r) => webOf(r)?.labels.version === "9")).toBe(true);
     } finally {
-      await cp.stop();
+      await Promise.all([inline.stop(), cp.stop()]);
     }
   });
 });

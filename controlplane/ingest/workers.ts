@@ -29,6 +29,9 @@ function workerScript(): string {
  */
 const WORKER_YOUNG_GENERATION_MB = 8;
 
+/** The worker stopped before it answered (or had stopped): the caller admits the batch itself, its own model being current. */
+export class WorkerStopped extends Error {}
+
 interface Pending {
   node: string;
   columns: FlowColumns;
@@ -43,6 +46,8 @@ export class IngestWorker {
   private nextId = 0;
   /** Why it stopped; undefined while it runs. */
   stopped: string | undefined;
+  /** Batches answered WorkerStopped. */
+  handedBack = 0;
 
   constructor(readonly index: number, defaultMode: PolicyModeName, private readonly log: Logger) {
     this.thread = new Worker(workerScript(), { workerData: { defaultMode }, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
@@ -55,9 +60,22 @@ export class IngestWorker {
     this.thread.postMessage(message);
   }
 
+  /**
+   * The batch admitted by the thread. One in flight when the thread stops, and any after,
+   * is handed back (WorkerStopped) for the caller to admit itself: without a durable store
+   * an agent's session counts a batch as applied once it came, so refusing it would lose it
+   * on the agent's resend. Answers and hand-backs settle in the order the batches came: the
+   * thread answers in order, and stop() hands back what is in flight, in order, before any
+   * later batch is sent.
+   */
   admit(node: string, columns: FlowColumns, shiftMs: number): Promise<{ batch: EnrichedColumns; problems: Map<LocalEndProblem, number> }> {
-    const id = this.nextId++;
     return new Promise((resolve, reject) => {
+      if (this.stopped !== undefined) {
+        this.handedBack++;
+        reject(new WorkerStopped(`ingest worker ${this.index} ${this.stopped}`));
+        return;
+      }
+      const id = this.nextId++;
       this.pending.set(id, { node, columns, resolve, reject });
       this.post({ kind: "admit", id, node, columns, shiftMs });
     });
@@ -74,7 +92,7 @@ export class IngestWorker {
     pending.resolve({ batch: this.mirror.enriched(pending.node, pending.columns, message), problems: new Map(message.problems) });
   }
 
-  /** Ends the thread; batches not yet answered are refused (their agents send them again). */
+  /** Ends the thread; batches not yet answered are handed back (WorkerStopped). */
   async close(): Promise<void> {
     this.stop("was closed", false);
     await this.thread.terminate();
@@ -83,8 +101,9 @@ export class IngestWorker {
   private stop(reason: string, unexpected = true): void {
     if (this.stopped !== undefined) return;
     this.stopped = reason;
-    if (unexpected) this.log.error({ worker: this.index, reason }, "an ingest worker stopped: its agents' batches are admitted on the control plane's thread from now on");
-    const err = new Error(`ingest worker ${this.index} ${reason} before it admitted the batch`);
+    if (unexpected) this.log.error({ worker: this.index, reason, inFlight: this.pending.size }, "an ingest worker stopped: its agents' batches, those in flight included, are admitted on the control plane's thread from now on");
+    const err = new WorkerStopped(`ingest worker ${this.index} ${reason} before it admitted the batch`);
+    this.handedBack += this.pending.size;
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }
@@ -113,17 +132,14 @@ export class IngestWorkers {
     for (const w of this.workers) if (w.stopped === undefined) w.post(message);
   }
 
-  /**
-   * The worker of `node`, or undefined when it stopped (then the caller admits the batch
-   * itself: its own model is current, the worker's was a copy of it).
-   */
-  workerOf(node: string): IngestWorker | undefined {
+  /** The worker of `node`'s batches, also once it stopped (then it hands them back in order: admit). */
+  workerOf(node: string): IngestWorker {
     let worker = this.byNode.get(node);
     if (worker === undefined) {
       worker = this.workers[this.byNode.size % this.workers.length]!;
       this.byNode.set(node, worker);
     }
-    return worker.stopped === undefined ? worker : undefined;
+    return worker;
   }
 
   /** The threads, in order (tests stop one to see the control plane take over). */
@@ -134,6 +150,11 @@ export class IngestWorkers {
   /** Workers still running. */
   get running(): number {
     return this.workers.filter((w) => w.stopped === undefined).length;
+  }
+
+  /** Batches handed back to the control plane's thread by stopped workers. */
+  get handedBack(): number {
+    return this.workers.reduce((n, w) => n + w.handedBack, 0);
   }
 
   async close(): Promise<void> {
