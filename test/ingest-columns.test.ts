@@ -279,13 +279,32 @@ class ScriptedSource implements MetadataSource {
 }
 
 /** A control plane started on `source` with `ingestWorkers` threads (no listener), and `store` if given. */
-async function startedControlPlane(source: MetadataSource, nowMs: number, ingestWorkers: number, store?: FlowStore): Promise<ControlPlane> {
+async function startedControlPlane(source: MetadataSource, ingestWorkers: number, store?: FlowStore): Promise<ControlPlane> {
   const cp = new ControlPlane({
-    source, storeCapacity: 10_000, log: pino({ level: "silent" }), now: () => nowMs, ingestWorkers, ...(store !== undefined ? { store } : {}),
+    source, storeCapacity: 10_000, log: pino({ level: "silent" }), now: () => T0_MS + 1_300_000, ingestWorkers, ...(store !== undefined ? { store } : {}),
     access: new AccessControl({ tokens: [], allowUnauthenticated: true }),
   });
   await cp.start([]);
   return cp;
+}
+
+/**
+ * Two control planes fed the same metadata and batches: `inline` without ingest workers,
+ * `onWorkers` with `workers` of them; each with its durable store in `stores`, if given.
+ */
+async function twoControlPlanes(workers: number, stores: FlowStore[] = []) {
+  const sources = [new ScriptedSource(), new ScriptedSource()];
+  const inline = await startedControlPlane(sources[0]!, 0, stores[0]);
+  const onWorkers = await startedControlPlane(sources[1]!, workers, stores[1]);
+  return {
+    inline, onWorkers,
+    apply: (events: ObjectEvent[], atNs: bigint) => { for (const source of sources) source.apply(events, atNs); },
+    /** The same batch to both (the worker side gets a copy: each keeps its own columns). */
+    ingest: (node: string, batchId: bigint, columns: FlowColumns, skewMs?: number) => Promise.all([
+      inline.ingestBatch({ node, instanceId: `${node}-1`, batchId, columns }, skewMs),
+      onWorkers.ingestBatch({ node, instanceId: `${node}-1`, batchId, columns: structuredClone(columns) }, skewMs)]),
+    stop: () => Promise.all([inline.stop(), onWorkers.stop()]),
+  };
 }
 
 const ISOLATE_CART = object({
@@ -297,19 +316,14 @@ const ISOLATE_CART = object({
 // same events: what they hand back must be what the control plane's thread makes itself.
 describe("ingest from columns on worker threads", () => {
   it("stores, maps, attributes and refuses what the control plane's own thread does, across metadata changes and two agents", async () => {
-    const now = T0_MS + 1_300_000;
-    const sources = [new ScriptedSource(), new ScriptedSource()];
-    const [inline, onWorkers] = [await startedControlPlane(sources[0]!, now, 0), await startedControlPlane(sources[1]!, now, 2)];
+    const { inline, onWorkers, apply, ingest, stop } = await twoControlPlanes(2);
     try {
-      const apply = (events: ObjectEvent[], atNs: bigint) => { for (const s of sources) s.apply(events, atNs); };
       apply(upsert(NODE1, SERVICE, WEB, CART, API, ISOLATE_CART), at(0));
       const sequence = new Map<string, bigint>();
       const send = async (node: string, seed: number, skewMs?: number) => {
         const c = columnsOf(randomRows(400, seed), sequence.get(node) ?? 1n);
         sequence.set(node, (sequence.get(node) ?? 1n) + BigInt(c.rows));
-        const batch = (columns: FlowColumns) => ({ node, instanceId: `${node}-1`, batchId: BigInt(seed), columns });
-        // The same rows to each (the worker gets a copy: the columns stay the caller's).
-        await Promise.all([inline.ingestBatch(batch(c), skewMs), onWorkers.ingestBatch(batch(structuredClone(c)), skewMs)]);
+        await ingest(node, BigInt(seed), c, skewMs);
       };
       await send("node-1", 1);
       await send("node-2", 2, 5_000);
@@ -334,22 +348,17 @@ describe("ingest from columns on worker threads", () => {
       expect(onWorkers.flowMap.stats).toEqual(inline.flowMap.stats);
       expect(onWorkers.ingestWorkers?.running).toBe(2);
     } finally {
-      await Promise.all([inline.stop(), onWorkers.stop()]);
+      await stop();
     }
   });
 
   it("writes to the durable store what the control plane's own thread writes", async () => {
     const dirs = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), "bulkhead-ingest-workers-")));
     const stores = await Promise.all(dirs.map((d) => DuckDBFlowStore.open(d, { commitDelayMs: 1 })));
-    const sources = [new ScriptedSource(), new ScriptedSource()];
-    const now = T0_MS + 1_300_000;
-    const cps = [await startedControlPlane(sources[0]!, now, 0, stores[0]), await startedControlPlane(sources[1]!, now, 1, stores[1])];
+    const { apply, ingest, stop } = await twoControlPlanes(1, stores);
     try {
-      for (const s of sources) s.apply(upsert(NODE1, SERVICE, WEB, CART, API, ISOLATE_CART), at(0));
-      for (let batch = 1; batch <= 3; batch++) {
-        const c = columnsOf(randomRows(300, 90 + batch), BigInt(1 + 300 * (batch - 1)));
-        await Promise.all(cps.map((cp, k) => cp.ingestBatch({ node: "node-1", instanceId: "node-1-1", batchId: BigInt(batch), columns: k === 0 ? c : structuredClone(c) })));
-      }
+      apply(upsert(NODE1, SERVICE, WEB, CART, API, ISOLATE_CART), at(0));
+      for (let batch = 1; batch <= 3; batch++) await ingest("node-1", BigInt(batch), columnsOf(randomRows(300, 90 + batch), BigInt(1 + 300 * (batch - 1))));
       const stored = await Promise.all(stores.map(async (store) => {
         const out: FlowRecord[] = [];
         for await (const chunk of store.query({ allow: [], deny: [], predicate: () => true })) out.push(...chunk);
@@ -359,21 +368,17 @@ describe("ingest from columns on worker threads", () => {
       expect(stored[1]).toEqual(stored[0]);
       expect(stored[1]!.some((r) => r.attribution !== undefined && r.source?.podName === "web-1")).toBe(true);
     } finally {
-      await Promise.all(cps.map((cp) => cp.stop()));
+      await stop();
       await Promise.all(stores.map((store) => store.close()));
       for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
     }
   });
 
   it("admits the batches a stopped worker had in flight, and those after, on the control plane's thread: none lost, the model as it stands", async () => {
-    const now = T0_MS + 1_300_000;
-    const sources = [new ScriptedSource(), new ScriptedSource()];
-    const [inline, cp] = [await startedControlPlane(sources[0]!, now, 0), await startedControlPlane(sources[1]!, now, 1)];
+    const { inline, onWorkers: cp, apply, ingest, stop } = await twoControlPlanes(1);
     try {
-      const apply = (events: ObjectEvent[], atNs: bigint) => { for (const s of sources) s.apply(events, atNs); };
       apply(upsert(NODE1, SERVICE, WEB, CART, API), at(0));
-      const batch = (k: number) => ({ node: "node-1", instanceId: "node-1-1", batchId: BigInt(k), columns: columnsOf(randomRows(300, 7 + k), BigInt(1 + 300 * k)) });
-      const both = (k: number) => Promise.all([inline.ingestBatch(batch(k)), cp.ingestBatch(batch(k))]);
+      const both = (k: number) => ingest("node-1", BigInt(k), columnsOf(randomRows(300, 7 + k), BigInt(1 + 300 * k)));
       await both(0);
       const thread = cp.ingestWorkers!.threads[0]!;
       // Waits for the thread's "exit" event: the control plane's own listener for it, which marks the worker stopped, ran before ours.
@@ -398,7 +403,7 @@ describe("ingest from columns on worker threads", () => {
       expect(last.length).toBeGreaterThan(0);
       expect(last.every((r) => webOf(r)?.labels.version === "9")).toBe(true);
     } finally {
-      await Promise.all([inline.stop(), cp.stop()]);
+      await stop();
     }
   });
 });
