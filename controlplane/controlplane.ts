@@ -258,7 +258,9 @@ export class ControlPlane {
    */
   async ingestBatch(batch: AgentBatch, clockSkewMs?: number): Promise<void> {
     if ("columns" in batch) {
-      const admitted = await this.admitColumnsOnWorker(batch.node, batch.columns, clockSkewMs) ?? this.admitColumns(batch.node, batch.columns, clockSkewMs);
+      const workers = this.ingestWorkers;
+      const admitted = workers === undefined ? this.admitColumns(batch.node, batch.columns, clockSkewMs)
+        : await this.admitColumnsOnWorker(workers, batch.node, batch.columns, clockSkewMs);
       const store = this.opts.store;
       if (store !== undefined) {
         // The embedded store takes the columns as they are; ClickHouse builds records from them (durable.ts batchRecords).
@@ -300,13 +302,9 @@ export class ControlPlane {
     return admitted.batch;
   }
 
-  /**
-   * admitColumns() by the ingest worker of `node`; undefined without workers. A batch the
-   * worker hands back (it stopped) is admitted here, in its turn.
-   */
-  private async admitColumnsOnWorker(node: string, columns: FlowColumns, clockSkewMs: number | undefined): Promise<EnrichedColumns | undefined> {
-    const worker = this.ingestWorkers?.workerOf(node);
-    if (worker === undefined) return undefined;
+  /** admitColumns() by the ingest worker of `node`. A batch the worker hands back (it stopped) is admitted here, in its turn. */
+  private async admitColumnsOnWorker(workers: IngestWorkers, node: string, columns: FlowColumns, clockSkewMs: number | undefined): Promise<EnrichedColumns> {
+    const worker = workers.workerOf(node);
     const shiftMs = this.clockShift(node, columns.rows, clockSkewMs);
     let admitted;
     try {
