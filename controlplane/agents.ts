@@ -42,6 +42,10 @@ export interface AgentSession {
   lastBatchId: bigint | undefined;
   /** Resolves after the last accepted batch's acknowledgement: acks go out in order. */
   acked: Promise<void>;
+  /** Batches at or below lastBatchId whose ingest failed (not acknowledged): applied when
+   * the agent re-sends them, never acknowledged as applied. Shared by the sessions of one
+   * agent instance. */
+  unstored: Set<bigint>;
   stats: AgentStats | undefined;
   stream: grpc.ServerDuplexStream<AgentRequest, ConnectResponse> | undefined;
 }
@@ -241,7 +245,10 @@ export class AgentRegistry {
       // The store's view, else this process's: batches still in flight on an old stream
       // are re-sent, and the store skips those it committed meanwhile.
       lastBatchId: stored ?? (sameInstance && prev ? prev.lastBatchId : undefined),
-      acked: Promise.resolve(),
+      // The old stream's batches still in flight settle first: one that fails is in
+      // `unstored` before a re-send of it is answered.
+      acked: sameInstance && prev ? prev.acked : Promise.resolve(),
+      unstored: sameInstance && prev ? prev.unstored : new Set(),
       stats: prev?.stats, stream,
     };
     this.sessions.set(h.node, session);
@@ -307,7 +314,7 @@ export class AgentRegistry {
           const id = err.batchId;
           // A batch id that could not be read, or is not the next one, names no batch to skip: the agent resends from the next.
           const next = s.lastBatchId === undefined ? undefined : s.lastBatchId + 1n;
-          if (id === 0n || (next !== undefined && id !== next)) {
+          if (id === 0n || (next !== undefined && id !== next && !s.unstored.has(id))) {
             if (next !== undefined && id !== 0n && id < next) {
               s.acked = s.acked.then(() => { if (s.connected) s.stream?.write({ kind: { $case: "ack", value: { batchId: id } } }); });
               return;
@@ -335,13 +342,17 @@ export class AgentRegistry {
     const ack = () => {
       if (s.stream === stream && s.connected) stream?.write({ kind: { $case: "ack", value: { batchId } } });
     };
-    if (s.lastBatchId !== undefined && batchId <= s.lastBatchId) {
+    const again = s.unstored.delete(batchId);
+    if (!again && s.lastBatchId !== undefined && batchId <= s.lastBatchId) {
       // Already applied (before a reconnect, or in flight): acknowledge again once
-      // everything before it is acknowledged, apply never twice.
-      s.acked = s.acked.then(ack);
+      // everything before it is settled, apply never twice; unless it failed meanwhile.
+      s.acked = s.acked.then(() => {
+        if (!s.unstored.has(batchId)) ack();
+        else if (s.stream === stream) fail(new AgentStreamError(grpc.status.UNAVAILABLE, `batch ${batchId} was not stored; re-send it`));
+      });
       return;
     }
-    if (s.lastBatchId !== undefined && batchId !== s.lastBatchId + 1n) {
+    if (!again && s.lastBatchId !== undefined && batchId !== s.lastBatchId + 1n) {
       throw this.refuse(s, 0n, s.lastBatchId + 1n, `batch ${batchId} out of order: expected ${s.lastBatchId + 1n}`);
     }
     let valid: { records: FlowRecord[] } | { columns: FlowColumns };
@@ -350,7 +361,7 @@ export class AgentRegistry {
     } catch (err) {
       // The batch is consumed, refused: the agent goes on with the next id. Stored
       // empty, so that the store's instance sequence has no gap.
-      s.lastBatchId = batchId;
+      s.lastBatchId = max(s.lastBatchId, batchId);
       this.hub.refusedBatch(s.node, claimed);
       this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId, records: [] }).catch(() => undefined);
       throw this.refuse(s, batchId, batchId + 1n, (err as Error).message);
@@ -358,19 +369,24 @@ export class AgentRegistry {
     const count = "records" in valid ? valid.records.length : valid.columns.rows;
     const durable = this.hub.ingest({ node: s.node, instanceId: s.instanceId, batchId, ...valid },
       sentAt === undefined ? undefined : Number(sentAt.seconds) * 1000 + sentAt.nanos / 1e6 - Date.now());
-    s.lastBatchId = batchId;
+    s.lastBatchId = max(s.lastBatchId, batchId);
     const previous = s.acked;
-    s.acked = durable.then(() => previous).then(() => {
-      s.records += BigInt(count);
-      ack();
-    }, (err: Error) => {
-      // Not acknowledged: the agent keeps it and what follows, and re-sends them after
-      // reconnecting; the store holds nothing past its last committed batch.
-      if (s.stream === stream) {
+    // Not acknowledged when it fails: the agent keeps it and what follows, and re-sends them
+    // after reconnecting; the store holds nothing past its last committed batch.
+    const failure = durable.then(() => undefined, (err: Error) => { s.unstored.add(batchId); return err; });
+    // Settles after every batch before it did, and never rejects: later batches fail on their own.
+    s.acked = Promise.all([failure, previous]).then(([err]) => {
+      if (err === undefined) {
+        s.records += BigInt(count);
+        ack();
+      } else if (s.stream === stream) {
         this.log.error({ node: s.node, batch: Number(batchId), err: err.message }, "batch not stored; not acknowledged");
         fail(new AgentStreamError(grpc.status.UNAVAILABLE, `${err.message}; batch ${batchId} not acknowledged, re-send it`));
       }
-      // The chain stays rejected-free: later batches fail on their own.
     });
   }
+}
+
+function max(a: bigint | undefined, b: bigint): bigint {
+  return a === undefined || b > a ? b : a;
 }

@@ -740,14 +740,20 @@ describe("control plane over gRPC, one control plane per test", () => {
   });
 });
 
-/** The embedded store, with a switch that makes appends fail as a full disk would. */
+/** The embedded store, with a switch that makes appends fail as a full disk would, and one that holds them. */
 class FailingStore implements FlowStore {
   failing = false;
+  /** While set, appends wait for it (then fail or not as `failing` says). */
+  held: Promise<void> | undefined;
+  /** Appends called, held or not. */
+  appends = 0;
   private failure = "";
   constructor(readonly inner: DuckDBFlowStore) {}
   status() { return { ...this.inner.status(), ...(this.failure ? { error: this.failure } : {}) }; }
   lastBatchId(instanceId: string) { return this.inner.lastBatchId(instanceId); }
   async append(batches: readonly StoredBatch[]): Promise<boolean[]> {
+    this.appends++;
+    if (this.held) await this.held;
     if (this.failing) {
       this.failure = "write failed: No space left on device (injected)";
       throw new Error(`flow store ${this.inner.file}: ${this.failure}`);
@@ -813,6 +819,59 @@ describe("control plane over gRPC with the durable store", () => {
     const s = await observer.status();
     expect(s.store).toMatchObject({ records: 15n, error: "" });
     expect(await observer.flows()).toHaveLength(15);
+  });
+
+  it("stores an agent instance's first batch re-sent after the store refused it: the store knows no batch of it, and the refused one is not taken for applied", async () => {
+    const store = new FailingStore(await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 }));
+    await start(store);
+    store.failing = true;
+    const agent = new RawAgent(agents, "node1", {}, "instance-first");
+    const batch1 = records("node1", 5);
+    agent.send(1n, batch1);
+    expect((await agent.status).details).toMatch(/batch 1 not acknowledged, re-send it$/);
+    expect(agent.acks()).toEqual([]);
+
+    store.failing = false;
+    const again = new RawAgent(agents, "node1", {}, "instance-first");
+    await again.deliver(1n, batch1);
+    await again.deliver(2n, records("node1", 5));
+    expect(again.acks()).toEqual([1n, 2n]);
+    expect((await observer.status()).store).toMatchObject({ records: 10n, error: "" });
+    expect(await observer.flows()).toHaveLength(10);
+    // Acknowledged and stored once: a third stream re-sending both is acknowledged, nothing added.
+    const third = new RawAgent(agents, "node1", {}, "instance-first");
+    await third.deliver(1n, batch1);
+    expect((await observer.status()).store).toMatchObject({ records: 10n });
+  });
+
+  it("does not acknowledge a batch re-sent on a new stream while the old stream's copy is still being stored and then fails", async () => {
+    const store = new FailingStore(await DuckDBFlowStore.open(dataDir, { commitDelayMs: 1 }));
+    await start(store);
+    let release!: () => void;
+    store.held = new Promise((resolve) => { release = resolve; });
+    const old = new RawAgent(agents, "node1", {}, "instance-race");
+    const batch1 = records("node1", 5);
+    old.send(1n, batch1);
+    await waitFor(() => store.appends, (n) => n === 1, 5000, "the old stream's batch 1 to reach the store");
+    // The agent reconnects (as after a network blip) and re-sends batch 1 while the old copy is held.
+    const renewed = new RawAgent(agents, "node1", {}, "instance-race");
+    renewed.send(1n, batch1);
+    await old.status; // replaced: the new stream's hello has been handled
+    store.failing = true;
+    release();
+    store.held = undefined;
+    // However the re-send and the failure interleave, batch 1 is not acknowledged while not
+    // stored: the stream ends instead (acked() returns at an ack or at the stream's end).
+    await renewed.acked(1n).catch(() => undefined);
+    expect(renewed.acks()).toEqual([]);
+    const ended = await renewed.status;
+    expect(ended.code).toBe(grpc.status.UNAVAILABLE);
+    expect(ended.details).toMatch(/batch 1 (was not stored; re-send it|not acknowledged, re-send it)$/);
+
+    store.failing = false;
+    const third = new RawAgent(agents, "node1", {}, "instance-race");
+    await third.deliver(1n, batch1);
+    expect((await observer.status()).store).toMatchObject({ records: 5n, error: "" });
   });
 
   it("after a restart on the same file, takes the agent's last batch from the store: a re-sent batch is acknowledged and stored once", async () => {
