@@ -474,6 +474,8 @@ export class ControlPlane {
 
   /** Counts records refused (or renamed, unknown_pod) by node and cause; logs the first of each and then every doubling, so a lying agent cannot flood the log. */
   private countRefused(node: string, cause: LocalEndProblem | "invalid_record", records: number): void {
+    // A batch refused before its row count was read, or claiming none, refuses no record: no line of 0.
+    if (records === 0) return;
     const key = `${node}\u0000${cause}`;
     const before = this.refused.get(key) ?? 0n;
     const n = before + BigInt(records);

@@ -518,6 +518,19 @@ describe("control plane over gRPC, one control plane per test", () => {
     expect((await observer.status()).recordsTotal).toBe(0n);
   });
 
+  it("refuses a FlowColumns batch of no rows, naming the batch, and lists no refused records for it", async () => {
+    const agent = new RawAgent(agents, "node1", { protocolVersion: 2 });
+    agent.call.write({ kind: { $case: "columns", value: { ...columnsMessage(1n, records("node1", 2)), rows: 0 } } });
+    const status = await agent.status;
+    expect(statusName(status.code)).toBe("INVALID_ARGUMENT");
+    expect(status.details).toBe("flow batch 1: column rows: the batch has no rows; an empty batch is never sent");
+    expect(agent.responses.find((m) => m.kind?.$case === "refused")?.kind).toEqual({ $case: "refused", value: { batchId: 1n, nextBatchId: 2n, reason: status.details } });
+    const s = await observer.status();
+    expect(s.recordsTotal).toBe(0n);
+    // GetStatus.refused counts records; a batch that claims none adds no line of 0.
+    expect(s.refused).toEqual([]);
+  });
+
   it("refuses a protocol-1 FlowBatch on a protocol-2 stream, naming the version", async () => {
     const agent = new RawAgent(agents, "node1", { protocolVersion: 2 });
     agent.send(1n, records("node1", 1));
