@@ -74,6 +74,28 @@ async function podChange(change: () => Promise<unknown>): Promise<void> {
   }
 }
 
+/**
+ * What the control plane holds for `args` whatever the ends are named, per point, node and
+ * source: on a shortfall, whether records are missing or named otherwise (CI run 3 of
+ * e23df39 counted 0 to_pod packets while node2 had delivered 268 records after the restart).
+ */
+async function shortfall(args: string[], restartedMs: number): Promise<string> {
+  const groups = new Map<string, { records: number; packets: bigint; firstEndMs: number; lastEndMs: number }>();
+  for (const r of await observe(args)) {
+    const source = r.source?.podName ? `${r.source.namespace}/${r.source.podName}` : `address ${r.ip?.source ?? "?"}`;
+    const key = `${ObservationPoint[r.point]} on ${r.node} from ${source}`;
+    const endMs = Number(r.endTime?.seconds ?? 0n) * 1000 + Math.floor((r.endTime?.nanos ?? 0) / 1e6);
+    const g = groups.get(key) ?? { records: 0, packets: 0n, firstEndMs: endMs, lastEndMs: endMs };
+    g.records++;
+    g.packets += r.packets;
+    g.firstEndMs = Math.min(g.firstEndMs, endMs);
+    g.lastEndMs = Math.max(g.lastEndMs, endMs);
+    groups.set(key, g);
+  }
+  const lines = [...groups].map(([key, g]) => `${key}: ${g.records} records, ${g.packets} packets, ending ${g.firstEndMs - restartedMs} to ${g.lastEndMs - restartedMs} ms after the restart`);
+  return `held for ${args.join(" ")} whatever the names: ${lines.length > 0 ? lines.join("; ") : "nothing"}`;
+}
+
 /** Waits until the control plane holds `want` packets at both points for `args`, then for anything more to arrive. */
 async function settled(args: string[], want: bigint): Promise<FlowRecord[]> {
   let records: FlowRecord[] = [];
@@ -237,6 +259,7 @@ describe("control plane on the lab", () => {
     let out = "";
     steady.stdout?.on("data", (d: Buffer) => { out += d.toString(); });
     await sleep(20_000);
+    const restartedMs = Date.now();
     await lab.start({ kind: "controlplane" });
     await sleep(3000); // agents reconnect (backoff ≤ 5 s) and send what they buffered
     steady.kill("SIGTERM");
@@ -244,11 +267,13 @@ describe("control plane on the lab", () => {
     const sent = BigInt((JSON.parse(out) as { count: number }).count);
     expect(sent).toBeGreaterThan(1000n);
     const records = await settled(["--from-pod", `web/${frontend.name}`, "--port", "43006"], sent);
-    // On a shortfall the message carries the control plane's status (agents, refusals,
-    // losses, store errors): a fresh-clone CI run of 09cf2a8 counted 46 to_pod packets of
-    // 1,235 sent here, not seen again since, and the bare counts did not say why.
+    // On a shortfall the message carries what the control plane holds for the port by point,
+    // node and source name, and its status (agents, refusals, losses, store errors): a
+    // fresh-clone CI run of 09cf2a8 counted 46 to_pod packets of 1,235 sent here, and one
+    // of e23df39 0 of 1,198 with node2's records delivered; the bare counts did not say why.
     const counted = { fromPod: sum(records, ObservationPoint.OBSERVATION_POINT_FROM_POD), toPod: sum(records, ObservationPoint.OBSERVATION_POINT_TO_POD) };
-    const statusText = counted.fromPod === sent && counted.toPod === sent ? "" : (await cli(["status", "-o", "json"])).stdout;
+    const statusText = counted.fromPod === sent && counted.toPod === sent ? ""
+      : `${await shortfall(["--port", "43006"], restartedMs)}; status: ${(await cli(["status", "-o", "json"])).stdout}`;
     expect(counted.fromPod, `from_pod packets counted of ${sent} sent; status: ${statusText}`).toBe(sent);
     expect(counted.toPod, `to_pod packets counted of ${sent} sent; status: ${statusText}`).toBe(sent);
     const after = JSON.parse((await cli(["status", "-o", "json"])).stdout) as
