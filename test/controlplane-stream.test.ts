@@ -1201,6 +1201,39 @@ describe("the agent's ControlPlaneSink across control plane restarts", () => {
     expect(cp.agents.connected).toBe(1);
   });
 
+  it("retries at most ~5 s apart through a 30 s outage (grpc's channel backoff capped as well as its own), and is back within 12 s of the return", async () => {
+    ({ cp } = await startControlPlane(logs));
+    connection = new ControlPlaneConnection({ addresses: [address], node: "node1", capabilities: ["tcx"], log: logs.log });
+    connection.start();
+    await waitFor(() => connection!.connected, (c) => c, 10_000, "the agent to connect");
+    const plane = cp;
+    cp = undefined;
+    await stopControlPlane(plane);
+    await waitFor(() => connection!.connected, (c) => !c, 10_000, "the agent to notice");
+    // Through the outage a listener that takes each connection and closes it at once: every
+    // attempt of the agent's channel fails, and shows when it came. grpc's own backoff
+    // (1 s, growing 1.6x up to 120 s) left 19-23 s between the control plane's return and
+    // the agent's stream after a 30 s outage.
+    const socket = address.slice("unix://".length);
+    fs.rmSync(socket, { force: true });
+    const attempts: number[] = [];
+    const refuser = net.createServer((conn) => { attempts.push(Date.now()); conn.destroy(); });
+    await new Promise<void>((resolve) => refuser.listen(socket, resolve));
+    const from = Date.now();
+    await sleep(30_000);
+    const to = Date.now();
+    await new Promise<void>((resolve) => refuser.close(() => resolve()));
+    fs.rmSync(socket, { force: true });
+    const gaps = [from, ...attempts, to].slice(1).map((t, i) => t - [from, ...attempts][i]!);
+    // At most 5 s of backoff, +20 % jitter, and a little for the attempt itself; uncapped, a 10.5 s gap comes by 26 s.
+    expect(Math.max(...gaps), `gaps between attempts (ms): ${gaps.join(", ")}`).toBeLessThan(7_000);
+    ({ cp } = await startControlPlane(logs));
+    const back = Date.now();
+    // Enough: the channel tries again within 6 s, then the agent's own next attempt comes within 5 s.
+    await waitFor(() => connection!.connected, (c) => c, 12_000, "the agent to reconnect within 12 s");
+    expect(Date.now() - back).toBeLessThan(12_000);
+  }, 60_000);
+
   it("delivers records pushed while the control plane is down exactly once when it is back, and reports exactly the overflow", async () => {
     const drops: number[] = [];
     ({ cp } = await startControlPlane(logs));

@@ -101,6 +101,9 @@ export class ControlPlaneConnection {
       "grpc.max_receive_message_length": MAX_POLICY_MESSAGE_BYTES,
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
+      // The channel's own reconnect backoff (grpc's default grows to 120 s) under ours: after
+      // a 30 s outage the stream came back 19-23 s after the control plane did.
+      "grpc.max_reconnect_backoff_ms": MAX_RETRY_MS,
     });
     this.clients[this.current] = created;
     return created;
