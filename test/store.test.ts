@@ -610,6 +610,40 @@ describe("flow history", () => {
     expect(history.query()).toEqual([...small, ...many, wide]);
   });
 
+  it("stores a columnar batch's kept rows as the record path stores them: across the ring's wrap, widening, rows left out", () => {
+    // The column path copies most columns a run of slots at a time: one run up to the
+    // ring's end and one from its start, consecutive rows natively, others row by row.
+    const wideAt = (n: number): FlowRecord => ({
+      ...numbered(n),
+      startTime: { seconds: 2n ** 33n, nanos: 1 },
+      endTime: { seconds: 2n ** 33n + BigInt(n), nanos: 999_999_999 },
+      ifindex: 2 ** 32 - 1,
+      point: TO,
+      reporter: ReporterSide.REPORTER_SIDE_DESTINATION,
+      verdict: 200 as Verdict,
+    });
+    for (const capacity of [1, 2, 5, 7]) {
+      const columns = new FlowHistory({ capacity }), records = new FlowHistory({ capacity });
+      const narrow = [1, 2, 3].map((n) => numbered(n));
+      columns.appendColumns(enrichedFromRecords("node-a", narrow));
+      records.append(narrow);
+      // Out of time order too (6 ends before 5), so that the order kept per row is checked.
+      const batch = [4, 5, 6, 7, 8, 9, 10].map((n) => (n >= 8 ? wideAt(n) : numbered(n, n === 6 ? T0 : T0 + n * 1000)));
+      const kept = [0, 2, 3, 4, 6];
+      columns.appendColumns({ ...enrichedFromRecords("node-a", batch), rows: Uint32Array.from(kept) });
+      records.append(kept.map((k) => batch[k]!));
+      const tail = [11, 12, 13].map((n) => numbered(n));
+      columns.appendColumns(enrichedFromRecords("node-a", tail));
+      records.append(tail);
+      expect(columns.query(), `capacity ${capacity}`).toEqual(records.query());
+      expect(columns.query({ last: 2 }), `capacity ${capacity}`).toEqual(records.query({ last: 2 }));
+      expect(columns.columnBytes).toBe(records.columnBytes);
+      let scanned = 0;
+      columns.scan({}, () => { scanned++; });
+      expect(scanned).toBe(Math.min(capacity, 11));
+    }
+  });
+
   it("refuses a batch with a count outside an unsigned 64-bit integer, naming record and field, and stores none of it", () => {
     const history = new FlowHistory({ capacity: 2 });
     history.append([numbered(1), numbered(2)]);

@@ -546,10 +546,17 @@ export class FlowHistory {
     return sa < sb || (sa === sb && c.endNanosOf(a) < c.endNanosOf(b));
   }
 
-  /** Counts the row just stored in `slot` out of order when it ends before the row appended before it. */
-  private noteOrder(slot: number): void {
+  /**
+   * After row `a` (an append order number) is stored: how late its end time is, and whether
+   * it is out of order (it ends before the row appended before it).
+   */
+  private noteEnd(a: number): void {
     const c = this.columns;
-    if (this.count > 0 && c.capacity > 1 && this.endsBefore(slot, (slot + c.capacity - 1) % c.capacity)) this.outOfOrder++;
+    const slot = a % c.capacity;
+    const endTime = c.endSecondsOf(slot) + c.endNanosOf(slot) / 1e9;
+    if (endTime > this.newestEnd) this.newestEnd = endTime;
+    else if (this.newestEnd - endTime > this.maxLateness) this.maxLateness = this.newestEnd - endTime;
+    if (a > 0 && c.capacity > 1 && this.endsBefore(slot, (slot + c.capacity - 1) % c.capacity)) this.outOfOrder++;
   }
 
   /** Refuses the whole batch (storing none of it) when a record's count does not fit 64 unsigned bits. */
@@ -576,7 +583,9 @@ export class FlowHistory {
       sequenceLo: Number(c.firstSequence & 0xffff_ffffn),
       sequenceHi: Number(c.firstSequence >> 32n),
     };
-    for (let k = 0; k < b.rows.length; k++) this.storeRow(b, b.rows[k]!, batch);
+    // Runs short enough that no slot is written twice, nor the slot after a run's last one before it is evicted.
+    const run = Math.max(1, this.columns.capacity - 1);
+    for (let from = 0; from < b.rows.length; from += run) this.storeRows(b, from, Math.min(b.rows.length, from + run), batch);
     nodes.release(batch.node);
     for (const id of batch.interfaces) interfaces.release(id);
     for (const id of batch.protocols) protocolNames.release(id);
@@ -699,16 +708,39 @@ export class FlowHistory {
     c.bytes.setBigInt(slot, record.bytes);
     c.sequence.setBigInt(slot, record.sequence);
 
-    const endTime = endSeconds + (end?.nanos ?? 0) / 1e9;
-    if (endTime > this.newestEnd) this.newestEnd = endTime;
-    else if (this.newestEnd - endTime > this.maxLateness) this.maxLateness = this.newestEnd - endTime;
-    this.noteOrder(slot);
-
+    this.noteEnd(this.appendedTotal);
     this.appendedTotal++;
     if (this.count < c.capacity) this.count++;
   }
 
-  /** Row `i` of an ingested batch into the next slot (store()'s layout, from the columns). */
+  /**
+   * Rows b.rows[from … to - 1] of an ingested batch into the next slots (store()'s layout,
+   * from the columns; at most capacity - 1 rows): row by row what needs the row's values
+   * (the dictionaries, derived columns), then the columns stored as they come, each in one
+   * run per contiguous range of slots, then each row's place in time order. evict() reads
+   * the overwritten rows' end times, which the runs have not overwritten yet.
+   */
+  private storeRows(b: EnrichedColumns, from: number, to: number, batch: BatchStrings): void {
+    const first = this.appendedTotal;
+    for (let k = from; k < to; k++) this.storeRow(b, b.rows[k]!, batch);
+    const c = this.columns, cols = b.columns, rows = b.rows;
+    const slot = first % c.capacity;
+    const wrap = Math.min(to, from + c.capacity - slot);
+    for (const [start, end, at] of [[from, wrap, slot], [wrap, to, 0]] as const) {
+      c.startSeconds.setRows(at, b.startSeconds, rows, start, end);
+      c.endSeconds.setRows(at, b.endSeconds, rows, start, end);
+      c.startNanos.setRows(at, b.startNanos, rows, start, end);
+      c.endNanos.setRows(at, b.endNanos, rows, start, end);
+      c.ifindex.setRows(at, cols.ifindexes, rows, start, end);
+      c.protocol.setRows(at, cols.protocols, rows, start, end);
+      c.point.setRows(at, cols.points, rows, start, end);
+      c.verdict.setRows(at, cols.verdicts, rows, start, end);
+      c.verdictReason.setRows(at, cols.verdictReasons, rows, start, end);
+    }
+    for (let a = first; a < this.appendedTotal; a++) this.noteEnd(a);
+  }
+
+  /** Row `i` of an ingested batch into the next slot, but for storeRows()'s columns and noteEnd(). */
   private storeRow(b: EnrichedColumns, i: number, batch: BatchStrings): void {
     const c = this.columns;
     const cols = b.columns;
@@ -737,37 +769,21 @@ export class FlowHistory {
     const attribution = c.attributions.hold(b.attributions[i]);
     if (evicting) c.release(slot);
     c.setRefs(slot, batch.node, iface, ipSource, ipDestination, protocolName, sourceId, destinationId, attribution);
-    const endSeconds = b.endSeconds[i]!, endNanos = b.endNanos[i]!;
-    c.startSeconds.set(slot, b.startSeconds[i]!);
-    c.endSeconds.set(slot, endSeconds);
-    c.startNanos.set(slot, b.startNanos[i]!);
-    c.endNanos.set(slot, endNanos);
     const isIcmp = proto === 1 || proto === 58;
     const sport = cols.sourcePorts[i]!, dport = cols.destinationPorts[i]!;
-    c.ifindex.set(slot, cols.ifindexes[i]!);
-    c.protocol.set(slot, proto);
     c.sourcePort.set(slot, isIcmp ? 0 : sport);
     c.destinationPort.set(slot, isIcmp ? 0 : dport);
     c.icmpType.set(slot, isIcmp ? sport : 0);
     c.icmpCode.set(slot, isIcmp ? dport : 0);
-    const point = cols.points[i]!;
     const v = cols.ipVersions[i]!;
-    c.point.set(slot, point);
-    c.reporter.set(slot, reporterOf(point));
-    c.verdict.set(slot, cols.verdicts[i]!);
+    c.reporter.set(slot, reporterOf(cols.points[i]!));
     c.ipVersion.set(slot, v === 6 ? IpVersion.IP_VERSION_IPV6 : v === 4 ? IpVersion.IP_VERSION_IPV4 : IpVersion.IP_VERSION_UNSPECIFIED);
-    c.verdictReason.set(slot, cols.verdictReasons[i]!);
     c.present[slot] = ipOfEnds | HAS_START | HAS_END | HAS_IP | HAS_L4 | (proto === 6 ? HAS_TCP_FLAGS : 0);
     c.tcpFlags[slot] = proto === 6 ? cols.tcpFlags[i]! : 0;
     c.packets.setWords(slot, batch.packets[2 * i]!, batch.packets[2 * i + 1]!);
     c.bytes.setWords(slot, batch.bytes[2 * i]!, batch.bytes[2 * i + 1]!);
     const lo = batch.sequenceLo + i;
     c.sequence.setWords(slot, lo >>> 0, batch.sequenceHi + (lo >= 2 ** 32 ? 1 : 0));
-
-    const endTime = endSeconds + endNanos / 1e9;
-    if (endTime > this.newestEnd) this.newestEnd = endTime;
-    else if (this.newestEnd - endTime > this.maxLateness) this.maxLateness = this.newestEnd - endTime;
-    this.noteOrder(slot);
     this.appendedTotal++;
     if (this.count < c.capacity) this.count++;
   }

@@ -60,6 +60,31 @@ export class WideningColumn {
     if (cells !== undefined) cells[slot] = value;
   }
 
+  /**
+   * set() for a run of rows: slots `slot` … `slot + to - from - 1` (they must not wrap) take
+   * `values[rows[k]]` for k in [from, to). Widens at most once, and copies natively when
+   * the rows are consecutive.
+   */
+  setRows(slot: number, values: Uint8Array | Uint32Array | Float64Array, rows: Uint32Array, from: number, to: number): void {
+    if (to <= from) return;
+    // The values' own type may bound them already within the cells': then nothing to look at.
+    const bound = values instanceof Uint8Array ? 0xff : values instanceof Uint32Array ? 0xffff_ffff : Infinity;
+    if (bound > this.limit) {
+      let largest = 0;
+      for (let k = from; k < to; k++) {
+        const value = values[rows[k]!]!;
+        if ((value >>> 0) !== value) { largest = Infinity; break; }
+        if (value > largest) largest = value;
+      }
+      if (largest > this.limit) this.widen(largest);
+    }
+    const cells = this.cells;
+    if (cells === undefined) return; // still no cells: every value was 0
+    const first = rows[from]!;
+    if (rows[to - 1]! - first === to - 1 - from) cells.set(values.subarray(first, first + to - from), slot);
+    else for (let k = from; k < to; k++) cells[slot + k - from] = values[rows[k]!]!;
+  }
+
   private widen(value: number): void {
     let width = widthFor(value);
     if (width < this.cellWidth) width = this.cellWidth;
