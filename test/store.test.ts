@@ -527,6 +527,68 @@ describe("flow history", () => {
     expect(sequences(history.query({ predicate: compileFilter(filter({ sourceIp: ["10.0.9.0/24"], destinationPort: [8080] })) }))).toEqual([3]);
   });
 
+  it("last N gives the N newest matches of query(), rows late or not, across evictions, with filters and time bounds (seed 2026)", () => {
+    const rand = seededRandom(2026);
+    let compared = 0, lateRows = 0;
+    for (let h = 0; h < 60; h++) {
+      const capacity = 1 + Math.floor(rand() * 300);
+      const history = new FlowHistory({ capacity });
+      let n = 0;
+      for (let step = 0; step < 30; step++) {
+        // Mostly rising end times; now and then a batch up to 120 s late (an agent's buffer), some exact ties.
+        const late = rand() < 0.15 ? 1000 + Math.floor(rand() * 120_000) : 0;
+        const batch = Array.from({ length: 1 + Math.floor(rand() * 40) }, () => {
+          n++;
+          if (late > 0) lateRows++;
+          return numbered(n, T0 + n * 100 - late - (rand() < 0.2 ? Math.floor(rand() * 300) : 0),
+            { verdict: rand() < 0.3 ? Verdict.VERDICT_DROPPED : Verdict.VERDICT_FORWARDED });
+        });
+        if (rand() < 0.5) history.append(batch);
+        else history.appendColumns(enrichedFromRecords("node-a", batch));
+        const dropped = (r: { verdict: Verdict }) => r.verdict === Verdict.VERDICT_DROPPED;
+        const since = rand() < 0.3 ? ts(T0 + Math.floor(rand() * n * 100)) : undefined;
+        for (const predicate of [undefined, dropped]) {
+          const all = sequences(history.query({ predicate, since }));
+          for (const last of [1, 2, 7, 1 + Math.floor(rand() * 60)]) {
+            expect(sequences(history.query({ predicate, since, last })), `capacity ${capacity}, last ${last}`).toEqual(all.slice(-last));
+            compared++;
+          }
+        }
+      }
+    }
+    expect(compared).toBe(60 * 30 * 8);
+    expect(lateRows).toBeGreaterThan(1000);
+  });
+
+  it("last N after a batch that came 120 s late reads the newest blocks of rows only, not the look-back of the latest record ever", () => {
+    // An agent replays its buffer after an outage: one batch far behind the others. The
+    // predicate counts the rows a query reads.
+    const capacity = 4096; // blocks of 64 rows
+    const history = new FlowHistory({ capacity });
+    let n = 0;
+    const batchOf = (count: number, lateMs = 0) => Array.from({ length: count }, () => { n++; return numbered(n, T0 + n * 10 - lateMs); });
+    history.appendColumns(enrichedFromRecords("node-a", batchOf(4000)));
+    const readBy = (last: number): { read: number; got: number[] } => {
+      let read = 0;
+      const got = sequences(history.query({ last, predicate: () => { read++; return true; } }));
+      return { read, got };
+    };
+    expect(readBy(1).read).toBeLessThanOrEqual(128);
+    history.appendColumns(enrichedFromRecords("node-a", batchOf(50, 120_000)));
+    const lateSequences = Array.from({ length: 50 }, (_, k) => n - 49 + k);
+    history.appendColumns(enrichedFromRecords("node-a", batchOf(500)));
+    // Held, the late rows are the oldest by end time: asked for every row, they come first.
+    expect(readBy(4096).got.slice(0, 50)).toEqual(lateSequences);
+    // Long after they were evicted, every row held is within 120 s of the newest.
+    for (let k = 0; k < 9; k++) history.appendColumns(enrichedFromRecords("node-a", batchOf(500)));
+    const one = readBy(1);
+    expect(one.got).toEqual([n]);
+    expect(one.read).toBeLessThanOrEqual(128);
+    const hundred = readBy(100);
+    expect(hundred.got).toEqual(Array.from({ length: 100 }, (_, k) => n - 99 + k));
+    expect(hundred.read).toBeLessThanOrEqual(256);
+  });
+
   it("iterate() skips records evicted before they are reached", () => {
     const history = new FlowHistory({ capacity: 4 });
     history.append([1, 2, 3, 4].map((n) => numbered(n)));

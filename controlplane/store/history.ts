@@ -475,6 +475,42 @@ interface Subscriber {
   onRecords: (records: FlowRecord[]) => void;
 }
 
+/** A binary heap of append order numbers, the oldest by `before` at the root. */
+class OldestFirstHeap {
+  readonly items: number[] = [];
+
+  constructor(private readonly before: (a: number, b: number) => number) {}
+
+  get size(): number { return this.items.length; }
+  get root(): number { return this.items[0]!; }
+
+  push(item: number): void {
+    const items = this.items;
+    let k = items.push(item) - 1;
+    while (k > 0) {
+      const parent = (k - 1) >> 1;
+      if (this.before(items[parent]!, item) <= 0) break;
+      items[k] = items[parent]!;
+      k = parent;
+    }
+    items[k] = item;
+  }
+
+  replaceRoot(item: number): void {
+    const items = this.items, n = items.length;
+    let k = 0;
+    for (;;) {
+      let child = 2 * k + 1;
+      if (child >= n) break;
+      if (child + 1 < n && this.before(items[child + 1]!, items[child]!) < 0) child++;
+      if (this.before(item, items[child]!) <= 0) break;
+      items[k] = items[child]!;
+      k = child;
+    }
+    items[k] = item;
+  }
+}
+
 export class FlowHistory {
   private readonly columns: Columns;
   private readonly view: StoredFlowView;
@@ -483,11 +519,17 @@ export class FlowHistory {
   private readonly onSubscriberError: ((error: unknown) => void) | undefined;
   private appendedTotal = 0;
   private count = 0;
-  // How far (seconds) a record's end time has trailed the newest end time seen when it
-  // was appended. Lets a "last N" scan stop early although arrival order is only roughly
-  // time order (agents drain on their own timers).
-  private newestEnd = -Infinity;
-  private maxLateness = 0;
+  /**
+   * The ring's slots in blocks of 2^blockBits, and per block an upper bound of its rows'
+   * end times (seconds): the latest end among the rows written in the block's current lap
+   * of the ring, and among those of its previous lap until the lap overwrote them all.
+   * A "last N" query skips every block that ends before its N newest rows so far, so one
+   * batch that arrived late (an agent's buffer after an outage) costs it nothing, where a
+   * bound on how late any row ever came made every later query look back that far.
+   */
+  private readonly blockBits: number;
+  private readonly blockLatest: Float64Array;
+  private readonly blockLatestBefore: Float64Array;
   /** The newest end time among evicted records (whole seconds, nanoseconds): after it, nothing was evicted. */
   private newestEvictedEndS = -Infinity;
   private newestEvictedEndNs = 0;
@@ -505,6 +547,11 @@ export class FlowHistory {
     }
     this.columns = new Columns(capacity);
     this.view = new StoredFlowView(this.columns);
+    // At least ~64 blocks (4-row blocks at the least, 4,096 rows at the most: 245 blocks for 1M).
+    this.blockBits = Math.min(12, Math.max(2, Math.floor(Math.log2(capacity / 64))));
+    const blocks = Math.ceil(capacity / 2 ** this.blockBits);
+    this.blockLatest = new Float64Array(blocks).fill(-Infinity);
+    this.blockLatestBefore = new Float64Array(blocks).fill(-Infinity);
     this.onSubscriberError = options.onSubscriberError;
   }
 
@@ -547,15 +594,22 @@ export class FlowHistory {
   }
 
   /**
-   * After row `a` (an append order number) is stored: how late its end time is, and whether
-   * it is out of order (it ends before the row appended before it).
+   * After row `a` (an append order number) is stored: its block's bound on end times, and
+   * whether it is out of order (it ends before the row appended before it).
    */
   private noteEnd(a: number): void {
     const c = this.columns;
     const slot = a % c.capacity;
+    const block = slot >>> this.blockBits;
+    const first = block << this.blockBits, last = Math.min(first + 2 ** this.blockBits, c.capacity) - 1;
+    if (slot === first) {
+      // A new lap: the rows of the last one stay until overwritten.
+      this.blockLatestBefore[block] = this.blockLatest[block]!;
+      this.blockLatest[block] = -Infinity;
+    }
     const endTime = c.endSecondsOf(slot) + c.endNanosOf(slot) / 1e9;
-    if (endTime > this.newestEnd) this.newestEnd = endTime;
-    else if (this.newestEnd - endTime > this.maxLateness) this.maxLateness = this.newestEnd - endTime;
+    if (endTime > this.blockLatest[block]!) this.blockLatest[block] = endTime;
+    if (slot === last) this.blockLatestBefore[block] = -Infinity;
     if (a > 0 && c.capacity > 1 && this.endsBefore(slot, (slot + c.capacity - 1) % c.capacity)) this.outOfOrder++;
   }
 
@@ -836,35 +890,58 @@ export class FlowHistory {
     const oldest = this.appendedTotal - this.count;
     const matches = this.matcher(query, this.view);
 
-    const found: number[] = [];
-    if (last === 0) {
-      for (let a = oldest; a < this.appendedTotal; a++) if (matches(a % capacity)) found.push(a);
-    } else {
-      // Newest first until no older record can still be among the N newest: everything
-      // appended before `a` ends no later than a's end plus the worst lateness seen.
-      let oldestOfFirstN = Infinity;
-      const margin = 1e-3; // seconds; absorbs float rounding of (seconds + nanos)
-      for (let a = this.appendedTotal - 1; a >= oldest; a--) {
-        const slot = a % capacity;
-        const endTime = c.endSecondsOf(slot) + c.endNanosOf(slot) / 1e9;
-        if (found.length >= last && oldestOfFirstN > endTime + this.maxLateness + margin) break;
-        if (!matches(slot)) continue;
-        found.push(a);
-        if (found.length <= last && endTime < oldestOfFirstN) oldestOfFirstN = endTime;
-      }
-      found.reverse();
-    }
-
     const before = (a: number, b: number): number => {
       const sa = a % capacity, sb = b % capacity;
       return c.endSecondsOf(sa) - c.endSecondsOf(sb) || c.endNanosOf(sa) - c.endNanosOf(sb) || a - b;
     };
+    let found: number[];
+    if (last === 0) {
+      found = [];
+      for (let a = oldest; a < this.appendedTotal; a++) if (matches(a % capacity)) found.push(a);
+    } else {
+      found = this.newestMatches(last, matches, before);
+    }
     let sorted = true;
     for (let k = 1; k < found.length; k++) {
       if (before(found[k - 1]!, found[k]!) > 0) { sorted = false; break; }
     }
     if (!sorted) found.sort(before);
-    return last > 0 && found.length > last ? found.slice(found.length - last) : found;
+    return found;
+  }
+
+  /**
+   * The `last` newest matches by `before` (end time, then arrival), in no particular
+   * order: held in a heap whose root is the oldest of them, newest rows first, a block of
+   * the ring at a time. Once `last` are held, a block whose rows all end before the root
+   * (its bound, less a margin for the float sum of seconds and nanos) is skipped unread.
+   */
+  private newestMatches(last: number, matches: (slot: number) => boolean, before: (a: number, b: number) => number): number[] {
+    const c = this.columns, capacity = c.capacity, bits = this.blockBits;
+    const margin = 1e-3;
+    const heap = new OldestFirstHeap(before);
+    let rootEnd = -Infinity;
+    const oldest = this.appendedTotal - this.count;
+    for (let a = this.appendedTotal - 1; a >= oldest;) {
+      const slot = a % capacity;
+      const block = slot >>> bits;
+      // This block's rows from `slot` down, as append order numbers [from, a].
+      const from = a - (slot - Math.max(block << bits, slot - (a - oldest)));
+      const bound = Math.max(this.blockLatest[block]!, this.blockLatestBefore[block]!);
+      if (heap.size < last || bound + margin >= rootEnd) {
+        for (let r = a; r >= from; r--) {
+          if (!matches(r % capacity)) continue;
+          if (heap.size < last) heap.push(r);
+          else if (before(r, heap.root) > 0) heap.replaceRoot(r);
+          else continue;
+          if (heap.size === last) {
+            const rs = heap.root % capacity;
+            rootEnd = c.endSecondsOf(rs) + c.endNanosOf(rs) / 1e9;
+          }
+        }
+      }
+      a = from - 1;
+    }
+    return heap.items;
   }
 
   /** Whether a slot is in the query's range and matches its predicate (run over `view`). */
