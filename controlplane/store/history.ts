@@ -475,6 +475,9 @@ interface Subscriber {
   onRecords: (records: FlowRecord[]) => void;
 }
 
+/** Seconds: absorbs the float rounding of (seconds + nanos / 1e9) in comparisons with a block's bound. */
+const BOUND_MARGIN = 1e-3;
+
 /** A binary heap of append order numbers, the oldest by `before` at the root. */
 class OldestFirstHeap {
   readonly items: number[] = [];
@@ -681,12 +684,14 @@ export class FlowHistory {
     if ((query.last ?? 0) === 0 && this.heldInTimeOrder()) {
       // select()'s matches in select()'s order (append order is time order here), without its array of indices.
       const matches = this.matcher(query, view);
-      for (let a = this.appendedTotal - this.count; a < this.appendedTotal; a++) {
-        const slot = a % capacity;
-        if (!matches(slot)) continue;
-        view.slot = slot;
-        each(view);
-      }
+      this.forEachRun(this.endFloor(query), (from, to) => {
+        for (let a = from; a < to; a++) {
+          const slot = a % capacity;
+          if (!matches(slot)) continue;
+          view.slot = slot;
+          each(view);
+        }
+      });
       return;
     }
     for (const absolute of this.select(query)) {
@@ -887,19 +892,21 @@ export class FlowHistory {
     }
     const c = this.columns;
     const capacity = c.capacity;
-    const oldest = this.appendedTotal - this.count;
     const matches = this.matcher(query, this.view);
 
     const before = (a: number, b: number): number => {
       const sa = a % capacity, sb = b % capacity;
       return c.endSecondsOf(sa) - c.endSecondsOf(sb) || c.endNanosOf(sa) - c.endNanosOf(sb) || a - b;
     };
+    const floor = this.endFloor(query);
     let found: number[];
     if (last === 0) {
       found = [];
-      for (let a = oldest; a < this.appendedTotal; a++) if (matches(a % capacity)) found.push(a);
+      this.forEachRun(floor, (from, to) => {
+        for (let a = from; a < to; a++) if (matches(a % capacity)) found.push(a);
+      });
     } else {
-      found = this.newestMatches(last, matches, before);
+      found = this.newestMatches(last, floor, matches, before);
     }
     let sorted = true;
     for (let k = 1; k < found.length; k++) {
@@ -909,15 +916,41 @@ export class FlowHistory {
     return found;
   }
 
+  /** The earliest end time (seconds) a query's `since` and `endAfter` let a match have; -Infinity without them. */
+  private endFloor(query: HistoryQuery): number {
+    const at = (t: Timestamp | undefined) => (t === undefined ? -Infinity : secondsOf(t) + t.nanos / 1e9);
+    return Math.max(at(query.since), at(query.endAfter));
+  }
+
+  /** Whether any row of `block` may end at or after `floor` (seconds): its bound, with a margin for the float sum of seconds and nanos. */
+  private blockReaches(block: number, floor: number): boolean {
+    return Math.max(this.blockLatest[block]!, this.blockLatestBefore[block]!) + BOUND_MARGIN >= floor;
+  }
+
+  /**
+   * Calls `each(from, to)` for the held rows in append order, as runs [from, to) of append
+   * order numbers within one block of the ring, leaving out the blocks whose rows all end
+   * before `floor`.
+   */
+  private forEachRun(floor: number, each: (from: number, to: number) => void): void {
+    const capacity = this.columns.capacity, bits = this.blockBits;
+    for (let a = this.appendedTotal - this.count; a < this.appendedTotal;) {
+      const slot = a % capacity;
+      const block = slot >>> bits;
+      const to = Math.min(this.appendedTotal, a + Math.min((block + 1) << bits, capacity) - slot);
+      if (this.blockReaches(block, floor)) each(a, to);
+      a = to;
+    }
+  }
+
   /**
    * The `last` newest matches by `before` (end time, then arrival), in no particular
    * order: held in a heap whose root is the oldest of them, newest rows first, a block of
-   * the ring at a time. Once `last` are held, a block whose rows all end before the root
-   * (its bound, less a margin for the float sum of seconds and nanos) is skipped unread.
+   * the ring at a time. A block whose rows all end before `floor`, or (once `last` are
+   * held) before the root, is skipped unread.
    */
-  private newestMatches(last: number, matches: (slot: number) => boolean, before: (a: number, b: number) => number): number[] {
+  private newestMatches(last: number, floor: number, matches: (slot: number) => boolean, before: (a: number, b: number) => number): number[] {
     const c = this.columns, capacity = c.capacity, bits = this.blockBits;
-    const margin = 1e-3;
     const heap = new OldestFirstHeap(before);
     let rootEnd = -Infinity;
     const oldest = this.appendedTotal - this.count;
@@ -926,8 +959,7 @@ export class FlowHistory {
       const block = slot >>> bits;
       // This block's rows from `slot` down, as append order numbers [from, a].
       const from = a - (slot - Math.max(block << bits, slot - (a - oldest)));
-      const bound = Math.max(this.blockLatest[block]!, this.blockLatestBefore[block]!);
-      if (heap.size < last || bound + margin >= rootEnd) {
+      if (this.blockReaches(block, heap.size < last ? floor : Math.max(floor, rootEnd))) {
         for (let r = a; r >= from; r--) {
           if (!matches(r % capacity)) continue;
           if (heap.size < last) heap.push(r);
