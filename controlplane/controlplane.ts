@@ -13,7 +13,7 @@ import type { MetadataSource, ObjectEvent } from "./metadata/source.js";
 import { FlowHistory, type HistoryQuery } from "./store/history.js";
 import type { FlowStore, StoreStatus } from "./store/durable.js";
 import { flowMapFromStore } from "./store/stored-map.js";
-import type { FlowPredicate } from "./store/filter.js";
+import { columnsRequired, type FlowPredicate } from "./store/filter.js";
 import type { FlowFilter, GetFlowMapResponse, PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { FlowMapStore, isReply } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
@@ -412,12 +412,14 @@ export class ControlPlane {
     { hot: HistoryQuery; stored: ((missing?: number) => AsyncIterable<readonly FlowRecord[]>) | undefined } {
     const store = this.opts.store;
     const hotStart = this.hotWindowStart;
+    // The verdicts and points the allow filters require, for the history to check on its columns first.
+    const hot: HistoryQuery = { predicate: q.predicate, since: q.since, until: q.until, ...columnsRequired(q.allow) };
     if (store === undefined || hotStart === undefined || (q.since !== undefined && compareTimestamps(q.since, hotStart) > 0)) {
-      return { hot: { predicate: q.predicate, since: q.since, until: q.until }, stored: undefined };
+      return { hot, stored: undefined };
     }
     // Split at the hot window's start: what ends after it from memory, the rest from the store.
     return {
-      hot: { predicate: q.predicate, since: q.since, until: q.until, endAfter: hotStart },
+      hot: { ...hot, endAfter: hotStart },
       stored: (missing = 0) => store.query({
         ...(q.since !== undefined ? { since: q.since } : {}), ...(q.until !== undefined ? { until: q.until } : {}), endNotAfter: hotStart,
         allow: q.allow, deny: q.deny, predicate: q.predicate, ...(missing > 0 ? { last: missing } : {}),

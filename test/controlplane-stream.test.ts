@@ -32,6 +32,7 @@ import {
   AgentServiceClient, ConnectRequest, ConnectResponse, type AgentHello, type FlowColumns,
 } from "../proto/gen/bulkhead/v1/agent.js";
 import { columnsFromRecords } from "../flowcolumns/columns.js";
+import { compileRequest } from "../controlplane/store/filter.js";
 import { encodeColumnsBody, encodeColumnsRequest } from "../flowcolumns/wire.js";
 import {
   FlowRecord, IpVersion, ObservationPoint, ReporterSide, Verdict,
@@ -322,6 +323,25 @@ describe("control plane over gRPC, one control plane per test", () => {
     agents.close();
     observer.close();
     await stopControlPlane(cp);
+  });
+
+  it("a query's verdict filter is checked on the history's verdict column: the request's predicate runs on those rows only", async () => {
+    const agent = new RawAgent(agents, "node1");
+    const dropped = { verdict: Verdict.VERDICT_DROPPED };
+    await agent.deliver(1n, [record("node1"), record("node1", dropped), record("node1"), record("node1", dropped), record("node1")]);
+    const allow = [FlowFilter.fromPartial({ verdict: [Verdict.VERDICT_DROPPED], namespace: ["shop"] })];
+    const requested = compileRequest(allow, []);
+    const seen: Verdict[] = [];
+    const predicate = (r: FlowRecord) => { seen.push(r.verdict); return requested(r); };
+    expect([...cp.flows({ predicate, allow, deny: [], last: 0 }).hot].map((f) => f.verdict)).toEqual([Verdict.VERDICT_DROPPED, Verdict.VERDICT_DROPPED]);
+    expect(seen).toEqual([Verdict.VERDICT_DROPPED, Verdict.VERDICT_DROPPED]);
+    seen.length = 0;
+    let read = 0;
+    const replay = cp.flowsToScan({ predicate, allow, deny: [] });
+    replay.history.scan(replay.hot, () => { read++; });
+    expect([read, seen.length]).toEqual([2, 2]);
+    // The gRPC answer is the same records.
+    expect((await observer.flows({ allow })).map((f) => f.verdict)).toEqual([Verdict.VERDICT_DROPPED, Verdict.VERDICT_DROPPED]);
   });
 
   it("refuses and counts records in which an agent names another node's pod; the victim's flows stay unchanged, the rest is stored", async () => {

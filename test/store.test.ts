@@ -7,7 +7,7 @@ import {
 } from "../proto/gen/bulkhead/v1/flow.js";
 import { MapNodeKind, TrafficDirection, type FlowFilter, type MapEdge } from "../proto/gen/bulkhead/v1/observer.js";
 import { LabelSelectorError, parseLabelSelector } from "../controlplane/store/selector.js";
-import { FlowFilterError, compileFilter, compileRequest } from "../controlplane/store/filter.js";
+import { FlowFilterError, columnsRequired, compileFilter, compileRequest } from "../controlplane/store/filter.js";
 import { FlowHistory } from "../controlplane/store/history.js";
 import { WideningColumn } from "../controlplane/store/widening-column.js";
 import { FlowMapStore, edgeOfRecord, mapNodeOf } from "../controlplane/store/flowmap.js";
@@ -347,6 +347,30 @@ describe("flow filters", () => {
     expect(pass([], [{}])).toEqual([]);
   });
 
+  it("columnsRequired: the verdicts and points every allow filter names (their union); left out when one names none", () => {
+    const D = Verdict.VERDICT_DROPPED, A = Verdict.VERDICT_AUDIT;
+    const IN = TrafficDirection.TRAFFIC_DIRECTION_INGRESS, OUT = TrafficDirection.TRAFFIC_DIRECTION_EGRESS;
+    const sets = (allow: Partial<FlowFilter>[]) => {
+      const r = columnsRequired(allow.map(filter));
+      return { verdicts: r.verdicts && [...r.verdicts].sort(), points: r.points && [...r.points].sort() };
+    };
+    expect(sets([])).toEqual({ verdicts: undefined, points: undefined });
+    expect(sets([{ namespace: ["shop"] }])).toEqual({ verdicts: undefined, points: undefined });
+    expect(sets([{ verdict: [D] }])).toEqual({ verdicts: [D], points: undefined });
+    expect(sets([{ verdict: [D], direction: [IN] }, { verdict: [A], direction: [OUT, IN] }])).toEqual({ verdicts: [D, A], points: [FROM, TO].sort() });
+    expect(sets([{ verdict: [D], direction: [IN] }, { namespace: ["shop"] }])).toEqual({ verdicts: undefined, points: undefined });
+    expect(sets([{ verdict: [D] }, { direction: [IN] }])).toEqual({ verdicts: undefined, points: undefined });
+    // Every record a request passes has them (deny filters only take records away).
+    const all = [webToCart, webToDb, webToSvc, worldToWeb2, v6, ping];
+    for (const allow of [[{ verdict: [D] }], [{ direction: [IN] }, { direction: [OUT], verdict: [D] }], [{ verdict: [D, A], direction: [OUT] }]]) {
+      const required = columnsRequired(allow.map(filter));
+      for (const r of all.filter(compileRequest(allow.map(filter), [filter({ namespace: ["db"] })]))) {
+        expect(required.verdicts?.has(r.verdict) ?? true).toBe(true);
+        expect(required.points?.has(r.point) ?? true).toBe(true);
+      }
+    }
+  });
+
   it.each<[string, Partial<FlowFilter>, RegExp]>([
     ["a CIDR prefix beyond 32", { sourceIp: ["10.0.0.0/33"] }, /source_ip "10.0.0.0\/33": prefix length "33" must be a number from 0 to 32/],
     ["a CIDR prefix beyond 128", { ip: ["fd00::/129"] }, /ip "fd00::\/129": prefix length "129" must be a number from 0 to 128/],
@@ -571,6 +595,46 @@ describe("flow history", () => {
     }
     expect(compared).toBe(60 * 30 * 8);
     expect(lateRows).toBeGreaterThan(1000);
+  });
+
+  it("a query's verdicts and points give what its predicate alone gives, and the predicate runs only on rows that have them (seed 77)", () => {
+    const rand = seededRandom(77);
+    const verdicts = [Verdict.VERDICT_FORWARDED, Verdict.VERDICT_DROPPED, Verdict.VERDICT_AUDIT];
+    const subsets = [[Verdict.VERDICT_DROPPED], [Verdict.VERDICT_DROPPED, Verdict.VERDICT_AUDIT], [Verdict.VERDICT_FORWARDED]];
+    let compared = 0;
+    for (let h = 0; h < 20; h++) {
+      const capacity = 1 + Math.floor(rand() * 200);
+      const history = new FlowHistory({ capacity });
+      let n = 0;
+      for (let step = 0; step < 20; step++) {
+        const batch = Array.from({ length: 1 + Math.floor(rand() * 30) }, () => {
+          n++;
+          return numbered(n, T0 + n * 100 - (rand() < 0.1 ? 5000 : 0),
+            { verdict: verdicts[Math.floor(rand() * 3)]!, point: rand() < 0.5 ? FROM : TO });
+        });
+        if (rand() < 0.5) history.append(batch);
+        else history.appendColumns(enrichedFromRecords("node-a", batch));
+        const everything = history.query();
+        const v = new Set<number>(subsets[Math.floor(rand() * subsets.length)]);
+        const p = rand() < 0.5 ? undefined : new Set<number>([rand() < 0.5 ? FROM : TO]);
+        const has = (r: { verdict: number; point: number }) => v.has(r.verdict) && (p === undefined || p.has(r.point));
+        const odd = (r: { sequence: bigint }) => r.sequence % 2n === 1n;
+        const expected = sequences(everything.filter((r) => has(r) && odd(r)));
+        let calls = 0, wrong = 0;
+        const predicate = (r: FlowRecord) => { calls++; if (!has(r)) wrong++; return has(r) && odd(r); };
+        const q = { predicate, verdicts: v, ...(p !== undefined ? { points: p } : {}) };
+        expect(sequences(history.query(q)), `capacity ${capacity}`).toEqual(expected);
+        expect(calls).toBe(everything.filter(has).length);
+        const scanned: number[] = [];
+        history.scan(q, (row) => { scanned.push(Number(row.sequence)); });
+        expect(scanned).toEqual(expected);
+        const last = 1 + Math.floor(rand() * 20);
+        expect(sequences(history.query({ ...q, last }))).toEqual(expected.slice(-last));
+        expect(wrong, "the predicate ran on a row without the query's verdicts or points").toBe(0);
+        compared++;
+      }
+    }
+    expect(compared).toBe(400);
   });
 
   it("last N after a batch that came 120 s late, and a query bound by time, read the newest blocks of rows only", () => {

@@ -72,6 +72,7 @@ export function requireFlowFilters(scope: Scope, allow: readonly FlowFilter[]): 
 
 /** True when an end of the enriched record is in the scope (a Service address counts in its Service's namespace). */
 export function flowInScope(scope: Scope, flow: FlowRecord): boolean {
+  if (scope.kind === "cluster") return true; // without reading the ends: a stored row's are lookups
   return endsInScope(scope, flow.source?.namespace ?? "", flow.destination?.namespace ?? "");
 }
 

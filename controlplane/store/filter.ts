@@ -394,12 +394,7 @@ function compileChecks(filter: Partial<FlowFilter>): { cost: number; test: Recor
 
   const directions = filter.direction ?? [];
   if (directions.length > 0) {
-    const points = new Set<number>();
-    for (const d of directions) {
-      if (d === TrafficDirection.TRAFFIC_DIRECTION_INGRESS) points.add(ObservationPoint.OBSERVATION_POINT_TO_POD);
-      else if (d === TrafficDirection.TRAFFIC_DIRECTION_EGRESS) points.add(ObservationPoint.OBSERVATION_POINT_FROM_POD);
-      else throw new FlowFilterError("direction", String(d), "use INGRESS (1) or EGRESS (2)");
-    }
+    const points = pointsOf(directions);
     checks.push({ cost: 0, test: (r) => points.has(r.point) });
   }
 
@@ -436,6 +431,39 @@ function compileChecks(filter: Partial<FlowFilter>): { cost: number; test: Recor
   }
 
   return checks;
+}
+
+/** The observation points of traffic directions: INGRESS is seen at TO_POD, EGRESS at FROM_POD. */
+function pointsOf(directions: readonly TrafficDirection[]): Set<number> {
+  const points = new Set<number>();
+  for (const d of directions) {
+    if (d === TrafficDirection.TRAFFIC_DIRECTION_INGRESS) points.add(ObservationPoint.OBSERVATION_POINT_TO_POD);
+    else if (d === TrafficDirection.TRAFFIC_DIRECTION_EGRESS) points.add(ObservationPoint.OBSERVATION_POINT_FROM_POD);
+    else throw new FlowFilterError("direction", String(d), "use INGRESS (1) or EGRESS (2)");
+  }
+  return points;
+}
+
+/**
+ * What every record passing `allow` has in its verdict and point columns: when each allow
+ * filter names verdicts (directions), the union of them; otherwise the field is left out.
+ * Deny filters only take records away, so they add nothing here. A store checks these on
+ * its columns before it runs the request's predicate (FlowHistory's HistoryQuery).
+ */
+export function columnsRequired(allow: readonly Partial<FlowFilter>[]): { verdicts?: ReadonlySet<number>; points?: ReadonlySet<number> } {
+  const union = (each: (f: Partial<FlowFilter>) => Iterable<number> | undefined): ReadonlySet<number> | undefined => {
+    if (allow.length === 0) return undefined;
+    const values = new Set<number>();
+    for (const f of allow) {
+      const named = each(f);
+      if (named === undefined) return undefined;
+      for (const v of named) values.add(v);
+    }
+    return values;
+  };
+  const verdicts = union((f) => (f.verdict ?? []).length > 0 ? f.verdict : undefined);
+  const points = union((f) => (f.direction ?? []).length > 0 ? pointsOf(f.direction!) : undefined);
+  return { ...(verdicts !== undefined ? { verdicts } : {}), ...(points !== undefined ? { points } : {}) };
 }
 
 /** Compiles one filter; throws FlowFilterError naming the field and value. `where` (e.g. "allow[0]") locates it in a request. */

@@ -48,6 +48,13 @@ export interface HistoryQuery {
   endAfter?: Timestamp;
   /** Only the N newest matching records (by endTime); 0 or undefined: all. */
   last?: number;
+  /**
+   * Only records with one of these verdicts (observation points): checked on the column
+   * before the predicate runs, so a query that narrows by them calls its predicate for the
+   * rows that pass only. The predicate must imply them (filter.ts columnsRequired).
+   */
+  verdicts?: ReadonlySet<number>;
+  points?: ReadonlySet<number>;
 }
 
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
@@ -450,6 +457,15 @@ function checkCounts(record: FlowRecord, index: number): void {
       throw new RangeError(`flow history: record ${index} of the batch: ${field} ${value} is outside an unsigned 64-bit integer [0, 2^64); nothing of the batch was stored`);
     }
   }
+}
+
+/** A set of small non-negative integers as a table: 1 at each member (a cell outside it reads undefined). */
+function tableOf(members: ReadonlySet<number> | undefined): Uint8Array | undefined {
+  if (members === undefined) return undefined;
+  const valid = [...members].filter((m) => Number.isSafeInteger(m) && m >= 0);
+  const table = new Uint8Array(Math.max(-1, ...valid) + 1);
+  for (const m of valid) table[m] = 1;
+  return table;
 }
 
 function secondsOf(t: Timestamp): number {
@@ -980,6 +996,7 @@ export class FlowHistory {
   private matcher(query: HistoryQuery, view: StoredFlowView): (slot: number) => boolean {
     const { predicate, since, until, endAfter } = query;
     const c = this.columns;
+    const verdicts = tableOf(query.verdicts), points = tableOf(query.points);
     const sinceS = since === undefined ? -Infinity : secondsOf(since);
     const sinceN = since?.nanos ?? 0;
     const untilS = until === undefined ? Infinity : secondsOf(until);
@@ -987,6 +1004,8 @@ export class FlowHistory {
     const afterS = endAfter === undefined ? -Infinity : secondsOf(endAfter);
     const afterN = endAfter?.nanos ?? 0;
     return (slot: number): boolean => {
+      if (verdicts !== undefined && verdicts[c.verdict.get(slot)] !== 1) return false;
+      if (points !== undefined && points[c.point.get(slot)] !== 1) return false;
       if (since !== undefined) {
         const s = c.endSeconds.get(slot);
         if (s < sinceS || (s === sinceS && c.endNanos.get(slot) < sinceN)) return false;
