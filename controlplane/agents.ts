@@ -56,7 +56,8 @@ export type AgentBatch = { node: string; instanceId: string; batchId: bigint } &
 export interface AgentHub {
   /**
    * Enriches and stores a batch whose records passed validation; `clockSkewMs`: the
-   * agent's clock minus ours when it sent it, if it said. Resolves once the batch may be
+   * agent's clock when it sent the batch, if it said, minus ours when it is taken here (the
+   * skew less the batch's time on the way: controlplane/clock-skew.ts). Resolves once the batch may be
    * acknowledged (durable); rejects when it may not.
    */
   ingest(batch: AgentBatch, clockSkewMs?: number): Promise<void>;

@@ -14,6 +14,7 @@ import { FlowHistory, type HistoryQuery } from "./store/history.js";
 import type { FlowStore, StoreStatus } from "./store/durable.js";
 import { flowMapFromStore } from "./store/stored-map.js";
 import { columnsRequired, type FlowPredicate } from "./store/filter.js";
+import { SkewEstimate } from "./clock-skew.js";
 import type { FlowFilter, GetFlowMapResponse, PolicyWhatIfRequest, PolicyWhatIfResponse, SuggestPoliciesRequest, SuggestPoliciesResponse } from "../proto/gen/bulkhead/v1/observer.js";
 import { FlowMapStore, isReply } from "./store/flowmap.js";
 import { AgentRegistry, type AgentBatch } from "./agents.js";
@@ -115,8 +116,8 @@ export class ControlPlane {
   private bound: string[] = [];
   private tlsListeners: TlsListeners | undefined;
   private recordsTotal = 0n;
-  /** Each agent's clock skew from its latest batch, and the records moved by it. */
-  private readonly clocks = new Map<string, { skewMs: number; corrected: bigint }>();
+  /** Each agent's clock skew as its recent batches show it (clock-skew.ts), and the records moved by it. */
+  private readonly clocks = new Map<string, { estimate: SkewEstimate; skewMs: number; corrected: bigint }>();
   /** Records refused or renamed (localEndProblem), by "node\0cause". */
   private readonly refused = new Map<string, bigint>();
   private readonly rate = new Rate();
@@ -251,8 +252,8 @@ export class ControlPlane {
   }
 
   /**
-   * A batch an agent sent (validated: every record is of `node`), `clockSkewMs` its clock
-   * minus ours when it sent it. Resolves once it is durable (with a store) and published to
+   * A batch an agent sent (validated: every record is of `node`), `clockSkewMs` its send
+   * time less our clock when it came (a sample of the agent's skew, clockShift()). Resolves once it is durable (with a store) and published to
    * the hot window and maps; rejects when the store cannot take it: then it must not be
    * acknowledged. A re-sent batch the store already holds resolves without publishing.
    */
@@ -317,19 +318,21 @@ export class ControlPlane {
     return admitted.batch;
   }
 
-  /** How far (ms) a batch of `rows` rows moves back for its agent's clock skew; notes the skew. */
-  private clockShift(node: string, rows: number, clockSkewMs: number | undefined): number {
-    let shiftMs = 0;
-    if (clockSkewMs !== undefined) {
-      const clock = this.clocks.get(node) ?? { skewMs: 0, corrected: 0n };
-      clock.skewMs = Math.round(clockSkewMs);
-      this.clocks.set(node, clock);
-      if (Math.abs(clockSkewMs) > CLOCK_TOLERANCE_MS) {
-        shiftMs = Math.round(clockSkewMs);
-        clock.corrected += BigInt(rows);
-      }
-    }
-    return shiftMs;
+  /**
+   * How far (ms) a batch of `rows` rows moves back for its agent's clock skew, given the
+   * batch's sample of it (send time less arrival; none from an agent that sends no time).
+   * Agents' clocks are not trusted: a record dated in the future pins its edge in every
+   * window, one an hour behind never shows. Past CLOCK_TOLERANCE_MS the batch's times move
+   * by the skew estimated from the agent's recent batches.
+   */
+  private clockShift(node: string, rows: number, sampleMs: number | undefined): number {
+    if (sampleMs === undefined) return 0;
+    let clock = this.clocks.get(node);
+    if (clock === undefined) this.clocks.set(node, clock = { estimate: new SkewEstimate(), skewMs: 0, corrected: 0n });
+    clock.skewMs = Math.round(clock.estimate.note(sampleMs, this.now()));
+    if (Math.abs(clock.skewMs) <= CLOCK_TOLERANCE_MS) return 0;
+    clock.corrected += BigInt(rows);
+    return clock.skewMs;
   }
 
   private publishColumns(batch: EnrichedColumns, received: number): void {
@@ -456,22 +459,15 @@ export class ControlPlane {
     }
   }
 
-  /**
-   * Agents' clocks are not trusted: a record dated in the future pins its edge in every
-   * window, one an hour behind never shows. Past CLOCK_TOLERANCE_MS the batch's times move
-   * by the skew the agent's send time shows (network delay included, milliseconds here).
-   */
-  private correctClock(node: string, records: FlowRecord[], skewMs: number): void {
-    const clock = this.clocks.get(node) ?? { skewMs: 0, corrected: 0n };
-    clock.skewMs = Math.round(skewMs);
-    this.clocks.set(node, clock);
-    if (Math.abs(skewMs) <= CLOCK_TOLERANCE_MS) return;
-    const shiftNs = BigInt(Math.round(skewMs)) * 1_000_000n;
+  /** clockShift() for a batch of records: their times move back by the shift. */
+  private correctClock(node: string, records: FlowRecord[], sampleMs: number): void {
+    const shiftMs = this.clockShift(node, records.length, sampleMs);
+    if (shiftMs === 0) return;
+    const shiftNs = BigInt(shiftMs) * 1_000_000n;
     for (const r of records) {
       r.startTime = shiftTimestamp(r.startTime, shiftNs);
       r.endTime = shiftTimestamp(r.endTime, shiftNs);
     }
-    clock.corrected += BigInt(records.length);
   }
 
   /** Counts records refused (or renamed, unknown_pod) by node and cause; logs the first of each and then every doubling, so a lying agent cannot flood the log. */

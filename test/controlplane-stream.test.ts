@@ -213,12 +213,12 @@ class RawAgent {
   }
 
   /** The records as a FlowColumns batch, encoded as the agent of protocol version 2 encodes them. */
-  sendColumns(batchId: bigint, batch: FlowRecord[]): void {
+  sendColumns(batchId: bigint, batch: FlowRecord[], sentAtMs = Date.now()): void {
     const body = encodeColumnsBody(columnsFromRecords(batch));
     // The agent's clock when it sends, to the millisecond: whole seconds would make the skew
     // up to 999 ms by themselves, and under load the delivery's delay took it past the
     // 1,000 ms tolerance (CI run 44: every time moved by a second).
-    this.call.write(ConnectRequest.decode(encodeColumnsRequest(batchId, body, timestampOfMs(Date.now()))));
+    this.call.write(ConnectRequest.decode(encodeColumnsRequest(batchId, body, timestampOfMs(sentAtMs))));
   }
 
   acks(): bigint[] {
@@ -399,6 +399,29 @@ describe("control plane over gRPC, one control plane per test", () => {
     // A batch without sent_at (an older agent) is taken as dated.
     await ahead.deliver(2n, [record("node1")]);
     expect((await observer.status()).clocks.find((c) => c.node === "node1")?.recordsCorrected).toBe(1n);
+  });
+
+  it("keeps the times of a batch that was 3 s on its way: a hold-up is not a clock behind (records and columns)", async () => {
+    // Both agents' clocks are right. Their first batches come at once; the second of each was
+    // sent 3 s ago (as one that waited behind a stall of the control plane): its sample of
+    // the skew is -3 s, and taken alone it moved the records 3 s later than they were.
+    const now = Date.now();
+    const dated = (node: string, endMs: number) => record(node, { startTime: timestampOfMs(endMs - 500), endTime: timestampOfMs(endMs) });
+    const node1 = new RawAgent(agents, "node1");
+    const node2 = new RawAgent(agents, "node2", { protocolVersion: 2 });
+    node1.send(1n, [dated("node1", now - 100)], now);
+    node2.sendColumns(1n, [dated("node2", now - 100)], now);
+    await node1.acked(1n);
+    await node2.acked(1n);
+    node1.send(2n, [dated("node1", now - 3100)], now - 3000);
+    node2.sendColumns(2n, [dated("node2", now - 3100)], now - 3000);
+    await node1.acked(2n);
+    await node2.acked(2n);
+    const ends = (await observer.flows()).map((f) => `${f.node} ${Number(f.endTime!.seconds) * 1000 + f.endTime!.nanos / 1e6 - now}`);
+    expect(ends.sort()).toEqual(["node1 -100", "node1 -3100", "node2 -100", "node2 -3100"]);
+    const clocks = (await observer.status()).clocks;
+    expect(clocks.map((c) => c.recordsCorrected)).toEqual([0n, 0n]);
+    for (const c of clocks) expect(Math.abs(Number(c.skewMs)), `${c.node}'s skew`).toBeLessThan(1000);
   });
 
   it("reports the control plane's own losses in GetStatus: a record older than the map's retention counts as late", async () => {
