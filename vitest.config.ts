@@ -25,7 +25,7 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 const UNIT = [
   "access", "time", "cli-help", "cli-package", "deploy-docs", "kernel", "cli-output", "cluster", "flowcolumns", "flow-stream", "conformance-model", "controlplane-stream", "kubernetes-source", "layout",
   "metadata", "mtls", "node-certificates", "policy", "policy-explain", "policy-random", "policy-suggest", "policy-suggest-store", "policy-scale", "policy-class-verdicts", "policy-whatif", "policy-whatif-cases", "policy-whatif-rpc", "records",
-  "store", "store-clickhouse", "store-duckdb", "ui-api", "ui-layout", "ui-timerange", "ingest-columns", "ingest-attribution", "cli-failover", "triple-key-table", "bucket-lists", "lab-supervisor", "clock-skew",
+  "store", "store-clickhouse", "store-duckdb", "ui-api", "ui-layout", "ui-timerange", "ingest-columns", "ingest-attribution", "cli-failover", "triple-key-table", "bucket-lists", "lab-supervisor", "clock-skew", "folder-scan",
 ].map((name) => `test/${name}.test.ts`);
 const KERNEL_OWN = [
   "deploy", // first (FIRST below); netns bhdep-<pid>-node/-pod, pins /sys/fs/bpf/bhdep-<pid>-*, 10.198.0.0/30 inside them

@@ -50,6 +50,8 @@ interface Emitted {
 const MANIFEST_EXTENSIONS = [".yaml", ".yml", ".json"];
 /** fs.watch fires several events per write; one scan covers them all. */
 const WATCH_DEBOUNCE_MS = 20;
+/** Scans in a row that may find the folder changed under them before one applies what it read anyway. */
+const MAX_UNSETTLED_SCANS = 5;
 
 
 /** Hidden files (editor swap files, a ConfigMap volume's ..data) and temp files are not manifests. */
@@ -79,6 +81,10 @@ export class FolderSource implements MetadataSource {
   private scanning: Promise<void> | undefined;
   private scanAgain = false;
   private stopped = false;
+  /** Files were read whose objects are not applied yet: the scan that read them saw the folder change. */
+  private unapplied = false;
+  /** Scans in a row that saw the folder change while they read it. */
+  private unsettledScans = 0;
 
   constructor(options: FolderSourceOptions) {
     this.dir = path.resolve(options.dir);
@@ -175,9 +181,45 @@ export class FolderSource implements MetadataSource {
       if (await this.readManifest(name)) changed = true;
     }
     if (this.stopped) return;
-    if (changed) this.emitDifferences(initial);
+    if (changed) this.unapplied = true;
+    // The files were read one after another after the listing: one created, replaced or
+    // removed meanwhile would make a state the folder never held (a namespace's new mode
+    // read without the policy written before it). Such a scan applies nothing and scans
+    // again, unless the folder has not been still for MAX_UNSETTLED_SCANS scans in a row.
+    if (this.unapplied) {
+      if (folderError !== undefined || ++this.unsettledScans >= MAX_UNSETTLED_SCANS || await this.unchangedSince(names)) {
+        this.emitDifferences(initial);
+        this.unapplied = false;
+        this.unsettledScans = 0;
+      } else {
+        this.scanAgain = true;
+      }
+    }
     this.folderError = folderError;
     this.publishErrors();
+  }
+
+  /** Whether the folder still lists exactly `names`, each file as it was last read. */
+  private async unchangedSince(names: string[]): Promise<boolean> {
+    let now: string[];
+    try {
+      now = (await readdir(this.dir)).filter(isManifestFile).sort();
+    } catch {
+      return false;
+    }
+    if (now.length !== names.length || now.some((name, i) => name !== names[i])) return false;
+    for (const name of names) {
+      const read = this.files.get(name)?.signature;
+      if (read === undefined) return false; // listed, but not read yet (it was being written)
+      if (read === "") continue; // not readable: only its error is reported
+      try {
+        const s = await stat(path.join(this.dir, name), { bigint: true });
+        if (`${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}` !== read) return false;
+      } catch {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Re-reads one file if it changed; true when its objects or errors changed. */
