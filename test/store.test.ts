@@ -767,6 +767,27 @@ describe("flow history", () => {
     expect(history.query()).toEqual([...small, ...many, wide]);
   });
 
+  it("a column's slotsIn picks the slots whose value its table marks, at every width (no cells, 1, 2, 4, 8 bytes)", () => {
+    const rand = seededRandom(5);
+    for (const [width, largest] of [[0, 0], [1, 255], [2, 65_535], [4, 2 ** 32 - 1], [8, 2 ** 40]] as const) {
+      const column = new WideningColumn(500, 0);
+      // No cells: every value 0. Otherwise small values and the width's largest mixed.
+      const values = Array.from({ length: 500 }, () => (width === 0 ? 0 : rand() < 0.5 ? Math.floor(rand() * 4) : largest));
+      values.forEach((v, slot) => column.set(slot, v));
+      expect(column.width).toBe(width);
+      for (const marked of [[0], [2, 3], [1], []]) {
+        const table = new Uint8Array(4);
+        for (const m of marked) table[m] = 1;
+        const out = new Uint32Array(500);
+        const from = Math.floor(rand() * 100), to = 400 + Math.floor(rand() * 100);
+        const n = column.slotsIn(from, to, table, out);
+        const expected = [];
+        for (let slot = from; slot < to; slot++) if (marked.includes(column.get(slot))) expected.push(slot);
+        expect([...out.subarray(0, n)], `width ${width}, marked ${marked.join(",")}`).toEqual(expected);
+      }
+    }
+  });
+
   it("stores a columnar batch's kept rows as the record path stores them: across the ring's wrap, widening, rows left out", () => {
     // The column path copies most columns a run of slots at a time: one run up to the
     // ring's end and one from its start, consecutive rows natively, others row by row.

@@ -699,14 +699,9 @@ export class FlowHistory {
     const capacity = this.columns.capacity;
     if ((query.last ?? 0) === 0 && this.heldInTimeOrder()) {
       // select()'s matches in select()'s order (append order is time order here), without its array of indices.
-      const matches = this.matcher(query, view);
-      this.forEachRun(this.endFloor(query), (from, to) => {
-        for (let a = from; a < to; a++) {
-          const slot = a % capacity;
-          if (!matches(slot)) continue;
-          view.slot = slot;
-          each(view);
-        }
+      this.forEachMatch(query, view, (slot) => {
+        view.slot = slot;
+        each(view);
       });
       return;
     }
@@ -918,9 +913,9 @@ export class FlowHistory {
     let found: number[];
     if (last === 0) {
       found = [];
-      this.forEachRun(floor, (from, to) => {
-        for (let a = from; a < to; a++) if (matches(a % capacity)) found.push(a);
-      });
+      const oldest = this.appendedTotal - this.count, oldestSlot = oldest % capacity;
+      // Slots to append order numbers: the oldest held row's slot is its number's.
+      this.forEachMatch(query, this.view, (slot) => found.push(oldest + (slot - oldestSlot + capacity) % capacity));
     } else {
       found = this.newestMatches(last, floor, matches, before);
     }
@@ -957,6 +952,33 @@ export class FlowHistory {
       if (this.blockReaches(block, floor)) each(a, to);
       a = to;
     }
+  }
+
+  /**
+   * Calls `each(slot)` for the slots of the held rows that match `query`, in append order,
+   * leaving out the blocks that end before the query's time bound. With verdicts or points
+   * the query's column tables pick a run's candidate slots in one pass over the column's
+   * cells first, and the rest of the match runs on those only.
+   */
+  private forEachMatch(query: HistoryQuery, view: StoredFlowView, each: (slot: number) => void): void {
+    const c = this.columns, capacity = c.capacity;
+    const matches = this.matcher(query, view);
+    const verdicts = tableOf(query.verdicts), points = tableOf(query.points);
+    const column = verdicts !== undefined ? c.verdict : points !== undefined ? c.point : undefined;
+    const table = verdicts ?? points;
+    const candidates = column === undefined ? undefined : new Uint32Array(2 ** this.blockBits);
+    this.forEachRun(this.endFloor(query), (from, to) => {
+      const first = from % capacity;
+      if (column === undefined || candidates === undefined || table === undefined) {
+        for (let slot = first; slot < first + to - from; slot++) if (matches(slot)) each(slot);
+        return;
+      }
+      const n = column.slotsIn(first, first + to - from, table, candidates);
+      for (let k = 0; k < n; k++) {
+        const slot = candidates[k]!;
+        if (matches(slot)) each(slot);
+      }
+    });
   }
 
   /**

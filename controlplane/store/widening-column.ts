@@ -54,6 +54,21 @@ export class WideningColumn {
     return cells === undefined ? 0 : cells[slot]!;
   }
 
+  /**
+   * Writes into `out` (from its start) the slots of [from, to) whose value is marked 1 in
+   * `table` (a value past its end is not), and returns how many: one pass over the cells.
+   */
+  slotsIn(from: number, to: number, table: Uint8Array, out: Uint32Array): number {
+    let n = 0;
+    const cells = this.cells;
+    if (cells === undefined) {
+      if (table[0] === 1) for (let slot = from; slot < to; slot++) out[n++] = slot;
+      return n;
+    }
+    for (let slot = from; slot < to; slot++) if (table[cells[slot]!] === 1) out[n++] = slot;
+    return n;
+  }
+
   set(slot: number, value: number): void {
     if (((value >>> 0) !== value || value > this.limit) && this.limit !== Infinity) this.widen(value);
     const cells = this.cells;
