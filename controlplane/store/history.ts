@@ -917,7 +917,7 @@ export class FlowHistory {
       // Slots to append order numbers: the oldest held row's slot is its number's.
       this.forEachMatch(query, this.view, (slot) => found.push(oldest + (slot - oldestSlot + capacity) % capacity));
     } else {
-      found = this.newestMatches(last, floor, matches, before);
+      found = this.newestMatches(last, floor, query, matches, before);
     }
     let sorted = true;
     for (let k = 1; k < found.length; k++) {
@@ -961,36 +961,60 @@ export class FlowHistory {
    * cells first, and the rest of the match runs on those only.
    */
   private forEachMatch(query: HistoryQuery, view: StoredFlowView, each: (slot: number) => void): void {
-    const c = this.columns, capacity = c.capacity;
+    const capacity = this.columns.capacity;
     const matches = this.matcher(query, view);
-    const verdicts = tableOf(query.verdicts), points = tableOf(query.points);
-    const column = verdicts !== undefined ? c.verdict : points !== undefined ? c.point : undefined;
-    const table = verdicts ?? points;
-    const candidates = column === undefined ? undefined : new Uint32Array(2 ** this.blockBits);
+    const pass = this.columnPass(query);
     this.forEachRun(this.endFloor(query), (from, to) => {
       const first = from % capacity;
-      if (column === undefined || candidates === undefined || table === undefined) {
+      if (pass === undefined) {
         for (let slot = first; slot < first + to - from; slot++) if (matches(slot)) each(slot);
         return;
       }
-      const n = column.slotsIn(first, first + to - from, table, candidates);
+      const n = pass.pick(first, first + to - from);
       for (let k = 0; k < n; k++) {
-        const slot = candidates[k]!;
+        const slot = pass.slots[k]!;
         if (matches(slot)) each(slot);
       }
     });
   }
 
   /**
+   * The query's column pass: with verdicts (else points), `pick` puts the slots of [first,
+   * end) (within one block) whose column value the query names into `slots`, in order, and
+   * returns how many; undefined when the query names neither.
+   */
+  private columnPass(query: HistoryQuery): { slots: Uint32Array; pick: (first: number, end: number) => number } | undefined {
+    const c = this.columns;
+    const verdicts = tableOf(query.verdicts), points = tableOf(query.points);
+    const column = verdicts !== undefined ? c.verdict : points !== undefined ? c.point : undefined;
+    const table = verdicts ?? points;
+    if (column === undefined || table === undefined) return undefined;
+    const slots = new Uint32Array(2 ** this.blockBits);
+    return { slots, pick: (first, end) => column.slotsIn(first, end, table, slots) };
+  }
+
+  /**
    * The `last` newest matches by `before` (end time, then arrival), in no particular
    * order: held in a heap whose root is the oldest of them, newest rows first, a block of
    * the ring at a time. A block whose rows all end before `floor`, or (once `last` are
-   * held) before the root, is skipped unread.
+   * held) before the root, is skipped unread; with the query's column pass (verdicts or
+   * points) a block's rows are its candidate slots only.
    */
-  private newestMatches(last: number, floor: number, matches: (slot: number) => boolean, before: (a: number, b: number) => number): number[] {
+  private newestMatches(last: number, floor: number, query: HistoryQuery, matches: (slot: number) => boolean, before: (a: number, b: number) => number): number[] {
     const c = this.columns, capacity = c.capacity, bits = this.blockBits;
     const heap = new OldestFirstHeap(before);
     let rootEnd = -Infinity;
+    const consider = (r: number): void => {
+      if (!matches(r % capacity)) return;
+      if (heap.size < last) heap.push(r);
+      else if (before(r, heap.root) > 0) heap.replaceRoot(r);
+      else return;
+      if (heap.size === last) {
+        const rs = heap.root % capacity;
+        rootEnd = c.endSecondsOf(rs) + c.endNanosOf(rs) / 1e9;
+      }
+    };
+    const pass = this.columnPass(query);
     const oldest = this.appendedTotal - this.count;
     for (let a = this.appendedTotal - 1; a >= oldest;) {
       const slot = a % capacity;
@@ -998,15 +1022,11 @@ export class FlowHistory {
       // This block's rows from `slot` down, as append order numbers [from, a].
       const from = a - (slot - Math.max(block << bits, slot - (a - oldest)));
       if (this.blockReaches(block, heap.size < last ? floor : Math.max(floor, rootEnd))) {
-        for (let r = a; r >= from; r--) {
-          if (!matches(r % capacity)) continue;
-          if (heap.size < last) heap.push(r);
-          else if (before(r, heap.root) > 0) heap.replaceRoot(r);
-          else continue;
-          if (heap.size === last) {
-            const rs = heap.root % capacity;
-            rootEnd = c.endSecondsOf(rs) + c.endNanosOf(rs) / 1e9;
-          }
+        if (pass === undefined) {
+          for (let r = a; r >= from; r--) consider(r);
+        } else {
+          const first = from % capacity;
+          for (let k = pass.pick(first, slot + 1) - 1; k >= 0; k--) consider(from + pass.slots[k]! - first);
         }
       }
       a = from - 1;
