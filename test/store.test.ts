@@ -354,21 +354,35 @@ describe("flow filters", () => {
       const r = columnsRequired(allow.map(filter));
       return { verdicts: r.verdicts && [...r.verdicts].sort(), points: r.points && [...r.points].sort() };
     };
+    const namespaces = (allow: Partial<FlowFilter>[]) => {
+      const r = columnsRequired(allow.map(filter)).namespaces;
+      return r && [...r].sort();
+    };
     expect(sets([])).toEqual({ verdicts: undefined, points: undefined });
     expect(sets([{ namespace: ["shop"] }])).toEqual({ verdicts: undefined, points: undefined });
+    expect(namespaces([])).toBeUndefined();
+    expect(namespaces([{ namespace: ["shop"] }])).toEqual(["shop"]);
+    expect(namespaces([{ sourceNamespace: ["db"] }, { namespace: ["shop"], destinationNamespace: ["other"] }])).toEqual(["db", "other", "shop"]);
+    expect(namespaces([{ namespace: ["shop"] }, { verdict: [D] }])).toBeUndefined();
     expect(sets([{ verdict: [D] }])).toEqual({ verdicts: [D], points: undefined });
     expect(sets([{ verdict: [D], direction: [IN] }, { verdict: [A], direction: [OUT, IN] }])).toEqual({ verdicts: [D, A], points: [FROM, TO].sort() });
     expect(sets([{ verdict: [D], direction: [IN] }, { namespace: ["shop"] }])).toEqual({ verdicts: undefined, points: undefined });
     expect(sets([{ verdict: [D] }, { direction: [IN] }])).toEqual({ verdicts: undefined, points: undefined });
     // Every record a request passes has them (deny filters only take records away).
     const all = [webToCart, webToDb, webToSvc, worldToWeb2, v6, ping];
-    for (const allow of [[{ verdict: [D] }], [{ direction: [IN] }, { direction: [OUT], verdict: [D] }], [{ verdict: [D, A], direction: [OUT] }]]) {
+    const allows: Partial<FlowFilter>[][] = [[{ verdict: [D] }], [{ direction: [IN] }, { direction: [OUT], verdict: [D] }], [{ verdict: [D, A], direction: [OUT] }],
+      [{ namespace: ["shop"] }], [{ sourceNamespace: ["shop"] }, { destinationNamespace: ["db"], verdict: [D] }]];
+    let checked = 0;
+    for (const allow of allows) {
       const required = columnsRequired(allow.map(filter));
-      for (const r of all.filter(compileRequest(allow.map(filter), [filter({ namespace: ["db"] })]))) {
+      for (const r of all.filter(compileRequest(allow.map(filter), [filter({ namespace: ["other"] })]))) {
+        checked++;
         expect(required.verdicts?.has(r.verdict) ?? true).toBe(true);
         expect(required.points?.has(r.point) ?? true).toBe(true);
+        expect(required.namespaces === undefined || required.namespaces.has(r.source?.namespace ?? "") || required.namespaces.has(r.destination?.namespace ?? "")).toBe(true);
       }
     }
+    expect(checked).toBeGreaterThan(5);
   });
 
   it.each<[string, Partial<FlowFilter>, RegExp]>([
@@ -597,10 +611,12 @@ describe("flow history", () => {
     expect(lateRows).toBeGreaterThan(1000);
   });
 
-  it("a query's verdicts and points give what its predicate alone gives, and the predicate runs only on rows that have them (seed 77)", () => {
+  it("a query's verdicts, points and namespaces give what its predicate alone gives, and the predicate runs only on rows that have them (seed 77)", () => {
     const rand = seededRandom(77);
     const verdicts = [Verdict.VERDICT_FORWARDED, Verdict.VERDICT_DROPPED, Verdict.VERDICT_AUDIT];
     const subsets = [[Verdict.VERDICT_DROPPED], [Verdict.VERDICT_DROPPED, Verdict.VERDICT_AUDIT], [Verdict.VERDICT_FORWARDED]];
+    const ends = [web1, cart1, db1, other1, cartSvc, internet, nodeA];
+    const namespaceSets = [["shop"], ["db", "other"], ["nowhere"]];
     let compared = 0;
     for (let h = 0; h < 20; h++) {
       const capacity = 1 + Math.floor(rand() * 200);
@@ -610,19 +626,21 @@ describe("flow history", () => {
         const batch = Array.from({ length: 1 + Math.floor(rand() * 30) }, () => {
           n++;
           return numbered(n, T0 + n * 100 - (rand() < 0.1 ? 5000 : 0),
-            { verdict: verdicts[Math.floor(rand() * 3)]!, point: rand() < 0.5 ? FROM : TO });
+            { verdict: verdicts[Math.floor(rand() * 3)]!, point: rand() < 0.5 ? FROM : TO, src: ends[Math.floor(rand() * ends.length)]!, dst: ends[Math.floor(rand() * ends.length)]! });
         });
         if (rand() < 0.5) history.append(batch);
         else history.appendColumns(enrichedFromRecords("node-a", batch));
         const everything = history.query();
-        const v = new Set<number>(subsets[Math.floor(rand() * subsets.length)]);
+        const v = rand() < 0.2 ? undefined : new Set<number>(subsets[Math.floor(rand() * subsets.length)]);
         const p = rand() < 0.5 ? undefined : new Set<number>([rand() < 0.5 ? FROM : TO]);
-        const has = (r: { verdict: number; point: number }) => v.has(r.verdict) && (p === undefined || p.has(r.point));
+        const ns = rand() < 0.4 ? undefined : new Set<string>(namespaceSets[Math.floor(rand() * namespaceSets.length)]);
+        const has = (r: FlowRecord) => (v === undefined || v.has(r.verdict)) && (p === undefined || p.has(r.point))
+          && (ns === undefined || ns.has(r.source?.namespace ?? "-") || ns.has(r.destination?.namespace ?? "-"));
         const odd = (r: { sequence: bigint }) => r.sequence % 2n === 1n;
         const expected = sequences(everything.filter((r) => has(r) && odd(r)));
         let calls = 0, wrong = 0;
         const predicate = (r: FlowRecord) => { calls++; if (!has(r)) wrong++; return has(r) && odd(r); };
-        const q = { predicate, verdicts: v, ...(p !== undefined ? { points: p } : {}) };
+        const q = { predicate, ...(v !== undefined ? { verdicts: v } : {}), ...(p !== undefined ? { points: p } : {}), ...(ns !== undefined ? { namespaces: ns } : {}) };
         expect(sequences(history.query(q)), `capacity ${capacity}`).toEqual(expected);
         expect(calls).toBe(everything.filter(has).length);
         const scanned: number[] = [];
@@ -630,7 +648,7 @@ describe("flow history", () => {
         expect(scanned).toEqual(expected);
         const last = 1 + Math.floor(rand() * 20);
         expect(sequences(history.query({ ...q, last }))).toEqual(expected.slice(-last));
-        expect(wrong, "the predicate ran on a row without the query's verdicts or points").toBe(0);
+        expect(wrong, "the predicate ran on a row without the query's verdicts, points or namespaces").toBe(0);
         compared++;
       }
     }

@@ -445,15 +445,17 @@ function pointsOf(directions: readonly TrafficDirection[]): Set<number> {
 }
 
 /**
- * What every record passing `allow` has in its verdict and point columns: when each allow
- * filter names verdicts (directions), the union of them; otherwise the field is left out.
+ * What every record passing `allow` has: when each allow filter names verdicts
+ * (directions; namespaces, at either end or one), the union of them, the record's verdict
+ * (point; the namespace of one of its ends) among them; otherwise the field is left out.
  * Deny filters only take records away, so they add nothing here. A store checks these on
  * its columns before it runs the request's predicate (FlowHistory's HistoryQuery).
  */
-export function columnsRequired(allow: readonly Partial<FlowFilter>[]): { verdicts?: ReadonlySet<number>; points?: ReadonlySet<number> } {
-  const union = (each: (f: Partial<FlowFilter>) => Iterable<number> | undefined): ReadonlySet<number> | undefined => {
+export function columnsRequired(allow: readonly Partial<FlowFilter>[]):
+  { verdicts?: ReadonlySet<number>; points?: ReadonlySet<number>; namespaces?: ReadonlySet<string> } {
+  const union = <T>(each: (f: Partial<FlowFilter>) => Iterable<T> | undefined): ReadonlySet<T> | undefined => {
     if (allow.length === 0) return undefined;
-    const values = new Set<number>();
+    const values = new Set<T>();
     for (const f of allow) {
       const named = each(f);
       if (named === undefined) return undefined;
@@ -463,7 +465,12 @@ export function columnsRequired(allow: readonly Partial<FlowFilter>[]): { verdic
   };
   const verdicts = union((f) => (f.verdict ?? []).length > 0 ? f.verdict : undefined);
   const points = union((f) => (f.direction ?? []).length > 0 ? pointsOf(f.direction!) : undefined);
-  return { ...(verdicts !== undefined ? { verdicts } : {}), ...(points !== undefined ? { points } : {}) };
+  // A namespace named at either end or at one of them: the record has an end in it.
+  const namespaces = union((f) => {
+    const named = [...(f.namespace ?? []), ...(f.sourceNamespace ?? []), ...(f.destinationNamespace ?? [])];
+    return named.length > 0 ? named : undefined;
+  });
+  return { ...(verdicts !== undefined ? { verdicts } : {}), ...(points !== undefined ? { points } : {}), ...(namespaces !== undefined ? { namespaces } : {}) };
 }
 
 /** Compiles one filter; throws FlowFilterError naming the field and value. `where` (e.g. "allow[0]") locates it in a request. */

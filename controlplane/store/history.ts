@@ -55,6 +55,8 @@ export interface HistoryQuery {
    */
   verdicts?: ReadonlySet<number>;
   points?: ReadonlySet<number>;
+  /** Only records with an end (source or destination Endpoint) in one of these namespaces: checked per distinct Endpoint, before the predicate. */
+  namespaces?: ReadonlySet<string>;
 }
 
 const HAS_START = 1, HAS_END = 2, HAS_IP = 4, HAS_L4 = 8, HAS_TCP_FLAGS = 16;
@@ -128,6 +130,8 @@ class RowDictionary<T> {
   }
 
   value(id: number): T | undefined { return this.values[id]; }
+  /** One more than the largest id given out so far. */
+  get idLimit(): number { return this.values.length; }
 }
 
 function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
@@ -1034,11 +1038,31 @@ export class FlowHistory {
     return heap.items;
   }
 
+  /**
+   * Whether the Endpoint of an id is in one of `namespaces`, decided once per id for the
+   * query (the answer kept in a table over the dictionary's ids); undefined without them.
+   */
+  private endInNamespaces(namespaces: ReadonlySet<string> | undefined): ((id: number) => boolean) | undefined {
+    if (namespaces === undefined) return undefined;
+    const endpoints = this.columns.endpoints;
+    // 0: not asked yet, 1: in, 2: not (id 0, no Endpoint, is never in).
+    const known = new Uint8Array(endpoints.idLimit);
+    return (id: number): boolean => {
+      let k = known[id];
+      if (k === 0) {
+        const e = endpoints.value(id);
+        k = known[id] = e !== undefined && namespaces.has(e.namespace) ? 1 : 2;
+      }
+      return k === 1;
+    };
+  }
+
   /** Whether a slot is in the query's range and matches its predicate (run over `view`). */
   private matcher(query: HistoryQuery, view: StoredFlowView): (slot: number) => boolean {
     const { predicate, since, until, endAfter } = query;
     const c = this.columns;
     const verdicts = tableOf(query.verdicts), points = tableOf(query.points);
+    const endIn = this.endInNamespaces(query.namespaces);
     const sinceS = since === undefined ? -Infinity : secondsOf(since);
     const sinceN = since?.nanos ?? 0;
     const untilS = until === undefined ? Infinity : secondsOf(until);
@@ -1048,6 +1072,7 @@ export class FlowHistory {
     return (slot: number): boolean => {
       if (verdicts !== undefined && verdicts[c.verdict.get(slot)] !== 1) return false;
       if (points !== undefined && points[c.point.get(slot)] !== 1) return false;
+      if (endIn !== undefined && !endIn(c.source.get(slot)) && !endIn(c.destination.get(slot))) return false;
       if (since !== undefined) {
         const s = c.endSeconds.get(slot);
         if (s < sinceS || (s === sinceS && c.endNanos.get(slot) < sinceN)) return false;
