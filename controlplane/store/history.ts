@@ -907,13 +907,10 @@ export class FlowHistory {
     }
     const c = this.columns;
     const capacity = c.capacity;
-    const matches = this.matcher(query, this.view);
-
     const before = (a: number, b: number): number => {
       const sa = a % capacity, sb = b % capacity;
       return c.endSecondsOf(sa) - c.endSecondsOf(sb) || c.endNanosOf(sa) - c.endNanosOf(sb) || a - b;
     };
-    const floor = this.endFloor(query);
     let found: number[];
     if (last === 0) {
       found = [];
@@ -921,7 +918,7 @@ export class FlowHistory {
       // Slots to append order numbers: the oldest held row's slot is its number's.
       this.forEachMatch(query, this.view, (slot) => found.push(oldest + (slot - oldestSlot + capacity) % capacity));
     } else {
-      found = this.newestMatches(last, floor, query, matches, before);
+      found = this.newestMatches(last, query, before);
     }
     let sorted = true;
     for (let k = 1; k < found.length; k++) {
@@ -998,14 +995,16 @@ export class FlowHistory {
   }
 
   /**
-   * The `last` newest matches by `before` (end time, then arrival), in no particular
-   * order: held in a heap whose root is the oldest of them, newest rows first, a block of
-   * the ring at a time. A block whose rows all end before `floor`, or (once `last` are
-   * held) before the root, is skipped unread; with the query's column pass (verdicts or
-   * points) a block's rows are its candidate slots only.
+   * The `last` newest matches of `query` by `before` (end time, then arrival), in no
+   * particular order: held in a heap whose root is the oldest of them, newest rows first, a
+   * block of the ring at a time. A block whose rows all end before the query's time bound,
+   * or (once `last` are held) before the root, is skipped unread; with the query's column
+   * pass (verdicts or points) a block's rows are its candidate slots only.
    */
-  private newestMatches(last: number, floor: number, query: HistoryQuery, matches: (slot: number) => boolean, before: (a: number, b: number) => number): number[] {
+  private newestMatches(last: number, query: HistoryQuery, before: (a: number, b: number) => number): number[] {
     const c = this.columns, capacity = c.capacity, bits = this.blockBits;
+    const matches = this.matcher(query, this.view);
+    const floor = this.endFloor(query);
     const heap = new OldestFirstHeap(before);
     let rootEnd = -Infinity;
     const consider = (r: number): void => {
