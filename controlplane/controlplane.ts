@@ -253,9 +253,10 @@ export class ControlPlane {
 
   /**
    * A batch an agent sent (validated: every record is of `node`), `clockSkewMs` its send
-   * time less our clock when it came (a sample of the agent's skew, clockShift()). Resolves once it is durable (with a store) and published to
-   * the hot window and maps; rejects when the store cannot take it: then it must not be
-   * acknowledged. A re-sent batch the store already holds resolves without publishing.
+   * time less our clock when it came (a sample of the agent's skew, clockShift()). Resolves
+   * once it is durable (with a store) and published to the hot window and maps; rejects
+   * when the store cannot take it: then it must not be acknowledged. A re-sent batch the
+   * store already holds resolves without publishing.
    */
   async ingestBatch(batch: AgentBatch, clockSkewMs?: number): Promise<void> {
     if ("columns" in batch) {
@@ -415,7 +416,7 @@ export class ControlPlane {
     { hot: HistoryQuery; stored: ((missing?: number) => AsyncIterable<readonly FlowRecord[]>) | undefined } {
     const store = this.opts.store;
     const hotStart = this.hotWindowStart;
-    // The verdicts and points the allow filters require, for the history to check on its columns first.
+    // The verdicts, points and namespaces the allow filters require, for the history to check before the predicate.
     const hot: HistoryQuery = { predicate: q.predicate, since: q.since, until: q.until, ...columnsRequired(q.allow) };
     if (store === undefined || hotStart === undefined || (q.since !== undefined && compareTimestamps(q.since, hotStart) > 0)) {
       return { hot, stored: undefined };

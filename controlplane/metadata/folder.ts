@@ -7,7 +7,7 @@
 // mtime or ctime changed. Each file keeps its last good set of objects: a write that does
 // not parse, or has one invalid document, is reported through errors() and changes
 // nothing, so a bad edit never deletes pods from the cluster model.
-import { watch, type FSWatcher } from "node:fs";
+import { watch, type BigIntStats, type FSWatcher } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { parseAllDocuments } from "yaml";
@@ -53,6 +53,11 @@ const WATCH_DEBOUNCE_MS = 20;
 /** Scans in a row that may find the folder changed under them before one applies what it read anyway. */
 const MAX_UNSETTLED_SCANS = 5;
 
+
+/** A file's version as far as a rescan can tell: inode, size, mtime, ctime. */
+function signatureOf(s: BigIntStats): string {
+  return `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+}
 
 /** Hidden files (editor swap files, a ConfigMap volume's ..data) and temp files are not manifests. */
 export function isManifestFile(name: string): boolean {
@@ -214,7 +219,7 @@ export class FolderSource implements MetadataSource {
       if (read === "") continue; // not readable: only its error is reported
       try {
         const s = await stat(path.join(this.dir, name), { bigint: true });
-        if (`${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}` !== read) return false;
+        if (signatureOf(s) !== read) return false;
       } catch {
         return false;
       }
@@ -231,11 +236,11 @@ export class FolderSource implements MetadataSource {
     try {
       const before = await stat(file, { bigint: true });
       if (!before.isFile()) return this.forget(name);
-      signature = `${before.ino}:${before.size}:${before.mtimeNs}:${before.ctimeNs}`;
+      signature = signatureOf(before);
       if (previous?.signature === signature) return false;
       text = await readFile(file, "utf8");
       const after = await stat(file, { bigint: true });
-      if (`${after.ino}:${after.size}:${after.mtimeNs}:${after.ctimeNs}` !== signature) {
+      if (signatureOf(after) !== signature) {
         // Written while we read it: read the settled version a moment later.
         this.onWatchEvent();
         return false;
