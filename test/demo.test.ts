@@ -265,7 +265,7 @@ describe("the demo lab", () => {
       before = await watch.latest();
       await allowDemoEdge(lab);
       await lab.setNamespaceAnnotations("shop", { "bulkhead.io/mode": "enforce" });
-      await watch.waitEnforced({ after: before });
+      const enforced = await watch.waitEnforced({ after: before });
       // Every node has enforced the change for the settle time (300 ms) already; records with
       // packets from before it are drained within a drain interval (100 ms) of it: 1 s more
       // leaves them all before `since`.
@@ -283,7 +283,13 @@ describe("the demo lab", () => {
         records = await observed();
       }
       expect(connections(records), "connections of the restored edge since the change").toBeGreaterThanOrEqual(3);
-      expect(records.filter((r) => r.verdict !== Verdict.VERDICT_FORWARDED)).toEqual([]);
+      const wrong = records.filter((r) => r.verdict !== Verdict.VERDICT_FORWARDED);
+      // Said only on a failure: when each such record ended against `since`, the version
+      // enforced then, and the control plane's status (each node's clock skew among it).
+      const context = wrong.length === 0 ? "" : `since ${since}, enforced version ${enforced}; ends after since: ${wrong.map((r) =>
+        `${r.node} ${(Number(r.endTime?.seconds ?? 0n) * 1000 + (r.endTime?.nanos ?? 0) / 1e6 - Date.parse(since)).toFixed(0)} ms`).join(", ")}; status:\n`
+        + await cli(["status", "--server", OBSERVER]).catch((err: Error) => `(status failed: ${err.message})`);
+      expect(wrong, context).toEqual([]);
     } finally {
       watch.close();
     }
