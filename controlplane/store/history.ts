@@ -980,18 +980,26 @@ export class FlowHistory {
   }
 
   /**
-   * The query's column pass: with verdicts (else points), `pick` puts the slots of [first,
-   * end) (within one block) whose column value the query names into `slots`, in order, and
-   * returns how many; undefined when the query names neither.
+   * The query's column pass, the one place its verdicts and points are checked: `pick` puts
+   * the slots of [first, end) (within one block) whose verdict and point the query names
+   * into `slots`, in order, and returns how many (one pass over the verdict column's cells,
+   * or the point column's without verdicts; the other column read for those only);
+   * undefined when the query names neither.
    */
   private columnPass(query: HistoryQuery): { slots: Uint32Array; pick: (first: number, end: number) => number } | undefined {
     const c = this.columns;
     const verdicts = tableOf(query.verdicts), points = tableOf(query.points);
-    const column = verdicts !== undefined ? c.verdict : points !== undefined ? c.point : undefined;
-    const table = verdicts ?? points;
-    if (column === undefined || table === undefined) return undefined;
+    if (verdicts === undefined && points === undefined) return undefined;
     const slots = new Uint32Array(2 ** this.blockBits);
-    return { slots, pick: (first, end) => column.slotsIn(first, end, table, slots) };
+    const pick = (first: number, end: number): number => {
+      if (verdicts === undefined) return c.point.slotsIn(first, end, points!, slots);
+      const n = c.verdict.slotsIn(first, end, verdicts, slots);
+      if (points === undefined) return n;
+      let kept = 0;
+      for (let k = 0; k < n; k++) if (points[c.point.get(slots[k]!)] === 1) slots[kept++] = slots[k]!;
+      return kept;
+    };
+    return { slots, pick };
   }
 
   /**
@@ -1056,11 +1064,13 @@ export class FlowHistory {
     };
   }
 
-  /** Whether a slot is in the query's range and matches its predicate (run over `view`). */
+  /**
+   * Whether a slot is in the query's range, has an end in its namespaces and matches its
+   * predicate (run over `view`). Its verdicts and points are the column pass's to check.
+   */
   private matcher(query: HistoryQuery, view: StoredFlowView): (slot: number) => boolean {
     const { predicate, since, until, endAfter } = query;
     const c = this.columns;
-    const verdicts = tableOf(query.verdicts), points = tableOf(query.points);
     const endIn = this.endInNamespaces(query.namespaces);
     const sinceS = since === undefined ? -Infinity : secondsOf(since);
     const sinceN = since?.nanos ?? 0;
@@ -1069,8 +1079,6 @@ export class FlowHistory {
     const afterS = endAfter === undefined ? -Infinity : secondsOf(endAfter);
     const afterN = endAfter?.nanos ?? 0;
     return (slot: number): boolean => {
-      if (verdicts !== undefined && verdicts[c.verdict.get(slot)] !== 1) return false;
-      if (points !== undefined && points[c.point.get(slot)] !== 1) return false;
       if (endIn !== undefined && !endIn(c.source.get(slot)) && !endIn(c.destination.get(slot))) return false;
       if (since !== undefined) {
         const s = c.endSeconds.get(slot);
