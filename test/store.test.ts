@@ -347,7 +347,7 @@ describe("flow filters", () => {
     expect(pass([], [{}])).toEqual([]);
   });
 
-  it("columnsRequired: the verdicts and points every allow filter names (their union); left out when one names none", () => {
+  it("columnsRequired: the verdicts, points and namespaces every allow filter names (their union); left out when one names none", () => {
     const D = Verdict.VERDICT_DROPPED, A = Verdict.VERDICT_AUDIT;
     const IN = TrafficDirection.TRAFFIC_DIRECTION_INGRESS, OUT = TrafficDirection.TRAFFIC_DIRECTION_EGRESS;
     const sets = (allow: Partial<FlowFilter>[]) => {
